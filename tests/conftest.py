@@ -1,0 +1,35 @@
+"""Shared test settings: thread pinning and the hypothesis profiles.
+
+Threads: one OpenMP thread per process with OMP_WAIT_POLICY=PASSIVE (set before torch or numpy
+start their pools), because on a 2-core machine under load torch ops at 2 threads ran ~10x slower
+than at 1 thread.
+
+Hypothesis profiles (select with ``--hypothesis-profile=NAME``):
+- ``ci`` (default): 500 examples per property test; the persistence property tests together run
+  at least 2,000 examples.
+- ``thorough``: 5,000 examples per property test (20,000+ across the persistence tests).
+- ``dev``: 25 examples, for quick local iteration.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", "2")
+
+from hypothesis import HealthCheck, settings
+
+_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("ci", max_examples=500, **_COMMON)
+settings.register_profile("thorough", max_examples=5000, **_COMMON)
+settings.register_profile("dev", max_examples=25, **_COMMON)
+settings.load_profile("ci")
+
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # the reference tests need no torch
+    pass
