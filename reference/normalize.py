@@ -1,0 +1,83 @@
+"""Per-cloud feature normalisation (paper Algorithm 1, Step 1) and its vector-Jacobian product.
+
+Decision 13 (``shared/docs/decisions.md``): one normalisation per cloud, applied to teacher and
+student features before TPS and the distance matrices.
+
+- ``scale`` (default): ``(h_i - mean) / (rms + eps)`` with ``rms = sqrt(mean_i ||h_i - mean||^2)``
+  over the whole cloud; distances inside the cloud keep their geometry and share a common scale
+  between teacher and student whatever their channel counts.
+- ``l2``: every feature vector to unit length, ``h_i / (||h_i|| + eps)``.
+- ``none``: identity.
+
+``normalize_backward`` is the exact vector-Jacobian product of ``normalize`` (used to bring the
+topological gradient back to the raw student features). ``as_features`` is the shared input check
+of every reference function that takes a feature matrix.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+MODES = ("scale", "l2", "none")
+
+
+def as_features(feats: np.ndarray, name: str) -> np.ndarray:
+    """Return ``feats`` as a finite float64 (N, C) array or raise ValueError naming ``name``."""
+    arr = np.asarray(feats, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (N, C) feature matrix, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise ValueError(f"{name} contains {bad} NaN/Inf entries; features must be finite")
+    return arr
+
+
+def _check_mode(mode: str, eps: float) -> None:
+    if mode not in MODES:
+        raise ValueError(f"normalize mode must be one of {MODES}, got {mode!r}")
+    if not (np.isfinite(eps) and eps >= 0):
+        raise ValueError(f"normalize eps must be finite and >= 0, got {eps}")
+
+
+def normalize(feats: np.ndarray, mode: str = "scale", eps: float = 1e-12) -> np.ndarray:
+    """Normalise one cloud's (N, C) features with ``mode`` in ``scale`` | ``l2`` | ``none``."""
+    _check_mode(mode, eps)
+    h = as_features(feats, "feats")
+    if mode == "none":
+        return h.copy()
+    if mode == "l2":
+        return h / (np.linalg.norm(h, axis=1, keepdims=True) + eps)
+    c = h - h.mean(axis=0)
+    rms = np.sqrt(np.mean(np.sum(c * c, axis=1)))
+    return c / (rms + eps)
+
+
+def normalize_backward(
+    feats: np.ndarray, grad_out: np.ndarray, mode: str = "scale", eps: float = 1e-12
+) -> np.ndarray:
+    """Vector-Jacobian product: ``dL/dfeats`` given ``grad_out = dL/dnormalize(feats)``.
+
+    Where the norm is exactly 0 (``l2`` on a zero vector, ``scale`` on a cloud of identical points)
+    the derivative of the norm is taken as 0, so the result stays finite.
+    """
+    _check_mode(mode, eps)
+    h = as_features(feats, "feats")
+    g = as_features(grad_out, "grad_out")
+    if g.shape != h.shape:
+        raise ValueError(f"grad_out has shape {g.shape}, feats has {h.shape}; they must match")
+    if mode == "none":
+        return g.copy()
+    if mode == "l2":
+        n = np.linalg.norm(h, axis=1, keepdims=True)
+        den = n + eps
+        gh = np.sum(g * h, axis=1, keepdims=True)
+        safe_n = np.where(n > 0, n, 1.0)
+        return g / den - np.where(n > 0, gh / den**2 / safe_n, 0.0) * h
+    N = h.shape[0]
+    c = h - h.mean(axis=0)
+    rms = np.sqrt(np.mean(np.sum(c * c, axis=1)))
+    den = rms + eps
+    # out = c / den, den = rms(c) + eps, d rms / d c = c / (N * rms).
+    g_c = g / den
+    if rms > 0:
+        g_c = g_c - (np.sum(g * c) / den**2) * c / (N * rms)
+    return g_c - g_c.mean(axis=0)

@@ -1,0 +1,41 @@
+"""Topology-preserving sampling (TPS): greedy farthest-point k-center selection, paper Algorithm 5.
+
+Decision 14 (``shared/docs/decisions.md``): the first index is
+``numpy.random.default_rng(seed).integers(N)``; every next index is the argmax of the distance to
+the selected set, ties going to the lowest index; a cloud with ``N <= m`` uses all its points
+(``arange(N)``). Already selected points are excluded from the argmax: they are at distance 0
+anyway, and the exclusion only matters when duplicated points leave every remaining candidate at
+distance 0, where it keeps the indices unique (the lowest unselected index is taken).
+
+The greedy rule is a 2-approximation of the optimal k-center covering radius
+``max_x min_{y in I} ||x - y||`` (Gonzalez, 1985), which bounds the bottleneck distance between the
+subset's and the full cloud's Rips diagrams (paper Appendix A.2).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from reference.normalize import as_features
+
+
+def tps(feats: np.ndarray, m: int, seed: int = 0) -> np.ndarray:
+    """Indices (``min(m, N)``,) int64 of the TPS subset of the (N, C) ``feats``, in selection order."""
+    h = as_features(feats, "feats")
+    if isinstance(m, bool) or int(m) != m or m < 1:
+        raise ValueError(f"TPS budget m must be an integer >= 1, got {m!r}")
+    m = int(m)
+    N = h.shape[0]
+    if N == 0:
+        raise ValueError("feats has no points (N = 0); TPS needs at least one point")
+    if N <= m:
+        return np.arange(N, dtype=np.int64)
+    idx = np.empty(m, dtype=np.int64)
+    idx[0] = np.random.default_rng(seed).integers(N)
+    d_min = np.linalg.norm(h - h[idx[0]], axis=1)
+    d_min[idx[0]] = -np.inf
+    for k in range(1, m):
+        i = int(np.argmax(d_min))  # np.argmax returns the first (lowest) maximiser
+        idx[k] = i
+        d_min = np.minimum(d_min, np.linalg.norm(h - h[i], axis=1))
+        d_min[i] = -np.inf
+    return idx
