@@ -10,10 +10,13 @@ student features before TPS and the distance matrices.
 - ``none``: identity.
 
 ``normalize_backward`` is the exact vector-Jacobian product of ``normalize`` (used to bring the
-topological gradient back to the raw student features). ``as_features`` is the shared input check
-of every reference function that takes a feature matrix.
+topological gradient back to the raw student features). ``as_features`` and
+``check_end_offsets`` are the shared input checks of the reference functions that take feature
+matrices and batched clouds.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,6 +32,24 @@ def as_features(feats: np.ndarray, name: str) -> np.ndarray:
         bad = int(np.count_nonzero(~np.isfinite(arr)))
         raise ValueError(f"{name} contains {bad} NaN/Inf entries; features must be finite")
     return arr
+
+
+def check_end_offsets(offsets: Sequence[int] | np.ndarray, total: int, name: str) -> np.ndarray:
+    """Validate END offsets of concatenated clouds: 1-D ints, strictly increasing, last == total."""
+    off = np.asarray(offsets)
+    if off.ndim != 1 or off.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array of END offsets, got shape {off.shape}")
+    if not np.issubdtype(off.dtype, np.integer):
+        if not np.all(np.isfinite(off)) or np.any(off != np.round(off)):
+            raise ValueError(f"{name} must hold integers, got {off}")
+    off = off.astype(np.int64)
+    if off[0] <= 0 or np.any(np.diff(off) <= 0):
+        raise ValueError(
+            f"{name} must be strictly increasing positive END offsets (every cloud non-empty), got {off}"
+        )
+    if off[-1] != total:
+        raise ValueError(f"{name} must end at the number of rows {total}, but ends at {off[-1]}")
+    return off
 
 
 def _check_mode(mode: str, eps: float) -> None:
