@@ -1,0 +1,70 @@
+"""Run configuration (train/config.py): YAML + CLI precedence and fail-fast validation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from train.config import SYNTHETIC_DEMO, resolve, save_config
+
+
+def test_cli_overrides_config_file_which_overrides_defaults(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("dataset: synthetic\nepochs: 3\nlambda-topo: 4.0\nbatch_size: 5\n")
+    cfg = resolve(["--config", str(cfg_file), "--epochs", "7", "--no-topo"])
+    assert cfg.dataset == "synthetic"
+    assert cfg.epochs == 7  # CLI wins
+    assert cfg.lambda_topo == 4.0 and cfg.batch_size == 5  # from the file
+    assert cfg.lambda_grad == 1.0 and cfg.lambda_kld == 1.0  # decisions 19 defaults
+    assert cfg.topo_m == SYNTHETIC_DEMO["topo_m"]  # synthetic demo budget fills unset options
+    # stage all: the flags act on its distilled student
+    assert cfg.terms() == {"kld": True, "topo": False, "grad": True}
+
+
+def test_stage_terms_and_ablation_switches() -> None:
+    assert resolve(["--dataset", "synthetic", "--stage", "student"]).terms() == {
+        "kld": False, "topo": False, "grad": False}
+    cfg = resolve(["--dataset", "synthetic", "--stage", "distill", "--no-grad", "--teacher-checkpoint", __file__])
+    assert cfg.terms() == {"kld": True, "topo": True, "grad": False}
+
+
+def test_saved_config_round_trips(tmp_path: Path) -> None:
+    cfg = resolve(["--dataset", "synthetic", "--saliency-layers", "1", "4", "--topo-m", "64"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = resolve(["--config", str(tmp_path / "config.yaml")])
+    assert again == cfg
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["saliency_layers"] == [1, 4]
+
+
+@pytest.mark.parametrize(
+    "argv, error, match",
+    [
+        (["--dataset", "synthetic", "--lambda-topo", "-1"], ValueError, "lambda-topo must be a number >= 0"),
+        (["--dataset", "synthetic", "--lambda-kld", "-0.5"], ValueError, "lambda-kld"),
+        (["--dataset", "synthetic", "--stage", "kd"], ValueError, "--teacher-checkpoint"),
+        (["--dataset", "synthetic", "--stage", "distill", "--teacher-checkpoint", "/nonexistent/t.pt"],
+         FileNotFoundError, "/nonexistent/t.pt"),
+        (["--dataset", "synthetic", "--saliency-layers", "5"], ValueError, "saliency-layers"),
+        (["--dataset", "synthetic", "--topo-dims", "2"], ValueError, "topo-dims"),
+        (["--dataset", "synthetic", "--epochs", "0"], ValueError, "epochs must be an integer >= 1"),
+        (["--stage", "teacher"], ValueError, "no dataset chosen"),
+    ],
+)
+def test_bad_configurations_fail_fast_with_a_message_naming_the_option(
+    argv: list[str], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        resolve(argv)
+
+
+def test_unknown_dataset_fails_on_the_command_line_and_in_a_config_file(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        resolve(["--dataset", "kitti360"])
+    f = tmp_path / "c.yaml"
+    f.write_text("dataset: kitti360\n")
+    with pytest.raises(ValueError, match="unknown dataset 'kitti360'"):
+        resolve(["--config", str(f)])
+    f.write_text("dataset: synthetic\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="unknown option 'learning_rate'"):
+        resolve(["--config", str(f)])

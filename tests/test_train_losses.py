@@ -1,0 +1,108 @@
+"""L_seg = CE + Lovasz-softmax (train/losses.py) against independent definitions.
+
+The brute-force Lovasz extension below uses the level-set (Choquet integral) form
+f(m) = sum_k (v_k - v_{k-1}) Delta({i : m_i >= v_k}) with the Jaccard set function evaluated on
+explicit Python sets, not the sorted-increment formula of the implementation.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from train.losses import cross_entropy, lovasz_softmax, segmentation_loss
+
+
+def _jaccard_loss_of_set(mispredicted: set[int], truth: set[int]) -> float:
+    union = truth | mispredicted
+    return len(mispredicted) / len(union) if union else 0.0
+
+
+def _brute_force_lovasz(probs: np.ndarray, labels: np.ndarray, classes: str = "present") -> float:
+    keep = labels != -1
+    probs, labels = probs[keep], labels[keep]
+    per_class = []
+    for c in range(probs.shape[1]):
+        truth = {i for i in range(len(labels)) if labels[i] == c}
+        if classes == "present" and not truth:
+            continue
+        m = np.abs((labels == c).astype(float) - probs[:, c])
+        levels = np.unique(m[m > 0])
+        total, prev = 0.0, 0.0
+        for v in levels:
+            total += (v - prev) * _jaccard_loss_of_set({i for i in range(len(m)) if m[i] >= v}, truth)
+            prev = v
+        per_class.append(total)
+    return float(np.mean(per_class)) if per_class else 0.0
+
+
+@settings(max_examples=max(settings.default.max_examples // 5, 10))
+@given(
+    n=st.integers(1, 7),
+    k=st.integers(2, 4),
+    seed=st.integers(0, 2**31 - 1),
+    classes=st.sampled_from(["present", "all"]),
+)
+def test_lovasz_softmax_equals_brute_force_level_set_definition(n: int, k: int, seed: int, classes: str) -> None:
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, k)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = rng.integers(-1, k, size=n)
+    got = lovasz_softmax(torch.from_numpy(probs), torch.from_numpy(labels), classes=classes).item()
+    assert got == pytest.approx(_brute_force_lovasz(probs, labels, classes), abs=1e-12)
+
+
+def test_lovasz_softmax_of_one_hot_predictions_is_one_minus_mean_iou() -> None:
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, -1, 2])
+    pred = torch.tensor([0, 1, 1, 1, 0, 2, 0, 1])
+    probs = torch.nn.functional.one_hot(pred, 3).double()
+    # class 0: I=1, U=3; class 1: I=2, U=5; class 2: I=1, U=2 (the ignored point does not count)
+    expected = 1 - np.mean([1 / 3, 2 / 5, 1 / 2])
+    assert lovasz_softmax(probs, labels).item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_lovasz_softmax_gradient_matches_finite_differences() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 3, 0, -1, 1, 2, 2])
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        return lovasz_softmax(torch.softmax(z, dim=1), labels)
+
+    assert torch.autograd.gradcheck(f, (logits,), eps=1e-6, atol=1e-7)
+
+
+def test_segmentation_loss_is_cross_entropy_plus_lovasz_and_ignores_minus_one() -> None:
+    torch.manual_seed(1)
+    logits = torch.randn(12, 5, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 3, 4, -1, -1, 1, 2, 0, 3, 4])
+    total, parts = segmentation_loss(logits, labels)
+    keep = labels != -1
+    ce = torch.nn.functional.cross_entropy(logits[keep], labels[keep])
+    lov = _brute_force_lovasz(torch.softmax(logits, 1).numpy(), labels.numpy())
+    assert parts["ce"].item() == pytest.approx(ce.item(), abs=1e-12)
+    assert parts["lovasz"].item() == pytest.approx(lov, abs=1e-10)
+    assert total.item() == pytest.approx(ce.item() + lov, abs=1e-10)
+    # changing the logits of an ignored point changes nothing
+    logits2 = logits.clone()
+    logits2[5] += 10.0
+    assert segmentation_loss(logits2, labels)[0].item() == pytest.approx(total.item(), abs=1e-12)
+
+
+def test_all_ignored_batch_gives_zero_loss_and_zero_gradient_not_nan() -> None:
+    logits = torch.randn(4, 3, requires_grad=True)
+    labels = torch.full((4,), -1)
+    total, _ = segmentation_loss(logits, labels)
+    total.backward()
+    assert total.item() == 0.0
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+    assert cross_entropy(logits, labels).item() == 0.0
+
+
+def test_lovasz_softmax_rejects_bad_shapes_and_labels() -> None:
+    with pytest.raises(ValueError, match="probs must be"):
+        lovasz_softmax(torch.rand(3, 2), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels must lie"):
+        lovasz_softmax(torch.rand(3, 2), torch.tensor([0, 1, 5]))
