@@ -13,6 +13,13 @@ from typing import Any
 _EXPORTS: dict[str, str] = {
     "saliency_loss": "fast.saliency",
     "kld": "fast.kld",
+    "H1Engine": "fast.engine",
+    "CloudPersistence": "fast.engine",
+    "PersistencePool": "fast.engine",
+    "giotto_h1": "fast.engine",
+    "submit_diagrams": "fast.engine",
+    "compute_diagrams": "fast.engine",
+    "budget_miss_count": "fast.engine",
 }
 
 __all__ = sorted(_EXPORTS)
