@@ -1,0 +1,47 @@
+"""Temperature-scaled logit distillation loss in PyTorch, paper Sec. 3.4 (L_KLD of Eq. (8)).
+
+Twin of ``reference.kld`` (decision 18): ``T^2 * KL(softmax(z_T / T) || softmax(z_S / T))`` per
+point, averaged over the points whose label is not ``ignore_index`` (all points when ``labels`` is
+None), 0 with a zero gradient when no point is labelled. Returns a scalar tensor; the gradient
+w.r.t. ``student_logits`` comes from autograd; ``teacher_logits`` is detached. Works on CPU and
+CUDA in float32/float64 (lower precisions are computed in float32). The labelled mean uses a mask
+rather than boolean indexing so no host synchronisation is needed beyond the input checks.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kld(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    ignore_index: int = -1,
+) -> torch.Tensor:
+    """Scalar ``L_kld`` for (N, K) logits and optional (N,) integer labels."""
+    if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student_logits {tuple(student_logits.shape)} and teacher_logits "
+            f"{tuple(teacher_logits.shape)} must both be (N, K) with the same shape"
+        )
+    for name, z in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError(f"{name} contains NaN/Inf; logits must be finite")
+    if not (isinstance(temperature, (int, float)) and temperature > 0 and temperature < float("inf")):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    dtype = torch.promote_types(torch.promote_types(student_logits.dtype, teacher_logits.dtype), torch.float32)
+    T = float(temperature)
+    log_ps = F.log_softmax(student_logits.to(dtype) / T, dim=1)
+    log_pt = F.log_softmax(teacher_logits.detach().to(dtype) / T, dim=1)
+    per_point = F.kl_div(log_ps, log_pt, reduction="none", log_target=True).sum(dim=1)
+    if labels is None:
+        return T * T * per_point.sum() / max(per_point.shape[0], 1)
+    if labels.shape != (student_logits.shape[0],) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(
+            f"labels must be an ({student_logits.shape[0]},) integer tensor, got shape "
+            f"{tuple(labels.shape)} dtype {labels.dtype}"
+        )
+    keep = (labels.to(student_logits.device) != ignore_index).to(dtype)
+    return T * T * (per_point * keep).sum() / keep.sum().clamp_min(1.0)

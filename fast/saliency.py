@@ -1,0 +1,163 @@
+"""Gradient-guided saliency alignment loss L_grad in PyTorch, paper Eq. (4)-(7), batched.
+
+Twin of ``reference.saliency_loss`` (decisions 15-17), same arguments as tensors. Per layer the
+clouds are handled together through per-row cloud ids: Eq. (4) channel weights by ``index_add_``
+(constants: the given activation gradients are detached), Eq. (5) maps, ``M[index]`` to the input
+points, Eq. (6) per-cloud min-max by ``scatter_reduce`` (``amin`` / ``amax``), Eq. (7) L1 summed
+over input points / N, summed over layers. Only the loop over layers is in Python.
+
+Tie convention (must equal the reference's uniform split): autograd's ``scatter_reduce`` backward
+for ``amin``/``amax`` splits the gradient evenly among all positions equal to the result, *and it
+counts the initial value of the output as one of them even with* ``include_self=False``. The
+outputs are therefore initialised with +inf (min) / -inf (max), which no finite entry equals, so
+the split is uniform over the tied input points only, exactly as in the reference. ``abs`` has
+derivative sign(0) = 0 in autograd, as in the reference. Teacher maps are computed without grad.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def _end_offsets(offsets: torch.Tensor | Sequence[int], total: int, name: str, device: torch.device) -> torch.Tensor:
+    """Validate END offsets (1-D ints, strictly increasing, > 0, last == total); return int64 on device."""
+    off = torch.as_tensor(offsets).detach().cpu()
+    if off.ndim != 1 or off.numel() == 0 or off.dtype.is_floating_point or off.dtype == torch.bool:
+        raise ValueError(
+            f"{name} must be a non-empty 1-D integer tensor of END offsets, got shape "
+            f"{tuple(off.shape)} dtype {off.dtype}"
+        )
+    off = off.to(torch.int64)
+    if off[0] <= 0 or bool((off[1:] <= off[:-1]).any()):
+        raise ValueError(f"{name} must be strictly increasing positive END offsets (no empty cloud), got {off.tolist()}")
+    if int(off[-1]) != total:
+        raise ValueError(f"{name} must end at the number of rows {total}, but ends at {int(off[-1])}")
+    return off.to(device)
+
+
+def _cloud_ids(off: torch.Tensor) -> torch.Tensor:
+    """Per-row cloud id (0..B-1) for rows laid out by END offsets ``off``."""
+    counts = torch.diff(off, prepend=off.new_zeros(1))
+    return torch.repeat_interleave(torch.arange(len(off), device=off.device), counts, output_size=int(off[-1]))
+
+
+def _check_layer(
+    acts: torch.Tensor,
+    grads: torch.Tensor,
+    stage_offsets: torch.Tensor | Sequence[int],
+    index: torch.Tensor,
+    off: torch.Tensor,
+    in_cloud: torch.Tensor,
+    who: str,
+) -> torch.Tensor:
+    """Validate one layer of one model; return its stage END offsets on the device."""
+    if acts.ndim != 2 or grads.shape != acts.shape:
+        raise ValueError(
+            f"{who}_acts must be (N_l, C_l) and {who}_grads the same shape, got "
+            f"{tuple(acts.shape)} and {tuple(grads.shape)}"
+        )
+    for name, t in ((f"{who}_acts", acts), (f"{who}_grads", grads)):
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN/Inf; activations and their gradients must be finite")
+    s_off = _end_offsets(stage_offsets, acts.shape[0], f"{who}_stage_offsets", in_cloud.device)
+    if len(s_off) != len(off):
+        raise ValueError(
+            f"{who}_stage_offsets has {len(s_off)} clouds but offsets has {len(off)}; every stage "
+            "must hold the same clouds as the input"
+        )
+    if index.shape != (int(off[-1]),) or index.dtype.is_floating_point or index.dtype == torch.bool:
+        raise ValueError(
+            f"{who}_index must be an ({int(off[-1])},) integer tensor mapping input points to stage "
+            f"rows, got shape {tuple(index.shape)} dtype {index.dtype}"
+        )
+    s_start = s_off - torch.diff(s_off, prepend=s_off.new_zeros(1))
+    idx = index.to(in_cloud.device)
+    if bool(((idx < s_start[in_cloud]) | (idx >= s_off[in_cloud])).any()):
+        raise ValueError(
+            f"{who}_index maps some input points outside their own cloud's rows at this stage "
+            f"(stage END offsets {s_off.tolist()}); pass the pooling inverse of the same batch"
+        )
+    return s_off
+
+
+def _normalized_map(
+    acts: torch.Tensor,
+    grads: torch.Tensor,
+    s_off: torch.Tensor,
+    index: torch.Tensor,
+    in_cloud: torch.Tensor,
+    n_clouds: int,
+    eps: float,
+) -> torch.Tensor:
+    """Eq. (4)-(6): per-cloud channel weights, saliency map, ``M[index]``, per-cloud min-max."""
+    stage_cloud = _cloud_ids(s_off)
+    counts = torch.diff(s_off, prepend=s_off.new_zeros(1)).to(acts.dtype)
+    g_abs = grads.detach().to(acts.dtype).abs()
+    omega = torch.zeros(n_clouds, acts.shape[1], dtype=acts.dtype, device=acts.device)
+    omega = omega.index_add_(0, stage_cloud, g_abs) / counts[:, None]
+    u = (omega[stage_cloud] * acts.abs()).sum(dim=1)[index.to(acts.device)]
+    inf = torch.full((n_clouds,), float("inf"), dtype=acts.dtype, device=acts.device)
+    lo = inf.scatter_reduce(0, in_cloud, u, "amin", include_self=False)
+    hi = (-inf).scatter_reduce(0, in_cloud, u, "amax", include_self=False)
+    return (u - lo[in_cloud]) / (hi - lo + eps)[in_cloud]
+
+
+def saliency_loss(
+    student_acts: Sequence[torch.Tensor],
+    student_grads: Sequence[torch.Tensor],
+    student_stage_offsets: Sequence[torch.Tensor],
+    student_index: Sequence[torch.Tensor],
+    teacher_acts: Sequence[torch.Tensor],
+    teacher_grads: Sequence[torch.Tensor],
+    teacher_stage_offsets: Sequence[torch.Tensor],
+    teacher_index: Sequence[torch.Tensor],
+    offsets: torch.Tensor | Sequence[int],
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """Scalar L_grad of Eq. (7), differentiable w.r.t. ``student_acts``; see ``reference.saliency_loss``.
+
+    Lists have one entry per layer: ``*_acts[l]`` (N_l, C_l), ``*_grads[l]`` (N_l, C_l) = dL_seg/dF
+    (constants), ``*_stage_offsets[l]`` (B,) END offsets at that stage, ``*_index[l]`` (N,) input
+    point -> global stage row; ``offsets`` (B,) END offsets of the N input points.
+    """
+    lists = {
+        "student_acts": student_acts, "student_grads": student_grads,
+        "student_stage_offsets": student_stage_offsets, "student_index": student_index,
+        "teacher_acts": teacher_acts, "teacher_grads": teacher_grads,
+        "teacher_stage_offsets": teacher_stage_offsets, "teacher_index": teacher_index,
+    }
+    L = len(student_acts)
+    if L == 0 or any(len(v) != L for v in lists.values()):
+        raise ValueError(
+            "every per-layer argument must be a non-empty list with one entry per layer; got lengths "
+            + ", ".join(f"{k}={len(v)}" for k, v in lists.items())
+        )
+    if not (isinstance(eps, (int, float)) and 0 < eps < float("inf")):
+        raise ValueError(f"eps must be a finite number > 0 (Eq. 6 stabiliser), got {eps}")
+    device = student_acts[0].device
+    dtype = torch.promote_types(student_acts[0].dtype, torch.float32)
+    off_cpu = torch.as_tensor(offsets).detach().cpu()
+    total = int(off_cpu[-1]) if off_cpu.ndim == 1 and off_cpu.numel() > 0 else -1
+    off = _end_offsets(off_cpu, total, "offsets", device)
+    in_cloud = _cloud_ids(off)
+    B, N = len(off), int(off[-1])
+    stage_offs = [
+        (
+            _check_layer(student_acts[l], student_grads[l], student_stage_offsets[l], student_index[l], off, in_cloud, "student"),
+            _check_layer(teacher_acts[l], teacher_grads[l], teacher_stage_offsets[l], teacher_index[l], off, in_cloud, "teacher"),
+        )
+        for l in range(L)
+    ]
+    loss = torch.zeros((), dtype=dtype, device=device)
+    for l, (s_off_S, s_off_T) in enumerate(stage_offs):
+        hat_S = _normalized_map(
+            student_acts[l].to(dtype), student_grads[l].to(device), s_off_S, student_index[l], in_cloud, B, eps
+        )
+        with torch.no_grad():
+            hat_T = _normalized_map(
+                teacher_acts[l].detach().to(device=device, dtype=dtype),
+                teacher_grads[l].to(device), s_off_T, teacher_index[l], in_cloud, B, eps,
+            )
+        loss = loss + (hat_T - hat_S).abs().sum() / N
+    return loss
