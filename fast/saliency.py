@@ -68,8 +68,8 @@ def _check_layer(
         )
     if index.shape != (int(off[-1]),) or index.dtype.is_floating_point or index.dtype == torch.bool:
         raise ValueError(
-            f"{who}_index must be an ({int(off[-1])},) integer tensor mapping input points to stage "
-            f"rows, got shape {tuple(index.shape)} dtype {index.dtype}"
+            f"{who}_index must be an (N,) integer tensor, N = offsets[-1] = {int(off[-1])} input points, "
+            f"mapping every input point to its stage row; got shape {tuple(index.shape)} dtype {index.dtype}"
         )
     s_start = s_off - torch.diff(s_off, prepend=s_off.new_zeros(1))
     idx = index.to(in_cloud.device)

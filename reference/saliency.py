@@ -48,8 +48,8 @@ def _check_layer(
     idx = np.asarray(index)
     if idx.shape != (offsets[-1],) or not np.issubdtype(idx.dtype, np.integer):
         raise ValueError(
-            f"{who}_index must be an ({offsets[-1]},) integer array mapping every input point to its "
-            f"stage point, got shape {idx.shape} dtype {idx.dtype}"
+            f"{who}_index must be an (N,) integer array, N = offsets[-1] = {offsets[-1]} input points, "
+            f"mapping every input point to its stage row; got shape {idx.shape} dtype {idx.dtype}"
         )
     # Each input point of cloud b must map into cloud b's rows at this stage.
     cloud = np.repeat(np.arange(len(offsets)), np.diff(offsets, prepend=0))
