@@ -1,0 +1,497 @@
+"""Compiled (numba) per-cloud stages of the native H1 engine: edge order, births, reduction.
+
+Implements the H1 part of the "Ripser" step of paper Algorithm 1 (line 12) and the pairing map of
+Algorithm 3 under decisions 1-3 and 6c; the algorithm and why it is exact are documented in
+``fast/native_engine.py``. This module holds the kernels that run one cloud each:
+
+* :func:`collect_edges` - the enclosing radius and the edges inside it (validating the matrix);
+* :func:`build_edge_order` - ranks of the kept edges under the reference's total order
+  ``(length, i, j)`` (``reference/persistence.py``), each vertex's neighbours in that order;
+* :func:`lune_empty` - the relative-neighbourhood test (is there a vertex ``k`` whose two edges
+  to the endpoints are both earlier?) with early exit, and :func:`columns_to_reduce` - Kruskal
+  over the survivors, leaving the columns that the apparent-pair shortcut cannot settle: the H1
+  birth candidates;
+* :func:`reduce_columns` - the cohomology reduction of exactly those columns, with the apparent
+  columns used implicitly, each working column a heap of lazily enumerated coboundaries.
+
+Every kernel is ``@njit(nogil=True, cache=True)``: threads running different clouds run truly in
+parallel and the compiled code is reused across processes. Hand-written (not a library) because
+no installed engine exposes the pairing under the project's total order, and because the births
+are found by a test that no engine offers separately.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+from numba import njit, objmode
+from numba.core.errors import NumbaWarning
+
+# The deadline check reads the clock through a tiny object-mode block (it takes the GIL for a
+# microsecond every few thousand heap operations); numba warns that such blocks are serial.
+warnings.filterwarnings("ignore", message=".*Code running in object mode won't allow parallel", category=NumbaWarning)
+
+STATUS_DONE = 0
+STATUS_DEADLINE = 1
+_CLOCK_EVERY = 4095  # heap pops between two reads of the clock (mask: power of two minus one)
+
+
+@njit(nogil=True, cache=True)
+def collect_edges(dist: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, int]:
+    """Enclosing radius ``r = min_i max_j D[i, j]`` and the edges ``i < j`` with ``D[i, j] <= r``.
+
+    Returns ``(r, lengths, flat, bad)``: the kept lengths and their row-major flat indices
+    ``i * N + j`` in ``(i, j)`` order; ``bad`` is 0, or 1 + the first flat index at which the
+    matrix is not a distance matrix (asymmetric, negative, NaN/Inf, nonzero diagonal).
+    """
+    n = dist.shape[0]
+    bad = 0
+    radius = np.inf
+    for i in range(n):
+        if dist[i, i] != 0.0:
+            return 0.0, np.empty(0, np.float64), np.empty(0, np.int64), 1 + i * n + i
+        row_max = 0.0
+        for j in range(n):
+            x = dist[i, j]
+            if not (x >= 0.0 and x < np.inf) or x != dist[j, i]:
+                return 0.0, np.empty(0, np.float64), np.empty(0, np.int64), 1 + i * n + j
+            if x > row_max:
+                row_max = x
+        if row_max < radius:
+            radius = row_max
+    count = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            if dist[i, j] <= radius:
+                count += 1
+    lengths = np.empty(count, np.float64)
+    flat = np.empty(count, np.int64)
+    c = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            if dist[i, j] <= radius:
+                lengths[c] = dist[i, j]
+                flat[c] = i * n + j
+                c += 1
+    return radius, lengths, flat, bad
+
+
+@njit(nogil=True, cache=True)
+def build_edge_order(
+    n: int, lengths: np.ndarray, flat: np.ndarray, order: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ranks of the kept edges under ``(length, i, j)`` and every vertex's neighbours in rank order.
+
+    ``order`` sorts ``lengths`` ascending (any order among equal lengths: runs of equal length are
+    re-sorted here by ``(i, j)``, i.e. by the flat index, which makes the order total and equal to
+    the reference's).
+
+    Returns ``(u, v, rank, nbr, pos, deg)``: ``u[r] < v[r]`` are the endpoints of the edge of rank
+    ``r``; ``rank[i, j]`` its rank, or the sentinel ``E`` (number of kept edges) for edges outside
+    the radius and on the diagonal; ``nbr[a, :deg[a]]`` the neighbours of ``a`` by increasing
+    edge rank and ``pos[a, k]`` the index of ``k`` in that list (-1 if absent).
+    """
+    e = order.shape[0]
+    order = order.copy()
+    start = 0
+    while start < e:  # ties: sort each run of equal lengths by flat index
+        stop = start + 1
+        while stop < e and lengths[order[stop]] == lengths[order[start]]:
+            stop += 1
+        if stop - start > 1:
+            run = order[start:stop]
+            order[start:stop] = run[np.argsort(flat[run])]
+        start = stop
+    u = np.empty(e, np.int32)
+    v = np.empty(e, np.int32)
+    rank = np.full((n, n), e, np.int32)
+    nbr = np.empty((n, n), np.int32)
+    pos = np.full((n, n), -1, np.int32)
+    deg = np.zeros(n, np.int32)
+    for r in range(e):
+        f = flat[order[r]]
+        a = f // n
+        b = f % n
+        u[r] = a
+        v[r] = b
+        rank[a, b] = r
+        rank[b, a] = r
+        pos[a, b] = deg[a]
+        nbr[a, deg[a]] = b
+        deg[a] += 1
+        pos[b, a] = deg[b]
+        nbr[b, deg[b]] = a
+        deg[b] += 1
+    return u, v, rank, nbr, pos, deg
+
+
+@njit(nogil=True, cache=True)
+def _find(parent: np.ndarray, x: int) -> int:
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]  # path halving
+        x = parent[x]
+    return x
+
+
+@njit(nogil=True, cache=True)
+def lune_empty(u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Per kept edge rank: True when the edge is *not* apparent (its lune is empty).
+
+    An edge ``{a, b}`` of rank ``R`` has an apparent coface exactly when some vertex ``k`` has
+    both ``rank[a, k] < R`` and ``rank[b, k] < R``; with none, the edge lies in the
+    relative-neighbourhood graph of the rank order. The candidates ``k`` with ``rank[a, k] < R``
+    are the first ``pos[a, b]`` neighbours of ``a``; the shorter of the two endpoints' lists is
+    scanned, nearest first, stopping at the first witness (the batched, exhaustive form of this
+    test is ``fast.h1_apparent``).
+    """
+    e = u.shape[0]
+    empty_lune = np.zeros(e, np.bool_)
+    for r in range(e):
+        a = u[r]
+        b = v[r]
+        pa = pos[a, b]
+        pb = pos[b, a]
+        empty = True
+        if pa <= pb:
+            for p in range(pa):
+                if rank[b, nbr[a, p]] < r:
+                    empty = False
+                    break
+        else:
+            for p in range(pb):
+                if rank[a, nbr[b, p]] < r:
+                    empty = False
+                    break
+        empty_lune[r] = empty
+    return empty_lune
+
+
+@njit(nogil=True, cache=True)
+def columns_to_reduce(u: np.ndarray, v: np.ndarray, n: int, empty_lune: np.ndarray) -> np.ndarray:
+    """Ranks of the non-apparent edges outside the minimum spanning tree, latest first.
+
+    The minimum spanning tree of the total order lies inside the relative-neighbourhood graph
+    (an edge with an earlier two-edge path around it closes a cycle of earlier edges), so Kruskal
+    over the empty-lune edges alone, already in rank order, finds it; its edges are the cleared
+    H0 columns. Why not ``fast.mst``: its ties go by Prim's vertex order, not the edge order, and
+    Kruskal over these few edges is cheaper than a dense pass.
+    """
+    parent = np.arange(n)
+    count = 0
+    out = np.empty(u.shape[0], np.int64)
+    for r in range(u.shape[0]):
+        if not empty_lune[r]:
+            continue
+        ra = _find(parent, u[r])
+        rb = _find(parent, v[r])
+        if ra != rb:
+            parent[ra] = rb
+        else:
+            out[count] = r
+            count += 1
+    return out[:count][::-1].copy()
+
+
+@njit(nogil=True, cache=True)
+def apparent_partner(r: int, u: np.ndarray, v: np.ndarray, rank: np.ndarray) -> int:
+    """Lowest vertex ``k`` with ``max(rank[u[r], k], rank[v[r], k]) < r``, or -1 if none.
+
+    ``{u[r], v[r], k}`` is then the earliest coface of edge ``r`` and has ``r`` as its latest
+    face: an apparent pair.
+    """
+    a = u[r]
+    b = v[r]
+    for k in range(rank.shape[0]):
+        if rank[a, k] < r and rank[b, k] < r:
+            return k
+    return -1
+
+
+# --- lazily enumerated coboundaries ------------------------------------------------------------
+# A coface {a, b, k} of edge f = {a, b} (rank rf) has the key rank(max edge) * N + opposite vertex
+# (the reference's triangle order). Phase 1: cofaces whose max edge is f itself (both other edges
+# earlier), keys rf * N + k in increasing k. Phase 2: the others, whose max edge is {a, k} or
+# {b, k}: a merge of a's and b's neighbour lists after b resp. a (ranks > rf) in rank order,
+# emitting k from a's list when rank[b, k] < rank[a, k] (key rank[a, k] * N + b), and from b's
+# list when rank[a, k] < rank[b, k] (key rank[b, k] * N + a). Iterator state per slot:
+# edge, phase, pointer p (phase 1: next k; phase 2: into a's list), pointer q (into b's list).
+
+
+@njit(nogil=True, cache=True)
+def _next_key(
+    it: int, it_edge: np.ndarray, it_phase: np.ndarray, it_p: np.ndarray, it_q: np.ndarray,
+    u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pos: np.ndarray, deg: np.ndarray,
+) -> int:
+    """Advance iterator ``it`` and return its next key, or -1 when its coboundary is exhausted."""
+    n = rank.shape[0]
+    rf = it_edge[it]
+    a = u[rf]
+    b = v[rf]
+    if it_phase[it] == 1:
+        k = it_p[it]
+        row_a = rank[a]
+        row_b = rank[b]
+        while k < n:
+            if row_a[k] < rf and row_b[k] < rf:
+                it_p[it] = k + 1
+                return rf * n + k
+            k += 1
+        it_phase[it] = 2
+        it_p[it] = pos[a, b] + 1
+        it_q[it] = pos[b, a] + 1
+    p = it_p[it]
+    q = it_q[it]
+    da = deg[a]
+    db = deg[b]
+    while p < da:
+        k = nbr[a, p]
+        if rank[b, k] < rank[a, k]:
+            break
+        p += 1
+    while q < db:
+        k = nbr[b, q]
+        if rank[a, k] < rank[b, k]:
+            break
+        q += 1
+    big = u.shape[0]
+    ra = rank[a, nbr[a, p]] if p < da else big
+    rb = rank[b, nbr[b, q]] if q < db else big
+    if ra == big and rb == big:
+        it_p[it] = p
+        it_q[it] = q
+        return -1
+    if ra < rb:
+        it_p[it] = p + 1
+        it_q[it] = q
+        return ra * n + b
+    it_p[it] = p
+    it_q[it] = q + 1
+    return rb * n + a
+
+
+@njit(nogil=True, cache=True)
+def _first_at_or_after(row: np.ndarray, lst: np.ndarray, lo: int, hi: int, target: int) -> int:
+    """First index ``p`` in ``[lo, hi)`` with ``row[lst[p]] >= target`` (the list is sorted by row)."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if row[lst[mid]] < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(nogil=True, cache=True)
+def _start_after(
+    it: int, f: int, key: int, it_edge: np.ndarray, it_phase: np.ndarray, it_p: np.ndarray, it_q: np.ndarray,
+    u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pos: np.ndarray, deg: np.ndarray,
+) -> None:
+    """Set iterator ``it`` on the coboundary of edge ``f``, positioned after ``key`` (-1: at the start)."""
+    n = rank.shape[0]
+    it_edge[it] = f
+    a = u[f]
+    b = v[f]
+    t_rank = key // n if key >= 0 else -1
+    if f >= t_rank:
+        it_phase[it] = 1
+        it_p[it] = key % n + 1 if f == t_rank else 0
+        it_q[it] = 0
+        return
+    # Every phase-1 key is below `key`: skip to phase 2, past the list entries of rank < t_rank,
+    # and past the one of rank t_rank if its key (rank * N + other endpoint) is not above `key`.
+    it_phase[it] = 2
+    t_opp = key % n
+    p = _first_at_or_after(rank[a], nbr[a], pos[a, b] + 1, deg[a], t_rank)
+    if p < deg[a] and rank[a, nbr[a, p]] == t_rank and b <= t_opp:
+        p += 1
+    q = _first_at_or_after(rank[b], nbr[b], pos[b, a] + 1, deg[b], t_rank)
+    if q < deg[b] and rank[b, nbr[b, q]] == t_rank and a <= t_opp:
+        q += 1
+    it_p[it] = p
+    it_q[it] = q
+
+
+@njit(nogil=True, cache=True)
+def _sift_down(hk: np.ndarray, hi: np.ndarray, size: int, i: int) -> None:
+    key = hk[i]
+    item = hi[i]
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            break
+        if c + 1 < size and hk[c + 1] < hk[c]:
+            c += 1
+        if hk[c] >= key:
+            break
+        hk[i] = hk[c]
+        hi[i] = hi[c]
+        i = c
+    hk[i] = key
+    hi[i] = item
+
+
+@njit(nogil=True, cache=True)
+def _sift_up(hk: np.ndarray, hi: np.ndarray, i: int) -> None:
+    key = hk[i]
+    item = hi[i]
+    while i > 0:
+        parent = (i - 1) // 2
+        if hk[parent] <= key:
+            break
+        hk[i] = hk[parent]
+        hi[i] = hi[parent]
+        i = parent
+    hk[i] = key
+    hi[i] = item
+
+
+@njit(nogil=True, cache=True)
+def _grow(a: np.ndarray, need: int) -> np.ndarray:
+    if need <= a.shape[0]:
+        return a
+    b = np.empty(max(need, 2 * a.shape[0]), a.dtype)
+    b[: a.shape[0]] = a
+    return b
+
+
+@njit(nogil=True, cache=True)
+def _hash_slot(table_keys: np.ndarray, key: int) -> int:
+    """Slot of ``key`` in the open-addressing table, or of the empty slot where it would go."""
+    mask = table_keys.shape[0] - 1
+    h = (key * 0x5851F42D4C957F2D) >> 17  # multiplicative hashing (wraps in int64: fine for mixing)
+    s = h & mask
+    while table_keys[s] != -1 and table_keys[s] != key:
+        s = (s + 1) & mask
+    return s
+
+
+@njit(nogil=True, cache=True)
+def reduce_columns(
+    columns: np.ndarray, u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pos: np.ndarray,
+    deg: np.ndarray, partner: np.ndarray, deadline: float,
+) -> tuple[np.ndarray, int]:
+    """Reduce the coboundary columns of ``columns`` (edge ranks, decreasing) over Z2.
+
+    ``partner[r]`` caches :func:`apparent_partner` (-2 = not computed yet; filled in lazily).
+    A pivot (earliest triangle of the working column) belongs to an apparent pair when it is the
+    apparent coface of its max edge; then that edge's coboundary is added. Otherwise it belongs
+    to an earlier reduced column if the pivot table has it, whose reduction (the edges whose
+    coboundaries sum to it, kept as a list, Z2-cancelled) is added; otherwise the column is paired
+    with it. Added coboundaries start after the pivot: everything before it cancels.
+
+    Returns ``(death_keys, status)``: per column its death triangle key ``rank(max edge) * N + k``
+    (-1 if the column emptied: an essential class of the cut complex), and ``STATUS_DONE``, or
+    ``STATUS_DEADLINE`` (keys then incomplete) once ``time.monotonic()`` passed ``deadline``.
+    """
+    n = rank.shape[0]
+    ncol = columns.shape[0]
+    deaths = np.full(ncol, -1, np.int64)
+    cap = 1
+    while cap < 4 * ncol + 4:
+        cap *= 2
+    table_keys = np.full(cap, -1, np.int64)
+    table_cols = np.empty(cap, np.int64)
+    v_start = np.zeros(ncol, np.int64)
+    v_stop = np.zeros(ncol, np.int64)
+    v_store = np.empty(4 * ncol + 16, np.int64)
+    v_used = 0
+    it_edge = np.empty(64, np.int64)
+    it_phase = np.empty(64, np.int64)
+    it_p = np.empty(64, np.int64)
+    it_q = np.empty(64, np.int64)
+    hk = np.empty(64, np.int64)
+    hi = np.empty(64, np.int64)
+    added = np.empty(64, np.int64)
+    pops = 0
+    for c in range(ncol):
+        n_it = 0
+        size = 0
+        n_added = 0
+        # the column's own coboundary
+        _start_after(0, columns[c], -1, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, pos, deg)
+        n_it = 1
+        first = _next_key(0, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, pos, deg)
+        if first >= 0:
+            hk[0] = first
+            hi[0] = 0
+            size = 1
+        added[0] = columns[c]
+        n_added = 1
+        while size > 0:
+            key = hk[0]
+            count = 0
+            while size > 0 and hk[0] == key:
+                it = hi[0]
+                nk = _next_key(it, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, pos, deg)
+                if nk >= 0:
+                    hk[0] = nk
+                else:
+                    size -= 1
+                    hk[0] = hk[size]
+                    hi[0] = hi[size]
+                if size > 0:
+                    _sift_down(hk, hi, size, 0)
+                count += 1
+            pops += count
+            if (pops & _CLOCK_EVERY) < count:
+                with objmode(now="float64"):
+                    now = time.monotonic()
+                if now > deadline:
+                    return deaths, STATUS_DEADLINE
+            if count % 2 == 0:
+                continue  # cancelled over Z2
+            top = key // n
+            if partner[top] == -2:
+                partner[top] = apparent_partner(top, u, v, rank)
+            if partner[top] == key % n:
+                first_edge = top
+                n_new = 1
+                src = -1
+            else:
+                s = _hash_slot(table_keys, key)
+                if table_keys[s] == -1:
+                    deaths[c] = key
+                    table_keys[s] = key
+                    table_cols[s] = c
+                    break
+                src = table_cols[s]
+                first_edge = -1
+                n_new = v_stop[src] - v_start[src]
+            # add the owner's columns: one lazily enumerated coboundary per edge, after the pivot
+            it_edge = _grow(it_edge, n_it + n_new)
+            it_phase = _grow(it_phase, n_it + n_new)
+            it_p = _grow(it_p, n_it + n_new)
+            it_q = _grow(it_q, n_it + n_new)
+            hk = _grow(hk, size + n_new)
+            hi = _grow(hi, size + n_new)
+            added = _grow(added, n_added + n_new)
+            for t in range(n_new):
+                f = first_edge if src < 0 else v_store[v_start[src] + t]
+                added[n_added] = f
+                n_added += 1
+                _start_after(n_it, f, key, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, pos, deg)
+                nk = _next_key(n_it, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, pos, deg)
+                if nk >= 0:
+                    hk[size] = nk
+                    hi[size] = n_it
+                    _sift_up(hk, hi, size)
+                    size += 1
+                n_it += 1
+        if deaths[c] < 0:
+            continue
+        # store the reduction (edges whose coboundaries sum to the reduced column), Z2-cancelled
+        lst = np.sort(added[:n_added])
+        v_store = _grow(v_store, v_used + n_added)
+        v_start[c] = v_used
+        i = 0
+        while i < n_added:
+            j = i
+            while j < n_added and lst[j] == lst[i]:
+                j += 1
+            if (j - i) % 2 == 1:
+                v_store[v_used] = lst[i]
+                v_used += 1
+            i = j
+        v_stop[c] = v_used
+    return deaths, STATUS_DONE
