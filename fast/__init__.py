@@ -2,14 +2,21 @@
 
 Each public function has a numpy twin of the same name in ``reference/`` and a test comparing the
 two on fresh random inputs.
+
+Several public functions share their name with the submodule defining them (``fast.tps`` is the
+function in ``fast/tps.py``). ``fast.<name>`` is always the function; reach the module's other
+contents with ``from fast.<name> import ...``.
 """
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
-# Public name -> defining submodule, resolved on first access (PEP 562). The entries are filled in
-# as the modules land; see fast/<module>.py for each function's docstring.
+# Public name -> defining submodule, resolved on first access (PEP 562), so that importing one
+# piece does not import the others (the persistence worker processes import ``fast.engine``
+# without torch). See fast/<module>.py for each function's docstring.
 _EXPORTS: dict[str, str] = {
     "saliency_loss": "fast.saliency",
     "kld": "fast.kld",
@@ -20,6 +27,13 @@ _EXPORTS: dict[str, str] = {
     "submit_diagrams": "fast.engine",
     "compute_diagrams": "fast.engine",
     "budget_miss_count": "fast.engine",
+    "prim_mst_edges": "fast.mst",
+    "edge_lengths": "fast.distances",
+    "normalize": "fast.normalize",
+    "tps": "fast.tps",
+    "pwcd": "fast.pwcd",
+    "topo_loss": "fast.topo_loss",
+    "TopoLossJob": "fast.topo_loss",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -29,3 +43,19 @@ def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'fast' has no attribute {name!r}")
     return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+class _Package(types.ModuleType):
+    """Keeps ``fast.<name>`` the function when the import system binds the same-named submodule.
+
+    Importing ``fast.tps`` makes Python set the attribute ``tps`` of this package to the module;
+    without this hook ``fast.tps(...)`` would then fail with "module is not callable".
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -1,0 +1,282 @@
+"""Batched feature-space topological distillation loss in torch, paper Algorithm 1 (with Algorithm 3).
+
+Torch twin of ``reference.topo_loss.topo_loss_batch``. For every cloud b of a batch given as
+concatenated rows with END offsets (the PTv3 layout): normalise student and teacher over the cloud
+(decision 13), select ``min(m, n_b)`` points by TPS on the normalised teacher with seed ``seed + b``
+(Algorithm 5, decision 14), compute the H0/H1 Rips diagrams of both selections with their critical
+edges (``fast.engine``), sum the PWCD of each requested dimension (Eq. 2-3, decision 11) and
+average over the clouds.
+
+How the gradient flows (Theorem 1, Eq. 1, Algorithm 3): the pairing is discrete and comes from
+the engine; every student birth/death value is then the length of its critical edge, computed by
+``fast.distances.EdgeLengths`` from the normalised student features, so autograd carries the PWCD
+gradient (Algorithm 4) to the critical edges and the edge gradients to the features with index
+scatters (decision 5), then through the normalisation to the raw features. H1 deaths go to the
+single longest edge of the death triangle that the engine reports (decision 4); ``tie_tol > 0``
+(splitting among near-tied edges) is therefore not offered here.
+
+Precision. The discrete choices (TPS argmax, the engine's filtration order) are taken on float64
+copies of the normalised features, as in the reference; the differentiable values are computed in
+the working dtype: float64 for float64 inputs, float32 otherwise (float16/bfloat16 are upcast).
+Teacher diagram values are read from the engine's float64 distances.
+
+Asynchronous use (training): :class:`TopoLossJob` splits the work so that persistence runs in the
+engine's worker processes while the GPU does other work::
+
+    if student_feats.device != teacher_feats.device:
+        raise ValueError(
+            f"student_feats is on {student_feats.device} but teacher_feats on {teacher_feats.device}; "
+            "move both to the same device"
+        )
+    job = TopoLossJob(teacher_out.embedding, offsets)   # teacher diagrams start now
+    student_out = student(batch)
+    job.submit_student(student_out.embedding)           # student diagrams start now
+    ...                                                 # other losses, other GPU work
+    loss_topo = job.loss()                              # joins; differentiable scalar
+
+:func:`topo_loss` is exactly those three calls in a row. Time budget (decision 6c): if the H1 of
+the teacher or the student of a cloud misses ``time_budget``, that cloud's loss uses H0 only for
+this step (the event is logged and counted by ``fast.engine.budget_miss_count``).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from fast.distances import edge_lengths
+from fast.engine import CloudPersistence, H1Engine, PersistencePool, submit_diagrams
+from fast.normalize import MODES
+from fast.normalize import normalize as normalize_clouds
+from fast.pwcd import pwcd
+from fast.tps import tps
+
+Offsets = Union[torch.Tensor, Sequence[int]]
+
+
+def _check_feats(feats: torch.Tensor, name: str) -> None:
+    if not isinstance(feats, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (N, C), got {type(feats).__name__}")
+    if feats.ndim != 2 or feats.shape[0] == 0 or feats.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D (N, C) feature tensor, got shape {tuple(feats.shape)}")
+    if not feats.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {feats.dtype}")
+    finite = torch.isfinite(feats.detach())
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(f"{name} contains {bad} NaN/Inf entries; features must be finite (check the model output)")
+
+
+def _check_offsets(offsets: Offsets, rows: int) -> list[int]:
+    """END offsets as a list of ints: 1-D, strictly increasing, every cloud >= 2 points, last == rows."""
+    if isinstance(offsets, torch.Tensor):
+        if offsets.is_floating_point() or offsets.is_complex() or offsets.dtype == torch.bool:
+            raise ValueError(f"offsets must be an integer tensor of END offsets, got dtype {offsets.dtype}")
+        if offsets.ndim != 1:
+            raise ValueError(f"offsets must be 1-D (B,) END offsets, got shape {tuple(offsets.shape)}")
+        ends = [int(v) for v in offsets.tolist()]
+    else:
+        ends = list(offsets)
+        if any(isinstance(v, bool) or int(v) != v for v in ends):
+            raise ValueError(f"offsets must hold integers (END offsets), got {ends}")
+        ends = [int(v) for v in ends]
+    if not ends:
+        raise ValueError("offsets is empty; give the (B,) END offsets of the clouds, e.g. [n_0, n_0 + n_1, ...]")
+    sizes = [e - s for s, e in zip([0] + ends[:-1], ends)]
+    if any(n < 2 for n in sizes):
+        raise ValueError(
+            f"offsets must be strictly increasing END offsets with at least 2 points per cloud "
+            f"(a topological loss needs an edge); got offsets {ends}, cloud sizes {sizes}"
+        )
+    if ends[-1] != rows:
+        raise ValueError(
+            f"offsets end at {ends[-1]} but the features have {rows} rows; the last END offset must equal the row count"
+        )
+    return ends
+
+
+def _check_options(m: int, normalize: str, tie_tol: float, eps_w: float, eps_dist: float,
+                   dims: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(m, bool) or int(m) != m or m < 1:
+        raise ValueError(f"TPS budget m must be an integer >= 1, got {m!r}")
+    if normalize not in MODES:
+        raise ValueError(f"normalize must be one of {MODES}, got {normalize!r}")
+    if tie_tol != 0.0:
+        raise ValueError(
+            f"tie_tol={tie_tol}: the fast path routes each H1 death to the single longest edge its engine "
+            "reports (decision 4), which is the tie_tol=0 rule; use tie_tol=0 here, or "
+            "reference.topo_loss_batch for a tolerance"
+        )
+    if not eps_w > 0:
+        raise ValueError(f"eps_w must be > 0, got {eps_w}")
+    if not eps_dist >= 0:
+        raise ValueError(f"eps_dist must be >= 0, got {eps_dist}")
+    dims_t = tuple(int(d) for d in dims)
+    if not dims_t or len(set(dims_t)) != len(dims_t) or not set(dims_t) <= {0, 1}:
+        raise ValueError(f"dims must be a non-empty subset of (0, 1) without repeats, got {dims!r}")
+    return dims_t
+
+
+def _working_dtype(*feats: torch.Tensor) -> torch.dtype:
+    """float64 if any input is float64, else float32 (half and bfloat16 are upcast)."""
+    return torch.float64 if any(f.dtype == torch.float64 for f in feats) else torch.float32
+
+
+class TopoLossJob:
+    """Algorithm 1 for one batch, started in two halves and joined by :meth:`loss`.
+
+    Construction validates the teacher features and all options, normalises the teacher, runs
+    TPS and submits the teacher diagrams to the engine (non-blocking). :meth:`submit_student`
+    does the same for the student; :meth:`loss` waits for both and returns the differentiable
+    scalar. Arguments are those of :func:`topo_loss`; ``pool`` picks the engine's worker pool
+    (None = the shared default pool).
+    """
+
+    def __init__(
+        self,
+        teacher_feats: torch.Tensor,
+        offsets: Offsets,
+        m: int = 1024,
+        seed: int = 0,
+        normalize: str = "scale",
+        tie_tol: float = 0.0,
+        eps_w: float = 1e-8,
+        eps_dist: float = 1e-12,
+        dims: Sequence[int] = (0, 1),
+        engine: Union[str, H1Engine, None] = None,
+        time_budget: Optional[float] = None,
+        pool: Optional[PersistencePool] = None,
+    ) -> None:
+        _check_feats(teacher_feats, "teacher_feats")
+        self.dims = _check_options(m, normalize, tie_tol, eps_w, eps_dist, dims)
+        self.ends = _check_offsets(offsets, teacher_feats.shape[0])
+        self.m, self.seed, self.normalize = int(m), int(seed), normalize
+        self.eps_w, self.eps_dist = float(eps_w), float(eps_dist)
+        self.engine, self.time_budget, self.pool = engine, time_budget, pool
+        self.teacher_rows, self.teacher_dtype = teacher_feats.shape[0], teacher_feats.dtype
+        self.device = teacher_feats.device
+        starts = [0] + self.ends[:-1]
+        with torch.no_grad():
+            teacher64 = self._normalized(teacher_feats.detach().to(torch.float64))
+            local = tps(teacher64, self.ends, self.m, self.seed)
+        # Global row of every selected point, per cloud (TPS order).
+        self.rows = [idx + s for idx, s in zip(local, starts)]
+        self.rows_cpu = [r.cpu().numpy() for r in self.rows]
+        self._teacher = self._submit(teacher64)
+        self._student: Optional[list[Future]] = None
+        self._student_normalized: Optional[torch.Tensor] = None
+
+    def _normalized(self, feats: torch.Tensor) -> torch.Tensor:
+        return normalize_clouds(feats, self.ends, self.normalize)
+
+    def _submit(self, feats64: torch.Tensor) -> list[Future]:
+        selected = feats64[torch.cat(self.rows)].cpu().numpy()
+        points = np.split(selected, np.cumsum([len(r) for r in self.rows])[:-1])
+        return submit_diagrams(points, self.engine, self.pool, self.time_budget, with_h1=1 in self.dims)
+
+    def submit_student(self, student_feats: torch.Tensor) -> "TopoLossJob":
+        """Normalise the student features (keeping the autograd graph) and start their diagrams."""
+        _check_feats(student_feats, "student_feats")
+        if student_feats.shape[0] != self.teacher_rows:
+            raise ValueError(
+                f"student_feats has {student_feats.shape[0]} rows but teacher_feats has {self.teacher_rows}; "
+                "both must hold the same points in the same order"
+            )
+        if student_feats.device != self.device:
+            raise ValueError(
+                f"student_feats is on {student_feats.device} but teacher_feats on {self.device}; "
+                "move both to the same device"
+            )
+        if self._student is not None:
+            raise RuntimeError("TopoLossJob.submit_student was already called; create a new job per step")
+        dtype = _working_dtype(student_feats, torch.empty(0, dtype=self.teacher_dtype))
+        normalized = self._normalized(student_feats.to(dtype))
+        with torch.no_grad():
+            student64 = normalized.detach() if dtype == torch.float64 else self._normalized(
+                student_feats.detach().to(torch.float64)
+            )
+        self._student_normalized = normalized
+        self._student = self._submit(student64)
+        return self
+
+    def loss(self) -> torch.Tensor:
+        """Wait for the diagrams and return the mean over clouds of sum_d PWCD_d (scalar tensor)."""
+        if self._student is None or self._student_normalized is None:
+            raise RuntimeError("TopoLossJob.loss: call submit_student(student_feats) first")
+        teacher = [f.result() for f in self._teacher]
+        student = [f.result() for f in self._student]
+        x = self._student_normalized
+        # One EdgeLengths call for all clouds: the critical edges as global rows of x.
+        edge_lists = []
+        for r, s in zip(self.rows_cpu, student):
+            edge_lists += [r[e] for e in (s.h0_death_edges, s.h1_birth_edges, s.h1_death_edges)]
+        edges = torch.from_numpy(np.concatenate(edge_lists)).to(x.device)
+        pieces = torch.split(edge_lengths(x, edges, self.eps_dist), [len(e) for e in edge_lists])
+        total = x.new_zeros(())
+        for b, (t, s) in enumerate(zip(teacher, student)):
+            h0_deaths, h1_births, h1_deaths = pieces[3 * b : 3 * b + 3]
+            for d in self.dims:
+                if d == 0:
+                    t_pairs = t.h0_pairs
+                    s_pairs = torch.stack([torch.zeros_like(h0_deaths), h0_deaths], dim=1)
+                elif t.h1_over_budget or s.h1_over_budget:
+                    continue  # decision 6c: this cloud contributes H0 only this step
+                else:
+                    t_pairs = t.h1_pairs
+                    s_pairs = torch.stack([h1_births, h1_deaths], dim=1)
+                total = total + pwcd(torch.from_numpy(t_pairs).to(device=x.device, dtype=x.dtype), s_pairs, self.eps_w)
+        return total / len(self.ends)
+
+
+def topo_loss(
+    student_feats: torch.Tensor,
+    teacher_feats: torch.Tensor,
+    offsets: Offsets,
+    m: int = 1024,
+    seed: int = 0,
+    normalize: str = "scale",
+    tie_tol: float = 0.0,
+    eps_w: float = 1e-8,
+    eps_dist: float = 1e-12,
+    dims: Sequence[int] = (0, 1),
+    engine: Union[str, H1Engine, None] = None,
+    time_budget: Optional[float] = None,
+    pool: Optional[PersistencePool] = None,
+) -> torch.Tensor:
+    """Topological distillation loss of a batch (Algorithm 1), a differentiable scalar tensor.
+
+    Args:
+        student_feats: (sumN, Cs) student features; the loss is differentiable w.r.t. them.
+        teacher_feats: (sumN, Ct) teacher features of the same points (no gradient flows to them).
+        offsets: (B,) END offsets of the clouds (tensor or sequence of ints), >= 2 points each.
+        m: TPS budget per cloud; seed: cloud b starts TPS at ``default_rng(seed + b).integers(n_b)``.
+        normalize: ``scale`` | ``l2`` | ``none`` (decision 13). tie_tol: must be 0 (see module doc).
+        eps_w: PWCD weight stabiliser. eps_dist: distance-backward stabiliser (decision 5).
+        dims: homology dimensions summed, a subset of (0, 1).
+        engine: H1 engine name or function (``fast.engine``); None = giotto-ph.
+        time_budget: seconds for the H1 of each half (teacher, student); None = unlimited.
+        pool: engine worker pool; None = the shared default (one process per core).
+
+    Returns:
+        Scalar tensor (float64 for float64 inputs, else float32) equal to
+        ``reference.topo_loss_batch(...)[0]``; its gradient w.r.t. ``student_feats`` equals the
+        reference gradient. Raises ValueError for bad input before any work.
+    """
+    _check_feats(student_feats, "student_feats")
+    _check_feats(teacher_feats, "teacher_feats")
+    if student_feats.shape[0] != teacher_feats.shape[0]:
+        raise ValueError(
+            f"student_feats has {student_feats.shape[0]} rows but teacher_feats has {teacher_feats.shape[0]}; "
+            "both must hold the same points in the same order"
+        )
+    if student_feats.device != teacher_feats.device:
+        raise ValueError(
+            f"student_feats is on {student_feats.device} but teacher_feats on {teacher_feats.device}; "
+            "move both to the same device"
+        )
+    job = TopoLossJob(teacher_feats, offsets, m, seed, normalize, tie_tol, eps_w, eps_dist, dims, engine,
+                      time_budget, pool)
+    return job.submit_student(student_feats).loss()
