@@ -27,12 +27,13 @@ def test_iou_is_accumulated_over_the_split_not_averaged_per_scan() -> None:
     assert per_scan.iou()[1] == 0.0
 
 
-def test_class_absent_from_labels_and_predictions_is_nan_and_left_out_of_the_mean() -> None:
+def test_classes_absent_from_the_labels_are_left_out_of_the_mean() -> None:
     acc = IoUAccumulator(num_classes=4)
-    acc.update(torch.tensor([0, 1]), torch.tensor([0, 1]))
+    # class 3 is predicted once but never labelled; class 2 is neither
+    acc.update(torch.tensor([0, 1, 1, 3]), torch.tensor([0, 1, 1, 1]))
     iou = acc.iou()
-    assert iou[:2] == [1.0, 1.0] and math.isnan(iou[2]) and math.isnan(iou[3])
-    assert acc.miou() == 1.0
+    assert iou[:2] == [1.0, pytest.approx(2 / 3)] and math.isnan(iou[2]) and iou[3] == 0.0
+    assert acc.miou() == pytest.approx((1.0 + 2 / 3) / 2)
 
 
 def test_merging_two_accumulators_equals_one_over_all_points() -> None:

@@ -1,9 +1,12 @@
 """Semantic-segmentation IoU accumulated over a whole split (spec D "Validation").
 
 Intersection and union per class are summed over every point of every scan (at full resolution,
-ignore label -1) and only divided at the end: IoU_c = I_c / U_c, mIoU = the mean over classes with
-a non-empty union (a class absent from both labels and predictions of the split is reported as NaN
-and left out of the mean). Summing per-scan IoUs instead would weight small scans like big ones.
+ignore label -1) and only divided at the end: IoU_c = I_c / U_c, mIoU = the mean over the classes
+that occur in the split's labels. A class that never occurs in the labels has no meaningful IoU
+(it is 0 as soon as one point is predicted as it, NaN otherwise) and is left out of the mean; its
+false positives still lower the IoU of the true classes of those points. Real splits hold every
+class; the synthetic set holds a subset of the Waymo classes. Summing per-scan IoUs instead would
+weight small scans like big ones.
 """
 from __future__ import annotations
 
@@ -66,7 +69,9 @@ class IoUAccumulator:
         ]
 
     def miou(self) -> float:
-        vals = [v for v in self.iou() if not math.isnan(v)]
+        """Mean IoU over the classes present in the labels (see the module docstring)."""
+        present = self.target_count.tolist()
+        vals = [v for v, n in zip(self.iou(), present) if n > 0]
         return float(sum(vals) / len(vals)) if vals else math.nan
 
     def accuracy(self) -> float:

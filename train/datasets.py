@@ -1,0 +1,104 @@
+"""Training and validation splits of the chosen dataset for ``train.run`` (spec C and D).
+
+Builds the loaders of ``train.data`` with the PTv3 transform pipelines (training augmentation,
+deterministic evaluation pipeline), and for test-time augmentation one evaluation dataset per
+fixed view (:func:`train.evaluate.tta_views`) inserted before grid sampling. ``--dataset synthetic``
+generates the simulated scans first (rank 0 only, the others wait) unless they are cached. A real
+dataset whose files are missing fails here, before any model is built, with the loader's message
+(where it looked, the expected layout, ``--data-root``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from train.config import RunConfig
+from train.distributed import DistInfo, barrier
+from train.evaluate import tta_views
+
+SPLITS: dict[str, tuple[str, str]] = {
+    "waymo": ("training", "validation"),
+    "synthetic": ("training", "validation"),
+    "nuscenes": ("train", "val"),
+    "semantic_kitti": ("train", "val"),
+}
+
+
+@dataclass
+class SplitData:
+    train: Any
+    val_factory: Callable[[Any], Any]
+    collate: Callable
+    class_names: tuple[str, ...]
+    _views: dict[bool, list[Any]] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def val_views(self, tta: bool) -> list[Any]:
+        """Validation datasets: one (no TTA) or one per fixed test-time view."""
+        if tta not in self._views:
+            self._views[tta] = [self.val_factory(v) for v in tta_views()] if tta else [self.val_factory(None)]
+        return self._views[tta]
+
+    def eval_scans(self, limit: int | None, world_size: int) -> int:
+        n = len(self.val_views(False)[0])
+        n = min(n, limit) if limit else n
+        return -(-n // world_size)
+
+
+def _dataset_class(name: str) -> type:
+    if name in ("waymo", "synthetic"):
+        from train.data.waymo import WaymoDataset
+
+        return WaymoDataset
+    if name == "nuscenes":
+        from train.data.nuscenes import NuScenesDataset
+
+        return NuScenesDataset
+    from train.data.semantic_kitti import SemanticKITTIDataset
+
+    return SemanticKITTIDataset
+
+
+def _ensure_synthetic(cfg: RunConfig, info: DistInfo) -> None:
+    if info.is_main:
+        from train.data.synthetic import ensure_synthetic_dataset
+
+        ensure_synthetic_dataset(
+            Path(cfg.data_root), train_scans=cfg.synthetic_train_scans, val_scans=cfg.synthetic_val_scans,
+            seed=cfg.seed,
+        )
+    barrier()
+
+
+def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
+    """Datasets, collate function and class names of ``cfg.dataset``."""
+    from train.data.collate import collate
+    from train.data.transforms import Compose, GridSample, build_transforms
+
+    if cfg.dataset == "synthetic":
+        _ensure_synthetic(cfg, info)
+    cls = _dataset_class(cfg.dataset)
+    train_split, val_split = SPLITS[cfg.dataset]
+    root = Path(cfg.data_root)
+    train = cls(root, train_split, transform=build_transforms(cfg.dataset, train=True), seed=cfg.seed)
+
+    def val_factory(view: Any) -> Any:
+        pipeline = build_transforms(cfg.dataset, train=False)
+        if view is not None:
+            steps = list(pipeline.transforms)
+            at = next(i for i, t in enumerate(steps) if isinstance(t, GridSample))
+            pipeline = Compose(steps[:at] + [view] + steps[at:])
+        return cls(root, val_split, transform=pipeline, seed=cfg.seed)
+
+    data = SplitData(train=train, val_factory=val_factory, collate=collate, class_names=tuple(cls.class_names))
+    data.val_views(False)  # open the validation split now: a missing one fails before training
+    if len(train) == 0 or len(data.val_views(False)[0]) == 0:
+        raise FileNotFoundError(
+            f"{cfg.dataset} at {root} has {len(train)} {train_split} and {len(data.val_views(False)[0])} "
+            f"{val_split} scans; both splits need at least one (check --data-root)"
+        )
+    return data

@@ -1,0 +1,97 @@
+"""DistributedDataParallel plumbing for ``torchrun --nproc_per_node=K -m train.run`` (issue 7 item 5).
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; :func:`init_from_env` then joins the process group
+(NCCL on CUDA, gloo on CPU). A plain ``python -m train.run`` runs as rank 0 of 1 with no process
+group. :class:`ResumableDistributedSampler` is ``DistributedSampler`` (per-epoch seeded shuffle, the
+shard ``rank::world_size``) that can also start part-way through an epoch, which exact resumption
+from an every-K-iterations checkpoint needs.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset, DistributedSampler
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_from_env(device: str = "auto") -> DistInfo:
+    """Join the torchrun process group if WORLD_SIZE > 1; choose the device of this process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def current() -> DistInfo:
+    """Rank and world size of the running process group (1 process when none is initialised)."""
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    return DistInfo(rank, world, int(os.environ.get("LOCAL_RANK", "0")), torch.device("cpu"))
+
+
+def is_main() -> bool:
+    return current().rank == 0
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over processes (identity with one process)."""
+    if dist.is_available() and dist.is_initialized():
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    return all_reduce_sum(t) / current().world_size
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """DistributedSampler whose current epoch can skip its first ``start`` indices (resume)."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool, seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        """Skip the first ``start`` indices of this process's shard in the current epoch."""
+        self.start = int(start)
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        return iter(indices[self.start :])
+
+    def __len__(self) -> int:
+        return max(self.num_samples - self.start, 0)

@@ -1,0 +1,199 @@
+"""Validation at full resolution (spec D "Validation" and "Test-time augmentation"; issue 7 item 4).
+
+Each scan is voxelised by the evaluation pipeline; the model's class probabilities on the kept
+points are carried back to *every* original point through the grid-sampling ``inverse`` map, and
+intersection/union are accumulated over the whole split (:class:`train.metrics.IoUAccumulator`),
+across processes by all-reduce. With test-time augmentation the softmax of several deterministic
+views of the same scan (rotations about z and flips, each voxelised on its own) is summed per
+original point before the argmax. Reports are written as JSON and markdown.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from train.distributed import all_reduce_sum, current
+from train.metrics import IoUAccumulator
+from train.steps import model_inputs, to_device
+
+
+class FixedView:
+    """Deterministic test-time view: rotate about z by ``angle`` radians, then optionally mirror x.
+
+    Inserted into the evaluation pipeline before grid sampling, so every view keeps all points of
+    the scan in the same order and its ``inverse`` map still indexes the same original points.
+    """
+
+    def __init__(self, angle: float = 0.0, flip_x: bool = False) -> None:
+        self.angle, self.flip_x = float(angle), bool(flip_x)
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        xyz = np.asarray(sample["coord"], dtype=np.float64)
+        rot = xyz @ np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+        if self.flip_x:
+            rot[:, 0] = -rot[:, 0]
+        return {**sample, "coord": rot.astype(np.float32)}
+
+    def __repr__(self) -> str:
+        return f"FixedView(angle={self.angle:.4f}, flip_x={self.flip_x})"
+
+
+def tta_views(count: int = 4) -> list[FixedView]:
+    """Identity plus rotations by multiples of 2 pi / count, and the mirrored identity."""
+    return [FixedView(2 * math.pi * k / count) for k in range(count)] + [FixedView(0.0, flip_x=True)]
+
+
+class _Shard(torch.utils.data.Sampler[int]):
+    """Indices rank, rank + world, ... of a split: no padding, so no scan is counted twice."""
+
+    def __init__(self, n: int, rank: int, world: int, limit: int | None) -> None:
+        self.indices = list(range(min(n, limit) if limit else n))[rank::world]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    views: Sequence[Dataset],
+    num_classes: int,
+    device: torch.device,
+    collate_fn: Any,
+    max_scans: int | None = None,
+    num_workers: int = 0,
+    progress_bar: Any = None,
+) -> IoUAccumulator:
+    """IoU over the split. ``views``: one dataset per test-time view (one for no TTA), same scans.
+
+    The model runs in eval mode with a fixed serialization order; its previous mode is restored.
+    """
+    if not views:
+        raise ValueError("evaluate needs at least one validation dataset view")
+    n = len(views[0])
+    if any(len(v) != n for v in views):
+        raise ValueError(f"evaluate: the TTA views must hold the same scans, got sizes {[len(v) for v in views]}")
+    info = current()
+    was_training = model.training
+    inner = model.module if hasattr(model, "module") else model
+    old_det = getattr(inner, "deterministic", None)
+    model.eval()
+    if old_det is not None:
+        inner.deterministic = True
+    acc = IoUAccumulator(num_classes)
+    sampler = _Shard(n, info.rank, info.world_size, max_scans)
+    loaders = [DataLoader(v, batch_size=1, sampler=sampler, collate_fn=collate_fn, num_workers=num_workers)
+               for v in views]
+    try:
+        for batches in zip(*loaders):
+            probs_sum: torch.Tensor | None = None
+            for batch in batches:
+                batch = to_device(batch, device)
+                logits = inner(model_inputs(batch)).logits.float()
+                probs = torch.softmax(logits, dim=1)[batch["inverse"]]
+                probs_sum = probs if probs_sum is None else probs_sum + probs
+            assert probs_sum is not None
+            acc.update(probs_sum.argmax(1), batches[0]["origin_segment"])
+            if progress_bar is not None:
+                progress_bar.update(1)
+    finally:
+        if old_det is not None:
+            inner.deterministic = old_det
+        model.train(was_training)
+    acc.load_state(all_reduce_sum(acc.state().to(device)))
+    return acc
+
+
+def count_parameters(model: nn.Module) -> int:
+    inner = model.module if hasattr(model, "module") else model
+    return sum(p.numel() for p in inner.parameters())
+
+
+@torch.no_grad()
+def inference_latency_ms(
+    model: nn.Module, dataset: Dataset, device: torch.device, collate_fn: Any, runs: int = 5
+) -> float:
+    """Median wall time (ms) of one forward pass on single validation scans, after one warm-up pass."""
+    inner = model.module if hasattr(model, "module") else model
+    was_training = inner.training
+    inner.eval()
+    samples = [collate_fn([dataset[i % len(dataset)]]) for i in range(runs + 1)]
+    times = []
+    try:
+        for i, batch in enumerate(samples):
+            batch = to_device(batch, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            inner(model_inputs(batch))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i > 0:
+                times.append(time.perf_counter() - t0)
+    finally:
+        inner.train(was_training)
+    return 1000.0 * float(np.median(times))
+
+
+def class_frequencies(acc: IoUAccumulator) -> list[float]:
+    """Share of labelled validation points per class."""
+    total = float(acc.target_count.sum())
+    return [float(c) / total if total > 0 else math.nan for c in acc.target_count.tolist()]
+
+
+def _fmt(v: float, scale: float = 100.0, digits: int = 1) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * scale:.{digits}f}"
+
+
+def results_table(results: dict[str, dict[str, Any]], class_names: Sequence[str]) -> str:
+    """One markdown table: a row per class (its share of validation points, IoU per model), then
+    mIoU, parameters and latency; a column per model in the order given."""
+    models = list(results)
+    freq = next(iter(results.values()))["class_frequency"] if results else []
+    head = "| class | val points % | " + " | ".join(models) + " |"
+    lines = [head, "|" + "---|" * (len(models) + 2)]
+    for c, name in enumerate(class_names):
+        if freq and (math.isnan(freq[c]) or freq[c] == 0.0):
+            continue  # absent from the validation labels: no IoU to report
+        cells = [_fmt(results[m]["iou"][c]) for m in models]
+        lines.append(f"| {name} | {_fmt(freq[c], digits=2)} | " + " | ".join(cells) + " |")
+    lines.append("| **mIoU** | | " + " | ".join(f"**{_fmt(results[m]['miou'])}**" for m in models) + " |")
+    lines.append("| parameters | | " + " | ".join(f"{results[m]['parameters']:,}" for m in models) + " |")
+    lines.append("| latency ms/scan | | " + " | ".join(f"{results[m]['latency_ms']:.1f}" for m in models) + " |")
+    return "\n".join(lines)
+
+
+def stage_result(acc: IoUAccumulator, parameters: int, latency_ms: float) -> dict[str, Any]:
+    return {
+        "miou": acc.miou(),
+        "iou": acc.iou(),
+        "accuracy": acc.accuracy(),
+        "class_frequency": class_frequencies(acc),
+        "parameters": parameters,
+        "latency_ms": latency_ms,
+    }
+
+
+def write_report(path_stem: str | os.PathLike[str], results: dict[str, dict[str, Any]],
+                 class_names: Sequence[str], header: str = "") -> str:
+    """Write ``<stem>.json`` and ``<stem>.md``; returns the markdown table."""
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"class_names": list(class_names), "results": results}
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2, allow_nan=True))
+    table = results_table(results, class_names)
+    stem.with_suffix(".md").write_text((header + "\n\n" if header else "") + table + "\n")
+    return table

@@ -1,0 +1,68 @@
+"""Training logs: a CSV row and TensorBoard scalars for every loss term, and tqdm progress bars.
+
+Only rank 0 writes or draws (issue 7 item 5); other ranks get no-op objects. The CSV header is
+fixed by the first row; later rows with new keys are rejected so a column never silently shifts.
+A fresh run replaces an old log; a resumed run (``append=True``) continues it.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from tqdm import tqdm
+
+
+class MetricLogger:
+    """Append-only CSV + optional TensorBoard writer of scalar metrics keyed by global step."""
+
+    def __init__(self, out_dir: str | os.PathLike[str], enabled: bool = True, tensorboard: bool = True,
+                 filename: str = "train_log.csv", append: bool = False) -> None:
+        self.enabled = enabled
+        self._fields: list[str] | None = None
+        self._tb = None
+        if not enabled:
+            return
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.dir / filename
+        if not append and self.csv_path.exists():
+            self.csv_path.unlink()
+        if self.csv_path.exists():  # a resumed run appends under the existing header
+            with self.csv_path.open() as fh:
+                header = fh.readline().strip()
+            self._fields = header.split(",") if header else None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.dir / "tensorboard"))
+
+    def log(self, step: int, values: dict[str, float], prefix: str = "train") -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **{k: float(v) for k, v in values.items()}}
+        if self._fields is None:
+            self._fields = list(row)
+            with self.csv_path.open("w", newline="") as fh:
+                csv.writer(fh).writerow(self._fields)
+        missing = set(row) - set(self._fields)
+        if missing:
+            raise ValueError(f"MetricLogger: new column(s) {sorted(missing)} after the CSV header {self._fields}")
+        with self.csv_path.open("a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=self._fields, restval="").writerow(row)
+        if self._tb is not None:
+            for k, v in values.items():
+                self._tb.add_scalar(f"{prefix}/{k}", float(v), step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def progress(iterable: Iterable[Any] | None = None, total: int | None = None, desc: str = "",
+             enabled: bool = True, initial: int = 0) -> tqdm:
+    """A tqdm bar with elapsed time and ETA; disabled (no output) off rank 0 or when asked."""
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled, initial=initial, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")

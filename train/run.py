@@ -1,0 +1,130 @@
+"""``python -m train.run``: train the PTv3 teacher, distill it into the student, evaluate, report.
+
+Stages (issue 7; paper Sec. 3 and Table 5): ``teacher`` (L_seg = CE + Lovasz), ``student``
+(L_seg only), ``kd`` (+ l_kld L_kld), ``distill`` (+ l_topo L_topo + l_grad L_grad), ``all`` (the
+teacher, then the three students distilled from it, then one table). Each stage writes its
+checkpoints, CSV/TensorBoard logs and an evaluation report (JSON + markdown) under
+``<out>/<stage>/``; ``all`` also writes ``<out>/results.{json,md}`` and prints the table. The
+resolved configuration is saved as ``<out>/config.yaml``.
+
+``--dataset synthetic`` (the README's main command) first generates the synthetic LiDAR set in the
+Waymo layout if it is not cached, and uses a CPU demo budget (see ``train.config.SYNTHETIC_DEMO``)
+and the ``teacher-demo`` / ``student-demo`` presets on a CPU. Under ``torchrun`` every process runs
+this same entry point (DistributedDataParallel, see :mod:`train.distributed`).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from train.config import RunConfig, resolve, save_config
+from train.datasets import SplitData, prepare_splits
+from train.distributed import DistInfo, barrier, cleanup, init_from_env
+from train.evaluate import count_parameters, evaluate, inference_latency_ms, stage_result, write_report
+from train.logging_utils import progress
+from train.loop import FINAL, ModelSpec, distill_settings, load_frozen_teacher, train_stage
+from train.profiling import StepTimer
+
+STAGE_ORDER = ("teacher", "student", "kd", "distill")
+
+
+def _preset(cfg: RunConfig, kind: str, device: torch.device) -> str:
+    chosen = cfg.teacher_preset if kind == "teacher" else cfg.student_preset
+    if chosen != "auto":
+        return chosen
+    demo = cfg.dataset == "synthetic" and device.type == "cpu"
+    return f"{kind}-demo" if demo else kind
+
+
+def stage_label(cfg: RunConfig, stage: str) -> str:
+    """Column name of a stage in the results table: the loss terms it trained with."""
+    if stage == "teacher":
+        return "teacher"
+    s = distill_settings(cfg, stage)
+    terms = ["seg"] + [t for t in ("kld", "topo", "grad") if s.active(t)]
+    return "student " + "+".join(terms)
+
+
+def run_stage(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo, teacher_ckpt: Path | None,
+              timer: StepTimer) -> dict[str, Any]:
+    """Train (or, on resume, reuse a finished) stage, then evaluate it on the validation split."""
+    out_dir = Path(cfg.out) / stage
+    kind = "teacher" if stage == "teacher" else "student"
+    overrides = dict(cfg.teacher_overrides if kind == "teacher" else cfg.student_overrides)
+    if cfg.deterministic:
+        overrides.setdefault("deterministic", True)
+    spec = ModelSpec(_preset(cfg, kind, info.device), data.num_classes, overrides)
+    final = out_dir / FINAL
+    if cfg.resume and final.is_file():
+        model, _ = load_frozen_teacher(final, info.device)  # finished earlier: reuse its weights
+    else:
+        teacher = None
+        if distill_settings(cfg, stage).uses_teacher:
+            if teacher_ckpt is None:
+                raise ValueError(f"stage {stage} needs --teacher-checkpoint")
+            teacher, _ = load_frozen_teacher(teacher_ckpt, info.device)
+        model = train_stage(cfg, stage, out_dir, data.train, data.collate, spec, info, teacher, timer)
+    bar = progress(total=data.eval_scans(cfg.eval_max_scans, info.world_size), desc=f"{'eval':>8}",
+                   enabled=info.is_main and cfg.progress)
+    acc = evaluate(model, data.val_views(cfg.tta), data.num_classes, info.device, data.collate,
+                   cfg.eval_max_scans, cfg.num_workers, bar)
+    bar.close()
+    latency = inference_latency_ms(model, data.val_views(False)[0], info.device, data.collate, cfg.latency_runs)
+    result = stage_result(acc, count_parameters(model), latency)
+    result["preset"] = spec.preset
+    if info.is_main:
+        label = stage_label(cfg, stage)
+        write_report(out_dir / "eval", {label: result}, data.class_names, header=f"# {label} on {cfg.dataset} val")
+    return result
+
+
+def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
+    """Run the configured stage(s); returns {table column: result}."""
+    out = Path(cfg.out)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    barrier()
+    data = prepare_splits(cfg, info)
+    stages = STAGE_ORDER if cfg.stage == "all" else (cfg.stage,)
+    teacher_ckpt = Path(cfg.teacher_checkpoint) if cfg.teacher_checkpoint else None
+    timer = StepTimer(cfg.profile, info.device)
+    results: dict[str, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    for stage in stages:
+        results[stage_label(cfg, stage)] = run_stage(cfg, stage, data, info, teacher_ckpt, timer)
+        if stage == "teacher" and cfg.stage == "all":
+            teacher_ckpt = out / "teacher" / FINAL
+    if info.is_main:
+        header = (f"# {cfg.dataset} validation: per-class IoU %, mIoU %, parameters, latency "
+                  f"({info.device.type}, {time.perf_counter() - t0:.0f} s total)")
+        table = write_report(out / "results", results, data.class_names, header=header)
+        print("\n" + header + "\n\n" + table + f"\n\nreports and logs in {out}/", flush=True)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cfg = resolve(argv)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"train.run: error: {err}", file=sys.stderr)
+        return 2
+    info = init_from_env(cfg.device)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    try:
+        run(cfg, info)
+    except FileNotFoundError as err:  # a dataset or checkpoint missing: the message says where and how
+        print(f"train.run: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

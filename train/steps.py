@@ -1,0 +1,177 @@
+"""One optimisation step of each stage: L = L_seg + l_topo L_topo + l_grad L_grad + l_kld L_kld
+(paper Eq. 8, Sec. 3; decisions 12-20).
+
+* Segmentation step (teacher, CE-only student): L_seg = CE + Lovasz-softmax.
+* Distillation step, in the order that lets persistence overlap the network work:
+  1. teacher forward (frozen, eval mode) on the same augmented, voxelised batch as the student
+     (decisions 20); the teacher's persistence diagrams are started right away on its
+     pre-classifier embeddings (decisions 12) through ``fast``'s asynchronous engine;
+  2. teacher saliency gradients: dL_seg(teacher)/dF_l of its decoder stages by
+     ``torch.autograd.grad`` (parameters frozen, so only activation gradients; decisions 15);
+  3. student forward; the student's diagrams are started right away on its embeddings;
+  4. L_seg of the student; its saliency gradients by ``autograd.grad(create_graph=False)``, so the
+     channel weights omega are constants (decisions 16); L_grad (Eq. 4-7) over the chosen decoder
+     stages (Table 10); L_kld (decisions 18);
+  5. join the persistence jobs for L_topo (Algorithm 1) and back-propagate the weighted sum.
+A term whose switch is off (paper Table 5 ablations) or whose weight is 0 is not computed at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from fast.engine import budget_miss_count
+from fast.kld import kld
+from fast.saliency import saliency_loss
+from fast.topo_loss import TopoLossJob
+from train.losses import segmentation_loss
+from train.profiling import StepTimer
+
+TENSOR_KEYS = ("coord", "grid_coord", "feat", "offset", "segment", "inverse", "origin_offset", "origin_segment")
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Move the tensor entries of a collated batch to ``device`` (other entries as they are)."""
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The keys the PTv3 forward reads."""
+    return {k: batch[k] for k in ("coord", "grid_coord", "feat", "offset")}
+
+
+@dataclass
+class DistillSettings:
+    """Which terms are on and their weights/options (from :class:`train.config.RunConfig`)."""
+
+    kld: bool = False
+    topo: bool = False
+    grad: bool = False
+    lambda_kld: float = 1.0
+    lambda_topo: float = 8.0
+    lambda_grad: float = 1.0
+    temperature: float = 1.0
+    topo_m: int = 1024
+    topo_normalize: str = "scale"
+    topo_dims: tuple[int, ...] = (0, 1)
+    topo_time_budget: float | None = None
+    saliency_layers: Sequence[int] = field(default_factory=lambda: (1, 2, 3, 4))
+    saliency_eps: float = 1e-8
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.active("kld") or self.active("topo") or self.active("grad")
+
+    def active(self, term: str) -> bool:
+        return bool(getattr(self, term)) and float(getattr(self, f"lambda_{term}")) > 0.0
+
+
+def _stage_positions(layers: Sequence[int], available: int) -> list[int]:
+    """Decoder stage numbers (1 = dec1, computed first) -> list positions; checks they exist."""
+    bad = [s for s in layers if not 1 <= s <= available]
+    if bad:
+        raise ValueError(f"saliency layers {bad} do not exist: the model has decoder stages 1..{available}")
+    return [s - 1 for s in layers]
+
+
+def saliency_gradients(loss: torch.Tensor, feats: Sequence[torch.Tensor], retain_graph: bool) -> list[torch.Tensor]:
+    """dloss/dF for each decoder activation F, as constants (no second-order graph; decisions 16)."""
+    grads = torch.autograd.grad(loss, list(feats), retain_graph=retain_graph, create_graph=False, allow_unused=True)
+    return [torch.zeros_like(f) if g is None else g.detach() for f, g in zip(feats, grads)]
+
+
+def segmentation_step(
+    model: nn.Module, batch: dict[str, Any], amp: bool, timer: StepTimer
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward + L_seg of a model trained on labels alone (teacher, CE-only student)."""
+    with timer.section("forward"), torch.autocast(batch["coord"].device.type, enabled=amp):
+        out = model(model_inputs(batch))
+        loss, parts = segmentation_loss(out.logits.float(), batch["segment"])
+    return loss, {"loss": loss.detach(), "seg": loss.detach(), **parts}
+
+
+def _teacher_pass(
+    teacher: nn.Module, batch: dict[str, Any], s: DistillSettings, amp: bool, timer: StepTimer, topo_seed: int
+) -> tuple[Any, TopoLossJob | None, list[torch.Tensor]]:
+    """Teacher forward, start its diagrams, then its own-loss saliency gradients (decisions 15)."""
+    need_grad = s.active("grad")
+    inputs = model_inputs(batch)
+    if need_grad:
+        # The teacher's parameters are frozen, so autograd records its graph only if an input
+        # requires grad; a leaf copy of the features makes the decoder activations differentiable.
+        inputs = {**inputs, "feat": inputs["feat"].detach().clone().requires_grad_(True)}
+    with timer.section("teacher_forward"):
+        with torch.set_grad_enabled(need_grad), torch.autocast(batch["coord"].device.type, enabled=amp):
+            t_out = teacher(inputs)
+    topo_job = None
+    if s.active("topo"):
+        with timer.section("topo_launch"):
+            topo_job = TopoLossJob(
+                t_out.embedding.detach().float(), batch["offset"], m=s.topo_m, seed=topo_seed,
+                normalize=s.topo_normalize, dims=tuple(s.topo_dims), time_budget=s.topo_time_budget,
+            )
+    t_grads: list[torch.Tensor] = []
+    if need_grad:
+        with timer.section("teacher_saliency_grad"):
+            t_loss, _ = segmentation_loss(t_out.logits.float(), batch["segment"])
+            pos = _stage_positions(s.saliency_layers, len(t_out.decoder_feats))
+            t_grads = saliency_gradients(t_loss, [t_out.decoder_feats[p] for p in pos], retain_graph=False)
+    return t_out, topo_job, t_grads
+
+
+def distillation_step(
+    student: nn.Module,
+    teacher: nn.Module,
+    batch: dict[str, Any],
+    s: DistillSettings,
+    amp: bool,
+    timer: StepTimer,
+    topo_seed: int = 0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss of one KD / distillation step (graph attached to the student only) and its parts.
+
+    ``topo_seed``: TPS start seed of this step (cloud b uses ``topo_seed + b``, decisions 14).
+    """
+    misses_before = budget_miss_count()
+    t_out, topo_job, t_grads = _teacher_pass(teacher, batch, s, amp, timer, topo_seed)
+    with timer.section("student_forward"), torch.autocast(batch["coord"].device.type, enabled=amp):
+        out = student(model_inputs(batch))
+    if topo_job is not None:
+        with timer.section("topo_launch"):
+            topo_job.submit_student(out.embedding.float())
+    with timer.section("student_loss"):
+        seg, parts = segmentation_loss(out.logits.float(), batch["segment"])
+    total = seg
+    logs: dict[str, torch.Tensor] = {"seg": seg.detach(), **parts}
+    if s.active("grad"):
+        with timer.section("student_saliency"):
+            pos = _stage_positions(s.saliency_layers, len(out.decoder_feats))
+            acts = [out.decoder_feats[p] for p in pos]
+            s_grads = saliency_gradients(seg, acts, retain_graph=True)
+            l_grad = saliency_loss(
+                [a.float() for a in acts], [g.float() for g in s_grads],
+                [out.decoder_offsets[p] for p in pos], [out.decoder_index[p] for p in pos],
+                [t_out.decoder_feats[p].detach().float() for p in pos], [g.float() for g in t_grads],
+                [t_out.decoder_offsets[p] for p in pos], [t_out.decoder_index[p] for p in pos],
+                batch["offset"], eps=s.saliency_eps,
+            )
+        total = total + s.lambda_grad * l_grad
+        logs["grad"] = l_grad.detach()
+    if s.active("kld"):
+        with timer.section("kld"):
+            l_kld = kld(out.logits.float(), t_out.logits.detach().float(), batch["segment"],
+                             temperature=s.temperature)
+        total = total + s.lambda_kld * l_kld
+        logs["kld"] = l_kld.detach()
+    if topo_job is not None:
+        with timer.section("topo_wait"):
+            l_topo = topo_job.loss()
+        total = total + s.lambda_topo * l_topo
+        logs["topo"] = l_topo.detach()
+        # clouds whose H1 missed the time budget this step (decisions 6c): counted, never silent
+        logs["topo_h1_over_budget"] = torch.tensor(float(budget_miss_count() - misses_before))
+    logs["loss"] = total.detach()
+    return total, logs
