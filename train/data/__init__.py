@@ -1,0 +1,15 @@
+"""Data: LiDAR loaders (Waymo, nuScenes, SemanticKITTI), transforms, collate and the synthetic
+simulator (spec sections C and D; issue 6)."""
+from .base import PointCloudDataset
+from .collate import collate
+from .labels import IGNORE_INDEX, class_names
+from .synthetic import SensorConfig, ensure_synthetic_dataset, synthesize_dataset
+from .transforms import build_transforms
+from .validation import CorruptFileError, DatasetLayoutError, LabelCountError, NonFiniteCoordinateError
+from .waymo import WaymoDataset
+
+__all__ = [
+    "IGNORE_INDEX", "CorruptFileError", "DatasetLayoutError", "LabelCountError",
+    "NonFiniteCoordinateError", "PointCloudDataset", "SensorConfig", "WaymoDataset",
+    "build_transforms", "class_names", "collate", "ensure_synthetic_dataset", "synthesize_dataset",
+]

@@ -1,0 +1,58 @@
+"""Batch grid-sampled samples into the concatenated-points-with-offsets form of spec A1.
+
+Output keys: ``coord`` (N,3) float32, ``grid_coord`` (N,3) int64, ``feat`` (N,C) float32,
+``offset`` (B,) int64 END offsets, ``segment`` (N,) int64, ``inverse`` (sum n_orig,) int64 mapping
+every original point to its row in the batch (so ``logits[inverse]`` predicts every original
+point), ``origin_offset`` (B,) END offsets of the original points, ``origin_segment``
+(sum n_orig,) int64 full-resolution labels, ``name`` list[str].
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+REQUIRED_KEYS = ("coord", "grid_coord", "feat", "segment", "inverse", "origin_segment", "name")
+
+
+def collate(samples: Sequence[dict]) -> dict:
+    """Concatenate transformed samples (each must have gone through GridSample and
+    AssembleFeatures, e.g. ``build_transforms``) into one batch dict of tensors."""
+    if len(samples) == 0:
+        raise ValueError("collate got an empty list of samples; use a batch size >= 1")
+    for i, s in enumerate(samples):
+        missing = [k for k in REQUIRED_KEYS if k not in s]
+        if missing:
+            raise ValueError(
+                f"collate: sample {i} ({s.get('name')!r}) lacks {missing}; build the dataset with "
+                f"transform=build_transforms(...) (GridSample and AssembleFeatures) first"
+            )
+        n = len(s["coord"])
+        if n == 0:
+            raise ValueError(f"collate: sample {i} ({s['name']!r}) has no points")
+        if len(s["inverse"]) != len(s["origin_segment"]):
+            raise ValueError(f"collate: sample {i} ({s['name']!r}) has {len(s['inverse'])} inverse "
+                             f"entries but {len(s['origin_segment'])} original labels")
+        if len(s["inverse"]) and not 0 <= int(s["inverse"].min()) <= int(s["inverse"].max()) < n:
+            raise ValueError(f"collate: sample {i} ({s['name']!r}) has inverse indices outside "
+                             f"[0, {n}); do not modify points after GridSample")
+    counts = np.array([len(s["coord"]) for s in samples], dtype=np.int64)
+    origin_counts = np.array([len(s["inverse"]) for s in samples], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+
+    def cat(key: str, dtype: np.dtype) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate([np.asarray(s[key], dtype) for s in samples]))
+
+    return {
+        "coord": cat("coord", np.float32),
+        "grid_coord": cat("grid_coord", np.int64),
+        "feat": cat("feat", np.float32),
+        "offset": torch.from_numpy(np.cumsum(counts)),
+        "segment": cat("segment", np.int64),
+        "inverse": torch.from_numpy(np.concatenate(
+            [np.asarray(s["inverse"], np.int64) + start for s, start in zip(samples, starts)])),
+        "origin_offset": torch.from_numpy(np.cumsum(origin_counts)),
+        "origin_segment": cat("origin_segment", np.int64),
+        "name": [str(s["name"]) for s in samples],
+    }

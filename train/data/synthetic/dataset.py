@@ -1,0 +1,126 @@
+"""Write simulated scans in the Waymo preprocessed layout; cache them for the training CLI.
+
+``synthesize_dataset`` draws scene ``i`` from ``numpy.random.default_rng([seed, i])`` and the
+sensor noise of its frame ``f`` from ``default_rng([seed, i, f, 1])``, so the output depends only
+on the parameters (not on the number of scenes generated before, nor on the worker count). The
+last ``round(scenes * val_fraction)`` scenes (at least one when there are two or more scenes and
+the fraction is positive) form ``validation/``, the rest ``training/``. Each frame folder holds
+``coord.npy`` (n,3) float32 vehicle frame, ``strength.npy`` (n,1) float32 tanh(intensity),
+``segment.npy`` (n,) int32 train id (= Waymo raw label - 1, -1 undefined), ``pose.npy`` (4,4)
+float64 vehicle -> world and, in validation, ``mask.npy`` (n,) bool, all True: every simulated point
+is a first return of the single (top) sensor, the points Waymo evaluates.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .scene import generate_scene
+from .sensor import SensorConfig, cast_scan
+
+GENERATOR_VERSION = 1
+MARKER = "synthetic.json"
+FRAME_SPACING = 1.0  # metres the ego advances between frames of one scene (10 m/s at 10 Hz)
+_LOG = logging.getLogger(__name__)
+
+
+def _split_sizes(scenes: int, val_fraction: float) -> int:
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n_val = int(round(scenes * val_fraction))
+    if val_fraction > 0 and scenes >= 2:
+        n_val = max(n_val, 1)
+    return min(n_val, scenes - 1) if scenes >= 2 else 0
+
+
+def simulate_frames(scene_index: int, seed: int, sensor: SensorConfig, frames_per_scene: int = 1,
+                    half_length: float = 80.0) -> list[dict[str, np.ndarray]]:
+    """All frames of scene ``scene_index`` (the ego moves FRAME_SPACING m along its heading)."""
+    scene = generate_scene(np.random.default_rng([seed, scene_index]), half_length)
+    ex, ey, yaw = scene.ego
+    frames = []
+    for f in range(frames_per_scene):
+        ego = (ex + f * FRAME_SPACING * np.cos(yaw), ey + f * FRAME_SPACING * np.sin(yaw), yaw)
+        frames.append(cast_scan(scene, sensor, np.random.default_rng([seed, scene_index, f, 1]), ego))
+    return frames
+
+
+def write_frame(frame_dir: Path, scan: dict[str, np.ndarray], with_mask: bool) -> None:
+    frame_dir.mkdir(parents=True, exist_ok=True)
+    np.save(frame_dir / "coord.npy", scan["coord"])
+    np.save(frame_dir / "strength.npy", scan["strength"])
+    np.save(frame_dir / "segment.npy", scan["segment"].astype(np.int32))
+    np.save(frame_dir / "pose.npy", scan["pose"])
+    if with_mask:
+        np.save(frame_dir / "mask.npy", np.ones(len(scan["coord"]), dtype=bool))
+
+
+def synthesize_dataset(out: str | Path, scenes: int, seed: int = 0,
+                       sensor: SensorConfig | None = None, val_fraction: float = 0.2,
+                       frames_per_scene: int = 1, half_length: float = 80.0) -> Path:
+    """Generate ``scenes`` scenes into ``out`` (Waymo layout, see the module docstring)."""
+    if scenes < 1 or frames_per_scene < 1:
+        raise ValueError(f"need scenes >= 1 and frames_per_scene >= 1, got {scenes}, {frames_per_scene}")
+    sensor = sensor or SensorConfig()
+    out = Path(out)
+    n_val = _split_sizes(scenes, val_fraction)
+    for i in range(scenes):
+        split = "validation" if i >= scenes - n_val else "training"
+        for f, scan in enumerate(simulate_frames(i, seed, sensor, frames_per_scene, half_length)):
+            frame_dir = out / split / f"segment-synth-{seed}-{i:05d}" / f"{1_600_000_000_000_000 + f * 100_000}"
+            write_frame(frame_dir, scan, with_mask=split == "validation")
+    return out
+
+
+def generator_params(scenes: int, seed: int, sensor: SensorConfig, val_fraction: float,
+                     frames_per_scene: int, half_length: float) -> dict:
+    """Everything the output depends on; stored in the marker file."""
+    return {"generator_version": GENERATOR_VERSION, "scenes": scenes, "seed": seed,
+            "sensor": sensor.as_dict(), "val_fraction": val_fraction,
+            "frames_per_scene": frames_per_scene, "half_length": half_length}
+
+
+def ensure_synthetic_dataset(root: str | Path, scenes: int = 120, seed: int = 0,
+                             sensor: SensorConfig | None = None, val_fraction: float = 0.2,
+                             frames_per_scene: int = 1, half_length: float = 80.0,
+                             **sensor_overrides: float) -> Path:
+    """Return ``root`` holding the synthetic set for these parameters, generating it if needed.
+
+    ``root/synthetic.json`` records the parameters; a matching complete marker means the cached
+    set is reused, a different or incomplete one means the ``training``/``validation`` folders are
+    deleted and regenerated. A non-empty ``root`` without the marker is refused (it is not ours).
+    ``sensor_overrides`` replace fields of the sensor config (e.g. ``beams=64``). The default
+    sensor (32 beams x 560 azimuths, Waymo top-lidar vertical field of view) gives about 16k
+    points per scan, a CPU-demo size.
+    """
+    sensor = replace(sensor or SensorConfig(), **sensor_overrides)
+    root = Path(root)
+    params = generator_params(scenes, seed, sensor, val_fraction, frames_per_scene, half_length)
+    marker = root / MARKER
+    if marker.is_file():
+        try:
+            recorded = json.loads(marker.read_text())
+        except json.JSONDecodeError:
+            recorded = {}
+        if recorded.get("complete") and recorded.get("params") == params:
+            return root
+        _LOG.info("synthetic set at %s was made with other parameters or is incomplete; "
+                  "regenerating", root)
+        for split in ("training", "validation"):
+            shutil.rmtree(root / split, ignore_errors=True)
+    elif root.exists() and any(root.iterdir()):
+        raise FileExistsError(
+            f"{str(root)!r} is not empty and has no {MARKER}; it is not a synthetic data set made "
+            f"here. Choose an empty or new folder for the synthetic data (or delete this one)."
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"complete": False, "params": params}, indent=1))
+    _LOG.info("generating %d synthetic scenes into %s", scenes, root)
+    synthesize_dataset(root, scenes, seed, sensor, val_fraction, frames_per_scene, half_length)
+    marker.write_text(json.dumps({"complete": True, "params": params}, indent=1))
+    return root

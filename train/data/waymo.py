@@ -1,0 +1,96 @@
+"""Waymo Open Dataset loader, preprocessed per-frame layout (spec section C, "Waymo").
+
+Layout: ``root/{training,validation,testing}/<segment>/<timestamp>/`` with ``coord.npy`` (n,3
+float32, vehicle frame), ``strength.npy`` (n,1, tanh(intensity), returned as stored),
+``segment.npy`` (int, raw label - 1 so "undefined" is -1; absent in testing), ``pose.npy`` and
+``mask.npy``. Segmentation needs only the first three: ``pose.npy`` and ``mask.npy`` are not read.
+22 classes (labels.WAYMO_CLASSES). Values of segment.npy outside [-1, 21] are unknown ids: they
+become ignore with a warning. The synthetic simulator writes this same layout.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import PointCloudDataset, Transform
+from .labels import WAYMO_CLASSES, WAYMO_LEARNING_MAP, LearningMap
+from .validation import (
+    check_count,
+    load_npy,
+    layout_error,
+    make_sample,
+    require_dir,
+    require_file,
+)
+
+WAYMO_SPLITS = ("training", "validation", "testing")
+WAYMO_LAYOUT = """  <root>/
+    training/<segment>/<timestamp>/coord.npy      (n,3) float32
+                                  /strength.npy   (n,1) float32, tanh(intensity)
+                                  /segment.npy    (n,) int, raw label - 1 (-1 undefined)
+    validation/<segment>/<timestamp>/...          same files
+    testing/<segment>/<timestamp>/...             no segment.npy"""
+
+_WAYMO_MAP = LearningMap("waymo", WAYMO_LEARNING_MAP, len(WAYMO_CLASSES))
+
+
+def read_waymo_frame(frame_dir: Path, labelled: bool = True, name: str | None = None) -> dict:
+    """Read one preprocessed frame folder into the sample dict (segment all -1 if unlabelled)."""
+    frame_dir = Path(frame_dir)
+    coord_path = require_file(frame_dir / "coord.npy", "waymo", WAYMO_LAYOUT)
+    strength_path = require_file(frame_dir / "strength.npy", "waymo", WAYMO_LAYOUT)
+    coord = load_npy(coord_path, "waymo coordinate file")
+    if coord.ndim != 2 or coord.shape[1] != 3:
+        raise ValueError(
+            f"waymo coordinate file {str(coord_path)!r} has shape {coord.shape}, expected (n, 3); "
+            f"regenerate the frame"
+        )
+    n = coord.shape[0]
+    strength = load_npy(strength_path, "waymo strength file")
+    check_count(strength.shape[0] if strength.ndim else -1, n, strength_path, coord_path,
+                "waymo strength file")
+    if labelled:
+        seg_path = require_file(frame_dir / "segment.npy", "waymo", WAYMO_LAYOUT)
+        raw = load_npy(seg_path, "waymo label file").reshape(-1)
+        check_count(raw.shape[0], n, seg_path, coord_path, "waymo label file")
+        segment = _WAYMO_MAP.apply(raw.astype(np.int64) + 1, seg_path)
+    else:
+        segment = np.full(n, -1, dtype=np.int64)
+    return make_sample(coord, strength, segment, name or frame_dir.name, coord_path)
+
+
+class WaymoDataset(PointCloudDataset):
+    """Frames of one split of the preprocessed Waymo layout, sorted by (segment, timestamp).
+
+    ``name`` of a sample is ``"<split>/<segment>/<timestamp>"``. The testing split has no labels:
+    its samples carry ``segment`` all -1.
+    """
+
+    class_names = WAYMO_CLASSES
+
+    def __init__(
+        self, root: str | Path, split: str = "training", transform: Transform | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(transform, seed)
+        if split not in WAYMO_SPLITS:
+            raise ValueError(f"waymo split {split!r} is not one of {WAYMO_SPLITS}")
+        self.root = require_dir(Path(root), "waymo", WAYMO_LAYOUT)
+        split_dir = require_dir(self.root / split, "waymo", WAYMO_LAYOUT, "split folder")
+        self.split = split
+        self.labelled = split != "testing"
+        self.frames = sorted(p for p in split_dir.glob("*/*") if p.is_dir())
+        if not self.frames:
+            raise layout_error(
+                f"waymo split folder {str(split_dir)!r} holds no <segment>/<timestamp>/ frame "
+                f"folders", WAYMO_LAYOUT,
+            )
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def load(self, index: int) -> dict:
+        frame = self.frames[index]
+        name = f"{self.split}/{frame.parent.name}/{frame.name}"
+        return read_waymo_frame(frame, self.labelled, name)
