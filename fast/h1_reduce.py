@@ -22,19 +22,47 @@ are found by a test that no engine offers separately.
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
-from numba import njit, objmode
-from numba.core.errors import NumbaWarning
-
-# The deadline check reads the clock through a tiny object-mode block (it takes the GIL for a
-# microsecond every few thousand heap operations); numba warns that such blocks are serial.
-warnings.filterwarnings("ignore", message=".*Code running in object mode won't allow parallel", category=NumbaWarning)
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 STATUS_DONE = 0
 STATUS_DEADLINE = 1
-_CLOCK_EVERY = 4095  # heap pops between two reads of the clock (mask: power of two minus one)
+CLOCK_MASK = 1023
+"""The reduction reads the clock at each column and whenever ``pops & CLOCK_MASK`` wraps."""
+
+
+@intrinsic
+def _clock_ns(typingctx, clock_id):  # noqa: ANN001, ANN202 (numba intrinsic signature)
+    """POSIX ``clock_gettime(clock_id)`` in nanoseconds, callable from compiled code.
+
+    Why an intrinsic: numba has no clock of its own; an object-mode block (``time.monotonic``)
+    would take the GIL and, measured here, stops numba from caching the kernel, and a ctypes
+    pointer also disables caching. A call to the libc symbol by name keeps ``cache=True``.
+    """
+    sig = types.int64(types.int64)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        spec = cgutils.alloca_once(builder, ir.ArrayType(i64, 2))  # struct timespec {sec, nsec}
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32, spec.type]), "clock_gettime")
+        builder.call(fn, [builder.trunc(args[0], i32), spec])
+        sec = builder.load(builder.gep(spec, [i32(0), i32(0)]))
+        nsec = builder.load(builder.gep(spec, [i32(0), i32(1)]))
+        return builder.add(builder.mul(sec, i64(1_000_000_000)), nsec)
+
+    return sig, codegen
+
+
+def deadline_ns(deadline: float | None) -> int:
+    """An absolute ``time.monotonic()`` deadline as ``CLOCK_MONOTONIC`` nanoseconds (None: never)."""
+    if deadline is None:
+        return np.iinfo(np.int64).max
+    now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    return now_ns + int((deadline - time.monotonic()) * 1e9)
 
 
 @njit(nogil=True, cache=True)
@@ -369,7 +397,7 @@ def _hash_slot(table_keys: np.ndarray, key: int) -> int:
 @njit(nogil=True, cache=True)
 def reduce_columns(
     columns: np.ndarray, u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pos: np.ndarray,
-    deg: np.ndarray, partner: np.ndarray, deadline: float,
+    deg: np.ndarray, partner: np.ndarray, deadline: int, clock_id: int, clock_mask: int = CLOCK_MASK,
 ) -> tuple[np.ndarray, int]:
     """Reduce the coboundary columns of ``columns`` (edge ranks, decreasing) over Z2.
 
@@ -382,7 +410,9 @@ def reduce_columns(
 
     Returns ``(death_keys, status)``: per column its death triangle key ``rank(max edge) * N + k``
     (-1 if the column emptied: an essential class of the cut complex), and ``STATUS_DONE``, or
-    ``STATUS_DEADLINE`` (keys then incomplete) once ``time.monotonic()`` passed ``deadline``.
+    ``STATUS_DEADLINE`` (keys then incomplete) once ``clock_gettime(clock_id)`` in nanoseconds
+    passed ``deadline`` (see :func:`deadline_ns`); the clock is read at every column and every
+    ``clock_mask + 1`` heap pops.
     """
     n = rank.shape[0]
     ncol = columns.shape[0]
@@ -405,6 +435,8 @@ def reduce_columns(
     added = np.empty(64, np.int64)
     pops = 0
     for c in range(ncol):
+        if _clock_ns(clock_id) > deadline:
+            return deaths, STATUS_DEADLINE
         n_it = 0
         size = 0
         n_added = 0
@@ -434,11 +466,8 @@ def reduce_columns(
                     _sift_down(hk, hi, size, 0)
                 count += 1
             pops += count
-            if (pops & _CLOCK_EVERY) < count:
-                with objmode(now="float64"):
-                    now = time.monotonic()
-                if now > deadline:
-                    return deaths, STATUS_DEADLINE
+            if (pops & clock_mask) < count and _clock_ns(clock_id) > deadline:
+                return deaths, STATUS_DEADLINE
             if count % 2 == 0:
                 continue  # cancelled over Z2
             top = key // n

@@ -1,0 +1,221 @@
+"""The native H1 engine (``fast.native_engine``, issue 8) against the reference and gudhi.
+
+Claims checked:
+- on random clouds, with or without equal distances and duplicated points, the engine returns
+  exactly ``reference.rips_persistence``'s H1 pairs, birth edges, death edges and death
+  triangles (both use the same total order, so the pairing is unique);
+- its diagrams equal gudhi's (an independent float64 engine) as multisets;
+- the batched device stage (PyTorch) computes the same ranks, neighbour lists, births and
+  apparent partners as the compiled per-cloud stage, on CPU and (marked ``cuda``) on a GPU;
+- the batch form with threads equals the per-cloud form; the deadline path returns None;
+- it plugs into ``fast.engine`` as an ``H1Engine`` and agrees with the giotto-ph backend;
+- bad matrices raise ValueError naming the problem.
+Sizes are small so the whole file stays well within its CI budget (numba caches its compiled
+code, ``cache=True``, so only the first run compiles).
+"""
+from __future__ import annotations
+
+import time
+
+import gudhi
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.distance import cdist
+
+from fast import h1_reduce
+from fast.h1_apparent import device_edge_stages
+from fast.native_engine import cpu_edge_stage, h1_persistence, native_h1, native_h1_batch
+from reference.persistence import rips_persistence
+
+
+@st.composite
+def clouds(draw: st.DrawFn, max_points: int = 24) -> np.ndarray:
+    """(n, dim) float64 points: generic, on a coarse grid (many equal distances) or with duplicates."""
+    n = draw(st.integers(3, max_points))
+    dim = draw(st.integers(1, 4))
+    kind = draw(st.sampled_from(["generic", "grid", "duplicates"]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    if kind == "generic":
+        return rng.normal(size=(n, dim))
+    if kind == "grid":
+        return rng.integers(0, draw(st.integers(2, 4)), size=(n, dim)).astype(np.float64)
+    base = rng.normal(size=(max(1, n // 2), dim))
+    return base[rng.integers(len(base), size=n)]
+
+
+def _assert_same_as_reference(dist: np.ndarray) -> None:
+    ref = rips_persistence(dist)[1]
+    got = h1_persistence(dist)
+    np.testing.assert_array_equal(got.pairs, ref.pairs)
+    np.testing.assert_array_equal(got.birth_edges, ref.birth_edges)
+    np.testing.assert_array_equal(got.death_edges, ref.death_edges)
+    np.testing.assert_array_equal(got.death_triangles, ref.death_simplices)
+
+
+@given(clouds(max_points=40))
+def test_native_h1_equals_reference_pairs_and_critical_simplices(points: np.ndarray) -> None:
+    _assert_same_as_reference(cdist(points, points))
+
+
+@pytest.mark.parametrize("family", ["gaussian64", "clusters64", "circle_noise"])
+def test_native_h1_equals_reference_on_larger_clouds(family: str) -> None:
+    rng = np.random.default_rng(7)
+    if family == "gaussian64":
+        x = rng.normal(size=(150, 64))
+    elif family == "clusters64":
+        x = 3.0 * rng.normal(size=(5, 64))[rng.integers(5, size=150)] + rng.normal(size=(150, 64))
+    else:
+        t = rng.uniform(0, 2 * np.pi, 150)
+        x = np.stack([np.cos(t), np.sin(t)], 1) + 0.1 * rng.normal(size=(150, 2))
+    d = cdist(x, x)
+    _assert_same_as_reference(d)
+    assert len(h1_persistence(d).pairs) > 0
+
+
+def _gudhi_h1(dist: np.ndarray) -> np.ndarray:
+    tree = gudhi.RipsComplex(distance_matrix=dist).create_simplex_tree(max_dimension=2)
+    tree.compute_persistence()
+    pairs = tree.persistence_intervals_in_dimension(1).reshape(-1, 2)
+    pairs = pairs[np.isfinite(pairs[:, 1]) & (pairs[:, 1] > pairs[:, 0])]
+    return pairs[np.lexsort((pairs[:, 0], pairs[:, 1]))]
+
+
+@given(clouds(max_points=20))
+def test_native_h1_diagram_equals_gudhi_with_ties_and_duplicates(points: np.ndarray) -> None:
+    d = cdist(points, points)
+    got = h1_persistence(d).pairs
+    np.testing.assert_array_equal(got[np.lexsort((got[:, 0], got[:, 1]))], _gudhi_h1(d))
+
+
+def test_critical_edge_lengths_equal_pair_values() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(120, 8))
+    d = cdist(x, x)
+    res = h1_persistence(d)
+    assert len(res.pairs) > 0
+    np.testing.assert_array_equal(d[res.birth_edges[:, 0], res.birth_edges[:, 1]], res.pairs[:, 0])
+    np.testing.assert_array_equal(d[res.death_edges[:, 0], res.death_edges[:, 1]], res.pairs[:, 1])
+    tri = res.death_triangles
+    longest = np.maximum.reduce([d[tri[:, 0], tri[:, 1]], d[tri[:, 0], tri[:, 2]], d[tri[:, 1], tri[:, 2]]])
+    np.testing.assert_array_equal(longest, res.pairs[:, 1])
+
+
+def _assert_stages_equal(device_stage, cpu_stage) -> None:
+    for field in ("u", "v", "rank", "pos", "deg", "columns"):
+        np.testing.assert_array_equal(getattr(device_stage, field), getattr(cpu_stage, field), err_msg=field)
+    for a in range(cpu_stage.rank.shape[0]):
+        k = cpu_stage.deg[a]
+        np.testing.assert_array_equal(device_stage.nbr[a, :k], cpu_stage.nbr[a, :k])
+    lazily = [h1_reduce.apparent_partner(r, cpu_stage.u, cpu_stage.v, cpu_stage.rank) for r in range(len(cpu_stage.u))]
+    np.testing.assert_array_equal(device_stage.partner, lazily)
+
+
+def _batch_of(points: list[np.ndarray]) -> list[np.ndarray]:
+    return [cdist(p, p) for p in points]
+
+
+@settings(max_examples=max(1, settings.default.max_examples // 10))
+@given(st.lists(clouds(max_points=12), min_size=1, max_size=3).filter(lambda c: len({len(p) for p in c}) == 1))
+def test_device_stage_equals_compiled_stage_on_cpu(batch: list[np.ndarray]) -> None:
+    mats = _batch_of(batch)
+    stages = device_edge_stages(torch.tensor(np.stack(mats)), block_elements=64)  # several row blocks
+    for stage, d in zip(stages, mats):
+        _assert_stages_equal(stage, cpu_edge_stage(d))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_stage_on_cuda_equals_compiled_stage() -> None:
+    rng = np.random.default_rng(11)
+    mats = _batch_of([rng.normal(size=(96, 64)) for _ in range(4)] + [rng.integers(0, 3, (96, 3)).astype(float)])
+    stages = device_edge_stages(torch.tensor(np.stack(mats), device="cuda"))
+    for stage, d in zip(stages, mats):
+        _assert_stages_equal(stage, cpu_edge_stage(d))
+    results = native_h1_batch(torch.tensor(np.stack(mats), device="cuda"))
+    for res, d in zip(results, mats):
+        np.testing.assert_array_equal(res.birth_edges, rips_persistence(d)[1].birth_edges)
+
+
+def test_batch_with_threads_equals_single_clouds() -> None:
+    rng = np.random.default_rng(5)
+    mats = _batch_of([rng.normal(size=(60, 16)) for _ in range(4)])
+    for device_stage in (False, True):
+        results = native_h1_batch(torch.tensor(np.stack(mats)), threads=2, device_stage=device_stage)
+        for res, d in zip(results, mats):
+            one = h1_persistence(d)
+            np.testing.assert_array_equal(res.pairs, one.pairs)
+            np.testing.assert_array_equal(res.birth_edges, one.birth_edges)
+            np.testing.assert_array_equal(res.death_edges, one.death_edges)
+
+
+def test_deadline_already_passed_returns_none() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4))
+    assert native_h1(cdist(x, x), time.monotonic() - 1.0) is None
+    assert native_h1_batch([cdist(x, x)] * 2, deadline=time.monotonic() - 1.0, threads=1) == [None, None]
+
+
+def test_deadline_passing_during_the_reduction_stops_it() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 8))
+    d = cdist(x, x)
+    stage = cpu_edge_stage(d)
+    args = (stage.columns, stage.u, stage.v, stage.rank, stage.nbr, stage.pos, stage.deg)
+    clock = time.CLOCK_MONOTONIC
+    # The kernel's own clock check (not the wrapper's): a passed deadline stops it before any
+    # column is paired; without one, every column of this cloud is paired.
+    assert len(stage.columns) > 0
+    deaths, status = h1_reduce.reduce_columns(*args, stage.partner.copy(), time.clock_gettime_ns(clock) - 1, clock, 0)
+    assert status == h1_reduce.STATUS_DEADLINE and (deaths < 0).all()
+    deaths, status = h1_reduce.reduce_columns(*args, stage.partner.copy(), h1_reduce.deadline_ns(None), clock)
+    assert status == h1_reduce.STATUS_DONE and (deaths >= 0).all()
+
+
+def test_native_engine_through_fast_engine_matches_giotto() -> None:
+    from fast.engine import PersistencePool, compute_diagrams
+
+    rng = np.random.default_rng(2)
+    points = [3.0 * rng.normal(size=(4, 64))[rng.integers(4, size=120)] + rng.normal(size=(120, 64)) for _ in range(2)]
+    pool = PersistencePool(workers=0)
+    ours = compute_diagrams(points, engine=native_h1, pool=pool)
+    giotto = compute_diagrams(points, engine="giotto", pool=pool)
+    for a, b in zip(ours, giotto):
+        assert len(a.h1_pairs) > 0
+        np.testing.assert_array_equal(a.h1_pairs, b.h1_pairs)
+        np.testing.assert_array_equal(a.h1_birth_edges, b.h1_birth_edges)
+        np.testing.assert_array_equal(a.h1_death_edges, b.h1_death_edges)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_fewer_than_three_points_have_no_h1(n: int) -> None:
+    birth, death = native_h1(np.zeros((n, n)))
+    assert birth.shape == (0, 2) and death.shape == (0, 2)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda d: d[:, :-1], "square"),
+        (lambda d: d + np.triu(np.full_like(d, 0.5), 1), r"not a distance matrix"),
+        (lambda d: np.where(np.eye(len(d)) > 0, 1.0, d), r"not a distance matrix"),
+        (lambda d: np.where(d == d.max(), np.nan, d), r"not a distance matrix"),
+        (lambda d: -d, r"not a distance matrix"),
+    ],
+    ids=["non-square", "asymmetric", "nonzero-diagonal", "nan", "negative"],
+)
+def test_bad_matrices_raise_value_error(make, match: str) -> None:
+    x = np.random.default_rng(0).normal(size=(6, 2))
+    with pytest.raises(ValueError, match=match):
+        native_h1(make(cdist(x, x)))
+
+
+def test_device_stage_rejects_bad_batches() -> None:
+    with pytest.raises(ValueError, match="B, M, M"):
+        device_edge_stages(torch.zeros(4, 4))
+    bad = torch.ones(1, 4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="zero diagonal"):
+        device_edge_stages(bad)
