@@ -99,9 +99,10 @@ class SerializedPooling(nn.Module):
         head = torch.full((m,), n, dtype=torch.long, device=key.device)
         head.scatter_reduce_(0, cluster, torch.arange(n, device=key.device), reduce="amin")
         feat = self.proj(level.feat)
-        pooled = feat.new_empty(m, feat.shape[1]).index_reduce_(0, cluster, feat, "amax", include_self=False)
+        rows = cluster[:, None]
+        pooled = feat.new_empty(m, feat.shape[1]).scatter_reduce_(0, rows.expand_as(feat), feat, "amax", include_self=False)
         pooled = self.act(self.norm(pooled))
-        coord = level.coord.new_zeros(m, 3).index_reduce_(0, cluster, level.coord, "mean", include_self=False)
+        coord = level.coord.new_zeros(m, 3).scatter_reduce_(0, rows.expand(n, 3), level.coord, "mean", include_self=False)
         batch = level.batch[head]
         code = level.code[:, head] >> 3
         order, inverse = order_and_inverse(code)

@@ -29,12 +29,17 @@ def count_flops(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, i
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model(batch)
-    per_module = counter.get_flop_counts()
+    per_module = {name: int(sum(c.values())) for name, c in counter.get_flop_counts().items()}
     out: dict[str, int] = {"total": int(counter.get_total_flops())}
-    for name, counts in per_module.items():
+    # Per top-level child (stem_conv, enc_blocks, ...): sum its outermost recorded modules
+    # (containers such as ModuleList run no forward of their own and are not recorded).
+    for name, flops in per_module.items():
         parts = name.split(".")
-        if len(parts) == 2:  # "PTv3.enc_blocks" etc.
-            out[parts[1]] = int(sum(counts.values()))
+        if len(parts) < 2:
+            continue
+        outer = any(".".join(parts[:i]) in per_module for i in range(2, len(parts)))
+        if not outer:
+            out[parts[1]] = out.get(parts[1], 0) + flops
     return out
 
 
@@ -50,11 +55,12 @@ def _peak_cpu_bytes(fn: "callable[[], None]") -> int:
     """Peak live bytes allocated by torch on the CPU while ``fn`` runs (profiler memory events)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = [e for e in prof.events() if e.name == "[memory]"]
-    events.sort(key=lambda e: e.time_range.start)
+    # Each event's self allocation (allocated minus freed inside it, children excluded; "[memory]"
+    # events are frees/allocations outside any op) summed in start-time order gives the live bytes.
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
     live = peak = 0
     for e in events:
-        live += e.cpu_memory_usage
+        live += e.self_cpu_memory_usage
         peak = max(peak, live)
     return int(peak)
 
