@@ -48,9 +48,9 @@ SEMANTIC_KITTI_LEARNING_MAP: dict[int, int] = {
     **{raw: IGNORE_INDEX for raw in (0, 1, 52, 99)},
 }
 
-# Waymo preprocessed segment.npy already holds raw-1 (raw 0 "undefined" -> -1), so the map is the
-# shift raw -> raw - 1 over the 23 raw ids; the loader applies it to segment + 1.
-WAYMO_LEARNING_MAP: dict[int, int] = {raw: raw - 1 for raw in range(len(WAYMO_CLASSES) + 1)}
+# Waymo preprocessed segment.npy already holds raw label - 1 (raw 0 "undefined" -> -1), so on the
+# stored values the map is the identity over -1..21; anything else is unknown.
+WAYMO_LEARNING_MAP: dict[int, int] = {v: v for v in range(IGNORE_INDEX, len(WAYMO_CLASSES))}
 
 _LOG = logging.getLogger(__name__)
 
@@ -65,19 +65,21 @@ class LearningMap:
     def __init__(self, dataset: str, table: Mapping[int, int], num_classes: int) -> None:
         if not table:
             raise ValueError(f"{dataset} learning map is empty: give at least one raw id")
-        bad = {k: v for k, v in table.items() if k < 0 or not IGNORE_INDEX <= v < num_classes}
+        bad = {k: v for k, v in table.items() if not IGNORE_INDEX <= v < num_classes}
         if bad:
             raise ValueError(
-                f"{dataset} learning map has negative raw ids or train ids outside "
-                f"[-1, {num_classes - 1}]: {bad}; fix the table"
+                f"{dataset} learning map has train ids outside [-1, {num_classes - 1}]: {bad}; "
+                f"fix the table"
             )
         self.dataset = dataset
         self.num_classes = num_classes
-        self._known = np.zeros(max(table) + 1, dtype=bool)
-        self._lut = np.full(max(table) + 1, IGNORE_INDEX, dtype=np.int64)
+        self._base = min(table)  # lookup index = raw id - smallest raw id of the table
+        size = max(table) - self._base + 1
+        self._known = np.zeros(size, dtype=bool)
+        self._lut = np.full(size, IGNORE_INDEX, dtype=np.int64)
         for raw, train in table.items():
-            self._known[raw] = True
-            self._lut[raw] = train
+            self._known[raw - self._base] = True
+            self._lut[raw - self._base] = train
 
     def apply(self, raw: np.ndarray, source: str | Path) -> np.ndarray:
         """Map raw ids (any integer dtype) read from ``source`` to int64 train ids."""
@@ -85,11 +87,12 @@ class LearningMap:
         if not np.issubdtype(raw.dtype, np.integer):
             raise TypeError(f"{source}: labels must be integers, got dtype {raw.dtype}")
         raw64 = raw.astype(np.int64, copy=False)
-        inside = (raw64 >= 0) & (raw64 < self._lut.size)
+        index = raw64 - self._base
+        inside = (index >= 0) & (index < self._lut.size)
         known = np.zeros(raw64.shape, dtype=bool)
-        known[inside] = self._known[raw64[inside]]
+        known[inside] = self._known[index[inside]]
         out = np.full(raw64.shape, IGNORE_INDEX, dtype=np.int64)
-        out[known] = self._lut[raw64[known]]
+        out[known] = self._lut[index[known]]
         n_unknown = int(raw64.size - known.sum())
         if n_unknown:
             ids = np.unique(raw64[~known])

@@ -54,7 +54,7 @@ def read_waymo_frame(frame_dir: Path, labelled: bool = True, name: str | None = 
         seg_path = require_file(frame_dir / "segment.npy", "waymo", WAYMO_LAYOUT)
         raw = load_npy(seg_path, "waymo label file").reshape(-1)
         check_count(raw.shape[0], n, seg_path, coord_path, "waymo label file")
-        segment = _WAYMO_MAP.apply(raw.astype(np.int64) + 1, seg_path)
+        segment = _WAYMO_MAP.apply(raw, seg_path)
     else:
         segment = np.full(n, -1, dtype=np.int64)
     return make_sample(coord, strength, segment, name or frame_dir.name, coord_path)

@@ -1,0 +1,95 @@
+"""SemanticKITTI loader (spec section C, "SemanticKITTI").
+
+Layout: ``root/sequences/XX/velodyne/NNNNNN.bin`` (float32 x4: x, y, z, remission; strength =
+remission as stored) and ``root/sequences/XX/labels/NNNNNN.label`` (uint32: low 16 bits semantic id,
+high 16 bits instance id). Standard split: train 00-07, 09, 10; val 08; test 11-21 (no labels:
+``segment`` all -1). Raw ids go through the 19-class learning map; ids in no table become ignore
+with a warning.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .base import PointCloudDataset, Transform
+from .labels import SEMANTIC_KITTI_CLASSES, SEMANTIC_KITTI_LEARNING_MAP, LearningMap
+from .validation import check_count, layout_error, make_sample, read_records, require_dir, require_file
+
+SEMANTIC_KITTI_SPLITS: dict[str, tuple[int, ...]] = {
+    "train": (0, 1, 2, 3, 4, 5, 6, 7, 9, 10), "val": (8,), "test": tuple(range(11, 22)),
+}
+LABELLED_SEQUENCES = range(0, 11)
+SEMANTIC_KITTI_LAYOUT = """  <root>/
+    sequences/00/velodyne/000000.bin   float32 x4 (x, y, z, remission)
+                /labels/000000.label   uint32, low 16 bits = semantic id (sequences 00-10)
+    sequences/01/... up to 21"""
+
+_KITTI_MAP = LearningMap("semantic_kitti", SEMANTIC_KITTI_LEARNING_MAP, len(SEMANTIC_KITTI_CLASSES))
+_LOG = logging.getLogger(__name__)
+
+
+def read_semantic_kitti_scan(bin_path: str | Path, label_path: str | Path | None = None,
+                             name: str | None = None) -> dict:
+    """One scan as the sample dict; ``label_path=None`` gives ``segment`` all -1."""
+    bin_path = require_file(Path(bin_path), "semantic_kitti", SEMANTIC_KITTI_LAYOUT)
+    points = read_records(bin_path, np.float32, 4, "SemanticKITTI point file (float32 x4)")
+    n = len(points)
+    if label_path is None:
+        segment = np.full(n, -1, dtype=np.int64)
+    else:
+        label_path = require_file(Path(label_path), "semantic_kitti", SEMANTIC_KITTI_LAYOUT)
+        words = read_records(label_path, np.uint32, 1, "SemanticKITTI label file (uint32)")[:, 0]
+        check_count(len(words), n, label_path, bin_path, "SemanticKITTI label file")
+        segment = _KITTI_MAP.apply(words & 0xFFFF, label_path)
+    return make_sample(points[:, :3], points[:, 3:4], segment, name or bin_path.stem, bin_path)
+
+
+class SemanticKITTIDataset(PointCloudDataset):
+    """Scans of a split ("train", "val", "test") or of an explicit list of sequence numbers.
+
+    Sequences of the split that are absent on disk are skipped with a warning (a partial copy of
+    the data set still loads); none present is an error. Sample names are ``"XX/NNNNNN"``.
+    """
+
+    class_names = SEMANTIC_KITTI_CLASSES
+
+    def __init__(self, root: str | Path, split: str | Sequence[int] = "train",
+                 transform: Transform | None = None, seed: int = 0) -> None:
+        super().__init__(transform, seed)
+        if isinstance(split, str):
+            if split not in SEMANTIC_KITTI_SPLITS:
+                raise ValueError(f"semantic_kitti split {split!r} is not one of "
+                                 f"{sorted(SEMANTIC_KITTI_SPLITS)} (or pass a list of sequence numbers)")
+            sequences = SEMANTIC_KITTI_SPLITS[split]
+        else:
+            sequences = tuple(int(s) for s in split)
+        self.root = require_dir(Path(root), "semantic_kitti", SEMANTIC_KITTI_LAYOUT)
+        seq_root = require_dir(self.root / "sequences", "semantic_kitti", SEMANTIC_KITTI_LAYOUT,
+                               "sequences folder")
+        self.scans: list[tuple[Path, Path | None, str]] = []
+        missing = []
+        for seq in sequences:
+            velodyne = seq_root / f"{seq:02d}" / "velodyne"
+            if not velodyne.is_dir():
+                missing.append(f"{seq:02d}")
+                continue
+            labelled = seq in LABELLED_SEQUENCES
+            for bin_path in sorted(velodyne.glob("*.bin")):
+                label = velodyne.parent / "labels" / f"{bin_path.stem}.label" if labelled else None
+                self.scans.append((bin_path, label, f"{seq:02d}/{bin_path.stem}"))
+        if missing:
+            _LOG.warning("semantic_kitti: sequences %s of the split are not under %s; skipped",
+                         ", ".join(missing), seq_root)
+        if not self.scans:
+            raise layout_error(f"semantic_kitti: no scans of sequences {list(sequences)} under "
+                               f"{str(seq_root)!r}", SEMANTIC_KITTI_LAYOUT)
+
+    def __len__(self) -> int:
+        return len(self.scans)
+
+    def load(self, index: int) -> dict:
+        bin_path, label_path, name = self.scans[index]
+        return read_semantic_kitti_scan(bin_path, label_path, name)
