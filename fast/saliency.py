@@ -96,8 +96,12 @@ def _normalized_map(
     g_abs = grads.detach().to(acts.dtype).abs()
     omega = torch.zeros(n_clouds, acts.shape[1], dtype=acts.dtype, device=acts.device)
     omega = omega.index_add_(0, stage_cloud, g_abs) / counts[:, None]
-    u = (omega[stage_cloud] * acts.abs()).sum(dim=1)[index.to(acts.device)]
-    inf = torch.full((n_clouds,), float("inf"), dtype=acts.dtype, device=acts.device)
+    # From here on in float64 (N-vectors, cheap): Eq. (6) divides by max - min + eps with eps = 1e-8,
+    # below float32 resolution, so on a cloud whose map is (nearly) constant the 1/eps-sized min,
+    # max and direct gradient terms cancel to rounding noise only in float64 (in float32 they left
+    # O(1) garbage).
+    u = (omega[stage_cloud] * acts.abs()).sum(dim=1)[index.to(acts.device)].to(torch.float64)
+    inf = torch.full((n_clouds,), float("inf"), dtype=torch.float64, device=acts.device)
     lo = inf.scatter_reduce(0, in_cloud, u, "amin", include_self=False)
     hi = (-inf).scatter_reduce(0, in_cloud, u, "amax", include_self=False)
     return (u - lo[in_cloud]) / (hi - lo + eps)[in_cloud]
@@ -149,7 +153,7 @@ def saliency_loss(
         )
         for l in range(L)
     ]
-    loss = torch.zeros((), dtype=dtype, device=device)
+    loss = torch.zeros((), dtype=torch.float64, device=device)
     for l, (s_off_S, s_off_T) in enumerate(stage_offs):
         hat_S = _normalized_map(
             student_acts[l].to(dtype), student_grads[l].to(device), s_off_S, student_index[l], in_cloud, B, eps
@@ -160,4 +164,4 @@ def saliency_loss(
                 teacher_grads[l].to(device), s_off_T, teacher_index[l], in_cloud, B, eps,
             )
         loss = loss + (hat_T - hat_S).abs().sum() / N
-    return loss
+    return loss.to(dtype)
