@@ -3,6 +3,8 @@ simulator (spec sections C and D; issue 6)."""
 from .base import PointCloudDataset
 from .collate import collate
 from .labels import IGNORE_INDEX, class_names
+from .nuscenes import NuScenesDataset
+from .semantic_kitti import SemanticKITTIDataset
 from .synthetic import SensorConfig, ensure_synthetic_dataset, synthesize_dataset
 from .transforms import build_transforms
 from .validation import CorruptFileError, DatasetLayoutError, LabelCountError, NonFiniteCoordinateError
@@ -10,6 +12,7 @@ from .waymo import WaymoDataset
 
 __all__ = [
     "IGNORE_INDEX", "CorruptFileError", "DatasetLayoutError", "LabelCountError",
-    "NonFiniteCoordinateError", "PointCloudDataset", "SensorConfig", "WaymoDataset",
+    "NonFiniteCoordinateError", "NuScenesDataset", "PointCloudDataset", "SemanticKITTIDataset",
+    "SensorConfig", "WaymoDataset",
     "build_transforms", "class_names", "collate", "ensure_synthetic_dataset", "synthesize_dataset",
 ]
