@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from reference.distances import check_finite_matrix
+
 MODES = ("scale", "l2", "none")
 
 
@@ -28,9 +30,7 @@ def as_features(feats: np.ndarray, name: str) -> np.ndarray:
     arr = np.asarray(feats, dtype=np.float64)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (N, C) feature matrix, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.count_nonzero(~np.isfinite(arr)))
-        raise ValueError(f"{name} contains {bad} NaN/Inf entries; features must be finite")
+    check_finite_matrix(arr, name)
     return arr
 
 
