@@ -172,6 +172,27 @@ def test_output_taps_shapes_index_maps_and_graph_nodes() -> None:
     assert all(g.shape == f.shape and g.abs().sum() > 0 for g, f in zip(grads, out.decoder_feats))
 
 
+def test_frozen_eval_teacher_taps_take_gradients_when_the_input_requires_grad() -> None:
+    # decisions 15: the teacher is frozen, yet dL_seg/dF of its decoder stages is needed.
+    model = _small_student()
+    model.requires_grad_(False)
+    data = _cloud(400, 20, 6, seed=15)
+    data["feat"].requires_grad_(True)
+    out = model(data)
+    loss = torch.nn.functional.cross_entropy(out.logits, torch.arange(400) % 5)
+    grads = torch.autograd.grad(loss, out.decoder_feats)
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+def test_first_decoder_block_convolves_the_refreshed_unpooled_features() -> None:
+    model = _small_student()
+    seen: dict[str, torch.Tensor] = {}
+    model.dec_unpool[3].register_forward_hook(lambda m, i, o: seen.__setitem__("unpooled", o.feat))
+    model.dec_blocks[3][0].cpe_conv.register_forward_hook(lambda m, i, o: seen.__setitem__("conv_in", i[1]))
+    model(_cloud(400, 20, 6, seed=16))
+    assert seen["conv_in"] is seen["unpooled"]
+
+
 def test_decoder_index_composes_the_pooling_clusters_to_parent_voxels() -> None:
     model = _small_student()
     data = _cloud(500, 20, 6, seed=6)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -84,8 +85,16 @@ def _flash_attn_available() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 
 
-def patch_attention_sdpa(qkv: torch.Tensor, layout: PatchLayout, num_heads: int) -> torch.Tensor:
-    """Attention within patches with SDPA. ``qkv`` (N, 3C) in serialized order -> (N, C)."""
+def patch_attention_sdpa(
+    qkv: torch.Tensor, layout: PatchLayout, num_heads: int, order: Optional[torch.Tensor] = None,
+    inverse: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Attention within patches with SDPA; ``qkv`` (N, 3C) -> (N, C).
+
+    Without ``order``/``inverse`` the rows of ``qkv`` are already in serialized order. With them,
+    rows are points, ``order`` (N,) lists the points in serialized order and ``inverse`` is its
+    inverse; the two gathers to and from serialized order are then fused into the patch gathers.
+    """
     n, c3 = qkv.shape
     c = c3 // 3
     d = c // num_heads
@@ -94,14 +103,19 @@ def patch_attention_sdpa(qkv: torch.Tensor, layout: PatchLayout, num_heads: int)
         if slots.numel() == 0:
             continue
         p, k = slots.shape
-        q_, k_, v_ = qkv[slots].view(p, k, 3, num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+        rows = slots if order is None else order[slots]
+        q_, k_, v_ = qkv[rows].view(p, k, 3, num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)
         attn_mask = None if mask is None or bool(mask.all()) else mask[:, None, None, :]
         o = F.scaled_dot_product_attention(q_, k_, v_, attn_mask=attn_mask)
         outputs.append(o.transpose(1, 2).reshape(p * k, c))
-    return torch.cat(outputs)[layout.owner]
+    owner = layout.owner if inverse is None else layout.owner[inverse]
+    return torch.cat(outputs)[owner]
 
 
-def patch_attention_flash(qkv: torch.Tensor, layout: PatchLayout, num_heads: int) -> torch.Tensor:
+def patch_attention_flash(
+    qkv: torch.Tensor, layout: PatchLayout, num_heads: int, order: Optional[torch.Tensor] = None,
+    inverse: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """The same computation with ``flash_attn_varlen_qkvpacked_func`` (CUDA, fp16/bf16)."""
     from flash_attn import flash_attn_varlen_qkvpacked_func  # optional accelerator
 
@@ -109,15 +123,18 @@ def patch_attention_flash(qkv: torch.Tensor, layout: PatchLayout, num_heads: int
     c = c3 // 3
     lengths = layout.short_mask.sum(1)
     slots = torch.cat([layout.full.flatten(), layout.short[layout.short_mask]])
+    rows = slots if order is None else order[slots]
     seqlens = torch.cat([torch.full((layout.full.shape[0],), layout.full.shape[1], device=qkv.device), lengths])
-    cu = torch.nn.functional.pad(torch.cumsum(seqlens, 0), (1, 0)).to(torch.int32)
-    packed = qkv[slots].view(-1, 3, num_heads, c // num_heads)
+    cu = F.pad(torch.cumsum(seqlens, 0), (1, 0)).to(torch.int32)
+    packed = qkv[rows].view(-1, 3, num_heads, c // num_heads)
     out = flash_attn_varlen_qkvpacked_func(packed, cu, int(seqlens.max()), softmax_scale=(c // num_heads) ** -0.5)
     out = out.reshape(-1, c)
     # owner indexes the padded short layout; translate it to the packed (unpadded) layout.
-    packed_pos = torch.cumsum(torch.cat([torch.ones(layout.full.numel(), dtype=torch.long, device=qkv.device),
-                                         layout.short_mask.flatten().long()]), 0) - 1
-    return out[packed_pos[layout.owner]]
+    valid = torch.cat([torch.ones(layout.full.numel(), dtype=torch.long, device=qkv.device),
+                       layout.short_mask.flatten().long()])
+    packed_pos = torch.cumsum(valid, 0) - 1
+    owner = layout.owner if inverse is None else layout.owner[inverse]
+    return out[packed_pos[owner]]
 
 
 class SerializedAttention(nn.Module):
@@ -147,10 +164,8 @@ class SerializedAttention(nn.Module):
         return ok
 
     def forward(self, level: PointLevel, x: torch.Tensor, order_row: int) -> torch.Tensor:
-        order = level.order[order_row]
-        inverse = level.inverse[order_row]
-        qkv = self.qkv(x)[order]
+        qkv = self.qkv(x)
         layout = level_patch_layout(level, self.patch_size)
         attend = patch_attention_flash if self._use_flash(qkv) else patch_attention_sdpa
-        out = attend(qkv, layout, self.num_heads)
-        return self.proj(out[inverse])
+        out = attend(qkv, layout, self.num_heads, level.order[order_row], level.inverse[order_row])
+        return self.proj(out)
