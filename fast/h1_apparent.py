@@ -92,6 +92,7 @@ def device_edge_stages(dists: torch.Tensor, block_elements: int = _BLOCK_ELEMENT
 
     to_host = lambda t: t.cpu().numpy()  # noqa: E731
     rank_h, nbr_h, pos_h, deg_h = to_host(rank), to_host(nbr.to(torch.int32)), to_host(pos.to(torch.int32)), to_host(deg.to(torch.int32))
+    # (pos[a, k]: index of k in nbr[a]; the engine keeps it only per edge, as pu and pv)
     partner_h, u_h, v_h, kept_h = to_host(partner), to_host(u_all.to(torch.int32)), to_host(v_all.to(torch.int32)), to_host(n_kept)
     stages = []
     for b in range(bsz):
@@ -100,5 +101,6 @@ def device_edge_stages(dists: torch.Tensor, block_elements: int = _BLOCK_ELEMENT
         by_rank = np.ascontiguousarray(partner_h[b][u, v])
         columns = h1_reduce.columns_to_reduce(u, v, n, by_rank < 0)
         stages.append(EdgeStage(u, v, np.ascontiguousarray(rank_h[b]), np.ascontiguousarray(nbr_h[b]),
-                                np.ascontiguousarray(pos_h[b]), np.ascontiguousarray(deg_h[b]), columns, by_rank))
+                                np.ascontiguousarray(deg_h[b]), np.ascontiguousarray(pos_h[b][u, v]),
+                                np.ascontiguousarray(pos_h[b][v, u]), columns, by_rank))
     return stages

@@ -65,36 +65,36 @@ def deadline_ns(deadline: float | None) -> int:
     return now_ns + int((deadline - time.monotonic()) * 1e9)
 
 
+_TILE = 32  # square tiles for the symmetric pass: both D[i, j] and D[j, i] read from cache
+
+
 @njit(nogil=True, cache=True)
 def collect_edges(dist: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, int]:
     """Enclosing radius ``r = min_i max_j D[i, j]`` and the edges ``i < j`` with ``D[i, j] <= r``.
 
     Returns ``(r, lengths, flat, bad)``: the kept lengths and their row-major flat indices
-    ``i * N + j`` in ``(i, j)`` order; ``bad`` is 0, or 1 + the first flat index at which the
-    matrix is not a distance matrix (asymmetric, negative, NaN/Inf, nonzero diagonal).
+    ``i * N + j`` (int32) in ``(i, j)`` order; ``bad`` is 0, or 1 + the flat index of an entry at
+    which the matrix is not a distance matrix (asymmetric, negative, NaN/Inf, nonzero diagonal).
     """
     n = dist.shape[0]
-    bad = 0
-    radius = np.inf
+    row_max = np.zeros(n, np.float64)
     for i in range(n):
         if dist[i, i] != 0.0:
-            return 0.0, np.empty(0, np.float64), np.empty(0, np.int64), 1 + i * n + i
-        row_max = 0.0
-        for j in range(n):
-            x = dist[i, j]
-            if not (x >= 0.0 and x < np.inf) or x != dist[j, i]:
-                return 0.0, np.empty(0, np.float64), np.empty(0, np.int64), 1 + i * n + j
-            if x > row_max:
-                row_max = x
-        if row_max < radius:
-            radius = row_max
-    count = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            if dist[i, j] <= radius:
-                count += 1
-    lengths = np.empty(count, np.float64)
-    flat = np.empty(count, np.int64)
+            return 0.0, np.empty(0, np.float64), np.empty(0, np.int32), 1 + i * n + i
+    for i0 in range(0, n, _TILE):
+        for j0 in range(i0, n, _TILE):
+            for i in range(i0, min(i0 + _TILE, n)):
+                for j in range(max(j0, i + 1), min(j0 + _TILE, n)):
+                    x = dist[i, j]
+                    if not (x >= 0.0 and x < np.inf) or x != dist[j, i]:
+                        return 0.0, np.empty(0, np.float64), np.empty(0, np.int32), 1 + i * n + j
+                    if x > row_max[i]:
+                        row_max[i] = x
+                    if x > row_max[j]:
+                        row_max[j] = x
+    radius = row_max.min()
+    lengths = np.empty(n * (n - 1) // 2, np.float64)
+    flat = np.empty(n * (n - 1) // 2, np.int32)
     c = 0
     for i in range(n):
         for j in range(i + 1, n):
@@ -102,30 +102,36 @@ def collect_edges(dist: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, int]
                 lengths[c] = dist[i, j]
                 flat[c] = i * n + j
                 c += 1
-    return radius, lengths, flat, bad
+    return radius, lengths[:c].copy(), flat[:c].copy(), 0
 
 
 @njit(nogil=True, cache=True)
 def build_edge_order(
     n: int, lengths: np.ndarray, flat: np.ndarray, order: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Ranks of the kept edges under ``(length, i, j)`` and every vertex's neighbours in rank order.
 
     ``order`` sorts ``lengths`` ascending (any order among equal lengths: runs of equal length are
     re-sorted here by ``(i, j)``, i.e. by the flat index, which makes the order total and equal to
     the reference's).
 
-    Returns ``(u, v, rank, nbr, pos, deg)``: ``u[r] < v[r]`` are the endpoints of the edge of rank
-    ``r``; ``rank[i, j]`` its rank, or the sentinel ``E`` (number of kept edges) for edges outside
-    the radius and on the diagonal; ``nbr[a, :deg[a]]`` the neighbours of ``a`` by increasing
-    edge rank and ``pos[a, k]`` the index of ``k`` in that list (-1 if absent).
+    Returns ``(u, v, rank, nbr, deg, pu, pv)``: ``u[r] < v[r]`` are the endpoints of the edge of
+    rank ``r``; ``rank[i, j]`` its rank, or the sentinel ``E`` (number of kept edges) for edges
+    outside the radius and on the diagonal; ``nbr[a, :deg[a]]`` the neighbours of ``a`` by
+    increasing edge rank; ``pu[r]`` the index of ``v[r]`` in ``nbr[u[r]]`` (so the neighbours of
+    ``u[r]`` through earlier edges are ``nbr[u[r], :pu[r]]``) and ``pv[r]`` that of ``u[r]`` in
+    ``nbr[v[r]]``.
+
+    Memory access is arranged for the cache: the only scattered writes go to the (E,) inverse
+    permutation; the rank matrix is filled row by row, then mirrored tile by tile.
     """
     e = order.shape[0]
+    sorted_len = lengths[order]
     order = order.copy()
     start = 0
     while start < e:  # ties: sort each run of equal lengths by flat index
         stop = start + 1
-        while stop < e and lengths[order[stop]] == lengths[order[start]]:
+        while stop < e and sorted_len[stop] == sorted_len[start]:
             stop += 1
         if stop - start > 1:
             run = order[start:stop]
@@ -133,25 +139,35 @@ def build_edge_order(
         start = stop
     u = np.empty(e, np.int32)
     v = np.empty(e, np.int32)
-    rank = np.full((n, n), e, np.int32)
+    pu = np.empty(e, np.int32)
+    pv = np.empty(e, np.int32)
+    inverse = np.empty(e, np.int32)
     nbr = np.empty((n, n), np.int32)
-    pos = np.full((n, n), -1, np.int32)
     deg = np.zeros(n, np.int32)
     for r in range(e):
-        f = flat[order[r]]
+        c = order[r]
+        inverse[c] = r
+        f = flat[c]
         a = f // n
-        b = f % n
+        b = f - a * n
         u[r] = a
         v[r] = b
-        rank[a, b] = r
-        rank[b, a] = r
-        pos[a, b] = deg[a]
+        pu[r] = deg[a]
         nbr[a, deg[a]] = b
         deg[a] += 1
-        pos[b, a] = deg[b]
+        pv[r] = deg[b]
         nbr[b, deg[b]] = a
         deg[b] += 1
-    return u, v, rank, nbr, pos, deg
+    rank = np.full((n, n), e, np.int32)
+    rank_flat = rank.reshape(n * n)
+    for c in range(e):  # flat indices increase with c: sequential writes
+        rank_flat[flat[c]] = inverse[c]
+    for i0 in range(0, n, _TILE):  # mirror the upper triangle, tile by tile
+        for j0 in range(i0, n, _TILE):
+            for i in range(i0, min(i0 + _TILE, n)):
+                for j in range(max(j0, i + 1), min(j0 + _TILE, n)):
+                    rank[j, i] = rank[i, j]
+    return u, v, rank, nbr, deg, pu, pv
 
 
 @njit(nogil=True, cache=True)
@@ -163,13 +179,13 @@ def _find(parent: np.ndarray, x: int) -> int:
 
 
 @njit(nogil=True, cache=True)
-def lune_empty(u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pos: np.ndarray) -> np.ndarray:
+def lune_empty(u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pu: np.ndarray, pv: np.ndarray) -> np.ndarray:
     """Per kept edge rank: True when the edge is *not* apparent (its lune is empty).
 
     An edge ``{a, b}`` of rank ``R`` has an apparent coface exactly when some vertex ``k`` has
     both ``rank[a, k] < R`` and ``rank[b, k] < R``; with none, the edge lies in the
     relative-neighbourhood graph of the rank order. The candidates ``k`` with ``rank[a, k] < R``
-    are the first ``pos[a, b]`` neighbours of ``a``; the shorter of the two endpoints' lists is
+    are the first ``pu[R]`` neighbours of ``a`` (``pv[R]`` of ``b``); the shorter of the two endpoints' lists is
     scanned, nearest first, stopping at the first witness (the batched, exhaustive form of this
     test is ``fast.h1_apparent``).
     """
@@ -178,8 +194,8 @@ def lune_empty(u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, 
     for r in range(e):
         a = u[r]
         b = v[r]
-        pa = pos[a, b]
-        pb = pos[b, a]
+        pa = pu[r]
+        pb = pv[r]
         empty = True
         if pa <= pb:
             for p in range(pa):
@@ -249,7 +265,7 @@ def apparent_partner(r: int, u: np.ndarray, v: np.ndarray, rank: np.ndarray) -> 
 @njit(nogil=True, cache=True)
 def _next_key(
     it: int, it_edge: np.ndarray, it_phase: np.ndarray, it_p: np.ndarray, it_q: np.ndarray,
-    u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pos: np.ndarray, deg: np.ndarray,
+    u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, deg: np.ndarray, pu: np.ndarray, pv: np.ndarray,
 ) -> int:
     """Advance iterator ``it`` and return its next key, or -1 when its coboundary is exhausted."""
     n = rank.shape[0]
@@ -266,8 +282,8 @@ def _next_key(
                 return rf * n + k
             k += 1
         it_phase[it] = 2
-        it_p[it] = pos[a, b] + 1
-        it_q[it] = pos[b, a] + 1
+        it_p[it] = pu[rf] + 1
+        it_q[it] = pv[rf] + 1
     p = it_p[it]
     q = it_q[it]
     da = deg[a]
@@ -313,7 +329,7 @@ def _first_at_or_after(row: np.ndarray, lst: np.ndarray, lo: int, hi: int, targe
 @njit(nogil=True, cache=True)
 def _start_after(
     it: int, f: int, key: int, it_edge: np.ndarray, it_phase: np.ndarray, it_p: np.ndarray, it_q: np.ndarray,
-    u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pos: np.ndarray, deg: np.ndarray,
+    u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, deg: np.ndarray, pu: np.ndarray, pv: np.ndarray,
 ) -> None:
     """Set iterator ``it`` on the coboundary of edge ``f``, positioned after ``key`` (-1: at the start)."""
     n = rank.shape[0]
@@ -330,10 +346,10 @@ def _start_after(
     # and past the one of rank t_rank if its key (rank * N + other endpoint) is not above `key`.
     it_phase[it] = 2
     t_opp = key % n
-    p = _first_at_or_after(rank[a], nbr[a], pos[a, b] + 1, deg[a], t_rank)
+    p = _first_at_or_after(rank[a], nbr[a], pu[f] + 1, deg[a], t_rank)
     if p < deg[a] and rank[a, nbr[a, p]] == t_rank and b <= t_opp:
         p += 1
-    q = _first_at_or_after(rank[b], nbr[b], pos[b, a] + 1, deg[b], t_rank)
+    q = _first_at_or_after(rank[b], nbr[b], pv[f] + 1, deg[b], t_rank)
     if q < deg[b] and rank[b, nbr[b, q]] == t_rank and a <= t_opp:
         q += 1
     it_p[it] = p
@@ -396,8 +412,8 @@ def _hash_slot(table_keys: np.ndarray, key: int) -> int:
 
 @njit(nogil=True, cache=True)
 def reduce_columns(
-    columns: np.ndarray, u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pos: np.ndarray,
-    deg: np.ndarray, partner: np.ndarray, deadline: int, clock_id: int, clock_mask: int = CLOCK_MASK,
+    columns: np.ndarray, u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, deg: np.ndarray,
+    pu: np.ndarray, pv: np.ndarray, partner: np.ndarray, deadline: int, clock_id: int, clock_mask: int = CLOCK_MASK,
 ) -> tuple[np.ndarray, int]:
     """Reduce the coboundary columns of ``columns`` (edge ranks, decreasing) over Z2.
 
@@ -441,9 +457,9 @@ def reduce_columns(
         size = 0
         n_added = 0
         # the column's own coboundary
-        _start_after(0, columns[c], -1, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, pos, deg)
+        _start_after(0, columns[c], -1, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, deg, pu, pv)
         n_it = 1
-        first = _next_key(0, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, pos, deg)
+        first = _next_key(0, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, deg, pu, pv)
         if first >= 0:
             hk[0] = first
             hi[0] = 0
@@ -455,7 +471,7 @@ def reduce_columns(
             count = 0
             while size > 0 and hk[0] == key:
                 it = hi[0]
-                nk = _next_key(it, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, pos, deg)
+                nk = _next_key(it, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, deg, pu, pv)
                 if nk >= 0:
                     hk[0] = nk
                 else:
@@ -499,8 +515,8 @@ def reduce_columns(
                 f = first_edge if src < 0 else v_store[v_start[src] + t]
                 added[n_added] = f
                 n_added += 1
-                _start_after(n_it, f, key, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, pos, deg)
-                nk = _next_key(n_it, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, pos, deg)
+                _start_after(n_it, f, key, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, deg, pu, pv)
+                nk = _next_key(n_it, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, deg, pu, pv)
                 if nk >= 0:
                     hk[size] = nk
                     hi[size] = n_it

@@ -94,8 +94,8 @@ class EdgeStage:
         u, v: (E,) int32 endpoints (``u < v``) of the kept edge of each rank.
         rank: (N, N) int32 edge ranks; the sentinel ``E`` outside the radius and on the diagonal.
         nbr: (N, N) int32 neighbours of each vertex by increasing rank (first ``deg[a]`` valid).
-        pos: (N, N) int32 position of ``k`` in ``nbr[a]``, -1 if absent.
         deg: (N,) int32 number of kept edges at each vertex.
+        pu, pv: (E,) int32 index of ``v[r]`` in ``nbr[u[r]]`` and of ``u[r]`` in ``nbr[v[r]]``.
         columns: (C,) int64 ranks of the edges to reduce, decreasing.
         partner: (E,) int64 apparent coface vertex per edge rank (-1 none, -2 not computed yet).
     """
@@ -104,8 +104,9 @@ class EdgeStage:
     v: np.ndarray
     rank: np.ndarray
     nbr: np.ndarray
-    pos: np.ndarray
     deg: np.ndarray
+    pu: np.ndarray
+    pv: np.ndarray
     columns: np.ndarray
     partner: np.ndarray
 
@@ -134,11 +135,11 @@ def cpu_edge_stage(dist: np.ndarray, name: str = "dist") -> EdgeStage:
     if bad:
         _raise_bad_entry(d, bad, name)
     order = np.argsort(lengths)  # numpy's vectorised sort; build_edge_order fixes tied runs
-    u, v, rank, nbr, pos, deg = h1_reduce.build_edge_order(n, lengths, flat, order)
-    empty_lune = h1_reduce.lune_empty(u, v, rank, nbr, pos)
+    u, v, rank, nbr, deg, pu, pv = h1_reduce.build_edge_order(n, lengths, flat, order)
+    empty_lune = h1_reduce.lune_empty(u, v, rank, nbr, pu, pv)
     columns = h1_reduce.columns_to_reduce(u, v, n, empty_lune)
     partner = np.full(u.shape[0], -2, np.int64)
-    return EdgeStage(u, v, rank, nbr, pos, deg, columns, partner)
+    return EdgeStage(u, v, rank, nbr, deg, pu, pv, columns, partner)
 
 
 _EMPTY = H1Diagram(
@@ -156,7 +157,7 @@ def reduce_stage(dist: np.ndarray, stage: EdgeStage, deadline: Optional[float] =
     if deadline is not None and time.monotonic() > deadline:
         return None
     deaths, status = h1_reduce.reduce_columns(
-        stage.columns, stage.u, stage.v, stage.rank, stage.nbr, stage.pos, stage.deg, stage.partner,
+        stage.columns, stage.u, stage.v, stage.rank, stage.nbr, stage.deg, stage.pu, stage.pv, stage.partner,
         h1_reduce.deadline_ns(deadline), time.CLOCK_MONOTONIC,
     )
     if status == h1_reduce.STATUS_DEADLINE:

@@ -105,7 +105,7 @@ def test_critical_edge_lengths_equal_pair_values() -> None:
 
 
 def _assert_stages_equal(device_stage, cpu_stage) -> None:
-    for field in ("u", "v", "rank", "pos", "deg", "columns"):
+    for field in ("u", "v", "rank", "deg", "pu", "pv", "columns"):
         np.testing.assert_array_equal(getattr(device_stage, field), getattr(cpu_stage, field), err_msg=field)
     for a in range(cpu_stage.rank.shape[0]):
         k = cpu_stage.deg[a]
@@ -164,7 +164,7 @@ def test_deadline_passing_during_the_reduction_stops_it() -> None:
     x = rng.normal(size=(120, 8))
     d = cdist(x, x)
     stage = cpu_edge_stage(d)
-    args = (stage.columns, stage.u, stage.v, stage.rank, stage.nbr, stage.pos, stage.deg)
+    args = (stage.columns, stage.u, stage.v, stage.rank, stage.nbr, stage.deg, stage.pu, stage.pv)
     clock = time.CLOCK_MONOTONIC
     # The kernel's own clock check (not the wrapper's): a passed deadline stops it before any
     # column is paired; without one, every column of this cloud is paired.
