@@ -241,6 +241,20 @@ def test_deterministic_mode_repeats_and_shuffled_orders_change_the_output() -> N
     assert any(not torch.allclose(s, ref) for s in shuffled)
 
 
+def test_bf16_autocast_forward_backward_tracks_float32() -> None:
+    torch.manual_seed(0)
+    model = build_model("student", 5, patch_size=48, deterministic=True).eval()
+    data = {k: (v.float() if v.is_floating_point() else v) for k, v in _cloud(600, 20, 6, seed=17).items()}
+    ref = model(data).logits
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(data)
+    assert out.logits.dtype == torch.bfloat16
+    err = (out.logits.float() - ref).abs().max() / ref.abs().max()
+    assert err < 0.05, f"bf16 logits deviate by {err:.3f} of their range"
+    out.logits.float().square().mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+
+
 # --- input checks -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mutate,match", [

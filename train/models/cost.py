@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -51,7 +52,7 @@ class CostReport:
     peak_memory_bytes: int
 
 
-def _peak_cpu_bytes(fn: "callable[[], None]") -> int:
+def _peak_cpu_bytes(fn: Callable[[], None]) -> int:
     """Peak live bytes allocated by torch on the CPU while ``fn`` runs (profiler memory events)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
@@ -84,7 +85,7 @@ def measure(model: nn.Module, batch: dict[str, torch.Tensor], repeats: int = 1, 
         out.logits.float().square().mean().backward()
         model.zero_grad(set_to_none=True)
 
-    def timed(fn: "callable[[], None]") -> float:
+    def timed(fn: Callable[[], None]) -> float:
         fn()
         sync()
         t0 = time.perf_counter()

@@ -62,6 +62,8 @@ def check_input(data: dict[str, torch.Tensor], in_channels: int) -> None:
             f"feat must be (N, {in_channels}) with N = {n}, got {tuple(feat.shape)}: "
             "build the model with in_channels matching the data"
         )
+    if not feat.is_floating_point():
+        raise ValueError(f"feat must be a floating-point tensor, got {feat.dtype}: use feat.float()")
     if offset.dtype != torch.int64:
         raise ValueError(f"offset must be int64 END offsets, got {offset.dtype}")
     offsets_to_batch(offset, n)

@@ -140,6 +140,16 @@ def submanifold_conv(
     if feat.shape[1] != weight.shape[-1]:
         raise ValueError(f"feat has {feat.shape[1]} channels but the conv expects {weight.shape[-1]}")
     w = weight.reshape(c_out, k**3, weight.shape[-1]).permute(1, 2, 0)
+    device_type = feat.device.type
+    if torch.is_autocast_enabled(device_type):
+        # A custom autograd Function is not autocast by itself: run it in the autocast dtype so
+        # its backward sees one dtype (the casts are differentiable and restore the fp32 grads).
+        dtype = torch.get_autocast_dtype(device_type)
+        feat, w = feat.to(dtype), w.to(dtype)
+    elif feat.dtype != weight.dtype:
+        raise ValueError(
+            f"feat is {feat.dtype} but the conv weight is {weight.dtype}: cast the input or the model"
+        )
     out = _SubMConvFunction.apply(feat, w, nmap)
     return out if bias is None else out + bias
 
