@@ -338,7 +338,7 @@ def rips_persistence(dist: np.ndarray, maxdim: int = 1, threshold: float = np.in
             {0, 1}, or ``threshold`` NaN or negative.
     """
     d = validate_distance_matrix(dist)
-    if maxdim not in (0, 1) or isinstance(maxdim, bool):
+    if isinstance(maxdim, bool) or not isinstance(maxdim, (int, np.integer)) or maxdim not in (0, 1):
         raise ValueError(f"maxdim must be 0 or 1 (H0 / H0+H1), got {maxdim!r}")
     threshold = float(threshold)
     if np.isnan(threshold) or threshold < 0:

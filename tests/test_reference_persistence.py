@@ -282,6 +282,8 @@ def _with(i: int, j: int, value: float) -> np.ndarray:
         (_with(1, 1, 0.5), {}, "nonzero diagonal"),
         (_GOOD, {"maxdim": 2}, "maxdim must be 0 or 1"),
         (_GOOD, {"maxdim": -1}, "maxdim must be 0 or 1"),
+        (_GOOD, {"maxdim": 1.0}, "maxdim must be 0 or 1"),
+        (_GOOD, {"maxdim": True}, "maxdim must be 0 or 1"),
         (_GOOD, {"threshold": np.nan}, "threshold"),
         (_GOOD, {"threshold": -1.0}, "threshold"),
     ],
