@@ -46,8 +46,8 @@ SYNTHETIC_DEMO: dict[str, Any] = {
     "batch_size": 2,
     "teacher_epochs": 10,
     "topo_m": 256,
-    "synthetic_train_scans": 24,
-    "synthetic_val_scans": 8,
+    "synthetic_scenes": 40,
+    "grid_size": 0.1,
 }
 
 
@@ -106,10 +106,13 @@ class RunConfig:
     profile: bool = False
     tensorboard: bool = True
     progress: bool = True
-    # synthetic data
-    synthetic_train_scans: int | None = None
-    synthetic_val_scans: int | None = None
-    synthetic_cache: str | None = None
+    grid_size: float | None = None
+    # synthetic data (train.data.synthetic)
+    synthetic_scenes: int | None = None
+    synthetic_val_fraction: float = 0.2
+    synthetic_seed: int = 0
+    synthetic_beams: int | None = None
+    synthetic_azimuth_steps: int | None = None
 
     def terms(self) -> dict[str, bool]:
         """The loss terms switched on: the stage's defaults, overridden by the ablation flags."""
@@ -174,9 +177,12 @@ _HELP: dict[str, str] = {
     "profile": "time the parts of each step and print a summary",
     "tensorboard": "write TensorBoard logs",
     "progress": "show progress bars",
-    "synthetic_train_scans": "synthetic training scans generated",
-    "synthetic_val_scans": "synthetic validation scans generated",
-    "synthetic_cache": "synthetic dataset cache (default ./data/synthetic)",
+    "grid_size": "voxel size in metres of grid sampling (spec D: 0.05; 0.1 in the CPU demo)",
+    "synthetic_scenes": "synthetic scenes generated (one scan each; the last 20% validate)",
+    "synthetic_val_fraction": "fraction of the synthetic scenes used for validation",
+    "synthetic_seed": "seed of the simulated scenes (kept apart from --seed so runs share the data)",
+    "synthetic_beams": "beams of the simulated LiDAR (default: the simulator's)",
+    "synthetic_azimuth_steps": "azimuth steps of the simulated LiDAR (default: the simulator's)",
 }
 
 
@@ -272,11 +278,15 @@ def _fill_defaults(cfg: RunConfig) -> None:
         cfg.batch_size = 12
     if cfg.topo_m is None:
         cfg.topo_m = 1024
+    if cfg.grid_size is None:
+        cfg.grid_size = 0.05
+    if cfg.synthetic_scenes is None:
+        cfg.synthetic_scenes = 120
     if cfg.out is None and cfg.dataset is not None:
         cfg.out = str(Path("runs") / cfg.dataset)
     if cfg.data_root is None and cfg.dataset is not None:
         if cfg.dataset == "synthetic":
-            cfg.data_root = cfg.synthetic_cache or str(Path("data") / "synthetic")
+            cfg.data_root = str(Path("data") / "synthetic")
         else:
             cfg.data_root = str(Path("data") / cfg.dataset)
 
@@ -293,12 +303,12 @@ def validate(cfg: RunConfig) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or v < 0 or v != v:
             raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, got {v!r}")
-    positive = ("epochs", "teacher_epochs", "batch_size", "topo_m", "latency_runs")
+    positive = ("epochs", "teacher_epochs", "batch_size", "topo_m", "latency_runs", "synthetic_scenes")
     for name in positive:
         v = getattr(cfg, name)
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
-    for name in ("iters_per_epoch", "eval_max_scans", "synthetic_train_scans", "synthetic_val_scans"):
+    for name in ("iters_per_epoch", "eval_max_scans", "synthetic_beams", "synthetic_azimuth_steps"):
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or v < 1):
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
@@ -308,6 +318,10 @@ def validate(cfg: RunConfig) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or v < 0 or (name != "weight_decay" and v == 0):
             raise ValueError(f"--{name.replace('_', '-')} must be > 0 (weight decay >= 0), got {v!r}")
+    if not isinstance(cfg.grid_size, (int, float)) or cfg.grid_size <= 0:
+        raise ValueError(f"--grid-size must be > 0 metres, got {cfg.grid_size!r}")
+    if not 0.0 < cfg.synthetic_val_fraction < 1.0:
+        raise ValueError(f"--synthetic-val-fraction must lie in (0, 1), got {cfg.synthetic_val_fraction!r}")
     if not 0.0 < cfg.pct_start < 1.0:
         raise ValueError(f"--pct-start must lie in (0, 1), got {cfg.pct_start!r}")
     if cfg.grad_clip is not None and cfg.grad_clip <= 0:

@@ -67,10 +67,10 @@ def _ensure_synthetic(cfg: RunConfig, info: DistInfo) -> None:
     if info.is_main:
         from train.data.synthetic import ensure_synthetic_dataset
 
-        ensure_synthetic_dataset(
-            Path(cfg.data_root), train_scans=cfg.synthetic_train_scans, val_scans=cfg.synthetic_val_scans,
-            seed=cfg.seed,
-        )
+        sensor = {k: v for k, v in (("beams", cfg.synthetic_beams), ("azimuth_steps", cfg.synthetic_azimuth_steps))
+                  if v is not None}
+        ensure_synthetic_dataset(Path(cfg.data_root), scenes=cfg.synthetic_scenes, seed=cfg.synthetic_seed,
+                                 val_fraction=cfg.synthetic_val_fraction, **sensor)
     barrier()
 
 
@@ -84,10 +84,10 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
     cls = _dataset_class(cfg.dataset)
     train_split, val_split = SPLITS[cfg.dataset]
     root = Path(cfg.data_root)
-    train = cls(root, train_split, transform=build_transforms(cfg.dataset, train=True), seed=cfg.seed)
+    train = cls(root, train_split, transform=build_transforms(cfg.dataset, train=True, grid_size=cfg.grid_size), seed=cfg.seed)
 
     def val_factory(view: Any) -> Any:
-        pipeline = build_transforms(cfg.dataset, train=False)
+        pipeline = build_transforms(cfg.dataset, train=False, grid_size=cfg.grid_size)
         if view is not None:
             steps = list(pipeline.transforms)
             at = next(i for i, t in enumerate(steps) if isinstance(t, GridSample))

@@ -1,0 +1,83 @@
+"""A killed run resumed from its last checkpoint ends with exactly the parameters of an
+uninterrupted run (deterministic CPU mode), and checkpoints are written atomically."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import train.loop
+from test_train_support import TINY_MODEL, tiny_config
+from train.checkpoint import atomic_save, load_checkpoint
+from train.distributed import DistInfo
+from train.loop import FINAL
+from train.run import run
+
+CPU = DistInfo(0, 1, 0, torch.device("cpu"))
+
+
+class _Killed(Exception):
+    pass
+
+
+def _final_weights(out: Path, stage: str) -> dict[str, torch.Tensor]:
+    return load_checkpoint(out / stage / FINAL)["model"]
+
+
+# 4 training scans, batch 2: 2 iterations per epoch, 2 epochs. Killed after step 1 (mid-epoch, an
+# every-K checkpoint) or after step 2 (the end-of-epoch checkpoint).
+@pytest.mark.parametrize("kill_after_step", [1, 2])
+def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              kill_after_step: int) -> None:
+    # drop path and a shuffled serialization order make the run depend on the restored RNG state
+    model = {**TINY_MODEL, "drop_path": 0.3, "deterministic": False}
+    common = dict(stage="student", epochs=2, iters_per_epoch=None, checkpoint_every=1, student_overrides=model,
+                  data_root=str(tmp_path / "data"))
+    run(tiny_config(tmp_path, out=str(tmp_path / "whole"), **common), CPU)
+
+    real_save = train.loop.save_checkpoint
+
+    def save_then_die(path, model, optimizer, scheduler, scaler, step, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real_save(path, model, optimizer, scheduler, scaler, step, *args, **kwargs)
+        if step == kill_after_step and optimizer is not None:
+            raise _Killed
+
+    monkeypatch.setattr(train.loop, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        run(tiny_config(tmp_path, out=str(tmp_path / "killed"), **common), CPU)
+    monkeypatch.setattr(train.loop, "save_checkpoint", real_save)
+    assert not (tmp_path / "killed" / "student" / FINAL).exists()
+    assert load_checkpoint(tmp_path / "killed" / "student" / "checkpoint_last.pt")["step"] == kill_after_step
+    run(tiny_config(tmp_path, out=str(tmp_path / "killed"), resume=True, **common), CPU)
+
+    whole, resumed = _final_weights(tmp_path / "whole", "student"), _final_weights(tmp_path / "killed", "student")
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        assert torch.equal(whole[name], resumed[name]), f"{name} differs after resume"
+    # and the run really trained: the weights moved from their initial values
+    torch.manual_seed(0)
+    init = train.loop.ModelSpec("student", 22, model).build().state_dict()
+    assert any(not torch.equal(init[n], whole[n]) for n in whole if whole[n].is_floating_point())
+
+
+def test_atomic_save_keeps_the_previous_file_when_writing_fails(tmp_path: Path) -> None:
+    target = tmp_path / "ckpt.pt"
+    atomic_save({"model": {"w": torch.ones(2)}}, target)
+
+    class Unpicklable:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_save({"model": Unpicklable()}, target)
+    assert torch.equal(load_checkpoint(target)["model"]["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temp file left behind
+
+
+def test_loading_a_missing_or_foreign_checkpoint_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nothing.pt"):
+        load_checkpoint(tmp_path / "nothing.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt is not a topodistill checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
