@@ -36,10 +36,13 @@ def _end_offsets(offsets: torch.Tensor | Sequence[int], total: int, name: str, d
     return off.to(device)
 
 
-def _cloud_ids(off: torch.Tensor) -> torch.Tensor:
-    """Per-row cloud id (0..B-1) for rows laid out by END offsets ``off``."""
+def _cloud_ids(off: torch.Tensor, total: int) -> torch.Tensor:
+    """Per-row cloud id (0..B-1) for ``total`` rows laid out by END offsets ``off``.
+
+    ``total`` (= off[-1], known on the host from validation) spares a device synchronisation.
+    """
     counts = torch.diff(off, prepend=off.new_zeros(1))
-    return torch.repeat_interleave(torch.arange(len(off), device=off.device), counts, output_size=int(off[-1]))
+    return torch.repeat_interleave(torch.arange(len(off), device=off.device), counts, output_size=total)
 
 
 def _check_layer(
@@ -66,9 +69,9 @@ def _check_layer(
             f"{who}_stage_offsets has {len(s_off)} clouds but offsets has {len(off)}; every stage "
             "must hold the same clouds as the input"
         )
-    if index.shape != (int(off[-1]),) or index.dtype.is_floating_point or index.dtype == torch.bool:
+    if index.shape != (in_cloud.shape[0],) or index.dtype.is_floating_point or index.dtype == torch.bool:
         raise ValueError(
-            f"{who}_index must be an (N,) integer tensor, N = offsets[-1] = {int(off[-1])} input points, "
+            f"{who}_index must be an (N,) integer tensor, N = offsets[-1] = {in_cloud.shape[0]} input points, "
             f"mapping every input point to its stage row; got shape {tuple(index.shape)} dtype {index.dtype}"
         )
     s_start = s_off - torch.diff(s_off, prepend=s_off.new_zeros(1))
@@ -91,7 +94,7 @@ def _normalized_map(
     eps: float,
 ) -> torch.Tensor:
     """Eq. (4)-(6): per-cloud channel weights, saliency map, ``M[index]``, per-cloud min-max."""
-    stage_cloud = _cloud_ids(s_off)
+    stage_cloud = _cloud_ids(s_off, acts.shape[0])
     counts = torch.diff(s_off, prepend=s_off.new_zeros(1)).to(acts.dtype)
     g_abs = grads.detach().to(acts.dtype).abs()
     omega = torch.zeros(n_clouds, acts.shape[1], dtype=acts.dtype, device=acts.device)
@@ -144,8 +147,8 @@ def saliency_loss(
     off_cpu = torch.as_tensor(offsets).detach().cpu()
     total = int(off_cpu[-1]) if off_cpu.ndim == 1 and off_cpu.numel() > 0 else -1
     off = _end_offsets(off_cpu, total, "offsets", device)
-    in_cloud = _cloud_ids(off)
-    B, N = len(off), int(off[-1])
+    B, N = len(off), total
+    in_cloud = _cloud_ids(off, N)
     stage_offs = [
         (
             _check_layer(student_acts[l], student_grads[l], student_stage_offsets[l], student_index[l], off, in_cloud, "student"),
