@@ -158,7 +158,7 @@ def reduce_stage(dist: np.ndarray, stage: EdgeStage, deadline: Optional[float] =
         return None
     deaths, status = h1_reduce.reduce_columns(
         stage.columns, stage.u, stage.v, stage.rank, stage.nbr, stage.deg, stage.pu, stage.pv, stage.partner,
-        h1_reduce.deadline_ns(deadline), time.CLOCK_MONOTONIC,
+        h1_reduce.deadline_ns(deadline), time.CLOCK_MONOTONIC, h1_reduce.CLOCK_MASK,
     )
     if status == h1_reduce.STATUS_DEADLINE:
         return None
