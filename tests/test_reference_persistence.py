@@ -28,7 +28,7 @@ from scipy.sparse.csgraph import minimum_spanning_tree
 
 import reference.persistence as persistence
 from reference import Diagram, pairwise_distances, rips_persistence
-from tests.strategies import CLOUD_KINDS, build_cloud, point_clouds, tie_free_point_clouds
+from strategies import CLOUD_KINDS, build_cloud, point_clouds, tie_free_point_clouds
 
 FLOAT32_RTOL = 1e-6  # decisions 6a
 FLOAT64_RTOL = 1e-9

@@ -26,7 +26,7 @@ from reference import (
     pairwise_distances,
     rips_persistence,
 )
-from tests.strategies import point_clouds, tie_free_point_clouds
+from strategies import point_clouds, tie_free_point_clouds
 
 FD_RTOL = 1e-6
 
