@@ -62,7 +62,8 @@ pairing and critical simplices under *our* documented order, which no installed 
 
   Only the remaining edges (non-MST, non-apparent, within the radius; a few per H1 class) are
   reduced explicitly, each column a sorted int64 array of triangle keys, added with
-  ``np.setxor1d`` (addition over Z2 is the symmetric difference).
+  ``np.setxor1d`` (addition over Z2 is the symmetric difference). A column that needs many
+  additions switches to a dense 0/1 array over triangle keys (see ``_reduce_column``).
 """
 from __future__ import annotations
 
