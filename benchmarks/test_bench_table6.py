@@ -1,0 +1,135 @@
+"""Paper Table 6 (App. B.4): forward time, backward time and peak memory of one cloud's H0+H1 loss.
+
+Rows N = 30 ... 1024 (``--benchmark``; smoke: N = 12, 24). Methods: the naive baseline in a
+killable child process (timeout / out of memory reported, not failed), the paper-style pipeline,
+``fast.topo_loss`` on CPU (and CUDA when present), torch-topological when importable.
+Every measurement also checks that the loss and gradient are finite, and the smoke run checks that
+all methods compute the same loss and gradient as ``reference.topo_loss``, so a baseline that
+quietly computes something else fails here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.clouds import student_teacher
+from benchmarks.isolated import run_isolated
+from benchmarks.measure import peak_memory, sync
+from benchmarks.naive_rips import naive_topo_loss
+from benchmarks.table6 import FAMILY, in_process_methods
+from reference.topo_loss import topo_loss as reference_topo_loss
+
+_ROWS = [("paper-style", "cpu"), ("ours", "cpu"), ("ours", "cuda")]
+if "torch-topological" in in_process_methods():
+    _ROWS.append(("torch-topological", "cpu"))
+
+
+def _row_param(method: str, device: str) -> Any:
+    marks = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+    return pytest.param(method, device, id=f"{method}-{device}", marks=marks if device == "cuda" else [])
+
+
+ROWS = [_row_param(m, d) for m, d in _ROWS]
+
+
+def _rounds(n: int, full_run: bool) -> int:
+    if not full_run:
+        return 1
+    return 10 if n <= 200 else 5
+
+
+def _inputs(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    student, teacher = student_teacher(n, FAMILY, seed=n)
+    return student.detach().to(device).requires_grad_(True), teacher.to(device)
+
+
+def _info(benchmark: Any, thread_info: dict[str, Any], **extra: Any) -> None:
+    benchmark.extra_info.update(thread_info)
+    benchmark.extra_info.update(extra)
+
+
+@pytest.mark.parametrize(("method", "device"), ROWS)
+def test_table6_forward(benchmark: Any, method: str, device: str, table6_n: int, full_run: bool,
+                        thread_info: dict[str, Any]) -> None:
+    benchmark.group = "table6-forward"
+    loss_fn = in_process_methods()[method]
+    student, teacher = _inputs(table6_n, device)
+    dev = torch.device(device)
+
+    def forward() -> torch.Tensor:
+        loss = loss_fn(student, teacher)
+        sync(dev)
+        return loss
+
+    loss = benchmark.pedantic(forward, rounds=_rounds(table6_n, full_run), warmup_rounds=int(full_run))
+    assert torch.isfinite(loss) and float(loss.detach()) >= 0.0, f"{method} loss at N={table6_n} is {loss}"
+
+    def forward_backward() -> None:
+        student.grad = None
+        loss_fn(student, teacher).backward()
+        sync(dev)
+
+    memory = peak_memory(forward_backward, dev)
+    assert torch.isfinite(student.grad).all(), f"{method} gradient at N={table6_n} has NaN/Inf"
+    _info(benchmark, thread_info, method=method, device=device, n=table6_n, family=FAMILY,
+          loss=float(loss.detach()), **memory)
+
+
+@pytest.mark.parametrize(("method", "device"), ROWS)
+def test_table6_backward(benchmark: Any, method: str, device: str, table6_n: int, full_run: bool,
+                         thread_info: dict[str, Any]) -> None:
+    benchmark.group = "table6-backward"
+    loss_fn = in_process_methods()[method]
+    student, teacher = _inputs(table6_n, device)
+    dev = torch.device(device)
+
+    def setup() -> tuple[tuple[torch.Tensor], dict[str, Any]]:
+        student.grad = None
+        loss = loss_fn(student, teacher)
+        sync(dev)
+        return (loss,), {}
+
+    def backward(loss: torch.Tensor) -> None:
+        loss.backward()
+        sync(dev)
+
+    benchmark.pedantic(backward, setup=setup, rounds=_rounds(table6_n, full_run), warmup_rounds=int(full_run))
+    assert student.grad is not None and torch.isfinite(student.grad).all()
+    _info(benchmark, thread_info, method=method, device=device, n=table6_n, family=FAMILY)
+
+
+def test_table6_naive(table6_n: int, full_run: bool, naive_timeout: float, naive_memory_mb: float,
+                      record_isolated: Any) -> None:
+    """Naive baseline (decision 21) in a child process; timeout / out of memory are results."""
+    result = run_isolated(
+        "benchmarks.table6:naive_point",
+        {"n": table6_n, "seed": table6_n, "tracemalloc_below_s": 60.0},
+        timeout_s=naive_timeout,
+        memory_limit_mb=naive_memory_mb,
+    )
+    record_isolated({"group": "table6", "method": "naive", "device": "cpu", "n": table6_n,
+                     "family": FAMILY, **result})
+    assert result["status"] in ("ok", "timeout", "out of memory"), result
+    if not full_run:
+        assert result["status"] == "ok", f"the naive baseline must finish at smoke size N={table6_n}: {result}"
+    if result["status"] == "ok":
+        assert np.isfinite(result["loss"]) and result["grad_finite"], result
+        assert result["forward_s"] > 0 and result["backward_s"] > 0
+
+
+def test_table6_methods_compute_the_same_loss_and_gradient() -> None:
+    """All Table 6 rows are Algorithm 1 on the same cloud: loss and gradient equal the reference's."""
+    n = 24
+    student, teacher = student_teacher(n, FAMILY, seed=7)
+    ref_loss, ref_grad = reference_topo_loss(student.detach().numpy(), teacher.numpy())
+    assert ref_loss > 0
+    methods = dict(in_process_methods(), naive=lambda s, t: naive_topo_loss(s, t))
+    for name, loss_fn in methods.items():
+        student.grad = None
+        loss = loss_fn(student, teacher)
+        loss.backward()
+        np.testing.assert_allclose(float(loss.detach()), ref_loss, rtol=1e-9, err_msg=name)
+        np.testing.assert_allclose(student.grad.numpy(), ref_grad, rtol=1e-7, atol=1e-12, err_msg=name)
