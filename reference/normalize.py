@@ -40,8 +40,7 @@ def check_end_offsets(offsets: Sequence[int] | np.ndarray, total: int, name: str
     if off.ndim != 1 or off.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array of END offsets, got shape {off.shape}")
     if not np.issubdtype(off.dtype, np.integer):
-        if not np.all(np.isfinite(off)) or np.any(off != np.round(off)):
-            raise ValueError(f"{name} must hold integers, got {off}")
+        raise ValueError(f"{name} must hold integers (an int array of END offsets), got dtype {off.dtype}")
     off = off.astype(np.int64)
     if off[0] <= 0 or np.any(np.diff(off) <= 0):
         raise ValueError(
@@ -52,7 +51,8 @@ def check_end_offsets(offsets: Sequence[int] | np.ndarray, total: int, name: str
     return off
 
 
-def _check_mode(mode: str, eps: float) -> None:
+def check_mode(mode: str, eps: float = 1e-12) -> None:
+    """Raise ValueError unless ``mode`` is one of MODES and ``eps`` is finite and >= 0."""
     if mode not in MODES:
         raise ValueError(f"normalize mode must be one of {MODES}, got {mode!r}")
     if not (np.isfinite(eps) and eps >= 0):
@@ -61,7 +61,7 @@ def _check_mode(mode: str, eps: float) -> None:
 
 def normalize(feats: np.ndarray, mode: str = "scale", eps: float = 1e-12) -> np.ndarray:
     """Normalise one cloud's (N, C) features with ``mode`` in ``scale`` | ``l2`` | ``none``."""
-    _check_mode(mode, eps)
+    check_mode(mode, eps)
     h = as_features(feats, "feats")
     if mode == "none":
         return h.copy()
@@ -80,7 +80,7 @@ def normalize_backward(
     Where the norm is exactly 0 (``l2`` on a zero vector, ``scale`` on a cloud of identical points)
     the derivative of the norm is taken as 0, so the result stays finite.
     """
-    _check_mode(mode, eps)
+    check_mode(mode, eps)
     h = as_features(feats, "feats")
     g = as_features(grad_out, "grad_out")
     if g.shape != h.shape:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from reference.distances import pairwise_distances
-from reference.normalize import as_features, check_end_offsets, normalize_backward
+from reference.normalize import as_features, check_end_offsets, check_mode, normalize_backward
 from reference.normalize import normalize as normalize_feats
 from reference.persistence import rips_persistence
 from reference.pwcd import pwcd
@@ -32,6 +32,16 @@ def _check_dims(dims: Sequence[int]) -> tuple[int, ...]:
     if not out or len(set(out)) != len(out) or not set(out) <= {0, 1}:
         raise ValueError(f"dims must be a non-empty subset of (0, 1) without repeats, got {dims!r}")
     return out
+
+
+def _check_options(normalize: str, tie_tol: float, eps_w: float, eps_dist: float) -> None:
+    """Reject bad scalar options up front (before any cloud is processed)."""
+    check_mode(normalize)
+    for name, value, low in (("tie_tol", tie_tol, 0.0), ("eps_w", eps_w, None), ("eps_dist", eps_dist, None)):
+        ok = np.isfinite(value) and (value >= low if low is not None else value > 0)
+        if not ok:
+            bound = ">= 0" if low is not None else "> 0"
+            raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
 def _check_pair(student_feats: np.ndarray, teacher_feats: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +111,7 @@ def topo_loss(
     the shape of ``student_feats``.
     """
     S, T = _check_pair(student_feats, teacher_feats, m)
+    _check_options(normalize, tie_tol, eps_w, eps_dist)
     return _single(S, T, m, seed, normalize, tie_tol, eps_w, eps_dist, _check_dims(dims))
 
 
@@ -121,6 +132,7 @@ def topo_loss_batch(
     Every input is validated before any cloud is processed.
     """
     S, T = _check_pair(student_feats, teacher_feats, m)
+    _check_options(normalize, tie_tol, eps_w, eps_dist)
     off = check_end_offsets(offsets, S.shape[0], "offsets")
     dims_t = _check_dims(dims)
     starts = np.concatenate([[0], off[:-1]])

@@ -23,7 +23,7 @@ def _random_diagram(rng: np.random.Generator, k: int) -> np.ndarray:
     return np.stack([birth, birth + rng.uniform(0.05, 2.0, k)], axis=1)
 
 
-def _kink_margin(P: np.ndarray, Q: np.ndarray) -> float:
+def pwcd_kink_margin(P: np.ndarray, Q: np.ndarray) -> float:
     """Smallest distance of the inputs to a kink of PWCD (NN switch or match/diagonal switch)."""
     if len(P) == 0 or len(Q) == 0:
         return np.inf
@@ -51,7 +51,7 @@ def central_differences(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
 def test_pwcd_gradient_matches_central_differences(seed: int, m: int, k: int) -> None:
     rng = np.random.default_rng(seed)
     P, Q = _random_diagram(rng, m), _random_diagram(rng, k)
-    if _kink_margin(P, Q) < 1e-4:  # FD is only meaningful away from the nonsmooth set
+    if pwcd_kink_margin(P, Q) < 1e-4:  # FD is only meaningful away from the nonsmooth set
         return
     loss, grad = pwcd(P, Q)
     fd = central_differences(P, Q)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import min_relative_gap, tie_free_point_clouds
-from test_reference_pwcd import _kink_margin
+from test_reference_pwcd import pwcd_kink_margin
 
 from reference.distances import pairwise_distances
 from reference.normalize import normalize, normalize_backward
@@ -33,7 +33,7 @@ def _pwcd_margin(S: np.ndarray, T: np.ndarray, m: int, seed: int, mode: str) -> 
     idx = tps(normalize(T, mode), m, seed)
     dS = rips_persistence(pairwise_distances(normalize(S, mode)[idx]))
     dT = rips_persistence(pairwise_distances(normalize(T, mode)[idx]))
-    return min(_kink_margin(a.pairs, b.pairs) for a, b in zip(dT, dS))
+    return min(pwcd_kink_margin(a.pairs, b.pairs) for a, b in zip(dT, dS))
 
 
 def central_differences(S: np.ndarray, T: np.ndarray, step: float, **kw) -> np.ndarray:
@@ -208,6 +208,9 @@ def _cloud(n: int = 8, c: int = 3, seed: int = 0) -> np.ndarray:
         (dict(student_feats=_cloud(), teacher_feats=_cloud(), dims=()), "dims"),
         (dict(student_feats=_cloud(), teacher_feats=_cloud(), normalize="unit"), "normalize mode"),
         (dict(student_feats=_cloud()[:, 0], teacher_feats=_cloud()[:, 0]), "2-D"),
+        (dict(student_feats=_cloud(), teacher_feats=_cloud(), eps_w=0.0), "eps_w"),
+        (dict(student_feats=_cloud(), teacher_feats=_cloud(), eps_dist=-1.0), "eps_dist"),
+        (dict(student_feats=_cloud(), teacher_feats=_cloud(), tie_tol=np.nan), "tie_tol"),
     ],
 )
 def test_topo_loss_bad_input_raises_value_error(kwargs: dict, match: str) -> None:
