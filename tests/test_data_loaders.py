@@ -129,7 +129,7 @@ def test_nuscenes_fixture_pair_with_mismatched_label_count_is_refused(tmp_path: 
          "is_key_frame": True}]))
     (root / "v1.0-trainval" / "lidarseg.json").write_text(json.dumps([
         {"token": "l0", "sample_data_token": "5f6c1e0a0c3b444b97e78d2aa3fa34d2", "filename": NUSC_LABEL}]))
-    ds = NuScenesDataset(root, "v1.0-trainval")
+    ds = NuScenesDataset(root, "all")
     with pytest.raises(LabelCountError, match=r"40 entries .* 100 points") as err:
         ds[0]
     assert "5f6c1e0a0c3b444b97e78d2aa3fa34d2_lidarseg.bin" in str(err.value)
@@ -202,21 +202,25 @@ def test_nuscenes_round_trip_keyframes_scene_selection_and_unlabelled_version(tm
         scans.append({"token": f"tok{i}", "scene": scene, "key": key, "channel": channel,
                       "points": random_points(rng, n, 5), "raw": rng.choice(known, n)})
     write_nuscenes(tmp_path, "v1.0-mini", scans)
-    ds = NuScenesDataset(tmp_path, "v1.0-mini")
+    ds = NuScenesDataset(tmp_path, "all", version="v1.0-mini")
     assert [ds[i]["name"] for i in range(len(ds))] == ["tok0", "tok1"]  # keyframes of LIDAR_TOP
     for i in range(2):
         s, ref = ds[i], scans[i]
         np.testing.assert_array_equal(s["coord"], ref["points"][:, :3])
         np.testing.assert_allclose(s["strength"][:, 0], ref["points"][:, 3] / 255.0, rtol=1e-6)
         np.testing.assert_array_equal(s["segment"], [NUSCENES_LEARNING_MAP[r] for r in ref["raw"]])
-    (tmp_path / "val.txt").write_text("# validation scenes\nscene-0002\n")
-    only = NuScenesDataset(tmp_path, "v1.0-mini", scenes=tmp_path / "val.txt")
+    with pytest.raises(DatasetLayoutError, match=r"splits/val.txt"):
+        NuScenesDataset(tmp_path, "val", version="v1.0-mini")
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "val.txt").write_text("# validation scenes\nscene-0002\n")
+    only = NuScenesDataset(tmp_path, "val", version="v1.0-mini")
     assert len(only) == 1 and only[0]["name"] == "tok1"
-    assert len(NuScenesDataset(tmp_path, "v1.0-mini", scenes=["scene-0001", "scene-0002"])) == 2
+    both = NuScenesDataset(tmp_path, "val", version="v1.0-mini", scenes=["scene-0001", "scene-0002"])
+    assert len(both) == 2  # an explicit scene list wins over the split file
     with pytest.raises(ValueError, match="scene-9999"):
-        NuScenesDataset(tmp_path, "v1.0-mini", scenes=["scene-9999"])
+        NuScenesDataset(tmp_path, "all", version="v1.0-mini", scenes=["scene-9999"])
     write_nuscenes(tmp_path, "v1.0-test", scans[:1], labelled=False)
-    test = NuScenesDataset(tmp_path, "v1.0-test")
+    test = NuScenesDataset(tmp_path, "test")  # v1.0-test by default, all of its keyframes
     assert (test[0]["segment"] == -1).all()
 
 
@@ -224,7 +228,7 @@ def test_nuscenes_round_trip_keyframes_scene_selection_and_unlabelled_version(tm
 LOADERS = {
     "waymo": lambda root: WaymoDataset(root, "training"),
     "semantic_kitti": lambda root: SemanticKITTIDataset(root, "train"),
-    "nuscenes": lambda root: NuScenesDataset(root, "v1.0-mini"),
+    "nuscenes": lambda root: NuScenesDataset(root, "all", version="v1.0-mini"),
 }
 
 
@@ -345,10 +349,10 @@ def test_nuscenes_keyframe_without_lidarseg_entry_and_bad_table_are_refused(tmp_
     table = tmp_path / "v1.0-mini" / "lidarseg.json"
     table.write_text("[]")
     with pytest.raises(DatasetLayoutError, match="no entry in"):
-        NuScenesDataset(tmp_path, "v1.0-mini")
+        LOADERS["nuscenes"](tmp_path)
     table.write_text("{broken")
     with pytest.raises(CorruptFileError, match="not valid JSON"):
-        NuScenesDataset(tmp_path, "v1.0-mini")
+        LOADERS["nuscenes"](tmp_path)
 
 
 def test_semantic_kitti_split_without_any_sequence_on_disk_is_refused(tmp_path: Path) -> None:

@@ -7,11 +7,18 @@ version's tables ``root/<version>/sample_data.json`` and ``lidarseg.json`` (+ ``
 Labels: 32 raw ids -> 16 classes (labels.NUSCENES_LEARNING_MAP).
 
 Split selection. The official train/val scene lists ship with the nuScenes devkit, which is not
-available offline here, so the split is chosen by the caller: ``scenes=None`` takes every keyframe
-of the version (e.g. all of v1.0-mini, or all of v1.0-test), otherwise a list of scene names
-("scene-0001", ...) or the path of a text file with one scene name per line ("#" starts a comment),
-for instance the devkit's train or val list saved to a file. A version without ``lidarseg.json``
-(v1.0-test) yields unlabelled samples (``segment`` all -1).
+available offline here, so a split is a list of scene names chosen by the user:
+
+- ``scenes=`` a list of scene names ("scene-0001", ...) or the path of a text file with one name per
+  line ("#" starts a comment) wins over everything else;
+- otherwise ``split`` ("train", "val", "test", "mini_train", ...) reads ``root/splits/<split>.txt``
+  when it exists, for instance the devkit's lists saved there;
+- otherwise ``split="all"`` takes every keyframe of the version (e.g. all of v1.0-mini), and so does
+  ``split="test"`` (v1.0-test holds exactly the test split); any other split without its list file
+  is an error that says so.
+
+The version defaults to ``v1.0-test`` for ``split="test"`` and ``v1.0-trainval`` otherwise. A
+version without ``lidarseg.json`` (v1.0-test) yields unlabelled samples (``segment`` all -1).
 """
 from __future__ import annotations
 
@@ -38,7 +45,8 @@ NUSCENES_LAYOUT = """  <root>/
     samples/LIDAR_TOP/<name>.pcd.bin                float32 x5 (x, y, z, intensity, ring)
     lidarseg/<version>/<lidar_token>_lidarseg.bin   uint8, one raw label per point
     <version>/sample_data.json, lidarseg.json       (lidarseg.json absent for v1.0-test)
-    <version>/sample.json, scene.json               (needed to select scenes)"""
+    <version>/sample.json, scene.json               (needed to select scenes)
+    splits/<split>.txt                              scene names of a split, one per line"""
 
 _NUSCENES_MAP = LearningMap("nuscenes", NUSCENES_LEARNING_MAP, len(NUSCENES_CLASSES))
 _LOG = logging.getLogger(__name__)
@@ -92,18 +100,29 @@ def read_scene_list(scenes: Sequence[str] | str | Path) -> list[str]:
 
 
 class NuScenesDataset(PointCloudDataset):
-    """LIDAR_TOP keyframes of ``version``, optionally restricted to ``scenes`` (module docstring).
+    """LIDAR_TOP keyframes of one split (module docstring: how the split is chosen).
 
     Sample names are the sample_data tokens; samples are sorted by point-file name (time order).
     """
 
     class_names = NUSCENES_CLASSES
 
-    def __init__(self, root: str | Path, version: str = "v1.0-trainval",
-                 scenes: Sequence[str] | str | Path | None = None,
-                 transform: Transform | None = None, seed: int = 0) -> None:
+    def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None,
+                 seed: int = 0, version: str | None = None,
+                 scenes: Sequence[str] | str | Path | None = None) -> None:
         super().__init__(transform, seed)
         self.root = require_dir(Path(root), "nuscenes", NUSCENES_LAYOUT)
+        version = version or ("v1.0-test" if split == "test" else "v1.0-trainval")
+        list_file = self.root / "splits" / f"{split}.txt"
+        if scenes is None and list_file.is_file():
+            scenes = list_file
+        elif scenes is None and split not in ("all", "test"):
+            raise layout_error(
+                f"nuScenes split {split!r} needs the scene list {str(list_file)!r} (the official "
+                f"lists ship with the nuscenes-devkit, unavailable offline: save the split's scene "
+                f"names there, one per line, or pass split='all' for every keyframe of {version})",
+                NUSCENES_LAYOUT)
+        self.split, self.version = split, version
         table_dir = require_dir(self.root / version, "nuscenes", NUSCENES_LAYOUT,
                                 f"metadata folder of version {version!r}")
         sample_data = _read_table(table_dir / "sample_data.json",
