@@ -281,12 +281,32 @@ def test_truncated_point_file_is_refused_naming_the_file(name: str, tmp_path: Pa
     assert str(path) in str(err.value) and "truncated" in str(err.value)
 
 
-@pytest.mark.parametrize("name", ["semantic_kitti"])
-def test_truncated_label_file_is_refused_naming_the_file(name: str, tmp_path: Path) -> None:
-    make_valid(name, tmp_path)
-    path = label_file(name, tmp_path)
+def test_truncated_or_empty_binary_files_are_refused_naming_the_file(tmp_path: Path) -> None:
+    make_valid("semantic_kitti", tmp_path)
+    path = label_file("semantic_kitti", tmp_path)
     path.write_bytes(path.read_bytes()[:-1])
     with pytest.raises(CorruptFileError, match="not a multiple of the record size 4"):
+        LOADERS["semantic_kitti"](tmp_path)[0]
+    points = point_file("semantic_kitti", tmp_path)
+    points.write_bytes(b"")
+    with pytest.raises(CorruptFileError, match="is empty") as err:
+        LOADERS["semantic_kitti"](tmp_path)[0]
+    assert str(points) in str(err.value)
+
+
+@pytest.mark.parametrize("name", sorted(LOADERS))
+def test_nan_strength_is_refused(name: str, tmp_path: Path) -> None:
+    make_valid(name, tmp_path)
+    if name == "waymo":
+        path = tmp_path / "training/s/1/strength.npy"
+        np.save(path, np.full((20, 1), np.nan, np.float32))
+    else:
+        path = point_file(name, tmp_path)
+        width = 4 if name == "semantic_kitti" else 5
+        pts = np.fromfile(path, np.float32).reshape(-1, width)
+        pts[3, 3] = np.nan
+        pts.tofile(path)
+    with pytest.raises(CorruptFileError, match="NaN or infinite"):
         LOADERS[name](tmp_path)[0]
 
 

@@ -63,6 +63,9 @@ def read_records(path: Path, dtype: np.dtype | type, width: int, what: str) -> n
     dtype = np.dtype(dtype)
     record = dtype.itemsize * width
     size = path.stat().st_size
+    if size == 0:
+        raise CorruptFileError(f"{what} {str(path)!r} is empty (0 bytes); the download or extraction "
+                               f"failed: re-download or re-extract it")
     if size % record:
         raise CorruptFileError(
             f"{what} {str(path)!r} has {size} bytes, not a multiple of the record size {record} "
@@ -124,4 +127,8 @@ def make_sample(
             f"{segment.shape[0]} labels; every per-point array needs one row per point"
         )
     check_finite_coords(coord, source)
+    if not np.isfinite(strength).all():
+        raise CorruptFileError(f"{str(source)!r}: the strength/intensity of "
+                               f"{int((~np.isfinite(strength)).sum())} point(s) is NaN or infinite; "
+                               f"regenerate the scan from the source data")
     return {"coord": coord, "strength": strength, "segment": segment, "name": name}
