@@ -15,30 +15,30 @@ same name, and the tests compare the two on fresh random inputs.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+# Plain eager imports: the package needs only numpy and scipy, and binding each public name after its
+# submodule is imported keeps ``reference.pwcd`` the function even though ``reference/pwcd.py`` shares
+# the name.
+from reference.distances import pairwise_distances
+from reference.kld import kld
+from reference.normalize import normalize
+from reference.persistence import Diagram, rips_persistence
+from reference.pwcd import pwcd
+from reference.routing import diagram_grad_to_dist_grad, dist_grad_to_feature_grad
+from reference.saliency import saliency_loss
+from reference.topo_loss import topo_loss, topo_loss_batch
+from reference.tps import tps
 
-# Public name -> defining submodule. Resolved on first access (PEP 562) so importing one piece
-# does not import the others.
-_EXPORTS = {
-    "pairwise_distances": "reference.distances",
-    "Diagram": "reference.persistence",
-    "rips_persistence": "reference.persistence",
-    "diagram_grad_to_dist_grad": "reference.routing",
-    "dist_grad_to_feature_grad": "reference.routing",
-    "pwcd": "reference.pwcd",
-    "tps": "reference.tps",
-    "normalize": "reference.normalize",
-    "topo_loss": "reference.topo_loss",
-    "topo_loss_batch": "reference.topo_loss",
-    "saliency_loss": "reference.saliency",
-    "kld": "reference.kld",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'reference' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__all__ = [
+    "Diagram",
+    "diagram_grad_to_dist_grad",
+    "dist_grad_to_feature_grad",
+    "kld",
+    "normalize",
+    "pairwise_distances",
+    "pwcd",
+    "rips_persistence",
+    "saliency_loss",
+    "topo_loss",
+    "topo_loss_batch",
+    "tps",
+]
