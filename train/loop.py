@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from train.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, unwrap
 from train.config import RunConfig
-from train.distributed import DistInfo, ResumableDistributedSampler, barrier
+from train.distributed import DistInfo, ResumableDistributedSampler, barrier, broadcast_buffers
 from train.logging_utils import MetricLogger, progress
 from train.optim import build_optimizer, build_scheduler
 from train.profiling import StepTimer
@@ -188,6 +188,7 @@ def train_stage(
                 bar.update(1)
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and position < iters:
                     _save(info, last, model, optimizer, scheduler, scaler, step, epoch, config_dict, extra)
+            broadcast_buffers(model)
             _save(info, last, model, optimizer, scheduler, scaler, step, epoch + 1, config_dict, extra)
         if info.is_main:
             save_checkpoint(out_dir / FINAL, model, None, None, None, step, epochs, config_dict, extra)

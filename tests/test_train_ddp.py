@@ -1,0 +1,119 @@
+"""Two-process DistributedDataParallel (gloo, CPU) training and evaluation against one process
+with the doubled batch (issue 7 item 6).
+
+Training: both ranks end with identical parameters (gradients were all-reduced) and buffers (rank
+0's BatchNorm statistics are broadcast at each epoch end). The parameters equal (to float
+rounding) one process that averages the gradients of the two half batches, which is what DDP
+computes, and are close to one process with the doubled batch as one batch. The last comparison
+cannot be exact, by design of data parallelism: BatchNorm statistics, the cross-entropy mean and
+the Lovasz-softmax are computed per process over its half of the batch. Evaluation: the sharded,
+all-reduced intersection/union equal exactly those of one process over the whole split.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.multiprocessing as mp
+
+from test_train_support import tiny_config, tiny_data
+from train.config import RunConfig
+from train.distributed import DistInfo, cleanup, init_from_env
+from train.evaluate import evaluate
+from train.distributed import ResumableDistributedSampler
+from train.loop import ModelSpec, train_stage
+from train.optim import build_optimizer, build_scheduler
+from train.steps import segmentation_step, to_device
+from train.profiling import StepTimer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spec(cfg: RunConfig) -> ModelSpec:
+    return ModelSpec("student", 22, {**cfg.student_overrides, "deterministic": True})
+
+
+def _rank_main(rank: int, world: int, port: int, cfg: RunConfig, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    info = init_from_env("cpu")
+    try:
+        data = tiny_data(cfg)
+        model = train_stage(cfg, "student", Path(out) / "ddp", data.train, data.collate, _spec(cfg), info)
+        acc = evaluate(model, data.val_views(False), data.num_classes, info.device, data.collate)
+        torch.save({"model": model.state_dict(), "iou_state": acc.state()}, Path(out) / f"rank{rank}.pt")
+    finally:
+        cleanup()
+
+
+def test_two_process_gloo_ddp_matches_one_process_with_the_doubled_batch(tmp_path: Path) -> None:
+    # 6 training scans: 3 steps of a total batch of 2 (1 per rank under DDP, 2 in one process)
+    cfg = tiny_config(tmp_path, stage="student", synthetic_scenes=8, synthetic_val_fraction=0.25, epochs=1,
+                      iters_per_epoch=None, batch_size=2)
+    data = tiny_data(cfg)
+    assert len(data.train) == 6
+    single = train_stage(cfg, "student", tmp_path / "single", data.train, data.collate, _spec(cfg),
+                         DistInfo(0, 1, 0, torch.device("cpu")))
+    mp.spawn(_rank_main, args=(2, _free_port(), cfg, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+
+    for name, value in r0["model"].items():
+        assert torch.equal(value, r1["model"][name]), f"ranks disagree on {name}"
+    torch.manual_seed(cfg.seed)
+    init = _spec(cfg).build().state_dict()
+    one = single.state_dict()
+    params = [n for n, _ in single.named_parameters()]
+    moved = sum(float((one[n] - init[n]).pow(2).sum()) for n in params)
+    apart = sum(float((one[n] - r0["model"][n]).pow(2).sum()) for n in params)
+    assert moved > 0
+    # doubled batch as one batch: same direction of travel (cosine of the parameter updates)
+    dot = sum(float(((one[n] - init[n]) * (r0["model"][n] - init[n])).sum()) for n in params)
+    ddp_moved = sum(float((r0["model"][n] - init[n]).pow(2).sum()) for n in params)
+    assert dot / (moved * ddp_moved) ** 0.5 > 0.7, f"updates differ: |apart| {apart ** 0.5:.3g}, |moved| {moved ** 0.5:.3g}"
+    # half batches with averaged gradients: what DDP computes, so equal up to float rounding
+    emulated = _averaged_half_batches(cfg, data)
+    for n in params:
+        torch.testing.assert_close(r0["model"][n], emulated[n], rtol=1e-4, atol=1e-6, msg=f"DDP differs on {n}")
+
+    whole = evaluate(_load(r0["model"], cfg), data.val_views(False), data.num_classes, torch.device("cpu"),
+                     data.collate)
+    assert torch.equal(r0["iou_state"], whole.state()) and torch.equal(r1["iou_state"], whole.state())
+
+
+def _averaged_half_batches(cfg: RunConfig, data: Any) -> dict[str, torch.Tensor]:
+    """One process, each step: L_seg of rank 0's scan and of rank 1's scan, gradients averaged."""
+    torch.manual_seed(cfg.seed)
+    model = _spec(cfg).build()
+    model.train()
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.block_keyword, cfg.block_lr_scale)
+    steps = len(data.train) // cfg.batch_size
+    scheduler = build_scheduler(optimizer, steps, cfg.pct_start, cfg.div_factor, cfg.final_div_factor)
+    shards = []
+    for rank in (0, 1):
+        sampler = ResumableDistributedSampler(data.train, 2, rank, shuffle=True, seed=cfg.seed)
+        sampler.set_epoch(0)
+        shards.append(list(sampler))
+    data.train.set_epoch(0)
+    for k in range(steps):
+        optimizer.zero_grad()
+        for shard in shards:
+            batch = to_device(data.collate([data.train[shard[k]]]), torch.device("cpu"))
+            loss, _ = segmentation_step(model, batch, amp=False, timer=StepTimer())
+            (loss / 2).backward()
+        optimizer.step()
+        scheduler.step()
+    return {n: p.detach() for n, p in model.named_parameters()}
+
+
+def _load(state: dict[str, Any], cfg: RunConfig) -> torch.nn.Module:
+    model = _spec(cfg).build()
+    model.load_state_dict(state)
+    return model
