@@ -79,6 +79,7 @@ passed. The function must be defined at module level (it is pickled by name to t
 
 ENGINES: dict[str, str] = {
     "giotto": "fast.engine:giotto_h1",
+    "native": "fast.native_engine:native_h1",
 }
 """Engine names accepted by ``engine=...`` -> ``"module:function"`` of an :data:`H1Engine`."""
 
@@ -244,6 +245,7 @@ class _Task:
     engine: H1Engine
     deadline: Optional[float]  # parent's time.monotonic()
     with_h1: bool
+    label: str
     future: Future
 
 
@@ -260,12 +262,14 @@ class _Slot:
 
     def _start_process(self) -> None:
         parent, child = self.pool.context.Pipe()
-        self.process = self.pool.context.Process(
+        process = self.pool.context.Process(
             target=_worker_main, args=(child,), name=f"fast-engine-worker-{self.index}", daemon=True
         )
-        self.process.start()
-        child.close()
-        self.conn = parent
+        try:
+            process.start()
+        finally:
+            child.close()
+        self.process, self.conn = process, parent
 
     def _stop_process(self, kill: bool) -> None:
         if self.process is None:
@@ -290,10 +294,10 @@ class _Slot:
             if not task.future.set_running_or_notify_cancel():
                 continue
             try:
-                task.future.set_result(self._execute(task))
-            except Exception as exc:
-                self._stop_process(kill=True)  # the worker may be in any state: start afresh
+                task.future.set_result(_counted(self._execute(task), task.label, len(task.points)))
+            except BaseException as exc:  # never leave a future pending: the caller waits on it
                 task.future.set_exception(exc)
+                self._stop_process(kill=True)  # the worker may be in any state: start afresh
 
     def _receive(self, timeout: Optional[float]) -> object:
         """The worker's next payload, or ``_TIMED_OUT`` if none came within ``timeout`` seconds."""
@@ -354,14 +358,19 @@ class PersistencePool:
         self._closed = False
 
     def submit(
-        self, points: np.ndarray, engine: H1Engine, deadline: Optional[float], with_h1: bool = True
+        self, points: np.ndarray, engine: H1Engine, deadline: Optional[float], with_h1: bool = True,
+        label: str = "cloud",
     ) -> "Future[CloudPersistence]":
-        """Queue one cloud; ``deadline`` is an absolute ``time.monotonic()`` value or None."""
+        """Queue one cloud; ``deadline`` is an absolute ``time.monotonic()`` value or None.
+
+        ``label`` names the cloud in the log message of a missed budget.
+        """
         future: "Future[CloudPersistence]" = Future()
         if self.workers == 0:
             budget_s = None if deadline is None else deadline - time.monotonic()
             try:
-                future.set_result(_cloud_persistence_inline(points, engine, budget_s, with_h1))
+                result = _cloud_persistence_inline(points, engine, budget_s, with_h1)
+                future.set_result(_counted(result, label, len(points)))
             except Exception as exc:
                 future.set_exception(exc)
             return future
@@ -370,7 +379,7 @@ class PersistencePool:
                 raise RuntimeError("PersistencePool.submit: the pool has been shut down; create a new one")
             while len(self._slots) < self.workers:
                 self._slots.append(_Slot(self, len(self._slots)))
-        self.tasks.put(_Task(points, engine, deadline, with_h1, future))
+        self.tasks.put(_Task(points, engine, deadline, with_h1, label, future))
         return future
 
     def shutdown(self) -> None:
@@ -414,17 +423,18 @@ def budget_miss_count() -> int:
     return _budget_misses
 
 
-def _count_budget_miss(future: "Future[CloudPersistence]", cloud: int, size: int, budget_s: float) -> None:
+def _counted(result: CloudPersistence, label: str, size: int) -> CloudPersistence:
+    """Count and log ``result`` if its H1 missed the budget (before its future resolves)."""
     global _budget_misses
-    if future.cancelled() or future.exception() is not None or not future.result().h1_over_budget:
-        return
-    with _budget_lock:
-        _budget_misses += 1
-        total = _budget_misses
-    logger.warning(
-        "H1 of cloud %d (%d points) missed the %.3g s time budget; it contributes H0 only this step "
-        "(decision 6c; %d such events so far)", cloud, size, budget_s, total,
-    )
+    if result.h1_over_budget:
+        with _budget_lock:
+            _budget_misses += 1
+            total = _budget_misses
+        logger.warning(
+            "H1 of %s with %d points missed its time budget; it contributes H0 only this step "
+            "(decision 6c; %d such events so far)", label, size, total,
+        )
+    return result
 
 
 def submit_diagrams(
@@ -433,6 +443,7 @@ def submit_diagrams(
     pool: Optional[PersistencePool] = None,
     time_budget: Optional[float] = None,
     with_h1: bool = True,
+    name: str = "cloud",
 ) -> list["Future[CloudPersistence]"]:
     """Start the H0/H1 diagrams of a batch of clouds; returns one future per cloud at once.
 
@@ -444,6 +455,7 @@ def submit_diagrams(
         time_budget: seconds from now for the H1 of the whole batch (decision 6c); None = no
             limit. Clouds whose H1 misses it get ``h1_over_budget=True`` (logged and counted).
         with_h1: False computes H0 only (e.g. ``dims=(0,)``).
+        name: how the log message of a missed budget names the clouds (``"{name} {b}"``).
 
     Returns:
         list of ``Future[CloudPersistence]`` in batch order.
@@ -461,14 +473,9 @@ def submit_diagrams(
     h1_engine = resolve_engine(engine)
     pool = default_pool() if pool is None else pool
     deadline = None if time_budget is None else time.monotonic() + time_budget
-    futures = []
+    futures: list["Future[CloudPersistence]"] = []
     for b, a in enumerate(arrays):
-        future = pool.submit(a, h1_engine, deadline, with_h1)
-        if time_budget is not None:
-            future.add_done_callback(
-                lambda f, b=b, n=len(a): _count_budget_miss(f, b, n, time_budget)
-            )
-        futures.append(future)
+        futures.append(pool.submit(a, h1_engine, deadline, with_h1, label=f"{name} {b} (budget {time_budget} s)"))
     return futures
 
 

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from fast.distances import edge_lengths
-from fast.engine import CloudPersistence, H1Engine, PersistencePool, submit_diagrams
+from fast.engine import H1Engine, PersistencePool, resolve_engine, submit_diagrams
 from fast.normalize import MODES
 from fast.normalize import normalize as normalize_clouds
 from fast.pwcd import pwcd
@@ -155,7 +155,9 @@ class TopoLossJob:
         self.ends = _check_offsets(offsets, teacher_feats.shape[0])
         self.m, self.seed, self.normalize = int(m), int(seed), normalize
         self.eps_w, self.eps_dist = float(eps_w), float(eps_dist)
-        self.engine, self.time_budget, self.pool = engine, time_budget, pool
+        if time_budget is not None and not time_budget >= 0:
+            raise ValueError(f"time_budget must be None or a number of seconds >= 0, got {time_budget}")
+        self.engine, self.time_budget, self.pool = resolve_engine(engine), time_budget, pool
         self.teacher_rows, self.teacher_dtype = teacher_feats.shape[0], teacher_feats.dtype
         self.device = teacher_feats.device
         starts = [0] + self.ends[:-1]
@@ -165,17 +167,17 @@ class TopoLossJob:
         # Global row of every selected point, per cloud (TPS order).
         self.rows = [idx + s for idx, s in zip(local, starts)]
         self.rows_cpu = [r.cpu().numpy() for r in self.rows]
-        self._teacher = self._submit(teacher64)
+        self._teacher = self._submit(teacher64, "teacher cloud")
         self._student: Optional[list[Future]] = None
         self._student_normalized: Optional[torch.Tensor] = None
 
     def _normalized(self, feats: torch.Tensor) -> torch.Tensor:
         return normalize_clouds(feats, self.ends, self.normalize)
 
-    def _submit(self, feats64: torch.Tensor) -> list[Future]:
+    def _submit(self, feats64: torch.Tensor, name: str) -> list[Future]:
         selected = feats64[torch.cat(self.rows)].cpu().numpy()
         points = np.split(selected, np.cumsum([len(r) for r in self.rows])[:-1])
-        return submit_diagrams(points, self.engine, self.pool, self.time_budget, with_h1=1 in self.dims)
+        return submit_diagrams(points, self.engine, self.pool, self.time_budget, 1 in self.dims, name)
 
     def submit_student(self, student_feats: torch.Tensor) -> "TopoLossJob":
         """Normalise the student features (keeping the autograd graph) and start their diagrams."""
@@ -199,7 +201,7 @@ class TopoLossJob:
                 student_feats.detach().to(torch.float64)
             )
         self._student_normalized = normalized
-        self._student = self._submit(student64)
+        self._student = self._submit(student64, "student cloud")
         return self
 
     def loss(self) -> torch.Tensor:
@@ -215,7 +217,7 @@ class TopoLossJob:
             edge_lists += [r[e] for e in (s.h0_death_edges, s.h1_birth_edges, s.h1_death_edges)]
         edges = torch.from_numpy(np.concatenate(edge_lists)).to(x.device)
         pieces = torch.split(edge_lengths(x, edges, self.eps_dist), [len(e) for e in edge_lists])
-        total = x.new_zeros(())
+        total = x[:0].sum()  # 0, but attached to the graph even when no pair contributes
         for b, (t, s) in enumerate(zip(teacher, student)):
             h0_deaths, h1_births, h1_deaths = pieces[3 * b : 3 * b + 3]
             for d in self.dims:
