@@ -1,9 +1,21 @@
 """Point Transformer V3 teacher and student in plain PyTorch (spec A, issue 5).
 
-Modules: ``serialization`` (space-filling curves), ``point`` (batch structure), ``sparse_conv``
-(pure-PyTorch submanifold conv), ``attention`` (serialized patch attention), ``blocks`` (block,
-pooling, unpooling), ``ptv3`` (the network, presets, ``build_model``), ``cost`` (parameters,
-FLOPs, latency, peak memory).
+Modules, top to bottom: ``serialization`` (space-filling curves, spec A2), ``point`` (batch
+structure, spec A1), ``sparse_conv`` (pure-PyTorch submanifold conv, spec B), ``attention``
+(serialized patch attention, spec A5), ``blocks`` (block, pooling, unpooling, spec A4/A6/A7),
+``ptv3`` (the network, presets, ``build_model``, spec A3/A8), ``cost`` (parameters, FLOPs,
+latency, peak memory).
+
+Usage::
+
+    model = build_model("teacher", num_classes=16)          # 46,159,312 parameters (spec A9)
+    out = model({"coord": coord, "grid_coord": grid_coord, "feat": feat, "offset": offset})
+    out.logits, out.embedding                                 # (N, K), (N, 64)
+    out.decoder_feats, out.decoder_index, out.decoder_offsets # one entry per decoder stage
+
+``model.deterministic = True`` (or ``build_model(..., deterministic=True)``) fixes the
+serialization order for evaluation and tests. A frozen teacher still yields differentiable
+``decoder_feats`` when ``feat`` requires grad (decisions 15).
 """
 from train.models.ptv3 import PRESETS, PTv3, PTv3Config, ModelOutput, build_model
 
