@@ -122,3 +122,14 @@ def test_edge_lengths_backward_is_decision_5_and_zero_for_duplicated_points() ->
     lengths.backward(torch.tensor([2.0, 7.0], dtype=torch.float64))
     u = np.array([-3.0, -4.0]) / (5.0 + 1e-12)  # (h_0 - h_1) / (D_01 + eps_dist)
     np.testing.assert_allclose(x.grad.numpy(), [2.0 * u, -2.0 * u, [0.0, 0.0]], rtol=1e-15)
+
+
+def test_fast_pwcd_match_wins_a_tie_with_the_diagonal() -> None:
+    # ||p - q||^2 = 0.5 = dist_diag(p) = dist_diag(q) exactly: decision 10 routes both terms
+    # through the match, which gives a different gradient than the diagonal would.
+    P = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    q = torch.tensor([[0.5, 1.5]], dtype=torch.float64, requires_grad=True)
+    fast.pwcd(P, q).backward()
+    _, want = reference_pwcd(P.numpy(), q.detach().numpy())
+    np.testing.assert_allclose(q.grad.numpy(), want, atol=1e-15)
+    assert q.grad[0, 0] > 0  # the diagonal term would pull the birth down (negative gradient)
