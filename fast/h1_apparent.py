@@ -29,6 +29,22 @@ _BLOCK_ELEMENTS = 1 << 27
 """Largest (B, rows, N, N) block of the apparent-pair search (elements), about 0.5 GB of int32."""
 
 
+def batched_distances(points: torch.Tensor) -> torch.Tensor:
+    """(B, M, C) points -> (B, M, M) float64 Euclidean distances on the points' device.
+
+    Direct differences (no ``|x|^2 + |y|^2 - 2 x.y`` expansion, whose cancellation would break
+    exact zeros for duplicated points), then symmetrised and given an exact zero diagonal, as
+    the engine requires.
+    """
+    if points.ndim != 3 or points.shape[1] < 1 or points.shape[2] < 1:
+        raise ValueError(f"points must be a (B, M, C) batch of clouds, got shape {tuple(points.shape)}")
+    x = points.detach().to(torch.float64)
+    d = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    d = (d + d.transpose(1, 2)) / 2
+    d.diagonal(dim1=1, dim2=2).zero_()
+    return d
+
+
 def _check_batch(dists: torch.Tensor) -> None:
     if dists.ndim != 3 or dists.shape[1] != dists.shape[2]:
         raise ValueError(f"dists must be a (B, M, M) batch of distance matrices, got shape {tuple(dists.shape)}")

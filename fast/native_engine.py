@@ -198,15 +198,18 @@ def native_h1(dist: np.ndarray, deadline: Optional[float] = None) -> Optional[tu
 
 
 def native_h1_batch(
-    dists: Union["torch.Tensor", Sequence[np.ndarray]],  # noqa: F821 (torch imported lazily)
+    dists: Union["torch.Tensor", Sequence[np.ndarray], None] = None,  # noqa: F821 (torch imported lazily)
     deadline: Optional[float] = None,
     threads: Optional[int] = None,
     device_stage: Optional[bool] = None,
+    points: Optional["torch.Tensor"] = None,  # noqa: F821
 ) -> list[Optional[H1Diagram]]:
     """H1 diagrams of a batch of clouds: the parallel stage batched, then one reduction per thread.
 
     Args:
         dists: a (B, M, M) float64 tensor (CPU or CUDA) or a sequence of (M_b, M_b) arrays.
+        points: instead of ``dists``, a (B, M, C) tensor of points; their distances are computed
+            on its device (``fast.h1_apparent.batched_distances``).
         deadline: absolute ``time.monotonic()`` value or None; clouds not done by then give None.
         threads: reduction threads (default: the cores available); the kernels release the GIL.
         device_stage: run steps 1-3 batched with PyTorch on the tensors' device (default: only
@@ -217,6 +220,12 @@ def native_h1_batch(
     """
     from fast.engine import available_cores
 
+    if (dists is None) == (points is None):
+        raise ValueError("native_h1_batch: pass exactly one of dists (B, M, M) or points (B, M, C)")
+    if points is not None:
+        from fast.h1_apparent import batched_distances
+
+        dists = batched_distances(points)
     is_tensor = hasattr(dists, "is_cuda")
     if device_stage is None:
         device_stage = bool(is_tensor and dists.is_cuda)

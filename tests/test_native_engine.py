@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
 from fast import h1_reduce
-from fast.h1_apparent import device_edge_stages
+from fast.h1_apparent import batched_distances, device_edge_stages
 from fast.native_engine import cpu_edge_stage, h1_persistence, native_h1, native_h1_batch
 from reference.persistence import rips_persistence
 
@@ -161,6 +161,22 @@ def test_batch_with_threads_equals_single_clouds() -> None:
             np.testing.assert_array_equal(res.pairs, one.pairs)
             np.testing.assert_array_equal(res.birth_edges, one.birth_edges)
             np.testing.assert_array_equal(res.death_edges, one.death_edges)
+
+
+def test_batch_from_points_equals_batch_from_scipy_distances() -> None:
+    rng = np.random.default_rng(9)
+    pts = rng.normal(size=(3, 50, 8))
+    pts[1, 10] = pts[1, 3]  # a duplicated point: its distance must be an exact zero
+    d = batched_distances(torch.tensor(pts))
+    assert torch.equal(d, d.transpose(1, 2)) and d[1, 3, 10] == 0
+    np.testing.assert_allclose(d.numpy(), np.stack(_batch_of(list(pts))), rtol=1e-14, atol=1e-14)
+    for res, p in zip(native_h1_batch(points=torch.tensor(pts), threads=1), pts):
+        ref = rips_persistence(cdist(p, p))[1]
+        np.testing.assert_array_equal(res.birth_edges, ref.birth_edges)
+        np.testing.assert_array_equal(res.death_edges, ref.death_edges)
+        np.testing.assert_allclose(res.pairs, ref.pairs, rtol=1e-14)
+    with pytest.raises(ValueError, match="exactly one"):
+        native_h1_batch()
 
 
 def test_deadline_already_passed_returns_none() -> None:
