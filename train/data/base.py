@@ -8,6 +8,7 @@ dataset at the start of every epoch unless ``persistent_workers=True``).
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import numpy as np
@@ -16,7 +17,7 @@ from torch.utils.data import Dataset
 Transform = Callable[[dict, np.random.Generator], dict]
 
 
-class PointCloudDataset(Dataset):
+class PointCloudDataset(Dataset, ABC):
     """Base class: subclasses implement ``__len__``, :meth:`load` and set ``class_names``."""
 
     class_names: tuple[str, ...] = ()
@@ -34,12 +35,13 @@ class PointCloudDataset(Dataset):
         """Select the augmentation stream of ``epoch`` (see the module docstring)."""
         self.epoch = int(epoch)
 
+    @abstractmethod
     def load(self, index: int) -> dict:
         """Read sample ``index`` untransformed: {coord, strength, segment, name}."""
-        raise NotImplementedError(f"{type(self).__name__} must implement load(index)")
 
+    @abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError(f"{type(self).__name__} must implement __len__")
+        """Number of samples."""
 
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):

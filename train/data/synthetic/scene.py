@@ -408,12 +408,13 @@ def generate_scene(rng: np.random.Generator, half_length: float = 80.0) -> Scene
                 _raise(b, before, curb_h)
             if zone > 2:
                 for _ in range(rng.poisson(3 * (x1 - x0) / L)):
-                    bx, by = rng.uniform(x0, x1), y_out + side * rng.uniform(0.8, zone - 0.5)
+                    bx, by = rng.uniform(x_start, x_end), y_out + side * rng.uniform(0.8, zone - 0.5)
                     rr = rng.uniform(0.4, 1.3)
                     b.ellipsoid("vegetation", (bx, by, rr * 0.6), (rr, rr * rng.uniform(0.6, 1), rr * 0.8))
                 if rng.random() < 0.3:
                     hy = y_out + side * (zone - 0.6)
-                    b.box("vegetation", ((x0 + x1) / 2, hy, 0.6), (x1 - x0 - 2, 0.8, rng.uniform(0.8, 1.8)))
+                    b.box("vegetation", ((x_start + x_end) / 2, hy, 0.6),
+                          (max(x_end - x_start - 2, 1.0), 0.8, rng.uniform(0.8, 1.8)))
 
     if cross:  # traffic lights at the four corners, arms over the main street
         for sx in (-1, 1):
