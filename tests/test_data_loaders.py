@@ -381,3 +381,28 @@ def test_semantic_kitti_split_without_any_sequence_on_disk_is_refused(tmp_path: 
         SemanticKITTIDataset(tmp_path, "val")
     with pytest.raises(ValueError, match="split 'dev'"):
         SemanticKITTIDataset(tmp_path, "dev")
+
+
+def test_learning_maps_cover_the_spec_tables_and_reject_bad_tables() -> None:
+    from train.data.labels import WAYMO_LEARNING_MAP, LearningMap, class_names
+
+    # spec C: nuScenes maps all 32 raw ids, 16 classes; SemanticKITTI 19 classes + 4 ignored ids
+    assert sorted(NUSCENES_LEARNING_MAP) == list(range(32))
+    assert sorted(set(NUSCENES_LEARNING_MAP.values())) == list(range(-1, 16))
+    assert sorted(set(SEMANTIC_KITTI_LEARNING_MAP.values())) == list(range(-1, 19))
+    assert [r for r, v in SEMANTIC_KITTI_LEARNING_MAP.items() if v == -1] == [0, 1, 52, 99]
+    assert WAYMO_LEARNING_MAP[-1] == -1 and WAYMO_LEARNING_MAP[21] == 21 and len(WAYMO_LEARNING_MAP) == 23
+    assert len(class_names("waymo")) == 22 and class_names("synthetic") == class_names("waymo")
+    with pytest.raises(ValueError, match="train ids outside"):
+        LearningMap("x", {1: 5}, num_classes=3)
+    with pytest.raises(TypeError, match="labels.bin: labels must be integers"):
+        LearningMap("x", {1: 0}, num_classes=3).apply(np.zeros(3, np.float32), "labels.bin")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        class_names("kitti360")
+
+
+def test_waymo_float_labels_are_refused_naming_the_file(tmp_path: Path) -> None:
+    make_valid("waymo", tmp_path)
+    np.save(label_file("waymo", tmp_path), np.zeros(20, np.float32))
+    with pytest.raises(TypeError, match="segment.npy"):
+        WaymoDataset(tmp_path, "training")[0]
