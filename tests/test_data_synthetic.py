@@ -112,8 +112,10 @@ def test_rays_pointing_away_miss_every_primitive() -> None:
 def test_culled_cast_equals_brute_force_cast(index: int) -> None:
     scene = generate_scene(np.random.default_rng([11, index]))
     cfg = SensorConfig(beams=12, azimuth_steps=180)
-    fast = cast_scan(scene, cfg, np.random.default_rng(0))
-    brute = cast_scan(scene, cfg, np.random.default_rng(0), cull=False)
+    ego = (scene.ego[0], scene.ego[1], scene.ego[2] + 2.1 * index)  # headings across the circle
+    fast = cast_scan(scene, cfg, np.random.default_rng(0), ego)
+    brute = cast_scan(scene, cfg, np.random.default_rng(0), ego, cull=False)
+    assert len(fast["coord"]) > 1000
     for key in fast:
         np.testing.assert_array_equal(fast[key], brute[key])
 
