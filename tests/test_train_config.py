@@ -68,3 +68,13 @@ def test_unknown_dataset_fails_on_the_command_line_and_in_a_config_file(tmp_path
     f.write_text("dataset: synthetic\nlearning_rate: 0.1\n")
     with pytest.raises(ValueError, match="unknown option 'learning_rate'"):
         resolve(["--config", str(f)])
+
+
+def test_help_documents_every_option_settable_on_the_command_line() -> None:
+    from train.config import RunConfig, build_parser
+
+    text = build_parser().format_help()
+    config_file_only = {"teacher_overrides", "student_overrides"}
+    for name in RunConfig.__dataclass_fields__:
+        if name not in config_file_only:
+            assert "--" + name.replace("_", "-") in text, name

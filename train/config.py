@@ -178,7 +178,7 @@ _HELP: dict[str, str] = {
     "tensorboard": "write TensorBoard logs",
     "progress": "show progress bars",
     "grid_size": "voxel size in metres of grid sampling (spec D: 0.05; 0.1 in the CPU demo)",
-    "synthetic_scenes": "synthetic scenes generated (one scan each; the last 20% validate)",
+    "synthetic_scenes": "synthetic scenes generated (one scan each; --synthetic-val-fraction of them validate)",
     "synthetic_val_fraction": "fraction of the synthetic scenes used for validation",
     "synthetic_seed": "seed of the simulated scenes (kept apart from --seed so runs share the data)",
     "synthetic_beams": "beams of the simulated LiDAR (default: the simulator's)",

@@ -26,7 +26,7 @@ from train.distributed import DistInfo, ResumableDistributedSampler, barrier, br
 from train.logging_utils import MetricLogger, progress
 from train.optim import build_optimizer, build_scheduler
 from train.profiling import StepTimer
-from train.steps import DistillSettings, distillation_step, segmentation_step, to_device
+from train.steps import DistillSettings, distillation_step, segmentation_step, to_device, warm_up_persistence
 
 LAST = "checkpoint_last.pt"
 FINAL = "model_final.pt"
@@ -137,6 +137,8 @@ def train_stage(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
+    if settings.active("topo"):
+        warm_up_persistence()
     logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, append=resumed)
     bar = progress(total=total_steps, initial=step, desc=f"{stage:>8}", enabled=info.is_main and cfg.progress)
     config_dict = cfg.to_dict()
