@@ -23,7 +23,8 @@ Algorithm (cohomology with clearing, apparent pairs, threshold = enclosing radiu
 3. Apparent pairs. An edge ``e = {a, b}`` with some ``k`` whose edges to ``a`` and ``b`` are
    both earlier has the earliest coface ``{a, b, k*}`` (``k*`` the lowest such ``k``) and is that
    triangle's latest face: an apparent pair, which is a persistence pair in any simplexwise
-   filtration (Bauer 2021, "Ripser", Lemma 3.3), of zero persistence. This holds for the total
+   filtration (the apparent-pair lemma of Bauer 2021, "Ripser: efficient computation of
+   Vietoris-Rips persistence barcodes"), of zero persistence. This holds for the total
    order, ties or not, because it uses ranks, never raw lengths. The edges with *no* such ``k``
    (an empty lune: the relative-neighbourhood graph of the order) contain the minimum spanning
    tree; Kruskal over them alone gives the tree, whose columns are cleared (they are H0 deaths,
