@@ -41,7 +41,7 @@ class ModelSpec:
     overrides: dict[str, Any]
 
     def build(self) -> nn.Module:
-        from train.models.ptv3 import build_model
+        from train.models import build_model
 
         return build_model(self.preset, self.num_classes, in_channels=4, **self.overrides)
 

@@ -92,11 +92,11 @@ def run_stage(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo, teach
 def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
     """Run the configured stage(s); returns {table column: result}."""
     out = Path(cfg.out)
+    data = prepare_splits(cfg, info)  # a missing dataset fails here, before anything is written
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     barrier()
-    data = prepare_splits(cfg, info)
     stages = STAGE_ORDER if cfg.stage == "all" else (cfg.stage,)
     teacher_ckpt = Path(cfg.teacher_checkpoint) if cfg.teacher_checkpoint else None
     timer = StepTimer(cfg.profile, info.device)
