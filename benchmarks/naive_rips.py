@@ -10,7 +10,7 @@ Storage. The boundary matrix of a complex truncated at dimension 2 is non-zero o
 ``d1`` (vertices x edges) and ``d2`` (edges x triangles), and the standard algorithm only ever adds a
 column to another column of the same dimension, so the two blocks are reduced one after the other.
 Both blocks are dense ``torch.bool`` tensors stored column-major (one row of the tensor per column
-of the matrix): ``d2`` holds ``C(N,2) * C(N,3)`` bytes, ~N^5/12 (8 MB at N=60, 0.8 GB at N=100,
+of the matrix): ``d2`` holds ``C(N,2) * C(N,3)`` bytes, ~N^5/12 (61 MB at N=60, 0.8 GB at N=100,
 26 GB at N=200). That growth, not a cap we impose, is what makes the baseline infeasible past
 N of about 100-200, as in the paper.
 
@@ -200,10 +200,11 @@ def naive_topo_loss(
     s_n = normalize_clouds(student_feats, one_cloud, normalize)
     with torch.no_grad():
         t_n = normalize_clouds(teacher_feats, one_cloud, normalize)
-        teacher = naive_rips_diagrams(_distances(t_n), deadline)
-    student = naive_rips_diagrams(_distances(s_n), deadline)
+        teacher = naive_rips_diagrams(distances(t_n), deadline)
+    student = naive_rips_diagrams(distances(s_n), deadline)
     return pwcd(teacher.pairs0, student.pairs0, eps_w) + pwcd(teacher.pairs1, student.pairs1, eps_w)
 
 
-def _distances(x: torch.Tensor) -> torch.Tensor:
+def distances(x: torch.Tensor) -> torch.Tensor:
+    """Exact Euclidean distance matrix (no matrix-product shortcut: zero diagonal, no cancellation)."""
     return torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")

@@ -21,6 +21,7 @@ import torch
 
 from benchmarks.clouds import student_teacher
 from benchmarks.measure import rss_peak_probe, tracemalloc_peak_probe
+from benchmarks.naive_rips import distances as _distances
 from benchmarks.naive_rips import naive_topo_loss
 from benchmarks.paper_pipeline import paper_topo_loss
 from fast.normalize import normalize as normalize_clouds
@@ -36,14 +37,18 @@ def has_torch_topological() -> bool:
 
 
 def torch_topological_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """The peer's differentiable Rips layer (giotto-ph, ``n_threads=1`` per decision 6b) + PWCD."""
+    """The peer's differentiable Rips layer (giotto-ph, ``n_threads=1`` per decision 6b) + PWCD.
+
+    The layer gets the exact distance matrix (``treat_as_distances``) that the naive baseline uses,
+    so that all rows share the same filtration.
+    """
     from torch_topological.nn import VietorisRipsComplex
 
     layer = VietorisRipsComplex(dim=1, n_threads=1)
     one_cloud = [student.shape[0]]
-    s_info = layer(normalize_clouds(student, one_cloud))
+    s_info = layer(_distances(normalize_clouds(student, one_cloud)), treat_as_distances=True)
     with torch.no_grad():
-        t_info = layer(normalize_clouds(teacher, one_cloud))
+        t_info = layer(_distances(normalize_clouds(teacher, one_cloud)), treat_as_distances=True)
     total = student.new_zeros(())
     for s, t in zip(s_info, t_info):
         s_dgm, t_dgm = s.diagram, t.diagram

@@ -1,0 +1,69 @@
+"""``benchmarks.report`` turns a run's JSON into RESULTS.md tables with ratios of medians.
+
+A hand-built run in pytest-benchmark's JSON layout (only the keys the report reads) checks that
+speedups are baseline median / our median, that naive timeouts and out-of-memory sizes are shown
+as such, that the paper's numbers are quoted, and that unknown groups are not dropped.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.report import main, newest_run, render
+
+
+def _bench(group: str, median: float, **extra: Any) -> dict[str, Any]:
+    return {"group": group, "name": f"test_{group}[{extra}]", "extra_info": {"torch_threads": 1, **extra},
+            "stats": {"median": median, "min": median, "rounds": 5}}
+
+
+def _run() -> dict[str, Any]:
+    table6 = []
+    for method, fwd, bwd in (("ours", 0.03, 0.012), ("paper-style", 0.3, 0.12)):
+        table6.append(_bench("table6-forward", fwd, method=method, device="cpu", n=100, loss=1.0,
+                             rss_peak_mb=20.0, tracemalloc_peak_mb=1.0, cuda_peak_mb=None))
+        table6.append(_bench("table6-backward", bwd, method=method, device="cpu", n=100))
+    batch = [_bench("batch", t, method=m, family="latent", clouds=12, m=1024, points_per_cloud=4096, loss=2.0)
+             for m, t in (("paper-style", 30.0), ("ours", 1.0))]
+    figs = [_bench("fig7", 0.002, method="tps-ours", n=1024, m=128), _bench("fig8", 0.5, method="H2", maxdim=2, n=400),
+            _bench("fig8", 0.01, method="H1", maxdim=1, n=400)]
+    isolated = [
+        {"group": "table6", "method": "naive", "n": 100, "status": "ok", "forward_s": 40.0, "backward_s": 2.0,
+         "rss_peak_mb": 900.0, "loss": 1.0, "timeout_s": 600.0, "memory_limit_mb": 8192.0},
+        {"group": "table6", "method": "naive", "n": 200, "status": "out of memory", "timeout_s": 600.0,
+         "memory_limit_mb": 8192.0},
+        {"group": "table6", "method": "naive", "n": 400, "status": "timeout", "timeout_s": 600.0,
+         "memory_limit_mb": 8192.0},
+    ]
+    other = _bench("h1-engine", 0.2, engine="native", n=1024)
+    return {"benchmarks": [*table6, *batch, *figs, other], "isolated": isolated,
+            "topodistill_machine": {"cpu_model": "test cpu", "cpu_count": 2, "versions": {"torch": "x"}},
+            "commit_info": {"id": "abc"}}
+
+
+def test_report_speedups_are_ratios_of_medians_and_failures_are_named() -> None:
+    text = render(_run(), Path("run.json"))
+    row100 = next(line for line in text.splitlines() if line.startswith("| 100 | 40 |"))
+    assert "| 1,000x | 10x |" in row100  # (40 + 2) / (0.03 + 0.012); paper-style 0.42 / 0.042
+    assert "out of memory (cap 8 GiB)" in text and "timeout (> 600 s)" in text
+    assert "| latent | 12 x 1024 (of 4096) | 30 | 1 | 30x |" in text
+    assert "| 400 | 0.01 | 0.5 | 50x |" in text
+    assert "6,743x" in text  # the paper's own Table 6 is quoted
+    assert "`test_h1-engine[" in text  # an unknown group is listed, not dropped
+
+
+def test_report_main_writes_markdown_and_refuses_missing_input(tmp_path: Path) -> None:
+    src = tmp_path / "run.json"
+    src.write_text(json.dumps(_run()))
+    (tmp_path / "in-progress.json").write_text("")  # an unfinished run's empty file is skipped
+    assert newest_run(tmp_path) == src
+    out = tmp_path / "RESULTS.md"
+    main([str(src), "-o", str(out)])
+    assert out.read_text().startswith("# Efficiency results")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        main([str(tmp_path / "missing.json"), "-o", str(out)])
+    with pytest.raises(FileNotFoundError, match="no benchmark JSON"):
+        newest_run(tmp_path / "empty")
