@@ -105,6 +105,42 @@ def test_bad_head_count_and_backend_are_rejected() -> None:
         SerializedAttention(8, 2, 16, backend="xformers")
 
 
+def _reference_varlen_kernel(qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
+                             softmax_scale: float) -> torch.Tensor:
+    """What flash_attn_varlen_qkvpacked_func computes: softmax attention inside each cu_seqlens segment."""
+    assert cu_seqlens.dtype == torch.int32 and int(cu_seqlens[0]) == 0 and int(cu_seqlens[-1]) == qkv.shape[0]
+    out = torch.empty(qkv.shape[0], qkv.shape[2], qkv.shape[3], dtype=qkv.dtype)
+    bounds = cu_seqlens.tolist()
+    assert max_seqlen == max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        q, k, v = qkv[a:b].unbind(1)
+        scores = torch.einsum("ihd,jhd->hij", q, k) * softmax_scale
+        out[a:b] = torch.einsum("hij,jhd->ihd", scores.softmax(-1), v)
+    return out
+
+
+def test_flash_varlen_packing_equals_the_sdpa_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The CUDA-only flash path's packing (slots, cu_seqlens, unpadding) checked on CPU against a
+    # reference varlen kernel standing in for flash_attn.
+    import sys
+    import types
+
+    from train.models.attention import patch_attention_flash
+
+    fake = types.ModuleType("flash_attn")
+    fake.flash_attn_varlen_qkvpacked_func = _reference_varlen_kernel
+    monkeypatch.setitem(sys.modules, "flash_attn", fake)
+    gen = torch.Generator().manual_seed(4)
+    counts = [23, 4, 9, 17]
+    qkv = torch.randn(sum(counts), 3 * 8, generator=gen, dtype=torch.float64)
+    layout = build_patch_layout(torch.cumsum(torch.tensor(counts), 0), 8)
+    order = torch.randperm(sum(counts), generator=gen)
+    inverse = torch.argsort(order)
+    for args in ((), (order, inverse)):
+        torch.testing.assert_close(patch_attention_flash(qkv, layout, 2, *args),
+                                   patch_attention_sdpa(qkv, layout, 2, *args), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("flash_attn") is None,
                     reason="needs CUDA and flash_attn")
