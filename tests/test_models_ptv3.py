@@ -306,9 +306,19 @@ def test_measure_reports_times_and_peak_memory_of_a_forward_backward() -> None:
     report = measure(model, batch, repeats=1)
     assert report.parameters == count_parameters(model)
     assert report.forward_s > 0 and report.forward_backward_s > 0
+    assert report.forward_cpu_s > 0 and report.forward_backward_cpu_s > 0
     assert report.peak_memory_bytes > 1400 * 64 * 4  # at least the embedding is alive at the peak
     flops = count_flops(model, batch)
     assert flops["total"] >= flops["enc_blocks"] + flops["dec_blocks"] > 0
+
+
+def test_cost_command_line_prints_parameters_flops_time_and_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    from train.models.cost import main
+
+    main(["student-demo", "--points", "500", "400", "--repeats", "1"])
+    line = capsys.readouterr().out
+    assert f"params={count_parameters(build_model('student-demo', 16)):,}" in line
+    assert "GFLOP=" in line and "fwd+bwd=" in line and "MiB" in line
 
 
 # --- the paper models ---------------------------------------------------------------------------------

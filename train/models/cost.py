@@ -46,9 +46,14 @@ def count_flops(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, i
 
 @dataclass
 class CostReport:
+    """Times are the minimum over the repeats (the least disturbed run on a shared machine);
+    ``*_cpu_s`` is the process CPU time of that kind of run (all threads), also the minimum."""
+
     parameters: int
     forward_s: float
     forward_backward_s: float
+    forward_cpu_s: float
+    forward_backward_cpu_s: float
     peak_memory_bytes: int
 
 
@@ -67,8 +72,9 @@ def _peak_cpu_bytes(fn: Callable[[], None]) -> int:
 
 
 def measure(model: nn.Module, batch: dict[str, torch.Tensor], repeats: int = 1, backward: bool = True) -> CostReport:
-    """Mean wall time of forward / forward+backward over ``repeats`` runs after one warm-up, and the
-    peak memory of one forward(+backward). The model's train/eval mode is left as the caller set it.
+    """Wall and CPU time of forward / forward+backward (minimum over ``repeats`` runs after one
+    warm-up) and the peak memory of one forward(+backward). The model's train/eval mode is left as
+    the caller set it.
     """
     device = batch["coord"].device
 
@@ -85,17 +91,20 @@ def measure(model: nn.Module, batch: dict[str, torch.Tensor], repeats: int = 1, 
         out.logits.float().square().mean().backward()
         model.zero_grad(set_to_none=True)
 
-    def timed(fn: Callable[[], None]) -> float:
-        fn()
+    def timed(fn: Callable[[], None]) -> tuple[float, float]:
+        fn()  # warm-up
         sync()
-        t0 = time.perf_counter()
+        wall, cpu = [], []
         for _ in range(repeats):
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
-        sync()
-        return (time.perf_counter() - t0) / repeats
+            sync()
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        return min(wall), min(cpu)
 
-    forward_s = timed(fwd)
-    fb_s = timed(fwd_bwd) if backward else math.nan
+    forward_s, forward_cpu = timed(fwd)
+    fb_s, fb_cpu = timed(fwd_bwd) if backward else (math.nan, math.nan)
     target = fwd_bwd if backward else fwd
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -105,7 +114,7 @@ def measure(model: nn.Module, batch: dict[str, torch.Tensor], repeats: int = 1, 
         peak = torch.cuda.max_memory_allocated(device) - base
     else:
         peak = _peak_cpu_bytes(target)
-    return CostReport(count_parameters(model), forward_s, fb_s, int(peak))
+    return CostReport(count_parameters(model), forward_s, fb_s, forward_cpu, fb_cpu, int(peak))
 
 
 def lidar_like_batch(
@@ -167,3 +176,37 @@ def _surface_points(m: int, gen: torch.Generator, radius: float) -> torch.Tensor
     pole = torch.stack([pole_c[pw, 0] + 0.1 * torch.cos(ang), pole_c[pw, 1] + 0.1 * torch.sin(ang),
                         0.2 * radius * torch.rand(n_pole, generator=gen, dtype=torch.float64)], 1)
     return torch.cat([ground, box, pole])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m train.models.cost KIND --points 20000 20000 [--threads 1]``: print the cost report."""
+    import argparse
+
+    from train.models.ptv3 import build_model
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("kind", help="model preset: teacher, student, teacher-demo, student-demo")
+    parser.add_argument("--points", type=int, nargs="+", default=[20_000, 20_000], help="points per cloud")
+    parser.add_argument("--classes", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = build_model(args.kind, args.classes).to(args.device).train()
+    batch = lidar_like_batch(args.points, seed=args.seed, device=args.device)
+    report = measure(model, batch, repeats=args.repeats)
+    flops = count_flops(model.eval(), batch)
+    print(
+        f"{args.kind} points={args.points} threads={args.threads} device={args.device} "
+        f"params={report.parameters:,} forward GFLOP={flops['total'] / 1e9:.1f} "
+        f"(enc {flops.get('enc_blocks', 0) / 1e9:.1f}, dec {flops.get('dec_blocks', 0) / 1e9:.1f}) "
+        f"fwd={report.forward_s:.2f}s fwd+bwd={report.forward_backward_s:.2f}s "
+        f"(cpu {report.forward_backward_cpu_s:.2f}s) peak={report.peak_memory_bytes / 2**20:.0f} MiB"
+    )
+
+
+if __name__ == "__main__":
+    main()
