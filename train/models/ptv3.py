@@ -176,18 +176,20 @@ class PTv3(nn.Module):
         for finer_to_coarser in reversed(levels[:-1]):
             index_maps.append(finer_to_coarser.cluster[index_maps[-1]])
 
-        out = ModelOutput(logits=torch.empty(0), embedding=torch.empty(0))
+        feats: list[torch.Tensor] = []
+        indices: list[torch.Tensor] = []
+        offsets: list[torch.Tensor] = []
         for i, (unpool, stage) in enumerate(zip(self.dec_unpool, self.dec_blocks)):
             level = unpool(level)
             for block in stage:
                 level = block(level)
-            stage_index = len(self.dec_blocks) - 1 - i
-            out.decoder_feats.append(level.feat)
-            out.decoder_index.append(index_maps[stage_index])
-            out.decoder_offsets.append(level.offset)
-        out.embedding = level.feat
-        out.logits = self.head(level.feat)
-        return out
+            feats.append(level.feat)
+            indices.append(index_maps[len(self.dec_blocks) - 1 - i])  # decoder i runs at level S-2-i
+            offsets.append(level.offset)
+        return ModelOutput(
+            logits=self.head(level.feat), embedding=level.feat, decoder_feats=feats,
+            decoder_index=indices, decoder_offsets=offsets,
+        )
 
 
 def build_model(kind: str, num_classes: int, in_channels: int = 4, **overrides: Any) -> PTv3:
