@@ -7,8 +7,9 @@ last ``round(scenes * val_fraction)`` scenes (at least one when there are two or
 the fraction is positive) form ``validation/``, the rest ``training/``. Each frame folder holds
 ``coord.npy`` (n,3) float32 vehicle frame, ``strength.npy`` (n,1) float32 tanh(intensity),
 ``segment.npy`` (n,) int32 train id (= Waymo raw label - 1, -1 undefined), ``pose.npy`` (4,4)
-float64 vehicle -> world and, in validation, ``mask.npy`` (n,) bool, all True: every simulated point
-is a first return of the single (top) sensor, the points Waymo evaluates.
+float64 vehicle -> world and, in validation, ``mask.npy`` (n,) bool, all True (the layout's mask
+selects points of the labelled top lidar; every simulated point comes from the one simulated sensor).
+The loaders read neither pose nor mask.
 """
 from __future__ import annotations
 
