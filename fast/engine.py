@@ -382,11 +382,24 @@ class PersistencePool:
         self.tasks.put(_Task(points, engine, deadline, with_h1, label, future))
         return future
 
-    def shutdown(self) -> None:
-        """Stop the workers once the queued tasks are done."""
+    def shutdown(self, cancel: bool = False) -> None:
+        """Stop the workers once the queued tasks are done; with ``cancel``, cancel the queued
+        tasks and kill the running ones instead (their futures raise)."""
         with self._lock:
             self._closed = True
             slots, self._slots = self._slots, []
+        if cancel:
+            while True:
+                try:
+                    task = self.tasks.get_nowait()
+                except queue.Empty:
+                    break
+                if task is not None:
+                    task.future.cancel()
+            for slot in slots:
+                process = slot.process
+                if process is not None:
+                    process.kill()  # its slot thread sees the pipe close and fails that future
         for _ in slots:
             self.tasks.put(None)
         for slot in slots:
@@ -410,7 +423,8 @@ def default_pool() -> PersistencePool:
     with _default_pool_lock:
         if _default_pool is None:
             _default_pool = PersistencePool()
-            atexit.register(_default_pool.shutdown)
+            # At exit do not wait for a long H1 (decision 6c's pathological clouds).
+            atexit.register(_default_pool.shutdown, cancel=True)
         return _default_pool
 
 

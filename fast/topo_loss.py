@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from fast.distances import edge_lengths
-from fast.engine import H1Engine, PersistencePool, resolve_engine, submit_diagrams
+from fast.engine import CloudPersistence, H1Engine, PersistencePool, resolve_engine, submit_diagrams
 from fast.normalize import MODES
 from fast.normalize import normalize as normalize_clouds
 from fast.pwcd import pwcd
@@ -120,6 +120,12 @@ def _check_options(m: int, normalize: str, tie_tol: float, eps_w: float, eps_dis
     return dims_t
 
 
+def _no_autocast(device: torch.device) -> torch.autocast:
+    """Autocast off: the selection path must stay float64 and the values in the working dtype
+    (under autocast, ``torch.cdist`` in TPS would otherwise run in reduced precision)."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 def _working_dtype(*feats: torch.Tensor) -> torch.dtype:
     """float64 if any input is float64, else float32 (half and bfloat16 are upcast)."""
     return torch.float64 if any(f.dtype == torch.float64 for f in feats) else torch.float32
@@ -161,12 +167,13 @@ class TopoLossJob:
         self.teacher_rows, self.teacher_dtype = teacher_feats.shape[0], teacher_feats.dtype
         self.device = teacher_feats.device
         starts = [0] + self.ends[:-1]
-        with torch.no_grad():
+        with _no_autocast(self.device), torch.no_grad():
             teacher64 = self._normalized(teacher_feats.detach().to(torch.float64))
             local = tps(teacher64, self.ends, self.m, self.seed)
-        # Global row of every selected point, per cloud (TPS order).
-        self.rows = [idx + s for idx, s in zip(local, starts)]
-        self.rows_cpu = [r.cpu().numpy() for r in self.rows]
+        # Global rows of the selected points, all clouds concatenated (TPS order within a cloud).
+        self.selected = torch.cat([idx + s for idx, s in zip(local, starts)])
+        self.splits = np.cumsum([len(idx) for idx in local])[:-1]
+        self.rows_cpu = np.split(self.selected.cpu().numpy(), self.splits)
         self._teacher = self._submit(teacher64, "teacher cloud")
         self._student: Optional[list[Future]] = None
         self._student_normalized: Optional[torch.Tensor] = None
@@ -175,8 +182,7 @@ class TopoLossJob:
         return normalize_clouds(feats, self.ends, self.normalize)
 
     def _submit(self, feats64: torch.Tensor, name: str) -> list[Future]:
-        selected = feats64[torch.cat(self.rows)].cpu().numpy()
-        points = np.split(selected, np.cumsum([len(r) for r in self.rows])[:-1])
+        points = np.split(feats64[self.selected].cpu().numpy(), self.splits)
         return submit_diagrams(points, self.engine, self.pool, self.time_budget, 1 in self.dims, name)
 
     def submit_student(self, student_feats: torch.Tensor) -> "TopoLossJob":
@@ -195,11 +201,12 @@ class TopoLossJob:
         if self._student is not None:
             raise RuntimeError("TopoLossJob.submit_student was already called; create a new job per step")
         dtype = _working_dtype(student_feats, torch.empty(0, dtype=self.teacher_dtype))
-        normalized = self._normalized(student_feats.to(dtype))
-        with torch.no_grad():
-            student64 = normalized.detach() if dtype == torch.float64 else self._normalized(
-                student_feats.detach().to(torch.float64)
-            )
+        with _no_autocast(self.device):
+            normalized = self._normalized(student_feats.to(dtype))
+            with torch.no_grad():
+                student64 = normalized.detach() if dtype == torch.float64 else self._normalized(
+                    student_feats.detach().to(torch.float64)
+                )
         self._student_normalized = normalized
         self._student = self._submit(student64, "student cloud")
         return self
@@ -210,6 +217,10 @@ class TopoLossJob:
             raise RuntimeError("TopoLossJob.loss: call submit_student(student_feats) first")
         teacher = [f.result() for f in self._teacher]
         student = [f.result() for f in self._student]
+        with _no_autocast(self.device):
+            return self._loss_from(teacher, student)
+
+    def _loss_from(self, teacher: list[CloudPersistence], student: list[CloudPersistence]) -> torch.Tensor:
         x = self._student_normalized
         # One EdgeLengths call for all clouds: the critical edges as global rows of x.
         edge_lists = []
@@ -217,19 +228,20 @@ class TopoLossJob:
             edge_lists += [r[e] for e in (s.h0_death_edges, s.h1_birth_edges, s.h1_death_edges)]
         edges = torch.from_numpy(np.concatenate(edge_lists)).to(x.device)
         pieces = torch.split(edge_lengths(x, edges, self.eps_dist), [len(e) for e in edge_lists])
+        # Teacher diagrams (constants) moved to the device in one transfer.
+        t_lists = [p for t in teacher for p in (t.h0_pairs, t.h1_pairs)]
+        t_pairs = torch.split(torch.from_numpy(np.concatenate(t_lists)).to(device=x.device, dtype=x.dtype),
+                              [len(p) for p in t_lists])
         total = x[:0].sum()  # 0, but attached to the graph even when no pair contributes
         for b, (t, s) in enumerate(zip(teacher, student)):
             h0_deaths, h1_births, h1_deaths = pieces[3 * b : 3 * b + 3]
-            for d in self.dims:
-                if d == 0:
-                    t_pairs = t.h0_pairs
-                    s_pairs = torch.stack([torch.zeros_like(h0_deaths), h0_deaths], dim=1)
-                elif t.h1_over_budget or s.h1_over_budget:
-                    continue  # decision 6c: this cloud contributes H0 only this step
-                else:
-                    t_pairs = t.h1_pairs
-                    s_pairs = torch.stack([h1_births, h1_deaths], dim=1)
-                total = total + pwcd(torch.from_numpy(t_pairs).to(device=x.device, dtype=x.dtype), s_pairs, self.eps_w)
+            if 0 in self.dims:
+                s_pairs = torch.stack([torch.zeros_like(h0_deaths), h0_deaths], dim=1)
+                total = total + pwcd(t_pairs[2 * b], s_pairs, self.eps_w)
+            # Decision 6c: a cloud whose teacher or student H1 missed the budget has H0 only.
+            if 1 in self.dims and not (t.h1_over_budget or s.h1_over_budget):
+                s_pairs = torch.stack([h1_births, h1_deaths], dim=1)
+                total = total + pwcd(t_pairs[2 * b + 1], s_pairs, self.eps_w)
         return total / len(self.ends)
 
 
