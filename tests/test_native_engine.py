@@ -29,22 +29,7 @@ from fast import h1_reduce
 from fast.h1_apparent import batched_distances, device_edge_stages
 from fast.native_engine import cpu_edge_stage, h1_persistence, native_h1, native_h1_batch
 from reference.persistence import rips_persistence
-
-
-@st.composite
-def clouds(draw: st.DrawFn, max_points: int = 24) -> np.ndarray:
-    """(n, dim) float64 points: generic, on a coarse grid (many equal distances) or with duplicates."""
-    n = draw(st.integers(3, max_points))
-    dim = draw(st.integers(1, 4))
-    kind = draw(st.sampled_from(["generic", "grid", "duplicates"]))
-    seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
-    if kind == "generic":
-        return rng.normal(size=(n, dim))
-    if kind == "grid":
-        return rng.integers(0, draw(st.integers(2, 4)), size=(n, dim)).astype(np.float64)
-    base = rng.normal(size=(max(1, n // 2), dim))
-    return base[rng.integers(len(base), size=n)]
+from strategies import point_clouds
 
 
 def _assert_same_as_reference(dist: np.ndarray) -> None:
@@ -56,8 +41,10 @@ def _assert_same_as_reference(dist: np.ndarray) -> None:
     np.testing.assert_array_equal(got.death_triangles, ref.death_simplices)
 
 
-@given(clouds(max_points=40))
+@given(point_clouds(max_n=60))
 def test_native_h1_equals_reference_pairs_and_critical_simplices(points: np.ndarray) -> None:
+    # All families of tests/strategies.py: generic (tie-free) ones, and lattices and duplicated
+    # points (exact ties): the same total order makes the pairing unique in every case.
     _assert_same_as_reference(cdist(points, points))
 
 
@@ -95,7 +82,7 @@ def _gudhi_h1(dist: np.ndarray) -> np.ndarray:
     return pairs[np.lexsort((pairs[:, 0], pairs[:, 1]))]
 
 
-@given(clouds(max_points=20))
+@given(point_clouds(max_n=24, kinds=("duplicated", "lattice", "collinear", "circles")))
 def test_native_h1_diagram_equals_gudhi_with_ties_and_duplicates(points: np.ndarray) -> None:
     d = cdist(points, points)
     got = h1_persistence(d).pairs
@@ -130,7 +117,7 @@ def _batch_of(points: list[np.ndarray]) -> list[np.ndarray]:
 
 
 @settings(max_examples=max(1, settings.default.max_examples // 10))
-@given(st.lists(clouds(max_points=12), min_size=1, max_size=3).filter(lambda c: len({len(p) for p in c}) == 1))
+@given(st.integers(3, 14).flatmap(lambda n: st.lists(point_clouds(min_n=n, max_n=n, max_dim=8), min_size=1, max_size=3)))
 def test_device_stage_equals_compiled_stage_on_cpu(batch: list[np.ndarray]) -> None:
     mats = _batch_of(batch)
     stages = device_edge_stages(torch.tensor(np.stack(mats)), block_elements=64)  # several row blocks
