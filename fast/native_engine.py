@@ -231,11 +231,13 @@ def native_h1_batch(
     if device_stage is None:
         device_stage = bool(is_tensor and dists.is_cuda)
     if device_stage:
+        import torch
+
         from fast import h1_apparent
 
-        batch = dists if is_tensor else _stack_tensor(dists)
+        batch = (dists if is_tensor else _stack_tensor(dists)).detach().to(torch.float64)
         stages = h1_apparent.device_edge_stages(batch)
-        matrices = [m for m in batch.detach().to("cpu", dtype=batch.dtype).numpy()]
+        matrices = list(batch.cpu().numpy())
     else:
         matrices = [
             _as_distance_matrix(m.detach().cpu().numpy() if hasattr(m, "detach") else m, f"dists[{b}]")
