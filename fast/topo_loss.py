@@ -120,12 +120,6 @@ def _check_options(m: int, normalize: str, tie_tol: float, eps_w: float, eps_dis
     return dims_t
 
 
-def _no_autocast(device: torch.device) -> torch.autocast:
-    """Autocast off: the selection path must stay float64 and the values in the working dtype
-    (under autocast, ``torch.cdist`` in TPS would otherwise run in reduced precision)."""
-    return torch.autocast(device_type=device.type, enabled=False)
-
-
 def _working_dtype(*feats: torch.Tensor) -> torch.dtype:
     """float64 if any input is float64, else float32 (half and bfloat16 are upcast)."""
     return torch.float64 if any(f.dtype == torch.float64 for f in feats) else torch.float32
@@ -167,7 +161,7 @@ class TopoLossJob:
         self.teacher_rows, self.teacher_dtype = teacher_feats.shape[0], teacher_feats.dtype
         self.device = teacher_feats.device
         starts = [0] + self.ends[:-1]
-        with _no_autocast(self.device), torch.no_grad():
+        with torch.no_grad():
             teacher64 = self._normalized(teacher_feats.detach().to(torch.float64))
             local = tps(teacher64, self.ends, self.m, self.seed)
         # Global rows of the selected points, all clouds concatenated (TPS order within a cloud).
@@ -201,12 +195,11 @@ class TopoLossJob:
         if self._student is not None:
             raise RuntimeError("TopoLossJob.submit_student was already called; create a new job per step")
         dtype = _working_dtype(student_feats, torch.empty(0, dtype=self.teacher_dtype))
-        with _no_autocast(self.device):
-            normalized = self._normalized(student_feats.to(dtype))
-            with torch.no_grad():
-                student64 = normalized.detach() if dtype == torch.float64 else self._normalized(
-                    student_feats.detach().to(torch.float64)
-                )
+        normalized = self._normalized(student_feats.to(dtype))
+        with torch.no_grad():
+            student64 = normalized.detach() if dtype == torch.float64 else self._normalized(
+                student_feats.detach().to(torch.float64)
+            )
         self._student_normalized = normalized
         self._student = self._submit(student64, "student cloud")
         return self
@@ -217,8 +210,7 @@ class TopoLossJob:
             raise RuntimeError("TopoLossJob.loss: call submit_student(student_feats) first")
         teacher = [f.result() for f in self._teacher]
         student = [f.result() for f in self._student]
-        with _no_autocast(self.device):
-            return self._loss_from(teacher, student)
+        return self._loss_from(teacher, student)
 
     def _loss_from(self, teacher: list[CloudPersistence], student: list[CloudPersistence]) -> torch.Tensor:
         x = self._student_normalized
