@@ -39,7 +39,9 @@ Algorithm (cohomology with clearing, apparent pairs, threshold = enclosing radiu
    Z2: the pivot of a column is its earliest coface. A pivot that is the apparent coface of its
    max edge belongs to that apparent column, whose column is its plain coboundary (apparent
    columns are never reduced). Any other owned pivot belongs to an earlier reduced column, kept
-   as the list of edges whose coboundaries sum to it. A free pivot pairs the column with it.
+   as the list of edges whose coboundaries sum to it. A free pivot pairs the column with it
+   (when it is the column's very first coface, this is Ripser's emergent pair: only that coface
+   is ever enumerated).
    Apparent columns that never become pivots of a reduced column are never touched, and no
    pivot of a column can be the apparent coface of a *later-processed* (earlier) edge, since
    all faces of that triangle precede the column's edge, so handling every apparent pair up
