@@ -104,19 +104,24 @@ def device_edge_stages(dists: torch.Tensor, block_elements: int = _BLOCK_ELEMENT
     pos.scatter_(2, nbr, torch.arange(n, device=device).expand(bsz, n, -1).contiguous())
     pos = torch.where(rank < n_kept[:, None, None].to(torch.int32), pos, torch.full_like(pos, -1))
     partner = apparent_partners(rank, n_kept.to(torch.int32), block_elements)
+    # Everything per edge rank is gathered on the device, so the host only slices and copies.
     u_all, v_all = iu[order], ju[order]
+    uv, vu = u_all * n + v_all, v_all * n + u_all
+    by_rank = partner.reshape(bsz, n * n).gather(1, uv)
+    pu = pos.reshape(bsz, n * n).gather(1, uv)  # index of v in nbr[u]
+    pv = pos.reshape(bsz, n * n).gather(1, vu)  # index of u in nbr[v]
 
-    to_host = lambda t: t.cpu().numpy()  # noqa: E731
-    rank_h, nbr_h, pos_h, deg_h = to_host(rank), to_host(nbr.to(torch.int32)), to_host(pos.to(torch.int32)), to_host(deg.to(torch.int32))
-    # (pos[a, k]: index of k in nbr[a]; the engine keeps it only per edge, as pu and pv)
-    partner_h, u_h, v_h, kept_h = to_host(partner), to_host(u_all.to(torch.int32)), to_host(v_all.to(torch.int32)), to_host(n_kept)
+    def host(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+        return t.to(dtype).cpu().numpy()
+
+    rank_h, nbr_h, deg_h = host(rank, torch.int32), host(nbr, torch.int32), host(deg, torch.int32)
+    u_h, v_h, pu_h, pv_h = (host(t, torch.int32) for t in (u_all, v_all, pu, pv))
+    by_rank_h, kept_h = host(by_rank, torch.int64), host(n_kept, torch.int64)
     stages = []
     for b in range(bsz):
         e = int(kept_h[b])
-        u, v = np.ascontiguousarray(u_h[b, :e]), np.ascontiguousarray(v_h[b, :e])
-        by_rank = np.ascontiguousarray(partner_h[b][u, v])
-        columns = h1_reduce.columns_to_reduce(u, v, n, by_rank < 0)
-        stages.append(EdgeStage(u, v, np.ascontiguousarray(rank_h[b]), np.ascontiguousarray(nbr_h[b]),
-                                np.ascontiguousarray(deg_h[b]), np.ascontiguousarray(pos_h[b][u, v]),
-                                np.ascontiguousarray(pos_h[b][v, u]), columns, by_rank))
+        u, v, partner_b = u_h[b, :e].copy(), v_h[b, :e].copy(), by_rank_h[b, :e].copy()
+        columns = h1_reduce.columns_to_reduce(u, v, n, partner_b < 0)
+        stages.append(EdgeStage(u, v, rank_h[b], nbr_h[b], deg_h[b], pu_h[b, :e].copy(), pv_h[b, :e].copy(),
+                                columns, partner_b))
     return stages
