@@ -19,10 +19,12 @@ The interface (style.md: one function, batch in, pairs and critical edges out, e
 Why giotto-ph for H1 (issue 3, measured on this 2-core machine): giotto-ph's
 ``ripser_parallel(..., return_generators=True)`` is the fastest engine on PyPI that returns the
 critical simplices (~0.45 s at N=1024, 64-d, one core); ``ripser`` takes ~1.4 s and returns no
-critical simplices; gudhi's Rips is slower still at this size. giotto-ph is always called with
-``n_threads=1``: with more threads it reports wrong H1 *birth* edges (decision 6b; re-measured
-here: 3.3% of the pairs at N=1024 with ``n_threads=2``), so :func:`giotto_h1` also checks every
-reported critical edge against the reported value and raises if they ever disagree.
+critical simplices; gudhi builds the whole Rips complex (N^3/6 triangles at N=1024) before
+computing. giotto-ph is always called with ``n_threads=1``: with more threads it reports wrong
+H1 *birth* edges (decision 6b; re-measured here: 3.2% of the pairs at N=1024, 64-d, with
+``n_threads=2``), so :func:`giotto_h1` also checks every reported critical edge against the
+reported value and raises if they ever disagree. ``engine="native"`` selects the float64 engine
+of issue 8 (``fast.native_engine``), which follows the reference's total order exactly.
 
 Parallelism. Measured here (N=600, 64-d, 4 clouds): a thread pool of 2 gives no speed-up over a
 serial loop (0.42 s vs 0.43 s) because giotto-ph holds the GIL during the computation, while a
