@@ -14,8 +14,9 @@ unstructured ones the worst case):
 * ``test_h1_training_step``: the H1 of one training step, B = 24 clouds of M = 1024 (teacher and
   student features of 12 clouds) on all cores: through the project's pool
   (``fast.engine.compute_diagrams``, one worker process per core, distances and H0 included)
-  with either engine, and the native batch form with one thread per core on precomputed
-  distances (its kernels release the GIL).
+  with either engine, the native batch form with one thread per core on precomputed
+  distances (its kernels release the GIL), and (marked ``cuda``) the batch form with distances
+  and the parallel stage on the GPU (issue 8's target there: at most 0.3 s per step).
 
 Without ``--benchmark`` every case runs once at tiny sizes (smoke run, see conftest.py).
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks.clouds import student_teacher, teacher_features
 from fast.engine import PersistencePool, available_cores, compute_diagrams, giotto_h1
@@ -90,7 +92,10 @@ def pool():
     p.shutdown()
 
 
-@pytest.mark.parametrize("variant", ["pool-native", "pool-giotto", "threads-native"])
+@pytest.mark.parametrize(
+    "variant",
+    ["pool-native", "pool-giotto", "threads-native", pytest.param("cuda-native", marks=pytest.mark.cuda)],
+)
 @pytest.mark.parametrize("family", ["clusters", "latent"])
 def test_h1_training_step(benchmark, full_run: bool, thread_info: dict, pool, family: str, variant: str) -> None:
     points = _step_clouds(full_run, family)
@@ -100,6 +105,15 @@ def test_h1_training_step(benchmark, full_run: bool, thread_info: dict, pool, fa
 
         def run() -> list:
             return native_h1_batch(dists, threads=cores)
+    elif variant == "cuda-native":
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA device")
+        batch = torch.tensor(np.stack(points), device="cuda")
+
+        def run() -> list:  # distances and the parallel stage on the GPU, reductions on the CPU threads
+            out = native_h1_batch(points=batch, threads=cores)
+            torch.cuda.synchronize()
+            return out
     else:
         engine = native_h1 if variant == "pool-native" else "giotto"
 
@@ -111,5 +125,5 @@ def test_h1_training_step(benchmark, full_run: bool, thread_info: dict, pool, fa
     benchmark.extra_info.update(
         thread_info, family=family, variant=variant, clouds=len(points), m=len(points[0]), cores=cores
     )
-    pairs = [r.pairs if variant == "threads-native" else r.h1_pairs for r in results]
+    pairs = [r.h1_pairs if variant.startswith("pool") else r.pairs for r in results]
     assert len(pairs) == len(points) and all(np.isfinite(p).all() and len(p) > 0 for p in pairs)
