@@ -23,11 +23,6 @@ Teacher diagram values are read from the engine's float64 distances.
 Asynchronous use (training): :class:`TopoLossJob` splits the work so that persistence runs in the
 engine's worker processes while the GPU does other work::
 
-    if student_feats.device != teacher_feats.device:
-        raise ValueError(
-            f"student_feats is on {student_feats.device} but teacher_feats on {teacher_feats.device}; "
-            "move both to the same device"
-        )
     job = TopoLossJob(teacher_out.embedding, offsets)   # teacher diagrams start now
     student_out = student(batch)
     job.submit_student(student_out.embedding)           # student diagrams start now
