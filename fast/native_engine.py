@@ -34,7 +34,9 @@ Algorithm (cohomology with clearing, apparent pairs, threshold = enclosing radiu
    with equal lengths the persistence can still be zero, and such pairs are dropped).
    The test is embarrassingly parallel: on a CUDA device it runs batched over all clouds and
    edges with PyTorch (``fast.h1_apparent``); on a CPU a compiled scan with early exit is far
-   cheaper than the O(N^3) batched form (``fast.h1_reduce.lune_empty``).
+   cheaper than the O(N^3) batched form (``fast.h1_reduce.lune_empty``; measured on the 2-core
+   CPU here, one clustered 64-d cloud of N=512: 11 ms for the whole compiled stage against 2.0 s
+   for the PyTorch stage on the CPU).
 4. Reduction (``fast.h1_reduce.reduce_columns``), columns in reverse filtration order, over
    Z2: the pivot of a column is its earliest coface. A pivot that is the apparent coface of its
    max edge belongs to that apparent column, whose column is its plain coboundary (apparent
