@@ -116,6 +116,9 @@ class EdgeStage:
     partner: np.ndarray
 
 
+_MAX_POINTS = 46340  # flat edge indices i * M + j fit in int32
+
+
 def _as_distance_matrix(dist: np.ndarray, name: str) -> np.ndarray:
     d = np.ascontiguousarray(dist, dtype=np.float64)
     if d.ndim != 2 or d.shape[0] != d.shape[1]:
@@ -136,6 +139,8 @@ def cpu_edge_stage(dist: np.ndarray, name: str = "dist") -> EdgeStage:
     """Steps 1-3 for one cloud on the CPU (compiled, early-exit lune test)."""
     d = _as_distance_matrix(dist, name)
     n = d.shape[0]
+    if n > _MAX_POINTS:
+        raise ValueError(f"{name} has M={n} points; the native engine indexes edges with int32 and takes M <= {_MAX_POINTS} (subsample with TPS first)")
     _, lengths, flat, bad = h1_reduce.collect_edges(d)
     if bad:
         _raise_bad_entry(d, bad, name)
