@@ -26,7 +26,8 @@ def _run() -> dict[str, Any]:
         table6.append(_bench("table6-forward", fwd, method=method, device="cpu", n=100, loss=1.0,
                              rss_peak_mb=20.0, tracemalloc_peak_mb=1.0, cuda_peak_mb=None))
         table6.append(_bench("table6-backward", bwd, method=method, device="cpu", n=100))
-    batch = [_bench("batch", t, method=m, family="latent", clouds=12, m=1024, points_per_cloud=4096, loss=2.0)
+    batch = [_bench("batch", t, method=m, case="latent", family="latent", clouds=12, m=1024,
+                    points_per_cloud=4096, loss=2.0, time_budget_s=None, h1_budget_misses=0)
              for m, t in (("paper-style", 30.0), ("ours", 1.0))]
     figs = [_bench("fig7", 0.002, method="tps-ours", n=1024, m=128), _bench("fig8", 0.5, method="H2", maxdim=2, n=400),
             _bench("fig8", 0.01, method="H1", maxdim=1, n=400)]
