@@ -117,3 +117,33 @@ def test_real_dataset_without_data_says_where_it_looked_the_layout_and_the_flag(
     assert rc == 2
     assert str(tmp_path / "waymo") in err and "--data-root" in err and "coord.npy" in err
     assert not (tmp_path / "out").exists()  # nothing was written, no model was built
+
+
+def test_frozen_teacher_saliency_gradients_are_its_own_loss_gradients_on_decoder_activations(
+    teacher_run: Path,
+) -> None:
+    from train.losses import segmentation_loss
+    from train.steps import DistillSettings, _teacher_pass, model_inputs
+
+    cfg = tiny_config(teacher_run)
+    data = tiny_data(cfg)
+    batch = to_device(data.collate([data.train[0], data.train[1]]), torch.device("cpu"))
+    teacher, _ = load_frozen_teacher(teacher_run / "out" / "teacher" / FINAL, torch.device("cpu"))
+    teacher.deterministic = True
+    settings = DistillSettings(grad=True, saliency_layers=(1, 2))
+    _, _, grads = _teacher_pass(teacher, batch, settings, amp=False, timer=StepTimer(), topo_seed=0, grad_scale=1.0)
+    # reference: an unfrozen copy, ordinary backward with retained activation gradients
+    ref = ModelSpec(**torch.load(teacher_run / "out" / "teacher" / FINAL, weights_only=False)["extra"]["model_spec"]
+                    ).build()
+    ref.load_state_dict(teacher.state_dict())
+    ref.eval()
+    ref.deterministic = True
+    out = ref(model_inputs(batch))
+    for f in out.decoder_feats:
+        f.retain_grad()
+    segmentation_loss(out.logits, batch["segment"])[0].backward()
+    assert len(grads) == 2
+    for g, f in zip(grads, out.decoder_feats):
+        assert float(g.abs().sum()) > 0 and not g.requires_grad
+        torch.testing.assert_close(g, f.grad, rtol=1e-4, atol=1e-7)
+    assert all(p.grad is None for p in teacher.parameters())

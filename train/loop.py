@@ -162,7 +162,8 @@ def train_stage(
                 optimizer.zero_grad(set_to_none=True)
                 if settings.uses_teacher:
                     loss, logs = distillation_step(ddp_model, teacher, batch, settings, amp, timer,
-                                                   topo_seed=cfg.seed + step * per_rank * info.world_size)
+                                                   topo_seed=cfg.seed + step * per_rank * info.world_size,
+                                                   grad_scale=scaler.get_scale() if amp else 1.0)
                 else:
                     loss, logs = segmentation_step(ddp_model, batch, amp, timer)
                 if not torch.isfinite(loss):

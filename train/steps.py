@@ -89,10 +89,17 @@ def _stage_positions(layers: Sequence[int], available: int) -> list[int]:
     return [s - 1 for s in layers]
 
 
-def saliency_gradients(loss: torch.Tensor, feats: Sequence[torch.Tensor], retain_graph: bool) -> list[torch.Tensor]:
-    """dloss/dF for each decoder activation F, as constants (no second-order graph; decisions 16)."""
-    grads = torch.autograd.grad(loss, list(feats), retain_graph=retain_graph, create_graph=False, allow_unused=True)
-    return [torch.zeros_like(f) if g is None else g.detach() for f, g in zip(feats, grads)]
+def saliency_gradients(
+    loss: torch.Tensor, feats: Sequence[torch.Tensor], retain_graph: bool, grad_scale: float = 1.0
+) -> list[torch.Tensor]:
+    """dloss/dF for each decoder activation F, as float32 constants (no second-order graph;
+    decisions 16). Under AMP the loss is multiplied by the scaler's ``grad_scale`` before the
+    backward pass and the gradients divided by it afterwards, so float16 activation gradients do
+    not underflow."""
+    grads = torch.autograd.grad(loss * grad_scale, list(feats), retain_graph=retain_graph, create_graph=False,
+                                allow_unused=True)
+    return [torch.zeros_like(f, dtype=torch.float32) if g is None else g.detach().float() / grad_scale
+            for f, g in zip(feats, grads)]
 
 
 def segmentation_step(
@@ -106,7 +113,8 @@ def segmentation_step(
 
 
 def _teacher_pass(
-    teacher: nn.Module, batch: dict[str, Any], s: DistillSettings, amp: bool, timer: StepTimer, topo_seed: int
+    teacher: nn.Module, batch: dict[str, Any], s: DistillSettings, amp: bool, timer: StepTimer, topo_seed: int,
+    grad_scale: float,
 ) -> tuple[Any, TopoLossJob | None, list[torch.Tensor]]:
     """Teacher forward, start its diagrams, then its own-loss saliency gradients (decisions 15)."""
     need_grad = s.active("grad")
@@ -130,7 +138,8 @@ def _teacher_pass(
         with timer.section("teacher_saliency_grad"):
             t_loss, _ = segmentation_loss(t_out.logits.float(), batch["segment"])
             pos = _stage_positions(s.saliency_layers, len(t_out.decoder_feats))
-            t_grads = saliency_gradients(t_loss, [t_out.decoder_feats[p] for p in pos], retain_graph=False)
+            t_grads = saliency_gradients(t_loss, [t_out.decoder_feats[p] for p in pos], retain_graph=False,
+                                         grad_scale=grad_scale)
     return t_out, topo_job, t_grads
 
 
@@ -142,13 +151,15 @@ def distillation_step(
     amp: bool,
     timer: StepTimer,
     topo_seed: int = 0,
+    grad_scale: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss of one KD / distillation step (graph attached to the student only) and its parts.
 
     ``topo_seed``: TPS start seed of this step (cloud b uses ``topo_seed + b``, decisions 14).
+    ``grad_scale``: the AMP loss scale used for the saliency gradients (1 without AMP).
     """
     misses_before = budget_miss_count()
-    t_out, topo_job, t_grads = _teacher_pass(teacher, batch, s, amp, timer, topo_seed)
+    t_out, topo_job, t_grads = _teacher_pass(teacher, batch, s, amp, timer, topo_seed, grad_scale)
     with timer.section("student_forward"), torch.autocast(batch["coord"].device.type, enabled=amp):
         out = student(model_inputs(batch))
     if topo_job is not None:
@@ -162,11 +173,11 @@ def distillation_step(
         with timer.section("student_saliency"):
             pos = _stage_positions(s.saliency_layers, len(out.decoder_feats))
             acts = [out.decoder_feats[p] for p in pos]
-            s_grads = saliency_gradients(seg, acts, retain_graph=True)
+            s_grads = saliency_gradients(seg, acts, retain_graph=True, grad_scale=grad_scale)
             l_grad = saliency_loss(
-                [a.float() for a in acts], [g.float() for g in s_grads],
+                [a.float() for a in acts], s_grads,
                 [out.decoder_offsets[p] for p in pos], [out.decoder_index[p] for p in pos],
-                [t_out.decoder_feats[p].detach().float() for p in pos], [g.float() for g in t_grads],
+                [t_out.decoder_feats[p].detach().float() for p in pos], t_grads,
                 [t_out.decoder_offsets[p] for p in pos], [t_out.decoder_index[p] for p in pos],
                 batch["offset"], eps=s.saliency_eps,
             )
