@@ -102,7 +102,10 @@ def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
     timer = StepTimer(cfg.profile, info.device)
     results: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
-    for stage in stages:
+    for i, stage in enumerate(stages, 1):
+        if info.is_main and cfg.progress:
+            kind = "teacher" if stage == "teacher" else "student"
+            print(f"[{i}/{len(stages)}] {stage_label(cfg, stage)} ({_preset(cfg, kind, info.device)})", flush=True)
         results[stage_label(cfg, stage)] = run_stage(cfg, stage, data, info, teacher_ckpt, timer)
         if stage == "teacher" and cfg.stage == "all":
             teacher_ckpt = out / "teacher" / FINAL
