@@ -168,8 +168,10 @@ def test_output_taps_shapes_index_maps_and_graph_nodes() -> None:
     assert torch.equal(out.decoder_index[-1], torch.arange(n))
     # The taps are the live graph nodes: gradients of the loss w.r.t. them exist and are non-zero.
     loss = torch.nn.functional.cross_entropy(out.logits, torch.arange(n) % 5)
-    grads = torch.autograd.grad(loss, out.decoder_feats)
+    grads = torch.autograd.grad(loss, out.decoder_feats, retain_graph=True)
     assert all(g.shape == f.shape and g.abs().sum() > 0 for g, f in zip(grads, out.decoder_feats))
+    loss.backward()  # the saliency step's pattern: grads of the taps first, then the full backward
+    assert model.stem_conv.weight.grad is not None and model.stem_conv.weight.grad.abs().sum() > 0
 
 
 def test_frozen_eval_teacher_taps_take_gradients_when_the_input_requires_grad() -> None:
