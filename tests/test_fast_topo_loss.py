@@ -21,6 +21,7 @@ from fast.topo_loss import TopoLossJob
 from reference.normalize import normalize as reference_normalize
 from reference.topo_loss import topo_loss_batch
 from reference.tps import tps as reference_tps
+from strategies import build_cloud
 
 FEW = max(settings.default.max_examples // 25, 5)
 SEEDS = st.integers(0, 2**32 - 1)
@@ -116,12 +117,14 @@ def test_fast_topo_loss_with_native_engine_matches_reference_on_any_cloud(seed: 
     _assert_matches(_fast(S, T, offsets, m=40, engine="native"), want, 1e-10)
 
 
-def test_fast_topo_loss_with_duplicated_points_equals_reference_and_stays_finite() -> None:
+@settings(max_examples=FEW)
+@given(seed=SEEDS)
+def test_fast_topo_loss_with_duplicated_points_equals_reference_and_stays_finite(seed: int) -> None:
     # Duplicates tie distances exactly, so the engine may route a gradient to another copy of the
     # same point than the reference does (decision 4): both are valid subgradients, with the same
     # sum over each group of copies and the same gradient on every other point.
-    rng = np.random.default_rng(11)
-    sizes = [14, 20]
+    rng = np.random.default_rng(seed)
+    sizes = [int(n) for n in rng.integers(5, 22, size=2)]
     S, T, offsets = _batch(rng, sizes, 16, "scale", seed=0, duplicates=True)
     want_loss, want_grad = topo_loss_batch(S, T, offsets, m=16)
     loss, grad = _fast(S, T, offsets, m=16)
@@ -132,6 +135,23 @@ def test_fast_topo_loss_with_duplicated_points_equals_reference_and_stays_finite
     assert groups.max() + 1 < len(S), "the test needs duplicated points"
     for g in range(groups.max() + 1):
         np.testing.assert_allclose(grad[groups == g].sum(0), want_grad[groups == g].sum(0), atol=1e-10)
+
+
+@settings(max_examples=FEW)
+@given(seed=SEEDS)
+def test_fast_topo_loss_on_integer_lattice_clouds_full_of_exact_ties_equals_reference_loss(seed: int) -> None:
+    # Exact ties (equal integer distances, duplicates) in float64 and float32 alike: the engines
+    # may pick other critical simplices than the reference (decision 4), but the diagrams and so
+    # the loss are the same; the gradient stays finite. normalize="none" keeps the ties exact.
+    rng = np.random.default_rng(seed)
+    sizes = [int(n) for n in rng.integers(4, 30, size=2)]
+    S = np.concatenate([build_cloud("lattice", n, 4, int(rng.integers(2**32))) for n in sizes])
+    T = np.concatenate([build_cloud("lattice", n, 3, int(rng.integers(2**32))) for n in sizes])
+    offsets = np.cumsum(sizes)
+    want_loss, _ = topo_loss_batch(S, T, offsets, m=16, normalize="none")
+    loss, grad = _fast(S, T, offsets, m=16, normalize="none")
+    assert abs(loss - want_loss) <= 1e-10 * max(want_loss, 1e-6)
+    assert np.isfinite(grad).all()
 
 
 def test_fast_topo_loss_with_empty_h1_diagrams_equals_reference() -> None:
