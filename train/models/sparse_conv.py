@@ -66,18 +66,26 @@ def build_neighbour_map(grid: torch.Tensor, batch: torch.Tensor, kernel_size: in
     centre = k3 // 2
     in_idx: list[Optional[torch.Tensor]] = [None] * k3
     out_idx: list[Optional[torch.Tensor]] = [None] * k3
-    for k in range(centre):
-        i0, i1, i2 = k // (kernel_size**2), (k // kernel_size) % kernel_size, k % kernel_size
-        delta = ((i0 - r) * side + (i1 - r)) * side + (i2 - r)
-        # Queries in sorted order make the binary searches cache-friendly (several times faster).
-        query = sorted_keys + delta
-        pos = torch.searchsorted(sorted_keys, query).clamp_(max=max(n - 1, 0))
-        found = sorted_keys[pos] == query
-        dst = perm[found]
-        src = perm[pos[found]]
-        in_idx[k], out_idx[k] = src, dst
-        # Submanifold symmetry: p + o = q  <=>  q - o = p, so the mirrored offset swaps the roles.
-        in_idx[k3 - 1 - k], out_idx[k3 - 1 - k] = dst, src
+    # One binary search per (dx, dy) column of the kernel: z is the last mixed-radix digit, so
+    # stepping dz by one adds 1 to the query key, and with unique sorted keys the insertion point of
+    # key + 1 is the insertion point of key plus one if key was found. Queries in sorted order keep
+    # the searches cache-friendly. Only offsets before the centre are searched (see the mirror).
+    for col in range(kernel_size * kernel_size // 2 + 1):
+        i0, i1 = divmod(col, kernel_size)
+        query = sorted_keys + (((i0 - r) * side + (i1 - r)) * side - r)
+        pos = torch.searchsorted(sorted_keys, query)
+        for i2 in range(kernel_size):
+            k = col * kernel_size + i2
+            if k >= centre:
+                break
+            found = sorted_keys[pos.clamp(max=max(n - 1, 0))] == query
+            dst = perm[found]
+            src = perm[pos[found]]
+            in_idx[k], out_idx[k] = src, dst
+            # Submanifold symmetry: p + o = q  <=>  q - o = p, so the mirrored offset swaps the roles.
+            in_idx[k3 - 1 - k], out_idx[k3 - 1 - k] = dst, src
+            pos = pos + found
+            query = query + 1
     return NeighbourMap(kernel_size, n, tuple(in_idx), tuple(out_idx))
 
 
