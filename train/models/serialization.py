@@ -70,10 +70,10 @@ def hilbert_encode(grid: torch.Tensor, depth: int) -> torch.Tensor:
         bit = depth - 1 - level
         lower = (1 << bit) - 1
         for d in range(3):
-            m = ((axes[d] >> bit) & 1).bool()
-            axes[0] = torch.where(m, axes[0] ^ lower, axes[0])
-            swap = torch.where(m, torch.zeros_like(axes[0]), (axes[0] ^ axes[d]) & lower)
-            axes[0] = axes[0] ^ swap
+            ones = -((axes[d] >> bit) & 1)  # all bits set where the level bit m is 1, else 0
+            flip = lower & ones  # m = 1: invert the lower bits of x
+            swap = (axes[0] ^ axes[d]) & lower & ~ones  # m = 0: exchange lower bits of x and axis d
+            axes[0] = axes[0] ^ flip ^ swap
             axes[d] = axes[d] ^ swap
     # Step 3: level-major interleave, x first within each level (the Morton layout).
     gray = _interleave(axes[0], axes[1], axes[2], depth)
