@@ -8,6 +8,8 @@ offsets (decision 13):
 - ``l2``: ``h_i / (||h_i|| + eps)`` per point;
 - ``none``: identity.
 
+``check_end_offsets`` is the shared validation of END offsets for the batched fast functions.
+
 The backward is PyTorch autograd through these ops, which is the exact derivative; where a norm
 is exactly 0 (``l2`` on a zero vector, ``scale`` on a cloud of identical points) its derivative is
 taken as 0, as in ``reference.normalize.normalize_backward``, so gradients stay finite.
@@ -15,6 +17,7 @@ taken as 0, as in ``reference.normalize.normalize_backward``, so gradients stay 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Union
 
 import torch
 
@@ -27,6 +30,39 @@ def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, torch.where(positive, x, torch.ones_like(x)).sqrt(), torch.zeros_like(x))
 
 
+def check_end_offsets(offsets: Union[torch.Tensor, Sequence[int]], rows: int, min_points: int = 1) -> list[int]:
+    """END offsets of concatenated clouds as a list of ints, or ValueError naming the problem.
+
+    They must be 1-D integers, strictly increasing with at least ``min_points`` points per cloud,
+    and end at ``rows`` (the number of feature rows).
+    """
+    if isinstance(offsets, torch.Tensor):
+        if offsets.is_floating_point() or offsets.is_complex() or offsets.dtype == torch.bool:
+            raise ValueError(f"offsets must be an integer tensor of END offsets, got dtype {offsets.dtype}")
+        if offsets.ndim != 1:
+            raise ValueError(f"offsets must be 1-D (B,) END offsets, got shape {tuple(offsets.shape)}")
+        ends = [int(v) for v in offsets.tolist()]
+    else:
+        ends = list(offsets)
+        if any(isinstance(v, bool) or int(v) != v for v in ends):
+            raise ValueError(f"offsets must hold integers (END offsets), got {ends}")
+        ends = [int(v) for v in ends]
+    if not ends:
+        raise ValueError("offsets is empty; give the (B,) END offsets of the clouds, e.g. [n_0, n_0 + n_1, ...]")
+    sizes = [e - s for s, e in zip([0] + ends[:-1], ends)]
+    if any(n < min_points for n in sizes):
+        raise ValueError(
+            f"offsets must be strictly increasing END offsets with at least {min_points} point(s) per cloud"
+            f"{' (a topological loss needs an edge)' if min_points >= 2 else ''}; got offsets {ends}, "
+            f"cloud sizes {sizes}"
+        )
+    if ends[-1] != rows:
+        raise ValueError(
+            f"offsets end at {ends[-1]} but the features have {rows} rows; the last END offset must equal the row count"
+        )
+    return ends
+
+
 def cloud_ids(offsets: Sequence[int], device: torch.device) -> torch.Tensor:
     """(sumN,) int64 cloud index of every row for END ``offsets``."""
     ends = [int(e) for e in offsets]
@@ -34,13 +70,15 @@ def cloud_ids(offsets: Sequence[int], device: torch.device) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(ends), device=device), sizes)
 
 
-def normalize(feats: torch.Tensor, offsets: Sequence[int], mode: str = "scale", eps: float = 1e-12) -> torch.Tensor:
+def normalize(feats: torch.Tensor, offsets: Union[torch.Tensor, Sequence[int]], mode: str = "scale",
+              eps: float = 1e-12) -> torch.Tensor:
     """Normalise every cloud of the concatenated (sumN, C) ``feats`` with END ``offsets``.
 
     Returns a tensor of the shape and dtype of ``feats``, differentiable w.r.t. ``feats``.
     """
     if mode not in MODES:
         raise ValueError(f"normalize mode must be one of {MODES}, got {mode!r}")
+    offsets = check_end_offsets(offsets, feats.shape[0])
     if mode == "none":
         return feats
     if mode == "l2":

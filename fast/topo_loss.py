@@ -44,13 +44,12 @@ import torch
 
 from fast.distances import edge_lengths
 from fast.engine import CloudPersistence, H1Engine, PersistencePool, resolve_engine, submit_diagrams
-from fast.normalize import MODES
+from fast.normalize import MODES, check_end_offsets
 from fast.normalize import normalize as normalize_clouds
 from fast.pwcd import pwcd
 from fast.tps import tps
 
 Offsets = Union[torch.Tensor, Sequence[int]]
-
 
 def _check_feats(feats: torch.Tensor, name: str) -> None:
     if not isinstance(feats, torch.Tensor):
@@ -63,34 +62,6 @@ def _check_feats(feats: torch.Tensor, name: str) -> None:
     if not bool(finite.all()):
         bad = int((~finite).sum())
         raise ValueError(f"{name} contains {bad} NaN/Inf entries; features must be finite (check the model output)")
-
-
-def _check_offsets(offsets: Offsets, rows: int) -> list[int]:
-    """END offsets as a list of ints: 1-D, strictly increasing, every cloud >= 2 points, last == rows."""
-    if isinstance(offsets, torch.Tensor):
-        if offsets.is_floating_point() or offsets.is_complex() or offsets.dtype == torch.bool:
-            raise ValueError(f"offsets must be an integer tensor of END offsets, got dtype {offsets.dtype}")
-        if offsets.ndim != 1:
-            raise ValueError(f"offsets must be 1-D (B,) END offsets, got shape {tuple(offsets.shape)}")
-        ends = [int(v) for v in offsets.tolist()]
-    else:
-        ends = list(offsets)
-        if any(isinstance(v, bool) or int(v) != v for v in ends):
-            raise ValueError(f"offsets must hold integers (END offsets), got {ends}")
-        ends = [int(v) for v in ends]
-    if not ends:
-        raise ValueError("offsets is empty; give the (B,) END offsets of the clouds, e.g. [n_0, n_0 + n_1, ...]")
-    sizes = [e - s for s, e in zip([0] + ends[:-1], ends)]
-    if any(n < 2 for n in sizes):
-        raise ValueError(
-            f"offsets must be strictly increasing END offsets with at least 2 points per cloud "
-            f"(a topological loss needs an edge); got offsets {ends}, cloud sizes {sizes}"
-        )
-    if ends[-1] != rows:
-        raise ValueError(
-            f"offsets end at {ends[-1]} but the features have {rows} rows; the last END offset must equal the row count"
-        )
-    return ends
 
 
 def _check_options(m: int, normalize: str, tie_tol: float, eps_w: float, eps_dist: float,
@@ -147,7 +118,7 @@ class TopoLossJob:
     ) -> None:
         _check_feats(teacher_feats, "teacher_feats")
         self.dims = _check_options(m, normalize, tie_tol, eps_w, eps_dist, dims)
-        self.ends = _check_offsets(offsets, teacher_feats.shape[0])
+        self.ends = check_end_offsets(offsets, teacher_feats.shape[0], min_points=2)
         self.m, self.seed, self.normalize = int(m), int(seed), normalize
         self.eps_w, self.eps_dist = float(eps_w), float(eps_dist)
         if time_budget is not None and not time_budget >= 0:

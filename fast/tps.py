@@ -11,9 +11,12 @@ sampling are padded to (B', N_max, C) and every step advances all of them with a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Union
 
 import numpy as np
 import torch
+
+from fast.normalize import check_end_offsets
 
 
 def _point_dist(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
@@ -23,7 +26,7 @@ def _point_dist(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     return torch.cdist(x, centre[:, None, :], compute_mode="donot_use_mm_for_euclid_dist")[:, :, 0]
 
 
-def tps(feats: torch.Tensor, offsets: Sequence[int], m: int, seed: int = 0) -> list[torch.Tensor]:
+def tps(feats: torch.Tensor, offsets: Union[torch.Tensor, Sequence[int]], m: int, seed: int = 0) -> list[torch.Tensor]:
     """TPS indices of every cloud of the concatenated (sumN, C) ``feats`` with END ``offsets``.
 
     Returns one int64 tensor per cloud (on ``feats.device``) of ``min(m, n_b)`` indices local to
@@ -33,7 +36,7 @@ def tps(feats: torch.Tensor, offsets: Sequence[int], m: int, seed: int = 0) -> l
     if isinstance(m, bool) or int(m) != m or m < 1:
         raise ValueError(f"TPS budget m must be an integer >= 1, got {m!r}")
     m = int(m)
-    ends = [int(e) for e in offsets]
+    ends = check_end_offsets(offsets, feats.shape[0])
     starts = [0] + ends[:-1]
     sizes = [e - s for s, e in zip(starts, ends)]
     device = feats.device

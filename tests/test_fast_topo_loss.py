@@ -250,7 +250,7 @@ BAD_INPUTS = {
     "row counts differ": (dict(teacher_feats=_T[:9], offsets=[4, 9]), "student_feats has 10 rows"),
     "offsets end early": (dict(offsets=[4, 9]), "offsets end at 9"),
     "offsets decrease": (dict(offsets=[6, 4, 10]), "strictly increasing"),
-    "one-point cloud": (dict(offsets=[1, 10]), "at least 2 points"),
+    "one-point cloud": (dict(offsets=[1, 10]), "at least 2 point"),
     "float offsets": (dict(offsets=torch.tensor([4.0, 10.0])), "integer tensor"),
     "2-D offsets": (dict(offsets=torch.tensor([[4, 10]])), "1-D"),
     "m = 0": (dict(m=0), "m must be an integer >= 1"),

@@ -53,6 +53,14 @@ def test_fast_tps_rejects_a_budget_below_one() -> None:
         fast.tps(torch.zeros(4, 2, dtype=torch.float64), [4], 0)
 
 
+@pytest.mark.parametrize("offsets, message", [([3], "end at 3"), ([2, 2, 4], "strictly increasing"), ([], "empty")])
+def test_fast_tps_and_normalize_reject_offsets_that_do_not_match_the_rows(offsets: list, message: str) -> None:
+    x = torch.zeros(4, 2, dtype=torch.float64)
+    for call in (lambda: fast.tps(x, offsets, 2), lambda: fast.normalize(x, offsets)):
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
 def _diagram(rng: np.random.Generator, k: int, grid: bool) -> np.ndarray:
     """(k, 2) pairs with birth <= death; on a coarse grid when ``grid`` (forces exact ties)."""
     p = rng.integers(0, 4, size=(k, 2)) / 4.0 if grid else rng.random((k, 2))
