@@ -10,7 +10,6 @@ from typing import Optional
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
 from fast.engine import (
