@@ -228,7 +228,7 @@ def topo_loss(
         normalize: ``scale`` | ``l2`` | ``none`` (decision 13). tie_tol: must be 0 (see module doc).
         eps_w: PWCD weight stabiliser. eps_dist: distance-backward stabiliser (decision 5).
         dims: homology dimensions summed, a subset of (0, 1).
-        engine: H1 engine name or function (``fast.engine``); None = giotto-ph.
+        engine: H1 engine name or function (``fast.engine``); None = ``fast.engine.DEFAULT_ENGINE`` (the native engine).
         time_budget: seconds for the H1 of each half (teacher, student); None = unlimited.
         pool: engine worker pool; None = the shared default (one process per core).
 
