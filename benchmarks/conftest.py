@@ -36,17 +36,10 @@ import pytest
 import torch
 
 from benchmarks.machine import machine_info
+from benchmarks.sizes import SIZES
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 _RECORDS = pytest.StashKey[list]()
-
-# Sizes per benchmark: (smoke, full). Full sizes are the paper's (Table 6, App. B.4; Figures 7-8).
-SIZES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "table6_n": ((12, 24), (30, 60, 100, 200, 400, 800, 1024)),
-    "fig7_n": ((256, 512), (512, 1024, 2048, 4096, 8192, 16384, 32768)),
-    "fig8_n": ((16, 32), (100, 200, 400, 800, 1024)),
-}
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("topodistill", "topodistill benchmark suite")

@@ -7,8 +7,9 @@ process (``python -m benchmarks.isolated SPEC``) that:
 - caps its own address space (``RLIMIT_AS``) at its size after imports plus ``memory_limit_mb``, so
   an allocation the machine cannot afford fails at once with an allocator error (reported as
   ``"out of memory"``) instead of pushing a shared machine into swap or the OOM killer;
-- gets a deadline the measured code checks (``TimeoutError`` -> ``"timeout"``), and is killed by
-  the parent shortly after the deadline if it does not stop by itself (also ``"timeout"``).
+- passes a deadline to the measured function if it takes a ``deadline`` argument (it raises
+  ``TimeoutError`` -> ``"timeout"``), and is killed by the parent shortly after the deadline if it
+  does not stop by itself (also ``"timeout"``).
 
 The child prints one JSON line prefixed with ``RESULT_MARKER``; any other failure (a bug) makes
 ``run_isolated`` raise with the child's stderr, so the benchmark test fails.
@@ -16,6 +17,7 @@ The child prints one JSON line prefixed with ``RESULT_MARKER``; any other failur
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import resource
@@ -88,8 +90,11 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     module, name = spec["target"].split(":")
     fn = getattr(importlib.import_module(module), name)
     _cap_address_space(spec["memory_limit_mb"])
+    kwargs = dict(spec["kwargs"])
+    if "deadline" in inspect.signature(fn).parameters:
+        kwargs["deadline"] = time.perf_counter() + spec["timeout_s"]
     try:
-        return fn(**spec["kwargs"], deadline=time.perf_counter() + spec["timeout_s"])
+        return fn(**kwargs)
     except TimeoutError as exc:
         return {"status": "timeout", "message": str(exc)}
     except MemoryError as exc:

@@ -125,12 +125,20 @@ def _naive_cell(rec: dict[str, Any] | None) -> list[str]:
     return [_fmt(rec["forward_s"]), _fmt(rec["backward_s"]), _fmt(rec.get("rss_peak_mb"))]
 
 
+def _engines(run: dict[str, Any]) -> str:
+    names = sorted({b["extra_info"].get("engine") for b in run["benchmarks"]
+                    if b["extra_info"].get("method") == "ours" and b["extra_info"].get("engine")})
+    return ", ".join(f"`{n}`" for n in names) or "unrecorded"
+
+
 def _table6_section(run: dict[str, Any]) -> list[str]:
     fwd = {(b["extra_info"]["method"], b["extra_info"]["device"], b["extra_info"]["n"]): b
            for b in _by(run["benchmarks"], "table6-forward")}
     bwd = {(b["extra_info"]["method"], b["extra_info"]["device"], b["extra_info"]["n"]): _median(b)
            for b in _by(run["benchmarks"], "table6-backward")}
     naive = {r["n"]: r for r in run.get("isolated", []) if r.get("group") == "table6" and r.get("method") == "naive"}
+    memory = {(r["method"], r["device"], r["n"]): r for r in run.get("isolated", [])
+              if r.get("group") == "table6-memory" and r.get("status") == "ok"}
     sizes = sorted({k[2] for k in fwd} | set(naive))
     if not sizes:
         return []
@@ -157,7 +165,8 @@ def _table6_section(run: dict[str, Any]) -> list[str]:
             if b is None:
                 row += ["-", "-", "-"]
                 continue
-            mem = b["extra_info"].get("cuda_peak_mb") if device == "cuda" else b["extra_info"].get("rss_peak_mb")
+            m = memory.get((method, device, n), {})
+            mem = m.get("cuda_peak_mb") if device == "cuda" else m.get("rss_peak_mb")
             row += [_fmt(_median(b)), _fmt(bwd.get((method, device, n))), _fmt(mem)]
             losses.append(b["extra_info"]["loss"])
         ours = total("ours", "cpu", n)
@@ -174,9 +183,8 @@ def _table6_section(run: dict[str, Any]) -> list[str]:
         if rec and rec["status"] == "ok":
             mem_rows.append([str(n), "naive (cpu)", _fmt(rec.get("rss_peak_mb")), _fmt(rec.get("tracemalloc_peak_mb")), "-"])
         for method, device in rows_methods:
-            b = fwd.get((method, device, n))
-            if b is not None:
-                e = b["extra_info"]
+            e = memory.get((method, device, n))
+            if e is not None:
                 mem_rows.append([str(n), f"{method} ({device})", _fmt(e.get("rss_peak_mb")),
                                  _fmt(e.get("tracemalloc_peak_mb")), _fmt(e.get("cuda_peak_mb"))])
 
@@ -193,8 +201,11 @@ def _table6_section(run: dict[str, Any]) -> list[str]:
         "with every point kept (N <= M = 1024). Times are medians over "
         f"{rounds} rounds (the naive baseline: one run in a child process with a kill timeout and an "
         "address-space cap; sizes it cannot finish are reported as such). Speedup = (fwd + bwd median "
-        "of the baseline) / (fwd + bwd median of ours), same run. Mem = peak RSS growth of the process "
-        "and its engine workers (CUDA rows: `torch.cuda.max_memory_allocated`). Loss spread = relative "
+        "of the baseline) / (fwd + bwd median of ours), same run. Mem = peak RSS growth during one "
+        "forward + backward, measured in a fresh child process per method and N (after a tiny warm-up "
+        "call that starts the engine's workers; their growth is included); CUDA rows: "
+        "`torch.cuda.max_memory_allocated`. Engines: ours = the fast path's default H1 engine "
+        f"({_engines(run)}), paper-style = `ripser`. Loss spread = relative "
         "spread of the loss values the methods returned at that N (all compute the same Algorithm 1).",
         "",
         "### Measured here",
@@ -297,7 +308,7 @@ def _other_section(run: dict[str, Any]) -> list[str]:
     for b in sorted(others, key=lambda b: (str(b.get("group")), b["name"])):
         extra = ", ".join(f"{k}={v}" for k, v in b.get("extra_info", {}).items()
                           if k not in ("torch_threads", "omp_num_threads", "omp_wait_policy", "load_average_1min"))
-        rows.append([str(b.get("group")), f"`{b['name']}`", _fmt(_median(b)), _fmt(float(b["stats"]["min"])),
+        rows.append([b.get("group") or "-", f"`{b['name']}`", _fmt(_median(b)), _fmt(float(b["stats"]["min"])),
                      str(b["stats"]["rounds"]), extra or "-"])
     return [
         "## Other benchmarks in this run",

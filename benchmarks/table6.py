@@ -9,6 +9,10 @@ points) with the same normalisation and PWCD, and returns a differentiable scala
 - ``ours``: ``fast.topo_loss`` (CPU, and CUDA when a GPU is present);
 - ``torch-topological``: the peer library's ``VietorisRipsComplex`` layer with the project's PWCD on
   top, only when ``torch_topological`` is importable (it is not a dependency).
+
+Peak memory is measured in a fresh child process per (method, N) (:func:`memory_point`): inside a
+long test process, freed memory that the allocator keeps resident is reused and the RSS high-water
+mark would not move.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from typing import Any
 import torch
 
 from benchmarks.clouds import student_teacher
-from benchmarks.measure import rss_peak_probe, tracemalloc_peak_probe
+from benchmarks.measure import peak_memory, rss_peak_probe, sync, tracemalloc_peak_probe
 from benchmarks.naive_rips import distances as _distances
 from benchmarks.naive_rips import naive_topo_loss
 from benchmarks.paper_pipeline import paper_topo_loss
@@ -97,6 +101,34 @@ def naive_point(
     out["rss_peak_mb"] = rss_peak_probe(lambda: out.update(forward_backward(deadline)))
     if out["forward_s"] + out["backward_s"] < tracemalloc_below_s:
         out["tracemalloc_peak_mb"] = tracemalloc_peak_probe(lambda: forward_backward(None))
+    out["status"] = "ok"
+    out["torch_threads"] = torch.get_num_threads()
+    return out
+
+
+def memory_point(method: str, device: str, n: int, seed: int) -> dict[str, Any]:
+    """Child-process target: peak memory of one forward + backward of ``method`` at N = ``n``.
+
+    A tiny warm-up call first starts what the method keeps for the whole run (the engine's worker
+    processes, lazily loaded libraries), so the peak is the cost of the N-point loss itself.
+    """
+    loss_fn = in_process_methods()[method]
+    dev = torch.device(device)
+
+    def on_device(pair: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return pair[0].detach().to(dev).requires_grad_(True), pair[1].to(dev)
+
+    warm_student, warm_teacher = on_device(student_teacher(8, FAMILY, seed + 1))
+    loss_fn(warm_student, warm_teacher).backward()
+    student, teacher = on_device(student_teacher(n, FAMILY, seed))
+
+    def forward_backward() -> None:
+        student.grad = None
+        loss_fn(student, teacher).backward()
+        sync(dev)
+
+    out: dict[str, Any] = dict(peak_memory(forward_backward, dev))
+    out["grad_finite"] = bool(torch.isfinite(student.grad).all())
     out["status"] = "ok"
     out["torch_threads"] = torch.get_num_threads()
     return out

@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.clouds import batch
 from benchmarks.paper_pipeline import paper_topo_loss
-from fast.engine import budget_miss_count
+from fast.engine import DEFAULT_ENGINE, budget_miss_count
 from fast.topo_loss import topo_loss
 
 METHODS = {"paper-style": paper_topo_loss, "ours": topo_loss}
@@ -76,6 +76,7 @@ def test_batch_forward_backward(benchmark: Any, method: str, case: str, family: 
     benchmark.extra_info.update(thread_info)
     benchmark.extra_info.update(method=method, case=case, family=family, clouds=b, m=m,
                                 points_per_cloud=n, time_budget_s=budget, loss=losses[-1],
+                                engine=DEFAULT_ENGINE if method == "ours" else "ripser",
                                 h1_budget_misses=budget_miss_count() - misses_before)
 
 

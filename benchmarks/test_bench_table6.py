@@ -17,9 +17,11 @@ import torch
 
 from benchmarks.clouds import student_teacher
 from benchmarks.isolated import run_isolated
-from benchmarks.measure import peak_memory, sync
+from benchmarks.measure import sync
 from benchmarks.naive_rips import naive_topo_loss
+from benchmarks.sizes import SIZES
 from benchmarks.table6 import FAMILY, in_process_methods
+from fast.engine import DEFAULT_ENGINE
 from reference.topo_loss import topo_loss as reference_topo_loss
 
 _ROWS = [("paper-style", "cpu"), ("ours", "cpu"), ("ours", "cuda")]
@@ -46,6 +48,11 @@ def _inputs(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     return student.detach().to(device).requires_grad_(True), teacher.to(device)
 
 
+def _engine(method: str) -> str | None:
+    """The H1 engine behind a row (ours: the fast path's default engine)."""
+    return {"ours": DEFAULT_ENGINE, "paper-style": "ripser", "torch-topological": "giotto-ph"}.get(method)
+
+
 def _info(benchmark: Any, thread_info: dict[str, Any], **extra: Any) -> None:
     benchmark.extra_info.update(thread_info)
     benchmark.extra_info.update(extra)
@@ -66,16 +73,8 @@ def test_table6_forward(benchmark: Any, method: str, device: str, table6_n: int,
 
     loss = benchmark.pedantic(forward, rounds=_rounds(table6_n, full_run), warmup_rounds=int(full_run))
     assert torch.isfinite(loss) and float(loss.detach()) >= 0.0, f"{method} loss at N={table6_n} is {loss}"
-
-    def forward_backward() -> None:
-        student.grad = None
-        loss_fn(student, teacher).backward()
-        sync(dev)
-
-    memory = peak_memory(forward_backward, dev)
-    assert torch.isfinite(student.grad).all(), f"{method} gradient at N={table6_n} has NaN/Inf"
     _info(benchmark, thread_info, method=method, device=device, n=table6_n, family=FAMILY,
-          loss=float(loss.detach()), **memory)
+          loss=float(loss.detach()), engine=_engine(method))
 
 
 @pytest.mark.parametrize(("method", "device"), ROWS)
@@ -100,7 +99,26 @@ def test_table6_backward(benchmark: Any, method: str, device: str, table6_n: int
 
     benchmark.pedantic(backward, setup=zero_grad, rounds=_rounds(table6_n, full_run), warmup_rounds=int(full_run))
     assert student.grad is not None and torch.isfinite(student.grad).all()
-    _info(benchmark, thread_info, method=method, device=device, n=table6_n, family=FAMILY)
+    _info(benchmark, thread_info, method=method, device=device, n=table6_n, family=FAMILY,
+          engine=_engine(method))
+
+
+@pytest.mark.parametrize(("method", "device"), ROWS)
+def test_table6_memory(method: str, device: str, table6_n: int, full_run: bool, naive_memory_mb: float,
+                       record_isolated: Any) -> None:
+    """Peak memory of one forward + backward, in a fresh child process (see benchmarks.table6)."""
+    if not full_run and table6_n != min(SIZES["table6_n"][0]):
+        pytest.skip("the smoke run checks the memory probe at the smallest size only")
+    result = run_isolated("benchmarks.table6:memory_point",
+                          {"method": method, "device": device, "n": table6_n, "seed": table6_n},
+                          timeout_s=600.0, memory_limit_mb=naive_memory_mb)
+    record_isolated({"group": "table6-memory", "method": method, "device": device, "n": table6_n,
+                     "family": FAMILY, "engine": _engine(method), **result})
+    assert result["status"] == "ok", result
+    assert result["grad_finite"], result
+    assert result["tracemalloc_peak_mb"] > 0, result
+    if result["rss_peak_mb"] is not None:
+        assert result["rss_peak_mb"] >= 0, result
 
 
 def test_table6_naive(table6_n: int, full_run: bool, naive_timeout: float, naive_memory_mb: float,
