@@ -124,28 +124,35 @@ def count_parameters(model: nn.Module) -> int:
 
 @torch.no_grad()
 def inference_latency_ms(
-    model: nn.Module, dataset: Dataset, device: torch.device, collate_fn: Any, runs: int = 5
-) -> float:
-    """Median wall time (ms) of one forward pass on single validation scans, after one warm-up pass."""
-    inner = model.module if hasattr(model, "module") else model
-    was_training = inner.training
-    inner.eval()
-    samples = [collate_fn([dataset[i % len(dataset)]]) for i in range(runs + 1)]
-    times = []
+    models: dict[str, nn.Module], dataset: Dataset, device: torch.device, collate_fn: Any, runs: int = 10
+) -> dict[str, float]:
+    """Median wall time (ms) of one forward pass on a single validation scan, per model.
+
+    Each model first runs one warm-up pass; then the models take turns on the same scans
+    (round-robin), so a change of machine load during the measurement affects all of them alike
+    instead of skewing whichever model happened to be timed at that moment.
+    """
+    inners = {k: (m.module if hasattr(m, "module") else m) for k, m in models.items()}
+    modes = {k: m.training for k, m in inners.items()}
+    scans = [to_device(collate_fn([dataset[i % len(dataset)]]), device) for i in range(runs + 1)]
+    times: dict[str, list[float]] = {k: [] for k in inners}
     try:
-        for i, batch in enumerate(samples):
-            batch = to_device(batch, device)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            inner(model_inputs(batch))
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i > 0:
-                times.append(time.perf_counter() - t0)
+        for m in inners.values():
+            m.eval()
+        for i, batch in enumerate(scans):
+            for name, m in inners.items():
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                m(model_inputs(batch))
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                if i > 0:
+                    times[name].append(time.perf_counter() - t0)
     finally:
-        inner.train(was_training)
-    return 1000.0 * float(np.median(times))
+        for name, m in inners.items():
+            m.train(modes[name])
+    return {k: 1000.0 * float(np.median(v)) for k, v in times.items()}
 
 
 def class_frequencies(acc: IoUAccumulator) -> list[float]:
@@ -176,7 +183,7 @@ def results_table(results: dict[str, dict[str, Any]], class_names: Sequence[str]
     return "\n".join(lines)
 
 
-def stage_result(acc: IoUAccumulator, parameters: int, latency_ms: float) -> dict[str, Any]:
+def stage_result(acc: IoUAccumulator, parameters: int, latency_ms: float = math.nan) -> dict[str, Any]:
     return {
         "miou": acc.miou(),
         "iou": acc.iou(),

@@ -57,8 +57,10 @@ def stage_label(cfg: RunConfig, stage: str) -> str:
 
 
 def run_stage(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo, teacher_ckpt: Path | None,
-              timer: StepTimer) -> dict[str, Any]:
-    """Train (or, on resume, reuse a finished) stage, then evaluate it on the validation split."""
+              timer: StepTimer) -> tuple[dict[str, Any], torch.nn.Module]:
+    """Train (or, on resume, reuse a finished) stage, then evaluate it on the validation split.
+
+    Returns the result (latency still unset, see :func:`run`) and the trained model."""
     out_dir = Path(cfg.out) / stage
     kind = "teacher" if stage == "teacher" else "student"
     overrides = dict(cfg.teacher_overrides if kind == "teacher" else cfg.student_overrides)
@@ -80,13 +82,9 @@ def run_stage(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo, teach
     acc = evaluate(model, data.val_views(cfg.tta), data.num_classes, info.device, data.collate,
                    cfg.eval_max_scans, cfg.num_workers, bar)
     bar.close()
-    latency = inference_latency_ms(model, data.val_views(False)[0], info.device, data.collate, cfg.latency_runs)
-    result = stage_result(acc, count_parameters(model), latency)
+    result = stage_result(acc, count_parameters(model))
     result["preset"] = spec.preset
-    if info.is_main:
-        label = stage_label(cfg, stage)
-        write_report(out_dir / "eval", {label: result}, data.class_names, header=f"# {label} on {cfg.dataset} val")
-    return result
+    return result, model
 
 
 def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
@@ -101,15 +99,24 @@ def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
     teacher_ckpt = Path(cfg.teacher_checkpoint) if cfg.teacher_checkpoint else None
     timer = StepTimer(cfg.profile, info.device)
     results: dict[str, dict[str, Any]] = {}
+    models: dict[str, torch.nn.Module] = {}
     t0 = time.perf_counter()
     for i, stage in enumerate(stages, 1):
         if info.is_main and cfg.progress:
             kind = "teacher" if stage == "teacher" else "student"
             print(f"[{i}/{len(stages)}] {stage_label(cfg, stage)} ({_preset(cfg, kind, info.device)})", flush=True)
-        results[stage_label(cfg, stage)] = run_stage(cfg, stage, data, info, teacher_ckpt, timer)
+        results[stage_label(cfg, stage)], models[stage] = run_stage(cfg, stage, data, info, teacher_ckpt, timer)
         if stage == "teacher" and cfg.stage == "all":
             teacher_ckpt = out / "teacher" / FINAL
+    latency = inference_latency_ms({stage_label(cfg, s): m for s, m in models.items()}, data.val_views(False)[0],
+                                   info.device, data.collate, cfg.latency_runs)
+    for label, result in results.items():
+        result["latency_ms"] = latency[label]
     if info.is_main:
+        for stage in stages:
+            label = stage_label(cfg, stage)
+            write_report(out / stage / "eval", {label: results[label]}, data.class_names,
+                         header=f"# {label} on {cfg.dataset} val")
         header = (f"# {cfg.dataset} validation: per-class IoU %, mIoU %, parameters, latency "
                   f"({info.device.type}, {time.perf_counter() - t0:.0f} s total)")
         table = write_report(out / "results", results, data.class_names, header=header)
