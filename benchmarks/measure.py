@@ -1,4 +1,4 @@
-"""Timing and peak-memory probes shared by the benchmarks (paper Table 6 columns Fwd, Bwd, Mem).
+"""Device synchronisation and peak-memory probes shared by the benchmarks (paper Table 6 columns Fwd, Bwd, Mem).
 
 Peak memory on CPU is reported two ways, as the issue asks:
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gc
 import os
-import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -126,12 +125,3 @@ def sync(device: torch.device) -> None:
     """Wait for queued kernels on ``device`` so a timer reads the finished work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
-    """``(fn(), seconds)`` with device synchronisation on both ends."""
-    sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    sync(device)
-    return out, time.perf_counter() - t0
