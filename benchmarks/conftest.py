@@ -17,14 +17,18 @@ numpy start their pools (spinning OpenMP workers slow a shared 2-core machine ~1
 with ``--torch-threads`` threads (default 1) and every measurement records the thread count it
 ran with in its ``extra_info``.
 
-Measurements that must be killable (the naive baseline) run in child processes
-(``benchmarks.isolated``); their records are collected here and written into the same JSON under
-the key ``"isolated"`` by the ``pytest_benchmark_update_json`` hook.
+Sizes: fixtures named in ``benchmarks.sizes.SIZES`` (``table6_n``, ``fig7_n``, ``fig8_n``) are
+parametrised with the smoke or the full sizes by ``pytest_generate_tests``.
+
+Measurements that must be killable or need a fresh process (the naive baseline, peak memory) run
+in child processes (``benchmarks.isolated``); their records are collected here and written into
+the same JSON under the key ``"isolated"`` by the ``pytest_benchmark_update_json`` hook.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,7 @@ from benchmarks.sizes import SIZES
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 _RECORDS = pytest.StashKey[list]()
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("topodistill", "topodistill benchmark suite")
@@ -123,12 +128,17 @@ def naive_memory_mb(pytestconfig: pytest.Config) -> float:
 
 
 @pytest.fixture
-def record_isolated(pytestconfig: pytest.Config, request: pytest.FixtureRequest):
-    """Append a child-process measurement (a dict) to the run's JSON under ``"isolated"``."""
+def record_isolated(
+    pytestconfig: pytest.Config, request: pytest.FixtureRequest
+) -> Callable[[dict[str, Any]], None]:
+    """Append a child-process measurement (a dict) to the run's JSON under ``"isolated"``.
+
+    The child's own ``torch_threads`` (it reports the count it ran with) wins over this process's.
+    """
 
     def _record(record: dict[str, Any]) -> None:
-        record = dict(record, test=request.node.nodeid, torch_threads=torch.get_num_threads())
-        pytestconfig.stash[_RECORDS].append(record)
+        defaults = {"torch_threads": torch.get_num_threads(), "load_average_1min": os.getloadavg()[0]}
+        pytestconfig.stash[_RECORDS].append({**defaults, **record, "test": request.node.nodeid})
 
     return _record
 
