@@ -129,8 +129,9 @@ def inference_latency_ms(
     """Median wall time (ms) of one forward pass on a single validation scan, per model.
 
     Each model first runs one warm-up pass; then the models take turns on the same scans
-    (round-robin), so a change of machine load during the measurement affects all of them alike
-    instead of skewing whichever model happened to be timed at that moment.
+    (round-robin, the order rotated every round so no model is always first after another), so a
+    change of machine load during the measurement affects all of them alike instead of skewing
+    whichever model happened to be timed at that moment.
     """
     inners = {k: (m.module if hasattr(m, "module") else m) for k, m in models.items()}
     modes = {k: m.training for k, m in inners.items()}
@@ -139,8 +140,10 @@ def inference_latency_ms(
     try:
         for m in inners.values():
             m.eval()
+        names = list(inners)
         for i, batch in enumerate(scans):
-            for name, m in inners.items():
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                m = inners[name]
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
