@@ -22,6 +22,9 @@ Without ``--benchmark`` every case runs once at tiny sizes (smoke run, see conft
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -59,7 +62,7 @@ def _giotto_pairs(dist: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("engine", ["native", "giotto"])
 @pytest.mark.parametrize("full_n", FULL_SIZES, ids=lambda n: f"N{n}")
 @pytest.mark.parametrize("family", FAMILIES)
-def test_h1_per_cloud(benchmark, full_run: bool, thread_info: dict, family: str, full_n: int, engine: str) -> None:
+def test_h1_per_cloud(benchmark: Any, full_run: bool, thread_info: dict, family: str, full_n: int, engine: str) -> None:
     n = full_n if full_run else SMOKE_SIZE[full_n]
     if engine == "giotto" and family == "sphere" and n > GIOTTO_SPHERE_MAX:
         pytest.skip(f"giotto-ph on unit-sphere clouds takes minutes at N={n} (decision 13); measured at N<=256")
@@ -86,7 +89,7 @@ def _step_clouds(full_run: bool, family: str) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def pool():
+def pool() -> Iterator[PersistencePool]:
     p = PersistencePool(workers=available_cores())
     yield p
     p.shutdown()
@@ -97,7 +100,7 @@ def pool():
     ["pool-native", "pool-giotto", "threads-native", pytest.param("cuda-native", marks=pytest.mark.cuda)],
 )
 @pytest.mark.parametrize("family", ["clusters", "latent"])
-def test_h1_training_step(benchmark, full_run: bool, thread_info: dict, pool, family: str, variant: str) -> None:
+def test_h1_training_step(benchmark: Any, full_run: bool, thread_info: dict, pool: PersistencePool, family: str, variant: str) -> None:
     points = _step_clouds(full_run, family)
     cores = available_cores()
     if variant == "threads-native":
