@@ -200,8 +200,9 @@ def train_stage(
         bar.close()
         logger.close()
     if cfg.profile and info.is_main:
-        print(timer.summary(f"{stage} step profile"), flush=True)
-        (out_dir / "profile.txt").write_text(timer.summary(f"{stage} step profile") + "\n")
+        summary = timer.summary(f"{stage} step profile")
+        print(summary, flush=True)
+        (out_dir / "profile.txt").write_text(summary + "\n")
     timer.reset()
     return unwrap(model)
 
