@@ -457,6 +457,12 @@ def _counted(result: CloudPersistence, label: str, size: int) -> CloudPersistenc
     return result
 
 
+def check_time_budget(time_budget: Optional[float]) -> None:
+    """Raise ValueError unless ``time_budget`` is None or a number of seconds >= 0 (decision 6c)."""
+    if time_budget is not None and not time_budget >= 0:
+        raise ValueError(f"time_budget must be None or a number of seconds >= 0, got {time_budget}")
+
+
 def submit_diagrams(
     points: Sequence[np.ndarray],
     engine: Union[str, H1Engine, None] = None,
@@ -480,8 +486,7 @@ def submit_diagrams(
     Returns:
         list of ``Future[CloudPersistence]`` in batch order.
     """
-    if time_budget is not None and not time_budget >= 0:
-        raise ValueError(f"time_budget must be None or a number of seconds >= 0, got {time_budget}")
+    check_time_budget(time_budget)
     arrays = []
     for b, p in enumerate(points):
         a = np.ascontiguousarray(p, dtype=np.float64)

@@ -43,7 +43,14 @@ import numpy as np
 import torch
 
 from fast.distances import edge_lengths
-from fast.engine import CloudPersistence, H1Engine, PersistencePool, resolve_engine, submit_diagrams
+from fast.engine import (
+    CloudPersistence,
+    H1Engine,
+    PersistencePool,
+    check_time_budget,
+    resolve_engine,
+    submit_diagrams,
+)
 from fast.normalize import MODES, check_end_offsets
 from fast.normalize import normalize as normalize_clouds
 from fast.pwcd import pwcd
@@ -121,8 +128,7 @@ class TopoLossJob:
         self.ends = check_end_offsets(offsets, teacher_feats.shape[0], min_points=2)
         self.m, self.seed, self.normalize = int(m), int(seed), normalize
         self.eps_w, self.eps_dist = float(eps_w), float(eps_dist)
-        if time_budget is not None and not time_budget >= 0:
-            raise ValueError(f"time_budget must be None or a number of seconds >= 0, got {time_budget}")
+        check_time_budget(time_budget)
         self.engine, self.time_budget, self.pool = resolve_engine(engine), time_budget, pool
         self.teacher_rows, self.teacher_dtype = teacher_feats.shape[0], teacher_feats.dtype
         self.device = teacher_feats.device
