@@ -30,44 +30,47 @@ def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, torch.where(positive, x, torch.ones_like(x)).sqrt(), torch.zeros_like(x))
 
 
-def check_end_offsets(offsets: Union[torch.Tensor, Sequence[int]], rows: int, min_points: int = 1) -> list[int]:
+def check_end_offsets(
+    offsets: Union[torch.Tensor, Sequence[int]], rows: int, min_points: int = 1, name: str = "offsets"
+) -> list[int]:
     """END offsets of concatenated clouds as a list of ints, or ValueError naming the problem.
 
     They must be 1-D integers, strictly increasing with at least ``min_points`` points per cloud,
-    and end at ``rows`` (the number of feature rows).
+    and end at ``rows`` (the number of feature rows). ``name`` is the argument the messages name.
     """
     if isinstance(offsets, torch.Tensor):
         if offsets.is_floating_point() or offsets.is_complex() or offsets.dtype == torch.bool:
-            raise ValueError(f"offsets must be an integer tensor of END offsets, got dtype {offsets.dtype}")
+            raise ValueError(f"{name} must be an integer tensor of END offsets, got dtype {offsets.dtype}")
         if offsets.ndim != 1:
-            raise ValueError(f"offsets must be 1-D (B,) END offsets, got shape {tuple(offsets.shape)}")
+            raise ValueError(f"{name} must be 1-D (B,) END offsets, got shape {tuple(offsets.shape)}")
         ends = [int(v) for v in offsets.tolist()]
     else:
         ends = list(offsets)
         if any(isinstance(v, bool) or int(v) != v for v in ends):
-            raise ValueError(f"offsets must hold integers (END offsets), got {ends}")
+            raise ValueError(f"{name} must hold integers (END offsets), got {ends}")
         ends = [int(v) for v in ends]
     if not ends:
-        raise ValueError("offsets is empty; give the (B,) END offsets of the clouds, e.g. [n_0, n_0 + n_1, ...]")
+        raise ValueError(f"{name} is empty; give the (B,) END offsets of the clouds, e.g. [n_0, n_0 + n_1, ...]")
     sizes = [e - s for s, e in zip([0] + ends[:-1], ends)]
     if any(n < min_points for n in sizes):
         raise ValueError(
-            f"offsets must be strictly increasing END offsets with at least {min_points} point(s) per cloud"
+            f"{name} must be strictly increasing END offsets with at least {min_points} point(s) per cloud"
             f"{' (a topological loss needs an edge)' if min_points >= 2 else ''}; got offsets {ends}, "
             f"cloud sizes {sizes}"
         )
     if ends[-1] != rows:
         raise ValueError(
-            f"offsets end at {ends[-1]} but the features have {rows} rows; the last END offset must equal the row count"
+            f"{name} end at {ends[-1]} but the features have {rows} rows; the last END offset must equal the row count"
         )
     return ends
 
 
-def cloud_ids(offsets: Sequence[int], device: torch.device) -> torch.Tensor:
-    """(sumN,) int64 cloud index of every row for END ``offsets``."""
-    ends = [int(e) for e in offsets]
-    sizes = torch.tensor([e - s for s, e in zip([0] + ends[:-1], ends)], device=device)
-    return torch.repeat_interleave(torch.arange(len(ends), device=device), sizes)
+def cloud_ids(offsets: Union[torch.Tensor, Sequence[int]], device: torch.device, rows: int) -> torch.Tensor:
+    """(rows,) int64 cloud index of every row for validated END ``offsets`` (``rows`` = offsets[-1],
+    known on the host after validation, spares a device synchronisation)."""
+    off = torch.as_tensor(offsets, dtype=torch.int64, device=device)
+    counts = torch.diff(off, prepend=off.new_zeros(1))
+    return torch.repeat_interleave(torch.arange(len(off), device=device), counts, output_size=rows)
 
 
 def normalize(feats: torch.Tensor, offsets: Union[torch.Tensor, Sequence[int]], mode: str = "scale",
@@ -83,7 +86,7 @@ def normalize(feats: torch.Tensor, offsets: Union[torch.Tensor, Sequence[int]], 
         return feats
     if mode == "l2":
         return feats / (torch.linalg.vector_norm(feats, dim=1, keepdim=True) + eps)
-    ids = cloud_ids(offsets, feats.device)
+    ids = cloud_ids(offsets, feats.device, feats.shape[0])
     num_clouds = len(offsets)
     counts = torch.bincount(ids, minlength=num_clouds).to(feats.dtype)
     sums = feats.new_zeros(num_clouds, feats.shape[1]).index_add(0, ids, feats)

@@ -19,30 +19,12 @@ from collections.abc import Sequence
 
 import torch
 
+from fast.normalize import check_end_offsets, cloud_ids
+
 
 def _end_offsets(offsets: torch.Tensor | Sequence[int], total: int, name: str, device: torch.device) -> torch.Tensor:
-    """Validate END offsets (1-D ints, strictly increasing, > 0, last == total); return int64 on device."""
-    off = torch.as_tensor(offsets).detach().cpu()
-    if off.ndim != 1 or off.numel() == 0 or off.dtype.is_floating_point or off.dtype == torch.bool:
-        raise ValueError(
-            f"{name} must be a non-empty 1-D integer tensor of END offsets, got shape "
-            f"{tuple(off.shape)} dtype {off.dtype}"
-        )
-    off = off.to(torch.int64)
-    if off[0] <= 0 or bool((off[1:] <= off[:-1]).any()):
-        raise ValueError(f"{name} must be strictly increasing positive END offsets (no empty cloud), got {off.tolist()}")
-    if int(off[-1]) != total:
-        raise ValueError(f"{name} must end at the number of rows {total}, but ends at {int(off[-1])}")
-    return off.to(device)
-
-
-def _cloud_ids(off: torch.Tensor, total: int) -> torch.Tensor:
-    """Per-row cloud id (0..B-1) for ``total`` rows laid out by END offsets ``off``.
-
-    ``total`` (= off[-1], known on the host from validation) spares a device synchronisation.
-    """
-    counts = torch.diff(off, prepend=off.new_zeros(1))
-    return torch.repeat_interleave(torch.arange(len(off), device=off.device), counts, output_size=total)
+    """Validated END offsets (``fast.normalize.check_end_offsets``) as an int64 tensor on ``device``."""
+    return torch.tensor(check_end_offsets(offsets, total, name=name), dtype=torch.int64, device=device)
 
 
 def _check_layer(
@@ -94,7 +76,7 @@ def _normalized_map(
     eps: float,
 ) -> torch.Tensor:
     """Eq. (4)-(6): per-cloud channel weights, saliency map, ``M[index]``, per-cloud min-max."""
-    stage_cloud = _cloud_ids(s_off, acts.shape[0])
+    stage_cloud = cloud_ids(s_off, s_off.device, acts.shape[0])
     counts = torch.diff(s_off, prepend=s_off.new_zeros(1)).to(acts.dtype)
     g_abs = grads.detach().to(acts.dtype).abs()
     omega = torch.zeros(n_clouds, acts.shape[1], dtype=acts.dtype, device=acts.device)
@@ -148,7 +130,7 @@ def saliency_loss(
     total = int(off_cpu[-1]) if off_cpu.ndim == 1 and off_cpu.numel() > 0 else -1
     off = _end_offsets(off_cpu, total, "offsets", device)
     B, N = len(off), total
-    in_cloud = _cloud_ids(off, N)
+    in_cloud = cloud_ids(off, device, N)
     stage_offs = [
         (
             _check_layer(student_acts[l], student_grads[l], student_stage_offsets[l], student_index[l], off, in_cloud, "student"),
