@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from train.data.labels import WAYMO_CLASSES
 from train.data.synthesize import main as synthesize_main
-from train.data.synthetic.dataset import MARKER, ensure_synthetic_dataset, simulate_frames, synthesize_dataset
+from train.data.synthetic.dataset import (
+    MARKER,
+    ensure_synthetic_dataset,
+    scene_split,
+    simulate_frames,
+    split_sizes,
+    synthesize_dataset,
+)
 from train.data.synthetic.primitives import box_hit, ellipsoid_hit, frustum_hit
 from train.data.synthetic.scene import generate_scene
 from train.data.synthetic.sensor import SensorConfig, cast_scan
@@ -179,9 +186,12 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 def test_synthesized_set_is_deterministic_per_seed_and_reads_back_through_waymo_loader(tmp_path: Path) -> None:
-    a = synthesize_dataset(tmp_path / "a", 3, seed=4, sensor=SMALL, val_fraction=0.34, frames_per_scene=2)
-    b = synthesize_dataset(tmp_path / "b", 3, seed=4, sensor=SMALL, val_fraction=0.34, frames_per_scene=2)
-    c = synthesize_dataset(tmp_path / "c", 3, seed=5, sensor=SMALL, val_fraction=0.34, frames_per_scene=2)
+    a = synthesize_dataset(tmp_path / "a", 3, seed=4, sensor=SMALL, val_fraction=0.34, frames_per_scene=2,
+                           test_fraction=0.0)
+    b = synthesize_dataset(tmp_path / "b", 3, seed=4, sensor=SMALL, val_fraction=0.34, frames_per_scene=2,
+                           test_fraction=0.0)
+    c = synthesize_dataset(tmp_path / "c", 3, seed=5, sensor=SMALL, val_fraction=0.34, frames_per_scene=2,
+                           test_fraction=0.0)
     assert _tree_bytes(a) == _tree_bytes(b)
     assert len(_tree_bytes(c)) == len(_tree_bytes(a))
     assert list(_tree_bytes(a).values()) != list(_tree_bytes(c).values())
@@ -203,14 +213,14 @@ def test_synthesized_set_is_deterministic_per_seed_and_reads_back_through_waymo_
 
 def test_ensure_synthetic_dataset_reuses_cache_and_regenerates_on_new_parameters(tmp_path: Path) -> None:
     root = tmp_path / "synth"
-    ensure_synthetic_dataset(root, scenes=2, seed=0, beams=8, azimuth_steps=64)
+    ensure_synthetic_dataset(root, scenes=2, seed=0, beams=8, azimuth_steps=64, test_fraction=0.0)
     marker = json.loads((root / MARKER).read_text())
     assert marker["complete"] and marker["params"]["sensor"]["beams"] == 8
     first = _tree_bytes(root)
     stamp = (root / MARKER).stat().st_mtime_ns
-    ensure_synthetic_dataset(root, scenes=2, seed=0, beams=8, azimuth_steps=64)
+    ensure_synthetic_dataset(root, scenes=2, seed=0, beams=8, azimuth_steps=64, test_fraction=0.0)
     assert (root / MARKER).stat().st_mtime_ns == stamp  # cache hit: nothing rewritten
-    ensure_synthetic_dataset(root, scenes=3, seed=1, beams=8, azimuth_steps=64)
+    ensure_synthetic_dataset(root, scenes=3, seed=1, beams=8, azimuth_steps=64, test_fraction=0.0)
     assert json.loads((root / MARKER).read_text())["params"]["scenes"] == 3
     assert len(WaymoDataset(root, "training")) + len(WaymoDataset(root, "validation")) == 3
     assert _tree_bytes(root) != first
@@ -218,13 +228,13 @@ def test_ensure_synthetic_dataset_reuses_cache_and_regenerates_on_new_parameters
     foreign.mkdir()
     (foreign / "keep.txt").write_text("user data")
     with pytest.raises(FileExistsError, match="not a synthetic data set"):
-        ensure_synthetic_dataset(foreign, scenes=1)
+        ensure_synthetic_dataset(foreign, scenes=5)
     assert (foreign / "keep.txt").exists()
 
 
 def test_command_line_writes_training_and_validation_splits(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     synthesize_main(["--out", str(tmp_path / "cli"), "--scenes", "3", "--seed", "2", "--beams", "8",
-                     "--azimuth-steps", "90", "--split-fraction", "0.34"])
+                     "--azimuth-steps", "90", "--split-fraction", "0.34", "--test-fraction", "0"])
     assert "wrote 3 scans" in capsys.readouterr().out
     assert len(WaymoDataset(tmp_path / "cli", "training")) == 2
     assert len(WaymoDataset(tmp_path / "cli", "validation")) == 1
@@ -243,3 +253,30 @@ def test_sensor_config_rejects_impossible_parameters() -> None:
         SensorConfig(dropout=1.0)
     with pytest.raises(ValueError, match="val_fraction"):
         synthesize_dataset("/nonexistent-unused", 2, val_fraction=1.0)
+    with pytest.raises(ValueError, match="training needs scenes"):
+        synthesize_dataset("/nonexistent-unused", 10, val_fraction=0.5, test_fraction=0.5)
+    with pytest.raises(ValueError, match="at least one training scene"):
+        synthesize_dataset("/nonexistent-unused", 2)
+
+
+def test_three_way_split_is_disjoint_whole_scenes_and_deterministic(tmp_path: Path) -> None:
+    """Validation and test scenes never share a scene with training or each other, the split of a
+    scene depends only on its index, and the held-out test split reads back labelled."""
+    for scenes, val, test in ((10, 0.2, 0.2), (7, 0.3, 0.15), (3, 0.2, 0.2), (50, 0.2, 0.2)):
+        n_val, n_test = split_sizes(scenes, val, test)
+        assert n_val >= 1 and n_test >= 1 and scenes - n_val - n_test >= 1
+        splits = [scene_split(i, scenes, n_val, n_test) for i in range(scenes)]
+        assert splits.count("validation") == n_val and splits.count("testing") == n_test
+        assert splits == [scene_split(i, scenes, n_val, n_test) for i in range(scenes)]
+    assert split_sizes(50, 0.2, 0.2) == (10, 10)
+    assert split_sizes(10, 0.2, 0.0) == (2, 0)
+    a = synthesize_dataset(tmp_path / "a", 5, seed=3, sensor=SMALL, frames_per_scene=2)
+    b = synthesize_dataset(tmp_path / "b", 5, seed=3, sensor=SMALL, frames_per_scene=2)
+    assert _tree_bytes(a) == _tree_bytes(b)
+    segments = {split: {p.name for p in (a / split).iterdir()} for split in ("training", "validation", "testing")}
+    assert [len(v) for v in segments.values()] == [3, 1, 1]
+    assert not (segments["training"] & segments["validation"]) and not (segments["training"] & segments["testing"])
+    assert not (segments["validation"] & segments["testing"])
+    test_set = WaymoDataset(a, "testing", labelled=True)
+    assert len(test_set) == 2 and (test_set[0]["segment"] >= 0).any()
+    assert (WaymoDataset(a, "testing")[0]["segment"] == -1).all()  # Waymo's own testing split: no labels

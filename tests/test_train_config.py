@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from train.config import SYNTHETIC_DEMO, resolve, save_config
+from train.config import SYNTHETIC_DEMO, finalize, resolve, save_config
 
 
 def test_cli_overrides_config_file_which_overrides_defaults(tmp_path: Path) -> None:
@@ -49,6 +49,7 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
         (["--dataset", "synthetic", "--topo-dims", "2"], ValueError, "topo-dims"),
         (["--dataset", "synthetic", "--epochs", "0"], ValueError, "epochs must be an integer >= 1"),
         (["--stage", "teacher"], ValueError, "no dataset chosen"),
+        (["--dataset", "synthetic", "--synthetic-test-fraction", "0.8"], ValueError, "synthetic-test-fraction"),
     ],
 )
 def test_bad_configurations_fail_fast_with_a_message_naming_the_option(
@@ -66,6 +67,8 @@ def test_unknown_dataset_fails_on_the_command_line_and_in_a_config_file(tmp_path
     with pytest.raises(ValueError, match="unknown dataset 'kitti360'"):
         resolve(["--config", str(f)])
     f.write_text("dataset: synthetic\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="--seg-loss must be one of"):
+        finalize({"dataset": "synthetic", "seg_loss": "dice"})
     with pytest.raises(ValueError, match="unknown option 'learning_rate'"):
         resolve(["--config", str(f)])
 

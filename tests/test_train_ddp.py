@@ -56,7 +56,8 @@ def _rank_main(rank: int, world: int, port: int, cfg: RunConfig, out: str) -> No
 
 def test_two_process_gloo_ddp_matches_one_process_with_the_doubled_batch(tmp_path: Path) -> None:
     # 6 training scans: 3 steps of a total batch of 2 (1 per rank under DDP, 2 in one process)
-    cfg = tiny_config(tmp_path, stage="student", synthetic_scenes=8, synthetic_val_fraction=0.25, epochs=1,
+    cfg = tiny_config(tmp_path, stage="student", synthetic_scenes=8, synthetic_val_fraction=0.25,
+                      synthetic_test_fraction=0.0, epochs=1,
                       iters_per_epoch=None, batch_size=2)
     data = tiny_data(cfg)
     assert len(data.train) == 6

@@ -106,3 +106,16 @@ def test_lovasz_softmax_rejects_bad_shapes_and_labels() -> None:
         lovasz_softmax(torch.rand(3, 2), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="labels must lie"):
         lovasz_softmax(torch.rand(3, 2), torch.tensor([0, 1, 5]))
+
+
+def test_segmentation_loss_ce_kind_is_cross_entropy_alone_and_bad_kinds_are_refused() -> None:
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(40, 5, generator=gen, dtype=torch.float64)
+    labels = torch.randint(-1, 5, (40,), generator=gen)
+    total, parts = segmentation_loss(logits, labels, kind="ce")
+    assert set(parts) == {"ce"}
+    assert total.item() == pytest.approx(cross_entropy(logits, labels, -1).item(), abs=1e-15)
+    both, parts2 = segmentation_loss(logits, labels, kind="ce+lovasz")
+    assert both.item() == pytest.approx((parts2["ce"] + parts2["lovasz"]).item(), abs=1e-15)
+    with pytest.raises(ValueError, match="segmentation loss must be one of"):
+        segmentation_loss(logits, labels, kind="focal")

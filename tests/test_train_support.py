@@ -41,9 +41,10 @@ def tiny_data(cfg: RunConfig) -> SplitData:
     return prepare_splits(cfg, DistInfo(0, 1, 0, torch.device("cpu")))
 
 
-def test_tiny_synthetic_set_has_labelled_scans_in_both_splits(tmp_path: Path) -> None:
+def test_tiny_synthetic_set_has_labelled_scans_in_every_split(tmp_path: Path) -> None:
     data = tiny_data(tiny_config(tmp_path))
-    assert len(data.train) == 4 and len(data.val_views(False)[0]) == 1
+    assert len(data.train) == 3 and len(data.val_views(False)[0]) == 1 and len(data.eval_views("test", False)[0]) == 1
+    assert int((data.eval_views("test", False)[0][0]["segment"] >= 0).sum()) > 0
     batch = data.collate([data.train[0], data.train[1]])
     assert batch["offset"].tolist()[-1] == batch["coord"].shape[0]
     assert int((batch["segment"] >= 0).sum()) > 0

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import yaml
 
+from train.losses import DEFAULT_SEG_LOSS, SEG_LOSSES
+
 DATASETS: tuple[str, ...] = ("waymo", "nuscenes", "semantic_kitti", "synthetic")
 STAGES: tuple[str, ...] = ("teacher", "student", "kd", "distill", "all")
 STUDENT_STAGES: tuple[str, ...] = ("student", "kd", "distill")
@@ -91,6 +93,7 @@ class RunConfig:
     teacher_overrides: dict[str, Any] = field(default_factory=dict)
     student_overrides: dict[str, Any] = field(default_factory=dict)
     teacher_checkpoint: str | None = None
+    seg_loss: str = DEFAULT_SEG_LOSS
     # distillation terms (decisions 12-19)
     kld: bool | None = None
     topo: bool | None = None
@@ -118,6 +121,7 @@ class RunConfig:
     # synthetic data (train.data.synthetic)
     synthetic_scenes: int | None = None
     synthetic_val_fraction: float = 0.2
+    synthetic_test_fraction: float = 0.2
     synthetic_seed: int = 0
     synthetic_beams: int | None = None
     synthetic_azimuth_steps: int | None = None
@@ -164,6 +168,7 @@ _HELP: dict[str, str] = {
     "teacher_overrides": "model overrides for the teacher (YAML mapping; config file only)",
     "student_overrides": "model overrides for the student (YAML mapping; config file only)",
     "teacher_checkpoint": "teacher checkpoint for kd/distill (stage all: the one it trains)",
+    "seg_loss": "L_seg: ce (paper Eq. 8) | ce+lovasz (PTv3 recipe, the default: helps rare classes)",
     "kld": "switch the logit-distillation term on/off (ablation, paper Table 5)",
     "topo": "switch the topological term on/off (ablation, paper Table 5)",
     "grad": "switch the saliency (gradient) term on/off (ablation, paper Table 5)",
@@ -188,6 +193,7 @@ _HELP: dict[str, str] = {
     "grid_size": "voxel size in metres of grid sampling (spec D: 0.05; 0.1 in the CPU demo)",
     "synthetic_scenes": "synthetic scenes generated (one scan each; --synthetic-val-fraction of them validate)",
     "synthetic_val_fraction": "fraction of the synthetic scenes used for validation",
+    "synthetic_test_fraction": "fraction of the synthetic scenes held out for testing (labelled; 0: none)",
     "synthetic_seed": "seed of the simulated scenes (kept apart from --seed so runs share the data)",
     "synthetic_beams": "beams of the simulated LiDAR (default: the simulator's)",
     "synthetic_azimuth_steps": "azimuth steps of the simulated LiDAR (default: the simulator's)",
@@ -238,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, choices=DATASETS, help=helptext)
         elif name == "stage":
             p.add_argument(flag, choices=STAGES, help=helptext)
+        elif name == "seg_loss":
+            p.add_argument(flag, choices=SEG_LOSSES, help=helptext)
         elif f.type in ("bool", "bool | None"):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, help=helptext)
         elif name in ("topo_dims", "saliency_layers"):
@@ -330,12 +338,17 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"--grid-size must be > 0 metres, got {cfg.grid_size!r}")
     if not 0.0 < cfg.synthetic_val_fraction < 1.0:
         raise ValueError(f"--synthetic-val-fraction must lie in (0, 1), got {cfg.synthetic_val_fraction!r}")
+    if not 0.0 <= cfg.synthetic_test_fraction < 1.0 - cfg.synthetic_val_fraction:
+        raise ValueError(f"--synthetic-test-fraction must lie in [0, 1 - val fraction), got "
+                         f"{cfg.synthetic_test_fraction!r}")
     if not 0.0 < cfg.pct_start < 1.0:
         raise ValueError(f"--pct-start must lie in (0, 1), got {cfg.pct_start!r}")
     if cfg.grad_clip is not None and cfg.grad_clip <= 0:
         raise ValueError(f"--grad-clip must be > 0 when given, got {cfg.grad_clip!r}")
     if cfg.topo_time_budget is not None and cfg.topo_time_budget <= 0:
         raise ValueError(f"--topo-time-budget must be > 0 seconds when given, got {cfg.topo_time_budget!r}")
+    if cfg.seg_loss not in SEG_LOSSES:
+        raise ValueError(f"--seg-loss must be one of {SEG_LOSSES}, got {cfg.seg_loss!r}")
     if cfg.topo_normalize not in TOPO_NORMALIZE:
         raise ValueError(f"--topo-normalize must be one of {TOPO_NORMALIZE}, got {cfg.topo_normalize!r}")
     if not cfg.topo_dims or any(d not in (0, 1) for d in cfg.topo_dims) or len(set(cfg.topo_dims)) != len(cfg.topo_dims):

@@ -1,4 +1,4 @@
-"""Training and validation splits of the chosen dataset for ``train.run`` (spec C and D).
+"""Training, validation and (where labelled) test splits of the chosen dataset (spec C and D).
 
 Builds the loaders of ``train.data`` with the PTv3 transform pipelines (training augmentation,
 deterministic evaluation pipeline), and for test-time augmentation one evaluation dataset per
@@ -17,36 +17,44 @@ from train.config import RunConfig
 from train.distributed import DistInfo, barrier
 from train.evaluate import tta_views
 
-SPLITS: dict[str, tuple[str, str]] = {
-    "waymo": ("training", "validation"),
-    "synthetic": ("training", "validation"),
-    "nuscenes": ("train", "val"),
-    "semantic_kitti": ("train", "val"),
+# (training, validation, labelled test split or None) folder names of each dataset. The official
+# test splits of Waymo, nuScenes and SemanticKITTI carry no labels; the synthetic set holds out
+# labelled test scenes (train.data.synthetic), so choices made on validation are reported on test.
+SPLITS: dict[str, tuple[str, str, str | None]] = {
+    "waymo": ("training", "validation", None),
+    "synthetic": ("training", "validation", "testing"),
+    "nuscenes": ("train", "val", None),
+    "semantic_kitti": ("train", "val", None),
 }
+EVAL_SPLITS: tuple[str, ...] = ("val", "test")
 
 
 @dataclass
 class SplitData:
     train: Any
-    val_factory: Callable[[Any], Any]
+    eval_factory: Callable[[str, Any], Any]
     collate: Callable
     class_names: tuple[str, ...]
-    _views: dict[bool, list[Any]] = field(default_factory=dict)
+    has_test: bool
+    _views: dict[tuple[str, bool], list[Any]] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def eval_views(self, split: str, tta: bool) -> list[Any]:
+        """Evaluation datasets of ``split`` ("val" or "test"): one (no TTA) or one per fixed view."""
+        if split not in EVAL_SPLITS or (split == "test" and not self.has_test):
+            raise ValueError(f"no labelled {split!r} split in this dataset (labelled: "
+                             f"{'val, test' if self.has_test else 'val'})")
+        if (split, tta) not in self._views:
+            views = tta_views() if tta else [None]
+            self._views[(split, tta)] = [self.eval_factory(split, v) for v in views]
+        return self._views[(split, tta)]
+
     def val_views(self, tta: bool) -> list[Any]:
         """Validation datasets: one (no TTA) or one per fixed test-time view."""
-        if tta not in self._views:
-            self._views[tta] = [self.val_factory(v) for v in tta_views()] if tta else [self.val_factory(None)]
-        return self._views[tta]
-
-    def eval_scans(self, limit: int | None, world_size: int) -> int:
-        n = len(self.val_views(False)[0])
-        n = min(n, limit) if limit else n
-        return -(-n // world_size)
+        return self.eval_views("val", tta)
 
 
 def _dataset_class(name: str) -> type:
@@ -70,7 +78,8 @@ def _ensure_synthetic(cfg: RunConfig, info: DistInfo) -> None:
         sensor = {k: v for k, v in (("beams", cfg.synthetic_beams), ("azimuth_steps", cfg.synthetic_azimuth_steps))
                   if v is not None}
         ensure_synthetic_dataset(Path(cfg.data_root), scenes=cfg.synthetic_scenes, seed=cfg.synthetic_seed,
-                                 val_fraction=cfg.synthetic_val_fraction, **sensor)
+                                 val_fraction=cfg.synthetic_val_fraction,
+                                 test_fraction=cfg.synthetic_test_fraction, **sensor)
     barrier()
 
 
@@ -82,19 +91,24 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
     if cfg.dataset == "synthetic":
         _ensure_synthetic(cfg, info)
     cls = _dataset_class(cfg.dataset)
-    train_split, val_split = SPLITS[cfg.dataset]
+    train_split, val_split, test_split = SPLITS[cfg.dataset]
+    if cfg.dataset == "synthetic" and cfg.synthetic_test_fraction == 0:
+        test_split = None
     root = Path(cfg.data_root)
     train = cls(root, train_split, transform=build_transforms(cfg.dataset, train=True, grid_size=cfg.grid_size), seed=cfg.seed)
 
-    def val_factory(view: Any) -> Any:
+    def eval_factory(split: str, view: Any) -> Any:
         pipeline = build_transforms(cfg.dataset, train=False, grid_size=cfg.grid_size)
         if view is not None:
             steps = list(pipeline.transforms)
             at = next(i for i, t in enumerate(steps) if isinstance(t, GridSample))
             pipeline = Compose(steps[:at] + [view] + steps[at:])
+        if split == "test":  # only the synthetic set has a labelled test split (SPLITS)
+            return cls(root, test_split, transform=pipeline, seed=cfg.seed, labelled=True)
         return cls(root, val_split, transform=pipeline, seed=cfg.seed)
 
-    data = SplitData(train=train, val_factory=val_factory, collate=collate, class_names=tuple(cls.class_names))
+    data = SplitData(train=train, eval_factory=eval_factory, collate=collate, class_names=tuple(cls.class_names),
+                     has_test=test_split is not None)
     data.val_views(False)  # open the validation split now: a missing one fails before training
     if len(train) == 0 or len(data.val_views(False)[0]) == 0:
         raise FileNotFoundError(

@@ -56,7 +56,7 @@ def distill_settings(cfg: RunConfig, stage: str) -> DistillSettings:
         lambda_kld=cfg.lambda_kld, lambda_topo=cfg.lambda_topo, lambda_grad=cfg.lambda_grad,
         temperature=cfg.kld_temperature, topo_m=int(cfg.topo_m or 1024), topo_normalize=cfg.topo_normalize,
         topo_dims=tuple(cfg.topo_dims), topo_time_budget=cfg.topo_time_budget,
-        saliency_layers=tuple(cfg.saliency_layers), saliency_eps=cfg.saliency_eps,
+        saliency_layers=tuple(cfg.saliency_layers), saliency_eps=cfg.saliency_eps, seg_loss=cfg.seg_loss,
     )
 
 
@@ -165,7 +165,7 @@ def train_stage(
                                                    topo_seed=cfg.seed + step * per_rank * info.world_size,
                                                    grad_scale=scaler.get_scale() if amp else 1.0)
                 else:
-                    loss, logs = segmentation_step(ddp_model, batch, amp, timer)
+                    loss, logs = segmentation_step(ddp_model, batch, amp, timer, settings.seg_loss)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"stage {stage}: loss is {loss.item()} at step {step} (terms {_as_floats(logs)}); "

@@ -57,12 +57,10 @@ def stage_label(cfg: RunConfig, stage: str) -> str:
     return "student " + "+".join(terms)
 
 
-def run_stage(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo, teacher_ckpt: Path | None,
-              timer: StepTimer) -> tuple[dict[str, Any], torch.nn.Module]:
-    """Train (or, on resume, reuse a finished) stage, then evaluate it on the validation split.
-
-    Returns the result (latency still unset, see :func:`run`) and the trained model."""
-    out_dir = Path(cfg.out) / stage
+def train_or_reuse(cfg: RunConfig, stage: str, out_dir: Path, data: SplitData, info: DistInfo,
+                   teacher_ckpt: Path | None, timer: StepTimer) -> tuple[torch.nn.Module, str]:
+    """Train ``stage`` into ``out_dir`` (resuming a killed run with ``--resume``), or, on resume of a
+    finished stage, reload its final weights. Returns the model and its preset name."""
     kind = "teacher" if stage == "teacher" else "student"
     overrides = dict(cfg.teacher_overrides if kind == "teacher" else cfg.student_overrides)
     if cfg.deterministic:
@@ -71,20 +69,36 @@ def run_stage(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo, teach
     final = out_dir / FINAL
     if cfg.resume and final.is_file():
         model, _ = load_frozen_teacher(final, info.device)  # finished earlier: reuse its weights
-    else:
-        teacher = None
-        if distill_settings(cfg, stage).uses_teacher:
-            if teacher_ckpt is None:
-                raise ValueError(f"stage {stage} needs --teacher-checkpoint")
-            teacher, _ = load_frozen_teacher(teacher_ckpt, info.device)
-        model = train_stage(cfg, stage, out_dir, data.train, data.collate, spec, info, teacher, timer)
-    bar = progress(total=data.eval_scans(cfg.eval_max_scans, info.world_size), desc=f"{'eval':>8}",
+        return model, spec.preset
+    teacher = None
+    if distill_settings(cfg, stage).uses_teacher:
+        if teacher_ckpt is None:
+            raise ValueError(f"stage {stage} needs --teacher-checkpoint")
+        teacher, _ = load_frozen_teacher(teacher_ckpt, info.device)
+    return train_stage(cfg, stage, out_dir, data.train, data.collate, spec, info, teacher, timer), spec.preset
+
+
+def evaluate_split(cfg: RunConfig, model: torch.nn.Module, data: SplitData, split: str,
+                   info: DistInfo) -> dict[str, Any]:
+    """Per-class IoU, mIoU and parameter count of ``model`` on ``split`` ("val" or "test")."""
+    views = data.eval_views(split, cfg.tta)
+    limit = min(len(views[0]), cfg.eval_max_scans) if cfg.eval_max_scans else len(views[0])
+    bar = progress(total=-(-limit // info.world_size), desc=f"{'eval ' + split:>8}",
                    enabled=info.is_main and cfg.progress)
-    acc = evaluate(model, data.val_views(cfg.tta), data.num_classes, info.device, data.collate,
-                   cfg.eval_max_scans, cfg.num_workers, bar)
+    acc = evaluate(model, views, data.num_classes, info.device, data.collate, cfg.eval_max_scans,
+                   cfg.num_workers, bar)
     bar.close()
-    result = stage_result(acc, count_parameters(model))
-    result["preset"] = spec.preset
+    return stage_result(acc, count_parameters(model))
+
+
+def run_stage(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo, teacher_ckpt: Path | None,
+              timer: StepTimer) -> tuple[dict[str, Any], torch.nn.Module]:
+    """Train (or, on resume, reuse a finished) stage, then evaluate it on the validation split.
+
+    Returns the result (latency still unset, see :func:`run`) and the trained model."""
+    model, preset = train_or_reuse(cfg, stage, Path(cfg.out) / stage, data, info, teacher_ckpt, timer)
+    result = evaluate_split(cfg, model, data, "val", info)
+    result["preset"] = preset
     return result, model
 
 

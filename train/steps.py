@@ -1,7 +1,8 @@
 """One optimisation step of each stage: L = L_seg + l_topo L_topo + l_grad L_grad + l_kld L_kld
 (paper Eq. 8, Sec. 3; decisions 12-20).
 
-* Segmentation step (teacher, CE-only student): L_seg = CE + Lovasz-softmax.
+* Segmentation step (teacher, CE-only student): L_seg = CE + Lovasz-softmax or CE alone
+  (``seg_loss``, see :data:`train.losses.SEG_LOSSES`).
 * Distillation step, in the order that lets persistence overlap the network work:
   1. teacher forward (frozen, eval mode) on the same augmented, voxelised batch as the student
      (decisions 20); the teacher's persistence diagrams are started right away on its
@@ -28,7 +29,7 @@ from fast.engine import available_cores, budget_miss_count, compute_diagrams
 from fast.kld import kld
 from fast.saliency import saliency_loss
 from fast.topo_loss import TopoLossJob
-from train.losses import segmentation_loss
+from train.losses import DEFAULT_SEG_LOSS, segmentation_loss
 from train.profiling import StepTimer
 
 TENSOR_KEYS = ("coord", "grid_coord", "feat", "offset", "segment", "inverse", "origin_offset", "origin_segment")
@@ -61,6 +62,7 @@ class DistillSettings:
     topo_time_budget: float | None = None
     saliency_layers: Sequence[int] = field(default_factory=lambda: (1, 2, 3, 4))
     saliency_eps: float = 1e-8
+    seg_loss: str = DEFAULT_SEG_LOSS
 
     @property
     def uses_teacher(self) -> bool:
@@ -103,12 +105,12 @@ def saliency_gradients(
 
 
 def segmentation_step(
-    model: nn.Module, batch: dict[str, Any], amp: bool, timer: StepTimer
+    model: nn.Module, batch: dict[str, Any], amp: bool, timer: StepTimer, seg_loss: str = DEFAULT_SEG_LOSS
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward + L_seg of a model trained on labels alone (teacher, CE-only student)."""
     with timer.section("forward"), torch.autocast(batch["coord"].device.type, enabled=amp):
         out = model(model_inputs(batch))
-        loss, parts = segmentation_loss(out.logits.float(), batch["segment"])
+        loss, parts = segmentation_loss(out.logits.float(), batch["segment"], kind=seg_loss)
     return loss, {"loss": loss.detach(), "seg": loss.detach(), **parts}
 
 
@@ -136,7 +138,7 @@ def _teacher_pass(
     t_grads: list[torch.Tensor] = []
     if need_grad:
         with timer.section("teacher_saliency_grad"):
-            t_loss, _ = segmentation_loss(t_out.logits.float(), batch["segment"])
+            t_loss, _ = segmentation_loss(t_out.logits.float(), batch["segment"], kind=s.seg_loss)
             pos = _stage_positions(s.saliency_layers, len(t_out.decoder_feats))
             t_grads = saliency_gradients(t_loss, [t_out.decoder_feats[p] for p in pos], retain_graph=False,
                                          grad_scale=grad_scale)
@@ -166,7 +168,7 @@ def distillation_step(
         with timer.section("topo_launch"):
             topo_job.submit_student(out.embedding.float())
     with timer.section("student_loss"):
-        seg, parts = segmentation_loss(out.logits.float(), batch["segment"])
+        seg, parts = segmentation_loss(out.logits.float(), batch["segment"], kind=s.seg_loss)
     total = seg
     logs: dict[str, torch.Tensor] = {"seg": seg.detach(), **parts}
     if s.active("grad"):

@@ -34,13 +34,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--dropout", type=float, default=d.dropout, help="random return loss")
     p.add_argument("--val-fraction", "--split-fraction", dest="val_fraction", type=float, default=0.2,
                    help="fraction of scenes written to validation/")
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="fraction of scenes written to testing/ (held out, labelled)")
     p.add_argument("--frames-per-scene", type=int, default=1)
     a = p.parse_args(argv)
     sensor = SensorConfig(beams=a.beams, azimuth_steps=a.azimuth_steps, fov_up=a.fov_up,
                           fov_down=a.fov_down, height=a.height, max_range=a.max_range,
                           range_noise=a.range_noise, dropout=a.dropout)
     start = time.perf_counter()
-    synthesize_dataset(a.out, a.scenes, a.seed, sensor, a.val_fraction, a.frames_per_scene)
+    synthesize_dataset(a.out, a.scenes, a.seed, sensor, a.val_fraction, a.frames_per_scene,
+                       test_fraction=a.test_fraction)
     print(f"wrote {a.scenes * a.frames_per_scene} scans to {a.out} in "
           f"{time.perf_counter() - start:.1f} s")
 

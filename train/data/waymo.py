@@ -63,15 +63,16 @@ def read_waymo_frame(frame_dir: Path, labelled: bool = True, name: str | None = 
 class WaymoDataset(PointCloudDataset):
     """Frames of one split of the preprocessed Waymo layout, sorted by (segment, timestamp).
 
-    ``name`` of a sample is ``"<split>/<segment>/<timestamp>"``. The testing split has no labels:
-    its samples carry ``segment`` all -1.
+    ``name`` of a sample is ``"<split>/<segment>/<timestamp>"``. Waymo's testing split has no
+    labels: its samples carry ``segment`` all -1. ``labelled`` (default: every split but testing)
+    says whether ``segment.npy`` is read; the synthetic set's held-out testing split is labelled.
     """
 
     class_names = WAYMO_CLASSES
 
     def __init__(
         self, root: str | Path, split: str = "training", transform: Transform | None = None,
-        seed: int = 0,
+        seed: int = 0, labelled: bool | None = None,
     ) -> None:
         super().__init__(transform, seed)
         if split not in WAYMO_SPLITS:
@@ -79,7 +80,7 @@ class WaymoDataset(PointCloudDataset):
         self.root = require_dir(Path(root), "waymo", WAYMO_LAYOUT)
         split_dir = require_dir(self.root / split, "waymo", WAYMO_LAYOUT, "split folder")
         self.split = split
-        self.labelled = split != "testing"
+        self.labelled = split != "testing" if labelled is None else labelled
         self.frames = sorted(p for p in split_dir.glob("*/*") if p.is_dir())
         if not self.frames:
             raise layout_error(

@@ -3,13 +3,18 @@
 ``synthesize_dataset`` draws scene ``i`` from ``numpy.random.default_rng([seed, i])`` and the
 sensor noise of its frame ``f`` from ``default_rng([seed, i, f, 1])``, so the output depends only
 on the parameters (not on the number of scenes generated before, nor on the worker count). The
-last ``round(scenes * val_fraction)`` scenes (at least one when there are two or more scenes and
-the fraction is positive) form ``validation/``, the rest ``training/``. Each frame folder holds
+split of a scene depends only on its index (see the end of this docstring). Each frame folder holds
 ``coord.npy`` (n,3) float32 vehicle frame, ``strength.npy`` (n,1) float32 tanh(intensity),
 ``segment.npy`` (n,) int32 train id (= Waymo raw label - 1, -1 undefined), ``pose.npy`` (4,4)
-float64 vehicle -> world and, in validation, ``mask.npy`` (n,) bool, all True (the layout's mask
-selects points of the labelled top lidar; every simulated point comes from the one simulated sensor).
-The loaders read neither pose nor mask.
+float64 vehicle -> world and, in validation and testing, ``mask.npy`` (n,) bool, all True (the
+layout's mask selects points of the labelled top lidar; every simulated point comes from the one
+simulated sensor). The loaders read neither pose nor mask.
+
+Splits are whole scenes, so no scene contributes frames to two splits: the last
+``round(scenes * test_fraction)`` scenes form ``testing/`` (held out, labelled, unlike Waymo's own
+testing split: choices are made on validation and reported on it), the
+``round(scenes * val_fraction)`` scenes before them ``validation/`` and the rest ``training/``. A
+positive fraction always gets at least one scene and training keeps at least one.
 """
 from __future__ import annotations
 
@@ -30,13 +35,29 @@ FRAME_SPACING = 1.0  # metres the ego advances between frames of one scene (10 m
 _LOG = logging.getLogger(__name__)
 
 
-def _split_sizes(scenes: int, val_fraction: float) -> int:
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    n_val = int(round(scenes * val_fraction))
-    if val_fraction > 0 and scenes >= 2:
-        n_val = max(n_val, 1)
-    return min(n_val, scenes - 1) if scenes >= 2 else 0
+SPLIT_DIRS = ("training", "validation", "testing")
+
+
+def split_sizes(scenes: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """(validation, testing) scene counts; a positive fraction gets >= 1 scene, training >= 1."""
+    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= frac < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {frac}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"val_fraction + test_fraction must be < 1 (training needs scenes), got "
+                         f"{val_fraction} + {test_fraction}")
+    n_val, n_test = (max(int(round(scenes * f)), 1 if f > 0 else 0) for f in (val_fraction, test_fraction))
+    if scenes - n_val - n_test < 1:
+        raise ValueError(f"{scenes} scene(s) cannot hold {n_val} validation and {n_test} test scene(s) and "
+                         f"at least one training scene: generate more scenes or lower the fractions")
+    return n_val, n_test
+
+
+def scene_split(index: int, scenes: int, n_val: int, n_test: int) -> str:
+    """Split folder of scene ``index``: the last n_test scenes test, the n_val before them validate."""
+    if index >= scenes - n_test:
+        return "testing"
+    return "validation" if index >= scenes - n_test - n_val else "training"
 
 
 def simulate_frames(scene_index: int, seed: int, sensor: SensorConfig, frames_per_scene: int = 1,
@@ -63,45 +84,47 @@ def write_frame(frame_dir: Path, scan: dict[str, np.ndarray], with_mask: bool) -
 
 def synthesize_dataset(out: str | Path, scenes: int, seed: int = 0,
                        sensor: SensorConfig | None = None, val_fraction: float = 0.2,
-                       frames_per_scene: int = 1, half_length: float = 80.0) -> Path:
+                       frames_per_scene: int = 1, half_length: float = 80.0,
+                       test_fraction: float = 0.2) -> Path:
     """Generate ``scenes`` scenes into ``out`` (Waymo layout, see the module docstring)."""
     if scenes < 1 or frames_per_scene < 1:
         raise ValueError(f"need scenes >= 1 and frames_per_scene >= 1, got {scenes}, {frames_per_scene}")
     sensor = sensor or SensorConfig()
     out = Path(out)
-    n_val = _split_sizes(scenes, val_fraction)
+    n_val, n_test = split_sizes(scenes, val_fraction, test_fraction)
     for i in range(scenes):
-        split = "validation" if i >= scenes - n_val else "training"
+        split = scene_split(i, scenes, n_val, n_test)
         for f, scan in enumerate(simulate_frames(i, seed, sensor, frames_per_scene, half_length)):
             frame_dir = out / split / f"segment-synth-{seed}-{i:05d}" / f"{1_600_000_000_000_000 + f * 100_000}"
-            write_frame(frame_dir, scan, with_mask=split == "validation")
+            write_frame(frame_dir, scan, with_mask=split != "training")
     return out
 
 
 def generator_params(scenes: int, seed: int, sensor: SensorConfig, val_fraction: float,
-                     frames_per_scene: int, half_length: float) -> dict:
+                     frames_per_scene: int, half_length: float, test_fraction: float) -> dict:
     """Everything the output depends on; stored in the marker file."""
     return {"generator_version": GENERATOR_VERSION, "scenes": scenes, "seed": seed,
-            "sensor": sensor.as_dict(), "val_fraction": val_fraction,
+            "sensor": sensor.as_dict(), "val_fraction": val_fraction, "test_fraction": test_fraction,
             "frames_per_scene": frames_per_scene, "half_length": half_length}
 
 
 def ensure_synthetic_dataset(root: str | Path, scenes: int = 120, seed: int = 0,
                              sensor: SensorConfig | None = None, val_fraction: float = 0.2,
                              frames_per_scene: int = 1, half_length: float = 80.0,
-                             **sensor_overrides: float) -> Path:
+                             test_fraction: float = 0.2, **sensor_overrides: float) -> Path:
     """Return ``root`` holding the synthetic set for these parameters, generating it if needed.
 
     ``root/synthetic.json`` records the parameters; a matching complete marker means the cached
-    set is reused, a different or incomplete one means the ``training``/``validation`` folders are
-    deleted and regenerated. A non-empty ``root`` without the marker is refused (it is not ours).
+    set is reused, a different or incomplete one means the split folders are deleted and
+    regenerated. A non-empty ``root`` without the marker is refused (it is not ours).
     ``sensor_overrides`` replace fields of the sensor config (e.g. ``beams=64``). The default
     sensor (32 beams x 560 azimuths, Waymo top-lidar vertical field of view) gives about 16k
     points per scan, a CPU-demo size.
     """
     sensor = replace(sensor or SensorConfig(), **sensor_overrides)
     root = Path(root)
-    params = generator_params(scenes, seed, sensor, val_fraction, frames_per_scene, half_length)
+    split_sizes(scenes, val_fraction, test_fraction)  # bad fractions fail before anything is deleted
+    params = generator_params(scenes, seed, sensor, val_fraction, frames_per_scene, half_length, test_fraction)
     marker = root / MARKER
     if marker.is_file():
         try:
@@ -112,7 +135,7 @@ def ensure_synthetic_dataset(root: str | Path, scenes: int = 120, seed: int = 0,
             return root
         _LOG.info("synthetic set at %s was made with other parameters or is incomplete; "
                   "regenerating", root)
-        for split in ("training", "validation"):
+        for split in SPLIT_DIRS:
             shutil.rmtree(root / split, ignore_errors=True)
     elif root.exists() and any(root.iterdir()):
         raise FileExistsError(
@@ -122,6 +145,6 @@ def ensure_synthetic_dataset(root: str | Path, scenes: int = 120, seed: int = 0,
     root.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"complete": False, "params": params}, indent=1))
     _LOG.info("generating %d synthetic scenes into %s", scenes, root)
-    synthesize_dataset(root, scenes, seed, sensor, val_fraction, frames_per_scene, half_length)
+    synthesize_dataset(root, scenes, seed, sensor, val_fraction, frames_per_scene, half_length, test_fraction)
     marker.write_text(json.dumps({"complete": True, "params": params}, indent=1))
     return root

@@ -1,0 +1,125 @@
+"""``python -m train.study``: units resume and are never redone; the report's statistics equal a
+hand computation; rows of Tables 5, 7 and 10."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+import train.study as study_mod
+from tests.test_train_support import TINY_MODEL
+from train.study import TABLE5, main, study_rows
+from train.study_report import mean_ci, ordering_statement, paired_difference, summarize
+
+# Two-sided 95% Student-t quantiles t_{0.975, df}, from printed tables.
+T975 = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305}
+
+
+def test_mean_ci_equals_the_student_t_interval_by_hand() -> None:
+    mean, half = mean_ci([0.50, 0.60, 0.70])
+    assert mean == pytest.approx(0.6, abs=1e-15)
+    assert half == pytest.approx(T975[2] * 0.1 / math.sqrt(3), rel=1e-9)  # s = 0.1 exactly
+    mean, half = mean_ci([0.31, 0.35, 0.30, 0.38])
+    s = math.sqrt(sum((v - 0.335) ** 2 for v in (0.31, 0.35, 0.30, 0.38)) / 3)
+    assert mean == pytest.approx(0.335, abs=1e-15) and half == pytest.approx(T975[3] * s / 2.0, rel=1e-9)
+    assert math.isnan(mean_ci([0.4])[1]) and mean_ci([0.4])[0] == 0.4
+
+
+def test_paired_difference_uses_common_seeds_only() -> None:
+    row = {0: 0.52, 1: 0.55, 2: 0.50, 7: 0.9}
+    ref = {0: 0.50, 1: 0.51, 2: 0.49}
+    mean, half, n = paired_difference(row, ref)
+    d = [0.02, 0.04, 0.01]
+    s = math.sqrt(sum((x - sum(d) / 3) ** 2 for x in d) / 2)
+    assert n == 3 and mean == pytest.approx(sum(d) / 3, abs=1e-15)
+    assert half == pytest.approx(T975[2] * s / math.sqrt(3), rel=1e-9)
+
+
+def _unit(seed: int, test: float, val: float, iou: list[float]) -> dict[str, Any]:
+    split = lambda m: {"miou": m, "iou": iou, "class_frequency": [0.5, 0.5], "parameters": 10}  # noqa: E731
+    return {"seed": seed, "wall_s": 60.0, "val": split(val), "test": split(test)}
+
+
+def test_summary_and_ordering_statement_from_hand_made_units() -> None:
+    means = {"CE": 0.30, "KD": 0.32, "KD+topo": 0.33, "KD+grad": 0.34, "full": 0.36}
+    rows = {name: [_unit(s, m + 0.01 * s, m, [m, m + 0.1]) for s in range(3)] for name, m in means.items()}
+    summary = summarize({"eval_split": "test", "rows": rows})
+    assert summary["full"]["mean"][0] == pytest.approx(0.37, abs=1e-12)
+    # identical seed effects in every row: the paired differences have zero spread
+    d, half, n = summary["full"]["vs_KD"]
+    assert (d, n) == (pytest.approx(0.04, abs=1e-12), 3) and half == pytest.approx(0.0, abs=1e-12)
+    assert summary["KD"]["per_class"] == pytest.approx([0.32, 0.42])
+    assert "vs_KD" not in summary["KD"] and "vs_CE" not in summary["CE"]
+    assert "**holds**" in ordering_statement(summary)
+    rows["full"] = [_unit(s, 0.31 + 0.01 * s, 0.31, [0.3, 0.3]) for s in range(3)]
+    assert "**does not hold**" in ordering_statement(summarize({"eval_split": "test", "rows": rows}))
+
+
+def test_table_rows() -> None:
+    assert [r.key for r in TABLE5] == ["CE", "KD", "KD+topo", "KD+grad", "full"]
+    assert [r.stage for r in TABLE5] == ["student", "kd", "distill", "distill", "distill"]
+    grid = {"lambda_topo": [0.5, 8.0], "lambda_grad": [1.0], "lambda_kld": [1.0, 2.0]}
+    rows7 = study_rows(7, grid, [])
+    assert [r.key for r in rows7[:2]] == ["CE", "KD"] and len(rows7) == 2 + 4
+    assert rows7[-1].values == {"lambda_topo": 8.0, "lambda_grad": 1.0, "lambda_kld": 2.0}
+    rows10 = study_rows(10, grid, [[1, 2, 3, 4], [4]])
+    assert [r.values["saliency_layers"] for r in rows10[2:]] == [[1, 2, 3, 4], [4]]
+
+
+def _argv(tmp_path: Path) -> list[str]:
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump({"teacher_overrides": dict(TINY_MODEL), "student_overrides": dict(TINY_MODEL)}))
+    return ["--config", str(cfg), "--out", str(tmp_path / "study"), "--seeds", "0", "1",
+            "--rows", "CE", "KD", "full", "--data-root", str(tmp_path / "data"), "--synthetic-scenes", "5",
+            "--synthetic-beams", "8", "--synthetic-azimuth-steps", "64", "--grid-size", "0.3",
+            "--epochs", "1", "--teacher-epochs", "1", "--batch-size", "2", "--iters-per-epoch", "2",
+            "--device", "cpu", "--deterministic", "--saliency-layers", "1", "2", "--topo-m", "32",
+            "--latency-runs", "1", "--no-tensorboard", "--no-progress"]
+
+
+def test_study_writes_report_skips_finished_units_and_redoes_a_killed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = _argv(tmp_path)
+    assert main(argv) == 0
+    out = tmp_path / "study"
+    report = (out / "STUDY.md").read_text()
+    assert "| CE | 2 |" in report and "| full | 2 |" in report and "Δ vs KD" in report
+    assert (out / "study.png").stat().st_size > 1000
+    saved = json.loads((out / "study.json").read_text())
+    assert saved["study"]["eval_split"] == "test" and set(saved["study"]["rows"]) == {"CE", "KD", "full"}
+    killed = out / "units" / "full" / "seed-1"
+    first = json.loads((killed / "result.json").read_text())
+
+    calls: list[Path] = []
+    real = study_mod.train_or_reuse
+
+    def counting(cfg, stage, unit_dir, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(Path(unit_dir))
+        return real(cfg, stage, unit_dir, *args, **kwargs)
+
+    monkeypatch.setattr(study_mod, "train_or_reuse", counting)
+    assert main(argv) == 0
+    assert calls == []  # every unit finished: nothing trained, nothing evaluated again
+    # a unit killed before it wrote its result (its checkpoints deleted too) is trained again,
+    # deterministically to the same numbers
+    (killed / "result.json").unlink()
+    for f in killed.glob("*.pt"):
+        f.unlink()
+    assert main(argv) == 0
+    assert calls == [killed]
+    again = json.loads((killed / "result.json").read_text())
+    assert again["test"]["miou"] == first["test"]["miou"]
+    np.testing.assert_array_equal(np.array(again["val"]["iou"], float), np.array(first["val"]["iou"], float))
+
+
+def test_study_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--seeds", "0"]) == 2
+    assert "at least two distinct seeds" in capsys.readouterr().err
+    assert main(_argv(tmp_path)[:-2] + ["--rows", "nope"]) == 2
+    assert "not rows of table 5" in capsys.readouterr().err

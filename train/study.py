@@ -1,0 +1,234 @@
+"""``python -m train.study``: the paper's ablations (Table 5; Tables 7 and 10) with several seeds.
+
+One teacher is trained (or reused), then every (row, seed) unit trains one student from it:
+
+* Table 5 (default, ``--table 5``): CE student, +KLD, +KLD+topo, +KLD+grad, full (+KLD+topo+grad).
+* Table 7 (``--table 7``): the full row over a grid of loss weights (``--lambda-topo-grid``,
+  ``--lambda-grad-grid``, ``--lambda-kld-grid``; the paper's grid by default), plus the CE and KD
+  rows the differences are taken against. The weights are chosen on validation mIoU; test mIoU is
+  reported for every row.
+* Table 10 (``--table 10``): the full row with each set of decoder stages of ``--saliency-sets``.
+
+Each unit is checkpointed on its own under ``<out>/units/<row>/seed-<s>/``: a finished unit (its
+``result.json`` exists) is never redone, a killed one resumes from its last checkpoint. Every
+option of ``python -m train.run`` (budget, presets, data) is accepted and applies to every unit;
+``--seed`` is replaced by the unit's seed (data order, augmentation, initialisation, TPS starts);
+the teacher uses the first seed. The report (:mod:`train.study_report`) is written to
+``<out>/STUDY.md`` with its bar chart ``<out>/study.png`` and the raw numbers in
+``<out>/study.json``.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see train/run.py: idle OpenMP threads sleep
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from train.config import RunConfig, finalize, resolve
+from train.datasets import SplitData, prepare_splits
+from train.distributed import DistInfo, cleanup, init_from_env
+from train.loop import FINAL
+from train.profiling import StepTimer
+from train.run import evaluate_split, train_or_reuse
+from train.study_report import write_study_report
+
+TABLES: tuple[int, ...] = (5, 7, 10)
+RESULT = "result.json"
+# The paper's Table 7 grid (App. C): lambda_topo in {0.5, 4, 8}, lambda_grad and lambda_kld in
+# {0.5, 1, 2}.
+PAPER_GRID: dict[str, tuple[float, ...]] = {
+    "lambda_topo": (0.5, 4.0, 8.0), "lambda_grad": (0.5, 1.0, 2.0), "lambda_kld": (0.5, 1.0, 2.0),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a study table: a student stage and the config fields it sets."""
+
+    key: str  # folder name and report label
+    stage: str  # student | kd | distill
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+CE = Row("CE", "student")
+KD = Row("KD", "kd")
+TABLE5: tuple[Row, ...] = (
+    CE, KD, Row("KD+topo", "distill", {"grad": False}), Row("KD+grad", "distill", {"topo": False}),
+    Row("full", "distill"),
+)
+
+
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+def study_rows(table: int, grid: dict[str, Sequence[float]], saliency_sets: Sequence[Sequence[int]]) -> list[Row]:
+    """The rows of ``table``; CE and KD always come first (the paired differences use them)."""
+    if table == 5:
+        return list(TABLE5)
+    if table == 7:
+        rows = [CE, KD]
+        for lt in grid["lambda_topo"]:
+            for lg in grid["lambda_grad"]:
+                for lk in grid["lambda_kld"]:
+                    rows.append(Row(f"full topo={_num(lt)} grad={_num(lg)} kld={_num(lk)}", "distill",
+                                    {"lambda_topo": lt, "lambda_grad": lg, "lambda_kld": lk}))
+        return rows
+    if table == 10:
+        return [CE, KD] + [Row("full layers=" + ",".join(str(s) for s in layers), "distill",
+                               {"saliency_layers": list(layers)}) for layers in saliency_sets]
+    raise ValueError(f"--table must be one of {TABLES}, got {table}")
+
+
+def unit_config(base: RunConfig, row: Row, seed: int, unit_dir: Path, teacher_ckpt: Path) -> RunConfig:
+    """The resolved config of one (row, seed) unit (validated like any run)."""
+    values = {**base.to_dict(), **row.values, "stage": row.stage, "seed": seed, "out": str(unit_dir),
+              "teacher_checkpoint": str(teacher_ckpt) if row.stage != "student" else None, "resume": True}
+    return finalize(values)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path`` and rename it over ``path`` (a killed write
+    never leaves a half result that would mark the unit finished)."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _unit_result(cfg: RunConfig, model: torch.nn.Module, data: SplitData, info: DistInfo, wall_s: float,
+                 unit_dir: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {"seed": cfg.seed, "wall_s": wall_s,
+                              "val": evaluate_split(cfg, model, data, "val", info)}
+    if data.has_test:
+        result["test"] = evaluate_split(cfg, model, data, "test", info)
+    log = unit_dir / "train_log.csv"
+    if log.is_file():
+        result["train_log"] = str(log)
+    return result
+
+
+def run_unit(cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData, info: DistInfo,
+             teacher_ckpt: Path | None) -> dict[str, Any]:
+    """Train and evaluate one unit, or read its result if it finished earlier."""
+    done = unit_dir / RESULT
+    if done.is_file():
+        return json.loads(done.read_text())
+    t0 = time.perf_counter()
+    model, _ = train_or_reuse(cfg, stage, unit_dir, data, info, teacher_ckpt, StepTimer(False, info.device))
+    result = _unit_result(cfg, model, data, info, time.perf_counter() - t0, unit_dir)
+    if info.is_main:
+        _write_atomic(done, json.dumps(result, indent=1, allow_nan=True))
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.study",
+        description="Paper ablations (Table 5, 7 or 10) with several seeds, mean and 95%% confidence "
+        "intervals; every other option is passed to each run (see python -m train.run --help).",
+    )
+    p.add_argument("--table", type=int, choices=TABLES, default=5, help="which ablation table (default 5)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every row (>= 2)")
+    p.add_argument("--out", default=None, help="study directory (default runs/study-<dataset>-table<N>)")
+    p.add_argument("--rows", nargs="+", default=None, help="run only these row keys (default: all)")
+    for name, values in PAPER_GRID.items():
+        p.add_argument("--" + name.replace("_", "-") + "-grid", dest=name, type=float, nargs="+",
+                       default=list(values), help=f"Table 7 values of {name} (default {list(values)})")
+    p.add_argument("--saliency-sets", nargs="+", default=["1 2 3 4", "3 4", "4"],
+                   help="Table 10 decoder-stage sets, each a quoted list (default: '1 2 3 4' '3 4' '4')")
+    return p
+
+
+def _saliency_sets(texts: Sequence[str]) -> list[list[int]]:
+    try:
+        return [[int(t) for t in text.replace(",", " ").split()] for text in texts]
+    except ValueError as err:
+        raise ValueError(f"--saliency-sets takes quoted lists of decoder stages like '3 4': {err}") from None
+
+
+def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, RunConfig]:
+    """Study options, and the base run config from every other option (dataset synthetic by default)."""
+    args, rest = build_parser().parse_known_args(argv)
+    if len(set(args.seeds)) != len(args.seeds) or len(args.seeds) < 2:
+        raise ValueError(f"--seeds needs at least two distinct seeds for a confidence interval, got {args.seeds}")
+    if not any(r == "--dataset" or r.startswith("--dataset=") for r in rest):
+        rest = ["--dataset", "synthetic", *rest]
+    base = resolve(rest)
+    if args.out is None:
+        args.out = str(Path("runs") / f"study-{base.dataset}-table{args.table}")
+    return args, base
+
+
+def run_study(args: argparse.Namespace, base: RunConfig, info: DistInfo, argv: Sequence[str]) -> dict[str, Any]:
+    """Train the teacher and every unit; write and return the report's numbers."""
+    out = Path(args.out)
+    rows = study_rows(args.table, {k: getattr(args, k) for k in PAPER_GRID}, _saliency_sets(args.saliency_sets))
+    if args.rows is not None:
+        unknown = set(args.rows) - {r.key for r in rows}
+        if unknown:
+            raise ValueError(f"--rows {sorted(unknown)} are not rows of table {args.table}: {[r.key for r in rows]}")
+        rows = [r for r in rows if r.key in args.rows]
+    t0 = time.perf_counter()
+    teacher_dir = out / "teacher"
+    teacher_cfg = finalize({**base.to_dict(), "stage": "teacher", "seed": args.seeds[0], "out": str(out),
+                            "resume": True})
+    data = prepare_splits(teacher_cfg, info)
+    teacher = run_unit(teacher_cfg, "teacher", teacher_dir, data, info, None)
+    units: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        for seed in args.seeds:
+            unit_dir = out / "units" / row.key.replace(" ", "_") / f"seed-{seed}"
+            cfg = unit_config(base, row, seed, unit_dir, teacher_dir / FINAL)
+            if info.is_main and base.progress:
+                print(f"[study] {row.key} seed {seed}", flush=True)
+            units.setdefault(row.key, []).append(run_unit(cfg, row.stage, unit_dir, data, info, teacher_dir / FINAL))
+    command = "python -m train.study " + " ".join(shlex.quote(a) for a in argv)
+    study = {"table": args.table, "dataset": base.dataset, "seeds": list(args.seeds), "command": command,
+             "class_names": list(data.class_names), "eval_split": "test" if data.has_test else "val",
+             "teacher": teacher, "rows": {r.key: units[r.key] for r in rows},
+             "wall_s_this_invocation": time.perf_counter() - t0, "config": base.to_dict()}
+    if info.is_main:
+        write_study_report(out, study)
+    return study
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, base = parse(argv)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"train.study: error: {err}", file=sys.stderr)
+        return 2
+    info = init_from_env(base.device)
+    if base.deterministic:
+        torch.use_deterministic_algorithms(True)
+    try:
+        run_study(args, base, info, argv)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"train.study: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Statistics, Markdown report and bar chart of ``python -m train.study``.
+
+For each row: the mean test mIoU over its seeds with a two-sided 95% confidence interval from
+Student's t distribution (mean +- t_{0.975, n-1} s / sqrt(n), s the sample standard deviation),
+and the paired difference against the CE student and against the KD row: the per-seed differences
+d_s = row_s - ref_s over the seeds both rows have, with the same interval on d. Pairing by seed
+removes what the seed does to every row alike (data order, augmentation, initialisation).
+Per-class IoU is averaged over seeds. Validation mIoU is reported beside test mIoU because the
+choices (Table 7's weights) are made on validation.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+
+
+def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """(mean, half-width of the Student-t confidence interval); half-width NaN for one value."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return math.nan, math.nan
+    if x.size == 1:
+        return float(x[0]), math.nan
+    half = stats.t.ppf(0.5 + confidence / 2.0, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    return float(x.mean()), float(half)
+
+
+def paired_difference(row: dict[int, float], ref: dict[int, float]) -> tuple[float, float, int]:
+    """Mean and CI half-width of row - ref over their common seeds, and how many seeds that is."""
+    seeds = sorted(set(row) & set(ref))
+    mean, half = mean_ci([row[s] - ref[s] for s in seeds])
+    return mean, half, len(seeds)
+
+
+def _miou_by_seed(units: Sequence[dict[str, Any]], split: str) -> dict[int, float]:
+    return {int(u["seed"]): float(u[split]["miou"]) for u in units}
+
+
+def _nan_mean_columns(rows: Sequence[Sequence[float]]) -> list[float]:
+    """Column means ignoring NaN (a class absent from a split has NaN IoU); NaN where all are."""
+    x = np.array(rows, dtype=np.float64)
+    count = (~np.isnan(x)).sum(axis=0)
+    total = np.where(np.isnan(x), 0.0, x).sum(axis=0)
+    return [float(t / c) if c else math.nan for t, c in zip(total, count)]
+
+
+def summarize(study: dict[str, Any]) -> dict[str, Any]:
+    """Per-row statistics of a study (see the module docstring), keyed by row."""
+    split = study["eval_split"]
+    rows = study["rows"]
+    refs = {name: _miou_by_seed(rows[name], split) for name in ("CE", "KD") if name in rows}
+    out: dict[str, Any] = {}
+    for name, units in rows.items():
+        test = _miou_by_seed(units, split)
+        val = _miou_by_seed(units, "val")
+        entry: dict[str, Any] = {"n": len(units), "mean": mean_ci(list(test.values())),
+                                 "val_mean": mean_ci(list(val.values())),
+                                 "per_class": _nan_mean_columns([u[split]["iou"] for u in units]),
+                                 "wall_s": float(sum(u["wall_s"] for u in units))}
+        for ref_name, ref in refs.items():
+            if ref_name != name:
+                entry["vs_" + ref_name] = paired_difference(test, ref)
+        out[name] = entry
+    return out
+
+
+def _pct(v: float) -> str:
+    return "-" if v is None or math.isnan(v) else f"{100.0 * v:.1f}"
+
+
+def _ci(mean: float, half: float) -> str:
+    if math.isnan(mean):
+        return "-"
+    return f"{100.0 * mean:+.1f} ± {100.0 * half:.1f}" if not math.isnan(half) else f"{100.0 * mean:+.1f}"
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} logical cores, {gpu}; Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def ordering_statement(summary: dict[str, Any]) -> str:
+    """Whether the paper's Table 5 ordering full > KD+topo, KD+grad > KD > CE holds in the means,
+    and which paired differences exclude zero."""
+    need = ("CE", "KD", "KD+topo", "KD+grad", "full")
+    if not all(k in summary for k in need):
+        return "Not a Table 5 study (or rows missing): no ordering check."
+    m = {k: summary[k]["mean"][0] for k in need}
+    checks = [("full > KD+topo", m["full"] > m["KD+topo"]), ("full > KD+grad", m["full"] > m["KD+grad"]),
+              ("KD+topo > KD", m["KD+topo"] > m["KD"]), ("KD+grad > KD", m["KD+grad"] > m["KD"]),
+              ("KD > CE", m["KD"] > m["CE"])]
+    held = all(ok for _, ok in checks)
+    lines = [f"The paper's ordering (full > KD+topo, KD+grad > KD > CE) **{'holds' if held else 'does not hold'}** "
+             "in the mean test mIoU here: " + ", ".join(f"{name}: {'yes' if ok else 'no'}" for name, ok in checks) + "."]
+    sig = []
+    for name in ("KD+topo", "KD+grad", "full"):
+        d, h, _ = summary[name]["vs_KD"]
+        if not math.isnan(h) and abs(d) > h:
+            sig.append(f"{name} vs KD ({_ci(d, h)} points)")
+    lines.append("Paired differences against KD whose 95% interval excludes zero: "
+                 + (", ".join(sig) if sig else "none") + ".")
+    return " ".join(lines)
+
+
+def render(study: dict[str, Any], summary: dict[str, Any]) -> str:
+    split = study["eval_split"]
+    names = list(summary)
+    lines = [f"# Study: paper Table {study['table']} on {study['dataset']} ({len(study['seeds'])} seeds)", "",
+             f"Command: `{study['command']}`", "",
+             f"Machine: {_machine()}.", "",
+             f"Wall time of the units: {sum(e['wall_s'] for e in summary.values()) / 60:.1f} min "
+             f"(teacher {study['teacher']['wall_s'] / 60:.1f} min); seeds {study['seeds']}. "
+             f"mIoU is reported on the **{split}** split; validation beside it (choices are made on validation).", "",
+             f"Teacher: {split} mIoU {_pct(study['teacher'][split]['miou'])}, val mIoU "
+             f"{_pct(study['teacher']['val']['miou'])}, {study['teacher'][split]['parameters']:,} parameters.", "",
+             f"| row | seeds | {split} mIoU (mean ± 95% CI) | val mIoU | Δ vs CE (paired) | Δ vs KD (paired) | wall min |",
+             "|---|---|---|---|---|---|---|"]
+    for name in names:
+        e = summary[name]
+        mean, half = e["mean"]
+        ci = f"{_pct(mean)} ± {_pct(half)}" if not math.isnan(half) else _pct(mean)
+        d_ce = _ci(*e["vs_CE"][:2]) if "vs_CE" in e else "-"
+        d_kd = _ci(*e["vs_KD"][:2]) if "vs_KD" in e else "-"
+        lines.append(f"| {name} | {e['n']} | {ci} | {_pct(e['val_mean'][0])} | {d_ce} | {d_kd} | {e['wall_s'] / 60:.1f} |")
+    lines += ["", ordering_statement(summary), ""]
+    if study["table"] == 7:
+        grid = [n for n in names if n.startswith("full ")]
+        if grid:
+            best = max(grid, key=lambda n: summary[n]["val_mean"][0])
+            lines += [f"Chosen on validation: **{best}** (val {_pct(summary[best]['val_mean'][0])}); its {split} "
+                      f"mIoU {_pct(summary[best]['mean'][0])} ± {_pct(summary[best]['mean'][1])}.", ""]
+    present = [i for i, f in enumerate(study["teacher"][split]["class_frequency"]) if f and not math.isnan(f)]
+    lines += [f"## Per-class {split} IoU % (mean over seeds)", "",
+              "| class | points % | teacher | " + " | ".join(names) + " |",
+              "|---|---|---|" + "---|" * len(names)]
+    freq = study["teacher"][split]["class_frequency"]
+    for c in present:
+        cells = " | ".join(_pct(summary[n]["per_class"][c]) for n in names)
+        lines.append(f"| {study['class_names'][c]} | {100 * freq[c]:.2f} | "
+                     f"{_pct(study['teacher'][split]['iou'][c])} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(study: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
+    """Bar chart of the mean mIoU per row with 95% CI error bars (the teacher as a line)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    split = study["eval_split"]
+    names = list(summary)
+    means = [100 * summary[n]["mean"][0] for n in names]
+    halves = [0.0 if math.isnan(summary[n]["mean"][1]) else 100 * summary[n]["mean"][1] for n in names]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(names) + 2), 4.0), dpi=120)
+    ax.bar(range(len(names)), means, yerr=halves, capsize=5, color="#4C72B0", edgecolor="black")
+    for i, units in enumerate(study["rows"].values()):
+        ax.scatter([i] * len(units), [100 * u[split]["miou"] for u in units], color="black", s=12, zorder=3)
+    teacher = 100 * study["teacher"][split]["miou"]
+    ax.axhline(teacher, color="#C44E52", linestyle="--", label=f"teacher {teacher:.1f}")
+    ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 5 else 0, ha="right" if len(names) > 5 else "center")
+    ax.set_ylabel(f"{split} mIoU % (mean, 95% CI; dots: seeds)")
+    ax.set_title(f"Table {study['table']} on {study['dataset']}, {len(study['seeds'])} seeds")
+    low = min(m - h for m, h in zip(means, halves))
+    ax.set_ylim(max(0.0, low - 5.0), max(teacher, max(m + h for m, h in zip(means, halves))) + 3.0)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_study_report(out: Path, study: dict[str, Any]) -> dict[str, Any]:
+    """Write ``STUDY.md``, ``study.png`` and ``study.json`` into ``out``; returns the summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(study)
+    (out / "study.json").write_text(json.dumps({"study": study, "summary": summary}, indent=1, allow_nan=True))
+    plot(study, summary, out / "study.png")
+    text = render(study, summary) + "\n![study](study.png)\n"
+    (out / "STUDY.md").write_text(text)
+    return summary
