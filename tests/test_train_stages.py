@@ -147,3 +147,24 @@ def test_frozen_teacher_saliency_gradients_are_its_own_loss_gradients_on_decoder
         assert float(g.abs().sum()) > 0 and not g.requires_grad
         torch.testing.assert_close(g, f.grad, rtol=1e-4, atol=1e-7)
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_logged_term_gradient_norms_equal_the_norms_of_each_terms_own_gradient(teacher_run: Path) -> None:
+    cfg = tiny_config(teacher_run, stage="distill", teacher_checkpoint=str(teacher_run / "out" / "teacher" / FINAL))
+    data = tiny_data(cfg)
+    batch = to_device(data.collate([data.train[0], data.train[1]]), torch.device("cpu"))
+    teacher, _ = load_frozen_teacher(cfg.teacher_checkpoint, torch.device("cpu"))
+    base = _student_grads(cfg, teacher, batch, None)
+    with_kld = _student_grads(cfg, teacher, batch, "kld")
+    settings = distill_settings(cfg.__class__(**{**cfg.to_dict(), "topo": False, "grad": False}), "distill")
+    torch.manual_seed(0)
+    student = ModelSpec("student", 22, dict(cfg.student_overrides)).build()
+    student.train()
+    torch.manual_seed(1)
+    _, logs = distillation_step(student, teacher, batch, settings, amp=False, timer=StepTimer(),
+                                term_grad_norms=True)
+    assert set(k for k in logs if k.startswith("gradnorm_")) == {"gradnorm_seg", "gradnorm_kld"}
+    seg_norm = torch.sqrt(sum((g.double() ** 2).sum() for g in base.values()))
+    kld_norm = torch.sqrt(sum(((with_kld[n] - base[n]).double() ** 2).sum() for n in base))
+    assert float(logs["gradnorm_seg"]) == pytest.approx(float(seg_norm), rel=1e-4)
+    assert float(logs["gradnorm_kld"]) == pytest.approx(float(kld_norm), rel=1e-3)

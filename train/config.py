@@ -115,6 +115,7 @@ class RunConfig:
     checkpoint_every: int = 0
     resume: bool = False
     profile: bool = False
+    log_term_grads: int = 0
     tensorboard: bool = True
     progress: bool = True
     grid_size: float | None = None
@@ -188,6 +189,8 @@ _HELP: dict[str, str] = {
     "checkpoint_every": "also checkpoint every K iterations (0: only at epoch ends)",
     "resume": "continue from <out>/<stage>/checkpoint_last.pt",
     "profile": "time the parts of each step and print a summary",
+    "log_term_grads": "every K steps (and the first) log the gradient norm each loss term sends to the student "
+    "(one extra backward per term; single process; 0: off)",
     "tensorboard": "write TensorBoard logs",
     "progress": "show progress bars",
     "grid_size": "voxel size in metres of grid sampling (spec D: 0.05; 0.1 in the CPU demo)",
@@ -328,8 +331,8 @@ def validate(cfg: RunConfig) -> None:
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or v < 1):
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
-    if cfg.checkpoint_every < 0 or cfg.num_workers < 0:
-        raise ValueError("--checkpoint-every and --num-workers must be >= 0")
+    if cfg.checkpoint_every < 0 or cfg.num_workers < 0 or cfg.log_term_grads < 0:
+        raise ValueError("--checkpoint-every, --num-workers and --log-term-grads must be >= 0")
     for name in ("lr", "weight_decay", "block_lr_scale", "div_factor", "final_div_factor", "kld_temperature"):
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or v < 0 or (name != "weight_decay" and v == 0):

@@ -137,6 +137,9 @@ def train_stage(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
+    log_grads = cfg.log_term_grads > 0
+    if log_grads and info.world_size > 1:
+        raise ValueError("--log-term-grads is a single-process diagnostic: run it without torchrun")
     if settings.active("topo"):
         warm_up_persistence()
     logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, append=resumed)
@@ -163,7 +166,8 @@ def train_stage(
                 if settings.uses_teacher:
                     loss, logs = distillation_step(ddp_model, teacher, batch, settings, amp, timer,
                                                    topo_seed=cfg.seed + step * per_rank * info.world_size,
-                                                   grad_scale=scaler.get_scale() if amp else 1.0)
+                                                   grad_scale=scaler.get_scale() if amp else 1.0,
+                                                   term_grad_norms=log_grads and step % cfg.log_term_grads == 0)
                 else:
                     loss, logs = segmentation_step(ddp_model, batch, amp, timer, settings.seg_loss)
                 if not torch.isfinite(loss):

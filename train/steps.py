@@ -154,11 +154,15 @@ def distillation_step(
     timer: StepTimer,
     topo_seed: int = 0,
     grad_scale: float = 1.0,
+    term_grad_norms: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss of one KD / distillation step (graph attached to the student only) and its parts.
 
     ``topo_seed``: TPS start seed of this step (cloud b uses ``topo_seed + b``, decisions 14).
     ``grad_scale``: the AMP loss scale used for the saliency gradients (1 without AMP).
+    ``term_grad_norms``: also log ``gradnorm_<term>``, the L2 norm over the student's parameters of
+    the gradient each weighted term sends (one extra backward pass per term: a diagnostic for
+    single-process runs, e.g. every K steps via ``--log-term-grads K``).
     """
     misses_before = budget_miss_count()
     t_out, topo_job, t_grads = _teacher_pass(teacher, batch, s, amp, timer, topo_seed, grad_scale)
@@ -170,6 +174,7 @@ def distillation_step(
     with timer.section("student_loss"):
         seg, parts = segmentation_loss(out.logits.float(), batch["segment"], kind=s.seg_loss)
     total = seg
+    weighted = {"seg": seg}
     logs: dict[str, torch.Tensor] = {"seg": seg.detach(), **parts}
     if s.active("grad"):
         with timer.section("student_saliency"):
@@ -183,20 +188,36 @@ def distillation_step(
                 [t_out.decoder_offsets[p] for p in pos], [t_out.decoder_index[p] for p in pos],
                 batch["offset"], eps=s.saliency_eps,
             )
-        total = total + s.lambda_grad * l_grad
+        weighted["grad"] = s.lambda_grad * l_grad
+        total = total + weighted["grad"]
         logs["grad"] = l_grad.detach()
     if s.active("kld"):
         with timer.section("kld"):
             l_kld = kld(out.logits.float(), t_out.logits.detach().float(), batch["segment"],
                              temperature=s.temperature)
-        total = total + s.lambda_kld * l_kld
+        weighted["kld"] = s.lambda_kld * l_kld
+        total = total + weighted["kld"]
         logs["kld"] = l_kld.detach()
     if topo_job is not None:
         with timer.section("topo_wait"):
             l_topo = topo_job.loss()
-        total = total + s.lambda_topo * l_topo
+        weighted["topo"] = s.lambda_topo * l_topo
+        total = total + weighted["topo"]
         logs["topo"] = l_topo.detach()
         # clouds whose H1 missed the time budget this step (decisions 6c): counted, never silent
         logs["topo_h1_over_budget"] = torch.tensor(float(budget_miss_count() - misses_before))
+    if term_grad_norms:
+        logs.update(_term_grad_norms(student, weighted))
     logs["loss"] = total.detach()
     return total, logs
+
+
+def _term_grad_norms(student: nn.Module, weighted: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``gradnorm_<term>``: ||d(weighted term)/d(student parameters)||_2 for each term (graph kept)."""
+    params = [p for p in student.parameters() if p.requires_grad]
+    norms = {}
+    for name, term in weighted.items():
+        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+        sq = sum((g.detach().float() ** 2).sum() for g in grads if g is not None)
+        norms[f"gradnorm_{name}"] = torch.as_tensor(sq, dtype=torch.float32).sqrt()
+    return norms
