@@ -34,6 +34,11 @@ def test_synthetic_all_pipeline_trains_four_models_and_prints_one_table(
         assert 0.0 <= result["miou"] <= 1.0 and result["latency_ms"] > 0
         assert len(result["iou"]) == len(report["class_names"]) == 22
         assert not math.isnan(result["miou"])
+    res = report["results"]
+    for col in columns[2:]:  # each distilled student's improvement over the CE student, also printed
+        assert res[col]["miou_vs_ce"] == pytest.approx(res[col]["miou"] - res["student seg"]["miou"], abs=1e-12)
+    assert "miou_vs_ce" not in res["teacher"] and "miou_vs_ce" not in res["student seg"]
+    assert "| mIoU vs CE student | | - | - | " in out
     sizes = {name: r["parameters"] for name, r in report["results"].items()}
     assert len({sizes[c] for c in columns[1:]}) == 1  # the three students share one architecture
     saved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())

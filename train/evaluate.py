@@ -181,6 +181,9 @@ def results_table(results: dict[str, dict[str, Any]], class_names: Sequence[str]
         cells = [_fmt(results[m]["iou"][c]) for m in models]
         lines.append(f"| {name} | {_fmt(freq[c], digits=2)} | " + " | ".join(cells) + " |")
     lines.append("| **mIoU** | | " + " | ".join(f"**{_fmt(results[m]['miou'])}**" for m in models) + " |")
+    if any("miou_vs_ce" in results[m] for m in models):
+        lines.append("| mIoU vs CE student | | " + " | ".join(
+            f"{results[m]['miou_vs_ce'] * 100:+.1f}" if "miou_vs_ce" in results[m] else "-" for m in models) + " |")
     lines.append("| parameters | | " + " | ".join(f"{results[m]['parameters']:,}" for m in models) + " |")
     lines.append("| latency ms/scan | | " + " | ".join(f"{results[m]['latency_ms']:.1f}" for m in models) + " |")
     return "\n".join(lines)

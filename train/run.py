@@ -125,8 +125,11 @@ def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
             teacher_ckpt = out / "teacher" / FINAL
     latency = inference_latency_ms({stage_label(cfg, s): m for s, m in models.items()}, data.val_views(False)[0],
                                    info.device, data.collate, cfg.latency_runs)
+    ce_label = stage_label(cfg, "student")
     for label, result in results.items():
         result["latency_ms"] = latency[label]
+        if ce_label in results and label not in (ce_label, "teacher"):
+            result["miou_vs_ce"] = result["miou"] - results[ce_label]["miou"]
     if info.is_main:
         for stage in stages:
             label = stage_label(cfg, stage)

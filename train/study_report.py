@@ -10,6 +10,7 @@ choices (Table 7's weights) are made on validation.
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -65,12 +66,38 @@ def summarize(study: dict[str, Any]) -> dict[str, Any]:
         entry: dict[str, Any] = {"n": len(units), "mean": mean_ci(list(test.values())),
                                  "val_mean": mean_ci(list(val.values())),
                                  "per_class": _nan_mean_columns([u[split]["iou"] for u in units]),
-                                 "wall_s": float(sum(u["wall_s"] for u in units))}
+                                 "wall_s": float(sum(u["wall_s"] for u in units)),
+                                 "terms": term_diagnostics(units)}
         for ref_name, ref in refs.items():
             if ref_name != name:
                 entry["vs_" + ref_name] = paired_difference(test, ref)
         out[name] = entry
     return out
+
+
+SKIP_COLUMNS = ("step", "epoch", "lr")
+
+
+def term_diagnostics(units: Sequence[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Mean of every logged training column (loss terms, gradient norms, H1 budget misses) over the
+    first and the last quarter of training, averaged over the units that logged it."""
+    early: dict[str, list[float]] = {}
+    late: dict[str, list[float]] = {}
+    for unit in units:
+        path = unit.get("train_log")
+        if not path or not Path(path).is_file():
+            continue
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        quarter = max(1, len(rows) // 4)
+        for name in (rows[0] if rows else {}):
+            if name in SKIP_COLUMNS:
+                continue
+            for part, store in ((rows[:quarter], early), (rows[-quarter:], late)):
+                vals = [float(r[name]) for r in part if r.get(name) not in (None, "")]
+                if vals:
+                    store.setdefault(name, []).append(float(np.mean(vals)))
+    return {k: (float(np.mean(early[k])), float(np.mean(late.get(k, [math.nan])))) for k in early}
 
 
 def _pct(v: float) -> str:
@@ -157,6 +184,14 @@ def render(study: dict[str, Any], summary: dict[str, Any]) -> str:
         cells = " | ".join(_pct(summary[n]["per_class"][c]) for n in names)
         lines.append(f"| {study['class_names'][c]} | {100 * freq[c]:.2f} | "
                      f"{_pct(study['teacher'][split]['iou'][c])} | {cells} |")
+    lines += ["", "## Training terms (mean over the first / last quarter of the steps, averaged over seeds)", "",
+              "Loss terms are unweighted; `gradnorm_<term>` is the norm of the gradient the *weighted* term "
+              "sends to the student's parameters (logged with `--log-term-grads`); `topo_h1_over_budget` counts "
+              "clouds whose H1 fell back to H0 in a step.", "",
+              "| row | column | first quarter | last quarter |", "|---|---|---|---|"]
+    for name in names:
+        for col, (first, last) in sorted(summary[name]["terms"].items()):
+            lines.append(f"| {name} | {col} | {first:.4g} | {last:.4g} |")
     return "\n".join(lines) + "\n"
 
 
