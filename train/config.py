@@ -74,6 +74,7 @@ class RunConfig:
     batch_size: int | None = None
     iters_per_epoch: int | None = None
     num_workers: int = 0
+    procs: int | None = None
     seed: int = 0
     device: str = "auto"
     deterministic: bool = False
@@ -152,6 +153,8 @@ _HELP: dict[str, str] = {
     "batch_size": "total batch size over all processes (paper: 12)",
     "iters_per_epoch": "cap on iterations per epoch (default: the whole split)",
     "num_workers": "DataLoader worker processes",
+    "procs": "training processes started on this machine (DDP; default 2 for the synthetic demo on a CPU "
+    "with >= 2 cores and an even batch, else 1; under torchrun leave it unset)",
     "seed": "random seed of data order, augmentation and initialisation",
     "device": "auto | cpu | cuda",
     "deterministic": "deterministic algorithms (bitwise-reproducible CPU runs, used by tests)",
@@ -284,6 +287,12 @@ def finalize(values: dict[str, Any]) -> RunConfig:
     return cfg
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _fill_defaults(cfg: RunConfig) -> None:
     if cfg.dataset == "synthetic":
         for k, v in SYNTHETIC_DEMO.items():
@@ -295,6 +304,10 @@ def _fill_defaults(cfg: RunConfig) -> None:
         cfg.teacher_epochs = cfg.epochs
     if cfg.batch_size is None:
         cfg.batch_size = 12
+    if cfg.procs is None:
+        cpu_demo = cfg.dataset == "synthetic" and (cfg.device == "cpu" or (cfg.device == "auto" and not _has_cuda()))
+        two = cpu_demo and (os.cpu_count() or 1) >= 2 and cfg.batch_size % 2 == 0 and "WORLD_SIZE" not in os.environ
+        cfg.procs = 2 if two else 1
     if cfg.topo_m is None:
         cfg.topo_m = 1024
     if cfg.grid_size is None:
@@ -322,7 +335,7 @@ def validate(cfg: RunConfig) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or v < 0 or v != v:
             raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, got {v!r}")
-    positive = ("epochs", "teacher_epochs", "batch_size", "topo_m", "latency_runs", "synthetic_scenes")
+    positive = ("epochs", "teacher_epochs", "batch_size", "topo_m", "latency_runs", "synthetic_scenes", "procs")
     for name in positive:
         v = getattr(cfg, name)
         if not isinstance(v, int) or v < 1:
@@ -331,6 +344,11 @@ def validate(cfg: RunConfig) -> None:
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or v < 1):
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
+    if cfg.procs > 1 and "WORLD_SIZE" in os.environ:
+        raise ValueError("--procs starts its own processes: under torchrun leave it unset (or 1)")
+    if cfg.batch_size % cfg.procs:
+        raise ValueError(f"--batch-size {cfg.batch_size} is the total over --procs {cfg.procs} processes and "
+                         "must be divisible by it")
     if cfg.checkpoint_every < 0 or cfg.num_workers < 0 or cfg.log_term_grads < 0:
         raise ValueError("--checkpoint-every, --num-workers and --log-term-grads must be >= 0")
     for name in ("lr", "weight_decay", "block_lr_scale", "div_factor", "final_div_factor", "kld_temperature"):

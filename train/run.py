@@ -31,7 +31,7 @@ import torch
 
 from train.config import RunConfig, resolve, save_config
 from train.datasets import SplitData, prepare_splits
-from train.distributed import DistInfo, barrier, cleanup, init_from_env
+from train.distributed import DistInfo, barrier, cleanup, init_from_env, spawn_local
 from train.evaluate import count_parameters, evaluate, inference_latency_ms, stage_result, write_report
 from train.logging_utils import progress
 from train.loop import FINAL, ModelSpec, distill_settings, load_frozen_teacher, train_stage
@@ -148,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"train.run: error: {err}", file=sys.stderr)
         return 2
+    if cfg.procs > 1 and "WORLD_SIZE" not in os.environ:
+        return spawn_local(main, sys.argv[1:] if argv is None else argv, cfg.procs)
     info = init_from_env(cfg.device)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)

@@ -37,7 +37,7 @@ import torch
 
 from train.config import RunConfig, finalize, resolve
 from train.datasets import SplitData, prepare_splits
-from train.distributed import DistInfo, cleanup, init_from_env
+from train.distributed import DistInfo, barrier, cleanup, init_from_env, spawn_local
 from train.loop import FINAL
 from train.profiling import StepTimer
 from train.run import evaluate_split, train_or_reuse
@@ -136,6 +136,7 @@ def run_unit(cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData, info: 
     result = _unit_result(cfg, model, data, info, time.perf_counter() - t0, unit_dir)
     if info.is_main:
         _write_atomic(done, json.dumps(result, indent=1, allow_nan=True))
+    barrier()
     return result
 
 
@@ -217,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"train.study: error: {err}", file=sys.stderr)
         return 2
+    if base.procs > 1 and "WORLD_SIZE" not in os.environ:
+        return spawn_local(main, argv, base.procs)
     info = init_from_env(base.device)
     if base.deterministic:
         torch.use_deterministic_algorithms(True)
