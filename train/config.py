@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from train.distributed import under_external_launcher
 from train.losses import DEFAULT_SEG_LOSS, SEG_LOSSES
 
 DATASETS: tuple[str, ...] = ("waymo", "nuscenes", "semantic_kitti", "synthetic")
@@ -306,7 +307,7 @@ def _fill_defaults(cfg: RunConfig) -> None:
         cfg.batch_size = 12
     if cfg.procs is None:
         cpu_demo = cfg.dataset == "synthetic" and (cfg.device == "cpu" or (cfg.device == "auto" and not _has_cuda()))
-        two = cpu_demo and (os.cpu_count() or 1) >= 2 and cfg.batch_size % 2 == 0 and "WORLD_SIZE" not in os.environ
+        two = cpu_demo and (os.cpu_count() or 1) >= 2 and cfg.batch_size % 2 == 0 and not under_external_launcher()
         cfg.procs = 2 if two else 1
     if cfg.topo_m is None:
         cfg.topo_m = 1024
@@ -344,7 +345,7 @@ def validate(cfg: RunConfig) -> None:
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or v < 1):
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
-    if cfg.procs > 1 and "WORLD_SIZE" in os.environ:
+    if cfg.procs > 1 and under_external_launcher():
         raise ValueError("--procs starts its own processes: under torchrun leave it unset (or 1)")
     if cfg.batch_size % cfg.procs:
         raise ValueError(f"--batch-size {cfg.batch_size} is the total over --procs {cfg.procs} processes and "

@@ -45,10 +45,19 @@ def init_from_env(device: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
 
 
+SPAWNED_ENV = "TOPODISTILL_SPAWNED"  # set in the processes spawn_local starts
+
+
+def under_external_launcher() -> bool:
+    """True under torchrun (or another launcher), False in a plain or a ``spawn_local`` process."""
+    return "WORLD_SIZE" in os.environ and SPAWNED_ENV not in os.environ
+
+
 def _spawned(rank: int, entry: Callable[[list[str]], int], argv: list[str], procs: int, port: int,
              threads: int) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "WORLD_SIZE": str(procs), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(procs)})
+                       "WORLD_SIZE": str(procs), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(procs),
+                       SPAWNED_ENV: "1"})
     torch.set_num_threads(threads)
     code = entry(argv)
     if code:
