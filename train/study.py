@@ -194,8 +194,9 @@ def run_study(args: argparse.Namespace, base: RunConfig, info: DistInfo, argv: S
     data = prepare_splits(teacher_cfg, info)
     teacher = run_unit(teacher_cfg, "teacher", teacher_dir, data, info, None)
     units: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        for seed in args.seeds:
+    # seed-major: a study stopped early still has every row for the seeds it finished
+    for seed in args.seeds:
+        for row in rows:
             unit_dir = out / "units" / row.key.replace(" ", "_") / f"seed-{seed}"
             cfg = unit_config(base, row, seed, unit_dir, teacher_dir / FINAL)
             if info.is_main and base.progress:
