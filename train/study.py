@@ -165,28 +165,36 @@ def _saliency_sets(texts: Sequence[str]) -> list[list[int]]:
         raise ValueError(f"--saliency-sets takes quoted lists of decoder stages like '3 4': {err}") from None
 
 
-def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, RunConfig]:
-    """Study options, and the base run config from every other option (dataset synthetic by default)."""
+def select_rows(args: argparse.Namespace) -> list[Row]:
+    """The rows of ``args.table`` (restricted to ``--rows`` when given); unknown keys are errors."""
+    rows = study_rows(args.table, {k: getattr(args, k) for k in PAPER_GRID}, _saliency_sets(args.saliency_sets))
+    if args.rows is None:
+        return rows
+    unknown = set(args.rows) - {r.key for r in rows}
+    if unknown:
+        raise ValueError(f"--rows {sorted(unknown)} are not rows of table {args.table}: {[r.key for r in rows]}")
+    return [r for r in rows if r.key in args.rows]
+
+
+def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[Row], RunConfig]:
+    """Study options, the rows to run, and the base run config from every other option (dataset
+    synthetic by default). Everything is validated here, before any process is started."""
     args, rest = build_parser().parse_known_args(argv)
     if len(set(args.seeds)) != len(args.seeds) or len(args.seeds) < 2:
         raise ValueError(f"--seeds needs at least two distinct seeds for a confidence interval, got {args.seeds}")
+    rows = select_rows(args)
     if not any(r == "--dataset" or r.startswith("--dataset=") for r in rest):
         rest = ["--dataset", "synthetic", *rest]
     base = resolve(rest)
     if args.out is None:
         args.out = str(Path("runs") / f"study-{base.dataset}-table{args.table}")
-    return args, base
+    return args, rows, base
 
 
-def run_study(args: argparse.Namespace, base: RunConfig, info: DistInfo, argv: Sequence[str]) -> dict[str, Any]:
+def run_study(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, info: DistInfo,
+              argv: Sequence[str]) -> dict[str, Any]:
     """Train the teacher and every unit; write and return the report's numbers."""
     out = Path(args.out)
-    rows = study_rows(args.table, {k: getattr(args, k) for k in PAPER_GRID}, _saliency_sets(args.saliency_sets))
-    if args.rows is not None:
-        unknown = set(args.rows) - {r.key for r in rows}
-        if unknown:
-            raise ValueError(f"--rows {sorted(unknown)} are not rows of table {args.table}: {[r.key for r in rows]}")
-        rows = [r for r in rows if r.key in args.rows]
     t0 = time.perf_counter()
     teacher_dir = out / "teacher"
     teacher_cfg = finalize({**base.to_dict(), "stage": "teacher", "seed": args.seeds[0], "out": str(out),
@@ -215,7 +223,7 @@ def run_study(args: argparse.Namespace, base: RunConfig, info: DistInfo, argv: S
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args, base = parse(argv)
+        args, rows, base = parse(argv)
     except (ValueError, FileNotFoundError) as err:
         print(f"train.study: error: {err}", file=sys.stderr)
         return 2
@@ -225,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if base.deterministic:
         torch.use_deterministic_algorithms(True)
     try:
-        run_study(args, base, info, argv)
+        run_study(args, rows, base, info, argv)
     except (ValueError, FileNotFoundError) as err:
         print(f"train.study: error: {err}", file=sys.stderr)
         return 2
