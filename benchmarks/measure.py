@@ -1,6 +1,6 @@
 """Device synchronisation and peak-memory probes shared by the benchmarks (paper Table 6 columns Fwd, Bwd, Mem).
 
-Peak memory on CPU is reported two ways, as the issue asks:
+Peak memory on CPU is reported two ways:
 
 - ``rss_peak_mb``: growth of the resident set above its level before the call, from the kernel's
   high-water mark ``VmHWM`` after resetting it (``/proc/<pid>/clear_refs``, Linux >= 4.0). It

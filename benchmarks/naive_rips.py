@@ -1,6 +1,6 @@
 """Naive differentiable Vietoris-Rips persistence in pure PyTorch: the baseline of paper Table 6.
 
-Decision 21 (``shared/docs/decisions.md``) defines the "naive" implementation the paper compares
+Decision 21 (``docs/decisions.md``) defines the "naive" implementation the paper compares
 against (App. B.4, Table 6): enumerate every edge and triangle of the Rips complex, sort them by
 filtration value, build the dense Z2 boundary matrix, reduce it with the standard column algorithm
 (Edelsbrunner-Letscher-Zomorodian; no clearing, no cohomology, no apparent/emergent pairs), and get

@@ -319,7 +319,8 @@ def _other_section(run: dict[str, Any]) -> list[str]:
 
 
 def _summary_section(run: dict[str, Any]) -> list[str]:
-    """The two headline numbers the issue asks for, from the same data as the tables below."""
+    """The two headline numbers (Table 6 speed-up over the naive baseline at N = 100; batch speed-up
+    over the paper-style pipeline, target >= 20x), from the same data as the tables below."""
     lines = ["## Headline", ""]
     medians = {(b["group"], b["extra_info"].get("method"), b["extra_info"].get("device"), b["extra_info"].get("n")):
                _median(b) for b in run["benchmarks"] if b.get("group") in ("table6-forward", "table6-backward")}

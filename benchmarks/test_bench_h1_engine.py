@@ -1,4 +1,4 @@
-"""Native exact H1 engine (``fast.native_engine``, issue 8) against giotto-ph, in the same run.
+"""Native exact H1 engine (``fast.native_engine``) against giotto-ph, in the same run.
 
 Two measurements (decision 6c: structured 64-d clouds are the representative case, the
 unstructured ones the worst case):
@@ -16,7 +16,7 @@ unstructured ones the worst case):
   (``fast.engine.compute_diagrams``, one worker process per core, distances and H0 included)
   with either engine, the native batch form with one thread per core on precomputed
   distances (its kernels release the GIL), and (marked ``cuda``) the batch form with distances
-  and the parallel stage on the GPU (issue 8's target there: at most 0.3 s per step).
+  and the parallel stage on the GPU (the native engine's target there: at most 0.3 s per step).
 
 Without ``--benchmark`` every case runs once at tiny sizes (smoke run, see conftest.py).
 """

@@ -3,12 +3,13 @@
 Implements the "Ripser" / "DiffRipser" steps of paper Algorithm 1 (lines 12-13) and the pairing
 map Pi of Algorithm 3, under decisions 2, 3, 6a, 6b and 6c (``docs/decisions.md``).
 
-The interface (style.md: one function, batch in, pairs and critical edges out, engine swappable):
+The interface (one function, batch in, pairs and critical edges out, the engine swappable behind it;
+see ``docs/design.md``):
 
 * :data:`H1Engine` is the whole contract an H1 backend has to meet: a plain function
   ``engine(dist, deadline) -> (birth_edges, death_edges) | None`` (see its docstring).
-  :func:`giotto_h1` is the backend shipped here. A new backend (e.g. the compiled engine of
-  issue 8) is one module-level function with that signature: pass it directly
+  :func:`giotto_h1` is the backend shipped here. A new backend (e.g. the compiled native engine,
+  ``fast.native_engine``) is one module-level function with that signature: pass it directly
   (``engine=my_h1``) or add one line ``"name": "module:function"`` to :data:`ENGINES` so it can
   be chosen by name (``engine="name"``). There is no registration machinery.
 * :func:`submit_diagrams` / :func:`compute_diagrams` take a batch of selected point clouds and
@@ -16,16 +17,16 @@ The interface (style.md: one function, batch in, pairs and critical edges out, e
   the engine, values read from our own float64 distance matrix (decision 6a), zero-persistence
   pairs dropped (decision 2).
 
-Why giotto-ph for H1 (issue 3, measured on this 2-core machine): giotto-ph's
-``ripser_parallel(..., return_generators=True)`` is the fastest engine on PyPI that returns the
-critical simplices (~0.45 s at N=1024, 64-d, one core); ``ripser`` takes ~1.4 s and returns no
-critical simplices; gudhi builds the whole Rips complex (N^3/6 triangles at N=1024) before
-computing. giotto-ph is always called with ``n_threads=1``: with more threads it reports wrong
-H1 *birth* edges (decision 6b; re-measured here: 3.2% of the pairs at N=1024, 64-d, with
-``n_threads=2``), so :func:`giotto_h1` also checks every reported critical edge against the
-reported value and raises if they ever disagree. ``engine="native"`` selects the float64 engine
-of issue 8 (``fast.native_engine``), which follows the reference's total order exactly; it is the
-default (:data:`DEFAULT_ENGINE`) because it is exact and several times faster.
+Why giotto-ph was the first H1 backend (measured on this 2-core machine when it was chosen):
+giotto-ph's ``ripser_parallel(..., return_generators=True)`` is the fastest engine on PyPI that
+returns the critical simplices (~0.45 s at N=1024, 64-d, one core); ``ripser`` takes ~1.4 s and
+returns no critical simplices; gudhi builds the whole Rips complex (N^3/6 triangles at N=1024)
+before computing. giotto-ph is always called with ``n_threads=1``: with more threads it reports
+wrong H1 *birth* edges (decision 6b; re-measured here: 3.2% of the pairs at N=1024, 64-d, with
+``n_threads=2``), so :func:`giotto_h1` also checks every reported critical edge against the reported
+value and raises if they ever disagree. ``engine="native"`` selects the project's own float64 engine
+(``fast.native_engine``), which follows the reference's total order exactly; it is the default
+(:data:`DEFAULT_ENGINE`) because it is exact and several times faster.
 
 Parallelism. Measured here (N=600, 64-d, 4 clouds): a thread pool of 2 gives no speed-up over a
 serial loop (0.42 s vs 0.43 s) because giotto-ph holds the GIL during the computation, while a
@@ -86,9 +87,10 @@ ENGINES: dict[str, str] = {
 }
 """Engine names accepted by ``engine=...`` -> ``"module:function"`` of an :data:`H1Engine`."""
 
-# The native engine (issue 8) is the default: exact in float64 with the reference's total order, and
-# measured here 6.3x (clustered) / 7.4x (low-dimensional) faster than giotto-ph at N=1024, 64-d,
-# one thread (benchmarks/test_bench_h1_engine.py). giotto-ph stays selectable as engine="giotto".
+# The native engine (fast.native_engine) is the default: exact in float64 with the reference's total
+# order, and measured here 6.3x (clustered) / 7.4x (low-dimensional) faster than giotto-ph at
+# N=1024, 64-d, one thread (benchmarks/test_bench_h1_engine.py). giotto-ph stays selectable as
+# engine="giotto".
 DEFAULT_ENGINE = "native"
 
 

@@ -1,6 +1,6 @@
 """Batched device stage of the native H1 engine: radius, edge ranks, neighbour lists, apparent pairs.
 
-Steps 1-3 of the algorithm documented in ``fast/native_engine.py`` (issue 8; the H1 part of the
+Steps 1-3 of the algorithm documented in ``fast/native_engine.py`` (the H1 part of the
 "Ripser" step of paper Algorithm 1, line 12), for a whole batch of clouds at once with PyTorch,
 so that on a CUDA device they cost one batched launch per stage instead of a per-cloud loop:
 

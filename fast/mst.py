@@ -7,7 +7,7 @@ tie-free distance matrix the minimum spanning tree is unique, so the edges found
 the death edges the reference (``reference.persistence``, a union-find over sorted edges) reports.
 
 Why hand-written and not a general persistence engine: measured on this machine, dense Prim in
-numpy takes ~7 ms at N=1024 while giotto-ph's H0 takes ~150 ms (issue 3); and scipy's
+numpy takes ~7 ms at N=1024 while giotto-ph's H0 takes ~150 ms; and scipy's
 ``minimum_spanning_tree`` treats zero distances (duplicated points) as missing edges, which
 would change the tree. Prim on a dense matrix is O(N^2) time with an O(N) frontier.
 """

@@ -3,7 +3,7 @@
 The H1 part of the "Ripser" step of paper Algorithm 1 (line 12) and of the pairing map of
 Algorithm 3 (birth edge, death triangle and its longest edge, decision 3), behind the
 :data:`fast.engine.H1Engine` interface (:func:`native_h1`), plus a batched form
-(:func:`native_h1_batch`) whose first stage runs on the tensors' device (issue 8).
+(:func:`native_h1_batch`) whose first stage runs on the tensors' device.
 
 Filtration (exactly ``reference.persistence``'s total order, ties included): vertices; edges by
 ``(length, i, j)``, i.e. by their *rank*; triangles by the key ``rank(max edge) * N + k`` (``k``

@@ -1,6 +1,6 @@
 """Temperature-scaled logit distillation loss (paper Sec. 3.4, Eq. (8) term L_KLD) and its gradient.
 
-Decision 18 (``shared/docs/decisions.md``):
+Decision 18 (``docs/decisions.md``):
 ``L_kld = T^2 * KL(softmax(z_T / T) || softmax(z_S / T))`` per point, averaged over the points whose
 label is not ``ignore_index`` (all points when ``labels`` is None); 0 with a zero gradient when no
 point is labelled. Softmaxes are computed through log-sum-exp so large logits do not overflow.

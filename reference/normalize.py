@@ -1,6 +1,6 @@
 """Per-cloud feature normalisation (paper Algorithm 1, Step 1) and its vector-Jacobian product.
 
-Decision 13 (``shared/docs/decisions.md``): one normalisation per cloud, applied to teacher and
+Decision 13 (``docs/decisions.md``): one normalisation per cloud, applied to teacher and
 student features before TPS and the distance matrices.
 
 - ``scale`` (default): ``(h_i - mean) / (rms + eps)`` with ``rms = sqrt(mean_i ||h_i - mean||^2)``

@@ -4,7 +4,7 @@ Implements the persistence computation the paper treats as a black box (Sec. 3.2
 Algorithm 1 step 4 "DiffRipser", Algorithm 3 lines 5-8): for every finite pair of the H0 and H1
 diagrams it returns the birth and death values and the simplices that create and destroy the
 class, so that ``reference.routing`` can send diagram gradients to the critical edges (Eq. 1).
-Decisions 1-3 (``shared/docs/decisions.md``) fix the conventions: Rips on the given distances,
+Decisions 1-3 (``docs/decisions.md``) fix the conventions: Rips on the given distances,
 finite pairs only, zero-persistence pairs and essential classes dropped.
 
 Total filtration order

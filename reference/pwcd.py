@@ -2,7 +2,7 @@
 
 Paper Eq. (2)-(3) and Algorithm 2 for the loss, Algorithm 4 for the gradient with respect to the
 student's (birth, death) pairs, with the project's numerical decisions 6-10
-(``shared/docs/decisions.md``):
+(``docs/decisions.md``):
 
 - pair cost ``||p - q||^2`` (squared Euclidean, *without* the 1/2 of Algorithm 2 line 14, which
   contradicts the gradients of Algorithm 4);

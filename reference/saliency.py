@@ -1,6 +1,6 @@
 """Gradient-guided saliency alignment loss L_grad and its gradient, paper Eq. (4)-(7).
 
-Decisions 15-17 (``shared/docs/decisions.md``), per layer ``l`` (every decoder stage) and per
+Decisions 15-17 (``docs/decisions.md``), per layer ``l`` (every decoder stage) and per
 cloud ``b`` of the batch:
 
 - Eq. (4): channel weights ``omega_k = mean over the cloud's stage points of |dL_seg/dF_ik|``,

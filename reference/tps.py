@@ -1,6 +1,6 @@
 """Topology-preserving sampling (TPS): greedy farthest-point k-center selection, paper Algorithm 5.
 
-Decision 14 (``shared/docs/decisions.md``): the first index is
+Decision 14 (``docs/decisions.md``): the first index is
 ``numpy.random.default_rng(seed).integers(N)``; every next index is the argmax of the distance to
 the selected set, ties going to the lowest index; a cloud with ``N <= m`` uses all its points
 (``arange(N)``). Already selected points are excluded from the argmax: they are at distance 0

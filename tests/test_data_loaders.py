@@ -1,6 +1,9 @@
-"""Loaders (spec section C): real fixture values, round trips through tiny writers, bad inputs.
+"""Loaders (spec section C, ``docs/ptv3-and-datasets.md``): real fixture values, round trips through
+tiny writers, bad inputs.
 
-Real files: ../shared/fixtures/real (README there documents every value checked here).
+Real files: tiny samples of genuine nuScenes and SemanticKITTI scans, kept outside the repository
+(``REAL``; the tests that read them are skipped when absent). Where they come from and every value
+checked here: ``docs/ptv3-and-datasets.md`` section C4.
 """
 from __future__ import annotations
 

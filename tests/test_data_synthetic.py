@@ -1,6 +1,6 @@
-"""Synthetic LiDAR simulator (issue 6): exact primitive hits against ray marching, culling against
-brute force, determinism per seed, ring structure, class mix and strength physics, the Waymo-layout
-writer read back by WaymoDataset, the cache marker and the command line."""
+"""Synthetic LiDAR simulator (``train.data.synthetic``): exact primitive hits against ray marching,
+culling against brute force, determinism per seed, ring structure, class mix and strength physics,
+the Waymo-layout writer read back by WaymoDataset, the cache marker and the command line."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""The native H1 engine (``fast.native_engine``, issue 8) against the reference and gudhi.
+"""The native H1 engine (``fast.native_engine``) against the reference and gudhi.
 
 Claims checked:
 - on random clouds, with or without equal distances and duplicated points, the engine returns

@@ -1,5 +1,5 @@
 """Two-process DistributedDataParallel (gloo, CPU) training and evaluation against one process
-with the doubled batch (issue 7 item 6).
+with the doubled batch.
 
 Training: both ranks end with identical parameters (gradients were all-reduced) and buffers (rank
 0's BatchNorm statistics are broadcast at each epoch end). The parameters equal (to float

@@ -1,6 +1,6 @@
 """Smoke test of the README's main command at a tiny budget: ``python -m train.run --dataset
 synthetic`` (stage ``all``) generates the set, trains the teacher and the three students, evaluates
-them and prints one table (issue 7 item 1)."""
+them and prints one table."""
 from __future__ import annotations
 
 import json

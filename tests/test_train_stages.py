@@ -1,5 +1,5 @@
 """Each training stage runs end to end on a tiny synthetic set, every distillation term's gradient
-reaches the student and never the teacher, and bad runs fail before any work (issue 7 item 6)."""
+reaches the student and never the teacher, and bad runs fail before any work."""
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,4 @@
-"""Atomic training checkpoints (issue 7 item 5): everything needed to continue a run exactly.
+"""Atomic training checkpoints (``--resume``): everything needed to continue a run exactly.
 
 A checkpoint holds the model, optimiser, scheduler and AMP scaler states, the random-number states
 (Python, numpy, torch CPU and every CUDA device), the global step and epoch, and the run config.

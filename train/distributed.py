@@ -1,4 +1,4 @@
-"""DistributedDataParallel plumbing for ``torchrun --nproc_per_node=K -m train.run`` (issue 7 item 5).
+"""DistributedDataParallel plumbing for ``torchrun --nproc_per_node=K -m train.run``.
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; :func:`init_from_env` then joins the process group
 (NCCL on CUDA, gloo on CPU). A plain ``python -m train.run`` runs as rank 0 of 1 with no process

@@ -1,4 +1,5 @@
-"""Validation at full resolution (spec D "Validation" and "Test-time augmentation"; issue 7 item 4).
+"""Validation at full resolution (spec D "Validation" and "Test-time
+augmentation", ``docs/ptv3-and-datasets.md``).
 
 Each scan is voxelised by the evaluation pipeline; the model's class probabilities on the kept
 points are carried back to *every* original point through the grid-sampling ``inverse`` map, and

@@ -1,8 +1,8 @@
 """Training logs: a CSV row and TensorBoard scalars for every loss term, and tqdm progress bars.
 
-Only rank 0 writes or draws (issue 7 item 5); other ranks get no-op objects. The CSV header is
-fixed by the first row; later rows with new keys are rejected so a column never silently shifts.
-A fresh run replaces an old log; a resumed run (``append=True``) continues it.
+In a DistributedDataParallel run only rank 0 writes or draws; other ranks get no-op objects. The CSV
+header is fixed by the first row; later rows with new keys are rejected so a column never silently
+shifts. A fresh run replaces an old log; a resumed run (``append=True``) continues it.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Wall-clock split of a training step (``--profile``; issue 7 "Done means": teacher forward,
-student forward/backward, topo, saliency).
+"""Wall-clock split of a training step (``--profile``): teacher forward, student forward and
+backward, the topological term (launch and wait), saliency, KL and the optimiser step.
 
 :class:`StepTimer` accumulates named sections. On CUDA it synchronises the device at section
 boundaries when enabled, so a section's time is the work it launched, not just the launch. When

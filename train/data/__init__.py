@@ -1,5 +1,5 @@
 """Data: LiDAR loaders (Waymo, nuScenes, SemanticKITTI), transforms, collate and the synthetic
-simulator (spec sections C and D; issue 6)."""
+simulator (spec sections C and D of ``docs/ptv3-and-datasets.md``)."""
 from .base import PointCloudDataset
 from .collate import collate
 from .labels import IGNORE_INDEX, class_names

@@ -1,4 +1,5 @@
-"""Command line: write a synthetic LiDAR data set in the Waymo preprocessed layout (issue 6).
+"""Command line: write a synthetic LiDAR data set in the Waymo preprocessed layout
+(``train.data.synthetic``).
 
     python -m train.data.synthesize --out DIR --scenes N --seed S [--beams 32] [--azimuth-steps 560]
         [--fov-up 2.4] [--fov-down -17.6] [--max-range 75] [--range-noise 0.02] [--dropout 0.03]

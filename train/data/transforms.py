@@ -1,4 +1,5 @@
-"""Seeded point-cloud transforms and the PTv3 default pipelines (spec section D).
+"""Seeded point-cloud transforms and the PTv3 default pipelines (spec section D,
+``docs/ptv3-and-datasets.md``).
 
 Every transform is ``t(sample, rng) -> sample``: it reads the sample dict of a loader, draws its
 randomness only from ``rng`` (a ``numpy.random.Generator``), and returns a new dict (the input
@@ -141,8 +142,8 @@ def voxelize(coord: np.ndarray, grid_size: float) -> tuple[np.ndarray, np.ndarra
 class GridSample:
     """Keep one real point per ``grid_size`` voxel; record how to reach every original point.
 
-    ``mode="train"``: a uniformly random point of each voxel (spec D, pitfall 9: a real point, not
-    the centroid). ``mode="eval"``: the first point of each voxel in input order (deterministic).
+    ``mode="train"``: a uniformly random point of each voxel (spec D and spec E item 9: a real point,
+    not the centroid). ``mode="eval"``: the first point of each voxel in input order (deterministic).
     Adds ``grid_coord`` (m,3) int64 (``floor(coord/grid) - min``), ``inverse`` (n,) int64 mapping
     every input point to the row of the kept point of its voxel, and ``origin_segment`` (n,), the
     labels at full resolution. Kept rows are ordered by voxel key.

@@ -1,4 +1,7 @@
-"""Point Transformer V3 teacher and student in plain PyTorch (spec A, issue 5).
+"""Point Transformer V3 teacher and student in plain PyTorch (spec A).
+
+In this package a citation such as "spec A5" names section A5 of ``docs/ptv3-and-datasets.md``,
+and "decisions 12" names entry 12 of ``docs/decisions.md``.
 
 Modules, top to bottom: ``serialization`` (space-filling curves, spec A2), ``point`` (batch
 structure, spec A1), ``sparse_conv`` (pure-PyTorch submanifold conv, spec B), ``attention``

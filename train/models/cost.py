@@ -1,4 +1,4 @@
-"""Inference/training cost of a model on a batch (issue 5 item 3): parameters, FLOPs, time, memory.
+"""Inference/training cost of a model on a batch: parameters, FLOPs, time, memory.
 
 - ``count_parameters``: trainable parameter count (compare with spec A9).
 - ``count_flops``: FLOPs of one forward with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls

@@ -12,8 +12,8 @@ instead of storing one gathered copy of the input per kernel offset.
 
 Weight layout is spconv 2.x's KRSC, ``(C_out, k, k, k, C_in)`` with kernel axes (x, y, z), so a
 state dict loads in either implementation. ``backend="spconv"`` runs spconv on CUDA tensors only:
-spconv 2.3.8 on CPU returns wrong outputs with more than one OpenMP thread (issue 5), so a CPU
-tensor with that backend raises.
+spconv 2.3.8 on CPU returns wrong outputs with more than one OpenMP thread (found while testing
+this module against the pure-PyTorch route), so a CPU tensor with that backend raises.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Synthetic LiDAR simulator: procedural street scenes, a spinning multi-beam ray caster, and a
-writer of the Waymo preprocessed layout (issue 6; the embedded default data set).
+writer of the Waymo preprocessed layout (the data set built into the project, used by default).
 
 Modules: ``primitives`` (ray/primitive intersection), ``scene`` (scene generator),
 ``sensor`` (sensor model and ray casting), ``dataset`` (writer and cache).

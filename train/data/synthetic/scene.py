@@ -1,4 +1,4 @@
-"""Procedural street scenes built from labelled analytic primitives (issue 6, synthetic simulator).
+"""Procedural street scenes built from labelled analytic primitives (part of the synthetic simulator).
 
 A scene is a street along the world x axis: a flat ground plane z = 0 whose label comes from 2D
 rectangles (road, lane markers, lawns = walkable, the rest other ground), raised boxes for curbs

@@ -1,4 +1,4 @@
-"""Spinning multi-beam LiDAR ray caster over a synthetic scene (issue 6, synthetic simulator).
+"""Spinning multi-beam LiDAR ray caster over a synthetic scene (part of the synthetic simulator).
 
 Sensor model: ``beams`` lasers at elevations evenly spaced over [fov_down, fov_up] degrees, fired
 at ``azimuth_steps`` azimuths ``-pi + (j + 0.5) * 2 pi / azimuth_steps`` (vehicle frame), from
