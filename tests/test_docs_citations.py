@@ -1,0 +1,159 @@
+"""Every document reference in the code resolves inside the repository.
+
+Docstrings and comments cite the numerical decisions as "decision 13", "decisions 6-10",
+"decisions 2, 3, 6a and 6c" (``docs/decisions.md``, one ``## <id>.`` heading per decision) and the
+PTv3 / data-set facts as "spec A5", "spec C and D", "spec A3-A4" (``docs/ptv3-and-datasets.md``,
+one ``## <letter>.`` or ``### <letter><digit>.`` heading per section). These tests scan every
+Python file of the packages, the tests and the benchmarks and fail when a cited decision or
+section has no heading, when a cited ``docs/*.md`` file is missing, when a project issue-tracker
+number is cited (readers of the repository do not have the tracker), or when a path points into
+the project's shared folder outside the repository.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCANNED = ("reference", "fast", "train", "benchmarks", "tests")
+DECISIONS = ROOT / "docs" / "decisions.md"
+SPEC = ROOT / "docs" / "ptv3-and-datasets.md"
+
+# One decision id ("6", "6c") and the separators of a list of them ("6-10", "6a/6b", "2, 3 and 6c").
+_ID = r"\d+[a-z]?\b"
+_SEP = r"(?:\s*,\s*(?:and\s+)?|\s+and\s+|\s*/\s*|\s*-\s*)"
+DECISION_CITE = re.compile(rf"\b[Dd]ecisions?(?:[ \t]*-[ \t]*|\s+)(?:#\s*)?(?P<ids>{_ID}(?:{_SEP}{_ID})*)")
+# One section id ("D", "A5") and lists of them ("A3-A4", "A4/A6/A7", "A3, A6, A7", "C and D").
+_SID = r"[A-Z]\d*\b"
+SPEC_CITE = re.compile(rf"\bspec(?:\s+sections?)?\s+(?P<ids>{_SID}(?:{_SEP}{_SID})*)")
+ISSUE_CITE = re.compile(r"\bissues?\s*#?\s*\d+", re.IGNORECASE)
+OUTSIDE_PATH = re.compile(r"\.\./shared\b|/work[/]shared\b|\bshared/(?:docs|seeds|fixtures|hooks)\b")
+DOC_PATH = re.compile(r"\bdocs/[\w.-]+\.md\b")
+
+DECISION_HEADING = re.compile(r"^#{2,3} (\d+[a-z]?)\. (?=\S)", re.MULTILINE)
+SPEC_HEADING = re.compile(r"^#{2,3} ([A-Z]\d*)\. (?=\S)", re.MULTILINE)
+
+
+def _expand(ids: str, separators: str = _SEP) -> list[str]:
+    """``"1-3, 6a/6b and 12"`` -> ``["1", "2", "3", "6a", "6b", "12"]``; ``"A3-A5"`` -> A3, A4, A5.
+
+    A range expands when both ends share their form (two numbers, two letters of one number, or
+    two digits after one letter); otherwise both ends are returned as they are."""
+    parts = re.split(rf"({separators})", ids)
+    out: list[str] = []
+    i = 0
+    while i < len(parts):
+        item = parts[i]
+        if i + 2 < len(parts) and parts[i + 1].strip() == "-":
+            out.extend(_range(item, parts[i + 2]))
+            i += 4  # past the range's upper end and the separator after it
+        else:
+            out.append(item)
+            i += 2
+    return out
+
+
+def _range(lo: str, hi: str) -> list[str]:
+    if lo.isdigit() and hi.isdigit() and int(lo) <= int(hi):
+        return [str(v) for v in range(int(lo), int(hi) + 1)]
+    a, b = re.fullmatch(r"(\d+)([a-z])", lo), re.fullmatch(r"(\d+)([a-z])", hi)
+    if a and b and a[1] == b[1] and a[2] <= b[2]:
+        return [a[1] + chr(c) for c in range(ord(a[2]), ord(b[2]) + 1)]
+    a, b = re.fullmatch(r"([A-Z])(\d+)", lo), re.fullmatch(r"([A-Z])(\d+)", hi)
+    if a and b and a[1] == b[1] and int(a[2]) <= int(b[2]):
+        return [a[1] + str(v) for v in range(int(a[2]), int(b[2]) + 1)]
+    return [lo, hi]
+
+
+def _line(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def problems(text: str, where: str, decisions: set[str], sections: set[str]) -> list[str]:
+    """Every unresolved citation or forbidden reference in ``text``, as ``where:line: message``."""
+    found = []
+    for m in DECISION_CITE.finditer(text):
+        missing = [d for d in _expand(m["ids"]) if d not in decisions]
+        if missing:
+            found.append(f"{where}:{_line(text, m.start())}: {m[0]!r} cites decision(s) {missing}, "
+                         f"which have no section in docs/decisions.md")
+    for m in SPEC_CITE.finditer(text):
+        missing = [s for s in _expand(m["ids"]) if s not in sections]
+        if missing:
+            found.append(f"{where}:{_line(text, m.start())}: {m[0]!r} cites section(s) {missing}, "
+                         f"which docs/ptv3-and-datasets.md does not have")
+    for m in ISSUE_CITE.finditer(text):
+        found.append(f"{where}:{_line(text, m.start())}: {m[0]!r} cites the issue tracker; say what is meant")
+    for m in OUTSIDE_PATH.finditer(text):
+        found.append(f"{where}:{_line(text, m.start())}: {m[0]!r} points outside the repository; cite docs/")
+    for m in DOC_PATH.finditer(text):
+        if not (ROOT / m[0]).is_file():
+            found.append(f"{where}:{_line(text, m.start())}: {m[0]} does not exist in the repository")
+    return found
+
+
+def _headings(path: Path, pattern: re.Pattern[str]) -> set[str]:
+    return set(pattern.findall(path.read_text(encoding="utf-8")))
+
+
+def _sources() -> list[Path]:
+    return sorted(p for d in SCANNED for p in (ROOT / d).rglob("*.py"))
+
+
+@pytest.fixture(scope="module")
+def decision_ids() -> set[str]:
+    return _headings(DECISIONS, DECISION_HEADING)
+
+
+@pytest.fixture(scope="module")
+def section_ids() -> set[str]:
+    return _headings(SPEC, SPEC_HEADING)
+
+
+def test_documents_have_the_numbered_sections_the_code_relies_on(decision_ids: set[str],
+                                                                  section_ids: set[str]) -> None:
+    assert {str(n) for n in range(1, 22)} | {"6a", "6b", "6c"} <= decision_ids
+    assert {"A", "B", "C", "D", "E"} | {f"A{i}" for i in range(1, 10)} <= section_ids
+
+
+def test_every_decision_starts_with_a_one_line_summary() -> None:
+    text = DECISIONS.read_text(encoding="utf-8")
+    for m in DECISION_HEADING.finditer(text):
+        body = text[text.index("\n", m.end()):].lstrip("\n")  # the text under the heading line
+        assert body.startswith("**Summary:**"), f"decision {m[1]} does not start with its summary"
+
+
+def test_every_citation_in_the_code_resolves_inside_the_repository(decision_ids: set[str],
+                                                                   section_ids: set[str]) -> None:
+    sources = _sources()
+    assert len(sources) > 50, "the scan found too few files; did the layout change?"
+    found = []
+    for path in sources:
+        found += problems(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)), decision_ids, section_ids)
+    assert not found, "unresolved citations:\n" + "\n".join(found)
+
+
+def test_the_scanner_flags_each_kind_of_bad_reference(decision_ids: set[str], section_ids: set[str]) -> None:
+    # The bad citations are assembled at run time so that this file's own text stays clean.
+    d, s = "decision", "spec"
+    bad = {
+        f"see {d} 99": "decision(s) ['99']",
+        f"see {d}s 6c and 6z": "decision(s) ['6z']",
+        f"see {d}s 20-23": "decision(s) ['22', '23']",
+        f"({d}-42)": "decision(s) ['42']",
+        f"see {s} F": "section(s) ['F']",
+        f"see {s} A8-A11": "section(s) ['A10', 'A11']",
+        "as " + "issue" + " 7 asks": "issue tracker",
+        "see ../" + "shared" + "/docs": "outside the repository",
+        "see docs/" + "missing.md": "does not exist",
+    }
+    for text, message in bad.items():
+        found = problems(text, "x.py", decision_ids, section_ids)
+        assert len(found) >= 1 and message in found[0], (text, found)
+    good = (f"{d}s 2, 3, 6a, 6b and 6c", f"{d}s 12-20", f"{d}s 6a/6b", f"the {d}-5 backward",
+            f"{d}s 17, paper Table 10", f"{s} A3-A4", f"{s} A4/A6/A7", f"{s} sections C and D",
+            f"{s} D, pitfall list", "docs/decisions.md", "ModelSpec(spec D)")
+    for text in good:
+        assert problems(text, "x.py", decision_ids, section_ids) == [], text
