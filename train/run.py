@@ -1,6 +1,6 @@
 """``python -m train.run``: train the PTv3 teacher, distill it into the student, evaluate, report.
 
-Stages (issue 7; paper Sec. 3 and Table 5): ``teacher`` (L_seg = CE + Lovasz), ``student``
+Stages (paper Sec. 3 and Table 5): ``teacher`` (L_seg = CE + Lovasz), ``student``
 (L_seg only), ``kd`` (+ l_kld L_kld), ``distill`` (+ l_topo L_topo + l_grad L_grad), ``all`` (the
 teacher, then the three students distilled from it, then one table). Each stage writes its
 checkpoints, CSV/TensorBoard logs and an evaluation report (JSON + markdown) under
