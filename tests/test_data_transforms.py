@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from train.data.base import PointCloudDataset
+from train.data.base import PointCloudDataset, label_frequencies
 from train.data.collate import collate
 from train.data.transforms import (
     WAYMO_CLAMP_BOX,
@@ -229,3 +229,14 @@ def test_feature_assembly_is_xyz_then_strength() -> None:
     np.testing.assert_array_equal(AssembleFeatures()(s, np.random.default_rng(0))["feat"],
                                   [[1, 1, 1, 0.5], [1, 1, 1, 0.5]])
     assert repr(Compose([AssembleFeatures()])) == "Compose([AssembleFeatures(['coord', 'strength'])])"
+
+
+def test_label_frequencies_count_untransformed_labels_of_every_or_evenly_spread_scans() -> None:
+    ds = _ToyDataset(build_transforms("waymo", True))  # 300, 350, 400 points labelled i % 3
+    expected = sum(np.bincount(np.arange(n) % 3, minlength=3) for n in (300, 350, 400))
+    np.testing.assert_array_equal(label_frequencies(ds), expected)
+    np.testing.assert_array_equal(label_frequencies(ds, max_scans=2),  # scans 0 and 2
+                                  np.bincount(np.arange(300) % 3, minlength=3) + np.bincount(np.arange(400) % 3))
+    ds.clouds = []
+    with pytest.raises(ValueError, match="holds no scans"):
+        label_frequencies(ds)

@@ -69,6 +69,12 @@ def test_unknown_dataset_fails_on_the_command_line_and_in_a_config_file(tmp_path
     f.write_text("dataset: synthetic\nlearning_rate: 0.1\n")
     with pytest.raises(ValueError, match="--seg-loss must be one of"):
         finalize({"dataset": "synthetic", "seg_loss": "dice"})
+    with pytest.raises(ValueError, match="--class-weights must be one of"):
+        finalize({"dataset": "synthetic", "class_weights": "inverse"})
+    # plain CE on real data (the paper); the synthetic CPU demo weights classes unless told not to
+    assert finalize({"dataset": "waymo"}).class_weights == "none"
+    assert finalize({"dataset": "synthetic"}).class_weights == "inverse-sqrt"
+    assert finalize({"dataset": "synthetic", "class_weights": "none"}).class_weights == "none"
     with pytest.raises(ValueError, match="unknown option 'learning_rate'"):
         resolve(["--config", str(f)])
 

@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from train.losses import cross_entropy, lovasz_softmax, segmentation_loss
+from train.losses import class_weights, cross_entropy, lovasz_softmax, segmentation_loss
 
 
 def _jaccard_loss_of_set(mispredicted: set[int], truth: set[int]) -> float:
@@ -119,3 +119,36 @@ def test_segmentation_loss_ce_kind_is_cross_entropy_alone_and_bad_kinds_are_refu
     assert both.item() == pytest.approx((parts2["ce"] + parts2["lovasz"]).item(), abs=1e-15)
     with pytest.raises(ValueError, match="segmentation loss must be one of"):
         segmentation_loss(logits, labels, kind="focal")
+
+
+def test_class_weights_inverse_sqrt_by_hand() -> None:
+    counts = [600.0, 300.0, 100.0, 0.0]  # shares 0.6, 0.3, 0.1, absent
+    w = class_weights(counts, "inverse-sqrt")
+    raw = [0.6 ** -0.5, 0.3 ** -0.5, 0.1 ** -0.5]
+    scale = sum(f * r for f, r in zip((0.6, 0.3, 0.1), raw))  # so that sum_c f_c w_c = 1
+    assert w == pytest.approx([r / scale for r in raw] + [0.0], rel=1e-12)
+    assert sum(f * x for f, x in zip((0.6, 0.3, 0.1, 0.0), w)) == pytest.approx(1.0, rel=1e-12)
+    assert w[2] / w[0] == pytest.approx(6.0 ** 0.5, rel=1e-12)  # 6x rarer weighs sqrt(6)x more
+    assert class_weights(counts, "none") is None
+    with pytest.raises(ValueError, match="class weighting must be one of"):
+        class_weights(counts, "inverse")
+    for bad in ([], [1.0, -1.0], [0.0, 0.0], [1.0, float("nan")]):
+        with pytest.raises(ValueError, match="class frequencies"):
+            class_weights(bad, "inverse-sqrt")
+
+
+def test_weighted_cross_entropy_is_the_weighted_mean_over_labelled_points() -> None:
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(30, 4, generator=gen, dtype=torch.float64)
+    labels = torch.randint(-1, 4, (30,), generator=gen)
+    weight = torch.tensor([0.5, 2.0, 1.0, 3.0], dtype=torch.float64)
+    keep = labels != -1
+    per_point = -torch.log_softmax(logits[keep], dim=1).gather(1, labels[keep, None])[:, 0]
+    w = weight[labels[keep]]
+    expected = (w * per_point).sum() / w.sum()
+    got = cross_entropy(logits, labels, -1, weight)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-12)
+    total, parts = segmentation_loss(logits, labels, kind="ce+lovasz", class_weight=weight)
+    assert parts["ce"].item() == pytest.approx(expected.item(), rel=1e-12)
+    assert total.item() == pytest.approx((parts["ce"] + lovasz_softmax(torch.softmax(logits, 1), labels)).item(),
+                                         rel=1e-12)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from test_train_support import tiny_config, tiny_data
-from train.loop import FINAL, ModelSpec, distill_settings, load_frozen_teacher
+from train.loop import FINAL, ModelSpec, distill_settings, load_frozen_teacher, stage_settings
 from train.profiling import StepTimer
 from train.run import main, run
 from train.distributed import DistInfo
@@ -168,3 +168,16 @@ def test_logged_term_gradient_norms_equal_the_norms_of_each_terms_own_gradient(t
     kld_norm = torch.sqrt(sum(((with_kld[n] - base[n]).double() ** 2).sum() for n in base))
     assert float(logs["gradnorm_seg"]) == pytest.approx(float(seg_norm), rel=1e-4)
     assert float(logs["gradnorm_kld"]) == pytest.approx(float(kld_norm), rel=1e-3)
+
+
+def test_stage_settings_weight_the_cross_entropy_by_the_training_label_shares(tmp_path: Path) -> None:
+    from train.data.base import label_frequencies
+    from train.losses import class_weights
+
+    cfg = tiny_config(tmp_path, stage="teacher", class_weights="inverse-sqrt")
+    data = tiny_data(cfg)
+    settings = stage_settings(cfg, "teacher", data.train)
+    counts = label_frequencies(data.train)
+    assert settings.class_weight == class_weights(counts, "inverse-sqrt")
+    assert settings.seg_weight().shape == (22,) and float((settings.seg_weight() > 0).sum()) == (counts > 0).sum()
+    assert stage_settings(tiny_config(tmp_path, stage="teacher"), "teacher", data.train).class_weight is None

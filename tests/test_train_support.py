@@ -30,6 +30,7 @@ def tiny_config(tmp_path: Path, **values: Any) -> RunConfig:
         epochs=1, teacher_epochs=1, batch_size=2, iters_per_epoch=2, device="cpu", deterministic=True,
         teacher_overrides=dict(TINY_MODEL), student_overrides=dict(TINY_MODEL), saliency_layers=[1, 2],
         topo_m=32, topo_time_budget=None, latency_runs=1, tensorboard=False, progress=False, seed=0, procs=1,
+        class_weights="none",
     )
     base.update(values)
     return finalize(base)

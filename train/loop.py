@@ -12,7 +12,7 @@ DistributedDataParallel and only rank 0 logs, draws progress bars and writes fil
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,8 +22,10 @@ from torch.utils.data import DataLoader
 
 from train.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, unwrap
 from train.config import RunConfig
+from train.data.base import label_frequencies
 from train.distributed import DistInfo, ResumableDistributedSampler, barrier, broadcast_buffers
 from train.logging_utils import MetricLogger, progress
+from train.losses import class_weights
 from train.optim import build_optimizer, build_scheduler
 from train.profiling import StepTimer
 from train.steps import DistillSettings, distillation_step, segmentation_step, to_device, warm_up_persistence
@@ -58,6 +60,15 @@ def distill_settings(cfg: RunConfig, stage: str) -> DistillSettings:
         topo_dims=tuple(cfg.topo_dims), topo_time_budget=cfg.topo_time_budget,
         saliency_layers=tuple(cfg.saliency_layers), saliency_eps=cfg.saliency_eps, seg_loss=cfg.seg_loss,
     )
+
+
+def stage_settings(cfg: RunConfig, stage: str, train_set: Any) -> DistillSettings:
+    """:func:`distill_settings` plus the cross-entropy class weights of ``--class-weights``, from
+    the label shares of ``train_set`` (counted once per stage)."""
+    settings = distill_settings(cfg, stage)
+    if cfg.class_weights == "none":
+        return settings
+    return replace(settings, class_weight=class_weights(label_frequencies(train_set), cfg.class_weights))
 
 
 def load_frozen_teacher(path: str | Path, device: torch.device) -> tuple[nn.Module, ModelSpec]:
@@ -102,7 +113,7 @@ def train_stage(
     ``out_dir`` on rank 0.
     """
     device = info.device
-    settings = distill_settings(cfg, stage)
+    settings = stage_settings(cfg, stage, train_set)
     if settings.uses_teacher and teacher is None:
         raise ValueError(f"stage {stage} uses a teacher term but no teacher model was given")
     epochs = cfg.teacher_epochs if stage == "teacher" else cfg.epochs
@@ -137,9 +148,9 @@ def train_stage(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
+    # Under DDP the norms are rank 0's local gradients (its share of the batch): torch.autograd.grad
+    # does not fire DDP's all-reduce hooks, and the step's own backward still all-reduces as usual.
     log_grads = cfg.log_term_grads > 0
-    if log_grads and info.world_size > 1:
-        raise ValueError("--log-term-grads is a single-process diagnostic: run it without torchrun")
     if settings.active("topo"):
         warm_up_persistence()
     logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, append=resumed)
@@ -169,7 +180,8 @@ def train_stage(
                                                    grad_scale=scaler.get_scale() if amp else 1.0,
                                                    term_grad_norms=log_grads and step % cfg.log_term_grads == 0)
                 else:
-                    loss, logs = segmentation_step(ddp_model, batch, amp, timer, settings.seg_loss)
+                    loss, logs = segmentation_step(ddp_model, batch, amp, timer, settings.seg_loss,
+                                                   settings.seg_weight())
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"stage {stage}: loss is {loss.item()} at step {step} (terms {_as_floats(logs)}); "

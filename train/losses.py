@@ -12,6 +12,9 @@ package ships it with an ignore label and a present/all class choice.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -69,11 +72,44 @@ def lovasz_softmax(
     return torch.stack(losses).mean()
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1) -> torch.Tensor:
-    """Mean cross-entropy over labelled points; 0 (attached to the graph) when none is labelled."""
+def cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1, class_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean cross-entropy over labelled points; 0 (attached to the graph) when none is labelled.
+
+    With ``class_weight`` (K,) it is the weighted mean sum_i w_{y_i} CE_i / sum_i w_{y_i}, so the
+    weights change how the classes share the loss, not its overall scale."""
     if bool((labels != ignore_index).any()):
-        return F.cross_entropy(logits, labels, ignore_index=ignore_index)
+        weight = None if class_weight is None else class_weight.to(logits.device, logits.dtype)
+        return F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index)
     return logits.sum() * 0.0
+
+
+# Class weighting of the cross-entropy. "none" is the paper's and the PTv3 recipe's plain CE;
+# "inverse-sqrt" weights class c by f_c^(-1/2) (f_c its share of the labelled training points),
+# scaled so that sum_c f_c w_c = 1: a point of a class 100x rarer weighs 10x more, while the loss
+# of an average point keeps its scale. A common remedy for the long tail of LiDAR classes, which
+# mIoU weighs like the common ones.
+CLASS_WEIGHTINGS: tuple[str, ...] = ("none", "inverse-sqrt")
+
+
+def class_weights(frequencies: Sequence[float], kind: str) -> tuple[float, ...] | None:
+    """Per-class CE weights from label shares ``frequencies`` (K,) (any non-negative scale);
+    None for "none". Classes absent from the counts get weight 0 (they never occur as targets)."""
+    if kind not in CLASS_WEIGHTINGS:
+        raise ValueError(f"class weighting must be one of {CLASS_WEIGHTINGS}, got {kind!r}")
+    if kind == "none":
+        return None
+    f = np.asarray(frequencies, dtype=np.float64)
+    if f.ndim != 1 or not np.all(np.isfinite(f)) or np.any(f < 0) or f.sum() <= 0:
+        raise ValueError(f"class frequencies must be a non-empty 1-D array of finite counts >= 0 with a "
+                         f"positive sum, got {f.tolist()}")
+    f = f / f.sum()
+    w = np.zeros_like(f)
+    present = f > 0
+    w[present] = f[present] ** -0.5
+    w /= float((f * w).sum())
+    return tuple(float(v) for v in w)
 
 
 # L_seg choices. Paper Eq. 8 writes cross-entropy; the PTv3 recipe the paper's models are trained
@@ -85,14 +121,16 @@ DEFAULT_SEG_LOSS = "ce+lovasz"
 
 
 def segmentation_loss(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1, kind: str = DEFAULT_SEG_LOSS
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1, kind: str = DEFAULT_SEG_LOSS,
+    class_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L_seg (paper Eq. 8): ``kind`` "ce" (cross-entropy) or "ce+lovasz" (+ Lovasz-softmax, spec D).
+    """L_seg (paper Eq. 8): ``kind`` "ce" (cross-entropy) or "ce+lovasz" (+ Lovasz-softmax, spec D);
+    ``class_weight`` (K,) weights the cross-entropy (see :func:`class_weights`).
 
     Returns the total and its parts (detached) for logging."""
     if kind not in SEG_LOSSES:
         raise ValueError(f"segmentation loss must be one of {SEG_LOSSES}, got {kind!r}")
-    ce = cross_entropy(logits, labels, ignore_index)
+    ce = cross_entropy(logits, labels, ignore_index, class_weight)
     if kind == "ce":
         return ce, {"ce": ce.detach()}
     # softmax in at least float32 (AMP hands in float16 logits); float64 stays float64

@@ -63,6 +63,10 @@ class DistillSettings:
     saliency_layers: Sequence[int] = field(default_factory=lambda: (1, 2, 3, 4))
     saliency_eps: float = 1e-8
     seg_loss: str = DEFAULT_SEG_LOSS
+    class_weight: tuple[float, ...] | None = None  # CE class weights (train.losses.class_weights)
+
+    def seg_weight(self) -> torch.Tensor | None:
+        return None if self.class_weight is None else torch.tensor(self.class_weight, dtype=torch.float32)
 
     @property
     def uses_teacher(self) -> bool:
@@ -105,12 +109,14 @@ def saliency_gradients(
 
 
 def segmentation_step(
-    model: nn.Module, batch: dict[str, Any], amp: bool, timer: StepTimer, seg_loss: str = DEFAULT_SEG_LOSS
+    model: nn.Module, batch: dict[str, Any], amp: bool, timer: StepTimer, seg_loss: str = DEFAULT_SEG_LOSS,
+    class_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward + L_seg of a model trained on labels alone (teacher, CE-only student)."""
     with timer.section("forward"), torch.autocast(batch["coord"].device.type, enabled=amp):
         out = model(model_inputs(batch))
-        loss, parts = segmentation_loss(out.logits.float(), batch["segment"], kind=seg_loss)
+        loss, parts = segmentation_loss(out.logits.float(), batch["segment"], kind=seg_loss,
+                                        class_weight=class_weight)
     return loss, {"loss": loss.detach(), "seg": loss.detach(), **parts}
 
 
@@ -138,7 +144,8 @@ def _teacher_pass(
     t_grads: list[torch.Tensor] = []
     if need_grad:
         with timer.section("teacher_saliency_grad"):
-            t_loss, _ = segmentation_loss(t_out.logits.float(), batch["segment"], kind=s.seg_loss)
+            t_loss, _ = segmentation_loss(t_out.logits.float(), batch["segment"], kind=s.seg_loss,
+                                          class_weight=s.seg_weight())
             pos = _stage_positions(s.saliency_layers, len(t_out.decoder_feats))
             t_grads = saliency_gradients(t_loss, [t_out.decoder_feats[p] for p in pos], retain_graph=False,
                                          grad_scale=grad_scale)
@@ -161,8 +168,8 @@ def distillation_step(
     ``topo_seed``: TPS start seed of this step (cloud b uses ``topo_seed + b``, decisions 14).
     ``grad_scale``: the AMP loss scale used for the saliency gradients (1 without AMP).
     ``term_grad_norms``: also log ``gradnorm_<term>``, the L2 norm over the student's parameters of
-    the gradient each weighted term sends (one extra backward pass per term: a diagnostic for
-    single-process runs, e.g. every K steps via ``--log-term-grads K``).
+    the gradient each weighted term sends (one extra backward pass per term: a diagnostic, e.g.
+    every K steps via ``--log-term-grads K``; under DDP each rank's own share of the batch).
     """
     misses_before = budget_miss_count()
     t_out, topo_job, t_grads = _teacher_pass(teacher, batch, s, amp, timer, topo_seed, grad_scale)
@@ -172,7 +179,8 @@ def distillation_step(
         with timer.section("topo_launch"):
             topo_job.submit_student(out.embedding.float())
     with timer.section("student_loss"):
-        seg, parts = segmentation_loss(out.logits.float(), batch["segment"], kind=s.seg_loss)
+        seg, parts = segmentation_loss(out.logits.float(), batch["segment"], kind=s.seg_loss,
+                                       class_weight=s.seg_weight())
     total = seg
     weighted = {"seg": seg}
     logs: dict[str, torch.Tensor] = {"seg": seg.detach(), **parts}

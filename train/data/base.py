@@ -51,3 +51,18 @@ class PointCloudDataset(Dataset, ABC):
         if self.transform is None:
             return sample
         return self.transform(sample, np.random.default_rng([self.seed, self.epoch, index]))
+
+
+def label_frequencies(dataset: PointCloudDataset, max_scans: int = 500) -> np.ndarray:
+    """Labelled points per class (K,) over the untransformed scans of ``dataset`` (every scan, or
+    ``max_scans`` spread evenly over it: class shares of a large split need no full pass)."""
+    n = len(dataset)
+    if n == 0:
+        raise ValueError(f"{type(dataset).__name__} holds no scans to count labels in")
+    picks = np.unique(np.linspace(0, n - 1, min(n, max_scans)).round().astype(np.int64))
+    counts = np.zeros(dataset.num_classes, dtype=np.float64)
+    for i in picks:
+        seg = np.asarray(dataset.load(int(i))["segment"]).reshape(-1)
+        seg = seg[(seg >= 0) & (seg < dataset.num_classes)]
+        counts += np.bincount(seg, minlength=dataset.num_classes)
+    return counts
