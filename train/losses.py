@@ -85,7 +85,7 @@ def cross_entropy(
     return logits.sum() * 0.0
 
 
-# Class weighting of the cross-entropy. "none" is the paper's and the PTv3 recipe's plain CE;
+# Class weighting of the cross-entropy (decision 22). "none" is the paper's and the PTv3 recipe's plain CE;
 # "inverse-sqrt" weights class c by f_c^(-1/2) (f_c its share of the labelled training points),
 # scaled so that sum_c f_c w_c = 1: a point of a class 100x rarer weighs 10x more, while the loss
 # of an average point keeps its scale. A common remedy for the long tail of LiDAR classes, which
