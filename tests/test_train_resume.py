@@ -81,3 +81,45 @@ def test_loading_a_missing_or_foreign_checkpoint_names_the_file(tmp_path: Path) 
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="other.pt is not a topodistill checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+class _RunsCodeOnLoad:
+    """What a crafted checkpoint does: unpickling calls a function of the attacker's choice."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned.txt"
+    torch.save({"model": {"w": torch.ones(2)}, "payload": _RunsCodeOnLoad(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="evil.pt holds objects other than tensors"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_a_full_training_checkpoint_round_trips_through_the_safe_loader(tmp_path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    from train.checkpoint import rng_state, save_checkpoint, set_rng_state
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    sched.step()
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    save_checkpoint(tmp_path / "c.pt", model, opt, sched, torch.amp.GradScaler("cuda", enabled=False), 7, 1,
+                    {"lr": 0.1}, {"stage": "teacher"})
+    expected = (random.random(), np.random.random(), torch.rand(1))
+    state = load_checkpoint(tmp_path / "c.pt")
+    set_rng_state(state["rng"])
+    assert (random.random(), np.random.random(), torch.rand(1)) == expected
+    assert (state["step"], state["epoch"], state["config"], state["extra"]) == (7, 1, {"lr": 0.1}, {"stage": "teacher"})
+    assert rng_state()["numpy"][0] == "MT19937"

@@ -9,6 +9,7 @@ checkpoint intact.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -25,10 +26,12 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def rng_state() -> dict[str, Any]:
-    """Current states of every random generator training touches."""
+    """Current states of every random generator training touches, as tensors and plain Python
+    values only (so the checkpoint loads with ``torch.load(weights_only=True)``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -39,7 +42,8 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore the states saved by :func:`rng_state`."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -89,11 +93,20 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`; clear error if it is missing or foreign."""
+    """Read a checkpoint written by :func:`save_checkpoint`; clear error if it is missing or foreign.
+
+    Checkpoints are untrusted input (``--teacher-checkpoint`` files come from elsewhere), so they are
+    read with ``weights_only=True``: only tensors and plain containers are rebuilt, and a pickle that
+    names any other object (the way a crafted file runs code on load) is refused, not executed."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {p} does not exist; check the path (or train that stage first)")
-    state = torch.load(p, map_location=map_location, weights_only=False)
+    try:
+        state = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{p} holds objects other than tensors and plain containers, so it was not loaded "
+                         f"(it could run code): {str(err).splitlines()[0]}. Pass a checkpoint written by "
+                         "this package.") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{p} is not a topodistill checkpoint (no 'model' entry)")
     return state
