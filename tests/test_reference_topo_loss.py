@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from strategies import min_relative_gap, tie_free_point_clouds
 from test_reference_pwcd import pwcd_kink_margin
@@ -170,6 +170,14 @@ def test_topo_loss_duplicated_points_give_a_finite_gradient(mode: str) -> None:
 def test_normalize_backward_matches_central_differences(mode: str, seed: int, n: int, c: int) -> None:
     rng = np.random.default_rng(seed)
     h, w = rng.normal(size=(n, c)), rng.normal(size=(n, c))  # loss = sum(w * normalize(h))
+    # The normalisations have a kink where the norm they divide by is 0 (a row for l2, the
+    # centred cloud for scale). Near it a central difference with step 1e-6 has a relative error
+    # of about (1e-6 / norm)^2 (or crosses the kink), so the comparison is only well posed away
+    # from it: norms of at least 0.05 keep that error under 1e-9.
+    if mode == "l2":
+        assume(float(np.linalg.norm(h, axis=1).min()) > 0.05)
+    if mode == "scale" and n > 1:
+        assume(float(np.sqrt(np.mean(np.sum((h - h.mean(0)) ** 2, axis=1)))) > 0.05)
     grad = normalize_backward(h, w, mode)
     fd = np.zeros_like(h)
     for idx in np.ndindex(*h.shape):
