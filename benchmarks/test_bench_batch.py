@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.clouds import batch
 from benchmarks.paper_pipeline import paper_topo_loss
-from fast.engine import DEFAULT_ENGINE, budget_miss_count
+from fast.persistence import DEFAULT_ENGINE, budget_miss_count
 from fast.topo_loss import topo_loss
 
 METHODS = {"paper-style": paper_topo_loss, "ours": topo_loss}

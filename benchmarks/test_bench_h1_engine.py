@@ -1,4 +1,4 @@
-"""Native exact H1 engine (``fast.native_engine``) against giotto-ph, in the same run.
+"""Native exact H1 engine (``fast.persistence.native``) against giotto-ph, in the same run.
 
 Two measurements (decision 6c: structured 64-d clouds are the representative case, the
 unstructured ones the worst case):
@@ -13,7 +13,7 @@ unstructured ones the worst case):
   is checked against giotto-ph's diagram (float32 engine: relative 1e-6, decision 6a).
 * ``test_h1_training_step``: the H1 of one training step, B = 24 clouds of M = 1024 (teacher and
   student features of 12 clouds) on all cores: through the project's pool
-  (``fast.engine.compute_diagrams``, one worker process per core, distances and H0 included)
+  (``fast.persistence.compute_diagrams``, one worker process per core, distances and H0 included)
   with either engine, the native batch form with one thread per core on precomputed
   distances (its kernels release the GIL), and (marked ``cuda``) the batch form with distances
   and the parallel stage on the GPU (the native engine's target there: at most 0.3 s per step).
@@ -30,8 +30,15 @@ import pytest
 import torch
 
 from benchmarks.clouds import student_teacher, teacher_features
-from fast.engine import PersistencePool, available_cores, compute_diagrams, giotto_h1
-from fast.native_engine import h1_persistence, native_h1, native_h1_batch
+from fast.persistence import (
+    PersistencePool,
+    available_cores,
+    compute_diagrams,
+    giotto_h1,
+    h1_persistence,
+    native_h1,
+    native_h1_batch,
+)
 from reference.distances import pairwise_distances
 from reference.normalize import normalize
 

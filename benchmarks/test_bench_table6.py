@@ -21,7 +21,7 @@ from benchmarks.measure import sync
 from benchmarks.naive_rips import naive_topo_loss
 from benchmarks.sizes import SIZES
 from benchmarks.table6 import FAMILY, in_process_methods
-from fast.engine import DEFAULT_ENGINE
+from fast.persistence import DEFAULT_ENGINE
 from reference.topo_loss import topo_loss as reference_topo_loss
 
 _ROWS = [("paper-style", "cpu"), ("ours", "cpu"), ("ours", "cuda")]

@@ -15,19 +15,19 @@ import types
 from typing import Any
 
 # Public name -> defining submodule, resolved on first access (PEP 562), so that importing one
-# piece does not import the others (the persistence worker processes import ``fast.engine``
-# without torch). See fast/<module>.py for each function's docstring.
+# piece does not import the others (the persistence worker processes import ``fast.persistence``
+# without torch). See fast/<module>.py, or fast/persistence/, for each function's docstring.
 _EXPORTS: dict[str, str] = {
     "saliency_loss": "fast.saliency",
     "kld": "fast.kld",
-    "H1Engine": "fast.engine",
-    "CloudPersistence": "fast.engine",
-    "PersistencePool": "fast.engine",
-    "giotto_h1": "fast.engine",
-    "submit_diagrams": "fast.engine",
-    "compute_diagrams": "fast.engine",
-    "budget_miss_count": "fast.engine",
-    "prim_mst_edges": "fast.mst",
+    "H1Engine": "fast.persistence",
+    "CloudPersistence": "fast.persistence",
+    "PersistencePool": "fast.persistence",
+    "giotto_h1": "fast.persistence",
+    "submit_diagrams": "fast.persistence",
+    "compute_diagrams": "fast.persistence",
+    "budget_miss_count": "fast.persistence",
+    "prim_mst_edges": "fast.persistence",
     "edge_lengths": "fast.distances",
     "normalize": "fast.normalize",
     "tps": "fast.tps",

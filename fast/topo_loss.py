@@ -4,7 +4,7 @@ Torch twin of ``reference.topo_loss.topo_loss_batch``. For every cloud b of a ba
 concatenated rows with END offsets (the PTv3 layout): normalise student and teacher over the cloud
 (decision 13), select ``min(m, n_b)`` points by TPS on the normalised teacher with seed ``seed + b``
 (Algorithm 5, decision 14), compute the H0/H1 Rips diagrams of both selections with their critical
-edges (``fast.engine``), sum the PWCD of each requested dimension (Eq. 2-3, decision 11) and
+edges (``fast.persistence``), sum the PWCD of each requested dimension (Eq. 2-3, decision 11) and
 average over the clouds.
 
 How the gradient flows (Theorem 1, Eq. 1, Algorithm 3): the pairing is discrete and comes from
@@ -31,7 +31,7 @@ engine's worker processes while the GPU does other work::
 
 :func:`topo_loss` is exactly those three calls in a row. Time budget (decision 6c): if the H1 of
 the teacher or the student of a cloud misses ``time_budget``, that cloud's loss uses H0 only for
-this step (the event is logged and counted by ``fast.engine.budget_miss_count``).
+this step (the event is logged and counted by ``fast.persistence.budget_miss_count``).
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from fast.distances import edge_lengths
-from fast.engine import (
+from fast.persistence import (
     CloudPersistence,
     H1Engine,
     PersistencePool,
@@ -234,7 +234,7 @@ def topo_loss(
         normalize: ``scale`` | ``l2`` | ``none`` (decision 13). tie_tol: must be 0 (see module doc).
         eps_w: PWCD weight stabiliser. eps_dist: distance-backward stabiliser (decision 5).
         dims: homology dimensions summed, a subset of (0, 1).
-        engine: H1 engine name or function (``fast.engine``); None = ``fast.engine.DEFAULT_ENGINE`` (the native engine).
+        engine: H1 engine name or function (``fast.persistence``); None = ``fast.persistence.DEFAULT_ENGINE`` (the native engine).
         time_budget: seconds for the H1 of each half (teacher, student); None = unlimited.
         pool: engine worker pool; None = the shared default (one process per core).
 

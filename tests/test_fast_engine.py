@@ -1,4 +1,4 @@
-"""fast.engine (the persistence step of paper Algorithm 1 and the pairing map of Algorithm 3):
+"""fast.persistence (the persistence step of paper Algorithm 1 and the pairing map of Algorithm 3):
 H0 by dense Prim and H1 by the swappable engine equal reference.rips_persistence, critical edges
 included; giotto-ph's edges carry their reported values (decision 6b); the time budget drops H1
 only, counted and logged (decision 6c); the worker pool and its failure paths."""
@@ -12,16 +12,16 @@ import pytest
 from hypothesis import given, settings
 from scipy.spatial.distance import cdist
 
-from fast.engine import (
+from fast.persistence import (
     PersistencePool,
     budget_miss_count,
     compute_diagrams,
     default_pool,
     giotto_h1,
+    prim_mst_edges,
     resolve_engine,
     submit_diagrams,
 )
-from fast.mst import prim_mst_edges
 from reference.persistence import rips_persistence
 from strategies import point_clouds, tie_free_point_clouds
 
@@ -112,7 +112,7 @@ def test_zero_time_budget_keeps_h0_drops_h1_and_counts_and_logs_each_cloud(
     clouds = [rng.normal(size=(n, 3)) for n in (25, 40)]
     full = compute_diagrams(clouds, pool=pool)
     before = budget_miss_count()
-    with caplog.at_level(logging.WARNING, logger="fast.engine"):
+    with caplog.at_level(logging.WARNING, logger="fast.persistence"):
         cut = compute_diagrams(clouds, pool=pool, time_budget=0.0)
     assert budget_miss_count() - before == len(clouds)
     assert sum("missed its time budget" in r.getMessage() for r in caplog.records) == len(clouds)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import pdist
 
 import fast
-from fast.engine import PersistencePool, budget_miss_count
+from fast.persistence import PersistencePool, budget_miss_count
 from fast.topo_loss import TopoLossJob
 from reference.normalize import normalize as reference_normalize
 from reference.topo_loss import topo_loss_batch
@@ -220,7 +220,7 @@ def test_time_budget_zero_gives_h0_only_and_counts_every_cloud(caplog: pytest.Lo
     rng = np.random.default_rng(9)
     S, T, offsets = _batch(rng, [15, 11, 9], 10, "scale", seed=0)
     before = budget_miss_count()
-    with caplog.at_level(logging.WARNING, logger="fast.engine"):
+    with caplog.at_level(logging.WARNING, logger="fast.persistence"):
         got = _fast(S, T, offsets, m=10, time_budget=0.0)
     assert budget_miss_count() - before == 2 * len(offsets)  # teacher and student of every cloud
     assert sum("missed its time budget" in r.getMessage() for r in caplog.records) == 2 * len(offsets)

@@ -1,4 +1,4 @@
-"""The native H1 engine (``fast.native_engine``) against the reference and gudhi.
+"""The native H1 engine (``fast.persistence.native``) against the reference and gudhi.
 
 Claims checked:
 - on random clouds, with or without equal distances and duplicated points, the engine returns
@@ -8,7 +8,8 @@ Claims checked:
 - the batched device stage (PyTorch) computes the same ranks, neighbour lists, births and
   apparent partners as the compiled per-cloud stage, on CPU and (marked ``cuda``) on a GPU;
 - the batch form with threads equals the per-cloud form; the deadline path returns None;
-- it plugs into ``fast.engine`` as an ``H1Engine`` and agrees with the giotto-ph backend;
+- it plugs into ``fast.persistence.compute_diagrams`` as an ``H1Engine`` and agrees with the
+  giotto-ph backend;
 - bad matrices raise ValueError naming the problem.
 Sizes are small so the whole file stays well within its CI budget (numba caches its compiled
 code, ``cache=True``, so only the first run compiles).
@@ -25,9 +26,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
-from fast import h1_reduce
-from fast.h1_apparent import batched_distances, device_edge_stages
-from fast.native_engine import cpu_edge_stage, h1_persistence, native_h1, native_h1_batch
+from fast.persistence import PersistencePool, compute_diagrams, h1_persistence, native_h1, native_h1_batch
+
+# Internal stages, imported from their own modules on purpose (not the front door): these tests
+# compare the batched device stage with the compiled per-cloud stage, and check the reduction
+# kernel's own deadline test and lazily computed apparent partners.
+from fast.persistence.device_stage import batched_distances, device_edge_stages
+from fast.persistence.edge_stage import cpu_edge_stage
+from fast.persistence.reduction import (
+    CLOCK_MASK,
+    STATUS_DEADLINE,
+    STATUS_DONE,
+    apparent_partner,
+    deadline_ns,
+    reduce_columns,
+)
 from reference.persistence import rips_persistence
 from strategies import point_clouds
 
@@ -108,7 +121,7 @@ def _assert_stages_equal(device_stage, cpu_stage) -> None:
     for a in range(cpu_stage.rank.shape[0]):
         k = cpu_stage.deg[a]
         np.testing.assert_array_equal(device_stage.nbr[a, :k], cpu_stage.nbr[a, :k])
-    lazily = [h1_reduce.apparent_partner(r, cpu_stage.u, cpu_stage.v, cpu_stage.rank) for r in range(len(cpu_stage.u))]
+    lazily = [apparent_partner(r, cpu_stage.u, cpu_stage.v, cpu_stage.rank) for r in range(len(cpu_stage.u))]
     np.testing.assert_array_equal(device_stage.partner, lazily)
 
 
@@ -183,15 +196,13 @@ def test_deadline_passing_during_the_reduction_stops_it() -> None:
     # The kernel's own clock check (not the wrapper's): a passed deadline stops it before any
     # column is paired; without one, every column of this cloud is paired.
     assert len(stage.columns) > 0
-    deaths, status = h1_reduce.reduce_columns(*args, stage.partner.copy(), time.clock_gettime_ns(clock) - 1, clock, 0)
-    assert status == h1_reduce.STATUS_DEADLINE and (deaths < 0).all()
-    deaths, status = h1_reduce.reduce_columns(*args, stage.partner.copy(), h1_reduce.deadline_ns(None), clock, h1_reduce.CLOCK_MASK)
-    assert status == h1_reduce.STATUS_DONE and (deaths >= 0).all()
+    deaths, status = reduce_columns(*args, stage.partner.copy(), time.clock_gettime_ns(clock) - 1, clock, 0)
+    assert status == STATUS_DEADLINE and (deaths < 0).all()
+    deaths, status = reduce_columns(*args, stage.partner.copy(), deadline_ns(None), clock, CLOCK_MASK)
+    assert status == STATUS_DONE and (deaths >= 0).all()
 
 
-def test_native_engine_through_fast_engine_matches_giotto() -> None:
-    from fast.engine import PersistencePool, compute_diagrams
-
+def test_native_engine_through_the_front_door_matches_giotto() -> None:
     rng = np.random.default_rng(2)
     points = [3.0 * rng.normal(size=(4, 64))[rng.integers(4, size=120)] + rng.normal(size=(120, 64)) for _ in range(2)]
     pool = PersistencePool(workers=0)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fast.engine import available_cores, budget_miss_count, compute_diagrams
+from fast.persistence import available_cores, budget_miss_count, compute_diagrams
 from fast.kld import kld
 from fast.saliency import saliency_loss
 from fast.topo_loss import TopoLossJob

@@ -1,18 +1,15 @@
-"""Compiled (numba) per-cloud stages of the native H1 engine: edge order, births, reduction.
+"""Step 4 of the native H1 engine: the compiled (numba) cohomology reduction of one cloud's columns.
 
-Implements the H1 part of the "Ripser" step of paper Algorithm 1 (line 12) and the pairing map of
-Algorithm 3 under decisions 1-3 and 6c; the algorithm and why it is exact are documented in
-``fast/native_engine.py``. This module holds the kernels that run one cloud each:
+Implements the reduction behind the H1 part of the "Ripser" step of paper Algorithm 1 (line 12)
+and the pairing map of Algorithm 3 under decisions 1-3 and 6c; the algorithm and why it is exact
+are documented in ``fast/persistence/native.py``. Its input is the edge stage of one cloud
+(``fast.persistence.edge_stage``: edge ranks, neighbour lists, the columns to reduce):
 
-* :func:`collect_edges` - the enclosing radius and the edges inside it (validating the matrix);
-* :func:`build_edge_order` - ranks of the kept edges under the reference's total order
-  ``(length, i, j)`` (``reference/persistence.py``), each vertex's neighbours in that order;
-* :func:`lune_empty` - the relative-neighbourhood test (is there a vertex ``k`` whose two edges
-  to the endpoints are both earlier?) with early exit, and :func:`columns_to_reduce` - Kruskal
-  over the survivors, leaving the columns that the apparent-pair shortcut cannot settle: the H1
-  birth candidates;
 * :func:`reduce_columns` - the cohomology reduction of exactly those columns, with the apparent
-  columns used implicitly, each working column a heap of lazily enumerated coboundaries.
+  columns used implicitly (:func:`apparent_partner`, the apparent-pair lemma of Bauer 2021),
+  each working column a heap of lazily enumerated coboundaries;
+* :func:`deadline_ns` and a compiled clock: the reduction stops once the deadline of decision 6c
+  has passed.
 
 Every kernel is ``@njit(nogil=True, cache=True)``: threads running different clouds run truly in
 parallel and the compiled code is reused across processes. Hand-written (not a library) because
@@ -63,178 +60,6 @@ def deadline_ns(deadline: float | None) -> int:
         return np.iinfo(np.int64).max
     now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     return now_ns + int((deadline - time.monotonic()) * 1e9)
-
-
-_TILE = 32  # square tiles for the symmetric pass: both D[i, j] and D[j, i] read from cache
-
-
-@njit(nogil=True, cache=True)
-def collect_edges(dist: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, int]:
-    """Enclosing radius ``r = min_i max_j D[i, j]`` and the edges ``i < j`` with ``D[i, j] <= r``.
-
-    Returns ``(r, lengths, flat, bad)``: the kept lengths and their row-major flat indices
-    ``i * N + j`` (int32) in ``(i, j)`` order; ``bad`` is 0, or 1 + the flat index of an entry at
-    which the matrix is not a distance matrix (asymmetric, negative, NaN/Inf, nonzero diagonal).
-    """
-    n = dist.shape[0]
-    row_max = np.zeros(n, np.float64)
-    for i in range(n):
-        if dist[i, i] != 0.0:
-            return 0.0, np.empty(0, np.float64), np.empty(0, np.int32), 1 + i * n + i
-    for i0 in range(0, n, _TILE):
-        for j0 in range(i0, n, _TILE):
-            for i in range(i0, min(i0 + _TILE, n)):
-                for j in range(max(j0, i + 1), min(j0 + _TILE, n)):
-                    x = dist[i, j]
-                    if not (x >= 0.0 and x < np.inf) or x != dist[j, i]:
-                        return 0.0, np.empty(0, np.float64), np.empty(0, np.int32), 1 + i * n + j
-                    if x > row_max[i]:
-                        row_max[i] = x
-                    if x > row_max[j]:
-                        row_max[j] = x
-    radius = row_max.min()
-    lengths = np.empty(n * (n - 1) // 2, np.float64)
-    flat = np.empty(n * (n - 1) // 2, np.int32)
-    c = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            if dist[i, j] <= radius:
-                lengths[c] = dist[i, j]
-                flat[c] = i * n + j
-                c += 1
-    return radius, lengths[:c].copy(), flat[:c].copy(), 0
-
-
-@njit(nogil=True, cache=True)
-def build_edge_order(
-    n: int, lengths: np.ndarray, flat: np.ndarray, order: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Ranks of the kept edges under ``(length, i, j)`` and every vertex's neighbours in rank order.
-
-    ``order`` sorts ``lengths`` ascending (any order among equal lengths: runs of equal length are
-    re-sorted here by ``(i, j)``, i.e. by the flat index, which makes the order total and equal to
-    the reference's).
-
-    Returns ``(u, v, rank, nbr, deg, pu, pv)``: ``u[r] < v[r]`` are the endpoints of the edge of
-    rank ``r``; ``rank[i, j]`` its rank, or the sentinel ``E`` (number of kept edges) for edges
-    outside the radius and on the diagonal; ``nbr[a, :deg[a]]`` the neighbours of ``a`` by
-    increasing edge rank; ``pu[r]`` the index of ``v[r]`` in ``nbr[u[r]]`` (so the neighbours of
-    ``u[r]`` through earlier edges are ``nbr[u[r], :pu[r]]``) and ``pv[r]`` that of ``u[r]`` in
-    ``nbr[v[r]]``.
-
-    Memory access is arranged for the cache: the only scattered writes go to the (E,) inverse
-    permutation; the rank matrix is filled row by row, then mirrored tile by tile.
-    """
-    e = order.shape[0]
-    sorted_len = lengths[order]
-    order = order.copy()
-    start = 0
-    while start < e:  # ties: sort each run of equal lengths by flat index
-        stop = start + 1
-        while stop < e and sorted_len[stop] == sorted_len[start]:
-            stop += 1
-        if stop - start > 1:
-            run = order[start:stop]
-            order[start:stop] = run[np.argsort(flat[run])]
-        start = stop
-    u = np.empty(e, np.int32)
-    v = np.empty(e, np.int32)
-    pu = np.empty(e, np.int32)
-    pv = np.empty(e, np.int32)
-    inverse = np.empty(e, np.int32)
-    nbr = np.empty((n, n), np.int32)
-    deg = np.zeros(n, np.int32)
-    for r in range(e):
-        c = order[r]
-        inverse[c] = r
-        f = flat[c]
-        a = f // n
-        b = f - a * n
-        u[r] = a
-        v[r] = b
-        pu[r] = deg[a]
-        nbr[a, deg[a]] = b
-        deg[a] += 1
-        pv[r] = deg[b]
-        nbr[b, deg[b]] = a
-        deg[b] += 1
-    rank = np.full((n, n), e, np.int32)
-    rank_flat = rank.reshape(n * n)
-    for c in range(e):  # flat indices increase with c: sequential writes
-        rank_flat[flat[c]] = inverse[c]
-    for i0 in range(0, n, _TILE):  # mirror the upper triangle, tile by tile
-        for j0 in range(i0, n, _TILE):
-            for i in range(i0, min(i0 + _TILE, n)):
-                for j in range(max(j0, i + 1), min(j0 + _TILE, n)):
-                    rank[j, i] = rank[i, j]
-    return u, v, rank, nbr, deg, pu, pv
-
-
-@njit(nogil=True, cache=True)
-def _find(parent: np.ndarray, x: int) -> int:
-    while parent[x] != x:
-        parent[x] = parent[parent[x]]  # path halving
-        x = parent[x]
-    return x
-
-
-@njit(nogil=True, cache=True)
-def lune_empty(u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pu: np.ndarray, pv: np.ndarray) -> np.ndarray:
-    """Per kept edge rank: True when the edge is *not* apparent (its lune is empty).
-
-    An edge ``{a, b}`` of rank ``R`` has an apparent coface exactly when some vertex ``k`` has
-    both ``rank[a, k] < R`` and ``rank[b, k] < R``; with none, the edge lies in the
-    relative-neighbourhood graph of the rank order. The candidates ``k`` with ``rank[a, k] < R``
-    are the first ``pu[R]`` neighbours of ``a`` (``pv[R]`` of ``b``); the shorter of the two endpoints' lists is
-    scanned, nearest first, stopping at the first witness (the batched, exhaustive form of this
-    test is ``fast.h1_apparent``).
-    """
-    e = u.shape[0]
-    empty_lune = np.zeros(e, np.bool_)
-    for r in range(e):
-        a = u[r]
-        b = v[r]
-        pa = pu[r]
-        pb = pv[r]
-        empty = True
-        if pa <= pb:
-            for p in range(pa):
-                if rank[b, nbr[a, p]] < r:
-                    empty = False
-                    break
-        else:
-            for p in range(pb):
-                if rank[a, nbr[b, p]] < r:
-                    empty = False
-                    break
-        empty_lune[r] = empty
-    return empty_lune
-
-
-@njit(nogil=True, cache=True)
-def columns_to_reduce(u: np.ndarray, v: np.ndarray, n: int, empty_lune: np.ndarray) -> np.ndarray:
-    """Ranks of the non-apparent edges outside the minimum spanning tree, latest first.
-
-    The minimum spanning tree of the total order lies inside the relative-neighbourhood graph
-    (an edge with an earlier two-edge path around it closes a cycle of earlier edges), so Kruskal
-    over the empty-lune edges alone, already in rank order, finds it; its edges are the cleared
-    H0 columns. Why not ``fast.mst``: its ties go by Prim's vertex order, not the edge order, and
-    Kruskal over these few edges is cheaper than a dense pass.
-    """
-    parent = np.arange(n)
-    count = 0
-    out = np.empty(u.shape[0], np.int64)
-    for r in range(u.shape[0]):
-        if not empty_lune[r]:
-            continue
-        ra = _find(parent, u[r])
-        rb = _find(parent, v[r])
-        if ra != rb:
-            parent[ra] = rb
-        else:
-            out[count] = r
-            count += 1
-    return out[:count][::-1].copy()
 
 
 @njit(nogil=True, cache=True)

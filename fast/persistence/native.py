@@ -2,8 +2,11 @@
 
 The H1 part of the "Ripser" step of paper Algorithm 1 (line 12) and of the pairing map of
 Algorithm 3 (birth edge, death triangle and its longest edge, decision 3), behind the
-:data:`fast.engine.H1Engine` interface (:func:`native_h1`), plus a batched form
-(:func:`native_h1_batch`) whose first stage runs on the tensors' device.
+:data:`~fast.persistence.contract.H1Engine` interface (:func:`native_h1`, ``engine="native"``, the
+default), plus a batched form (:func:`native_h1_batch`) whose first stage runs on the tensors'
+device. The stages live in their own modules: steps 1-3 per cloud on the CPU in
+``fast.persistence.edge_stage``, batched on a device in ``fast.persistence.device_stage``, step 4
+in ``fast.persistence.reduction``.
 
 Filtration (exactly ``reference.persistence``'s total order, ties included): vertices; edges by
 ``(length, i, j)``, i.e. by their *rank*; triangles by the key ``rank(max edge) * N + k`` (``k``
@@ -19,7 +22,7 @@ Algorithm (cohomology with clearing, apparent pairs, threshold = enclosing radiu
    are built (a filtration prefix, whose reduction equals the full one's on its columns), and
    no column of the prefix stays essential.
 2. Ranks of the kept edges (one sort; runs of equal length re-sorted by ``(i, j)``) and every
-   vertex's neighbours in rank order (``fast.h1_reduce.build_edge_order``).
+   vertex's neighbours in rank order (``fast.persistence.edge_stage.build_edge_order``).
 3. Apparent pairs. An edge ``e = {a, b}`` with some ``k`` whose edges to ``a`` and ``b`` are
    both earlier has the earliest coface ``{a, b, k*}`` (``k*`` the lowest such ``k``) and is that
    triangle's latest face: an apparent pair, which is a persistence pair in any simplexwise
@@ -33,11 +36,11 @@ Algorithm (cohomology with clearing, apparent pairs, threshold = enclosing radiu
    (their cofaces all have a later max edge, so the pair's death edge is later than its birth;
    with equal lengths the persistence can still be zero, and such pairs are dropped).
    The test is embarrassingly parallel: on a CUDA device it runs batched over all clouds and
-   edges with PyTorch (``fast.h1_apparent``); on a CPU a compiled scan with early exit is far
-   cheaper than the O(N^3) batched form (``fast.h1_reduce.lune_empty``; measured on the 2-core
+   edges with PyTorch (``fast.persistence.device_stage``); on a CPU a compiled scan with early exit is far
+   cheaper than the O(N^3) batched form (``fast.persistence.edge_stage.lune_empty``; measured on the 2-core
    CPU here, one clustered 64-d cloud of N=512: 11 ms for the whole compiled stage against 2.0 s
    for the PyTorch stage on the CPU).
-4. Reduction (``fast.h1_reduce.reduce_columns``), columns in reverse filtration order, over
+4. Reduction (``fast.persistence.reduction.reduce_columns``), columns in reverse filtration order, over
    Z2: the pivot of a column is its earliest coface. A pivot that is the apparent coface of its
    max edge belongs to that apparent column, whose column is its plain coboundary (apparent
    columns are never reduced). Any other owned pivot belongs to an earlier reduced column, kept
@@ -70,7 +73,9 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from fast import h1_reduce
+from fast.persistence.edge_stage import EdgeStage, as_distance_matrix, cpu_edge_stage
+from fast.persistence.pool import available_cores
+from fast.persistence.reduction import CLOCK_MASK, STATUS_DEADLINE, deadline_ns, reduce_columns
 
 
 @dataclass(frozen=True)
@@ -91,67 +96,6 @@ class H1Diagram:
     death_triangles: np.ndarray
 
 
-@dataclass
-class EdgeStage:
-    """Per-cloud output of the parallel stage (steps 1-3), input of the reduction (step 4).
-
-    Attributes:
-        u, v: (E,) int32 endpoints (``u < v``) of the kept edge of each rank.
-        rank: (N, N) int32 edge ranks; the sentinel ``E`` outside the radius and on the diagonal.
-        nbr: (N, N) int32 neighbours of each vertex by increasing rank (first ``deg[a]`` valid).
-        deg: (N,) int32 number of kept edges at each vertex.
-        pu, pv: (E,) int32 index of ``v[r]`` in ``nbr[u[r]]`` and of ``u[r]`` in ``nbr[v[r]]``.
-        columns: (C,) int64 ranks of the edges to reduce, decreasing.
-        partner: (E,) int64 apparent coface vertex per edge rank (-1 none, -2 not computed yet).
-    """
-
-    u: np.ndarray
-    v: np.ndarray
-    rank: np.ndarray
-    nbr: np.ndarray
-    deg: np.ndarray
-    pu: np.ndarray
-    pv: np.ndarray
-    columns: np.ndarray
-    partner: np.ndarray
-
-
-_MAX_POINTS = 46340  # flat edge indices i * M + j fit in int32
-
-
-def _as_distance_matrix(dist: np.ndarray, name: str) -> np.ndarray:
-    d = np.ascontiguousarray(dist, dtype=np.float64)
-    if d.ndim != 2 or d.shape[0] != d.shape[1]:
-        raise ValueError(f"{name} must be a square (M, M) distance matrix, got shape {d.shape}; compute it with scipy cdist(points, points)")
-    return d
-
-
-def _raise_bad_entry(d: np.ndarray, bad: int, name: str) -> None:
-    n = d.shape[0]
-    i, j = divmod(bad - 1, n)
-    raise ValueError(
-        f"{name} is not a distance matrix at [{i}, {j}] (value {d[i, j]!r}, transposed {d[j, i]!r}): entries must "
-        "be finite, >= 0, symmetric with a zero diagonal; pass (D + D.T) / 2 with the diagonal set to 0"
-    )
-
-
-def cpu_edge_stage(dist: np.ndarray, name: str = "dist") -> EdgeStage:
-    """Steps 1-3 for one cloud on the CPU (compiled, early-exit lune test)."""
-    d = _as_distance_matrix(dist, name)
-    n = d.shape[0]
-    if n > _MAX_POINTS:
-        raise ValueError(f"{name} has M={n} points; the native engine indexes edges with int32 and takes M <= {_MAX_POINTS} (subsample with TPS first)")
-    _, lengths, flat, bad = h1_reduce.collect_edges(d)
-    if bad:
-        _raise_bad_entry(d, bad, name)
-    order = np.argsort(lengths)  # numpy's vectorised sort; build_edge_order fixes tied runs
-    u, v, rank, nbr, deg, pu, pv = h1_reduce.build_edge_order(n, lengths, flat, order)
-    empty_lune = h1_reduce.lune_empty(u, v, rank, nbr, pu, pv)
-    columns = h1_reduce.columns_to_reduce(u, v, n, empty_lune)
-    partner = np.full(u.shape[0], -2, np.int64)
-    return EdgeStage(u, v, rank, nbr, deg, pu, pv, columns, partner)
-
-
 _EMPTY = H1Diagram(
     np.empty((0, 2), np.float64), np.empty((0, 2), np.int64), np.empty((0, 2), np.int64), np.empty((0, 3), np.int64)
 )
@@ -166,11 +110,11 @@ def reduce_stage(dist: np.ndarray, stage: EdgeStage, deadline: Optional[float] =
     n = dist.shape[0]
     if deadline is not None and time.monotonic() > deadline:
         return None
-    deaths, status = h1_reduce.reduce_columns(
+    deaths, status = reduce_columns(
         stage.columns, stage.u, stage.v, stage.rank, stage.nbr, stage.deg, stage.pu, stage.pv, stage.partner,
-        h1_reduce.deadline_ns(deadline), time.CLOCK_MONOTONIC, h1_reduce.CLOCK_MASK,
+        deadline_ns(deadline), time.CLOCK_MONOTONIC, CLOCK_MASK,
     )
-    if status == h1_reduce.STATUS_DEADLINE:
+    if status == STATUS_DEADLINE:
         return None
     found = deaths >= 0
     birth_r = stage.columns[found]
@@ -191,14 +135,14 @@ def h1_persistence(dist: np.ndarray, deadline: Optional[float] = None) -> Option
     Raises ValueError when ``dist`` is not a square, finite, non-negative, symmetric matrix with
     a zero diagonal. Clouds of fewer than 3 points have no H1 and give an empty diagram.
     """
-    d = _as_distance_matrix(dist, "dist")
+    d = as_distance_matrix(dist, "dist")
     if d.shape[0] < 3:
         return _EMPTY
     return reduce_stage(d, cpu_edge_stage(d), deadline)
 
 
 def native_h1(dist: np.ndarray, deadline: Optional[float] = None) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    """:data:`fast.engine.H1Engine` backed by this module: ``(birth_edges, death_edges)`` or None.
+    """:data:`~fast.persistence.contract.H1Engine` backed by this module: ``(birth_edges, death_edges)`` or None.
 
     Both (K, 2) int64 (``i < j``), one row per finite H1 pair of positive persistence, ordered by
     ``(death, birth)``; None once ``deadline`` (absolute ``time.monotonic()``) has passed.
@@ -219,7 +163,7 @@ def native_h1_batch(
     Args:
         dists: a (B, M, M) float64 tensor (CPU or CUDA) or a sequence of (M_b, M_b) arrays.
         points: instead of ``dists``, a (B, M, C) tensor of points; their distances are computed
-            on its device (``fast.h1_apparent.batched_distances``).
+            on its device (``fast.persistence.device_stage.batched_distances``).
         deadline: absolute ``time.monotonic()`` value or None; clouds not done by then give None.
         threads: reduction threads (default: the cores available); the kernels release the GIL.
         device_stage: run steps 1-3 batched with PyTorch on the tensors' device (default: only
@@ -228,12 +172,10 @@ def native_h1_batch(
     Returns:
         one :class:`H1Diagram` (or None past the deadline) per cloud, in batch order.
     """
-    from fast.engine import available_cores
-
     if (dists is None) == (points is None):
         raise ValueError("native_h1_batch: pass exactly one of dists (B, M, M) or points (B, M, C)")
     if points is not None:
-        from fast.h1_apparent import batched_distances
+        from fast.persistence.device_stage import batched_distances
 
         dists = batched_distances(points)
     is_tensor = hasattr(dists, "is_cuda")
@@ -242,14 +184,14 @@ def native_h1_batch(
     if device_stage:
         import torch
 
-        from fast import h1_apparent
+        from fast.persistence.device_stage import device_edge_stages
 
         batch = (dists if is_tensor else _stack_tensor(dists)).detach().to(torch.float64)
-        stages = h1_apparent.device_edge_stages(batch)
+        stages = device_edge_stages(batch)
         matrices = list(batch.cpu().numpy())
     else:
         matrices = [
-            _as_distance_matrix(m.detach().cpu().numpy() if hasattr(m, "detach") else m, f"dists[{b}]")
+            as_distance_matrix(m.detach().cpu().numpy() if hasattr(m, "detach") else m, f"dists[{b}]")
             for b, m in enumerate(dists)
         ]
         stages = None

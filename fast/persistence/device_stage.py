@@ -1,6 +1,6 @@
 """Batched device stage of the native H1 engine: radius, edge ranks, neighbour lists, apparent pairs.
 
-Steps 1-3 of the algorithm documented in ``fast/native_engine.py`` (the H1 part of the
+Steps 1-3 of the algorithm documented in ``fast/persistence/native.py`` (the H1 part of the
 "Ripser" step of paper Algorithm 1, line 12), for a whole batch of clouds at once with PyTorch,
 so that on a CUDA device they cost one batched launch per stage instead of a per-cloud loop:
 
@@ -12,18 +12,19 @@ so that on a CUDA device they cost one batched launch per stage instead of a per
   ``max(rank[i, k], rank[j, k]) < rank[i, j]`` (a min-max product, O(B N^3) work, chunked over
   rows to bound memory), -1 when the lune is empty.
 
-It produces exactly what ``fast.h1_reduce`` computes per cloud on a CPU (the tests compare the
-two), plus the apparent partner of *every* edge, which the CPU path computes lazily. Only the
-spanning tree (Kruskal over the few empty-lune edges, sequential by nature) runs afterwards on
-the CPU, in ``fast.h1_reduce.columns_to_reduce``.
+It produces exactly what ``fast.persistence.edge_stage`` computes per cloud on a CPU (the tests
+compare the two), plus the apparent partner of *every* edge (the apparent-pair lemma of Bauer
+2021), which the CPU path computes lazily. Only the spanning tree (Kruskal over the few
+empty-lune edges, sequential by nature) runs afterwards on the CPU, in
+``fast.persistence.edge_stage.columns_to_reduce``. Also here: :func:`batched_distances`, the
+distances of a batch of clouds on their device.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from fast import h1_reduce
-from fast.native_engine import EdgeStage
+from fast.persistence.edge_stage import EdgeStage, columns_to_reduce
 
 _BLOCK_ELEMENTS = 1 << 27
 """Largest (B, rows, N, N) block of the apparent-pair search (elements), about 0.5 GB of int32."""
@@ -121,7 +122,7 @@ def device_edge_stages(dists: torch.Tensor, block_elements: int = _BLOCK_ELEMENT
     for b in range(bsz):
         e = int(kept_h[b])
         u, v, partner_b = u_h[b, :e].copy(), v_h[b, :e].copy(), by_rank_h[b, :e].copy()
-        columns = h1_reduce.columns_to_reduce(u, v, n, partner_b < 0)
+        columns = columns_to_reduce(u, v, n, partner_b < 0)
         stages.append(EdgeStage(u, v, rank_h[b], nbr_h[b], deg_h[b], pu_h[b, :e].copy(), pv_h[b, :e].copy(),
                                 columns, partner_b))
     return stages

@@ -1,0 +1,88 @@
+"""One cloud's persistence: float64 distances, H0 from the spanning tree, H1 read back from the engine.
+
+The per-cloud body of the "Ripser" step of paper Algorithm 1 (line 12) and of the pairing map of
+Algorithm 3, shared by the worker processes (``fast.persistence.pool``) and the inline path
+(``workers=0``):
+
+* distances in float64 by direct differences, from the cloud's points (decision 1);
+* H0 pairs ``(0, length)`` from the edges of a minimum spanning tree (``fast.persistence.h0``),
+  zero-length edges (duplicated points) dropped (decision 2);
+* H1 pairs read from *our* float64 matrix at the critical edges the engine reports (decisions 3
+  and 6a), zero-persistence pairs dropped (decision 2);
+* the time budget checked before H1 starts; an engine that stops at the deadline returns None
+  (decision 6c).
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+
+from fast.persistence.contract import CloudPersistence, H1Engine
+from fast.persistence.h0 import prim_mst_edges
+
+H0Part = tuple[np.ndarray, np.ndarray]
+"""``(pairs, death_edges)`` of one cloud's H0."""
+H1Part = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""``(pairs, birth_edges, death_edges)`` of one cloud's H1."""
+
+_EMPTY_EDGES = np.empty((0, 2), dtype=np.int64)
+_EMPTY_PAIRS = np.empty((0, 2), dtype=np.float64)
+
+
+def distances(points: np.ndarray) -> np.ndarray:
+    """Float64 Euclidean distances by direct differences (exact zeros for duplicated points)."""
+    from scipy.spatial.distance import cdist
+
+    return np.ascontiguousarray(cdist(points, points))
+
+
+def _sorted_by_death_birth(pairs: np.ndarray, *edges: np.ndarray) -> tuple[np.ndarray, ...]:
+    order = np.lexsort((pairs[:, 0], pairs[:, 1]))
+    return (pairs[order],) + tuple(e[order] for e in edges)
+
+
+def h0_part(dist: np.ndarray) -> H0Part:
+    """H0 pairs and death edges from the MST, zero-length edges (duplicated points) dropped."""
+    edges = prim_mst_edges(dist)
+    deaths = dist[edges[:, 0], edges[:, 1]]
+    keep = deaths > 0
+    pairs = np.stack([np.zeros(int(keep.sum())), deaths[keep]], axis=1)
+    return _sorted_by_death_birth(pairs, edges[keep])
+
+
+def _h1_read_back(dist: np.ndarray, birth: np.ndarray, death: np.ndarray) -> H1Part:
+    """H1 pairs read from ``dist`` at the engine's critical edges; zero persistence dropped."""
+    birth = np.asarray(birth, dtype=np.int64).reshape(-1, 2)
+    death = np.asarray(death, dtype=np.int64).reshape(-1, 2)
+    pairs = np.stack([dist[birth[:, 0], birth[:, 1]], dist[death[:, 0], death[:, 1]]], axis=1)
+    keep = pairs[:, 1] > pairs[:, 0]
+    return _sorted_by_death_birth(pairs[keep], birth[keep], death[keep])
+
+
+def h1_part(dist: np.ndarray, engine: H1Engine, deadline: Optional[float]) -> Optional[H1Part]:
+    """H1 of one cloud by ``engine``; None if ``deadline`` passed before it started or it gave up."""
+    if deadline is not None and time.monotonic() >= deadline:
+        return None
+    result = engine(dist, deadline)
+    return None if result is None else _h1_read_back(dist, *result)
+
+
+def assemble(h0: H0Part, h1: Optional[H1Part], over_budget: bool = True) -> CloudPersistence:
+    """The cloud's result; without ``h1`` it has H0 only, flagged ``h1_over_budget=over_budget``."""
+    if h1 is None:
+        return CloudPersistence(h0[0], h0[1], _EMPTY_PAIRS, _EMPTY_EDGES, _EMPTY_EDGES, over_budget)
+    return CloudPersistence(h0[0], h0[1], *h1, False)
+
+
+def cloud_persistence(
+    points: np.ndarray, engine: H1Engine, budget_s: Optional[float], with_h1: bool
+) -> CloudPersistence:
+    """One cloud in the calling process (``workers=0``): the deadline is checked only before H1."""
+    deadline = None if budget_s is None else time.monotonic() + budget_s
+    dist = distances(points)
+    h0 = h0_part(dist)
+    if not with_h1:
+        return assemble(h0, None, over_budget=False)
+    return assemble(h0, h1_part(dist, engine, deadline))

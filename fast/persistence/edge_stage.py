@@ -1,0 +1,259 @@
+"""Steps 1-3 of the native H1 engine on the CPU: the filtration prefix, the edge order, the births.
+
+The part of the "Ripser" step of paper Algorithm 1 (line 12) that precedes the reduction, under
+decisions 1-3; the whole algorithm and why it is exact are documented in
+``fast/persistence/native.py``. For one cloud's float64 distance matrix it produces the
+:class:`EdgeStage` that the reduction (``fast.persistence.reduction``) consumes:
+
+* :func:`collect_edges` - the enclosing radius and the edges inside it (validating the matrix);
+* :func:`build_edge_order` - ranks of the kept edges under the reference's total order
+  ``(length, i, j)`` (``reference/persistence.py``), each vertex's neighbours in that order;
+* :func:`lune_empty` - the relative-neighbourhood test (is there a vertex ``k`` whose two edges
+  to the endpoints are both earlier?) with early exit, and :func:`columns_to_reduce` - Kruskal
+  over the survivors, leaving the columns that the apparent-pair shortcut cannot settle: the H1
+  birth candidates.
+
+The kernels are ``@njit(nogil=True, cache=True)`` like the reduction's. The batched PyTorch form
+of the same stage, for many clouds on a CUDA device, is ``fast.persistence.device_stage``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+
+@dataclass
+class EdgeStage:
+    """Per-cloud output of the parallel stage (steps 1-3), input of the reduction (step 4).
+
+    Attributes:
+        u, v: (E,) int32 endpoints (``u < v``) of the kept edge of each rank.
+        rank: (N, N) int32 edge ranks; the sentinel ``E`` outside the radius and on the diagonal.
+        nbr: (N, N) int32 neighbours of each vertex by increasing rank (first ``deg[a]`` valid).
+        deg: (N,) int32 number of kept edges at each vertex.
+        pu, pv: (E,) int32 index of ``v[r]`` in ``nbr[u[r]]`` and of ``u[r]`` in ``nbr[v[r]]``.
+        columns: (C,) int64 ranks of the edges to reduce, decreasing.
+        partner: (E,) int64 apparent coface vertex per edge rank (-1 none, -2 not computed yet).
+    """
+
+    u: np.ndarray
+    v: np.ndarray
+    rank: np.ndarray
+    nbr: np.ndarray
+    deg: np.ndarray
+    pu: np.ndarray
+    pv: np.ndarray
+    columns: np.ndarray
+    partner: np.ndarray
+
+
+_MAX_POINTS = 46340  # flat edge indices i * M + j fit in int32
+
+
+def as_distance_matrix(dist: np.ndarray, name: str) -> np.ndarray:
+    """``dist`` as a C-contiguous float64 array; ValueError unless it is square."""
+    d = np.ascontiguousarray(dist, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"{name} must be a square (M, M) distance matrix, got shape {d.shape}; compute it with scipy cdist(points, points)")
+    return d
+
+
+def _raise_bad_entry(d: np.ndarray, bad: int, name: str) -> None:
+    n = d.shape[0]
+    i, j = divmod(bad - 1, n)
+    raise ValueError(
+        f"{name} is not a distance matrix at [{i}, {j}] (value {d[i, j]!r}, transposed {d[j, i]!r}): entries must "
+        "be finite, >= 0, symmetric with a zero diagonal; pass (D + D.T) / 2 with the diagonal set to 0"
+    )
+
+
+def cpu_edge_stage(dist: np.ndarray, name: str = "dist") -> EdgeStage:
+    """Steps 1-3 for one cloud on the CPU (compiled, early-exit lune test)."""
+    d = as_distance_matrix(dist, name)
+    n = d.shape[0]
+    if n > _MAX_POINTS:
+        raise ValueError(f"{name} has M={n} points; the native engine indexes edges with int32 and takes M <= {_MAX_POINTS} (subsample with TPS first)")
+    _, lengths, flat, bad = collect_edges(d)
+    if bad:
+        _raise_bad_entry(d, bad, name)
+    order = np.argsort(lengths)  # numpy's vectorised sort; build_edge_order fixes tied runs
+    u, v, rank, nbr, deg, pu, pv = build_edge_order(n, lengths, flat, order)
+    empty_lune = lune_empty(u, v, rank, nbr, pu, pv)
+    columns = columns_to_reduce(u, v, n, empty_lune)
+    partner = np.full(u.shape[0], -2, np.int64)
+    return EdgeStage(u, v, rank, nbr, deg, pu, pv, columns, partner)
+
+
+
+_TILE = 32  # square tiles for the symmetric pass: both D[i, j] and D[j, i] read from cache
+
+
+@njit(nogil=True, cache=True)
+def collect_edges(dist: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, int]:
+    """Enclosing radius ``r = min_i max_j D[i, j]`` and the edges ``i < j`` with ``D[i, j] <= r``.
+
+    Returns ``(r, lengths, flat, bad)``: the kept lengths and their row-major flat indices
+    ``i * N + j`` (int32) in ``(i, j)`` order; ``bad`` is 0, or 1 + the flat index of an entry at
+    which the matrix is not a distance matrix (asymmetric, negative, NaN/Inf, nonzero diagonal).
+    """
+    n = dist.shape[0]
+    row_max = np.zeros(n, np.float64)
+    for i in range(n):
+        if dist[i, i] != 0.0:
+            return 0.0, np.empty(0, np.float64), np.empty(0, np.int32), 1 + i * n + i
+    for i0 in range(0, n, _TILE):
+        for j0 in range(i0, n, _TILE):
+            for i in range(i0, min(i0 + _TILE, n)):
+                for j in range(max(j0, i + 1), min(j0 + _TILE, n)):
+                    x = dist[i, j]
+                    if not (x >= 0.0 and x < np.inf) or x != dist[j, i]:
+                        return 0.0, np.empty(0, np.float64), np.empty(0, np.int32), 1 + i * n + j
+                    if x > row_max[i]:
+                        row_max[i] = x
+                    if x > row_max[j]:
+                        row_max[j] = x
+    radius = row_max.min()
+    lengths = np.empty(n * (n - 1) // 2, np.float64)
+    flat = np.empty(n * (n - 1) // 2, np.int32)
+    c = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            if dist[i, j] <= radius:
+                lengths[c] = dist[i, j]
+                flat[c] = i * n + j
+                c += 1
+    return radius, lengths[:c].copy(), flat[:c].copy(), 0
+
+
+@njit(nogil=True, cache=True)
+def build_edge_order(
+    n: int, lengths: np.ndarray, flat: np.ndarray, order: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ranks of the kept edges under ``(length, i, j)`` and every vertex's neighbours in rank order.
+
+    ``order`` sorts ``lengths`` ascending (any order among equal lengths: runs of equal length are
+    re-sorted here by ``(i, j)``, i.e. by the flat index, which makes the order total and equal to
+    the reference's).
+
+    Returns ``(u, v, rank, nbr, deg, pu, pv)``: ``u[r] < v[r]`` are the endpoints of the edge of
+    rank ``r``; ``rank[i, j]`` its rank, or the sentinel ``E`` (number of kept edges) for edges
+    outside the radius and on the diagonal; ``nbr[a, :deg[a]]`` the neighbours of ``a`` by
+    increasing edge rank; ``pu[r]`` the index of ``v[r]`` in ``nbr[u[r]]`` (so the neighbours of
+    ``u[r]`` through earlier edges are ``nbr[u[r], :pu[r]]``) and ``pv[r]`` that of ``u[r]`` in
+    ``nbr[v[r]]``.
+
+    Memory access is arranged for the cache: the only scattered writes go to the (E,) inverse
+    permutation; the rank matrix is filled row by row, then mirrored tile by tile.
+    """
+    e = order.shape[0]
+    sorted_len = lengths[order]
+    order = order.copy()
+    start = 0
+    while start < e:  # ties: sort each run of equal lengths by flat index
+        stop = start + 1
+        while stop < e and sorted_len[stop] == sorted_len[start]:
+            stop += 1
+        if stop - start > 1:
+            run = order[start:stop]
+            order[start:stop] = run[np.argsort(flat[run])]
+        start = stop
+    u = np.empty(e, np.int32)
+    v = np.empty(e, np.int32)
+    pu = np.empty(e, np.int32)
+    pv = np.empty(e, np.int32)
+    inverse = np.empty(e, np.int32)
+    nbr = np.empty((n, n), np.int32)
+    deg = np.zeros(n, np.int32)
+    for r in range(e):
+        c = order[r]
+        inverse[c] = r
+        f = flat[c]
+        a = f // n
+        b = f - a * n
+        u[r] = a
+        v[r] = b
+        pu[r] = deg[a]
+        nbr[a, deg[a]] = b
+        deg[a] += 1
+        pv[r] = deg[b]
+        nbr[b, deg[b]] = a
+        deg[b] += 1
+    rank = np.full((n, n), e, np.int32)
+    rank_flat = rank.reshape(n * n)
+    for c in range(e):  # flat indices increase with c: sequential writes
+        rank_flat[flat[c]] = inverse[c]
+    for i0 in range(0, n, _TILE):  # mirror the upper triangle, tile by tile
+        for j0 in range(i0, n, _TILE):
+            for i in range(i0, min(i0 + _TILE, n)):
+                for j in range(max(j0, i + 1), min(j0 + _TILE, n)):
+                    rank[j, i] = rank[i, j]
+    return u, v, rank, nbr, deg, pu, pv
+
+
+@njit(nogil=True, cache=True)
+def _find(parent: np.ndarray, x: int) -> int:
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]  # path halving
+        x = parent[x]
+    return x
+
+
+@njit(nogil=True, cache=True)
+def lune_empty(u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pu: np.ndarray, pv: np.ndarray) -> np.ndarray:
+    """Per kept edge rank: True when the edge is *not* apparent (its lune is empty).
+
+    An edge ``{a, b}`` of rank ``R`` has an apparent coface exactly when some vertex ``k`` has
+    both ``rank[a, k] < R`` and ``rank[b, k] < R``; with none, the edge lies in the
+    relative-neighbourhood graph of the rank order. The candidates ``k`` with ``rank[a, k] < R``
+    are the first ``pu[R]`` neighbours of ``a`` (``pv[R]`` of ``b``); the shorter of the two endpoints' lists is
+    scanned, nearest first, stopping at the first witness (the batched, exhaustive form of this
+    test is ``fast.persistence.device_stage``).
+    """
+    e = u.shape[0]
+    empty_lune = np.zeros(e, np.bool_)
+    for r in range(e):
+        a = u[r]
+        b = v[r]
+        pa = pu[r]
+        pb = pv[r]
+        empty = True
+        if pa <= pb:
+            for p in range(pa):
+                if rank[b, nbr[a, p]] < r:
+                    empty = False
+                    break
+        else:
+            for p in range(pb):
+                if rank[a, nbr[b, p]] < r:
+                    empty = False
+                    break
+        empty_lune[r] = empty
+    return empty_lune
+
+
+@njit(nogil=True, cache=True)
+def columns_to_reduce(u: np.ndarray, v: np.ndarray, n: int, empty_lune: np.ndarray) -> np.ndarray:
+    """Ranks of the non-apparent edges outside the minimum spanning tree, latest first.
+
+    The minimum spanning tree of the total order lies inside the relative-neighbourhood graph
+    (an edge with an earlier two-edge path around it closes a cycle of earlier edges), so Kruskal
+    over the empty-lune edges alone, already in rank order, finds it; its edges are the cleared
+    H0 columns. Why not ``fast.persistence.h0``: its ties go by Prim's vertex order, not the edge
+    order, and Kruskal over these few edges is cheaper than a dense pass.
+    """
+    parent = np.arange(n)
+    count = 0
+    out = np.empty(u.shape[0], np.int64)
+    for r in range(u.shape[0]):
+        if not empty_lune[r]:
+            continue
+        ra = _find(parent, u[r])
+        rb = _find(parent, v[r])
+        if ra != rb:
+            parent[ra] = rb
+        else:
+            out[count] = r
+            count += 1
+    return out[:count][::-1].copy()
