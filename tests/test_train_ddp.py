@@ -16,6 +16,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -24,9 +25,9 @@ from train.config import RunConfig
 from train.distributed import DistInfo, cleanup, init_from_env
 from train.evaluate import evaluate
 from train.distributed import ResumableDistributedSampler
-from train.loop import ModelSpec, train_stage
+from train.loop import FINAL, ModelSpec, load_frozen_teacher, stage_settings, train_stage
 from train.optim import build_optimizer, build_scheduler
-from train.steps import segmentation_step, to_device
+from train.steps import distillation_step, segmentation_step, to_device
 from train.profiling import StepTimer
 
 
@@ -47,7 +48,8 @@ def _rank_main(rank: int, world: int, port: int, cfg: RunConfig, out: str) -> No
     info = init_from_env("cpu")
     try:
         data = tiny_data(cfg)
-        model = train_stage(cfg, "student", Path(out) / "ddp", data.train, data.collate, _spec(cfg), info)
+        teacher = load_frozen_teacher(cfg.teacher_checkpoint, info.device)[0] if cfg.teacher_checkpoint else None
+        model = train_stage(cfg, cfg.stage, Path(out) / "ddp", data.train, data.collate, _spec(cfg), info, teacher)
         acc = evaluate(model, data.val_views(False), data.num_classes, info.device, data.collate)
         torch.save({"model": model.state_dict(), "iou_state": acc.state()}, Path(out) / f"rank{rank}.pt")
     finally:
@@ -89,8 +91,11 @@ def test_two_process_gloo_ddp_matches_one_process_with_the_doubled_batch(tmp_pat
     assert torch.equal(r0["iou_state"], whole.state()) and torch.equal(r1["iou_state"], whole.state())
 
 
-def _averaged_half_batches(cfg: RunConfig, data: Any) -> dict[str, torch.Tensor]:
-    """One process, each step: L_seg of rank 0's scan and of rank 1's scan, gradients averaged."""
+def _averaged_half_batches(cfg: RunConfig, data: Any, stage: str = "student") -> dict[str, torch.Tensor]:
+    """One process, each step: the loss of rank 0's scan and of rank 1's scan, gradients averaged
+    (the distillation stages with the TPS seed each rank uses in that step)."""
+    settings = stage_settings(cfg, stage, data.train)
+    teacher = load_frozen_teacher(cfg.teacher_checkpoint, torch.device("cpu"))[0] if settings.uses_teacher else None
     torch.manual_seed(cfg.seed)
     model = _spec(cfg).build()
     model.train()
@@ -107,7 +112,11 @@ def _averaged_half_batches(cfg: RunConfig, data: Any) -> dict[str, torch.Tensor]
         optimizer.zero_grad()
         for shard in shards:
             batch = to_device(data.collate([data.train[shard[k]]]), torch.device("cpu"))
-            loss, _ = segmentation_step(model, batch, amp=False, timer=StepTimer())
+            if teacher is None:
+                loss, _ = segmentation_step(model, batch, amp=False, timer=StepTimer())
+            else:  # train.loop: topo_seed = seed + step * per_rank * world_size, the same on both ranks
+                loss, _ = distillation_step(model, teacher, batch, settings, amp=False, timer=StepTimer(),
+                                            topo_seed=cfg.seed + k * 2)
             (loss / 2).backward()
         optimizer.step()
         scheduler.step()
@@ -118,3 +127,36 @@ def _load(state: dict[str, Any], cfg: RunConfig) -> torch.nn.Module:
     model = _spec(cfg).build()
     model.load_state_dict(state)
     return model
+
+
+@pytest.mark.parametrize("stage", ["kd", "distill"])
+def test_two_process_distillation_equals_one_process_averaging_the_half_batch_gradients(
+    tmp_path: Path, stage: str
+) -> None:
+    """kd (+KLD) and distill (+KLD +topo +grad) under 2-process DDP: identical weights on both
+    ranks, and the same training as one process that averages the gradients of each rank's half
+    batch (with the TPS seeds each rank uses). Compared as whole updates, not element by element:
+    AdamW divides each element's gradient by its own running magnitude, so an element whose true
+    gradient is zero (a bias feeding a BatchNorm) turns float rounding into a full learning-rate
+    step in either direction."""
+    teacher_cfg = tiny_config(tmp_path, stage="teacher", synthetic_scenes=8, synthetic_val_fraction=0.25,
+                              synthetic_test_fraction=0.0, teacher_epochs=1, iters_per_epoch=1)
+    data = tiny_data(teacher_cfg)
+    train_stage(teacher_cfg, "teacher", tmp_path / "teacher", data.train, data.collate,
+                ModelSpec("teacher", 22, {**teacher_cfg.teacher_overrides, "deterministic": True}),
+                DistInfo(0, 1, 0, torch.device("cpu")))
+    cfg = tiny_config(tmp_path, stage=stage, synthetic_scenes=8, synthetic_val_fraction=0.25, synthetic_test_fraction=0.0,
+                      epochs=1, iters_per_epoch=None, batch_size=2, teacher_checkpoint=str(tmp_path / "teacher" / FINAL))
+    mp.spawn(_rank_main, args=(2, _free_port(), cfg, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    for name, value in r0["model"].items():
+        assert torch.equal(value, r1["model"][name]), f"ranks disagree on {name}"
+    emulated = _averaged_half_batches(cfg, data, stage)
+    torch.manual_seed(cfg.seed)
+    init = _spec(cfg).build().state_dict()
+    ddp_update = torch.cat([(r0["model"][n] - init[n]).flatten() for n in emulated])
+    one_update = torch.cat([(emulated[n] - init[n]).flatten() for n in emulated])
+    cosine = float(ddp_update @ one_update / (ddp_update.norm() * one_update.norm()))
+    weights = [n for n in emulated if not n.endswith("bias")]
+    worst = max(float((r0["model"][n] - emulated[n]).abs().max()) for n in weights)
+    assert one_update.norm() > 0 and cosine > 0.99 and worst < 1e-4, (cosine, worst)
