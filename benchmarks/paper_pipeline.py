@@ -16,7 +16,7 @@ resolution (~1e-7 relative) of the right one. Values are re-read from the float6
 (decision 6a), zero-persistence pairs dropped (decision 2).
 
 Everything else is the project's shared code, so all Table 6 rows compute the same loss:
-normalisation ``fast.normalize`` (decision 13), TPS ``reference.tps`` (Algorithm 5, a NumPy loop,
+normalisation ``fast.normalize`` (decision 13), TPS ``reference.tps_cloud`` (Algorithm 5, a NumPy loop,
 one cloud at a time), distances ``reference.pairwise_distances`` and PWCD ``fast.pwcd``.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 from fast.normalize import normalize as normalize_clouds
 from fast.pwcd import pwcd
 from reference.distances import pairwise_distances
-from reference.tps import tps
+from reference.tps import tps_cloud
 
 
 def _edges_of_values(dist: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -149,7 +149,7 @@ def paper_topo_loss(
         with torch.no_grad():
             t_n = normalize_clouds(teacher_feats[lo:hi], [hi - lo], normalize)
         t_np = t_n.detach().cpu().numpy().astype(np.float64)
-        idx = tps(t_np, m, seed + b)
+        idx = tps_cloud(t_np, m, seed + b)
         s0, s1 = RipserLayer.apply(s_n[torch.as_tensor(idx, device=s_n.device)], eps_dist)
         t0, t1, _ = ripser_pairs(pairwise_distances(t_np[idx]))
         t0 = torch.as_tensor(t0, dtype=s0.dtype, device=s0.device)

@@ -1,7 +1,7 @@
 """Paper Figure 7: TPS (Algorithm 5) vs random sampling time as the cloud grows, M = 128.
 
 TPS is M sequential farthest-point steps over all N points (O(N M)); random sampling is one
-permutation. Methods: ``fast.tps`` (ours, torch), ``reference.tps`` (the NumPy loop, paper style)
+permutation. Methods: ``fast.tps`` (ours, torch), ``reference.tps_cloud`` (the NumPy loop, paper style)
 and random sampling (``torch.randperm``). Each result is checked: M distinct in-range indices, and
 both TPS implementations pick the same points.
 """
@@ -16,7 +16,7 @@ import torch
 
 from benchmarks.clouds import teacher_features
 from fast.tps import tps as fast_tps
-from reference.tps import tps as reference_tps
+from reference.tps import tps_cloud
 
 M = 128
 
@@ -31,7 +31,7 @@ def _fast(feats: torch.Tensor, seed: int) -> np.ndarray:
 
 
 def _reference(feats: torch.Tensor, seed: int) -> np.ndarray:
-    return reference_tps(feats.numpy(), M, seed)
+    return tps_cloud(feats.numpy(), M, seed)
 
 
 SAMPLERS: dict[str, Callable[[torch.Tensor, int], np.ndarray]] = {

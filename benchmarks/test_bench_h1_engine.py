@@ -40,7 +40,7 @@ from fast.persistence import (
     native_h1_batch,
 )
 from reference.distances import pairwise_distances
-from reference.normalize import normalize
+from reference.normalize import normalize_cloud
 
 FAMILIES = ("clusters", "latent", "shell", "sphere")
 FULL_SIZES = (256, 512, 1024)
@@ -56,7 +56,7 @@ def cloud_distances(family: str, n: int, seed: int) -> np.ndarray:
         x /= np.linalg.norm(x, axis=1, keepdims=True)
     else:
         x = teacher_features(n, family, rng)
-    return pairwise_distances(normalize(x, "scale"))
+    return pairwise_distances(normalize_cloud(x, "scale"))
 
 
 def _giotto_pairs(dist: np.ndarray) -> np.ndarray:
@@ -91,7 +91,7 @@ def _step_clouds(full_run: bool, family: str) -> list[np.ndarray]:
     out = []
     for c in range(clouds):
         student, teacher = student_teacher(m, family, seed=100 + c)
-        out += [normalize(teacher.numpy(), "scale"), normalize(student.detach().numpy(), "scale")]
+        out += [normalize_cloud(teacher.numpy(), "scale"), normalize_cloud(student.detach().numpy(), "scale")]
     return out
 
 

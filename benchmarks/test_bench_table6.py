@@ -4,7 +4,7 @@ Rows N = 30 ... 1024 (``--benchmark``; smoke: N = 12, 24). Methods: the naive ba
 killable child process (timeout / out of memory reported, not failed), the paper-style pipeline,
 ``fast.topo_loss`` on CPU (and CUDA when present), torch-topological when importable.
 Every measurement also checks that the loss and gradient are finite, and the smoke run checks that
-all methods compute the same loss and gradient as ``reference.topo_loss``, so a baseline that
+all methods compute the same loss and gradient as ``reference.topo_loss_cloud``, so a baseline that
 quietly computes something else fails here.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from benchmarks.naive_rips import naive_topo_loss
 from benchmarks.sizes import SIZES
 from benchmarks.table6 import FAMILY, in_process_methods
 from fast.persistence import DEFAULT_ENGINE
-from reference.topo_loss import topo_loss as reference_topo_loss
+from reference.topo_loss import topo_loss_cloud
 
 _ROWS = [("paper-style", "cpu"), ("ours", "cpu"), ("ours", "cuda")]
 if "torch-topological" in in_process_methods():
@@ -144,7 +144,7 @@ def test_table6_methods_compute_the_same_loss_and_gradient() -> None:
     """All Table 6 rows are Algorithm 1 on the same cloud: loss and gradient equal the reference's."""
     n = 24
     student, teacher = student_teacher(n, FAMILY, seed=7)
-    ref_loss, ref_grad = reference_topo_loss(student.detach().numpy(), teacher.numpy())
+    ref_loss, ref_grad = topo_loss_cloud(student.detach().numpy(), teacher.numpy())
     assert ref_loss > 0
     methods = dict(in_process_methods(), naive=lambda s, t: naive_topo_loss(s, t))
     for name, loss_fn in methods.items():

@@ -28,7 +28,7 @@ _EXPORTS: dict[str, str] = {
     "compute_diagrams": "fast.persistence",
     "budget_miss_count": "fast.persistence",
     "prim_mst_edges": "fast.persistence",
-    "edge_lengths": "fast.distances",
+    "edge_lengths": "fast.routing",
     "normalize": "fast.normalize",
     "tps": "fast.tps",
     "pwcd": "fast.pwcd",

@@ -1,7 +1,7 @@
 """Per-cloud feature normalisation for a batch of concatenated clouds (paper Algorithm 1, Step 1).
 
-Torch twin of ``reference.normalize.normalize`` applied to every cloud of a batch given by END
-offsets (decision 13):
+Torch twin of ``reference.normalize`` (``reference.normalize_cloud`` applied to every cloud of a
+batch given by END offsets, decision 13):
 
 - ``scale`` (default): ``(h_i - mean) / (rms + eps)``, ``rms = sqrt(mean_i ||h_i - mean||^2)``,
   one mean and one rms per cloud;
@@ -12,7 +12,7 @@ offsets (decision 13):
 
 The backward is PyTorch autograd through these ops, which is the exact derivative; where a norm
 is exactly 0 (``l2`` on a zero vector, ``scale`` on a cloud of identical points) its derivative is
-taken as 0, as in ``reference.normalize.normalize_backward``, so gradients stay finite.
+taken as 0, as in ``reference.normalize_backward``, so gradients stay finite.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Batched feature-space topological distillation loss in torch, paper Algorithm 1 (with Algorithm 3).
 
-Torch twin of ``reference.topo_loss.topo_loss_batch``. For every cloud b of a batch given as
+Torch twin of ``reference.topo_loss``. For every cloud b of a batch given as
 concatenated rows with END offsets (the PTv3 layout): normalise student and teacher over the cloud
 (decision 13), select ``min(m, n_b)`` points by TPS on the normalised teacher with seed ``seed + b``
 (Algorithm 5, decision 14), compute the H0/H1 Rips diagrams of both selections with their critical
@@ -9,7 +9,7 @@ average over the clouds.
 
 How the gradient flows (Theorem 1, Eq. 1, Algorithm 3): the pairing is discrete and comes from
 the engine; every student birth/death value is then the length of its critical edge, computed by
-``fast.distances.EdgeLengths`` from the normalised student features, so autograd carries the PWCD
+``fast.routing.EdgeLengths`` from the normalised student features, so autograd carries the PWCD
 gradient (Algorithm 4) to the critical edges and the edge gradients to the features with index
 scatters (decision 5), then through the normalisation to the raw features. H1 deaths go to the
 single longest edge of the death triangle that the engine reports (decision 4); ``tie_tol > 0``
@@ -42,7 +42,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from fast.distances import edge_lengths
+from fast.routing import edge_lengths
 from fast.persistence import (
     CloudPersistence,
     H1Engine,
@@ -81,7 +81,7 @@ def _check_options(m: int, normalize: str, tie_tol: float, eps_w: float, eps_dis
         raise ValueError(
             f"tie_tol={tie_tol}: the fast path routes each H1 death to the single longest edge its engine "
             "reports (decision 4), which is the tie_tol=0 rule; use tie_tol=0 here, or "
-            "reference.topo_loss_batch for a tolerance"
+            "reference.topo_loss for a tolerance"
         )
     if not eps_w > 0:
         raise ValueError(f"eps_w must be > 0, got {eps_w}")
@@ -240,7 +240,7 @@ def topo_loss(
 
     Returns:
         Scalar tensor (float64 for float64 inputs, else float32) equal to
-        ``reference.topo_loss_batch(...)[0]``; its gradient w.r.t. ``student_feats`` equals the
+        ``reference.topo_loss(...)[0]``; its gradient w.r.t. ``student_feats`` equals the
         reference gradient. Raises ValueError for bad input before any work.
     """
     _check_feats(student_feats, "student_feats")

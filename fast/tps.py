@@ -1,6 +1,6 @@
 """Topology-preserving sampling (TPS) for a batch of clouds on the device, paper Algorithm 5.
 
-Torch twin of ``reference.tps.tps`` (decision 14): cloud ``b`` starts at
+Torch twin of ``reference.tps`` (decision 14): cloud ``b`` starts at
 ``numpy.random.default_rng(seed + b).integers(n_b)``, every next index is the argmax of the
 distance to the selected set with ties to the lowest index, already selected points are excluded
 (so duplicated points never give a repeated index), and a cloud with ``n_b <= m`` uses all its

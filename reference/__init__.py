@@ -1,15 +1,20 @@
 """Readable pure-numpy oracle of every piece of the distillation math (no torch).
 
-One function per paper equation or algorithm; ``fast/`` holds the PyTorch twin of each under the
-same name, and the tests compare the two on fresh random inputs.
+One function per paper equation or algorithm. ``fast/`` holds the PyTorch twin of each under the
+same name, taking the same arguments (batches of clouds as concatenated rows with END offsets),
+and tests/test_twins.py compares the two on fresh random inputs. Functions the reference adds:
+the one-cloud forms ``*_cloud`` that the batch functions apply per cloud, the hand-written
+vector-Jacobian products ``*_backward`` of the twins whose output is not a scalar loss (``fast``
+uses autograd), and the distance-matrix steps of the routing.
 
 | paper                                   | function                                   |
 |-----------------------------------------|--------------------------------------------|
 | Vietoris-Rips persistence, H0/H1 (3.2.1)| ``rips_persistence``  (reference.persistence) |
-| Theorem 1, Eq. (1), Algorithm 3         | ``diagram_grad_to_dist_grad``, ``dist_grad_to_feature_grad`` (reference.routing) |
+| Theorem 1, Eq. (1), Algorithm 3         | ``edge_lengths`` (+ ``_backward``), ``diagram_grad_to_dist_grad``, ``dist_grad_to_feature_grad`` (reference.routing) |
+| Algorithm 1 step 1 (normalisation)      | ``normalize`` (+ ``_backward``), ``normalize_cloud`` (reference.normalize) |
 | Eq. (2)-(3), Algorithms 2 and 4 (PWCD)  | ``pwcd``              (reference.pwcd)     |
-| Algorithm 5 (TPS)                       | ``tps``               (reference.tps)      |
-| Algorithm 1 (topological distillation)  | ``topo_loss``, ``topo_loss_batch`` (reference.topo_loss) |
+| Algorithm 5 (TPS)                       | ``tps``, ``tps_cloud`` (reference.tps)     |
+| Algorithm 1 (topological distillation)  | ``topo_loss``, ``topo_loss_cloud`` (reference.topo_loss) |
 | Eq. (4)-(7) (saliency alignment)        | ``saliency_loss``     (reference.saliency) |
 | Sec. 3.4 (temperature-scaled KL)        | ``kld``               (reference.kld)      |
 """
@@ -20,25 +25,30 @@ from __future__ import annotations
 # the name.
 from reference.distances import pairwise_distances
 from reference.kld import kld
-from reference.normalize import normalize
+from reference.normalize import normalize, normalize_backward, normalize_cloud
 from reference.persistence import Diagram, rips_persistence
 from reference.pwcd import pwcd
-from reference.routing import diagram_grad_to_dist_grad, dist_grad_to_feature_grad
+from reference.routing import diagram_grad_to_dist_grad, dist_grad_to_feature_grad, edge_lengths, edge_lengths_backward
 from reference.saliency import saliency_loss
-from reference.topo_loss import topo_loss, topo_loss_batch
-from reference.tps import tps
+from reference.topo_loss import topo_loss, topo_loss_cloud
+from reference.tps import tps, tps_cloud
 
 __all__ = [
     "Diagram",
     "diagram_grad_to_dist_grad",
     "dist_grad_to_feature_grad",
+    "edge_lengths",
+    "edge_lengths_backward",
     "kld",
     "normalize",
+    "normalize_backward",
+    "normalize_cloud",
     "pairwise_distances",
     "pwcd",
     "rips_persistence",
     "saliency_loss",
     "topo_loss",
-    "topo_loss_batch",
+    "topo_loss_cloud",
     "tps",
+    "tps_cloud",
 ]

@@ -9,10 +9,12 @@ student features before TPS and the distance matrices.
 - ``l2``: every feature vector to unit length, ``h_i / (||h_i|| + eps)``.
 - ``none``: identity.
 
-``normalize_backward`` is the exact vector-Jacobian product of ``normalize`` (used to bring the
+``normalize`` takes a batch of concatenated clouds with END offsets, like its twin
+``fast.normalize``; ``normalize_cloud`` is the same for one cloud. ``normalize_backward`` and
+``normalize_cloud_backward`` are their exact vector-Jacobian products (used to bring the
 topological gradient back to the raw student features). ``as_features`` and
 ``check_end_offsets`` are the shared input checks of the reference functions that take feature
-matrices and batched clouds.
+matrices and batched clouds, and ``cloud_slices`` turns validated END offsets into row slices.
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ def check_mode(mode: str, eps: float = 1e-12) -> None:
         raise ValueError(f"normalize eps must be finite and >= 0, got {eps}")
 
 
-def normalize(feats: np.ndarray, mode: str = "scale", eps: float = 1e-12) -> np.ndarray:
+def normalize_cloud(feats: np.ndarray, mode: str = "scale", eps: float = 1e-12) -> np.ndarray:
     """Normalise one cloud's (N, C) features with ``mode`` in ``scale`` | ``l2`` | ``none``."""
     check_mode(mode, eps)
     h = as_features(feats, "feats")
@@ -72,10 +74,10 @@ def normalize(feats: np.ndarray, mode: str = "scale", eps: float = 1e-12) -> np.
     return c / (rms + eps)
 
 
-def normalize_backward(
+def normalize_cloud_backward(
     feats: np.ndarray, grad_out: np.ndarray, mode: str = "scale", eps: float = 1e-12
 ) -> np.ndarray:
-    """Vector-Jacobian product: ``dL/dfeats`` given ``grad_out = dL/dnormalize(feats)``.
+    """Vector-Jacobian product: ``dL/dfeats`` given ``grad_out = dL/dnormalize_cloud(feats)``.
 
     Where the norm is exactly 0 (``l2`` on a zero vector, ``scale`` on a cloud of identical points)
     the derivative of the norm is taken as 0, so the result stays finite.
@@ -102,3 +104,37 @@ def normalize_backward(
     if rms > 0:
         g_c = g_c - (np.sum(g * c) / den**2) * c / (N * rms)
     return g_c - g_c.mean(axis=0)
+
+
+def cloud_slices(offsets: Sequence[int] | np.ndarray, rows: int) -> list[slice]:
+    """Row slices of the clouds given by validated END ``offsets``."""
+    ends = check_end_offsets(offsets, rows, "offsets")
+    return [slice(int(lo), int(hi)) for lo, hi in zip(np.concatenate([[0], ends[:-1]]), ends)]
+
+
+def normalize(
+    feats: np.ndarray, offsets: Sequence[int] | np.ndarray, mode: str = "scale", eps: float = 1e-12
+) -> np.ndarray:
+    """``normalize_cloud`` applied to every cloud of the concatenated (sumN, C) ``feats`` with END ``offsets``."""
+    check_mode(mode, eps)
+    h = as_features(feats, "feats")
+    out = np.empty_like(h)
+    for rows in cloud_slices(offsets, h.shape[0]):
+        out[rows] = normalize_cloud(h[rows], mode, eps)
+    return out
+
+
+def normalize_backward(
+    feats: np.ndarray, offsets: Sequence[int] | np.ndarray, grad_out: np.ndarray, mode: str = "scale",
+    eps: float = 1e-12,
+) -> np.ndarray:
+    """Vector-Jacobian product of ``normalize``: ``normalize_cloud_backward`` per cloud."""
+    check_mode(mode, eps)
+    h = as_features(feats, "feats")
+    g = as_features(grad_out, "grad_out")
+    if g.shape != h.shape:
+        raise ValueError(f"grad_out has shape {g.shape}, feats has {h.shape}; they must match")
+    out = np.empty_like(h)
+    for rows in cloud_slices(offsets, h.shape[0]):
+        out[rows] = normalize_cloud_backward(h[rows], g[rows], mode, eps)
+    return out

@@ -9,6 +9,11 @@ triangle's maximum (a Clarke subgradient at ties, decisions 4).
 ``dist_grad_to_feature_grad`` applies the second half of Theorem 1 (Algorithm 3 lines 29-38):
 for each ``i < j``, ``dL/dh_i += G_ij (h_i - h_j) / (D_ij + eps_dist)`` and ``dL/dh_j -= ...``
 (decisions 5: ``eps_dist`` only prevents 0/0, so duplicated points get a zero gradient, never NaN).
+
+``edge_lengths`` and ``edge_lengths_backward`` are the same routing seen from a list of critical
+edges, the form of the twin ``fast.edge_lengths`` (``fast/routing.py``): the lengths
+``||h_i - h_j||`` of the edges, and the feature gradient given one gradient per edge (an edge
+listed several times accumulates), computed through ``dist_grad_to_feature_grad``.
 """
 from __future__ import annotations
 
@@ -137,3 +142,41 @@ def dist_grad_to_feature_grad(
         np.add.at(out, i, step)
         np.add.at(out, j, -step)
     return out
+
+
+def _as_edges(edges: np.ndarray, n: int) -> np.ndarray:
+    """``edges`` as an (E, 2) int64 array of indices below ``n``, or ValueError."""
+    e = np.asarray(edges)
+    if e.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    if e.ndim != 2 or e.shape[1] != 2 or not np.issubdtype(e.dtype, np.integer):
+        raise ValueError(f"edges must be an (E, 2) integer array of point indices, got shape {e.shape} dtype {e.dtype}")
+    if e.min() < 0 or e.max() >= n:
+        raise ValueError(f"edges refer to points outside 0..{n - 1}; pass indices into the rows of feats")
+    return e.astype(np.int64)
+
+
+def edge_lengths(feats: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Lengths (E,) float64 ``||feats[i] - feats[j]||`` of the (E, 2) ``edges`` rows ``(i, j)``."""
+    dist = pairwise_distances(feats)  # validates feats
+    e = _as_edges(edges, dist.shape[0])
+    return dist[e[:, 0], e[:, 1]]
+
+
+def edge_lengths_backward(
+    feats: np.ndarray, edges: np.ndarray, grad_lengths: np.ndarray, eps_dist: float = 1e-12
+) -> np.ndarray:
+    """Vector-Jacobian product of ``edge_lengths`` with the decision-5 stabiliser (Algorithm 3 lines 29-38).
+
+    ``grad_lengths`` (E,) holds ``dL/dlength`` of each edge; returns the (N, C) ``dL/dfeats``.
+    """
+    n = pairwise_distances(feats).shape[0]  # validates feats
+    e = _as_edges(edges, n)
+    g = np.asarray(grad_lengths, dtype=np.float64)
+    if g.shape != (len(e),):
+        raise ValueError(f"grad_lengths has shape {g.shape} but there are {len(e)} edges; pass one value per edge")
+    check_finite_matrix(g, "grad_lengths")
+    dist_grad = np.zeros((n, n), dtype=np.float64)
+    # Rows as (min, max): both triangles then receive the same sums in the same order (exactly symmetric).
+    _route_edges(dist_grad, np.sort(e, axis=1), g)
+    return dist_grad_to_feature_grad(feats, dist_grad, eps_dist)

@@ -1,6 +1,6 @@
 """Feature-space topological distillation loss and its gradient, paper Algorithm 1.
 
-For one cloud (``topo_loss``): normalise student and teacher features over the cloud
+For one cloud (``topo_loss_cloud``): normalise student and teacher features over the cloud
 (decision 13), select ``m`` points by TPS on the normalised teacher (Algorithm 5, decision 14), take
 the same indices for the student, build both Euclidean distance matrices, compute the H0/H1 Rips
 diagrams, and sum the PWCD of each requested dimension (Eq. 2-3, Algorithm 2, decision 11).
@@ -8,8 +8,9 @@ The gradient with respect to the RAW student features goes PWCD (Algorithm 4) ->
 (Theorem 1, Eq. 1, Algorithm 3) -> features (decision 5) -> through the normalisation.
 The teacher gets no gradient.
 
-For a batch (``topo_loss_batch``): clouds concatenated along the rows with END offsets (the PTv3
-layout); cloud ``b`` seeds its TPS start with ``seed + b``; the loss is the mean over clouds.
+For a batch (``topo_loss``, the twin of ``fast.topo_loss``): clouds concatenated along the rows
+with END offsets (the PTv3 layout); cloud ``b`` seeds its TPS start with ``seed + b``; the loss is
+the mean over clouds.
 A subset of one point (``m = 1``) has no finite pair: its loss and gradient are 0.
 """
 from __future__ import annotations
@@ -19,12 +20,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from reference.distances import pairwise_distances
-from reference.normalize import as_features, check_end_offsets, check_mode, normalize_backward
-from reference.normalize import normalize as normalize_feats
+from reference.normalize import (
+    as_features,
+    check_end_offsets,
+    check_mode,
+    normalize_cloud,
+    normalize_cloud_backward,
+)
 from reference.persistence import rips_persistence
 from reference.pwcd import pwcd
 from reference.routing import diagram_grad_to_dist_grad, dist_grad_to_feature_grad
-from reference.tps import tps
+from reference.tps import tps_cloud
 
 
 def _check_dims(dims: Sequence[int]) -> tuple[int, ...]:
@@ -71,9 +77,9 @@ def _single(
     """Algorithm 1 body for one validated cloud."""
     if S.shape[0] < 2:
         raise ValueError(f"a cloud needs at least 2 points for a topological loss, got {S.shape[0]}")
-    S_n = normalize_feats(S, normalize)
-    T_n = normalize_feats(T, normalize)
-    idx = tps(T_n, m, seed)
+    S_n = normalize_cloud(S, normalize)
+    T_n = normalize_cloud(T, normalize)
+    idx = tps_cloud(T_n, m, seed)
     grad = np.zeros_like(S)
     if idx.size < 2:
         return 0.0, grad
@@ -91,10 +97,10 @@ def _single(
     grad_sub = dist_grad_to_feature_grad(S_sub, G, eps_dist=eps_dist)
     grad_n = np.zeros_like(S_n)
     grad_n[idx] = grad_sub  # TPS indices are unique
-    return loss, normalize_backward(S, grad_n, normalize)
+    return loss, normalize_cloud_backward(S, grad_n, normalize)
 
 
-def topo_loss(
+def topo_loss_cloud(
     student_feats: np.ndarray,
     teacher_feats: np.ndarray,
     m: int = 1024,
@@ -115,7 +121,7 @@ def topo_loss(
     return _single(S, T, m, seed, normalize, tie_tol, eps_w, eps_dist, _check_dims(dims))
 
 
-def topo_loss_batch(
+def topo_loss(
     student_feats: np.ndarray,
     teacher_feats: np.ndarray,
     offsets: Sequence[int] | np.ndarray,
@@ -127,7 +133,7 @@ def topo_loss_batch(
     eps_dist: float = 1e-12,
     dims: Sequence[int] = (0, 1),
 ) -> tuple[float, np.ndarray]:
-    """Mean of ``topo_loss`` over concatenated clouds given by END ``offsets``; cloud b uses ``seed + b``.
+    """Mean of ``topo_loss_cloud`` over concatenated clouds given by END ``offsets``; cloud b uses ``seed + b``.
 
     Every input is validated before any cloud is processed.
     """

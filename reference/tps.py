@@ -10,15 +10,20 @@ distance 0, where it keeps the indices unique (the lowest unselected index is ta
 The greedy rule is a 2-approximation of the optimal k-center covering radius
 ``max_x min_{y in I} ||x - y||`` (Gonzalez, 1985), which bounds the bottleneck distance between the
 subset's and the full cloud's Rips diagrams (paper Appendix A.2).
+
+``tps`` takes a batch of concatenated clouds with END offsets, like its twin ``fast.tps``: cloud
+``b`` is sampled by ``tps_cloud`` with seed ``seed + b``.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from reference.normalize import as_features
+from reference.normalize import as_features, cloud_slices
 
 
-def tps(feats: np.ndarray, m: int, seed: int = 0) -> np.ndarray:
+def tps_cloud(feats: np.ndarray, m: int, seed: int = 0) -> np.ndarray:
     """Indices (``min(m, N)``,) int64 of the TPS subset of the (N, C) ``feats``, in selection order."""
     h = as_features(feats, "feats")
     if isinstance(m, bool) or int(m) != m or m < 1:
@@ -39,3 +44,13 @@ def tps(feats: np.ndarray, m: int, seed: int = 0) -> np.ndarray:
         d_min = np.minimum(d_min, np.linalg.norm(h - h[i], axis=1))
         d_min[i] = -np.inf
     return idx
+
+
+def tps(feats: np.ndarray, offsets: Sequence[int] | np.ndarray, m: int, seed: int = 0) -> list[np.ndarray]:
+    """TPS indices of every cloud of the concatenated (sumN, C) ``feats`` with END ``offsets``.
+
+    One int64 array per cloud of ``min(m, n_b)`` indices local to that cloud, in selection order;
+    cloud ``b`` uses seed ``seed + b``.
+    """
+    h = as_features(feats, "feats")
+    return [tps_cloud(h[rows], m, seed + b) for b, rows in enumerate(cloud_slices(offsets, h.shape[0]))]

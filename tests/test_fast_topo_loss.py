@@ -1,4 +1,4 @@
-"""fast.topo_loss (paper Algorithm 1, batched) equals reference.topo_loss_batch, loss and gradient.
+"""fast.topo_loss (paper Algorithm 1, batched) equals reference.topo_loss, loss and gradient.
 
 Exact comparisons follow decision 6a: giotto-ph orders the filtration in float32, so the clouds
 fed to it (the normalised TPS subsets of teacher and student) are drawn until their distinct
@@ -18,9 +18,9 @@ from scipy.spatial.distance import pdist
 import fast
 from fast.persistence import PersistencePool, budget_miss_count
 from fast.topo_loss import TopoLossJob
-from reference.normalize import normalize as reference_normalize
-from reference.topo_loss import topo_loss_batch
-from reference.tps import tps as reference_tps
+from reference.normalize import normalize_cloud
+from reference.topo_loss import topo_loss as reference_topo_loss
+from reference.tps import tps_cloud
 from strategies import build_cloud
 
 FEW = max(settings.default.max_examples // 25, 5)
@@ -50,9 +50,9 @@ def _batch(rng: np.random.Generator, sizes: list[int], m: int, normalize: str, s
         for _ in range(200):
             s, t = _cloud(rng, n, 4, False), _cloud(rng, n, 3, duplicates)
             s[np.all(t == t[0], axis=1)] = s[0]  # duplicated points have equal features in both
-            t_n = reference_normalize(t, normalize)
-            idx = reference_tps(t_n, m, seed + b)
-            if not check or (_separated(t_n[idx]) and _separated(reference_normalize(s, normalize)[idx])):
+            t_n = normalize_cloud(t, normalize)
+            idx = tps_cloud(t_n, m, seed + b)
+            if not check or (_separated(t_n[idx]) and _separated(normalize_cloud(s, normalize)[idx])):
                 break
         else:
             raise AssertionError("could not draw a separated cloud; lower the sizes")
@@ -88,7 +88,7 @@ def test_fast_topo_loss_matches_reference_float64(normalize: str, seed: int) -> 
     m = int(rng.integers(3, 21))  # some clouds below m (all points), some above (TPS)
     dims = [(0, 1), (0,), (1,)][int(rng.integers(3))]
     S, T, offsets = _batch(rng, sizes, m, normalize, seed=5)
-    want = topo_loss_batch(S, T, offsets, m=m, seed=5, normalize=normalize, dims=dims)
+    want = reference_topo_loss(S, T, offsets, m=m, seed=5, normalize=normalize, dims=dims)
     _assert_matches(_fast(S, T, offsets, m=m, seed=5, normalize=normalize, dims=dims), want, 1e-10)
 
 
@@ -101,7 +101,7 @@ def test_fast_topo_loss_matches_reference_float32(normalize: str, seed: int) -> 
     m = int(rng.integers(3, 21))
     S, T, offsets = _batch(rng, sizes, m, normalize, seed=0)
     S, T = S.astype(np.float32).astype(np.float64), T.astype(np.float32).astype(np.float64)
-    want = topo_loss_batch(S, T, offsets, m=m, normalize=normalize)
+    want = reference_topo_loss(S, T, offsets, m=m, normalize=normalize)
     _assert_matches(_fast(S, T, offsets, torch.float32, m=m, normalize=normalize), want, 1e-5)
 
 
@@ -113,7 +113,7 @@ def test_fast_topo_loss_with_native_engine_matches_reference_on_any_cloud(seed: 
     rng = np.random.default_rng(seed)
     sizes = [int(n) for n in rng.integers(2, 120, size=rng.integers(1, 4))]
     S, T, offsets = _batch(rng, sizes, 40, "scale", seed=0, duplicates=bool(rng.integers(2)), check=False)
-    want = topo_loss_batch(S, T, offsets, m=40)
+    want = reference_topo_loss(S, T, offsets, m=40)
     _assert_matches(_fast(S, T, offsets, m=40, engine="native"), want, 1e-10)
 
 
@@ -126,7 +126,7 @@ def test_fast_topo_loss_with_duplicated_points_equals_reference_and_stays_finite
     rng = np.random.default_rng(seed)
     sizes = [int(n) for n in rng.integers(5, 22, size=2)]
     S, T, offsets = _batch(rng, sizes, 16, "scale", seed=0, duplicates=True)
-    want_loss, want_grad = topo_loss_batch(S, T, offsets, m=16)
+    want_loss, want_grad = reference_topo_loss(S, T, offsets, m=16)
     loss, grad = _fast(S, T, offsets, m=16)
     assert np.isfinite(grad).all()
     assert abs(loss - want_loss) <= 1e-10 * want_loss
@@ -148,7 +148,7 @@ def test_fast_topo_loss_on_integer_lattice_clouds_full_of_exact_ties_equals_refe
     S = np.concatenate([build_cloud("lattice", n, 4, int(rng.integers(2**32))) for n in sizes])
     T = np.concatenate([build_cloud("lattice", n, 3, int(rng.integers(2**32))) for n in sizes])
     offsets = np.cumsum(sizes)
-    want_loss, _ = topo_loss_batch(S, T, offsets, m=16, normalize="none")
+    want_loss, _ = reference_topo_loss(S, T, offsets, m=16, normalize="none")
     loss, grad = _fast(S, T, offsets, m=16, normalize="none")
     assert abs(loss - want_loss) <= 1e-10 * max(want_loss, 1e-6)
     assert np.isfinite(grad).all()
@@ -161,15 +161,15 @@ def test_fast_topo_loss_with_empty_h1_diagrams_equals_reference() -> None:
     line = np.linspace(0.0, 1.0, 9)[:, None] ** 1.7 * np.ones((1, 3))
     S, T = np.concatenate([S, line[:, :1] * rng.normal(size=(1, 4))]), np.concatenate([T, line])
     offsets = np.append(offsets, offsets[-1] + 9)
-    want = topo_loss_batch(S, T, offsets, m=8)
-    np.testing.assert_allclose(want[0], topo_loss_batch(S, T, offsets, m=8, dims=(0,))[0], rtol=1e-14)
+    want = reference_topo_loss(S, T, offsets, m=8)
+    np.testing.assert_allclose(want[0], reference_topo_loss(S, T, offsets, m=8, dims=(0,))[0], rtol=1e-14)
     _assert_matches(_fast(S, T, offsets, m=8), want, 1e-10)
 
 
 def test_fast_topo_loss_on_clouds_of_very_different_sizes_equals_reference() -> None:
     rng = np.random.default_rng(4)
     S, T, offsets = _batch(rng, [2, 3, 17, 300], 20, "scale", seed=3)
-    want = topo_loss_batch(S, T, offsets, m=20, seed=3)
+    want = reference_topo_loss(S, T, offsets, m=20, seed=3)
     _assert_matches(_fast(S, T, offsets, m=20, seed=3), want, 1e-10)
 
 
@@ -212,7 +212,7 @@ def test_mixed_precision_inputs_are_upcast_to_float32(dtype: torch.dtype) -> Non
     loss = fast.topo_loss(s, t, offsets, m=10)
     loss.backward()
     assert loss.dtype == torch.float32 and s.grad.dtype == dtype and torch.isfinite(s.grad).all()
-    want_loss, _ = topo_loss_batch(s.detach().double().numpy(), t.double().numpy(), offsets, m=10)
+    want_loss, _ = reference_topo_loss(s.detach().double().numpy(), t.double().numpy(), offsets, m=10)
     assert abs(loss.item() - want_loss) <= 1e-5 * want_loss
 
 
@@ -224,7 +224,7 @@ def test_time_budget_zero_gives_h0_only_and_counts_every_cloud(caplog: pytest.Lo
         got = _fast(S, T, offsets, m=10, time_budget=0.0)
     assert budget_miss_count() - before == 2 * len(offsets)  # teacher and student of every cloud
     assert sum("missed its time budget" in r.getMessage() for r in caplog.records) == 2 * len(offsets)
-    _assert_matches(got, topo_loss_batch(S, T, offsets, m=10, dims=(0,)), 1e-10)
+    _assert_matches(got, reference_topo_loss(S, T, offsets, m=10, dims=(0,)), 1e-10)
 
 
 class _NoWorkPool(PersistencePool):
@@ -287,7 +287,7 @@ def test_fast_topo_loss_on_cuda_matches_reference(dtype: torch.dtype) -> None:
     S, T, offsets = _batch(rng, [20, 7, 24, 60], 16, "scale", seed=0)
     if dtype == torch.float32:
         S, T = S.astype(np.float32).astype(np.float64), T.astype(np.float32).astype(np.float64)
-    want = topo_loss_batch(S, T, offsets, m=16)
+    want = reference_topo_loss(S, T, offsets, m=16)
     s = torch.tensor(S, dtype=dtype, device="cuda", requires_grad=True)
     loss = fast.topo_loss(s, torch.tensor(T, dtype=dtype, device="cuda"), offsets, m=16)
     loss.backward()

@@ -10,11 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fast
-from fast.distances import EdgeLengths
-from reference.normalize import normalize as reference_normalize
-from reference.normalize import normalize_backward
+from fast.routing import EdgeLengths
+from reference.normalize import normalize_cloud, normalize_cloud_backward
 from reference.pwcd import pwcd as reference_pwcd
-from reference.tps import tps as reference_tps
+from reference.tps import tps_cloud
 
 FEW = max(settings.default.max_examples // 10, 10)
 SEEDS = st.integers(0, 2**32 - 1)
@@ -44,7 +43,7 @@ def test_fast_tps_selects_the_reference_indices_for_every_cloud(seed: int, dupli
     got = fast.tps(torch.from_numpy(x), offsets, m, seed=7)
     starts = np.concatenate([[0], offsets[:-1]])
     for b, (lo, hi) in enumerate(zip(starts, offsets)):
-        want = reference_tps(x[lo:hi], m, seed=7 + b)
+        want = tps_cloud(x[lo:hi], m, seed=7 + b)
         np.testing.assert_array_equal(got[b].numpy(), want)
 
 
@@ -110,9 +109,9 @@ def test_fast_normalize_and_its_autograd_match_reference_normalize_and_backward(
     y.backward(torch.from_numpy(g_out))
     starts = np.concatenate([[0], offsets[:-1]])
     for lo, hi in zip(starts, offsets):
-        np.testing.assert_allclose(y.detach().numpy()[lo:hi], reference_normalize(x[lo:hi], mode), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(y.detach().numpy()[lo:hi], normalize_cloud(x[lo:hi], mode), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(
-            xt.grad.numpy()[lo:hi], normalize_backward(x[lo:hi], g_out[lo:hi], mode), rtol=1e-9, atol=1e-9
+            xt.grad.numpy()[lo:hi], normalize_cloud_backward(x[lo:hi], g_out[lo:hi], mode), rtol=1e-9, atol=1e-9
         )
 
 

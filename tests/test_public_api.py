@@ -36,7 +36,7 @@ def test_every_fast_function_has_a_reference_twin(name: str) -> None:
 # (reference function, fast function): the fast twin takes the reference's arguments, in the same
 # order and with the same defaults, and may add device-side options after them (engine, pool, ...).
 SAME_ARGUMENTS = [
-    ("topo_loss_batch", "topo_loss"),
+    ("topo_loss", "topo_loss"),
     ("saliency_loss", "saliency_loss"),
     ("kld", "kld"),
     ("pwcd", "pwcd"),

@@ -10,19 +10,24 @@ Claims checked:
   longest edge (exact ties, tie_tol > 0), and the shares sum to the incoming gradient;
 - feature gradients sum to zero (translation invariance), duplicated points get exactly zero
   gradient and nothing is ever NaN;
+- the edge-list form (the shape of the twin ``fast.edge_lengths``): ``edge_lengths`` reads the
+  distance matrix, and ``edge_lengths_backward`` equals central differences of a weighted sum of
+  the lengths, with repeated edges accumulating;
 - bad inputs raise ValueError naming the problem.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reference import (
     Diagram,
     diagram_grad_to_dist_grad,
     dist_grad_to_feature_grad,
+    edge_lengths,
+    edge_lengths_backward,
     pairwise_distances,
     rips_persistence,
 )
@@ -176,6 +181,30 @@ def test_clouds_with_duplicates_give_finite_gradients(feats: np.ndarray, seed: i
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * (1 + np.abs(expected).max()))
 
 
+@settings(max_examples=max(settings.default.max_examples // 5, 10))
+@given(point_clouds(min_n=2, max_n=16, min_dim=1, max_dim=6, kinds=("gaussian", "clustered")), st.integers(0, 2**32 - 1))
+def test_edge_lengths_backward_matches_central_differences_of_weighted_lengths(feats: np.ndarray, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = len(feats)
+    edges = rng.integers(n, size=(int(rng.integers(1, 3 * n)), 2))
+    edges = edges[edges[:, 0] != edges[:, 1]]
+    edges = np.concatenate([edges, edges[:2, ::-1]])  # repeated edges, listed either way round
+    weights = rng.normal(size=len(edges))
+    dist = pairwise_distances(feats)
+    np.testing.assert_array_equal(edge_lengths(feats, edges), dist[edges[:, 0], edges[:, 1]])
+    h = 1e-6 * (1.0 + float(np.abs(feats).max()))
+    if len(edges) == 0 or dist[edges[:, 0], edges[:, 1]].min() < 1e4 * h:
+        return  # near the kink of ||h_i - h_j|| at 0 the O(h^2 / length^2) stencil error is too large
+    grad = edge_lengths_backward(feats, edges, weights)
+    numeric = np.zeros_like(feats)
+    for idx in np.ndindex(feats.shape):
+        plus, minus = feats.copy(), feats.copy()
+        plus[idx] += h
+        minus[idx] -= h
+        numeric[idx] = (weights @ edge_lengths(plus, edges) - weights @ edge_lengths(minus, edges)) / (plus[idx] - minus[idx])
+    np.testing.assert_allclose(grad, numeric, rtol=FD_RTOL, atol=FD_RTOL * max(float(np.abs(grad).max()), 1.0))
+
+
 _FEATS = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
 _DIST = pairwise_distances(_FEATS)
 _DIAGRAMS = rips_persistence(_DIST)
@@ -199,6 +228,12 @@ _GRADS = [np.zeros((3, 2)), np.zeros((1, 2))]
         (lambda: dist_grad_to_feature_grad(_FEATS, np.zeros((4, 4)), eps_dist=0.0), "eps_dist must be > 0"),
         (lambda: dist_grad_to_feature_grad(np.full((4, 2), np.nan), np.zeros((4, 4))), "feats contains"),
         (lambda: dist_grad_to_feature_grad(_FEATS[0], np.zeros((4, 4))), r"\(N, C\)"),
+        (lambda: edge_lengths(_FEATS, np.array([[0, 4]])), "outside 0..3"),
+        (lambda: edge_lengths(_FEATS, np.array([0, 1])), r"\(E, 2\) integer"),
+        (lambda: edge_lengths(_FEATS, np.array([[0.0, 1.0]])), r"\(E, 2\) integer"),
+        (lambda: edge_lengths_backward(_FEATS, np.array([[0, 1]]), np.zeros(2)), "one value per edge"),
+        (lambda: edge_lengths_backward(_FEATS, np.array([[0, 1]]), np.array([np.nan])), "grad_lengths contains"),
+        (lambda: edge_lengths_backward(_FEATS, np.array([[0, 1]]), np.ones(1), eps_dist=0.0), "eps_dist"),
     ],
 )
 def test_bad_routing_inputs_raise_value_error(call, message: str) -> None:

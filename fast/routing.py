@@ -1,10 +1,12 @@
-"""Differentiable lengths of the critical edges (paper Theorem 1 / Eq. 1, Algorithm 3 lines 29-37).
+"""Critical-edge gradient routing: paper Theorem 1 / Eq. 1, Algorithm 3 lines 29-37.
 
-The persistence diagram enters the loss here: every birth and death value the loss uses is the
-length ``D_ij = ||h_i - h_j||`` of one critical edge (decision 3). :class:`EdgeLengths` computes
-those lengths for a list of edges, and its backward is Algorithm 3's feature step with decision 5,
-``dL/dh_i += g_ij (h_i - h_j) / (D_ij + eps_dist)``, ``dL/dh_j -= ...``, done with two
-``index_add`` scatters (an edge listed several times accumulates, like the reference's G).
+Torch twin of ``reference.routing`` (``reference.edge_lengths`` with its vector-Jacobian product
+``reference.edge_lengths_backward``). The persistence diagram enters the loss here: every birth and
+death value the loss uses is the length ``D_ij = ||h_i - h_j||`` of one critical edge (decision 3).
+:class:`EdgeLengths` computes those lengths for a list of edges, and its backward is Algorithm 3's
+feature step with decision 5, ``dL/dh_i += g_ij (h_i - h_j) / (D_ij + eps_dist)``,
+``dL/dh_j -= ...``, done with two ``index_add`` scatters (an edge listed several times
+accumulates, like the reference's G).
 Only the critical edges (about 3M of the M^2/2) are ever touched, and duplicated points give a
 zero gradient instead of the NaN that autograd through ``sqrt`` would give.
 """
@@ -37,8 +39,8 @@ class EdgeLengths(torch.autograd.Function):
         return grad_x, None, None
 
 
-def edge_lengths(x: torch.Tensor, edges: torch.Tensor, eps_dist: float = 1e-12) -> torch.Tensor:
-    """Lengths (E,) of the ``edges`` (E, 2) int64 rows of ``x`` (R, C); see :class:`EdgeLengths`."""
+def edge_lengths(feats: torch.Tensor, edges: torch.Tensor, eps_dist: float = 1e-12) -> torch.Tensor:
+    """Lengths (E,) of the ``edges`` (E, 2) int64 rows of ``feats`` (R, C); see :class:`EdgeLengths`."""
     if edges.ndim != 2 or edges.shape[1] != 2:
         raise ValueError(f"edges must be an (E, 2) index tensor, got shape {tuple(edges.shape)}")
-    return EdgeLengths.apply(x, edges.to(device=x.device, dtype=torch.int64), float(eps_dist))
+    return EdgeLengths.apply(feats, edges.to(device=feats.device, dtype=torch.int64), float(eps_dist))
