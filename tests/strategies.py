@@ -12,6 +12,9 @@ Stable public names (other test files import them):
   default gap (hypothesis gives up if it rejects too many draws).
 - ``min_relative_gap(feats)``: the smallest relative gap between sorted pairwise distances (0 for
   ties or duplicates), the quantity ``tie_free_point_clouds`` filters on.
+- ``student_teacher_batch(rng, sizes, m, normalize, seed, duplicates=False, check=True)``: student
+  (sumN, 4) and teacher (sumN, 3) features with END offsets, the input of ``topo_loss``; with
+  ``check`` every cloud's normalised TPS subset is separated (decision 6a).
 
 Hypothesis draws the family, N, C, a power-of-two scale and a seed; numpy builds the cloud from
 the seed. That keeps 7,000-coordinate clouds cheap to generate and still shrinks towards small
@@ -26,6 +29,8 @@ from hypothesis import event
 from hypothesis import strategies as st
 
 from reference.distances import pairwise_distances
+from reference.normalize import normalize_cloud
+from reference.tps import tps_cloud
 
 CLOUD_KINDS: tuple[str, ...] = (
     "gaussian",
@@ -159,3 +164,48 @@ def tie_free_point_clouds(
     return point_clouds(min_n, max_n, min_dim, max_dim, kinds=GENERIC_KINDS).filter(
         lambda cloud: min_relative_gap(cloud) > min_rel_gap
     )
+
+
+def _separated(points: np.ndarray, rel: float = 1e-5) -> bool:
+    """True if the distinct pairwise distances of ``points`` differ pairwise by more than ``rel``."""
+    d = np.unique(pairwise_distances(points)[np.triu_indices(len(points), 1)])
+    return len(d) < 2 or bool(np.min(np.diff(d) / d[1:]) > rel)
+
+
+def _gaussian_cloud(rng: np.random.Generator, n: int, channels: int, duplicates: bool) -> np.ndarray:
+    x = rng.normal(size=(n, channels))
+    if duplicates and n > 3:
+        x[rng.integers(1, n, size=max(n // 5, 1))] = x[0]
+    return x
+
+
+def student_teacher_batch(
+    rng: np.random.Generator,
+    sizes: Sequence[int],
+    m: int,
+    normalize: str,
+    seed: int,
+    duplicates: bool = False,
+    check: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Student (sumN, 4) and teacher (sumN, 3) Gaussian clouds and their END offsets.
+
+    With ``duplicates`` about a fifth of each teacher cloud repeats its first point (and the student
+    repeats it at the same rows). With ``check`` every cloud's normalised TPS subset (what the
+    persistence engine sees) is drawn until separated in the sense of decision 6a: its distinct
+    distances more than 1e-5 apart, relative.
+    """
+    students, teachers = [], []
+    for b, n in enumerate(sizes):
+        for _ in range(200):
+            s, t = _gaussian_cloud(rng, n, 4, False), _gaussian_cloud(rng, n, 3, duplicates)
+            s[np.all(t == t[0], axis=1)] = s[0]  # duplicated points have equal features in both
+            t_n = normalize_cloud(t, normalize)
+            idx = tps_cloud(t_n, m, seed + b)
+            if not check or (_separated(t_n[idx]) and _separated(normalize_cloud(s, normalize)[idx])):
+                break
+        else:
+            raise AssertionError("could not draw a separated cloud; lower the sizes")
+        students.append(s)
+        teachers.append(t)
+    return np.concatenate(students), np.concatenate(teachers), np.cumsum(sizes)

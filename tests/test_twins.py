@@ -1,0 +1,328 @@
+"""Every ``fast`` function equals its ``reference`` twin of the same name: one table, one test.
+
+``TABLE`` has one entry per public name that ``reference`` and ``fast`` share (in the style of
+JAX's ``lax_reference`` tests): how to draw fresh random inputs of each input family it is run on
+(``kinds``: generic inputs, exact ties, duplicated points, empty diagrams or empty selections, tiny
+clouds), the float64 and float32 tolerances of the value and of the gradient, and which arguments'
+gradients are compared. ``test_fast_twin_matches_reference`` runs every entry on every kind, dtype
+and device (CUDA when present) on inputs drawn from a hypothesis seed; ``tests/test_public_api.py``
+checks that the table covers every shared name and that the twins take the same arguments.
+
+How one comparison runs (:func:`compare`):
+
+- the inputs are drawn in float64 and rounded to the dtype first, so both twins get the same
+  values and only the arithmetic differs; integer inputs (offsets, indices, labels) are exact;
+- the reference runs in float64; a reference function returns ``(value, gradient)`` for a scalar
+  loss, or the value only, with the entry's ``backward`` giving its vector-Jacobian product for a
+  random cotangent (``fast`` takes the same cotangent through autograd);
+- keyword arguments that only ``fast`` takes (``engine``, ...) are passed to ``fast`` only;
+- the check is ``|fast - reference| <= tol * scale`` element by element, with the entry's scale
+  (by default ``max |reference|``, floored); integer outputs (TPS indices) must be equal; floating
+  outputs must have the working dtype and sit on the device.
+
+Special cases are their own tests, next to the other tests of each function: exact ties where the
+twins may pick different (equally valid) subgradients, the time budget, the deadline, mixed
+precision, gradcheck and bad inputs (tests/test_fast_topo_loss.py, tests/test_fast_topo_parts.py,
+tests/test_fast_saliency_kld.py).
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import log_softmax
+from strategies import student_teacher_batch
+from test_reference_saliency import gradient_scale, random_saliency_inputs
+
+import fast
+import reference
+
+Array = Union[np.ndarray, list]
+Scale = Callable[[dict, Array], Union[float, np.ndarray, list]]
+"""``(reference inputs, reference output) -> scale``: a number, or one array/number per array."""
+
+
+def _max_abs(x: Array, floor: float) -> float:
+    arrays = x if isinstance(x, list) else [x]
+    return max([floor] + [float(np.max(np.abs(a), initial=0.0)) for a in arrays])
+
+
+def largest(floor: float = 1e-12) -> Scale:
+    """Scale ``max |reference|`` over the whole output, at least ``floor``."""
+    return lambda inputs, want: _max_abs(want, floor)
+
+
+def elementwise(floor: float) -> Scale:
+    """Scale ``|reference| + floor`` entry by entry (a relative check with an absolute floor)."""
+    return lambda inputs, want: [np.abs(a) + floor for a in want] if isinstance(want, list) else np.abs(want) + floor
+
+
+def largest_plus_elementwise(floor: float) -> Scale:
+    """Scale ``max(max |reference|, floor) + |reference|`` (``assert_allclose(rtol=tol, atol=tol * max)``)."""
+    return lambda inputs, want: _max_abs(want, floor) + np.abs(want)
+
+
+@dataclass(frozen=True)
+class Twin:
+    """One row of the table: a public name of both ``reference`` and ``fast``."""
+
+    name: str
+    draw: Callable[[np.random.Generator, str], dict]
+    """``(rng, kind) -> keyword arguments`` (numpy arrays, floats in float64)."""
+    kinds: tuple[str, ...]
+    tol64: tuple[float, float]
+    """(value, gradient) tolerance in float64."""
+    tol32: Optional[tuple[float, float]]
+    """(value, gradient) tolerance in float32; None: float64 only."""
+    wrt: tuple[str, ...] = ()
+    """Arguments whose gradients are compared (empty: the values only)."""
+    backward: Optional[Callable[[dict, np.ndarray], np.ndarray]] = None
+    """Reference VJP ``(inputs, cotangent) -> gradient`` when the reference returns the value only."""
+    value_scale: Scale = largest()
+    grad_scale: Scale = largest()
+    examples: int = 1
+    """Hypothesis examples = max_examples of the profile // this (at least 5)."""
+
+
+# --- input families -----------------------------------------------------------------------------
+
+
+def _sizes(rng: np.random.Generator, low: int, high: int, clouds: int = 4) -> list[int]:
+    return [int(n) for n in rng.integers(low, high, size=rng.integers(1, clouds))]
+
+
+def _clouds(rng: np.random.Generator, sizes: list[int], channels: int, duplicates: bool) -> np.ndarray:
+    """Concatenated Gaussian clouds; with ``duplicates`` about a quarter of each cloud's rows repeat others."""
+    parts = []
+    for n in sizes:
+        x = rng.normal(size=(n, channels))
+        if duplicates and n > 2:
+            src = rng.integers(n, size=max(n // 4, 1))
+            x[rng.integers(n, size=len(src))] = x[src]
+        parts.append(x)
+    return np.concatenate(parts)
+
+
+def _diagram(rng: np.random.Generator, k: int, grid: bool) -> np.ndarray:
+    """(k, 2) pairs with birth <= death; on a coarse grid when ``grid`` (forces exact ties)."""
+    p = rng.integers(0, 4, size=(k, 2)) / 4.0 if grid else rng.random((k, 2))
+    return np.sort(p, axis=1)
+
+
+def draw_pwcd(rng: np.random.Generator, kind: str) -> dict:
+    k_teacher, k_student = (int(k) for k in rng.integers(1, 13, size=2))
+    if kind == "empty":  # one or both diagrams empty
+        k_teacher, k_student = [(0, k_student), (k_teacher, 0), (0, 0)][int(rng.integers(3))]
+    grid = kind == "ties"
+    return dict(teacher_pairs=_diagram(rng, k_teacher, grid), student_pairs=_diagram(rng, k_student, grid), eps_w=1e-8)
+
+
+def draw_tps(rng: np.random.Generator, kind: str) -> dict:
+    sizes = _sizes(rng, 1, 8 if kind == "tiny" else 60, clouds=5)
+    x = _clouds(rng, sizes, int(rng.integers(1, 6)), duplicates=kind == "duplicates")
+    return dict(feats=x, offsets=np.cumsum(sizes), m=int(rng.integers(1, 40)), seed=int(rng.integers(2**16)))
+
+
+def draw_normalize(rng: np.random.Generator, kind: str) -> dict:
+    sizes = _sizes(rng, 1, 3 if kind == "tiny" else 20)
+    x = _clouds(rng, sizes, int(rng.integers(1, 5)), duplicates=kind == "duplicates")
+    if kind == "duplicates":
+        x[rng.integers(len(x))] = 0.0  # a zero vector (l2's non-differentiable point)
+        # a cloud of identical points (scale's non-differentiable point); dyadic values keep its
+        # mean exact, as any rounding there is amplified by 1/eps = 1e12
+        x[: sizes[0]] = rng.integers(-8, 8, size=x.shape[1]) / 4.0
+    return dict(feats=x, offsets=np.cumsum(sizes), mode=str(rng.choice(["scale", "l2", "none"])))
+
+
+def draw_edge_lengths(rng: np.random.Generator, kind: str) -> dict:
+    n = int(rng.integers(2, 30))
+    x = _clouds(rng, [n], int(rng.integers(1, 6)), duplicates=kind == "duplicates")
+    edges = rng.integers(n, size=(0 if kind == "empty" else int(rng.integers(1, 3 * n)), 2))
+    edges = edges[edges[:, 0] != edges[:, 1]]
+    edges = np.concatenate([edges, edges[: len(edges) // 3, ::-1]])  # repeated edges accumulate
+    return dict(feats=x, edges=edges, eps_dist=1e-12)
+
+
+def draw_topo_loss(rng: np.random.Generator, kind: str) -> dict:
+    normalize, seed = str(rng.choice(["scale", "l2", "none"])), int(rng.integers(2**16))
+    dims = [(0, 1), (0,), (1,)][int(rng.integers(3))]
+    if kind == "generic":  # separated clouds, some below m (all points), some above (TPS)
+        m = int(rng.integers(3, 21))
+        S, T, offsets = student_teacher_batch(rng, _sizes(rng, 2, 25), m, normalize, seed)
+    elif kind == "duplicates":  # any cloud, ties and duplicated points included (decision 6a)
+        m, normalize = 40, "scale"
+        S, T, offsets = student_teacher_batch(rng, _sizes(rng, 2, 120), m, normalize, seed,
+                                              duplicates=bool(rng.integers(2)), check=False)
+    elif kind == "empty":  # two or three points, or collinear points: empty H1 diagrams
+        m, dims, normalize = 8, (0, 1), str(rng.choice(["scale", "none"]))  # both keep a line a line
+        S, T, offsets = student_teacher_batch(rng, [int(n) for n in rng.integers(2, 4, size=2)], m, normalize, seed)
+        n = int(rng.integers(4, 12))
+        S = np.concatenate([S, np.sort(rng.random(n))[:, None] * rng.normal(size=(1, 4)) + rng.normal(size=4)])
+        T = np.concatenate([T, np.sort(rng.random(n))[:, None] * rng.normal(size=(1, 3)) + rng.normal(size=3)])
+        offsets = np.append(offsets, offsets[-1] + n)
+    else:  # "tiny": clouds of very different sizes, from 2 points to far above m
+        m = 20
+        sizes = [2, int(rng.integers(3, 6)), int(rng.integers(15, 25)), int(rng.integers(150, 300))]
+        S, T, offsets = student_teacher_batch(rng, sizes, m, normalize, seed)
+    return dict(student_feats=S, teacher_feats=T, offsets=offsets, m=m, seed=seed, normalize=normalize, dims=dims)
+
+
+def draw_saliency_loss(rng: np.random.Generator, kind: str) -> dict:
+    sizes = tuple(int(n) for n in rng.choice([1, 2, 3, 17, 60, 300], size=rng.integers(1, 5)))
+    return random_saliency_inputs(int(rng.integers(2**32)), sizes, int(rng.integers(1, 5)))
+
+
+def draw_kld(rng: np.random.Generator, kind: str) -> dict:
+    n = 1 if kind == "tiny" else int(rng.choice([5, 64, 700]))
+    k = int(rng.integers(2, 21))
+    labels_mode = "all_ignored" if kind == "empty" else str(rng.choice(["none", "some"]))
+    labels = {"none": None, "some": rng.integers(-1, k, size=n), "all_ignored": np.full(n, -1)}[labels_mode]
+    return dict(student_logits=rng.normal(scale=4, size=(n, k)), teacher_logits=rng.normal(scale=4, size=(n, k)),
+                labels=labels, temperature=float(rng.choice([0.5, 1.0, 2.0, 4.0])))
+
+
+def kld_loss_scale(inputs: dict, want: np.ndarray) -> float:
+    """The KL sums terms p_T (log p_T - log p_S) that can cancel to a tiny result, so the loss error
+    is measured against T^2 * mean sum |p_T (log p_T - log p_S)| (conditioning-aware)."""
+    zs, zt, labels, T = inputs["student_logits"], inputs["teacher_logits"], inputs["labels"], inputs["temperature"]
+    keep = np.ones(len(zs), bool) if labels is None else labels != -1
+    log_ps, log_pt = log_softmax(zs[keep] / T, axis=1), log_softmax(zt[keep] / T, axis=1)
+    return max(T * T * float(np.sum(np.exp(log_pt) * np.abs(log_pt - log_ps))) / max(int(keep.sum()), 1), 1e-12)
+
+
+def kld_grad_scale(inputs: dict, want: np.ndarray) -> float:
+    """T (p_S - p_T) / n is measured against T / n (probabilities are <= 1)."""
+    labels = inputs["labels"]
+    n_kept = len(inputs["student_logits"]) if labels is None else int((labels != -1).sum())
+    return max(_max_abs(want, 0.0), inputs["temperature"] / max(n_kept, 1))
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+TABLE: tuple[Twin, ...] = (
+    Twin("pwcd", draw_pwcd, ("generic", "ties", "empty"), tol64=(1e-12, 1e-10), tol32=(1e-5, 1e-5),
+         wrt=("student_pairs",), value_scale=lambda inputs, want: max(1.0, abs(float(want))),
+         grad_scale=elementwise(1e-2), examples=10),
+    Twin("tps", draw_tps, ("generic", "duplicates", "tiny"), tol64=(0.0, 0.0), tol32=None, examples=10),
+    Twin("normalize", draw_normalize, ("generic", "duplicates", "tiny"), tol64=(1e-12, 1e-9), tol32=(1e-5, 1e-5),
+         wrt=("feats",), backward=lambda kw, cot: reference.normalize_backward(kw["feats"], kw["offsets"], cot, kw["mode"]),
+         value_scale=elementwise(1.0), grad_scale=elementwise(1.0), examples=4),
+    Twin("edge_lengths", draw_edge_lengths, ("generic", "duplicates", "empty"), tol64=(1e-12, 1e-12),
+         tol32=(1e-5, 1e-5), wrt=("feats",),
+         backward=lambda kw, cot: reference.edge_lengths_backward(kw["feats"], kw["edges"], cot, kw["eps_dist"]),
+         examples=10),
+    Twin("topo_loss", draw_topo_loss, ("generic", "duplicates", "empty", "tiny"), tol64=(1e-10, 1e-10),
+         tol32=(1e-5, 1e-5), wrt=("student_feats",), value_scale=largest(1e-6),
+         grad_scale=largest_plus_elementwise(1e-6), examples=8),
+    Twin("saliency_loss", draw_saliency_loss, ("generic",), tol64=(1e-10, 1e-10), tol32=(1e-5, 1e-5),
+         wrt=("student_acts",), grad_scale=lambda inputs, want: gradient_scale(inputs, want), examples=10),
+    Twin("kld", draw_kld, ("generic", "empty", "tiny"), tol64=(1e-10, 1e-10), tol32=(1e-5, 1e-5),
+         wrt=("student_logits",), value_scale=kld_loss_scale, grad_scale=kld_grad_scale),
+)
+BY_NAME = {twin.name: twin for twin in TABLE}
+
+
+# --- running one comparison ---------------------------------------------------------------------
+
+
+def _rounded(value: Any, dtype: torch.dtype) -> Any:
+    """Float arrays rounded to ``dtype`` (kept as float64 numpy); lists element by element."""
+    if isinstance(value, list):
+        return [_rounded(v, dtype) for v in value]
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return torch.tensor(value, dtype=dtype).double().numpy()
+    return value
+
+
+def to_torch(value: Any, dtype: torch.dtype, device: str, requires_grad: bool = False) -> Any:
+    """Numpy inputs as tensors on ``device``: floats in ``dtype``, integers as they are; lists element-wise."""
+    if isinstance(value, list):
+        return [to_torch(v, dtype, device, requires_grad) for v in value]
+    if not isinstance(value, np.ndarray):
+        return value
+    if value.dtype.kind == "f":
+        return torch.tensor(value, dtype=dtype, device=device, requires_grad=requires_grad)
+    return torch.tensor(value, device=device)
+
+
+def _flat(x: Any) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _check(got: list[np.ndarray], want: list[np.ndarray], scale: Any, tol: float, what: str) -> None:
+    assert len(got) == len(want), f"{what}: {len(got)} outputs, the reference has {len(want)}"
+    scales = scale if isinstance(scale, list) else [scale] * len(want)
+    for i, (g, w, s) in enumerate(zip(got, want, scales)):
+        w = np.asarray(w)
+        assert g.shape == w.shape, f"{what}[{i}]: shape {g.shape}, the reference has {w.shape}"
+        if w.dtype.kind in "iu":
+            np.testing.assert_array_equal(g, w, err_msg=f"{what}[{i}]")
+            continue
+        err = np.abs(g - w)
+        bad = err > tol * np.asarray(s)
+        assert not bad.any(), f"{what}[{i}]: max error {err.max()} > {tol} * scale at {np.argwhere(bad)[:3].tolist()}"
+
+
+def compare(twin: Twin, inputs: dict, dtype: torch.dtype, device: str, rng: np.random.Generator) -> None:
+    """Run ``fast.<name>`` and ``reference.<name>`` on ``inputs`` and check the table's claims."""
+    inputs = {k: _rounded(v, dtype) for k, v in inputs.items()}
+    ref_fn, fast_fn = getattr(reference, twin.name), getattr(fast, twin.name)
+    ref_args = {k: v for k, v in inputs.items() if k in inspect.signature(ref_fn).parameters}
+    out = ref_fn(**ref_args)
+    cotangent = None
+    if twin.wrt and twin.backward is None:
+        want, want_grads = out
+    else:
+        want, want_grads = out, None
+        if twin.wrt:
+            cotangent = rng.normal(size=np.shape(want))
+            want_grads = twin.backward(inputs, cotangent)
+
+    args = {k: to_torch(v, dtype, device, requires_grad=k in twin.wrt) for k, v in inputs.items()}
+    got = fast_fn(**args)
+    for t in _flat(got):
+        assert t.device.type == device, f"{twin.name} output on {t.device}, inputs on {device}"
+        if t.is_floating_point():
+            assert t.dtype == dtype, f"{twin.name} output dtype {t.dtype}, inputs {dtype}"
+    _check([t.detach().cpu().double().numpy() if t.is_floating_point() else t.cpu().numpy() for t in _flat(got)],
+           _flat(want), twin.value_scale(inputs, want), (twin.tol64 if dtype == torch.float64 else twin.tol32)[0],
+           f"{twin.name} value")
+    if not twin.wrt:
+        return
+    if got.requires_grad:  # a loss that does not depend on the input (e.g. an empty diagram) has no graph
+        got.backward(None if cotangent is None else torch.tensor(cotangent, dtype=got.dtype, device=device))
+    leaves = [t for name in twin.wrt for t in _flat(args[name])]
+    grads = [np.zeros(t.shape) if t.grad is None else t.grad.cpu().double().numpy() for t in leaves]
+    _check(grads, _flat(want_grads), twin.grad_scale(inputs, want_grads),
+           (twin.tol64 if dtype == torch.float64 else twin.tol32)[1], f"{twin.name} gradient")
+
+
+def _params() -> list:
+    out = []
+    for twin in TABLE:
+        for kind in twin.kinds:
+            for dtype in (torch.float64, torch.float32):
+                if dtype == torch.float32 and twin.tol32 is None:
+                    continue
+                for device in ("cpu", "cuda"):
+                    marks = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+                    out.append(pytest.param(twin, kind, dtype, device, marks=marks if device == "cuda" else (),
+                                            id=f"{twin.name}-{kind}-{str(dtype)[6:]}-{device}"))
+    return out
+
+
+@pytest.mark.parametrize(("twin", "kind", "dtype", "device"), _params())
+def test_fast_twin_matches_reference(twin: Twin, kind: str, dtype: torch.dtype, device: str) -> None:
+    @settings(max_examples=max(settings.default.max_examples // twin.examples, 5))
+    @given(seed=st.integers(0, 2**32 - 1))
+    def check(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        compare(twin, twin.draw(rng, kind), dtype, device, rng)
+
+    check()
