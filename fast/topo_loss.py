@@ -43,18 +43,12 @@ import numpy as np
 import torch
 
 from fast.routing import edge_lengths
-from fast.persistence import (
-    CloudPersistence,
-    H1Engine,
-    PersistencePool,
-    check_time_budget,
-    resolve_engine,
-    submit_diagrams,
-)
+from fast.persistence import CloudPersistence, H1Engine, PersistencePool, resolve_engine, submit_diagrams
 from fast.normalize import MODES, check_end_offsets
 from fast.normalize import normalize as normalize_clouds
 from fast.pwcd import pwcd
 from fast.tps import tps
+from reference.topo_loss import DEFAULT_M  # the method's defaults are defined once, with the reference
 
 Offsets = Union[torch.Tensor, Sequence[int]]
 
@@ -112,7 +106,7 @@ class TopoLossJob:
         self,
         teacher_feats: torch.Tensor,
         offsets: Offsets,
-        m: int = 1024,
+        m: int = DEFAULT_M,
         seed: int = 0,
         normalize: str = "scale",
         tie_tol: float = 0.0,
@@ -128,7 +122,6 @@ class TopoLossJob:
         self.ends = check_end_offsets(offsets, teacher_feats.shape[0], min_points=2)
         self.m, self.seed, self.normalize = int(m), int(seed), normalize
         self.eps_w, self.eps_dist = float(eps_w), float(eps_dist)
-        check_time_budget(time_budget)
         self.engine, self.time_budget, self.pool = resolve_engine(engine), time_budget, pool
         self.teacher_rows, self.teacher_dtype = teacher_feats.shape[0], teacher_feats.dtype
         self.device = teacher_feats.device
@@ -213,7 +206,7 @@ def topo_loss(
     student_feats: torch.Tensor,
     teacher_feats: torch.Tensor,
     offsets: Offsets,
-    m: int = 1024,
+    m: int = DEFAULT_M,
     seed: int = 0,
     normalize: str = "scale",
     tie_tol: float = 0.0,
@@ -235,13 +228,15 @@ def topo_loss(
         eps_w: PWCD weight stabiliser. eps_dist: distance-backward stabiliser (decision 5).
         dims: homology dimensions summed, a subset of (0, 1).
         engine: H1 engine name or function (``fast.persistence``); None = ``fast.persistence.DEFAULT_ENGINE`` (the native engine).
-        time_budget: seconds for the H1 of each half (teacher, student); None = unlimited.
+        time_budget: seconds for the H1 of each half (teacher, student), from its submission;
+            None = unlimited (decision 6c).
         pool: engine worker pool; None = the shared default (one process per core).
 
     Returns:
         Scalar tensor (float64 for float64 inputs, else float32) equal to
         ``reference.topo_loss(...)[0]``; its gradient w.r.t. ``student_feats`` equals the
-        reference gradient. Raises ValueError for bad input before any work.
+        reference gradient. Raises ValueError for bad input before the persistence engine is called
+        (the time budget is checked where it becomes a deadline, ``fast.persistence.deadline_after``).
     """
     _check_feats(student_feats, "student_feats")
     _check_feats(teacher_feats, "teacher_feats")

@@ -32,6 +32,10 @@ from reference.pwcd import pwcd
 from reference.routing import diagram_grad_to_dist_grad, dist_grad_to_feature_grad
 from reference.tps import tps_cloud
 
+DEFAULT_M = 1024
+"""TPS budget M per cloud (paper; decision 14). The one definition: ``fast.topo_loss`` and the
+training configuration (``--topo-m``) take their default from here."""
+
 
 def _check_dims(dims: Sequence[int]) -> tuple[int, ...]:
     out = tuple(int(d) for d in dims)
@@ -103,7 +107,7 @@ def _single(
 def topo_loss_cloud(
     student_feats: np.ndarray,
     teacher_feats: np.ndarray,
-    m: int = 1024,
+    m: int = DEFAULT_M,
     seed: int = 0,
     normalize: str = "scale",
     tie_tol: float = 0.0,
@@ -125,7 +129,7 @@ def topo_loss(
     student_feats: np.ndarray,
     teacher_feats: np.ndarray,
     offsets: Sequence[int] | np.ndarray,
-    m: int = 1024,
+    m: int = DEFAULT_M,
     seed: int = 0,
     normalize: str = "scale",
     tie_tol: float = 0.0,

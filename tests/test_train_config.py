@@ -50,6 +50,8 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
         (["--dataset", "synthetic", "--epochs", "0"], ValueError, "epochs must be an integer >= 1"),
         (["--stage", "teacher"], ValueError, "no dataset chosen"),
         (["--dataset", "synthetic", "--synthetic-test-fraction", "0.8"], ValueError, "synthetic-test-fraction"),
+        (["--dataset", "synthetic", "--topo-time-budget", "-1"], ValueError, "topo-time-budget"),
+        (["--dataset", "synthetic", "--topo-time-budget", "inf"], ValueError, "topo-time-budget"),
     ],
 )
 def test_bad_configurations_fail_fast_with_a_message_naming_the_option(

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import yaml
 
+from fast.persistence import check_time_budget
+from fast.topo_loss import DEFAULT_M
 from train.distributed import under_external_launcher
 from train.losses import CLASS_WEIGHTINGS, DEFAULT_SEG_LOSS, SEG_LOSSES
 
@@ -199,7 +201,7 @@ _HELP: dict[str, str] = {
     "lambda_topo": "weight of L_topo (paper Table 7)",
     "lambda_grad": "weight of L_grad (paper Table 7)",
     "kld_temperature": "KL temperature T (decisions 18)",
-    "topo_m": "TPS budget M per cloud (default 1024; 256 in the CPU demo)",
+    "topo_m": f"TPS budget M per cloud (default {DEFAULT_M}; {SYNTHETIC_DEMO['topo_m']} in the CPU demo)",
     "topo_normalize": "feature normalisation before persistence: scale | l2 | none",
     "topo_time_budget": "seconds allowed for the H1 computation of one step (decisions 6c)",
     "topo_dims": "homology dimensions of L_topo (subset of 0 1)",
@@ -330,7 +332,7 @@ def _fill_defaults(cfg: RunConfig) -> None:
         two = cpu_demo and (os.cpu_count() or 1) >= 2 and cfg.batch_size % 2 == 0 and not under_external_launcher()
         cfg.procs = 2 if two else 1
     if cfg.topo_m is None:
-        cfg.topo_m = 1024
+        cfg.topo_m = DEFAULT_M
     if cfg.grid_size is None:
         cfg.grid_size = 0.05
     if cfg.block_lr_scale is None:
@@ -391,8 +393,7 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"--pct-start must lie in (0, 1), got {cfg.pct_start!r}")
     if cfg.grad_clip is not None and cfg.grad_clip <= 0:
         raise ValueError(f"--grad-clip must be > 0 when given, got {cfg.grad_clip!r}")
-    if cfg.topo_time_budget is not None and cfg.topo_time_budget <= 0:
-        raise ValueError(f"--topo-time-budget must be > 0 seconds when given, got {cfg.topo_time_budget!r}")
+    check_time_budget(cfg.topo_time_budget)
     if cfg.class_weights not in CLASS_WEIGHTINGS:
         raise ValueError(f"--class-weights must be one of {CLASS_WEIGHTINGS}, got {cfg.class_weights!r}")
     if cfg.seg_loss not in SEG_LOSSES:

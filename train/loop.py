@@ -56,7 +56,7 @@ def distill_settings(cfg: RunConfig, stage: str) -> DistillSettings:
     return DistillSettings(
         kld=terms["kld"], topo=terms["topo"], grad=terms["grad"],
         lambda_kld=cfg.lambda_kld, lambda_topo=cfg.lambda_topo, lambda_grad=cfg.lambda_grad,
-        temperature=cfg.kld_temperature, topo_m=int(cfg.topo_m or 1024), topo_normalize=cfg.topo_normalize,
+        temperature=cfg.kld_temperature, topo_m=cfg.topo_m, topo_normalize=cfg.topo_normalize,
         topo_dims=tuple(cfg.topo_dims), topo_time_budget=cfg.topo_time_budget,
         saliency_layers=tuple(cfg.saliency_layers), saliency_eps=cfg.saliency_eps, seg_loss=cfg.seg_loss,
     )

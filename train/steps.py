@@ -18,7 +18,7 @@ A term whose switch is off (paper Table 5 ablations) or whose weight is 0 is not
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -28,7 +28,8 @@ from torch import nn
 from fast.persistence import available_cores, budget_miss_count, compute_diagrams
 from fast.kld import kld
 from fast.saliency import saliency_loss
-from fast.topo_loss import TopoLossJob
+from fast.topo_loss import DEFAULT_M, TopoLossJob
+from train.config import RunConfig
 from train.losses import DEFAULT_SEG_LOSS, segmentation_loss
 from train.profiling import StepTimer
 
@@ -45,23 +46,27 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: batch[k] for k in ("coord", "grid_coord", "feat", "offset")}
 
 
+_RUN = RunConfig()  # a run's defaults: DistillSettings repeats none of them
+
+
 @dataclass
 class DistillSettings:
-    """Which terms are on and their weights/options (from :class:`train.config.RunConfig`)."""
+    """Which terms are on and their weights/options (from :class:`train.config.RunConfig`, whose
+    defaults are these fields' defaults; the TPS budget's is the kernel's, ``fast.topo_loss.DEFAULT_M``)."""
 
     kld: bool = False
     topo: bool = False
     grad: bool = False
-    lambda_kld: float = 1.0
-    lambda_topo: float = 8.0
-    lambda_grad: float = 1.0
-    temperature: float = 1.0
-    topo_m: int = 1024
-    topo_normalize: str = "scale"
-    topo_dims: tuple[int, ...] = (0, 1)
-    topo_time_budget: float | None = None
-    saliency_layers: Sequence[int] = field(default_factory=lambda: (1, 2, 3, 4))
-    saliency_eps: float = 1e-8
+    lambda_kld: float = _RUN.lambda_kld
+    lambda_topo: float = _RUN.lambda_topo
+    lambda_grad: float = _RUN.lambda_grad
+    temperature: float = _RUN.kld_temperature
+    topo_m: int = DEFAULT_M
+    topo_normalize: str = _RUN.topo_normalize
+    topo_dims: tuple[int, ...] = tuple(_RUN.topo_dims)
+    topo_time_budget: float | None = _RUN.topo_time_budget
+    saliency_layers: Sequence[int] = tuple(_RUN.saliency_layers)
+    saliency_eps: float = _RUN.saliency_eps
     seg_loss: str = DEFAULT_SEG_LOSS
     class_weight: tuple[float, ...] | None = None  # CE class weights (train.losses.class_weights)
 

@@ -29,6 +29,7 @@ Importing this package does not import torch (the worker processes import it); o
 """
 from __future__ import annotations
 
+import math
 import pickle
 import time
 from concurrent.futures import Future
@@ -53,6 +54,7 @@ __all__ = [
     "budget_miss_count",
     "check_time_budget",
     "compute_diagrams",
+    "deadline_after",
     "default_pool",
     "giotto_h1",
     "h1_persistence",
@@ -96,9 +98,28 @@ def resolve_engine(engine: Union[str, H1Engine, None]) -> H1Engine:
 
 
 def check_time_budget(time_budget: Optional[float]) -> None:
-    """Raise ValueError unless ``time_budget`` is None or a number of seconds >= 0 (decision 6c)."""
-    if time_budget is not None and not time_budget >= 0:
-        raise ValueError(f"time_budget must be None or a number of seconds >= 0, got {time_budget}")
+    """Raise ValueError unless ``time_budget`` is None (no limit) or a finite number of seconds >= 0.
+
+    The one check of a time budget (decision 6c), for the library (:func:`deadline_after`) and for
+    the command line (``train.config.validate``, ``--topo-time-budget``) alike.
+    """
+    number = isinstance(time_budget, (int, float)) and not isinstance(time_budget, bool)
+    if time_budget is not None and not (number and math.isfinite(time_budget) and time_budget >= 0):
+        raise ValueError(
+            f"time_budget (--topo-time-budget in training) must be None (no limit) or a finite number of "
+            f"seconds >= 0, got {time_budget!r}"
+        )
+
+
+def deadline_after(time_budget: Optional[float]) -> Optional[float]:
+    """The deadline ``time_budget`` seconds from now, as an absolute ``time.monotonic()`` value (None: none).
+
+    The one place where a time budget (seconds) becomes a deadline; everything below it (the
+    pool, its worker processes, the engines) takes the deadline itself. ``time.monotonic`` is
+    system-wide (Python >= 3.5), so a worker process compares its own clock with the same value.
+    """
+    check_time_budget(time_budget)
+    return None if time_budget is None else time.monotonic() + time_budget
 
 
 def submit_diagrams(
@@ -124,7 +145,7 @@ def submit_diagrams(
     Returns:
         list of ``Future[CloudPersistence]`` in batch order.
     """
-    check_time_budget(time_budget)
+    deadline = deadline_after(time_budget)
     arrays = []
     for b, p in enumerate(points):
         a = np.ascontiguousarray(p, dtype=np.float64)
@@ -135,7 +156,6 @@ def submit_diagrams(
         arrays.append(a)
     h1_engine = resolve_engine(engine)
     pool = default_pool() if pool is None else pool
-    deadline = None if time_budget is None else time.monotonic() + time_budget
     futures: list["Future[CloudPersistence]"] = []
     for b, a in enumerate(arrays):
         futures.append(pool.submit(a, h1_engine, deadline, with_h1, label=f"{name} {b} (budget {time_budget} s)"))

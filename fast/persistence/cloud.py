@@ -77,10 +77,9 @@ def assemble(h0: H0Part, h1: Optional[H1Part], over_budget: bool = True) -> Clou
 
 
 def cloud_persistence(
-    points: np.ndarray, engine: H1Engine, budget_s: Optional[float], with_h1: bool
+    points: np.ndarray, engine: H1Engine, deadline: Optional[float], with_h1: bool
 ) -> CloudPersistence:
     """One cloud in the calling process (``workers=0``): the deadline is checked only before H1."""
-    deadline = None if budget_s is None else time.monotonic() + budget_s
     dist = distances(points)
     h0 = h0_part(dist)
     if not with_h1:

@@ -43,9 +43,8 @@ def _worker_main(conn: Connection) -> None:
         task = conn.recv()
         if task is None:
             return
-        points, engine, budget_s, with_h1 = task
+        points, engine, deadline, with_h1 = task
         try:
-            deadline = None if budget_s is None else time.monotonic() + budget_s
             dist = distances(points)
             conn.send(("h0", h0_part(dist)))
             if not with_h1:
@@ -61,7 +60,7 @@ def _worker_main(conn: Connection) -> None:
 class _Task:
     points: np.ndarray
     engine: H1Engine
-    deadline: Optional[float]  # parent's time.monotonic()
+    deadline: Optional[float]  # time.monotonic() value (system-wide: the worker compares with it too)
     with_h1: bool
     label: str
     future: Future
@@ -129,8 +128,7 @@ class _Slot:
     def _execute(self, task: _Task) -> CloudPersistence:
         if self.process is None or not self.process.is_alive():
             self._start_process()
-        budget_s = None if task.deadline is None else task.deadline - time.monotonic()
-        self.conn.send((task.points, task.engine, budget_s, task.with_h1))
+        self.conn.send((task.points, task.engine, task.deadline, task.with_h1))
         h0 = self._receive(None)
         if not task.with_h1:
             return assemble(h0, None, over_budget=False)
@@ -184,9 +182,8 @@ class PersistencePool:
         """
         future: "Future[CloudPersistence]" = Future()
         if self.workers == 0:
-            budget_s = None if deadline is None else deadline - time.monotonic()
             try:
-                result = cloud_persistence(points, engine, budget_s, with_h1)
+                result = cloud_persistence(points, engine, deadline, with_h1)
                 future.set_result(_counted(result, label, len(points)))
             except Exception as exc:
                 future.set_exception(exc)
