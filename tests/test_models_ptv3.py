@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from train.cost import count_flops, count_parameters, lidar_like_batch, measure
 from train.models import build_model
 from train.models.blocks import Block, DropPath, SerializedPooling, SerializedUnpooling
-from train.models.cost import count_flops, count_parameters, lidar_like_batch, measure
 from train.models.point import PointLevel
 from train.models.ptv3 import PTv3
 from train.models.serialization import serialize, serialized_depth
@@ -67,6 +67,17 @@ def test_module_parameter_counts_follow_the_spec_a9_formulas() -> None:
     stem = sum(p.numel() for n, p in model.named_parameters() if n.startswith("stem"))
     assert stem == 125 * 6 * 16 + 2 * 16
     assert count_parameters(model.head) == 64 * 7 + 7
+
+
+def test_parameter_count_counts_frozen_parameters_unless_trainable_only() -> None:
+    pooling = SerializedPooling(16, 40)
+    pooling.proj.weight.requires_grad_(False)
+    total = count_parameters(pooling)
+    assert total == 16 * 40 + 3 * 40
+    assert count_parameters(pooling, trainable_only=True) == total - 16 * 40
+    for p in pooling.parameters():
+        p.requires_grad_(False)  # a frozen teacher
+    assert count_parameters(pooling) == total and count_parameters(pooling, trainable_only=True) == 0
 
 
 def test_demo_presets_keep_64_channel_embedding_and_teacher_about_ten_times_student() -> None:
@@ -315,7 +326,7 @@ def test_measure_reports_times_and_peak_memory_of_a_forward_backward() -> None:
 
 
 def test_cost_command_line_prints_parameters_flops_time_and_memory(capsys: pytest.CaptureFixture[str]) -> None:
-    from train.models.cost import main
+    from train.cost import main
 
     main(["student-demo", "--points", "500", "400", "--repeats", "1"])
     line = capsys.readouterr().out

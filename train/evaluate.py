@@ -118,11 +118,6 @@ def evaluate(
     return acc
 
 
-def count_parameters(model: nn.Module) -> int:
-    inner = model.module if hasattr(model, "module") else model
-    return sum(p.numel() for p in inner.parameters())
-
-
 @torch.no_grad()
 def inference_latency_ms(
     models: dict[str, nn.Module], dataset: Dataset, device: torch.device, collate_fn: Any, runs: int = 10

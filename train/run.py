@@ -32,7 +32,8 @@ import torch
 from train.config import RunConfig, resolve, save_config
 from train.datasets import SplitData, prepare_splits
 from train.distributed import DistInfo, barrier, cleanup, init_from_env, spawn_local
-from train.evaluate import count_parameters, evaluate, inference_latency_ms, stage_result, write_report
+from train.cost import count_parameters
+from train.evaluate import evaluate, inference_latency_ms, stage_result, write_report
 from train.logging_utils import progress
 from train.loop import FINAL, ModelSpec, distill_settings, load_frozen_teacher, train_stage
 from train.profiling import StepTimer
@@ -88,7 +89,7 @@ def evaluate_split(cfg: RunConfig, model: torch.nn.Module, data: SplitData, spli
     acc = evaluate(model, views, data.num_classes, info.device, data.collate, cfg.eval_max_scans,
                    cfg.num_workers, bar)
     bar.close()
-    return stage_result(acc, count_parameters(model))
+    return stage_result(acc, count_parameters(model, trainable_only=False))  # a reused stage comes back frozen
 
 
 def run_stage(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo, teacher_ckpt: Path | None,

@@ -6,8 +6,8 @@ and "decisions 12" names entry 12 of ``docs/decisions.md``.
 Modules, top to bottom: ``serialization`` (space-filling curves, spec A2), ``point`` (batch
 structure, spec A1), ``sparse_conv`` (pure-PyTorch submanifold conv, spec B), ``attention``
 (serialized patch attention, spec A5), ``blocks`` (block, pooling, unpooling, spec A4/A6/A7),
-``ptv3`` (the network, presets, ``build_model``, spec A3/A8), ``cost`` (parameters, FLOPs,
-latency, peak memory).
+``ptv3`` (the network, presets, ``build_model``, spec A3/A8). Its cost (parameters, FLOPs,
+latency, peak memory) is measured by the tool ``train.cost``.
 
 Usage::
 

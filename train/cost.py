@@ -1,6 +1,10 @@
 """Inference/training cost of a model on a batch: parameters, FLOPs, time, memory.
 
-- ``count_parameters``: trainable parameter count (compare with spec A9).
+A tool, not part of the model: ``python -m train.cost KIND --points ...`` prints the report, and
+``train.run`` takes the parameter count of its results table from here.
+
+- ``count_parameters``: parameter count (compare with spec A9); ``trainable_only`` counts only
+  the parameters that require a gradient (0 for a frozen teacher).
 - ``count_flops``: FLOPs of one forward with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls
   of the linear layers and of the sparse convolutions, attention), split by top-level module.
 - ``measure``: wall time of forward (and optionally forward+backward) and peak memory: CUDA from
@@ -20,9 +24,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters of ``model`` (a DistributedDataParallel wrapper counts its module's);
+    with ``trainable_only``, only those that require a gradient."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def count_flops(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, int]:
@@ -114,7 +119,7 @@ def measure(model: nn.Module, batch: dict[str, torch.Tensor], repeats: int = 1, 
         peak = torch.cuda.max_memory_allocated(device) - base
     else:
         peak = _peak_cpu_bytes(target)
-    return CostReport(count_parameters(model), forward_s, fb_s, forward_cpu, fb_cpu, int(peak))
+    return CostReport(count_parameters(model, trainable_only=True), forward_s, fb_s, forward_cpu, fb_cpu, int(peak))
 
 
 def lidar_like_batch(
@@ -179,10 +184,10 @@ def _surface_points(m: int, gen: torch.Generator, radius: float) -> torch.Tensor
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m train.models.cost KIND --points 20000 20000 [--threads 1]``: print the cost report."""
+    """``python -m train.cost KIND --points 20000 20000 [--threads 1]``: print the cost report."""
     import argparse
 
-    from train.models.ptv3 import build_model
+    from train.models import build_model
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("kind", help="model preset: teacher, student, teacher-demo, student-demo")
