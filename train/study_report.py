@@ -217,7 +217,7 @@ def plot(study: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
     ax.set_title(f"Table {study['table']} on {study['dataset']}, {len(study['seeds'])} seeds")
     low = min(m - h for m, h in zip(means, halves))
     ax.set_ylim(max(0.0, low - 5.0), max(teacher, max(m + h for m, h in zip(means, halves))) + 3.0)
-    ax.legend(loc="center right")  # bars sit low and the teacher line high: the middle is free
+    ax.legend(loc="best")  # matplotlib places it where it covers the fewest bars and lines
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
