@@ -1,7 +1,9 @@
 """Device-agnostic PyTorch fast path of the distillation losses (CPU and CUDA), used by training.
 
-Each public function has a numpy twin of the same name in ``reference/`` and a test comparing the
-two on fresh random inputs.
+A public name that ``reference/`` also exports is a twin: the same function of the same arguments
+(batches of clouds as concatenated rows with END offsets), compared on fresh random inputs by
+tests/test_twins.py. The other names are the persistence engine's (``fast.persistence``) and
+``TopoLossJob``, ``topo_loss`` in two halves.
 
 Several public functions share their name with the submodule defining them (``fast.tps`` is the
 function in ``fast/tps.py``). ``fast.<name>`` is always the function; reach the module's other

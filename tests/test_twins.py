@@ -3,10 +3,11 @@
 ``TABLE`` has one entry per public name that ``reference`` and ``fast`` share (in the style of
 JAX's ``lax_reference`` tests): how to draw fresh random inputs of each input family it is run on
 (``kinds``: generic inputs, exact ties, duplicated points, empty diagrams or empty selections, tiny
-clouds), the float64 and float32 tolerances of the value and of the gradient, and which arguments'
-gradients are compared. ``test_fast_twin_matches_reference`` runs every entry on every kind, dtype
-and device (CUDA when present) on inputs drawn from a hypothesis seed; ``tests/test_public_api.py``
-checks that the table covers every shared name and that the twins take the same arguments.
+clouds, one homology dimension alone), the float64 and float32 tolerances of the value and of the
+gradient, and which arguments' gradients are compared. ``test_fast_twin_matches_reference`` runs
+every entry on every kind, dtype and device (CUDA when present) on inputs drawn from a hypothesis
+seed; ``tests/test_public_api.py`` checks that the table covers every shared name and that the
+twins take the same arguments.
 
 How one comparison runs (:func:`compare`):
 
@@ -17,8 +18,11 @@ How one comparison runs (:func:`compare`):
   random cotangent (``fast`` takes the same cotangent through autograd);
 - keyword arguments that only ``fast`` takes (``engine``, ...) are passed to ``fast`` only;
 - the check is ``|fast - reference| <= tol * scale`` element by element, with the entry's scale
-  (by default ``max |reference|``, floored); integer outputs (TPS indices) must be equal; floating
-  outputs must have the working dtype and sit on the device.
+  (by default ``max |reference|``, floored); in float32 the scale is at least ``max |reference|``
+  of the output, or the entry's size of the terms a gradient sums, since float32 rounding of a sum
+  is relative to its largest terms (an entry-wise relative check is asked of float64 only); integer
+  outputs (TPS indices) must be equal; floating outputs must have the working dtype and sit on the
+  device.
 
 Special cases are their own tests, next to the other tests of each function: exact ties where the
 twins may pick different (equally valid) subgradients, the time budget, the deadline, mixed
@@ -80,14 +84,19 @@ class Twin:
     """(value, gradient) tolerance in float64."""
     tol32: Optional[tuple[float, float]]
     """(value, gradient) tolerance in float32; None: float64 only."""
+    float64_only: tuple[str, ...] = ()
+    """Kinds run in float64 only (ill-conditioned in float32, see the entry)."""
     wrt: tuple[str, ...] = ()
     """Arguments whose gradients are compared (empty: the values only)."""
     backward: Optional[Callable[[dict, np.ndarray], np.ndarray]] = None
     """Reference VJP ``(inputs, cotangent) -> gradient`` when the reference returns the value only."""
     value_scale: Scale = largest()
     grad_scale: Scale = largest()
-    examples: int = 1
-    """Hypothesis examples = max_examples of the profile // this (at least 5)."""
+    grad_terms: Optional[Callable[[dict, Optional[np.ndarray]], float]] = None
+    """``(inputs, cotangent) -> size`` of the terms each gradient entry sums: the float32 scale is at
+    least this (default: at least ``max |reference gradient|``)."""
+    examples: float = 1.0
+    """Share of the hypothesis profile's max_examples run per kind, dtype and device (at least 5)."""
 
 
 # --- input families -----------------------------------------------------------------------------
@@ -150,17 +159,18 @@ def draw_edge_lengths(rng: np.random.Generator, kind: str) -> dict:
 
 
 def draw_topo_loss(rng: np.random.Generator, kind: str) -> dict:
-    normalize, seed = str(rng.choice(["scale", "l2", "none"])), int(rng.integers(2**16))
-    dims = [(0, 1), (0,), (1,)][int(rng.integers(3))]
-    if kind == "generic":  # separated clouds, some below m (all points), some above (TPS)
+    normalize, seed, dims = str(rng.choice(["scale", "l2", "none"])), int(rng.integers(2**16)), (0, 1)
+    if kind in ("generic", "one_dim"):  # separated clouds, some below m (all points), some above (TPS)
         m = int(rng.integers(3, 21))
+        if kind == "one_dim":  # the H0 or the H1 term alone
+            dims = [(0,), (1,)][int(rng.integers(2))]
         S, T, offsets = student_teacher_batch(rng, _sizes(rng, 2, 25), m, normalize, seed)
     elif kind == "duplicates":  # any cloud, ties and duplicated points included (decision 6a)
         m, normalize = 40, "scale"
         S, T, offsets = student_teacher_batch(rng, _sizes(rng, 2, 120), m, normalize, seed,
                                               duplicates=bool(rng.integers(2)), check=False)
     elif kind == "empty":  # two or three points, or collinear points: empty H1 diagrams
-        m, dims, normalize = 8, (0, 1), str(rng.choice(["scale", "none"]))  # both keep a line a line
+        m, normalize = 8, str(rng.choice(["scale", "none"]))  # both keep a line a line
         S, T, offsets = student_teacher_batch(rng, [int(n) for n in rng.integers(2, 4, size=2)], m, normalize, seed)
         n = int(rng.integers(4, 12))
         S = np.concatenate([S, np.sort(rng.random(n))[:, None] * rng.normal(size=(1, 4)) + rng.normal(size=4)])
@@ -208,20 +218,28 @@ def kld_grad_scale(inputs: dict, want: np.ndarray) -> float:
 TABLE: tuple[Twin, ...] = (
     Twin("pwcd", draw_pwcd, ("generic", "ties", "empty"), tol64=(1e-12, 1e-10), tol32=(1e-5, 1e-5),
          wrt=("student_pairs",), value_scale=lambda inputs, want: max(1.0, abs(float(want))),
-         grad_scale=elementwise(1e-2), examples=10),
-    Twin("tps", draw_tps, ("generic", "duplicates", "tiny"), tol64=(0.0, 0.0), tol32=None, examples=10),
-    Twin("normalize", draw_normalize, ("generic", "duplicates", "tiny"), tol64=(1e-12, 1e-9), tol32=(1e-5, 1e-5),
+         grad_scale=elementwise(1e-2), examples=1 / 10),
+    Twin("tps", draw_tps, ("generic", "duplicates", "tiny"), tol64=(0.0, 0.0), tol32=None, examples=1 / 10),
+    # float64 only: centring nearly equal points (the duplicates and tiny kinds) loses float32 digits in
+    # proportion to |h| / rms, so no fixed float32 tolerance holds; fast.normalize in float32 runs in
+    # the float32 rows of topo_loss.
+    Twin("normalize", draw_normalize, ("generic", "duplicates", "tiny"), tol64=(1e-12, 1e-9), tol32=None,
          wrt=("feats",), backward=lambda kw, cot: reference.normalize_backward(kw["feats"], kw["offsets"], cot, kw["mode"]),
-         value_scale=elementwise(1.0), grad_scale=elementwise(1.0), examples=4),
+         value_scale=elementwise(1.0), grad_scale=elementwise(1.0), examples=1 / 4),
+    # a feature's gradient sums cotangent x unit vector over its edges: terms of size |cotangent|
     Twin("edge_lengths", draw_edge_lengths, ("generic", "duplicates", "empty"), tol64=(1e-12, 1e-12),
          tol32=(1e-5, 1e-5), wrt=("feats",),
          backward=lambda kw, cot: reference.edge_lengths_backward(kw["feats"], kw["edges"], cot, kw["eps_dist"]),
-         examples=10),
-    Twin("topo_loss", draw_topo_loss, ("generic", "duplicates", "empty", "tiny"), tol64=(1e-10, 1e-10),
-         tol32=(1e-5, 1e-5), wrt=("student_feats",), value_scale=largest(1e-6),
-         grad_scale=largest_plus_elementwise(1e-6), examples=8),
+         grad_terms=lambda kw, cot: _max_abs(cot, 0.0), examples=1 / 10),
+    # float64 only: one_dim (an H1 term alone can be tiny next to the float32 rounding of the lengths
+    # it is made of) and duplicates (up to 119 points per cloud: a small gradient per point next to
+    # the same rounding).
+    Twin("topo_loss", draw_topo_loss, ("generic", "one_dim", "duplicates", "empty", "tiny"), tol64=(1e-10, 1e-10),
+         tol32=(1e-5, 1e-5), float64_only=("one_dim", "duplicates"), wrt=("student_feats",),
+         value_scale=largest(1e-6),
+         grad_scale=largest_plus_elementwise(1e-6), examples=1 / 8),
     Twin("saliency_loss", draw_saliency_loss, ("generic",), tol64=(1e-10, 1e-10), tol32=(1e-5, 1e-5),
-         wrt=("student_acts",), grad_scale=lambda inputs, want: gradient_scale(inputs, want), examples=10),
+         wrt=("student_acts",), grad_scale=lambda inputs, want: gradient_scale(inputs, want), examples=1 / 10),
     Twin("kld", draw_kld, ("generic", "empty", "tiny"), tol64=(1e-10, 1e-10), tol32=(1e-5, 1e-5),
          wrt=("student_logits",), value_scale=kld_loss_scale, grad_scale=kld_grad_scale),
 )
@@ -255,7 +273,8 @@ def _flat(x: Any) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-def _check(got: list[np.ndarray], want: list[np.ndarray], scale: Any, tol: float, what: str) -> None:
+def _check(got: list[np.ndarray], want: list[np.ndarray], scale: Any, tol: float, floor: float, what: str) -> None:
+    """``|got - want| <= tol * max(scale, floor)`` entry by entry (integer outputs: equal)."""
     assert len(got) == len(want), f"{what}: {len(got)} outputs, the reference has {len(want)}"
     scales = scale if isinstance(scale, list) else [scale] * len(want)
     for i, (g, w, s) in enumerate(zip(got, want, scales)):
@@ -265,7 +284,7 @@ def _check(got: list[np.ndarray], want: list[np.ndarray], scale: Any, tol: float
             np.testing.assert_array_equal(g, w, err_msg=f"{what}[{i}]")
             continue
         err = np.abs(g - w)
-        bad = err > tol * np.asarray(s)
+        bad = err > tol * np.maximum(np.asarray(s), floor)
         assert not bad.any(), f"{what}[{i}]: max error {err.max()} > {tol} * scale at {np.argwhere(bad)[:3].tolist()}"
 
 
@@ -290,8 +309,9 @@ def compare(twin: Twin, inputs: dict, dtype: torch.dtype, device: str, rng: np.r
         assert t.device.type == device, f"{twin.name} output on {t.device}, inputs on {device}"
         if t.is_floating_point():
             assert t.dtype == dtype, f"{twin.name} output dtype {t.dtype}, inputs {dtype}"
+    (tol_value, tol_grad), float32 = (twin.tol32, True) if dtype == torch.float32 else (twin.tol64, False)
     _check([t.detach().cpu().double().numpy() if t.is_floating_point() else t.cpu().numpy() for t in _flat(got)],
-           _flat(want), twin.value_scale(inputs, want), (twin.tol64 if dtype == torch.float64 else twin.tol32)[0],
+           _flat(want), twin.value_scale(inputs, want), tol_value, _max_abs(want, 0.0) if float32 else 0.0,
            f"{twin.name} value")
     if not twin.wrt:
         return
@@ -299,8 +319,9 @@ def compare(twin: Twin, inputs: dict, dtype: torch.dtype, device: str, rng: np.r
         got.backward(None if cotangent is None else torch.tensor(cotangent, dtype=got.dtype, device=device))
     leaves = [t for name in twin.wrt for t in _flat(args[name])]
     grads = [np.zeros(t.shape) if t.grad is None else t.grad.cpu().double().numpy() for t in leaves]
-    _check(grads, _flat(want_grads), twin.grad_scale(inputs, want_grads),
-           (twin.tol64 if dtype == torch.float64 else twin.tol32)[1], f"{twin.name} gradient")
+    terms = _max_abs(want_grads, 0.0) if twin.grad_terms is None else twin.grad_terms(inputs, cotangent)
+    _check(grads, _flat(want_grads), twin.grad_scale(inputs, want_grads), tol_grad,
+           max(terms, _max_abs(want_grads, 0.0)) if float32 else 0.0, f"{twin.name} gradient")
 
 
 def _params() -> list:
@@ -308,7 +329,7 @@ def _params() -> list:
     for twin in TABLE:
         for kind in twin.kinds:
             for dtype in (torch.float64, torch.float32):
-                if dtype == torch.float32 and twin.tol32 is None:
+                if dtype == torch.float32 and (twin.tol32 is None or kind in twin.float64_only):
                     continue
                 for device in ("cpu", "cuda"):
                     marks = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -319,7 +340,7 @@ def _params() -> list:
 
 @pytest.mark.parametrize(("twin", "kind", "dtype", "device"), _params())
 def test_fast_twin_matches_reference(twin: Twin, kind: str, dtype: torch.dtype, device: str) -> None:
-    @settings(max_examples=max(settings.default.max_examples // twin.examples, 5))
+    @settings(max_examples=max(int(settings.default.max_examples * twin.examples), 5))
     @given(seed=st.integers(0, 2**32 - 1))
     def check(seed: int) -> None:
         rng = np.random.default_rng(seed)
