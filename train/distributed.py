@@ -85,6 +85,29 @@ def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: i
     return 0
 
 
+def launch(main: Callable[[list[str]], int], argv: Sequence[str], procs: int, device: str, deterministic: bool,
+           body: Callable[[DistInfo], object], prog: str, errors: tuple[type[Exception], ...]) -> int:
+    """The process handling shared by the CLIs (``python -m train.run`` and ``train.study``).
+
+    Without an outside launcher and with ``procs > 1`` it starts ``procs`` local ranks that re-enter
+    ``main(argv)`` (:func:`spawn_local`). Otherwise this process joins the group, runs
+    ``body(info)`` and leaves the group; an exception of ``errors`` becomes ``prog: error: ...`` on
+    stderr and exit code 2 (the message says what to fix), anything else propagates."""
+    if procs > 1 and "WORLD_SIZE" not in os.environ:
+        return spawn_local(main, argv, procs)
+    info = init_from_env(device)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+    try:
+        body(info)
+    except errors as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup()
+    return 0
+
+
 def current() -> DistInfo:
     """Rank and world size of the running process group (1 process when none is initialised)."""
     if dist.is_available() and dist.is_initialized():

@@ -31,7 +31,7 @@ import torch
 
 from train.config import RunConfig, resolve, save_config
 from train.datasets import SplitData, prepare_splits
-from train.distributed import DistInfo, barrier, cleanup, init_from_env, spawn_local
+from train.distributed import DistInfo, barrier, launch
 from train.cost import count_parameters
 from train.evaluate import evaluate, inference_latency_ms, stage_result, write_report
 from train.logging_utils import progress
@@ -149,19 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"train.run: error: {err}", file=sys.stderr)
         return 2
-    if cfg.procs > 1 and "WORLD_SIZE" not in os.environ:
-        return spawn_local(main, sys.argv[1:] if argv is None else argv, cfg.procs)
-    info = init_from_env(cfg.device)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True)
-    try:
-        run(cfg, info)
-    except FileNotFoundError as err:  # a dataset or checkpoint missing: the message says where and how
-        print(f"train.run: error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        cleanup()
-    return 0
+    # a dataset or checkpoint missing (FileNotFoundError): the message says where and how
+    return launch(main, sys.argv[1:] if argv is None else argv, cfg.procs, cfg.device, cfg.deterministic,
+                  lambda info: run(cfg, info), "train.run", (FileNotFoundError,))
 
 
 if __name__ == "__main__":

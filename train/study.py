@@ -37,7 +37,7 @@ import torch
 
 from train.config import RunConfig, finalize, resolve
 from train.datasets import SplitData, prepare_splits
-from train.distributed import DistInfo, barrier, cleanup, init_from_env, spawn_local
+from train.distributed import DistInfo, barrier, launch
 from train.loop import FINAL
 from train.profiling import StepTimer
 from train.run import evaluate_split, train_or_reuse
@@ -227,19 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"train.study: error: {err}", file=sys.stderr)
         return 2
-    if base.procs > 1 and "WORLD_SIZE" not in os.environ:
-        return spawn_local(main, argv, base.procs)
-    info = init_from_env(base.device)
-    if base.deterministic:
-        torch.use_deterministic_algorithms(True)
-    try:
-        run_study(args, rows, base, info, argv)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"train.study: error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        cleanup()
-    return 0
+    return launch(main, argv, base.procs, base.device, base.deterministic,
+                  lambda info: run_study(args, rows, base, info, argv), "train.study", (ValueError, FileNotFoundError))
 
 
 if __name__ == "__main__":
