@@ -22,8 +22,8 @@ import numpy as np
 from reference.distances import pairwise_distances
 from reference.normalize import (
     as_features,
-    check_end_offsets,
     check_mode,
+    cloud_slices,
     normalize_cloud,
     normalize_cloud_backward,
 )
@@ -143,18 +143,16 @@ def topo_loss(
     """
     S, T = _check_pair(student_feats, teacher_feats, m)
     _check_options(normalize, tie_tol, eps_w, eps_dist)
-    off = check_end_offsets(offsets, S.shape[0], "offsets")
+    clouds = cloud_slices(offsets, S.shape[0])
     dims_t = _check_dims(dims)
-    starts = np.concatenate([[0], off[:-1]])
-    if np.any(off - starts < 2):
-        raise ValueError(
-            f"every cloud needs at least 2 points for a topological loss; cloud sizes are {off - starts}"
-        )
-    B = len(off)
+    sizes = np.array([rows.stop - rows.start for rows in clouds])
+    if np.any(sizes < 2):
+        raise ValueError(f"every cloud needs at least 2 points for a topological loss; cloud sizes are {sizes}")
+    B = len(clouds)
     loss = 0.0
     grad = np.zeros_like(S)
-    for b, (lo, hi) in enumerate(zip(starts, off)):
-        loss_b, grad_b = _single(S[lo:hi], T[lo:hi], m, seed + b, normalize, tie_tol, eps_w, eps_dist, dims_t)
+    for b, rows in enumerate(clouds):
+        loss_b, grad_b = _single(S[rows], T[rows], m, seed + b, normalize, tie_tol, eps_w, eps_dist, dims_t)
         loss += loss_b / B
-        grad[lo:hi] = grad_b / B
+        grad[rows] = grad_b / B
     return loss, grad
