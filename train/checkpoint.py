@@ -92,23 +92,64 @@ def save_checkpoint(
     atomic_save(state, path)
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`; clear error if it is missing or foreign.
+class RefusedObject:
+    """Inert stand-in for a pickled object that ``weights_only`` loading refuses (see
+    :func:`read_weights`): it accepts and discards whatever the pickle passes, runs nothing else."""
 
-    Checkpoints are untrusted input (``--teacher-checkpoint`` files come from elsewhere), so they are
-    read with ``weights_only=True``: only tensors and plain containers are rebuilt, and a pickle that
-    names any other object (the way a crafted file runs code on load) is refused, not executed."""
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+def _refused_attribute(*args: Any) -> type[RefusedObject]:
+    return RefusedObject
+
+
+def read_weights(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> tuple[Any, list[str]]:
+    """Read an untrusted ``torch.save`` file with ``torch.load(weights_only=True)``.
+
+    Returns (object, refused): when the file also names globals that ``weights_only`` refuses (a
+    foreign trainer's scheduler, say), each such global is bound to :class:`RefusedObject` instead,
+    so no code from the file runs, and ``refused`` lists their names; the tensors and plain
+    containers are read as usual. Callers decide whether the entries they need are intact."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {p} does not exist; check the path (or train that stage first)")
     try:
-        state = torch.load(p, map_location=map_location, weights_only=True)
+        return torch.load(p, map_location=map_location, weights_only=True), []
     except pickle.UnpicklingError as err:
-        raise ValueError(f"{p} holds objects other than tensors and plain containers, so it was not loaded "
-                         f"(it could run code): {str(err).splitlines()[0]}. Pass a checkpoint written by "
-                         "this package.") from None
+        first_line = str(err).splitlines()[0]
+    try:
+        refused = torch.serialization.get_unsafe_globals_in_checkpoint(p)
+    except Exception:  # not the zip format: its globals cannot be listed without unpickling
+        refused = []
+    if not refused:
+        raise ValueError(f"{p} could not be read with weights_only=True ({first_line}); "
+                         "re-save it with torch.save in the current (zip) format")
+    # getattr(obj, name)(...) is how a pickle calls a method: the attribute becomes the stand-in class.
+    stand_ins = [(_refused_attribute if name == "builtins.getattr" else RefusedObject, name) for name in refused]
+    with torch.serialization.safe_globals([RefusedObject, *stand_ins]):
+        return torch.load(p, map_location=map_location, weights_only=True), refused
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; clear error if it is missing or foreign."""
+    return native_checkpoint(path, *read_weights(path, map_location))
+
+
+def native_checkpoint(path: str | os.PathLike[str], state: Any, refused: list[str]) -> dict[str, Any]:
+    """``state`` read from ``path`` by :func:`read_weights`, checked to be one of our checkpoints.
+
+    Checkpoints are untrusted input (``--teacher-checkpoint`` files come from elsewhere): a pickle
+    that names any object other than tensors and plain containers (the way a crafted file runs code
+    on load) is refused, not executed."""
+    if refused:
+        raise ValueError(f"{path} holds objects other than tensors and plain containers ({', '.join(refused)}), "
+                         "so it was not loaded (it could run code). Pass a checkpoint written by this package.")
     if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{p} is not a topodistill checkpoint (no 'model' entry)")
+        raise ValueError(f"{path} is not a topodistill checkpoint (no 'model' entry)")
     return state
 
 

@@ -12,6 +12,7 @@ DistributedDataParallel and only rank 0 logs, draws progress bars and writes fil
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -20,12 +21,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from train.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, unwrap
+from train.checkpoint import (RefusedObject, load_checkpoint, native_checkpoint, read_weights, restore_training_state,
+                              save_checkpoint, unwrap)
 from train.config import RunConfig
 from train.data.base import label_frequencies
 from train.distributed import DistInfo, ResumableDistributedSampler, barrier, broadcast_buffers
 from train.logging_utils import MetricLogger, progress
 from train.losses import class_weights
+from train.models.pointcept import from_pointcept, is_pointcept_state_dict
 from train.optim import build_optimizer, build_scheduler
 from train.profiling import StepTimer
 from train.steps import DistillSettings, distillation_step, segmentation_step, to_device, warm_up_persistence
@@ -71,18 +74,54 @@ def stage_settings(cfg: RunConfig, stage: str, train_set: Any) -> DistillSetting
     return replace(settings, class_weight=class_weights(label_frequencies(train_set), cfg.class_weights))
 
 
-def load_frozen_teacher(path: str | Path, device: torch.device) -> tuple[nn.Module, ModelSpec]:
-    """Teacher from a ``model_final.pt``: frozen parameters, eval mode (decisions 15)."""
-    state = load_checkpoint(path)
-    spec_d = state.get("extra", {}).get("model_spec")
-    if spec_d is None:
-        raise ValueError(f"{path} holds no model_spec; pass a model_final.pt written by --stage teacher")
-    spec = ModelSpec(**spec_d)
-    teacher = spec.build()
-    teacher.load_state_dict(state["model"])
+def load_frozen_teacher(path: str | Path, device: torch.device,
+                        pointcept: ModelSpec | None = None) -> tuple[nn.Module, ModelSpec]:
+    """Teacher from a ``model_final.pt``, or from a Pointcept PTv3 checkpoint (recognised by its
+    keys, spec H) built as ``pointcept`` (preset, classes, overrides) with upstream's behaviour:
+    frozen parameters, eval mode (decisions 15)."""
+    state, refused = read_weights(path)
+    weights = state.get("state_dict") if isinstance(state, dict) else None
+    if isinstance(weights, dict) and is_pointcept_state_dict(weights):
+        teacher, spec = _pointcept_teacher(path, state, refused, pointcept)
+    else:
+        state = native_checkpoint(path, state, refused)
+        spec_d = state.get("extra", {}).get("model_spec")
+        if spec_d is None:
+            raise ValueError(f"{path} holds no model_spec; pass a model_final.pt written by --stage teacher")
+        spec = ModelSpec(**spec_d)
+        teacher = spec.build()
+        teacher.load_state_dict(state["model"])
     teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    return teacher, spec
+
+
+def _holds_refused(value: Any) -> bool:
+    if isinstance(value, RefusedObject):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_refused(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_refused(v) for v in value)
+    return False
+
+
+def _pointcept_teacher(path: str | Path, state: dict[str, Any], refused: list[str],
+                       spec: ModelSpec | None) -> tuple[nn.Module, ModelSpec]:
+    """Our PTv3 holding a Pointcept checkpoint's ``state_dict`` (only that entry is used)."""
+    if spec is None:
+        raise ValueError(f"{path} is a Pointcept checkpoint: pass the preset it matches (--teacher-preset)")
+    if _holds_refused(state["state_dict"]):
+        raise ValueError(f"{path}: its 'state_dict' holds objects other than tensors ({', '.join(refused)}); "
+                         "re-save the weights alone with torch.save({'state_dict': model.state_dict()}, FILE)")
+    if refused:
+        skipped = sorted(k for k, v in state.items() if _holds_refused(v))
+        print(f"teacher {path}: Pointcept checkpoint; entries {skipped} hold objects that weights_only loading "
+              f"refuses ({', '.join(refused)}): they were not rebuilt (no code from the file ran) and are not "
+              "needed; only 'state_dict' is used", file=sys.stderr, flush=True)
+    spec = replace(spec, overrides={**spec.overrides, "upstream_unpool_cpe": True})
+    teacher = from_pointcept(state["state_dict"], num_classes=spec.num_classes, preset=spec.preset, **spec.overrides)
     return teacher, spec
 
 

@@ -75,7 +75,12 @@ def train_or_reuse(cfg: RunConfig, stage: str, out_dir: Path, data: SplitData, i
     if distill_settings(cfg, stage).uses_teacher:
         if teacher_ckpt is None:
             raise ValueError(f"stage {stage} needs --teacher-checkpoint")
-        teacher, _ = load_frozen_teacher(teacher_ckpt, info.device)
+        # a Pointcept checkpoint (spec H) is built as the --teacher-preset for these classes
+        teacher_overrides = dict(cfg.teacher_overrides)
+        if cfg.deterministic:
+            teacher_overrides.setdefault("deterministic", True)
+        teacher_spec = ModelSpec(_preset(cfg, "teacher", info.device), data.num_classes, teacher_overrides)
+        teacher, _ = load_frozen_teacher(teacher_ckpt, info.device, pointcept=teacher_spec)
     return train_stage(cfg, stage, out_dir, data.train, data.collate, spec, info, teacher, timer), spec.preset
 
 

@@ -5,8 +5,8 @@
 - ``SerializedPooling``: clusters = unique(code_row0 >> 3); Linear before a segment max, then
   BatchNorm + GELU; coord = cluster mean, grid_coord >> 1, codes >> 3 (not re-encoded).
 - ``SerializedUnpooling``: parent.feat = proj_skip(parent) + proj(coarse)[cluster]. The CPE of the
-  next block reads the level's current features, so the sparse-conv input is always the refreshed
-  one (spec A7 note).
+  next block reads the level's current features (the refreshed sparse-conv input), or, with
+  ``stale_cpe=True`` (upstream Pointcept's behaviour, spec A7 note), ``proj_skip(parent)`` alone.
 """
 from __future__ import annotations
 
@@ -66,7 +66,8 @@ class Block(nn.Module):
 
     def forward(self, level: PointLevel) -> PointLevel:
         x = level.feat
-        x = x + self.cpe_norm(self.cpe_linear(self.cpe_conv(level, x)))
+        conv_in = x if level.conv_feat is None else level.conv_feat
+        x = x + self.cpe_norm(self.cpe_linear(self.cpe_conv(level, conv_in)))
         x = x + self.drop_path(self.attn(level, self.norm1(x), self.order_row))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return level.with_feat(x)
@@ -123,8 +124,13 @@ class SerializedUnpooling(nn.Module):
         self.proj = nn.Sequential(nn.Linear(in_channels, out_channels), point_batch_norm(out_channels), nn.GELU())
         self.proj_skip = nn.Sequential(nn.Linear(skip_channels, out_channels), point_batch_norm(out_channels), nn.GELU())
 
-    def forward(self, coarse: PointLevel) -> PointLevel:
+    def forward(self, coarse: PointLevel, stale_cpe: bool = False) -> PointLevel:
+        """``stale_cpe``: the next block's CPE reads the skip branch alone, as upstream's does."""
         parent, cluster = coarse.parent, coarse.cluster
         if parent is None or cluster is None:
             raise ValueError("unpooling needs a level produced by SerializedPooling (parent and cluster set)")
-        return parent.with_feat(self.proj_skip(parent.feat) + self.proj(coarse.feat)[cluster])
+        skip = self.proj_skip(parent.feat)
+        level = parent.with_feat(skip + self.proj(coarse.feat)[cluster])
+        if stale_cpe:
+            level.conv_feat = skip
+        return level

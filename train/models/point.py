@@ -76,6 +76,8 @@ class PointLevel:
     ``code``/``order``/``inverse`` are (k, N): one row per serialization curve, batch bits included.
     ``cluster`` maps the points of the finer ``parent`` level to this level's points (spec A6).
     ``cache`` holds per-level objects shared by the blocks of the level (neighbour maps, patches).
+    ``conv_feat``: when set, the features the next block's CPE convolution reads instead of ``feat``
+    (upstream's stale sparse tensor after unpooling, spec A7); ``with_feat`` clears it.
     """
 
     feat: torch.Tensor
@@ -90,6 +92,7 @@ class PointLevel:
     parent: Optional["PointLevel"] = None
     cluster: Optional[torch.Tensor] = None
     cache: dict[Any, Any] = field(default_factory=dict)
+    conv_feat: Optional[torch.Tensor] = None
 
     @property
     def num_clouds(self) -> int:

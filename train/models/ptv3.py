@@ -40,6 +40,9 @@ class PTv3Config:
     stem_kernel: int = 5
     conv_backend: str = "torch"
     attn_backend: str = "auto"
+    # True: the first block after each unpooling feeds its CPE convolution proj_skip(parent) alone,
+    # as Pointcept's PTv3 does (spec A7 note); on for checkpoints imported from Pointcept.
+    upstream_unpool_cpe: bool = False
 
     def __post_init__(self) -> None:
         s = len(self.enc_depths)
@@ -180,7 +183,7 @@ class PTv3(nn.Module):
         indices: list[torch.Tensor] = []
         offsets: list[torch.Tensor] = []
         for i, (unpool, stage) in enumerate(zip(self.dec_unpool, self.dec_blocks)):
-            level = unpool(level)
+            level = unpool(level, stale_cpe=self.config.upstream_unpool_cpe)
             for block in stage:
                 level = block(level)
             feats.append(level.feat)

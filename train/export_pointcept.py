@@ -1,0 +1,51 @@
+"""``python -m train.export_pointcept CKPT OUT.pth``: our trained PTv3 in Pointcept's layout (spec H).
+
+Reads a ``model_final.pt`` written by ``python -m train.run`` (teacher or student) and writes
+``OUT.pth`` holding ``{"state_dict": ...}`` with Pointcept's DefaultSegmentorV2 key names
+(``backbone.*``, ``seg_head.*``; what Pointcept's ``weight=`` option and its tester read), then
+prints the Pointcept model config that rebuilds the architecture. A model trained here feeds the
+first block after each unpooling the refreshed features (spec A7 note); Pointcept's PTv3 does not,
+so there its outputs differ unless the model was trained with ``upstream_unpool_cpe=True``.
+"""
+from __future__ import annotations
+
+import argparse
+import pprint
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from train.checkpoint import atomic_save
+from train.loop import load_frozen_teacher
+from train.models import to_pointcept
+from train.models.pointcept import pointcept_config
+
+
+def export(checkpoint: str | Path, out: str | Path) -> dict:
+    """Write ``checkpoint``'s model to ``out`` in Pointcept's layout; returns its Pointcept config."""
+    model, _ = load_frozen_teacher(checkpoint, torch.device("cpu"))
+    atomic_save({"state_dict": to_pointcept(model)}, out)
+    return {"model": pointcept_config(model), "upstream_unpool_cpe": model.config.upstream_unpool_cpe}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.export_pointcept", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="model_final.pt written by python -m train.run")
+    parser.add_argument("out", help="output file for Pointcept (e.g. model_best.pth)")
+    args = parser.parse_args(argv)
+    try:
+        info = export(args.checkpoint, args.out)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"train.export_pointcept: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}; in a Pointcept config:\nmodel = {pprint.pformat(info['model'], sort_dicts=False)}")
+    if not info["upstream_unpool_cpe"]:
+        print("note: this model was trained with the refreshed CPE input after unpooling; Pointcept's PTv3 "
+              "feeds that CPE the skip branch alone, so its outputs there differ (docs/ptv3-and-datasets.md A7)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
