@@ -276,3 +276,18 @@ def test_export_command_writes_pointcepts_layout_and_reimports_exactly(tmp_path:
     back = from_pointcept(written["state_dict"], num_classes=5, preset="student-demo")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), back.state_dict().values()))
     assert main([str(tmp_path / "missing.pt"), str(tmp_path / "x.pth")]) == 2
+
+
+def test_distillation_runs_from_a_pointcept_teacher_checkpoint(tmp_path: Path) -> None:
+    from test_train_support import TINY_MODEL, tiny_config
+    from train.distributed import DistInfo
+    from train.run import run
+
+    torch.manual_seed(0)
+    teacher = build_model("teacher-demo", 22, **TINY_MODEL)  # synthetic set: 22 classes
+    torch.save({"epoch": 1, "state_dict": {"module." + k: v for k, v in to_pointcept(teacher).items()}},
+               tmp_path / "model_best.pth")
+    cfg = tiny_config(tmp_path, stage="kd", teacher_checkpoint=str(tmp_path / "model_best.pth"))
+    (result,) = run(cfg, DistInfo(0, 1, 0, torch.device("cpu"))).values()
+    assert 0.0 <= result["miou"] <= 1.0
+    assert "kld" in (tmp_path / "out" / "kd" / "train_log.csv").read_text().splitlines()[0]

@@ -190,7 +190,8 @@ _HELP: dict[str, str] = {
     "student_preset": "student model preset: auto | student | student-demo",
     "teacher_overrides": "model overrides for the teacher (YAML mapping; config file only)",
     "student_overrides": "model overrides for the student (YAML mapping; config file only)",
-    "teacher_checkpoint": "teacher checkpoint for kd/distill (stage all: the one it trains)",
+    "teacher_checkpoint": "teacher checkpoint for kd/distill (stage all: the one it trains); a Pointcept "
+                          "PTv3 checkpoint is read as --teacher-preset",
     "seg_loss": "L_seg: ce (paper Eq. 8) | ce+lovasz (PTv3 recipe, the default: helps rare classes)",
     "class_weights": "cross-entropy class weighting: none (paper, real data default) | inverse-sqrt "
     "(weights f_c^-1/2 from the training labels; the synthetic CPU demo default)",

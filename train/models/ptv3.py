@@ -198,8 +198,8 @@ class PTv3(nn.Module):
 def build_model(kind: str, num_classes: int, in_channels: int = 4, **overrides: Any) -> PTv3:
     """PTv3 from a preset: ``teacher`` / ``student`` (paper Table 8, spec A8), or the CPU demo
     presets ``teacher-demo`` / ``student-demo``. ``overrides`` replace ``PTv3Config`` fields
-    (e.g. ``patch_size=128``, ``drop_path=0.0``, ``conv_backend="spconv"``); ``deterministic=True``
-    fixes the serialization order.
+    (e.g. ``patch_size=128``, ``drop_path=0.0``, ``conv_backend="spconv"``,
+    ``upstream_unpool_cpe=True``); ``deterministic=True`` fixes the serialization order.
     """
     if kind not in PRESETS:
         raise ValueError(f"unknown model kind {kind!r}: choose one of {sorted(PRESETS)}")
