@@ -291,3 +291,73 @@ def test_distillation_runs_from_a_pointcept_teacher_checkpoint(tmp_path: Path) -
     (result,) = run(cfg, DistInfo(0, 1, 0, torch.device("cpu"))).values()
     assert 0.0 <= result["miou"] <= 1.0
     assert "kld" in (tmp_path / "out" / "kd" / "train_log.csv").read_text().splitlines()[0]
+
+
+# --- the architecture from Pointcept's saved config -----------------------------------------------
+
+def _config_text(**backbone_changes: object) -> str:
+    """A config as Pointcept saves it (``<experiment>/config.py``): literals and ``dict(...)``."""
+    backbone = dict(type="PT-v3m1", in_channels=4, order=["z", "z-trans"], stride=(2, 2),
+                    enc_depths=(1, 1, 1), enc_channels=(8, 16, 16), enc_num_head=(1, 1, 2),
+                    enc_patch_size=(64, 64, 64), dec_depths=(1, 1), dec_channels=(64, 16), dec_num_head=(2, 1),
+                    dec_patch_size=(64, 64), mlp_ratio=4, qkv_bias=True, qk_scale=None, drop_path=0.0,
+                    enable_rpe=False, enable_flash=True, pdnorm_bn=False, pdnorm_ln=False)
+    backbone.update(backbone_changes)
+    args = ", ".join(f"{k}={v!r}" for k, v in backbone.items())
+    return ("_base_ = ['../_base_/default_runtime.py']\nbatch_size = 12\n"
+            f"model = dict(type='DefaultSegmentorV2', num_classes=5, backbone_out_channels=64,\n"
+            f"    backbone=dict({args}),\n    criteria=[dict(type='CrossEntropyLoss', ignore_index=-1)])\n"
+            "param_dicts = [dict(keyword='block', lr=0.0002)]\n")
+
+
+def _experiment(tmp_path: Path, config: str) -> Path:
+    from train.models.pointcept import pointcept_overrides, read_model_config
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "config.py").write_text(config)
+    model = build_model("student-demo", 5, **pointcept_overrides(read_model_config(tmp_path / "config.py")))
+    torch.save({"state_dict": to_pointcept(model)}, tmp_path / "model" / "model_best.pth")
+    return tmp_path / "model" / "model_best.pth"
+
+
+def test_the_architecture_comes_from_the_experiments_config(tmp_path: Path) -> None:
+    from train.loop import ModelSpec, load_frozen_teacher
+
+    ckpt = _experiment(tmp_path, _config_text())
+    teacher, spec = load_frozen_teacher(ckpt, torch.device("cpu"), pointcept=ModelSpec("teacher", 5, {}))
+    cfg = teacher.config
+    assert (cfg.enc_channels, cfg.enc_heads, cfg.patch_size, cfg.orders) == ((8, 16, 16), (1, 1, 2), 64, ("z", "z-trans"))
+    assert spec.overrides["dec_heads"] == (2, 1) and cfg.upstream_unpool_cpe
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(enc_patch_size=(64, 64, 128)), r"per-stage patch sizes \[64, 128\]"),
+    (dict(enable_rpe=True), "enable_rpe=True"),
+    (dict(pdnorm_bn=True), "PDNorm"),
+    (dict(type="PT-v3m2"), "only DefaultSegmentorV2 around PT-v3m1"),
+])
+def test_configs_we_cannot_express_are_refused(tmp_path: Path, change: dict, message: str) -> None:
+    from train.models.pointcept import pointcept_overrides, read_model_config
+
+    (tmp_path / "config.py").write_text(_config_text(**change))
+    with pytest.raises(ValueError, match=message):
+        pointcept_overrides(read_model_config(tmp_path / "config.py"))
+
+
+def test_a_config_that_is_not_plain_literals_is_refused_without_running_it(tmp_path: Path) -> None:
+    from train.models.pointcept import read_model_config
+
+    marker = tmp_path / "ran.txt"
+    (tmp_path / "config.py").write_text(f"model = dict(type=open({str(marker)!r}, 'w').write('x'))\n")
+    with pytest.raises(ValueError, match="is not plain literals"):
+        read_model_config(tmp_path / "config.py")
+    assert not marker.exists()
+
+
+def test_exported_config_reads_back_as_the_same_architecture() -> None:
+    from train.models.pointcept import pointcept_overrides
+
+    model = build_model("teacher", 16)
+    overrides = pointcept_overrides(pointcept_config(model))
+    rebuilt = build_model("student", 16, **overrides)
+    assert rebuilt.config == model.config

@@ -28,7 +28,7 @@ from train.data.base import label_frequencies
 from train.distributed import DistInfo, ResumableDistributedSampler, barrier, broadcast_buffers
 from train.logging_utils import MetricLogger, progress
 from train.losses import class_weights
-from train.models.pointcept import from_pointcept, is_pointcept_state_dict
+from train.models.pointcept import from_pointcept, is_pointcept_state_dict, pointcept_overrides, read_model_config
 from train.optim import build_optimizer, build_scheduler
 from train.profiling import StepTimer
 from train.steps import DistillSettings, distillation_step, segmentation_step, to_device, warm_up_persistence
@@ -109,7 +109,9 @@ def _holds_refused(value: Any) -> bool:
 
 def _pointcept_teacher(path: str | Path, state: dict[str, Any], refused: list[str],
                        spec: ModelSpec | None) -> tuple[nn.Module, ModelSpec]:
-    """Our PTv3 holding a Pointcept checkpoint's ``state_dict`` (only that entry is used)."""
+    """Our PTv3 holding a Pointcept checkpoint's ``state_dict`` (only that entry is used). The
+    architecture is ``spec``'s, or, when the file sits in a Pointcept experiment folder, the one of
+    its ``config.py`` (``spec``'s explicit overrides still win)."""
     if spec is None:
         raise ValueError(f"{path} is a Pointcept checkpoint: pass the preset it matches (--teacher-preset)")
     if _holds_refused(state["state_dict"]):
@@ -120,7 +122,12 @@ def _pointcept_teacher(path: str | Path, state: dict[str, Any], refused: list[st
         print(f"teacher {path}: Pointcept checkpoint; entries {skipped} hold objects that weights_only loading "
               f"refuses ({', '.join(refused)}): they were not rebuilt (no code from the file ran) and are not "
               "needed; only 'state_dict' is used", file=sys.stderr, flush=True)
-    spec = replace(spec, overrides={**spec.overrides, "upstream_unpool_cpe": True})
+    overrides = dict(spec.overrides)
+    config = Path(path).parent.parent / "config.py"  # Pointcept keeps <experiment>/{config.py,model/*.pth}
+    if config.is_file():
+        overrides = {**pointcept_overrides(read_model_config(config)), **overrides}
+        print(f"teacher {path}: architecture from {config}", file=sys.stderr, flush=True)
+    spec = replace(spec, overrides={**overrides, "upstream_unpool_cpe": True})
     teacher = from_pointcept(state["state_dict"], num_classes=spec.num_classes, preset=spec.preset, **spec.overrides)
     return teacher, spec
 

@@ -14,12 +14,16 @@ Configurations we cannot express are refused by the keys they leave in the state
 position encoding (``enable_rpe``, keys ``attn.rpe.*``) and PDNorm (``pdnorm_bn`` / ``pdnorm_ln``,
 keys ``<norm>.norm.<condition>.*`` and ``modulation.*``). Per-stage patch sizes, attention heads
 and serialization orders leave no trace in the tensors; they come from the ``preset`` (and
-``overrides``), which must match the Pointcept config the checkpoint was trained with.
+``overrides``), which must match the Pointcept config the checkpoint was trained with, or from
+that config itself: ``read_model_config`` reads its ``model`` entry as literals (the file is never
+run) and ``pointcept_overrides`` turns it into overrides, refusing what we cannot express.
 """
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -167,4 +171,76 @@ def pointcept_config(model: PTv3) -> dict[str, Any]:
             drop_path=cfg.drop_path, shuffle_orders=True, enable_rpe=False, enable_flash=True,
             upcast_attention=False, upcast_softmax=False, cls_mode=False, pdnorm_bn=False, pdnorm_ln=False,
         ),
+    )
+
+
+def read_model_config(path: str | Path) -> dict[str, Any]:
+    """The ``model = dict(...)`` entry of a Pointcept config file (Pointcept saves the resolved one as
+    ``<experiment>/config.py``), read as literals without running the file."""
+    p = Path(path)
+    try:
+        tree = ast.parse(p.read_text(encoding="utf-8"), filename=str(p))
+    except SyntaxError as err:
+        raise ValueError(f"{p} is not a Python config file ({err.msg}, line {err.lineno})") from None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["model"]:
+            try:
+                value = _literal(node.value)
+            except ValueError as err:
+                raise ValueError(f"{p}: its model entry is not plain literals ({err}, line {node.lineno}); "
+                                 "pass the settings as --teacher-overrides instead and move this file away") from None
+            if isinstance(value, dict):
+                return value
+    raise ValueError(f"{p} has no 'model = dict(...)' entry")
+
+
+def _literal(node: ast.expr) -> Any:
+    """A literal expression, where ``dict(k=v, ...)`` counts as a literal (Pointcept's config style)."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args \
+            and all(kw.arg is not None for kw in node.keywords):
+        return {kw.arg: _literal(kw.value) for kw in node.keywords}
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}  # type: ignore[arg-type]
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_literal(e) for e in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise ValueError(f"{ast.unparse(node)!r} is not a literal") from None
+
+
+def pointcept_overrides(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """``build_model`` overrides for a Pointcept ``model`` config (DefaultSegmentorV2 around PT-v3m1);
+    ValueError naming each setting we cannot express (RPE, PDNorm, per-stage patch sizes, ...)."""
+    bb = model_config.get("backbone", {})
+    if model_config.get("type") != "DefaultSegmentorV2" or bb.get("type") != "PT-v3m1":
+        raise ValueError(f"the config's model is {model_config.get('type')!r} around {bb.get('type')!r}; "
+                         "only DefaultSegmentorV2 around PT-v3m1 maps onto our PTv3")
+    needed = ("order", "enc_depths", "enc_channels", "enc_num_head", "enc_patch_size", "dec_depths", "dec_channels",
+              "dec_num_head", "dec_patch_size")
+    absent = [k for k in needed if k not in bb]
+    if absent:
+        raise ValueError(f"the config's backbone lacks {absent}: pass the architecture as --teacher-overrides")
+    patches = {*bb["enc_patch_size"], *bb["dec_patch_size"]}
+    mlp_ratio = bb.get("mlp_ratio", 4)
+    unsupported = {
+        "enable_rpe=True (relative position encoding)": bool(bb.get("enable_rpe", False)),
+        "pdnorm_bn/pdnorm_ln=True (PDNorm)": bool(bb.get("pdnorm_bn", False) or bb.get("pdnorm_ln", False)),
+        f"per-stage patch sizes {sorted(patches)} (we use one for every stage)": len(patches) != 1,
+        "cls_mode=True (no decoder)": bool(bb.get("cls_mode", False)),
+        "pre_norm=False": not bb.get("pre_norm", True),
+        f"stride {bb.get('stride')} (we pool by 2)": any(s != 2 for s in bb.get("stride", (2,))),
+        "qkv_bias=False or qk_scale set": not bb.get("qkv_bias", True) or bb.get("qk_scale") is not None,
+        f"mlp_ratio {mlp_ratio} (we need a whole number)": float(mlp_ratio) != int(mlp_ratio),
+    }
+    refused = [name for name, bad in unsupported.items() if bad]
+    if refused:
+        raise ValueError(f"the Pointcept config uses settings our PTv3 cannot express: {'; '.join(refused)}")
+    order = bb["order"]
+    return dict(
+        orders=(order,) if isinstance(order, str) else tuple(order), enc_depths=tuple(bb["enc_depths"]),
+        enc_channels=tuple(bb["enc_channels"]), enc_heads=tuple(bb["enc_num_head"]), dec_depths=tuple(bb["dec_depths"]),
+        dec_channels=tuple(bb["dec_channels"]), dec_heads=tuple(bb["dec_num_head"]), patch_size=patches.pop(),
+        mlp_ratio=int(mlp_ratio), **({"drop_path": float(bb["drop_path"])} if "drop_path" in bb else {}),
     )
