@@ -13,7 +13,7 @@ import argparse
 import pprint
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -23,7 +23,7 @@ from train.models import to_pointcept
 from train.models.pointcept import pointcept_config
 
 
-def export(checkpoint: str | Path, out: str | Path) -> dict:
+def export(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
     """Write ``checkpoint``'s model to ``out`` in Pointcept's layout; returns its Pointcept config."""
     model, _ = load_frozen_teacher(checkpoint, torch.device("cpu"))
     atomic_save({"state_dict": to_pointcept(model)}, out)
