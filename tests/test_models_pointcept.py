@@ -11,6 +11,7 @@ DefaultSegmentorV2), independently of ``train.models.pointcept``: the modules ar
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -182,9 +183,9 @@ def _batch() -> dict[str, torch.Tensor]:
 
 def _pair() -> tuple[torch.nn.Module, torch.nn.Module]:
     """The same weights with our behaviour and with upstream's (float64, fixed serialization)."""
-    ours = _randomised("teacher-demo", deterministic=True, patch_size=64).double().eval()
-    upstream = from_pointcept(to_pointcept(ours), num_classes=5, preset="teacher-demo", deterministic=True,
-                              patch_size=64).double().eval()
+    arch = dict(deterministic=True, patch_size=64, dec_depths=(2, 1, 1, 2))  # two blocks in two stages
+    ours = _randomised("teacher-demo", **arch).double().eval()
+    upstream = from_pointcept(to_pointcept(ours), num_classes=5, preset="teacher-demo", **arch).double().eval()
     return ours, upstream
 
 
@@ -194,6 +195,8 @@ def _cpe_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple
              for name, m in model.named_modules() if name.endswith("cpe_conv")]
     hooks += [m.register_forward_hook(lambda mod, args, out, name=name: seen.__setitem__(name, out))
               for name, m in model.named_modules() if name.endswith("proj_skip")]
+    hooks += [m.register_forward_hook(lambda mod, args, out, name=name: seen.__setitem__(name, out.feat))
+              for name, m in model.named_modules() if re.fullmatch(r"dec_blocks\.\d+\.0", name)]
     with torch.no_grad():
         logits = model(batch).logits
     for h in hooks:
@@ -215,9 +218,13 @@ def test_upstream_behaviour_differs_only_in_the_first_cpe_after_unpooling() -> N
             assert torch.equal(seen_ours[name], seen_up[name]), name
     assert torch.equal(seen_up["dec_blocks.0.0.cpe_conv"], seen_up["dec_unpool.0.proj_skip"])
     assert not torch.allclose(seen_ours["dec_blocks.0.0.cpe_conv"], seen_up["dec_blocks.0.0.cpe_conv"])
-    # Upstream's first block of every decoder stage reads that stage's skip branch.
+    # Upstream's first block of every decoder stage reads that stage's skip branch; a second block
+    # reads the first block's output, as ours does.
     for i in range(4):
         assert torch.equal(seen_up[first_dec[i]], seen_up[f"dec_unpool.{i}.proj_skip"])
+    for i in (0, 3):
+        for seen in (seen_ours, seen_up):
+            assert torch.equal(seen[f"dec_blocks.{i}.1.cpe_conv"], seen[f"dec_blocks.{i}.0"])
 
 
 def test_both_behaviours_agree_when_the_coarse_branch_adds_nothing() -> None:
