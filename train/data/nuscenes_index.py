@@ -17,6 +17,7 @@ edited file is read again.
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ _CACHE: dict[tuple[Any, ...], Any] = {}
 
 @dataclass(frozen=True)
 class KeyFrame:
-    """One LIDAR_TOP keyframe: file paths relative to the data root, its token and its scene."""
+    """One LIDAR_TOP keyframe: its files (relative to the data root, or to Pointcept's ``raw/``),
+    its sample_data token and its scene name (None in Pointcept's layout)."""
 
     points: str
     label: str | None
@@ -62,22 +64,19 @@ class TableIndex:
     labelled: bool
 
 
+@functools.cache
 def official_splits() -> dict[str, tuple[str, ...]]:
     """The official scene lists (train, val, test, mini_train, mini_val) shipped with the package."""
-    return _cached(("official splits",), (), _read_official_splits)
-
-
-def _read_official_splits() -> dict[str, tuple[str, ...]]:
     text = resources.files(__package__).joinpath("nuscenes_splits.json").read_text()
     return {name: tuple(scenes) for name, scenes in json.loads(text)["splits"].items()}
 
 
-def _cached(kind: tuple[Any, ...], files: Sequence[Path], build: Callable[[], T]) -> T:
+def _cached(kind: str, files: Sequence[Path], build: Callable[[], T]) -> T:
     signature = []
     for path in files:
         stat = path.stat() if path.is_file() else None
         signature.append((str(path.resolve()), stat and (stat.st_size, stat.st_mtime_ns)))
-    key = (*kind, tuple(signature))
+    key = (kind, tuple(signature))
     if key not in _CACHE:
         _CACHE[key] = build()
     return _CACHE[key]
@@ -156,7 +155,7 @@ def table_index(root: Path, version: str) -> TableIndex:
     folder = root / version
     names = ("sample_data", "sample", "scene", "lidarseg")
     files = [folder / f"{name}.json" for name in names]
-    return _cached(("tables",), files, lambda: _build_table_index(folder))
+    return _cached("tables", files, lambda: _build_table_index(folder))
 
 
 def _build_table_index(folder: Path) -> TableIndex:
@@ -194,7 +193,7 @@ def info_index(path: Path) -> tuple[KeyFrame, ...]:
     Each record is a dict with ``lidar_path`` (relative to the raw data root), ``lidar_token`` and,
     outside the test split, ``gt_segment_path``; its sweeps, poses and boxes are not used.
     """
-    return _cached(("info",), [path], lambda: _build_info_index(path))
+    return _cached("info", [path], lambda: _build_info_index(path))
 
 
 def _build_info_index(path: Path) -> tuple[KeyFrame, ...]:
