@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +174,22 @@ def test_pointcept_info_layout_loads_its_splits_through_the_restricted_unpickler
     assert records[0]["sweeps"][0]["transform_matrix"].shape == (4, 4)
     with pytest.raises(ValueError, match=r"info layout, which holds the splits train, val, test only"):
         NuScenesDataset(tmp_path, "train", scenes=["scene-0001"])
+
+
+def test_restricted_unpickler_reads_arrays_pickled_by_numpy_1_and_2(tmp_path: Path) -> None:
+    data = {"m": np.arange(12.0).reshape(3, 4), "names": np.array(["car", "bus"]), "n": np.int64(7),
+            "t": (1, "a", None, True), "s": {1, 2}, "b": b"\x00\xff"}
+    text = pickle.dumps(data, protocol=0)  # text opcodes: module names can be swapped in place
+    assert b"numpy._core.multiarray" in text or b"numpy.core.multiarray" in text
+    for core in (b"numpy._core.", b"numpy.core."):  # numpy 2 writes the first, numpy 1 the second
+        path = tmp_path / "data.pkl"
+        path.write_bytes(text.replace(b"numpy._core.", core).replace(b"numpy.core.", core))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy 2 warns when numpy.core is imported
+            got = load_data_pickle(path, "test pickle")
+        np.testing.assert_array_equal(got["m"], data["m"])
+        np.testing.assert_array_equal(got["names"], data["names"])
+        assert got["n"] == 7 and got["t"] == data["t"] and got["s"] == {1, 2} and got["b"] == data["b"]
 
 
 class _Payload:
