@@ -17,6 +17,7 @@ import pytest
 
 from train.data.labels import NUSCENES_LEARNING_MAP, SEMANTIC_KITTI_LEARNING_MAP
 from train.data.nuscenes import NuScenesDataset, read_nuscenes_scan
+from train.data.nuscenes_index import official_splits
 from train.data.semantic_kitti import SemanticKITTIDataset
 from train.data.validation import (
     CorruptFileError,
@@ -31,6 +32,8 @@ needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real fixture folder 
                                 "(CI keeps shared/ beside the clone)")
 NUSC_PCD = "samples/LIDAR_TOP/n015-2018-08-02-17-16-37+0800__LIDAR_TOP__1533201470948018.pcd.bin"
 NUSC_LABEL = "lidarseg/v1.0-trainval/5f6c1e0a0c3b444b97e78d2aa3fa34d2_lidarseg.bin"
+MINI_SCENES = ("scene-0061", "scene-0103", "scene-0553", "scene-0655", "scene-0757", "scene-0796",
+               "scene-0916", "scene-1077", "scene-1094", "scene-1100")  # the ten of v1.0-mini
 
 
 # ----------------------------------------------------------------------------- tiny writers
@@ -55,9 +58,11 @@ def write_kitti(root: Path, seq: int, frame: int, points: np.ndarray, raw: np.nd
         raw.astype(np.uint32).tofile(d / "labels" / f"{frame:06d}.label")
 
 
-def write_nuscenes(root: Path, version: str, scans: list[dict], labelled: bool = True) -> None:
+def write_nuscenes(root: Path, version: str, scans: list[dict], labelled: bool = True,
+                   more_scenes: tuple[str, ...] = ()) -> None:
     """scans: {token, scene, points (n,5), raw (n,) uint8, key (bool, default True),
-    channel (default LIDAR_TOP)}. Writes the files and the four tables."""
+    channel (default LIDAR_TOP)}. Writes the files and the four tables; scene.json also lists
+    ``more_scenes`` (scenes without samples)."""
     tables = {"sample_data": [], "lidarseg": [], "sample": [], "scene": []}
     scenes: dict[str, str] = {}
     for i, s in enumerate(scans):
@@ -75,6 +80,8 @@ def write_nuscenes(root: Path, version: str, scans: list[dict], labelled: bool =
             s["raw"].astype(np.uint8).tofile(root / label_name)
             tables["lidarseg"].append({"token": f"ls-{i}", "sample_data_token": s["token"],
                                        "filename": label_name})
+    for name in more_scenes:
+        scenes.setdefault(name, f"scene-token-{len(scenes)}")
     tables["scene"] = [{"token": t, "name": n} for n, t in scenes.items()]
     (root / version).mkdir(parents=True, exist_ok=True)
     for name, rows in tables.items():
@@ -132,6 +139,8 @@ def test_nuscenes_fixture_pair_with_mismatched_label_count_is_refused(tmp_path: 
          "is_key_frame": True}]))
     (root / "v1.0-trainval" / "lidarseg.json").write_text(json.dumps([
         {"token": "l0", "sample_data_token": "5f6c1e0a0c3b444b97e78d2aa3fa34d2", "filename": NUSC_LABEL}]))
+    (root / "v1.0-trainval" / "sample.json").write_text(json.dumps([{"token": "s0", "scene_token": "c0"}]))
+    (root / "v1.0-trainval" / "scene.json").write_text(json.dumps([{"token": "c0", "name": "scene-0001"}]))
     ds = NuScenesDataset(root, "all")
     with pytest.raises(LabelCountError, match=r"40 entries .* 100 points") as err:
         ds[0]
@@ -193,18 +202,19 @@ def test_semantic_kitti_round_trip_maps_low_bits_and_ignores_instance_bits(tmp_p
     assert len(SemanticKITTIDataset(tmp_path, [8, 11])) == 2
 
 
-def test_nuscenes_round_trip_keyframes_scene_selection_and_unlabelled_version(tmp_path: Path) -> None:
+def test_nuscenes_round_trip_keyframes_official_splits_overrides_and_unlabelled_version(
+        tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     known = np.array(sorted(NUSCENES_LEARNING_MAP))
-    scans = []
-    for i, (scene, key, channel) in enumerate([("scene-0001", True, "LIDAR_TOP"),
-                                              ("scene-0002", True, "LIDAR_TOP"),
-                                              ("scene-0002", False, "LIDAR_TOP"),
-                                              ("scene-0002", True, "RADAR_FRONT")]):
+    scans = []  # scene-0061 is in the official mini_train list, scene-0103 in mini_val
+    for i, (scene, key, channel) in enumerate([("scene-0061", True, "LIDAR_TOP"),
+                                              ("scene-0103", True, "LIDAR_TOP"),
+                                              ("scene-0103", False, "LIDAR_TOP"),
+                                              ("scene-0103", True, "RADAR_FRONT")]):
         n = 30 + i
         scans.append({"token": f"tok{i}", "scene": scene, "key": key, "channel": channel,
                       "points": random_points(rng, n, 5), "raw": rng.choice(known, n)})
-    write_nuscenes(tmp_path, "v1.0-mini", scans)
+    write_nuscenes(tmp_path, "v1.0-mini", scans, more_scenes=MINI_SCENES)
     ds = NuScenesDataset(tmp_path, "all", version="v1.0-mini")
     assert [ds[i]["name"] for i in range(len(ds))] == ["tok0", "tok1"]  # keyframes of LIDAR_TOP
     for i in range(2):
@@ -212,19 +222,31 @@ def test_nuscenes_round_trip_keyframes_scene_selection_and_unlabelled_version(tm
         np.testing.assert_array_equal(s["coord"], ref["points"][:, :3])
         np.testing.assert_allclose(s["strength"][:, 0], ref["points"][:, 3] / 255.0, rtol=1e-6)
         np.testing.assert_array_equal(s["segment"], [NUSCENES_LEARNING_MAP[r] for r in ref["raw"]])
-    with pytest.raises(DatasetLayoutError, match=r"splits/val.txt"):
-        NuScenesDataset(tmp_path, "val", version="v1.0-mini")
+
+    def names(split: str, **kw: object) -> list[str]:
+        d = NuScenesDataset(tmp_path, split, version="v1.0-mini", **kw)
+        return [k.token for k in d.keyframes]
+
+    # the official lists, no hand work: train/val stand for mini_train/mini_val in v1.0-mini
+    assert names("train") == names("mini_train") == ["tok0"]
+    assert names("val") == names("mini_val") == ["tok1"]
     (tmp_path / "splits").mkdir()
-    (tmp_path / "splits" / "val.txt").write_text("# validation scenes\nscene-0002\n")
-    only = NuScenesDataset(tmp_path, "val", version="v1.0-mini")
-    assert len(only) == 1 and only[0]["name"] == "tok1"
-    both = NuScenesDataset(tmp_path, "val", version="v1.0-mini", scenes=["scene-0001", "scene-0002"])
-    assert len(both) == 2  # an explicit scene list wins over the split file
+    (tmp_path / "splits" / "mini_val.txt").write_text("# my validation scenes\nscene-0061\n")
+    assert names("val") == ["tok0"]  # a list file overrides the official list
+    assert names("val", scenes=["scene-0061", "scene-0103"]) == ["tok0", "tok1"]  # scenes= wins
     with pytest.raises(ValueError, match="scene-9999"):
-        NuScenesDataset(tmp_path, "all", version="v1.0-mini", scenes=["scene-9999"])
-    write_nuscenes(tmp_path, "v1.0-test", scans[:1], labelled=False)
-    test = NuScenesDataset(tmp_path, "test")  # v1.0-test by default, all of its keyframes
-    assert (test[0]["segment"] == -1).all()
+        names("all", scenes=["scene-9999"])
+    with pytest.raises(ValueError, match=r"'dev' is not an official split .*splits/dev.txt"):
+        names("dev")
+    with pytest.raises(DatasetLayoutError, match="v1.0-trainval"):
+        NuScenesDataset(tmp_path, "train")  # the default version's tables are not there
+    test_scans = [dict(scans[0], token="t0", scene="scene-0077")]  # an official test scene
+    write_nuscenes(tmp_path, "v1.0-test", test_scans, labelled=False,
+                   more_scenes=official_splits()["test"])
+    test = NuScenesDataset(tmp_path, "test", version="v1.0-test")
+    assert not test.labelled and (test[0]["segment"] == -1).all()
+    with pytest.raises(ValueError, match=r"none of them is in this version .*--nuscenes-version"):
+        NuScenesDataset(tmp_path, "train", version="v1.0-test")
 
 
 # ----------------------------------------------------------------------------- bad inputs

@@ -23,6 +23,7 @@ import yaml
 
 from fast.persistence import check_time_budget
 from fast.topo_loss import DEFAULT_M
+from train.data.nuscenes import DEFAULT_NUSCENES_VERSION, NUSCENES_VERSIONS
 from train.distributed import under_external_launcher
 from train.losses import CLASS_WEIGHTINGS, DEFAULT_SEG_LOSS, SEG_LOSSES
 
@@ -85,6 +86,7 @@ class RunConfig:
 
     dataset: str | None = None
     data_root: str | None = None
+    nuscenes_version: str = DEFAULT_NUSCENES_VERSION
     stage: str = "all"
     out: str | None = None
     epochs: int | None = None
@@ -165,6 +167,9 @@ _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 _HELP: dict[str, str] = {
     "dataset": "which dataset: " + ", ".join(DATASETS),
     "data_root": "dataset root directory (default ./data/<dataset>)",
+    "nuscenes_version": "nuScenes tables <data-root>/<version>/ and their official splits: "
+    "v1.0-trainval (train/val), v1.0-mini (mini_train/mini_val); v1.0-test is unlabelled and "
+    "cannot train or score a run",
     "stage": "teacher | student (CE+Lovasz) | kd (+KLD) | distill (+topo +grad) | all",
     "out": "output directory (default runs/<dataset>)",
     "epochs": "student epochs (paper: 50)",
@@ -272,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, choices=DATASETS, help=helptext)
         elif name == "stage":
             p.add_argument(flag, choices=STAGES, help=helptext)
+        elif name == "nuscenes_version":
+            p.add_argument(flag, choices=NUSCENES_VERSIONS, help=helptext)
         elif name == "seg_loss":
             p.add_argument(flag, choices=SEG_LOSSES, help=helptext)
         elif name == "class_weights":
@@ -359,6 +366,14 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
     if cfg.stage not in STAGES:
         raise ValueError(f"unknown stage {cfg.stage!r}; choose one of {', '.join(STAGES)}")
+    if cfg.nuscenes_version not in NUSCENES_VERSIONS:
+        raise ValueError(f"--nuscenes-version must be one of {', '.join(NUSCENES_VERSIONS)}, got "
+                         f"{cfg.nuscenes_version!r}")
+    if cfg.dataset == "nuscenes" and cfg.nuscenes_version == "v1.0-test":
+        raise ValueError("--nuscenes-version v1.0-test holds only the unlabelled test scenes: a run "
+                         "trains on labelled scans and scores on labelled validation scans; use "
+                         "v1.0-trainval (or v1.0-mini to try things) and read the test scenes with "
+                         "train.data.NuScenesDataset(root, 'test', version='v1.0-test') to predict them")
     for name in ("lambda_kld", "lambda_topo", "lambda_grad"):
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or v < 0 or v != v:

@@ -95,7 +95,10 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
     if cfg.dataset == "synthetic" and cfg.synthetic_test_fraction == 0:
         test_split = None
     root = Path(cfg.data_root)
-    train = cls(root, train_split, transform=build_transforms(cfg.dataset, train=True, grid_size=cfg.grid_size), seed=cfg.seed)
+    # nuScenes: the version picks the tables and what "train"/"val" stand for (train.data.nuscenes)
+    version = {"version": cfg.nuscenes_version} if cfg.dataset == "nuscenes" else {}
+    train = cls(root, train_split, transform=build_transforms(cfg.dataset, train=True, grid_size=cfg.grid_size),
+                seed=cfg.seed, **version)
 
     def eval_factory(split: str, view: Any) -> Any:
         pipeline = build_transforms(cfg.dataset, train=False, grid_size=cfg.grid_size)
@@ -105,7 +108,7 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
             pipeline = Compose(steps[:at] + [view] + steps[at:])
         if split == "test":  # only the synthetic set has a labelled test split (SPLITS)
             return cls(root, test_split, transform=pipeline, seed=cfg.seed, labelled=True)
-        return cls(root, val_split, transform=pipeline, seed=cfg.seed)
+        return cls(root, val_split, transform=pipeline, seed=cfg.seed, **version)
 
     data = SplitData(train=train, eval_factory=eval_factory, collate=collate, class_names=tuple(cls.class_names),
                      has_test=test_split is not None)

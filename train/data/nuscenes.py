@@ -1,28 +1,26 @@
-"""nuScenes lidarseg loader from the raw layout (spec section C, "nuScenes lidarseg").
+"""nuScenes lidarseg loader: the raw layout with its official splits, or Pointcept's info files
+(spec sections C2 and G).
 
-Layout: ``root/samples/LIDAR_TOP/*.pcd.bin`` (float32 x5: x, y, z, intensity, ring index),
-``root/lidarseg/<version>/<lidar_token>_lidarseg.bin`` (uint8, one raw label per point) and the
-version's tables ``root/<version>/sample_data.json`` and ``lidarseg.json`` (+ ``sample.json`` and
-``scene.json`` when scenes are selected). Keyframes of LIDAR_TOP only. Strength = intensity / 255.
-Labels: 32 raw ids -> 16 classes (labels.NUSCENES_LEARNING_MAP).
+Files: ``samples/LIDAR_TOP/*.pcd.bin`` (float32 x5: x, y, z, intensity, ring index) and
+``lidarseg/<version>/<lidar_token>_lidarseg.bin`` (uint8, one raw label per point). Keyframes of
+LIDAR_TOP only. Strength = intensity / 255. Labels: 32 raw ids -> 16 classes
+(labels.NUSCENES_LEARNING_MAP). Which keyframes exist comes from one of two indexes
+(:mod:`train.data.nuscenes_index`, read once per process):
 
-Split selection. The official train/val scene lists ship with the nuScenes devkit, which is not
-available offline here, so a split is a list of scene names chosen by the user:
-
-- ``scenes=`` a list of scene names ("scene-0001", ...) or the path of a text file with one name per
-  line ("#" starts a comment) wins over everything else;
-- otherwise ``split`` ("train", "val", "test", "mini_train", ...) reads ``root/splits/<split>.txt``
-  when it exists, for instance the devkit's lists saved there;
-- otherwise ``split="all"`` takes every keyframe of the version (e.g. all of v1.0-mini), and so does
-  ``split="test"`` (v1.0-test holds exactly the test split); any other split without its list file
-  is an error that says so.
-
-The version defaults to ``v1.0-test`` for ``split="test"`` and ``v1.0-trainval`` otherwise. A
-version without ``lidarseg.json`` (v1.0-test) yields unlabelled samples (``segment`` all -1).
+- the version's tables ``root/<version>/`` when that folder exists. ``version`` is one of
+  :data:`NUSCENES_VERSIONS`. The scenes of a split, first match wins: ``scenes=`` (names, or a text
+  file with one name per line, "#" comments); ``root/splits/<list>.txt``; the official list
+  shipped in ``nuscenes_splits.json``. ``<list>`` is the official name of the split in this
+  version: "train"/"val" are train/val in v1.0-trainval and mini_train/mini_val in v1.0-mini,
+  "test" is test in v1.0-test; official names and any name with a list file are accepted as
+  they are, and "all" takes every keyframe of the version. A version without ``lidarseg.json``
+  (v1.0-test) yields unlabelled samples (``segment`` all -1);
+- otherwise Pointcept's ``root/info/nuscenes_infos_<K>sweeps_<split>.pkl`` (split train, val or
+  test), whose paths are relative to ``root/raw`` when that folder exists, else to ``root``.
+  Its records without ``gt_segment_path`` (the test split) are unlabelled.
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,22 +29,16 @@ import numpy as np
 
 from .base import PointCloudDataset, Transform
 from .labels import NUSCENES_CLASSES, NUSCENES_LEARNING_MAP, LearningMap
-from .validation import (
-    CorruptFileError,
-    check_count,
-    layout_error,
-    make_sample,
-    read_records,
-    require_dir,
-    require_file,
-)
+from .nuscenes_index import NUSCENES_LAYOUT, KeyFrame, info_index, official_splits, table_index
+from .validation import check_count, layout_error, make_sample, read_records, require_dir, require_file
 
-NUSCENES_LAYOUT = """  <root>/
-    samples/LIDAR_TOP/<name>.pcd.bin                float32 x5 (x, y, z, intensity, ring)
-    lidarseg/<version>/<lidar_token>_lidarseg.bin   uint8, one raw label per point
-    <version>/sample_data.json, lidarseg.json       (lidarseg.json absent for v1.0-test)
-    <version>/sample.json, scene.json               (needed to select scenes)
-    splits/<split>.txt                              scene names of a split, one per line"""
+NUSCENES_VERSIONS: tuple[str, ...] = ("v1.0-trainval", "v1.0-mini", "v1.0-test")
+DEFAULT_NUSCENES_VERSION = "v1.0-trainval"
+# train.run asks every version for "train" and "val"; in v1.0-mini they stand for its own lists.
+_MINI_LISTS: dict[str, str] = {"train": "mini_train", "val": "mini_val"}
+_VERSION_HINT = ("train/val: v1.0-trainval, mini_train/mini_val: v1.0-mini, test: v1.0-test; "
+                 "--nuscenes-version, or version= in Python")
+INFO_SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 _NUSCENES_MAP = LearningMap("nuscenes", NUSCENES_LEARNING_MAP, len(NUSCENES_CLASSES))
 _LOG = logging.getLogger(__name__)
@@ -69,24 +61,6 @@ def read_nuscenes_scan(points_path: str | Path, label_path: str | Path | None = 
     return make_sample(points[:, :3], strength, segment, name or points_path.name, points_path)
 
 
-def _read_table(path: Path, keys: Sequence[str]) -> list[dict]:
-    """A nuScenes JSON table (list of records), checking every record has ``keys``."""
-    path = require_file(path, "nuscenes", NUSCENES_LAYOUT)
-    try:
-        rows = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CorruptFileError(f"nuScenes table {str(path)!r} is not valid JSON ({err}); "
-                               f"re-extract the metadata archive") from err
-    if not isinstance(rows, list):
-        raise CorruptFileError(f"nuScenes table {str(path)!r} must be a JSON list of records")
-    for i, row in enumerate(rows):
-        lacking = [k for k in keys if not isinstance(row, dict) or k not in row]
-        if lacking:
-            raise CorruptFileError(f"nuScenes table {str(path)!r}: record {i} lacks {lacking}; "
-                                   f"re-extract the metadata archive of this version")
-    return rows
-
-
 def read_scene_list(scenes: Sequence[str] | str | Path) -> list[str]:
     """Scene names from a sequence, or from a text file (one per line, '#' comments)."""
     if isinstance(scenes, (str, Path)):
@@ -99,8 +73,53 @@ def read_scene_list(scenes: Sequence[str] | str | Path) -> list[str]:
     return [str(s) for s in scenes]
 
 
+def _table_keyframes(root: Path, version: str, split: str,
+                     scenes: Sequence[str] | str | Path | None) -> tuple[list[KeyFrame], bool]:
+    """The keyframes of ``split`` from the version's tables (module docstring: which scenes)."""
+    index = table_index(root, version)
+    list_name = _MINI_LISTS.get(split, split) if version == "v1.0-mini" else split
+    list_file = root / "splits" / f"{list_name}.txt"
+    if scenes is not None:
+        wanted, source = read_scene_list(scenes), "the scenes asked for"
+    elif list_file.is_file():
+        wanted, source = read_scene_list(list_file), str(list_file)
+    elif list_name in official_splits():
+        wanted, source = list(official_splits()[list_name]), f"the official {list_name} list"
+    elif split == "all":
+        return list(index.keyframes), index.labelled
+    else:
+        raise ValueError(f"nuScenes split {split!r} is not an official split ("
+                         f"{', '.join(official_splits())} or 'all') and {str(list_file)!r} does "
+                         f"not exist: write the split's scene names there, one per line")
+    unknown = [name for name in wanted if name not in index.scenes]
+    if unknown:
+        hint = (f"none of them is in this version ({_VERSION_HINT})" if len(unknown) == len(wanted)
+                else "check the names, or re-extract the metadata archive if scenes are missing")
+        raise ValueError(f"nuScenes scenes {unknown[:5]} ({len(unknown)} of {len(wanted)}, from "
+                         f"{source}) are not in {str(root / version / 'scene.json')!r}: {hint}")
+    chosen = set(wanted)
+    return [k for k in index.keyframes if k.scene in chosen], index.labelled
+
+
+def _info_keyframes(root: Path, split: str,
+                    scenes: Sequence[str] | str | Path | None) -> list[KeyFrame]:
+    """The keyframes Pointcept's info file of ``split`` lists."""
+    if scenes is not None or split not in INFO_SPLITS:
+        raise ValueError(f"nuScenes under {str(root)!r} is in Pointcept's info layout, which holds "
+                         f"the splits {', '.join(INFO_SPLITS)} only (asked: split={split!r}"
+                         f"{', scenes=...' if scenes is not None else ''}); choosing scenes needs "
+                         f"the version's tables")
+    found = sorted((root / "info").glob(f"nuscenes_infos_*sweeps_{split}.pkl"))
+    if len(found) != 1:
+        raise layout_error(f"nuScenes info folder {str(root / 'info')!r} holds "
+                           f"{[p.name for p in found] or 'no'} info file(s) of split {split!r}; "
+                           f"it needs exactly one nuscenes_infos_<K>sweeps_{split}.pkl",
+                           NUSCENES_LAYOUT)
+    return list(info_index(found[0]))
+
+
 class NuScenesDataset(PointCloudDataset):
-    """LIDAR_TOP keyframes of one split (module docstring: how the split is chosen).
+    """LIDAR_TOP keyframes of one split (module docstring: layouts and how the split is chosen).
 
     Sample names are the sample_data tokens; samples are sorted by point-file name (time order).
     """
@@ -108,65 +127,37 @@ class NuScenesDataset(PointCloudDataset):
     class_names = NUSCENES_CLASSES
 
     def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None,
-                 seed: int = 0, version: str | None = None,
+                 seed: int = 0, version: str = DEFAULT_NUSCENES_VERSION,
                  scenes: Sequence[str] | str | Path | None = None) -> None:
         super().__init__(transform, seed)
+        if version not in NUSCENES_VERSIONS:
+            raise ValueError(f"nuScenes version {version!r} is not one of "
+                             f"{', '.join(NUSCENES_VERSIONS)}")
         self.root = require_dir(Path(root), "nuscenes", NUSCENES_LAYOUT)
-        version = version or ("v1.0-test" if split == "test" else "v1.0-trainval")
-        list_file = self.root / "splits" / f"{split}.txt"
-        if scenes is None and list_file.is_file():
-            scenes = list_file
-        elif scenes is None and split not in ("all", "test"):
-            raise layout_error(
-                f"nuScenes split {split!r} needs the scene list {str(list_file)!r} (the official "
-                f"lists ship with the nuscenes-devkit, unavailable offline: save the split's scene "
-                f"names there, one per line, or pass split='all' for every keyframe of {version})",
-                NUSCENES_LAYOUT)
         self.split, self.version = split, version
-        table_dir = require_dir(self.root / version, "nuscenes", NUSCENES_LAYOUT,
-                                f"metadata folder of version {version!r}")
-        sample_data = _read_table(table_dir / "sample_data.json",
-                                  ("token", "sample_token", "filename", "is_key_frame"))
-        keyframes = [r for r in sample_data
-                     if r["is_key_frame"] and str(r["filename"]).startswith("samples/LIDAR_TOP/")]
-        if scenes is not None:
-            wanted = read_scene_list(scenes)
-            scene_rows = _read_table(table_dir / "scene.json", ("token", "name"))
-            by_name = {r["name"]: r["token"] for r in scene_rows}
-            unknown = [s for s in wanted if s not in by_name]
-            if unknown:
-                raise ValueError(f"nuScenes scenes {unknown[:5]} are not in "
-                                 f"{str(table_dir / 'scene.json')!r}; check the names and the "
-                                 f"version ({version})")
-            tokens = {by_name[s] for s in wanted}
-            sample_scene = {r["token"]: r["scene_token"]
-                            for r in _read_table(table_dir / "sample.json", ("token", "scene_token"))}
-            keyframes = [r for r in keyframes if sample_scene.get(r["sample_token"]) in tokens]
-        lidarseg_path = table_dir / "lidarseg.json"
-        self.labelled = lidarseg_path.is_file()
-        labels: dict[str, str] = {}
-        if self.labelled:
-            labels = {r["sample_data_token"]: r["filename"]
-                      for r in _read_table(lidarseg_path, ("sample_data_token", "filename"))}
+        if (self.root / version).is_dir():
+            keyframes, self.labelled = _table_keyframes(self.root, version, split, scenes)
+            files_root = self.root
+        elif (self.root / "info").is_dir():
+            keyframes = _info_keyframes(self.root, split, scenes)
+            self.labelled = any(k.label is not None for k in keyframes)
+            files_root = self.root / "raw" if (self.root / "raw").is_dir() else self.root
         else:
-            _LOG.info("nuscenes: %s has no lidarseg.json; samples are unlabelled (segment -1)",
-                      table_dir)
-        self.samples: list[tuple[Path, Path | None, str]] = []
-        for r in sorted(keyframes, key=lambda r: r["filename"]):
-            label = None
-            if self.labelled:
-                if r["token"] not in labels:
-                    raise layout_error(f"nuScenes keyframe {r['token']} ({r['filename']}) has no "
-                                       f"entry in {str(lidarseg_path)!r}", NUSCENES_LAYOUT)
-                label = self.root / labels[r["token"]]
-            self.samples.append((self.root / r["filename"], label, r["token"]))
-        if not self.samples:
-            raise layout_error(f"nuScenes version {version!r} under {str(self.root)!r} has no "
-                               f"LIDAR_TOP keyframes for the selected scenes", NUSCENES_LAYOUT)
+            raise layout_error(f"nuScenes root {str(self.root)!r} holds neither the tables of "
+                               f"version {version!r} ({version}/) nor Pointcept's info/ folder",
+                               NUSCENES_LAYOUT)
+        if not self.labelled:
+            _LOG.info("nuscenes: split %s of %s is unlabelled (segment -1)", split, self.root)
+        self.files_root = files_root
+        self.keyframes: tuple[KeyFrame, ...] = tuple(keyframes)  # paths joined in load()
+        if not self.keyframes:
+            raise layout_error(f"nuScenes split {split!r} under {str(self.root)!r} has no "
+                               f"LIDAR_TOP keyframes", NUSCENES_LAYOUT)
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.keyframes)
 
     def load(self, index: int) -> dict:
-        points, label, name = self.samples[index]
-        return read_nuscenes_scan(points, label, name)
+        k = self.keyframes[index]
+        label = None if k.label is None else self.files_root / k.label
+        return read_nuscenes_scan(self.files_root / k.points, label, k.token)
