@@ -1,0 +1,388 @@
+"""Waymo Open Dataset v2 (parquet components) read with pyarrow, no TensorFlow (spec F).
+
+One segment of one split is five parquet files, one per component folder (spec F1):
+``lidar`` (range images, both returns, every lidar), ``lidar_calibration`` (extrinsic and beam
+inclinations per lidar), ``lidar_pose`` (the per-pixel vehicle pose of the top lidar),
+``vehicle_pose`` (the frame's vehicle pose) and ``lidar_segmentation`` (semantic labels of the top
+lidar, labelled frames only). :func:`read_segment_frames` turns the labelled frames of a segment
+into vehicle-frame points with the conventions of the preprocessed layout (spec C1): every lidar,
+return 1 of all lidars then return 2, pixels with range > 0, strength ``tanh(intensity)``, label
+``semantic class - 1`` on the top lidar and -1 on the others. The geometry (spec F2-F4) is computed
+in float64 from the stored values. Every read error names the file and, where one is at fault,
+the column.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .validation import CorruptFileError, DatasetLayoutError
+
+KEY_SEGMENT = "key.segment_context_name"
+KEY_TIME = "key.frame_timestamp_micros"
+KEY_LASER = "key.laser_name"
+TOP_LASER = 1  # LaserName: TOP 1, FRONT 2, SIDE_LEFT 3, SIDE_RIGHT 4, REAR 5
+RETURNS = ("range_image_return1", "range_image_return2")
+
+# component folder -> the column prefix of its fields
+LIDAR = "lidar"
+CALIBRATION = "lidar_calibration"
+PIXEL_POSE = "lidar_pose"
+VEHICLE_POSE = "vehicle_pose"
+SEGMENTATION = "lidar_segmentation"
+PREFIX = {
+    LIDAR: "[LiDARComponent]",
+    CALIBRATION: "[LiDARCalibrationComponent]",
+    PIXEL_POSE: "[LiDARPoseComponent]",
+    VEHICLE_POSE: "[VehiclePoseComponent]",
+    SEGMENTATION: "[LiDARSegmentationLabelComponent]",
+}
+COMPONENTS = tuple(PREFIX)
+# channels of the range-image-shaped fields: (H, W, C)
+LIDAR_CHANNELS = 4  # range, intensity, elongation, in a no-label zone
+POSE_CHANNELS = 6  # roll, pitch, yaw, x, y, z of world_from_vehicle
+LABEL_CHANNELS = 2  # instance id, semantic class
+_BATCH_ROWS = 8  # rows decoded at a time: bounds memory on files holding one large row group
+
+
+def column(component: str, field: str) -> str:
+    """The official column name of ``field`` of ``component``, e.g. ``[LiDARComponent].x``."""
+    return f"{PREFIX[component]}.{field}"
+
+
+def component_path(split_dir: Path, component: str, segment: str) -> Path:
+    """``<split>/<component>/<segment>.parquet``, the v2 download's layout."""
+    return Path(split_dir) / component / f"{segment}.parquet"
+
+
+@dataclass(frozen=True)
+class LidarCalibration:
+    """One lidar's calibration: ``extrinsic`` (4,4) lidar -> vehicle, beam inclinations in radians
+    as ``(min, max)`` (uniform) or ``per_beam`` (H,) ascending, as stored."""
+
+    extrinsic: np.ndarray
+    inclination_min: float
+    inclination_max: float
+    per_beam: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One converted frame: points in the vehicle frame at ``timestamp``."""
+
+    timestamp: int
+    coord: np.ndarray  # (n, 3) float32
+    strength: np.ndarray  # (n, 1) float32, tanh(intensity)
+    segment: np.ndarray  # (n,) int32, semantic class - 1 (-1 undefined / unlabelled lidar)
+    pose: np.ndarray  # (4, 4) float64, world_from_vehicle
+
+
+# --- geometry (spec F2-F4) ---------------------------------------------------------------------
+
+def row_inclinations(calib: LidarCalibration, height: int) -> np.ndarray:
+    """Inclination of each range image row, row 0 first (row 0 is the highest beam, spec F2)."""
+    if calib.per_beam is not None:
+        ascending = calib.per_beam
+    else:
+        ascending = calib.inclination_min + (np.arange(height) + 0.5) / height * (
+            calib.inclination_max - calib.inclination_min)
+    return ascending[::-1]
+
+
+def column_azimuths(extrinsic: np.ndarray, width: int) -> np.ndarray:
+    """Azimuth in the lidar frame of each range image column (spec F2): column 0 looks backwards
+    (vehicle-frame azimuth just below +pi), azimuth decreases left to right, and the extrinsic's
+    yaw is subtracted so that every lidar's columns share the vehicle-frame azimuths."""
+    yaw = np.arctan2(extrinsic[1, 0], extrinsic[0, 0])
+    return np.pi * (1.0 - (2.0 * np.arange(width) + 1.0) / width) - yaw
+
+
+def euler_rotation(roll: np.ndarray, pitch: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) rotation ``Rz(yaw) Ry(pitch) Rx(roll)`` (3-2-1 Euler angles, spec F3)."""
+    cr, sr = np.cos(roll), np.sin(roll)
+    cp, sp = np.cos(pitch), np.sin(pitch)
+    cy, sy = np.cos(yaw), np.sin(yaw)
+    rot = np.empty(np.shape(roll) + (3, 3))
+    rot[..., 0, 0] = cy * cp
+    rot[..., 0, 1] = cy * sp * sr - sy * cr
+    rot[..., 0, 2] = cy * sp * cr + sy * sr
+    rot[..., 1, 0] = sy * cp
+    rot[..., 1, 1] = sy * sp * sr + cy * cr
+    rot[..., 1, 2] = sy * sp * cr - cy * sr
+    rot[..., 2, 0] = -sp
+    rot[..., 2, 1] = cp * sr
+    rot[..., 2, 2] = cp * cr
+    return rot
+
+
+def range_image_points(
+    range_image: np.ndarray, calib: LidarCalibration,
+    pixel_pose: np.ndarray | None = None, world_from_vehicle: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vehicle-frame points of the pixels with range > 0 of one (H, W) range image.
+
+    Returns ``(mask, xyz)``: mask (H, W) of the kept pixels, xyz (n, 3) float64 in row-major
+    pixel order. With ``pixel_pose`` (H, W, 6) each point is first carried to the world by the
+    vehicle pose at its own capture time, then back into the vehicle frame of
+    ``world_from_vehicle`` (the frame's pose), which undoes the motion during the sweep (spec F3).
+    """
+    height, width = range_image.shape
+    mask = range_image > 0
+    rows, cols = np.nonzero(mask)
+    rng = range_image[rows, cols].astype(np.float64)
+    incl = row_inclinations(calib, height)[rows]
+    azim = column_azimuths(calib.extrinsic, width)[cols]
+    cos_incl = np.cos(incl)
+    sensor = np.stack([rng * cos_incl * np.cos(azim), rng * cos_incl * np.sin(azim), rng * np.sin(incl)], 1)
+    xyz = sensor @ calib.extrinsic[:3, :3].T + calib.extrinsic[:3, 3]
+    if pixel_pose is not None:
+        pose = pixel_pose[rows, cols].astype(np.float64)
+        rot = euler_rotation(pose[:, 0], pose[:, 1], pose[:, 2])
+        world = np.einsum("nij,nj->ni", rot, xyz) + pose[:, 3:6]
+        rot_f, t_f = world_from_vehicle[:3, :3], world_from_vehicle[:3, 3]
+        xyz = (world - t_f) @ rot_f  # rot_f^T (world - t_f), row-vector form
+    return mask, xyz
+
+
+# --- parquet reading (spec F1) -----------------------------------------------------------------
+
+def open_component(split_dir: Path, component: str, segment: str, fields: list[str]) -> pq.ParquetFile:
+    """Open one component file and check that it holds ``fields`` (full column names)."""
+    path = component_path(split_dir, component, segment)
+    if not path.is_file():
+        raise DatasetLayoutError(
+            f"waymo v2 component file {str(path)!r} is missing (component {component!r} of segment "
+            f"{segment!r}); download the {component!r} folder of this split of the Waymo Open "
+            f"Dataset v2 perception data next to the others"
+        )
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise CorruptFileError(
+            f"waymo v2 component file {str(path)!r} cannot be read as parquet ({err}); the file is "
+            f"truncated or corrupt: download it again"
+        ) from err
+    names = set(pf.schema_arrow.names)
+    missing = [f for f in fields if f not in names]
+    if missing:
+        raise CorruptFileError(
+            f"waymo v2 component file {str(path)!r} has no column {missing[0]!r}"
+            + (f" (nor {missing[1:]})" if len(missing) > 1 else "")
+            + f"; it is not a {component!r} component of the v2 perception data: download it again"
+        )
+    return pf
+
+
+def iter_rows(pf: pq.ParquetFile, fields: list[str], keep=None) -> Iterator[dict]:
+    """Rows of ``pf`` as dicts of Python/pyarrow scalars, decoded ``_BATCH_ROWS`` at a time.
+
+    ``keep(timestamp, laser)`` (when given) selects rows from the key columns before the value
+    columns of a batch are converted, so unwanted range images cost only their decoding.
+    """
+    try:
+        for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=fields):
+            cols = {name: batch.column(name) for name in fields}
+            for i in range(batch.num_rows):
+                if keep is not None and not keep(cols[KEY_TIME][i].as_py(),
+                                                 cols[KEY_LASER][i].as_py() if KEY_LASER in cols else None):
+                    continue
+                yield {name: cols[name][i] for name in fields}
+    except (pa.ArrowException, OSError) as err:
+        raise CorruptFileError(f"cannot decode the parquet data ({err})") from err
+
+
+def _where(path: Path, row: dict) -> str:
+    keys = ", ".join(f"{k}={row[k].as_py()!r}" for k in (KEY_TIME, KEY_LASER) if k in row)
+    return f"{str(path)!r} (row {keys})"
+
+
+def _values(path: Path, row: dict, name: str, dtype: type, size: int | None = None) -> np.ndarray | None:
+    """The list values of column ``name`` of ``row`` as a numpy array (None when null)."""
+    scalar = row[name]
+    if not scalar.is_valid:
+        return None
+    values = np.asarray(scalar.values.to_numpy(zero_copy_only=False), dtype=dtype)
+    if size is not None and values.size != size:
+        raise CorruptFileError(f"waymo v2 file {_where(path, row)}: column {name!r} holds {values.size} "
+                               f"values, expected {size}; the file is corrupt: download it again")
+    return values
+
+
+def _image(path: Path, row: dict, component: str, field: str, channels: int, dtype: type) -> np.ndarray | None:
+    """The (H, W, channels) image stored as ``<field>.values`` and ``<field>.shape`` (None if null)."""
+    values_col, shape_col = column(component, f"{field}.values"), column(component, f"{field}.shape")
+    shape = _values(path, row, shape_col, np.int64)
+    values = _values(path, row, values_col, dtype)
+    if shape is None or values is None:
+        if (shape is None) != (values is None):
+            raise CorruptFileError(f"waymo v2 file {_where(path, row)}: exactly one of {values_col!r} and "
+                                   f"{shape_col!r} is null; the file is corrupt: download it again")
+        return None
+    if shape.size != 3 or shape[2] != channels or (shape <= 0).any() or values.size != int(np.prod(shape)):
+        raise CorruptFileError(
+            f"waymo v2 file {_where(path, row)}: column {values_col!r} holds {values.size} values for "
+            f"the shape {shape.tolist()} of {shape_col!r}, expected (H, W, {channels}) with H*W*{channels} "
+            f"values; the file is corrupt: download it again"
+        )
+    return values.reshape(shape)
+
+
+def read_calibrations(split_dir: Path, segment: str) -> dict[int, LidarCalibration]:
+    """Calibration of every lidar of ``segment``, by laser name."""
+    extrinsic = column(CALIBRATION, "extrinsic.transform")
+    lo, hi, per = (column(CALIBRATION, f"beam_inclination.{f}") for f in ("min", "max", "values"))
+    pf = open_component(split_dir, CALIBRATION, segment, [KEY_LASER, extrinsic, lo, hi, per])
+    path = component_path(split_dir, CALIBRATION, segment)
+    calibs = {}
+    for row in _rows(pf, path, [KEY_LASER, extrinsic, lo, hi, per]):
+        ext = _values(path, row, extrinsic, np.float64, 16)
+        if ext is None or not row[lo].is_valid or not row[hi].is_valid:
+            raise CorruptFileError(f"waymo v2 file {_where(path, row)}: {extrinsic!r}, {lo!r} and {hi!r} "
+                                   f"must not be null; the file is corrupt: download it again")
+        per_beam = _values(path, row, per, np.float64)
+        calibs[row[KEY_LASER].as_py()] = LidarCalibration(
+            ext.reshape(4, 4), float(row[lo].as_py()), float(row[hi].as_py()),
+            per_beam if per_beam is not None and per_beam.size else None)
+    return calibs
+
+
+def _rows(pf: pq.ParquetFile, path: Path, fields: list[str], keep=None) -> Iterator[dict]:
+    try:
+        yield from iter_rows(pf, fields, keep)
+    except CorruptFileError as err:
+        raise CorruptFileError(f"waymo v2 component file {str(path)!r}: {err}; download it again") from err
+
+
+def labelled_timestamps(split_dir: Path, segment: str) -> list[int]:
+    """Timestamps of the frames whose top lidar carries segmentation labels, sorted."""
+    pf = open_component(split_dir, SEGMENTATION, segment, [KEY_TIME, KEY_LASER])
+    path = component_path(split_dir, SEGMENTATION, segment)
+    return sorted({row[KEY_TIME].as_py() for row in _rows(pf, path, [KEY_TIME, KEY_LASER])
+                   if row[KEY_LASER].as_py() == TOP_LASER})
+
+
+def frame_count(split_dir: Path, segment: str) -> int:
+    """Number of frames of ``segment`` (rows of its vehicle pose component)."""
+    pf = open_component(split_dir, VEHICLE_POSE, segment, [KEY_TIME])
+    return pf.metadata.num_rows
+
+
+def read_segment_frames(split_dir: Path, segment: str, timestamps: list[int]) -> Iterator[Frame]:
+    """Convert the frames ``timestamps`` of ``segment`` (spec F5), yielding them as they complete.
+
+    A frame is complete when the lidar file has yielded a row for every calibrated lidar; a wanted
+    frame still incomplete at the end of the file is an error naming the file and the lidars.
+    """
+    split_dir = Path(split_dir)
+    wanted = set(timestamps)
+    calibs = read_calibrations(split_dir, segment)
+    if TOP_LASER not in calibs:
+        raise CorruptFileError(f"waymo v2 file {str(component_path(split_dir, CALIBRATION, segment))!r} has "
+                               f"no row for the top lidar ({KEY_LASER} = {TOP_LASER}); download it again")
+    poses = _read_vehicle_poses(split_dir, segment, wanted)
+    pixel_poses = _read_top_images(split_dir, PIXEL_POSE, segment, wanted, ("range_image_return1",),
+                                   POSE_CHANNELS, np.float32)
+    labels = _read_top_images(split_dir, SEGMENTATION, segment, wanted, RETURNS, LABEL_CHANNELS, np.int32)
+    for name, found in ((VEHICLE_POSE, poses), (PIXEL_POSE, pixel_poses), (SEGMENTATION, labels)):
+        absent = sorted(wanted - found.keys())
+        if absent:
+            raise CorruptFileError(
+                f"waymo v2 file {str(component_path(split_dir, name, segment))!r} has no row for the "
+                f"labelled frame(s) {absent[:3]} (of {len(absent)}); the segment's components do not "
+                f"match: download them again"
+            )
+    fields = [KEY_TIME, KEY_LASER] + [column(LIDAR, f"{r}.{p}") for r in RETURNS for p in ("values", "shape")]
+    pf = open_component(split_dir, LIDAR, segment, fields)
+    path = component_path(split_dir, LIDAR, segment)
+    pending: dict[int, dict[int, list[np.ndarray | None]]] = {}
+    for row in _rows(pf, path, fields, keep=lambda t, laser: t in wanted and laser in calibs):
+        ts, laser = row[KEY_TIME].as_py(), row[KEY_LASER].as_py()
+        images = [_image(path, row, LIDAR, r, LIDAR_CHANNELS, np.float32) for r in RETURNS]
+        pending.setdefault(ts, {})[laser] = images
+        if len(pending[ts]) == len(calibs):
+            yield _assemble(path, ts, pending.pop(ts), calibs, poses[ts], pixel_poses[ts][0], labels[ts])
+            wanted.discard(ts)
+    if wanted:
+        ts = min(wanted)
+        have = sorted(pending.get(ts, {}))
+        raise CorruptFileError(
+            f"waymo v2 component file {str(path)!r} lacks range images of frame {KEY_TIME}={ts}: it has "
+            f"lidars {have}, the calibration lists {sorted(calibs)} (and {len(wanted) - 1} more frame(s) are "
+            f"incomplete); download it again"
+        )
+
+
+def _read_vehicle_poses(split_dir: Path, segment: str, wanted: set[int]) -> dict[int, np.ndarray]:
+    transform = column(VEHICLE_POSE, "world_from_vehicle.transform")
+    pf = open_component(split_dir, VEHICLE_POSE, segment, [KEY_TIME, transform])
+    path = component_path(split_dir, VEHICLE_POSE, segment)
+    poses = {}
+    for row in _rows(pf, path, [KEY_TIME, transform], keep=lambda t, _: t in wanted):
+        pose = _values(path, row, transform, np.float64, 16)
+        if pose is None:
+            raise CorruptFileError(f"waymo v2 file {_where(path, row)}: {transform!r} is null; download it again")
+        poses[row[KEY_TIME].as_py()] = pose.reshape(4, 4)
+    return poses
+
+
+def _read_top_images(split_dir: Path, component: str, segment: str, wanted: set[int], fields: tuple[str, ...],
+                     channels: int, dtype: type) -> dict[int, list[np.ndarray | None]]:
+    """Per wanted frame, the top lidar's images ``fields`` of ``component`` (None where null)."""
+    names = [column(component, f"{f}.{p}") for f in fields for p in ("values", "shape")]
+    pf = open_component(split_dir, component, segment, [KEY_TIME, KEY_LASER] + names)
+    path = component_path(split_dir, component, segment)
+    out = {}
+    for row in _rows(pf, path, [KEY_TIME, KEY_LASER] + names,
+                     keep=lambda t, laser: t in wanted and laser == TOP_LASER):
+        out[row[KEY_TIME].as_py()] = [_image(path, row, component, f, channels, dtype) for f in fields]
+    return out
+
+
+def _assemble(path: Path, ts: int, images: dict[int, list], calibs: dict[int, LidarCalibration],
+              pose: np.ndarray, pixel_pose: np.ndarray | None, labels: list[np.ndarray | None]) -> Frame:
+    """Points of every lidar of one frame in the preprocessed layout's order (spec F5)."""
+    coords, strengths, segments = [], [], []
+    for ret in range(len(RETURNS)):
+        for laser in sorted(images):
+            image = images[laser][ret]
+            if image is None:
+                continue
+            top = laser == TOP_LASER
+            if top and pixel_pose is not None and pixel_pose.shape[:2] != image.shape[:2]:
+                raise CorruptFileError(
+                    f"waymo v2 frame {KEY_TIME}={ts} of {str(path)!r}: the top lidar's pixel pose is "
+                    f"{pixel_pose.shape[:2]} but its range image is {image.shape[:2]}; the lidar and "
+                    f"lidar_pose components do not match: download them again")
+            calib = calibs[laser]
+            if calib.per_beam is not None and calib.per_beam.size != image.shape[0]:
+                raise CorruptFileError(
+                    f"waymo v2 calibration of lidar {laser}: column "
+                    f"{column(CALIBRATION, 'beam_inclination.values')!r} holds {calib.per_beam.size} beams but "
+                    f"the range image of frame {ts} in {str(path)!r} has {image.shape[0]} rows; download the "
+                    f"segment's components again")
+            mask, xyz = range_image_points(image[..., 0], calib, pixel_pose if top else None, pose if top else None)
+            coords.append(xyz)
+            strengths.append(np.tanh(image[..., 1][mask]))
+            label = labels[ret] if top else None
+            if label is not None:
+                if label.shape[:2] != image.shape[:2]:
+                    raise CorruptFileError(
+                        f"waymo v2 frame {KEY_TIME}={ts}: the top lidar's return {ret + 1} labels are "
+                        f"{label.shape[:2]} but its range image in {str(path)!r} is {image.shape[:2]}; "
+                        f"the lidar and lidar_segmentation components do not match: download them again")
+                segments.append(label[..., 1][mask].astype(np.int32) - 1)
+            else:
+                segments.append(np.full(xyz.shape[0], -1, dtype=np.int32))
+    coord = np.concatenate(coords) if coords else np.zeros((0, 3))
+    return Frame(
+        timestamp=ts,
+        coord=coord.astype(np.float32),
+        strength=(np.concatenate(strengths) if strengths else np.zeros(0)).astype(np.float32).reshape(-1, 1),
+        segment=np.concatenate(segments) if segments else np.zeros(0, dtype=np.int32),
+        pose=pose,
+    )
