@@ -240,3 +240,13 @@ def test_train_run_reads_a_v2_root_through_the_conversion(v2_root, tmp_path, mon
     data = prepare_splits(cfg, DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")))
     assert len(data.train) == 2 and len(data.val_views(False)[0]) == 1
     assert data.train.root == tmp_path / "run" / conv.CONVERTED_DIRNAME
+
+
+def test_files_with_many_row_groups_convert_the_same(v2_root, converted, tmp_path):
+    src = _copy(v2_root, tmp_path)
+    for component in ("lidar", "lidar_pose", "lidar_segmentation", "vehicle_pose"):
+        path = src / "training" / component / f"{SEG_TRAIN}.parquet"
+        pq.write_table(pq.read_table(path), path, row_group_size=1)
+    conv.convert_waymo(src, tmp_path / "dst", 1, False)
+    for path in (converted / "training").rglob("*.npy"):
+        np.testing.assert_array_equal(np.load(tmp_path / "dst" / path.relative_to(converted)), np.load(path))

@@ -178,22 +178,35 @@ def open_component(split_dir: Path, component: str, segment: str, fields: list[s
     return pf
 
 
-def iter_rows(pf: pq.ParquetFile, fields: list[str], keep=None) -> Iterator[dict]:
-    """Rows of ``pf`` as dicts of Python/pyarrow scalars, decoded ``_BATCH_ROWS`` at a time.
+def iter_rows(pf: pq.ParquetFile, path: Path, fields: list[str], keep=None) -> Iterator[dict]:
+    """Rows of ``pf`` (read from ``path``) as dicts of pyarrow scalars, ``_BATCH_ROWS`` at a time.
 
-    ``keep(timestamp, laser)`` (when given) selects rows from the key columns before the value
-    columns of a batch are converted, so unwanted range images cost only their decoding.
+    ``keep(timestamp, laser)`` (when given) selects rows from the key columns first: a row group
+    with no wanted row is never decoded, and unwanted rows of the others are not converted.
     """
+    keys = [k for k in (KEY_TIME, KEY_LASER) if k in fields]
     try:
-        for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=fields):
-            cols = {name: batch.column(name) for name in fields}
-            for i in range(batch.num_rows):
-                if keep is not None and not keep(cols[KEY_TIME][i].as_py(),
-                                                 cols[KEY_LASER][i].as_py() if KEY_LASER in cols else None):
+        for group in range(pf.num_row_groups):
+            wanted = None
+            if keep is not None:
+                key_table = pf.read_row_group(group, columns=keys)
+                times = key_table.column(KEY_TIME).to_pylist()
+                lasers = key_table.column(KEY_LASER).to_pylist() if KEY_LASER in keys else [None] * len(times)
+                wanted = [keep(t, laser) for t, laser in zip(times, lasers)]
+                if not any(wanted):
                     continue
-                yield {name: cols[name][i] for name in fields}
+            first = 0
+            for batch in pf.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group], columns=fields):
+                cols = {name: batch.column(name) for name in fields}
+                for i in range(batch.num_rows):
+                    if wanted is None or wanted[first + i]:
+                        yield {name: cols[name][i] for name in fields}
+                first += batch.num_rows
     except (pa.ArrowException, OSError) as err:
-        raise CorruptFileError(f"cannot decode the parquet data ({err})") from err
+        raise CorruptFileError(
+            f"waymo v2 component file {str(path)!r} cannot be decoded ({err}); the file is truncated or "
+            f"corrupt: download it again"
+        ) from err
 
 
 def _where(path: Path, row: dict) -> str:
@@ -239,7 +252,7 @@ def read_calibrations(split_dir: Path, segment: str) -> dict[int, LidarCalibrati
     pf = open_component(split_dir, CALIBRATION, segment, [KEY_LASER, extrinsic, lo, hi, per])
     path = component_path(split_dir, CALIBRATION, segment)
     calibs = {}
-    for row in _rows(pf, path, [KEY_LASER, extrinsic, lo, hi, per]):
+    for row in iter_rows(pf, path, [KEY_LASER, extrinsic, lo, hi, per]):
         ext = _values(path, row, extrinsic, np.float64, 16)
         if ext is None or not row[lo].is_valid or not row[hi].is_valid:
             raise CorruptFileError(f"waymo v2 file {_where(path, row)}: {extrinsic!r}, {lo!r} and {hi!r} "
@@ -251,18 +264,11 @@ def read_calibrations(split_dir: Path, segment: str) -> dict[int, LidarCalibrati
     return calibs
 
 
-def _rows(pf: pq.ParquetFile, path: Path, fields: list[str], keep=None) -> Iterator[dict]:
-    try:
-        yield from iter_rows(pf, fields, keep)
-    except CorruptFileError as err:
-        raise CorruptFileError(f"waymo v2 component file {str(path)!r}: {err}; download it again") from err
-
-
 def labelled_timestamps(split_dir: Path, segment: str) -> list[int]:
     """Timestamps of the frames whose top lidar carries segmentation labels, sorted."""
     pf = open_component(split_dir, SEGMENTATION, segment, [KEY_TIME, KEY_LASER])
     path = component_path(split_dir, SEGMENTATION, segment)
-    return sorted({row[KEY_TIME].as_py() for row in _rows(pf, path, [KEY_TIME, KEY_LASER])
+    return sorted({row[KEY_TIME].as_py() for row in iter_rows(pf, path, [KEY_TIME, KEY_LASER])
                    if row[KEY_LASER].as_py() == TOP_LASER})
 
 
@@ -300,7 +306,7 @@ def read_segment_frames(split_dir: Path, segment: str, timestamps: list[int]) ->
     pf = open_component(split_dir, LIDAR, segment, fields)
     path = component_path(split_dir, LIDAR, segment)
     pending: dict[int, dict[int, list[np.ndarray | None]]] = {}
-    for row in _rows(pf, path, fields, keep=lambda t, laser: t in wanted and laser in calibs):
+    for row in iter_rows(pf, path, fields, keep=lambda t, laser: t in wanted and laser in calibs):
         ts, laser = row[KEY_TIME].as_py(), row[KEY_LASER].as_py()
         images = [_image(path, row, LIDAR, r, LIDAR_CHANNELS, np.float32) for r in RETURNS]
         pending.setdefault(ts, {})[laser] = images
@@ -322,7 +328,7 @@ def _read_vehicle_poses(split_dir: Path, segment: str, wanted: set[int]) -> dict
     pf = open_component(split_dir, VEHICLE_POSE, segment, [KEY_TIME, transform])
     path = component_path(split_dir, VEHICLE_POSE, segment)
     poses = {}
-    for row in _rows(pf, path, [KEY_TIME, transform], keep=lambda t, _: t in wanted):
+    for row in iter_rows(pf, path, [KEY_TIME, transform], keep=lambda t, _: t in wanted):
         pose = _values(path, row, transform, np.float64, 16)
         if pose is None:
             raise CorruptFileError(f"waymo v2 file {_where(path, row)}: {transform!r} is null; download it again")
@@ -337,7 +343,7 @@ def _read_top_images(split_dir: Path, component: str, segment: str, wanted: set[
     pf = open_component(split_dir, component, segment, [KEY_TIME, KEY_LASER] + names)
     path = component_path(split_dir, component, segment)
     out = {}
-    for row in _rows(pf, path, [KEY_TIME, KEY_LASER] + names,
+    for row in iter_rows(pf, path, [KEY_TIME, KEY_LASER] + names,
                      keep=lambda t, laser: t in wanted and laser == TOP_LASER):
         out[row[KEY_TIME].as_py()] = [_image(path, row, component, f, channels, dtype) for f in fields]
     return out
