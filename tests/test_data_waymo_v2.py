@@ -250,3 +250,31 @@ def test_files_with_many_row_groups_convert_the_same(v2_root, converted, tmp_pat
     conv.convert_waymo(src, tmp_path / "dst", 1, False)
     for path in (converted / "training").rglob("*.npy"):
         np.testing.assert_array_equal(np.load(tmp_path / "dst" / path.relative_to(converted)), np.load(path))
+
+
+def test_null_return2_labels_give_ignore_on_return2_points(v2_root, converted, tmp_path):
+    src = _copy(v2_root, tmp_path)
+    path = src / "training" / "lidar_segmentation" / f"{SEG_TRAIN}.parquet"
+    table = pq.read_table(path)
+    for suffix in ("values", "shape"):
+        name = f"[LiDARSegmentationLabelComponent].range_image_return2.{suffix}"
+        table = table.set_column(table.schema.get_field_index(name), name,
+                                 pa.nulls(table.num_rows, table.schema.field(name).type))
+    pq.write_table(table, path)
+    conv.convert_waymo(src, tmp_path / "dst", 1, False)
+    frame = Path("training") / SEG_TRAIN / str(TIMES[0]) / "segment.npy"
+    got, full = np.load(tmp_path / "dst" / frame), np.load(converted / frame)
+    wall_x = v2_root[1][("training", SEG_TRAIN)][TIMES[0]]["wall_x"]
+    n_return1 = sum(len(scene.cast_lidar(laser, wall_x, scene.pixel_pose_params(6, 16) if laser == scene.TOP
+                                         else None)[2][0]) for laser in (scene.TOP, scene.FRONT))
+    np.testing.assert_array_equal(got[:n_return1], full[:n_return1])
+    assert (got[n_return1:] == -1).all() and (full[n_return1:] != -1).any()
+
+
+def test_labelled_frame_missing_from_vehicle_pose_is_named(v2_root, tmp_path):
+    src = _copy(v2_root, tmp_path)
+    path = src / "training" / "vehicle_pose" / f"{SEG_TRAIN}.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.filter(pa.array([t != TIMES[0] for t in table.column("key.frame_timestamp_micros").to_pylist()])), path)
+    with pytest.raises(CorruptFileError, match=f"{re.escape(str(path))}.*no row for the labelled frame.*{TIMES[0]}"):
+        conv.convert_waymo(src, tmp_path / "dst", 1, False)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from train.logging_utils import progress
+
 from .validation import DatasetLayoutError
 from .waymo import WAYMO_LAYOUT
 from .waymo_v2 import SEGMENTATION, frame_count, labelled_timestamps, read_segment_frames
@@ -134,8 +136,6 @@ def convert_waymo(src: str | Path, dst: str | Path, workers: int = DEFAULT_WORKE
 
     Returns a summary: segments converted now and before, frames and points written now.
     """
-    from train.logging_utils import progress
-
     src, dst = Path(src), Path(dst)
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")

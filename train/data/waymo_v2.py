@@ -151,131 +151,134 @@ def range_image_points(
 
 # --- parquet reading (spec F1) -----------------------------------------------------------------
 
-def open_component(split_dir: Path, component: str, segment: str, fields: list[str]) -> pq.ParquetFile:
-    """Open one component file and check that it holds ``fields`` (full column names)."""
-    path = component_path(split_dir, component, segment)
-    if not path.is_file():
-        raise DatasetLayoutError(
-            f"waymo v2 component file {str(path)!r} is missing (component {component!r} of segment "
-            f"{segment!r}); download the {component!r} folder of this split of the Waymo Open "
-            f"Dataset v2 perception data next to the others"
-        )
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as err:
-        raise CorruptFileError(
-            f"waymo v2 component file {str(path)!r} cannot be read as parquet ({err}); the file is "
-            f"truncated or corrupt: download it again"
-        ) from err
-    names = set(pf.schema_arrow.names)
-    missing = [f for f in fields if f not in names]
-    if missing:
-        raise CorruptFileError(
-            f"waymo v2 component file {str(path)!r} has no column {missing[0]!r}"
-            + (f" (nor {missing[1:]})" if len(missing) > 1 else "")
-            + f"; it is not a {component!r} component of the v2 perception data: download it again"
-        )
-    return pf
+class ComponentFile:
+    """One component file of one segment, opened with its needed columns checked.
 
-
-def iter_rows(pf: pq.ParquetFile, path: Path, fields: list[str], keep=None) -> Iterator[dict]:
-    """Rows of ``pf`` (read from ``path``) as dicts of pyarrow scalars, ``_BATCH_ROWS`` at a time.
-
-    ``keep(timestamp, laser)`` (when given) selects rows from the key columns first: a row group
-    with no wanted row is never decoded, and unwanted rows of the others are not converted.
+    Errors raised here and through :meth:`error` name the file, and the column where one is at
+    fault, and say to download the file again.
     """
-    keys = [k for k in (KEY_TIME, KEY_LASER) if k in fields]
-    try:
-        for group in range(pf.num_row_groups):
-            wanted = None
-            if keep is not None:
-                key_table = pf.read_row_group(group, columns=keys)
-                times = key_table.column(KEY_TIME).to_pylist()
-                lasers = key_table.column(KEY_LASER).to_pylist() if KEY_LASER in keys else [None] * len(times)
-                wanted = [keep(t, laser) for t, laser in zip(times, lasers)]
-                if not any(wanted):
-                    continue
-            first = 0
-            for batch in pf.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group], columns=fields):
-                cols = {name: batch.column(name) for name in fields}
-                for i in range(batch.num_rows):
-                    if wanted is None or wanted[first + i]:
-                        yield {name: cols[name][i] for name in fields}
-                first += batch.num_rows
-    except (pa.ArrowException, OSError) as err:
-        raise CorruptFileError(
-            f"waymo v2 component file {str(path)!r} cannot be decoded ({err}); the file is truncated or "
-            f"corrupt: download it again"
-        ) from err
 
+    def __init__(self, split_dir: Path, component: str, segment: str, fields: list[str]) -> None:
+        """``fields``: key columns by full name, the component's own columns without the prefix."""
+        self.component = component
+        self.fields = [f if f.startswith("key.") else column(component, f) for f in fields]
+        self.path = component_path(split_dir, component, segment)
+        if not self.path.is_file():
+            raise DatasetLayoutError(
+                f"waymo v2 component file {str(self.path)!r} is missing (component {component!r} of "
+                f"segment {segment!r}); download the {component!r} folder of this split of the Waymo "
+                f"Open Dataset v2 perception data next to the others"
+            )
+        try:
+            self.pf = pq.ParquetFile(self.path)
+        except (pa.ArrowException, OSError) as err:
+            raise CorruptFileError(
+                f"waymo v2 component file {str(self.path)!r} cannot be read as parquet ({err}); the file "
+                f"is truncated or corrupt: download it again"
+            ) from err
+        names = set(self.pf.schema_arrow.names)
+        missing = [f for f in self.fields if f not in names]
+        if missing:
+            raise CorruptFileError(
+                f"waymo v2 component file {str(self.path)!r} has no column {missing[0]!r}"
+                + (f" (nor {missing[1:]})" if len(missing) > 1 else "")
+                + f"; it is not a {component!r} component of the v2 perception data: download it again"
+            )
 
-def _where(path: Path, row: dict) -> str:
-    keys = ", ".join(f"{k}={row[k].as_py()!r}" for k in (KEY_TIME, KEY_LASER) if k in row)
-    return f"{str(path)!r} (row {keys})"
+    def error(self, problem: str, row: dict | None = None) -> CorruptFileError:
+        keys = "" if row is None else " (row " + ", ".join(
+            f"{k}={row[k].as_py()!r}" for k in (KEY_TIME, KEY_LASER) if k in row) + ")"
+        return CorruptFileError(f"waymo v2 component file {str(self.path)!r}{keys}: {problem}; download it again")
 
+    def rows(self, keep=None) -> Iterator[dict]:
+        """Rows as dicts of pyarrow scalars by full column name, ``_BATCH_ROWS`` decoded at a time.
 
-def _values(path: Path, row: dict, name: str, dtype: type, size: int | None = None) -> np.ndarray | None:
-    """The list values of column ``name`` of ``row`` as a numpy array (None when null)."""
-    scalar = row[name]
-    if not scalar.is_valid:
-        return None
-    values = np.asarray(scalar.values.to_numpy(zero_copy_only=False), dtype=dtype)
-    if size is not None and values.size != size:
-        raise CorruptFileError(f"waymo v2 file {_where(path, row)}: column {name!r} holds {values.size} "
-                               f"values, expected {size}; the file is corrupt: download it again")
-    return values
+        ``keep(timestamp, laser)`` (when given) selects rows from the key columns first: a row
+        group with no wanted row is never decoded, and unwanted rows of the others not converted.
+        """
+        keys = [k for k in (KEY_TIME, KEY_LASER) if k in self.fields]
+        try:
+            for group in range(self.pf.num_row_groups):
+                wanted = None
+                if keep is not None:
+                    key_table = self.pf.read_row_group(group, columns=keys)
+                    times = key_table.column(KEY_TIME).to_pylist()
+                    lasers = key_table.column(KEY_LASER).to_pylist() if KEY_LASER in keys else [None] * len(times)
+                    wanted = [keep(t, laser) for t, laser in zip(times, lasers)]
+                    if not any(wanted):
+                        continue
+                first = 0
+                for batch in self.pf.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group], columns=self.fields):
+                    cols = {name: batch.column(name) for name in self.fields}
+                    for i in range(batch.num_rows):
+                        if wanted is None or wanted[first + i]:
+                            yield {name: cols[name][i] for name in self.fields}
+                    first += batch.num_rows
+        except (pa.ArrowException, OSError) as err:
+            raise self.error(f"cannot decode the parquet data ({err}); the file is truncated or corrupt") from err
 
+    def values(self, row: dict, field: str, dtype: type, size: int | None = None) -> np.ndarray | None:
+        """The list values of ``field`` in ``row`` as a numpy array (None when null)."""
+        scalar = row[column(self.component, field)]
+        if not scalar.is_valid:
+            return None
+        values = np.asarray(scalar.values.to_numpy(zero_copy_only=False), dtype=dtype)
+        if size is not None and values.size != size:
+            raise self.error(f"column {column(self.component, field)!r} holds {values.size} values, "
+                             f"expected {size}", row)
+        return values
 
-def _image(path: Path, row: dict, component: str, field: str, channels: int, dtype: type) -> np.ndarray | None:
-    """The (H, W, channels) image stored as ``<field>.values`` and ``<field>.shape`` (None if null)."""
-    values_col, shape_col = column(component, f"{field}.values"), column(component, f"{field}.shape")
-    shape = _values(path, row, shape_col, np.int64)
-    values = _values(path, row, values_col, dtype)
-    if shape is None or values is None:
-        if (shape is None) != (values is None):
-            raise CorruptFileError(f"waymo v2 file {_where(path, row)}: exactly one of {values_col!r} and "
-                                   f"{shape_col!r} is null; the file is corrupt: download it again")
-        return None
-    if shape.size != 3 or shape[2] != channels or (shape <= 0).any() or values.size != int(np.prod(shape)):
-        raise CorruptFileError(
-            f"waymo v2 file {_where(path, row)}: column {values_col!r} holds {values.size} values for "
-            f"the shape {shape.tolist()} of {shape_col!r}, expected (H, W, {channels}) with H*W*{channels} "
-            f"values; the file is corrupt: download it again"
-        )
-    return values.reshape(shape)
+    def scalar(self, row: dict, field: str) -> float:
+        """A non-null float field of ``row``."""
+        value = row[column(self.component, field)]
+        if not value.is_valid:
+            raise self.error(f"column {column(self.component, field)!r} is null", row)
+        return float(value.as_py())
+
+    def image(self, row: dict, field: str, channels: int, dtype: type) -> np.ndarray | None:
+        """The (H, W, channels) image of ``<field>.values`` and ``<field>.shape`` (None if null)."""
+        shape = self.values(row, f"{field}.shape", np.int64)
+        values = self.values(row, f"{field}.values", dtype)
+        values_col = column(self.component, f"{field}.values")
+        if shape is None or values is None:
+            if (shape is None) != (values is None):
+                raise self.error(f"exactly one of {values_col!r} and its shape column is null", row)
+            return None
+        if shape.size != 3 or shape[2] != channels or (shape <= 0).any() or values.size != int(np.prod(shape)):
+            raise self.error(
+                f"column {values_col!r} holds {values.size} values for the shape {shape.tolist()} of "
+                f"{column(self.component, field + '.shape')!r}, expected (H, W, {channels}) with "
+                f"H*W*{channels} values", row)
+        return values.reshape(shape)
 
 
 def read_calibrations(split_dir: Path, segment: str) -> dict[int, LidarCalibration]:
     """Calibration of every lidar of ``segment``, by laser name."""
-    extrinsic = column(CALIBRATION, "extrinsic.transform")
-    lo, hi, per = (column(CALIBRATION, f"beam_inclination.{f}") for f in ("min", "max", "values"))
-    pf = open_component(split_dir, CALIBRATION, segment, [KEY_LASER, extrinsic, lo, hi, per])
-    path = component_path(split_dir, CALIBRATION, segment)
+    f = ComponentFile(split_dir, CALIBRATION, segment, [KEY_LASER, "extrinsic.transform", "beam_inclination.min",
+                                                        "beam_inclination.max", "beam_inclination.values"])
     calibs = {}
-    for row in iter_rows(pf, path, [KEY_LASER, extrinsic, lo, hi, per]):
-        ext = _values(path, row, extrinsic, np.float64, 16)
-        if ext is None or not row[lo].is_valid or not row[hi].is_valid:
-            raise CorruptFileError(f"waymo v2 file {_where(path, row)}: {extrinsic!r}, {lo!r} and {hi!r} "
-                                   f"must not be null; the file is corrupt: download it again")
-        per_beam = _values(path, row, per, np.float64)
+    for row in f.rows():
+        extrinsic = f.values(row, "extrinsic.transform", np.float64, 16)
+        if extrinsic is None:
+            raise f.error(f"column {column(CALIBRATION, 'extrinsic.transform')!r} is null", row)
+        per_beam = f.values(row, "beam_inclination.values", np.float64)
         calibs[row[KEY_LASER].as_py()] = LidarCalibration(
-            ext.reshape(4, 4), float(row[lo].as_py()), float(row[hi].as_py()),
+            extrinsic.reshape(4, 4), f.scalar(row, "beam_inclination.min"), f.scalar(row, "beam_inclination.max"),
             per_beam if per_beam is not None and per_beam.size else None)
+    if TOP_LASER not in calibs:
+        raise f.error(f"no row for the top lidar ({KEY_LASER} = {TOP_LASER})")
     return calibs
 
 
 def labelled_timestamps(split_dir: Path, segment: str) -> list[int]:
     """Timestamps of the frames whose top lidar carries segmentation labels, sorted."""
-    pf = open_component(split_dir, SEGMENTATION, segment, [KEY_TIME, KEY_LASER])
-    path = component_path(split_dir, SEGMENTATION, segment)
-    return sorted({row[KEY_TIME].as_py() for row in iter_rows(pf, path, [KEY_TIME, KEY_LASER])
-                   if row[KEY_LASER].as_py() == TOP_LASER})
+    f = ComponentFile(split_dir, SEGMENTATION, segment, [KEY_TIME, KEY_LASER])
+    return sorted({row[KEY_TIME].as_py() for row in f.rows() if row[KEY_LASER].as_py() == TOP_LASER})
 
 
 def frame_count(split_dir: Path, segment: str) -> int:
     """Number of frames of ``segment`` (rows of its vehicle pose component)."""
-    pf = open_component(split_dir, VEHICLE_POSE, segment, [KEY_TIME])
-    return pf.metadata.num_rows
+    return ComponentFile(split_dir, VEHICLE_POSE, segment, [KEY_TIME]).pf.metadata.num_rows
 
 
 def read_segment_frames(split_dir: Path, segment: str, timestamps: list[int]) -> Iterator[Frame]:
@@ -287,71 +290,64 @@ def read_segment_frames(split_dir: Path, segment: str, timestamps: list[int]) ->
     split_dir = Path(split_dir)
     wanted = set(timestamps)
     calibs = read_calibrations(split_dir, segment)
-    if TOP_LASER not in calibs:
-        raise CorruptFileError(f"waymo v2 file {str(component_path(split_dir, CALIBRATION, segment))!r} has "
-                               f"no row for the top lidar ({KEY_LASER} = {TOP_LASER}); download it again")
     poses = _read_vehicle_poses(split_dir, segment, wanted)
-    pixel_poses = _read_top_images(split_dir, PIXEL_POSE, segment, wanted, ("range_image_return1",),
-                                   POSE_CHANNELS, np.float32)
+    pixel_poses = _read_top_images(split_dir, PIXEL_POSE, segment, wanted, RETURNS[:1], POSE_CHANNELS, np.float32)
     labels = _read_top_images(split_dir, SEGMENTATION, segment, wanted, RETURNS, LABEL_CHANNELS, np.int32)
-    for name, found in ((VEHICLE_POSE, poses), (PIXEL_POSE, pixel_poses), (SEGMENTATION, labels)):
-        absent = sorted(wanted - found.keys())
-        if absent:
-            raise CorruptFileError(
-                f"waymo v2 file {str(component_path(split_dir, name, segment))!r} has no row for the "
-                f"labelled frame(s) {absent[:3]} (of {len(absent)}); the segment's components do not "
-                f"match: download them again"
-            )
-    fields = [KEY_TIME, KEY_LASER] + [column(LIDAR, f"{r}.{p}") for r in RETURNS for p in ("values", "shape")]
-    pf = open_component(split_dir, LIDAR, segment, fields)
-    path = component_path(split_dir, LIDAR, segment)
+    f = ComponentFile(split_dir, LIDAR, segment, [KEY_TIME, KEY_LASER] + [f"{r}.{p}" for r in RETURNS
+                                                                           for p in ("values", "shape")])
     pending: dict[int, dict[int, list[np.ndarray | None]]] = {}
-    for row in iter_rows(pf, path, fields, keep=lambda t, laser: t in wanted and laser in calibs):
+    for row in f.rows(keep=lambda t, laser: t in wanted):
         ts, laser = row[KEY_TIME].as_py(), row[KEY_LASER].as_py()
-        images = [_image(path, row, LIDAR, r, LIDAR_CHANNELS, np.float32) for r in RETURNS]
-        pending.setdefault(ts, {})[laser] = images
+        if laser not in calibs:
+            raise f.error(f"lidar {laser} has no calibration in the {CALIBRATION!r} component (it lists "
+                          f"{sorted(calibs)})", row)
+        pending.setdefault(ts, {})[laser] = [f.image(row, r, LIDAR_CHANNELS, np.float32) for r in RETURNS]
         if len(pending[ts]) == len(calibs):
-            yield _assemble(path, ts, pending.pop(ts), calibs, poses[ts], pixel_poses[ts][0], labels[ts])
+            yield _assemble(f, ts, pending.pop(ts), calibs, poses[ts], pixel_poses[ts][0], labels[ts])
             wanted.discard(ts)
     if wanted:
         ts = min(wanted)
-        have = sorted(pending.get(ts, {}))
-        raise CorruptFileError(
-            f"waymo v2 component file {str(path)!r} lacks range images of frame {KEY_TIME}={ts}: it has "
-            f"lidars {have}, the calibration lists {sorted(calibs)} (and {len(wanted) - 1} more frame(s) are "
-            f"incomplete); download it again"
-        )
+        raise f.error(f"it lacks range images of frame {KEY_TIME}={ts}: it has lidars "
+                      f"{sorted(pending.get(ts, {}))}, the calibration lists {sorted(calibs)} (and "
+                      f"{len(wanted) - 1} more frame(s) are incomplete)")
 
 
 def _read_vehicle_poses(split_dir: Path, segment: str, wanted: set[int]) -> dict[int, np.ndarray]:
-    transform = column(VEHICLE_POSE, "world_from_vehicle.transform")
-    pf = open_component(split_dir, VEHICLE_POSE, segment, [KEY_TIME, transform])
-    path = component_path(split_dir, VEHICLE_POSE, segment)
+    f = ComponentFile(split_dir, VEHICLE_POSE, segment, [KEY_TIME, "world_from_vehicle.transform"])
     poses = {}
-    for row in iter_rows(pf, path, [KEY_TIME, transform], keep=lambda t, _: t in wanted):
-        pose = _values(path, row, transform, np.float64, 16)
+    for row in f.rows(keep=lambda t, _: t in wanted):
+        pose = f.values(row, "world_from_vehicle.transform", np.float64, 16)
         if pose is None:
-            raise CorruptFileError(f"waymo v2 file {_where(path, row)}: {transform!r} is null; download it again")
+            raise f.error(f"column {column(VEHICLE_POSE, 'world_from_vehicle.transform')!r} is null", row)
         poses[row[KEY_TIME].as_py()] = pose.reshape(4, 4)
+    _require_frames(f, wanted, poses)
     return poses
 
 
 def _read_top_images(split_dir: Path, component: str, segment: str, wanted: set[int], fields: tuple[str, ...],
                      channels: int, dtype: type) -> dict[int, list[np.ndarray | None]]:
     """Per wanted frame, the top lidar's images ``fields`` of ``component`` (None where null)."""
-    names = [column(component, f"{f}.{p}") for f in fields for p in ("values", "shape")]
-    pf = open_component(split_dir, component, segment, [KEY_TIME, KEY_LASER] + names)
-    path = component_path(split_dir, component, segment)
+    f = ComponentFile(split_dir, component, segment, [KEY_TIME, KEY_LASER] + [f"{n}.{p}" for n in fields
+                                                                               for p in ("values", "shape")])
     out = {}
-    for row in iter_rows(pf, path, [KEY_TIME, KEY_LASER] + names,
-                     keep=lambda t, laser: t in wanted and laser == TOP_LASER):
-        out[row[KEY_TIME].as_py()] = [_image(path, row, component, f, channels, dtype) for f in fields]
+    for row in f.rows(keep=lambda t, laser: t in wanted and laser == TOP_LASER):
+        out[row[KEY_TIME].as_py()] = [f.image(row, n, channels, dtype) for n in fields]
+        if out[row[KEY_TIME].as_py()][0] is None:
+            raise f.error(f"column {column(component, fields[0] + '.values')!r} is null for the top lidar", row)
+    _require_frames(f, wanted, out)
     return out
 
 
-def _assemble(path: Path, ts: int, images: dict[int, list], calibs: dict[int, LidarCalibration],
-              pose: np.ndarray, pixel_pose: np.ndarray | None, labels: list[np.ndarray | None]) -> Frame:
-    """Points of every lidar of one frame in the preprocessed layout's order (spec F5)."""
+def _require_frames(f: ComponentFile, wanted: set[int], found: dict) -> None:
+    absent = sorted(wanted - found.keys())
+    if absent:
+        raise f.error(f"no row for the labelled frame(s) {absent[:3]} (of {len(absent)}); the segment's "
+                      f"components do not match")
+
+
+def _assemble(f: ComponentFile, ts: int, images: dict[int, list], calibs: dict[int, LidarCalibration],
+              pose: np.ndarray, pixel_pose: np.ndarray, labels: list[np.ndarray | None]) -> Frame:
+    """Points of every lidar of one frame (lidar file ``f``) in the preprocessed layout's order (spec F5)."""
     coords, strengths, segments = [], [], []
     for ret in range(len(RETURNS)):
         for laser in sorted(images):
@@ -359,36 +355,29 @@ def _assemble(path: Path, ts: int, images: dict[int, list], calibs: dict[int, Li
             if image is None:
                 continue
             top = laser == TOP_LASER
-            if top and pixel_pose is not None and pixel_pose.shape[:2] != image.shape[:2]:
-                raise CorruptFileError(
-                    f"waymo v2 frame {KEY_TIME}={ts} of {str(path)!r}: the top lidar's pixel pose is "
-                    f"{pixel_pose.shape[:2]} but its range image is {image.shape[:2]}; the lidar and "
-                    f"lidar_pose components do not match: download them again")
+            label = labels[ret] if top else None
+            for what, other in (("per-pixel pose", pixel_pose if top else None), (f"return {ret + 1} labels", label)):
+                if other is not None and other.shape[:2] != image.shape[:2]:
+                    raise f.error(f"frame {KEY_TIME}={ts}: the top lidar's {what} are {other.shape[:2]} but its "
+                                  f"range image is {image.shape[:2]}; the components do not match")
             calib = calibs[laser]
             if calib.per_beam is not None and calib.per_beam.size != image.shape[0]:
-                raise CorruptFileError(
-                    f"waymo v2 calibration of lidar {laser}: column "
-                    f"{column(CALIBRATION, 'beam_inclination.values')!r} holds {calib.per_beam.size} beams but "
-                    f"the range image of frame {ts} in {str(path)!r} has {image.shape[0]} rows; download the "
-                    f"segment's components again")
+                raise f.error(f"frame {KEY_TIME}={ts}: lidar {laser}'s range image has {image.shape[0]} rows but "
+                              f"its calibration column {column(CALIBRATION, 'beam_inclination.values')!r} holds "
+                              f"{calib.per_beam.size} beams; the components do not match")
             mask, xyz = range_image_points(image[..., 0], calib, pixel_pose if top else None, pose if top else None)
             coords.append(xyz)
             strengths.append(np.tanh(image[..., 1][mask]))
-            label = labels[ret] if top else None
             if label is not None:
-                if label.shape[:2] != image.shape[:2]:
-                    raise CorruptFileError(
-                        f"waymo v2 frame {KEY_TIME}={ts}: the top lidar's return {ret + 1} labels are "
-                        f"{label.shape[:2]} but its range image in {str(path)!r} is {image.shape[:2]}; "
-                        f"the lidar and lidar_segmentation components do not match: download them again")
                 segments.append(label[..., 1][mask].astype(np.int32) - 1)
             else:
                 segments.append(np.full(xyz.shape[0], -1, dtype=np.int32))
-    coord = np.concatenate(coords) if coords else np.zeros((0, 3))
+    if not coords:
+        raise f.error(f"frame {KEY_TIME}={ts} has no range image in any of its rows")
     return Frame(
         timestamp=ts,
-        coord=coord.astype(np.float32),
-        strength=(np.concatenate(strengths) if strengths else np.zeros(0)).astype(np.float32).reshape(-1, 1),
-        segment=np.concatenate(segments) if segments else np.zeros(0, dtype=np.int32),
+        coord=np.concatenate(coords).astype(np.float32).reshape(-1, 3),
+        strength=np.concatenate(strengths).astype(np.float32).reshape(-1, 1),
+        segment=np.concatenate(segments),
         pose=pose,
     )
