@@ -28,12 +28,13 @@ TOP_SHAPE, SIDE_SHAPE = (64, 2650), (200, 600)
 LASERS = {1: TOP_SHAPE, 2: SIDE_SHAPE, 3: SIDE_SHAPE, 4: SIDE_SHAPE, 5: SIDE_SHAPE}
 
 
-def _images(arrays: list[np.ndarray], value_type: pa.DataType) -> tuple[pa.Array, pa.Array]:
+def _put_images(columns: dict, field: str, arrays: list[np.ndarray], value_type: pa.DataType) -> None:
+    """Add ``<field>.values`` (flattened lists) and ``<field>.shape`` columns of ``arrays``."""
     flat = [a.reshape(-1) for a in arrays]
     offsets = np.concatenate([[0], np.cumsum([f.size for f in flat])]).astype(np.int32)
-    values = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(flat), type=value_type))
-    shapes = pa.array([list(a.shape) for a in arrays], pa.list_(pa.int32(), 3))
-    return values, shapes
+    columns[f"{field}.values"] = pa.ListArray.from_arrays(
+        pa.array(offsets), pa.array(np.concatenate(flat), type=value_type))
+    columns[f"{field}.shape"] = pa.array([list(a.shape) for a in arrays], pa.list_(pa.int32(), 3))
 
 
 def _range_image(rng: np.random.Generator, shape: tuple[int, int], hit: float) -> np.ndarray:
@@ -50,46 +51,47 @@ def write_segment(split_dir: Path, segment: str, frames: int, unlabelled_per_lab
     labelled = times[:: 1 + unlabelled_per_labelled]
 
     def keys(ts: list[int], lasers: list[int] | None) -> dict:
-        out = {"key.segment_context_name": pa.array([segment] * len(ts)), "key.frame_timestamp_micros": pa.array(ts, pa.int64())}
+        out = {"key.segment_context_name": pa.array([segment] * len(ts)),
+               "key.frame_timestamp_micros": pa.array(ts, pa.int64())}
         if lasers is not None:
             out["key.laser_name"] = pa.array(lasers, pa.int8())
         return out
 
     def save(component: str, columns: dict) -> None:
         (split_dir / component).mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.table(columns), split_dir / component / f"{segment}.parquet", row_group_size=row_group_rows)
+        pq.write_table(pa.table(columns), split_dir / component / f"{segment}.parquet",
+                       row_group_size=row_group_rows)
+
+    def transforms(matrix: np.ndarray, n: int) -> pa.Array:
+        return pa.array([matrix.reshape(-1).tolist()] * n, pa.list_(pa.float64(), 16))
 
     rows = [(t, laser) for t in times for laser in LASERS]
     lidar = keys([t for t, _ in rows], [laser for _, laser in rows])
     for field, top_hit, side_hit in (("range_image_return1", 0.95, 0.06), ("range_image_return2", 0.10, 0.01)):
-        values, shapes = _images([_range_image(rng, LASERS[laser], top_hit if laser == 1 else side_hit)
-                                  for _, laser in rows], pa.float32())
-        lidar[f"[LiDARComponent].{field}.values"], lidar[f"[LiDARComponent].{field}.shape"] = values, shapes
+        _put_images(lidar, f"[LiDARComponent].{field}", [
+            _range_image(rng, LASERS[laser], top_hit if laser == 1 else side_hit) for _, laser in rows], pa.float32())
     save("lidar", lidar)
     seg = keys(labelled, [1] * frames)
     for field in ("range_image_return1", "range_image_return2"):
-        labels = [np.stack([np.zeros(TOP_SHAPE), rng.integers(0, 23, TOP_SHAPE)], -1).astype(np.int32) for _ in labelled]
-        seg[f"[LiDARSegmentationLabelComponent].{field}.values"], seg[f"[LiDARSegmentationLabelComponent].{field}.shape"] = _images(labels, pa.int32())
+        labels = [np.stack([np.zeros(TOP_SHAPE), rng.integers(0, 23, TOP_SHAPE)], -1).astype(np.int32)
+                  for _ in labelled]
+        _put_images(seg, f"[LiDARSegmentationLabelComponent].{field}", labels, pa.int32())
     save("lidar_segmentation", seg)
+    pixel_pose = np.zeros(TOP_SHAPE + (6,), np.float32)
+    pixel_pose[..., 2] = np.linspace(0.3, 0.31, TOP_SHAPE[1])
+    pixel_pose[..., 3:] = (1000.0, 2000.0, 5.0)
     pose = keys(times, [1] * len(times))
-    poses = []
-    for _ in times:
-        p = np.zeros(TOP_SHAPE + (6,), np.float32)
-        p[..., 2] = np.linspace(0.3, 0.31, TOP_SHAPE[1])
-        p[..., 3:] = (1000.0, 2000.0, 5.0)
-        poses.append(p)
-    pose["[LiDARPoseComponent].range_image_return1.values"], pose["[LiDARPoseComponent].range_image_return1.shape"] = _images(poses, pa.float32())
+    _put_images(pose, "[LiDARPoseComponent].range_image_return1", [pixel_pose] * len(times), pa.float32())
     save("lidar_pose", pose)
     frame_pose = np.eye(4)
     frame_pose[:3, 3] = (1000.0, 2000.0, 5.0)
-    vehicle = keys(times, None)
-    vehicle["[VehiclePoseComponent].world_from_vehicle.transform"] = pa.array([frame_pose.reshape(-1).tolist()] * len(times), pa.list_(pa.float64(), 16))
-    save("vehicle_pose", vehicle)
+    save("vehicle_pose", {**keys(times, None),
+                          "[VehiclePoseComponent].world_from_vehicle.transform": transforms(frame_pose, len(times))})
     lasers = list(LASERS)
     prefix = "[LiDARCalibrationComponent]"
     save("lidar_calibration", {
         "key.segment_context_name": pa.array([segment] * len(lasers)), "key.laser_name": pa.array(lasers, pa.int8()),
-        f"{prefix}.extrinsic.transform": pa.array([np.eye(4).reshape(-1).tolist()] * len(lasers), pa.list_(pa.float64(), 16)),
+        f"{prefix}.extrinsic.transform": transforms(np.eye(4), len(lasers)),
         f"{prefix}.beam_inclination.min": pa.array([-0.31] + [-1.57] * 4, pa.float64()),
         f"{prefix}.beam_inclination.max": pa.array([0.04] + [0.52] * 4, pa.float64()),
         f"{prefix}.beam_inclination.values": pa.array([np.sort(rng.uniform(-0.31, 0.04, 64)).tolist()] + [None] * 4,

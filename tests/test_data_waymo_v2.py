@@ -186,7 +186,8 @@ def test_missing_column_is_named_with_its_file(v2_root, tmp_path):
     path = src / "training" / "lidar" / f"{SEG_TRAIN}.parquet"
     table = pq.read_table(path)
     pq.write_table(table.drop_columns(["[LiDARComponent].range_image_return2.shape"]), path)
-    with pytest.raises(CorruptFileError, match=re.escape(f"{str(path)!r} has no column '[LiDARComponent].range_image_return2.shape'")):
+    message = f"{str(path)!r} has no column '[LiDARComponent].range_image_return2.shape'"
+    with pytest.raises(CorruptFileError, match=re.escape(message)):
         conv.convert_waymo(src, tmp_path / "dst", 1, False)
 
 
@@ -275,6 +276,7 @@ def test_labelled_frame_missing_from_vehicle_pose_is_named(v2_root, tmp_path):
     src = _copy(v2_root, tmp_path)
     path = src / "training" / "vehicle_pose" / f"{SEG_TRAIN}.parquet"
     table = pq.read_table(path)
-    pq.write_table(table.filter(pa.array([t != TIMES[0] for t in table.column("key.frame_timestamp_micros").to_pylist()])), path)
+    times = table.column("key.frame_timestamp_micros").to_pylist()
+    pq.write_table(table.filter(pa.array([t != TIMES[0] for t in times])), path)
     with pytest.raises(CorruptFileError, match=f"{re.escape(str(path))}.*no row for the labelled frame.*{TIMES[0]}"):
         conv.convert_waymo(src, tmp_path / "dst", 1, False)
