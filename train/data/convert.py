@@ -30,7 +30,7 @@ from train.logging_utils import progress
 
 from .validation import DatasetLayoutError
 from .waymo import WAYMO_LAYOUT
-from .waymo_v2 import SEGMENTATION, frame_count, labelled_timestamps, read_segment_frames
+from .waymo_v2 import LIDAR, SEGMENTATION, frame_count, labelled_timestamps, read_segment_frames
 
 CONVERTED_DIRNAME = "waymo_v2_converted"
 MARKER = ".converted.json"
@@ -48,7 +48,7 @@ def detect_waymo_source(root: Path) -> str:
     """``"v2"`` (parquet component folders), ``"v1"`` (TFRecords) or ``"other"`` for ``root``."""
     root = Path(root)
     for split in SPLITS:
-        if any((root / split / "lidar").glob("*.parquet")):
+        if any((root / split / LIDAR).glob("*.parquet")):
             return "v2"
     for folder in (root, *(root / s for s in SPLITS)):
         if folder.is_dir() and any(folder.glob("*.tfrecord")):
@@ -57,6 +57,7 @@ def detect_waymo_source(root: Path) -> str:
 
 
 def v1_error(root: Path) -> WaymoV1Error:
+    """The error for a v1 root: the two ways forward (download v2, or convert with the official tools)."""
     return WaymoV1Error(
         f"waymo root {str(root)!r} holds the v1 release (TFRecord files), which this project does not "
         f"decode (it needs TensorFlow). Either download the v2 release's perception components "

@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 
 from .validation import CorruptFileError, DatasetLayoutError
 
-KEY_SEGMENT = "key.segment_context_name"
 KEY_TIME = "key.frame_timestamp_micros"
 KEY_LASER = "key.laser_name"
 TOP_LASER = 1  # LaserName: TOP 1, FRONT 2, SIDE_LEFT 3, SIDE_RIGHT 4, REAR 5
@@ -42,7 +41,6 @@ PREFIX = {
     VEHICLE_POSE: "[VehiclePoseComponent]",
     SEGMENTATION: "[LiDARSegmentationLabelComponent]",
 }
-COMPONENTS = tuple(PREFIX)
 # channels of the range-image-shaped fields: (H, W, C)
 LIDAR_CHANNELS = 4  # range, intensity, elongation, in a no-label zone
 POSE_CHANNELS = 6  # roll, pitch, yaw, x, y, z of world_from_vehicle
@@ -132,6 +130,8 @@ def range_image_points(
     vehicle pose at its own capture time, then back into the vehicle frame of
     ``world_from_vehicle`` (the frame's pose), which undoes the motion during the sweep (spec F3).
     """
+    if (pixel_pose is None) != (world_from_vehicle is None):
+        raise ValueError("range_image_points: pass pixel_pose and world_from_vehicle together, or neither")
     height, width = range_image.shape
     mask = range_image > 0
     rows, cols = np.nonzero(mask)
