@@ -3,9 +3,10 @@
 Builds the loaders of ``train.data`` with the PTv3 transform pipelines (training augmentation,
 deterministic evaluation pipeline), and for test-time augmentation one evaluation dataset per
 fixed view (:func:`train.evaluate.tta_views`) inserted before grid sampling. ``--dataset synthetic``
-generates the simulated scans first (rank 0 only, the others wait) unless they are cached. A real
-dataset whose files are missing fails here, before any model is built, with the loader's message
-(where it looked, the expected layout, ``--data-root``).
+generates the simulated scans first (rank 0 only, the others wait) unless they are cached;
+``--dataset waymo`` on a v2 parquet root converts it once into ``<--out>/waymo_v2_converted``
+(spec F6). A real dataset whose files are missing fails here, before any model is built, with the
+loader's message (where it looked, the expected layout, ``--data-root``).
 """
 from __future__ import annotations
 
@@ -95,6 +96,10 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
     if cfg.dataset == "synthetic" and cfg.synthetic_test_fraction == 0:
         test_split = None
     root = Path(cfg.data_root)
+    if cfg.dataset == "waymo":  # a v2 parquet root is converted once under --out (train.data.convert)
+        from train.data.convert import DEFAULT_WORKERS, prepare_waymo_root
+
+        root = prepare_waymo_root(root, Path(cfg.out), info.world_size, DEFAULT_WORKERS)
     # nuScenes: the version picks the tables and what "train"/"val" stand for (train.data.nuscenes)
     version = {"version": cfg.nuscenes_version} if cfg.dataset == "nuscenes" else {}
     train = cls(root, train_split, transform=build_transforms(cfg.dataset, train=True, grid_size=cfg.grid_size),

@@ -5,7 +5,8 @@ float32, vehicle frame), ``strength.npy`` (n,1, tanh(intensity), returned as sto
 ``segment.npy`` (int, raw label - 1 so "undefined" is -1; absent in testing), ``pose.npy`` and
 ``mask.npy``. Segmentation needs only the first three: ``pose.npy`` and ``mask.npy`` are not read.
 22 classes (labels.WAYMO_CLASSES). Values of segment.npy outside [-1, 21] are unknown ids: they
-become ignore with a warning. The synthetic simulator writes this same layout.
+become ignore with a warning. The synthetic simulator writes this same layout, and
+``train.data.convert`` writes it from the official v2 parquet release (spec F).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 from .base import PointCloudDataset, Transform
 from .labels import WAYMO_CLASSES, WAYMO_LEARNING_MAP, LearningMap
 from .validation import (
+    DatasetLayoutError,
     check_count,
     load_npy,
     layout_error,
@@ -60,6 +62,21 @@ def read_waymo_frame(frame_dir: Path, labelled: bool = True, name: str | None = 
     return make_sample(coord, strength, segment, name or frame_dir.name, coord_path)
 
 
+def _refuse_raw_download(root: Path) -> None:
+    """Say what to do when ``root`` is an official download (v1 TFRecords, v2 parquet), not the layout."""
+    from .convert import detect_waymo_source, v1_error
+
+    kind = detect_waymo_source(root)
+    if kind == "v1":
+        raise v1_error(root)
+    if kind == "v2":
+        raise DatasetLayoutError(
+            f"waymo root {str(root)!r} is a v2 parquet download, not the per-frame layout: "
+            f"`python -m train.run --dataset waymo` converts it automatically; to read it here, convert "
+            f"it once with python -m train.data.convert waymo --src {root} --dst DST and pass DST"
+        )
+
+
 class WaymoDataset(PointCloudDataset):
     """Frames of one split of the preprocessed Waymo layout, sorted by (segment, timestamp).
 
@@ -78,11 +95,13 @@ class WaymoDataset(PointCloudDataset):
         if split not in WAYMO_SPLITS:
             raise ValueError(f"waymo split {split!r} is not one of {WAYMO_SPLITS}")
         self.root = require_dir(Path(root), "waymo", WAYMO_LAYOUT)
-        split_dir = require_dir(self.root / split, "waymo", WAYMO_LAYOUT, "split folder")
+        split_dir = self.root / split
         self.split = split
         self.labelled = split != "testing" if labelled is None else labelled
         self.frames = sorted(p for p in split_dir.glob("*/*") if p.is_dir())
         if not self.frames:
+            _refuse_raw_download(self.root)
+            require_dir(split_dir, "waymo", WAYMO_LAYOUT, "split folder")
             raise layout_error(
                 f"waymo split folder {str(split_dir)!r} holds no <segment>/<timestamp>/ frame "
                 f"folders", WAYMO_LAYOUT,

@@ -1,0 +1,231 @@
+"""Convert a Waymo Open Dataset v2 (parquet) download once into the per-frame layout (spec F6).
+
+``python -m train.data.convert waymo --src SRC --dst DST --workers N`` writes
+``DST/{training,validation}/<segment>/<timestamp>/{coord,strength,segment,pose}.npy`` (the layout
+:class:`train.data.waymo.WaymoDataset` reads, spec C1) from the labelled frames of every segment that
+has a ``lidar_segmentation`` file. Segments are converted in parallel and independently: each is
+written under ``DST/.incomplete/`` and moved into place, then its done marker
+``<segment>/.converted.json`` is written atomically, last. A killed conversion resumes where it
+stopped: segments with a marker are skipped, a segment folder without one is converted again.
+
+``train.run --dataset waymo`` calls :func:`prepare_waymo_root`: a v2 root is converted into
+``<--out>/waymo_v2_converted`` (once; later runs with the same ``--out`` reuse it), a v1 TFRecord
+root is refused with what to do, and any other root is left to the loader.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from train.logging_utils import progress
+
+from .validation import DatasetLayoutError
+from .waymo import WAYMO_LAYOUT
+from .waymo_v2 import LIDAR, SEGMENTATION, frame_count, labelled_timestamps, read_segment_frames
+
+CONVERTED_DIRNAME = "waymo_v2_converted"
+MARKER = ".converted.json"
+INCOMPLETE = ".incomplete"
+SPLITS = ("training", "validation")  # the labelled splits; testing has no segmentation labels
+DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
+FORMAT_VERSION = 1  # bump when the output of a segment changes, so old markers are not trusted
+
+
+class WaymoV1Error(DatasetLayoutError):
+    """The Waymo root holds the v1 TFRecord release, which is read only after conversion."""
+
+
+def detect_waymo_source(root: Path) -> str:
+    """``"v2"`` (parquet component folders), ``"v1"`` (TFRecords) or ``"other"`` for ``root``."""
+    root = Path(root)
+    for split in SPLITS:
+        if any((root / split / LIDAR).glob("*.parquet")):
+            return "v2"
+    for folder in (root, *(root / s for s in SPLITS)):
+        if folder.is_dir() and any(folder.glob("*.tfrecord")):
+            return "v1"
+    return "other"
+
+
+def v1_error(root: Path) -> WaymoV1Error:
+    """The error for a v1 root: the two ways forward (download v2, or convert with the official tools)."""
+    return WaymoV1Error(
+        f"waymo root {str(root)!r} holds the v1 release (TFRecord files), which this project does not "
+        f"decode (it needs TensorFlow). Either download the v2 release's perception components "
+        f"lidar, lidar_calibration, lidar_pose, vehicle_pose and lidar_segmentation for the training "
+        f"and validation splits and point --data-root at the folder holding training/ and "
+        f"validation/ (converted automatically), or convert the TFRecords with the official Waymo "
+        f"tools (TensorFlow + waymo-open-dataset) into this per-frame layout:\n{WAYMO_LAYOUT}"
+    )
+
+
+def labelled_segments(src: Path, split: str) -> list[str]:
+    """Segments of ``split`` with a ``lidar_segmentation`` file (the only ones with labels)."""
+    folder = Path(src) / split / SEGMENTATION
+    if not folder.is_dir():
+        raise DatasetLayoutError(
+            f"waymo v2 split {str(Path(src) / split)!r} has no {SEGMENTATION}/ folder; semantic "
+            f"segmentation needs the lidar_segmentation component: download it with lidar, "
+            f"lidar_calibration, lidar_pose and vehicle_pose"
+        )
+    return sorted(p.stem for p in folder.glob("*.parquet"))
+
+
+def _marker_ok(segment_dir: Path) -> bool:
+    marker = segment_dir / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("format_version") == FORMAT_VERSION
+    except (OSError, ValueError):
+        return False
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def convert_segment(src: Path, dst: Path, split: str, segment: str) -> dict:
+    """Convert one segment (see the module docstring); returns its marker's content."""
+    final = Path(dst) / split / segment
+    split_dir = Path(src) / split
+    work = Path(dst) / INCOMPLETE / split / segment
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    timestamps = labelled_timestamps(split_dir, segment)
+    points = 0
+    for frame in read_segment_frames(split_dir, segment, timestamps):
+        frame_dir = work / str(frame.timestamp)
+        frame_dir.mkdir()
+        np.save(frame_dir / "coord.npy", frame.coord)
+        np.save(frame_dir / "strength.npy", frame.strength)
+        np.save(frame_dir / "segment.npy", frame.segment)
+        np.save(frame_dir / "pose.npy", frame.pose)
+        points += frame.coord.shape[0]
+    shutil.rmtree(final, ignore_errors=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(work, final)
+    info = {"format_version": FORMAT_VERSION, "segment": segment, "split": split,
+            "frames": len(timestamps), "unlabelled_frames_skipped": frame_count(split_dir, segment) - len(timestamps),
+            "points": points}
+    _write_json_atomic(final / MARKER, info)
+    return info
+
+
+def pending_segments(src: Path, dst: Path) -> list[tuple[str, str]]:
+    """(split, segment) pairs of ``src`` not yet converted into ``dst``."""
+    return [(split, seg) for split in SPLITS if (Path(src) / split).is_dir()
+            for seg in labelled_segments(src, split) if not _marker_ok(Path(dst) / split / seg)]
+
+
+def convert_waymo(src: str | Path, dst: str | Path, workers: int = DEFAULT_WORKERS, show_progress: bool = True) -> dict:
+    """Convert every labelled segment of the training and validation splits of ``src`` into ``dst``.
+
+    Returns a summary: segments converted now and before, frames and points written now.
+    """
+    src, dst = Path(src), Path(dst)
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    kind = detect_waymo_source(src)
+    if kind == "v1":
+        raise v1_error(src)
+    if kind != "v2":
+        raise DatasetLayoutError(
+            f"--src {str(src)!r} is not a Waymo v2 download: expected <src>/training/lidar/*.parquet "
+            f"and/or <src>/validation/lidar/*.parquet (with the lidar_calibration, lidar_pose, "
+            f"vehicle_pose and lidar_segmentation folders beside lidar/)"
+        )
+    total = sum(len(labelled_segments(src, s)) for s in SPLITS if (src / s).is_dir())
+    todo = pending_segments(src, dst)
+    summary = {"segments_done_before": total - len(todo), "segments_converted": 0, "frames": 0, "points": 0}
+    bar = progress(total=total, desc="waymo v2 -> per-frame", enabled=show_progress, initial=total - len(todo))
+
+    def record(info: dict) -> None:
+        summary["segments_converted"] += 1
+        summary["frames"] += info["frames"]
+        summary["points"] += info["points"]
+        bar.update(1)
+        bar.set_postfix(frames=summary["frames"])
+
+    try:
+        if workers == 1:
+            for split, seg in todo:
+                record(convert_segment(src, dst, split, seg))
+        else:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(convert_segment, src, dst, split, seg) for split, seg in todo]
+                try:
+                    for fut in as_completed(futures):
+                        record(fut.result())
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()
+                    raise
+    finally:
+        bar.close()
+    shutil.rmtree(dst / INCOMPLETE, ignore_errors=True)
+    return summary
+
+
+def prepare_waymo_root(root: Path, out: Path, world_size: int, workers: int) -> Path:
+    """The per-frame root a ``--dataset waymo`` run reads (module docstring); converts a v2 root once.
+
+    A distributed run does not convert (its other processes would wait past the process group's
+    timeout): it reads a finished conversion or asks for ``python -m train.data.convert`` first.
+    """
+    root = Path(root)
+    kind = detect_waymo_source(root)
+    if kind == "v1":
+        raise v1_error(root)
+    if kind != "v2":
+        return root
+    dst = Path(out) / CONVERTED_DIRNAME
+    if not pending_segments(root, dst):
+        return dst
+    if world_size > 1:
+        raise DatasetLayoutError(
+            f"waymo root {str(root)!r} is a v2 parquet download not yet converted into {str(dst)!r}; a "
+            f"distributed run does not convert. Run once: python -m train.data.convert waymo --src "
+            f"{root} --dst {dst} --workers {workers}, then start this run again"
+        )
+    convert_waymo(root, dst, workers)
+    return dst
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.data.convert", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="dataset", required=True)
+    w = sub.add_parser("waymo", help="Waymo Open Dataset v2 parquet -> per-frame .npy layout")
+    w.add_argument("--src", required=True, help="v2 download root (holds training/ and validation/)")
+    w.add_argument("--dst", required=True, help="output root of the per-frame layout")
+    w.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="segments converted in parallel")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = convert_waymo(args.src, args.dst, args.workers)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
