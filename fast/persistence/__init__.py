@@ -92,8 +92,8 @@ DEFAULT_PATHS: dict[str, str] = {
     "cpu": "pool",
     "cuda": "pool",
 }
-"""Device type of the features -> the default path, ``"pool"`` (:func:`default_pool`) or ``"device"``
-(a :class:`DeviceBatch` on that device). Chosen by measurement: the CPU row by
+"""Device type of the features -> the default path (decision 34), ``"pool"`` (:func:`default_pool`) or
+``"device"`` (a :class:`DeviceBatch` on that device). Chosen by measurement: the CPU row by
 ``benchmarks/test_bench_h1_engine.py`` (the compiled per-cloud stage beats the O(N^3) batched one
 on a CPU); the CUDA row keeps the pool until ``python -m benchmarks.gpu`` (section ``engine
 paths``, which times both paths at B=12 x M=1024 and prints the row it recommends) has run on a GPU.
