@@ -1,16 +1,20 @@
 """The GPU campaign (``python -m benchmarks.gpu``) cannot rot: its smoke mode runs every section's
-code end to end on the CPU at tiny sizes, in child processes as on a GPU, and writes the report."""
+code end to end on the CPU at tiny sizes, in child processes as on a GPU, and writes the report; the
+time boxes fit the budget, and a section that fails or overruns is recorded (and killed) while the
+rest continues."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from benchmarks import gpu
 from benchmarks.gpu import PLAN, main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,3 +46,42 @@ def test_campaign_without_a_gpu_asks_for_smoke(capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit):
         main([])
     assert "use --smoke" in capsys.readouterr().err
+
+
+def test_time_boxes_fit_the_budget_and_leave_later_sections_their_share(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    boxes: dict[str, float] = {}
+
+    def fake_child(name: str, size: dict, device: str, out: Path, seconds: float, soft_s: float) -> dict:
+        boxes[name] = seconds
+        assert soft_s == pytest.approx(seconds - gpu.STARTUP_S) and size == PLAN[name][1]
+        return {"status": "ok", "seconds": 0.0, "time_box_s": seconds, "data": {"tables": [], "notes": []}}
+
+    monkeypatch.setattr(gpu, "_child", fake_child)
+    planned = sum(box for box, _, _ in PLAN.values())
+    assert gpu.TOTAL_S >= planned, "the default budget must hold every section's full box"
+    gpu.campaign(False, "cpu", tmp_path, list(PLAN), budget_s=0.9 * planned)
+    assert list(boxes) == list(PLAN) and sum(boxes.values()) <= 0.9 * planned + 1e-6
+    assert all(boxes[n] == pytest.approx(0.9 * PLAN[n][0], rel=0.05) for n in PLAN)
+    boxes.clear()
+    md = gpu.campaign(False, "cpu", tmp_path / "short", list(PLAN), budget_s=30)
+    assert not boxes, "no section fits 30 s once its start-up share is kept"
+    assert md.read_text().count("| skipped |") == len(PLAN)
+
+
+def test_a_failing_or_overrunning_section_is_recorded_and_the_overrun_killed(tmp_path: Path) -> None:
+    failed = gpu._child("table6", {"n": [12]}, "cpu", tmp_path, seconds=300, soft_s=300)  # no "rounds"
+    assert failed["status"] == "error" and "KeyError: 'rounds'" in failed["error"]
+    sleeper = tmp_path / "test_sleeper.py"
+    sleeper.write_text("import time\n\nimport pytest\n\n\n@pytest.mark.cuda\ndef test_sleeps() -> None:\n"
+                       "    time.sleep(600)\n")
+    hung = gpu._child("cuda_tests", {"paths": [str(sleeper)]}, "cpu", tmp_path, seconds=15, soft_s=600)
+    assert hung["status"] == "timeout" and hung["seconds"] < 60
+    time.sleep(1)
+    left = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            left += [proc.name] if str(sleeper).encode() in (proc / "cmdline").read_bytes() else []
+        except OSError:
+            continue
+    assert not left, f"processes of the killed section are still running: {left}"

@@ -26,6 +26,7 @@ chosen from ``python -m benchmarks.gpu`` (its ``engine paths`` section times bot
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Optional, Sequence
@@ -77,6 +78,9 @@ class DeviceBatch:
             raise ValueError(f"DeviceBatch(device={device!r}): no CUDA device is available; use the worker pool")
         if threads is not None and threads < 1:
             raise ValueError(f"DeviceBatch: threads must be >= 1 (None = the cores available), got {threads}")
+        # Its own CUDA stream, so the batch's kernels run beside the model's instead of queueing
+        # behind them on the default stream.
+        self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fast-device-batch")
         self._reducers = ThreadPoolExecutor(max_workers=threads or available_cores(),
                                             thread_name_prefix="fast-device-reduce")
@@ -123,10 +127,11 @@ class DeviceBatch:
 
         from fast.persistence.device_stage import batched_distances, device_edge_stages
 
-        points = torch.from_numpy(np.stack(clouds)).to(self.device)
-        dists = batched_distances(points)
-        stages = device_edge_stages(dists)
-        return dists.cpu().numpy(), stages
+        with contextlib.nullcontext() if self._stream is None else torch.cuda.stream(self._stream):
+            points = torch.from_numpy(np.stack(clouds)).to(self.device)
+            dists = batched_distances(points)
+            stages = device_edge_stages(dists)  # its host copies wait for this stream's work
+            return dists.cpu().numpy(), stages
 
     def _reduce(self, dist: np.ndarray, stage: EdgeStage, h0: H0Part, engine: H1Engine,
                 deadline: Optional[float], label: str, future: Future) -> None:
