@@ -98,6 +98,9 @@ def _child(name: str, size: dict[str, Any], device: str, out: Path, seconds: flo
         os.killpg(proc.pid, signal.SIGKILL)
         output, _ = proc.communicate()
         status = "timeout"
+    except BaseException:  # the campaign itself is stopped (Ctrl-C, SIGTERM): take the section down too
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
     entry: dict[str, Any] = {"status": status, "seconds": round(time.monotonic() - t0, 1), "time_box_s": seconds,
                              "returncode": proc.returncode}
     if status != "ok":
@@ -226,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--device {device}: no CUDA device is visible; run on a GPU machine or use --smoke")
     if not args.smoke and not device.startswith("cuda"):
         parser.error("the campaign measures a GPU and none is visible; use --smoke to check it on a CPU")
+    # SIGTERM unwinds like Ctrl-C, so the running section's process group is killed on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.budget_s <= 0:
         parser.error(f"--budget-s must be > 0, got {args.budget_s}")
     campaign(args.smoke, device, args.out, args.sections, args.budget_s)
