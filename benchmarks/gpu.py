@@ -51,7 +51,7 @@ DEMO_PRESETS = {"teacher": "teacher-demo", "student": "student-demo"}
 
 # section -> (time box in seconds, sizes of the campaign, sizes of the smoke run)
 PLAN: dict[str, tuple[float, dict[str, Any], dict[str, Any]]] = {
-    "cuda_tests": (100.0, {"paths": ["tests", "benchmarks"]}, {"paths": ["tests/test_device_batch.py"]}),
+    "cuda_tests": (120.0, {"paths": ["tests", "benchmarks"]}, {"paths": ["tests/test_device_batch.py"]}),
     "topo_step": (60.0, {**PAPER_PRESETS, "clouds": 12, "points": 20_000, "m": 1024, "steps": 5},
                   {**DEMO_PRESETS, "clouds": 2, "points": 300, "m": 16, "steps": 1}),
     "engine_paths": (45.0, {"clouds": 12, "points": 4096, "m": 1024, "rounds": 3},
@@ -61,8 +61,8 @@ PLAN: dict[str, tuple[float, dict[str, Any], dict[str, Any]]] = {
     "distill": (110.0, {**PAPER_PRESETS, "clouds": 4, "points": 30_000, "m": 1024, "steps": 300,
                         "distinct_batches": 2},
                 {**DEMO_PRESETS, "clouds": 2, "points": 300, "m": 16, "steps": 3, "distinct_batches": 2}),
-    "table6": (35.0, {"n": [30, 60, 100, 200, 400, 800, 1024], "rounds": 5}, {"n": [12], "rounds": 1}),
-    "accelerators": (30.0, {"kind": "student", "points": 30_000, "repeats": 5},
+    "table6": (45.0, {"n": [30, 60, 100, 200, 400, 800, 1024], "rounds": 3}, {"n": [12], "rounds": 1}),
+    "accelerators": (40.0, {"kind": "student", "points": 30_000, "repeats": 5},
                      {"kind": "student-demo", "points": 300, "repeats": 1}),
 }
 OPTIONAL_PACKAGES = ("flash_attn", "spconv", "gph", "ripser", "gudhi", "yaml", "tqdm", "tensorboard", "matplotlib")
