@@ -45,8 +45,3 @@ def test_benchmark_command_writes_the_run_file_and_the_report_renders_it(tmp_pat
     for heading in ("## Table 6", "## Figure 7", "## Figure 8", "## Machine and run"):
         assert heading in text, heading
 
-
-def test_run_file_options_need_the_benchmark_flag() -> None:
-    done = _run(["-m", "pytest", "benchmarks/test_bench_fig7_sampling.py", "--smoke-sizes", "-q",
-                 "-p", "no:cacheprovider"], timeout=300)
-    assert done.returncode != 0 and "--smoke-sizes only applies to a measuring run" in done.stderr
