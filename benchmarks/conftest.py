@@ -4,9 +4,9 @@ Two modes:
 
 - ``pytest benchmarks/`` (smoke, the CI default): every benchmark runs once at tiny sizes, so CI
   checks that each measured pipeline still runs and returns finite, mutually consistent results.
-- ``pytest benchmarks/ --benchmark``: the paper's sizes, repeated; the timings are written at
-  session finish to ``benchmarks/results/bench-<UTC time>.json`` (git-ignored) unless
-  ``--results-json`` names another file. ``python -m benchmarks.report`` turns the newest run into
+- ``pytest benchmarks/ --benchmark``: the paper's sizes, repeated; the timings are written to
+  ``benchmarks/results/bench-<UTC time>.json`` (git-ignored) unless ``--results-json`` names
+  another file, rewritten after every measurement so a run stopped half-way keeps what it measured. ``python -m benchmarks.report`` turns the newest run into
   ``RESULTS.md``. ``--smoke-sizes`` keeps the smoke sizes and rounds while still writing the run
   file (``benchmarks/test_benchmark_command.py`` runs the whole command that way).
 
@@ -43,13 +43,14 @@ import torch
 
 from benchmarks.machine import machine_info
 from benchmarks.sizes import SIZES
-from benchmarks.timing import Benchmark, run_document, write_json_atomically
+from benchmarks.timing import Benchmark, commit_info, run_document, write_json_atomically
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "benchmarks" / "results"
 _RECORDS = pytest.StashKey[list]()
 _BENCHMARKS = pytest.StashKey[list]()
 _RUN_FILE = pytest.StashKey[Path]()
+_COMMIT = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -112,16 +113,27 @@ def pytest_configure(config: pytest.Config) -> None:
             stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             path = RESULTS_DIR / f"bench-{stamp}.json"
         config.stash[_RUN_FILE] = Path(path)
+        config.stash[_COMMIT] = commit_info(REPO)
+
+
+def _save(config: pytest.Config) -> None:
+    """Rewrite the run file of a ``--benchmark`` run with everything measured so far.
+
+    Called after every measurement and at session finish, so a run stopped half-way (killed, out of
+    time) keeps what it measured.
+    """
+    if _RUN_FILE in config.stash:
+        document = run_document(config.stash[_BENCHMARKS], config.stash[_RECORDS], machine_info(),
+                                config.stash[_COMMIT])
+        write_json_atomically(document, config.stash[_RUN_FILE])
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Write the run file of a ``--benchmark`` run (also after failures: what was measured is kept)."""
     config = session.config
     if _RUN_FILE not in config.stash:
         return
+    _save(config)
     path = config.stash[_RUN_FILE]
-    document = run_document(config.stash[_BENCHMARKS], config.stash[_RECORDS], machine_info(), REPO)
-    write_json_atomically(document, path)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"benchmark run written to {path}; render it with `python -m benchmarks.report {path}`")
@@ -145,6 +157,7 @@ def benchmark(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> It
     yield bench
     if bench.times:
         pytestconfig.stash[_BENCHMARKS].append(bench.record())
+        _save(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -177,6 +190,7 @@ def record_isolated(
     def _record(record: dict[str, Any]) -> None:
         defaults = {"torch_threads": torch.get_num_threads(), "load_average_1min": os.getloadavg()[0]}
         pytestconfig.stash[_RECORDS].append({**defaults, **record, "test": request.node.nodeid})
+        _save(pytestconfig)
 
     return _record
 

@@ -93,11 +93,11 @@ def commit_info(repo: Path) -> dict[str, Any]:
 
 
 def run_document(benchmarks: list[dict[str, Any]], isolated: list[dict[str, Any]], machine: dict[str, Any],
-                 repo: Path) -> dict[str, Any]:
+                 commit: dict[str, Any]) -> dict[str, Any]:
     """The whole run file: in-process measurements, child-process records, machine, commit, date."""
     return {
         "datetime": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "commit_info": commit_info(repo),
+        "commit_info": commit,
         "topodistill_machine": machine,
         "benchmarks": benchmarks,
         "isolated": isolated,
