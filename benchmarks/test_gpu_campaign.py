@@ -85,3 +85,19 @@ def test_a_failing_or_overrunning_section_is_recorded_and_the_overrun_killed(tmp
         except OSError:
             continue
     assert not left, f"processes of the killed section are still running: {left}"
+
+
+def test_engine_paths_keeps_the_pool_numbers_when_the_device_path_fails(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    import fast.persistence
+    from benchmarks.gpu_sections import Recorder, engine_paths
+
+    def broken(self: object, device: str) -> None:
+        raise RuntimeError(f"no batch path on {device}")
+
+    monkeypatch.setattr(fast.persistence.DeviceBatch, "__init__", broken)
+    rec = Recorder(tmp_path / "section.json")
+    engine_paths(PLAN["engine_paths"][2], torch.device("cpu"), rec, deadline=float("inf"))
+    assert rec.data["topo_loss_ms"]["pool"] > 0 and rec.data["recommended_default"] == {"cpu": "pool"}
+    assert "RuntimeError: no batch path on cpu" in rec.data["errors"]["device"]
+    assert json.loads((tmp_path / "section.json").read_text())["tables"][0]["rows"][0][3] == "n/a"
