@@ -1,16 +1,18 @@
-"""pytest set-up of the benchmark suite: the ``--benchmark`` flag, thread pinning, sizes, JSON output.
+"""pytest set-up of the benchmark suite: the ``--benchmark`` flag, thread pinning, sizes, the run file.
 
 Two modes:
 
-- ``pytest benchmarks/`` (smoke, the CI default): every benchmark runs once at tiny sizes with
-  pytest-benchmark disabled (``--benchmark-disable``), so CI checks that each measured pipeline
-  still runs and returns finite, mutually consistent results.
-- ``pytest benchmarks/ --benchmark``: the paper's sizes, repeated, with pytest-benchmark statistics
-  written to ``benchmarks/results/bench-<UTC time>.json`` (git-ignored) unless ``--benchmark-json``
-  names another file. ``python -m benchmarks.report`` turns the newest JSON into ``RESULTS.md``.
+- ``pytest benchmarks/`` (smoke, the CI default): every benchmark runs once at tiny sizes, so CI
+  checks that each measured pipeline still runs and returns finite, mutually consistent results.
+- ``pytest benchmarks/ --benchmark``: the paper's sizes, repeated; the timings are written to
+  ``benchmarks/results/bench-<UTC time>.json`` (git-ignored) unless ``--results-json`` names
+  another file, rewritten after every measurement so a run stopped half-way keeps what it measured. ``python -m benchmarks.report`` turns the newest run into
+  ``RESULTS.md``. ``--smoke-sizes`` keeps the smoke sizes and rounds while still writing the run
+  file (``benchmarks/test_benchmark_command.py`` runs the whole command that way).
 
-``--benchmark`` does not clash with pytest-benchmark's options: they are all ``--benchmark-<word>``,
-and pytest matches option names exactly.
+The ``benchmark`` fixture is ours (``benchmarks.timing.Benchmark``: ``pedantic``, ``group``,
+``extra_info``), so no plugin release can change what the suite measures or writes; the
+pytest-benchmark plugin, if installed, is not loaded (``-p no:benchmark`` in ``pyproject.toml``).
 
 Threads: OMP_WAIT_POLICY=PASSIVE and one OpenMP/MKL thread per process are set before torch or
 numpy start their pools (spinning OpenMP workers slow a shared 2-core machine ~10x); torch runs
@@ -22,13 +24,13 @@ parametrised with the smoke or the full sizes by ``pytest_generate_tests``.
 
 Measurements that must be killable or need a fresh process (the naive baseline, peak memory) run
 in child processes (``benchmarks.isolated``); their records are collected here and written into
-the same JSON under the key ``"isolated"`` by the ``pytest_benchmark_update_json`` hook.
+the same run file under the key ``"isolated"``.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +43,14 @@ import torch
 
 from benchmarks.machine import machine_info
 from benchmarks.sizes import SIZES
+from benchmarks.timing import Benchmark, commit_info, run_document, write_json_atomically
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO / "benchmarks" / "results"
 _RECORDS = pytest.StashKey[list]()
+_BENCHMARKS = pytest.StashKey[list]()
+_RUN_FILE = pytest.StashKey[Path]()
+_COMMIT = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,8 +59,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--benchmark",
         action="store_true",
         default=False,
-        help="full sizes, repeated; statistics saved as JSON in benchmarks/results/ "
-        "(without it: a smoke run at tiny sizes, once each)",
+        help="full sizes, repeated; timings saved as JSON in benchmarks/results/ "
+        "(without it: a smoke run at tiny sizes, once each, nothing saved)",
+    )
+    group.addoption(
+        "--smoke-sizes",
+        action="store_true",
+        default=False,
+        help="with --benchmark: keep the smoke sizes and rounds but still write the run file "
+        "(checks the whole command quickly)",
+    )
+    group.addoption(
+        "--results-json",
+        type=Path,
+        default=None,
+        help="with --benchmark: the run file to write (default benchmarks/results/bench-<UTC time>.json)",
     )
     group.addoption(
         "--torch-threads",
@@ -76,43 +96,74 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    # Runs before pytest-benchmark reads its options (tryfirst), so the settings below take effect.
     config.stash[_RECORDS] = []
+    config.stash[_BENCHMARKS] = []
     threads = config.getoption("--torch-threads")
     if threads < 1:
         raise pytest.UsageError(f"--torch-threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
-    if not config.getoption("--benchmark"):
-        if not config.getoption("benchmark_enable"):
-            config.option.benchmark_disable = True
+    measuring = config.getoption("--benchmark")
+    for flag in ("--smoke-sizes", "--results-json"):
+        if config.getoption(flag) not in (None, False) and not measuring:
+            raise pytest.UsageError(f"{flag} only applies to a measuring run; add --benchmark")
+    if measuring:
+        path = config.getoption("--results-json")
+        if path is None:
+            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            path = RESULTS_DIR / f"bench-{stamp}.json"
+        config.stash[_RUN_FILE] = Path(path)
+        config.stash[_COMMIT] = commit_info(REPO)
+
+
+def _save(config: pytest.Config) -> None:
+    """Rewrite the run file of a ``--benchmark`` run with everything measured so far.
+
+    Called after every measurement and at session finish, so a run stopped half-way (killed, out of
+    time) keeps what it measured.
+    """
+    if _RUN_FILE in config.stash:
+        document = run_document(config.stash[_BENCHMARKS], config.stash[_RECORDS], machine_info(),
+                                config.stash[_COMMIT])
+        write_json_atomically(document, config.stash[_RUN_FILE])
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if _RUN_FILE not in config.stash:
         return
-    if config.getoption("benchmark_disable"):
-        raise pytest.UsageError("--benchmark measures; it cannot be combined with --benchmark-disable")
-    if config.option.benchmark_json is None:
-        RESULTS_DIR.mkdir(exist_ok=True)
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        config.option.benchmark_json = open(RESULTS_DIR / f"bench-{stamp}.json", "wb")  # noqa: SIM115
-    config.option.benchmark_save_data = True
+    _save(config)
+    path = config.stash[_RUN_FILE]
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"benchmark run written to {path}; render it with `python -m benchmarks.report {path}`")
+
+
+def _full_sizes(config: pytest.Config) -> bool:
+    return bool(config.getoption("--benchmark")) and not config.getoption("--smoke-sizes")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    full = metafunc.config.getoption("--benchmark")
+    full = _full_sizes(metafunc.config)
     for name, (smoke, paper) in SIZES.items():
         if name in metafunc.fixturenames:
             metafunc.parametrize(name, paper if full else smoke)
 
 
-def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict[str, Any]) -> None:
-    output_json["isolated"] = config.stash[_RECORDS]
-    output_json["topodistill_machine"] = machine_info()
+@pytest.fixture
+def benchmark(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Iterator[Benchmark]:
+    """The test's measurement (``benchmarks.timing.Benchmark``), kept for the run file once it ran."""
+    bench = Benchmark(request.node.name, request.node.nodeid)
+    yield bench
+    if bench.times:
+        pytestconfig.stash[_BENCHMARKS].append(bench.record())
+        _save(pytestconfig)
 
 
 @pytest.fixture(scope="session")
 def full_run(pytestconfig: pytest.Config) -> bool:
-    """True under ``--benchmark`` (paper sizes, repeated), False in the smoke run."""
-    return bool(pytestconfig.getoption("--benchmark"))
+    """True under ``--benchmark`` (paper sizes, repeated), False in the smoke run and with ``--smoke-sizes``."""
+    return _full_sizes(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -131,7 +182,7 @@ def naive_memory_mb(pytestconfig: pytest.Config) -> float:
 def record_isolated(
     pytestconfig: pytest.Config, request: pytest.FixtureRequest
 ) -> Callable[[dict[str, Any]], None]:
-    """Append a child-process measurement (a dict) to the run's JSON under ``"isolated"``.
+    """Append a child-process measurement (a dict) to the run file under ``"isolated"``.
 
     The child's own ``torch_threads`` (it reports the count it ran with) wins over this process's.
     """
@@ -139,6 +190,7 @@ def record_isolated(
     def _record(record: dict[str, Any]) -> None:
         defaults = {"torch_threads": torch.get_num_threads(), "load_average_1min": os.getloadavg()[0]}
         pytestconfig.stash[_RECORDS].append({**defaults, **record, "test": request.node.nodeid})
+        _save(pytestconfig)
 
     return _record
 

@@ -16,7 +16,6 @@ _PACKAGES = (
     "giotto-ph",
     "ripser",
     "gudhi",
-    "pytest-benchmark",
     "torch-topological",
 )
 

@@ -373,11 +373,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     path = args.json or newest_run()
     if not path.is_file():
-        raise FileNotFoundError(f"benchmark JSON {path} does not exist; pass the file --benchmark-json wrote")
+        raise FileNotFoundError(f"benchmark JSON {path} does not exist; pass the run file that `pytest benchmarks/ --benchmark` wrote")
     with open(path, encoding="utf-8") as f:
         run = json.load(f)
     if "benchmarks" not in run:
-        raise ValueError(f"{path} is not a pytest-benchmark JSON (no 'benchmarks' key)")
+        raise ValueError(f"{path} is not a benchmark run file (no 'benchmarks' key)")
     args.output.write_text(render(run, path), encoding="utf-8")
     print(f"wrote {args.output} from {path}")
 

@@ -1,6 +1,6 @@
 """``benchmarks.report`` turns a run's JSON into RESULTS.md tables with ratios of medians.
 
-A hand-built run in pytest-benchmark's JSON layout (only the keys the report reads) checks that
+A hand-built run in the run file's layout (``benchmarks.timing``) (only the keys the report reads) checks that
 speedups are baseline median / our median, that naive timeouts and out-of-memory sizes are shown
 as such, that the paper's numbers are quoted, and that unknown groups are not dropped.
 """

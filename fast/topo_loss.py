@@ -142,7 +142,8 @@ class TopoLossJob:
 
     def _submit(self, feats64: torch.Tensor, name: str) -> list[Future]:
         points = np.split(feats64[self.selected].cpu().numpy(), self.splits)
-        return submit_diagrams(points, self.engine, self.pool, self.time_budget, 1 in self.dims, name)
+        return submit_diagrams(points, self.engine, self.pool, self.time_budget, 1 in self.dims, name,
+                               device=str(self.device))
 
     def submit_student(self, student_feats: torch.Tensor) -> "TopoLossJob":
         """Normalise the student features (keeping the autograd graph) and start their diagrams."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 
-import gudhi
 import numpy as np
 import pytest
 import torch
@@ -88,6 +87,7 @@ def test_native_h1_equals_reference_on_matrices_with_many_equal_distances(decima
 
 
 def _gudhi_h1(dist: np.ndarray) -> np.ndarray:
+    gudhi = pytest.importorskip("gudhi")  # a test dependency; the GPU campaign's machine may lack it
     tree = gudhi.RipsComplex(distance_matrix=dist).create_simplex_tree(max_dimension=2)
     tree.compute_persistence()
     pairs = tree.persistence_intervals_in_dimension(1).reshape(-1, 2)

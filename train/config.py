@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from fast.persistence import check_time_budget
 from fast.topo_loss import DEFAULT_M
 from train.data.nuscenes import DEFAULT_NUSCENES_VERSION, NUSCENES_VERSIONS
@@ -242,6 +240,8 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"config file {p} does not exist; pass an existing YAML file to --config")
+    import yaml  # imported here: library users of RunConfig (e.g. benchmarks.gpu) need no YAML
+
     with p.open() as fh:
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):
@@ -451,6 +451,8 @@ def validate(cfg: RunConfig) -> None:
 
 def save_config(cfg: RunConfig, path: str | os.PathLike[str]) -> None:
     """Write the resolved configuration as YAML (re-runnable with ``--config``)."""
+    import yaml
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with p.open("w") as fh:

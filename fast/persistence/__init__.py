@@ -19,18 +19,22 @@ Inside the package, each module holds one piece (none imports this one, so there
 * ``cloud`` - one cloud: float64 distances, H0 from the tree, H1 read back from the engine;
 * ``h0`` - the minimum spanning tree by dense Prim (:func:`prim_mst_edges`);
 * ``pool`` - worker processes, the core count, the time budget and its miss count (decision 6c);
+* ``device_batch`` - the batch path (:class:`DeviceBatch`): distances, spanning trees and apparent
+  pairs of all clouds in one launch each on a device, reductions in threads; which path serves
+  features on which device is :data:`DEFAULT_PATHS`;
 * ``giotto`` - the giotto-ph backend (:func:`giotto_h1`, decision 6b);
 * ``native`` - the native exact backend (:func:`native_h1`, :func:`h1_persistence`, the batch
   form :func:`native_h1_batch`) over ``edge_stage`` (steps 1-3 per cloud, compiled),
   ``device_stage`` (steps 1-3 batched with PyTorch) and ``reduction`` (step 4, compiled).
 
 Importing this package does not import torch (the worker processes import it); only
-``device_stage`` needs torch, and :func:`native_h1_batch` imports it when asked to.
+``device_stage`` needs torch, and :func:`native_h1_batch` and :class:`DeviceBatch` import it when asked to.
 """
 from __future__ import annotations
 
 import math
 import pickle
+import threading
 import time
 from concurrent.futures import Future
 from typing import Optional, Sequence, Union
@@ -38,6 +42,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from fast.persistence.contract import CloudPersistence, H1Engine
+from fast.persistence.device_batch import DeviceBatch
 from fast.persistence.giotto import giotto_h1
 from fast.persistence.h0 import prim_mst_edges
 from fast.persistence.native import H1Diagram, h1_persistence, native_h1, native_h1_batch
@@ -45,8 +50,10 @@ from fast.persistence.pool import PersistencePool, available_cores, budget_miss_
 
 __all__ = [
     "DEFAULT_ENGINE",
+    "DEFAULT_PATHS",
     "ENGINES",
     "CloudPersistence",
+    "DeviceBatch",
     "H1Diagram",
     "H1Engine",
     "PersistencePool",
@@ -56,6 +63,7 @@ __all__ = [
     "compute_diagrams",
     "deadline_after",
     "default_pool",
+    "default_runner",
     "giotto_h1",
     "h1_persistence",
     "native_h1",
@@ -76,6 +84,34 @@ ENGINES: dict[str, H1Engine] = {
 # giotto-ph at N=1024, 64-d, one thread (benchmarks/test_bench_h1_engine.py). giotto-ph stays
 # selectable as engine="giotto".
 DEFAULT_ENGINE = "native"
+
+Runner = Union[PersistencePool, DeviceBatch]
+"""Where a batch runs: the worker pool (one cloud per process) or the device batch path."""
+
+DEFAULT_PATHS: dict[str, str] = {
+    "cpu": "pool",
+    "cuda": "pool",
+}
+"""Device type of the features -> the default path (decision 34), ``"pool"`` (:func:`default_pool`) or
+``"device"`` (a :class:`DeviceBatch` on that device). Chosen by measurement: on a CPU the compiled
+per-cloud stage is far cheaper than the O(B N^3) batched one (``fast/persistence/native.py``: 11 ms
+against 2.0 s at N=512); the CUDA row keeps the pool until ``python -m benchmarks.gpu`` (section
+``engine_paths``, which times both paths at B=12 x M=1024 and prints the row it recommends) has run
+on a GPU. Device types not listed use the pool."""
+
+_runners: dict[str, DeviceBatch] = {}
+_runners_lock = threading.Lock()
+
+
+def default_runner(device: str = "cpu") -> Runner:
+    """The default path for features on ``device`` (a torch device string) per :data:`DEFAULT_PATHS`."""
+    kind = device.split(":")[0]
+    if DEFAULT_PATHS.get(kind, "pool") == "pool":
+        return default_pool()
+    with _runners_lock:
+        if device not in _runners:
+            _runners[device] = DeviceBatch(device)
+        return _runners[device]
 
 
 def resolve_engine(engine: Union[str, H1Engine, None]) -> H1Engine:
@@ -125,10 +161,11 @@ def deadline_after(time_budget: Optional[float]) -> Optional[float]:
 def submit_diagrams(
     points: Sequence[np.ndarray],
     engine: Union[str, H1Engine, None] = None,
-    pool: Optional[PersistencePool] = None,
+    pool: Optional[Runner] = None,
     time_budget: Optional[float] = None,
     with_h1: bool = True,
     name: str = "cloud",
+    device: str = "cpu",
 ) -> list["Future[CloudPersistence]"]:
     """Start the H0/H1 diagrams of a batch of clouds; returns one future per cloud at once.
 
@@ -136,11 +173,14 @@ def submit_diagrams(
         points: per cloud an (M_b, C) array of (normalised, selected) features; converted to
             float64. Its Euclidean distances define the cloud's Rips filtration.
         engine: H1 backend: a name in :data:`ENGINES`, an :data:`H1Engine`, or None (:data:`DEFAULT_ENGINE`).
-        pool: where to run; None = :func:`default_pool`.
+        pool: where to run: a :class:`PersistencePool` or a :class:`DeviceBatch`; None = the
+            default path for ``device`` (:func:`default_runner`, :data:`DEFAULT_PATHS`).
         time_budget: seconds from now for the H1 of the whole batch (decision 6c); None = no
             limit. Clouds whose H1 misses it get ``h1_over_budget=True`` (logged and counted).
         with_h1: False computes H0 only (e.g. ``dims=(0,)``).
         name: how the log message of a missed budget names the clouds (``"{name} {b}"``).
+        device: the torch device the features came from (e.g. ``"cuda:0"``); only picks the
+            default path when ``pool`` is None.
 
     Returns:
         list of ``Future[CloudPersistence]`` in batch order.
@@ -155,17 +195,17 @@ def submit_diagrams(
             raise ValueError(f"points[{b}] contains NaN or Inf; check the features fed to the persistence engine")
         arrays.append(a)
     h1_engine = resolve_engine(engine)
-    pool = default_pool() if pool is None else pool
-    futures: list["Future[CloudPersistence]"] = []
-    for b, a in enumerate(arrays):
-        futures.append(pool.submit(a, h1_engine, deadline, with_h1, label=f"{name} {b} (budget {time_budget} s)"))
-    return futures
+    runner = default_runner(device) if pool is None else pool
+    labels = [f"{name} {b} (budget {time_budget} s)" for b in range(len(arrays))]
+    if isinstance(runner, DeviceBatch):
+        return runner.submit_batch(arrays, h1_engine, deadline, with_h1, labels)
+    return [runner.submit(a, h1_engine, deadline, with_h1, label=label) for a, label in zip(arrays, labels)]
 
 
 def compute_diagrams(
     points: Sequence[np.ndarray],
     engine: Union[str, H1Engine, None] = None,
-    pool: Optional[PersistencePool] = None,
+    pool: Optional[Runner] = None,
     time_budget: Optional[float] = None,
     with_h1: bool = True,
 ) -> list[CloudPersistence]:

@@ -1,0 +1,103 @@
+"""The GPU campaign (``python -m benchmarks.gpu``) cannot rot: its smoke mode runs every section's
+code end to end on the CPU at tiny sizes, in child processes as on a GPU, and writes the report; the
+time boxes fit the budget, and a section that fails or overruns is recorded (and killed) while the
+rest continues."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import gpu
+from benchmarks.gpu import PLAN, main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_smoke_campaign_runs_every_section_and_writes_the_report(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--smoke", "--out", str(tmp_path)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=1500, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (report,) = tmp_path.glob("gpu-*.json")
+    campaign = json.loads(report.read_text())
+    assert list(campaign["sections"]) == list(PLAN)
+    for name, section in campaign["sections"].items():
+        assert section["status"] == "ok", (name, section.get("error"))
+        assert section["data"]["tables"], f"section {name} reported no table"
+    paths = campaign["sections"]["engine_paths"]["data"]
+    assert set(paths["topo_loss_ms"]) == {"pool", "device"} and paths["recommended_default"]["cpu"] in ("pool", "device")
+    assert campaign["sections"]["distill"]["data"]["steps"] == PLAN["distill"][2]["steps"]
+    accelerators = campaign["sections"]["accelerators"]["data"]["tables"][0]["rows"]
+    assert [r[1] for r in accelerators] == ["sdpa", "flash-attn", "ours (PyTorch)", "spconv"]
+    text = report.with_suffix(".md").read_text()
+    assert text.startswith("# GPU campaign") and all(f"## {name}" in text for name in PLAN)
+    assert not list(tmp_path.glob("section-*.json")), "the per-section files are folded into the report"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_campaign_without_a_gpu_asks_for_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([])
+    assert "use --smoke" in capsys.readouterr().err
+
+
+def test_time_boxes_fit_the_budget_and_leave_later_sections_their_share(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    boxes: dict[str, float] = {}
+
+    def fake_child(name: str, size: dict, device: str, out: Path, seconds: float, soft_s: float) -> dict:
+        boxes[name] = seconds
+        assert soft_s == pytest.approx(seconds - gpu.STARTUP_S) and size == PLAN[name][1]
+        return {"status": "ok", "seconds": 0.0, "time_box_s": seconds, "data": {"tables": [], "notes": []}}
+
+    monkeypatch.setattr(gpu, "_child", fake_child)
+    planned = sum(box for box, _, _ in PLAN.values())
+    assert gpu.TOTAL_S >= planned, "the default budget must hold every section's full box"
+    gpu.campaign(False, "cpu", tmp_path, list(PLAN), budget_s=0.9 * planned)
+    assert list(boxes) == list(PLAN) and sum(boxes.values()) <= 0.9 * planned + 1e-6
+    assert all(boxes[n] == pytest.approx(0.9 * PLAN[n][0], rel=0.05) for n in PLAN)
+    boxes.clear()
+    md = gpu.campaign(False, "cpu", tmp_path / "short", list(PLAN), budget_s=30)
+    assert not boxes, "no section fits 30 s once its start-up share is kept"
+    assert md.read_text().count("| skipped |") == len(PLAN)
+
+
+def test_a_failing_or_overrunning_section_is_recorded_and_the_overrun_killed(tmp_path: Path) -> None:
+    failed = gpu._child("table6", {"n": [12]}, "cpu", tmp_path, seconds=300, soft_s=300)  # no "rounds"
+    assert failed["status"] == "error" and "KeyError: 'rounds'" in failed["error"]
+    sleeper = tmp_path / "test_sleeper.py"
+    sleeper.write_text("import time\n\nimport pytest\n\n\n@pytest.mark.cuda\ndef test_sleeps() -> None:\n"
+                       "    time.sleep(600)\n")
+    hung = gpu._child("cuda_tests", {"paths": [str(sleeper)]}, "cpu", tmp_path, seconds=15, soft_s=600)
+    assert hung["status"] == "timeout" and hung["seconds"] < 60
+    time.sleep(1)
+    left = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            left += [proc.name] if str(sleeper).encode() in (proc / "cmdline").read_bytes() else []
+        except OSError:
+            continue
+    assert not left, f"processes of the killed section are still running: {left}"
+
+
+def test_engine_paths_keeps_the_pool_numbers_when_the_device_path_fails(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    import fast.persistence
+    from benchmarks.gpu_sections import Recorder, engine_paths
+
+    def broken(self: object, device: str) -> None:
+        raise RuntimeError(f"no batch path on {device}")
+
+    monkeypatch.setattr(fast.persistence.DeviceBatch, "__init__", broken)
+    rec = Recorder(tmp_path / "section.json")
+    engine_paths(PLAN["engine_paths"][2], torch.device("cpu"), rec, deadline=float("inf"))
+    assert rec.data["topo_loss_ms"]["pool"] > 0 and rec.data["recommended_default"] == {"cpu": "pool"}
+    assert "RuntimeError: no batch path on cpu" in rec.data["errors"]["device"]
+    assert json.loads((tmp_path / "section.json").read_text())["tables"][0]["rows"][0][3] == "n/a"
