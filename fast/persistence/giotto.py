@@ -16,9 +16,16 @@ because it is exact and several times faster; giotto-ph stays selectable.
 """
 from __future__ import annotations
 
+import threading
 from typing import Optional
 
 import numpy as np
+
+# giotto-ph's bindings are not safe to enter from several threads of one process at once: three
+# threads of fast.persistence.device_batch calling ripser_parallel together deadlocked here (all
+# idle, one inside the binding's result conversion, one in an import it triggers). The pool's
+# worker processes never share it; threads in one process take turns.
+_GIOTTO_LOCK = threading.Lock()
 
 
 def giotto_h1(dist: np.ndarray, deadline: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +38,8 @@ def giotto_h1(dist: np.ndarray, deadline: Optional[float] = None) -> tuple[np.nd
     """
     from gph import ripser_parallel  # imported here: the workers and callers that use it pay
 
-    out = ripser_parallel(dist, metric="precomputed", maxdim=1, n_threads=1, return_generators=True)
+    with _GIOTTO_LOCK:
+        out = ripser_parallel(dist, metric="precomputed", maxdim=1, n_threads=1, return_generators=True)
     finite_h1 = out["gens"][1]
     gens = finite_h1[0] if len(finite_h1) else np.empty((0, 4), dtype=np.int64)
     values = out["dgms"][1]
