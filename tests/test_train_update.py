@@ -109,11 +109,13 @@ def test_without_a_scaler_an_infinite_gradient_of_a_finite_loss_is_a_bad_step() 
 def test_skip_counter_stops_after_consecutive_bad_steps_only() -> None:
     skips = SkipCounter(max_bad_steps=3)
     for outcome in (NONFINITE, NONFINITE, OVERFLOW, OK, NONFINITE, OVERFLOW, NONFINITE):
-        skips.record(outcome, "distill", 1, {})
+        skips.record(outcome)
+        skips.stop_if_exhausted("distill", 1, {})
     assert (skips.overflow, skips.nonfinite, skips.streak) == (2, 4, 2)
     assert skips.postfix() == {"overflow": 2, "bad": 4}
+    skips.record(NONFINITE)
     with pytest.raises(FloatingPointError, match="3 consecutive steps .*--max-bad-steps"):
-        skips.record(NONFINITE, "distill", 9, {"loss": math.nan})
+        skips.stop_if_exhausted("distill", 9, {"loss": math.nan})
 
 
 # ---- the distillation step ---------------------------------------------------------------------------------
@@ -247,7 +249,7 @@ def test_consecutive_nan_steps_stop_the_run_with_a_message_and_keep_the_last_goo
     assert last["step"] == 1
     _assert_same(calls[1], dict(last["model"]))
     rows = _rows(tmp_path / "out" / "student" / "train_log.csv")
-    assert [r["skipped_nonfinite"] for r in rows] == ["0.0", "1.0"] and rows[1]["loss"] == "nan"
+    assert [r["skipped_nonfinite"] for r in rows] == ["0.0", "1.0", "1.0"] and rows[2]["loss"] == "nan"
 
     # the command line: --resume continues from step 1 (step 2 good again), then stops with the message
     calls.clear()
@@ -286,3 +288,54 @@ def test_a_saliency_overflow_in_the_loop_is_skipped_logged_and_backs_the_scale_o
     _assert_same(calls[1], calls[2])  # the overflow step changed nothing
     assert not torch.equal(calls[0]["head.weight"], calls[1]["head.weight"])  # the good one did
     assert float(load_checkpoint(tmp_path / "out" / "student" / "checkpoint_last.pt")["scaler"]["scale"]) == 2.0
+
+
+def _nan_on_rank_1_at_step_2(model: nn.Module, batch: dict[str, Any], *args: Any) -> Any:
+    global _CALLS
+    _CALLS += 1
+    if _CALLS == 2 and torch.distributed.get_rank() == 1:
+        batch = {**batch, "feat": torch.full_like(batch["feat"], float("nan"))}
+    return _REAL_SEGMENTATION_STEP(model, batch, *args)
+
+
+_CALLS = 0
+_REAL_SEGMENTATION_STEP = train.loop.segmentation_step
+
+
+def _ddp_rank(rank: int, port: int, cfg: Any, out: str) -> None:
+    import os
+
+    from train.distributed import cleanup, init_from_env
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    train.loop.segmentation_step = _nan_on_rank_1_at_step_2
+    info = init_from_env("cpu")
+    try:
+        data = tiny_data(cfg)
+        spec = ModelSpec("student", 22, dict(cfg.student_overrides))
+        model = train.loop.train_stage(cfg, "student", Path(out), data.train, data.collate, spec, info)
+        torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
+    finally:
+        cleanup()
+
+
+def test_a_nan_loss_on_one_ddp_rank_skips_the_step_on_both(tmp_path: Path) -> None:
+    # two gloo ranks, one scan each; rank 1 alone sees NaN features at step 2: both ranks must skip
+    # it (a rank that skipped its backward pass alone would hang the other in the all-reduce)
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    cfg = tiny_config(tmp_path, stage="student", epochs=1, iters_per_epoch=None, batch_size=2, synthetic_scenes=8,
+                      synthetic_val_fraction=0.25, synthetic_test_fraction=0.0)
+    mp.spawn(_ddp_rank, args=(port, cfg, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert [k for k in r0 if not torch.equal(r0[k], r1[k])] == []
+    rows = _rows(tmp_path / "train_log.csv")
+    assert [r["skipped_nonfinite"] for r in rows] == ["0.0", "1.0", "0.0"]
+    assert math.isfinite(float(rows[1]["loss"]))  # rank 0's own loss was finite: the decision is global

@@ -198,12 +198,13 @@ def train_stage(
                 step += 1
                 position += 1
                 values = _as_floats(logs)
-                skips.record(outcome, stage, step, values)
+                skips.record(outcome)
                 values.update(lr=lr_used, skipped_overflow=float(outcome == OVERFLOW),
                               skipped_nonfinite=float(outcome == NONFINITE))
                 logger.log(step, {"epoch": epoch, **values})
                 bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{values['loss']:.3f}", **skips.postfix())
                 bar.update(1)
+                skips.stop_if_exhausted(stage, step, values)
                 # while the latest steps are bad, checkpoint_last.pt stays the one of the last good step
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and position < iters and not skips.streak:
                     _save(info, last, model, optimizer, scheduler, scaler, step, epoch, config_dict, extra)

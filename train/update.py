@@ -117,7 +117,7 @@ class SkipCounter:
     nonfinite: int = 0
     streak: int = 0
 
-    def record(self, outcome: str, stage: str, step: int, logs: dict[str, Any]) -> None:
+    def record(self, outcome: str) -> None:
         if outcome == OK:
             self.streak = 0
         elif outcome == OVERFLOW:
@@ -125,16 +125,20 @@ class SkipCounter:
         elif outcome == NONFINITE:
             self.nonfinite += 1
             self.streak += 1
-            if self.streak >= self.max_bad_steps:
-                raise FloatingPointError(
-                    f"stage {stage}: {self.streak} consecutive steps (the last at step {step}) had a NaN/Inf loss "
-                    f"or gradient (terms {logs}); they were skipped, so the weights are those of the last good "
-                    "step and checkpoint_last.pt in the stage's output folder is the last checkpoint written "
-                    "before them. Check the input features, lower --lr or the lambda_* weights or set "
-                    "--grad-clip, then --resume; --max-bad-steps sets how many such steps in a row are tolerated"
-                )
         else:
             raise ValueError(f"unknown step outcome {outcome!r}; expected one of {(OK, OVERFLOW, NONFINITE)}")
+
+    def stop_if_exhausted(self, stage: str, step: int, logs: dict[str, Any]) -> None:
+        """Raise the stop message once ``max_bad_steps`` bad steps came in a row (after the caller
+        logged the last one)."""
+        if self.streak >= self.max_bad_steps:
+            raise FloatingPointError(
+                f"stage {stage}: {self.streak} consecutive steps (the last at step {step}) had a NaN/Inf loss "
+                f"or gradient (terms {logs}); they were skipped, so the weights are those of the last good "
+                "step and checkpoint_last.pt in the stage's output folder is the last checkpoint written "
+                "before them. Check the input features, lower --lr or the lambda_* weights or set "
+                "--grad-clip, then --resume; --max-bad-steps sets how many such steps in a row are tolerated"
+            )
 
     def postfix(self) -> dict[str, int]:
         """What the progress bar shows: the skipped steps so far."""
