@@ -190,12 +190,21 @@ def test_an_overflow_of_the_scaled_saliency_gradients_leaves_the_term_out_and_fl
     assert float(fine["saliency_overflow"]) == 0.0 and math.isfinite(float(fine["grad"]))
 
 
-def test_nan_features_give_a_nan_loss_not_an_overflow(tiny_pair: tuple[nn.Module, nn.Module, dict[str, Any]]) -> None:
-    batch = dict(tiny_pair[2])
-    batch["feat"] = batch["feat"].clone()
+def test_nan_features_give_a_nan_loss_not_an_overflow_nor_an_exception(
+    tiny_pair: tuple[nn.Module, nn.Module, dict[str, Any]]
+) -> None:
+    # every term on: the kernels refuse NaN input, so the step must not reach them
+    teacher, student, batch = tiny_pair
+    batch = {**batch, "feat": batch["feat"].clone()}
     batch["feat"][0] = float("nan")
-    total, logs = _step(tiny_pair, 1.0, batch)
+    full = DistillSettings(grad=True, kld=True, topo=True, topo_m=32, topo_time_budget=None, saliency_layers=(1, 2))
+    total, logs = distillation_step(student, teacher, batch, full, amp=False, timer=StepTimer(), grad_scale=2.0**16,
+                                    term_grad_norms=True)
     assert not torch.isfinite(total) and float(logs["saliency_overflow"]) == 0.0
+    # the same log columns as a good step, so the CSV keeps its header
+    _, good = distillation_step(student, teacher, tiny_pair[2], full, amp=False, timer=StepTimer(),
+                                term_grad_norms=True)
+    assert logs.keys() == good.keys()
 
 
 @pytest.mark.cuda

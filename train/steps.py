@@ -154,7 +154,7 @@ def _teacher_pass(
         with torch.set_grad_enabled(need_grad), teacher_autocast(batch["coord"].device.type, amp, need_grad):
             t_out = teacher(inputs)
     topo_job = None
-    if s.active("topo"):
+    if s.active("topo") and _all_finite([t_out.embedding]):  # else a bad step (decision 23): nothing to start
         with timer.section("topo_launch"):
             topo_job = TopoLossJob(
                 t_out.embedding.detach().float(), batch["offset"], m=s.topo_m, seed=topo_seed,
