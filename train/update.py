@@ -58,6 +58,11 @@ def _grads(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
                 yield p.grad
 
 
+def _finite(grads: list[torch.Tensor]) -> bool:
+    """All entries finite, with one device synchronisation for all the tensors."""
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+
+
 def _record_overflow(optimizer: torch.optim.Optimizer) -> None:
     """Write an overflow found outside the parameter gradients (the saliency pass) into one of them,
     where ``GradScaler.unscale_`` looks for it: the step is then skipped and the scale reduced by
@@ -92,7 +97,7 @@ def apply_update(
     with timer.section("optimizer"):
         if overflow:
             _record_overflow(optimizer)
-        if not scaler.is_enabled() and not all(bool(torch.isfinite(g).all()) for g in _grads(optimizer)):
+        if not scaler.is_enabled() and not _finite(list(_grads(optimizer))):
             return NONFINITE  # no loss scale: a non-finite gradient is a real divergence, not an overflow
         scale_before = scaler.get_scale()
         if grad_clip is not None:
