@@ -106,6 +106,7 @@ class RunConfig:
     div_factor: float = 10.0
     final_div_factor: float = 100.0
     grad_clip: float | None = None
+    max_bad_steps: int = 10
     # models
     teacher_preset: str = "auto"
     student_preset: str = "auto"
@@ -189,6 +190,8 @@ _HELP: dict[str, str] = {
     "div_factor": "OneCycleLR initial lr = max_lr / div_factor",
     "final_div_factor": "OneCycleLR final lr = initial lr / final_div_factor",
     "grad_clip": "clip the gradient norm to this value (default: off)",
+    "max_bad_steps": "stop after this many consecutive steps with a NaN/Inf loss (each is skipped and counted; "
+    "AMP overflows are skipped and counted but never stop the run)",
     "teacher_preset": "teacher model preset: auto | teacher | teacher-demo",
     "student_preset": "student model preset: auto | student | student-demo",
     "teacher_overrides": "model overrides for the teacher (YAML mapping; config file only)",
@@ -378,7 +381,8 @@ def validate(cfg: RunConfig) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or v < 0 or v != v:
             raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, got {v!r}")
-    positive = ("epochs", "teacher_epochs", "batch_size", "topo_m", "latency_runs", "synthetic_scenes", "procs")
+    positive = ("epochs", "teacher_epochs", "batch_size", "topo_m", "latency_runs", "synthetic_scenes", "procs",
+                "max_bad_steps")
     for name in positive:
         v = getattr(cfg, name)
         if not isinstance(v, int) or v < 1:

@@ -1,7 +1,9 @@
 """Training loop of one stage (teacher, student, kd, distill) with checkpoints, resume and DDP.
 
 Per iteration: one step of :mod:`train.steps`, AdamW + OneCycleLR stepped per iteration
-(:mod:`train.optim`), optional gradient clipping, AMP on CUDA only. Checkpoints
+(:mod:`train.optim`), optional gradient clipping, AMP on CUDA only; an AMP overflow or a NaN/Inf
+loss skips the update and is counted, and ``--max-bad-steps`` NaN/Inf steps in a row stop the run
+(:mod:`train.update`, decision 23). Checkpoints
 (:mod:`train.checkpoint`) are written atomically at the end of every epoch and, optionally, every
 K iterations; ``resume`` continues from the last one exactly: the data order and augmentation of an
 epoch are functions of (seed, epoch, sample index) (``ResumableDistributedSampler`` and the
@@ -32,6 +34,8 @@ from train.models.pointcept import from_pointcept, is_pointcept_state_dict, poin
 from train.optim import build_optimizer, build_scheduler
 from train.profiling import StepTimer
 from train.steps import DistillSettings, distillation_step, segmentation_step, to_device, warm_up_persistence
+from train.update import (NONFINITE, OVERFLOW, SkipCounter, apply_update, buffer_snapshot, make_scaler,
+                          restore_buffers)
 
 LAST = "checkpoint_last.pt"
 FINAL = "model_final.pt"
@@ -181,7 +185,8 @@ def train_stage(
         iters = min(iters, cfg.iters_per_epoch)
     total_steps = epochs * iters
     scheduler = build_scheduler(optimizer, total_steps, cfg.pct_start, cfg.div_factor, cfg.final_div_factor)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = make_scaler(device, amp)
+    skips = SkipCounter(cfg.max_bad_steps)
 
     step, start_epoch = 0, 0
     last = out_dir / LAST
@@ -220,6 +225,7 @@ def train_stage(
                     break
                 batch = to_device(batch, device)
                 optimizer.zero_grad(set_to_none=True)
+                buffers = buffer_snapshot(model)
                 if settings.uses_teacher:
                     loss, logs = distillation_step(ddp_model, teacher, batch, settings, amp, timer,
                                                    topo_seed=cfg.seed + step * per_rank * info.world_size,
@@ -228,33 +234,29 @@ def train_stage(
                 else:
                     loss, logs = segmentation_step(ddp_model, batch, amp, timer, settings.seg_loss,
                                                    settings.seg_weight())
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"stage {stage}: loss is {loss.item()} at step {step} (terms {_as_floats(logs)}); "
-                        "lower --lr or the lambda_* weights, or set --grad-clip"
-                    )
-                with timer.section("backward"):
-                    scaler.scale(loss).backward()
+                saliency_overflow = bool(logs.pop("saliency_overflow", 0.0))
                 lr_used = optimizer.param_groups[0]["lr"]
-                with timer.section("optimizer"):
-                    if cfg.grad_clip is not None:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
+                outcome = apply_update(loss, saliency_overflow, model, optimizer, scaler, cfg.grad_clip, timer)
+                if outcome == NONFINITE:
+                    restore_buffers(model, buffers)
+                scheduler.step()  # the schedule runs on through skipped steps, as under GradScaler
                 timer.step_done()
                 step += 1
                 position += 1
                 values = _as_floats(logs)
-                values["lr"] = lr_used
+                skips.record(outcome)
+                values.update(lr=lr_used, skipped_overflow=float(outcome == OVERFLOW),
+                              skipped_nonfinite=float(outcome == NONFINITE))
                 logger.log(step, {"epoch": epoch, **values})
-                bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{values['loss']:.3f}")
+                bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{values['loss']:.3f}", **skips.postfix())
                 bar.update(1)
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and position < iters:
+                skips.stop_if_exhausted(stage, step, values)
+                # while the latest steps are bad, checkpoint_last.pt stays the one of the last good step
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and position < iters and not skips.streak:
                     _save(info, last, model, optimizer, scheduler, scaler, step, epoch, config_dict, extra)
             broadcast_buffers(model)
-            _save(info, last, model, optimizer, scheduler, scaler, step, epoch + 1, config_dict, extra)
+            if not skips.streak:
+                _save(info, last, model, optimizer, scheduler, scaler, step, epoch + 1, config_dict, extra)
         if info.is_main:
             save_checkpoint(out_dir / FINAL, model, None, None, None, step, epochs, config_dict, extra)
         barrier()

@@ -154,9 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"train.run: error: {err}", file=sys.stderr)
         return 2
-    # a dataset or checkpoint missing (FileNotFoundError): the message says where and how
+    # a dataset or checkpoint missing (FileNotFoundError), a run stopped by --max-bad-steps
+    # (FloatingPointError): the message says where and how
     return launch(main, sys.argv[1:] if argv is None else argv, cfg.procs, cfg.device, cfg.deterministic,
-                  lambda info: run(cfg, info), "train.run", (FileNotFoundError,))
+                  lambda info: run(cfg, info), "train.run", (FileNotFoundError, FloatingPointError))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
      (decisions 20); the teacher's persistence diagrams are started right away on its
      pre-classifier embeddings (decisions 12) through ``fast``'s asynchronous engine;
   2. teacher saliency gradients: dL_seg(teacher)/dF_l of its decoder stages by
-     ``torch.autograd.grad`` (parameters frozen, so only activation gradients; decisions 15);
+     ``torch.autograd.grad`` (parameters frozen, so only activation gradients; decisions 15),
+     under AMP in bfloat16 with no loss scale, independent of the student's scaler (decision 23);
   3. student forward; the student's diagrams are started right away on its embeddings;
   4. L_seg of the student; its saliency gradients by ``autograd.grad(create_graph=False)``, so the
      channel weights omega are constants (decisions 16); L_grad (Eq. 4-7) over the chosen decoder
@@ -125,11 +126,24 @@ def segmentation_step(
     return loss, {"loss": loss.detach(), "seg": loss.detach(), **parts}
 
 
+def teacher_autocast(device_type: str, amp: bool, need_grad: bool) -> torch.autocast:
+    """Autocast of the teacher's forward pass (decision 23).
+
+    With the saliency term on, the teacher's activation gradients must not depend on the student's
+    loss scale, and unscaled float16 gradients would underflow: under AMP that pass therefore runs
+    in bfloat16 (float32's exponent range, so its gradients need no scale and cannot overflow), or
+    in float32 where the device has no bfloat16. Without the saliency term the teacher is a plain
+    float16 forward pass, as before."""
+    if not (amp and need_grad):
+        return torch.autocast(device_type, enabled=amp)
+    bf16 = device_type != "cuda" or torch.cuda.is_bf16_supported()
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16)
+
+
 def _teacher_pass(
     teacher: nn.Module, batch: dict[str, Any], s: DistillSettings, amp: bool, timer: StepTimer, topo_seed: int,
-    grad_scale: float,
 ) -> tuple[Any, TopoLossJob | None, list[torch.Tensor]]:
-    """Teacher forward, start its diagrams, then its own-loss saliency gradients (decisions 15)."""
+    """Teacher forward, start its diagrams, then its own-loss saliency gradients (decisions 15, 23)."""
     need_grad = s.active("grad")
     inputs = model_inputs(batch)
     if need_grad:
@@ -137,10 +151,10 @@ def _teacher_pass(
         # requires grad; a leaf copy of the features makes the decoder activations differentiable.
         inputs = {**inputs, "feat": inputs["feat"].detach().clone().requires_grad_(True)}
     with timer.section("teacher_forward"):
-        with torch.set_grad_enabled(need_grad), torch.autocast(batch["coord"].device.type, enabled=amp):
+        with torch.set_grad_enabled(need_grad), teacher_autocast(batch["coord"].device.type, amp, need_grad):
             t_out = teacher(inputs)
     topo_job = None
-    if s.active("topo"):
+    if s.active("topo") and _all_finite([t_out.embedding]):  # else a bad step (decision 23): nothing to start
         with timer.section("topo_launch"):
             topo_job = TopoLossJob(
                 t_out.embedding.detach().float(), batch["offset"], m=s.topo_m, seed=topo_seed,
@@ -152,8 +166,7 @@ def _teacher_pass(
             t_loss, _ = segmentation_loss(t_out.logits.float(), batch["segment"], kind=s.seg_loss,
                                           class_weight=s.seg_weight())
             pos = _stage_positions(s.saliency_layers, len(t_out.decoder_feats))
-            t_grads = saliency_gradients(t_loss, [t_out.decoder_feats[p] for p in pos], retain_graph=False,
-                                         grad_scale=grad_scale)
+            t_grads = saliency_gradients(t_loss, [t_out.decoder_feats[p] for p in pos], retain_graph=False)
     return t_out, topo_job, t_grads
 
 
@@ -171,39 +184,53 @@ def distillation_step(
     """Total loss of one KD / distillation step (graph attached to the student only) and its parts.
 
     ``topo_seed``: TPS start seed of this step (cloud b uses ``topo_seed + b``, decisions 14).
-    ``grad_scale``: the AMP loss scale used for the saliency gradients (1 without AMP).
+    ``grad_scale``: the AMP loss scale used for the student's saliency gradients (1 without AMP).
+    If those scaled gradients overflow, L_grad is left out of the total and
+    ``logs["saliency_overflow"]`` is 1: the caller must skip the step (``train.update.apply_update``,
+    decision 23). Non-finite saliency gradients without a scale make ``L_grad`` NaN.
     ``term_grad_norms``: also log ``gradnorm_<term>``, the L2 norm over the student's parameters of
     the gradient each weighted term sends (one extra backward pass per term: a diagnostic, e.g.
     every K steps via ``--log-term-grads K``; under DDP each rank's own share of the batch).
     """
     misses_before = budget_miss_count()
-    t_out, topo_job, t_grads = _teacher_pass(teacher, batch, s, amp, timer, topo_seed, grad_scale)
+    t_out, topo_job, t_grads = _teacher_pass(teacher, batch, s, amp, timer, topo_seed)
     with timer.section("student_forward"), torch.autocast(batch["coord"].device.type, enabled=amp):
         out = student(model_inputs(batch))
-    if topo_job is not None:
-        with timer.section("topo_launch"):
-            topo_job.submit_student(out.embedding.float())
     with timer.section("student_loss"):
         seg, parts = segmentation_loss(out.logits.float(), batch["segment"], kind=s.seg_loss,
                                        class_weight=s.seg_weight())
+    logs: dict[str, torch.Tensor] = {"seg": seg.detach(), **parts}
+    terms = [t for t in ("grad", "kld", "topo") if s.active(t)]
+    if not _all_finite([t_out.logits, t_out.embedding, out.logits, out.embedding]):
+        return _bad_step(logs, terms, term_grad_norms, seg.device)
+    if topo_job is not None:
+        with timer.section("topo_launch"):
+            topo_job.submit_student(out.embedding.float())
     total = seg
     weighted = {"seg": seg}
-    logs: dict[str, torch.Tensor] = {"seg": seg.detach(), **parts}
     if s.active("grad"):
         with timer.section("student_saliency"):
             pos = _stage_positions(s.saliency_layers, len(out.decoder_feats))
             acts = [out.decoder_feats[p] for p in pos]
             s_grads = saliency_gradients(seg, acts, retain_graph=True, grad_scale=grad_scale)
-            l_grad = saliency_loss(
-                [a.float() for a in acts], s_grads,
-                [out.decoder_offsets[p] for p in pos], [out.decoder_index[p] for p in pos],
-                [t_out.decoder_feats[p].detach().float() for p in pos], t_grads,
-                [t_out.decoder_offsets[p] for p in pos], [t_out.decoder_index[p] for p in pos],
-                batch["offset"], eps=s.saliency_eps,
-            )
-        weighted["grad"] = s.lambda_grad * l_grad
-        total = total + weighted["grad"]
+            overflow = grad_scale > 1.0 and not _all_finite(s_grads)
+            if overflow or not _all_finite(s_grads + t_grads):
+                # decision 23: an overflow of the scaled pass is the caller's to skip; a NaN/Inf
+                # otherwise (bad features) makes the term, hence the total, NaN: a bad step
+                l_grad = torch.tensor(float("nan"), device=seg.device)
+            else:
+                l_grad = saliency_loss(
+                    [a.float() for a in acts], s_grads,
+                    [out.decoder_offsets[p] for p in pos], [out.decoder_index[p] for p in pos],
+                    [t_out.decoder_feats[p].detach().float() for p in pos], t_grads,
+                    [t_out.decoder_offsets[p] for p in pos], [t_out.decoder_index[p] for p in pos],
+                    batch["offset"], eps=s.saliency_eps,
+                )
+        logs["saliency_overflow"] = torch.tensor(float(overflow))
         logs["grad"] = l_grad.detach()
+        if not overflow:
+            weighted["grad"] = s.lambda_grad * l_grad
+            total = total + weighted["grad"]
     if s.active("kld"):
         with timer.section("kld"):
             l_kld = kld(out.logits.float(), t_out.logits.detach().float(), batch["segment"],
@@ -220,15 +247,39 @@ def distillation_step(
         # clouds whose H1 missed the time budget this step (decisions 6c): counted, never silent
         logs["topo_h1_over_budget"] = torch.tensor(float(budget_miss_count() - misses_before))
     if term_grad_norms:
-        logs.update(_term_grad_norms(student, weighted))
+        logs.update(_term_grad_norms(student, weighted, terms))
     logs["loss"] = total.detach()
     return total, logs
 
 
-def _term_grad_norms(student: nn.Module, weighted: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``gradnorm_<term>``: ||d(weighted term)/d(student parameters)||_2 for each term (graph kept)."""
+def _bad_step(logs: dict[str, torch.Tensor], terms: Sequence[str], term_grad_norms: bool,
+              device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A step whose model outputs hold NaN/Inf (bad features, a diverged model; decision 23): the
+    kernels refuse such input, so no term is computed. The total and every term the step would log
+    are NaN (the same log columns as a good step), and the caller skips the step."""
+    nan = torch.tensor(float("nan"), device=device)
+    logs.update({t: nan for t in terms})
+    if "grad" in terms:
+        logs["saliency_overflow"] = torch.tensor(0.0)
+    if "topo" in terms:
+        logs["topo_h1_over_budget"] = torch.tensor(0.0)
+    if term_grad_norms:
+        logs.update({f"gradnorm_{t}": nan for t in ("seg", *terms)})
+    logs["loss"] = nan
+    return nan, logs
+
+
+def _all_finite(tensors: Sequence[torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def _term_grad_norms(student: nn.Module, weighted: dict[str, torch.Tensor],
+                     terms: Sequence[str]) -> dict[str, torch.Tensor]:
+    """``gradnorm_<term>``: ||d(weighted term)/d(student parameters)||_2 for L_seg and each of
+    ``terms`` (graph kept); NaN for a term left out of the step (an overflow, decision 23), so
+    every step logs the same columns."""
     params = [p for p in student.parameters() if p.requires_grad]
-    norms = {}
+    norms = {f"gradnorm_{t}": torch.tensor(float("nan")) for t in terms}
     for name, term in weighted.items():
         grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
         sq = sum((g.detach().float() ** 2).sum() for g in grads if g is not None)

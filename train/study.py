@@ -228,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"train.study: error: {err}", file=sys.stderr)
         return 2
     return launch(main, argv, base.procs, base.device, base.deterministic,
-                  lambda info: run_study(args, rows, base, info, argv), "train.study", (ValueError, FileNotFoundError))
+                  lambda info: run_study(args, rows, base, info, argv), "train.study",
+                  (ValueError, FileNotFoundError, FloatingPointError))
 
 
 if __name__ == "__main__":
