@@ -122,6 +122,26 @@ def test_pooling_merges_the_points_of_each_parent_voxel_per_cloud() -> None:
     assert torch.equal(coarse.offset, torch.cumsum(torch.bincount(coarse.batch), 0))
 
 
+def test_pooling_gradient_reaches_each_cluster_maximum_whatever_memory_is_reused() -> None:
+    # scatter_reduce's amax backward counts the output's initial value as a tied maximum even with
+    # include_self=False; an uninitialised output in a freed buffer that held the same maxima (as an
+    # identical earlier step leaves it) halved those gradients, so runs were not reproducible.
+    data = _cat(_cloud(300, 16, 6, seed=1), _cloud(200, 16, 6, seed=2))
+    level = _level_from(data, 8)
+    feat = level.feat.clone().requires_grad_(True)
+    pool = SerializedPooling(8, 12).double().eval()
+    cluster = pool(level, shuffle=False).cluster
+    proj = pool.proj(feat)
+    maxima = torch.stack([proj[cluster == j].max(0).values for j in range(int(cluster.max()) + 1)])
+    weights = torch.randn(maxima.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    expected, = torch.autograd.grad((pool.act(pool.norm(maxima)) * weights).sum(), feat)
+    for _ in range(5):
+        leftovers = [maxima.detach().clone() for _ in range(8)]  # freed buffers holding the exact maxima
+        del leftovers
+        got, = torch.autograd.grad((pool(level.with_feat(feat), shuffle=False).feat * weights).sum(), feat)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_unpooling_adds_the_two_projected_branches() -> None:
     data = _cloud(300, 16, 6, seed=3)
     level = _level_from(data, 8)

@@ -101,7 +101,11 @@ class SerializedPooling(nn.Module):
         head.scatter_reduce_(0, cluster, torch.arange(n, device=key.device), reduce="amin")
         feat = self.proj(level.feat)
         rows = cluster[:, None]
-        pooled = feat.new_empty(m, feat.shape[1]).scatter_reduce_(0, rows.expand_as(feat), feat, "amax", include_self=False)
+        # -inf, not new_empty: the amax backward splits a cluster's gradient among every entry equal to
+        # its max and counts the initial value as one even with include_self=False, so leftover memory
+        # that happened to hold the max halved that gradient at random (non-reproducible runs).
+        pooled = feat.new_full((m, feat.shape[1]), float("-inf"))
+        pooled = pooled.scatter_reduce_(0, rows.expand_as(feat), feat, "amax", include_self=False)
         pooled = self.act(self.norm(pooled))
         coord = level.coord.new_zeros(m, 3).scatter_reduce_(0, rows.expand(n, 3), level.coord, "mean", include_self=False)
         batch = level.batch[head]
