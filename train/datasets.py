@@ -96,6 +96,7 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
         test_split = None
     root = Path(cfg.data_root)
     train = cls(root, train_split, transform=build_transforms(cfg.dataset, train=True, grid_size=cfg.grid_size), seed=cfg.seed)
+    train.skip_bad_scans = cfg.skip_bad_scans
 
     def eval_factory(split: str, view: Any) -> Any:
         pipeline = build_transforms(cfg.dataset, train=False, grid_size=cfg.grid_size)

@@ -6,11 +6,14 @@ Per iteration: one step of :mod:`train.steps`, AdamW + OneCycleLR stepped per it
 K iterations; ``resume`` continues from the last one exactly: the data order and augmentation of an
 epoch are functions of (seed, epoch, sample index) (``ResumableDistributedSampler`` and the
 dataset's per-sample generator), the sampler restarts mid-epoch where the checkpoint was taken,
-and every random-number state is restored. Under torchrun the model is wrapped in
+and every random-number state is restored. The checkpoint a save replaces is kept as
+``checkpoint_prev.pt``: a resume whose latest file is unreadable (truncated, corrupt) falls back to
+it with a warning, and a stray temporary file of a killed write is deleted. Under torchrun the model is wrapped in
 DistributedDataParallel and only rank 0 logs, draws progress bars and writes files.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,10 +23,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from train.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, unwrap
+from train.checkpoint import (load_checkpoint, load_latest, remove_stale_temporaries, restore_training_state,
+                              save_checkpoint, unwrap)
 from train.config import RunConfig
 from train.data.base import label_frequencies
-from train.distributed import DistInfo, ResumableDistributedSampler, barrier, broadcast_buffers
+from train.data.validation import BadScanError
+from train.distributed import DistInfo, ResumableDistributedSampler, all_reduce_sum, barrier, broadcast_buffers
 from train.logging_utils import MetricLogger, progress
 from train.losses import class_weights
 from train.optim import build_optimizer, build_scheduler
@@ -31,7 +36,10 @@ from train.profiling import StepTimer
 from train.steps import DistillSettings, distillation_step, segmentation_step, to_device, warm_up_persistence
 
 LAST = "checkpoint_last.pt"
+PREV = "checkpoint_prev.pt"  # the one LAST replaced: the fallback of a resume
+UNREADABLE = "checkpoint_last.unreadable.pt"  # an unreadable LAST a resume passed over
 FINAL = "model_final.pt"
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -138,10 +146,17 @@ def train_stage(
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
     step, start_epoch = 0, 0
-    last = out_dir / LAST
-    resumed = cfg.resume and last.is_file()
-    if resumed:
-        step, start_epoch = restore_training_state(load_checkpoint(last, device), model, optimizer, scheduler, scaler)
+    last, prev = out_dir / LAST, out_dir / PREV
+    found = load_latest([last, prev], device) if cfg.resume else None
+    resumed = found is not None
+    if found is not None:
+        step, start_epoch = restore_training_state(found[0], model, optimizer, scheduler, scaler)
+    if cfg.resume and info.is_main:
+        remove_stale_temporaries(last)
+        if found is not None and found[1] == prev and last.exists():
+            # the next save would demote the unreadable file to PREV, over the good one: keep it aside
+            last.replace(out_dir / UNREADABLE)
+            _LOG.warning("moved the unreadable %s to %s", last, out_dir / UNREADABLE)
     ddp_model: nn.Module = model
     if info.world_size > 1:
         ddp_model = nn.parallel.DistributedDataParallel(
@@ -153,7 +168,8 @@ def train_stage(
     log_grads = cfg.log_term_grads > 0
     if settings.active("topo"):
         warm_up_persistence()
-    logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, append=resumed)
+    logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard,
+                          resume_step=step if resumed else None)
     bar = progress(total=total_steps, initial=step, desc=f"{stage:>8}", enabled=info.is_main and cfg.progress)
     config_dict = cfg.to_dict()
     extra = {"model_spec": spec.__dict__, "stage": stage}
@@ -172,6 +188,9 @@ def train_stage(
             for batch in loader:
                 if position >= iters:
                     break
+                skipped = batch.pop("skipped")
+                for message in skipped:
+                    _LOG.warning("stage %s, step %d: skipped a bad training scan: %s", stage, step + 1, message)
                 batch = to_device(batch, device)
                 optimizer.zero_grad(set_to_none=True)
                 if settings.uses_teacher:
@@ -202,16 +221,22 @@ def train_stage(
                 position += 1
                 values = _as_floats(logs)
                 values["lr"] = lr_used
+                if cfg.skip_bad_scans:
+                    values["skipped_scans"] = float(all_reduce_sum(torch.tensor(float(len(skipped)), device=device)))
                 logger.log(step, {"epoch": epoch, **values})
                 bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{values['loss']:.3f}")
                 bar.update(1)
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and position < iters:
-                    _save(info, last, model, optimizer, scheduler, scaler, step, epoch, config_dict, extra)
+                    _save(info, last, prev, model, optimizer, scheduler, scaler, step, epoch, config_dict, extra)
             broadcast_buffers(model)
-            _save(info, last, model, optimizer, scheduler, scaler, step, epoch + 1, config_dict, extra)
+            _save(info, last, prev, model, optimizer, scheduler, scaler, step, epoch + 1, config_dict, extra)
         if info.is_main:
             save_checkpoint(out_dir / FINAL, model, None, None, None, step, epochs, config_dict, extra)
         barrier()
+    except BadScanError as err:
+        if cfg.skip_bad_scans:
+            raise
+        raise type(err)(f"{err} (or pass --skip-bad-scans to train on without such scans)") from err
     finally:
         bar.close()
         logger.close()
@@ -223,10 +248,10 @@ def train_stage(
     return unwrap(model)
 
 
-def _save(info: DistInfo, path: Path, model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any, step: int,
-          epoch: int, config: dict, extra: dict) -> None:
+def _save(info: DistInfo, path: Path, previous: Path, model: nn.Module, optimizer: Any, scheduler: Any,
+          scaler: Any, step: int, epoch: int, config: dict, extra: dict) -> None:
     if info.is_main:
-        save_checkpoint(path, model, optimizer, scheduler, scaler, step, epoch, config, extra)
+        save_checkpoint(path, model, optimizer, scheduler, scaler, step, epoch, config, extra, previous)
     barrier()
 
 

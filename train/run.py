@@ -29,7 +29,9 @@ from typing import Any, Sequence
 
 import torch
 
+from train.checkpoint import CheckpointError, CheckpointWriteError
 from train.config import RunConfig, resolve, save_config
+from train.data.validation import BadScanError
 from train.datasets import SplitData, prepare_splits
 from train.distributed import DistInfo, barrier, launch
 from train.cost import count_parameters
@@ -39,6 +41,9 @@ from train.loop import FINAL, ModelSpec, distill_settings, load_frozen_teacher, 
 from train.profiling import StepTimer
 
 STAGE_ORDER = ("teacher", "student", "kd", "distill")
+# Failures whose message says what to fix (a missing dataset or checkpoint, an unreadable scan or
+# checkpoint, a full disk): printed as one error line, not a traceback.
+RUN_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, BadScanError, CheckpointError, CheckpointWriteError)
 
 
 def _preset(cfg: RunConfig, kind: str, device: torch.device) -> str:
@@ -149,9 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"train.run: error: {err}", file=sys.stderr)
         return 2
-    # a dataset or checkpoint missing (FileNotFoundError): the message says where and how
     return launch(main, sys.argv[1:] if argv is None else argv, cfg.procs, cfg.device, cfg.deterministic,
-                  lambda info: run(cfg, info), "train.run", (FileNotFoundError,))
+                  lambda info: run(cfg, info), "train.run", RUN_ERRORS)
 
 
 if __name__ == "__main__":
