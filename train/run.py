@@ -108,6 +108,13 @@ def run_stage(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo, teach
     return result, model
 
 
+def keep_caches_under(out: Path) -> None:
+    """Point torch's compile cache at ``<out>/torch_cache`` unless the user chose a place: importing
+    ``torch._dynamo`` (which deterministic mode and building an optimiser do) creates that folder,
+    in the system temp dir by default, and a run writes nothing outside its output folder."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(out.absolute() / "torch_cache"))
+
+
 def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
     """Run the configured stage(s); returns {table column: result}."""
     out = Path(cfg.out)
@@ -154,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"train.run: error: {err}", file=sys.stderr)
         return 2
+    keep_caches_under(Path(cfg.out))
     return launch(main, sys.argv[1:] if argv is None else argv, cfg.procs, cfg.device, cfg.deterministic,
                   lambda info: run(cfg, info), "train.run", RUN_ERRORS)
 

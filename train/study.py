@@ -40,7 +40,7 @@ from train.datasets import SplitData, prepare_splits
 from train.distributed import DistInfo, barrier, launch
 from train.loop import FINAL
 from train.profiling import StepTimer
-from train.run import RUN_ERRORS, evaluate_split, train_or_reuse
+from train.run import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse
 from train.study_report import write_study_report
 
 TABLES: tuple[int, ...] = (5, 7, 10)
@@ -213,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"train.study: error: {err}", file=sys.stderr)
         return 2
+    keep_caches_under(Path(args.out))
     return launch(main, argv, base.procs, base.device, base.deterministic,
                   lambda info: run_study(args, rows, base, info, argv), "train.study", (ValueError, *RUN_ERRORS))
 
