@@ -1,4 +1,4 @@
-"""Faults a long run meets, injected (issue 14 item 5): the process killed by SIGKILL, during a
+"""Faults a long run meets, injected: the process killed by SIGKILL, during a
 checkpoint write included; an unreadable latest checkpoint; a full disk while writing one; a scan
 file that turns bad in the middle of an epoch; and nothing written outside ``--out``.
 
