@@ -228,23 +228,27 @@ class _Killed(Exception):
     pass
 
 
-def _stop_after_save(monkeypatch: pytest.MonkeyPatch, at_step: int) -> None:
-    """Make the training loop stop right after its checkpoint of ``at_step`` is written."""
+def _after_save(monkeypatch: pytest.MonkeyPatch, at_step: int, action: Any) -> None:
+    """Call ``action()`` right after the training loop wrote its full checkpoint of ``at_step``."""
     real = train.loop.save_checkpoint
 
-    def save_then_stop(path, model, optimizer, scheduler, scaler, step, *args, **kwargs):  # type: ignore[no-untyped-def]
-        real(path, model, optimizer, scheduler, scaler, step, *args, **kwargs)
+    def save_then_act(path, model, optimizer, scheduler, scaler, step, *rest):  # type: ignore[no-untyped-def]
+        real(path, model, optimizer, scheduler, scaler, step, *rest)
         if step == at_step and optimizer is not None:
-            raise _Killed
+            action()
 
-    monkeypatch.setattr(train.loop, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(train.loop, "save_checkpoint", save_then_act)
+
+
+def _stop() -> None:
+    raise _Killed
 
 
 def test_a_resume_with_a_truncated_latest_checkpoint_continues_from_the_previous_one(
     base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = tiny_config(base, out=str(tmp_path / "out"), data_root=str(base / "data"), **RUN)
-    _stop_after_save(monkeypatch, 4)
+    _after_save(monkeypatch, 4, _stop)
     with pytest.raises(_Killed):
         run(cfg, CPU)
     monkeypatch.undo()
@@ -341,14 +345,8 @@ def test_a_scan_that_turns_bad_mid_epoch_stops_the_run_with_an_error_naming_it(
 ) -> None:
     shutil.copytree(base / "data", tmp_path / "data")
     broken: list[Path] = []
-    real = train.loop.save_checkpoint
-
-    def save_then_break(path, model, optimizer, scheduler, scaler, step, *args, **kwargs):  # type: ignore[no-untyped-def]
-        real(path, model, optimizer, scheduler, scaler, step, *args, **kwargs)
-        if step == 1 and optimizer is not None:  # after the first step every training scan goes bad
-            broken.extend(breaker(frame) for frame in _training_frames(tmp_path / "data"))
-
-    monkeypatch.setattr(train.loop, "save_checkpoint", save_then_break)
+    # after the first step every training scan goes bad
+    _after_save(monkeypatch, 1, lambda: broken.extend(map(breaker, _training_frames(tmp_path / "data"))))
     cfg = tiny_config(tmp_path, out=str(tmp_path / "out"), data_root=str(tmp_path / "data"), **RUN)
     with pytest.raises(BadScanError, match="--skip-bad-scans") as err:
         run(cfg, CPU)

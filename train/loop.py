@@ -8,8 +8,10 @@ epoch are functions of (seed, epoch, sample index) (``ResumableDistributedSample
 dataset's per-sample generator), the sampler restarts mid-epoch where the checkpoint was taken,
 and every random-number state is restored. The checkpoint a save replaces is kept as
 ``checkpoint_prev.pt``: a resume whose latest file is unreadable (truncated, corrupt) falls back to
-it with a warning, and a stray temporary file of a killed write is deleted. Under torchrun the model is wrapped in
-DistributedDataParallel and only rank 0 logs, draws progress bars and writes files.
+it with a warning, and a stray temporary file of a killed write is deleted. With
+``--skip-bad-scans`` the bad scans a batch met are warned about and counted (decision 25). Under
+torchrun the model is wrapped in DistributedDataParallel and only rank 0 logs, draws progress bars
+and writes files.
 """
 from __future__ import annotations
 
