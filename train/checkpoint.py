@@ -201,8 +201,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
                               f"was not loaded (it could run code): {str(err).splitlines()[0]}. Pass a checkpoint "
                               "written by this package.") from None
     except Exception as err:  # torch reports a truncated or mangled archive as RuntimeError, EOFError, KeyError, ...
-        raise CheckpointError(f"{p} is truncated or corrupt and cannot be read ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else 'no detail'})") from None
+        detail = str(err).split("\n")[0].split(". ")[0] or "no detail"  # torch's first sentence
+        raise CheckpointError(f"{p} is truncated or corrupt and cannot be read ({type(err).__name__}: {detail})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{p} is not a topodistill checkpoint (no 'model' entry)")
     if "digest" in state and state["digest"] != content_digest(state):
