@@ -1,19 +1,34 @@
-"""Atomic training checkpoints (``--resume``): everything needed to continue a run exactly.
+"""Atomic, verifiable training checkpoints (``--resume``): everything needed to continue a run exactly.
 
 A checkpoint holds the model, optimiser, scheduler and AMP scaler states, the random-number states
-(Python, numpy, torch CPU and every CUDA device), the global step and epoch, and the run config.
-It is written to a temporary file in the target directory, flushed to disk, then moved over the
-target with ``os.replace`` (atomic on POSIX), so a run killed mid-write leaves the previous
-checkpoint intact.
+(Python, numpy, torch CPU and every CUDA device), the global step and epoch, the run config, and a
+SHA-256 digest of all of it (:func:`content_digest`; ``torch.load`` checks no checksum of tensor
+data, so a flipped byte would otherwise load silently).
+
+Writing (:func:`atomic_write`): the bytes go to a temporary file in the target directory, are
+flushed and fsynced, the file being replaced is kept as the previous checkpoint, and the temporary
+file is renamed over the target with ``os.replace`` (atomic on POSIX); then the directory is
+fsynced. A process killed at any moment therefore leaves the last complete checkpoint (as the
+target, or as the previous one while the rename is in flight) and at most a stray temporary file,
+which :func:`remove_stale_temporaries` deletes on resume. A checkpoint that cannot be written (a
+full disk) raises :class:`CheckpointWriteError` and leaves the files already there unchanged.
+
+Reading (:func:`load_checkpoint`): ``torch.load(weights_only=True)`` and the digest check; any
+unreadable file raises :class:`CheckpointError` naming it. :func:`load_latest` picks the newest
+readable checkpoint of a run, with a warning naming each file it had to pass over.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
+import logging
 import os
 import pickle
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -49,21 +64,95 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temp file next to ``path``, fsync, then ``os.replace`` onto ``path``."""
+TEMP_SUFFIX = ".tmp"
+_LOG = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: truncated, corrupt, foreign, or holding code."""
+
+
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (disk full, no permission); the files already there are intact."""
+
+
+def atomic_write(data: bytes | memoryview, path: str | os.PathLike[str], previous: str | os.PathLike[str] | None = None
+                 ) -> None:
+    """Write ``data`` to ``path`` atomically (see the module docstring); an existing ``path`` is
+    first renamed to ``previous`` when given. On an error no temporary file is left behind."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=TEMP_SUFFIX, dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        if previous is not None and target.exists():
+            os.replace(target, previous)
         os.replace(tmp, target)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # makes the renames themselves survive a power loss
+        finally:
+            os.close(dir_fd)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str], previous: str | os.PathLike[str] | None = None) -> None:
+    """``torch.save`` of ``obj`` written with :func:`atomic_write`; an OS error (a full disk) becomes a
+    :class:`CheckpointWriteError` saying what to do. The bytes are serialised in memory first:
+    torch's own file writer reports a failed write as a bare ``RuntimeError`` without the OS's reason."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    target = Path(path)
+    try:
+        atomic_write(buffer.getbuffer(), target, previous)
+    except OSError as err:
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        fix = "free space on that disk" if err.errno == errno.ENOSPC else "fix the cause"
+        failure = CheckpointWriteError(f"could not write checkpoint {target}: {reason}. The last complete checkpoint "
+                                       f"is still in {target.parent}: {fix}, then rerun with --resume to continue "
+                                       "from it")
+        failure.errno = err.errno
+        raise failure from err
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files a killed :func:`atomic_write` to ``path`` left behind; returns them."""
+    target = Path(path)
+    stale = sorted(target.parent.glob(target.name + ".*" + TEMP_SUFFIX))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def content_digest(state: dict[str, Any]) -> str:
+    """SHA-256 over every entry of ``state`` but ``"digest"``: tensors by dtype, shape and bytes,
+    containers in their order, other values by ``repr``."""
+    h = hashlib.sha256()
+
+    def visit(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"tensor {t.dtype} {tuple(t.shape)};".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+        elif isinstance(value, dict):
+            h.update(f"dict {len(value)};".encode())
+            for k, v in value.items():
+                visit(k)
+                visit(v)
+        elif isinstance(value, (list, tuple)):
+            h.update(f"{type(value).__name__} {len(value)};".encode())
+            for v in value:
+                visit(v)
+        else:
+            h.update(f"{type(value).__name__} {value!r};".encode())
+
+    visit({k: v for k, v in state.items() if k != "digest"})
+    return h.hexdigest()
 
 
 def save_checkpoint(
@@ -76,8 +165,9 @@ def save_checkpoint(
     epoch: int,
     config: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    previous: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Write a full training checkpoint atomically."""
+    """Write a full training checkpoint atomically (keeping the file it replaces as ``previous``)."""
     state = {
         "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
@@ -89,7 +179,8 @@ def save_checkpoint(
         "config": config or {},
         "extra": extra or {},
     }
-    atomic_save(state, path)
+    state["digest"] = content_digest(state)
+    atomic_save(state, path, previous)
 
 
 class RefusedObject:
@@ -113,7 +204,8 @@ def read_weights(path: str | os.PathLike[str], map_location: str | torch.device 
     Returns (object, refused): when the file also names globals that ``weights_only`` refuses (a
     foreign trainer's scheduler, say), each such global is bound to :class:`RefusedObject` instead,
     so no code from the file runs, and ``refused`` lists their names; the tensors and plain
-    containers are read as usual. Callers decide whether the entries they need are intact."""
+    containers are read as usual. Callers decide whether the entries they need are intact.
+    A missing file raises FileNotFoundError, a truncated or mangled one :class:`CheckpointError`."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {p} does not exist; check the path (or train that stage first)")
@@ -121,13 +213,16 @@ def read_weights(path: str | os.PathLike[str], map_location: str | torch.device 
         return torch.load(p, map_location=map_location, weights_only=True), []
     except pickle.UnpicklingError as err:
         first_line = str(err).splitlines()[0]
+    except Exception as err:  # torch reports a truncated or mangled archive as RuntimeError, EOFError, KeyError, ...
+        detail = str(err).split("\n")[0].split(". ")[0] or "no detail"  # torch's first sentence
+        raise CheckpointError(f"{p} is truncated or corrupt and cannot be read ({type(err).__name__}: {detail})") from None
     try:
         refused = torch.serialization.get_unsafe_globals_in_checkpoint(p)
-    except Exception:  # not the zip format: its globals cannot be listed without unpickling
+    except Exception:  # not the zip format, or a mangled archive: its globals cannot be listed without unpickling
         refused = []
     if not refused:
-        raise ValueError(f"{p} could not be read with weights_only=True ({first_line}); "
-                         "re-save it with torch.save in the current (zip) format")
+        raise CheckpointError(f"{p} could not be read with weights_only=True ({first_line}): it is corrupt, or "
+                              "not in torch.save's current (zip) format")
     # getattr(obj, name)(...) is how a pickle calls a method: the attribute becomes the stand-in class.
     stand_ins = [(_refused_attribute if name == "builtins.getattr" else RefusedObject, name) for name in refused]
     with torch.serialization.safe_globals([RefusedObject, *stand_ins]):
@@ -135,7 +230,8 @@ def read_weights(path: str | os.PathLike[str], map_location: str | torch.device 
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`; clear error if it is missing or foreign."""
+    """Read a checkpoint written by :func:`save_checkpoint`; clear error if it is missing, unreadable
+    or foreign (:class:`CheckpointError`, naming the file)."""
     return native_checkpoint(path, *read_weights(path, map_location))
 
 
@@ -144,13 +240,40 @@ def native_checkpoint(path: str | os.PathLike[str], state: Any, refused: list[st
 
     Checkpoints are untrusted input (``--teacher-checkpoint`` files come from elsewhere): a pickle
     that names any object other than tensors and plain containers (the way a crafted file runs code
-    on load) is refused, not executed."""
+    on load) is refused, not executed. Files carrying a digest (every file this package writes)
+    must match it."""
     if refused:
-        raise ValueError(f"{path} holds objects other than tensors and plain containers ({', '.join(refused)}), "
-                         "so it was not loaded (it could run code). Pass a checkpoint written by this package.")
+        raise CheckpointError(f"{path} holds objects other than tensors and plain containers ({', '.join(refused)}), "
+                              "so it was not loaded (it could run code). Pass a checkpoint written by this package.")
     if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{path} is not a topodistill checkpoint (no 'model' entry)")
+        raise CheckpointError(f"{path} is not a topodistill checkpoint (no 'model' entry)")
+    if "digest" in state and state["digest"] != content_digest(state):
+        raise CheckpointError(f"{path} is corrupt: its content does not match the SHA-256 digest stored in it")
     return state
+
+
+def load_latest(candidates: Sequence[str | os.PathLike[str]], map_location: str | torch.device = "cpu"
+                ) -> tuple[dict[str, Any], Path] | None:
+    """The first readable checkpoint of ``candidates`` (newest first) and its path; ``None`` when
+    none of the files exists. A file that exists but cannot be read is passed over with a warning
+    naming it and the file used instead; if no existing file can be read, :class:`CheckpointError`
+    lists them all."""
+    problems: list[str] = []
+    for path in map(Path, candidates):
+        if not path.is_file():
+            continue
+        try:
+            state = load_checkpoint(path, map_location)
+        except CheckpointError as err:
+            problems.append(str(err))
+            continue
+        if problems:
+            _LOG.warning("resuming from %s instead: %s", path, "; ".join(problems))
+        return state, path
+    if problems:
+        raise CheckpointError("no readable checkpoint to resume from: " + "; ".join(problems)
+                              + ". Delete these files to start the stage afresh, or restore one from a backup.")
+    return None
 
 
 def restore_training_state(

@@ -92,6 +92,7 @@ class RunConfig:
     batch_size: int | None = None
     iters_per_epoch: int | None = None
     num_workers: int = 0
+    skip_bad_scans: bool = False
     procs: int | None = None
     seed: int = 0
     device: str = "auto"
@@ -176,6 +177,8 @@ _HELP: dict[str, str] = {
     "batch_size": "total batch size over all processes (paper: 12)",
     "iters_per_epoch": "cap on iterations per epoch (default: the whole split)",
     "num_workers": "DataLoader worker processes",
+    "skip_bad_scans": "train on when a training scan cannot be read (truncated file, wrong point count, NaN): "
+    "warn naming it, fill its slot with the next readable scan, count it in the log (default: stop with the error)",
     "procs": "training processes started on this machine (DDP; default 2 for the synthetic demo on a CPU "
     "with >= 2 cores and an even batch, else 1; under torchrun leave it unset)",
     "seed": "random seed of data order, augmentation and initialisation",

@@ -104,6 +104,7 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
     version = {"version": cfg.nuscenes_version} if cfg.dataset == "nuscenes" else {}
     train = cls(root, train_split, transform=build_transforms(cfg.dataset, train=True, grid_size=cfg.grid_size),
                 seed=cfg.seed, **version)
+    train.skip_bad_scans = cfg.skip_bad_scans
 
     def eval_factory(split: str, view: Any) -> Any:
         pipeline = build_transforms(cfg.dataset, train=False, grid_size=cfg.grid_size)

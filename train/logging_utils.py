@@ -2,23 +2,28 @@
 
 In a DistributedDataParallel run only rank 0 writes or draws; other ranks get no-op objects. The CSV
 header is fixed by the first row; later rows with new keys are rejected so a column never silently
-shifts. A fresh run replaces an old log; a resumed run (``append=True``) continues it.
+shifts. A fresh run replaces an old log; a run resumed at step ``s`` (``resume_step=s``) continues it
+after dropping the rows of steps > ``s`` (logged by the killed run after its last checkpoint, and
+logged again as they are redone), in the CSV and in TensorBoard (``purge_step``).
 """
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
 from tqdm import tqdm
 
+from train.checkpoint import atomic_write
+
 
 class MetricLogger:
     """Append-only CSV + optional TensorBoard writer of scalar metrics keyed by global step."""
 
     def __init__(self, out_dir: str | os.PathLike[str], enabled: bool = True, tensorboard: bool = True,
-                 filename: str = "train_log.csv", append: bool = False) -> None:
+                 filename: str = "train_log.csv", resume_step: int | None = None) -> None:
         self.enabled = enabled
         self._fields: list[str] | None = None
         self._tb = None
@@ -27,16 +32,26 @@ class MetricLogger:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.dir / filename
-        if not append and self.csv_path.exists():
+        if resume_step is None and self.csv_path.exists():
             self.csv_path.unlink()
         if self.csv_path.exists():  # a resumed run appends under the existing header
-            with self.csv_path.open() as fh:
-                header = fh.readline().strip()
-            self._fields = header.split(",") if header else None
+            self._fields = self._keep_rows_up_to(resume_step)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(self.dir / "tensorboard"))
+            purge = None if resume_step is None else resume_step + 1
+            self._tb = SummaryWriter(log_dir=str(self.dir / "tensorboard"), purge_step=purge)
+
+    def _keep_rows_up_to(self, step: int) -> list[str] | None:
+        """Rewrite the CSV without the rows of steps after ``step``; returns its header."""
+        with self.csv_path.open(newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            return None
+        text = io.StringIO(newline="")
+        csv.writer(text).writerows([rows[0], *(r for r in rows[1:] if r and int(r[0]) <= step)])
+        atomic_write(text.getvalue().encode(), self.csv_path)
+        return rows[0]
 
     def log(self, step: int, values: dict[str, float], prefix: str = "train") -> None:
         if not self.enabled:

@@ -8,11 +8,16 @@ loss skips the update and is counted, and ``--max-bad-steps`` NaN/Inf steps in a
 K iterations; ``resume`` continues from the last one exactly: the data order and augmentation of an
 epoch are functions of (seed, epoch, sample index) (``ResumableDistributedSampler`` and the
 dataset's per-sample generator), the sampler restarts mid-epoch where the checkpoint was taken,
-and every random-number state is restored. Under torchrun the model is wrapped in
-DistributedDataParallel and only rank 0 logs, draws progress bars and writes files.
+and every random-number state is restored. The checkpoint a save replaces is kept as
+``checkpoint_prev.pt``: a resume whose latest file is unreadable (truncated, corrupt) falls back to
+it with a warning, and a stray temporary file of a killed write is deleted. With
+``--skip-bad-scans`` the bad scans a batch met are warned about and counted (decision 25). Under
+torchrun the model is wrapped in DistributedDataParallel and only rank 0 logs, draws progress bars
+and writes files.
 """
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from dataclasses import dataclass, replace
@@ -23,11 +28,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from train.checkpoint import (RefusedObject, load_checkpoint, native_checkpoint, read_weights, restore_training_state,
+from train.checkpoint import (RefusedObject, load_latest, native_checkpoint, read_weights,
+                              remove_stale_temporaries, restore_training_state,
                               save_checkpoint, unwrap)
 from train.config import RunConfig
 from train.data.base import label_frequencies
-from train.distributed import DistInfo, ResumableDistributedSampler, barrier, broadcast_buffers
+from train.data.validation import BadScanError
+from train.distributed import DistInfo, ResumableDistributedSampler, all_reduce_sum, barrier, broadcast_buffers
 from train.logging_utils import MetricLogger, progress
 from train.losses import class_weights
 from train.models.pointcept import from_pointcept, is_pointcept_state_dict, pointcept_overrides, read_model_config
@@ -38,7 +45,10 @@ from train.update import (NONFINITE, OVERFLOW, SkipCounter, apply_update, buffer
                           restore_buffers)
 
 LAST = "checkpoint_last.pt"
+PREV = "checkpoint_prev.pt"  # the one LAST replaced: the fallback of a resume
+UNREADABLE = "checkpoint_last.unreadable.pt"  # an unreadable LAST a resume passed over
 FINAL = "model_final.pt"
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -189,10 +199,17 @@ def train_stage(
     skips = SkipCounter(cfg.max_bad_steps)
 
     step, start_epoch = 0, 0
-    last = out_dir / LAST
-    resumed = cfg.resume and last.is_file()
-    if resumed:
-        step, start_epoch = restore_training_state(load_checkpoint(last, device), model, optimizer, scheduler, scaler)
+    last, prev = out_dir / LAST, out_dir / PREV
+    found = load_latest([last, prev], device) if cfg.resume else None
+    resumed = found is not None
+    if found is not None:
+        step, start_epoch = restore_training_state(found[0], model, optimizer, scheduler, scaler)
+    if cfg.resume and info.is_main:
+        remove_stale_temporaries(last)
+        if found is not None and found[1] == prev and last.exists():
+            # the next save would demote the unreadable file to PREV, over the good one: keep it aside
+            last.replace(out_dir / UNREADABLE)
+            _LOG.warning("moved the unreadable %s to %s", last, out_dir / UNREADABLE)
     ddp_model: nn.Module = model
     if info.world_size > 1:
         ddp_model = nn.parallel.DistributedDataParallel(
@@ -204,7 +221,8 @@ def train_stage(
     log_grads = cfg.log_term_grads > 0
     if settings.active("topo"):
         warm_up_persistence()
-    logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, append=resumed)
+    logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard,
+                          resume_step=step if resumed else None)
     bar = progress(total=total_steps, initial=step, desc=f"{stage:>8}", enabled=info.is_main and cfg.progress)
     config_dict = cfg.to_dict()
     extra = {"model_spec": spec.__dict__, "stage": stage}
@@ -223,6 +241,9 @@ def train_stage(
             for batch in loader:
                 if position >= iters:
                     break
+                skipped = batch.pop("skipped")
+                for message in skipped:
+                    _LOG.warning("stage %s, step %d: skipped a bad training scan: %s", stage, step + 1, message)
                 batch = to_device(batch, device)
                 optimizer.zero_grad(set_to_none=True)
                 buffers = buffer_snapshot(model)
@@ -247,19 +268,25 @@ def train_stage(
                 skips.record(outcome)
                 values.update(lr=lr_used, skipped_overflow=float(outcome == OVERFLOW),
                               skipped_nonfinite=float(outcome == NONFINITE))
+                if cfg.skip_bad_scans:
+                    values["skipped_scans"] = float(all_reduce_sum(torch.tensor(float(len(skipped)), device=device)))
                 logger.log(step, {"epoch": epoch, **values})
                 bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{values['loss']:.3f}", **skips.postfix())
                 bar.update(1)
                 skips.stop_if_exhausted(stage, step, values)
                 # while the latest steps are bad, checkpoint_last.pt stays the one of the last good step
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and position < iters and not skips.streak:
-                    _save(info, last, model, optimizer, scheduler, scaler, step, epoch, config_dict, extra)
+                    _save(info, last, prev, model, optimizer, scheduler, scaler, step, epoch, config_dict, extra)
             broadcast_buffers(model)
             if not skips.streak:
-                _save(info, last, model, optimizer, scheduler, scaler, step, epoch + 1, config_dict, extra)
+                _save(info, last, prev, model, optimizer, scheduler, scaler, step, epoch + 1, config_dict, extra)
         if info.is_main:
             save_checkpoint(out_dir / FINAL, model, None, None, None, step, epochs, config_dict, extra)
         barrier()
+    except BadScanError as err:
+        if cfg.skip_bad_scans:
+            raise
+        raise type(err)(f"{err} (or pass --skip-bad-scans to train on without such scans)") from err
     finally:
         bar.close()
         logger.close()
@@ -271,10 +298,10 @@ def train_stage(
     return unwrap(model)
 
 
-def _save(info: DistInfo, path: Path, model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any, step: int,
-          epoch: int, config: dict, extra: dict) -> None:
+def _save(info: DistInfo, path: Path, previous: Path, model: nn.Module, optimizer: Any, scheduler: Any,
+          scaler: Any, step: int, epoch: int, config: dict, extra: dict) -> None:
     if info.is_main:
-        save_checkpoint(path, model, optimizer, scheduler, scaler, step, epoch, config, extra)
+        save_checkpoint(path, model, optimizer, scheduler, scaler, step, epoch, config, extra, previous)
     barrier()
 
 

@@ -29,7 +29,9 @@ from typing import Any, Sequence
 
 import torch
 
+from train.checkpoint import CheckpointError, CheckpointWriteError
 from train.config import RunConfig, resolve, save_config
+from train.data.validation import BadScanError
 from train.datasets import SplitData, prepare_splits
 from train.distributed import DistInfo, barrier, launch
 from train.cost import count_parameters
@@ -39,6 +41,10 @@ from train.loop import FINAL, ModelSpec, distill_settings, load_frozen_teacher, 
 from train.profiling import StepTimer
 
 STAGE_ORDER = ("teacher", "student", "kd", "distill")
+# Failures whose message says what to fix (a missing dataset or checkpoint, an unreadable scan or
+# checkpoint, a full disk): printed as one error line, not a traceback.
+RUN_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, BadScanError, CheckpointError, CheckpointWriteError,
+                                           FloatingPointError)
 
 
 def _preset(cfg: RunConfig, kind: str, device: torch.device) -> str:
@@ -108,6 +114,13 @@ def run_stage(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo, teach
     return result, model
 
 
+def keep_caches_under(out: Path) -> None:
+    """Point torch's compile cache at ``<out>/torch_cache`` unless the user chose a place: importing
+    ``torch._dynamo`` (which deterministic mode and building an optimiser do) creates that folder,
+    in the system temp dir by default, and a run writes nothing outside its output folder."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(out.absolute() / "torch_cache"))
+
+
 def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
     """Run the configured stage(s); returns {table column: result}."""
     out = Path(cfg.out)
@@ -154,10 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"train.run: error: {err}", file=sys.stderr)
         return 2
-    # a dataset or checkpoint missing (FileNotFoundError), a run stopped by --max-bad-steps
+    # a dataset or checkpoint missing or unreadable, a bad scan, a run stopped by --max-bad-steps
     # (FloatingPointError): the message says where and how
+    keep_caches_under(Path(cfg.out))
     return launch(main, sys.argv[1:] if argv is None else argv, cfg.procs, cfg.device, cfg.deterministic,
-                  lambda info: run(cfg, info), "train.run", (FileNotFoundError, FloatingPointError))
+                  lambda info: run(cfg, info), "train.run", RUN_ERRORS)
 
 
 if __name__ == "__main__":

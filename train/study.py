@@ -27,7 +27,6 @@ import argparse
 import json
 import shlex
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +34,13 @@ from typing import Any, Sequence
 
 import torch
 
+from train.checkpoint import atomic_write
 from train.config import RunConfig, finalize, resolve
 from train.datasets import SplitData, prepare_splits
 from train.distributed import DistInfo, barrier, launch
 from train.loop import FINAL
 from train.profiling import StepTimer
-from train.run import evaluate_split, train_or_reuse
+from train.run import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse
 from train.study_report import write_study_report
 
 TABLES: tuple[int, ...] = (5, 7, 10)
@@ -98,21 +98,6 @@ def unit_config(base: RunConfig, row: Row, seed: int, unit_dir: Path, teacher_ck
     return finalize(values)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path`` and rename it over ``path`` (a killed write
-    never leaves a half result that would mark the unit finished)."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _unit_result(cfg: RunConfig, model: torch.nn.Module, data: SplitData, info: DistInfo, wall_s: float,
                  unit_dir: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"seed": cfg.seed, "wall_s": wall_s,
@@ -135,7 +120,8 @@ def run_unit(cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData, info: 
     model, _ = train_or_reuse(cfg, stage, unit_dir, data, info, teacher_ckpt, StepTimer(False, info.device))
     result = _unit_result(cfg, model, data, info, time.perf_counter() - t0, unit_dir)
     if info.is_main:
-        _write_atomic(done, json.dumps(result, indent=1, allow_nan=True))
+        # atomic: a killed write never leaves a half result that would mark the unit finished
+        atomic_write(json.dumps(result, indent=1, allow_nan=True).encode(), done)
     barrier()
     return result
 
@@ -227,9 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"train.study: error: {err}", file=sys.stderr)
         return 2
+    keep_caches_under(Path(args.out))
     return launch(main, argv, base.procs, base.device, base.deterministic,
-                  lambda info: run_study(args, rows, base, info, argv), "train.study",
-                  (ValueError, FileNotFoundError, FloatingPointError))
+                  lambda info: run_study(args, rows, base, info, argv), "train.study", (ValueError, *RUN_ERRORS))
 
 
 if __name__ == "__main__":

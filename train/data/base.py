@@ -5,6 +5,12 @@ Reproducible augmentation: sample ``index`` of epoch ``epoch`` is transformed wi
 (seed, epoch, index) and not on the number of DataLoader workers or the order they run in. Call
 :meth:`PointCloudDataset.set_epoch` before iterating each epoch (workers receive a fresh copy of the
 dataset at the start of every epoch unless ``persistent_workers=True``).
+
+Bad scans (decision 25): a scan whose files cannot be read as a valid scan raises
+:class:`~train.data.validation.BadScanError` naming the file. With ``skip_bad_scans`` set (the
+training set of ``--skip-bad-scans``) its slot takes the next readable scan of the split instead
+(so a batch keeps its size and DDP ranks stay in step), and the sample carries the error in
+``"skipped"`` for the training loop to warn about and count.
 """
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 from torch.utils.data import Dataset
+
+from .validation import BadScanError
 
 Transform = Callable[[dict, np.random.Generator], dict]
 
@@ -26,6 +34,7 @@ class PointCloudDataset(Dataset, ABC):
         self.transform = transform
         self.seed = int(seed)
         self.epoch = 0
+        self.skip_bad_scans = False
 
     @property
     def num_classes(self) -> int:
@@ -47,10 +56,27 @@ class PointCloudDataset(Dataset, ABC):
         if not -len(self) <= index < len(self):
             raise IndexError(f"{type(self).__name__}: index {index} out of range [0, {len(self)})")
         index = index % len(self)
-        sample = self.load(index)
+        try:
+            sample = self.load(index)
+        except BadScanError as err:
+            if not self.skip_bad_scans:
+                raise
+            index, sample = self._next_readable(index, err)
+            sample["skipped"] = [str(err)]
         if self.transform is None:
             return sample
         return self.transform(sample, np.random.default_rng([self.seed, self.epoch, index]))
+
+    def _next_readable(self, bad: int, err: BadScanError) -> tuple[int, dict]:
+        """The first scan after ``bad`` (cyclically, ``err`` its error) that loads, with its index."""
+        for k in range(1, len(self)):
+            index = (bad + k) % len(self)
+            try:
+                return index, self.load(index)
+            except BadScanError:
+                continue
+        raise BadScanError(f"{type(self).__name__}: none of its {len(self)} scans can be read (--skip-bad-scans "
+                           f"needs at least one good scan); the first bad one: {err}")
 
 
 def label_frequencies(dataset: PointCloudDataset, max_scans: int = 500) -> np.ndarray:
@@ -62,7 +88,13 @@ def label_frequencies(dataset: PointCloudDataset, max_scans: int = 500) -> np.nd
     picks = np.unique(np.linspace(0, n - 1, min(n, max_scans)).round().astype(np.int64))
     counts = np.zeros(dataset.num_classes, dtype=np.float64)
     for i in picks:
-        seg = np.asarray(dataset.load(int(i))["segment"]).reshape(-1)
+        try:
+            sample = dataset.load(int(i))
+        except BadScanError:
+            if not dataset.skip_bad_scans:
+                raise
+            continue  # training warns about it and counts it when it meets it
+        seg = np.asarray(sample["segment"]).reshape(-1)
         seg = seg[(seg >= 0) & (seg < dataset.num_classes)]
         counts += np.bincount(seg, minlength=dataset.num_classes)
     return counts

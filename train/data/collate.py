@@ -4,7 +4,8 @@ Output keys: ``coord`` (N,3) float32, ``grid_coord`` (N,3) int64, ``feat`` (N,C)
 ``offset`` (B,) int64 END offsets, ``segment`` (N,) int64, ``inverse`` (sum n_orig,) int64 mapping
 every original point to its row in the batch (so ``logits[inverse]`` predicts every original
 point), ``origin_offset`` (B,) END offsets of the original points, ``origin_segment``
-(sum n_orig,) int64 full-resolution labels, ``name`` list[str].
+(sum n_orig,) int64 full-resolution labels, ``name`` list[str], ``skipped`` list[str]: the errors of
+the bad scans whose slots these samples took (``--skip-bad-scans``, :mod:`train.data.base`).
 """
 from __future__ import annotations
 
@@ -55,4 +56,5 @@ def collate(samples: Sequence[dict]) -> dict:
         "origin_offset": torch.from_numpy(np.cumsum(origin_counts)),
         "origin_segment": cat("origin_segment", np.int64),
         "name": [str(s["name"]) for s in samples],
+        "skipped": [message for s in samples for message in s.get("skipped", ())],
     }

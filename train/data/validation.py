@@ -2,7 +2,8 @@
 
 Every error names the file and the fix. The exception classes subclass the builtin ones a caller
 would expect (``FileNotFoundError`` for a missing layout, ``ValueError`` for bad content), so
-``except ValueError`` keeps working.
+``except ValueError`` keeps working; every bad-content error is a :class:`BadScanError`, which
+``--skip-bad-scans`` catches (:class:`train.data.base.PointCloudDataset`).
 """
 from __future__ import annotations
 
@@ -17,15 +18,19 @@ class DatasetLayoutError(FileNotFoundError):
     """The dataset root, a split folder or a required file is missing."""
 
 
-class CorruptFileError(ValueError):
+class BadScanError(ValueError):
+    """A file's content cannot be a valid scan: the base of the three errors below."""
+
+
+class CorruptFileError(BadScanError):
     """A file exists but its bytes cannot be a valid record array (truncated, wrong format)."""
 
 
-class LabelCountError(ValueError):
+class LabelCountError(BadScanError):
     """A label file holds a different number of labels than its point file holds points."""
 
 
-class NonFiniteCoordinateError(ValueError):
+class NonFiniteCoordinateError(BadScanError):
     """A point file holds NaN or infinite coordinates."""
 
 

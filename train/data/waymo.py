@@ -17,6 +17,7 @@ import numpy as np
 from .base import PointCloudDataset, Transform
 from .labels import WAYMO_CLASSES, WAYMO_LEARNING_MAP, LearningMap
 from .validation import (
+    CorruptFileError,
     DatasetLayoutError,
     check_count,
     load_npy,
@@ -44,7 +45,7 @@ def read_waymo_frame(frame_dir: Path, labelled: bool = True, name: str | None = 
     strength_path = require_file(frame_dir / "strength.npy", "waymo", WAYMO_LAYOUT)
     coord = load_npy(coord_path, "waymo coordinate file")
     if coord.ndim != 2 or coord.shape[1] != 3:
-        raise ValueError(
+        raise CorruptFileError(
             f"waymo coordinate file {str(coord_path)!r} has shape {coord.shape}, expected (n, 3); "
             f"regenerate the frame"
         )
