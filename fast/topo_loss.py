@@ -55,7 +55,7 @@ from fast.tps import tps
 # the method's defaults and option checks are defined once, with the reference
 from reference.persistence_image import DEFAULT_PI_NORM
 from reference.sinkhorn import DEFAULT_SINKHORN_EPS
-from reference.topo_loss import DEFAULT_M, DISTANCES, check_distance
+from reference.topo_loss import DEFAULT_M, DISTANCES, check_distance  # noqa: F401 (re-exported to train)
 
 Offsets = Union[torch.Tensor, Sequence[int]]
 

@@ -23,7 +23,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-import ot
 
 from reference.pwcd import _as_pairs, _dist_diag
 
@@ -69,6 +68,8 @@ def solve_plan(a: Any, b: Any, cost: Any, eps: float) -> Any:
     float32) returns its last plan: the loss is then the value at that plan, which the twins
     share; POT's warning about it is silenced, as it would repeat every step.
     """
+    import ot  # here, not at the top: importing POT imports torch, which the reference does not need
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Stabilized Unbalanced Sinkhorn did not converge")
         return ot.unbalanced.sinkhorn_unbalanced(
