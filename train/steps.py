@@ -13,7 +13,9 @@
   4. L_seg of the student; its saliency gradients by ``autograd.grad(create_graph=False)``, so the
      channel weights omega are constants (decisions 16); L_grad (Eq. 4-7) over the chosen decoder
      stages (Table 10); L_kld (decisions 18);
-  5. join the persistence jobs for L_topo (Algorithm 1) and back-propagate the weighted sum.
+  5. join the persistence jobs for L_topo (Algorithm 1, with the diagram distance of
+     ``--topo-distance``, decisions 31-32), log the entropy of its gradient over the student's
+     diagram points (decision 33), and back-propagate the weighted sum.
 A term whose switch is off (paper Table 5 ablations) or whose weight is 0 is not computed at all.
 """
 from __future__ import annotations
