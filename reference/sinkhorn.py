@@ -56,7 +56,8 @@ def augmented_problem(P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndar
         cost = np.concatenate([cost, _dist_diag(P)[:, None]], axis=1)
         b = np.append(b, M)
     if K > 0:
-        cost = np.concatenate([cost, np.append(_dist_diag(Q), [0.0] * (M > 0))[None, :]], axis=0)
+        last_row = np.append(_dist_diag(Q), [0.0] if M > 0 else [])  # the diagonal-diagonal cost is 0
+        cost = np.concatenate([cost, last_row[None, :]], axis=0)
         a = np.append(a, K)
     return a / (M + K), b / (M + K), cost
 
