@@ -147,6 +147,18 @@ def draw_persistence_image_distance(rng: np.random.Generator, kind: str) -> dict
     return dict(teacher_pairs=pairs["teacher_pairs"], student_pairs=pairs["student_pairs"], norm=norm)
 
 
+def sinkhorn_grad_terms(inputs: dict, cotangent: Optional[np.ndarray]) -> float:
+    """A student pair's gradient sums plan entries (at most 1 / (M + K)) times 2 |q - p|: their size."""
+    P, Q = (np.asarray(inputs[k], dtype=np.float64).reshape(-1, 2) for k in ("teacher_pairs", "student_pairs"))
+    return 2.0 * max(_max_abs(P, 0.0), _max_abs(Q, 0.0), 1e-12) / max(len(P) + len(Q), 1)
+
+
+def terms_scale(terms: Callable[[dict, Optional[np.ndarray]], float]) -> Scale:
+    """Scale ``max(max |reference|, size of the summed terms)``: exact cancellations (ties, matching
+    diagrams) leave gradients far smaller than the rounding of the terms they are made of."""
+    return lambda inputs, want: max(_max_abs(want, 1e-12), terms(inputs, None))
+
+
 def persistence_image_grad_terms(inputs: dict, cotangent: Optional[np.ndarray]) -> float:
     """Size of the terms a student pair's gradient sums: per pixel |dL/dI| (|dw| + |w| max|dF|), with the
     pixel masses F at their bound 1, since a float32 difference of two erf values is only accurate to
@@ -260,10 +272,11 @@ TABLE: tuple[Twin, ...] = (
     # at the plan (decision 31)
     Twin("sinkhorn_distance", draw_sinkhorn_distance, ("generic", "ties", "empty"), tol64=(1e-10, 1e-10),
          tol32=(1e-5, 1e-5), wrt=("student_pairs",), value_scale=lambda inputs, want: max(1.0, abs(float(want))),
-         examples=1 / 10),
+         grad_scale=terms_scale(sinkhorn_grad_terms), grad_terms=sinkhorn_grad_terms, examples=1 / 10),
     Twin("persistence_image_distance", draw_persistence_image_distance, ("generic", "ties", "empty"),
          tol64=(1e-12, 1e-10), tol32=(1e-5, 1e-5), wrt=("student_pairs",), value_scale=largest(1e-6),
-         grad_terms=persistence_image_grad_terms, examples=1 / 10),
+         grad_scale=terms_scale(persistence_image_grad_terms), grad_terms=persistence_image_grad_terms,
+         examples=1 / 10),
     Twin("tps", draw_tps, ("generic", "duplicates", "tiny"), tol64=(0.0, 0.0), tol32=None, examples=1 / 10),
     # float64 only: centring nearly equal points (the duplicates and tiny kinds) loses float32 digits in
     # proportion to |h| / rms, so no fixed float32 tolerance holds; fast.normalize in float32 runs in
