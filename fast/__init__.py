@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "normalize": "fast.normalize",
     "tps": "fast.tps",
     "pwcd": "fast.pwcd",
+    "sinkhorn_distance": "fast.sinkhorn",
+    "persistence_image_distance": "fast.persistence_image",
     "topo_loss": "fast.topo_loss",
     "TopoLossJob": "fast.topo_loss",
 }

@@ -4,8 +4,9 @@ Torch twin of ``reference.topo_loss``. For every cloud b of a batch given as
 concatenated rows with END offsets (the PTv3 layout): normalise student and teacher over the cloud
 (decision 13), select ``min(m, n_b)`` points by TPS on the normalised teacher with seed ``seed + b``
 (Algorithm 5, decision 14), compute the H0/H1 Rips diagrams of both selections with their critical
-edges (``fast.persistence``), sum the PWCD of each requested dimension (Eq. 2-3, decision 11) and
-average over the clouds.
+edges (``fast.persistence``), sum the PWCD of each requested dimension (Eq. 2-3, decision 11), or
+one of the alternative distances (``distance``: Sinkhorn OT, decision 31; TopKD's persistence
+images, decision 32), and average over the clouds.
 
 How the gradient flows (Theorem 1, Eq. 1, Algorithm 3): the pairing is discrete and comes from
 the engine; every student birth/death value is then the length of its critical edge, computed by
@@ -35,6 +36,7 @@ this step (the event is logged and counted by ``fast.persistence.budget_miss_cou
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Optional, Union
@@ -46,9 +48,14 @@ from fast.routing import edge_lengths
 from fast.persistence import CloudPersistence, H1Engine, PersistencePool, resolve_engine, submit_diagrams
 from fast.normalize import MODES, check_end_offsets
 from fast.normalize import normalize as normalize_clouds
+from fast.persistence_image import persistence_image_distance
 from fast.pwcd import pwcd
+from fast.sinkhorn import sinkhorn_distance
 from fast.tps import tps
-from reference.topo_loss import DEFAULT_M  # the method's defaults are defined once, with the reference
+# the method's defaults and option checks are defined once, with the reference
+from reference.persistence_image import DEFAULT_PI_NORM
+from reference.sinkhorn import DEFAULT_SINKHORN_EPS
+from reference.topo_loss import DEFAULT_M, DISTANCES, check_distance  # noqa: F401 (re-exported to train)
 
 Offsets = Union[torch.Tensor, Sequence[int]]
 
@@ -87,6 +94,16 @@ def _check_options(m: int, normalize: str, tie_tol: float, eps_w: float, eps_dis
     return dims_t
 
 
+def _normalized_entropy(weights: torch.Tensor) -> float:
+    """``-sum p log p / log K`` of ``p = weights / sum(weights)`` over K >= 2 entries (0 log 0 = 0; 0 if all 0)."""
+    total = weights.sum()
+    if not bool(total > 0):
+        return 0.0
+    p = weights / total
+    p = p[p > 0]
+    return float(-(p * p.log()).sum() / math.log(weights.numel()))
+
+
 def _working_dtype(*feats: torch.Tensor) -> torch.dtype:
     """float64 if any input is float64, else float32 (half and bfloat16 are upcast)."""
     return torch.float64 if any(f.dtype == torch.float64 for f in feats) else torch.float32
@@ -113,12 +130,17 @@ class TopoLossJob:
         eps_w: float = 1e-8,
         eps_dist: float = 1e-12,
         dims: Sequence[int] = (0, 1),
+        distance: str = "pwcd",
+        sinkhorn_eps: float = DEFAULT_SINKHORN_EPS,
+        pi_norm: str = DEFAULT_PI_NORM,
         engine: Union[str, H1Engine, None] = None,
         time_budget: Optional[float] = None,
         pool: Optional[PersistencePool] = None,
     ) -> None:
         _check_feats(teacher_feats, "teacher_feats")
         self.dims = _check_options(m, normalize, tie_tol, eps_w, eps_dist, dims)
+        check_distance(distance, sinkhorn_eps, pi_norm)
+        self.distance, self.sinkhorn_eps, self.pi_norm = distance, float(sinkhorn_eps), pi_norm
         self.ends = check_end_offsets(offsets, teacher_feats.shape[0], min_points=2)
         self.m, self.seed, self.normalize = int(m), int(seed), normalize
         self.eps_w, self.eps_dist = float(eps_w), float(eps_dist)
@@ -136,6 +158,8 @@ class TopoLossJob:
         self._teacher = self._submit(teacher64, "teacher cloud")
         self._student: Optional[list[Future]] = None
         self._student_normalized: Optional[torch.Tensor] = None
+        self._loss: Optional[torch.Tensor] = None
+        self._student_pairs: list[torch.Tensor] = []
 
     def _normalized(self, feats: torch.Tensor) -> torch.Tensor:
         return normalize_clouds(feats, self.ends, self.normalize)
@@ -191,16 +215,45 @@ class TopoLossJob:
         t_pairs = torch.split(torch.from_numpy(np.concatenate(t_lists)).to(device=x.device, dtype=x.dtype),
                               [len(p) for p in t_lists])
         total = x[:0].sum()  # 0, but attached to the graph even when no pair contributes
+        self._student_pairs = []
         for b, (t, s) in enumerate(zip(teacher, student)):
             h0_deaths, h1_births, h1_deaths = pieces[3 * b : 3 * b + 3]
             if 0 in self.dims:
                 s_pairs = torch.stack([torch.zeros_like(h0_deaths), h0_deaths], dim=1)
-                total = total + pwcd(t_pairs[2 * b], s_pairs, self.eps_w)
+                total = total + self._distance(t_pairs[2 * b], s_pairs)
             # Decision 6c: a cloud whose teacher or student H1 missed the budget has H0 only.
             if 1 in self.dims and not (t.h1_over_budget or s.h1_over_budget):
                 s_pairs = torch.stack([h1_births, h1_deaths], dim=1)
-                total = total + pwcd(t_pairs[2 * b + 1], s_pairs, self.eps_w)
-        return total / len(self.ends)
+                total = total + self._distance(t_pairs[2 * b + 1], s_pairs)
+        self._loss = total / len(self.ends)
+        return self._loss
+
+    def _distance(self, teacher_pairs: torch.Tensor, student_pairs: torch.Tensor) -> torch.Tensor:
+        self._student_pairs.append(student_pairs)
+        if self.distance == "sinkhorn":
+            return sinkhorn_distance(teacher_pairs, student_pairs, self.sinkhorn_eps)
+        if self.distance == "persistence-image":
+            return persistence_image_distance(teacher_pairs, student_pairs, self.pi_norm)
+        return pwcd(teacher_pairs, student_pairs, self.eps_w)
+
+    def grad_entropy(self) -> float:
+        """Normalised entropy of the gradient the loss sends to the student's diagram points (decision 33).
+
+        Call after :meth:`loss`. Every student pair of every cloud and dimension gets the share
+        ``g_k / sum g`` of the norms ``g_k = ||dL/d(b_k, d_k)||``; the result is
+        ``-sum p_k log p_k / log K`` over the K pairs, in [0, 1] (1: spread evenly, 0: on one pair),
+        and 0 when fewer than two pairs or no gradient. The paper's Table 11 diagnostic; the
+        gradient is taken by a separate autograd pass down to the pairs only (the graph is kept).
+        """
+        if self._loss is None:
+            raise RuntimeError("TopoLossJob.grad_entropy: call loss() first")
+        pairs = [p for p in self._student_pairs if p.shape[0] > 0]
+        if not self._loss.requires_grad or sum(p.shape[0] for p in pairs) < 2:
+            return 0.0
+        grads = torch.autograd.grad(self._loss, pairs, retain_graph=True, allow_unused=True)
+        norms = torch.cat([torch.zeros(p.shape[0], dtype=p.dtype, device=p.device) if g is None
+                           else g.detach().norm(dim=1) for p, g in zip(pairs, grads)]).double()
+        return _normalized_entropy(norms)
 
 
 def topo_loss(
@@ -214,6 +267,9 @@ def topo_loss(
     eps_w: float = 1e-8,
     eps_dist: float = 1e-12,
     dims: Sequence[int] = (0, 1),
+    distance: str = "pwcd",
+    sinkhorn_eps: float = DEFAULT_SINKHORN_EPS,
+    pi_norm: str = DEFAULT_PI_NORM,
     engine: Union[str, H1Engine, None] = None,
     time_budget: Optional[float] = None,
     pool: Optional[PersistencePool] = None,
@@ -228,6 +284,9 @@ def topo_loss(
         normalize: ``scale`` | ``l2`` | ``none`` (decision 13). tie_tol: must be 0 (see module doc).
         eps_w: PWCD weight stabiliser. eps_dist: distance-backward stabiliser (decision 5).
         dims: homology dimensions summed, a subset of (0, 1).
+        distance: the distance between the diagrams of each dimension, one of ``DISTANCES``: ``pwcd``
+            (Eq. 2-3), ``sinkhorn`` (unbalanced entropic OT of weight ``sinkhorn_eps``, decision 31) or
+            ``persistence-image`` (TopKD, ``pi_norm`` = ``l2`` | ``l1``, decision 32).
         engine: H1 engine name or function (``fast.persistence``); None = ``fast.persistence.DEFAULT_ENGINE`` (the native engine).
         time_budget: seconds for the H1 of each half (teacher, student), from its submission;
             None = unlimited (decision 6c).
@@ -251,6 +310,6 @@ def topo_loss(
             f"student_feats is on {student_feats.device} but teacher_feats on {teacher_feats.device}; "
             "move both to the same device"
         )
-    job = TopoLossJob(teacher_feats, offsets, m, seed, normalize, tie_tol, eps_w, eps_dist, dims, engine,
-                      time_budget, pool)
+    job = TopoLossJob(teacher_feats, offsets, m, seed, normalize, tie_tol, eps_w, eps_dist, dims, distance,
+                      sinkhorn_eps, pi_norm, engine, time_budget, pool)
     return job.submit_student(student_feats).loss()

@@ -13,6 +13,8 @@ uses autograd), and the distance-matrix steps of the routing.
 | Theorem 1, Eq. (1), Algorithm 3         | ``edge_lengths`` (+ ``_backward``), ``diagram_grad_to_dist_grad``, ``dist_grad_to_feature_grad`` (reference.routing) |
 | Algorithm 1 step 1 (normalisation)      | ``normalize`` (+ ``_backward``), ``normalize_cloud`` (reference.normalize) |
 | Eq. (2)-(3), Algorithms 2 and 4 (PWCD)  | ``pwcd``              (reference.pwcd)     |
+| Sec. 5 / Table 11 (Sinkhorn OT, decision 31) | ``sinkhorn_distance`` (reference.sinkhorn) |
+| TopKD persistence images (decision 32)  | ``persistence_image_distance`` (reference.persistence_image) |
 | Algorithm 5 (TPS)                       | ``tps``, ``tps_cloud`` (reference.tps)     |
 | Algorithm 1 (topological distillation)  | ``topo_loss``, ``topo_loss_cloud`` (reference.topo_loss) |
 | Eq. (4)-(7) (saliency alignment)        | ``saliency_loss``     (reference.saliency) |
@@ -27,9 +29,11 @@ from reference.distances import pairwise_distances
 from reference.kld import kld
 from reference.normalize import normalize, normalize_backward, normalize_cloud
 from reference.persistence import Diagram, rips_persistence
+from reference.persistence_image import persistence_image_distance
 from reference.pwcd import pwcd
 from reference.routing import diagram_grad_to_dist_grad, dist_grad_to_feature_grad, edge_lengths, edge_lengths_backward
 from reference.saliency import saliency_loss
+from reference.sinkhorn import sinkhorn_distance
 from reference.topo_loss import topo_loss, topo_loss_cloud
 from reference.tps import tps, tps_cloud
 
@@ -44,9 +48,11 @@ __all__ = [
     "normalize_backward",
     "normalize_cloud",
     "pairwise_distances",
+    "persistence_image_distance",
     "pwcd",
     "rips_persistence",
     "saliency_loss",
+    "sinkhorn_distance",
     "topo_loss",
     "topo_loss_cloud",
     "tps",

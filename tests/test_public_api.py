@@ -19,7 +19,8 @@ import types
 
 import pytest
 
-TWINS = ["edge_lengths", "kld", "normalize", "pwcd", "saliency_loss", "topo_loss", "tps"]
+TWINS = ["edge_lengths", "kld", "normalize", "persistence_image_distance", "pwcd", "saliency_loss",
+         "sinkhorn_distance", "topo_loss", "tps"]
 
 REFERENCE_ONLY = {
     "normalize_cloud": "the one-cloud form of normalize",
@@ -66,7 +67,8 @@ def test_public_names_stay_functions_after_submodule_imports(package: str) -> No
     pkg = importlib.import_module(package)
     for name in pkg.__all__:
         getattr(pkg, name)  # resolve lazily exported names first
-    for module in ("pwcd", "tps", "normalize", "topo_loss", "saliency", "kld", "routing"):
+    for module in ("pwcd", "tps", "normalize", "topo_loss", "saliency", "kld", "routing", "sinkhorn",
+                   "persistence_image"):
         importlib.import_module(f"{package}.{module}")
     for name in pkg.__all__:
         assert not isinstance(getattr(pkg, name), types.ModuleType), f"{package}.{name} is a module"

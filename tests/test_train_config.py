@@ -53,6 +53,8 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
         (["--dataset", "synthetic", "--topo-time-budget", "-1"], ValueError, "topo-time-budget"),
         (["--dataset", "synthetic", "--topo-time-budget", "inf"], ValueError, "topo-time-budget"),
         (["--dataset", "synthetic", "--max-bad-steps", "0"], ValueError, "max-bad-steps must be an integer >= 1"),
+        (["--dataset", "synthetic", "--topo-distance", "sinkhorn", "--sinkhorn-eps", "0"], ValueError,
+         "--sinkhorn-eps"),
     ],
 )
 def test_bad_configurations_fail_fast_with_a_message_naming_the_option(
@@ -60,6 +62,17 @@ def test_bad_configurations_fail_fast_with_a_message_naming_the_option(
 ) -> None:
     with pytest.raises(error, match=match):
         resolve(argv)
+
+
+def test_topo_distance_and_its_options_reach_the_step_settings() -> None:
+    from train.loop import distill_settings
+
+    cfg = resolve(["--dataset", "synthetic", "--topo-distance", "sinkhorn", "--sinkhorn-eps", "0.05",
+                   "--pi-norm", "l1", "--no-plots"])
+    s = distill_settings(cfg, "distill")
+    assert (s.topo_distance, s.sinkhorn_eps, s.pi_norm, cfg.plots) == ("sinkhorn", 0.05, "l1", False)
+    with pytest.raises(SystemExit):
+        resolve(["--dataset", "synthetic", "--topo-distance", "wasserstein"])
 
 
 def test_unknown_dataset_fails_on_the_command_line_and_in_a_config_file(tmp_path: Path) -> None:

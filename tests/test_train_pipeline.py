@@ -1,6 +1,6 @@
 """Smoke test of the README's main command at a tiny budget: ``python -m train.run --dataset
 synthetic`` (stage ``all``) generates the set, trains the teacher and the three students, evaluates
-them and prints one table."""
+them, prints one table and draws the run's pictures (``train.plots``)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,10 @@ import pytest
 import yaml
 
 from test_train_support import tiny_config
+from train.plots import PLOTS
 from train.run import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_synthetic_all_pipeline_trains_four_models_and_prints_one_table(
@@ -46,3 +49,14 @@ def test_synthetic_all_pipeline_trains_four_models_and_prints_one_table(
     for stage in ("teacher", "student", "kd", "distill"):
         assert (tmp_path / "out" / stage / "model_final.pt").is_file()
         assert (tmp_path / "out" / stage / "eval.md").is_file()
+    for name in PLOTS:  # the pictures next to the table
+        assert (tmp_path / "out" / name).read_bytes()[:8] == PNG, name
+
+
+def test_no_plots_writes_no_pictures(tmp_path: Path) -> None:
+    values = tiny_config(tmp_path, stage="teacher").to_dict()
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(yaml.safe_dump(values))
+    assert main(["--config", str(cfg_file), "--no-plots"]) == 0
+    assert (tmp_path / "out" / "results.md").is_file()
+    assert not list((tmp_path / "out").rglob("*.png"))

@@ -149,6 +149,25 @@ def test_frozen_teacher_saliency_gradients_are_its_own_loss_gradients_on_decoder
     assert all(p.grad is None for p in teacher.parameters())
 
 
+@pytest.mark.parametrize("distance", ["sinkhorn", "persistence-image"])
+def test_each_topo_distance_trains_the_student_and_logs_its_gradient_entropy(teacher_run: Path, distance: str) -> None:
+    """--topo-distance reaches the step: L_topo changes the student's gradient, never the teacher's,
+    and the step logs topo_grad_entropy in [0, 1] (decision 33)."""
+    cfg = tiny_config(teacher_run, stage="distill", teacher_checkpoint=str(teacher_run / "out" / "teacher" / FINAL),
+                      topo_distance=distance)
+    data = tiny_data(cfg)
+    batch = to_device(data.collate([data.train[0], data.train[1]]), torch.device("cpu"))
+    teacher, _ = load_frozen_teacher(cfg.teacher_checkpoint, torch.device("cpu"))
+    base, with_topo = _student_grads(cfg, teacher, batch, None), _student_grads(cfg, teacher, batch, "topo")
+    assert sum(float((with_topo[n] - base[n]).abs().sum()) for n in base) > 0
+    assert all(torch.isfinite(g).all() for g in with_topo.values())
+    settings = distill_settings(cfg.__class__(**{**cfg.to_dict(), "kld": False, "grad": False}), "distill")
+    assert settings.topo_distance == distance
+    student = ModelSpec("student", 22, dict(cfg.student_overrides)).build().train()
+    _, logs = distillation_step(student, teacher, batch, settings, amp=False, timer=StepTimer())
+    assert 0.0 < float(logs["topo_grad_entropy"]) <= 1.0 and float(logs["topo"]) > 0.0
+
+
 def test_logged_term_gradient_norms_equal_the_norms_of_each_terms_own_gradient(teacher_run: Path) -> None:
     cfg = tiny_config(teacher_run, stage="distill", teacher_checkpoint=str(teacher_run / "out" / "teacher" / FINAL))
     data = tiny_data(cfg)

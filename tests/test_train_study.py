@@ -13,7 +13,7 @@ import yaml
 
 import train.study as study_mod
 from tests.test_train_support import TINY_MODEL
-from train.study import TABLE5, main, study_rows
+from train.study import PI_LAMBDA_TOPO, TABLE5, main, study_rows
 from train.study_report import mean_ci, ordering_statement, paired_difference, summarize
 
 # Two-sided 95% Student-t quantiles t_{0.975, df}, from printed tables.
@@ -69,6 +69,12 @@ def test_table_rows() -> None:
     assert rows7[-1].values == {"lambda_topo": 8.0, "lambda_grad": 1.0, "lambda_kld": 2.0}
     rows10 = study_rows(10, grid, [[1, 2, 3, 4], [4]])
     assert [r.values["saliency_layers"] for r in rows10[2:]] == [[1, 2, 3, 4], [4]]
+    rows11 = study_rows(11, grid, [], [0.05, 0.2])
+    assert [r.key for r in rows11] == ["CE", "KD", "KD+topo pwcd", "KD+topo sinkhorn eps=0.05",
+                                       "KD+topo sinkhorn eps=0.2", "KD+topo persistence-image"]
+    assert rows11[4].values == {"grad": False, "topo_distance": "sinkhorn", "sinkhorn_eps": 0.2}
+    assert rows11[5].values["lambda_topo"] == PI_LAMBDA_TOPO
+    assert all(r.stage == "distill" and r.values["grad"] is False for r in rows11[2:])
 
 
 def _argv(tmp_path: Path) -> list[str]:

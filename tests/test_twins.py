@@ -46,6 +46,7 @@ from test_reference_saliency import gradient_scale, random_saliency_inputs
 
 import fast
 import reference
+from reference.topo_loss import DISTANCES
 
 Array = Union[np.ndarray, list]
 Scale = Callable[[dict, Array], Union[float, np.ndarray, list]]
@@ -132,6 +133,50 @@ def draw_pwcd(rng: np.random.Generator, kind: str) -> dict:
     return dict(teacher_pairs=_diagram(rng, k_teacher, grid), student_pairs=_diagram(rng, k_student, grid), eps_w=1e-8)
 
 
+def draw_sinkhorn_distance(rng: np.random.Generator, kind: str) -> dict:
+    pairs = draw_pwcd(rng, kind)
+    return dict(teacher_pairs=pairs["teacher_pairs"], student_pairs=pairs["student_pairs"],
+                eps=float(rng.choice([0.02, 0.05, 0.1, 0.2])))
+
+
+def draw_persistence_image_distance(rng: np.random.Generator, kind: str) -> dict:
+    pairs = draw_pwcd(rng, kind)
+    # l2 only on the grid: l1's subgradient at an exactly zero pixel difference is 0 in both twins
+    # only if both round it to exactly zero, which coinciding grid diagrams do not promise
+    norm = "l2" if kind == "ties" else str(rng.choice(["l2", "l1"]))
+    return dict(teacher_pairs=pairs["teacher_pairs"], student_pairs=pairs["student_pairs"], norm=norm)
+
+
+def sinkhorn_grad_terms(inputs: dict, cotangent: Optional[np.ndarray]) -> float:
+    """A student pair's gradient sums plan entries (at most 1 / (M + K)) times 2 |q - p|: their size."""
+    P, Q = (np.asarray(inputs[k], dtype=np.float64).reshape(-1, 2) for k in ("teacher_pairs", "student_pairs"))
+    return 2.0 * max(_max_abs(P, 0.0), _max_abs(Q, 0.0), 1e-12) / max(len(P) + len(Q), 1)
+
+
+def terms_scale(terms: Callable[[dict, Optional[np.ndarray]], float]) -> Scale:
+    """Scale ``max(max |reference|, size of the summed terms)``: exact cancellations (ties, matching
+    diagrams) leave gradients far smaller than the rounding of the terms they are made of."""
+    return lambda inputs, want: max(_max_abs(want, 1e-12), terms(inputs, None))
+
+
+def persistence_image_grad_terms(inputs: dict, cotangent: Optional[np.ndarray]) -> float:
+    """Size of the terms a student pair's gradient sums: per pixel |dL/dI| (|dw| + |w| max|dF|), with the
+    pixel masses F at their bound 1, since a float32 difference of two erf values is only accurate to
+    ulp(1) whatever its size."""
+    from reference.persistence_image import PI_RESOLUTION, PI_SIGMA, image_domain, persistence_image
+
+    P, Q = (np.asarray(inputs[k], dtype=np.float64).reshape(-1, 2) for k in ("teacher_pairs", "student_pairs"))
+    if len(Q) == 0:
+        return 0.0
+    b_lo, side = image_domain(P, Q)
+    diff = persistence_image(Q, b_lo, side)[0] - persistence_image(P, b_lo, side)[0]
+    x, y, w = persistence_image(Q, b_lo, side)[1][:3]
+    per_pixel = (2.0 * np.abs(diff) if inputs["norm"] == "l2" else np.ones_like(diff)) / PI_RESOLUTION**2
+    dw = 1000.0 / (100.0 * x + 1.0) + 10.0
+    max_density = 1.0 / (np.sqrt(np.pi) * PI_SIGMA * side * np.sqrt(2.0))
+    return float(per_pixel.sum() * np.max(dw + 2.0 * np.abs(w) * max_density))
+
+
 def draw_tps(rng: np.random.Generator, kind: str) -> dict:
     sizes = _sizes(rng, 1, 8 if kind == "tiny" else 60, clouds=5)
     x = _clouds(rng, sizes, int(rng.integers(1, 6)), duplicates=kind == "duplicates")
@@ -160,7 +205,7 @@ def draw_edge_lengths(rng: np.random.Generator, kind: str) -> dict:
 
 def draw_topo_loss(rng: np.random.Generator, kind: str) -> dict:
     normalize, seed, dims = str(rng.choice(["scale", "l2", "none"])), int(rng.integers(2**16)), (0, 1)
-    if kind in ("generic", "one_dim"):  # separated clouds, some below m (all points), some above (TPS)
+    if kind in ("generic", "one_dim", "distances"):  # separated clouds, some below m (all points), some above (TPS)
         m = int(rng.integers(3, 21))
         if kind == "one_dim":  # the H0 or the H1 term alone
             dims = [(0,), (1,)][int(rng.integers(2))]
@@ -180,7 +225,11 @@ def draw_topo_loss(rng: np.random.Generator, kind: str) -> dict:
         m = 20
         sizes = [2, int(rng.integers(3, 6)), int(rng.integers(15, 25)), int(rng.integers(150, 300))]
         S, T, offsets = student_teacher_batch(rng, sizes, m, normalize, seed)
-    return dict(student_feats=S, teacher_feats=T, offsets=offsets, m=m, seed=seed, normalize=normalize, dims=dims)
+    # the alternatives (kind "distances", float64 only: their float32 rows are the distance twins')
+    distance = str(rng.choice(DISTANCES[1:])) if kind == "distances" else "pwcd"
+    return dict(student_feats=S, teacher_feats=T, offsets=offsets, m=m, seed=seed, normalize=normalize, dims=dims,
+                distance=distance, sinkhorn_eps=float(rng.choice([0.05, 0.1, 0.2])),
+                pi_norm=str(rng.choice(["l2", "l1"])))
 
 
 def draw_saliency_loss(rng: np.random.Generator, kind: str) -> dict:
@@ -219,6 +268,15 @@ TABLE: tuple[Twin, ...] = (
     Twin("pwcd", draw_pwcd, ("generic", "ties", "empty"), tol64=(1e-12, 1e-10), tol32=(1e-5, 1e-5),
          wrt=("student_pairs",), value_scale=lambda inputs, want: max(1.0, abs(float(want))),
          grad_scale=elementwise(1e-2), examples=1 / 10),
+    # the twins run the same POT iterations (numpy / torch backend) and both differentiate the value
+    # at the plan (decision 31)
+    Twin("sinkhorn_distance", draw_sinkhorn_distance, ("generic", "ties", "empty"), tol64=(1e-10, 1e-10),
+         tol32=(1e-5, 1e-5), wrt=("student_pairs",), value_scale=lambda inputs, want: max(1.0, abs(float(want))),
+         grad_scale=terms_scale(sinkhorn_grad_terms), grad_terms=sinkhorn_grad_terms, examples=1 / 10),
+    Twin("persistence_image_distance", draw_persistence_image_distance, ("generic", "ties", "empty"),
+         tol64=(1e-12, 1e-10), tol32=(1e-5, 1e-5), wrt=("student_pairs",), value_scale=largest(1e-6),
+         grad_scale=terms_scale(persistence_image_grad_terms), grad_terms=persistence_image_grad_terms,
+         examples=1 / 10),
     Twin("tps", draw_tps, ("generic", "duplicates", "tiny"), tol64=(0.0, 0.0), tol32=None, examples=1 / 10),
     # float64 only: centring nearly equal points (the duplicates and tiny kinds) loses float32 digits in
     # proportion to |h| / rms, so no fixed float32 tolerance holds; fast.normalize in float32 runs in
@@ -234,8 +292,12 @@ TABLE: tuple[Twin, ...] = (
     # float64 only: one_dim (an H1 term alone can be tiny next to the float32 rounding of the lengths
     # it is made of) and duplicates (up to 119 points per cloud: a small gradient per point next to
     # the same rounding).
-    Twin("topo_loss", draw_topo_loss, ("generic", "one_dim", "duplicates", "empty", "tiny"), tol64=(1e-10, 1e-10),
-         tol32=(1e-5, 1e-5), float64_only=("one_dim", "duplicates"), wrt=("student_feats",),
+    # distances: Sinkhorn OT or persistence images in place of PWCD, float64 only (the weight's
+    # ln(100 b + 1) and the erf differences amplify the float32 rounding of the edge lengths; the
+    # distances themselves are compared in float32 in their own rows).
+    Twin("topo_loss", draw_topo_loss, ("generic", "one_dim", "duplicates", "empty", "tiny", "distances"),
+         tol64=(1e-10, 1e-10), tol32=(1e-5, 1e-5), float64_only=("one_dim", "duplicates", "distances"),
+         wrt=("student_feats",),
          value_scale=largest(1e-6),
          grad_scale=largest_plus_elementwise(1e-6), examples=1 / 8),
     Twin("saliency_loss", draw_saliency_loss, ("generic",), tol64=(1e-10, 1e-10), tol32=(1e-5, 1e-5),

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fast.persistence import check_time_budget
-from fast.topo_loss import DEFAULT_M
+from fast.topo_loss import DEFAULT_M, DEFAULT_PI_NORM, DEFAULT_SINKHORN_EPS, DISTANCES, check_distance
+from reference.persistence_image import PI_NORMS
 from train.data.nuscenes import DEFAULT_NUSCENES_VERSION, NUSCENES_VERSIONS
 from train.distributed import under_external_launcher
 from train.losses import CLASS_WEIGHTINGS, DEFAULT_SEG_LOSS, SEG_LOSSES
@@ -128,6 +129,9 @@ class RunConfig:
     topo_normalize: str = "scale"
     topo_time_budget: float | None = 5.0
     topo_dims: list[int] = field(default_factory=lambda: [0, 1])
+    topo_distance: str = "pwcd"
+    sinkhorn_eps: float = DEFAULT_SINKHORN_EPS
+    pi_norm: str = DEFAULT_PI_NORM
     saliency_layers: list[int] = field(default_factory=lambda: list(DECODER_STAGES))
     saliency_eps: float = 1e-8
     # evaluation, logging, checkpoints
@@ -139,6 +143,7 @@ class RunConfig:
     profile: bool = False
     log_term_grads: int = 0
     tensorboard: bool = True
+    plots: bool = True
     progress: bool = True
     grid_size: float | None = None
     # synthetic data (train.data.synthetic)
@@ -215,6 +220,11 @@ _HELP: dict[str, str] = {
     "topo_normalize": "feature normalisation before persistence: scale | l2 | none",
     "topo_time_budget": "seconds allowed for the H1 computation of one step (decisions 6c)",
     "topo_dims": "homology dimensions of L_topo (subset of 0 1)",
+    "topo_distance": "distance between teacher and student diagrams: pwcd (paper Eq. 2-3) | sinkhorn (unbalanced "
+    "entropic OT, paper Table 11, decision 31) | persistence-image (TopKD, decision 32)",
+    "sinkhorn_eps": "entropic weight of --topo-distance sinkhorn (paper Table 11 sweeps 0.02 0.05 0.1 0.2)",
+    "pi_norm": "distance between persistence images of --topo-distance persistence-image: l2 (mean squared, "
+    "TopKD) | l1",
     "saliency_layers": "decoder stages (1=dec1 coarsest .. 4=dec4) aligned by L_grad (Table 10)",
     "saliency_eps": "epsilon of the per-cloud min-max normalisation (Eq. 6)",
     "tta": "test-time augmentation at evaluation",
@@ -226,6 +236,7 @@ _HELP: dict[str, str] = {
     "log_term_grads": "every K steps (and the first) log the gradient norm each loss term sends to the student "
     "(one extra backward per term; under DDP the norms of rank 0's share of the batch; 0: off)",
     "tensorboard": "write TensorBoard logs",
+    "plots": "write the run's pictures (diagrams, bird's-eye views, curves, per-class IoU) next to results.md",
     "progress": "show progress bars",
     "grid_size": "voxel size in metres of grid sampling (spec D: 0.05; 0.25 in the CPU demo)",
     "synthetic_scenes": "synthetic scenes generated (one scan each; --synthetic-val-fraction of them validate)",
@@ -289,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, choices=SEG_LOSSES, help=helptext)
         elif name == "class_weights":
             p.add_argument(flag, choices=CLASS_WEIGHTINGS, help=helptext)
+        elif name == "topo_distance":
+            p.add_argument(flag, choices=DISTANCES, help=helptext)
+        elif name == "pi_norm":
+            p.add_argument(flag, choices=PI_NORMS, help=helptext)
         elif f.type in ("bool", "bool | None"):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, help=helptext)
         elif name in ("topo_dims", "saliency_layers"):
@@ -425,6 +440,10 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"--topo-normalize must be one of {TOPO_NORMALIZE}, got {cfg.topo_normalize!r}")
     if not cfg.topo_dims or any(d not in (0, 1) for d in cfg.topo_dims) or len(set(cfg.topo_dims)) != len(cfg.topo_dims):
         raise ValueError(f"--topo-dims must be distinct values from {{0, 1}}, got {cfg.topo_dims!r}")
+    try:
+        check_distance(cfg.topo_distance, cfg.sinkhorn_eps, cfg.pi_norm)
+    except ValueError as err:
+        raise ValueError(f"--topo-distance / --sinkhorn-eps / --pi-norm: {err}") from None
     if not cfg.saliency_layers or any(s not in DECODER_STAGES for s in cfg.saliency_layers) or len(
         set(cfg.saliency_layers)
     ) != len(cfg.saliency_layers):

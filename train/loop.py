@@ -74,7 +74,8 @@ def distill_settings(cfg: RunConfig, stage: str) -> DistillSettings:
         kld=terms["kld"], topo=terms["topo"], grad=terms["grad"],
         lambda_kld=cfg.lambda_kld, lambda_topo=cfg.lambda_topo, lambda_grad=cfg.lambda_grad,
         temperature=cfg.kld_temperature, topo_m=cfg.topo_m, topo_normalize=cfg.topo_normalize,
-        topo_dims=tuple(cfg.topo_dims), topo_time_budget=cfg.topo_time_budget,
+        topo_dims=tuple(cfg.topo_dims), topo_time_budget=cfg.topo_time_budget, topo_distance=cfg.topo_distance,
+        sinkhorn_eps=cfg.sinkhorn_eps, pi_norm=cfg.pi_norm,
         saliency_layers=tuple(cfg.saliency_layers), saliency_eps=cfg.saliency_eps, seg_loss=cfg.seg_loss,
     )
 

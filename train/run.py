@@ -4,8 +4,9 @@ Stages (paper Sec. 3 and Table 5): ``teacher`` (L_seg = CE + Lovasz), ``student`
 (L_seg only), ``kd`` (+ l_kld L_kld), ``distill`` (+ l_topo L_topo + l_grad L_grad), ``all`` (the
 teacher, then the three students distilled from it, then one table). Each stage writes its
 checkpoints, CSV/TensorBoard logs and an evaluation report (JSON + markdown) under
-``<out>/<stage>/``; ``all`` also writes ``<out>/results.{json,md}`` and prints the table. The
-resolved configuration is saved as ``<out>/config.yaml``.
+``<out>/<stage>/``; ``all`` also writes ``<out>/results.{json,md}`` and prints the table, and the
+run's pictures (``train.plots``: diagrams, bird's-eye view, curves, per-class IoU) unless
+``--no-plots``. The resolved configuration is saved as ``<out>/config.yaml``.
 
 ``--dataset synthetic`` (the README's main command) first generates the synthetic LiDAR set in the
 Waymo layout if it is not cached, and uses a CPU demo budget (see ``train.config.SYNTHETIC_DEMO``)
@@ -158,7 +159,23 @@ def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
                   f"({info.device.type}, {time.perf_counter() - t0:.0f} s total)")
         table = write_report(out / "results", results, data.class_names, header=header)
         print("\n" + header + "\n\n" + table + f"\n\nreports and logs in {out}/", flush=True)
+        if cfg.plots:
+            write_run_plots(cfg, out, models, results, data, info)
     return results
+
+
+def write_run_plots(cfg: RunConfig, out: Path, models: dict[str, torch.nn.Module], results: dict[str, dict[str, Any]],
+                    data: SplitData, info: DistInfo) -> None:
+    """The run's pictures (``train.plots``) from the first validation scan; rank 0 only."""
+    from train.plots import write_plots
+    from train.steps import to_device
+
+    scan = to_device(data.collate([data.val_views(False)[0][0]]), info.device)
+    t0 = time.perf_counter()
+    written = write_plots(out, models, {s: stage_label(cfg, s) for s in models}, results, scan, data.class_names,
+                          cfg.topo_m, cfg.topo_normalize)
+    if cfg.progress:
+        print(f"pictures ({time.perf_counter() - t0:.1f} s): " + ", ".join(p.name for p in written), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

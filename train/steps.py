@@ -14,7 +14,9 @@
   4. L_seg of the student; its saliency gradients by ``autograd.grad(create_graph=False)``, so the
      channel weights omega are constants (decisions 16); L_grad (Eq. 4-7) over the chosen decoder
      stages (Table 10); L_kld (decisions 18);
-  5. join the persistence jobs for L_topo (Algorithm 1) and back-propagate the weighted sum.
+  5. join the persistence jobs for L_topo (Algorithm 1, with the diagram distance of
+     ``--topo-distance``, decisions 31-32), log the entropy of its gradient over the student's
+     diagram points (decision 33), and back-propagate the weighted sum.
 A term whose switch is off (paper Table 5 ablations) or whose weight is 0 is not computed at all.
 """
 from __future__ import annotations
@@ -66,6 +68,9 @@ class DistillSettings:
     topo_normalize: str = _RUN.topo_normalize
     topo_dims: tuple[int, ...] = tuple(_RUN.topo_dims)
     topo_time_budget: float | None = _RUN.topo_time_budget
+    topo_distance: str = _RUN.topo_distance
+    sinkhorn_eps: float = _RUN.sinkhorn_eps
+    pi_norm: str = _RUN.pi_norm
     saliency_layers: Sequence[int] = tuple(_RUN.saliency_layers)
     saliency_eps: float = _RUN.saliency_eps
     seg_loss: str = DEFAULT_SEG_LOSS
@@ -158,7 +163,8 @@ def _teacher_pass(
         with timer.section("topo_launch"):
             topo_job = TopoLossJob(
                 t_out.embedding.detach().float(), batch["offset"], m=s.topo_m, seed=topo_seed,
-                normalize=s.topo_normalize, dims=tuple(s.topo_dims), time_budget=s.topo_time_budget,
+                normalize=s.topo_normalize, dims=tuple(s.topo_dims), distance=s.topo_distance,
+                sinkhorn_eps=s.sinkhorn_eps, pi_norm=s.pi_norm, time_budget=s.topo_time_budget,
             )
     t_grads: list[torch.Tensor] = []
     if need_grad:
@@ -244,6 +250,8 @@ def distillation_step(
         weighted["topo"] = s.lambda_topo * l_topo
         total = total + weighted["topo"]
         logs["topo"] = l_topo.detach()
+        # paper Table 11's diagnostic (decision 33): how evenly L_topo spreads over the student's pairs
+        logs["topo_grad_entropy"] = torch.tensor(topo_job.grad_entropy())
         # clouds whose H1 missed the time budget this step (decisions 6c): counted, never silent
         logs["topo_h1_over_budget"] = torch.tensor(float(budget_miss_count() - misses_before))
     if term_grad_norms:

@@ -8,6 +8,11 @@ One teacher is trained (or reused), then every (row, seed) unit trains one stude
   rows the differences are taken against. The weights are chosen on validation mIoU; test mIoU is
   reported for every row.
 * Table 10 (``--table 10``): the full row with each set of decoder stages of ``--saliency-sets``.
+* Table 11 (``--table 11``): KD+topo with each distance between the diagrams: PWCD, Sinkhorn OT at
+  every ``--sinkhorn-eps-grid`` value (the paper's 0.02 0.05 0.1 0.2 by default; decision 31) and
+  TopKD's persistence images (decision 32, with its own l_topo, :data:`PI_LAMBDA_TOPO`), with the CE
+  and KD rows. The report's training-terms
+  table gives each row's ``topo_grad_entropy`` (the paper's gradient-entropy column, decision 33).
 
 Each unit is checkpointed on its own under ``<out>/units/<row>/seed-<s>/``: a finished unit (its
 ``result.json`` exists) is never redone, a killed one resumes from its last checkpoint. Every
@@ -43,13 +48,18 @@ from train.profiling import StepTimer
 from train.run import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse
 from train.study_report import write_study_report
 
-TABLES: tuple[int, ...] = (5, 7, 10)
+TABLES: tuple[int, ...] = (5, 7, 10, 11)
 RESULT = "result.json"
 # The paper's Table 7 grid (App. C): lambda_topo in {0.5, 4, 8}, lambda_grad and lambda_kld in
 # {0.5, 1, 2}.
 PAPER_GRID: dict[str, tuple[float, ...]] = {
     "lambda_topo": (0.5, 4.0, 8.0), "lambda_grad": (0.5, 1.0, 2.0), "lambda_kld": (0.5, 1.0, 2.0),
 }
+PAPER_SINKHORN_EPS: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2)  # paper Table 11
+# The persistence-image row's l_topo (decision 32): TopKD's weights make the term's gradient about
+# 4e4 times PWCD's (measured on the tiny test models at initialisation, TPS budget 256: gradient norm
+# 184478 vs 4.90 per unit weight, Sinkhorn 2.85), so 8 * 4.90 / 184478 ~ 2e-4 gives it PWCD's push.
+PI_LAMBDA_TOPO = 2e-4
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,8 @@ def _num(v: float) -> str:
     return f"{v:g}"
 
 
-def study_rows(table: int, grid: dict[str, Sequence[float]], saliency_sets: Sequence[Sequence[int]]) -> list[Row]:
+def study_rows(table: int, grid: dict[str, Sequence[float]], saliency_sets: Sequence[Sequence[int]],
+               sinkhorn_eps: Sequence[float] = PAPER_SINKHORN_EPS) -> list[Row]:
     """The rows of ``table``; CE and KD always come first (the paired differences use them)."""
     if table == 5:
         return list(TABLE5)
@@ -88,6 +99,13 @@ def study_rows(table: int, grid: dict[str, Sequence[float]], saliency_sets: Sequ
     if table == 10:
         return [CE, KD] + [Row("full layers=" + ",".join(str(s) for s in layers), "distill",
                                {"saliency_layers": list(layers)}) for layers in saliency_sets]
+    if table == 11:
+        topo = {"grad": False}
+        return [CE, KD, Row("KD+topo pwcd", "distill", {**topo, "topo_distance": "pwcd"})] + [
+            Row(f"KD+topo sinkhorn eps={_num(e)}", "distill", {**topo, "topo_distance": "sinkhorn", "sinkhorn_eps": e})
+            for e in sinkhorn_eps] + [
+            Row("KD+topo persistence-image", "distill",
+                {**topo, "topo_distance": "persistence-image", "lambda_topo": PI_LAMBDA_TOPO})]
     raise ValueError(f"--table must be one of {TABLES}, got {table}")
 
 
@@ -129,7 +147,7 @@ def run_unit(cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData, info: 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train.study",
-        description="Paper ablations (Table 5, 7 or 10) with several seeds, mean and 95%% confidence "
+        description="Paper ablations (Table 5, 7, 10 or 11) with several seeds, mean and 95%% confidence "
         "intervals; every other option is passed to each run (see python -m train.run --help).",
     )
     p.add_argument("--table", type=int, choices=TABLES, default=5, help="which ablation table (default 5)")
@@ -139,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, values in PAPER_GRID.items():
         p.add_argument("--" + name.replace("_", "-") + "-grid", dest=name, type=float, nargs="+",
                        default=list(values), help=f"Table 7 values of {name} (default {list(values)})")
+    p.add_argument("--sinkhorn-eps-grid", dest="sinkhorn_eps_grid", type=float, nargs="+",
+                   default=list(PAPER_SINKHORN_EPS),
+                   help=f"Table 11 values of --sinkhorn-eps (default {list(PAPER_SINKHORN_EPS)})")
     p.add_argument("--saliency-sets", nargs="+", default=["1 2 3 4", "3 4", "4"],
                    help="Table 10 decoder-stage sets, each a quoted list (default: '1 2 3 4' '3 4' '4')")
     return p
@@ -153,7 +174,8 @@ def _saliency_sets(texts: Sequence[str]) -> list[list[int]]:
 
 def select_rows(args: argparse.Namespace) -> list[Row]:
     """The rows of ``args.table`` (restricted to ``--rows`` when given); unknown keys are errors."""
-    rows = study_rows(args.table, {k: getattr(args, k) for k in PAPER_GRID}, _saliency_sets(args.saliency_sets))
+    rows = study_rows(args.table, {k: getattr(args, k) for k in PAPER_GRID}, _saliency_sets(args.saliency_sets),
+                      args.sinkhorn_eps_grid)
     if args.rows is None:
         return rows
     unknown = set(args.rows) - {r.key for r in rows}

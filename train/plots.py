@@ -1,0 +1,230 @@
+"""The pictures of a run (``python -m train.run``), written next to ``results.md`` unless ``--no-plots``.
+
+Four PNGs in ``<out>/``, each drawn from what the run already has (its models, one validation scan,
+its logs and its results) in seconds, with matplotlib's headless Agg backend:
+
+* ``diagrams.png``: persistence diagrams (H0 and H1) of the teacher and the students on the first
+  validation scan, one column per student (the CE student is "before distillation", the distilled
+  student "after"): the embeddings are normalised and subsampled by TPS on the teacher exactly as
+  ``L_topo`` does (decisions 12-14), then ``fast.persistence`` computes the diagrams.
+* ``bev.png``: bird's-eye view (x, y) of the same scan's voxels coloured by the ground truth and by
+  each model's prediction.
+* ``curves.png``: every logged training column (loss terms, diagnostics) against the step, one line
+  per model, and each model's validation mIoU (measured once, after training).
+* ``per_class_iou.png``: the validation IoU of every class, one bar per model.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+PLOTS: tuple[str, ...] = ("diagrams.png", "bev.png", "curves.png", "per_class_iou.png")
+SKIP_COLUMNS = ("step", "epoch", "lr")
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _class_colours(num_classes: int) -> np.ndarray:
+    """One RGB colour per class (tab20, then tab20b: 40 distinct), black for the ignore label (index -1)."""
+    plt = _pyplot()
+    palette = [c[:3] for name in ("tab20", "tab20b") for c in plt.get_cmap(name).colors]
+    return np.array([palette[i % len(palette)] for i in range(num_classes)] + [(0.0, 0.0, 0.0)])
+
+
+@torch.no_grad()
+def _scan_outputs(models: Mapping[str, torch.nn.Module], batch: dict[str, Any]) -> dict[str, Any]:
+    """Each model's predicted class and embedding on one collated scan (eval mode, restored after)."""
+    from train.steps import model_inputs
+
+    out = {}
+    for label, model in models.items():
+        was_training = model.training
+        model.eval()
+        try:
+            result = model(model_inputs(batch))
+        finally:
+            model.train(was_training)
+        out[label] = (result.logits.float().argmax(1).cpu().numpy(), result.embedding.float())
+    return out
+
+
+def _diagrams(teacher_emb: torch.Tensor, student_embs: Mapping[str, torch.Tensor], m: int,
+              normalize: str) -> dict[str, Any]:
+    """H0/H1 pairs of the teacher and of each student on the teacher's TPS points (as L_topo selects them)."""
+    from fast.normalize import normalize as normalize_clouds
+    from fast.persistence import compute_diagrams
+    from fast.tps import tps
+
+    ends = [teacher_emb.shape[0]]
+    t64 = normalize_clouds(teacher_emb.double(), ends, normalize)
+    idx = tps(t64, ends, m, 0)[0]
+    feats = {"teacher": t64}
+    feats.update({label: normalize_clouds(e.double(), ends, normalize) for label, e in student_embs.items()})
+    labels = list(feats)
+    result = compute_diagrams([feats[k][idx].cpu().numpy() for k in labels])
+    return dict(zip(labels, result))
+
+
+def plot_diagrams(path: Path, teacher: Any, students: Mapping[str, Any]) -> None:
+    """Row 1: H0 (every birth is 0, so its deaths are drawn sorted); row 2: the H1 diagram, zoomed
+    to the points with the diagonal drawn. One column per student, the teacher in each."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, len(students), figsize=(4.4 * len(students), 8.4), squeeze=False)
+    for col, (label, student) in enumerate(students.items()):
+        ax = axes[0, col]
+        for pairs, style, name in ((teacher.h0_pairs, dict(marker="o", mfc="none", color="tab:blue"), "teacher"),
+                                   (student.h0_pairs, dict(marker="x", color="tab:red"), "student")):
+            deaths = np.sort(pairs[:, 1])
+            ax.plot(np.arange(len(deaths)), deaths, ls="-", lw=0.6, ms=4, label=f"{name} ({len(deaths)})", **style)
+        ax.set_xlabel("H0 pair (sorted by death)")
+        ax.set_ylabel("death (birth = 0)")
+        ax.set_title(f"H0: teacher vs {label}", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+        ax = axes[1, col]
+        t, s = teacher.h1_pairs, student.h1_pairs
+        values = np.concatenate([t.ravel(), s.ravel(), [0.0, 1e-6]] if not (len(t) or len(s)) else [t.ravel(), s.ravel()])
+        lo, hi = float(values.min()), float(values.max())
+        pad = 0.05 * (hi - lo) + 1e-9
+        lo, hi = lo - pad, hi + pad
+        ax.plot([lo, hi], [lo, hi], color="0.6", lw=0.8)
+        ax.scatter(t[:, 0], t[:, 1], s=18, marker="o", facecolors="none", edgecolors="tab:blue",
+                   label=f"teacher ({len(t)})")
+        ax.scatter(s[:, 0], s[:, 1], s=14, marker="x", color="tab:red", label=f"student ({len(s)})")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal")
+        ax.set_xlabel("birth")
+        ax.set_ylabel("death")
+        ax.set_title(f"H1: teacher vs {label}", fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Persistence of the normalised embeddings on the TPS points of a validation scan", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_bev(path: Path, xy: np.ndarray, labels: Mapping[str, np.ndarray], class_names: Sequence[str]) -> None:
+    plt = _pyplot()
+    colours = _class_colours(len(class_names))
+    ncol = min(3, len(labels))
+    nrow = -(-len(labels) // ncol)
+    span = np.ptp(xy, axis=0) + 1e-6
+    width = 5.0
+    height = float(np.clip(width * span[1] / span[0], 2.5, 6.0))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(width * ncol, (height + 0.4) * nrow + 1.0), squeeze=False,
+                             layout="constrained")
+    size = float(np.clip(3000.0 / max(len(xy), 1), 1.0, 10.0))
+    for ax, (title, lab) in zip(axes.ravel(), labels.items()):
+        ax.scatter(xy[:, 0], xy[:, 1], c=colours[np.where(lab < 0, -1, lab)], s=size, linewidths=0)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=9)
+    for ax in axes.ravel()[len(labels):]:
+        ax.axis("off")
+    present = sorted({int(c) for lab in labels.values() for c in np.unique(lab) if c >= 0})
+    handles = [plt.Line2D([], [], marker="s", ls="", color=colours[c], label=class_names[c]) for c in present]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=7)
+    fig.suptitle("Bird's-eye view of a validation scan (voxels), coloured by class")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _read_log(path: Path) -> dict[str, np.ndarray]:
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    cols: dict[str, np.ndarray] = {}
+    for name in (rows[0] if rows else {}):
+        cols[name] = np.array([float(r[name]) if r.get(name) not in (None, "") else math.nan for r in rows])
+    return cols
+
+
+def plot_curves(path: Path, logs: Mapping[str, Path], results: Mapping[str, Mapping[str, Any]]) -> None:
+    plt = _pyplot()
+    data = {label: _read_log(p) for label, p in logs.items() if p.is_file()}
+    columns = sorted({c for cols in data.values() for c in cols if c not in SKIP_COLUMNS})
+    panels = len(columns) + 1
+    ncol = min(4, panels)
+    nrow = -(-panels // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), squeeze=False)
+    flat = list(axes.ravel())
+    colour = {label: f"C{i}" for i, label in enumerate(results)}
+    for ax, column in zip(flat, columns):
+        for label, cols in data.items():
+            if column in cols and np.isfinite(cols[column]).any():
+                ax.plot(cols["step"], cols[column], lw=0.9, label=label, color=colour.get(label))
+        ax.set_title(column, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    ax = flat[len(columns)]
+    names = list(results)
+    ax.bar(range(len(names)), [100 * results[n]["miou"] for n in names], color=[colour[n] for n in names])
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+    ax.set_title("validation mIoU % (after training)", fontsize=9)
+    for extra in flat[len(columns) + 1:]:
+        extra.axis("off")
+    handles = [plt.Line2D([], [], color=colour[n], label=n) for n in names]
+    fig.legend(handles=handles, loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_per_class_iou(path: Path, results: Mapping[str, Mapping[str, Any]], class_names: Sequence[str]) -> None:
+    """Classes with validation points only (the others have no IoU)."""
+    plt = _pyplot()
+    names = list(results)
+    freq = np.asarray(next(iter(results.values()))["class_frequency"], dtype=float)
+    present = [c for c in range(len(class_names)) if np.isfinite(freq[c]) and freq[c] > 0]
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(present))
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.25 * len(present) * (len(names) + 1))), 4.4))
+    for i, name in enumerate(names):
+        iou = np.nan_to_num(100 * np.asarray(results[name]["iou"], dtype=float)[present])
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, iou, width, label=f"{name} ({100 * results[name]['miou']:.1f})")
+    ax.set_xticks(x, [class_names[c] for c in present], rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("IoU %")
+    ax.set_title("Validation IoU per class with points in the split (legend: mIoU %)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_plots(out: Path, models: Mapping[str, torch.nn.Module], labels: Mapping[str, str],
+                results: Mapping[str, Mapping[str, Any]], scan: dict[str, Any], class_names: Sequence[str],
+                m: int, normalize: str) -> list[Path]:
+    """Write the run's PNGs into ``out``; returns their paths.
+
+    ``models`` and ``labels`` are keyed by stage (``teacher``, ``student``, ``kd``, ``distill``),
+    ``results`` by the table label, ``scan`` is one collated validation scan on the models' device;
+    ``m`` and ``normalize`` are the run's ``--topo-m`` and ``--topo-normalize``.
+    """
+    written = []
+    outputs = _scan_outputs({s: models[s] for s in models}, scan)
+    bev = {"ground truth": scan["segment"].cpu().numpy()}
+    bev.update({labels[s]: pred for s, (pred, _) in outputs.items()})
+    plot_bev(out / "bev.png", scan["coord"][:, :2].cpu().numpy(), bev, class_names)
+    written.append(out / "bev.png")
+    students = {labels[s] + (" (before)" if s == "student" else " (after)" if s == "distill" else ""): emb
+                for s, (_, emb) in outputs.items() if s in ("student", "distill")}
+    if "teacher" in outputs and students:
+        diagrams = _diagrams(outputs["teacher"][1], students, m, normalize)
+        plot_diagrams(out / "diagrams.png", diagrams.pop("teacher"), diagrams)
+        written.append(out / "diagrams.png")
+    plot_curves(out / "curves.png", {labels[s]: out / s / "train_log.csv" for s in models}, results)
+    plot_per_class_iou(out / "per_class_iou.png", results, class_names)
+    written += [out / "curves.png", out / "per_class_iou.png"]
+    return written
