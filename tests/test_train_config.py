@@ -52,6 +52,7 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
         (["--dataset", "synthetic", "--synthetic-test-fraction", "0.8"], ValueError, "synthetic-test-fraction"),
         (["--dataset", "synthetic", "--topo-time-budget", "-1"], ValueError, "topo-time-budget"),
         (["--dataset", "synthetic", "--topo-time-budget", "inf"], ValueError, "topo-time-budget"),
+        (["--dataset", "synthetic", "--topo-workers", "-1"], ValueError, "topo-workers"),
     ],
 )
 def test_bad_configurations_fail_fast_with_a_message_naming_the_option(

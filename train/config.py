@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from fast.persistence import check_time_budget
+from fast.persistence import check_time_budget, check_worker_count
 from fast.topo_loss import DEFAULT_M
 from train.distributed import under_external_launcher
 from train.losses import CLASS_WEIGHTINGS, DEFAULT_SEG_LOSS, SEG_LOSSES
@@ -125,6 +125,7 @@ class RunConfig:
     topo_m: int | None = None
     topo_normalize: str = "scale"
     topo_time_budget: float | None = 5.0
+    topo_workers: int | None = None
     topo_dims: list[int] = field(default_factory=lambda: [0, 1])
     saliency_layers: list[int] = field(default_factory=lambda: list(DECODER_STAGES))
     saliency_eps: float = 1e-8
@@ -203,7 +204,9 @@ _HELP: dict[str, str] = {
     "kld_temperature": "KL temperature T (decisions 18)",
     "topo_m": f"TPS budget M per cloud (default {DEFAULT_M}; {SYNTHETIC_DEMO['topo_m']} in the CPU demo)",
     "topo_normalize": "feature normalisation before persistence: scale | l2 | none",
-    "topo_time_budget": "seconds allowed for the H1 computation of one step (decisions 6c)",
+    "topo_time_budget": "seconds allowed for the H1 computation of each cloud (decisions 6c)",
+    "topo_workers": "persistence worker processes of each training process (default: its share of the cores; "
+                    "0 = in the training process)",
     "topo_dims": "homology dimensions of L_topo (subset of 0 1)",
     "saliency_layers": "decoder stages (1=dec1 coarsest .. 4=dec4) aligned by L_grad (Table 10)",
     "saliency_eps": "epsilon of the per-cloud min-max normalisation (Eq. 6)",
@@ -394,6 +397,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.grad_clip is not None and cfg.grad_clip <= 0:
         raise ValueError(f"--grad-clip must be > 0 when given, got {cfg.grad_clip!r}")
     check_time_budget(cfg.topo_time_budget)
+    check_worker_count(cfg.topo_workers)
     if cfg.class_weights not in CLASS_WEIGHTINGS:
         raise ValueError(f"--class-weights must be one of {CLASS_WEIGHTINGS}, got {cfg.class_weights!r}")
     if cfg.seg_loss not in SEG_LOSSES:

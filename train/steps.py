@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fast.persistence import compute_diagrams, default_pool
+from fast.persistence import compute_diagrams, default_pool, set_default_workers
 from fast.kld import kld
 from fast.saliency import saliency_loss
 from fast.topo_loss import DEFAULT_M, TopoLossJob
@@ -81,13 +81,15 @@ class DistillSettings:
         return bool(getattr(self, term)) and float(getattr(self, f"lambda_{term}")) > 0.0
 
 
-def warm_up_persistence() -> None:
-    """Start the persistence engine's worker processes before the first step.
+def warm_up_persistence(workers: int | None = None) -> None:
+    """Size the persistence pool of this process (``--topo-workers``; None = its share of the cores,
+    ``fast.persistence.worker_share``) and start its worker processes before the first step.
 
     The workers start lazily on first use; under a time budget (decisions 6c) their start-up
     (process launch and imports, seconds on a loaded machine) would otherwise be charged to the
     first step's H1 and drop it to H0 only.
     """
+    set_default_workers(workers)
     rng = np.random.default_rng(0)
     compute_diagrams([rng.normal(size=(8, 3)) for _ in range(max(default_pool().workers, 1))])
 

@@ -184,10 +184,9 @@ class PersistencePool:
     """
 
     def __init__(self, workers: Optional[int] = None, start_method: Optional[str] = None) -> None:
+        check_worker_count(workers)
         if workers is None:
             workers = worker_share()
-        if workers < 0:
-            raise ValueError(f"PersistencePool: workers must be >= 0 (0 = inline), got {workers}")
         if start_method is None:
             start_method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         self.workers = workers
@@ -307,15 +306,24 @@ def default_pool() -> PersistencePool:
         return _default_pool
 
 
+def check_worker_count(workers: Optional[int]) -> None:
+    """Raise ValueError unless ``workers`` is None (this process's share) or an integer >= 0
+    (0 = inline); the one check, for the library and for ``--topo-workers`` alike."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ValueError(
+            f"workers (--topo-workers in training) must be None (this process's share of the cores) or an "
+            f"integer >= 0 (0 = in the calling process), got {workers!r}"
+        )
+
+
 def set_default_workers(workers: Optional[int]) -> None:
     """Size of the process-wide pool (None: :func:`worker_share`; 0: inline), e.g. from
     ``--topo-workers``. A pool already started with another size is shut down once its queued
     clouds are done, and the next :func:`default_pool` call starts the new one."""
     global _default_pool, _default_workers
-    if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 0):
-        raise ValueError(f"workers (--topo-workers) must be None or an integer >= 0 (0 = inline), got {workers!r}")
+    check_worker_count(workers)
     with _default_pool_lock:
-        _default_workers = None if workers is None else int(workers)
+        _default_workers = workers
         old = _default_pool
         wanted = worker_share() if _default_workers is None else _default_workers
         if old is not None and old.workers != wanted:
