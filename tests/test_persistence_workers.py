@@ -1,4 +1,6 @@
-"""Each process's persistence pool gets its share of the cores (issue 14.2, decision 6c's workers).
+"""Each process's persistence pool gets its share of the cores (decision 6c).
+
+Several ranks on one machine must not oversubscribe it.
 
 ``fast.persistence.worker_share``: the affinity mask divided among the ``LOCAL_WORLD_SIZE``
 processes of a launch (torchrun, ``--procs``), the mask itself when a launcher already narrowed
