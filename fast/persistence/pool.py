@@ -44,13 +44,22 @@ logger = logging.getLogger("fast.persistence")  # the package's name: one logger
 
 
 def _worker_main(conn: Connection) -> None:
-    """Worker process loop: per task send the TPS rows (if asked), the H0 part, then the H1 part (or None)."""
+    """Worker process loop: per task send the TPS rows (if asked), the H0 part, then the H1 part (or None).
+
+    A fresh worker (the first one, or the replacement of one stopped at its budget) first runs
+    each engine once on a 4-point cloud, outside any budget: loading an engine's compiled code
+    takes a noticeable time on a loaded machine and must not be charged to a cloud's H1.
+    """
+    warm: list[H1Engine] = []
     while True:
         task = conn.recv()
         if task is None:
             return
         points, engine, time_budget, with_h1, sample = task
         try:
+            if with_h1 and engine not in warm:
+                engine(distances(np.eye(4)), None)
+                warm.append(engine)
             if sample is not None:
                 rows = tps_indices(points, *sample)
                 conn.send(("rows", rows))
