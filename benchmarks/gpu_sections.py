@@ -235,7 +235,7 @@ def topo_step(size: dict[str, Any], device: torch.device, rec: Recorder, deadlin
         for name, s in modes.items():  # interleaved, so drift hits both alike
             logs: dict[str, float] = {}
             times[name].append(timed(lambda: logs.update(trainer.step(batch, s, off, seed=r)), device))
-            misses += int(logs.get("topo_h1_over_budget", 0))
+            misses += sum(int(logs.get(f"topo_h1_over_budget_{m}", 0)) for m in ("teacher", "student"))
         without, with_topo = (_median_ms(times[k]) for k in modes)
         rec.put("step_ms", {k: _median_ms(v) for k, v in times.items()})
         rec.table(
@@ -422,7 +422,7 @@ def distill(size: dict[str, Any], device: torch.device, rec: Recorder, deadline:
     while steps < size["steps"] and time.monotonic() < deadline:
         last = trainer.step(batches[steps % len(batches)], settings, timer, seed=steps)
         first = first or last
-        misses += int(last.get("topo_h1_over_budget", 0))
+        misses += sum(int(last.get(f"topo_h1_over_budget_{m}", 0)) for m in ("teacher", "student"))
         steps += 1
         if steps % 10 == 0 or steps == size["steps"]:
             _report_distill(rec, size, timer, steps, time.perf_counter() - start, first, last, misses, device)

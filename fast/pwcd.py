@@ -5,13 +5,23 @@ Torch twin of ``reference.pwcd.pwcd`` with the same decisions 6-10: pair cost ``
 ``w_bar = sum(w) + eps_w``, recall weighted over teacher points, precision a plain mean over
 student points, the paper's empty-diagram conventions, and the match winning when
 ``match <= diagonal``. The loss is differentiable in ``student_pairs`` by autograd, which gives
-exactly Algorithm 4: ``torch.amin`` spreads the gradient uniformly over exactly tied nearest
-neighbours (the uniform sharing of decision 10), and ``torch.where`` sends it either to the match
-or to the diagonal term. The teacher diagram is a constant.
+exactly Algorithm 4: the gradient of a minimum is spread uniformly over exactly tied nearest
+neighbours (the uniform sharing of decision 10, as ``torch.amin`` does), and ``torch.where``
+sends it either to the match or to the diagonal term. The teacher diagram is a constant.
+
+Why the (M, K) cost matrix never enters the autograd graph: with M = K = 1000 (an H0 diagram at
+the TPS budget) it dominated the batch's forward and backward in the calling process. The
+nearest neighbours and their ties are found without gradient; each minimum then enters the graph
+as its value plus the mean of ``cost - cost.detach()`` over its tied pairs, which is the same
+value, bit for bit, and the gradient ``torch.amin`` would give, computed on those pairs only.
+On the CPU the search is a compiled double loop (:func:`_nearest_ties`, the same float operations
+as the tensor form, no (M, K) matrix in memory); elsewhere it is the tensor form.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+from numba import njit
 
 
 def _dist_diag(pairs: torch.Tensor) -> torch.Tensor:
@@ -35,20 +45,90 @@ def pwcd(teacher_pairs: torch.Tensor, student_pairs: torch.Tensor, eps_w: float 
     loss = Q.new_zeros(())
     if M == 0 and K == 0:
         return loss
-    cost = None
+    diag_T = _dist_diag(P)
+    diag_S = _dist_diag(Q)
     if M > 0 and K > 0:
-        # (M, K) squared distances as two 2-D terms: the same sum (db^2 + dd^2) as the reference,
-        # without the (M, K, 2) temporary and its reduction over a size-2 axis (measured here at
-        # M = K = 1000: forward + backward 11 ms instead of 35 ms).
-        cost = (P[:, 0, None] - Q[None, :, 0]) ** 2 + (P[:, 1, None] - Q[None, :, 1]) ** 2
+        with torch.no_grad():
+            if Q.device.type == "cpu":
+                nn_T, nn_S, ties_T, ties_S = (torch.from_numpy(a) for a in _nearest_ties(
+                    P[:, 0].numpy(), P[:, 1].numpy(), Q[:, 0].detach().contiguous().numpy(),
+                    Q[:, 1].detach().contiguous().numpy(), diag_T.numpy(), diag_S.detach().numpy()))
+            else:
+                # (M, K) squared distances as two 2-D terms: the same sum (db^2 + dd^2) as the reference
+                cost = (P[:, 0, None] - Q[None, :, 0]) ** 2 + (P[:, 1, None] - Q[None, :, 1]) ** 2
+                nn_T, nn_S = torch.amin(cost, dim=1), torch.amin(cost, dim=0)
+                ties_T = torch.nonzero((cost == nn_T[:, None]) & (nn_T <= diag_T)[:, None])
+                ties_S = torch.nonzero((cost == nn_S[None, :]) & (nn_S <= diag_S.detach())[None, :])
+            match_T, match_S = nn_T <= diag_T, nn_S <= diag_S.detach()
+        term_T = torch.where(match_T, _tied_minimum(P, Q, nn_T, ties_T, 0, M), diag_T)
+        term_S = torch.where(match_S, _tied_minimum(P, Q, nn_S, ties_S, 1, K), diag_S)
+    else:
+        term_T, term_S = diag_T, diag_S
     if M > 0:
         w = torch.log1p(torch.clamp(P[:, 1] - P[:, 0], min=0.0))
         w_bar = w.sum() + eps_w
-        diag_T = _dist_diag(P)
-        term = diag_T if cost is None else torch.where((nn := torch.amin(cost, dim=1)) <= diag_T, nn, diag_T)
-        loss = loss + (w * term).sum() / w_bar
+        loss = loss + (w * term_T).sum() / w_bar
     if K > 0:
-        diag_S = _dist_diag(Q)
-        term = diag_S if cost is None else torch.where((nn := torch.amin(cost, dim=0)) <= diag_S, nn, diag_S)
-        loss = loss + term.mean()
+        loss = loss + term_S.mean()
     return loss
+
+
+def _tied_minimum(P: torch.Tensor, Q: torch.Tensor, nn: torch.Tensor, ties: torch.Tensor, axis: int,
+                  size: int) -> torch.Tensor:
+    """The minima ``nn`` (over teacher rows, ``axis=0``, or student columns, ``axis=1``) as
+    differentiable values: ``nn`` plus, for each minimum, the mean over its tied ``(p, q)`` pairs
+    of ``cost - cost.detach()`` (zero, with the gradient of the minimum)."""
+    p, q = ties[:, 0], ties[:, 1]
+    cost = (P[p, 0] - Q[q, 0]) ** 2 + (P[p, 1] - Q[q, 1]) ** 2
+    owner = ties[:, axis]
+    count = torch.zeros(size, dtype=Q.dtype, device=Q.device).index_add_(
+        0, owner, torch.ones_like(cost, dtype=Q.dtype))
+    share = (cost - cost.detach()) / count[owner]
+    return nn + torch.zeros(size, dtype=Q.dtype, device=Q.device).index_add(0, owner, share)
+
+
+@njit(nogil=True, cache=True)
+def _nearest_ties(p0: np.ndarray, p1: np.ndarray, q0: np.ndarray, q1: np.ndarray, diag_p: np.ndarray,
+                  diag_q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Row and column minima of ``cost[i, j] = (p0[i] - q0[j])**2 + (p1[i] - q1[j])**2`` (in the
+    inputs' dtype) and the ``(i, j)`` pairs attaining them, rows (columns) whose minimum exceeds
+    their diagonal cost ``diag_p`` (``diag_q``) left out, each list in row-major order."""
+    m, k = p0.shape[0], q0.shape[0]
+    nn_p = np.empty_like(p0)
+    nn_q = np.empty_like(q0)
+    nn_p[:] = np.inf
+    nn_q[:] = np.inf
+    for i in range(m):
+        for j in range(k):
+            a = p0[i] - q0[j]
+            b = p1[i] - q1[j]
+            c = a * a + b * b
+            if c < nn_p[i]:
+                nn_p[i] = c
+            if c < nn_q[j]:
+                nn_q[j] = c
+    count_p, count_q = 0, 0
+    for i in range(m):
+        for j in range(k):
+            a = p0[i] - q0[j]
+            b = p1[i] - q1[j]
+            c = a * a + b * b
+            if c == nn_p[i] and nn_p[i] <= diag_p[i]:
+                count_p += 1
+            if c == nn_q[j] and nn_q[j] <= diag_q[j]:
+                count_q += 1
+    ties_p = np.empty((count_p, 2), dtype=np.int64)
+    ties_q = np.empty((count_q, 2), dtype=np.int64)
+    count_p, count_q = 0, 0
+    for i in range(m):
+        for j in range(k):
+            a = p0[i] - q0[j]
+            b = p1[i] - q1[j]
+            c = a * a + b * b
+            if c == nn_p[i] and nn_p[i] <= diag_p[i]:
+                ties_p[count_p, 0], ties_p[count_p, 1] = i, j
+                count_p += 1
+            if c == nn_q[j] and nn_q[j] <= diag_q[j]:
+                ties_q[count_q, 0], ties_q[count_q, 1] = i, j
+                count_q += 1
+    return nn_p, nn_q, ties_p, ties_q

@@ -30,9 +30,18 @@ engine's worker processes while the GPU does other work::
     ...                                                 # other losses, other GPU work
     loss_topo = job.loss()                              # joins; differentiable scalar
 
-:func:`topo_loss` is exactly those three calls in a row. Time budget (decision 6c): if the H1 of
-the teacher or the student of a cloud misses ``time_budget``, that cloud's loss uses H0 only for
-this step (the event is logged and counted by ``fast.persistence.budget_miss_count``).
+On the CPU, with the worker pool, each teacher cloud is one task of the engine's pool: TPS
+(Algorithm 5, the compiled kernel ``fast.persistence.tps_indices``), then the teacher diagrams of the selected points, all in
+one worker process; the selected rows come back as soon as TPS is done, and the student task of
+that cloud starts from them without any work in the calling process. On another device TPS runs
+batched there (``fast.tps``) and the selected points go to the pool or, where
+``fast.persistence.DEFAULT_PATHS`` says so (decision 34), to the device batch path.
+
+:func:`topo_loss` is exactly those three calls in a row. Time budget (decision 6c): each cloud's
+H1 gets ``time_budget`` seconds of its own computation (time in the queue does not count); if the
+H1 of the teacher or the student of a cloud misses it, that cloud's loss uses H0 only for this
+step (the event is logged and counted by ``fast.persistence.budget_miss_count``, and per model in
+:attr:`TopoLossJob.h1_misses`).
 """
 from __future__ import annotations
 
@@ -45,7 +54,17 @@ import numpy as np
 import torch
 
 from fast.routing import edge_lengths
-from fast.persistence import CloudPersistence, H1Engine, PersistencePool, resolve_engine, submit_diagrams
+from fast.persistence import (
+    CloudPersistence,
+    H1Engine,
+    PersistencePool,
+    Runner,
+    check_time_budget,
+    default_runner,
+    resolve_engine,
+    submit_diagrams,
+    submit_tps_diagrams,
+)
 from fast.normalize import MODES, check_end_offsets
 from fast.normalize import normalize as normalize_clouds
 from fast.persistence_image import persistence_image_distance
@@ -112,11 +131,12 @@ def _working_dtype(*feats: torch.Tensor) -> torch.dtype:
 class TopoLossJob:
     """Algorithm 1 for one batch, started in two halves and joined by :meth:`loss`.
 
-    Construction validates the teacher features and all options, normalises the teacher, runs
-    TPS and submits the teacher diagrams to the engine (non-blocking). :meth:`submit_student`
+    Construction validates the teacher features and all options, normalises the teacher and
+    starts TPS and the teacher diagrams (non-blocking). :meth:`submit_student`
     does the same for the student; :meth:`loss` waits for both and returns the differentiable
-    scalar. Arguments are those of :func:`topo_loss`; ``pool`` picks the engine's worker pool
-    (None = the shared default pool).
+    scalar. Arguments are those of :func:`topo_loss`; ``pool`` picks where the diagrams run, a
+    worker pool or a ``DeviceBatch`` (None = the default path for the features' device). After :meth:`loss`, :attr:`h1_misses` counts per model
+    (``"teacher"``, ``"student"``) the clouds whose H1 missed the time budget.
     """
 
     def __init__(
@@ -135,7 +155,7 @@ class TopoLossJob:
         pi_norm: str = DEFAULT_PI_NORM,
         engine: Union[str, H1Engine, None] = None,
         time_budget: Optional[float] = None,
-        pool: Optional[PersistencePool] = None,
+        pool: Optional[Runner] = None,
     ) -> None:
         _check_feats(teacher_feats, "teacher_feats")
         self.dims = _check_options(m, normalize, tie_tol, eps_w, eps_dist, dims)
@@ -144,18 +164,26 @@ class TopoLossJob:
         self.ends = check_end_offsets(offsets, teacher_feats.shape[0], min_points=2)
         self.m, self.seed, self.normalize = int(m), int(seed), normalize
         self.eps_w, self.eps_dist = float(eps_w), float(eps_dist)
-        self.engine, self.time_budget, self.pool = resolve_engine(engine), time_budget, pool
+        self.engine, self.time_budget = resolve_engine(engine), time_budget
         self.teacher_rows, self.teacher_dtype = teacher_feats.shape[0], teacher_feats.dtype
         self.device = teacher_feats.device
-        starts = [0] + self.ends[:-1]
+        self.h1_misses: Optional[dict[str, int]] = None
+        check_time_budget(time_budget)
+        with_h1 = 1 in self.dims
         with torch.no_grad():
             teacher64 = self._normalized(teacher_feats.detach().to(torch.float64))
+        # where the diagrams run: the worker pool or the device batch path (decision 34)
+        self.runner = default_runner(str(self.device)) if pool is None else pool
+        if self.device.type == "cpu" and isinstance(self.runner, PersistencePool):
+            # TPS and the diagrams of each cloud in one worker
+            self._rows, self._teacher = submit_tps_diagrams(
+                self._clouds(teacher64), self.m, self.seed, self.engine, self.runner, time_budget, with_h1,
+                "teacher cloud")
+        else:  # TPS batched on the device, the selected points to the runner
             local = tps(teacher64, self.ends, self.m, self.seed)
-        # Global rows of the selected points, all clouds concatenated (TPS order within a cloud).
-        self.selected = torch.cat([idx + s for idx, s in zip(local, starts)])
-        self.splits = np.cumsum([len(idx) for idx in local])[:-1]
-        self.rows_cpu = np.split(self.selected.cpu().numpy(), self.splits)
-        self._teacher = self._submit(teacher64, "teacher cloud")
+            self._rows = [_done(idx.cpu().numpy()) for idx in local]
+            self._teacher = submit_diagrams(self._clouds(teacher64), self.engine, self.runner, time_budget, with_h1,
+                                            "teacher cloud", rows=self._rows)
         self._student: Optional[list[Future]] = None
         self._student_normalized: Optional[torch.Tensor] = None
         self._loss: Optional[torch.Tensor] = None
@@ -164,10 +192,9 @@ class TopoLossJob:
     def _normalized(self, feats: torch.Tensor) -> torch.Tensor:
         return normalize_clouds(feats, self.ends, self.normalize)
 
-    def _submit(self, feats64: torch.Tensor, name: str) -> list[Future]:
-        points = np.split(feats64[self.selected].cpu().numpy(), self.splits)
-        return submit_diagrams(points, self.engine, self.pool, self.time_budget, 1 in self.dims, name,
-                               device=str(self.device))
+    def _clouds(self, feats64: torch.Tensor) -> list[np.ndarray]:
+        """The (n_b, C) float64 rows of every cloud, on the host."""
+        return np.split(feats64.cpu().numpy(), self.ends[:-1])
 
     def submit_student(self, student_feats: torch.Tensor) -> "TopoLossJob":
         """Normalise the student features (keeping the autograd graph) and start their diagrams."""
@@ -191,7 +218,8 @@ class TopoLossJob:
                 student_feats.detach().to(torch.float64)
             )
         self._student_normalized = normalized
-        self._student = self._submit(student64, "student cloud")
+        self._student = submit_diagrams(self._clouds(student64), self.engine, self.runner, self.time_budget,
+                                        1 in self.dims, "student cloud", rows=self._rows)
         return self
 
     def loss(self) -> torch.Tensor:
@@ -200,14 +228,17 @@ class TopoLossJob:
             raise RuntimeError("TopoLossJob.loss: call submit_student(student_feats) first")
         teacher = [f.result() for f in self._teacher]
         student = [f.result() for f in self._student]
+        self.h1_misses = {"teacher": sum(t.h1_over_budget for t in teacher),
+                          "student": sum(s.h1_over_budget for s in student)}
         return self._loss_from(teacher, student)
 
     def _loss_from(self, teacher: list[CloudPersistence], student: list[CloudPersistence]) -> torch.Tensor:
         x = self._student_normalized
         # One EdgeLengths call for all clouds: the critical edges as global rows of x.
         edge_lists = []
-        for r, s in zip(self.rows_cpu, student):
-            edge_lists += [r[e] for e in (s.h0_death_edges, s.h1_birth_edges, s.h1_death_edges)]
+        for r, start, s in zip(self._rows, [0] + self.ends[:-1], student):
+            rows = r.result() + start
+            edge_lists += [rows[e] for e in (s.h0_death_edges, s.h1_birth_edges, s.h1_death_edges)]
         edges = torch.from_numpy(np.concatenate(edge_lists)).to(x.device)
         pieces = torch.split(edge_lengths(x, edges, self.eps_dist), [len(e) for e in edge_lists])
         # Teacher diagrams (constants) moved to the device in one transfer.
@@ -256,6 +287,12 @@ class TopoLossJob:
         return _normalized_entropy(norms)
 
 
+def _done(value: np.ndarray) -> "Future[np.ndarray]":
+    future: "Future[np.ndarray]" = Future()
+    future.set_result(value)
+    return future
+
+
 def topo_loss(
     student_feats: torch.Tensor,
     teacher_feats: torch.Tensor,
@@ -272,7 +309,7 @@ def topo_loss(
     pi_norm: str = DEFAULT_PI_NORM,
     engine: Union[str, H1Engine, None] = None,
     time_budget: Optional[float] = None,
-    pool: Optional[PersistencePool] = None,
+    pool: Optional[Runner] = None,
 ) -> torch.Tensor:
     """Topological distillation loss of a batch (Algorithm 1), a differentiable scalar tensor.
 
@@ -288,9 +325,10 @@ def topo_loss(
             (Eq. 2-3), ``sinkhorn`` (unbalanced entropic OT of weight ``sinkhorn_eps``, decision 31) or
             ``persistence-image`` (TopKD, ``pi_norm`` = ``l2`` | ``l1``, decision 32).
         engine: H1 engine name or function (``fast.persistence``); None = ``fast.persistence.DEFAULT_ENGINE`` (the native engine).
-        time_budget: seconds for the H1 of each half (teacher, student), from its submission;
-            None = unlimited (decision 6c).
-        pool: engine worker pool; None = the shared default (one process per core).
+        time_budget: seconds for the H1 of each cloud (teacher and student diagrams alike),
+            counted from the start of that cloud's own H1 computation; None = unlimited (decision 6c).
+        pool: where the diagrams run, a worker pool or a ``fast.persistence.DeviceBatch``; None = the
+            default path for the features' device (``fast.persistence.DEFAULT_PATHS``, decision 34).
 
     Returns:
         Scalar tensor (float64 for float64 inputs, else float32) equal to

@@ -21,8 +21,11 @@ from fast.persistence import (
     prim_mst_edges,
     resolve_engine,
     submit_diagrams,
+    submit_tps_diagrams,
 )
+from pathological import takes_a_fifth_of_a_second
 from reference.persistence import rips_persistence
+from reference.tps import tps_cloud
 from strategies import point_clouds, tie_free_point_clouds
 
 FEW = max(settings.default.max_examples // 10, 10)
@@ -191,3 +194,34 @@ def test_submit_diagrams_rejects_bad_input(points: list, budget: Optional[float]
 def test_prim_rejects_a_non_square_matrix() -> None:
     with pytest.raises(ValueError, match="square"):
         prim_mst_edges(np.zeros((3, 4)))
+
+
+def test_the_budget_counts_each_clouds_own_h1_not_its_time_in_the_queue() -> None:
+    # One worker, six clouds whose H1 takes 0.2 s each: together they exceed the 1 s budget, so a
+    # deadline for the whole batch would drop the last ones; each cloud's own H1 fits (decision 6c).
+    pool = PersistencePool(workers=1)
+    try:
+        rng = np.random.default_rng(8)
+        clouds = [rng.normal(size=(20, 3)) for _ in range(6)]
+        before = budget_miss_count()
+        results = compute_diagrams(clouds, engine=takes_a_fifth_of_a_second, pool=pool, time_budget=1.0)
+        assert budget_miss_count() == before and not any(r.h1_over_budget for r in results)
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.parametrize("pool", [INLINE, None], ids=["inline", "processes"])
+def test_tps_in_the_worker_selects_the_reference_rows_and_both_models_use_them(pool: Optional[PersistencePool]) -> None:
+    rng = np.random.default_rng(9)
+    teacher = [rng.normal(size=(n, 6)) for n in (5, 90, 140)]
+    teacher[2][::7] = teacher[2][3]  # duplicated points: ties in the TPS argmax
+    student = [t + 0.1 * rng.normal(size=t.shape) for t in teacher]
+    rows, teacher_futures = submit_tps_diagrams(teacher, 40, seed=11, pool=pool)
+    student_futures = submit_diagrams(student, pool=pool, rows=rows)
+    for b, (t, s) in enumerate(zip(teacher, student)):
+        want = tps_cloud(t, 40, 11 + b)
+        np.testing.assert_array_equal(rows[b].result(), want)
+        for got, points in ((teacher_futures[b], t), (student_futures[b], s)):
+            expected = compute_diagrams([points[want]], pool=INLINE)[0]
+            for field in ("h0_pairs", "h0_death_edges", "h1_pairs", "h1_birth_edges", "h1_death_edges"):
+                np.testing.assert_array_equal(getattr(got.result(), field), getattr(expected, field))

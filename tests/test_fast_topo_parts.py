@@ -4,7 +4,8 @@ TPS (Algorithm 5), PWCD (Eq. 2-3, Algorithms 2/4), the per-cloud normalisation (
 the critical-edge lengths (``fast.routing``, Algorithm 3 lines 29-37, decision 5) equal their
 reference twins on fresh random inputs in tests/test_twins.py. Here: bad budgets and offsets,
 exact ties of PWCD's nearest neighbours and of a match with the diagonal (decision 10), gradcheck
-of the edge-length Function and its decision-5 backward at duplicated points."""
+of the edge-length Function and its decision-5 backward at duplicated points, and the compiled TPS
+kernel's indices on clouds large enough for its skips, with ties and extreme scales."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +13,10 @@ import pytest
 import torch
 
 import fast
+from fast.persistence import tps_indices
 from fast.routing import EdgeLengths
 from reference.pwcd import pwcd as reference_pwcd
+from reference.tps import tps_cloud
 
 
 def test_fast_tps_rejects_a_budget_below_one() -> None:
@@ -65,3 +68,27 @@ def test_fast_pwcd_match_wins_a_tie_with_the_diagonal() -> None:
     _, want = reference_pwcd(P.numpy(), q.detach().numpy())
     np.testing.assert_allclose(q.grad.numpy(), want, atol=1e-15)
     assert q.grad[0, 0] > 0  # the diagonal term would pull the birth down (negative gradient)
+
+
+def _tps_clouds() -> list[tuple[str, np.ndarray]]:
+    rng = np.random.default_rng(21)
+    centres = rng.normal(size=(6, 64)) * 4.0
+    clustered = centres[rng.integers(6, size=700)] + rng.normal(size=(700, 64))
+    grid = rng.integers(-2, 3, size=(400, 5)).astype(np.float64)  # many exactly tied distances
+    duplicated = rng.normal(size=(300, 8))
+    duplicated[rng.integers(300, size=150)] = duplicated[rng.integers(300, size=150)]
+    return [
+        ("clustered 64-d (skips active)", clustered),
+        ("200 channels (summation halves)", rng.normal(size=(300, 200))),
+        ("integer grid ties", grid),
+        ("duplicated points", duplicated),
+        ("tiny scale", clustered * 1e-120),
+        ("huge scale", clustered * 1e120),
+    ]
+
+
+@pytest.mark.parametrize(("name", "cloud"), _tps_clouds(), ids=[n for n, _ in _tps_clouds()])
+def test_compiled_tps_returns_the_reference_indices_bit_for_bit(name: str, cloud: np.ndarray) -> None:
+    # The triangle-inequality skips must never change a running minimum (decision 14).
+    for m, seed in ((1, 0), (150, 3), (len(cloud) - 1, 5)):
+        np.testing.assert_array_equal(tps_indices(cloud, m, seed), tps_cloud(cloud, m, seed), err_msg=name)

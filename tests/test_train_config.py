@@ -55,6 +55,7 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
         (["--dataset", "synthetic", "--max-bad-steps", "0"], ValueError, "max-bad-steps must be an integer >= 1"),
         (["--dataset", "synthetic", "--topo-distance", "sinkhorn", "--sinkhorn-eps", "0"], ValueError,
          "--sinkhorn-eps"),
+        (["--dataset", "synthetic", "--topo-workers", "-1"], ValueError, "topo-workers"),
     ],
 )
 def test_bad_configurations_fail_fast_with_a_message_naming_the_option(

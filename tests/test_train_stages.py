@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
+import fast.persistence
+from pathological import stalls_on_some_clouds
 from test_train_support import tiny_config, tiny_data
 from train.loop import FINAL, ModelSpec, distill_settings, load_frozen_teacher, stage_settings
 from train.profiling import StepTimer
@@ -63,6 +67,29 @@ def test_student_stages_train_two_iterations_with_their_loss_terms(
         assert float(row["loss"]) == pytest.approx(total, rel=1e-5)
     assert (tmp_path / "out" / stage / FINAL).is_file()
     assert 0.0 <= result["miou"] <= 1.0
+
+
+def test_distillation_under_a_time_budget_drops_only_the_late_clouds_and_counts_them_per_model(
+    teacher_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Decision 6c with the budget active: the engine stalls on about half of the clouds; those
+    # (and only those) lose H1 after their own budget, the run goes on, and the log counts the
+    # misses of each model per step.
+    monkeypatch.setitem(fast.persistence.ENGINES, fast.persistence.DEFAULT_ENGINE, stalls_on_some_clouds)
+    cfg = tiny_config(tmp_path, stage="distill", teacher_checkpoint=str(teacher_run / "out" / "teacher" / FINAL),
+                      data_root=str(teacher_run / "data"), topo_time_budget=1.0)
+    with caplog.at_level(logging.WARNING, logger="fast.persistence"):
+        run(cfg, CPU)
+    rows = _log_rows(tmp_path / "out" / "distill")
+    misses = [(float(r["topo_h1_over_budget_teacher"]), float(r["topo_h1_over_budget_student"])) for r in rows]
+    clouds = cfg.batch_size
+    assert all(0 <= t <= clouds and 0 <= s <= clouds for t, s in misses)
+    total = sum(t + s for t, s in misses)
+    assert 0 < total < 2 * clouds * len(rows)  # some clouds missed, not all: the budget is per cloud
+    assert all(math.isfinite(float(r["topo"])) for r in rows)
+    logged = [r.getMessage() for r in caplog.records if "missed its time budget" in r.getMessage()]
+    assert len(logged) == total
+    assert {m.split(" cloud")[0].removeprefix("H1 of ") for m in logged} <= {"teacher", "student"}
 
 
 def _student_grads(cfg, teacher, batch, term: str | None) -> dict[str, torch.Tensor]:

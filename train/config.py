@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from fast.persistence import check_time_budget
+from fast.persistence import check_time_budget, check_worker_count
 from fast.topo_loss import DEFAULT_M, DEFAULT_PI_NORM, DEFAULT_SINKHORN_EPS, DISTANCES, check_distance
 from reference.persistence_image import PI_NORMS
 from train.data.nuscenes import DEFAULT_NUSCENES_VERSION, NUSCENES_VERSIONS
@@ -128,6 +128,7 @@ class RunConfig:
     topo_m: int | None = None
     topo_normalize: str = "scale"
     topo_time_budget: float | None = 5.0
+    topo_workers: int | None = None
     topo_dims: list[int] = field(default_factory=lambda: [0, 1])
     topo_distance: str = "pwcd"
     sinkhorn_eps: float = DEFAULT_SINKHORN_EPS
@@ -218,7 +219,9 @@ _HELP: dict[str, str] = {
     "kld_temperature": "KL temperature T (decisions 18)",
     "topo_m": f"TPS budget M per cloud (default {DEFAULT_M}; {SYNTHETIC_DEMO['topo_m']} in the CPU demo)",
     "topo_normalize": "feature normalisation before persistence: scale | l2 | none",
-    "topo_time_budget": "seconds allowed for the H1 computation of one step (decisions 6c)",
+    "topo_time_budget": "seconds allowed for the H1 computation of each cloud (decisions 6c)",
+    "topo_workers": "persistence worker processes of each training process (default: its share of the cores; "
+                    "0 = in the training process)",
     "topo_dims": "homology dimensions of L_topo (subset of 0 1)",
     "topo_distance": "distance between teacher and student diagrams: pwcd (paper Eq. 2-3) | sinkhorn (unbalanced "
     "entropic OT, paper Table 11, decision 31) | persistence-image (TopKD, decision 32)",
@@ -432,6 +435,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.grad_clip is not None and cfg.grad_clip <= 0:
         raise ValueError(f"--grad-clip must be > 0 when given, got {cfg.grad_clip!r}")
     check_time_budget(cfg.topo_time_budget)
+    check_worker_count(cfg.topo_workers)
     if cfg.class_weights not in CLASS_WEIGHTINGS:
         raise ValueError(f"--class-weights must be one of {CLASS_WEIGHTINGS}, got {cfg.class_weights!r}")
     if cfg.seg_loss not in SEG_LOSSES:

@@ -221,7 +221,7 @@ def train_stage(
     # does not fire DDP's all-reduce hooks, and the step's own backward still all-reduces as usual.
     log_grads = cfg.log_term_grads > 0
     if settings.active("topo"):
-        warm_up_persistence()
+        warm_up_persistence(cfg.topo_workers)
     logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard,
                           resume_step=step if resumed else None)
     bar = progress(total=total_steps, initial=step, desc=f"{stage:>8}", enabled=info.is_main and cfg.progress)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fast.persistence import available_cores, budget_miss_count, compute_diagrams
+from fast.persistence import compute_diagrams, default_pool, set_default_workers
 from fast.kld import kld
 from fast.saliency import saliency_loss
 from fast.topo_loss import DEFAULT_M, TopoLossJob
@@ -87,15 +87,17 @@ class DistillSettings:
         return bool(getattr(self, term)) and float(getattr(self, f"lambda_{term}")) > 0.0
 
 
-def warm_up_persistence() -> None:
-    """Start the persistence engine's worker processes before the first step.
+def warm_up_persistence(workers: int | None = None) -> None:
+    """Size the persistence pool of this process (``--topo-workers``; None = its share of the cores,
+    ``fast.persistence.worker_share``) and start its worker processes before the first step.
 
     The workers start lazily on first use; under a time budget (decisions 6c) their start-up
     (process launch and imports, seconds on a loaded machine) would otherwise be charged to the
     first step's H1 and drop it to H0 only.
     """
+    set_default_workers(workers)
     rng = np.random.default_rng(0)
-    compute_diagrams([rng.normal(size=(8, 3)) for _ in range(available_cores())])
+    compute_diagrams([rng.normal(size=(8, 3)) for _ in range(max(default_pool().workers, 1))])
 
 
 def _stage_positions(layers: Sequence[int], available: int) -> list[int]:
@@ -198,7 +200,6 @@ def distillation_step(
     the gradient each weighted term sends (one extra backward pass per term: a diagnostic, e.g.
     every K steps via ``--log-term-grads K``; under DDP each rank's own share of the batch).
     """
-    misses_before = budget_miss_count()
     t_out, topo_job, t_grads = _teacher_pass(teacher, batch, s, amp, timer, topo_seed)
     with timer.section("student_forward"), torch.autocast(batch["coord"].device.type, enabled=amp):
         out = student(model_inputs(batch))
@@ -252,8 +253,9 @@ def distillation_step(
         logs["topo"] = l_topo.detach()
         # paper Table 11's diagnostic (decision 33): how evenly L_topo spreads over the student's pairs
         logs["topo_grad_entropy"] = torch.tensor(topo_job.grad_entropy())
-        # clouds whose H1 missed the time budget this step (decisions 6c): counted, never silent
-        logs["topo_h1_over_budget"] = torch.tensor(float(budget_miss_count() - misses_before))
+        # clouds whose H1 missed the time budget this step, per model (decisions 6c): never silent
+        for model, count in topo_job.h1_misses.items():
+            logs[f"topo_h1_over_budget_{model}"] = torch.tensor(float(count))
     if term_grad_norms:
         logs.update(_term_grad_norms(student, weighted, terms))
     logs["loss"] = total.detach()
@@ -270,7 +272,8 @@ def _bad_step(logs: dict[str, torch.Tensor], terms: Sequence[str], term_grad_nor
     if "grad" in terms:
         logs["saliency_overflow"] = torch.tensor(0.0)
     if "topo" in terms:
-        logs["topo_h1_over_budget"] = torch.tensor(0.0)
+        logs["topo_grad_entropy"] = nan
+        logs.update({f"topo_h1_over_budget_{model}": torch.tensor(0.0) for model in ("teacher", "student")})
     if term_grad_norms:
         logs.update({f"gradnorm_{t}": nan for t in ("seg", *terms)})
     logs["loss"] = nan

@@ -186,9 +186,10 @@ def render(study: dict[str, Any], summary: dict[str, Any]) -> str:
                      f"{_pct(study['teacher'][split]['iou'][c])} | {cells} |")
     lines += ["", "## Training terms (mean over the first / last quarter of the steps, averaged over seeds)", "",
               "Loss terms are unweighted; `gradnorm_<term>` is the norm of the gradient the *weighted* term "
-              "sends to the student's parameters (logged with `--log-term-grads`); `topo_h1_over_budget` counts "
-              "clouds whose H1 fell back to H0 in a step; `topo_grad_entropy` is the normalised entropy of the "
-              "gradient L_topo sends to the student's diagram points (paper Table 11's diagnostic, decision 33).", "",
+              "sends to the student's parameters (logged with `--log-term-grads`); `topo_h1_over_budget_teacher` "
+              "and `_student` count the clouds whose H1 fell back to H0 in a step; `topo_grad_entropy` is the "
+              "normalised entropy of the gradient L_topo sends to the student's diagram points (paper Table 11's "
+              "diagnostic, decision 33).", "",
               "| row | column | first quarter | last quarter |", "|---|---|---|---|"]
     for name in names:
         for col, (first, last) in sorted(summary[name]["terms"].items()):

@@ -22,6 +22,8 @@ Inside the package, each module holds one piece (none imports this one, so there
 * ``device_batch`` - the batch path (:class:`DeviceBatch`): distances, spanning trees and apparent
   pairs of all clouds in one launch each on a device, reductions in threads; which path serves
   features on which device is :data:`DEFAULT_PATHS`;
+* ``sampling`` - TPS of one cloud, compiled (:func:`tps_indices`, Algorithm 5, decision 14), run by
+  the workers next to the cloud's persistence and by ``fast.tps`` on the CPU;
 * ``giotto`` - the giotto-ph backend (:func:`giotto_h1`, decision 6b);
 * ``native`` - the native exact backend (:func:`native_h1`, :func:`h1_persistence`, the batch
   form :func:`native_h1_batch`) over ``edge_stage`` (steps 1-3 per cloud, compiled),
@@ -35,18 +37,27 @@ from __future__ import annotations
 import math
 import pickle
 import threading
-import time
 from concurrent.futures import Future
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from fast.persistence.cloud import deadline_after
 from fast.persistence.contract import CloudPersistence, H1Engine
 from fast.persistence.device_batch import DeviceBatch
 from fast.persistence.giotto import giotto_h1
 from fast.persistence.h0 import prim_mst_edges
 from fast.persistence.native import H1Diagram, h1_persistence, native_h1, native_h1_batch
-from fast.persistence.pool import PersistencePool, available_cores, budget_miss_count, default_pool
+from fast.persistence.pool import (
+    PersistencePool,
+    available_cores,
+    budget_miss_count,
+    check_worker_count,
+    default_pool,
+    set_default_workers,
+    worker_share,
+)
+from fast.persistence.sampling import farthest_point_indices, tps_indices, tps_start
 
 __all__ = [
     "DEFAULT_ENGINE",
@@ -57,20 +68,28 @@ __all__ = [
     "H1Diagram",
     "H1Engine",
     "PersistencePool",
+    "Runner",
     "available_cores",
     "budget_miss_count",
     "check_time_budget",
+    "check_worker_count",
     "compute_diagrams",
     "deadline_after",
     "default_pool",
     "default_runner",
+    "farthest_point_indices",
     "giotto_h1",
     "h1_persistence",
     "native_h1",
     "native_h1_batch",
     "prim_mst_edges",
     "resolve_engine",
+    "set_default_workers",
     "submit_diagrams",
+    "submit_tps_diagrams",
+    "tps_indices",
+    "tps_start",
+    "worker_share",
 ]
 
 ENGINES: dict[str, H1Engine] = {
@@ -136,8 +155,10 @@ def resolve_engine(engine: Union[str, H1Engine, None]) -> H1Engine:
 def check_time_budget(time_budget: Optional[float]) -> None:
     """Raise ValueError unless ``time_budget`` is None (no limit) or a finite number of seconds >= 0.
 
-    The one check of a time budget (decision 6c), for the library (:func:`deadline_after`) and for
-    the command line (``train.config.validate``, ``--topo-time-budget``) alike.
+    The one check of a time budget (decision 6c), for the library (:func:`submit_diagrams`,
+    :func:`submit_tps_diagrams`) and for the command line (``train.config.validate``,
+    ``--topo-time-budget``) alike; :func:`deadline_after` turns it into a deadline when a cloud's
+    H1 starts.
     """
     number = isinstance(time_budget, (int, float)) and not isinstance(time_budget, bool)
     if time_budget is not None and not (number and math.isfinite(time_budget) and time_budget >= 0):
@@ -147,15 +168,16 @@ def check_time_budget(time_budget: Optional[float]) -> None:
         )
 
 
-def deadline_after(time_budget: Optional[float]) -> Optional[float]:
-    """The deadline ``time_budget`` seconds from now, as an absolute ``time.monotonic()`` value (None: none).
-
-    The one place where a time budget (seconds) becomes a deadline; everything below it (the
-    pool, its worker processes, the engines) takes the deadline itself. ``time.monotonic`` is
-    system-wide (Python >= 3.5), so a worker process compares its own clock with the same value.
-    """
-    check_time_budget(time_budget)
-    return None if time_budget is None else time.monotonic() + time_budget
+def _float64_clouds(points: Sequence[np.ndarray], name: str) -> list[np.ndarray]:
+    arrays = []
+    for b, p in enumerate(points):
+        a = np.ascontiguousarray(p, dtype=np.float64)
+        if a.ndim != 2 or a.shape[0] < 1:
+            raise ValueError(f"{name}[{b}] must be an (M, C) array with M >= 1, got shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name}[{b}] contains NaN or Inf; check the features fed to the persistence engine")
+        arrays.append(a)
+    return arrays
 
 
 def submit_diagrams(
@@ -166,6 +188,7 @@ def submit_diagrams(
     with_h1: bool = True,
     name: str = "cloud",
     device: str = "cpu",
+    rows: Optional[Sequence["Future[np.ndarray]"]] = None,
 ) -> list["Future[CloudPersistence]"]:
     """Start the H0/H1 diagrams of a batch of clouds; returns one future per cloud at once.
 
@@ -175,31 +198,64 @@ def submit_diagrams(
         engine: H1 backend: a name in :data:`ENGINES`, an :data:`H1Engine`, or None (:data:`DEFAULT_ENGINE`).
         pool: where to run: a :class:`PersistencePool` or a :class:`DeviceBatch`; None = the
             default path for ``device`` (:func:`default_runner`, :data:`DEFAULT_PATHS`).
-        time_budget: seconds from now for the H1 of the whole batch (decision 6c); None = no
-            limit. Clouds whose H1 misses it get ``h1_over_budget=True`` (logged and counted).
+        time_budget: seconds for the H1 of each cloud, counted from the start of that cloud's own
+            H1 computation (decision 6c); None = no limit. Clouds whose H1 misses it get
+            ``h1_over_budget=True`` (logged and counted).
         with_h1: False computes H0 only (e.g. ``dims=(0,)``).
         name: how the log message of a missed budget names the clouds (``"{name} {b}"``).
         device: the torch device the features came from (e.g. ``"cuda:0"``); only picks the
             default path when ``pool`` is None.
+        rows: per cloud the future of the rows of ``points[b]`` to use, from
+            :func:`submit_tps_diagrams` on the same ``pool`` (the other model's features of the
+            same clouds); None = all rows.
 
     Returns:
         list of ``Future[CloudPersistence]`` in batch order.
     """
-    deadline = deadline_after(time_budget)
-    arrays = []
-    for b, p in enumerate(points):
-        a = np.ascontiguousarray(p, dtype=np.float64)
-        if a.ndim != 2 or a.shape[0] < 1:
-            raise ValueError(f"points[{b}] must be an (M, C) array with M >= 1, got shape {a.shape}")
-        if not np.isfinite(a).all():
-            raise ValueError(f"points[{b}] contains NaN or Inf; check the features fed to the persistence engine")
-        arrays.append(a)
+    check_time_budget(time_budget)
+    arrays = _float64_clouds(points, "points")
+    if rows is not None and len(rows) != len(arrays):
+        raise ValueError(f"rows has {len(rows)} entries for {len(arrays)} clouds; give one selection per cloud")
     h1_engine = resolve_engine(engine)
     runner = default_runner(device) if pool is None else pool
     labels = [f"{name} {b} (budget {time_budget} s)" for b in range(len(arrays))]
-    if isinstance(runner, DeviceBatch):
-        return runner.submit_batch(arrays, h1_engine, deadline, with_h1, labels)
-    return [runner.submit(a, h1_engine, deadline, with_h1, label=label) for a, label in zip(arrays, labels)]
+    if isinstance(runner, DeviceBatch):  # one launch for the batch: the rows must be known now
+        selected = arrays if rows is None else [a[r.result()] for a, r in zip(arrays, rows)]
+        return runner.submit_batch(selected, h1_engine, time_budget, with_h1, labels)
+    return [runner.submit(a, h1_engine, time_budget, with_h1, label=label, rows=None if rows is None else rows[b])
+            for b, (a, label) in enumerate(zip(arrays, labels))]
+
+
+def submit_tps_diagrams(
+    clouds: Sequence[np.ndarray],
+    m: int,
+    seed: int = 0,
+    engine: Union[str, H1Engine, None] = None,
+    pool: Optional[PersistencePool] = None,
+    time_budget: Optional[float] = None,
+    with_h1: bool = True,
+    name: str = "cloud",
+) -> tuple[list["Future[np.ndarray]"], list["Future[CloudPersistence]"]]:
+    """TPS (Algorithm 5, decision 14) and the H0/H1 diagrams of each cloud, in one worker per cloud.
+
+    Cloud ``b`` (an (N_b, C) array, converted to float64) keeps ``min(m, N_b)`` points chosen by
+    :func:`tps_indices` with seed ``seed + b``; its diagrams are those of the selected points.
+    Other arguments as in :func:`submit_diagrams`. Returns, in batch order, the futures of the
+    selected rows (each resolved as soon as its TPS is done, before the diagrams) and of the
+    diagrams.
+    """
+    check_time_budget(time_budget)
+    if isinstance(m, bool) or int(m) != m or m < 1:
+        raise ValueError(f"TPS budget m must be an integer >= 1, got {m!r}")
+    arrays = _float64_clouds(clouds, "clouds")
+    h1_engine = resolve_engine(engine)
+    pool = default_pool() if pool is None else pool
+    pairs = [
+        pool.submit_sampled(a, int(m), int(seed) + b, h1_engine, time_budget, with_h1,
+                            label=f"{name} {b} (budget {time_budget} s)")
+        for b, a in enumerate(arrays)
+    ]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def compute_diagrams(

@@ -9,8 +9,9 @@ Algorithm 3, shared by the worker processes (``fast.persistence.pool``) and the 
   zero-length edges (duplicated points) dropped (decision 2);
 * H1 pairs read from *our* float64 matrix at the critical edges the engine reports (decisions 3
   and 6a), zero-persistence pairs dropped (decision 2);
-* the time budget checked before H1 starts; an engine that stops at the deadline returns None
-  (decision 6c).
+* the time budget (decision 6c) is the cloud's own: it becomes a deadline (:func:`deadline_after`)
+  when the cloud's H1 starts, so time spent waiting in a queue or on TPS and H0 never counts; an
+  engine that stops at the deadline returns None.
 """
 from __future__ import annotations
 
@@ -61,8 +62,22 @@ def _h1_read_back(dist: np.ndarray, birth: np.ndarray, death: np.ndarray) -> H1P
     return _sorted_by_death_birth(pairs[keep], birth[keep], death[keep])
 
 
-def h1_part(dist: np.ndarray, engine: H1Engine, deadline: Optional[float]) -> Optional[H1Part]:
-    """H1 of one cloud by ``engine``; None if ``deadline`` passed before it started or it gave up."""
+def deadline_after(time_budget: Optional[float]) -> Optional[float]:
+    """The deadline ``time_budget`` seconds from now, as an absolute ``time.monotonic()`` value (None: none).
+
+    The one place where a time budget (seconds, checked by ``fast.persistence.check_time_budget``
+    when the cloud is submitted) becomes a deadline; the engines take the deadline itself.
+    ``time.monotonic`` is system-wide, so a pool's thread compares its own clock with the same value.
+    """
+    return None if time_budget is None else time.monotonic() + time_budget
+
+
+def h1_part(dist: np.ndarray, engine: H1Engine, time_budget: Optional[float]) -> Optional[H1Part]:
+    """H1 of one cloud by ``engine`` within ``time_budget`` seconds from now; None if it gave up.
+
+    A budget of 0 gives None without calling the engine.
+    """
+    deadline = deadline_after(time_budget)
     if deadline is not None and time.monotonic() >= deadline:
         return None
     result = engine(dist, deadline)
@@ -77,11 +92,12 @@ def assemble(h0: H0Part, h1: Optional[H1Part], over_budget: bool = True) -> Clou
 
 
 def cloud_persistence(
-    points: np.ndarray, engine: H1Engine, deadline: Optional[float], with_h1: bool
+    points: np.ndarray, engine: H1Engine, time_budget: Optional[float], with_h1: bool
 ) -> CloudPersistence:
-    """One cloud in the calling process (``workers=0``): the deadline is checked only before H1."""
+    """One cloud in the calling process (``workers=0``); an engine that cannot stop itself
+    (giotto-ph) is not interrupted here."""
     dist = distances(points)
     h0 = h0_part(dist)
     if not with_h1:
         return assemble(h0, None, over_budget=False)
-    return assemble(h0, h1_part(dist, engine, deadline))
+    return assemble(h0, h1_part(dist, engine, time_budget))

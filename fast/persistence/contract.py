@@ -26,7 +26,8 @@ H1Engine = Callable[[np.ndarray, Optional[float]], Optional[tuple[np.ndarray, np
 * ``dist``: (M, M) float64 C-contiguous Euclidean distance matrix, symmetric, zero diagonal,
   M >= 1. The engine must treat it as the Vietoris-Rips filtration of decision 1 (no threshold).
 * ``deadline``: ``None``, or an absolute ``time.monotonic()`` value (system-wide, so the same in
-  every process; made once from the time budget by ``fast.persistence.deadline_after``). An
+  every process; made from the cloud's time budget when its H1 starts, by
+  ``fast.persistence.deadline_after``). An
   engine that can stop early returns ``None`` once it has passed; one that cannot may ignore it
   (the pool then kills its worker at the deadline).
 

@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from fast.persistence.cloud import H0Part, assemble, cloud_persistence, h1_part
+from fast.persistence.cloud import H0Part, assemble, cloud_persistence, deadline_after, h1_part
 from fast.persistence.contract import CloudPersistence, H1Engine
 from fast.persistence.edge_stage import EdgeStage
 from fast.persistence.native import native_h1, reduce_stage
@@ -86,12 +86,13 @@ class DeviceBatch:
                                             thread_name_prefix="fast-device-reduce")
 
     def submit_batch(
-        self, arrays: Sequence[np.ndarray], engine: H1Engine, deadline: Optional[float], with_h1: bool,
+        self, arrays: Sequence[np.ndarray], engine: H1Engine, time_budget: Optional[float], with_h1: bool,
         labels: Sequence[str],
     ) -> list["Future[CloudPersistence]"]:
-        """Start the batch (validated (M_b, C) float64 arrays); returns one future per cloud at once."""
+        """Start the batch (validated (M_b, C) float64 arrays); returns one future per cloud at once.
+        ``time_budget``: seconds for each cloud's own H1, from the start of its reduction (decision 6c)."""
         futures: list["Future[CloudPersistence]"] = [Future() for _ in arrays]
-        self._launcher.submit(self._run, list(arrays), engine, deadline, with_h1, list(labels), futures)
+        self._launcher.submit(self._run, list(arrays), engine, time_budget, with_h1, list(labels), futures)
         return futures
 
     def shutdown(self) -> None:
@@ -99,7 +100,7 @@ class DeviceBatch:
         self._launcher.shutdown(wait=True)
         self._reducers.shutdown(wait=True)
 
-    def _run(self, arrays: list[np.ndarray], engine: H1Engine, deadline: Optional[float], with_h1: bool,
+    def _run(self, arrays: list[np.ndarray], engine: H1Engine, time_budget: Optional[float], with_h1: bool,
              labels: list[str], futures: list[Future]) -> None:
         try:
             groups: dict[tuple[int, int], list[int]] = {}
@@ -108,7 +109,7 @@ class DeviceBatch:
             for (m, _), members in groups.items():
                 if m < 3:
                     for b in members:
-                        self._finish(futures[b], labels[b], m, cloud_persistence(arrays[b], engine, deadline, with_h1))
+                        self._finish(futures[b], labels[b], m, cloud_persistence(arrays[b], engine, time_budget, with_h1))
                     continue
                 dists, stages = self._device_stage([arrays[b] for b in members])
                 for b, dist, stage in zip(members, dists, stages):
@@ -116,7 +117,7 @@ class DeviceBatch:
                     if not with_h1:
                         self._finish(futures[b], labels[b], m, assemble(h0, None, over_budget=False))
                         continue
-                    self._reducers.submit(self._reduce, dist, stage, h0, engine, deadline, labels[b], futures[b])
+                    self._reducers.submit(self._reduce, dist, stage, h0, engine, time_budget, labels[b], futures[b])
         except BaseException as exc:  # never leave a future pending: the caller waits on it
             for f in futures:
                 if not f.done():
@@ -134,10 +135,11 @@ class DeviceBatch:
             return dists.cpu().numpy(), stages
 
     def _reduce(self, dist: np.ndarray, stage: EdgeStage, h0: H0Part, engine: H1Engine,
-                deadline: Optional[float], label: str, future: Future) -> None:
+                time_budget: Optional[float], label: str, future: Future) -> None:
         try:
             dist = np.ascontiguousarray(dist)
-            h1 = _h1_of_stage(dist, stage, deadline) if engine is native_h1 else h1_part(dist, engine, deadline)
+            deadline = deadline_after(time_budget)  # the cloud's own H1 starts now
+            h1 = _h1_of_stage(dist, stage, deadline) if engine is native_h1 else h1_part(dist, engine, time_budget)
             if h1 is not None and deadline is not None and time.monotonic() > deadline:
                 h1 = None  # decision 6c: an answer after the deadline is not used
             self._finish(future, label, dist.shape[0], assemble(h0, h1))
@@ -146,4 +148,4 @@ class DeviceBatch:
 
     @staticmethod
     def _finish(future: Future, label: str, size: int, result: CloudPersistence) -> None:
-        future.set_result(_counted(result, label, size))
+        future.set_result(_counted(result, f"{label}, {size} points"))

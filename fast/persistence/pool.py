@@ -1,19 +1,24 @@
-"""Worker processes for the persistence step: one cloud per task, a time budget per batch.
+"""Worker processes for the persistence step: one cloud per task, a time budget per cloud.
 
-The parallel part of the "Ripser" step of paper Algorithm 1 (line 12), under decision 6c.
+The parallel part of the TPS and "Ripser" steps of paper Algorithm 1 (lines 5 and 12), under
+decisions 6c and 14.
 
 Parallelism. Measured here (N=600, 64-d, 4 clouds): a thread pool of 2 gives no speed-up over a
 serial loop (0.42 s vs 0.43 s) because giotto-ph holds the GIL during the computation, while a
-pool of 2 processes takes 0.27 s. Clouds therefore run in worker *processes*, one per core
-(:func:`available_cores`), created lazily on first use and reused. Each worker computes the
-cloud's float64 distances from its points (sending (M, C) points instead of an (M, M) matrix
-keeps the transfer small), the H0 tree, then H1 (``fast.persistence.cloud``).
+pool of 2 processes takes 0.27 s. Clouds therefore run in worker *processes*, this process's
+share of the cores (:func:`worker_share`), created lazily on first use and reused. A task is one
+cloud, done entirely in one worker so nothing waits on the calling process: optionally TPS on
+the cloud's points first (``fast.persistence.sampling``; the selected rows are sent back at once,
+so that the other model's task for the same cloud can start), then the float64 distances of the
+(selected) points (sending (M, C) points instead of an (M, M) matrix keeps the transfer small),
+the H0 tree, then H1 (``fast.persistence.cloud``). Tasks run in the order they were submitted.
 
-Time budget (decision 6c). A batch may be given a budget in seconds; a cloud whose H1 is not
-done when it runs out contributes its H0 pairs only: its worker is killed and replaced, the
-event is logged (logger ``fast.persistence``) and counted (:func:`budget_miss_count`). A
-hand-written pool is needed for this because ``concurrent.futures.ProcessPoolExecutor`` cannot
-stop one running task.
+Time budget (decision 6c). A task may be given a budget in seconds for its own H1 computation,
+counted from the moment that H1 starts (never its time in the queue, on TPS or on H0): a cloud
+whose H1 is not done when it runs out contributes its H0 pairs only: its worker is killed and
+replaced, the event is logged (logger ``fast.persistence``) with the cloud's label and counted
+(:func:`budget_miss_count`). A hand-written pool is needed for this because
+``concurrent.futures.ProcessPoolExecutor`` cannot stop one running task.
 """
 from __future__ import annotations
 
@@ -23,7 +28,6 @@ import multiprocessing
 import os
 import queue
 import threading
-import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -33,23 +37,37 @@ import numpy as np
 
 from fast.persistence.cloud import assemble, cloud_persistence, distances, h0_part, h1_part
 from fast.persistence.contract import CloudPersistence, H1Engine
+from fast.persistence.sampling import tps_indices
 
 logger = logging.getLogger("fast.persistence")  # the package's name: one logger for the front door
 
 
 def _worker_main(conn: Connection) -> None:
-    """Worker process loop: per task send the H0 part first, then the H1 part (or None)."""
+    """Worker process loop: per task send the TPS rows (if asked), the H0 part, then the H1 part (or None).
+
+    A fresh worker (the first one, or the replacement of one stopped at its budget) first runs
+    each engine once on a 4-point cloud, outside any budget: loading an engine's compiled code
+    takes a noticeable time on a loaded machine and must not be charged to a cloud's H1.
+    """
+    warm: list[H1Engine] = []
     while True:
         task = conn.recv()
         if task is None:
             return
-        points, engine, deadline, with_h1 = task
+        points, engine, time_budget, with_h1, sample = task
         try:
+            if with_h1 and engine not in warm:
+                engine(distances(np.eye(4)), None)
+                warm.append(engine)
+            if sample is not None:
+                rows = tps_indices(points, *sample)
+                conn.send(("rows", rows))
+                points = points[rows]
             dist = distances(points)
             conn.send(("h0", h0_part(dist)))
             if not with_h1:
                 continue
-            conn.send(("h1", h1_part(dist, engine, deadline)))
+            conn.send(("h1", h1_part(dist, engine, time_budget)))
         except Exception as exc:  # reported to the caller through the future, with the traceback text
             import traceback
 
@@ -60,10 +78,18 @@ def _worker_main(conn: Connection) -> None:
 class _Task:
     points: np.ndarray
     engine: H1Engine
-    deadline: Optional[float]  # time.monotonic() value (system-wide: the worker compares with it too)
+    time_budget: Optional[float]  # seconds for this cloud's own H1, from its start
     with_h1: bool
     label: str
     future: Future
+    sample: Optional[tuple[int, int]] = None  # (m, seed): select the points by TPS first
+    selection: Optional[Future] = None  # receives the TPS rows when ``sample`` is given
+    rows: Optional[Future] = None  # the cloud is points[rows.result()] (an earlier task's selection)
+
+    def fail(self, exc: BaseException) -> None:
+        for future in (self.selection, self.future):
+            if future is not None and not future.done():
+                future.set_exception(exc)
 
 
 class _Slot:
@@ -109,11 +135,13 @@ class _Slot:
                 self._stop_process(kill=False)
                 return
             if not task.future.set_running_or_notify_cancel():
+                if task.selection is not None:
+                    task.selection.cancel()
                 continue
             try:
-                task.future.set_result(_counted(self._execute(task), task.label, len(task.points)))
+                task.future.set_result(_counted(self._execute(task), task.label))
             except BaseException as exc:  # never leave a future pending: the caller waits on it
-                task.future.set_exception(exc)
+                task.fail(exc)
                 self._stop_process(kill=True)  # the worker may be in any state: start afresh
 
     def _receive(self, timeout: Optional[float]) -> object:
@@ -126,14 +154,19 @@ class _Slot:
         return payload
 
     def _execute(self, task: _Task) -> CloudPersistence:
+        # An earlier task (queued before this one, so already running or done) selects the rows.
+        points = task.points if task.rows is None else task.points[task.rows.result()]
         if self.process is None or not self.process.is_alive():
             self._start_process()
-        self.conn.send((task.points, task.engine, task.deadline, task.with_h1))
+        self.conn.send((points, task.engine, task.time_budget, task.with_h1, task.sample))
+        if task.sample is not None:
+            task.selection.set_result(self._receive(None))
         h0 = self._receive(None)
         if not task.with_h1:
             return assemble(h0, None, over_budget=False)
-        # The worker checks the deadline itself; the grace period covers the transfer back.
-        timeout = None if task.deadline is None else task.deadline - time.monotonic() + _GRACE_S
+        # H1 starts now in the worker, which checks its own deadline; the slot's clock starts
+        # later, and the grace period covers the transfer back.
+        timeout = None if task.time_budget is None else task.time_budget + _GRACE_S
         h1 = self._receive(timeout)
         if h1 is _TIMED_OUT:
             self._stop_process(kill=True)  # still computing past the deadline: stop it
@@ -150,19 +183,18 @@ class PersistencePool:
     """Worker processes computing :class:`CloudPersistence` for one cloud per task.
 
     Args:
-        workers: number of worker processes; None = the cores available to this process;
-            0 = compute in the calling thread (no processes; a budget is then only checked
-            before H1 starts).
+        workers: number of worker processes; None = this process's share of the cores
+            (:func:`worker_share`); 0 = compute in the calling thread (no processes; an engine
+            that cannot stop itself, giotto-ph, then runs past its budget).
         start_method: multiprocessing start method; default ``forkserver`` where available
             (forking a process that holds CUDA or thread state is unsafe), else ``spawn``.
             As with any spawn-based pool, a script using it needs ``if __name__ == "__main__":``.
     """
 
     def __init__(self, workers: Optional[int] = None, start_method: Optional[str] = None) -> None:
+        check_worker_count(workers)
         if workers is None:
-            workers = available_cores()
-        if workers < 0:
-            raise ValueError(f"PersistencePool: workers must be >= 0 (0 = inline), got {workers}")
+            workers = worker_share()
         if start_method is None:
             start_method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         self.workers = workers
@@ -173,28 +205,48 @@ class PersistencePool:
         self._closed = False
 
     def submit(
-        self, points: np.ndarray, engine: H1Engine, deadline: Optional[float], with_h1: bool = True,
-        label: str = "cloud",
+        self, points: np.ndarray, engine: H1Engine, time_budget: Optional[float], with_h1: bool = True,
+        label: str = "cloud", rows: Optional["Future[np.ndarray]"] = None,
     ) -> "Future[CloudPersistence]":
-        """Queue one cloud; ``deadline`` is an absolute ``time.monotonic()`` value or None.
+        """Queue one cloud (its (M, C) float64 ``points``); ``time_budget``: seconds for its own H1, or None.
 
-        ``label`` names the cloud in the log message of a missed budget.
+        ``label`` names the cloud in the log message of a missed budget. With ``rows`` (the
+        selection future of a cloud submitted earlier to this pool by :meth:`submit_sampled`) the
+        cloud is ``points[rows.result()]``, taken when its task starts.
         """
-        future: "Future[CloudPersistence]" = Future()
+        task = _Task(points, engine, time_budget, with_h1, label, Future(), rows=rows)
+        self._put(task)
+        return task.future
+
+    def submit_sampled(
+        self, points: np.ndarray, m: int, seed: int, engine: H1Engine, time_budget: Optional[float],
+        with_h1: bool = True, label: str = "cloud",
+    ) -> tuple["Future[np.ndarray]", "Future[CloudPersistence]"]:
+        """Queue one whole cloud whose worker first selects ``min(m, N)`` points by TPS (seed
+        ``seed``, decision 14), then computes their diagrams. Returns the future of the selected
+        rows (resolved as soon as TPS is done) and that of the diagrams."""
+        task = _Task(points, engine, time_budget, with_h1, label, Future(), sample=(m, seed), selection=Future())
+        self._put(task)
+        return task.selection, task.future
+
+    def _put(self, task: _Task) -> None:
         if self.workers == 0:
             try:
-                result = cloud_persistence(points, engine, deadline, with_h1)
-                future.set_result(_counted(result, label, len(points)))
+                points = task.points if task.rows is None else task.points[task.rows.result()]
+                if task.sample is not None:
+                    task.selection.set_result(tps_indices(points, *task.sample))
+                    points = points[task.selection.result()]
+                result = cloud_persistence(points, task.engine, task.time_budget, task.with_h1)
+                task.future.set_result(_counted(result, task.label))
             except Exception as exc:
-                future.set_exception(exc)
-            return future
+                task.fail(exc)
+            return
         with self._lock:
             if self._closed:
                 raise RuntimeError("PersistencePool.submit: the pool has been shut down; create a new one")
             while len(self._slots) < self.workers:
                 self._slots.append(_Slot(self, len(self._slots)))
-        self.tasks.put(_Task(points, engine, deadline, with_h1, label, future))
-        return future
+        self.tasks.put(task)
 
     def shutdown(self, cancel: bool = False) -> None:
         """Stop the workers once the queued tasks are done; with ``cancel``, cancel the queued
@@ -210,6 +262,8 @@ class PersistencePool:
                     break
                 if task is not None:
                     task.future.cancel()
+                    if task.selection is not None:
+                        task.selection.cancel()
             for slot in slots:
                 process = slot.process
                 if process is not None:
@@ -227,19 +281,65 @@ def available_cores() -> int:
     return max(os.cpu_count() or 1, 1)
 
 
+def worker_share() -> int:
+    """This process's share of the cores for its persistence workers, at least 1.
+
+    Under a launcher that starts several processes per machine (``torchrun``, or
+    ``train.distributed.spawn_local``, both set ``LOCAL_WORLD_SIZE``), the cores this process may
+    run on divided among them, unless its affinity mask is already narrower than the machine
+    (a launcher that pins each rank to its own cores): the mask is then this process's share.
+    """
+    cores = available_cores()
+    local = os.environ.get("LOCAL_WORLD_SIZE", "1")
+    processes = int(local) if local.isdigit() and int(local) > 0 else 1
+    if cores < (os.cpu_count() or cores):
+        return cores
+    return max(cores // processes, 1)
+
+
 _default_pool: Optional[PersistencePool] = None
+_default_workers: Optional[int] = None
 _default_pool_lock = threading.Lock()
 
 
 def default_pool() -> PersistencePool:
-    """The process-wide pool (one worker per available core), created on first use."""
+    """The process-wide pool, created on first use with :func:`set_default_workers`' count
+    (by default this process's share of the cores, :func:`worker_share`)."""
     global _default_pool
     with _default_pool_lock:
         if _default_pool is None:
-            _default_pool = PersistencePool()
+            _default_pool = PersistencePool(_default_workers)
             # At exit do not wait for a long H1 (decision 6c's pathological clouds).
             atexit.register(_default_pool.shutdown, cancel=True)
         return _default_pool
+
+
+def check_worker_count(workers: Optional[int]) -> None:
+    """Raise ValueError unless ``workers`` is None (this process's share) or an integer >= 0
+    (0 = inline); the one check, for the library and for ``--topo-workers`` alike."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ValueError(
+            f"workers (--topo-workers in training) must be None (this process's share of the cores) or an "
+            f"integer >= 0 (0 = in the calling process), got {workers!r}"
+        )
+
+
+def set_default_workers(workers: Optional[int]) -> None:
+    """Size of the process-wide pool (None: :func:`worker_share`; 0: inline), e.g. from
+    ``--topo-workers``. A pool already started with another size is shut down once its queued
+    clouds are done, and the next :func:`default_pool` call starts the new one."""
+    global _default_pool, _default_workers
+    check_worker_count(workers)
+    with _default_pool_lock:
+        _default_workers = workers
+        old = _default_pool
+        wanted = worker_share() if _default_workers is None else _default_workers
+        if old is not None and old.workers != wanted:
+            _default_pool = None
+        else:
+            old = None
+    if old is not None:
+        old.shutdown()
 
 
 _budget_misses = 0
@@ -251,7 +351,7 @@ def budget_miss_count() -> int:
     return _budget_misses
 
 
-def _counted(result: CloudPersistence, label: str, size: int) -> CloudPersistence:
+def _counted(result: CloudPersistence, label: str) -> CloudPersistence:
     """Count and log ``result`` if its H1 missed the budget (before its future resolves)."""
     global _budget_misses
     if result.h1_over_budget:
@@ -259,8 +359,8 @@ def _counted(result: CloudPersistence, label: str, size: int) -> CloudPersistenc
             _budget_misses += 1
             total = _budget_misses
         logger.warning(
-            "H1 of %s with %d points missed its time budget; it contributes H0 only this step "
-            "(decision 6c; %d such events so far)", label, size, total,
+            "H1 of %s missed its time budget; it contributes H0 only this step "
+            "(decision 6c; %d such events so far)", label, total,
         )
     return result
 

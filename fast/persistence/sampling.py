@@ -1,0 +1,161 @@
+"""Topology-preserving sampling (TPS) of one cloud, compiled: paper Algorithm 5 under decision 14.
+
+The farthest-point loop of ``reference.tps_cloud`` with the same float64 arithmetic and the same
+tie rule, so it returns the same indices bit for bit (ties included):
+
+* a distance is ``sqrt`` of the sum of the squared coordinate differences, summed in the order
+  numpy's ``np.linalg.norm(..., axis=1)`` uses (its pairwise summation: eight interleaved partial
+  sums for up to 128 terms, halves above), so every distance equals the reference's;
+* the next index is the first maximiser of the running minimum, selected points excluded (their
+  minimum is ``-inf``).
+
+What makes it cheaper than the reference's M passes over all N points: the running minimum only
+changes where the distance to the *newest* centre ``p`` is smaller, and the triangle inequality
+rules that out for most points without computing it. Each point remembers the centre ``c`` that
+gave its minimum ``d``; if ``D(c, p) > 2 d`` then ``D(x, p) >= D(c, p) - d > d`` and the minimum
+stays ``d``. The test is applied with a relative margin (``_MARGIN``) far above the rounding error
+of a computed distance (a few units in the last place for any dimension below millions), and only
+where ``d`` is a normal number far from under- and overflow, so a skipped update is one the exact
+loop would not have made: the running minima, and hence the indices, are the reference's.
+Measured on this machine (one core, N=4096, 64-d, M=1024): see ``benchmarks/RESULTS.md``.
+
+Used by ``fast.tps`` on the CPU and by the persistence workers (``fast.persistence.pool``),
+which run TPS next to the cloud's persistence.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_MARGIN = 1e-9  # relative: D(c, p) must exceed 2 d (1 + _MARGIN) for a skip
+_SAFE_LOW, _SAFE_HIGH = 1e-100, 1e100  # d outside this range (and not 0) is always recomputed
+_BLOCK = 128  # numpy's pairwise-summation block (PW_BLOCKSIZE)
+_STACK = 192  # explicit stack of the summation tree: 2 entries per level plus one, any C < 2**60
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _sq(h: np.ndarray, a: int, b: int, c: int) -> float:
+    t = h[a, c] - h[b, c]
+    return t * t
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _block_sq(h: np.ndarray, a: int, b: int, lo: int, n: int) -> float:
+    """Sum of ``(h[a, c] - h[b, c])**2`` over ``c`` in ``[lo, lo + n)``, ``n <= 128``, in numpy's order."""
+    if n < 8:
+        res = 0.0
+        for c in range(lo, lo + n):
+            res += _sq(h, a, b, c)
+        return res
+    r0 = _sq(h, a, b, lo)
+    r1 = _sq(h, a, b, lo + 1)
+    r2 = _sq(h, a, b, lo + 2)
+    r3 = _sq(h, a, b, lo + 3)
+    r4 = _sq(h, a, b, lo + 4)
+    r5 = _sq(h, a, b, lo + 5)
+    r6 = _sq(h, a, b, lo + 6)
+    r7 = _sq(h, a, b, lo + 7)
+    i = lo + 8
+    stop = lo + n - n % 8
+    while i < stop:
+        r0 += _sq(h, a, b, i)
+        r1 += _sq(h, a, b, i + 1)
+        r2 += _sq(h, a, b, i + 2)
+        r3 += _sq(h, a, b, i + 3)
+        r4 += _sq(h, a, b, i + 4)
+        r5 += _sq(h, a, b, i + 5)
+        r6 += _sq(h, a, b, i + 6)
+        r7 += _sq(h, a, b, i + 7)
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < lo + n:
+        res += _sq(h, a, b, i)
+        i += 1
+    return res
+
+
+
+
+@njit(nogil=True, cache=True)
+def _pairwise_sq(h: np.ndarray, a: int, b: int, n: int) -> float:
+    """The same sum over all ``n`` columns for ``n > 128``: numpy's recursion (halves rounded down
+    to multiples of 8, left half first) evaluated with explicit stacks, because numba cannot
+    cache a recursive function."""
+    task_lo = np.empty(_STACK, dtype=np.int64)
+    task_n = np.empty(_STACK, dtype=np.int64)
+    task_join = np.zeros(_STACK, dtype=np.bool_)
+    values = np.empty(_STACK)
+    tasks, held = 1, 0
+    task_lo[0], task_n[0] = 0, n
+    while tasks > 0:
+        tasks -= 1
+        lo, size, join = task_lo[tasks], task_n[tasks], task_join[tasks]
+        if join:
+            held -= 1
+            values[held - 1] += values[held]
+        elif size <= _BLOCK:
+            values[held] = _block_sq(h, a, b, lo, size)
+            held += 1
+        else:
+            half = size // 2
+            half -= half % 8
+            task_lo[tasks], task_n[tasks], task_join[tasks] = lo, size, True
+            task_lo[tasks + 1], task_n[tasks + 1], task_join[tasks + 1] = lo + half, size - half, False
+            task_lo[tasks + 2], task_n[tasks + 2], task_join[tasks + 2] = lo, half, False
+            tasks += 3
+    return values[0]
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _dist(h: np.ndarray, a: int, b: int) -> float:
+    c = h.shape[1]
+    return np.sqrt(_block_sq(h, a, b, 0, c) if c <= _BLOCK else _pairwise_sq(h, a, b, c))
+
+
+@njit(nogil=True, cache=True)
+def farthest_point_indices(h: np.ndarray, m: int, first: int) -> np.ndarray:
+    """``m`` TPS indices of the (N, C) float64 C-contiguous ``h`` (``1 <= m < N``), starting at ``first``."""
+    n = h.shape[0]
+    idx = np.empty(m, dtype=np.int64)
+    d_min = np.empty(n)
+    owner = np.zeros(n, dtype=np.int64)  # position in idx of the centre that gave d_min
+    centre_dist = np.empty(m)
+    idx[0] = first
+    for i in range(n):
+        d_min[i] = _dist(h, i, first)
+    d_min[first] = -np.inf
+    for k in range(1, m):
+        p = 0
+        best = d_min[0]
+        for i in range(1, n):
+            if d_min[i] > best:  # strict: the first maximiser, as np.argmax
+                best = d_min[i]
+                p = i
+        idx[k] = p
+        for j in range(k):
+            centre_dist[j] = _dist(h, idx[j], p)
+        for i in range(n):
+            d = d_min[i]
+            if d <= 0.0:  # selected (-inf) or at distance 0 from a centre: cannot decrease
+                continue
+            if _SAFE_LOW <= d <= _SAFE_HIGH and centre_dist[owner[i]] > 2.0 * d * (1.0 + _MARGIN):
+                continue
+            e = _dist(h, i, p)
+            if e < d:
+                d_min[i] = e
+                owner[i] = k
+        d_min[p] = -np.inf
+    return idx
+
+
+def tps_start(n: int, seed: int) -> int:
+    """The first TPS index of a cloud of ``n`` points (decision 14, shared with ``reference.tps``)."""
+    return int(np.random.default_rng(seed).integers(n))
+
+
+def tps_indices(points: np.ndarray, m: int, seed: int) -> np.ndarray:
+    """TPS indices (``min(m, N)``,) int64 of the (N, C) float64 ``points``: ``reference.tps_cloud``'s."""
+    n = points.shape[0]
+    if n <= m:
+        return np.arange(n, dtype=np.int64)
+    return farthest_point_indices(np.ascontiguousarray(points, dtype=np.float64), m, tps_start(n, seed))
