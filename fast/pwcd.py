@@ -107,28 +107,24 @@ def _nearest_ties(p0: np.ndarray, p1: np.ndarray, q0: np.ndarray, q1: np.ndarray
                 nn_p[i] = c
             if c < nn_q[j]:
                 nn_q[j] = c
-    count_p, count_q = 0, 0
-    for i in range(m):
-        for j in range(k):
-            a = p0[i] - q0[j]
-            b = p1[i] - q1[j]
-            c = a * a + b * b
-            if c == nn_p[i] and nn_p[i] <= diag_p[i]:
-                count_p += 1
-            if c == nn_q[j] and nn_q[j] <= diag_q[j]:
-                count_q += 1
-    ties_p = np.empty((count_p, 2), dtype=np.int64)
-    ties_q = np.empty((count_q, 2), dtype=np.int64)
-    count_p, count_q = 0, 0
-    for i in range(m):
-        for j in range(k):
-            a = p0[i] - q0[j]
-            b = p1[i] - q1[j]
-            c = a * a + b * b
-            if c == nn_p[i] and nn_p[i] <= diag_p[i]:
-                ties_p[count_p, 0], ties_p[count_p, 1] = i, j
-                count_p += 1
-            if c == nn_q[j] and nn_q[j] <= diag_q[j]:
-                ties_q[count_q, 0], ties_q[count_q, 1] = i, j
-                count_q += 1
+    ties_p = np.empty((0, 2), dtype=np.int64)
+    ties_q = np.empty((0, 2), dtype=np.int64)
+    for fill in range(2):  # pass 0 counts the tied pairs, pass 1 writes them
+        count_p, count_q = 0, 0
+        for i in range(m):
+            for j in range(k):
+                a = p0[i] - q0[j]
+                b = p1[i] - q1[j]
+                c = a * a + b * b
+                if c == nn_p[i] and nn_p[i] <= diag_p[i]:
+                    if fill:
+                        ties_p[count_p, 0], ties_p[count_p, 1] = i, j
+                    count_p += 1
+                if c == nn_q[j] and nn_q[j] <= diag_q[j]:
+                    if fill:
+                        ties_q[count_q, 0], ties_q[count_q, 1] = i, j
+                    count_q += 1
+        if not fill:
+            ties_p = np.empty((count_p, 2), dtype=np.int64)
+            ties_q = np.empty((count_q, 2), dtype=np.int64)
     return nn_p, nn_q, ties_p, ties_q
