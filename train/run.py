@@ -116,10 +116,13 @@ def run_stage(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo, teach
 
 
 def keep_caches_under(out: Path) -> None:
-    """Point torch's compile cache at ``<out>/torch_cache`` unless the user chose a place: importing
-    ``torch._dynamo`` (which deterministic mode and building an optimiser do) creates that folder,
-    in the system temp dir by default, and a run writes nothing outside its output folder."""
+    """Point the caches a run creates under ``out`` unless the user chose a place, so a run writes
+    nothing outside its output folder: torch's compile cache (``<out>/torch_cache``; importing
+    ``torch._dynamo``, which deterministic mode and building an optimiser do, creates it in the
+    system temp dir by default) and matplotlib's font cache (``<out>/matplotlib``; the run's
+    pictures would otherwise write it under ``~/.cache``)."""
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(out.absolute() / "torch_cache"))
+    os.environ.setdefault("MPLCONFIGDIR", str(out.absolute() / "matplotlib"))
 
 
 def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
