@@ -9,10 +9,10 @@ its logs and its results) in seconds, with matplotlib's headless Agg backend:
   ``L_topo`` does (decisions 12-14), then ``fast.persistence`` computes the diagrams.
 * ``bev.png``: bird's-eye view (x, y) of the same scan's voxels coloured by the ground truth and by
   each model's prediction.
-* ``curves.png``: every logged training column (loss terms, diagnostics) against the step, one line
-  per model, and each model's validation mIoU against the step: the passes of
-  ``--eval-every-epochs`` during training (``val_log.csv``, decision 35) and, as a star at the last
-  step, the final evaluation of the results table.
+* ``curves.png``: each model's validation mIoU against the step (first panel: the passes of
+  ``--eval-every-epochs`` during training, ``val_log.csv``, decision 35, and as a star at the last
+  step the final evaluation of the results table), then every logged training column (loss terms,
+  diagnostics) against the step, one line per model.
 * ``per_class_iou.png``: the validation IoU of every class, one bar per model.
 """
 from __future__ import annotations
@@ -176,14 +176,7 @@ def plot_curves(path: Path, stage_dirs: Mapping[str, Path], results: Mapping[str
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), squeeze=False)
     flat = list(axes.ravel())
     colour = {label: f"C{i}" for i, label in enumerate(results)}
-    for ax, column in zip(flat, columns):
-        for label, cols in data.items():
-            if column in cols and np.isfinite(cols[column]).any():
-                ax.plot(cols["step"], cols[column], lw=0.9, label=label, color=colour.get(label))
-        ax.set_title(column, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=7)
-    ax = flat[len(columns)]
+    ax = flat[0]
     names = list(results)
     for label in names:
         passes = val.get(label, {})
@@ -195,6 +188,13 @@ def plot_curves(path: Path, stage_dirs: Mapping[str, Path], results: Mapping[str
     ax.set_title("validation mIoU % (star: final evaluation)", fontsize=9)
     ax.set_xlabel("step", fontsize=8)
     ax.tick_params(labelsize=7)
+    for ax, column in zip(flat[1:], columns):
+        for label, cols in data.items():
+            if column in cols and np.isfinite(cols[column]).any():
+                ax.plot(cols["step"], cols[column], lw=0.9, label=label, color=colour.get(label))
+        ax.set_title(column, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
     for extra in flat[len(columns) + 1:]:
         extra.axis("off")
     handles = [plt.Line2D([], [], color=colour[n], label=n) for n in names]
