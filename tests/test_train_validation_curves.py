@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 import torch
 
 from test_train_support import TINY_MODEL, tiny_config, tiny_data
@@ -64,7 +65,13 @@ def test_a_resumed_logger_keeps_the_earlier_rows_of_every_table_and_a_fresh_one_
     assert not log_path(tmp_path, "train").exists() and not log_path(tmp_path, "val").exists()
 
 
-def test_curves_draw_the_validation_passes_of_each_model_and_its_final_evaluation(tmp_path: Path) -> None:
+def test_curves_draw_the_validation_passes_of_each_model_and_its_final_evaluation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # as train.plots does: headless
+    import matplotlib.pyplot as plt
+
     results = {}
     for i, label in enumerate(("teacher", "student seg")):
         logger = MetricLogger(tmp_path / label, tensorboard=False, tables=("train", "val"))
@@ -77,5 +84,13 @@ def test_curves_draw_the_validation_passes_of_each_model_and_its_final_evaluatio
     (tmp_path / "no logs").mkdir()
     results["student seg+kld"] = {"miou": 0.3}  # a model without logs still gets its colour, no curve
     dirs = {label: tmp_path / label for label in ("teacher", "student seg")} | {"student seg+kld": tmp_path / "no logs"}
+    figures: list = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: (figures.append(fig), real_close(fig)))
     plot_curves(tmp_path / "curves.png", dirs, results)
     assert (tmp_path / "curves.png").read_bytes()[:8] == PNG
+    panel = figures[0].axes[0]
+    assert panel.get_title().startswith("validation mIoU")
+    # per model with logs: its passes (steps 4, 8) and a star at its last step with the final mIoU
+    drawn = [(line.get_xdata().tolist(), [round(y, 9) for y in line.get_ydata()]) for line in panel.lines]
+    assert drawn == [([4.0, 8.0], [20.0, 40.0]), ([8.0], [50.0]), ([4.0, 8.0], [30.0, 50.0]), ([8.0], [40.0])]
