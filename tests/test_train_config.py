@@ -56,6 +56,7 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
         (["--dataset", "synthetic", "--topo-distance", "sinkhorn", "--sinkhorn-eps", "0"], ValueError,
          "--sinkhorn-eps"),
         (["--dataset", "synthetic", "--topo-workers", "-1"], ValueError, "topo-workers"),
+        (["--dataset", "synthetic", "--eval-every-epochs", "-1"], ValueError, "eval-every-epochs must be an integer >= 0"),
     ],
 )
 def test_bad_configurations_fail_fast_with_a_message_naming_the_option(

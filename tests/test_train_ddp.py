@@ -7,10 +7,12 @@ rounding) one process that averages the gradients of the two half batches, which
 computes, and are close to one process with the doubled batch as one batch. The last comparison
 cannot be exact, by design of data parallelism: BatchNorm statistics, the cross-entropy mean and
 the Lovasz-softmax are computed per process over its half of the batch. Evaluation: the sharded,
-all-reduced intersection/union equal exactly those of one process over the whole split.
+all-reduced intersection/union equal exactly those of one process over the whole split, also in
+the validation pass made during training (``--eval-every-epochs``) and logged by rank 0.
 """
 from __future__ import annotations
 
+import csv
 import os
 import socket
 from pathlib import Path
@@ -49,7 +51,8 @@ def _rank_main(rank: int, world: int, port: int, cfg: RunConfig, out: str) -> No
     try:
         data = tiny_data(cfg)
         teacher = load_frozen_teacher(cfg.teacher_checkpoint, info.device)[0] if cfg.teacher_checkpoint else None
-        model = train_stage(cfg, cfg.stage, Path(out) / "ddp", data.train, data.collate, _spec(cfg), info, teacher)
+        model = train_stage(cfg, cfg.stage, Path(out) / "ddp", data.train, data.collate, _spec(cfg), info, teacher,
+                            val_views=data.val_views(False))
         acc = evaluate(model, data.val_views(False), data.num_classes, info.device, data.collate)
         torch.save({"model": model.state_dict(), "iou_state": acc.state()}, Path(out) / f"rank{rank}.pt")
     finally:
@@ -60,7 +63,7 @@ def test_two_process_gloo_ddp_matches_one_process_with_the_doubled_batch(tmp_pat
     # 6 training scans: 3 steps of a total batch of 2 (1 per rank under DDP, 2 in one process)
     cfg = tiny_config(tmp_path, stage="student", synthetic_scenes=8, synthetic_val_fraction=0.25,
                       synthetic_test_fraction=0.0, epochs=1,
-                      iters_per_epoch=None, batch_size=2)
+                      iters_per_epoch=None, batch_size=2, eval_every_epochs=1)
     data = tiny_data(cfg)
     assert len(data.train) == 6
     single = train_stage(cfg, "student", tmp_path / "single", data.train, data.collate, _spec(cfg),
@@ -89,6 +92,10 @@ def test_two_process_gloo_ddp_matches_one_process_with_the_doubled_batch(tmp_pat
     whole = evaluate(_load(r0["model"], cfg), data.val_views(False), data.num_classes, torch.device("cpu"),
                      data.collate)
     assert torch.equal(r0["iou_state"], whole.state()) and torch.equal(r1["iou_state"], whole.state())
+    # the pass at the end of the epoch, shared out between the ranks during training, logged by rank 0
+    with (tmp_path / "ddp" / "val_log.csv").open() as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert (row["step"], float(row["val_miou"])) == ("3", whole.miou())
 
 
 def _averaged_half_batches(cfg: RunConfig, data: Any, stage: str = "student") -> dict[str, torch.Tensor]:

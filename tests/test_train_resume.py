@@ -33,7 +33,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, monkeypatch: pytes
     # drop path and a shuffled serialization order make the run depend on the restored RNG state
     model = {**TINY_MODEL, "drop_path": 0.3, "deterministic": False}
     common = dict(stage="student", epochs=2, iters_per_epoch=None, checkpoint_every=1, student_overrides=model,
-                  data_root=str(tmp_path / "data"))
+                  data_root=str(tmp_path / "data"), eval_every_epochs=1)
     run(tiny_config(tmp_path, out=str(tmp_path / "whole"), **common), CPU)
 
     real_save = train.loop.save_checkpoint
@@ -55,6 +55,11 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, monkeypatch: pytes
     assert whole.keys() == resumed.keys()
     for name in whole:
         assert torch.equal(whole[name], resumed[name]), f"{name} differs after resume"
+    # the validation pass of epoch 1 (step 2) is logged once, before the kill or after the resume
+    for log in ("train_log.csv", "val_log.csv"):
+        assert (tmp_path / "whole" / "student" / log).read_text() == (tmp_path / "killed" / "student" / log).read_text()
+    assert [line.split(",")[0] for line in (tmp_path / "whole" / "student" / "val_log.csv").read_text().split()] == [
+        "step", "2", "4"]
     # and the run really trained: the weights moved from their initial values
     torch.manual_seed(0)
     init = train.loop.ModelSpec("student", 22, model).build().state_dict()

@@ -138,6 +138,7 @@ class RunConfig:
     # evaluation, logging, checkpoints
     tta: bool = False
     eval_max_scans: int | None = None
+    eval_every_epochs: int = 2
     latency_runs: int = 10
     checkpoint_every: int = 0
     resume: bool = False
@@ -232,6 +233,8 @@ _HELP: dict[str, str] = {
     "saliency_eps": "epsilon of the per-cloud min-max normalisation (Eq. 6)",
     "tta": "test-time augmentation at evaluation",
     "eval_max_scans": "evaluate on the first N validation scans only",
+    "eval_every_epochs": "during training, every K epochs log the validation mIoU (the scans of the final "
+    "evaluation, without TTA; curves.png draws it; decision 35; 0: only after training)",
     "latency_runs": "forward passes timed for the latency column",
     "checkpoint_every": "also checkpoint every K iterations (0: only at epoch ends)",
     "resume": "continue from <out>/<stage>/checkpoint_last.pt",
@@ -419,6 +422,10 @@ def validate(cfg: RunConfig) -> None:
                          "must be divisible by it")
     if cfg.checkpoint_every < 0 or cfg.num_workers < 0 or cfg.log_term_grads < 0:
         raise ValueError("--checkpoint-every, --num-workers and --log-term-grads must be >= 0")
+    every = cfg.eval_every_epochs
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ValueError(f"--eval-every-epochs must be an integer >= 0 (0: evaluate only after training), "
+                         f"got {every!r}")
     for name in ("lr", "weight_decay", "block_lr_scale", "div_factor", "final_div_factor", "kld_temperature"):
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or v < 0 or (name != "weight_decay" and v == 0):

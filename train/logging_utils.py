@@ -1,10 +1,14 @@
-"""Training logs: a CSV row and TensorBoard scalars for every loss term, and tqdm progress bars.
+"""Training logs: CSV rows and TensorBoard scalars of every loss term and of the validation passes
+made during training, and tqdm progress bars.
 
-In a DistributedDataParallel run only rank 0 writes or draws; other ranks get no-op objects. The CSV
-header is fixed by the first row; later rows with new keys are rejected so a column never silently
-shifts. A fresh run replaces an old log; a run resumed at step ``s`` (``resume_step=s``) continues it
-after dropping the rows of steps > ``s`` (logged by the killed run after its last checkpoint, and
-logged again as they are redone), in the CSV and in TensorBoard (``purge_step``).
+A logger holds one CSV table per kind of row, ``<table>_log.csv`` (``train``: one row per step;
+``val``: one row per validation pass of ``--eval-every-epochs``), and one TensorBoard writer whose
+tags are ``<table>/<column>``. In a DistributedDataParallel run only rank 0 writes or draws; other
+ranks get no-op objects. A table's CSV header is fixed by its first row; later rows with new keys
+are rejected so a column never silently shifts. A fresh run replaces the old tables; a run resumed
+at step ``s`` (``resume_step=s``) continues them after dropping the rows of steps > ``s`` (logged by
+the killed run after its last checkpoint, and logged again as they are redone), in every CSV and
+in TensorBoard (``purge_step``).
 """
 from __future__ import annotations
 
@@ -12,68 +16,80 @@ import csv
 import io
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from tqdm import tqdm
 
 from train.checkpoint import atomic_write
 
 
+def log_path(out_dir: str | os.PathLike[str], table: str) -> Path:
+    """The CSV file of ``table`` in a stage folder."""
+    return Path(out_dir) / f"{table}_log.csv"
+
+
 class MetricLogger:
-    """Append-only CSV + optional TensorBoard writer of scalar metrics keyed by global step."""
+    """Append-only CSV tables + optional TensorBoard writer of scalar metrics keyed by global step."""
 
     def __init__(self, out_dir: str | os.PathLike[str], enabled: bool = True, tensorboard: bool = True,
-                 filename: str = "train_log.csv", resume_step: int | None = None) -> None:
+                 tables: Sequence[str] = ("train",), resume_step: int | None = None) -> None:
         self.enabled = enabled
-        self._fields: list[str] | None = None
+        self._fields: dict[str, list[str] | None] = {}
         self._tb = None
         if not enabled:
             return
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.csv_path = self.dir / filename
-        if resume_step is None and self.csv_path.exists():
-            self.csv_path.unlink()
-        if self.csv_path.exists():  # a resumed run appends under the existing header
-            self._fields = self._keep_rows_up_to(resume_step)
+        for table in tables:
+            path = log_path(self.dir, table)
+            if resume_step is None:
+                path.unlink(missing_ok=True)
+                self._fields[table] = None
+            else:  # a resumed run appends under the existing header
+                self._fields[table] = _keep_rows_up_to(path, resume_step) if path.exists() else None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             purge = None if resume_step is None else resume_step + 1
             self._tb = SummaryWriter(log_dir=str(self.dir / "tensorboard"), purge_step=purge)
 
-    def _keep_rows_up_to(self, step: int) -> list[str] | None:
-        """Rewrite the CSV without the rows of steps after ``step``; returns its header."""
-        with self.csv_path.open(newline="") as fh:
-            rows = list(csv.reader(fh))
-        if not rows:
-            return None
-        text = io.StringIO(newline="")
-        csv.writer(text).writerows([rows[0], *(r for r in rows[1:] if r and int(r[0]) <= step)])
-        atomic_write(text.getvalue().encode(), self.csv_path)
-        return rows[0]
-
-    def log(self, step: int, values: dict[str, float], prefix: str = "train") -> None:
+    def log(self, step: int, values: dict[str, float], table: str = "train") -> None:
         if not self.enabled:
             return
+        if table not in self._fields:
+            raise ValueError(f"MetricLogger: no table {table!r}; this logger writes {sorted(self._fields)}")
+        path = log_path(self.dir, table)
         row = {"step": step, **{k: float(v) for k, v in values.items()}}
-        if self._fields is None:
-            self._fields = list(row)
-            with self.csv_path.open("w", newline="") as fh:
-                csv.writer(fh).writerow(self._fields)
-        missing = set(row) - set(self._fields)
+        fields = self._fields[table]
+        if fields is None:
+            fields = self._fields[table] = list(row)
+            with path.open("w", newline="") as fh:
+                csv.writer(fh).writerow(fields)
+        missing = set(row) - set(fields)
         if missing:
-            raise ValueError(f"MetricLogger: new column(s) {sorted(missing)} after the CSV header {self._fields}")
-        with self.csv_path.open("a", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=self._fields, restval="").writerow(row)
+            raise ValueError(f"MetricLogger: new column(s) {sorted(missing)} after the header {fields} of {path}")
+        with path.open("a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=fields, restval="").writerow(row)
         if self._tb is not None:
             for k, v in values.items():
-                self._tb.add_scalar(f"{prefix}/{k}", float(v), step)
+                self._tb.add_scalar(f"{table}/{k}", float(v), step)
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _keep_rows_up_to(path: Path, step: int) -> list[str] | None:
+    """Rewrite the CSV at ``path`` without the rows of steps after ``step``; returns its header."""
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return None
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows([rows[0], *(r for r in rows[1:] if r and int(r[0]) <= step)])
+    atomic_write(text.getvalue().encode(), path)
+    return rows[0]
 
 
 def progress(iterable: Iterable[Any] | None = None, total: int | None = None, desc: str = "",

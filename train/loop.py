@@ -3,7 +3,10 @@
 Per iteration: one step of :mod:`train.steps`, AdamW + OneCycleLR stepped per iteration
 (:mod:`train.optim`), optional gradient clipping, AMP on CUDA only; an AMP overflow or a NaN/Inf
 loss skips the update and is counted, and ``--max-bad-steps`` NaN/Inf steps in a row stop the run
-(:mod:`train.update`, decision 23). Checkpoints
+(:mod:`train.update`, decision 23). Every ``--eval-every-epochs`` epochs the model is evaluated on the
+validation split, distributed as :func:`train.evaluate.evaluate` does, and rank 0 logs its mIoU in
+``val_log.csv``; the pass puts back every random-number state and the model's mode, so the weights
+at the end are those of a run without it (decision 35). Checkpoints
 (:mod:`train.checkpoint`) are written atomically at the end of every epoch and, optionally, every
 K iterations; ``resume`` continues from the last one exactly: the data order and augmentation of an
 epoch are functions of (seed, epoch, sample index) (``ResumableDistributedSampler`` and the
@@ -22,19 +25,20 @@ import math
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from train.checkpoint import (RefusedObject, load_latest, native_checkpoint, read_weights,
-                              remove_stale_temporaries, restore_training_state,
-                              save_checkpoint, unwrap)
+                              remove_stale_temporaries, restore_training_state, rng_state,
+                              save_checkpoint, set_rng_state, unwrap)
 from train.config import RunConfig
 from train.data.base import label_frequencies
 from train.data.validation import BadScanError
 from train.distributed import DistInfo, ResumableDistributedSampler, all_reduce_sum, barrier, broadcast_buffers
+from train.evaluate import evaluate
 from train.logging_utils import MetricLogger, progress
 from train.losses import class_weights
 from train.models.pointcept import from_pointcept, is_pointcept_state_dict, pointcept_overrides, read_model_config
@@ -167,11 +171,13 @@ def train_stage(
     info: DistInfo,
     teacher: nn.Module | None = None,
     timer: StepTimer | None = None,
+    val_views: Sequence[Dataset] = (),
 ) -> nn.Module:
     """Train one stage to the end (or resume it); returns the trained model (unwrapped).
 
     Writes ``checkpoint_last.pt`` (full state) and ``model_final.pt`` (weights + model spec) in
-    ``out_dir`` on rank 0.
+    ``out_dir`` on rank 0. ``val_views``: the validation datasets evaluated every
+    ``cfg.eval_every_epochs`` epochs (none: no evaluation during training).
     """
     device = info.device
     settings = stage_settings(cfg, stage, train_set)
@@ -222,11 +228,12 @@ def train_stage(
     log_grads = cfg.log_term_grads > 0
     if settings.active("topo"):
         warm_up_persistence(cfg.topo_workers)
-    logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard,
+    logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, tables=("train", "val"),
                           resume_step=step if resumed else None)
     bar = progress(total=total_steps, initial=step, desc=f"{stage:>8}", enabled=info.is_main and cfg.progress)
     config_dict = cfg.to_dict()
     extra = {"model_spec": spec.__dict__, "stage": stage}
+    validating = False
     try:
         for epoch in range(start_epoch, epochs):
             position = step - epoch * iters  # > 0 only when resuming mid-epoch
@@ -279,13 +286,19 @@ def train_stage(
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and position < iters and not skips.streak:
                     _save(info, last, prev, model, optimizer, scheduler, scaler, step, epoch, config_dict, extra)
             broadcast_buffers(model)
+            if val_views and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
+                # before the checkpoint: a run killed in between redoes the epoch's end and this pass
+                validating = True
+                logger.log(step, {"epoch": epoch, **validation_pass(model, val_views, cfg, spec.num_classes,
+                                                                    device, collate_fn)}, table="val")
+                validating = False
             if not skips.streak:
                 _save(info, last, prev, model, optimizer, scheduler, scaler, step, epoch + 1, config_dict, extra)
         if info.is_main:
             save_checkpoint(out_dir / FINAL, model, None, None, None, step, epochs, config_dict, extra)
         barrier()
     except BadScanError as err:
-        if cfg.skip_bad_scans:
+        if cfg.skip_bad_scans or validating:  # evaluation never skips a scan (decision 25)
             raise
         raise type(err)(f"{err} (or pass --skip-bad-scans to train on without such scans)") from err
     finally:
@@ -297,6 +310,20 @@ def train_stage(
         (out_dir / "profile.txt").write_text(summary + "\n")
     timer.reset()
     return unwrap(model)
+
+
+def validation_pass(model: nn.Module, views: Sequence[Dataset], cfg: RunConfig, num_classes: int,
+                    device: torch.device, collate_fn: Callable) -> dict[str, float]:
+    """Validation mIoU and accuracy of ``model`` in the middle of training, on every process (the
+    scans are shared out and the counts all-reduced). The pass draws from the global random
+    generators (a DataLoader seeds itself from torch's); their states are put back afterwards, and
+    :func:`train.evaluate.evaluate` puts back the model's train mode (decision 35)."""
+    state = rng_state()
+    try:
+        acc = evaluate(model, views, num_classes, device, collate_fn, cfg.eval_max_scans, cfg.num_workers)
+    finally:
+        set_rng_state(state)
+    return {"val_miou": acc.miou(), "val_accuracy": acc.accuracy()}
 
 
 def _save(info: DistInfo, path: Path, previous: Path, model: nn.Module, optimizer: Any, scheduler: Any,

@@ -9,8 +9,10 @@ its logs and its results) in seconds, with matplotlib's headless Agg backend:
   ``L_topo`` does (decisions 12-14), then ``fast.persistence`` computes the diagrams.
 * ``bev.png``: bird's-eye view (x, y) of the same scan's voxels coloured by the ground truth and by
   each model's prediction.
-* ``curves.png``: every logged training column (loss terms, diagnostics) against the step, one line
-  per model, and each model's validation mIoU (measured once, after training).
+* ``curves.png``: each model's validation mIoU against the step (first panel: the passes of
+  ``--eval-every-epochs`` during training, ``val_log.csv``, decision 35, and as a star at the last
+  step the final evaluation of the results table), then every logged training column (loss terms,
+  diagnostics) against the step, one line per model.
 * ``per_class_iou.png``: the validation IoU of every class, one bar per model.
 """
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+
+from train.logging_utils import log_path
 
 PLOTS: tuple[str, ...] = ("diagrams.png", "bev.png", "curves.png", "per_class_iou.png")
 SKIP_COLUMNS = ("step", "epoch", "lr")
@@ -151,9 +155,20 @@ def _read_log(path: Path) -> dict[str, np.ndarray]:
     return cols
 
 
-def plot_curves(path: Path, logs: Mapping[str, Path], results: Mapping[str, Mapping[str, Any]]) -> None:
+def _read_logs(stage_dirs: Mapping[str, Path], table: str) -> dict[str, dict[str, np.ndarray]]:
+    paths = {label: log_path(d, table) for label, d in stage_dirs.items()}
+    return {label: _read_log(p) for label, p in paths.items() if p.is_file()}
+
+
+def _last_step(*logs: Mapping[str, np.ndarray]) -> float | None:
+    steps = [float(np.max(cols["step"])) for cols in logs if len(cols.get("step", ()))]
+    return max(steps) if steps else None
+
+
+def plot_curves(path: Path, stage_dirs: Mapping[str, Path], results: Mapping[str, Mapping[str, Any]]) -> None:
+    """``stage_dirs``: the folder of each model's logs, keyed like ``results`` (the table label)."""
     plt = _pyplot()
-    data = {label: _read_log(p) for label, p in logs.items() if p.is_file()}
+    data, val = _read_logs(stage_dirs, "train"), _read_logs(stage_dirs, "val")
     columns = sorted({c for cols in data.values() for c in cols if c not in SKIP_COLUMNS})
     panels = len(columns) + 1
     ncol = min(4, panels)
@@ -161,18 +176,25 @@ def plot_curves(path: Path, logs: Mapping[str, Path], results: Mapping[str, Mapp
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), squeeze=False)
     flat = list(axes.ravel())
     colour = {label: f"C{i}" for i, label in enumerate(results)}
-    for ax, column in zip(flat, columns):
+    ax = flat[0]
+    names = list(results)
+    for label in names:
+        passes = val.get(label, {})
+        if "val_miou" in passes:
+            ax.plot(passes["step"], 100 * passes["val_miou"], lw=0.9, marker="o", ms=3, color=colour[label])
+        last = _last_step(data.get(label, {}), passes)
+        if last is not None:
+            ax.plot([last], [100 * results[label]["miou"]], ls="", marker="*", ms=10, color=colour[label])
+    ax.set_title("validation mIoU % (star: final evaluation)", fontsize=9)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=7)
+    for ax, column in zip(flat[1:], columns):
         for label, cols in data.items():
             if column in cols and np.isfinite(cols[column]).any():
                 ax.plot(cols["step"], cols[column], lw=0.9, label=label, color=colour.get(label))
         ax.set_title(column, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
-    ax = flat[len(columns)]
-    names = list(results)
-    ax.bar(range(len(names)), [100 * results[n]["miou"] for n in names], color=[colour[n] for n in names])
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
-    ax.set_title("validation mIoU % (after training)", fontsize=9)
     for extra in flat[len(columns) + 1:]:
         extra.axis("off")
     handles = [plt.Line2D([], [], color=colour[n], label=n) for n in names]
@@ -224,7 +246,7 @@ def write_plots(out: Path, models: Mapping[str, torch.nn.Module], labels: Mappin
         diagrams = _diagrams(outputs["teacher"][1], students, m, normalize)
         plot_diagrams(out / "diagrams.png", diagrams.pop("teacher"), diagrams)
         written.append(out / "diagrams.png")
-    plot_curves(out / "curves.png", {labels[s]: out / s / "train_log.csv" for s in models}, results)
+    plot_curves(out / "curves.png", {labels[s]: out / s for s in models}, results)
     plot_per_class_iou(out / "per_class_iou.png", results, class_names)
     written += [out / "curves.png", out / "per_class_iou.png"]
     return written

@@ -88,7 +88,8 @@ def train_or_reuse(cfg: RunConfig, stage: str, out_dir: Path, data: SplitData, i
             teacher_overrides.setdefault("deterministic", True)
         teacher_spec = ModelSpec(_preset(cfg, "teacher", info.device), data.num_classes, teacher_overrides)
         teacher, _ = load_frozen_teacher(teacher_ckpt, info.device, pointcept=teacher_spec)
-    return train_stage(cfg, stage, out_dir, data.train, data.collate, spec, info, teacher, timer), spec.preset
+    return train_stage(cfg, stage, out_dir, data.train, data.collate, spec, info, teacher, timer,
+                       data.val_views(False)), spec.preset
 
 
 def evaluate_split(cfg: RunConfig, model: torch.nn.Module, data: SplitData, split: str,
