@@ -21,7 +21,7 @@ Algorithm (cohomology with clearing, apparent pairs, threshold = enclosing radiu
    and classes born later have zero persistence. Only edges and triangles of diameter ``<= r``
    are built (a filtration prefix, whose reduction equals the full one's on its columns), and
    no column of the prefix stays essential.
-2. Ranks of the kept edges (one sort; runs of equal length re-sorted by ``(i, j)``) and every
+2. Ranks of the kept edges (one stable radix sort of the lengths listed in ``(i, j)`` order) and every
    vertex's neighbours in rank order (``fast.persistence.edge_stage.build_edge_order``).
 3. Apparent pairs. An edge ``e = {a, b}`` with some ``k`` whose edges to ``a`` and ``b`` are
    both earlier has the earliest coface ``{a, b, k*}`` (``k*`` the lowest such ``k``) and is that
