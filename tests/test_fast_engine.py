@@ -43,6 +43,17 @@ def test_h0_pairs_equal_reference_on_any_cloud_including_ties_and_duplicates(clo
     np.testing.assert_allclose(lengths, result.h0_pairs[:, 1], rtol=1e-14)
 
 
+@settings(max_examples=FEW)
+@given(cloud=point_clouds(max_n=60, max_dim=8))
+def test_native_h0_death_edges_equal_reference_with_ties_and_duplicates(cloud: np.ndarray) -> None:
+    """With H1 the native engine's H0 is the tree of its edge stage: Kruskal in the reference's
+    edge order, so even among tied edges it picks the reference's death edges, in its order."""
+    result = compute_diagrams([cloud], engine="native", pool=INLINE)[0]
+    h0 = rips_persistence(cdist(cloud, cloud), maxdim=0)[0]
+    np.testing.assert_array_equal(result.h0_pairs, h0.pairs)
+    np.testing.assert_array_equal(result.h0_death_edges, h0.death_edges)
+
+
 @pytest.mark.parametrize("engine", ["giotto", "native"])
 @settings(max_examples=FEW)
 @given(cloud=tie_free_point_clouds(max_n=22, max_dim=6))

@@ -145,7 +145,7 @@ def test_critical_edge_lengths_equal_pair_values() -> None:
 
 
 def _assert_stages_equal(device_stage, cpu_stage) -> None:
-    for field in ("u", "v", "rank", "deg", "pu", "pv", "columns"):
+    for field in ("u", "v", "rank", "deg", "pu", "pv", "columns", "tree"):
         np.testing.assert_array_equal(getattr(device_stage, field), getattr(cpu_stage, field), err_msg=field)
     for a in range(cpu_stage.rank.shape[0]):
         k = cpu_stage.deg[a]

@@ -38,6 +38,8 @@ class EdgeStage:
         deg: (N,) int32 number of kept edges at each vertex.
         pu, pv: (E,) int32 index of ``v[r]`` in ``nbr[u[r]]`` and of ``u[r]`` in ``nbr[v[r]]``.
         columns: (C,) int64 ranks of the edges to reduce, decreasing.
+        tree: (T,) int64 ranks of the minimum spanning tree's edges under the total order,
+            increasing (Kruskal's merge order; T = N - 1, the prefix being connected).
         partner: (E,) int64 apparent coface vertex per edge rank (-1 none, -2 not computed yet).
     """
 
@@ -49,6 +51,7 @@ class EdgeStage:
     pu: np.ndarray
     pv: np.ndarray
     columns: np.ndarray
+    tree: np.ndarray
     partner: np.ndarray
 
 
@@ -84,9 +87,9 @@ def cpu_edge_stage(dist: np.ndarray, name: str = "dist") -> EdgeStage:
     order = length_order(lengths)
     u, v, rank, nbr, deg, pu, pv = build_edge_order(n, flat, order)
     empty_lune = lune_empty(u, v, rank, nbr, pu, pv)
-    columns = columns_to_reduce(u, v, n, empty_lune)
+    columns, tree = columns_to_reduce(u, v, n, empty_lune)
     partner = np.full(u.shape[0], -2, np.int64)
-    return EdgeStage(u, v, rank, nbr, deg, pu, pv, columns, partner)
+    return EdgeStage(u, v, rank, nbr, deg, pu, pv, columns, tree, partner)
 
 
 
@@ -271,10 +274,13 @@ def lune_empty(u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, 
 
 
 @njit(nogil=True, cache=True)
-def columns_to_reduce(u: np.ndarray, v: np.ndarray, n: int, empty_lune: np.ndarray) -> np.ndarray:
-    """Ranks of the non-apparent edges outside the minimum spanning tree, latest first.
+def columns_to_reduce(u: np.ndarray, v: np.ndarray, n: int, empty_lune: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks of the non-apparent edges outside the minimum spanning tree, latest first, and the
+    ranks of the tree's edges, earliest first.
 
-    The minimum spanning tree of the total order lies inside the relative-neighbourhood graph
+    The tree is the reference's H0 (``reference.rips_persistence``: Kruskal over all edges in
+    rank order; the kept prefix contains the tree because the edges of length at most the
+    enclosing radius already connect every vertex to its centre). The minimum spanning tree of the total order lies inside the relative-neighbourhood graph
     (an edge with an earlier two-edge path around it closes a cycle of earlier edges), so Kruskal
     over the empty-lune edges alone, already in rank order, finds it; its edges are the cleared
     H0 columns. Why not ``fast.persistence.h0``: its ties go by Prim's vertex order, not the edge
@@ -282,7 +288,9 @@ def columns_to_reduce(u: np.ndarray, v: np.ndarray, n: int, empty_lune: np.ndarr
     """
     parent = np.arange(n)
     count = 0
+    merged = 0
     out = np.empty(u.shape[0], np.int64)
+    tree = np.empty(max(n - 1, 0), np.int64)
     for r in range(u.shape[0]):
         if not empty_lune[r]:
             continue
@@ -290,7 +298,9 @@ def columns_to_reduce(u: np.ndarray, v: np.ndarray, n: int, empty_lune: np.ndarr
         rb = _find(parent, v[r])
         if ra != rb:
             parent[ra] = rb
+            tree[merged] = r
+            merged += 1
         else:
             out[count] = r
             count += 1
-    return out[:count][::-1].copy()
+    return out[:count][::-1].copy(), tree[:merged].copy()
