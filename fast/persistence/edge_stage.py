@@ -6,11 +6,11 @@ decisions 1-3; the whole algorithm and why it is exact are documented in
 :class:`EdgeStage` that the reduction (``fast.persistence.reduction``) consumes:
 
 * :func:`collect_edges` - the enclosing radius and the edges inside it (validating the matrix);
-* :func:`length_order` - a stable radix sort of the kept lengths, which is the reference's total
-  order ``(length, i, j)`` (``reference/persistence.py``) because the edges arrive in ``(i, j)``
+* :func:`length_order` - a stable radix sort of the kept edges by length, which is the
+  reference's total order ``(length, i, j)`` (``reference/persistence.py``) because the edges
+  arrive in ``(i, j)`` order;
+* :func:`build_edge_order` - ranks of the edges in that order, each vertex's neighbours in that
   order;
-* :func:`build_edge_order` - ranks of the kept edges in that order, each vertex's neighbours in
-  that order;
 * :func:`lune_empty` - the relative-neighbourhood test (is there a vertex ``k`` whose two edges
   to the endpoints are both earlier?) with early exit, and :func:`columns_to_reduce` - Kruskal
   over the survivors, leaving the columns that the apparent-pair shortcut cannot settle: the H1
@@ -84,8 +84,7 @@ def cpu_edge_stage(dist: np.ndarray, name: str = "dist") -> EdgeStage:
     _, lengths, flat, bad = collect_edges(d)
     if bad:
         _raise_bad_entry(d, bad, name)
-    order = length_order(lengths)
-    u, v, rank, nbr, deg, pu, pv = build_edge_order(n, flat, order)
+    u, v, rank, nbr, deg, pu, pv = build_edge_order(n, length_order(lengths, flat))
     empty_lune = lune_empty(u, v, rank, nbr, pu, pv)
     columns, tree = columns_to_reduce(u, v, n, empty_lune)
     partner = np.full(u.shape[0], -2, np.int64)
@@ -99,8 +98,9 @@ _PASSES = (64 + _DIGIT - 1) // _DIGIT
 
 
 @njit(nogil=True, cache=True)
-def length_order(lengths: np.ndarray) -> np.ndarray:
-    """Int32 permutation sorting the non-negative ``lengths`` ascending, equal lengths by position.
+def length_order(lengths: np.ndarray, payload: np.ndarray) -> np.ndarray:
+    """The int32 ``payload`` (one per length) ordered by the non-negative ``lengths`` ascending,
+    equal lengths by position (``payload[np.argsort(lengths, kind="stable")]``).
 
     A least-significant-digit radix sort of the IEEE-754 bit patterns, which for non-negative
     doubles increase with the value (``-0.0`` is keyed as ``+0.0``); each pass is a stable
@@ -118,7 +118,7 @@ def length_order(lengths: np.ndarray) -> np.ndarray:
         keys[c] = k
         for p in range(_PASSES):
             counts[p, (k >> np.uint64(p * _DIGIT)) & mask] += 1
-    order = np.arange(e).astype(np.int32)
+    order = payload.astype(np.int32)
     spare_keys = np.empty(e, np.uint64)
     spare_order = np.empty(e, np.int32)
     start = np.empty(1 << _DIGIT, np.int64)
@@ -181,12 +181,12 @@ def collect_edges(dist: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, int]
 
 @njit(nogil=True, cache=True)
 def build_edge_order(
-    n: int, flat: np.ndarray, order: np.ndarray
+    n: int, ordered: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Ranks of the kept edges under ``(length, i, j)`` and every vertex's neighbours in rank order.
 
-    ``order`` sorts the kept edges (``flat``: their flat indices, increasing) by length and equal
-    lengths by ``(i, j)``, i.e. by flat index (:func:`length_order`): the reference's total order.
+    ``ordered`` holds the flat indices ``i * N + j`` of the kept edges sorted by length and equal
+    lengths by ``(i, j)`` (:func:`length_order`): the reference's total order.
 
     Returns ``(u, v, rank, nbr, deg, pu, pv)``: ``u[r] < v[r]`` are the endpoints of the edge of
     rank ``r``; ``rank[i, j]`` its rank, or the sentinel ``E`` (number of kept edges) for edges
@@ -195,21 +195,20 @@ def build_edge_order(
     ``u[r]`` through earlier edges are ``nbr[u[r], :pu[r]]``) and ``pv[r]`` that of ``u[r]`` in
     ``nbr[v[r]]``.
 
-    Memory access is arranged for the cache: the only scattered writes go to the (E,) inverse
-    permutation; the rank matrix is filled row by row, then mirrored tile by tile.
+    One pass in rank order; measured here at N=1024, sorting the flat indices themselves and
+    writing both ``rank[i, j]`` and ``rank[j, i]`` in that pass beat an inverse permutation plus
+    a row-by-row fill and a tiled mirror (~20 ms against ~25 ms with the sort).
     """
-    e = order.shape[0]
+    e = ordered.shape[0]
     u = np.empty(e, np.int32)
     v = np.empty(e, np.int32)
     pu = np.empty(e, np.int32)
     pv = np.empty(e, np.int32)
-    inverse = np.empty(e, np.int32)
     nbr = np.empty((n, n), np.int32)
     deg = np.zeros(n, np.int32)
+    rank = np.full((n, n), e, np.int32)
     for r in range(e):
-        c = order[r]
-        inverse[c] = r
-        f = flat[c]
+        f = ordered[r]
         a = f // n
         b = f - a * n
         u[r] = a
@@ -220,15 +219,8 @@ def build_edge_order(
         pv[r] = deg[b]
         nbr[b, deg[b]] = a
         deg[b] += 1
-    rank = np.full((n, n), e, np.int32)
-    rank_flat = rank.reshape(n * n)
-    for c in range(e):  # flat indices increase with c: sequential writes
-        rank_flat[flat[c]] = inverse[c]
-    for i0 in range(0, n, _TILE):  # mirror the upper triangle, tile by tile
-        for j0 in range(i0, n, _TILE):
-            for i in range(i0, min(i0 + _TILE, n)):
-                for j in range(max(j0, i + 1), min(j0 + _TILE, n)):
-                    rank[j, i] = rank[i, j]
+        rank[a, b] = r
+        rank[b, a] = r
     return u, v, rank, nbr, deg, pu, pv
 
 
