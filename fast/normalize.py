@@ -17,7 +17,7 @@ taken as 0, as in ``reference.normalize_backward``, so gradients stay finite.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
+from typing import Optional, Union
 
 import torch
 
@@ -74,18 +74,22 @@ def cloud_ids(offsets: Union[torch.Tensor, Sequence[int]], device: torch.device,
 
 
 def normalize(feats: torch.Tensor, offsets: Union[torch.Tensor, Sequence[int]], mode: str = "scale",
-              eps: float = 1e-12) -> torch.Tensor:
+              eps: float = 1e-12, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Normalise every cloud of the concatenated (sumN, C) ``feats`` with END ``offsets``.
 
-    Returns a tensor of the shape and dtype of ``feats``, differentiable w.r.t. ``feats``.
+    Returns a tensor of the shape and dtype of ``feats``, differentiable w.r.t. ``feats``; with
+    ``rows`` ((R,) int64 row indices on the device of ``feats``), only those rows of it, bit for
+    bit: the per-cloud statistics still use every row, but the last division and its backward
+    touch only the selected rows (the topological loss uses the M TPS rows of each cloud).
     """
     if mode not in MODES:
         raise ValueError(f"normalize mode must be one of {MODES}, got {mode!r}")
     offsets = check_end_offsets(offsets, feats.shape[0])
     if mode == "none":
-        return feats
+        return feats if rows is None else feats[rows]
     if mode == "l2":
-        return feats / (torch.linalg.vector_norm(feats, dim=1, keepdim=True) + eps)
+        picked = feats if rows is None else feats[rows]
+        return picked / (torch.linalg.vector_norm(picked, dim=1, keepdim=True) + eps)
     ids = cloud_ids(offsets, feats.device, feats.shape[0])
     num_clouds = len(offsets)
     counts = torch.bincount(ids, minlength=num_clouds).to(feats.dtype)
@@ -93,4 +97,6 @@ def normalize(feats: torch.Tensor, offsets: Union[torch.Tensor, Sequence[int]], 
     centred = feats - (sums / counts[:, None])[ids]
     sq = feats.new_zeros(num_clouds).index_add(0, ids, (centred * centred).sum(dim=1))
     rms = _safe_sqrt(sq / counts)
-    return centred / (rms + eps)[ids, None]
+    if rows is None:
+        return centred / (rms + eps)[ids, None]
+    return centred[rows] / (rms + eps)[ids[rows], None]

@@ -12,7 +12,9 @@ How the gradient flows (Theorem 1, Eq. 1, Algorithm 3): the pairing is discrete 
 the engine; every student birth/death value is then the length of its critical edge, computed by
 ``fast.routing.EdgeLengths`` from the normalised student features, so autograd carries the PWCD
 gradient (Algorithm 4) to the critical edges and the edge gradients to the features with index
-scatters (decision 5), then through the normalisation to the raw features. H1 deaths go to the
+scatters (decision 5), then through the normalisation to the raw features (``loss`` normalises
+with autograd only the TPS rows, from statistics of whole clouds, so the backward's full-size
+passes are those of the statistics alone). H1 deaths go to the
 single longest edge of the death triangle that the engine reports (decision 4); ``tie_tol > 0``
 (splitting among near-tied edges) is therefore not offered here.
 
@@ -185,7 +187,9 @@ class TopoLossJob:
             self._teacher = submit_diagrams(self._clouds(teacher64), self.engine, self.runner, time_budget, with_h1,
                                             "teacher cloud", rows=self._rows)
         self._student: Optional[list[Future]] = None
-        self._student_normalized: Optional[torch.Tensor] = None
+        self._student_feats: Optional[torch.Tensor] = None
+        self._student_normalized: Optional[torch.Tensor] = None  # the TPS rows, normalised, from loss()
+        self._sizes: list[int] = []  # TPS rows per cloud
         self._loss: Optional[torch.Tensor] = None
         self._student_pairs: list[torch.Tensor] = []
 
@@ -212,33 +216,36 @@ class TopoLossJob:
         if self._student is not None:
             raise RuntimeError("TopoLossJob.submit_student was already called; create a new job per step")
         dtype = _working_dtype(student_feats, torch.empty(0, dtype=self.teacher_dtype))
-        normalized = self._normalized(student_feats.to(dtype))
         with torch.no_grad():
-            student64 = normalized.detach() if dtype == torch.float64 else self._normalized(
-                student_feats.detach().to(torch.float64)
-            )
-        self._student_normalized = normalized
+            student64 = self._normalized(student_feats.detach().to(torch.float64))
+        self._student_feats = student_feats.to(dtype)  # normalised with autograd in loss()
         self._student = submit_diagrams(self._clouds(student64), self.engine, self.runner, self.time_budget,
                                         1 in self.dims, "student cloud", rows=self._rows)
         return self
 
     def loss(self) -> torch.Tensor:
         """Wait for the diagrams and return the mean over clouds of sum_d PWCD_d (scalar tensor)."""
-        if self._student is None or self._student_normalized is None:
+        if self._student is None or self._student_feats is None:
             raise RuntimeError("TopoLossJob.loss: call submit_student(student_feats) first")
         teacher = [f.result() for f in self._teacher]
         student = [f.result() for f in self._student]
+        # Only the TPS rows enter the loss: the differentiable normalisation (statistics of whole
+        # clouds, decision 13) returns just those rows, so its backward touches little else.
+        selected = [r.result() for r in self._rows]
+        self._sizes = [len(r) for r in selected]
+        picked = torch.from_numpy(np.concatenate([r + s for r, s in zip(selected, [0] + self.ends[:-1])]))
+        self._student_normalized = normalize_clouds(self._student_feats, self.ends, self.normalize,
+                                                    rows=picked.to(self.device))
         self.h1_misses = {"teacher": sum(t.h1_over_budget for t in teacher),
                           "student": sum(s.h1_over_budget for s in student)}
         return self._loss_from(teacher, student)
 
     def _loss_from(self, teacher: list[CloudPersistence], student: list[CloudPersistence]) -> torch.Tensor:
-        x = self._student_normalized
-        # One EdgeLengths call for all clouds: the critical edges as global rows of x.
+        x = self._student_normalized  # the TPS rows of every cloud, cloud after cloud
+        # One EdgeLengths call for all clouds: the critical edges as rows of x.
         edge_lists = []
-        for r, start, s in zip(self._rows, [0] + self.ends[:-1], student):
-            rows = r.result() + start
-            edge_lists += [rows[e] for e in (s.h0_death_edges, s.h1_birth_edges, s.h1_death_edges)]
+        for base, s in zip(np.cumsum([0] + self._sizes[:-1]), student):
+            edge_lists += [e + base for e in (s.h0_death_edges, s.h1_birth_edges, s.h1_death_edges)]
         edges = torch.from_numpy(np.concatenate(edge_lists)).to(x.device)
         pieces = torch.split(edge_lengths(x, edges, self.eps_dist), [len(e) for e in edge_lists])
         # Teacher diagrams (constants) moved to the device in one transfer.

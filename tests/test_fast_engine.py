@@ -23,6 +23,7 @@ from fast.persistence import (
     submit_diagrams,
     submit_tps_diagrams,
 )
+from fast.persistence.cloud import distances  # internal: the workers' distance matrix
 from pathological import takes_a_fifth_of_a_second
 from reference.persistence import rips_persistence
 from reference.tps import tps_cloud
@@ -41,6 +42,24 @@ def test_h0_pairs_equal_reference_on_any_cloud_including_ties_and_duplicates(clo
     # Whatever tree was chosen among tied edges, each death edge has the length of its death.
     lengths = np.linalg.norm(cloud[result.h0_death_edges[:, 0]] - cloud[result.h0_death_edges[:, 1]], axis=1)
     np.testing.assert_allclose(lengths, result.h0_pairs[:, 1], rtol=1e-14)
+
+
+@settings(max_examples=FEW)
+@given(cloud=point_clouds(max_n=60, max_dim=8))
+def test_cloud_distances_equal_scipy_cdist_bit_for_bit(cloud: np.ndarray) -> None:
+    for points in (cloud, cloud[:1], cloud[:0]):
+        np.testing.assert_array_equal(distances(points), cdist(points, points))
+
+
+@settings(max_examples=FEW)
+@given(cloud=point_clouds(max_n=60, max_dim=8))
+def test_native_h0_death_edges_equal_reference_with_ties_and_duplicates(cloud: np.ndarray) -> None:
+    """With H1 the native engine's H0 is the tree of its edge stage: Kruskal in the reference's
+    edge order, so even among tied edges it picks the reference's death edges, in its order."""
+    result = compute_diagrams([cloud], engine="native", pool=INLINE)[0]
+    h0 = rips_persistence(cdist(cloud, cloud), maxdim=0)[0]
+    np.testing.assert_array_equal(result.h0_pairs, h0.pairs)
+    np.testing.assert_array_equal(result.h0_death_edges, h0.death_edges)
 
 
 @pytest.mark.parametrize("engine", ["giotto", "native"])

@@ -3,7 +3,7 @@
 TPS (Algorithm 5), PWCD (Eq. 2-3, Algorithms 2/4), the per-cloud normalisation (decision 13) and
 the critical-edge lengths (``fast.routing``, Algorithm 3 lines 29-37, decision 5) equal their
 reference twins on fresh random inputs in tests/test_twins.py. Here: bad budgets and offsets,
-exact ties of PWCD's nearest neighbours and of a match with the diagonal (decision 10), gradcheck
+the normalisation of selected rows, exact ties of PWCD's nearest neighbours and of a match with the diagonal (decision 10), gradcheck
 of the edge-length Function and its decision-5 backward at duplicated points, and the compiled TPS
 kernel's indices on clouds large enough for its skips, with ties and extreme scales."""
 from __future__ import annotations
@@ -30,6 +30,22 @@ def test_fast_tps_and_normalize_reject_offsets_that_do_not_match_the_rows(offset
     for call in (lambda: fast.tps(x, offsets, 2), lambda: fast.normalize(x, offsets)):
         with pytest.raises(ValueError, match=message):
             call()
+
+
+@pytest.mark.parametrize("mode", ["scale", "l2", "none"])
+def test_fast_normalize_of_selected_rows_equals_the_rows_of_the_whole(mode: str) -> None:
+    """``rows`` (what the topological loss uses for the TPS rows) gives the same values bit for
+    bit and the same gradient as selecting those rows from the whole result."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    offsets, rows = [15, 40], torch.tensor([3, 0, 14, 20, 39, 22, 20])
+    weights = torch.randn(len(rows), 5, generator=gen, dtype=torch.float64)
+    whole = fast.normalize(x, offsets, mode)[rows]
+    picked = fast.normalize(x, offsets, mode, rows=rows)
+    assert torch.equal(whole, picked)
+    (g_whole,) = torch.autograd.grad((whole * weights).sum(), x)
+    (g_picked,) = torch.autograd.grad((picked * weights).sum(), x)
+    torch.testing.assert_close(g_picked, g_whole, rtol=1e-12, atol=1e-14)
 
 
 def test_fast_pwcd_splits_the_gradient_among_tied_nearest_teachers() -> None:

@@ -44,7 +44,7 @@ from fast.persistence import (
 # compare the batched device stage with the compiled per-cloud stage, and check the reduction
 # kernel's own deadline test and lazily computed apparent partners.
 from fast.persistence.device_stage import batched_distances, device_edge_stages
-from fast.persistence.edge_stage import cpu_edge_stage
+from fast.persistence.edge_stage import cpu_edge_stage, length_order
 from fast.persistence.reduction import (
     CLOCK_MASK,
     STATUS_DEADLINE,
@@ -145,7 +145,7 @@ def test_critical_edge_lengths_equal_pair_values() -> None:
 
 
 def _assert_stages_equal(device_stage, cpu_stage) -> None:
-    for field in ("u", "v", "rank", "deg", "pu", "pv", "columns"):
+    for field in ("u", "v", "rank", "deg", "pu", "pv", "columns", "tree"):
         np.testing.assert_array_equal(getattr(device_stage, field), getattr(cpu_stage, field), err_msg=field)
     for a in range(cpu_stage.rank.shape[0]):
         k = cpu_stage.deg[a]
@@ -156,6 +156,21 @@ def _assert_stages_equal(device_stage, cpu_stage) -> None:
 
 def _batch_of(points: list[np.ndarray]) -> list[np.ndarray]:
     return [cdist(p, p) for p in points]
+
+
+@pytest.mark.parametrize("decimals", [None, 3, 1, 0])
+def test_length_order_is_numpys_stable_argsort(decimals: int | None) -> None:
+    """The radix sort of the edge stage orders like a stable sort: ties (many when rounded), zeros
+    of either sign, subnormals, large values, and the empty and one-element inputs."""
+    rng = np.random.default_rng(11)
+    lengths = rng.gamma(2.0, size=5000)
+    if decimals is not None:
+        lengths = np.round(lengths, decimals)
+    lengths[rng.integers(0, 5000, 50)] = -0.0
+    lengths[rng.integers(0, 5000, 50)] = 5e-324
+    lengths[rng.integers(0, 5000, 50)] = 1e300
+    for x in (lengths, lengths[:0], lengths[:1]):
+        np.testing.assert_array_equal(length_order(x, np.arange(len(x))), np.argsort(x, kind="stable"))
 
 
 @settings(max_examples=max(1, settings.default.max_examples // 10))

@@ -33,32 +33,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from fast.persistence.cloud import H0Part, assemble, cloud_persistence, deadline_after, h1_part
+from fast.persistence.cloud import H0Part, assemble, cloud_persistence, deadline_after, h1_part, stage_h1_part, tree_h0_part
 from fast.persistence.contract import CloudPersistence, H1Engine
 from fast.persistence.edge_stage import EdgeStage
-from fast.persistence.native import native_h1, reduce_stage
+from fast.persistence.native import native_h1
 from fast.persistence.pool import _counted, available_cores
-
-
-def tree_h0(dist: np.ndarray, stage: EdgeStage) -> H0Part:
-    """H0 pairs and death edges from the stage's spanning tree (empty-lune edges that are not columns)."""
-    empty = np.flatnonzero(stage.partner < 0)
-    tree = np.setdiff1d(empty, stage.columns)  # rank order = Kruskal's merge order
-    edges = np.stack([stage.u[tree], stage.v[tree]], axis=1).astype(np.int64).reshape(-1, 2)
-    deaths = dist[edges[:, 0], edges[:, 1]]
-    keep = deaths > 0  # decision 2: zero-length edges (duplicated points) give no pair
-    pairs = np.stack([np.zeros(int(keep.sum())), deaths[keep]], axis=1)
-    order = np.lexsort((pairs[:, 0], pairs[:, 1]))
-    return pairs[order], edges[keep][order]
-
-
-def _h1_of_stage(dist: np.ndarray, stage: EdgeStage, deadline: Optional[float]) -> Optional[tuple[np.ndarray, ...]]:
-    if deadline is not None and time.monotonic() >= deadline:
-        return None
-    diagram = reduce_stage(dist, stage, deadline)
-    if diagram is None:
-        return None
-    return diagram.pairs, diagram.birth_edges, diagram.death_edges
 
 
 class DeviceBatch:
@@ -113,7 +92,7 @@ class DeviceBatch:
                     continue
                 dists, stages = self._device_stage([arrays[b] for b in members])
                 for b, dist, stage in zip(members, dists, stages):
-                    h0 = tree_h0(dist, stage)
+                    h0 = tree_h0_part(dist, stage)
                     if not with_h1:
                         self._finish(futures[b], labels[b], m, assemble(h0, None, over_budget=False))
                         continue
@@ -139,7 +118,7 @@ class DeviceBatch:
         try:
             dist = np.ascontiguousarray(dist)
             deadline = deadline_after(time_budget)  # the cloud's own H1 starts now
-            h1 = _h1_of_stage(dist, stage, deadline) if engine is native_h1 else h1_part(dist, engine, time_budget)
+            h1 = stage_h1_part(dist, stage, deadline) if engine is native_h1 else h1_part(dist, engine, time_budget)
             if h1 is not None and deadline is not None and time.monotonic() > deadline:
                 h1 = None  # decision 6c: an answer after the deadline is not used
             self._finish(future, label, dist.shape[0], assemble(h0, h1))

@@ -122,7 +122,7 @@ def device_edge_stages(dists: torch.Tensor, block_elements: int = _BLOCK_ELEMENT
     for b in range(bsz):
         e = int(kept_h[b])
         u, v, partner_b = u_h[b, :e].copy(), v_h[b, :e].copy(), by_rank_h[b, :e].copy()
-        columns = columns_to_reduce(u, v, n, partner_b < 0)
+        columns, tree = columns_to_reduce(u, v, n, partner_b < 0)
         stages.append(EdgeStage(u, v, rank_h[b], nbr_h[b], deg_h[b], pu_h[b, :e].copy(), pv_h[b, :e].copy(),
-                                columns, partner_b))
+                                columns, tree, partner_b))
     return stages

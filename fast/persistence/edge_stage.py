@@ -6,8 +6,11 @@ decisions 1-3; the whole algorithm and why it is exact are documented in
 :class:`EdgeStage` that the reduction (``fast.persistence.reduction``) consumes:
 
 * :func:`collect_edges` - the enclosing radius and the edges inside it (validating the matrix);
-* :func:`build_edge_order` - ranks of the kept edges under the reference's total order
-  ``(length, i, j)`` (``reference/persistence.py``), each vertex's neighbours in that order;
+* :func:`length_order` - a stable radix sort of the kept edges by length, which is the
+  reference's total order ``(length, i, j)`` (``reference/persistence.py``) because the edges
+  arrive in ``(i, j)`` order;
+* :func:`build_edge_order` - ranks of the edges in that order, each vertex's neighbours in that
+  order;
 * :func:`lune_empty` - the relative-neighbourhood test (is there a vertex ``k`` whose two edges
   to the endpoints are both earlier?) with early exit, and :func:`columns_to_reduce` - Kruskal
   over the survivors, leaving the columns that the apparent-pair shortcut cannot settle: the H1
@@ -35,6 +38,8 @@ class EdgeStage:
         deg: (N,) int32 number of kept edges at each vertex.
         pu, pv: (E,) int32 index of ``v[r]`` in ``nbr[u[r]]`` and of ``u[r]`` in ``nbr[v[r]]``.
         columns: (C,) int64 ranks of the edges to reduce, decreasing.
+        tree: (T,) int64 ranks of the minimum spanning tree's edges under the total order,
+            increasing (Kruskal's merge order; T = N - 1, the prefix being connected).
         partner: (E,) int64 apparent coface vertex per edge rank (-1 none, -2 not computed yet).
     """
 
@@ -46,6 +51,7 @@ class EdgeStage:
     pu: np.ndarray
     pv: np.ndarray
     columns: np.ndarray
+    tree: np.ndarray
     partner: np.ndarray
 
 
@@ -78,16 +84,62 @@ def cpu_edge_stage(dist: np.ndarray, name: str = "dist") -> EdgeStage:
     _, lengths, flat, bad = collect_edges(d)
     if bad:
         _raise_bad_entry(d, bad, name)
-    order = np.argsort(lengths)  # numpy's vectorised sort; build_edge_order fixes tied runs
-    u, v, rank, nbr, deg, pu, pv = build_edge_order(n, lengths, flat, order)
+    u, v, rank, nbr, deg, pu, pv = build_edge_order(n, length_order(lengths, flat))
     empty_lune = lune_empty(u, v, rank, nbr, pu, pv)
-    columns = columns_to_reduce(u, v, n, empty_lune)
+    columns, tree = columns_to_reduce(u, v, n, empty_lune)
     partner = np.full(u.shape[0], -2, np.int64)
-    return EdgeStage(u, v, rank, nbr, deg, pu, pv, columns, partner)
+    return EdgeStage(u, v, rank, nbr, deg, pu, pv, columns, tree, partner)
 
 
 
 _TILE = 32  # square tiles for the symmetric pass: both D[i, j] and D[j, i] read from cache
+_DIGIT = 11  # radix of length_order: 2048 buckets stay in the L1/L2 cache during a scatter
+_PASSES = (64 + _DIGIT - 1) // _DIGIT
+
+
+@njit(nogil=True, cache=True)
+def length_order(lengths: np.ndarray, payload: np.ndarray) -> np.ndarray:
+    """The int32 ``payload`` (one per length) ordered by the non-negative ``lengths`` ascending,
+    equal lengths by position (``payload[np.argsort(lengths, kind="stable")]``).
+
+    A least-significant-digit radix sort of the IEEE-754 bit patterns, which for non-negative
+    doubles increase with the value (``-0.0`` is keyed as ``+0.0``); each pass is a stable
+    counting sort, so ties keep their input order, and a pass whose digit is the same for every
+    key is skipped. Why not ``np.argsort``: measured here on the ~400k kept edges of a 1024-point
+    cloud, ~12 ms against ~30 ms for numpy's (unstable) sort plus the re-sorting of tied runs.
+    """
+    e = lengths.shape[0]
+    bits = lengths.view(np.uint64)
+    keys = np.empty(e, np.uint64)
+    mask = np.uint64((1 << _DIGIT) - 1)
+    counts = np.zeros((_PASSES, 1 << _DIGIT), np.int64)
+    for c in range(e):
+        k = np.uint64(0) if lengths[c] == 0.0 else bits[c]
+        keys[c] = k
+        for p in range(_PASSES):
+            counts[p, (k >> np.uint64(p * _DIGIT)) & mask] += 1
+    order = payload.astype(np.int32)
+    spare_keys = np.empty(e, np.uint64)
+    spare_order = np.empty(e, np.int32)
+    start = np.empty(1 << _DIGIT, np.int64)
+    for p in range(_PASSES):
+        shift = np.uint64(p * _DIGIT)
+        if e == 0 or counts[p, (keys[0] >> shift) & mask] == e:
+            continue
+        total = 0
+        for digit in range(1 << _DIGIT):
+            start[digit] = total
+            total += counts[p, digit]
+        for c in range(e):
+            k = keys[c]
+            digit = (k >> shift) & mask
+            j = start[digit]
+            start[digit] = j + 1
+            spare_keys[j] = k
+            spare_order[j] = order[c]
+        keys, spare_keys = spare_keys, keys
+        order, spare_order = spare_order, order
+    return order
 
 
 @njit(nogil=True, cache=True)
@@ -129,13 +181,12 @@ def collect_edges(dist: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, int]
 
 @njit(nogil=True, cache=True)
 def build_edge_order(
-    n: int, lengths: np.ndarray, flat: np.ndarray, order: np.ndarray
+    n: int, ordered: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Ranks of the kept edges under ``(length, i, j)`` and every vertex's neighbours in rank order.
 
-    ``order`` sorts ``lengths`` ascending (any order among equal lengths: runs of equal length are
-    re-sorted here by ``(i, j)``, i.e. by the flat index, which makes the order total and equal to
-    the reference's).
+    ``ordered`` holds the flat indices ``i * N + j`` of the kept edges sorted by length and equal
+    lengths by ``(i, j)`` (:func:`length_order`): the reference's total order.
 
     Returns ``(u, v, rank, nbr, deg, pu, pv)``: ``u[r] < v[r]`` are the endpoints of the edge of
     rank ``r``; ``rank[i, j]`` its rank, or the sentinel ``E`` (number of kept edges) for edges
@@ -144,32 +195,20 @@ def build_edge_order(
     ``u[r]`` through earlier edges are ``nbr[u[r], :pu[r]]``) and ``pv[r]`` that of ``u[r]`` in
     ``nbr[v[r]]``.
 
-    Memory access is arranged for the cache: the only scattered writes go to the (E,) inverse
-    permutation; the rank matrix is filled row by row, then mirrored tile by tile.
+    One pass in rank order; measured here at N=1024, sorting the flat indices themselves and
+    writing both ``rank[i, j]`` and ``rank[j, i]`` in that pass beat an inverse permutation plus
+    a row-by-row fill and a tiled mirror (~20 ms against ~25 ms with the sort).
     """
-    e = order.shape[0]
-    sorted_len = lengths[order]
-    order = order.copy()
-    start = 0
-    while start < e:  # ties: sort each run of equal lengths by flat index
-        stop = start + 1
-        while stop < e and sorted_len[stop] == sorted_len[start]:
-            stop += 1
-        if stop - start > 1:
-            run = order[start:stop]
-            order[start:stop] = run[np.argsort(flat[run])]
-        start = stop
+    e = ordered.shape[0]
     u = np.empty(e, np.int32)
     v = np.empty(e, np.int32)
     pu = np.empty(e, np.int32)
     pv = np.empty(e, np.int32)
-    inverse = np.empty(e, np.int32)
     nbr = np.empty((n, n), np.int32)
     deg = np.zeros(n, np.int32)
+    rank = np.full((n, n), e, np.int32)
     for r in range(e):
-        c = order[r]
-        inverse[c] = r
-        f = flat[c]
+        f = ordered[r]
         a = f // n
         b = f - a * n
         u[r] = a
@@ -180,15 +219,8 @@ def build_edge_order(
         pv[r] = deg[b]
         nbr[b, deg[b]] = a
         deg[b] += 1
-    rank = np.full((n, n), e, np.int32)
-    rank_flat = rank.reshape(n * n)
-    for c in range(e):  # flat indices increase with c: sequential writes
-        rank_flat[flat[c]] = inverse[c]
-    for i0 in range(0, n, _TILE):  # mirror the upper triangle, tile by tile
-        for j0 in range(i0, n, _TILE):
-            for i in range(i0, min(i0 + _TILE, n)):
-                for j in range(max(j0, i + 1), min(j0 + _TILE, n)):
-                    rank[j, i] = rank[i, j]
+        rank[a, b] = r
+        rank[b, a] = r
     return u, v, rank, nbr, deg, pu, pv
 
 
@@ -234,10 +266,13 @@ def lune_empty(u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, 
 
 
 @njit(nogil=True, cache=True)
-def columns_to_reduce(u: np.ndarray, v: np.ndarray, n: int, empty_lune: np.ndarray) -> np.ndarray:
-    """Ranks of the non-apparent edges outside the minimum spanning tree, latest first.
+def columns_to_reduce(u: np.ndarray, v: np.ndarray, n: int, empty_lune: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks of the non-apparent edges outside the minimum spanning tree, latest first, and the
+    ranks of the tree's edges, earliest first.
 
-    The minimum spanning tree of the total order lies inside the relative-neighbourhood graph
+    The tree is the reference's H0 (``reference.rips_persistence``: Kruskal over all edges in
+    rank order; the kept prefix contains the tree because the edges of length at most the
+    enclosing radius already connect every vertex to its centre). The minimum spanning tree of the total order lies inside the relative-neighbourhood graph
     (an edge with an earlier two-edge path around it closes a cycle of earlier edges), so Kruskal
     over the empty-lune edges alone, already in rank order, finds it; its edges are the cleared
     H0 columns. Why not ``fast.persistence.h0``: its ties go by Prim's vertex order, not the edge
@@ -245,7 +280,9 @@ def columns_to_reduce(u: np.ndarray, v: np.ndarray, n: int, empty_lune: np.ndarr
     """
     parent = np.arange(n)
     count = 0
+    merged = 0
     out = np.empty(u.shape[0], np.int64)
+    tree = np.empty(max(n - 1, 0), np.int64)
     for r in range(u.shape[0]):
         if not empty_lune[r]:
             continue
@@ -253,7 +290,9 @@ def columns_to_reduce(u: np.ndarray, v: np.ndarray, n: int, empty_lune: np.ndarr
         rb = _find(parent, v[r])
         if ra != rb:
             parent[ra] = rb
+            tree[merged] = r
+            merged += 1
         else:
             out[count] = r
             count += 1
-    return out[:count][::-1].copy()
+    return out[:count][::-1].copy(), tree[:merged].copy()

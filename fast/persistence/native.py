@@ -21,7 +21,7 @@ Algorithm (cohomology with clearing, apparent pairs, threshold = enclosing radiu
    and classes born later have zero persistence. Only edges and triangles of diameter ``<= r``
    are built (a filtration prefix, whose reduction equals the full one's on its columns), and
    no column of the prefix stays essential.
-2. Ranks of the kept edges (one sort; runs of equal length re-sorted by ``(i, j)``) and every
+2. Ranks of the kept edges (one stable radix sort of the lengths listed in ``(i, j)`` order) and every
    vertex's neighbours in rank order (``fast.persistence.edge_stage.build_edge_order``).
 3. Apparent pairs. An edge ``e = {a, b}`` with some ``k`` whose edges to ``a`` and ``b`` are
    both earlier has the earliest coface ``{a, b, k*}`` (``k*`` the lowest such ``k``) and is that
@@ -74,7 +74,6 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from fast.persistence.edge_stage import EdgeStage, as_distance_matrix, cpu_edge_stage
-from fast.persistence.pool import available_cores
 from fast.persistence.reduction import CLOCK_MASK, STATUS_DEADLINE, deadline_ns, reduce_columns
 
 
@@ -195,6 +194,8 @@ def native_h1_batch(
             for b, m in enumerate(dists)
         ]
         stages = None
+    from fast.persistence.pool import available_cores  # here: the pool's workers import this module
+
     workers = max(1, min(threads or available_cores(), len(matrices)))
 
     def run(b: int) -> Optional[H1Diagram]:

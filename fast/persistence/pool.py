@@ -35,7 +35,7 @@ from typing import Optional
 
 import numpy as np
 
-from fast.persistence.cloud import assemble, cloud_persistence, distances, h0_part, h1_part
+from fast.persistence.cloud import assemble, cloud_persistence, distances, h0_part, h1_part, stage_parts, uses_stage
 from fast.persistence.contract import CloudPersistence, H1Engine
 from fast.persistence.sampling import tps_indices
 
@@ -64,6 +64,11 @@ def _worker_main(conn: Connection) -> None:
                 conn.send(("rows", rows))
                 points = points[rows]
             dist = distances(points)
+            if uses_stage(engine, with_h1, len(points)):
+                h0, h1 = stage_parts(dist, time_budget)
+                conn.send(("h0", h0))
+                conn.send(("h1", h1()))
+                continue
             conn.send(("h0", h0_part(dist)))
             if not with_h1:
                 continue
