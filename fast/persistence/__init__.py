@@ -18,7 +18,8 @@ Inside the package, each module holds one piece (none imports this one, so there
 * ``contract`` - :data:`H1Engine`, the backend contract, and :class:`CloudPersistence`;
 * ``cloud`` - one cloud: float64 distances, H0 from the tree, H1 read back from the engine;
 * ``h0`` - the minimum spanning tree by dense Prim (:func:`prim_mst_edges`);
-* ``pool`` - worker processes, the core count, the time budget and its miss count (decision 6c);
+* ``cores`` - the cores this process may use and its share of them (:func:`worker_share`);
+* ``pool`` - worker processes, the time budget and its miss count (decision 6c);
 * ``device_batch`` - the batch path (:class:`DeviceBatch`): distances, spanning trees and apparent
   pairs of all clouds in one launch each on a device, reductions in threads; which path serves
   features on which device is :data:`DEFAULT_PATHS`;
@@ -48,14 +49,13 @@ from fast.persistence.device_batch import DeviceBatch
 from fast.persistence.giotto import giotto_h1
 from fast.persistence.h0 import prim_mst_edges
 from fast.persistence.native import H1Diagram, h1_persistence, native_h1, native_h1_batch
+from fast.persistence.cores import available_cores, worker_share
 from fast.persistence.pool import (
     PersistencePool,
-    available_cores,
     budget_miss_count,
     check_worker_count,
     default_pool,
     set_default_workers,
-    worker_share,
 )
 from fast.persistence.sampling import farthest_point_indices, tps_indices, tps_start
 

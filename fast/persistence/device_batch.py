@@ -37,7 +37,8 @@ from fast.persistence.cloud import H0Part, assemble, cloud_persistence, deadline
 from fast.persistence.contract import CloudPersistence, H1Engine
 from fast.persistence.edge_stage import EdgeStage
 from fast.persistence.native import native_h1
-from fast.persistence.pool import _counted, available_cores
+from fast.persistence.cores import available_cores
+from fast.persistence.pool import _counted
 
 
 class DeviceBatch:

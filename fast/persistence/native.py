@@ -73,6 +73,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from fast.persistence.cores import available_cores
 from fast.persistence.edge_stage import EdgeStage, as_distance_matrix, cpu_edge_stage
 from fast.persistence.reduction import CLOCK_MASK, STATUS_DEADLINE, deadline_ns, reduce_columns
 
@@ -194,7 +195,6 @@ def native_h1_batch(
             for b, m in enumerate(dists)
         ]
         stages = None
-    from fast.persistence.pool import available_cores  # here: the pool's workers import this module
 
     workers = max(1, min(threads or available_cores(), len(matrices)))
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing
-import os
 import queue
 import threading
 from concurrent.futures import Future
@@ -37,6 +36,7 @@ import numpy as np
 
 from fast.persistence.cloud import assemble, cloud_persistence, distances, h0_part, h1_part, stage_parts, uses_stage
 from fast.persistence.contract import CloudPersistence, H1Engine
+from fast.persistence.cores import worker_share
 from fast.persistence.sampling import tps_indices
 
 logger = logging.getLogger("fast.persistence")  # the package's name: one logger for the front door
@@ -277,29 +277,6 @@ class PersistencePool:
             self.tasks.put(None)
         for slot in slots:
             slot.thread.join()
-
-
-def available_cores() -> int:
-    """Cores this process may run on (the affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(len(os.sched_getaffinity(0)), 1)
-    return max(os.cpu_count() or 1, 1)
-
-
-def worker_share() -> int:
-    """This process's share of the cores for its persistence workers, at least 1.
-
-    Under a launcher that starts several processes per machine (``torchrun``, or
-    ``train.distributed.spawn_local``, both set ``LOCAL_WORLD_SIZE``), the cores this process may
-    run on divided among them, unless its affinity mask is already narrower than the machine
-    (a launcher that pins each rank to its own cores): the mask is then this process's share.
-    """
-    cores = available_cores()
-    local = os.environ.get("LOCAL_WORLD_SIZE", "1")
-    processes = int(local) if local.isdigit() and int(local) > 0 else 1
-    if cores < (os.cpu_count() or cores):
-        return cores
-    return max(cores // processes, 1)
 
 
 _default_pool: Optional[PersistencePool] = None
