@@ -96,6 +96,8 @@ def _tps_clouds() -> list[tuple[str, np.ndarray]]:
     return [
         ("clustered 64-d (skips active)", clustered),
         ("200 channels (summation halves)", rng.normal(size=(300, 200))),
+        ("300 channels (two levels of halves)", rng.normal(size=(160, 300))),
+        ("13 channels (a remainder after the 8 partial sums)", rng.normal(size=(300, 13))),
         ("integer grid ties", grid),
         ("duplicated points", duplicated),
         ("tiny scale", clustered * 1e-120),

@@ -23,6 +23,7 @@ import time
 from typing import Callable, Optional
 
 import numpy as np
+from numba import njit
 
 from fast.persistence.contract import CloudPersistence, H1Engine
 from fast.persistence.edge_stage import EdgeStage, cpu_edge_stage
@@ -41,16 +42,53 @@ _EMPTY_PAIRS = np.empty((0, 2), dtype=np.float64)
 def distances(points: np.ndarray) -> np.ndarray:
     """Float64 Euclidean distances by direct differences (exact zeros for duplicated points).
 
-    Equal bit for bit to ``scipy.spatial.distance.cdist(points, points)`` (the reference's
-    matrix): scipy's ``pdist`` applies the same per-pair kernel to the pairs ``i < j`` only, and
-    ``squareform`` mirrors them (measured here at M=1024, 64-d: ~21 ms against ~29 ms).
+    Equal bit for bit to ``scipy.spatial.distance.cdist(points, points)``: scipy's kernel sums the
+    squared coordinate differences in coordinate order and takes the square root, and
+    :func:`_distance_matrix` does the same arithmetic, only many pairs at a time.
     """
-    from scipy.spatial.distance import pdist, squareform
-
-    points = np.asarray(points, dtype=np.float64)
-    if points.shape[0] < 2:  # squareform would give (1, 1)
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    if points.shape[0] < 2:
         return np.zeros((points.shape[0],) * 2)
-    return squareform(pdist(points))
+    return _distance_matrix(points, np.ascontiguousarray(points.T))
+
+
+@njit(nogil=True, cache=True)
+def _accumulate(acc: np.ndarray, column: np.ndarray, x: float) -> None:
+    """``acc[j] += (x - column[j])**2`` for every ``j``: one loop the compiler turns into SIMD."""
+    for j in range(acc.shape[0]):
+        t = x - column[j]
+        acc[j] += t * t
+
+
+_TILE = 32  # square tiles of the mirroring pass: both triangles' entries read from cache
+
+
+@njit(nogil=True, cache=True)
+def _distance_matrix(points: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """The (N, N) matrix of the (N, C) ``points`` (``columns`` = their C-contiguous transpose).
+
+    Row ``i`` keeps one running sum per later point ``j`` and adds coordinate after coordinate,
+    so every sum is scipy's sequential one (``(x_i - x_j)**2`` is ``(x_j - x_i)**2`` exactly);
+    the lower triangle is mirrored. Why not ``pdist``: its one-pair kernel is not vectorised
+    across pairs; measured here at N=1024, C=64: ~7 ms against ~20 ms with ``squareform``.
+    """
+    n, c = points.shape
+    out = np.zeros((n, n))
+    acc = np.empty(n)
+    for i in range(n - 1):
+        row = acc[i + 1 :]
+        row[:] = 0.0
+        for k in range(c):
+            _accumulate(row, columns[k, i + 1 :], points[i, k])
+        target = out[i, i + 1 :]
+        for j in range(row.shape[0]):
+            target[j] = np.sqrt(row[j])
+    for i0 in range(0, n, _TILE):
+        for j0 in range(i0, n, _TILE):
+            for i in range(i0, min(i0 + _TILE, n)):
+                for j in range(max(j0, i + 1), min(j0 + _TILE, n)):
+                    out[j, i] = out[i, j]
+    return out
 
 
 def _sorted_by_death_birth(pairs: np.ndarray, *edges: np.ndarray) -> tuple[np.ndarray, ...]:
