@@ -14,6 +14,7 @@ import torch
 
 import fast
 from fast.persistence import tps_indices
+from fast.pwcd import _nearest_ties
 from fast.routing import EdgeLengths
 from reference.pwcd import pwcd as reference_pwcd
 from reference.tps import tps_cloud
@@ -73,6 +74,36 @@ def test_edge_lengths_backward_is_decision_5_and_zero_for_duplicated_points() ->
     lengths.backward(torch.tensor([2.0, 7.0], dtype=torch.float64))
     u = np.array([-3.0, -4.0]) / (5.0 + 1e-12)  # (h_0 - h_1) / (D_01 + eps_dist)
     np.testing.assert_allclose(x.grad.numpy(), [2.0 * u, -2.0 * u, [0.0, 0.0]], rtol=1e-15)
+
+
+def _diagram(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
+    if kind == "h0":  # births all 0: every cost is decided by the deaths alone
+        return np.stack([np.zeros(n), rng.random(n)], axis=1)
+    if kind == "grid":  # many exactly tied costs, within and across the two diagrams
+        births = rng.integers(0, 4, n) / 4.0
+        return np.stack([births, births + rng.integers(0, 4, n) / 4.0], axis=1)
+    births = rng.random(n)
+    return np.stack([births, births + rng.random(n)], axis=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", ["generic", "h0", "grid"])
+def test_pwcd_nearest_neighbour_sweep_equals_the_full_cost_matrix(kind: str, dtype: type) -> None:
+    """The CPU search of PWCD's nearest neighbours prunes by the death coordinate; its minima and
+    tied pairs equal, bit for bit, those read from the whole (M, K) cost matrix, empty sides included."""
+    rng = np.random.default_rng(7)
+    for m, k in [(0, 5), (5, 0), (1, 1), (30, 17), (200, 260)]:
+        P, Q = _diagram(rng, m, kind).astype(dtype), _diagram(rng, k, kind).astype(dtype)
+        diag_p, diag_q = (P[:, 1] - P[:, 0]) ** 2 / dtype(2), (Q[:, 1] - Q[:, 0]) ** 2 / dtype(2)
+        nn_p, nn_q, ties_p, ties_q = _nearest_ties(P[:, 0], P[:, 1], Q[:, 0], Q[:, 1], diag_p, diag_q)
+        cost = (P[:, 0, None] - Q[None, :, 0]) ** 2 + (P[:, 1, None] - Q[None, :, 1]) ** 2
+        want_p = cost.min(axis=1) if k else np.full(m, np.inf, dtype)
+        want_q = cost.min(axis=0) if m else np.full(k, np.inf, dtype)
+        np.testing.assert_array_equal(nn_p, want_p)
+        np.testing.assert_array_equal(nn_q, want_q)
+        np.testing.assert_array_equal(ties_p, np.argwhere((cost == want_p[:, None]) & (want_p <= diag_p)[:, None]))
+        np.testing.assert_array_equal(ties_q, np.argwhere((cost == want_q[None, :]) & (want_q <= diag_q)[None, :]))
+        assert nn_p.dtype == nn_q.dtype == dtype
 
 
 def test_fast_pwcd_match_wins_a_tie_with_the_diagonal() -> None:
