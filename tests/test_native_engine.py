@@ -44,7 +44,9 @@ from fast.persistence import (
 # compare the batched device stage with the compiled per-cloud stage, and check the reduction
 # kernel's own deadline test and lazily computed apparent partners.
 from fast.persistence.device_stage import batched_distances, device_edge_stages
-from fast.persistence.edge_stage import cpu_edge_stage, length_order
+from fast.persistence import edge_stage
+from fast.persistence.edge_stage import cpu_edge_stage, edges_apparent_between, length_order, mst_longest_edge
+from fast.persistence.native import reduce_stage
 from fast.persistence.reduction import (
     CLOCK_MASK,
     STATUS_DEADLINE,
@@ -98,6 +100,62 @@ def test_native_h1_equals_reference_on_matrices_with_many_equal_distances(decima
     d = np.round(cdist(x, x) * 2, decimals)
     assert len(np.unique(d)) < d.size // 8
     _assert_same_as_reference(d)
+
+
+def _truncation_outcome(d: np.ndarray) -> str:
+    """How a truncated stage of ``d`` ends: certified, or back to the radius before or after the reduction."""
+    stage = cpu_edge_stage(d, truncate=True)
+    if not stage.truncated:
+        return "radius"
+    deaths, status = reduce_columns(stage.columns, stage.u, stage.v, stage.rank, stage.nbr, stage.deg, stage.pu,
+                                    stage.pv, stage.partner.copy(), deadline_ns(None), time.CLOCK_MONOTONIC)
+    assert status == STATUS_DONE
+    return "certified" if (deaths >= 0).all() else "reduced again"
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.5, 3.0])
+def test_truncated_prefix_gives_the_full_diagram_whether_certified_or_not(factor: float, monkeypatch) -> None:
+    """A prefix cut below the enclosing radius (decision 36) gives exactly the radius stage's pairs,
+    critical simplices and tree, both when its checks certify it and when a check sends it back
+    to the radius; small factors make both outcomes happen (the test checks they do)."""
+    monkeypatch.setattr(edge_stage, "TRUNCATION_FACTOR", factor)
+    outcomes = set()
+    for kind in ("gaussian", "clustered", "circles", "lattice", "duplicated"):
+        for n, dim, seed in ((40, 3, 0), (120, 8, 1), (200, 64, 2)):
+            d = cdist(*(2 * (build_cloud(kind, n, dim, seed),)))
+            full_stage = cpu_edge_stage(d)
+            full, cut = reduce_stage(d, full_stage), reduce_stage(d, cpu_edge_stage(d, truncate=True))
+            for field in ("pairs", "birth_edges", "death_edges", "death_triangles"):
+                np.testing.assert_array_equal(getattr(cut, field), getattr(full, field), err_msg=f"{kind} {n} {field}")
+            cut_stage = cpu_edge_stage(d, truncate=True)
+            np.testing.assert_array_equal(cut_stage.u[cut_stage.tree], full_stage.u[full_stage.tree])
+            np.testing.assert_array_equal(cut_stage.v[cut_stage.tree], full_stage.v[full_stage.tree])
+            outcomes.add(_truncation_outcome(d))
+    if factor == 1.0:
+        assert {"certified", "reduced again", "radius"} <= outcomes, outcomes
+    else:
+        assert "certified" in outcomes, outcomes
+
+
+@pytest.mark.parametrize("decimals", [None, 0])
+def test_apparent_edge_check_and_longest_tree_edge_equal_brute_force(decimals: int | None) -> None:
+    """The certificate's two kernels: the edges of length in (lo, hi] all have a witness vertex in the
+    (length, i, j) order exactly when the brute force says so; the longest spanning-tree edge is scipy's."""
+    rng = np.random.default_rng(5)
+    for n in (12, 30):
+        x = rng.normal(size=(n, 3))
+        d = cdist(x, x) if decimals is None else np.round(cdist(x, x) * 2, decimals)
+        iu, ju = np.triu_indices(n, 1)
+        order = np.lexsort((ju, iu, d[iu, ju]))
+        rank = np.full((n, n), -1)
+        rank[iu[order], ju[order]] = np.arange(len(order))
+        rank = np.maximum(rank, rank.T)
+        for lo, hi in [(q0, q1) for q0 in np.unique(d)[:: max(1, n // 3)] for q1 in (np.max(d),)]:
+            want = all(any(rank[a, k] < rank[a, b] and rank[b, k] < rank[a, b] for k in range(n) if k not in (a, b))
+                       for a, b in zip(iu, ju) if lo < d[a, b] <= hi)
+            assert edges_apparent_between(d, lo, hi) == want, (n, lo)
+        if decimals is None:
+            assert mst_longest_edge(d) == minimum_spanning_tree(d).max()
 
 
 def _sorted(pairs: np.ndarray) -> np.ndarray:

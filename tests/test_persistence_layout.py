@@ -29,6 +29,7 @@ INTERNAL_IMPORTS = {
     ("tests/test_native_engine.py", "fast.persistence.device_stage"): "batched device stage vs compiled stage",
     ("tests/test_native_engine.py", "fast.persistence.edge_stage"): "the compiled per-cloud stage itself",
     ("tests/test_native_engine.py", "fast.persistence.reduction"): "the reduction kernel's own deadline check",
+    ("tests/test_native_engine.py", "fast.persistence.native"): "the reduction of a truncated stage (decision 36)",
     ("tests/test_device_batch.py", "fast.persistence.device_stage"): "the batch path's own distances for the reference",
     ("tests/test_fast_engine.py", "fast.persistence.cloud"): "the workers' distance matrix against scipy's cdist",
 }

@@ -131,7 +131,7 @@ def uses_stage(engine: H1Engine, with_h1: bool, points: int) -> bool:
 def stage_parts(dist: np.ndarray, time_budget: Optional[float]) -> tuple[H0Part, Callable[[], Optional[H1Part]]]:
     """The native engine's edge stage of ``dist``: its H0 part now, and a call that reduces its H1
     within ``time_budget`` seconds from the moment it is made (so a caller can ship H0 first)."""
-    stage = cpu_edge_stage(dist)
+    stage = cpu_edge_stage(dist, truncate=True)
     return tree_h0_part(dist, stage), lambda: stage_h1_part(dist, stage, deadline_after(time_budget))
 
 

@@ -20,7 +20,8 @@ Algorithm (cohomology with clearing, apparent pairs, threshold = enclosing radiu
    over the vertex attaining ``r``, so its H1 is zero; every class born below ``r`` dies by ``r``
    and classes born later have zero persistence. Only edges and triangles of diameter ``<= r``
    are built (a filtration prefix, whose reduction equals the full one's on its columns), and
-   no column of the prefix stays essential.
+   no column of the prefix stays essential. On the CPU a shorter prefix is tried first and
+   kept only when certified equal (decision 36, ``fast.persistence.edge_stage.cpu_edge_stage``).
 2. Ranks of the kept edges (one stable radix sort of the lengths listed in ``(i, j)`` order) and every
    vertex's neighbours in rank order (``fast.persistence.edge_stage.build_edge_order``).
 3. Apparent pairs. An edge ``e = {a, b}`` with some ``k`` whose edges to ``a`` and ``b`` are
@@ -117,6 +118,8 @@ def reduce_stage(dist: np.ndarray, stage: EdgeStage, deadline: Optional[float] =
     if status == STATUS_DEADLINE:
         return None
     found = deaths >= 0
+    if stage.truncated and not found.all():  # a class outlives the truncated prefix: redo at the radius
+        return reduce_stage(dist, cpu_edge_stage(dist), deadline)
     birth_r = stage.columns[found]
     top_r, third = np.divmod(deaths[found], n)
     birth = np.stack([stage.u[birth_r], stage.v[birth_r]], axis=1).astype(np.int64).reshape(-1, 2)
@@ -138,7 +141,7 @@ def h1_persistence(dist: np.ndarray, deadline: Optional[float] = None) -> Option
     d = as_distance_matrix(dist, "dist")
     if d.shape[0] < 3:
         return _EMPTY
-    return reduce_stage(d, cpu_edge_stage(d), deadline)
+    return reduce_stage(d, cpu_edge_stage(d, truncate=True), deadline)
 
 
 def native_h1(dist: np.ndarray, deadline: Optional[float] = None) -> Optional[tuple[np.ndarray, np.ndarray]]:
@@ -202,7 +205,7 @@ def native_h1_batch(
         d = np.ascontiguousarray(matrices[b], dtype=np.float64)
         if d.shape[0] < 3:
             return _EMPTY
-        stage = stages[b] if stages is not None else cpu_edge_stage(d, f"dists[{b}]")
+        stage = stages[b] if stages is not None else cpu_edge_stage(d, f"dists[{b}]", truncate=True)
         return reduce_stage(d, stage, deadline)
 
     if workers == 1:
