@@ -13,6 +13,10 @@ parallel engine. Cases (decision 6c):
   ``extra_info["h1_budget_misses"]``).
 
 Both methods must return the same loss on the exact cases; the smoke run uses B=3, M=32.
+
+Where the time goes (group ``batch-profile``): one step of ours on the two representative cases
+with every stage in this process (a pool of 0 workers), profiled by stage of Algorithm 1
+(``benchmarks.step_profile``), in core-seconds.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ import torch
 
 from benchmarks.clouds import batch
 from benchmarks.paper_pipeline import paper_topo_loss
-from fast.persistence import DEFAULT_ENGINE, budget_miss_count
+from benchmarks.step_profile import profile_stages
+from fast.persistence import DEFAULT_ENGINE, PersistencePool, budget_miss_count
 from fast.topo_loss import topo_loss
 
 METHODS = {"paper-style": paper_topo_loss, "ours": topo_loss}
@@ -93,3 +98,21 @@ def test_batch_methods_agree_on_the_loss() -> None:
     (l_paper, g_paper), (l_ours, g_ours) = results["paper-style"], results["ours"]
     assert l_paper == pytest.approx(l_ours, rel=1e-9)
     torch.testing.assert_close(g_paper, g_ours, rtol=1e-7, atol=1e-12)
+
+
+@pytest.mark.parametrize("family", ["clusters", "latent"])
+def test_batch_profile(benchmark: Any, family: str, full_run: bool, thread_info: dict[str, Any]) -> None:
+    benchmark.group = "batch-profile"
+    b, m, n = (CLOUDS, 1024, POINTS_PER_CLOUD) if full_run else SMOKE
+    student, teacher, offsets = batch(b, n, family, seed=1000)
+    inline = PersistencePool(workers=0)
+    topo_loss(student, teacher, offsets, m=m, pool=inline).backward()  # compiled kernels loaded
+
+    def step() -> None:
+        student.grad = None
+        topo_loss(student, teacher, offsets, m=m, pool=inline).backward()
+
+    seconds = benchmark.pedantic(lambda: profile_stages(step), rounds=1)
+    assert sum(seconds.values()) > 0
+    benchmark.extra_info.update(thread_info)
+    benchmark.extra_info.update(family=family, clouds=b, m=m, points_per_cloud=n, profile_s=seconds)

@@ -41,7 +41,9 @@ def _run() -> dict[str, Any]:
            "tracemalloc_peak_mb": 1.0, "cuda_peak_mb": None} for m, mb in (("ours", 20.0), ("paper-style", 35.0))),
     ]
     other = _bench("h1-engine", 0.2, engine="native", n=1024)
-    return {"benchmarks": [*table6, *batch, *figs, other], "isolated": isolated,
+    profile = _bench("batch-profile", 2.0, family="latent", clouds=12, m=1024, points_per_cloud=4096,
+                     profile_s={"TPS (Algorithm 5)": 0.5, "H1 reduction": 1.0, "other": 0.5})
+    return {"benchmarks": [*table6, *batch, *figs, other, profile], "isolated": isolated,
             "topodistill_machine": {"cpu_model": "test cpu", "cpu_count": 2, "versions": {"torch": "x"}},
             "commit_info": {"id": "abc"}}
 
@@ -58,6 +60,8 @@ def test_report_speedups_are_ratios_of_medians_and_failures_are_named() -> None:
     assert "N = 100: ours (CPU) is **1,000x** faster" in text
     assert "(latent): ours is **30x** faster than the paper-style pipeline" in text and "target >= 20x: met" in text
     assert "`test_h1-engine[" in text  # an unknown group is listed, not dropped
+    assert "| H1 reduction | 1 | 50% |" in text and "| **total (one core)** | 2 | 100% |" in text  # the profile
+    assert "| wall time with the worker pool (batch table) | 1 |  |" in text
 
 
 def test_report_main_writes_markdown_and_refuses_missing_input(tmp_path: Path) -> None:

@@ -153,7 +153,8 @@ def test_apparent_edge_check_and_longest_tree_edge_equal_brute_force(decimals: i
         for lo, hi in [(q0, q1) for q0 in np.unique(d)[:: max(1, n // 3)] for q1 in (np.max(d),)]:
             want = all(any(rank[a, k] < rank[a, b] and rank[b, k] < rank[a, b] for k in range(n) if k not in (a, b))
                        for a, b in zip(iu, ju) if lo < d[a, b] <= hi)
-            assert edges_apparent_between(d, lo, hi) == want, (n, lo)
+            for centre in (0, n - 1):  # the first candidate tried: any vertex gives the same answer
+                assert edges_apparent_between(d, lo, hi, centre) == want, (n, lo, centre)
         if decimals is None:
             assert mst_longest_edge(d) == minimum_spanning_tree(d).max()
 

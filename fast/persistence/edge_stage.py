@@ -97,12 +97,12 @@ def cpu_edge_stage(dist: np.ndarray, name: str = "dist", truncate: bool = False)
     n = d.shape[0]
     if n > _MAX_POINTS:
         raise ValueError(f"{name} has M={n} points; the native engine indexes edges with int32 and takes M <= {_MAX_POINTS} (subsample with TPS first)")
-    radius, bad = enclosing_radius(d)
+    radius, centre, bad = enclosing_radius(d)
     if bad:
         _raise_bad_entry(d, bad, name)
     if truncate:
         limit = truncation_limit(d)
-        if limit < radius and edges_apparent_between(d, limit, radius):
+        if limit < radius and edges_apparent_between(d, limit, radius, centre):
             stage = _stage_within(d, limit)
             if stage.tree.shape[0] == n - 1:
                 stage.truncated = True
@@ -182,44 +182,52 @@ def _witness(x: float, y: float, a: int, b: int, k: int, length: float) -> bool:
 
 
 @njit(nogil=True, cache=True)
-def edges_apparent_between(dist: np.ndarray, lo: float, hi: float) -> bool:
+def _drop_witnessed(dist: np.ndarray, a: int, k: int, pending: np.ndarray, count: int) -> int:
+    """Keep in ``pending[:count]`` (vertices ``b > a``) those for which ``k`` is no witness of the
+    edge ``{a, b}``; returns their number."""
+    kept = 0
+    x = dist[a, k]
+    for t in range(count):
+        b = pending[t]
+        if k == b or k == a or not _witness(x, dist[k, b], a, b, k, dist[a, b]):
+            pending[kept] = b
+            kept += 1
+    return kept
+
+
+@njit(nogil=True, cache=True)
+def edges_apparent_between(dist: np.ndarray, lo: float, hi: float, centre: int) -> bool:
     """True when every edge ``{a, b}`` with ``lo < D[a, b] <= hi`` has a vertex ``k`` whose edges to
     ``a`` and ``b`` both come earlier in the ``(length, i, j)`` order (a non-empty lune: the edge
     is the latest face of an apparent pair, of zero persistence). Stops at the first edge without.
 
-    Candidates first: the centre of the enclosing radius, then the last witness found at ``a``
-    and at ``b``; then a scan of the rows of ``a`` and ``b`` from the last vertex down (in TPS
-    order the first vertices are the outermost, the least likely in a lune).
+    Per vertex ``a``, a greedy cover of its edges: ``centre`` first (the vertex attaining the
+    enclosing radius is a witness of most long edges; any vertex is correct), then,
+    for the first edge still without a witness, a scan of the rows of ``a`` and ``b`` from the
+    last vertex down (in TPS order the first vertices are the outermost, the least likely in a
+    lune); each witness found is tried on all the remaining edges at once.
     """
     n = dist.shape[0]
-    centre, reach = 0, np.inf
-    for i in range(n):
-        far = 0.0
-        for j in range(n):
-            far = max(far, dist[i, j])
-        if far < reach:
-            centre, reach = i, far
-    last_at = np.full(n, -1, np.int64)
+    pending = np.empty(n, np.int64)
     for a in range(n):
-        last = -1
+        count = 0
         for b in range(a + 1, n):
+            if lo < dist[a, b] <= hi:
+                pending[count] = b
+                count += 1
+        count = _drop_witnessed(dist, a, centre, pending, count)
+        while count > 0:
+            b = pending[0]
             length = dist[a, b]
-            if length <= lo or length > hi:
-                continue
+            row_a, row_b = dist[a], dist[b]
             found = -1
-            for k in (centre, last, last_at[b]):
-                if k >= 0 and k != a and k != b and _witness(dist[a, k], dist[k, b], a, b, k, length):
+            for k in range(n - 1, -1, -1):
+                if k != a and k != b and _witness(row_a[k], row_b[k], a, b, k, length):
                     found = k
                     break
             if found < 0:
-                row_a, row_b = dist[a], dist[b]
-                for k in range(n - 1, -1, -1):
-                    if k != a and k != b and _witness(row_a[k], row_b[k], a, b, k, length):
-                        found = k
-                        break
-                if found < 0:
-                    return False
-            last, last_at[b] = found, found
+                return False
+            count = _drop_witnessed(dist, a, found, pending, count)
     return True
 
 
@@ -274,29 +282,31 @@ def length_order(lengths: np.ndarray, payload: np.ndarray) -> np.ndarray:
 
 
 @njit(nogil=True, cache=True)
-def enclosing_radius(dist: np.ndarray) -> tuple[float, int]:
+def enclosing_radius(dist: np.ndarray) -> tuple[float, int, int]:
     """Enclosing radius ``r = min_i max_j D[i, j]``, validating the matrix on the way.
 
-    Returns ``(r, bad)``: ``bad`` is 0, or 1 + the flat index of an entry at which the matrix is
-    not a distance matrix (asymmetric, negative, NaN/Inf, nonzero diagonal).
+    Returns ``(r, centre, bad)``: ``centre`` the first vertex attaining ``r``; ``bad`` is 0, or
+    1 + the flat index of an entry at which the matrix is not a distance matrix (asymmetric,
+    negative, NaN/Inf, nonzero diagonal).
     """
     n = dist.shape[0]
     row_max = np.zeros(n, np.float64)
     for i in range(n):
         if dist[i, i] != 0.0:
-            return 0.0, 1 + i * n + i
+            return 0.0, 0, 1 + i * n + i
     for i0 in range(0, n, _TILE):
         for j0 in range(i0, n, _TILE):
             for i in range(i0, min(i0 + _TILE, n)):
                 for j in range(max(j0, i + 1), min(j0 + _TILE, n)):
                     x = dist[i, j]
                     if not (x >= 0.0 and x < np.inf) or x != dist[j, i]:
-                        return 0.0, 1 + i * n + j
+                        return 0.0, 0, 1 + i * n + j
                     if x > row_max[i]:
                         row_max[i] = x
                     if x > row_max[j]:
                         row_max[j] = x
-    return row_max.min(), 0
+    centre = int(np.argmin(row_max))
+    return row_max[centre], centre, 0
 
 
 @njit(nogil=True, cache=True)
