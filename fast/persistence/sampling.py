@@ -201,27 +201,29 @@ def farthest_point_indices(h: np.ndarray, m: int, first: int) -> np.ndarray:
     for i in range(n):
         d_min[i] = _dist(h, i, first)
     d_min[first] = -np.inf
+    p = 0
+    for i in range(1, n):
+        if d_min[i] > d_min[p]:  # strict: the first maximiser, as np.argmax
+            p = i
     for k in range(1, m):
-        p = 0
-        best = d_min[0]
-        for i in range(1, n):
-            if d_min[i] > best:  # strict: the first maximiser, as np.argmax
-                best = d_min[i]
-                p = i
         idx[k] = p
         _lanes_dist(centres, k, h[p], centre_dist, scratch, stack)
+        centres[:, k] = h[p]
+        d_min[p] = -np.inf
+        # one pass updates the running minima and finds the next centre (their first maximiser)
+        best, following = -np.inf, 0
         for i in range(n):
             d = d_min[i]
-            if d <= 0.0:  # selected (-inf) or at distance 0 from a centre: cannot decrease
-                continue
-            if _SAFE_LOW <= d <= _SAFE_HIGH and centre_dist[owner[i]] > 2.0 * d * (1.0 + _MARGIN):
-                continue
-            e = _dist(h, i, p)
-            if e < d:
-                d_min[i] = e
-                owner[i] = k
-        d_min[p] = -np.inf
-        centres[:, k] = h[p]
+            # d <= 0: selected (-inf) or at distance 0 from a centre, cannot decrease
+            if d > 0.0 and not (_SAFE_LOW <= d <= _SAFE_HIGH and centre_dist[owner[i]] > 2.0 * d * (1.0 + _MARGIN)):
+                e = _dist(h, i, p)
+                if e < d:
+                    d_min[i] = e
+                    owner[i] = k
+                    d = e
+            if d > best:
+                best, following = d, i
+        p = following
     return idx
 
 
