@@ -34,6 +34,7 @@ _MARGIN = 1e-9  # relative: D(c, p) must exceed 2 d (1 + _MARGIN) for a skip
 _SAFE_LOW, _SAFE_HIGH = 1e-100, 1e100  # d outside this range (and not 0) is always recomputed
 _BLOCK = 128  # numpy's pairwise-summation block (PW_BLOCKSIZE)
 _STACK = 192  # explicit stack of the summation tree: 2 entries per level plus one, any C < 2**60
+_DEPTH = 64  # partial sums held at once while a plan runs: one per level plus one
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -80,25 +81,25 @@ def _block_sq(h: np.ndarray, a: int, b: int, lo: int, n: int) -> float:
 
 
 @njit(nogil=True, cache=True)
-def _pairwise_sq(h: np.ndarray, a: int, b: int, n: int) -> float:
-    """The same sum over all ``n`` columns for ``n > 128``: numpy's recursion (halves rounded down
-    to multiples of 8, left half first) evaluated with explicit stacks, because numba cannot
-    cache a recursive function."""
+def summation_plan(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """numpy's pairwise summation over ``n`` columns as a postfix program ``(lo, size)``: a block
+    of ``size <= 128`` columns from ``lo`` pushes its sum, ``size == -1`` replaces the last two
+    sums by theirs. For ``n <= 128`` one block; above, numpy's recursion (halves rounded down to
+    multiples of 8, left half first), unrolled with an explicit stack because numba cannot cache
+    a recursive function."""
+    plan_lo = np.empty(2 * n + 1, dtype=np.int64)
+    plan_n = np.empty(2 * n + 1, dtype=np.int64)
     task_lo = np.empty(_STACK, dtype=np.int64)
     task_n = np.empty(_STACK, dtype=np.int64)
     task_join = np.zeros(_STACK, dtype=np.bool_)
-    values = np.empty(_STACK)
-    tasks, held = 1, 0
+    tasks, steps = 1, 0
     task_lo[0], task_n[0] = 0, n
     while tasks > 0:
         tasks -= 1
         lo, size, join = task_lo[tasks], task_n[tasks], task_join[tasks]
-        if join:
-            held -= 1
-            values[held - 1] += values[held]
-        elif size <= _BLOCK:
-            values[held] = _block_sq(h, a, b, lo, size)
-            held += 1
+        if join or size <= _BLOCK:
+            plan_lo[steps], plan_n[steps] = lo, -1 if join else size
+            steps += 1
         else:
             half = size // 2
             half -= half % 8
@@ -106,13 +107,24 @@ def _pairwise_sq(h: np.ndarray, a: int, b: int, n: int) -> float:
             task_lo[tasks + 1], task_n[tasks + 1], task_join[tasks + 1] = lo + half, size - half, False
             task_lo[tasks + 2], task_n[tasks + 2], task_join[tasks + 2] = lo, half, False
             tasks += 3
-    return values[0]
+    return plan_lo[:steps].copy(), plan_n[:steps].copy()
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _dist(h: np.ndarray, a: int, b: int) -> float:
-    c = h.shape[1]
-    return np.sqrt(_block_sq(h, a, b, 0, c) if c <= _BLOCK else _pairwise_sq(h, a, b, c))
+def _dist(h: np.ndarray, a: int, b: int, plan_lo: np.ndarray, plan_n: np.ndarray, held: np.ndarray) -> float:
+    """``||h[a] - h[b]||`` as ``np.linalg.norm`` sums it (``plan``: :func:`summation_plan` of the
+    columns; ``held``: (_DEPTH,) scratch for the partial sums)."""
+    if plan_lo.shape[0] == 1:
+        return np.sqrt(_block_sq(h, a, b, 0, h.shape[1]))
+    top = 0
+    for step in range(plan_lo.shape[0]):
+        if plan_n[step] < 0:
+            top -= 1
+            held[top - 1] += held[top]
+        else:
+            held[top] = _block_sq(h, a, b, plan_lo[step], plan_n[step])
+            top += 1
+    return np.sqrt(held[0])
 
 
 @njit(nogil=True, cache=True)
@@ -151,36 +163,23 @@ def _lanes_block_sq(ct: np.ndarray, k: int, x: np.ndarray, lo: int, n: int, out:
 
 
 @njit(nogil=True, cache=True)
-def _lanes_dist(ct: np.ndarray, k: int, x: np.ndarray, out: np.ndarray, r: np.ndarray, values: np.ndarray) -> None:
-    """:func:`_dist` from ``x`` to each of the ``k`` lanes ``ct[:, :k]``, into ``out[:k]``; above
-    128 columns the blocks are combined in :func:`_pairwise_sq`'s tree (``values``: its stack, (_STACK, >= k))."""
-    c = ct.shape[0]
-    if c <= _BLOCK:
-        _lanes_block_sq(ct, k, x, 0, c, out, r)
+def _lanes_dist(ct: np.ndarray, k: int, x: np.ndarray, out: np.ndarray, r: np.ndarray, plan_lo: np.ndarray,
+                plan_n: np.ndarray, held: np.ndarray) -> None:
+    """:func:`_dist` from ``x`` to each of the ``k`` lanes ``ct[:, :k]``, into ``out[:k]``, running
+    the same plan lane by lane (``held``: (_DEPTH, >= k) partial sums)."""
+    if plan_lo.shape[0] == 1:
+        _lanes_block_sq(ct, k, x, 0, ct.shape[0], out, r)
     else:
-        task_lo = np.empty(_STACK, dtype=np.int64)
-        task_n = np.empty(_STACK, dtype=np.int64)
-        task_join = np.zeros(_STACK, dtype=np.bool_)
-        tasks, held = 1, 0
-        task_lo[0], task_n[0] = 0, c
-        while tasks > 0:
-            tasks -= 1
-            lo, size, join = task_lo[tasks], task_n[tasks], task_join[tasks]
-            if join:
-                held -= 1
+        top = 0
+        for step in range(plan_lo.shape[0]):
+            if plan_n[step] < 0:
+                top -= 1
                 for j in range(k):
-                    values[held - 1, j] += values[held, j]
-            elif size <= _BLOCK:
-                _lanes_block_sq(ct, k, x, lo, size, values[held], r)
-                held += 1
+                    held[top - 1, j] += held[top, j]
             else:
-                half = size // 2
-                half -= half % 8
-                task_lo[tasks], task_n[tasks], task_join[tasks] = lo, size, True
-                task_lo[tasks + 1], task_n[tasks + 1], task_join[tasks + 1] = lo + half, size - half, False
-                task_lo[tasks + 2], task_n[tasks + 2], task_join[tasks + 2] = lo, half, False
-                tasks += 3
-        out[:k] = values[0, :k]
+                _lanes_block_sq(ct, k, x, plan_lo[step], plan_n[step], held[top], r)
+                top += 1
+        out[:k] = held[0, :k]
     for j in range(k):
         out[j] = np.sqrt(out[j])
 
@@ -195,11 +194,13 @@ def farthest_point_indices(h: np.ndarray, m: int, first: int) -> np.ndarray:
     centre_dist = np.empty(m)
     centres = np.empty((h.shape[1], m))  # the selected points as columns: D(centre, p) in SIMD lanes
     scratch = np.empty((8, m))
-    stack = np.empty((_STACK if h.shape[1] > _BLOCK else 1, m))
+    plan_lo, plan_n = summation_plan(h.shape[1])
+    held = np.empty(_DEPTH)
+    held_lanes = np.empty((_DEPTH if plan_lo.shape[0] > 1 else 1, m))
     idx[0] = first
     centres[:, 0] = h[first]
     for i in range(n):
-        d_min[i] = _dist(h, i, first)
+        d_min[i] = _dist(h, i, first, plan_lo, plan_n, held)
     d_min[first] = -np.inf
     p = 0
     for i in range(1, n):
@@ -207,7 +208,7 @@ def farthest_point_indices(h: np.ndarray, m: int, first: int) -> np.ndarray:
             p = i
     for k in range(1, m):
         idx[k] = p
-        _lanes_dist(centres, k, h[p], centre_dist, scratch, stack)
+        _lanes_dist(centres, k, h[p], centre_dist, scratch, plan_lo, plan_n, held_lanes)
         centres[:, k] = h[p]
         d_min[p] = -np.inf
         # one pass updates the running minima and finds the next centre (their first maximiser)
@@ -216,7 +217,7 @@ def farthest_point_indices(h: np.ndarray, m: int, first: int) -> np.ndarray:
             d = d_min[i]
             # d <= 0: selected (-inf) or at distance 0 from a centre, cannot decrease
             if d > 0.0 and not (_SAFE_LOW <= d <= _SAFE_HIGH and centre_dist[owner[i]] > 2.0 * d * (1.0 + _MARGIN)):
-                e = _dist(h, i, p)
+                e = _dist(h, i, p, plan_lo, plan_n, held)
                 if e < d:
                     d_min[i] = e
                     owner[i] = k
