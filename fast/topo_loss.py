@@ -227,15 +227,16 @@ class TopoLossJob:
         """Wait for the diagrams and return the mean over clouds of sum_d PWCD_d (scalar tensor)."""
         if self._student is None or self._student_feats is None:
             raise RuntimeError("TopoLossJob.loss: call submit_student(student_feats) first")
-        teacher = [f.result() for f in self._teacher]
-        student = [f.result() for f in self._student]
         # Only the TPS rows enter the loss: the differentiable normalisation (statistics of whole
-        # clouds, decision 13) returns just those rows, so its backward touches little else.
+        # clouds, decision 13) returns just those rows, so its backward touches little else. The
+        # rows are known long before the diagrams: normalise while the engine still works.
         selected = [r.result() for r in self._rows]
         self._sizes = [len(r) for r in selected]
         picked = torch.from_numpy(np.concatenate([r + s for r, s in zip(selected, [0] + self.ends[:-1])]))
         self._student_normalized = normalize_clouds(self._student_feats, self.ends, self.normalize,
                                                     rows=picked.to(self.device))
+        teacher = [f.result() for f in self._teacher]
+        student = [f.result() for f in self._student]
         self.h1_misses = {"teacher": sum(t.h1_over_budget for t in teacher),
                           "student": sum(s.h1_over_budget for s in student)}
         return self._loss_from(teacher, student)
