@@ -282,7 +282,10 @@ def reduce_columns(
         size = 0
         n_added = 0
         # the column's own coboundary
-        _start_after(0, columns[c], -1, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, deg, pu, pv)
+        # (a column's edge has an empty lune: no coface has it as its max edge, so its phase 1 is
+        # empty and the enumeration starts with phase 2, sparing a pass over all vertices)
+        f = columns[c]
+        it_edge[0], it_phase[0], it_p[0], it_q[0] = f, 2, pu[f] + 1, pv[f] + 1
         n_it = 1
         first = _next_key(0, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, deg, pu, pv)
         if first >= 0:
