@@ -314,6 +314,7 @@ _REAL_SEGMENTATION_STEP = train.loop.segmentation_step
 def _ddp_rank(rank: int, port: int, cfg: Any, out: str) -> None:
     import os
 
+    from train.datasets import prepare_splits
     from train.distributed import cleanup, init_from_env
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
@@ -322,7 +323,10 @@ def _ddp_rank(rank: int, port: int, cfg: Any, out: str) -> None:
     train.loop.segmentation_step = _nan_on_rank_1_at_step_2
     info = init_from_env("cpu")
     try:
-        data = tiny_data(cfg)
+        # the ranks' own DistInfo: rank 0 writes the synthetic set while rank 1 waits at the barrier
+        # (two ranks each acting as rank 0 of one both wrote it at once and, now and then, one
+        # refused the folder the other had half made)
+        data = prepare_splits(cfg, info)
         spec = ModelSpec("student", 22, dict(cfg.student_overrides))
         model = train.loop.train_stage(cfg, "student", Path(out), data.train, data.collate, spec, info)
         torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
