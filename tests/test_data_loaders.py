@@ -2,13 +2,15 @@
 tiny writers, bad inputs.
 
 Real files: tiny samples of genuine nuScenes and SemanticKITTI scans, kept outside the repository
-(``REAL``; the tests that read them are skipped when absent). Where they come from and every value
-checked here: ``docs/ptv3-and-datasets.md`` section C4.
+in the folder named by the environment variable ``TOPODISTILL_REAL_FIXTURES`` (``REAL``; the tests
+that read them are skipped without it). Where they come from and every value checked here:
+``docs/ptv3-and-datasets.md`` section C4.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -27,9 +29,11 @@ from train.data.validation import (
 )
 from train.data.waymo import WaymoDataset
 
-REAL = Path(__file__).parents[2] / "shared" / "fixtures" / "real"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real fixture folder {REAL} is absent "
-                                "(CI keeps shared/ beside the clone)")
+# The folder is named by the environment, never by a path outside the repository.
+REAL = Path(os.environ.get("TOPODISTILL_REAL_FIXTURES", "")).expanduser()
+needs_real = pytest.mark.skipif(not (os.environ.get("TOPODISTILL_REAL_FIXTURES") and REAL.is_dir()),
+                                reason="set TOPODISTILL_REAL_FIXTURES to the folder of the real sample files "
+                                "(docs/ptv3-and-datasets.md section C4) to run this test")
 NUSC_PCD = "samples/LIDAR_TOP/n015-2018-08-02-17-16-37+0800__LIDAR_TOP__1533201470948018.pcd.bin"
 NUSC_LABEL = "lidarseg/v1.0-trainval/5f6c1e0a0c3b444b97e78d2aa3fa34d2_lidarseg.bin"
 MINI_SCENES = ("scene-0061", "scene-0103", "scene-0553", "scene-0655", "scene-0757", "scene-0796",
