@@ -205,9 +205,13 @@ def edges_apparent_between(dist: np.ndarray, lo: float, hi: float, centre: int) 
     enclosing radius is a witness of most long edges; any vertex is correct), then,
     for the first edge still without a witness, a scan of the rows of ``a`` and ``b`` from the
     last vertex down (in TPS order the first vertices are the outermost, the least likely in a
-    lune); each witness found is tried on all the remaining edges at once.
+    lune); each witness found is tried on all the remaining edges at once. The search also gives
+    up (False) after ``_CERTIFICATE_WORK`` times N^2 vertex visits (at least 2^20): a cloud whose
+    witnesses are rare then costs a few passes over the matrix before the radius stage, not O(N^3).
     """
     n = dist.shape[0]
+    budget = max(_CERTIFICATE_WORK * n * n, 1 << 20)
+    work = 0
     pending = np.empty(n, np.int64)
     for a in range(n):
         count = 0
@@ -215,6 +219,7 @@ def edges_apparent_between(dist: np.ndarray, lo: float, hi: float, centre: int) 
             if lo < dist[a, b] <= hi:
                 pending[count] = b
                 count += 1
+        work += count
         count = _drop_witnessed(dist, a, centre, pending, count)
         while count > 0:
             b = pending[0]
@@ -225,12 +230,14 @@ def edges_apparent_between(dist: np.ndarray, lo: float, hi: float, centre: int) 
                 if k != a and k != b and _witness(row_a[k], row_b[k], a, b, k, length):
                     found = k
                     break
-            if found < 0:
+            work += n - found + count
+            if found < 0 or work > budget:
                 return False
             count = _drop_witnessed(dist, a, found, pending, count)
     return True
 
 
+_CERTIFICATE_WORK = 8  # vertex visits of the apparent-edge search, in units of N^2, before it gives up
 _TILE = 32  # square tiles for the symmetric pass: both D[i, j] and D[j, i] read from cache
 _DIGIT = 11  # radix of length_order: 2048 buckets stay in the L1/L2 cache during a scatter
 _PASSES = (64 + _DIGIT - 1) // _DIGIT
