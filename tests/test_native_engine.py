@@ -8,6 +8,8 @@ Claims checked:
 - the batched device stage (PyTorch) computes the same ranks, neighbour lists, births and
   apparent partners as the compiled per-cloud stage, on CPU and (marked ``cuda``) on a GPU;
 - the batch form with threads equals the per-cloud form; the deadline path returns None;
+- a prefix cut below the enclosing radius (decision 36) gives the radius stage's diagram whether
+  its certificate holds or not, and the certificate's kernels equal brute force;
 - it plugs into ``fast.persistence.compute_diagrams`` as an ``H1Engine`` and agrees with the
   giotto-ph backend;
 - bad matrices raise ValueError naming the problem;
