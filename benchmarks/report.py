@@ -290,7 +290,7 @@ def _profile_section(run: dict[str, Any]) -> list[str]:
     pooled = {b["extra_info"]["case"]: _median(b) for b in _by(run["benchmarks"], "batch")
               if b["extra_info"]["method"] == "ours"}
     rows.append(["wall time with the worker pool (batch table)"]
-                + [c for f in families for c in (_fmt(pooled.get(f)), "") ])
+                + [c for f in families for c in (_fmt(pooled.get(f)), "")])
     e = records[families[0]]["extra_info"]
     return [
         "### Where the time goes",

@@ -47,7 +47,7 @@ from fast.persistence import (
 # kernel's own deadline test and lazily computed apparent partners.
 from fast.persistence.device_stage import batched_distances, device_edge_stages
 from fast.persistence import edge_stage
-from fast.persistence.edge_stage import cpu_edge_stage, edges_apparent_between, length_order, mst_longest_edge
+from fast.persistence.edge_stage import EdgeStage, cpu_edge_stage, edges_apparent_between, length_order, mst_longest_edge
 from fast.persistence.native import reduce_stage
 from fast.persistence.reduction import (
     CLOCK_MASK,
@@ -104,9 +104,8 @@ def test_native_h1_equals_reference_on_matrices_with_many_equal_distances(decima
     _assert_same_as_reference(d)
 
 
-def _truncation_outcome(d: np.ndarray) -> str:
-    """How a truncated stage of ``d`` ends: certified, or back to the radius before or after the reduction."""
-    stage = cpu_edge_stage(d, truncate=True)
+def _truncation_outcome(stage: EdgeStage) -> str:
+    """How a stage built with ``truncate`` ends: certified, or back to the radius before or after the reduction."""
     if not stage.truncated:
         return "radius"
     deaths, status = reduce_columns(stage.columns, stage.u, stage.v, stage.rank, stage.nbr, stage.deg, stage.pu,
@@ -125,14 +124,13 @@ def test_truncated_prefix_gives_the_full_diagram_whether_certified_or_not(factor
     for kind in ("gaussian", "clustered", "circles", "lattice", "duplicated"):
         for n, dim, seed in ((40, 3, 0), (120, 8, 1), (200, 64, 2)):
             d = cdist(*(2 * (build_cloud(kind, n, dim, seed),)))
-            full_stage = cpu_edge_stage(d)
-            full, cut = reduce_stage(d, full_stage), reduce_stage(d, cpu_edge_stage(d, truncate=True))
+            full_stage, cut_stage = cpu_edge_stage(d), cpu_edge_stage(d, truncate=True)
+            outcomes.add(_truncation_outcome(cut_stage))
+            full, cut = reduce_stage(d, full_stage), reduce_stage(d, cut_stage)
             for field in ("pairs", "birth_edges", "death_edges", "death_triangles"):
                 np.testing.assert_array_equal(getattr(cut, field), getattr(full, field), err_msg=f"{kind} {n} {field}")
-            cut_stage = cpu_edge_stage(d, truncate=True)
             np.testing.assert_array_equal(cut_stage.u[cut_stage.tree], full_stage.u[full_stage.tree])
             np.testing.assert_array_equal(cut_stage.v[cut_stage.tree], full_stage.v[full_stage.tree])
-            outcomes.add(_truncation_outcome(d))
     if factor == 1.0:
         assert {"certified", "reduced again", "radius"} <= outcomes, outcomes
     else:
@@ -152,7 +150,8 @@ def test_apparent_edge_check_and_longest_tree_edge_equal_brute_force(decimals: i
         rank = np.full((n, n), -1)
         rank[iu[order], ju[order]] = np.arange(len(order))
         rank = np.maximum(rank, rank.T)
-        for lo, hi in [(q0, q1) for q0 in np.unique(d)[:: max(1, n // 3)] for q1 in (np.max(d),)]:
+        hi = d.max()
+        for lo in np.unique(d)[:: max(1, n // 3)]:
             want = all(any(rank[a, k] < rank[a, b] and rank[b, k] < rank[a, b] for k in range(n) if k not in (a, b))
                        for a, b in zip(iu, ju) if lo < d[a, b] <= hi)
             for centre in (0, n - 1):  # the first candidate tried: any vertex gives the same answer

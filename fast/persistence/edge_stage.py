@@ -84,7 +84,8 @@ def cpu_edge_stage(dist: np.ndarray, name: str = "dist", truncate: bool = False)
 
     With ``truncate`` (decision 36) the prefix may stop at a length ``t`` below the enclosing radius ``r``
     (:func:`truncation_limit`), which is exact when it can be certified: the prefix connects
-    every vertex (so the tree is the whole minimum spanning tree), every edge of length in
+    every vertex (so the tree is the whole minimum spanning tree; this holds by construction, ``t``
+    being at least the tree's longest edge), every edge of length in
     ``(t, r]`` has an apparent coface (:func:`edges_apparent_between`: their pairs have zero
     persistence), and, checked by the reduction, every column of the prefix dies inside it.
     Why: a column whose death lies in the prefix is reduced only with columns of the prefix (a
@@ -104,9 +105,8 @@ def cpu_edge_stage(dist: np.ndarray, name: str = "dist", truncate: bool = False)
         limit = truncation_limit(d)
         if limit < radius and edges_apparent_between(d, limit, radius, centre):
             stage = _stage_within(d, limit)
-            if stage.tree.shape[0] == n - 1:
-                stage.truncated = True
-                return stage
+            stage.truncated = True
+            return stage
     return _stage_within(d, radius)
 
 
