@@ -10,7 +10,8 @@ The arithmetic runs in float64 whatever the input precision: the KL is a sum of 
 ~|z| / T that cancel to a small result, and in float32 that cancellation left relative errors of
 ~1e-3 on well-matched logits (measured against the reference); (N, K) logits are cheap to upcast.
 The labelled mean uses a mask rather than boolean indexing, so no host synchronisation is needed
-beyond the input checks.
+beyond the input checks. ``class_weight`` (K,) makes it the mean weighted by each point's class
+weight, ``sum_i w_{y_i} KL_i / sum_i w_{y_i}`` (decision 38; needs ``labels``).
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ def kld(
     labels: torch.Tensor | None = None,
     temperature: float = 1.0,
     ignore_index: int = -1,
+    class_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Scalar ``L_kld`` for (N, K) logits and optional (N,) integer labels."""
+    """Scalar ``L_kld`` for (N, K) logits, optional (N,) integer labels and (K,) class weights."""
     if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape:
         raise ValueError(
             f"student_logits {tuple(student_logits.shape)} and teacher_logits "
@@ -42,11 +44,26 @@ def kld(
     log_pt = F.log_softmax(teacher_logits.detach().to(torch.float64) / T, dim=1)
     per_point = F.kl_div(log_ps, log_pt, reduction="none", log_target=True).sum(dim=1)
     if labels is None:
+        if class_weight is not None:
+            raise ValueError("class_weight weights each point by its label's class: pass labels as well")
         return (T * T * per_point.sum() / max(per_point.shape[0], 1)).to(dtype)
     if labels.shape != (student_logits.shape[0],) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(
             f"labels must be an ({student_logits.shape[0]},) integer tensor, got shape "
             f"{tuple(labels.shape)} dtype {labels.dtype}"
         )
-    keep = (labels.to(student_logits.device) != ignore_index).to(torch.float64)
-    return (T * T * (per_point * keep).sum() / keep.sum().clamp_min(1.0)).to(dtype)
+    lab = labels.to(student_logits.device)
+    keep = (lab != ignore_index).to(torch.float64)
+    if class_weight is None:
+        return (T * T * (per_point * keep).sum() / keep.sum().clamp_min(1.0)).to(dtype)
+    w = torch.as_tensor(class_weight).detach().to(device=student_logits.device, dtype=torch.float64)
+    if w.shape != (student_logits.shape[1],) or not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValueError(f"class_weight must be a ({student_logits.shape[1]},) tensor of finite weights >= 0, "
+                         f"got {w.tolist()}")
+    if bool(((keep > 0) & ((lab < 0) | (lab >= w.shape[0]))).any()):
+        raise ValueError(f"labels must lie in [0, {w.shape[0]}) or equal ignore_index {ignore_index} to pick "
+                         "their class weight")
+    weight = keep * w[torch.where(keep > 0, lab, torch.zeros_like(lab))]
+    total = weight.sum()
+    # a zero weight sum (no labelled point, or only zero-weight classes): 0 with a zero gradient
+    return (T * T * (per_point * weight).sum() / torch.where(total > 0, total, 1.0)).to(dtype)

@@ -12,6 +12,7 @@ counts the initial value of the output as one of them even with* ``include_self=
 outputs are therefore initialised with +inf (min) / -inf (max), which no finite entry equals, so
 the split is uniform over the tied input points only, exactly as in the reference. ``abs`` has
 derivative sign(0) = 0 in autograd, as in the reference. Teacher maps are computed without grad.
+``detach_range=True`` (decision 37) takes the min and max from the detached map.
 """
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ def _normalized_map(
     in_cloud: torch.Tensor,
     n_clouds: int,
     eps: float,
+    detach_range: bool,
 ) -> torch.Tensor:
     """Eq. (4)-(6): per-cloud channel weights, saliency map, ``M[index]``, per-cloud min-max."""
     stage_cloud = cloud_ids(s_off, s_off.device, acts.shape[0])
@@ -87,8 +89,9 @@ def _normalized_map(
     # O(1) garbage).
     u = (omega[stage_cloud] * acts.abs()).sum(dim=1)[index.to(acts.device)].to(torch.float64)
     inf = torch.full((n_clouds,), float("inf"), dtype=torch.float64, device=acts.device)
-    lo = inf.scatter_reduce(0, in_cloud, u, "amin", include_self=False)
-    hi = (-inf).scatter_reduce(0, in_cloud, u, "amax", include_self=False)
+    ends = u.detach() if detach_range else u
+    lo = inf.scatter_reduce(0, in_cloud, ends, "amin", include_self=False)
+    hi = (-inf).scatter_reduce(0, in_cloud, ends, "amax", include_self=False)
     return (u - lo[in_cloud]) / (hi - lo + eps)[in_cloud]
 
 
@@ -103,6 +106,7 @@ def saliency_loss(
     teacher_index: Sequence[torch.Tensor],
     offsets: torch.Tensor | Sequence[int],
     eps: float = 1e-8,
+    detach_range: bool = False,
 ) -> torch.Tensor:
     """Scalar L_grad of Eq. (7), differentiable w.r.t. ``student_acts``; see ``reference.saliency_loss``.
 
@@ -141,12 +145,13 @@ def saliency_loss(
     loss = torch.zeros((), dtype=torch.float64, device=device)
     for l, (s_off_S, s_off_T) in enumerate(stage_offs):
         hat_S = _normalized_map(
-            student_acts[l].to(dtype), student_grads[l].to(device), s_off_S, student_index[l], in_cloud, B, eps
+            student_acts[l].to(dtype), student_grads[l].to(device), s_off_S, student_index[l], in_cloud, B, eps,
+            detach_range,
         )
         with torch.no_grad():
             hat_T = _normalized_map(
                 teacher_acts[l].detach().to(device=device, dtype=dtype),
-                teacher_grads[l].to(device), s_off_T, teacher_index[l], in_cloud, B, eps,
+                teacher_grads[l].to(device), s_off_T, teacher_index[l], in_cloud, B, eps, detach_range,
             )
         loss = loss + (hat_T - hat_S).abs().sum() / N
     return loss.to(dtype)

@@ -16,6 +16,8 @@ Gradient w.r.t. each student activation: through ``|F|`` (sign(0) = 0), through 
 ``max`` (the gradient of each is split uniformly among the input points of the cloud whose
 ``M_up`` attains it, so an extremal stage point referenced by several input points collects all of
 it), and through ``|Mhat_T - Mhat_S|`` with sign(0) = 0. Teacher maps carry no gradient.
+``detach_range=True`` (decision 37) treats each cloud's ``min`` and ``max`` as constants in the
+backward pass: the loss is the same, its gradient keeps only the direct path.
 """
 from __future__ import annotations
 
@@ -99,13 +101,15 @@ def saliency_loss(
     teacher_index: Sequence[np.ndarray],
     offsets: Sequence[int] | np.ndarray,
     eps: float = 1e-8,
+    detach_range: bool = False,
 ) -> tuple[float, list[np.ndarray]]:
     """L_grad of Eq. (7) over L layers and its gradient w.r.t. each ``student_acts[l]``.
 
     All list arguments have one entry per layer: ``*_acts[l]`` (N_l, C_l) activations,
     ``*_grads[l]`` (N_l, C_l) = dL_seg/dF (constants), ``*_stage_offsets[l]`` (B,) END offsets of
     the clouds at that stage, ``*_index[l]`` (N,) input point -> global stage row. ``offsets`` (B,)
-    END offsets of the N input points. Returns ``(loss, [dL/dstudent_acts[l] for l])``.
+    END offsets of the N input points. ``detach_range``: no gradient through the per-cloud min and
+    max of Eq. (6) (decision 37). Returns ``(loss, [dL/dstudent_acts[l] for l])``.
     """
     lists = {
         "student_acts": student_acts, "student_grads": student_grads,
@@ -143,6 +147,9 @@ def saliency_loss(
         for lo, hi, mn, mx, den in parts:
             r_b, hat_b, u_b = r[lo:hi], hat_S[lo:hi], u_S[lo:hi]
             g_b = r_b / den
+            if detach_range:
+                g_u[lo:hi] = g_b
+                continue
             g_min = np.sum(r_b * (hat_b - 1.0)) / den  # dL/dmin
             g_max = -np.sum(r_b * hat_b) / den  # dL/dmax
             at_min, at_max = u_b == mn, u_b == mx

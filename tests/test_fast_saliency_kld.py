@@ -123,3 +123,25 @@ def test_fast_kld_all_ignored_is_zero_with_zero_gradient() -> None:
 def test_fast_kld_bad_input_raises_value_error(zs, zt, labels, T, match) -> None:
     with pytest.raises(ValueError, match=match):
         fast_kld(zs, zt, labels, temperature=T)
+
+
+def test_fast_kld_zero_class_weights_give_zero_with_zero_gradient() -> None:
+    zs = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    loss = fast_kld(zs, torch.randn(5, 3, dtype=torch.float64), torch.tensor([0, 1, -1, 1, 0]),
+                    class_weight=torch.tensor([0.0, 0.0, 2.0]))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.all(zs.grad == 0)
+
+
+@pytest.mark.parametrize(
+    "labels, w, match",
+    [
+        (None, torch.ones(2), "pass labels"),
+        (torch.tensor([0, 1]), torch.ones(3), r"class_weight must be a \(2,\)"),
+        (torch.tensor([0, 1]), torch.tensor([1.0, -1.0]), "class_weight"),
+        (torch.tensor([0, 5]), torch.ones(2), r"labels must lie in \[0, 2\)"),
+    ],
+)
+def test_fast_kld_bad_class_weight_raises_value_error(labels, w, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        fast_kld(torch.zeros(2, 2), torch.zeros(2, 2), labels, class_weight=w)

@@ -4,7 +4,8 @@ Proves: the loss equals T^2 * mean KL computed independently with scipy.stats.en
 gradient equals central finite differences; ignored points change neither loss nor gradient and
 get zero gradient; an empty labelled set gives 0 and a zero gradient; the T^2 scaling law
 ``kld(T z_S, T z_T, T) = T^2 kld(z_S, z_T, 1)``; identical logits give 0; huge logits stay finite;
-bad inputs raise ValueError.
+bad inputs raise ValueError; with class weights (decision 38) the loss is the weighted mean of the
+per-point KL and the gradient its central differences, unit weights change nothing.
 """
 from __future__ import annotations
 
@@ -126,3 +127,51 @@ def test_kld_huge_logits_stay_finite() -> None:
 def test_kld_bad_input_raises_value_error(zs, zt, labels, T, match) -> None:
     with pytest.raises(ValueError, match=match):
         kld(zs, zt, labels, temperature=T)
+
+
+@given(case=cases, T=temperatures)
+def test_kld_class_weights_give_the_weighted_mean_and_its_gradient(case, T: float) -> None:
+    """Decision 38: sum_i w_{y_i} KL_i / sum_i w_{y_i} over labelled points (scipy entropy per point),
+    and its gradient by central differences."""
+    zs, zt, labels = _logits(*case)
+    w = np.random.default_rng(case[0] + 1).uniform(0.0, 3.0, size=zs.shape[1])
+    loss, grad = kld(zs, zt, labels, temperature=T, class_weight=w)
+    keep = labels != -1
+    if not keep.any():
+        assert loss == 0.0 and np.all(grad == 0.0)
+        return
+    per_point = entropy(softmax(zt[keep] / T, axis=1), softmax(zs[keep] / T, axis=1), axis=1)
+    wk = w[labels[keep]]
+    assert loss == pytest.approx(T * T * np.sum(wk * per_point) / wk.sum(), rel=1e-10, abs=1e-14)
+    fd = np.zeros_like(zs)
+    for idx in np.ndindex(*zs.shape):
+        zp, zm = zs.copy(), zs.copy()
+        zp[idx] += FD_STEP
+        zm[idx] -= FD_STEP
+        fd[idx] = (kld(zp, zt, labels, T, class_weight=w)[0] - kld(zm, zt, labels, T, class_weight=w)[0]) / (2 * FD_STEP)
+    assert float(np.abs(fd - grad).max()) / max(float(np.abs(grad).max()), 1e-3) < 1e-6
+
+
+def test_kld_unit_class_weights_change_nothing_and_zero_weights_give_zero() -> None:
+    zs, zt, labels = _logits(3, 9, 4)
+    loss, grad = kld(zs, zt, labels)
+    loss_w, grad_w = kld(zs, zt, labels, class_weight=np.ones(4))
+    assert loss_w == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(grad_w, grad, rtol=1e-12)
+    loss_0, grad_0 = kld(zs, zt, labels, class_weight=np.zeros(4))
+    assert loss_0 == 0.0 and np.all(grad_0 == 0.0)
+
+
+@pytest.mark.parametrize(
+    "labels, w, match",
+    [
+        (None, np.ones(2), "pass labels"),
+        (np.array([0, 1]), np.ones(3), r"class_weight must be a \(2,\)"),
+        (np.array([0, 1]), np.array([1.0, -1.0]), "class_weight"),
+        (np.array([0, 1]), np.array([1.0, np.nan]), "class_weight"),
+        (np.array([0, 5]), np.ones(2), r"labels must lie in \[0, 2\)"),
+    ],
+)
+def test_kld_bad_class_weight_raises_value_error(labels, w, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        kld(np.zeros((2, 2)), np.zeros((2, 2)), labels, class_weight=w)

@@ -4,7 +4,9 @@ Proves: the loss equals a direct point-by-point evaluation of Eq. (4)-(7); the g
 central finite differences on generic inputs; at an exact min/max tie the gradient is the average
 of the gradients on either side of the tie (the uniform split); invariances that must hold
 (per-cloud scaling of student activations, scaling of the given gradients, channel permutation,
-identical student and teacher -> 0); bad inputs raise ValueError naming the argument.
+identical student and teacher -> 0); bad inputs raise ValueError naming the argument; with
+``detach_range`` (decision 37) the loss is unchanged and the gradient is that of Eq. (7) with each
+cloud's min and max held fixed.
 
 ``random_saliency_inputs`` is also used by tests/test_fast_saliency_kld.py.
 """
@@ -263,3 +265,59 @@ def test_saliency_bad_input_raises_value_error(mutate, match: str) -> None:
 def test_saliency_eps_must_be_positive() -> None:
     with pytest.raises(ValueError, match="eps"):
         saliency_loss(**random_saliency_inputs(1, (3,), 1), eps=0.0)
+
+
+
+def _raw_up(acts, grads, stage_off, index, offsets) -> np.ndarray:
+    """Eq. (4)-(5) brought to the input points, not normalised (point by point, like direct_maps)."""
+    out, in_start, s_start = np.zeros(int(offsets[-1])), 0, 0
+    for b in range(len(offsets)):
+        s_end, in_end = int(stage_off[b]), int(offsets[b])
+        omega = np.abs(grads[s_start:s_end]).sum(axis=0) / (s_end - s_start)
+        for p in range(in_start, in_end):
+            out[p] = sum(abs(omega[k] * acts[int(index[p]), k]) for k in range(acts.shape[1]))
+        in_start, s_start = in_end, s_end
+    return out
+
+
+def test_saliency_detach_range_keeps_the_loss_and_differentiates_with_min_and_max_held_fixed() -> None:
+    """Decision 37: with ``detach_range`` the loss is unchanged and the gradient is the derivative of
+    Eq. (7) with each cloud's min and max of the student's map frozen at their values."""
+    inp = random_saliency_inputs(31, (9, 8), 2)
+    loss, full = saliency_loss(**inp)
+    loss_d, grads = saliency_loss(**inp, detach_range=True)
+    assert loss_d == loss
+    layer_args = [[inp[f"student_{k}"][l] for k in ("acts", "grads", "stage_offsets", "index")]
+                  for l in range(2)]
+    ends = np.asarray(inp["offsets"])
+    starts = ends - np.diff(ends, prepend=0)
+    bounds = [[(up[a:e].min(), up[a:e].max()) for a, e in zip(starts, ends)]
+              for up in (_raw_up(*args, inp["offsets"]) for args in layer_args)]
+    teacher = [direct_maps(*[inp[f"teacher_{k}"][l] for k in ("acts", "grads", "stage_offsets", "index")],
+                           inp["offsets"]) for l in range(2)]
+    assert all(np.abs(teacher[l] - direct_maps(*args, inp["offsets"])).min() > 1e-3 for l, args in enumerate(layer_args))
+
+    def frozen_loss() -> float:
+        total = 0.0
+        for l, args in enumerate(layer_args):
+            up = _raw_up(*args, inp["offsets"])
+            lo = np.concatenate([np.full(e - a, bounds[l][b][0]) for b, (a, e) in enumerate(zip(starts, ends))])
+            hi = np.concatenate([np.full(e - a, bounds[l][b][1]) for b, (a, e) in enumerate(zip(starts, ends))])
+            total += np.abs(teacher[l] - (up - lo) / (hi - lo + 1e-8)).sum() / ends[-1]
+        return total
+
+    assert frozen_loss() == pytest.approx(loss, rel=1e-12)
+    step = 1e-6
+    for l, A in enumerate(inp["student_acts"]):
+        fd = np.zeros_like(A)
+        for idx in np.ndindex(*A.shape):
+            old = A[idx]
+            A[idx] = old + step
+            plus = frozen_loss()
+            A[idx] = old - step
+            minus = frozen_loss()
+            A[idx] = old
+            fd[idx] = (plus - minus) / (2 * step)
+        scale = max(float(np.abs(grads[l]).max()), 1e-3)
+        assert float(np.abs(fd - grads[l]).max()) / scale < 1e-6
+        assert float(np.abs(full[l] - grads[l]).max()) / scale > 1e-2  # the range path is really left out

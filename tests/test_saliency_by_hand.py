@@ -1,4 +1,4 @@
-"""L_grad of a whole distillation step (paper Eq. 4-7, decisions 15-17) on a model small enough to
+"""L_grad (paper Eq. 4-7, decisions 15-17) and L_kld of a whole distillation step on a model small enough to
 differentiate by hand.
 
 Teacher and student are two-layer linear decoders: stage 1 runs on pooled points,
@@ -12,11 +12,15 @@ points / N, summed over the two stages), independently of ``reference.saliency``
 ``fast.saliency``. ``train.steps.distillation_step`` must give the same ``L_grad``, and the
 gradient its total sends to the student's parameters must be the derivative of
 ``L_seg + l_grad L_grad`` with the channel weights held constant (decision 16: no second-order
-graph), which this file takes by central differences of the numpy loss.
+graph), which this file takes by central differences of the numpy loss. With
+``saliency_detach_range`` (decision 37) the per-cloud min and max of Eq. 6 are held constant too.
+The same step's L_kld takes the CE's class weights exactly when ``kld_class_weights`` asks
+(decision 38).
 """
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -24,9 +28,9 @@ from train.models.ptv3 import ModelOutput
 from train.profiling import StepTimer
 from train.steps import DistillSettings, distillation_step
 
-OFFSETS = (6, 10)  # two clouds: input points 0-5 and 6-9 (END offsets)
-CLUSTER = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])  # stage-1 rows: 3 of cloud 0, 2 of cloud 1
-STAGE1_OFFSETS = (3, 5)
+OFFSETS = (6, 12)  # two clouds: input points 0-5 and 6-11 (END offsets)
+CLUSTER = np.repeat(np.arange(6), 2)  # stage-1 rows: 3 per cloud
+STAGE1_OFFSETS = (3, 6)
 N_IN, K = 3, 4
 CLASS_WEIGHT = (0.5, 1.0, 2.0, 1.5)
 LAMBDA_GRAD = 0.7
@@ -68,16 +72,31 @@ def _activations(x: np.ndarray, w1: np.ndarray, w2: np.ndarray, w3: np.ndarray, 
     return [f1, f2], [g1, g2], seg
 
 
-def _normalised_maps(feats: list[np.ndarray], omegas: list[np.ndarray]) -> list[np.ndarray]:
-    """Eq. 5 with given per-cloud channel weights, brought to the input points, Eq. 6 per cloud."""
+def _raw_maps(feats: list[np.ndarray], omegas: list[np.ndarray]) -> list[np.ndarray]:
+    """Eq. 5 with given per-cloud channel weights, brought to the input points."""
     out = []
     for layer, (f, om) in enumerate(zip(feats, omegas)):
         rows = CLUSTER if layer == 0 else np.arange(len(CLUSTER))
         stage_cloud = np.repeat([0, 1], np.diff((0,) + (STAGE1_OFFSETS if layer == 0 else OFFSETS)))
-        m = np.abs(om[stage_cloud] * f).sum(axis=1)[rows]
+        out.append(np.abs(om[stage_cloud] * f).sum(axis=1)[rows])
+    return out
+
+
+CLOUDS = ((0, OFFSETS[0]), (OFFSETS[0], OFFSETS[1]))
+
+
+def _ranges(maps: list[np.ndarray]) -> list[list[tuple[float, float]]]:
+    """Per layer, per cloud: (min, max) of the map over the cloud's input points."""
+    return [[(m[a:e].min(), m[a:e].max()) for a, e in CLOUDS] for m in maps]
+
+
+def _normalised_maps(maps: list[np.ndarray], ranges: list[list[tuple[float, float]]]) -> list[np.ndarray]:
+    """Eq. 6 per cloud with the given (min, max) of each cloud."""
+    out = []
+    for m, layer_ranges in zip(maps, ranges):
         hat = np.empty_like(m)
-        for lo, hi in ((0, OFFSETS[0]), (OFFSETS[0], OFFSETS[1])):
-            hat[lo:hi] = (m[lo:hi] - m[lo:hi].min()) / (m[lo:hi].max() - m[lo:hi].min() + 1e-8)
+        for (a, e), (lo, hi) in zip(CLOUDS, layer_ranges):
+            hat[a:e] = (m[a:e] - lo) / (hi - lo + 1e-8)
         out.append(hat)
     return out
 
@@ -91,8 +110,8 @@ def _omegas(grads: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
-def _setup() -> tuple[dict[str, torch.Tensor], list[np.ndarray], list[np.ndarray]]:
-    rng = np.random.default_rng(7)
+def _setup(seed: int = 16) -> tuple[dict[str, torch.Tensor], list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(len(CLUSTER), N_IN))
     y = rng.integers(0, K, size=len(CLUSTER))
     student = [rng.normal(size=s) for s in ((N_IN, 2), (2, 3), (3, K))]
@@ -102,28 +121,34 @@ def _setup() -> tuple[dict[str, torch.Tensor], list[np.ndarray], list[np.ndarray
     return batch, student, teacher
 
 
-def test_distillation_step_l_grad_and_its_gradient_equal_the_hand_computation() -> None:
+@pytest.mark.parametrize("detach_range", [False, True])
+def test_distillation_step_l_grad_and_its_gradient_equal_the_hand_computation(detach_range: bool) -> None:
     batch, ws, wt = _setup()
     x, y = batch["feat"].numpy(), batch["segment"].numpy()
     student, teacher = TinyDecoder(*ws), TinyDecoder(*wt)
     for p in teacher.parameters():
         p.requires_grad_(False)
     settings = DistillSettings(grad=True, lambda_grad=LAMBDA_GRAD, seg_loss="ce", class_weight=CLASS_WEIGHT,
-                               saliency_layers=(1, 2))
+                               saliency_layers=(1, 2), saliency_detach_range=detach_range)
     total, logs = distillation_step(student, teacher, batch, settings, amp=False, timer=StepTimer())
     total.backward()
 
     t_feats, t_grads, _ = _activations(x, *wt, y)
-    hat_t = _normalised_maps(t_feats, _omegas(t_grads))
+    t_maps = _raw_maps(t_feats, _omegas(t_grads))
+    hat_t = _normalised_maps(t_maps, _ranges(t_maps))
     s_feats, s_grads, seg = _activations(x, *ws, y)
     omega_s = _omegas(s_grads)  # held constant below (decision 16)
+    range_s = _ranges(_raw_maps(s_feats, omega_s))  # held constant below with detach_range (decision 37)
 
     def l_grad(w: list[np.ndarray], omegas: list[np.ndarray]) -> float:
-        feats, _, _ = _activations(x, *w, y)
-        return sum(float(np.abs(t - s).sum()) / len(CLUSTER) for t, s in zip(hat_t, _normalised_maps(feats, omegas)))
+        maps = _raw_maps(_activations(x, *w, y)[0], omegas)
+        hat_s = _normalised_maps(maps, range_s if detach_range else _ranges(maps))
+        return sum(float(np.abs(t - s).sum()) / len(CLUSTER) for t, s in zip(hat_t, hat_s))
 
     want = l_grad(ws, omega_s)
-    assert 0.1 < want  # the maps differ: a real comparison, not 0 = 0
+    # every |hat_T - hat_S| is far from 0, so the central differences below stay off the L1 kinks
+    s_maps = _raw_maps(s_feats, omega_s)
+    assert min(np.abs(t - s).min() for t, s in zip(hat_t, _normalised_maps(s_maps, range_s))) > 0.1
     assert np.isclose(float(logs["grad"]), want, rtol=1e-5, atol=1e-7)
     assert np.isclose(float(logs["seg"]), seg, rtol=1e-6)
     assert np.isclose(float(total.detach()), seg + LAMBDA_GRAD * want, rtol=1e-5)
@@ -150,3 +175,18 @@ def test_distillation_step_l_grad_and_its_gradient_equal_the_hand_computation() 
     # would give a clearly different gradient
     assert gap > 1e-2
     assert all(p.grad is None for p in teacher.parameters())
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_distillation_step_kld_uses_the_class_weights_only_when_asked(weighted: bool) -> None:
+    """Decision 38: ``kld_class_weights`` hands the CE's class weights to L_kld (reference twin)."""
+    from reference.kld import kld as reference_kld
+
+    batch, ws, wt = _setup()
+    student, teacher = TinyDecoder(*ws), TinyDecoder(*wt)
+    settings = DistillSettings(kld=True, seg_loss="ce", class_weight=CLASS_WEIGHT, kld_class_weights=weighted)
+    _, logs = distillation_step(student, teacher, batch, settings, amp=False, timer=StepTimer())
+    x, y = batch["feat"].numpy(), batch["segment"].numpy()
+    logits = [_activations(x, *w, y)[0][1] @ w[2] for w in (ws, wt)]
+    want, _ = reference_kld(*logits, y, class_weight=np.asarray(CLASS_WEIGHT) if weighted else None)
+    assert np.isclose(float(logs["kld"]), want, rtol=1e-5)

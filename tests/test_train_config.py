@@ -57,6 +57,8 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
          "--sinkhorn-eps"),
         (["--dataset", "synthetic", "--topo-workers", "-1"], ValueError, "topo-workers"),
         (["--dataset", "synthetic", "--eval-every-epochs", "-1"], ValueError, "eval-every-epochs must be an integer >= 0"),
+        (["--dataset", "synthetic", "--kld-class-weights", "--class-weights", "none"], ValueError,
+         "--kld-class-weights.*--class-weights inverse-sqrt"),
     ],
 )
 def test_bad_configurations_fail_fast_with_a_message_naming_the_option(
@@ -75,6 +77,16 @@ def test_topo_distance_and_its_options_reach_the_step_settings() -> None:
     assert (s.topo_distance, s.sinkhorn_eps, s.pi_norm, cfg.plots) == ("sinkhorn", 0.05, "l1", False)
     with pytest.raises(SystemExit):
         resolve(["--dataset", "synthetic", "--topo-distance", "wasserstein"])
+
+
+def test_saliency_range_and_kld_class_weight_flags_reach_the_step_settings() -> None:
+    from train.loop import distill_settings
+
+    default = distill_settings(resolve(["--dataset", "synthetic"]), "distill")
+    assert (default.saliency_detach_range, default.kld_class_weights) == (False, False)  # decisions 37, 38
+    s = distill_settings(resolve(["--dataset", "synthetic", "--saliency-detach-range", "--kld-class-weights"]),
+                         "distill")
+    assert (s.saliency_detach_range, s.kld_class_weights) == (True, True)
 
 
 def test_unknown_dataset_fails_on_the_command_line_and_in_a_config_file(tmp_path: Path) -> None:

@@ -234,7 +234,8 @@ def draw_topo_loss(rng: np.random.Generator, kind: str) -> dict:
 
 def draw_saliency_loss(rng: np.random.Generator, kind: str) -> dict:
     sizes = tuple(int(n) for n in rng.choice([1, 2, 3, 17, 60, 300], size=rng.integers(1, 5)))
-    return random_saliency_inputs(int(rng.integers(2**32)), sizes, int(rng.integers(1, 5)))
+    return {**random_saliency_inputs(int(rng.integers(2**32)), sizes, int(rng.integers(1, 5))),
+            "detach_range": bool(rng.integers(2))}  # decision 37
 
 
 def draw_kld(rng: np.random.Generator, kind: str) -> dict:
@@ -242,24 +243,36 @@ def draw_kld(rng: np.random.Generator, kind: str) -> dict:
     k = int(rng.integers(2, 21))
     labels_mode = "all_ignored" if kind == "empty" else str(rng.choice(["none", "some"]))
     labels = {"none": None, "some": rng.integers(-1, k, size=n), "all_ignored": np.full(n, -1)}[labels_mode]
+    # class weights (decision 38) on half the labelled draws, some of them 0
+    weighted = labels is not None and bool(rng.integers(2))
+    class_weight = rng.uniform(0, 3, size=k) * (rng.uniform(size=k) > 0.2) if weighted else None
     return dict(student_logits=rng.normal(scale=4, size=(n, k)), teacher_logits=rng.normal(scale=4, size=(n, k)),
-                labels=labels, temperature=float(rng.choice([0.5, 1.0, 2.0, 4.0])))
+                labels=labels, temperature=float(rng.choice([0.5, 1.0, 2.0, 4.0])), class_weight=class_weight)
+
+
+def _kld_point_weights(inputs: dict) -> np.ndarray:
+    """Each point's weight in the mean: 1 or its class weight on labelled points, 0 on ignored ones."""
+    labels, w = inputs["labels"], inputs["class_weight"]
+    if labels is None:
+        return np.ones(len(inputs["student_logits"]))
+    keep = labels != -1
+    return np.where(keep, 1.0 if w is None else w[np.where(keep, labels, 0)], 0.0)
 
 
 def kld_loss_scale(inputs: dict, want: np.ndarray) -> float:
     """The KL sums terms p_T (log p_T - log p_S) that can cancel to a tiny result, so the loss error
     is measured against T^2 * mean sum |p_T (log p_T - log p_S)| (conditioning-aware)."""
-    zs, zt, labels, T = inputs["student_logits"], inputs["teacher_logits"], inputs["labels"], inputs["temperature"]
-    keep = np.ones(len(zs), bool) if labels is None else labels != -1
-    log_ps, log_pt = log_softmax(zs[keep] / T, axis=1), log_softmax(zt[keep] / T, axis=1)
-    return max(T * T * float(np.sum(np.exp(log_pt) * np.abs(log_pt - log_ps))) / max(int(keep.sum()), 1), 1e-12)
+    zs, zt, T = inputs["student_logits"], inputs["teacher_logits"], inputs["temperature"]
+    w = _kld_point_weights(inputs)
+    log_ps, log_pt = log_softmax(zs / T, axis=1), log_softmax(zt / T, axis=1)
+    terms = w * np.sum(np.exp(log_pt) * np.abs(log_pt - log_ps), axis=1)
+    return max(T * T * float(terms.sum()) / max(float(w.sum()), 1e-12), 1e-12)
 
 
 def kld_grad_scale(inputs: dict, want: np.ndarray) -> float:
-    """T (p_S - p_T) / n is measured against T / n (probabilities are <= 1)."""
-    labels = inputs["labels"]
-    n_kept = len(inputs["student_logits"]) if labels is None else int((labels != -1).sum())
-    return max(_max_abs(want, 0.0), inputs["temperature"] / max(n_kept, 1))
+    """T w_i (p_S - p_T) / sum w is measured against T max w / sum w (probabilities are <= 1)."""
+    w = _kld_point_weights(inputs)
+    return max(_max_abs(want, 0.0), inputs["temperature"] * float(w.max(initial=0.0)) / max(float(w.sum()), 1e-12))
 
 
 # --- the table ------------------------------------------------------------------------------------

@@ -135,6 +135,8 @@ class RunConfig:
     pi_norm: str = DEFAULT_PI_NORM
     saliency_layers: list[int] = field(default_factory=lambda: list(DECODER_STAGES))
     saliency_eps: float = 1e-8
+    saliency_detach_range: bool = False
+    kld_class_weights: bool = False
     # evaluation, logging, checkpoints
     tta: bool = False
     eval_max_scans: int | None = None
@@ -231,6 +233,11 @@ _HELP: dict[str, str] = {
     "TopKD) | l1",
     "saliency_layers": "decoder stages (1=dec1 coarsest .. 4=dec4) aligned by L_grad (Table 10)",
     "saliency_eps": "epsilon of the per-cloud min-max normalisation (Eq. 6)",
+    "saliency_detach_range": "no gradient through the per-cloud min and max of Eq. 6 (same L_grad; its gradient "
+    "then spreads over all points instead of mostly each cloud's two extremal points; decision 37; default: the "
+    "exact derivative)",
+    "kld_class_weights": "weight each point's KL by its class's --class-weights weight, as the cross-entropy is "
+    "(decision 38; default: the paper's plain mean over points)",
     "tta": "test-time augmentation at evaluation",
     "eval_max_scans": "evaluate on the first N validation scans only",
     "eval_every_epochs": "during training, every K epochs log the validation mIoU (the scans of the final "
@@ -461,6 +468,9 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(
             f"--saliency-layers must be distinct decoder stages from {DECODER_STAGES}, got {cfg.saliency_layers!r}"
         )
+    if cfg.kld_class_weights and cfg.class_weights == "none":
+        raise ValueError("--kld-class-weights weights the KL by the cross-entropy's class weights: pass "
+                         "--class-weights inverse-sqrt as well (the synthetic demo's default)")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
     if cfg.device == "cuda":

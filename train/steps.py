@@ -73,6 +73,8 @@ class DistillSettings:
     pi_norm: str = _RUN.pi_norm
     saliency_layers: Sequence[int] = tuple(_RUN.saliency_layers)
     saliency_eps: float = _RUN.saliency_eps
+    saliency_detach_range: bool = _RUN.saliency_detach_range
+    kld_class_weights: bool = _RUN.kld_class_weights  # weight L_kld per point as the CE (decision 38)
     seg_loss: str = DEFAULT_SEG_LOSS
     class_weight: tuple[float, ...] | None = None  # CE class weights (train.losses.class_weights)
 
@@ -231,7 +233,7 @@ def distillation_step(
                     [out.decoder_offsets[p] for p in pos], [out.decoder_index[p] for p in pos],
                     [t_out.decoder_feats[p].detach().float() for p in pos], t_grads,
                     [t_out.decoder_offsets[p] for p in pos], [t_out.decoder_index[p] for p in pos],
-                    batch["offset"], eps=s.saliency_eps,
+                    batch["offset"], eps=s.saliency_eps, detach_range=s.saliency_detach_range,
                 )
         logs["saliency_overflow"] = torch.tensor(float(overflow))
         logs["grad"] = l_grad.detach()
@@ -241,7 +243,7 @@ def distillation_step(
     if s.active("kld"):
         with timer.section("kld"):
             l_kld = kld(out.logits.float(), t_out.logits.detach().float(), batch["segment"],
-                             temperature=s.temperature)
+                        temperature=s.temperature, class_weight=s.seg_weight() if s.kld_class_weights else None)
         weighted["kld"] = s.lambda_kld * l_kld
         total = total + weighted["kld"]
         logs["kld"] = l_kld.detach()
