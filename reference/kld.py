@@ -11,7 +11,6 @@ Gradient: ``dL/dz_S = T * (softmax(z_S / T) - softmax(z_T / T)) / n_labelled`` o
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_softmax
 
 
 def kld(
@@ -49,6 +48,8 @@ def kld(
     if n == 0:
         return 0.0, grad
     T = float(temperature)
+    from scipy.special import log_softmax  # imported on use: importing reference stays numpy-only (decision 38)
+
     log_ps = log_softmax(zs[keep] / T, axis=1)
     log_pt = log_softmax(zt[keep] / T, axis=1)
     pt = np.exp(log_pt)

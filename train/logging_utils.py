@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -90,6 +91,11 @@ def _keep_rows_up_to(path: Path, step: int) -> list[str] | None:
     csv.writer(text).writerows([rows[0], *(r for r in rows[1:] if r and int(r[0]) <= step)])
     atomic_write(text.getvalue().encode(), path)
     return rows[0]
+
+
+# Bars are drawn by one process (rank 0): tqdm's default lock, a multiprocessing semaphore that a
+# killed rank would leave behind (the resource tracker then warns), is replaced by a thread lock.
+tqdm.set_lock(threading.RLock())
 
 
 def progress(iterable: Iterable[Any] | None = None, total: int | None = None, desc: str = "",

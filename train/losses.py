@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from train.option_names import CLASS_WEIGHTINGS, DEFAULT_SEG_LOSS, SEG_LOSSES
+
 
 def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
     """Increments of the Jaccard loss along the sorted errors (paper Eq. 9).
@@ -85,14 +87,6 @@ def cross_entropy(
     return logits.sum() * 0.0
 
 
-# Class weighting of the cross-entropy (decision 22). "none" is the paper's and the PTv3 recipe's plain CE;
-# "inverse-sqrt" weights class c by f_c^(-1/2) (f_c its share of the labelled training points),
-# scaled so that sum_c f_c w_c = 1: a point of a class 100x rarer weighs 10x more, while the loss
-# of an average point keeps its scale. A common remedy for the long tail of LiDAR classes, which
-# mIoU weighs like the common ones.
-CLASS_WEIGHTINGS: tuple[str, ...] = ("none", "inverse-sqrt")
-
-
 def class_weights(frequencies: Sequence[float], kind: str) -> tuple[float, ...] | None:
     """Per-class CE weights from label shares ``frequencies`` (K,) (any non-negative scale);
     None for "none". Classes absent from the counts get weight 0 (they never occur as targets)."""
@@ -110,14 +104,6 @@ def class_weights(frequencies: Sequence[float], kind: str) -> tuple[float, ...] 
     w[present] = f[present] ** -0.5
     w /= float((f * w).sum())
     return tuple(float(v) for v in w)
-
-
-# L_seg choices. Paper Eq. 8 writes cross-entropy; the PTv3 recipe the paper's models are trained
-# with (spec D) adds Lovasz-softmax, which optimises the IoU of each class present in a batch and so
-# helps the rare classes that mIoU weighs like the common ones. The recipe is the default; the
-# saliency maps of Eq. 4 are gradients of whichever L_seg is chosen.
-SEG_LOSSES: tuple[str, ...] = ("ce", "ce+lovasz")
-DEFAULT_SEG_LOSS = "ce+lovasz"
 
 
 def segmentation_loss(
