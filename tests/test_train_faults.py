@@ -109,6 +109,20 @@ def _assert_finished_once(stage_dir: Path) -> None:
         assert [int(line.split(",")[0]) for line in fh.readlines()[1:]] == list(range(1, STEPS + 1))
 
 
+def _kill_when_logged(proc: subprocess.Popen, stage_dir: Path, step: int) -> None:
+    """SIGKILL ``proc`` as soon as its training log shows ``step`` (or let it finish)."""
+    log = stage_dir / "train_log.csv"
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        rows = log.read_text().splitlines()[1:] if log.is_file() else []
+        if any(r.split(",")[0] == str(step) for r in rows):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    rc, err = _finish(proc)
+    assert rc in (0, -signal.SIGKILL), err
+
+
 def _temps(stage_dir: Path) -> list[Path]:
     return sorted(stage_dir.glob(LAST + ".*.tmp"))
 
@@ -153,17 +167,7 @@ def test_killed_at_any_point_then_resumed_equals_the_uninterrupted_run(base: Pat
 
     # 3. resumed from PREV at step 3, killed by the parent at a moment it does not choose: as soon
     #    as it sees step 5 in the training log (the child is then in step 6 or writing a checkpoint)
-    proc = _start(config, "--resume")
-    log = stage_dir / "train_log.csv"
-    deadline = time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:
-        rows = log.read_text().splitlines()[1:] if log.is_file() else []
-        if any(r.split(",")[0] == "5" for r in rows):
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    rc, err = _finish(proc)
-    assert rc in (0, -signal.SIGKILL), err
+    _kill_when_logged(_start(config, "--resume"), stage_dir, 5)
 
     # 4. resumed to the end
     rc, err = _finish(_start(config, "--resume"))
@@ -205,17 +209,7 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_two_process_run(
         "with --procs 2 (or torchrun --nproc_per_node 2), or delete it to start the stage afresh "
         "(docs/decisions.md decision 37)"]
 
-    proc = _start(config, "--resume")
-    log = stage_dir / "train_log.csv"
-    deadline = time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:
-        rows = log.read_text().splitlines()[1:] if log.is_file() else []
-        if any(r.split(",")[0] == "3" for r in rows):
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    rc, err = _finish(proc)
-    assert rc in (0, -signal.SIGKILL), err
+    _kill_when_logged(_start(config, "--resume"), stage_dir, 3)
 
     rc, err = _finish(_start(config, "--resume"))
     assert rc == 0, err

@@ -287,7 +287,7 @@ def native_checkpoint(path: str | os.PathLike[str], state: Any, refused: list[st
     must match it."""
     if refused:
         raise CheckpointError(f"{path} holds objects other than tensors and plain containers ({', '.join(refused)}), "
-                              "so it was not loaded (it could run code). Pass a checkpoint written by this package.")
+                              "so it was refused and nothing from it ran. Pass a checkpoint written by this package.")
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a topodistill checkpoint (no 'model' entry)")
     if "digest" in state and state["digest"] != content_digest(state):

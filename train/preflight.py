@@ -3,7 +3,7 @@
 :func:`train.config.validate` checks the values of the options; :func:`check_inputs` then checks
 what they name, by the same code the run uses later, before the synthetic set is generated and
 before any process is spawned: the model presets and overrides (each model the run builds is
-built once, on the CPU), the data root, the teacher checkpoint (read and built as the run will:
+built once, on the CPU), the synthetic set's folder, the teacher checkpoint (read and built as the run will:
 readable, a ``model_final.pt`` or a Pointcept checkpoint that fits the preset), and under
 ``--resume`` every checkpoint the run would continue from (one usable, written by as many
 processes as this run has). Each refusal is one line naming the option or file and the fix,
@@ -70,14 +70,11 @@ def _check_model(cfg: RunConfig, kind: str) -> None:
 
 
 def _check_data_root(cfg: RunConfig) -> None:
+    """The synthetic set's folder; a real data set's layout is checked by its loader, before any work."""
     root = Path(cfg.data_root)
-    if cfg.dataset == "synthetic":
-        if root.exists() and not root.is_dir():
-            raise FileNotFoundError(f"--data-root {root} is a file: pass a folder (the synthetic set is generated "
-                                    "there when it is absent)")
-    elif not root.is_dir():
-        raise FileNotFoundError(f"--data-root {root} does not exist or is not a folder: point it at the "
-                                f"{cfg.dataset} data set (layouts: docs/ptv3-and-datasets.md spec C)")
+    if cfg.dataset == "synthetic" and root.exists() and not root.is_dir():
+        raise FileNotFoundError(f"--data-root {root} is a file: pass a folder (the synthetic set is generated "
+                                "there when it is absent)")
 
 
 def _check_out(cfg: RunConfig) -> None:
