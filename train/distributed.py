@@ -124,12 +124,12 @@ def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: i
     listening: list[Connection] = [reader for reader, _ in pipes]
     running = list(ranks)
     failed: multiprocessing.process.BaseProcess | None = None
-    messages: list[str] = []  # in the order they arrived
+    messages: list[tuple[int, str]] = []  # (rank, message) in the order they arrived
     while running and failed is None:
         ready = wait([*listening, *(p.sentinel for p in running)])
         for reader in [c for c in listening if c in ready]:
             try:
-                messages.append(reader.recv())
+                messages.append(([r for r, _ in pipes].index(reader), reader.recv()))
             except EOFError:  # its rank ended
                 listening.remove(reader)
         for proc in [p for p in running if p.exitcode is not None]:
@@ -142,19 +142,22 @@ def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: i
         proc.join()
     if failed is None:
         return 0
-    reader = pipes[ranks.index(failed)][0]
-    try:
-        while not messages and reader.poll():  # the failed rank's message, not yet read when it ended
-            messages.append(reader.recv())
-    except EOFError:
-        pass
+    for rank, (reader, _) in enumerate(pipes):  # messages sent just before their rank ended
+        try:
+            while reader.poll():
+                messages.append((rank, reader.recv()))
+        except EOFError:
+            pass
     code = int(failed.exitcode or 1)
-    if messages:
-        print(messages[0], file=sys.stderr, flush=True)
-    elif code < 0:
+    if code < 0:  # killed: what the other ranks report follows from it
         print(f"{prog}: error: rank {ranks.index(failed)} was killed by {signal.Signals(-code).name}; "
               "rerun with --resume to continue from its last checkpoint", file=sys.stderr, flush=True)
-    return 128 - code if code < 0 else code
+        return 128 - code
+    if messages:  # the first report is the cause: a rank that fails because its peer is gone reports later
+        rank, message = messages[0]
+        print(message, file=sys.stderr, flush=True)
+        code = ranks[rank].exitcode or code
+    return code
 
 
 def launch(main: Callable[[list[str]], int], argv: Sequence[str], procs: int, device: str, deterministic: bool,
