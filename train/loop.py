@@ -39,7 +39,7 @@ from train.data.base import label_frequencies
 from train.data.validation import BadScanError
 from train.distributed import DistInfo, ResumableDistributedSampler, all_reduce_sum, barrier, broadcast_buffers
 from train.evaluate import evaluate
-from train.logging_utils import MetricLogger, progress
+from train.logging_utils import MetricLogger, progress, read_scalars
 from train.losses import class_weights
 from train.models.pointcept import from_pointcept, is_pointcept_state_dict, pointcept_overrides, read_model_config
 from train.optim import build_optimizer, build_scheduler
@@ -263,7 +263,7 @@ def train_stage(
                 else:
                     loss, logs = segmentation_step(ddp_model, batch, amp, timer, settings.seg_loss,
                                                    settings.seg_weight())
-                saliency_overflow = bool(logs.pop("saliency_overflow", 0.0))
+                saliency_overflow = logs.pop("saliency_overflow", False)
                 lr_used = optimizer.param_groups[0]["lr"]
                 outcome = apply_update(loss, saliency_overflow, model, optimizer, scaler, cfg.grad_clip, timer)
                 if outcome == NONFINITE:
@@ -272,7 +272,7 @@ def train_stage(
                 timer.step_done()
                 step += 1
                 position += 1
-                values = _as_floats(logs)
+                values = read_scalars(logs)
                 skips.record(outcome)
                 values.update(lr=lr_used, skipped_overflow=float(outcome == OVERFLOW),
                               skipped_nonfinite=float(outcome == NONFINITE))
@@ -331,7 +331,3 @@ def _save(info: DistInfo, path: Path, previous: Path, model: nn.Module, optimize
     if info.is_main:
         save_checkpoint(path, model, optimizer, scheduler, scaler, step, epoch, config, extra, previous)
     barrier()
-
-
-def _as_floats(logs: dict[str, torch.Tensor]) -> dict[str, float]:
-    return {k: float(v) for k, v in logs.items()}

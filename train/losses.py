@@ -74,7 +74,7 @@ def cross_entropy(
     With ``class_weight`` (K,) it is the weighted mean sum_i w_{y_i} CE_i / sum_i w_{y_i}, so the
     weights change how the classes share the loss, not its overall scale. Computed as a masked sum
     over all points (no host synchronisation, decision 37)."""
-    weight = None if class_weight is None else class_weight.to(logits.device, logits.dtype)
+    weight = None if class_weight is None else class_weight.to(logits.device, logits.dtype, non_blocking=True)
     keep = labels != ignore_index
     per_point = F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index, reduction="none")
     if weight is None:
