@@ -10,7 +10,7 @@ The arithmetic runs in float64 whatever the input precision: the KL is a sum of 
 ~|z| / T that cancel to a small result, and in float32 that cancellation left relative errors of
 ~1e-3 on well-matched logits (measured against the reference); (N, K) logits are cheap to upcast.
 The labelled mean uses a mask rather than boolean indexing, so no host synchronisation is needed
-beyond the input checks, which read both finiteness flags at once (decision 37).
+beyond the input checks, which read both finiteness flags at once (decision 39).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def kld(
             f"student_logits {tuple(student_logits.shape)} and teacher_logits "
             f"{tuple(teacher_logits.shape)} must both be (N, K) with the same shape"
         )
-    finite = torch.stack([torch.isfinite(student_logits).all(), torch.isfinite(teacher_logits).all().to(student_logits.device)])
+    finite = torch.stack([torch.isfinite(z).all().to(student_logits.device) for z in (student_logits, teacher_logits)])
     if not bool(finite.all()):  # one host read for both
         name = "teacher_logits" if bool(finite[0]) else "student_logits"
         raise ValueError(f"{name} contains NaN/Inf; logits must be finite")

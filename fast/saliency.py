@@ -13,7 +13,7 @@ outputs are therefore initialised with +inf (min) / -inf (max), which no finite 
 the split is uniform over the tied input points only, exactly as in the reference. ``abs`` has
 derivative sign(0) = 0 in autograd, as in the reference. Teacher maps are computed without grad.
 
-Input checks (decision 37): the data checks of all layers (finite values, END offsets, every input
+Input checks (decision 39): the data checks of all layers (finite values, END offsets, every input
 point inside its own cloud's rows) are gathered into one flag on the device and read once; only
 when it fails are they repeated one by one on the host, to name the problem.
 """
@@ -121,7 +121,7 @@ def _integers(t: torch.Tensor, shape: tuple[int, ...]) -> bool:
 def _checked_on_device(
     lists: dict[str, Sequence[torch.Tensor]], offsets: torch.Tensor | Sequence[int], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor] | None:
-    """The checks of :func:`_checked_one_by_one` without a host synchronisation (decision 37): None
+    """The checks of :func:`_checked_one_by_one` without a host synchronisation (decision 39): None
     when a shape or dtype check fails, else its results and a 0-d bool tensor on ``device`` that
     holds when every data check passes (finite values, END offsets strictly increasing to the row
     counts, every input point mapped inside its own cloud's rows). The caller reads it once."""

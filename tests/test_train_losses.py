@@ -166,7 +166,7 @@ def test_weighted_cross_entropy_equals_torch_on_the_labelled_points() -> None:
 
 @pytest.mark.parametrize("kind", ["ce", "ce+lovasz"])
 def test_segmentation_loss_and_its_backward_never_wait_for_the_device(kind: str) -> None:
-    """No host synchronisation (decision 37): no boolean indexing, no .item() in L_seg or its backward."""
+    """No host synchronisation (decision 39): no boolean indexing, no .item() in L_seg or its backward."""
     from train.op_count import count_ops
 
     gen = torch.Generator().manual_seed(5)

@@ -1,4 +1,4 @@
-"""A training step outside the model waits for the device only where it must (decision 37).
+"""A training step outside the model waits for the device only where it must (decision 39).
 
 The model is a stand-in without a host synchronisation of its own (linear layers with PTv3's output
 taps), so the counts are those of ``train.steps``, ``train.losses``, ``fast.kld``,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from fast.persistence import check_time_budget, check_worker_count
+from fast.persistence import available_cores, check_time_budget, check_worker_count
 from fast.topo_loss import DEFAULT_M, DEFAULT_PI_NORM, DEFAULT_SINKHORN_EPS, DISTANCES, check_distance
 from reference.persistence_image import PI_NORMS
 from train.data.nuscenes import DEFAULT_NUSCENES_VERSION, NUSCENES_VERSIONS
@@ -31,6 +31,7 @@ STAGES: tuple[str, ...] = ("teacher", "student", "kd", "distill", "all")
 STUDENT_STAGES: tuple[str, ...] = ("student", "kd", "distill")
 TOPO_NORMALIZE: tuple[str, ...] = ("scale", "l2", "none")
 DECODER_STAGES: tuple[int, ...] = (1, 2, 3, 4)
+CONV_BACKENDS: tuple[str, ...] = ("auto", "torch", "spconv")  # train.models.sparse_conv.SubMConv3d
 
 # Loss terms each stage switches on (paper Table 5 rows); ablation flags override them.
 STAGE_TERMS: dict[str, dict[str, bool]] = {
@@ -92,7 +93,7 @@ class RunConfig:
     teacher_epochs: int | None = None
     batch_size: int | None = None
     iters_per_epoch: int | None = None
-    num_workers: int = 0
+    num_workers: int | None = None
     skip_bad_scans: bool = False
     procs: int | None = None
     seed: int = 0
@@ -114,6 +115,7 @@ class RunConfig:
     student_preset: str = "auto"
     teacher_overrides: dict[str, Any] = field(default_factory=dict)
     student_overrides: dict[str, Any] = field(default_factory=dict)
+    conv_backend: str = "auto"
     teacher_checkpoint: str | None = None
     seg_loss: str = DEFAULT_SEG_LOSS
     class_weights: str | None = None
@@ -183,7 +185,8 @@ _HELP: dict[str, str] = {
     "teacher_epochs": "teacher epochs (default: --epochs)",
     "batch_size": "total batch size over all processes (paper: 12)",
     "iters_per_epoch": "cap on iterations per epoch (default: the whole split)",
-    "num_workers": "DataLoader worker processes",
+    "num_workers": "DataLoader worker processes per process (default: 0 on a CPU; on CUDA the node's CPU cores "
+                   "shared out over its ranks, one kept for the training process, at most 8)",
     "skip_bad_scans": "train on when a training scan cannot be read (truncated file, wrong point count, NaN): "
     "warn naming it, fill its slot with the next readable scan, count it in the log (default: stop with the error)",
     "procs": "training processes started on this machine (DDP; default 2 for the synthetic demo on a CPU "
@@ -206,6 +209,8 @@ _HELP: dict[str, str] = {
     "student_preset": "student model preset: auto | student | student-demo",
     "teacher_overrides": "model overrides for the teacher (YAML mapping; config file only)",
     "student_overrides": "model overrides for the student (YAML mapping; config file only)",
+    "conv_backend": "sparse convolution of both models: auto (spconv on CUDA when it imports, else torch), "
+                    "torch (ours, every device) or spconv (CUDA only; pip install -e '.[gpu]')",
     "teacher_checkpoint": "teacher checkpoint for kd/distill (stage all: the one it trains); a Pointcept "
                           "PTv3 checkpoint is read as --teacher-preset",
     "seg_loss": "L_seg: ce (paper Eq. 8) | ce+lovasz (PTv3 recipe, the default: helps rare classes)",
@@ -310,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, choices=DISTANCES, help=helptext)
         elif name == "pi_norm":
             p.add_argument(flag, choices=PI_NORMS, help=helptext)
+        elif name == "conv_backend":
+            p.add_argument(flag, choices=CONV_BACKENDS, help=helptext)
         elif f.type in ("bool", "bool | None"):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, help=helptext)
         elif name in ("topo_dims", "saliency_layers"):
@@ -351,6 +358,18 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def default_num_workers(cores: int, ranks: int) -> int:
+    """DataLoader workers of one training process on a GPU node (decision 39): the cores shared out
+    over the ``ranks`` processes of the node, one kept for the process itself, at least 1 and at
+    most 8 (past that, augmentation of a 12-scan batch outpaces a step anyway)."""
+    return max(1, min(8, cores // max(ranks, 1) - 1))
+
+
+def ranks_per_node(procs: int) -> int:
+    """Training processes on this node: torchrun's LOCAL_WORLD_SIZE, else ``--procs`` (all local)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", procs))
+
+
 def _fill_defaults(cfg: RunConfig) -> None:
     if cfg.dataset == "synthetic":
         for k, v in SYNTHETIC_DEMO.items():
@@ -366,6 +385,9 @@ def _fill_defaults(cfg: RunConfig) -> None:
         cpu_demo = cfg.dataset == "synthetic" and (cfg.device == "cpu" or (cfg.device == "auto" and not _has_cuda()))
         two = cpu_demo and (os.cpu_count() or 1) >= 2 and cfg.batch_size % 2 == 0 and not under_external_launcher()
         cfg.procs = 2 if two else 1
+    if cfg.num_workers is None:
+        cuda = cfg.device == "cuda" or (cfg.device == "auto" and _has_cuda())
+        cfg.num_workers = default_num_workers(available_cores(), ranks_per_node(cfg.procs)) if cuda else 0
     if cfg.topo_m is None:
         cfg.topo_m = DEFAULT_M
     if cfg.grid_size is None:
@@ -445,6 +467,8 @@ def validate(cfg: RunConfig) -> None:
     check_worker_count(cfg.topo_workers)
     if cfg.class_weights not in CLASS_WEIGHTINGS:
         raise ValueError(f"--class-weights must be one of {CLASS_WEIGHTINGS}, got {cfg.class_weights!r}")
+    if cfg.conv_backend not in CONV_BACKENDS:
+        raise ValueError(f"--conv-backend must be one of {CONV_BACKENDS}, got {cfg.conv_backend!r}")
     if cfg.seg_loss not in SEG_LOSSES:
         raise ValueError(f"--seg-loss must be one of {SEG_LOSSES}, got {cfg.seg_loss!r}")
     if cfg.topo_normalize not in TOPO_NORMALIZE:

@@ -26,7 +26,7 @@ from train.checkpoint import atomic_write
 
 def read_scalars(logs: dict[str, torch.Tensor]) -> dict[str, float]:
     """A step's logged 0-d tensors as floats, read together: one host synchronisation per logged
-    step instead of one per term (decision 37). Tensors on the CPU join the device's."""
+    step instead of one per term (decision 39). Tensors on the CPU join the device's."""
     if not logs:
         return {}
     device = next((v.device for v in logs.values() if v.device.type != "cpu"), torch.device("cpu"))

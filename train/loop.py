@@ -39,12 +39,13 @@ from train.data.base import label_frequencies
 from train.data.validation import BadScanError
 from train.distributed import DistInfo, ResumableDistributedSampler, all_reduce_sum, barrier, broadcast_buffers
 from train.evaluate import evaluate
+from train.input_pipeline import device_batches
 from train.logging_utils import MetricLogger, progress, read_scalars
 from train.losses import class_weights
 from train.models.pointcept import from_pointcept, is_pointcept_state_dict, pointcept_overrides, read_model_config
 from train.optim import build_optimizer, build_scheduler
 from train.profiling import StepTimer
-from train.steps import DistillSettings, distillation_step, segmentation_step, to_device, warm_up_persistence
+from train.steps import DistillSettings, distillation_step, segmentation_step, warm_up_persistence
 from train.update import (NONFINITE, OVERFLOW, SkipCounter, apply_update, buffer_snapshot, make_scaler,
                           restore_buffers)
 
@@ -244,15 +245,14 @@ def train_stage(
             # An explicit generator: creating the iterator would otherwise draw from the global torch
             # RNG, which a mid-epoch resume restores *after* that draw.
             loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, collate_fn=collate_fn,
-                                num_workers=cfg.num_workers,
+                                num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                                 generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
-            for batch in loader:
+            for batch in device_batches(loader, device):  # on CUDA the next batch is copied meanwhile
                 if position >= iters:
                     break
                 skipped = batch.pop("skipped")
                 for message in skipped:
                     _LOG.warning("stage %s, step %d: skipped a bad training scan: %s", stage, step + 1, message)
-                batch = to_device(batch, device)
                 optimizer.zero_grad(set_to_none=True)
                 buffers = buffer_snapshot(model)
                 if settings.uses_teacher:

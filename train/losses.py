@@ -52,7 +52,7 @@ def lovasz_softmax(
         raise ValueError(f"lovasz_softmax: classes must be 'present' or 'all', got {classes!r}")
     num_classes = probs.shape[1]
     keep = labels != ignore_index
-    # checked on the device: a host read here would stall every training step (decision 37)
+    # checked on the device: a host read here would stall every training step (decision 39)
     torch._assert_async(((labels >= 0) & (labels < num_classes) | ~keep).all(),
                         f"lovasz_softmax: labels must lie in [0, {num_classes}) or equal ignore_index {ignore_index}")
     # All classes at once, ignored points kept in place (no boolean indexing, whose size the host
@@ -73,7 +73,7 @@ def cross_entropy(
 
     With ``class_weight`` (K,) it is the weighted mean sum_i w_{y_i} CE_i / sum_i w_{y_i}, so the
     weights change how the classes share the loss, not its overall scale. Computed as a masked sum
-    over all points (no host synchronisation, decision 37)."""
+    over all points (no host synchronisation, decision 39)."""
     weight = None if class_weight is None else class_weight.to(logits.device, logits.dtype, non_blocking=True)
     keep = labels != ignore_index
     per_point = F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index, reduction="none")

@@ -70,7 +70,8 @@ def train_or_reuse(cfg: RunConfig, stage: str, out_dir: Path, data: SplitData, i
     """Train ``stage`` into ``out_dir`` (resuming a killed run with ``--resume``), or, on resume of a
     finished stage, reload its final weights. Returns the model and its preset name."""
     kind = "teacher" if stage == "teacher" else "student"
-    overrides = dict(cfg.teacher_overrides if kind == "teacher" else cfg.student_overrides)
+    chosen = cfg.teacher_overrides if kind == "teacher" else cfg.student_overrides
+    overrides = {"conv_backend": cfg.conv_backend, **chosen}
     if cfg.deterministic:
         overrides.setdefault("deterministic", True)
     spec = ModelSpec(_preset(cfg, kind, info.device), data.num_classes, overrides)
@@ -83,7 +84,7 @@ def train_or_reuse(cfg: RunConfig, stage: str, out_dir: Path, data: SplitData, i
         if teacher_ckpt is None:
             raise ValueError(f"stage {stage} needs --teacher-checkpoint")
         # a Pointcept checkpoint (spec H) is built as the --teacher-preset for these classes
-        teacher_overrides = dict(cfg.teacher_overrides)
+        teacher_overrides = {"conv_backend": cfg.conv_backend, **cfg.teacher_overrides}
         if cfg.deterministic:
             teacher_overrides.setdefault("deterministic", True)
         teacher_spec = ModelSpec(_preset(cfg, "teacher", info.device), data.num_classes, teacher_overrides)

@@ -215,7 +215,7 @@ def distillation_step(
             pos = _stage_positions(s.saliency_layers, len(out.decoder_feats))
             acts = [out.decoder_feats[p] for p in pos]
             s_grads = saliency_gradients(seg, acts, retain_graph=True, grad_scale=grad_scale)
-    # one host read for every finiteness decision of the step (decision 37)
+    # one host read for every finiteness decision of the step (decision 39)
     outputs_ok, s_grads_ok, t_grads_ok = _finite_groups(
         [[t_out.logits, t_out.embedding, out.logits, out.embedding], s_grads, t_grads])
     if not outputs_ok:

@@ -105,7 +105,7 @@ def apply_update(
     (DDP-wrapped or plain) model whose parameters ``optimizer`` holds. The scheduler is left to the
     caller.
 
-    Host synchronisations (decision 37): one read of the two flags before the backward pass; without
+    Host synchronisations (decision 39): one read of the two flags before the backward pass; without
     AMP one read of the gradients' finiteness; with AMP the loss scale before and after the step.
     A fused optimiser (``train.optim``) takes GradScaler's found-inf flag on the device.
     """
