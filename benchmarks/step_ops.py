@@ -26,8 +26,13 @@ NUM_CLASSES = 16  # nuScenes-like label count, as in benchmarks.gpu_sections
 PAPER = {"teacher": "teacher", "student": "student", "clouds": 4, "points": 30_000}
 SMOKE = {"teacher": "teacher-demo", "student": "student-demo", "clouds": 2, "points": 400}
 
-# Before the work of issue 22 (commit 7965517, the same counter and sizes), quoted in the report.
-BEFORE = {"student CE step": (13_945, 887), "KD + saliency step": (16_498, 945), "teacher forward": (4_874, None)}
+# Before the work of issue 22: (ops, syncs) quoted from the issue, and this module's count at commit
+# 7965517 with train.op_count (the step without the log read, which then read each term alone).
+BEFORE = {
+    "student CE step": {"issue 22": (13_945, 887), "7965517": (10_491, 577)},
+    "KD + saliency step": {"issue 22": (16_498, 945), "7965517": (18_150, 972)},
+    "teacher forward": {"issue 22": (4_874, None), "7965517": (5_090, 324)},
+}
 # The issue's targets: worst training step <= 4,000 ops and <= 20 syncs; teacher forward <= 1,200 ops.
 TARGETS = {"student CE step": (4_000, 20), "KD + saliency step": (4_000, 20), "teacher forward": (1_200, None)}
 
