@@ -11,7 +11,8 @@ Three measurements at a given size (paper presets: 4 clouds x 30,000 points, the
 * ``teacher forward``: the frozen teacher's forward pass in eval mode without autograd.
 
 Each is run once to warm up (lazy buffers, the optimiser's state), then counted once. The loss
-scaler is ``GradScaler("cpu")`` disabled (no AMP), as ``train.loop`` runs on a CPU.
+scaler is disabled (no AMP) for the counts, as ``train.loop`` runs on a CPU; ``benchmarks.gpu``
+times the same steps with AMP on CUDA.
 """
 from __future__ import annotations
 
@@ -46,9 +47,12 @@ class StepRig:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     batch: dict[str, torch.Tensor]
+    amp: bool
 
 
-def build_rig(size: dict[str, Any], device: torch.device, seed: int = 0) -> StepRig:
+def build_rig(size: dict[str, Any], device: torch.device, seed: int = 0, amp: bool = False) -> StepRig:
+    """The student (``size["student"]``, trained), the frozen teacher, AdamW and a labelled batch of
+    ``size["clouds"]`` x ``size["points"]``; ``amp`` as ``train.loop`` runs on CUDA."""
     from train.cost import lidar_like_batch
     from train.models import build_model
     from train.optim import build_optimizer
@@ -61,7 +65,7 @@ def build_rig(size: dict[str, Any], device: torch.device, seed: int = 0) -> Step
     batch = lidar_like_batch([size["points"]] * size["clouds"], seed=seed, device=device)
     gen = torch.Generator().manual_seed(seed)
     batch["segment"] = torch.randint(0, NUM_CLASSES, (batch["coord"].shape[0],), generator=gen).to(device)
-    return StepRig(teacher, student, build_optimizer(student), make_scaler(device, amp=False), batch)
+    return StepRig(teacher, student, build_optimizer(student), make_scaler(device, amp), batch, amp)
 
 
 def measurements(rig: StepRig) -> dict[str, Callable[[], None]]:
@@ -80,10 +84,11 @@ def measurements(rig: StepRig) -> dict[str, Callable[[], None]]:
         read_scalars(logs)  # train.loop logs every step
 
     def student_ce() -> None:
-        update(*segmentation_step(rig.student, rig.batch, False, timer))
+        update(*segmentation_step(rig.student, rig.batch, rig.amp, timer))
 
     def kd_saliency() -> None:
-        update(*distillation_step(rig.student, rig.teacher, rig.batch, kd, False, timer))
+        scale = rig.scaler.get_scale() if rig.amp else 1.0
+        update(*distillation_step(rig.student, rig.teacher, rig.batch, kd, rig.amp, timer, grad_scale=scale))
 
     def teacher_forward() -> None:
         with torch.no_grad():
