@@ -24,7 +24,7 @@ What each section measures (paper references in brackets):
   synthetic scans of real size, with the per-section profile (``train.profiling.StepTimer``);
 * ``step_kernels`` - kernels launched per training step and the GPU's busy share (torch.profiler)
   for a student CE and a KD + saliency step at the paper presets, and the README demo's teacher
-  steps per second (issue 22's targets);
+  steps per second (the targets of decision 39);
 * ``accelerators`` - flash-attn vs PyTorch SDPA and spconv vs our sparse convolution, where those
   packages are installed.
 """
@@ -527,7 +527,7 @@ def step_kernels(size: dict[str, Any], device: torch.device, rec: Recorder, dead
         rec.table("Training steps on the device: time, kernels launched, GPU busy (torch.profiler, one step)",
                   ["batch", "step", "clouds x points", "ms per step (median)", "steps/s", "kernels per step",
                    "GPU busy %", "rounds"], rows)
-    rec.note("Before issue 22 (one H100, commit 7965517): paper-preset KD-only step 382 ms, 17,528 kernels, 44% busy; "
+    rec.note("Before (one H100, commit 7965517): paper-preset KD-only step 382 ms, 17,528 kernels, 44% busy; "
              "README demo ~2 steps/s. Targets: CE step <= 150 ms with the GPU >= 80% busy; the demo >= 5x faster "
              "than on a 2-core CPU. AMP on CUDA; the step, update and log read of train.loop (benchmarks/step_ops.py).")
 

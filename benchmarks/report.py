@@ -372,7 +372,7 @@ def _ops_section(run: dict[str, Any]) -> list[str]:
             verdict = f"<= {_ops_cell(target)}: {'met' if met else 'not met'}"
         top = ", ".join(f"{k} {v:,}" for k, v in e.get("top_ops", {}).items())
         rows.append([name, model, f"{e['clouds']} x {e['points']:,}", _ops_cell((e["ops"], e["syncs"])),
-                     _ops_cell(BEFORE.get(name, {}).get("issue 22")), _ops_cell(BEFORE.get(name, {}).get("7965517")),
+                     _ops_cell(BEFORE.get(name, {}).get("quoted")), _ops_cell(BEFORE.get(name, {}).get("7965517")),
                      verdict, top])
     paper = all(b["extra_info"]["points"] == PAPER["points"] for b in records)
     when = run.get("datetime", "unknown")
@@ -385,11 +385,11 @@ def _ops_section(run: dict[str, Any]) -> list[str]:
         "`nonzero`, `unique`, `repeat_interleave` without `output_size`, host reads and copies of step tensors), "
         "one step of the real step code (`benchmarks/step_ops.py`): the student's L_seg step with its update and "
         "log read, the same with L_kld + L_grad against the teacher, the teacher's forward pass. Before: the "
-        "figures quoted in issue 22, and this harness at commit 7965517. The model's own share falls with "
-        "its rewrite (issue 22, item 1). "
+        "figures first measured with the GPU campaign's step (quoted), and this harness at commit 7965517. "
+        "The model's own share falls with its rewrite (fewer, larger kernels; decision 39). "
         f"Measured {when}, commit `{commit}`" + ("" if paper else "; **smoke sizes, not the paper's**") + ".",
         "",
-        *_table(["step", "models", "clouds x points", "ops / syncs", "before (issue 22)", "before (7965517)",
+        *_table(["step", "models", "clouds x points", "ops / syncs", "before (quoted)", "before (7965517)",
                  "target", "most dispatched ops"], rows),
     ]
 

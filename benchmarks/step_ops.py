@@ -27,12 +27,12 @@ NUM_CLASSES = 16  # nuScenes-like label count, as in benchmarks.gpu_sections
 PAPER = {"teacher": "teacher", "student": "student", "clouds": 4, "points": 30_000}
 SMOKE = {"teacher": "teacher-demo", "student": "student-demo", "clouds": 2, "points": 400}
 
-# Before the work of issue 22: (ops, syncs) quoted from the issue, and this module's count at commit
-# 7965517 with train.op_count (the step without the log read, which then read each term alone).
+# Before the work of decision 39: (ops, syncs) as first measured on the GPU campaign's step ("quoted"),
+# and this module's count at commit 7965517 (the step without the log read, which then read each term alone).
 BEFORE = {
-    "student CE step": {"issue 22": (13_945, 887), "7965517": (10_491, 577)},
-    "KD + saliency step": {"issue 22": (16_498, 945), "7965517": (18_150, 972)},
-    "teacher forward": {"issue 22": (4_874, None), "7965517": (5_090, 324)},
+    "student CE step": {"quoted": (13_945, 887), "7965517": (10_491, 577)},
+    "KD + saliency step": {"quoted": (16_498, 945), "7965517": (18_150, 972)},
+    "teacher forward": {"quoted": (4_874, None), "7965517": (5_090, 324)},
 }
 # The issue's targets: worst training step <= 4,000 ops and <= 20 syncs; teacher forward <= 1,200 ops.
 TARGETS = {"student CE step": (4_000, 20), "KD + saliency step": (4_000, 20), "teacher forward": (1_200, None)}

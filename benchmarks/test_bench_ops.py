@@ -3,7 +3,7 @@
 One student CE step, one KD + saliency step and one teacher forward, with the real step code, at
 the paper presets (teacher and student, 4 clouds x 30,000 points) under ``--benchmark`` and at the
 demo presets on 2 x 400 points in the smoke run. The counts do not depend on the machine or its
-load; ``benchmarks.report`` puts them beside the figures before issue 22 and its targets. The time
+load; ``benchmarks.report`` puts them beside the figures before and the targets (decision 39). The time
 recorded is that of the counted call (the counter slows it down a little).
 """
 from __future__ import annotations

@@ -65,7 +65,7 @@ def test_report_speedups_are_ratios_of_medians_and_failures_are_named() -> None:
     assert "`test_h1-engine[" in text  # an unknown group is listed, not dropped
     assert "| H1 reduction | 1 | 50% |" in text and "| **total (one core)** | 2 | 100% |" in text  # the profile
     assert "| wall time with the worker pool (batch table) | 1 |  |" in text
-    # op counts beside the figures before issue 22 and its targets
+    # op counts beside the figures before and the targets
     assert ("| student CE step | student | 4 x 30,000 | 3,500 / 12 | 13,945 / 887 | 10,491 / 577 | "
             "<= 4,000 / 20: met | index 900, mm 700 |") in text
     assert "| KD + saliency step | teacher + student | 4 x 30,000 | 5,000 / 18 |" in text and "20: not met" in text
