@@ -105,6 +105,24 @@ def test_spconv_backend_refuses_cpu_tensors() -> None:
         conv(level, level.feat)
 
 
+def test_auto_backend_runs_our_convolution_on_cpu_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto`` (the default) takes spconv only for CUDA tensors, even where spconv imports."""
+    import train.models.sparse_conv as sparse_conv
+
+    monkeypatch.setattr(sparse_conv, "spconv_imports", lambda: True)
+    gen = torch.Generator().manual_seed(2)
+    grid, batch = _random_sites(gen, 2, 6, 40)
+    level = PointLevel(
+        feat=torch.randn(80, 3, generator=gen), coord=grid.float(), grid_coord=grid, batch=batch,
+        offset=torch.tensor([40, 80]), code=torch.zeros(1, 80, dtype=torch.long),
+        order=torch.arange(80)[None], inverse=torch.arange(80)[None], depth=3,
+    )
+    auto, ours = SubMConv3d(3, 4, 3, bias=True), SubMConv3d(3, 4, 3, bias=True, backend="torch")
+    ours.load_state_dict(auto.state_dict())
+    assert auto.backend == "auto"
+    torch.testing.assert_close(auto(level, level.feat), ours(level, level.feat), rtol=0, atol=0)
+
+
 def _spconv_available() -> bool:
     try:
         import spconv.pytorch  # noqa: F401
@@ -126,7 +144,7 @@ def test_pure_torch_conv_equals_spconv_on_cuda() -> None:
         order=torch.arange(6000, device=dev)[None], inverse=torch.arange(6000, device=dev)[None], depth=5,
     )
     for k in (3, 5):
-        torch_conv = SubMConv3d(16, 32, k, bias=True).to(dev)
+        torch_conv = SubMConv3d(16, 32, k, bias=True, backend="torch").to(dev)
         sp_conv = SubMConv3d(16, 32, k, bias=True, backend="spconv").to(dev)
         sp_conv.load_state_dict(torch_conv.state_dict())
         x1 = feat.clone().requires_grad_(True)
@@ -137,3 +155,18 @@ def test_pure_torch_conv_equals_spconv_on_cuda() -> None:
         torch.testing.assert_close(y1, y2, rtol=1e-4, atol=1e-4)
         g = torch.randn_like(y1)
         torch.testing.assert_close(torch.autograd.grad(y1, x1, g)[0], torch.autograd.grad(y2, x2, g)[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available() or not _spconv_available(), reason="needs CUDA and spconv")
+def test_auto_backend_takes_spconv_for_cuda_tensors() -> None:
+    gen = torch.Generator().manual_seed(6)
+    grid, batch = _random_sites(gen, 1, 10, 200)
+    dev = torch.device("cuda")
+    level = PointLevel(
+        feat=torch.randn(200, 8, generator=gen).to(dev), coord=grid.float().to(dev), grid_coord=grid.to(dev),
+        batch=batch.to(dev), offset=torch.tensor([200], device=dev), code=torch.zeros(1, 200, dtype=torch.long, device=dev),
+        order=torch.arange(200, device=dev)[None], inverse=torch.arange(200, device=dev)[None], depth=4,
+    )
+    SubMConv3d(8, 8, 3, bias=False).to(dev)(level, level.feat)
+    assert "spconv" in level.cache and ("neighbour_map", 3) not in level.cache

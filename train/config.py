@@ -33,6 +33,7 @@ STAGES: tuple[str, ...] = (*STAGE_ORDER, "all")
 STUDENT_STAGES: tuple[str, ...] = ("student", "kd", "distill")
 TOPO_NORMALIZE: tuple[str, ...] = ("scale", "l2", "none")
 DECODER_STAGES: tuple[int, ...] = (1, 2, 3, 4)
+CONV_BACKENDS: tuple[str, ...] = ("auto", "torch", "spconv")  # train.models.sparse_conv.SubMConv3d
 
 # Loss terms each stage switches on (paper Table 5 rows); ablation flags override them.
 STAGE_TERMS: dict[str, dict[str, bool]] = {
@@ -94,7 +95,7 @@ class RunConfig:
     teacher_epochs: int | None = None
     batch_size: int | None = None
     iters_per_epoch: int | None = None
-    num_workers: int = 0
+    num_workers: int | None = None
     skip_bad_scans: bool = False
     procs: int | None = None
     seed: int = 0
@@ -116,6 +117,7 @@ class RunConfig:
     student_preset: str = "auto"
     teacher_overrides: dict[str, Any] = field(default_factory=dict)
     student_overrides: dict[str, Any] = field(default_factory=dict)
+    conv_backend: str = "auto"
     teacher_checkpoint: str | None = None
     seg_loss: str = DEFAULT_SEG_LOSS
     class_weights: str | None = None
@@ -185,7 +187,8 @@ _HELP: dict[str, str] = {
     "teacher_epochs": "teacher epochs",
     "batch_size": "total batch size over all processes (paper: 12)",
     "iters_per_epoch": "cap on iterations per epoch",
-    "num_workers": "DataLoader worker processes",
+    "num_workers": "DataLoader worker processes per process (on CUDA: the node's CPU cores shared out over its "
+                   "ranks, one kept for the training process, 1 to 8; docs/decisions.md decision 39)",
     "skip_bad_scans": "train on when a training scan cannot be read (truncated file, wrong point count, NaN): "
     "warn naming it, fill its slot with the next readable scan, count it in the log (off: stop with the error)",
     "procs": "training processes started on this machine (DDP; 2 for the synthetic demo on a CPU "
@@ -210,6 +213,8 @@ _HELP: dict[str, str] = {
     "student_preset": "student model preset: auto | student | student-demo",
     "teacher_overrides": "model overrides for the teacher (YAML mapping; config file only)",
     "student_overrides": "model overrides for the student (YAML mapping; config file only)",
+    "conv_backend": "sparse convolution of both models: auto (spconv on CUDA when it imports, else torch), "
+                    "torch (ours, every device) or spconv (CUDA only; pip install -e '.[gpu]')",
     "teacher_checkpoint": "teacher checkpoint for kd/distill (stage all: the one it trains); a Pointcept "
                           "PTv3 checkpoint is read as --teacher-preset",
     "seg_loss": "L_seg: ce (paper Eq. 8) | ce+lovasz (PTv3 recipe, the default: helps rare classes)",
@@ -303,7 +308,7 @@ _GROUP: dict[str, str] = {
                      "synthetic_scenes", "synthetic_val_fraction", "synthetic_test_fraction", "synthetic_seed",
                      "synthetic_beams", "synthetic_azimuth_steps"), "data"),
     **dict.fromkeys(("teacher_preset", "student_preset", "teacher_overrides", "student_overrides",
-                     "teacher_checkpoint"), "models"),
+                     "teacher_checkpoint", "conv_backend"), "models"),
     **dict.fromkeys(("stage", "seg_loss", "class_weights", "kld", "topo", "grad", "lambda_kld", "lambda_topo",
                      "lambda_grad", "kld_temperature", "topo_distance", "sinkhorn_eps", "pi_norm", "saliency_layers",
                      "saliency_eps"), "distillation terms"),
@@ -336,6 +341,7 @@ _UNSET: dict[str, str] = {
     "kld": "as --stage", "topo": "as --stage", "grad": "as --stage",
     "topo_workers": "this process's share of the cores",
     "eval_max_scans": "all",
+    "num_workers": "0 on a CPU, see above on CUDA",
     "synthetic_beams": "the simulator's", "synthetic_azimuth_steps": "the simulator's",
 }
 
@@ -360,7 +366,7 @@ The synthetic data set is written to --data-root, not under --out."""
 def _choices(name: str) -> tuple[Any, ...] | None:
     return {"dataset": DATASETS, "stage": STAGES, "nuscenes_version": NUSCENES_VERSIONS, "seg_loss": SEG_LOSSES,
             "class_weights": CLASS_WEIGHTINGS, "topo_distance": DISTANCES, "pi_norm": PI_NORMS,
-            "topo_normalize": TOPO_NORMALIZE}.get(name)
+            "topo_normalize": TOPO_NORMALIZE, "conv_backend": CONV_BACKENDS}.get(name)
 
 
 def default_text(name: str) -> str:
@@ -459,6 +465,18 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def default_num_workers(cores: int, ranks: int) -> int:
+    """DataLoader workers of one training process on a GPU node (decision 39): the cores shared out
+    over the ``ranks`` processes of the node, one kept for the process itself, at least 1 and at
+    most 8 (past that, augmentation of a 12-scan batch outpaces a step anyway)."""
+    return max(1, min(8, cores // max(ranks, 1) - 1))
+
+
+def ranks_per_node(procs: int) -> int:
+    """Training processes on this node: torchrun's LOCAL_WORLD_SIZE, else ``--procs`` (all local)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", procs))
+
+
 def _fill_defaults(cfg: RunConfig) -> None:
     from train.distributed import under_external_launcher
 
@@ -474,6 +492,11 @@ def _fill_defaults(cfg: RunConfig) -> None:
         cpu_demo = cfg.dataset == "synthetic" and (cfg.device == "cpu" or (cfg.device == "auto" and not _has_cuda()))
         two = cpu_demo and (os.cpu_count() or 1) >= 2 and cfg.batch_size % 2 == 0 and not under_external_launcher()
         cfg.procs = 2 if two else 1
+    if cfg.num_workers is None:
+        from fast.persistence import available_cores
+
+        cuda = cfg.device == "cuda" or (cfg.device == "auto" and _has_cuda())
+        cfg.num_workers = default_num_workers(available_cores(), ranks_per_node(cfg.procs)) if cuda else 0
     if cfg.out is None and cfg.dataset is not None:
         cfg.out = str(Path("runs") / cfg.dataset)
     if cfg.data_root is None and cfg.dataset is not None:
@@ -543,6 +566,8 @@ def validate(cfg: RunConfig) -> None:
     check_worker_count(cfg.topo_workers)
     if cfg.class_weights not in CLASS_WEIGHTINGS:
         raise ValueError(f"--class-weights must be one of {CLASS_WEIGHTINGS}, got {cfg.class_weights!r}")
+    if cfg.conv_backend not in CONV_BACKENDS:
+        raise ValueError(f"--conv-backend must be one of {CONV_BACKENDS}, got {cfg.conv_backend!r}")
     if cfg.seg_loss not in SEG_LOSSES:
         raise ValueError(f"--seg-loss must be one of {SEG_LOSSES}, got {cfg.seg_loss!r}")
     if cfg.topo_normalize not in TOPO_NORMALIZE:

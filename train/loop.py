@@ -42,12 +42,13 @@ from train.data.validation import BadScanError
 from train.distributed import (DistInfo, ResumableDistributedSampler, all_gather_objects, all_reduce_sum, barrier,
                                broadcast_buffers)
 from train.evaluate import evaluate
-from train.logging_utils import MetricLogger, progress
+from train.input_pipeline import device_batches
+from train.logging_utils import MetricLogger, progress, read_scalars
 from train.losses import class_weights
 from train.models.pointcept import from_pointcept, is_pointcept_state_dict, pointcept_overrides, read_model_config
 from train.optim import build_optimizer, build_scheduler
 from train.profiling import StepTimer
-from train.steps import DistillSettings, distillation_step, segmentation_step, to_device, warm_up_persistence
+from train.steps import DistillSettings, distillation_step, segmentation_step, warm_up_persistence
 from train.update import (NONFINITE, OVERFLOW, SkipCounter, apply_update, buffer_snapshot, make_scaler,
                           restore_buffers)
 
@@ -79,7 +80,8 @@ def model_spec(cfg: RunConfig, kind: str, num_classes: int, device: torch.device
     chosen = cfg.teacher_preset if kind == "teacher" else cfg.student_preset
     demo = cfg.dataset == "synthetic" and device.type == "cpu"
     preset = chosen if chosen != "auto" else f"{kind}-demo" if demo else kind
-    overrides = dict(cfg.teacher_overrides if kind == "teacher" else cfg.student_overrides)
+    overrides = {"conv_backend": cfg.conv_backend,
+                 **(cfg.teacher_overrides if kind == "teacher" else cfg.student_overrides)}
     if cfg.deterministic:
         overrides.setdefault("deterministic", True)
     return ModelSpec(preset, num_classes, overrides)
@@ -284,15 +286,14 @@ def train_stage(
             # An explicit generator: creating the iterator would otherwise draw from the global torch
             # RNG, which a mid-epoch resume restores *after* that draw.
             loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, collate_fn=collate_fn,
-                                num_workers=cfg.num_workers,
+                                num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                                 generator=torch.Generator().manual_seed(data["loader_seed"]))
-            for batch in loader:
+            for batch in device_batches(loader, device):  # on CUDA the next batch is copied meanwhile
                 if position >= iters:
                     break
                 skipped = batch.pop("skipped")
                 for message in skipped:
                     _LOG.warning("stage %s, step %d: skipped a bad training scan: %s", stage, step + 1, message)
-                batch = to_device(batch, device)
                 optimizer.zero_grad(set_to_none=True)
                 buffers = buffer_snapshot(model)
                 if settings.uses_teacher:
@@ -303,7 +304,7 @@ def train_stage(
                 else:
                     loss, logs = segmentation_step(ddp_model, batch, amp, timer, settings.seg_loss,
                                                    settings.seg_weight())
-                saliency_overflow = bool(logs.pop("saliency_overflow", 0.0))
+                saliency_overflow = logs.pop("saliency_overflow", False)
                 lr_used = optimizer.param_groups[0]["lr"]
                 outcome = apply_update(loss, saliency_overflow, model, optimizer, scaler, cfg.grad_clip, timer)
                 if outcome == NONFINITE:
@@ -312,7 +313,7 @@ def train_stage(
                 timer.step_done()
                 step += 1
                 position += 1
-                values = _as_floats(logs)
+                values = read_scalars(logs)
                 skips.record(outcome)
                 values.update(lr=lr_used, skipped_overflow=float(outcome == OVERFLOW),
                               skipped_nonfinite=float(outcome == NONFINITE))
@@ -381,7 +382,3 @@ def _save(info: DistInfo, data: dict[str, int], path: Path, previous: Path, mode
     if info.is_main:
         save_checkpoint(path, model, optimizer, scheduler, scaler, step, epoch, config, extra, previous, ranks)
     barrier()
-
-
-def _as_floats(logs: dict[str, torch.Tensor]) -> dict[str, float]:
-    return {k: float(v) for k, v in logs.items()}

@@ -48,7 +48,7 @@ class Block(nn.Module):
 
     def __init__(
         self, channels: int, num_heads: int, patch_size: int, drop_path: float, order_row: int,
-        mlp_ratio: int = 4, conv_backend: str = "torch", attn_backend: str = "auto",
+        mlp_ratio: int = 4, conv_backend: str = "auto", attn_backend: str = "auto",
     ):
         super().__init__()
         self.order_row = order_row

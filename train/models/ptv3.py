@@ -38,7 +38,7 @@ class PTv3Config:
     mlp_ratio: int = 4
     orders: tuple[str, ...] = ORDERS
     stem_kernel: int = 5
-    conv_backend: str = "torch"
+    conv_backend: str = "auto"
     attn_backend: str = "auto"
     # True: the first block after each unpooling feeds its CPE convolution proj_skip(parent) alone,
     # as Pointcept's PTv3 does (spec A7 note); on for checkpoints imported from Pointcept.

@@ -14,9 +14,12 @@ Weight layout is spconv 2.x's KRSC, ``(C_out, k, k, k, C_in)`` with kernel axes 
 state dict loads in either implementation. ``backend="spconv"`` runs spconv on CUDA tensors only:
 spconv 2.3.8 on CPU returns wrong outputs with more than one OpenMP thread (found while testing
 this module against the pure-PyTorch route), so a CPU tensor with that backend raises.
+``backend="auto"`` (the default) picks spconv for CUDA tensors when it imports, this module's
+convolution otherwise (decision 39).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -162,17 +165,28 @@ def submanifold_conv(
     return out if bias is None else out + bias
 
 
+@functools.cache
+def spconv_imports() -> bool:
+    """Whether the optional ``spconv`` package imports here (a wheel built for another CUDA fails)."""
+    try:
+        import spconv.pytorch  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
+
+
 class SubMConv3d(nn.Module):
     """Submanifold conv layer over a ``PointLevel`` (spec A3 stem k=5, spec A4 CPE k=3).
 
-    ``backend``: ``"torch"`` (default, every device) or ``"spconv"`` (CUDA tensors only, needs the
-    optional ``spconv`` package; it keeps its own rulebook cache per level).
+    ``backend``: ``"auto"`` (default: spconv for CUDA tensors when it imports, else ``"torch"``),
+    ``"torch"`` (every device) or ``"spconv"`` (CUDA tensors only, needs the optional ``spconv``
+    package; it keeps its own rulebook cache per level).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool, backend: str = "torch"):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool, backend: str = "auto"):
         super().__init__()
-        if backend not in ("torch", "spconv"):
-            raise ValueError(f"unknown sparse conv backend {backend!r}: use 'torch' or 'spconv'")
+        if backend not in ("auto", "torch", "spconv"):
+            raise ValueError(f"unknown sparse conv backend {backend!r}: use 'auto', 'torch' or 'spconv'")
         self.kernel_size = kernel_size
         self.backend = backend
         self.weight = nn.Parameter(torch.empty(out_channels, kernel_size, kernel_size, kernel_size, in_channels))
@@ -184,7 +198,7 @@ class SubMConv3d(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, level: PointLevel, feat: torch.Tensor) -> torch.Tensor:
-        if self.backend == "spconv":
+        if self.backend == "spconv" or (self.backend == "auto" and feat.is_cuda and spconv_imports()):
             return self._spconv_forward(level, feat)
         return submanifold_conv(feat, self.weight, level_neighbour_map(level, self.kernel_size), self.bias)
 
