@@ -65,7 +65,8 @@ def _check_model(cfg: RunConfig, kind: str) -> None:
     try:
         build_model(spec.preset, spec.num_classes, in_channels=4, **spec.overrides)
     except (ValueError, TypeError) as err:
-        where = f"--{kind}-preset {spec.preset}" + (f" with {kind}_overrides {spec.overrides}" if spec.overrides else "")
+        chosen = cfg.teacher_overrides if kind == "teacher" else cfg.student_overrides
+        where = f"--{kind}-preset {spec.preset}" + (f" with {kind}_overrides {chosen}" if chosen else "")
         raise ValueError(f"{where}: {err}") from None
 
 
