@@ -18,6 +18,13 @@ def build_table(grid: torch.Tensor, batch: torch.Tensor, kernel: int) -> torch.T
     return torch.from_numpy(neighbour_table(grid.numpy(), batch.numpy(), kernel))
 
 
+def _assert_same_values_and_grads(got: torch.Tensor, expected: torch.Tensor, inputs: tuple[torch.Tensor, ...],
+                                  cotangent: torch.Tensor, tol: float, grad_atol: float | None = None) -> None:
+    torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+    for g, e in zip(torch.autograd.grad(got, inputs, cotangent), torch.autograd.grad(expected, inputs, cotangent)):
+        torch.testing.assert_close(g, e, rtol=tol, atol=grad_atol or tol)
+
+
 def _per_offset_conv(feat: torch.Tensor, weight: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """The oracle: ``out.index_add_(0, dst, feat[src] @ W[o])`` for each kernel offset o."""
     c_out, k = weight.shape[0], weight.shape[1]
@@ -66,37 +73,32 @@ def test_submanifold_conv_equals_dense_conv3d_forward_and_backward(
 
     fast = submanifold_conv(feat, weight, build_table(grid, batch, kernel), b)
     dense = _dense_reference(feat, weight, b, grid, batch, num_clouds, side)
-    torch.testing.assert_close(fast, dense, rtol=1e-12, atol=1e-12)
-    inputs = [feat, weight] + ([b] if b is not None else [])
-    g_fast = torch.autograd.grad(fast, inputs, cotangent)
-    g_dense = torch.autograd.grad(dense, inputs, cotangent)
-    for gf, gd in zip(g_fast, g_dense):
-        torch.testing.assert_close(gf, gd, rtol=1e-12, atol=1e-12)
+    inputs = (feat, weight) + ((b,) if b is not None else ())
+    _assert_same_values_and_grads(fast, dense, inputs, cotangent, 1e-12)
+
+
+def _random_conv(seed: int, side: int, n_per_cloud: int, c_in: int, c_out: int, kernel: int = 3) -> tuple[torch.Tensor, ...]:
+    """Two clouds of random sites: their neighbour table, float64 features, weight, bias, cotangent."""
+    gen = torch.Generator().manual_seed(seed)
+    grid, batch = _random_sites(gen, 2, side, n_per_cloud)
+    n = grid.shape[0]
+    feat = torch.randn(n, c_in, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(c_out, kernel, kernel, kernel, c_in, generator=gen, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(c_out, generator=gen, dtype=torch.float64, requires_grad=True)
+    cotangent = torch.randn(n, c_out, generator=gen, dtype=torch.float64)
+    return build_table(grid, batch, kernel), feat, weight, bias, cotangent
 
 
 def test_submanifold_conv_passes_gradcheck() -> None:
-    gen = torch.Generator().manual_seed(3)
-    grid, batch = _random_sites(gen, 2, 4, 20)
-    table = build_table(grid, batch, 3)
-    feat = torch.randn(40, 2, generator=gen, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(3, 3, 3, 3, 2, generator=gen, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(3, generator=gen, dtype=torch.float64, requires_grad=True)
+    table, feat, weight, bias, _ = _random_conv(3, 4, 20, 2, 3)
     assert torch.autograd.gradcheck(lambda f, w, b: submanifold_conv(f, w, table, b), (feat, weight, bias))
 
 
 @given(seed=st.integers(0, 2**31 - 1), kernel=st.sampled_from([3, 5]), fill=st.floats(0.02, 0.6))
 def test_gather_gemm_equals_the_per_offset_formula_forward_and_backward(seed: int, kernel: int, fill: float) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    grid, batch = _random_sites(gen, 2, 9, max(1, int(fill * 729)))
-    table = build_table(grid, batch, kernel)
-    feat = torch.randn(grid.shape[0], 5, generator=gen, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(6, kernel, kernel, kernel, 5, generator=gen, dtype=torch.float64, requires_grad=True)
-    cotangent = torch.randn(grid.shape[0], 6, generator=gen, dtype=torch.float64)
+    table, feat, weight, _, cotangent = _random_conv(seed, 9, max(1, int(fill * 729)), 5, 6, kernel)
     fast, oracle = submanifold_conv(feat, weight, table), _per_offset_conv(feat, weight, table)
-    torch.testing.assert_close(fast, oracle, rtol=1e-12, atol=1e-12)
-    for gf, go in zip(torch.autograd.grad(fast, (feat, weight), cotangent),
-                      torch.autograd.grad(oracle, (feat, weight), cotangent)):
-        torch.testing.assert_close(gf, go, rtol=1e-12, atol=1e-12)
+    _assert_same_values_and_grads(fast, oracle, (feat, weight), cotangent, 1e-12)
 
 
 def test_float32_gather_gemm_equals_the_per_offset_formula_on_a_lidar_like_batch() -> None:
@@ -110,27 +112,15 @@ def test_float32_gather_gemm_equals_the_per_offset_formula_on_a_lidar_like_batch
     weight = (0.1 * torch.randn(32, 3, 3, 3, 32, generator=gen)).requires_grad_(True)
     cotangent = torch.randn(5000, 32, generator=gen)
     fast, oracle = submanifold_conv(feat, weight, table), _per_offset_conv(feat, weight, table)
-    torch.testing.assert_close(fast, oracle, rtol=1e-5, atol=1e-5)
-    for gf, go in zip(torch.autograd.grad(fast, (feat, weight), cotangent),
-                      torch.autograd.grad(oracle, (feat, weight), cotangent)):
-        torch.testing.assert_close(gf, go, rtol=1e-5, atol=1e-4)
+    _assert_same_values_and_grads(fast, oracle, (feat, weight), cotangent, 1e-5, grad_atol=1e-4)
 
 
 def test_chunked_gathers_give_the_unchunked_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    gen = torch.Generator().manual_seed(8)
-    grid, batch = _random_sites(gen, 2, 6, 100)
-    table = build_table(grid, batch, 3)
-    feat = torch.randn(200, 4, generator=gen, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(5, 3, 3, 3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(5, generator=gen, dtype=torch.float64, requires_grad=True)
-    cotangent = torch.randn(200, 5, generator=gen, dtype=torch.float64)
+    table, feat, weight, bias, cotangent = _random_conv(8, 6, 100, 4, 5)
     whole = submanifold_conv(feat, weight, table, bias)
-    grads = torch.autograd.grad(whole, (feat, weight, bias), cotangent)
     monkeypatch.setattr(sparse_conv, "GATHER_LIMIT", 27 * 5 * 7)  # 7 rows per chunk, uneven last chunk
     chunked = submanifold_conv(feat, weight, table, bias)
-    torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-12)
-    for gc, gw in zip(torch.autograd.grad(chunked, (feat, weight, bias), cotangent), grads):
-        torch.testing.assert_close(gc, gw, rtol=1e-12, atol=1e-12)
+    _assert_same_values_and_grads(chunked, whole, (feat, weight, bias), cotangent, 1e-12)
 
 
 def test_clouds_never_see_each_other_even_on_the_same_voxels() -> None:
