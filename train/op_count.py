@@ -1,4 +1,4 @@
-"""Dispatched-op and host-sync counter of a piece of PyTorch work (the yardstick of decision 39).
+"""Dispatched-op and host-sync counter of a piece of PyTorch work (the yardstick of decisions 39 and 40).
 
 ``count_ops(fn)`` runs ``fn()`` under a ``TorchDispatchMode`` and counts every aten op that reaches
 the dispatcher below autograd, except views (ops whose schema returns an alias of an input, plus
