@@ -151,14 +151,12 @@ class PTv3(nn.Module):
     def _input_level(self, data: dict[str, Any]) -> PointLevel:
         check_input(data, self.in_channels)
         feat, plan = data["feat"], data.get("plan")
-        if plan is None:
+        if plan is not None and (not isinstance(plan, BatchPlan) or plan.num_points != feat.shape[0]
+                                 or plan.num_clouds != data["offset"].shape[0]):
+            raise ValueError("data['plan'] does not describe this batch: build it with "
+                             "BatchPlan(grid_coord, offset) from the same batch")
+        if plan is None or plan.orders != tuple(self.config.orders):  # a model of other curves plans its own
             plan = BatchPlan(data["grid_coord"], data["offset"], self.config.orders)
-        elif not isinstance(plan, BatchPlan) or plan.num_points != feat.shape[0] \
-                or plan.num_clouds != data["offset"].shape[0] or plan.orders != tuple(self.config.orders):
-            raise ValueError(
-                "data['plan'] does not describe this batch: build it with "
-                "BatchPlan(grid_coord, offset, orders) from the same batch and the model's orders"
-            )
         perm = curve_permutation(len(plan.orders), not self.deterministic, feat.device)
         return PointLevel(feat, plan.on(feat.device), 0, perm=perm, input_coord=data["coord"])
 
