@@ -10,7 +10,7 @@ It writes ``gpu-<UTC time>.md`` and ``.json`` to ``--out`` (default ``benchmarks
 git-ignored). The sections (``benchmarks.gpu_sections``: the CUDA tests, the topological term's
 cost per training step against the 100 ms target, the persistence paths, Table 6 on the device,
 Tables 8-9 teacher vs student, a few hundred distillation steps with their profile, optional
-accelerators) each run in a child process with a time box, in that order; a section that fails,
+accelerators, kernels per training step and the README demo's steps per second) each run in a child process with a time box, in that order; a section that fails,
 runs out of memory or overruns is recorded with its error and partial results, and the rest
 continues. A section's child is killed at the end of its time box; the boxes of :data:`PLAN` add up to
 less than :data:`TOTAL_S`, and a section is shortened when the earlier ones left less time than
@@ -64,6 +64,12 @@ PLAN: dict[str, tuple[float, dict[str, Any], dict[str, Any]]] = {
     "table6": (45.0, {"n": [30, 60, 100, 200, 400, 800, 1024], "rounds": 3}, {"n": [12], "rounds": 1}),
     "accelerators": (40.0, {"kind": "student", "points": 30_000, "repeats": 5},
                      {"kind": "student-demo", "points": 300, "repeats": 1}),
+    "step_kernels": (45.0, {"paper": {"teacher": "teacher", "student": "student", "clouds": 4, "points": 30_000},
+                            "demo": {"teacher": "teacher-demo", "student": "teacher-demo", "clouds": 2,
+                                     "points": 12_000}, "steps": 10},
+                     {"paper": {"teacher": "teacher-demo", "student": "student-demo", "clouds": 2, "points": 300},
+                      "demo": {"teacher": "teacher-demo", "student": "teacher-demo", "clouds": 2, "points": 300},
+                      "steps": 1}),
 }
 OPTIONAL_PACKAGES = ("flash_attn", "spconv", "gph", "ripser", "gudhi", "yaml", "tqdm", "tensorboard", "matplotlib")
 

@@ -23,7 +23,7 @@ from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
-KNOWN_GROUPS = ("table6-forward", "table6-backward", "batch", "batch-profile", "fig7", "fig8")
+KNOWN_GROUPS = ("table6-forward", "table6-backward", "batch", "batch-profile", "fig7", "fig8", "step-ops")
 
 # Paper Table 6 (App. B.4): N -> (naive fwd s, naive bwd s, naive MB, ours fwd s, ours bwd s, ours MB,
 # speedup). None = "Infeasible (Timeout)".
@@ -346,6 +346,54 @@ def _fig8_section(run: dict[str, Any]) -> list[str]:
     ]
 
 
+def _ops_cell(pair: tuple[int, int | None] | None) -> str:
+    if pair is None:
+        return "-"
+    ops, syncs = pair
+    return f"{ops:,} / {'-' if syncs is None else f'{syncs:,}'}"
+
+
+def _ops_section(run: dict[str, Any]) -> list[str]:
+    from benchmarks.step_ops import BEFORE, PAPER, TARGETS
+
+    records = _by(run["benchmarks"], "step-ops")
+    if not records:
+        return []
+    rows = []
+    for b in records:
+        e = b["extra_info"]
+        name = e["measurement"]
+        models = {"student CE step": e["student"], "teacher forward": e["teacher"]}
+        model = models.get(name, f"{e['teacher']} + {e['student']}")
+        target = TARGETS.get(name)
+        verdict = "-"
+        if target is not None:
+            met = e["ops"] <= target[0] and (target[1] is None or e["syncs"] <= target[1])
+            verdict = f"<= {_ops_cell(target)}: {'met' if met else 'not met'}"
+        top = ", ".join(f"{k} {v:,}" for k, v in e.get("top_ops", {}).items())
+        rows.append([name, model, f"{e['clouds']} x {e['points']:,}", _ops_cell((e["ops"], e["syncs"])),
+                     _ops_cell(BEFORE.get(name, {}).get("quoted")), _ops_cell(BEFORE.get(name, {}).get("7965517")),
+                     verdict, top])
+    paper = all(b["extra_info"]["points"] == PAPER["points"] for b in records)
+    when = run.get("datetime", "unknown")
+    commit = run.get("commit_info", {}).get("id", "unknown")[:10]
+    return [
+        "## Dispatched ops and host syncs per step",
+        "",
+        "Counted on the CPU by `train.op_count` (every dispatched aten op that is not a view or an allocation, "
+        "each at least one kernel launch on a GPU; host synchronisations: `.item()`/`bool()`, boolean masks, "
+        "`nonzero`, `unique`, `repeat_interleave` without `output_size`, host reads and copies of step tensors), "
+        "one step of the real step code (`benchmarks/step_ops.py`): the student's L_seg step with its update and "
+        "log read, the same with L_kld + L_grad against the teacher, the teacher's forward pass. Before: the "
+        "figures first measured with the GPU campaign's step (quoted), and this harness at commit 7965517. "
+        "The model's own share falls with its rewrite (fewer, larger kernels; decision 39). "
+        f"Measured {when}, commit `{commit}`" + ("" if paper else "; **smoke sizes, not the paper's**") + ".",
+        "",
+        *_table(["step", "models", "clouds x points", "ops / syncs", "before (quoted)", "before (7965517)",
+                 "target", "most dispatched ops"], rows),
+    ]
+
+
 def _other_section(run: dict[str, Any]) -> list[str]:
     others = [b for b in run["benchmarks"] if b.get("group") not in KNOWN_GROUPS]
     if not others:
@@ -407,15 +455,34 @@ def render(run: dict[str, Any], path: Path) -> str:
         *_profile_section(run),
         *_fig7_section(run),
         *_fig8_section(run),
+        *_ops_section(run),
         *_other_section(run),
     ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _sections(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """The text before the first ``## `` heading, and (heading, section text) pairs."""
+    parts = text.split("\n## ")
+    return parts[0], [(p.split("\n", 1)[0], "## " + p) for p in parts[1:]]
+
+
+def update_sections(old: str, new: str, keep: tuple[str, ...] = ("Headline", "Machine and run")) -> str:
+    """``old`` with every section of ``new`` except ``keep`` put in place of the one of the same heading
+    (appended when ``old`` has none): a run of some groups refreshes their tables alone."""
+    head, sections = _sections(old)
+    fresh = {h: body for h, body in _sections(new)[1] if h not in keep}
+    merged = [fresh.pop(h, body) for h, body in sections]
+    return "\n".join([head.rstrip("\n") + "\n", *(m.rstrip("\n") + "\n" for m in merged + list(fresh.values()))])
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", nargs="?", type=Path, help="benchmark JSON (default: newest in benchmarks/results)")
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUT, help="markdown file to write")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only the sections this run renders in the existing output file "
+                        "(e.g. after `pytest benchmarks/test_bench_ops.py --benchmark`)")
     args = parser.parse_args(argv)
     path = args.json or newest_run()
     if not path.is_file():
@@ -424,7 +491,10 @@ def main(argv: list[str] | None = None) -> None:
         run = json.load(f)
     if "benchmarks" not in run:
         raise ValueError(f"{path} is not a benchmark run file (no 'benchmarks' key)")
-    args.output.write_text(render(run, path), encoding="utf-8")
+    text = render(run, path)
+    if args.update and args.output.is_file():
+        text = update_sections(args.output.read_text(encoding="utf-8"), text)
+    args.output.write_text(text, encoding="utf-8")
     print(f"wrote {args.output} from {path}")
 
 

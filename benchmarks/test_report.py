@@ -41,9 +41,12 @@ def _run() -> dict[str, Any]:
            "tracemalloc_peak_mb": 1.0, "cuda_peak_mb": None} for m, mb in (("ours", 20.0), ("paper-style", 35.0))),
     ]
     other = _bench("h1-engine", 0.2, engine="native", n=1024)
+    ops = [_bench("step-ops", 30.0, measurement=m, ops=o, syncs=y, teacher="teacher", student="student", clouds=4,
+                  points=30_000, top_ops={"index": 900, "mm": 700}) for m, o, y in
+           (("student CE step", 3_500, 12), ("KD + saliency step", 5_000, 18), ("teacher forward", 1_100, 7))]
     profile = _bench("batch-profile", 2.0, family="latent", clouds=12, m=1024, points_per_cloud=4096,
                      profile_s={"TPS (Algorithm 5)": 0.5, "H1 reduction": 1.0, "other": 0.5})
-    return {"benchmarks": [*table6, *batch, *figs, other, profile], "isolated": isolated,
+    return {"benchmarks": [*table6, *batch, *figs, other, profile, *ops], "isolated": isolated,
             "topodistill_machine": {"cpu_model": "test cpu", "cpu_count": 2, "versions": {"torch": "x"}},
             "commit_info": {"id": "abc"}}
 
@@ -62,6 +65,11 @@ def test_report_speedups_are_ratios_of_medians_and_failures_are_named() -> None:
     assert "`test_h1-engine[" in text  # an unknown group is listed, not dropped
     assert "| H1 reduction | 1 | 50% |" in text and "| **total (one core)** | 2 | 100% |" in text  # the profile
     assert "| wall time with the worker pool (batch table) | 1 |  |" in text
+    # op counts beside the figures before and the targets
+    assert ("| student CE step | student | 4 x 30,000 | 3,500 / 12 | 13,945 / 887 | 10,491 / 577 | "
+            "<= 4,000 / 20: met | index 900, mm 700 |") in text
+    assert "| KD + saliency step | teacher + student | 4 x 30,000 | 5,000 / 18 |" in text and "20: not met" in text
+    assert "| teacher forward | teacher | 4 x 30,000 | 1,100 / 7 | 4,874 / - |" in text and "smoke sizes" not in text
 
 
 def test_report_main_writes_markdown_and_refuses_missing_input(tmp_path: Path) -> None:
@@ -72,6 +80,15 @@ def test_report_main_writes_markdown_and_refuses_missing_input(tmp_path: Path) -
     out = tmp_path / "RESULTS.md"
     main([str(src), "-o", str(out)])
     assert out.read_text().startswith("# Efficiency results")
+    # --update: only the sections of this run change; the others, and the machine, stay
+    out.write_text("# Efficiency results\n\nintro\n\n## Machine and run\n\nold machine\n\n"
+                   "## Dispatched ops and host syncs per step\n\nold counts\n\n## Table 9\n\nkept\n")
+    ops_only = {**_run(), "benchmarks": [b for b in _run()["benchmarks"] if b["group"] == "step-ops"], "isolated": []}
+    src.write_text(json.dumps(ops_only))
+    main([str(src), "-o", str(out), "--update"])
+    text = out.read_text()
+    assert "old machine" in text and "old counts" not in text and "3,500 / 12" in text and "## Table 9\n\nkept" in text
+    assert text.index("## Dispatched ops") < text.index("## Table 9")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         main([str(tmp_path / "missing.json"), "-o", str(out)])
     with pytest.raises(FileNotFoundError, match="no benchmark JSON"):

@@ -10,8 +10,9 @@ The arithmetic runs in float64 whatever the input precision: the KL is a sum of 
 ~|z| / T that cancel to a small result, and in float32 that cancellation left relative errors of
 ~1e-3 on well-matched logits (measured against the reference); (N, K) logits are cheap to upcast.
 The labelled mean uses a mask rather than boolean indexing, so no host synchronisation is needed
-beyond the input checks. ``class_weight`` (K,) makes it the mean weighted by each point's class
-weight, ``sum_i w_{y_i} KL_i / sum_i w_{y_i}`` (decision 38; needs ``labels``).
+beyond the input checks, which read both finiteness flags at once (decision 39). ``class_weight``
+(K,) makes it the mean weighted by each point's class weight, ``sum_i w_{y_i} KL_i / sum_i w_{y_i}``
+(decision 42; needs ``labels``); its checks are one more host read.
 """
 from __future__ import annotations
 
@@ -33,9 +34,10 @@ def kld(
             f"student_logits {tuple(student_logits.shape)} and teacher_logits "
             f"{tuple(teacher_logits.shape)} must both be (N, K) with the same shape"
         )
-    for name, z in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
-        if not bool(torch.isfinite(z).all()):
-            raise ValueError(f"{name} contains NaN/Inf; logits must be finite")
+    finite = torch.stack([torch.isfinite(z).all().to(student_logits.device) for z in (student_logits, teacher_logits)])
+    if not bool(finite.all()):  # one host read for both
+        name = "teacher_logits" if bool(finite[0]) else "student_logits"
+        raise ValueError(f"{name} contains NaN/Inf; logits must be finite")
     if not (isinstance(temperature, (int, float)) and temperature > 0 and temperature < float("inf")):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     dtype = torch.promote_types(torch.promote_types(student_logits.dtype, teacher_logits.dtype), torch.float32)
@@ -57,10 +59,12 @@ def kld(
     if class_weight is None:
         return (T * T * (per_point * keep).sum() / keep.sum().clamp_min(1.0)).to(dtype)
     w = torch.as_tensor(class_weight).detach().to(device=student_logits.device, dtype=torch.float64)
-    if w.shape != (student_logits.shape[1],) or not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
-        raise ValueError(f"class_weight must be a ({student_logits.shape[1]},) tensor of finite weights >= 0, "
-                         f"got {w.tolist()}")
-    if bool(((keep > 0) & ((lab < 0) | (lab >= w.shape[0]))).any()):
+    if w.shape != (student_logits.shape[1],):
+        raise ValueError(f"class_weight must be a ({student_logits.shape[1]},) tensor, got shape {tuple(w.shape)}")
+    ok = torch.stack([(torch.isfinite(w) & (w >= 0)).all(), ~((keep > 0) & ((lab < 0) | (lab >= w.shape[0]))).any()])
+    if not bool(ok.all()):  # one host read for both
+        if not bool(ok[0]):
+            raise ValueError(f"class_weight must hold finite weights >= 0, got {w.tolist()}")
         raise ValueError(f"labels must lie in [0, {w.shape[0]}) or equal ignore_index {ignore_index} to pick "
                          "their class weight")
     weight = keep * w[torch.where(keep > 0, lab, torch.zeros_like(lab))]

@@ -12,7 +12,11 @@ counts the initial value of the output as one of them even with* ``include_self=
 outputs are therefore initialised with +inf (min) / -inf (max), which no finite entry equals, so
 the split is uniform over the tied input points only, exactly as in the reference. ``abs`` has
 derivative sign(0) = 0 in autograd, as in the reference. Teacher maps are computed without grad.
-``detach_range=True`` (decision 37) takes the min and max from the detached map.
+``detach_range=True`` (decision 41) takes the min and max from the detached map.
+
+Input checks (decision 39): the data checks of all layers (finite values, END offsets, every input
+point inside its own cloud's rows) are gathered into one flag on the device and read once; only
+when it fails are they repeated one by one on the host, to name the problem.
 """
 from __future__ import annotations
 
@@ -95,6 +99,65 @@ def _normalized_map(
     return (u - lo[in_cloud]) / (hi - lo + eps)[in_cloud]
 
 
+def _checked_one_by_one(
+    lists: dict[str, Sequence[torch.Tensor]], offsets: torch.Tensor | Sequence[int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], None]:
+    """Every input check in turn, each read on the host: a ValueError names the first that fails.
+    Returns the END offsets, the cloud id of every input point and each layer's stage END offsets
+    (student, teacher) on ``device``."""
+    off_cpu = torch.as_tensor(offsets).detach().cpu()
+    total = int(off_cpu[-1]) if off_cpu.ndim == 1 and off_cpu.numel() > 0 else -1
+    off = _end_offsets(off_cpu, total, "offsets", device)
+    in_cloud = cloud_ids(off, device, total)
+    stage_offs = [
+        tuple(_check_layer(lists[f"{who}_acts"][l], lists[f"{who}_grads"][l], lists[f"{who}_stage_offsets"][l],
+                           lists[f"{who}_index"][l], off, in_cloud, who) for who in ("student", "teacher"))
+        for l in range(len(lists["student_acts"]))
+    ]
+    return off, in_cloud, stage_offs, None
+
+
+def _integers(t: torch.Tensor, shape: tuple[int, ...]) -> bool:
+    return t.shape == shape and not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
+
+
+def _checked_on_device(
+    lists: dict[str, Sequence[torch.Tensor]], offsets: torch.Tensor | Sequence[int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor] | None:
+    """The checks of :func:`_checked_one_by_one` without a host synchronisation (decision 39): None
+    when a shape or dtype check fails, else its results and a 0-d bool tensor on ``device`` that
+    holds when every data check passes (finite values, END offsets strictly increasing to the row
+    counts, every input point mapped inside its own cloud's rows). The caller reads it once."""
+    index0 = lists["student_index"][0]
+    off = torch.as_tensor(offsets)
+    if not isinstance(index0, torch.Tensor) or index0.ndim != 1 or off.ndim != 1 or not _integers(off, off.shape) \
+            or off.numel() == 0:
+        return None
+    n, b = index0.shape[0], off.shape[0]
+    off = off.to(device, torch.int64)
+    # cloud of every input point; safe for any offsets (the flag below rejects bad ones)
+    in_cloud = torch.searchsorted(off, torch.arange(n, device=device), right=True).clamp_max(b - 1)
+    flags = [(torch.diff(off, prepend=off.new_zeros(1)) > 0).all(), off[-1] == n]
+    stage_offs = []
+    for l in range(len(lists["student_acts"])):
+        pair = []
+        for who in ("student", "teacher"):
+            acts, grads = lists[f"{who}_acts"][l], lists[f"{who}_grads"][l]
+            s_off, index = torch.as_tensor(lists[f"{who}_stage_offsets"][l]), lists[f"{who}_index"][l]
+            if acts.ndim != 2 or grads.shape != acts.shape or not _integers(s_off, (b,)) \
+                    or not _integers(index, (n,)):
+                return None
+            s_off = s_off.to(device, torch.int64)
+            s_start = s_off - torch.diff(s_off, prepend=s_off.new_zeros(1))
+            idx = index.to(device)
+            flags += [torch.isfinite(acts).all().to(device), torch.isfinite(grads).all().to(device),
+                      (s_start < s_off).all(), s_off[-1] == acts.shape[0],
+                      ((idx >= s_start[in_cloud]) & (idx < s_off[in_cloud])).all()]
+            pair.append(s_off)
+        stage_offs.append((pair[0], pair[1]))
+    return off, in_cloud, stage_offs, torch.stack(flags).all()
+
+
 def saliency_loss(
     student_acts: Sequence[torch.Tensor],
     student_grads: Sequence[torch.Tensor],
@@ -130,18 +193,11 @@ def saliency_loss(
         raise ValueError(f"eps must be a finite number > 0 (Eq. 6 stabiliser), got {eps}")
     device = student_acts[0].device
     dtype = torch.promote_types(student_acts[0].dtype, torch.float32)
-    off_cpu = torch.as_tensor(offsets).detach().cpu()
-    total = int(off_cpu[-1]) if off_cpu.ndim == 1 and off_cpu.numel() > 0 else -1
-    off = _end_offsets(off_cpu, total, "offsets", device)
-    B, N = len(off), total
-    in_cloud = cloud_ids(off, device, N)
-    stage_offs = [
-        (
-            _check_layer(student_acts[l], student_grads[l], student_stage_offsets[l], student_index[l], off, in_cloud, "student"),
-            _check_layer(teacher_acts[l], teacher_grads[l], teacher_stage_offsets[l], teacher_index[l], off, in_cloud, "teacher"),
-        )
-        for l in range(L)
-    ]
+    quick = _checked_on_device(lists, offsets, device)
+    if quick is None or not bool(quick[3]):  # the one host read of the data checks
+        quick = _checked_one_by_one(lists, offsets, device)  # raises naming the first problem
+    off, in_cloud, stage_offs, _ = quick
+    B, N = len(off), in_cloud.shape[0]
     loss = torch.zeros((), dtype=torch.float64, device=device)
     for l, (s_off_S, s_off_T) in enumerate(stage_offs):
         hat_S = _normalized_map(

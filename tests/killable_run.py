@@ -10,7 +10,9 @@ The environment variable ``KILL_AT`` picks the point; the process then dies by S
   was renamed to ``checkpoint_prev.pt`` and before the new one took its name.
 
 The hooks are installed here, by wrapping ``os.fsync``, ``os.replace`` and ``tempfile.mkstemp`` in
-this process only; production code has no test hooks.
+this process and, with ``--procs 2``, in the ranks it spawns (they re-run this file as
+``__mp_main__``; rank 0 writes the checkpoints, so it is the one that dies, and the launching
+process then stops the other rank); production code has no test hooks.
 """
 from __future__ import annotations
 
@@ -68,9 +70,10 @@ def _install(spec: str) -> None:
         raise SystemExit(f"KILL_AT must be write:N or rotate:N, got {spec!r}")
 
 
+if __name__ in ("__main__", "__mp_main__") and os.environ.get("KILL_AT"):
+    _install(os.environ["KILL_AT"])
+
 if __name__ == "__main__":
-    if os.environ.get("KILL_AT"):
-        _install(os.environ["KILL_AT"])
     from train.run import main
 
     sys.exit(main(sys.argv[1:]))

@@ -137,8 +137,9 @@ def test_fast_kld_zero_class_weights_give_zero_with_zero_gradient() -> None:
     "labels, w, match",
     [
         (None, torch.ones(2), "pass labels"),
-        (torch.tensor([0, 1]), torch.ones(3), r"class_weight must be a \(2,\)"),
-        (torch.tensor([0, 1]), torch.tensor([1.0, -1.0]), "class_weight"),
+        (torch.tensor([0, 1]), torch.ones(3), r"class_weight must be a \(2,\) tensor"),
+        (torch.tensor([0, 1]), torch.tensor([1.0, -1.0]), "finite weights >= 0"),
+        (torch.tensor([0, 1]), torch.tensor([1.0, float("nan")]), "finite weights >= 0"),
         (torch.tensor([0, 5]), torch.ones(2), r"labels must lie in \[0, 2\)"),
     ],
 )

@@ -1,4 +1,5 @@
-"""Pure-PyTorch submanifold conv (spec B) against a brute-force dense conv3d, forward and backward."""
+"""Pure-PyTorch submanifold conv (spec B) against a brute-force dense conv3d and against the
+per-offset gather-matmul-scatter formula it replaced (decision 40), forward and backward."""
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,34 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
+from train.models import sparse_conv
+from train.models.plan import BatchPlan, neighbour_table
 from train.models.point import PointLevel
-from train.models.sparse_conv import SubMConv3d, build_neighbour_map, submanifold_conv
+from train.models.sparse_conv import SubMConv3d, submanifold_conv
+
+
+def build_table(grid: torch.Tensor, batch: torch.Tensor, kernel: int) -> torch.Tensor:
+    return torch.from_numpy(neighbour_table(grid.numpy(), batch.numpy(), kernel))
+
+
+def _assert_same_values_and_grads(got: torch.Tensor, expected: torch.Tensor, inputs: tuple[torch.Tensor, ...],
+                                  cotangent: torch.Tensor, tol: float, grad_atol: float | None = None) -> None:
+    torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+    for g, e in zip(torch.autograd.grad(got, inputs, cotangent), torch.autograd.grad(expected, inputs, cotangent)):
+        torch.testing.assert_close(g, e, rtol=tol, atol=grad_atol or tol)
+
+
+def _per_offset_conv(feat: torch.Tensor, weight: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """The oracle: ``out.index_add_(0, dst, feat[src] @ W[o])`` for each kernel offset o."""
+    c_out, k = weight.shape[0], weight.shape[1]
+    w = weight.reshape(c_out, k**3, -1).permute(1, 2, 0)
+    out = feat.new_zeros(feat.shape[0], c_out)
+    n = feat.shape[0]
+    for o in range(k**3):
+        src = table[:, o]
+        dst = torch.nonzero(src < n).squeeze(1)
+        out = out.index_add(0, dst, feat[src[dst]] @ w[o])
+    return out
 
 
 def _random_sites(gen: torch.Generator, num_clouds: int, side: int, n_per_cloud: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,65 +71,111 @@ def test_submanifold_conv_equals_dense_conv3d_forward_and_backward(
     b = torch.randn(c_out, generator=gen, dtype=torch.float64, requires_grad=True) if bias else None
     cotangent = torch.randn(grid.shape[0], c_out, generator=gen, dtype=torch.float64)
 
-    nmap = build_neighbour_map(grid, batch, kernel)
-    fast = submanifold_conv(feat, weight, nmap, b)
+    fast = submanifold_conv(feat, weight, build_table(grid, batch, kernel), b)
     dense = _dense_reference(feat, weight, b, grid, batch, num_clouds, side)
-    torch.testing.assert_close(fast, dense, rtol=1e-12, atol=1e-12)
-    inputs = [feat, weight] + ([b] if b is not None else [])
-    g_fast = torch.autograd.grad(fast, inputs, cotangent)
-    g_dense = torch.autograd.grad(dense, inputs, cotangent)
-    for gf, gd in zip(g_fast, g_dense):
-        torch.testing.assert_close(gf, gd, rtol=1e-12, atol=1e-12)
+    inputs = (feat, weight) + ((b,) if b is not None else ())
+    _assert_same_values_and_grads(fast, dense, inputs, cotangent, 1e-12)
+
+
+def _random_conv(seed: int, side: int, n_per_cloud: int, c_in: int, c_out: int, kernel: int = 3) -> tuple[torch.Tensor, ...]:
+    """Two clouds of random sites: their neighbour table, float64 features, weight, bias, cotangent."""
+    gen = torch.Generator().manual_seed(seed)
+    grid, batch = _random_sites(gen, 2, side, n_per_cloud)
+    n = grid.shape[0]
+    feat = torch.randn(n, c_in, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(c_out, kernel, kernel, kernel, c_in, generator=gen, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(c_out, generator=gen, dtype=torch.float64, requires_grad=True)
+    cotangent = torch.randn(n, c_out, generator=gen, dtype=torch.float64)
+    return build_table(grid, batch, kernel), feat, weight, bias, cotangent
 
 
 def test_submanifold_conv_passes_gradcheck() -> None:
-    gen = torch.Generator().manual_seed(3)
-    grid, batch = _random_sites(gen, 2, 4, 20)
-    nmap = build_neighbour_map(grid, batch, 3)
-    feat = torch.randn(40, 2, generator=gen, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(3, 3, 3, 3, 2, generator=gen, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda f, w: submanifold_conv(f, w, nmap), (feat, weight))
+    table, feat, weight, bias, _ = _random_conv(3, 4, 20, 2, 3)
+    assert torch.autograd.gradcheck(lambda f, w, b: submanifold_conv(f, w, table, b), (feat, weight, bias))
+
+
+@given(seed=st.integers(0, 2**31 - 1), kernel=st.sampled_from([3, 5]), fill=st.floats(0.02, 0.6))
+def test_gather_gemm_equals_the_per_offset_formula_forward_and_backward(seed: int, kernel: int, fill: float) -> None:
+    table, feat, weight, _, cotangent = _random_conv(seed, 9, max(1, int(fill * 729)), 5, 6, kernel)
+    fast, oracle = submanifold_conv(feat, weight, table), _per_offset_conv(feat, weight, table)
+    _assert_same_values_and_grads(fast, oracle, (feat, weight), cotangent, 1e-12)
+
+
+def test_float32_gather_gemm_equals_the_per_offset_formula_on_a_lidar_like_batch() -> None:
+    from train.cost import lidar_like_batch
+
+    data = lidar_like_batch([3000, 2000], seed=4)
+    plan = BatchPlan(data["grid_coord"], data["offset"])
+    table = plan.on(torch.device("cpu")).neighbours(0, 3)
+    gen = torch.Generator().manual_seed(0)
+    feat = torch.randn(5000, 32, generator=gen, requires_grad=True)
+    weight = (0.1 * torch.randn(32, 3, 3, 3, 32, generator=gen)).requires_grad_(True)
+    cotangent = torch.randn(5000, 32, generator=gen)
+    fast, oracle = submanifold_conv(feat, weight, table), _per_offset_conv(feat, weight, table)
+    _assert_same_values_and_grads(fast, oracle, (feat, weight), cotangent, 1e-5, grad_atol=1e-4)
+
+
+def test_chunked_gathers_give_the_unchunked_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    table, feat, weight, bias, cotangent = _random_conv(8, 6, 100, 4, 5)
+    whole = submanifold_conv(feat, weight, table, bias)
+    monkeypatch.setattr(sparse_conv, "GATHER_LIMIT", 27 * 5 * 7)  # 7 rows per chunk, uneven last chunk
+    chunked = submanifold_conv(feat, weight, table, bias)
+    _assert_same_values_and_grads(chunked, whole, (feat, weight, bias), cotangent, 1e-12)
 
 
 def test_clouds_never_see_each_other_even_on_the_same_voxels() -> None:
     grid = torch.tensor([[1, 1, 1], [1, 1, 2], [1, 1, 1], [1, 1, 2]])
     batch = torch.tensor([0, 0, 1, 1])
-    nmap = build_neighbour_map(grid, batch, 3)
-    pairs = {(int(s), int(d)) for src, dst in zip(nmap.in_idx, nmap.out_idx) if src is not None
-             for s, d in zip(src, dst)}
+    table = build_table(grid, batch, 3)
+    pairs = {(int(p), int(q)) for p in range(4) for q in table[p] if q < 4 and q != p}
     assert pairs == {(0, 1), (1, 0), (2, 3), (3, 2)}
 
 
-def test_layer_weight_uses_spconv_krsc_layout_and_shares_the_level_map() -> None:
+def _level(grid: torch.Tensor, offset: list[int], feat: torch.Tensor) -> PointLevel:
+    plan = BatchPlan(grid.cpu(), torch.tensor(offset))
+    return PointLevel(feat, plan.on(feat.device), 0, input_coord=grid.to(feat.device).float())
+
+
+def test_layer_weight_uses_spconv_krsc_layout_and_reads_the_plan_table() -> None:
     conv = SubMConv3d(4, 8, 5, bias=False)
     assert tuple(conv.weight.shape) == (8, 5, 5, 5, 4)
     gen = torch.Generator().manual_seed(0)
     grid, batch = _random_sites(gen, 1, 6, 50)
-    level = PointLevel(
-        feat=torch.randn(50, 4), coord=grid.float(), grid_coord=grid, batch=batch,
-        offset=torch.tensor([50]), code=torch.zeros(1, 50, dtype=torch.long),
-        order=torch.arange(50)[None], inverse=torch.arange(50)[None], depth=3,
-    )
+    level = _level(grid, [50], torch.randn(50, 4, generator=gen))
     out = conv(level, level.feat)
-    assert ("neighbour_map", 5) in level.cache
+    assert torch.equal(level.plan.neighbours(0, 5), build_table(grid, batch, 5))
     torch.testing.assert_close(out, _dense_reference(level.feat, conv.weight.detach(), None, grid, batch, 1, 6))
 
 
 def test_duplicate_voxels_are_rejected_with_a_grid_sampling_hint() -> None:
     grid = torch.tensor([[0, 0, 0], [0, 0, 0]])
     with pytest.raises(ValueError, match="grid sampling"):
-        build_neighbour_map(grid, torch.zeros(2, dtype=torch.long), 3)
+        build_table(grid, torch.zeros(2, dtype=torch.long), 3)
 
 
 def test_spconv_backend_refuses_cpu_tensors() -> None:
     conv = SubMConv3d(2, 2, 3, bias=True, backend="spconv")
-    level = PointLevel(
-        feat=torch.randn(1, 2), coord=torch.zeros(1, 3), grid_coord=torch.zeros(1, 3, dtype=torch.long),
-        batch=torch.zeros(1, dtype=torch.long), offset=torch.tensor([1]), code=torch.zeros(1, 1, dtype=torch.long),
-        order=torch.zeros(1, 1, dtype=torch.long), inverse=torch.zeros(1, 1, dtype=torch.long), depth=1,
-    )
+    level = _level(torch.zeros(1, 3, dtype=torch.long), [1], torch.randn(1, 2))
     with pytest.raises(ValueError, match="CUDA tensors only"):
         conv(level, level.feat)
+
+
+def test_auto_backend_runs_our_convolution_on_cpu_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto`` (the default) takes spconv only for CUDA tensors, even where spconv imports."""
+    import train.models.sparse_conv as sparse_conv
+
+    monkeypatch.setattr(sparse_conv, "spconv_imports", lambda: True)
+    gen = torch.Generator().manual_seed(2)
+    grid, batch = _random_sites(gen, 2, 6, 40)
+    level = PointLevel(
+        feat=torch.randn(80, 3, generator=gen), coord=grid.float(), grid_coord=grid, batch=batch,
+        offset=torch.tensor([40, 80]), code=torch.zeros(1, 80, dtype=torch.long),
+        order=torch.arange(80)[None], inverse=torch.arange(80)[None], depth=3,
+    )
+    auto, ours = SubMConv3d(3, 4, 3, bias=True), SubMConv3d(3, 4, 3, bias=True, backend="torch")
+    ours.load_state_dict(auto.state_dict())
+    assert auto.backend == "auto"
+    torch.testing.assert_close(auto(level, level.feat), ours(level, level.feat), rtol=0, atol=0)
 
 
 def _spconv_available() -> bool:
@@ -120,13 +193,9 @@ def test_pure_torch_conv_equals_spconv_on_cuda() -> None:
     grid, batch = _random_sites(gen, 2, 24, 3000)
     dev = torch.device("cuda")
     feat = torch.randn(grid.shape[0], 16, generator=gen).to(dev)
-    level = PointLevel(
-        feat=feat, coord=grid.float().to(dev), grid_coord=grid.to(dev), batch=batch.to(dev),
-        offset=torch.tensor([3000, 6000], device=dev), code=torch.zeros(1, 6000, dtype=torch.long, device=dev),
-        order=torch.arange(6000, device=dev)[None], inverse=torch.arange(6000, device=dev)[None], depth=5,
-    )
+    level = _level(grid, [3000, 6000], feat)
     for k in (3, 5):
-        torch_conv = SubMConv3d(16, 32, k, bias=True).to(dev)
+        torch_conv = SubMConv3d(16, 32, k, bias=True, backend="torch").to(dev)
         sp_conv = SubMConv3d(16, 32, k, bias=True, backend="spconv").to(dev)
         sp_conv.load_state_dict(torch_conv.state_dict())
         x1 = feat.clone().requires_grad_(True)
@@ -137,3 +206,18 @@ def test_pure_torch_conv_equals_spconv_on_cuda() -> None:
         torch.testing.assert_close(y1, y2, rtol=1e-4, atol=1e-4)
         g = torch.randn_like(y1)
         torch.testing.assert_close(torch.autograd.grad(y1, x1, g)[0], torch.autograd.grad(y2, x2, g)[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available() or not _spconv_available(), reason="needs CUDA and spconv")
+def test_auto_backend_takes_spconv_for_cuda_tensors() -> None:
+    gen = torch.Generator().manual_seed(6)
+    grid, batch = _random_sites(gen, 1, 10, 200)
+    dev = torch.device("cuda")
+    level = PointLevel(
+        feat=torch.randn(200, 8, generator=gen).to(dev), coord=grid.float().to(dev), grid_coord=grid.to(dev),
+        batch=batch.to(dev), offset=torch.tensor([200], device=dev), code=torch.zeros(1, 200, dtype=torch.long, device=dev),
+        order=torch.arange(200, device=dev)[None], inverse=torch.arange(200, device=dev)[None], depth=4,
+    )
+    SubMConv3d(8, 8, 3, bias=False).to(dev)(level, level.feat)
+    assert "spconv" in level.cache and ("neighbour_map", 3) not in level.cache

@@ -83,7 +83,7 @@ def test_saliency_range_and_kld_class_weight_flags_reach_the_step_settings() -> 
     from train.loop import distill_settings
 
     default = distill_settings(resolve(["--dataset", "synthetic"]), "distill")
-    assert (default.saliency_detach_range, default.kld_class_weights) == (False, False)  # decisions 37, 38
+    assert (default.saliency_detach_range, default.kld_class_weights) == (False, False)  # decisions 41, 42
     s = distill_settings(resolve(["--dataset", "synthetic", "--saliency-detach-range", "--kld-class-weights"]),
                          "distill")
     assert (s.saliency_detach_range, s.kld_class_weights) == (True, True)
@@ -117,3 +117,40 @@ def test_help_documents_every_option_settable_on_the_command_line() -> None:
     for name in RunConfig.__dataclass_fields__:
         if name not in config_file_only:
             assert "--" + name.replace("_", "-") in text, name
+
+
+def test_every_option_belongs_to_a_help_section_and_shows_its_default() -> None:
+    """A new RunConfig field needs an entry in config._GROUP (its --help section) and in config._HELP;
+    every flag's help ends with its default (the synthetic demo's and the paper's where they differ)."""
+    from train.config import _GROUP, _HELP, GROUPS, RunConfig, build_parser, default_text
+
+    fields = set(RunConfig.__dataclass_fields__)
+    assert set(_GROUP) == fields and set(_HELP) == fields
+    assert set(_GROUP.values()) == set(GROUPS)
+    sections = {g.title: g for g in build_parser()._action_groups}
+    for name in fields - {"teacher_overrides", "student_overrides"}:
+        flag = "--" + name.replace("_", "-")
+        (action,) = [a for g in sections.values() for a in g._group_actions if flag in a.option_strings]
+        assert action in sections[_GROUP[name]]._group_actions, name
+        assert action.help.endswith(f"(default: {default_text(name)})") and default_text(name), name
+    assert default_text("epochs") == "50; synthetic CPU demo: 10"
+    assert default_text("seg_loss") == "ce+lovasz; paper: ce"
+    text = build_parser().format_help()
+    assert "decisions 6c" not in text and "docs/decisions.md decision 6c" in text
+    assert "what --out holds after a run" in text and "model_final.pt" in text
+
+
+def test_help_and_malformed_flags_are_answered_before_torch_is_imported() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    for argv, code in ((["--help"], 0), (["--stage", "nope"], 2)):
+        result = subprocess.run([sys.executable, "-X", "importtime", "-m", "train.run", *argv], cwd=root,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == code, result.stderr[-2000:]
+        imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+        assert not {m for m in imported if m.split(".")[0] in ("torch", "scipy", "fast")}
+    assert [line for line in result.stderr.splitlines() if "|" not in line] == [
+        "python -m train.run: error: argument --stage: invalid choice: 'nope' (choose from 'teacher', 'student', "
+        "'kd', 'distill', 'all') (see --help)"]

@@ -35,7 +35,7 @@ from train.checkpoint import (CheckpointError, CheckpointWriteError, atomic_save
 from train.data.validation import BadScanError
 from train.distributed import DistInfo
 from train.loop import FINAL, LAST, PREV, UNREADABLE
-from train.run import run
+from train.run import main, run
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = Path(__file__).with_name("killable_run.py")
@@ -109,6 +109,20 @@ def _assert_finished_once(stage_dir: Path) -> None:
         assert [int(line.split(",")[0]) for line in fh.readlines()[1:]] == list(range(1, STEPS + 1))
 
 
+def _kill_when_logged(proc: subprocess.Popen, stage_dir: Path, step: int) -> None:
+    """SIGKILL ``proc`` as soon as its training log shows ``step`` (or let it finish)."""
+    log = stage_dir / "train_log.csv"
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        rows = log.read_text().splitlines()[1:] if log.is_file() else []
+        if any(r.split(",")[0] == str(step) for r in rows):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    rc, err = _finish(proc)
+    assert rc in (0, -signal.SIGKILL), err
+
+
 def _temps(stage_dir: Path) -> list[Path]:
     return sorted(stage_dir.glob(LAST + ".*.tmp"))
 
@@ -153,23 +167,53 @@ def test_killed_at_any_point_then_resumed_equals_the_uninterrupted_run(base: Pat
 
     # 3. resumed from PREV at step 3, killed by the parent at a moment it does not choose: as soon
     #    as it sees step 5 in the training log (the child is then in step 6 or writing a checkpoint)
-    proc = _start(config, "--resume")
-    log = stage_dir / "train_log.csv"
-    deadline = time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:
-        rows = log.read_text().splitlines()[1:] if log.is_file() else []
-        if any(r.split(",")[0] == "5" for r in rows):
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    rc, err = _finish(proc)
-    assert rc in (0, -signal.SIGKILL), err
+    _kill_when_logged(_start(config, "--resume"), stage_dir, 5)
 
     # 4. resumed to the end
     rc, err = _finish(_start(config, "--resume"))
     assert rc == 0, err
     assert _temps(stage_dir) == []
     _assert_same_run(whole_cli, out)
+
+
+# ---------------------------------------------------------------- (a2) two processes, SIGKILL, then --resume
+
+TWO = dict(procs=2, epochs=2)  # 3 training scans, 1 per process and step: 2 steps per epoch, 4 in all
+
+
+def test_a_killed_two_process_run_resumes_to_the_uninterrupted_two_process_run(
+    base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each rank gets back its own random streams (decision 37): killed inside a checkpoint write
+    (rank 0 dies; the launcher stops rank 1 and says so in one line), then killed as a whole by a
+    SIGKILL of the launching process at a moment the test does not choose (its ranks die with it),
+    then resumed to the end: the same weights, report and log as the uninterrupted run."""
+    whole = base / "whole_two"
+    rc, err = _finish(_start(_config_file(base, whole, **TWO)))
+    assert rc == 0, err
+    out = base / "killed_two"
+    config = _config_file(base, out, **TWO)
+    stage_dir = out / "student"
+
+    rc, err = _finish(_start(config, kill_at="write:2"))  # inside the epoch-end save of step 2
+    assert rc == 128 + signal.SIGKILL, err
+    assert err.strip().splitlines() == ["train.run: error: rank 0 was killed by SIGKILL; rerun with --resume to "
+                                        "continue from its last checkpoint"]
+    assert _step(stage_dir / LAST) == 1 and len(_temps(stage_dir)) == 1
+    assert len(load_checkpoint(stage_dir / LAST)["ranks"]) == 2
+
+    # one process does not continue the checkpoint of two: one line, before any work
+    assert main(["--config", str(config), "--resume", "--procs", "1"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"train.run: error: {stage_dir / LAST} was written by a run of 2 process(es) and this run has 1: resume "
+        "with --procs 2 (or torchrun --nproc_per_node 2), or delete it to start the stage afresh "
+        "(docs/decisions.md decision 37)"]
+
+    _kill_when_logged(_start(config, "--resume"), stage_dir, 3)
+
+    rc, err = _finish(_start(config, "--resume"))
+    assert rc == 0, err
+    _assert_same_run(whole, out)
 
 
 # ---------------------------------------------------------------- (b) unreadable latest checkpoint

@@ -104,7 +104,7 @@ def test_all_ignored_batch_gives_zero_loss_and_zero_gradient_not_nan() -> None:
 def test_lovasz_softmax_rejects_bad_shapes_and_labels() -> None:
     with pytest.raises(ValueError, match="probs must be"):
         lovasz_softmax(torch.rand(3, 2), torch.zeros(4, dtype=torch.long))
-    with pytest.raises(ValueError, match="labels must lie"):
+    with pytest.raises(RuntimeError, match="labels must lie"):  # a device-side check (no host sync)
         lovasz_softmax(torch.rand(3, 2), torch.tensor([0, 1, 5]))
 
 
@@ -152,3 +152,17 @@ def test_weighted_cross_entropy_is_the_weighted_mean_over_labelled_points() -> N
     assert parts["ce"].item() == pytest.approx(expected.item(), rel=1e-12)
     assert total.item() == pytest.approx((parts["ce"] + lovasz_softmax(torch.softmax(logits, 1), labels)).item(),
                                          rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["ce", "ce+lovasz"])
+def test_segmentation_loss_and_its_backward_never_wait_for_the_device(kind: str) -> None:
+    """No host synchronisation (decision 39): no boolean indexing, no .item() in L_seg or its backward."""
+    from train.op_count import count_ops
+
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(64, 6, generator=gen, requires_grad=True)
+    labels = torch.randint(-1, 6, (64,), generator=gen)
+    weight = torch.rand(6, generator=gen)
+    count = count_ops(lambda: segmentation_loss(logits, labels, kind=kind, class_weight=weight)[0].backward())
+    assert count.syncs == 0, count.by_sync
+    assert count.ops < 80, count.top()  # all classes at once: no per-class loop

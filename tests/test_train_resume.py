@@ -124,7 +124,7 @@ def test_a_full_training_checkpoint_round_trips_through_the_safe_loader(tmp_path
                     {"lr": 0.1}, {"stage": "teacher"})
     expected = (random.random(), np.random.random(), torch.rand(1))
     state = load_checkpoint(tmp_path / "c.pt")
-    set_rng_state(state["rng"])
+    set_rng_state(state["ranks"][0]["rng"])
     assert (random.random(), np.random.random(), torch.rand(1)) == expected
     assert (state["step"], state["epoch"], state["config"], state["extra"]) == (7, 1, {"lr": 0.1}, {"stage": "teacher"})
     assert rng_state()["numpy"][0] == "MT19937"

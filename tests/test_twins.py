@@ -235,7 +235,7 @@ def draw_topo_loss(rng: np.random.Generator, kind: str) -> dict:
 def draw_saliency_loss(rng: np.random.Generator, kind: str) -> dict:
     sizes = tuple(int(n) for n in rng.choice([1, 2, 3, 17, 60, 300], size=rng.integers(1, 5)))
     return {**random_saliency_inputs(int(rng.integers(2**32)), sizes, int(rng.integers(1, 5))),
-            "detach_range": bool(rng.integers(2))}  # decision 37
+            "detach_range": bool(rng.integers(2))}  # decision 41
 
 
 def draw_kld(rng: np.random.Generator, kind: str) -> dict:
@@ -243,7 +243,7 @@ def draw_kld(rng: np.random.Generator, kind: str) -> dict:
     k = int(rng.integers(2, 21))
     labels_mode = "all_ignored" if kind == "empty" else str(rng.choice(["none", "some"]))
     labels = {"none": None, "some": rng.integers(-1, k, size=n), "all_ignored": np.full(n, -1)}[labels_mode]
-    # class weights (decision 38) on half the labelled draws, some of them 0
+    # class weights (decision 42) on half the labelled draws, some of them 0
     weighted = labels is not None and bool(rng.integers(2))
     class_weight = rng.uniform(0, 3, size=k) * (rng.uniform(size=k) > 0.2) if weighted else None
     return dict(student_logits=rng.normal(scale=4, size=(n, k)), teacher_logits=rng.normal(scale=4, size=(n, k)),

@@ -1,7 +1,9 @@
 """Atomic, verifiable training checkpoints (``--resume``): everything needed to continue a run exactly.
 
-A checkpoint holds the model, optimiser, scheduler and AMP scaler states, the random-number states
-(Python, numpy, torch CPU and every CUDA device), the global step and epoch, the run config, and a
+A checkpoint holds the model, optimiser, scheduler and AMP scaler states, the state of every process
+of the run in rank order (its random-number states: Python, numpy, torch CPU and every CUDA device;
+where its data stream stands: sampler epoch and start, DataLoader seed; gathered by rank 0, which
+writes the one file, decision 37), the global step and epoch, the run config, and a
 SHA-256 digest of all of it (:func:`content_digest`; ``torch.load`` checks no checksum of tensor
 data, so a flipped byte would otherwise load silently).
 
@@ -14,7 +16,8 @@ which :func:`remove_stale_temporaries` deletes on resume. A checkpoint that cann
 full disk) raises :class:`CheckpointWriteError` and leaves the files already there unchanged.
 
 Reading (:func:`load_checkpoint`): ``torch.load(weights_only=True)`` and the digest check; any
-unreadable file raises :class:`CheckpointError` naming it. :func:`load_latest` picks the newest
+unusable file (missing, not a checkpoint, truncated, corrupt, holding code) raises a one-line
+:class:`CheckpointError` naming it. :func:`load_latest` picks the newest
 readable checkpoint of a run, with a warning naming each file it had to pass over.
 """
 from __future__ import annotations
@@ -27,12 +30,16 @@ import os
 import pickle
 import random
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from train.checkpoint_errors import (CheckpointError, CheckpointMissingError, CheckpointWriteError, ResumeMismatchError,
+                                     one_line)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -66,14 +73,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 TEMP_SUFFIX = ".tmp"
 _LOG = logging.getLogger(__name__)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used: truncated, corrupt, foreign, or holding code."""
-
-
-class CheckpointWriteError(OSError):
-    """Writing a checkpoint failed (disk full, no permission); the files already there are intact."""
 
 
 def atomic_write(data: bytes | memoryview, path: str | os.PathLike[str], previous: str | os.PathLike[str] | None = None
@@ -166,14 +165,18 @@ def save_checkpoint(
     config: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     previous: str | os.PathLike[str] | None = None,
+    ranks: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Write a full training checkpoint atomically (keeping the file it replaces as ``previous``)."""
+    """Write a full training checkpoint atomically (keeping the file it replaces as ``previous``).
+
+    ``ranks``: the state of each process of the run, in rank order (:func:`rank_state`, gathered
+    by the training loop); default: this process's random state alone."""
     state = {
         "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": rng_state(),
+        "ranks": ranks if ranks is not None else [rank_state()],
         "step": int(step),
         "epoch": int(epoch),
         "config": config or {},
@@ -181,6 +184,22 @@ def save_checkpoint(
     }
     state["digest"] = content_digest(state)
     atomic_save(state, path, previous)
+
+
+def rank_state(data: dict[str, int] | None = None) -> dict[str, Any]:
+    """What one process of a run saves for an exact resume: its random states (:func:`rng_state`)
+    and ``data``, where its data stream stands (sampler epoch and start, DataLoader seed)."""
+    return {"rng": rng_state(), "data": dict(data or {})}
+
+
+def _check_ranks(path: Path, state: dict[str, Any]) -> None:
+    """A training checkpoint must hold one well-formed state per process (decision 37)."""
+    ranks = state.get("ranks")
+    keys = {"python", "numpy", "torch"}
+    if not isinstance(ranks, list) or not ranks or not all(
+            isinstance(r, dict) and isinstance(r.get("rng"), dict) and keys <= set(r["rng"])
+            and isinstance(r.get("data"), dict) for r in ranks):
+        raise CheckpointError(f"{path} is corrupt or foreign: it lacks the random and data state of each process")
 
 
 class RefusedObject:
@@ -198,6 +217,22 @@ def _refused_attribute(*args: Any) -> type[RefusedObject]:
     return RefusedObject
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first local header: torch.save's format since torch 1.6
+# torch.save's legacy format starts with the pickled magic number 0x1950a86a20f9469cfc6c (protocol 2)
+LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
+
+
+def _not_a_checkpoint(head: bytes) -> str | None:
+    """Why a file starting with ``head`` is no ``torch.save`` file (None when it may be one)."""
+    if head.startswith(ZIP_MAGIC) or head.startswith(LEGACY_MAGIC):
+        return None
+    if not head:
+        return "it is empty (a write that never finished?)"
+    if head[:1] == b"\x80":
+        return "it is a plain pickle, not a torch.save file (plain pickles are never loaded: they can run code)"
+    return "it is not a torch.save file"
+
+
 def read_weights(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> tuple[Any, list[str]]:
     """Read an untrusted ``torch.save`` file with ``torch.load(weights_only=True)``.
 
@@ -205,28 +240,36 @@ def read_weights(path: str | os.PathLike[str], map_location: str | torch.device 
     foreign trainer's scheduler, say), each such global is bound to :class:`RefusedObject` instead,
     so no code from the file runs, and ``refused`` lists their names; the tensors and plain
     containers are read as usual. Callers decide whether the entries they need are intact.
-    A missing file raises FileNotFoundError, a truncated or mangled one :class:`CheckpointError`."""
+    Every refusal is a one-line :class:`CheckpointError` naming the file: missing
+    (:class:`CheckpointMissingError`), not a ``torch.save`` file, truncated or corrupt, or naming a
+    global that cannot even be stood in for (``os.system``: torch blocks its module outright)."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {p} does not exist; check the path (or train that stage first)")
+        raise CheckpointMissingError(f"checkpoint {p} does not exist; check the path (or train that stage first)")
+    with p.open("rb") as fh:
+        reason = _not_a_checkpoint(fh.read(len(LEGACY_MAGIC)))
+    if reason is not None:
+        raise CheckpointError(f"{p} is not a checkpoint: {reason}")
+    refused: list[str] = []
     try:
-        return torch.load(p, map_location=map_location, weights_only=True), []
-    except pickle.UnpicklingError as err:
-        first_line = str(err).splitlines()[0]
+        with p.open("rb") as fh:
+            if fh.read(len(ZIP_MAGIC)) == ZIP_MAGIC:
+                refused = torch.serialization.get_unsafe_globals_in_checkpoint(p)
+        # getattr(obj, name)(...) is how a pickle calls a method: the attribute becomes the stand-in class.
+        stand_ins = [(_refused_attribute if name == "builtins.getattr" else RefusedObject, name) for name in refused]
+        with warnings.catch_warnings(), torch.serialization.safe_globals([RefusedObject, *stand_ins]):
+            warnings.simplefilter("ignore")  # torch's warnings about the format advise unsafe loading
+            return torch.load(p, map_location=map_location, weights_only=True), refused
+    except pickle.UnpicklingError:  # torch's message advises weights_only=False: never repeated
+        if refused:
+            raise CheckpointError(f"{p} names {', '.join(refused)}, which cannot be read without running code from "
+                                  "the file; it was refused and nothing from it ran. Pass a checkpoint of tensors and "
+                                  "plain containers") from None
+        raise CheckpointError(f"{p} is truncated or corrupt and cannot be read (its pickle names objects other "
+                              "than tensors and plain containers, or is damaged); nothing from it ran") from None
     except Exception as err:  # torch reports a truncated or mangled archive as RuntimeError, EOFError, KeyError, ...
-        detail = str(err).split("\n")[0].split(". ")[0] or "no detail"  # torch's first sentence
+        detail = one_line(str(err)).split(". ")[0] or "no detail"  # torch's first sentence
         raise CheckpointError(f"{p} is truncated or corrupt and cannot be read ({type(err).__name__}: {detail})") from None
-    try:
-        refused = torch.serialization.get_unsafe_globals_in_checkpoint(p)
-    except Exception:  # not the zip format, or a mangled archive: its globals cannot be listed without unpickling
-        refused = []
-    if not refused:
-        raise CheckpointError(f"{p} could not be read with weights_only=True ({first_line}): it is corrupt, or "
-                              "not in torch.save's current (zip) format")
-    # getattr(obj, name)(...) is how a pickle calls a method: the attribute becomes the stand-in class.
-    stand_ins = [(_refused_attribute if name == "builtins.getattr" else RefusedObject, name) for name in refused]
-    with torch.serialization.safe_globals([RefusedObject, *stand_ins]):
-        return torch.load(p, map_location=map_location, weights_only=True), refused
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -244,7 +287,7 @@ def native_checkpoint(path: str | os.PathLike[str], state: Any, refused: list[st
     must match it."""
     if refused:
         raise CheckpointError(f"{path} holds objects other than tensors and plain containers ({', '.join(refused)}), "
-                              "so it was not loaded (it could run code). Pass a checkpoint written by this package.")
+                              "so it was refused and nothing from it ran. Pass a checkpoint written by this package.")
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a topodistill checkpoint (no 'model' entry)")
     if "digest" in state and state["digest"] != content_digest(state):
@@ -252,22 +295,24 @@ def native_checkpoint(path: str | os.PathLike[str], state: Any, refused: list[st
     return state
 
 
-def load_latest(candidates: Sequence[str | os.PathLike[str]], map_location: str | torch.device = "cpu"
-                ) -> tuple[dict[str, Any], Path] | None:
-    """The first readable checkpoint of ``candidates`` (newest first) and its path; ``None`` when
-    none of the files exists. A file that exists but cannot be read is passed over with a warning
-    naming it and the file used instead; if no existing file can be read, :class:`CheckpointError`
-    lists them all."""
+def load_latest(candidates: Sequence[str | os.PathLike[str]], map_location: str | torch.device = "cpu",
+                warn: bool = True) -> tuple[dict[str, Any], Path] | None:
+    """The first usable training checkpoint of ``candidates`` (newest first) and its path; ``None``
+    when none of the files exists. A file that exists but cannot be used (unreadable, or lacking
+    a process's state) is passed over with a warning naming it and the file used instead (only
+    when ``warn``: one process of a run says it); if no existing file can be used,
+    :class:`CheckpointError` lists them all."""
     problems: list[str] = []
     for path in map(Path, candidates):
         if not path.is_file():
             continue
         try:
             state = load_checkpoint(path, map_location)
+            _check_ranks(path, state)
         except CheckpointError as err:
             problems.append(str(err))
             continue
-        if problems:
+        if problems and warn:
             _LOG.warning("resuming from %s instead: %s", path, "; ".join(problems))
         return state, path
     if problems:
@@ -276,14 +321,29 @@ def load_latest(candidates: Sequence[str | os.PathLike[str]], map_location: str 
     return None
 
 
+def resumed_rank(state: dict[str, Any], path: str | os.PathLike[str], rank: int, world_size: int) -> dict[str, Any]:
+    """The saved state of process ``rank`` of a run of ``world_size`` processes; a checkpoint
+    written by a different number of processes is refused (decision 37: the data shards, the
+    per-process batch and every process's random stream depend on it)."""
+    saved = len(state["ranks"])
+    if saved != world_size:
+        raise ResumeMismatchError(
+            f"{path} was written by a run of {saved} process(es) and this run has {world_size}: resume with "
+            f"--procs {saved} (or torchrun --nproc_per_node {saved}), or delete it to start the stage afresh "
+            "(docs/decisions.md decision 37)")
+    return state["ranks"][rank]
+
+
 def restore_training_state(
     state: dict[str, Any],
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
     scheduler: Any | None,
     scaler: Any | None,
+    rank: dict[str, Any],
 ) -> tuple[int, int]:
-    """Load every saved state into the live objects; returns (step, epoch)."""
+    """Load every saved state into the live objects, with this process's random states from
+    ``rank`` (:func:`resumed_rank`); returns (step, epoch)."""
     unwrap(model).load_state_dict(state["model"])
     if optimizer is not None and state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -291,5 +351,5 @@ def restore_training_state(
         scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"])
+    set_rng_state(rank["rng"])
     return int(state["step"]), int(state["epoch"])

@@ -17,20 +17,23 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
-from fast.persistence import check_time_budget, check_worker_count
-from fast.topo_loss import DEFAULT_M, DEFAULT_PI_NORM, DEFAULT_SINKHORN_EPS, DISTANCES, check_distance
-from reference.persistence_image import PI_NORMS
-from train.data.nuscenes import DEFAULT_NUSCENES_VERSION, NUSCENES_VERSIONS
-from train.distributed import under_external_launcher
-from train.losses import CLASS_WEIGHTINGS, DEFAULT_SEG_LOSS, SEG_LOSSES
+# Only light imports here (numpy at most): ``--help`` is printed before torch, fast and scipy load
+# (decision 38); validate() imports what its checks need.
+from reference.persistence_image import DEFAULT_PI_NORM, PI_NORMS
+from reference.sinkhorn import DEFAULT_SINKHORN_EPS
+from reference.topo_loss import DEFAULT_M, DISTANCES, check_distance
+from train.option_names import (CLASS_WEIGHTINGS, DEFAULT_NUSCENES_VERSION, DEFAULT_SEG_LOSS, NUSCENES_VERSIONS,
+                                SEG_LOSSES)
 
 DATASETS: tuple[str, ...] = ("waymo", "nuscenes", "semantic_kitti", "synthetic")
-STAGES: tuple[str, ...] = ("teacher", "student", "kd", "distill", "all")
+STAGE_ORDER: tuple[str, ...] = ("teacher", "student", "kd", "distill")  # the order --stage all runs them
+STAGES: tuple[str, ...] = (*STAGE_ORDER, "all")
 STUDENT_STAGES: tuple[str, ...] = ("student", "kd", "distill")
 TOPO_NORMALIZE: tuple[str, ...] = ("scale", "l2", "none")
 DECODER_STAGES: tuple[int, ...] = (1, 2, 3, 4)
+CONV_BACKENDS: tuple[str, ...] = ("auto", "torch", "spconv")  # train.models.sparse_conv.SubMConv3d
 
 # Loss terms each stage switches on (paper Table 5 rows); ablation flags override them.
 STAGE_TERMS: dict[str, dict[str, bool]] = {
@@ -92,7 +95,7 @@ class RunConfig:
     teacher_epochs: int | None = None
     batch_size: int | None = None
     iters_per_epoch: int | None = None
-    num_workers: int = 0
+    num_workers: int | None = None
     skip_bad_scans: bool = False
     procs: int | None = None
     seed: int = 0
@@ -114,6 +117,7 @@ class RunConfig:
     student_preset: str = "auto"
     teacher_overrides: dict[str, Any] = field(default_factory=dict)
     student_overrides: dict[str, Any] = field(default_factory=dict)
+    conv_backend: str = "auto"
     teacher_checkpoint: str | None = None
     seg_loss: str = DEFAULT_SEG_LOSS
     class_weights: str | None = None
@@ -175,39 +179,44 @@ _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 _HELP: dict[str, str] = {
     "dataset": "which dataset: " + ", ".join(DATASETS),
-    "data_root": "dataset root directory (default ./data/<dataset>)",
+    "data_root": "dataset root directory (the synthetic set is generated there when absent)",
     "nuscenes_version": "nuScenes tables <data-root>/<version>/ and their official splits: "
     "v1.0-trainval (train/val), v1.0-mini (mini_train/mini_val); v1.0-test is unlabelled and "
     "cannot train or score a run",
     "stage": "teacher | student (CE+Lovasz) | kd (+KLD) | distill (+topo +grad) | all",
-    "out": "output directory (default runs/<dataset>)",
+    "out": "output directory (its contents: see the end of this help)",
     "epochs": "student epochs (paper: 50)",
-    "teacher_epochs": "teacher epochs (default: --epochs)",
+    "teacher_epochs": "teacher epochs",
     "batch_size": "total batch size over all processes (paper: 12)",
-    "iters_per_epoch": "cap on iterations per epoch (default: the whole split)",
-    "num_workers": "DataLoader worker processes",
+    "iters_per_epoch": "cap on iterations per epoch",
+    "num_workers": "DataLoader worker processes per process (on CUDA: the node's CPU cores shared out over its "
+                   "ranks, one kept for the training process, 1 to 8; docs/decisions.md decision 39)",
     "skip_bad_scans": "train on when a training scan cannot be read (truncated file, wrong point count, NaN): "
-    "warn naming it, fill its slot with the next readable scan, count it in the log (default: stop with the error)",
-    "procs": "training processes started on this machine (DDP; default 2 for the synthetic demo on a CPU "
-    "with >= 2 cores and an even batch, else 1; under torchrun leave it unset)",
+    "warn naming it, fill its slot with the next readable scan, count it in the log (off: stop with the error)",
+    "procs": "training processes started on this machine (DDP; 2 for the synthetic demo on a CPU "
+    "with >= 2 cores and an even batch, else 1; under torchrun leave it unset; --resume needs the number "
+    "of processes that wrote the checkpoint, docs/decisions.md decision 37)",
     "seed": "random seed of data order, augmentation and initialisation",
     "device": "auto | cpu | cuda",
     "deterministic": "deterministic algorithms (bitwise-reproducible CPU runs, used by tests)",
     "amp": "mixed precision on CUDA (never on CPU)",
-    "lr": "AdamW peak learning rate",
-    "weight_decay": "AdamW weight decay",
-    "block_lr_scale": "learning-rate factor of transformer-block parameters (PTv3 recipe 0.1; 1.0 in the CPU demo)",
+    "lr": "AdamW peak learning rate (paper App. A)",
+    "weight_decay": "AdamW weight decay (paper App. A)",
+    "block_lr_scale": "learning-rate factor of transformer-block parameters (PTv3 recipe, "
+    "docs/ptv3-and-datasets.md spec D)",
     "block_keyword": "parameter-name substring that marks transformer-block parameters",
     "pct_start": "OneCycleLR warm-up fraction",
     "div_factor": "OneCycleLR initial lr = max_lr / div_factor",
     "final_div_factor": "OneCycleLR final lr = initial lr / final_div_factor",
-    "grad_clip": "clip the gradient norm to this value (default: off)",
+    "grad_clip": "clip the gradient norm to this value",
     "max_bad_steps": "stop after this many consecutive steps with a NaN/Inf loss (each is skipped and counted; "
     "AMP overflows are skipped and counted but never stop the run)",
     "teacher_preset": "teacher model preset: auto | teacher | teacher-demo",
     "student_preset": "student model preset: auto | student | student-demo",
     "teacher_overrides": "model overrides for the teacher (YAML mapping; config file only)",
     "student_overrides": "model overrides for the student (YAML mapping; config file only)",
+    "conv_backend": "sparse convolution of both models: auto (spconv on CUDA when it imports, else torch), "
+                    "torch (ours, every device) or spconv (CUDA only; pip install -e '.[gpu]')",
     "teacher_checkpoint": "teacher checkpoint for kd/distill (stage all: the one it trains); a Pointcept "
                           "PTv3 checkpoint is read as --teacher-preset",
     "seg_loss": "L_seg: ce (paper Eq. 8) | ce+lovasz (PTv3 recipe, the default: helps rare classes)",
@@ -219,29 +228,30 @@ _HELP: dict[str, str] = {
     "lambda_kld": "weight of L_kld (paper Table 7)",
     "lambda_topo": "weight of L_topo (paper Table 7)",
     "lambda_grad": "weight of L_grad (paper Table 7)",
-    "kld_temperature": "KL temperature T (decisions 18)",
-    "topo_m": f"TPS budget M per cloud (default {DEFAULT_M}; {SYNTHETIC_DEMO['topo_m']} in the CPU demo)",
+    "kld_temperature": "KL temperature T (docs/decisions.md decision 18)",
+    "topo_m": "TPS budget M per cloud (paper; docs/decisions.md decision 14)",
     "topo_normalize": "feature normalisation before persistence: scale | l2 | none",
-    "topo_time_budget": "seconds allowed for the H1 computation of each cloud (decisions 6c)",
-    "topo_workers": "persistence worker processes of each training process (default: its share of the cores; "
-                    "0 = in the training process)",
+    "topo_time_budget": "seconds allowed for the H1 computation of each cloud (docs/decisions.md decision 6c; "
+    "none in a --config file: no limit)",
+    "topo_workers": "persistence worker processes of each training process (0: in the training process)",
     "topo_dims": "homology dimensions of L_topo (subset of 0 1)",
     "topo_distance": "distance between teacher and student diagrams: pwcd (paper Eq. 2-3) | sinkhorn (unbalanced "
-    "entropic OT, paper Table 11, decision 31) | persistence-image (TopKD, decision 32)",
-    "sinkhorn_eps": "entropic weight of --topo-distance sinkhorn (paper Table 11 sweeps 0.02 0.05 0.1 0.2)",
+    "entropic OT, paper Table 11, docs/decisions.md decision 31) | persistence-image (TopKD, decision 32)",
+    "sinkhorn_eps": "entropic weight of --topo-distance sinkhorn (paper Table 11 sweeps 0.02 0.05 0.1 0.2; "
+    "docs/decisions.md decision 31)",
     "pi_norm": "distance between persistence images of --topo-distance persistence-image: l2 (mean squared, "
     "TopKD) | l1",
     "saliency_layers": "decoder stages (1=dec1 coarsest .. 4=dec4) aligned by L_grad (Table 10)",
     "saliency_eps": "epsilon of the per-cloud min-max normalisation (Eq. 6)",
     "saliency_detach_range": "no gradient through the per-cloud min and max of Eq. 6 (same L_grad; its gradient "
-    "then spreads over all points instead of mostly each cloud's two extremal points; decision 37; default: the "
+    "then spreads over all points instead of mostly each cloud's two extremal points; decision 41; off: the "
     "exact derivative)",
     "kld_class_weights": "weight each point's KL by its class's --class-weights weight, as the cross-entropy is "
-    "(decision 38; default: the paper's plain mean over points)",
+    "(decision 42; off: the paper's plain mean over points)",
     "tta": "test-time augmentation at evaluation",
     "eval_max_scans": "evaluate on the first N validation scans only",
     "eval_every_epochs": "during training, every K epochs log the validation mIoU (the scans of the final "
-    "evaluation, without TTA; curves.png draws it; decision 35; 0: only after training)",
+    "evaluation, without TTA; curves.png draws it; docs/decisions.md decision 35; 0: only after training)",
     "latency_runs": "forward passes timed for the latency column",
     "checkpoint_every": "also checkpoint every K iterations (0: only at epoch ends)",
     "resume": "continue from <out>/<stage>/checkpoint_last.pt",
@@ -251,13 +261,13 @@ _HELP: dict[str, str] = {
     "tensorboard": "write TensorBoard logs",
     "plots": "write the run's pictures (diagrams, bird's-eye views, curves, per-class IoU) next to results.md",
     "progress": "show progress bars",
-    "grid_size": "voxel size in metres of grid sampling (spec D: 0.05; 0.25 in the CPU demo)",
+    "grid_size": "voxel size in metres of grid sampling (docs/ptv3-and-datasets.md spec D)",
     "synthetic_scenes": "synthetic scenes generated (one scan each; --synthetic-val-fraction of them validate)",
     "synthetic_val_fraction": "fraction of the synthetic scenes used for validation",
     "synthetic_test_fraction": "fraction of the synthetic scenes held out for testing (labelled; 0: none)",
     "synthetic_seed": "seed of the simulated scenes (kept apart from --seed so runs share the data)",
-    "synthetic_beams": "beams of the simulated LiDAR (default: the simulator's)",
-    "synthetic_azimuth_steps": "azimuth steps of the simulated LiDAR (default: the simulator's)",
+    "synthetic_beams": "beams of the simulated LiDAR",
+    "synthetic_azimuth_steps": "azimuth steps of the simulated LiDAR",
 }
 
 
@@ -289,44 +299,148 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return out
 
 
+# The --help sections, in order: title -> what the options of the section set.
+GROUPS: dict[str, str] = {
+    "data": "which data set, where it lies, and the synthetic set's generator",
+    "models": "teacher and student architectures and the teacher checkpoint",
+    "distillation terms": "which loss terms train the student and their weights (paper Eq. 8 and Table 5)",
+    "persistence": "the persistent homology behind L_topo (paper Sec. 3.2, Algorithms 1 and 5)",
+    "training": "optimisation (paper App. A), processes, determinism, checkpoints and resume",
+    "output": "what the run evaluates and writes under --out",
+}
+
+# The section of each RunConfig field (a new option needs an entry here and in _HELP; a test checks).
+_GROUP: dict[str, str] = {
+    **dict.fromkeys(("dataset", "data_root", "nuscenes_version", "grid_size", "skip_bad_scans", "num_workers",
+                     "synthetic_scenes", "synthetic_val_fraction", "synthetic_test_fraction", "synthetic_seed",
+                     "synthetic_beams", "synthetic_azimuth_steps"), "data"),
+    **dict.fromkeys(("teacher_preset", "student_preset", "teacher_overrides", "student_overrides",
+                     "teacher_checkpoint", "conv_backend"), "models"),
+    **dict.fromkeys(("stage", "seg_loss", "class_weights", "kld", "topo", "grad", "lambda_kld", "lambda_topo",
+                     "lambda_grad", "kld_temperature", "topo_distance", "sinkhorn_eps", "pi_norm", "saliency_layers",
+                     "saliency_eps", "saliency_detach_range", "kld_class_weights"), "distillation terms"),
+    **dict.fromkeys(("topo_m", "topo_normalize", "topo_time_budget", "topo_workers", "topo_dims"), "persistence"),
+    **dict.fromkeys(("epochs", "teacher_epochs", "batch_size", "iters_per_epoch", "lr", "weight_decay",
+                     "block_lr_scale", "block_keyword", "pct_start", "div_factor", "final_div_factor", "grad_clip",
+                     "max_bad_steps", "procs", "seed", "device", "deterministic", "amp", "checkpoint_every",
+                     "resume"), "training"),
+    **dict.fromkeys(("out", "tta", "eval_max_scans", "eval_every_epochs", "latency_runs", "profile",
+                     "log_term_grads", "tensorboard", "plots", "progress"), "output"),
+}
+
+# Defaults of the fields left None in RunConfig because --dataset synthetic replaces them
+# (SYNTHETIC_DEMO) when unset; _fill_defaults applies these to every other run.
+RESOLVED_DEFAULTS: dict[str, Any] = {
+    "epochs": 50, "batch_size": 12, "topo_m": DEFAULT_M, "grid_size": 0.05, "block_lr_scale": 0.1,
+    "class_weights": "none", "synthetic_scenes": 120,
+}
+
+# What an unset (None) field means, for the fields RESOLVED_DEFAULTS does not give a value.
+_UNSET: dict[str, str] = {
+    "dataset": "none, required",
+    "data_root": "data/<dataset>",
+    "out": "runs/<dataset>",
+    "teacher_epochs": "--epochs",
+    "iters_per_epoch": "the whole split",
+    "procs": "2 or 1, see above",
+    "grad_clip": "off",
+    "teacher_checkpoint": "none; --stage all trains its own",
+    "kld": "as --stage", "topo": "as --stage", "grad": "as --stage",
+    "topo_workers": "this process's share of the cores",
+    "eval_max_scans": "all",
+    "num_workers": "0 on a CPU, see above on CUDA",
+    "synthetic_beams": "the simulator's", "synthetic_azimuth_steps": "the simulator's",
+}
+
+# Paper values of the fields whose default here differs from the paper's.
+_PAPER: dict[str, str] = {"seg_loss": "ce", "block_lr_scale": "0.1"}
+
+OUT_CONTENTS = """what --out holds after a run:
+  config.yaml                the resolved options (rerun with --config)
+  <stage>/                   one folder per stage trained (teacher, student, kd, distill):
+    checkpoint_last.pt       the latest full training state (--resume continues from it)
+    checkpoint_prev.pt       the one before it (the fallback when the latest is unreadable)
+    model_final.pt           the trained weights and model spec (--teacher-checkpoint takes it)
+    train_log.csv, val_log.csv, tensorboard/, profile.txt (--profile), eval/report.{json,md}
+  results.json, results.md   the table of every stage's per-class IoU, mIoU, parameters, latency
+  diagrams.png               teacher vs student persistence diagrams (--stage all: needs the teacher
+                             and the CE or distilled student in the same run)
+  bev.png, curves.png, per_class_iou.png   every run (--no-plots: no pictures)
+  torch_cache/, matplotlib/  caches, unless TORCHINDUCTOR_CACHE_DIR / MPLCONFIGDIR are set
+The synthetic data set is written to --data-root, not under --out."""
+
+
+def _choices(name: str) -> tuple[Any, ...] | None:
+    return {"dataset": DATASETS, "stage": STAGES, "nuscenes_version": NUSCENES_VERSIONS, "seg_loss": SEG_LOSSES,
+            "class_weights": CLASS_WEIGHTINGS, "topo_distance": DISTANCES, "pi_norm": PI_NORMS,
+            "topo_normalize": TOPO_NORMALIZE, "conv_backend": CONV_BACKENDS}.get(name)
+
+
+def default_text(name: str) -> str:
+    """The default of field ``name`` as --help shows it: the value, or what an unset value means,
+    then the synthetic demo's value and the paper's where they differ."""
+    value = _FIELDS[name].default
+    if value is dataclasses.MISSING:
+        value = _FIELDS[name].default_factory()  # type: ignore[misc]
+    if value is None:
+        value = RESOLVED_DEFAULTS.get(name, _UNSET.get(name))
+    if isinstance(value, bool):
+        text = "on" if value else "off"
+    elif isinstance(value, (list, tuple)):
+        text = " ".join(map(str, value)) or "none"
+    elif isinstance(value, dict):
+        text = "none"
+    else:
+        text = str(value)
+    if name in SYNTHETIC_DEMO:
+        text += f"; synthetic CPU demo: {SYNTHETIC_DEMO[name]}"
+    if name in _PAPER:
+        text += f"; paper: {_PAPER[name]}"
+    return text
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Reports a malformed command line in one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """CLI parser with one flag per :class:`RunConfig` field; unset flags stay absent."""
-    p = argparse.ArgumentParser(
+    """CLI parser with one flag per :class:`RunConfig` field, in the sections of :data:`GROUPS`;
+    unset flags stay absent. Builds without importing torch, fast or scipy."""
+    p = _OneLineParser(
         prog="python -m train.run",
+        usage="python -m train.run --dataset NAME [--stage STAGE] [options]",
         description="Train a PTv3 teacher and distill it into the PTv3 student "
-        "(L = L_seg + l_topo L_topo + l_grad L_grad + l_kld L_kld).",
+        "(L = L_seg + l_topo L_topo + l_grad L_grad + l_kld L_kld). Paper values are cited from "
+        "the paper; design choices from docs/decisions.md, PTv3 and data-set facts from "
+        "docs/ptv3-and-datasets.md.",
+        epilog=OUT_CONTENTS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("--config", help="YAML file of options (the command line overrides it)")
+    sections = {title: p.add_argument_group(title, about) for title, about in GROUPS.items()}
+    sections["output"].add_argument("--config", help="YAML file of options (the command line overrides it)")
     for name, f in _FIELDS.items():
-        flag = "--" + name.replace("_", "-")
-        helptext = _HELP[name]
         if name in ("teacher_overrides", "student_overrides"):
-            continue
-        if name == "dataset":
-            p.add_argument(flag, choices=DATASETS, help=helptext)
-        elif name == "stage":
-            p.add_argument(flag, choices=STAGES, help=helptext)
-        elif name == "nuscenes_version":
-            p.add_argument(flag, choices=NUSCENES_VERSIONS, help=helptext)
-        elif name == "seg_loss":
-            p.add_argument(flag, choices=SEG_LOSSES, help=helptext)
-        elif name == "class_weights":
-            p.add_argument(flag, choices=CLASS_WEIGHTINGS, help=helptext)
-        elif name == "topo_distance":
-            p.add_argument(flag, choices=DISTANCES, help=helptext)
-        elif name == "pi_norm":
-            p.add_argument(flag, choices=PI_NORMS, help=helptext)
+            continue  # mappings: config file only
+        group = sections[_GROUP[name]]
+        flag = "--" + name.replace("_", "-")
+        helptext = f"{_HELP[name]} (default: {default_text(name)})".replace("%", "%%")
+        choices = _choices(name)
+        if choices is not None:
+            group.add_argument(flag, choices=choices, help=helptext)
         elif f.type in ("bool", "bool | None"):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, help=helptext)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, help=helptext)
         elif name in ("topo_dims", "saliency_layers"):
-            p.add_argument(flag, type=int, nargs="+", help=helptext)
+            group.add_argument(flag, type=int, nargs="+", metavar="K", help=helptext)
         elif f.type in ("int", "int | None"):
-            p.add_argument(flag, type=int, help=helptext)
+            group.add_argument(flag, type=int, metavar="N", help=helptext)
         elif f.type in ("float", "float | None"):
-            p.add_argument(flag, type=float, help=helptext)
+            group.add_argument(flag, type=float, metavar="X", help=helptext)
         else:
-            p.add_argument(flag, type=str, help=helptext)
+            group.add_argument(flag, type=str, metavar=name.split("_")[-1].upper(), help=helptext)
     return p
 
 
@@ -358,38 +472,42 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def default_num_workers(cores: int, ranks: int) -> int:
+    """DataLoader workers of one training process on a GPU node (decision 39): the cores shared out
+    over the ``ranks`` processes of the node, one kept for the process itself, at least 1 and at
+    most 8 (past that, augmentation of a 12-scan batch outpaces a step anyway)."""
+    return max(1, min(8, cores // max(ranks, 1) - 1))
+
+
+def ranks_per_node(procs: int) -> int:
+    """Training processes on this node: torchrun's LOCAL_WORLD_SIZE, else ``--procs`` (all local)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", procs))
+
+
 def _fill_defaults(cfg: RunConfig) -> None:
-    if cfg.dataset == "synthetic":
-        for k, v in SYNTHETIC_DEMO.items():
-            if getattr(cfg, k) is None:
-                setattr(cfg, k, v)
-    if cfg.epochs is None:
-        cfg.epochs = 50
+    from train.distributed import under_external_launcher
+
+    for k, v in (SYNTHETIC_DEMO if cfg.dataset == "synthetic" else {}).items():
+        if getattr(cfg, k) is None:
+            setattr(cfg, k, v)
+    for k, v in RESOLVED_DEFAULTS.items():
+        if getattr(cfg, k) is None:
+            setattr(cfg, k, v)
     if cfg.teacher_epochs is None:
         cfg.teacher_epochs = cfg.epochs
-    if cfg.batch_size is None:
-        cfg.batch_size = 12
     if cfg.procs is None:
         cpu_demo = cfg.dataset == "synthetic" and (cfg.device == "cpu" or (cfg.device == "auto" and not _has_cuda()))
         two = cpu_demo and (os.cpu_count() or 1) >= 2 and cfg.batch_size % 2 == 0 and not under_external_launcher()
         cfg.procs = 2 if two else 1
-    if cfg.topo_m is None:
-        cfg.topo_m = DEFAULT_M
-    if cfg.grid_size is None:
-        cfg.grid_size = 0.05
-    if cfg.block_lr_scale is None:
-        cfg.block_lr_scale = 0.1
-    if cfg.class_weights is None:
-        cfg.class_weights = "none"
-    if cfg.synthetic_scenes is None:
-        cfg.synthetic_scenes = 120
+    if cfg.num_workers is None:
+        from fast.persistence import available_cores
+
+        cuda = cfg.device == "cuda" or (cfg.device == "auto" and _has_cuda())
+        cfg.num_workers = default_num_workers(available_cores(), ranks_per_node(cfg.procs)) if cuda else 0
     if cfg.out is None and cfg.dataset is not None:
         cfg.out = str(Path("runs") / cfg.dataset)
     if cfg.data_root is None and cfg.dataset is not None:
-        if cfg.dataset == "synthetic":
-            cfg.data_root = str(Path("data") / "synthetic")
-        else:
-            cfg.data_root = str(Path("data") / cfg.dataset)
+        cfg.data_root = str(Path("data") / cfg.dataset)
 
 
 def validate(cfg: RunConfig) -> None:
@@ -422,6 +540,9 @@ def validate(cfg: RunConfig) -> None:
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or v < 1):
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
+    from fast.persistence import check_time_budget, check_worker_count
+    from train.distributed import under_external_launcher
+
     if cfg.procs > 1 and under_external_launcher():
         raise ValueError("--procs starts its own processes: under torchrun leave it unset (or 1)")
     if cfg.batch_size % cfg.procs:
@@ -452,6 +573,8 @@ def validate(cfg: RunConfig) -> None:
     check_worker_count(cfg.topo_workers)
     if cfg.class_weights not in CLASS_WEIGHTINGS:
         raise ValueError(f"--class-weights must be one of {CLASS_WEIGHTINGS}, got {cfg.class_weights!r}")
+    if cfg.conv_backend not in CONV_BACKENDS:
+        raise ValueError(f"--conv-backend must be one of {CONV_BACKENDS}, got {cfg.conv_backend!r}")
     if cfg.seg_loss not in SEG_LOSSES:
         raise ValueError(f"--seg-loss must be one of {SEG_LOSSES}, got {cfg.seg_loss!r}")
     if cfg.topo_normalize not in TOPO_NORMALIZE:

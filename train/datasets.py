@@ -72,6 +72,11 @@ def _dataset_class(name: str) -> type:
     return SemanticKITTIDataset
 
 
+def class_count(dataset: str) -> int:
+    """Number of classes the models of a ``dataset`` run predict."""
+    return len(_dataset_class(dataset).class_names)
+
+
 def _ensure_synthetic(cfg: RunConfig, info: DistInfo) -> None:
     if info.is_main:
         from train.data.synthetic import ensure_synthetic_dataset

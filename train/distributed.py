@@ -9,10 +9,12 @@ from an every-K-iterations checkpoint needs.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
+import traceback
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -46,6 +48,7 @@ def init_from_env(device: str = "auto") -> DistInfo:
 
 
 SPAWNED_ENV = "TOPODISTILL_SPAWNED"  # set in the processes spawn_local starts
+_TO_PARENT: Any = None  # in a spawn_local process: the pipe its failure message goes to
 
 
 def under_external_launcher() -> bool:
@@ -53,36 +56,108 @@ def under_external_launcher() -> bool:
     return "WORLD_SIZE" in os.environ and SPAWNED_ENV not in os.environ
 
 
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when the process that spawned it dies (Linux), so a
+    ``kill -9`` of the launching process leaves no rank training on (and writing checkpoints)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the request was in place
+        os._exit(1)
+
+
 def _spawned(rank: int, entry: Callable[[list[str]], int], argv: list[str], procs: int, port: int,
-             threads: int) -> None:
+             threads: int, parent: int, to_parent: Any) -> None:
+    global _TO_PARENT
+    _die_with_parent(parent)
+    _TO_PARENT = to_parent
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(procs), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(procs),
                        SPAWNED_ENV: "1"})
     torch.set_num_threads(threads)
-    code = entry(argv)
-    if code:
-        sys.exit(code)
+    try:
+        code = entry(argv)
+    except BaseException:  # a bug: its traceback is the parent's to print
+        to_parent.send(traceback.format_exc().rstrip())
+        code = 1
+    sys.exit(code)
 
 
-def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: int) -> int:
+def report_failure(message: str) -> None:
+    """Print a failure (``prog: error: ...``) on stderr, or, in a ``spawn_local`` process, hand it to
+    the launching process, which prints the first failure of all its processes, once."""
+    if _TO_PARENT is not None:
+        _TO_PARENT.send(message)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
+def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: int, prog: str = "train.run") -> int:
     """Run ``entry(argv)`` in ``procs`` processes of this machine joined as one process group, as
     ``torchrun --standalone --nproc_per_node=procs`` would (each process gets ``cores // procs``
-    intra-op threads). Returns the first non-zero exit code of a process, else 0.
+    intra-op threads). Returns 0 when every process succeeded, else the exit status of the first
+    that failed (128 + N for one killed by signal N).
+
+    When one process fails, the others are stopped (SIGTERM, quietly) and the first failure's
+    message (:func:`report_failure`, or a traceback) is printed once: a rank that fails only
+    because its peer is gone does not add its own. The processes die with this one (SIGKILL).
 
     On a CPU, several single-threaded processes train faster than one multi-threaded process:
     measured here, two ranks of one thread each gave 1.7x the steps per second of one process, while
     a second OpenMP thread in one process gave almost nothing (small sparse kernels)."""
-    import torch.multiprocessing as mp
+    import multiprocessing
+    from multiprocessing.connection import Connection, wait
 
     with socket.socket() as s:  # a free port for the rendezvous
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     threads = max(1, (os.cpu_count() or 1) // procs)
-    try:
-        mp.spawn(_spawned, args=(entry, list(argv), procs, port, threads), nprocs=procs, join=True)
-    except mp.ProcessExitedException as err:
-        return int(err.exit_code or 1)
-    return 0
+    ctx = multiprocessing.get_context("spawn")
+    pipes = [ctx.Pipe(duplex=False) for _ in range(procs)]  # one per rank: no lock a killed rank could hold
+    ranks = [ctx.Process(target=_spawned, args=(r, entry, list(argv), procs, port, threads, os.getpid(), pipes[r][1]))
+             for r in range(procs)]
+    for proc in ranks:
+        proc.start()
+    for _, writer in pipes:
+        writer.close()
+    listening: list[Connection] = [reader for reader, _ in pipes]
+    running = list(ranks)
+    failed: multiprocessing.process.BaseProcess | None = None
+    messages: list[tuple[int, str]] = []  # (rank, message) in the order they arrived
+    while running and failed is None:
+        ready = wait([*listening, *(p.sentinel for p in running)])
+        for reader in [c for c in listening if c in ready]:
+            try:
+                messages.append(([r for r, _ in pipes].index(reader), reader.recv()))
+            except EOFError:  # its rank ended
+                listening.remove(reader)
+        for proc in [p for p in running if p.exitcode is not None]:
+            running.remove(proc)
+            if proc.exitcode != 0 and failed is None:
+                failed = proc
+    for proc in running:
+        proc.terminate()
+    for proc in ranks:
+        proc.join()
+    if failed is None:
+        return 0
+    for rank, (reader, _) in enumerate(pipes):  # messages sent just before their rank ended
+        try:
+            while reader.poll():
+                messages.append((rank, reader.recv()))
+        except EOFError:
+            pass
+    code = int(failed.exitcode or 1)
+    if code < 0:  # killed: what the other ranks report follows from it
+        print(f"{prog}: error: rank {ranks.index(failed)} was killed by {signal.Signals(-code).name}; "
+              "rerun with --resume to continue from its last checkpoint", file=sys.stderr, flush=True)
+        return 128 - code
+    if messages:  # the first report is the cause: a rank that fails because its peer is gone reports later
+        rank, message = messages[0]
+        print(message, file=sys.stderr, flush=True)
+        code = ranks[rank].exitcode or code
+    return code
 
 
 def launch(main: Callable[[list[str]], int], argv: Sequence[str], procs: int, device: str, deterministic: bool,
@@ -91,17 +166,18 @@ def launch(main: Callable[[list[str]], int], argv: Sequence[str], procs: int, de
 
     Without an outside launcher and with ``procs > 1`` it starts ``procs`` local ranks that re-enter
     ``main(argv)`` (:func:`spawn_local`). Otherwise this process joins the group, runs
-    ``body(info)`` and leaves the group; an exception of ``errors`` becomes ``prog: error: ...`` on
-    stderr and exit code 2 (the message says what to fix), anything else propagates."""
+    ``body(info)`` and leaves the group; an exception of ``errors`` becomes one line
+    ``prog: error: ...`` (:func:`report_failure`) and exit code 2 (the message says what to fix),
+    anything else propagates."""
     if procs > 1 and "WORLD_SIZE" not in os.environ:
-        return spawn_local(main, argv, procs)
+        return spawn_local(main, argv, procs, prog)
     info = init_from_env(device)
     if deterministic:
         torch.use_deterministic_algorithms(True)
     try:
         body(info)
     except errors as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        report_failure(f"{prog}: error: {err}")
         return 2
     finally:
         cleanup()
@@ -132,6 +208,15 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
         t = t.clone()
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """``obj`` of every process, in rank order (``[obj]`` with one process); picklable objects only."""
+    if dist.is_available() and dist.is_initialized():
+        out: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
 
 
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:

@@ -15,12 +15,24 @@ from __future__ import annotations
 import csv
 import io
 import os
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import torch
 from tqdm import tqdm
 
 from train.checkpoint import atomic_write
+
+
+def read_scalars(logs: dict[str, torch.Tensor]) -> dict[str, float]:
+    """A step's logged 0-d tensors as floats, read together: one host synchronisation per logged
+    step instead of one per term (decision 39). Tensors on the CPU join the device's."""
+    if not logs:
+        return {}
+    device = next((v.device for v in logs.values() if v.device.type != "cpu"), torch.device("cpu"))
+    values = torch.stack([v.detach().reshape(()).to(device, torch.float64) for v in logs.values()]).tolist()
+    return dict(zip(logs, values))
 
 
 def log_path(out_dir: str | os.PathLike[str], table: str) -> Path:
@@ -90,6 +102,11 @@ def _keep_rows_up_to(path: Path, step: int) -> list[str] | None:
     csv.writer(text).writerows([rows[0], *(r for r in rows[1:] if r and int(r[0]) <= step)])
     atomic_write(text.getvalue().encode(), path)
     return rows[0]
+
+
+# Bars are drawn by one process (rank 0): tqdm's default lock, a multiprocessing semaphore that a
+# killed rank would leave behind (the resource tracker then warns), is replaced by a thread lock.
+tqdm.set_lock(threading.RLock())
 
 
 def progress(iterable: Iterable[Any] | None = None, total: int | None = None, desc: str = "",

@@ -11,8 +11,9 @@ at the end are those of a run without it (decision 35). Checkpoints
 K iterations; ``resume`` continues from the last one exactly: the data order and augmentation of an
 epoch are functions of (seed, epoch, sample index) (``ResumableDistributedSampler`` and the
 dataset's per-sample generator), the sampler restarts mid-epoch where the checkpoint was taken,
-and every random-number state is restored. The checkpoint a save replaces is kept as
-``checkpoint_prev.pt``: a resume whose latest file is unreadable (truncated, corrupt) falls back to
+and every process gets back its own random-number states, saved by each and gathered into the
+checkpoint by rank 0 (decision 37; a resume with another number of processes is refused). The
+checkpoint a save replaces is kept as ``checkpoint_prev.pt``: a resume whose latest file is unreadable (truncated, corrupt) falls back to
 it with a warning, and a stray temporary file of a killed write is deleted. With
 ``--skip-bad-scans`` the bad scans a batch met are warned about and counted (decision 25). Under
 torchrun the model is wrapped in DistributedDataParallel and only rank 0 logs, draws progress bars
@@ -31,20 +32,23 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from train.checkpoint import (RefusedObject, load_latest, native_checkpoint, read_weights,
-                              remove_stale_temporaries, restore_training_state, rng_state,
+from train.checkpoint import (CheckpointError, RefusedObject, load_latest, native_checkpoint, rank_state, read_weights,
+                              remove_stale_temporaries, restore_training_state, resumed_rank, rng_state,
                               save_checkpoint, set_rng_state, unwrap)
+from train.checkpoint_errors import ResumeMismatchError, one_line
 from train.config import RunConfig
 from train.data.base import label_frequencies
 from train.data.validation import BadScanError
-from train.distributed import DistInfo, ResumableDistributedSampler, all_reduce_sum, barrier, broadcast_buffers
+from train.distributed import (DistInfo, ResumableDistributedSampler, all_gather_objects, all_reduce_sum, barrier,
+                               broadcast_buffers)
 from train.evaluate import evaluate
-from train.logging_utils import MetricLogger, progress
+from train.input_pipeline import device_batches
+from train.logging_utils import MetricLogger, progress, read_scalars
 from train.losses import class_weights
 from train.models.pointcept import from_pointcept, is_pointcept_state_dict, pointcept_overrides, read_model_config
 from train.optim import build_optimizer, build_scheduler
 from train.profiling import StepTimer
-from train.steps import DistillSettings, distillation_step, segmentation_step, to_device, warm_up_persistence
+from train.steps import DistillSettings, distillation_step, segmentation_step, warm_up_persistence
 from train.update import (NONFINITE, OVERFLOW, SkipCounter, apply_update, buffer_snapshot, make_scaler,
                           restore_buffers)
 
@@ -67,6 +71,20 @@ class ModelSpec:
         from train.models import build_model
 
         return build_model(self.preset, self.num_classes, in_channels=4, **self.overrides)
+
+
+def model_spec(cfg: RunConfig, kind: str, num_classes: int, device: torch.device) -> ModelSpec:
+    """The ``kind`` ("teacher" or "student") model a run on ``device`` builds: ``--<kind>-preset``
+    (auto: the demo preset for the synthetic set on a CPU) with its overrides, deterministic
+    serialization under ``--deterministic``."""
+    chosen = cfg.teacher_preset if kind == "teacher" else cfg.student_preset
+    demo = cfg.dataset == "synthetic" and device.type == "cpu"
+    preset = chosen if chosen != "auto" else f"{kind}-demo" if demo else kind
+    overrides = {"conv_backend": cfg.conv_backend,
+                 **(cfg.teacher_overrides if kind == "teacher" else cfg.student_overrides)}
+    if cfg.deterministic:
+        overrides.setdefault("deterministic", True)
+    return ModelSpec(preset, num_classes, overrides)
 
 
 def distill_settings(cfg: RunConfig, stage: str) -> DistillSettings:
@@ -99,23 +117,33 @@ def load_frozen_teacher(path: str | Path, device: torch.device,
                         pointcept: ModelSpec | None = None) -> tuple[nn.Module, ModelSpec]:
     """Teacher from a ``model_final.pt``, or from a Pointcept PTv3 checkpoint (recognised by its
     keys, spec H) built as ``pointcept`` (preset, classes, overrides) with upstream's behaviour:
-    frozen parameters, eval mode (decisions 15)."""
-    state, refused = read_weights(path)
-    weights = state.get("state_dict") if isinstance(state, dict) else None
-    if isinstance(weights, dict) and is_pointcept_state_dict(weights):
-        teacher, spec = _pointcept_teacher(path, state, refused, pointcept)
-    else:
-        state = native_checkpoint(path, state, refused)
-        spec_d = state.get("extra", {}).get("model_spec")
-        if spec_d is None:
-            raise ValueError(f"{path} holds no model_spec; pass a model_final.pt written by --stage teacher")
-        spec = ModelSpec(**spec_d)
-        teacher = spec.build()
-        teacher.load_state_dict(state["model"])
+    frozen parameters, eval mode (decisions 15). Any reason the file cannot be used is one
+    :class:`CheckpointError` line naming it."""
+    teacher, spec = _read_model(path, pointcept)
     teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher, spec
+
+
+def _read_model(path: str | Path, pointcept: ModelSpec | None) -> tuple[nn.Module, ModelSpec]:
+    state, refused = read_weights(path)
+    weights = state.get("state_dict") if isinstance(state, dict) else None
+    try:
+        if isinstance(weights, dict) and is_pointcept_state_dict(weights):
+            return _pointcept_teacher(path, state, refused, pointcept)
+        state = native_checkpoint(path, state, refused)
+        spec_d = state.get("extra", {}).get("model_spec")
+        if not isinstance(spec_d, dict):
+            raise CheckpointError(f"{path} holds no model_spec: pass a model_final.pt written by python -m train.run")
+        spec = ModelSpec(**spec_d)
+        model = spec.build()
+        model.load_state_dict(state["model"])
+        return model, spec
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, KeyError, RuntimeError) as err:  # a spec or weights that do not fit
+        raise CheckpointError(f"{path} cannot be used as a model: {one_line(str(err))}") from None
 
 
 def _holds_refused(value: Any) -> bool:
@@ -134,9 +162,9 @@ def _pointcept_teacher(path: str | Path, state: dict[str, Any], refused: list[st
     architecture is ``spec``'s, or, when the file sits in a Pointcept experiment folder, the one of
     its ``config.py`` (``spec``'s explicit overrides still win)."""
     if spec is None:
-        raise ValueError(f"{path} is a Pointcept checkpoint: pass the preset it matches (--teacher-preset)")
+        raise CheckpointError(f"{path} is a Pointcept checkpoint: pass the preset it matches (--teacher-preset)")
     if _holds_refused(state["state_dict"]):
-        raise ValueError(f"{path}: its 'state_dict' holds objects other than tensors ({', '.join(refused)}); "
+        raise CheckpointError(f"{path}: its 'state_dict' holds objects other than tensors ({', '.join(refused)}); "
                          "re-save the weights alone with torch.save({'state_dict': model.state_dict()}, FILE)")
     if refused:
         skipped = sorted(k for k, v in state.items() if _holds_refused(v))
@@ -146,7 +174,11 @@ def _pointcept_teacher(path: str | Path, state: dict[str, Any], refused: list[st
     overrides = dict(spec.overrides)
     config = Path(path).parent.parent / "config.py"  # Pointcept keeps <experiment>/{config.py,model/*.pth}
     if config.is_file():
-        overrides = {**pointcept_overrides(read_model_config(config)), **overrides}
+        try:
+            overrides = {**pointcept_overrides(read_model_config(config)), **overrides}
+        except ValueError as err:
+            raise CheckpointError(f"{config} (the Pointcept config beside {path}) cannot be used: "
+                                  f"{one_line(str(err))}") from None
         print(f"teacher {path}: architecture from {config}", file=sys.stderr, flush=True)
     spec = replace(spec, overrides={**overrides, "upstream_unpool_cpe": True})
     teacher = from_pointcept(state["state_dict"], num_classes=spec.num_classes, preset=spec.preset, **spec.overrides)
@@ -209,10 +241,13 @@ def train_stage(
 
     step, start_epoch = 0, 0
     last, prev = out_dir / LAST, out_dir / PREV
-    found = load_latest([last, prev], device) if cfg.resume else None
+    found = load_latest([last, prev], device, warn=info.is_main) if cfg.resume else None
     resumed = found is not None
+    resumed_data: dict[str, int] | None = None
     if found is not None:
-        step, start_epoch = restore_training_state(found[0], model, optimizer, scheduler, scaler)
+        mine = resumed_rank(found[0], found[1], info.rank, info.world_size)
+        step, start_epoch = restore_training_state(found[0], model, optimizer, scheduler, scaler, mine)
+        resumed_data = mine["data"]
     if cfg.resume and info.is_main:
         remove_stale_temporaries(last)
         if found is not None and found[1] == prev and last.exists():
@@ -239,22 +274,28 @@ def train_stage(
     try:
         for epoch in range(start_epoch, epochs):
             position = step - epoch * iters  # > 0 only when resuming mid-epoch
-            sampler.set_epoch(epoch)
-            sampler.set_start(position * per_rank)
+            data = _data_state(cfg, epoch, position * per_rank)
+            if resumed_data is not None and resumed_data != data:
+                raise ResumeMismatchError(
+                    f"{found[1]} was written where this process's data stream stood at {resumed_data}, and this "
+                    f"run puts it at {data}: resume with the --seed, --batch-size and --iters-per-epoch it was "
+                    "written with, or delete it to start the stage afresh")
+            resumed_data = None
+            sampler.set_epoch(data["epoch"])
+            sampler.set_start(data["start"])
             if hasattr(train_set, "set_epoch"):
                 train_set.set_epoch(epoch)
             # An explicit generator: creating the iterator would otherwise draw from the global torch
             # RNG, which a mid-epoch resume restores *after* that draw.
             loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, collate_fn=collate_fn,
-                                num_workers=cfg.num_workers,
-                                generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
-            for batch in loader:
+                                num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                                generator=torch.Generator().manual_seed(data["loader_seed"]))
+            for batch in device_batches(loader, device):  # on CUDA the next batch is copied meanwhile
                 if position >= iters:
                     break
                 skipped = batch.pop("skipped")
                 for message in skipped:
                     _LOG.warning("stage %s, step %d: skipped a bad training scan: %s", stage, step + 1, message)
-                batch = to_device(batch, device)
                 optimizer.zero_grad(set_to_none=True)
                 buffers = buffer_snapshot(model)
                 if settings.uses_teacher:
@@ -265,7 +306,7 @@ def train_stage(
                 else:
                     loss, logs = segmentation_step(ddp_model, batch, amp, timer, settings.seg_loss,
                                                    settings.seg_weight())
-                saliency_overflow = bool(logs.pop("saliency_overflow", 0.0))
+                saliency_overflow = logs.pop("saliency_overflow", False)
                 lr_used = optimizer.param_groups[0]["lr"]
                 outcome = apply_update(loss, saliency_overflow, model, optimizer, scaler, cfg.grad_clip, timer)
                 if outcome == NONFINITE:
@@ -274,7 +315,7 @@ def train_stage(
                 timer.step_done()
                 step += 1
                 position += 1
-                values = _as_floats(logs)
+                values = read_scalars(logs)
                 skips.record(outcome)
                 values.update(lr=lr_used, skipped_overflow=float(outcome == OVERFLOW),
                               skipped_nonfinite=float(outcome == NONFINITE))
@@ -286,7 +327,8 @@ def train_stage(
                 skips.stop_if_exhausted(stage, step, values)
                 # while the latest steps are bad, checkpoint_last.pt stays the one of the last good step
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and position < iters and not skips.streak:
-                    _save(info, last, prev, model, optimizer, scheduler, scaler, step, epoch, config_dict, extra)
+                    _save(info, _data_state(cfg, epoch, position * per_rank), last, prev, model, optimizer, scheduler,
+                          scaler, step, epoch, config_dict, extra)
             broadcast_buffers(model)
             if val_views and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
                 # before the checkpoint: a run killed in between redoes the epoch's end and this pass
@@ -295,7 +337,8 @@ def train_stage(
                                                                     device, collate_fn)}, table="val")
                 validating = False
             if not skips.streak:
-                _save(info, last, prev, model, optimizer, scheduler, scaler, step, epoch + 1, config_dict, extra)
+                _save(info, _data_state(cfg, epoch + 1, 0), last, prev, model, optimizer, scheduler, scaler, step,
+                      epoch + 1, config_dict, extra)
         if info.is_main:
             save_checkpoint(out_dir / FINAL, model, None, None, None, step, epochs, config_dict, extra)
         barrier()
@@ -328,12 +371,16 @@ def validation_pass(model: nn.Module, views: Sequence[Dataset], cfg: RunConfig, 
     return {"val_miou": acc.miou(), "val_accuracy": acc.accuracy()}
 
 
-def _save(info: DistInfo, path: Path, previous: Path, model: nn.Module, optimizer: Any, scheduler: Any,
-          scaler: Any, step: int, epoch: int, config: dict, extra: dict) -> None:
+def _data_state(cfg: RunConfig, epoch: int, start: int) -> dict[str, int]:
+    """Where a process's data stream stands: the sampler's epoch, the index of its shard the next
+    batch starts at, and the seed of the epoch's DataLoader generator (which seeds its workers)."""
+    return {"epoch": epoch, "start": start, "loader_seed": cfg.seed * 100003 + epoch}
+
+
+def _save(info: DistInfo, data: dict[str, int], path: Path, previous: Path, model: nn.Module, optimizer: Any,
+          scheduler: Any, scaler: Any, step: int, epoch: int, config: dict, extra: dict) -> None:
+    """Every process's state (:func:`train.checkpoint.rank_state`) gathered, written by rank 0."""
+    ranks = all_gather_objects(rank_state(data))
     if info.is_main:
-        save_checkpoint(path, model, optimizer, scheduler, scaler, step, epoch, config, extra, previous)
+        save_checkpoint(path, model, optimizer, scheduler, scaler, step, epoch, config, extra, previous, ranks)
     barrier()
-
-
-def _as_floats(logs: dict[str, torch.Tensor]) -> dict[str, float]:
-    return {k: float(v) for k, v in logs.items()}

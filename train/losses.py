@@ -18,18 +18,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from train.option_names import CLASS_WEIGHTINGS, DEFAULT_SEG_LOSS, SEG_LOSSES
+
 
 def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
     """Increments of the Jaccard loss along the sorted errors (paper Eq. 9).
 
-    ``gt_sorted`` (P,) float in {0,1}: ground-truth membership of the points in decreasing-error
-    order. Returns g (P,) with g_i = Delta_J(first i) - Delta_J(first i-1).
+    ``gt_sorted`` (P,) or (P, K) float in {0,1}: ground-truth membership of the points in
+    decreasing-error order (one column per class). Returns g of the same shape with
+    g_i = Delta_J(first i) - Delta_J(first i-1) along the first axis.
     """
-    gts = gt_sorted.sum()
+    gts = gt_sorted.sum(0)
     intersection = gts - gt_sorted.cumsum(0)
     union = gts + (1.0 - gt_sorted).cumsum(0)
     jaccard = 1.0 - intersection / union
-    if gt_sorted.numel() > 1:
+    if gt_sorted.shape[0] > 1:
         jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
     return jaccard
 
@@ -49,27 +52,20 @@ def lovasz_softmax(
         )
     if classes not in ("present", "all"):
         raise ValueError(f"lovasz_softmax: classes must be 'present' or 'all', got {classes!r}")
-    keep = labels != ignore_index
-    probs, labels = probs[keep], labels[keep]
-    if labels.numel() == 0:
-        return probs.sum() * 0.0
     num_classes = probs.shape[1]
-    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-        raise ValueError(
-            f"lovasz_softmax: labels must lie in [0, {num_classes}) or equal ignore_index {ignore_index}, "
-            f"got range [{int(labels.min())}, {int(labels.max())}]"
-        )
-    losses = []
-    for c in range(num_classes):
-        fg = (labels == c).to(probs.dtype)
-        if classes == "present" and fg.sum() == 0:
-            continue
-        errors = (fg - probs[:, c]).abs()
-        errors_sorted, perm = torch.sort(errors, descending=True)
-        losses.append(torch.dot(errors_sorted, lovasz_grad(fg[perm])))
-    if not losses:
-        return probs.sum() * 0.0
-    return torch.stack(losses).mean()
+    keep = labels != ignore_index
+    # checked on the device: a host read here would stall every training step (decision 39)
+    torch._assert_async(((labels >= 0) & (labels < num_classes) | ~keep).all(),
+                        f"lovasz_softmax: labels must lie in [0, {num_classes}) or equal ignore_index {ignore_index}")
+    # All classes at once, ignored points kept in place (no boolean indexing, whose size the host
+    # would have to wait for): their error sorts last (-1 < every error) and counts as 0, and they
+    # are no class's member, so the increments before them are those of the labelled points alone.
+    fg = (labels[:, None] == torch.arange(num_classes, device=labels.device)).to(probs.dtype)
+    errors = torch.where(keep[:, None], (fg - probs).abs(), -1.0)
+    errors_sorted, perm = torch.sort(errors, dim=0, descending=True)
+    per_class = (errors_sorted.clamp_min(0.0) * lovasz_grad(fg.gather(0, perm))).sum(0)
+    counted = fg.sum(0) > 0 if classes == "present" else torch.ones_like(per_class, dtype=torch.bool)
+    return (per_class * counted).sum() / counted.sum().clamp_min(1)
 
 
 def cross_entropy(
@@ -78,19 +74,17 @@ def cross_entropy(
     """Mean cross-entropy over labelled points; 0 (attached to the graph) when none is labelled.
 
     With ``class_weight`` (K,) it is the weighted mean sum_i w_{y_i} CE_i / sum_i w_{y_i}, so the
-    weights change how the classes share the loss, not its overall scale."""
-    if bool((labels != ignore_index).any()):
-        weight = None if class_weight is None else class_weight.to(logits.device, logits.dtype)
-        return F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index)
-    return logits.sum() * 0.0
-
-
-# Class weighting of the cross-entropy (decision 22). "none" is the paper's and the PTv3 recipe's plain CE;
-# "inverse-sqrt" weights class c by f_c^(-1/2) (f_c its share of the labelled training points),
-# scaled so that sum_c f_c w_c = 1: a point of a class 100x rarer weighs 10x more, while the loss
-# of an average point keeps its scale. A common remedy for the long tail of LiDAR classes, which
-# mIoU weighs like the common ones.
-CLASS_WEIGHTINGS: tuple[str, ...] = ("none", "inverse-sqrt")
+    weights change how the classes share the loss, not its overall scale. Computed as a masked sum
+    over all points (no host synchronisation, decision 39)."""
+    weight = None if class_weight is None else class_weight.to(logits.device, logits.dtype, non_blocking=True)
+    keep = labels != ignore_index
+    per_point = F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index, reduction="none")
+    if weight is None:
+        total_weight = keep.sum().to(per_point.dtype)
+    else:
+        total_weight = torch.where(keep, weight[labels.masked_fill(~keep, 0)], 0.0).sum()
+    # no labelled point: 0 / tiny = 0, and a zero gradient (the ignored points get none)
+    return per_point.sum() / total_weight.clamp_min(torch.finfo(per_point.dtype).tiny)
 
 
 def class_weights(frequencies: Sequence[float], kind: str) -> tuple[float, ...] | None:
@@ -110,14 +104,6 @@ def class_weights(frequencies: Sequence[float], kind: str) -> tuple[float, ...] 
     w[present] = f[present] ** -0.5
     w /= float((f * w).sum())
     return tuple(float(v) for v in w)
-
-
-# L_seg choices. Paper Eq. 8 writes cross-entropy; the PTv3 recipe the paper's models are trained
-# with (spec D) adds Lovasz-softmax, which optimises the IoU of each class present in a batch and so
-# helps the rare classes that mIoU weighs like the common ones. The recipe is the default; the
-# saliency maps of Eq. 4 are gradients of whichever L_seg is chosen.
-SEG_LOSSES: tuple[str, ...] = ("ce", "ce+lovasz")
-DEFAULT_SEG_LOSS = "ce+lovasz"
 
 
 def segmentation_loss(

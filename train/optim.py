@@ -39,8 +39,10 @@ def build_optimizer(
     block_keyword: str = "block",
     block_lr_scale: float = 0.1,
 ) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`."""
-    return torch.optim.AdamW(param_groups(model, lr, weight_decay, block_keyword, block_lr_scale))
+    """AdamW over :func:`param_groups`, fused (decision 39): one multi-tensor kernel per step
+    instead of ~12 per parameter tensor, with the step counts kept on the device (the for-loop and
+    foreach forms read each one on the host) and GradScaler's overflow flag taken on the device."""
+    return torch.optim.AdamW(param_groups(model, lr, weight_decay, block_keyword, block_lr_scale), fused=True)
 
 
 def build_scheduler(

@@ -1,7 +1,9 @@
 """The pictures of a run (``python -m train.run``), written next to ``results.md`` unless ``--no-plots``.
 
-Four PNGs in ``<out>/``, each drawn from what the run already has (its models, one validation scan,
-its logs and its results) in seconds, with matplotlib's headless Agg backend:
+Up to four PNGs in ``<out>/``, each drawn from what the run already has (its models, one validation
+scan, its logs and its results) in seconds, with matplotlib's headless Agg backend; every run writes
+the last three, ``diagrams.png`` needs the teacher and a student among the run's models (``--stage
+all``):
 
 * ``diagrams.png``: persistence diagrams (H0 and H1) of the teacher and the students on the first
   validation scan, one column per student (the CE student is "before distillation", the distilled

@@ -23,6 +23,11 @@ import os
 # be set before torch starts its thread pool, i.e. before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+if __name__ == "__main__":  # --help and malformed flags are answered before torch is imported (decision 38)
+    from train.config import build_parser
+
+    build_parser().parse_args()
+
 import sys
 import time
 from pathlib import Path
@@ -30,30 +35,21 @@ from typing import Any, Sequence
 
 import torch
 
-from train.checkpoint import CheckpointError, CheckpointWriteError
-from train.config import RunConfig, resolve, save_config
+from train.checkpoint_errors import CheckpointError, CheckpointWriteError
+from train.config import STAGE_ORDER, RunConfig, resolve, save_config
 from train.data.validation import BadScanError
 from train.datasets import SplitData, prepare_splits
 from train.distributed import DistInfo, barrier, launch
 from train.cost import count_parameters
 from train.evaluate import evaluate, inference_latency_ms, stage_result, write_report
 from train.logging_utils import progress
-from train.loop import FINAL, ModelSpec, distill_settings, load_frozen_teacher, train_stage
+from train.loop import FINAL, distill_settings, load_frozen_teacher, model_spec, train_stage
 from train.profiling import StepTimer
 
-STAGE_ORDER = ("teacher", "student", "kd", "distill")
 # Failures whose message says what to fix (a missing dataset or checkpoint, an unreadable scan or
 # checkpoint, a full disk): printed as one error line, not a traceback.
 RUN_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, BadScanError, CheckpointError, CheckpointWriteError,
                                            FloatingPointError)
-
-
-def _preset(cfg: RunConfig, kind: str, device: torch.device) -> str:
-    chosen = cfg.teacher_preset if kind == "teacher" else cfg.student_preset
-    if chosen != "auto":
-        return chosen
-    demo = cfg.dataset == "synthetic" and device.type == "cpu"
-    return f"{kind}-demo" if demo else kind
 
 
 def stage_label(cfg: RunConfig, stage: str) -> str:
@@ -69,11 +65,7 @@ def train_or_reuse(cfg: RunConfig, stage: str, out_dir: Path, data: SplitData, i
                    teacher_ckpt: Path | None, timer: StepTimer) -> tuple[torch.nn.Module, str]:
     """Train ``stage`` into ``out_dir`` (resuming a killed run with ``--resume``), or, on resume of a
     finished stage, reload its final weights. Returns the model and its preset name."""
-    kind = "teacher" if stage == "teacher" else "student"
-    overrides = dict(cfg.teacher_overrides if kind == "teacher" else cfg.student_overrides)
-    if cfg.deterministic:
-        overrides.setdefault("deterministic", True)
-    spec = ModelSpec(_preset(cfg, kind, info.device), data.num_classes, overrides)
+    spec = model_spec(cfg, "teacher" if stage == "teacher" else "student", data.num_classes, info.device)
     final = out_dir / FINAL
     if cfg.resume and final.is_file():
         model, _ = load_frozen_teacher(final, info.device)  # finished earlier: reuse its weights
@@ -83,10 +75,7 @@ def train_or_reuse(cfg: RunConfig, stage: str, out_dir: Path, data: SplitData, i
         if teacher_ckpt is None:
             raise ValueError(f"stage {stage} needs --teacher-checkpoint")
         # a Pointcept checkpoint (spec H) is built as the --teacher-preset for these classes
-        teacher_overrides = dict(cfg.teacher_overrides)
-        if cfg.deterministic:
-            teacher_overrides.setdefault("deterministic", True)
-        teacher_spec = ModelSpec(_preset(cfg, "teacher", info.device), data.num_classes, teacher_overrides)
+        teacher_spec = model_spec(cfg, "teacher", data.num_classes, info.device)
         teacher, _ = load_frozen_teacher(teacher_ckpt, info.device, pointcept=teacher_spec)
     return train_stage(cfg, stage, out_dir, data.train, data.collate, spec, info, teacher, timer,
                        data.val_views(False)), spec.preset
@@ -143,7 +132,7 @@ def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
     for i, stage in enumerate(stages, 1):
         if info.is_main and cfg.progress:
             kind = "teacher" if stage == "teacher" else "student"
-            print(f"[{i}/{len(stages)}] {stage_label(cfg, stage)} ({_preset(cfg, kind, info.device)})", flush=True)
+            print(f"[{i}/{len(stages)}] {stage_label(cfg, stage)} ({model_spec(cfg, kind, 1, info.device).preset})", flush=True)
         results[stage_label(cfg, stage)], models[stage] = run_stage(cfg, stage, data, info, teacher_ckpt, timer)
         if stage == "teacher" and cfg.stage == "all":
             teacher_ckpt = out / "teacher" / FINAL
@@ -183,13 +172,17 @@ def write_run_plots(cfg: RunConfig, out: Path, models: dict[str, torch.nn.Module
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The CLI: options resolved and every input checked (:func:`train.preflight.check_inputs`)
+    before any work starts, by the launching process only; a refusal is one line, exit code 2."""
+    from train.distributed import SPAWNED_ENV
+    from train.preflight import check_inputs, refuse
+
     try:
         cfg = resolve(argv)
+        if SPAWNED_ENV not in os.environ:  # the launching process checked them for its ranks
+            check_inputs(cfg)
     except (ValueError, FileNotFoundError) as err:
-        print(f"train.run: error: {err}", file=sys.stderr)
-        return 2
-    # a dataset or checkpoint missing or unreadable, a bad scan, a run stopped by --max-bad-steps
-    # (FloatingPointError): the message says where and how
+        return refuse(f"train.run: error: {err}")
     keep_caches_under(Path(cfg.out))
     return launch(main, sys.argv[1:] if argv is None else argv, cfg.procs, cfg.device, cfg.deterministic,
                   lambda info: run(cfg, info), "train.run", RUN_ERRORS)

@@ -44,9 +44,12 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
-def model_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The keys the PTv3 forward reads."""
-    return {k: batch[k] for k in ("coord", "grid_coord", "feat", "offset")}
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The keys the PTv3 forward reads: the point tensors and, when the batch has one, its
+    ``BatchPlan`` (``train.models.plan``, decision 40), shared by every model that sees the batch."""
+    keys = ("coord", "grid_coord", "feat", "offset", "plan") if "plan" in batch else ("coord", "grid_coord", "feat",
+                                                                                      "offset")
+    return {k: batch[k] for k in keys}
 
 
 _RUN = RunConfig()  # a run's defaults: DistillSettings repeats none of them
@@ -74,7 +77,7 @@ class DistillSettings:
     saliency_layers: Sequence[int] = tuple(_RUN.saliency_layers)
     saliency_eps: float = _RUN.saliency_eps
     saliency_detach_range: bool = _RUN.saliency_detach_range
-    kld_class_weights: bool = _RUN.kld_class_weights  # weight L_kld per point as the CE (decision 38)
+    kld_class_weights: bool = _RUN.kld_class_weights  # weight L_kld per point as the CE (decision 42)
     seg_loss: str = DEFAULT_SEG_LOSS
     class_weight: tuple[float, ...] | None = None  # CE class weights (train.losses.class_weights)
 
@@ -210,7 +213,17 @@ def distillation_step(
                                        class_weight=s.seg_weight())
     logs: dict[str, torch.Tensor] = {"seg": seg.detach(), **parts}
     terms = [t for t in ("grad", "kld", "topo") if s.active(t)]
-    if not _all_finite([t_out.logits, t_out.embedding, out.logits, out.embedding]):
+    acts: list[torch.Tensor] = []
+    s_grads: list[torch.Tensor] = []
+    if s.active("grad"):
+        with timer.section("student_saliency"):
+            pos = _stage_positions(s.saliency_layers, len(out.decoder_feats))
+            acts = [out.decoder_feats[p] for p in pos]
+            s_grads = saliency_gradients(seg, acts, retain_graph=True, grad_scale=grad_scale)
+    # one host read for every finiteness decision of the step (decision 39)
+    outputs_ok, s_grads_ok, t_grads_ok = _finite_groups(
+        [[t_out.logits, t_out.embedding, out.logits, out.embedding], s_grads, t_grads])
+    if not outputs_ok:
         return _bad_step(logs, terms, term_grad_norms, seg.device)
     if topo_job is not None:
         with timer.section("topo_launch"):
@@ -219,11 +232,8 @@ def distillation_step(
     weighted = {"seg": seg}
     if s.active("grad"):
         with timer.section("student_saliency"):
-            pos = _stage_positions(s.saliency_layers, len(out.decoder_feats))
-            acts = [out.decoder_feats[p] for p in pos]
-            s_grads = saliency_gradients(seg, acts, retain_graph=True, grad_scale=grad_scale)
-            overflow = grad_scale > 1.0 and not _all_finite(s_grads)
-            if overflow or not _all_finite(s_grads + t_grads):
+            overflow = grad_scale > 1.0 and not s_grads_ok
+            if overflow or not (s_grads_ok and t_grads_ok):
                 # decision 23: an overflow of the scaled pass is the caller's to skip; a NaN/Inf
                 # otherwise (bad features) makes the term, hence the total, NaN: a bad step
                 l_grad = torch.tensor(float("nan"), device=seg.device)
@@ -283,7 +293,19 @@ def _bad_step(logs: dict[str, torch.Tensor], terms: Sequence[str], term_grad_nor
 
 
 def _all_finite(tensors: Sequence[torch.Tensor]) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
+    return _finite_groups([tensors])[0]
+
+
+def _finite_groups(groups: Sequence[Sequence[torch.Tensor]]) -> list[bool]:
+    """For each group of tensors (on one device), whether all their entries are finite (True for an
+    empty group), with one host read for all the groups."""
+    flags = []
+    for group in groups:
+        per_tensor = [torch.isfinite(t).all() for t in group]
+        flags.append(torch.stack(per_tensor).all() if per_tensor else None)
+    device = next((f.device for f in flags if f is not None), torch.device("cpu"))
+    read = torch.stack([torch.ones((), dtype=torch.bool, device=device) if f is None else f for f in flags])
+    return [bool(v) for v in read.tolist()]
 
 
 def _term_grad_norms(student: nn.Module, weighted: dict[str, torch.Tensor],

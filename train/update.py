@@ -58,9 +58,25 @@ def _grads(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
                 yield p.grad
 
 
-def _finite(grads: list[torch.Tensor]) -> bool:
-    """All entries finite, with one device synchronisation for all the tensors."""
-    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+def _finite(optimizer: torch.optim.Optimizer) -> bool:
+    """All parameter gradients finite: GradScaler's own multi-tensor check (one kernel per device and
+    dtype, scale 1 so the gradients are unchanged) and one host read for all of them."""
+    grads = list(_grads(optimizer))
+    if not grads:
+        return True
+    found = torch.zeros((), device=grads[0].device)
+    for (device, _), group in _by_device_and_dtype(grads).items():
+        flag = torch.zeros((), device=device)
+        torch._amp_foreach_non_finite_check_and_unscale_(group, flag, torch.ones((), device=device))
+        found = found + flag.to(found.device)
+    return not bool(found)
+
+
+def _by_device_and_dtype(tensors: list[torch.Tensor]) -> dict[tuple[torch.device, torch.dtype], list[torch.Tensor]]:
+    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for t in tensors:
+        groups.setdefault((t.device, t.dtype), []).append(t)
+    return groups
 
 
 def _record_overflow(optimizer: torch.optim.Optimizer) -> None:
@@ -75,7 +91,7 @@ def _record_overflow(optimizer: torch.optim.Optimizer) -> None:
 
 def apply_update(
     loss: torch.Tensor,
-    saliency_overflow: bool,
+    saliency_overflow: bool | torch.Tensor,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
@@ -85,11 +101,17 @@ def apply_update(
     """Backward and optimiser step of one training step; returns ``OK``, ``OVERFLOW`` or ``NONFINITE``.
 
     ``loss``: the step's total loss (unscaled); ``saliency_overflow``: the step function found the
-    scaled saliency gradients non-finite; ``model``: the (DDP-wrapped or plain) model whose
-    parameters ``optimizer`` holds. The scheduler is left to the caller.
+    scaled saliency gradients non-finite (a bool, or the step's 0-d flag tensor); ``model``: the
+    (DDP-wrapped or plain) model whose parameters ``optimizer`` holds. The scheduler is left to the
+    caller.
+
+    Host synchronisations (decision 39): one read of the two flags before the backward pass; without
+    AMP one read of the gradients' finiteness; with AMP the loss scale before and after the step.
+    A fused optimiser (``train.optim``) takes GradScaler's found-inf flag on the device.
     """
-    flags = torch.tensor([float(not torch.isfinite(loss)), float(saliency_overflow)], device=loss.device)
-    bad_loss, overflow = (bool(v > 0) for v in all_reduce_sum(flags))
+    flags = torch.stack([~torch.isfinite(loss.detach()),
+                         torch.as_tensor(saliency_overflow, device=loss.device).reshape(()).bool()]).float()
+    bad_loss, overflow = (v > 0 for v in all_reduce_sum(flags).tolist())
     if bad_loss:
         return NONFINITE
     with timer.section("backward"):
@@ -97,7 +119,7 @@ def apply_update(
     with timer.section("optimizer"):
         if overflow:
             _record_overflow(optimizer)
-        if not scaler.is_enabled() and not _finite(list(_grads(optimizer))):
+        if not scaler.is_enabled() and not _finite(optimizer):
             return NONFINITE  # no loss scale: a non-finite gradient is a real divergence, not an overflow
         scale_before = scaler.get_scale()
         if grad_clip is not None:

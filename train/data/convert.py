@@ -29,43 +29,15 @@ import numpy as np
 from train.logging_utils import progress
 
 from .validation import DatasetLayoutError
-from .waymo import WAYMO_LAYOUT
-from .waymo_v2 import LIDAR, SEGMENTATION, frame_count, labelled_timestamps, read_segment_frames
+from .waymo_source import LABELLED_SPLITS as SPLITS
+from .waymo_source import WaymoV1Error, detect_waymo_source, v1_error
+from .waymo_v2 import SEGMENTATION, frame_count, labelled_timestamps, read_segment_frames
 
 CONVERTED_DIRNAME = "waymo_v2_converted"
 MARKER = ".converted.json"
 INCOMPLETE = ".incomplete"
-SPLITS = ("training", "validation")  # the labelled splits; testing has no segmentation labels
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 FORMAT_VERSION = 1  # bump when the output of a segment changes, so old markers are not trusted
-
-
-class WaymoV1Error(DatasetLayoutError):
-    """The Waymo root holds the v1 TFRecord release, which is read only after conversion."""
-
-
-def detect_waymo_source(root: Path) -> str:
-    """``"v2"`` (parquet component folders), ``"v1"`` (TFRecords) or ``"other"`` for ``root``."""
-    root = Path(root)
-    for split in SPLITS:
-        if any((root / split / LIDAR).glob("*.parquet")):
-            return "v2"
-    for folder in (root, *(root / s for s in SPLITS)):
-        if folder.is_dir() and any(folder.glob("*.tfrecord")):
-            return "v1"
-    return "other"
-
-
-def v1_error(root: Path) -> WaymoV1Error:
-    """The error for a v1 root: the two ways forward (download v2, or convert with the official tools)."""
-    return WaymoV1Error(
-        f"waymo root {str(root)!r} holds the v1 release (TFRecord files), which this project does not "
-        f"decode (it needs TensorFlow). Either download the v2 release's perception components "
-        f"lidar, lidar_calibration, lidar_pose, vehicle_pose and lidar_segmentation for the training "
-        f"and validation splits and point --data-root at the folder holding training/ and "
-        f"validation/ (converted automatically), or convert the TFRecords with the official Waymo "
-        f"tools (TensorFlow + waymo-open-dataset) into this per-frame layout:\n{WAYMO_LAYOUT}"
-    )
 
 
 def labelled_segments(src: Path, split: str) -> list[str]:

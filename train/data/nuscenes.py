@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from train.option_names import DEFAULT_NUSCENES_VERSION, NUSCENES_VERSIONS
+
 from .base import PointCloudDataset, Transform
 from .labels import NUSCENES_CLASSES, NUSCENES_LEARNING_MAP, LearningMap
 from .nuscenes_index import NUSCENES_LAYOUT, KeyFrame, info_index, official_splits, table_index
 from .validation import check_count, layout_error, make_sample, read_records, require_dir, require_file
 
-NUSCENES_VERSIONS: tuple[str, ...] = ("v1.0-trainval", "v1.0-mini", "v1.0-test")
-DEFAULT_NUSCENES_VERSION = "v1.0-trainval"
 # train.run asks every version for "train" and "val"; in v1.0-mini they stand for its own lists.
 _MINI_LISTS: dict[str, str] = {"train": "mini_train", "val": "mini_val"}
 _VERSION_HINT = ("train/val: v1.0-trainval, mini_train/mini_val: v1.0-mini, test: v1.0-test; "

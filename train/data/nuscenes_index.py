@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .restricted_pickle import load_data_pickle
+from .restricted_pickle import RefusedPickleError, load_data_pickle
 from .validation import CorruptFileError, layout_error
 
 NUSCENES_LAYOUT = """  <root>/
@@ -200,17 +200,17 @@ def _build_info_index(path: Path) -> tuple[KeyFrame, ...]:
     what = "Pointcept nuScenes info file"
     records = load_data_pickle(path, what)
     if not isinstance(records, list):
-        raise CorruptFileError(f"{what} {str(path)!r} must hold a list of sample dicts, not a "
-                               f"{type(records).__name__}; re-create it with Pointcept's "
-                               f"preprocess_nuscenes_info.py")
+        raise RefusedPickleError(f"{what} {str(path)!r} must hold a list of sample dicts, not a "
+                                 f"{type(records).__name__}; re-create it with Pointcept's "
+                                 f"preprocess_nuscenes_info.py")
     frames = []
     for i, r in enumerate(records):
         lacking = [k for k in ("lidar_path", "lidar_token")
                    if not isinstance(r, dict) or not isinstance(r.get(k), str)]
         label = r.get("gt_segment_path") if isinstance(r, dict) else None
         if lacking or not isinstance(label, (str, type(None))):
-            raise CorruptFileError(f"{what} {str(path)!r}: record {i} lacks the text fields "
-                                   f"{lacking or ['gt_segment_path']}; re-create it with "
-                                   f"Pointcept's preprocess_nuscenes_info.py")
+            raise RefusedPickleError(f"{what} {str(path)!r}: record {i} lacks the text fields "
+                                     f"{lacking or ['gt_segment_path']}; re-create it with "
+                                     f"Pointcept's preprocess_nuscenes_info.py")
         frames.append(KeyFrame(r["lidar_path"], label, r["lidar_token"], None))
     return tuple(sorted(frames, key=lambda f: f.points))

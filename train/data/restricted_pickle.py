@@ -16,11 +16,17 @@ from typing import Any, Callable
 
 import numpy as np
 
+from train.checkpoint_errors import CheckpointError, one_line
+
 from .validation import CorruptFileError
 
 
-class UnsafePickleError(ValueError):
+class UnsafePickleError(CheckpointError):
     """A pickle names a callable outside the data-only table; it was refused, not run."""
+
+
+class RefusedPickleError(CorruptFileError, CheckpointError):
+    """A pickle file that is truncated, no pickle at all, or does not hold what a file of its kind holds."""
 
 
 def _latin1_bytes(text: str, encoding: str) -> bytes:
@@ -75,7 +81,8 @@ def load_data_pickle(path: Path, what: str) -> Any:
     """The object pickled in ``path`` (``what`` names the file kind in errors), refusing code.
 
     Raises :class:`UnsafePickleError` when the pickle names a callable outside the table, and
-    :class:`CorruptFileError` when it is truncated or not a pickle.
+    :class:`RefusedPickleError` (a :class:`CorruptFileError`) when it is truncated or not a
+    pickle; both are :class:`train.checkpoint_errors.CheckpointError` lines naming the file.
     """
     path = Path(path)
     with path.open("rb") as fh:
@@ -85,5 +92,5 @@ def load_data_pickle(path: Path, what: str) -> Any:
             raise
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError,
                 KeyError, AttributeError) as err:
-            raise CorruptFileError(f"{what} {str(path)!r} is not a readable pickle ({err}); "
-                                   f"re-create it") from err
+            raise RefusedPickleError(f"{what} {str(path)!r} is not a readable pickle "
+                                        f"({type(err).__name__}: {one_line(str(err))}); re-create it") from None

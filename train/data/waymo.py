@@ -6,7 +6,8 @@ float32, vehicle frame), ``strength.npy`` (n,1, tanh(intensity), returned as sto
 ``mask.npy``. Segmentation needs only the first three: ``pose.npy`` and ``mask.npy`` are not read.
 22 classes (labels.WAYMO_CLASSES). Values of segment.npy outside [-1, 21] are unknown ids: they
 become ignore with a warning. The synthetic simulator writes this same layout, and
-``train.data.convert`` writes it from the official v2 parquet release (spec F).
+``train.data.convert`` writes it from the official v2 parquet release (spec F); what else a root
+can hold is told apart in :mod:`train.data.waymo_source`.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from .base import PointCloudDataset, Transform
 from .labels import WAYMO_CLASSES, WAYMO_LEARNING_MAP, LearningMap
 from .validation import (
     CorruptFileError,
-    DatasetLayoutError,
     check_count,
     load_npy,
     layout_error,
@@ -26,15 +26,9 @@ from .validation import (
     require_dir,
     require_file,
 )
+from .waymo_source import WAYMO_LAYOUT, refuse_raw_download
 
 WAYMO_SPLITS = ("training", "validation", "testing")
-WAYMO_LAYOUT = """  <root>/
-    training/<segment>/<timestamp>/coord.npy      (n,3) float32
-                                  /strength.npy   (n,1) float32, tanh(intensity)
-                                  /segment.npy    (n,) int, raw label - 1 (-1 undefined)
-    validation/<segment>/<timestamp>/...          same files
-    testing/<segment>/<timestamp>/...             no segment.npy"""
-
 _WAYMO_MAP = LearningMap("waymo", WAYMO_LEARNING_MAP, len(WAYMO_CLASSES))
 
 
@@ -63,21 +57,6 @@ def read_waymo_frame(frame_dir: Path, labelled: bool = True, name: str | None = 
     return make_sample(coord, strength, segment, name or frame_dir.name, coord_path)
 
 
-def _refuse_raw_download(root: Path) -> None:
-    """Say what to do when ``root`` is an official download (v1 TFRecords, v2 parquet), not the layout."""
-    from .convert import detect_waymo_source, v1_error
-
-    kind = detect_waymo_source(root)
-    if kind == "v1":
-        raise v1_error(root)
-    if kind == "v2":
-        raise DatasetLayoutError(
-            f"waymo root {str(root)!r} is a v2 parquet download, not the per-frame layout: "
-            f"`python -m train.run --dataset waymo` converts it automatically; to read it here, convert "
-            f"it once with python -m train.data.convert waymo --src {root} --dst DST and pass DST"
-        )
-
-
 class WaymoDataset(PointCloudDataset):
     """Frames of one split of the preprocessed Waymo layout, sorted by (segment, timestamp).
 
@@ -101,7 +80,7 @@ class WaymoDataset(PointCloudDataset):
         self.labelled = split != "testing" if labelled is None else labelled
         self.frames = sorted(p for p in split_dir.glob("*/*") if p.is_dir())
         if not self.frames:
-            _refuse_raw_download(self.root)
+            refuse_raw_download(self.root)
             require_dir(split_dir, "waymo", WAYMO_LAYOUT, "split folder")
             raise layout_error(
                 f"waymo split folder {str(split_dir)!r} holds no <segment>/<timestamp>/ frame "

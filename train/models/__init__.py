@@ -3,8 +3,9 @@
 In this package a citation such as "spec A5" names section A5 of ``docs/ptv3-and-datasets.md``,
 and "decisions 12" names entry 12 of ``docs/decisions.md``.
 
-Modules, top to bottom: ``serialization`` (space-filling curves, spec A2), ``point`` (batch
-structure, spec A1), ``sparse_conv`` (pure-PyTorch submanifold conv, spec B), ``attention``
+Modules, top to bottom: ``serialization`` (space-filling curves, spec A2), ``plan`` (the batch
+plan: a batch's geometry computed once on the host, decision 40), ``point`` (batch structure,
+spec A1), ``sparse_conv`` (pure-PyTorch submanifold conv, spec B), ``attention``
 (serialized patch attention, spec A5), ``blocks`` (block, pooling, unpooling, spec A4/A6/A7),
 ``ptv3`` (the network, presets, ``build_model``, spec A3/A8), ``pointcept`` (Pointcept checkpoints
 in and out: ``from_pointcept``, ``to_pointcept``, spec H). Its cost (parameters, FLOPs,
@@ -17,13 +18,17 @@ Usage::
     out.logits, out.embedding                                 # (N, K), (N, 64)
     out.decoder_feats, out.decoder_index, out.decoder_offsets # one entry per decoder stage
 
+    plan = BatchPlan(grid_coord, offset)                      # on the host, once per batch
+    t_out = teacher({..., "plan": plan}); s_out = student({..., "plan": plan})   # shared
+
 ``model.deterministic = True`` (or ``build_model(..., deterministic=True)``) fixes the
 serialization order for evaluation and tests. A frozen teacher still yields differentiable
 ``decoder_feats`` when ``feat`` requires grad (decisions 15). ``from_pointcept(state_dict,
 num_classes=16, preset="teacher")`` imports a Pointcept PTv3 segmentor (with upstream's
 behaviour); ``to_pointcept(model)`` returns a state dict in Pointcept's layout.
 """
+from train.models.plan import BatchPlan
 from train.models.pointcept import from_pointcept, to_pointcept
 from train.models.ptv3 import PRESETS, PTv3, PTv3Config, ModelOutput, build_model
 
-__all__ = ["PRESETS", "PTv3", "PTv3Config", "ModelOutput", "build_model", "from_pointcept", "to_pointcept"]
+__all__ = ["PRESETS", "BatchPlan", "PTv3", "PTv3Config", "ModelOutput", "build_model", "from_pointcept", "to_pointcept"]

@@ -2,20 +2,23 @@
 
 - ``Block``: x += LN(Linear(SubMConv3d_k3(x))) (conditional positional encoding), then
   x += DropPath(Attn(LN1(x))), x += DropPath(MLP(LN2(x))); DropPath drops individual points.
-- ``SerializedPooling``: clusters = unique(code_row0 >> 3); Linear before a segment max, then
-  BatchNorm + GELU; coord = cluster mean, grid_coord >> 1, codes >> 3 (not re-encoded).
+- ``SerializedPooling``: clusters = points of equal ``code >> 3`` (the batch plan's, decision 40);
+  Linear before a segment max (one gather of each cluster's members, padded with -inf, and one
+  max), then BatchNorm + GELU; grid_coord >> 1, codes >> 3 (not re-encoded), coord = cluster mean.
 - ``SerializedUnpooling``: parent.feat = proj_skip(parent) + proj(coarse)[cluster]. The CPE of the
   next block reads the level's current features (the refreshed sparse-conv input), or, with
   ``stale_cpe=True`` (upstream Pointcept's behaviour, spec A7 note), ``proj_skip(parent)`` alone.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from train.models.attention import SerializedAttention
-from train.models.point import PointLevel, batch_to_offsets
-from train.models.serialization import order_and_inverse
+from train.models.point import PointLevel
 from train.models.sparse_conv import SubMConv3d
 
 BN_EPS = 1e-3
@@ -48,7 +51,7 @@ class Block(nn.Module):
 
     def __init__(
         self, channels: int, num_heads: int, patch_size: int, drop_path: float, order_row: int,
-        mlp_ratio: int = 4, conv_backend: str = "torch", attn_backend: str = "auto",
+        mlp_ratio: int = 4, conv_backend: str = "auto", attn_backend: str = "auto",
     ):
         super().__init__()
         self.order_row = order_row
@@ -73,10 +76,10 @@ class Block(nn.Module):
         return level.with_feat(x)
 
 
-def shuffle_rows(code: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Random permutation of the serialization rows (upstream's per-forward / per-pool shuffle, spec A2)."""
-    perm = torch.randperm(code.shape[0], device=code.device)
-    return code[perm], order[perm], inverse[perm]
+def curve_permutation(num_curves: int, shuffle: bool, device: torch.device) -> Optional[torch.Tensor]:
+    """A random permutation of the serialization curves (upstream's per-forward / per-pool shuffle,
+    spec A2), drawn on the device; None without ``shuffle``."""
+    return torch.randperm(num_curves, device=device) if shuffle else None
 
 
 class SerializedPooling(nn.Module):
@@ -89,35 +92,14 @@ class SerializedPooling(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, level: PointLevel, shuffle: bool) -> PointLevel:
-        if level.depth < 1:
-            raise ValueError("cannot pool a level of depth 0: the grid is already a single voxel per cloud")
-        key = level.code[0] >> 3
-        unique_key, cluster = torch.unique(key, sorted=True, return_inverse=True)
-        m = unique_key.numel()
-        n = key.numel()
-        # Every point of a cluster has the same grid_coord >> 1 and the same code >> 3 in every row
-        # (prefix property), so any member can serve as head; the lowest index is deterministic.
-        head = torch.full((m,), n, dtype=torch.long, device=key.device)
-        head.scatter_reduce_(0, cluster, torch.arange(n, device=key.device), reduce="amin")
+        index = level.index + 1
+        members = level.plan.pool_table(index)  # (M, S), padded with the -inf row N
         feat = self.proj(level.feat)
-        rows = cluster[:, None]
-        # -inf, not new_empty: the amax backward splits a cluster's gradient among every entry equal to
-        # its max and counts the initial value as one even with include_self=False, so leftover memory
-        # that happened to hold the max halved that gradient at random (non-reproducible runs).
-        pooled = feat.new_full((m, feat.shape[1]), float("-inf"))
-        pooled = pooled.scatter_reduce_(0, rows.expand_as(feat), feat, "amax", include_self=False)
+        # amax's backward splits a cluster's gradient evenly among the entries equal to its max
+        pooled = F.pad(feat, (0, 0, 0, 1), value=float("-inf"))[members].amax(1)
         pooled = self.act(self.norm(pooled))
-        coord = level.coord.new_zeros(m, 3).scatter_reduce_(0, rows.expand(n, 3), level.coord, "mean", include_self=False)
-        batch = level.batch[head]
-        code = level.code[:, head] >> 3
-        order, inverse = order_and_inverse(code)
-        if shuffle:
-            code, order, inverse = shuffle_rows(code, order, inverse)
-        return PointLevel(
-            feat=pooled, coord=coord, grid_coord=level.grid_coord[head] >> 1, batch=batch,
-            offset=batch_to_offsets(batch, level.num_clouds), code=code, order=order, inverse=inverse,
-            depth=level.depth - 1, parent=level, cluster=cluster,
-        )
+        perm = curve_permutation(len(level.plan.host.orders), shuffle, feat.device)
+        return PointLevel(pooled, level.plan, index, perm=perm, parent=level)
 
 
 class SerializedUnpooling(nn.Module):

@@ -1,10 +1,10 @@
-"""The point batch of PTv3 (spec A1): offsets <-> batch ids, input checks, one level's state.
+"""The point batch of PTv3 (spec A1): input checks and one level's state in one forward.
 
 A batch of B clouds is stored flat: row i belongs to cloud ``batch[i]``; ``offset`` (B,) holds the
-END index of every cloud (cumulative counts). ``PointLevel`` carries one resolution level through
-the network: features, coordinates, serialization codes/orders (spec A2), the pooling link to the
-finer level (spec A6) and the caches shared by all blocks of the level (sparse-conv neighbour
-maps, spec A4; attention patch layouts, spec A5).
+END index of every cloud (cumulative counts). Its geometry (orders, neighbours, patches, pooling
+maps) is the batch plan's (``train.models.plan``, decision 40); ``PointLevel`` carries one
+resolution level through one forward: features, the plan on their device, this forward's random
+permutation of the curves (spec A2) and the link to the finer level (spec A6).
 """
 from __future__ import annotations
 
@@ -13,38 +13,12 @@ from typing import Any, Optional
 
 import torch
 
-
-def offsets_to_batch(offset: torch.Tensor, num_points: Optional[int] = None) -> torch.Tensor:
-    """Cloud id (N,) int64 of every point from END offsets (B,)."""
-    counts = offsets_to_counts(offset)
-    if num_points is not None and int(offset[-1]) != num_points:
-        raise ValueError(
-            f"offset[-1] = {int(offset[-1])} but the batch has {num_points} points: "
-            "offset must hold the cumulative END index of every cloud"
-        )
-    return torch.repeat_interleave(torch.arange(len(counts), device=offset.device), counts)
+from train.models.plan import DevicePlan
 
 
-def offsets_to_counts(offset: torch.Tensor) -> torch.Tensor:
-    """Points per cloud (B,) from END offsets (B,); raises on empty or decreasing clouds."""
-    if offset.dim() != 1 or offset.numel() == 0:
-        raise ValueError(f"offset must be a non-empty 1-D tensor of END offsets, got shape {tuple(offset.shape)}")
-    counts = torch.diff(offset, prepend=offset.new_zeros(1))
-    if bool((counts <= 0).any()):
-        raise ValueError(
-            f"offset {offset.tolist()} is not strictly increasing: every cloud needs at least one "
-            "point and offset holds cumulative END indices (e.g. [n0, n0+n1])"
-        )
-    return counts
-
-
-def batch_to_offsets(batch: torch.Tensor, num_clouds: int) -> torch.Tensor:
-    """END offsets (B,) from sorted cloud ids (N,)."""
-    return torch.cumsum(torch.bincount(batch, minlength=num_clouds), 0)
-
-
-def check_input(data: dict[str, torch.Tensor], in_channels: int) -> None:
-    """Validate the model's input dict (keys, shapes, dtypes, contiguous clouds)."""
+def check_input(data: dict[str, Any], in_channels: int) -> None:
+    """Validate the model's input dict (keys, shapes, dtypes); the offsets' values are checked on
+    the host by the batch plan."""
     for key in ("coord", "grid_coord", "feat", "offset"):
         if key not in data:
             raise ValueError(f"input batch lacks {key!r}: expected keys coord, grid_coord, feat, offset")
@@ -66,41 +40,67 @@ def check_input(data: dict[str, torch.Tensor], in_channels: int) -> None:
         raise ValueError(f"feat must be a floating-point tensor, got {feat.dtype}: use feat.float()")
     if offset.dtype != torch.int64:
         raise ValueError(f"offset must be int64 END offsets, got {offset.dtype}")
-    offsets_to_batch(offset, n)
 
 
 @dataclass
 class PointLevel:
-    """State of one resolution level (spec A1).
+    """State of level ``index`` of the batch plan in one forward (spec A1).
 
-    ``code``/``order``/``inverse`` are (k, N): one row per serialization curve, batch bits included.
-    ``cluster`` maps the points of the finer ``parent`` level to this level's points (spec A6).
-    ``cache`` holds per-level objects shared by the blocks of the level (neighbour maps, patches).
-    ``conv_feat``: when set, the features the next block's CPE convolution reads instead of ``feat``
-    (upstream's stale sparse tensor after unpooling, spec A7); ``with_feat`` clears it.
+    ``perm``: this forward's random permutation of the serialization curves at this level (block i
+    uses curve ``perm[i % k]``; None = the plan's order, ``deterministic`` mode). ``parent``: the
+    finer level this one was pooled from (spec A6). ``cache`` holds per-forward objects shared by
+    the blocks of the level (the permuted patch layouts). ``conv_feat``: when set, the features the
+    next block's CPE convolution reads instead of ``feat`` (upstream's stale sparse tensor after
+    unpooling, spec A7); ``with_feat`` clears it. ``input_coord``: the input coordinates (level 0).
     """
 
     feat: torch.Tensor
-    coord: torch.Tensor
-    grid_coord: torch.Tensor
-    batch: torch.Tensor
-    offset: torch.Tensor
-    code: torch.Tensor
-    order: torch.Tensor
-    inverse: torch.Tensor
-    depth: int
+    plan: DevicePlan
+    index: int = 0
+    perm: Optional[torch.Tensor] = None
     parent: Optional["PointLevel"] = None
-    cluster: Optional[torch.Tensor] = None
+    input_coord: Optional[torch.Tensor] = None
     cache: dict[Any, Any] = field(default_factory=dict)
     conv_feat: Optional[torch.Tensor] = None
 
     @property
     def num_clouds(self) -> int:
-        return int(self.offset.numel())
+        return self.plan.host.num_clouds
+
+    @property
+    def num_points(self) -> int:
+        return self.plan.host.level(self.index).num_points
+
+    @property
+    def offset(self) -> torch.Tensor:
+        return self.plan.level_tensor(self.index, "offset")
+
+    @property
+    def cluster(self) -> torch.Tensor:
+        """(N_parent,) parent point -> this level's point."""
+        return self.plan.level_tensor(self.index, "cluster")
+
+    @property
+    def coord(self) -> torch.Tensor:
+        """Point coordinates: the input's at level 0, cluster means above (spec A6); computed on
+        first use (the network itself never reads them)."""
+        if "coord" not in self.cache:
+            if self.parent is None:
+                self.cache["coord"] = self.input_coord
+            else:
+                fine = self.parent.coord
+                rows = self.cluster[:, None].expand_as(fine)
+                self.cache["coord"] = fine.new_zeros(self.num_points, 3).scatter_reduce_(
+                    0, rows, fine, "mean", include_self=False)
+        return self.cache["coord"]
+
+    def by_curve(self, key: Any, stacks: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Per-curve stacks (k, ...) of the plan in this forward's curve order (``perm`` applied
+        once per level and kept under ``key``): block i reads entry ``i % k`` (spec A2)."""
+        if key not in self.cache:
+            self.cache[key] = stacks if self.perm is None else tuple(s[self.perm] for s in stacks)
+        return self.cache[key]
 
     def with_feat(self, feat: torch.Tensor) -> "PointLevel":
-        """The same level (sharing caches and links) carrying new features."""
-        return PointLevel(
-            feat, self.coord, self.grid_coord, self.batch, self.offset, self.code, self.order,
-            self.inverse, self.depth, self.parent, self.cluster, self.cache,
-        )
+        """The same level (sharing the plan, caches and links) carrying new features."""
+        return PointLevel(feat, self.plan, self.index, self.perm, self.parent, self.input_coord, self.cache)

@@ -113,6 +113,9 @@ def _as_krsc(value: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return value
 
 
+_LISTED = 3  # names of each kind of misfit a refusal lists
+
+
 def from_pointcept(
     state_dict: Mapping[str, torch.Tensor], num_classes: int, preset: str = "teacher", in_channels: int = 4,
     **overrides: Any,
@@ -121,8 +124,9 @@ def from_pointcept(
     of a Pointcept PTv3 segmentor ``state_dict`` (keys ``backbone.*`` and ``seg_head.*``, with or
     without ``module.``), with upstream's behaviour (``upstream_unpool_cpe=True``).
 
-    Every tensor is matched by name and shape; anything that does not fit raises ValueError listing
-    the checkpoint keys we have no place for, our keys the checkpoint lacks, and shape mismatches.
+    Every tensor is matched by name and shape; anything that does not fit raises a one-line ValueError
+    counting the checkpoint keys we have no place for, our keys the checkpoint lacks, and shape
+    mismatches, with the first few of each.
     """
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ValueError("state_dict must map names to tensors (a Pointcept checkpoint's 'state_dict' entry)")
@@ -143,15 +147,13 @@ def from_pointcept(
                               f"with {num_classes} classes expects {tuple(ours[key].shape)}")
         loaded[key] = value
     if unexpected or missing or mismatched:
-        lines = [f"the Pointcept state dict does not fit our PTv3 preset {preset!r} "
-                 f"(num_classes={num_classes}, in_channels={in_channels}):"]
-        for title, items in (("checkpoint keys with no place in our model", unexpected),
-                             ("our keys missing from the checkpoint", missing), ("shape mismatches", mismatched)):
-            if items:
-                lines.append(f"  {title} ({len(items)}):")
-                lines.extend(f"    {item}" for item in items)
-        lines.append("Pick the preset (and --teacher-overrides) matching the Pointcept config it was trained with.")
-        raise ValueError("\n".join(lines))
+        parts = [f"{title} ({len(items)}): {', '.join(items[:_LISTED])}" + (", ..." if len(items) > _LISTED else "")
+                 for title, items in (("checkpoint keys with no place in our model", unexpected),
+                                      ("our keys missing from the checkpoint", missing),
+                                      ("shape mismatches", mismatched)) if items]
+        raise ValueError(f"the Pointcept state dict does not fit our PTv3 preset {preset!r} (num_classes={num_classes}, "
+                         f"in_channels={in_channels}): {'; '.join(parts)}. Pick the preset (and --teacher-overrides) "
+                         "matching the Pointcept config it was trained with.")
     model.load_state_dict(loaded, strict=True)
     return model
 

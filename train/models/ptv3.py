@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from train.models.blocks import Block, SerializedPooling, SerializedUnpooling, point_batch_norm, shuffle_rows
-from train.models.point import PointLevel, check_input, offsets_to_batch
-from train.models.serialization import ORDERS, serialize, serialized_depth
+from train.models.blocks import Block, SerializedPooling, SerializedUnpooling, curve_permutation, point_batch_norm
+from train.models.plan import BatchPlan
+from train.models.point import PointLevel, check_input
+from train.models.serialization import ORDERS
 from train.models.sparse_conv import SubMConv3d
 
 
@@ -38,7 +39,7 @@ class PTv3Config:
     mlp_ratio: int = 4
     orders: tuple[str, ...] = ORDERS
     stem_kernel: int = 5
-    conv_backend: str = "torch"
+    conv_backend: str = "auto"
     attn_backend: str = "auto"
     # True: the first block after each unpooling feeds its CPE convolution proj_skip(parent) alone,
     # as Pointcept's PTv3 does (spec A7 note); on for checkpoints imported from Pointcept.
@@ -147,20 +148,21 @@ class PTv3(nn.Module):
             self.dec_blocks.append(blocks(cfg.dec_depths[s], cfg.dec_channels[s], cfg.dec_heads[s], rates))
         self.head = nn.Linear(cfg.dec_channels[0], num_classes)
 
-    def _input_level(self, data: dict[str, torch.Tensor]) -> PointLevel:
+    def _input_level(self, data: dict[str, Any]) -> PointLevel:
         check_input(data, self.in_channels)
-        offset = data["offset"]
-        batch = offsets_to_batch(offset, data["coord"].shape[0])
-        depth = serialized_depth(data["grid_coord"], offset.numel())
-        code, order, inverse = serialize(data["grid_coord"], batch, depth, self.config.orders)
-        if not self.deterministic:
-            code, order, inverse = shuffle_rows(code, order, inverse)
-        return PointLevel(
-            feat=data["feat"], coord=data["coord"], grid_coord=data["grid_coord"], batch=batch,
-            offset=offset, code=code, order=order, inverse=inverse, depth=depth,
-        )
+        feat, plan = data["feat"], data.get("plan")
+        if plan is not None and (not isinstance(plan, BatchPlan) or plan.num_points != feat.shape[0]
+                                 or plan.num_clouds != data["offset"].shape[0]):
+            raise ValueError("data['plan'] does not describe this batch: build it with "
+                             "BatchPlan(grid_coord, offset) from the same batch")
+        if plan is None or plan.orders != tuple(self.config.orders):  # a model of other curves plans its own
+            plan = BatchPlan(data["grid_coord"], data["offset"], self.config.orders)
+        perm = curve_permutation(len(plan.orders), not self.deterministic, feat.device)
+        return PointLevel(feat, plan.on(feat.device), 0, perm=perm, input_coord=data["coord"])
 
-    def forward(self, data: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(self, data: dict[str, Any]) -> ModelOutput:
+        """``data``: coord, grid_coord, feat, offset (spec A1) and optionally ``plan``, the batch's
+        ``BatchPlan`` (built from grid_coord and offset when absent; decision 40)."""
         level = self._input_level(data)
         level = level.with_feat(self.stem_act(self.stem_norm(self.stem_conv(level, level.feat))))
         for s, stage in enumerate(self.enc_blocks):
@@ -168,16 +170,6 @@ class PTv3(nn.Module):
                 level = self.enc_pool[s - 1](level, shuffle=not self.deterministic)
             for block in stage:
                 level = block(level)
-
-        # Index maps input point -> level point, finest level first.
-        levels: list[PointLevel] = []
-        walk: PointLevel | None = level
-        while walk is not None:
-            levels.append(walk)
-            walk = walk.parent
-        index_maps = [torch.arange(data["coord"].shape[0], device=data["coord"].device)]
-        for finer_to_coarser in reversed(levels[:-1]):
-            index_maps.append(finer_to_coarser.cluster[index_maps[-1]])
 
         feats: list[torch.Tensor] = []
         indices: list[torch.Tensor] = []
@@ -187,7 +179,7 @@ class PTv3(nn.Module):
             for block in stage:
                 level = block(level)
             feats.append(level.feat)
-            indices.append(index_maps[len(self.dec_blocks) - 1 - i])  # decoder i runs at level S-2-i
+            indices.append(level.plan.level_tensor(level.index, "index"))  # decoder i runs at level S-2-i
             offsets.append(level.offset)
         return ModelOutput(
             logits=self.head(level.feat), embedding=level.feat, decoder_feats=feats,

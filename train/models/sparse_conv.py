@@ -3,176 +3,151 @@
 Output sites equal input sites. For output voxel p and kernel offset o (cross-correlation, the
 convention of spconv): ``out[p] = sum_o feat[p + o] @ W[o] (+ bias)``, missing neighbours skipped.
 
-Route (spec B): int64 voxel keys (batch, x, y, z) in mixed radix, sorted once; for every kernel
-offset the neighbour of each site is looked up with ``searchsorted``; the convolution is
-gather -> matmul -> ``index_add_``. The neighbour map depends only on the level's voxels and the
-kernel size, so it is built once per level and shared by every block of the level (encoder and
-decoder). Hand-written autograd (``_SubMConvFunction``) so the backward recomputes the gathers
-instead of storing one gathered copy of the input per kernel offset.
+Route (decision 40): the batch plan's neighbour table ``table`` (N, K) (K = k^3 offsets, a missing
+neighbour pointing at an appended zero row, ``train.models.plan.neighbour_table``) gathers every
+neighbour of every point into one (N, K * C_in) matrix, and one GEMM with the weight as
+(K * C_in, C_out) gives the output: three kernels per layer (pad, gather, GEMM with the bias). The
+hand-written backward has the same shape: the weight gradient is one GEMM of the re-gathered input
+(nothing per offset is stored), and the input gradient is the transposed convolution, which for a
+submanifold conv is a convolution over the same table with the mirrored kernel (p + o = q <=>
+q - o = p): a gather of the output gradient and one GEMM, no scatter. Above ``GATHER_LIMIT``
+gathered elements the points are processed in chunks (bounded memory, one gather + GEMM each).
 
 Weight layout is spconv 2.x's KRSC, ``(C_out, k, k, k, C_in)`` with kernel axes (x, y, z), so a
-state dict loads in either implementation. ``backend="spconv"`` runs spconv on CUDA tensors only:
-spconv 2.3.8 on CPU returns wrong outputs with more than one OpenMP thread (found while testing
-this module against the pure-PyTorch route), so a CPU tensor with that backend raises.
+state dict loads in either implementation; ``weight.view(C_out, K * C_in)`` is the GEMM's matrix
+as it is. ``backend="spconv"`` runs spconv on CUDA tensors only: spconv 2.3.8 on CPU returns wrong
+outputs with more than one OpenMP thread (found while testing this module against the pure-PyTorch
+route), so a CPU tensor with that backend raises.
+``backend="auto"`` (the default) picks spconv for CUDA tensors when it imports, this module's
+convolution otherwise (decision 39).
 """
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from train.models.point import PointLevel
 
-
-@dataclass(frozen=True)
-class NeighbourMap:
-    """Per kernel offset o: ``in_idx[o]``, ``out_idx[o]`` with ``feat[in_idx]`` feeding ``out[out_idx]``.
-
-    The centre offset is the identity and is stored as ``None``.
-    """
-
-    kernel_size: int
-    num_points: int
-    in_idx: tuple[Optional[torch.Tensor], ...]
-    out_idx: tuple[Optional[torch.Tensor], ...]
+# Largest gathered (N, K * C) matrix built at once, in elements (1 GiB of float32): the paper
+# presets (4 x 30,000 points, C <= 64 at full resolution, k = 3) stay in one chunk.
+GATHER_LIMIT = 2**28
 
 
-def build_neighbour_map(grid: torch.Tensor, batch: torch.Tensor, kernel_size: int) -> NeighbourMap:
-    """Neighbour map of a submanifold conv over voxels (batch, grid) (spec B).
-
-    Raises ValueError on duplicate voxels (a submanifold conv needs one site per voxel: grid-sample
-    the cloud first) or on an even kernel size.
-    """
-    if kernel_size % 2 != 1:
-        raise ValueError(f"kernel_size must be odd for a submanifold conv, got {kernel_size}")
-    r = kernel_size // 2
-    n = grid.shape[0]
-    num_clouds = int(batch.max()) + 1 if n else 1
-    side = int(grid.max()) + 1 + 2 * r if n else 1
-    if num_clouds * side**3 >= 2**62:
-        raise ValueError(f"voxel key overflow: {num_clouds} clouds x side {side}^3 does not fit int64")
-    shifted = grid + r
-    keys = ((batch * side + shifted[:, 0]) * side + shifted[:, 1]) * side + shifted[:, 2]
-    sorted_keys, perm = torch.sort(keys)
-    if n > 1 and bool((sorted_keys[1:] == sorted_keys[:-1]).any()):
-        raise ValueError(
-            "grid_coord holds duplicate voxels inside a cloud: the submanifold convolution needs "
-            "one point per voxel (apply grid sampling before the model)"
-        )
-    k3 = kernel_size**3
-    centre = k3 // 2
-    in_idx: list[Optional[torch.Tensor]] = [None] * k3
-    out_idx: list[Optional[torch.Tensor]] = [None] * k3
-    # One binary search per (dx, dy) column of the kernel: z is the last mixed-radix digit, so
-    # stepping dz by one adds 1 to the query key, and with unique sorted keys the insertion point of
-    # key + 1 is the insertion point of key plus one if key was found. Queries in sorted order keep
-    # the searches cache-friendly. Only offsets before the centre are searched (see the mirror).
-    for col in range(kernel_size * kernel_size // 2 + 1):
-        i0, i1 = divmod(col, kernel_size)
-        query = sorted_keys + (((i0 - r) * side + (i1 - r)) * side - r)
-        pos = torch.searchsorted(sorted_keys, query)
-        for i2 in range(kernel_size):
-            k = col * kernel_size + i2
-            if k >= centre:
-                break
-            found = sorted_keys[pos.clamp(max=max(n - 1, 0))] == query
-            dst = perm[found]
-            src = perm[pos[found]]
-            in_idx[k], out_idx[k] = src, dst
-            # Submanifold symmetry: p + o = q  <=>  q - o = p, so the mirrored offset swaps the roles.
-            in_idx[k3 - 1 - k], out_idx[k3 - 1 - k] = dst, src
-            pos = pos + found
-            query = query + 1
-    return NeighbourMap(kernel_size, n, tuple(in_idx), tuple(out_idx))
+def _gather_matmul(src: torch.Tensor, table: torch.Tensor, weight: torch.Tensor,
+                   bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``src[table].view(N, K * C) @ weight`` (+ bias) for a padded ``src`` (M + 1, C), chunked over
+    the N rows of ``table`` to keep each gathered block under ``GATHER_LIMIT`` elements."""
+    n, k = table.shape
+    rows = max(1, GATHER_LIMIT // max(k * src.shape[1], 1))
+    if n <= rows:
+        gathered = src[table].view(n, -1)
+        return gathered @ weight if bias is None else torch.addmm(bias, gathered, weight)
+    out = src.new_empty(n, weight.shape[1])
+    for start in range(0, n, rows):
+        gathered = src[table[start:start + rows]].flatten(1)
+        if bias is None:
+            torch.mm(gathered, weight, out=out[start:start + rows])
+        else:
+            torch.addmm(bias, gathered, weight, out=out[start:start + rows])
+    return out
 
 
-def level_neighbour_map(level: PointLevel, kernel_size: int) -> NeighbourMap:
-    """The level's cached neighbour map for ``kernel_size`` (built on first use)."""
-    key = ("neighbour_map", kernel_size)
-    if key not in level.cache:
-        level.cache[key] = build_neighbour_map(level.grid_coord, level.batch, kernel_size)
-    return level.cache[key]
+def _gathered_t_matmul(grad_out: torch.Tensor, src: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``grad_out.t() @ src[table].view(N, K * C)``, chunked like ``_gather_matmul``."""
+    n, k = table.shape
+    rows = max(1, GATHER_LIMIT // max(k * src.shape[1], 1))
+    if n <= rows:
+        return grad_out.t() @ src[table].view(n, -1)
+    out = grad_out.new_zeros(grad_out.shape[1], k * src.shape[1])
+    for start in range(0, n, rows):
+        out.addmm_(grad_out[start:start + rows].t(), src[table[start:start + rows]].flatten(1))
+    return out
 
 
 class _SubMConvFunction(torch.autograd.Function):
-    """Gather-matmul-index_add submanifold conv with a backward that re-gathers (saves memory)."""
+    """Gather-GEMM submanifold conv; the backward re-gathers instead of storing the gathered input."""
 
     @staticmethod
-    def forward(ctx: Any, feat: torch.Tensor, weight: torch.Tensor, nmap: NeighbourMap) -> torch.Tensor:
-        # weight: (K^3, C_in, C_out)
-        centre = weight.shape[0] // 2
-        out = feat @ weight[centre]
-        for k, (src, dst) in enumerate(zip(nmap.in_idx, nmap.out_idx)):
-            if src is None or src.numel() == 0:
-                continue
-            out.index_add_(0, dst, feat[src] @ weight[k])
-        ctx.save_for_backward(feat, weight)
-        ctx.nmap = nmap
-        return out
+    def forward(ctx: Any, feat: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                table: torch.Tensor) -> torch.Tensor:
+        # weight: (C_out, K * C_in), the KRSC weight viewed as a matrix
+        padded = F.pad(feat, (0, 0, 0, 1))  # row N: the zero row of the missing neighbours
+        ctx.save_for_backward(padded, weight, table)
+        ctx.has_bias = bias is not None
+        return _gather_matmul(padded, table, weight.t(), bias)
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], None]:
-        feat, weight = ctx.saved_tensors
-        nmap: NeighbourMap = ctx.nmap
-        centre = weight.shape[0] // 2
-        grad_feat = grad_weight = None
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        padded, weight, table = ctx.saved_tensors
+        grad_feat = grad_weight = grad_bias = None
+        grad_out = grad_out.contiguous()
         if ctx.needs_input_grad[0]:
-            grad_feat = grad_out @ weight[centre].t()
+            c_out, k = weight.shape[0], table.shape[1]
+            # transposed conv = the mirrored kernel over the same table: offset o' reads W[K-1-o']^T
+            mirrored = weight.view(c_out, k, -1).flip(1).transpose(0, 1).reshape(k * c_out, -1)
+            grad_feat = _gather_matmul(F.pad(grad_out, (0, 0, 0, 1)), table, mirrored)
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.zeros_like(weight)
-            grad_weight[centre] = feat.t() @ grad_out
-        for k, (src, dst) in enumerate(zip(nmap.in_idx, nmap.out_idx)):
-            if src is None or src.numel() == 0:
-                continue
-            g = grad_out[dst]
-            if grad_feat is not None:
-                grad_feat.index_add_(0, src, g @ weight[k].t())
-            if grad_weight is not None:
-                grad_weight[k] = feat[src].t() @ g
-        return grad_feat, grad_weight, None
+            grad_weight = _gathered_t_matmul(grad_out, padded, table)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_out.sum(0)
+        return grad_feat, grad_weight, grad_bias, None
 
 
 def submanifold_conv(
-    feat: torch.Tensor, weight: torch.Tensor, nmap: NeighbourMap, bias: Optional[torch.Tensor] = None
+    feat: torch.Tensor, weight: torch.Tensor, table: torch.Tensor, bias: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    """Pure-PyTorch submanifold conv; ``weight`` in KRSC layout (C_out, k, k, k, C_in)."""
+    """Pure-PyTorch submanifold conv; ``weight`` in KRSC layout (C_out, k, k, k, C_in), ``table``
+    the (N, k^3) neighbour table of the points (``train.models.plan.neighbour_table``)."""
     c_out, k = weight.shape[0], weight.shape[1]
-    if k != nmap.kernel_size or feat.shape[0] != nmap.num_points:
+    if table.shape != (feat.shape[0], k**3):
         raise ValueError(
-            f"neighbour map (kernel {nmap.kernel_size}, {nmap.num_points} points) does not match "
-            f"weight kernel {k} / feat rows {feat.shape[0]}: build the map on the same level"
+            f"neighbour table of shape {tuple(table.shape)} does not match weight kernel {k} / feat "
+            f"rows {feat.shape[0]}: build the table on the same level with kernel size {k}"
         )
     if feat.shape[1] != weight.shape[-1]:
         raise ValueError(f"feat has {feat.shape[1]} channels but the conv expects {weight.shape[-1]}")
-    w = weight.reshape(c_out, k**3, weight.shape[-1]).permute(1, 2, 0)
+    w = weight.reshape(c_out, -1)
     device_type = feat.device.type
     if torch.is_autocast_enabled(device_type):
         # A custom autograd Function is not autocast by itself: run it in the autocast dtype so
         # its backward sees one dtype (the casts are differentiable and restore the fp32 grads).
         dtype = torch.get_autocast_dtype(device_type)
         feat, w = feat.to(dtype), w.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
     elif feat.dtype != weight.dtype:
         raise ValueError(
             f"feat is {feat.dtype} but the conv weight is {weight.dtype}: cast the input or the model"
         )
-    out = _SubMConvFunction.apply(feat, w, nmap)
-    return out if bias is None else out + bias
+    return _SubMConvFunction.apply(feat, w, bias, table)
+
+
+@functools.cache
+def spconv_imports() -> bool:
+    """Whether the optional ``spconv`` package imports here (a wheel built for another CUDA fails)."""
+    try:
+        import spconv.pytorch  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
 
 
 class SubMConv3d(nn.Module):
     """Submanifold conv layer over a ``PointLevel`` (spec A3 stem k=5, spec A4 CPE k=3).
 
-    ``backend``: ``"torch"`` (default, every device) or ``"spconv"`` (CUDA tensors only, needs the
-    optional ``spconv`` package; it keeps its own rulebook cache per level).
+    ``backend``: ``"auto"`` (default: spconv for CUDA tensors when it imports, else ``"torch"``),
+    ``"torch"`` (every device) or ``"spconv"`` (CUDA tensors only, needs the optional ``spconv``
+    package; it keeps its own rulebook cache per level).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool, backend: str = "torch"):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool, backend: str = "auto"):
         super().__init__()
-        if backend not in ("torch", "spconv"):
-            raise ValueError(f"unknown sparse conv backend {backend!r}: use 'torch' or 'spconv'")
+        if backend not in ("auto", "torch", "spconv"):
+            raise ValueError(f"unknown sparse conv backend {backend!r}: use 'auto', 'torch' or 'spconv'")
         self.kernel_size = kernel_size
         self.backend = backend
         self.weight = nn.Parameter(torch.empty(out_channels, kernel_size, kernel_size, kernel_size, in_channels))
@@ -184,9 +159,9 @@ class SubMConv3d(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, level: PointLevel, feat: torch.Tensor) -> torch.Tensor:
-        if self.backend == "spconv":
+        if self.backend == "spconv" or (self.backend == "auto" and feat.is_cuda and spconv_imports()):
             return self._spconv_forward(level, feat)
-        return submanifold_conv(feat, self.weight, level_neighbour_map(level, self.kernel_size), self.bias)
+        return submanifold_conv(feat, self.weight, level.plan.neighbours(level.index, self.kernel_size), self.bias)
 
     def _spconv_forward(self, level: PointLevel, feat: torch.Tensor) -> torch.Tensor:
         if not feat.is_cuda:
@@ -196,11 +171,7 @@ class SubMConv3d(nn.Module):
             )
         import spconv.pytorch as spconv_torch  # optional accelerator, imported only when asked for
 
-        if "spconv" not in level.cache:
-            indices = torch.cat([level.batch[:, None], level.grid_coord], 1).int().contiguous()
-            shape = (level.grid_coord.max(0).values + 1).tolist()
-            level.cache["spconv"] = (indices, shape, {})
-        indices, shape, indice_dict = level.cache["spconv"]
+        indices, shape, indice_dict = level.plan.spconv_state(level.index)
         layer = self.__dict__.get("_spconv_layer")  # kept out of the module tree: owns no parameter
         if layer is None:
             layer = spconv_torch.SubMConv3d(

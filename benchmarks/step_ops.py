@@ -1,0 +1,103 @@
+"""Dispatched ops and host syncs of one training step (``train.op_count``), with the real step code.
+
+Three measurements at a given size (paper presets: 4 clouds x 30,000 points, the batch of
+``benchmarks.gpu``'s distillation section):
+
+* ``student CE step``: ``train.steps.segmentation_step`` of the student (L_seg = CE + Lovasz, the
+  default) then ``train.update.apply_update`` (backward, AdamW of ``train.optim``) and the read of the
+  logged scalars (``train.logging_utils.read_scalars``), as ``train.loop`` runs a step;
+* ``KD + saliency step``: ``train.steps.distillation_step`` with L_kld and L_grad on (L_topo off: its
+  persistence runs in worker processes, outside the device's stream), then ``apply_update``;
+* ``teacher forward``: the frozen teacher's forward pass in eval mode without autograd.
+
+Each is run once to warm up (lazy buffers, the optimiser's state), then counted once. The loss
+scaler is disabled (no AMP) for the counts, as ``train.loop`` runs on a CPU; ``benchmarks.gpu``
+times the same steps with AMP on CUDA.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from train.op_count import OpCount, count_ops
+
+NUM_CLASSES = 16  # nuScenes-like label count, as in benchmarks.gpu_sections
+PAPER = {"teacher": "teacher", "student": "student", "clouds": 4, "points": 30_000}
+SMOKE = {"teacher": "teacher-demo", "student": "student-demo", "clouds": 2, "points": 400}
+
+# Before the work of decision 39: (ops, syncs) as first measured on the GPU campaign's step ("quoted"),
+# and this module's count at commit 7965517 (the step without the log read, which then read each term alone).
+BEFORE = {
+    "student CE step": {"quoted": (13_945, 887), "7965517": (10_491, 577)},
+    "KD + saliency step": {"quoted": (16_498, 945), "7965517": (18_150, 972)},
+    "teacher forward": {"quoted": (4_874, None), "7965517": (5_090, 324)},
+}
+# The issue's targets: worst training step <= 4,000 ops and <= 20 syncs; teacher forward <= 1,200 ops.
+TARGETS = {"student CE step": (4_000, 20), "KD + saliency step": (4_000, 20), "teacher forward": (1_200, None)}
+
+
+@dataclass
+class StepRig:
+    """Models, optimiser and one labelled batch on ``device``."""
+
+    teacher: torch.nn.Module
+    student: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    batch: dict[str, torch.Tensor]
+    amp: bool
+
+
+def build_rig(size: dict[str, Any], device: torch.device, seed: int = 0, amp: bool = False) -> StepRig:
+    """The student (``size["student"]``, trained), the frozen teacher, AdamW and a labelled batch of
+    ``size["clouds"]`` x ``size["points"]``; ``amp`` as ``train.loop`` runs on CUDA."""
+    from train.cost import lidar_like_batch
+    from train.models import build_model
+    from train.optim import build_optimizer
+    from train.update import make_scaler
+
+    torch.manual_seed(seed)
+    teacher = build_model(size["teacher"], NUM_CLASSES).to(device).eval()
+    teacher.requires_grad_(False)
+    student = build_model(size["student"], NUM_CLASSES).to(device).train()
+    batch = lidar_like_batch([size["points"]] * size["clouds"], seed=seed, device=device)
+    gen = torch.Generator().manual_seed(seed)
+    batch["segment"] = torch.randint(0, NUM_CLASSES, (batch["coord"].shape[0],), generator=gen).to(device)
+    return StepRig(teacher, student, build_optimizer(student), make_scaler(device, amp), batch, amp)
+
+
+def measurements(rig: StepRig) -> dict[str, Callable[[], None]]:
+    """The three step functions, by name, each a full step on ``rig``."""
+    from train.profiling import StepTimer
+    from train.steps import DistillSettings, distillation_step, model_inputs, segmentation_step
+    from train.logging_utils import read_scalars
+    from train.update import apply_update
+
+    timer = StepTimer()
+    kd = DistillSettings(kld=True, grad=True)
+
+    def update(loss: torch.Tensor, logs: dict[str, torch.Tensor]) -> None:
+        rig.optimizer.zero_grad(set_to_none=True)
+        apply_update(loss, logs.pop("saliency_overflow", False), rig.student, rig.optimizer, rig.scaler, None, timer)
+        read_scalars(logs)  # train.loop logs every step
+
+    def student_ce() -> None:
+        update(*segmentation_step(rig.student, rig.batch, rig.amp, timer))
+
+    def kd_saliency() -> None:
+        scale = rig.scaler.get_scale() if rig.amp else 1.0
+        update(*distillation_step(rig.student, rig.teacher, rig.batch, kd, rig.amp, timer, grad_scale=scale))
+
+    def teacher_forward() -> None:
+        with torch.no_grad():
+            rig.teacher(model_inputs(rig.batch))
+
+    return {"student CE step": student_ce, "KD + saliency step": kd_saliency, "teacher forward": teacher_forward}
+
+
+def count_step(fn: Callable[[], None]) -> OpCount:
+    """One warm-up call, then the counted one."""
+    fn()
+    return count_ops(fn)

@@ -1,0 +1,95 @@
+"""Everything ``python -m train.run`` is given, checked before any work starts (decision 38).
+
+:func:`train.config.validate` checks the values of the options; :func:`check_inputs` then checks
+what they name, by the same code the run uses later, before the synthetic set is generated and
+before any process is spawned: the model presets and overrides (each model the run builds is
+built once, on the CPU), the synthetic set's folder, the teacher checkpoint (read and built as the run will:
+readable, a ``model_final.pt`` or a Pointcept checkpoint that fits the preset), and under
+``--resume`` every checkpoint the run would continue from (one usable, written by as many
+processes as this run has). Each refusal is one line naming the option or file and the fix,
+printed once (:func:`refuse`), exit status 2.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from train.checkpoint import load_latest, resumed_rank
+from train.config import STAGE_ORDER, RunConfig
+from train.datasets import class_count
+from train.distributed import under_external_launcher
+from train.loop import FINAL, LAST, PREV, ModelSpec, load_frozen_teacher, model_spec
+from train.models import build_model
+
+CPU = torch.device("cpu")
+
+
+def refuse(message: str) -> int:
+    """Print a refusal on stderr, once: under torchrun every rank runs the same checks, and only
+    rank 0 prints. Returns the exit status 2."""
+    if os.environ.get("RANK", "0") == "0":
+        print(message, file=sys.stderr, flush=True)
+    return 2
+
+
+def check_inputs(cfg: RunConfig) -> None:
+    """Raise ValueError / FileNotFoundError / CheckpointError (one line each) for the first input
+    of ``cfg`` the run could not use; does no work the run would keep."""
+    _check_out(cfg)
+    _check_data_root(cfg)
+    stages = STAGE_ORDER if cfg.stage == "all" else (cfg.stage,)
+    for kind in ("teacher", "student"):
+        if any((s == "teacher") == (kind == "teacher") for s in stages):
+            _check_model(cfg, kind)
+    if cfg.teacher_checkpoint is not None and cfg.stage != "all":
+        load_frozen_teacher(cfg.teacher_checkpoint, CPU, pointcept=_spec(cfg, "teacher"))
+    if cfg.resume:
+        for stage in stages:
+            _check_resume(cfg, Path(cfg.out) / stage)
+
+
+def _spec(cfg: RunConfig, kind: str) -> ModelSpec:
+    return model_spec(cfg, kind, class_count(cfg.dataset), _run_device(cfg))
+
+
+def _run_device(cfg: RunConfig) -> torch.device:
+    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def _check_model(cfg: RunConfig, kind: str) -> None:
+    spec = _spec(cfg, kind)
+    try:
+        build_model(spec.preset, spec.num_classes, in_channels=4, **spec.overrides)
+    except (ValueError, TypeError) as err:
+        chosen = cfg.teacher_overrides if kind == "teacher" else cfg.student_overrides
+        where = f"--{kind}-preset {spec.preset}" + (f" with {kind}_overrides {chosen}" if chosen else "")
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _check_data_root(cfg: RunConfig) -> None:
+    """The synthetic set's folder; a real data set's layout is checked by its loader, before any work."""
+    root = Path(cfg.data_root)
+    if cfg.dataset == "synthetic" and root.exists() and not root.is_dir():
+        raise FileNotFoundError(f"--data-root {root} is a file: pass a folder (the synthetic set is generated "
+                                "there when it is absent)")
+
+
+def _check_out(cfg: RunConfig) -> None:
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise FileNotFoundError(f"--out {out} is a file: pass a folder for the run's outputs")
+
+
+def _check_resume(cfg: RunConfig, stage_dir: Path) -> None:
+    """The stage's finished model, or the checkpoint a resume of it would continue from."""
+    if (stage_dir / FINAL).is_file():
+        load_frozen_teacher(stage_dir / FINAL, CPU)
+        return
+    found = load_latest([stage_dir / LAST, stage_dir / PREV], warn=False)
+    if found is not None:
+        world = int(os.environ["WORLD_SIZE"]) if under_external_launcher() else cfg.procs
+        resumed_rank(found[0], found[1], 0, world)
