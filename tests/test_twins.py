@@ -6,8 +6,8 @@ JAX's ``lax_reference`` tests): how to draw fresh random inputs of each input fa
 clouds, one homology dimension alone, an option switched on), the float64 and float32 tolerances
 of the value and of the gradient, and which arguments' gradients are compared.
 ``test_fast_twin_matches_reference`` runs every entry on every kind, dtype and device (CUDA when
-present) on inputs drawn from a hypothesis seed; ``tests/test_public_api.py`` checks that the table covers every shared name and that the
-twins take the same arguments.
+present) on inputs drawn from a hypothesis seed; ``tests/test_public_api.py`` checks that the
+table covers every shared name and that the twins take the same arguments.
 
 How one comparison runs (:func:`compare`):
 
