@@ -253,6 +253,11 @@ class PersistencePool:
         return task.selection, task.future
 
     def _put(self, task: _Task) -> None:
+        if self.workers > 0 and getattr(task.engine, "__module__", None) == "__main__":
+            raise ValueError(
+                f"engine {task.engine.__name__} is defined in the script being run, which the worker processes do "
+                "not import; define it in an importable module (or use PersistencePool(workers=0))"
+            )
         if self.workers == 0:
             try:
                 points = task.points if task.rows is None else task.points[task.rows.result()]
