@@ -3,22 +3,27 @@
 ``PersistencePool.warm`` returns once every worker is running with its kernels loaded; the
 warm-up parts together compile everything a real task uses and no kernel twice; the workers
 never import the calling script, so a script without an ``if __name__ == "__main__":`` guard
-works, and an engine defined in such a script is refused with one clear sentence.
+works, and an engine defined in such a script is refused with one clear sentence; where numba
+finds no writable cache location, the package points it at a temporary one.
 """
 from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import pytest
+from numba import njit
+from numba.core import config as numba_config
 from numba.core.registry import CPUDispatcher
 
 from fast.persistence import PersistencePool, compute_diagrams, native_h1
 from fast.persistence.edge_stage import cpu_edge_stage
+from fast.persistence.numba_cache import ensure_cache_location
 from fast.persistence.worker import _TINY_DIST, COMPILE_COSTS, WARM_UP_PARTS, _run_task, compile_shares, warm_up
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,3 +119,16 @@ def test_an_engine_from_the_script_being_run_is_refused_in_one_sentence(monkeypa
             pool.submit(np.eye(3), user_engine, None)
     finally:
         pool.shutdown()
+
+
+def test_without_a_writable_cache_location_numba_is_pointed_at_a_temporary_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No location numba would accept: only NUMBA_CACHE_DIR is consulted, and it is unset.
+    monkeypatch.setattr(numba_config, "CACHE_LOCATOR_CLASSES", "UserProvidedCacheLocator")
+    monkeypatch.setattr(numba_config, "CACHE_DIR", "")
+    with pytest.raises(RuntimeError, match="no locator available"):
+        njit(cache=True)(user_engine)
+    path = ensure_cache_location()
+    assert path is not None and numba_config.CACHE_DIR == path and path.startswith(tempfile.gettempdir())
+    njit(cache=True)(user_engine)  # numba accepts cached kernels again
+    monkeypatch.undo()
+    assert ensure_cache_location() is None  # where the suite runs, the default location is writable
