@@ -1,4 +1,4 @@
-"""How the persistence pool starts (decision 37): every worker at once, compiled code loaded.
+"""How the persistence pool starts (decision 40): every worker at once, compiled code loaded.
 
 ``PersistencePool.warm`` returns once every worker is running with its kernels loaded; the
 warm-up parts together compile everything a real task uses and no kernel twice; the workers

@@ -88,7 +88,7 @@ class DistillSettings:
 
 def warm_up_persistence(workers: int | None = None) -> None:
     """Size the persistence pool of this process (``--topo-workers``; None = its share of the cores,
-    ``fast.persistence.worker_share``) and wait until its workers are ready (decision 37).
+    ``fast.persistence.worker_share``) and wait until its workers are ready (decision 40).
 
     Under a time budget (decision 6c) a worker's start-up (process launch, loading or, on a new
     machine, compiling its kernels) would otherwise be charged to the first step's H1 and drop it

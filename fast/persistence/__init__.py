@@ -45,7 +45,7 @@ import numpy as np
 
 from fast.persistence.numba_cache import ensure_cache_location
 
-ensure_cache_location()  # before any kernel is defined (decision 37)
+ensure_cache_location()  # before any kernel is defined (decision 40)
 
 from fast.persistence.cloud import deadline_after
 from fast.persistence.contract import CloudPersistence, H1Engine

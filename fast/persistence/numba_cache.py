@@ -1,6 +1,6 @@
 """Where numba keeps this package's compiled kernels: a writable place, else a temporary one.
 
-Part of decision 37 (the persistence pool is ready at once): every kernel of the persistence
+Part of decision 40 (the persistence pool is ready at once): every kernel of the persistence
 engine (TPS of paper Algorithm 5, the edge stage and the H1 reduction of Algorithm 1's "Ripser"
 step) is ``@njit(cache=True)``, so a worker loads what an earlier process compiled. numba looks
 for a writable place in turn: ``NUMBA_CACHE_DIR``, ``__pycache__`` next to the sources, the

@@ -8,7 +8,7 @@ serial loop (0.42 s vs 0.43 s) because giotto-ph holds the GIL during the comput
 pool of 2 processes takes 0.27 s. Clouds therefore run in worker *processes*, this process's
 share of the cores (:func:`worker_share`), all started when the pool is created and reused
 (``fast.persistence.worker``: how they start, and how their compiled kernels are compiled once
-and then loaded, decision 37). A task is one
+and then loaded, decision 40). A task is one
 cloud, done entirely in one worker so nothing waits on the calling process: optionally TPS on
 the cloud's points first (``fast.persistence.sampling``; the selected rows are sent back at once,
 so that the other model's task for the same cloud can start), then the float64 distances of the
@@ -100,7 +100,7 @@ class _Slot:
 
     def _start(self, first_parts: tuple[int, ...], barrier: threading.Barrier) -> None:
         """Start the worker: compile its share of the kernels while the other slots compile
-        theirs, then load them all (decision 37)."""
+        theirs, then load them all (decision 40)."""
         try:
             self._start_process()
             self._warm(first_parts)
@@ -214,7 +214,7 @@ class PersistencePool:
             self._slots = [_Slot(self, i, share, barrier) for i, share in enumerate(compile_shares(workers))]
 
     def warm(self) -> None:
-        """Block until every worker has started and loaded its compiled kernels (decision 37).
+        """Block until every worker has started and loaded its compiled kernels (decision 40).
 
         Training and the benchmarks call it before their first timed step, so that no step pays
         for a worker's start. Raises RuntimeError if a worker could not start (the pool then

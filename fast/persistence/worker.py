@@ -1,6 +1,6 @@
 """The persistence worker process: its task loop and the warm-up of its compiled kernels.
 
-The worker side of ``fast.persistence.pool`` (decisions 6c and 37): one process computes, per
+The worker side of ``fast.persistence.pool`` (decisions 6c and 40): one process computes, per
 task, the TPS rows of a cloud (paper Algorithm 5, optional), then its H0 part and its H1 part
 (Algorithm 1, lines 5 and 12). It is a plain interpreter started by the pool
 (:data:`BOOT`): it imports this package and numpy/numba only, never the script that started the
@@ -8,7 +8,7 @@ pool (so a script without an ``if __name__ == "__main__":`` guard works, and a t
 process's torch and models are not imported again in every worker), and talks to the pool over
 a socket.
 
-Warm-up (decision 37). Compiling the kernels takes most of a fresh worker's start, and numba's
+Warm-up (decision 40). Compiling the kernels takes most of a fresh worker's start, and numba's
 on-disk cache lets every later process load them instead. The kernels fall into
 :data:`WARM_UP_PARTS`, four parts that share no kernel; a pool that starts K workers has each
 worker compile (or load) its share of them first (:func:`compile_shares`), so that each part is
@@ -74,7 +74,7 @@ WARM_UP_PARTS: tuple[Callable[[], None], ...] = (_warm_sampling, _warm_certifica
 """Parts of the compiled code that share no kernel, each warmed by one call."""
 
 COMPILE_COSTS = (9.0, 3.5, 5.0, 8.0)
-"""Relative compile time of each part, measured here (decision 37): only their ratios matter."""
+"""Relative compile time of each part, measured here (decision 40): only their ratios matter."""
 
 
 def compile_shares(workers: int) -> list[tuple[int, ...]]:
