@@ -98,8 +98,8 @@ def warm_up(parts: Sequence[int]) -> None:
 def _run_task(conn: Connection, task: tuple, warm: list[H1Engine]) -> None:
     points, engine, time_budget, with_h1, sample = task
     if with_h1 and engine not in warm:
-        # A new engine (the native one is warm already) runs once on a 4-point cloud, outside
-        # any budget: loading its code must not be charged to a cloud's H1.
+        # A new engine runs once on a 4-point cloud, outside any budget: loading its code (say
+        # giotto-ph's library; the native kernels are loaded by the warm-up) is no cloud's H1.
         engine(distances(np.eye(4)), None)
         warm.append(engine)
     if sample is not None:
@@ -123,7 +123,7 @@ def serve(conn: Connection) -> None:
     while True:
         try:
             message = conn.recv()
-        except EOFError:  # the pool's process ended without stopping us
+        except (EOFError, ConnectionResetError):  # the pool's process ended without stopping us
             return
         if message is None:
             return
@@ -134,6 +134,8 @@ def serve(conn: Connection) -> None:
                 conn.send(("warm", None))
             else:
                 _run_task(conn, payload, warm)
+        except (BrokenPipeError, ConnectionResetError):  # the pool's process went away during the task
+            return
         except Exception as exc:  # reported to the caller through the future, with the traceback text
             conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
 
