@@ -24,11 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from fast.persistence import compute_diagrams, default_pool, set_default_workers
+from fast.persistence import default_pool, set_default_workers
 from fast.kld import kld
 from fast.saliency import saliency_loss
 from fast.topo_loss import DEFAULT_M, TopoLossJob
@@ -92,15 +91,14 @@ class DistillSettings:
 
 def warm_up_persistence(workers: int | None = None) -> None:
     """Size the persistence pool of this process (``--topo-workers``; None = its share of the cores,
-    ``fast.persistence.worker_share``) and start its worker processes before the first step.
+    ``fast.persistence.worker_share``) and wait until its workers are ready (decision 41).
 
-    The workers start lazily on first use; under a time budget (decisions 6c) their start-up
-    (process launch and imports, seconds on a loaded machine) would otherwise be charged to the
-    first step's H1 and drop it to H0 only.
+    Under a time budget (decision 6c) a worker's start-up (process launch, loading or, on a new
+    machine, compiling its kernels) would otherwise be charged to the first step's H1 and drop it
+    to H0 only.
     """
     set_default_workers(workers)
-    rng = np.random.default_rng(0)
-    compute_diagrams([rng.normal(size=(8, 3)) for _ in range(max(default_pool().workers, 1))])
+    default_pool().warm()
 
 
 def _stage_positions(layers: Sequence[int], available: int) -> list[int]:
