@@ -1,4 +1,4 @@
-"""The topological loss launches a fixed number of operators per batch, not per cloud (decision 38).
+"""The topological loss launches a fixed number of operators per batch, not per cloud (decision 39).
 
 Counts of ``benchmarks.op_counts`` (exact, no timing) on the CUDA path's operators, forced on CPU
 tensors: the backward of ``fast.topo_loss`` dispatches the same operators for 1 and for 6 clouds

@@ -21,7 +21,7 @@ memory); elsewhere it is the tensor form.
 A batch's diagrams go through :func:`segment_pwcd` together (``fast.topo_loss``: every cloud's H0
 and H1 at once): the same operators whatever the number of diagrams, so the forward and backward
 of a batch are a few launches each on a GPU, and the device search synchronises once per batch
-(decision 38). :func:`pwcd` is the case of one diagram pair.
+(decision 39). :func:`pwcd` is the case of one diagram pair.
 """
 from __future__ import annotations
 

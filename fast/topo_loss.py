@@ -34,7 +34,7 @@ engine's worker processes while the GPU does other work::
 
 On every device the normalised features of a model go to the host once per batch
 (``fast.transfer.to_host``: on CUDA a pinned, non-blocking copy on a side stream, so the student
-forward runs while the teacher's features travel, decision 38), and with the worker pool each
+forward runs while the teacher's features travel, decision 39), and with the worker pool each
 teacher cloud is one task of the engine's pool: TPS (Algorithm 5, the compiled kernel
 ``fast.persistence.tps_indices``), then the teacher diagrams of the selected points, all in one
 worker process; the selected rows come back as soon as TPS is done, and the student task of that
@@ -184,7 +184,7 @@ class TopoLossJob:
             teacher64 = self._normalized(teacher_feats.detach().to(torch.float64))
         # where the diagrams run: the worker pool or the device batch path (decision 34)
         self.runner = default_runner(str(self.device)) if pool is None else pool
-        # TPS and the teacher diagrams start when the features have reached the host (decision 38)
+        # TPS and the teacher diagrams start when the features have reached the host (decision 39)
         self._teacher = to_host(teacher64, self._start_teacher)
         self._student: Optional[Future] = None
         self._student_feats: Optional[torch.Tensor] = None

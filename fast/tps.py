@@ -10,7 +10,7 @@ Every cloud runs the compiled loop of ``fast.persistence.tps_indices`` on the ho
 which returns the reference's indices bit for bit and skips, by the triangle inequality, the
 distances that cannot change the running minimum (the persistence workers run the same kernel).
 Features on another device are copied to the host once and the indices come back in one copy
-(decision 38: the M greedy steps on a GPU were M launches of small kernels per batch, and their
+(decision 39: the M greedy steps on a GPU were M launches of small kernels per batch, and their
 float64 distances summed in another order than the reference's).
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The persistence step runs on the host (TPS and the diagrams in the engine's worker processes), so
 the normalised features of a batch go to the host once per model and the selected rows, critical
-edges and teacher values come back once (decision 38). On a CUDA device neither direction makes
+edges and teacher values come back once (decision 39). On a CUDA device neither direction makes
 the calling thread wait for the device:
 
 * :func:`to_host` copies a tensor into pinned host memory on a side stream, after the work queued

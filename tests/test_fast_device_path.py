@@ -1,4 +1,4 @@
-"""The device path of ``fast.topo_loss`` (decision 38), exercised on the CPU where it can be.
+"""The device path of ``fast.topo_loss`` (decision 39), exercised on the CPU where it can be.
 
 What CUDA runs differently from the CPU: the features reach the host through ``fast.transfer``
 (pinned, non-blocking, the work started in copy order), and PWCD's tie search is the padded tensor
