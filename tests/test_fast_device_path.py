@@ -161,3 +161,14 @@ def test_to_host_on_cuda_copies_after_the_queued_work_in_its_own_thread() -> Non
     future = to_host(y, lambda a: threads.append(threading.current_thread().name) or a.copy())
     np.testing.assert_array_equal(future.result(), (x * 2.0 + 1.0).cpu().numpy())
     assert threads[0].startswith("fast-host-copy")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_nan_features_on_cuda_are_refused_from_the_host_copy() -> None:
+    rng = np.random.default_rng(13)
+    S, T, offsets = student_teacher_batch(rng, [20, 15], 8, "scale", seed=0)
+    T[3, 0] = np.nan
+    s = torch.tensor(S, device="cuda", requires_grad=True)
+    with pytest.raises(ValueError, match="contains NaN or Inf"):
+        fast.topo_loss(s, torch.tensor(T, device="cuda"), offsets, m=8)

@@ -173,10 +173,9 @@ def _float64_clouds(points: Sequence[np.ndarray], name: str) -> list[np.ndarray]
     for b, p in enumerate(points):
         a = np.ascontiguousarray(p, dtype=np.float64)
         if a.ndim != 2 or a.shape[0] < 1:
-            raise ValueError(f"{name} {b} must be an (M, C) array with M >= 1, got shape {a.shape}")
+            raise ValueError(f"{name}[{b}] must be an (M, C) array with M >= 1, got shape {a.shape}")
         if not np.isfinite(a).all():
-            raise ValueError(f"{name} {b} contains NaN or Inf; check the features fed to the persistence engine "
-                             "(the model's output)")
+            raise ValueError(f"{name}[{b}] contains NaN or Inf; check the features fed to the persistence engine")
         arrays.append(a)
     return arrays
 
@@ -214,7 +213,7 @@ def submit_diagrams(
         list of ``Future[CloudPersistence]`` in batch order.
     """
     check_time_budget(time_budget)
-    arrays = _float64_clouds(points, name)
+    arrays = _float64_clouds(points, "points")
     if rows is not None and len(rows) != len(arrays):
         raise ValueError(f"rows has {len(rows)} entries for {len(arrays)} clouds; give one selection per cloud")
     h1_engine = resolve_engine(engine)
@@ -248,7 +247,7 @@ def submit_tps_diagrams(
     check_time_budget(time_budget)
     if isinstance(m, bool) or int(m) != m or m < 1:
         raise ValueError(f"TPS budget m must be an integer >= 1, got {m!r}")
-    arrays = _float64_clouds(clouds, name)
+    arrays = _float64_clouds(clouds, "clouds")
     h1_engine = resolve_engine(engine)
     pool = default_pool() if pool is None else pool
     pairs = [
