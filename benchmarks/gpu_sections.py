@@ -17,7 +17,7 @@ What each section measures (paper references in brackets):
   each persistence path (worker pool, device batch), and the default it recommends for
   ``fast.persistence.DEFAULT_PATHS``;
 * ``table6`` - paper Table 6 (App. B.4) rows of ``fast.topo_loss`` on the device: forward,
-  backward, peak device memory per N;
+  backward, peak device memory per N, every persistence worker warm before the first timing;
 * ``cost`` - paper Tables 8 and 9: teacher vs student inference latency, throughput, peak memory,
   parameters and GFLOPs (paper: student 1.64x faster);
 * ``distill`` - a few hundred distillation steps (Eq. 8, all terms) of the paper presets on
@@ -325,7 +325,12 @@ def table6(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: 
     from benchmarks.report import PAPER_TABLE6
     from benchmarks.table6 import FAMILY, in_process_methods
 
+    from train.steps import warm_up_persistence
+
     loss_fn = in_process_methods()["ours"]
+    # every persistence worker started and its compiled code loaded first (one cloud lands on any
+    # worker: a cold one took 1.4-1.6 s instead of about 11 ms), then the device's kernels once
+    warm_up_persistence()
     warm_s, warm_t = student_teacher(8, FAMILY, seed=1)
     loss_fn(warm_s.detach().to(device).requires_grad_(True), warm_t.to(device)).backward()
     rows = []

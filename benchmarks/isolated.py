@@ -6,7 +6,10 @@ process (``python -m benchmarks.isolated SPEC``) that:
 
 - caps its own address space (``RLIMIT_AS``) at its size after imports plus ``memory_limit_mb``, so
   an allocation the machine cannot afford fails at once with an allocator error (reported as
-  ``"out of memory"``) instead of pushing a shared machine into swap or the OOM killer;
+  ``"out of memory"``) instead of pushing a shared machine into swap or the OOM killer; with
+  ``memory_limit_mb=None`` it sets no cap (a CUDA measurement: initialising CUDA reserves far more
+  address space than any cap leaves, and fails with "cudaGetDeviceCount() ... out of memory"; the
+  device's memory is measured with ``torch.cuda.max_memory_allocated`` instead);
 - passes a deadline to the measured function if it takes a ``deadline`` argument (it raises
   ``TimeoutError`` -> ``"timeout"``), and is killed by the parent shortly after the deadline if it
   does not stop by itself (also ``"timeout"``).
@@ -25,7 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 RESULT_MARKER = "@@isolated-result@@"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -33,13 +36,15 @@ _KILL_GRACE_S = 20.0
 _OOM_WORDS = ("not enough memory", "can't allocate memory", "cannot allocate memory", "out of memory")
 
 
-def run_isolated(target: str, kwargs: dict[str, Any], timeout_s: float, memory_limit_mb: float) -> dict[str, Any]:
+def run_isolated(target: str, kwargs: dict[str, Any], timeout_s: float,
+                 memory_limit_mb: Optional[float]) -> dict[str, Any]:
     """Run ``module:function(**kwargs)`` in a child process; return its dict plus run metadata.
 
+    ``memory_limit_mb``: the child's address-space allowance beyond its imports, or None for no cap.
     The result always has ``status`` in ``ok`` | ``timeout`` | ``out of memory``, ``timeout_s``,
     ``memory_limit_mb`` and ``wall_s`` (child start to end, imports included).
     """
-    if timeout_s <= 0 or memory_limit_mb <= 0:
+    if timeout_s <= 0 or (memory_limit_mb is not None and memory_limit_mb <= 0):
         raise ValueError(f"timeout_s ({timeout_s}) and memory_limit_mb ({memory_limit_mb}) must be > 0")
     spec = {"target": target, "kwargs": kwargs, "timeout_s": timeout_s, "memory_limit_mb": memory_limit_mb}
     env = dict(os.environ)
@@ -89,7 +94,8 @@ def _cap_address_space(memory_limit_mb: float) -> None:
 def _child(spec: dict[str, Any]) -> dict[str, Any]:
     module, name = spec["target"].split(":")
     fn = getattr(importlib.import_module(module), name)
-    _cap_address_space(spec["memory_limit_mb"])
+    if spec["memory_limit_mb"] is not None:
+        _cap_address_space(spec["memory_limit_mb"])
     kwargs = dict(spec["kwargs"])
     if "deadline" in inspect.signature(fn).parameters:
         kwargs["deadline"] = time.perf_counter() + spec["timeout_s"]

@@ -120,7 +120,8 @@ def _naive_cell(rec: dict[str, Any] | None) -> list[str]:
         if rec["status"] == "timeout":
             text = f"timeout (> {rec['timeout_s']:.0f} s)"
         else:
-            text = f"out of memory (cap {rec['memory_limit_mb'] / 1024:.0f} GiB)"
+            cap = rec["memory_limit_mb"]
+            text = "out of memory" + ("" if cap is None else f" (cap {cap / 1024:.0f} GiB)")
         return [text, "-", "-"]
     return [_fmt(rec["forward_s"]), _fmt(rec["backward_s"]), _fmt(rec.get("rss_peak_mb"))]
 

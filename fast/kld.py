@@ -12,7 +12,7 @@ The arithmetic runs in float64 whatever the input precision: the KL is a sum of 
 The labelled mean uses a mask rather than boolean indexing, so no host synchronisation is needed
 beyond the input checks, which read both finiteness flags at once (decision 39). ``class_weight``
 (K,) makes it the mean weighted by each point's class weight, ``sum_i w_{y_i} KL_i / sum_i w_{y_i}``
-(decision 42; needs ``labels``); its checks are one more host read.
+(decision 44; needs ``labels``); its checks are one more host read.
 """
 from __future__ import annotations
 

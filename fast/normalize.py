@@ -19,7 +19,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Optional, Union
 
+import numpy as np
 import torch
+
+from fast.transfer import to_device
 
 MODES = ("scale", "l2", "none")
 
@@ -90,9 +93,12 @@ def normalize(feats: torch.Tensor, offsets: Union[torch.Tensor, Sequence[int]], 
     if mode == "l2":
         picked = feats if rows is None else feats[rows]
         return picked / (torch.linalg.vector_norm(picked, dim=1, keepdim=True) + eps)
-    ids = cloud_ids(offsets, feats.device, feats.shape[0])
+    # the offsets reach the device without a wait, and the counts come from them (a bincount
+    # would read its largest id on the host)
+    off = to_device(np.asarray(offsets, dtype=np.int64), feats.device)
+    ids = cloud_ids(off, feats.device, feats.shape[0])
     num_clouds = len(offsets)
-    counts = torch.bincount(ids, minlength=num_clouds).to(feats.dtype)
+    counts = torch.diff(off, prepend=off.new_zeros(1)).to(feats.dtype)
     sums = feats.new_zeros(num_clouds, feats.shape[1]).index_add(0, ids, feats)
     centred = feats - (sums / counts[:, None])[ids]
     sq = feats.new_zeros(num_clouds).index_add(0, ids, (centred * centred).sum(dim=1))

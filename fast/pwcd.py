@@ -17,8 +17,16 @@ value, bit for bit, and the gradient ``torch.amin`` would give, computed on thos
 On the CPU the search is a compiled sweep in the order of the deaths (:func:`_nearest_ties`, the
 same float operations as the tensor form on the pairs it does not prune, no (M, K) matrix in
 memory); elsewhere it is the tensor form.
+
+A batch's diagrams go through :func:`segment_pwcd` together (``fast.topo_loss``: every cloud's H0
+and H1 at once): the same operators whatever the number of diagrams, so the forward and backward
+of a batch are a few launches each on a GPU, and the device search synchronises once per batch
+(decision 42). :func:`pwcd` is the case of one diagram pair.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,6 +35,36 @@ from numba import njit
 
 def _dist_diag(pairs: torch.Tensor) -> torch.Tensor:
     return (pairs[:, 1] - pairs[:, 0]) ** 2 / 2.0
+
+
+@dataclass(frozen=True)
+class Segments:
+    """S diagrams stacked row after row in one tensor: the row count of each (on the host) and, on
+    the tensor's device, the diagram of every row (``ids``) and its position in it (``local``)."""
+
+    sizes: list[int]
+    ids: torch.Tensor
+    local: torch.Tensor
+
+    @staticmethod
+    def host_index(sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``ids`` and ``local`` of :class:`Segments` for ``sizes``, as int64 host arrays (to be
+        copied to the device with the caller's other indices)."""
+        ids = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+        starts = np.cumsum([0] + list(sizes[:-1]), dtype=np.int64)
+        return ids, np.arange(len(ids), dtype=np.int64) - starts[ids]
+
+    def starts(self) -> torch.Tensor:
+        """(S,) first row of every diagram, on the device (no synchronisation)."""
+        counts = torch.zeros(len(self.sizes), dtype=torch.int64, device=self.ids.device).index_add_(
+            0, self.ids, torch.ones_like(self.ids))
+        return torch.cumsum(counts, 0) - counts
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """(S,) sum of ``values`` (one per row) over each diagram: one padded (S, max size) row
+        per diagram, summed along it."""
+        padded = values.new_zeros(len(self.sizes), max(self.sizes, default=0))
+        return padded.index_put((self.ids, self.local), values).sum(dim=1)
 
 
 def pwcd(teacher_pairs: torch.Tensor, student_pairs: torch.Tensor, eps_w: float = 1e-8) -> torch.Tensor:
@@ -40,52 +78,106 @@ def pwcd(teacher_pairs: torch.Tensor, student_pairs: torch.Tensor, eps_w: float 
             raise ValueError(f"{name} must be a (K, 2) tensor of (birth, death) pairs, got shape {tuple(t.shape)}")
     if not eps_w > 0:
         raise ValueError(f"eps_w must be > 0 (paper: epsilon > 0), got {eps_w}")
+
+    def one(size: int) -> Segments:
+        return Segments([size], torch.zeros(size, dtype=torch.int64, device=student_pairs.device),
+                        torch.arange(size, device=student_pairs.device))
+
+    return segment_pwcd(teacher_pairs, student_pairs, one(teacher_pairs.shape[0]), one(student_pairs.shape[0]),
+                        eps_w)[0]
+
+
+def segment_pwcd(teacher_pairs: torch.Tensor, student_pairs: torch.Tensor, teacher: Segments, student: Segments,
+                 eps_w: float) -> torch.Tensor:
+    """(S,) PWCD of S diagram pairs at once: diagram ``s`` of the stacked (M, 2) ``teacher_pairs``
+    (rows ``teacher``) against diagram ``s`` of the stacked (K, 2) ``student_pairs`` (rows
+    ``student``), each exactly :func:`pwcd` of that pair (arguments as there, validated by the
+    caller). The operators are the same for any S: a batch's backward is a few launches, not a
+    few per diagram.
+    """
     P = teacher_pairs.detach().to(student_pairs.dtype)
     Q = student_pairs
-    M, K = P.shape[0], Q.shape[0]
-    loss = Q.new_zeros(())
-    if M == 0 and K == 0:
-        return loss
-    diag_T = _dist_diag(P)
-    diag_S = _dist_diag(Q)
-    if M > 0 and K > 0:
-        with torch.no_grad():
-            if Q.device.type == "cpu":
-                nn_T, nn_S, ties_T, ties_S = (torch.from_numpy(a) for a in _nearest_ties(
-                    P[:, 0].numpy(), P[:, 1].numpy(), Q[:, 0].detach().contiguous().numpy(),
-                    Q[:, 1].detach().contiguous().numpy(), diag_T.numpy(), diag_S.detach().numpy()))
-            else:
-                # (M, K) squared distances as two 2-D terms: the same sum (db^2 + dd^2) as the reference
-                cost = (P[:, 0, None] - Q[None, :, 0]) ** 2 + (P[:, 1, None] - Q[None, :, 1]) ** 2
-                nn_T, nn_S = torch.amin(cost, dim=1), torch.amin(cost, dim=0)
-                ties_T = torch.nonzero((cost == nn_T[:, None]) & (nn_T <= diag_T)[:, None])
-                ties_S = torch.nonzero((cost == nn_S[None, :]) & (nn_S <= diag_S.detach())[None, :])
-            match_T, match_S = nn_T <= diag_T, nn_S <= diag_S.detach()
-        term_T = torch.where(match_T, _tied_minimum(P, Q, nn_T, ties_T, 0, M), diag_T)
-        term_S = torch.where(match_S, _tied_minimum(P, Q, nn_S, ties_S, 1, K), diag_S)
-    else:
-        term_T, term_S = diag_T, diag_S
-    if M > 0:
-        w = torch.log1p(torch.clamp(P[:, 1] - P[:, 0], min=0.0))
-        w_bar = w.sum() + eps_w
-        loss = loss + (w * term_T).sum() / w_bar
-    if K > 0:
-        loss = loss + term_S.mean()
-    return loss
+    M = P.shape[0]
+    diag = torch.cat([_dist_diag(P), _dist_diag(Q)])  # teacher rows, then student rows
+    with torch.no_grad():
+        search = _host_ties if Q.device.type == "cpu" else _device_ties
+        nn, ties, owner = search(P, Q.detach(), diag.detach(), teacher, student)
+        match = nn <= diag.detach()
+    term = torch.where(match, _tied_minima(P, Q, nn, ties, owner), diag)
+    term_T, term_S = term[:M], term[M:]
+    w = torch.log1p(torch.clamp(P[:, 1] - P[:, 0], min=0.0))
+    recall = teacher.sum(w * term_T) / (teacher.sum(w) + eps_w)
+    precision = student.sum(term_S) / student.sum(torch.ones_like(term_S)).clamp(min=1.0)
+    return recall + precision
 
 
-def _tied_minimum(P: torch.Tensor, Q: torch.Tensor, nn: torch.Tensor, ties: torch.Tensor, axis: int,
-                  size: int) -> torch.Tensor:
-    """The minima ``nn`` (over teacher rows, ``axis=0``, or student columns, ``axis=1``) as
-    differentiable values: ``nn`` plus, for each minimum, the mean over its tied ``(p, q)`` pairs
-    of ``cost - cost.detach()`` (zero, with the gradient of the minimum)."""
+def _tied_minima(P: torch.Tensor, Q: torch.Tensor, nn: torch.Tensor, ties: torch.Tensor,
+                 owner: torch.Tensor) -> torch.Tensor:
+    """The minima ``nn`` (teacher rows, then student rows) as differentiable values: ``nn`` plus,
+    for each minimum, the mean over its tied ``(p, q)`` pairs (``ties``, the minimum each belongs
+    to in ``owner``) of ``cost - cost.detach()`` (zero, with the gradient of the minimum)."""
     p, q = ties[:, 0], ties[:, 1]
     cost = (P[p, 0] - Q[q, 0]) ** 2 + (P[p, 1] - Q[q, 1]) ** 2
-    owner = ties[:, axis]
+    size = nn.shape[0]
     count = torch.zeros(size, dtype=Q.dtype, device=Q.device).index_add_(
         0, owner, torch.ones_like(cost, dtype=Q.dtype))
     share = (cost - cost.detach()) / count[owner]
     return nn + torch.zeros(size, dtype=Q.dtype, device=Q.device).index_add(0, owner, share)
+
+
+Search = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""``(nn, ties, owner)``: the (M + K,) minima (``inf`` where the other diagram is empty), the
+(T, 2) tied ``(p, q)`` pairs of the minima not above their diagonal cost, and the minimum of each
+(a teacher row ``p``, or ``M + q``)."""
+
+
+def _host_ties(P: torch.Tensor, Q: torch.Tensor, diag: torch.Tensor, teacher: Segments, student: Segments) -> Search:
+    """The compiled sweep (:func:`_nearest_ties`) diagram by diagram."""
+    M = P.shape[0]
+    p0, p1, q0, q1 = (a.contiguous().numpy() for a in (P[:, 0], P[:, 1], Q[:, 0], Q[:, 1]))
+    d = diag.numpy()
+    nn = np.full(d.shape[0], np.inf, dtype=d.dtype)
+    ties, owners = [np.zeros((0, 2), dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    a = c = 0
+    for m, k in zip(teacher.sizes, student.sizes):
+        if m and k:
+            nn_p, nn_q, ties_p, ties_q = _nearest_ties(p0[a : a + m], p1[a : a + m], q0[c : c + k], q1[c : c + k],
+                                                       d[a : a + m], d[M + c : M + c + k])
+            nn[a : a + m], nn[M + c : M + c + k] = nn_p, nn_q
+            ties += [ties_p + (a, c), ties_q + (a, c)]
+            owners += [ties_p[:, 0] + a, ties_q[:, 1] + M + c]
+        a, c = a + m, c + k
+    return torch.from_numpy(nn), torch.from_numpy(np.concatenate(ties)), torch.from_numpy(np.concatenate(owners))
+
+
+def _device_ties(P: torch.Tensor, Q: torch.Tensor, diag: torch.Tensor, teacher: Segments, student: Segments) -> Search:
+    """Every diagram's (M_s, K_s) cost matrix in one padded (S, max M_s, max K_s) tensor: a few
+    launches for the batch and one synchronisation (the number of ties)."""
+    M, S = P.shape[0], len(teacher.sizes)
+    m_max, k_max = max(teacher.sizes, default=0), max(student.sizes, default=0)
+    if not (m_max and k_max):  # no diagram has both sides: no minimum
+        empty = torch.zeros(0, dtype=torch.int64, device=P.device)
+        return diag.new_full(diag.shape, torch.inf), empty.view(0, 2), empty
+
+    def padded(values: torch.Tensor, rows: Segments, width: int, fill: object) -> torch.Tensor:
+        out = values.new_full((S, width) + values.shape[1:], fill)
+        return out.index_put((rows.ids, rows.local), values)
+
+    Pp, Qp = padded(P, teacher, m_max, 0.0), padded(Q, student, k_max, 0.0)
+    valid = (padded(torch.ones_like(P[:, 0], dtype=torch.bool), teacher, m_max, False)[:, :, None]
+             & padded(torch.ones_like(Q[:, 0], dtype=torch.bool), student, k_max, False)[:, None, :])
+    # the cost of every pair as the reference sums it (db^2 + dd^2), +inf outside the diagrams
+    cost = (Pp[:, :, None, 0] - Qp[:, None, :, 0]) ** 2 + (Pp[:, :, None, 1] - Qp[:, None, :, 1]) ** 2
+    cost = cost.masked_fill(~valid, torch.inf)
+    nn_p, nn_q = cost.amin(dim=2), cost.amin(dim=1)
+    # padded rows get a diagonal cost of -inf: never a match
+    diag_p, diag_q = padded(diag[:M], teacher, m_max, -torch.inf), padded(diag[M:], student, k_max, -torch.inf)
+    tied = torch.stack([(cost == nn_p[:, :, None]) & (nn_p <= diag_p)[:, :, None],
+                        (cost == nn_q[:, None, :]) & (nn_q <= diag_q)[:, None, :]])
+    kind, s, i, j = torch.nonzero(tied).unbind(1)
+    p, q = teacher.starts()[s] + i, student.starts()[s] + j
+    nn = torch.cat([nn_p[teacher.ids, teacher.local], nn_q[student.ids, student.local]])
+    return nn, torch.stack([p, q], dim=1), torch.where(kind == 0, p, M + q)
 
 
 @njit(nogil=True, cache=True)

@@ -12,7 +12,7 @@ counts the initial value of the output as one of them even with* ``include_self=
 outputs are therefore initialised with +inf (min) / -inf (max), which no finite entry equals, so
 the split is uniform over the tied input points only, exactly as in the reference. ``abs`` has
 derivative sign(0) = 0 in autograd, as in the reference. Teacher maps are computed without grad.
-``detach_range=True`` (decision 41) takes the min and max from the detached map.
+``detach_range=True`` (decision 43) takes the min and max from the detached map.
 
 Input checks (decision 39): the data checks of all layers (finite values, END offsets, every input
 point inside its own cloud's rows) are gathered into one flag on the device and read once; only

@@ -32,12 +32,18 @@ engine's worker processes while the GPU does other work::
     ...                                                 # other losses, other GPU work
     loss_topo = job.loss()                              # joins; differentiable scalar
 
-On the CPU, with the worker pool, each teacher cloud is one task of the engine's pool: TPS
-(Algorithm 5, the compiled kernel ``fast.persistence.tps_indices``), then the teacher diagrams of the selected points, all in
-one worker process; the selected rows come back as soon as TPS is done, and the student task of
-that cloud starts from them without any work in the calling process. On another device TPS runs
-batched there (``fast.tps``) and the selected points go to the pool or, where
-``fast.persistence.DEFAULT_PATHS`` says so (decision 34), to the device batch path.
+On every device the normalised features of a model go to the host once per batch
+(``fast.transfer.to_host``: on CUDA a pinned, non-blocking copy on a side stream, so the student
+forward runs while the teacher's features travel, decision 42), and with the worker pool each
+teacher cloud is one task of the engine's pool: TPS (Algorithm 5, the compiled kernel
+``fast.persistence.tps_indices``), then the teacher diagrams of the selected points, all in one
+worker process; the selected rows come back as soon as TPS is done, and the student task of that
+cloud starts from them without any work in the calling process. With the device batch path
+(``fast.persistence.DEFAULT_PATHS``, decision 34) TPS runs in the same compiled kernel before the
+batch is handed over. The results come back to the device in one copy: the selected rows, every
+critical edge and the teacher diagrams; the PWCD of all clouds and dimensions is then one set of
+operators (``fast.pwcd.segment_pwcd``), so the loss's forward and backward launch a fixed number of
+kernels per batch, not per cloud.
 
 :func:`topo_loss` is exactly those three calls in a row. Time budget (decision 6c): each cloud's
 H1 gets ``time_budget`` seconds of its own computation (time in the queue does not count); if the
@@ -66,13 +72,14 @@ from fast.persistence import (
     resolve_engine,
     submit_diagrams,
     submit_tps_diagrams,
+    tps_indices,
 )
 from fast.normalize import MODES, check_end_offsets
 from fast.normalize import normalize as normalize_clouds
 from fast.persistence_image import persistence_image_distance
-from fast.pwcd import pwcd
+from fast.pwcd import Segments, segment_pwcd
 from fast.sinkhorn import sinkhorn_distance
-from fast.tps import tps
+from fast.transfer import to_device, to_host
 # the method's defaults and option checks are defined once, with the reference
 from reference.persistence_image import DEFAULT_PI_NORM
 from reference.sinkhorn import DEFAULT_SINKHORN_EPS
@@ -87,6 +94,8 @@ def _check_feats(feats: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be a non-empty 2-D (N, C) feature tensor, got shape {tuple(feats.shape)}")
     if not feats.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {feats.dtype}")
+    if feats.device.type != "cpu":
+        return  # read on the host copy by the persistence front door: no wait for the device here
     # min and max propagate NaN and reach +-Inf: one pass without a mask as large as the features
     if not bool(torch.isfinite(torch.stack(torch.aminmax(feats.detach()))).all()):
         bad = int((~torch.isfinite(feats.detach())).sum())
@@ -116,13 +125,13 @@ def _check_options(m: int, normalize: str, tie_tol: float, eps_w: float, eps_dis
 
 
 def _normalized_entropy(weights: torch.Tensor) -> float:
-    """``-sum p log p / log K`` of ``p = weights / sum(weights)`` over K >= 2 entries (0 log 0 = 0; 0 if all 0)."""
+    """``-sum p log p / log K`` of ``p = weights / sum(weights)`` over K >= 2 entries (0 log 0 = 0; 0 if all 0),
+    computed where ``weights`` lie and read once."""
     total = weights.sum()
-    if not bool(total > 0):
-        return 0.0
-    p = weights / total
-    p = p[p > 0]
-    return float(-(p * p.log()).sum() / math.log(weights.numel()))
+    p = weights / torch.where(total > 0, total, torch.ones_like(total))
+    positive = p > 0
+    return float(-torch.where(positive, p * torch.where(positive, p, torch.ones_like(p)).log(), 0.0).sum()
+                 / math.log(weights.numel()))
 
 
 def _working_dtype(*feats: torch.Tensor) -> torch.dtype:
@@ -171,34 +180,40 @@ class TopoLossJob:
         self.device = teacher_feats.device
         self.h1_misses: Optional[dict[str, int]] = None
         check_time_budget(time_budget)
-        with_h1 = 1 in self.dims
         with torch.no_grad():
             teacher64 = self._normalized(teacher_feats.detach().to(torch.float64))
         # where the diagrams run: the worker pool or the device batch path (decision 34)
         self.runner = default_runner(str(self.device)) if pool is None else pool
-        if self.device.type == "cpu" and isinstance(self.runner, PersistencePool):
-            # TPS and the diagrams of each cloud in one worker
-            self._rows, self._teacher = submit_tps_diagrams(
-                self._clouds(teacher64), self.m, self.seed, self.engine, self.runner, time_budget, with_h1,
-                "teacher cloud")
-        else:  # TPS batched on the device, the selected points to the runner
-            local = tps(teacher64, self.ends, self.m, self.seed)
-            self._rows = [_done(idx.cpu().numpy()) for idx in local]
-            self._teacher = submit_diagrams(self._clouds(teacher64), self.engine, self.runner, time_budget, with_h1,
-                                            "teacher cloud", rows=self._rows)
-        self._student: Optional[list[Future]] = None
+        # TPS and the teacher diagrams start when the features have reached the host (decision 42)
+        self._teacher = to_host(teacher64, self._start_teacher)
+        self._student: Optional[Future] = None
         self._student_feats: Optional[torch.Tensor] = None
-        self._student_normalized: Optional[torch.Tensor] = None  # the TPS rows, normalised, from loss()
-        self._sizes: list[int] = []  # TPS rows per cloud
         self._loss: Optional[torch.Tensor] = None
-        self._student_pairs: list[torch.Tensor] = []
+        self._student_pairs: Optional[torch.Tensor] = None  # every student pair in the loss, stacked
+
+    def _start_teacher(self, host: np.ndarray) -> tuple[list["Future[np.ndarray]"], list["Future[CloudPersistence]"]]:
+        """TPS and the teacher diagrams of every cloud: the futures of the selected rows and of the diagrams."""
+        clouds, with_h1 = self._clouds(host), 1 in self.dims
+        if isinstance(self.runner, PersistencePool):  # TPS and the diagrams of each cloud in one worker
+            return submit_tps_diagrams(clouds, self.m, self.seed, self.engine, self.runner, self.time_budget,
+                                       with_h1, "teacher cloud")
+        rows = [_done(tps_indices(c, self.m, self.seed + b)) for b, c in enumerate(clouds)]
+        return rows, submit_diagrams(clouds, self.engine, self.runner, self.time_budget, with_h1, "teacher cloud",
+                                     rows=rows)
+
+    def _start_student(self, host: np.ndarray) -> list["Future[CloudPersistence]"]:
+        """The student diagrams of the teacher's rows (queued after the teacher's tasks: the copies
+        complete in order)."""
+        rows, _ = self._teacher.result()
+        return submit_diagrams(self._clouds(host), self.engine, self.runner, self.time_budget, 1 in self.dims,
+                               "student cloud", rows=rows)
 
     def _normalized(self, feats: torch.Tensor) -> torch.Tensor:
         return normalize_clouds(feats, self.ends, self.normalize)
 
-    def _clouds(self, feats64: torch.Tensor) -> list[np.ndarray]:
-        """The (n_b, C) float64 rows of every cloud, on the host."""
-        return np.split(feats64.cpu().numpy(), self.ends[:-1])
+    def _clouds(self, host: np.ndarray) -> list[np.ndarray]:
+        """The (n_b, C) rows of every cloud of the batch's host copy."""
+        return np.split(host, self.ends[:-1])
 
     def submit_student(self, student_feats: torch.Tensor) -> "TopoLossJob":
         """Normalise the student features (keeping the autograd graph) and start their diagrams."""
@@ -219,61 +234,77 @@ class TopoLossJob:
         with torch.no_grad():
             student64 = self._normalized(student_feats.detach().to(torch.float64))
         self._student_feats = student_feats.to(dtype)  # normalised with autograd in loss()
-        self._student = submit_diagrams(self._clouds(student64), self.engine, self.runner, self.time_budget,
-                                        1 in self.dims, "student cloud", rows=self._rows)
+        self._student = to_host(student64, self._start_student)
         return self
 
     def loss(self) -> torch.Tensor:
         """Wait for the diagrams and return the mean over clouds of sum_d PWCD_d (scalar tensor)."""
         if self._student is None or self._student_feats is None:
             raise RuntimeError("TopoLossJob.loss: call submit_student(student_feats) first")
-        # Only the TPS rows enter the loss: the differentiable normalisation (statistics of whole
-        # clouds, decision 13) returns just those rows, so its backward touches little else. The
-        # rows are known long before the diagrams: normalise while the engine still works.
-        selected = [r.result() for r in self._rows]
-        self._sizes = [len(r) for r in selected]
-        picked = torch.from_numpy(np.concatenate([r + s for r, s in zip(selected, [0] + self.ends[:-1])]))
-        self._student_normalized = normalize_clouds(self._student_feats, self.ends, self.normalize,
-                                                    rows=picked.to(self.device))
-        teacher = [f.result() for f in self._teacher]
-        student = [f.result() for f in self._student]
+        rows, teacher_futures = self._teacher.result()
+        student_futures = self._student.result()
+        selected = [r.result() for r in rows]
+        teacher = [f.result() for f in teacher_futures]
+        student = [f.result() for f in student_futures]
         self.h1_misses = {"teacher": sum(t.h1_over_budget for t in teacher),
                           "student": sum(s.h1_over_budget for s in student)}
-        return self._loss_from(teacher, student)
+        return self._loss_from(selected, teacher, student)
 
-    def _loss_from(self, teacher: list[CloudPersistence], student: list[CloudPersistence]) -> torch.Tensor:
-        x = self._student_normalized  # the TPS rows of every cloud, cloud after cloud
-        # One EdgeLengths call for all clouds: the critical edges as rows of x.
-        edge_lists = []
-        for base, s in zip(np.cumsum([0] + self._sizes[:-1]), student):
-            edge_lists += [e + base for e in (s.h0_death_edges, s.h1_birth_edges, s.h1_death_edges)]
-        edges = torch.from_numpy(np.concatenate(edge_lists)).to(x.device)
-        pieces = torch.split(edge_lengths(x, edges, self.eps_dist), [len(e) for e in edge_lists])
-        # Teacher diagrams (constants) moved to the device in one transfer.
-        t_lists = [p for t in teacher for p in (t.h0_pairs, t.h1_pairs)]
-        t_pairs = torch.split(torch.from_numpy(np.concatenate(t_lists)).to(device=x.device, dtype=x.dtype),
-                              [len(p) for p in t_lists])
-        total = x[:0].sum()  # 0, but attached to the graph even when no pair contributes
-        self._student_pairs = []
-        for b, (t, s) in enumerate(zip(teacher, student)):
-            h0_deaths, h1_births, h1_deaths = pieces[3 * b : 3 * b + 3]
+    def _loss_from(self, selected: list[np.ndarray], teacher: list[CloudPersistence],
+                   student: list[CloudPersistence]) -> torch.Tensor:
+        # The diagrams of the loss, cloud after cloud: H0 (if asked), then H1 (if asked and neither
+        # model's H1 missed the budget, decision 6c). Every student value is the length of a
+        # critical edge of the TPS rows (x below); an H0 birth is the zero appended after them.
+        edges, pair_index, t_pairs = [], [], []
+        base, n_edges = 0, 0
+        for rows, t, s in zip(selected, teacher, student):
             if 0 in self.dims:
-                s_pairs = torch.stack([torch.zeros_like(h0_deaths), h0_deaths], dim=1)
-                total = total + self._distance(t_pairs[2 * b], s_pairs)
-            # Decision 6c: a cloud whose teacher or student H1 missed the budget has H0 only.
+                k = len(s.h0_death_edges)
+                edges.append(s.h0_death_edges + base)
+                pair_index.append(np.stack([np.full(k, -1), n_edges + np.arange(k)], axis=1))
+                t_pairs.append(t.h0_pairs)
+                n_edges += k
             if 1 in self.dims and not (t.h1_over_budget or s.h1_over_budget):
-                s_pairs = torch.stack([h1_births, h1_deaths], dim=1)
-                total = total + self._distance(t_pairs[2 * b + 1], s_pairs)
+                k = len(s.h1_birth_edges)
+                edges += [s.h1_birth_edges + base, s.h1_death_edges + base]
+                pair_index.append(n_edges + np.stack([np.arange(k), k + np.arange(k)], axis=1))
+                t_pairs.append(t.h1_pairs)
+                n_edges += 2 * k
+            base += len(rows)
+        m_sizes = [len(p) for p in t_pairs]
+        k_sizes = [len(p) for p in pair_index]
+        index = np.concatenate(pair_index).astype(np.int64) if pair_index else np.zeros((0, 2), dtype=np.int64)
+        index[index < 0] = n_edges
+        t_values = np.concatenate(t_pairs) if t_pairs else np.zeros((0, 2))
+        # One copy to the device: the selected rows, the edges, the pairs' edges, the diagrams'
+        # row indices and the teacher values (float64 bits).
+        picked = np.concatenate([r + s for r, s in zip(selected, [0] + self.ends[:-1])])
+        parts = [picked, np.concatenate(edges) if edges else np.zeros((0, 2), dtype=np.int64), index,
+                 *Segments.host_index(m_sizes), *Segments.host_index(k_sizes), t_values.view(np.int64)]
+        flat = [np.ascontiguousarray(a, dtype=np.int64).ravel() for a in parts]
+        on_device = torch.split(to_device(np.concatenate(flat), self.device), [len(a) for a in flat])
+        rows_d, edges_d, index_d, t_ids, t_local, s_ids, s_local, t_bits = on_device
+        # Only the TPS rows enter the loss: the differentiable normalisation (statistics of whole
+        # clouds, decision 13) returns just those rows, so its backward touches little else.
+        x = normalize_clouds(self._student_feats, self.ends, self.normalize, rows=rows_d)
+        lengths = edge_lengths(x, edges_d.view(-1, 2), self.eps_dist)
+        Q = torch.cat([lengths, lengths.new_zeros(1)])[index_d.view(-1, 2)]
+        P = t_bits.view(torch.float64).view(-1, 2).to(x.dtype)
+        self._student_pairs = Q
+        total = x[:0].sum()  # 0, but attached to the graph even when no pair contributes
+        if self.distance == "pwcd":
+            total = total + segment_pwcd(P, Q, Segments(m_sizes, t_ids, t_local), Segments(k_sizes, s_ids, s_local),
+                                         self.eps_w).sum()
+        else:
+            for p, q in zip(torch.split(P, m_sizes), torch.split(Q, k_sizes)):
+                total = total + self._distance(p, q)
         self._loss = total / len(self.ends)
         return self._loss
 
     def _distance(self, teacher_pairs: torch.Tensor, student_pairs: torch.Tensor) -> torch.Tensor:
-        self._student_pairs.append(student_pairs)
         if self.distance == "sinkhorn":
             return sinkhorn_distance(teacher_pairs, student_pairs, self.sinkhorn_eps)
-        if self.distance == "persistence-image":
-            return persistence_image_distance(teacher_pairs, student_pairs, self.pi_norm)
-        return pwcd(teacher_pairs, student_pairs, self.eps_w)
+        return persistence_image_distance(teacher_pairs, student_pairs, self.pi_norm)
 
     def grad_entropy(self) -> float:
         """Normalised entropy of the gradient the loss sends to the student's diagram points (decision 33).
@@ -284,15 +315,15 @@ class TopoLossJob:
         and 0 when fewer than two pairs or no gradient. The paper's Table 11 diagnostic; the
         gradient is taken by a separate autograd pass down to the pairs only (the graph is kept).
         """
-        if self._loss is None:
+        if self._loss is None or self._student_pairs is None:
             raise RuntimeError("TopoLossJob.grad_entropy: call loss() first")
-        pairs = [p for p in self._student_pairs if p.shape[0] > 0]
-        if not self._loss.requires_grad or sum(p.shape[0] for p in pairs) < 2:
+        pairs = self._student_pairs
+        if not self._loss.requires_grad or pairs.shape[0] < 2:
             return 0.0
-        grads = torch.autograd.grad(self._loss, pairs, retain_graph=True, allow_unused=True)
-        norms = torch.cat([torch.zeros(p.shape[0], dtype=p.dtype, device=p.device) if g is None
-                           else g.detach().norm(dim=1) for p, g in zip(pairs, grads)]).double()
-        return _normalized_entropy(norms)
+        (grad,) = torch.autograd.grad(self._loss, [pairs], retain_graph=True, allow_unused=True)
+        if grad is None:
+            return 0.0
+        return _normalized_entropy(grad.detach().norm(dim=1).double())
 
 
 def _done(value: np.ndarray) -> "Future[np.ndarray]":

@@ -8,7 +8,7 @@ point is labelled. Softmaxes are computed through log-sum-exp so large logits do
 Gradient: ``dL/dz_S = T * (softmax(z_S / T) - softmax(z_T / T)) / n_labelled`` on labelled rows,
 0 on ignored rows.
 
-``class_weight`` (K,) (decision 42): point ``i`` counts with weight ``w_{y_i}``, the mean becomes
+``class_weight`` (K,) (decision 44): point ``i`` counts with weight ``w_{y_i}``, the mean becomes
 ``sum_i w_{y_i} KL_i / sum_i w_{y_i}`` over labelled points (the weighted cross-entropy's form,
 decision 22) and the gradient row ``i`` is multiplied by ``w_{y_i} n_labelled / sum w``; it needs
 ``labels``. A zero weight sum gives 0 with a zero gradient.

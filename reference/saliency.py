@@ -16,7 +16,7 @@ Gradient w.r.t. each student activation: through ``|F|`` (sign(0) = 0), through 
 ``max`` (the gradient of each is split uniformly among the input points of the cloud whose
 ``M_up`` attains it, so an extremal stage point referenced by several input points collects all of
 it), and through ``|Mhat_T - Mhat_S|`` with sign(0) = 0. Teacher maps carry no gradient.
-``detach_range=True`` (decision 41) treats each cloud's ``min`` and ``max`` as constants in the
+``detach_range=True`` (decision 43) treats each cloud's ``min`` and ``max`` as constants in the
 backward pass: the loss is the same, its gradient keeps only the direct path.
 """
 from __future__ import annotations
@@ -109,7 +109,7 @@ def saliency_loss(
     ``*_grads[l]`` (N_l, C_l) = dL_seg/dF (constants), ``*_stage_offsets[l]`` (B,) END offsets of
     the clouds at that stage, ``*_index[l]`` (N,) input point -> global stage row. ``offsets`` (B,)
     END offsets of the N input points. ``detach_range``: no gradient through the per-cloud min and
-    max of Eq. (6) (decision 41). Returns ``(loss, [dL/dstudent_acts[l] for l])``.
+    max of Eq. (6) (decision 43). Returns ``(loss, [dL/dstudent_acts[l] for l])``.
     """
     lists = {
         "student_acts": student_acts, "student_grads": student_grads,

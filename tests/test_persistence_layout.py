@@ -35,6 +35,9 @@ INTERNAL_IMPORTS = {
     ("tests/test_native_engine.py", "fast.persistence.native"): "the reduction of a truncated stage (decision 36)",
     ("tests/test_device_batch.py", "fast.persistence.device_stage"): "the batch path's own distances for the reference",
     ("tests/test_fast_engine.py", "fast.persistence.cloud"): "the workers' distance matrix against scipy's cdist",
+    ("tests/test_persistence_start.py", "fast.persistence.worker"): "the warm-up parts and their shares",
+    ("tests/test_persistence_start.py", "fast.persistence.edge_stage"): "the warm-up cloud takes the truncated path",
+    ("tests/test_persistence_start.py", "fast.persistence.numba_cache"): "the fallback cache location",
 }
 
 

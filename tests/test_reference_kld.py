@@ -4,7 +4,7 @@ Proves: the loss equals T^2 * mean KL computed independently with scipy.stats.en
 gradient equals central finite differences; ignored points change neither loss nor gradient and
 get zero gradient; an empty labelled set gives 0 and a zero gradient; the T^2 scaling law
 ``kld(T z_S, T z_T, T) = T^2 kld(z_S, z_T, 1)``; identical logits give 0; huge logits stay finite;
-bad inputs raise ValueError; with class weights (decision 42) the loss is the weighted mean of the
+bad inputs raise ValueError; with class weights (decision 44) the loss is the weighted mean of the
 per-point KL and the gradient its central differences, unit weights change nothing.
 """
 from __future__ import annotations
@@ -131,7 +131,7 @@ def test_kld_bad_input_raises_value_error(zs, zt, labels, T, match) -> None:
 
 @given(case=cases, T=temperatures)
 def test_kld_class_weights_give_the_weighted_mean_and_its_gradient(case, T: float) -> None:
-    """Decision 42: sum_i w_{y_i} KL_i / sum_i w_{y_i} over labelled points (scipy entropy per point),
+    """Decision 44: sum_i w_{y_i} KL_i / sum_i w_{y_i} over labelled points (scipy entropy per point),
     and its gradient by central differences."""
     zs, zt, labels = _logits(*case)
     w = np.random.default_rng(case[0] + 1).uniform(0.0, 3.0, size=zs.shape[1])

@@ -5,7 +5,7 @@ central finite differences on generic inputs; at an exact min/max tie the gradie
 of the gradients on either side of the tie (the uniform split); invariances that must hold
 (per-cloud scaling of student activations, scaling of the given gradients, channel permutation,
 identical student and teacher -> 0); bad inputs raise ValueError naming the argument; with
-``detach_range`` (decision 41) the loss is unchanged and the gradient is that of Eq. (7) with each
+``detach_range`` (decision 43) the loss is unchanged and the gradient is that of Eq. (7) with each
 cloud's min and max held fixed.
 
 ``random_saliency_inputs`` is also used by tests/test_fast_saliency_kld.py.
@@ -281,7 +281,7 @@ def _raw_up(acts, grads, stage_off, index, offsets) -> np.ndarray:
 
 
 def test_saliency_detach_range_keeps_the_loss_and_differentiates_with_min_and_max_held_fixed() -> None:
-    """Decision 41: with ``detach_range`` the loss is unchanged and the gradient is the derivative of
+    """Decision 43: with ``detach_range`` the loss is unchanged and the gradient is the derivative of
     Eq. (7) with each cloud's min and max of the student's map frozen at their values."""
     inp = random_saliency_inputs(31, (9, 8), 2)
     loss, full = saliency_loss(**inp)

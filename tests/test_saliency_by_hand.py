@@ -13,9 +13,9 @@ points / N, summed over the two stages), independently of ``reference.saliency``
 gradient its total sends to the student's parameters must be the derivative of
 ``L_seg + l_grad L_grad`` with the channel weights held constant (decision 16: no second-order
 graph), which this file takes by central differences of the numpy loss. With
-``saliency_detach_range`` (decision 41) the per-cloud min and max of Eq. 6 are held constant too.
+``saliency_detach_range`` (decision 43) the per-cloud min and max of Eq. 6 are held constant too.
 The same step's L_kld takes the CE's class weights exactly when ``kld_class_weights`` asks
-(decision 42).
+(decision 44).
 """
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def test_distillation_step_l_grad_and_its_gradient_equal_the_hand_computation(de
     hat_t = _normalised_maps(t_maps, _ranges(t_maps))
     s_feats, s_grads, seg = _activations(x, *ws, y)
     omega_s = _omegas(s_grads)  # held constant below (decision 16)
-    range_s = _ranges(_raw_maps(s_feats, omega_s))  # held constant below with detach_range (decision 41)
+    range_s = _ranges(_raw_maps(s_feats, omega_s))  # held constant below with detach_range (decision 43)
 
     def l_grad(w: list[np.ndarray], omegas: list[np.ndarray]) -> float:
         maps = _raw_maps(_activations(x, *w, y)[0], omegas)
@@ -179,7 +179,7 @@ def test_distillation_step_l_grad_and_its_gradient_equal_the_hand_computation(de
 
 @pytest.mark.parametrize("weighted", [False, True])
 def test_distillation_step_kld_uses_the_class_weights_only_when_asked(weighted: bool) -> None:
-    """Decision 42: ``kld_class_weights`` hands the CE's class weights to L_kld (reference twin)."""
+    """Decision 44: ``kld_class_weights`` hands the CE's class weights to L_kld (reference twin)."""
     from reference.kld import kld as reference_kld
 
     batch, ws, wt = _setup()

@@ -83,7 +83,7 @@ def test_saliency_range_and_kld_class_weight_flags_reach_the_step_settings() -> 
     from train.loop import distill_settings
 
     default = distill_settings(resolve(["--dataset", "synthetic"]), "distill")
-    assert (default.saliency_detach_range, default.kld_class_weights) == (False, False)  # decisions 41, 42
+    assert (default.saliency_detach_range, default.kld_class_weights) == (False, False)  # decisions 43, 44
     s = distill_settings(resolve(["--dataset", "synthetic", "--saliency-detach-range", "--kld-class-weights"]),
                          "distill")
     assert (s.saliency_detach_range, s.kld_class_weights) == (True, True)

@@ -235,7 +235,7 @@ def draw_topo_loss(rng: np.random.Generator, kind: str) -> dict:
 def draw_saliency_loss(rng: np.random.Generator, kind: str) -> dict:
     sizes = tuple(int(n) for n in rng.choice([1, 2, 3, 17, 60, 300], size=rng.integers(1, 5)))
     return {**random_saliency_inputs(int(rng.integers(2**32)), sizes, int(rng.integers(1, 5))),
-            "detach_range": kind == "detach_range"}  # decision 41
+            "detach_range": kind == "detach_range"}  # decision 43
 
 
 def draw_kld(rng: np.random.Generator, kind: str) -> dict:
@@ -243,7 +243,7 @@ def draw_kld(rng: np.random.Generator, kind: str) -> dict:
     k = int(rng.integers(2, 21))
     labels_mode = "all_ignored" if kind == "empty" else str(rng.choice(["none", "some"]))
     labels = {"none": None, "some": rng.integers(-1, k, size=n), "all_ignored": np.full(n, -1)}[labels_mode]
-    # class weights (decision 42) on half the labelled draws, some of them 0
+    # class weights (decision 44) on half the labelled draws, some of them 0
     weighted = labels is not None and bool(rng.integers(2))
     class_weight = rng.uniform(0, 3, size=k) * (rng.uniform(size=k) > 0.2) if weighted else None
     return dict(student_logits=rng.normal(scale=4, size=(n, k)), teacher_logits=rng.normal(scale=4, size=(n, k)),
@@ -313,7 +313,7 @@ TABLE: tuple[Twin, ...] = (
          wrt=("student_feats",),
          value_scale=largest(1e-6),
          grad_scale=largest_plus_elementwise(1e-6), examples=1 / 8),
-    # detach_range (decision 41) float64 only: where both maps peak at the same point, both normalised
+    # detach_range (decision 43) float64 only: where both maps peak at the same point, both normalised
     # values are 1 - eps / range and the sign of their difference (that point's whole gradient once
     # the range is held) is decided at float32 rounding level; the exact derivative has no such term.
     Twin("saliency_loss", draw_saliency_loss, ("generic", "detach_range"), tol64=(1e-10, 1e-10),

@@ -244,10 +244,10 @@ _HELP: dict[str, str] = {
     "saliency_layers": "decoder stages (1=dec1 coarsest .. 4=dec4) aligned by L_grad (Table 10)",
     "saliency_eps": "epsilon of the per-cloud min-max normalisation (Eq. 6)",
     "saliency_detach_range": "no gradient through the per-cloud min and max of Eq. 6 (same L_grad; its gradient "
-    "then spreads over all points instead of mostly each cloud's two extremal points; decision 41; off: the "
+    "then spreads over all points instead of mostly each cloud's two extremal points; decision 43; off: the "
     "exact derivative)",
     "kld_class_weights": "weight each point's KL by its class's --class-weights weight, as the cross-entropy is "
-    "(decision 42; off: the paper's plain mean over points)",
+    "(decision 44; off: the paper's plain mean over points)",
     "tta": "test-time augmentation at evaluation",
     "eval_max_scans": "evaluate on the first N validation scans only",
     "eval_every_epochs": "during training, every K epochs log the validation mIoU (the scans of the final "

@@ -24,11 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from fast.persistence import compute_diagrams, default_pool, set_default_workers
+from fast.persistence import default_pool, set_default_workers
 from fast.kld import kld
 from fast.saliency import saliency_loss
 from fast.topo_loss import DEFAULT_M, TopoLossJob
@@ -77,7 +76,7 @@ class DistillSettings:
     saliency_layers: Sequence[int] = tuple(_RUN.saliency_layers)
     saliency_eps: float = _RUN.saliency_eps
     saliency_detach_range: bool = _RUN.saliency_detach_range
-    kld_class_weights: bool = _RUN.kld_class_weights  # weight L_kld per point as the CE (decision 42)
+    kld_class_weights: bool = _RUN.kld_class_weights  # weight L_kld per point as the CE (decision 44)
     seg_loss: str = DEFAULT_SEG_LOSS
     class_weight: tuple[float, ...] | None = None  # CE class weights (train.losses.class_weights)
 
@@ -94,15 +93,14 @@ class DistillSettings:
 
 def warm_up_persistence(workers: int | None = None) -> None:
     """Size the persistence pool of this process (``--topo-workers``; None = its share of the cores,
-    ``fast.persistence.worker_share``) and start its worker processes before the first step.
+    ``fast.persistence.worker_share``) and wait until its workers are ready (decision 41).
 
-    The workers start lazily on first use; under a time budget (decisions 6c) their start-up
-    (process launch and imports, seconds on a loaded machine) would otherwise be charged to the
-    first step's H1 and drop it to H0 only.
+    Under a time budget (decision 6c) a worker's start-up (process launch, loading or, on a new
+    machine, compiling its kernels) would otherwise be charged to the first step's H1 and drop it
+    to H0 only.
     """
     set_default_workers(workers)
-    rng = np.random.default_rng(0)
-    compute_diagrams([rng.normal(size=(8, 3)) for _ in range(max(default_pool().workers, 1))])
+    default_pool().warm()
 
 
 def _stage_positions(layers: Sequence[int], available: int) -> list[int]:

@@ -24,7 +24,7 @@ Inside the package, each module holds one piece (none imports this one, so there
   pairs of all clouds in one launch each on a device, reductions in threads; which path serves
   features on which device is :data:`DEFAULT_PATHS`;
 * ``sampling`` - TPS of one cloud, compiled (:func:`tps_indices`, Algorithm 5, decision 14), run by
-  the workers next to the cloud's persistence and by ``fast.tps`` on the CPU;
+  the workers next to the cloud's persistence and by ``fast.tps``;
 * ``giotto`` - the giotto-ph backend (:func:`giotto_h1`, decision 6b);
 * ``native`` - the native exact backend (:func:`native_h1`, :func:`h1_persistence`, the batch
   form :func:`native_h1_batch`) over ``edge_stage`` (steps 1-3 per cloud, compiled),
@@ -42,6 +42,10 @@ from concurrent.futures import Future
 from typing import Optional, Sequence, Union
 
 import numpy as np
+
+from fast.persistence.numba_cache import ensure_cache_location
+
+ensure_cache_location()  # before any kernel is defined (decision 41)
 
 from fast.persistence.cloud import deadline_after
 from fast.persistence.contract import CloudPersistence, H1Engine

@@ -104,13 +104,14 @@ def cpu_edge_stage(dist: np.ndarray, name: str = "dist", truncate: bool = False)
     if truncate:
         limit = truncation_limit(d)
         if limit < radius and edges_apparent_between(d, limit, radius, centre):
-            stage = _stage_within(d, limit)
+            stage = stage_within(d, limit)
             stage.truncated = True
             return stage
-    return _stage_within(d, radius)
+    return stage_within(d, radius)
 
 
-def _stage_within(d: np.ndarray, limit: float) -> EdgeStage:
+def stage_within(d: np.ndarray, limit: float) -> EdgeStage:
+    """Steps 1-3 on the edges of ``d`` no longer than ``limit`` (a checked matrix, :func:`cpu_edge_stage`)."""
     n = d.shape[0]
     lengths, flat = edges_within(d, limit)
     u, v, rank, nbr, deg, pu, pv = build_edge_order(n, length_order(lengths, flat))
@@ -214,7 +215,7 @@ def edges_apparent_between(dist: np.ndarray, lo: float, hi: float, centre: int) 
     work = 0
     pending = np.empty(n, np.int64)
     for a in range(n):
-        count = 0
+        count = np.int64(0)
         for b in range(a + 1, n):
             if lo < dist[a, b] <= hi:
                 pending[count] = b

@@ -6,7 +6,9 @@ decisions 6c and 14.
 Parallelism. Measured here (N=600, 64-d, 4 clouds): a thread pool of 2 gives no speed-up over a
 serial loop (0.42 s vs 0.43 s) because giotto-ph holds the GIL during the computation, while a
 pool of 2 processes takes 0.27 s. Clouds therefore run in worker *processes*, this process's
-share of the cores (:func:`worker_share`), created lazily on first use and reused. A task is one
+share of the cores (:func:`worker_share`), all started when the pool is created and reused
+(``fast.persistence.worker``: how they start, and how their compiled kernels are compiled once
+and then loaded, decision 41). A task is one
 cloud, done entirely in one worker so nothing waits on the calling process: optionally TPS on
 the cloud's points first (``fast.persistence.sampling``; the selected rows are sent back at once,
 so that the other model's task for the same cloud can start), then the float64 distances of the
@@ -26,6 +28,8 @@ import atexit
 import logging
 import multiprocessing
 import queue
+import subprocess
+import sys
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -34,49 +38,15 @@ from typing import Optional
 
 import numpy as np
 
-from fast.persistence.cloud import assemble, cloud_persistence, distances, h0_part, h1_part, stage_parts, uses_stage
+from fast.persistence.cloud import assemble, cloud_persistence
 from fast.persistence.contract import CloudPersistence, H1Engine
 from fast.persistence.cores import worker_share
 from fast.persistence.sampling import tps_indices
+from fast.persistence.worker import BOOT, WARM_UP_PARTS, compile_shares
 
 logger = logging.getLogger("fast.persistence")  # the package's name: one logger for the front door
 
-
-def _worker_main(conn: Connection) -> None:
-    """Worker process loop: per task send the TPS rows (if asked), the H0 part, then the H1 part (or None).
-
-    A fresh worker (the first one, or the replacement of one stopped at its budget) first runs
-    each engine once on a 4-point cloud, outside any budget: loading an engine's compiled code
-    takes a noticeable time on a loaded machine and must not be charged to a cloud's H1.
-    """
-    warm: list[H1Engine] = []
-    while True:
-        task = conn.recv()
-        if task is None:
-            return
-        points, engine, time_budget, with_h1, sample = task
-        try:
-            if with_h1 and engine not in warm:
-                engine(distances(np.eye(4)), None)
-                warm.append(engine)
-            if sample is not None:
-                rows = tps_indices(points, *sample)
-                conn.send(("rows", rows))
-                points = points[rows]
-            dist = distances(points)
-            if uses_stage(engine, with_h1, len(points)):
-                h0, h1 = stage_parts(dist, time_budget)
-                conn.send(("h0", h0))
-                conn.send(("h1", h1()))
-                continue
-            conn.send(("h0", h0_part(dist)))
-            if not with_h1:
-                continue
-            conn.send(("h1", h1_part(dist, engine, time_budget)))
-        except Exception as exc:  # reported to the caller through the future, with the traceback text
-            import traceback
-
-            conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+_ALL_PARTS = tuple(range(len(WARM_UP_PARTS)))
 
 
 @dataclass
@@ -98,26 +68,56 @@ class _Task:
 
 
 class _Slot:
-    """One worker process and the thread in this process that feeds it tasks from the queue."""
+    """One worker process and the thread in this process that starts it, then feeds it tasks from the queue."""
 
-    def __init__(self, pool: "PersistencePool", index: int) -> None:
+    def __init__(self, pool: "PersistencePool", index: int, first_parts: tuple[int, ...],
+                 barrier: threading.Barrier) -> None:
         self.pool = pool
         self.index = index
-        self.process: Optional[multiprocessing.process.BaseProcess] = None
+        self.process: Optional[subprocess.Popen] = None
         self.conn: Optional[Connection] = None
-        self.thread = threading.Thread(target=self._run, name=f"fast-engine-slot-{index}", daemon=True)
+        self.ready = threading.Event()
+        self.start_error: Optional[BaseException] = None
+        self.thread = threading.Thread(
+            target=self._run, args=(first_parts, barrier), name=f"fast-engine-slot-{index}", daemon=True
+        )
         self.thread.start()
 
     def _start_process(self) -> None:
-        parent, child = self.pool.context.Pipe()
-        process = self.pool.context.Process(
-            target=_worker_main, args=(child,), name=f"fast-engine-worker-{self.index}", daemon=True
-        )
+        parent, child = multiprocessing.Pipe()
         try:
-            process.start()
+            fd = child.fileno()
+            process = subprocess.Popen(
+                [sys.executable, "-c", BOOT, str(fd), *sys.path], pass_fds=(fd,), stdin=subprocess.DEVNULL
+            )
         finally:
             child.close()
         self.process, self.conn = process, parent
+
+    def _warm(self, parts: tuple[int, ...]) -> None:
+        self.conn.send(("warm", parts))
+        self._receive(None)
+
+    def _start(self, first_parts: tuple[int, ...], barrier: threading.Barrier) -> None:
+        """Start the worker: compile its share of the kernels while the other slots compile
+        theirs, then load them all (decision 41)."""
+        try:
+            self._start_process()
+            self._warm(first_parts)
+        except BaseException as exc:
+            barrier.abort()  # the others compile every part themselves
+            self.start_error = exc
+            self._stop_process(kill=True)
+            return
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+        try:
+            self._warm(_ALL_PARTS)
+        except BaseException as exc:
+            self.start_error = exc
+            self._stop_process(kill=True)
 
     def _stop_process(self, kill: bool) -> None:
         if self.process is None:
@@ -129,11 +129,13 @@ class _Slot:
                 self.conn.send(None)
             except (BrokenPipeError, OSError):
                 pass
-        self.process.join()
+        self.process.wait()
         self.conn.close()
         self.process, self.conn = None, None
 
-    def _run(self) -> None:
+    def _run(self, first_parts: tuple[int, ...], barrier: threading.Barrier) -> None:
+        self._start(first_parts, barrier)
+        self.ready.set()
         while True:
             task = self.pool.tasks.get()
             if task is None:
@@ -161,9 +163,10 @@ class _Slot:
     def _execute(self, task: _Task) -> CloudPersistence:
         # An earlier task (queued before this one, so already running or done) selects the rows.
         points = task.points if task.rows is None else task.points[task.rows.result()]
-        if self.process is None or not self.process.is_alive():
-            self._start_process()
-        self.conn.send((points, task.engine, task.time_budget, task.with_h1, task.sample))
+        if self.process is None or self.process.poll() is not None:
+            self._start_process()  # a replacement (or a retry after a failed start): the cache has every part
+            self._warm(_ALL_PARTS)
+        self.conn.send(("task", (points, task.engine, task.time_budget, task.with_h1, task.sample)))
         if task.sample is not None:
             task.selection.set_result(self._receive(None))
         h0 = self._receive(None)
@@ -191,23 +194,38 @@ class PersistencePool:
         workers: number of worker processes; None = this process's share of the cores
             (:func:`worker_share`); 0 = compute in the calling thread (no processes; an engine
             that cannot stop itself, giotto-ph, then runs past its budget).
-        start_method: multiprocessing start method; default ``forkserver`` where available
-            (forking a process that holds CUDA or thread state is unsafe), else ``spawn``.
-            As with any spawn-based pool, a script using it needs ``if __name__ == "__main__":``.
+
+    All workers start together when the pool is created (:meth:`warm` waits until they are
+    ready); each is a fresh interpreter running ``fast.persistence.worker``, which does not
+    import the calling script, so scripts need no ``if __name__ == "__main__":`` guard.
     """
 
-    def __init__(self, workers: Optional[int] = None, start_method: Optional[str] = None) -> None:
+    def __init__(self, workers: Optional[int] = None) -> None:
         check_worker_count(workers)
         if workers is None:
             workers = worker_share()
-        if start_method is None:
-            start_method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         self.workers = workers
-        self.context = multiprocessing.get_context(start_method)
         self.tasks: "queue.SimpleQueue[Optional[_Task]]" = queue.SimpleQueue()
-        self._slots: list[_Slot] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._slots: list[_Slot] = []
+        if workers > 0:
+            barrier = threading.Barrier(workers)
+            self._slots = [_Slot(self, i, share, barrier) for i, share in enumerate(compile_shares(workers))]
+
+    def warm(self) -> None:
+        """Block until every worker has started and loaded its compiled kernels (decision 41).
+
+        Training and the benchmarks call it before their first timed step, so that no step pays
+        for a worker's start. Raises RuntimeError if a worker could not start (the pool then
+        retries with each task that reaches that worker).
+        """
+        for slot in self._slots:
+            slot.ready.wait()
+        failed = [(slot.index, slot.start_error) for slot in self._slots if slot.start_error is not None]
+        if failed:
+            index, error = failed[0]
+            raise RuntimeError(f"persistence worker {index} of {self.workers} failed to start: {error}") from error
 
     def submit(
         self, points: np.ndarray, engine: H1Engine, time_budget: Optional[float], with_h1: bool = True,
@@ -235,6 +253,11 @@ class PersistencePool:
         return task.selection, task.future
 
     def _put(self, task: _Task) -> None:
+        if self.workers > 0 and getattr(task.engine, "__module__", None) == "__main__":
+            raise ValueError(
+                f"engine {task.engine.__name__} is defined in the script being run, which the worker processes do "
+                "not import; define it in an importable module (or use PersistencePool(workers=0))"
+            )
         if self.workers == 0:
             try:
                 points = task.points if task.rows is None else task.points[task.rows.result()]
@@ -249,8 +272,6 @@ class PersistencePool:
         with self._lock:
             if self._closed:
                 raise RuntimeError("PersistencePool.submit: the pool has been shut down; create a new one")
-            while len(self._slots) < self.workers:
-                self._slots.append(_Slot(self, len(self._slots)))
         self.tasks.put(task)
 
     def shutdown(self, cancel: bool = False) -> None:

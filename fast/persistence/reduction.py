@@ -220,7 +220,8 @@ def _grow(a: np.ndarray, need: int) -> np.ndarray:
     if need <= a.shape[0]:
         return a
     b = np.empty(max(need, 2 * a.shape[0]), a.dtype)
-    b[: a.shape[0]] = a
+    for i in range(a.shape[0]):  # a loop, not b[:len(a)] = a: that form adds seconds to a fresh compile
+        b[i] = a[i]
     return b
 
 
@@ -278,7 +279,6 @@ def reduce_columns(
     for c in range(ncol):
         if _clock_ns(clock_id) > deadline:
             return deaths, STATUS_DEADLINE
-        n_it = 0
         size = 0
         n_added = 0
         # the column's own coboundary
@@ -286,8 +286,8 @@ def reduce_columns(
         # empty and the enumeration starts with phase 2, sparing a pass over all vertices)
         f = columns[c]
         it_edge[0], it_phase[0], it_p[0], it_q[0] = f, 2, pu[f] + 1, pv[f] + 1
-        n_it = 1
-        first = _next_key(0, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, deg, pu, pv)
+        n_it = np.int64(1)
+        first = _next_key(n_it - 1, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, deg, pu, pv)
         if first >= 0:
             hk[0] = first
             hi[0] = 0

@@ -37,7 +37,7 @@ _STACK = 192  # explicit stack of the summation tree: 2 entries per level plus o
 _DEPTH = 64  # partial sums held at once while a plan runs: one per level plus one
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def _sq(h: np.ndarray, a: int, b: int, c: int) -> float:
     t = h[a, c] - h[b, c]
     return t * t
@@ -115,7 +115,7 @@ def _dist(h: np.ndarray, a: int, b: int, plan_lo: np.ndarray, plan_n: np.ndarray
     """``||h[a] - h[b]||`` as ``np.linalg.norm`` sums it (``plan``: :func:`summation_plan` of the
     columns; ``held``: (_DEPTH,) scratch for the partial sums)."""
     if plan_lo.shape[0] == 1:
-        return np.sqrt(_block_sq(h, a, b, 0, h.shape[1]))
+        return np.sqrt(_block_sq(h, a, b, np.int64(0), h.shape[1]))
     top = 0
     for step in range(plan_lo.shape[0]):
         if plan_n[step] < 0:
@@ -149,17 +149,17 @@ def _lanes_block_sq(ct: np.ndarray, k: int, x: np.ndarray, lo: int, n: int, out:
     if n < 8:
         o[:] = 0.0
         for c in range(lo, lo + n):
-            _lanes_sq(o, ct[c, :k], x[c], True)
+            _lanes_sq(o, ct[c, :k], x[c], np.bool_(True))
         return
     for lane in range(8):
-        _lanes_sq(r[lane, :k], ct[lo + lane, :k], x[lo + lane], False)
+        _lanes_sq(r[lane, :k], ct[lo + lane, :k], x[lo + lane], np.bool_(False))
     stop = lo + n - n % 8
     for c in range(lo + 8, stop):
-        _lanes_sq(r[(c - lo) % 8, :k], ct[c, :k], x[c], True)
+        _lanes_sq(r[(c - lo) % 8, :k], ct[c, :k], x[c], np.bool_(True))
     for j in range(k):
         o[j] = ((r[0, j] + r[1, j]) + (r[2, j] + r[3, j])) + ((r[4, j] + r[5, j]) + (r[6, j] + r[7, j]))
     for c in range(stop, lo + n):
-        _lanes_sq(o, ct[c, :k], x[c], True)
+        _lanes_sq(o, ct[c, :k], x[c], np.bool_(True))
 
 
 @njit(nogil=True, cache=True)
@@ -168,7 +168,7 @@ def _lanes_dist(ct: np.ndarray, k: int, x: np.ndarray, out: np.ndarray, r: np.nd
     """:func:`_dist` from ``x`` to each of the ``k`` lanes ``ct[:, :k]``, into ``out[:k]``, running
     the same plan lane by lane (``held``: (_DEPTH, >= k) partial sums)."""
     if plan_lo.shape[0] == 1:
-        _lanes_block_sq(ct, k, x, 0, ct.shape[0], out, r)
+        _lanes_block_sq(ct, k, x, np.int64(0), ct.shape[0], out, r)
     else:
         top = 0
         for step in range(plan_lo.shape[0]):
@@ -179,7 +179,8 @@ def _lanes_dist(ct: np.ndarray, k: int, x: np.ndarray, out: np.ndarray, r: np.nd
             else:
                 _lanes_block_sq(ct, k, x, plan_lo[step], plan_n[step], held[top], r)
                 top += 1
-        out[:k] = held[0, :k]
+        for j in range(k):
+            out[j] = held[0, j]
     for j in range(k):
         out[j] = np.sqrt(out[j])
 
@@ -202,7 +203,7 @@ def farthest_point_indices(h: np.ndarray, m: int, first: int) -> np.ndarray:
     for i in range(n):
         d_min[i] = _dist(h, i, first, plan_lo, plan_n, held)
     d_min[first] = -np.inf
-    p = 0
+    p = np.int64(0)
     for i in range(1, n):
         if d_min[i] > d_min[p]:  # strict: the first maximiser, as np.argmax
             p = i
@@ -212,7 +213,7 @@ def farthest_point_indices(h: np.ndarray, m: int, first: int) -> np.ndarray:
         centres[:, k] = h[p]
         d_min[p] = -np.inf
         # one pass updates the running minima and finds the next centre (their first maximiser)
-        best, following = -np.inf, 0
+        best, following = -np.inf, np.int64(0)
         for i in range(n):
             d = d_min[i]
             # d <= 0: selected (-inf) or at distance 0 from a centre, cannot decrease

