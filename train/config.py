@@ -472,6 +472,11 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def runs_on_cuda(cfg: RunConfig) -> bool:
+    """Whether a run of ``cfg`` trains on CUDA (``--device cuda``, or ``auto`` with a GPU present)."""
+    return cfg.device == "cuda" or (cfg.device == "auto" and _has_cuda())
+
+
 def default_num_workers(cores: int, ranks: int) -> int:
     """DataLoader workers of one training process on a GPU node (decision 39): the cores shared out
     over the ``ranks`` processes of the node, one kept for the process itself, at least 1 and at
@@ -496,13 +501,13 @@ def _fill_defaults(cfg: RunConfig) -> None:
     if cfg.teacher_epochs is None:
         cfg.teacher_epochs = cfg.epochs
     if cfg.procs is None:
-        cpu_demo = cfg.dataset == "synthetic" and (cfg.device == "cpu" or (cfg.device == "auto" and not _has_cuda()))
+        cpu_demo = cfg.dataset == "synthetic" and not runs_on_cuda(cfg)
         two = cpu_demo and (os.cpu_count() or 1) >= 2 and cfg.batch_size % 2 == 0 and not under_external_launcher()
         cfg.procs = 2 if two else 1
     if cfg.num_workers is None:
         from fast.persistence import available_cores
 
-        cuda = cfg.device == "cuda" or (cfg.device == "auto" and _has_cuda())
+        cuda = runs_on_cuda(cfg)
         cfg.num_workers = default_num_workers(available_cores(), ranks_per_node(cfg.procs)) if cuda else 0
     if cfg.out is None and cfg.dataset is not None:
         cfg.out = str(Path("runs") / cfg.dataset)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from train.checkpoint import load_latest, resumed_rank
-from train.config import STAGE_ORDER, RunConfig
+from train.config import STAGE_ORDER, RunConfig, runs_on_cuda
 from train.datasets import class_count
 from train.distributed import under_external_launcher
 from train.loop import FINAL, LAST, PREV, ModelSpec, load_frozen_teacher, model_spec
@@ -56,8 +56,7 @@ def _spec(cfg: RunConfig, kind: str) -> ModelSpec:
 
 
 def _run_device(cfg: RunConfig) -> torch.device:
-    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    return torch.device("cuda" if cuda else "cpu")
+    return torch.device("cuda" if runs_on_cuda(cfg) else "cpu")
 
 
 def _check_model(cfg: RunConfig, kind: str) -> None:

@@ -46,9 +46,10 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
     """The keys the PTv3 forward reads: the point tensors and, when the batch has one, its
     ``BatchPlan`` (``train.models.plan``, decision 40), shared by every model that sees the batch."""
-    keys = ("coord", "grid_coord", "feat", "offset", "plan") if "plan" in batch else ("coord", "grid_coord", "feat",
-                                                                                      "offset")
-    return {k: batch[k] for k in keys}
+    inputs = {k: batch[k] for k in ("coord", "grid_coord", "feat", "offset")}
+    if "plan" in batch:
+        inputs["plan"] = batch["plan"]
+    return inputs
 
 
 _RUN = RunConfig()  # a run's defaults: DistillSettings repeats none of them
