@@ -1,5 +1,6 @@
-"""Pure-PyTorch submanifold conv (spec B) against a brute-force dense conv3d and against the
-per-offset gather-matmul-scatter formula it replaced (decision 40), forward and backward."""
+"""Pure-PyTorch submanifold conv (spec B, the rulebook route of decision 45) against a brute-force
+dense conv3d and against the per-offset gather-matmul-scatter formula, forward and backward; the
+rulebook against the neighbour table it compacts."""
 from __future__ import annotations
 
 import pytest
@@ -9,13 +10,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from train.models import sparse_conv
-from train.models.plan import BatchPlan, neighbour_table
+from train.models.plan import BatchPlan, DeviceRulebook, conv_rulebook, neighbour_table
 from train.models.point import PointLevel
 from train.models.sparse_conv import SubMConv3d, submanifold_conv
 
 
 def build_table(grid: torch.Tensor, batch: torch.Tensor, kernel: int) -> torch.Tensor:
     return torch.from_numpy(neighbour_table(grid.numpy(), batch.numpy(), kernel))
+
+
+def as_rulebook(table: torch.Tensor) -> DeviceRulebook:
+    book = conv_rulebook(table.numpy())
+    return DeviceRulebook(torch.from_numpy(book.gather), torch.from_numpy(book.scatter),
+                          torch.from_numpy(book.group_offset), book.rows, table.shape[1])
 
 
 def _assert_same_values_and_grads(got: torch.Tensor, expected: torch.Tensor, inputs: tuple[torch.Tensor, ...],
@@ -71,7 +78,7 @@ def test_submanifold_conv_equals_dense_conv3d_forward_and_backward(
     b = torch.randn(c_out, generator=gen, dtype=torch.float64, requires_grad=True) if bias else None
     cotangent = torch.randn(grid.shape[0], c_out, generator=gen, dtype=torch.float64)
 
-    fast = submanifold_conv(feat, weight, build_table(grid, batch, kernel), b)
+    fast = submanifold_conv(feat, weight, as_rulebook(build_table(grid, batch, kernel)), b)
     dense = _dense_reference(feat, weight, b, grid, batch, num_clouds, side)
     inputs = (feat, weight) + ((b,) if b is not None else ())
     _assert_same_values_and_grads(fast, dense, inputs, cotangent, 1e-12)
@@ -91,35 +98,38 @@ def _random_conv(seed: int, side: int, n_per_cloud: int, c_in: int, c_out: int, 
 
 def test_submanifold_conv_passes_gradcheck() -> None:
     table, feat, weight, bias, _ = _random_conv(3, 4, 20, 2, 3)
-    assert torch.autograd.gradcheck(lambda f, w, b: submanifold_conv(f, w, table, b), (feat, weight, bias))
+    assert torch.autograd.gradcheck(lambda f, w, b: submanifold_conv(f, w, as_rulebook(table), b), (feat, weight, bias))
 
 
 @given(seed=st.integers(0, 2**31 - 1), kernel=st.sampled_from([3, 5]), fill=st.floats(0.02, 0.6))
-def test_gather_gemm_equals_the_per_offset_formula_forward_and_backward(seed: int, kernel: int, fill: float) -> None:
+def test_rulebook_conv_equals_the_per_offset_formula_forward_and_backward(seed: int, kernel: int, fill: float) -> None:
     table, feat, weight, _, cotangent = _random_conv(seed, 9, max(1, int(fill * 729)), 5, 6, kernel)
-    fast, oracle = submanifold_conv(feat, weight, table), _per_offset_conv(feat, weight, table)
+    fast, oracle = submanifold_conv(feat, weight, as_rulebook(table)), _per_offset_conv(feat, weight, table)
     _assert_same_values_and_grads(fast, oracle, (feat, weight), cotangent, 1e-12)
 
 
-def test_float32_gather_gemm_equals_the_per_offset_formula_on_a_lidar_like_batch() -> None:
+def test_float32_rulebook_conv_equals_the_per_offset_formula_on_a_lidar_like_batch() -> None:
     from train.cost import lidar_like_batch
 
     data = lidar_like_batch([3000, 2000], seed=4)
     plan = BatchPlan(data["grid_coord"], data["offset"])
-    table = plan.on(torch.device("cpu")).neighbours(0, 3)
+    table = torch.from_numpy(plan.item(("neighbours", 0, 3)))
     gen = torch.Generator().manual_seed(0)
     feat = torch.randn(5000, 32, generator=gen, requires_grad=True)
     weight = (0.1 * torch.randn(32, 3, 3, 3, 32, generator=gen)).requires_grad_(True)
     cotangent = torch.randn(5000, 32, generator=gen)
-    fast, oracle = submanifold_conv(feat, weight, table), _per_offset_conv(feat, weight, table)
-    _assert_same_values_and_grads(fast, oracle, (feat, weight), cotangent, 1e-5, grad_atol=1e-4)
+    fast = submanifold_conv(feat, weight, plan.on(torch.device("cpu")).rulebook(0, 3))
+    _assert_same_values_and_grads(fast, _per_offset_conv(feat, weight, table), (feat, weight), cotangent, 1e-5, grad_atol=1e-4)
 
 
 def test_chunked_gathers_give_the_unchunked_result(monkeypatch: pytest.MonkeyPatch) -> None:
     table, feat, weight, bias, cotangent = _random_conv(8, 6, 100, 4, 5)
-    whole = submanifold_conv(feat, weight, table, bias)
-    monkeypatch.setattr(sparse_conv, "GATHER_LIMIT", 27 * 5 * 7)  # 7 rows per chunk, uneven last chunk
-    chunked = submanifold_conv(feat, weight, table, bias)
+    book = as_rulebook(table)
+    whole = submanifold_conv(feat, weight, book, bias)
+    groups = book.group_offset.shape[0]
+    monkeypatch.setattr(sparse_conv, "GATHER_LIMIT", book.rows * 5 * 3)  # 3 groups per chunk
+    assert groups % 3 != 0  # an uneven last chunk
+    chunked = submanifold_conv(feat, weight, book, bias)
     _assert_same_values_and_grads(chunked, whole, (feat, weight, bias), cotangent, 1e-12)
 
 
@@ -143,8 +153,30 @@ def test_layer_weight_uses_spconv_krsc_layout_and_reads_the_plan_table() -> None
     grid, batch = _random_sites(gen, 1, 6, 50)
     level = _level(grid, [50], torch.randn(50, 4, generator=gen))
     out = conv(level, level.feat)
-    assert torch.equal(level.plan.neighbours(0, 5), build_table(grid, batch, 5))
+    book = level.plan.rulebook(0, 5)
+    assert book.offsets == 125 and book.gather.shape == book.scatter.shape
     torch.testing.assert_close(out, _dense_reference(level.feat, conv.weight.detach(), None, grid, batch, 1, 6))
+
+
+@given(seed=st.integers(0, 2**31 - 1), kernel=st.sampled_from([3, 5]), side=st.integers(1, 8),
+       fill=st.floats(0.02, 1.0))
+def test_rulebook_holds_each_pair_of_the_neighbour_table_once_in_its_offsets_groups(
+    seed: int, kernel: int, side: int, fill: float
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    grid, batch = _random_sites(gen, 2, side, max(1, int(fill * side**3)))
+    table = neighbour_table(grid.numpy(), batch.numpy(), kernel)
+    n, k = table.shape
+    book = conv_rulebook(table)
+    assert book.gather.shape == book.scatter.shape == (len(book.group_offset) * book.rows,)
+    offset = book.group_offset.repeat(book.rows)
+    real = book.scatter < n
+    assert ((book.gather < n) == real).all()  # padding pairs read the zero row, write row n
+    pairs = sorted(zip(book.scatter[real].tolist(), offset[real].tolist(), book.gather[real].tolist()))
+    expected = sorted((p, o, int(table[p, o])) for p in range(n) for o in range(k) if table[p, o] < n)
+    assert pairs == expected
+    assert (book.group_offset[1:] >= book.group_offset[:-1]).all()  # offset-major groups
+    assert len(book.group_offset) * book.rows - real.sum() <= k * book.rows  # under a group per offset
 
 
 def test_duplicate_voxels_are_rejected_with_a_grid_sampling_hint() -> None:

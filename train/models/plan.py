@@ -11,7 +11,8 @@ level l + 1 = the stride-2 pooling of level l, spec A6):
 - ``cluster`` (level l points -> level l + 1 point) and ``pool_table`` (the members of each level
   l + 1 point, padded): the pooling and unpooling maps;
 - ``index``: input point -> level point (the decoder taps' index maps);
-- per kernel size, the neighbour table of the submanifold convolution (spec B);
+- per kernel size, the rulebook of the submanifold convolution (spec B): its neighbour table
+  compacted to the neighbour pairs that exist, grouped by kernel offset;
 - per patch size, the patch layout of serialized attention in every curve (spec A5).
 
 Each piece is built on first use and kept; ``on(device)`` hands out device copies, each uploaded
@@ -139,6 +140,42 @@ def neighbour_table(grid: np.ndarray, batch: np.ndarray, kernel_size: int) -> np
     return table
 
 
+@dataclass(frozen=True)
+class ConvRulebook:
+    """The neighbour pairs of a submanifold convolution, grouped by kernel offset (decision 45).
+
+    Pair j reads input point ``gather[j]`` and adds into output point ``scatter[j]`` through the
+    kernel offset ``group_offset[j // rows]``: each offset's pairs fill whole groups of ``rows``
+    pairs, the last group of an offset padded with pairs that read the zero row n and write the
+    discarded row n. ``gather``/``scatter`` (G * rows,), ``group_offset`` (G,).
+    """
+
+    gather: np.ndarray
+    scatter: np.ndarray
+    group_offset: np.ndarray
+    rows: int
+
+
+def conv_rulebook(table: np.ndarray) -> ConvRulebook:
+    """The pairs of a neighbour table (N, K) (``neighbour_table``), offset by offset.
+
+    ``rows`` = ceil(P / 8K) (at least 16) for P pairs: padding adds at most K * rows <= P / 8 + 16K
+    pairs, and an offset's groups are a few GEMMs of ``rows`` rows each.
+    """
+    n, k = table.shape
+    offset, point = np.nonzero(table.T != n)  # offset-major, points ascending within an offset
+    counts = np.bincount(offset, minlength=k)
+    rows = max(16, -(-len(point) // (8 * k)))
+    groups = -(-counts // rows)
+    starts = np.repeat((np.cumsum(groups) - groups) * rows - (np.cumsum(counts) - counts), counts)
+    slot = starts + np.arange(len(point))
+    gather = np.full(int(groups.sum()) * rows, n, dtype=np.int64)
+    scatter = gather.copy()
+    gather[slot] = table[point, offset]
+    scatter[slot] = point
+    return ConvRulebook(gather, scatter, np.repeat(np.arange(k), groups), rows)
+
+
 def patch_layout(offset: np.ndarray, order: np.ndarray, inverse: np.ndarray, patch_size: int) -> PatchLayout:
     """Patches of K = ``patch_size`` serialized positions per cloud (spec A5 padding rule: a cloud
     of n > K points fills ceil(n/K) patches, the last one holding its last K points; n <= K: one
@@ -236,13 +273,15 @@ class BatchPlan:
         return self.levels[i]
 
     def item(self, key: tuple[Any, ...]) -> Any:
-        """A derived host array: ("neighbours", level, kernel_size), ("patches", level, patch_size)
-        or ("pool", level); built on first use."""
+        """A derived host array: ("neighbours", level, kernel_size), ("rulebook", level,
+        kernel_size), ("patches", level, patch_size) or ("pool", level); built on first use."""
         if key not in self._items:
             kind, i, arg = (key + (None,))[:3]
             level = self.level(i)
             if kind == "neighbours":
                 value: Any = neighbour_table(level.grid, level.batch, arg)
+            elif kind == "rulebook":
+                value = conv_rulebook(self.item(("neighbours", i, arg)))
             elif kind == "patches":
                 value = patch_layout(level.offset, level.order, level.inverse, arg)
             elif kind == "pool":
@@ -260,6 +299,17 @@ class BatchPlan:
         if device not in self._devices:
             self._devices[device] = DevicePlan(self, device)
         return self._devices[device]
+
+
+@dataclass(frozen=True)
+class DeviceRulebook:
+    """A ``ConvRulebook`` as device tensors, with the kernel's number of offsets."""
+
+    gather: torch.Tensor
+    scatter: torch.Tensor
+    group_offset: torch.Tensor
+    rows: int
+    offsets: int
 
 
 class DevicePlan:
@@ -283,9 +333,15 @@ class DevicePlan:
         """A field of ``HostLevel`` i (offset, cluster, index, grid, batch) on the device."""
         return self._get(("level", i, name), lambda: self.tensor(getattr(self.host.level(i), name)))
 
-    def neighbours(self, i: int, kernel_size: int) -> torch.Tensor:
-        """(N_i, k^3) neighbour table of level i, missing neighbours = N_i."""
-        return self._get(("neighbours", i, kernel_size), lambda: self.tensor(self.host.item(("neighbours", i, kernel_size))))
+    def rulebook(self, i: int, kernel_size: int) -> "DeviceRulebook":
+        """Level i's convolution rulebook for ``kernel_size`` (``ConvRulebook``) on the device."""
+
+        def build() -> DeviceRulebook:
+            book: ConvRulebook = self.host.item(("rulebook", i, kernel_size))
+            return DeviceRulebook(self.tensor(book.gather), self.tensor(book.scatter),
+                                  self.tensor(book.group_offset), book.rows, kernel_size**3)
+
+        return self._get(("rulebook", i, kernel_size), build)
 
     def pool_table(self, i: int) -> torch.Tensor:
         """(N_i, S) members (level i - 1 points) of each level-i point, padded with N_{i-1}."""

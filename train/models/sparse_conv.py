@@ -3,19 +3,23 @@
 Output sites equal input sites. For output voxel p and kernel offset o (cross-correlation, the
 convention of spconv): ``out[p] = sum_o feat[p + o] @ W[o] (+ bias)``, missing neighbours skipped.
 
-Route (decision 40): the batch plan's neighbour table ``table`` (N, K) (K = k^3 offsets, a missing
-neighbour pointing at an appended zero row, ``train.models.plan.neighbour_table``) gathers every
-neighbour of every point into one (N, K * C_in) matrix, and one GEMM with the weight as
-(K * C_in, C_out) gives the output: three kernels per layer (pad, gather, GEMM with the bias). The
-hand-written backward has the same shape: the weight gradient is one GEMM of the re-gathered input
-(nothing per offset is stored), and the input gradient is the transposed convolution, which for a
-submanifold conv is a convolution over the same table with the mirrored kernel (p + o = q <=>
-q - o = p): a gather of the output gradient and one GEMM, no scatter. Above ``GATHER_LIMIT``
-gathered elements the points are processed in chunks (bounded memory, one gather + GEMM each).
+Route (decision 45): the batch plan's rulebook (``train.models.plan.conv_rulebook``) lists the
+neighbour pairs that exist, grouped by kernel offset into groups of equal size. The forward gathers
+every pair's input row at once (one ``index_select``), multiplies each group by its offset's
+weight in one batched GEMM (``bmm``), and adds the products into the outputs with one
+``index_add_``; the backward has the same shape (the input gradient is the transposed convolution
+over the same pairs: gather the output gradient, ``bmm`` with the transposed weights, ``index_add_``
+into the inputs; the weight gradient is one ``bmm`` of the re-gathered inputs and one
+``index_add_`` over the groups). About eight kernels per layer forward and a dozen backward, and
+only the multiply-adds of pairs that exist (the dense gather of decision 40 multiplied every kernel
+slot: on LiDAR-like surfaces three to four times as many). Above ``GATHER_LIMIT`` gathered
+elements the groups are processed in chunks (bounded memory). ``index_add_`` on CUDA accumulates
+with atomics (rounding order varies between runs) unless ``torch.use_deterministic_algorithms``
+is on, where PyTorch switches it to a deterministic algorithm; on a CPU it is sequential.
 
 Weight layout is spconv 2.x's KRSC, ``(C_out, k, k, k, C_in)`` with kernel axes (x, y, z), so a
-state dict loads in either implementation; ``weight.view(C_out, K * C_in)`` is the GEMM's matrix
-as it is. ``backend="spconv"`` runs spconv on CUDA tensors only: spconv 2.3.8 on CPU returns wrong
+state dict loads in either implementation; viewed as (C_out, K, C_in) and permuted it gives each
+offset's (C_in, C_out) matrix without a copy. ``backend="spconv"`` runs spconv on CUDA tensors only: spconv 2.3.8 on CPU returns wrong
 outputs with more than one OpenMP thread (found while testing this module against the pure-PyTorch
 route), so a CPU tensor with that backend raises.
 ``backend="auto"`` (the default) picks spconv for CUDA tensors when it imports, this module's
@@ -31,94 +35,83 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.models.plan import DeviceRulebook
 from train.models.point import PointLevel
 
-# Largest gathered (N, K * C) matrix built at once, in elements (1 GiB of float32): the paper
-# presets (4 x 30,000 points, C <= 64 at full resolution, k = 3) stay in one chunk.
+# Largest gathered (P, C) block built at once, in elements (1 GiB of float32): the paper presets
+# (4 x 30,000 points, C <= 64 at full resolution, k = 3) stay in one chunk.
 GATHER_LIMIT = 2**28
 
 
-def _gather(src: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """``src[table]`` as an (n, K * C) matrix: one ``index_select`` of the flattened table (on a CPU
-    1.5-2x faster than the advanced-indexing gather of the same rows, measured at 5,800-30,000 x 27
-    rows of 32-128 channels)."""
-    return torch.index_select(src, 0, table.reshape(-1)).view(table.shape[0], -1)
+def _chunks(book: DeviceRulebook, channels: int) -> list[tuple[slice, slice]]:
+    """(group slice, pair slice) chunks of the rulebook, each gathering <= GATHER_LIMIT elements."""
+    groups = book.group_offset.shape[0]
+    per = max(1, GATHER_LIMIT // max(book.rows * channels, 1))
+    return [(slice(g, min(g + per, groups)), slice(g * book.rows, min(g + per, groups) * book.rows))
+            for g in range(0, groups, per)]
 
 
-def _gather_matmul(src: torch.Tensor, table: torch.Tensor, weight: torch.Tensor,
-                   bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``src[table].view(N, K * C) @ weight`` (+ bias) for a padded ``src`` (M + 1, C), chunked over
-    the N rows of ``table`` to keep each gathered block under ``GATHER_LIMIT`` elements."""
-    n, k = table.shape
-    rows = max(1, GATHER_LIMIT // max(k * src.shape[1], 1))
-    if n <= rows:
-        gathered = _gather(src, table)
-        return gathered @ weight if bias is None else torch.addmm(bias, gathered, weight)
-    out = src.new_empty(n, weight.shape[1])
-    for start in range(0, n, rows):
-        gathered = _gather(src, table[start:start + rows])
-        if bias is None:
-            torch.mm(gathered, weight, out=out[start:start + rows])
-        else:
-            torch.addmm(bias, gathered, weight, out=out[start:start + rows])
-    return out
-
-
-def _gathered_t_matmul(grad_out: torch.Tensor, src: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """``grad_out.t() @ src[table].view(N, K * C)``, chunked like ``_gather_matmul``."""
-    n, k = table.shape
-    rows = max(1, GATHER_LIMIT // max(k * src.shape[1], 1))
-    if n <= rows:
-        return grad_out.t() @ _gather(src, table)
-    out = grad_out.new_zeros(grad_out.shape[1], k * src.shape[1])
-    for start in range(0, n, rows):
-        out.addmm_(grad_out[start:start + rows].t(), _gather(src, table[start:start + rows]))
-    return out
+def _pair_products(src: torch.Tensor, index: torch.Tensor, weights: torch.Tensor, rows: int) -> torch.Tensor:
+    """``src[index]`` in groups of ``rows`` pairs, each group times its (C_in, C_out) weight."""
+    gathered = torch.index_select(src, 0, index).view(weights.shape[0], rows, src.shape[1])
+    return torch.bmm(gathered, weights).view(-1, weights.shape[2])
 
 
 class _SubMConvFunction(torch.autograd.Function):
-    """Gather-GEMM submanifold conv; the backward re-gathers instead of storing the gathered input."""
+    """Rulebook submanifold conv; the backward re-gathers instead of storing the gathered input."""
 
     @staticmethod
     def forward(ctx: Any, feat: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                table: torch.Tensor) -> torch.Tensor:
-        # weight: (C_out, K * C_in), the KRSC weight viewed as a matrix
-        padded = F.pad(feat, (0, 0, 0, 1))  # row N: the zero row of the missing neighbours
-        ctx.save_for_backward(padded, weight, table)
+                book: DeviceRulebook) -> torch.Tensor:
+        # weight: (K, C_in, C_out), one matrix per kernel offset
+        padded = F.pad(feat, (0, 0, 0, 1))  # row N: the zero row that padding pairs read
+        out = padded.new_zeros(padded.shape[0], weight.shape[2]) if bias is None else \
+            bias.expand(padded.shape[0], -1).contiguous()
+        for groups, pairs in _chunks(book, feat.shape[1]):
+            weights = torch.index_select(weight, 0, book.group_offset[groups])
+            out.index_add_(0, book.scatter[pairs], _pair_products(padded, book.gather[pairs], weights, book.rows))
+        ctx.save_for_backward(padded, weight)
+        ctx.book = book
         ctx.has_bias = bias is not None
-        return _gather_matmul(padded, table, weight.t(), bias)
+        return out[:-1]  # row N collected the padding pairs
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
-        padded, weight, table = ctx.saved_tensors
-        grad_feat = grad_weight = grad_bias = None
-        grad_out = grad_out.contiguous()
-        if ctx.needs_input_grad[0]:
-            c_out, k = weight.shape[0], table.shape[1]
-            # transposed conv = the mirrored kernel over the same table: offset o' reads W[K-1-o']^T
-            mirrored = weight.view(c_out, k, -1).flip(1).transpose(0, 1).reshape(k * c_out, -1)
-            grad_feat = _gather_matmul(F.pad(grad_out, (0, 0, 0, 1)), table, mirrored)
-        if ctx.needs_input_grad[1]:
-            grad_weight = _gathered_t_matmul(grad_out, padded, table)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_out.sum(0)
+        padded, weight = ctx.saved_tensors
+        book: DeviceRulebook = ctx.book
+        grad_padded = torch.zeros_like(padded) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        grad_rows = F.pad(grad_out.contiguous(), (0, 0, 0, 1))
+        for groups, pairs in _chunks(book, max(padded.shape[1], weight.shape[2])):
+            offsets = book.group_offset[groups]
+            if grad_padded is not None:
+                # transposed conv over the same pairs: out-row gradients through W[o]^T into the in-rows
+                weights_t = torch.index_select(weight, 0, offsets).transpose(1, 2)
+                grad_padded.index_add_(
+                    0, book.gather[pairs], _pair_products(grad_rows, book.scatter[pairs], weights_t, book.rows))
+            if grad_weight is not None:
+                inputs = torch.index_select(padded, 0, book.gather[pairs]).view(-1, book.rows, padded.shape[1])
+                grads = torch.index_select(grad_rows, 0, book.scatter[pairs]).view(-1, book.rows, weight.shape[2])
+                grad_weight.index_add_(0, offsets, torch.bmm(inputs.transpose(1, 2), grads))
+        grad_feat = None if grad_padded is None else grad_padded[:-1]
+        grad_bias = grad_out.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_feat, grad_weight, grad_bias, None
 
 
 def submanifold_conv(
-    feat: torch.Tensor, weight: torch.Tensor, table: torch.Tensor, bias: Optional[torch.Tensor] = None
+    feat: torch.Tensor, weight: torch.Tensor, book: DeviceRulebook, bias: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    """Pure-PyTorch submanifold conv; ``weight`` in KRSC layout (C_out, k, k, k, C_in), ``table``
-    the (N, k^3) neighbour table of the points (``train.models.plan.neighbour_table``)."""
+    """Pure-PyTorch submanifold conv; ``weight`` in KRSC layout (C_out, k, k, k, C_in), ``book``
+    the rulebook of the points (``train.models.plan.DevicePlan.rulebook``)."""
     c_out, k = weight.shape[0], weight.shape[1]
-    if table.shape != (feat.shape[0], k**3):
+    if book.offsets != k**3:
         raise ValueError(
-            f"neighbour table of shape {tuple(table.shape)} does not match weight kernel {k} / feat "
-            f"rows {feat.shape[0]}: build the table on the same level with kernel size {k}"
+            f"rulebook of a {book.offsets}-offset kernel does not match the weight's kernel {k}: build "
+            f"it with kernel size {k}"
         )
     if feat.shape[1] != weight.shape[-1]:
         raise ValueError(f"feat has {feat.shape[1]} channels but the conv expects {weight.shape[-1]}")
-    w = weight.reshape(c_out, -1)
+    w = weight.reshape(c_out, k**3, -1).permute(1, 2, 0)  # (K, C_in, C_out), a view
     device_type = feat.device.type
     if torch.is_autocast_enabled(device_type):
         # A custom autograd Function is not autocast by itself: run it in the autocast dtype so
@@ -130,7 +123,7 @@ def submanifold_conv(
         raise ValueError(
             f"feat is {feat.dtype} but the conv weight is {weight.dtype}: cast the input or the model"
         )
-    return _SubMConvFunction.apply(feat, w, bias, table)
+    return _SubMConvFunction.apply(feat, w, bias, book)
 
 
 @functools.cache
@@ -168,7 +161,7 @@ class SubMConv3d(nn.Module):
     def forward(self, level: PointLevel, feat: torch.Tensor) -> torch.Tensor:
         if self.backend == "spconv" or (self.backend == "auto" and feat.is_cuda and spconv_imports()):
             return self._spconv_forward(level, feat)
-        return submanifold_conv(feat, self.weight, level.plan.neighbours(level.index, self.kernel_size), self.bias)
+        return submanifold_conv(feat, self.weight, level.plan.rulebook(level.index, self.kernel_size), self.bias)
 
     def _spconv_forward(self, level: PointLevel, feat: torch.Tensor) -> torch.Tensor:
         if not feat.is_cuda:
