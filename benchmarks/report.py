@@ -17,13 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
-KNOWN_GROUPS = ("table6-forward", "table6-backward", "batch", "batch-profile", "fig7", "fig8", "step-ops")
+KNOWN_GROUPS = ("table6-forward", "table6-backward", "batch", "batch-profile", "fig7", "fig8", "step-ops",
+                "pool-start")
 
 # Paper Table 6 (App. B.4): N -> (naive fwd s, naive bwd s, naive MB, ours fwd s, ours bwd s, ours MB,
 # speedup). None = "Infeasible (Timeout)".
@@ -395,6 +397,36 @@ def _ops_section(run: dict[str, Any]) -> list[str]:
     ]
 
 
+def _pool_section(run: dict[str, Any]) -> list[str]:
+    from benchmarks.pool_start import BEFORE, TARGETS
+
+    records = _by(run["benchmarks"], "pool-start")
+    if not records:
+        return []
+    rows = []
+    for b in sorted(records, key=lambda b: (b["extra_info"]["workers"], b["extra_info"]["state"])):
+        e = b["extra_info"]
+        ready = statistics.median(e["ready_s"])
+        target = TARGETS[e["state"]]
+        rows.append([str(e["workers"]), e["state"], ", ".join(_fmt(x) for x in e["ready_s"]),
+                     _fmt(statistics.median(e["warm_s"])), _fmt(_median(b)),
+                     f"<= {target:g}: {'met' if ready <= target else 'not met'}",
+                     BEFORE.get((e["workers"], e["state"]), "-")])
+    return [
+        "## Persistence pool start-up",
+        "",
+        "Seconds from a fresh process's first line until its `PersistencePool` is warmed and has returned "
+        "the diagrams of one small cloud per worker (`benchmarks/pool_start.py`): cold = a new copy of "
+        "`fast/` and `reference/` without compiled caches (a fresh clone), warm = the same copy again. "
+        "Child wall = the whole child process (interpreter start and pool shutdown included). "
+        f"Machine: {records[0]['extra_info']['cores']} cores, 1-minute load "
+        f"{_fmt(records[0]['extra_info'].get('load_average_1min'))} at the first measurement.",
+        "",
+        *_table(["workers", "state", "ready (s), each run", "warm() returned (s, median)", "child wall (s, median)",
+                 "target", "before"], rows),
+    ]
+
+
 def _other_section(run: dict[str, Any]) -> list[str]:
     others = [b for b in run["benchmarks"] if b.get("group") not in KNOWN_GROUPS]
     if not others:
@@ -457,6 +489,7 @@ def render(run: dict[str, Any], path: Path) -> str:
         *_fig7_section(run),
         *_fig8_section(run),
         *_ops_section(run),
+        *_pool_section(run),
         *_other_section(run),
     ]
     return "\n".join(lines).rstrip() + "\n"
