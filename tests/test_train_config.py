@@ -133,7 +133,7 @@ def test_every_option_belongs_to_a_help_section_and_shows_its_default() -> None:
         (action,) = [a for g in sections.values() for a in g._group_actions if flag in a.option_strings]
         assert action in sections[_GROUP[name]]._group_actions, name
         assert action.help.endswith(f"(default: {default_text(name)})") and default_text(name), name
-    assert default_text("epochs") == "50; synthetic CPU demo: 12"
+    assert default_text("epochs") == "50; synthetic CPU demo: 14"
     assert default_text("seg_loss") == "ce+lovasz; paper: ce"
     text = build_parser().format_help()
     assert "decisions 6c" not in text and "docs/decisions.md decision 6c" in text
