@@ -132,3 +132,28 @@ def test_without_a_writable_cache_location_numba_is_pointed_at_a_temporary_one(m
     njit(cache=True)(user_engine)  # numba accepts cached kernels again
     monkeypatch.undo()
     assert ensure_cache_location() is None  # where the suite runs, the default location is writable
+
+
+def test_warm_up_passes_over_a_part_another_process_compiles_and_loads_it_once_released(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two training processes (DDP ranks) with a pool each: a part whose lock is held elsewhere is
+    passed over for the next one, then warmed (loaded from the cache) once the lock is free."""
+    import threading
+
+    from fast.persistence import worker
+
+    order: list[int] = []
+    monkeypatch.setattr(worker, "WARM_UP_PARTS", tuple((lambda p=p: order.append(p)) for p in range(3)))
+    with worker._part_lock(0, wait=True) as held:  # "another process" compiles part 0
+        assert held
+        thread = threading.Thread(target=worker.warm_up, args=([0, 1, 2],))
+        thread.start()
+        for _ in range(500):
+            if order == [1, 2]:
+                break
+            threading.Event().wait(0.01)
+        assert order == [1, 2]  # parts 1 and 2 first, part 0 not yet
+        assert thread.is_alive()  # waiting for part 0's lock
+    thread.join(timeout=30)
+    assert not thread.is_alive() and order == [1, 2, 0]

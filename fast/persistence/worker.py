@@ -13,7 +13,8 @@ on-disk cache lets every later process load them instead. The kernels fall into
 :data:`WARM_UP_PARTS`, four parts that share no kernel; a pool that starts K workers has each
 worker compile (or load) its share of them first (:func:`compile_shares`), so that each part is
 compiled once, by one worker, while the others compile theirs, and then every worker loads all
-parts from the cache. A part is warmed by running its kernels on a tiny input of the argument types a real
+parts from the cache. Across pools (one per DDP rank), a lock file per part makes a worker pass
+over a part that another process is compiling and load it afterwards (:func:`warm_up`). A part is warmed by running its kernels on a tiny input of the argument types a real
 task uses (``tests/test_persistence_pool.py`` checks that a real task compiles nothing new).
 
 Messages from the pool: ``("warm", parts)``,
@@ -23,11 +24,15 @@ or None)``; or ``("error", text)``.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 import signal
 import sys
+import tempfile
 import traceback
 from multiprocessing.connection import Connection
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -90,9 +95,46 @@ def compile_shares(workers: int) -> list[tuple[int, ...]]:
 
 
 def warm_up(parts: Sequence[int]) -> None:
-    """Compile (or load from numba's cache) the kernels of the given :data:`WARM_UP_PARTS`."""
-    for part in parts:
-        WARM_UP_PARTS[part]()
+    """Compile (or load from numba's cache) the kernels of the given :data:`WARM_UP_PARTS`.
+
+    Each part is warmed under a lock shared by every process on the machine (:func:`_part_lock`):
+    a part another process is compiling is passed over for the next free one, and only loaded from
+    the cache once its lock is released. Several training processes, each with its own pool (DDP
+    ranks), so compile each part once between them instead of once each.
+    """
+    pending = list(parts)
+    while pending:
+        for part in list(pending):
+            with _part_lock(part, wait=False) as held:
+                if held:
+                    WARM_UP_PARTS[part]()
+                    pending.remove(part)
+        if pending:  # every part left is being compiled elsewhere: wait for the first, then load it
+            with _part_lock(pending[0], wait=True):
+                WARM_UP_PARTS[pending.pop(0)]()
+
+
+@contextlib.contextmanager
+def _part_lock(part: int, wait: bool) -> Iterator[bool]:
+    """An exclusive ``flock`` on this package's lock file of ``part`` (one per installation, in the
+    temporary directory); yields whether it is held. Without ``fcntl`` (not POSIX) it yields True."""
+    try:
+        import fcntl
+    except ImportError:
+        yield True
+        return
+    package = hashlib.sha1(os.path.dirname(os.path.abspath(__file__)).encode()).hexdigest()[:12]
+    path = os.path.join(tempfile.gettempdir(), f"topodistill-warm-{package}-part{part}.lock")
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _run_task(conn: Connection, task: tuple, warm: list[H1Engine]) -> None:
