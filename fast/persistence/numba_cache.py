@@ -8,6 +8,7 @@ user's cache directory; when there is none (a read-only installation and home) i
 define a cached function at all, and importing the package would fail. :func:`ensure_cache_location`
 then points numba at a directory under the system's temporary directory instead, before the
 kernels are defined; the worker processes, importing the package the same way, choose the same one.
+:func:`cache_directory` names the directory chosen, where the warm-up also keeps its locks.
 """
 from __future__ import annotations
 
@@ -32,3 +33,9 @@ def ensure_cache_location() -> Optional[str]:
     except RuntimeError:  # numba: "cannot cache function ...: no locator available"
         config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"topodistill-numba-cache-{os.getuid()}")
         return config.CACHE_DIR
+
+
+def cache_directory() -> str:
+    """The directory where numba keeps this package's compiled kernels (after
+    :func:`ensure_cache_location`): what a process writes there belongs to that cache."""
+    return FunctionCache(_probe).cache_path

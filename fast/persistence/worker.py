@@ -25,11 +25,9 @@ or None)``; or ``("error", text)``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import signal
 import sys
-import tempfile
 import traceback
 from multiprocessing.connection import Connection
 from typing import Callable, Iterator, Sequence
@@ -40,6 +38,7 @@ from fast.persistence.cloud import distances, h0_part, h1_part, stage_parts, use
 from fast.persistence.contract import H1Engine
 from fast.persistence.edge_stage import EdgeStage, edges_apparent_between, enclosing_radius, stage_within, truncation_limit
 from fast.persistence.native import reduce_stage
+from fast.persistence.numba_cache import cache_directory
 from fast.persistence.sampling import tps_indices
 
 BOOT = "import sys; sys.path[:] = sys.argv[2:]; from fast.persistence.worker import main; main()"
@@ -116,15 +115,17 @@ def warm_up(parts: Sequence[int]) -> None:
 
 @contextlib.contextmanager
 def _part_lock(part: int, wait: bool) -> Iterator[bool]:
-    """An exclusive ``flock`` on this package's lock file of ``part`` (one per installation, in the
-    temporary directory); yields whether it is held. Without ``fcntl`` (not POSIX) it yields True."""
+    """An exclusive ``flock`` on this package's lock file of ``part``, kept beside the compiled
+    kernels it guards (:func:`cache_directory`: one per installation, and nothing written where the
+    cache is not); yields whether it is held. Without ``fcntl`` (not POSIX) it yields True."""
     try:
         import fcntl
     except ImportError:
         yield True
         return
-    package = hashlib.sha1(os.path.dirname(os.path.abspath(__file__)).encode()).hexdigest()[:12]
-    path = os.path.join(tempfile.gettempdir(), f"topodistill-warm-{package}-part{part}.lock")
+    directory = cache_directory()
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"topodistill-warm-part{part}.lock")
     with open(path, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
