@@ -258,12 +258,16 @@ def _batch_section(run: dict[str, Any]) -> list[str]:
         "of each cloud. `shell` = unstructured 64-d features (TPS picks a near-spherical shell: "
         "exact H1's worst case, decision 6c), reported separately; with an H1 time budget, clouds "
         "whose H1 misses it use H0 only for that step (the misses column counts them over all rounds). "
-        "Target: ours >= 20x faster on the representative cases.",
+        f"Target: ours >= {BATCH_TARGET:g}x faster on the representative cases.",
         "",
         *_table(["case", "clouds x M", "paper-style (s)", "ours (s)", "ratio", "rounds (paper/ours)",
                  "loss rel. diff", "H1 budget misses"], rows),
     ]
 
+
+# Batch speed-up over the paper-style pipeline that the representative cases must reach: first 20x,
+# raised to 30x with the GPU work on the persistence pool (TPS in the workers, one copy per batch).
+BATCH_TARGET = 30.0
 
 # The batch profile before this work, quoted (like the paper's numbers) from the run recorded in
 # benchmarks/RESULTS.md at commit 5ce805d, where the issue that set the 20x target was measured.
@@ -446,7 +450,7 @@ def _other_section(run: dict[str, Any]) -> list[str]:
 
 def _summary_section(run: dict[str, Any]) -> list[str]:
     """The two headline numbers (Table 6 speed-up over the naive baseline at N = 100; batch speed-up
-    over the paper-style pipeline, target >= 20x), from the same data as the tables below."""
+    over the paper-style pipeline, against :data:`BATCH_TARGET`), from the same data as the tables below."""
     lines = ["## Headline", ""]
     medians = {(b["group"], b["extra_info"].get("method"), b["extra_info"].get("device"), b["extra_info"].get("n")):
                _median(b) for b in run["benchmarks"] if b.get("group") in ("table6-forward", "table6-backward")}
@@ -468,9 +472,9 @@ def _summary_section(run: dict[str, Any]) -> list[str]:
         if paper is None:
             continue
         r = _median(paper) / _median(b)
-        verdict = "met" if r >= 20 else "not met"
+        verdict = "met" if r >= BATCH_TARGET else "not met"
         lines.append(f"- Batch {e['clouds']} x M = {e['m']} ({e['case']}): ours is **{r:.3g}x** faster than the "
-                     f"paper-style pipeline (forward + backward; target >= 20x: {verdict}).")
+                     f"paper-style pipeline (forward + backward; target >= {BATCH_TARGET:g}x: {verdict}).")
     return lines + [""] if len(lines) > 2 else []
 
 
