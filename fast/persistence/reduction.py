@@ -226,6 +226,24 @@ def _grow(a: np.ndarray, need: int) -> np.ndarray:
 
 
 @njit(nogil=True, cache=True)
+def _sorted_prefix(a: np.ndarray, n: int) -> np.ndarray:
+    """``np.sort(a[:n])`` by a heap sort on :func:`_sift_down`: numba's ``np.sort`` brings its
+    generic quicksort, about 2 CPU-s of compilation in every fresh cache, for a list this short."""
+    heap = np.empty(n, np.int64)
+    spare = np.zeros(n, np.int64)  # the heap functions move a payload beside each key; none is needed here
+    for i in range(n):
+        heap[i] = a[i]
+    for i in range(n // 2 - 1, -1, -1):
+        _sift_down(heap, spare, n, i)
+    out = np.empty(n, np.int64)
+    for k in range(n):
+        out[k] = heap[0]
+        heap[0] = heap[n - 1 - k]
+        _sift_down(heap, spare, n - 1 - k, np.int64(0))
+    return out
+
+
+@njit(nogil=True, cache=True)
 def _hash_slot(table_keys: np.ndarray, key: int) -> int:
     """Slot of ``key`` in the open-addressing table, or of the empty slot where it would go."""
     mask = table_keys.shape[0] - 1
@@ -280,7 +298,7 @@ def reduce_columns(
         if _clock_ns(clock_id) > deadline:
             return deaths, STATUS_DEADLINE
         size = 0
-        n_added = 0
+        n_added = np.int64(0)
         # the column's own coboundary
         # (a column's edge has an empty lune: no coface has it as its max edge, so its phase 1 is
         # empty and the enumeration starts with phase 2, sparing a pass over all vertices)
@@ -293,7 +311,7 @@ def reduce_columns(
             hi[0] = 0
             size = 1
         added[0] = columns[c]
-        n_added = 1
+        n_added = np.int64(1)
         while size > 0:
             key = hk[0]
             count = 0
@@ -307,7 +325,7 @@ def reduce_columns(
                     hk[0] = hk[size]
                     hi[0] = hi[size]
                 if size > 0:
-                    _sift_down(hk, hi, size, 0)
+                    _sift_down(hk, hi, size, np.int64(0))
                 count += 1
             pops += count
             if (pops & clock_mask) < count and _clock_ns(clock_id) > deadline:
@@ -354,7 +372,7 @@ def reduce_columns(
         if deaths[c] < 0:
             continue
         # store the reduction (edges whose coboundaries sum to the reduced column), Z2-cancelled
-        lst = np.sort(added[:n_added])
+        lst = _sorted_prefix(added, n_added)
         v_store = _grow(v_store, v_used + n_added)
         v_start[c] = v_used
         i = 0

@@ -186,11 +186,20 @@ def _lanes_dist(ct: np.ndarray, k: int, x: np.ndarray, out: np.ndarray, r: np.nd
 
 
 @njit(nogil=True, cache=True)
+def _set_column(columns: np.ndarray, k: int, x: np.ndarray) -> None:
+    """``columns[:, k] = x`` as a loop: numba compiles an array-to-array slice assignment with its
+    shape-mismatch message, which roughly doubles this module's compile time in a fresh process."""
+    for c in range(x.shape[0]):
+        columns[c, k] = x[c]
+
+
+@njit(nogil=True, cache=True)
 def farthest_point_indices(h: np.ndarray, m: int, first: int) -> np.ndarray:
     """``m`` TPS indices of the (N, C) float64 C-contiguous ``h`` (``1 <= m < N``), starting at ``first``."""
     n = h.shape[0]
     idx = np.empty(m, dtype=np.int64)
     d_min = np.empty(n)
+    d_min[:] = np.inf  # no centre yet: every point's distance to ``first`` is computed below
     owner = np.zeros(n, dtype=np.int64)  # position in idx of the centre that gave d_min
     centre_dist = np.empty(m)
     centres = np.empty((h.shape[1], m))  # the selected points as columns: D(centre, p) in SIMD lanes
@@ -198,25 +207,20 @@ def farthest_point_indices(h: np.ndarray, m: int, first: int) -> np.ndarray:
     plan_lo, plan_n = summation_plan(h.shape[1])
     held = np.empty(_DEPTH)
     held_lanes = np.empty((_DEPTH if plan_lo.shape[0] > 1 else 1, m))
-    idx[0] = first
-    centres[:, 0] = h[first]
-    for i in range(n):
-        d_min[i] = _dist(h, i, first, plan_lo, plan_n, held)
-    d_min[first] = -np.inf
-    p = np.int64(0)
-    for i in range(1, n):
-        if d_min[i] > d_min[p]:  # strict: the first maximiser, as np.argmax
-            p = i
-    for k in range(1, m):
+    p = np.int64(first)
+    for k in range(m):
         idx[k] = p
-        _lanes_dist(centres, k, h[p], centre_dist, scratch, plan_lo, plan_n, held_lanes)
-        centres[:, k] = h[p]
+        if k > 0:
+            _lanes_dist(centres, k, h[p], centre_dist, scratch, plan_lo, plan_n, held_lanes)
+        _set_column(centres, k, h[p])
         d_min[p] = -np.inf
-        # one pass updates the running minima and finds the next centre (their first maximiser)
+        # one pass updates the running minima and finds the next centre (their first maximiser);
+        # one call site of the inlined distance, which keeps this kernel's compile time down
         best, following = -np.inf, np.int64(0)
         for i in range(n):
             d = d_min[i]
-            # d <= 0: selected (-inf) or at distance 0 from a centre, cannot decrease
+            # d <= 0: selected (-inf) or at distance 0 from a centre, cannot decrease; d = +inf
+            # (no centre yet) is outside the safe range and always computed
             if d > 0.0 and not (_SAFE_LOW <= d <= _SAFE_HIGH and centre_dist[owner[i]] > 2.0 * d * (1.0 + _MARGIN)):
                 e = _dist(h, i, p, plan_lo, plan_n, held)
                 if e < d:
