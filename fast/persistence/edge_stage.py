@@ -313,7 +313,12 @@ def enclosing_radius(dist: np.ndarray) -> tuple[float, int, int]:
                         row_max[i] = x
                     if x > row_max[j]:
                         row_max[j] = x
-    centre = int(np.argmin(row_max))
+    if n == 0:
+        return 0.0, 0, 0
+    centre = 0  # the first minimiser, as np.argmin (a loop: numba's argmin adds a second to a fresh compile)
+    for i in range(1, n):
+        if row_max[i] < row_max[centre]:
+            centre = i
     return row_max[centre], centre, 0
 
 
@@ -366,7 +371,10 @@ def build_edge_order(
     pv = np.empty(e, np.int32)
     nbr = np.empty((n, n), np.int32)
     deg = np.zeros(n, np.int32)
-    rank = np.full((n, n), e, np.int32)
+    rank = np.empty((n, n), np.int32)  # filled by loops here and below: numba's np.full and
+    for i in range(n):                 # np.arange cost a fresh compile about a second more
+        for j in range(n):
+            rank[i, j] = e
     for r in range(e):
         f = ordered[r]
         a = f // n
@@ -438,7 +446,9 @@ def columns_to_reduce(u: np.ndarray, v: np.ndarray, n: int, empty_lune: np.ndarr
     H0 columns. Why not ``fast.persistence.h0``: its ties go by Prim's vertex order, not the edge
     order, and Kruskal over these few edges is cheaper than a dense pass.
     """
-    parent = np.arange(n)
+    parent = np.empty(n, np.int64)
+    for i in range(n):
+        parent[i] = i
     count = 0
     merged = 0
     out = np.empty(u.shape[0], np.int64)
@@ -455,4 +465,7 @@ def columns_to_reduce(u: np.ndarray, v: np.ndarray, n: int, empty_lune: np.ndarr
         else:
             out[count] = r
             count += 1
-    return out[:count][::-1].copy(), tree[:merged].copy()
+    latest_first = np.empty(count, np.int64)
+    for i in range(count):
+        latest_first[i] = out[count - 1 - i]
+    return latest_first, tree[:merged].copy()

@@ -77,7 +77,7 @@ def _warm_reduction() -> None:
 WARM_UP_PARTS: tuple[Callable[[], None], ...] = (_warm_sampling, _warm_certificate, _warm_edge_order, _warm_reduction)
 """Parts of the compiled code that share no kernel, each warmed by one call."""
 
-COMPILE_COSTS = (9.0, 3.5, 5.0, 8.0)
+COMPILE_COSTS = (4.8, 2.3, 3.3, 6.3)
 """Relative compile time of each part, measured here (decision 41): only their ratios matter."""
 
 
