@@ -33,7 +33,6 @@ from numba import njit
 _MARGIN = 1e-9  # relative: D(c, p) must exceed 2 d (1 + _MARGIN) for a skip
 _SAFE_LOW, _SAFE_HIGH = 1e-100, 1e100  # d outside this range (and not 0) is always recomputed
 _BLOCK = 128  # numpy's pairwise-summation block (PW_BLOCKSIZE)
-_STACK = 192  # explicit stack of the summation tree: 2 entries per level plus one, any C < 2**60
 _DEPTH = 64  # partial sums held at once while a plan runs: one per level plus one
 
 
@@ -78,36 +77,27 @@ def _block_sq(h: np.ndarray, a: int, b: int, lo: int, n: int) -> float:
     return res
 
 
-
-
-@njit(nogil=True, cache=True)
 def summation_plan(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """numpy's pairwise summation over ``n`` columns as a postfix program ``(lo, size)``: a block
-    of ``size <= 128`` columns from ``lo`` pushes its sum, ``size == -1`` replaces the last two
-    sums by theirs. For ``n <= 128`` one block; above, numpy's recursion (halves rounded down to
-    multiples of 8, left half first), unrolled with an explicit stack because numba cannot cache
-    a recursive function."""
-    plan_lo = np.empty(2 * n + 1, dtype=np.int64)
-    plan_n = np.empty(2 * n + 1, dtype=np.int64)
-    task_lo = np.empty(_STACK, dtype=np.int64)
-    task_n = np.empty(_STACK, dtype=np.int64)
-    task_join = np.zeros(_STACK, dtype=np.bool_)
-    tasks, steps = 1, 0
-    task_lo[0], task_n[0] = 0, n
-    while tasks > 0:
-        tasks -= 1
-        lo, size, join = task_lo[tasks], task_n[tasks], task_join[tasks]
-        if join or size <= _BLOCK:
-            plan_lo[steps], plan_n[steps] = lo, -1 if join else size
-            steps += 1
-        else:
-            half = size // 2
-            half -= half % 8
-            task_lo[tasks], task_n[tasks], task_join[tasks] = lo, size, True
-            task_lo[tasks + 1], task_n[tasks + 1], task_join[tasks + 1] = lo + half, size - half, False
-            task_lo[tasks + 2], task_n[tasks + 2], task_join[tasks + 2] = lo, half, False
-            tasks += 3
-    return plan_lo[:steps].copy(), plan_n[:steps].copy()
+    """numpy's pairwise summation over ``n`` columns as a postfix program ``(lo, size)`` (two int64
+    arrays): a block of ``size <= 128`` columns from ``lo`` pushes its sum, ``size == -1`` replaces
+    the last two sums by theirs. For ``n <= 128`` one block; above, numpy's recursion (halves
+    rounded down to multiples of 8, left half first). Plain Python, once per cloud: compiled, it
+    cost about a CPU-second in every fresh cache."""
+    steps: list[tuple[int, int]] = []
+
+    def visit(lo: int, size: int) -> None:
+        if size <= _BLOCK:
+            steps.append((lo, size))
+            return
+        half = size // 2
+        half -= half % 8
+        visit(lo, half)
+        visit(lo + half, size - half)
+        steps.append((lo, -1))
+
+    visit(0, n)
+    plan = np.array(steps, dtype=np.int64).reshape(-1, 2)
+    return np.ascontiguousarray(plan[:, 0]), np.ascontiguousarray(plan[:, 1])
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -194,8 +184,9 @@ def _set_column(columns: np.ndarray, k: int, x: np.ndarray) -> None:
 
 
 @njit(nogil=True, cache=True)
-def farthest_point_indices(h: np.ndarray, m: int, first: int) -> np.ndarray:
-    """``m`` TPS indices of the (N, C) float64 C-contiguous ``h`` (``1 <= m < N``), starting at ``first``."""
+def farthest_point_indices(h: np.ndarray, m: int, first: int, plan_lo: np.ndarray, plan_n: np.ndarray) -> np.ndarray:
+    """``m`` TPS indices of the (N, C) float64 C-contiguous ``h`` (``1 <= m < N``), starting at
+    ``first``; ``plan_lo, plan_n``: :func:`summation_plan` of the C columns."""
     n = h.shape[0]
     idx = np.empty(m, dtype=np.int64)
     d_min = np.empty(n)
@@ -204,7 +195,6 @@ def farthest_point_indices(h: np.ndarray, m: int, first: int) -> np.ndarray:
     centre_dist = np.empty(m)
     centres = np.empty((h.shape[1], m))  # the selected points as columns: D(centre, p) in SIMD lanes
     scratch = np.empty((8, m))
-    plan_lo, plan_n = summation_plan(h.shape[1])
     held = np.empty(_DEPTH)
     held_lanes = np.empty((_DEPTH if plan_lo.shape[0] > 1 else 1, m))
     p = np.int64(first)
@@ -243,4 +233,5 @@ def tps_indices(points: np.ndarray, m: int, seed: int) -> np.ndarray:
     n = points.shape[0]
     if n <= m:
         return np.arange(n, dtype=np.int64)
-    return farthest_point_indices(np.ascontiguousarray(points, dtype=np.float64), m, tps_start(n, seed))
+    return farthest_point_indices(np.ascontiguousarray(points, dtype=np.float64), m, tps_start(n, seed),
+                                  *summation_plan(points.shape[1]))
