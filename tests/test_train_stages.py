@@ -227,3 +227,31 @@ def test_stage_settings_weight_the_cross_entropy_by_the_training_label_shares(tm
     assert settings.class_weight == class_weights(counts, "inverse-sqrt")
     assert settings.seg_weight().shape == (22,) and float((settings.seg_weight() > 0).sum()) == (counts > 0).sum()
     assert stage_settings(tiny_config(tmp_path, stage="teacher"), "teacher", data.train).class_weight is None
+
+
+class _FirstStage(Exception):
+    """Raised in place of the first stage's training: what happened before it is the test's subject."""
+
+
+@pytest.mark.parametrize("stage, starts_pool", [("all", True), ("distill", True), ("student", False), ("kd", False)])
+def test_run_starts_the_persistence_workers_before_its_first_stage_when_any_stage_uses_l_topo(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stage: str, starts_pool: bool
+) -> None:
+    """The workers start (and on a new machine compile) while the earlier stages train (decision 41)."""
+    import train.run
+
+    events: list[object] = []
+
+    def first_stage(cfg: object, name: str, *args: object) -> None:
+        events.append(name)
+        raise _FirstStage
+
+    monkeypatch.setattr(train.run, "start_persistence", lambda workers: events.append(("pool", workers)))
+    monkeypatch.setattr(train.run, "run_stage", first_stage)
+    teacher = tmp_path / "teacher.pt"
+    teacher.write_bytes(b"")  # named by the student stages; never read here
+    cfg = tiny_config(tmp_path, stage=stage, topo_workers=1, teacher_checkpoint=str(teacher))
+    with pytest.raises(_FirstStage):
+        run(cfg, CPU)
+    first = "teacher" if stage == "all" else stage
+    assert events == ([("pool", 1)] if starts_pool else []) + [first]

@@ -48,7 +48,7 @@ from train.losses import class_weights
 from train.models.pointcept import from_pointcept, is_pointcept_state_dict, pointcept_overrides, read_model_config
 from train.optim import build_optimizer, build_scheduler
 from train.profiling import StepTimer
-from train.steps import DistillSettings, distillation_step, segmentation_step, warm_up_persistence
+from train.steps import DistillSettings, distillation_step, segmentation_step, start_persistence, warm_up_persistence
 from train.update import (NONFINITE, OVERFLOW, SkipCounter, apply_update, buffer_snapshot, make_scaler,
                           restore_buffers)
 
@@ -226,6 +226,8 @@ def train_stage(
     timer = timer or StepTimer(cfg.profile, device)
     amp = bool(cfg.amp and device.type == "cuda")
 
+    if settings.active("topo"):
+        start_persistence(cfg.topo_workers)  # the workers start while the model is built and loaded
     _seed_all(cfg.seed)  # the same initial weights on every rank and in every rerun
     model = spec.build().to(device)
     model.train()

@@ -45,6 +45,7 @@ from train.evaluate import evaluate, inference_latency_ms, stage_result, write_r
 from train.logging_utils import progress
 from train.loop import FINAL, distill_settings, load_frozen_teacher, model_spec, train_stage
 from train.profiling import StepTimer
+from train.steps import start_persistence
 
 # Failures whose message says what to fix (a missing dataset or checkpoint, an unreadable scan or
 # checkpoint, a full disk): printed as one error line, not a traceback.
@@ -124,6 +125,9 @@ def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
         save_config(cfg, out / "config.yaml")
     barrier()
     stages = STAGE_ORDER if cfg.stage == "all" else (cfg.stage,)
+    if any(distill_settings(cfg, stage).active("topo") for stage in stages):
+        # the persistence workers start now, and on a new machine compile, during the earlier stages
+        start_persistence(cfg.topo_workers)
     teacher_ckpt = Path(cfg.teacher_checkpoint) if cfg.teacher_checkpoint else None
     timer = StepTimer(cfg.profile, info.device)
     results: dict[str, dict[str, Any]] = {}

@@ -92,15 +92,22 @@ class DistillSettings:
         return bool(getattr(self, term)) and float(getattr(self, f"lambda_{term}")) > 0.0
 
 
+def start_persistence(workers: int | None = None) -> None:
+    """Size the persistence pool of this process (``--topo-workers``; None = its share of the
+    cores, ``fast.persistence.worker_share``) and start its workers now, so that they start (and
+    on a new machine compile their kernels) while the models are built and loaded (decision 41)."""
+    set_default_workers(workers)
+    default_pool()
+
+
 def warm_up_persistence(workers: int | None = None) -> None:
-    """Size the persistence pool of this process (``--topo-workers``; None = its share of the cores,
-    ``fast.persistence.worker_share``) and wait until its workers are ready (decision 41).
+    """:func:`start_persistence` if not done yet, then wait until the workers are ready (decision 41).
 
     Under a time budget (decision 6c) a worker's start-up (process launch, loading or, on a new
     machine, compiling its kernels) would otherwise be charged to the first step's H1 and drop it
     to H0 only.
     """
-    set_default_workers(workers)
+    start_persistence(workers)
     default_pool().warm()
 
 
