@@ -47,12 +47,14 @@ from fast.persistence import (
 # kernel's own deadline test and lazily computed apparent partners.
 from fast.persistence.device_stage import batched_distances, device_edge_stages
 from fast.persistence import edge_stage
-from fast.persistence.edge_stage import EdgeStage, cpu_edge_stage, edges_apparent_between, length_order, mst_longest_edge
+from fast.persistence.edge_stage import (EdgeStage, cpu_edge_stage, edges_apparent_between, enclosing_radius, length_order,
+                                         mst_longest_edge)
 from fast.persistence.native import reduce_stage
 from fast.persistence.reduction import (
     CLOCK_MASK,
     STATUS_DEADLINE,
     STATUS_DONE,
+    _sorted_prefix,
     apparent_partner,
     deadline_ns,
     reduce_columns,
@@ -424,3 +426,22 @@ def test_critical_edge_lengths_at_training_size_equal_the_diagram_values(kind: s
     np.testing.assert_array_equal(dist[tuple(ours.h0_death_edges.T)], ours.h0_pairs[:, 1])
     np.testing.assert_array_equal(dist[tuple(ours.h1_birth_edges.T)], ours.h1_pairs[:, 0])
     np.testing.assert_array_equal(dist[tuple(ours.h1_death_edges.T)], ours.h1_pairs[:, 1])
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 64, 257])
+def test_the_reductions_heap_sort_equals_numpys_sort(n: int) -> None:
+    """``_sorted_prefix`` sorts the first n entries (duplicates included) and ignores the rest."""
+    rng = np.random.default_rng(n)
+    values = rng.integers(-5, 5 + n, size=n + 9).astype(np.int64)
+    np.testing.assert_array_equal(_sorted_prefix(values, n), np.sort(values[:n]))
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 40])
+def test_enclosing_radius_is_the_smallest_row_maximum_at_its_first_row(n: int) -> None:
+    """Ties included (points on a small integer grid): the centre is ``np.argmin`` of the row maxima."""
+    points = np.random.default_rng(n).integers(0, 3, size=(n, 2)).astype(np.float64)
+    dist = cdist(points, points)
+    radius, centre, bad = enclosing_radius(dist)
+    row_max = dist.max(axis=1)
+    assert (radius, centre, bad) == (row_max.min(), int(np.argmin(row_max)), 0)
+    assert enclosing_radius(np.zeros((0, 0))) == (0.0, 0, 0)
