@@ -96,8 +96,8 @@ def summation_plan(n: int) -> tuple[np.ndarray, np.ndarray]:
         steps.append((lo, -1))
 
     visit(0, n)
-    plan = np.array(steps, dtype=np.int64).reshape(-1, 2)
-    return np.ascontiguousarray(plan[:, 0]), np.ascontiguousarray(plan[:, 1])
+    los, sizes = zip(*steps)
+    return np.array(los, dtype=np.int64), np.array(sizes, dtype=np.int64)
 
 
 @njit(nogil=True, cache=True, inline="always")
