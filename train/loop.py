@@ -266,7 +266,7 @@ def train_stage(
     # does not fire DDP's all-reduce hooks, and the step's own backward still all-reduces as usual.
     log_grads = cfg.log_term_grads > 0
     if settings.active("topo"):
-        warm_up_persistence(cfg.topo_workers)
+        warm_up_persistence()  # started before the model was built (start_persistence above)
     logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, tables=("train", "val"),
                           resume_step=step if resumed else None)
     bar = progress(total=total_steps, initial=step, desc=f"{stage:>8}", enabled=info.is_main and cfg.progress)

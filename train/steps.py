@@ -100,14 +100,13 @@ def start_persistence(workers: int | None = None) -> None:
     default_pool()
 
 
-def warm_up_persistence(workers: int | None = None) -> None:
-    """:func:`start_persistence` if not done yet, then wait until the workers are ready (decision 41).
+def warm_up_persistence() -> None:
+    """Wait until the workers of the pool :func:`start_persistence` started are ready (decision 41).
 
     Under a time budget (decision 6c) a worker's start-up (process launch, loading or, on a new
     machine, compiling its kernels) would otherwise be charged to the first step's H1 and drop it
     to H0 only.
     """
-    start_persistence(workers)
     default_pool().warm()
 
 
