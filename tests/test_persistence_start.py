@@ -107,6 +107,26 @@ def test_a_script_without_a_main_guard_works(tmp_path: Path) -> None:
     assert result.stdout.startswith("loss ") and result.stderr == ""
 
 
+def test_a_worker_loads_numba_without_importing_scipy_linalg_and_numba_blas_still_works() -> None:
+    # A fresh interpreter as a worker is (BOOT): the loader, then a kernel loaded, then numba's
+    # BLAS path compiled on first use, as in an engine that calls np.dot.
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np
+        from numba import njit
+        from fast.persistence.worker import _load_numba_arrays_without_blas, _warm_sampling
+        _load_numba_arrays_without_blas()
+        _warm_sampling()
+        print(sorted(m for m in ("scipy.linalg", "scipy.linalg.cython_blas") if m in sys.modules))
+        a = np.arange(6.0).reshape(2, 3)
+        print(njit(lambda x: np.dot(x, x.T))(a).tolist(), "scipy.linalg.cython_blas" in sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env={"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]", "[[5.0, 14.0], [14.0, 50.0]] True"]
+
+
 def user_engine(dist: np.ndarray, deadline: Optional[float]) -> None:
     return None
 

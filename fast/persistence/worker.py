@@ -183,6 +183,27 @@ def serve(conn: Connection) -> None:
             conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
 
 
+def _load_numba_arrays_without_blas() -> None:
+    """Import numba's array implementations without its probe for SciPy's BLAS (decision 41).
+
+    numba imports them when it first loads a compiled kernel, and on that import it checks once
+    whether ``scipy.linalg.cython_blas`` can be imported, which imports all of ``scipy.linalg``:
+    0.25-0.45 s of a worker's start here, about a third of it. The answer only picks how numba
+    compiles ``np.correlate`` and ``np.convolve`` (BLAS or a plain loop); no kernel of this package
+    uses BLAS. So a worker answers "no" by hiding that module during the import and shows it again
+    afterwards: numba's linear algebra (``np.dot``, ``np.linalg``) imports it when first compiled,
+    as usual, in a user's engine too.
+    """
+    probed = "scipy.linalg.cython_blas"
+    if probed in sys.modules or "numba.np.arraymath" in sys.modules:
+        return
+    sys.modules[probed] = None  # an import of a module mapped to None raises ImportError at once
+    try:
+        import numba.np.arraymath  # noqa: F401  (loaded here instead of at the first kernel)
+    finally:
+        del sys.modules[probed]
+
+
 def main() -> None:
     """Entry point of a worker process (:data:`BOOT`): ``sys.argv[1]`` is the file descriptor of its socket.
 
@@ -190,5 +211,6 @@ def main() -> None:
     key press does not print a traceback per worker.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _load_numba_arrays_without_blas()
     conn = Connection(int(sys.argv[1]))
     serve(conn)
