@@ -14,8 +14,13 @@ on-disk cache lets every later process load them instead. The kernels fall into
 worker compile (or load) its share of them first (:func:`compile_shares`), so that each part is
 compiled once, by one worker, while the others compile theirs, and then every worker loads all
 parts from the cache. Across pools (one per DDP rank), a lock file per part makes a worker pass
-over a part that another process is compiling and load it afterwards (:func:`warm_up`). A part is warmed by running its kernels on a tiny input of the argument types a real
-task uses (``tests/test_persistence_pool.py`` checks that a real task compiles nothing new).
+over a part that another process is compiling and load it afterwards (:func:`warm_up`). A part
+is warmed by running its kernels on a tiny input of the argument types a real task uses
+(``tests/test_persistence_start.py`` checks that a real task compiles nothing new).
+
+Start of a worker (decision 41): glibc's malloc keeps the memory a task frees for the next
+(:func:`_keep_freed_memory`), and numba's array implementations are loaded without its probe for
+SciPy's BLAS (:func:`_load_numba_arrays_without_blas`), before the first message.
 
 Messages from the pool: ``("warm", parts)``,
 ``("task", (points, engine, time_budget, with_h1, sample))``, or None (stop). Replies:
