@@ -21,7 +21,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("distance matrices", ("_distance_matrix",)),
     ("radius, prefix certificate (decision 36)", ("enclosing_radius", "truncation_limit", "mst_longest_edge",
                                                   "edges_apparent_between", "edges_within")),
-    ("edge sort", ("length_order",)),
+    ("edge sort", ("length_order", "_radix_order")),
     ("edge ranks, neighbour lists", ("build_edge_order",)),
     ("apparent pairs, spanning tree", ("lune_empty", "columns_to_reduce")),
     ("H1 reduction", ("reduce_columns",)),

@@ -17,15 +17,16 @@ decisions 1-3; the whole algorithm and why it is exact are documented in
   over the survivors, leaving the columns that the apparent-pair shortcut cannot settle: the H1
   birth candidates.
 
-The kernels are ``@njit(nogil=True, cache=True)`` like the reduction's. The batched PyTorch form
-of the same stage, for many clouds on a CUDA device, is ``fast.persistence.device_stage``.
+The kernels are compiled as ``fast.persistence.jit`` says, like the reduction's. The batched
+PyTorch form of the same stage, for many clouds on a CUDA device, is ``fast.persistence.device_stage``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+
+from fast.persistence.jit import helper, inlined, kernel
 
 
 @dataclass
@@ -141,14 +142,15 @@ def truncation_limit(dist: np.ndarray) -> float:
     return max(longest, float(np.partition(sample, wanted)[wanted]))
 
 
-@njit(nogil=True, cache=True)
+@kernel
 def mst_longest_edge(dist: np.ndarray) -> float:
     """Length of the longest edge of a minimum spanning tree (the same for every such tree):
     dense Prim, O(N^2)."""
     n = dist.shape[0]
     key = dist[0].copy()
-    done = np.zeros(n, np.bool_)
-    done[0] = True
+    done = np.empty(n, np.bool_)
+    for j in range(n):
+        done[j] = j == 0
     longest = 0.0
     for _ in range(n - 1):
         best, w = np.inf, -1
@@ -164,14 +166,14 @@ def mst_longest_edge(dist: np.ndarray) -> float:
     return longest
 
 
-@njit(nogil=True, cache=True, inline="always")
+@inlined
 def _precedes(p: int, q: int, a: int, b: int) -> bool:
     """Edge ``{p, q}`` before edge ``{a, b}`` (``a < b``) among equal lengths: ``(min, max)`` order."""
     lo, hi = (p, q) if p < q else (q, p)
     return lo < a or (lo == a and hi < b)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@inlined
 def _witness(x: float, y: float, a: int, b: int, k: int, length: float) -> bool:
     """Vertex ``k``, at ``x`` from ``a`` and ``y`` from ``b`` (``a < b``, ``k`` neither), has both
     edges before the edge ``{a, b}`` of ``length`` in the ``(length, i, j)`` order."""
@@ -182,7 +184,7 @@ def _witness(x: float, y: float, a: int, b: int, k: int, length: float) -> bool:
     return not (y == length and not _precedes(b, k, a, b))
 
 
-@njit(nogil=True, cache=True)
+@helper
 def _drop_witnessed(dist: np.ndarray, a: int, k: int, pending: np.ndarray, count: int) -> int:
     """Keep in ``pending[:count]`` (vertices ``b > a``) those for which ``k`` is no witness of the
     edge ``{a, b}``; returns their number."""
@@ -196,7 +198,7 @@ def _drop_witnessed(dist: np.ndarray, a: int, k: int, pending: np.ndarray, count
     return kept
 
 
-@njit(nogil=True, cache=True)
+@kernel
 def edges_apparent_between(dist: np.ndarray, lo: float, hi: float, centre: int) -> bool:
     """True when every edge ``{a, b}`` with ``lo < D[a, b] <= hi`` has a vertex ``k`` whose edges to
     ``a`` and ``b`` both come earlier in the ``(length, i, j)`` order (a non-empty lune: the edge
@@ -244,24 +246,36 @@ _DIGIT = 11  # radix of length_order: 2048 buckets stay in the L1/L2 cache durin
 _PASSES = (64 + _DIGIT - 1) // _DIGIT
 
 
-@njit(nogil=True, cache=True)
 def length_order(lengths: np.ndarray, payload: np.ndarray) -> np.ndarray:
     """The int32 ``payload`` (one per length) ordered by the non-negative ``lengths`` ascending,
     equal lengths by position (``payload[np.argsort(lengths, kind="stable")]``).
 
-    A least-significant-digit radix sort of the IEEE-754 bit patterns, which for non-negative
-    doubles increase with the value (``-0.0`` is keyed as ``+0.0``); each pass is a stable
-    counting sort, so ties keep their input order, and a pass whose digit is the same for every
-    key is skipped. Why not ``np.argsort``: measured here on the ~400k kept edges of a 1024-point
-    cloud, ~12 ms against ~30 ms for numpy's (unstable) sort plus the re-sorting of tied runs.
+    A least-significant-digit radix sort of the IEEE-754 bit patterns (:func:`_radix_order`),
+    which for non-negative doubles increase with the value (``-0.0`` is keyed as ``+0.0``); each
+    pass is a stable counting sort, so ties keep their input order, and a pass whose digit is the
+    same for every key is skipped. Why not ``np.argsort``: measured here on the ~400k kept edges of
+    a 1024-point cloud, ~12 ms against ~30 ms for numpy's (unstable) sort plus the re-sorting of
+    tied runs. The bit patterns are taken here, in Python: numba's ``view`` costs a fresh cache
+    about 0.2 CPU-s of compilation (decision 41).
     """
-    e = lengths.shape[0]
-    bits = lengths.view(np.uint64)
+    return _radix_order(np.ascontiguousarray(lengths, dtype=np.float64).view(np.uint64), payload)
+
+
+_MAGNITUDE = np.uint64(2**63 - 1)  # all bits but the sign: keys -0.0 as +0.0
+
+
+@kernel
+def _radix_order(bits: np.ndarray, payload: np.ndarray) -> np.ndarray:
+    """:func:`length_order` on the uint64 bit patterns ``bits`` of the lengths."""
+    e = bits.shape[0]
     keys = np.empty(e, np.uint64)
     mask = np.uint64((1 << _DIGIT) - 1)
-    counts = np.zeros((_PASSES, 1 << _DIGIT), np.int64)
+    counts = np.empty((_PASSES, 1 << _DIGIT), np.int64)
+    for p in range(_PASSES):
+        for digit in range(1 << _DIGIT):
+            counts[p, digit] = 0
     for c in range(e):
-        k = np.uint64(0) if lengths[c] == 0.0 else bits[c]
+        k = bits[c] & _MAGNITUDE
         keys[c] = k
         for p in range(_PASSES):
             counts[p, (k >> np.uint64(p * _DIGIT)) & mask] += 1
@@ -289,7 +303,7 @@ def length_order(lengths: np.ndarray, payload: np.ndarray) -> np.ndarray:
     return order
 
 
-@njit(nogil=True, cache=True)
+@kernel
 def enclosing_radius(dist: np.ndarray) -> tuple[float, int, int]:
     """Enclosing radius ``r = min_i max_j D[i, j]``, validating the matrix on the way.
 
@@ -298,14 +312,15 @@ def enclosing_radius(dist: np.ndarray) -> tuple[float, int, int]:
     negative, NaN/Inf, nonzero diagonal).
     """
     n = dist.shape[0]
-    row_max = np.zeros(n, np.float64)
+    row_max = np.empty(n, np.float64)
     for i in range(n):
+        row_max[i] = 0.0
         if dist[i, i] != 0.0:
             return 0.0, 0, 1 + i * n + i
     for i0 in range(0, n, _TILE):
         for j0 in range(i0, n, _TILE):
-            for i in range(i0, min(i0 + _TILE, n)):
-                for j in range(max(j0, i + 1), min(j0 + _TILE, n)):
+            for i in range(i0, i0 + _TILE if i0 + _TILE < n else n):
+                for j in range(j0 if j0 > i else i + 1, j0 + _TILE if j0 + _TILE < n else n):
                     x = dist[i, j]
                     if not (x >= 0.0 and x < np.inf) or x != dist[j, i]:
                         return 0.0, 0, 1 + i * n + j
@@ -322,7 +337,7 @@ def enclosing_radius(dist: np.ndarray) -> tuple[float, int, int]:
     return row_max[centre], centre, 0
 
 
-@njit(nogil=True, cache=True)
+@kernel
 def edges_within(dist: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
     """The edges ``i < j`` with ``D[i, j] <= limit``: their lengths and row-major flat indices
     ``i * N + j`` (int32), in ``(i, j)`` order."""
@@ -344,7 +359,7 @@ def edges_within(dist: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray
     return lengths, flat
 
 
-@njit(nogil=True, cache=True)
+@kernel
 def build_edge_order(
     n: int, ordered: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -370,9 +385,10 @@ def build_edge_order(
     pu = np.empty(e, np.int32)
     pv = np.empty(e, np.int32)
     nbr = np.empty((n, n), np.int32)
-    deg = np.zeros(n, np.int32)
-    rank = np.empty((n, n), np.int32)  # filled by loops here and below: numba's np.full and
-    for i in range(n):                 # np.arange cost a fresh compile about a second more
+    deg = np.empty(n, np.int32)
+    rank = np.empty((n, n), np.int32)
+    for i in range(n):
+        deg[i] = 0
         for j in range(n):
             rank[i, j] = e
     for r in range(e):
@@ -392,7 +408,7 @@ def build_edge_order(
     return u, v, rank, nbr, deg, pu, pv
 
 
-@njit(nogil=True, cache=True)
+@helper
 def _find(parent: np.ndarray, x: int) -> int:
     while parent[x] != x:
         parent[x] = parent[parent[x]]  # path halving
@@ -400,7 +416,7 @@ def _find(parent: np.ndarray, x: int) -> int:
     return x
 
 
-@njit(nogil=True, cache=True)
+@kernel
 def lune_empty(u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pu: np.ndarray, pv: np.ndarray) -> np.ndarray:
     """Per kept edge rank: True when the edge is *not* apparent (its lune is empty).
 
@@ -412,7 +428,7 @@ def lune_empty(u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, 
     test is ``fast.persistence.device_stage``).
     """
     e = u.shape[0]
-    empty_lune = np.zeros(e, np.bool_)
+    empty_lune = np.empty(e, np.bool_)
     for r in range(e):
         a = u[r]
         b = v[r]
@@ -433,7 +449,7 @@ def lune_empty(u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, 
     return empty_lune
 
 
-@njit(nogil=True, cache=True)
+@kernel
 def columns_to_reduce(u: np.ndarray, v: np.ndarray, n: int, empty_lune: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ranks of the non-apparent edges outside the minimum spanning tree, latest first, and the
     ranks of the tree's edges, earliest first.
@@ -452,7 +468,7 @@ def columns_to_reduce(u: np.ndarray, v: np.ndarray, n: int, empty_lune: np.ndarr
     count = 0
     merged = 0
     out = np.empty(u.shape[0], np.int64)
-    tree = np.empty(max(n - 1, 0), np.int64)
+    tree = np.empty(n - 1 if n > 1 else 0, np.int64)
     for r in range(u.shape[0]):
         if not empty_lune[r]:
             continue

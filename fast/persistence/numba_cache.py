@@ -1,14 +1,15 @@
 """Where numba keeps this package's compiled kernels: a writable place, else a temporary one.
 
-Part of decision 41 (the persistence pool is ready at once): every kernel of the persistence
-engine (TPS of paper Algorithm 5, the edge stage and the H1 reduction of Algorithm 1's "Ripser"
-step) is ``@njit(cache=True)``, so a worker loads what an earlier process compiled. numba looks
-for a writable place in turn: ``NUMBA_CACHE_DIR``, ``__pycache__`` next to the sources, the
-user's cache directory; when there is none (a read-only installation and home) it refuses to
-define a cached function at all, and importing the package would fail. :func:`ensure_cache_location`
-then points numba at a directory under the system's temporary directory instead, before the
-kernels are defined; the worker processes, importing the package the same way, choose the same one.
-:func:`cache_directory` names the directory chosen, where the warm-up also keeps its locks.
+Part of decision 41 (the persistence pool is ready at once): every kernel of the persistence engine
+(TPS of paper Algorithm 5, the edge stage and the H1 reduction of Algorithm 1's "Ripser" step) is
+cached on disk (``fast.persistence.jit``), so a worker loads what an earlier process compiled.
+numba looks for a writable place in turn: ``NUMBA_CACHE_DIR``, ``__pycache__`` next to the sources,
+the user's cache directory; when there is none (a read-only installation and home) it refuses to
+define a cached function at all, and importing the package would fail.
+:func:`ensure_cache_location` then points numba at a directory under the system's temporary
+directory instead, before the kernels are defined; the worker processes, importing the package the
+same way, choose the same one. :func:`cache_directory` names the directory chosen, where the
+warm-up also keeps its locks.
 """
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ are documented in ``fast/persistence/native.py``. Its input is the edge stage of
 * :func:`deadline_ns` and a compiled clock: the reduction stops once the deadline of decision 6c
   has passed.
 
-Every kernel is ``@njit(nogil=True, cache=True)``: threads running different clouds run truly in
-parallel and the compiled code is reused across processes. Hand-written (not a library) because
+Every function is compiled as ``fast.persistence.jit`` says: threads running different clouds run
+truly in parallel and the compiled code is reused across processes. Hand-written (not a library) because
 no installed engine exposes the pairing under the project's total order, and because the births
 are found by a test that no engine offers separately.
 """
@@ -22,9 +22,11 @@ import time
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from fast.persistence.jit import helper, kernel
 
 STATUS_DONE = 0
 STATUS_DEADLINE = 1
@@ -62,7 +64,7 @@ def deadline_ns(deadline: float | None) -> int:
     return now_ns + int((deadline - time.monotonic()) * 1e9)
 
 
-@njit(nogil=True, cache=True)
+@kernel
 def apparent_partner(r: int, u: np.ndarray, v: np.ndarray, rank: np.ndarray) -> int:
     """Lowest vertex ``k`` with ``max(rank[u[r], k], rank[v[r], k]) < r``, or -1 if none.
 
@@ -87,7 +89,7 @@ def apparent_partner(r: int, u: np.ndarray, v: np.ndarray, rank: np.ndarray) -> 
 # edge, phase, pointer p (phase 1: next k; phase 2: into a's list), pointer q (into b's list).
 
 
-@njit(nogil=True, cache=True)
+@helper
 def _next_key(
     it: int, it_edge: np.ndarray, it_phase: np.ndarray, it_p: np.ndarray, it_q: np.ndarray,
     u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, deg: np.ndarray, pu: np.ndarray, pv: np.ndarray,
@@ -139,7 +141,7 @@ def _next_key(
     return rb * n + a
 
 
-@njit(nogil=True, cache=True)
+@helper
 def _first_at_or_after(row: np.ndarray, lst: np.ndarray, lo: int, hi: int, target: int) -> int:
     """First index ``p`` in ``[lo, hi)`` with ``row[lst[p]] >= target`` (the list is sorted by row)."""
     while lo < hi:
@@ -151,7 +153,7 @@ def _first_at_or_after(row: np.ndarray, lst: np.ndarray, lo: int, hi: int, targe
     return lo
 
 
-@njit(nogil=True, cache=True)
+@helper
 def _start_after(
     it: int, f: int, key: int, it_edge: np.ndarray, it_phase: np.ndarray, it_p: np.ndarray, it_q: np.ndarray,
     u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, deg: np.ndarray, pu: np.ndarray, pv: np.ndarray,
@@ -181,7 +183,7 @@ def _start_after(
     it_q[it] = q
 
 
-@njit(nogil=True, cache=True)
+@helper
 def _sift_down(hk: np.ndarray, hi: np.ndarray, size: int, i: int) -> None:
     key = hk[i]
     item = hi[i]
@@ -200,7 +202,7 @@ def _sift_down(hk: np.ndarray, hi: np.ndarray, size: int, i: int) -> None:
     hi[i] = item
 
 
-@njit(nogil=True, cache=True)
+@helper
 def _sift_up(hk: np.ndarray, hi: np.ndarray, i: int) -> None:
     key = hk[i]
     item = hi[i]
@@ -215,22 +217,23 @@ def _sift_up(hk: np.ndarray, hi: np.ndarray, i: int) -> None:
     hi[i] = item
 
 
-@njit(nogil=True, cache=True)
+@helper
 def _grow(a: np.ndarray, need: int) -> np.ndarray:
+    """``a`` (int64) if it holds ``need`` entries, else a copy at least twice as long."""
     if need <= a.shape[0]:
         return a
-    b = np.empty(max(need, 2 * a.shape[0]), a.dtype)
+    b = np.empty(need if need > 2 * a.shape[0] else 2 * a.shape[0], np.int64)
     for i in range(a.shape[0]):  # a loop, not b[:len(a)] = a: that form adds seconds to a fresh compile
         b[i] = a[i]
     return b
 
 
-@njit(nogil=True, cache=True)
+@kernel
 def _sorted_prefix(a: np.ndarray, n: int) -> np.ndarray:
     """``np.sort(a[:n])`` by a heap sort (O(n log n)) on :func:`_sift_down`: numba's ``np.sort``
     brings its generic quicksort, about 2 CPU-s of compilation in every fresh cache (decision 41)."""
     heap = np.empty(n, np.int64)
-    spare = np.zeros(n, np.int64)  # the heap functions move a payload beside each key; none is needed here
+    spare = np.empty(n, np.int64)  # the heap functions move a payload beside each key; none is read here
     for i in range(n):
         heap[i] = a[i]
     for i in range(n // 2 - 1, -1, -1):
@@ -243,7 +246,7 @@ def _sorted_prefix(a: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-@njit(nogil=True, cache=True)
+@helper
 def _hash_slot(table_keys: np.ndarray, key: int) -> int:
     """Slot of ``key`` in the open-addressing table, or of the empty slot where it would go."""
     mask = table_keys.shape[0] - 1
@@ -254,7 +257,7 @@ def _hash_slot(table_keys: np.ndarray, key: int) -> int:
     return s
 
 
-@njit(nogil=True, cache=True)
+@kernel
 def reduce_columns(
     columns: np.ndarray, u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, deg: np.ndarray,
     pu: np.ndarray, pv: np.ndarray, partner: np.ndarray, deadline: int, clock_id: int, clock_mask: int = CLOCK_MASK,
@@ -276,14 +279,20 @@ def reduce_columns(
     """
     n = rank.shape[0]
     ncol = columns.shape[0]
-    deaths = np.full(ncol, -1, np.int64)
+    deaths = np.empty(ncol, np.int64)
+    v_start = np.empty(ncol, np.int64)
+    v_stop = np.empty(ncol, np.int64)
+    for c in range(ncol):
+        deaths[c] = -1
+        v_start[c] = 0
+        v_stop[c] = 0
     cap = 1
     while cap < 4 * ncol + 4:
         cap *= 2
-    table_keys = np.full(cap, -1, np.int64)
+    table_keys = np.empty(cap, np.int64)
+    for s in range(cap):
+        table_keys[s] = -1
     table_cols = np.empty(cap, np.int64)
-    v_start = np.zeros(ncol, np.int64)
-    v_stop = np.zeros(ncol, np.int64)
     v_store = np.empty(4 * ncol + 16, np.int64)
     v_used = 0
     it_edge = np.empty(64, np.int64)

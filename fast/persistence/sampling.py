@@ -28,7 +28,8 @@ which run TPS next to the cloud's persistence.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from fast.persistence.jit import helper, inlined, kernel
 
 _MARGIN = 1e-9  # relative: D(c, p) must exceed 2 d (1 + _MARGIN) for a skip
 _SAFE_LOW, _SAFE_HIGH = 1e-100, 1e100  # d outside this range (and not 0) is always recomputed
@@ -36,13 +37,13 @@ _BLOCK = 128  # numpy's pairwise-summation block (PW_BLOCKSIZE)
 _DEPTH = 64  # partial sums held at once while a plan runs: one per level plus one
 
 
-@njit(nogil=True, cache=True)
+@helper
 def _sq(h: np.ndarray, a: int, b: int, c: int) -> float:
     t = h[a, c] - h[b, c]
     return t * t
 
 
-@njit(nogil=True, cache=True, inline="always")
+@inlined
 def _block_sq(h: np.ndarray, a: int, b: int, lo: int, n: int) -> float:
     """Sum of ``(h[a, c] - h[b, c])**2`` over ``c`` in ``[lo, lo + n)``, ``n <= 128``, in numpy's order."""
     if n < 8:
@@ -100,7 +101,7 @@ def summation_plan(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(los, dtype=np.int64), np.array(sizes, dtype=np.int64)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@inlined
 def _dist(h: np.ndarray, a: int, b: int, plan_lo: np.ndarray, plan_n: np.ndarray, held: np.ndarray) -> float:
     """``||h[a] - h[b]||`` as ``np.linalg.norm`` sums it (``plan``: :func:`summation_plan` of the
     columns; ``held``: (_DEPTH,) scratch for the partial sums)."""
@@ -117,7 +118,7 @@ def _dist(h: np.ndarray, a: int, b: int, plan_lo: np.ndarray, plan_n: np.ndarray
     return np.sqrt(held[0])
 
 
-@njit(nogil=True, cache=True)
+@helper
 def _lanes_sq(acc: np.ndarray, column: np.ndarray, x: float, add: bool) -> None:
     """``acc[j] (+)= (column[j] - x)**2`` for every lane ``j``: a loop the compiler turns into SIMD."""
     if add:
@@ -130,14 +131,15 @@ def _lanes_sq(acc: np.ndarray, column: np.ndarray, x: float, add: bool) -> None:
             acc[j] = t * t
 
 
-@njit(nogil=True, cache=True)
+@helper
 def _lanes_block_sq(ct: np.ndarray, k: int, x: np.ndarray, lo: int, n: int, out: np.ndarray,
                     r: np.ndarray) -> None:
     """:func:`_block_sq` for the ``k`` lanes ``ct[:, :k]`` (points as columns) against the point
     ``x``, into ``out[:k]``: the same operations in the same order per lane (``r``: (8, >= k) scratch)."""
     o = out[:k]
     if n < 8:
-        o[:] = 0.0
+        for j in range(k):
+            o[j] = 0.0
         for c in range(lo, lo + n):
             _lanes_sq(o, ct[c, :k], x[c], np.bool_(True))
         return
@@ -152,7 +154,7 @@ def _lanes_block_sq(ct: np.ndarray, k: int, x: np.ndarray, lo: int, n: int, out:
         _lanes_sq(o, ct[c, :k], x[c], np.bool_(True))
 
 
-@njit(nogil=True, cache=True)
+@helper
 def _lanes_dist(ct: np.ndarray, k: int, x: np.ndarray, out: np.ndarray, r: np.ndarray, plan_lo: np.ndarray,
                 plan_n: np.ndarray, held: np.ndarray) -> None:
     """:func:`_dist` from ``x`` to each of the ``k`` lanes ``ct[:, :k]``, into ``out[:k]``, running
@@ -175,7 +177,7 @@ def _lanes_dist(ct: np.ndarray, k: int, x: np.ndarray, out: np.ndarray, r: np.nd
         out[j] = np.sqrt(out[j])
 
 
-@njit(nogil=True, cache=True)
+@helper
 def _set_column(columns: np.ndarray, k: int, x: np.ndarray) -> None:
     """``columns[:, k] = x`` as a loop: numba compiles an array-to-array slice assignment with its
     shape-mismatch message, about 3 CPU-s more of compilation in a fresh cache (decision 41)."""
@@ -183,20 +185,22 @@ def _set_column(columns: np.ndarray, k: int, x: np.ndarray) -> None:
         columns[c, k] = x[c]
 
 
-@njit(nogil=True, cache=True)
+@kernel
 def farthest_point_indices(h: np.ndarray, m: int, first: int, plan_lo: np.ndarray, plan_n: np.ndarray) -> np.ndarray:
     """``m`` TPS indices of the (N, C) float64 C-contiguous ``h`` (``1 <= m < N``), starting at
     ``first``; ``plan_lo, plan_n``: :func:`summation_plan` of the C columns."""
     n = h.shape[0]
-    idx = np.empty(m, dtype=np.int64)
-    d_min = np.empty(n)
-    d_min[:] = np.inf  # no centre yet: every point's distance to ``first`` is computed below
-    owner = np.zeros(n, dtype=np.int64)  # position in idx of the centre that gave d_min
-    centre_dist = np.empty(m)
-    centres = np.empty((h.shape[1], m))  # the selected points as columns: D(centre, p) in SIMD lanes
-    scratch = np.empty((8, m))
-    held = np.empty(_DEPTH)
-    held_lanes = np.empty((_DEPTH if plan_lo.shape[0] > 1 else 1, m))
+    idx = np.empty(m, np.int64)
+    d_min = np.empty(n, np.float64)
+    owner = np.empty(n, np.int64)  # position in idx of the centre that gave d_min
+    for i in range(n):
+        d_min[i] = np.inf  # no centre yet: every point's distance to ``first`` is computed below
+        owner[i] = 0
+    centre_dist = np.empty(m, np.float64)
+    centres = np.empty((h.shape[1], m), np.float64)  # the selected points as columns: D(centre, p) in SIMD lanes
+    scratch = np.empty((8, m), np.float64)
+    held = np.empty(_DEPTH, np.float64)
+    held_lanes = np.empty((_DEPTH if plan_lo.shape[0] > 1 else 1, m), np.float64)
     p = np.int64(first)
     for k in range(m):
         idx[k] = p

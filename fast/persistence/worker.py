@@ -10,7 +10,7 @@ a socket.
 
 Warm-up (decision 41). Compiling the kernels takes most of a fresh worker's start, and numba's
 on-disk cache lets every later process load them instead. The kernels fall into
-:data:`WARM_UP_PARTS`, four parts that share no kernel; a pool that starts K workers has each
+:data:`WARM_UP_PARTS`, five parts that share no kernel; a pool that starts K workers has each
 worker compile (or load) its share of them first (:func:`compile_shares`), so that each part is
 compiled once, by one worker, while the others compile theirs, and then every worker loads all
 parts from the cache. Across pools (one per DDP rank), a lock file per part makes a worker pass
@@ -71,19 +71,23 @@ def _warm_edge_order() -> None:
     stage_within(_TINY_DIST, np.inf)
 
 
+def _warm_distances() -> None:
+    distances(_TINY)
+
+
 def _warm_reduction() -> None:
     # An edge stage with no edges, in the dtypes of ``EdgeStage``, so that this part compiles
     # the reduction alone (the edge stage's kernels are other parts').
-    distances(_TINY)
     e32, e64 = np.empty(0, np.int32), np.empty(0, np.int64)
     square = np.zeros((1, 1), np.int32)
     reduce_stage(np.zeros((1, 1)), EdgeStage(e32, e32, square, square, np.zeros(1, np.int32), e32, e32, e64, e64, e64))
 
 
-WARM_UP_PARTS: tuple[Callable[[], None], ...] = (_warm_sampling, _warm_certificate, _warm_edge_order, _warm_reduction)
+WARM_UP_PARTS: tuple[Callable[[], None], ...] = (
+    _warm_sampling, _warm_certificate, _warm_edge_order, _warm_distances, _warm_reduction)
 """Parts of the compiled code that share no kernel, each warmed by one call."""
 
-COMPILE_COSTS = (4.8, 2.3, 3.3, 6.3)
+COMPILE_COSTS = (4.4, 2.2, 3.1, 1.1, 4.7)
 """Relative compile time of each part, measured here (decision 41): only their ratios matter."""
 
 
