@@ -12,9 +12,9 @@ are documented in ``fast/persistence/native.py``. Its input is the edge stage of
   has passed.
 
 Every function is compiled as ``fast.persistence.jit`` says: threads running different clouds run
-truly in parallel and the compiled code is reused across processes. Hand-written (not a library) because
-no installed engine exposes the pairing under the project's total order, and because the births
-are found by a test that no engine offers separately.
+truly in parallel and the compiled code is reused across processes. Hand-written (not a library)
+because no installed engine exposes the pairing under the project's total order, and because the
+births are found by a test that no engine offers separately.
 """
 from __future__ import annotations
 
