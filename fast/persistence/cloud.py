@@ -88,8 +88,8 @@ def _distance_matrix(points: np.ndarray, columns: np.ndarray) -> np.ndarray:
             target[j] = np.sqrt(row[j])
     for i0 in range(0, n, _TILE):
         for j0 in range(i0, n, _TILE):
-            for i in range(i0, i0 + _TILE if i0 + _TILE < n else n):
-                for j in range(j0 if j0 > i else i + 1, j0 + _TILE if j0 + _TILE < n else n):
+            for i in range(i0, min(i0 + _TILE, n)):
+                for j in range(max(j0, i + 1), min(j0 + _TILE, n)):
                     out[j, i] = out[i, j]
     return out
 

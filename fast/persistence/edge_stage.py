@@ -224,7 +224,7 @@ def edges_apparent_between(dist: np.ndarray, lo: float, hi: float, centre: int) 
     witnesses are rare then costs a few passes over the matrix before the radius stage, not O(N^3).
     """
     n = dist.shape[0]
-    budget = _CERTIFICATE_WORK * n * n if _CERTIFICATE_WORK * n * n > 1 << 20 else 1 << 20
+    budget = max(_CERTIFICATE_WORK * n * n, 1 << 20)
     work = 0
     pending = np.empty(n, np.int64)
     for a in range(n):
@@ -330,8 +330,8 @@ def enclosing_radius(dist: np.ndarray) -> tuple[float, int, int]:
             return 0.0, 0, 1 + i * n + i
     for i0 in range(0, n, _TILE):
         for j0 in range(i0, n, _TILE):
-            for i in range(i0, i0 + _TILE if i0 + _TILE < n else n):
-                for j in range(j0 if j0 > i else i + 1, j0 + _TILE if j0 + _TILE < n else n):
+            for i in range(i0, min(i0 + _TILE, n)):
+                for j in range(max(j0, i + 1), min(j0 + _TILE, n)):
                     x = dist[i, j]
                     if not (x >= 0.0 and x < np.inf) or x != dist[j, i]:
                         return 0.0, 0, 1 + i * n + j
@@ -479,7 +479,7 @@ def columns_to_reduce(u: np.ndarray, v: np.ndarray, n: int, empty_lune: np.ndarr
     count = 0
     merged = 0
     out = np.empty(u.shape[0], np.int64)
-    tree = np.empty(n - 1 if n > 1 else 0, np.int64)
+    tree = np.empty(max(n - 1, 0), np.int64)
     for r in range(u.shape[0]):
         if not empty_lune[r]:
             continue

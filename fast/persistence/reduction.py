@@ -222,7 +222,7 @@ def _grow(a: np.ndarray, need: int) -> np.ndarray:
     """``a`` (int64) if it holds ``need`` entries, else a copy at least twice as long."""
     if need <= a.shape[0]:
         return a
-    b = np.empty(need if need > 2 * a.shape[0] else 2 * a.shape[0], np.int64)
+    b = np.empty(max(need, 2 * a.shape[0]), np.int64)
     for i in range(a.shape[0]):  # a loop, not b[:len(a)] = a: that form adds seconds to a fresh compile
         b[i] = a[i]
     return b
