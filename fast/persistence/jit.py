@@ -11,6 +11,10 @@ they cost to compile:
   for it, about 0.035 CPU-s less per function in every fresh cache (measured here, decision 41).
 * :data:`inlined` - a small function inlined into its callers in numba's IR (no call at all).
 
+No kind gets numba's C-callable wrapper (``no_cfunc_wrapper``): it serves only taking a compiled
+function's address (``cfunc``, first-class function values), which nothing here does, and
+building it for every function cost about 1.2 CPU-s of a fresh cache (decision 41).
+
 Compile-time rules for the bodies (decision 41): allocate with ``np.empty(size, dtype)`` (``size``
 an integer or a tuple of two, ``dtype`` a numpy scalar type) and fill with loops, never
 ``np.zeros``/``np.full``: each of those, per dtype and shape, compiles numba's allocation,
@@ -22,6 +26,6 @@ from __future__ import annotations
 
 from numba import njit
 
-kernel = njit(nogil=True, cache=True)
-helper = njit(nogil=True, cache=True, no_cpython_wrapper=True)
-inlined = njit(nogil=True, cache=True, inline="always")
+kernel = njit(nogil=True, cache=True, no_cfunc_wrapper=True)
+helper = njit(nogil=True, cache=True, no_cfunc_wrapper=True, no_cpython_wrapper=True)
+inlined = njit(nogil=True, cache=True, no_cfunc_wrapper=True, inline="always")

@@ -13,17 +13,24 @@ What makes it cheaper than the reference's M passes over all N points: the runni
 changes where the distance to the *newest* centre ``p`` is smaller, and the triangle inequality
 rules that out for most points without computing it. Each point remembers the centre ``c`` that
 gave its minimum ``d``; if ``D(c, p) > 2 d`` then ``D(x, p) >= D(c, p) - d > d`` and the minimum
-stays ``d``. The test is applied with a relative margin (``_MARGIN``) far above the rounding error
-of a computed distance (a few units in the last place for any dimension below millions), and only
-where ``d`` is a normal number far from under- and overflow, so a skipped update is one the exact
-loop would not have made: the running minima, and hence the indices, are the reference's.
+stays ``d``. With rounding: if every computed distance is within a relative ``delta`` of the true
+one and the test is ``D^(c, p) > 2 d (1 + m)``, then the computed ``D^(x, p)`` exceeds
+``d (2 (1 + m) (1 - delta) / (1 + delta) - 1) ~ d (1 + 2 m - 4 delta) > d`` whenever
+``m > 2 delta``, so a skipped update is one the exact loop would not have made: the running
+minima, and hence the indices, are the reference's. A sum of C squares has ``delta`` below about
+``C`` units of 1.1e-16 (below 1e-10 for any C under a million), and the margin is
+``m = _MARGIN = 1e-9``; the test is applied only where ``d`` is a normal number far from under-
+and overflow (where ``D^(c, p)`` overflows to inf the true distance is above 1e154, far above
+``2 d``, and the skip is still right).
 Each point keeps its threshold ``2 d (1 + _MARGIN)`` (or -inf, never computed, or +inf, always
 computed), updated only when ``d`` changes, so the N x M test is a single comparison (measured
 here, one core, M = 1024 of 4096 points: 7-15% less TPS time on the structured benchmark clouds,
 the same on unstructured ones).
-The distances from the newest centre to all earlier ones (the test's ``D(c, p)``) are computed
-with the selected points stored as columns, so the eight partial sums of every centre advance
-in SIMD lanes (:func:`_lanes_dist`): the same operations in the same order as :func:`_dist`.
+The distances from the newest centre to all earlier ones (the test's ``D^(c, p)``) are computed
+with the selected points stored as columns, so all centres advance together in SIMD lanes
+(:func:`_lanes_dist`). Only the test reads them, so they need the accuracy above, not
+:func:`_dist`'s summation order: a plain sum, coordinate after coordinate (decision 41: the
+lanes that replayed numpy's pairwise order cost about a CPU-second of every fresh compile).
 Measured on this machine (one core, N=4096, 64-d, M=1024): see ``benchmarks/RESULTS.md``.
 
 Used by ``fast.tps`` on the CPU and by the persistence workers (``fast.persistence.pool``),
@@ -108,9 +115,9 @@ def summation_plan(n: int) -> tuple[np.ndarray, np.ndarray]:
 @inlined
 def _dist(h: np.ndarray, a: int, b: int, plan_lo: np.ndarray, plan_n: np.ndarray, held: np.ndarray) -> float:
     """``||h[a] - h[b]||`` as ``np.linalg.norm`` sums it (``plan``: :func:`summation_plan` of the
-    columns; ``held``: (_DEPTH,) scratch for the partial sums)."""
-    if plan_lo.shape[0] == 1:
-        return np.sqrt(_block_sq(h, a, b, np.int64(0), h.shape[1]))
+    columns; ``held``: (_DEPTH,) scratch for the partial sums). One plan loop for every C (C <= 128
+    is a one-step plan) and so one inlined copy of :func:`_block_sq`: a second, for C <= 128 alone,
+    cost about a CPU-second of every fresh compile for about 6% of TPS's time (decision 41)."""
     top = 0
     for step in range(plan_lo.shape[0]):
         if plan_n[step] < 0:
@@ -123,62 +130,22 @@ def _dist(h: np.ndarray, a: int, b: int, plan_lo: np.ndarray, plan_n: np.ndarray
 
 
 @helper
-def _lanes_sq(acc: np.ndarray, column: np.ndarray, x: float, add: bool) -> None:
-    """``acc[j] (+)= (column[j] - x)**2`` for every lane ``j``: a loop the compiler turns into SIMD."""
-    if add:
-        for j in range(acc.shape[0]):
-            t = column[j] - x
-            acc[j] += t * t
-    else:
-        for j in range(acc.shape[0]):
-            t = column[j] - x
-            acc[j] = t * t
-
-
-@helper
-def _lanes_block_sq(ct: np.ndarray, k: int, x: np.ndarray, lo: int, n: int, out: np.ndarray,
-                    r: np.ndarray) -> None:
-    """:func:`_block_sq` for the ``k`` lanes ``ct[:, :k]`` (points as columns) against the point
-    ``x``, into ``out[:k]``: the same operations in the same order per lane (``r``: (8, >= k) scratch)."""
+def _lanes_dist(ct: np.ndarray, k: int, x: np.ndarray, out: np.ndarray) -> None:
+    """``||ct[:, j] - x||`` for the ``k`` lanes ``j < k`` of ``ct`` (points as columns), into
+    ``out[:k]``: squares summed coordinate after coordinate, each coordinate one loop over the lanes
+    that the compiler turns into SIMD. Only the skip test reads these (see the module docstring):
+    they need its accuracy, not :func:`_dist`'s summation order."""
     o = out[:k]
-    if n < 8:
-        for j in range(k):
-            o[j] = 0.0
-        for c in range(lo, lo + n):
-            _lanes_sq(o, ct[c, :k], x[c], np.bool_(True))
-        return
-    for lane in range(8):
-        _lanes_sq(r[lane, :k], ct[lo + lane, :k], x[lo + lane], np.bool_(False))
-    stop = lo + n - n % 8
-    for c in range(lo + 8, stop):
-        _lanes_sq(r[(c - lo) % 8, :k], ct[c, :k], x[c], np.bool_(True))
     for j in range(k):
-        o[j] = ((r[0, j] + r[1, j]) + (r[2, j] + r[3, j])) + ((r[4, j] + r[5, j]) + (r[6, j] + r[7, j]))
-    for c in range(stop, lo + n):
-        _lanes_sq(o, ct[c, :k], x[c], np.bool_(True))
-
-
-@helper
-def _lanes_dist(ct: np.ndarray, k: int, x: np.ndarray, out: np.ndarray, r: np.ndarray, plan_lo: np.ndarray,
-                plan_n: np.ndarray, held: np.ndarray) -> None:
-    """:func:`_dist` from ``x`` to each of the ``k`` lanes ``ct[:, :k]``, into ``out[:k]``, running
-    the same plan lane by lane (``held``: (_DEPTH, >= k) partial sums)."""
-    if plan_lo.shape[0] == 1:
-        _lanes_block_sq(ct, k, x, np.int64(0), ct.shape[0], out, r)
-    else:
-        top = 0
-        for step in range(plan_lo.shape[0]):
-            if plan_n[step] < 0:
-                top -= 1
-                for j in range(k):
-                    held[top - 1, j] += held[top, j]
-            else:
-                _lanes_block_sq(ct, k, x, plan_lo[step], plan_n[step], held[top], r)
-                top += 1
+        o[j] = 0.0
+    for c in range(x.shape[0]):
+        column = ct[c, :k]
+        xc = x[c]
         for j in range(k):
-            out[j] = held[0, j]
+            t = column[j] - xc
+            o[j] += t * t
     for j in range(k):
-        out[j] = np.sqrt(out[j])
+        o[j] = np.sqrt(o[j])
 
 
 @helper
@@ -210,14 +177,12 @@ def farthest_point_indices(h: np.ndarray, m: int, first: int, plan_lo: np.ndarra
     for j in range(m):
         centre_dist[j] = 0.0  # read (for no skip) before the first centre distances
     centres = np.empty((h.shape[1], m), np.float64)  # the selected points as columns: D(centre, p) in SIMD lanes
-    scratch = np.empty((8, m), np.float64)
     held = np.empty(_DEPTH, np.float64)
-    held_lanes = np.empty((_DEPTH if plan_lo.shape[0] > 1 else 1, m), np.float64)
     p = np.int64(first)
     for k in range(m):
         idx[k] = p
         if k > 0:
-            _lanes_dist(centres, k, h[p], centre_dist, scratch, plan_lo, plan_n, held_lanes)
+            _lanes_dist(centres, k, h[p], centre_dist)
         _set_column(centres, k, h[p])
         d_min[p] = -np.inf  # selected: never computed again, never the maximiser
         skip[p] = -np.inf
