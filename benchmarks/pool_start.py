@@ -47,7 +47,11 @@ clouds = [np.random.default_rng(i).normal(size=(64, 8)) for i in range({workers}
 compute_diagrams(clouds, pool=pool)
 t_done = time.perf_counter()
 pool.shutdown()
-print(json.dumps({{"warm_s": t_warm - t0, "ready_s": t_done - t0, "pool_s": t_done - t_pool}}))
+import resource
+cpu = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+print(json.dumps({{"warm_s": t_warm - t0, "ready_s": t_done - t0, "pool_s": t_done - t_pool,
+                  "parent_cpu_s": cpu[0].ru_utime + cpu[0].ru_stime,
+                  "workers_cpu_s": cpu[1].ru_utime + cpu[1].ru_stime}}))
 """
 
 
@@ -61,8 +65,10 @@ def fresh_copy(dest: Path) -> Path:
 def time_ready(root: Path, workers: int, timeout_s: float = 600.0) -> dict[str, Any]:
     """One child process on the packages under ``root``: seconds to ``warm()`` returned and to the
     first diagrams (``warm_s``, ``ready_s``, from the child's first line), from the pool's creation
-    to the first diagrams (``pool_s``: without the child's own start and imports), and the child's
-    wall time (``wall_s``)."""
+    to the first diagrams (``pool_s``: without the child's own start and imports), the child's
+    wall time (``wall_s``), and CPU-seconds (user + system) of the child itself (``parent_cpu_s``)
+    and of all its workers together, from their start to their exit at the pool's shutdown
+    (``workers_cpu_s``: interpreter start, compiling or loading the kernels, the one task)."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     t0 = time.perf_counter()

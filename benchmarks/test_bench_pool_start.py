@@ -5,8 +5,9 @@ compiled caches: a fresh clone) and warm (the same copy again).
 ``--benchmark``: 2 workers (a fresh clone's 2-worker pool) and one worker per core; two fresh
 copies for the cold time, three runs for the warm one. Smoke run: 1 worker, one run each. The
 benchmark's time is the child's whole wall time; ``ready_s`` (from the child's first line to its
-first diagrams), ``warm_s`` (to ``warm()`` returned) and ``pool_s`` (from the pool's creation to its
-first diagrams) go to ``extra_info``. Never asserted.
+first diagrams), ``warm_s`` (to ``warm()`` returned), ``pool_s`` (from the pool's creation to its
+first diagrams) and the CPU-seconds of the child and of its workers (``parent_cpu_s``,
+``workers_cpu_s``) go to ``extra_info``. Never asserted.
 """
 from __future__ import annotations
 
@@ -44,4 +45,6 @@ def test_pool_start(benchmark: Any, state: str, case: str, full_run: bool, threa
     benchmark.extra_info.update(thread_info)
     benchmark.extra_info.update(state=state, workers=workers, cores=os.cpu_count(),
                                 ready_s=[r["ready_s"] for r in records], warm_s=[r["warm_s"] for r in records],
-                                pool_s=[r["pool_s"] for r in records])
+                                pool_s=[r["pool_s"] for r in records],
+                                workers_cpu_s=[r["workers_cpu_s"] for r in records],
+                                parent_cpu_s=[r["parent_cpu_s"] for r in records])

@@ -47,7 +47,8 @@ def _run() -> dict[str, Any]:
     profile = _bench("batch-profile", 2.0, family="latent", clouds=12, m=1024, points_per_cloud=4096,
                      profile_s={"TPS (Algorithm 5)": 0.5, "H1 reduction": 1.0, "other": 0.5})
     pool = [_bench("pool-start", wall, state=state, workers=2, cores=2, load_average_1min=0.5, ready_s=ready,
-                   warm_s=[r - 0.1 for r in ready], pool_s=[r - 0.4 for r in ready]) for state, ready, wall in
+                   warm_s=[r - 0.1 for r in ready], pool_s=[r - 0.4 for r in ready],
+                   workers_cpu_s=[2 * r for r in ready], parent_cpu_s=[0.5 for _ in ready]) for state, ready, wall in
             (("cold", [6.0, 4.0], 6.5), ("warm", [0.5, 0.7, 0.6], 1.0))]
     return {"benchmarks": [*table6, *batch, *figs, other, profile, *ops, *pool], "isolated": isolated,
             "topodistill_machine": {"cpu_model": "test cpu", "cpu_count": 2, "versions": {"torch": "x"}},
@@ -74,8 +75,8 @@ def test_report_speedups_are_ratios_of_medians_and_failures_are_named() -> None:
     assert "| KD + saliency step | teacher + student | 4 x 30,000 | 5,000 / 18 |" in text and "20: not met" in text
     assert "| teacher forward | teacher | 4 x 30,000 | 1,100 / 7 | 4,874 / - |" in text and "smoke sizes" not in text
     # pool start-up: the median of the runs against the target
-    assert "| 2 | cold | 6, 4 | 4.9 | 4.6 | 6.5 | <= 5: met | 9.2 (fresh clone) |" in text
-    assert "| 2 | warm | 0.5, 0.7, 0.6 | 0.5 | 0.2 | 1 | <= 1: met | 0.6 |" in text
+    assert "| 2 | cold | 6, 4 | 4.9 | 4.6 | 10 | 6.5 | <= 5: met | 9.2 (fresh clone) |" in text
+    assert "| 2 | warm | 0.5, 0.7, 0.6 | 0.5 | 0.2 | 1.2 | 1 | <= 1: met | 0.6 |" in text
 
 
 def test_report_main_writes_markdown_and_refuses_missing_input(tmp_path: Path) -> None:
