@@ -117,7 +117,7 @@ def _dist(h: np.ndarray, a: int, b: int, plan_lo: np.ndarray, plan_n: np.ndarray
     """``||h[a] - h[b]||`` as ``np.linalg.norm`` sums it (``plan``: :func:`summation_plan` of the
     columns; ``held``: (_DEPTH,) scratch for the partial sums). One plan loop for every C (C <= 128
     is a one-step plan) and so one inlined copy of :func:`_block_sq`: a second, for C <= 128 alone,
-    cost about a CPU-second of every fresh compile for about 6% of TPS's time (decision 41)."""
+    cost about a CPU-second of every fresh compile for at most a few per cent of TPS's time (decision 41)."""
     top = 0
     for step in range(plan_lo.shape[0]):
         if plan_n[step] < 0:
