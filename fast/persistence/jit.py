@@ -13,7 +13,7 @@ they cost to compile:
 
 No kind gets numba's C-callable wrapper (``no_cfunc_wrapper``): it serves only taking a compiled
 function's address (``cfunc``, first-class function values), which nothing here does, and
-building it for every function cost about 1.2 CPU-s of a fresh cache (decision 41).
+building it for every function cost 0.3-1.2 CPU-s of a fresh cache (decision 41).
 
 Compile-time rules for the bodies (decision 41): allocate with ``np.empty(size, dtype)`` (``size``
 an integer or a tuple of two, ``dtype`` a numpy scalar type) and fill with loops, never
