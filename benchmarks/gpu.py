@@ -8,19 +8,20 @@ Usage::
 
 It writes ``gpu-<UTC time>.md`` and ``.json`` to ``--out`` (default ``benchmarks/results``,
 git-ignored). The sections (``benchmarks.gpu_sections``: the CUDA tests, the topological term's
-cost per training step against the 100 ms target, the persistence paths, Table 6 on the device,
-Tables 8-9 teacher vs student, a few hundred distillation steps with their profile, optional
-accelerators, kernels per training step and the README demo's steps per second) each run in a child process with a time box, in that order; a section that fails,
-runs out of memory or overruns is recorded with its error and partial results, and the rest
-continues. A section's child is killed at the end of its time box; the boxes of :data:`PLAN` add up to
-less than :data:`TOTAL_S`, and a section is shortened when the earlier ones left less time than
+cost per training step against the 100 ms target, TPS on the host vs one device launch, the
+persistence paths, Table 6 on the device, Tables 8-9 teacher vs student, a few hundred distillation
+steps with their profile, optional accelerators, kernels per training step and the README demo's
+steps per second) each run in a child process with a time box, in that order; a section that
+fails, runs out of memory or overruns is recorded with its error and partial results, and the rest
+continues. A section's child is killed at the end of its time box; the boxes of :data:`PLAN` add up
+to less than :data:`TOTAL_S`, and a section is shortened when the earlier ones left less time than
 planned.
 
 Needs only torch, numpy, scipy, numba and pytest (no package index): the training path's other
 dependencies are imported only where they are used (YAML by ``train.config`` files, tqdm and
 TensorBoard by ``train.run``'s logging, giotto-ph by ``engine="giotto"``, ripser by the paper-style
-baseline), and flash-attn / spconv are measured only when installed. Which optional packages were
-present is part of the report.
+baseline), and flash-attn / spconv / Triton (the device TPS kernel) are measured only when
+installed. Which optional packages were present is part of the report.
 """
 from __future__ import annotations
 
@@ -52,18 +53,20 @@ DEMO_PRESETS = {"teacher": "teacher-demo", "student": "student-demo"}
 # section -> (time box in seconds, sizes of the campaign, sizes of the smoke run)
 PLAN: dict[str, tuple[float, dict[str, Any], dict[str, Any]]] = {
     # the whole ``-m cuda`` selection took 145 s on an H100 (the 120 s box cut it short)
-    "cuda_tests": (180.0, {"paths": ["tests", "benchmarks"]}, {"paths": ["tests/test_device_batch.py"]}),
+    "cuda_tests": (170.0, {"paths": ["tests", "benchmarks"]}, {"paths": ["tests/test_device_batch.py"]}),
     "topo_step": (60.0, {**PAPER_PRESETS, "clouds": 12, "points": 20_000, "m": 1024, "steps": 5},
                   {**DEMO_PRESETS, "clouds": 2, "points": 300, "m": 16, "steps": 1}),
+    "tps": (30.0, {"clouds": 12, "points": 20_000, "m": 1024, "families": ["latent", "clusters"], "rounds": 3},
+            {"clouds": 2, "points": 300, "m": 16, "families": ["latent"], "rounds": 1}),
     "engine_paths": (40.0, {"clouds": 12, "points": 4096, "m": 1024, "rounds": 3},
                      {"clouds": 3, "points": 64, "m": 24, "rounds": 1}),
     "cost": (40.0, {**PAPER_PRESETS, "points": 30_000, "batch": 4, "repeats": 10},
              {**DEMO_PRESETS, "points": 400, "batch": 2, "repeats": 1}),
-    "distill": (60.0, {**PAPER_PRESETS, "clouds": 4, "points": 30_000, "m": 1024, "steps": 300,
+    "distill": (50.0, {**PAPER_PRESETS, "clouds": 4, "points": 30_000, "m": 1024, "steps": 300,
                         "distinct_batches": 2},
                 {**DEMO_PRESETS, "clouds": 2, "points": 300, "m": 16, "steps": 3, "distinct_batches": 2}),
     "table6": (45.0, {"n": [30, 60, 100, 200, 400, 800, 1024], "rounds": 3}, {"n": [12], "rounds": 1}),
-    "accelerators": (40.0, {"kind": "student", "points": 30_000, "repeats": 5},
+    "accelerators": (30.0, {"kind": "student", "points": 30_000, "repeats": 5},
                      {"kind": "student-demo", "points": 300, "repeats": 1}),
     "step_kernels": (45.0, {"paper": {"teacher": "teacher", "student": "student", "clouds": 4, "points": 30_000},
                             "demo": {"teacher": "teacher-demo", "student": "teacher-demo", "clouds": 2,
@@ -72,7 +75,8 @@ PLAN: dict[str, tuple[float, dict[str, Any], dict[str, Any]]] = {
                       "demo": {"teacher": "teacher-demo", "student": "teacher-demo", "clouds": 2, "points": 300},
                       "steps": 1}),
 }
-OPTIONAL_PACKAGES = ("flash_attn", "spconv", "gph", "ripser", "gudhi", "yaml", "tqdm", "tensorboard", "matplotlib")
+OPTIONAL_PACKAGES = ("flash_attn", "spconv", "triton", "gph", "ripser", "gudhi", "yaml", "tqdm", "tensorboard",
+                     "matplotlib")
 
 
 def run_section(name: str, size: dict[str, Any], device: str, result: Path, seconds: float) -> None:

@@ -259,6 +259,70 @@ def topo_step(size: dict[str, Any], device: torch.device, rec: Recorder, deadlin
 
 
 # ----------------------------------------------------------------------------------------------
+# tps
+
+
+def tps(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: float) -> None:
+    """TPS of a training batch (decision 42), the two ways side by side: on the host
+    in the persistence workers, as training does today (one copy of the features to the host, the
+    clouds in parallel), and on the device in one Triton launch (``fast.tps_device``). The indices
+    must be the same (both are the reference's)."""
+    import numpy as np
+
+    from benchmarks.clouds import teacher_features
+    from fast.persistence import default_pool, submit_tps_diagrams
+
+    pool = default_pool()
+    pool.warm()
+    m, clouds, points = size["m"], size["clouds"], size["points"]
+    ends = [points * (b + 1) for b in range(clouds)]
+    device_runs = device.type == "cuda" and has_module("triton")
+    rows = []
+    for family in size["families"]:
+        rng = np.random.default_rng(7)
+        feats = torch.tensor(np.concatenate([teacher_features(points, family, rng) for _ in range(clouds)]),
+                             device=device)
+        picked: dict[str, list[np.ndarray]] = {}
+
+        def host() -> None:
+            h = feats.cpu().numpy()
+            selections, diagrams = submit_tps_diagrams([h[e - points:e] for e in ends], m, seed=0, pool=pool,
+                                                       with_h1=False)
+            picked["host"] = [f.result() for f in selections]
+            for f in diagrams:  # drained outside the TPS time of the next round
+                f.result()
+
+        def on_device() -> None:
+            from fast.tps_device import tps_device
+
+            picked["device"] = [t.cpu().numpy() for t in tps_device(feats, ends, m, 0)]
+
+        ways = {"host (workers)": host, **({"device (Triton)": on_device} if device_runs else {})}
+        times: dict[str, list[float]] = {name: [] for name in ways}
+        for fn in ways.values():
+            fn()  # warm-up: the kernel's compilation, the workers' first task
+        for _ in range(size["rounds"]):
+            if time.monotonic() > deadline:
+                break
+            for name, fn in ways.items():
+                times[name].append(timed(fn, device))
+        same = (all(np.array_equal(a, b) for a, b in zip(picked["host"], picked["device"]))
+                if "device" in picked else None)
+        medians = {name: _median_ms(t) for name, t in times.items()}
+        rec.put(f"tps_ms_{family}", medians)
+        rows.append([family, f"{clouds} x {points}", m, medians["host (workers)"],
+                     medians.get("device (Triton)", "not run"), "yes" if same else ("no" if same is False else "-"),
+                     len(times["host (workers)"])])
+    rec.table("TPS of one batch, host workers vs one device launch (median ms, indices compared)",
+              ["family", "clouds x points", "M", "host (workers)", "device (Triton)", "same indices", "rounds"], rows)
+    if not device_runs:
+        rec.note("the device kernel needs a CUDA device and Triton; only the host path was timed.")
+    rec.note("host: the features' copy to the host and TPS in the persistence workers, up to the last cloud's "
+             "rows (as in training, where the diagrams follow in the same task); device: fast.tps_device, one "
+             "launch, indices copied back. Which one training uses on CUDA is decided from this table (decision 42).")
+
+
+# ----------------------------------------------------------------------------------------------
 # engine_paths
 
 
@@ -540,6 +604,7 @@ def step_kernels(size: dict[str, Any], device: torch.device, rec: Recorder, dead
 SECTIONS: dict[str, Callable[[dict[str, Any], torch.device, Recorder, float], None]] = {
     "cuda_tests": cuda_tests,
     "topo_step": topo_step,
+    "tps": tps,
     "engine_paths": engine_paths,
     "cost": cost,
     "distill": distill,

@@ -11,10 +11,13 @@ which returns the reference's indices bit for bit and skips, by the triangle ine
 distances that cannot change the running minimum (the persistence workers run the same kernel).
 Features on another device are copied to the host once and the indices come back in one copy
 (decision 42: the M greedy steps on a GPU were M launches of small kernels per batch, and their
-float64 distances summed in another order than the reference's).
+float64 distances summed in another order than the reference's). On CUDA, where Triton imports
+and the features have at most 128 channels, the same loop runs on the device instead, one
+Triton program per cloud in one launch (``fast.tps_device``, same indices).
 """
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from typing import Union
 
@@ -36,6 +39,11 @@ def tps(feats: torch.Tensor, offsets: Union[torch.Tensor, Sequence[int]], m: int
         raise ValueError(f"TPS budget m must be an integer >= 1, got {m!r}")
     m = int(m)
     ends = check_end_offsets(offsets, feats.shape[0])
+    if feats.device.type == "cuda" and importlib.util.find_spec("triton") is not None:
+        from fast.tps_device import MAX_COLUMNS, tps_device  # imports Triton: only here
+
+        if feats.shape[1] <= MAX_COLUMNS:
+            return tps_device(feats.detach().to(torch.float64), ends, m, seed)
     starts = [0] + ends[:-1]
     # the host copy (if not there already) only when some cloud has more than m points
     h = feats.detach().to(torch.float64).cpu().numpy() if max(e - s for s, e in zip(starts, ends)) > m else None

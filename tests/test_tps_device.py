@@ -1,0 +1,102 @@
+"""The Triton TPS kernel (``fast.tps_device``) returns ``reference.tps_cloud``'s indices bit for bit.
+
+On the CPU the kernel runs in Triton's interpreter (``TRITON_INTERPRET=1``, read when the kernel
+is defined, hence a child process); on CUDA it runs compiled (marked ``cuda``). Both skip where
+Triton is not installed (it comes with CUDA builds of torch, not with the CPU wheel).
+The clouds: skips active (clusters), many exactly tied distances (an integer grid), duplicated
+points, a remainder after the eight partial sums (13 channels), fewer than eight channels, the
+largest block (128 channels), tiny and huge scales, and clouds with no more points than ``m``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reference.tps import tps_cloud
+
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _clouds() -> list[np.ndarray]:
+    rng = np.random.default_rng(33)
+    centres = rng.normal(size=(5, 64)) * 4.0
+    clustered = centres[rng.integers(5, size=700)] + rng.normal(size=(700, 64))
+    grid = rng.integers(-2, 3, size=(1100, 5)).astype(np.float64)  # ties across blocks of 512 points
+    duplicated = rng.normal(size=(200, 8))
+    duplicated[rng.integers(200, size=100)] = duplicated[rng.integers(200, size=100)]
+    return [clustered, grid, duplicated, rng.normal(size=(150, 13)), rng.normal(size=(120, 3)),
+            rng.normal(size=(90, 128)), clustered[:300] * 1e-120, clustered[:300] * 1e120, rng.normal(size=(20, 64))]
+
+
+def _batches() -> list[tuple[list[np.ndarray], int, int]]:
+    """(clouds of one batch, m, seed): a batch has one channel count."""
+    clouds = _clouds()
+    by_c: dict[int, list[np.ndarray]] = {}
+    for cloud in clouds:
+        by_c.setdefault(cloud.shape[1], []).append(cloud)
+    every_step = [np.random.default_rng(34).normal(size=(30, 64))]  # m = N - 1: the loop to its end
+    return [(group, m, seed) for group in by_c.values() for m, seed in ((1, 0), (40, 3))] + [(every_step, 29, 7)]
+
+
+def _check(run: list[list[np.ndarray]]) -> None:
+    for (group, m, seed), got in zip(_batches(), run):
+        for b, cloud in enumerate(group):
+            np.testing.assert_array_equal(got[b], tps_cloud(cloud, m, seed + b), err_msg=f"{cloud.shape} m={m}")
+
+
+_CHILD = """
+import pickle, sys
+import numpy as np
+import torch
+from fast.tps_device import tps_device
+batches = pickle.load(open(sys.argv[1], "rb"))
+out = [[t.numpy() for t in tps_device(torch.tensor(np.concatenate(group)), list(np.cumsum([len(c) for c in group])),
+                                      m, seed)] for group, m, seed in batches]
+pickle.dump(out, open(sys.argv[2], "wb"))
+"""
+
+
+@needs_triton
+def test_tps_kernel_in_the_interpreter_returns_the_reference_indices(tmp_path: Path) -> None:
+    import pickle
+
+    (tmp_path / "in.pkl").write_bytes(pickle.dumps(_batches()))
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / "in.pkl"), str(tmp_path / "out.pkl")],
+                   env=env, check=True, timeout=900)
+    _check(pickle.loads((tmp_path / "out.pkl").read_bytes()))
+
+
+@pytest.mark.cuda
+@needs_triton
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tps_kernel_on_cuda_returns_the_reference_indices() -> None:
+    from fast.tps_device import tps_device
+
+    out = []
+    for group, m, seed in _batches():
+        feats = torch.tensor(np.concatenate(group), device="cuda")
+        out.append([t.cpu().numpy() for t in tps_device(feats, list(np.cumsum([len(c) for c in group])), m, seed)])
+    _check(out)
+    # the training size's shape: every step of a long loop on a 64-d cloud with skips active
+    cloud = _clouds()[0]
+    got = tps_device(torch.tensor(cloud, device="cuda"), [len(cloud)], len(cloud) - 1, 5)
+    np.testing.assert_array_equal(got[0].cpu().numpy(), tps_cloud(cloud, len(cloud) - 1, 5))
+
+
+@needs_triton
+def test_tps_kernel_refuses_more_columns_than_one_summation_block() -> None:
+    from fast.tps_device import tps_device
+
+    with pytest.raises(ValueError, match="at most 128 columns"):
+        tps_device(torch.zeros((10, 129), dtype=torch.float64), [10], 4, 0)
+    with pytest.raises(ValueError, match="float64"):
+        tps_device(torch.zeros((10, 8), dtype=torch.float32), [10], 4, 0)
