@@ -40,10 +40,14 @@ from fast.persistence.sampling import _MARGIN, _SAFE_HIGH, _SAFE_LOW, tps_start
 from fast.transfer import to_device
 
 MAX_COLUMNS = 128  # numpy's pairwise-summation block: one block of eight interleaved sums
-# Points per inner iteration of a program, and centres per iteration of the centre-distance loop:
-# first choices, not yet timed on a GPU (the campaign's ``tps`` section measures the kernel).
-_BLOCK = 512
+# Points per inner iteration of a program (one per thread of its 8 warps) and centres per
+# iteration of the centre-distance loop. Compiled for sm_90 here without a GPU (``ptxas -v``):
+# 256 points on 8 warps use 48-252 registers and spill nothing for C = 3, 13, 64, 100, 128 (4 bytes
+# at C = 8); two points per thread spilled up to 1.7 kB at C = 128, 16 warps up to 312 bytes at
+# C = 64. Not yet timed on a GPU (the campaign's ``tps`` section measures the kernel).
+_BLOCK = 256
 _CENTRE_BLOCK = 128
+_OPTIONS = {"num_warps": 8, "enable_fp_fusion": False}  # no contraction: see the module docstring
 
 
 @triton.jit
@@ -169,7 +173,7 @@ def tps_device(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> l
     _tps_kernel[(len(sampled),)](
         h, long([starts[b] for b in sampled]), long([counts[b] for b in sampled]),
         long([tps_start(counts[b], seed + b) for b in sampled]), consts, idx, d_min, owner, skip, centre_dist,
-        m, C=columns, BLOCK=_BLOCK, CENTRE_BLOCK=_CENTRE_BLOCK, enable_fp_fusion=False,
+        m, C=columns, BLOCK=_BLOCK, CENTRE_BLOCK=_CENTRE_BLOCK, **_OPTIONS,
     )
     for i, b in enumerate(sampled):
         picked[b] = idx[i]

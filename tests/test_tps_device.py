@@ -29,7 +29,7 @@ def _clouds() -> list[np.ndarray]:
     rng = np.random.default_rng(33)
     centres = rng.normal(size=(5, 64)) * 4.0
     clustered = centres[rng.integers(5, size=700)] + rng.normal(size=(700, 64))
-    grid = rng.integers(-2, 3, size=(1100, 5)).astype(np.float64)  # ties across blocks of 512 points
+    grid = rng.integers(-2, 3, size=(1100, 5)).astype(np.float64)  # ties across blocks of points
     duplicated = rng.normal(size=(200, 8))
     duplicated[rng.integers(200, size=100)] = duplicated[rng.integers(200, size=100)]
     return [clustered, grid, duplicated, rng.normal(size=(150, 13)), rng.normal(size=(120, 3)),
@@ -100,3 +100,31 @@ def test_tps_kernel_refuses_more_columns_than_one_summation_block() -> None:
         tps_device(torch.zeros((10, 129), dtype=torch.float64), [10], 4, 0)
     with pytest.raises(ValueError, match="float64"):
         tps_device(torch.zeros((10, 8), dtype=torch.float32), [10], 4, 0)
+
+
+@needs_triton
+@pytest.mark.parametrize("columns", [13, 64])
+def test_tps_kernel_compiles_for_an_h100_without_contraction_and_with_exact_square_roots(columns: int) -> None:
+    # Compiled ahead of time for sm_90 (no GPU needed): the interpreter cannot show what the
+    # compiler does to the arithmetic. A fused multiply-add or an approximate square root would
+    # change distances in their last bit, and with them the indices of near-ties.
+    import re
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from fast import tps_device
+
+    pointers = ("h_ptr", "row_start_ptr", "count_ptr", "first_ptr", "const_ptr", "idx_ptr", "d_min_ptr", "owner_ptr",
+                "skip_ptr", "centre_dist_ptr")
+    kinds = ("*fp64", "*i64", "*i64", "*i64", "*fp64", "*i64", "*fp64", "*i64", "*fp64", "*fp64")
+    signature = {**dict(zip(pointers, kinds)), "m": "i32", "C": "constexpr", "BLOCK": "constexpr",
+                 "CENTRE_BLOCK": "constexpr"}
+    source = ASTSource(fn=tps_device._tps_kernel, signature=signature,
+                       constexprs={"C": columns, "BLOCK": tps_device._BLOCK, "CENTRE_BLOCK": tps_device._CENTRE_BLOCK})
+    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=tps_device._OPTIONS).asm["ptx"]
+    f64_ops = set(re.findall(r"\b([a-z]+(?:\.[a-z]+)*)\.f64\b", ptx))
+    assert not {op for op in f64_ops if op.startswith(("fma", "mad"))}, f64_ops
+    assert {op for op in f64_ops if op.startswith("sqrt")} == {"sqrt.rn"}, f64_ops
+    assert {"add.rn", "mul.rn", "sub.rn"} <= f64_ops, f64_ops  # rounded one by one: ptxas may not fuse them
