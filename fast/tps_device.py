@@ -11,7 +11,9 @@ kernels (decision 42). Its indices are the reference's bit for bit:
   columns one after the other; fewer than 8 columns: one running sum), with floating-point
   contraction off (``enable_fp_fusion=False``: a fused multiply-add rounds once where numpy
   rounds twice) and the correctly rounded square root;
-* the next index is the first maximiser of the running minimum, selected points at ``-inf``;
+* the next index is the first maximiser of the running minimum, selected points at ``-inf``: each
+  thread keeps the first maximum of the points it visits, and one reduction per step picks the
+  lowest index among the threads that hold the overall maximum;
 * the triangle-inequality skip of the host kernel, with its thresholds (``2 d (1 + 1e-9)`` for
   ``d`` in ``[1e-100, 1e100]``, ``-inf`` for ``d <= 0``, ``+inf`` otherwise; the safety argument
   is in ``fast/persistence/sampling.py``), so most points read three numbers per step instead of
@@ -42,9 +44,8 @@ from fast.transfer import to_device
 MAX_COLUMNS = 128  # numpy's pairwise-summation block: one block of eight interleaved sums
 # Points per inner iteration of a program (one per thread of its 8 warps) and centres per
 # iteration of the centre-distance loop. Compiled for sm_90 here without a GPU (``ptxas -v``):
-# 256 points on 8 warps use 48-252 registers and spill nothing for C = 3, 13, 64, 100, 128 (4 bytes
-# at C = 8); two points per thread spilled up to 1.7 kB at C = 128, 16 warps up to 312 bytes at
-# C = 64. Not yet timed on a GPU (the campaign's ``tps`` section measures the kernel).
+# 256 points on 8 warps use 54-251 registers and spill nothing for C = 3, 8, 13, 64, 100, 128; two
+# points per thread spilled up to 1.7 kB at C = 128, 16 warps up to 312 bytes at C = 64. Not yet timed on a GPU (the campaign's ``tps`` section measures the kernel).
 _BLOCK = 256
 _CENTRE_BLOCK = 128
 _OPTIONS = {"num_warps": 8, "enable_fp_fusion": False}  # no contraction: see the module docstring
@@ -116,8 +117,10 @@ def _tps_kernel(h_ptr, row_start_ptr, count_ptr, first_ptr, const_ptr, idx_ptr, 
         tl.store(d_min + p, -float("inf"))  # selected: never computed again, never the maximiser
         tl.store(skip + p, -float("inf"))
         tl.debug_barrier()  # the stores above are read by other threads of the program below
-        best = tl.full([], float("-inf"), tl.float64)
-        following = p * 0
+        # each thread keeps the first maximum of the points it sees (their index grows, so a strict
+        # ">" keeps the earliest); one reduction per step then takes the first of the maximisers
+        best = tl.full([BLOCK], float("-inf"), tl.float64)
+        best_at = tl.zeros([BLOCK], tl.int64) + n
         for lo in range(0, n, BLOCK):
             r = lo + tl.arange(0, BLOCK)
             ok = r < n
@@ -133,13 +136,12 @@ def _tps_kernel(h_ptr, row_start_ptr, count_ptr, first_ptr, const_ptr, idx_ptr, 
             tl.store(d_min + r, d, mask=better)
             tl.store(skip + r, new_skip, mask=better)
             tl.store(owner + r, tl.zeros([BLOCK], tl.int64) + k, mask=better)
-            top = tl.max(d, axis=0)
-            first_top = tl.min(tl.where(d == top, r, n), axis=0)  # the first maximiser of the block
-            ahead = top > best  # strictly: an earlier block keeps a tie
-            best = tl.where(ahead, top, best)
-            following = tl.where(ahead, first_top, following)
+            ahead = d > best  # strictly: an earlier point keeps a tie
+            best = tl.where(ahead, d, best)
+            best_at = tl.where(ahead, r, best_at)
+        top = tl.max(best, axis=0)
+        p = tl.min(tl.where(best == top, best_at, n), axis=0)  # the first maximiser of the cloud
         tl.debug_barrier()
-        p = following
 
 
 def tps_device(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> list[torch.Tensor]:

@@ -69,7 +69,8 @@ def test_tps_kernel_in_the_interpreter_returns_the_reference_indices(tmp_path: P
     import pickle
 
     (tmp_path / "in.pkl").write_bytes(pickle.dumps(_batches()))
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)}
+    path = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
     subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / "in.pkl"), str(tmp_path / "out.pkl")],
                    env=env, check=True, timeout=900)
     _check(pickle.loads((tmp_path / "out.pkl").read_bytes()))
