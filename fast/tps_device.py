@@ -20,6 +20,10 @@ kernels (decision 42). Its indices are the reference's bit for bit:
   their C features. The centre-to-centre distances the test reads are a plain sum (accuracy is
   all the test needs).
 
+Written by hand: the farthest-point samplers of point-cloud libraries (torch-cluster's ``fps``,
+Pointcept's pointops) sum distances in their own order and precision and break ties their own way,
+so they do not return the reference's indices (and torch-cluster has no wheels here).
+
 The constants of the skip test reach the kernel as float64 values in a tensor: a Python float
 given to a Triton kernel is a float32, in which ``1 + 1e-9`` is 1 and ``1e100`` is inf.
 
@@ -45,7 +49,8 @@ MAX_COLUMNS = 128  # numpy's pairwise-summation block: one block of eight interl
 # Points per inner iteration of a program (one per thread of its 8 warps) and centres per
 # iteration of the centre-distance loop. Compiled for sm_90 here without a GPU (``ptxas -v``):
 # 256 points on 8 warps use 54-251 registers and spill nothing for C = 3, 8, 13, 64, 100, 128; two
-# points per thread spilled up to 1.7 kB at C = 128, 16 warps up to 312 bytes at C = 64. Not yet timed on a GPU (the campaign's ``tps`` section measures the kernel).
+# points per thread spilled up to 1.7 kB at C = 128, 16 warps up to 312 bytes at C = 64. Not yet
+# timed on a GPU (the campaign's ``tps`` section measures the kernel).
 _BLOCK = 256
 _CENTRE_BLOCK = 128
 _OPTIONS = {"num_warps": 8, "enable_fp_fusion": False}  # no contraction: see the module docstring
