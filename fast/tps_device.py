@@ -20,9 +20,9 @@ kernels (decision 42). Its indices are the reference's bit for bit:
   their C features. The centre-to-centre distances the test reads are a plain sum (accuracy is
   all the test needs).
 
-Written by hand: the farthest-point samplers of point-cloud libraries (torch-cluster's ``fps``,
-Pointcept's pointops) sum distances in their own order and precision and break ties their own way,
-so they do not return the reference's indices (and torch-cluster has no wheels here).
+Written by hand: the farthest-point samplers of point-cloud libraries do not return the
+reference's indices (torch-cluster's ``fps`` sums distances in its own order and breaks ties its
+own way, and has no wheels here; Pointcept's pointops samples 3-d float32 coordinates only).
 
 The constants of the skip test reach the kernel as float64 values in a tensor: a Python float
 given to a Triton kernel is a float32, in which ``1 + 1e-9`` is 1 and ``1e100`` is inf.
