@@ -21,8 +21,9 @@ kernels (decision 42). Its indices are the reference's bit for bit:
   all the test needs).
 
 Written by hand: the farthest-point samplers of point-cloud libraries do not return the
-reference's indices (torch-cluster's ``fps`` sums distances in its own order and breaks ties its
-own way, and has no wheels here; Pointcept's pointops samples 3-d float32 coordinates only).
+reference's indices (torch-cluster's ``fps`` sums distances in torch's order, not numpy's, so a
+near-tie can go the other way, and has no wheels here; Pointcept's pointops samples 3-d float32
+coordinates only).
 
 The constants of the skip test reach the kernel as float64 values in a tensor: a Python float
 given to a Triton kernel is a float32, in which ``1 + 1e-9`` is 1 and ``1e100`` is inf.
