@@ -43,7 +43,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fast.persistence.sampling import _MARGIN, _SAFE_HIGH, _SAFE_LOW, tps_start
+from fast.persistence import TPS_SKIP_CONSTANTS, tps_start
 from fast.transfer import to_device
 
 MAX_COLUMNS = 128  # numpy's pairwise-summation block: one block of eight interleaved sums
@@ -172,7 +172,8 @@ def tps_device(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> l
     def long(values: list[int]) -> torch.Tensor:
         return to_device(np.array(values, dtype=np.int64), device)
 
-    consts = to_device(np.array([1.0 + _MARGIN, _SAFE_LOW, _SAFE_HIGH]), device)  # float64, see above
+    margin, safe_low, safe_high = TPS_SKIP_CONSTANTS
+    consts = to_device(np.array([1.0 + margin, safe_low, safe_high]), device)  # float64, see above
     idx = torch.empty((len(sampled), m), dtype=torch.int64, device=device)
     d_min = torch.empty(h.shape[0], dtype=torch.float64, device=device)
     skip = torch.empty_like(d_min)

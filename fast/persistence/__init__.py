@@ -61,7 +61,7 @@ from fast.persistence.pool import (
     default_pool,
     set_default_workers,
 )
-from fast.persistence.sampling import farthest_point_indices, tps_indices, tps_start
+from fast.persistence.sampling import TPS_SKIP_CONSTANTS, farthest_point_indices, tps_indices, tps_start
 
 __all__ = [
     "DEFAULT_ENGINE",
@@ -73,6 +73,7 @@ __all__ = [
     "H1Engine",
     "PersistencePool",
     "Runner",
+    "TPS_SKIP_CONSTANTS",
     "available_cores",
     "budget_miss_count",
     "check_time_budget",

@@ -44,6 +44,9 @@ from fast.persistence.jit import helper, inlined, kernel
 
 _MARGIN = 1e-9  # relative: D(c, p) must exceed 2 d (1 + _MARGIN) for a skip
 _SAFE_LOW, _SAFE_HIGH = 1e-100, 1e100  # d outside this range (and not 0) is always recomputed
+TPS_SKIP_CONSTANTS = (_MARGIN, _SAFE_LOW, _SAFE_HIGH)
+"""The skip test's margin and the range of minima it is applied to (the module docstring), for the
+device kernel ``fast.tps_device``, which applies the same test."""
 _BLOCK = 128  # numpy's pairwise-summation block (PW_BLOCKSIZE)
 _DEPTH = 64  # partial sums held at once while a plan runs: one per level plus one
 
