@@ -38,7 +38,9 @@ forward runs while the teacher's features travel, decision 42), and with the wor
 teacher cloud is one task of the engine's pool: TPS (Algorithm 5, the compiled kernel
 ``fast.persistence.tps_indices``), then the teacher diagrams of the selected points, all in one
 worker process; the selected rows come back as soon as TPS is done, and the student task of that
-cloud starts from them without any work in the calling process. With the device batch path
+cloud starts from them without any work in the calling process. With ``tps_on="device"`` TPS runs on
+the GPU instead (``fast.tps_device``, one launch on a side stream) and only the selected rows of
+each model are copied to the host. With the device batch path
 (``fast.persistence.DEFAULT_PATHS``, decision 34) TPS runs in the same compiled kernel before the
 batch is handed over. The results come back to the device in one copy: the selected rows, every
 critical edge and the teacher diagrams; the PWCD of all clouds and dimensions is then one set of
@@ -53,7 +55,9 @@ step (the event is logged and counted by ``fast.persistence.budget_miss_count``,
 """
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Optional, Union
@@ -79,7 +83,7 @@ from fast.normalize import normalize as normalize_clouds
 from fast.persistence_image import persistence_image_distance
 from fast.pwcd import Segments, segment_pwcd
 from fast.sinkhorn import sinkhorn_distance
-from fast.transfer import to_device, to_host
+from fast.transfer import side_stream, to_device, to_host
 # the method's defaults and option checks are defined once, with the reference
 from reference.persistence_image import DEFAULT_PI_NORM
 from reference.sinkhorn import DEFAULT_SINKHORN_EPS
@@ -134,6 +138,26 @@ def _normalized_entropy(weights: torch.Tensor) -> float:
                  / math.log(weights.numel()))
 
 
+TPS_PLACES = ("host", "device")
+
+
+def _check_tps_on(tps_on: str, feats: torch.Tensor) -> None:
+    if tps_on not in TPS_PLACES:
+        raise ValueError(f"tps_on must be one of {TPS_PLACES}, got {tps_on!r}")
+    if tps_on == "host":
+        return
+    if importlib.util.find_spec("triton") is None:
+        raise ValueError("tps_on='device' runs a Triton kernel, and Triton is not installed (it comes with CUDA "
+                         "builds of torch); use tps_on='host'")
+    from fast.tps_device import MAX_COLUMNS
+
+    if feats.shape[1] > MAX_COLUMNS:
+        raise ValueError(f"tps_on='device' sums at most {MAX_COLUMNS} channels in numpy's order, the features have "
+                         f"{feats.shape[1]}; use tps_on='host'")
+    if feats.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"tps_on='device' needs CUDA features (these are on {feats.device}); use tps_on='host'")
+
+
 def _working_dtype(*feats: torch.Tensor) -> torch.dtype:
     """float64 if any input is float64, else float32 (half and bfloat16 are upcast)."""
     return torch.float64 if any(f.dtype == torch.float64 for f in feats) else torch.float32
@@ -148,6 +172,13 @@ class TopoLossJob:
     scalar. Arguments are those of :func:`topo_loss`; ``pool`` picks where the diagrams run, a
     worker pool or a ``DeviceBatch`` (None = the default path for the features' device). After :meth:`loss`, :attr:`h1_misses` counts per model
     (``"teacher"``, ``"student"``) the clouds whose H1 missed the time budget.
+
+    ``tps_on``: where TPS runs, ``"host"`` (the default: in the persistence workers, beside the
+    teacher diagrams, decision 42) or ``"device"`` (the Triton kernel ``fast.tps_device`` on the
+    features' CUDA device, on a side stream; then only the selected rows of each model travel to
+    the host). The same rows either way, so the same loss. ``"device"`` needs Triton, at most
+    ``fast.tps_device.MAX_COLUMNS`` channels and CUDA features (or Triton's interpreter,
+    ``TRITON_INTERPRET=1``, which the tests use on the CPU).
     """
 
     def __init__(
@@ -167,8 +198,10 @@ class TopoLossJob:
         engine: Union[str, H1Engine, None] = None,
         time_budget: Optional[float] = None,
         pool: Optional[Runner] = None,
+        tps_on: str = "host",
     ) -> None:
         _check_feats(teacher_feats, "teacher_feats")
+        _check_tps_on(tps_on, teacher_feats)
         self.dims = _check_options(m, normalize, tie_tol, eps_w, eps_dist, dims)
         check_distance(distance, sinkhorn_eps, pi_norm)
         self.distance, self.sinkhorn_eps, self.pi_norm = distance, float(sinkhorn_eps), pi_norm
@@ -184,8 +217,13 @@ class TopoLossJob:
             teacher64 = self._normalized(teacher_feats.detach().to(torch.float64))
         # where the diagrams run: the worker pool or the device batch path (decision 34)
         self.runner = default_runner(str(self.device)) if pool is None else pool
-        # TPS and the teacher diagrams start when the features have reached the host (decision 42)
-        self._teacher = to_host(teacher64, self._start_teacher)
+        self._picked: Optional[torch.Tensor] = None  # the TPS rows (batch row ids) when chosen on the device
+        self._selected_event: Optional["torch.cuda.Event"] = None  # recorded when they are (on CUDA)
+        if tps_on == "device":  # only the selected rows go to the host, with their row ids
+            self._picked, selected = self._select_on_device(teacher64)
+            self._teacher = to_host(selected, self._start_teacher_selected)
+        else:  # TPS and the teacher diagrams start when the features have reached the host (decision 42)
+            self._teacher = to_host(teacher64, self._start_teacher)
         self._student: Optional[Future] = None
         self._student_feats: Optional[torch.Tensor] = None
         self._loss: Optional[torch.Tensor] = None
@@ -201,10 +239,50 @@ class TopoLossJob:
         return rows, submit_diagrams(clouds, self.engine, self.runner, self.time_budget, with_h1, "teacher cloud",
                                      rows=rows)
 
+    def _select_on_device(self, teacher64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """TPS on the features' device (``fast.tps_device``): the selected rows' batch row ids, and
+        those rows of ``teacher64`` with their row ids (as float64, exact) as a last column. On CUDA
+        on the side stream of the host copies (``fast.transfer.side_stream``), so the student's
+        forward is not queued behind TPS; :meth:`submit_student` waits for it on the device only."""
+        from fast.tps_device import tps_device  # imports Triton: only here
+
+        def select() -> tuple[torch.Tensor, torch.Tensor]:
+            local = tps_device(teacher64, self.ends, self.m, self.seed)
+            picked = torch.cat([rows + start for rows, start in zip(local, [0] + self.ends[:-1])])
+            return picked, torch.cat([teacher64[picked], picked.to(torch.float64)[:, None]], dim=1)
+
+        if teacher64.device.type != "cuda":
+            return select()
+        stream = side_stream(teacher64.device)
+        stream.wait_stream(torch.cuda.current_stream(teacher64.device))
+        with torch.cuda.stream(stream):
+            picked, selected = select()
+            self._selected_event = torch.cuda.Event()
+            self._selected_event.record(stream)
+        teacher64.record_stream(stream)
+        return picked, selected
+
+    def _counts(self) -> list[int]:
+        """Rows TPS keeps per cloud: ``min(m, n_b)``."""
+        return [min(self.m, e - s) for s, e in zip([0] + self.ends[:-1], self.ends)]
+
+    def _start_teacher_selected(self, host: np.ndarray) -> tuple[list["Future[np.ndarray]"],
+                                                                list["Future[CloudPersistence]"]]:
+        """The teacher diagrams of the rows TPS selected on the device (``host``: those rows, their
+        batch row ids in the last column): the futures of each cloud's rows and of its diagrams."""
+        cuts = np.cumsum(self._counts())[:-1]
+        picked = np.split(host[:, -1].astype(np.int64), cuts)
+        rows = [_done(r - s) for r, s in zip(picked, [0] + self.ends[:-1])]
+        return rows, submit_diagrams(np.split(np.ascontiguousarray(host[:, :-1]), cuts), self.engine, self.runner,
+                                     self.time_budget, 1 in self.dims, "teacher cloud")
+
     def _start_student(self, host: np.ndarray) -> list["Future[CloudPersistence]"]:
         """The student diagrams of the teacher's rows (queued after the teacher's tasks: the copies
-        complete in order)."""
+        complete in order). With TPS on the device ``host`` holds only those rows."""
         rows, _ = self._teacher.result()
+        if self._picked is not None:
+            return submit_diagrams(np.split(host, np.cumsum(self._counts())[:-1]), self.engine, self.runner,
+                                   self.time_budget, 1 in self.dims, "student cloud")
         return submit_diagrams(self._clouds(host), self.engine, self.runner, self.time_budget, 1 in self.dims,
                                "student cloud", rows=rows)
 
@@ -234,7 +312,11 @@ class TopoLossJob:
         with torch.no_grad():
             student64 = self._normalized(student_feats.detach().to(torch.float64))
         self._student_feats = student_feats.to(dtype)  # normalised with autograd in loss()
-        self._student = to_host(student64, self._start_student)
+        if self._picked is not None and student64.device.type == "cuda":  # TPS's rows: wait on the device only
+            current = torch.cuda.current_stream(student64.device)
+            current.wait_event(self._selected_event)
+            self._picked.record_stream(current)
+        self._student = to_host(student64 if self._picked is None else student64[self._picked], self._start_student)
         return self
 
     def loss(self) -> torch.Tensor:

@@ -33,7 +33,9 @@ _streams: dict[torch.device, "torch.cuda.Stream"] = {}
 _streams_lock = threading.Lock()
 
 
-def _side_stream(device: torch.device) -> "torch.cuda.Stream":
+def side_stream(device: torch.device) -> "torch.cuda.Stream":
+    """The one side stream of ``device`` on which this module copies to the host (work queued
+    there before a :func:`to_host` of its result is ordered before the copy)."""
     with _streams_lock:
         if device not in _streams:
             _streams[device] = torch.cuda.Stream(device)
@@ -57,7 +59,7 @@ def to_host(tensor: torch.Tensor, then: Callable[[np.ndarray], T]) -> "Future[T]
             future.set_exception(exc)
         return future
     host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-    stream = _side_stream(tensor.device)
+    stream = side_stream(tensor.device)
     stream.wait_stream(torch.cuda.current_stream(tensor.device))
     with torch.cuda.stream(stream):
         host.copy_(tensor, non_blocking=True)

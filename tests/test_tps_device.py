@@ -129,3 +129,46 @@ def test_tps_kernel_compiles_for_an_h100_without_contraction_and_with_exact_squa
     assert not {op for op in f64_ops if op.startswith(("fma", "mad"))}, f64_ops
     assert {op for op in f64_ops if op.startswith("sqrt")} == {"sqrt.rn"}, f64_ops
     assert {"add.rn", "mul.rn", "sub.rn"} <= f64_ops, f64_ops  # rounded one by one: ptxas may not fuse them
+
+
+_JOB_CHILD = """
+import numpy as np
+import torch
+from fast.persistence import PersistencePool
+from fast.topo_loss import TopoLossJob
+
+rng = np.random.default_rng(5)
+sizes = (150, 90, 40)  # the last cloud has fewer points than m: all of its rows are kept
+teacher = torch.tensor(rng.normal(size=(sum(sizes), 16)))
+student = torch.tensor(rng.normal(size=(sum(sizes), 16)), requires_grad=True)
+ends = list(np.cumsum(sizes))
+pool = PersistencePool(workers=0)
+out = {}
+for place in ("host", "device"):
+    student.grad = None
+    job = TopoLossJob(teacher, ends, m=48, seed=3, pool=pool, tps_on=place)
+    loss = job.submit_student(student).loss()
+    loss.backward()
+    out[place] = (loss.item(), student.grad.clone())
+assert out["host"][0] == out["device"][0] and out["host"][0] > 0, out
+assert torch.equal(out["host"][1], out["device"][1])
+"""
+
+
+@needs_triton
+def test_topo_loss_job_with_tps_on_the_device_equals_tps_on_the_host() -> None:
+    # the same rows, so the same diagrams, loss and gradient (Triton's interpreter on the CPU)
+    path = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    subprocess.run([sys.executable, "-c", _JOB_CHILD], env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path},
+                   check=True, timeout=900)
+
+
+def test_topo_loss_job_refuses_an_unknown_or_unusable_tps_place() -> None:
+    from fast.topo_loss import TopoLossJob
+
+    feats = torch.zeros((10, 4), dtype=torch.float64)
+    with pytest.raises(ValueError, match="tps_on must be one of"):
+        TopoLossJob(feats, [10], m=4, tps_on="gpu")
+    if os.environ.get("TRITON_INTERPRET") != "1":  # CPU features: no Triton, or Triton without a device
+        with pytest.raises(ValueError, match="tps_on='device'"):
+            TopoLossJob(feats, [10], m=4, tps_on="device")

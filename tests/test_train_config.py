@@ -59,6 +59,8 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
         (["--dataset", "synthetic", "--eval-every-epochs", "-1"], ValueError, "eval-every-epochs must be an integer >= 0"),
         (["--dataset", "synthetic", "--kld-class-weights", "--class-weights", "none"], ValueError,
          "--kld-class-weights.*--class-weights inverse-sqrt"),
+        (["--dataset", "synthetic", "--device", "cpu", "--topo-tps", "device"], ValueError,
+         "--topo-tps device runs TPS on the GPU"),
     ],
 )
 def test_bad_configurations_fail_fast_with_a_message_naming_the_option(
@@ -87,6 +89,15 @@ def test_saliency_range_and_kld_class_weight_flags_reach_the_step_settings() -> 
     s = distill_settings(resolve(["--dataset", "synthetic", "--saliency-detach-range", "--kld-class-weights"]),
                          "distill")
     assert (s.saliency_detach_range, s.kld_class_weights) == (True, True)
+
+
+def test_topo_tps_reaches_the_step_settings_and_names_the_loss_places() -> None:
+    from fast.topo_loss import TPS_PLACES
+    from train.config import TOPO_TPS
+    from train.loop import distill_settings
+
+    assert TOPO_TPS == TPS_PLACES
+    assert distill_settings(resolve(["--dataset", "synthetic"]), "distill").topo_tps == "host"  # decision 42
 
 
 def test_unknown_dataset_fails_on_the_command_line_and_in_a_config_file(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ STUDENT_STAGES: tuple[str, ...] = ("student", "kd", "distill")
 TOPO_NORMALIZE: tuple[str, ...] = ("scale", "l2", "none")
 DECODER_STAGES: tuple[int, ...] = (1, 2, 3, 4)
 CONV_BACKENDS: tuple[str, ...] = ("auto", "torch", "spconv")  # train.models.sparse_conv.SubMConv3d
+TOPO_TPS: tuple[str, ...] = ("host", "device")  # fast.topo_loss.TPS_PLACES, named here without importing torch
 
 # Loss terms each stage switches on (paper Table 5 rows); ablation flags override them.
 STAGE_TERMS: dict[str, dict[str, bool]] = {
@@ -140,6 +142,7 @@ class RunConfig:
     topo_normalize: str = "scale"
     topo_time_budget: float | None = 5.0
     topo_workers: int | None = None
+    topo_tps: str = "host"
     topo_dims: list[int] = field(default_factory=lambda: [0, 1])
     topo_distance: str = "pwcd"
     sinkhorn_eps: float = DEFAULT_SINKHORN_EPS
@@ -241,6 +244,8 @@ _HELP: dict[str, str] = {
     "topo_time_budget": "seconds allowed for the H1 computation of each cloud (docs/decisions.md decision 6c; "
     "none in a --config file: no limit)",
     "topo_workers": "persistence worker processes of each training process (0: in the training process)",
+    "topo_tps": "where TPS runs: host (the persistence workers, beside the teacher diagrams) | device (one "
+    "Triton launch on the GPU; needs CUDA and Triton; docs/decisions.md decision 42)",
     "topo_dims": "homology dimensions of L_topo (subset of 0 1)",
     "topo_distance": "distance between teacher and student diagrams: pwcd (paper Eq. 2-3) | sinkhorn (unbalanced "
     "entropic OT, paper Table 11, docs/decisions.md decision 31) | persistence-image (TopKD, decision 32)",
@@ -326,7 +331,8 @@ _GROUP: dict[str, str] = {
     **dict.fromkeys(("stage", "seg_loss", "class_weights", "kld", "topo", "grad", "lambda_kld", "lambda_topo",
                      "lambda_grad", "kld_temperature", "topo_distance", "sinkhorn_eps", "pi_norm", "saliency_layers",
                      "saliency_eps", "saliency_detach_range", "kld_class_weights"), "distillation terms"),
-    **dict.fromkeys(("topo_m", "topo_normalize", "topo_time_budget", "topo_workers", "topo_dims"), "persistence"),
+    **dict.fromkeys(("topo_m", "topo_normalize", "topo_time_budget", "topo_workers", "topo_tps", "topo_dims"),
+                    "persistence"),
     **dict.fromkeys(("epochs", "teacher_epochs", "batch_size", "iters_per_epoch", "lr", "weight_decay",
                      "block_lr_scale", "block_keyword", "pct_start", "div_factor", "final_div_factor", "grad_clip",
                      "max_bad_steps", "procs", "seed", "device", "deterministic", "amp", "checkpoint_every",
@@ -380,7 +386,7 @@ The synthetic data set is written to --data-root, not under --out."""
 def _choices(name: str) -> tuple[Any, ...] | None:
     return {"dataset": DATASETS, "stage": STAGES, "nuscenes_version": NUSCENES_VERSIONS, "seg_loss": SEG_LOSSES,
             "class_weights": CLASS_WEIGHTINGS, "topo_distance": DISTANCES, "pi_norm": PI_NORMS,
-            "topo_normalize": TOPO_NORMALIZE, "conv_backend": CONV_BACKENDS}.get(name)
+            "topo_normalize": TOPO_NORMALIZE, "conv_backend": CONV_BACKENDS, "topo_tps": TOPO_TPS}.get(name)
 
 
 def default_text(name: str) -> str:
@@ -589,6 +595,13 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"--conv-backend must be one of {CONV_BACKENDS}, got {cfg.conv_backend!r}")
     if cfg.seg_loss not in SEG_LOSSES:
         raise ValueError(f"--seg-loss must be one of {SEG_LOSSES}, got {cfg.seg_loss!r}")
+    if cfg.topo_tps not in TOPO_TPS:
+        raise ValueError(f"--topo-tps must be one of {TOPO_TPS}, got {cfg.topo_tps!r}")
+    if cfg.topo_tps == "device" and not runs_on_cuda(cfg):
+        raise ValueError("--topo-tps device runs TPS on the GPU, and this run trains on the CPU; use --topo-tps host")
+    if cfg.topo_tps == "device" and importlib.util.find_spec("triton") is None:
+        raise ValueError("--topo-tps device runs a Triton kernel, and Triton is not installed (it comes with CUDA "
+                         "builds of torch); use --topo-tps host")
     if cfg.topo_normalize not in TOPO_NORMALIZE:
         raise ValueError(f"--topo-normalize must be one of {TOPO_NORMALIZE}, got {cfg.topo_normalize!r}")
     if not cfg.topo_dims or any(d not in (0, 1) for d in cfg.topo_dims) or len(set(cfg.topo_dims)) != len(cfg.topo_dims):

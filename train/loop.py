@@ -97,6 +97,7 @@ def distill_settings(cfg: RunConfig, stage: str) -> DistillSettings:
         lambda_kld=cfg.lambda_kld, lambda_topo=cfg.lambda_topo, lambda_grad=cfg.lambda_grad,
         temperature=cfg.kld_temperature, topo_m=cfg.topo_m, topo_normalize=cfg.topo_normalize,
         topo_dims=tuple(cfg.topo_dims), topo_time_budget=cfg.topo_time_budget, topo_distance=cfg.topo_distance,
+        topo_tps=cfg.topo_tps,
         sinkhorn_eps=cfg.sinkhorn_eps, pi_norm=cfg.pi_norm,
         saliency_layers=tuple(cfg.saliency_layers), saliency_eps=cfg.saliency_eps,
         saliency_detach_range=cfg.saliency_detach_range, kld_class_weights=cfg.kld_class_weights,

@@ -71,6 +71,7 @@ class DistillSettings:
     topo_normalize: str = _RUN.topo_normalize
     topo_dims: tuple[int, ...] = tuple(_RUN.topo_dims)
     topo_time_budget: float | None = _RUN.topo_time_budget
+    topo_tps: str = _RUN.topo_tps
     topo_distance: str = _RUN.topo_distance
     sinkhorn_eps: float = _RUN.sinkhorn_eps
     pi_norm: str = _RUN.pi_norm
@@ -176,7 +177,7 @@ def _teacher_pass(
             topo_job = TopoLossJob(
                 t_out.embedding.detach().float(), batch["offset"], m=s.topo_m, seed=topo_seed,
                 normalize=s.topo_normalize, dims=tuple(s.topo_dims), distance=s.topo_distance,
-                sinkhorn_eps=s.sinkhorn_eps, pi_norm=s.pi_norm, time_budget=s.topo_time_budget,
+                sinkhorn_eps=s.sinkhorn_eps, pi_norm=s.pi_norm, time_budget=s.topo_time_budget, tps_on=s.topo_tps,
             )
     t_grads: list[torch.Tensor] = []
     if need_grad:
