@@ -53,27 +53,35 @@ def _check(run: list[list[np.ndarray]]) -> None:
 
 
 _CHILD = """
-import pickle, sys
+import sys
 import numpy as np
 import torch
 from fast.tps_device import tps_device
-batches = pickle.load(open(sys.argv[1], "rb"))
-out = [[t.numpy() for t in tps_device(torch.tensor(np.concatenate(group)), list(np.cumsum([len(c) for c in group])),
-                                      m, seed)] for group, m, seed in batches]
-pickle.dump(out, open(sys.argv[2], "wb"))
+data = np.load(sys.argv[1])
+out = {}
+for i, (m, seed, n_clouds) in enumerate(data["plan"]):
+    group = [data[f"b{i}c{j}"] for j in range(n_clouds)]
+    rows = tps_device(torch.tensor(np.concatenate(group)), list(np.cumsum([len(c) for c in group])), int(m), int(seed))
+    out.update({f"b{i}c{j}": r.numpy() for j, r in enumerate(rows)})
+np.savez(sys.argv[2], **out)
 """
+
+
+def _run_in_interpreter(code: str, *args: str) -> None:
+    """``code`` in a child process with Triton's interpreter (read when a kernel is defined)."""
+    path = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    subprocess.run([sys.executable, "-c", code, *args], env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path},
+                   check=True, timeout=900)
 
 
 @needs_triton
 def test_tps_kernel_in_the_interpreter_returns_the_reference_indices(tmp_path: Path) -> None:
-    import pickle
-
-    (tmp_path / "in.pkl").write_bytes(pickle.dumps(_batches()))
-    path = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
-    subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / "in.pkl"), str(tmp_path / "out.pkl")],
-                   env=env, check=True, timeout=900)
-    _check(pickle.loads((tmp_path / "out.pkl").read_bytes()))
+    batches = _batches()
+    clouds = {f"b{i}c{j}": c for i, (group, _, _) in enumerate(batches) for j, c in enumerate(group)}
+    np.savez(tmp_path / "in.npz", plan=np.array([(m, seed, len(group)) for group, m, seed in batches]), **clouds)
+    _run_in_interpreter(_CHILD, str(tmp_path / "in.npz"), str(tmp_path / "out.npz"))
+    out = np.load(tmp_path / "out.npz")
+    _check([[out[f"b{i}c{j}"] for j in range(len(group))] for i, (group, _, _) in enumerate(batches)])
 
 
 @pytest.mark.cuda
@@ -158,9 +166,7 @@ assert torch.equal(out["host"][1], out["device"][1])
 @needs_triton
 def test_topo_loss_job_with_tps_on_the_device_equals_tps_on_the_host() -> None:
     # the same rows, so the same diagrams, loss and gradient (Triton's interpreter on the CPU)
-    path = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    subprocess.run([sys.executable, "-c", _JOB_CHILD], env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path},
-                   check=True, timeout=900)
+    _run_in_interpreter(_JOB_CHILD)
 
 
 def test_topo_loss_job_refuses_an_unknown_or_unusable_tps_place() -> None:
