@@ -168,10 +168,9 @@ def tps_device(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> l
     if not sampled:
         return picked
     h = feats.contiguous()
-
-    def long(values: list[int]) -> torch.Tensor:
-        return to_device(np.array(values, dtype=np.int64), device)
-
+    # each sampled cloud's first row, size and first index: one copy to the device
+    plan = to_device(np.array([[starts[b] for b in sampled], [counts[b] for b in sampled],
+                               [tps_start(counts[b], seed + b) for b in sampled]], dtype=np.int64), device)
     margin, safe_low, safe_high = TPS_SKIP_CONSTANTS
     consts = to_device(np.array([1.0 + margin, safe_low, safe_high]), device)  # float64, see above
     idx = torch.empty((len(sampled), m), dtype=torch.int64, device=device)
@@ -180,8 +179,7 @@ def tps_device(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> l
     owner = torch.empty(h.shape[0], dtype=torch.int64, device=device)
     centre_dist = torch.empty((len(sampled), m), dtype=torch.float64, device=device)
     _tps_kernel[(len(sampled),)](
-        h, long([starts[b] for b in sampled]), long([counts[b] for b in sampled]),
-        long([tps_start(counts[b], seed + b) for b in sampled]), consts, idx, d_min, owner, skip, centre_dist,
+        h, plan[0], plan[1], plan[2], consts, idx, d_min, owner, skip, centre_dist,
         m, C=columns, BLOCK=_BLOCK, CENTRE_BLOCK=_CENTRE_BLOCK, **_OPTIONS,
     )
     for i, b in enumerate(sampled):
