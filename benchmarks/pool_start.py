@@ -1,15 +1,20 @@
-"""How long a persistence pool takes to become ready (decision 41), cold and warm.
+"""How long a persistence pool takes to become ready (decision 41): on a new machine, in a new clone
+on a machine that has compiled the same kernels before, and warm.
 
 "Ready" is what a training run waits for before its first step: a fresh Python process imports
 ``fast.persistence``, creates a ``PersistencePool`` of ``workers`` processes, calls ``warm()``
 (every worker started with its compiled kernels loaded) and gets the diagrams of one small cloud
 per worker back. Measured in a child process from its first line, so the parent's state (loaded
-modules, warm caches) cannot help it.
+modules, warm caches) cannot help it. The child's user cache directory (``XDG_CACHE_HOME``, where
+the kernels' cache lives, ``fast.persistence.numba_cache``) is a folder of the benchmark's, and
+``NUMBA_CACHE_DIR`` is unset:
 
 * cold: a fresh copy of the package (``fast/`` and ``reference/`` without any ``__pycache__``) and
-  ``NUMBA_CACHE_DIR`` unset, as in a new clone: numba caches next to the copied sources, so the
-  workers compile (each kernel part once, decision 41) and the others load;
-* warm: the same copy again, its caches now written.
+  an empty cache folder, as on a new machine: the workers compile (each kernel part once) and the
+  others load;
+* clone: another fresh copy, with the cache folder that the cold copy filled, as a new clone or
+  virtual environment on a machine that has compiled these kernels before;
+* warm: the clone's copy again.
 
 The child is ``python -c`` with the copy first on ``sys.path``; its time is reported beside the
 parent's wall time of the whole child (interpreter start and exit included).
@@ -29,9 +34,10 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("fast", "reference")
 # The issue's targets (seconds to ready): a fresh clone's pool within 5 s (on this 2-core CPU with 2
 # workers, on a 16-core machine with 16), and within 1 s once its caches exist.
-TARGETS = {"cold": 5.0, "warm": 1.0}
-# Measured before decision 41 on this CPU (the issue's figures): (workers, state) -> seconds.
-BEFORE = {(2, "cold"): "9.2 (fresh clone)", (2, "warm"): "0.6"}
+TARGETS = {"cold": 5.0, "clone": 5.0, "warm": 1.0}
+# Measured before decision 41 on this CPU (the issue's figures): (workers, state) -> seconds. Then
+# every clone was a new machine: numba's caches sat beside each copy of the sources.
+BEFORE = {(2, "cold"): "9.2 (fresh clone)", (2, "clone"): "9.2 (fresh clone)", (2, "warm"): "0.6"}
 
 CHILD = """
 import time
@@ -62,14 +68,15 @@ def fresh_copy(dest: Path) -> Path:
     return dest
 
 
-def time_ready(root: Path, workers: int, timeout_s: float = 600.0) -> dict[str, Any]:
-    """One child process on the packages under ``root``: seconds to ``warm()`` returned and to the
+def time_ready(root: Path, cache_home: Path, workers: int, timeout_s: float = 600.0) -> dict[str, Any]:
+    """One child process on the packages under ``root``, ``cache_home`` its user cache directory: seconds to ``warm()`` returned and to the
     first diagrams (``warm_s``, ``ready_s``, from the child's first line), from the pool's creation
     to the first diagrams (``pool_s``: without the child's own start and imports), the child's
     wall time (``wall_s``), and CPU-seconds (user + system) of the child itself (``parent_cpu_s``)
     and of all its workers together, from their start to their exit at the pool's shutdown
     (``workers_cpu_s``: interpreter start, compiling or loading the kernels, the one task)."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(cache_home)
     env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", CHILD.format(workers=workers)], cwd=root, env=env,

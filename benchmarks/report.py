@@ -408,7 +408,8 @@ def _pool_section(run: dict[str, Any]) -> list[str]:
     if not records:
         return []
     rows = []
-    for b in sorted(records, key=lambda b: (b["extra_info"]["workers"], b["extra_info"]["state"])):
+    states = list(TARGETS)
+    for b in sorted(records, key=lambda b: (b["extra_info"]["workers"], states.index(b["extra_info"]["state"]))):
         e = b["extra_info"]
         ready = statistics.median(e["ready_s"])
         target = TARGETS[e["state"]]
@@ -423,7 +424,9 @@ def _pool_section(run: dict[str, Any]) -> list[str]:
         "",
         "Seconds from a fresh process's first line until its `PersistencePool` is warmed and has returned "
         "the diagrams of one small cloud per worker (`benchmarks/pool_start.py`): cold = a new copy of "
-        "`fast/` and `reference/` without compiled caches (a fresh clone), warm = the same copy again. "
+        "`fast/` and `reference/` and an empty cache (a new machine), clone = a new copy on a machine where "
+        "another copy has compiled the same kernels (their cache is shared by every copy, decision 41), "
+        "warm = the clone's copy again. "
         "From the pool's creation = the same end, timed from the `PersistencePool(...)` call (without the "
         "process's own start and imports, about 0.5 s here). "
         "Workers' CPU = CPU-seconds of all the pool's workers together, from their start to their exit "

@@ -49,7 +49,7 @@ def _run() -> dict[str, Any]:
     pool = [_bench("pool-start", wall, state=state, workers=2, cores=2, load_average_1min=0.5, ready_s=ready,
                    warm_s=[r - 0.1 for r in ready], pool_s=[r - 0.4 for r in ready],
                    workers_cpu_s=[2 * r for r in ready], parent_cpu_s=[0.5 for _ in ready]) for state, ready, wall in
-            (("cold", [6.0, 4.0], 6.5), ("warm", [0.5, 0.7, 0.6], 1.0))]
+            (("warm", [0.5, 0.7, 0.6], 1.0), ("cold", [6.0, 4.0], 6.5), ("clone", [1.5, 1.2], 2.0))]
     return {"benchmarks": [*table6, *batch, *figs, other, profile, *ops, *pool], "isolated": isolated,
             "topodistill_machine": {"cpu_model": "test cpu", "cpu_count": 2, "versions": {"torch": "x"}},
             "commit_info": {"id": "abc"}}
@@ -77,6 +77,8 @@ def test_report_speedups_are_ratios_of_medians_and_failures_are_named() -> None:
     # pool start-up: the median of the runs against the target
     assert "| 2 | cold | 6, 4 | 4.9 | 4.6 | 10 | 6.5 | <= 5: met | 9.2 (fresh clone) |" in text
     assert "| 2 | warm | 0.5, 0.7, 0.6 | 0.5 | 0.2 | 1.2 | 1 | <= 1: met | 0.6 |" in text
+    assert "| 2 | clone | 1.5, 1.2 | 1.25 | 0.95 | 2.7 | 2 | <= 5: met | 9.2 (fresh clone) |" in text
+    assert text.index("| 2 | cold |") < text.index("| 2 | clone |") < text.index("| 2 | warm |")  # the states in order
 
 
 def test_report_main_writes_markdown_and_refuses_missing_input(tmp_path: Path) -> None:

@@ -3,12 +3,15 @@
 ``PersistencePool.warm`` returns once every worker is running with its kernels loaded; the
 warm-up parts together compile everything a real task uses and no kernel twice; the workers
 never import the calling script, so a script without an ``if __name__ == "__main__":`` guard
-works, and an engine defined in such a script is refused with one clear sentence; where numba
-finds no writable cache location, the package points it at a temporary one.
+works, and an engine defined in such a script is refused with one clear sentence; the compiled
+kernels are shared by every copy of the package with the same kernel sources, in a directory no
+one else may write to.
 """
 from __future__ import annotations
 
+import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,13 +21,12 @@ from typing import Optional
 
 import numpy as np
 import pytest
-from numba import njit
 from numba.core import config as numba_config
 from numba.core.registry import CPUDispatcher
 
 from fast.persistence import PersistencePool, compute_diagrams, native_h1
 from fast.persistence.edge_stage import cpu_edge_stage
-from fast.persistence.numba_cache import ensure_cache_location
+from fast.persistence.numba_cache import choose_cache_directory, kernel_sources_version
 from fast.persistence.worker import _TINY_DIST, COMPILE_COSTS, WARM_UP_PARTS, _run_task, compile_shares, warm_up
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,17 +169,68 @@ def test_an_engine_from_the_script_being_run_is_refused_in_one_sentence(monkeypa
         pool.shutdown()
 
 
-def test_without_a_writable_cache_location_numba_is_pointed_at_a_temporary_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    # No location numba would accept: only NUMBA_CACHE_DIR is consulted, and it is unset.
-    monkeypatch.setattr(numba_config, "CACHE_LOCATOR_CLASSES", "UserProvidedCacheLocator")
+_CACHE_PROBE = textwrap.dedent("""
+    from fast.persistence.cloud import _distance_matrix
+    from fast.persistence.numba_cache import cache_directory
+    from fast.persistence.worker import _warm_distances
+    _warm_distances()
+    stats = _distance_matrix.stats
+    print(cache_directory(), sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+""")
+
+
+def _copy_of_the_package(dest: Path) -> Path:
+    for name in ("fast", "reference"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def _cache_probe(root: Path, cache_home: Path) -> tuple[str, int, int]:
+    """In a fresh interpreter on the copy at ``root`` with ``cache_home`` as the user's cache
+    directory: the kernels' cache directory, and the distance kernel's cache hits and misses."""
+    result = subprocess.run([sys.executable, "-c", _CACHE_PROBE], cwd=root, capture_output=True, text=True,
+                            timeout=600, env={"PYTHONPATH": str(root), "XDG_CACHE_HOME": str(cache_home),
+                                              "HOME": str(cache_home), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    directory, hits, misses = result.stdout.split()
+    return directory, int(hits), int(misses)
+
+
+def test_copies_of_the_package_share_the_kernels_of_one_version_and_only_of_that(tmp_path: Path) -> None:
+    # A second clone loads what the first compiled; a copy whose kernel sources differ (here in a
+    # file other than the kernel's own, which numba's own stamp would not see) compiles its own.
+    cache_home = tmp_path / "cache"
+    first = _cache_probe(_copy_of_the_package(tmp_path / "first"), cache_home)
+    second = _cache_probe(_copy_of_the_package(tmp_path / "second"), cache_home)
+    changed = _copy_of_the_package(tmp_path / "changed")
+    with open(changed / "fast" / "persistence" / "h0.py", "a") as f:
+        f.write("# another version\n")
+    third = _cache_probe(changed, cache_home)
+    assert first[0] == second[0] != third[0]
+    assert Path(first[0]).parent == cache_home / "topodistill" and Path(third[0]).parent == cache_home / "topodistill"
+    assert (first[1], first[2] > 0) == (0, True)  # compiled and written
+    assert (second[1] > 0, second[2]) == (True, 0)  # loaded, nothing compiled
+    assert (third[1], third[2] > 0) == (0, True)
+
+
+def test_a_cache_directory_others_may_write_to_is_not_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # numba's cache files are pickles: a directory another user may write to could hold code.
     monkeypatch.setattr(numba_config, "CACHE_DIR", "")
-    with pytest.raises(RuntimeError, match="no locator available"):
-        njit(cache=True)(user_engine)
-    path = ensure_cache_location()
-    assert path is not None and numba_config.CACHE_DIR == path and path.startswith(tempfile.gettempdir())
-    njit(cache=True)(user_engine)  # numba accepts cached kernels again
-    monkeypatch.undo()
-    assert ensure_cache_location() is None  # where the suite runs, the default location is writable
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert choose_cache_directory() == str(tmp_path / "topodistill" / kernel_sources_version())
+    (tmp_path / "topodistill").chmod(0o777)  # the user's cache directory, writable by all
+    fallback = tmp_path / "tmp" / f"topodistill-{os.getuid()}"
+    assert choose_cache_directory() == str(fallback / kernel_sources_version())
+    (fallback / kernel_sources_version()).chmod(0o770)  # its version's directory, by the group
+    assert choose_cache_directory() is None
+    (tmp_path / "topodistill").chmod(0o700)
+    (tmp_path / "topodistill" / kernel_sources_version()).rmdir()
+    (tmp_path / "topodistill" / kernel_sources_version()).symlink_to(fallback / kernel_sources_version())
+    assert choose_cache_directory() is None  # a link is refused, wherever it points
+    monkeypatch.setattr(numba_config, "CACHE_DIR", str(tmp_path / "numba"))  # NUMBA_CACHE_DIR first
+    assert choose_cache_directory() == str(tmp_path / "numba" / "topodistill" / kernel_sources_version())
 
 
 def test_warm_up_passes_over_a_part_another_process_compiles_and_loads_it_once_released(

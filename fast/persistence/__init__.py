@@ -43,10 +43,6 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from fast.persistence.numba_cache import ensure_cache_location
-
-ensure_cache_location()  # before any kernel is defined (decision 41)
-
 from fast.persistence.cloud import deadline_after
 from fast.persistence.contract import CloudPersistence, H1Engine
 from fast.persistence.device_batch import DeviceBatch

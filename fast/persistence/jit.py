@@ -11,6 +11,9 @@ they cost to compile:
   for it, about 0.035 CPU-s less per function in every fresh cache (measured here, decision 41).
 * :data:`inlined` - a small function inlined into its callers in numba's IR (no call at all).
 
+Each is cached in the directory of its sources' version (``fast.persistence.numba_cache``), shared
+by every copy of the package, so a machine compiles a version of the kernels once.
+
 No kind gets numba's C-callable wrapper (``no_cfunc_wrapper``): it serves only taking a compiled
 function's address (``cfunc``, first-class function values), which nothing here does, and
 building it for every function cost 0.3-1.2 CPU-s of a fresh cache (decision 41).
@@ -24,8 +27,19 @@ functions with typed arguments (``np.int64(0)``, not ``0``: a literal compiles a
 """
 from __future__ import annotations
 
-from numba import njit
+from typing import Any, Callable
 
-kernel = njit(nogil=True, cache=True, no_cfunc_wrapper=True)
-helper = njit(nogil=True, cache=True, no_cfunc_wrapper=True, no_cpython_wrapper=True)
-inlined = njit(nogil=True, cache=True, no_cfunc_wrapper=True, inline="always")
+from numba import njit
+from numba.core.dispatcher import Dispatcher
+
+from fast.persistence.numba_cache import enable_kernel_cache
+
+
+def _cached(**options: Any) -> Callable[[Callable], Dispatcher]:
+    compile_lazily = njit(nogil=True, no_cfunc_wrapper=True, **options)
+    return lambda py_func: enable_kernel_cache(compile_lazily(py_func))
+
+
+kernel = _cached()
+helper = _cached(no_cpython_wrapper=True)
+inlined = _cached(inline="always")

@@ -1,42 +1,127 @@
-"""Where numba keeps this package's compiled kernels: a writable place, else a temporary one.
+"""Where numba keeps this package's compiled kernels: one private directory per user and per version
+of the kernels' sources, shared by every copy of the package (decision 41).
 
 Part of decision 41 (the persistence pool is ready at once): every kernel of the persistence engine
-(TPS of paper Algorithm 5, the edge stage and the H1 reduction of Algorithm 1's "Ripser" step) is
-cached on disk (``fast.persistence.jit``), so a worker loads what an earlier process compiled.
-numba looks for a writable place in turn: ``NUMBA_CACHE_DIR``, ``__pycache__`` next to the sources,
-the user's cache directory; when there is none (a read-only installation and home) it refuses to
-define a cached function at all, and importing the package would fail.
-:func:`ensure_cache_location` then points numba at a directory under the system's temporary
-directory instead, before the kernels are defined; the worker processes, importing the package the
-same way, choose the same one. :func:`cache_directory` names the directory chosen, where the
-warm-up also keeps its locks.
+(TPS of paper Algorithm 5, the distances, the edge stage and the H1 reduction of Algorithm 1's
+"Ripser" step) is cached on disk, so a worker loads what an earlier process compiled. numba's own
+locations tie a cache to one copy of the sources (``__pycache__`` beside them, or a user-wide
+directory named after their absolute path), so every clone, worktree or virtual environment paid
+the whole compilation again. Here the cache of a version of the kernels is found by that version
+alone: :func:`kernel_sources_version` hashes every source file of this directory (a kernel's code
+includes the helpers it calls from other files, which numba's own stamp, the hash of the kernel's
+file, does not cover), and the kernels of every copy with those sources share
+``<cache root>/<version>``, where the cache root is ``$NUMBA_CACHE_DIR/topodistill`` when numba's
+variable is set, else the user's cache directory for topodistill (``$XDG_CACHE_HOME/topodistill``
+or ``~/.cache/topodistill`` on Linux), else ``topodistill-<uid>`` in the system's temporary
+directory. numba's cache files are pickles, so a root is used only when this process's
+user owns it and no one else may write to it (checked before anything there is read); where none
+qualifies the kernels are not cached and every process compiles them, with one warning.
+:func:`cache_directory` names the directory chosen, where the warm-up also keeps its locks.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+import stat
 import tempfile
-from typing import Optional
+import warnings
+from pathlib import Path
+from typing import Callable, Optional
 
 from numba.core import config
-from numba.core.caching import FunctionCache
+from numba.core.caching import CompileResultCacheImpl, FunctionCache, _CacheLocator
+from numba.core.dispatcher import Dispatcher
+from numba.misc.appdirs import AppDirs
+
+KERNEL_DIR = Path(__file__).resolve().parent
 
 
-def _probe() -> None:
-    """A function of this directory: whether numba can cache it is whether it can cache the kernels."""
+@functools.lru_cache(maxsize=None)
+def kernel_sources_version() -> str:
+    """16 hex digits of SHA-256 over the names and bytes of every ``*.py`` file of this directory:
+    two copies of the package share compiled kernels exactly when these files are equal."""
+    digest = hashlib.sha256()
+    for path in sorted(KERNEL_DIR.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
-def ensure_cache_location() -> Optional[str]:
-    """None if numba can cache the kernels where it looks by default; else the temporary cache
-    directory it has been pointed at (``numba.config.CACHE_DIR``)."""
+def private_directory(path: str) -> bool:
+    """Create ``path`` (mode 0700) if needed; whether it is a real directory (not a link) owned by
+    this process's user that neither its group nor others may write to."""
     try:
-        FunctionCache(_probe)
-        return None
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"topodistill-numba-cache-{os.getuid()}")
-        return config.CACHE_DIR
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return (stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+            and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and os.access(path, os.W_OK))
 
 
-def cache_directory() -> str:
-    """The directory where numba keeps this package's compiled kernels (after
-    :func:`ensure_cache_location`): what a process writes there belongs to that cache."""
-    return FunctionCache(_probe).cache_path
+def choose_cache_directory() -> Optional[str]:
+    """The directory of this version of the kernels (:func:`kernel_sources_version`) under the first
+    of ``$NUMBA_CACHE_DIR/topodistill``, the user's cache directory for topodistill and
+    ``<temporary directory>/topodistill-<uid>`` that is private with it (:func:`private_directory`);
+    None if none is."""
+    roots = ([os.path.join(config.CACHE_DIR, "topodistill")] if config.CACHE_DIR else []) + [
+        AppDirs("topodistill", appauthor=False).user_cache_dir,
+        os.path.join(tempfile.gettempdir(), f"topodistill-{os.getuid()}")]
+    for root in roots:
+        path = os.path.join(root, kernel_sources_version())
+        if private_directory(root) and private_directory(path):
+            return path
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def cache_directory() -> Optional[str]:
+    """The directory where this process keeps and finds the compiled kernels (chosen once per
+    process, :func:`choose_cache_directory`); None where they are not cached."""
+    path = choose_cache_directory()
+    if path is None:
+        warnings.warn("the persistence kernels are not cached: no private writable directory under NUMBA_CACHE_DIR, "
+                      "the user's cache directory or the temporary directory; every process compiles them (seconds)",
+                      RuntimeWarning, stacklevel=2)
+    return path
+
+
+class _VersionLocator(_CacheLocator):
+    """numba's locator for a kernel of this directory: the shared directory of its sources' version,
+    that version as the sources' stamp, the kernel's first line to tell same-named kernels apart."""
+
+    def __init__(self, py_func: Callable, path: str) -> None:
+        self._lineno = py_func.__code__.co_firstlineno
+        self._path = path
+
+    def get_cache_path(self) -> str:
+        return self._path
+
+    def get_source_stamp(self) -> str:
+        return kernel_sources_version()
+
+    def get_disambiguator(self) -> str:
+        return str(self._lineno)
+
+    @classmethod
+    def from_function(cls, py_func: Callable, py_file: str) -> Optional["_VersionLocator"]:
+        path = cache_directory()
+        if path is None or Path(py_file).resolve().parent != KERNEL_DIR:
+            return None
+        return cls(py_func, path)
+
+
+class _KernelCacheImpl(CompileResultCacheImpl):
+    _locator_classes = [_VersionLocator]
+
+
+class _KernelCache(FunctionCache):
+    _impl_class = _KernelCacheImpl
+
+
+def enable_kernel_cache(dispatcher: Dispatcher) -> Dispatcher:
+    """Cache ``dispatcher`` (a kernel defined in this directory) in :func:`cache_directory`, where
+    there is one; returns it."""
+    if cache_directory() is not None:
+        dispatcher._cache = _KernelCache(dispatcher.py_func)  # numba's Dispatcher.enable_caching, our cache class
+    return dispatcher

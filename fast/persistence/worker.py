@@ -125,16 +125,19 @@ def warm_up(parts: Sequence[int]) -> None:
 
 @contextlib.contextmanager
 def _part_lock(part: int, wait: bool) -> Iterator[bool]:
-    """An exclusive ``flock`` on this package's lock file of ``part``, kept beside the compiled
-    kernels it guards (:func:`cache_directory`: one per installation, and nothing written where the
-    cache is not); yields whether it is held. Without ``fcntl`` (not POSIX) it yields True."""
+    """An exclusive ``flock`` on the lock file of ``part``, kept beside the compiled kernels it guards
+    (:func:`cache_directory`: one per version of the kernels, shared by every copy of the package);
+    yields whether it is held. Without ``fcntl`` (not POSIX) or a cache (every process compiles
+    what it needs) it yields True."""
     try:
         import fcntl
     except ImportError:
         yield True
         return
     directory = cache_directory()
-    os.makedirs(directory, exist_ok=True)
+    if directory is None:
+        yield True
+        return
     path = os.path.join(directory, f"topodistill-warm-part{part}.lock")
     with open(path, "a") as handle:
         try:
