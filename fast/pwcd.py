@@ -132,22 +132,14 @@ Search = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def _host_ties(P: torch.Tensor, Q: torch.Tensor, diag: torch.Tensor, teacher: Segments, student: Segments) -> Search:
-    """The compiled sweep (:func:`_nearest_ties`) diagram by diagram."""
+    """The compiled sweep (:func:`_nearest_ties`) over every diagram pair at once."""
     M = P.shape[0]
     p0, p1, q0, q1 = (a.contiguous().numpy() for a in (P[:, 0], P[:, 1], Q[:, 0], Q[:, 1]))
     d = diag.numpy()
-    nn = np.full(d.shape[0], np.inf, dtype=d.dtype)
-    ties, owners = [np.zeros((0, 2), dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
-    a = c = 0
-    for m, k in zip(teacher.sizes, student.sizes):
-        if m and k:
-            nn_p, nn_q, ties_p, ties_q = _nearest_ties(p0[a : a + m], p1[a : a + m], q0[c : c + k], q1[c : c + k],
-                                                       d[a : a + m], d[M + c : M + c + k])
-            nn[a : a + m], nn[M + c : M + c + k] = nn_p, nn_q
-            ties += [ties_p + (a, c), ties_q + (a, c)]
-            owners += [ties_p[:, 0] + a, ties_q[:, 1] + M + c]
-        a, c = a + m, c + k
-    return torch.from_numpy(nn), torch.from_numpy(np.concatenate(ties)), torch.from_numpy(np.concatenate(owners))
+    p_starts, q_starts = (np.cumsum([0] + list(rows.sizes), dtype=np.int64) for rows in (teacher, student))
+    nn_p, nn_q, ties_p, ties_q = _nearest_ties(p0, p1, q0, q1, d[:M], d[M:], p_starts, q_starts)
+    return (torch.from_numpy(np.concatenate([nn_p, nn_q])), torch.from_numpy(np.concatenate([ties_p, ties_q])),
+            torch.from_numpy(np.concatenate([ties_p[:, 0], ties_q[:, 1] + M])))
 
 
 def _device_ties(P: torch.Tensor, Q: torch.Tensor, diag: torch.Tensor, teacher: Segments, student: Segments) -> Search:
@@ -181,19 +173,16 @@ def _device_ties(P: torch.Tensor, Q: torch.Tensor, diag: torch.Tensor, teacher: 
 
 
 @njit(nogil=True, cache=True)
-def _scan(x0: float, x1: float, y0: np.ndarray, y1: np.ndarray, order: np.ndarray, pos: int, best: float,
-          ties: np.ndarray, row: int, rows_first: bool, count: int) -> tuple[float, int]:
-    """One point ``(x0, x1)`` against ``y``, scanned in ``y1`` order (``order``) outward from ``pos``.
-
-    With ``count < 0``: returns the minimum cost below ``best``. Otherwise ``best`` is the minimum
-    and the ``y`` attaining it are counted from ``count`` on, and written to ``ties`` when it has
-    room, as ``(row, j)`` (``rows_first``) or ``(j, row)``. Each direction stops once
-    ``(x1 - y1)**2`` alone exceeds ``best``.
-    """
-    k = y0.shape[0]
+def _nearest(x0: float, x1: float, y0: np.ndarray, y1: np.ndarray, order: np.ndarray, lo: int, hi: int,
+             pos: int) -> tuple[float, int, int]:
+    """One point ``(x0, x1)`` against the ``y`` rows ``order[lo:hi]`` (sorted by ``y1``), scanned
+    outward from ``pos``: the minimum cost (``inf`` if there is no row), how many rows attain it
+    and the first of them met. Each direction stops once ``(x1 - y1)**2`` alone exceeds the best
+    cost so far; every row that can attain the minimum is met before that (``_row_minima``)."""
+    best, count, first = np.inf, 0, -1
     for step in (1, -1):
         t = pos if step == 1 else pos - 1
-        while 0 <= t < k:
+        while lo <= t < hi:
             j = order[t]
             b = x1 - y1[j]
             bb = b * b
@@ -201,56 +190,114 @@ def _scan(x0: float, x1: float, y0: np.ndarray, y1: np.ndarray, order: np.ndarra
                 break
             a = x0 - y0[j]
             c = a * a + bb
-            if count < 0:
-                if c < best:
-                    best = c
+            if c < best or (c == best and first < 0):
+                best, count, first = c, 1, j
             elif c == best:
-                if count < ties.shape[0]:
-                    ties[count, 0], ties[count, 1] = (row, j) if rows_first else (j, row)
                 count += 1
             t += step
-    return best, count
+    return best, count, first
 
 
 @njit(nogil=True, cache=True)
+def _write_ties(x0: float, x1: float, y0: np.ndarray, y1: np.ndarray, order: np.ndarray, lo: int, hi: int,
+                pos: int, best: float, ties: np.ndarray, row: int, rows_first: bool, count: int) -> int:
+    """The scan of :func:`_nearest` again, with its minimum ``best``: writes the rows ``j`` that
+    attain it to ``ties`` from ``count`` on, as ``(row, j)`` (``rows_first``) or ``(j, row)``;
+    returns the next free position."""
+    for step in (1, -1):
+        t = pos if step == 1 else pos - 1
+        while lo <= t < hi:
+            j = order[t]
+            b = x1 - y1[j]
+            bb = b * b
+            if bb > best:
+                break
+            a = x0 - y0[j]
+            if a * a + bb == best:
+                ties[count, 0], ties[count, 1] = (row, j) if rows_first else (j, row)
+                count += 1
+            t += step
+    return count
+
+
+@njit(nogil=True, cache=True)
+def _sweep(x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray, order: np.ndarray,
+           x_starts: np.ndarray, y_starts: np.ndarray, diag: np.ndarray, rows_first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_row_minima`'s loops over every diagram ``s`` (rows ``x_starts[s]:x_starts[s + 1]`` of
+    ``x`` against ``y_starts[s]:y_starts[s + 1]`` of ``y``): the minima, ``inf`` where the ``y``
+    diagram is empty, and the tied pairs (stacked rows) in the order of the rows of ``x``. A scan
+    starts at ``np.searchsorted``'s left insertion point, found by bisection; a row with one tie
+    writes the row it met, a row with several scans again to write them."""
+    n = x0.shape[0]
+    nn = np.empty(n, dtype=x0.dtype)
+    pos = np.empty(n, dtype=np.int64)
+    counts = np.empty(n, dtype=np.int64)
+    firsts = np.empty(n, dtype=np.int64)
+    total = 0
+    for s in range(x_starts.shape[0] - 1):
+        lo, hi = y_starts[s], y_starts[s + 1]
+        for i in range(x_starts[s], x_starts[s + 1]):
+            left, right = lo, hi
+            while left < right:
+                mid = (left + right) // 2
+                if y1[order[mid]] < x1[i]:
+                    left = mid + 1
+                else:
+                    right = mid
+            pos[i] = left
+            nn[i], counts[i], firsts[i] = _nearest(x0[i], x1[i], y0, y1, order, lo, hi, left)
+            if nn[i] <= diag[i]:
+                total += counts[i]
+    ties = np.empty((total, 2), dtype=np.int64)
+    count = 0
+    for s in range(x_starts.shape[0] - 1):
+        lo, hi = y_starts[s], y_starts[s + 1]
+        for i in range(x_starts[s], x_starts[s + 1]):
+            if nn[i] <= diag[i] and counts[i] == 1:
+                ties[count, 0], ties[count, 1] = (i, firsts[i]) if rows_first else (firsts[i], i)
+                count += 1
+            elif nn[i] <= diag[i]:
+                count = _write_ties(x0[i], x1[i], y0, y1, order, lo, hi, pos[i], nn[i], ties, i, rows_first, count)
+    return nn, ties
+
+
 def _row_minima(x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray, diag: np.ndarray,
-                rows_first: bool) -> tuple[np.ndarray, np.ndarray]:
-    """For every point ``i`` of ``x``: the minimum over ``y`` of ``cost = (x0 - y0)**2 + (x1 - y1)**2``
+                x_starts: np.ndarray, y_starts: np.ndarray, rows_first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """For every point ``i`` of ``x`` (diagram ``s`` in rows ``x_starts[s]:x_starts[s + 1]``): the
+    minimum over the points ``j`` of the same diagram of ``y`` of ``cost = (x0 - y0)**2 + (x1 - y1)**2``
     and the pairs attaining it (none when the minimum exceeds ``diag[i]``), as ``(row, column)``
-    of the cost matrix in row-major order (``rows_first``: ``x`` holds its rows, else its columns).
+    of the stacked cost matrices (``rows_first``: ``x`` holds their rows, else their columns), in
+    row-major order.
 
     ``y`` is scanned in the order of ``y1`` outward from ``x1[i]``, each direction stopping once
     ``(x1 - y1)**2`` alone exceeds the best cost so far. A skipped cost is larger, because rounding
     is monotone (``fl(s + t) >= s`` for ``t >= 0``, and ``|x1 - y1|`` only grows outward), so the
-    minima and every tie are those of the full double loop, with the same float operations. Why a
+    minima and every tie are those of the full double loop, with the same float operations, and
+    every row attaining the minimum is met, and counted, before a scan stops. Why a
     sweep: the (M, K) double loop was the calling process's largest cost on a training batch
     (M = K = 1023 for each H0 diagram), and the minima are found in O((M + K) log K) here.
+    The sorts are numpy's and need not be stable: the order of equal ``y1`` changes neither a
+    minimum nor the set of ties (where a scan stops at one of them it would stop at every one, and
+    the best cost is a minimum of exact values), and the ties, each ``(row, column)`` once, are
+    sorted at the end. The loops are compiled (:func:`_sweep`); numba's own sorts and search cost
+    seconds to compile in every fresh cache (decision 41).
     """
-    n = x0.shape[0]
-    order = np.argsort(y1, kind="mergesort")
-    pos = np.searchsorted(y1[order], x1)
-    nn = np.empty(n, dtype=x0.dtype)
-    none = np.empty((0, 2), dtype=np.int64)
-    total = 0
-    for i in range(n):
-        nn[i] = _scan(x0[i], x1[i], y0, y1, order, pos[i], np.inf, none, i, rows_first, -1)[0]
-        if nn[i] <= diag[i]:
-            total = _scan(x0[i], x1[i], y0, y1, order, pos[i], nn[i], none, i, rows_first, total)[1]
-    ties = np.empty((total, 2), dtype=np.int64)
-    count = 0
-    for i in range(n):
-        if nn[i] <= diag[i]:
-            count = _scan(x0[i], x1[i], y0, y1, order, pos[i], nn[i], ties, i, rows_first, count)[1]
-    keys = ties[:, 0] * np.int64(max(n, y0.shape[0]) + 1) + ties[:, 1]
-    return nn, ties[np.argsort(keys, kind="mergesort")]
+    order = np.empty(y1.shape[0], dtype=np.int64)
+    for a, b in zip(y_starts[:-1], y_starts[1:]):
+        order[a:b] = np.argsort(y1[a:b]) + a
+    nn, ties = _sweep(x0, x1, y0, y1, order, x_starts, y_starts, diag, np.bool_(rows_first))
+    keys = ties[:, 0] * np.int64(y0.shape[0] + 1 if rows_first else x0.shape[0] + 1) + ties[:, 1]
+    return nn, ties[np.argsort(keys)]
 
 
-@njit(nogil=True, cache=True)
 def _nearest_ties(p0: np.ndarray, p1: np.ndarray, q0: np.ndarray, q1: np.ndarray, diag_p: np.ndarray,
-                  diag_q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Row and column minima of ``cost[i, j] = (p0[i] - q0[j])**2 + (p1[i] - q1[j])**2`` (in the
-    inputs' dtype) and the ``(i, j)`` pairs attaining them, rows (columns) whose minimum exceeds
-    their diagonal cost ``diag_p`` (``diag_q``) left out, each list in row-major order."""
-    nn_p, ties_p = _row_minima(p0, p1, q0, q1, diag_p, True)
-    nn_q, ties_q = _row_minima(q0, q1, p0, p1, diag_q, False)
+                  diag_q: np.ndarray, p_starts: np.ndarray, q_starts: np.ndarray,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For the stacked diagram pairs ``s`` (teacher rows ``p_starts[s]:p_starts[s + 1]``, student rows
+    ``q_starts[s]:q_starts[s + 1]``): row and column minima of ``cost[i, j] = (p0[i] - q0[j])**2 +
+    (p1[i] - q1[j])**2`` (in the inputs' dtype; ``inf`` where the other diagram is empty) and the
+    ``(i, j)`` pairs (stacked rows) attaining them, rows (columns) whose minimum exceeds their
+    diagonal cost ``diag_p`` (``diag_q``) left out, each list in row-major order."""
+    nn_p, ties_p = _row_minima(p0, p1, q0, q1, diag_p, p_starts, q_starts, True)
+    nn_q, ties_q = _row_minima(q0, q1, p0, p1, diag_q, q_starts, p_starts, False)
     return nn_p, nn_q, ties_p, ties_q

@@ -89,21 +89,36 @@ def _diagram(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kind", ["generic", "h0", "grid"])
 def test_pwcd_nearest_neighbour_sweep_equals_the_full_cost_matrix(kind: str, dtype: type) -> None:
-    """The CPU search of PWCD's nearest neighbours prunes by the death coordinate; its minima and
-    tied pairs equal, bit for bit, those read from the whole (M, K) cost matrix, empty sides included."""
+    """The CPU search of PWCD's nearest neighbours prunes by the death coordinate and takes all
+    diagram pairs of a batch in one call; its minima and tied pairs equal, bit for bit, those read
+    from each pair's whole (M, K) cost matrix, empty sides (also between others) included."""
     rng = np.random.default_rng(7)
-    for m, k in [(0, 5), (5, 0), (1, 1), (30, 17), (200, 260)]:
-        P, Q = _diagram(rng, m, kind).astype(dtype), _diagram(rng, k, kind).astype(dtype)
-        diag_p, diag_q = (P[:, 1] - P[:, 0]) ** 2 / dtype(2), (Q[:, 1] - Q[:, 0]) ** 2 / dtype(2)
-        nn_p, nn_q, ties_p, ties_q = _nearest_ties(P[:, 0], P[:, 1], Q[:, 0], Q[:, 1], diag_p, diag_q)
-        cost = (P[:, 0, None] - Q[None, :, 0]) ** 2 + (P[:, 1, None] - Q[None, :, 1]) ** 2
-        want_p = cost.min(axis=1) if k else np.full(m, np.inf, dtype)
-        want_q = cost.min(axis=0) if m else np.full(k, np.inf, dtype)
-        np.testing.assert_array_equal(nn_p, want_p)
-        np.testing.assert_array_equal(nn_q, want_q)
-        np.testing.assert_array_equal(ties_p, np.argwhere((cost == want_p[:, None]) & (want_p <= diag_p)[:, None]))
-        np.testing.assert_array_equal(ties_q, np.argwhere((cost == want_q[None, :]) & (want_q <= diag_q)[None, :]))
-        assert nn_p.dtype == nn_q.dtype == dtype
+    sizes = [(0, 5), (5, 0), (1, 1), (30, 17), (0, 0), (200, 260), (40, 40)]
+    Ps = [_diagram(rng, m, kind).astype(dtype) for m, _ in sizes]
+    Qs = [_diagram(rng, k, kind).astype(dtype) for _, k in sizes]
+    P, Q = np.concatenate(Ps), np.concatenate(Qs)
+    diag_p, diag_q = (P[:, 1] - P[:, 0]) ** 2 / dtype(2), (Q[:, 1] - Q[:, 0]) ** 2 / dtype(2)
+    p_starts, q_starts = (np.cumsum([0] + [len(d) for d in ds], dtype=np.int64) for ds in (Ps, Qs))
+    nn_p, nn_q, ties_p, ties_q = _nearest_ties(P[:, 0].copy(), P[:, 1].copy(), Q[:, 0].copy(), Q[:, 1].copy(),
+                                               diag_p, diag_q, p_starts, q_starts)
+    want = {"nn_p": [], "nn_q": [], "ties_p": [], "ties_q": []}
+    for (m, k), A, B, a, b in zip(sizes, Ps, Qs, p_starts, q_starts):
+        cost = (A[:, 0, None] - B[None, :, 0]) ** 2 + (A[:, 1, None] - B[None, :, 1]) ** 2
+        row = cost.min(axis=1) if k else np.full(m, np.inf, dtype)
+        col = cost.min(axis=0) if m else np.full(k, np.inf, dtype)
+        want["nn_p"].append(row)
+        want["nn_q"].append(col)
+        want["ties_p"].append(np.argwhere((cost == row[:, None]) & (row <= diag_p[a : a + m])[:, None]) + (a, b))
+        want["ties_q"].append(np.argwhere((cost == col[None, :]) & (col <= diag_q[b : b + k])[None, :]) + (a, b))
+    np.testing.assert_array_equal(nn_p, np.concatenate(want["nn_p"]))
+    np.testing.assert_array_equal(nn_q, np.concatenate(want["nn_q"]))
+    np.testing.assert_array_equal(ties_p, np.concatenate(want["ties_p"]))
+    # the column minima's ties in row-major order of the stacked matrices: sorted by (row, column)
+    expect_q = np.concatenate(want["ties_q"])
+    np.testing.assert_array_equal(ties_q, expect_q[np.lexsort((expect_q[:, 1], expect_q[:, 0]))])
+    assert nn_p.dtype == nn_q.dtype == dtype and len(ties_p) and len(ties_q)
+    if kind == "grid":  # rows with several ties: the second scan that writes them
+        assert np.unique(ties_p[:, 0], return_counts=True)[1].max() > 1
 
 
 def test_fast_pwcd_match_wins_a_tie_with_the_diagonal() -> None:
