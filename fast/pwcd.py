@@ -173,13 +173,18 @@ def _device_ties(P: torch.Tensor, Q: torch.Tensor, diag: torch.Tensor, teacher: 
 
 
 @njit(nogil=True, cache=True)
-def _nearest(x0: float, x1: float, y0: np.ndarray, y1: np.ndarray, order: np.ndarray, lo: int, hi: int,
-             pos: int) -> tuple[float, int, int]:
+def _scan(x0: float, x1: float, y0: np.ndarray, y1: np.ndarray, order: np.ndarray, lo: int, hi: int, pos: int,
+          best: float, ties: np.ndarray, row: int, rows_first: bool, count: int) -> tuple[float, int, int]:
     """One point ``(x0, x1)`` against the ``y`` rows ``order[lo:hi]`` (sorted by ``y1``), scanned
-    outward from ``pos``: the minimum cost (``inf`` if there is no row), how many rows attain it
-    and the first of them met. Each direction stops once ``(x1 - y1)**2`` alone exceeds the best
-    cost so far; every row that can attain the minimum is met before that (``_row_minima``)."""
-    best, count, first = np.inf, 0, -1
+    outward from ``pos``; each direction stops once ``(x1 - y1)**2`` alone exceeds ``best``.
+
+    With ``count < 0`` (``best`` = ``inf``): returns the minimum cost (``inf`` if there is no row),
+    how many rows attain it and the first of them met; every row that can attain it is met
+    before a scan stops (``_row_minima``). Otherwise ``best`` is the minimum: the rows ``j`` that
+    attain it are written to ``ties`` from ``count`` on, as ``(row, j)`` (``rows_first``) or
+    ``(j, row)``, and the next free position is returned in the middle.
+    """
+    searching, attained, first = count < 0, 0, -1
     for step in (1, -1):
         t = pos if step == 1 else pos - 1
         while lo <= t < hi:
@@ -190,34 +195,16 @@ def _nearest(x0: float, x1: float, y0: np.ndarray, y1: np.ndarray, order: np.nda
                 break
             a = x0 - y0[j]
             c = a * a + bb
-            if c < best or (c == best and first < 0):
-                best, count, first = c, 1, j
+            if searching:
+                if c < best or (c == best and first < 0):
+                    best, attained, first = c, 1, j
+                elif c == best:
+                    attained += 1
             elif c == best:
-                count += 1
-            t += step
-    return best, count, first
-
-
-@njit(nogil=True, cache=True)
-def _write_ties(x0: float, x1: float, y0: np.ndarray, y1: np.ndarray, order: np.ndarray, lo: int, hi: int,
-                pos: int, best: float, ties: np.ndarray, row: int, rows_first: bool, count: int) -> int:
-    """The scan of :func:`_nearest` again, with its minimum ``best``: writes the rows ``j`` that
-    attain it to ``ties`` from ``count`` on, as ``(row, j)`` (``rows_first``) or ``(j, row)``;
-    returns the next free position."""
-    for step in (1, -1):
-        t = pos if step == 1 else pos - 1
-        while lo <= t < hi:
-            j = order[t]
-            b = x1 - y1[j]
-            bb = b * b
-            if bb > best:
-                break
-            a = x0 - y0[j]
-            if a * a + bb == best:
                 ties[count, 0], ties[count, 1] = (row, j) if rows_first else (j, row)
                 count += 1
             t += step
-    return count
+    return best, attained if searching else count, first
 
 
 @njit(nogil=True, cache=True)
@@ -233,6 +220,7 @@ def _sweep(x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray, order
     pos = np.empty(n, dtype=np.int64)
     counts = np.empty(n, dtype=np.int64)
     firsts = np.empty(n, dtype=np.int64)
+    none = np.empty((0, 2), dtype=np.int64)
     total = 0
     for s in range(x_starts.shape[0] - 1):
         lo, hi = y_starts[s], y_starts[s + 1]
@@ -245,11 +233,12 @@ def _sweep(x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray, order
                 else:
                     right = mid
             pos[i] = left
-            nn[i], counts[i], firsts[i] = _nearest(x0[i], x1[i], y0, y1, order, lo, hi, left)
+            nn[i], counts[i], firsts[i] = _scan(x0[i], x1[i], y0, y1, order, lo, hi, left, np.inf, none, i,
+                                                rows_first, np.int64(-1))
             if nn[i] <= diag[i]:
                 total += counts[i]
     ties = np.empty((total, 2), dtype=np.int64)
-    count = 0
+    count = np.int64(0)
     for s in range(x_starts.shape[0] - 1):
         lo, hi = y_starts[s], y_starts[s + 1]
         for i in range(x_starts[s], x_starts[s + 1]):
@@ -257,7 +246,8 @@ def _sweep(x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray, order
                 ties[count, 0], ties[count, 1] = (i, firsts[i]) if rows_first else (firsts[i], i)
                 count += 1
             elif nn[i] <= diag[i]:
-                count = _write_ties(x0[i], x1[i], y0, y1, order, lo, hi, pos[i], nn[i], ties, i, rows_first, count)
+                count = _scan(x0[i], x1[i], y0, y1, order, lo, hi, pos[i], np.float64(nn[i]), ties, i, rows_first,
+                              count)[1]
     return nn, ties
 
 
