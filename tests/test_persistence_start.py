@@ -26,6 +26,7 @@ from numba.core.registry import CPUDispatcher
 
 from fast.persistence import PersistencePool, compute_diagrams, native_h1
 from fast.persistence.edge_stage import cpu_edge_stage
+from fast.persistence import numba_cache
 from fast.persistence.numba_cache import choose_cache_directory, kernel_sources_version
 from fast.persistence.worker import _TINY_DIST, COMPILE_COSTS, WARM_UP_PARTS, _run_task, compile_shares, warm_up
 
@@ -231,6 +232,18 @@ def test_a_cache_directory_others_may_write_to_is_not_used(monkeypatch: pytest.M
     assert choose_cache_directory() is None  # a link is refused, wherever it points
     monkeypatch.setattr(numba_config, "CACHE_DIR", str(tmp_path / "numba"))  # NUMBA_CACHE_DIR first
     assert choose_cache_directory() == str(tmp_path / "numba" / "topodistill" / kernel_sources_version())
+
+
+def test_kernels_whose_sources_are_not_files_get_no_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # In a zip or a frozen application no version can be read: a shared cache could serve stale kernels.
+    monkeypatch.setattr(numba_cache, "KERNEL_DIR", tmp_path)
+    kernel_sources_version.cache_clear()
+    try:
+        assert kernel_sources_version() is None and choose_cache_directory() is None
+    finally:
+        monkeypatch.undo()
+        kernel_sources_version.cache_clear()
+    assert kernel_sources_version() is not None
 
 
 def test_warm_up_passes_over_a_part_another_process_compiles_and_loads_it_once_released(

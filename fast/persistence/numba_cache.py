@@ -38,11 +38,15 @@ KERNEL_DIR = Path(__file__).resolve().parent
 
 
 @functools.lru_cache(maxsize=None)
-def kernel_sources_version() -> str:
+def kernel_sources_version() -> Optional[str]:
     """16 hex digits of SHA-256 over the names and bytes of every ``*.py`` file of this directory:
-    two copies of the package share compiled kernels exactly when these files are equal."""
+    two copies of the package share compiled kernels exactly when these files are equal. None
+    where the sources cannot be read as files (a zip or frozen application): no version, no cache."""
+    sources = sorted(KERNEL_DIR.glob("*.py"))
+    if Path(__file__).resolve() not in sources:
+        return None
     digest = hashlib.sha256()
-    for path in sorted(KERNEL_DIR.glob("*.py")):
+    for path in sources:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
@@ -63,12 +67,15 @@ def choose_cache_directory() -> Optional[str]:
     """The directory of this version of the kernels (:func:`kernel_sources_version`) under the first
     of ``$NUMBA_CACHE_DIR/topodistill``, the user's cache directory for topodistill and
     ``<temporary directory>/topodistill-<uid>`` that is private with it (:func:`private_directory`);
-    None if none is."""
+    None if none is, or if the sources have no version."""
+    version = kernel_sources_version()
+    if version is None:
+        return None
     roots = ([os.path.join(config.CACHE_DIR, "topodistill")] if config.CACHE_DIR else []) + [
         AppDirs("topodistill", appauthor=False).user_cache_dir,
         os.path.join(tempfile.gettempdir(), f"topodistill-{os.getuid()}")]
     for root in roots:
-        path = os.path.join(root, kernel_sources_version())
+        path = os.path.join(root, version)
         if private_directory(root) and private_directory(path):
             return path
     return None
@@ -80,8 +87,9 @@ def cache_directory() -> Optional[str]:
     process, :func:`choose_cache_directory`); None where they are not cached."""
     path = choose_cache_directory()
     if path is None:
-        warnings.warn("the persistence kernels are not cached: no private writable directory under NUMBA_CACHE_DIR, "
-                      "the user's cache directory or the temporary directory; every process compiles them (seconds)",
+        warnings.warn("the persistence kernels are not cached: their sources are not files, or there is no private "
+                      "writable directory under NUMBA_CACHE_DIR, the user's cache directory or the temporary directory; "
+                      "every process compiles them (seconds)",
                       RuntimeWarning, stacklevel=2)
     return path
 
