@@ -69,12 +69,13 @@ def fresh_copy(dest: Path) -> Path:
 
 
 def time_ready(root: Path, cache_home: Path, workers: int, timeout_s: float = 600.0) -> dict[str, Any]:
-    """One child process on the packages under ``root``, ``cache_home`` its user cache directory: seconds to ``warm()`` returned and to the
-    first diagrams (``warm_s``, ``ready_s``, from the child's first line), from the pool's creation
-    to the first diagrams (``pool_s``: without the child's own start and imports), the child's
-    wall time (``wall_s``), and CPU-seconds (user + system) of the child itself (``parent_cpu_s``)
-    and of all its workers together, from their start to their exit at the pool's shutdown
-    (``workers_cpu_s``: interpreter start, compiling or loading the kernels, the one task)."""
+    """One child process on the packages under ``root``, ``cache_home`` its user cache directory:
+    seconds to ``warm()`` returned and to the first diagrams (``warm_s``, ``ready_s``, from the
+    child's first line), from the pool's creation to the first diagrams (``pool_s``: without the
+    child's own start and imports), the child's wall time (``wall_s``), and CPU-seconds (user +
+    system) of the child itself (``parent_cpu_s``) and of all its workers together, from their
+    start to their exit at the pool's shutdown (``workers_cpu_s``: interpreter start, compiling or
+    loading the kernels, the one task)."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     env["XDG_CACHE_HOME"] = str(cache_home)
     env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])

@@ -5,10 +5,10 @@ this machine) and warm (that copy again).
 
 ``--benchmark``: 2 workers (a fresh clone's 2-worker pool) and one worker per core; two fresh
 copies and caches for the cold time, two fresh copies for the clone, three runs for the warm one.
-Smoke run: 1 worker, one run each. The benchmark's time is the child's whole wall time; ``ready_s`` (from the child's first line to its
-first diagrams), ``warm_s`` (to ``warm()`` returned), ``pool_s`` (from the pool's creation to its
-first diagrams) and the CPU-seconds of the child and of its workers (``parent_cpu_s``,
-``workers_cpu_s``) go to ``extra_info``. Never asserted.
+Smoke run: 1 worker, one run each. The benchmark's time is the child's whole wall time;
+``ready_s`` (from the child's first line to its first diagrams), ``warm_s`` (to ``warm()``
+returned), ``pool_s`` (from the pool's creation to its first diagrams) and the CPU-seconds of the
+child and of its workers (``parent_cpu_s``, ``workers_cpu_s``) go to ``extra_info``. Never asserted.
 """
 from __future__ import annotations
 

@@ -242,10 +242,12 @@ def _sweep(x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray, order
     for s in range(x_starts.shape[0] - 1):
         lo, hi = y_starts[s], y_starts[s + 1]
         for i in range(x_starts[s], x_starts[s + 1]):
-            if nn[i] <= diag[i] and counts[i] == 1:
+            if not nn[i] <= diag[i]:  # no match (a NaN compares false, as in the first loop)
+                continue
+            if counts[i] == 1:
                 ties[count, 0], ties[count, 1] = (i, firsts[i]) if rows_first else (firsts[i], i)
                 count += 1
-            elif nn[i] <= diag[i]:
+            else:
                 count = _scan(x0[i], x1[i], y0, y1, order, lo, hi, pos[i], np.float64(nn[i]), ties, i, rows_first,
                               count)[1]
     return nn, ties
