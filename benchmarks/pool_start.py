@@ -6,7 +6,7 @@ on a machine that has compiled the same kernels before, and warm.
 (every worker started with its compiled kernels loaded) and gets the diagrams of one small cloud
 per worker back. Measured in a child process from its first line, so the parent's state (loaded
 modules, warm caches) cannot help it. The child's user cache directory (``XDG_CACHE_HOME``, where
-the kernels' cache lives, ``fast.persistence.numba_cache``) is a folder of the benchmark's, and
+the kernels' cache lives, ``fast.numba_cache``) is a folder of the benchmark's, and
 ``NUMBA_CACHE_DIR`` is unset:
 
 * cold: a fresh copy of the package (``fast/`` and ``reference/`` without any ``__pycache__``) and

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from numba import njit
+
+from fast.jit import helper, kernel
 
 
 def _dist_diag(pairs: torch.Tensor) -> torch.Tensor:
@@ -172,7 +173,7 @@ def _device_ties(P: torch.Tensor, Q: torch.Tensor, diag: torch.Tensor, teacher: 
     return nn, torch.stack([p, q], dim=1), torch.where(kind == 0, p, M + q)
 
 
-@njit(nogil=True, cache=True)
+@helper
 def _scan(x0: float, x1: float, y0: np.ndarray, y1: np.ndarray, order: np.ndarray, lo: int, hi: int, pos: int,
           best: float, ties: np.ndarray, row: int, rows_first: bool, count: int) -> tuple[float, int, int]:
     """One point ``(x0, x1)`` against the ``y`` rows ``order[lo:hi]`` (sorted by ``y1``), scanned
@@ -207,7 +208,7 @@ def _scan(x0: float, x1: float, y0: np.ndarray, y1: np.ndarray, order: np.ndarra
     return best, attained if searching else count, first
 
 
-@njit(nogil=True, cache=True)
+@kernel
 def _sweep(x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray, order: np.ndarray,
            x_starts: np.ndarray, y_starts: np.ndarray, diag: np.ndarray, rows_first: bool) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_row_minima`'s loops over every diagram ``s`` (rows ``x_starts[s]:x_starts[s + 1]`` of

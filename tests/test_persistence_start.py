@@ -26,8 +26,8 @@ from numba.core.registry import CPUDispatcher
 
 from fast.persistence import PersistencePool, compute_diagrams, native_h1
 from fast.persistence.edge_stage import cpu_edge_stage
-from fast.persistence import numba_cache
-from fast.persistence.numba_cache import choose_cache_directory, kernel_sources_version
+from fast.jit import kernel
+from fast.numba_cache import PERSISTENCE_DIR, choose_cache_directory, kernel_sources_version
 from fast.persistence.worker import _TINY_DIST, COMPILE_COSTS, WARM_UP_PARTS, _run_task, compile_shares, warm_up
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,12 +171,17 @@ def test_an_engine_from_the_script_being_run_is_refused_in_one_sentence(monkeypa
 
 
 _CACHE_PROBE = textwrap.dedent("""
+    import numpy as np
+    from fast.numba_cache import PACKAGE_DIR, PERSISTENCE_DIR, cache_directory
     from fast.persistence.cloud import _distance_matrix
-    from fast.persistence.numba_cache import cache_directory
     from fast.persistence.worker import _warm_distances
+    from fast.pwcd import _nearest_ties, _sweep
     _warm_distances()
-    stats = _distance_matrix.stats
-    print(cache_directory(), sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+    p, q, starts = np.array([0.5, 0.1]), np.array([0.25]), np.array([0, 1])
+    _nearest_ties(p[:1], p[1:], q, q, p[:1], q, starts, starts)
+    for kernel, directory in ((_distance_matrix, PERSISTENCE_DIR), (_sweep, PACKAGE_DIR)):
+        stats = kernel.stats
+        print(cache_directory(directory), sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
 """)
 
 
@@ -186,32 +191,40 @@ def _copy_of_the_package(dest: Path) -> Path:
     return dest
 
 
-def _cache_probe(root: Path, cache_home: Path) -> tuple[str, int, int]:
+def _cache_probe(root: Path, cache_home: Path) -> list[tuple[str, int, int]]:
     """In a fresh interpreter on the copy at ``root`` with ``cache_home`` as the user's cache
-    directory: the kernels' cache directory, and the distance kernel's cache hits and misses."""
+    directory: for a kernel of ``fast/persistence`` (the distances) and one of ``fast`` (PWCD's
+    search), the cache directory of its kernels and its cache hits and misses."""
     result = subprocess.run([sys.executable, "-c", _CACHE_PROBE], cwd=root, capture_output=True, text=True,
                             timeout=600, env={"PYTHONPATH": str(root), "XDG_CACHE_HOME": str(cache_home),
                                               "HOME": str(cache_home), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
-    directory, hits, misses = result.stdout.split()
-    return directory, int(hits), int(misses)
+    return [(directory, int(hits), int(misses)) for directory, hits, misses in map(str.split, result.stdout.splitlines())]
 
 
 def test_copies_of_the_package_share_the_kernels_of_one_version_and_only_of_that(tmp_path: Path) -> None:
     # A second clone loads what the first compiled; a copy whose kernel sources differ (here in a
-    # file other than the kernel's own, which numba's own stamp would not see) compiles its own.
+    # file other than the kernel's own, which numba's own stamp would not see) compiles its own, in
+    # that directory only; a change in how kernels are compiled (fast/jit.py) reaches every directory.
     cache_home = tmp_path / "cache"
     first = _cache_probe(_copy_of_the_package(tmp_path / "first"), cache_home)
     second = _cache_probe(_copy_of_the_package(tmp_path / "second"), cache_home)
-    changed = _copy_of_the_package(tmp_path / "changed")
-    with open(changed / "fast" / "persistence" / "h0.py", "a") as f:
-        f.write("# another version\n")
-    third = _cache_probe(changed, cache_home)
-    assert first[0] == second[0] != third[0]
-    assert Path(first[0]).parent == cache_home / "topodistill" and Path(third[0]).parent == cache_home / "topodistill"
-    assert (first[1], first[2] > 0) == (0, True)  # compiled and written
-    assert (second[1] > 0, second[2]) == (True, 0)  # loaded, nothing compiled
-    assert (third[1], third[2] > 0) == (0, True)
+    changed = {}
+    for name in ("persistence/h0.py", "jit.py"):
+        copy = _copy_of_the_package(tmp_path / name.replace("/", "-"))
+        with open(copy / "fast" / name, "a") as f:
+            f.write("# another version\n")
+        changed[name] = _cache_probe(copy, cache_home)
+    persistence, package = 0, 1  # the probe's kernels: fast/persistence's distances, fast/pwcd's search
+    for kernel in (persistence, package):
+        assert first[kernel][0] == second[kernel][0] and Path(first[kernel][0]).parent == cache_home / "topodistill"
+        assert (first[kernel][1], first[kernel][2] > 0) == (0, True)  # compiled and written
+        assert (second[kernel][1] > 0, second[kernel][2]) == (True, 0)  # loaded, nothing compiled
+        assert changed["jit.py"][kernel][0] != first[kernel][0] and changed["jit.py"][kernel][1] == 0
+    assert first[persistence][0] != first[package][0]
+    h0 = changed["persistence/h0.py"]
+    assert h0[persistence][0] != first[persistence][0] and (h0[persistence][1], h0[persistence][2] > 0) == (0, True)
+    assert h0[package][0] == first[package][0] and (h0[package][1] > 0, h0[package][2]) == (True, 0)
 
 
 def test_a_cache_directory_others_may_write_to_is_not_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -220,30 +233,36 @@ def test_a_cache_directory_others_may_write_to_is_not_used(monkeypatch: pytest.M
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    assert choose_cache_directory() == str(tmp_path / "topodistill" / kernel_sources_version())
+    assert choose_cache_directory(PERSISTENCE_DIR) == str(tmp_path / "topodistill" / kernel_sources_version(PERSISTENCE_DIR))
     (tmp_path / "topodistill").chmod(0o777)  # the user's cache directory, writable by all
     fallback = tmp_path / "tmp" / f"topodistill-{os.getuid()}"
-    assert choose_cache_directory() == str(fallback / kernel_sources_version())
-    (fallback / kernel_sources_version()).chmod(0o770)  # its version's directory, by the group
-    assert choose_cache_directory() is None
+    assert choose_cache_directory(PERSISTENCE_DIR) == str(fallback / kernel_sources_version(PERSISTENCE_DIR))
+    (fallback / kernel_sources_version(PERSISTENCE_DIR)).chmod(0o770)  # its version's directory, by the group
+    assert choose_cache_directory(PERSISTENCE_DIR) is None
     (tmp_path / "topodistill").chmod(0o700)
-    (tmp_path / "topodistill" / kernel_sources_version()).rmdir()
-    (tmp_path / "topodistill" / kernel_sources_version()).symlink_to(fallback / kernel_sources_version())
-    assert choose_cache_directory() is None  # a link is refused, wherever it points
+    (tmp_path / "topodistill" / kernel_sources_version(PERSISTENCE_DIR)).rmdir()
+    (tmp_path / "topodistill" / kernel_sources_version(PERSISTENCE_DIR)).symlink_to(fallback / kernel_sources_version(PERSISTENCE_DIR))
+    assert choose_cache_directory(PERSISTENCE_DIR) is None  # a link is refused, wherever it points
     monkeypatch.setattr(numba_config, "CACHE_DIR", str(tmp_path / "numba"))  # NUMBA_CACHE_DIR first
-    assert choose_cache_directory() == str(tmp_path / "numba" / "topodistill" / kernel_sources_version())
+    assert choose_cache_directory(PERSISTENCE_DIR) == str(tmp_path / "numba" / "topodistill" / kernel_sources_version(PERSISTENCE_DIR))
 
 
-def test_kernels_whose_sources_are_not_files_get_no_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_kernels_whose_sources_are_not_files_get_no_cache(tmp_path: Path) -> None:
     # In a zip or a frozen application no version can be read: a shared cache could serve stale kernels.
-    monkeypatch.setattr(numba_cache, "KERNEL_DIR", tmp_path)
-    kernel_sources_version.cache_clear()
-    try:
-        assert kernel_sources_version() is None and choose_cache_directory() is None
-    finally:
-        monkeypatch.undo()
-        kernel_sources_version.cache_clear()
-    assert kernel_sources_version() is not None
+    inside_a_zip = tmp_path / "application.zip" / "fast" / "persistence"
+    assert kernel_sources_version(inside_a_zip) is None and choose_cache_directory(inside_a_zip) is None
+    assert kernel_sources_version(PERSISTENCE_DIR) is not None
+
+
+def test_a_kernel_outside_the_versioned_directories_is_refused() -> None:
+    def square(x: float) -> float:
+        return x * x
+
+    message = (r"^test_a_kernel_outside_the_versioned_directories_is_refused\.<locals>\.square is defined in "
+               r".*test_persistence_start\.py; the kernels of fast\.jit must be defined in one of \[.*\], whose "
+               r"sources version the shared cache$")
+    with pytest.raises(ValueError, match=message):
+        kernel(square)
 
 
 def test_warm_up_passes_over_a_part_another_process_compiles_and_loads_it_once_released(

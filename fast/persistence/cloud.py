@@ -27,7 +27,7 @@ import numpy as np
 from fast.persistence.contract import CloudPersistence, H1Engine
 from fast.persistence.edge_stage import EdgeStage, cpu_edge_stage
 from fast.persistence.h0 import prim_mst_edges
-from fast.persistence.jit import helper, kernel
+from fast.jit import helper, kernel
 from fast.persistence.native import native_h1, reduce_stage
 
 H0Part = tuple[np.ndarray, np.ndarray]

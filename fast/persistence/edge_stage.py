@@ -17,7 +17,7 @@ decisions 1-3; the whole algorithm and why it is exact are documented in
   over the survivors, leaving the columns that the apparent-pair shortcut cannot settle: the H1
   birth candidates.
 
-The kernels are compiled as ``fast.persistence.jit`` says, like the reduction's. The batched
+The kernels are compiled as ``fast.jit`` says, like the reduction's. The batched
 PyTorch form of the same stage, for many clouds on a CUDA device, is ``fast.persistence.device_stage``.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fast.persistence.jit import helper, inlined, kernel
+from fast.jit import helper, inlined, kernel
 
 
 @dataclass

@@ -11,7 +11,7 @@ are documented in ``fast/persistence/native.py``. Its input is the edge stage of
 * :func:`deadline_ns` and a compiled clock: the reduction stops once the deadline of decision 6c
   has passed.
 
-Every function is compiled as ``fast.persistence.jit`` says: threads running different clouds run
+Every function is compiled as ``fast.jit`` says: threads running different clouds run
 truly in parallel and the compiled code is reused across processes. Hand-written (not a library)
 because no installed engine exposes the pairing under the project's total order, and because the
 births are found by a test that no engine offers separately.
@@ -26,7 +26,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from fast.persistence.jit import helper, kernel
+from fast.jit import helper, kernel
 
 STATUS_DONE = 0
 STATUS_DEADLINE = 1

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fast.persistence.jit import helper, inlined, kernel
+from fast.jit import helper, inlined, kernel
 
 _MARGIN = 1e-9  # relative: D(c, p) must exceed 2 d (1 + _MARGIN) for a skip
 _SAFE_LOW, _SAFE_HIGH = 1e-100, 1e100  # d outside this range (and not 0) is always recomputed

@@ -44,7 +44,7 @@ from fast.persistence.cloud import distances, h0_part, h1_part, stage_parts, use
 from fast.persistence.contract import H1Engine
 from fast.persistence.edge_stage import EdgeStage, edges_apparent_between, enclosing_radius, stage_within, truncation_limit
 from fast.persistence.native import reduce_stage
-from fast.persistence.numba_cache import cache_directory
+from fast.numba_cache import PERSISTENCE_DIR, cache_directory
 from fast.persistence.sampling import tps_indices
 
 BOOT = "import sys; sys.path[:] = sys.argv[2:]; from fast.persistence.worker import main; main()"
@@ -134,7 +134,7 @@ def _part_lock(part: int, wait: bool) -> Iterator[bool]:
     except ImportError:
         yield True
         return
-    directory = cache_directory()
+    directory = cache_directory(PERSISTENCE_DIR)
     if directory is None:
         yield True
         return

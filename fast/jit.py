@@ -1,8 +1,9 @@
-"""How the persistence engine's numba kernels are compiled: one decorator per kind of function.
+"""How the package's numba kernels are compiled: one decorator per kind of function.
 
-Every compiled function of the engine (TPS of paper Algorithm 5, the distances, the edge stage and
-the H1 reduction behind Algorithm 1's "Ripser" step) runs without the GIL (threads on different
-clouds run in parallel) and is cached on disk, so a worker loads what an earlier process compiled
+Every compiled function (in ``fast/persistence/``: TPS of paper Algorithm 5, the distances, the
+edge stage and the H1 reduction behind Algorithm 1's "Ripser" step; in ``fast/pwcd.py``: the
+nearest-neighbour search of the PWCD, Eq. 4) runs without the GIL (threads on different clouds
+run in parallel) and is cached on disk, so a process loads what an earlier one compiled
 (decision 41). Compiling is most of a new machine's pool start, so the kinds differ only in what
 they cost to compile:
 
@@ -11,8 +12,9 @@ they cost to compile:
   for it, about 0.035 CPU-s less per function in every fresh cache (measured here, decision 41).
 * :data:`inlined` - a small function inlined into its callers in numba's IR (no call at all).
 
-Each is cached in the directory of its sources' version (``fast.persistence.numba_cache``), shared
-by every copy of the package, so a machine compiles a version of the kernels once.
+Each is cached in the directory of its sources' version (``fast.numba_cache``), shared by every
+copy of the package, so a machine compiles a version of the kernels once; a kernel must be
+defined in one of the directories ``fast.numba_cache.KERNEL_DIRS`` names.
 
 No kind gets numba's C-callable wrapper (``no_cfunc_wrapper``): it serves only taking a compiled
 function's address (``cfunc``, first-class function values), which nothing here does, and
@@ -32,7 +34,7 @@ from typing import Any, Callable
 from numba import njit
 from numba.core.dispatcher import Dispatcher
 
-from fast.persistence.numba_cache import enable_kernel_cache
+from fast.numba_cache import enable_kernel_cache
 
 
 def _cached(**options: Any) -> Callable[[Callable], Dispatcher]:
