@@ -18,9 +18,9 @@ variable is set, else the user's cache directory for topodistill (``$XDG_CACHE_H
 or ``~/.cache/topodistill`` on Linux), else ``topodistill-<uid>`` in the system's temporary
 directory. numba's cache files are pickles, so a root is used only when this process's
 user owns it and no one else may write to it (checked before anything there is read); where none
-qualifies the kernels are not cached and every process compiles them, with one warning.
-:func:`cache_directory` names the directory chosen for a kernel directory; the persistence
-workers keep their warm-up locks in that of ``fast/persistence``.
+qualifies the kernels are not cached and every process compiles them, with one warning per
+directory of kernels. :func:`cache_directory` names the directory chosen for a directory of
+kernels; the persistence workers keep their warm-up locks in that of ``fast/persistence``.
 """
 from __future__ import annotations
 
