@@ -419,6 +419,9 @@ def _pool_section(run: dict[str, Any]) -> list[str]:
                      _fmt(statistics.median(e["workers_cpu_s"])) if "workers_cpu_s" in e else "-", _fmt(_median(b)),
                      f"<= {target:g}: {'met' if ready <= target else 'not met'}",
                      BEFORE.get((e["workers"], e["state"]), "-")])
+    gaps = [r - p for b in records if "pool_s" in b["extra_info"]
+            for r, p in zip(b["extra_info"]["ready_s"], b["extra_info"]["pool_s"])]
+    own_start = statistics.median(gaps) if gaps else None
     return [
         "## Persistence pool start-up",
         "",
@@ -428,7 +431,7 @@ def _pool_section(run: dict[str, Any]) -> list[str]:
         "another copy has compiled the same kernels (their cache is shared by every copy, decision 41), "
         "warm = the clone's copy again. "
         "From the pool's creation = the same end, timed from the `PersistencePool(...)` call (without the "
-        "process's own start and imports, about 0.5 s here). "
+        f"process's own start and imports: {_fmt(own_start)} s here, median over all runs). "
         "Workers' CPU = CPU-seconds of all the pool's workers together, from their start to their exit "
         "(interpreter start, compiling or loading the kernels, the one task): on a new machine mostly "
         "compilation, which the workers share out (decision 41). "
