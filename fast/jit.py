@@ -2,8 +2,8 @@
 
 Every compiled function (in ``fast/persistence/``: TPS of paper Algorithm 5, the distances, the
 edge stage and the H1 reduction behind Algorithm 1's "Ripser" step; in ``fast/pwcd.py``: the
-nearest-neighbour search of the PWCD, Eq. 4) runs without the GIL (threads on different clouds
-run in parallel) and is cached on disk, so a process loads what an earlier one compiled
+nearest-neighbour search of the PWCD, Eq. (2)-(3)) runs without the GIL (threads on different
+clouds run in parallel) and is cached on disk, so a process loads what an earlier one compiled
 (decision 41). Compiling is most of a new machine's pool start, so the kinds differ only in what
 they cost to compile:
 

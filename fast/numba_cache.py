@@ -3,7 +3,7 @@ of the kernels' sources, shared by every copy of the package (decision 41).
 
 Part of decision 41 (the persistence pool is ready at once): every compiled kernel of the package
 (TPS of paper Algorithm 5, the distances, the edge stage and the H1 reduction of Algorithm 1's
-"Ripser" step in ``fast/persistence/``; the nearest-neighbour search of the PWCD, Eq. 4, in
+"Ripser" step in ``fast/persistence/``; the nearest-neighbour search of the PWCD, Eq. (2)-(3), in
 ``fast/pwcd.py``) is cached on disk, so a process loads what an earlier one compiled. numba's own
 locations tie a cache to one copy of the sources (``__pycache__`` beside them, or a user-wide
 directory named after their absolute path), so every clone, worktree or virtual environment paid
