@@ -1,5 +1,7 @@
 """How long a persistence pool takes to become ready (decision 41): on a new machine, in a new clone
-on a machine that has compiled the same kernels before, and warm.
+on a machine that has compiled the same kernels before, and warm; and, in the same three states,
+how long a process's first PWCD call takes (its compiled nearest-neighbour search, ``fast.pwcd``,
+runs in the training process, not in the pool).
 
 "Ready" is what a training run waits for before its first step: a fresh Python process imports
 ``fast.persistence``, creates a ``PersistencePool`` of ``workers`` processes, calls ``warm()``
@@ -60,12 +62,42 @@ print(json.dumps({{"warm_s": t_warm - t0, "ready_s": t_done - t0, "pool_s": t_do
                   "workers_cpu_s": cpu[1].ru_utime + cpu[1].ru_stime}}))
 """
 
+FIRST_PWCD = """
+import json, time
+import torch
+from fast.pwcd import pwcd
+seconds = {}
+for dtype in (torch.float64, torch.float32):
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.rand(30, 2, generator=g, dtype=dtype).sort(dim=1).values
+    student = torch.rand(25, 2, generator=g, dtype=dtype).sort(dim=1).values.requires_grad_(True)
+    t = time.perf_counter()
+    pwcd(teacher, student).backward()
+    seconds[str(dtype).removeprefix("torch.")] = time.perf_counter() - t
+print(json.dumps(seconds))
+"""
+
 
 def fresh_copy(dest: Path) -> Path:
     """The packages the pool needs, copied to ``dest`` without compiled caches; returns ``dest``."""
     for name in PACKAGES:
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
     return dest
+
+
+def _run_child(code: str, root: Path, cache_home: Path, timeout_s: float) -> tuple[dict[str, Any], float]:
+    """``python -c code`` on the packages under ``root`` with ``cache_home`` as its user cache
+    directory: the JSON object its last line prints, and its wall time."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(cache_home)
+    env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=timeout_s)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"start-up child failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), wall
 
 
 def time_ready(root: Path, cache_home: Path, workers: int, timeout_s: float = 600.0) -> dict[str, Any]:
@@ -76,14 +108,14 @@ def time_ready(root: Path, cache_home: Path, workers: int, timeout_s: float = 60
     system) of the child itself (``parent_cpu_s``) and of all its workers together, from their
     start to their exit at the pool's shutdown (``workers_cpu_s``: interpreter start, compiling or
     loading the kernels, the one task)."""
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
-    env["XDG_CACHE_HOME"] = str(cache_home)
-    env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD.format(workers=workers)], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=timeout_s)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"pool start-up child failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result, wall = _run_child(CHILD.format(workers=workers), root, cache_home, timeout_s)
     return {**result, "wall_s": wall}
+
+
+def time_first_pwcd(root: Path, cache_home: Path, timeout_s: float = 600.0) -> dict[str, Any]:
+    """Seconds of a fresh process's first ``fast.pwcd`` forward and backward (a 30- against a
+    25-point diagram) in float64, then in float32 (``float64_s``, ``float32_s``: each dtype
+    compiles or loads its own search kernels), and the child's wall time (``wall_s``); packages
+    and cache as in :func:`time_ready`."""
+    result, wall = _run_child(FIRST_PWCD, root, cache_home, timeout_s)
+    return {**{f"{dtype}_s": seconds for dtype, seconds in result.items()}, "wall_s": wall}
