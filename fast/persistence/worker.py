@@ -40,11 +40,11 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from fast.numba_cache import PERSISTENCE_DIR, cache_directory
 from fast.persistence.cloud import distances, h0_part, h1_part, stage_parts, uses_stage
 from fast.persistence.contract import H1Engine
 from fast.persistence.edge_stage import EdgeStage, edges_apparent_between, enclosing_radius, stage_within, truncation_limit
 from fast.persistence.native import reduce_stage
-from fast.numba_cache import PERSISTENCE_DIR, cache_directory
 from fast.persistence.sampling import tps_indices
 
 BOOT = "import sys; sys.path[:] = sys.argv[2:]; from fast.persistence.worker import main; main()"
