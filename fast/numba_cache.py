@@ -21,6 +21,9 @@ user owns it and no one else may write to it (checked before anything there is r
 qualifies the kernels are not cached and every process compiles them, with one warning per
 directory of kernels. :func:`cache_directory` names the directory chosen for a directory of
 kernels; the persistence workers keep their warm-up locks in that of ``fast/persistence``.
+Each process marks the directories it chose as used, and removes those of other versions under
+the same root that no process has used for :data:`UNUSED_DAYS` days
+(:func:`remove_unused_versions`), so that the cache does not grow with every edit of the kernels.
 """
 from __future__ import annotations
 
@@ -28,8 +31,11 @@ import functools
 import hashlib
 import inspect
 import os
+import re
+import shutil
 import stat
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Callable, Optional
@@ -92,13 +98,47 @@ def choose_cache_directory(directory: Path) -> Optional[str]:
     return None
 
 
+UNUSED_DAYS = 30
+"""A version's directory that no process has chosen for this many days is removed (about 1.3 MB
+for ``fast/persistence``, 0.3 MB for ``fast/``): a clone in use keeps its versions, since every
+process that starts marks them used."""
+
+_VERSION_NAME = re.compile(r"[0-9a-f]{16}")
+
+
+def remove_unused_versions(path: str) -> list[str]:
+    """Mark ``path`` (a version's directory chosen by :func:`choose_cache_directory`) as used now,
+    and remove the other versions' directories under its root that have not been marked or
+    written for :data:`UNUSED_DAYS` days; returns the removed paths. Only real directories of
+    this user named like a version are touched. Every process marks its versions when it starts
+    (numba's dispatchers ask for the directory when they are defined, at import), so only a process
+    that has run for longer than that can lose its version's directory; the kernels it loaded stay
+    loaded, and a worker it starts afterwards makes the directory again and compiles."""
+    os.utime(path)
+    root = os.path.dirname(path)
+    limit = time.time() - UNUSED_DAYS * 86400
+    removed = []
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.path == path or not _VERSION_NAME.fullmatch(entry.name):
+                continue
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and info.st_mtime < limit:
+                # a cache: what cannot be removed now (another process removing it too) is left
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.path)
+    return removed
+
+
 @functools.lru_cache(maxsize=None)
 def cache_directory(directory: Path) -> Optional[str]:
     """Where this process keeps and finds the compiled kernels of ``directory`` (one of
-    :data:`KERNEL_DIRS`, chosen once per process by :func:`choose_cache_directory`); None where
-    they are not cached."""
+    :data:`KERNEL_DIRS`, chosen once per process by :func:`choose_cache_directory`, then marked
+    used by :func:`remove_unused_versions`); None where they are not cached."""
     path = choose_cache_directory(directory)
-    if path is None:
+    if path is not None:
+        remove_unused_versions(path)
+    else:
         warnings.warn(f"the compiled kernels of {directory} are not cached: their sources are not files, or there is "
                       "no private writable directory under NUMBA_CACHE_DIR, the user's cache directory or the temporary "
                       "directory; every process compiles them (seconds)",
