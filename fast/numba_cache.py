@@ -114,19 +114,26 @@ def remove_unused_versions(path: str) -> list[str]:
     (numba's dispatchers ask for the directory when they are defined, at import), so only a process
     that has run for longer than that can lose its version's directory; the kernels it loaded stay
     loaded, and a worker it starts afterwards makes the directory again and compiles."""
-    os.utime(path)
-    root = os.path.dirname(path)
+    # Only a cache is at stake, and processes start side by side (a pool's workers): an entry that
+    # another process removes meanwhile, even this one (numba makes it again when it saves), is
+    # passed over, and nothing here stops the import.
     limit = time.time() - UNUSED_DAYS * 86400
-    removed = []
-    with os.scandir(root) as entries:
-        for entry in entries:
-            if entry.path == path or not _VERSION_NAME.fullmatch(entry.name):
-                continue
-            info = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and info.st_mtime < limit:
-                # a cache: what cannot be removed now (another process removing it too) is left
-                shutil.rmtree(entry.path, ignore_errors=True)
-                removed.append(entry.path)
+    removed: list[str] = []
+    try:
+        os.utime(path)
+        with os.scandir(os.path.dirname(path)) as entries:
+            for entry in entries:
+                if entry.path == path or not _VERSION_NAME.fullmatch(entry.name):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and info.st_mtime < limit:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    removed.append(entry.path)
+    except OSError:
+        pass
     return removed
 
 
