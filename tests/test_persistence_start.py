@@ -261,7 +261,7 @@ def test_versions_no_process_used_for_a_month_are_removed_and_nothing_else(monke
     (root / "00000000000000aa").write_bytes(b"a file")  # named like a version, but not a directory
     (root / "00000000000000bb").symlink_to(elsewhere)  # a link: neither it nor what it points to
     for path in (ours, stale, recent, root / "notes", elsewhere, root / "00000000000000aa"):
-        age = old if path != recent else old - 7200  # recent: last used a day short of the limit
+        age = old if path != recent else old - 7200  # recent: last used an hour short of the limit
         os.utime(path, (os.stat(path).st_atime - age, os.stat(path).st_mtime - age))
     # the version chosen is marked used first (it is as old as the stale one), then the others looked at
     assert cache_directory.__wrapped__(PERSISTENCE_DIR) == str(ours)
