@@ -110,7 +110,9 @@ def remove_unused_versions(path: str) -> list[str]:
     """Mark ``path`` (a version's directory chosen by :func:`choose_cache_directory`) as used now,
     and remove the other versions' directories under its root that have not been marked or
     written for :data:`UNUSED_DAYS` days; returns the removed paths. Only real directories of
-    this user named like a version are touched. Every process marks its versions when it starts
+    this user named like a version are touched, and never a version of this copy's
+    :data:`KERNEL_DIRS` (the directory of kernels this process chooses next may not be marked
+    yet). Every process marks its versions when it starts
     (numba's dispatchers ask for the directory when they are defined, at import), so only a process
     that has run for longer than that can lose its version's directory; the kernels it loaded stay
     loaded, and a worker it starts afterwards makes the directory again and compiles."""
@@ -118,12 +120,13 @@ def remove_unused_versions(path: str) -> list[str]:
     # another process removes meanwhile, even this one (numba makes it again when it saves), is
     # passed over, and nothing here stops the import.
     limit = time.time() - UNUSED_DAYS * 86400
+    in_use = {os.path.basename(path)} | {kernel_sources_version(directory) for directory in KERNEL_DIRS}
     removed: list[str] = []
     try:
         os.utime(path)
         with os.scandir(os.path.dirname(path)) as entries:
             for entry in entries:
-                if entry.path == path or not _VERSION_NAME.fullmatch(entry.name):
+                if entry.name in in_use or not _VERSION_NAME.fullmatch(entry.name):
                     continue
                 try:
                     info = entry.stat(follow_symlinks=False)

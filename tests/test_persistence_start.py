@@ -27,7 +27,7 @@ from numba.core.registry import CPUDispatcher
 from fast.persistence import PersistencePool, compute_diagrams, native_h1
 from fast.persistence.edge_stage import cpu_edge_stage
 from fast.jit import kernel
-from fast.numba_cache import (PERSISTENCE_DIR, UNUSED_DAYS, cache_directory, choose_cache_directory, kernel_sources_version,
+from fast.numba_cache import (PACKAGE_DIR, PERSISTENCE_DIR, UNUSED_DAYS, cache_directory, choose_cache_directory, kernel_sources_version,
                               remove_unused_versions)
 from fast.persistence.worker import _TINY_DIST, COMPILE_COSTS, WARM_UP_PARTS, _run_task, compile_shares, warm_up
 
@@ -253,19 +253,21 @@ def test_versions_no_process_used_for_a_month_are_removed_and_nothing_else(monke
     monkeypatch.setattr(numba_config, "CACHE_DIR", str(tmp_path / "numba"))
     root = tmp_path / "numba" / "topodistill"
     ours = root / kernel_sources_version(PERSISTENCE_DIR)
+    # the other directory's kernels of this same copy, not yet chosen by this process when it prunes
+    sibling = root / kernel_sources_version(PACKAGE_DIR)
     old = UNUSED_DAYS * 86400 + 3600
     stale, recent, elsewhere = root / "0123456789abcdef", root / "fedcba9876543210", tmp_path / "elsewhere"
-    for path in (ours, stale / "kept", recent, root / "notes", elsewhere):
+    for path in (ours, sibling, stale / "kept", recent, root / "notes", elsewhere):
         path.mkdir(parents=True)
     (stale / "kept" / "kernel.nbc").write_bytes(b"x")
     (root / "00000000000000aa").write_bytes(b"a file")  # named like a version, but not a directory
     (root / "00000000000000bb").symlink_to(elsewhere)  # a link: neither it nor what it points to
-    for path in (ours, stale, recent, root / "notes", elsewhere, root / "00000000000000aa"):
+    for path in (ours, sibling, stale, recent, root / "notes", elsewhere, root / "00000000000000aa"):
         age = old if path != recent else old - 7200  # recent: last used an hour short of the limit
         os.utime(path, (os.stat(path).st_atime - age, os.stat(path).st_mtime - age))
     # the version chosen is marked used first (it is as old as the stale one), then the others looked at
     assert cache_directory.__wrapped__(PERSISTENCE_DIR) == str(ours)
-    assert {p.name for p in root.iterdir()} == {"00000000000000aa", "00000000000000bb", ours.name,
+    assert {p.name for p in root.iterdir()} == {"00000000000000aa", "00000000000000bb", ours.name, sibling.name,
                                                 "fedcba9876543210", "notes"}
     assert elsewhere.is_dir() and abs(os.stat(ours).st_mtime - os.stat(root / "notes").st_mtime) > old - 60
     # a version removed by another process just before it is marked: nothing to do, no error
