@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +27,16 @@ from reference.tps import tps_cloud
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _run_in_interpreter(code: str, *args: str, **options: Any) -> subprocess.CompletedProcess:
+    """``code`` in a child process with Triton's interpreter (read when a kernel is defined) and
+    this repository on its path; ``options`` for ``subprocess.run`` (by default it raises when the
+    child fails, and gives it 900 s)."""
+    path = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return subprocess.run([sys.executable, "-c", code, *args], env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path},
+                          **{"check": True, "timeout": 900, **options})
+
 
 # A loop whose bound is a kernel argument, as in the TPS kernel. Triton's interpreter before 3.7
 # holds such an argument as a one-element array and turns it into an integer with int(), which
@@ -52,8 +63,7 @@ assert out.item() == 3, out
 @functools.lru_cache(maxsize=None)
 def _interpreter_problem() -> str:
     """Why this Triton's interpreter cannot run the TPS kernel's loops here, or "" if it can."""
-    done = subprocess.run([sys.executable, "-c", _PROBE], env={**os.environ, "TRITON_INTERPRET": "1"},
-                          capture_output=True, text=True, timeout=300)
+    done = _run_in_interpreter(_PROBE, check=False, capture_output=True, text=True, timeout=300)
     if done.returncode == 0:
         return ""
     import triton
@@ -111,13 +121,6 @@ for i, (m, seed, n_clouds) in enumerate(data["plan"]):
     out.update({f"b{i}c{j}": r.numpy() for j, r in enumerate(rows)})
 np.savez(sys.argv[2], **out)
 """
-
-
-def _run_in_interpreter(code: str, *args: str) -> None:
-    """``code`` in a child process with Triton's interpreter (read when a kernel is defined)."""
-    path = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    subprocess.run([sys.executable, "-c", code, *args], env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path},
-                   check=True, timeout=900)
 
 
 @needs_triton
