@@ -27,10 +27,12 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing
+import os
 import queue
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -87,9 +89,10 @@ class _Slot:
         parent, child = multiprocessing.Pipe()
         try:
             fd = child.fileno()
-            process = subprocess.Popen(
-                [sys.executable, "-c", BOOT, str(fd), *sys.path], pass_fds=(fd,), stdin=subprocess.DEVNULL
-            )
+            process = spawn([sys.executable, "-c", BOOT, str(fd), *sys.path], fd)
+        except BaseException:
+            parent.close()
+            raise
         finally:
             child.close()
         self.process, self.conn = process, parent
@@ -98,26 +101,54 @@ class _Slot:
         self.conn.send(("warm", parts))
         self._receive(None)
 
+    def _start_worker(self, parts: tuple[int, ...]) -> None:
+        """Start a worker process unless one is running, and have it warm ``parts``; a transient
+        failure (``_TRANSIENT``) starts a new one, after a backoff, up to :data:`START_ATTEMPTS`
+        attempts in all (decision 41). Raises ``_StartFailed`` after the last attempt, and a failure
+        that is not transient at once."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                if self.process is None or self.process.poll() is not None:
+                    self._stop_process(kill=True)  # a worker that died (no-op without one)
+                    self._start_process()
+                self._warm(parts)
+                return
+            except _TRANSIENT as exc:
+                self._stop_process(kill=True)
+                if attempt == START_ATTEMPTS or self.pool._closed:  # closed: shutdown(cancel=True) killed it
+                    raise _StartFailed(self._start_failure(attempt, exc)) from exc
+                logger.warning("persistence worker %d of %d failed to start (attempt %d of %d, %s); trying again",
+                               self.index, self.pool.workers, attempt, START_ATTEMPTS, _describe(exc))
+                time.sleep(_START_BACKOFF_S * 2 ** (attempt - 1))
+            except BaseException:
+                self._stop_process(kill=True)
+                raise
+
+    def _start_failure(self, attempts: int, exc: BaseException) -> str:
+        return (
+            f"persistence worker {self.index} of {self.pool.workers} failed to start after {attempts} attempts; "
+            f"the last failure: {_describe(exc)}. Check that {sys.executable} can start here (free memory, "
+            "the limit on processes, `ulimit -u`), or compute in the calling process instead "
+            "(--topo-workers 0, or PersistencePool(workers=0))"
+        )
+
     def _start(self, first_parts: tuple[int, ...], barrier: threading.Barrier) -> None:
         """Start the worker: compile its share of the kernels while the other slots compile
         theirs, then load them all (decision 41)."""
         try:
-            self._start_process()
-            self._warm(first_parts)
+            self._start_worker(first_parts)
         except BaseException as exc:
             barrier.abort()  # the others compile every part themselves
             self.start_error = exc
-            self._stop_process(kill=True)
             return
         try:
             barrier.wait()
         except threading.BrokenBarrierError:
             pass
         try:
-            self._warm(_ALL_PARTS)
+            self._start_worker(_ALL_PARTS)
         except BaseException as exc:
             self.start_error = exc
-            self._stop_process(kill=True)
 
     def _stop_process(self, kill: bool) -> None:
         if self.process is None:
@@ -164,8 +195,7 @@ class _Slot:
         # An earlier task (queued before this one, so already running or done) selects the rows.
         points = task.points if task.rows is None else task.points[task.rows.result()]
         if self.process is None or self.process.poll() is not None:
-            self._start_process()  # a replacement (or a retry after a failed start): the cache has every part
-            self._warm(_ALL_PARTS)
+            self._start_worker(_ALL_PARTS)  # a replacement (or a retry after a failed start): the cache has every part
         self.conn.send(("task", (points, task.engine, task.time_budget, task.with_h1, task.sample)))
         if task.sample is not None:
             task.selection.set_result(self._receive(None))
@@ -185,6 +215,45 @@ class _Slot:
 
 _GRACE_S = 0.05
 _TIMED_OUT = object()
+
+START_ATTEMPTS = 4
+"""Attempts to start one worker (a spawn and the loading of its kernels) before the start fails."""
+_START_BACKOFF_S = 0.05  # before attempt k + 1: 0.05 * 2**(k - 1) s, 0.35 s in all
+
+# A spawn that fails (OSError, from exec in the child too) or a worker that dies before it answers
+# (EOFError; ConnectionResetError and BrokenPipeError are OSErrors). An error the worker reports
+# itself (a RuntimeError from _receive) would repeat, and is not tried again.
+_TRANSIENT = (OSError, EOFError)
+
+
+class _StartFailed(RuntimeError):
+    """A worker that could not start after :data:`START_ATTEMPTS` attempts; its message says which and why."""
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, (EOFError, ConnectionError)):  # its socket closed: whether sending or receiving
+        return "the worker process ended before it was ready"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def spawn(command: list[str], fd: int) -> subprocess.Popen:
+    """Start ``command`` as a child process that inherits the file descriptor ``fd`` (decision 41).
+
+    The child gets a copy of ``os.environ`` made here, not the process's live environment: CPython
+    starts children with ``vfork`` and (3.11.7 here, and 3.12 on) lets the other threads run until the
+    child has called ``exec``, and a plain ``Popen`` has that ``exec`` read the C ``environ`` array,
+    which a thread adding a variable meanwhile frees (``setenv`` reallocates it; torch and pytest
+    add variables). The exec then fails with EFAULT ("Bad address"). With an explicit environment
+    the child reads only memory this thread owns until ``exec`` returns.
+    """
+    return subprocess.Popen(command, pass_fds=(fd,), stdin=subprocess.DEVNULL, env=_environment())
+
+
+def _environment() -> dict[str, str]:
+    # Keys first (os.environ lists them atomically), then the values: a variable another thread
+    # removes in between is left out instead of raising KeyError.
+    values = ((key, os.environ.get(key)) for key in list(os.environ))
+    return {key: value for key, value in values if value is not None}
 
 
 class PersistencePool:
@@ -217,15 +286,21 @@ class PersistencePool:
         """Block until every worker has started and loaded its compiled kernels (decision 41).
 
         Training and the benchmarks call it before their first timed step, so that no step pays
-        for a worker's start. Raises RuntimeError if a worker could not start (the pool then
-        retries with each task that reaches that worker).
+        for a worker's start. A start that fails for a transient reason (the spawn raised an
+        OSError, or the worker died while loading) is tried again, up to :data:`START_ATTEMPTS`
+        attempts with a short backoff. Raises RuntimeError if a worker still could not start,
+        naming the worker, the attempts and the last error (the pool then tries again with each
+        task that reaches that worker).
         """
         for slot in self._slots:
             slot.ready.wait()
-        failed = [(slot.index, slot.start_error) for slot in self._slots if slot.start_error is not None]
+        failed = [slot for slot in self._slots if slot.start_error is not None]
         if failed:
-            index, error = failed[0]
-            raise RuntimeError(f"persistence worker {index} of {self.workers} failed to start: {error}") from error
+            slot = failed[0]
+            error = slot.start_error
+            if isinstance(error, _StartFailed):
+                raise RuntimeError(str(error)) from error.__cause__
+            raise RuntimeError(f"persistence worker {slot.index} of {self.workers} failed to start: {error}") from error
 
     def submit(
         self, points: np.ndarray, engine: H1Engine, time_budget: Optional[float], with_h1: bool = True,
