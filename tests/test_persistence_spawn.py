@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -113,10 +113,11 @@ def test_pools_started_from_several_threads_at_once_in_a_busy_process_all_start_
     assert "failed to start" not in caplog.text  # no start needed a second attempt
 
 
-def _spawns_failing_first(failures: list[str]) -> list[list[str]]:
-    """Replace ``fast.persistence.pool.spawn``'s behaviour by ``failures`` in turn, then the real
-    spawn: ``"oserror"`` raises EFAULT as a failed exec does, ``"dies"`` starts a process that exits
-    at once (a worker that dies while loading). Returns the commands it was called with."""
+def _spawns_failing_first(failures: list[str]) -> tuple[list[list[str]], Callable[[list[str], int], subprocess.Popen]]:
+    """A stand-in for ``fast.persistence.pool.spawn`` that fails as ``failures`` say, in turn, then
+    spawns as the real one: ``"oserror"`` raises EFAULT as a failed exec does, ``"dies"`` starts a
+    process that exits at once (a worker that dies while loading). Returns the list of the commands
+    it is called with, and the stand-in."""
     calls: list[list[str]] = []
     real = pool_module.spawn
 
