@@ -225,7 +225,9 @@ def topo_step(size: dict[str, Any], device: torch.device, rec: Recorder, deadlin
     teacher, student = _models(size["teacher"], size["student"], device)
     trainer = _Trainer(teacher, student, device)
     batch = _scans(size["points"], size["clouds"], 0, device)
-    modes = {"without L_topo": DistillSettings(), "with L_topo": DistillSettings(topo=True, topo_m=size["m"])}
+    # "with L_topo" runs TPS in the host workers (named: the default, auto, picks the device on a GPU)
+    modes = {"without L_topo": DistillSettings(),
+             "with L_topo": DistillSettings(topo=True, topo_m=size["m"], topo_tps="host")}
     if device.type == "cuda" and has_module("triton"):  # TPS on the device instead of the workers (decision 42)
         modes["with L_topo, TPS on the device"] = DistillSettings(topo=True, topo_m=size["m"], topo_tps="device")
     off = StepTimer(enabled=False)

@@ -8,10 +8,15 @@ Triton's interpreter cannot run the kernel's loops (``_interpreter_problem``).
 The clouds: skips active (clusters), many exactly tied distances (an integer grid), duplicated
 points, a remainder after the eight partial sums (13 channels), fewer than eight channels, the
 largest block (128 channels), tiny and huge scales, and clouds with no more points than ``m``.
+
+``--topo-tps auto`` (``fast.tps.auto_tps_place``, decision 42): the choice is tested on the CPU
+with its inputs injected (on CUDA or not, Triton or not, the self-check's verdict), the real
+self-check in the interpreter and on a mismatch, and the one line training prints.
 """
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import os
 import subprocess
@@ -227,3 +232,94 @@ def test_topo_loss_job_refuses_an_unknown_or_unusable_tps_place() -> None:
     if os.environ.get("TRITON_INTERPRET") != "1":  # CPU features: no Triton, or Triton without a device
         with pytest.raises(ValueError, match="tps_on='device'"):
             TopoLossJob(feats, [10], m=4, tps_on="device")
+
+
+# --topo-tps auto
+
+
+def _never_checked() -> str:
+    raise AssertionError("the self-check runs only on CUDA with Triton")
+
+
+def test_auto_tps_place_is_the_host_kernel_off_cuda_or_without_triton_and_never_checks_there() -> None:
+    from fast.tps import choose_tps_place
+
+    assert choose_tps_place(False, True, _never_checked) == ("host", "the features are not on a CUDA device")
+    place, why = choose_tps_place(True, False, _never_checked)
+    assert place == "host" and "Triton is not installed" in why
+
+
+def test_auto_tps_place_is_the_device_kernel_only_when_its_self_check_passes() -> None:
+    from fast.tps import choose_tps_place
+
+    assert choose_tps_place(True, True, lambda: "")[0] == "device"
+    place, why = choose_tps_place(True, True, lambda: "its indices differ from the host kernel's on check cloud 1")
+    assert place == "host" and why.endswith("(its indices differ from the host kernel's on check cloud 1)")
+
+
+@needs_triton
+def test_auto_tps_place_runs_the_self_check_once_per_device_and_channel_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    tps_module = importlib.import_module("fast.tps")  # the module: ``fast.tps`` is the function
+
+    calls: list[tuple[torch.device, int]] = []
+    monkeypatch.setattr(tps_module, "device_self_check", lambda device, columns: calls.append((device, columns)) or "")
+    tps_module.auto_tps_place.cache_clear()
+    try:
+        cuda = torch.device("cuda", 0)  # a device object only: nothing runs on it
+        assert [tps_module.auto_tps_place(cuda, 64)[0] for _ in range(3)] == ["device"] * 3
+        assert tps_module.auto_tps_place(cuda, 13)[0] == "device"
+        assert tps_module.auto_tps_place(torch.device("cpu"), 64)[0] == "host"
+    finally:
+        tps_module.auto_tps_place.cache_clear()
+    assert calls == [(cuda, 64), (cuda, 13)]
+
+
+@needs_triton
+def test_device_self_check_reports_the_column_limit_and_an_index_mismatch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fast.tps_device
+    from fast.tps import device_self_check
+
+    assert "at most 128 columns" in device_self_check(torch.device("cpu"), 129)  # refused before any launch
+
+    def reversed_rows(feats: torch.Tensor, ends: list[int], m: int, seed: int) -> list[torch.Tensor]:
+        return [torch.arange(m - 1, -1, -1) for _ in ends]
+
+    monkeypatch.setattr(fast.tps_device, "tps_device", reversed_rows)
+    assert device_self_check(torch.device("cpu"), 8) == "its indices differ from the host kernel's on check cloud 0"
+
+
+@needs_triton
+def test_device_self_check_passes_in_the_interpreter(interpreter: None) -> None:
+    # the real check batch through the kernel (Triton's interpreter on the CPU) and the host kernel
+    _run_in_interpreter("import torch\nfrom fast.tps import device_self_check\n"
+                        "problems = [device_self_check(torch.device('cpu'), c) for c in (3, 64)]\n"
+                        "assert problems == ['', ''], problems\n")
+
+
+def test_training_says_once_on_cuda_where_auto_runs_tps_and_nothing_on_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import train.steps as steps
+
+    monkeypatch.setattr(steps, "auto_tps_place", lambda device, columns: (
+        ("host", "the Triton kernel failed its start-up check (CompilationError: no sm_200)")
+        if device.type == "cuda" else ("host", "the features are not on a CUDA device")))
+    steps._auto_tps_place.cache_clear()
+    try:
+        assert steps._auto_tps_place(torch.device("cpu"), 64) == "host"
+        assert capsys.readouterr().err == ""
+        assert [steps._auto_tps_place(torch.device("cuda", 0), 64) for _ in range(2)] == ["host", "host"]
+    finally:
+        steps._auto_tps_place.cache_clear()
+    assert capsys.readouterr().err == ("--topo-tps auto: TPS runs in the host workers: the Triton kernel failed its "
+                                       "start-up check (CompilationError: no sm_200)\n")
+
+
+@pytest.mark.cuda
+@needs_triton
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_auto_tps_place_picks_the_device_kernel_on_this_gpu() -> None:
+    from fast.tps import auto_tps_place
+
+    assert auto_tps_place(torch.device("cuda", torch.cuda.current_device()), 64) == (
+        "device", "the Triton kernel compiled for this GPU and returned the host kernel's indices on a check batch")

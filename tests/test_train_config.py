@@ -96,8 +96,9 @@ def test_topo_tps_reaches_the_step_settings_and_names_the_loss_places() -> None:
     from train.config import TOPO_TPS
     from train.loop import distill_settings
 
-    assert TOPO_TPS == TPS_PLACES
-    assert distill_settings(resolve(["--dataset", "synthetic"]), "distill").topo_tps == "host"  # decision 42
+    assert TOPO_TPS == ("auto", *TPS_PLACES)  # auto: train.steps picks one of the loss's places
+    assert distill_settings(resolve(["--dataset", "synthetic"]), "distill").topo_tps == "auto"  # decision 42
+    assert resolve(["--dataset", "synthetic", "--device", "cpu", "--topo-tps", "auto"]).topo_tps == "auto"
 
 
 def test_unknown_dataset_fails_on_the_command_line_and_in_a_config_file(tmp_path: Path) -> None:

@@ -35,7 +35,8 @@ STUDENT_STAGES: tuple[str, ...] = ("student", "kd", "distill")
 TOPO_NORMALIZE: tuple[str, ...] = ("scale", "l2", "none")
 DECODER_STAGES: tuple[int, ...] = (1, 2, 3, 4)
 CONV_BACKENDS: tuple[str, ...] = ("auto", "torch", "spconv")  # train.models.sparse_conv.SubMConv3d
-TOPO_TPS: tuple[str, ...] = ("host", "device")  # fast.topo_loss.TPS_PLACES, named here without importing torch
+# "auto" (fast.tps.auto_tps_place) or one of fast.topo_loss.TPS_PLACES, named here without importing torch
+TOPO_TPS: tuple[str, ...] = ("auto", "host", "device")
 
 # Loss terms each stage switches on (paper Table 5 rows); ablation flags override them.
 STAGE_TERMS: dict[str, dict[str, bool]] = {
@@ -142,7 +143,7 @@ class RunConfig:
     topo_normalize: str = "scale"
     topo_time_budget: float | None = 5.0
     topo_workers: int | None = None
-    topo_tps: str = "host"
+    topo_tps: str = "auto"
     topo_dims: list[int] = field(default_factory=lambda: [0, 1])
     topo_distance: str = "pwcd"
     sinkhorn_eps: float = DEFAULT_SINKHORN_EPS
@@ -244,8 +245,10 @@ _HELP: dict[str, str] = {
     "topo_time_budget": "seconds allowed for the H1 computation of each cloud (docs/decisions.md decision 6c; "
     "none in a --config file: no limit)",
     "topo_workers": "persistence worker processes of each training process (0: in the training process)",
-    "topo_tps": "where TPS runs: host (the persistence workers, beside the teacher diagrams) | device (one "
-    "Triton launch on the GPU; needs CUDA and Triton; docs/decisions.md decision 42)",
+    "topo_tps": "where TPS runs: auto (device on CUDA where the Triton kernel compiles for this GPU and passes a "
+    "start-up check against the host kernel, host otherwise; one line says which and why) | host (the persistence "
+    "workers, beside the teacher diagrams) | device (one Triton launch on the GPU; needs CUDA and Triton; "
+    "docs/decisions.md decision 42)",
     "topo_dims": "homology dimensions of L_topo (subset of 0 1)",
     "topo_distance": "distance between teacher and student diagrams: pwcd (paper Eq. 2-3) | sinkhorn (unbalanced "
     "entropic OT, paper Table 11, docs/decisions.md decision 31) | persistence-image (TopKD, decision 32)",

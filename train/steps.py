@@ -21,6 +21,8 @@ A term whose switch is off (paper Table 5 ablations) or whose weight is 0 is not
 """
 from __future__ import annotations
 
+import functools
+import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -31,6 +33,7 @@ from fast.persistence import default_pool, set_default_workers
 from fast.kld import kld
 from fast.saliency import saliency_loss
 from fast.topo_loss import DEFAULT_M, TopoLossJob
+from fast.tps import auto_tps_place
 from train.config import RunConfig
 from train.losses import DEFAULT_SEG_LOSS, segmentation_loss
 from train.profiling import StepTimer
@@ -158,6 +161,17 @@ def teacher_autocast(device_type: str, amp: bool, need_grad: bool) -> torch.auto
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16)
 
 
+@functools.lru_cache(maxsize=None)
+def _auto_tps_place(device: torch.device, columns: int) -> str:
+    """Where ``--topo-tps auto`` runs TPS of these features (``fast.tps.auto_tps_place``, decision
+    42); on CUDA, where there is a choice, one line says which and why, once per process."""
+    place, why = auto_tps_place(device, columns)
+    if device.type == "cuda":
+        print(f"--topo-tps auto: TPS runs {'on the GPU' if place == 'device' else 'in the host workers'}: {why}",
+              file=sys.stderr, flush=True)
+    return place
+
+
 def _teacher_pass(
     teacher: nn.Module, batch: dict[str, Any], s: DistillSettings, amp: bool, timer: StepTimer, topo_seed: int,
 ) -> tuple[Any, TopoLossJob | None, list[torch.Tensor]]:
@@ -174,10 +188,13 @@ def _teacher_pass(
     topo_job = None
     if s.active("topo") and _all_finite([t_out.embedding]):  # else a bad step (decision 23): nothing to start
         with timer.section("topo_launch"):
+            embedding = t_out.embedding.detach().float()
+            tps_on = (_auto_tps_place(embedding.device, embedding.shape[1]) if s.topo_tps == "auto"
+                      else s.topo_tps)
             topo_job = TopoLossJob(
-                t_out.embedding.detach().float(), batch["offset"], m=s.topo_m, seed=topo_seed,
+                embedding, batch["offset"], m=s.topo_m, seed=topo_seed,
                 normalize=s.topo_normalize, dims=tuple(s.topo_dims), distance=s.topo_distance,
-                sinkhorn_eps=s.sinkhorn_eps, pi_norm=s.pi_norm, time_budget=s.topo_time_budget, tps_on=s.topo_tps,
+                sinkhorn_eps=s.sinkhorn_eps, pi_norm=s.pi_norm, time_budget=s.topo_time_budget, tps_on=tps_on,
             )
     t_grads: list[torch.Tensor] = []
     if need_grad:
