@@ -272,7 +272,8 @@ _HELP: dict[str, str] = {
     "resume": "continue from <out>/<stage>/checkpoint_last.pt",
     "profile": "time the parts of each step and print a summary",
     "log_term_grads": "every K steps (and the first) log the gradient norm each loss term sends to the student "
-    "(one extra backward per term; under DDP the norms of rank 0's share of the batch; 0: off)",
+    "(one extra backward per term; under DDP the norms of rank 0's share of the batch; curves.png then draws each "
+    "term's share of the gradient norm; 0: off)",
     "tensorboard": "write TensorBoard logs",
     "plots": "write the run's pictures (diagrams, bird's-eye views, curves, per-class IoU) next to results.md",
     "progress": "show progress bars",

@@ -9,12 +9,15 @@ all``):
   validation scan, one column per student (the CE student is "before distillation", the distilled
   student "after"): the embeddings are normalised and subsampled by TPS on the teacher exactly as
   ``L_topo`` does (decisions 12-14), then ``fast.persistence`` computes the diagrams.
-* ``bev.png``: bird's-eye view (x, y) of the same scan's voxels coloured by the ground truth and by
-  each model's prediction.
+* ``bev.png``: bird's-eye view (x, y in metres, the scan's whole extent) of the same scan's voxels
+  coloured by the ground truth and by each model's prediction, the markers sized for the number of
+  points, the legend listing only the classes drawn.
 * ``curves.png``: each model's validation mIoU against the step (first panel: the passes of
   ``--eval-every-epochs`` during training, ``val_log.csv``, decision 35, and as a star at the last
-  step the final evaluation of the results table), then every logged training column (loss terms,
-  diagnostics) against the step, one line per model.
+  step the final evaluation of the results table); with ``--log-term-grads``, each weighted loss
+  term's share of the gradient norm, one panel per distilled model; then every logged training
+  column (loss terms, diagnostics) that ever left 0 against the step, one line per model. The
+  counters that stayed 0 (skipped steps, H1 over its time budget, ...) are one line of text.
 * ``per_class_iou.png``: the validation IoU of every class, one bar per model.
 """
 from __future__ import annotations
@@ -121,29 +124,68 @@ def plot_diagrams(path: Path, teacher: Any, students: Mapping[str, Any]) -> None
     plt.close(fig)
 
 
+# Figure width of bev.png (inches) and the tallest it may grow before its panels go side by side.
+BEV_WIDTH = 14.0
+BEV_MAX_HEIGHT = 17.0
+# Share of a bird's-eye panel's area the scan's markers would cover if none overlapped.
+BEV_COVER = 0.25
+
+
+def bev_columns(panels: int, aspect: float) -> int:
+    """Columns of the bird's-eye grid: the fewest (largest panels) whose rows of ``aspect`` (width /
+    height of the scene) fit in :data:`BEV_MAX_HEIGHT`, at most 3."""
+    for ncol in (1, 2):
+        if -(-panels // ncol) * BEV_WIDTH / ncol / aspect <= BEV_MAX_HEIGHT:
+            return ncol
+    return min(3, panels)
+
+
+def bev_marker_area(points: int, panel_area_pt2: float) -> float:
+    """Marker area (points^2) of each of ``points`` markers so that they would cover :data:`BEV_COVER`
+    of a panel of ``panel_area_pt2``, within 0.3 (still visible) and 30 (a sparse scan)."""
+    return float(np.clip(BEV_COVER * panel_area_pt2 / max(points, 1), 0.3, 30.0))
+
+
+def bev_legend(labels: Mapping[str, np.ndarray], truth: str, class_names: Sequence[str]) -> list[tuple[int, str]]:
+    """(class, legend text) of every class drawn in some panel, most ground-truth points first; a class
+    only a model predicted says so, and the ignore label (-1, black) is listed when drawn."""
+    counts = {int(c): int(n) for c, n in zip(*np.unique(labels[truth], return_counts=True))}
+    drawn = {int(c) for lab in labels.values() for c in np.unique(lab)}
+    entries = [(c, class_names[c]) for c in sorted(drawn & set(counts) - {-1}, key=lambda c: (-counts[c], c))]
+    entries += [(c, f"{class_names[c]} (predicted only)") for c in sorted(drawn - set(counts) - {-1})]
+    if -1 in drawn:
+        entries.append((-1, "no label"))
+    return entries
+
+
 def plot_bev(path: Path, xy: np.ndarray, labels: Mapping[str, np.ndarray], class_names: Sequence[str]) -> None:
+    """One panel per entry of ``labels`` (the first is the ground truth), all at the scan's full
+    extent in metres, markers sized for the number of points, a legend of the classes drawn."""
     plt = _pyplot()
     colours = _class_colours(len(class_names))
-    ncol = min(3, len(labels))
-    nrow = -(-len(labels) // ncol)
     span = np.ptp(xy, axis=0) + 1e-6
-    width = 5.0
-    height = float(np.clip(width * span[1] / span[0], 2.5, 6.0))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(width * ncol, (height + 0.4) * nrow + 1.0), squeeze=False,
-                             layout="constrained")
-    size = float(np.clip(3000.0 / max(len(xy), 1), 1.0, 10.0))
+    aspect = float(np.clip(span[0] / span[1], 0.5, 8.0))
+    ncol = bev_columns(len(labels), aspect)
+    nrow = -(-len(labels) // ncol)
+    panel_w = BEV_WIDTH / ncol
+    panel_h = panel_w / aspect
+    fig, axes = plt.subplots(nrow, ncol, figsize=(BEV_WIDTH, nrow * (panel_h + 0.35) + 1.3), squeeze=False,
+                             sharex=True, sharey=True, layout="constrained")
+    size = bev_marker_area(len(xy), panel_w * panel_h * 72.0 ** 2)
     for ax, (title, lab) in zip(axes.ravel(), labels.items()):
         ax.scatter(xy[:, 0], xy[:, 1], c=colours[np.where(lab < 0, -1, lab)], s=size, linewidths=0)
         ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
         ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.label_outer()
     for ax in axes.ravel()[len(labels):]:
         ax.axis("off")
-    present = sorted({int(c) for lab in labels.values() for c in np.unique(lab) if c >= 0})
-    handles = [plt.Line2D([], [], marker="s", ls="", color=colours[c], label=class_names[c]) for c in present]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=7)
-    fig.suptitle("Bird's-eye view of a validation scan (voxels), coloured by class")
+    entries = bev_legend(labels, next(iter(labels)), class_names)
+    handles = [plt.Line2D([], [], marker="s", ls="", color=colours[c], label=text) for c, text in entries]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8,
+               title="classes drawn, most ground-truth points first", title_fontsize=8)
+    fig.suptitle(f"Bird's-eye view of a validation scan: {span[0]:.0f} m x {span[1]:.0f} m (x, y in metres), "
+                 f"{len(xy):,} voxels coloured by class", fontsize=10)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -167,15 +209,75 @@ def _last_step(*logs: Mapping[str, np.ndarray]) -> float | None:
     return max(steps) if steps else None
 
 
+# The counters of a training log: column -> (what it counts, which kind). One that stays 0 in every
+# model's log is not drawn; the figure says so in one line, grouped by what they count.
+COUNTERS: dict[str, tuple[str, str]] = {
+    "skipped_nonfinite": ("skipped steps", "NaN/Inf"),
+    "skipped_overflow": ("skipped steps", "overflow"),
+    "skipped_scans": ("skipped scans", "unreadable"),
+    "topo_h1_over_budget_teacher": ("H1 over budget", "teacher"),
+    "topo_h1_over_budget_student": ("H1 over budget", "student"),
+}
+GRADNORM = "gradnorm_"
+
+
+def curve_columns(data: Mapping[str, Mapping[str, np.ndarray]]) -> tuple[list[str], list[str], list[str]]:
+    """The training-log columns (all models together) that get a panel, those that stayed 0 at every
+    logged step, and those with no finite value at all; the last two are named in text instead."""
+    columns = sorted({c for cols in data.values() for c in cols if c not in SKIP_COLUMNS})
+    values = {c: np.concatenate([cols[c] for cols in data.values() if c in cols]) for c in columns}
+    empty = [c for c in columns if not np.isfinite(values[c]).any()]
+    zero = [c for c in columns if c not in empty and not np.nan_to_num(values[c]).any()]
+    return [c for c in columns if c not in empty and c not in zero], zero, empty
+
+
+def quiet_columns_text(zero: Sequence[str], empty: Sequence[str] = ()) -> str:
+    """One line for the columns :func:`curve_columns` leaves undrawn, e.g. "Whole run: no skipped steps
+    (NaN/Inf, overflow), no H1 over budget (teacher, student)"; "" when there are none."""
+    groups: dict[str, list[str]] = {}
+    for column in COUNTERS:
+        if column in zero:
+            what, kind = COUNTERS[column]
+            groups.setdefault(what, []).append(kind)
+    parts = [f"no {what} ({', '.join(kinds)})" for what, kinds in groups.items()]
+    parts += [f"{c} = 0" for c in zero if c not in COUNTERS]
+    parts += [f"{c}: no finite value" for c in empty]
+    return "Whole run: " + ", ".join(parts) if parts else ""
+
+
+def gradient_shares(cols: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each weighted term's share of the gradient, ``||g_t|| / sum_u ||g_u||`` over the terms of the
+    ``gradnorm_<term>`` columns (``--log-term-grads``), at the steps where every one was logged:
+    term -> (steps, shares). Empty when fewer than two terms were logged."""
+    terms = [c[len(GRADNORM):] for c in cols if c.startswith(GRADNORM)]
+    if len(terms) < 2:
+        return {}
+    norms = np.stack([cols[GRADNORM + t] for t in terms])
+    rows = np.isfinite(norms).all(axis=0) & (norms.sum(axis=0) > 0)
+    shares = norms[:, rows] / norms[:, rows].sum(axis=0)
+    return {t: (cols["step"][rows], shares[i]) for i, t in enumerate(terms)}
+
+
+def _step_axis(ax: Any, title: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
 def plot_curves(path: Path, stage_dirs: Mapping[str, Path], results: Mapping[str, Mapping[str, Any]]) -> None:
-    """``stage_dirs``: the folder of each model's logs, keyed like ``results`` (the table label)."""
+    """``stage_dirs``: the folder of each model's logs, keyed like ``results`` (the table label).
+
+    Panels: validation mIoU; each term's share of the gradient per model that logged
+    ``gradnorm_<term>`` columns; every other training-log column that ever left 0, one line per
+    model (NaN steps left out). The columns that stayed 0 are one line of text under the legend."""
     plt = _pyplot()
     data, val = _read_logs(stage_dirs, "train"), _read_logs(stage_dirs, "val")
-    columns = sorted({c for cols in data.values() for c in cols if c not in SKIP_COLUMNS})
-    panels = len(columns) + 1
+    columns, zero, empty = curve_columns(data)
+    shares = {label: s for label, cols in data.items() if (s := gradient_shares(cols))}
+    panels = 1 + len(shares) + len(columns)
     ncol = min(4, panels)
     nrow = -(-panels // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow + 0.8), squeeze=False)
     flat = list(axes.ravel())
     colour = {label: f"C{i}" for i, label in enumerate(results)}
     ax = flat[0]
@@ -187,21 +289,27 @@ def plot_curves(path: Path, stage_dirs: Mapping[str, Path], results: Mapping[str
         last = _last_step(data.get(label, {}), passes)
         if last is not None:
             ax.plot([last], [100 * results[label]["miou"]], ls="", marker="*", ms=10, color=colour[label])
-    ax.set_title("validation mIoU % (star: final evaluation)", fontsize=9)
-    ax.set_xlabel("step", fontsize=8)
-    ax.tick_params(labelsize=7)
-    for ax, column in zip(flat[1:], columns):
+    _step_axis(ax, "validation mIoU % (star: final evaluation)")
+    terms = sorted({t for s in shares.values() for t in s})
+    for ax, (label, per_term) in zip(flat[1:], shares.items()):
+        for term, (steps, share) in per_term.items():
+            ax.plot(steps, share, lw=0.9, marker=".", ms=3, label=term, color=f"C{terms.index(term) + len(names)}")
+        ax.set_ylim(0.0, 1.0)
+        ax.legend(fontsize=7, loc="upper right")
+        _step_axis(ax, f"{label}: share of gradient norm")
+    for ax, column in zip(flat[1 + len(shares):], columns):
         for label, cols in data.items():
-            if column in cols and np.isfinite(cols[column]).any():
-                ax.plot(cols["step"], cols[column], lw=0.9, label=label, color=colour.get(label))
-        ax.set_title(column, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=7)
-    for extra in flat[len(columns) + 1:]:
+            if column in cols:
+                shown = np.isfinite(cols[column])
+                ax.plot(cols["step"][shown], cols[column][shown], lw=0.9, label=label, color=colour.get(label))
+        _step_axis(ax, column)
+    for extra in flat[panels:]:
         extra.axis("off")
     handles = [plt.Line2D([], [], color=colour[n], label=n) for n in names]
-    fig.legend(handles=handles, loc="lower right", fontsize=8)
-    fig.tight_layout()
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.3 / fig.get_figheight()),
+               ncol=len(names), fontsize=8)
+    fig.text(0.5, 0.08 / fig.get_figheight(), quiet_columns_text(zero, empty), ha="center", fontsize=8)
+    fig.tight_layout(rect=(0.0, 0.8 / fig.get_figheight(), 1.0, 1.0))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
