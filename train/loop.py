@@ -12,7 +12,9 @@ K iterations; ``resume`` continues from the last one exactly: the data order and
 epoch are functions of (seed, epoch, sample index) (``ResumableDistributedSampler`` and the
 dataset's per-sample generator), the sampler restarts mid-epoch where the checkpoint was taken,
 and every process gets back its own random-number states, saved by each and gathered into the
-checkpoint by rank 0 (decision 37; a resume with another number of processes is refused). The
+checkpoint by rank 0 (decision 37; a resume with another number of processes re-shards the rest
+of the epoch, decision 46). A preemption signal stops every process after the same step with one
+checkpoint (:mod:`train.preemption`), as ``--checkpoint-minutes`` adds timed ones. The
 checkpoint a save replaces is kept as ``checkpoint_prev.pt``: a resume whose latest file is unreadable (truncated, corrupt) falls back to
 it with a warning, and a stray temporary file of a killed write is deleted. With
 ``--skip-bad-scans`` the bad scans a batch met are warned about and counted (decision 25). Under
