@@ -38,8 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from train.checkpoint_errors import (CheckpointError, CheckpointMissingError, CheckpointWriteError, ResumeMismatchError,
-                                     one_line)
+from train.checkpoint_errors import CheckpointError, CheckpointMissingError, CheckpointWriteError, one_line
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -321,19 +320,6 @@ def load_latest(candidates: Sequence[str | os.PathLike[str]], map_location: str 
     return None
 
 
-def resumed_rank(state: dict[str, Any], path: str | os.PathLike[str], rank: int, world_size: int) -> dict[str, Any]:
-    """The saved state of process ``rank`` of a run of ``world_size`` processes; a checkpoint
-    written by a different number of processes is refused (decision 37: the data shards, the
-    per-process batch and every process's random stream depend on it)."""
-    saved = len(state["ranks"])
-    if saved != world_size:
-        raise ResumeMismatchError(
-            f"{path} was written by a run of {saved} process(es) and this run has {world_size}: resume with "
-            f"--procs {saved} (or torchrun --nproc_per_node {saved}), or delete it to start the stage afresh "
-            "(docs/decisions.md decision 37)")
-    return state["ranks"][rank]
-
-
 def restore_training_state(
     state: dict[str, Any],
     model: nn.Module,
@@ -343,7 +329,7 @@ def restore_training_state(
     rank: dict[str, Any],
 ) -> tuple[int, int]:
     """Load every saved state into the live objects, with this process's random states from
-    ``rank`` (:func:`resumed_rank`); returns (step, epoch)."""
+    ``rank`` (its entry of ``state["ranks"]``); returns (step, epoch)."""
     unwrap(model).load_state_dict(state["model"])
     if optimizer is not None and state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])

@@ -18,7 +18,8 @@ class CheckpointMissingError(CheckpointError, FileNotFoundError):
 
 
 class ResumeMismatchError(CheckpointError):
-    """A readable checkpoint that this run cannot continue (written by another number of processes).
+    """A readable checkpoint that this run cannot continue (written with another --seed, --batch-size or
+    --iters-per-epoch).
     Raised after the checkpoint was chosen: ``--resume`` does not fall back from it."""
 
 

@@ -37,6 +37,7 @@ DECODER_STAGES: tuple[int, ...] = (1, 2, 3, 4)
 CONV_BACKENDS: tuple[str, ...] = ("auto", "torch", "spconv")  # train.models.sparse_conv.SubMConv3d
 # "auto" (fast.tps.auto_tps_place) or one of fast.topo_loss.TPS_PLACES, named here without importing torch
 TOPO_TPS: tuple[str, ...] = ("auto", "host", "device")
+PREEMPT_SIGNALS: tuple[str, ...] = ("TERM", "USR1", "USR2", "INT", "HUP")  # --preempt-signal (train.preemption)
 
 # Loss terms each stage switches on (paper Table 5 rows); ablation flags override them.
 STAGE_TERMS: dict[str, dict[str, bool]] = {
@@ -158,12 +159,16 @@ class RunConfig:
     eval_every_epochs: int = 2
     latency_runs: int = 10
     checkpoint_every: int = 0
+    checkpoint_minutes: float | None = None
+    preempt_signal: list[str] = field(default_factory=lambda: ["TERM", "USR1"])
     resume: bool = False
     profile: bool = False
     log_term_grads: int = 0
     tensorboard: bool = True
     plots: bool = True
     progress: bool = True
+    progress_steps: int = 0
+    progress_seconds: float = 30.0
     grid_size: float | None = None
     # synthetic data (train.data.synthetic)
     synthetic_scenes: int | None = None
@@ -205,8 +210,8 @@ _HELP: dict[str, str] = {
     "skip_bad_scans": "train on when a training scan cannot be read (truncated file, wrong point count, NaN): "
     "warn naming it, fill its slot with the next readable scan, count it in the log (off: stop with the error)",
     "procs": "training processes started on this machine (DDP; 2 for the synthetic demo on a CPU "
-    "with >= 2 cores and an even batch, else 1; under torchrun leave it unset; --resume needs the number "
-    "of processes that wrote the checkpoint, docs/decisions.md decision 37)",
+    "with >= 2 cores and an even batch, else 1; under torchrun leave it unset; --resume with another number "
+    "than the checkpoint's continues re-sharded, docs/decisions.md decision 46)",
     "seed": "random seed of data order, augmentation and initialisation",
     "device": "auto | cpu | cuda",
     "deterministic": "deterministic algorithms (bitwise-reproducible CPU runs, used by tests)",
@@ -269,14 +274,20 @@ _HELP: dict[str, str] = {
     "evaluation, without TTA; curves.png draws it; docs/decisions.md decision 35; 0: only after training)",
     "latency_runs": "forward passes timed for the latency column",
     "checkpoint_every": "also checkpoint every K iterations (0: only at epoch ends)",
-    "resume": "continue from <out>/<stage>/checkpoint_last.pt",
+    "checkpoint_minutes": "also checkpoint every M minutes of training (0: off)",
+    "preempt_signal": "signals that stop training after the step in flight with one checkpoint and exit status 75 "
+    "(docs/decisions.md decision 46; none: die of them)",
+    "resume": "continue from <out>/<stage>/checkpoint_last.pt (none there yet: start the stage, and say so)",
     "profile": "time the parts of each step and print a summary",
     "log_term_grads": "every K steps (and the first) log the gradient norm each loss term sends to the student "
     "(one extra backward per term; under DDP the norms of rank 0's share of the batch; curves.png then draws each "
     "term's share of the gradient norm; 0: off)",
     "tensorboard": "write TensorBoard logs",
     "plots": "write the run's pictures (diagrams, bird's-eye views, curves, per-class IoU) next to results.md",
-    "progress": "show progress bars",
+    "progress": "show progress bars (on a terminal; written to a file or pipe: one plain line every "
+    "--progress-steps steps or --progress-seconds seconds)",
+    "progress_steps": "off a terminal, a progress line every N steps (0: by time only)",
+    "progress_seconds": "off a terminal, a progress line every X seconds (0: by steps only)",
     "grid_size": "voxel size in metres of grid sampling (docs/ptv3-and-datasets.md spec D)",
     "synthetic_scenes": "synthetic scenes generated (one scan each; --synthetic-val-fraction of them validate)",
     "synthetic_val_fraction": "fraction of the synthetic scenes used for validation",
@@ -340,9 +351,10 @@ _GROUP: dict[str, str] = {
     **dict.fromkeys(("epochs", "teacher_epochs", "batch_size", "iters_per_epoch", "lr", "weight_decay",
                      "block_lr_scale", "block_keyword", "pct_start", "div_factor", "final_div_factor", "grad_clip",
                      "max_bad_steps", "procs", "seed", "device", "deterministic", "amp", "checkpoint_every",
-                     "resume"), "training"),
+                     "checkpoint_minutes", "preempt_signal", "resume"), "training"),
     **dict.fromkeys(("out", "tta", "eval_max_scans", "eval_every_epochs", "latency_runs", "profile",
-                     "log_term_grads", "tensorboard", "plots", "progress"), "output"),
+                     "log_term_grads", "tensorboard", "plots", "progress", "progress_steps",
+                     "progress_seconds"), "output"),
 }
 
 # Defaults of the fields left None in RunConfig because --dataset synthetic replaces them
@@ -366,6 +378,7 @@ _UNSET: dict[str, str] = {
     "topo_workers": "this process's share of the cores",
     "eval_max_scans": "all",
     "num_workers": "0 on a CPU, see above on CUDA",
+    "checkpoint_minutes": "30 on CUDA, 0 on a CPU",
     "synthetic_beams": "the simulator's", "synthetic_azimuth_steps": "the simulator's",
 }
 
@@ -450,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
             group.add_argument(flag, choices=choices, help=helptext)
         elif f.type in ("bool", "bool | None"):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, help=helptext)
+        elif name == "preempt_signal":
+            group.add_argument(flag, nargs="+", choices=(*PREEMPT_SIGNALS, "none"), metavar="SIG", help=helptext)
         elif name in ("topo_dims", "saliency_layers"):
             group.add_argument(flag, type=int, nargs="+", metavar="K", help=helptext)
         elif f.type in ("int", "int | None"):
@@ -526,6 +541,8 @@ def _fill_defaults(cfg: RunConfig) -> None:
 
         cuda = runs_on_cuda(cfg)
         cfg.num_workers = default_num_workers(available_cores(), ranks_per_node(cfg.procs)) if cuda else 0
+    if cfg.checkpoint_minutes is None:
+        cfg.checkpoint_minutes = 30.0 if runs_on_cuda(cfg) else 0.0
     if cfg.out is None and cfg.dataset is not None:
         cfg.out = str(Path("runs") / cfg.dataset)
     if cfg.data_root is None and cfg.dataset is not None:
@@ -572,6 +589,16 @@ def validate(cfg: RunConfig) -> None:
                          "must be divisible by it")
     if cfg.checkpoint_every < 0 or cfg.num_workers < 0 or cfg.log_term_grads < 0:
         raise ValueError("--checkpoint-every, --num-workers and --log-term-grads must be >= 0")
+    for name in ("checkpoint_minutes", "progress_steps", "progress_seconds"):
+        v = getattr(cfg, name)
+        kind = int if name == "progress_steps" else (int, float)
+        if isinstance(v, bool) or not isinstance(v, kind) or not v >= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, got {v!r}")
+    signals = cfg.preempt_signal
+    if not isinstance(signals, list) or not signals or not (
+            signals == ["none"] or all(s in PREEMPT_SIGNALS for s in signals)):
+        raise ValueError(f"--preempt-signal takes names from {', '.join(PREEMPT_SIGNALS)}, or none alone, "
+                         f"got {signals!r}")
     every = cfg.eval_every_epochs
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise ValueError(f"--eval-every-epochs must be an integer >= 0 (0: evaluate only after training), "

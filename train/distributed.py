@@ -20,6 +20,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
+from train.preemption import PREEMPTED_EXIT, Preempted, watch
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -93,15 +95,19 @@ def report_failure(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: int, prog: str = "train.run") -> int:
+def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: int, prog: str = "train.run",
+                forward: Sequence[signal.Signals] = ()) -> int:
     """Run ``entry(argv)`` in ``procs`` processes of this machine joined as one process group, as
     ``torchrun --standalone --nproc_per_node=procs`` would (each process gets ``cores // procs``
     intra-op threads). Returns 0 when every process succeeded, else the exit status of the first
     that failed (128 + N for one killed by signal N).
 
-    When one process fails, the others are stopped (SIGTERM, quietly) and the first failure's
-    message (:func:`report_failure`, or a traceback) is printed once: a rank that fails only
-    because its peer is gone does not add its own. The processes die with this one (SIGKILL).
+    When one process fails, the others are stopped (SIGKILL, quietly: they may wait in a
+    collective, and SIGTERM is theirs to record as a preemption) and the first failure's message
+    (:func:`report_failure`, or a traceback) is printed once: a rank that fails only because its
+    peer is gone does not add its own. The processes die with this one (SIGKILL). The signals of
+    ``forward`` (``--preempt-signal``) are passed on to every process, which all stop after the
+    same step with :data:`train.preemption.PREEMPTED_EXIT`: that status is waited for from each.
 
     On a CPU, several single-threaded processes train faster than one multi-threaded process:
     measured here, two ranks of one thread each gave 1.7x the steps per second of one process, while
@@ -119,6 +125,13 @@ def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: i
              for r in range(procs)]
     for proc in ranks:
         proc.start()
+
+    def relay(signum: int, frame: Any) -> None:
+        for proc in ranks:
+            if proc.exitcode is None and proc.pid is not None:
+                os.kill(proc.pid, signum)
+
+    previous = {sig: signal.signal(sig, relay) for sig in forward}
     for _, writer in pipes:
         writer.close()
     listening: list[Connection] = [reader for reader, _ in pipes]
@@ -136,10 +149,16 @@ def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: i
             running.remove(proc)
             if proc.exitcode != 0 and failed is None:
                 failed = proc
+    if failed is not None and failed.exitcode == PREEMPTED_EXIT:
+        for proc in running:  # past the checkpoint's barrier: each stops by itself
+            proc.join(timeout=60)
     for proc in running:
-        proc.terminate()
+        if proc.exitcode is None:
+            proc.kill()
     for proc in ranks:
         proc.join()
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
     if failed is None:
         return 0
     for rank, (reader, _) in enumerate(pipes):  # messages sent just before their rank ended
@@ -161,21 +180,29 @@ def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: i
 
 
 def launch(main: Callable[[list[str]], int], argv: Sequence[str], procs: int, device: str, deterministic: bool,
-           body: Callable[[DistInfo], object], prog: str, errors: tuple[type[Exception], ...]) -> int:
+           body: Callable[[DistInfo], object], prog: str, errors: tuple[type[Exception], ...],
+           signals: Sequence[signal.Signals] = ()) -> int:
     """The process handling shared by the CLIs (``python -m train.run`` and ``train.study``).
 
     Without an outside launcher and with ``procs > 1`` it starts ``procs`` local ranks that re-enter
     ``main(argv)`` (:func:`spawn_local`). Otherwise this process joins the group, runs
     ``body(info)`` and leaves the group; an exception of ``errors`` becomes one line
     ``prog: error: ...`` (:func:`report_failure`) and exit code 2 (the message says what to fix),
-    anything else propagates."""
+    anything else propagates. The ``signals`` are recorded while ``body`` runs
+    (:func:`train.preemption.watch`); a run stopped by one (:class:`train.preemption.Preempted`)
+    says so in one line from rank 0 and returns :data:`train.preemption.PREEMPTED_EXIT`."""
     if procs > 1 and "WORLD_SIZE" not in os.environ:
-        return spawn_local(main, argv, procs, prog)
+        return spawn_local(main, argv, procs, prog, signals)
     info = init_from_env(device)
     if deterministic:
         torch.use_deterministic_algorithms(True)
     try:
-        body(info)
+        with watch(signals):
+            body(info)
+    except Preempted as stop:
+        if info.is_main:
+            print(f"{prog}: {stop}", file=sys.stderr, flush=True)
+        return PREEMPTED_EXIT
     except errors as err:
         report_failure(f"{prog}: error: {err}")
         return 2
@@ -240,19 +267,51 @@ def cleanup() -> None:
 
 
 class ResumableDistributedSampler(DistributedSampler):
-    """DistributedSampler whose current epoch can skip its first ``start`` indices (resume)."""
+    """DistributedSampler whose current epoch can skip its first ``start`` indices (resume), and
+    can continue an epoch that a run of another number of processes began (re-sharding, decision 46).
+
+    Over one step the processes of a run take the next ``batch_size`` entries of the epoch's list
+    (the seeded permutation padded to a multiple of the process count, dealt out ``rank::world``),
+    so after ``p`` steps exactly its first ``p * batch_size`` entries are used, whatever the number
+    of processes. ``set_start(start, list_world)`` with ``list_world`` (the processes of the run
+    that began the epoch, whose padding the list has) different from ``num_replicas`` deals the
+    rest of that list, past its first ``start * num_replicas`` entries, out over this run's
+    processes (padded, as DistributedSampler pads, by repeating its first entries when it does not
+    divide evenly); with ``list_world == num_replicas`` that is the shard DistributedSampler gives."""
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool, seed: int) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
         self.start = 0
+        self.list_world = num_replicas
 
-    def set_start(self, start: int) -> None:
-        """Skip the first ``start`` indices of this process's shard in the current epoch."""
+    def set_start(self, start: int, list_world: int | None = None) -> None:
+        """Skip the first ``start`` indices of this process's share in the current epoch, whose
+        list is padded for ``list_world`` processes (default: this run's)."""
         self.start = int(start)
+        self.list_world = self.num_replicas if list_world is None else int(list_world)
+
+    def _rest(self) -> list[int]:
+        """This process's share of the epoch's list past its first ``start * num_replicas`` entries."""
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(len(self.dataset), generator=g).tolist()  # type: ignore[arg-type]
+        else:
+            order = list(range(len(self.dataset)))  # type: ignore[arg-type]
+        size = -(-len(order) // self.list_world) * self.list_world
+        order += (order * size)[: size - len(order)]
+        rest = order[self.start * self.num_replicas:]
+        padded = -(-len(rest) // self.num_replicas) * self.num_replicas
+        rest += (rest * padded)[: padded - len(rest)] if rest else []
+        return rest[self.rank::self.num_replicas]
 
     def __iter__(self) -> Iterator[int]:
+        if self.list_world != self.num_replicas:
+            return iter(self._rest())
         indices = list(super().__iter__())
         return iter(indices[self.start :])
 
     def __len__(self) -> int:
+        if self.list_world != self.num_replicas:
+            return len(self._rest())
         return max(self.num_samples - self.start, 0)

@@ -1,5 +1,5 @@
 """Training logs: CSV rows and TensorBoard scalars of every loss term and of the validation passes
-made during training, and tqdm progress bars.
+made during training, and progress: tqdm bars on a terminal, plain lines in a log file.
 
 A logger holds one CSV table per kind of row, ``<table>_log.csv`` (``train``: one row per step;
 ``val``: one row per validation pass of ``--eval-every-epochs``), and one TensorBoard writer whose
@@ -15,7 +15,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -110,7 +112,55 @@ tqdm.set_lock(threading.RLock())
 
 
 def progress(iterable: Iterable[Any] | None = None, total: int | None = None, desc: str = "",
-             enabled: bool = True, initial: int = 0) -> tqdm:
-    """A tqdm bar with elapsed time and ETA; disabled (no output) off rank 0 or when asked."""
+             enabled: bool = True, initial: int = 0, every_steps: int = 0,
+             every_seconds: float = 30.0) -> tqdm | LineProgress:
+    """A tqdm bar with elapsed time and ETA on a terminal; written to a file or a pipe, a
+    :class:`LineProgress` instead (tqdm redraws its bar with carriage returns, which a log file
+    keeps: hundreds of kilobytes of them). Disabled (no output) off rank 0 or when asked."""
+    if enabled and iterable is None and not sys.stderr.isatty():
+        return LineProgress(total or 0, desc, initial, every_steps, every_seconds)
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, initial=initial, dynamic_ncols=True,
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+
+
+class LineProgress:
+    """Progress for log files: one plain line on stderr every ``every_steps`` steps or
+    ``every_seconds`` seconds (0: not by that measure) and at the last step, each with the count,
+    the values of the latest :meth:`set_postfix`, the steps per second of this process and the
+    time left; never a carriage return. The same methods as the tqdm bar it stands in for."""
+
+    def __init__(self, total: int, desc: str, initial: int, every_steps: int, every_seconds: float) -> None:
+        self.total, self.desc, self.n = total, desc.strip(), initial
+        self.every_steps, self.every_seconds = every_steps, every_seconds
+        self.postfix: dict[str, Any] = {}
+        self._start_n, self._start = initial, time.monotonic()
+        self._written_n, self._written_at = initial, self._start
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = values
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        by_steps = self.every_steps and self.n % self.every_steps == 0
+        by_time = self.every_seconds and now - self._written_at >= self.every_seconds
+        if by_steps or by_time or self.n == self.total:
+            self._write(now)
+
+    def close(self) -> None:
+        if self.n != self._written_n:
+            self._write(time.monotonic())
+
+    def _write(self, now: float) -> None:
+        rate = (self.n - self._start_n) / max(now - self._start, 1e-9)
+        left = f"{_clock((self.total - self.n) / rate)}" if rate > 0 and self.total >= self.n else "?"
+        values = "".join(f" {k}={v}" for k, v in self.postfix.items())
+        print(f"{self.desc} {self.n}/{self.total}{values} {rate:.2f} it/s elapsed {_clock(now - self._start)} "
+              f"left {left}", file=sys.stderr, flush=True)
+        self._written_n, self._written_at = self.n, now
+
+
+def _clock(seconds: float) -> str:
+    """``seconds`` as H:MM:SS."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"

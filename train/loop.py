@@ -12,7 +12,9 @@ K iterations; ``resume`` continues from the last one exactly: the data order and
 epoch are functions of (seed, epoch, sample index) (``ResumableDistributedSampler`` and the
 dataset's per-sample generator), the sampler restarts mid-epoch where the checkpoint was taken,
 and every process gets back its own random-number states, saved by each and gathered into the
-checkpoint by rank 0 (decision 37; a resume with another number of processes is refused). The
+checkpoint by rank 0 (decision 37; a resume with another number of processes re-shards the rest
+of the epoch, decision 46). A preemption signal stops every process after the same step with one
+checkpoint (:mod:`train.preemption`), as ``--checkpoint-minutes`` adds timed ones. The
 checkpoint a save replaces is kept as ``checkpoint_prev.pt``: a resume whose latest file is unreadable (truncated, corrupt) falls back to
 it with a warning, and a stray temporary file of a killed write is deleted. With
 ``--skip-bad-scans`` the bad scans a batch met are warned about and counted (decision 25). Under
@@ -28,13 +30,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from train.checkpoint import (CheckpointError, RefusedObject, load_latest, native_checkpoint, rank_state, read_weights,
-                              remove_stale_temporaries, restore_training_state, resumed_rank, rng_state,
-                              save_checkpoint, set_rng_state, unwrap)
+                              remove_stale_temporaries, restore_training_state, rng_state, save_checkpoint,
+                              set_rng_state, unwrap)
 from train.checkpoint_errors import ResumeMismatchError, one_line
 from train.config import RunConfig
 from train.data.base import label_frequencies
@@ -47,6 +50,8 @@ from train.logging_utils import MetricLogger, progress, read_scalars
 from train.losses import class_weights
 from train.models.pointcept import from_pointcept, is_pointcept_state_dict, pointcept_overrides, read_model_config
 from train.optim import build_optimizer, build_scheduler
+from train.preemption import CheckpointClock, Preempted, StepVote, parse_signals
+from train.preemption import requested as preempted
 from train.profiling import StepTimer
 from train.steps import DistillSettings, distillation_step, segmentation_step, start_persistence, warm_up_persistence
 from train.update import (NONFINITE, OVERFLOW, SkipCounter, apply_update, buffer_snapshot, make_scaler,
@@ -56,6 +61,7 @@ LAST = "checkpoint_last.pt"
 PREV = "checkpoint_prev.pt"  # the one LAST replaced: the fallback of a resume
 UNREADABLE = "checkpoint_last.unreadable.pt"  # an unreadable LAST a resume passed over
 FINAL = "model_final.pt"
+LOSS_TERMS = ("loss", "seg", "kld", "topo", "grad")  # the loss terms the progress shows, of those a step logs
 _LOG = logging.getLogger(__name__)
 
 
@@ -246,11 +252,11 @@ def train_stage(
     last, prev = out_dir / LAST, out_dir / PREV
     found = load_latest([last, prev], device, warn=info.is_main) if cfg.resume else None
     resumed = found is not None
-    resumed_data: dict[str, int] | None = None
+    list_world = info.world_size  # the run whose padded list the first epoch's scans follow (decision 46)
     if found is not None:
-        mine = resumed_rank(found[0], found[1], info.rank, info.world_size)
-        step, start_epoch = restore_training_state(found[0], model, optimizer, scheduler, scaler, mine)
-        resumed_data = mine["data"]
+        step, start_epoch, list_world = _resume(found, cfg, info, iters, model, optimizer, scheduler, scaler)
+    elif cfg.resume and info.is_main:
+        print(f"{stage}: --resume found no checkpoint in {out_dir}: starting the stage", file=sys.stderr, flush=True)
     if cfg.resume and info.is_main:
         remove_stale_temporaries(last)
         if found is not None and found[1] == prev and last.exists():
@@ -270,22 +276,19 @@ def train_stage(
         warm_up_persistence()  # started before the model was built (start_persistence above)
     logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, tables=("train", "val"),
                           resume_step=step if resumed else None)
-    bar = progress(total=total_steps, initial=step, desc=f"{stage:>8}", enabled=info.is_main and cfg.progress)
+    bar = progress(total=total_steps, initial=step, desc=f"{stage:>8}", enabled=info.is_main and cfg.progress,
+                   every_steps=cfg.progress_steps, every_seconds=cfg.progress_seconds)
+    vote = StepVote(info.world_size, needed=bool(parse_signals(cfg.preempt_signal)) or cfg.checkpoint_minutes > 0)
+    clock = CheckpointClock(cfg.checkpoint_minutes)
     config_dict = cfg.to_dict()
     extra = {"model_spec": spec.__dict__, "stage": stage}
     validating = False
     try:
         for epoch in range(start_epoch, epochs):
             position = step - epoch * iters  # > 0 only when resuming mid-epoch
-            data = _data_state(cfg, epoch, position * per_rank)
-            if resumed_data is not None and resumed_data != data:
-                raise ResumeMismatchError(
-                    f"{found[1]} was written where this process's data stream stood at {resumed_data}, and this "
-                    f"run puts it at {data}: resume with the --seed, --batch-size and --iters-per-epoch it was "
-                    "written with, or delete it to start the stage afresh")
-            resumed_data = None
-            sampler.set_epoch(data["epoch"])
-            sampler.set_start(data["start"])
+            data = _data_state(cfg, epoch, position * per_rank, list_world, info.world_size)
+            sampler.set_epoch(epoch)
+            sampler.set_start(position * per_rank, list_world)
             if hasattr(train_set, "set_epoch"):
                 train_set.set_epoch(epoch)
             # An explicit generator: creating the iterator would otherwise draw from the global torch
@@ -325,13 +328,21 @@ def train_stage(
                 if cfg.skip_bad_scans:
                     values["skipped_scans"] = float(all_reduce_sum(torch.tensor(float(len(skipped)), device=device)))
                 logger.log(step, {"epoch": epoch, **values})
-                bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{values['loss']:.3f}", **skips.postfix())
+                bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", **{k: f"{values[k]:.3f}" for k in LOSS_TERMS
+                                                                   if k in values},
+                                lr=f"{lr_used:.2e}", **skips.postfix())
                 bar.update(1)
                 skips.stop_if_exhausted(stage, step, values)
+                stop, timed = vote(preempted() is not None, info.is_main and clock.due())
+                every = bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0
                 # while the latest steps are bad, checkpoint_last.pt stays the one of the last good step
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and position < iters and not skips.streak:
-                    _save(info, _data_state(cfg, epoch, position * per_rank), last, prev, model, optimizer, scheduler,
-                          scaler, step, epoch, config_dict, extra)
+                if stop or ((every or timed) and position < iters and not skips.streak):
+                    _save(info, _data_state(cfg, epoch, position * per_rank, list_world, info.world_size), last,
+                          prev, model, optimizer, scheduler, scaler, step, epoch, config_dict, extra)
+                    clock.restart()
+                if stop:
+                    raise Preempted(preempted(), step, last)
+            list_world = info.world_size
             broadcast_buffers(model)
             if val_views and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
                 # before the checkpoint: a run killed in between redoes the epoch's end and this pass
@@ -339,9 +350,13 @@ def train_stage(
                 logger.log(step, {"epoch": epoch, **validation_pass(model, val_views, cfg, spec.num_classes,
                                                                     device, collate_fn)}, table="val")
                 validating = False
-            if not skips.streak:
-                _save(info, _data_state(cfg, epoch + 1, 0), last, prev, model, optimizer, scheduler, scaler, step,
-                      epoch + 1, config_dict, extra)
+            stop, _ = vote(preempted() is not None, False)  # a signal during the validation pass
+            if stop or not skips.streak:
+                _save(info, _data_state(cfg, epoch + 1, 0, info.world_size, info.world_size), last, prev, model,
+                      optimizer, scheduler, scaler, step, epoch + 1, config_dict, extra)
+                clock.restart()
+            if stop:
+                raise Preempted(preempted(), step, last)
         if info.is_main:
             save_checkpoint(out_dir / FINAL, model, None, None, None, step, epochs, config_dict, extra)
         barrier()
@@ -374,10 +389,46 @@ def validation_pass(model: nn.Module, views: Sequence[Dataset], cfg: RunConfig, 
     return {"val_miou": acc.miou(), "val_accuracy": acc.accuracy()}
 
 
-def _data_state(cfg: RunConfig, epoch: int, start: int) -> dict[str, int]:
+def _data_state(cfg: RunConfig, epoch: int, start: int, list_world: int, world: int) -> dict[str, int]:
     """Where a process's data stream stands: the sampler's epoch, the index of its shard the next
-    batch starts at, and the seed of the epoch's DataLoader generator (which seeds its workers)."""
-    return {"epoch": epoch, "start": start, "loader_seed": cfg.seed * 100003 + epoch}
+    batch starts at, and the seed of the epoch's DataLoader generator (which seeds its workers);
+    in an epoch re-sharded from a run of ``list_world`` processes, that number too (decision 46)."""
+    state = {"epoch": epoch, "start": start, "loader_seed": cfg.seed * 100003 + epoch}
+    return state if list_world == world else {**state, "list_world": list_world}
+
+
+def _resume(found: tuple[dict[str, Any], Path], cfg: RunConfig, info: DistInfo, iters: int, model: nn.Module,
+            optimizer: Any, scheduler: Any, scaler: Any) -> tuple[int, int, int]:
+    """Load a checkpoint into the live objects; returns (step, epoch, list_world).
+
+    Written by as many processes as this run has: each takes its own random states back and the
+    run continues bit for bit (decision 37). By another number: the model, optimiser, scheduler,
+    loss scale and step are kept, every process's random streams are seeded afresh from (seed,
+    step, rank), and the rest of the unfinished epoch is dealt out over this run's processes
+    (:class:`ResumableDistributedSampler`, decision 46), with one warning."""
+    state, path = found
+    saved = len(state["ranks"])
+    same = saved == info.world_size
+    mine = state["ranks"][info.rank if same else 0]
+    step, epoch = restore_training_state(state, model, optimizer, scheduler, scaler, mine)
+    position = step - epoch * iters
+    data = mine["data"]
+    list_world = int(data.get("list_world", saved))
+    expected = _data_state(cfg, epoch, position * (cfg.batch_size // saved), list_world, saved)
+    if data != expected:
+        raise ResumeMismatchError(
+            f"{path} was written where this process's data stream stood at {data}, and this run puts it at "
+            f"{expected}: resume with the --seed, --batch-size and --iters-per-epoch it was written with, or delete "
+            "it to start the stage afresh")
+    if same:
+        return step, epoch, list_world
+    _seed_all(int(np.random.SeedSequence([cfg.seed, step, info.rank]).generate_state(1)[0]))
+    if info.is_main:
+        print(f"warning: {path} was written by {saved} process(es) and this run has {info.world_size}: continuing "
+              f"at step {step} (epoch {epoch + 1}) with the rest of that epoch's scans re-sharded and fresh random "
+              "streams; from here the run is no longer bit-identical to an uninterrupted one (decision 46)",
+              file=sys.stderr, flush=True)
+    return step, epoch, list_world if position else info.world_size
 
 
 def _save(info: DistInfo, data: dict[str, int], path: Path, previous: Path, model: nn.Module, optimizer: Any,

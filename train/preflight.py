@@ -5,9 +5,9 @@ what they name, by the same code the run uses later, before the synthetic set is
 before any process is spawned: the model presets and overrides (each model the run builds is
 built once, on the CPU), the synthetic set's folder, the teacher checkpoint (read and built as the run will:
 readable, a ``model_final.pt`` or a Pointcept checkpoint that fits the preset), and under
-``--resume`` every checkpoint the run would continue from (one usable, written by as many
-processes as this run has). Each refusal is one line naming the option or file and the fix,
-printed once (:func:`refuse`), exit status 2.
+``--resume`` every checkpoint the run would continue from (one usable, or none yet). Each
+refusal is one line naming the option or file and the fix, printed once (:func:`refuse`), exit
+status 2.
 """
 from __future__ import annotations
 
@@ -17,10 +17,9 @@ from pathlib import Path
 
 import torch
 
-from train.checkpoint import load_latest, resumed_rank
+from train.checkpoint import load_latest
 from train.config import STAGE_ORDER, RunConfig, runs_on_cuda
 from train.datasets import class_count
-from train.distributed import under_external_launcher
 from train.loop import FINAL, LAST, PREV, ModelSpec, load_frozen_teacher, model_spec
 from train.models import build_model
 
@@ -88,7 +87,4 @@ def _check_resume(cfg: RunConfig, stage_dir: Path) -> None:
     if (stage_dir / FINAL).is_file():
         load_frozen_teacher(stage_dir / FINAL, CPU)
         return
-    found = load_latest([stage_dir / LAST, stage_dir / PREV], warn=False)
-    if found is not None:
-        world = int(os.environ["WORLD_SIZE"]) if under_external_launcher() else cfg.procs
-        resumed_rank(found[0], found[1], 0, world)
+    load_latest([stage_dir / LAST, stage_dir / PREV], warn=False)

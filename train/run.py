@@ -44,6 +44,7 @@ from train.cost import count_parameters
 from train.evaluate import evaluate, inference_latency_ms, stage_result, write_report
 from train.logging_utils import progress
 from train.loop import FINAL, distill_settings, load_frozen_teacher, model_spec, train_stage
+from train.preemption import parse_signals
 from train.profiling import StepTimer
 from train.steps import start_persistence
 
@@ -88,7 +89,8 @@ def evaluate_split(cfg: RunConfig, model: torch.nn.Module, data: SplitData, spli
     views = data.eval_views(split, cfg.tta)
     limit = min(len(views[0]), cfg.eval_max_scans) if cfg.eval_max_scans else len(views[0])
     bar = progress(total=-(-limit // info.world_size), desc=f"{'eval ' + split:>8}",
-                   enabled=info.is_main and cfg.progress)
+                   enabled=info.is_main and cfg.progress, every_steps=cfg.progress_steps,
+                   every_seconds=cfg.progress_seconds)
     acc = evaluate(model, views, data.num_classes, info.device, data.collate, cfg.eval_max_scans,
                    cfg.num_workers, bar)
     bar.close()
@@ -189,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return refuse(f"train.run: error: {err}")
     keep_caches_under(Path(cfg.out))
     return launch(main, sys.argv[1:] if argv is None else argv, cfg.procs, cfg.device, cfg.deterministic,
-                  lambda info: run(cfg, info), "train.run", RUN_ERRORS)
+                  lambda info: run(cfg, info), "train.run", RUN_ERRORS, parse_signals(cfg.preempt_signal))
 
 
 if __name__ == "__main__":

@@ -246,9 +246,12 @@ def main() -> None:
     """Entry point of a worker process (:data:`BOOT`): ``sys.argv[1]`` is the file descriptor of its socket.
 
     The pool's process handles Ctrl-C (and stops its workers); a worker ignores it, so that one
-    key press does not print a traceback per worker.
+    key press does not print a traceback per worker. It ignores the signals a scheduler sends every
+    process of a job before preempting it too: the training process records them and finishes its
+    step, which needs the workers (it stops them by closing their pipes, or by SIGKILL).
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     _keep_freed_memory()
     _load_numba_arrays_without_blas()
     conn = Connection(int(sys.argv[1]))
