@@ -47,8 +47,10 @@ from numba.misc.appdirs import AppDirs
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PERSISTENCE_DIR = PACKAGE_DIR / "persistence"
-KERNEL_DIRS = (PACKAGE_DIR, PERSISTENCE_DIR)
-"""The directories whose kernels (declared through ``fast.jit``) are kept in the shared cache."""
+PLAN_KERNELS_DIR = PACKAGE_DIR.parent / "train" / "models" / "plan_kernels"
+KERNEL_DIRS = (PACKAGE_DIR, PERSISTENCE_DIR, PLAN_KERNELS_DIR)
+"""The directories whose kernels (declared through ``fast.jit``) are kept in the shared cache: the
+persistence engine's, the PWCD search's and the batch plan's (``train.models.plan_kernels``)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -63,7 +65,7 @@ def kernel_sources_version(directory: Path) -> Optional[str]:
         return None
     digest = hashlib.sha256()
     for path in sorted(sources | configuration):
-        digest.update(str(path.relative_to(PACKAGE_DIR)).encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(str(path.relative_to(PACKAGE_DIR.parent)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 

@@ -1,14 +1,23 @@
-"""The batch plan (decision 40): the host-side geometry one batch's forward and backward read, shared
-by the models that see the batch, and a model step without host synchronisations."""
+"""The batch plan (decisions 40 and 47): the host-side geometry one batch's forward and backward read,
+shared by the models that see the batch, and a model step without host synchronisations; its
+compiled rulebooks against the readable definition (``plan_oracle``); built by loader workers and
+handed over as one buffer."""
 from __future__ import annotations
+
+import logging
+import pickle
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from plan_oracle import conv_rulebook, neighbour_table
 from train.cost import lidar_like_batch
+from train.input_pipeline import planned_collate
 from train.models import build_model
-from train.models.plan import BatchPlan, neighbour_table, pool_table
+from train.models.plan import BatchPlan, pool_table
 from train.op_count import count_ops
 
 
@@ -89,3 +98,131 @@ def test_levels_follow_the_pooling_of_their_parent_voxels() -> None:
         same = (voxel[:, None] == voxel[None, :]).all(2)
         assert np.array_equal(same, level.index[:, None] == level.index[None, :])
         assert np.array_equal(level.grid[level.index], grid >> i)
+
+
+def _degenerate_clouds() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A LiDAR-like batch and duplicate-free voxel sets where a neighbour search can go wrong: (grid, END
+    offsets)."""
+    rng = np.random.default_rng(11)
+    line = np.stack([np.arange(40), np.zeros(40, int), np.zeros(40, int)], 1)
+    plane = np.stack(np.meshgrid(np.arange(9), np.arange(7), [3], indexing="ij"), -1).reshape(-1, 3)
+    cube = np.stack(np.meshgrid(*[np.arange(6)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    top = 2**16 - 2  # the largest coordinate the serialization allows (depth 16)
+    corners = np.array([[0, 0, 0], [top, top, top], [top, top, top - 1], [top - 1, top, top], [0, top, 0], [1, top, 0]])
+    sparse = np.unique(rng.integers(0, 50, (300, 3)), axis=0)
+    lidar = lidar_like_batch([1500, 700], seed=8)
+    return {
+        "lidar-like": (lidar["grid_coord"].numpy(), lidar["offset"].numpy()),
+        "one point": (np.array([[0, 0, 0]]), np.array([1])),
+        "one point per cloud": (np.array([[5, 5, 5], [5, 5, 5], [0, 0, 1]]), np.array([1, 2, 3])),
+        "a line along x": (line, np.array([40])),
+        "a line along z, two clouds": (line[:, [1, 2, 0]], np.array([25, 40])),
+        "a plane": (plane, np.array([len(plane)])),
+        "a full cube, the same voxels in two clouds": (np.concatenate([cube, cube]), np.array([216, 432])),
+        "coordinates at the key limits": (np.concatenate([corners, corners[:3]]), np.array([6, 9])),
+        "scattered": (sparse, np.array([len(sparse) // 3, len(sparse)])),
+    }
+
+
+@pytest.mark.parametrize("name", list(_degenerate_clouds()))
+def test_compiled_rulebooks_equal_the_readable_definition_at_every_level(name: str) -> None:
+    grid, offset = _degenerate_clouds()[name]
+    grid, offset = grid.astype(np.int64), offset.astype(np.int64)
+    together = BatchPlan(grid, offset, items=[("rulebook", 0, 3), ("rulebook", 0, 5), ("rulebook", 0, 7)])
+    alone = BatchPlan(grid, offset)
+    for i in range(together.level(0).depth + 1):
+        level = together.level(i)
+        for kernel in (3, 5, 7):
+            expected = conv_rulebook(neighbour_table(level.grid, level.batch, kernel))
+            for plan in (together, alone):  # one search for three kernels, or one per kernel
+                got = plan.item(("rulebook", i, kernel))
+                assert got.rows == expected.rows
+                for field in ("gather", "scatter", "group_offset"):
+                    assert getattr(got, field).dtype == np.int64
+                    assert np.array_equal(getattr(got, field), getattr(expected, field)), (i, kernel, field)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), clouds=st.integers(1, 3), side=st.integers(1, 12), fill=st.floats(0.01, 1.0))
+def test_compiled_rulebooks_equal_the_readable_definition_on_random_clouds(
+    seed: int, clouds: int, side: int, fill: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    grids = [np.stack(np.unravel_index(rng.permutation(side**3)[:max(1, int(fill * side**3))], (side,) * 3), 1)
+             for _ in range(clouds)]
+    grid = np.concatenate(grids).astype(np.int64)
+    offset = np.cumsum([len(g) for g in grids]).astype(np.int64)
+    plan = BatchPlan(grid, offset, items=[("rulebook", i, k) for i in range(2) for k in (3, 5)])
+    for i in range(2):
+        level = plan.level(i)
+        for kernel in (3, 5):
+            expected = conv_rulebook(neighbour_table(level.grid, level.batch, kernel))
+            got = plan.item(("rulebook", i, kernel))
+            assert got.rows == expected.rows and np.array_equal(got.gather, expected.gather)
+            assert np.array_equal(got.scatter, expected.scatter)
+            assert np.array_equal(got.group_offset, expected.group_offset)
+
+
+def test_pool_table_lists_members_in_ascending_order_on_random_clusters() -> None:
+    rng = np.random.default_rng(2)
+    cluster = rng.integers(0, 200, 3000)
+    cluster = np.unique(cluster, return_inverse=True)[1].astype(np.int64)
+    members = np.argsort(cluster, kind="stable")
+    table = pool_table(cluster, int(cluster.max()) + 1)
+    for c in range(0, int(cluster.max()) + 1, 17):
+        row = table[c][table[c] < len(cluster)]
+        assert np.array_equal(row, members[cluster[members] == c])
+
+
+@pytest.mark.parametrize("kind", ["teacher", "student", "teacher-demo", "student-demo"])
+def test_plan_items_are_every_item_a_forward_reads(kind: str) -> None:
+    data = lidar_like_batch([300, 200], seed=2)
+    torch.manual_seed(0)
+    model = build_model(kind, 6, patch_size=64).train()
+    plan = BatchPlan(data["grid_coord"], data["offset"], model.config.orders, model.plan_items(torch.device("cpu")))
+    built, levels = set(plan._items), len(plan.levels)
+    model({**data, "plan": plan}).logits.sum().backward()
+    assert set(plan._items) == built and len(plan.levels) == levels  # nothing built during the step
+    used = {key[1:] for key in plan.on(torch.device("cpu"))._tensors}
+    assert {key[1:] for key in built if key[0] != "patch_mask"} <= used | {key[1:] for key in built if key[0] == "patch_mask"}
+
+
+def test_a_plan_handed_over_keeps_what_the_device_reads_and_builds_the_rest_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = _batch()
+    model = _models()[1]
+    plan = BatchPlan(data["grid_coord"], data["offset"], items=model.plan_items(torch.device("cpu")))
+    moved = pickle.loads(pickle.dumps(plan))
+    assert moved.buffer is not None and moved.levels[1].order is None  # one buffer, without host-only fields
+    with torch.no_grad():
+        torch.testing.assert_close(model({**data, "plan": moved}).logits, model(data).logits, rtol=0, atol=0)
+    with caplog.at_level(logging.WARNING, logger="train.models.plan"):
+        late = moved.item(("rulebook", 1, 5))
+    assert "was not built where the batch was prepared" in caplog.text
+    expected = plan.item(("rulebook", 1, 5))
+    assert np.array_equal(late.gather, expected.gather) and np.array_equal(late.scatter, expected.scatter)
+
+
+def _collate_scans(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    ends = np.cumsum([len(s["coord"]) for s in samples])
+    return {**{key: torch.cat([s[key] for s in samples]) for key in ("coord", "grid_coord", "feat")},
+            "offset": torch.from_numpy(ends)}
+
+
+def test_loader_workers_plan_each_batch_and_the_model_reads_it_without_building_anything() -> None:
+    scans = []
+    for seed in range(4):
+        one = lidar_like_batch([250 + 30 * seed], seed=seed)
+        scans.append({key: one[key] for key in ("coord", "grid_coord", "feat")})
+    model = _models()[0]
+    collate = planned_collate(_collate_scans, [model], torch.device("cpu"))
+    loader = torch.utils.data.DataLoader(scans, batch_size=2, collate_fn=collate, num_workers=2)
+    with torch.no_grad():
+        for batch in loader:
+            plan = batch["plan"]
+            assert isinstance(plan, BatchPlan) and plan.buffer is not None and plan.buffer.is_shared()
+            built = set(plan._items)
+            got = model({**batch, "plan": plan}).logits
+            assert set(plan._items) == built
+            torch.testing.assert_close(got, model({k: v for k, v in batch.items() if k != "plan"}).logits, rtol=0, atol=0)

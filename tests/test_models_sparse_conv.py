@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from train.models import sparse_conv
-from train.models.plan import BatchPlan, DeviceRulebook, conv_rulebook, neighbour_table
+from plan_oracle import conv_rulebook, neighbour_table
+from train.models.plan import BatchPlan, DeviceRulebook
 from train.models.point import PointLevel
 from train.models.sparse_conv import SubMConv3d, submanifold_conv
 
@@ -113,7 +114,7 @@ def test_float32_rulebook_conv_equals_the_per_offset_formula_on_a_lidar_like_bat
 
     data = lidar_like_batch([3000, 2000], seed=4)
     plan = BatchPlan(data["grid_coord"], data["offset"])
-    table = torch.from_numpy(plan.item(("neighbours", 0, 3)))
+    table = torch.from_numpy(neighbour_table(plan.level(0).grid, plan.level(0).batch, 3))
     gen = torch.Generator().manual_seed(0)
     feat = torch.randn(5000, 32, generator=gen, requires_grad=True)
     weight = (0.1 * torch.randn(32, 3, 3, 3, 32, generator=gen)).requires_grad_(True)

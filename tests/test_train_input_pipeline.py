@@ -12,7 +12,7 @@ import fast.persistence
 import train.config
 from test_train_support import tiny_config
 from train.config import default_num_workers, ranks_per_node
-from train.input_pipeline import device_batches
+from train.input_pipeline import device_batches, planned_collate
 
 
 @pytest.mark.parametrize(("cores", "ranks", "workers"), [(16, 1, 8), (16, 4, 3), (16, 8, 1), (4, 1, 3), (2, 1, 1),
@@ -62,16 +62,50 @@ def test_device_batches_on_cuda_arrive_in_order_and_whole() -> None:
         assert torch.equal(b["feat"].cpu(), torch.full((3, 2), float(i)))
 
 
-def test_every_batch_gets_one_plan_of_its_own_points_shared_by_teacher_and_student() -> None:
-    """device_batches attaches the batch's BatchPlan on the host (decision 40); model_inputs hands
-    the same object to every model of the step."""
+def test_every_batch_is_planned_where_it_is_collated_and_the_plan_shared_by_teacher_and_student() -> None:
+    """The collate function of a stage attaches the batch's BatchPlan with what both models read
+    (decision 47); device_batches hands it on and model_inputs gives the same object to every model."""
+    from train.models import build_model
     from train.models.plan import BatchPlan
     from train.steps import model_inputs
 
-    grid = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 2, 1], [3, 3, 3]])
-    batch = {"coord": grid.float(), "grid_coord": grid, "feat": torch.ones(4, 4), "offset": torch.tensor([2, 4])}
-    (moved,) = list(device_batches([batch], torch.device("cpu")))
+    from train.cost import lidar_like_batch
+
+    batch = lidar_like_batch([40, 30], seed=1)
+    models = [build_model("teacher-demo", 3), build_model("student-demo", 3)]
+    collate = planned_collate(lambda samples: dict(samples[0]), models, torch.device("cpu"))
+    (moved,) = list(device_batches([collate([batch])], torch.device("cpu")))
     plan = moved["plan"]
-    assert isinstance(plan, BatchPlan) and (plan.num_points, plan.num_clouds) == (4, 2)
+    assert isinstance(plan, BatchPlan) and (plan.num_points, plan.num_clouds) == (70, 2)
+    assert set(collate.items) == {*models[0].plan_items(torch.device("cpu")), *models[1].plan_items(torch.device("cpu"))}
+    assert set(collate.items) <= set(plan._items)
     assert model_inputs(moved)["plan"] is plan and model_inputs(moved)["plan"] is model_inputs(moved)["plan"]
     assert "plan" not in model_inputs(batch)
+
+
+class _EpochTagged(torch.utils.data.Dataset):
+    def __init__(self) -> None:
+        self.epoch = -1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        return self.epoch, index
+
+    def __len__(self) -> int:
+        return 6
+
+
+def test_persistent_loader_workers_read_each_epochs_items_with_that_epoch() -> None:
+    from train.distributed import ResumableDistributedSampler
+    from train.input_pipeline import EpochDataset, EpochSampler
+
+    dataset = _EpochTagged()
+    sampler = ResumableDistributedSampler(dataset, 1, 0, shuffle=True, seed=0)
+    loader = torch.utils.data.DataLoader(EpochDataset(dataset), batch_size=2, sampler=EpochSampler(sampler),
+                                         num_workers=2, persistent_workers=True, collate_fn=list)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        items = [item for batch in loader for item in batch]
+        assert items == [(epoch, index) for index in sampler]

@@ -128,3 +128,19 @@ def test_a_full_training_checkpoint_round_trips_through_the_safe_loader(tmp_path
     assert (random.random(), np.random.random(), torch.rand(1)) == expected
     assert (state["step"], state["epoch"], state["config"], state["extra"]) == (7, 1, {"lr": 0.1}, {"stage": "teacher"})
     assert rng_state()["numpy"][0] == "MT19937"
+
+
+def test_loader_workers_that_live_through_the_epochs_give_the_run_without_workers(tmp_path: Path) -> None:
+    """Two persistent loader workers, which plan each batch (decision 47) and learn each epoch's
+    augmentation stream from the items they are asked for, train exactly the run of the training
+    process alone: same final weights, same log."""
+    model = {**TINY_MODEL, "drop_path": 0.3, "deterministic": False}
+    common = dict(stage="student", epochs=3, iters_per_epoch=None, student_overrides=model,
+                  data_root=str(tmp_path / "data"))
+    run(tiny_config(tmp_path, out=str(tmp_path / "alone"), num_workers=0, **common), CPU)
+    run(tiny_config(tmp_path, out=str(tmp_path / "workers"), num_workers=2, **common), CPU)
+    alone, workers = _final_weights(tmp_path / "alone", "student"), _final_weights(tmp_path / "workers", "student")
+    for name in alone:
+        assert torch.equal(alone[name], workers[name]), f"{name} differs with loader workers"
+    assert (tmp_path / "alone" / "student" / "train_log.csv").read_text() == \
+        (tmp_path / "workers" / "student" / "train_log.csv").read_text()

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from train.distributed import all_reduce_sum, current
+from train.input_pipeline import planned_collate
 from train.metrics import IoUAccumulator
 from train.steps import model_inputs, to_device
 
@@ -96,7 +97,8 @@ def evaluate(
         inner.deterministic = True
     acc = IoUAccumulator(num_classes)
     sampler = _Shard(n, info.rank, info.world_size, max_scans)
-    loaders = [DataLoader(v, batch_size=1, sampler=sampler, collate_fn=collate_fn, num_workers=num_workers)
+    planned = planned_collate(collate_fn, [inner], device)  # each scan planned where it is collated (decision 47)
+    loaders = [DataLoader(v, batch_size=1, sampler=sampler, collate_fn=planned, num_workers=num_workers)
                for v in views]
     try:
         for batches in zip(*loaders):

@@ -45,7 +45,7 @@ from train.data.validation import BadScanError
 from train.distributed import (DistInfo, ResumableDistributedSampler, all_gather_objects, all_reduce_sum, barrier,
                                broadcast_buffers)
 from train.evaluate import evaluate
-from train.input_pipeline import device_batches
+from train.input_pipeline import EpochDataset, EpochSampler, device_batches, planned_collate
 from train.logging_utils import MetricLogger, progress, read_scalars
 from train.losses import class_weights
 from train.models.pointcept import from_pointcept, is_pointcept_state_dict, pointcept_overrides, read_model_config
@@ -62,6 +62,7 @@ PREV = "checkpoint_prev.pt"  # the one LAST replaced: the fallback of a resume
 UNREADABLE = "checkpoint_last.unreadable.pt"  # an unreadable LAST a resume passed over
 FINAL = "model_final.pt"
 LOSS_TERMS = ("loss", "seg", "kld", "topo", "grad")  # the loss terms the progress shows, of those a step logs
+PREFETCH = 4  # batches each DataLoader worker prepares ahead: a slow scan does not stall the step
 _LOG = logging.getLogger(__name__)
 
 
@@ -276,6 +277,8 @@ def train_stage(
         warm_up_persistence()  # started before the model was built (start_persistence above)
     logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, tables=("train", "val"),
                           resume_step=step if resumed else None)
+    # every batch planned for the models of this stage where it is collated (decision 47)
+    planned = planned_collate(collate_fn, [model] + ([teacher] if teacher is not None else []), device)
     bar = progress(total=total_steps, initial=step, desc=f"{stage:>8}", enabled=info.is_main and cfg.progress,
                    every_steps=cfg.progress_steps, every_seconds=cfg.progress_seconds)
     vote = StepVote(info.world_size, needed=bool(parse_signals(cfg.preempt_signal)) or cfg.checkpoint_minutes > 0)
@@ -283,19 +286,19 @@ def train_stage(
     config_dict = cfg.to_dict()
     extra = {"model_spec": spec.__dict__, "stage": stage}
     validating = False
+    # One loader for the stage: its workers live through every epoch (decision 47). An explicit
+    # generator: creating an iterator would otherwise draw from the global torch RNG, which a
+    # mid-epoch resume restores *after* that draw.
+    loader = DataLoader(EpochDataset(train_set), batch_size=per_rank, sampler=EpochSampler(sampler), collate_fn=planned,
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        prefetch_factor=PREFETCH if cfg.num_workers else None, persistent_workers=cfg.num_workers > 0,
+                        generator=torch.Generator().manual_seed(cfg.seed))
     try:
         for epoch in range(start_epoch, epochs):
             position = step - epoch * iters  # > 0 only when resuming mid-epoch
             data = _data_state(cfg, epoch, position * per_rank, list_world, info.world_size)
-            sampler.set_epoch(epoch)
+            sampler.set_epoch(epoch)  # the workers learn the epoch from the items they are asked for
             sampler.set_start(position * per_rank, list_world)
-            if hasattr(train_set, "set_epoch"):
-                train_set.set_epoch(epoch)
-            # An explicit generator: creating the iterator would otherwise draw from the global torch
-            # RNG, which a mid-epoch resume restores *after* that draw.
-            loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, collate_fn=collate_fn,
-                                num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                                generator=torch.Generator().manual_seed(data["loader_seed"]))
             for batch in device_batches(loader, device):  # on CUDA the next batch is copied meanwhile
                 if position >= iters:
                     break

@@ -24,7 +24,8 @@ from torch import nn
 from train.models.point import PointLevel
 
 
-def _flash_attn_available() -> bool:
+def flash_attn_available() -> bool:
+    """Whether the optional ``flash_attn`` package is installed."""
     return importlib.util.find_spec("flash_attn") is not None
 
 
@@ -76,7 +77,7 @@ class SerializedAttention(nn.Module):
     def _use_flash(self, x: torch.Tensor) -> bool:
         if self.backend == "sdpa":
             return False
-        ok = x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and _flash_attn_available()
+        ok = x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and flash_attn_available()
         if self.backend == "flash" and not ok:
             raise ValueError(
                 "attention backend 'flash' needs CUDA fp16/bf16 inputs and the flash_attn package: "

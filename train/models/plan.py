@@ -26,12 +26,19 @@ shuffled first curve; the network is equivariant to that order, decision 40).
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
+from train.models.packing import buffer_offset, pack, unpack
+from train.models.plan_kernels.rulebook import neighbour_lists as compiled_neighbour_lists
+from train.models.plan_kernels.rulebook import fill_rulebooks, pillar_columns
 from train.models.serialization import ORDERS, inverse_permutation, serialize, serialized_depth
 
 
@@ -39,15 +46,17 @@ from train.models.serialization import ORDERS, inverse_permutation, serialize, s
 class HostLevel:
     """One resolution level on the host. ``code``/``order``/``inverse`` are (k, n), one row per curve
     (batch bits included); ``cluster`` maps the finer level's points here (None at level 0);
-    ``index`` maps the input points here."""
+    ``index`` maps the input points here. A plan handed over by a loader worker keeps only what
+    the device side reads (``batch``, ``offset``, ``cluster``, ``index``; level 0 also ``grid``):
+    the other fields are None there (``BatchPlan.__getstate__``)."""
 
     depth: int
-    grid: np.ndarray
+    grid: Optional[np.ndarray]
     batch: np.ndarray
     offset: np.ndarray
-    code: np.ndarray
-    order: np.ndarray
-    inverse: np.ndarray
+    code: Optional[np.ndarray]
+    order: Optional[np.ndarray]
+    inverse: Optional[np.ndarray]
     cluster: Optional[np.ndarray]
     index: np.ndarray
 
@@ -92,52 +101,44 @@ def offsets_to_counts(offset: np.ndarray, num_points: int) -> np.ndarray:
     return counts
 
 
-def neighbour_table(grid: np.ndarray, batch: np.ndarray, kernel_size: int) -> np.ndarray:
-    """Submanifold-conv neighbours (spec B): ``table[p, o]`` is the point at voxel ``grid[p] + o``
-    in p's cloud, or n (a zero row) when there is none; o = (i0 * k + i1) * k + i2 is the offset
-    (i0 - r, i1 - r, i2 - r) in (x, y, z), r = k // 2 (spconv's KRSC order).
+@dataclass(frozen=True)
+class VoxelPillars:
+    """A level's voxels sorted by the packed key (cloud, x, y, z), grouped into pillars (runs of
+    equal cloud, x, y; z ascending inside). ``pillar_key`` (P,): (cloud << 2 depth) | (x << depth)
+    | y, ascending; pillar P owns the sorted positions ``[pillar_start[P], pillar_start[P + 1])``;
+    ``sorted_z``/``sorted_point``: z and point index at each sorted position; ``point_pillar``/
+    ``point_z``: each point's pillar and z, in point order."""
 
-    Voxel keys (cloud, x, y, z) in mixed radix, sorted once. One binary search per (dx, dy) column
-    of the kernel: z is the last digit, so with unique sorted keys the insertion point of key + 1 is
-    that of key plus one if key was found. Only offsets before the centre are searched: p + o = q
-    gives q - o = p, the mirrored entry. Raises ValueError on duplicate voxels or an even kernel.
-    """
-    if kernel_size % 2 != 1:
-        raise ValueError(f"kernel_size must be odd for a submanifold conv, got {kernel_size}")
-    r = kernel_size // 2
-    n = len(batch)
-    k3 = kernel_size**3
-    centre = k3 // 2
-    side = int(grid.max()) + 1 + 2 * r
-    num_clouds = int(batch.max()) + 1
-    if num_clouds * side**3 >= 2**62:
-        raise ValueError(f"voxel key overflow: {num_clouds} clouds x side {side}^3 does not fit int64")
-    shifted = grid + r
-    keys = ((batch * side + shifted[:, 0]) * side + shifted[:, 1]) * side + shifted[:, 2]
-    perm = np.argsort(keys)
-    sorted_keys = keys[perm]
-    if n > 1 and (sorted_keys[1:] == sorted_keys[:-1]).any():
+    depth: int
+    pillar_key: np.ndarray
+    pillar_start: np.ndarray
+    sorted_z: np.ndarray
+    sorted_point: np.ndarray
+    point_pillar: np.ndarray
+    point_z: np.ndarray
+
+
+def voxel_pillars(grid: np.ndarray, batch: np.ndarray, depth: int) -> VoxelPillars:
+    """The pillars of the voxels ``grid`` (N, 3) of clouds ``batch``, every coordinate below
+    ``2**depth`` (the packed key fits an int64 where the level's serialization code does).
+    Raises ValueError on duplicate voxels in a cloud."""
+    key = (batch << 3 * depth) | (grid[:, 0] << 2 * depth) | (grid[:, 1] << depth) | grid[:, 2]
+    order = np.argsort(key)
+    sorted_key = key[order]
+    if (sorted_key[1:] == sorted_key[:-1]).any():
         raise ValueError(
             "grid_coord holds duplicate voxels inside a cloud: the submanifold convolution needs "
             "one point per voxel (apply grid sampling before the model)"
         )
-    table = np.full((n, k3), n, dtype=np.int64)
-    table[:, centre] = np.arange(n)
-    for col in range(kernel_size * kernel_size // 2 + 1):
-        i0, i1 = divmod(col, kernel_size)
-        query = sorted_keys + (((i0 - r) * side + (i1 - r)) * side - r)
-        pos = np.searchsorted(sorted_keys, query)
-        for i2 in range(kernel_size):
-            o = col * kernel_size + i2
-            if o >= centre:
-                break
-            found = sorted_keys[np.minimum(pos, n - 1)] == query
-            dst, src = perm[found], perm[pos[found]]
-            table[dst, o] = src
-            table[src, k3 - 1 - o] = dst
-            pos = pos + found
-            query = query + 1
-    return table
+    pillar = sorted_key >> depth
+    first = np.ones(len(key), dtype=bool)
+    first[1:] = pillar[1:] != pillar[:-1]
+    point_pillar = np.empty(len(key), dtype=np.int64)
+    point_pillar[order] = np.cumsum(first) - 1
+    point_z = np.ascontiguousarray(grid[:, 2])
+    return VoxelPillars(depth=depth, pillar_key=pillar[first],
+                        pillar_start=np.append(np.flatnonzero(first), len(key)),
+                        sorted_z=point_z[order], sorted_point=order, point_pillar=point_pillar, point_z=point_z)
 
 
 @dataclass(frozen=True)
@@ -156,24 +157,72 @@ class ConvRulebook:
     rows: int
 
 
-def conv_rulebook(table: np.ndarray) -> ConvRulebook:
-    """The pairs of a neighbour table (N, K) (``neighbour_table``), offset by offset.
+@dataclass(frozen=True)
+class NeighbourLists:
+    """Every voxel's neighbours in a ``kernel_size`` cube, by sorted position of ``VoxelPillars``
+    (``train.models.plan_kernels.rulebook.neighbour_lists``)."""
 
-    ``rows`` = ceil(P / 8K) (at least 16) for P pairs: padding adds at most K * rows <= P / 8 + 16K
-    pairs, and an offset's groups are a few GEMMs of ``rows`` rows each.
-    """
-    n, k = table.shape
-    offset, point = np.nonzero(table.T != n)  # offset-major, points ascending within an offset
-    counts = np.bincount(offset, minlength=k)
-    rows = max(16, -(-len(point) // (8 * k)))
-    groups = -(-counts // rows)
-    starts = np.repeat((np.cumsum(groups) - groups) * rows - (np.cumsum(counts) - counts), counts)
-    slot = starts + np.arange(len(point))
-    gather = np.full(int(groups.sum()) * rows, n, dtype=np.int64)
-    scatter = gather.copy()
-    gather[slot] = table[point, offset]
-    scatter[slot] = point
-    return ConvRulebook(gather, scatter, np.repeat(np.arange(k), groups), rows)
+    kernel_size: int
+    start: np.ndarray
+    offset: np.ndarray
+    point: np.ndarray
+    count: np.ndarray
+
+
+def neighbour_lists(pillars: VoxelPillars, kernel_size: int) -> NeighbourLists:
+    """The neighbours of every voxel of ``pillars`` in the cube of side ``kernel_size`` (odd)."""
+    if kernel_size % 2 != 1 or kernel_size < 1:
+        raise ValueError(f"kernel_size must be odd for a submanifold conv, got {kernel_size}")
+    columns = pillar_columns(pillars.pillar_key, np.int64(pillars.depth), np.int64(kernel_size))
+    start, offset, point, count = compiled_neighbour_lists(
+        pillars.pillar_start, pillars.sorted_z, pillars.sorted_point, columns, np.int64(kernel_size))
+    return NeighbourLists(kernel_size, start, offset, point, count)
+
+
+def conv_rulebooks(pillars: VoxelPillars, lists: NeighbourLists, kernel_sizes: tuple[int, ...]) -> list[ConvRulebook]:
+    """The rulebook of a submanifold convolution (spec B) of each cube side in ``kernel_sizes``
+    (odd, at most the ``lists``' side) on a level's ``pillars``, in one pass over the lists.
+
+    Rulebook pair j of side k reads the point at voxel ``grid[p] + o`` of p's cloud for output
+    point p, o = (i0 - r, i1 - r, i2 - r) in (x, y, z) for offset (i0 * k + i1) * k + i2, r = k // 2
+    (spconv's KRSC order); offset after offset, each offset's pairs in ascending p. ``rows`` =
+    ceil(P / 8K) (at least 16) for P pairs and K = k^3 offsets: padding adds at most
+    K * rows <= P / 8 + 16K pairs, and an offset's groups are a few GEMMs of ``rows`` rows each.
+    The pair loop is compiled (``train.models.plan_kernels.rulebook``, decision 47)."""
+    big = lists.kernel_size
+    for k in kernel_sizes:
+        if k % 2 != 1 or not 1 <= k <= big:
+            raise ValueError(f"kernel_size must be odd and at most the lists' {big}, got {k}")
+    n = len(pillars.sorted_point)
+    i0, i1, i2 = np.unravel_index(np.arange(big**3), (big, big, big))
+    destination = np.full((big**3, len(kernel_sizes)), -1, dtype=np.int64)
+    slot_parts, books, size = [], [], 0
+    for t, k in enumerate(kernel_sizes):
+        shift = big // 2 - k // 2
+        j0, j1, j2 = i0 - shift, i1 - shift, i2 - shift
+        inside = (np.minimum(np.minimum(j0, j1), j2) >= 0) & (np.maximum(np.maximum(j0, j1), j2) < k)
+        own = ((j0 * k + j1) * k + j2)[inside]  # this kernel's offset of each list offset inside it
+        count = np.zeros(k**3, dtype=np.int64)
+        count[own] = lists.count[inside]
+        rows = max(16, -(-int(count.sum()) // (8 * k**3)))
+        groups = -(-count // rows)
+        first = size + (np.cumsum(groups) - groups) * rows  # each offset's first slot in the buffers
+        destination[inside, t] = sum(len(part) for part in slot_parts) + own
+        slot_parts.append(first)
+        books.append((size, int(groups.sum()) * rows, np.repeat(np.arange(k**3), groups), rows,
+                      zip(first + count, first + groups * rows)))
+        size += int(groups.sum()) * rows
+    slot = np.concatenate(slot_parts)
+    gather = np.empty(size, dtype=np.int64)
+    scatter = np.empty(size, dtype=np.int64)
+    fill_rulebooks(lists.start, lists.offset, lists.point, pillars.sorted_point, destination, slot, gather, scatter)
+    result = []
+    for begin, length, group_offset, rows, padding in books:
+        for end, stop in padding:  # the padding of each offset's last group reads the zero row n, writes row n
+            gather[end:stop] = n
+            scatter[end:stop] = n
+        result.append(ConvRulebook(gather[begin:begin + length], scatter[begin:begin + length], group_offset, rows))
+    return result
 
 
 def patch_layout(offset: np.ndarray, order: np.ndarray, inverse: np.ndarray, patch_size: int) -> PatchLayout:
@@ -233,8 +282,10 @@ def pool_level(level: HostLevel) -> HostLevel:
 
 
 def pool_table(cluster: np.ndarray, num_clusters: int) -> np.ndarray:
-    """(M, S) members of each cluster, padded with ``len(cluster)`` (a -inf row), S = largest."""
-    members = np.argsort(cluster, kind="stable")
+    """(M, S) members of each cluster in ascending order, padded with ``len(cluster)`` (a -inf
+    row), S = largest."""
+    n = len(cluster)
+    members = np.sort(cluster * n + np.arange(n)) % n  # by cluster, then point: unique keys, no stable sort
     sizes = np.bincount(cluster, minlength=num_clusters)
     rank = np.arange(len(cluster)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     table = np.full((num_clusters, int(sizes.max())), len(cluster), dtype=np.int64)
@@ -242,15 +293,24 @@ def pool_table(cluster: np.ndarray, num_clusters: int) -> np.ndarray:
     return table
 
 
+_LOG = logging.getLogger(__name__)
+
+PlanKey = tuple[Any, ...]
+"""A plan item: ("rulebook", level, kernel_size), ("patches", level, patch_size), ("patch_mask",
+level, patch_size), ("varlen", level, patch_size), ("pool", level) or ("spconv", level)."""
+
+
 class BatchPlan:
     """The geometry of one batch on the host (see the module docstring).
 
     ``grid_coord`` (N, 3) int64 and ``offset`` (B,) int64 END offsets, as tensors or arrays; device
     tensors are copied to the host once (the only host synchronisation, for a model called without
-    a plan on a device). ``orders``: the serialization curves (spec A2).
+    a plan on a device). ``orders``: the serialization curves (spec A2). ``items``: the plan items
+    to build now (``PTv3.plan_items``: what the models of a run will ask for, decision 47); any
+    other is built on first use.
     """
 
-    def __init__(self, grid_coord: Any, offset: Any, orders: tuple[str, ...] = ORDERS):
+    def __init__(self, grid_coord: Any, offset: Any, orders: tuple[str, ...] = ORDERS, items: Iterable[PlanKey] = ()):
         grid = _host_array(grid_coord, "grid_coord")
         offset = _host_array(offset, "offset")
         if grid.ndim != 2 or grid.shape[1] != 3:
@@ -263,8 +323,10 @@ class BatchPlan:
         self.num_points = len(grid)
         self.num_clouds = len(counts)
         self.levels = [HostLevel(depth, grid, batch, offset, code, order, inverse, None, np.arange(len(grid)))]
-        self._items: dict[tuple[Any, ...], Any] = {}
+        self._items: dict[PlanKey, Any] = {}
         self._devices: dict[torch.device, DevicePlan] = {}
+        self.buffer: Optional[torch.Tensor] = None  # the packed arrays, once packed (pin_memory, a worker's plan)
+        self.build(items)
 
     def level(self, i: int) -> HostLevel:
         """Level ``i`` (pooling the levels before it on first use)."""
@@ -272,22 +334,52 @@ class BatchPlan:
             self.levels.append(pool_level(self.levels[-1]))
         return self.levels[i]
 
-    def item(self, key: tuple[Any, ...]) -> Any:
-        """A derived host array: ("neighbours", level, kernel_size), ("rulebook", level,
-        kernel_size), ("patches", level, patch_size) or ("pool", level); built on first use."""
+    def build(self, keys: Iterable[PlanKey]) -> None:
+        """Build the items ``keys`` now; the rulebooks of one level share one neighbour search."""
+        keys = list(keys)
+        sides: dict[int, set[int]] = {}
+        for key in keys:
+            if key[0] == "rulebook" and key not in self._items:
+                sides.setdefault(key[1], set()).add(key[2])
+        for i, kernel_sizes in sorted(sides.items()):
+            self._build_rulebooks(i, tuple(sorted(kernel_sizes)))
+        for key in keys:
+            self.item(key)
+
+    def _build_rulebooks(self, i: int, kernel_sizes: tuple[int, ...]) -> None:
+        level = self.level(i)
+        pillars = voxel_pillars(level.grid, level.batch, level.depth)
+        books = conv_rulebooks(pillars, neighbour_lists(pillars, max(kernel_sizes)), kernel_sizes)
+        for kernel_size, book in zip(kernel_sizes, books):
+            self._items[("rulebook", i, kernel_size)] = book
+
+    def item(self, key: PlanKey) -> Any:
+        """A derived host item (``PlanKey``), built on first use."""
         if key not in self._items:
-            kind, i, arg = (key + (None,))[:3]
+            kind, i, arg = (tuple(key) + (None,))[:3]
+            if kind not in _ITEM_KINDS or len(key) != 2 + (kind in _SIZED):
+                raise KeyError(f"unknown plan item {key!r}: kinds {_ITEM_KINDS}, with a size for {_SIZED}")
+            if self.levels[0].code is None:  # handed over without the host-only fields
+                _LOG.warning("plan item %s was not built where the batch was prepared: building it here "
+                             "(add it to the model's plan_items)", key)
+                first = self.levels[0]
+                self._items[key] = BatchPlan(first.grid, first.offset, self.orders, [key]).item(key)
+                return self._items[key]
             level = self.level(i)
-            if kind == "neighbours":
-                value: Any = neighbour_table(level.grid, level.batch, arg)
-            elif kind == "rulebook":
-                value = conv_rulebook(self.item(("neighbours", i, arg)))
-            elif kind == "patches":
-                value = patch_layout(level.offset, level.order, level.inverse, arg)
+            if kind == "rulebook":
+                self._build_rulebooks(i, (arg,))
+                return self._items[key]
+            if kind == "patches":
+                value: Any = patch_layout(level.offset, level.order, level.inverse, arg)
+            elif kind == "patch_mask":
+                value = additive_mask(self.item(("patches", i, arg)))
+            elif kind == "varlen":
+                value = varlen_layout(self.item(("patches", i, arg)))
             elif kind == "pool":
                 value = pool_table(level.cluster, level.num_points)
-            else:
-                raise KeyError(f"unknown plan item {key!r}")
+            else:  # spconv's indices (cloud, x, y, z) int32 and spatial shape
+                value = (np.concatenate([level.batch[:, None], level.grid], 1).astype(np.int32),
+                         (level.grid.max(0) + 1).tolist())
             self._items[key] = value
         return self._items[key]
 
@@ -299,6 +391,52 @@ class BatchPlan:
         if device not in self._devices:
             self._devices[device] = DevicePlan(self, device)
         return self._devices[device]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Every array packed into one byte tensor (``train.models.packing``): a DataLoader worker
+        hands the plan to the training process as one block of shared memory, not array by array."""
+        levels = [dataclasses.replace(level, grid=level.grid if i == 0 else None, code=None, order=None, inverse=None)
+                  for i, level in enumerate(self.levels)]
+        skeleton, buffer = pack((levels, self._items), shared=_in_worker())
+        return {"orders": self.orders, "num_points": self.num_points, "num_clouds": self.num_clouds,
+                "skeleton": skeleton, "buffer": buffer}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.orders, self.num_points, self.num_clouds = state["orders"], state["num_points"], state["num_clouds"]
+        self.levels, self._items = unpack(state["skeleton"], state["buffer"])
+        self._devices = {}
+        self.buffer = state["buffer"]
+
+    def pin_memory(self) -> "BatchPlan":
+        """The plan with every array in one page-locked buffer (DataLoader's ``pin_memory`` calls
+        this): a device copies it in one asynchronous transfer (``DevicePlan.upload``)."""
+        skeleton, buffer = pack((self.levels, self._items), pinned=True)
+        plan = copy.copy(self)
+        plan.levels, plan._items = unpack(skeleton, buffer)
+        plan._devices = {}
+        plan.buffer = buffer
+        return plan
+
+
+_ITEM_KINDS = ("rulebook", "patches", "patch_mask", "varlen", "pool", "spconv")
+_SIZED = ("rulebook", "patches", "patch_mask", "varlen")
+
+
+def additive_mask(layout: PatchLayout) -> Optional[np.ndarray]:
+    """The additive key mask (R, 1, 1, L) float32 of a patch layout (0 real, -inf padding), or
+    None when every slot is real (SDPA converts a boolean mask on every call)."""
+    if layout.mask is None:
+        return None
+    return np.where(layout.mask, np.float32(0), np.float32(-np.inf))[:, None, None, :]
+
+
+def varlen_layout(layout: PatchLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The patches packed without padding (flash attention's variable-length form): rows (k, T)
+    per curve, scatter (k, N) into the packed rows, cu_seqlens (R + 1,) int32, the longest row."""
+    real = np.ones(layout.gather.shape[1:], dtype=bool) if layout.mask is None else layout.mask
+    packed_pos = np.cumsum(real.reshape(-1)) - 1
+    cu = np.concatenate([[0], np.cumsum(layout.lengths)]).astype(np.int32)
+    return layout.gather[:, real], packed_pos[layout.scatter], cu, int(layout.lengths.max())
 
 
 @dataclass(frozen=True)
@@ -313,13 +451,23 @@ class DeviceRulebook:
 
 
 class DevicePlan:
-    """Device copies of a ``BatchPlan``'s arrays, each uploaded on first use (no device-to-host
-    traffic). On the CPU the tensors share the host arrays' memory."""
+    """Device views of a ``BatchPlan``'s arrays, each made on first use (no device-to-host traffic
+    and no host computation: every array is built by the host plan). On the CPU the tensors share
+    the host arrays' memory; on a device, a plan that arrived packed (``BatchPlan.buffer``) is
+    copied in one transfer (:meth:`upload`) and its arrays are views of that copy."""
 
     def __init__(self, host: BatchPlan, device: torch.device):
         self.host = host
         self.device = device
         self._tensors: dict[tuple[Any, ...], Any] = {}
+        self._buffer: Optional[torch.Tensor] = None
+
+    def upload(self) -> Optional[torch.Tensor]:
+        """Copy the host plan's packed buffer to the device (asynchronous from pinned memory, on the
+        current stream) unless done; returns the device buffer (None on the CPU or when unpacked)."""
+        if self._buffer is None and self.host.buffer is not None and self.device.type != "cpu":
+            self._buffer = self.host.buffer.to(self.device, non_blocking=True)
+        return self._buffer
 
     def _get(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
         if key not in self._tensors:
@@ -327,7 +475,15 @@ class DevicePlan:
         return self._tensors[key]
 
     def tensor(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=True)
+        """``array`` on the device: a view of the uploaded buffer when it lies in the host plan's
+        packed buffer, else its own copy (on the CPU: the array's memory)."""
+        if self.device.type == "cpu":
+            return torch.from_numpy(np.ascontiguousarray(array))
+        buffer = self.upload()
+        at = None if buffer is None else buffer_offset(self.host.buffer, array)
+        if at is None:
+            return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=True)
+        return buffer[at:at + array.nbytes].view(_TORCH_DTYPES[array.dtype.type]).view(array.shape)
 
     def level_tensor(self, i: int, name: str) -> torch.Tensor:
         """A field of ``HostLevel`` i (offset, cluster, index, grid, batch) on the device."""
@@ -358,14 +514,11 @@ class DevicePlan:
 
     def patch_mask(self, i: int, patch_size: int, dtype: torch.dtype) -> Optional[torch.Tensor]:
         """Additive key mask (R, 1, 1, L) of level i's patches in ``dtype`` (0 real, -inf padding),
-        or None when every slot is real; one per dtype (SDPA converts a boolean mask every call)."""
+        or None when every slot is real; one per dtype."""
 
         def build() -> Optional[torch.Tensor]:
-            layout: PatchLayout = self.host.item(("patches", i, patch_size))
-            if layout.mask is None:
-                return None
-            additive = np.where(layout.mask, 0.0, -np.inf).astype(np.float32)[:, None, None, :]
-            return self.tensor(additive).to(dtype)
+            mask = self.host.item(("patch_mask", i, patch_size))
+            return None if mask is None else self.tensor(mask).to(dtype)
 
         return self._get(("patch_mask", i, patch_size, dtype), build)
 
@@ -374,26 +527,27 @@ class DevicePlan:
         the rulebook dictionary every spconv layer on this level fills and reuses."""
 
         def build() -> tuple[torch.Tensor, list[int], dict[str, Any]]:
-            level = self.host.level(i)
-            indices = np.concatenate([level.batch[:, None], level.grid], 1).astype(np.int32)
-            return self.tensor(indices), (level.grid.max(0) + 1).tolist(), {}
+            indices, shape = self.host.item(("spconv", i))
+            return self.tensor(indices), list(shape), {}
 
         return self._get(("spconv", i), build)
 
     def varlen_patches(self, i: int, patch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """The same patches packed without padding (flash attention's variable-length form):
-        rows (k, T) per curve, scatter (k, N_i) into the packed rows, cu_seqlens (R + 1,) int32 and
-        the longest row."""
+        """The same patches packed without padding (``varlen_layout``) on the device."""
 
         def build() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-            layout: PatchLayout = self.host.item(("patches", i, patch_size))
-            real = np.ones(layout.gather.shape[1:], dtype=bool) if layout.mask is None else layout.mask
-            packed_pos = np.cumsum(real.reshape(-1)) - 1
-            cu = np.concatenate([[0], np.cumsum(layout.lengths)]).astype(np.int32)
-            return (self.tensor(layout.gather[:, real]), self.tensor(packed_pos[layout.scatter]),
-                    self.tensor(cu), int(layout.lengths.max()))
+            rows, scatter, cu, longest = self.host.item(("varlen", i, patch_size))
+            return self.tensor(rows), self.tensor(scatter), self.tensor(cu), longest
 
         return self._get(("varlen", i, patch_size), build)
+
+
+_TORCH_DTYPES = {np.int64: torch.int64, np.int32: torch.int32, np.float32: torch.float32, np.bool_: torch.bool,
+                 np.int16: torch.int16, np.float64: torch.float64}
+
+
+def _in_worker() -> bool:
+    return torch.utils.data.get_worker_info() is not None
 
 
 def _host_array(value: Any, name: str) -> np.ndarray:

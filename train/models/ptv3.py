@@ -17,11 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from train.models.attention import flash_attn_available
 from train.models.blocks import Block, SerializedPooling, SerializedUnpooling, curve_permutation, point_batch_norm
-from train.models.plan import BatchPlan
+from train.models.plan import BatchPlan, PlanKey
 from train.models.point import PointLevel, check_input
 from train.models.serialization import ORDERS
-from train.models.sparse_conv import SubMConv3d
+from train.models.sparse_conv import SubMConv3d, spconv_imports
 
 
 @dataclass
@@ -147,6 +148,30 @@ class PTv3(nn.Module):
             rates = dec_rates[first:first + cfg.dec_depths[s]][::-1]
             self.dec_blocks.append(blocks(cfg.dec_depths[s], cfg.dec_channels[s], cfg.dec_heads[s], rates))
         self.head = nn.Linear(cfg.dec_channels[0], num_classes)
+
+    def plan_items(self, device: torch.device) -> tuple[PlanKey, ...]:
+        """The batch-plan items (``train.models.plan.PlanKey``) this model's forward on ``device``
+        reads, so that a loader can build them where the batch is prepared (decision 47): per
+        level, the convolutions' rulebooks (or spconv's indices where spconv runs them), the
+        attention patches with their key mask (and the variable-length form where flash
+        attention may run them), and the pooling tables."""
+        cfg = self.config
+        cuda = torch.device(device).type == "cuda"
+        spconv = cfg.conv_backend == "spconv" or (cfg.conv_backend == "auto" and cuda and spconv_imports())
+        flash = cfg.attn_backend != "sdpa" and cuda and flash_attn_available()
+
+        def conv(level: int, kernel_size: int) -> PlanKey:
+            return ("spconv", level) if spconv else ("rulebook", level, kernel_size)
+
+        items = {conv(0, cfg.stem_kernel)}
+        for s, depth in enumerate(cfg.enc_depths):
+            if depth or (s < len(cfg.dec_depths) and cfg.dec_depths[s]):
+                items |= {conv(s, 3), ("patches", s, cfg.patch_size), ("patch_mask", s, cfg.patch_size)}
+                if flash:
+                    items.add(("varlen", s, cfg.patch_size))
+            if s > 0:
+                items.add(("pool", s))
+        return tuple(sorted(items, key=str))
 
     def _input_level(self, data: dict[str, Any]) -> PointLevel:
         check_input(data, self.in_channels)
