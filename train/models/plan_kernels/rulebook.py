@@ -99,6 +99,25 @@ def neighbour_lists(pillar_start: np.ndarray, sorted_z: np.ndarray, sorted_point
     window = np.empty(k * k, dtype=np.int64)  # per column: first neighbour-pillar voxel not below z - r
     e = 0
     for pillar in range(num_pillars):
+        if pillar_start[pillar + 1] - pillar_start[pillar] == 1:  # a lone voxel (most of a ground surface)
+            s = pillar_start[pillar]
+            start[s] = e
+            z = sorted_z[s]
+            for c in range(k * k):
+                q = columns[pillar, c]
+                if q < 0:
+                    continue
+                for j in range(pillar_start[q], pillar_start[q + 1]):
+                    dz = sorted_z[j] - z
+                    if dz > r:
+                        break
+                    if dz >= -r:
+                        o = c * k + dz + r
+                        offset[e] = o
+                        point[e] = sorted_point[j]
+                        count[o] += 1
+                        e += 1
+            continue
         for c in range(k * k):
             q = columns[pillar, c]
             window[c] = pillar_start[q] if q >= 0 else -1
