@@ -4,6 +4,8 @@
   60 lines, and no prose paragraph is longer than 120 words.
 * docs/decisions.md: no decision is longer than 60 lines (its heading to the next heading of the
   same level); longer accounts live in ``docs/notes/`` and the decision links them.
+* Every repository file the README or a document names by path (``docs/...md``,
+  ``benchmarks/STUDY.md``, ...) exists, so a link moved to ``docs/`` or ``docs/notes/`` resolves.
 
 A *paragraph* here is a block of consecutive non-blank lines outside code fences that is not a
 heading, a table or an indented block; each item of a list (its first line and the lines
@@ -77,6 +79,15 @@ def test_no_decision_is_longer_than_60_lines() -> None:
     assert len(lengths) > 40, "docs/decisions.md has too few decisions; did its headings change?"
     long = {d: n for d, n in lengths.items() if n > MAX_DECISION_LINES}
     assert not long, f"decisions over {MAX_DECISION_LINES} lines: {long}; move the account to docs/notes/"
+
+
+def test_every_document_path_named_in_the_documents_exists() -> None:
+    documents = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+    named = {(doc.relative_to(ROOT), m[0]) for doc in documents
+             for m in re.finditer(r"\b(?:docs|benchmarks)/[\w./-]+\.md\b", doc.read_text(encoding="utf-8"))}
+    assert len(named) > 10, "too few document paths found; did the documents change?"
+    missing = sorted(f"{doc}: {path}" for doc, path in named if not (ROOT / path).is_file())
+    assert not missing, "document paths that do not exist:\n" + "\n".join(missing)
 
 
 def test_the_paragraph_reader_splits_as_documented() -> None:
