@@ -4,8 +4,8 @@
   60 lines, and no prose paragraph is longer than 120 words.
 * docs/decisions.md: no decision is longer than 60 lines (its heading to the next heading of the
   same level); longer accounts live in ``docs/notes/`` and the decision links them.
-* Every repository file the README or a document names by path (``docs/...md``,
-  ``benchmarks/STUDY.md``, ...) exists, so a link moved to ``docs/`` or ``docs/notes/`` resolves.
+* Every repository file the README or a document names by path (a Markdown file
+  under ``docs/`` or ``benchmarks/``) exists, so a link moved to ``docs/`` or ``docs/notes/`` resolves.
 
 A *paragraph* here is a block of consecutive non-blank lines outside code fences that is not a
 heading, a table or an indented block; each item of a list (its first line and the lines
