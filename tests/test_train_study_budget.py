@@ -50,7 +50,8 @@ def test_capacity_statement_thresholds() -> None:
     assert "cannot show distillation" in capacity_statement(0.50, 0.50 - (CAPACITY_MIN_GAP - 0.5) / 100)
     assert "synthetic-variant fine" in capacity_statement(0.50, 0.45)
     roomy = capacity_statement(0.50, 0.50 - (HARDER_TARGET_GAP + 1) / 100)
-    assert "room for distillation" in roomy and "gap +11.0 points" in roomy
+    assert "room for distillation" in roomy and "gap +11.0 points" in roomy and "provisional" not in roomy
+    assert "provisional" in capacity_statement(0.5, 0.3, converged=False)
 
 
 def test_regimes_set_the_student_losses_and_refuse_a_contradicting_option(tmp_path: Path) -> None:
@@ -84,6 +85,7 @@ def test_converged_study_searches_budgets_per_regime_and_resumes_unit_by_unit(
         assert saved["teacher"]["val"] == json.loads((out / "budget/teacher/epochs-2/result.json").read_text())["val"]
         report = (out / regime / "STUDY.md").read_text()
         assert f"{regime} regime" in report and "Capacity check" in report and "| CE | 2 |" in report
+        assert "provisional" not in report  # both searches converged (any gain is < 1e9 points)
         kd_log = (out / regime / "units" / "KD" / "seed-0" / "train_log.csv").read_text().splitlines()[0]
         assert "gradnorm_kld" in kd_log  # --log-term-grads is on in every unit
         kd_result = json.loads((out / regime / "units" / "KD" / "seed-1" / "result.json").read_text())

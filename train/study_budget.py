@@ -90,10 +90,12 @@ def regime_conflicts(regime: str, explicit: dict[str, Any]) -> list[str]:
     return sorted(k for k, v in REGIMES[regime].items() if k in explicit and explicit[k] != v)
 
 
-def capacity_statement(teacher_miou: float, student_miou: float) -> str:
-    """What the validation gap between the converged teacher and the converged CE student allows."""
+def capacity_statement(teacher_miou: float, student_miou: float, converged: bool = True) -> str:
+    """What the validation gap between the converged teacher and the converged CE student allows
+    (``converged``: whether both searches converged; if not, the check is provisional)."""
     gap = 100.0 * (teacher_miou - student_miou)
-    head = (f"Capacity check (validation, converged budgets): teacher {100 * teacher_miou:.1f}, CE student "
+    state = "converged budgets" if converged else "**a search did not converge: provisional**"
+    head = (f"Capacity check (validation, {state}): teacher {100 * teacher_miou:.1f}, CE student "
             f"{100 * student_miou:.1f}, gap {gap:+.1f} points. ")
     if gap < CAPACITY_MIN_GAP:
         return head + (f"**The set cannot show distillation**: the student alone comes within {CAPACITY_MIN_GAP:g} "

@@ -161,7 +161,8 @@ def budget_lines(budget: dict[str, Any]) -> list[str]:
         lines.append(f"| {label} | {tried} | {'yes' if search['converged'] else '**no**'} | {search[used]} epochs |")
     miou = {name: dict((e, m) for e, m in budget[name]["tried"]) for name in ("teacher", "student")}
     lines += ["", capacity_statement(miou["teacher"][budget["teacher"]["largest"]],
-                                     miou["student"][budget["student"]["chosen"]]), ""]
+                                     miou["student"][budget["student"]["chosen"]],
+                                     budget["teacher"]["converged"] and budget["student"]["converged"]), ""]
     return lines
 
 
