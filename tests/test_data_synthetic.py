@@ -22,7 +22,7 @@ from train.data.synthetic.dataset import (
     synthesize_dataset,
 )
 from train.data.synthetic.primitives import box_hit, ellipsoid_hit, frustum_hit
-from train.data.synthetic.scene import generate_scene
+from train.data.synthetic.scene import STYLES, generate_scene
 from train.data.synthetic.sensor import SensorConfig, cast_scan
 from train.data.waymo import WaymoDataset
 
@@ -178,6 +178,52 @@ def test_class_mix_and_strength_depend_on_class_and_incidence() -> None:
     horizontal = np.hypot(coord[:, 0], coord[:, 1])
     near, far = road & (horizontal < 10), road & (horizontal > 25) & (horizontal < 40)
     assert strength[near].mean() > 1.5 * strength[far].mean()  # grazing incidence is darker
+
+
+def _scene_digest(variant: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for i in range(3):
+        s = generate_scene(np.random.default_rng([0, i]), variant=variant)
+        for table in (s.boxes, s.frustums, s.ellipsoids, s.ground, s.ground_default, s.ego):
+            h.update(np.ascontiguousarray(table).tobytes())
+    return h.hexdigest()
+
+
+def test_demo_scenes_are_the_ones_drawn_before_variants_existed() -> None:
+    # digest of scenes 0-2 of seed 0, taken at 3515f26 (before train.data.synthetic.scene.STYLES)
+    assert _scene_digest("demo") == "10ae180034a2ccb61af08404e3c43481a0a0ce7e05f69cec4b7812d94531db34"
+    assert _scene_digest("fine") != _scene_digest("demo")
+
+
+def test_fine_variant_has_valid_labels_and_more_small_and_thin_objects() -> None:
+    from train.config import SYNTHETIC_VARIANTS
+
+    assert SYNTHETIC_VARIANTS == tuple(STYLES)
+    shares = {}
+    for variant in ("demo", "fine"):
+        seg = np.concatenate([simulate_frames(i, 3, SMALL, variant=variant)[0]["segment"] for i in range(6)])
+        assert seg.min() >= -1 and seg.max() < len(WAYMO_CLASSES) and seg.dtype == np.int32
+        shares[variant] = np.bincount(seg + 1, minlength=len(WAYMO_CLASSES) + 1)[1:] / len(seg)
+    thin = [C[n] for n in ("pedestrian", "pole", "construction_cone", "bicycle", "sign", "tree_trunk")]
+    assert shares["fine"][thin].sum() > 1.5 * shares["demo"][thin].sum()
+    assert (shares["fine"] > 0).sum() >= (shares["demo"] > 0).sum()
+    with pytest.raises(ValueError, match="synthetic variant must be one of"):
+        generate_scene(np.random.default_rng(0), variant="hard")
+
+
+def test_variant_is_part_of_the_cache_key_and_the_demo_key_is_unchanged(tmp_path: Path) -> None:
+    root = tmp_path / "synth"
+    ensure_synthetic_dataset(root, scenes=2, seed=0, beams=8, azimuth_steps=64, test_fraction=0.0)
+    assert "variant" not in json.loads((root / MARKER).read_text())["params"]  # demo caches stay valid
+    demo = _tree_bytes(root)
+    ensure_synthetic_dataset(root, scenes=2, seed=0, beams=8, azimuth_steps=64, test_fraction=0.0, variant="fine")
+    assert json.loads((root / MARKER).read_text())["params"]["variant"] == "fine"
+    assert _tree_bytes(root) != demo
+    with pytest.raises(ValueError, match="synthetic variant"):
+        ensure_synthetic_dataset(tmp_path / "other", scenes=5, variant="hard")
+    assert not (tmp_path / "other").exists()  # refused before anything was written
 
 
 # ----------------------------------------------------------------------------- writer and cache

@@ -38,6 +38,7 @@ CONV_BACKENDS: tuple[str, ...] = ("auto", "torch", "spconv")  # train.models.spa
 # "auto" (fast.tps.auto_tps_place) or one of fast.topo_loss.TPS_PLACES, named here without importing torch
 TOPO_TPS: tuple[str, ...] = ("auto", "host", "device")
 PREEMPT_SIGNALS: tuple[str, ...] = ("TERM", "USR1", "USR2", "INT", "HUP")  # --preempt-signal (train.preemption)
+SYNTHETIC_VARIANTS: tuple[str, ...] = ("demo", "fine")  # train.data.synthetic.scene.STYLES (a test checks)
 
 # Loss terms each stage switches on (paper Table 5 rows); ablation flags override them.
 STAGE_TERMS: dict[str, dict[str, bool]] = {
@@ -177,6 +178,7 @@ class RunConfig:
     synthetic_seed: int = 0
     synthetic_beams: int | None = None
     synthetic_azimuth_steps: int | None = None
+    synthetic_variant: str = "demo"
 
     def terms(self) -> dict[str, bool]:
         """The loss terms switched on: the stage's defaults, overridden by the ablation flags."""
@@ -294,6 +296,9 @@ _HELP: dict[str, str] = {
     "synthetic_test_fraction": "fraction of the synthetic scenes held out for testing (labelled; 0: none)",
     "synthetic_seed": "seed of the simulated scenes (kept apart from --seed so runs share the data)",
     "synthetic_beams": "beams of the simulated LiDAR",
+    "synthetic_variant": "scene style of the simulator: demo (the README's scenes) | fine (harder, same classes: "
+    "reflectivity spread 1.8x, small and thin objects 2.5x as frequent, more pole-thin trees; for the capacity "
+    "check of a converged study, docs/notes/converged-study.md)",
     "synthetic_azimuth_steps": "azimuth steps of the simulated LiDAR",
 }
 
@@ -340,7 +345,7 @@ GROUPS: dict[str, str] = {
 _GROUP: dict[str, str] = {
     **dict.fromkeys(("dataset", "data_root", "nuscenes_version", "grid_size", "skip_bad_scans", "num_workers",
                      "synthetic_scenes", "synthetic_val_fraction", "synthetic_test_fraction", "synthetic_seed",
-                     "synthetic_beams", "synthetic_azimuth_steps"), "data"),
+                     "synthetic_beams", "synthetic_azimuth_steps", "synthetic_variant"), "data"),
     **dict.fromkeys(("teacher_preset", "student_preset", "teacher_overrides", "student_overrides",
                      "teacher_checkpoint", "conv_backend"), "models"),
     **dict.fromkeys(("stage", "seg_loss", "class_weights", "kld", "topo", "grad", "lambda_kld", "lambda_topo",
@@ -403,7 +408,8 @@ The synthetic data set is written to --data-root, not under --out."""
 def _choices(name: str) -> tuple[Any, ...] | None:
     return {"dataset": DATASETS, "stage": STAGES, "nuscenes_version": NUSCENES_VERSIONS, "seg_loss": SEG_LOSSES,
             "class_weights": CLASS_WEIGHTINGS, "topo_distance": DISTANCES, "pi_norm": PI_NORMS,
-            "topo_normalize": TOPO_NORMALIZE, "conv_backend": CONV_BACKENDS, "topo_tps": TOPO_TPS}.get(name)
+            "topo_normalize": TOPO_NORMALIZE, "conv_backend": CONV_BACKENDS, "topo_tps": TOPO_TPS,
+            "synthetic_variant": SYNTHETIC_VARIANTS}.get(name)
 
 
 def default_text(name: str) -> str:
@@ -626,6 +632,8 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"--conv-backend must be one of {CONV_BACKENDS}, got {cfg.conv_backend!r}")
     if cfg.seg_loss not in SEG_LOSSES:
         raise ValueError(f"--seg-loss must be one of {SEG_LOSSES}, got {cfg.seg_loss!r}")
+    if cfg.synthetic_variant not in SYNTHETIC_VARIANTS:
+        raise ValueError(f"--synthetic-variant must be one of {SYNTHETIC_VARIANTS}, got {cfg.synthetic_variant!r}")
     if cfg.topo_tps not in TOPO_TPS:
         raise ValueError(f"--topo-tps must be one of {TOPO_TPS}, got {cfg.topo_tps!r}")
     if cfg.topo_tps == "device" and not runs_on_cuda(cfg):

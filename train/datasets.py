@@ -85,7 +85,7 @@ def _ensure_synthetic(cfg: RunConfig, info: DistInfo) -> None:
                   if v is not None}
         ensure_synthetic_dataset(Path(cfg.data_root), scenes=cfg.synthetic_scenes, seed=cfg.synthetic_seed,
                                  val_fraction=cfg.synthetic_val_fraction,
-                                 test_fraction=cfg.synthetic_test_fraction, **sensor)
+                                 test_fraction=cfg.synthetic_test_fraction, variant=cfg.synthetic_variant, **sensor)
     barrier()
 
 

@@ -20,7 +20,15 @@ option of ``python -m train.run`` (budget, presets, data) is accepted and applie
 ``--seed`` is replaced by the unit's seed (data order, augmentation, initialisation, TPS starts);
 the teacher uses the first seed. The report (:mod:`train.study_report`) is written to
 ``<out>/STUDY.md`` with its bar chart ``<out>/study.png`` and the raw numbers in
-``<out>/study.json``.
+``<out>/study.json``. Every unit logs each term's gradient norm (``--log-term-grads``, every
+:data:`TERM_GRAD_INTERVAL` steps unless given).
+
+Converged studies (:mod:`train.study_budget`): ``--converge`` first searches the teacher's budget
+(from ``--teacher-epochs``, doubling, one unit per budget under ``<out>/budget/teacher/``) and
+then, per regime, the CE student's (from ``--epochs``, under ``<out>[/<regime>]/budget/student/``),
+and trains every row at the student budget found; the report adds the searches and the capacity
+check. ``--regime paper demo`` runs the rows once per regime, each under ``<out>/<regime>/`` with
+its own report, against the one teacher.
 """
 from __future__ import annotations
 
@@ -46,6 +54,8 @@ from train.distributed import DistInfo, barrier, launch
 from train.loop import FINAL
 from train.profiling import StepTimer
 from train.run import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse
+from train.study_budget import (DEFAULT_MAX_DOUBLINGS, DEFAULT_TOLERANCE, REGIMES, BudgetSearch, check_search,
+                                regime_conflicts, search_budget)
 from train.study_report import write_study_report
 
 TABLES: tuple[int, ...] = (5, 7, 10, 11)
@@ -60,6 +70,9 @@ PAPER_SINKHORN_EPS: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2)  # paper Table 11
 # 4e4 times PWCD's (measured on the tiny test models at initialisation, TPS budget 256: gradient norm
 # 184478 vs 4.90 per unit weight, Sinkhorn 2.85), so 8 * 4.90 / 184478 ~ 2e-4 gives it PWCD's push.
 PI_LAMBDA_TOPO = 2e-4
+# --log-term-grads of every unit unless given: 4 extra backward passes every 25 steps cost about a
+# tenth of a full-objective step on average and give 50-70 points per curve at 1,200-1,700 steps.
+TERM_GRAD_INTERVAL = 25
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"Table 11 values of --sinkhorn-eps (default {list(PAPER_SINKHORN_EPS)})")
     p.add_argument("--saliency-sets", nargs="+", default=["1 2 3 4", "3 4", "4"],
                    help="Table 10 decoder-stage sets, each a quoted list (default: '1 2 3 4' '3 4' '4')")
+    p.add_argument("--regime", nargs="+", choices=tuple(REGIMES), default=None,
+                   help="the students' L_seg and L_kld: paper (plain CE, unweighted L_seg and KL) and/or demo "
+                   "(class-weighted L_seg and KL); each under <out>/<regime>/ (default: the options as given)")
+    p.add_argument("--converge", action="store_true",
+                   help="search the teacher's and the CE student's budgets first (doubling --teacher-epochs and "
+                   "--epochs until the validation gain is below --budget-tolerance), then train every row at the "
+                   "student budget found")
+    p.add_argument("--budget-tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help=f"mIoU points a doubling must gain to go on (default {DEFAULT_TOLERANCE:g})")
+    p.add_argument("--max-doublings", type=int, default=DEFAULT_MAX_DOUBLINGS,
+                   help=f"most doublings of each search (default {DEFAULT_MAX_DOUBLINGS})")
     return p
 
 
@@ -194,38 +218,123 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[Row], Ru
     if not any(r == "--dataset" or r.startswith("--dataset=") for r in rest):
         rest = ["--dataset", "synthetic", *rest]
     base = resolve(rest)
+    if base.log_term_grads == 0:
+        base.log_term_grads = TERM_GRAD_INTERVAL
+    explicit = _explicit_options(rest)
+    for regime in args.regime or ():
+        regime_config(base, regime)  # a regime that cannot run is refused now
+        clash = regime_conflicts(regime, explicit)
+        if clash:
+            raise ValueError(f"--regime {regime} sets {', '.join('--' + k.replace('_', '-') for k in clash)} itself "
+                             f"({REGIMES[regime]}); leave them out or choose another regime")
+    if args.converge:
+        check_search(base.teacher_epochs, args.budget_tolerance, args.max_doublings)
+        check_search(base.epochs, args.budget_tolerance, args.max_doublings)
     if args.out is None:
         args.out = str(Path("runs") / f"study-{base.dataset}-table{args.table}")
     return args, rows, base
 
 
-def run_study(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, info: DistInfo,
-              argv: Sequence[str]) -> dict[str, Any]:
-    """Train the teacher and every unit; write and return the report's numbers."""
-    out = Path(args.out)
-    t0 = time.perf_counter()
-    teacher_dir = out / "teacher"
-    teacher_cfg = finalize({**base.to_dict(), "stage": "teacher", "seed": args.seeds[0], "out": str(out),
-                            "resume": True})
-    data = prepare_splits(teacher_cfg, info)
-    teacher = run_unit(teacher_cfg, "teacher", teacher_dir, data, info, None)
+def _explicit_options(argv: Sequence[str]) -> dict[str, Any]:
+    """The run options set on the command line or in its ``--config`` file (field -> value)."""
+    from train.config import build_parser as run_parser, load_yaml
+
+    given = vars(run_parser().parse_args(argv))  # unset options stay absent (argument_default SUPPRESS)
+    path = given.pop("config", None)
+    return {**(load_yaml(path) if path else {}), **given}
+
+
+def regime_config(base: RunConfig, regime: str | None) -> RunConfig:
+    """``base`` with the student losses of ``regime`` (None: as given), validated."""
+    return base if regime is None else finalize({**base.to_dict(), **REGIMES[regime]})
+
+
+def _teacher_config(base: RunConfig, seed: int, epochs: int, out: Path) -> RunConfig:
+    return finalize({**base.to_dict(), "stage": "teacher", "seed": seed, "teacher_epochs": epochs, "out": str(out),
+                     "resume": True})
+
+
+def _say(info: DistInfo, base: RunConfig, text: str) -> None:
+    if info.is_main and base.progress:
+        print(f"[study] {text}", flush=True)
+
+
+def train_teacher(args: argparse.Namespace, base: RunConfig, data: SplitData,
+                  info: DistInfo) -> tuple[Path, dict[str, Any], BudgetSearch | None]:
+    """The study's one teacher: at ``--teacher-epochs`` in ``<out>/teacher``, or with ``--converge``
+    the largest budget of the search in ``<out>/budget/teacher/epochs-<E>``. Returns its folder,
+    its result and the search."""
+    out, seed = Path(args.out), args.seeds[0]
+    if not args.converge:
+        return out / "teacher", run_unit(_teacher_config(base, seed, base.teacher_epochs, out), "teacher",
+                                         out / "teacher", data, info, None), None
+    results: dict[int, dict[str, Any]] = {}
+
+    def score(epochs: int) -> float:
+        _say(info, base, f"teacher budget {epochs} epochs")
+        unit = out / "budget" / "teacher" / f"epochs-{epochs}"
+        results[epochs] = run_unit(_teacher_config(base, seed, epochs, out), "teacher", unit, data, info, None)
+        return float(results[epochs]["val"]["miou"])
+
+    search = search_budget(score, base.teacher_epochs, args.budget_tolerance, args.max_doublings)
+    return out / "budget" / "teacher" / f"epochs-{search.largest}", results[search.largest], search
+
+
+def search_student_budget(args: argparse.Namespace, base: RunConfig, root: Path, data: SplitData, info: DistInfo,
+                          teacher_ckpt: Path) -> BudgetSearch:
+    """The CE student's converged budget (``--converge``), one unit per budget under ``root/budget/student``."""
+    def score(epochs: int) -> float:
+        _say(info, base, f"CE student budget {epochs} epochs")
+        unit = root / "budget" / "student" / f"epochs-{epochs}"
+        cfg = unit_config(finalize({**base.to_dict(), "epochs": epochs}), CE, args.seeds[0], unit, teacher_ckpt)
+        return float(run_unit(cfg, CE.stage, unit, data, info, teacher_ckpt)["val"]["miou"])
+
+    return search_budget(score, base.epochs, args.budget_tolerance, args.max_doublings)
+
+
+def run_rows(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, root: Path, data: SplitData,
+             info: DistInfo, teacher_ckpt: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every (row, seed) unit under ``root/units``, seed-major: a study stopped early still has every
+    row for the seeds it finished."""
     units: dict[str, list[dict[str, Any]]] = {}
-    # seed-major: a study stopped early still has every row for the seeds it finished
     for seed in args.seeds:
         for row in rows:
-            unit_dir = out / "units" / row.key.replace(" ", "_") / f"seed-{seed}"
-            cfg = unit_config(base, row, seed, unit_dir, teacher_dir / FINAL)
-            if info.is_main and base.progress:
-                print(f"[study] {row.key} seed {seed}", flush=True)
-            units.setdefault(row.key, []).append(run_unit(cfg, row.stage, unit_dir, data, info, teacher_dir / FINAL))
+            unit_dir = root / "units" / row.key.replace(" ", "_") / f"seed-{seed}"
+            cfg = unit_config(base, row, seed, unit_dir, teacher_ckpt)
+            _say(info, base, f"{row.key} seed {seed}" + (f" ({root.name})" if root != Path(args.out) else ""))
+            units.setdefault(row.key, []).append(run_unit(cfg, row.stage, unit_dir, data, info, teacher_ckpt))
+    return {r.key: units[r.key] for r in rows}
+
+
+def run_study(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, info: DistInfo,
+              argv: Sequence[str]) -> dict[str, Any]:
+    """Train the teacher (searching its budget with ``--converge``), then per regime the CE
+    student's budget search and every unit; write each regime's report and return their numbers
+    (one study, or ``{regime: study}`` with ``--regime``)."""
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    data = prepare_splits(_teacher_config(base, args.seeds[0], base.teacher_epochs, out), info)
+    teacher_dir, teacher, teacher_search = train_teacher(args, base, data, info)
     command = "python -m train.study " + " ".join(shlex.quote(a) for a in argv)
-    study = {"table": args.table, "dataset": base.dataset, "seeds": list(args.seeds), "command": command,
-             "class_names": list(data.class_names), "eval_split": "test" if data.has_test else "val",
-             "teacher": teacher, "rows": {r.key: units[r.key] for r in rows},
-             "wall_s_this_invocation": time.perf_counter() - t0, "config": base.to_dict()}
-    if info.is_main:
-        write_study_report(out, study)
-    return study
+    studies: dict[str | None, dict[str, Any]] = {}
+    for regime in args.regime or [None]:
+        rbase = regime_config(base, regime)
+        root = out / regime if regime else out
+        study: dict[str, Any] = {"table": args.table, "dataset": base.dataset, "seeds": list(args.seeds),
+                                 "command": command, "class_names": list(data.class_names),
+                                 "eval_split": "test" if data.has_test else "val", "teacher": teacher,
+                                 "regime": regime}
+        if args.converge:
+            student_search = search_student_budget(args, rbase, root, data, info, teacher_dir / FINAL)
+            rbase = finalize({**rbase.to_dict(), "epochs": student_search.chosen})
+            study["budget"] = {"tolerance": args.budget_tolerance, "teacher": teacher_search.to_dict(),
+                               "student": student_search.to_dict()}
+        study["rows"] = run_rows(args, rows, rbase, root, data, info, teacher_dir / FINAL)
+        study.update(wall_s_this_invocation=time.perf_counter() - t0, config=rbase.to_dict())
+        if info.is_main:
+            write_study_report(root, study)
+        studies[regime] = study
+    return studies[None] if args.regime is None else studies
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -148,10 +148,29 @@ def ordering_statement(summary: dict[str, Any]) -> str:
     return " ".join(lines)
 
 
+def budget_lines(budget: dict[str, Any]) -> list[str]:
+    """The budget searches of a ``--converge`` study and the capacity check drawn from them."""
+    from train.study_budget import capacity_statement
+
+    lines = [f"## Budgets (doubling until validation mIoU gains < {budget['tolerance']:g} points)", "",
+             "| model | epochs tried: validation mIoU | converged | used |", "|---|---|---|---|"]
+    for name, used in (("teacher", "largest"), ("student", "chosen")):
+        search = budget[name]
+        tried = ", ".join(f"{e}: {_pct(m)}" for e, m in search["tried"])
+        label = "teacher" if name == "teacher" else "CE student (every row)"
+        lines.append(f"| {label} | {tried} | {'yes' if search['converged'] else '**no**'} | {search[used]} epochs |")
+    miou = {name: dict((e, m) for e, m in budget[name]["tried"]) for name in ("teacher", "student")}
+    lines += ["", capacity_statement(miou["teacher"][budget["teacher"]["largest"]],
+                                     miou["student"][budget["student"]["chosen"]],
+                                     budget["teacher"]["converged"] and budget["student"]["converged"]), ""]
+    return lines
+
+
 def render(study: dict[str, Any], summary: dict[str, Any]) -> str:
     split = study["eval_split"]
     names = list(summary)
-    lines = [f"# Study: paper Table {study['table']} on {study['dataset']} ({len(study['seeds'])} seeds)", "",
+    regime = f", {study['regime']} regime" if study.get("regime") else ""
+    lines = [f"# Study: paper Table {study['table']} on {study['dataset']}{regime} ({len(study['seeds'])} seeds)", "",
              f"Command: `{study['command']}`", "",
              f"Machine: {_machine()}.", "",
              f"Wall time of the units: {sum(e['wall_s'] for e in summary.values()) / 60:.1f} min "
@@ -159,6 +178,7 @@ def render(study: dict[str, Any], summary: dict[str, Any]) -> str:
              f"mIoU is reported on the **{split}** split; validation beside it (choices are made on validation).", "",
              f"Teacher: {split} mIoU {_pct(study['teacher'][split]['miou'])}, val mIoU "
              f"{_pct(study['teacher']['val']['miou'])}, {study['teacher'][split]['parameters']:,} parameters.", "",
+             *(budget_lines(study["budget"]) if "budget" in study else []),
              f"| row | seeds | {split} mIoU (mean ± 95% CI) | val mIoU | Δ vs CE (paired) | Δ vs KD (paired) | wall min |",
              "|---|---|---|---|---|---|---|"]
     for name in names:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scene import generate_scene
+from .scene import DEFAULT_VARIANT, generate_scene, scene_style
 from .sensor import SensorConfig, cast_scan
 
 GENERATOR_VERSION = 1
@@ -61,9 +61,9 @@ def scene_split(index: int, scenes: int, n_val: int, n_test: int) -> str:
 
 
 def simulate_frames(scene_index: int, seed: int, sensor: SensorConfig, frames_per_scene: int = 1,
-                    half_length: float = 80.0) -> list[dict[str, np.ndarray]]:
+                    half_length: float = 80.0, variant: str = DEFAULT_VARIANT) -> list[dict[str, np.ndarray]]:
     """All frames of scene ``scene_index`` (the ego moves FRAME_SPACING m along its heading)."""
-    scene = generate_scene(np.random.default_rng([seed, scene_index]), half_length)
+    scene = generate_scene(np.random.default_rng([seed, scene_index]), half_length, variant)
     ex, ey, yaw = scene.ego
     frames = []
     for f in range(frames_per_scene):
@@ -85,46 +85,55 @@ def write_frame(frame_dir: Path, scan: dict[str, np.ndarray], with_mask: bool) -
 def synthesize_dataset(out: str | Path, scenes: int, seed: int = 0,
                        sensor: SensorConfig | None = None, val_fraction: float = 0.2,
                        frames_per_scene: int = 1, half_length: float = 80.0,
-                       test_fraction: float = 0.2) -> Path:
-    """Generate ``scenes`` scenes into ``out`` (Waymo layout, see the module docstring)."""
+                       test_fraction: float = 0.2, variant: str = DEFAULT_VARIANT) -> Path:
+    """Generate ``scenes`` scenes of style ``variant`` into ``out`` (Waymo layout, see the module docstring)."""
     if scenes < 1 or frames_per_scene < 1:
         raise ValueError(f"need scenes >= 1 and frames_per_scene >= 1, got {scenes}, {frames_per_scene}")
+    scene_style(variant)  # an unknown variant fails before anything is written
     sensor = sensor or SensorConfig()
     out = Path(out)
     n_val, n_test = split_sizes(scenes, val_fraction, test_fraction)
     for i in range(scenes):
         split = scene_split(i, scenes, n_val, n_test)
-        for f, scan in enumerate(simulate_frames(i, seed, sensor, frames_per_scene, half_length)):
+        for f, scan in enumerate(simulate_frames(i, seed, sensor, frames_per_scene, half_length, variant)):
             frame_dir = out / split / f"segment-synth-{seed}-{i:05d}" / f"{1_600_000_000_000_000 + f * 100_000}"
             write_frame(frame_dir, scan, with_mask=split != "training")
     return out
 
 
 def generator_params(scenes: int, seed: int, sensor: SensorConfig, val_fraction: float,
-                     frames_per_scene: int, half_length: float, test_fraction: float) -> dict:
-    """Everything the output depends on; stored in the marker file."""
-    return {"generator_version": GENERATOR_VERSION, "scenes": scenes, "seed": seed,
-            "sensor": sensor.as_dict(), "val_fraction": val_fraction, "test_fraction": test_fraction,
-            "frames_per_scene": frames_per_scene, "half_length": half_length}
+                     frames_per_scene: int, half_length: float, test_fraction: float,
+                     variant: str = DEFAULT_VARIANT) -> dict:
+    """Everything the output depends on; stored in the marker file. The variant is recorded only
+    when it is not the demo's, so the demo's sets cached before variants existed stay valid."""
+    params = {"generator_version": GENERATOR_VERSION, "scenes": scenes, "seed": seed,
+              "sensor": sensor.as_dict(), "val_fraction": val_fraction, "test_fraction": test_fraction,
+              "frames_per_scene": frames_per_scene, "half_length": half_length}
+    if variant != DEFAULT_VARIANT:
+        params["variant"] = variant
+    return params
 
 
 def ensure_synthetic_dataset(root: str | Path, scenes: int = 120, seed: int = 0,
                              sensor: SensorConfig | None = None, val_fraction: float = 0.2,
                              frames_per_scene: int = 1, half_length: float = 80.0,
-                             test_fraction: float = 0.2, **sensor_overrides: float) -> Path:
+                             test_fraction: float = 0.2, variant: str = DEFAULT_VARIANT,
+                             **sensor_overrides: float) -> Path:
     """Return ``root`` holding the synthetic set for these parameters, generating it if needed.
 
     ``root/synthetic.json`` records the parameters; a matching complete marker means the cached
     set is reused, a different or incomplete one means the split folders are deleted and
     regenerated. A non-empty ``root`` without the marker is refused (it is not ours).
-    ``sensor_overrides`` replace fields of the sensor config (e.g. ``beams=64``). The default
+    ``sensor_overrides`` replace fields of the sensor config (e.g. ``beams=64``); ``variant`` picks the scene style (``scene.STYLES``). The default
     sensor (32 beams x 560 azimuths, Waymo top-lidar vertical field of view) gives about 16k
     points per scan, a CPU-demo size.
     """
     sensor = replace(sensor or SensorConfig(), **sensor_overrides)
     root = Path(root)
     split_sizes(scenes, val_fraction, test_fraction)  # bad fractions fail before anything is deleted
-    params = generator_params(scenes, seed, sensor, val_fraction, frames_per_scene, half_length, test_fraction)
+    scene_style(variant)  # so does an unknown variant
+    params = generator_params(scenes, seed, sensor, val_fraction, frames_per_scene, half_length, test_fraction,
+                              variant)
     marker = root / MARKER
     if marker.is_file():
         try:
@@ -145,6 +154,7 @@ def ensure_synthetic_dataset(root: str | Path, scenes: int = 120, seed: int = 0,
     root.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"complete": False, "params": params}, indent=1))
     _LOG.info("generating %d synthetic scenes into %s", scenes, root)
-    synthesize_dataset(root, scenes, seed, sensor, val_fraction, frames_per_scene, half_length, test_fraction)
+    synthesize_dataset(root, scenes, seed, sensor, val_fraction, frames_per_scene, half_length, test_fraction,
+                       variant)
     marker.write_text(json.dumps({"complete": True, "params": params}, indent=1))
     return root

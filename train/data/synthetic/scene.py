@@ -11,6 +11,14 @@ The classes are made learnable but not trivially: thin poles and young tree trun
 radius (trunks carry a canopy), pickups and vans are car-sized (pickups are trucks, vans are cars),
 curbs share the sidewalk's material and differ from the road by a 10-20 cm step and intensity,
 lane markers differ from road only by intensity, and every object draws its own reflectivity.
+
+Two styles (:data:`STYLES`, ``--synthetic-variant``): ``demo`` (the README demo's scenes) and
+``fine``, a harder set with the same 22 classes for the capacity check of ``train.study``: the
+reflectivity of every class spreads 1.8 times as far between objects (intensity tells classes
+apart less often, geometry must), small and thin objects (pedestrians, two-wheelers, clutter,
+signs, cones, trees and street lights) are 2.5 times as frequent, and 60% of the street trees are
+pole-thin young ones instead of 30%. ``demo`` draws exactly the numbers it drew before the styles
+existed (every factor is 1 there), so its scenes are unchanged.
 """
 from __future__ import annotations
 
@@ -38,6 +46,29 @@ MATERIALS: dict[str, tuple[float, float, float]] = {
 }
 
 
+@dataclass(frozen=True)
+class SceneStyle:
+    """How hard a scene is to segment (see the module docstring); the default is the demo's."""
+
+    material_spread: float = 1.0  # factor on every class's log-normal reflectivity spread
+    small_objects: float = 1.0  # factor on the rates of small and thin objects
+    young_trees: float = 0.3  # share of the street trees that are pole-thin young ones
+
+
+STYLES: dict[str, SceneStyle] = {
+    "demo": SceneStyle(),
+    "fine": SceneStyle(material_spread=1.8, small_objects=2.5, young_trees=0.6),
+}
+DEFAULT_VARIANT = "demo"
+
+
+def scene_style(variant: str) -> SceneStyle:
+    """The style of ``variant`` (a key of :data:`STYLES`); anything else is refused."""
+    if variant not in STYLES:
+        raise ValueError(f"synthetic variant must be one of {tuple(STYLES)}, got {variant!r}")
+    return STYLES[variant]
+
+
 @dataclass
 class Scene:
     """Primitive tables of one scene (world frame, metres, radians).
@@ -61,8 +92,9 @@ class Scene:
 class SceneBuilder:
     """Collects primitives; every ``add_*`` draws the object's reflectivity from its class."""
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    def __init__(self, rng: np.random.Generator, style: SceneStyle = STYLES[DEFAULT_VARIANT]) -> None:
         self.rng = rng
+        self.style = style
         self.boxes: list[list[float]] = []
         self.frustums: list[list[float]] = []
         self.ellipsoids: list[list[float]] = []
@@ -71,6 +103,7 @@ class SceneBuilder:
     def material(self, cls: str) -> list[float]:
         rho, spread, alpha = MATERIALS[cls]
         label = UNDEFINED if cls == "undefined" else CLASS[cls]
+        spread *= self.style.material_spread
         return [label, rho * float(np.exp(spread * self.rng.standard_normal())), alpha]
 
     def box(self, cls: str, center: tuple[float, float, float], size: tuple[float, float, float],
@@ -308,9 +341,10 @@ def _spots(rng: np.random.Generator, start: float, stop: float, gap: tuple[float
     return out
 
 
-def generate_scene(rng: np.random.Generator, half_length: float = 80.0) -> Scene:
-    """Draw one street scene and the ego pose (in a lane, facing along or against x)."""
-    b = SceneBuilder(rng)
+def generate_scene(rng: np.random.Generator, half_length: float = 80.0, variant: str = DEFAULT_VARIANT) -> Scene:
+    """Draw one street scene of style ``variant`` and the ego pose (in a lane, facing along or against x)."""
+    b = SceneBuilder(rng, scene_style(variant))
+    more = b.style.small_objects  # rates of small objects are multiplied by it, their gaps divided
     L = half_length
     n_lanes = int(rng.integers(2, 5))
     lane_w = rng.uniform(3.0, 3.7)
@@ -387,21 +421,21 @@ def generate_scene(rng: np.random.Generator, half_length: float = 80.0) -> Scene
                 x += length + gap
             # furniture on the sidewalk and in the zone
             inner = side * (half_w + curb_w + 0.45)
-            for xs in _spots(rng, x0 + 2, x1 - 2, (20, 35)):
+            for xs in _spots(rng, x0 + 2, x1 - 2, (20 / more, 35 / more)):
                 add_street_light(b, xs, inner, np.pi / 2 * -side)
-            for xs in _spots(rng, x0 + 1, x1 - 1, (6, 15)):
+            for xs in _spots(rng, x0 + 1, x1 - 1, (6 / more, 15 / more)):
                 if rng.random() < 0.65:
                     ty = y_walk + side * rng.uniform(-0.2, 0.3) * walk_w if walk_w > 2.5 or zone < 1 \
                         else y_out + side * rng.uniform(0.5, max(0.6, zone - 0.5))
-                    add_tree(b, xs, ty, young=rng.random() < 0.3)
-            for xs in _spots(rng, x0 + 1, x1 - 1, (15, 45)):
+                    add_tree(b, xs, ty, young=rng.random() < b.style.young_trees)
+            for xs in _spots(rng, x0 + 1, x1 - 1, (15 / more, 45 / more)):
                 add_sign(b, xs, inner + side * rng.uniform(0, 0.4), np.pi * (side > 0))
-            for _ in range(rng.poisson(2.5 * (x1 - x0) / L)):
+            for _ in range(rng.poisson(more * 2.5 * (x1 - x0) / L)):
                 add_person(b, rng.uniform(x0 + 1, x1 - 1), y_walk + side * rng.uniform(-0.4, 0.4) * walk_w,
                            rng.uniform(-np.pi, np.pi), "pedestrian", z=curb_h)
-            for _ in range(rng.poisson(0.8 * (x1 - x0) / L)):
+            for _ in range(rng.poisson(more * 0.8 * (x1 - x0) / L)):
                 add_two_wheeler_on(b, rng.uniform(x0 + 1, x1 - 1), y_out - side * 0.5, np.pi / 2, curb_h)
-            for _ in range(rng.poisson(1.5 * (x1 - x0) / L)):
+            for _ in range(rng.poisson(more * 1.5 * (x1 - x0) / L)):
                 cy = y_out - side * rng.uniform(0.3, 0.8)
                 before = len(b.boxes), len(b.frustums)
                 add_clutter(b, rng.uniform(x0 + 1, x1 - 1), cy, rng.uniform(0, np.pi))
@@ -455,10 +489,10 @@ def generate_scene(rng: np.random.Generator, half_length: float = 80.0) -> Scene
                 if abs(xs) > half_w + 3:
                     _add_vehicle(b, rng.choice(kinds[:2], p=[0.85, 0.15]), xc + sx * lane_w / 2, xs,
                                  sx * np.pi / 2 + rng.normal(0, 0.03))
-        for _ in range(rng.poisson(2)):  # pedestrians on the crosswalks
+        for _ in range(rng.poisson(2 * more)):  # pedestrians on the crosswalks
             add_person(b, xc + rng.choice([-1, 1]) * (cross_half + 2.5), rng.uniform(-half_w, half_w),
                        rng.uniform(-np.pi, np.pi), "pedestrian")
-    if rng.random() < 0.4:  # a work zone: cones along a lane edge
+    if rng.random() < min(1.0, 0.4 * more):  # a work zone: cones along a lane edge
         k = int(rng.integers(n_lanes))
         ye = lane0 + k * lane_w + rng.uniform(0.3, 0.8)
         xs0 = rng.uniform(-L + 10, L - 30)

@@ -1,0 +1,105 @@
+"""``python -m train.study --converge --regime``: the doubling budget search stops where the
+validation gain falls below the tolerance; regimes set the students' losses and refuse a clash;
+every unit logs term gradients; a converged two-regime study resumes unit by unit."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+import train.study as study_mod
+from tests.test_train_study import _argv
+from train.study import TERM_GRAD_INTERVAL, main, parse
+from train.study_budget import (CAPACITY_MIN_GAP, HARDER_TARGET_GAP, REGIMES, capacity_statement, regime_conflicts,
+                                search_budget)
+
+
+def _recorded(curve: dict[int, float]) -> tuple[list[int], Callable[[int], float]]:
+    calls: list[int] = []
+
+    def score(epochs: int) -> float:
+        calls.append(epochs)
+        return curve[epochs]
+
+    return calls, score
+
+
+def test_search_doubles_until_the_gain_is_below_the_tolerance() -> None:
+    calls, score = _recorded({4: 0.30, 8: 0.36, 16: 0.395, 32: 0.40, 64: 0.5})
+    search = search_budget(score, 4, tolerance=1.0, max_doublings=5)
+    assert calls == [4, 8, 16, 32]  # 16 -> 32 gains 0.5 points < 1: stop, 64 is never trained
+    assert search.converged and search.chosen == 16 and search.largest == 32
+    assert search.to_dict()["tried"] == [[4, 0.30], [8, 0.36], [16, 0.395], [32, 0.40]]
+
+
+def test_search_counts_a_loss_as_converged_and_reports_running_out_of_doublings() -> None:
+    _, score = _recorded({2: 0.40, 4: 0.38})
+    assert search_budget(score, 2, 1.0, 3).chosen == 2  # doubling lost accuracy: 2 is converged
+    calls, score = _recorded({2: 0.1, 4: 0.2, 8: 0.3})
+    search = search_budget(score, 2, 1.0, 2)
+    assert calls == [2, 4, 8] and not search.converged and search.chosen == search.largest == 8
+    with pytest.raises(ValueError, match="max-doublings"):
+        search_budget(score, 2, 1.0, 0)
+    with pytest.raises(ValueError, match="budget-tolerance"):
+        search_budget(score, 2, 0.0, 1)
+
+
+def test_capacity_statement_thresholds() -> None:
+    assert "cannot show distillation" in capacity_statement(0.50, 0.50 - (CAPACITY_MIN_GAP - 0.5) / 100)
+    assert "synthetic-variant fine" in capacity_statement(0.50, 0.45)
+    roomy = capacity_statement(0.50, 0.50 - (HARDER_TARGET_GAP + 1) / 100)
+    assert "room for distillation" in roomy and "gap +11.0 points" in roomy and "provisional" not in roomy
+    assert "provisional" in capacity_statement(0.5, 0.3, converged=False)
+
+
+def test_regimes_set_the_student_losses_and_refuse_a_contradicting_option(tmp_path: Path) -> None:
+    assert REGIMES["paper"] == {"seg_loss": "ce", "class_weights": "none", "kld_class_weights": False}
+    assert regime_conflicts("paper", {"seg_loss": "ce+lovasz", "epochs": 3}) == ["seg_loss"]
+    assert regime_conflicts("paper", {"seg_loss": "ce"}) == []
+    args, _, base = parse(_argv(tmp_path) + ["--regime", "paper", "demo"])
+    assert args.regime == ["paper", "demo"] and base.log_term_grads == TERM_GRAD_INTERVAL
+    paper, demo = (study_mod.regime_config(base, r) for r in args.regime)
+    assert (paper.seg_loss, paper.class_weights, paper.kld_class_weights) == ("ce", "none", False)
+    assert (demo.seg_loss, demo.class_weights, demo.kld_class_weights) == ("ce+lovasz", "inverse-sqrt", True)
+    assert parse(_argv(tmp_path) + ["--log-term-grads", "7"])[2].log_term_grads == 7
+    with pytest.raises(ValueError, match="--regime demo sets --kld-class-weights"):
+        parse(_argv(tmp_path) + ["--regime", "demo", "--no-kld-class-weights"])
+
+
+def test_converged_study_searches_budgets_per_regime_and_resumes_unit_by_unit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = _argv(tmp_path) + ["--rows", "CE", "KD", "--regime", "paper", "demo", "--converge",
+                              "--max-doublings", "1", "--budget-tolerance", "1e9"]
+    assert main(argv) == 0
+    out = tmp_path / "study"
+    assert sorted(p.name for p in (out / "budget" / "teacher").iterdir()) == ["epochs-1", "epochs-2"]
+    for regime in ("paper", "demo"):
+        saved = json.loads((out / regime / "study.json").read_text())["study"]
+        budget = saved["budget"]
+        assert [e for e, _ in budget["teacher"]["tried"]] == [1, 2] and budget["teacher"]["largest"] == 2
+        assert budget["student"]["converged"] and budget["student"]["chosen"] == 1  # any gain < 1e9 points
+        assert saved["config"]["epochs"] == 1 and saved["config"]["seg_loss"] == REGIMES[regime]["seg_loss"]
+        assert saved["teacher"]["val"] == json.loads((out / "budget/teacher/epochs-2/result.json").read_text())["val"]
+        report = (out / regime / "STUDY.md").read_text()
+        assert f"{regime} regime" in report and "Capacity check" in report and "| CE | 2 |" in report
+        assert "provisional" not in report  # both searches converged (any gain is < 1e9 points)
+        kd_log = (out / regime / "units" / "KD" / "seed-0" / "train_log.csv").read_text().splitlines()[0]
+        assert "gradnorm_kld" in kd_log  # --log-term-grads is on in every unit
+        kd_result = json.loads((out / regime / "units" / "KD" / "seed-1" / "result.json").read_text())
+        assert kd_result["seed"] == 1
+
+    calls: list[Path] = []
+    real = study_mod.train_or_reuse
+
+    def counting(cfg, stage, unit_dir, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(Path(unit_dir))
+        return real(cfg, stage, unit_dir, *args, **kwargs)
+
+    monkeypatch.setattr(study_mod, "train_or_reuse", counting)
+    killed = out / "demo" / "budget" / "student" / "epochs-2"
+    (killed / "result.json").unlink()
+    assert main(argv) == 0
+    assert calls == [killed]  # only the unit without a result is run again; its final weights are reused
