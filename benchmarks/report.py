@@ -29,7 +29,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 BATCH_TARGET = 30.0
 
 KNOWN_GROUPS = ("table6-forward", "table6-backward", "batch", "batch-profile", "fig7", "fig8", "step-ops",
-                "pool-start")
+                "pool-start", "host-work")
 
 # Paper Table 6 (App. B.4): N -> (naive fwd s, naive bwd s, naive MB, ours fwd s, ours bwd s, ours MB,
 # speedup). None = "Infeasible (Timeout)".
@@ -445,6 +445,54 @@ def _pool_section(run: dict[str, Any]) -> list[str]:
     ]
 
 
+# host-work parts: (extra_info key, label, per step in a paper-size step as "count x")
+_HOST_PARTS = (
+    ("transforms_nuscenes_s", "transforms of one nuScenes-size scan (34,720 points)", "4 x, loader"),
+    ("transforms_waymo_s", "transforms of one Waymo-size scan (177,000 points)", "4 x, loader (Waymo)"),
+    ("collate_nuscenes_s", "collate of 4 nuScenes-size scans", "1 x, loader"),
+    ("collate_waymo_s", "collate of 4 Waymo-size scans", "1 x, loader (Waymo)"),
+    ("plan_s", "batch plan of the 4 nuScenes-size scans, teacher + student items", "1 x, loader"),
+    ("plan_lidar_like_s", "batch plan of `lidar_like_batch` 4 x 30,000", "(comparison)"),
+    ("pack_s", "packing the plan into one shared buffer", "1 x, loader"),
+    ("main_plan_s", "training process: unpack the plan, make its device views", "1 x, training process"),
+    ("main_outside_ops_ce_s", "training process: outside ops, student CE step", "1 x, training process (CE)"),
+    ("main_outside_ops_kd_s", "training process: outside ops, KD + saliency step", "1 x, training process"),
+    ("tps_cloud_s", "host TPS, 20,000 x 64 -> 1,024", "12 x, pool (only with --topo-tps host)"),
+    ("persistence_diagram_s", "H0 + H1 of one 1,024 x 64 cloud", "24 x, pool (with L_topo)"),
+)
+
+
+def _host_work_section(run: dict[str, Any]) -> list[str]:
+    records = _by(run["benchmarks"], "host-work")
+    if not records:
+        return []
+    e = records[0]["extra_info"]
+    parts, implied = e["parts"], e["implied_s"]
+    rows = [[label, f"{1000 * parts[key]:.1f}", per] for key, label, per in _HOST_PARTS if key in parts]
+    steps = [[f"{dataset}, {'KD + saliency + L_topo (TPS on the GPU)' if topo else 'KD + saliency'}",
+              *(f"{1000 * implied[f'{dataset}_{topo_key}_{cores}']:.0f}" for cores in (8, 16))]
+             for dataset in ("nuscenes", "waymo") for topo, topo_key in ((False, "kd"), (True, "topo"))]
+    return [
+        "## Host work per training step",
+        "",
+        "Core-seconds of each host part of a paper-size step (`benchmarks/host_work.py`; medians of process "
+        "CPU time, one torch thread; decision 47). Loader parts run in the DataLoader workers, the pool's in "
+        "the persistence workers, the rest in the training process. Outside ops = the step's wall time minus "
+        "its top-level ops' time under `torch.profiler` at 4 x 3,000 points (the paper size's op count), "
+        f"the host's own work while a GPU computes. Plan hand-over: {parts.get('plan_bytes', 0) / 1e6:.0f} MB. "
+        f"Measured {run.get('datetime', 'unknown')}, commit `{run.get('commit_info', {}).get('id', 'unknown')[:10]}`"
+        + ("" if e.get("paper") else "; **smoke sizes, not the paper's**") + ".",
+        "",
+        *_table(["part", "ms (core)", "per step"], rows),
+        "",
+        "Shortest step the host allows on a GPU node (ms): the training process's own work on one core, "
+        "the loader's and the pool's work shared by the other cores of the GPU (`implied_step_s`); the GPU "
+        "step itself is not included (`python -m benchmarks.gpu` measures it beside these figures).",
+        "",
+        *_table(["step (4 scans)", "8 cores per GPU", "16 cores per GPU"], steps),
+    ]
+
+
 def _other_section(run: dict[str, Any]) -> list[str]:
     others = [b for b in run["benchmarks"] if b.get("group") not in KNOWN_GROUPS]
     if not others:
@@ -508,6 +556,7 @@ def render(run: dict[str, Any], path: Path) -> str:
         *_fig8_section(run),
         *_ops_section(run),
         *_pool_section(run),
+        *_host_work_section(run),
         *_other_section(run),
     ]
     return "\n".join(lines).rstrip() + "\n"

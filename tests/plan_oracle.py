@@ -1,14 +1,17 @@
-"""The readable definition of a level's submanifold-convolution rulebook (spec B), the oracle of the
-compiled one (``train.models.plan.conv_rulebooks``, decision 47); it was the plan's own code before.
+"""Readable NumPy definitions of the batch plan's compiled parts (decision 47), the tests' oracle;
+they were the plan's own code before.
 
-``neighbour_table``: the dense (N, k^3) neighbour table, by sorting the voxel keys once and one
-binary search per (dx, dy) column; ``conv_rulebook``: that table compacted offset by offset.
+``neighbour_table``: the dense (N, k^3) neighbour table of a level (spec B), by sorting the voxel
+keys once and one binary search per (dx, dy) column; ``conv_rulebook``: that table compacted
+offset by offset; ``pool_level`` / ``pool_table``: the stride-2 pooling of a level (spec A6) and
+the members of each cluster.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from train.models.plan import ConvRulebook
+from train.models.plan import ConvRulebook, HostLevel
+from train.models.serialization import inverse_permutation
 
 
 def neighbour_table(grid: np.ndarray, batch: np.ndarray, kernel_size: int) -> np.ndarray:
@@ -66,3 +69,40 @@ def conv_rulebook(table: np.ndarray) -> ConvRulebook:
     gather[slot] = table[point, offset]
     scatter[slot] = point
     return ConvRulebook(gather, scatter, np.repeat(np.arange(k), groups), rows)
+
+
+def pool_level(level: HostLevel) -> HostLevel:
+    """The stride-2 pooling of ``level`` (spec A6) with NumPy: clusters = points with equal
+    ``code >> 3`` (equal cloud and ``grid >> 1``), numbered in the order of the first curve."""
+    if level.depth < 1:
+        raise ValueError("cannot pool a level of depth 0: the grid is already a single voxel per cloud")
+    order0 = level.order[0]
+    key = level.code[0, order0] >> 3
+    first = np.ones(len(key), dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    cluster = np.empty(len(key), dtype=np.int64)
+    cluster[order0] = np.cumsum(first) - 1
+    head = order0[first]
+    code = level.code[:, head] >> 3
+    # Every curve keeps each cluster contiguous (prefix property): the coarse order of a curve is its
+    # fine order's clusters, each taken once.
+    fine_clusters = cluster[level.order]
+    starts = np.ones(level.order.shape, dtype=bool)
+    starts[:, 1:] = fine_clusters[:, 1:] != fine_clusters[:, :-1]
+    order = fine_clusters[starts].reshape(len(code), len(head))
+    batch = level.batch[head]
+    return HostLevel(
+        depth=level.depth - 1, grid=level.grid[head] >> 1, batch=batch,
+        offset=np.cumsum(np.bincount(batch, minlength=len(level.offset))), code=code, order=order,
+        inverse=inverse_permutation(order), cluster=cluster, index=cluster[level.index],
+    )
+
+
+def pool_table(cluster: np.ndarray, num_clusters: int) -> np.ndarray:
+    """(M, S) members of each cluster in ascending order, padded with ``len(cluster)``."""
+    members = np.argsort(cluster, kind="stable")
+    sizes = np.bincount(cluster, minlength=num_clusters)
+    rank = np.arange(len(cluster)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    table = np.full((num_clusters, int(sizes.max())), len(cluster), dtype=np.int64)
+    table[cluster[members], rank] = members
+    return table

@@ -13,6 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import plan_oracle
 from plan_oracle import conv_rulebook, neighbour_table
 from train.cost import lidar_like_batch
 from train.input_pipeline import planned_collate
@@ -165,13 +166,20 @@ def test_compiled_rulebooks_equal_the_readable_definition_on_random_clouds(
 
 def test_pool_table_lists_members_in_ascending_order_on_random_clusters() -> None:
     rng = np.random.default_rng(2)
-    cluster = rng.integers(0, 200, 3000)
-    cluster = np.unique(cluster, return_inverse=True)[1].astype(np.int64)
-    members = np.argsort(cluster, kind="stable")
-    table = pool_table(cluster, int(cluster.max()) + 1)
-    for c in range(0, int(cluster.max()) + 1, 17):
-        row = table[c][table[c] < len(cluster)]
-        assert np.array_equal(row, members[cluster[members] == c])
+    cluster = np.unique(rng.integers(0, 200, 3000), return_inverse=True)[1].astype(np.int64)
+    assert np.array_equal(pool_table(cluster, int(cluster.max()) + 1),
+                          plan_oracle.pool_table(cluster, int(cluster.max()) + 1))
+
+
+@pytest.mark.parametrize("name", list(_degenerate_clouds()))
+def test_compiled_pooling_equals_the_readable_definition_at_every_level(name: str) -> None:
+    grid, offset = _degenerate_clouds()[name]
+    plan = BatchPlan(grid.astype(np.int64), offset.astype(np.int64))
+    for i in range(1, plan.level(0).depth + 1):
+        expected, got = plan_oracle.pool_level(plan.level(i - 1)), plan.level(i)
+        for field in ("depth", "grid", "batch", "offset", "code", "order", "inverse", "cluster", "index"):
+            assert np.array_equal(getattr(got, field), getattr(expected, field)), (i, field)
+        assert np.array_equal(plan.item(("pool", i)), plan_oracle.pool_table(got.cluster, got.num_points))
 
 
 @pytest.mark.parametrize("kind", ["teacher", "student", "teacher-demo", "student-demo"])

@@ -38,8 +38,9 @@ import torch
 
 from train.models.packing import buffer_offset, pack, unpack
 from train.models.plan_kernels.rulebook import neighbour_lists as compiled_neighbour_lists
+from train.models.plan_kernels.pooling import cluster_members, pool_clusters
 from train.models.plan_kernels.rulebook import fill_rulebooks, pillar_columns
-from train.models.serialization import ORDERS, inverse_permutation, serialize, serialized_depth
+from train.models.serialization import ORDERS, serialize, serialized_depth
 
 
 @dataclass(frozen=True)
@@ -256,41 +257,23 @@ def patch_layout(offset: np.ndarray, order: np.ndarray, inverse: np.ndarray, pat
 
 def pool_level(level: HostLevel) -> HostLevel:
     """The stride-2 pooling of ``level`` (spec A6): clusters = points with equal ``code >> 3``
-    (equal cloud and ``grid >> 1``), numbered in the order of the first curve."""
+    (equal cloud and ``grid >> 1``), numbered in the order of the first curve
+    (``train.models.plan_kernels.pooling.pool_clusters``)."""
     if level.depth < 1:
         raise ValueError("cannot pool a level of depth 0: the grid is already a single voxel per cloud")
-    order0 = level.order[0]
-    key = level.code[0, order0] >> 3
-    first = np.ones(len(key), dtype=bool)
-    first[1:] = key[1:] != key[:-1]
-    cluster = np.empty(len(key), dtype=np.int64)
-    cluster[order0] = np.cumsum(first) - 1
-    head = order0[first]
-    code = level.code[:, head] >> 3
-    # Every curve keeps each cluster contiguous (prefix property): the coarse order of a curve is its
-    # fine order's clusters, each taken once.
-    fine_clusters = cluster[level.order]
-    starts = np.ones(level.order.shape, dtype=bool)
-    starts[:, 1:] = fine_clusters[:, 1:] != fine_clusters[:, :-1]
-    order = fine_clusters[starts].reshape(len(code), len(head))
+    cluster, head, order, inverse = pool_clusters(level.code[0], level.order)
     batch = level.batch[head]
     return HostLevel(
         depth=level.depth - 1, grid=level.grid[head] >> 1, batch=batch,
-        offset=np.cumsum(np.bincount(batch, minlength=len(level.offset))), code=code, order=order,
-        inverse=inverse_permutation(order), cluster=cluster, index=cluster[level.index],
+        offset=np.cumsum(np.bincount(batch, minlength=len(level.offset))), code=level.code[:, head] >> 3,
+        order=order, inverse=inverse, cluster=cluster, index=cluster[level.index],
     )
 
 
 def pool_table(cluster: np.ndarray, num_clusters: int) -> np.ndarray:
     """(M, S) members of each cluster in ascending order, padded with ``len(cluster)`` (a -inf
-    row), S = largest."""
-    n = len(cluster)
-    members = np.sort(cluster * n + np.arange(n)) % n  # by cluster, then point: unique keys, no stable sort
-    sizes = np.bincount(cluster, minlength=num_clusters)
-    rank = np.arange(len(cluster)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    table = np.full((num_clusters, int(sizes.max())), len(cluster), dtype=np.int64)
-    table[cluster[members], rank] = members
-    return table
+    row), S = largest (``train.models.plan_kernels.pooling.cluster_members``)."""
+    return cluster_members(cluster, np.int64(num_clusters))
 
 
 _LOG = logging.getLogger(__name__)
