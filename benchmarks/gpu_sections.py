@@ -605,6 +605,33 @@ def step_kernels(size: dict[str, Any], device: torch.device, rec: Recorder, dead
     rec.note("Before (one H100, commit 7965517): paper-preset KD-only step 382 ms, 17,528 kernels, 44% busy; "
              "README demo ~2 steps/s. Targets: CE step <= 150 ms with the GPU >= 80% busy; the demo >= 5x faster "
              "than on a 2-core CPU. AMP on CUDA; the step, update and log read of train.loop (benchmarks/step_ops.py).")
+    if time.monotonic() < deadline:
+        _host_work_beside(size, device, rec)
+    else:
+        rec.note("host work not measured: the section's time box ran out")
+
+
+def _host_work_beside(size: dict[str, Any], device: torch.device, rec: Recorder) -> None:
+    """The host's part of the step (``benchmarks.host_work``) beside the device step above: the loader's
+    and the training process's parts on this node's CPU, the time outside ops on this device, and the
+    step they imply on this node and on 8- and 16-core-per-GPU nodes (decision 47)."""
+    from benchmarks import host_work
+
+    work_size = host_work.PAPER if size["paper"]["teacher"] == "teacher" else host_work.SMOKE
+    parts = {**host_work.loader_parts({**work_size, "rounds": 3 if work_size is host_work.PAPER else 1}),
+             **host_work.outside_ops_parts(work_size, device), **host_work.pool_parts(work_size)}
+    rec.put("host_work", parts)
+    rec.table("Host work per step on this node's CPU (core-ms; benchmarks/host_work.py)", ["part", "ms"],
+              [[name, 1000 * value] for name, value in parts.items() if name.endswith("_s")])
+    cores = os.cpu_count() or 2
+    rows = []
+    for topo in (False, True):
+        work = host_work.step_work(parts, "nuscenes", work_size["scans"], topo, work_size["clouds"],
+                                   work_size["diagrams"], host_tps=False)
+        rows.append(["KD + saliency" + (" + L_topo (TPS on the GPU)" if topo else ""),
+                     *(1000 * host_work.implied_step_s(work, c) for c in (8, 16, max(cores, 2)))])
+    rec.table("Shortest step the host allows (ms): training process on one core, loader and persistence pool "
+              "on the rest", ["step", "8 cores per GPU", "16 cores per GPU", f"this node ({cores} cores)"], rows)
 
 
 SECTIONS: dict[str, Callable[[dict[str, Any], torch.device, Recorder, float], None]] = {

@@ -119,11 +119,11 @@ def _outside_ops_s(step: Callable[[], None], rounds: int) -> float:
 
 def measure_parts(size: dict[str, Any]) -> dict[str, float]:
     """Every part of the module docstring at ``size`` (:data:`PAPER` or :data:`SMOKE`), in seconds."""
-    from benchmarks.clouds import teacher_features
-    from benchmarks.step_ops import build_rig, measurements
-    from fast.persistence.cloud import cloud_persistence
-    from fast.persistence.native import native_h1
-    from fast.persistence.sampling import tps_indices
+    return {**loader_parts(size), **outside_ops_parts(size, torch.device("cpu")), **pool_parts(size)}
+
+
+def loader_parts(size: dict[str, Any]) -> dict[str, float]:
+    """The loader's parts (transforms, collate, plan, packing) and the training process's plan work."""
     from train.cost import lidar_like_batch
     from train.data.collate import collate
     from train.input_pipeline import planned_collate
@@ -157,20 +157,34 @@ def measure_parts(size: dict[str, Any]) -> dict[str, float]:
         _device_views(moved, planner.items, cpu)
 
     parts["main_plan_s"] = cpu_seconds(arrive, rounds)
+    parts["plan_bytes"] = float(len(pickle.dumps(state["skeleton"])) + state["buffer"].numel())
+    return parts
+
+
+def outside_ops_parts(size: dict[str, Any], device: torch.device) -> dict[str, float]:
+    """The training process's time outside ops in a student CE and a KD + saliency step on ``device``."""
+    from benchmarks.step_ops import build_rig, measurements
 
     rig = build_rig({"teacher": size["teacher"], "student": size["student"], "clouds": size["scans"],
-                     "points": size["step_points"]}, cpu)
+                     "points": size["step_points"]}, device, amp=device.type == "cuda")
     steps = measurements(rig)
-    parts["main_outside_ops_ce_s"] = _outside_ops_s(steps["student CE step"], rounds)
-    parts["main_outside_ops_kd_s"] = _outside_ops_s(steps["KD + saliency step"], rounds)
+    return {"main_outside_ops_ce_s": _outside_ops_s(steps["student CE step"], size["rounds"]),
+            "main_outside_ops_kd_s": _outside_ops_s(steps["KD + saliency step"], size["rounds"])}
+
+
+def pool_parts(size: dict[str, Any]) -> dict[str, float]:
+    """The persistence pool's parts: host TPS of one cloud, H0 + H1 of one subsampled cloud."""
+    from benchmarks.clouds import teacher_features
+    from fast.persistence.cloud import cloud_persistence
+    from fast.persistence.native import native_h1
+    from fast.persistence.sampling import tps_indices
 
     rng = np.random.default_rng(0)
     features = teacher_features(size["tps_points"], "latent", rng, size["channels"])
-    parts["tps_cloud_s"] = cpu_seconds(lambda: tps_indices(features, size["m"], 0), rounds)
     cloud = features[tps_indices(features, size["m"], 0)]
-    parts["persistence_diagram_s"] = cpu_seconds(lambda: cloud_persistence(cloud, native_h1, None, True), rounds)
-    parts["plan_bytes"] = float(len(pickle.dumps(state["skeleton"])) + state["buffer"].numel())
-    return parts
+    return {"tps_cloud_s": cpu_seconds(lambda: tps_indices(features, size["m"], 0), size["rounds"]),
+            "persistence_diagram_s": cpu_seconds(lambda: cloud_persistence(cloud, native_h1, None, True),
+                                                 size["rounds"])}
 
 
 def _device_views(plan: Any, items: tuple[Any, ...], device: torch.device) -> None:
