@@ -1,18 +1,23 @@
 """Runs that live on clusters (decision 46): a scheduler's SIGTERM in the middle of an epoch stops
-a 2-process run after the step in flight with one checkpoint and exit status 75, and ``--resume``
-finishes it with the weights of the uninterrupted run; a 2-node torchrun run (two launches on
-loopback, gloo) preempted the same way resumes on one node with ``--procs 2`` to those weights too;
-``--resume`` with another number of processes continues, re-sharding the unfinished epoch; a run
-whose output goes to a file writes plain progress lines, no carriage return.
+a run after the step in flight with one checkpoint and exit status 75, and ``--resume`` finishes it
+with the weights of the uninterrupted run; a 2-node torchrun run (two launches on loopback, gloo)
+equals the single 2-process launch, and one preempted the same way resumes on one node with
+``--procs 2`` to those weights too; ``--resume`` with another number of processes continues,
+re-sharding the unfinished epoch; a run whose output goes to a file writes plain progress lines, no
+carriage return.
 
 The runs are subprocesses at the tiny budget of ``test_train_support`` (3 training scans, batch 2:
-2 steps per epoch, 3 epochs), started through ``tests/signalled_run.py``, which has the launcher
-signalled in the middle of step 3 (epoch 2 of 3) and once more while the checkpoint is written.
+2 steps per epoch, 3 epochs, no pictures), started through ``tests/signalled_run.py``, which has
+the launcher signalled in the middle of step 3 (epoch 2 of 3) and, for the ``--procs`` launcher,
+once more while the checkpoint is written. Each run's output goes to a file, as under SLURM. One
+uninterrupted single launch (started with ``--resume`` as a requeue script starts it) is the
+reference every other run is compared with. Most of a run's cost is the start of its processes
+(about 3.5 CPU-seconds each here: torch, the compiler modules its optimiser imports, the compiled
+kernels; 18 processes in all), so each run is made once and serves every claim it can.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +30,7 @@ import torch
 import yaml
 
 from test_train_support import TINY_MODEL, tiny_config, tiny_data
-from train.checkpoint import load_checkpoint
+from train.checkpoint import content_digest, load_checkpoint
 from train.distributed import ResumableDistributedSampler
 from train.loop import FINAL, LAST
 from train.preemption import PREEMPTED_EXIT
@@ -33,7 +38,7 @@ from train.preemption import PREEMPTED_EXIT
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = Path(__file__).with_name("signalled_run.py")
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")
-RUN = dict(stage="student", epochs=3, iters_per_epoch=None, procs=2,
+RUN = dict(stage="student", epochs=3, iters_per_epoch=None, procs=2, plots=False, progress=True, progress_steps=1,
            student_overrides={**TINY_MODEL, "drop_path": 0.3, "deterministic": False})
 AT = 3  # the step the launcher is signalled in: the first of epoch 2
 
@@ -45,31 +50,74 @@ def _config(base: Path, name: str, **values: Any) -> Path:
     return path
 
 
-def _run(args: list[str], signal_at: int | None = None, **env: str) -> subprocess.CompletedProcess:
+def _start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
+    """``python ARGS`` with the variables ``env`` set (the ``SIGNAL_`` ones of ``tests/signalled_run.py``
+    only from there), writing stdout and stderr to ``log``."""
     child = {k: v for k, v in os.environ.items() if not k.startswith("SIGNAL_")}
     child["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [child.get("PYTHONPATH")])])
-    if signal_at is not None:
-        child.update(SIGNAL_AT=str(signal_at), SIGNAL_AGAIN="1")
     child.update(env)
-    return subprocess.run(args, env=child, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    with log.open("wb") as fh:
+        return subprocess.Popen([sys.executable, *args], env=child, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
 
 
-def _train(config: Path, *args: str, signal_at: int | None = None) -> subprocess.CompletedProcess:
-    return _run([sys.executable, str(ENTRY), "--config", str(config), *args], signal_at)
+def _finish(runs: list[subprocess.Popen], logs: list[Path]) -> list[tuple[int, str]]:
+    """The exit status and the log of each started run (all ended first), which wrote no carriage return."""
+    try:
+        codes = [run.wait(timeout=300) for run in runs]
+    finally:
+        for run in runs:
+            run.kill()  # only one that ran past the timeout is still there
+    texts = [log.read_bytes() for log in logs]
+    assert not any(b"\r" in text for text in texts), texts
+    return [(code, text.decode()) for code, text in zip(codes, texts)]
+
+
+def _train(config: Path, *args: str, **env: str) -> tuple[int, str]:
+    """A single launch (``--procs`` of the config) of ``config``; its log is ``<config>.log`` (overwritten)."""
+    log = config.with_suffix(".log")
+    return _finish([_start([str(ENTRY), "--config", str(config), *args], log, **env)], [log])[0]
+
+
+def _two_nodes(config: Path, **env: str) -> list[tuple[int, str]]:
+    """Two torchrun launches of one process each on ``config`` (``procs: 1``), joined by a c10d
+    rendezvous on loopback; with ``SIGNAL_AT`` rank 0's torchrun is signalled (it passes SIGTERM on
+    to its process; the other node's process stops after the same step by the vote). Each process
+    has the intra-op threads a process of ``--procs 2`` gets, so the runs compute alike on any machine."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = ["-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+                "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", config.stem, str(ENTRY), "--config", str(config)]
+    logs = [config.with_name(f"{config.stem}_node{n}.log") for n in range(2)]
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    return _finish([_start(torchrun, log, OMP_NUM_THREADS=threads, **env) for log in logs], logs)
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(out / "student" / FINAL)["model"]
 
 
-def _assert_same_weights(a: Path, b: Path) -> None:
+def _assert_same_run(a: Path, b: Path) -> None:
+    """The same final weights and the same training log."""
     wa, wb = _weights(a), _weights(b)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (a / "student" / "train_log.csv").read_text() == (b / "student" / "train_log.csv").read_text()
 
 
 def _preempted_line(out: Path) -> str:
     return (f"train.run: preempted by SIGTERM at step {AT}: checkpoint {out / 'student' / LAST} written; rerun "
             f"with --resume to continue (exit status {PREEMPTED_EXIT})")
+
+
+def _stopped_at_the_step(out: Path, log: str) -> dict[str, str]:
+    """Checks that a run signalled in step ``AT`` printed one line naming its checkpoint, which holds
+    that step, and wrote no final weights; returns the checkpoint's content digest per entry, but
+    for the config (which names the run's folder and launcher), taken before a resume replaces it."""
+    assert [line for line in log.splitlines() if line.startswith("train.run: preempted")] == [_preempted_line(out)], log
+    state = load_checkpoint(out / "student" / LAST)
+    assert int(state["step"]) == AT
+    assert not (out / "student" / FINAL).exists()
+    return {key: content_digest({key: value}) for key, value in state.items() if key not in ("config", "digest")}
 
 
 @pytest.fixture(scope="module")
@@ -80,92 +128,67 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def whole(base: Path) -> Path:
-    """The uninterrupted 2-process run."""
-    done = _train(_config(base, "whole"))
-    assert done.returncode == 0, done.stderr
-    return base / "whole"
+def single(base: Path) -> Path:
+    """The uninterrupted 2-process run of one launch, started with ``--resume`` (no checkpoint yet)."""
+    code, log = _train(_config(base, "single"), "--resume")
+    assert code == 0, log
+    return base / "single"
 
 
 @pytest.fixture(scope="module")
-def preempted(base: Path) -> Path:
-    """A 2-process run signalled in step 3 (and again during its save): a copy of its folder."""
-    config = _config(base, "preempted")
-    done = _train(config, signal_at=AT)
-    assert done.returncode == PREEMPTED_EXIT, done.stderr
+def preempted(base: Path) -> dict[str, str]:
+    """A 2-process run of the ``--procs`` launcher, signalled in step 3 and again during its save,
+    which exits with status 75 (its checkpoint's digests, see :func:`_stopped_at_the_step`)."""
+    code, log = _train(_config(base, "preempted"), SIGNAL_AT=str(AT), SIGNAL_AGAIN="1")
+    assert code == PREEMPTED_EXIT, log
+    return _stopped_at_the_step(base / "preempted", log)
+
+
+@pytest.fixture(scope="module")
+def two_nodes_preempted(base: Path) -> dict[str, str]:
+    """A 2-node run whose rank 0's torchrun is signalled in step 3 (its checkpoint's digests)."""
+    nodes = _two_nodes(_config(base, "two_nodes_preempted", procs=1), SIGNAL_AT=str(AT))
+    return _stopped_at_the_step(base / "two_nodes_preempted", "\n".join(log for _, log in nodes))
+
+
+def test_a_run_logging_to_a_file_writes_plain_lines_and_a_resume_without_checkpoint_says_so(
+        base: Path, single: Path) -> None:
+    lines = (base / "single.log").read_text().splitlines()
+    assert f"student: --resume found no checkpoint in {single / 'student'}: starting the stage" in lines
+    progress = [line for line in lines if line.startswith("student ")]
+    assert [line.split()[1] for line in progress] == [f"{k}/6" for k in range(1, 7)]
+    assert all(" loss=" in line and " lr=" in line and " it/s " in line and " left " in line for line in progress)
+
+
+def test_a_two_node_torchrun_run_equals_the_single_launch(base: Path, single: Path) -> None:
+    nodes = _two_nodes(_config(base, "two_nodes", procs=1))
+    assert [code for code, _ in nodes] == [0, 0], nodes
+    _assert_same_run(single, base / "two_nodes")
+
+
+def test_sigterm_mid_epoch_to_either_launcher_checkpoints_the_step_with_the_same_state(
+        preempted: dict[str, str], two_nodes_preempted: dict[str, str]) -> None:
+    """The ``--procs`` launcher and torchrun stop the run at the same step with the same model,
+    optimiser, scheduler and per-process random and data states, so the resume below stands for both."""
+    assert preempted == two_nodes_preempted
+
+
+def test_a_two_node_run_preempted_mid_epoch_resumes_on_one_node_to_the_weights_of_the_single_launch(
+        base: Path, single: Path, two_nodes_preempted: dict[str, str]) -> None:
+    code, log = _train(_config(base, "two_nodes_preempted", procs=2), "--resume")
+    assert code == 0, log
+    _assert_same_run(single, base / "two_nodes_preempted")
+
+
+def test_a_resume_on_another_number_of_processes_continues_resharded(base: Path, preempted: dict[str, str]) -> None:
     out = base / "preempted"
-    assert [line for line in done.stderr.splitlines() if "preempted" in line] == [_preempted_line(out)]
-    assert int(load_checkpoint(out / "student" / LAST)["step"]) == AT
-    assert not (out / "student" / FINAL).exists()
-    shutil.copytree(out, base / "preempted_copy")
-    return config
-
-
-def test_sigterm_mid_epoch_checkpoints_the_step_and_resume_equals_the_uninterrupted_run(
-        base: Path, whole: Path, preempted: Path) -> None:
-    done = _train(preempted, "--resume")
-    assert done.returncode == 0, done.stderr
-    _assert_same_weights(whole, base / "preempted")
-    log = (base / "preempted" / "student" / "train_log.csv").read_text()
-    assert log == (whole / "student" / "train_log.csv").read_text()
-
-
-def test_a_resume_on_another_number_of_processes_continues_resharded(base: Path, preempted: Path) -> None:
-    out = base / "preempted_copy"
-    config = _config(base, "preempted_copy", procs=1)
-    done = _train(config, "--resume")
-    assert done.returncode == 0, done.stderr
-    warnings = [line for line in done.stderr.splitlines() if "no longer bit-identical" in line]
+    code, log = _train(_config(base, "preempted", procs=1), "--resume")
+    assert code == 0, log
+    warnings = [line for line in log.splitlines() if "no longer bit-identical" in line]
     assert len(warnings) == 1 and "written by 2 process(es) and this run has 1" in warnings[0]
     assert int(load_checkpoint(out / "student" / FINAL)["step"]) == 6
     rows = (out / "student" / "train_log.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, 7))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_a_two_node_torchrun_run_preempted_resumes_on_one_node_to_the_same_weights(base: Path, whole: Path) -> None:
-    """Two torchrun launches of one process each, joined by a c10d rendezvous on loopback; rank 0's
-    torchrun is signalled in step 3 (it passes SIGTERM on to its process; the other node's process
-    stops after the same step by the vote); then ``--procs 2`` on one node finishes the run."""
-    config = _config(base, "two_nodes", procs=1)
-    port = _free_port()
-    child = {k: v for k, v in os.environ.items() if not k.startswith("SIGNAL_")}
-    child.update(PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [child.get("PYTHONPATH")])]),
-                 SIGNAL_AT=str(AT), OMP_NUM_THREADS="1")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "preemption",
-                str(ENTRY), "--config", str(config)]
-    nodes = [subprocess.Popen(torchrun, env=child, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(2)]
-    logs = [node.communicate(timeout=300)[0] for node in nodes]
-    out = base / "two_nodes"
-    assert sum(line == _preempted_line(out) for log in logs for line in log.splitlines()) == 1, logs
-    assert int(load_checkpoint(out / "student" / LAST)["step"]) == AT
-    done = _train(_config(base, "two_nodes", procs=2), "--resume")
-    assert done.returncode == 0, done.stderr
-    _assert_same_weights(whole, out)
-
-
-def test_a_run_logging_to_a_file_writes_plain_lines_and_a_resume_without_checkpoint_says_so(base: Path) -> None:
-    config = _config(base, "to_file", procs=1, epochs=1, progress=True, progress_steps=1)
-    log = base / "to_file.log"
-    with log.open("wb") as fh:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        code = subprocess.run([sys.executable, "-m", "train.run", "--config", str(config), "--resume"], env=env,
-                              cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=300).returncode
-    text = log.read_bytes()
-    assert code == 0, text.decode()
-    assert b"\r" not in text
-    lines = text.decode().splitlines()
-    assert f"student: --resume found no checkpoint in {base / 'to_file' / 'student'}: starting the stage" in lines
-    progress = [line for line in lines if line.startswith("student ")]
-    assert [line.split()[1] for line in progress] == ["1/2", "2/2"]
-    assert all(" loss=" in line and " lr=" in line and " it/s " in line and " left " in line for line in progress)
 
 
 @pytest.mark.parametrize("size", [3, 7, 10])
