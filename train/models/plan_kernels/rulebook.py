@@ -28,39 +28,40 @@ from fast.jit import kernel
 def pillar_columns(pillar_key: np.ndarray, depth: int, kernel_size: int) -> np.ndarray:
     """(P, k * k): for every pillar (``pillar_key`` = (cloud << 2 depth) | (x << depth) | y,
     ascending) and column c = i0 * k + i1, the index of the pillar at (x + i0 - r, y + i1 - r) in
-    the same cloud, or -1. One pass over the pillars with a cursor per row offset i0: the first
-    pillar at or after (cloud, x + i0 - r, y - r) never moves back, and the row's k columns are the
-    pillars from there on up to y + r."""
+    the same cloud, or -1. One sweep per row offset i0: the first pillar at or after
+    (cloud, x + i0 - r, y - r) ascends with the pillars, and the row's k columns are the pillars
+    from there on up to y + r."""
     num = pillar_key.shape[0]
     k = kernel_size
     r = k // 2
     side = np.int64(1) << depth
     out = np.empty((num, k * k), dtype=np.int64)
-    cursor = np.empty(k, dtype=np.int64)
     for i0 in range(k):
-        cursor[i0] = 0
-    for p in range(num):
-        key = pillar_key[p]
-        x = (key >> depth) & (side - 1)
-        y = key & (side - 1)
-        for i0 in range(k):
-            for i1 in range(k):
-                out[p, i0 * k + i1] = -1
-            dx = i0 - r
+        dx = i0 - r
+        j = 0
+        for p in range(num):
+            key = pillar_key[p]
+            x = (key >> depth) & (side - 1)
+            y = key & (side - 1)
             if x + dx < 0 or x + dx >= side:
+                for i1 in range(k):
+                    out[p, i0 * k + i1] = -1
                 continue
             row = key + dx * side - y  # (cloud, x + dx, 0)
             target = row + max(y - r, np.int64(0))
-            t = cursor[i0]
-            while t < num and pillar_key[t] < target:
-                t += 1
-            cursor[i0] = t
-            for i1 in range(max(r - y, np.int64(0)), min(k, side - y + r)):
-                while t < num and pillar_key[t] < row + y + i1 - r:
+            while j < num and pillar_key[j] < target:
+                j += 1
+            while j > 0 and pillar_key[j - 1] >= target:
+                j -= 1
+            t = j
+            for i1 in range(k):
+                yy = y + i1 - r
+                out[p, i0 * k + i1] = -1
+                if yy < 0 or yy >= side:
+                    continue
+                while t < num and pillar_key[t] < row + yy:
                     t += 1
-                if t == num:
-                    break
-                if pillar_key[t] == row + y + i1 - r:
+                if t < num and pillar_key[t] == row + yy:
                     out[p, i0 * k + i1] = t
     return out
 
