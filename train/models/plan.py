@@ -307,6 +307,7 @@ class BatchPlan:
         self.num_clouds = len(counts)
         self.levels = [HostLevel(depth, grid, batch, offset, code, order, inverse, None, np.arange(len(grid)))]
         self._items: dict[PlanKey, Any] = {}
+        self._searches: dict[int, tuple[VoxelPillars, NeighbourLists]] = {}  # per level, see _build_rulebooks
         self._devices: dict[torch.device, DevicePlan] = {}
         self.buffer: Optional[torch.Tensor] = None  # the packed arrays, once packed (pin_memory, a worker's plan)
         self.build(items)
@@ -328,12 +329,18 @@ class BatchPlan:
             self._build_rulebooks(i, tuple(sorted(kernel_sizes)))
         for key in keys:
             self.item(key)
+        self._searches.clear()  # every rulebook asked for is built
 
     def _build_rulebooks(self, i: int, kernel_sizes: tuple[int, ...]) -> None:
-        level = self.level(i)
-        pillars = voxel_pillars(level.grid, level.batch, level.depth)
-        books = conv_rulebooks(pillars, neighbour_lists(pillars, max(kernel_sizes)), kernel_sizes)
-        for kernel_size, book in zip(kernel_sizes, books):
+        """The rulebooks of level ``i`` for ``kernel_sizes`` from one neighbour search, kept for the
+        level's later rulebooks of no larger a kernel (a forward asks for the 5^3 stem first, then
+        the blocks' 3^3 convolutions); the search is host-only and never handed over."""
+        found = self._searches.get(i)
+        if found is None or found[1].kernel_size < max(kernel_sizes):
+            level = self.level(i)
+            pillars = voxel_pillars(level.grid, level.batch, level.depth)
+            found = self._searches[i] = (pillars, neighbour_lists(pillars, max(kernel_sizes)))
+        for kernel_size, book in zip(kernel_sizes, conv_rulebooks(*found, kernel_sizes)):
             self._items[("rulebook", i, kernel_size)] = book
 
     def item(self, key: PlanKey) -> Any:
@@ -387,6 +394,7 @@ class BatchPlan:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.orders, self.num_points, self.num_clouds = state["orders"], state["num_points"], state["num_clouds"]
         self.levels, self._items = unpack(state["skeleton"], state["buffer"])
+        self._searches = {}
         self._devices = {}
         self.buffer = state["buffer"]
 
@@ -396,6 +404,7 @@ class BatchPlan:
         skeleton, buffer = pack((self.levels, self._items), pinned=True)
         plan = copy.copy(self)
         plan.levels, plan._items = unpack(skeleton, buffer)
+        plan._searches = {}
         plan._devices = {}
         plan.buffer = buffer
         return plan

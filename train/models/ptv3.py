@@ -181,7 +181,7 @@ class PTv3(nn.Module):
             raise ValueError("data['plan'] does not describe this batch: build it with "
                              "BatchPlan(grid_coord, offset) from the same batch")
         if plan is None or plan.orders != tuple(self.config.orders):  # a model of other curves plans its own
-            plan = BatchPlan(data["grid_coord"], data["offset"], self.config.orders)
+            plan = BatchPlan(data["grid_coord"], data["offset"], self.config.orders, self.plan_items(feat.device))
         perm = curve_permutation(len(plan.orders), not self.deterministic, feat.device)
         return PointLevel(feat, plan.on(feat.device), 0, perm=perm, input_coord=data["coord"])
 
