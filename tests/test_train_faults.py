@@ -29,7 +29,7 @@ import torch
 import yaml
 
 import train.loop
-from test_train_support import TINY_MODEL, tiny_config, tiny_data
+from test_train_support import TINY_MODEL, tiny_config, tiny_data_folder
 from train.checkpoint import (CheckpointError, CheckpointWriteError, atomic_save, load_checkpoint, load_latest,
                               save_checkpoint)
 from train.data.validation import BadScanError
@@ -130,9 +130,7 @@ def _temps(stage_dir: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding the tiny synthetic set (generated once for the module)."""
-    root = tmp_path_factory.mktemp("faults")
-    tiny_data(tiny_config(root, data_root=str(root / "data")))
-    return root
+    return tiny_data_folder(tmp_path_factory, "faults")
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ import pytest
 import torch
 import yaml
 
-from test_train_support import TINY_MODEL, tiny_config, tiny_data
+from test_train_support import TINY_MODEL, tiny_config, tiny_data_folder
 from train.checkpoint import content_digest, load_checkpoint
 from train.distributed import ResumableDistributedSampler
 from train.loop import FINAL, LAST
@@ -122,9 +122,7 @@ def _stopped_at_the_step(out: Path, log: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("preemption")
-    tiny_data(tiny_config(root, data_root=str(root / "data")))
-    return root
+    return tiny_data_folder(tmp_path_factory, "preemption")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import train.study as study_mod
-from tests.test_train_support import TINY_MODEL
+from tests.test_train_support import TINY_MODEL, record_calls
 from train.study import PI_LAMBDA_TOPO, TABLE5, main, study_rows
 from train.study_report import mean_ci, ordering_statement, paired_difference, summarize
 
@@ -102,14 +102,7 @@ def test_study_writes_report_skips_finished_units_and_redoes_a_killed_one(
     killed = out / "units" / "full" / "seed-1"
     first = json.loads((killed / "result.json").read_text())
 
-    calls: list[Path] = []
-    real = study_mod.train_or_reuse
-
-    def counting(cfg, stage, unit_dir, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(Path(unit_dir))
-        return real(cfg, stage, unit_dir, *args, **kwargs)
-
-    monkeypatch.setattr(study_mod, "train_or_reuse", counting)
+    calls = record_calls(monkeypatch, study_mod, "train_or_reuse")
     assert main(argv) == 0
     assert calls == []  # every unit finished: nothing trained, nothing evaluated again
     # a unit killed before it wrote its result (its checkpoints deleted too) is trained again,

@@ -11,6 +11,7 @@ import pytest
 
 import train.study as study_mod
 from tests.test_train_study import _argv
+from tests.test_train_support import record_calls
 from train.study import TERM_GRAD_INTERVAL, main, parse
 from train.study_budget import (CAPACITY_MIN_GAP, HARDER_TARGET_GAP, REGIMES, capacity_statement, regime_conflicts,
                                 search_budget)
@@ -91,14 +92,7 @@ def test_converged_study_searches_budgets_per_regime_and_resumes_unit_by_unit(
         kd_result = json.loads((out / regime / "units" / "KD" / "seed-1" / "result.json").read_text())
         assert kd_result["seed"] == 1
 
-    calls: list[Path] = []
-    real = study_mod.train_or_reuse
-
-    def counting(cfg, stage, unit_dir, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(Path(unit_dir))
-        return real(cfg, stage, unit_dir, *args, **kwargs)
-
-    monkeypatch.setattr(study_mod, "train_or_reuse", counting)
+    calls = record_calls(monkeypatch, study_mod, "train_or_reuse")
     killed = out / "demo" / "budget" / "student" / "epochs-2"
     (killed / "result.json").unlink()
     assert main(argv) == 0

@@ -42,6 +42,27 @@ def tiny_data(cfg: RunConfig) -> SplitData:
     return prepare_splits(cfg, DistInfo(0, 1, 0, torch.device("cpu")))
 
 
+def tiny_data_folder(tmp_path_factory: Any, name: str) -> Path:
+    """A new folder ``name`` holding the tiny synthetic set under ``data/`` (for a module fixture)."""
+    root = tmp_path_factory.mktemp(name)
+    tiny_data(tiny_config(root, data_root=str(root / "data")))
+    return root
+
+
+def record_calls(monkeypatch: Any, module: Any, name: str) -> list[Path]:
+    """Wrap ``module.name`` (a function whose third argument is a folder) so that the folders it is
+    called with are listed in the returned list."""
+    calls: list[Path] = []
+    real = getattr(module, name)
+
+    def recording(first: Any, second: Any, folder: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(Path(folder))
+        return real(first, second, folder, *args, **kwargs)
+
+    monkeypatch.setattr(module, name, recording)
+    return calls
+
+
 def test_tiny_synthetic_set_has_labelled_scans_in_every_split(tmp_path: Path) -> None:
     data = tiny_data(tiny_config(tmp_path))
     assert len(data.train) == 3 and len(data.val_views(False)[0]) == 1 and len(data.eval_views("test", False)[0]) == 1
