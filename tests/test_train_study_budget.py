@@ -10,6 +10,7 @@ from typing import Callable
 import pytest
 
 import train.study as study_mod
+from train.config import SYNTHETIC_DEMO
 from tests.test_train_study import _argv
 from tests.test_train_support import record_calls
 from train.study import TERM_GRAD_INTERVAL, main, parse
@@ -60,7 +61,9 @@ def test_regimes_set_the_student_losses_and_refuse_a_contradicting_option(tmp_pa
     assert regime_conflicts("paper", {"seg_loss": "ce+lovasz", "epochs": 3}) == ["seg_loss"]
     assert regime_conflicts("paper", {"seg_loss": "ce"}) == []
     args, _, base = parse(_argv(tmp_path) + ["--regime", "paper", "demo"])
-    assert args.regime == ["paper", "demo"] and base.log_term_grads == TERM_GRAD_INTERVAL
+    assert args.regime == ["paper", "demo"] and base.log_term_grads == SYNTHETIC_DEMO["log_term_grads"]
+    off = parse(_argv(tmp_path) + ["--log-term-grads", "0"])[2]
+    assert off.log_term_grads == TERM_GRAD_INTERVAL  # on in every unit, also where the run's default is off
     paper, demo = (study_mod.regime_config(base, r) for r in args.regime)
     assert (paper.seg_loss, paper.class_weights, paper.kld_class_weights) == ("ce", "none", False)
     assert (demo.seg_loss, demo.class_weights, demo.kld_class_weights) == ("ce+lovasz", "inverse-sqrt", True)
