@@ -21,8 +21,10 @@ torch thread, so the figures are core-seconds and do not depend on other jobs as
   size): the step's wall time minus the time covered by its ``aten::`` ops under
   ``torch.profiler`` (which adds its own cost per op, so this is an upper bound); on a GPU the host
   does this work while the device computes;
-* ``tps_cloud_s``: host TPS (Algorithm 5) of one 20,000 x 64 cloud to 1,024 points
-  (``fast.persistence.sampling.tps_indices``, latent-family features); ``persistence_diagram_s``:
+* ``tps_cloud_s`` / ``tps_cloud_shell_s``: host TPS (Algorithm 5) of one 20,000 x 64 cloud to
+  1,024 points (``fast.persistence.sampling.tps_indices``) of latent-family features (structured,
+  like a network's) / shell-family features (unstructured: the kernel's worst case);
+  ``persistence_diagram_s``:
   H0 + H1 of one 1,024 x 64 cloud (``fast.persistence.cloud.cloud_persistence``, the native engine).
 
 :func:`implied_step_s` turns them into the shortest step the host allows on a node with ``cores``
@@ -179,10 +181,11 @@ def pool_parts(size: dict[str, Any]) -> dict[str, float]:
     from fast.persistence.native import native_h1
     from fast.persistence.sampling import tps_indices
 
-    rng = np.random.default_rng(0)
-    features = teacher_features(size["tps_points"], "latent", rng, size["channels"])
+    features = teacher_features(size["tps_points"], "latent", np.random.default_rng(0), size["channels"])
+    shell = teacher_features(size["tps_points"], "shell", np.random.default_rng(0), size["channels"])
     cloud = features[tps_indices(features, size["m"], 0)]
     return {"tps_cloud_s": cpu_seconds(lambda: tps_indices(features, size["m"], 0), size["rounds"]),
+            "tps_cloud_shell_s": cpu_seconds(lambda: tps_indices(shell, size["m"], 0), size["rounds"]),
             "persistence_diagram_s": cpu_seconds(lambda: cloud_persistence(cloud, native_h1, None, True),
                                                  size["rounds"])}
 

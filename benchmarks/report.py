@@ -457,7 +457,8 @@ _HOST_PARTS = (
     ("main_plan_s", "training process: unpack the plan, make its device views", "1 x, training process"),
     ("main_outside_ops_ce_s", "training process: outside ops, student CE step", "1 x, training process (CE)"),
     ("main_outside_ops_kd_s", "training process: outside ops, KD + saliency step", "1 x, training process"),
-    ("tps_cloud_s", "host TPS, 20,000 x 64 -> 1,024", "12 x, pool (only with --topo-tps host)"),
+    ("tps_cloud_s", "host TPS, 20,000 x 64 -> 1,024, latent family", "12 x, pool (only with --topo-tps host)"),
+    ("tps_cloud_shell_s", "host TPS, 20,000 x 64 -> 1,024, shell family (unstructured)", "(worst case)"),
     ("persistence_diagram_s", "H0 + H1 of one 1,024 x 64 cloud", "24 x, pool (with L_topo)"),
 )
 
@@ -478,8 +479,10 @@ def _host_work_section(run: dict[str, Any]) -> list[str]:
         "Core-seconds of each host part of a paper-size step (`benchmarks/host_work.py`; medians of process "
         "CPU time, one torch thread; decision 47). Loader parts run in the DataLoader workers, the pool's in "
         "the persistence workers, the rest in the training process. Outside ops = the step's wall time minus "
-        "its top-level ops' time under `torch.profiler` at 4 x 3,000 points (the paper size's op count), "
-        f"the host's own work while a GPU computes. Plan hand-over: {parts.get('plan_bytes', 0) / 1e6:.0f} MB. "
+        "the time covered by its `aten::` ops under `torch.profiler` (an upper bound: the profiler adds a cost "
+        "per op) at 4 x 3,000 points (the paper size's op count), the host's own work while a GPU computes. "
+        f"TPS and diagrams of latent-family features (`benchmarks/clouds.py`; unstructured features cost "
+        f"more, see the TPS row of the shell family). Plan hand-over: {parts.get('plan_bytes', 0) / 1e6:.0f} MB. "
         f"Measured {run.get('datetime', 'unknown')}, commit `{run.get('commit_info', {}).get('id', 'unknown')[:10]}`"
         + ("" if e.get("paper") else "; **smoke sizes, not the paper's**") + ".",
         "",
