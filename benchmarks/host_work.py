@@ -25,7 +25,8 @@ torch thread, so the figures are core-seconds and do not depend on other jobs as
   1,024 points (``fast.persistence.sampling.tps_indices``) of latent-family features (structured,
   like a network's) / shell-family features (unstructured: the kernel's worst case);
   ``persistence_diagram_s``:
-  H0 + H1 of one 1,024 x 64 cloud (``fast.persistence.cloud.cloud_persistence``, the native engine).
+  H0 + H1 of one 1,024 x 64 cloud (``fast.persistence.compute_diagrams`` in this process, the native
+  engine).
 
 :func:`implied_step_s` turns them into the shortest step the host allows on a node with ``cores``
 cores per GPU: the training process does its own part on one core, and the loader workers and the
@@ -177,16 +178,15 @@ def outside_ops_parts(size: dict[str, Any], device: torch.device) -> dict[str, f
 def pool_parts(size: dict[str, Any]) -> dict[str, float]:
     """The persistence pool's parts: host TPS of one cloud, H0 + H1 of one subsampled cloud."""
     from benchmarks.clouds import teacher_features
-    from fast.persistence.cloud import cloud_persistence
-    from fast.persistence.native import native_h1
-    from fast.persistence.sampling import tps_indices
+    from fast.persistence import PersistencePool, compute_diagrams, tps_indices
 
     features = teacher_features(size["tps_points"], "latent", np.random.default_rng(0), size["channels"])
     shell = teacher_features(size["tps_points"], "shell", np.random.default_rng(0), size["channels"])
     cloud = features[tps_indices(features, size["m"], 0)]
+    in_process = PersistencePool(workers=0)  # every part in this process, where its CPU time is counted
     return {"tps_cloud_s": cpu_seconds(lambda: tps_indices(features, size["m"], 0), size["rounds"]),
             "tps_cloud_shell_s": cpu_seconds(lambda: tps_indices(shell, size["m"], 0), size["rounds"]),
-            "persistence_diagram_s": cpu_seconds(lambda: cloud_persistence(cloud, native_h1, None, True),
+            "persistence_diagram_s": cpu_seconds(lambda: compute_diagrams([cloud], "native", in_process),
                                                  size["rounds"])}
 
 

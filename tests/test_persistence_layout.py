@@ -37,6 +37,7 @@ INTERNAL_IMPORTS = {
     ("tests/test_fast_engine.py", "fast.persistence.cloud"): "the workers' distance matrix against scipy's cdist",
     ("tests/test_persistence_start.py", "fast.persistence.worker"): "the warm-up parts and their shares",
     ("tests/test_persistence_start.py", "fast.persistence.edge_stage"): "the warm-up cloud takes the truncated path",
+    ("tests/test_persistence_spawn.py", "fast.persistence.pool"): "the pool's spawn seam and its retries (decision 41)",
 }
 
 
