@@ -2,8 +2,9 @@
 
 Everything the network needs to know about where the points are, as opposed to what they carry,
 depends only on ``grid_coord`` and ``offset``, which are on the host before a batch moves to the
-device. ``BatchPlan`` computes it there with NumPy, level by level (level 0 = the input voxels,
-level l + 1 = the stride-2 pooling of level l, spec A6):
+device. ``BatchPlan`` computes it there with NumPy and a few compiled loops
+(``train.models.plan_kernels``, decision 47), level by level (level 0 = the input voxels, level
+l + 1 = the stride-2 pooling of level l, spec A6):
 
 - the level's voxels, cloud ids and END offsets, its serialization codes, orders and inverses for
   every curve (spec A2; the curves of level l + 1 are those of level l shifted by 3 bits, and their
@@ -11,12 +12,16 @@ level l + 1 = the stride-2 pooling of level l, spec A6):
 - ``cluster`` (level l points -> level l + 1 point) and ``pool_table`` (the members of each level
   l + 1 point, padded): the pooling and unpooling maps;
 - ``index``: input point -> level point (the decoder taps' index maps);
-- per kernel size, the rulebook of the submanifold convolution (spec B): its neighbour table
-  compacted to the neighbour pairs that exist, grouped by kernel offset;
-- per patch size, the patch layout of serialized attention in every curve (spec A5).
+- per kernel size, the rulebook of the submanifold convolution (spec B): the neighbour pairs that
+  exist, grouped by kernel offset (decision 45), found by a sweep over the voxels' pillars; the
+  rulebooks of one level share one neighbour search;
+- per patch size, the patch layout of serialized attention in every curve (spec A5), its additive
+  key mask and its variable-length form; spconv's indices where spconv runs the convolutions.
 
-Each piece is built on first use and kept; ``on(device)`` hands out device copies, each uploaded
-once. The forward then runs without a single host synchronisation: no sizes are read back from the
+The items a run's models read (``PTv3.plan_items``) are built at once where the batch is collated,
+in a DataLoader worker (``train.input_pipeline.PlannedCollate``, decision 47), and the plan crosses
+to the training process as one shared buffer; any other item is built on first use and kept.
+``on(device)`` hands out device views, uploaded once. The forward then runs without a single host synchronisation: no sizes are read back from the
 device. One plan serves every model that sees the batch (the teacher and the student see the same
 voxels, decisions 20): pass it as ``data["plan"]``; without one the model builds its own.
 

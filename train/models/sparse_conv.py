@@ -3,7 +3,7 @@
 Output sites equal input sites. For output voxel p and kernel offset o (cross-correlation, the
 convention of spconv): ``out[p] = sum_o feat[p + o] @ W[o] (+ bias)``, missing neighbours skipped.
 
-Route (decision 45): the batch plan's rulebook (``train.models.plan.conv_rulebook``) lists the
+Route (decision 45): the batch plan's rulebook (``train.models.plan.conv_rulebooks``) lists the
 neighbour pairs that exist, grouped by kernel offset into groups of equal size. The forward gathers
 every pair's input row at once (one ``index_select``), multiplies each group by its offset's
 weight in one batched GEMM (``bmm``), and adds the products into the outputs with one
