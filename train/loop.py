@@ -394,8 +394,10 @@ def validation_pass(model: nn.Module, views: Sequence[Dataset], cfg: RunConfig, 
 
 def _data_state(cfg: RunConfig, epoch: int, start: int, list_world: int, world: int) -> dict[str, int]:
     """Where a process's data stream stands: the sampler's epoch, the index of its shard the next
-    batch starts at, and the seed of the epoch's DataLoader generator (which seeds its workers);
-    in an epoch re-sharded from a run of ``list_world`` processes, that number too (decision 46)."""
+    batch starts at, and ``loader_seed``, a fingerprint of the seed and epoch (it seeded each epoch's
+    DataLoader until the loader lived through the stage, decision 47; kept so that a resume with
+    another ``--seed`` is refused and earlier checkpoints still resume); in an epoch re-sharded from
+    a run of ``list_world`` processes, that number too (decision 46)."""
     state = {"epoch": epoch, "start": start, "loader_seed": cfg.seed * 100003 + epoch}
     return state if list_world == world else {**state, "list_world": list_world}
 

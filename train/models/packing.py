@@ -31,16 +31,15 @@ class Slot:
 def pack(obj: Any, shared: bool = False, pinned: bool = False) -> tuple[Any, torch.Tensor]:
     """``obj``'s skeleton and a uint8 tensor holding all its arrays; the buffer is allocated in
     shared memory (``shared``, for a DataLoader worker) or page-locked memory (``pinned``)."""
-    arrays: list[np.ndarray] = []
+    placed: list[tuple[Slot, np.ndarray]] = []
     size = 0
 
     def strip(x: Any) -> Any:
         nonlocal size
         if isinstance(x, np.ndarray):
-            slot = Slot(size, x.dtype, x.shape)
-            arrays.append(x)
+            placed.append((Slot(size, x.dtype, x.shape), x))
             size += -(-x.nbytes // ALIGN) * ALIGN
-            return slot
+            return placed[-1][0]
         return _map(x, strip)
 
     skeleton = strip(obj)
@@ -48,7 +47,7 @@ def pack(obj: Any, shared: bool = False, pinned: bool = False) -> tuple[Any, tor
     if shared:
         buffer.share_memory_()
     view = buffer.numpy()
-    for slot, array in zip(_slots(skeleton), arrays):
+    for slot, array in placed:
         view[slot.offset:slot.offset + array.nbytes].view(array.dtype).reshape(array.shape)[...] = array
     return skeleton, buffer
 
@@ -85,15 +84,3 @@ def _map(x: Any, f: Any) -> Any:
         return {k: f(v) for k, v in x.items()}
     return x
 
-
-def _slots(skeleton: Any) -> list[Slot]:
-    found: list[Slot] = []
-
-    def visit(x: Any) -> Any:
-        if isinstance(x, Slot):
-            found.append(x)
-            return x
-        return _map(x, visit)
-
-    visit(skeleton)
-    return found

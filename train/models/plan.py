@@ -21,8 +21,8 @@ l + 1 = the stride-2 pooling of level l, spec A6):
 The items a run's models read (``PTv3.plan_items``) are built at once where the batch is collated,
 in a DataLoader worker (``train.input_pipeline.PlannedCollate``, decision 47), and the plan crosses
 to the training process as one shared buffer; any other item is built on first use and kept.
-``on(device)`` hands out device views, uploaded once. The forward then runs without a single host synchronisation: no sizes are read back from the
-device. One plan serves every model that sees the batch (the teacher and the student see the same
+``on(device)`` hands out device views, uploaded once. The forward then runs without a single host
+synchronisation: no sizes are read back from the device. One plan serves every model that sees the batch (the teacher and the student see the same
 voxels, decisions 20): pass it as ``data["plan"]``; without one the model builds its own.
 
 Clusters are numbered in the order of the first curve (``orders[0]``) before any shuffle, so a
@@ -31,7 +31,6 @@ shuffled first curve; the network is equivariant to that order, decision 40).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 from collections.abc import Iterable
@@ -42,9 +41,9 @@ import numpy as np
 import torch
 
 from train.models.packing import buffer_offset, pack, unpack
-from train.models.plan_kernels.rulebook import neighbour_lists as compiled_neighbour_lists
 from train.models.plan_kernels.pooling import cluster_members, pool_clusters
 from train.models.plan_kernels.rulebook import fill_rulebooks, pillar_columns
+from train.models.plan_kernels.rulebook import neighbour_lists as compiled_neighbour_lists
 from train.models.serialization import ORDERS, serialize, serialized_depth
 
 
@@ -112,16 +111,13 @@ class VoxelPillars:
     """A level's voxels sorted by the packed key (cloud, x, y, z), grouped into pillars (runs of
     equal cloud, x, y; z ascending inside). ``pillar_key`` (P,): (cloud << 2 depth) | (x << depth)
     | y, ascending; pillar P owns the sorted positions ``[pillar_start[P], pillar_start[P + 1])``;
-    ``sorted_z``/``sorted_point``: z and point index at each sorted position; ``point_pillar``/
-    ``point_z``: each point's pillar and z, in point order."""
+    ``sorted_z``/``sorted_point``: z and point index at each sorted position."""
 
     depth: int
     pillar_key: np.ndarray
     pillar_start: np.ndarray
     sorted_z: np.ndarray
     sorted_point: np.ndarray
-    point_pillar: np.ndarray
-    point_z: np.ndarray
 
 
 def voxel_pillars(grid: np.ndarray, batch: np.ndarray, depth: int) -> VoxelPillars:
@@ -139,12 +135,8 @@ def voxel_pillars(grid: np.ndarray, batch: np.ndarray, depth: int) -> VoxelPilla
     pillar = sorted_key >> depth
     first = np.ones(len(key), dtype=bool)
     first[1:] = pillar[1:] != pillar[:-1]
-    point_pillar = np.empty(len(key), dtype=np.int64)
-    point_pillar[order] = np.cumsum(first) - 1
-    point_z = np.ascontiguousarray(grid[:, 2])
-    return VoxelPillars(depth=depth, pillar_key=pillar[first],
-                        pillar_start=np.append(np.flatnonzero(first), len(key)),
-                        sorted_z=point_z[order], sorted_point=order, point_pillar=point_pillar, point_z=point_z)
+    return VoxelPillars(depth=depth, pillar_key=pillar[first], pillar_start=np.append(np.flatnonzero(first), len(key)),
+                        sorted_z=grid[order, 2], sorted_point=order)
 
 
 @dataclass(frozen=True)
@@ -177,8 +169,9 @@ class NeighbourLists:
 
 def neighbour_lists(pillars: VoxelPillars, kernel_size: int) -> NeighbourLists:
     """The neighbours of every voxel of ``pillars`` in the cube of side ``kernel_size`` (odd)."""
-    if kernel_size % 2 != 1 or kernel_size < 1:
-        raise ValueError(f"kernel_size must be odd for a submanifold conv, got {kernel_size}")
+    if kernel_size % 2 != 1 or not 1 <= kernel_size**3 <= np.iinfo(np.int16).max:
+        raise ValueError(f"kernel_size must be odd, with k^3 offsets that fit int16, for a submanifold conv, "
+                         f"got {kernel_size}")
     columns = pillar_columns(pillars.pillar_key, np.int64(pillars.depth), np.int64(kernel_size))
     start, offset, point, count = compiled_neighbour_lists(
         pillars.pillar_start, pillars.sorted_z, pillars.sorted_point, columns, np.int64(kernel_size))
@@ -387,14 +380,20 @@ class BatchPlan:
             self._devices[device] = DevicePlan(self, device)
         return self._devices[device]
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Every array packed into one byte tensor (``train.models.packing``): a DataLoader worker
-        hands the plan to the training process as one block of shared memory, not array by array."""
+    def _packed(self, shared: bool = False, pinned: bool = False) -> dict[str, Any]:
+        """The plan's state with every array the device side reads packed into one byte tensor
+        (``train.models.packing``); the host-only fields (codes, orders, inverses, the coarser
+        levels' grids) stay behind."""
         levels = [dataclasses.replace(level, grid=level.grid if i == 0 else None, code=None, order=None, inverse=None)
                   for i, level in enumerate(self.levels)]
-        skeleton, buffer = pack((levels, self._items), shared=_in_worker())
+        skeleton, buffer = pack((levels, self._items), shared=shared, pinned=pinned)
         return {"orders": self.orders, "num_points": self.num_points, "num_clouds": self.num_clouds,
                 "skeleton": skeleton, "buffer": buffer}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A DataLoader worker hands the plan to the training process as one block of shared
+        memory, not array by array (:meth:`_packed`)."""
+        return self._packed(shared=_in_worker())
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.orders, self.num_points, self.num_clouds = state["orders"], state["num_points"], state["num_clouds"]
@@ -406,12 +405,8 @@ class BatchPlan:
     def pin_memory(self) -> "BatchPlan":
         """The plan with every array in one page-locked buffer (DataLoader's ``pin_memory`` calls
         this): a device copies it in one asynchronous transfer (``DevicePlan.upload``)."""
-        skeleton, buffer = pack((self.levels, self._items), pinned=True)
-        plan = copy.copy(self)
-        plan.levels, plan._items = unpack(skeleton, buffer)
-        plan._searches = {}
-        plan._devices = {}
-        plan.buffer = buffer
+        plan = BatchPlan.__new__(BatchPlan)
+        plan.__setstate__(self._packed(pinned=True))
         return plan
 
 

@@ -9,9 +9,9 @@ How the pairs are found without a dense (N, k^3) neighbour table or a hash per l
 are sorted by the packed key (cloud, x, y, z) (``train.models.plan.voxel_pillars``), so the
 voxels of one *pillar* (equal cloud, x, y) are a run of ascending z. For a column offset
 (dx, dy), the pillar (cloud, x + dx, y + dy) of every pillar is found by one merge-like sweep over
-the sorted pillar keys (the targets ascend with the pillars, :func:`pillar_columns`); a point's
-neighbours in a column are then the z window [z - r, z + r] of that pillar, found by a binary
-search. Every lookup is a read of small arrays in order or nearly so, about 1 us per point for
+the sorted pillar keys (the targets ascend with the pillars, :func:`pillar_columns`); a voxel's
+neighbours in a column are then the z window [z - r, z + r] of that pillar, which slides up it as
+the voxels of a pillar ascend in z (:func:`neighbour_lists`). Every lookup is a read of small arrays in order or nearly so, about 1 us per point for
 the plan of a 4 x 30,000-point batch (benchmarks/RESULTS.md, group host-work).
 
 Why hand-written: scipy's cKDTree and numpy's sort + searchsorted (the previous form, decision
