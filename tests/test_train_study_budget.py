@@ -100,3 +100,16 @@ def test_converged_study_searches_budgets_per_regime_and_resumes_unit_by_unit(
     (killed / "result.json").unlink()
     assert main(argv) == 0
     assert calls == [killed]  # only the unit without a result is run again; its final weights are reused
+
+    # --report-only trains nothing: the report covers the finished units and names the one left out
+    (out / "paper" / "units" / "KD" / "seed-1" / "result.json").unlink()
+    assert main(argv + ["--report-only"]) == 0
+    assert calls == [killed]
+    report = (out / "paper" / "STUDY.md").read_text()
+    assert "| KD | 1 |" in report and "| CE | 2 |" in report
+    assert "left out of this report** (`--report-only`): KD seed 1." in report
+    assert json.loads((out / "paper" / "study.json").read_text())["study"]["unfinished"] == ["KD seed 1"]
+    # a unit every row depends on (here a budget-search unit) must have finished
+    (out / "budget" / "teacher" / "epochs-2" / "result.json").unlink()
+    assert main(argv + ["--report-only"]) == 2
+    assert calls == [killed]

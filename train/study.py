@@ -28,7 +28,8 @@ Converged studies (:mod:`train.study_budget`): ``--converge`` first searches the
 then, per regime, the CE student's (from ``--epochs``, under ``<out>[/<regime>]/budget/student/``),
 and trains every row at the student budget found; the report adds the searches and the capacity
 check. ``--regime paper demo`` runs the rows once per regime, each under ``<out>/<regime>/`` with
-its own report, against the one teacher.
+its own report, against the one teacher. ``--report-only`` trains nothing and reports the units
+that have finished, naming those left out (a study stopped before its last seed).
 """
 from __future__ import annotations
 
@@ -142,11 +143,14 @@ def _unit_result(cfg: RunConfig, model: torch.nn.Module, data: SplitData, info: 
 
 
 def run_unit(cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData, info: DistInfo,
-             teacher_ckpt: Path | None) -> dict[str, Any]:
-    """Train and evaluate one unit, or read its result if it finished earlier."""
+             teacher_ckpt: Path | None, train: bool = True) -> dict[str, Any] | None:
+    """Train and evaluate one unit, or read its result if it finished earlier; with ``train``
+    False (``--report-only``) an unfinished unit returns None instead of training."""
     done = unit_dir / RESULT
     if done.is_file():
         return json.loads(done.read_text())
+    if not train:
+        return None
     t0 = time.perf_counter()
     model, _ = train_or_reuse(cfg, stage, unit_dir, data, info, teacher_ckpt, StepTimer(False, info.device))
     result = _unit_result(cfg, model, data, info, time.perf_counter() - t0, unit_dir)
@@ -186,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"mIoU points a doubling must gain to go on (default {DEFAULT_TOLERANCE:g})")
     p.add_argument("--max-doublings", type=int, default=DEFAULT_MAX_DOUBLINGS,
                    help=f"most doublings of each search (default {DEFAULT_MAX_DOUBLINGS})")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the report from the units that have finished (a study stopped "
+                   "early; the report lists the units left out); the teacher and any budget search must be done")
     return p
 
 
@@ -254,6 +261,17 @@ def _teacher_config(base: RunConfig, seed: int, epochs: int, out: Path) -> RunCo
                      "resume": True})
 
 
+def _needed_unit(args: argparse.Namespace, cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData,
+                 info: DistInfo, teacher_ckpt: Path | None) -> dict[str, Any]:
+    """A unit every row depends on (a teacher or a budget-search unit): run (or read) it; with
+    ``--report-only`` it must have finished."""
+    result = run_unit(cfg, stage, unit_dir, data, info, teacher_ckpt, train=not args.report_only)
+    if result is None:
+        raise ValueError(f"--report-only: {unit_dir} has not finished (no {RESULT}); the rows depend on it, so run "
+                         "the study without --report-only first")
+    return result
+
+
 def _say(info: DistInfo, base: RunConfig, text: str) -> None:
     if info.is_main and base.progress:
         print(f"[study] {text}", flush=True)
@@ -266,14 +284,15 @@ def train_teacher(args: argparse.Namespace, base: RunConfig, data: SplitData,
     its result and the search."""
     out, seed = Path(args.out), args.seeds[0]
     if not args.converge:
-        return out / "teacher", run_unit(_teacher_config(base, seed, base.teacher_epochs, out), "teacher",
-                                         out / "teacher", data, info, None), None
+        return out / "teacher", _needed_unit(args, _teacher_config(base, seed, base.teacher_epochs, out), "teacher",
+                                             out / "teacher", data, info, None), None
     results: dict[int, dict[str, Any]] = {}
 
     def score(epochs: int) -> float:
         _say(info, base, f"teacher budget {epochs} epochs")
         unit = out / "budget" / "teacher" / f"epochs-{epochs}"
-        results[epochs] = run_unit(_teacher_config(base, seed, epochs, out), "teacher", unit, data, info, None)
+        results[epochs] = _needed_unit(args, _teacher_config(base, seed, epochs, out), "teacher", unit, data, info,
+                                       None)
         return float(results[epochs]["val"]["miou"])
 
     search = search_budget(score, base.teacher_epochs, args.budget_tolerance, args.max_doublings)
@@ -287,23 +306,30 @@ def search_student_budget(args: argparse.Namespace, base: RunConfig, root: Path,
         _say(info, base, f"CE student budget {epochs} epochs")
         unit = root / "budget" / "student" / f"epochs-{epochs}"
         cfg = unit_config(finalize({**base.to_dict(), "epochs": epochs}), CE, args.seeds[0], unit, teacher_ckpt)
-        return float(run_unit(cfg, CE.stage, unit, data, info, teacher_ckpt)["val"]["miou"])
+        return float(_needed_unit(args, cfg, CE.stage, unit, data, info, teacher_ckpt)["val"]["miou"])
 
     return search_budget(score, base.epochs, args.budget_tolerance, args.max_doublings)
 
 
 def run_rows(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, root: Path, data: SplitData,
-             info: DistInfo, teacher_ckpt: Path) -> dict[str, list[dict[str, Any]]]:
+             info: DistInfo, teacher_ckpt: Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """Every (row, seed) unit under ``root/units``, seed-major: a study stopped early still has every
-    row for the seeds it finished."""
+    row for the seeds it finished. Returns the units' results by row and, with ``--report-only``,
+    the units left out because they have not finished ("<row> seed <s>")."""
     units: dict[str, list[dict[str, Any]]] = {}
+    missing: list[str] = []
     for seed in args.seeds:
         for row in rows:
             unit_dir = root / "units" / row.key.replace(" ", "_") / f"seed-{seed}"
             cfg = unit_config(base, row, seed, unit_dir, teacher_ckpt)
-            _say(info, base, f"{row.key} seed {seed}" + (f" ({root.name})" if root != Path(args.out) else ""))
-            units.setdefault(row.key, []).append(run_unit(cfg, row.stage, unit_dir, data, info, teacher_ckpt))
-    return {r.key: units[r.key] for r in rows}
+            if not args.report_only:
+                _say(info, base, f"{row.key} seed {seed}" + (f" ({root.name})" if root != Path(args.out) else ""))
+            result = run_unit(cfg, row.stage, unit_dir, data, info, teacher_ckpt, train=not args.report_only)
+            if result is None:
+                missing.append(f"{row.key} seed {seed}")
+            else:
+                units.setdefault(row.key, []).append(result)
+    return {r.key: units[r.key] for r in rows if r.key in units}, missing
 
 
 def run_study(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, info: DistInfo,
@@ -329,7 +355,9 @@ def run_study(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, in
             rbase = finalize({**rbase.to_dict(), "epochs": student_search.chosen})
             study["budget"] = {"tolerance": args.budget_tolerance, "teacher": teacher_search.to_dict(),
                                "student": student_search.to_dict()}
-        study["rows"] = run_rows(args, rows, rbase, root, data, info, teacher_dir / FINAL)
+        study["rows"], study["unfinished"] = run_rows(args, rows, rbase, root, data, info, teacher_dir / FINAL)
+        if not study["rows"]:
+            raise ValueError(f"--report-only: no unit under {root / 'units'} has finished: nothing to report")
         study.update(wall_s_this_invocation=time.perf_counter() - t0, config=rbase.to_dict())
         if info.is_main:
             write_study_report(root, study)

@@ -179,6 +179,8 @@ def render(study: dict[str, Any], summary: dict[str, Any]) -> str:
              f"Teacher: {split} mIoU {_pct(study['teacher'][split]['miou'])}, val mIoU "
              f"{_pct(study['teacher']['val']['miou'])}, {study['teacher'][split]['parameters']:,} parameters.", "",
              *(budget_lines(study["budget"]) if "budget" in study else []),
+             *([f"**Not finished, left out of this report** (`--report-only`): {', '.join(study['unfinished'])}. "
+                "Paired differences use the seeds both rows have.", ""] if study.get("unfinished") else []),
              f"| row | seeds | {split} mIoU (mean ± 95% CI) | val mIoU | Δ vs CE (paired) | Δ vs KD (paired) | wall min |",
              "|---|---|---|---|---|---|---|"]
     for name in names:
