@@ -4,6 +4,7 @@ every unit logs term gradients; a converged two-regime study resumes unit by uni
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -86,7 +87,11 @@ def test_converged_study_searches_budgets_per_regime_and_resumes_unit_by_unit(
         assert [e for e, _ in budget["teacher"]["tried"]] == [1, 2] and budget["teacher"]["largest"] == 2
         assert budget["student"]["converged"] and budget["student"]["chosen"] == 1  # any gain < 1e9 points
         assert saved["config"]["epochs"] == 1 and saved["config"]["seg_loss"] == REGIMES[regime]["seg_loss"]
-        assert saved["teacher"]["val"] == json.loads((out / "budget/teacher/epochs-2/result.json").read_text())["val"]
+        # the teacher is the budget whose doubling gained too little, like the students'
+        assert budget["teacher"]["chosen"] == 1
+        assert saved["teacher"]["val"] == json.loads((out / "budget/teacher/epochs-1/result.json").read_text())["val"]
+        # the CE row at the search's seed is the chosen budget's search unit, not trained twice
+        assert not (out / regime / "units" / "CE" / "seed-0").exists() and len(saved["rows"]["CE"]) == 2
         report = (out / regime / "STUDY.md").read_text()
         assert f"{regime} regime" in report and "Capacity check" in report and "| CE | 2 |" in report
         assert "provisional" not in report  # both searches converged (any gain is < 1e9 points)
@@ -113,3 +118,37 @@ def test_converged_study_searches_budgets_per_regime_and_resumes_unit_by_unit(
     (out / "budget" / "teacher" / "epochs-2" / "result.json").unlink()
     assert main(argv + ["--report-only"]) == 2
     assert calls == [killed]
+
+
+def test_kept_units_carry_a_study_to_a_new_machine_and_its_teacher_must_reproduce(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = tmp_path / "kept"
+    argv = _argv(tmp_path) + ["--rows", "CE", "KD", "--regime", "paper", "--converge", "--max-doublings", "1",
+                              "--budget-tolerance", "1e9", "--keep-units", str(kept)]
+    assert main(argv) == 0
+    out = tmp_path / "study"
+    finished = sorted(p.parent.relative_to(out) for p in out.rglob("result.json"))
+    assert sorted(p.parent.relative_to(kept) for p in kept.rglob("result.json")) == finished
+    assert {p.name for p in kept.rglob("*")} - {p.parent.name for p in kept.rglob("*")} <= {
+        "result.json", "val_log.csv", "train_log.csv"}  # results and logs, never weights
+    rows = json.loads((out / "paper" / "study.json").read_text())["study"]["rows"]
+
+    # a new machine: the run folder is gone, only the kept units are there
+    shutil.rmtree(out)
+    calls = record_calls(monkeypatch, study_mod, "train_or_reuse")
+    assert main(argv) == 0
+    teacher = out / "budget" / "teacher" / "epochs-1"
+    assert calls == [teacher]  # only the teacher, whose weights the rows need, is trained again
+    assert (teacher / "result.reference.json").is_file()
+    assert json.loads((out / "paper" / "study.json").read_text())["study"]["rows"] == rows
+
+    # a kept result the retrained teacher does not reproduce stops the study before any row
+    shutil.rmtree(out)
+    path = kept / "budget" / "teacher" / "epochs-1" / "result.json"
+    result = json.loads(path.read_text())
+    result["val"]["miou"] += 0.01
+    path.write_text(json.dumps(result))
+    calls.clear()
+    assert main(argv) == 2
+    assert calls == [teacher] and not (out / "paper" / "study.json").exists()  # no row, no report

@@ -58,9 +58,9 @@ from train.run import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_re
 from train.study_budget import (DEFAULT_MAX_DOUBLINGS, DEFAULT_TOLERANCE, REGIMES, BudgetSearch, check_search,
                                 regime_conflicts, search_budget)
 from train.study_report import write_study_report
+from train.study_units import RESULT, check_reproduced, keep_units, needs_retraining, restore_units
 
 TABLES: tuple[int, ...] = (5, 7, 10, 11)
-RESULT = "result.json"
 # The paper's Table 7 grid (App. C): lambda_topo in {0.5, 4, 8}, lambda_grad and lambda_kld in
 # {0.5, 1, 2}.
 PAPER_GRID: dict[str, tuple[float, ...]] = {
@@ -154,6 +154,7 @@ def run_unit(cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData, info: 
     t0 = time.perf_counter()
     model, _ = train_or_reuse(cfg, stage, unit_dir, data, info, teacher_ckpt, StepTimer(False, info.device))
     result = _unit_result(cfg, model, data, info, time.perf_counter() - t0, unit_dir)
+    check_reproduced(result, unit_dir)  # a kept unit trained again for its weights gives the same numbers
     if info.is_main:
         # atomic: a killed write never leaves a half result that would mark the unit finished
         atomic_write(json.dumps(result, indent=1, allow_nan=True).encode(), done)
@@ -190,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"mIoU points a doubling must gain to go on (default {DEFAULT_TOLERANCE:g})")
     p.add_argument("--max-doublings", type=int, default=DEFAULT_MAX_DOUBLINGS,
                    help=f"most doublings of each search (default {DEFAULT_MAX_DOUBLINGS})")
+    p.add_argument("--keep-units", default=None, metavar="DIR",
+                   help="keep every finished unit's result and logs (no weights) in DIR as it finishes, and start "
+                   "from the units kept there: commit DIR to go on with a study on another machine (the teacher "
+                   "is trained again there and must reproduce its kept result; train/study_units.py)")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the report from the units that have finished (a study stopped "
                    "early; the report lists the units left out); the teacher and any budget search must be done")
@@ -261,11 +266,25 @@ def _teacher_config(base: RunConfig, seed: int, epochs: int, out: Path) -> RunCo
                      "resume": True})
 
 
-def _needed_unit(args: argparse.Namespace, cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData,
-                 info: DistInfo, teacher_ckpt: Path | None) -> dict[str, Any]:
-    """A unit every row depends on (a teacher or a budget-search unit): run (or read) it; with
-    ``--report-only`` it must have finished."""
+def study_unit(args: argparse.Namespace, cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData,
+               info: DistInfo, teacher_ckpt: Path | None) -> dict[str, Any] | None:
+    """:func:`run_unit` (training nothing with ``--report-only``), then keep the finished units'
+    text in ``--keep-units``."""
     result = run_unit(cfg, stage, unit_dir, data, info, teacher_ckpt, train=not args.report_only)
+    if args.keep_units and info.is_main:
+        keep_units(Path(args.out), Path(args.keep_units))
+    return result
+
+
+def _needed_unit(args: argparse.Namespace, cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData,
+                 info: DistInfo, teacher_ckpt: Path | None, weights: bool = False) -> dict[str, Any]:
+    """A unit every row depends on (a teacher or a budget-search unit): run (or read) it; with
+    ``--report-only`` it must have finished. ``weights``: the rows load its final weights, so a unit
+    restored from ``--keep-units`` without them is trained again (and must reproduce its result)."""
+    if weights and not args.report_only and info.is_main:
+        needs_retraining(unit_dir, FINAL)
+    barrier()
+    result = study_unit(args, cfg, stage, unit_dir, data, info, teacher_ckpt)
     if result is None:
         raise ValueError(f"--report-only: {unit_dir} has not finished (no {RESULT}); the rows depend on it, so run "
                          "the study without --report-only first")
@@ -280,23 +299,27 @@ def _say(info: DistInfo, base: RunConfig, text: str) -> None:
 def train_teacher(args: argparse.Namespace, base: RunConfig, data: SplitData,
                   info: DistInfo) -> tuple[Path, dict[str, Any], BudgetSearch | None]:
     """The study's one teacher: at ``--teacher-epochs`` in ``<out>/teacher``, or with ``--converge``
-    the largest budget of the search in ``<out>/budget/teacher/epochs-<E>``. Returns its folder,
-    its result and the search."""
+    the budget of the search whose doubling gained too little (as for the students; the largest
+    trained if the search did not converge) in ``<out>/budget/teacher/epochs-<E>``: a study that
+    goes on in another session from ``--keep-units`` trains that teacher again, and the smaller
+    converged budget halves that cost. Returns its folder, its result and the search."""
     out, seed = Path(args.out), args.seeds[0]
     if not args.converge:
         return out / "teacher", _needed_unit(args, _teacher_config(base, seed, base.teacher_epochs, out), "teacher",
-                                             out / "teacher", data, info, None), None
-    results: dict[int, dict[str, Any]] = {}
+                                             out / "teacher", data, info, None, weights=True), None
+
+    def unit(epochs: int) -> Path:
+        return out / "budget" / "teacher" / f"epochs-{epochs}"
 
     def score(epochs: int) -> float:
         _say(info, base, f"teacher budget {epochs} epochs")
-        unit = out / "budget" / "teacher" / f"epochs-{epochs}"
-        results[epochs] = _needed_unit(args, _teacher_config(base, seed, epochs, out), "teacher", unit, data, info,
-                                       None)
-        return float(results[epochs]["val"]["miou"])
+        result = _needed_unit(args, _teacher_config(base, seed, epochs, out), "teacher", unit(epochs), data, info, None)
+        return float(result["val"]["miou"])
 
     search = search_budget(score, base.teacher_epochs, args.budget_tolerance, args.max_doublings)
-    return out / "budget" / "teacher" / f"epochs-{search.largest}", results[search.largest], search
+    _say(info, base, f"the teacher: {search.chosen} epochs")
+    return unit(search.chosen), _needed_unit(args, _teacher_config(base, seed, search.chosen, out), "teacher",
+                                              unit(search.chosen), data, info, None, weights=True), search
 
 
 def search_student_budget(args: argparse.Namespace, base: RunConfig, root: Path, data: SplitData, info: DistInfo,
@@ -312,19 +335,22 @@ def search_student_budget(args: argparse.Namespace, base: RunConfig, root: Path,
 
 
 def run_rows(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, root: Path, data: SplitData,
-             info: DistInfo, teacher_ckpt: Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+             info: DistInfo, teacher_ckpt: Path,
+             same_as: dict[tuple[str, int], Path]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """Every (row, seed) unit under ``root/units``, seed-major: a study stopped early still has every
-    row for the seeds it finished. Returns the units' results by row and, with ``--report-only``,
-    the units left out because they have not finished ("<row> seed <s>")."""
+    row for the seeds it finished; ``same_as`` maps a (row, seed) to a unit of the same config that
+    serves as it (the CE row at the search's seed is the chosen budget's search unit). Returns the
+    units' results by row and, with ``--report-only``, the units left out because they have not
+    finished ("<row> seed <s>")."""
     units: dict[str, list[dict[str, Any]]] = {}
     missing: list[str] = []
     for seed in args.seeds:
         for row in rows:
-            unit_dir = root / "units" / row.key.replace(" ", "_") / f"seed-{seed}"
+            unit_dir = same_as.get((row.key, seed), root / "units" / row.key.replace(" ", "_") / f"seed-{seed}")
             cfg = unit_config(base, row, seed, unit_dir, teacher_ckpt)
             if not args.report_only:
                 _say(info, base, f"{row.key} seed {seed}" + (f" ({root.name})" if root != Path(args.out) else ""))
-            result = run_unit(cfg, row.stage, unit_dir, data, info, teacher_ckpt, train=not args.report_only)
+            result = study_unit(args, cfg, row.stage, unit_dir, data, info, teacher_ckpt)
             if result is None:
                 missing.append(f"{row.key} seed {seed}")
             else:
@@ -339,6 +365,10 @@ def run_study(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, in
     (one study, or ``{regime: study}`` with ``--regime``)."""
     out = Path(args.out)
     t0 = time.perf_counter()
+    if args.keep_units and info.is_main:
+        restored = restore_units(Path(args.keep_units), out)
+        _say(info, base, f"{len(restored)} finished units restored from {args.keep_units}")
+    barrier()
     data = prepare_splits(_teacher_config(base, args.seeds[0], base.teacher_epochs, out), info)
     teacher_dir, teacher, teacher_search = train_teacher(args, base, data, info)
     command = "python -m train.study " + " ".join(shlex.quote(a) for a in argv)
@@ -350,12 +380,15 @@ def run_study(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, in
                                  "command": command, "class_names": list(data.class_names),
                                  "eval_split": "test" if data.has_test else "val", "teacher": teacher,
                                  "regime": regime}
+        same_as: dict[tuple[str, int], Path] = {}
         if args.converge:
             student_search = search_student_budget(args, rbase, root, data, info, teacher_dir / FINAL)
             rbase = finalize({**rbase.to_dict(), "epochs": student_search.chosen})
             study["budget"] = {"tolerance": args.budget_tolerance, "teacher": teacher_search.to_dict(),
                                "student": student_search.to_dict()}
-        study["rows"], study["unfinished"] = run_rows(args, rows, rbase, root, data, info, teacher_dir / FINAL)
+            same_as[(CE.key, args.seeds[0])] = root / "budget" / "student" / f"epochs-{student_search.chosen}"
+        study["rows"], study["unfinished"] = run_rows(args, rows, rbase, root, data, info, teacher_dir / FINAL,
+                                                      same_as)
         if not study["rows"]:
             raise ValueError(f"--report-only: no unit under {root / 'units'} has finished: nothing to report")
         study.update(wall_s_this_invocation=time.perf_counter() - t0, config=rbase.to_dict())

@@ -6,10 +6,10 @@ things a plain study does not do, kept here apart from the study's table logic:
 * **Budget search** (:func:`search_budget`): train at ``start`` epochs, then at twice as many, and
   so on, each budget from scratch (the OneCycle schedule spans the whole budget), until doubling
   gains less than ``tolerance`` points of validation mIoU, or ``max_doublings`` doublings were
-  made (then the search says it did not converge). The teacher keeps the largest budget trained
-  (it is trained anyway and is the better teacher); the students get the budget whose doubling
-  gained too little (every row the same), since rows cost far more than one search unit. Choices
-  are made on validation only, at the study's first seed.
+  made (then the search says it did not converge). Teacher and students get the budget whose
+  doubling gained too little (every row the same): rows cost far more than one search unit, and a
+  study carried across sessions (``--keep-units``) trains its teacher again in each. Choices are
+  made on validation only, at the study's first seed.
 * **Regimes** (:data:`REGIMES`): the options that make the students' losses the paper's (plain
   cross-entropy, unweighted L_seg and KL) or the demo's (class-weighted L_seg, decision 22, and
   the KL weighted alike, decision 44). They apply to the student units; the teacher is trained

@@ -154,13 +154,13 @@ def budget_lines(budget: dict[str, Any]) -> list[str]:
 
     lines = [f"## Budgets (doubling until validation mIoU gains < {budget['tolerance']:g} points)", "",
              "| model | epochs tried: validation mIoU | converged | used |", "|---|---|---|---|"]
-    for name, used in (("teacher", "largest"), ("student", "chosen")):
+    for name in ("teacher", "student"):
         search = budget[name]
         tried = ", ".join(f"{e}: {_pct(m)}" for e, m in search["tried"])
         label = "teacher" if name == "teacher" else "CE student (every row)"
-        lines.append(f"| {label} | {tried} | {'yes' if search['converged'] else '**no**'} | {search[used]} epochs |")
+        lines.append(f"| {label} | {tried} | {'yes' if search['converged'] else '**no**'} | {search['chosen']} epochs |")
     miou = {name: dict((e, m) for e, m in budget[name]["tried"]) for name in ("teacher", "student")}
-    lines += ["", capacity_statement(miou["teacher"][budget["teacher"]["largest"]],
+    lines += ["", capacity_statement(miou["teacher"][budget["teacher"]["chosen"]],
                                      miou["student"][budget["student"]["chosen"]],
                                      budget["teacher"]["converged"] and budget["student"]["converged"]), ""]
     return lines

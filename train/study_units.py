@@ -1,0 +1,92 @@
+"""Study units kept outside the run folder, so that a study outlives one machine's session.
+
+A unit of :mod:`train.study` (one trained model) is finished when its folder holds ``result.json``.
+A converged study takes longer than a session of a shared machine, and its run folder (weights,
+checkpoints) is not kept. ``--keep-units DIR`` keeps the text of every finished unit (:data:`KEPT`:
+its result and its logs, no weights) in ``DIR`` as the unit finishes (:func:`keep_units`) and copies
+it back into the run folder when a study starts (:func:`restore_units`), so that ``DIR``, committed,
+carries the study from one session to the next: a kept unit is not trained again.
+
+The one exception is a unit whose weights the rows need (the study's teacher): it is trained again
+(:func:`needs_retraining` moves its kept result aside as :data:`REFERENCE`), and
+:func:`check_reproduced` stops the study unless the new result equals the kept one bit for bit
+(``--deterministic`` on the same kind of CPU gives the same model), since every kept row was
+distilled from the model that gave the kept result.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+RESULT = "result.json"
+REFERENCE = "result.reference.json"
+KEPT: tuple[str, ...] = (RESULT, "val_log.csv", "train_log.csv")
+# what a unit's result must reproduce: the evaluations, not the wall time or the log's path
+COMPARED: tuple[str, ...] = ("val", "test")
+
+
+def _finished_units(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.rglob(RESULT))
+
+
+def keep_units(out: Path, dest: Path) -> list[Path]:
+    """Copy the kept files of every finished unit under ``out`` to the same place under ``dest``;
+    returns the units (relative to ``out``) whose files were new or changed there."""
+    copied: list[Path] = []
+    for unit in _finished_units(out):
+        rel = unit.relative_to(out)
+        changed = False
+        for name in KEPT:
+            src, dst = unit / name, dest / rel / name
+            if src.is_file() and (not dst.is_file() or dst.read_bytes() != src.read_bytes()):
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+                changed = True
+        if changed:
+            copied.append(rel)
+    return copied
+
+
+def restore_units(dest: Path, out: Path) -> list[Path]:
+    """Copy every unit kept in ``dest`` into ``out`` where ``out`` has not finished it; returns the
+    units restored (relative). A unit finished under ``out`` is left as it is."""
+    restored: list[Path] = []
+    for kept in _finished_units(dest):
+        rel = kept.relative_to(dest)
+        if (out / rel / RESULT).is_file():
+            continue
+        (out / rel).mkdir(parents=True, exist_ok=True)
+        for name in KEPT:
+            if (kept / name).is_file():
+                shutil.copyfile(kept / name, out / rel / name)
+        restored.append(rel)
+    return restored
+
+
+def needs_retraining(unit_dir: Path, final: str) -> bool:
+    """A finished unit without its weights ``final`` (restored from kept units) must be trained again:
+    its result is moved aside as :data:`REFERENCE`, for :func:`check_reproduced`. Returns whether."""
+    if (unit_dir / final).is_file() or not (unit_dir / RESULT).is_file():
+        return False
+    (unit_dir / RESULT).replace(unit_dir / REFERENCE)
+    return True
+
+
+def check_reproduced(result: dict[str, Any], unit_dir: Path) -> None:
+    """Refuse a retrained unit whose evaluations differ from its :data:`REFERENCE` (if it has one)."""
+    path = unit_dir / REFERENCE
+    if not path.is_file():
+        return
+    reference = json.loads(path.read_text())
+    # compared as JSON text: a class absent from a split has IoU NaN, and NaN != NaN
+    differ = [k for k in COMPARED
+              if json.dumps(reference.get(k), sort_keys=True) != json.dumps(result.get(k), sort_keys=True)]
+    if differ:
+        miou = ", ".join(f"{k} mIoU {reference.get(k, {}).get('miou')} kept vs {result.get(k, {}).get('miou')} now"
+                         for k in differ)
+        raise ValueError(
+            f"{unit_dir} was trained again for its weights and did not reproduce its kept result ({miou}): "
+            "the kept units that depend on it were trained from another model. Run on the same kind of CPU "
+            "with --deterministic, or delete the kept study units and start the study again")
