@@ -4,6 +4,7 @@ every unit logs term gradients; a converged two-regime study resumes unit by uni
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -17,6 +18,7 @@ from tests.test_train_support import record_calls
 from train.study import TERM_GRAD_INTERVAL, main, parse
 from train.study_budget import (CAPACITY_MIN_GAP, HARDER_TARGET_GAP, REGIMES, capacity_statement, regime_conflicts,
                                 search_budget)
+from train.study_units import AVX2_PIN, pin_vector_isa
 
 
 def _recorded(curve: dict[int, float]) -> tuple[list[int], Callable[[int], float]]:
@@ -152,3 +154,17 @@ def test_kept_units_carry_a_study_to_a_new_machine_and_its_teacher_must_reproduc
     calls.clear()
     assert main(argv) == 2
     assert calls == [teacher] and not (out / "paper" / "study.json").exists()  # no row, no report
+
+
+def test_the_study_pins_torch_and_mkl_to_their_avx2_kernels_where_the_cpu_has_avx2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in AVX2_PIN:
+        monkeypatch.delenv(name, raising=False)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu sse4_2 avx fma\n")
+    assert pin_vector_isa(cpuinfo) == {} and not set(AVX2_PIN) & set(os.environ)  # no AVX2: nothing to pin
+    cpuinfo.write_text("flags\t\t: fpu sse4_2 avx avx2 fma avx512f\n")
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")  # a value given by the user is kept
+    assert pin_vector_isa(cpuinfo) == {"ATEN_CPU_CAPABILITY": "avx2"}
+    assert os.environ["ATEN_CPU_CAPABILITY"] == "avx2" and os.environ["MKL_CBWR"] == "COMPATIBLE"

@@ -55,7 +55,7 @@ STAGE_TERMS: dict[str, dict[str, bool]] = {
 #   training scenes: under-fitted, not over-fitted; bus 25, lane marker 6, cone 0 even there); with
 #   f_c^-1/2 class weights 49.6 (lane marker 46 vs 4, sign 76 vs 47, other ground 38 vs 18, cone
 #   16 vs 0; road, building and car unchanged). Without drop-path 50.0 vs 49.6: no gain, kept.
-# - steps (2026-11-23; benchmarks/STUDY.md, section 1.1): every student row gets the same 14 epochs
+# - steps (2026-11-23; benchmarks/STUDY.md, section 2.1): every student row gets the same 14 epochs
 #   (420 steps): there the validation curves are flat under the OneCycle schedule (last two passes
 #   CE 33.5, 33.3; KD 31.2, 31.3; full 30.3, 30.6), while at 12 epochs CE and KD still moved by
 #   0.93 and 0.94 between their last two passes and at 10 (the former budget) CE by 1.5. The whole

@@ -58,7 +58,7 @@ from train.run import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_re
 from train.study_budget import (DEFAULT_MAX_DOUBLINGS, DEFAULT_TOLERANCE, REGIMES, BudgetSearch, check_search,
                                 regime_conflicts, search_budget)
 from train.study_report import write_study_report
-from train.study_units import RESULT, check_reproduced, keep_units, needs_retraining, restore_units
+from train.study_units import RESULT, check_reproduced, keep_units, needs_retraining, pin_vector_isa, restore_units
 
 TABLES: tuple[int, ...] = (5, 7, 10, 11)
 # The paper's Table 7 grid (App. C): lambda_topo in {0.5, 4, 8}, lambda_grad and lambda_kld in
@@ -132,7 +132,7 @@ def unit_config(base: RunConfig, row: Row, seed: int, unit_dir: Path, teacher_ck
 
 def _unit_result(cfg: RunConfig, model: torch.nn.Module, data: SplitData, info: DistInfo, wall_s: float,
                  unit_dir: Path) -> dict[str, Any]:
-    result: dict[str, Any] = {"seed": cfg.seed, "wall_s": wall_s,
+    result: dict[str, Any] = {"seed": cfg.seed, "wall_s": wall_s, "cpu": torch.backends.cpu.get_cpu_capability(),
                               "val": evaluate_split(cfg, model, data, "val", info)}
     if data.has_test:
         result["test"] = evaluate_split(cfg, model, data, "test", info)
@@ -411,4 +411,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    pin_vector_isa()  # before any kernel runs: a study kept across sessions repeats on other x86 machines
     sys.exit(main())

@@ -12,10 +12,17 @@ The one exception is a unit whose weights the rows need (the study's teacher): i
 :func:`check_reproduced` stops the study unless the new result equals the kept one bit for bit
 (``--deterministic`` on the same kind of CPU gives the same model), since every kept row was
 distilled from the model that gave the kept result.
+
+Bit for bit across sessions needs the same arithmetic, and the machines a session gets differ:
+torch's vector kernels round differently with AVX-512 than with AVX2 (``benchmarks/STUDY.md``
+section 2.6). :func:`pin_vector_isa` makes ``python -m train.study`` use the AVX2 kernels of torch
+and MKL on every x86 machine that has AVX2; on an AVX2 machine that changes no bit (MKL's AVX2
+path measured equal to its default there).
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,23 @@ REFERENCE = "result.reference.json"
 KEPT: tuple[str, ...] = (RESULT, "val_log.csv", "train_log.csv")
 # what a unit's result must reproduce: the evaluations, not the wall time or the log's path
 COMPARED: tuple[str, ...] = ("val", "test")
+
+
+# env var -> value: the AVX2 kernels of torch's ATen dispatch and of MKL's BLAS (conditional
+# numerical reproducibility); read when each first runs, inherited by the DDP ranks
+AVX2_PIN: dict[str, str] = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+
+
+def pin_vector_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """Set :data:`AVX2_PIN` (values given already are kept) where the CPU has AVX2; returns what it
+    set. Called before the study's first tensor operation, never in a process that has run kernels
+    with another setting (the tests call the study in-process, so only its ``__main__`` calls this)."""
+    flags = cpuinfo.read_text().split() if cpuinfo.is_file() else []
+    if "avx2" not in flags:
+        return {}
+    pinned = {k: v for k, v in AVX2_PIN.items() if k not in os.environ}
+    os.environ.update(pinned)
+    return pinned
 
 
 def _finished_units(root: Path) -> list[Path]:
@@ -85,7 +109,7 @@ def check_reproduced(result: dict[str, Any], unit_dir: Path) -> None:
               if json.dumps(reference.get(k), sort_keys=True) != json.dumps(result.get(k), sort_keys=True)]
     if differ:
         miou = ", ".join(f"{k} mIoU {reference.get(k, {}).get('miou')} kept vs {result.get(k, {}).get('miou')} now"
-                         for k in differ)
+                         for k in differ) + f"; CPU kernels {reference.get('cpu')} kept, {result.get('cpu')} now"
         raise ValueError(
             f"{unit_dir} was trained again for its weights and did not reproduce its kept result ({miou}): "
             "the kept units that depend on it were trained from another model. Run on the same kind of CPU "
