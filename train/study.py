@@ -57,7 +57,7 @@ from train.profiling import StepTimer
 from train.run import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse
 from train.study_budget import (DEFAULT_MAX_DOUBLINGS, DEFAULT_TOLERANCE, REGIMES, BudgetSearch, check_search,
                                 regime_conflicts, search_budget)
-from train.study_report import write_study_report
+from train.study_report import log_quarters, write_study_report
 from train.study_units import RESULT, check_reproduced, keep_units, needs_retraining, pin_vector_isa, restore_units
 
 TABLES: tuple[int, ...] = (5, 7, 10, 11)
@@ -138,7 +138,8 @@ def _unit_result(cfg: RunConfig, model: torch.nn.Module, data: SplitData, info: 
         result["test"] = evaluate_split(cfg, model, data, "test", info)
     log = unit_dir / "train_log.csv"
     if log.is_file():
-        result["train_log"] = str(log)
+        # the report's early/late term means, kept in the result: the log itself is not kept
+        result.update(train_log=str(log), terms=log_quarters(log))
     return result
 
 

@@ -78,25 +78,38 @@ def summarize(study: dict[str, Any]) -> dict[str, Any]:
 SKIP_COLUMNS = ("step", "epoch", "lr")
 
 
+def log_quarters(path: Path) -> dict[str, tuple[float, float]]:
+    """Mean of every logged training column (loss terms, gradient norms, H1 budget misses) of one
+    unit's ``train_log.csv`` over the first and the last quarter of its steps (NaN where a column
+    was logged only early)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    quarter = max(1, len(rows) // 4)
+    out: dict[str, tuple[float, float]] = {}
+    for name in (rows[0] if rows else {}):
+        if name in SKIP_COLUMNS:
+            continue
+        early, late = ([float(r[name]) for r in part if r.get(name) not in (None, "")]
+                       for part in (rows[:quarter], rows[-quarter:]))
+        if early:
+            out[name] = (float(np.mean(early)), float(np.mean(late)) if late else math.nan)
+    return out
+
+
 def term_diagnostics(units: Sequence[dict[str, Any]]) -> dict[str, tuple[float, float]]:
-    """Mean of every logged training column (loss terms, gradient norms, H1 budget misses) over the
-    first and the last quarter of training, averaged over the units that logged it."""
+    """:func:`log_quarters` averaged over the units that logged each column: a unit's ``terms`` (its
+    quarters, kept in its result) or, for a result without them, its ``train_log``."""
     early: dict[str, list[float]] = {}
     late: dict[str, list[float]] = {}
     for unit in units:
-        path = unit.get("train_log")
-        if not path or not Path(path).is_file():
-            continue
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        quarter = max(1, len(rows) // 4)
-        for name in (rows[0] if rows else {}):
-            if name in SKIP_COLUMNS:
-                continue
-            for part, store in ((rows[:quarter], early), (rows[-quarter:], late)):
-                vals = [float(r[name]) for r in part if r.get(name) not in (None, "")]
-                if vals:
-                    store.setdefault(name, []).append(float(np.mean(vals)))
+        terms = unit.get("terms")
+        if terms is None:
+            path = unit.get("train_log")
+            terms = log_quarters(Path(path)) if path and Path(path).is_file() else {}
+        for name, (first, last) in terms.items():
+            early.setdefault(name, []).append(first)
+            if not math.isnan(last):
+                late.setdefault(name, []).append(last)
     return {k: (float(np.mean(early[k])), float(np.mean(late.get(k, [math.nan])))) for k in early}
 
 

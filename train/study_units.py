@@ -3,9 +3,10 @@
 A unit of :mod:`train.study` (one trained model) is finished when its folder holds ``result.json``.
 A converged study takes longer than a session of a shared machine, and its run folder (weights,
 checkpoints) is not kept. ``--keep-units DIR`` keeps the text of every finished unit (:data:`KEPT`:
-its result and its logs, no weights) in ``DIR`` as the unit finishes (:func:`keep_units`) and copies
-it back into the run folder when a study starts (:func:`restore_units`), so that ``DIR``, committed,
-carries the study from one session to the next: a kept unit is not trained again.
+its result and its validation log, no weights) in ``DIR`` as the unit finishes
+(:func:`keep_units`) and copies it back into the run folder when a study starts
+(:func:`restore_units`), so that ``DIR``, committed, carries the study from one session to the
+next: a kept unit is not trained again.
 
 The one exception is a unit whose weights the rows need (the study's teacher): it is trained again
 (:func:`needs_retraining` moves its kept result aside as :data:`REFERENCE`), and
@@ -29,7 +30,9 @@ from typing import Any
 
 RESULT = "result.json"
 REFERENCE = "result.reference.json"
-KEPT: tuple[str, ...] = (RESULT, "val_log.csv", "train_log.csv")
+# the per-step train_log.csv is left out (up to 0.7 MB a unit): the result holds what the report
+# reads of it (its early and late means, ``terms``)
+KEPT: tuple[str, ...] = (RESULT, "val_log.csv")
 # what a unit's result must reproduce: the evaluations, not the wall time or the log's path
 COMPARED: tuple[str, ...] = ("val", "test")
 
