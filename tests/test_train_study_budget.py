@@ -80,8 +80,13 @@ def test_converged_study_searches_budgets_per_regime_and_resumes_unit_by_unit(
 ) -> None:
     argv = _argv(tmp_path) + ["--rows", "CE", "KD", "--regime", "paper", "demo", "--converge",
                               "--max-doublings", "1", "--budget-tolerance", "1e9"]
+    first = record_calls(monkeypatch, study_mod, "train_or_reuse")
     assert main(argv) == 0
     out = tmp_path / "study"
+    # the CE students' searches need no teacher and come first, then the teacher's, then the rows
+    searches = [out / r / "budget" / "student" / f"epochs-{e}" for r in ("paper", "demo") for e in (1, 2)]
+    assert first[:6] == searches + [out / "budget" / "teacher" / f"epochs-{e}" for e in (1, 2)]
+    monkeypatch.undo()
     assert sorted(p.name for p in (out / "budget" / "teacher").iterdir()) == ["epochs-1", "epochs-2"]
     for regime in ("paper", "demo"):
         saved = json.loads((out / regime / "study.json").read_text())["study"]

@@ -23,10 +23,11 @@ the teacher uses the first seed. The report (:mod:`train.study_report`) is writt
 ``<out>/study.json``. Every unit logs each term's gradient norm (``--log-term-grads``, every
 :data:`TERM_GRAD_INTERVAL` steps unless given).
 
-Converged studies (:mod:`train.study_budget`): ``--converge`` first searches the teacher's budget
-(from ``--teacher-epochs``, doubling, one unit per budget under ``<out>/budget/teacher/``) and
-then, per regime, the CE student's (from ``--epochs``, under ``<out>[/<regime>]/budget/student/``),
-and trains every row at the student budget found; the report adds the searches and the capacity
+Converged studies (:mod:`train.study_budget`): ``--converge`` first searches, per regime, the CE
+student's budget (from ``--epochs``, doubling, one unit per budget under
+``<out>[/<regime>]/budget/student/``; the CE student reads no teacher, and its search is the
+cheaper one), then the teacher's (from ``--teacher-epochs``, under ``<out>/budget/teacher/``), and
+trains every row at the student budget found; the report adds the searches and the capacity
 check. ``--regime paper demo`` runs the rows once per regime, each under ``<out>/<regime>/`` with
 its own report, against the one teacher. ``--report-only`` trains nothing and reports the units
 that have finished, naming those left out (a study stopped before its last seed).
@@ -123,8 +124,8 @@ def study_rows(table: int, grid: dict[str, Sequence[float]], saliency_sets: Sequ
     raise ValueError(f"--table must be one of {TABLES}, got {table}")
 
 
-def unit_config(base: RunConfig, row: Row, seed: int, unit_dir: Path, teacher_ckpt: Path) -> RunConfig:
-    """The resolved config of one (row, seed) unit (validated like any run)."""
+def unit_config(base: RunConfig, row: Row, seed: int, unit_dir: Path, teacher_ckpt: Path | None) -> RunConfig:
+    """The resolved config of one (row, seed) unit (validated like any run); the CE row reads no teacher."""
     values = {**base.to_dict(), **row.values, "stage": row.stage, "seed": seed, "out": str(unit_dir),
               "teacher_checkpoint": str(teacher_ckpt) if row.stage != "student" else None, "resume": True}
     return finalize(values)
@@ -323,14 +324,16 @@ def train_teacher(args: argparse.Namespace, base: RunConfig, data: SplitData,
                                               unit(search.chosen), data, info, None, weights=True), search
 
 
-def search_student_budget(args: argparse.Namespace, base: RunConfig, root: Path, data: SplitData, info: DistInfo,
-                          teacher_ckpt: Path) -> BudgetSearch:
-    """The CE student's converged budget (``--converge``), one unit per budget under ``root/budget/student``."""
+def search_student_budget(args: argparse.Namespace, base: RunConfig, root: Path, data: SplitData,
+                          info: DistInfo) -> BudgetSearch:
+    """The CE student's converged budget (``--converge``), one unit per budget under ``root/budget/student``.
+    The CE student needs no teacher, so this runs before the teacher's search: it is the cheaper of
+    the two, and the budget it finds sets the cost of every row."""
     def score(epochs: int) -> float:
         _say(info, base, f"CE student budget {epochs} epochs")
         unit = root / "budget" / "student" / f"epochs-{epochs}"
-        cfg = unit_config(finalize({**base.to_dict(), "epochs": epochs}), CE, args.seeds[0], unit, teacher_ckpt)
-        return float(_needed_unit(args, cfg, CE.stage, unit, data, info, teacher_ckpt)["val"]["miou"])
+        cfg = unit_config(finalize({**base.to_dict(), "epochs": epochs}), CE, args.seeds[0], unit, None)
+        return float(_needed_unit(args, cfg, CE.stage, unit, data, info, None)["val"]["miou"])
 
     return search_budget(score, base.epochs, args.budget_tolerance, args.max_doublings)
 
@@ -361,8 +364,8 @@ def run_rows(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, roo
 
 def run_study(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, info: DistInfo,
               argv: Sequence[str]) -> dict[str, Any]:
-    """Train the teacher (searching its budget with ``--converge``), then per regime the CE
-    student's budget search and every unit; write each regime's report and return their numbers
+    """With ``--converge`` search the CE student's budget per regime, then the teacher's; without,
+    train the teacher; then every unit of every regime; write each regime's report and return their numbers
     (one study, or ``{regime: study}`` with ``--regime``)."""
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -371,11 +374,13 @@ def run_study(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, in
         _say(info, base, f"{len(restored)} finished units restored from {args.keep_units}")
     barrier()
     data = prepare_splits(_teacher_config(base, args.seeds[0], base.teacher_epochs, out), info)
+    regimes = {regime: regime_config(base, regime) for regime in args.regime or [None]}
+    student_searches = {regime: search_student_budget(args, rbase, out / regime if regime else out, data, info)
+                        for regime, rbase in regimes.items()} if args.converge else {}
     teacher_dir, teacher, teacher_search = train_teacher(args, base, data, info)
     command = "python -m train.study " + " ".join(shlex.quote(a) for a in argv)
     studies: dict[str | None, dict[str, Any]] = {}
-    for regime in args.regime or [None]:
-        rbase = regime_config(base, regime)
+    for regime, rbase in regimes.items():
         root = out / regime if regime else out
         study: dict[str, Any] = {"table": args.table, "dataset": base.dataset, "seeds": list(args.seeds),
                                  "command": command, "class_names": list(data.class_names),
@@ -383,7 +388,7 @@ def run_study(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, in
                                  "regime": regime}
         same_as: dict[tuple[str, int], Path] = {}
         if args.converge:
-            student_search = search_student_budget(args, rbase, root, data, info, teacher_dir / FINAL)
+            student_search = student_searches[regime]
             rbase = finalize({**rbase.to_dict(), "epochs": student_search.chosen})
             study["budget"] = {"tolerance": args.budget_tolerance, "teacher": teacher_search.to_dict(),
                                "student": student_search.to_dict()}
