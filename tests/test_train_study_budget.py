@@ -19,6 +19,7 @@ from train.study import TERM_GRAD_INTERVAL, main, parse
 from train.study_budget import (CAPACITY_MIN_GAP, HARDER_TARGET_GAP, REGIMES, capacity_statement, regime_conflicts,
                                 search_budget)
 from train.study_units import AVX2_PIN, pin_vector_isa
+from train.study_report import budget_curves
 
 
 def _recorded(curve: dict[int, float]) -> tuple[list[int], Callable[[int], float]]:
@@ -87,6 +88,12 @@ def test_converged_study_searches_budgets_per_regime_and_resumes_unit_by_unit(
     searches = [out / r / "budget" / "student" / f"epochs-{e}" for r in ("paper", "demo") for e in (1, 2)]
     assert first[:6] == searches + [out / "budget" / "teacher" / f"epochs-{e}" for e in (1, 2)]
     monkeypatch.undo()
+    # the searches' validation curves: every unit's val_log, drawn into the study folder
+    curves = budget_curves(out)
+    assert list(curves) == ["teacher", "demo CE student", "paper CE student"]
+    assert all(list(c) == [2] for c in curves.values())  # validation every 2nd epoch: the 1-epoch units have none
+    assert curves["teacher"][2][-1][1] == json.loads((out / "budget/teacher/epochs-2/result.json").read_text())["val"]["miou"]
+    assert (out / "budget.png").stat().st_size > 10_000
     assert sorted(p.name for p in (out / "budget" / "teacher").iterdir()) == ["epochs-1", "epochs-2"]
     for regime in ("paper", "demo"):
         saved = json.loads((out / regime / "study.json").read_text())["study"]
@@ -101,6 +108,7 @@ def test_converged_study_searches_budgets_per_regime_and_resumes_unit_by_unit(
         assert not (out / regime / "units" / "CE" / "seed-0").exists() and len(saved["rows"]["CE"]) == 2
         report = (out / regime / "STUDY.md").read_text()
         assert f"{regime} regime" in report and "Capacity check" in report and "| CE | 2 |" in report
+        assert "![budget searches](../budget.png)" in report
         assert "provisional" not in report  # both searches converged (any gain is < 1e9 points)
         kd_log = (out / regime / "units" / "KD" / "seed-0" / "train_log.csv").read_text().splitlines()[0]
         assert "gradnorm_kld" in kd_log  # --log-term-grads is on in every unit

@@ -58,7 +58,7 @@ from train.profiling import StepTimer
 from train.run import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse
 from train.study_budget import (DEFAULT_MAX_DOUBLINGS, DEFAULT_TOLERANCE, REGIMES, BudgetSearch, check_search,
                                 regime_conflicts, search_budget)
-from train.study_report import log_quarters, write_study_report
+from train.study_report import BUDGET_PLOT, budget_curves, log_quarters, plot_budgets, write_study_report
 from train.study_units import RESULT, check_reproduced, keep_units, needs_retraining, pin_vector_isa, restore_units
 
 TABLES: tuple[int, ...] = (5, 7, 10, 11)
@@ -293,6 +293,13 @@ def _needed_unit(args: argparse.Namespace, cfg: RunConfig, stage: str, unit_dir:
     return result
 
 
+def _draw_budgets(args: argparse.Namespace, info: DistInfo) -> None:
+    """Redraw the budget searches' validation curves (``<out>/budget.png``) with the units so far."""
+    curves = budget_curves(Path(args.out)) if info.is_main else {}
+    if curves:  # a unit logs validation passes only if it trained long enough for one
+        plot_budgets(curves, Path(args.out) / BUDGET_PLOT)
+
+
 def _say(info: DistInfo, base: RunConfig, text: str) -> None:
     if info.is_main and base.progress:
         print(f"[study] {text}", flush=True)
@@ -316,6 +323,7 @@ def train_teacher(args: argparse.Namespace, base: RunConfig, data: SplitData,
     def score(epochs: int) -> float:
         _say(info, base, f"teacher budget {epochs} epochs")
         result = _needed_unit(args, _teacher_config(base, seed, epochs, out), "teacher", unit(epochs), data, info, None)
+        _draw_budgets(args, info)
         return float(result["val"]["miou"])
 
     search = search_budget(score, base.teacher_epochs, args.budget_tolerance, args.max_doublings)
@@ -333,7 +341,9 @@ def search_student_budget(args: argparse.Namespace, base: RunConfig, root: Path,
         _say(info, base, f"CE student budget {epochs} epochs")
         unit = root / "budget" / "student" / f"epochs-{epochs}"
         cfg = unit_config(finalize({**base.to_dict(), "epochs": epochs}), CE, args.seeds[0], unit, None)
-        return float(_needed_unit(args, cfg, CE.stage, unit, data, info, None)["val"]["miou"])
+        result = _needed_unit(args, cfg, CE.stage, unit, data, info, None)
+        _draw_budgets(args, info)
+        return float(result["val"]["miou"])
 
     return search_budget(score, base.epochs, args.budget_tolerance, args.max_doublings)
 

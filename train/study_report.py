@@ -22,6 +22,7 @@ import numpy as np
 from scipy import stats
 
 CONFIDENCE = 0.95
+BUDGET_PLOT = "budget.png"  # the budget searches' validation curves, in the study folder
 
 
 def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -191,7 +192,8 @@ def render(study: dict[str, Any], summary: dict[str, Any]) -> str:
              f"mIoU is reported on the **{split}** split; validation beside it (choices are made on validation).", "",
              f"Teacher: {split} mIoU {_pct(study['teacher'][split]['miou'])}, val mIoU "
              f"{_pct(study['teacher']['val']['miou'])}, {study['teacher'][split]['parameters']:,} parameters.", "",
-             *(budget_lines(study["budget"]) if "budget" in study else []),
+             *(budget_lines(study["budget"]) + [f"![budget searches]({'../' if study.get('regime') else ''}"
+                                                 f"{BUDGET_PLOT})", ""] if "budget" in study else []),
              *([f"**Not finished, left out of this report** (`--report-only`): {', '.join(study['unfinished'])}. "
                 "Paired differences use the seeds both rows have.", ""] if study.get("unfinished") else []),
              f"| row | seeds | {split} mIoU (mean ± 95% CI) | val mIoU | Δ vs CE (paired) | Δ vs KD (paired) | wall min |",
@@ -255,6 +257,48 @@ def plot(study: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
     low = min(m - h for m, h in zip(means, halves))
     ax.set_ylim(max(0.0, low - 5.0), max(teacher, max(m + h for m, h in zip(means, halves))) + 3.0)
     ax.legend(loc="best")  # matplotlib places it where it covers the fewest bars and lines
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def budget_curves(out: Path) -> dict[str, dict[int, list[tuple[int, float]]]]:
+    """The validation curves of every budget-search unit under a ``--converge`` study folder (or
+    its ``--keep-units`` copy, which has the same layout): ``{search: {epochs: [(step, mIoU)]}}``,
+    the searches named ``teacher`` and ``[<regime> ]CE student``."""
+    curves: dict[str, dict[int, list[tuple[int, float]]]] = {}
+    for log in sorted(out.glob("**/budget/*/epochs-*/val_log.csv")):
+        unit = log.parent
+        model, scope = unit.parent.name, unit.parent.parent.parent.relative_to(out).as_posix()
+        name = "teacher" if model == "teacher" else ("" if scope == "." else scope + " ") + "CE student"
+        with log.open(newline="") as f:
+            points = [(int(r["step"]), float(r["val_miou"])) for r in csv.DictReader(f)]
+        if points:
+            curves.setdefault(name, {})[int(unit.name.removeprefix("epochs-"))] = points
+    return {name: dict(sorted(c.items())) for name, c in sorted(curves.items(), key=lambda kv: kv[0] != "teacher")}
+
+
+def plot_budgets(curves: dict[str, dict[int, list[tuple[int, float]]]], path: Path) -> None:
+    """One panel per budget search: validation mIoU against the training step, one line per budget
+    (each budget is its own run, its OneCycle schedule spanning the whole budget)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 3.8), dpi=120, squeeze=False)
+    for ax, (name, budgets) in zip(axes[0], curves.items()):
+        colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(budgets)))
+        for colour, (epochs, points) in zip(colours, budgets.items()):
+            steps, miou = zip(*points)
+            ax.plot(steps, [100 * m for m in miou], color=colour, marker=".", lw=1.2,
+                    label=f"{epochs} epochs: {100 * miou[-1]:.1f}")
+        ax.set_title(f"{name}: budget search")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training step (log scale)")
+        ax.set_ylabel("validation mIoU %")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8, title="budget: final")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
