@@ -295,7 +295,9 @@ def _needed_unit(args: argparse.Namespace, cfg: RunConfig, stage: str, unit_dir:
 
 def _draw_budgets(args: argparse.Namespace, info: DistInfo) -> None:
     """Redraw the budget searches' validation curves (``<out>/budget.png``) with the units so far."""
-    curves = budget_curves(Path(args.out)) if info.is_main else {}
+    if not info.is_main:
+        return
+    curves = budget_curves(Path(args.out))
     if curves:  # a unit logs validation passes only if it trained long enough for one
         plot_budgets(curves, Path(args.out) / BUDGET_PLOT)
 
@@ -384,14 +386,15 @@ def run_study(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, in
         _say(info, base, f"{len(restored)} finished units restored from {args.keep_units}")
     barrier()
     data = prepare_splits(_teacher_config(base, args.seeds[0], base.teacher_epochs, out), info)
-    regimes = {regime: regime_config(base, regime) for regime in args.regime or [None]}
-    student_searches = {regime: search_student_budget(args, rbase, out / regime if regime else out, data, info)
-                        for regime, rbase in regimes.items()} if args.converge else {}
+    # regime -> (its students' config, its folder)
+    regimes = {regime: (regime_config(base, regime), out / regime if regime else out)
+               for regime in args.regime or [None]}
+    student_searches = {regime: search_student_budget(args, rbase, root, data, info)
+                        for regime, (rbase, root) in regimes.items()} if args.converge else {}
     teacher_dir, teacher, teacher_search = train_teacher(args, base, data, info)
     command = "python -m train.study " + " ".join(shlex.quote(a) for a in argv)
     studies: dict[str | None, dict[str, Any]] = {}
-    for regime, rbase in regimes.items():
-        root = out / regime if regime else out
+    for regime, (rbase, root) in regimes.items():
         study: dict[str, Any] = {"table": args.table, "dataset": base.dataset, "seeds": list(args.seeds),
                                  "command": command, "class_names": list(data.class_names),
                                  "eval_split": "test" if data.has_test else "val", "teacher": teacher,
