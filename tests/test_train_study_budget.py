@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -173,7 +175,7 @@ def test_kept_units_carry_a_study_to_a_new_machine_and_its_teacher_must_reproduc
     assert calls == [teacher] and not (out / "paper" / "study.json").exists()  # no row, no report
 
 
-def test_the_study_pins_torch_and_mkl_to_their_avx2_kernels_where_the_cpu_has_avx2(
+def test_the_study_pins_torch_mkl_and_numpy_to_their_avx2_kernels_where_the_cpu_has_avx2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in AVX2_PIN:
@@ -183,5 +185,17 @@ def test_the_study_pins_torch_and_mkl_to_their_avx2_kernels_where_the_cpu_has_av
     assert pin_vector_isa(cpuinfo) == {} and not set(AVX2_PIN) & set(os.environ)  # no AVX2: nothing to pin
     cpuinfo.write_text("flags\t\t: fpu sse4_2 avx avx2 fma avx512f\n")
     monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")  # a value given by the user is kept
-    assert pin_vector_isa(cpuinfo) == {"ATEN_CPU_CAPABILITY": "avx2"}
+    assert pin_vector_isa(cpuinfo) == {k: v for k, v in AVX2_PIN.items() if k != "MKL_CBWR"}
     assert os.environ["ATEN_CPU_CAPABILITY"] == "avx2" and os.environ["MKL_CBWR"] == "COMPATIBLE"
+
+
+@pytest.mark.skipif("avx2" not in (Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else []),
+                    reason="the pin applies to x86 CPUs with AVX2")
+def test_the_study_starts_again_so_that_numpy_is_imported_with_the_pin() -> None:
+    # numpy reads NPY_DISABLE_CPU_FEATURES when imported, and warns (ImportWarning) about the names
+    # in it that its version does not dispatch: the warning shows that the process that parsed the
+    # arguments imported numpy with the pin, although the command was started without it
+    env = {k: v for k, v in os.environ.items() if k not in AVX2_PIN}
+    done = subprocess.run([sys.executable, "-W", "always::ImportWarning", "-m", "train.study", "--help"],
+                          env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert "usage:" in done.stdout and "NPY_DISABLE_CPU_FEATURES" in done.stderr

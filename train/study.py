@@ -430,5 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    pin_vector_isa()  # before any kernel runs: a study kept across sessions repeats on other x86 machines
+    # a study kept across sessions repeats on other x86 machines only with the pin in place before
+    # numpy is imported and any kernel runs: where it was not, start again with it
+    if pin_vector_isa():
+        os.execv(sys.executable, sys.orig_argv)
     sys.exit(main())

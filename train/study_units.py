@@ -16,9 +16,10 @@ distilled from the model that gave the kept result.
 
 Bit for bit across sessions needs the same arithmetic, and the machines a session gets differ:
 torch's vector kernels round differently with AVX-512 than with AVX2 (``benchmarks/STUDY.md``
-section 2.6). :func:`pin_vector_isa` makes ``python -m train.study`` use the AVX2 kernels of torch
-and MKL on every x86 machine that has AVX2; on an AVX2 machine that changes no bit (MKL's AVX2
-path measured equal to its default there).
+section 2.6), and so do numpy's float64 sin/cos/exp, which draw the synthetic scenes.
+:func:`pin_vector_isa` makes ``python -m train.study`` use the AVX2 kernels of torch, MKL and numpy
+on every x86 machine that has AVX2; on an AVX2 machine that changes no bit (MKL's AVX2 path
+measured equal to its default there; the AVX-512 kernels of torch and numpy are never chosen).
 """
 from __future__ import annotations
 
@@ -37,15 +38,23 @@ KEPT: tuple[str, ...] = (RESULT, "val_log.csv")
 COMPARED: tuple[str, ...] = ("val", "test")
 
 
-# env var -> value: the AVX2 kernels of torch's ATen dispatch and of MKL's BLAS (conditional
-# numerical reproducibility); read when each first runs, inherited by the DDP ranks
-AVX2_PIN: dict[str, str] = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+# env var -> value: the AVX2 kernels of torch's ATen dispatch, of MKL's BLAS (conditional
+# numerical reproducibility) and of numpy's dispatched loops (its AVX-512 targets turned off:
+# named X86_V4 / AVX512_ICL / AVX512_SPR from numpy 2.4 on, AVX512F ... before; numpy skips, with an
+# ImportWarning, the names its version does not dispatch). torch and MKL read theirs when each first
+# runs, numpy when it is imported; inherited by the DDP ranks
+AVX2_PIN: dict[str, str] = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "AVX2",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL",
+}
 
 
 def pin_vector_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
     """Set :data:`AVX2_PIN` (values given already are kept) where the CPU has AVX2; returns what it
-    set. Called before the study's first tensor operation, never in a process that has run kernels
-    with another setting (the tests call the study in-process, so only its ``__main__`` calls this)."""
+    set. numpy has been imported by then, so a caller that gets a non-empty answer starts its
+    process again with the pin in place (``train.study``'s ``__main__``; the tests call the study
+    in-process, so only that ``__main__`` calls this)."""
     flags = cpuinfo.read_text().split() if cpuinfo.is_file() else []
     if "avx2" not in flags:
         return {}
