@@ -20,7 +20,7 @@ from tests.test_train_support import record_calls
 from train.study import TERM_GRAD_INTERVAL, main, parse
 from train.study_budget import (CAPACITY_MIN_GAP, HARDER_TARGET_GAP, REGIMES, capacity_statement, regime_conflicts,
                                 search_budget)
-from train.study_units import AVX2_PIN, pin_vector_isa
+from train.study_units import AVX2_PIN, cpu_has_avx2, pin_vector_isa
 from train.study_report import budget_curves
 
 
@@ -189,8 +189,7 @@ def test_the_study_pins_torch_mkl_and_numpy_to_their_avx2_kernels_where_the_cpu_
     assert os.environ["ATEN_CPU_CAPABILITY"] == "avx2" and os.environ["MKL_CBWR"] == "COMPATIBLE"
 
 
-@pytest.mark.skipif("avx2" not in (Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else []),
-                    reason="the pin applies to x86 CPUs with AVX2")
+@pytest.mark.skipif(not cpu_has_avx2(), reason="the pin applies to x86 CPUs with AVX2")
 def test_the_study_starts_again_so_that_numpy_is_imported_with_the_pin() -> None:
     # numpy reads NPY_DISABLE_CPU_FEATURES when imported, and warns (ImportWarning) about the names
     # in it that its version does not dispatch: the warning shows that the process that parsed the

@@ -50,13 +50,17 @@ AVX2_PIN: dict[str, str] = {
 }
 
 
+def cpu_has_avx2(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether ``cpuinfo`` (Linux's flag listing) names AVX2; False where there is no such file."""
+    return cpuinfo.is_file() and "avx2" in cpuinfo.read_text().split()
+
+
 def pin_vector_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
     """Set :data:`AVX2_PIN` (values given already are kept) where the CPU has AVX2; returns what it
     set. numpy has been imported by then, so a caller that gets a non-empty answer starts its
     process again with the pin in place (``train.study``'s ``__main__``; the tests call the study
     in-process, so only that ``__main__`` calls this)."""
-    flags = cpuinfo.read_text().split() if cpuinfo.is_file() else []
-    if "avx2" not in flags:
+    if not cpu_has_avx2(cpuinfo):
         return {}
     pinned = {k: v for k, v in AVX2_PIN.items() if k not in os.environ}
     os.environ.update(pinned)
