@@ -191,20 +191,10 @@ def pool_parts(size: dict[str, Any]) -> dict[str, float]:
 
 
 def _device_views(plan: Any, items: tuple[Any, ...], device: torch.device) -> None:
-    """Every device view a forward of models reading ``items`` makes (``DevicePlan``)."""
+    """Every device view a float32 forward of models reading ``items`` makes (``DevicePlan``)."""
     views = plan.on(device)
     for key in items:
-        kind, level = key[0], key[1]
-        if kind == "rulebook":
-            views.rulebook(level, key[2])
-        elif kind in ("patches", "varlen"):
-            (views.patches if kind == "patches" else views.varlen_patches)(level, key[2])
-        elif kind == "patch_mask":
-            views.patch_mask(level, key[2], torch.float32)
-        elif kind == "pool":
-            views.pool_table(level)
-        else:
-            views.spconv_state(level)
+        views.view(key, torch.float32)
     for level in range(len(plan.levels)):
         for name in ("offset", "index") + (("cluster",) if level else ()):
             views.level_tensor(level, name)

@@ -195,6 +195,23 @@ def test_plan_items_are_every_item_a_forward_reads(kind: str) -> None:
     assert {key[1:] for key in built if key[0] != "patch_mask"} <= used | {key[1:] for key in built if key[0] == "patch_mask"}
 
 
+@pytest.mark.parametrize("kind", ["student", "teacher-demo"])
+def test_viewing_every_plan_item_makes_the_device_views_a_float32_forward_makes(kind: str) -> None:
+    data = lidar_like_batch([300, 200], seed=2)
+    torch.manual_seed(0)
+    model = build_model(kind, 6, patch_size=64).train()
+    items, cpu = model.plan_items(torch.device("cpu")), torch.device("cpu")
+    forward = BatchPlan(data["grid_coord"], data["offset"], model.config.orders, items)
+    model({**data, "plan": forward}).logits.sum().backward()
+    viewed = BatchPlan(data["grid_coord"], data["offset"], model.config.orders, items).on(cpu)
+    for key in items:
+        viewed.view(key, torch.float32)
+    made = {key for key in forward.on(cpu)._tensors if key[0] != "level"}
+    assert set(viewed._tensors) == made
+    with pytest.raises(ValueError, match="unknown plan item kind 'knn'"):
+        viewed.view(("knn", 0), torch.float32)
+
+
 def test_a_plan_handed_over_keeps_what_the_device_reads_and_builds_the_rest_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -533,6 +533,18 @@ class DevicePlan:
 
         return self._get(("varlen", i, patch_size), build)
 
+    def view(self, key: PlanKey, dtype: torch.dtype) -> Any:
+        """The device view of plan item ``key`` (``PlanKey``), made by the method its kind names;
+        patch masks in ``dtype``."""
+        kind, i = key[0], key[1]
+        if kind not in _ITEM_KINDS:
+            raise ValueError(f"unknown plan item kind {kind!r}; known: {', '.join(_ITEM_KINDS)}")
+        views: dict[str, Callable[[], Any]] = {
+            "rulebook": lambda: self.rulebook(i, key[2]), "patches": lambda: self.patches(i, key[2]),
+            "patch_mask": lambda: self.patch_mask(i, key[2], dtype), "varlen": lambda: self.varlen_patches(i, key[2]),
+            "pool": lambda: self.pool_table(i), "spconv": lambda: self.spconv_state(i)}
+        return views[kind]()
+
 
 _TORCH_DTYPES = {np.int64: torch.int64, np.int32: torch.int32, np.float32: torch.float32, np.bool_: torch.bool,
                  np.int16: torch.int16, np.float64: torch.float64}
