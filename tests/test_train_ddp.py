@@ -54,7 +54,7 @@ def _rank_main(rank: int, world: int, port: int, cfg: RunConfig, out: str) -> No
         model = train_stage(cfg, cfg.stage, Path(out) / "ddp", data.train, data.collate, _spec(cfg), info, teacher,
                             val_views=data.val_views(False))
         acc = evaluate(model, data.val_views(False), data.num_classes, info.device, data.collate)
-        torch.save({"model": model.state_dict(), "iou_state": acc.state()}, Path(out) / f"rank{rank}.pt")
+        torch.save({"model": model.state_dict(), "iou_state": acc.state(), "scans": acc.scans}, Path(out) / f"rank{rank}.pt")
     finally:
         cleanup()
 
@@ -92,6 +92,8 @@ def test_two_process_gloo_ddp_matches_one_process_with_the_doubled_batch(tmp_pat
     whole = evaluate(_load(r0["model"], cfg), data.val_views(False), data.num_classes, torch.device("cpu"),
                      data.collate)
     assert torch.equal(r0["iou_state"], whole.state()) and torch.equal(r1["iou_state"], whole.state())
+    # each scan's counts, from the rank that evaluated it, joined in the split's order
+    assert torch.equal(r0["scans"], whole.scans) and torch.equal(r1["scans"], whole.scans)
     # the pass at the end of the epoch, shared out between the ranks during training, logged by rank 0
     with (tmp_path / "ddp" / "val_log.csv").open() as fh:
         (row,) = list(csv.DictReader(fh))

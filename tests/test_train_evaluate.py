@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from test_train_support import tiny_config, tiny_data
 from train.evaluate import evaluate, results_table
@@ -53,6 +54,22 @@ def test_evaluation_scores_every_original_point_through_the_inverse_map(tmp_path
     n_kept = sum(len(val[0][i]["coord"]) for i in range(len(val[0])))
     assert acc.target_count.sum() == n_labelled > 0
     assert n_original > n_kept  # grid sampling merged points, so full resolution is a real difference
+
+
+def test_evaluation_keeps_each_scans_own_counts_in_the_splits_order(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, synthetic_scenes=6, synthetic_val_fraction=0.5)
+    data = tiny_data(cfg)
+    val = data.val_views(False)
+    acc = evaluate(RuleModel(), val, 22, torch.device("cpu"), data.collate)
+    assert acc.scans.shape == (len(val[0]), 3, 22)
+    for i in range(len(val[0])):
+        one = _expected(RuleModel(), Subset(val[0], [i]))
+        assert torch.equal(acc.scans[i], one.state()), i
+    assert torch.equal(acc.scans.sum(0), acc.state())
+    counts = acc.scan_counts()
+    assert counts["union"] == acc.scans[:, 1].long().tolist() and len(counts["target_count"]) == len(val[0])
+    limited = evaluate(RuleModel(), val, 22, torch.device("cpu"), data.collate, max_scans=2)
+    assert torch.equal(limited.scans, acc.scans[:2])
 
 
 def test_tta_of_a_rotation_invariant_model_changes_nothing_and_of_a_x_model_something(tmp_path: Path) -> None:

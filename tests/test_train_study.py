@@ -9,12 +9,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import train.study as study_mod
 from tests.test_train_support import TINY_MODEL, record_calls
 from train.study import PI_LAMBDA_TOPO, TABLE5, main, study_rows
-from train.study_report import mean_ci, ordering_statement, paired_difference, summarize
+from train.metrics import IoUAccumulator
+from train.study_report import (bootstrap_miou, mean_ci, ordering_statement, paired_difference,
+                                scene_bootstrap_difference, summarize)
 
 # Two-sided 95% Student-t quantiles t_{0.975, df}, from printed tables.
 T975 = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305}
@@ -38,6 +41,51 @@ def test_paired_difference_uses_common_seeds_only() -> None:
     s = math.sqrt(sum((x - sum(d) / 3) ** 2 for x in d) / 2)
     assert n == 3 and mean == pytest.approx(sum(d) / 3, abs=1e-15)
     assert half == pytest.approx(T975[2] * s / math.sqrt(3), rel=1e-9)
+
+
+def _random_scans(rng: np.random.Generator, scans: int, classes: int) -> np.ndarray:
+    """(S, 3, K) per-scan counts of random predictions (some classes absent from some scans)."""
+    accs = []
+    for _ in range(scans):
+        acc = IoUAccumulator(classes)
+        n = int(rng.integers(20, 60))
+        target = torch.from_numpy(rng.integers(0, classes - 1, n))  # the last class is never a label
+        acc.update(torch.from_numpy(rng.integers(0, classes, n)), target)
+        accs.append(acc.state().numpy())
+    return np.stack(accs)
+
+
+def test_bootstrap_miou_equals_the_accumulators_miou_of_each_resample() -> None:
+    rng = np.random.default_rng(3)
+    scans = _random_scans(rng, 6, 5)
+    draws = rng.multinomial(6, np.full(6, 1 / 6), size=40).astype(np.float64)
+    got = bootstrap_miou(scans, draws)
+    for b, w in enumerate(draws):
+        acc = IoUAccumulator(5)
+        acc.load_state(torch.from_numpy(np.einsum("s,sck->ck", w, scans)))
+        assert got[b] == pytest.approx(acc.miou(), abs=1e-12), b
+    assert bootstrap_miou(scans, np.ones((1, 6))) == pytest.approx([_miou(scans)], abs=1e-12)
+
+
+def _miou(scans: np.ndarray) -> float:
+    acc = IoUAccumulator(scans.shape[2])
+    acc.load_state(torch.from_numpy(scans.sum(0)))
+    return acc.miou()
+
+
+def test_scene_bootstrap_interval_is_paired_and_holds_the_observed_difference() -> None:
+    rng = np.random.default_rng(4)
+    ref = {s: _random_scans(rng, 8, 4) for s in (0, 1, 2)}
+    # the same model scored twice: every draw's difference is 0
+    assert scene_bootstrap_difference(ref, ref, draws=500)[:2] == (0.0, 0.0)
+    row = {s: _random_scans(rng, 8, 4) for s in (0, 1, 7)}
+    low, high, n = scene_bootstrap_difference(row, ref, draws=2000)
+    observed = np.mean([_miou(row[s]) - _miou(ref[s]) for s in (0, 1)])
+    assert n == 2 and low < observed < high and high - low < 1.0
+    # the same draws for the same seed argument, so the report repeats
+    assert scene_bootstrap_difference(row, ref, draws=2000) == (low, high, n)
+    with pytest.raises(ValueError, match="same scans"):
+        scene_bootstrap_difference({0: row[0][:5]}, ref)
 
 
 def _unit(seed: int, test: float, val: float, iou: list[float]) -> dict[str, Any]:
@@ -101,6 +149,9 @@ def test_study_writes_report_skips_finished_units_and_redoes_a_killed_one(
     assert saved["study"]["eval_split"] == "test" and set(saved["study"]["rows"]) == {"CE", "KD", "full"}
     killed = out / "units" / "full" / "seed-1"
     first = json.loads((killed / "result.json").read_text())
+    # every unit keeps each test scan's counts, and the report draws the test scenes again from them
+    assert len(first["test"]["scans"]["union"]) == len(first["test"]["scans"]["intersection"]) > 0
+    assert "| full | " in report.split("scene bootstrap")[1] and "Δ vs KD [scene interval]" in report
 
     calls = record_calls(monkeypatch, study_mod, "train_or_reuse")
     assert main(argv) == 0

@@ -175,6 +175,28 @@ def test_kept_units_carry_a_study_to_a_new_machine_and_its_teacher_must_reproduc
     assert calls == [teacher] and not (out / "paper" / "study.json").exists()  # no row, no report
 
 
+def test_units_finished_without_scan_counts_are_scored_again_from_their_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    argv = _argv(tmp_path) + ["--rows", "CE", "KD"]
+    assert main(argv) == 0
+    unit = tmp_path / "study" / "units" / "KD" / "seed-0"
+    full = json.loads((unit / "result.json").read_text())
+    older = {**full, "wall_s": 1234.5, **{k: {f: v for f, v in full[k].items() if f != "scans"} for k in ("val", "test")}}
+    (unit / "result.json").write_text(json.dumps(older))
+    calls = record_calls(monkeypatch, study_mod, "train_or_reuse")
+    assert main(argv) == 0
+    assert calls == [unit]  # its weights reloaded, nothing else
+    # the counts back, the rest of the kept result (its training wall time) untouched; NaN IoUs compare as text
+    assert (unit / "result.json").read_text() == json.dumps({**full, "wall_s": 1234.5}, indent=1)
+
+    # weights that do not give the kept evaluation: the study stops rather than mix two models
+    older["val"]["miou"] += 0.01
+    (unit / "result.json").write_text(json.dumps(older))
+    assert main(argv) == 2
+    assert "scored again from its weights, its val evaluation differs" in capsys.readouterr().err
+
+
 def test_the_study_pins_torch_mkl_and_numpy_to_their_avx2_kernels_where_the_cpu_has_avx2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

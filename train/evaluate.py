@@ -3,8 +3,8 @@ augmentation", ``docs/ptv3-and-datasets.md``).
 
 Each scan is voxelised by the evaluation pipeline; the model's class probabilities on the kept
 points are carried back to *every* original point through the grid-sampling ``inverse`` map, and
-intersection/union are accumulated over the whole split (:class:`train.metrics.IoUAccumulator`),
-across processes by all-reduce. With test-time augmentation the softmax of several deterministic
+intersection/union are counted per scan and summed over the whole split (:class:`train.metrics.ScanIoU`,
+which keeps each scan's counts), across processes by all-reduce. With test-time augmentation the softmax of several deterministic
 views of the same scan (rotations about z and flips, each voxelised on its own) is summed per
 original point before the argmax. Reports are written as JSON and markdown.
 """
@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from train.distributed import all_reduce_sum, current
 from train.input_pipeline import planned_collate
-from train.metrics import IoUAccumulator
+from train.metrics import IoUAccumulator, ScanIoU
 from train.steps import model_inputs, to_device
 
 
@@ -78,8 +78,9 @@ def evaluate(
     max_scans: int | None = None,
     num_workers: int = 0,
     progress_bar: Any = None,
-) -> IoUAccumulator:
-    """IoU over the split. ``views``: one dataset per test-time view (one for no TTA), same scans.
+) -> ScanIoU:
+    """IoU over the split, with each scan's own counts. ``views``: one dataset per test-time view
+    (one for no TTA), same scans.
 
     The model runs in eval mode with a fixed serialization order; its previous mode is restored.
     """
@@ -95,13 +96,14 @@ def evaluate(
     model.eval()
     if old_det is not None:
         inner.deterministic = True
-    acc = IoUAccumulator(num_classes)
     sampler = _Shard(n, info.rank, info.world_size, max_scans)
+    # one row per scan of the split, filled by the rank that evaluates it; the all-reduce joins them
+    scans = torch.zeros(min(n, max_scans) if max_scans else n, 3, num_classes, dtype=torch.float64)
     planned = planned_collate(collate_fn, [inner], device)  # each scan planned where it is collated (decision 47)
     loaders = [DataLoader(v, batch_size=1, sampler=sampler, collate_fn=planned, num_workers=num_workers)
                for v in views]
     try:
-        for batches in zip(*loaders):
+        for index, batches in zip(sampler.indices, zip(*loaders)):
             probs_sum: torch.Tensor | None = None
             for batch in batches:
                 batch = to_device(batch, device)
@@ -109,15 +111,16 @@ def evaluate(
                 probs = torch.softmax(logits, dim=1)[batch["inverse"]]
                 probs_sum = probs if probs_sum is None else probs_sum + probs
             assert probs_sum is not None
-            acc.update(probs_sum.argmax(1), batches[0]["origin_segment"])
+            scan = IoUAccumulator(num_classes)
+            scan.update(probs_sum.argmax(1), batches[0]["origin_segment"])
+            scans[index] = scan.state()
             if progress_bar is not None:
                 progress_bar.update(1)
     finally:
         if old_det is not None:
             inner.deterministic = old_det
         model.train(was_training)
-    acc.load_state(all_reduce_sum(acc.state().to(device)))
-    return acc
+    return ScanIoU(all_reduce_sum(scans.to(device)))
 
 
 @torch.no_grad()

@@ -77,3 +77,22 @@ class IoUAccumulator:
     def accuracy(self) -> float:
         total = float(self.target_count.sum())
         return float(self.intersection.sum()) / total if total > 0 else math.nan
+
+
+class ScanIoU(IoUAccumulator):
+    """A split's IoU that keeps every scan's own counts: ``scans`` (S, 3, K) float64, row s the
+    ``state()`` of scan s alone (intersection, union, target count; counts of points, so their sums
+    are exact), in the split's order; the totals are their sum. What a scene bootstrap resamples
+    (``train.study_report.scene_bootstrap_difference``)."""
+
+    def __init__(self, scans: torch.Tensor, ignore_index: int = -1) -> None:
+        if scans.ndim != 3 or scans.shape[1] != 3:
+            raise ValueError(f"ScanIoU: scans must be (S, 3, K), got {tuple(scans.shape)}")
+        super().__init__(scans.shape[2], ignore_index)
+        self.scans = scans.double().cpu()
+        self.load_state(self.scans.sum(0))
+
+    def scan_counts(self) -> dict[str, list[list[int]]]:
+        """The per-scan counts as integer lists (JSON): intersection, union, target_count, each (S, K)."""
+        names = ("intersection", "union", "target_count")
+        return {name: self.scans[:, i].long().tolist() for i, name in enumerate(names)}

@@ -84,8 +84,9 @@ def train_or_reuse(cfg: RunConfig, stage: str, out_dir: Path, data: SplitData, i
 
 
 def evaluate_split(cfg: RunConfig, model: torch.nn.Module, data: SplitData, split: str,
-                   info: DistInfo) -> dict[str, Any]:
-    """Per-class IoU, mIoU and parameter count of ``model`` on ``split`` ("val" or "test")."""
+                   info: DistInfo, per_scan: bool = False) -> dict[str, Any]:
+    """Per-class IoU, mIoU and parameter count of ``model`` on ``split`` ("val" or "test"); with
+    ``per_scan`` also every scan's counts (``scans``: ``ScanIoU.scan_counts``)."""
     views = data.eval_views(split, cfg.tta)
     limit = min(len(views[0]), cfg.eval_max_scans) if cfg.eval_max_scans else len(views[0])
     bar = progress(total=-(-limit // info.world_size), desc=f"{'eval ' + split:>8}",
@@ -94,7 +95,8 @@ def evaluate_split(cfg: RunConfig, model: torch.nn.Module, data: SplitData, spli
     acc = evaluate(model, views, data.num_classes, info.device, data.collate, cfg.eval_max_scans,
                    cfg.num_workers, bar)
     bar.close()
-    return stage_result(acc, count_parameters(model, trainable_only=False))  # a reused stage comes back frozen
+    result = stage_result(acc, count_parameters(model, trainable_only=False))  # a reused stage comes back frozen
+    return {**result, "scans": acc.scan_counts()} if per_scan else result
 
 
 def run_stage(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo, teacher_ckpt: Path | None,

@@ -59,7 +59,8 @@ from train.run import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_re
 from train.study_budget import (DEFAULT_MAX_DOUBLINGS, DEFAULT_TOLERANCE, REGIMES, BudgetSearch, check_search,
                                 regime_conflicts, search_budget)
 from train.study_report import BUDGET_PLOT, budget_curves, log_quarters, plot_budgets, write_study_report
-from train.study_units import RESULT, check_reproduced, keep_units, needs_retraining, pin_vector_isa, restore_units
+from train.study_units import (RESULT, check_reproduced, evaluations_differ, keep_units, needs_retraining,
+                               pin_vector_isa, restore_units)
 
 TABLES: tuple[int, ...] = (5, 7, 10, 11)
 # The paper's Table 7 grid (App. C): lambda_topo in {0.5, 4, 8}, lambda_grad and lambda_kld in
@@ -131,12 +132,16 @@ def unit_config(base: RunConfig, row: Row, seed: int, unit_dir: Path, teacher_ck
     return finalize(values)
 
 
+def _evaluations(cfg: RunConfig, model: torch.nn.Module, data: SplitData, info: DistInfo) -> dict[str, Any]:
+    """The unit's validation and (where the data has one) test results, with each scan's counts."""
+    splits = ("val", "test") if data.has_test else ("val",)
+    return {split: evaluate_split(cfg, model, data, split, info, per_scan=True) for split in splits}
+
+
 def _unit_result(cfg: RunConfig, model: torch.nn.Module, data: SplitData, info: DistInfo, wall_s: float,
                  unit_dir: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"seed": cfg.seed, "wall_s": wall_s, "cpu": torch.backends.cpu.get_cpu_capability(),
-                              "val": evaluate_split(cfg, model, data, "val", info)}
-    if data.has_test:
-        result["test"] = evaluate_split(cfg, model, data, "test", info)
+                              **_evaluations(cfg, model, data, info)}
     log = unit_dir / "train_log.csv"
     if log.is_file():
         # the report's early/late term means, kept in the result: the log itself is not kept
@@ -150,7 +155,10 @@ def run_unit(cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData, info: 
     False (``--report-only``) an unfinished unit returns None instead of training."""
     done = unit_dir / RESULT
     if done.is_file():
-        return json.loads(done.read_text())
+        result = json.loads(done.read_text())
+        if train and "scans" not in result["val"] and (unit_dir / FINAL).is_file():
+            result = _rescored(cfg, stage, unit_dir, data, info, teacher_ckpt, result)
+        return result
     if not train:
         return None
     t0 = time.perf_counter()
@@ -162,6 +170,23 @@ def run_unit(cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData, info: 
         atomic_write(json.dumps(result, indent=1, allow_nan=True).encode(), done)
     barrier()
     return result
+
+
+def _rescored(cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData, info: DistInfo,
+              teacher_ckpt: Path | None, result: dict[str, Any]) -> dict[str, Any]:
+    """A unit finished before units kept each scan's counts (which the report's scene bootstrap
+    reads), scored again from its weights: its evaluations must come out as kept, and gain the
+    counts; the rest of its result (wall time, training terms) is kept."""
+    model, _ = train_or_reuse(cfg, stage, unit_dir, data, info, teacher_ckpt, StepTimer(False, info.device))
+    scored = {**result, **_evaluations(cfg, model, data, info)}
+    differ = evaluations_differ(result, scored)
+    if differ:
+        raise ValueError(f"{unit_dir}: scored again from its weights, its {', '.join(differ)} evaluation differs "
+                         "from the kept one; the weights are not the ones that gave the kept result")
+    if info.is_main:
+        atomic_write(json.dumps(scored, indent=1, allow_nan=True).encode(), unit_dir / RESULT)
+    barrier()
+    return scored
 
 
 def build_parser() -> argparse.ArgumentParser:

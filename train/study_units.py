@@ -114,15 +114,27 @@ def needs_retraining(unit_dir: Path, final: str) -> bool:
     return True
 
 
+def evaluations_differ(reference: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """The evaluations (:data:`COMPARED`) in which ``result`` differs from ``reference``, in every
+    field the reference recorded (a newer result may add one, such as each scan's counts)."""
+    differ = []
+    for k in COMPARED:
+        kept, new = reference.get(k), result.get(k)
+        if isinstance(kept, dict) and isinstance(new, dict):
+            new = {name: new.get(name) for name in kept}
+        # compared as JSON text: a class absent from a split has IoU NaN, and NaN != NaN
+        if json.dumps(kept, sort_keys=True) != json.dumps(new, sort_keys=True):
+            differ.append(k)
+    return differ
+
+
 def check_reproduced(result: dict[str, Any], unit_dir: Path) -> None:
     """Refuse a retrained unit whose evaluations differ from its :data:`REFERENCE` (if it has one)."""
     path = unit_dir / REFERENCE
     if not path.is_file():
         return
     reference = json.loads(path.read_text())
-    # compared as JSON text: a class absent from a split has IoU NaN, and NaN != NaN
-    differ = [k for k in COMPARED
-              if json.dumps(reference.get(k), sort_keys=True) != json.dumps(result.get(k), sort_keys=True)]
+    differ = evaluations_differ(reference, result)
     if differ:
         miou = ", ".join(f"{k} mIoU {reference.get(k, {}).get('miou')} kept vs {result.get(k, {}).get('miou')} now"
                          for k in differ) + f"; CPU kernels {reference.get('cpu')} kept, {result.get('cpu')} now"
