@@ -197,7 +197,7 @@ def test_units_finished_without_scan_counts_are_scored_again_from_their_weights(
     assert "scored again from its weights, its val evaluation differs" in capsys.readouterr().err
 
 
-def test_the_study_pins_torch_mkl_and_numpy_to_their_avx2_kernels_where_the_cpu_has_avx2(
+def test_the_study_pins_torch_mkl_onednn_and_numpy_to_their_avx2_kernels_where_the_cpu_has_avx2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in AVX2_PIN:
@@ -220,3 +220,15 @@ def test_the_study_starts_again_so_that_numpy_is_imported_with_the_pin() -> None
     done = subprocess.run([sys.executable, "-W", "always::ImportWarning", "-m", "train.study", "--help"],
                           env=env, capture_output=True, text=True, timeout=120, check=True)
     assert "usage:" in done.stdout and "NPY_DISABLE_CPU_FEATURES" in done.stderr
+
+
+@pytest.mark.skipif(not cpu_has_avx2(), reason="the pin applies to x86 CPUs with AVX2")
+def test_under_the_pin_torch_runs_gelu_in_onednns_avx2_kernel() -> None:
+    # torch runs GELU through oneDNN on CPU, whose JIT picks its ISA at run time: unpinned, an
+    # AVX-512 machine ran it in avx512 code and trained another teacher than the AVX2 machine did.
+    # oneDNN's verbose log names the kernel each call ran in
+    env = {**os.environ, **AVX2_PIN, "ONEDNN_VERBOSE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", "import torch; torch.nn.functional.gelu(torch.ones(64, 64))"],
+                          env=env, capture_output=True, text=True, timeout=120, check=True)
+    ran = [line for line in done.stdout.splitlines() if ",primitive,exec,cpu,eltwise," in line]
+    assert ran and all(",jit:avx2," in line for line in ran), done.stdout

@@ -17,9 +17,11 @@ distilled from the model that gave the kept result.
 Bit for bit across sessions needs the same arithmetic, and the machines a session gets differ:
 torch's vector kernels round differently with AVX-512 than with AVX2 (``benchmarks/STUDY.md``
 section 2.6), and so do numpy's float64 sin/cos/exp, which draw the synthetic scenes.
-:func:`pin_vector_isa` makes ``python -m train.study`` use the AVX2 kernels of torch, MKL and numpy
-on every x86 machine that has AVX2; on an AVX2 machine that changes no bit (MKL's AVX2 path
-measured equal to its default there; the AVX-512 kernels of torch and numpy are never chosen).
+:func:`pin_vector_isa` makes ``python -m train.study`` use the AVX2 kernels of torch, MKL, oneDNN
+and numpy on every x86 machine that has AVX2; on an AVX2 machine that changes no bit (MKL's AVX2
+path measured equal to its default there; the AVX-512 kernels of the others are never chosen). With
+it, a 2-core AVX-512 EPYC trained the 12-scene study's teacher to the same validation passes, bit
+for bit, as the AVX2 machine that kept it (``docs/notes/converged-study.md``).
 """
 from __future__ import annotations
 
@@ -39,13 +41,17 @@ COMPARED: tuple[str, ...] = ("val", "test")
 
 
 # env var -> value: the AVX2 kernels of torch's ATen dispatch, of MKL's BLAS (conditional
-# numerical reproducibility) and of numpy's dispatched loops (its AVX-512 targets turned off:
-# named X86_V4 / AVX512_ICL / AVX512_SPR from numpy 2.4 on, AVX512F ... before; numpy skips, with an
-# ImportWarning, the names its version does not dispatch). torch and MKL read theirs when each first
-# runs, numpy when it is imported; inherited by the DDP ranks
+# numerical reproducibility), of oneDNN's JIT kernels (torch runs GELU through oneDNN on CPU: on an
+# AVX-512 machine, pinned only in the other three, the teacher's first validation pass came out
+# 0.21196 instead of the AVX2 machine's 0.21377, and equal bit for bit with this pin) and of numpy's
+# dispatched loops (its AVX-512 targets turned off: named X86_V4 / AVX512_ICL / AVX512_SPR from
+# numpy 2.4 on, AVX512F ... before; numpy skips, with an ImportWarning, the names its version does
+# not dispatch). torch, MKL and oneDNN read theirs when each first runs, numpy when it is imported;
+# inherited by the DDP ranks
 AVX2_PIN: dict[str, str] = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "MKL_CBWR": "AVX2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL",
 }
 
