@@ -175,6 +175,31 @@ def test_kept_units_carry_a_study_to_a_new_machine_and_its_teacher_must_reproduc
     assert calls == [teacher] and not (out / "paper" / "study.json").exists()  # no row, no report
 
 
+def test_a_retrained_teacher_stops_at_its_first_validation_pass_that_differs_from_the_kept_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    kept = tmp_path / "kept"
+    argv = _argv(tmp_path) + ["--rows", "KD", "--teacher-epochs", "3", "--eval-every-epochs", "1",
+                              "--keep-units", str(kept)]
+    assert main(argv) == 0
+    out, log = tmp_path / "study", kept / "teacher" / "val_log.csv"
+    rows = log.read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["step", "2", "4", "6"]  # 2 steps an epoch, a pass after each
+    shutil.rmtree(out)
+    assert main(argv) == 0  # a new machine of the same kind: every pass as kept, and the rows go on
+
+    # a kept pass the new run does not give: stopped at that pass, not after the whole budget
+    shutil.rmtree(out)
+    fields = rows[2].split(",")
+    fields[2] = repr(float(fields[2]) + 1e-12)
+    log.write_text("\n".join(rows[:2] + [",".join(fields)] + rows[3:]) + "\n")
+    assert main(argv) == 2
+    assert "its validation pass at step 4 differs from the kept run's (val_miou" in capsys.readouterr().err
+    steps = [line.split(",")[0] for line in (out / "teacher" / "train_log.csv").read_text().splitlines()[1:]]
+    assert steps[-1] == "4" and not (out / "teacher" / "model_final.pt").exists()
+    assert not (out / "study.json").exists()  # stopped before any row and the report
+
+
 def test_units_finished_without_scan_counts_are_scored_again_from_their_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

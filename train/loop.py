@@ -214,12 +214,15 @@ def train_stage(
     teacher: nn.Module | None = None,
     timer: StepTimer | None = None,
     val_views: Sequence[Dataset] = (),
+    on_validation: Callable[[int, dict[str, float]], None] | None = None,
 ) -> nn.Module:
     """Train one stage to the end (or resume it); returns the trained model (unwrapped).
 
     Writes ``checkpoint_last.pt`` (full state) and ``model_final.pt`` (weights + model spec) in
     ``out_dir`` on rank 0. ``val_views``: the validation datasets evaluated every
-    ``cfg.eval_every_epochs`` epochs (none: no evaluation during training).
+    ``cfg.eval_every_epochs`` epochs (none: no evaluation during training). ``on_validation(step,
+    values)`` is called on every process after each pass is logged (the values are all-reduced, the
+    same on every process); an exception it raises stops the stage there.
     """
     device = info.device
     settings = stage_settings(cfg, stage, train_set)
@@ -350,9 +353,11 @@ def train_stage(
             if val_views and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
                 # before the checkpoint: a run killed in between redoes the epoch's end and this pass
                 validating = True
-                logger.log(step, {"epoch": epoch, **validation_pass(model, val_views, cfg, spec.num_classes,
-                                                                    device, collate_fn)}, table="val")
+                passed = validation_pass(model, val_views, cfg, spec.num_classes, device, collate_fn)
+                logger.log(step, {"epoch": epoch, **passed}, table="val")
                 validating = False
+                if on_validation is not None:
+                    on_validation(step, passed)
             stop, _ = vote(preempted() is not None, False)  # a signal during the validation pass
             if stop or not skips.streak:
                 _save(info, _data_state(cfg, epoch + 1, 0, info.world_size, info.world_size), last, prev, model,

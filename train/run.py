@@ -31,7 +31,7 @@ if __name__ == "__main__":  # --help and malformed flags are answered before tor
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -64,9 +64,11 @@ def stage_label(cfg: RunConfig, stage: str) -> str:
 
 
 def train_or_reuse(cfg: RunConfig, stage: str, out_dir: Path, data: SplitData, info: DistInfo,
-                   teacher_ckpt: Path | None, timer: StepTimer) -> tuple[torch.nn.Module, str]:
+                   teacher_ckpt: Path | None, timer: StepTimer,
+                   on_validation: Callable[[int, dict[str, float]], None] | None = None) -> tuple[torch.nn.Module, str]:
     """Train ``stage`` into ``out_dir`` (resuming a killed run with ``--resume``), or, on resume of a
-    finished stage, reload its final weights. Returns the model and its preset name."""
+    finished stage, reload its final weights. Returns the model and its preset name.
+    ``on_validation``: see :func:`train.loop.train_stage`."""
     spec = model_spec(cfg, "teacher" if stage == "teacher" else "student", data.num_classes, info.device)
     final = out_dir / FINAL
     if cfg.resume and final.is_file():
@@ -80,7 +82,7 @@ def train_or_reuse(cfg: RunConfig, stage: str, out_dir: Path, data: SplitData, i
         teacher_spec = model_spec(cfg, "teacher", data.num_classes, info.device)
         teacher, _ = load_frozen_teacher(teacher_ckpt, info.device, pointcept=teacher_spec)
     return train_stage(cfg, stage, out_dir, data.train, data.collate, spec, info, teacher, timer,
-                       data.val_views(False)), spec.preset
+                       data.val_views(False), on_validation), spec.preset
 
 
 def evaluate_split(cfg: RunConfig, model: torch.nn.Module, data: SplitData, split: str,

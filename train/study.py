@@ -59,8 +59,8 @@ from train.run import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_re
 from train.study_budget import (DEFAULT_MAX_DOUBLINGS, DEFAULT_TOLERANCE, REGIMES, BudgetSearch, check_search,
                                 regime_conflicts, search_budget)
 from train.study_report import BUDGET_PLOT, budget_curves, log_quarters, plot_budgets, write_study_report
-from train.study_units import (RESULT, check_reproduced, evaluations_differ, keep_units, needs_retraining,
-                               pin_vector_isa, restore_units)
+from train.study_units import (RESULT, check_reproduced, evaluations_differ, follow_kept_log, keep_units,
+                               needs_retraining, pin_vector_isa, restore_units)
 
 TABLES: tuple[int, ...] = (5, 7, 10, 11)
 # The paper's Table 7 grid (App. C): lambda_topo in {0.5, 4, 8}, lambda_grad and lambda_kld in
@@ -162,9 +162,11 @@ def run_unit(cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData, info: 
     if not train:
         return None
     t0 = time.perf_counter()
-    model, _ = train_or_reuse(cfg, stage, unit_dir, data, info, teacher_ckpt, StepTimer(False, info.device))
+    # a kept unit trained again for its weights follows its kept validation passes, and gives the same numbers
+    model, _ = train_or_reuse(cfg, stage, unit_dir, data, info, teacher_ckpt, StepTimer(False, info.device),
+                              follow_kept_log(unit_dir))
     result = _unit_result(cfg, model, data, info, time.perf_counter() - t0, unit_dir)
-    check_reproduced(result, unit_dir)  # a kept unit trained again for its weights gives the same numbers
+    check_reproduced(result, unit_dir)
     if info.is_main:
         # atomic: a killed write never leaves a half result that would mark the unit finished
         atomic_write(json.dumps(result, indent=1, allow_nan=True).encode(), done)

@@ -25,17 +25,22 @@ for bit, as the AVX2 machine that kept it (``docs/notes/converged-study.md``).
 """
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 RESULT = "result.json"
 REFERENCE = "result.reference.json"
+VAL_LOG = "val_log.csv"
+# the kept validation log of a unit trained again, which each new validation pass must equal
+REFERENCE_VAL_LOG = "val_log.reference.csv"
 # the per-step train_log.csv is left out (up to 0.7 MB a unit): the result holds what the report
 # reads of it (its early and late means, ``terms``)
-KEPT: tuple[str, ...] = (RESULT, "val_log.csv")
+KEPT: tuple[str, ...] = (RESULT, VAL_LOG)
 # what a unit's result must reproduce: the evaluations, not the wall time or the log's path
 COMPARED: tuple[str, ...] = ("val", "test")
 
@@ -113,11 +118,44 @@ def restore_units(dest: Path, out: Path) -> list[Path]:
 
 def needs_retraining(unit_dir: Path, final: str) -> bool:
     """A finished unit without its weights ``final`` (restored from kept units) must be trained again:
-    its result is moved aside as :data:`REFERENCE`, for :func:`check_reproduced`. Returns whether."""
+    its result is moved aside as :data:`REFERENCE`, for :func:`check_reproduced`, and its validation
+    log copied as :data:`REFERENCE_VAL_LOG`, for :func:`follow_kept_log`. Returns whether."""
     if (unit_dir / final).is_file() or not (unit_dir / RESULT).is_file():
         return False
     (unit_dir / RESULT).replace(unit_dir / REFERENCE)
+    if (unit_dir / VAL_LOG).is_file():
+        shutil.copyfile(unit_dir / VAL_LOG, unit_dir / REFERENCE_VAL_LOG)
     return True
+
+
+def follow_kept_log(unit_dir: Path) -> Callable[[int, dict[str, float]], None] | None:
+    """For a unit trained again (:func:`needs_retraining`): the check of each validation pass, by its
+    step, against the kept run's (:data:`REFERENCE_VAL_LOG`; None where there is none). The first pass
+    that differs stops the unit with a ``ValueError``, after minutes instead of at the end
+    (:func:`check_reproduced`): on another machine's arithmetic the teacher takes a different path
+    from its first pass on. A step the kept log has no pass for is not checked."""
+    path = unit_dir / REFERENCE_VAL_LOG
+    if not path.is_file():
+        return None
+    with path.open(newline="") as fh:
+        kept = {int(row["step"]): row for row in csv.DictReader(fh)}
+
+    def same(logged: str, value: float) -> bool:
+        old = float(logged)  # written as repr: exact
+        return old == value or (math.isnan(old) and math.isnan(value))
+
+    def follow(step: int, values: dict[str, float]) -> None:
+        row = kept.get(step)
+        differ = [k for k in values if row is not None and k in row and not same(row[k], values[k])]
+        if differ:
+            said = ", ".join(f"{k} {float(values[k])!r} now vs {row[k]} kept" for k in differ)
+            raise ValueError(
+                f"{unit_dir} was trained again for its weights and its validation pass at step {step} differs "
+                f"from the kept run's ({said}): this machine's arithmetic is not the one that kept the unit, so "
+                "it was stopped there. Run on the same kind of CPU with --deterministic, or delete the kept "
+                "study units and start the study again")
+
+    return follow
 
 
 def evaluations_differ(reference: dict[str, Any], result: dict[str, Any]) -> list[str]:
