@@ -31,6 +31,7 @@ import numpy as np
 from scipy import stats
 
 CONFIDENCE = 0.95
+SCENE_DRAWS = 10_000  # redraws of the test scans in the scene bootstrap
 BUDGET_PLOT = "budget.png"  # the budget searches' validation curves, in the study folder
 
 
@@ -63,7 +64,7 @@ def bootstrap_miou(scans: np.ndarray, draws: np.ndarray) -> np.ndarray:
     return np.where(count > 0, iou.sum(axis=1) / np.maximum(count, 1), np.nan)
 
 
-def scene_bootstrap_difference(row: dict[int, np.ndarray], ref: dict[int, np.ndarray], draws: int = 10_000,
+def scene_bootstrap_difference(row: dict[int, np.ndarray], ref: dict[int, np.ndarray], draws: int = SCENE_DRAWS,
                                confidence: float = CONFIDENCE, seed: int = 0) -> tuple[float, float, int]:
     """Percentile interval (low, high) of the mean over common seeds of mIoU(row) - mIoU(ref) when the
     split's scans are drawn again with replacement, the same draw for both rows and every seed
@@ -228,7 +229,7 @@ def scene_lines(summary: dict[str, Any], split: str) -> list[str]:
         low, high, _ = entry["scene_vs_" + ref]
         return f"{_ci(*entry['vs_' + ref][:2])} [{100 * low:+.1f}, {100 * high:+.1f}]"
 
-    lines = [f"Paired differences with the {split} scenes drawn again (scene bootstrap, 10,000 draws, the same "
+    lines = [f"Paired differences with the {split} scenes drawn again (scene bootstrap, {SCENE_DRAWS:,} draws, the same "
              "draw for both rows and every seed): the seed interval, then in brackets the 95% percentile "
              f"interval of the seed-mean difference over the draws, which says how much of it another set of "
              f"{split} scenes could undo (too narrow with few scans: a lower bound).", "",

@@ -146,7 +146,9 @@ def follow_kept_log(unit_dir: Path) -> Callable[[int, dict[str, float]], None] |
 
     def follow(step: int, values: dict[str, float]) -> None:
         row = kept.get(step)
-        differ = [k for k in values if row is not None and k in row and not same(row[k], values[k])]
+        if row is None:
+            return
+        differ = [k for k in values if k in row and not same(row[k], values[k])]
         if differ:
             said = ", ".join(f"{k} {float(values[k])!r} now vs {row[k]} kept" for k in differ)
             raise ValueError(
