@@ -18,6 +18,7 @@ from plan_oracle import conv_rulebook, neighbour_table
 from train.cost import lidar_like_batch
 from train.input_pipeline import planned_collate
 from train.models import build_model
+from train.models.packing import unpack
 from train.models.plan import BatchPlan, pool_table
 from train.op_count import count_ops
 
@@ -229,6 +230,24 @@ def test_a_plan_handed_over_keeps_what_the_device_reads_and_builds_the_rest_with
     assert np.array_equal(late.gather, expected.gather) and np.array_equal(late.scatter, expected.scatter)
 
 
+def test_a_plan_that_arrives_broken_is_refused_naming_the_level() -> None:
+    data = _batch()
+    plan = BatchPlan(data["grid_coord"], data["offset"], items=_models()[1].plan_items(torch.device("cpu")))
+    state = plan.__getstate__()
+    levels, _ = unpack(state["skeleton"], state["buffer"])
+    levels[1].offset[0] = 0  # the first cloud emptied at level 1, in the packed buffer
+    with pytest.raises(ValueError, match=r"broken in its hand-over: level 1 has END offsets \[0, "):
+        BatchPlan.__new__(BatchPlan).__setstate__(state)
+
+
+def test_a_plan_owns_its_level_0_arrays() -> None:
+    data = _batch()
+    plan = BatchPlan(data["grid_coord"], data["offset"])
+    first = plan.levels[0]
+    assert not np.shares_memory(first.grid, data["grid_coord"].numpy())
+    assert not np.shares_memory(first.offset, data["offset"].numpy())
+
+
 def _collate_scans(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     ends = np.cumsum([len(s["coord"]) for s in samples])
     return {**{key: torch.cat([s[key] for s in samples]) for key in ("coord", "grid_coord", "feat")},
@@ -247,6 +266,9 @@ def test_loader_workers_plan_each_batch_and_the_model_reads_it_without_building_
         for batch in loader:
             plan = batch["plan"]
             assert isinstance(plan, BatchPlan) and plan.buffer is not None and plan.buffer.is_shared()
+            # level 0 as the worker collated it (its offsets and grid once arrived as freed memory)
+            assert np.array_equal(plan.levels[0].offset, batch["offset"].numpy())
+            assert np.array_equal(plan.levels[0].grid, batch["grid_coord"].numpy())
             built = set(plan._items)
             got = model({**batch, "plan": plan}).logits
             assert set(plan._items) == built
