@@ -29,8 +29,14 @@ def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
     g_i = Delta_J(first i) - Delta_J(first i-1) along the first axis.
     """
     gts = gt_sorted.sum(0)
-    intersection = gts - gt_sorted.cumsum(0)
-    union = gts + (1.0 - gt_sorted).cumsum(0)
+    # One running sum, taken with the points innermost in memory: CUDA scans an outer dimension of
+    # (P, K) with one thread per column (20-42 ms per call at 4 x 30,000 points on an H200, the
+    # step's largest kernels after TPS). Sums of 0/1 are exact integers in float32 below 2^24
+    # points, so this form changes no bit against cumsum(0) of gt and of 1 - gt.
+    members = gt_sorted.movedim(0, -1).contiguous().cumsum(-1).movedim(-1, 0)
+    seen = torch.arange(1, gt_sorted.shape[0] + 1, dtype=gt_sorted.dtype, device=gt_sorted.device)
+    intersection = gts - members
+    union = gts + (seen.view(-1, *[1] * (gt_sorted.ndim - 1)) - members)
     jaccard = 1.0 - intersection / union
     if gt_sorted.shape[0] > 1:
         jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
