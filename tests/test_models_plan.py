@@ -10,6 +10,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ from plan_oracle import conv_rulebook, neighbour_table
 from train.cost import lidar_like_batch
 from train.input_pipeline import planned_collate
 from train.models import build_model
+from train.models.blocks import ClusterMax
 from train.models.packing import unpack
 from train.models.plan import BatchPlan, pool_table
 from train.op_count import count_ops
@@ -87,7 +89,9 @@ def test_neighbour_table_lists_every_voxel_within_the_kernel_of_the_same_cloud()
 
 def test_pool_table_lists_each_clusters_members_padded_with_the_extra_row() -> None:
     cluster = np.array([2, 0, 2, 1, 2, 0])
-    assert pool_table(cluster, 3).tolist() == [[1, 5, 6], [3, 6, 6], [0, 2, 4]]
+    table = pool_table(cluster, 3)
+    assert table.members.tolist() == [[1, 5, 6], [3, 6, 6], [0, 2, 4]]
+    assert table.slot.tolist() == [6, 0, 7, 3, 8, 1]  # each point's place in the flattened table
 
 
 def test_levels_follow_the_pooling_of_their_parent_voxels() -> None:
@@ -168,8 +172,25 @@ def test_compiled_rulebooks_equal_the_readable_definition_on_random_clouds(
 def test_pool_table_lists_members_in_ascending_order_on_random_clusters() -> None:
     rng = np.random.default_rng(2)
     cluster = np.unique(rng.integers(0, 200, 3000), return_inverse=True)[1].astype(np.int64)
-    assert np.array_equal(pool_table(cluster, int(cluster.max()) + 1),
-                          plan_oracle.pool_table(cluster, int(cluster.max()) + 1))
+    table = pool_table(cluster, int(cluster.max()) + 1)
+    assert np.array_equal(table.members, plan_oracle.pool_table(cluster, int(cluster.max()) + 1))
+    assert np.array_equal(table.members.reshape(-1)[table.slot], np.arange(len(cluster)))
+
+
+def test_cluster_max_gives_the_values_and_gradients_of_autograd_through_the_padded_gather() -> None:
+    rng = np.random.default_rng(5)
+    cluster = np.unique(rng.integers(0, 40, 300), return_inverse=True)[1].astype(np.int64)
+    table = pool_table(cluster, int(cluster.max()) + 1)
+    members, slot = torch.from_numpy(table.members), torch.from_numpy(table.slot)
+    for dtype in (torch.float32, torch.float64):
+        feat = torch.from_numpy(rng.integers(0, 3, (300, 6))).to(dtype).requires_grad_()  # ties in most clusters
+        out = torch.from_numpy(rng.standard_normal((len(members), 6))).to(dtype)
+        direct = F.pad(feat, (0, 0, 0, 1), value=float("-inf"))[members].amax(1)
+        pooled = ClusterMax.apply(feat, members, slot)
+        assert torch.equal(pooled, direct)
+        assert torch.equal(*(torch.autograd.grad(y, feat, out)[0] for y in (pooled, direct)))
+    smooth = torch.from_numpy(rng.standard_normal((300, 3))).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: ClusterMax.apply(x, members, slot), (smooth,))
 
 
 @pytest.mark.parametrize("name", list(_degenerate_clouds()))
@@ -180,7 +201,7 @@ def test_compiled_pooling_equals_the_readable_definition_at_every_level(name: st
         expected, got = plan_oracle.pool_level(plan.level(i - 1)), plan.level(i)
         for field in ("depth", "grid", "batch", "offset", "code", "order", "inverse", "cluster", "index"):
             assert np.array_equal(getattr(got, field), getattr(expected, field)), (i, field)
-        assert np.array_equal(plan.item(("pool", i)), plan_oracle.pool_table(got.cluster, got.num_points))
+        assert np.array_equal(plan.item(("pool", i)).members, plan_oracle.pool_table(got.cluster, got.num_points))
 
 
 @pytest.mark.parametrize("kind", ["teacher", "student", "teacher-demo", "student-demo"])

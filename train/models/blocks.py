@@ -4,14 +4,15 @@
   x += DropPath(Attn(LN1(x))), x += DropPath(MLP(LN2(x))); DropPath drops individual points.
 - ``SerializedPooling``: clusters = points of equal ``code >> 3`` (the batch plan's, decision 40);
   Linear before a segment max (one gather of each cluster's members, padded with -inf, and one
-  max), then BatchNorm + GELU; grid_coord >> 1, codes >> 3 (not re-encoded), coord = cluster mean.
+  max; its backward a gather by each member's slot, :class:`ClusterMax`), then BatchNorm + GELU;
+  grid_coord >> 1, codes >> 3 (not re-encoded), coord = cluster mean.
 - ``SerializedUnpooling``: parent.feat = proj_skip(parent) + proj(coarse)[cluster]. The CPE of the
   next block reads the level's current features (the refreshed sparse-conv input), or, with
   ``stale_cpe=True`` (upstream Pointcept's behaviour, spec A7 note), ``proj_skip(parent)`` alone.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +83,32 @@ def curve_permutation(num_curves: int, shuffle: bool, device: torch.device) -> O
     return torch.randperm(num_curves, device=device) if shuffle else None
 
 
+class ClusterMax(torch.autograd.Function):
+    """The max over each cluster's members (spec A6): ``feat`` (N, C), ``members`` (M, S) padded
+    with N, ``slot`` (N,) each point's place in ``members`` flattened (``PoolTable``) -> (M, C).
+
+    The gradient is amax's: a cluster's gradient split evenly among the members equal to its max.
+    autograd would send it back through the padded gather with ``index_put_(accumulate=True)``,
+    which on CUDA sorts the indices and adds each run of equal ones serially. The padding row is
+    one run of hundreds of thousands of slots: 82.6 ms of a 4 x 30,000-point step on an H200
+    (``docs/notes/gpu-step-kernels.md``). Every point sits in exactly one slot, so its gradient
+    is that slot's share: one gather. On the CPU the values are the same bits."""
+
+    @staticmethod
+    def forward(ctx: Any, feat: torch.Tensor, members: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        rows = F.pad(feat, (0, 0, 0, 1), value=float("-inf"))[members]
+        pooled = rows.amax(1)
+        ctx.save_for_backward(rows, pooled, slot)
+        return pooled
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        rows, pooled, slot = ctx.saved_tensors
+        ties = rows == pooled[:, None]
+        shares = (grad[:, None] / ties.sum(1, keepdim=True)) * ties  # amax's own backward, in its order
+        return shares.reshape(-1, shares.shape[-1])[slot], None, None
+
+
 class SerializedPooling(nn.Module):
     """Stride-2 pooling over serialization clusters (spec A6); parameters io + 3o."""
 
@@ -93,12 +120,10 @@ class SerializedPooling(nn.Module):
 
     def forward(self, level: PointLevel, shuffle: bool) -> PointLevel:
         index = level.index + 1
-        members = level.plan.pool_table(index)  # (M, S), padded with the -inf row N
-        feat = self.proj(level.feat)
-        # amax's backward splits a cluster's gradient evenly among the entries equal to its max
-        pooled = F.pad(feat, (0, 0, 0, 1), value=float("-inf"))[members].amax(1)
+        members, slot = level.plan.pool_table(index)  # (M, S), padded with the -inf row N; (N,)
+        pooled = ClusterMax.apply(self.proj(level.feat), members, slot)
         pooled = self.act(self.norm(pooled))
-        perm = curve_permutation(len(level.plan.host.orders), shuffle, feat.device)
+        perm = curve_permutation(len(level.plan.host.orders), shuffle, pooled.device)
         return PointLevel(pooled, level.plan, index, perm=perm, parent=level)
 
 

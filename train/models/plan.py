@@ -268,10 +268,19 @@ def pool_level(level: HostLevel) -> HostLevel:
     )
 
 
-def pool_table(cluster: np.ndarray, num_clusters: int) -> np.ndarray:
-    """(M, S) members of each cluster in ascending order, padded with ``len(cluster)`` (a -inf
-    row), S = largest (``train.models.plan_kernels.pooling.cluster_members``)."""
-    return cluster_members(cluster, np.int64(num_clusters))
+@dataclass(frozen=True)
+class PoolTable:
+    """The members of each cluster of a pooled level: ``members`` (M, S) in ascending order,
+    padded with ``len(slot)`` (a -inf row), S = the largest cluster; ``slot`` (n,) where each
+    member sits in ``members`` flattened (the pooling's backward reads it, ``train.models.blocks``)."""
+
+    members: np.ndarray
+    slot: np.ndarray
+
+
+def pool_table(cluster: np.ndarray, num_clusters: int) -> PoolTable:
+    """The ``PoolTable`` of ``cluster`` (``train.models.plan_kernels.pooling.cluster_members``)."""
+    return PoolTable(*cluster_members(cluster, np.int64(num_clusters)))
 
 
 _LOG = logging.getLogger(__name__)
@@ -492,9 +501,15 @@ class DevicePlan:
 
         return self._get(("rulebook", i, kernel_size), build)
 
-    def pool_table(self, i: int) -> torch.Tensor:
-        """(N_i, S) members (level i - 1 points) of each level-i point, padded with N_{i-1}."""
-        return self._get(("pool", i), lambda: self.tensor(self.host.item(("pool", i))))
+    def pool_table(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Level i's ``PoolTable`` on the device: (N_i, S) members (level i - 1 points) of each
+        level-i point, padded with N_{i-1}, and (N_{i-1},) the slot of each member."""
+
+        def build() -> tuple[torch.Tensor, torch.Tensor]:
+            table: PoolTable = self.host.item(("pool", i))
+            return self.tensor(table.members), self.tensor(table.slot)
+
+        return self._get(("pool", i), build)
 
     def patches(self, i: int, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Level i's patch layout for every curve: gather (k, R, L) and scatter (k, N_i)."""

@@ -54,9 +54,10 @@ def pool_clusters(code0: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.
 
 
 @kernel
-def cluster_members(cluster: np.ndarray, num_clusters: int) -> np.ndarray:
+def cluster_members(cluster: np.ndarray, num_clusters: int) -> tuple[np.ndarray, np.ndarray]:
     """(num_clusters, S) members of each cluster in ascending order, padded with ``len(cluster)``
-    (a -inf row), S = the largest cluster (a counting sort)."""
+    (a -inf row), S = the largest cluster (a counting sort); and the slot (n,) of every member
+    in that table, flattened (``row * S + column``)."""
     n = cluster.shape[0]
     size = np.empty(num_clusters, dtype=np.int64)
     for c in range(num_clusters):
@@ -71,8 +72,10 @@ def cluster_members(cluster: np.ndarray, num_clusters: int) -> np.ndarray:
     for c in range(num_clusters):
         for s in range(widest):
             table[c, s] = n
+    slot = np.empty(n, dtype=np.int64)
     for p in range(n):
         c = cluster[p]
         table[c, size[c]] = p
+        slot[p] = c * widest + size[c]
         size[c] += 1
-    return table
+    return table, slot
