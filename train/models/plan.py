@@ -578,9 +578,9 @@ def check_levels(levels: list[HostLevel], num_clouds: int, num_points: int) -> N
         if (level.offset.shape != (num_clouds,) or (counts <= 0).any() or int(level.offset[-1]) != len(level.batch)
                 or len(level.index) != num_points):
             raise ValueError(
-                f"batch plan broken in its hand-over: level {i} has END offsets {level.offset.tolist()} for {num_clouds} "
-                f"cloud(s), {len(level.batch)} points and an index of {len(level.index)} (expected {num_points}); "
-                "every level must hold every cloud of the batch"
+                f"batch plan broken in its hand-over: level {i} has END offsets {level.offset.tolist()} for "
+                f"{num_clouds} cloud(s), {len(level.batch)} points and an index of {len(level.index)} (expected "
+                f"{num_points}); every level must hold every cloud of the batch"
             )
 
 
