@@ -10,7 +10,7 @@ l + 1 = the stride-2 pooling of level l, spec A6):
   every curve (spec A2; the curves of level l + 1 are those of level l shifted by 3 bits, and their
   orders follow from level l's without sorting);
 - ``cluster`` (level l points -> level l + 1 point) and ``pool_table`` (the members of each level
-  l + 1 point, padded): the pooling and unpooling maps;
+  l + 1 point, padded, and each member's slot there): the pooling and unpooling maps;
 - ``index``: input point -> level point (the decoder taps' index maps);
 - per kernel size, the rulebook of the submanifold convolution (spec B): the neighbour pairs that
   exist, grouped by kernel offset (decision 45), found by a sweep over the voxels' pillars; the
@@ -593,7 +593,7 @@ def _host_array(value: Any, name: str) -> np.ndarray:
     DataLoader worker pickles the batch's tensors before its plan, and pickling a tensor moves its
     storage into shared memory and frees the old one, so a view taken before (``Tensor.numpy()``)
     would pack freed memory into the plan; level 0's offsets and grid arrived as heap garbage."""
-    array = np.array(value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value, copy=True)
+    array = np.array(value.cpu().numpy() if isinstance(value, torch.Tensor) else value, copy=True)
     if array.dtype != np.int64:
         raise ValueError(f"{name} must be int64, got {array.dtype}: use {name}.long()")
     return array
