@@ -118,10 +118,19 @@ def test_converged_study_searches_budgets_per_regime_and_resumes_unit_by_unit(
         assert kd_result["seed"] == 1
 
     calls = record_calls(monkeypatch, study_mod, "train_or_reuse")
-    killed = out / "demo" / "budget" / "student" / "epochs-2"
+    killed = out / "demo" / "budget" / "student" / "epochs-1"  # the chosen budget: the CE row of seed 0
+    assert json.loads((killed / "result.json").read_text())["steps_logged_before"] == 0  # trained in one go
+    steps = len((killed / "train_log.csv").read_text().splitlines()) - 1
     (killed / "result.json").unlink()
     assert main(argv) == 0
     assert calls == [killed]  # only the unit without a result is run again; its final weights are reused
+    # the result says that an earlier invocation trained it, and the report marks the row's wall time
+    assert steps > 0 and json.loads((killed / "result.json").read_text())["steps_logged_before"] == steps
+    report = (out / "demo" / "STUDY.md").read_text()
+    assert "\\* a unit of the row was killed and resumed" in report
+    marked = {line.split(" | ")[0][2:]: line.endswith("* |") for line in report.splitlines()
+              if line.startswith(("| CE | 2 |", "| KD | 2 |"))}
+    assert marked == {"CE": True, "KD": False}
 
     # --report-only trains nothing: the report covers the finished units and names the one left out
     (out / "paper" / "units" / "KD" / "seed-1" / "result.json").unlink()

@@ -58,7 +58,8 @@ from train.profiling import StepTimer
 from train.run import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse
 from train.study_budget import (DEFAULT_MAX_DOUBLINGS, DEFAULT_TOLERANCE, REGIMES, BudgetSearch, check_search,
                                 regime_conflicts, search_budget)
-from train.study_report import BUDGET_PLOT, budget_curves, log_quarters, plot_budgets, write_study_report
+from train.study_report import (BUDGET_PLOT, budget_curves, log_quarters, logged_steps, plot_budgets,
+                                write_study_report)
 from train.study_units import (RESULT, check_reproduced, evaluations_differ, follow_kept_log, keep_units,
                                needs_retraining, pin_vector_isa, restore_units)
 
@@ -76,6 +77,7 @@ PI_LAMBDA_TOPO = 2e-4
 # --log-term-grads of every unit unless given: 4 extra backward passes every 25 steps cost about a
 # tenth of a full-objective step on average and give 50-70 points per curve at 1,200-1,700 steps.
 TERM_GRAD_INTERVAL = 25
+TRAIN_LOG = "train_log.csv"  # a unit's training log (train.logging_utils.MetricLogger's "train" table)
 
 
 @dataclass(frozen=True)
@@ -139,10 +141,12 @@ def _evaluations(cfg: RunConfig, model: torch.nn.Module, data: SplitData, info: 
 
 
 def _unit_result(cfg: RunConfig, model: torch.nn.Module, data: SplitData, info: DistInfo, wall_s: float,
-                 unit_dir: Path) -> dict[str, Any]:
-    result: dict[str, Any] = {"seed": cfg.seed, "wall_s": wall_s, "cpu": torch.backends.cpu.get_cpu_capability(),
-                              **_evaluations(cfg, model, data, info)}
-    log = unit_dir / "train_log.csv"
+                 unit_dir: Path, steps_logged_before: int) -> dict[str, Any]:
+    """``wall_s`` is this invocation's; ``steps_logged_before`` > 0 says that an earlier, killed one
+    trained (and logged) that far, so the unit took longer than ``wall_s``."""
+    result: dict[str, Any] = {"seed": cfg.seed, "wall_s": wall_s, "steps_logged_before": steps_logged_before,
+                              "cpu": torch.backends.cpu.get_cpu_capability(), **_evaluations(cfg, model, data, info)}
+    log = unit_dir / TRAIN_LOG
     if log.is_file():
         # the report's early/late term means, kept in the result: the log itself is not kept
         result.update(train_log=str(log), terms=log_quarters(log))
@@ -161,11 +165,12 @@ def run_unit(cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData, info: 
         return result
     if not train:
         return None
+    before = logged_steps(unit_dir / TRAIN_LOG)
     t0 = time.perf_counter()
     # a kept unit trained again for its weights follows its kept validation passes, and gives the same numbers
     model, _ = train_or_reuse(cfg, stage, unit_dir, data, info, teacher_ckpt, StepTimer(False, info.device),
                               follow_kept_log(unit_dir))
-    result = _unit_result(cfg, model, data, info, time.perf_counter() - t0, unit_dir)
+    result = _unit_result(cfg, model, data, info, time.perf_counter() - t0, unit_dir, before)
     check_reproduced(result, unit_dir)
     if info.is_main:
         # atomic: a killed write never leaves a half result that would mark the unit finished

@@ -119,6 +119,8 @@ def summarize(study: dict[str, Any]) -> dict[str, Any]:
                                  "val_mean": mean_ci(list(val.values())),
                                  "per_class": _nan_mean_columns([u[split]["iou"] for u in units]),
                                  "wall_s": float(sum(u["wall_s"] for u in units)),
+                                 # units finished before the field existed are counted as fresh
+                                 "resumed": sum(1 for u in units if u.get("steps_logged_before", 0) > 0),
                                  "terms": term_diagnostics(units)}
         scans = _scans_by_seed(units, split)
         for ref_name, ref in refs.items():
@@ -149,6 +151,16 @@ def log_quarters(path: Path) -> dict[str, tuple[float, float]]:
         if early:
             out[name] = (float(np.mean(early)), float(np.mean(late)) if late else math.nan)
     return out
+
+
+def logged_steps(path: Path) -> int:
+    """The last step of a unit's ``train_log.csv`` (0 when it has none): read before a unit trains,
+    what an earlier, killed invocation had logged."""
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return int(rows[-1]["step"]) if rows else 0
 
 
 def term_diagnostics(units: Sequence[dict[str, Any]]) -> dict[str, tuple[float, float]]:
@@ -280,7 +292,12 @@ def render(study: dict[str, Any], summary: dict[str, Any]) -> str:
         ci = f"{_pct(mean)} ± {_pct(half)}" if not math.isnan(half) else _pct(mean)
         d_ce = _ci(*e["vs_CE"][:2]) if "vs_CE" in e else "-"
         d_kd = _ci(*e["vs_KD"][:2]) if "vs_KD" in e else "-"
-        lines.append(f"| {name} | {e['n']} | {ci} | {_pct(e['val_mean'][0])} | {d_ce} | {d_kd} | {e['wall_s'] / 60:.1f} |")
+        mark = "*" if e["resumed"] else ""
+        lines.append(f"| {name} | {e['n']} | {ci} | {_pct(e['val_mean'][0])} | {d_ce} | {d_kd} | "
+                     f"{e['wall_s'] / 60:.1f}{mark} |")
+    if any(e["resumed"] for e in summary.values()):
+        lines += ["", "\\* a unit of the row was killed and resumed from its checkpoint: its wall time counts "
+                  "only the invocation that finished it."]
     lines += ["", ordering_statement(summary), "", *scene_lines(summary, split)]
     if study["table"] == 7:
         grid = [n for n in names if n.startswith("full ")]
