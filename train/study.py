@@ -60,8 +60,8 @@ from train.study_budget import (DEFAULT_MAX_DOUBLINGS, DEFAULT_TOLERANCE, REGIME
                                 regime_conflicts, search_budget)
 from train.study_report import (BUDGET_PLOT, budget_curves, log_quarters, logged_steps, plot_budgets,
                                 write_study_report)
-from train.study_units import (RESULT, check_reproduced, evaluations_differ, follow_kept_log, keep_units,
-                               needs_retraining, pin_vector_isa, restore_units)
+from train.study_units import (RESULT, TRAIN_LOG, check_reproduced, evaluations_differ, follow_kept_log,
+                               keep_units, needs_retraining, pin_vector_isa, restore_units)
 
 TABLES: tuple[int, ...] = (5, 7, 10, 11)
 # The paper's Table 7 grid (App. C): lambda_topo in {0.5, 4, 8}, lambda_grad and lambda_kld in
@@ -77,7 +77,6 @@ PI_LAMBDA_TOPO = 2e-4
 # --log-term-grads of every unit unless given: 4 extra backward passes every 25 steps cost about a
 # tenth of a full-objective step on average and give 50-70 points per curve at 1,200-1,700 steps.
 TERM_GRAD_INTERVAL = 25
-TRAIN_LOG = "train_log.csv"  # a unit's training log (train.logging_utils.MetricLogger's "train" table)
 
 
 @dataclass(frozen=True)

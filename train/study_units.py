@@ -36,9 +36,10 @@ from typing import Any, Callable
 RESULT = "result.json"
 REFERENCE = "result.reference.json"
 VAL_LOG = "val_log.csv"
+TRAIN_LOG = "train_log.csv"  # MetricLogger's "train" table: one row a step
 # the kept validation log of a unit trained again, which each new validation pass must equal
 REFERENCE_VAL_LOG = "val_log.reference.csv"
-# the per-step train_log.csv is left out (up to 0.7 MB a unit): the result holds what the report
+# the per-step TRAIN_LOG is left out (up to 0.7 MB a unit): the result holds what the report
 # reads of it (its early and late means, ``terms``)
 KEPT: tuple[str, ...] = (RESULT, VAL_LOG)
 # what a unit's result must reproduce: the evaluations, not the wall time or the log's path
