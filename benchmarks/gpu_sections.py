@@ -118,7 +118,7 @@ def peak_mb(fn: Callable[[], Any], device: torch.device) -> float:
 
 def _scans(points: int, clouds: int, seed: int, device: torch.device) -> dict[str, torch.Tensor]:
     """Synthetic LiDAR-like scans (``train.cost.lidar_like_batch``) with labels for the losses."""
-    from train.cost import lidar_like_batch
+    from train.evaluation.cost import lidar_like_batch
 
     batch = lidar_like_batch([points] * clouds, seed=seed, device=device)
     gen = torch.Generator().manual_seed(seed)
@@ -434,7 +434,7 @@ def table6(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: 
 
 
 def cost(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: float) -> None:
-    from train.cost import count_flops, count_parameters, measure
+    from train.evaluation.cost import count_flops, count_parameters, measure
     from train.models import build_model
 
     one = _scans(size["points"], 1, 0, device)
@@ -530,7 +530,7 @@ def _report_distill(rec: Recorder, size: dict[str, Any], timer: Any, steps: int,
 
 
 def accelerators(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: float) -> None:
-    from train.cost import measure
+    from train.evaluation.cost import measure
     from train.models import build_model
 
     batch = _scans(size["points"], 1, 0, device)

@@ -9,15 +9,15 @@ torch thread, so the figures are core-seconds and do not depend on other jobs as
   jitter, grid sampling at 5 cm, features;
 * ``collate_nuscenes_s`` / ``collate_waymo_s``: ``train.data.collate.collate`` of the step's 4 scans;
 * ``plan_s``: the batch plan of the step's 4 nuScenes-size scans with every item the paper teacher
-  and student read (``train.input_pipeline.planned_collate`` minus the collate), and
+  and student read (``train.engine.input_pipeline.planned_collate`` minus the collate), and
   ``plan_lidar_like_s`` of ``train.cost.lidar_like_batch`` 4 x 30,000 (the figure the issue of
   decision 47 was measured on); ``pack_s``: packing it into the one buffer a loader worker hands
   over (``BatchPlan.__getstate__``);
 * ``main_plan_s``: the training process's own plan work per step: unpacking the buffer and making
   every device view the two models read (``DevicePlan``);
 * ``main_outside_ops_ce_s`` / ``main_outside_ops_kd_s``: the training process's time outside
-  PyTorch ops in a student CE step and a KD + saliency step (the step code of ``train.steps`` and
-  ``train.update``, paper presets at 4 x 3,000 points, where the op count is that of the paper
+  PyTorch ops in a student CE step and a KD + saliency step (the step code of ``train.engine.steps`` and
+  ``train.engine.update``, paper presets at 4 x 3,000 points, where the op count is that of the paper
   size): the step's wall time minus the time covered by its ``aten::`` ops under
   ``torch.profiler`` (which adds its own cost per op, so this is an upper bound); on a GPU the host
   does this work while the device computes;
@@ -127,9 +127,9 @@ def measure_parts(size: dict[str, Any]) -> dict[str, float]:
 
 def loader_parts(size: dict[str, Any]) -> dict[str, float]:
     """The loader's parts (transforms, collate, plan, packing) and the training process's plan work."""
-    from train.cost import lidar_like_batch
+    from train.evaluation.cost import lidar_like_batch
     from train.data.collate import collate
-    from train.input_pipeline import planned_collate
+    from train.engine.input_pipeline import planned_collate
     from train.models import build_model
     from train.models.plan import BatchPlan
 

@@ -387,7 +387,7 @@ def _ops_section(run: dict[str, Any]) -> list[str]:
     return [
         "## Dispatched ops and host syncs per step",
         "",
-        "Counted on the CPU by `train.op_count` (every dispatched aten op that is not a view or an allocation, "
+        "Counted on the CPU by `train.engine.op_count` (every dispatched aten op that is not a view or an allocation, "
         "each at least one kernel launch on a GPU; host synchronisations: `.item()`/`bool()`, boolean masks, "
         "`nonzero`, `unique`, `repeat_interleave` without `output_size`, host reads and copies of step tensors), "
         "one step of the real step code (`benchmarks/step_ops.py`): the student's L_seg step with its update and "

@@ -1,17 +1,17 @@
-"""Dispatched ops and host syncs of one training step (``train.op_count``), with the real step code.
+"""Dispatched ops and host syncs of one training step (``train.engine.op_count``), with the real step code.
 
 Three measurements at a given size (paper presets: 4 clouds x 30,000 points, the batch of
 ``benchmarks.gpu``'s distillation section):
 
-* ``student CE step``: ``train.steps.segmentation_step`` of the student (L_seg = CE + Lovasz, the
-  default) then ``train.update.apply_update`` (backward, AdamW of ``train.optim``) and the read of the
-  logged scalars (``train.logging_utils.read_scalars``), as ``train.loop`` runs a step;
-* ``KD + saliency step``: ``train.steps.distillation_step`` with L_kld and L_grad on (L_topo off: its
+* ``student CE step``: ``train.engine.steps.segmentation_step`` of the student (L_seg = CE + Lovasz, the
+  default) then ``train.engine.update.apply_update`` (backward, AdamW of ``train.engine.optim``) and the read of the
+  logged scalars (``train.runtime.logging_utils.read_scalars``), as ``train.engine.loop`` runs a step;
+* ``KD + saliency step``: ``train.engine.steps.distillation_step`` with L_kld and L_grad on (L_topo off: its
   persistence runs in worker processes, outside the device's stream), then ``apply_update``;
 * ``teacher forward``: the frozen teacher's forward pass in eval mode without autograd.
 
 Each is run once to warm up (lazy buffers, the optimiser's state), then counted once. The loss
-scaler is disabled (no AMP) for the counts, as ``train.loop`` runs on a CPU; ``benchmarks.gpu``
+scaler is disabled (no AMP) for the counts, as ``train.engine.loop`` runs on a CPU; ``benchmarks.gpu``
 times the same steps with AMP on CUDA.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-from train.op_count import OpCount, count_ops
+from train.engine.op_count import OpCount, count_ops
 
 NUM_CLASSES = 16  # nuScenes-like label count, as in benchmarks.gpu_sections
 PAPER = {"teacher": "teacher", "student": "student", "clouds": 4, "points": 30_000}
@@ -52,11 +52,11 @@ class StepRig:
 
 def build_rig(size: dict[str, Any], device: torch.device, seed: int = 0, amp: bool = False) -> StepRig:
     """The student (``size["student"]``, trained), the frozen teacher, AdamW and a labelled batch of
-    ``size["clouds"]`` x ``size["points"]``; ``amp`` as ``train.loop`` runs on CUDA."""
-    from train.cost import lidar_like_batch
+    ``size["clouds"]`` x ``size["points"]``; ``amp`` as ``train.engine.loop`` runs on CUDA."""
+    from train.evaluation.cost import lidar_like_batch
     from train.models import build_model
-    from train.optim import build_optimizer
-    from train.update import make_scaler
+    from train.engine.optim import build_optimizer
+    from train.engine.update import make_scaler
 
     torch.manual_seed(seed)
     teacher = build_model(size["teacher"], NUM_CLASSES).to(device).eval()
@@ -70,10 +70,10 @@ def build_rig(size: dict[str, Any], device: torch.device, seed: int = 0, amp: bo
 
 def measurements(rig: StepRig) -> dict[str, Callable[[], None]]:
     """The three step functions, by name, each a full step on ``rig``."""
-    from train.profiling import StepTimer
-    from train.steps import DistillSettings, distillation_step, model_inputs, segmentation_step
-    from train.logging_utils import read_scalars
-    from train.update import apply_update
+    from train.engine.profiling import StepTimer
+    from train.engine.steps import DistillSettings, distillation_step, model_inputs, segmentation_step
+    from train.runtime.logging_utils import read_scalars
+    from train.engine.update import apply_update
 
     timer = StepTimer()
     kd = DistillSettings(kld=True, grad=True)
@@ -81,7 +81,7 @@ def measurements(rig: StepRig) -> dict[str, Callable[[], None]]:
     def update(loss: torch.Tensor, logs: dict[str, torch.Tensor]) -> None:
         rig.optimizer.zero_grad(set_to_none=True)
         apply_update(loss, logs.pop("saliency_overflow", False), rig.student, rig.optimizer, rig.scaler, None, timer)
-        read_scalars(logs)  # train.loop logs every step
+        read_scalars(logs)  # train.engine.loop logs every step
 
     def student_ce() -> None:
         update(*segmentation_step(rig.student, rig.batch, rig.amp, timer))

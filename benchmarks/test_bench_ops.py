@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from benchmarks.step_ops import PAPER, SMOKE, StepRig, build_rig, measurements
-from train.op_count import count_ops
+from train.engine.op_count import count_ops
 
 NAMES = ("student CE step", "KD + saliency step", "teacher forward")
 

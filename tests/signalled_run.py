@@ -5,7 +5,7 @@ signalled in the middle of a chosen step (the subprocess entry of ``tests/test_t
 SIGTERM to its parent (the ``--procs`` launcher or torchrun, which pass it on to their processes)
 and waits until the signal has reached it, so the run is known to be preempted in step N.
 ``SIGNAL_AGAIN=1``: a second SIGTERM is sent to the parent while the checkpoint is being written.
-The hooks wrap ``train.loop.read_scalars`` and ``train.checkpoint.atomic_write`` in the ranks (they
+The hooks wrap ``train.engine.loop.read_scalars`` and ``train.runtime.checkpoint.atomic_write`` in the ranks (they
 re-run this file as ``__mp_main__``, or run it under torchrun); production code has no test hooks.
 """
 from __future__ import annotations
@@ -17,11 +17,11 @@ import time
 
 
 def _install(at: int, again: bool) -> None:
-    import train.checkpoint
-    import train.loop
-    from train.preemption import requested
+    import train.runtime.checkpoint
+    import train.engine.loop
+    from train.runtime.preemption import requested
 
-    real_read, real_write = train.loop.read_scalars, train.checkpoint.atomic_write
+    real_read, real_write = train.engine.loop.read_scalars, train.runtime.checkpoint.atomic_write
     count = 0
 
     def read_scalars(logs):  # type: ignore[no-untyped-def]
@@ -39,8 +39,8 @@ def _install(at: int, again: bool) -> None:
             os.kill(os.getppid(), signal.SIGTERM)
         return real_write(*args, **kwargs)
 
-    train.loop.read_scalars = read_scalars
-    train.checkpoint.atomic_write = atomic_write
+    train.engine.loop.read_scalars = read_scalars
+    train.runtime.checkpoint.atomic_write = atomic_write
 
 
 if __name__ in ("__main__", "__mp_main__") and os.environ.get("SIGNAL_AT"):

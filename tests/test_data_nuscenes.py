@@ -20,8 +20,8 @@ from train.data.nuscenes import NuScenesDataset
 from train.data.nuscenes_index import official_splits, table_index
 from train.data.restricted_pickle import UnsafePickleError, load_data_pickle
 from train.data.validation import CorruptFileError, DatasetLayoutError
-from train.datasets import prepare_splits
-from train.distributed import DistInfo
+from train.runner.datasets import prepare_splits
+from train.runtime.distributed import DistInfo
 
 
 # ----------------------------------------------------------------------------- official lists

@@ -233,8 +233,8 @@ def test_train_run_reads_a_v2_root_through_the_conversion(v2_root, tmp_path, mon
     import torch
 
     from train.config import resolve
-    from train.datasets import prepare_splits
-    from train.distributed import DistInfo
+    from train.runner.datasets import prepare_splits
+    from train.runtime.distributed import DistInfo
 
     monkeypatch.setattr(conv, "DEFAULT_WORKERS", 1)
     cfg = resolve(["--dataset", "waymo", "--data-root", str(v2_root[0]), "--out", str(tmp_path / "run")])

@@ -5,7 +5,7 @@
   workers start as they would for a user), prints four finite loss values, L_topo above 0.
 * docs/pointcept.md: its first python block (ours; the second is a sketch of Pointcept's side)
   loads a teacher saved in Pointcept's layout, and its three terms equal those of a training step
-  (``train.steps.distillation_step``) with the last decoder stage as the saliency layer.
+  (``train.engine.steps.distillation_step``) with the last decoder stage as the saliency layer.
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from train.losses import segmentation_loss
+from train.engine.losses import segmentation_loss
 from train.models import BatchPlan, build_model, to_pointcept
-from train.profiling import StepTimer
-from train.steps import DistillSettings, distillation_step
+from train.engine.profiling import StepTimer
+from train.engine.steps import DistillSettings, distillation_step
 
 ROOT = Path(__file__).resolve().parents[1]
 README_HEADING = "## Use the losses in your own training loop"

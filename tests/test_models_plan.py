@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 
 import plan_oracle
 from plan_oracle import conv_rulebook, neighbour_table
-from train.cost import lidar_like_batch
-from train.input_pipeline import planned_collate
+from train.evaluation.cost import lidar_like_batch
+from train.engine.input_pipeline import planned_collate
 from train.models import build_model
 from train.models.blocks import ClusterMax
 from train.models.packing import unpack
 from train.models.plan import BatchPlan, pool_table
-from train.op_count import count_ops
+from train.engine.op_count import count_ops
 
 
 def _batch() -> dict[str, torch.Tensor]:

@@ -252,7 +252,7 @@ class SchedulerOfAnotherFramework:
 
 
 def test_teacher_checkpoint_accepts_a_pointcept_file_and_skips_refused_entries(tmp_path: Path, capsys) -> None:
-    from train.loop import ModelSpec, load_frozen_teacher
+    from train.engine.loop import ModelSpec, load_frozen_teacher
 
     source = _randomised("student-demo")
     marker = tmp_path / "pwned.txt"
@@ -270,7 +270,7 @@ def test_teacher_checkpoint_accepts_a_pointcept_file_and_skips_refused_entries(t
 
 
 def test_export_command_writes_pointcepts_layout_and_reimports_exactly(tmp_path: Path, capsys) -> None:
-    from train.checkpoint import save_checkpoint
+    from train.runtime.checkpoint import save_checkpoint
     from train.export_pointcept import main
 
     model = _randomised("student-demo")
@@ -288,8 +288,8 @@ def test_export_command_writes_pointcepts_layout_and_reimports_exactly(tmp_path:
 
 def test_distillation_runs_from_a_pointcept_teacher_checkpoint(tmp_path: Path) -> None:
     from test_train_support import TINY_MODEL, tiny_config
-    from train.distributed import DistInfo
-    from train.run import run
+    from train.runtime.distributed import DistInfo
+    from train.runner.stages import run
 
     torch.manual_seed(0)
     teacher = build_model("teacher-demo", 22, **TINY_MODEL)  # synthetic set: 22 classes
@@ -329,7 +329,7 @@ def _experiment(tmp_path: Path, config: str) -> Path:
 
 
 def test_the_architecture_comes_from_the_experiments_config(tmp_path: Path) -> None:
-    from train.loop import ModelSpec, load_frozen_teacher
+    from train.engine.loop import ModelSpec, load_frozen_teacher
 
     ckpt = _experiment(tmp_path, _config_text())
     teacher, spec = load_frozen_teacher(ckpt, torch.device("cpu"), pointcept=ModelSpec("teacher", 5, {}))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.cost import count_flops, count_parameters, lidar_like_batch, measure
+from train.evaluation.cost import count_flops, count_parameters, lidar_like_batch, measure
 from train.models import build_model
 from train.models.blocks import Block, DropPath, SerializedPooling, SerializedUnpooling
 from train.models.plan import BatchPlan
@@ -348,7 +348,7 @@ def test_measure_reports_times_and_peak_memory_of_a_forward_backward() -> None:
 
 
 def test_cost_command_line_prints_parameters_flops_time_and_memory(capsys: pytest.CaptureFixture[str]) -> None:
-    from train.cost import main
+    from train.evaluation.cost import main
 
     main(["student-demo", "--points", "500", "400", "--repeats", "1"])
     line = capsys.readouterr().out

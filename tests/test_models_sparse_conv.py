@@ -110,7 +110,7 @@ def test_rulebook_conv_equals_the_per_offset_formula_forward_and_backward(seed: 
 
 
 def test_float32_rulebook_conv_equals_the_per_offset_formula_on_a_lidar_like_batch() -> None:
-    from train.cost import lidar_like_batch
+    from train.evaluation.cost import lidar_like_batch
 
     data = lidar_like_batch([3000, 2000], seed=4)
     plan = BatchPlan(data["grid_coord"], data["offset"])

@@ -1,4 +1,4 @@
-"""``train.op_count.count_ops`` counts what it says: small functions whose dispatched operators and
+"""``train.engine.op_count.count_ops`` counts what it says: small functions whose dispatched operators and
 host synchronisations are known by hand give exactly those counts (views and allocations are not
 ops; value-sized ops, host reads and boolean masks are syncs; the backward pass is seen)."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from train.op_count import count_ops
+from train.engine.op_count import count_ops
 
 X = torch.arange(12.0)
 I = torch.tensor([3, 1, 3])

@@ -16,7 +16,7 @@ import pytest
 
 from fast.persistence import default_pool, set_default_workers, worker_share
 from train.config import resolve
-from train.distributed import init_from_env, spawn_local
+from train.runtime.distributed import init_from_env, spawn_local
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from train.checkpoint import CheckpointError, load_latest, save_checkpoint
+from train.runtime.checkpoint import CheckpointError, load_latest, save_checkpoint
 from train.data.restricted_pickle import load_data_pickle
 from train.run import main
 
@@ -105,7 +105,7 @@ def test_a_crafted_latest_checkpoint_falls_back_to_the_previous_one_with_a_warni
     prev = tmp_path / "checkpoint_prev.pt"
     save_checkpoint(prev, torch.nn.Linear(2, 2), None, None, None, 1, 0)
     last, marker = _crafted(tmp_path, monkeypatch, kind, _torch_save, "checkpoint_last.pt")
-    with caplog.at_level(logging.WARNING, logger="train.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="train.runtime.checkpoint"):
         state, used = load_latest([last, prev])
     assert used == prev and state["step"] == 1 and not marker.exists()
     (record,) = caplog.records

@@ -9,7 +9,7 @@ Teacher and student are two-layer linear decoders: stage 1 runs on pooled points
 ``dL/dF1[r] = sum_{i in cluster r} dL/dF2_i W2^T``. From them Eq. 4-7 are written out in numpy
 below (per cloud: channel weights, maps, maps brought to the input points, min-max, L1 over input
 points / N, summed over the two stages), independently of ``reference.saliency`` and
-``fast.saliency``. ``train.steps.distillation_step`` must give the same ``L_grad``, and the
+``fast.saliency``. ``train.engine.steps.distillation_step`` must give the same ``L_grad``, and the
 gradient its total sends to the student's parameters must be the derivative of
 ``L_seg + l_grad L_grad`` with the channel weights held constant (decision 16: no second-order
 graph), which this file takes by central differences of the numpy loss. With
@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from train.models.ptv3 import ModelOutput
-from train.profiling import StepTimer
-from train.steps import DistillSettings, distillation_step
+from train.engine.profiling import StepTimer
+from train.engine.steps import DistillSettings, distillation_step
 
 OFFSETS = (6, 12)  # two clouds: input points 0-5 and 6-11 (END offsets)
 CLUSTER = np.repeat(np.arange(6), 2)  # stage-1 rows: 3 per cloud

@@ -13,9 +13,9 @@ import yaml
 
 from reference.pwcd import pwcd
 from tests.test_train_support import TINY_MODEL, tiny_config, tiny_data
-from train.checkpoint import save_checkpoint
-from train.loop import model_spec
-from train.topo_diagnostic import cloud_diagnostics, main, pwcd_parts
+from train.runtime.checkpoint import save_checkpoint
+from train.engine.loop import model_spec
+from train.study.topo_diagnostic import cloud_diagnostics, main, pwcd_parts
 
 
 def _diagram(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -299,7 +299,7 @@ def test_device_self_check_passes_in_the_interpreter(interpreter: None) -> None:
 def test_training_says_once_on_cuda_where_auto_runs_tps_and_nothing_on_the_cpu(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import train.steps as steps
+    import train.engine.steps as steps
 
     monkeypatch.setattr(steps, "auto_tps_place", lambda device, columns: (
         ("host", "the Triton kernel failed its start-up check (CompilationError: no sm_200)")

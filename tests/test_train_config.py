@@ -71,7 +71,7 @@ def test_bad_configurations_fail_fast_with_a_message_naming_the_option(
 
 
 def test_topo_distance_and_its_options_reach_the_step_settings() -> None:
-    from train.loop import distill_settings
+    from train.engine.loop import distill_settings
 
     cfg = resolve(["--dataset", "synthetic", "--topo-distance", "sinkhorn", "--sinkhorn-eps", "0.05",
                    "--pi-norm", "l1", "--no-plots"])
@@ -82,7 +82,7 @@ def test_topo_distance_and_its_options_reach_the_step_settings() -> None:
 
 
 def test_saliency_range_and_kld_class_weight_flags_reach_the_step_settings() -> None:
-    from train.loop import distill_settings
+    from train.engine.loop import distill_settings
 
     default = distill_settings(resolve(["--dataset", "synthetic"]), "distill")
     assert (default.saliency_detach_range, default.kld_class_weights) == (False, False)  # decisions 43, 44
@@ -94,9 +94,9 @@ def test_saliency_range_and_kld_class_weight_flags_reach_the_step_settings() -> 
 def test_topo_tps_reaches_the_step_settings_and_names_the_loss_places() -> None:
     from fast.topo_loss import TPS_PLACES
     from train.config import TOPO_TPS
-    from train.loop import distill_settings
+    from train.engine.loop import distill_settings
 
-    assert TOPO_TPS == ("auto", *TPS_PLACES)  # auto: train.steps picks one of the loss's places
+    assert TOPO_TPS == ("auto", *TPS_PLACES)  # auto: train.engine.steps picks one of the loss's places
     assert distill_settings(resolve(["--dataset", "synthetic"]), "distill").topo_tps == "auto"  # decision 42
     assert resolve(["--dataset", "synthetic", "--device", "cpu", "--topo-tps", "auto"]).topo_tps == "auto"
 

@@ -24,13 +24,14 @@ import torch.multiprocessing as mp
 
 from test_train_support import tiny_config, tiny_data
 from train.config import RunConfig
-from train.distributed import DistInfo, cleanup, init_from_env
-from train.evaluate import evaluate
-from train.distributed import ResumableDistributedSampler
-from train.loop import FINAL, ModelSpec, load_frozen_teacher, stage_settings, train_stage
-from train.optim import build_optimizer, build_scheduler
-from train.steps import distillation_step, segmentation_step, to_device
-from train.profiling import StepTimer
+from train.runtime.distributed import DistInfo, cleanup, init_from_env
+from train.evaluation.evaluate import evaluate
+from train.evaluation.validation import validator
+from train.runtime.distributed import ResumableDistributedSampler
+from train.engine.loop import FINAL, ModelSpec, load_frozen_teacher, stage_settings, train_stage
+from train.engine.optim import build_optimizer, build_scheduler
+from train.engine.steps import distillation_step, segmentation_step, to_device
+from train.engine.profiling import StepTimer
 
 
 def _free_port() -> int:
@@ -52,7 +53,8 @@ def _rank_main(rank: int, world: int, port: int, cfg: RunConfig, out: str) -> No
         data = tiny_data(cfg)
         teacher = load_frozen_teacher(cfg.teacher_checkpoint, info.device)[0] if cfg.teacher_checkpoint else None
         model = train_stage(cfg, cfg.stage, Path(out) / "ddp", data.train, data.collate, _spec(cfg), info, teacher,
-                            val_views=data.val_views(False))
+                            validate=validator(data.val_views(False), cfg, data.num_classes, info.device,
+                                               data.collate))
         acc = evaluate(model, data.val_views(False), data.num_classes, info.device, data.collate)
         torch.save({"model": model.state_dict(), "iou_state": acc.state(), "scans": acc.scans}, Path(out) / f"rank{rank}.pt")
     finally:
@@ -123,7 +125,7 @@ def _averaged_half_batches(cfg: RunConfig, data: Any, stage: str = "student") ->
             batch = to_device(data.collate([data.train[shard[k]]]), torch.device("cpu"))
             if teacher is None:
                 loss, _ = segmentation_step(model, batch, amp=False, timer=StepTimer())
-            else:  # train.loop: topo_seed = seed + step * per_rank * world_size, the same on both ranks
+            else:  # train.engine.loop: topo_seed = seed + step * per_rank * world_size, the same on both ranks
                 loss, _ = distillation_step(model, teacher, batch, settings, amp=False, timer=StepTimer(),
                                             topo_seed=cfg.seed + k * 2)
             (loss / 2).backward()

@@ -1,4 +1,4 @@
-"""Full-resolution evaluation (train/evaluate.py): predictions reach every original point through
+"""Full-resolution evaluation (train/evaluation/evaluate.py): predictions reach every original point through
 the grid-sampling inverse, and test-time augmentation sums the views per original point."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from torch import nn
 from torch.utils.data import Subset
 
 from test_train_support import tiny_config, tiny_data
-from train.evaluate import evaluate, results_table
-from train.metrics import IoUAccumulator
+from train.evaluation.evaluate import evaluate, results_table
+from train.evaluation.metrics import IoUAccumulator
 
 BUILDING, ROAD, CAR = 13, 17, 0
 

@@ -28,14 +28,14 @@ import pytest
 import torch
 import yaml
 
-import train.loop
+import train.engine.loop
 from test_train_support import TINY_MODEL, tiny_config, tiny_data_folder
-from train.checkpoint import (CheckpointError, CheckpointWriteError, atomic_save, load_checkpoint, load_latest,
+from train.runtime.checkpoint import (CheckpointError, CheckpointWriteError, atomic_save, load_checkpoint, load_latest,
                               save_checkpoint)
 from train.data.validation import BadScanError
-from train.distributed import DistInfo
-from train.loop import FINAL, LAST, PREV, UNREADABLE
-from train.run import run
+from train.runtime.distributed import DistInfo
+from train.engine.loop import FINAL, LAST, PREV, UNREADABLE
+from train.runner.stages import run
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = Path(__file__).with_name("killable_run.py")
@@ -241,7 +241,7 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(
     damage(last)
     with pytest.raises(CheckpointError, match=LAST):
         load_checkpoint(last)
-    with caplog.at_level(logging.WARNING, logger="train.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="train.runtime.checkpoint"):
         state, used = load_latest([last, prev])
     assert used == prev and state["step"] == 1
     assert str(last) in caplog.text and str(prev) in caplog.text
@@ -263,14 +263,14 @@ class _Killed(Exception):
 
 def _after_save(monkeypatch: pytest.MonkeyPatch, at_step: int, action: Any) -> None:
     """Call ``action()`` right after the training loop wrote its full checkpoint of ``at_step``."""
-    real = train.loop.save_checkpoint
+    real = train.engine.loop.save_checkpoint
 
     def save_then_act(path, model, optimizer, scheduler, scaler, step, *rest):  # type: ignore[no-untyped-def]
         real(path, model, optimizer, scheduler, scaler, step, *rest)
         if step == at_step and optimizer is not None:
             action()
 
-    monkeypatch.setattr(train.loop, "save_checkpoint", save_then_act)
+    monkeypatch.setattr(train.engine.loop, "save_checkpoint", save_then_act)
 
 
 def _stop() -> None:
@@ -396,7 +396,7 @@ def test_skip_bad_scans_trains_on_and_counts_each_bad_scan_met(
     # class weights: the label count before training passes over the bad scans too
     cfg = tiny_config(tmp_path, out=str(tmp_path / "out"), data_root=str(tmp_path / "data"),
                       **{**RUN, "skip_bad_scans": True, "class_weights": "inverse-sqrt"})
-    with caplog.at_level(logging.WARNING, logger="train.loop"):
+    with caplog.at_level(logging.WARNING, logger="train.engine.loop"):
         run(cfg, CPU)
     for path in broken:
         assert caplog.text.count(str(path)) == RUN["epochs"]  # met once per epoch, warned each time

@@ -12,7 +12,7 @@ import fast.persistence
 import train.config
 from test_train_support import tiny_config
 from train.config import default_num_workers, ranks_per_node
-from train.input_pipeline import device_batches, planned_collate
+from train.engine.input_pipeline import device_batches, planned_collate
 
 
 @pytest.mark.parametrize(("cores", "ranks", "workers"), [(16, 1, 8), (16, 4, 3), (16, 8, 1), (4, 1, 3), (2, 1, 1),
@@ -67,9 +67,9 @@ def test_every_batch_is_planned_where_it_is_collated_and_the_plan_shared_by_teac
     (decision 47); device_batches hands it on and model_inputs gives the same object to every model."""
     from train.models import build_model
     from train.models.plan import BatchPlan
-    from train.steps import model_inputs
+    from train.engine.steps import model_inputs
 
-    from train.cost import lidar_like_batch
+    from train.evaluation.cost import lidar_like_batch
 
     batch = lidar_like_batch([40, 30], seed=1)
     models = [build_model("teacher-demo", 3), build_model("student-demo", 3)]
@@ -98,8 +98,8 @@ class _EpochTagged(torch.utils.data.Dataset):
 
 
 def test_persistent_loader_workers_read_each_epochs_items_with_that_epoch() -> None:
-    from train.distributed import ResumableDistributedSampler
-    from train.input_pipeline import EpochDataset, EpochSampler
+    from train.runtime.distributed import ResumableDistributedSampler
+    from train.engine.input_pipeline import EpochDataset, EpochSampler
 
     dataset = _EpochTagged()
     sampler = ResumableDistributedSampler(dataset, 1, 0, shuffle=True, seed=0)

@@ -1,4 +1,4 @@
-"""L_seg = CE + Lovasz-softmax (train/losses.py) against independent definitions.
+"""L_seg = CE + Lovasz-softmax (train/engine/losses.py) against independent definitions.
 
 The brute-force Lovasz extension below uses the level-set (Choquet integral) form
 f(m) = sum_k (v_k - v_{k-1}) Delta({i : m_i >= v_k}) with the Jaccard set function evaluated on
@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from train.losses import class_weights, cross_entropy, lovasz_softmax, segmentation_loss
+from train.engine.losses import class_weights, cross_entropy, lovasz_softmax, segmentation_loss
 
 
 def _jaccard_loss_of_set(mispredicted: set[int], truth: set[int]) -> float:
@@ -157,7 +157,7 @@ def test_weighted_cross_entropy_is_the_weighted_mean_over_labelled_points() -> N
 @pytest.mark.parametrize("kind", ["ce", "ce+lovasz"])
 def test_segmentation_loss_and_its_backward_never_wait_for_the_device(kind: str) -> None:
     """No host synchronisation (decision 39): no boolean indexing, no .item() in L_seg or its backward."""
-    from train.op_count import count_ops
+    from train.engine.op_count import count_ops
 
     gen = torch.Generator().manual_seed(5)
     logits = torch.randn(64, 6, generator=gen, requires_grad=True)

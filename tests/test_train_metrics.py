@@ -1,4 +1,4 @@
-"""mIoU accumulated over a split (train/metrics.py) against a hand-computed example."""
+"""mIoU accumulated over a split (train/evaluation/metrics.py) against a hand-computed example."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from train.metrics import IoUAccumulator
+from train.evaluation.metrics import IoUAccumulator
 
 
 def test_iou_is_accumulated_over_the_split_not_averaged_per_scan() -> None:

@@ -1,4 +1,4 @@
-"""AdamW parameter groups and the OneCycleLR schedule of spec D (train/optim.py)."""
+"""AdamW parameter groups and the OneCycleLR schedule of spec D (train/engine/optim.py)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from train.models import build_model
-from train.optim import build_optimizer, build_scheduler, param_groups
+from train.engine.optim import build_optimizer, build_scheduler, param_groups
 
 
 def test_transformer_block_parameters_train_at_a_tenth_of_the_learning_rate() -> None:

@@ -1,6 +1,6 @@
 """Smoke test of the README's main command at a tiny budget: ``python -m train.run --dataset
 synthetic`` (stage ``all``) generates the set, trains the teacher and the three students, evaluates
-them, prints one table and draws the run's pictures (``train.plots``)."""
+them, prints one table and draws the run's pictures (``train.evaluation.plots``)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from test_train_support import tiny_config
-from train.plots import PLOTS
+from train.evaluation.plots import PLOTS
 from train.run import main
 
 PNG = b"\x89PNG\r\n\x1a\n"

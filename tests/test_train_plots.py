@@ -1,4 +1,4 @@
-"""What the run's pictures (``train.plots``) choose to draw, checked on the figures' artists, not
+"""What the run's pictures (``train.evaluation.plots``) choose to draw, checked on the figures' artists, not
 their pixels: ``curves.png`` leaves out the counters that stayed 0 and names them in one line of
 text, and adds a panel of each loss term's share of the gradient when ``gradnorm_<term>`` columns
 were logged; ``bev.png``'s legend lists only the classes drawn, its grid fits the scene's shape and
@@ -12,18 +12,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from train.logging_utils import MetricLogger
-from train.plots import (bev_columns, bev_legend, bev_marker_area, curve_columns, gradient_shares, plot_bev,
+from train.runtime.logging_utils import MetricLogger
+from train.evaluation.plots import (bev_columns, bev_legend, bev_marker_area, curve_columns, gradient_shares, plot_bev,
                          plot_curves, quiet_columns_text)
 
 NAN = math.nan
 
 
 def _figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """The figures ``train.plots`` closes from now on (it closes each one after saving it)."""
+    """The figures ``train.evaluation.plots`` closes from now on (it closes each one after saving it)."""
     import matplotlib
 
-    matplotlib.use("Agg")  # as train.plots does: headless
+    matplotlib.use("Agg")  # as train.evaluation.plots does: headless
     import matplotlib.pyplot as plt
 
     figures: list[Any] = []

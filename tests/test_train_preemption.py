@@ -30,10 +30,10 @@ import torch
 import yaml
 
 from test_train_support import TINY_MODEL, tiny_config, tiny_data_folder
-from train.checkpoint import content_digest, load_checkpoint
-from train.distributed import ResumableDistributedSampler
-from train.loop import FINAL, LAST
-from train.preemption import PREEMPTED_EXIT
+from train.runtime.checkpoint import content_digest, load_checkpoint
+from train.runtime.distributed import ResumableDistributedSampler
+from train.engine.loop import FINAL, LAST
+from train.runtime.preemption import PREEMPTED_EXIT
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = Path(__file__).with_name("signalled_run.py")

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import train.loop
+import train.engine.loop
 from test_train_support import TINY_MODEL, tiny_config
-from train.checkpoint import atomic_save, load_checkpoint
-from train.distributed import DistInfo
-from train.loop import FINAL
-from train.run import run
+from train.runtime.checkpoint import atomic_save, load_checkpoint
+from train.runtime.distributed import DistInfo
+from train.engine.loop import FINAL
+from train.runner.stages import run
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 
@@ -36,17 +36,17 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, monkeypatch: pytes
                   data_root=str(tmp_path / "data"), eval_every_epochs=1)
     run(tiny_config(tmp_path, out=str(tmp_path / "whole"), **common), CPU)
 
-    real_save = train.loop.save_checkpoint
+    real_save = train.engine.loop.save_checkpoint
 
     def save_then_die(path, model, optimizer, scheduler, scaler, step, *args, **kwargs):  # type: ignore[no-untyped-def]
         real_save(path, model, optimizer, scheduler, scaler, step, *args, **kwargs)
         if step == kill_after_step and optimizer is not None:
             raise _Killed
 
-    monkeypatch.setattr(train.loop, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(train.engine.loop, "save_checkpoint", save_then_die)
     with pytest.raises(_Killed):
         run(tiny_config(tmp_path, out=str(tmp_path / "killed"), **common), CPU)
-    monkeypatch.setattr(train.loop, "save_checkpoint", real_save)
+    monkeypatch.setattr(train.engine.loop, "save_checkpoint", real_save)
     assert not (tmp_path / "killed" / "student" / FINAL).exists()
     assert load_checkpoint(tmp_path / "killed" / "student" / "checkpoint_last.pt")["step"] == kill_after_step
     run(tiny_config(tmp_path, out=str(tmp_path / "killed"), resume=True, **common), CPU)
@@ -62,7 +62,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, monkeypatch: pytes
         "step", "2", "4"]
     # and the run really trained: the weights moved from their initial values
     torch.manual_seed(0)
-    init = train.loop.ModelSpec("student", 22, model).build().state_dict()
+    init = train.engine.loop.ModelSpec("student", 22, model).build().state_dict()
     assert any(not torch.equal(init[n], whole[n]) for n in whole if whole[n].is_floating_point())
 
 
@@ -111,7 +111,7 @@ def test_a_full_training_checkpoint_round_trips_through_the_safe_loader(tmp_path
 
     import numpy as np
 
-    from train.checkpoint import rng_state, save_checkpoint, set_rng_state
+    from train.runtime.checkpoint import rng_state, save_checkpoint, set_rng_state
 
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from train.distributed import init_from_env, spawn_local
+from train.runtime.distributed import init_from_env, spawn_local
 
 
 def _entry(argv: list[str]) -> int:

@@ -14,11 +14,12 @@ import torch
 import fast.persistence
 from pathological import stalls_on_some_clouds
 from test_train_support import tiny_config, tiny_data
-from train.loop import FINAL, ModelSpec, distill_settings, load_frozen_teacher, stage_settings
-from train.profiling import StepTimer
-from train.run import main, run
-from train.distributed import DistInfo
-from train.steps import distillation_step, to_device
+from train.engine.loop import FINAL, ModelSpec, distill_settings, load_frozen_teacher, stage_settings
+from train.engine.profiling import StepTimer
+from train.run import main
+from train.runner.stages import run
+from train.runtime.distributed import DistInfo
+from train.engine.steps import distillation_step, to_device
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 
@@ -149,8 +150,8 @@ def test_real_dataset_without_data_says_where_it_looked_the_layout_and_the_flag(
 def test_frozen_teacher_saliency_gradients_are_its_own_loss_gradients_on_decoder_activations(
     teacher_run: Path,
 ) -> None:
-    from train.losses import segmentation_loss
-    from train.steps import DistillSettings, _teacher_pass, model_inputs
+    from train.engine.losses import segmentation_loss
+    from train.engine.steps import DistillSettings, _teacher_pass, model_inputs
 
     cfg = tiny_config(teacher_run)
     data = tiny_data(cfg)
@@ -218,7 +219,7 @@ def test_logged_term_gradient_norms_equal_the_norms_of_each_terms_own_gradient(t
 
 def test_stage_settings_weight_the_cross_entropy_by_the_training_label_shares(tmp_path: Path) -> None:
     from train.data.base import label_frequencies
-    from train.losses import class_weights
+    from train.engine.losses import class_weights
 
     cfg = tiny_config(tmp_path, stage="teacher", class_weights="inverse-sqrt")
     data = tiny_data(cfg)
@@ -238,7 +239,7 @@ def test_run_starts_the_persistence_workers_before_its_first_stage_when_any_stag
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stage: str, starts_pool: bool
 ) -> None:
     """The workers start (and on a new machine compile) while the earlier stages train (decision 41)."""
-    import train.run
+    import train.runner.stages
 
     events: list[object] = []
 
@@ -246,8 +247,8 @@ def test_run_starts_the_persistence_workers_before_its_first_stage_when_any_stag
         events.append(name)
         raise _FirstStage
 
-    monkeypatch.setattr(train.run, "start_persistence", lambda workers: events.append(("pool", workers)))
-    monkeypatch.setattr(train.run, "run_stage", first_stage)
+    monkeypatch.setattr(train.runner.stages, "start_persistence", lambda workers: events.append(("pool", workers)))
+    monkeypatch.setattr(train.runner.stages, "run_stage", first_stage)
     teacher = tmp_path / "teacher.pt"
     teacher.write_bytes(b"")  # named by the student stages; never read here
     cfg = tiny_config(tmp_path, stage=stage, topo_workers=1, teacher_checkpoint=str(teacher))

@@ -1,8 +1,8 @@
 """A training step outside the model waits for the device only where it must (decision 39).
 
 The model is a stand-in without a host synchronisation of its own (linear layers with PTv3's output
-taps), so the counts are those of ``train.steps``, ``train.losses``, ``fast.kld``,
-``fast.saliency``, ``train.update`` and the log read alone, pinned one by one:
+taps), so the counts are those of ``train.engine.steps``, ``train.engine.losses``, ``fast.kld``,
+``fast.saliency``, ``train.engine.update`` and the log read alone, pinned one by one:
 
 * segmentation step: the two skip flags (one read), the gradients' finiteness (one read, no AMP),
   the logged scalars (one read);
@@ -15,13 +15,13 @@ import pytest
 import torch
 from torch import nn
 
-from train.logging_utils import read_scalars
+from train.runtime.logging_utils import read_scalars
 from train.models import ModelOutput
-from train.op_count import count_ops
-from train.optim import build_optimizer
-from train.profiling import StepTimer
-from train.steps import DistillSettings, distillation_step, segmentation_step
-from train.update import OK, apply_update, make_scaler
+from train.engine.op_count import count_ops
+from train.engine.optim import build_optimizer
+from train.engine.profiling import StepTimer
+from train.engine.steps import DistillSettings, distillation_step, segmentation_step
+from train.engine.update import OK, apply_update, make_scaler
 
 CLASSES = 5
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 import yaml
 
-import train.study as study_mod
+import train.study.ablation as study_mod
 from tests.test_train_support import TINY_MODEL, record_calls
-from train.study import PI_LAMBDA_TOPO, TABLE5, main, study_rows
-from train.metrics import IoUAccumulator
-from train.study_report import (bootstrap_miou, mean_ci, ordering_statement, paired_difference,
+from train.study.ablation import PI_LAMBDA_TOPO, TABLE5, main, study_rows
+from train.evaluation.metrics import IoUAccumulator
+from train.study.report import (bootstrap_miou, mean_ci, ordering_statement, paired_difference,
                                 scene_bootstrap_difference, summarize)
 
 # Two-sided 95% Student-t quantiles t_{0.975, df}, from printed tables.

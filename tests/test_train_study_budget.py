@@ -13,15 +13,15 @@ from typing import Callable
 
 import pytest
 
-import train.study as study_mod
+import train.study.ablation as study_mod
 from train.config import SYNTHETIC_DEMO
 from tests.test_train_study import _argv
 from tests.test_train_support import record_calls
-from train.study import TERM_GRAD_INTERVAL, main, parse
-from train.study_budget import (CAPACITY_MIN_GAP, HARDER_TARGET_GAP, REGIMES, capacity_statement, regime_conflicts,
+from train.study.ablation import TERM_GRAD_INTERVAL, main, parse
+from train.study.budget import (CAPACITY_MIN_GAP, HARDER_TARGET_GAP, REGIMES, capacity_statement, regime_conflicts,
                                 search_budget)
-from train.study_units import AVX2_PIN, cpu_has_avx2, pin_vector_isa
-from train.study_report import budget_curves
+from train.study.units import AVX2_PIN, cpu_has_avx2, pin_vector_isa
+from train.study.report import budget_curves
 
 
 def _recorded(curve: dict[int, float]) -> tuple[list[int], Callable[[int], float]]:

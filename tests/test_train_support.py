@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from train.config import RunConfig, finalize
-from train.datasets import SplitData, prepare_splits
-from train.distributed import DistInfo
+from train.runner.datasets import SplitData, prepare_splits
+from train.runtime.distributed import DistInfo
 
 TINY_MODEL: dict[str, Any] = dict(
     enc_depths=(1, 1, 1), enc_channels=(8, 16, 16), enc_heads=(1, 1, 2),

@@ -18,16 +18,17 @@ import pytest
 import torch
 from torch import nn
 
-import train.loop
-import train.steps
+import train.engine.loop
+import train.engine.steps
 from test_train_support import TINY_MODEL, tiny_config, tiny_data
-from train.checkpoint import load_checkpoint
-from train.distributed import DistInfo
-from train.loop import ModelSpec
-from train.profiling import StepTimer
-from train.run import main, run
-from train.steps import DistillSettings, distillation_step, to_device
-from train.update import NONFINITE, OK, OVERFLOW, SkipCounter, apply_update
+from train.runtime.checkpoint import load_checkpoint
+from train.runtime.distributed import DistInfo
+from train.engine.loop import ModelSpec
+from train.engine.profiling import StepTimer
+from train.run import main
+from train.runner.stages import run
+from train.engine.steps import DistillSettings, distillation_step, to_device
+from train.engine.update import NONFINITE, OK, OVERFLOW, SkipCounter, apply_update
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 
@@ -152,13 +153,13 @@ def test_teacher_saliency_gradients_do_not_depend_on_the_student_scale(
 ) -> None:
     # amp=True on CPU: autocast in bfloat16 for both models, the teacher through teacher_autocast
     seen: list[list[torch.Tensor]] = []
-    real = train.steps.saliency_loss
+    real = train.engine.steps.saliency_loss
 
     def record(*args: Any, **kwargs: Any) -> torch.Tensor:
         seen.append([g.clone() for g in args[5]])  # the teacher's gradients
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train.steps, "saliency_loss", record)
+    monkeypatch.setattr(train.engine.steps, "saliency_loss", record)
     for scale in (1.0, 2.0**20):
         total, logs = _step(tiny_pair, scale, amp=amp)
         assert torch.isfinite(total) and float(logs["saliency_overflow"]) == 0.0
@@ -170,7 +171,7 @@ def test_an_overflow_of_the_scaled_saliency_gradients_leaves_the_term_out_and_fl
 ) -> None:
     # float32 on CPU does not overflow at a realistic scale: the scaled pass is made to return an
     # infinite gradient, as float16 does past 65504
-    real = train.steps.saliency_gradients
+    real = train.engine.steps.saliency_gradients
 
     def overflowing(loss: torch.Tensor, feats: Any, retain_graph: bool, grad_scale: float = 1.0) -> Any:
         grads = real(loss, feats, retain_graph, grad_scale)
@@ -178,14 +179,14 @@ def test_an_overflow_of_the_scaled_saliency_gradients_leaves_the_term_out_and_fl
             grads[-1].view(-1)[0] = float("inf")
         return grads
 
-    monkeypatch.setattr(train.steps, "saliency_gradients", overflowing)
+    monkeypatch.setattr(train.engine.steps, "saliency_gradients", overflowing)
     total, logs = _step(tiny_pair, 2.0**16)
     assert float(logs["saliency_overflow"]) == 1.0 and math.isnan(float(logs["grad"]))
     assert torch.isfinite(total)
     assert float(total.detach()) == pytest.approx(float(logs["seg"] + logs["kld"]))
     _, unscaled = _step(tiny_pair, 1.0)  # the same infinity at no scale: a bad step, not an overflow
     assert float(unscaled["saliency_overflow"]) == 0.0 and math.isnan(float(unscaled["loss"]))
-    monkeypatch.setattr(train.steps, "saliency_gradients", real)
+    monkeypatch.setattr(train.engine.steps, "saliency_gradients", real)
     _, fine = _step(tiny_pair, 2.0**16)
     assert float(fine["saliency_overflow"]) == 0.0 and math.isfinite(float(fine["grad"]))
 
@@ -240,7 +241,7 @@ def test_consecutive_nan_steps_stop_the_run_with_a_message_and_keep_the_last_goo
 ) -> None:
     # step 1 is good and checkpointed (every step), steps 2 and 3 see NaN features: stop after 2
     calls: list[dict[str, torch.Tensor]] = []
-    real = train.loop.segmentation_step
+    real = train.engine.loop.segmentation_step
 
     def nan_features_from_step_2(model: nn.Module, batch: dict[str, Any], *args: Any) -> Any:
         calls.append(_weights(model))
@@ -248,7 +249,7 @@ def test_consecutive_nan_steps_stop_the_run_with_a_message_and_keep_the_last_goo
             batch = {**batch, "feat": torch.full_like(batch["feat"], float("nan"))}
         return real(model, batch, *args)
 
-    monkeypatch.setattr(train.loop, "segmentation_step", nan_features_from_step_2)
+    monkeypatch.setattr(train.engine.loop, "segmentation_step", nan_features_from_step_2)
     cfg = tiny_config(tmp_path, stage="student", epochs=3, iters_per_epoch=2, checkpoint_every=1, max_bad_steps=2)
     with pytest.raises(FloatingPointError, match="stage student: 2 consecutive steps .* at step 3"):
         run(cfg, CPU)
@@ -278,7 +279,7 @@ def test_a_saliency_overflow_in_the_loop_is_skipped_logged_and_backs_the_scale_o
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[dict[str, torch.Tensor]] = []
-    real = train.loop.segmentation_step
+    real = train.engine.loop.segmentation_step
 
     def overflow_at_step_2(model: nn.Module, batch: dict[str, Any], *args: Any) -> Any:
         # parameters only: an overflow step's (finite) forward pass updates BatchNorm statistics, as under GradScaler
@@ -286,8 +287,8 @@ def test_a_saliency_overflow_in_the_loop_is_skipped_logged_and_backs_the_scale_o
         loss, logs = real(model, batch, *args)
         return loss, {**logs, "saliency_overflow": torch.tensor(float(len(calls) == 2))}
 
-    monkeypatch.setattr(train.loop, "segmentation_step", overflow_at_step_2)
-    monkeypatch.setattr(train.loop, "make_scaler",
+    monkeypatch.setattr(train.engine.loop, "segmentation_step", overflow_at_step_2)
+    monkeypatch.setattr(train.engine.loop, "make_scaler",
                         lambda device, amp: torch.amp.GradScaler("cpu", init_scale=4.0))
     cfg = tiny_config(tmp_path, stage="student", epochs=2, iters_per_epoch=2)
     run(cfg, CPU)
@@ -308,19 +309,19 @@ def _nan_on_rank_1_at_step_2(model: nn.Module, batch: dict[str, Any], *args: Any
 
 
 _CALLS = 0
-_REAL_SEGMENTATION_STEP = train.loop.segmentation_step
+_REAL_SEGMENTATION_STEP = train.engine.loop.segmentation_step
 
 
 def _ddp_rank(rank: int, port: int, cfg: Any, out: str) -> None:
     import os
 
-    from train.datasets import prepare_splits
-    from train.distributed import cleanup, init_from_env
+    from train.runner.datasets import prepare_splits
+    from train.runtime.distributed import cleanup, init_from_env
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    train.loop.segmentation_step = _nan_on_rank_1_at_step_2
+    train.engine.loop.segmentation_step = _nan_on_rank_1_at_step_2
     info = init_from_env("cpu")
     try:
         # the ranks' own DistInfo: rank 0 writes the synthetic set while rank 1 waits at the barrier
@@ -328,7 +329,7 @@ def _ddp_rank(rank: int, port: int, cfg: Any, out: str) -> None:
         # refused the folder the other had half made)
         data = prepare_splits(cfg, info)
         spec = ModelSpec("student", 22, dict(cfg.student_overrides))
-        model = train.loop.train_stage(cfg, "student", Path(out), data.train, data.collate, spec, info)
+        model = train.engine.loop.train_stage(cfg, "student", Path(out), data.train, data.collate, spec, info)
         torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
     finally:
         cleanup()

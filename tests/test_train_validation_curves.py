@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from test_train_support import TINY_MODEL, tiny_config, tiny_data
-from train.distributed import DistInfo
-from train.evaluate import evaluate
-from train.logging_utils import MetricLogger, log_path
-from train.loop import ModelSpec, train_stage
-from train.plots import plot_curves
+from train.runtime.distributed import DistInfo
+from train.evaluation.evaluate import evaluate
+from train.evaluation.validation import validator
+from train.runtime.logging_utils import MetricLogger, log_path
+from train.engine.loop import ModelSpec, train_stage
+from train.evaluation.plots import plot_curves
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -36,7 +37,8 @@ def test_validating_every_epoch_leaves_the_trained_weights_bitwise_unchanged(tmp
                           out=str(tmp_path / f"every{every}"))
         data = tiny_data(cfg)
         trained[every] = train_stage(cfg, "student", Path(cfg.out), data.train, data.collate, spec, CPU,
-                                     val_views=data.val_views(False))
+                                     validate=validator(data.val_views(False), cfg, data.num_classes, CPU.device,
+                                                        data.collate))
     plain, validated = trained[0].state_dict(), trained[1].state_dict()
     assert plain.keys() == validated.keys()
     for name in plain:
@@ -69,7 +71,7 @@ def test_curves_draw_the_validation_passes_of_each_model_and_its_final_evaluatio
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import matplotlib
 
-    matplotlib.use("Agg")  # as train.plots does: headless
+    matplotlib.use("Agg")  # as train.evaluation.plots does: headless
     import matplotlib.pyplot as plt
 
     results = {}

@@ -37,7 +37,7 @@ DECODER_STAGES: tuple[int, ...] = (1, 2, 3, 4)
 CONV_BACKENDS: tuple[str, ...] = ("auto", "torch", "spconv")  # train.models.sparse_conv.SubMConv3d
 # "auto" (fast.tps.auto_tps_place) or one of fast.topo_loss.TPS_PLACES, named here without importing torch
 TOPO_TPS: tuple[str, ...] = ("auto", "host", "device")
-PREEMPT_SIGNALS: tuple[str, ...] = ("TERM", "USR1", "USR2", "INT", "HUP")  # --preempt-signal (train.preemption)
+PREEMPT_SIGNALS: tuple[str, ...] = ("TERM", "USR1", "USR2", "INT", "HUP")  # --preempt-signal (train.runtime.preemption)
 SYNTHETIC_VARIANTS: tuple[str, ...] = ("demo", "fine")  # train.data.synthetic.scene.STYLES (a test checks)
 
 # Loss terms each stage switches on (paper Table 5 rows); ablation flags override them.
@@ -530,7 +530,7 @@ def ranks_per_node(procs: int) -> int:
 
 
 def _fill_defaults(cfg: RunConfig) -> None:
-    from train.distributed import under_external_launcher
+    from train.runtime.distributed import under_external_launcher
 
     for k, v in (SYNTHETIC_DEMO if cfg.dataset == "synthetic" else {}).items():
         if getattr(cfg, k) is None:
@@ -588,7 +588,7 @@ def validate(cfg: RunConfig) -> None:
         if v is not None and (not isinstance(v, int) or v < 1):
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
     from fast.persistence import check_time_budget, check_worker_count
-    from train.distributed import under_external_launcher
+    from train.runtime.distributed import under_external_launcher
 
     if cfg.procs > 1 and under_external_launcher():
         raise ValueError("--procs starts its own processes: under torchrun leave it unset (or 1)")

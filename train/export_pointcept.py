@@ -17,10 +17,10 @@ from typing import Any, Sequence
 
 import torch
 
-from train.checkpoint import atomic_save
-from train.loop import load_frozen_teacher
+from train.engine.loop import load_frozen_teacher
 from train.models import to_pointcept
 from train.models.pointcept import pointcept_config
+from train.runtime.checkpoint import atomic_save
 
 
 def export(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.logging_utils import progress
+from train.runtime.logging_utils import progress
 
 from .validation import DatasetLayoutError
 from .waymo_source import LABELLED_SPLITS as SPLITS

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from train.checkpoint_errors import CheckpointError, one_line
+from train.runtime.checkpoint_errors import CheckpointError, one_line
 
 from .validation import CorruptFileError
 
@@ -82,7 +82,7 @@ def load_data_pickle(path: Path, what: str) -> Any:
 
     Raises :class:`UnsafePickleError` when the pickle names a callable outside the table, and
     :class:`RefusedPickleError` (a :class:`CorruptFileError`) when it is truncated or not a
-    pickle; both are :class:`train.checkpoint_errors.CheckpointError` lines naming the file.
+    pickle; both are :class:`train.runtime.checkpoint_errors.CheckpointError` lines naming the file.
     """
     path = Path(path)
     with path.open("rb") as fh:

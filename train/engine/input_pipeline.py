@@ -12,7 +12,7 @@ transfer overlaps the GPU's work on batch k instead of following it; the trainin
 that copy alone (an event) only when it reaches batch k+1, and the tensors are recorded on that
 stream so the allocator does not reuse their memory too early. On other devices batches are moved
 when they are handed out. The DataLoader side (worker processes, ``pin_memory``) is set up by
-``train.loop``.
+``train.engine.loop``.
 """
 from __future__ import annotations
 
@@ -21,11 +21,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
-
 from torch.utils.data import Dataset, Sampler
 
+from train.engine.steps import to_device
 from train.models.plan import BatchPlan, PlanKey
-from train.steps import to_device
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,21 @@
 """Training loop of one stage (teacher, student, kd, distill) with checkpoints, resume and DDP.
 
-Per iteration: one step of :mod:`train.steps`, AdamW + OneCycleLR stepped per iteration
-(:mod:`train.optim`), optional gradient clipping, AMP on CUDA only; an AMP overflow or a NaN/Inf
+Per iteration: one step of :mod:`train.engine.steps`, AdamW + OneCycleLR stepped per iteration
+(:mod:`train.engine.optim`), optional gradient clipping, AMP on CUDA only; an AMP overflow or a NaN/Inf
 loss skips the update and is counted, and ``--max-bad-steps`` NaN/Inf steps in a row stop the run
-(:mod:`train.update`, decision 23). Every ``--eval-every-epochs`` epochs the model is evaluated on the
-validation split, distributed as :func:`train.evaluate.evaluate` does, and rank 0 logs its mIoU in
-``val_log.csv``; the pass puts back every random-number state and the model's mode, so the weights
-at the end are those of a run without it (decision 35). Checkpoints
-(:mod:`train.checkpoint`) are written atomically at the end of every epoch and, optionally, every
+(:mod:`train.engine.update`, decision 23). Every ``--eval-every-epochs`` epochs the model is evaluated on the
+validation split by the pass the caller hands in (:func:`train.evaluation.validation.validator`: the
+engine does not import the evaluation, decision 49), and rank 0 logs its mIoU in ``val_log.csv``;
+the pass puts back every random-number state and the model's mode, so the weights at the end are
+those of a run without it (decision 35). Checkpoints
+(:mod:`train.runtime.checkpoint`) are written atomically at the end of every epoch and, optionally, every
 K iterations; ``resume`` continues from the last one exactly: the data order and augmentation of an
 epoch are functions of (seed, epoch, sample index) (``ResumableDistributedSampler`` and the
 dataset's per-sample generator), the sampler restarts mid-epoch where the checkpoint was taken,
 and every process gets back its own random-number states, saved by each and gathered into the
 checkpoint by rank 0 (decision 37; a resume with another number of processes re-shards the rest
 of the epoch, decision 46). A preemption signal stops every process after the same step with one
-checkpoint (:mod:`train.preemption`), as ``--checkpoint-minutes`` adds timed ones. The
+checkpoint (:mod:`train.runtime.preemption`), as ``--checkpoint-minutes`` adds timed ones. The
 checkpoint a save replaces is kept as ``checkpoint_prev.pt``: a resume whose latest file is unreadable (truncated, corrupt) falls back to
 it with a warning, and a stray temporary file of a killed write is deleted. With
 ``--skip-bad-scans`` the bad scans a batch met are warned about and counted (decision 25). Under
@@ -28,34 +29,34 @@ import math
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from train.checkpoint import (CheckpointError, RefusedObject, load_latest, native_checkpoint, rank_state, read_weights,
-                              remove_stale_temporaries, restore_training_state, rng_state, save_checkpoint,
-                              set_rng_state, unwrap)
-from train.checkpoint_errors import ResumeMismatchError, one_line
 from train.config import RunConfig
 from train.data.base import label_frequencies
 from train.data.validation import BadScanError
-from train.distributed import (DistInfo, ResumableDistributedSampler, all_gather_objects, all_reduce_sum, barrier,
-                               broadcast_buffers)
-from train.evaluate import evaluate
-from train.input_pipeline import EpochDataset, EpochSampler, device_batches, planned_collate
-from train.logging_utils import MetricLogger, progress, read_scalars
-from train.losses import class_weights
+from train.engine.input_pipeline import EpochDataset, EpochSampler, device_batches, planned_collate
+from train.engine.losses import class_weights
+from train.engine.optim import build_optimizer, build_scheduler
+from train.engine.profiling import StepTimer
+from train.engine.steps import (DistillSettings, distillation_step, segmentation_step, start_persistence,
+                                warm_up_persistence)
+from train.engine.update import (NONFINITE, OVERFLOW, SkipCounter, apply_update, buffer_snapshot, make_scaler,
+                                 restore_buffers)
 from train.models.pointcept import from_pointcept, is_pointcept_state_dict, pointcept_overrides, read_model_config
-from train.optim import build_optimizer, build_scheduler
-from train.preemption import CheckpointClock, Preempted, StepVote, parse_signals
-from train.preemption import requested as preempted
-from train.profiling import StepTimer
-from train.steps import DistillSettings, distillation_step, segmentation_step, start_persistence, warm_up_persistence
-from train.update import (NONFINITE, OVERFLOW, SkipCounter, apply_update, buffer_snapshot, make_scaler,
-                          restore_buffers)
+from train.runtime.checkpoint import (CheckpointError, RefusedObject, load_latest, native_checkpoint, rank_state,
+                                      read_weights, remove_stale_temporaries, restore_training_state, save_checkpoint,
+                                      unwrap)
+from train.runtime.checkpoint_errors import ResumeMismatchError, one_line
+from train.runtime.distributed import (DistInfo, ResumableDistributedSampler, all_gather_objects, all_reduce_sum,
+                                       barrier, broadcast_buffers)
+from train.runtime.logging_utils import MetricLogger, progress, read_scalars
+from train.runtime.preemption import CheckpointClock, Preempted, StepVote, parse_signals
+from train.runtime.preemption import requested as preempted
 
 LAST = "checkpoint_last.pt"
 PREV = "checkpoint_prev.pt"  # the one LAST replaced: the fallback of a resume
@@ -213,14 +214,15 @@ def train_stage(
     info: DistInfo,
     teacher: nn.Module | None = None,
     timer: StepTimer | None = None,
-    val_views: Sequence[Dataset] = (),
+    validate: Callable[[nn.Module], dict[str, float]] | None = None,
     on_validation: Callable[[int, dict[str, float]], None] | None = None,
 ) -> nn.Module:
     """Train one stage to the end (or resume it); returns the trained model (unwrapped).
 
     Writes ``checkpoint_last.pt`` (full state) and ``model_final.pt`` (weights + model spec) in
-    ``out_dir`` on rank 0. ``val_views``: the validation datasets evaluated every
-    ``cfg.eval_every_epochs`` epochs (none: no evaluation during training). ``on_validation(step,
+    ``out_dir`` on rank 0. ``validate(model)``: the validation pass run every
+    ``cfg.eval_every_epochs`` epochs (:func:`train.evaluation.validation.validator`; none: no
+    evaluation during training). ``on_validation(step,
     values)`` is called on every process after each pass is logged (the values are all-reduced, the
     same on every process); an exception it raises stops the stage there.
     """
@@ -350,10 +352,10 @@ def train_stage(
                     raise Preempted(preempted(), step, last)
             list_world = info.world_size
             broadcast_buffers(model)
-            if val_views and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
+            if validate is not None and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
                 # before the checkpoint: a run killed in between redoes the epoch's end and this pass
                 validating = True
-                passed = validation_pass(model, val_views, cfg, spec.num_classes, device, collate_fn)
+                passed = validate(model)
                 logger.log(step, {"epoch": epoch, **passed}, table="val")
                 validating = False
                 if on_validation is not None:
@@ -381,20 +383,6 @@ def train_stage(
         (out_dir / "profile.txt").write_text(summary + "\n")
     timer.reset()
     return unwrap(model)
-
-
-def validation_pass(model: nn.Module, views: Sequence[Dataset], cfg: RunConfig, num_classes: int,
-                    device: torch.device, collate_fn: Callable) -> dict[str, float]:
-    """Validation mIoU and accuracy of ``model`` in the middle of training, on every process (the
-    scans are shared out and the counts all-reduced). The pass draws from the global random
-    generators (a DataLoader seeds itself from torch's); their states are put back afterwards, and
-    :func:`train.evaluate.evaluate` puts back the model's train mode (decision 35)."""
-    state = rng_state()
-    try:
-        acc = evaluate(model, views, num_classes, device, collate_fn, cfg.eval_max_scans, cfg.num_workers)
-    finally:
-        set_rng_state(state)
-    return {"val_miou": acc.miou(), "val_accuracy": acc.accuracy()}
 
 
 def _data_state(cfg: RunConfig, epoch: int, start: int, list_world: int, world: int) -> dict[str, int]:
@@ -443,7 +431,7 @@ def _resume(found: tuple[dict[str, Any], Path], cfg: RunConfig, info: DistInfo, 
 
 def _save(info: DistInfo, data: dict[str, int], path: Path, previous: Path, model: nn.Module, optimizer: Any,
           scheduler: Any, scaler: Any, step: int, epoch: int, config: dict, extra: dict) -> None:
-    """Every process's state (:func:`train.checkpoint.rank_state`) gathered, written by rank 0."""
+    """Every process's state (:func:`train.runtime.checkpoint.rank_state`) gathered, written by rank 0."""
     ranks = all_gather_objects(rank_state(data))
     if info.is_main:
         save_checkpoint(path, model, optimizer, scheduler, scaler, step, epoch, config, extra, previous, ranks)

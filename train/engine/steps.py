@@ -2,7 +2,7 @@
 (paper Eq. 8, Sec. 3; decisions 12-20).
 
 * Segmentation step (teacher, CE-only student): L_seg = CE + Lovasz-softmax or CE alone
-  (``seg_loss``, see :data:`train.losses.SEG_LOSSES`).
+  (``seg_loss``, see :data:`train.engine.losses.SEG_LOSSES`).
 * Distillation step, in the order that lets persistence overlap the network work:
   1. teacher forward (frozen, eval mode) on the same augmented, voxelised batch as the student
      (decisions 20); the teacher's persistence diagrams are started right away on its
@@ -29,14 +29,14 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from fast.persistence import default_pool, set_default_workers
 from fast.kld import kld
+from fast.persistence import default_pool, set_default_workers
 from fast.saliency import saliency_loss
 from fast.topo_loss import DEFAULT_M, TopoLossJob
 from fast.tps import auto_tps_place
 from train.config import RunConfig
-from train.losses import DEFAULT_SEG_LOSS, segmentation_loss
-from train.profiling import StepTimer
+from train.engine.losses import DEFAULT_SEG_LOSS, segmentation_loss
+from train.engine.profiling import StepTimer
 
 TENSOR_KEYS = ("coord", "grid_coord", "feat", "offset", "segment", "inverse", "origin_offset", "origin_segment")
 
@@ -83,7 +83,7 @@ class DistillSettings:
     saliency_detach_range: bool = _RUN.saliency_detach_range
     kld_class_weights: bool = _RUN.kld_class_weights  # weight L_kld per point as the CE (decision 44)
     seg_loss: str = DEFAULT_SEG_LOSS
-    class_weight: tuple[float, ...] | None = None  # CE class weights (train.losses.class_weights)
+    class_weight: tuple[float, ...] | None = None  # CE class weights (train.engine.losses.class_weights)
 
     def seg_weight(self) -> torch.Tensor | None:
         return None if self.class_weight is None else torch.tensor(self.class_weight, dtype=torch.float32)
@@ -222,7 +222,7 @@ def distillation_step(
     ``topo_seed``: TPS start seed of this step (cloud b uses ``topo_seed + b``, decisions 14).
     ``grad_scale``: the AMP loss scale used for the student's saliency gradients (1 without AMP).
     If those scaled gradients overflow, L_grad is left out of the total and
-    ``logs["saliency_overflow"]`` is 1: the caller must skip the step (``train.update.apply_update``,
+    ``logs["saliency_overflow"]`` is 1: the caller must skip the step (``train.engine.update.apply_update``,
     decision 23). Non-finite saliency gradients without a scale make ``L_grad`` NaN.
     ``term_grad_norms``: also log ``gradnorm_<term>``, the L2 norm over the student's parameters of
     the gradient each weighted term sends (one extra backward pass per term: a diagnostic, e.g.

@@ -6,7 +6,7 @@ Three outcomes per step, the same on every DDP rank:
 * ``ok``: backward, optional clipping, ``scaler.step`` and ``scaler.update`` as usual.
 * ``overflow``: the loss is finite but a gradient scaled by the AMP ``GradScaler`` is not, either
   a parameter gradient (GradScaler finds it itself) or the student's saliency gradients
-  (``train.steps`` leaves the term out and reports ``saliency_overflow``; the overflow is then
+  (``train.engine.steps`` leaves the term out and reports ``saliency_overflow``; the overflow is then
   written into one parameter gradient where GradScaler's own check finds it). GradScaler skips the
   optimiser step and reduces its scale through ``scaler.update`` with its found-inf record, exactly
   as for an overflow of the task loss.
@@ -28,8 +28,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from train.distributed import all_reduce_sum
-from train.profiling import StepTimer
+from train.engine.profiling import StepTimer
+from train.runtime.distributed import all_reduce_sum
 
 OK, OVERFLOW, NONFINITE = "ok", "overflow", "nonfinite"
 
@@ -107,7 +107,7 @@ def apply_update(
 
     Host synchronisations (decision 39): one read of the two flags before the backward pass; without
     AMP one read of the gradients' finiteness; with AMP the loss scale before and after the step.
-    A fused optimiser (``train.optim``) takes GradScaler's found-inf flag on the device.
+    A fused optimiser (``train.engine.optim``) takes GradScaler's found-inf flag on the device.
     """
     flags = torch.stack([~torch.isfinite(loss.detach()),
                          torch.as_tensor(saliency_overflow, device=loss.device).reshape(()).bool()]).float()

@@ -3,7 +3,7 @@ augmentation", ``docs/ptv3-and-datasets.md``).
 
 Each scan is voxelised by the evaluation pipeline; the model's class probabilities on the kept
 points are carried back to *every* original point through the grid-sampling ``inverse`` map, and
-intersection/union are counted per scan and summed over the whole split (:class:`train.metrics.ScanIoU`,
+intersection/union are counted per scan and summed over the whole split (:class:`train.evaluation.metrics.ScanIoU`,
 which keeps each scan's counts), across processes by all-reduce. With test-time augmentation the softmax of several deterministic
 views of the same scan (rotations about z and flips, each voxelised on its own) is summed per
 original point before the argmax. Reports are written as JSON and markdown.
@@ -22,10 +22,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from train.distributed import all_reduce_sum, current
-from train.input_pipeline import planned_collate
-from train.metrics import IoUAccumulator, ScanIoU
-from train.steps import model_inputs, to_device
+from train.engine.input_pipeline import planned_collate
+from train.engine.steps import model_inputs, to_device
+from train.evaluation.metrics import IoUAccumulator, ScanIoU
+from train.runtime.distributed import all_reduce_sum, current
 
 
 class FixedView:

@@ -83,7 +83,7 @@ class ScanIoU(IoUAccumulator):
     """A split's IoU that keeps every scan's own counts: ``scans`` (S, 3, K) float64, row s the
     ``state()`` of scan s alone (intersection, union, target count; counts of points, so their sums
     are exact), in the split's order; the totals are their sum. What a scene bootstrap resamples
-    (``train.study_report.scene_bootstrap_difference``)."""
+    (``train.study.report.scene_bootstrap_difference``)."""
 
     def __init__(self, scans: torch.Tensor, ignore_index: int = -1) -> None:
         if scans.ndim != 3 or scans.shape[1] != 3:

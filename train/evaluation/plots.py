@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from train.logging_utils import log_path
+from train.runtime.logging_utils import log_path
 
 PLOTS: tuple[str, ...] = ("diagrams.png", "bev.png", "curves.png", "per_class_iou.png")
 SKIP_COLUMNS = ("step", "epoch", "lr")
@@ -55,7 +55,7 @@ def _class_colours(num_classes: int) -> np.ndarray:
 @torch.no_grad()
 def _scan_outputs(models: Mapping[str, torch.nn.Module], batch: dict[str, Any]) -> dict[str, Any]:
     """Each model's predicted class and embedding on one collated scan (eval mode, restored after)."""
-    from train.steps import model_inputs
+    from train.engine.steps import model_inputs
 
     out = {}
     for label, model in models.items():

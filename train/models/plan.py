@@ -19,7 +19,7 @@ l + 1 = the stride-2 pooling of level l, spec A6):
   key mask and its variable-length form; spconv's indices where spconv runs the convolutions.
 
 The items a run's models read (``PTv3.plan_items``) are built at once where the batch is collated,
-in a DataLoader worker (``train.input_pipeline.PlannedCollate``, decision 47), and the plan crosses
+in a DataLoader worker (``train.engine.input_pipeline.PlannedCollate``, decision 47), and the plan crosses
 to the training process as one shared buffer; any other item is built on first use and kept.
 ``on(device)`` hands out device views, uploaded once. The forward then runs without a single host
 synchronisation: no sizes are read back from the device. One plan serves every model that sees the batch (the teacher and the student see the same
@@ -42,8 +42,9 @@ import torch
 
 from train.models.packing import buffer_offset, pack, unpack
 from train.models.plan_kernels.pooling import cluster_members, pool_clusters
-from train.models.plan_kernels.rulebook import fill_rulebooks, pillar_columns
+from train.models.plan_kernels.rulebook import fill_rulebooks
 from train.models.plan_kernels.rulebook import neighbour_lists as compiled_neighbour_lists
+from train.models.plan_kernels.rulebook import pillar_columns
 from train.models.serialization import ORDERS, serialize, serialized_depth
 
 

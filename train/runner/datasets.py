@@ -2,7 +2,7 @@
 
 Builds the loaders of ``train.data`` with the PTv3 transform pipelines (training augmentation,
 deterministic evaluation pipeline), and for test-time augmentation one evaluation dataset per
-fixed view (:func:`train.evaluate.tta_views`) inserted before grid sampling. ``--dataset synthetic``
+fixed view (:func:`train.evaluation.evaluate.tta_views`) inserted before grid sampling. ``--dataset synthetic``
 generates the simulated scans first (rank 0 only, the others wait) unless they are cached;
 ``--dataset waymo`` on a v2 parquet root converts it once into ``<--out>/waymo_v2_converted``
 (spec F6). A real dataset whose files are missing fails here, before any model is built, with the
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from train.config import RunConfig
-from train.distributed import DistInfo, barrier
-from train.evaluate import tta_views
+from train.evaluation.evaluate import tta_views
+from train.runtime.distributed import DistInfo, barrier
 
 # (training, validation, labelled test split or None) folder names of each dataset. The official
 # test splits of Waymo, nuScenes and SemanticKITTI carry no labels; the synthetic set holds out

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from train.checkpoint import load_latest
 from train.config import STAGE_ORDER, RunConfig, runs_on_cuda
-from train.datasets import class_count
-from train.loop import FINAL, LAST, PREV, ModelSpec, load_frozen_teacher, model_spec
+from train.engine.loop import FINAL, LAST, PREV, ModelSpec, load_frozen_teacher, model_spec
 from train.models import build_model
+from train.runner.datasets import class_count
+from train.runtime.checkpoint import load_latest
 
 CPU = torch.device("cpu")
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from train.checkpoint_errors import CheckpointError, CheckpointMissingError, CheckpointWriteError, one_line
+from train.runtime.checkpoint_errors import CheckpointError, CheckpointMissingError, CheckpointWriteError, one_line
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -1,6 +1,6 @@
 """The errors a refused checkpoint, teacher checkpoint, Pointcept file or data pickle raises.
 
-Kept apart from :mod:`train.checkpoint` (which needs torch) so the data loaders, which read
+Kept apart from :mod:`train.runtime.checkpoint` (which needs torch) so the data loaders, which read
 untrusted pickles too (:mod:`train.data.restricted_pickle`), raise the same class without importing
 torch. Every message is one line naming the file, the reason and the fix; ``python -m train.run``
 prints it as ``train.run: error: <message>`` and exits with status 2, and ``--resume`` passes over a

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-from train.preemption import PREEMPTED_EXIT, Preempted, watch
+from train.runtime.preemption import PREEMPTED_EXIT, Preempted, watch
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: i
     (:func:`report_failure`, or a traceback) is printed once: a rank that fails only because its
     peer is gone does not add its own. The processes die with this one (SIGKILL). The signals of
     ``forward`` (``--preempt-signal``) are passed on to every process, which all stop after the
-    same step with :data:`train.preemption.PREEMPTED_EXIT`: that status is waited for from each.
+    same step with :data:`train.runtime.preemption.PREEMPTED_EXIT`: that status is waited for from each.
 
     On a CPU, several single-threaded processes train faster than one multi-threaded process:
     measured here, two ranks of one thread each gave 1.7x the steps per second of one process, while
@@ -189,8 +189,8 @@ def launch(main: Callable[[list[str]], int], argv: Sequence[str], procs: int, de
     ``body(info)`` and leaves the group; an exception of ``errors`` becomes one line
     ``prog: error: ...`` (:func:`report_failure`) and exit code 2 (the message says what to fix),
     anything else propagates. The ``signals`` are recorded while ``body`` runs
-    (:func:`train.preemption.watch`); a run stopped by one (:class:`train.preemption.Preempted`)
-    says so in one line from rank 0 and returns :data:`train.preemption.PREEMPTED_EXIT`."""
+    (:func:`train.runtime.preemption.watch`); a run stopped by one (:class:`train.runtime.preemption.Preempted`)
+    says so in one line from rank 0 and returns :data:`train.runtime.preemption.PREEMPTED_EXIT`."""
     if procs > 1 and "WORLD_SIZE" not in os.environ:
         return spawn_local(main, argv, procs, prog, signals)
     info = init_from_env(device)

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from tqdm import tqdm
 
-from train.checkpoint import atomic_write
+from train.runtime.checkpoint import atomic_write
 
 
 def read_scalars(logs: dict[str, torch.Tensor]) -> dict[str, float]:

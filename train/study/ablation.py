@@ -18,12 +18,12 @@ Each unit is checkpointed on its own under ``<out>/units/<row>/seed-<s>/``: a fi
 ``result.json`` exists) is never redone, a killed one resumes from its last checkpoint. Every
 option of ``python -m train.run`` (budget, presets, data) is accepted and applies to every unit;
 ``--seed`` is replaced by the unit's seed (data order, augmentation, initialisation, TPS starts);
-the teacher uses the first seed. The report (:mod:`train.study_report`) is written to
+the teacher uses the first seed. The report (:mod:`train.study.report`) is written to
 ``<out>/STUDY.md`` with its bar chart ``<out>/study.png`` and the raw numbers in
 ``<out>/study.json``. Every unit logs each term's gradient norm (``--log-term-grads``, every
 :data:`TERM_GRAD_INTERVAL` steps unless given).
 
-Converged studies (:mod:`train.study_budget`): ``--converge`` first searches, per regime, the CE
+Converged studies (:mod:`train.study.budget`): ``--converge`` first searches, per regime, the CE
 student's budget (from ``--epochs``, doubling, one unit per budget under
 ``<out>[/<regime>]/budget/student/``; the CE student reads no teacher, and its search is the
 cheaper one), then the teacher's (from ``--teacher-epochs``, under ``<out>/budget/teacher/``), and
@@ -49,19 +49,18 @@ from typing import Any, Sequence
 
 import torch
 
-from train.checkpoint import atomic_write
 from train.config import RunConfig, finalize, resolve
-from train.datasets import SplitData, prepare_splits
-from train.distributed import DistInfo, barrier, launch
-from train.loop import FINAL
-from train.profiling import StepTimer
-from train.run import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse
-from train.study_budget import (DEFAULT_MAX_DOUBLINGS, DEFAULT_TOLERANCE, REGIMES, BudgetSearch, check_search,
+from train.engine.loop import FINAL
+from train.engine.profiling import StepTimer
+from train.runner.datasets import SplitData, prepare_splits
+from train.runner.stages import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse
+from train.runtime.checkpoint import atomic_write
+from train.runtime.distributed import DistInfo, barrier, launch
+from train.study.budget import (DEFAULT_MAX_DOUBLINGS, DEFAULT_TOLERANCE, REGIMES, BudgetSearch, check_search,
                                 regime_conflicts, search_budget)
-from train.study_report import (BUDGET_PLOT, budget_curves, log_quarters, logged_steps, plot_budgets,
-                                write_study_report)
-from train.study_units import (RESULT, TRAIN_LOG, check_reproduced, evaluations_differ, follow_kept_log,
-                               keep_units, needs_retraining, pin_vector_isa, restore_units)
+from train.study.report import BUDGET_PLOT, budget_curves, log_quarters, logged_steps, plot_budgets, write_study_report
+from train.study.units import (RESULT, TRAIN_LOG, check_reproduced, evaluations_differ, follow_kept_log, keep_units,
+                               needs_retraining, restore_units)
 
 TABLES: tuple[int, ...] = (5, 7, 10, 11)
 # The paper's Table 7 grid (App. C): lambda_topo in {0.5, 4, 8}, lambda_grad and lambda_kld in
@@ -227,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-units", default=None, metavar="DIR",
                    help="keep every finished unit's result and logs (no weights) in DIR as it finishes, and start "
                    "from the units kept there: commit DIR to go on with a study on another machine (the teacher "
-                   "is trained again there and must reproduce its kept result; train/study_units.py)")
+                   "is trained again there and must reproduce its kept result; train/study/units.py)")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the report from the units that have finished (a study stopped "
                    "early; the report lists the units left out); the teacher and any budget search must be done")
@@ -282,7 +281,8 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[Row], Ru
 
 def _explicit_options(argv: Sequence[str]) -> dict[str, Any]:
     """The run options set on the command line or in its ``--config`` file (field -> value)."""
-    from train.config import build_parser as run_parser, load_yaml
+    from train.config import build_parser as run_parser
+    from train.config import load_yaml
 
     given = vars(run_parser().parse_args(argv))  # unset options stay absent (argument_default SUPPRESS)
     path = given.pop("config", None)
@@ -459,10 +459,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     return launch(main, argv, base.procs, base.device, base.deterministic,
                   lambda info: run_study(args, rows, base, info, argv), "train.study", (ValueError, *RUN_ERRORS))
 
-
-if __name__ == "__main__":
-    # a study kept across sessions repeats on other x86 machines only with the pin in place before
-    # numpy is imported and any kernel runs: where it was not, start again with it
-    if pin_vector_isa():
-        os.execv(sys.executable, sys.orig_argv)
-    sys.exit(main())

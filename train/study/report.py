@@ -252,7 +252,7 @@ def scene_lines(summary: dict[str, Any], split: str) -> list[str]:
 
 def budget_lines(budget: dict[str, Any]) -> list[str]:
     """The budget searches of a ``--converge`` study and the capacity check drawn from them."""
-    from train.study_budget import capacity_statement
+    from train.study.budget import capacity_statement
 
     lines = [f"## Budgets (doubling until validation mIoU gains < {budget['tolerance']:g} points)", "",
              "| model | epochs tried: validation mIoU | converged | used |", "|---|---|---|---|"]

@@ -130,8 +130,8 @@ def model_diagnostics(teacher: Any, student: Any, batches: Sequence[dict[str, An
     ``weighted_topo_grad_norm`` (l_topo ||dL_topo/dh||) with L_seg's share of the batch's points."""
     import torch
 
-    from train.losses import segmentation_loss
-    from train.steps import model_inputs
+    from train.engine.losses import segmentation_loss
+    from train.engine.steps import model_inputs
 
     results = []
     for batch in batches:
@@ -232,10 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import torch
 
-    from train.datasets import prepare_splits
-    from train.distributed import init_from_env
-    from train.loop import load_frozen_teacher, stage_settings
-    from train.steps import to_device
+    from train.engine.loop import load_frozen_teacher, stage_settings
+    from train.engine.steps import to_device
+    from train.runner.datasets import prepare_splits
+    from train.runtime.distributed import init_from_env
 
     info = init_from_env(cfg.device)
     data = prepare_splits(cfg, info)
