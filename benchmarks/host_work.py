@@ -10,7 +10,7 @@ torch thread, so the figures are core-seconds and do not depend on other jobs as
 * ``collate_nuscenes_s`` / ``collate_waymo_s``: ``train.data.collate.collate`` of the step's 4 scans;
 * ``plan_s``: the batch plan of the step's 4 nuScenes-size scans with every item the paper teacher
   and student read (``train.engine.input_pipeline.planned_collate`` minus the collate), and
-  ``plan_lidar_like_s`` of ``train.cost.lidar_like_batch`` 4 x 30,000 (the figure the issue of
+  ``plan_lidar_like_s`` of ``train.evaluation.cost.lidar_like_batch`` 4 x 30,000 (the figure the issue of
   decision 47 was measured on); ``pack_s``: packing it into the one buffer a loader worker hands
   over (``BatchPlan.__getstate__``);
 * ``main_plan_s``: the training process's own plan work per step: unpacking the buffer and making
