@@ -196,7 +196,7 @@ class _Trainer:
         self.opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
 
     def step(self, batch: dict[str, Any], settings: Any, timer: Any, seed: int) -> dict[str, float]:
-        from train.steps import distillation_step
+        from train.engine.steps import distillation_step
 
         total, logs = distillation_step(self.student, self.teacher, batch, settings, self.amp, timer, topo_seed=seed,
                                         grad_scale=self.scaler.get_scale() if self.amp else 1.0)
@@ -218,8 +218,8 @@ def _median_ms(xs: list[float]) -> float:
 
 
 def topo_step(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: float) -> None:
-    from train.profiling import StepTimer
-    from train.steps import DistillSettings, warm_up_persistence
+    from train.engine.profiling import StepTimer
+    from train.engine.steps import DistillSettings, warm_up_persistence
 
     warm_up_persistence()
     teacher, student = _models(size["teacher"], size["student"], device)
@@ -395,7 +395,7 @@ def table6(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: 
     from benchmarks.report_paper import PAPER_TABLE6
     from benchmarks.table6 import FAMILY, in_process_methods
 
-    from train.steps import warm_up_persistence
+    from train.engine.steps import warm_up_persistence
 
     loss_fn = in_process_methods()["ours"]
     # every persistence worker started and its compiled code loaded first (one cloud lands on any
@@ -481,8 +481,8 @@ def cost(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: fl
 
 
 def distill(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: float) -> None:
-    from train.profiling import StepTimer
-    from train.steps import DistillSettings, warm_up_persistence
+    from train.engine.profiling import StepTimer
+    from train.engine.steps import DistillSettings, warm_up_persistence
 
     warm_up_persistence()
     teacher, student = _models(size["teacher"], size["student"], device)
