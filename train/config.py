@@ -558,7 +558,21 @@ def _fill_defaults(cfg: RunConfig) -> None:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Raise ValueError / FileNotFoundError naming the option and the fix; does no work."""
+    """Raise ValueError / FileNotFoundError naming the option and the fix; does no work. The checks
+    run in this order, so a configuration with several faults is refused for the first."""
+    _check_data(cfg)
+    _check_counts(cfg)
+    _check_processes(cfg)
+    _check_checkpoints_and_logs(cfg)
+    _check_rates_and_fractions(cfg)
+    _check_persistence(cfg)
+    _check_choices(cfg)
+    _check_distillation_terms(cfg)
+    _check_device_and_models(cfg)
+
+
+def _check_data(cfg: RunConfig) -> None:
+    """The data set, the stage and the nuScenes release."""
     if cfg.dataset is None:
         raise ValueError("no dataset chosen: pass --dataset {" + ",".join(DATASETS) + "} (or 'dataset:' in --config)")
     if cfg.dataset not in DATASETS:
@@ -573,6 +587,10 @@ def validate(cfg: RunConfig) -> None:
                          "trains on labelled scans and scores on labelled validation scans; use "
                          "v1.0-trainval (or v1.0-mini to try things) and read the test scenes with "
                          "train.data.NuScenesDataset(root, 'test', version='v1.0-test') to predict them")
+
+
+def _check_counts(cfg: RunConfig) -> None:
+    """The loss weights (>= 0) and the counts (>= 1) of epochs, steps, scans and processes."""
     for name in ("lambda_kld", "lambda_topo", "lambda_grad"):
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or v < 0 or v != v:
@@ -587,7 +605,10 @@ def validate(cfg: RunConfig) -> None:
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or v < 1):
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
-    from fast.persistence import check_time_budget, check_worker_count
+
+
+def _check_processes(cfg: RunConfig) -> None:
+    """The processes: ``--procs`` not under torchrun, the batch shared out evenly over them."""
     from train.runtime.distributed import under_external_launcher
 
     if cfg.procs > 1 and under_external_launcher():
@@ -595,6 +616,10 @@ def validate(cfg: RunConfig) -> None:
     if cfg.batch_size % cfg.procs:
         raise ValueError(f"--batch-size {cfg.batch_size} is the total over --procs {cfg.procs} processes and "
                          "must be divisible by it")
+
+
+def _check_checkpoints_and_logs(cfg: RunConfig) -> None:
+    """How often the run checkpoints, logs and validates, and the signals that preempt it."""
     if cfg.checkpoint_every < 0 or cfg.num_workers < 0 or cfg.log_term_grads < 0:
         raise ValueError("--checkpoint-every, --num-workers and --log-term-grads must be >= 0")
     for name in ("checkpoint_minutes", "progress_steps", "progress_seconds"):
@@ -611,6 +636,10 @@ def validate(cfg: RunConfig) -> None:
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise ValueError(f"--eval-every-epochs must be an integer >= 0 (0: evaluate only after training), "
                          f"got {every!r}")
+
+
+def _check_rates_and_fractions(cfg: RunConfig) -> None:
+    """The optimiser's rates, the grid, the synthetic splits, the warm-up and the clipping."""
     for name in ("lr", "weight_decay", "block_lr_scale", "div_factor", "final_div_factor", "kld_temperature"):
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or v < 0 or (name != "weight_decay" and v == 0):
@@ -626,8 +655,18 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"--pct-start must lie in (0, 1), got {cfg.pct_start!r}")
     if cfg.grad_clip is not None and cfg.grad_clip <= 0:
         raise ValueError(f"--grad-clip must be > 0 when given, got {cfg.grad_clip!r}")
+
+
+def _check_persistence(cfg: RunConfig) -> None:
+    """The time budget and worker count of the persistence computation (:mod:`fast.persistence`)."""
+    from fast.persistence import check_time_budget, check_worker_count
+
     check_time_budget(cfg.topo_time_budget)
     check_worker_count(cfg.topo_workers)
+
+
+def _check_choices(cfg: RunConfig) -> None:
+    """The options that name one of a fixed set of choices."""
     if cfg.class_weights not in CLASS_WEIGHTINGS:
         raise ValueError(f"--class-weights must be one of {CLASS_WEIGHTINGS}, got {cfg.class_weights!r}")
     if cfg.conv_backend not in CONV_BACKENDS:
@@ -636,6 +675,11 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"--seg-loss must be one of {SEG_LOSSES}, got {cfg.seg_loss!r}")
     if cfg.synthetic_variant not in SYNTHETIC_VARIANTS:
         raise ValueError(f"--synthetic-variant must be one of {SYNTHETIC_VARIANTS}, got {cfg.synthetic_variant!r}")
+
+
+def _check_distillation_terms(cfg: RunConfig) -> None:
+    """Where TPS runs, the normalisation, dimensions and distance of L_topo, the layers of L_grad
+    and the class weights of L_kld."""
     if cfg.topo_tps not in TOPO_TPS:
         raise ValueError(f"--topo-tps must be one of {TOPO_TPS}, got {cfg.topo_tps!r}")
     if cfg.topo_tps == "device" and not runs_on_cuda(cfg):
@@ -660,6 +704,10 @@ def validate(cfg: RunConfig) -> None:
     if cfg.kld_class_weights and cfg.class_weights == "none":
         raise ValueError("--kld-class-weights weights the KL by the cross-entropy's class weights: pass "
                          "--class-weights inverse-sqrt as well (the synthetic demo's default)")
+
+
+def _check_device_and_models(cfg: RunConfig) -> None:
+    """The device, the model overrides and, for a stage that distills, the teacher checkpoint."""
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
     if cfg.device == "cuda":

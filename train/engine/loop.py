@@ -204,6 +204,56 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class _Stage:
+    """The live state of one stage's training that the named steps of :func:`train_stage` share."""
+
+    cfg: RunConfig
+    stage: str
+    out_dir: Path
+    info: DistInfo
+    spec: ModelSpec
+    settings: DistillSettings
+    timer: StepTimer
+    teacher: nn.Module | None
+    epochs: int
+    per_rank: int
+    amp: bool
+    model: nn.Module
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    sampler: ResumableDistributedSampler
+    skips: SkipCounter
+    iters: int
+    ddp_model: nn.Module  # the model itself, or its DistributedDataParallel wrapper
+    step: int = 0
+    start_epoch: int = 0
+    list_world: int = 1  # the run whose padded list the first epoch's scans follow (decision 46)
+    resumed: bool = False
+    validating: bool = False
+
+    @property
+    def last(self) -> Path:
+        return self.out_dir / LAST
+
+    @property
+    def prev(self) -> Path:
+        return self.out_dir / PREV
+
+
+@dataclass
+class _Outputs:
+    """What a stage writes and shows while it trains: logs, progress, the preemption vote and clock."""
+
+    logger: MetricLogger
+    bar: Any
+    vote: StepVote
+    clock: CheckpointClock
+    config: dict[str, Any]
+    extra: dict[str, Any]
+
+
 def train_stage(
     cfg: RunConfig,
     stage: str,
@@ -222,23 +272,55 @@ def train_stage(
     Writes ``checkpoint_last.pt`` (full state) and ``model_final.pt`` (weights + model spec) in
     ``out_dir`` on rank 0. ``validate(model)``: the validation pass run every
     ``cfg.eval_every_epochs`` epochs (:func:`train.evaluation.validation.validator`; none: no
-    evaluation during training). ``on_validation(step,
-    values)`` is called on every process after each pass is logged (the values are all-reduced, the
-    same on every process); an exception it raises stops the stage there.
+    evaluation during training). ``on_validation(step, values)`` is called on every process after
+    each pass is logged (the values are all-reduced, the same on every process); an exception it
+    raises stops the stage there.
     """
-    device = info.device
+    settings = _checked_settings(cfg, stage, train_set, info, teacher)
+    run = _build(cfg, stage, out_dir, train_set, spec, info, settings, teacher, timer)
+    _resume_or_start(run)
+    _wrap_for_ddp(run)
+    out = _open_outputs(run)
+    loader = _stage_loader(run, train_set, collate_fn)
+    try:
+        for epoch in range(run.start_epoch, run.epochs):
+            _train_epoch(run, out, loader, epoch)
+            _end_epoch(run, out, epoch, validate, on_validation)
+        if info.is_main:
+            save_checkpoint(out_dir / FINAL, run.model, None, None, None, run.step, run.epochs, out.config, out.extra)
+        barrier()
+    except BadScanError as err:
+        if cfg.skip_bad_scans or run.validating:  # evaluation never skips a scan (decision 25)
+            raise
+        raise type(err)(f"{err} (or pass --skip-bad-scans to train on without such scans)") from err
+    finally:
+        out.bar.close()
+        out.logger.close()
+    _write_profile(run)
+    return unwrap(run.model)
+
+
+def _checked_settings(cfg: RunConfig, stage: str, train_set: Any, info: DistInfo,
+                      teacher: nn.Module | None) -> DistillSettings:
+    """The stage's loss terms, refused when they need a teacher that was not given or the batch
+    does not divide over the processes."""
     settings = stage_settings(cfg, stage, train_set)
     if settings.uses_teacher and teacher is None:
         raise ValueError(f"stage {stage} uses a teacher term but no teacher model was given")
-    epochs = cfg.teacher_epochs if stage == "teacher" else cfg.epochs
     if cfg.batch_size % info.world_size:
         raise ValueError(
             f"--batch-size {cfg.batch_size} is the total over {info.world_size} processes and must be divisible by it"
         )
-    per_rank = cfg.batch_size // info.world_size
-    timer = timer or StepTimer(cfg.profile, device)
-    amp = bool(cfg.amp and device.type == "cuda")
+    return settings
 
+
+def _build(cfg: RunConfig, stage: str, out_dir: Path, train_set: Any, spec: ModelSpec, info: DistInfo,
+           settings: DistillSettings, teacher: nn.Module | None, timer: StepTimer | None) -> _Stage:
+    """The seeded model, its optimiser, the sampler, the schedule over every step, the AMP scaler
+    and the bad-step counter; the persistence workers start meanwhile when L_topo is on."""
+    epochs = cfg.teacher_epochs if stage == "teacher" else cfg.epochs
+    per_rank = cfg.batch_size // info.world_size
+    device = info.device
     if settings.active("topo"):
         start_persistence(cfg.topo_workers)  # the workers start while the model is built and loaded
     _seed_all(cfg.seed)  # the same initial weights on every rank and in every rerun
@@ -249,140 +331,172 @@ def train_stage(
     iters = math.ceil(sampler.num_samples / per_rank)
     if cfg.iters_per_epoch is not None:
         iters = min(iters, cfg.iters_per_epoch)
-    total_steps = epochs * iters
-    scheduler = build_scheduler(optimizer, total_steps, cfg.pct_start, cfg.div_factor, cfg.final_div_factor)
-    scaler = make_scaler(device, amp)
-    skips = SkipCounter(cfg.max_bad_steps)
+    scheduler = build_scheduler(optimizer, epochs * iters, cfg.pct_start, cfg.div_factor, cfg.final_div_factor)
+    amp = bool(cfg.amp and device.type == "cuda")
+    return _Stage(cfg, stage, out_dir, info, spec, settings, timer or StepTimer(cfg.profile, device), teacher, epochs,
+                  per_rank, amp, model, optimizer, scheduler, make_scaler(device, amp), sampler,
+                  SkipCounter(cfg.max_bad_steps), iters, ddp_model=model, list_world=info.world_size)
 
-    step, start_epoch = 0, 0
-    last, prev = out_dir / LAST, out_dir / PREV
-    found = load_latest([last, prev], device, warn=info.is_main) if cfg.resume else None
-    resumed = found is not None
-    list_world = info.world_size  # the run whose padded list the first epoch's scans follow (decision 46)
+
+def _resume_or_start(run: _Stage) -> None:
+    """With ``--resume``, continue from the newest readable checkpoint (the previous one when the
+    latest is unreadable, which is then kept aside), or say that the stage starts afresh."""
+    cfg, info = run.cfg, run.info
+    found = load_latest([run.last, run.prev], info.device, warn=info.is_main) if cfg.resume else None
+    run.resumed = found is not None
     if found is not None:
-        step, start_epoch, list_world = _resume(found, cfg, info, iters, model, optimizer, scheduler, scaler)
+        run.step, run.start_epoch, run.list_world = _resume(found, cfg, info, run.iters, run.model, run.optimizer,
+                                                            run.scheduler, run.scaler)
     elif cfg.resume and info.is_main:
-        print(f"{stage}: --resume found no checkpoint in {out_dir}: starting the stage", file=sys.stderr, flush=True)
+        print(f"{run.stage}: --resume found no checkpoint in {run.out_dir}: starting the stage", file=sys.stderr,
+              flush=True)
     if cfg.resume and info.is_main:
-        remove_stale_temporaries(last)
-        if found is not None and found[1] == prev and last.exists():
+        remove_stale_temporaries(run.last)
+        if found is not None and found[1] == run.prev and run.last.exists():
             # the next save would demote the unreadable file to PREV, over the good one: keep it aside
-            last.replace(out_dir / UNREADABLE)
-            _LOG.warning("moved the unreadable %s to %s", last, out_dir / UNREADABLE)
-    ddp_model: nn.Module = model
-    if info.world_size > 1:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+            run.last.replace(run.out_dir / UNREADABLE)
+            _LOG.warning("moved the unreadable %s to %s", run.last, run.out_dir / UNREADABLE)
 
-    # Under DDP the norms are rank 0's local gradients (its share of the batch): torch.autograd.grad
-    # does not fire DDP's all-reduce hooks, and the step's own backward still all-reduces as usual.
-    log_grads = cfg.log_term_grads > 0
-    if settings.active("topo"):
-        warm_up_persistence()  # started before the model was built (start_persistence above)
-    logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, tables=("train", "val"),
-                          resume_step=step if resumed else None)
-    # every batch planned for the models of this stage where it is collated (decision 47)
-    planned = planned_collate(collate_fn, [model] + ([teacher] if teacher is not None else []), device)
-    bar = progress(total=total_steps, initial=step, desc=f"{stage:>8}", enabled=info.is_main and cfg.progress,
-                   every_steps=cfg.progress_steps, every_seconds=cfg.progress_seconds)
+
+def _wrap_for_ddp(run: _Stage) -> None:
+    """DistributedDataParallel over the model when there are several processes; then the
+    persistence workers started in :func:`_build` are waited for."""
+    if run.info.world_size > 1:
+        device = run.info.device
+        run.ddp_model = nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if run.settings.active("topo"):
+        warm_up_persistence()  # started before the model was built (start_persistence in _build)
+
+
+def _open_outputs(run: _Stage) -> _Outputs:
+    """The CSV/TensorBoard logs (continued on resume), the progress bar, the preemption vote and
+    the timed-checkpoint clock, and what every checkpoint stores beside the state."""
+    cfg, info = run.cfg, run.info
+    logger = MetricLogger(run.out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, tables=("train", "val"),
+                          resume_step=run.step if run.resumed else None)
+    bar = progress(total=run.epochs * run.iters, initial=run.step, desc=f"{run.stage:>8}",
+                   enabled=info.is_main and cfg.progress, every_steps=cfg.progress_steps,
+                   every_seconds=cfg.progress_seconds)
     vote = StepVote(info.world_size, needed=bool(parse_signals(cfg.preempt_signal)) or cfg.checkpoint_minutes > 0)
-    clock = CheckpointClock(cfg.checkpoint_minutes)
-    config_dict = cfg.to_dict()
-    extra = {"model_spec": spec.__dict__, "stage": stage}
-    validating = False
-    # One loader for the stage: its workers live through every epoch (decision 47). An explicit
-    # generator: creating an iterator would otherwise draw from the global torch RNG, which a
-    # mid-epoch resume restores *after* that draw.
-    loader = DataLoader(EpochDataset(train_set), batch_size=per_rank, sampler=EpochSampler(sampler), collate_fn=planned,
-                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                        prefetch_factor=PREFETCH if cfg.num_workers else None, persistent_workers=cfg.num_workers > 0,
-                        generator=torch.Generator().manual_seed(cfg.seed))
-    try:
-        for epoch in range(start_epoch, epochs):
-            position = step - epoch * iters  # > 0 only when resuming mid-epoch
-            data = _data_state(cfg, epoch, position * per_rank, list_world, info.world_size)
-            sampler.set_epoch(epoch)  # the workers learn the epoch from the items they are asked for
-            sampler.set_start(position * per_rank, list_world)
-            for batch in device_batches(loader, device):  # on CUDA the next batch is copied meanwhile
-                if position >= iters:
-                    break
-                skipped = batch.pop("skipped")
-                for message in skipped:
-                    _LOG.warning("stage %s, step %d: skipped a bad training scan: %s", stage, step + 1, message)
-                optimizer.zero_grad(set_to_none=True)
-                buffers = buffer_snapshot(model)
-                if settings.uses_teacher:
-                    loss, logs = distillation_step(ddp_model, teacher, batch, settings, amp, timer,
-                                                   topo_seed=cfg.seed + step * per_rank * info.world_size,
-                                                   grad_scale=scaler.get_scale() if amp else 1.0,
-                                                   term_grad_norms=log_grads and step % cfg.log_term_grads == 0)
-                else:
-                    loss, logs = segmentation_step(ddp_model, batch, amp, timer, settings.seg_loss,
-                                                   settings.seg_weight())
-                saliency_overflow = logs.pop("saliency_overflow", False)
-                lr_used = optimizer.param_groups[0]["lr"]
-                outcome = apply_update(loss, saliency_overflow, model, optimizer, scaler, cfg.grad_clip, timer)
-                if outcome == NONFINITE:
-                    restore_buffers(model, buffers)
-                scheduler.step()  # the schedule runs on through skipped steps, as under GradScaler
-                timer.step_done()
-                step += 1
-                position += 1
-                values = read_scalars(logs)
-                skips.record(outcome)
-                values.update(lr=lr_used, skipped_overflow=float(outcome == OVERFLOW),
-                              skipped_nonfinite=float(outcome == NONFINITE))
-                if cfg.skip_bad_scans:
-                    values["skipped_scans"] = float(all_reduce_sum(torch.tensor(float(len(skipped)), device=device)))
-                logger.log(step, {"epoch": epoch, **values})
-                bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", **{k: f"{values[k]:.3f}" for k in LOSS_TERMS
-                                                                   if k in values},
-                                lr=f"{lr_used:.2e}", **skips.postfix())
-                bar.update(1)
-                skips.stop_if_exhausted(stage, step, values)
-                stop, timed = vote(preempted() is not None, info.is_main and clock.due())
-                every = bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0
-                # while the latest steps are bad, checkpoint_last.pt stays the one of the last good step
-                if stop or ((every or timed) and position < iters and not skips.streak):
-                    _save(info, _data_state(cfg, epoch, position * per_rank, list_world, info.world_size), last,
-                          prev, model, optimizer, scheduler, scaler, step, epoch, config_dict, extra)
-                    clock.restart()
-                if stop:
-                    raise Preempted(preempted(), step, last)
-            list_world = info.world_size
-            broadcast_buffers(model)
-            if validate is not None and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
-                # before the checkpoint: a run killed in between redoes the epoch's end and this pass
-                validating = True
-                passed = validate(model)
-                logger.log(step, {"epoch": epoch, **passed}, table="val")
-                validating = False
-                if on_validation is not None:
-                    on_validation(step, passed)
-            stop, _ = vote(preempted() is not None, False)  # a signal during the validation pass
-            if stop or not skips.streak:
-                _save(info, _data_state(cfg, epoch + 1, 0, info.world_size, info.world_size), last, prev, model,
-                      optimizer, scheduler, scaler, step, epoch + 1, config_dict, extra)
-                clock.restart()
-            if stop:
-                raise Preempted(preempted(), step, last)
-        if info.is_main:
-            save_checkpoint(out_dir / FINAL, model, None, None, None, step, epochs, config_dict, extra)
-        barrier()
-    except BadScanError as err:
-        if cfg.skip_bad_scans or validating:  # evaluation never skips a scan (decision 25)
-            raise
-        raise type(err)(f"{err} (or pass --skip-bad-scans to train on without such scans)") from err
-    finally:
-        bar.close()
-        logger.close()
-    if cfg.profile and info.is_main:
-        summary = timer.summary(f"{stage} step profile")
+    return _Outputs(logger, bar, vote, CheckpointClock(cfg.checkpoint_minutes), cfg.to_dict(),
+                    {"model_spec": run.spec.__dict__, "stage": run.stage})
+
+
+def _stage_loader(run: _Stage, train_set: Any, collate_fn: Callable) -> DataLoader:
+    """One loader for the stage: its workers live through every epoch (decision 47), and every
+    batch is planned for the models of the stage where it is collated (decision 47). An explicit
+    generator: creating an iterator would otherwise draw from the global torch RNG, which a
+    mid-epoch resume restores *after* that draw."""
+    cfg, device = run.cfg, run.info.device
+    planned = planned_collate(collate_fn, [run.model] + ([run.teacher] if run.teacher is not None else []), device)
+    return DataLoader(EpochDataset(train_set), batch_size=run.per_rank, sampler=EpochSampler(run.sampler),
+                      collate_fn=planned, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                      prefetch_factor=PREFETCH if cfg.num_workers else None, persistent_workers=cfg.num_workers > 0,
+                      generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def _train_epoch(run: _Stage, out: _Outputs, loader: DataLoader, epoch: int) -> None:
+    """The steps of ``epoch`` (from where a mid-epoch resume left it), each logged, with the
+    checkpoints every K iterations, timed or asked for by a preemption signal."""
+    position = run.step - epoch * run.iters  # > 0 only when resuming mid-epoch
+    run.sampler.set_epoch(epoch)  # the workers learn the epoch from the items they are asked for
+    run.sampler.set_start(position * run.per_rank, run.list_world)
+    for batch in device_batches(loader, run.info.device):  # on CUDA the next batch is copied meanwhile
+        if position >= run.iters:
+            break
+        values = _train_step(run, batch)
+        position += 1
+        out.logger.log(run.step, {"epoch": epoch, **values})
+        out.bar.set_postfix(epoch=f"{epoch + 1}/{run.epochs}", **{k: f"{values[k]:.3f}" for k in LOSS_TERMS
+                                                                  if k in values},
+                            lr=f"{values['lr']:.2e}", **run.skips.postfix())
+        out.bar.update(1)
+        run.skips.stop_if_exhausted(run.stage, run.step, values)
+        stop, timed = out.vote(preempted() is not None, run.info.is_main and out.clock.due())
+        every = bool(run.cfg.checkpoint_every) and run.step % run.cfg.checkpoint_every == 0
+        # while the latest steps are bad, checkpoint_last.pt stays the one of the last good step
+        if stop or ((every or timed) and position < run.iters and not run.skips.streak):
+            _save_stage(run, out, _data_state(run.cfg, epoch, position * run.per_rank, run.list_world,
+                                              run.info.world_size), epoch)
+        if stop:
+            raise Preempted(preempted(), run.step, run.last)
+    run.list_world = run.info.world_size
+
+
+def _train_step(run: _Stage, batch: dict[str, Any]) -> dict[str, float]:
+    """One step on ``batch``: the loss of the stage's terms, the guarded update (a NaN/Inf step
+    puts the buffers back), the schedule; returns the values the step logs."""
+    cfg, info, model, timer = run.cfg, run.info, run.model, run.timer
+    skipped = batch.pop("skipped")
+    for message in skipped:
+        _LOG.warning("stage %s, step %d: skipped a bad training scan: %s", run.stage, run.step + 1, message)
+    run.optimizer.zero_grad(set_to_none=True)
+    buffers = buffer_snapshot(model)
+    if run.settings.uses_teacher:
+        # Under DDP the norms are rank 0's local gradients (its share of the batch): torch.autograd.grad
+        # does not fire DDP's all-reduce hooks, and the step's own backward still all-reduces as usual.
+        log_grads = cfg.log_term_grads > 0
+        loss, logs = distillation_step(run.ddp_model, run.teacher, batch, run.settings, run.amp, timer,
+                                       topo_seed=cfg.seed + run.step * run.per_rank * info.world_size,
+                                       grad_scale=run.scaler.get_scale() if run.amp else 1.0,
+                                       term_grad_norms=log_grads and run.step % cfg.log_term_grads == 0)
+    else:
+        loss, logs = segmentation_step(run.ddp_model, batch, run.amp, timer, run.settings.seg_loss,
+                                       run.settings.seg_weight())
+    saliency_overflow = logs.pop("saliency_overflow", False)
+    lr_used = run.optimizer.param_groups[0]["lr"]
+    outcome = apply_update(loss, saliency_overflow, model, run.optimizer, run.scaler, cfg.grad_clip, timer)
+    if outcome == NONFINITE:
+        restore_buffers(model, buffers)
+    run.scheduler.step()  # the schedule runs on through skipped steps, as under GradScaler
+    timer.step_done()
+    run.step += 1
+    values = read_scalars(logs)
+    run.skips.record(outcome)
+    values.update(lr=lr_used, skipped_overflow=float(outcome == OVERFLOW),
+                  skipped_nonfinite=float(outcome == NONFINITE))
+    if cfg.skip_bad_scans:
+        values["skipped_scans"] = float(all_reduce_sum(torch.tensor(float(len(skipped)), device=info.device)))
+    return values
+
+
+def _end_epoch(run: _Stage, out: _Outputs, epoch: int, validate: Callable[[nn.Module], dict[str, float]] | None,
+               on_validation: Callable[[int, dict[str, float]], None] | None) -> None:
+    """The epoch's end: buffers made equal over the processes, the validation pass when one is due,
+    then the epoch's checkpoint (not while the latest steps are bad) or the stop a signal asked for."""
+    cfg = run.cfg
+    broadcast_buffers(run.model)
+    if validate is not None and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
+        # before the checkpoint: a run killed in between redoes the epoch's end and this pass
+        run.validating = True
+        passed = validate(run.model)
+        out.logger.log(run.step, {"epoch": epoch, **passed}, table="val")
+        run.validating = False
+        if on_validation is not None:
+            on_validation(run.step, passed)
+    stop, _ = out.vote(preempted() is not None, False)  # a signal during the validation pass
+    if stop or not run.skips.streak:
+        _save_stage(run, out, _data_state(cfg, epoch + 1, 0, run.info.world_size, run.info.world_size), epoch + 1)
+    if stop:
+        raise Preempted(preempted(), run.step, run.last)
+
+
+def _save_stage(run: _Stage, out: _Outputs, data: dict[str, int], epoch: int) -> None:
+    """:func:`_save` of the stage's state at ``epoch``, and the timed-checkpoint clock restarted."""
+    _save(run.info, data, run.last, run.prev, run.model, run.optimizer, run.scheduler, run.scaler, run.step, epoch,
+          out.config, out.extra)
+    out.clock.restart()
+
+
+def _write_profile(run: _Stage) -> None:
+    """With ``--profile``, rank 0 prints and writes the step-time summary; the timer starts afresh."""
+    if run.cfg.profile and run.info.is_main:
+        summary = run.timer.summary(f"{run.stage} step profile")
         print(summary, flush=True)
-        (out_dir / "profile.txt").write_text(summary + "\n")
-    timer.reset()
-    return unwrap(model)
+        (run.out_dir / "profile.txt").write_text(summary + "\n")
+    run.timer.reset()
 
 
 def _data_state(cfg: RunConfig, epoch: int, start: int, list_world: int, world: int) -> dict[str, int]:
