@@ -98,14 +98,14 @@ def _clouds() -> list[np.ndarray]:
             rng.normal(size=(90, 128)), clustered[:300] * 1e-120, clustered[:300] * 1e120, rng.normal(size=(20, 64))]
 
 
-def _batches() -> list[tuple[list[np.ndarray], int, int]]:
-    """(clouds of one batch, m, seed): a batch has one channel count."""
+def _batches(steps: int = 40) -> list[tuple[list[np.ndarray], int, int]]:
+    """(clouds of one batch, m, seed): a batch has one channel count; ``steps``: the longer m."""
     clouds = _clouds()
     by_c: dict[int, list[np.ndarray]] = {}
     for cloud in clouds:
         by_c.setdefault(cloud.shape[1], []).append(cloud)
     every_step = [np.random.default_rng(34).normal(size=(30, 64))]  # m = N - 1: the loop to its end
-    return [(group, m, seed) for group in by_c.values() for m, seed in ((1, 0), (40, 3))] + [(every_step, 29, 7)]
+    return [(group, m, seed) for group in by_c.values() for m, seed in ((1, 0), (steps, 3))] + [(every_step, 29, 7)]
 
 
 def _check(batches: list[tuple[list[np.ndarray], int, int]], run: list[list[np.ndarray]]) -> None:
@@ -143,17 +143,20 @@ def _in_interpreter(tmp_path: Path, runs: list[Run]) -> list[list[np.ndarray]]:
     return [[out[f"b{i}c{j}"] for j in range(len(group))] for i, (_, group, _, _, _) in enumerate(runs)]
 
 
-# Small chunks, so that clouds of a few hundred points span several programs: rows_per_program not
-# a multiple of the block, so every program's last block is partial (16 + 16 + 8 rows).
+# Chunks of 256 rows (one block), so that the clouds of :func:`_batches` span up to 5 programs.
+# SMALL (below): chunks of 40 rows, not a multiple of the block, so that every program's last block
+# is partial (16 + 16 + 8 rows).
 SMALL = {"rows_per_program": 40, "block": 16}
 
 
 @needs_triton
-@pytest.mark.parametrize("kernel, options", [("tps_device", SMALL), ("tps_device_one_program", {})],
+@pytest.mark.parametrize("kernel, options, steps", [("tps_device", {"rows_per_program": 256}, 16),
+                                                    ("tps_device_one_program", {}, 40)],
                          ids=["split over programs", "one program per cloud"])
 def test_tps_kernels_in_the_interpreter_return_the_reference_indices(tmp_path: Path, interpreter: None, kernel: str,
-                                                                    options: dict[str, int]) -> None:
-    batches = _batches()
+                                                                    options: dict[str, int], steps: int) -> None:
+    # the split kernel's 2 m launches each copy every argument in the interpreter: fewer steps
+    batches = _batches(steps)
     _check(batches, _in_interpreter(tmp_path, [(kernel, group, m, seed, options) for group, m, seed in batches]))
 
 
@@ -188,10 +191,10 @@ TINY = {"rows_per_program": 8, "block": 8}  # 300 rows: 38 chunks, two blocks of
 SPLIT_CASES: dict[str, tuple[list[np.ndarray], int, int, dict[str, int]]] = {
     "tie across chunks": ([_grid(40, 200, 3)], 24, 1, SMALL),
     "tie across blocks of chunk maxima": ([_grid(41, 300, 2)], 16, 2, TINY),
-    "pick in a program's last partial block": ([_grid(42, 160, 4)], 40, 3, SMALL),
+    "pick in a program's last partial block": ([_grid(42, 160, 4)], 16, 3, SMALL),
     "clouds of very different sizes": ([_grid(43, 400, 3), _grid(44, 45, 3), _grid(45, 130, 3), _grid(46, 15, 3)],
                                        20, 4, SMALL),
-    "m = N - 1": ([_grid(47, 90, 3)], 89, 5, SMALL),
+    "m = N - 1": ([_grid(47, 45, 3)], 44, 5, SMALL),
 }
 
 
@@ -406,7 +409,7 @@ def test_device_self_check_reports_the_column_limit_and_an_index_mismatch(monkey
 
     assert "at most 128 columns" in device_self_check(torch.device("cpu"), 129)  # refused before any launch
 
-    def reversed_rows(feats: torch.Tensor, ends: list[int], m: int, seed: int) -> list[torch.Tensor]:
+    def reversed_rows(feats: torch.Tensor, ends: list[int], m: int, seed: int, **options: int) -> list[torch.Tensor]:
         return [torch.arange(m - 1, -1, -1) for _ in ends]
 
     monkeypatch.setattr(fast.tps_device, "tps_device", reversed_rows)
