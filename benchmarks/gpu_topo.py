@@ -73,6 +73,12 @@ def tps(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: flo
             for chunk in size["rows_per_program"]:
                 name = f"device, split, {chunk} rows per program"
                 ways[name] = on_device(name, lambda chunk=chunk: tps_device(feats, ends, m, 0, rows_per_program=chunk))
+            if device.type == "cuda":
+                try:  # the split kernel's launches replayed from a CUDA graph: the device's time alone
+                    ways["device, split, CUDA graph replay"] = on_device(
+                        "device, split, CUDA graph replay", _graph_replay(feats, ends, m))
+                except Exception as error:  # a capture that fails is a result, not a crash
+                    rec.note(f"CUDA graph of the split kernel failed: {type(error).__name__}: {error}"[:300])
         times: dict[str, list[float]] = {name: [] for name in ways}
         for fn in ways.values():
             fn()  # warm-up: the kernels' compilation, the workers' first task
@@ -104,6 +110,25 @@ def tps(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: flo
              "(the split kernel's 2 M launches), 'ms' includes the device's work. Decision 42.")
     if mismatches:
         raise AssertionError(f"TPS indices differ from the host kernel's: {', '.join(mismatches)}")
+
+
+def _graph_replay(feats: torch.Tensor, ends: list[int], m: int) -> Callable[[], list[torch.Tensor]]:
+    """A function that replays the split kernel's ``2 m`` launches (``fast.tps_device.TpsLaunches``,
+    default chunks) captured once in a CUDA graph, and returns the indices: what the launches cost
+    the device without the calling thread's time to queue them."""
+    from fast.tps_device import TpsLaunches
+
+    launches = TpsLaunches(feats, ends, m, 0)
+    launches.launch()  # compiled and run once outside the capture
+    torch.cuda.synchronize(feats.device)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        launches.launch()
+
+    def replay() -> list[torch.Tensor]:
+        graph.replay()
+        return launches.indices()
+    return replay
 
 
 # ----------------------------------------------------------------------------------------------

@@ -245,9 +245,7 @@ def _one_program_kernel(h_ptr, row_start_ptr, count_ptr, first_ptr, const_ptr, i
 
 @dataclass
 class _Batch:
-    """A batch's sampled clouds on the device and the kernels' working memory: ``d_min`` and
-    ``skip`` start at +inf (every distance to the first centre is computed), ``owner`` at centre 0,
-    whose distance to itself (``centre_dist[:, 0]``) is 0."""
+    """A batch's sampled clouds on the device and the kernels' working memory (:meth:`reset`)."""
 
     picked: list[torch.Tensor]
     sampled: list[int]
@@ -262,14 +260,22 @@ class _Batch:
     owner: torch.Tensor
     centre_dist: torch.Tensor
 
+    def reset(self) -> None:
+        """``d_min`` and ``skip`` at +inf (every distance to the first centre is computed), ``owner``
+        at centre 0, whose distance to itself (``centre_dist[:, 0]``) is 0."""
+        self.d_min.fill_(float("inf"))
+        self.skip.fill_(float("inf"))
+        self.owner.zero_()
+        self.centre_dist.zero_()
+
     def result(self) -> list[torch.Tensor]:
         for i, b in enumerate(self.sampled):
             self.picked[b] = self.idx[i]
         return self.picked
 
 
-def _prepare(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> _Batch | list[torch.Tensor]:
-    """The checked batch, or the indices themselves when no cloud has more than ``m`` points."""
+def _prepare(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> _Batch:
+    """The checked batch (no sampled cloud when none has more than ``m`` points)."""
     if feats.dtype != torch.float64 or feats.dim() != 2:
         raise ValueError(f"tps_device takes (sumN, C) float64 features, got {tuple(feats.shape)} {feats.dtype}")
     columns = feats.shape[1]
@@ -279,19 +285,69 @@ def _prepare(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> _Ba
     all_counts = [e - s for s, e in zip(all_starts, ends)]
     sampled = [b for b, n in enumerate(all_counts) if n > m]
     device = feats.device
-    picked = [torch.arange(n, dtype=torch.int64, device=device) for n in all_counts]
-    if not sampled:
-        return picked
+    rows = feats.shape[0] if sampled else 0
     margin, safe_low, safe_high = TPS_SKIP_CONSTANTS
-    rows = feats.shape[0]
-    centre_dist = torch.zeros((len(sampled), m), dtype=torch.float64, device=device)
-    return _Batch(picked, sampled, [all_starts[b] for b in sampled], [all_counts[b] for b in sampled],
+    return _Batch([torch.arange(n, dtype=torch.int64, device=device) for n in all_counts], sampled,
+                  [all_starts[b] for b in sampled], [all_counts[b] for b in sampled],
                   [tps_start(all_counts[b], seed + b) for b in sampled], feats.contiguous(),
                   to_device(np.array([1.0 + margin, safe_low, safe_high]), device),  # float64, see above
                   torch.empty((len(sampled), m), dtype=torch.int64, device=device),
-                  torch.full((rows,), float("inf"), dtype=torch.float64, device=device),
-                  torch.full((rows,), float("inf"), dtype=torch.float64, device=device),
-                  torch.zeros(rows, dtype=torch.int64, device=device), centre_dist)
+                  torch.empty(rows, dtype=torch.float64, device=device),
+                  torch.empty(rows, dtype=torch.float64, device=device),
+                  torch.empty(rows, dtype=torch.int64, device=device),
+                  torch.empty((len(sampled), m), dtype=torch.float64, device=device))
+
+
+class TpsLaunches:
+    """The launches of :func:`tps_device` for one batch (arguments as there), prepared once:
+    :meth:`launch` queues them (resetting the working memory first, so it can run again, e.g. as
+    a CUDA graph captured around it), :meth:`indices` returns the result views."""
+
+    def __init__(self, feats: torch.Tensor, ends: Sequence[int], m: int, seed: int, *,
+                 rows_per_program: int = ROWS_PER_PROGRAM, block: int = BLOCK) -> None:
+        if rows_per_program < 1 or block < 8 or block & (block - 1):
+            raise ValueError(f"tps_device needs rows_per_program >= 1 and a power-of-two block >= 8, got "
+                             f"{rows_per_program} and {block}")
+        self.batch, self.m, self.block = _prepare(feats, ends, m, seed), m, block
+        self.chunks = [(i, lo, min(lo + rows_per_program, n)) for i, n in enumerate(self.batch.counts)
+                       for lo in range(0, n, rows_per_program)]
+        if not self.chunks:
+            return
+        part_start = np.searchsorted([c for c, _, _ in self.chunks], np.arange(len(self.batch.counts)))
+        part_count = np.diff(np.append(part_start, len(self.chunks)))
+        # step 0's "chunk maxima": the first index in each cloud's first chunk, nothing in the others
+        part_val = np.full(len(self.chunks), -np.inf)
+        part_at = np.zeros(len(self.chunks), dtype=np.int64)
+        part_val[part_start], part_at[part_start] = 0.0, self.batch.firsts
+        device = feats.device
+        self.plan = to_device(np.array([self.batch.starts, part_start, part_count], dtype=np.int64), device)
+        self.work = to_device(np.array(self.chunks, dtype=np.int64).T.copy(), device)
+        self.first_val, self.first_at = to_device(part_val, device), to_device(part_at, device)
+        self.part_val, self.part_at = torch.empty_like(self.first_val), torch.empty_like(self.first_at)
+
+    def launch(self) -> "TpsLaunches":
+        """Queue the ``2 m`` launches (one pick and one scan per step; nothing if no cloud is sampled)."""
+        if not self.chunks:
+            return self
+        b = self.batch
+        b.reset()
+        self.part_val.copy_(self.first_val)
+        self.part_at.copy_(self.first_at)
+        columns = b.h.shape[1]
+        for k in range(self.m):
+            _pick_kernel[(len(b.counts), max(1, triton.cdiv(k, _CENTRE_BLOCK)))](
+                b.h, self.plan[0], self.plan[1], self.plan[2], self.part_val, self.part_at, b.idx, b.d_min, b.skip,
+                b.centre_dist, k, self.m, C=columns, CENTRE_BLOCK=_CENTRE_BLOCK, PART_BLOCK=_PART_BLOCK, **_OPTIONS)
+            if k + 1 < self.m:
+                _scan_kernel[(len(self.chunks),)](
+                    b.h, self.plan[0], self.work[0], self.work[1], self.work[2], b.consts, b.idx, b.d_min, b.owner,
+                    b.skip, b.centre_dist, self.part_val, self.part_at, k, self.m, C=columns, BLOCK=self.block,
+                    **_OPTIONS)
+        return self
+
+    def indices(self) -> list[torch.Tensor]:
+        """Every cloud's indices (``min(m, n_b)`` int64, on the features' device)."""
+        return self.batch.result()
 
 
 def tps_device(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int, *,
@@ -300,42 +356,17 @@ def tps_device(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int, *,
     float64 ``feats`` with END offsets ``ends`` (checked by the caller), without waiting for the
     device: cloud ``b`` starts at ``tps_start(n_b, seed + b)``; ``reference.tps`` of ``feats``, bit
     for bit. Each cloud's rows are split into chunks of ``rows_per_program`` rows, scanned ``block``
-    rows (a power of two) per iteration; a step is one pick and one scan launch."""
-    if rows_per_program < 1 or block < 8 or block & (block - 1):
-        raise ValueError(f"tps_device needs rows_per_program >= 1 and a power-of-two block >= 8, got "
-                         f"{rows_per_program} and {block}")
-    batch = _prepare(feats, ends, m, seed)
-    if isinstance(batch, list):
-        return batch
-    chunks = [(i, lo, min(lo + rows_per_program, n)) for i, n in enumerate(batch.counts)
-              for lo in range(0, n, rows_per_program)]
-    part_start = np.searchsorted([c for c, _, _ in chunks], np.arange(len(batch.counts)))
-    part_count = np.diff(np.append(part_start, len(chunks)))
-    # step 0's "chunk maxima": the first index in each cloud's first chunk, nothing in the others
-    part_val = np.full(len(chunks), -np.inf)
-    part_at = np.zeros(len(chunks), dtype=np.int64)
-    part_val[part_start], part_at[part_start] = 0.0, batch.firsts
-    plan = to_device(np.array([batch.starts, part_start, part_count], dtype=np.int64), feats.device)
-    work = to_device(np.array(chunks, dtype=np.int64).T.copy(), feats.device)
-    part_val_t, part_at_t = to_device(part_val, feats.device), to_device(part_at, feats.device)
-    columns = feats.shape[1]
-    for k in range(m):
-        _pick_kernel[(len(batch.counts), max(1, triton.cdiv(k, _CENTRE_BLOCK)))](
-            batch.h, plan[0], plan[1], plan[2], part_val_t, part_at_t, batch.idx, batch.d_min, batch.skip,
-            batch.centre_dist, k, m, C=columns, CENTRE_BLOCK=_CENTRE_BLOCK, PART_BLOCK=_PART_BLOCK, **_OPTIONS)
-        if k + 1 < m:
-            _scan_kernel[(len(chunks),)](
-                batch.h, plan[0], work[0], work[1], work[2], batch.consts, batch.idx, batch.d_min, batch.owner,
-                batch.skip, batch.centre_dist, part_val_t, part_at_t, k, m, C=columns, BLOCK=block, **_OPTIONS)
-    return batch.result()
+    rows (a power of two) per iteration; a step is one pick and one scan launch (:class:`TpsLaunches`)."""
+    return TpsLaunches(feats, ends, m, seed, rows_per_program=rows_per_program, block=block).launch().indices()
 
 
 def tps_device_one_program(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> list[torch.Tensor]:
     """:func:`tps_device` with one program per cloud over all ``m`` steps, in one launch (the former
     kernel: 8 clouds use 8 SMs), kept as the baseline of ``benchmarks.gpu``; the same indices."""
     batch = _prepare(feats, ends, m, seed)
-    if isinstance(batch, list):
-        return batch
+    if not batch.sampled:
+        return batch.picked
+    batch.reset()
     plan = to_device(np.array([batch.starts, batch.counts, batch.firsts], dtype=np.int64), feats.device)
     _one_program_kernel[(len(batch.counts),)](
         batch.h, plan[0], plan[1], plan[2], batch.consts, batch.idx, batch.d_min, batch.owner, batch.skip,

@@ -248,6 +248,26 @@ def test_split_kernel_runs_every_step_when_m_is_n_minus_one(split_runs: dict[str
     _check_case("m = N - 1", split_runs)
 
 
+_AGAIN_CHILD = """
+import numpy as np
+import torch
+from fast.tps_device import TpsLaunches
+from reference.tps import tps_cloud
+cloud = np.random.default_rng(48).integers(-3, 4, size=(120, 3)).astype(np.float64)
+launches = TpsLaunches(torch.tensor(cloud), [120], 12, 6, rows_per_program=40, block=16)
+first = launches.launch().indices()[0].clone()
+again = launches.launch().indices()[0]
+expected = tps_cloud(cloud, 12, 6)
+assert np.array_equal(first.numpy(), expected) and np.array_equal(again.numpy(), expected), (first, again, expected)
+"""
+
+
+@needs_triton
+def test_split_launches_run_again_to_the_same_indices(interpreter: None) -> None:
+    # launch() resets the working memory first, so a CUDA graph captured around it can be replayed
+    _run_in_interpreter(_AGAIN_CHILD)
+
+
 @pytest.mark.cuda
 @needs_triton
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
