@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import torch
 
+from fast.topo_loss import DEFAULT_M
 from train.engine.op_count import OpCount, count_ops
 
 NUM_CLASSES = 16  # nuScenes-like label count, as in benchmarks.gpu_sections
@@ -50,10 +51,15 @@ class StepRig:
     amp: bool
 
 
-def build_rig(size: dict[str, Any], device: torch.device, seed: int = 0, amp: bool = False) -> StepRig:
+def build_rig(size: dict[str, Any], device: torch.device, seed: int = 0, amp: bool = False,
+              planned: bool = False) -> StepRig:
     """The student (``size["student"]``, trained), the frozen teacher, AdamW and a labelled batch of
-    ``size["clouds"]`` x ``size["points"]``; ``amp`` as ``train.engine.loop`` runs on CUDA."""
+    ``size["clouds"]`` x ``size["points"]``; ``amp`` as ``train.engine.loop`` runs on CUDA. ``planned``: the
+    batch comes with its plan for both models, built on the host and moved to ``device`` with the
+    batch as the loader's workers and ``train.engine.input_pipeline.device_batches`` hand it over
+    (decision 47), so no step builds it; otherwise the models plan the batch in every forward."""
     from train.evaluation.cost import lidar_like_batch
+    from train.engine.input_pipeline import device_batches, planned_collate
     from train.models import build_model
     from train.engine.optim import build_optimizer
     from train.engine.update import make_scaler
@@ -62,14 +68,18 @@ def build_rig(size: dict[str, Any], device: torch.device, seed: int = 0, amp: bo
     teacher = build_model(size["teacher"], NUM_CLASSES).to(device).eval()
     teacher.requires_grad_(False)
     student = build_model(size["student"], NUM_CLASSES).to(device).train()
-    batch = lidar_like_batch([size["points"]] * size["clouds"], seed=seed, device=device)
+    batch = lidar_like_batch([size["points"]] * size["clouds"], seed=seed)
     gen = torch.Generator().manual_seed(seed)
-    batch["segment"] = torch.randint(0, NUM_CLASSES, (batch["coord"].shape[0],), generator=gen).to(device)
+    batch["segment"] = torch.randint(0, NUM_CLASSES, (batch["coord"].shape[0],), generator=gen)
+    if planned:
+        batch = planned_collate(lambda samples: samples[0], [teacher, student], device)([batch])
+    batch = next(device_batches([batch], device))
     return StepRig(teacher, student, build_optimizer(student), make_scaler(device, amp), batch, amp)
 
 
-def measurements(rig: StepRig) -> dict[str, Callable[[], None]]:
-    """The three step functions, by name, each a full step on ``rig``."""
+def measurements(rig: StepRig, topo_m: int = DEFAULT_M) -> dict[str, Callable[[], None]]:
+    """The step functions, by name, each a full step on ``rig``; the ``full objective step`` (Eq. 8:
+    also L_topo at TPS budget ``topo_m``, training's defaults otherwise) needs the persistence pool."""
     from train.engine.profiling import StepTimer
     from train.engine.steps import DistillSettings, distillation_step, model_inputs, segmentation_step
     from train.runtime.logging_utils import read_scalars
@@ -77,6 +87,7 @@ def measurements(rig: StepRig) -> dict[str, Callable[[], None]]:
 
     timer = StepTimer()
     kd = DistillSettings(kld=True, grad=True)
+    full = DistillSettings(kld=True, grad=True, topo=True, topo_m=topo_m)
 
     def update(loss: torch.Tensor, logs: dict[str, torch.Tensor]) -> None:
         rig.optimizer.zero_grad(set_to_none=True)
@@ -86,15 +97,19 @@ def measurements(rig: StepRig) -> dict[str, Callable[[], None]]:
     def student_ce() -> None:
         update(*segmentation_step(rig.student, rig.batch, rig.amp, timer))
 
-    def kd_saliency() -> None:
-        scale = rig.scaler.get_scale() if rig.amp else 1.0
-        update(*distillation_step(rig.student, rig.teacher, rig.batch, kd, rig.amp, timer, grad_scale=scale))
+    def distillation(settings: DistillSettings) -> Callable[[], None]:
+        def step() -> None:
+            scale = rig.scaler.get_scale() if rig.amp else 1.0
+            update(*distillation_step(rig.student, rig.teacher, rig.batch, settings, rig.amp, timer,
+                                      grad_scale=scale))
+        return step
 
     def teacher_forward() -> None:
         with torch.no_grad():
             rig.teacher(model_inputs(rig.batch))
 
-    return {"student CE step": student_ce, "KD + saliency step": kd_saliency, "teacher forward": teacher_forward}
+    return {"student CE step": student_ce, "KD + saliency step": distillation(kd),
+            "full objective step": distillation(full), "teacher forward": teacher_forward}
 
 
 def count_step(fn: Callable[[], None]) -> OpCount:

@@ -15,15 +15,19 @@ import pytest
 import torch
 
 from benchmarks import gpu
-from benchmarks.gpu import PLAN, main
+from benchmarks.gpu import CAMPAIGN, PLAN, main
+from benchmarks.gpu_training import STEP_CASES
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_smoke_campaign_runs_every_section_and_writes_the_report(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--smoke", "--out", str(tmp_path)], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=1500, check=False)
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Efficiency results\n\n## Headline\n\nkept\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--smoke", "--out", str(tmp_path), "--sections",
+                           *PLAN, "--results", str(results)], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=2400, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (report,) = tmp_path.glob("gpu-*.json")
     campaign = json.loads(report.read_text())
@@ -39,6 +43,16 @@ def test_smoke_campaign_runs_every_section_and_writes_the_report(tmp_path: Path)
     text = report.with_suffix(".md").read_text()
     assert text.startswith("# GPU campaign") and all(f"## {name}" in text for name in PLAN)
     assert not list(tmp_path.glob("section-*.json")), "the per-section files are folded into the report"
+    steps = campaign["sections"]["step_kernels"]["data"]["steps"]
+    assert [row[1] for row in steps] == [name for _, name in STEP_CASES]
+    tps_rows = campaign["sections"]["tps"]["data"]["tables"][0]["rows"]
+    assert [row[3] for row in tps_rows] == ["host (workers)", "device, one program per cloud",
+                                            "device, split, 64 rows per program", "device, split, 512 rows per program"]
+    assert all(row[7] == "yes" for row in tps_rows), tps_rows
+    written = results.read_text()
+    assert written.startswith("# Efficiency results\n\n## Headline\n\nkept\n"), written[:200]
+    assert f"## {gpu.RESULTS_SECTION}" in written and "On **cpu**" in written and "smoke run" in written
+    assert all(f"### {campaign['sections'][n]['data']['tables'][0]['title']}" in written for n in gpu.RESULTS_TABLES)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
@@ -58,15 +72,16 @@ def test_time_boxes_fit_the_budget_and_leave_later_sections_their_share(monkeypa
         return {"status": "ok", "seconds": 0.0, "time_box_s": seconds, "data": {"tables": [], "notes": []}}
 
     monkeypatch.setattr(gpu, "_child", fake_child)
-    planned = sum(box for box, _, _ in PLAN.values())
+    planned = sum(PLAN[n][0] for n in CAMPAIGN)
     assert gpu.TOTAL_S >= planned, "the default budget must hold every section's full box"
-    gpu.campaign(False, "cpu", tmp_path, list(PLAN), budget_s=0.9 * planned)
-    assert list(boxes) == list(PLAN) and sum(boxes.values()) <= 0.9 * planned + 1e-6
-    assert all(boxes[n] == pytest.approx(0.9 * PLAN[n][0], rel=0.05) for n in PLAN)
+    assert gpu.TOTAL_S <= 8 * 60 - 60, "the campaign and the machine's start fit 8 minutes of device time"
+    gpu.campaign(False, "cpu", tmp_path, CAMPAIGN, budget_s=0.9 * planned)
+    assert list(boxes) == CAMPAIGN and sum(boxes.values()) <= 0.9 * planned + 1e-6
+    assert all(boxes[n] == pytest.approx(0.9 * PLAN[n][0], rel=0.05) for n in CAMPAIGN)
     boxes.clear()
-    md = gpu.campaign(False, "cpu", tmp_path / "short", list(PLAN), budget_s=30)
+    md = gpu.campaign(False, "cpu", tmp_path / "short", CAMPAIGN, budget_s=30)
     assert not boxes, "no section fits 30 s once its start-up share is kept"
-    assert md.read_text().count("| skipped |") == len(PLAN)
+    assert md.read_text().count("| skipped |") == len(CAMPAIGN)
 
 
 def test_a_failing_or_overrunning_section_is_recorded_and_the_overrun_killed(tmp_path: Path) -> None:
@@ -90,7 +105,8 @@ def test_a_failing_or_overrunning_section_is_recorded_and_the_overrun_killed(tmp
 def test_engine_paths_keeps_the_pool_numbers_when_the_device_path_fails(monkeypatch: pytest.MonkeyPatch,
                                                                          tmp_path: Path) -> None:
     import fast.persistence
-    from benchmarks.gpu_sections import Recorder, engine_paths
+    from benchmarks.gpu_record import Recorder
+    from benchmarks.gpu_topo import engine_paths
 
     def broken(self: object, device: str) -> None:
         raise RuntimeError(f"no batch path on {device}")

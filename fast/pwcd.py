@@ -294,3 +294,21 @@ def _nearest_ties(p0: np.ndarray, p1: np.ndarray, q0: np.ndarray, q1: np.ndarray
     nn_p, ties_p = _row_minima(p0, p1, q0, q1, diag_p, p_starts, q_starts, True)
     nn_q, ties_q = _row_minima(q0, q1, p0, p1, diag_q, q_starts, p_starts, False)
     return nn_p, nn_q, ties_p, ties_q
+
+
+def load_search_kernels() -> None:
+    """Load the compiled sweep of :func:`_nearest_ties` for float32 and float64 diagrams (the
+    working dtypes of ``fast.topo_loss``) in this process, from numba's on-disk cache (decision 41).
+
+    The first call of a process otherwise pays for it inside the first loss: numba's registries,
+    the scipy.linalg import its BLAS probe makes, then the cache's load: 0.5-0.7 s in the calling
+    process on this project's 2-core CPU, against 12-22 ms for a later call. A tiny search of
+    each dtype runs every compiled function the host search calls (``train.engine.steps.warm_up_persistence``
+    calls this at start-up)."""
+    starts = np.array([0, 2], dtype=np.int64)
+    for dtype in (np.float32, np.float64):
+        births = np.array([0.0, 0.5], dtype=dtype)
+        deaths = np.array([1.0, 2.0], dtype=dtype)
+        diag = (deaths - births) ** 2 / 2
+        _nearest_ties(births, deaths, births[::-1].copy(), deaths[::-1].copy(), diag, diag[::-1].copy(), starts,
+                      starts)

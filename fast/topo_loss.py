@@ -39,7 +39,7 @@ teacher cloud is one task of the engine's pool: TPS (Algorithm 5, the compiled k
 ``fast.persistence.tps_indices``), then the teacher diagrams of the selected points, all in one
 worker process; the selected rows come back as soon as TPS is done, and the student task of that
 cloud starts from them without any work in the calling process. With ``tps_on="device"`` TPS runs on
-the GPU instead (``fast.tps_device``, one launch on a side stream) and only the selected rows of
+the GPU instead (``fast.tps_device``, two launches per step on a side stream) and only the selected rows of
 each model are copied to the host. With the device batch path
 (``fast.persistence.DEFAULT_PATHS``, decision 34) TPS runs in the same compiled kernel before the
 batch is handed over. The results come back to the device in one copy: the selected rows, every

@@ -12,8 +12,8 @@ distances that cannot change the running minimum (the persistence workers run th
 Features on another device are copied to the host once and the indices come back in one copy
 (decision 42: the M greedy steps on a GPU were M launches of small kernels per batch, and their
 float64 distances summed in another order than the reference's). On CUDA the same loop runs on
-the device instead, one Triton program per cloud in one launch (``fast.tps_device``, same
-indices), where :func:`auto_tps_place` finds that it can: Triton imports, the kernel compiles
+the device instead, each cloud's steps spread over many Triton programs (``fast.tps_device``,
+same indices), where :func:`auto_tps_place` finds that it can: Triton imports, the kernel compiles
 for this GPU and these channels (at most 128), and it returns the host kernel's indices on a
 small check batch. That choice is made once per process, device and channel count; training's
 ``--topo-tps auto`` takes it too (decision 42).
@@ -77,9 +77,11 @@ def device_self_check(device: torch.device, columns: int) -> str:
     clouds = _check_clouds(columns)
     ends = list(np.cumsum([len(c) for c in clouds]))
     try:
-        from fast.tps_device import tps_device  # imports Triton: only here
+        from fast.tps_device import BLOCK, tps_device  # imports Triton: only here
 
-        got = tps_device(torch.tensor(np.concatenate(clouds), device=device), ends, _CHECK_M, 0)
+        # chunks of one block: each 300-point cloud spans two programs (training's compiled kernel)
+        got = tps_device(torch.tensor(np.concatenate(clouds), device=device), ends, _CHECK_M, 0,
+                         rows_per_program=BLOCK)
         got_host = [rows.cpu().numpy() for rows in got]
     # a compile or launch failure of any kind (Triton's, the driver's, the column limit's): what
     # it says is the reason given, and the host kernel serves TPS instead

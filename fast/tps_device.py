@@ -1,9 +1,22 @@
-"""Topology-preserving sampling (TPS, paper Algorithm 5) on a GPU: one Triton kernel launch per batch.
+"""Topology-preserving sampling (TPS, paper Algorithm 5) on a GPU, each cloud's steps spread over many programs.
 
 The same farthest-point loop as ``reference.tps_cloud`` and the host kernel
-``fast.persistence.sampling.farthest_point_indices`` (decision 14), run by one Triton program
-per cloud over all ``m`` steps, so a batch costs one launch instead of ``m`` launches of small
-kernels (decision 42). Its indices are the reference's bit for bit:
+``fast.persistence.sampling.farthest_point_indices`` (decision 14). :func:`tps_device` splits
+every cloud into chunks of ``rows_per_program`` rows and runs each of the ``m`` steps as two
+launches (decision 42):
+
+* the *pick* launch (one program per cloud and block of centres) reduces the previous step's
+  per-chunk maxima to the cloud's first maximiser ``p``, records it as the step's index, marks it
+  selected, and computes the distances from ``p`` to the earlier centres (the skip test's input);
+* the *scan* launch (one program per chunk) updates its rows' running minima with the distance to
+  ``p`` and leaves the chunk's maximum and its first maximiser.
+
+So a batch of 8 clouds of 30,000 points keeps hundreds of programs busy per step instead of 8,
+and every launch depends only on the one before it (no grid-wide barrier; the launches of a step
+can be replayed from a CUDA graph, and Triton's interpreter runs them one after another on the
+CPU). :func:`tps_device_one_program` keeps the former kernel, one program per cloud over all
+``m`` steps in one launch: the baseline of ``benchmarks.gpu``'s TPS table. Both return the
+reference's indices bit for bit:
 
 * a distance is ``sqrt`` of the sum of squared coordinate differences summed in numpy's order
   for ``C <= 128`` columns (``np.linalg.norm(..., axis=1)``: eight interleaved partial sums,
@@ -12,8 +25,10 @@ kernels (decision 42). Its indices are the reference's bit for bit:
   contraction off (``enable_fp_fusion=False``: a fused multiply-add rounds once where numpy
   rounds twice) and the correctly rounded square root;
 * the next index is the first maximiser of the running minimum, selected points at ``-inf``: each
-  thread keeps the first maximum of the points it visits, and one reduction per step picks the
-  lowest index among the threads that hold the overall maximum;
+  thread keeps the first maximum of the points it visits (a strict ``>``), a chunk's reduction
+  takes the lowest index among its threads that hold the chunk's maximum, and the pick takes the
+  lowest index among the chunks that hold the cloud's maximum (chunks are in row order, so this is
+  the first maximiser of the cloud, as ``np.argmax``);
 * the triangle-inequality skip of the host kernel, with its thresholds (``2 d (1 + 1e-9)`` for
   ``d`` in ``[1e-100, 1e100]``, ``-inf`` for ``d <= 0``, ``+inf`` otherwise; the safety argument
   is in ``fast/persistence/sampling.py``), so most points read three numbers per step instead of
@@ -31,12 +46,14 @@ given to a Triton kernel is a float32, in which ``1 + 1e-9`` is 1 and ``1e100`` 
 Triton is optional (it comes with CUDA builds of torch): this module imports it, and ``fast.tps``
 imports this module only on CUDA where Triton is installed. Features with more than 128 columns
 (numpy's pairwise recursion above one block) are refused; ``fast.tps`` then keeps the host kernel.
-The tests run the kernel in Triton's interpreter on the CPU (``TRITON_INTERPRET=1``) against
-``reference.tps_cloud``, and compiled on CUDA.
+The tests run the kernels in Triton's interpreter on the CPU (``TRITON_INTERPRET=1``) against
+``reference.tps_cloud``, with small chunks so that a cloud of a few hundred points spans several
+programs, and compiled on CUDA.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -50,10 +67,14 @@ MAX_COLUMNS = 128  # numpy's pairwise-summation block: one block of eight interl
 # Points per inner iteration of a program (one per thread of its 8 warps) and centres per
 # iteration of the centre-distance loop. Compiled for sm_90 here without a GPU (``ptxas -v``):
 # 256 points on 8 warps use 54-251 registers and spill nothing for C = 3, 8, 13, 64, 100, 128; two
-# points per thread spilled up to 1.7 kB at C = 128, 16 warps up to 312 bytes at C = 64. Not yet
-# timed on a GPU (the campaign's ``tps`` section measures the kernel).
-_BLOCK = 256
+# points per thread spilled up to 1.7 kB at C = 128, 16 warps up to 312 bytes at C = 64.
+BLOCK = 256
+ROWS_PER_PROGRAM = 512
+"""Rows of a cloud per program of the scan launch: 8 clouds of 30,000 points make 472 programs, a
+few per SM of an H100 or H200 (132 SMs). Not yet timed on a GPU: ``benchmarks.gpu``'s TPS table
+times 256, 512, 1,024 and 2,048."""
 _CENTRE_BLOCK = 128
+_PART_BLOCK = 32  # chunk maxima per iteration of the pick (59 chunks per 30,000-point cloud: 2 iterations)
 _OPTIONS = {"num_warps": 8, "enable_fp_fusion": False}  # no contraction: see the module docstring
 
 
@@ -83,11 +104,115 @@ def _sum_sq(h_row, r, centre, need, C: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _tps_kernel(h_ptr, row_start_ptr, count_ptr, first_ptr, const_ptr, idx_ptr, d_min_ptr, owner_ptr,
-                skip_ptr, centre_dist_ptr, m, C: tl.constexpr, BLOCK: tl.constexpr, CENTRE_BLOCK: tl.constexpr):
-    """The TPS loop of cloud ``program_id`` (rows ``start .. start + n``, first index ``first``)
-    into ``idx[cloud, :m]``; ``d_min``, ``owner``, ``skip`` (per point) and ``centre_dist`` (per
-    cloud and centre) are its working memory, as in ``farthest_point_indices``."""
+def _centre_distances(h_row, idx, centre_dist, p, lo, k, C: tl.constexpr, CENTRE_BLOCK: tl.constexpr):
+    """D(centre j, p) into ``centre_dist[j]`` for the centres ``j`` in ``[lo, lo + CENTRE_BLOCK)``
+    below ``k``, for the skip test: a plain sum."""
+    j = lo + tl.arange(0, CENTRE_BLOCK)
+    okj = j < k
+    cj = tl.load(idx + j, mask=okj, other=0)
+    acc = tl.zeros([CENTRE_BLOCK], tl.float64)
+    for c in tl.static_range(C):
+        t = tl.load(h_row + cj * C + c, mask=okj, other=0.0) - tl.load(h_row + p * C + c)
+        acc += t * t
+    tl.store(centre_dist + j, tl.sqrt(acc), mask=okj)
+
+
+@triton.jit
+def _scan_block(h_row, d_min, owner, skip, centre_dist, r, ok, p, k, factor, safe_low, safe_high, best, best_at,
+                C: tl.constexpr, BLOCK: tl.constexpr):
+    """One block of rows ``r`` (where ``ok``) of step ``k``: their running minima against centre
+    ``p`` (skipped where the triangle test rules a change out), then each thread's first maximum so
+    far (``best`` at row ``best_at``; rows grow, so a strict ``>`` keeps the earliest)."""
+    threshold = tl.load(skip + r, mask=ok, other=float("-inf"))
+    dc = tl.load(centre_dist + tl.load(owner + r, mask=ok, other=0), mask=ok, other=0.0)
+    need = ok & ~(dc > threshold)
+    e = tl.sqrt(_sum_sq(h_row, r, p, need, C, BLOCK))
+    d = tl.load(d_min + r, mask=ok, other=float("-inf"))
+    better = need & (e < d)
+    d = tl.where(better, e, d)
+    in_range = (e >= safe_low) & (e <= safe_high)
+    new_skip = tl.where(e <= 0.0, float("-inf"), tl.where(in_range, 2.0 * e * factor, float("inf")))
+    tl.store(d_min + r, d, mask=better)
+    tl.store(skip + r, new_skip, mask=better)
+    tl.store(owner + r, tl.zeros([BLOCK], tl.int64) + k, mask=better)
+    ahead = d > best  # strictly: an earlier point keeps a tie
+    return tl.where(ahead, d, best), tl.where(ahead, r, best_at)
+
+
+@triton.jit
+def _first_of_maxima(best, best_at, none):
+    """The maximum of the block ``best`` and the lowest ``best_at`` that holds it (``none`` if none)."""
+    top = tl.max(best, axis=0)
+    return top, tl.min(tl.where(best == top, best_at, none), axis=0)
+
+
+@triton.jit(do_not_specialize=["k"])
+def _pick_kernel(h_ptr, row_start_ptr, part_start_ptr, part_count_ptr, part_val_ptr, part_at_ptr, idx_ptr, d_min_ptr,
+                 skip_ptr, centre_dist_ptr, k, m, C: tl.constexpr, CENTRE_BLOCK: tl.constexpr,
+                 PART_BLOCK: tl.constexpr):
+    """Step ``k`` of cloud ``program_id(0)``: its first maximiser ``p`` over the chunk maxima of the
+    last scan (the lowest row among the chunks that hold the largest value), recorded as
+    ``idx[cloud, k]`` and marked selected by the first program of the cloud; every program then
+    computes D(centre j, p) for its block ``program_id(1)`` of the centres ``j < k``."""
+    cloud = tl.program_id(0)
+    start = tl.load(row_start_ptr + cloud)
+    first_part = tl.load(part_start_ptr + cloud)
+    parts = tl.load(part_count_ptr + cloud)
+    top = tl.full([], float("-inf"), tl.float64)
+    p = tl.full([], 0, tl.int64)
+    for lo in range(0, parts, PART_BLOCK):
+        i = lo + tl.arange(0, PART_BLOCK)
+        ok = i < parts
+        value = tl.load(part_val_ptr + first_part + i, mask=ok, other=float("-inf"))
+        at = tl.load(part_at_ptr + first_part + i, mask=ok, other=0)
+        block_top, block_at = _first_of_maxima(value, at, tl.full([PART_BLOCK], 2**62, tl.int64))
+        ahead = block_top > top  # strictly: an earlier block of chunks keeps a tie
+        p = tl.where(ahead, block_at, p)
+        top = tl.where(ahead, block_top, top)
+    h_row = h_ptr + start * C
+    idx = idx_ptr + cloud * m
+    if tl.program_id(1) == 0:
+        tl.store(idx + k, p)
+        tl.store(d_min_ptr + start + p, float("-inf"))  # selected: never computed again, never the maximiser
+        tl.store(skip_ptr + start + p, float("-inf"))
+    _centre_distances(h_row, idx, centre_dist_ptr + cloud * m, p, tl.program_id(1) * CENTRE_BLOCK, k, C, CENTRE_BLOCK)
+
+
+@triton.jit(do_not_specialize=["k"])
+def _scan_kernel(h_ptr, row_start_ptr, work_cloud_ptr, work_lo_ptr, work_hi_ptr, const_ptr, idx_ptr, d_min_ptr,
+                 owner_ptr, skip_ptr, centre_dist_ptr, part_val_ptr, part_at_ptr, k, m, C: tl.constexpr,
+                 BLOCK: tl.constexpr):
+    """Step ``k`` of chunk ``program_id(0)`` (rows ``lo .. hi`` of its cloud): the running minima
+    against the step's centre, then the chunk's maximum and its first maximiser into the partials."""
+    w = tl.program_id(0)
+    cloud = tl.load(work_cloud_ptr + w)
+    lo = tl.load(work_lo_ptr + w)
+    hi = tl.load(work_hi_ptr + w)
+    start = tl.load(row_start_ptr + cloud)
+    p = tl.load(idx_ptr + cloud * m + k)
+    factor = tl.load(const_ptr)  # 1 + margin, float64
+    safe_low = tl.load(const_ptr + 1)
+    safe_high = tl.load(const_ptr + 2)
+    best = tl.full([BLOCK], float("-inf"), tl.float64)
+    best_at = tl.zeros([BLOCK], tl.int64) + hi
+    for b in range(lo, hi, BLOCK):
+        r = b + tl.arange(0, BLOCK)
+        best, best_at = _scan_block(h_ptr + start * C, d_min_ptr + start, owner_ptr + start, skip_ptr + start,
+                                    centre_dist_ptr + cloud * m, r, r < hi, p, k, factor, safe_low, safe_high, best,
+                                    best_at, C, BLOCK)
+    top, at = _first_of_maxima(best, best_at, hi)
+    tl.store(part_val_ptr + w, top)
+    tl.store(part_at_ptr + w, at)
+
+
+@triton.jit
+def _one_program_kernel(h_ptr, row_start_ptr, count_ptr, first_ptr, const_ptr, idx_ptr, d_min_ptr, owner_ptr,
+                        skip_ptr, centre_dist_ptr, m, C: tl.constexpr, BLOCK: tl.constexpr,
+                        CENTRE_BLOCK: tl.constexpr):
+    """The whole TPS loop of cloud ``program_id`` (rows ``start .. start + n``, first index
+    ``first``) in one program (the baseline): ``idx[cloud, :m]``; ``d_min``, ``owner``, ``skip``
+    (per point, initialised by the caller) and ``centre_dist`` (per cloud and centre) are its
+    working memory, as in ``farthest_point_indices``."""
     cloud = tl.program_id(0)
     start = tl.load(row_start_ptr + cloud)
     n = tl.load(count_ptr + cloud)
@@ -98,90 +223,152 @@ def _tps_kernel(h_ptr, row_start_ptr, count_ptr, first_ptr, const_ptr, idx_ptr, 
     skip = skip_ptr + start
     idx = idx_ptr + cloud * m
     centre_dist = centre_dist_ptr + cloud * m
-    factor = tl.load(const_ptr)  # 1 + margin, float64
+    factor = tl.load(const_ptr)
     safe_low = tl.load(const_ptr + 1)
     safe_high = tl.load(const_ptr + 2)
-    inf = tl.full([BLOCK], float("inf"), tl.float64)
-    for lo in range(0, n, BLOCK):
-        r = lo + tl.arange(0, BLOCK)
-        ok = r < n
-        tl.store(d_min + r, inf, mask=ok)  # no centre yet: every distance to the first is computed
-        tl.store(skip + r, inf, mask=ok)
-        tl.store(owner + r, tl.zeros([BLOCK], tl.int64), mask=ok)
-    tl.store(centre_dist, tl.zeros([], tl.float64))
     for k in range(m):
         tl.store(idx + k, p)
-        for lo in range(0, k, CENTRE_BLOCK):  # D(centre j, p) for the skip test: a plain sum
-            j = lo + tl.arange(0, CENTRE_BLOCK)
-            okj = j < k
-            cj = tl.load(idx + j, mask=okj, other=0)
-            acc = tl.zeros([CENTRE_BLOCK], tl.float64)
-            for c in tl.static_range(C):
-                t = tl.load(h_row + cj * C + c, mask=okj, other=0.0) - tl.load(h_row + p * C + c)
-                acc += t * t
-            tl.store(centre_dist + j, tl.sqrt(acc), mask=okj)
-        tl.store(d_min + p, -float("inf"))  # selected: never computed again, never the maximiser
+        for lo in range(0, k, CENTRE_BLOCK):
+            _centre_distances(h_row, idx, centre_dist, p, lo, k, C, CENTRE_BLOCK)
+        tl.store(d_min + p, -float("inf"))
         tl.store(skip + p, -float("inf"))
         tl.debug_barrier()  # the stores above are read by other threads of the program below
-        # each thread keeps the first maximum of the points it sees (their index grows, so a strict
-        # ">" keeps the earliest); one reduction per step then takes the first of the maximisers
         best = tl.full([BLOCK], float("-inf"), tl.float64)
         best_at = tl.zeros([BLOCK], tl.int64) + n
         for lo in range(0, n, BLOCK):
             r = lo + tl.arange(0, BLOCK)
-            ok = r < n
-            threshold = tl.load(skip + r, mask=ok, other=float("-inf"))
-            dc = tl.load(centre_dist + tl.load(owner + r, mask=ok, other=0), mask=ok, other=0.0)
-            need = ok & ~(dc > threshold)
-            e = tl.sqrt(_sum_sq(h_row, r, p, need, C, BLOCK))
-            d = tl.load(d_min + r, mask=ok, other=float("-inf"))
-            better = need & (e < d)
-            d = tl.where(better, e, d)
-            in_range = (e >= safe_low) & (e <= safe_high)
-            new_skip = tl.where(e <= 0.0, float("-inf"), tl.where(in_range, 2.0 * e * factor, float("inf")))
-            tl.store(d_min + r, d, mask=better)
-            tl.store(skip + r, new_skip, mask=better)
-            tl.store(owner + r, tl.zeros([BLOCK], tl.int64) + k, mask=better)
-            ahead = d > best  # strictly: an earlier point keeps a tie
-            best = tl.where(ahead, d, best)
-            best_at = tl.where(ahead, r, best_at)
-        top = tl.max(best, axis=0)
-        p = tl.min(tl.where(best == top, best_at, n), axis=0)  # the first maximiser of the cloud
+            best, best_at = _scan_block(h_row, d_min, owner, skip, centre_dist, r, r < n, p, k, factor, safe_low,
+                                        safe_high, best, best_at, C, BLOCK)
+        p = _first_of_maxima(best, best_at, n)[1]  # the first maximiser of the cloud
         tl.debug_barrier()
 
 
-def tps_device(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> list[torch.Tensor]:
-    """TPS indices (``min(m, n_b)`` int64 each, on ``feats.device``) of every cloud of the (sumN, C)
-    float64 ``feats`` with END offsets ``ends`` (checked by the caller), in one launch and without
-    waiting for it: cloud ``b`` starts at ``tps_start(n_b, seed + b)``; ``reference.tps`` of
-    ``feats``, bit for bit."""
+@dataclass
+class _Batch:
+    """A batch's sampled clouds on the device and the kernels' working memory (:meth:`reset`)."""
+
+    picked: list[torch.Tensor]
+    sampled: list[int]
+    starts: list[int]
+    counts: list[int]
+    firsts: list[int]
+    h: torch.Tensor
+    consts: torch.Tensor
+    idx: torch.Tensor
+    d_min: torch.Tensor
+    skip: torch.Tensor
+    owner: torch.Tensor
+    centre_dist: torch.Tensor
+
+    def reset(self) -> None:
+        """``d_min`` and ``skip`` at +inf (every distance to the first centre is computed), ``owner``
+        at centre 0, whose distance to itself (``centre_dist[:, 0]``) is 0."""
+        self.d_min.fill_(float("inf"))
+        self.skip.fill_(float("inf"))
+        self.owner.zero_()
+        self.centre_dist.zero_()
+
+    def result(self) -> list[torch.Tensor]:
+        for i, b in enumerate(self.sampled):
+            self.picked[b] = self.idx[i]
+        return self.picked
+
+
+def _prepare(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> _Batch:
+    """The checked batch (no sampled cloud when none has more than ``m`` points)."""
     if feats.dtype != torch.float64 or feats.dim() != 2:
         raise ValueError(f"tps_device takes (sumN, C) float64 features, got {tuple(feats.shape)} {feats.dtype}")
     columns = feats.shape[1]
     if not 1 <= columns <= MAX_COLUMNS:
         raise ValueError(f"tps_device sums at most {MAX_COLUMNS} columns in numpy's order, got C = {columns}")
-    starts = [0] + list(ends[:-1])
-    counts = [e - s for s, e in zip(starts, ends)]
-    sampled = [b for b, n in enumerate(counts) if n > m]
+    all_starts = [0] + list(ends[:-1])
+    all_counts = [e - s for s, e in zip(all_starts, ends)]
+    sampled = [b for b, n in enumerate(all_counts) if n > m]
     device = feats.device
-    picked = [torch.arange(n, dtype=torch.int64, device=device) for n in counts]
-    if not sampled:
-        return picked
-    h = feats.contiguous()
-    # each sampled cloud's first row, size and first index: one copy to the device
-    plan = to_device(np.array([[starts[b] for b in sampled], [counts[b] for b in sampled],
-                               [tps_start(counts[b], seed + b) for b in sampled]], dtype=np.int64), device)
+    rows = feats.shape[0] if sampled else 0
     margin, safe_low, safe_high = TPS_SKIP_CONSTANTS
-    consts = to_device(np.array([1.0 + margin, safe_low, safe_high]), device)  # float64, see above
-    idx = torch.empty((len(sampled), m), dtype=torch.int64, device=device)
-    d_min = torch.empty(h.shape[0], dtype=torch.float64, device=device)
-    skip = torch.empty_like(d_min)
-    owner = torch.empty(h.shape[0], dtype=torch.int64, device=device)
-    centre_dist = torch.empty((len(sampled), m), dtype=torch.float64, device=device)
-    _tps_kernel[(len(sampled),)](
-        h, plan[0], plan[1], plan[2], consts, idx, d_min, owner, skip, centre_dist,
-        m, C=columns, BLOCK=_BLOCK, CENTRE_BLOCK=_CENTRE_BLOCK, **_OPTIONS,
-    )
-    for i, b in enumerate(sampled):
-        picked[b] = idx[i]
-    return picked
+    return _Batch([torch.arange(n, dtype=torch.int64, device=device) for n in all_counts], sampled,
+                  [all_starts[b] for b in sampled], [all_counts[b] for b in sampled],
+                  [tps_start(all_counts[b], seed + b) for b in sampled], feats.contiguous(),
+                  to_device(np.array([1.0 + margin, safe_low, safe_high]), device),  # float64, see above
+                  torch.empty((len(sampled), m), dtype=torch.int64, device=device),
+                  torch.empty(rows, dtype=torch.float64, device=device),
+                  torch.empty(rows, dtype=torch.float64, device=device),
+                  torch.empty(rows, dtype=torch.int64, device=device),
+                  torch.empty((len(sampled), m), dtype=torch.float64, device=device))
+
+
+class TpsLaunches:
+    """The launches of :func:`tps_device` for one batch (arguments as there), prepared once:
+    :meth:`launch` queues them (resetting the working memory first, so it can run again, e.g. as
+    a CUDA graph captured around it), :meth:`indices` returns the result views."""
+
+    def __init__(self, feats: torch.Tensor, ends: Sequence[int], m: int, seed: int, *,
+                 rows_per_program: int = ROWS_PER_PROGRAM, block: int = BLOCK) -> None:
+        if rows_per_program < 1 or block < 8 or block & (block - 1):
+            raise ValueError(f"tps_device needs rows_per_program >= 1 and a power-of-two block >= 8, got "
+                             f"{rows_per_program} and {block}")
+        self.batch, self.m, self.block = _prepare(feats, ends, m, seed), m, block
+        self.chunks = [(i, lo, min(lo + rows_per_program, n)) for i, n in enumerate(self.batch.counts)
+                       for lo in range(0, n, rows_per_program)]
+        if not self.chunks:
+            return
+        part_start = np.searchsorted([c for c, _, _ in self.chunks], np.arange(len(self.batch.counts)))
+        part_count = np.diff(np.append(part_start, len(self.chunks)))
+        # step 0's "chunk maxima": the first index in each cloud's first chunk, nothing in the others
+        part_val = np.full(len(self.chunks), -np.inf)
+        part_at = np.zeros(len(self.chunks), dtype=np.int64)
+        part_val[part_start], part_at[part_start] = 0.0, self.batch.firsts
+        device = feats.device
+        self.plan = to_device(np.array([self.batch.starts, part_start, part_count], dtype=np.int64), device)
+        self.work = to_device(np.array(self.chunks, dtype=np.int64).T.copy(), device)
+        self.first_val, self.first_at = to_device(part_val, device), to_device(part_at, device)
+        self.part_val, self.part_at = torch.empty_like(self.first_val), torch.empty_like(self.first_at)
+
+    def launch(self) -> "TpsLaunches":
+        """Queue the ``2 m`` launches (one pick and one scan per step; nothing if no cloud is sampled)."""
+        if not self.chunks:
+            return self
+        b = self.batch
+        b.reset()
+        self.part_val.copy_(self.first_val)
+        self.part_at.copy_(self.first_at)
+        columns = b.h.shape[1]
+        for k in range(self.m):
+            _pick_kernel[(len(b.counts), max(1, triton.cdiv(k, _CENTRE_BLOCK)))](
+                b.h, self.plan[0], self.plan[1], self.plan[2], self.part_val, self.part_at, b.idx, b.d_min, b.skip,
+                b.centre_dist, k, self.m, C=columns, CENTRE_BLOCK=_CENTRE_BLOCK, PART_BLOCK=_PART_BLOCK, **_OPTIONS)
+            if k + 1 < self.m:
+                _scan_kernel[(len(self.chunks),)](
+                    b.h, self.plan[0], self.work[0], self.work[1], self.work[2], b.consts, b.idx, b.d_min, b.owner,
+                    b.skip, b.centre_dist, self.part_val, self.part_at, k, self.m, C=columns, BLOCK=self.block,
+                    **_OPTIONS)
+        return self
+
+    def indices(self) -> list[torch.Tensor]:
+        """Every cloud's indices (``min(m, n_b)`` int64, on the features' device)."""
+        return self.batch.result()
+
+
+def tps_device(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int, *,
+               rows_per_program: int = ROWS_PER_PROGRAM, block: int = BLOCK) -> list[torch.Tensor]:
+    """TPS indices (``min(m, n_b)`` int64 each, on ``feats.device``) of every cloud of the (sumN, C)
+    float64 ``feats`` with END offsets ``ends`` (checked by the caller), without waiting for the
+    device: cloud ``b`` starts at ``tps_start(n_b, seed + b)``; ``reference.tps`` of ``feats``, bit
+    for bit. Each cloud's rows are split into chunks of ``rows_per_program`` rows, scanned ``block``
+    rows (a power of two) per iteration; a step is one pick and one scan launch (:class:`TpsLaunches`)."""
+    return TpsLaunches(feats, ends, m, seed, rows_per_program=rows_per_program, block=block).launch().indices()
+
+
+def tps_device_one_program(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> list[torch.Tensor]:
+    """:func:`tps_device` with one program per cloud over all ``m`` steps, in one launch (the former
+    kernel: 8 clouds use 8 SMs), kept as the baseline of ``benchmarks.gpu``; the same indices."""
+    batch = _prepare(feats, ends, m, seed)
+    if not batch.sampled:
+        return batch.picked
+    batch.reset()
+    plan = to_device(np.array([batch.starts, batch.counts, batch.firsts], dtype=np.int64), feats.device)
+    _one_program_kernel[(len(batch.counts),)](
+        batch.h, plan[0], plan[1], plan[2], batch.consts, batch.idx, batch.d_min, batch.owner, batch.skip,
+        batch.centre_dist, m, C=feats.shape[1], BLOCK=BLOCK, CENTRE_BLOCK=_CENTRE_BLOCK, **_OPTIONS)
+    return batch.result()

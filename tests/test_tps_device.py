@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -97,77 +98,217 @@ def _clouds() -> list[np.ndarray]:
             rng.normal(size=(90, 128)), clustered[:300] * 1e-120, clustered[:300] * 1e120, rng.normal(size=(20, 64))]
 
 
-def _batches() -> list[tuple[list[np.ndarray], int, int]]:
-    """(clouds of one batch, m, seed): a batch has one channel count."""
+def _batches(steps: int = 40) -> list[tuple[list[np.ndarray], int, int]]:
+    """(clouds of one batch, m, seed): a batch has one channel count; ``steps``: the longer m."""
     clouds = _clouds()
     by_c: dict[int, list[np.ndarray]] = {}
     for cloud in clouds:
         by_c.setdefault(cloud.shape[1], []).append(cloud)
     every_step = [np.random.default_rng(34).normal(size=(30, 64))]  # m = N - 1: the loop to its end
-    return [(group, m, seed) for group in by_c.values() for m, seed in ((1, 0), (40, 3))] + [(every_step, 29, 7)]
+    return [(group, m, seed) for group in by_c.values() for m, seed in ((1, 0), (steps, 3))] + [(every_step, 29, 7)]
 
 
-def _check(run: list[list[np.ndarray]]) -> None:
-    for (group, m, seed), got in zip(_batches(), run):
+def _check(batches: list[tuple[list[np.ndarray], int, int]], run: list[list[np.ndarray]]) -> None:
+    for (group, m, seed), got in zip(batches, run):
         for b, cloud in enumerate(group):
             np.testing.assert_array_equal(got[b], tps_cloud(cloud, m, seed + b), err_msg=f"{cloud.shape} m={m}")
 
 
 _CHILD = """
+import json
 import sys
 import numpy as np
 import torch
-from fast.tps_device import tps_device
+import fast.tps_device
 data = np.load(sys.argv[1])
 out = {}
-for i, (m, seed, n_clouds) in enumerate(data["plan"]):
+for i, (kernel, m, seed, n_clouds, options) in enumerate(json.loads(sys.argv[3])):
     group = [data[f"b{i}c{j}"] for j in range(n_clouds)]
-    rows = tps_device(torch.tensor(np.concatenate(group)), list(np.cumsum([len(c) for c in group])), int(m), int(seed))
+    rows = getattr(fast.tps_device, kernel)(torch.tensor(np.concatenate(group)),
+                                            list(np.cumsum([len(c) for c in group])), m, seed, **options)
     out.update({f"b{i}c{j}": r.numpy() for j, r in enumerate(rows)})
 np.savez(sys.argv[2], **out)
+"""
+Run = tuple[str, list[np.ndarray], int, int, dict[str, int]]  # kernel, clouds of one batch, m, seed, options
+
+
+def _in_interpreter(tmp_path: Path, runs: list[Run]) -> list[list[np.ndarray]]:
+    """The indices of every run's batch, each computed by its kernel function of ``fast.tps_device``
+    in Triton's interpreter (one child process for all runs)."""
+    clouds = {f"b{i}c{j}": c for i, (_, group, _, _, _) in enumerate(runs) for j, c in enumerate(group)}
+    np.savez(tmp_path / "in.npz", **clouds)
+    plan = [(kernel, m, seed, len(group), options) for kernel, group, m, seed, options in runs]
+    _run_in_interpreter(_CHILD, str(tmp_path / "in.npz"), str(tmp_path / "out.npz"), json.dumps(plan))
+    out = np.load(tmp_path / "out.npz")
+    return [[out[f"b{i}c{j}"] for j in range(len(group))] for i, (_, group, _, _, _) in enumerate(runs)]
+
+
+# Chunks of 256 rows (one block), so that the clouds of :func:`_batches` span up to 5 programs.
+# SMALL (below): chunks of 40 rows, not a multiple of the block, so that every program's last block
+# is partial (16 + 16 + 8 rows).
+SMALL = {"rows_per_program": 40, "block": 16}
+
+
+@needs_triton
+@pytest.mark.parametrize("kernel, options, steps", [("tps_device", {"rows_per_program": 256}, 16),
+                                                    ("tps_device_one_program", {}, 40)],
+                         ids=["split over programs", "one program per cloud"])
+def test_tps_kernels_in_the_interpreter_return_the_reference_indices(tmp_path: Path, interpreter: None, kernel: str,
+                                                                    options: dict[str, int], steps: int) -> None:
+    # the split kernel's 2 m launches each copy every argument in the interpreter: fewer steps
+    batches = _batches(steps)
+    _check(batches, _in_interpreter(tmp_path, [(kernel, group, m, seed, options) for group, m, seed in batches]))
+
+
+# Cases only a kernel that splits a cloud over programs can get wrong. Their clouds are integer
+# grids, whose distances tie exactly, and each test first checks, by replaying the reference, that
+# at some step the cloud's maximum is held by points of two chunks (so the pick's tie rule decides
+# the index: a pick that took the last of the tied chunks fails every one of these tests).
+
+
+def _steps(cloud: np.ndarray, m: int, seed: int) -> list[tuple[int, np.ndarray]]:
+    """The reference's steps 1 .. m-1 of ``cloud``: (the index picked, every row holding the maximum)."""
+    idx = tps_cloud(cloud, m, seed)
+    d_min = np.full(len(cloud), np.inf)
+    steps = []
+    for k in range(1, m):
+        d_min = np.minimum(d_min, np.linalg.norm(cloud - cloud[idx[k - 1]], axis=1))
+        d_min[idx[:k]] = -np.inf
+        steps.append((int(idx[k]), np.flatnonzero(d_min == d_min.max())))
+    return steps
+
+
+def _ties_across_chunks(cloud: np.ndarray, m: int, seed: int, rows: int) -> int:
+    """How many steps of the reference find the maximum in more than one chunk of ``rows`` rows."""
+    return sum(len(np.unique(tied // rows)) > 1 for _, tied in _steps(cloud, m, seed))
+
+
+def _grid(seed: int, n: int, columns: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-3, 4, size=(n, columns)).astype(np.float64)
+
+
+TINY = {"rows_per_program": 8, "block": 8}  # 300 rows: 38 chunks, two blocks of the pick's 32 chunk maxima
+SPLIT_CASES: dict[str, tuple[list[np.ndarray], int, int, dict[str, int]]] = {
+    "tie across chunks": ([_grid(40, 200, 3)], 24, 1, SMALL),
+    "tie across blocks of chunk maxima": ([_grid(41, 300, 2)], 16, 2, TINY),
+    "pick in a program's last partial block": ([_grid(42, 160, 4)], 16, 3, SMALL),
+    "clouds of very different sizes": ([_grid(43, 400, 3), _grid(44, 45, 3), _grid(45, 130, 3), _grid(46, 15, 3)],
+                                       20, 4, SMALL),
+    "m = N - 1": ([_grid(47, 45, 3)], 44, 5, SMALL),
+}
+
+
+@pytest.fixture(scope="module")
+def split_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[np.ndarray]]:
+    """Every case of :data:`SPLIT_CASES` through ``tps_device`` in the interpreter, in one child."""
+    if _interpreter_problem():
+        pytest.skip(_interpreter_problem())
+    runs = [("tps_device", group, m, seed, options) for group, m, seed, options in SPLIT_CASES.values()]
+    return dict(zip(SPLIT_CASES, _in_interpreter(tmp_path_factory.mktemp("split"), runs)))
+
+
+def _check_case(name: str, got: dict[str, list[np.ndarray]]) -> None:
+    group, m, seed, options = SPLIT_CASES[name]
+    assert any(_ties_across_chunks(cloud, m, seed + b, options["rows_per_program"]) for b, cloud in enumerate(group)
+               if len(cloud) > m), "the case lost its tie across chunks"
+    _check([(group, m, seed)], [got[name]])
+
+
+@needs_triton
+def test_split_kernel_takes_the_first_of_maxima_tied_across_chunks(split_runs: dict[str, list[np.ndarray]]) -> None:
+    _check_case("tie across chunks", split_runs)
+
+
+@needs_triton
+def test_split_kernel_takes_the_first_of_maxima_tied_across_blocks_of_chunk_maxima(
+        split_runs: dict[str, list[np.ndarray]]) -> None:
+    group, m, seed, options = SPLIT_CASES["tie across blocks of chunk maxima"]
+    first_block = 32 * options["rows_per_program"]  # rows of the pick's first block of chunk maxima
+    assert any(tied[0] < first_block <= tied[-1] for _, tied in _steps(group[0], m, seed)), "no tie across blocks"
+    _check_case("tie across blocks of chunk maxima", split_runs)
+
+
+@needs_triton
+def test_split_kernel_finds_the_maximiser_in_a_programs_last_partial_block(
+        split_runs: dict[str, list[np.ndarray]]) -> None:
+    group, m, seed, options = SPLIT_CASES["pick in a program's last partial block"]
+    full_blocks = options["rows_per_program"] // options["block"] * options["block"]  # 32 of 40 rows
+    assert any(picked % options["rows_per_program"] >= full_blocks for picked, _ in _steps(group[0], m, seed))
+    _check_case("pick in a program's last partial block", split_runs)
+
+
+@needs_triton
+def test_split_kernel_samples_clouds_of_very_different_sizes_in_one_launch(
+        split_runs: dict[str, list[np.ndarray]]) -> None:
+    _check_case("clouds of very different sizes", split_runs)
+
+
+@needs_triton
+def test_split_kernel_runs_every_step_when_m_is_n_minus_one(split_runs: dict[str, list[np.ndarray]]) -> None:
+    _check_case("m = N - 1", split_runs)
+
+
+_AGAIN_CHILD = """
+import numpy as np
+import torch
+from fast.tps_device import TpsLaunches
+from reference.tps import tps_cloud
+cloud = np.random.default_rng(48).integers(-3, 4, size=(120, 3)).astype(np.float64)
+launches = TpsLaunches(torch.tensor(cloud), [120], 12, 6, rows_per_program=40, block=16)
+first = launches.launch().indices()[0].clone()
+again = launches.launch().indices()[0]
+expected = tps_cloud(cloud, 12, 6)
+assert np.array_equal(first.numpy(), expected) and np.array_equal(again.numpy(), expected), (first, again, expected)
 """
 
 
 @needs_triton
-def test_tps_kernel_in_the_interpreter_returns_the_reference_indices(tmp_path: Path, interpreter: None) -> None:
-    batches = _batches()
-    clouds = {f"b{i}c{j}": c for i, (group, _, _) in enumerate(batches) for j, c in enumerate(group)}
-    np.savez(tmp_path / "in.npz", plan=np.array([(m, seed, len(group)) for group, m, seed in batches]), **clouds)
-    _run_in_interpreter(_CHILD, str(tmp_path / "in.npz"), str(tmp_path / "out.npz"))
-    out = np.load(tmp_path / "out.npz")
-    _check([[out[f"b{i}c{j}"] for j in range(len(group))] for i, (group, _, _) in enumerate(batches)])
+def test_split_launches_run_again_to_the_same_indices(interpreter: None) -> None:
+    # launch() resets the working memory first, so a CUDA graph captured around it can be replayed
+    _run_in_interpreter(_AGAIN_CHILD)
 
 
 @pytest.mark.cuda
 @needs_triton
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_tps_kernel_on_cuda_returns_the_reference_indices() -> None:
-    from fast.tps_device import tps_device
+def test_tps_kernels_on_cuda_return_the_reference_indices() -> None:
+    from fast.tps_device import tps_device, tps_device_one_program
 
-    out = []
-    for group, m, seed in _batches():
-        feats = torch.tensor(np.concatenate(group), device="cuda")
-        out.append([t.cpu().numpy() for t in tps_device(feats, list(np.cumsum([len(c) for c in group])), m, seed)])
-    _check(out)
-    # the training size's shape: every step of a long loop on a 64-d cloud with skips active
-    cloud = _clouds()[0]
-    got = tps_device(torch.tensor(cloud, device="cuda"), [len(cloud)], len(cloud) - 1, 5)
-    np.testing.assert_array_equal(got[0].cpu().numpy(), tps_cloud(cloud, len(cloud) - 1, 5))
+    kernels = {"one program": tps_device_one_program, "split": tps_device,
+               "split, small chunks": functools.partial(tps_device, **SMALL)}
+    for name, kernel in kernels.items():
+        out = []
+        for group, m, seed in _batches():
+            feats = torch.tensor(np.concatenate(group), device="cuda")
+            out.append([t.cpu().numpy() for t in kernel(feats, list(np.cumsum([len(c) for c in group])), m, seed)])
+        _check(_batches(), out)
+        for case, (group, m, seed, options) in SPLIT_CASES.items():
+            feats = torch.tensor(np.concatenate(group), device="cuda")
+            got = kernel(feats, list(np.cumsum([len(c) for c in group])), m, seed)
+            _check([(group, m, seed)], [[t.cpu().numpy() for t in got]])
+        # the training size's shape: every step of a long loop on a 64-d cloud with skips active
+        cloud = _clouds()[0]
+        got = kernel(torch.tensor(cloud, device="cuda"), [len(cloud)], len(cloud) - 1, 5)
+        np.testing.assert_array_equal(got[0].cpu().numpy(), tps_cloud(cloud, len(cloud) - 1, 5), err_msg=name)
 
 
 @needs_triton
-def test_tps_kernel_refuses_more_columns_than_one_summation_block() -> None:
-    from fast.tps_device import tps_device
+def test_tps_kernel_refuses_more_columns_than_one_summation_block_and_bad_chunks() -> None:
+    from fast.tps_device import tps_device, tps_device_one_program
 
-    with pytest.raises(ValueError, match="at most 128 columns"):
-        tps_device(torch.zeros((10, 129), dtype=torch.float64), [10], 4, 0)
-    with pytest.raises(ValueError, match="float64"):
-        tps_device(torch.zeros((10, 8), dtype=torch.float32), [10], 4, 0)
+    for kernel in (tps_device, tps_device_one_program):
+        with pytest.raises(ValueError, match="at most 128 columns"):
+            kernel(torch.zeros((10, 129), dtype=torch.float64), [10], 4, 0)
+        with pytest.raises(ValueError, match="float64"):
+            kernel(torch.zeros((10, 8), dtype=torch.float32), [10], 4, 0)
+    for options in ({"rows_per_program": 0}, {"block": 24}, {"block": 4}):
+        with pytest.raises(ValueError, match="power-of-two block"):
+            tps_device(torch.zeros((10, 8), dtype=torch.float64), [10], 4, 0, **options)
 
 
 @needs_triton
 @pytest.mark.parametrize("columns", [13, 64])
-def test_tps_kernel_compiles_for_an_h100_without_contraction_and_with_exact_square_roots(columns: int) -> None:
+def test_tps_kernels_compile_for_an_h100_without_contraction_and_with_exact_square_roots(columns: int) -> None:
     # Compiled ahead of time for sm_90 (no GPU needed): the interpreter cannot show what the
     # compiler does to the arithmetic. A fused multiply-add or an approximate square root would
     # change distances in their last bit, and with them the indices of near-ties.
@@ -179,18 +320,25 @@ def test_tps_kernel_compiles_for_an_h100_without_contraction_and_with_exact_squa
 
     from fast import tps_device
 
-    pointers = ("h_ptr", "row_start_ptr", "count_ptr", "first_ptr", "const_ptr", "idx_ptr", "d_min_ptr", "owner_ptr",
-                "skip_ptr", "centre_dist_ptr")
-    kinds = ("*fp64", "*i64", "*i64", "*i64", "*fp64", "*i64", "*fp64", "*i64", "*fp64", "*fp64")
-    signature = {**dict(zip(pointers, kinds)), "m": "i32", "C": "constexpr", "BLOCK": "constexpr",
-                 "CENTRE_BLOCK": "constexpr"}
-    source = ASTSource(fn=tps_device._tps_kernel, signature=signature,
-                       constexprs={"C": columns, "BLOCK": tps_device._BLOCK, "CENTRE_BLOCK": tps_device._CENTRE_BLOCK})
-    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=tps_device._OPTIONS).asm["ptx"]
-    f64_ops = set(re.findall(r"\b([a-z]+(?:\.[a-z]+)*)\.f64\b", ptx))
-    assert not {op for op in f64_ops if op.startswith(("fma", "mad"))}, f64_ops
-    assert {op for op in f64_ops if op.startswith("sqrt")} == {"sqrt.rn"}, f64_ops
-    assert {"add.rn", "mul.rn", "sub.rn"} <= f64_ops, f64_ops  # rounded one by one: ptxas may not fuse them
+    blocks = {"BLOCK": tps_device.BLOCK, "CENTRE_BLOCK": tps_device._CENTRE_BLOCK,
+              "PART_BLOCK": tps_device._PART_BLOCK}
+    kernels = {  # kernel -> its pointer arguments' kinds, then its integer arguments
+        tps_device._one_program_kernel: ("*fp64 *i64 *i64 *i64 *fp64 *i64 *fp64 *i64 *fp64 *fp64", "m"),
+        tps_device._scan_kernel: ("*fp64 *i64 *i64 *i64 *i64 *fp64 *i64 *fp64 *i64 *fp64 *fp64 *fp64 *i64", "k m"),
+        tps_device._pick_kernel: ("*fp64 *i64 *i64 *i64 *fp64 *i64 *i64 *fp64 *fp64 *fp64", "k m"),
+    }
+    for kernel, (pointers, integers) in kernels.items():
+        names = kernel.arg_names
+        kinds = pointers.split() + ["i32"] * len(integers.split())
+        constexprs = {"C": columns, **{name: blocks[name] for name in names if name in blocks}}
+        signature = {**dict(zip(names, kinds)), **{name: "constexpr" for name in constexprs}}
+        assert list(signature) == names, names
+        source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+        ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=tps_device._OPTIONS).asm["ptx"]
+        f64_ops = set(re.findall(r"\b([a-z]+(?:\.[a-z]+)*)\.f64\b", ptx))
+        assert not {op for op in f64_ops if op.startswith(("fma", "mad"))}, (kernel, f64_ops)
+        assert {op for op in f64_ops if op.startswith("sqrt")} == {"sqrt.rn"}, (kernel, f64_ops)
+        assert {"add.rn", "mul.rn", "sub.rn"} <= f64_ops, (kernel, f64_ops)  # rounded one by one: not fused
 
 
 _JOB_CHILD = """
@@ -281,7 +429,7 @@ def test_device_self_check_reports_the_column_limit_and_an_index_mismatch(monkey
 
     assert "at most 128 columns" in device_self_check(torch.device("cpu"), 129)  # refused before any launch
 
-    def reversed_rows(feats: torch.Tensor, ends: list[int], m: int, seed: int) -> list[torch.Tensor]:
+    def reversed_rows(feats: torch.Tensor, ends: list[int], m: int, seed: int, **options: int) -> list[torch.Tensor]:
         return [torch.arange(m - 1, -1, -1) for _ in ends]
 
     monkeypatch.setattr(fast.tps_device, "tps_device", reversed_rows)

@@ -44,7 +44,7 @@ from fast.persistence.cloud import assemble, cloud_persistence
 from fast.persistence.contract import CloudPersistence, H1Engine
 from fast.persistence.cores import worker_share
 from fast.persistence.sampling import tps_indices
-from fast.persistence.worker import BOOT, WARM_UP_PARTS, compile_shares
+from fast.persistence.worker import BOOT, WARM_UP_PARTS, compile_shares, warm_up
 
 logger = logging.getLogger("fast.persistence")  # the package's name: one logger for the front door
 
@@ -290,8 +290,11 @@ class PersistencePool:
         OSError, or the worker died while loading) is tried again, up to :data:`START_ATTEMPTS`
         attempts with a short backoff. Raises RuntimeError if a worker still could not start,
         naming the worker, the attempts and the last error (the pool then tries again with each
-        task that reaches that worker).
+        task that reaches that worker). A pool without workers runs its tasks in the calling
+        process, so there it loads every part's compiled kernels (``warm_up``) instead.
         """
+        if not self._slots:
+            warm_up(range(len(WARM_UP_PARTS)))
         for slot in self._slots:
             slot.ready.wait()
         failed = [slot for slot in self._slots if slot.start_error is not None]

@@ -33,6 +33,7 @@ from fast.kld import kld
 from fast.persistence import default_pool, set_default_workers
 from fast.saliency import saliency_loss
 from fast.topo_loss import DEFAULT_M, TopoLossJob
+from fast.pwcd import load_search_kernels
 from fast.tps import auto_tps_place
 from train.config import RunConfig
 from train.engine.losses import DEFAULT_SEG_LOSS, segmentation_loss
@@ -109,9 +110,11 @@ def warm_up_persistence() -> None:
 
     Under a time budget (decision 6c) a worker's start-up (process launch, loading or, on a new
     machine, compiling its kernels) would otherwise be charged to the first step's H1 and drop it
-    to H0 only.
+    to H0 only. Then the compiled code the calling process runs in ``fast.topo_loss`` (the PWCD's
+    nearest-neighbour search) is loaded here too, not in the first loss.
     """
     default_pool().warm()
+    load_search_kernels()
 
 
 def _stage_positions(layers: Sequence[int], available: int) -> list[int]:
