@@ -28,7 +28,7 @@ from reference.topo_loss import DEFAULT_M, DISTANCES, check_distance
 from train.option_names import (CLASS_WEIGHTINGS, DEFAULT_NUSCENES_VERSION, DEFAULT_SEG_LOSS, NUSCENES_VERSIONS,
                                 SEG_LOSSES)
 
-DATASETS: tuple[str, ...] = ("waymo", "nuscenes", "semantic_kitti", "synthetic")
+DATASETS: tuple[str, ...] = ("waymo", "nuscenes", "semantic_kitti", "synthetic", "folder")
 STAGE_ORDER: tuple[str, ...] = ("teacher", "student", "kd", "distill")  # the order --stage all runs them
 STAGES: tuple[str, ...] = (*STAGE_ORDER, "all")
 STUDENT_STAGES: tuple[str, ...] = ("student", "kd", "distill")
@@ -198,7 +198,8 @@ class RunConfig:
 _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 _HELP: dict[str, str] = {
-    "dataset": "which dataset: " + ", ".join(DATASETS),
+    "dataset": "which dataset: " + ", ".join(DATASETS) + " (folder: your own scans with a dataset.yaml, "
+    "docs/own-data.md)",
     "data_root": "dataset root directory (the synthetic set is generated there when absent)",
     "nuscenes_version": "nuScenes tables <data-root>/<version>/ and their official splits: "
     "v1.0-trainval (train/val), v1.0-mini (mini_train/mini_val); v1.0-test is unlabelled and "
