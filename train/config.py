@@ -5,7 +5,7 @@ keys are the field names, dashes or underscores) and on the command line; the co
 :func:`validate` checks the resolved configuration before any work starts (unknown dataset, negative
 loss weights, a missing teacher checkpoint, ...) so a bad run fails in a second, not after an epoch.
 
-Defaults follow the paper's training protocol (App. A: AdamW lr 0.002, weight decay 0.005,
+Defaults follow the paper's training protocol (App. C.2: AdamW lr 0.002, weight decay 0.005,
 OneCycleLR, 50 epochs, batch 12) and the PTv3 recipe of ``docs/ptv3-and-datasets.md`` section D;
 loss weights follow decisions 19 (paper Table 7 best). ``--dataset synthetic`` switches the
 unset budget options to a CPU demo budget (see :data:`SYNTHETIC_DEMO`).
@@ -221,8 +221,8 @@ _HELP: dict[str, str] = {
     "device": "auto | cpu | cuda",
     "deterministic": "deterministic algorithms (bitwise-reproducible CPU runs, used by tests)",
     "amp": "mixed precision on CUDA (never on CPU)",
-    "lr": "AdamW peak learning rate (paper App. A)",
-    "weight_decay": "AdamW weight decay (paper App. A)",
+    "lr": "AdamW peak learning rate (paper App. C.2)",
+    "weight_decay": "AdamW weight decay (paper App. C.2)",
     "block_lr_scale": "learning-rate factor of transformer-block parameters (PTv3 recipe, "
     "docs/ptv3-and-datasets.md spec D)",
     "block_keyword": "parameter-name substring that marks transformer-block parameters",
@@ -340,7 +340,7 @@ GROUPS: dict[str, str] = {
     "models": "teacher and student architectures and the teacher checkpoint",
     "distillation terms": "which loss terms train the student and their weights (paper Eq. 8 and Table 5)",
     "persistence": "the persistent homology behind L_topo (paper Sec. 3.2, Algorithms 1 and 5)",
-    "training": "optimisation (paper App. A), processes, determinism, checkpoints and resume",
+    "training": "optimisation (paper App. C.2), processes, determinism, checkpoints and resume",
     "output": "what the run evaluates and writes under --out",
 }
 
