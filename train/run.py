@@ -131,6 +131,8 @@ def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
         save_config(cfg, out / "config.yaml")
     barrier()
     stages = STAGE_ORDER if cfg.stage == "all" else (cfg.stage,)
+    if info.is_main:  # one line, with or without --progress
+        print(backends_line(cfg, stages, info.device), flush=True)
     if any(distill_settings(cfg, stage).active("topo") for stage in stages):
         # the persistence workers start now, and on a new machine compile, during the earlier stages
         start_persistence(cfg.topo_workers)
@@ -165,6 +167,35 @@ def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
         if cfg.plots:
             write_run_plots(cfg, out, models, results, data, info)
     return results
+
+
+def backends_line(cfg: RunConfig, stages: Sequence[str], device: torch.device) -> str:
+    """The one line a run prints at its start: the sparse convolution, attention, TPS and
+    DataLoader workers that ``stages`` of ``cfg`` on ``device`` use, decided as the models
+    (``train.models``), the steps (``fast.tps.auto_tps_place``) and ``--num-workers`` decide them."""
+    from fast.tps import auto_tps_place
+    from train.models import PRESETS
+    from train.models.attention import uses_flash
+    from train.models.sparse_conv import uses_spconv
+
+    cuda = device.type == "cuda"
+    convs, attentions = set(), set()
+    for kind in dict.fromkeys("teacher" if s == "teacher" else "student" for s in stages):
+        overrides = model_spec(cfg, kind, 1, device).overrides
+        convs.add("spconv" if uses_spconv(overrides.get("conv_backend", "auto"), cuda) else "ours (torch)")
+        flash = uses_flash(overrides.get("attn_backend", "auto"), cuda, half=cfg.amp)  # AMP: fp16/bf16 on CUDA
+        attentions.add("flash-attn" if flash else "PyTorch SDPA")
+    if not any(distill_settings(cfg, s).active("topo") for s in stages):
+        tps = "not used (no topological term)"
+    elif cfg.topo_tps == "auto":
+        teacher = model_spec(cfg, "teacher", 1, device)
+        width = {**PRESETS[teacher.preset], **teacher.overrides}["dec_channels"][0]
+        place, why = auto_tps_place(device, width)
+        tps = f"{place} ({why})"
+    else:
+        tps = f"{cfg.topo_tps} (--topo-tps {cfg.topo_tps})"
+    return (f"backends on {device.type}: convolution {' / '.join(sorted(convs))}; attention "
+            f"{' / '.join(sorted(attentions))}; TPS {tps}; DataLoader workers {cfg.num_workers} per process")
 
 
 def write_run_plots(cfg: RunConfig, out: Path, models: dict[str, torch.nn.Module], results: dict[str, dict[str, Any]],
