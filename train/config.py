@@ -64,7 +64,8 @@ STAGE_TERMS: dict[str, dict[str, bool]] = {
 #   objective 0.86 s (plus about 29 s of first-use compilation of the persistence kernels in a fresh
 #   clone), and 12 teacher epochs with 14 student epochs took 21.1 min. The teacher is the price:
 #   36.2 validation mIoU after 8 epochs (38.9 after 12, 51.8-57.4 after the former 32). With this
-#   budget the command took 18.0 min on a fresh clone (teacher 36.2; students 33.3, 30.1, 29.9).
+#   budget the command took 18.0 min on a fresh clone of b8a188c (teacher 36.2; students 33.3, 30.1, 29.9;
+#   later commits and machines: benchmarks/STUDY.md section 2.6).
 # - block_lr_scale: the PTv3 recipe trains the transformer blocks (most of the parameters) at 1/10
 #   of the base lr; over 600 steps that is too slow: 1.0 gave 39.9 vs 37.6 (bicycle 36 vs 6,
 #   pedestrian 48 vs 37). A higher base lr (0.01, blocks 1.0) was worse: 26.4 vs 32.9 at 300 steps.
