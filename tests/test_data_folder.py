@@ -90,6 +90,20 @@ def test_label_field_inside_the_scans_and_no_feature(tmp_path: Path) -> None:
     np.testing.assert_array_equal(sample["strength"], 0.0)
 
 
+def test_npy_labels_beside_npy_scans_are_not_scans_and_negative_raw_ids_map(tmp_path: Path) -> None:
+    points, raw = _scene(7)
+    raw = raw - 1  # raw ids -1 (unlabelled), 0, 1, 2
+    for name in ("a", "b"):
+        write_scan(tmp_path / "scans" / f"{name}.npy", points)
+        write_labels(tmp_path / "scans" / f"{name}_label.npy", raw)
+    spec = {**SPEC, "label_map": {0: 0, 1: 1, 2: 2}, "ignore": [-1], "labels": {"file": "{stem}_label.npy"},
+            "splits": {"train": ["scans/*.npy"], "val": ["scans/b.npy"]}}
+    (tmp_path / SPEC_FILE).write_text(yaml.safe_dump(spec))
+    train = FolderDataset(tmp_path, "train")
+    assert [p.name for p in train.scan_paths] == ["a.npy", "b.npy"]
+    np.testing.assert_array_equal(train.load(0)["segment"], raw)
+
+
 def test_runs_see_the_folder_classes_and_its_labelled_test_split(tmp_path: Path) -> None:
     root = build_folder(tmp_path / "data")
     cfg = tiny_config(tmp_path, dataset="folder", data_root=str(root))

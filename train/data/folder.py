@@ -28,6 +28,7 @@ another point count, or raw ids that the map does not list (:class:`UnmappedLabe
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from .validation import BadScanError, DatasetLayoutError, make_sample, require_d
 SPEC_FILE = "dataset.yaml"
 FOLDER_SPLITS: tuple[str, ...] = ("train", "val", "test")
 REQUIRED_SPLITS: tuple[str, ...] = ("train", "val")
+UNMAPPED = IGNORE_INDEX - 1  # lookup value of a raw id that the map does not list
 _KEYS = frozenset({"classes", "label_map", "ignore", "labels", "splits", "feature", "feature_scale"})
 FOLDER_LAYOUT = f"""  <root>/
     {SPEC_FILE}                       classes, label_map, labels, splits, feature (docs/own-data.md)
@@ -75,13 +77,21 @@ class FolderSpec:
                                      f"(it names {sorted(self.splits)})")
         found: set[Path] = set()
         for pattern in self.splits[split]:
-            matches = [Path(p) for p in glob.glob(str(self.root / pattern), recursive=True)]
+            matches = [Path(os.path.normpath(p)) for p in glob.glob(str(self.root / pattern), recursive=True)]
             found.update(p for p in matches if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES)
+        found -= {label for p in found if (label := self.label_path(p)) not in (None, p)}  # .npy labels beside .npy scans
         if not found:
             raise DatasetLayoutError(f"folder data set {self.root}: split {split!r} ({list(self.splits[split])}) "
                                      f"matches no scan file ({', '.join(SCAN_SUFFIXES)}); fix 'splits' in "
                                      f"{self.root / SPEC_FILE}")
         return sorted(found)
+
+    def label_path(self, scan: Path) -> Path | None:
+        """The label file of ``scan`` (``labels.file`` with ``{stem}`` filled in, relative to its
+        folder), or None where the labels are a field inside the scans."""
+        if self.label_file is None:
+            return None
+        return Path(os.path.normpath(scan.parent / self.label_file.format(stem=scan.stem)))
 
 
 def read_folder_spec(root: str | Path) -> FolderSpec:
@@ -141,10 +151,10 @@ class FolderDataset(PointCloudDataset):
         self.spec = read_folder_spec(root)
         self.class_names = self.spec.classes
         self.scan_paths = self.spec.scans(split)
-        size = max(self.spec.label_map) + 1
-        self._lut = np.full(size, IGNORE_INDEX - 1, dtype=np.int64)  # IGNORE_INDEX - 1: not in the map
+        self._base = min(self.spec.label_map)  # lookup row = raw id - the smallest raw id of the map
+        self._lut = np.full(max(self.spec.label_map) - self._base + 1, UNMAPPED, dtype=np.int64)
         for raw, train in self.spec.label_map.items():
-            self._lut[raw] = train
+            self._lut[raw - self._base] = train
 
     def __len__(self) -> int:
         return len(self.scan_paths)
@@ -152,11 +162,11 @@ class FolderDataset(PointCloudDataset):
     def load(self, index: int) -> dict:
         path = self.scan_paths[index]
         scan = read_scan(path, self.spec.label_field)
-        if self.spec.label_file is not None:
-            label_path = path.parent / self.spec.label_file.format(stem=path.stem)
-            if not label_path.is_file():
-                raise BadScanError(f"label file {str(label_path)!r} of scan {str(path)!r} does not exist (labels.file "
-                                   f"in {SPEC_FILE} is {self.spec.label_file!r})")
+        label_path = self.spec.label_path(path)
+        if label_path is not None:
+            if label_path == path or not label_path.is_file():
+                raise BadScanError(f"label file {str(label_path)!r} of scan {str(path)!r} does not exist or is the "
+                                   f"scan itself (labels.file in {SPEC_FILE} is {self.spec.label_file!r})")
             raw, source = read_labels(label_path, len(scan.points)), label_path
         else:
             raw, source = scan.labels, path
@@ -166,10 +176,11 @@ class FolderDataset(PointCloudDataset):
         return make_sample(scan.points[:, :3], strength, self._train_ids(raw, source), name, path)
 
     def _train_ids(self, raw: np.ndarray, source: Path) -> np.ndarray:
-        inside = (raw >= 0) & (raw < len(self._lut))
-        train = np.full(raw.shape, IGNORE_INDEX - 1, dtype=np.int64)
-        train[inside] = self._lut[raw[inside]]
-        unmapped = train == IGNORE_INDEX - 1
+        row = raw - self._base
+        inside = (row >= 0) & (row < len(self._lut))
+        train = np.full(raw.shape, UNMAPPED, dtype=np.int64)
+        train[inside] = self._lut[row[inside]]
+        unmapped = train == UNMAPPED
         if unmapped.any():
             ids = np.unique(raw[unmapped])
             shown = ", ".join(map(str, ids[:10])) + (" ..." if ids.size > 10 else "")
@@ -187,7 +198,7 @@ def _string_list(value: Any, path: Path, key: str) -> list[str]:
 
 
 def _label_map(table: Any, ignore: Any, num_classes: int, path: Path) -> dict[int, int]:
-    """Raw id -> train id from ``label_map`` and ``ignore`` (ids >= 0; train ids in -1..K-1)."""
+    """Raw id -> train id from ``label_map`` and ``ignore`` (any integer raw ids; train ids in -1..K-1)."""
     if not isinstance(table, Mapping) or not table:
         raise ValueError(f"{path}: 'label_map' must map raw label ids to train ids, got {table!r}")
     if not isinstance(ignore, Sequence) or isinstance(ignore, str):
@@ -197,9 +208,9 @@ def _label_map(table: Any, ignore: Any, num_classes: int, path: Path) -> dict[in
         raise ValueError(f"{path}: label ids must be integers, got label_map {table!r}, ignore {ignore!r}")
     out: dict[int, int] = {}
     for raw, train in pairs:
-        if raw < 0 or not IGNORE_INDEX <= train < num_classes:
-            raise ValueError(f"{path}: raw id {raw} -> {train}: raw ids are >= 0 and train ids lie in "
-                             f"-1..{num_classes - 1} ({num_classes} classes)")
+        if not IGNORE_INDEX <= train < num_classes:
+            raise ValueError(f"{path}: raw id {raw} -> {train}: train ids lie in -1..{num_classes - 1} "
+                             f"({num_classes} classes)")
         if out.get(raw, train) != train:
             raise ValueError(f"{path}: raw id {raw} is mapped twice ({out[raw]} and {train})")
         out[raw] = train
