@@ -47,9 +47,9 @@ REQUIRED_SPLITS: tuple[str, ...] = ("train", "val")
 UNMAPPED = IGNORE_INDEX - 1  # lookup value of a raw id that the map does not list
 _KEYS = frozenset({"classes", "label_map", "ignore", "labels", "splits", "feature", "feature_scale"})
 FOLDER_LAYOUT = f"""  <root>/
-    {SPEC_FILE}                       classes, label_map, labels, splits, feature (docs/own-data.md)
-    train/scan_0001.ply               scans: {", ".join(SCAN_SUFFIXES)}
-    train/scan_0001.label             per-point labels (or a label field inside the scan)
+    {SPEC_FILE}             classes, label_map, labels, splits, feature (docs/own-data.md)
+    train/scan_0001.ply      scans: {", ".join(SCAN_SUFFIXES)}
+    train/scan_0001.label    per-point labels (or a label field inside the scan)
     val/..."""
 
 
