@@ -168,6 +168,12 @@ def test_bad_dataset_yaml_is_one_line_naming_the_key(tmp_path: Path) -> None:
     assert "'splits' must map train and val" in _spec_error(tmp_path, {**SPEC, "splits": {"train": ["a"]}})
 
 
+def test_a_label_field_with_bin_scans_is_refused_at_once(tmp_path: Path) -> None:
+    root = build_folder(tmp_path, {**SPEC, "labels": {"field": "label"}})
+    with pytest.raises(ValueError, match=r"labels.field 'label', but '.*s0\.bin' is a \.bin scan"):
+        FolderDataset(root, "train")
+
+
 def test_empty_split_is_one_line(tmp_path: Path) -> None:
     root = build_folder(tmp_path, {**SPEC, "splits": {"train": ["train/*"], "val": ["validation/*.ply"]}})
     with pytest.raises(DatasetLayoutError, match=r"split 'val' \(\['validation/\*\.ply'\]\) matches no scan file"):

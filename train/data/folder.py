@@ -151,6 +151,11 @@ class FolderDataset(PointCloudDataset):
         self.spec = read_folder_spec(root)
         self.class_names = self.spec.classes
         self.scan_paths = self.spec.scans(split)
+        fieldless = [p for p in self.scan_paths if p.suffix.lower() in (".bin", ".npy")]
+        if self.spec.label_field is not None and fieldless:
+            raise ValueError(f"{self.spec.root / SPEC_FILE}: labels.field {self.spec.label_field!r}, but "
+                             f"{str(fieldless[0])!r} is a {fieldless[0].suffix} scan, which holds no fields: give "
+                             f"its labels as files (labels: {{file: \"{{stem}}.label\"}})")
         self._base = min(self.spec.label_map)  # lookup row = raw id - the smallest raw id of the map
         self._lut = np.full(max(self.spec.label_map) - self._base + 1, UNMAPPED, dtype=np.int64)
         for raw, train in self.spec.label_map.items():
