@@ -157,3 +157,56 @@ def test_the_scanner_flags_each_kind_of_bad_reference(decision_ids: set[str], se
             f"{s} D, pitfall list", "docs/decisions.md", "ModelSpec(spec D)")
     for text in good:
         assert problems(text, "x.py", decision_ids, section_ids) == [], text
+
+
+# ----------------------------------------------------------------------------- the documents themselves
+DOCUMENTS = sorted({ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "benchmarks").glob("*.md")})
+TABLE_FLAG = re.compile(r"--table[ =](?P<values>\d+(?:\|\d+)*)")
+COMMAND = re.compile(r"python -m (?P<module>(?:train|fast|benchmarks|reference)(?:\.\w+)+)")
+
+
+def _is_command(module: str) -> bool:
+    """Whether ``python -m module`` runs something: a module with a ``__main__`` guard, or a
+    package with a ``__main__`` module."""
+    path = ROOT.joinpath(*module.split("."))
+    if path.with_suffix(".py").is_file():
+        return 'if __name__ == "__main__"' in path.with_suffix(".py").read_text(encoding="utf-8")
+    return (path / "__main__.py").is_file()
+
+
+def test_every_decision_table_value_and_command_the_documents_name_exists(decision_ids: set[str]) -> None:
+    from train.study import TABLES
+
+    assert len(DOCUMENTS) > 8, "the scan found too few documents; did the layout change?"
+    found = []
+    for path in DOCUMENTS:
+        text, where = path.read_text(encoding="utf-8"), str(path.relative_to(ROOT))
+        for m in DECISION_CITE.finditer(text):
+            missing = [d for d in _expand(m["ids"]) if d not in decision_ids]
+            if missing:
+                found.append(f"{where}:{_line(text, m.start())}: {m[0]!r} cites decision(s) {missing}")
+        for m in TABLE_FLAG.finditer(text):
+            unknown = [v for v in m["values"].split("|") if int(v) not in TABLES]
+            if unknown:
+                found.append(f"{where}:{_line(text, m.start())}: {m[0]!r}: train.study has no table {unknown}")
+        for m in COMMAND.finditer(text):
+            if not _is_command(m["module"]):
+                found.append(f"{where}:{_line(text, m.start())}: {m[0]!r} is not a command of the repository")
+    assert not found, "documents name what does not exist:\n" + "\n".join(found)
+
+
+def test_every_study_table_is_named_where_the_documents_list_them() -> None:
+    from train.study import TABLES
+
+    lists = [m["values"] for path in DOCUMENTS for m in TABLE_FLAG.finditer(path.read_text(encoding="utf-8"))
+             if "|" in m["values"]]
+    assert lists and all({int(v) for v in values.split("|")} == set(TABLES) for values in lists), lists
+
+
+def test_the_decision_index_lists_every_decision(decision_ids: set[str]) -> None:
+    text = DECISIONS.read_text(encoding="utf-8")
+    index = text[:text.index("\n---\n")]
+    listed = {i for line in index.splitlines() if line.startswith("| ") and not line.startswith("| group")
+              for i in re.findall(_ID, line.split("|")[2])}
+    assert listed == decision_ids, (f"not in the index: {sorted(decision_ids - listed)}; "
+                                    f"in the index without a section: {sorted(listed - decision_ids)}")

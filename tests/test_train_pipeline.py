@@ -26,6 +26,9 @@ def test_synthetic_all_pipeline_trains_four_models_and_prints_one_table(
     cfg_file.write_text(yaml.safe_dump(values))
     assert main(["--config", str(cfg_file), "--dataset", "synthetic"]) == 0
     out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("backends on")] == [
+        "backends on cpu: convolution ours (torch); attention PyTorch SDPA; TPS host (the features are not on a CUDA "
+        "device); DataLoader workers 0 per process"]  # printed once, at the start
 
     columns = ["teacher", "student seg", "student seg+kld", "student seg+kld+topo+grad"]
     header = next(line for line in out.splitlines() if line.startswith("| class |"))

@@ -5,7 +5,7 @@ keys are the field names, dashes or underscores) and on the command line; the co
 :func:`validate` checks the resolved configuration before any work starts (unknown dataset, negative
 loss weights, a missing teacher checkpoint, ...) so a bad run fails in a second, not after an epoch.
 
-Defaults follow the paper's training protocol (App. A: AdamW lr 0.002, weight decay 0.005,
+Defaults follow the paper's training protocol (App. C.2: AdamW lr 0.002, weight decay 0.005,
 OneCycleLR, 50 epochs, batch 12) and the PTv3 recipe of ``docs/ptv3-and-datasets.md`` section D;
 loss weights follow decisions 19 (paper Table 7 best). ``--dataset synthetic`` switches the
 unset budget options to a CPU demo budget (see :data:`SYNTHETIC_DEMO`).
@@ -28,7 +28,7 @@ from reference.topo_loss import DEFAULT_M, DISTANCES, check_distance
 from train.option_names import (CLASS_WEIGHTINGS, DEFAULT_NUSCENES_VERSION, DEFAULT_SEG_LOSS, NUSCENES_VERSIONS,
                                 SEG_LOSSES)
 
-DATASETS: tuple[str, ...] = ("waymo", "nuscenes", "semantic_kitti", "synthetic")
+DATASETS: tuple[str, ...] = ("waymo", "nuscenes", "semantic_kitti", "synthetic", "folder")
 STAGE_ORDER: tuple[str, ...] = ("teacher", "student", "kd", "distill")  # the order --stage all runs them
 STAGES: tuple[str, ...] = (*STAGE_ORDER, "all")
 STUDENT_STAGES: tuple[str, ...] = ("student", "kd", "distill")
@@ -64,7 +64,8 @@ STAGE_TERMS: dict[str, dict[str, bool]] = {
 #   objective 0.86 s (plus about 29 s of first-use compilation of the persistence kernels in a fresh
 #   clone), and 12 teacher epochs with 14 student epochs took 21.1 min. The teacher is the price:
 #   36.2 validation mIoU after 8 epochs (38.9 after 12, 51.8-57.4 after the former 32). With this
-#   budget the command took 18.0 min on a fresh clone (teacher 36.2; students 33.3, 30.1, 29.9).
+#   budget the command took 18.0 min on a fresh clone of b8a188c (teacher 36.2; students 33.3, 30.1, 29.9;
+#   later commits and machines: benchmarks/STUDY.md section 2.6).
 # - block_lr_scale: the PTv3 recipe trains the transformer blocks (most of the parameters) at 1/10
 #   of the base lr; over 600 steps that is too slow: 1.0 gave 39.9 vs 37.6 (bicycle 36 vs 6,
 #   pedestrian 48 vs 37). A higher base lr (0.01, blocks 1.0) was worse: 26.4 vs 32.9 at 300 steps.
@@ -198,7 +199,8 @@ class RunConfig:
 _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 _HELP: dict[str, str] = {
-    "dataset": "which dataset: " + ", ".join(DATASETS),
+    "dataset": "which dataset: " + ", ".join(DATASETS) + " (folder: your own scans with a dataset.yaml, "
+    "docs/own-data.md)",
     "data_root": "dataset root directory (the synthetic set is generated there when absent)",
     "nuscenes_version": "nuScenes tables <data-root>/<version>/ and their official splits: "
     "v1.0-trainval (train/val), v1.0-mini (mini_train/mini_val); v1.0-test is unlabelled and "
@@ -220,8 +222,8 @@ _HELP: dict[str, str] = {
     "device": "auto | cpu | cuda",
     "deterministic": "deterministic algorithms (bitwise-reproducible CPU runs, used by tests)",
     "amp": "mixed precision on CUDA (never on CPU)",
-    "lr": "AdamW peak learning rate (paper App. A)",
-    "weight_decay": "AdamW weight decay (paper App. A)",
+    "lr": "AdamW peak learning rate (paper App. C.2)",
+    "weight_decay": "AdamW weight decay (paper App. C.2)",
     "block_lr_scale": "learning-rate factor of transformer-block parameters (PTv3 recipe, "
     "docs/ptv3-and-datasets.md spec D)",
     "block_keyword": "parameter-name substring that marks transformer-block parameters",
@@ -339,7 +341,7 @@ GROUPS: dict[str, str] = {
     "models": "teacher and student architectures and the teacher checkpoint",
     "distillation terms": "which loss terms train the student and their weights (paper Eq. 8 and Table 5)",
     "persistence": "the persistent homology behind L_topo (paper Sec. 3.2, Algorithms 1 and 5)",
-    "training": "optimisation (paper App. A), processes, determinism, checkpoints and resume",
+    "training": "optimisation (paper App. C.2), processes, determinism, checkpoints and resume",
     "output": "what the run evaluates and writes under --out",
 }
 

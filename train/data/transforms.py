@@ -203,10 +203,11 @@ class AssembleFeatures:
 
 def build_transforms(dataset: str, train: bool, grid_size: float = 0.05) -> Compose:
     """The PTv3 default pipeline of spec D for ``dataset`` (waymo, synthetic, nuscenes,
-    semantic_kitti); ``train=False`` gives the deterministic evaluation pipeline."""
-    if dataset not in ("waymo", "synthetic", "nuscenes", "semantic_kitti"):
+    semantic_kitti, folder: a scan folder is not clamped); ``train=False`` gives the deterministic
+    evaluation pipeline."""
+    if dataset not in ("waymo", "synthetic", "nuscenes", "semantic_kitti", "folder"):
         raise ValueError(f"build_transforms: unknown dataset {dataset!r}; choose waymo, synthetic, "
-                         f"nuscenes or semantic_kitti")
+                         f"nuscenes, semantic_kitti or folder")
     clamp = [ClampBox(*WAYMO_CLAMP_BOX)] if dataset in ("waymo", "synthetic") else []
     if not train:
         return Compose([*clamp, GridSample(grid_size, "eval"), AssembleFeatures()])

@@ -1,4 +1,4 @@
-"""Optimiser and schedule of the PTv3 recipe (spec D; paper App. A "Training Protocol").
+"""Optimiser and schedule of the PTv3 recipe (spec D; paper App. C.2 "Training Protocol").
 
 AdamW (lr 0.002, weight decay 0.005) with two parameter groups: parameters of the transformer
 blocks (their names contain ``block_keyword``) train at ``block_lr_scale`` (0.1) times the base

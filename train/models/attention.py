@@ -29,6 +29,12 @@ def flash_attn_available() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 
 
+def uses_flash(backend: str, cuda: bool, half: bool) -> bool:
+    """Whether attention of ``backend`` ("auto", "sdpa", "flash") runs flash-attn on inputs that are
+    (``cuda``) on a CUDA device and (``half``) fp16/bf16: only then, and only with flash_attn installed."""
+    return backend != "sdpa" and cuda and half and flash_attn_available()
+
+
 def patch_attention_sdpa(
     qkv: torch.Tensor, gather: torch.Tensor, scatter: torch.Tensor, mask: Optional[torch.Tensor], num_heads: int,
 ) -> torch.Tensor:
@@ -75,9 +81,7 @@ class SerializedAttention(nn.Module):
         self.proj = nn.Linear(channels, channels)
 
     def _use_flash(self, x: torch.Tensor) -> bool:
-        if self.backend == "sdpa":
-            return False
-        ok = x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and flash_attn_available()
+        ok = uses_flash(self.backend, x.is_cuda, x.dtype in (torch.float16, torch.bfloat16))
         if self.backend == "flash" and not ok:
             raise ValueError(
                 "attention backend 'flash' needs CUDA fp16/bf16 inputs and the flash_attn package: "

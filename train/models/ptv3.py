@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from train.models.attention import flash_attn_available
+from train.models.attention import uses_flash
 from train.models.blocks import Block, SerializedPooling, SerializedUnpooling, curve_permutation, point_batch_norm
 from train.models.plan import BatchPlan, PlanKey
 from train.models.point import PointLevel, check_input
 from train.models.serialization import ORDERS
-from train.models.sparse_conv import SubMConv3d, spconv_imports
+from train.models.sparse_conv import SubMConv3d, uses_spconv
 
 
 @dataclass
@@ -157,8 +157,8 @@ class PTv3(nn.Module):
         attention may run them), and the pooling tables."""
         cfg = self.config
         cuda = torch.device(device).type == "cuda"
-        spconv = cfg.conv_backend == "spconv" or (cfg.conv_backend == "auto" and cuda and spconv_imports())
-        flash = cfg.attn_backend != "sdpa" and cuda and flash_attn_available()
+        spconv = uses_spconv(cfg.conv_backend, cuda)
+        flash = uses_flash(cfg.attn_backend, cuda, half=True)  # where it may run: under mixed precision
 
         def conv(level: int, kernel_size: int) -> PlanKey:
             return ("spconv", level) if spconv else ("rulebook", level, kernel_size)

@@ -136,6 +136,12 @@ def spconv_imports() -> bool:
     return True
 
 
+def uses_spconv(backend: str, cuda: bool) -> bool:
+    """Whether a convolution of ``backend`` runs spconv on tensors that are (``cuda``) or are not on
+    a CUDA device: always for "spconv", for "auto" on CUDA where spconv imports, never for "torch"."""
+    return backend == "spconv" or (backend == "auto" and cuda and spconv_imports())
+
+
 class SubMConv3d(nn.Module):
     """Submanifold conv layer over a ``PointLevel`` (spec A3 stem k=5, spec A4 CPE k=3).
 
@@ -159,7 +165,7 @@ class SubMConv3d(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, level: PointLevel, feat: torch.Tensor) -> torch.Tensor:
-        if self.backend == "spconv" or (self.backend == "auto" and feat.is_cuda and spconv_imports()):
+        if uses_spconv(self.backend, feat.is_cuda):
             return self._spconv_forward(level, feat)
         return submanifold_conv(feat, self.weight, level.plan.rulebook(level.index, self.kernel_size), self.bias)
 

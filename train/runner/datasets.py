@@ -26,6 +26,7 @@ SPLITS: dict[str, tuple[str, str, str | None]] = {
     "synthetic": ("training", "validation", "testing"),
     "nuscenes": ("train", "val", None),
     "semantic_kitti": ("train", "val", None),
+    "folder": ("train", "val", "test"),  # test only where dataset.yaml names it (train.data.folder)
 }
 EVAL_SPLITS: tuple[str, ...] = ("val", "test")
 
@@ -67,14 +68,22 @@ def _dataset_class(name: str) -> type:
         from train.data.nuscenes import NuScenesDataset
 
         return NuScenesDataset
+    if name == "folder":
+        from train.data.folder import FolderDataset
+
+        return FolderDataset
     from train.data.semantic_kitti import SemanticKITTIDataset
 
     return SemanticKITTIDataset
 
 
-def class_count(dataset: str) -> int:
-    """Number of classes the models of a ``dataset`` run predict."""
-    return len(_dataset_class(dataset).class_names)
+def class_count(cfg: RunConfig) -> int:
+    """Number of classes the models of a run of ``cfg`` predict (a scan folder's: its dataset.yaml's)."""
+    if cfg.dataset == "folder":
+        from train.data.folder import read_folder_spec
+
+        return len(read_folder_spec(cfg.data_root).classes)
+    return len(_dataset_class(cfg.dataset).class_names)
 
 
 def _ensure_synthetic(cfg: RunConfig, info: DistInfo) -> None:
@@ -110,6 +119,8 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
     train = cls(root, train_split, transform=build_transforms(cfg.dataset, train=True, grid_size=cfg.grid_size),
                 seed=cfg.seed, **version)
     train.skip_bad_scans = cfg.skip_bad_scans
+    if cfg.dataset == "folder" and "test" not in train.spec.splits:
+        test_split = None
 
     def eval_factory(split: str, view: Any) -> Any:
         pipeline = build_transforms(cfg.dataset, train=False, grid_size=cfg.grid_size)
@@ -117,11 +128,12 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
             steps = list(pipeline.transforms)
             at = next(i for i, t in enumerate(steps) if isinstance(t, GridSample))
             pipeline = Compose(steps[:at] + [view] + steps[at:])
-        if split == "test":  # only the synthetic set has a labelled test split (SPLITS)
-            return cls(root, test_split, transform=pipeline, seed=cfg.seed, labelled=True)
+        if split == "test":  # only the synthetic set and a scan folder have a labelled test split (SPLITS)
+            labelled = {"labelled": True} if cfg.dataset == "synthetic" else {}
+            return cls(root, test_split, transform=pipeline, seed=cfg.seed, **labelled)
         return cls(root, val_split, transform=pipeline, seed=cfg.seed, **version)
 
-    data = SplitData(train=train, eval_factory=eval_factory, collate=collate, class_names=tuple(cls.class_names),
+    data = SplitData(train=train, eval_factory=eval_factory, collate=collate, class_names=tuple(train.class_names),
                      has_test=test_split is not None)
     data.val_views(False)  # open the validation split now: a missing one fails before training
     if len(train) == 0 or len(data.val_views(False)[0]) == 0:

@@ -51,7 +51,7 @@ def check_inputs(cfg: RunConfig) -> None:
 
 
 def _spec(cfg: RunConfig, kind: str) -> ModelSpec:
-    return model_spec(cfg, kind, class_count(cfg.dataset), _run_device(cfg))
+    return model_spec(cfg, kind, class_count(cfg), _run_device(cfg))
 
 
 def _run_device(cfg: RunConfig) -> torch.device:

@@ -22,6 +22,7 @@ from train.engine.steps import start_persistence
 from train.evaluation.cost import count_parameters
 from train.evaluation.evaluate import evaluate, inference_latency_ms, stage_result, write_report
 from train.evaluation.validation import validator
+from train.runner.backends import backends_line
 from train.runner.datasets import SplitData, prepare_splits
 from train.runtime.checkpoint_errors import CheckpointError, CheckpointWriteError
 from train.runtime.distributed import DistInfo, barrier
@@ -111,6 +112,8 @@ def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
         save_config(cfg, out / "config.yaml")
     barrier()
     stages = STAGE_ORDER if cfg.stage == "all" else (cfg.stage,)
+    if info.is_main:  # one line, with or without --progress
+        print(backends_line(cfg, stages, info.device), flush=True)
     if any(distill_settings(cfg, stage).active("topo") for stage in stages):
         # the persistence workers start now, and on a new machine compile, during the earlier stages
         start_persistence(cfg.topo_workers)

@@ -1,0 +1,208 @@
+"""A folder of one's own scans (``--dataset folder``, train/data/folder.py): it loads like the published
+sets, every kind of bad folder is one line naming the file, and a run trains, resumes and evaluates on
+it. Every test builds its own small folder."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import train.engine.loop
+from test_train_support import tiny_config
+from train.runtime.checkpoint import load_checkpoint
+from train.data.folder import SPEC_FILE, FolderDataset, UnmappedLabelError, read_folder_spec
+from train.data.scan_files import write_labels, write_scan
+from train.data.validation import CorruptFileError, DatasetLayoutError, LabelCountError
+from train.runner.datasets import class_count, prepare_splits
+from train.runtime.distributed import DistInfo
+from train.engine.loop import FINAL
+from train.run import run
+
+CPU = DistInfo(0, 1, 0, torch.device("cpu"))
+CLASSES = ["ground", "box", "pole"]  # raw ids 1, 2, 3; raw 0 is unlabelled (ignored)
+SPEC: dict[str, Any] = {
+    "classes": CLASSES, "label_map": {1: 0, 2: 1, 3: 2}, "ignore": [0], "labels": {"file": "{stem}.label"},
+    "splits": {"train": ["train/*"], "val": ["val/*"], "test": ["test/*"]},
+    "feature": "intensity", "feature_scale": 255.0,
+}
+class _Killed(Exception):
+    pass
+
+
+# one format per scan: the folder mixes them
+LAYOUT = {"train": ("s0.bin", "s1.ply", "s2.laz", "s3.npz"), "val": ("v0.ply",), "test": ("t0.npy",)}
+
+
+def _scene(seed: int, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """Ground plane, a box and a pole with raw labels 1, 2, 3 and a few unlabelled (0) points."""
+    rng = np.random.default_rng(seed)
+    kind = rng.choice(4, n, p=[0.05, 0.55, 0.25, 0.15])
+    xyz = np.where(kind[:, None] == 1, rng.uniform([-8, -8, 0], [8, 8, 0.05], (n, 3)), 0.0)
+    xyz = np.where(kind[:, None] == 2, rng.uniform([1, 1, 0], [3, 3, 1.5], (n, 3)), xyz)
+    xyz = np.where(kind[:, None] == 3, rng.uniform([-3, -3, 0], [-2.8, -2.8, 4], (n, 3)), xyz)
+    xyz = np.where(kind[:, None] == 0, rng.uniform(-8, 8, (n, 3)), xyz)
+    intensity = (40 + 60 * kind + rng.integers(0, 20, n)).astype(np.float64)[:, None]
+    return np.hstack([xyz, intensity]), kind
+
+
+def build_folder(root: Path, spec: dict[str, Any] = SPEC) -> Path:
+    """A scan folder of LAYOUT with .label files beside the scans and ``spec`` as dataset.yaml."""
+    for i, (split, names) in enumerate(LAYOUT.items()):
+        for j, name in enumerate(names):
+            points, raw = _scene(10 * i + j)
+            path = root / split / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_scan(path, points)
+            write_labels(path.with_suffix(".label"), raw)
+    (root / SPEC_FILE).write_text(yaml.safe_dump(spec))
+    return root
+
+
+def test_folder_loads_every_format_with_mapped_labels_and_scaled_feature(tmp_path: Path) -> None:
+    root = build_folder(tmp_path)
+    train = FolderDataset(root, "train")
+    assert train.class_names == tuple(CLASSES) and train.num_classes == 3 and len(train) == 4
+    for index, name in enumerate(LAYOUT["train"]):
+        points, raw = _scene(index)
+        sample = train.load(index)
+        assert sample["name"] == f"train/{Path(name).stem}"
+        origin = np.floor(points[:, :3].min(axis=0)) if name.endswith(".laz") else 0.0  # the LAS header offset
+        np.testing.assert_allclose(sample["coord"], points[:, :3] - origin, atol=1e-3)  # .laz keeps millimetres
+        np.testing.assert_allclose(sample["strength"][:, 0], points[:, 3] / 255.0, rtol=1e-6)
+        np.testing.assert_array_equal(sample["segment"], raw - 1)  # 1, 2, 3 -> 0, 1, 2; 0 -> ignore (-1)
+    assert len(FolderDataset(root, "test")) == 1
+
+
+def test_label_field_inside_the_scans_and_no_feature(tmp_path: Path) -> None:
+    points, raw = _scene(5)
+    (tmp_path / "train").mkdir()
+    write_scan(tmp_path / "train" / "a.ply", points, labels=raw, label_field="class")
+    write_scan(tmp_path / "train" / "b.las", points, labels=raw, label_field="classification")
+    spec = {**SPEC, "labels": {"field": "class"}, "feature": None, "splits": {"train": ["train/a.ply"],
+                                                                            "val": ["train/a.ply"]}}
+    (tmp_path / SPEC_FILE).write_text(yaml.safe_dump(spec))
+    sample = FolderDataset(tmp_path, "val").load(0)
+    np.testing.assert_array_equal(sample["segment"], raw - 1)
+    np.testing.assert_array_equal(sample["strength"], 0.0)
+
+
+def test_npy_labels_beside_npy_scans_are_not_scans_and_negative_raw_ids_map(tmp_path: Path) -> None:
+    points, raw = _scene(7)
+    raw = raw - 1  # raw ids -1 (unlabelled), 0, 1, 2
+    for name in ("a", "b"):
+        write_scan(tmp_path / "scans" / f"{name}.npy", points)
+        write_labels(tmp_path / "scans" / f"{name}_label.npy", raw)
+    spec = {**SPEC, "label_map": {0: 0, 1: 1, 2: 2}, "ignore": [-1], "labels": {"file": "{stem}_label.npy"},
+            "splits": {"train": ["scans/*.npy"], "val": ["scans/b.npy"]}}
+    (tmp_path / SPEC_FILE).write_text(yaml.safe_dump(spec))
+    train = FolderDataset(tmp_path, "train")
+    assert [p.name for p in train.scan_paths] == ["a.npy", "b.npy"]
+    np.testing.assert_array_equal(train.load(0)["segment"], raw)
+
+
+def test_runs_see_the_folder_classes_and_its_labelled_test_split(tmp_path: Path) -> None:
+    root = build_folder(tmp_path / "data")
+    cfg = tiny_config(tmp_path, dataset="folder", data_root=str(root))
+    assert class_count(cfg) == 3
+    data = prepare_splits(cfg, CPU)
+    assert data.class_names == tuple(CLASSES) and data.has_test
+    batch = data.collate([data.train[0], data.train[1]])
+    assert batch["feat"].shape[1] == 4 and int((batch["segment"] >= 0).sum()) > 0
+    assert len(data.eval_views("test", False)[0]) == 1
+    no_test = build_folder(tmp_path / "no_test", {**SPEC, "splits": {"train": ["train/*"], "val": ["val/*"]}})
+    assert not prepare_splits(tiny_config(tmp_path, dataset="folder", data_root=str(no_test)), CPU).has_test
+
+
+def test_a_run_trains_two_steps_resumes_and_evaluates_on_a_folder(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after its first step (an every-step checkpoint), the run resumes, takes the second step,
+    evaluates on the folder's validation scan and draws the pictures."""
+    root = build_folder(tmp_path / "data")
+    common = dict(dataset="folder", data_root=str(root), out=str(tmp_path / "out"), stage="student", epochs=1,
+                  iters_per_epoch=2, batch_size=2, checkpoint_every=1, eval_every_epochs=1)
+    real_save = train.engine.loop.save_checkpoint
+
+    def save_then_die(path, model, optimizer, scheduler, scaler, step, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real_save(path, model, optimizer, scheduler, scaler, step, *args, **kwargs)
+        if step == 1 and optimizer is not None:
+            raise _Killed
+
+    monkeypatch.setattr(train.engine.loop, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        run(tiny_config(tmp_path, **common), CPU)
+    monkeypatch.setattr(train.engine.loop, "save_checkpoint", real_save)
+    out = tmp_path / "out"
+    assert load_checkpoint(out / "student" / "checkpoint_last.pt")["step"] == 1
+    results = run(tiny_config(tmp_path, resume=True, **common), CPU)
+    log = (out / "student" / "train_log.csv").read_text().split()
+    assert [line.split(",")[0] for line in log[1:]] == ["1", "2"]  # step 1 before the kill, step 2 after
+    assert load_checkpoint(out / "student" / FINAL)["step"] == 2
+    (result,) = results.values()
+    assert 0.0 <= result["miou"] <= 1.0 and len(result["iou"]) == len(CLASSES)
+    report = (out / "results.md").read_text()
+    assert all(name in report for name in CLASSES)
+    assert {"bev.png", "curves.png", "per_class_iou.png"} <= {p.name for p in out.iterdir()}
+
+
+# ----------------------------------------------------------------------------- bad folders
+def _spec_error(tmp_path: Path, spec: Any) -> str:
+    (tmp_path / SPEC_FILE).write_text(yaml.safe_dump(spec))
+    with pytest.raises((ValueError, DatasetLayoutError)) as err:
+        read_folder_spec(tmp_path)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_bad_dataset_yaml_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    with pytest.raises(DatasetLayoutError, match=f"no {SPEC_FILE}"):
+        read_folder_spec(tmp_path)
+    assert "unknown key(s) ['clases']" in _spec_error(tmp_path, {**SPEC, "clases": CLASSES})
+    assert "missing key(s) ['splits']" in _spec_error(tmp_path, {k: v for k, v in SPEC.items() if k != "splits"})
+    assert "raw id 3 -> 5" in _spec_error(tmp_path, {**SPEC, "label_map": {1: 0, 3: 5}})
+    assert "raw id 1 is mapped twice" in _spec_error(tmp_path, {**SPEC, "ignore": [1]})
+    assert "'feature' is one column name" in _spec_error(tmp_path, {**SPEC, "feature": ["intensity", "red"]})
+    assert "'splits' must map train and val" in _spec_error(tmp_path, {**SPEC, "splits": {"train": ["a"]}})
+
+
+def test_a_label_field_with_bin_scans_is_refused_at_once(tmp_path: Path) -> None:
+    root = build_folder(tmp_path, {**SPEC, "labels": {"field": "label"}})
+    with pytest.raises(ValueError, match=r"labels.field 'label', but '.*s0\.bin' is a \.bin scan"):
+        FolderDataset(root, "train")
+
+
+def test_empty_split_is_one_line(tmp_path: Path) -> None:
+    root = build_folder(tmp_path, {**SPEC, "splits": {"train": ["train/*"], "val": ["validation/*.ply"]}})
+    with pytest.raises(DatasetLayoutError, match=r"split 'val' \(\['validation/\*\.ply'\]\) matches no scan file"):
+        FolderDataset(root, "val")
+
+
+def test_label_file_with_another_point_count_names_it(tmp_path: Path) -> None:
+    root = build_folder(tmp_path)
+    write_labels(root / "train" / "s1.label", np.ones(7, dtype=np.int64))
+    with pytest.raises(LabelCountError, match=r"s1\.label.*7 labels.*400 points"):
+        FolderDataset(root, "train").load(1)
+
+
+def test_label_outside_the_map_names_the_file_and_the_ids(tmp_path: Path) -> None:
+    root = build_folder(tmp_path)
+    _, raw = _scene(2)
+    raw[[3, 9]] = [7, 99]
+    write_labels(root / "train" / "s2.label", raw)
+    with pytest.raises(UnmappedLabelError, match=r"s2\.label.*2 point\(s\) carry raw label id\(s\) 7, 99"):
+        FolderDataset(root, "train").load(2)
+
+
+def test_unreadable_scan_is_named_and_skipped_with_skip_bad_scans(tmp_path: Path) -> None:
+    root = build_folder(tmp_path)
+    path = root / "train" / "s1.ply"
+    path.write_bytes(path.read_bytes()[:-5])
+    train = FolderDataset(root, "train")
+    with pytest.raises(CorruptFileError, match=r"s1\.ply"):
+        train[1]
+    train.skip_bad_scans = True
+    sample = train[1]
+    assert sample["name"] == "train/s2" and "s1.ply" in sample["skipped"][0]

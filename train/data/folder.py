@@ -1,0 +1,222 @@
+"""A folder of one's own scans as a data set (``--dataset folder``, guide: ``docs/own-data.md``).
+
+The root holds scan files of any format of :mod:`train.data.scan_files` (``SCAN_SUFFIXES``), their
+per-point labels (a label file beside each scan or a field inside it), and ``dataset.yaml``::
+
+    classes: [ground, vegetation, building, car]      # train ids 0..K-1, in this order
+    label_map: {1: 0, 2: 0, 5: 1, 6: 2, 10: 3}         # raw id -> train id (-1: ignore)
+    ignore: [0, 7]                                     # raw ids that are ignored (optional)
+    labels: {file: "{stem}.label"}                     # or {field: classification}
+    splits:                                            # globs (relative to the root) or file lists
+      train: ["train/*.ply"]
+      val: ["val/*.ply"]
+      test: ["test/*.ply"]                             # optional; labelled like the others
+    feature: intensity                                 # the column the model reads beside x, y, z
+    feature_scale: 255.0                               # strength = feature / feature_scale
+
+``labels.file`` is a path relative to the scan's folder in which ``{stem}`` stands for the scan's
+name without its suffix (``../labels/{stem}.label`` for a SemanticKITTI-like tree); ``labels.field``
+names a PLY property, LAS dimension or npz key. ``feature`` is one column name of the scans
+(``intensity``, ``red``, any PLY property) or ``null``: the PTv3 models read four channels, x, y, z
+and one strength (decision 51), and without a feature the strength is 0 for every point.
+
+Bad folders get one line each: ``dataset.yaml`` missing or malformed, a split that matches no scan
+(:class:`~train.data.validation.DatasetLayoutError`); a scan that cannot be read, a label file of
+another point count, or raw ids that the map does not list (:class:`UnmappedLabelError`) are
+:class:`~train.data.validation.BadScanError` naming the file, which ``--skip-bad-scans`` skips.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import PointCloudDataset, Transform
+from .labels import IGNORE_INDEX
+from .scan_files import SCAN_SUFFIXES, read_labels, read_scan
+from .validation import BadScanError, DatasetLayoutError, make_sample, require_dir
+
+SPEC_FILE = "dataset.yaml"
+FOLDER_SPLITS: tuple[str, ...] = ("train", "val", "test")
+REQUIRED_SPLITS: tuple[str, ...] = ("train", "val")
+UNMAPPED = IGNORE_INDEX - 1  # lookup value of a raw id that the map does not list
+_KEYS = frozenset({"classes", "label_map", "ignore", "labels", "splits", "feature", "feature_scale"})
+FOLDER_LAYOUT = f"""  <root>/
+    {SPEC_FILE}             classes, label_map, labels, splits, feature (docs/own-data.md)
+    train/scan_0001.ply      scans: {", ".join(SCAN_SUFFIXES)}
+    train/scan_0001.label    per-point labels (or a label field inside the scan)
+    val/..."""
+
+
+class UnmappedLabelError(BadScanError):
+    """A scan's labels hold raw ids that ``dataset.yaml`` neither maps nor ignores."""
+
+
+@dataclass(frozen=True)
+class FolderSpec:
+    """``dataset.yaml`` of a scan folder, checked (see the module docstring for each key)."""
+
+    root: Path
+    classes: tuple[str, ...]
+    label_map: dict[int, int]
+    label_file: str | None
+    label_field: str | None
+    splits: dict[str, tuple[str, ...]]
+    feature: str | None
+    feature_scale: float
+
+    def scans(self, split: str) -> list[Path]:
+        """The scan files of ``split``, sorted; a split that matches none is a layout error."""
+        if split not in self.splits:
+            raise DatasetLayoutError(f"folder data set {self.root}: {SPEC_FILE} names no {split!r} split "
+                                     f"(it names {sorted(self.splits)})")
+        found: set[Path] = set()
+        for pattern in self.splits[split]:
+            matches = [Path(os.path.normpath(p)) for p in glob.glob(str(self.root / pattern), recursive=True)]
+            found.update(p for p in matches if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES)
+        found -= {label for p in found if (label := self.label_path(p)) not in (None, p)}  # .npy labels beside .npy scans
+        if not found:
+            raise DatasetLayoutError(f"folder data set {self.root}: split {split!r} ({list(self.splits[split])}) "
+                                     f"matches no scan file ({', '.join(SCAN_SUFFIXES)}); fix 'splits' in "
+                                     f"{self.root / SPEC_FILE}")
+        return sorted(found)
+
+    def label_path(self, scan: Path) -> Path | None:
+        """The label file of ``scan`` (``labels.file`` with ``{stem}`` filled in, relative to its
+        folder), or None where the labels are a field inside the scans."""
+        if self.label_file is None:
+            return None
+        return Path(os.path.normpath(scan.parent / self.label_file.format(stem=scan.stem)))
+
+
+def read_folder_spec(root: str | Path) -> FolderSpec:
+    """Read and check ``<root>/dataset.yaml``; any problem is one line naming the file and the key."""
+    import yaml
+
+    root = require_dir(Path(root), "folder", FOLDER_LAYOUT)
+    path = root / SPEC_FILE
+    if not path.is_file():
+        raise DatasetLayoutError(f"folder data set {root} has no {SPEC_FILE}: write one (classes, label_map, "
+                                 f"labels, splits, feature; docs/own-data.md)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of the keys {sorted(_KEYS)}")
+    unknown = set(data) - _KEYS
+    missing = {"classes", "label_map", "labels", "splits"} - set(data)
+    if unknown or missing:
+        raise ValueError(f"{path}: " + "; ".join(
+            ([f"unknown key(s) {sorted(unknown)}"] if unknown else []) + ([f"missing key(s) {sorted(missing)}"]
+                                                                          if missing else []))
+            + f" (keys: {sorted(_KEYS)})")
+    classes = _string_list(data["classes"], path, "classes")
+    if not classes or len(set(classes)) != len(classes):
+        raise ValueError(f"{path}: 'classes' must list at least one class, each once; got {classes}")
+    label_map = _label_map(data["label_map"], data.get("ignore", []), len(classes), path)
+    labels = data["labels"]
+    if not (isinstance(labels, dict) and len(labels) == 1 and set(labels) <= {"file", "field"}
+            and isinstance(next(iter(labels.values())), str)):
+        raise ValueError(f"{path}: 'labels' must be {{file: \"{{stem}}.label\"}} (a label file beside each scan) "
+                         f"or {{field: NAME}} (a field inside each scan), got {labels!r}")
+    splits = data["splits"]
+    if not isinstance(splits, dict) or set(splits) - set(FOLDER_SPLITS) or set(REQUIRED_SPLITS) - set(splits):
+        raise ValueError(f"{path}: 'splits' must map train and val (and optionally test) to globs or file lists, "
+                         f"got {splits!r}")
+    feature = data.get("feature", "intensity")
+    if feature is not None and not isinstance(feature, str):
+        raise ValueError(f"{path}: 'feature' is one column name (or null), got {feature!r}; the models read x, y, "
+                         f"z and one strength channel (decision 51)")
+    scale = data.get("feature_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise ValueError(f"{path}: 'feature_scale' must be a number > 0, got {scale!r}")
+    return FolderSpec(root, tuple(classes), label_map, labels.get("file"), labels.get("field"),
+                      {k: tuple(_string_list(v, path, f"splits.{k}")) for k, v in splits.items()},
+                      feature, float(scale))
+
+
+class FolderDataset(PointCloudDataset):
+    """The scans of one split (``"train"``, ``"val"``, ``"test"``) of a folder described by
+    ``dataset.yaml``; sample names are the scan paths relative to the root, without suffix."""
+
+    def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None,
+                 seed: int = 0) -> None:
+        super().__init__(transform, seed)
+        self.spec = read_folder_spec(root)
+        self.class_names = self.spec.classes
+        self.scan_paths = self.spec.scans(split)
+        fieldless = [p for p in self.scan_paths if p.suffix.lower() in (".bin", ".npy")]
+        if self.spec.label_field is not None and fieldless:
+            raise ValueError(f"{self.spec.root / SPEC_FILE}: labels.field {self.spec.label_field!r}, but "
+                             f"{str(fieldless[0])!r} is a {fieldless[0].suffix} scan, which holds no fields: give "
+                             f"its labels as files (labels: {{file: \"{{stem}}.label\"}})")
+        self._base = min(self.spec.label_map)  # lookup row = raw id - the smallest raw id of the map
+        self._lut = np.full(max(self.spec.label_map) - self._base + 1, UNMAPPED, dtype=np.int64)
+        for raw, train in self.spec.label_map.items():
+            self._lut[raw - self._base] = train
+
+    def __len__(self) -> int:
+        return len(self.scan_paths)
+
+    def load(self, index: int) -> dict:
+        path = self.scan_paths[index]
+        scan = read_scan(path, self.spec.label_field)
+        label_path = self.spec.label_path(path)
+        if label_path is not None:
+            if label_path == path or not label_path.is_file():
+                raise BadScanError(f"label file {str(label_path)!r} of scan {str(path)!r} does not exist or is the "
+                                   f"scan itself (labels.file in {SPEC_FILE} is {self.spec.label_file!r})")
+            raw, source = read_labels(label_path, len(scan.points)), label_path
+        else:
+            raw, source = scan.labels, path
+        strength = (scan.features([self.spec.feature]) / np.float32(self.spec.feature_scale)
+                    if self.spec.feature is not None else np.zeros((len(scan.points), 1), np.float32))
+        name = str(path.relative_to(self.spec.root).with_suffix(""))
+        return make_sample(scan.points[:, :3], strength, self._train_ids(raw, source), name, path)
+
+    def _train_ids(self, raw: np.ndarray, source: Path) -> np.ndarray:
+        row = raw - self._base
+        inside = (row >= 0) & (row < len(self._lut))
+        train = np.full(raw.shape, UNMAPPED, dtype=np.int64)
+        train[inside] = self._lut[row[inside]]
+        unmapped = train == UNMAPPED
+        if unmapped.any():
+            ids = np.unique(raw[unmapped])
+            shown = ", ".join(map(str, ids[:10])) + (" ..." if ids.size > 10 else "")
+            raise UnmappedLabelError(f"{str(source)!r}: {int(unmapped.sum())} point(s) carry raw label id(s) {shown} "
+                                     f"that {SPEC_FILE} neither maps (label_map) nor ignores (ignore)")
+        return train
+
+
+def _string_list(value: Any, path: Path, key: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{path}: {key!r} must be a list of strings, got {value!r}")
+    return value
+
+
+def _label_map(table: Any, ignore: Any, num_classes: int, path: Path) -> dict[int, int]:
+    """Raw id -> train id from ``label_map`` and ``ignore`` (any integer raw ids; train ids in -1..K-1)."""
+    if not isinstance(table, Mapping) or not table:
+        raise ValueError(f"{path}: 'label_map' must map raw label ids to train ids, got {table!r}")
+    if not isinstance(ignore, Sequence) or isinstance(ignore, str):
+        raise ValueError(f"{path}: 'ignore' must be a list of raw label ids, got {ignore!r}")
+    pairs = [*table.items(), *((raw, IGNORE_INDEX) for raw in ignore)]
+    if not all(isinstance(k, int) and isinstance(v, int) and not isinstance(k, bool) for k, v in pairs):
+        raise ValueError(f"{path}: label ids must be integers, got label_map {table!r}, ignore {ignore!r}")
+    out: dict[int, int] = {}
+    for raw, train in pairs:
+        if not IGNORE_INDEX <= train < num_classes:
+            raise ValueError(f"{path}: raw id {raw} -> {train}: train ids lie in -1..{num_classes - 1} "
+                             f"({num_classes} classes)")
+        if out.get(raw, train) != train:
+            raise ValueError(f"{path}: raw id {raw} is mapped twice ({out[raw]} and {train})")
+        out[raw] = train
+    return out
