@@ -20,7 +20,7 @@ from train.data.validation import CorruptFileError, DatasetLayoutError, LabelCou
 from train.runner.datasets import class_count, prepare_splits
 from train.runtime.distributed import DistInfo
 from train.engine.loop import FINAL
-from train.run import run
+from train.runner.stages import run
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 CLASSES = ["ground", "box", "pole"]  # raw ids 1, 2, 3; raw 0 is unlabelled (ignored)
