@@ -1,0 +1,211 @@
+"""Single scan files (train/data/scan_files.py): round trips through every format, label files, and one
+clear error naming the file for each kind of bad file. Every test writes its own files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from train.data.scan_files import (
+    LABEL_SUFFIXES,
+    SCAN_SUFFIXES,
+    read_labels,
+    read_scan,
+    write_labelled_ply,
+    write_labels,
+    write_scan,
+)
+from train.data.validation import BadScanError, CorruptFileError, LabelCountError, NonFiniteCoordinateError
+
+LABELLED = (".npz", ".ply", ".las", ".laz")  # formats that carry a label field inside the scan file
+LAS_STEP = 0.001  # the writer's LAS coordinate scale
+
+
+def _points(n: int = 37, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    xyz = rng.uniform(-40.0, 40.0, (n, 3))
+    intensity = rng.integers(0, 256, (n, 1))  # whole numbers: LAS stores intensity as uint16
+    return np.hstack([xyz, intensity]).astype(np.float32)
+
+
+@pytest.mark.parametrize("suffix", SCAN_SUFFIXES)
+def test_scan_round_trip_keeps_points_and_columns(tmp_path: Path, suffix: str) -> None:
+    points = _points()
+    path = tmp_path / f"scan{suffix}"
+    write_scan(path, points)
+    scan = read_scan(path)
+    assert scan.columns == ("x", "y", "z", "intensity")
+    assert scan.points.dtype == np.float32 and scan.points.shape == points.shape
+    tol = LAS_STEP / 2 + 1e-5 if suffix in (".las", ".laz") else 0.0
+    np.testing.assert_allclose(scan.points[:, :3] + scan.origin, points[:, :3], rtol=0, atol=tol)
+    np.testing.assert_array_equal(scan.points[:, 3], points[:, 3])
+    assert scan.labels is None
+
+
+@pytest.mark.parametrize("suffix", LABELLED)
+def test_label_field_round_trip(tmp_path: Path, suffix: str) -> None:
+    points = _points()
+    labels = np.random.default_rng(1).integers(0, 300, len(points))
+    path = tmp_path / f"scan{suffix}"
+    write_scan(path, points, labels=labels, label_field="class_id")
+    scan = read_scan(path, label_field="class_id")
+    assert scan.labels.dtype == np.int64
+    np.testing.assert_array_equal(scan.labels, labels)
+    assert "class_id" not in scan.columns
+
+
+def test_las_classification_is_a_label_field_and_origin_keeps_survey_coordinates(tmp_path: Path) -> None:
+    points = _points().astype(np.float64)
+    points[:, :3] += (512_345.0, 5_401_234.0, 310.0)  # UTM-sized: float32 alone would lose the millimetres
+    labels = np.arange(len(points)) % 7
+    path = tmp_path / "survey.las"
+    write_scan(path, points, labels=labels, label_field="classification")
+    scan = read_scan(path, label_field="classification")
+    np.testing.assert_array_equal(scan.labels, labels)
+    assert np.abs(scan.points[:, :3]).max() < 100.0  # stored relative to the header offset
+    np.testing.assert_allclose(scan.points[:, :3] + scan.origin, points[:, :3], rtol=0, atol=LAS_STEP)
+
+
+def test_ply_features_in_file_order_with_intensity_fourth(tmp_path: Path) -> None:
+    pts = _points(9)
+    extra = np.hstack([pts[:, :3], np.full((9, 1), 0.5, np.float32), pts[:, 3:]])
+    path = tmp_path / "cc.ply"
+    write_scan(path, extra, columns=("x", "y", "z", "curvature", "Scalar_Intensity"))
+    scan = read_scan(path)
+    assert scan.columns == ("x", "y", "z", "intensity", "curvature")
+    np.testing.assert_array_equal(scan.features(["intensity", "curvature"]), extra[:, [4, 3]])
+    with pytest.raises(CorruptFileError, match=r"cc\.ply.*no column.*'red'"):
+        scan.features(["red"])
+
+
+def test_npz_with_coord_and_strength_keys(tmp_path: Path) -> None:
+    pts = _points(11)
+    path = tmp_path / "pointcept.npz"
+    np.savez(path, coord=pts[:, :3], strength=pts[:, 3:], segment=np.arange(11, dtype=np.int32))
+    scan = read_scan(path, label_field="segment")
+    assert scan.columns == ("x", "y", "z", "intensity")
+    np.testing.assert_array_equal(scan.points, pts)
+    np.testing.assert_array_equal(scan.labels, np.arange(11))
+
+
+def test_npy_with_more_columns_names_them(tmp_path: Path) -> None:
+    pts = np.hstack([_points(5), np.ones((5, 2), np.float32)])
+    path = tmp_path / "wide.npy"
+    write_scan(path, pts)
+    assert read_scan(path).columns == ("x", "y", "z", "intensity", "feature4", "feature5")
+
+
+@pytest.mark.parametrize("suffix", LABEL_SUFFIXES)
+def test_label_file_round_trip(tmp_path: Path, suffix: str) -> None:
+    labels = np.array([0, 1, 40, 252, 65535, 7])
+    path = tmp_path / f"000000{suffix}"
+    write_labels(path, labels)
+    np.testing.assert_array_equal(read_labels(path, n_points=6), labels)
+
+
+def test_kitti_label_keeps_lower_16_bits(tmp_path: Path) -> None:
+    words = (np.array([3, 7, 9], dtype=np.uint32) << 16) | np.array([10, 40, 252], dtype=np.uint32)
+    path = tmp_path / "000001.label"
+    words.tofile(path)
+    np.testing.assert_array_equal(read_labels(path), [10, 40, 252])
+
+
+def test_labelled_ply_carries_label_and_palette_colour(tmp_path: Path) -> None:
+    plyfile = pytest.importorskip("plyfile")
+    coord = _points(4)[:, :3]
+    palette = np.array([[255, 0, 0], [0, 0, 255]], dtype=np.uint8)
+    path = tmp_path / "pred.ply"
+    write_labelled_ply(path, coord, np.array([0, 1, -1, 1]), palette)
+    vertex = plyfile.PlyData.read(str(path))["vertex"].data
+    np.testing.assert_array_equal(vertex["label"], [0, 1, -1, 1])
+    np.testing.assert_array_equal(np.stack([vertex["red"], vertex["green"], vertex["blue"]], 1),
+                                  [[255, 0, 0], [0, 0, 255], [128, 128, 128], [0, 0, 255]])
+    np.testing.assert_array_equal(read_scan(path, label_field="label").points[:, :3], coord)
+
+
+def test_writers_leave_no_temporary_file(tmp_path: Path) -> None:
+    write_scan(tmp_path / "a.ply", _points(3))
+    write_labels(tmp_path / "a.label", np.array([1, 2, 3]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.label", "a.ply"]
+
+
+# ----------------------------------------------------------------------------- bad files
+@pytest.mark.parametrize("suffix", SCAN_SUFFIXES)
+def test_truncated_scan_is_a_bad_scan_naming_the_file(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"scan{suffix}"
+    write_scan(path, _points(), **({} if suffix in (".bin", ".npy") else {"labels": np.zeros(37, int)}))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 7])  # 7: no whole record of any format
+    with pytest.raises(BadScanError, match=f"scan{suffix}"):
+        read_scan(path)
+
+
+@pytest.mark.parametrize("suffix", (".ply", ".las", ".npz", ".npy"))
+def test_garbage_scan_is_a_bad_scan_naming_the_file(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"junk{suffix}"
+    path.write_bytes(b"this is not a point cloud\n" * 3)
+    with pytest.raises(BadScanError, match=f"junk{suffix}"):
+        read_scan(path)
+
+
+@pytest.mark.parametrize("suffix", (".bin", ".ply", ".npy"))
+def test_nan_coordinate_is_a_bad_scan(tmp_path: Path, suffix: str) -> None:
+    pts = _points()
+    pts[5, 1] = np.nan
+    path = tmp_path / f"nan{suffix}"
+    write_scan(path, pts)
+    with pytest.raises(NonFiniteCoordinateError, match=f"nan{suffix}.*first at row 5"):
+        read_scan(path)
+
+
+def test_infinite_intensity_is_a_bad_scan(tmp_path: Path) -> None:
+    pts = _points()
+    pts[3, 3] = np.inf
+    path = tmp_path / "inf.npy"
+    write_scan(path, pts)
+    with pytest.raises(CorruptFileError, match=r"inf\.npy.*column 'intensity'"):
+        read_scan(path)
+
+
+def test_label_file_of_another_length_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "short.label"
+    write_labels(path, np.arange(5))
+    with pytest.raises(LabelCountError, match=r"short\.label.*5 labels.*6 points"):
+        read_labels(path, n_points=6)
+
+
+def test_npz_label_key_of_another_length_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "mismatch.npz"
+    np.savez(path, points=_points(6), label=np.arange(4))
+    with pytest.raises(LabelCountError, match=r"mismatch\.npz"):
+        read_scan(path, label_field="label")
+
+
+def test_fractional_labels_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "float.npy"
+    np.save(path, np.array([1.0, 2.5]))
+    with pytest.raises(CorruptFileError, match=r"float\.npy.*not whole numbers"):
+        read_labels(path)
+
+
+def test_missing_label_field_names_what_the_file_has(tmp_path: Path) -> None:
+    path = tmp_path / "nolabel.ply"
+    write_scan(path, _points(3))
+    with pytest.raises(CorruptFileError, match=r"nolabel\.ply.*no vertex property 'label'"):
+        read_scan(path, label_field="label")
+
+
+@pytest.mark.parametrize("name", ("scan.pcd", "scan.txt", "labels.bin"))
+def test_unknown_suffix_is_one_line_naming_the_file(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"\0" * 16)
+    reader = read_labels if name.startswith("labels") else read_scan
+    with pytest.raises(ValueError, match=f"{name}.*unknown suffix") as err:
+        reader(path)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_scan_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"absent\.ply"):
+        read_scan(tmp_path / "absent.ply")
