@@ -58,7 +58,8 @@ class SplitData:
         return self.eval_views("val", tta)
 
 
-def _dataset_class(name: str) -> type:
+def dataset_class(name: str) -> type:
+    """The loader class of dataset ``name`` (``synthetic`` is read as Waymo)."""
     if name in ("waymo", "synthetic"):
         from train.data.waymo import WaymoDataset
 
@@ -72,9 +73,22 @@ def _dataset_class(name: str) -> type:
     return SemanticKITTIDataset
 
 
+def eval_pipeline(dataset: str, grid_size: float, view: Any = None) -> Any:
+    """The deterministic evaluation pipeline of ``dataset``, with the test-time ``view``
+    (:class:`train.evaluate.FixedView`) inserted before grid sampling when given."""
+    from train.data.transforms import Compose, GridSample, build_transforms
+
+    pipeline = build_transforms(dataset, train=False, grid_size=grid_size)
+    if view is None:
+        return pipeline
+    steps = list(pipeline.transforms)
+    at = next(i for i, t in enumerate(steps) if isinstance(t, GridSample))
+    return Compose(steps[:at] + [view] + steps[at:])
+
+
 def class_count(dataset: str) -> int:
     """Number of classes the models of a ``dataset`` run predict."""
-    return len(_dataset_class(dataset).class_names)
+    return len(dataset_class(dataset).class_names)
 
 
 def _ensure_synthetic(cfg: RunConfig, info: DistInfo) -> None:
@@ -92,11 +106,11 @@ def _ensure_synthetic(cfg: RunConfig, info: DistInfo) -> None:
 def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
     """Datasets, collate function and class names of ``cfg.dataset``."""
     from train.data.collate import collate
-    from train.data.transforms import Compose, GridSample, build_transforms
+    from train.data.transforms import build_transforms
 
     if cfg.dataset == "synthetic":
         _ensure_synthetic(cfg, info)
-    cls = _dataset_class(cfg.dataset)
+    cls = dataset_class(cfg.dataset)
     train_split, val_split, test_split = SPLITS[cfg.dataset]
     if cfg.dataset == "synthetic" and cfg.synthetic_test_fraction == 0:
         test_split = None
@@ -112,11 +126,7 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
     train.skip_bad_scans = cfg.skip_bad_scans
 
     def eval_factory(split: str, view: Any) -> Any:
-        pipeline = build_transforms(cfg.dataset, train=False, grid_size=cfg.grid_size)
-        if view is not None:
-            steps = list(pipeline.transforms)
-            at = next(i for i, t in enumerate(steps) if isinstance(t, GridSample))
-            pipeline = Compose(steps[:at] + [view] + steps[at:])
+        pipeline = eval_pipeline(cfg.dataset, cfg.grid_size, view)
         if split == "test":  # only the synthetic set has a labelled test split (SPLITS)
             return cls(root, test_split, transform=pipeline, seed=cfg.seed, labelled=True)
         return cls(root, val_split, transform=pipeline, seed=cfg.seed, **version)
