@@ -29,7 +29,10 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 BATCH_TARGET = 30.0
 
 KNOWN_GROUPS = ("table6-forward", "table6-backward", "batch", "batch-profile", "fig7", "fig8", "step-ops",
-                "pool-start", "host-work")
+                "pool-start", "host-work", "predict", "predict-profile")
+# Paper Table 9 (ms per 30,000-point scan, GPU) and this code on an H200 (benchmarks.gpu's cost section).
+PAPER_LATENCY_MS = {"student": 36.2, "teacher": 59.2}
+H200_LATENCY_MS = {"student": 54.8, "teacher": 61.7}
 
 # Paper Table 6 (App. B.4): N -> (naive fwd s, naive bwd s, naive MB, ours fwd s, ours bwd s, ours MB,
 # speedup). None = "Infeasible (Timeout)".
@@ -496,6 +499,61 @@ def _host_work_section(run: dict[str, Any]) -> list[str]:
     ]
 
 
+def _predict_section(run: dict[str, Any]) -> list[str]:
+    records = _by(run["benchmarks"], "predict")
+    if not records:
+        return []
+    ms = {(b["extra_info"]["model"], b["extra_info"]["clouds"]): 1000 * _median(b) for b in records}
+    first = records[0]["extra_info"]
+    rows = []
+    for (kind, clouds), t in sorted(ms.items(), key=lambda kv: (kv[0][1], kv[0][0] != "student")):
+        e = next(b["extra_info"] for b in records if (b["extra_info"]["model"], b["extra_info"]["clouds"]) == (kind, clouds))
+        rows.append([kind, str(clouds), f"{e['parameters']:,}", f"{t:.0f}", f"{t / clouds:.0f}",
+                     f"{1000 * clouds / t:.2f}", f"{e['plan_ms']:.0f}"])
+    small = min(c for _, c in ms)
+    ratio = _ratio(ms.get(("teacher", small)), ms.get(("student", small)))
+    machine = run.get("topodistill_machine", {})
+    cores = machine.get("cpu_affinity") or machine.get("cpu_count") or 0
+    loads = [b["extra_info"]["load_average_1min"] for b in records if b["extra_info"].get("load_average_1min")]
+    loaded = bool(cores and loads and max(loads) > cores)
+    lines = [
+        "## Inference: teacher and student per scan",
+        "",
+        f"Forward pass of the paper presets on grid-sampled LiDAR-like scans of {first['points']:,} points "
+        "(`benchmarks/test_bench_predict.py`; eval mode, fixed serialization, the batch plan built beforehand as "
+        "`train.predict`'s loader workers build it; median of "
+        f"{records[0]['stats']['rounds']} round(s) after a warm-up), on "
+        f"{machine.get('cpu_model', 'this CPU')} ({cores} cores) with {first['torch_threads']} torch thread(s) "
+        f"(OMP_NUM_THREADS={first['omp_num_threads']}), measured {run.get('datetime', 'unknown')}; 1-minute load "
+        f"average {min(loads, default=float('nan')):.1f} to {max(loads, default=float('nan')):.1f}"
+        + (" (**the machine was shared with other jobs**: absolute times are pessimistic, ratios are what to read)"
+           if loaded else "")
+        + ("" if first["points"] == 30_000 else "; **smoke sizes, not the paper's**") + ".",
+        "",
+        *_table(["model", "batch", "parameters", "forward (ms)", "ms per scan", "scans/s", "plan (ms, loader)"], rows),
+        f"Teacher / student latency at batch {small}: **{ratio}** here; the paper: "
+        f"{PAPER_LATENCY_MS['teacher']} / {PAPER_LATENCY_MS['student']} ms = "
+        f"{PAPER_LATENCY_MS['teacher'] / PAPER_LATENCY_MS['student']:.2f}x (GPU); an H200 with this code: "
+        f"{H200_LATENCY_MS['teacher']} / {H200_LATENCY_MS['student']} ms = "
+        f"{H200_LATENCY_MS['teacher'] / H200_LATENCY_MS['student']:.2f}x.",
+    ]
+    profile = {b["extra_info"]["model"]: b["extra_info"]["part_ms"] for b in _by(run["benchmarks"], "predict-profile")}
+    if {"student", "teacher"} <= set(profile):
+        s, t = profile["student"], profile["teacher"]
+        parts = sorted((k for k in t if k != "total"), key=lambda k: -t[k])
+        prow = [[k, f"{s.get(k, 0):.0f}", f"{100 * s.get(k, 0) / s['total']:.0f}", f"{t[k]:.0f}",
+                 f"{100 * t[k] / t['total']:.0f}", _ratio(t[k], s.get(k))] for k in parts]
+        prow.append(["total", f"{s['total']:.0f}", "100", f"{t['total']:.0f}", "100", _ratio(t["total"], s["total"])])
+        lines += [
+            "",
+            "Where one scan's forward pass goes (`benchmarks/predict_profile.py`: forward hooks per part, one "
+            "pass after a warm-up):",
+            "",
+            *_table(["part", "student (ms)", "student %", "teacher (ms)", "teacher %", "teacher / student"], prow),
+        ]
+    return lines + [""]
+
+
 def _other_section(run: dict[str, Any]) -> list[str]:
     others = [b for b in run["benchmarks"] if b.get("group") not in KNOWN_GROUPS]
     if not others:
@@ -560,6 +618,7 @@ def render(run: dict[str, Any], path: Path) -> str:
         *_ops_section(run),
         *_pool_section(run),
         *_host_work_section(run),
+        *_predict_section(run),
         *_other_section(run),
     ]
     return "\n".join(lines).rstrip() + "\n"

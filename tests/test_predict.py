@@ -295,3 +295,22 @@ def test_a_file_without_the_intensity_column_is_refused_naming_it(synthetic: dic
     assert run("--checkpoint", synthetic["checkpoint"], "--input", tmp_path / "xyz.npy", "--out", tmp_path / "o") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "xyz.npy" in err[0] and "intensity" in err[0], err
+
+
+def test_loader_workers_and_a_checkpoint_last_give_the_labels_of_model_final_in_one_process(
+        synthetic: dict[str, Any], tmp_path: Path) -> None:
+    """Scans read, voxelised and planned in two worker processes, the weights read from a full
+    training checkpoint (optimiser and random states beside them): the same labels."""
+    last = tmp_path / "checkpoint_last.pt"
+    model = synthetic["model"]
+    optimizer = torch.optim.AdamW(model.parameters())
+    spec = ModelSpec("teacher-demo", 22, dict(TINY_MODEL))
+    save_checkpoint(last, model, optimizer, None, None, 7, 1, synthetic["cfg"].to_dict(),
+                    {"model_spec": spec.__dict__, "stage": "teacher"})
+    assert run(*split_args(synthetic, tmp_path / "one")) == 0
+    assert run("--checkpoint", last, "--split", "validation", "--data-root", synthetic["cfg"].data_root,
+               "--out", tmp_path / "workers", "--num-workers", 2, "--batch-size", 2) == 0
+    split = validation(synthetic)
+    names = [split.scan_name(i) for i in range(len(split))]
+    for a, b in zip(predicted(tmp_path / "one", names), predicted(tmp_path / "workers", names)):
+        np.testing.assert_array_equal(a, b)

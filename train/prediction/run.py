@@ -50,11 +50,11 @@ class PredictionSummary:
     seconds: float
 
     def line(self) -> str:
-        rate = self.labelled / self.seconds if self.seconds > 0 else float("nan")
-        ms = 1000.0 * self.seconds / self.labelled if self.labelled else float("nan")
-        points = self.points / self.seconds if self.seconds > 0 else float("nan")
-        return (f"labelled {self.labelled} scans ({self.already} already labelled, {self.bad} unreadable skipped) in "
-                f"{self.seconds:.1f} s: {rate:.2f} scans/s, {points:,.0f} points/s, {ms:.1f} ms per scan")
+        done = f"labelled {self.labelled} scans ({self.already} already labelled, {self.bad} unreadable skipped)"
+        if not self.labelled:
+            return done
+        return (f"{done} in {self.seconds:.1f} s: {self.labelled / self.seconds:.2f} scans/s, "
+                f"{self.points / self.seconds:,.0f} points/s, {1000.0 * self.seconds / self.labelled:.1f} ms per scan")
 
 
 def predict(predictor: Predictor, source: ScanSource, layout: Layout, device: torch.device, tta: bool = False,
