@@ -537,9 +537,10 @@ def _predict_section(run: dict[str, Any]) -> list[str]:
         f"{H200_LATENCY_MS['teacher']} / {H200_LATENCY_MS['student']} ms = "
         f"{H200_LATENCY_MS['teacher'] / H200_LATENCY_MS['student']:.2f}x.",
     ]
-    profile = {b["extra_info"]["model"]: b["extra_info"]["part_ms"] for b in _by(run["benchmarks"], "predict-profile")}
-    if {"student", "teacher"} <= set(profile):
-        s, t = profile["student"], profile["teacher"]
+    profiles = {b["extra_info"]["model"]: b["extra_info"] for b in _by(run["benchmarks"], "predict-profile")}
+    if {"student", "teacher"} <= set(profiles):
+        s, t = profiles["student"]["part_ms"], profiles["teacher"]["part_ms"]
+        gflops = {kind: profiles[kind]["gflops"] for kind in ("student", "teacher")}
         parts = sorted((k for k in t if k != "total"), key=lambda k: -t[k])
         prow = [[k, f"{s.get(k, 0):.0f}", f"{100 * s.get(k, 0) / s['total']:.0f}", f"{t[k]:.0f}",
                  f"{100 * t[k] / t['total']:.0f}", _ratio(t[k], s.get(k))] for k in parts]
@@ -550,6 +551,8 @@ def _predict_section(run: dict[str, Any]) -> list[str]:
             "pass after a warm-up):",
             "",
             *_table(["part", "student (ms)", "student %", "teacher (ms)", "teacher %", "teacher / student"], prow),
+            f"FLOPs of one scan's pass: student {gflops['student']:.1f} G, teacher {gflops['teacher']:.1f} G "
+            f"({_ratio(gflops['teacher'], gflops['student'])}).",
         ]
     return lines + [""]
 

@@ -10,7 +10,7 @@ this code measured 54.8 vs 61.7 ms, 1.13x.
 
 Group ``predict-profile``: where one scan's forward pass spends its time, per part of the model
 (:func:`benchmarks.predict_profile.part_seconds`), for both models, to see which costs do not
-shrink with the student's width. The smoke run uses ``SMOKE_POINTS`` and batches 1 and 2.
+shrink with the student's width, and the FLOPs of that pass (``train.cost.count_flops``). The smoke run uses ``SMOKE_POINTS`` and batches 1 and 2.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from benchmarks.predict_profile import part_seconds
-from train.cost import count_parameters, lidar_like_batch
+from train.cost import count_flops, count_parameters, lidar_like_batch
 from train.models import build_model
 from train.models.plan import BatchPlan
 
@@ -75,4 +75,5 @@ def test_predict_profile(benchmark: Any, kind: str, full_run: bool, thread_info:
         parts = benchmark.pedantic(lambda: part_seconds(model, batch), rounds=1)
     assert parts["total"] >= sum(v for k, v in parts.items() if k != "total") * 0.99
     benchmark.extra_info.update(thread_info)
-    benchmark.extra_info.update(model=kind, points=len(batch["coord"]), part_ms={k: 1000 * v for k, v in parts.items()})
+    benchmark.extra_info.update(model=kind, points=len(batch["coord"]), part_ms={k: 1000 * v for k, v in parts.items()},
+                                gflops=count_flops(model, batch)["total"] / 1e9)
