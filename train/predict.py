@@ -85,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from train.prediction.model import load_predictor, same_classes
     from train.prediction.run import predict
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        return refuse("train.predict: error: --device cuda, but torch sees no CUDA device here")
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
     try:
