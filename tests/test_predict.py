@@ -166,6 +166,8 @@ def test_an_unreadable_scan_stops_the_run_in_one_line_or_is_skipped_and_counted(
     assert "skipped b:" in captured.err and "b.bin" in captured.err
     assert "labelled 1 scans (1 already labelled, 1 unreadable skipped)" in captured.out
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.npy", "c.npy"]
+    assert run("--checkpoint", synthetic["checkpoint"], "--input", tmp_path, "--out", tmp_path / "out") == 2
+    assert "lies in --out" in capsys.readouterr().err  # its .npy outputs would be read as scans
 
 
 def test_the_ply_output_holds_the_points_labels_and_palette_colours(synthetic: dict[str, Any],
@@ -330,3 +332,11 @@ def test_on_cuda_the_labels_agree_with_the_cpu_in_float32_and_nearly_under_amp(s
     cpu = np.concatenate(predicted(tmp_path / "cpu", names))
     assert (np.concatenate(predicted(tmp_path / "fp32", names)) == cpu).mean() >= 0.999
     assert (np.concatenate(predicted(tmp_path / "amp", names)) == cpu).mean() >= 0.99
+
+
+def test_progress_off_a_terminal_is_plain_lines(synthetic: dict[str, Any], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    capsys.readouterr()
+    assert main([str(a) for a in split_args(synthetic, tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and f"predict {len(validation(synthetic))}/{len(validation(synthetic))}" in err

@@ -103,6 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = open_split(predictor.dataset, root, args.split, args.nuscenes_version)
         else:
             source = FileSource(*list_scan_files(args.input), predictor.dataset)
+            out = Path(args.out).resolve()
+            inside = [path for path in source.paths if out in path.resolve().parents]
+            if inside:
+                raise ValueError(f"--input names {inside[0]}, which lies in --out {args.out}: outputs would be read "
+                                 "as scans; write them elsewhere")
         layout = build_layout(args.format, Path(args.out), args.save_probs, args.overwrite, len(predictor.class_names),
                               args.split)
         for i in range(len(source)):
