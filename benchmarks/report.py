@@ -523,7 +523,9 @@ def _predict_section(run: dict[str, Any]) -> list[str]:
         "(`benchmarks/test_bench_predict.py`; eval mode, fixed serialization, the batch plan built beforehand as "
         "`train.predict`'s loader workers build it; median of "
         f"{records[0]['stats']['rounds']} round(s) after a warm-up), on "
-        f"{machine.get('cpu_model', 'this CPU')} ({cores} cores) with {first['torch_threads']} torch thread(s) "
+        f"{machine.get('cpu_model', 'this CPU')} ({cores} cores"
+        + (f", torch's CPU kernels: {machine['cpu_capability']}" if machine.get("cpu_capability") else "")
+        + f") with {first['torch_threads']} torch thread(s) "
         f"(OMP_NUM_THREADS={first['omp_num_threads']}), measured {run.get('datetime', 'unknown')}; 1-minute load "
         f"average {min(loads, default=float('nan')):.1f} to {max(loads, default=float('nan')):.1f}"
         + (" (**the machine was shared with other jobs**: absolute times are pessimistic, ratios are what to read)"

@@ -122,8 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         workers = default_num_workers(available_cores(), 1) if cuda else 0
     try:
-        summary = predict(predictor, source, layout, device, args.tta, args.batch_size, workers, args.amp,
-                          args.skip_bad_scans, args.progress)
+        summary = predict(predictor, source, layout, device, tta=args.tta, batch_size=args.batch_size,
+                          num_workers=workers, amp=args.amp, skip_bad_scans=args.skip_bad_scans,
+                          show_progress=args.progress)
     except BadScanError as err:
         return refuse(f"train.predict: error: {err} (the scans labelled before it are kept; --skip-bad-scans goes on)")
     print(f"train.predict: {summary.line()}; outputs in {args.out}", flush=True)

@@ -57,9 +57,9 @@ class PredictionSummary:
                 f"{self.points / self.seconds:,.0f} points/s, {1000.0 * self.seconds / self.labelled:.1f} ms per scan")
 
 
-def predict(predictor: Predictor, source: ScanSource, layout: Layout, device: torch.device, tta: bool = False,
-            batch_size: int = 1, num_workers: int = 0, amp: bool = True, skip_bad_scans: bool = False,
-            show_progress: bool = True) -> PredictionSummary:
+def predict(predictor: Predictor, source: ScanSource, layout: Layout, device: torch.device, *, tta: bool,
+            batch_size: int, num_workers: int, amp: bool, skip_bad_scans: bool, show_progress: bool
+            ) -> PredictionSummary:
     """Label every scan of ``source`` not yet labelled in ``layout`` (module docstring). A scan
     that cannot be read stops the run with its :class:`BadScanError` (the scans finished before it
     keep their files) unless ``skip_bad_scans``, which names it on stderr and goes on."""
@@ -78,14 +78,14 @@ def predict(predictor: Predictor, source: ScanSource, layout: Layout, device: to
     with ThreadPoolExecutor(WRITERS) as writers, torch.no_grad():
         batches = device_batches(_view_batches(loader), device)
         for result in _scan_results(predictor, batches, amp and cuda, layout.save_probs):
-            for name, error in result["bad"]:
+            futures = [writers.submit(layout.write, name, labels, probs, pts)
+                       for name, labels, probs, pts in result["scans"]]
+            pending.append(futures)
+            for name, error in result["bad"]:  # after the batch's readable scans went to the writers
                 if not skip_bad_scans:
                     raise BadScanError(error)
                 print(f"predict: skipped {name}: {error}", file=sys.stderr, flush=True)
                 bad += 1
-            futures = [writers.submit(layout.write, name, labels, probs, pts)
-                       for name, labels, probs, pts in result["scans"]]
-            pending.append(futures)
             if len(pending) > _WRITES_AHEAD:
                 _wait(pending.pop(0))
             labelled += len(result["scans"])
