@@ -213,6 +213,10 @@ def test_semantic_kitti_predictions_read_back_through_the_learning_map_as_the_pr
                "--out", tmp_path / "files", "--format", "semantic_kitti") == 0
     for path in files:
         assert (tmp_path / "files" / path.relative_to(tmp_path / "sub")).read_bytes() == path.read_bytes()
+    # a file given alone has no sequence in its name: refused before any scan is read
+    assert run("--checkpoint", checkpoint, "--input", tmp_path / "kitti/sequences/11/velodyne/000000.bin",
+               "--out", tmp_path / "alone", "--format", "semantic_kitti") == 2
+    assert not (tmp_path / "alone").exists()
 
 
 def test_the_inverse_learning_map_sends_each_class_to_a_raw_id_that_maps_back_to_it() -> None:
