@@ -102,3 +102,22 @@ def test_report_main_writes_markdown_and_refuses_missing_input(tmp_path: Path) -
         main([str(tmp_path / "missing.json"), "-o", str(out)])
     with pytest.raises(FileNotFoundError, match="no benchmark JSON"):
         newest_run(tmp_path / "empty")
+
+
+def test_predict_section_gives_teacher_over_student_latency_beside_the_papers_and_the_profile() -> None:
+    run = _run()
+    run["benchmarks"] += [
+        _bench("predict", t, model=kind, clouds=clouds, points=30_000, plan_ms=100.0, parameters=params,
+               omp_num_threads="1", load_average_1min=1.0)
+        for kind, params, times in (("student", 2_777_344, (1.0, 4.0)), ("teacher", 46_159_312, (5.0, 24.0)))
+        for clouds, t in zip((1, 8), times)]
+    run["benchmarks"] += [
+        _bench("predict-profile", 0.0, model=kind, points=30_000, gflops=g,
+               part_ms={"attention": a, "cpe_conv": c, "other": o, "total": a + c + o})
+        for kind, g, a, c, o in (("student", 13.6, 500.0, 300.0, 200.0), ("teacher", 64.2, 2000.0, 2500.0, 500.0))]
+    text = render(run, Path("run.json"))
+    assert "| student | 1 | 2,777,344 | 1000 | 1000 | 1.00 | 100 |" in text
+    assert "| teacher | 8 | 46,159,312 | 24000 | 3000 | 0.33 | 100 |" in text
+    assert "latency at batch 1: **5x** here; the paper: 59.2 / 36.2 ms = 1.64x" in text
+    assert "| cpe_conv | 300 | 30 | 2500 | 50 | 8.33x |" in text and "(4.72x)" in text
+    assert "predict" not in text.split("## Other benchmarks")[-1]  # not listed again as an unknown group

@@ -30,11 +30,12 @@ ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("engine", ("train.engine",)),
     ("evaluation", ("train.evaluation",)),
     ("runner", ("train.runner",)),
+    ("prediction", ("train.prediction",)),
     ("study", ("train.study",)),
 )
 # The commands people type, above every room; nothing imports them.
-COMMANDS: tuple[str, ...] = ("train.run", "train.cost", "train.export_pointcept", "train.topo_diagnostic",
-                             "train.study.__main__")
+COMMANDS: tuple[str, ...] = ("train.run", "train.predict", "train.cost", "train.export_pointcept",
+                             "train.topo_diagnostic", "train.study.__main__")
 
 
 def room_of(module: str) -> int | None:

@@ -23,3 +23,6 @@ DEFAULT_SEG_LOSS = "ce+lovasz"
 # nuScenes releases a run can read (spec C2); v1.0-test is unlabelled.
 NUSCENES_VERSIONS: tuple[str, ...] = ("v1.0-trainval", "v1.0-mini", "v1.0-test")
 DEFAULT_NUSCENES_VERSION = "v1.0-trainval"
+
+# Output layouts of python -m train.predict (train.prediction.layouts says what each holds).
+PREDICTION_FORMATS: tuple[str, ...] = ("npy", "ply", "semantic_kitti", "nuscenes")

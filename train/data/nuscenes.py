@@ -57,8 +57,12 @@ def read_nuscenes_scan(points_path: str | Path, label_path: str | Path | None = 
         raw = read_records(label_path, np.uint8, 1, "nuScenes lidarseg label file (uint8)")[:, 0]
         check_count(len(raw), n, label_path, points_path, "nuScenes lidarseg label file")
         segment = _NUSCENES_MAP.apply(raw, label_path)
-    strength = points[:, 3:4] / np.float32(255.0)
-    return make_sample(points[:, :3], strength, segment, name or points_path.name, points_path)
+    return make_sample(points[:, :3], nuscenes_strength(points[:, 3:4]), segment, name or points_path.name, points_path)
+
+
+def nuscenes_strength(intensity: np.ndarray) -> np.ndarray:
+    """The strength feature of nuScenes points: their intensity (0..255 as stored) / 255."""
+    return intensity / np.float32(255.0)
 
 
 def read_scene_list(scenes: Sequence[str] | str | Path) -> list[str]:
@@ -156,6 +160,10 @@ class NuScenesDataset(PointCloudDataset):
 
     def __len__(self) -> int:
         return len(self.keyframes)
+
+    def scan_name(self, index: int) -> str:
+        """The sample_data token of keyframe ``index``, known before it is read."""
+        return self.keyframes[index].token
 
     def load(self, index: int) -> dict:
         k = self.keyframes[index]

@@ -90,6 +90,10 @@ class SemanticKITTIDataset(PointCloudDataset):
     def __len__(self) -> int:
         return len(self.scans)
 
+    def scan_name(self, index: int) -> str:
+        """``"XX/NNNNNN"`` of scan ``index``, known before it is read."""
+        return self.scans[index][2]
+
     def load(self, index: int) -> dict:
         bin_path, label_path, name = self.scans[index]
         return read_semantic_kitti_scan(bin_path, label_path, name)

@@ -90,7 +90,10 @@ class WaymoDataset(PointCloudDataset):
     def __len__(self) -> int:
         return len(self.frames)
 
-    def load(self, index: int) -> dict:
+    def scan_name(self, index: int) -> str:
+        """``"<split>/<segment>/<timestamp>"`` of frame ``index``, known before it is read."""
         frame = self.frames[index]
-        name = f"{self.split}/{frame.parent.name}/{frame.name}"
-        return read_waymo_frame(frame, self.labelled, name)
+        return f"{self.split}/{frame.parent.name}/{frame.name}"
+
+    def load(self, index: int) -> dict:
+        return read_waymo_frame(self.frames[index], self.labelled, self.scan_name(index))

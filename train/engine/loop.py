@@ -128,19 +128,23 @@ def load_frozen_teacher(path: str | Path, device: torch.device,
     keys, spec H) built as ``pointcept`` (preset, classes, overrides) with upstream's behaviour:
     frozen parameters, eval mode (decisions 15). Any reason the file cannot be used is one
     :class:`CheckpointError` line naming it."""
-    teacher, spec = _read_model(path, pointcept)
+    teacher, spec, _ = model_from_weights(path, *read_weights(path), pointcept)
     teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher, spec
 
 
-def _read_model(path: str | Path, pointcept: ModelSpec | None) -> tuple[nn.Module, ModelSpec]:
-    state, refused = read_weights(path)
+def model_from_weights(path: str | Path, state: Any, refused: list[str],
+                       pointcept: ModelSpec | None) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
+    """The model in ``state``, read from ``path`` by :func:`read_weights`: that of a
+    ``model_final.pt`` or ``checkpoint_last.pt`` (with its spec and the run config it was trained
+    with), or of a Pointcept checkpoint built as ``pointcept`` (no run config: ``{}``); see
+    :func:`load_frozen_teacher`."""
     weights = state.get("state_dict") if isinstance(state, dict) else None
     try:
         if isinstance(weights, dict) and is_pointcept_state_dict(weights):
-            return _pointcept_teacher(path, state, refused, pointcept)
+            return (*_pointcept_teacher(path, state, refused, pointcept), {})
         state = native_checkpoint(path, state, refused)
         spec_d = state.get("extra", {}).get("model_spec")
         if not isinstance(spec_d, dict):
@@ -148,7 +152,8 @@ def _read_model(path: str | Path, pointcept: ModelSpec | None) -> tuple[nn.Modul
         spec = ModelSpec(**spec_d)
         model = spec.build()
         model.load_state_dict(state["model"])
-        return model, spec
+        config = state.get("config")
+        return model, spec, config if isinstance(config, dict) else {}
     except CheckpointError:
         raise
     except (ValueError, TypeError, KeyError, RuntimeError) as err:  # a spec or weights that do not fit

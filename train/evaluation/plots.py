@@ -45,7 +45,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _class_colours(num_classes: int) -> np.ndarray:
+def class_colours(num_classes: int) -> np.ndarray:
     """One RGB colour per class (tab20, then tab20b: 40 distinct), black for the ignore label (index -1)."""
     plt = _pyplot()
     palette = [c[:3] for name in ("tab20", "tab20b") for c in plt.get_cmap(name).colors]
@@ -162,7 +162,7 @@ def plot_bev(path: Path, xy: np.ndarray, labels: Mapping[str, np.ndarray], class
     """One panel per entry of ``labels`` (the first is the ground truth), all at the scan's full
     extent in metres, markers sized for the number of points, a legend of the classes drawn."""
     plt = _pyplot()
-    colours = _class_colours(len(class_names))
+    colours = class_colours(len(class_names))
     span = np.ptp(xy, axis=0) + 1e-6
     aspect = float(np.clip(span[0] / span[1], 0.5, 8.0))
     ncol = bev_columns(len(labels), aspect)

@@ -59,7 +59,8 @@ class SplitData:
         return self.eval_views("val", tta)
 
 
-def _dataset_class(name: str) -> type:
+def dataset_class(name: str) -> type:
+    """The loader class of dataset ``name`` (``synthetic`` is read as Waymo)."""
     if name in ("waymo", "synthetic"):
         from train.data.waymo import WaymoDataset
 
@@ -83,7 +84,20 @@ def class_count(cfg: RunConfig) -> int:
         from train.data.folder import read_folder_spec
 
         return len(read_folder_spec(cfg.data_root).classes)
-    return len(_dataset_class(cfg.dataset).class_names)
+    return len(dataset_class(cfg.dataset).class_names)
+
+
+def eval_pipeline(dataset: str, grid_size: float, view: Any = None) -> Any:
+    """The deterministic evaluation pipeline of ``dataset``, with the test-time ``view``
+    (:class:`train.evaluation.evaluate.FixedView`) inserted before grid sampling when given."""
+    from train.data.transforms import Compose, GridSample, build_transforms
+
+    pipeline = build_transforms(dataset, train=False, grid_size=grid_size)
+    if view is None:
+        return pipeline
+    steps = list(pipeline.transforms)
+    at = next(i for i, t in enumerate(steps) if isinstance(t, GridSample))
+    return Compose(steps[:at] + [view] + steps[at:])
 
 
 def _ensure_synthetic(cfg: RunConfig, info: DistInfo) -> None:
@@ -101,11 +115,11 @@ def _ensure_synthetic(cfg: RunConfig, info: DistInfo) -> None:
 def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
     """Datasets, collate function and class names of ``cfg.dataset``."""
     from train.data.collate import collate
-    from train.data.transforms import Compose, GridSample, build_transforms
+    from train.data.transforms import build_transforms
 
     if cfg.dataset == "synthetic":
         _ensure_synthetic(cfg, info)
-    cls = _dataset_class(cfg.dataset)
+    cls = dataset_class(cfg.dataset)
     train_split, val_split, test_split = SPLITS[cfg.dataset]
     if cfg.dataset == "synthetic" and cfg.synthetic_test_fraction == 0:
         test_split = None
@@ -123,11 +137,7 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
         test_split = None
 
     def eval_factory(split: str, view: Any) -> Any:
-        pipeline = build_transforms(cfg.dataset, train=False, grid_size=cfg.grid_size)
-        if view is not None:
-            steps = list(pipeline.transforms)
-            at = next(i for i, t in enumerate(steps) if isinstance(t, GridSample))
-            pipeline = Compose(steps[:at] + [view] + steps[at:])
+        pipeline = eval_pipeline(cfg.dataset, cfg.grid_size, view)
         if split == "test":  # only the synthetic set and a scan folder have a labelled test split (SPLITS)
             labelled = {"labelled": True} if cfg.dataset == "synthetic" else {}
             return cls(root, test_split, transform=pipeline, seed=cfg.seed, **labelled)

@@ -1,0 +1,135 @@
+"""``python -m train.predict``: segment scans with a trained model, every point of every scan.
+
+Inputs: a split the project reads (``--dataset``, ``--data-root``, ``--split``; unlabelled test
+splits included) or scan files (``--input``: files, folders, wildcards; ``.bin``, ``.npy``,
+``.npz``, ``.ply``, ``.las``, ``.laz``). The model: a ``model_final.pt`` or ``checkpoint_last.pt``
+of ``python -m train.run`` (it names its data set and voxel size) or a Pointcept PTv3 checkpoint
+(``--dataset`` and ``--preset`` say what it is). Outputs under ``--out`` in the layout of
+``--format`` (:mod:`train.prediction.layouts`). The machinery is :mod:`train.prediction`
+(decision 50); this module parses the options and reports.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.run: idle OpenMP threads sleep
+
+from train.config import DATASETS  # noqa: E402  (no torch: --help answers at once, decision 38)
+from train.option_names import DEFAULT_NUSCENES_VERSION, NUSCENES_VERSIONS, PREDICTION_FORMATS  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.predict", description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="model_final.pt / checkpoint_last.pt of train.run, or a "
+                   "Pointcept PTv3 checkpoint")
+    p.add_argument("--out", required=True, help="output folder; a rerun continues with the scans not yet labelled")
+    p.add_argument("--input", nargs="+", action="extend", metavar="PATH",
+                   help="scan files, folders (searched recursively) or wildcards; instead of --split")
+    p.add_argument("--dataset", choices=DATASETS, help="data set of the scans (default: the checkpoint's; "
+                   "required for a Pointcept checkpoint)")
+    p.add_argument("--data-root", help="data set root of --split (default data/<dataset>)")
+    p.add_argument("--split", help="split to label, in the loader's names (waymo/synthetic: training, validation, "
+                   "testing; nuscenes: train, val, test, ...; semantic_kitti: train, val, test)")
+    p.add_argument("--nuscenes-version", choices=NUSCENES_VERSIONS, default=DEFAULT_NUSCENES_VERSION,
+                   help="nuScenes release of --split (v1.0-test for the test split)")
+    p.add_argument("--format", choices=PREDICTION_FORMATS, default="npy", help="output layout (default npy)")
+    p.add_argument("--save-probs", action="store_true", help="also write <name>.probs.npy (float16 per class)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation as in evaluation (5 views)")
+    p.add_argument("--batch-size", type=int, default=1, help="scans per forward pass (default 1)")
+    p.add_argument("--num-workers", type=int, help="loader workers reading and voxelising scans (default: as "
+                   "training, on CUDA; 0 on a CPU)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (default: keep them)")
+    p.add_argument("--skip-bad-scans", action="store_true", help="name and skip scans that cannot be read")
+    p.add_argument("--preset", default="teacher", help="architecture of a Pointcept checkpoint (default teacher)")
+    p.add_argument("--grid-size", type=float, help="voxel size (m) of a checkpoint that does not name one "
+                   "(Pointcept: default 0.05)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    return p
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """ValueError naming the option for anything the options alone rule out."""
+    if (args.input is None) == (args.split is None):
+        raise ValueError("give either --input (scan files) or --split (a data set split)")
+    if args.input is not None and args.data_root is not None:
+        raise ValueError("--data-root goes with --split, not --input")
+    if args.format == "nuscenes" and (args.split is None or args.dataset not in (None, "nuscenes")):
+        raise ValueError("--format nuscenes writes a lidarseg submission of a nuScenes --split (its sample tokens)")
+    if args.batch_size < 1 or (args.num_workers is not None and args.num_workers < 0):
+        raise ValueError("--batch-size must be >= 1 and --num-workers >= 0")
+    if args.grid_size is not None and not args.grid_size > 0:
+        raise ValueError(f"--grid-size must be > 0, got {args.grid_size}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from train.runner.preflight import refuse
+
+    args = build_parser().parse_args(argv)
+    try:
+        check_options(args)
+    except ValueError as err:
+        return refuse(f"train.predict: error: {err}")
+
+    import torch
+
+    from train.runtime.checkpoint_errors import CheckpointError
+    from train.data.validation import BadScanError
+    from train.prediction.inputs import FileSource, list_scan_files, open_split
+    from train.prediction.layouts import build_layout
+    from train.prediction.model import load_predictor, same_classes
+    from train.prediction.run import predict
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        return refuse("train.predict: error: --device cuda, but torch sees no CUDA device here")
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if cuda else "cpu")
+    try:
+        predictor = load_predictor(args.checkpoint, device, args.dataset, args.preset, args.grid_size)
+        if predictor.in_channels != 4:
+            raise ValueError(f"{args.checkpoint} reads {predictor.in_channels} input channels; scans give xyz and "
+                             "the strength (4)")
+        if args.format == "semantic_kitti" and not same_classes(predictor.dataset, "semantic_kitti") or \
+                args.format == "nuscenes" and not same_classes(predictor.dataset, "nuscenes"):
+            raise ValueError(f"--format {args.format} needs a model of {args.format}'s classes; {args.checkpoint} "
+                             f"predicts {predictor.dataset}'s")
+        if args.split is not None:
+            root = args.data_root or str(Path("data") / predictor.dataset)
+            source = open_split(predictor.dataset, root, args.split, args.nuscenes_version)
+        else:
+            source = FileSource(*list_scan_files(args.input), predictor.dataset)
+            out = Path(args.out).resolve()
+            inside = [path for path in source.paths if out in path.resolve().parents]
+            if inside:
+                raise ValueError(f"--input names {inside[0]}, which lies in --out {args.out}: outputs would be read "
+                                 "as scans; write them elsewhere")
+        layout = build_layout(args.format, Path(args.out), args.save_probs, args.overwrite, len(predictor.class_names),
+                              args.split)
+        for i in range(len(source)):
+            layout.label_file(source.scan_name(i))  # a scan the layout has no place for is refused now
+    except (ValueError, FileNotFoundError, CheckpointError) as err:
+        return refuse(f"train.predict: error: {err}")
+    if args.num_workers is not None:
+        workers = args.num_workers
+    else:
+        from fast.persistence import available_cores
+        from train.config import default_num_workers
+
+        workers = default_num_workers(available_cores(), 1) if cuda else 0
+    try:
+        summary = predict(predictor, source, layout, device, tta=args.tta, batch_size=args.batch_size,
+                          num_workers=workers, amp=args.amp, skip_bad_scans=args.skip_bad_scans,
+                          show_progress=args.progress)
+    except BadScanError as err:
+        return refuse(f"train.predict: error: {err} (the scans labelled before it are kept; --skip-bad-scans goes on)")
+    print(f"train.predict: {summary.line()}; outputs in {args.out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

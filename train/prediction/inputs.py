@@ -1,0 +1,165 @@
+"""The scans a prediction reads, and their voxelisation in loader workers (decision 50).
+
+A source is a split the project reads (:func:`open_split`: the data set's own loader, unlabelled
+test splits included) or a list of scan files (:class:`FileSource`). Each scan is read once in a
+DataLoader worker and put through the evaluation pipeline of the checkpoint's data set
+(:func:`train.runner.datasets.eval_pipeline`; with test-time augmentation once per fixed view, each view
+voxelised on its own, as :func:`train.evaluation.evaluate.evaluate` does); :class:`PredictionCollate` batches
+each view and builds its ``BatchPlan`` there (decision 47). A scan that cannot be read comes back
+as its error, for the loop to name and count (``--skip-bad-scans``) or to stop on.
+"""
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from train.data.labels import IGNORE_INDEX
+from train.data.nuscenes import nuscenes_strength
+from train.data.scan_files import INTENSITY, SCAN_SUFFIXES, XYZ, read_scan
+from train.data.validation import BadScanError, make_sample
+from train.runner.datasets import dataset_class
+
+
+class ScanSource(Protocol):
+    """What a prediction needs of its scans: how many, each one's name before it is read (the
+    name its outputs are filed under), and the scan itself (the loader sample dict)."""
+
+    def __len__(self) -> int: ...
+
+    def scan_name(self, index: int) -> str: ...
+
+    def load(self, index: int) -> dict: ...
+
+
+def open_split(dataset: str, root: str | Path, split: str, nuscenes_version: str) -> ScanSource:
+    """Split ``split`` of ``dataset`` under ``root``, untransformed, in the loader's own split names
+    (Waymo and the synthetic set: training, validation, testing; nuScenes: train, val, test, ...
+    of ``nuscenes_version``; SemanticKITTI: train, val, test). Unlabelled splits read as segment -1."""
+    cls = dataset_class(dataset)
+    if dataset == "nuscenes":
+        return cls(root, split, version=nuscenes_version)
+    if dataset == "synthetic":  # the simulator labels its held-out testing split too
+        return cls(root, split, labelled=True)
+    return cls(root, split)
+
+
+@dataclass(frozen=True)
+class PredictionSet(Dataset):
+    """The scans ``indices`` of ``source``, each read once and put through every pipeline of
+    ``pipelines`` (one per test-time view). An item is ``{"index", "name", "views", "points"}``
+    (``points``: the scan's xyz as read, when ``keep_points``) or, for a scan that cannot be read,
+    ``{"index", "name", "error"}``."""
+
+    source: ScanSource
+    pipelines: tuple[Callable[[dict, np.random.Generator], dict], ...]
+    indices: tuple[int, ...]
+    keep_points: bool
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        index = self.indices[k]
+        name = self.source.scan_name(index)
+        try:
+            sample = self.source.load(index)
+        except BadScanError as err:
+            return {"index": index, "name": name, "error": str(err)}
+        # the evaluation pipelines draw nothing; the generator is the one a loader would pass
+        views = [pipeline(sample, np.random.default_rng([0, 0, index])) for pipeline in self.pipelines]
+        return {"index": index, "name": name, "views": views,
+                "points": sample["coord"] if self.keep_points else None}
+
+
+@dataclass(frozen=True)
+class PredictionCollate:
+    """Batches the readable scans of a list of :class:`PredictionSet` items: ``views`` holds one
+    collated, planned batch per test-time view (``collate``: :func:`train.engine.input_pipeline.planned_collate`);
+    ``scans`` the scans' names and points; ``bad`` the (name, error) of the others."""
+
+    collate: Callable[[Sequence[dict]], dict[str, Any]]
+    num_views: int
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        good = [item for item in items if "error" not in item]
+        return {
+            "views": [self.collate([item["views"][v] for item in good]) for v in range(self.num_views)] if good else [],
+            "scans": [(item["name"], item["points"]) for item in good],
+            "bad": [(item["name"], item["error"]) for item in items if "error" in item],
+        }
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """Scan files (:func:`train.data.scan_files.read_scan`) read as scans of ``dataset``: x, y, z
+    and the fourth column, ``intensity``, as that data set stores it (Waymo and the synthetic set:
+    the strength itself; nuScenes: the intensity 0..255, divided by 255 as its loader does;
+    SemanticKITTI: the remission). A file without that column cannot feed the model: a
+    :class:`BadScanError` naming it."""
+
+    paths: tuple[Path, ...]
+    names: tuple[str, ...]
+    dataset: str
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def scan_name(self, index: int) -> str:
+        return self.names[index]
+
+    def load(self, index: int) -> dict:
+        path = self.paths[index]
+        points = read_scan(path).features((*XYZ, INTENSITY))
+        strength = nuscenes_strength(points[:, 3:]) if self.dataset == "nuscenes" else points[:, 3:]
+        return make_sample(points[:, :3], strength, np.full(len(points), IGNORE_INDEX), self.names[index], path)
+
+
+def list_scan_files(inputs: Sequence[str]) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+    """The scan files of ``inputs`` (files, folders searched recursively, wildcards with ``**``)
+    and the name each one's outputs are filed under: its path relative to the folder given (for a
+    wildcard, the folder before its first wildcard; for a file, its own folder), without the
+    suffix. One-line errors for an input that names nothing and for two files of one name."""
+    paths: list[Path] = []
+    names: list[str] = []
+    for given in inputs:
+        path = Path(given)
+        if any(c in given for c in "*?["):
+            root = Path(*_until_wildcard(path.parts))
+            found = [Path(p) for p in sorted(glob.glob(given, recursive=True))]
+            found = [p for p in found if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES]
+        elif path.is_dir():
+            root = path
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES)
+        elif path.is_file():
+            if path.suffix.lower() not in SCAN_SUFFIXES:
+                raise ValueError(f"--input {given}: {path.suffix or 'no suffix'} is not a scan file suffix "
+                                 f"({', '.join(SCAN_SUFFIXES)})")
+            root, found = path.parent, [path]
+        else:
+            raise FileNotFoundError(f"--input {given}: no such file or folder")
+        if not found:
+            raise FileNotFoundError(f"--input {given} names no scan file ({', '.join(SCAN_SUFFIXES)})")
+        paths += found
+        names += [p.relative_to(root).with_suffix("").as_posix() for p in found]
+    first: dict[str, Path] = {}
+    for path, name in zip(paths, names):
+        if name in first and first[name] != path:
+            raise ValueError(f"--input: {first[name]} and {path} would both be labelled as {name!r}; "
+                             "give their common folder instead")
+        first.setdefault(name, path)
+    unique = {name: path for name, path in zip(names, paths)}  # a file named twice is read once
+    return tuple(unique.values()), tuple(unique)
+
+
+def _until_wildcard(parts: Sequence[str]) -> list[str]:
+    head: list[str] = []
+    for part in parts:
+        if any(c in part for c in "*?["):
+            break
+        head.append(part)
+    return head or ["."]

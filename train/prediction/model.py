@@ -1,0 +1,74 @@
+"""The model a prediction runs and what it expects of its inputs (decision 50).
+
+A ``model_final.pt`` or ``checkpoint_last.pt`` written by ``python -m train.run`` names the data
+set it was trained on and its voxel size (its run config), so its classes and its input features
+(xyz and the data set's strength) are known; a Pointcept PTv3 checkpoint names neither, so the
+data set and the preset are given (``--dataset``, ``--preset``) and the voxel size is spec D's
+0.05 m unless ``--grid-size`` says otherwise. Every refusal is one line naming the file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from train.runtime.checkpoint import read_weights
+from train.runtime.checkpoint_errors import CheckpointError
+from train.data.labels import class_names
+from train.engine.loop import ModelSpec, model_from_weights
+from train.models.pointcept import is_pointcept_state_dict
+
+POINTCEPT_GRID_SIZE = 0.05  # spec D's voxel size, which Pointcept's LiDAR configs use
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A model in eval mode on its device with the data set whose classes it predicts, the voxel
+    size its scans are grid-sampled at and the number of input channels it reads."""
+
+    model: nn.Module
+    dataset: str
+    class_names: tuple[str, ...]
+    grid_size: float
+    in_channels: int
+
+
+def same_classes(a: str, b: str) -> bool:
+    """Whether data sets ``a`` and ``b`` share their classes and their strength feature (the
+    synthetic set is written in Waymo's form)."""
+    return tuple(class_names(a)) == tuple(class_names(b))
+
+
+def load_predictor(path: str | Path, device: torch.device, dataset: str | None = None, preset: str = "teacher",
+                   grid_size: float | None = None) -> Predictor:
+    """The model of checkpoint ``path`` on ``device`` (module docstring). ``dataset`` and
+    ``grid_size`` must agree with what a native checkpoint names; a Pointcept checkpoint needs
+    ``dataset`` and is built as ``preset``."""
+    state, refused = read_weights(path)
+    weights = state.get("state_dict") if isinstance(state, dict) else None
+    if dataset is None and isinstance(weights, dict) and is_pointcept_state_dict(weights):
+        raise CheckpointError(f"{path} is a Pointcept checkpoint, which does not name its data set: pass --dataset "
+                              "(and --preset, its architecture)")
+    spec = ModelSpec(preset, len(class_names(dataset)), {}) if dataset is not None else None
+    model, _, config = model_from_weights(path, state, refused, spec)
+    trained_on = config.get("dataset")
+    if trained_on is None and dataset is None:
+        raise CheckpointError(f"{path} does not name the data set it was trained on: pass --dataset")
+    if trained_on is not None and dataset is not None and not same_classes(trained_on, dataset):
+        raise CheckpointError(f"{path} was trained on {trained_on} ({len(class_names(trained_on))} classes), "
+                              f"so it cannot label {dataset} scans")
+    chosen = dataset if dataset is not None else trained_on
+    if model.num_classes != len(class_names(chosen)):
+        raise CheckpointError(f"{path} predicts {model.num_classes} classes, {chosen} has {len(class_names(chosen))}")
+    trained_grid = config.get("grid_size")
+    if trained_grid is not None and grid_size is not None and float(trained_grid) != float(grid_size):
+        raise CheckpointError(f"{path} was trained on {trained_grid} m voxels; --grid-size {grid_size} does not match")
+    grid = float(trained_grid if trained_grid is not None else grid_size if grid_size is not None
+                 else POINTCEPT_GRID_SIZE)
+    model.to(device).eval()
+    model.deterministic = True  # a fixed serialization order, as in evaluation
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Predictor(model, chosen, tuple(class_names(chosen)), grid, model.in_channels)

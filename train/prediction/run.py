@@ -1,0 +1,143 @@
+"""The prediction loop: scans in, labels at every point of every scan out (decision 50).
+
+Scans are read and voxelised by DataLoader workers, which also plan each batch
+(:mod:`train.prediction.inputs`); batches of ``batch_size`` scans go to the device ahead of the
+batch being computed (:func:`train.engine.input_pipeline.device_batches`: on CUDA a side stream copies
+from pinned memory while the GPU works), and the model runs under AMP on CUDA. As in
+:func:`train.evaluation.evaluate.evaluate`, the softmax of each view's logits is carried back to every point
+of the scan as read through grid sampling's ``inverse`` and summed over the test-time views before
+the argmax, so the labels written for a labelled split score exactly what ``train.evaluation.evaluate``
+scores. Files are written by a small thread pool while the next batch is computed
+(:mod:`train.prediction.layouts`); scans already labelled in ``out`` are not read again.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from train.data.collate import collate as collate_scans
+from train.data.validation import BadScanError
+from train.runner.datasets import eval_pipeline
+from train.evaluation.evaluate import tta_views
+from train.engine.input_pipeline import device_batches, planned_collate
+from train.runtime.logging_utils import progress
+from train.prediction.inputs import PredictionCollate, PredictionSet, ScanSource
+from train.prediction.layouts import Layout
+from train.prediction.model import Predictor
+from train.engine.steps import model_inputs
+
+PREFETCH = 4  # batches each loader worker prepares ahead
+WRITERS = 2  # threads writing finished scans' files
+_WRITES_AHEAD = 8  # batches whose files may be in flight before the loop waits for the oldest
+
+
+@dataclass(frozen=True)
+class PredictionSummary:
+    """What a run did: scans labelled now, already labelled before (skipped), unreadable (named on
+    stderr), points labelled now, and the wall time of the labelling."""
+
+    labelled: int
+    already: int
+    bad: int
+    points: int
+    seconds: float
+
+    def line(self) -> str:
+        done = f"labelled {self.labelled} scans ({self.already} already labelled, {self.bad} unreadable skipped)"
+        if not self.labelled:
+            return done
+        return (f"{done} in {self.seconds:.1f} s: {self.labelled / self.seconds:.2f} scans/s, "
+                f"{self.points / self.seconds:,.0f} points/s, {1000.0 * self.seconds / self.labelled:.1f} ms per scan")
+
+
+def predict(predictor: Predictor, source: ScanSource, layout: Layout, device: torch.device, *, tta: bool,
+            batch_size: int, num_workers: int, amp: bool, skip_bad_scans: bool, show_progress: bool
+            ) -> PredictionSummary:
+    """Label every scan of ``source`` not yet labelled in ``layout`` (module docstring). A scan
+    that cannot be read stops the run with its :class:`BadScanError` (the scans finished before it
+    keep their files) unless ``skip_bad_scans``, which names it on stderr and goes on."""
+    todo = tuple(i for i in range(len(source)) if not layout.done(source.scan_name(i)))
+    views = tta_views() if tta else [None]
+    pipelines = tuple(eval_pipeline(predictor.dataset, predictor.grid_size, view) for view in views)
+    scans = PredictionSet(source, pipelines, todo, layout.needs_points)
+    collate = PredictionCollate(planned_collate(collate_scans, [predictor.model], device), len(views))
+    cuda = device.type == "cuda"
+    loader = DataLoader(scans, batch_size=batch_size, collate_fn=collate, num_workers=num_workers, pin_memory=cuda,
+                        prefetch_factor=PREFETCH if num_workers else None)
+    bar = progress(total=len(todo), desc="predict", enabled=show_progress)
+    labelled = bad = points = 0
+    pending: list[list[Future]] = []
+    start = time.perf_counter()
+    with ThreadPoolExecutor(WRITERS) as writers, torch.no_grad():
+        batches = device_batches(_view_batches(loader), device)
+        for result in _scan_results(predictor, batches, amp and cuda, layout.save_probs):
+            futures = [writers.submit(layout.write, name, labels, probs, pts)
+                       for name, labels, probs, pts in result["scans"]]
+            pending.append(futures)
+            for name, error in result["bad"]:  # after the batch's readable scans went to the writers
+                if not skip_bad_scans:
+                    raise BadScanError(error)
+                print(f"predict: skipped {name}: {error}", file=sys.stderr, flush=True)
+                bad += 1
+            if len(pending) > _WRITES_AHEAD:
+                _wait(pending.pop(0))
+            labelled += len(result["scans"])
+            points += sum(len(labels) for _, labels, _, _ in result["scans"])
+            bar.update(len(result["scans"]) + len(result["bad"]))
+        for futures in pending:
+            _wait(futures)
+    layout.finish()
+    bar.close()
+    return PredictionSummary(labelled, len(source) - len(todo), bad, points, time.perf_counter() - start)
+
+
+def _wait(futures: list[Future]) -> None:
+    for future in futures:
+        future.result()  # a write that failed raises here
+
+
+def _view_batches(loader: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The view batches of every loader batch in turn, the last view of each (or, when none of its
+    scans could be read, an empty batch) carrying the batch's ``scans`` and ``bad`` lists."""
+    for item in loader:
+        views = item["views"]
+        for v, batch in enumerate(views):
+            batch["view"] = v
+            if v == len(views) - 1:
+                batch.update(scans=item["scans"], bad=item["bad"])
+            yield batch
+        if not views:
+            yield {"view": -1, "scans": [], "bad": item["bad"]}
+
+
+def _scan_results(predictor: Predictor, batches: Iterable[dict[str, Any]], amp: bool,
+                  keep_probs: bool) -> Iterator[dict[str, Any]]:
+    """Per loader batch: ``scans`` as (name, labels, probabilities or None, points or None) on the
+    host, and ``bad``. The probabilities of every point (``keep_probs``) are the mean of the views'
+    softmax."""
+    summed: torch.Tensor | None = None
+    for batch in batches:
+        if batch["view"] >= 0:
+            with torch.autocast(batch["coord"].device.type, enabled=amp):
+                logits = predictor.model(model_inputs(batch)).logits
+            probs = torch.softmax(logits.float(), dim=1)[batch["inverse"]]
+            summed = probs if batch["view"] == 0 else summed + probs
+        if "scans" not in batch:
+            continue
+        scans = []
+        if batch["scans"]:
+            assert summed is not None
+            labels = summed.argmax(1).to(torch.uint8).cpu().numpy()
+            mean = (summed / (batch["view"] + 1)).half().cpu().numpy() if keep_probs else None
+            ends = batch["origin_offset"].cpu().numpy()
+            for (name, pts), lo, hi in zip(batch["scans"], np.concatenate([[0], ends[:-1]]), ends):
+                scans.append((name, labels[lo:hi], None if mean is None else mean[lo:hi], pts))
+        yield {"scans": scans, "bad": batch["bad"]}
+        summed = None
