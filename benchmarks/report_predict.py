@@ -23,7 +23,7 @@ def predict_section(run: dict[str, Any]) -> list[str]:
         rows.append([kind, str(clouds), f"{e['parameters']:,}", f"{t:.0f}", f"{t / clouds:.0f}",
                      f"{1000 * clouds / t:.2f}", f"{e['plan_ms']:.0f}"])
     small = min(c for _, c in ms)
-    ratio = ratio(ms.get(("teacher", small)), ms.get(("student", small)))
+    speedup = ratio(ms.get(("teacher", small)), ms.get(("student", small)))
     machine = run.get("topodistill_machine", {})
     cores = machine.get("cpu_affinity") or machine.get("cpu_count") or 0
     loads = [b["extra_info"]["load_average_1min"] for b in records if b["extra_info"].get("load_average_1min")]
@@ -45,7 +45,7 @@ def predict_section(run: dict[str, Any]) -> list[str]:
         + ("" if first["points"] == 30_000 else "; **smoke sizes, not the paper's**") + ".",
         "",
         *table(["model", "batch", "parameters", "forward (ms)", "ms per scan", "scans/s", "plan (ms, loader)"], rows),
-        f"Teacher / student latency at batch {small}: **{ratio}** here; the paper: "
+        f"Teacher / student latency at batch {small}: **{speedup}** here; the paper: "
         f"{PAPER_LATENCY_MS['teacher']} / {PAPER_LATENCY_MS['student']} ms = "
         f"{PAPER_LATENCY_MS['teacher'] / PAPER_LATENCY_MS['student']:.2f}x (GPU); an H200 with this code: "
         f"{H200_LATENCY_MS['teacher']} / {H200_LATENCY_MS['student']} ms = "

@@ -175,7 +175,7 @@ def _is_command(module: str) -> bool:
 
 
 def test_every_decision_table_value_and_command_the_documents_name_exists(decision_ids: set[str]) -> None:
-    from train.study import TABLES
+    from train.study.ablation import TABLES
 
     assert len(DOCUMENTS) > 8, "the scan found too few documents; did the layout change?"
     found = []
@@ -196,7 +196,7 @@ def test_every_decision_table_value_and_command_the_documents_name_exists(decisi
 
 
 def test_every_study_table_is_named_where_the_documents_list_them() -> None:
-    from train.study import TABLES
+    from train.study.ablation import TABLES
 
     lists = [m["values"] for path in DOCUMENTS for m in TABLE_FLAG.finditer(path.read_text(encoding="utf-8"))
              if "|" in m["values"]]
