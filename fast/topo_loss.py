@@ -128,14 +128,14 @@ def _check_options(m: int, normalize: str, tie_tol: float, eps_w: float, eps_dis
     return dims_t
 
 
-def _normalized_entropy(weights: torch.Tensor) -> float:
+def _normalized_entropy(weights: torch.Tensor) -> torch.Tensor:
     """``-sum p log p / log K`` of ``p = weights / sum(weights)`` over K >= 2 entries (0 log 0 = 0; 0 if all 0),
-    computed where ``weights`` lie and read once."""
+    a 0-d tensor computed where ``weights`` lie: the step logs it without waiting for the device."""
     total = weights.sum()
     p = weights / torch.where(total > 0, total, torch.ones_like(total))
     positive = p > 0
-    return float(-torch.where(positive, p * torch.where(positive, p, torch.ones_like(p)).log(), 0.0).sum()
-                 / math.log(weights.numel()))
+    return (-torch.where(positive, p * torch.where(positive, p, torch.ones_like(p)).log(), 0.0).sum()
+            / math.log(weights.numel()))
 
 
 TPS_PLACES = ("host", "device")
@@ -388,23 +388,25 @@ class TopoLossJob:
             return sinkhorn_distance(teacher_pairs, student_pairs, self.sinkhorn_eps)
         return persistence_image_distance(teacher_pairs, student_pairs, self.pi_norm)
 
-    def grad_entropy(self) -> float:
+    def grad_entropy(self) -> torch.Tensor:
         """Normalised entropy of the gradient the loss sends to the student's diagram points (decision 33).
 
         Call after :meth:`loss`. Every student pair of every cloud and dimension gets the share
         ``g_k / sum g`` of the norms ``g_k = ||dL/d(b_k, d_k)||``; the result is
         ``-sum p_k log p_k / log K`` over the K pairs, in [0, 1] (1: spread evenly, 0: on one pair),
-        and 0 when fewer than two pairs or no gradient. The paper's Table 11 diagnostic; the
+        and 0 when fewer than two pairs or no gradient: a 0-d float64 tensor on the pairs' device,
+        so that logging it does not wait for the device. The paper's Table 11 diagnostic; the
         gradient is taken by a separate autograd pass down to the pairs only (the graph is kept).
         """
         if self._loss is None or self._student_pairs is None:
             raise RuntimeError("TopoLossJob.grad_entropy: call loss() first")
         pairs = self._student_pairs
+        none = torch.zeros((), dtype=torch.float64, device=pairs.device)
         if not self._loss.requires_grad or pairs.shape[0] < 2:
-            return 0.0
+            return none
         (grad,) = torch.autograd.grad(self._loss, [pairs], retain_graph=True, allow_unused=True)
         if grad is None:
-            return 0.0
+            return none
         return _normalized_entropy(grad.detach().norm(dim=1).double())
 
 

@@ -290,7 +290,7 @@ def distillation_step(
         total = total + weighted["topo"]
         logs["topo"] = l_topo.detach()
         # paper Table 11's diagnostic (decision 33): how evenly L_topo spreads over the student's pairs
-        logs["topo_grad_entropy"] = torch.tensor(topo_job.grad_entropy())
+        logs["topo_grad_entropy"] = topo_job.grad_entropy().float()
         # clouds whose H1 missed the time budget this step, per model (decisions 6c): never silent
         for model, count in topo_job.h1_misses.items():
             logs[f"topo_h1_over_budget_{model}"] = torch.tensor(float(count))
