@@ -21,7 +21,7 @@ def worker_share() -> int:
     """This process's share of the cores for its persistence workers, at least 1.
 
     Under a launcher that starts several processes per machine (``torchrun``, or
-    ``train.distributed.spawn_local``, both set ``LOCAL_WORLD_SIZE``), the cores this process may
+    ``train.runtime.distributed.spawn_local``, both set ``LOCAL_WORLD_SIZE``), the cores this process may
     run on divided among them, unless its affinity mask is already narrower than the machine
     (a launcher that pins each rank to its own cores): the mask is then this process's share.
     """
