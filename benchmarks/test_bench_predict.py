@@ -1,7 +1,7 @@
 """Inference speed of the paper's models on this machine (``python -m train.predict``, decision 50).
 
 Group ``predict``: the forward pass of the paper presets (``teacher``, ``student``: paper Table 8)
-on grid-sampled LiDAR-like scans of ``POINTS`` voxels each (``train.cost.lidar_like_batch``; the
+on grid-sampled LiDAR-like scans of ``POINTS`` voxels each (``train.evaluation.cost.lidar_like_batch``; the
 paper times one 30,000-point scan), at batch 1 (latency per scan) and batch 8 (throughput), as
 ``train.predict`` runs it: in eval mode with a fixed serialization order, the batch's plan built
 beforehand (the loader workers build it, decision 47; its time is recorded beside, ``plan_ms``).
@@ -10,7 +10,7 @@ this code measured 54.8 vs 61.7 ms, 1.13x.
 
 Group ``predict-profile``: where one scan's forward pass spends its time, per part of the model
 (:func:`benchmarks.predict_profile.part_seconds`), for both models, to see which costs do not
-shrink with the student's width, and the FLOPs of that pass (``train.cost.count_flops``). The smoke run uses ``SMOKE_POINTS`` and batches 1 and 2.
+shrink with the student's width, and the FLOPs of that pass (``train.evaluation.cost.count_flops``). The smoke run uses ``SMOKE_POINTS`` and batches 1 and 2.
 """
 from __future__ import annotations
 
