@@ -195,7 +195,7 @@ def engine_paths(size: dict[str, Any], device: torch.device, rec: Recorder, dead
 
 def table6(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: float) -> None:
     from benchmarks.clouds import student_teacher
-    from benchmarks.report import PAPER_TABLE6
+    from benchmarks.report_paper import PAPER_TABLE6
     from benchmarks.table6 import FAMILY, in_process_methods
 
     from train.engine.steps import warm_up_persistence
