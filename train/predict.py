@@ -3,7 +3,8 @@
 Inputs: a split the project reads (``--dataset``, ``--data-root``, ``--split``; unlabelled test
 splits included) or scan files (``--input``: files, folders, wildcards; ``.bin``, ``.npy``,
 ``.npz``, ``.ply``, ``.las``, ``.laz``). The model: a ``model_final.pt`` or ``checkpoint_last.pt``
-of ``python -m train.run`` (it names its data set and voxel size) or a Pointcept PTv3 checkpoint
+of ``python -m train.run`` (it names its data set and voxel size; a scan folder's also keeps the
+folder's classes and feature) or a Pointcept PTv3 checkpoint
 (``--dataset`` and ``--preset`` say what it is). Outputs under ``--out`` in the layout of
 ``--format`` (:mod:`train.prediction.layouts`). The machinery is :mod:`train.prediction`
 (decision 50); this module parses the options and reports.
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scan files, folders (searched recursively) or wildcards; instead of --split")
     p.add_argument("--dataset", choices=DATASETS, help="data set of the scans (default: the checkpoint's; "
                    "required for a Pointcept checkpoint)")
-    p.add_argument("--data-root", help="data set root of --split (default data/<dataset>)")
+    p.add_argument("--data-root", help="data set root of --split (default data/<dataset>); with --dataset folder "
+                   "and --input, the scan folder whose dataset.yaml describes a checkpoint that keeps no description")
     p.add_argument("--split", help="split to label, in the loader's names (waymo/synthetic: training, validation, "
                    "testing; nuscenes: train, val, test, ...; semantic_kitti: train, val, test)")
     p.add_argument("--nuscenes-version", choices=NUSCENES_VERSIONS, default=DEFAULT_NUSCENES_VERSION,
@@ -57,8 +59,8 @@ def check_options(args: argparse.Namespace) -> None:
     """ValueError naming the option for anything the options alone rule out."""
     if (args.input is None) == (args.split is None):
         raise ValueError("give either --input (scan files) or --split (a data set split)")
-    if args.input is not None and args.data_root is not None:
-        raise ValueError("--data-root goes with --split, not --input")
+    if args.input is not None and args.data_root is not None and args.dataset != "folder":
+        raise ValueError("--data-root goes with --split, not --input (or names the scan folder of --dataset folder)")
     if args.format == "nuscenes" and (args.split is None or args.dataset not in (None, "nuscenes")):
         raise ValueError("--format nuscenes writes a lidarseg submission of a nuScenes --split (its sample tokens)")
     if args.batch_size < 1 or (args.num_workers is not None and args.num_workers < 0):
@@ -82,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from train.data.validation import BadScanError
     from train.prediction.inputs import FileSource, list_scan_files, open_split
     from train.prediction.layouts import build_layout
-    from train.prediction.model import load_predictor, same_classes
+    from train.data.labels import class_names
+    from train.prediction.model import load_predictor
     from train.prediction.run import predict
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -90,19 +93,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
     try:
-        predictor = load_predictor(args.checkpoint, device, args.dataset, args.preset, args.grid_size)
+        predictor = load_predictor(args.checkpoint, device, args.dataset, args.preset, args.grid_size, args.data_root)
         if predictor.in_channels != 4:
             raise ValueError(f"{args.checkpoint} reads {predictor.in_channels} input channels; scans give xyz and "
                              "the strength (4)")
-        if args.format == "semantic_kitti" and not same_classes(predictor.dataset, "semantic_kitti") or \
-                args.format == "nuscenes" and not same_classes(predictor.dataset, "nuscenes"):
+        if args.format in ("semantic_kitti", "nuscenes") and predictor.class_names != tuple(class_names(args.format)):
             raise ValueError(f"--format {args.format} needs a model of {args.format}'s classes; {args.checkpoint} "
                              f"predicts {predictor.dataset}'s")
         if args.split is not None:
             root = args.data_root or str(Path("data") / predictor.dataset)
-            source = open_split(predictor.dataset, root, args.split, args.nuscenes_version)
+            source = open_split(predictor.dataset, root, args.split, args.nuscenes_version, predictor.folder)
         else:
-            source = FileSource(*list_scan_files(args.input), predictor.dataset)
+            source = FileSource(*list_scan_files(args.input), predictor.dataset, predictor.folder)
             out = Path(args.out).resolve()
             inside = [path for path in source.paths if out in path.resolve().parents]
             if inside:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -39,6 +40,12 @@ class PointCloudDataset(Dataset, ABC):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def checkpoint_entries(self) -> dict[str, Any]:
+        """What a model trained on these scans keeps beside its weights, as plain values, to read new
+        scans as these were read (``extra`` of its checkpoints): nothing for a published set, whose
+        name in the run config says it all; a scan folder's description (:mod:`train.data.folder`)."""
+        return {}
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of ``epoch`` (see the module docstring)."""

@@ -20,6 +20,11 @@ names a PLY property, LAS dimension or npz key. ``feature`` is one column name o
 (``intensity``, ``red``, any PLY property) or ``null``: the PTv3 models read four channels, x, y, z
 and one strength (decision 51), and without a feature the strength is 0 for every point.
 
+What a model trained on the folder expects of a scan and what its train ids mean (the classes,
+the feature and its scale, the label map) is the folder's :class:`FolderDescription`; every
+checkpoint of a folder run keeps it as plain values (``extra["folder"]``), so ``train.predict``
+labels new scans without the training folder (decision 51).
+
 Bad folders get one line each: ``dataset.yaml`` missing or malformed, a split that matches no scan
 (:class:`~train.data.validation.DatasetLayoutError`); a scan that cannot be read, a label file of
 another point count, or raw ids that the map does not list (:class:`UnmappedLabelError`) are
@@ -38,8 +43,8 @@ import numpy as np
 
 from .base import PointCloudDataset, Transform
 from .labels import IGNORE_INDEX
-from .scan_files import SCAN_SUFFIXES, read_labels, read_scan
-from .validation import BadScanError, DatasetLayoutError, make_sample, require_dir
+from .scan_files import SCAN_SUFFIXES, Scan, read_labels, read_scan
+from .validation import BadScanError, CorruptFileError, DatasetLayoutError, make_sample, require_dir
 
 SPEC_FILE = "dataset.yaml"
 FOLDER_SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -58,17 +63,67 @@ class UnmappedLabelError(BadScanError):
 
 
 @dataclass(frozen=True)
+class FolderDescription:
+    """What a model trained on a scan folder expects and predicts: ``classes`` (train ids 0..K-1),
+    the ``feature`` column read beside x, y, z (None: strength 0) divided by ``feature_scale``, and
+    ``label_map`` (raw id -> train id, -1 for the ignored ids). :meth:`plain` is its form in a
+    checkpoint (plain values, read with ``weights_only``), :func:`folder_description` reads it back."""
+
+    classes: tuple[str, ...]
+    label_map: dict[int, int]
+    feature: str | None
+    feature_scale: float
+
+    def strength(self, scan: Scan) -> np.ndarray:
+        """The (N, 1) float32 strength of ``scan``: its ``feature`` column / ``feature_scale``; a scan
+        without that column is a :class:`~train.data.validation.CorruptFileError` naming it."""
+        if self.feature is None:
+            return np.zeros((len(scan.points), 1), np.float32)
+        if self.feature not in scan.columns:
+            raise CorruptFileError(f"scan file {str(scan.path)!r} has no column {self.feature!r}, the feature the "
+                                   f"model reads ({SPEC_FILE}: feature: {self.feature}); it has {list(scan.columns)}")
+        return scan.features([self.feature]) / np.float32(self.feature_scale)
+
+    def plain(self) -> dict[str, Any]:
+        return {"classes": list(self.classes), "label_map": dict(self.label_map), "feature": self.feature,
+                "feature_scale": self.feature_scale}
+
+    def differences(self, other: FolderDescription) -> list[str]:
+        """What of the classes, feature and feature scale ``other`` gives otherwise, one item each."""
+        return [f"{key} {theirs!r} (not {ours!r})" for key, ours, theirs in (
+            ("classes", list(self.classes), list(other.classes)), ("feature", self.feature, other.feature),
+            ("feature_scale", self.feature_scale, other.feature_scale)) if ours != theirs]
+
+
+def folder_description(data: Any, where: str) -> FolderDescription:
+    """The :class:`FolderDescription` of ``data`` (the keys ``classes``, ``label_map``, optional
+    ``ignore``, ``feature``, ``feature_scale`` of a ``dataset.yaml``, or a checkpoint's
+    :meth:`FolderDescription.plain`), checked: any problem is one ValueError line naming ``where``."""
+    if not isinstance(data, dict) or not {"classes", "label_map"} <= set(data):
+        raise ValueError(f"{where}: a scan folder's description needs 'classes' and 'label_map'")
+    classes = _string_list(data["classes"], where, "classes")
+    if not classes or len(set(classes)) != len(classes):
+        raise ValueError(f"{where}: 'classes' must list at least one class, each once; got {classes}")
+    label_map = _label_map(data["label_map"], data.get("ignore", []), len(classes), where)
+    feature = data.get("feature", "intensity")
+    if feature is not None and not isinstance(feature, str):
+        raise ValueError(f"{where}: 'feature' is one column name (or null), got {feature!r}; the models read x, y, "
+                         f"z and one strength channel (decision 51)")
+    scale = data.get("feature_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise ValueError(f"{where}: 'feature_scale' must be a number > 0, got {scale!r}")
+    return FolderDescription(tuple(classes), label_map, feature, float(scale))
+
+
+@dataclass(frozen=True)
 class FolderSpec:
     """``dataset.yaml`` of a scan folder, checked (see the module docstring for each key)."""
 
     root: Path
-    classes: tuple[str, ...]
-    label_map: dict[int, int]
+    description: FolderDescription
     label_file: str | None
     label_field: str | None
     splits: dict[str, tuple[str, ...]]
-    feature: str | None
-    feature_scale: float
 
     def scans(self, split: str) -> list[Path]:
         """The scan files of ``split``, sorted; a split that matches none is a layout error."""
@@ -116,10 +171,7 @@ def read_folder_spec(root: str | Path) -> FolderSpec:
             ([f"unknown key(s) {sorted(unknown)}"] if unknown else []) + ([f"missing key(s) {sorted(missing)}"]
                                                                           if missing else []))
             + f" (keys: {sorted(_KEYS)})")
-    classes = _string_list(data["classes"], path, "classes")
-    if not classes or len(set(classes)) != len(classes):
-        raise ValueError(f"{path}: 'classes' must list at least one class, each once; got {classes}")
-    label_map = _label_map(data["label_map"], data.get("ignore", []), len(classes), path)
+    description = folder_description(data, str(path))
     labels = data["labels"]
     if not (isinstance(labels, dict) and len(labels) == 1 and set(labels) <= {"file", "field"}
             and isinstance(next(iter(labels.values())), str)):
@@ -129,16 +181,8 @@ def read_folder_spec(root: str | Path) -> FolderSpec:
     if not isinstance(splits, dict) or set(splits) - set(FOLDER_SPLITS) or set(REQUIRED_SPLITS) - set(splits):
         raise ValueError(f"{path}: 'splits' must map train and val (and optionally test) to globs or file lists, "
                          f"got {splits!r}")
-    feature = data.get("feature", "intensity")
-    if feature is not None and not isinstance(feature, str):
-        raise ValueError(f"{path}: 'feature' is one column name (or null), got {feature!r}; the models read x, y, "
-                         f"z and one strength channel (decision 51)")
-    scale = data.get("feature_scale", 1.0)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-        raise ValueError(f"{path}: 'feature_scale' must be a number > 0, got {scale!r}")
-    return FolderSpec(root, tuple(classes), label_map, labels.get("file"), labels.get("field"),
-                      {k: tuple(_string_list(v, path, f"splits.{k}")) for k, v in splits.items()},
-                      feature, float(scale))
+    return FolderSpec(root, description, labels.get("file"), labels.get("field"),
+                      {k: tuple(_string_list(v, str(path), f"splits.{k}")) for k, v in splits.items()})
 
 
 class FolderDataset(PointCloudDataset):
@@ -149,20 +193,29 @@ class FolderDataset(PointCloudDataset):
                  seed: int = 0) -> None:
         super().__init__(transform, seed)
         self.spec = read_folder_spec(root)
-        self.class_names = self.spec.classes
+        self.description = self.spec.description
+        self.class_names = self.description.classes
         self.scan_paths = self.spec.scans(split)
         fieldless = [p for p in self.scan_paths if p.suffix.lower() in (".bin", ".npy")]
         if self.spec.label_field is not None and fieldless:
             raise ValueError(f"{self.spec.root / SPEC_FILE}: labels.field {self.spec.label_field!r}, but "
                              f"{str(fieldless[0])!r} is a {fieldless[0].suffix} scan, which holds no fields: give "
                              f"its labels as files (labels: {{file: \"{{stem}}.label\"}})")
-        self._base = min(self.spec.label_map)  # lookup row = raw id - the smallest raw id of the map
-        self._lut = np.full(max(self.spec.label_map) - self._base + 1, UNMAPPED, dtype=np.int64)
-        for raw, train in self.spec.label_map.items():
+        label_map = self.description.label_map
+        self._base = min(label_map)  # lookup row = raw id - the smallest raw id of the map
+        self._lut = np.full(max(label_map) - self._base + 1, UNMAPPED, dtype=np.int64)
+        for raw, train in label_map.items():
             self._lut[raw - self._base] = train
 
     def __len__(self) -> int:
         return len(self.scan_paths)
+
+    def checkpoint_entries(self) -> dict[str, Any]:
+        return {"folder": self.description.plain()}
+
+    def scan_name(self, index: int) -> str:
+        """The path of scan ``index`` relative to the root, without its suffix, known before it is read."""
+        return str(self.scan_paths[index].relative_to(self.spec.root).with_suffix(""))
 
     def load(self, index: int) -> dict:
         path = self.scan_paths[index]
@@ -175,10 +228,8 @@ class FolderDataset(PointCloudDataset):
             raw, source = read_labels(label_path, len(scan.points)), label_path
         else:
             raw, source = scan.labels, path
-        strength = (scan.features([self.spec.feature]) / np.float32(self.spec.feature_scale)
-                    if self.spec.feature is not None else np.zeros((len(scan.points), 1), np.float32))
-        name = str(path.relative_to(self.spec.root).with_suffix(""))
-        return make_sample(scan.points[:, :3], strength, self._train_ids(raw, source), name, path)
+        return make_sample(scan.points[:, :3], self.description.strength(scan), self._train_ids(raw, source),
+                           self.scan_name(index), path)
 
     def _train_ids(self, raw: np.ndarray, source: Path) -> np.ndarray:
         row = raw - self._base
@@ -194,7 +245,7 @@ class FolderDataset(PointCloudDataset):
         return train
 
 
-def _string_list(value: Any, path: Path, key: str) -> list[str]:
+def _string_list(value: Any, path: str, key: str) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -202,7 +253,7 @@ def _string_list(value: Any, path: Path, key: str) -> list[str]:
     return value
 
 
-def _label_map(table: Any, ignore: Any, num_classes: int, path: Path) -> dict[int, int]:
+def _label_map(table: Any, ignore: Any, num_classes: int, path: str) -> dict[int, int]:
     """Raw id -> train id from ``label_map`` and ``ignore`` (any integer raw ids; train ids in -1..K-1)."""
     if not isinstance(table, Mapping) or not table:
         raise ValueError(f"{path}: 'label_map' must map raw label ids to train ids, got {table!r}")

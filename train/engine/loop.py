@@ -285,7 +285,7 @@ def train_stage(
     run = _build(cfg, stage, out_dir, train_set, spec, info, settings, teacher, timer)
     _resume_or_start(run)
     _wrap_for_ddp(run)
-    out = _open_outputs(run)
+    out = _open_outputs(run, train_set)
     loader = _stage_loader(run, train_set, collate_fn)
     try:
         for epoch in range(run.start_epoch, run.epochs):
@@ -375,9 +375,11 @@ def _wrap_for_ddp(run: _Stage) -> None:
         warm_up_persistence()  # started before the model was built (start_persistence in _build)
 
 
-def _open_outputs(run: _Stage) -> _Outputs:
+def _open_outputs(run: _Stage, train_set: Any) -> _Outputs:
     """The CSV/TensorBoard logs (continued on resume), the progress bar, the preemption vote and
-    the timed-checkpoint clock, and what every checkpoint stores beside the state."""
+    the timed-checkpoint clock, and what every checkpoint stores beside the state: the model spec,
+    the stage and what the training scans say a model of them expects (a scan folder's description:
+    ``PointCloudDataset.checkpoint_entries``)."""
     cfg, info = run.cfg, run.info
     logger = MetricLogger(run.out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, tables=("train", "val"),
                           resume_step=run.step if run.resumed else None)
@@ -386,7 +388,7 @@ def _open_outputs(run: _Stage) -> _Outputs:
                    every_seconds=cfg.progress_seconds)
     vote = StepVote(info.world_size, needed=bool(parse_signals(cfg.preempt_signal)) or cfg.checkpoint_minutes > 0)
     return _Outputs(logger, bar, vote, CheckpointClock(cfg.checkpoint_minutes), cfg.to_dict(),
-                    {"model_spec": run.spec.__dict__, "stage": run.stage})
+                    {"model_spec": run.spec.__dict__, "stage": run.stage, **train_set.checkpoint_entries()})
 
 
 def _stage_loader(run: _Stage, train_set: Any, collate_fn: Callable) -> DataLoader:

@@ -18,9 +18,10 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
+from train.data.folder import SPEC_FILE, FolderDescription
 from train.data.labels import IGNORE_INDEX
 from train.data.nuscenes import nuscenes_strength
-from train.data.scan_files import INTENSITY, SCAN_SUFFIXES, XYZ, read_scan
+from train.data.scan_files import INTENSITY, SCAN_SUFFIXES, read_scan
 from train.data.validation import BadScanError, make_sample
 from train.runner.datasets import dataset_class
 
@@ -36,16 +37,23 @@ class ScanSource(Protocol):
     def load(self, index: int) -> dict: ...
 
 
-def open_split(dataset: str, root: str | Path, split: str, nuscenes_version: str) -> ScanSource:
+def open_split(dataset: str, root: str | Path, split: str, nuscenes_version: str,
+               folder: FolderDescription | None) -> ScanSource:
     """Split ``split`` of ``dataset`` under ``root``, untransformed, in the loader's own split names
     (Waymo and the synthetic set: training, validation, testing; nuScenes: train, val, test, ...
-    of ``nuscenes_version``; SemanticKITTI: train, val, test). Unlabelled splits read as segment -1."""
+    of ``nuscenes_version``; SemanticKITTI: train, val, test; a scan folder: train, val, test).
+    Unlabelled splits read as segment -1. A scan folder whose ``dataset.yaml`` gives other classes
+    or another feature than ``folder`` (what the model expects) is refused in one line."""
     cls = dataset_class(dataset)
     if dataset == "nuscenes":
         return cls(root, split, version=nuscenes_version)
     if dataset == "synthetic":  # the simulator labels its held-out testing split too
         return cls(root, split, labelled=True)
-    return cls(root, split)
+    source = cls(root, split)
+    if folder is not None and (differences := folder.differences(source.description)):
+        raise ValueError(f"{Path(root) / SPEC_FILE} gives {'; '.join(differences)}: the model was trained on "
+                         "another folder description")
+    return source
 
 
 @dataclass(frozen=True)
@@ -99,12 +107,14 @@ class FileSource:
     """Scan files (:func:`train.data.scan_files.read_scan`) read as scans of ``dataset``: x, y, z
     and the fourth column, ``intensity``, as that data set stores it (Waymo and the synthetic set:
     the strength itself; nuScenes: the intensity 0..255, divided by 255 as its loader does;
-    SemanticKITTI: the remission). A file without that column cannot feed the model: a
-    :class:`BadScanError` naming it."""
+    SemanticKITTI: the remission); for a scan folder's model, the column ``folder`` names divided
+    by its scale, as the folder's loader reads it (:meth:`FolderDescription.strength`). A file
+    without that column cannot feed the model: a :class:`BadScanError` naming it."""
 
     paths: tuple[Path, ...]
     names: tuple[str, ...]
     dataset: str
+    folder: FolderDescription | None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -114,9 +124,14 @@ class FileSource:
 
     def load(self, index: int) -> dict:
         path = self.paths[index]
-        points = read_scan(path).features((*XYZ, INTENSITY))
-        strength = nuscenes_strength(points[:, 3:]) if self.dataset == "nuscenes" else points[:, 3:]
-        return make_sample(points[:, :3], strength, np.full(len(points), IGNORE_INDEX), self.names[index], path)
+        scan = read_scan(path)
+        if self.folder is not None:
+            strength = self.folder.strength(scan)
+        else:
+            intensity = scan.features((INTENSITY,))
+            strength = nuscenes_strength(intensity) if self.dataset == "nuscenes" else intensity
+        return make_sample(scan.points[:, :3], strength, np.full(len(scan.points), IGNORE_INDEX), self.names[index],
+                           path)
 
 
 def list_scan_files(inputs: Sequence[str]) -> tuple[tuple[Path, ...], tuple[str, ...]]:

@@ -83,7 +83,7 @@ def class_count(cfg: RunConfig) -> int:
     if cfg.dataset == "folder":
         from train.data.folder import read_folder_spec
 
-        return len(read_folder_spec(cfg.data_root).classes)
+        return len(read_folder_spec(cfg.data_root).description.classes)
     return len(dataset_class(cfg.dataset).class_names)
 
 

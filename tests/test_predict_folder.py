@@ -1,0 +1,141 @@
+"""``python -m train.predict`` with a model trained on a folder of one's own scans (decisions 50, 51):
+the checkpoint keeps the folder's classes and feature, so new scans are labelled without the
+training folder, as files or as the folder's splits, scored as ``train.evaluation.evaluate`` scores
+them; scans or folders the model does not fit are refused in one line."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from test_data_folder import CLASSES, SPEC, build_folder
+from test_train_support import tiny_config
+from train.data.folder import SPEC_FILE, FolderDataset
+from train.data.scan_files import read_scan, write_scan
+from train.engine.loop import FINAL, load_frozen_teacher, model_spec, train_stage
+from train.evaluation.evaluate import evaluate
+from train.evaluation.metrics import IoUAccumulator
+from train.predict import main
+from train.runner.datasets import prepare_splits
+from train.runtime.checkpoint import load_checkpoint, save_checkpoint
+from train.runtime.distributed import DistInfo
+
+CPU = DistInfo(0, 1, 0, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A student trained two steps on a scan folder, whose folder is then moved away: every
+    prediction below runs without the folder the checkpoint was trained on."""
+    tmp = tmp_path_factory.mktemp("predict_folder")
+    cfg = tiny_config(tmp, dataset="folder", data_root=str(build_folder(tmp / "data")), stage="student")
+    data = prepare_splits(cfg, CPU)
+    spec = model_spec(cfg, "student", data.num_classes, CPU.device)
+    train_stage(cfg, "student", tmp / "out", data.train, data.collate, spec, CPU)
+    moved = tmp / "moved"
+    shutil.move(tmp / "data", moved)
+    return {"tmp": tmp, "checkpoint": tmp / "out" / FINAL, "root": moved}
+
+
+def run(*argv: Any) -> int:
+    return main([str(a) for a in argv] + ["--no-progress"])
+
+
+def predict_val_split(t: dict[str, Any], out: Path, *more: Any) -> int:
+    return run("--checkpoint", t["checkpoint"], "--dataset", "folder", "--data-root", t["root"], "--split", "val",
+               "--out", out, *more)
+
+
+def test_the_checkpoint_keeps_the_folder_classes_feature_and_label_map_as_plain_values(
+        trained: dict[str, Any]) -> None:
+    stored = load_checkpoint(trained["checkpoint"])["extra"]["folder"]  # read with weights_only=True
+    assert stored == {"classes": CLASSES, "label_map": {0: -1, 1: 0, 2: 1, 3: 2}, "feature": "intensity",
+                      "feature_scale": 255.0}
+    assert not (trained["tmp"] / "data").exists()  # the training folder is gone
+
+
+def test_the_val_split_and_the_same_scans_as_files_get_the_same_labels_without_the_training_folder(
+        trained: dict[str, Any], tmp_path: Path) -> None:
+    assert predict_val_split(trained, tmp_path / "split") == 0
+    assert run("--checkpoint", trained["checkpoint"], "--input", trained["root"] / "val",
+               "--out", tmp_path / "files") == 0
+    split = FolderDataset(trained["root"], "val")
+    for i, path in enumerate(split.scan_paths):
+        from_split = np.load(tmp_path / "split" / f"{split.load(i)['name']}.npy")
+        np.testing.assert_array_equal(from_split, np.load(tmp_path / "files" / f"{path.stem}.npy"))
+        assert len(from_split) == len(read_scan(path).points)
+
+
+def test_predicted_labels_of_the_val_split_score_what_evaluate_scores(trained: dict[str, Any],
+                                                                      tmp_path: Path) -> None:
+    assert predict_val_split(trained, tmp_path / "out") == 0
+    cfg = tiny_config(trained["tmp"], dataset="folder", data_root=str(trained["root"]))
+    data = prepare_splits(cfg, CPU)
+    split = data.val_views(False)[0]
+    acc = IoUAccumulator(len(CLASSES))
+    for i in range(len(split)):
+        sample = split.load(i)
+        acc.update(torch.from_numpy(np.load(tmp_path / "out" / f"{sample['name']}.npy")),
+                   torch.from_numpy(sample["segment"]))
+    model, _ = load_frozen_teacher(trained["checkpoint"], CPU.device)
+    expected = evaluate(model, data.val_views(False), len(CLASSES), CPU.device, data.collate)
+    assert int(acc.state().sum()) > 0
+    assert torch.equal(acc.state(), expected.state())  # the same confusion counts, class by class
+
+
+def test_the_ply_output_is_coloured_in_the_folder_classes_palette(trained: dict[str, Any], tmp_path: Path) -> None:
+    from train.evaluation.plots import class_colours
+
+    assert predict_val_split(trained, tmp_path / "npy") == 0
+    assert predict_val_split(trained, tmp_path / "ply", "--format", "ply") == 0
+    scan = read_scan(tmp_path / "ply" / "val" / "v0.ply", label_field="label")
+    labels = np.load(tmp_path / "npy" / "val" / "v0.npy")
+    np.testing.assert_array_equal(scan.labels, labels)
+    palette = np.round(class_colours(len(CLASSES))[:len(CLASSES)] * 255).astype(np.uint8)
+    np.testing.assert_array_equal(scan.features(("red", "green", "blue")), palette[labels])
+
+
+def test_a_file_without_the_feature_column_the_folder_names_is_refused_in_one_line(
+        trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    points = read_scan(trained["root"] / "val" / "v0.ply").features(("x", "y", "z", "intensity"))
+    write_scan(tmp_path / "in" / "colour.ply", points, ("x", "y", "z", "red"))
+    capsys.readouterr()
+    assert run("--checkpoint", trained["checkpoint"], "--input", tmp_path / "in", "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "colour.ply" in err[0] and "'intensity'" in err[0]
+
+
+def test_a_folder_described_otherwise_than_the_checkpoint_is_refused_in_one_line(
+        trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(trained["root"], other)
+    (other / SPEC_FILE).write_text(yaml.safe_dump({**SPEC, "feature_scale": 1.0}))
+    capsys.readouterr()
+    assert run("--checkpoint", trained["checkpoint"], "--dataset", "folder", "--data-root", other, "--split", "val",
+               "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "feature_scale 1.0 (not 255.0)" in err[0] and str(other) in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_older_checkpoint_without_the_description_needs_the_folder_and_reads_its_dataset_yaml(
+        trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    state = load_checkpoint(trained["checkpoint"])
+    extra = {k: v for k, v in state["extra"].items() if k != "folder"}
+    older = tmp_path / "older.pt"
+    model, _ = load_frozen_teacher(trained["checkpoint"], CPU.device)
+    save_checkpoint(older, model, None, None, None, state["step"], state["epoch"], state["config"], extra)
+    files = ["--input", trained["root"] / "val"]
+    capsys.readouterr()
+    assert run("--checkpoint", older, *files, "--out", tmp_path / "refused") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--dataset folder --data-root" in err[0] and str(older) in err[0]
+    assert run("--checkpoint", older, "--dataset", "folder", "--data-root", trained["root"], *files,
+               "--out", tmp_path / "older") == 0
+    assert run("--checkpoint", trained["checkpoint"], *files, "--out", tmp_path / "kept") == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "older" / "v0.npy"), np.load(tmp_path / "kept" / "v0.npy"))
