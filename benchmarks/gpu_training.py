@@ -159,8 +159,9 @@ def step_kernels(size: dict[str, Any], device: torch.device, rec: Recorder, dead
     """Each step of :data:`STEP_CASES` as ``train.engine.loop`` runs it (``benchmarks.step_ops``, AMP on
     CUDA) on a batch whose plan was built ahead, on the host, and uploaded with the batch (as the
     loader's workers hand it over, decision 47): none of the plan's work is in the timed step.
-    Wall time per step (median, synchronised), the kernel time of one profiled step and the GPU's
-    busy share (kernel time / wall time)."""
+    Wall time per step (median, synchronised), the kernel time of one profiled step, the GPU's
+    busy share (kernel time / wall time) and the peak memory allocated over the timed steps (models,
+    optimiser state, batch and activations: what a GPU needs for this step)."""
     from torch.profiler import ProfilerActivity, profile
 
     from benchmarks.step_ops import build_rig, measurements
@@ -182,7 +183,10 @@ def step_kernels(size: dict[str, Any], device: torch.device, rec: Recorder, dead
         step = measurements(rig, topo_m=size["m"])[name]
         for _ in range(3):  # warm-up: kernels (TPS's compilation), allocator, optimiser state, workers
             step()
+        if device.type == "cuda":  # the step's whole footprint: models, optimiser state, batch, activations
+            torch.cuda.reset_peak_memory_stats(device)
         times = [timed(step, device) for _ in range(size["steps"]) if time.monotonic() < deadline]
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else math.nan
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with profile(activities=activities) as prof:
             step()
@@ -194,12 +198,12 @@ def step_kernels(size: dict[str, Any], device: torch.device, rec: Recorder, dead
         cuda = device.type == "cuda"
         rows.append([label, name, f"{preset['clouds']} x {preset['points']}", ms, 1000 / ms,
                      kernel_ms if cuda else math.nan, kernels, 100 * kernel_ms / ms if cuda else math.nan,
-                     len(times)])
+                     peak, len(times)])
         rec.put("steps", rows)
         rec.table("Training steps on the device as train.engine.loop runs them, batch plan built ahead: wall time, kernel "
                   "time and GPU busy share (torch.profiler, one step)",
                   ["batch", "step", "clouds x points", "ms per step (median)", "steps/s", "kernel ms", "kernels",
-                   "GPU busy %", "rounds"], rows)
+                   "GPU busy %", "peak memory (MB)", "rounds"], rows)
     rec.note("Before (H200, 2026-11-26, docs/notes/gpu-step-kernels.md, plan built inside the step): KD + saliency "
              "164 ms of kernel time, the full objective 1,037 ms of which TPS on the device 857 ms. Targets: CE "
              "step <= 150 ms with the GPU >= 80% busy; the topological term's kernels near 10 ms. Kernel time "
