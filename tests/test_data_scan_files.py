@@ -89,6 +89,22 @@ def test_npz_with_coord_and_strength_keys(tmp_path: Path) -> None:
     np.testing.assert_array_equal(scan.labels, np.arange(11))
 
 
+def test_nuscenes_pcd_bin_is_read_as_five_columns_even_when_four_would_divide(tmp_path: Path) -> None:
+    """nuScenes sweeps (*.pcd.bin) hold x, y, z, intensity, ring: 8 points are 40 float32, which four
+    columns would also divide (10 garbage points); a plain .bin stays KITTI's four."""
+    points = np.random.default_rng(3).normal(size=(8, 5)).astype(np.float32)
+    nus = tmp_path / "n015__LIDAR_TOP__1.pcd.bin"
+    points.tofile(nus)
+    scan = read_scan(nus)
+    assert scan.columns == ("x", "y", "z", "intensity", "feature4")
+    np.testing.assert_array_equal(scan.points, points)
+    write_scan(tmp_path / "again.pcd.bin", scan.points, scan.columns)
+    np.testing.assert_array_equal(read_scan(tmp_path / "again.pcd.bin").points, points)
+    kitti = tmp_path / "000000.bin"
+    points.tofile(kitti)
+    assert read_scan(kitti).points.shape == (10, 4)
+
+
 def test_npy_with_more_columns_names_them(tmp_path: Path) -> None:
     pts = np.hstack([_points(5), np.ones((5, 2), np.float32)])
     path = tmp_path / "wide.npy"

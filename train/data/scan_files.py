@@ -6,7 +6,8 @@ columns are x, y, z and then the file's feature columns (``intensity`` 4th where
 plus, when asked, the raw integer labels of a named per-point field. :func:`read_labels` reads a
 separate label file. Formats (``SCAN_SUFFIXES``):
 
-* ``.bin``: KITTI style, headerless float32 records (x, y, z, intensity).
+* ``.bin``: KITTI style, headerless float32 records (x, y, z, intensity); ``*.pcd.bin``, nuScenes'
+  sweeps, five per point (x, y, z, intensity, then the ring index as ``feature4``).
 * ``.npy``: a float array (N, C >= 3): x, y, z, intensity, then ``feature4``, ``feature5``, ...
 * ``.npz``: key ``points`` as in ``.npy``, or key ``coord`` (N, 3) with an optional ``intensity`` (or
   ``strength``) of N values; a label field is another key.
@@ -32,13 +33,14 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from train.runtime.checkpoint import atomic_write
 
 from .validation import CorruptFileError, LabelCountError, check_count, check_finite_coords, load_npy, read_records
 
@@ -155,8 +157,9 @@ def write_scan(path: str | os.PathLike[str], points: np.ndarray, columns: Sequen
             raise ValueError(f"{path}: labels must be ({len(points)},) integers, got {labels.shape} {labels.dtype}")
         if suffix in (".bin", ".npy"):
             raise ValueError(f"{path}: a {suffix} file holds no labels; write them with write_labels")
-    if suffix == ".bin" and columns != default_columns(4):
-        raise ValueError(f"{path}: a .bin scan holds exactly x, y, z, intensity, got {columns}")
+    if suffix == ".bin" and columns != default_columns(5 if path.name.lower().endswith(".pcd.bin") else 4):
+        raise ValueError(f"{path}: a .bin scan holds exactly x, y, z, intensity (a nuScenes .pcd.bin also the "
+                         f"ring index, feature4), got {columns}")
     buffer = io.BytesIO()
     if suffix == ".bin":
         buffer.write(points.tobytes())
@@ -171,7 +174,7 @@ def write_scan(path: str | os.PathLike[str], points: np.ndarray, columns: Sequen
         _ply_bytes(buffer, properties)
     else:
         _las_bytes(buffer, path, points, columns, labels, label_field, compress=suffix == ".laz")
-    _write_atomically(path, buffer.getbuffer())
+    atomic_write(buffer.getbuffer(), path)
 
 
 def write_labels(path: str | os.PathLike[str], labels: np.ndarray) -> None:
@@ -188,7 +191,7 @@ def write_labels(path: str | os.PathLike[str], labels: np.ndarray) -> None:
         buffer.write(labels.astype(np.uint32).tobytes())
     else:
         np.save(buffer, labels.astype(np.int64))
-    _write_atomically(path, buffer.getbuffer())
+    atomic_write(buffer.getbuffer(), path)
 
 
 def write_labelled_ply(path: str | os.PathLike[str], coord: np.ndarray, labels: np.ndarray,
@@ -209,7 +212,7 @@ def write_labelled_ply(path: str | os.PathLike[str], coord: np.ndarray, labels: 
     buffer = io.BytesIO()
     _ply_bytes(buffer, {"x": coord[:, 0], "y": coord[:, 1], "z": coord[:, 2], "label": labels.astype(np.int32),
                         "red": colours[:, 0], "green": colours[:, 1], "blue": colours[:, 2]})
-    _write_atomically(path, buffer.getbuffer())
+    atomic_write(buffer.getbuffer(), path)
 
 
 # ----------------------------------------------------------------------------- readers per format
@@ -217,6 +220,10 @@ _Read = tuple[np.ndarray, Sequence[str], "np.ndarray | None", np.ndarray]
 
 
 def _read_bin(path: Path, label_field: str | None) -> _Read:
+    # nuScenes names its sweeps *.pcd.bin and stores five float32 per point (x, y, z, intensity, ring
+    # index; spec C): read as four, a count divisible by four would pass as garbage points
+    if path.name.lower().endswith(".pcd.bin"):
+        return read_records(path, np.float32, 5, "nuScenes scan file (float32 x5)"), default_columns(5), None, np.zeros(3)
     return read_records(path, np.float32, 4, "KITTI-style scan file (float32 x4)"), default_columns(4), None, np.zeros(3)
 
 
@@ -369,16 +376,3 @@ def _las_bytes(buffer: io.BytesIO, path: Path, points: np.ndarray, columns: tupl
     if labels is not None:
         las[label_field] = labels
     las.write(buffer, do_compress=compress)
-
-
-def _write_atomically(path: Path, data: memoryview | bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

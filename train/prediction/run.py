@@ -134,7 +134,9 @@ def _scan_results(predictor: Predictor, batches: Iterable[dict[str, Any]], amp: 
         scans = []
         if batch["scans"]:
             assert summed is not None
-            labels = summed.argmax(1).to(torch.uint8).cpu().numpy()
+            # the ids leave the device in the narrowest type that holds them (uint8: up to 256 classes)
+            label_type = torch.uint8 if len(predictor.class_names) <= 256 else torch.int32
+            labels = summed.argmax(1).to(label_type).cpu().numpy()
             mean = (summed / (batch["view"] + 1)).half().cpu().numpy() if keep_probs else None
             ends = batch["origin_offset"].cpu().numpy()
             for (name, pts), lo, hi in zip(batch["scans"], np.concatenate([[0], ends[:-1]]), ends):
