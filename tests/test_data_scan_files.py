@@ -10,6 +10,7 @@ import pytest
 from train.data.scan_files import (
     LABEL_SUFFIXES,
     SCAN_SUFFIXES,
+    check_packages,
     read_labels,
     read_scan,
     write_labelled_ply,
@@ -225,3 +226,14 @@ def test_unknown_suffix_is_one_line_naming_the_file(tmp_path: Path, name: str) -
 def test_missing_scan_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"absent\.ply"):
         read_scan(tmp_path / "absent.ply")
+
+
+def test_missing_optional_packages_are_named_in_one_line_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: None if name in ("plyfile", "lazrs") else found(name, *rest))
+    with pytest.raises(ImportError, match=r"^\.bin, \.laz, \.ply files need lazrs, plyfile, not installed: pip install"):
+        check_packages([".ply", ".laz", ".bin"])
+    check_packages([".bin", ".npy", ".npz", ".las"])  # laspy is there; the others need nothing

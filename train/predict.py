@@ -81,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from train.runtime.checkpoint_errors import CheckpointError
+    from train.data.scan_files import check_packages
     from train.data.validation import BadScanError
     from train.prediction.inputs import FileSource, list_scan_files, open_split
     from train.prediction.layouts import build_layout
@@ -105,16 +106,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = open_split(predictor.dataset, root, args.split, args.nuscenes_version, predictor.folder)
         else:
             source = FileSource(*list_scan_files(args.input), predictor.dataset, predictor.folder)
+            check_packages([path.suffix for path in source.paths])
             out = Path(args.out).resolve()
             inside = [path for path in source.paths if out in path.resolve().parents]
             if inside:
                 raise ValueError(f"--input names {inside[0]}, which lies in --out {args.out}: outputs would be read "
                                  "as scans; write them elsewhere")
+        check_packages([".ply"] if args.format == "ply" else [])
         layout = build_layout(args.format, Path(args.out), args.save_probs, args.overwrite, len(predictor.class_names),
                               args.split)
         for i in range(len(source)):
             layout.label_file(source.scan_name(i))  # a scan the layout has no place for is refused now
-    except (ValueError, FileNotFoundError, CheckpointError) as err:
+    except (ValueError, FileNotFoundError, ImportError, CheckpointError) as err:
         return refuse(f"train.predict: error: {err}")
     if args.num_workers is not None:
         workers = args.num_workers

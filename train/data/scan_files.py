@@ -341,6 +341,22 @@ def _label_ids(values: np.ndarray, path: Path, what: str) -> np.ndarray:
                            f"labels must be integer ids")
 
 
+# The optional packages each suffix needs (the `scans` extra).
+SUFFIX_PACKAGES: dict[str, tuple[str, ...]] = {".ply": ("plyfile",), ".las": ("laspy",), ".laz": ("laspy", "lazrs")}
+
+
+def check_packages(suffixes: Sequence[str]) -> None:
+    """Raise one ImportError line naming the missing packages when files of ``suffixes`` could not be
+    read or written here: called before any work, so a missing extra does not surface mid-run."""
+    import importlib.util
+
+    missing = sorted({package for suffix in suffixes for package in SUFFIX_PACKAGES.get(suffix.lower(), ())
+                      if importlib.util.find_spec(package) is None})
+    if missing:
+        raise ImportError(f"{', '.join(sorted(set(suffixes)))} files need {', '.join(missing)}, not installed: "
+                          f"{SCANS_EXTRA}")
+
+
 def _optional(module: str, path: Path):
     try:
         return __import__(module)
