@@ -166,6 +166,8 @@ def test_bad_dataset_yaml_is_one_line_naming_the_key(tmp_path: Path) -> None:
     assert "raw id 1 is mapped twice" in _spec_error(tmp_path, {**SPEC, "ignore": [1]})
     assert "'feature' is one column name" in _spec_error(tmp_path, {**SPEC, "feature": ["intensity", "red"]})
     assert "'splits' must map train and val" in _spec_error(tmp_path, {**SPEC, "splits": {"train": ["a"]}})
+    assert "split pattern '../other/*.bin' reaches outside the folder" in _spec_error(
+        tmp_path, {**SPEC, "splits": {"train": ["train/*"], "val": ["../other/*.bin"]}})
 
 
 def test_a_label_field_with_bin_scans_is_refused_at_once(tmp_path: Path) -> None:

@@ -181,8 +181,12 @@ def read_folder_spec(root: str | Path) -> FolderSpec:
     if not isinstance(splits, dict) or set(splits) - set(FOLDER_SPLITS) or set(REQUIRED_SPLITS) - set(splits):
         raise ValueError(f"{path}: 'splits' must map train and val (and optionally test) to globs or file lists, "
                          f"got {splits!r}")
-    return FolderSpec(root, description, labels.get("file"), labels.get("field"),
-                      {k: tuple(_string_list(v, str(path), f"splits.{k}")) for k, v in splits.items()})
+    patterns = {k: tuple(_string_list(v, str(path), f"splits.{k}")) for k, v in splits.items()}
+    outside = [p for ps in patterns.values() for p in ps if Path(p).is_absolute() or ".." in Path(p).parts]
+    if outside:  # a scan's name is its path below the root (outputs, logs, the pictures)
+        raise ValueError(f"{path}: split pattern {outside[0]!r} reaches outside the folder; 'splits' names scans "
+                         f"below {root} by paths relative to it")
+    return FolderSpec(root, description, labels.get("file"), labels.get("field"), patterns)
 
 
 class FolderDataset(PointCloudDataset):
