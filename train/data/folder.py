@@ -42,14 +42,13 @@ from typing import Any
 import numpy as np
 
 from .base import PointCloudDataset, Transform
-from .labels import IGNORE_INDEX
+from .labels import IGNORE_INDEX, LearningMap
 from .scan_files import SCAN_SUFFIXES, Scan, read_labels, read_scan
 from .validation import BadScanError, CorruptFileError, DatasetLayoutError, make_sample, require_dir
 
 SPEC_FILE = "dataset.yaml"
 FOLDER_SPLITS: tuple[str, ...] = ("train", "val", "test")
 REQUIRED_SPLITS: tuple[str, ...] = ("train", "val")
-UNMAPPED = IGNORE_INDEX - 1  # lookup value of a raw id that the map does not list
 _KEYS = frozenset({"classes", "label_map", "ignore", "labels", "splits", "feature", "feature_scale"})
 FOLDER_LAYOUT = f"""  <root>/
     {SPEC_FILE}             classes, label_map, labels, splits, feature (docs/own-data.md)
@@ -205,11 +204,8 @@ class FolderDataset(PointCloudDataset):
             raise ValueError(f"{self.spec.root / SPEC_FILE}: labels.field {self.spec.label_field!r}, but "
                              f"{str(fieldless[0])!r} is a {fieldless[0].suffix} scan, which holds no fields: give "
                              f"its labels as files (labels: {{file: \"{{stem}}.label\"}})")
-        label_map = self.description.label_map
-        self._base = min(label_map)  # lookup row = raw id - the smallest raw id of the map
-        self._lut = np.full(max(label_map) - self._base + 1, UNMAPPED, dtype=np.int64)
-        for raw, train in label_map.items():
-            self._lut[raw - self._base] = train
+        self._map = LearningMap(f"folder data set {self.spec.root}", self.description.label_map,
+                                len(self.class_names))
 
     def __len__(self) -> int:
         return len(self.scan_paths)
@@ -236,11 +232,8 @@ class FolderDataset(PointCloudDataset):
                            self.scan_name(index), path)
 
     def _train_ids(self, raw: np.ndarray, source: Path) -> np.ndarray:
-        row = raw - self._base
-        inside = (row >= 0) & (row < len(self._lut))
-        train = np.full(raw.shape, UNMAPPED, dtype=np.int64)
-        train[inside] = self._lut[row[inside]]
-        unmapped = train == UNMAPPED
+        train, known = self._map.lookup(raw, source)
+        unmapped = ~known
         if unmapped.any():
             ids = np.unique(raw[unmapped])
             shown = ", ".join(map(str, ids[:10])) + (" ..." if ids.size > 10 else "")

@@ -83,6 +83,21 @@ class LearningMap:
 
     def apply(self, raw: np.ndarray, source: str | Path) -> np.ndarray:
         """Map raw ids (any integer dtype) read from ``source`` to int64 train ids."""
+        out, known = self.lookup(raw, source)
+        n_unknown = int(known.size - known.sum())
+        if n_unknown:
+            ids = np.unique(np.asarray(raw)[~known])
+            shown = ", ".join(str(i) for i in ids[:10]) + (" ..." if ids.size > 10 else "")
+            _LOG.warning(
+                "%s: %d point(s) carry raw label ids not in the %s learning map (%s); they are "
+                "mapped to ignore (%d)", source, n_unknown, self.dataset, shown, IGNORE_INDEX,
+            )
+        return out
+
+    def lookup(self, raw: np.ndarray, source: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        """The int64 train ids of raw ids read from ``source`` (ignore where the table does not know
+        the id) and the mask of the ids it knows; :meth:`apply` warns about the others, a scan
+        folder (``train.data.folder``) refuses them."""
         raw = np.asarray(raw)
         if not np.issubdtype(raw.dtype, np.integer):
             raise TypeError(f"{source}: labels must be integers, got dtype {raw.dtype}")
@@ -93,15 +108,7 @@ class LearningMap:
         known[inside] = self._known[index[inside]]
         out = np.full(raw64.shape, IGNORE_INDEX, dtype=np.int64)
         out[known] = self._lut[index[known]]
-        n_unknown = int(raw64.size - known.sum())
-        if n_unknown:
-            ids = np.unique(raw64[~known])
-            shown = ", ".join(str(i) for i in ids[:10]) + (" ..." if ids.size > 10 else "")
-            _LOG.warning(
-                "%s: %d point(s) carry raw label ids not in the %s learning map (%s); they are "
-                "mapped to ignore (%d)", source, n_unknown, self.dataset, shown, IGNORE_INDEX,
-            )
-        return out
+        return out, known
 
 
 def class_names(dataset: str) -> Sequence[str]:
