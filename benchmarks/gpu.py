@@ -22,7 +22,7 @@ end of its time box; the boxes of :data:`CAMPAIGN` add up to at most :data:`TOTA
 section is shortened when the earlier ones left less time than planned.
 
 Needs only torch, numpy, scipy, numba and pytest (no package index): the training path's other
-dependencies are imported only where they are used (YAML by ``train.config`` files, tqdm and
+dependencies are imported only where they are used (YAML by ``--config`` files, tqdm and
 TensorBoard by ``train.run``'s logging, giotto-ph by ``engine="giotto"``, ripser by the paper-style
 baseline), and flash-attn / spconv / Triton (the device TPS kernel) are measured only when
 installed. Which optional packages were present is part of the report.

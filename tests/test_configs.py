@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from train.config import RunConfig, resolve
+from train.config import RunConfig
 from train.models import PRESETS
+from train.options.resolve import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -232,7 +232,7 @@ def test_cli_converts_and_reports(v2_root, tmp_path, capsys):
 def test_train_run_reads_a_v2_root_through_the_conversion(v2_root, tmp_path, monkeypatch):
     import torch
 
-    from train.config import resolve
+    from train.options.resolve import resolve
     from train.runner.datasets import prepare_splits
     from train.runtime.distributed import DistInfo
 

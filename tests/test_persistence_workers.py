@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fast.persistence import default_pool, set_default_workers, worker_share
-from train.config import resolve
+from train.options.resolve import resolve
 from train.runtime.distributed import init_from_env, spawn_local
 
 

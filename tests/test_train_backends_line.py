@@ -10,7 +10,8 @@ import torch
 
 import train.models.attention
 import train.models.sparse_conv
-from train.config import STAGE_ORDER, resolve
+from train.config import STAGE_ORDER
+from train.options.resolve import resolve
 from train.runner.backends import backends_line
 
 CUDA = torch.device("cuda")  # only named: nothing is put on it

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from train.config import SYNTHETIC_DEMO, finalize, resolve, save_config
+from train.config import SYNTHETIC_DEMO
+from train.options.resolve import finalize, resolve, save_config
 
 
 def test_cli_overrides_config_file_which_overrides_defaults(tmp_path: Path) -> None:
@@ -122,7 +123,8 @@ def test_unknown_dataset_fails_on_the_command_line_and_in_a_config_file(tmp_path
 
 
 def test_help_documents_every_option_settable_on_the_command_line() -> None:
-    from train.config import RunConfig, build_parser
+    from train.config import RunConfig
+    from train.options.resolve import build_parser
 
     text = build_parser().format_help()
     config_file_only = {"teacher_overrides", "student_overrides"}
@@ -132,18 +134,19 @@ def test_help_documents_every_option_settable_on_the_command_line() -> None:
 
 
 def test_every_option_belongs_to_a_help_section_and_shows_its_default() -> None:
-    """A new RunConfig field needs an entry in config._GROUP (its --help section) and in config._HELP;
+    """A new RunConfig field needs an entry in config.GROUP_OF (its --help section) and in config.HELP;
     every flag's help ends with its default (the synthetic demo's and the paper's where they differ)."""
-    from train.config import _GROUP, _HELP, GROUPS, RunConfig, build_parser, default_text
+    from train.config import GROUP_OF, GROUPS, HELP, RunConfig, default_text
+    from train.options.resolve import build_parser
 
     fields = set(RunConfig.__dataclass_fields__)
-    assert set(_GROUP) == fields and set(_HELP) == fields
-    assert set(_GROUP.values()) == set(GROUPS)
+    assert set(GROUP_OF) == fields and set(HELP) == fields
+    assert set(GROUP_OF.values()) == set(GROUPS)
     sections = {g.title: g for g in build_parser()._action_groups}
     for name in fields - {"teacher_overrides", "student_overrides"}:
         flag = "--" + name.replace("_", "-")
         (action,) = [a for g in sections.values() for a in g._group_actions if flag in a.option_strings]
-        assert action in sections[_GROUP[name]]._group_actions, name
+        assert action in sections[GROUP_OF[name]]._group_actions, name
         assert action.help.endswith(f"(default: {default_text(name)})") and default_text(name), name
     assert default_text("epochs") == "50; synthetic CPU demo: 14"
     assert default_text("seg_loss") == "ce+lovasz; paper: ce"

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import fast.persistence
-import train.config
+import train.options.defaults
 from test_train_support import tiny_config
-from train.config import default_num_workers, ranks_per_node
 from train.engine.input_pipeline import device_batches, planned_collate
+from train.options.defaults import default_num_workers, ranks_per_node
 
 
 @pytest.mark.parametrize(("cores", "ranks", "workers"), [(16, 1, 8), (16, 4, 3), (16, 8, 1), (4, 1, 3), (2, 1, 1),
@@ -33,8 +33,8 @@ def test_num_workers_default_is_zero_on_a_cpu_and_shared_cores_on_cuda(tmp_path:
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert tiny_config(tmp_path, device="cpu").num_workers == 0
     assert tiny_config(tmp_path, device="cpu", num_workers=3).num_workers == 3
-    monkeypatch.setattr(train.config, "_has_cuda", lambda: True)
-    monkeypatch.setattr(fast.persistence, "available_cores", lambda: 12)  # read by _fill_defaults after parsing
+    monkeypatch.setattr(train.options.defaults, "_has_cuda", lambda: True)
+    monkeypatch.setattr(fast.persistence, "available_cores", lambda: 12)  # read by fill_defaults after parsing
     assert tiny_config(tmp_path, device="auto", procs=2).num_workers == 5
     assert tiny_config(tmp_path, device="auto", procs=2, num_workers=0).num_workers == 0
 

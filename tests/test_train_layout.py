@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("runtime", ("train.runtime",)),
     ("option table", ("train.config", "train.option_names")),
+    ("options", ("train.options",)),
     ("models", ("train.models",)),
     ("data", ("train.data",)),
     ("engine", ("train.engine",)),

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from train.config import RunConfig, finalize
+from train.config import RunConfig
+from train.options.resolve import finalize
 from train.runner.datasets import SplitData, prepare_splits
 from train.runtime.distributed import DistInfo
 

@@ -269,7 +269,7 @@ def test_consecutive_nan_steps_stop_the_run_with_a_message_and_keep_the_last_goo
 
 
 def _yaml(tmp_path: Path, cfg: Any) -> Path:
-    from train.config import save_config
+    from train.options.resolve import save_config
 
     save_config(cfg, tmp_path / "cfg.yaml")
     return tmp_path / "cfg.yaml"

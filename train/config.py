@@ -1,9 +1,11 @@
-"""Run configuration of ``python -m train.run``: one typed dataclass, a YAML file, CLI overrides.
+"""The option table of ``python -m train.run``: every option, its default, help text, section and choices.
 
 Every option is a field of :class:`RunConfig`. It can be set in a small YAML file (``--config``,
 keys are the field names, dashes or underscores) and on the command line; the command line wins.
-:func:`validate` checks the resolved configuration before any work starts (unknown dataset, negative
-loss weights, a missing teacher checkpoint, ...) so a bad run fails in a second, not after an epoch.
+Reading them (the parser, the YAML file, the defaults that depend on the data set and the machine)
+is :mod:`train.options.resolve`; :func:`train.options.checks.validate` checks the resolved
+configuration before any work starts (unknown dataset, negative loss weights, a missing teacher
+checkpoint, ...) so a bad run fails in a second, not after an epoch.
 
 Defaults follow the paper's training protocol (App. C.2: AdamW lr 0.002, weight decay 0.005,
 OneCycleLR, 50 epochs, batch 12) and the PTv3 recipe of ``docs/ptv3-and-datasets.md`` section D;
@@ -12,19 +14,15 @@ unset budget options to a CPU demo budget (see :data:`SYNTHETIC_DEMO`).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import importlib.util
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any
 
 # Only light imports here (numpy at most): ``--help`` is printed before torch, fast and scipy load
-# (decision 38); validate() imports what its checks need.
+# (decision 38).
 from reference.persistence_image import DEFAULT_PI_NORM, PI_NORMS
 from reference.sinkhorn import DEFAULT_SINKHORN_EPS
-from reference.topo_loss import DEFAULT_M, DISTANCES, check_distance
+from reference.topo_loss import DEFAULT_M, DISTANCES
 from train.option_names import (CLASS_WEIGHTINGS, DEFAULT_NUSCENES_VERSION, DEFAULT_SEG_LOSS, NUSCENES_VERSIONS,
                                 SEG_LOSSES)
 
@@ -196,9 +194,10 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+# Every option by name (the parser, the --config reader and default_text read it).
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
-_HELP: dict[str, str] = {
+HELP: dict[str, str] = {
     "dataset": "which dataset: " + ", ".join(DATASETS) + " (folder: your own scans with a dataset.yaml, "
     "docs/own-data.md)",
     "data_root": "dataset root directory (the synthetic set is generated there when absent)",
@@ -306,35 +305,6 @@ _HELP: dict[str, str] = {
     "synthetic_azimuth_steps": "azimuth steps of the simulated LiDAR",
 }
 
-
-def _key(name: str) -> str:
-    return name.replace("-", "_")
-
-
-def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML config file into a dict of field values; unknown keys are errors."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file {p} does not exist; pass an existing YAML file to --config")
-    import yaml  # imported here: library users of RunConfig (e.g. benchmarks.gpu) need no YAML
-
-    with p.open() as fh:
-        data = yaml.safe_load(fh) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {p} must hold a mapping of option: value, got {type(data).__name__}")
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        key = _key(str(k))
-        if key == "config":
-            raise ValueError(f"config file {p}: 'config' cannot be set inside a config file")
-        if key not in _FIELDS:
-            raise ValueError(
-                f"config file {p}: unknown option {k!r}; valid options: {', '.join(sorted(_FIELDS))}"
-            )
-        out[key] = v
-    return out
-
-
 # The --help sections, in order: title -> what the options of the section set.
 GROUPS: dict[str, str] = {
     "data": "which data set, where it lies, and the synthetic set's generator",
@@ -345,8 +315,8 @@ GROUPS: dict[str, str] = {
     "output": "what the run evaluates and writes under --out",
 }
 
-# The section of each RunConfig field (a new option needs an entry here and in _HELP; a test checks).
-_GROUP: dict[str, str] = {
+# The section of each RunConfig field (a new option needs an entry here and in HELP; a test checks).
+GROUP_OF: dict[str, str] = {
     **dict.fromkeys(("dataset", "data_root", "nuscenes_version", "grid_size", "skip_bad_scans", "num_workers",
                      "synthetic_scenes", "synthetic_val_fraction", "synthetic_test_fraction", "synthetic_seed",
                      "synthetic_beams", "synthetic_azimuth_steps", "synthetic_variant"), "data"),
@@ -367,7 +337,7 @@ _GROUP: dict[str, str] = {
 }
 
 # Defaults of the fields left None in RunConfig because --dataset synthetic replaces them
-# (SYNTHETIC_DEMO) when unset; _fill_defaults applies these to every other run.
+# (SYNTHETIC_DEMO) when unset; train.options.defaults.fill_defaults applies these to every other run.
 RESOLVED_DEFAULTS: dict[str, Any] = {
     "epochs": 50, "batch_size": 12, "topo_m": DEFAULT_M, "grid_size": 0.05, "block_lr_scale": 0.1,
     "class_weights": "none", "synthetic_scenes": 120, "log_term_grads": 0,
@@ -409,19 +379,21 @@ OUT_CONTENTS = """what --out holds after a run:
 The synthetic data set is written to --data-root, not under --out."""
 
 
-def _choices(name: str) -> tuple[Any, ...] | None:
-    return {"dataset": DATASETS, "stage": STAGES, "nuscenes_version": NUSCENES_VERSIONS, "seg_loss": SEG_LOSSES,
-            "class_weights": CLASS_WEIGHTINGS, "topo_distance": DISTANCES, "pi_norm": PI_NORMS,
-            "topo_normalize": TOPO_NORMALIZE, "conv_backend": CONV_BACKENDS, "topo_tps": TOPO_TPS,
-            "synthetic_variant": SYNTHETIC_VARIANTS}.get(name)
+# The fixed choices of the options that take one (--help lists them; argparse refuses others).
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "dataset": DATASETS, "stage": STAGES, "nuscenes_version": NUSCENES_VERSIONS, "seg_loss": SEG_LOSSES,
+    "class_weights": CLASS_WEIGHTINGS, "topo_distance": DISTANCES, "pi_norm": PI_NORMS,
+    "topo_normalize": TOPO_NORMALIZE, "conv_backend": CONV_BACKENDS, "topo_tps": TOPO_TPS,
+    "synthetic_variant": SYNTHETIC_VARIANTS,
+}
 
 
 def default_text(name: str) -> str:
     """The default of field ``name`` as --help shows it: the value, or what an unset value means,
     then the synthetic demo's value and the paper's where they differ."""
-    value = _FIELDS[name].default
+    value = FIELDS[name].default
     if value is dataclasses.MISSING:
-        value = _FIELDS[name].default_factory()  # type: ignore[misc]
+        value = FIELDS[name].default_factory()  # type: ignore[misc]
     if value is None:
         value = RESOLVED_DEFAULTS.get(name, _UNSET.get(name))
     if isinstance(value, bool):
@@ -437,309 +409,3 @@ def default_text(name: str) -> str:
     if name in _PAPER:
         text += f"; paper: {_PAPER[name]}"
     return text
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """Reports a malformed command line in one line (argparse prints the whole usage first)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """CLI parser with one flag per :class:`RunConfig` field, in the sections of :data:`GROUPS`;
-    unset flags stay absent. Builds without importing torch, fast or scipy."""
-    p = _OneLineParser(
-        prog="python -m train.run",
-        usage="python -m train.run --dataset NAME [--stage STAGE] [options]",
-        description="Train a PTv3 teacher and distill it into the PTv3 student "
-        "(L = L_seg + l_topo L_topo + l_grad L_grad + l_kld L_kld). Paper values are cited from "
-        "the paper; design choices from docs/decisions.md, PTv3 and data-set facts from "
-        "docs/ptv3-and-datasets.md.",
-        epilog=OUT_CONTENTS,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        argument_default=argparse.SUPPRESS,
-    )
-    sections = {title: p.add_argument_group(title, about) for title, about in GROUPS.items()}
-    sections["output"].add_argument("--config", help="YAML file of options (the command line overrides it)")
-    for name, f in _FIELDS.items():
-        if name in ("teacher_overrides", "student_overrides"):
-            continue  # mappings: config file only
-        group = sections[_GROUP[name]]
-        flag = "--" + name.replace("_", "-")
-        helptext = f"{_HELP[name]} (default: {default_text(name)})".replace("%", "%%")
-        choices = _choices(name)
-        if choices is not None:
-            group.add_argument(flag, choices=choices, help=helptext)
-        elif f.type in ("bool", "bool | None"):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, help=helptext)
-        elif name == "preempt_signal":
-            group.add_argument(flag, nargs="+", choices=(*PREEMPT_SIGNALS, "none"), metavar="SIG", help=helptext)
-        elif name in ("topo_dims", "saliency_layers"):
-            group.add_argument(flag, type=int, nargs="+", metavar="K", help=helptext)
-        elif f.type in ("int", "int | None"):
-            group.add_argument(flag, type=int, metavar="N", help=helptext)
-        elif f.type in ("float", "float | None"):
-            group.add_argument(flag, type=float, metavar="X", help=helptext)
-        else:
-            group.add_argument(flag, type=str, metavar=name.split("_")[-1].upper(), help=helptext)
-    return p
-
-
-def resolve(argv: Sequence[str] | None = None) -> RunConfig:
-    """Defaults <- YAML config file <- command line, then dataset budget defaults, then validation."""
-    ns = vars(build_parser().parse_args(argv))
-    values: dict[str, Any] = {}
-    cfg_path = ns.pop("config", None)
-    if cfg_path is not None:
-        values.update(load_yaml(cfg_path))
-    values.update(ns)
-    return finalize(values)
-
-
-def finalize(values: dict[str, Any]) -> RunConfig:
-    """Build a config from field values, fill the dataset-dependent defaults and validate it."""
-    unknown = set(values) - set(_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid options: {', '.join(sorted(_FIELDS))}")
-    cfg = RunConfig(**values)
-    _fill_defaults(cfg)
-    validate(cfg)
-    return cfg
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def runs_on_cuda(cfg: RunConfig) -> bool:
-    """Whether a run of ``cfg`` trains on CUDA (``--device cuda``, or ``auto`` with a GPU present)."""
-    return cfg.device == "cuda" or (cfg.device == "auto" and _has_cuda())
-
-
-def default_num_workers(cores: int, ranks: int) -> int:
-    """DataLoader workers of one training process on a GPU node (decision 39): the cores shared out
-    over the ``ranks`` processes of the node, one kept for the process itself, at least 1 and at
-    most 8 (past that, augmentation of a 12-scan batch outpaces a step anyway)."""
-    return max(1, min(8, cores // max(ranks, 1) - 1))
-
-
-def ranks_per_node(procs: int) -> int:
-    """Training processes on this node: torchrun's LOCAL_WORLD_SIZE, else ``--procs`` (all local)."""
-    return int(os.environ.get("LOCAL_WORLD_SIZE", procs))
-
-
-def _fill_defaults(cfg: RunConfig) -> None:
-    from train.runtime.distributed import under_external_launcher
-
-    for k, v in (SYNTHETIC_DEMO if cfg.dataset == "synthetic" else {}).items():
-        if getattr(cfg, k) is None:
-            setattr(cfg, k, v)
-    for k, v in RESOLVED_DEFAULTS.items():
-        if getattr(cfg, k) is None:
-            setattr(cfg, k, v)
-    if cfg.teacher_epochs is None:
-        cfg.teacher_epochs = cfg.epochs
-    if cfg.procs is None:
-        cpu_demo = cfg.dataset == "synthetic" and not runs_on_cuda(cfg)
-        two = cpu_demo and (os.cpu_count() or 1) >= 2 and cfg.batch_size % 2 == 0 and not under_external_launcher()
-        cfg.procs = 2 if two else 1
-    if cfg.num_workers is None:
-        from fast.persistence import available_cores
-
-        cuda = runs_on_cuda(cfg)
-        cfg.num_workers = default_num_workers(available_cores(), ranks_per_node(cfg.procs)) if cuda else 0
-    if cfg.checkpoint_minutes is None:
-        cfg.checkpoint_minutes = 30.0 if runs_on_cuda(cfg) else 0.0
-    if cfg.out is None and cfg.dataset is not None:
-        cfg.out = str(Path("runs") / cfg.dataset)
-    if cfg.data_root is None and cfg.dataset is not None:
-        cfg.data_root = str(Path("data") / cfg.dataset)
-
-
-def validate(cfg: RunConfig) -> None:
-    """Raise ValueError / FileNotFoundError naming the option and the fix; does no work. The checks
-    run in this order, so a configuration with several faults is refused for the first."""
-    _check_data(cfg)
-    _check_counts(cfg)
-    _check_processes(cfg)
-    _check_checkpoints_and_logs(cfg)
-    _check_rates_and_fractions(cfg)
-    _check_persistence(cfg)
-    _check_choices(cfg)
-    _check_distillation_terms(cfg)
-    _check_device_and_models(cfg)
-
-
-def _check_data(cfg: RunConfig) -> None:
-    """The data set, the stage and the nuScenes release."""
-    if cfg.dataset is None:
-        raise ValueError("no dataset chosen: pass --dataset {" + ",".join(DATASETS) + "} (or 'dataset:' in --config)")
-    if cfg.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
-    if cfg.stage not in STAGES:
-        raise ValueError(f"unknown stage {cfg.stage!r}; choose one of {', '.join(STAGES)}")
-    if cfg.nuscenes_version not in NUSCENES_VERSIONS:
-        raise ValueError(f"--nuscenes-version must be one of {', '.join(NUSCENES_VERSIONS)}, got "
-                         f"{cfg.nuscenes_version!r}")
-    if cfg.dataset == "nuscenes" and cfg.nuscenes_version == "v1.0-test":
-        raise ValueError("--nuscenes-version v1.0-test holds only the unlabelled test scenes: a run "
-                         "trains on labelled scans and scores on labelled validation scans; use "
-                         "v1.0-trainval (or v1.0-mini to try things) and read the test scenes with "
-                         "train.data.NuScenesDataset(root, 'test', version='v1.0-test') to predict them")
-
-
-def _check_counts(cfg: RunConfig) -> None:
-    """The loss weights (>= 0) and the counts (>= 1) of epochs, steps, scans and processes."""
-    for name in ("lambda_kld", "lambda_topo", "lambda_grad"):
-        v = getattr(cfg, name)
-        if not isinstance(v, (int, float)) or v < 0 or v != v:
-            raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, got {v!r}")
-    positive = ("epochs", "teacher_epochs", "batch_size", "topo_m", "latency_runs", "synthetic_scenes", "procs",
-                "max_bad_steps")
-    for name in positive:
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
-    for name in ("iters_per_epoch", "eval_max_scans", "synthetic_beams", "synthetic_azimuth_steps"):
-        v = getattr(cfg, name)
-        if v is not None and (not isinstance(v, int) or v < 1):
-            raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
-
-
-def _check_processes(cfg: RunConfig) -> None:
-    """The processes: ``--procs`` not under torchrun, the batch shared out evenly over them."""
-    from train.runtime.distributed import under_external_launcher
-
-    if cfg.procs > 1 and under_external_launcher():
-        raise ValueError("--procs starts its own processes: under torchrun leave it unset (or 1)")
-    if cfg.batch_size % cfg.procs:
-        raise ValueError(f"--batch-size {cfg.batch_size} is the total over --procs {cfg.procs} processes and "
-                         "must be divisible by it")
-
-
-def _check_checkpoints_and_logs(cfg: RunConfig) -> None:
-    """How often the run checkpoints, logs and validates, and the signals that preempt it."""
-    if cfg.checkpoint_every < 0 or cfg.num_workers < 0 or cfg.log_term_grads < 0:
-        raise ValueError("--checkpoint-every, --num-workers and --log-term-grads must be >= 0")
-    for name in ("checkpoint_minutes", "progress_steps", "progress_seconds"):
-        v = getattr(cfg, name)
-        kind = int if name == "progress_steps" else (int, float)
-        if isinstance(v, bool) or not isinstance(v, kind) or not v >= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, got {v!r}")
-    signals = cfg.preempt_signal
-    if not isinstance(signals, list) or not signals or not (
-            signals == ["none"] or all(s in PREEMPT_SIGNALS for s in signals)):
-        raise ValueError(f"--preempt-signal takes names from {', '.join(PREEMPT_SIGNALS)}, or none alone, "
-                         f"got {signals!r}")
-    every = cfg.eval_every_epochs
-    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-        raise ValueError(f"--eval-every-epochs must be an integer >= 0 (0: evaluate only after training), "
-                         f"got {every!r}")
-
-
-def _check_rates_and_fractions(cfg: RunConfig) -> None:
-    """The optimiser's rates, the grid, the synthetic splits, the warm-up and the clipping."""
-    for name in ("lr", "weight_decay", "block_lr_scale", "div_factor", "final_div_factor", "kld_temperature"):
-        v = getattr(cfg, name)
-        if not isinstance(v, (int, float)) or v < 0 or (name != "weight_decay" and v == 0):
-            raise ValueError(f"--{name.replace('_', '-')} must be > 0 (weight decay >= 0), got {v!r}")
-    if not isinstance(cfg.grid_size, (int, float)) or cfg.grid_size <= 0:
-        raise ValueError(f"--grid-size must be > 0 metres, got {cfg.grid_size!r}")
-    if not 0.0 < cfg.synthetic_val_fraction < 1.0:
-        raise ValueError(f"--synthetic-val-fraction must lie in (0, 1), got {cfg.synthetic_val_fraction!r}")
-    if not 0.0 <= cfg.synthetic_test_fraction < 1.0 - cfg.synthetic_val_fraction:
-        raise ValueError(f"--synthetic-test-fraction must lie in [0, 1 - val fraction), got "
-                         f"{cfg.synthetic_test_fraction!r}")
-    if not 0.0 < cfg.pct_start < 1.0:
-        raise ValueError(f"--pct-start must lie in (0, 1), got {cfg.pct_start!r}")
-    if cfg.grad_clip is not None and cfg.grad_clip <= 0:
-        raise ValueError(f"--grad-clip must be > 0 when given, got {cfg.grad_clip!r}")
-
-
-def _check_persistence(cfg: RunConfig) -> None:
-    """The time budget and worker count of the persistence computation (:mod:`fast.persistence`)."""
-    from fast.persistence import check_time_budget, check_worker_count
-
-    check_time_budget(cfg.topo_time_budget)
-    check_worker_count(cfg.topo_workers)
-
-
-def _check_choices(cfg: RunConfig) -> None:
-    """The options that name one of a fixed set of choices."""
-    if cfg.class_weights not in CLASS_WEIGHTINGS:
-        raise ValueError(f"--class-weights must be one of {CLASS_WEIGHTINGS}, got {cfg.class_weights!r}")
-    if cfg.conv_backend not in CONV_BACKENDS:
-        raise ValueError(f"--conv-backend must be one of {CONV_BACKENDS}, got {cfg.conv_backend!r}")
-    if cfg.seg_loss not in SEG_LOSSES:
-        raise ValueError(f"--seg-loss must be one of {SEG_LOSSES}, got {cfg.seg_loss!r}")
-    if cfg.synthetic_variant not in SYNTHETIC_VARIANTS:
-        raise ValueError(f"--synthetic-variant must be one of {SYNTHETIC_VARIANTS}, got {cfg.synthetic_variant!r}")
-
-
-def _check_distillation_terms(cfg: RunConfig) -> None:
-    """Where TPS runs, the normalisation, dimensions and distance of L_topo, the layers of L_grad
-    and the class weights of L_kld."""
-    if cfg.topo_tps not in TOPO_TPS:
-        raise ValueError(f"--topo-tps must be one of {TOPO_TPS}, got {cfg.topo_tps!r}")
-    if cfg.topo_tps == "device" and not runs_on_cuda(cfg):
-        raise ValueError("--topo-tps device runs TPS on the GPU, and this run trains on the CPU; use --topo-tps host")
-    if cfg.topo_tps == "device" and importlib.util.find_spec("triton") is None:
-        raise ValueError("--topo-tps device runs a Triton kernel, and Triton is not installed (it comes with CUDA "
-                         "builds of torch); use --topo-tps host")
-    if cfg.topo_normalize not in TOPO_NORMALIZE:
-        raise ValueError(f"--topo-normalize must be one of {TOPO_NORMALIZE}, got {cfg.topo_normalize!r}")
-    if not cfg.topo_dims or any(d not in (0, 1) for d in cfg.topo_dims) or len(set(cfg.topo_dims)) != len(cfg.topo_dims):
-        raise ValueError(f"--topo-dims must be distinct values from {{0, 1}}, got {cfg.topo_dims!r}")
-    try:
-        check_distance(cfg.topo_distance, cfg.sinkhorn_eps, cfg.pi_norm)
-    except ValueError as err:
-        raise ValueError(f"--topo-distance / --sinkhorn-eps / --pi-norm: {err}") from None
-    if not cfg.saliency_layers or any(s not in DECODER_STAGES for s in cfg.saliency_layers) or len(
-        set(cfg.saliency_layers)
-    ) != len(cfg.saliency_layers):
-        raise ValueError(
-            f"--saliency-layers must be distinct decoder stages from {DECODER_STAGES}, got {cfg.saliency_layers!r}"
-        )
-    if cfg.kld_class_weights and cfg.class_weights == "none":
-        raise ValueError("--kld-class-weights weights the KL by the cross-entropy's class weights: pass "
-                         "--class-weights inverse-sqrt as well (the synthetic demo's default)")
-
-
-def _check_device_and_models(cfg: RunConfig) -> None:
-    """The device, the model overrides and, for a stage that distills, the teacher checkpoint."""
-    if cfg.device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
-    if cfg.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
-    for name in ("teacher_overrides", "student_overrides"):
-        if not isinstance(getattr(cfg, name), dict):
-            raise ValueError(f"{name} must be a mapping of model option: value in the config file")
-    if cfg.stage in ("kd", "distill"):
-        terms = cfg.terms()
-        if any(terms.values()):
-            if cfg.teacher_checkpoint is None:
-                raise ValueError(
-                    f"--stage {cfg.stage} distills from a trained teacher: pass --teacher-checkpoint FILE "
-                    "(written by --stage teacher as <out>/teacher/model_final.pt) or use --stage all"
-                )
-            if not Path(cfg.teacher_checkpoint).is_file():
-                raise FileNotFoundError(
-                    f"teacher checkpoint {cfg.teacher_checkpoint} does not exist; train one with "
-                    "--stage teacher (it writes <out>/teacher/model_final.pt) and pass it to --teacher-checkpoint"
-                )
-
-
-def save_config(cfg: RunConfig, path: str | os.PathLike[str]) -> None:
-    """Write the resolved configuration as YAML (re-runnable with ``--config``)."""
-    import yaml
-
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w") as fh:
-        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)

@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers = args.num_workers
     else:
         from fast.persistence import available_cores
-        from train.config import default_num_workers
+        from train.options.defaults import default_num_workers
 
         workers = default_num_workers(available_cores(), 1) if cuda else 0
     try:

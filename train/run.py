@@ -24,7 +24,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 if __name__ == "__main__":  # --help and malformed flags are answered before torch is imported (decision 38)
-    from train.config import build_parser
+    from train.options.resolve import build_parser
 
     build_parser().parse_args()
 
@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from train.config import resolve
+from train.options.resolve import resolve
 from train.runner.stages import RUN_ERRORS, keep_caches_under, run
 from train.runtime.distributed import launch
 from train.runtime.preemption import parse_signals

@@ -157,7 +157,7 @@ def check_time_budget(time_budget: Optional[float]) -> None:
     """Raise ValueError unless ``time_budget`` is None (no limit) or a finite number of seconds >= 0.
 
     The one check of a time budget (decision 6c), for the library (:func:`submit_diagrams`,
-    :func:`submit_tps_diagrams`) and for the command line (``train.config.validate``,
+    :func:`submit_tps_diagrams`) and for the command line (``train.options.checks.validate``,
     ``--topo-time-budget``) alike; :func:`deadline_after` turns it into a deadline when a cloud's
     H1 starts.
     """

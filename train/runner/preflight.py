@@ -1,6 +1,6 @@
 """Everything ``python -m train.run`` is given, checked before any work starts (decision 38).
 
-:func:`train.config.validate` checks the values of the options; :func:`check_inputs` then checks
+:func:`train.options.checks.validate` checks the values of the options; :func:`check_inputs` then checks
 what they name, by the same code the run uses later, before the synthetic set is generated and
 before any process is spawned: the model presets and overrides (each model the run builds is
 built once, on the CPU), the synthetic set's folder, the teacher checkpoint (read and built as the run will:
@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
-from train.config import STAGE_ORDER, RunConfig, runs_on_cuda
+from train.config import STAGE_ORDER, RunConfig
 from train.engine.loop import FINAL, LAST, PREV, ModelSpec, load_frozen_teacher, model_spec
 from train.models import build_model
+from train.options.defaults import runs_on_cuda
 from train.runner.datasets import class_count
 from train.runtime.checkpoint import load_latest
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from train.config import STAGE_ORDER, RunConfig, save_config
+from train.config import STAGE_ORDER, RunConfig
 from train.data.validation import BadScanError
 from train.engine.loop import FINAL, distill_settings, load_frozen_teacher, model_spec, train_stage
 from train.engine.profiling import StepTimer
@@ -22,6 +22,7 @@ from train.engine.steps import start_persistence
 from train.evaluation.cost import count_parameters
 from train.evaluation.evaluate import evaluate, inference_latency_ms, stage_result, write_report
 from train.evaluation.validation import validator
+from train.options.resolve import save_config
 from train.runner.backends import backends_line
 from train.runner.datasets import SplitData, prepare_splits
 from train.runtime.checkpoint_errors import CheckpointError, CheckpointWriteError

@@ -29,7 +29,7 @@ _received: list[signal.Signals] = []  # the preemption signals this process rece
 
 
 def parse_signals(names: Sequence[str]) -> tuple[signal.Signals, ...]:
-    """``--preempt-signal`` names (checked by :func:`train.config.validate`) as signals; ``none``: none."""
+    """``--preempt-signal`` names (checked by :func:`train.options.checks.validate`) as signals; ``none``: none."""
     return tuple(signal.Signals["SIG" + name] for name in names if name != "none")
 
 

@@ -49,9 +49,10 @@ from typing import Any, Sequence
 
 import torch
 
-from train.config import RunConfig, finalize, resolve
+from train.config import RunConfig
 from train.engine.loop import FINAL
 from train.engine.profiling import StepTimer
+from train.options.resolve import finalize, resolve
 from train.runner.datasets import SplitData, prepare_splits
 from train.runner.stages import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse
 from train.runtime.checkpoint import atomic_write
@@ -281,8 +282,8 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[Row], Ru
 
 def _explicit_options(argv: Sequence[str]) -> dict[str, Any]:
     """The run options set on the command line or in its ``--config`` file (field -> value)."""
-    from train.config import build_parser as run_parser
-    from train.config import load_yaml
+    from train.options.resolve import build_parser as run_parser
+    from train.options.resolve import load_yaml
 
     given = vars(run_parser().parse_args(argv))  # unset options stay absent (argument_default SUPPRESS)
     path = given.pop("config", None)

@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
-    from train.config import resolve
+    from train.options.resolve import resolve
 
     try:
         if not any(r == "--dataset" or r.startswith("--dataset=") for r in rest):
