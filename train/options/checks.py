@@ -43,8 +43,8 @@ def _check_data(cfg: RunConfig) -> None:
     if cfg.dataset == "nuscenes" and cfg.nuscenes_version == "v1.0-test":
         raise ValueError("--nuscenes-version v1.0-test holds only the unlabelled test scenes: a run "
                          "trains on labelled scans and scores on labelled validation scans; use "
-                         "v1.0-trainval (or v1.0-mini to try things) and read the test scenes with "
-                         "train.data.NuScenesDataset(root, 'test', version='v1.0-test') to predict them")
+                         "v1.0-trainval (or v1.0-mini to try things) and label the test scenes with "
+                         "python -m train.predict --nuscenes-version v1.0-test --split test --format nuscenes")
 
 
 def _check_counts(cfg: RunConfig) -> None:
