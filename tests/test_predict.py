@@ -25,6 +25,7 @@ from train.engine.loop import ModelSpec
 from train.evaluation.metrics import IoUAccumulator
 from train.models.pointcept import pointcept_config, to_pointcept
 from train.predict import main
+from train.prediction.inputs import list_scan_files
 from train.prediction.layouts import SEMANTIC_KITTI_INVERSE_MAP
 
 # The nuScenes-lidarseg challenge's classes, index 1..16 (0: noise, never predicted).
@@ -123,6 +124,18 @@ def test_a_wildcard_and_a_single_file_are_named_from_the_folder_before_the_wildc
                tmp_path / "in" / "a" / "one.bin", "--out", tmp_path / "out") == 0
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.npy")) == \
         ["a/one.npy", "b/two.npy", "one.npy"]
+
+
+def test_npy_label_files_beside_npy_scans_in_a_folder_are_not_taken_for_scans(tmp_path: Path) -> None:
+    points = np.random.default_rng(5).normal(size=(50, 4)).astype(np.float32)
+    for stem in ("s0", "s1"):
+        write_scan(tmp_path / "in" / f"{stem}.npy", points)
+        np.save(tmp_path / "in" / f"{stem}_labels.npy", np.zeros(50, dtype=np.int64))
+    expected = (tmp_path / "in" / "s0.npy", tmp_path / "in" / "s1.npy")
+    assert list_scan_files([str(tmp_path / "in")])[0] == expected
+    assert list_scan_files([f"{tmp_path}/in/*.npy"])[0] == expected
+    named = tmp_path / "in" / "s0_labels.npy"  # named on its own, a file is always read (and refused there)
+    assert list_scan_files([str(named)])[0] == (named,)
 
 
 def test_a_rerun_labels_only_what_is_missing_and_overwrites_only_when_asked(

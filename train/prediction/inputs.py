@@ -146,10 +146,11 @@ def list_scan_files(inputs: Sequence[str]) -> tuple[tuple[Path, ...], tuple[str,
         if any(c in given for c in "*?["):
             root = Path(*_until_wildcard(path.parts))
             found = [Path(p) for p in sorted(glob.glob(given, recursive=True))]
-            found = [p for p in found if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES]
+            found = [p for p in found if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES and not _holds_labels(p)]
         elif path.is_dir():
             root = path
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES)
+            found = [p for p in found if not _holds_labels(p)]
         elif path.is_file():
             if path.suffix.lower() not in SCAN_SUFFIXES:
                 raise ValueError(f"--input {given}: {path.suffix or 'no suffix'} is not a scan file suffix "
@@ -169,6 +170,18 @@ def list_scan_files(inputs: Sequence[str]) -> tuple[tuple[Path, ...], tuple[str,
         first.setdefault(name, path)
     unique = {name: path for name, path in zip(names, paths)}  # a file named twice is read once
     return tuple(unique.values()), tuple(unique)
+
+
+def _holds_labels(path: Path) -> bool:
+    """Whether a ``.npy`` file found in a folder or by a wildcard is a label file (one id per point,
+    1-D) rather than a scan (N x C): such files often lie beside ``.npy`` scans and are left out
+    (a file named on its own is always read, and refused if it is not a scan)."""
+    if path.suffix.lower() != ".npy":
+        return False
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False).ndim == 1  # reads the header only
+    except (ValueError, OSError, EOFError):
+        return False  # not a readable array: read as a scan, which names what is wrong with it
 
 
 def _until_wildcard(parts: Sequence[str]) -> list[str]:
