@@ -132,10 +132,11 @@ def test_npy_label_files_beside_npy_scans_in_a_folder_are_not_taken_for_scans(tm
         write_scan(tmp_path / "in" / f"{stem}.npy", points)
         np.save(tmp_path / "in" / f"{stem}_labels.npy", np.zeros(50, dtype=np.int64))
     expected = (tmp_path / "in" / "s0.npy", tmp_path / "in" / "s1.npy")
-    assert list_scan_files([str(tmp_path / "in")])[0] == expected
-    assert list_scan_files([f"{tmp_path}/in/*.npy"])[0] == expected
+    out = tmp_path / "out"
+    assert list_scan_files([str(tmp_path / "in")], out)[0] == expected
+    assert list_scan_files([f"{tmp_path}/in/*.npy"], out)[0] == expected
     named = tmp_path / "in" / "s0_labels.npy"  # named on its own, a file is always read (and refused there)
-    assert list_scan_files([str(named)])[0] == (named,)
+    assert list_scan_files([str(named)], out)[0] == (named,)
 
 
 def test_a_rerun_labels_only_what_is_missing_and_overwrites_only_when_asked(

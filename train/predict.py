@@ -105,13 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             root = args.data_root or str(Path("data") / predictor.dataset)
             source = open_split(predictor.dataset, root, args.split, args.nuscenes_version, predictor.folder)
         else:
-            source = FileSource(*list_scan_files(args.input), predictor.dataset, predictor.folder)
+            source = FileSource(*list_scan_files(args.input, Path(args.out)), predictor.dataset, predictor.folder)
             check_packages([path.suffix for path in source.paths])
-            out = Path(args.out).resolve()
-            inside = [path for path in source.paths if out in path.resolve().parents]
-            if inside:
-                raise ValueError(f"--input names {inside[0]}, which lies in --out {args.out}: outputs would be read "
-                                 "as scans; write them elsewhere")
         check_packages([".ply"] if args.format == "ply" else [])
         layout = build_layout(args.format, Path(args.out), args.save_probs, args.overwrite, len(predictor.class_names),
                               args.split)

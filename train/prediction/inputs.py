@@ -134,11 +134,12 @@ class FileSource:
                            path)
 
 
-def list_scan_files(inputs: Sequence[str]) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+def list_scan_files(inputs: Sequence[str], out: Path) -> tuple[tuple[Path, ...], tuple[str, ...]]:
     """The scan files of ``inputs`` (files, folders searched recursively, wildcards with ``**``)
     and the name each one's outputs are filed under: its path relative to the folder given (for a
     wildcard, the folder before its first wildcard; for a file, its own folder), without the
-    suffix. One-line errors for an input that names nothing and for two files of one name."""
+    suffix. One-line errors for an input that names nothing, for two files of one name and for a
+    scan file lying in ``out`` (the outputs would be read as scans)."""
     paths: list[Path] = []
     names: list[str] = []
     for given in inputs:
@@ -146,11 +147,10 @@ def list_scan_files(inputs: Sequence[str]) -> tuple[tuple[Path, ...], tuple[str,
         if any(c in given for c in "*?["):
             root = Path(*_until_wildcard(path.parts))
             found = [Path(p) for p in sorted(glob.glob(given, recursive=True))]
-            found = [p for p in found if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES and not _holds_labels(p)]
+            found = [p for p in found if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES]
         elif path.is_dir():
             root = path
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES)
-            found = [p for p in found if not _holds_labels(p)]
         elif path.is_file():
             if path.suffix.lower() not in SCAN_SUFFIXES:
                 raise ValueError(f"--input {given}: {path.suffix or 'no suffix'} is not a scan file suffix "
@@ -158,6 +158,12 @@ def list_scan_files(inputs: Sequence[str]) -> tuple[tuple[Path, ...], tuple[str,
             root, found = path.parent, [path]
         else:
             raise FileNotFoundError(f"--input {given}: no such file or folder")
+        inside = [p for p in found if out.resolve() in p.resolve().parents]
+        if inside:
+            raise ValueError(f"--input names {inside[0]}, which lies in --out {out}: outputs would be read as scans; "
+                             "write them elsewhere")
+        if found != [path]:  # searched (a folder, a wildcard): label files beside .npy scans are left out
+            found = [p for p in found if not _holds_labels(p)]
         if not found:
             raise FileNotFoundError(f"--input {given} names no scan file ({', '.join(SCAN_SUFFIXES)})")
         paths += found
