@@ -69,6 +69,13 @@ class _Shard(torch.utils.data.Sampler[int]):
 
 
 @torch.no_grad()
+def point_probabilities(logits: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """The softmax of one view's voxel ``logits`` (in float32) carried back to every point of the
+    scan as read through grid sampling's ``inverse``: what the test-time views sum before the
+    argmax, here and in ``train.prediction.run`` (so predictions score as evaluation does)."""
+    return torch.softmax(logits.float(), dim=1)[inverse]
+
+
 def evaluate(
     model: nn.Module,
     views: Sequence[Dataset],
@@ -107,8 +114,7 @@ def evaluate(
             probs_sum: torch.Tensor | None = None
             for batch in batches:
                 batch = to_device(batch, device)
-                logits = inner(model_inputs(batch)).logits.float()
-                probs = torch.softmax(logits, dim=1)[batch["inverse"]]
+                probs = point_probabilities(inner(model_inputs(batch)).logits, batch["inverse"])
                 probs_sum = probs if probs_sum is None else probs_sum + probs
             assert probs_sum is not None
             scan = IoUAccumulator(num_classes)

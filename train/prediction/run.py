@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from train.data.collate import collate as collate_scans
 from train.data.validation import BadScanError
 from train.runner.datasets import eval_pipeline
-from train.evaluation.evaluate import tta_views
+from train.evaluation.evaluate import point_probabilities, tta_views
 from train.engine.input_pipeline import device_batches, planned_collate
 from train.runtime.logging_utils import progress
 from train.prediction.inputs import PredictionCollate, PredictionSet, ScanSource
@@ -127,7 +127,7 @@ def _scan_results(predictor: Predictor, batches: Iterable[dict[str, Any]], amp: 
         if batch["view"] >= 0:
             with torch.autocast(batch["coord"].device.type, enabled=amp):
                 logits = predictor.model(model_inputs(batch)).logits
-            probs = torch.softmax(logits.float(), dim=1)[batch["inverse"]]
+            probs = point_probabilities(logits, batch["inverse"])
             summed = probs if batch["view"] == 0 else summed + probs
         if "scans" not in batch:
             continue
