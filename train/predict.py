@@ -117,10 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.num_workers is not None:
         workers = args.num_workers
     else:
-        from fast.persistence import available_cores
-        from train.options.defaults import default_num_workers
+        from train.options.defaults import loader_workers
 
-        workers = default_num_workers(available_cores(), 1) if cuda else 0
+        workers = loader_workers(cuda, ranks=1)
     try:
         summary = predict(predictor, source, layout, device, tta=args.tta, batch_size=args.batch_size,
                           num_workers=workers, amp=args.amp, skip_bad_scans=args.skip_bad_scans,

@@ -29,6 +29,14 @@ def default_num_workers(cores: int, ranks: int) -> int:
     return max(1, min(8, cores // max(ranks, 1) - 1))
 
 
+def loader_workers(cuda: bool, ranks: int) -> int:
+    """The default ``--num-workers`` of a process: :func:`default_num_workers` of this machine's
+    cores on CUDA, none on a CPU (the CPU demo is tuned for that)."""
+    from fast.persistence import available_cores
+
+    return default_num_workers(available_cores(), ranks) if cuda else 0
+
+
 def ranks_per_node(procs: int) -> int:
     """Training processes on this node: torchrun's LOCAL_WORLD_SIZE, else ``--procs`` (all local)."""
     return int(os.environ.get("LOCAL_WORLD_SIZE", procs))
@@ -52,10 +60,7 @@ def fill_defaults(cfg: RunConfig) -> None:
         two = cpu_demo and (os.cpu_count() or 1) >= 2 and cfg.batch_size % 2 == 0 and not under_external_launcher()
         cfg.procs = 2 if two else 1
     if cfg.num_workers is None:
-        from fast.persistence import available_cores
-
-        cuda = runs_on_cuda(cfg)
-        cfg.num_workers = default_num_workers(available_cores(), ranks_per_node(cfg.procs)) if cuda else 0
+        cfg.num_workers = loader_workers(runs_on_cuda(cfg), ranks_per_node(cfg.procs))
     if cfg.checkpoint_minutes is None:
         cfg.checkpoint_minutes = 30.0 if runs_on_cuda(cfg) else 0.0
     if cfg.out is None and cfg.dataset is not None:
