@@ -164,7 +164,7 @@ def write_scan(path: str | os.PathLike[str], points: np.ndarray, columns: Sequen
     if suffix == ".bin":
         buffer.write(points.tobytes())
     elif suffix == ".npy":
-        np.save(buffer, points)
+        buffer.write(npy_bytes(points))
     elif suffix == ".npz":
         np.savez(buffer, points=points, **({} if labels is None else {label_field: labels}))
     elif suffix == ".ply":
@@ -190,8 +190,15 @@ def write_labels(path: str | os.PathLike[str], labels: np.ndarray) -> None:
             raise ValueError(f"{path}: a .label file holds ids 0..{SEMANTIC_MASK}, got {labels.min()}..{labels.max()}")
         buffer.write(labels.astype(np.uint32).tobytes())
     else:
-        np.save(buffer, labels.astype(np.int64))
+        buffer.write(npy_bytes(labels.astype(np.int64)))
     atomic_write(buffer.getbuffer(), path)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` as the bytes of a ``.npy`` file (no pickled objects)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def write_labelled_ply(path: str | os.PathLike[str], coord: np.ndarray, labels: np.ndarray,

@@ -19,7 +19,6 @@ rerun into the same folder continues with the scans not yet labelled.
 """
 from __future__ import annotations
 
-import io
 import json
 import re
 from abc import ABC, abstractmethod
@@ -29,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from train.runtime.checkpoint import atomic_write
-from train.data.scan_files import write_labelled_ply, write_labels
+from train.data.scan_files import npy_bytes, write_labelled_ply, write_labels
 from train.option_names import PREDICTION_FORMATS
 
 # SemanticKITTI's learning_map_inv: the raw id each of the 19 train ids is written as.
@@ -83,12 +82,6 @@ class Layout(ABC):
         if self.overwrite or not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             write()
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
 
 
 class NpyLayout(Layout):
