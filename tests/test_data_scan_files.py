@@ -36,11 +36,11 @@ def test_scan_round_trip_keeps_points_and_columns(tmp_path: Path, suffix: str) -
     path = tmp_path / f"scan{suffix}"
     write_scan(path, points)
     scan = read_scan(path)
-    assert scan.columns == ("x", "y", "z", "intensity")
-    assert scan.points.dtype == np.float32 and scan.points.shape == points.shape
-    tol = LAS_STEP / 2 + 1e-5 if suffix in (".las", ".laz") else 0.0
-    np.testing.assert_allclose(scan.points[:, :3] + scan.origin, points[:, :3], rtol=0, atol=tol)
-    np.testing.assert_array_equal(scan.points[:, 3], points[:, 3])
+    assert scan.columns == ("intensity",)
+    assert scan.xyz.dtype == np.float64 and scan.values.dtype == np.float32 and scan.values.shape == (len(points), 1)
+    tol = LAS_STEP / 2 + 1e-9 if suffix in (".las", ".laz") else 0.0
+    np.testing.assert_allclose(scan.xyz, points[:, :3], rtol=0, atol=tol)
+    np.testing.assert_array_equal(scan.values[:, 0], points[:, 3])
     assert scan.labels is None
 
 
@@ -56,7 +56,7 @@ def test_label_field_round_trip(tmp_path: Path, suffix: str) -> None:
     assert "class_id" not in scan.columns
 
 
-def test_las_classification_is_a_label_field_and_origin_keeps_survey_coordinates(tmp_path: Path) -> None:
+def test_las_classification_is_a_label_field_and_survey_coordinates_keep_their_millimetres(tmp_path: Path) -> None:
     points = _points().astype(np.float64)
     points[:, :3] += (512_345.0, 5_401_234.0, 310.0)  # UTM-sized: float32 alone would lose the millimetres
     labels = np.arange(len(points)) % 7
@@ -64,8 +64,8 @@ def test_las_classification_is_a_label_field_and_origin_keeps_survey_coordinates
     write_scan(path, points, labels=labels, label_field="classification")
     scan = read_scan(path, label_field="classification")
     np.testing.assert_array_equal(scan.labels, labels)
-    assert np.abs(scan.points[:, :3]).max() < 100.0  # stored relative to the header offset
-    np.testing.assert_allclose(scan.points[:, :3] + scan.origin, points[:, :3], rtol=0, atol=LAS_STEP)
+    np.testing.assert_array_equal(scan.offset, np.floor(points[:, :3].min(axis=0)))  # the writer's header offset
+    np.testing.assert_allclose(scan.xyz, points[:, :3], rtol=0, atol=LAS_STEP / 2 + 1e-9)
 
 
 def test_ply_features_in_file_order_with_intensity_fourth(tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ def test_ply_features_in_file_order_with_intensity_fourth(tmp_path: Path) -> Non
     path = tmp_path / "cc.ply"
     write_scan(path, extra, columns=("x", "y", "z", "curvature", "Scalar_Intensity"))
     scan = read_scan(path)
-    assert scan.columns == ("x", "y", "z", "intensity", "curvature")
+    assert scan.columns == ("intensity", "curvature")
     np.testing.assert_array_equal(scan.features(["intensity", "curvature"]), extra[:, [4, 3]])
     with pytest.raises(CorruptFileError, match=r"cc\.ply.*no column.*'red'"):
         scan.features(["red"])
@@ -85,8 +85,8 @@ def test_npz_with_coord_and_strength_keys(tmp_path: Path) -> None:
     path = tmp_path / "pointcept.npz"
     np.savez(path, coord=pts[:, :3], strength=pts[:, 3:], segment=np.arange(11, dtype=np.int32))
     scan = read_scan(path, label_field="segment")
-    assert scan.columns == ("x", "y", "z", "intensity")
-    np.testing.assert_array_equal(scan.points, pts)
+    assert scan.columns == ("intensity",)
+    np.testing.assert_array_equal(np.hstack([scan.xyz, scan.values]), pts)
     np.testing.assert_array_equal(scan.labels, np.arange(11))
 
 
@@ -97,20 +97,20 @@ def test_nuscenes_pcd_bin_is_read_as_five_columns_even_when_four_would_divide(tm
     nus = tmp_path / "n015__LIDAR_TOP__1.pcd.bin"
     points.tofile(nus)
     scan = read_scan(nus)
-    assert scan.columns == ("x", "y", "z", "intensity", "feature4")
-    np.testing.assert_array_equal(scan.points, points)
-    write_scan(tmp_path / "again.pcd.bin", scan.points, scan.columns)
-    np.testing.assert_array_equal(read_scan(tmp_path / "again.pcd.bin").points, points)
+    assert scan.columns == ("intensity", "feature4")
+    np.testing.assert_array_equal(np.hstack([scan.xyz, scan.values]), points)
+    write_scan(tmp_path / "again.pcd.bin", np.hstack([scan.xyz, scan.values]), ("x", "y", "z") + scan.columns)
+    np.testing.assert_array_equal(read_scan(tmp_path / "again.pcd.bin").values, points[:, 3:])
     kitti = tmp_path / "000000.bin"
     points.tofile(kitti)
-    assert read_scan(kitti).points.shape == (10, 4)
+    assert read_scan(kitti).xyz.shape == (10, 3)
 
 
 def test_npy_with_more_columns_names_them(tmp_path: Path) -> None:
     pts = np.hstack([_points(5), np.ones((5, 2), np.float32)])
     path = tmp_path / "wide.npy"
     write_scan(path, pts)
-    assert read_scan(path).columns == ("x", "y", "z", "intensity", "feature4", "feature5")
+    assert read_scan(path).columns == ("intensity", "feature4", "feature5")
 
 
 @pytest.mark.parametrize("suffix", LABEL_SUFFIXES)
@@ -138,7 +138,7 @@ def test_labelled_ply_carries_label_and_palette_colour(tmp_path: Path) -> None:
     np.testing.assert_array_equal(vertex["label"], [0, 1, -1, 1])
     np.testing.assert_array_equal(np.stack([vertex["red"], vertex["green"], vertex["blue"]], 1),
                                   [[255, 0, 0], [0, 0, 255], [128, 128, 128], [0, 0, 255]])
-    np.testing.assert_array_equal(read_scan(path, label_field="label").points[:, :3], coord)
+    np.testing.assert_array_equal(read_scan(path, label_field="label").xyz, coord)
 
 
 def test_writers_leave_no_temporary_file(tmp_path: Path) -> None:
@@ -176,13 +176,20 @@ def test_nan_coordinate_is_a_bad_scan(tmp_path: Path, suffix: str) -> None:
         read_scan(path)
 
 
-def test_infinite_intensity_is_a_bad_scan(tmp_path: Path) -> None:
-    pts = _points()
+def test_a_non_finite_value_is_a_bad_scan_only_in_a_column_that_is_read(tmp_path: Path) -> None:
+    pts = np.hstack([_points(), np.ones((37, 1), np.float32)])
     pts[3, 3] = np.inf
+    pts[4, 4] = np.nan
     path = tmp_path / "inf.npy"
     write_scan(path, pts)
+    scan = read_scan(path)  # the columns nobody reads may hold anything
     with pytest.raises(CorruptFileError, match=r"inf\.npy.*column 'intensity'"):
-        read_scan(path)
+        scan.features(["intensity"])
+    with pytest.raises(CorruptFileError, match=r"inf\.npy.*column 'feature4'"):
+        scan.features(["feature4"])
+    pts[3, 3] = 7.0
+    write_scan(path, pts)
+    np.testing.assert_array_equal(read_scan(path).features(["intensity"])[:, 0], pts[:, 3])
 
 
 def test_label_file_of_another_length_names_it(tmp_path: Path) -> None:

@@ -195,7 +195,9 @@ def test_the_ply_output_holds_the_points_labels_and_palette_colours(synthetic: d
     scan = read_scan(tmp_path / "ply" / f"{name}.ply", label_field="label")
     labels = np.load(tmp_path / "npy" / f"{name}.npy")
     np.testing.assert_array_equal(scan.labels, labels)
-    np.testing.assert_array_equal(scan.features(("x", "y", "z")), split.load(0)["coord"])
+    np.testing.assert_array_equal(scan.xyz, split.load(0)["coord"])
+    with open(tmp_path / "ply" / f"{name}.ply", "rb") as f:  # sensor-centred float32 points stay float32
+        assert b"property float x" in f.read(400)
     palette = np.round(class_colours(22)[:22] * 255).astype(np.uint8)
     np.testing.assert_array_equal(scan.features(("red", "green", "blue")), palette[labels])
 

@@ -55,7 +55,7 @@ def test_the_checkpoint_keeps_the_folder_classes_feature_and_label_map_as_plain_
         trained: dict[str, Any]) -> None:
     stored = load_checkpoint(trained["checkpoint"])["extra"]["folder"]  # read with weights_only=True
     assert stored == {"classes": CLASSES, "label_map": {0: -1, 1: 0, 2: 1, 3: 2}, "feature": "intensity",
-                      "feature_scale": 255.0}
+                      "feature_scale": 255.0, "frame": "sensor"}
     assert not (trained["tmp"] / "data").exists()  # the training folder is gone
 
 
@@ -68,7 +68,7 @@ def test_the_val_split_and_the_same_scans_as_files_get_the_same_labels_without_t
     for i, path in enumerate(split.scan_paths):
         from_split = np.load(tmp_path / "split" / f"{split.load(i)['name']}.npy")
         np.testing.assert_array_equal(from_split, np.load(tmp_path / "files" / f"{path.stem}.npy"))
-        assert len(from_split) == len(read_scan(path).points)
+        assert len(from_split) == len(read_scan(path).xyz)
 
 
 def test_predicted_labels_of_the_val_split_score_what_evaluate_scores(trained: dict[str, Any],
@@ -102,8 +102,8 @@ def test_the_ply_output_is_coloured_in_the_folder_classes_palette(trained: dict[
 
 def test_a_file_without_the_feature_column_the_folder_names_is_refused_in_one_line(
         trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    points = read_scan(trained["root"] / "val" / "v0.ply").features(("x", "y", "z", "intensity"))
-    write_scan(tmp_path / "in" / "colour.ply", points, ("x", "y", "z", "red"))
+    scan = read_scan(trained["root"] / "val" / "v0.ply")
+    write_scan(tmp_path / "in" / "colour.ply", np.hstack([scan.xyz, scan.features(("intensity",))]), ("x", "y", "z", "red"))
     capsys.readouterr()
     assert run("--checkpoint", trained["checkpoint"], "--input", tmp_path / "in", "--out", tmp_path / "out") == 2
     err = capsys.readouterr().err.strip().splitlines()
