@@ -244,3 +244,68 @@ def test_missing_optional_packages_are_named_in_one_line_before_any_work(monkeyp
     with pytest.raises(ImportError, match=r"^\.bin, \.laz, \.ply files need lazrs, plyfile, not installed: pip install"):
         check_packages([".ply", ".laz", ".bin"])
     check_packages([".bin", ".npy", ".npz", ".las"])  # laspy is there; the others need nothing
+
+
+# ----------------------------------------------------------------------------- coordinates (decision 53)
+def write_float64_ply(path: Path, xyz: np.ndarray, intensity: np.ndarray) -> None:
+    """A PLY as survey software exports it: x, y, z as doubles, intensity as float."""
+    plyfile = pytest.importorskip("plyfile")
+    vertex = np.empty(len(xyz), dtype=[("x", "<f8"), ("y", "<f8"), ("z", "<f8"), ("intensity", "<f4")])
+    vertex["x"], vertex["y"], vertex["z"], vertex["intensity"] = xyz[:, 0], xyz[:, 1], xyz[:, 2], intensity
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plyfile.PlyData([plyfile.PlyElement.describe(vertex, "vertex")]).write(str(path))
+
+
+def survey_strip(n: int = 500, seed: int = 5) -> np.ndarray:
+    """20 m of points near the origin on a 1/4096 m lattice, so that adding survey coordinates to them
+    and subtracting whole metres again is exact in float64."""
+    local = np.random.default_rng(seed).uniform([0.0, 0.0, 0.0], [20.0, 20.0, 5.0], (n, 3))
+    return np.round(local * 4096) / 4096
+
+
+NORTHING = np.array([512_000.0, 5_000_000.0, 300.0])  # UTM: float32 keeps y only to 0.5 m here
+
+
+def test_a_float64_ply_at_northing_5000000_keeps_its_distinct_coordinates(tmp_path: Path) -> None:
+    far = survey_strip() + NORTHING
+    write_float64_ply(tmp_path / "far.ply", far, np.ones(len(far)))
+    scan = read_scan(tmp_path / "far.ply")
+    assert len(np.unique(scan.xyz[:, 1])) == len(np.unique(far[:, 1])) == len(far)  # was 41 values 0.5 m apart
+    np.testing.assert_array_equal(scan.xyz, far)
+    coord, origin = scan.local("tile")
+    centre = (far.min(axis=0) + far.max(axis=0)) / 2
+    np.testing.assert_array_equal(origin, [np.round(centre[0]), np.round(centre[1]), np.floor(far[:, 2].min())])
+    assert coord.dtype == np.float32 and np.abs(coord.astype(np.float64) + origin - far).max() < 1e-3
+    assert np.abs(coord[:, :2]).max() < 11.0 and coord[:, 2].min() >= 0.0  # around the tile's centre, z from 0
+
+
+def test_survey_coordinates_in_the_sensor_frame_are_refused_in_one_line_not_rounded(tmp_path: Path) -> None:
+    write_float64_ply(tmp_path / "far.ply", survey_strip() + NORTHING, np.ones(500))
+    with pytest.raises(BadScanError, match=r"far\.ply.*5,000,0\d\d m from the origin of frame 'sensor'.*frame: tile") \
+            as err:
+        read_scan(tmp_path / "far.ply").local("sensor")
+    assert "\n" not in str(err.value)
+    near = survey_strip()  # float64 within 16 km of the sensor: float32 moves no coordinate by 0.5 mm
+    write_float64_ply(tmp_path / "near.ply", near, np.ones(500))
+    coord, origin = read_scan(tmp_path / "near.ply").local("sensor")
+    np.testing.assert_array_equal(coord, near.astype(np.float32))  # as before: the stored values, cast
+    np.testing.assert_array_equal(origin, 0.0)
+
+
+def test_las_extra_bytes_dimensions_are_columns_a_feature_can_name_beside_the_label_field(tmp_path: Path) -> None:
+    laspy = pytest.importorskip("laspy")
+    n = 20
+    header = laspy.LasHeader(point_format=1, version="1.4")
+    header.scales, header.offsets = np.full(3, 0.001), np.array([500_000.0, 5_000_000.0, 100.0])
+    header.add_extra_dims([laspy.ExtraBytesParams(name="amplitude", type=np.float32),
+                           laspy.ExtraBytesParams(name="normal", type="3f8"),  # not one value per point: left out
+                           laspy.ExtraBytesParams(name="cls", type=np.int32)])
+    las = laspy.LasData(header)
+    las.x, las.y, las.z = 500_000.0 + np.arange(n), 5_000_000.0 - np.arange(n), np.full(n, 101.5)
+    las.amplitude, las.cls = np.linspace(0.0, 9.5, n), np.arange(n) % 3
+    las.write(str(tmp_path / "extra.las"))
+    scan = read_scan(tmp_path / "extra.las", label_field="cls")
+    assert scan.columns == ("intensity", "amplitude")
+    np.testing.assert_array_equal(scan.features(["amplitude"])[:, 0], np.linspace(0.0, 9.5, n).astype(np.float32))
+    np.testing.assert_array_equal(scan.labels, np.arange(n) % 3)
+    np.testing.assert_array_equal(scan.xyz[:, 0], 500_000.0 + np.arange(n))  # the file's own frame
