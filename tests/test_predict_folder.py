@@ -125,7 +125,8 @@ def test_the_ply_output_is_coloured_in_the_folder_classes_palette(trained: dict[
 def test_a_file_without_the_feature_column_the_folder_names_is_refused_in_one_line(
         trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     scan = read_scan(trained["root"] / "val" / "v0.ply")
-    write_scan(tmp_path / "in" / "colour.ply", np.hstack([scan.xyz, scan.features(("intensity",))]), ("x", "y", "z", "red"))
+    write_scan(tmp_path / "in" / "colour.ply", np.hstack([scan.xyz, scan.features(("intensity",))]),
+               ("x", "y", "z", "red"))
     capsys.readouterr()
     assert run("--checkpoint", trained["checkpoint"], "--input", tmp_path / "in", "--out", tmp_path / "out") == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -46,7 +46,8 @@ import numpy as np
 
 from train.runtime.checkpoint import atomic_write
 
-from .validation import BadScanError, CorruptFileError, LabelCountError, check_count, check_finite_coords, load_npy, read_records
+from .validation import (BadScanError, CorruptFileError, LabelCountError, check_count, check_finite_coords, load_npy,
+                         read_records)
 
 SCAN_SUFFIXES: tuple[str, ...] = (".bin", ".npy", ".npz", ".ply", ".las", ".laz")
 LABEL_SUFFIXES: tuple[str, ...] = (".label", ".npy")
