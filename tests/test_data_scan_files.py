@@ -290,6 +290,9 @@ def test_survey_coordinates_in_the_sensor_frame_are_refused_in_one_line_not_roun
     coord, origin = read_scan(tmp_path / "near.ply").local("sensor")
     np.testing.assert_array_equal(coord, near.astype(np.float32))  # as before: the stored values, cast
     np.testing.assert_array_equal(origin, 0.0)
+    exact = (survey_strip() + NORTHING).astype(np.float32).astype(np.float64)  # far, but float32 values: kept as are
+    write_float64_ply(tmp_path / "exact.ply", exact, np.ones(500))
+    np.testing.assert_array_equal(read_scan(tmp_path / "exact.ply").local("sensor")[0], exact.astype(np.float32))
 
 
 def test_las_extra_bytes_dimensions_are_columns_a_feature_can_name_beside_the_label_field(tmp_path: Path) -> None:
