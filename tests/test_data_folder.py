@@ -90,6 +90,33 @@ def test_label_field_inside_the_scans_and_no_feature(tmp_path: Path) -> None:
     np.testing.assert_array_equal(sample["strength"], 0.0)
 
 
+def test_a_nan_in_a_column_the_model_does_not_read_leaves_the_scan_readable(tmp_path: Path) -> None:
+    points, raw = _scene(6)
+    curvature = np.full((len(points), 1), np.nan)  # a column an export may leave empty; feature: intensity
+    write_scan(tmp_path / "train" / "a.ply", np.hstack([points, curvature]), ("x", "y", "z", "intensity", "curvature"))
+    write_labels(tmp_path / "train" / "a.label", raw)
+    (tmp_path / SPEC_FILE).write_text(yaml.safe_dump({**SPEC, "splits": {"train": ["train/*"], "val": ["train/*"]}}))
+    sample = FolderDataset(tmp_path, "train").load(0)
+    np.testing.assert_allclose(sample["strength"][:, 0], points[:, 3] / 255.0, rtol=1e-6)
+    spec = {**SPEC, "feature": "curvature", "splits": {"train": ["train/*"], "val": ["train/*"]}}
+    (tmp_path / SPEC_FILE).write_text(yaml.safe_dump(spec))
+    with pytest.raises(CorruptFileError, match=r"a\.ply.*column 'curvature'"):
+        FolderDataset(tmp_path, "train").load(0)
+
+
+def test_a_tile_folder_reads_each_scan_from_its_own_centre_and_keeps_the_origin(tmp_path: Path) -> None:
+    points, raw = _scene(4)
+    points[:, :3] += (512_000.0, 5_000_000.0, 300.0)  # a LAS tile in UTM, written with offset floor(min)
+    write_scan(tmp_path / "train" / "a.las", points, labels=raw, label_field="classification")
+    spec = {**SPEC, "labels": {"field": "classification"}, "frame": "tile",
+            "splits": {"train": ["train/*"], "val": ["train/*"]}}
+    (tmp_path / SPEC_FILE).write_text(yaml.safe_dump(spec))
+    sample = FolderDataset(tmp_path, "train").load(0)
+    centre = (points[:, :2].min(axis=0) + points[:, :2].max(axis=0)) / 2  # the tile's centre, its lowest z
+    np.testing.assert_array_equal(sample["origin"], [*np.round(centre), np.floor(points[:, 2].min())])
+    np.testing.assert_allclose(sample["coord"] + sample["origin"], points[:, :3], rtol=0, atol=0.0005 + 1e-6)
+
+
 def test_npy_labels_beside_npy_scans_are_not_scans_and_negative_raw_ids_map(tmp_path: Path) -> None:
     points, raw = _scene(7)
     raw = raw - 1  # raw ids -1 (unlabelled), 0, 1, 2
@@ -165,6 +192,7 @@ def test_bad_dataset_yaml_is_one_line_naming_the_key(tmp_path: Path) -> None:
     assert "raw id 3 -> 5" in _spec_error(tmp_path, {**SPEC, "label_map": {1: 0, 3: 5}})
     assert "raw id 1 is mapped twice" in _spec_error(tmp_path, {**SPEC, "ignore": [1]})
     assert "'feature' is one column name" in _spec_error(tmp_path, {**SPEC, "feature": ["intensity", "red"]})
+    assert "'frame' is sensor or tile" in _spec_error(tmp_path, {**SPEC, "frame": "utm"})
     assert "'splits' must map train and val" in _spec_error(tmp_path, {**SPEC, "splits": {"train": ["a"]}})
     assert "split pattern '../other/*.bin' reaches outside the folder" in _spec_error(
         tmp_path, {**SPEC, "splits": {"train": ["train/*"], "val": ["../other/*.bin"]}})

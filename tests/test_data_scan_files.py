@@ -36,11 +36,11 @@ def test_scan_round_trip_keeps_points_and_columns(tmp_path: Path, suffix: str) -
     path = tmp_path / f"scan{suffix}"
     write_scan(path, points)
     scan = read_scan(path)
-    assert scan.columns == ("x", "y", "z", "intensity")
-    assert scan.points.dtype == np.float32 and scan.points.shape == points.shape
-    tol = LAS_STEP / 2 + 1e-5 if suffix in (".las", ".laz") else 0.0
-    np.testing.assert_allclose(scan.points[:, :3] + scan.origin, points[:, :3], rtol=0, atol=tol)
-    np.testing.assert_array_equal(scan.points[:, 3], points[:, 3])
+    assert scan.columns == ("intensity",)
+    assert scan.xyz.dtype == np.float64 and scan.values.dtype == np.float32 and scan.values.shape == (len(points), 1)
+    tol = LAS_STEP / 2 + 1e-9 if suffix in (".las", ".laz") else 0.0
+    np.testing.assert_allclose(scan.xyz, points[:, :3], rtol=0, atol=tol)
+    np.testing.assert_array_equal(scan.values[:, 0], points[:, 3])
     assert scan.labels is None
 
 
@@ -56,7 +56,7 @@ def test_label_field_round_trip(tmp_path: Path, suffix: str) -> None:
     assert "class_id" not in scan.columns
 
 
-def test_las_classification_is_a_label_field_and_origin_keeps_survey_coordinates(tmp_path: Path) -> None:
+def test_las_classification_is_a_label_field_and_survey_coordinates_keep_their_millimetres(tmp_path: Path) -> None:
     points = _points().astype(np.float64)
     points[:, :3] += (512_345.0, 5_401_234.0, 310.0)  # UTM-sized: float32 alone would lose the millimetres
     labels = np.arange(len(points)) % 7
@@ -64,8 +64,8 @@ def test_las_classification_is_a_label_field_and_origin_keeps_survey_coordinates
     write_scan(path, points, labels=labels, label_field="classification")
     scan = read_scan(path, label_field="classification")
     np.testing.assert_array_equal(scan.labels, labels)
-    assert np.abs(scan.points[:, :3]).max() < 100.0  # stored relative to the header offset
-    np.testing.assert_allclose(scan.points[:, :3] + scan.origin, points[:, :3], rtol=0, atol=LAS_STEP)
+    np.testing.assert_array_equal(scan.offset, np.floor(points[:, :3].min(axis=0)))  # the writer's header offset
+    np.testing.assert_allclose(scan.xyz, points[:, :3], rtol=0, atol=LAS_STEP / 2 + 1e-9)
 
 
 def test_ply_features_in_file_order_with_intensity_fourth(tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ def test_ply_features_in_file_order_with_intensity_fourth(tmp_path: Path) -> Non
     path = tmp_path / "cc.ply"
     write_scan(path, extra, columns=("x", "y", "z", "curvature", "Scalar_Intensity"))
     scan = read_scan(path)
-    assert scan.columns == ("x", "y", "z", "intensity", "curvature")
+    assert scan.columns == ("intensity", "curvature")
     np.testing.assert_array_equal(scan.features(["intensity", "curvature"]), extra[:, [4, 3]])
     with pytest.raises(CorruptFileError, match=r"cc\.ply.*no column.*'red'"):
         scan.features(["red"])
@@ -85,8 +85,8 @@ def test_npz_with_coord_and_strength_keys(tmp_path: Path) -> None:
     path = tmp_path / "pointcept.npz"
     np.savez(path, coord=pts[:, :3], strength=pts[:, 3:], segment=np.arange(11, dtype=np.int32))
     scan = read_scan(path, label_field="segment")
-    assert scan.columns == ("x", "y", "z", "intensity")
-    np.testing.assert_array_equal(scan.points, pts)
+    assert scan.columns == ("intensity",)
+    np.testing.assert_array_equal(np.hstack([scan.xyz, scan.values]), pts)
     np.testing.assert_array_equal(scan.labels, np.arange(11))
 
 
@@ -97,20 +97,20 @@ def test_nuscenes_pcd_bin_is_read_as_five_columns_even_when_four_would_divide(tm
     nus = tmp_path / "n015__LIDAR_TOP__1.pcd.bin"
     points.tofile(nus)
     scan = read_scan(nus)
-    assert scan.columns == ("x", "y", "z", "intensity", "feature4")
-    np.testing.assert_array_equal(scan.points, points)
-    write_scan(tmp_path / "again.pcd.bin", scan.points, scan.columns)
-    np.testing.assert_array_equal(read_scan(tmp_path / "again.pcd.bin").points, points)
+    assert scan.columns == ("intensity", "feature4")
+    np.testing.assert_array_equal(np.hstack([scan.xyz, scan.values]), points)
+    write_scan(tmp_path / "again.pcd.bin", np.hstack([scan.xyz, scan.values]), ("x", "y", "z") + scan.columns)
+    np.testing.assert_array_equal(read_scan(tmp_path / "again.pcd.bin").values, points[:, 3:])
     kitti = tmp_path / "000000.bin"
     points.tofile(kitti)
-    assert read_scan(kitti).points.shape == (10, 4)
+    assert read_scan(kitti).xyz.shape == (10, 3)
 
 
 def test_npy_with_more_columns_names_them(tmp_path: Path) -> None:
     pts = np.hstack([_points(5), np.ones((5, 2), np.float32)])
     path = tmp_path / "wide.npy"
     write_scan(path, pts)
-    assert read_scan(path).columns == ("x", "y", "z", "intensity", "feature4", "feature5")
+    assert read_scan(path).columns == ("intensity", "feature4", "feature5")
 
 
 @pytest.mark.parametrize("suffix", LABEL_SUFFIXES)
@@ -138,7 +138,7 @@ def test_labelled_ply_carries_label_and_palette_colour(tmp_path: Path) -> None:
     np.testing.assert_array_equal(vertex["label"], [0, 1, -1, 1])
     np.testing.assert_array_equal(np.stack([vertex["red"], vertex["green"], vertex["blue"]], 1),
                                   [[255, 0, 0], [0, 0, 255], [128, 128, 128], [0, 0, 255]])
-    np.testing.assert_array_equal(read_scan(path, label_field="label").points[:, :3], coord)
+    np.testing.assert_array_equal(read_scan(path, label_field="label").xyz, coord)
 
 
 def test_writers_leave_no_temporary_file(tmp_path: Path) -> None:
@@ -176,13 +176,20 @@ def test_nan_coordinate_is_a_bad_scan(tmp_path: Path, suffix: str) -> None:
         read_scan(path)
 
 
-def test_infinite_intensity_is_a_bad_scan(tmp_path: Path) -> None:
-    pts = _points()
+def test_a_non_finite_value_is_a_bad_scan_only_in_a_column_that_is_read(tmp_path: Path) -> None:
+    pts = np.hstack([_points(), np.ones((37, 1), np.float32)])
     pts[3, 3] = np.inf
+    pts[4, 4] = np.nan
     path = tmp_path / "inf.npy"
     write_scan(path, pts)
+    scan = read_scan(path)  # the columns nobody reads may hold anything
     with pytest.raises(CorruptFileError, match=r"inf\.npy.*column 'intensity'"):
-        read_scan(path)
+        scan.features(["intensity"])
+    with pytest.raises(CorruptFileError, match=r"inf\.npy.*column 'feature4'"):
+        scan.features(["feature4"])
+    pts[3, 3] = 7.0
+    write_scan(path, pts)
+    np.testing.assert_array_equal(read_scan(path).features(["intensity"])[:, 0], pts[:, 3])
 
 
 def test_label_file_of_another_length_names_it(tmp_path: Path) -> None:
@@ -237,3 +244,71 @@ def test_missing_optional_packages_are_named_in_one_line_before_any_work(monkeyp
     with pytest.raises(ImportError, match=r"^\.bin, \.laz, \.ply files need lazrs, plyfile, not installed: pip install"):
         check_packages([".ply", ".laz", ".bin"])
     check_packages([".bin", ".npy", ".npz", ".las"])  # laspy is there; the others need nothing
+
+
+# ----------------------------------------------------------------------------- coordinates (decision 53)
+def write_float64_ply(path: Path, xyz: np.ndarray, intensity: np.ndarray) -> None:
+    """A PLY as survey software exports it: x, y, z as doubles, intensity as float."""
+    plyfile = pytest.importorskip("plyfile")
+    vertex = np.empty(len(xyz), dtype=[("x", "<f8"), ("y", "<f8"), ("z", "<f8"), ("intensity", "<f4")])
+    vertex["x"], vertex["y"], vertex["z"], vertex["intensity"] = xyz[:, 0], xyz[:, 1], xyz[:, 2], intensity
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plyfile.PlyData([plyfile.PlyElement.describe(vertex, "vertex")]).write(str(path))
+
+
+def survey_strip(n: int = 500, seed: int = 5) -> np.ndarray:
+    """20 m of points near the origin on a 1/4096 m lattice, so that adding survey coordinates to them
+    and subtracting whole metres again is exact in float64."""
+    local = np.random.default_rng(seed).uniform([0.0, 0.0, 0.0], [20.0, 20.0, 5.0], (n, 3))
+    return np.round(local * 4096) / 4096
+
+
+NORTHING = np.array([512_000.0, 5_000_000.0, 300.0])  # UTM: float32 keeps y only to 0.5 m here
+
+
+def test_a_float64_ply_at_northing_5000000_keeps_its_distinct_coordinates(tmp_path: Path) -> None:
+    far = survey_strip() + NORTHING
+    write_float64_ply(tmp_path / "far.ply", far, np.ones(len(far)))
+    scan = read_scan(tmp_path / "far.ply")
+    assert len(np.unique(scan.xyz[:, 1])) == len(np.unique(far[:, 1])) == len(far)  # was 41 values 0.5 m apart
+    np.testing.assert_array_equal(scan.xyz, far)
+    coord, origin = scan.local("tile")
+    centre = (far.min(axis=0) + far.max(axis=0)) / 2
+    np.testing.assert_array_equal(origin, [np.round(centre[0]), np.round(centre[1]), np.floor(far[:, 2].min())])
+    assert coord.dtype == np.float32 and np.abs(coord.astype(np.float64) + origin - far).max() < 1e-3
+    assert np.abs(coord[:, :2]).max() < 11.0 and coord[:, 2].min() >= 0.0  # around the tile's centre, z from 0
+
+
+def test_survey_coordinates_in_the_sensor_frame_are_refused_in_one_line_not_rounded(tmp_path: Path) -> None:
+    write_float64_ply(tmp_path / "far.ply", survey_strip() + NORTHING, np.ones(500))
+    with pytest.raises(BadScanError, match=r"far\.ply.*5,000,0\d\d m from the origin of frame 'sensor'.*frame: tile") \
+            as err:
+        read_scan(tmp_path / "far.ply").local("sensor")
+    assert "\n" not in str(err.value)
+    near = survey_strip()  # float64 within 16 km of the sensor: float32 moves no coordinate by 0.5 mm
+    write_float64_ply(tmp_path / "near.ply", near, np.ones(500))
+    coord, origin = read_scan(tmp_path / "near.ply").local("sensor")
+    np.testing.assert_array_equal(coord, near.astype(np.float32))  # as before: the stored values, cast
+    np.testing.assert_array_equal(origin, 0.0)
+    exact = (survey_strip() + NORTHING).astype(np.float32).astype(np.float64)  # far, but float32 values: kept as are
+    write_float64_ply(tmp_path / "exact.ply", exact, np.ones(500))
+    np.testing.assert_array_equal(read_scan(tmp_path / "exact.ply").local("sensor")[0], exact.astype(np.float32))
+
+
+def test_las_extra_bytes_dimensions_are_columns_a_feature_can_name_beside_the_label_field(tmp_path: Path) -> None:
+    laspy = pytest.importorskip("laspy")
+    n = 20
+    header = laspy.LasHeader(point_format=1, version="1.4")
+    header.scales, header.offsets = np.full(3, 0.001), np.array([500_000.0, 5_000_000.0, 100.0])
+    header.add_extra_dims([laspy.ExtraBytesParams(name="amplitude", type=np.float32),
+                           laspy.ExtraBytesParams(name="normal", type="3f8"),  # not one value per point: left out
+                           laspy.ExtraBytesParams(name="cls", type=np.int32)])
+    las = laspy.LasData(header)
+    las.x, las.y, las.z = 500_000.0 + np.arange(n), 5_000_000.0 - np.arange(n), np.full(n, 101.5)
+    las.amplitude, las.cls = np.linspace(0.0, 9.5, n), np.arange(n) % 3
+    las.write(str(tmp_path / "extra.las"))
+    scan = read_scan(tmp_path / "extra.las", label_field="cls")
+    assert scan.columns == ("intensity", "amplitude")
+    np.testing.assert_array_equal(scan.features(["amplitude"])[:, 0], np.linspace(0.0, 9.5, n).astype(np.float32))
+    np.testing.assert_array_equal(scan.labels, np.arange(n) % 3)
+    np.testing.assert_array_equal(scan.xyz[:, 0], 500_000.0 + np.arange(n))  # the file's own frame

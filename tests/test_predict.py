@@ -195,9 +195,33 @@ def test_the_ply_output_holds_the_points_labels_and_palette_colours(synthetic: d
     scan = read_scan(tmp_path / "ply" / f"{name}.ply", label_field="label")
     labels = np.load(tmp_path / "npy" / f"{name}.npy")
     np.testing.assert_array_equal(scan.labels, labels)
-    np.testing.assert_array_equal(scan.features(("x", "y", "z")), split.load(0)["coord"])
+    np.testing.assert_array_equal(scan.xyz, split.load(0)["coord"])
+    with open(tmp_path / "ply" / f"{name}.ply", "rb") as f:  # sensor-centred float32 points stay float32
+        assert b"property float x" in f.read(400)
     palette = np.round(class_colours(22)[:22] * 255).astype(np.uint8)
     np.testing.assert_array_equal(scan.features(("red", "green", "blue")), palette[labels])
+
+
+def test_the_ply_output_of_a_las_tile_lies_on_its_source_points_in_the_file_frame(synthetic: dict[str, Any],
+                                                                                   tmp_path: Path) -> None:
+    """A LAS tile at offset (500000, 5000000, 100): the model reads it from its header offset, and the
+    labelled points are written where they lie in the file (to the file's 1 mm scale), not near 0."""
+    laspy = pytest.importorskip("laspy")
+    rng = np.random.default_rng(11)
+    header = laspy.LasHeader(point_format=1, version="1.4")
+    header.scales, header.offsets = np.full(3, 0.001), np.array([500_000.0, 5_000_000.0, 100.0])
+    las = laspy.LasData(header)
+    local = rng.uniform([-20.0, -20.0, -2.0], [20.0, 20.0, 3.0], (300, 3))
+    las.x, las.y, las.z = (local + header.offsets).T
+    las.intensity = rng.integers(0, 255, 300)
+    (tmp_path / "in").mkdir()
+    las.write(str(tmp_path / "in" / "tile.las"))
+    assert run("--checkpoint", synthetic["checkpoint"], "--input", tmp_path / "in", "--out", tmp_path / "out",
+               "--format", "ply") == 0
+    source = read_scan(tmp_path / "in" / "tile.las")
+    written = read_scan(tmp_path / "out" / "tile.ply", label_field="label")
+    np.testing.assert_array_equal(np.round(written.xyz / 0.001), np.round(source.xyz / 0.001))
+    assert np.abs(written.xyz - source.xyz).max() < 1e-6
 
 
 def kitti_root(root: Path) -> None:

@@ -13,14 +13,17 @@ import pytest
 import torch
 import yaml
 
-from test_data_folder import CLASSES, SPEC, build_folder
+from test_data_folder import CLASSES, SPEC, _scene, build_folder
+from test_data_scan_files import NORTHING, write_float64_ply
 from test_train_support import tiny_config
-from train.data.folder import SPEC_FILE, FolderDataset
-from train.data.scan_files import read_scan, write_scan
+from train.data.folder import SPEC_FILE, FolderDataset, read_folder_spec
+from train.data.scan_files import read_scan, write_labels, write_scan
 from train.engine.loop import FINAL, load_frozen_teacher, model_spec, train_stage
 from train.evaluation.evaluate import evaluate
 from train.evaluation.metrics import IoUAccumulator
 from train.predict import main
+from train.prediction.inputs import FileSource
+from train.runner.datasets import eval_pipeline
 from train.runner.datasets import prepare_splits
 from train.runtime.checkpoint import load_checkpoint, save_checkpoint
 from train.runtime.distributed import DistInfo
@@ -28,18 +31,37 @@ from train.runtime.distributed import DistInfo
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A student trained two steps on a scan folder, whose folder is then moved away: every
-    prediction below runs without the folder the checkpoint was trained on."""
-    tmp = tmp_path_factory.mktemp("predict_folder")
-    cfg = tiny_config(tmp, dataset="folder", data_root=str(build_folder(tmp / "data")), stage="student")
+def train_then_move_the_folder(tmp: Path, folder_spec: dict[str, Any]) -> dict[str, Any]:
+    """A student trained two steps on a scan folder described by ``folder_spec``, whose folder is
+    then moved away: every prediction below runs without the folder the checkpoint was trained on."""
+    cfg = tiny_config(tmp, dataset="folder", data_root=str(build_folder(tmp / "data", folder_spec)), stage="student")
     data = prepare_splits(cfg, CPU)
     spec = model_spec(cfg, "student", data.num_classes, CPU.device)
     train_stage(cfg, "student", tmp / "out", data.train, data.collate, spec, CPU)
     moved = tmp / "moved"
     shutil.move(tmp / "data", moved)
     return {"tmp": tmp, "checkpoint": tmp / "out" / FINAL, "root": moved}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return train_then_move_the_folder(tmp_path_factory.mktemp("predict_folder"), SPEC)
+
+
+@pytest.fixture(scope="module")
+def trained_tile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """As ``trained``, with ``frame: tile``: each scan is read from its own centre (decision 53)."""
+    return train_then_move_the_folder(tmp_path_factory.mktemp("predict_tile"), {**SPEC, "frame": "tile"})
+
+
+def survey_pair(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One scene written twice as float64 PLY, ``near.ply`` around 0 and ``far.ply`` at northing
+    5,000,000 m (on a 1/4096 m lattice: the shift is exact); returns (far x, y, z, raw labels)."""
+    points, raw = _scene(20)
+    near = np.round(points[:, :3] * 4096) / 4096
+    write_float64_ply(folder / "near.ply", near, points[:, 3])
+    write_float64_ply(folder / "far.ply", near + NORTHING, points[:, 3])
+    return near + NORTHING, raw
 
 
 def run(*argv: Any) -> int:
@@ -55,7 +77,7 @@ def test_the_checkpoint_keeps_the_folder_classes_feature_and_label_map_as_plain_
         trained: dict[str, Any]) -> None:
     stored = load_checkpoint(trained["checkpoint"])["extra"]["folder"]  # read with weights_only=True
     assert stored == {"classes": CLASSES, "label_map": {0: -1, 1: 0, 2: 1, 3: 2}, "feature": "intensity",
-                      "feature_scale": 255.0}
+                      "feature_scale": 255.0, "frame": "sensor"}
     assert not (trained["tmp"] / "data").exists()  # the training folder is gone
 
 
@@ -68,7 +90,7 @@ def test_the_val_split_and_the_same_scans_as_files_get_the_same_labels_without_t
     for i, path in enumerate(split.scan_paths):
         from_split = np.load(tmp_path / "split" / f"{split.load(i)['name']}.npy")
         np.testing.assert_array_equal(from_split, np.load(tmp_path / "files" / f"{path.stem}.npy"))
-        assert len(from_split) == len(read_scan(path).points)
+        assert len(from_split) == len(read_scan(path).xyz)
 
 
 def test_predicted_labels_of_the_val_split_score_what_evaluate_scores(trained: dict[str, Any],
@@ -102,8 +124,9 @@ def test_the_ply_output_is_coloured_in_the_folder_classes_palette(trained: dict[
 
 def test_a_file_without_the_feature_column_the_folder_names_is_refused_in_one_line(
         trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    points = read_scan(trained["root"] / "val" / "v0.ply").features(("x", "y", "z", "intensity"))
-    write_scan(tmp_path / "in" / "colour.ply", points, ("x", "y", "z", "red"))
+    scan = read_scan(trained["root"] / "val" / "v0.ply")
+    write_scan(tmp_path / "in" / "colour.ply", np.hstack([scan.xyz, scan.features(("intensity",))]),
+               ("x", "y", "z", "red"))
     capsys.readouterr()
     assert run("--checkpoint", trained["checkpoint"], "--input", tmp_path / "in", "--out", tmp_path / "out") == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -139,3 +162,49 @@ def test_an_older_checkpoint_without_the_description_needs_the_folder_and_reads_
                "--out", tmp_path / "older") == 0
     assert run("--checkpoint", trained["checkpoint"], *files, "--out", tmp_path / "kept") == 0
     np.testing.assert_array_equal(np.load(tmp_path / "older" / "v0.npy"), np.load(tmp_path / "kept" / "v0.npy"))
+
+
+# ----------------------------------------------------------------------------- frames (decision 53)
+def test_a_tile_model_keeps_its_frame_and_labels_a_survey_tile_as_the_same_scan_near_the_origin(
+        trained_tile: dict[str, Any], tmp_path: Path) -> None:
+    assert load_checkpoint(trained_tile["checkpoint"])["extra"]["folder"]["frame"] == "tile"
+    assert not (trained_tile["tmp"] / "data").exists()  # no dataset.yaml tells predict the frame
+    far, _ = survey_pair(tmp_path / "in")
+    for fmt in ("npy", "ply"):
+        assert run("--checkpoint", trained_tile["checkpoint"], "--input", tmp_path / "in", "--out", tmp_path / fmt,
+                   "--format", fmt) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "npy" / "far.npy"), np.load(tmp_path / "npy" / "near.npy"))
+    written = read_scan(tmp_path / "ply" / "far.ply", label_field="label").xyz
+    assert np.abs(written - far).max() < 1e-3 and len(np.unique(written[:, 1])) == len(np.unique(far[:, 1]))
+    np.testing.assert_array_equal(read_scan(tmp_path / "ply" / "far.ply", label_field="label").labels,
+                                  np.load(tmp_path / "npy" / "far.npy"))
+
+
+def test_training_and_prediction_give_a_survey_tile_the_voxels_of_the_same_scan_near_the_origin(
+        tmp_path: Path) -> None:
+    _, raw = survey_pair(tmp_path / "train")
+    for name in ("near", "far"):
+        write_labels(tmp_path / "train" / f"{name}.label", raw)
+    spec = {**SPEC, "frame": "tile", "splits": {"train": ["train/*.ply"], "val": ["train/*.ply"]}}
+    (tmp_path / SPEC_FILE).write_text(yaml.safe_dump(spec))
+    training = FolderDataset(tmp_path, "train")
+    assert [p.name for p in training.scan_paths] == ["far.ply", "near.ply"]
+    files = FileSource(tuple(training.scan_paths), ("far", "near"), "folder", read_folder_spec(tmp_path).description)
+    pipeline = eval_pipeline("folder", 0.05)
+    loaded = [source.load(i) for source in (training, files) for i in range(2)]
+    np.testing.assert_array_equal(loaded[0]["origin"] - loaded[1]["origin"], NORTHING)
+    voxels = [pipeline(sample, np.random.default_rng(0)) for sample in loaded]
+    for sample, voxelised in zip(loaded[1:], voxels[1:]):
+        np.testing.assert_array_equal(sample["coord"], loaded[0]["coord"])
+        for key in ("grid_coord", "inverse", "feat"):
+            np.testing.assert_array_equal(voxelised[key], voxels[0][key])
+
+
+def test_a_sensor_model_refuses_a_survey_tile_in_one_line_naming_the_tile_frame(
+        trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    survey_pair(tmp_path / "in")
+    capsys.readouterr()
+    assert run("--checkpoint", trained["checkpoint"], "--input", tmp_path / "in" / "far.ply",
+               "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "far.ply" in err[0] and "frame 'sensor'" in err[0] and "frame: tile" in err[0]

@@ -4,7 +4,7 @@ Inputs: a split the project reads (``--dataset``, ``--data-root``, ``--split``; 
 splits included) or scan files (``--input``: files, folders, wildcards; ``.bin``, ``.npy``,
 ``.npz``, ``.ply``, ``.las``, ``.laz``). The model: a ``model_final.pt`` or ``checkpoint_last.pt``
 of ``python -m train.run`` (it names its data set and voxel size; a scan folder's also keeps the
-folder's classes and feature) or a Pointcept PTv3 checkpoint
+folder's classes, feature and frame) or a Pointcept PTv3 checkpoint
 (``--dataset`` and ``--preset`` say what it is). Outputs under ``--out`` in the layout of
 ``--format`` (:mod:`train.prediction.layouts`). The machinery is :mod:`train.prediction`
 (decision 50); this module parses the options and reports.

@@ -13,15 +13,21 @@ per-point labels (a label file beside each scan or a field inside it), and ``dat
       test: ["test/*.ply"]                             # optional; labelled like the others
     feature: intensity                                 # the column the model reads beside x, y, z
     feature_scale: 255.0                               # strength = feature / feature_scale
+    frame: sensor                                      # or tile: what x, y, z are measured from
 
 ``labels.file`` is a path relative to the scan's folder in which ``{stem}`` stands for the scan's
 name without its suffix (``../labels/{stem}.label`` for a SemanticKITTI-like tree); ``labels.field``
 names a PLY property, LAS dimension or npz key. ``feature`` is one column name of the scans
 (``intensity``, ``red``, any PLY property) or ``null``: the PTv3 models read four channels, x, y, z
 and one strength (decision 51), and without a feature the strength is 0 for every point.
+``frame`` (decision 53, :meth:`~train.data.scan_files.Scan.local`) says what the x, y, z the model
+reads are measured from: ``sensor`` (the default) as the file stores them, scans around their
+sensor as the published sets (a LAS file: from its header offset); ``tile``: each scan from the
+centre of its bounding box in x, y and its lowest z, in whole metres (tiles in survey coordinates).
+Each sample keeps that origin (``origin``), so outputs go back to the file's frame.
 
 What a model trained on the folder expects of a scan and what its train ids mean (the classes,
-the feature and its scale, the label map) is the folder's :class:`FolderDescription`; every
+the feature and its scale, the frame, the label map) is the folder's :class:`FolderDescription`; every
 checkpoint of a folder run keeps it as plain values (``extra["folder"]``), so ``train.predict``
 labels new scans without the training folder (decision 51).
 
@@ -43,13 +49,13 @@ import numpy as np
 
 from .base import PointCloudDataset, Transform
 from .labels import IGNORE_INDEX, LearningMap
-from .scan_files import SCAN_SUFFIXES, Scan, read_labels, read_scan
+from .scan_files import FRAMES, SCAN_SUFFIXES, SENSOR_FRAME, Scan, read_labels, read_scan
 from .validation import BadScanError, CorruptFileError, DatasetLayoutError, make_sample, require_dir
 
 SPEC_FILE = "dataset.yaml"
 FOLDER_SPLITS: tuple[str, ...] = ("train", "val", "test")
 REQUIRED_SPLITS: tuple[str, ...] = ("train", "val")
-_KEYS = frozenset({"classes", "label_map", "ignore", "labels", "splits", "feature", "feature_scale"})
+_KEYS = frozenset({"classes", "label_map", "ignore", "labels", "splits", "feature", "feature_scale", "frame"})
 FOLDER_LAYOUT = f"""  <root>/
     {SPEC_FILE}             classes, label_map, labels, splits, feature (docs/own-data.md)
     train/scan_0001.ply      scans: {", ".join(SCAN_SUFFIXES)}
@@ -64,20 +70,22 @@ class UnmappedLabelError(BadScanError):
 @dataclass(frozen=True)
 class FolderDescription:
     """What a model trained on a scan folder expects and predicts: ``classes`` (train ids 0..K-1),
-    the ``feature`` column read beside x, y, z (None: strength 0) divided by ``feature_scale``, and
-    ``label_map`` (raw id -> train id, -1 for the ignored ids). :meth:`plain` is its form in a
+    the ``feature`` column read beside x, y, z (None: strength 0) divided by ``feature_scale``,
+    the ``frame`` x, y, z are measured in (``FRAMES``), and ``label_map`` (raw id -> train id, -1
+    for the ignored ids). :meth:`plain` is its form in a
     checkpoint (plain values, read with ``weights_only``), :func:`folder_description` reads it back."""
 
     classes: tuple[str, ...]
     label_map: dict[int, int]
     feature: str | None
     feature_scale: float
+    frame: str
 
     def strength(self, scan: Scan) -> np.ndarray:
         """The (N, 1) float32 strength of ``scan``: its ``feature`` column / ``feature_scale``; a scan
         without that column is a :class:`~train.data.validation.CorruptFileError` naming it."""
         if self.feature is None:
-            return np.zeros((len(scan.points), 1), np.float32)
+            return np.zeros((len(scan.xyz), 1), np.float32)
         if self.feature not in scan.columns:
             raise CorruptFileError(f"scan file {str(scan.path)!r} has no column {self.feature!r}, the feature the "
                                    f"model reads ({SPEC_FILE}: feature: {self.feature}); it has {list(scan.columns)}")
@@ -85,19 +93,22 @@ class FolderDescription:
 
     def plain(self) -> dict[str, Any]:
         return {"classes": list(self.classes), "label_map": dict(self.label_map), "feature": self.feature,
-                "feature_scale": self.feature_scale}
+                "feature_scale": self.feature_scale, "frame": self.frame}
 
     def differences(self, other: FolderDescription) -> list[str]:
-        """What of the classes, feature and feature scale ``other`` gives otherwise, one item each."""
+        """What of the classes, feature, feature scale and frame ``other`` gives otherwise, one item each."""
         return [f"{key} {theirs!r} (not {ours!r})" for key, ours, theirs in (
             ("classes", list(self.classes), list(other.classes)), ("feature", self.feature, other.feature),
-            ("feature_scale", self.feature_scale, other.feature_scale)) if ours != theirs]
+            ("feature_scale", self.feature_scale, other.feature_scale), ("frame", self.frame, other.frame))
+            if ours != theirs]
 
 
 def folder_description(data: Any, where: str) -> FolderDescription:
     """The :class:`FolderDescription` of ``data`` (the keys ``classes``, ``label_map``, optional
-    ``ignore``, ``feature``, ``feature_scale`` of a ``dataset.yaml``, or a checkpoint's
-    :meth:`FolderDescription.plain`), checked: any problem is one ValueError line naming ``where``."""
+    ``ignore``, ``feature``, ``feature_scale``, ``frame`` of a ``dataset.yaml``, or a checkpoint's
+    :meth:`FolderDescription.plain`), checked: any problem is one ValueError line naming ``where``.
+    Without ``frame`` (a checkpoint written before decision 53) the frame is ``sensor``, which is what
+    such a model was trained with."""
     if not isinstance(data, dict) or not {"classes", "label_map"} <= set(data):
         raise ValueError(f"{where}: a scan folder's description needs 'classes' and 'label_map'")
     classes = _string_list(data["classes"], where, "classes")
@@ -111,7 +122,10 @@ def folder_description(data: Any, where: str) -> FolderDescription:
     scale = data.get("feature_scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
         raise ValueError(f"{where}: 'feature_scale' must be a number > 0, got {scale!r}")
-    return FolderDescription(tuple(classes), label_map, feature, float(scale))
+    frame = data.get("frame", SENSOR_FRAME)
+    if frame not in FRAMES:
+        raise ValueError(f"{where}: 'frame' is {' or '.join(FRAMES)} (docs/own-data.md), got {frame!r}")
+    return FolderDescription(tuple(classes), label_map, feature, float(scale), frame)
 
 
 @dataclass(frozen=True)
@@ -225,11 +239,12 @@ class FolderDataset(PointCloudDataset):
             if label_path == path or not label_path.is_file():
                 raise BadScanError(f"label file {str(label_path)!r} of scan {str(path)!r} does not exist or is the "
                                    f"scan itself (labels.file in {SPEC_FILE} is {self.spec.label_file!r})")
-            raw, source = read_labels(label_path, len(scan.points)), label_path
+            raw, source = read_labels(label_path, len(scan.xyz)), label_path
         else:
             raw, source = scan.labels, path
-        return make_sample(scan.points[:, :3], self.description.strength(scan), self._train_ids(raw, source),
-                           self.scan_name(index), path)
+        coord, origin = scan.local(self.description.frame)
+        return make_sample(coord, self.description.strength(scan), self._train_ids(raw, source),
+                           self.scan_name(index), path, origin)
 
     def _train_ids(self, raw: np.ndarray, source: Path) -> np.ndarray:
         train, known = self._map.lookup(raw, source)

@@ -1,10 +1,13 @@
 """Single scan files in common formats: read points and per-point labels, write them back.
 
 The door to a folder of one's own scans (``train.data.folder``) and to the prediction command's
-output. :func:`read_scan` reads one scan file into a :class:`Scan`: float32 points (N, C) whose
-columns are x, y, z and then the file's feature columns (``intensity`` 4th where the file has it),
-plus, when asked, the raw integer labels of a named per-point field. :func:`read_labels` reads a
-separate label file. Formats (``SCAN_SUFFIXES``):
+output. :func:`read_scan` reads one scan file into a :class:`Scan`: its x, y, z in float64 in the
+file's own frame (survey coordinates keep their millimetres), its other per-point columns in float32
+(``intensity`` first where the file has it), plus, when asked, the raw integer labels of a named
+per-point field. :meth:`Scan.local` gives the float32 coordinates a model reads, in the frame a
+data set names (``FRAMES``, decision 53), and the origin they are taken from, kept so that outputs
+go back to the file's frame. :func:`read_labels` reads a separate label file. Formats
+(``SCAN_SUFFIXES``):
 
 * ``.bin``: KITTI style, headerless float32 records (x, y, z, intensity); ``*.pcd.bin``, nuScenes'
   sweeps, five per point (x, y, z, intensity, then the ring index as ``feature4``).
@@ -14,18 +17,19 @@ separate label file. Formats (``SCAN_SUFFIXES``):
 * ``.ply`` (needs plyfile): the ``vertex`` element's x, y, z and its other scalar properties in file
   order, the intensity property (``intensity``, ``scalar_intensity``, ``reflectance`` or
   ``remission``, any case) renamed ``intensity`` and placed 4th; a label field is a property.
-* ``.las`` / ``.laz`` (needs laspy, lazrs for ``.laz``): x, y, z relative to the header's offset
-  (:attr:`Scan.origin`: LAS stores integers from that offset, and absolute survey coordinates such
-  as UTM would lose centimetres in float32), then ``intensity`` and, where the point format has
-  colour, ``red``, ``green``, ``blue``; a label field is a dimension (``classification`` or an
-  extra-bytes field).
+* ``.las`` / ``.laz`` (needs laspy, lazrs for ``.laz``): x, y, z with the header's scale and offset
+  applied (the offset is kept as :attr:`Scan.offset`), then ``intensity``, where the point format
+  has colour ``red``, ``green``, ``blue``, and every scalar extra-bytes dimension; a label field is a
+  dimension (``classification`` or an extra-bytes field).
 
 Label files (``LABEL_SUFFIXES``): ``.label`` is SemanticKITTI's uint32 per point, the lower 16 bits
 the semantic id (the upper 16 the instance id, dropped); ``.npy`` is an integer array of N values.
 
 Every bad file gets one line naming it: an unknown suffix (``ValueError``), and as
 :class:`~train.data.validation.BadScanError` (what ``--skip-bad-scans`` skips) a truncated or corrupt
-file, a label count that is not the point count, NaN or infinite values, non-integer labels.
+file, a label count that is not the point count, NaN or infinite coordinates or values of a column
+that is read (:meth:`Scan.features`), non-integer labels, coordinates that float32 would not keep to
+half a millimetre in the frame asked for (:meth:`Scan.local`).
 Writers (:func:`write_scan`, :func:`write_labels`, :func:`write_labelled_ply`) write to a temporary
 file in the target's folder and rename it over the target, so a reader never sees half a file.
 """
@@ -42,7 +46,8 @@ import numpy as np
 
 from train.runtime.checkpoint import atomic_write
 
-from .validation import CorruptFileError, LabelCountError, check_count, check_finite_coords, load_npy, read_records
+from .validation import (BadScanError, CorruptFileError, LabelCountError, check_count, check_finite_coords, load_npy,
+                         read_records)
 
 SCAN_SUFFIXES: tuple[str, ...] = (".bin", ".npy", ".npz", ".ply", ".las", ".laz")
 LABEL_SUFFIXES: tuple[str, ...] = (".label", ".npy")
@@ -51,6 +56,9 @@ XYZ: tuple[str, str, str] = ("x", "y", "z")
 PLY_INTENSITY_NAMES: frozenset[str] = frozenset({"intensity", "scalar_intensity", "reflectance", "remission"})
 LAS_COLOUR: tuple[str, str, str] = ("red", "green", "blue")
 SEMANTIC_MASK = 0xFFFF
+FRAMES: tuple[str, ...] = ("sensor", "tile")  # what a model's coordinates are measured from (decision 53)
+SENSOR_FRAME = "sensor"  # the published sets' frame, and a folder's without 'frame' (older checkpoints too)
+PRECISION = 0.0005  # m: the most float32 may move a coordinate a model reads (outputs keep millimetres)
 SCANS_EXTRA = "pip install -e '.[scans]'"
 
 
@@ -58,25 +66,58 @@ SCANS_EXTRA = "pip install -e '.[scans]'"
 class Scan:
     """One scan file's content.
 
-    ``points``: (N, C) float32, columns named by ``columns`` (``columns[:3] == ("x", "y", "z")``).
+    ``xyz``: (N, 3) float64, the coordinates in the file's own frame (LAS: scale and offset applied).
+    ``values``: (N, C) float32, the file's other per-point columns, named by ``columns``.
     ``labels``: (N,) int64 raw label ids of the requested label field, or None when none was asked.
-    ``origin``: (3,) float64 subtracted from the stored coordinates (the LAS header offset; zeros for
-    the other formats), so ``points[:, :3] + origin`` are the coordinates as stored.
+    ``offset``: (3,) float64, the LAS header offset (LAS stores integers from it; zeros for the
+    other formats).
     """
 
     path: Path
-    points: np.ndarray
+    xyz: np.ndarray
+    values: np.ndarray
     columns: tuple[str, ...]
     labels: np.ndarray | None = None
-    origin: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    offset: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
     def features(self, names: Sequence[str]) -> np.ndarray:
-        """The (N, len(names)) float32 columns ``names``; a name the file lacks is a one-line error."""
+        """The (N, len(names)) float32 columns ``names``; a name the file lacks, or a NaN or infinite
+        value in one of them, is a one-line error (the columns not asked for are not checked)."""
         missing = [n for n in names if n not in self.columns]
         if missing:
             raise CorruptFileError(f"scan file {str(self.path)!r} has no column(s) {missing}; it has "
                                    f"{list(self.columns)}")
-        return self.points[:, [self.columns.index(n) for n in names]]
+        values = self.values[:, [self.columns.index(n) for n in names]]
+        bad = ~np.isfinite(values)
+        if bad.any():
+            column = names[int(np.flatnonzero(bad.any(axis=0))[0])]
+            raise CorruptFileError(f"scan file {str(self.path)!r}: {int(bad.sum())} value(s) of the column(s) read "
+                                   f"are NaN or infinite (first in column {column!r}); fix or drop them when "
+                                   "exporting the scan")
+        return values
+
+    def local(self, frame: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(coord, origin)``: the (N, 3) float32 coordinates a model reads in ``frame`` (one of
+        ``FRAMES``, decision 53) and the (3,) float64 point of the file's frame they are measured
+        from, subtracted in float64. ``"sensor"``: the origin is :attr:`offset` (scans around their
+        sensor, as the published sets); ``"tile"``: the centre of the scan's bounding box in x and y
+        rounded to whole metres, and its lowest z rounded down to a whole metre. Coordinates that
+        float32 would move by more than ``PRECISION`` are a :class:`BadScanError` naming the file."""
+        assert frame in FRAMES, frame
+        origin = self.offset
+        if frame == "tile" and len(self.xyz):
+            low, high = self.xyz.min(axis=0), self.xyz.max(axis=0)
+            origin = np.array([np.round((low[0] + high[0]) / 2), np.round((low[1] + high[1]) / 2), np.floor(low[2])])
+        shifted = self.xyz - origin
+        coord = shifted.astype(np.float32)
+        error = float(np.abs(coord - shifted).max()) if len(coord) else 0.0
+        if error > PRECISION:
+            reach = float(np.abs(shifted).max())
+            raise BadScanError(f"scan file {str(self.path)!r}: its coordinates lie up to {reach:,.0f} m from the "
+                               f"origin of frame {frame!r} ({', '.join(f'{v:,.3f}' for v in origin)}), where float32 "
+                               f"moves them by up to {1000 * error:.1f} mm; scans in survey coordinates need a "
+                               "model trained with 'frame: tile' in dataset.yaml (docs/own-data.md)")
+        return coord, origin
 
 
 def default_columns(width: int) -> tuple[str, ...]:
@@ -99,18 +140,14 @@ def read_scan(path: str | os.PathLike[str], label_field: str | None = None) -> S
                          f"({label_field!r}); give the labels as a separate .label or .npy file")
     reader = {".bin": _read_bin, ".npy": _read_npy, ".npz": _read_npz, ".ply": _read_ply,
               ".las": _read_las, ".laz": _read_las}[suffix]
-    points, columns, labels, origin = reader(path, label_field)
-    points = np.ascontiguousarray(points, dtype=np.float32)
-    check_finite_coords(points[:, :3], path)
-    bad = ~np.isfinite(points[:, 3:])
-    if bad.any():
-        column = columns[3 + int(np.flatnonzero(bad.any(axis=0))[0])]
-        raise CorruptFileError(f"scan file {str(path)!r}: {int(bad.sum())} feature value(s) are NaN or infinite "
-                               f"(first in column {column!r}); fix or drop them when exporting the scan")
+    table, columns, labels, offset = reader(path, label_field)
+    xyz = np.ascontiguousarray(table[:, :3], dtype=np.float64)
+    check_finite_coords(xyz, path)
     if labels is not None:
         labels = _label_ids(labels, path, f"label field {label_field!r}")
-        check_count(len(labels), len(points), path, path, f"label field {label_field!r} of")
-    return Scan(path, points, tuple(columns), labels, np.asarray(origin, dtype=np.float64))
+        check_count(len(labels), len(xyz), path, path, f"label field {label_field!r} of")
+    return Scan(path, xyz, np.ascontiguousarray(table[:, 3:], dtype=np.float32), tuple(columns[3:]), labels,
+                np.asarray(offset, dtype=np.float64))
 
 
 def read_labels(path: str | os.PathLike[str], n_points: int | None = None) -> np.ndarray:
@@ -203,10 +240,13 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 def write_labelled_ply(path: str | os.PathLike[str], coord: np.ndarray, labels: np.ndarray,
                        palette: np.ndarray) -> None:
-    """Write a binary PLY of vertices x, y, z with an int32 ``label`` and the uint8 ``red``,
+    """Write a binary PLY of vertices x, y, z (float32 where that holds ``coord`` exactly, else
+    float64: survey coordinates keep their digits) with an int32 ``label`` and the uint8 ``red``,
     ``green``, ``blue`` of ``palette[label]`` ((K, 3) uint8; label -1, ignore, is grey), atomically."""
     path = Path(path)
-    coord = np.asarray(coord, dtype=np.float32)
+    coord = np.asarray(coord, dtype=np.float64)
+    if (coord.astype(np.float32) == coord).all():
+        coord = coord.astype(np.float32)
     labels = np.asarray(labels).astype(np.int64)
     palette = np.asarray(palette, dtype=np.uint8)
     if coord.ndim != 2 or coord.shape[1] != 3 or labels.shape != (len(coord),):
@@ -223,6 +263,8 @@ def write_labelled_ply(path: str | os.PathLike[str], coord: np.ndarray, labels: 
 
 
 # ----------------------------------------------------------------------------- readers per format
+# (table (N, C): x, y, z in the file's frame then the other columns; the C column names; the labels
+# or None; the LAS header offset or zeros)
 _Read = tuple[np.ndarray, Sequence[str], "np.ndarray | None", np.ndarray]
 
 
@@ -289,7 +331,7 @@ def _read_ply(path: Path, label_field: str | None) -> _Read:
     intensity = [n for n in rest if n.lower() in PLY_INTENSITY_NAMES][:1]
     rest = intensity + [n for n in rest if n not in intensity]
     columns = XYZ + tuple(INTENSITY if n in intensity else n for n in rest)
-    points = np.stack([np.asarray(vertex[n], dtype=np.float32) for n in XYZ + tuple(rest)], axis=1)
+    points = np.stack([np.asarray(vertex[n], dtype=np.float64) for n in XYZ + tuple(rest)], axis=1)
     labels = None
     if label_field is not None:
         if label_field not in vertex.dtype.names:
@@ -303,14 +345,14 @@ def _read_las(path: Path, label_field: str | None) -> _Read:
     laspy = _optional("laspy", path)
     try:
         las = laspy.read(str(path))
-        origin = np.asarray(las.header.offsets, dtype=np.float64)
-        xyz = np.stack([np.asarray(las.x) - origin[0], np.asarray(las.y) - origin[1],
-                        np.asarray(las.z) - origin[2]], axis=1)
+        offset = np.asarray(las.header.offsets, dtype=np.float64)
+        xyz = np.stack([np.asarray(las.x), np.asarray(las.y), np.asarray(las.z)], axis=1)
     except (laspy.LaspyException, ValueError, EOFError, OSError, RuntimeError) as err:  # lazrs: RuntimeError
         raise CorruptFileError(f"scan file {str(path)!r} cannot be read as LAS/LAZ ({err}); the file is "
                                f"truncated or corrupt (a .laz needs lazrs: {SCANS_EXTRA})") from err
     dims = set(las.point_format.dimension_names)
-    columns = XYZ + (INTENSITY,) + (LAS_COLOUR if set(LAS_COLOUR) <= dims else ())
+    extra = [n for n in las.point_format.extra_dimension_names if n != label_field and np.ndim(las[n]) == 1]
+    columns = XYZ + (INTENSITY,) + (LAS_COLOUR if set(LAS_COLOUR) <= dims else ()) + tuple(extra)
     points = np.hstack([xyz] + [np.asarray(las[n], dtype=np.float64)[:, None] for n in columns[3:]])
     labels = None
     if label_field is not None:
@@ -318,7 +360,7 @@ def _read_las(path: Path, label_field: str | None) -> _Read:
             raise CorruptFileError(f"scan file {str(path)!r} has no point dimension {label_field!r} "
                                    f"(it has {sorted(dims)})")
         labels = np.asarray(las[label_field])
-    return points, columns, labels, origin
+    return points, columns, labels, offset
 
 
 # ----------------------------------------------------------------------------- helpers

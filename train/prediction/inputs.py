@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from train.data.folder import SPEC_FILE, FolderDescription
 from train.data.labels import IGNORE_INDEX
 from train.data.nuscenes import nuscenes_strength
-from train.data.scan_files import INTENSITY, SCAN_SUFFIXES, read_scan
+from train.data.scan_files import INTENSITY, SCAN_SUFFIXES, SENSOR_FRAME, read_scan
 from train.data.validation import BadScanError, make_sample
 from train.runner.datasets import dataset_class
 
@@ -60,7 +60,8 @@ def open_split(dataset: str, root: str | Path, split: str, nuscenes_version: str
 class PredictionSet(Dataset):
     """The scans ``indices`` of ``source``, each read once and put through every pipeline of
     ``pipelines`` (one per test-time view). An item is ``{"index", "name", "views", "points"}``
-    (``points``: the scan's xyz as read, when ``keep_points``) or, for a scan that cannot be read,
+    (``points``: the scan's x, y, z in float64 in its file's own frame, ``coord + origin`` of the
+    sample, decision 53, when ``keep_points``) or, for a scan that cannot be read,
     ``{"index", "name", "error"}``."""
 
     source: ScanSource
@@ -81,7 +82,7 @@ class PredictionSet(Dataset):
         # the evaluation pipelines draw nothing; the generator is the one a loader would pass
         views = [pipeline(sample, np.random.default_rng([0, 0, index])) for pipeline in self.pipelines]
         return {"index": index, "name": name, "views": views,
-                "points": sample["coord"] if self.keep_points else None}
+                "points": sample["coord"] + sample["origin"] if self.keep_points else None}
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,10 @@ class FileSource:
     and the fourth column, ``intensity``, as that data set stores it (Waymo and the synthetic set:
     the strength itself; nuScenes: the intensity 0..255, divided by 255 as its loader does;
     SemanticKITTI: the remission); for a scan folder's model, the column ``folder`` names divided
-    by its scale, as the folder's loader reads it (:meth:`FolderDescription.strength`). A file
-    without that column cannot feed the model: a :class:`BadScanError` naming it."""
+    by its scale, as the folder's loader reads it (:meth:`FolderDescription.strength`). x, y, z
+    are taken in the folder's ``frame`` (the published sets': ``sensor``), as its loader takes them,
+    and the sample keeps their origin (decision 53). A file without that column cannot feed the
+    model: a :class:`BadScanError` naming it."""
 
     paths: tuple[Path, ...]
     names: tuple[str, ...]
@@ -130,8 +133,8 @@ class FileSource:
         else:
             intensity = scan.features((INTENSITY,))
             strength = nuscenes_strength(intensity) if self.dataset == "nuscenes" else intensity
-        return make_sample(scan.points[:, :3], strength, np.full(len(scan.points), IGNORE_INDEX), self.names[index],
-                           path)
+        coord, origin = scan.local(self.folder.frame if self.folder is not None else SENSOR_FRAME)
+        return make_sample(coord, strength, np.full(len(coord), IGNORE_INDEX), self.names[index], path, origin)
 
 
 def list_scan_files(inputs: Sequence[str], out: Path) -> tuple[tuple[Path, ...], tuple[str, ...]]:

@@ -1,9 +1,11 @@
 """Where and how a scan's predicted labels are written, in layouts other tools read (decision 50).
 
 - ``npy``: ``<out>/<name>.npy``, the train ids (int64), one per point of the scan as read;
-- ``ply``: ``<out>/<name>.ply``, binary PLY with ``x, y, z``, the ``label`` and ``red, green,
+- ``ply``: ``<out>/<name>.ply``, binary PLY with ``x, y, z`` where the points lie in the scan file
+  (its own frame, decision 53: a LAS tile in UTM stays in UTM), the ``label`` and ``red, green,
   blue`` (:func:`train.data.scan_files.write_labelled_ply`) in the palette of the project's
-  pictures (:func:`train.evaluation.plots.class_colours`), so a scan opens coloured in CloudCompare or MeshLab;
+  pictures (:func:`train.evaluation.plots.class_colours`), so a scan opens coloured in CloudCompare
+  or MeshLab on top of its source;
 - ``semantic_kitti``: ``<out>/sequences/NN/predictions/NNNNNN.label``, uint32 raw SemanticKITTI
   ids (the train ids through :data:`SEMANTIC_KITTI_INVERSE_MAP`, the benchmark's
   ``learning_map_inv``), as its evaluation scripts read them;

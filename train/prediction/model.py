@@ -5,10 +5,11 @@ set it was trained on and its voxel size (its run config), so its classes and it
 (xyz and the data set's strength) are known; a Pointcept PTv3 checkpoint names neither, so the
 data set and the preset are given (``--dataset``, ``--preset``) and the voxel size is spec D's
 0.05 m unless ``--grid-size`` says otherwise. A model trained on a scan folder (``--dataset
-folder``, decision 51) expects that folder's classes and feature: its checkpoints keep the folder's
-description (:class:`train.data.folder.FolderDescription`); an older one without it is read with the
-``dataset.yaml`` of ``--data-root`` or of the folder it was trained on. Every refusal is one line
-naming the file.
+folder``, decision 51) expects that folder's classes, feature and frame (decision 53): its
+checkpoints keep the folder's description (:class:`train.data.folder.FolderDescription`; one kept
+before the frame was read in the sensor frame it was trained in); an older one without it is read
+with the ``dataset.yaml`` of ``--data-root`` or of the folder it was trained on. Every refusal is one
+line naming the file.
 """
 from __future__ import annotations
 
