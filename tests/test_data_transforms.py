@@ -11,17 +11,20 @@ from hypothesis.extra.numpy import arrays
 
 from train.data.base import PointCloudDataset, label_frequencies
 from train.data.collate import collate
+from train.models.serialization import serialized_depth
 from train.data.transforms import (
     WAYMO_CLAMP_BOX,
     AssembleFeatures,
     ClampBox,
     Compose,
+    SERIALIZED_SPAN,
     GridSample,
     RandomFlip,
     RandomJitter,
     RandomRotateZ,
     RandomScale,
     build_transforms,
+    within_serialized_span,
 )
 
 FEW = max(10, settings.default.max_examples // 5)
@@ -141,6 +144,28 @@ def test_clamp_box_clamps_without_dropping_points() -> None:
     np.testing.assert_array_equal(out["segment"], [0, 1, 2])
     with pytest.raises(ValueError, match="low < high"):
         ClampBox((0, 0, 0), (1, 1, 0))
+
+
+@pytest.mark.parametrize("grid_size", [0.05, 0.1])
+def test_a_stray_point_beyond_the_serialization_range_moves_to_the_window_edge_and_the_scan_stays(
+        grid_size: float, caplog: pytest.LogCaptureFixture) -> None:
+    # decision 54: one reflection 10 km away; the other points are kept as they are
+    rng = np.random.default_rng(0)
+    coord = np.vstack([rng.uniform(-20, 20, (500, 3)), [[10_000.0, 5.0, -3_000.0]]]).astype(np.float32)
+    sample = {"coord": coord, "strength": np.zeros((501, 1), np.float32), "segment": np.arange(501),
+              "name": "site/scan 7"}
+    out = GridSample(grid_size, "eval")(sample, rng)
+    assert serialized_depth(out["grid_coord"], 1) == 16  # was 17: "grid_coord spans ... voxels"
+    assert (out["grid_coord"].max(0) + 1 <= SERIALIZED_SPAN).all()
+    moved = within_serialized_span(coord, grid_size, "site/scan 7")
+    np.testing.assert_array_equal(moved[:500], coord[:500])
+    window = voxel(moved, grid_size).max(0) - voxel(moved, grid_size).min(0) + 1
+    # the window is centred on the median voxel (about 0): the stray point lands on its far edge
+    assert window[0] <= SERIALIZED_SPAN and moved[500, 0] > (SERIALIZED_SPAN // 2 - 2) * grid_size and tuple(moved[500, 1:]) == (5.0, -3_000.0)
+    assert "'site/scan 7'" in caplog.text and "decision 54" in caplog.text and "1 point(s)" in caplog.text
+    caplog.clear()
+    GridSample(grid_size, "eval")({**sample, "coord": coord[:500]}, rng)  # within the range: no warning
+    assert not caplog.text
 
 
 def test_build_transforms_reproduces_the_spec_d_pipeline() -> None:

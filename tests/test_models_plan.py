@@ -49,6 +49,25 @@ def test_one_plan_shared_by_two_models_gives_each_its_own_outputs() -> None:
     assert built[1] == built[0]  # the student found every table it needs already uploaded
 
 
+@pytest.mark.parametrize("grids", [[[[0, 0, 0]]], [[[0, 0, 0]], [[1, 0, 0], [0, 1, 1], [0, 0, 0]]]],
+                         ids=["one point", "clouds within 2 voxels"])
+def test_clouds_smaller_than_the_coarsest_voxel_pool_into_themselves(grids: list) -> None:
+    # a 1-point scan or one under the stride-16 voxel: the levels of depth 0 pool into themselves
+    grid = torch.tensor([g for cloud in grids for g in cloud])
+    coord = grid.float() * 0.05
+    batch = {"coord": coord, "grid_coord": grid, "feat": torch.cat([coord, torch.ones(len(grid), 1)], 1),
+             "offset": torch.tensor(np.cumsum([len(c) for c in grids]))}
+    for model in _models():
+        with torch.no_grad():
+            assert torch.isfinite(model(batch).logits).all()  # eval mode, as prediction runs it
+        if len(grids) > 1:  # training: batch norm needs two values per channel, two clouds at the coarsest level
+            out = model.train()(batch)
+            assert out.logits.shape == (len(grid), 6) and torch.isfinite(out.logits).all()
+            out.logits.sum().backward()
+    plan = BatchPlan(grid, batch["offset"])
+    assert [plan.level(i).num_points for i in range(6)][-1] == len(grids)
+
+
 def test_a_plan_of_another_batch_is_refused() -> None:
     data = _batch()
     other = lidar_like_batch([900, 500], seed=5)

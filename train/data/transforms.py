@@ -13,14 +13,19 @@ Evaluation: clamp box (Waymo) -> deterministic grid sampling -> features.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
+
+from train.models.serialization import MAX_DEPTH
 
 from .base import Transform
 
 POINT_KEYS = ("coord", "strength", "segment")
 WAYMO_CLAMP_BOX = ((-75.2, -75.2, -4.0), (75.2, 75.2, 2.0))
+SERIALIZED_SPAN = (1 << MAX_DEPTH) - 1  # voxels per axis a scan may span (grid_coord + 1 in 16 bits, spec A1)
+_LOG = logging.getLogger(__name__)
 
 
 def _with_coord(sample: dict, coord: np.ndarray) -> dict:
@@ -125,18 +130,37 @@ def voxelize(coord: np.ndarray, grid_size: float) -> tuple[np.ndarray, np.ndarra
     """Voxel of every point: ``floor(coord / grid_size)`` as int64 and a scalar key per voxel.
 
     Returns ``(grid, key)`` with ``grid`` shifted so its minimum is 0 per axis (the ``grid_coord``
-    of spec A1) and ``key`` (n,) int64 equal for two points iff they share a voxel.
+    of spec A1) and ``key`` (n,) int64 equal for two points iff they share a voxel. ``coord`` must
+    lie within :data:`SERIALIZED_SPAN` voxels per axis (:func:`within_serialized_span`), so the
+    key (at most 48 bits) fits.
     """
     grid = np.floor(coord.astype(np.float64) / grid_size).astype(np.int64)
     grid -= grid.min(axis=0) if len(grid) else 0
     extent = grid.max(axis=0) + 1 if len(grid) else np.ones(3, np.int64)
-    if float(extent[0]) * float(extent[1]) * float(extent[2]) >= 2.0**62:
-        raise ValueError(
-            f"grid sampling: the cloud spans {extent.tolist()} voxels of {grid_size} m, too many "
-            f"for int64 voxel keys; clamp the cloud (ClampBox) or use a coarser grid"
-        )
     key = (grid[:, 0] * extent[1] + grid[:, 1]) * extent[2] + grid[:, 2]
     return grid, key
+
+
+def within_serialized_span(coord: np.ndarray, grid_size: float, name: str) -> np.ndarray:
+    """``coord`` with every point outside a window of :data:`SERIALIZED_SPAN` voxels per axis moved
+    onto the window's edge (decision 54). The serialization codes ``grid_coord + 1`` in 16 bits per
+    axis (``MAX_DEPTH``, spec A1): 65,535 voxels, 3,276.75 m at 0.05 m. On an axis the points span
+    more than that on, the window is centred on the points' median voxel, so a few stray points (a
+    reflection 10 km away) move and the scan stays; the moved points are labelled where they land,
+    and a warning names the scan. Coordinates that fit are returned as they are."""
+    grid = np.floor(coord.astype(np.float64) / grid_size)
+    extent = grid.max(axis=0) - grid.min(axis=0) + 1
+    if (extent <= SERIALIZED_SPAN).all():
+        return coord
+    low = np.where(extent > SERIALIZED_SPAN, np.floor(np.median(grid, axis=0)) - SERIALIZED_SPAN // 2, grid.min(axis=0))
+    high = low + SERIALIZED_SPAN - 1
+    outside = (grid < low) | (grid > high)
+    # half a voxel inside the window's first and last voxels: floor() of the moved point gives them exactly
+    moved = np.where(outside, np.clip(coord, (low + 0.5) * grid_size, (high + 0.5) * grid_size), coord)
+    _LOG.warning("scan %r spans %s voxels of %s m, more than the %d per axis the serialization holds: %d point(s) "
+                 "outside the window around its median moved onto the window's edge (decision 54)",
+                 name, extent.astype(np.int64).tolist(), grid_size, SERIALIZED_SPAN, int(outside.any(axis=1).sum()))
+    return moved.astype(coord.dtype)
 
 
 class GridSample:
@@ -164,6 +188,7 @@ class GridSample:
         coord = sample["coord"]
         if len(coord) == 0:
             raise ValueError(f"sample {sample.get('name')!r} has no points to grid-sample")
+        coord = within_serialized_span(coord, self.grid_size, sample.get("name"))
         grid, key = voxelize(coord, self.grid_size)
         _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         if self.mode == "train":
@@ -174,10 +199,10 @@ class GridSample:
             keep = perm[first_in_perm]
         else:
             keep = first
-        out = dict(sample)
+        out = {**sample, "coord": coord}
         for k in self.point_keys:
-            if k in sample:
-                out[k] = sample[k][keep]
+            if k in out:
+                out[k] = out[k][keep]
         out["grid_coord"] = grid[keep]
         out["inverse"] = inverse.reshape(-1).astype(np.int64)
         out["origin_segment"] = sample["segment"]
