@@ -11,6 +11,7 @@ from hypothesis.extra.numpy import arrays
 
 from train.data.base import PointCloudDataset, label_frequencies
 from train.data.collate import collate
+from train.data.validation import BadScanError, EmptyScanError
 from train.models.serialization import serialized_depth
 from train.data.transforms import (
     WAYMO_CLAMP_BOX,
@@ -161,7 +162,8 @@ def test_a_stray_point_beyond_the_serialization_range_moves_to_the_window_edge_a
     np.testing.assert_array_equal(moved[:500], coord[:500])
     window = voxel(moved, grid_size).max(0) - voxel(moved, grid_size).min(0) + 1
     # the window is centred on the median voxel (about 0): the stray point lands on its far edge
-    assert window[0] <= SERIALIZED_SPAN and moved[500, 0] > (SERIALIZED_SPAN // 2 - 2) * grid_size and tuple(moved[500, 1:]) == (5.0, -3_000.0)
+    assert window[0] <= SERIALIZED_SPAN and moved[500, 0] > (SERIALIZED_SPAN // 2 - 2) * grid_size
+    assert tuple(moved[500, 1:]) == (5.0, -3_000.0)
     assert "'site/scan 7'" in caplog.text and "decision 54" in caplog.text and "1 point(s)" in caplog.text
     caplog.clear()
     GridSample(grid_size, "eval")({**sample, "coord": coord[:500]}, rng)  # within the range: no warning
@@ -195,9 +197,24 @@ class _ToyDataset(PointCloudDataset):
         return len(self.clouds)
 
     def load(self, index: int) -> dict:
+        if self.clouds[index] is None:
+            raise BadScanError(f"toy{index} is unreadable")
         n = len(self.clouds[index])
         return {"coord": self.clouds[index], "strength": np.arange(n, dtype=np.float32)[:, None],
                 "segment": np.arange(n) % 3, "name": f"toy{index}"}
+
+
+def test_a_scan_of_no_points_is_a_bad_scan_named_in_one_line_and_skipped_with_skip_bad_scans() -> None:
+    # it reached grid sampling ("has no points to grid-sample"), a traceback even with --skip-bad-scans
+    ds = _ToyDataset(build_transforms("nuscenes", True))
+    ds.clouds[1] = ds.clouds[1][:0]
+    with pytest.raises(EmptyScanError, match="scan 'toy1' holds no points"):
+        ds[1]
+    ds.skip_bad_scans = True
+    assert ds[1]["skipped"] == ["_ToyDataset: scan 'toy1' holds no points: nothing to train or evaluate on; remove "
+                                "it from the split"] and ds[1]["name"] == "toy2"
+    ds.clouds[2] = None  # the next scan unreadable too: the one after it
+    assert ds[1]["name"] == "toy0"
 
 
 def test_dataset_augmentation_depends_only_on_seed_epoch_and_index() -> None:

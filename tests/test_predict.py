@@ -184,6 +184,30 @@ def test_an_unreadable_scan_stops_the_run_in_one_line_or_is_skipped_and_counted(
     assert "lies in --out" in capsys.readouterr().err  # its .npy outputs would be read as scans
 
 
+@pytest.mark.parametrize("fmt", ["npy", "ply"])
+def test_scans_of_no_one_or_a_few_points_and_one_with_a_stray_point_10_km_away_get_every_point_labelled(
+        synthetic: dict[str, Any], tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture) -> None:
+    # decision 54: these ended the run with a traceback ("has no points to grid-sample", "cannot pool
+    # a level of depth 0", "grid_coord spans ... voxels (depth 17 > 16)")
+    sample = validation(synthetic).load(0)
+    points = np.concatenate([sample["coord"], sample["strength"]], axis=1)
+    tiny = points[:1] + np.float32([0.1, 0.2, 0.0, 0.0]) * np.arange(5)[:, None]  # 0.9 m across
+    scans = {"empty": points[:0], "one": points[:1], "tiny": tiny,
+             "stray": np.vstack([points, [[10_000.0, 0.0, 0.0, 0.5]]])}
+    for name, scan in scans.items():
+        write_scan(tmp_path / "in" / f"{name}.ply", scan.astype(np.float32))
+    capsys.readouterr()
+    assert run("--checkpoint", synthetic["checkpoint"], "--input", tmp_path / "in", "--out", tmp_path / "out",
+               "--format", fmt, "--save-probs", "--batch-size", 2) == 0
+    assert "labelled 4 scans (0 already labelled, 0 unreadable skipped)" in capsys.readouterr().out
+    for name, scan in scans.items():
+        labels = (np.load(tmp_path / "out" / f"{name}.npy") if fmt == "npy"
+                  else read_scan(tmp_path / "out" / f"{name}.ply", "label").labels)
+        probs = np.load(tmp_path / "out" / f"{name}.probs.npy")
+        assert labels.shape == (len(scan),) and probs.shape == (len(scan), 22), name
+        np.testing.assert_array_equal(labels, probs.argmax(1))
+
+
 def test_the_ply_output_holds_the_points_labels_and_palette_colours(synthetic: dict[str, Any],
                                                                     tmp_path: Path) -> None:
     from train.evaluation.plots import class_colours

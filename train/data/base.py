@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from .validation import BadScanError
+from .validation import BadScanError, EmptyScanError
 
 Transform = Callable[[dict, np.random.Generator], dict]
 
@@ -55,6 +55,15 @@ class PointCloudDataset(Dataset, ABC):
     def load(self, index: int) -> dict:
         """Read sample ``index`` untransformed: {coord, strength, segment, name}."""
 
+    def load_points(self, index: int) -> dict:
+        """:meth:`load`, and a scan of no points (a valid file, but nothing to train or evaluate
+        on) is an :class:`~train.data.validation.EmptyScanError` naming it, a bad scan (decision 54)."""
+        sample = self.load(index)
+        if not len(sample["coord"]):
+            raise EmptyScanError(f"{type(self).__name__}: scan {sample['name']!r} holds no points: nothing to "
+                                 f"train or evaluate on; remove it from the split")
+        return sample
+
     @abstractmethod
     def __len__(self) -> int:
         """Number of samples."""
@@ -64,7 +73,7 @@ class PointCloudDataset(Dataset, ABC):
             raise IndexError(f"{type(self).__name__}: index {index} out of range [0, {len(self)})")
         index = index % len(self)
         try:
-            sample = self.load(index)
+            sample = self.load_points(index)
         except BadScanError as err:
             if not self.skip_bad_scans:
                 raise
@@ -79,7 +88,7 @@ class PointCloudDataset(Dataset, ABC):
         for k in range(1, len(self)):
             index = (bad + k) % len(self)
             try:
-                return index, self.load(index)
+                return index, self.load_points(index)
             except BadScanError:
                 continue
         raise BadScanError(f"{type(self).__name__}: none of its {len(self)} scans can be read (--skip-bad-scans "

@@ -34,6 +34,10 @@ class NonFiniteCoordinateError(BadScanError):
     """A point file holds NaN or infinite coordinates."""
 
 
+class EmptyScanError(BadScanError):
+    """A scan holds no points: nothing to train or evaluate on (prediction labels it, with no labels)."""
+
+
 def layout_error(problem: str, layout: str) -> DatasetLayoutError:
     """A :class:`DatasetLayoutError` whose message shows the expected layout and the root flag."""
     return DatasetLayoutError(

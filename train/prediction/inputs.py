@@ -60,8 +60,9 @@ def open_split(dataset: str, root: str | Path, split: str, nuscenes_version: str
 class PredictionSet(Dataset):
     """The scans ``indices`` of ``source``, each read once and put through every pipeline of
     ``pipelines`` (one per test-time view). An item is ``{"index", "name", "views", "points"}``
-    (``points``: the scan's xyz as read, when ``keep_points``) or, for a scan that cannot be read,
-    ``{"index", "name", "error"}``."""
+    (``points``: the scan's xyz as read, when ``keep_points``; ``views`` empty for a scan of no
+    points, whose labels are empty too) or, for a scan that cannot be read, ``{"index", "name",
+    "error"}``."""
 
     source: ScanSource
     pipelines: tuple[Callable[[dict, np.random.Generator], dict], ...]
@@ -79,7 +80,8 @@ class PredictionSet(Dataset):
         except BadScanError as err:
             return {"index": index, "name": name, "error": str(err)}
         # the evaluation pipelines draw nothing; the generator is the one a loader would pass
-        views = [pipeline(sample, np.random.default_rng([0, 0, index])) for pipeline in self.pipelines]
+        views = [pipeline(sample, np.random.default_rng([0, 0, index])) for pipeline in self.pipelines
+                 if len(sample["coord"])]
         return {"index": index, "name": name, "views": views,
                 "points": sample["coord"] if self.keep_points else None}
 
@@ -88,16 +90,18 @@ class PredictionSet(Dataset):
 class PredictionCollate:
     """Batches the readable scans of a list of :class:`PredictionSet` items: ``views`` holds one
     collated, planned batch per test-time view (``collate``: :func:`train.engine.input_pipeline.planned_collate`);
-    ``scans`` the scans' names and points; ``bad`` the (name, error) of the others."""
+    ``scans`` the scans' names and points; ``empty`` the (name, points) of the scans of no points,
+    which no view holds; ``bad`` the (name, error) of the others."""
 
     collate: Callable[[Sequence[dict]], dict[str, Any]]
     num_views: int
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        good = [item for item in items if "error" not in item]
+        good = [item for item in items if item.get("views")]
         return {
             "views": [self.collate([item["views"][v] for item in good]) for v in range(self.num_views)] if good else [],
             "scans": [(item["name"], item["points"]) for item in good],
+            "empty": [(item["name"], item["points"]) for item in items if item.get("views") == []],
             "bad": [(item["name"], item["error"]) for item in items if "error" in item],
         }
 
