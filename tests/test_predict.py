@@ -180,6 +180,12 @@ def test_an_unreadable_scan_stops_the_run_in_one_line_or_is_skipped_and_counted(
     assert "skipped b:" in captured.err and "b.bin" in captured.err
     assert "labelled 1 scans (1 already labelled, 1 unreadable skipped)" in captured.out
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.npy", "c.npy"]
+    for name in ("a", "c"):
+        (tmp_path / "in" / f"{name}.bin").write_bytes(b"\x00" * 10)
+    capsys.readouterr()
+    assert run(*args[:-1], tmp_path / "out2", "--skip-bad-scans") == 2  # every scan bad: it exited 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "train.predict: error: no scan could be labelled: all 3 were bad (named above)")
     assert run("--checkpoint", synthetic["checkpoint"], "--input", tmp_path / "out" / "a.npy", "--out",
                tmp_path / "out") == 2
     assert "lies in --out" in capsys.readouterr().err  # named on its own, an output would be read as a scan
