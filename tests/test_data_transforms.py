@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 
 from train.data.base import PointCloudDataset, label_frequencies
 from train.data.collate import collate
-from train.data.validation import BadScanError, EmptyScanError
+from train.data.validation import BadScanError, TooFewPointsError
 from train.models.serialization import serialized_depth
 from train.data.transforms import (
     WAYMO_CLAMP_BOX,
@@ -49,7 +49,11 @@ def voxel(coord: np.ndarray, grid: float) -> np.ndarray:
 @given(clouds(), st.integers(0, 2**32 - 1), st.sampled_from(["waymo", "nuscenes", "semantic_kitti"]),
        st.booleans())
 def test_pipeline_keeps_every_label_with_its_point(sample: dict, seed: int, dataset: str, train: bool) -> None:
-    out = build_transforms(dataset, train)(sample, np.random.default_rng(seed))
+    try:
+        out = build_transforms(dataset, train)(sample, np.random.default_rng(seed))
+    except TooFewPointsError as err:  # decision 54: training takes no scan of one voxel
+        assert train and "holds one voxel" in str(err)
+        return
     ids = out["feat"][:, 3].astype(np.int64)  # strength carries the input index
     np.testing.assert_array_equal(out["strength"][:, 0], ids)
     np.testing.assert_array_equal(out["segment"], sample["segment"][ids])
@@ -173,9 +177,9 @@ def test_a_stray_point_beyond_the_serialization_range_moves_to_the_window_edge_a
 def test_build_transforms_reproduces_the_spec_d_pipeline() -> None:
     names = [type(t).__name__ for t in build_transforms("waymo", True).transforms]
     assert names == ["RandomRotateZ", "ClampBox", "RandomScale", "RandomFlip", "RandomJitter",
-                     "GridSample", "AssembleFeatures"]
+                     "GridSample", "TwoPoints", "AssembleFeatures"]
     names = [type(t).__name__ for t in build_transforms("nuscenes", True).transforms]
-    assert "ClampBox" not in names and names[-2:] == ["GridSample", "AssembleFeatures"]
+    assert "ClampBox" not in names and names[-3:] == ["GridSample", "TwoPoints", "AssembleFeatures"]
     ev = build_transforms("semantic_kitti", False).transforms
     assert [type(t).__name__ for t in ev] == ["GridSample", "AssembleFeatures"] and ev[0].mode == "eval"
     t = build_transforms("waymo", True).transforms
@@ -204,17 +208,25 @@ class _ToyDataset(PointCloudDataset):
                 "segment": np.arange(n) % 3, "name": f"toy{index}"}
 
 
-def test_a_scan_of_no_points_is_a_bad_scan_named_in_one_line_and_skipped_with_skip_bad_scans() -> None:
-    # it reached grid sampling ("has no points to grid-sample"), a traceback even with --skip-bad-scans
+def test_a_scan_of_no_points_or_in_training_of_one_voxel_is_a_bad_scan_skipped_with_skip_bad_scans() -> None:
+    # grid sampling's bare ValueError ("has no points to grid-sample") was a traceback even with
+    # --skip-bad-scans; a scan of one voxel broke the topological term (it needs an edge per cloud)
     ds = _ToyDataset(build_transforms("nuscenes", True))
     ds.clouds[1] = ds.clouds[1][:0]
-    with pytest.raises(EmptyScanError, match="scan 'toy1' holds no points"):
+    with pytest.raises(TooFewPointsError, match="scan 'toy1' holds no points"):
         ds[1]
+    ds.clouds[0] = ds.clouds[0][:1]
+    with pytest.raises(TooFewPointsError, match="scan 'toy0' holds one voxel of the grid: nothing to train on"):
+        ds[0]
+    evaluation = _ToyDataset(build_transforms("nuscenes", False))
+    evaluation.clouds[0] = ds.clouds[0]
+    assert len(evaluation[0]["grid_coord"]) == 1  # evaluated and labelled as it is
     ds.skip_bad_scans = True
-    assert ds[1]["skipped"] == ["_ToyDataset: scan 'toy1' holds no points: nothing to train or evaluate on; remove "
-                                "it from the split"] and ds[1]["name"] == "toy2"
-    ds.clouds[2] = None  # the next scan unreadable too: the one after it
-    assert ds[1]["name"] == "toy0"
+    assert ds[1]["skipped"] == ["scan 'toy1' holds no points: nothing to train or evaluate on; remove it from the "
+                                "split"] and ds[1]["name"] == "toy2"
+    ds.clouds[2] = None  # the next scan unreadable too, and the one after it of one voxel: none is left
+    with pytest.raises(BadScanError, match="none of its 3 scans can be read"):
+        ds[1]
 
 
 def test_dataset_augmentation_depends_only_on_seed_epoch_and_index() -> None:

@@ -60,10 +60,14 @@ def test_clouds_smaller_than_the_coarsest_voxel_pool_into_themselves(grids: list
     for model in _models():
         with torch.no_grad():
             assert torch.isfinite(model(batch).logits).all()  # eval mode, as prediction runs it
-        if len(grids) > 1:  # training: batch norm needs two values per channel, two clouds at the coarsest level
-            out = model.train()(batch)
-            assert out.logits.shape == (len(grid), 6) and torch.isfinite(out.logits).all()
-            out.logits.sum().backward()
+        running = [m.running_mean.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        out = model.train()(batch)  # batch norm of one point: its running statistics (torch refused it)
+        assert out.logits.shape == (len(grid), 6) and torch.isfinite(out.logits).all()
+        out.logits.sum().backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        after = [m.running_mean for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        # levels of one point leave the running statistics as they are, levels of several update them
+        assert any(not torch.equal(a, b) for a, b in zip(running, after)) == (len(grid) > 1)
     plan = BatchPlan(grid, batch["offset"])
     assert [plan.level(i).num_points for i in range(6)][-1] == len(grids)
 

@@ -8,7 +8,8 @@ only and never reorder points; :class:`GridSample` selects the same rows from ev
 
 Pipeline of spec D (training): random z-rotation (p 0.5, full circle) -> Waymo clamp box ->
 random scale [0.9, 1.1] -> random flip of x and of y (p 0.5 each) -> jitter (sigma 0.005, clip
-0.02) -> grid sampling 0.05 m (one random real point per voxel) -> features [xyz, strength].
+0.02) -> grid sampling 0.05 m (one random real point per voxel) -> features [xyz, strength]; a
+scan of one voxel is refused there (decision 54).
 Evaluation: clamp box (Waymo) -> deterministic grid sampling -> features.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from train.models.serialization import MAX_DEPTH
 
 from .base import Transform
+from .validation import TooFewPointsError
 
 POINT_KEYS = ("coord", "strength", "segment")
 WAYMO_CLAMP_BOX = ((-75.2, -75.2, -4.0), (75.2, 75.2, 2.0))
@@ -170,7 +172,8 @@ class GridSample:
     not the centroid). ``mode="eval"``: the first point of each voxel in input order (deterministic).
     Adds ``grid_coord`` (m,3) int64 (``floor(coord/grid) - min``), ``inverse`` (n,) int64 mapping
     every input point to the row of the kept point of its voxel, and ``origin_segment`` (n,), the
-    labels at full resolution. Kept rows are ordered by voxel key.
+    labels at full resolution. Kept rows are ordered by voxel key. A scan of no points is a
+    :class:`~train.data.validation.TooFewPointsError` (decision 54).
     """
 
     def __init__(self, grid_size: float = 0.05, mode: str = "train",
@@ -186,8 +189,9 @@ class GridSample:
             raise ValueError(f"sample {sample.get('name')!r} is already grid-sampled; apply "
                              f"GridSample once")
         coord = sample["coord"]
-        if len(coord) == 0:
-            raise ValueError(f"sample {sample.get('name')!r} has no points to grid-sample")
+        if len(coord) == 0:  # prediction labels such a scan without grid sampling (decision 54)
+            raise TooFewPointsError(f"scan {sample.get('name')!r} holds no points: nothing to train or evaluate "
+                                    "on; remove it from the split")
         coord = within_serialized_span(coord, self.grid_size, sample.get("name"))
         grid, key = voxelize(coord, self.grid_size)
         _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
@@ -210,6 +214,21 @@ class GridSample:
 
     def __repr__(self) -> str:
         return f"GridSample(grid_size={self.grid_size}, mode={self.mode!r})"
+
+
+class TwoPoints:
+    """Training's refusal of a grid-sampled scan of one point (one voxel): a
+    :class:`~train.data.validation.TooFewPointsError`, a bad scan (decision 54). It has nothing to
+    train on, and the topological term needs an edge in every cloud."""
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        if len(sample["grid_coord"]) < 2:
+            raise TooFewPointsError(f"scan {sample.get('name')!r} holds one voxel of the grid: nothing to train on "
+                                    "(the topological term needs two points); remove it from the split")
+        return dict(sample)
+
+    def __repr__(self) -> str:
+        return "TwoPoints()"
 
 
 class AssembleFeatures:
@@ -238,5 +257,5 @@ def build_transforms(dataset: str, train: bool, grid_size: float = 0.05) -> Comp
         return Compose([*clamp, GridSample(grid_size, "eval"), AssembleFeatures()])
     return Compose([
         RandomRotateZ(p=0.5, max_angle=np.pi), *clamp, RandomScale(0.9, 1.1), RandomFlip(0.5),
-        RandomJitter(0.005, 0.02), GridSample(grid_size, "train"), AssembleFeatures(),
+        RandomJitter(0.005, 0.02), GridSample(grid_size, "train"), TwoPoints(), AssembleFeatures(),
     ])

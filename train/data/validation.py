@@ -34,8 +34,8 @@ class NonFiniteCoordinateError(BadScanError):
     """A point file holds NaN or infinite coordinates."""
 
 
-class EmptyScanError(BadScanError):
-    """A scan holds no points: nothing to train or evaluate on (prediction labels it, with no labels)."""
+class TooFewPointsError(BadScanError):
+    """A scan holds no points (nothing to train or evaluate on), or, for training, one voxel."""
 
 
 def layout_error(problem: str, layout: str) -> DatasetLayoutError:
