@@ -128,40 +128,41 @@ class RandomJitter:
         return f"RandomJitter(sigma={self.sigma}, clip={self.clip})"
 
 
-def voxelize(coord: np.ndarray, grid_size: float) -> tuple[np.ndarray, np.ndarray]:
+def voxelize(coord: np.ndarray, grid_size: float, name: str | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Voxel of every point: ``floor(coord / grid_size)`` as int64 and a scalar key per voxel.
 
-    Returns ``(grid, key)`` with ``grid`` shifted so its minimum is 0 per axis (the ``grid_coord``
-    of spec A1) and ``key`` (n,) int64 equal for two points iff they share a voxel. ``coord`` must
-    lie within :data:`SERIALIZED_SPAN` voxels per axis (:func:`within_serialized_span`), so the
-    key (at most 48 bits) fits.
+    Returns ``(coord, grid, key)`` with ``grid`` shifted so its minimum is 0 per axis (the
+    ``grid_coord`` of spec A1) and ``key`` (n,) int64 equal for two points iff they share a voxel.
+    ``coord`` is the input, unless the points span more than :data:`SERIALIZED_SPAN` voxels on an
+    axis: then the points outside a window of that many voxels, centred on the voxel of the points'
+    median, are moved onto its nearest face (decision 54; a warning names the scan ``name``), so
+    ``grid`` fits the serialization's 16 bits per axis (``MAX_DEPTH``) and the key 48 bits.
     """
     grid = np.floor(coord.astype(np.float64) / grid_size).astype(np.int64)
-    grid -= grid.min(axis=0) if len(grid) else 0
-    extent = grid.max(axis=0) + 1 if len(grid) else np.ones(3, np.int64)
+    low = grid.min(axis=0) if len(grid) else np.zeros(3, np.int64)
+    extent = grid.max(axis=0) - low + 1 if len(grid) else np.ones(3, np.int64)
+    if (extent > SERIALIZED_SPAN).any():
+        coord = _into_serialized_span(coord, grid, extent, grid_size, name)
+        grid = np.floor(coord.astype(np.float64) / grid_size).astype(np.int64)
+        low, extent = grid.min(axis=0), grid.max(axis=0) - grid.min(axis=0) + 1
+    grid -= low
     key = (grid[:, 0] * extent[1] + grid[:, 1]) * extent[2] + grid[:, 2]
-    return grid, key
+    return coord, grid, key
 
 
-def within_serialized_span(coord: np.ndarray, grid_size: float, name: str) -> np.ndarray:
-    """``coord`` with every point outside a window of :data:`SERIALIZED_SPAN` voxels per axis moved
-    onto the window's edge (decision 54). The serialization codes ``grid_coord + 1`` in 16 bits per
-    axis (``MAX_DEPTH``, spec A1): 65,535 voxels, 3,276.75 m at 0.05 m. On an axis the points span
-    more than that on, the window is centred on the points' median voxel, so a few stray points (a
-    reflection 10 km away) move and the scan stays; the moved points are labelled where they land,
-    and a warning names the scan. Coordinates that fit are returned as they are."""
-    grid = np.floor(coord.astype(np.float64) / grid_size)
-    extent = grid.max(axis=0) - grid.min(axis=0) + 1
-    if (extent <= SERIALIZED_SPAN).all():
-        return coord
-    low = np.where(extent > SERIALIZED_SPAN, np.floor(np.median(grid, axis=0)) - SERIALIZED_SPAN // 2, grid.min(axis=0))
+def _into_serialized_span(coord: np.ndarray, grid: np.ndarray, extent: np.ndarray, grid_size: float,
+                          name: str | None) -> np.ndarray:
+    """``coord`` with the points outside the window of :func:`voxelize` moved onto its nearest face,
+    half a voxel inside, so ``floor`` puts them in its edge voxels; axes that fit keep every point."""
+    wide = extent > SERIALIZED_SPAN
+    low = np.where(wide, np.floor(np.median(grid, axis=0)).astype(np.int64) - SERIALIZED_SPAN // 2, grid.min(axis=0))
     high = low + SERIALIZED_SPAN - 1
     outside = (grid < low) | (grid > high)
-    # half a voxel inside the window's first and last voxels: floor() of the moved point gives them exactly
     moved = np.where(outside, np.clip(coord, (low + 0.5) * grid_size, (high + 0.5) * grid_size), coord)
     _LOG.warning("scan %r spans %s voxels of %s m, more than the %d per axis the serialization holds: %d point(s) "
                  "outside the window around its median moved onto the window's edge (decision 54)",
-                 name, extent.astype(np.int64).tolist(), grid_size, SERIALIZED_SPAN, int(outside.any(axis=1).sum()))
+                 name, extent.tolist(), grid_size, SERIALIZED_SPAN, int(outside.any(axis=1).sum()))
     return moved.astype(coord.dtype)
 
 
@@ -192,8 +193,7 @@ class GridSample:
         if len(coord) == 0:  # prediction labels such a scan without grid sampling (decision 54)
             raise TooFewPointsError(f"scan {sample.get('name')!r} holds no points: nothing to train or evaluate "
                                     "on; remove it from the split")
-        coord = within_serialized_span(coord, self.grid_size, sample.get("name"))
-        grid, key = voxelize(coord, self.grid_size)
+        coord, grid, key = voxelize(coord, self.grid_size, sample.get("name"))
         _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         if self.mode == "train":
             perm = rng.permutation(len(key))
