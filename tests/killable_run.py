@@ -9,7 +9,7 @@ The environment variable ``KILL_AT`` picks the point; the process then dies by S
 - ``rotate:N``: at the N-th save that replaces an existing ``checkpoint_last.pt``, after that file
   was renamed to ``checkpoint_prev.pt`` and before the new one took its name.
 
-The hooks are installed here, by wrapping ``os.fsync``, ``os.replace`` and ``tempfile.mkstemp`` in
+The hooks are installed here, by wrapping ``os.fsync``, ``os.replace`` and ``os.open`` in
 this process and, with ``--procs 2``, in the ranks it spawns (they re-run this file as
 ``__mp_main__``; rank 0 writes the checkpoints, so it is the one that dies, and the launching
 process then stops the other rank); production code has no test hooks.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import tempfile
 
 LAST = "checkpoint_last.pt"
 
@@ -34,13 +33,13 @@ def _install(spec: str) -> None:
     count = 0
     if when == "write":
         temp_fds: set[int] = set()
-        real_mkstemp, real_fsync = tempfile.mkstemp, os.fsync
+        real_open, real_fsync = os.open, os.fsync
 
-        def mkstemp(*args, **kwargs):  # type: ignore[no-untyped-def]
-            fd, name = real_mkstemp(*args, **kwargs)
-            if os.path.basename(name).startswith(LAST + "."):
-                temp_fds.add(fd)
-            return fd, name
+        def open_(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
+            fd = real_open(path, flags, *args, **kwargs)
+            if flags & os.O_CREAT and os.path.basename(os.fspath(path)).startswith(LAST + "."):
+                temp_fds.add(fd)  # atomic_write's temporary file
+            return fd
 
         def fsync(fd: int) -> None:
             nonlocal count
@@ -52,7 +51,7 @@ def _install(spec: str) -> None:
                     _die()
             real_fsync(fd)
 
-        tempfile.mkstemp = mkstemp
+        os.open = open_
         os.fsync = fsync
     elif when == "rotate":
         real_replace = os.replace

@@ -8,6 +8,8 @@ the members of each cluster.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from train.models.plan import ConvRulebook, HostLevel
@@ -73,9 +75,10 @@ def conv_rulebook(table: np.ndarray) -> ConvRulebook:
 
 def pool_level(level: HostLevel) -> HostLevel:
     """The stride-2 pooling of ``level`` (spec A6) with NumPy: clusters = points with equal
-    ``code >> 3`` (equal cloud and ``grid >> 1``), numbered in the order of the first curve."""
-    if level.depth < 1:
-        raise ValueError("cannot pool a level of depth 0: the grid is already a single voxel per cloud")
+    ``code >> 3`` (equal cloud and ``grid >> 1``), numbered in the order of the first curve. A
+    level of depth 0 (one voxel per cloud) pools into itself, each point its own cluster."""
+    if level.depth == 0:
+        return dataclasses.replace(level, cluster=np.arange(level.num_points))
     order0 = level.order[0]
     key = level.code[0, order0] >> 3
     first = np.ones(len(key), dtype=bool)

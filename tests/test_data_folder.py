@@ -82,7 +82,7 @@ def test_label_field_inside_the_scans_and_no_feature(tmp_path: Path) -> None:
     (tmp_path / "train").mkdir()
     write_scan(tmp_path / "train" / "a.ply", points, labels=raw, label_field="class")
     write_scan(tmp_path / "train" / "b.las", points, labels=raw, label_field="classification")
-    spec = {**SPEC, "labels": {"field": "class"}, "feature": None, "splits": {"train": ["train/a.ply"],
+    spec = {**SPEC, "labels": {"field": "class"}, "feature": None, "splits": {"train": ["train/b.las"],
                                                                             "val": ["train/a.ply"]}}
     (tmp_path / SPEC_FILE).write_text(yaml.safe_dump(spec))
     sample = FolderDataset(tmp_path, "val").load(0)
@@ -120,11 +120,11 @@ def test_a_tile_folder_reads_each_scan_from_its_own_centre_and_keeps_the_origin(
 def test_npy_labels_beside_npy_scans_are_not_scans_and_negative_raw_ids_map(tmp_path: Path) -> None:
     points, raw = _scene(7)
     raw = raw - 1  # raw ids -1 (unlabelled), 0, 1, 2
-    for name in ("a", "b"):
-        write_scan(tmp_path / "scans" / f"{name}.npy", points)
-        write_labels(tmp_path / "scans" / f"{name}_label.npy", raw)
+    for name in ("scans/a", "scans/b", "val/c"):
+        write_scan(tmp_path / f"{name}.npy", points)
+        write_labels(tmp_path / f"{name}_label.npy", raw)
     spec = {**SPEC, "label_map": {0: 0, 1: 1, 2: 2}, "ignore": [-1], "labels": {"file": "{stem}_label.npy"},
-            "splits": {"train": ["scans/*.npy"], "val": ["scans/b.npy"]}}
+            "splits": {"train": ["scans/*.npy"], "val": ["val/c.npy"]}}
     (tmp_path / SPEC_FILE).write_text(yaml.safe_dump(spec))
     train = FolderDataset(tmp_path, "train")
     assert [p.name for p in train.scan_paths] == ["a.npy", "b.npy"]
@@ -196,6 +196,32 @@ def test_bad_dataset_yaml_is_one_line_naming_the_key(tmp_path: Path) -> None:
     assert "'splits' must map train and val" in _spec_error(tmp_path, {**SPEC, "splits": {"train": ["a"]}})
     assert "split pattern '../other/*.bin' reaches outside the folder" in _spec_error(
         tmp_path, {**SPEC, "splits": {"train": ["train/*"], "val": ["../other/*.bin"]}})
+
+
+def test_a_label_file_template_other_than_stem_is_one_line_naming_dataset_yaml(tmp_path: Path) -> None:
+    # {name} ended the reading in a bare KeyError: 'name'; without {stem} every scan shares one file
+    for template in ("{name}.label", "{0}.label", "labels.label", "{stem"):
+        assert f"{tmp_path / SPEC_FILE}: 'labels' must be" in _spec_error(tmp_path, {**SPEC, "labels": {"file": template}})
+
+
+def test_a_root_and_scan_names_holding_wildcard_characters_are_read_as_they_are(tmp_path: Path) -> None:
+    root = build_folder(tmp_path / "site [A]")  # its [A] matched no scan: glob took it for a wildcard
+    (root / "train" / "s1.ply").rename(root / "train" / "s[1].ply")
+    (root / "train" / "s1.label").rename(root / "train" / "s[1].label")
+    assert [p.name for p in FolderDataset(root, "train").scan_paths] == ["s0.bin", "s2.laz", "s3.npz", "s[1].ply"]
+    (root / SPEC_FILE).write_text(yaml.safe_dump({**SPEC, "splits": {**SPEC["splits"], "train": ["train/s[1].ply"]}}))
+    train = FolderDataset(root, "train")  # a file list names the file, not the files s1.ply would match
+    assert [p.name for p in train.scan_paths] == ["s[1].ply"] and len(train.load(0)["coord"]) == 400
+
+
+def test_a_split_listing_a_file_that_does_not_exist_or_sharing_a_scan_with_another_is_refused(tmp_path: Path) -> None:
+    root = build_folder(tmp_path, {**SPEC, "splits": {**SPEC["splits"], "train": ["train/s0.bin", "train/s9.ply"]}})
+    with pytest.raises(DatasetLayoutError, match=r"split 'train' lists 'train/s9.ply', which does not exist"):
+        FolderDataset(root, "train")  # it was dropped without a word
+    (root / SPEC_FILE).write_text(yaml.safe_dump({**SPEC, "splits": {**SPEC["splits"], "val": ["*/*.ply"]}}))
+    for split, other in (("train", "val"), ("val", "train")):
+        with pytest.raises(DatasetLayoutError, match=rf"s1.ply' lies in split '{split}' and in split '{other}'"):
+            FolderDataset(root, split)
 
 
 def test_a_label_field_with_bin_scans_is_refused_at_once(tmp_path: Path) -> None:

@@ -11,11 +11,14 @@ from hypothesis.extra.numpy import arrays
 
 from train.data.base import PointCloudDataset, label_frequencies
 from train.data.collate import collate
+from train.data.validation import BadScanError, TooFewPointsError
+from train.models.serialization import serialized_depth
 from train.data.transforms import (
     WAYMO_CLAMP_BOX,
     AssembleFeatures,
     ClampBox,
     Compose,
+    SERIALIZED_SPAN,
     GridSample,
     RandomFlip,
     RandomJitter,
@@ -45,7 +48,11 @@ def voxel(coord: np.ndarray, grid: float) -> np.ndarray:
 @given(clouds(), st.integers(0, 2**32 - 1), st.sampled_from(["waymo", "nuscenes", "semantic_kitti"]),
        st.booleans())
 def test_pipeline_keeps_every_label_with_its_point(sample: dict, seed: int, dataset: str, train: bool) -> None:
-    out = build_transforms(dataset, train)(sample, np.random.default_rng(seed))
+    try:
+        out = build_transforms(dataset, train)(sample, np.random.default_rng(seed))
+    except TooFewPointsError as err:  # decision 54: training takes no scan of one voxel
+        assert train and "holds one voxel" in str(err)
+        return
     ids = out["feat"][:, 3].astype(np.int64)  # strength carries the input index
     np.testing.assert_array_equal(out["strength"][:, 0], ids)
     np.testing.assert_array_equal(out["segment"], sample["segment"][ids])
@@ -143,12 +150,35 @@ def test_clamp_box_clamps_without_dropping_points() -> None:
         ClampBox((0, 0, 0), (1, 1, 0))
 
 
+@pytest.mark.parametrize("grid_size", [0.05, 0.1])
+def test_a_stray_point_beyond_the_serialization_range_moves_to_the_window_edge_and_the_scan_stays(
+        grid_size: float, caplog: pytest.LogCaptureFixture) -> None:
+    # decision 54: one reflection 10 km away; the other points are kept as they are
+    rng = np.random.default_rng(0)
+    coord = np.vstack([rng.uniform(-20, 20, (500, 3)), [[10_000.0, 5.0, -3_000.0]]]).astype(np.float32)
+    sample = {"coord": coord, "strength": np.zeros((501, 1), np.float32), "segment": np.arange(501),
+              "name": "site/scan 7"}
+    out = GridSample(grid_size, "eval")(sample, rng)
+    assert serialized_depth(out["grid_coord"], 1) == 16  # was 17: "grid_coord spans ... voxels"
+    assert (out["grid_coord"].max(0) + 1 <= SERIALIZED_SPAN).all()
+    moved = out["coord"][out["inverse"]]  # the kept point of each point's voxel (the stray is alone in its own)
+    np.testing.assert_array_equal(voxel(moved[:500], grid_size), voxel(coord[:500], grid_size))
+    window = voxel(moved, grid_size).max(0) - voxel(moved, grid_size).min(0) + 1
+    # the window is centred on the median voxel (about 0): the stray point lands on its far edge
+    assert window[0] <= SERIALIZED_SPAN and moved[500, 0] > (SERIALIZED_SPAN // 2 - 2) * grid_size
+    assert tuple(moved[500, 1:]) == (5.0, -3_000.0)
+    assert "'site/scan 7'" in caplog.text and "decision 54" in caplog.text and "1 point(s)" in caplog.text
+    caplog.clear()
+    GridSample(grid_size, "eval")({**sample, "coord": coord[:500]}, rng)  # within the range: no warning
+    assert not caplog.text
+
+
 def test_build_transforms_reproduces_the_spec_d_pipeline() -> None:
     names = [type(t).__name__ for t in build_transforms("waymo", True).transforms]
     assert names == ["RandomRotateZ", "ClampBox", "RandomScale", "RandomFlip", "RandomJitter",
-                     "GridSample", "AssembleFeatures"]
+                     "GridSample", "TwoPoints", "AssembleFeatures"]
     names = [type(t).__name__ for t in build_transforms("nuscenes", True).transforms]
-    assert "ClampBox" not in names and names[-2:] == ["GridSample", "AssembleFeatures"]
+    assert "ClampBox" not in names and names[-3:] == ["GridSample", "TwoPoints", "AssembleFeatures"]
     ev = build_transforms("semantic_kitti", False).transforms
     assert [type(t).__name__ for t in ev] == ["GridSample", "AssembleFeatures"] and ev[0].mode == "eval"
     t = build_transforms("waymo", True).transforms
@@ -170,9 +200,32 @@ class _ToyDataset(PointCloudDataset):
         return len(self.clouds)
 
     def load(self, index: int) -> dict:
+        if self.clouds[index] is None:
+            raise BadScanError(f"toy{index} is unreadable")
         n = len(self.clouds[index])
         return {"coord": self.clouds[index], "strength": np.arange(n, dtype=np.float32)[:, None],
                 "segment": np.arange(n) % 3, "name": f"toy{index}"}
+
+
+def test_a_scan_of_no_points_or_in_training_of_one_voxel_is_a_bad_scan_skipped_with_skip_bad_scans() -> None:
+    # grid sampling's bare ValueError ("has no points to grid-sample") was a traceback even with
+    # --skip-bad-scans; a scan of one voxel broke the topological term (it needs an edge per cloud)
+    ds = _ToyDataset(build_transforms("nuscenes", True))
+    ds.clouds[1] = ds.clouds[1][:0]
+    with pytest.raises(TooFewPointsError, match="scan 'toy1' holds no points"):
+        ds[1]
+    ds.clouds[0] = ds.clouds[0][:1]
+    with pytest.raises(TooFewPointsError, match="scan 'toy0' holds one voxel of the grid: nothing to train on"):
+        ds[0]
+    evaluation = _ToyDataset(build_transforms("nuscenes", False))
+    evaluation.clouds[0] = ds.clouds[0]
+    assert len(evaluation[0]["grid_coord"]) == 1  # evaluated and labelled as it is
+    ds.skip_bad_scans = True
+    assert ds[1]["skipped"] == ["scan 'toy1' holds no points: nothing to train or evaluate on; remove it from the "
+                                "split"] and ds[1]["name"] == "toy2"
+    ds.clouds[2] = None  # the next scan unreadable too, and the one after it of one voxel: none is left
+    with pytest.raises(BadScanError, match="none of its 3 scans can be read"):
+        ds[1]
 
 
 def test_dataset_augmentation_depends_only_on_seed_epoch_and_index() -> None:

@@ -49,6 +49,29 @@ def test_one_plan_shared_by_two_models_gives_each_its_own_outputs() -> None:
     assert built[1] == built[0]  # the student found every table it needs already uploaded
 
 
+@pytest.mark.parametrize("grids", [[[[0, 0, 0]]], [[[0, 0, 0]], [[1, 0, 0], [0, 1, 1], [0, 0, 0]]]],
+                         ids=["one point", "clouds within 2 voxels"])
+def test_clouds_smaller_than_the_coarsest_voxel_pool_into_themselves(grids: list) -> None:
+    # a 1-point scan or one under the stride-16 voxel: the levels of depth 0 pool into themselves
+    grid = torch.tensor([g for cloud in grids for g in cloud])
+    coord = grid.float() * 0.05
+    batch = {"coord": coord, "grid_coord": grid, "feat": torch.cat([coord, torch.ones(len(grid), 1)], 1),
+             "offset": torch.tensor(np.cumsum([len(c) for c in grids]))}
+    for model in _models():
+        with torch.no_grad():
+            assert torch.isfinite(model(batch).logits).all()  # eval mode, as prediction runs it
+        running = [m.running_mean.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        out = model.train()(batch)  # batch norm of one point: its running statistics (torch refused it)
+        assert out.logits.shape == (len(grid), 6) and torch.isfinite(out.logits).all()
+        out.logits.sum().backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        after = [m.running_mean for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        # levels of one point leave the running statistics as they are, levels of several update them
+        assert any(not torch.equal(a, b) for a, b in zip(running, after)) == (len(grid) > 1)
+    plan = BatchPlan(grid, batch["offset"])
+    assert [plan.level(i).num_points for i in range(6)][-1] == len(grids)
+
+
 def test_a_plan_of_another_batch_is_refused() -> None:
     data = _batch()
     other = lidar_like_batch([900, 500], seed=5)
@@ -197,7 +220,7 @@ def test_cluster_max_gives_the_values_and_gradients_of_autograd_through_the_padd
 def test_compiled_pooling_equals_the_readable_definition_at_every_level(name: str) -> None:
     grid, offset = _degenerate_clouds()[name]
     plan = BatchPlan(grid.astype(np.int64), offset.astype(np.int64))
-    for i in range(1, plan.level(0).depth + 1):
+    for i in range(1, plan.level(0).depth + 3):  # and two levels past depth 0
         expected, got = plan_oracle.pool_level(plan.level(i - 1)), plan.level(i)
         for field in ("depth", "grid", "batch", "offset", "code", "order", "inverse", "cluster", "index"):
             assert np.array_equal(getattr(got, field), getattr(expected, field)), (i, field)

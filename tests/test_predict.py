@@ -180,8 +180,82 @@ def test_an_unreadable_scan_stops_the_run_in_one_line_or_is_skipped_and_counted(
     assert "skipped b:" in captured.err and "b.bin" in captured.err
     assert "labelled 1 scans (1 already labelled, 1 unreadable skipped)" in captured.out
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.npy", "c.npy"]
-    assert run("--checkpoint", synthetic["checkpoint"], "--input", tmp_path, "--out", tmp_path / "out") == 2
-    assert "lies in --out" in capsys.readouterr().err  # its .npy outputs would be read as scans
+    for name in ("a", "c"):
+        (tmp_path / "in" / f"{name}.bin").write_bytes(b"\x00" * 10)
+    capsys.readouterr()
+    assert run(*args[:-1], tmp_path / "out2", "--skip-bad-scans") == 2  # every scan bad: it exited 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "train.predict: error: no scan could be labelled: all 3 were bad (named above)")
+    assert run("--checkpoint", synthetic["checkpoint"], "--input", tmp_path / "out" / "a.npy", "--out",
+               tmp_path / "out") == 2
+    assert "lies in --out" in capsys.readouterr().err  # named on its own, an output would be read as a scan
+
+
+@pytest.mark.parametrize("fmt", ["npy", "ply"])
+def test_outputs_inside_the_input_folder_are_not_read_as_scans_so_a_rerun_continues(
+        synthetic: dict[str, Any], tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture) -> None:
+    # the rerun was refused ("lies in --out"); a later run into another folder read the outputs of
+    # the first (.probs.npy, the labelled .ply) as scans
+    sample = validation(synthetic).load(0)
+    points = np.concatenate([sample["coord"], sample["strength"]], axis=1)
+    for name in ("a", "sub/b"):
+        write_scan(tmp_path / "in" / f"{name}.ply", points)
+    args = ["--checkpoint", synthetic["checkpoint"], "--input", tmp_path / "in", "--format", fmt, "--save-probs"]
+    for _ in range(2):
+        assert run(*args, "--out", tmp_path / "in" / "labels") == 0
+    assert "labelled 0 scans (2 already labelled, 0 unreadable skipped)" in capsys.readouterr().out
+    assert run(*args, "--out", tmp_path / "elsewhere") == 0
+    assert "labelled 2 scans (0 already labelled" in capsys.readouterr().out
+    assert sorted(p.relative_to(tmp_path / "elsewhere").as_posix() for p in (tmp_path / "elsewhere").rglob("*")
+                  if p.is_file()) == sorted(f"{n}{suffix}" for n in ("a", "sub/b") for suffix in (".probs.npy", f".{fmt}"))
+
+
+def test_paths_that_exist_are_read_as_they_are_though_they_hold_wildcard_characters(
+        synthetic: dict[str, Any], tmp_path: Path) -> None:
+    points = np.random.default_rng(5).normal(size=(50, 4)).astype(np.float32)
+    folder = tmp_path / "tiles [2024]"
+    for name in ("a?.npy", "b*.npy", "c[1].npy"):
+        write_scan(folder / name, points)
+    out = tmp_path / "out"
+    every = (folder / "a?.npy", folder / "b*.npy", folder / "c[1].npy")
+    assert list_scan_files([str(folder)], out) == (every, ("a?", "b*", "c[1]"))
+    assert list_scan_files([str(folder / "c[1].npy")], out) == ((folder / "c[1].npy",), ("c[1]",))
+    assert list_scan_files([f"{folder}/*.npy"], out)[0] == every  # the folder's [2024] is its name
+    assert list_scan_files([f"{tmp_path}/tiles*/c*"], out) == ((folder / "c[1].npy",), ("tiles [2024]/c[1]",))
+
+
+def test_two_scan_files_of_one_name_are_refused_with_advice_that_fits(tmp_path: Path) -> None:
+    points = np.random.default_rng(5).normal(size=(50, 4)).astype(np.float32)
+    for name in ("x/scan 01.ply", "x/scan 01.npy", "y/scan 01.npy"):
+        write_scan(tmp_path / name, points)
+    with pytest.raises(ValueError, match=r"both be labelled as 'scan 01'; rename one, or give only one of them"):
+        list_scan_files([str(tmp_path / "x")], tmp_path / "out")
+    with pytest.raises(ValueError, match=r"both be labelled as 'scan 01'; give their common folder instead"):
+        list_scan_files([str(tmp_path / "x" / "scan 01.npy"), str(tmp_path / "y")], tmp_path / "out")
+
+
+@pytest.mark.parametrize("fmt", ["npy", "ply"])
+def test_scans_of_no_one_or_a_few_points_and_one_with_a_stray_point_10_km_away_get_every_point_labelled(
+        synthetic: dict[str, Any], tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture) -> None:
+    # decision 54: these ended the run with a traceback ("has no points to grid-sample", "cannot pool
+    # a level of depth 0", "grid_coord spans ... voxels (depth 17 > 16)")
+    sample = validation(synthetic).load(0)
+    points = np.concatenate([sample["coord"], sample["strength"]], axis=1)
+    tiny = points[:1] + np.float32([0.1, 0.2, 0.0, 0.0]) * np.arange(5)[:, None]  # 0.9 m across
+    scans = {"empty": points[:0], "one": points[:1], "tiny": tiny,
+             "stray": np.vstack([points, [[10_000.0, 0.0, 0.0, 0.5]]])}
+    for name, scan in scans.items():
+        write_scan(tmp_path / "in" / f"{name}.ply", scan.astype(np.float32))
+    capsys.readouterr()
+    assert run("--checkpoint", synthetic["checkpoint"], "--input", tmp_path / "in", "--out", tmp_path / "out",
+               "--format", fmt, "--save-probs", "--batch-size", 2) == 0
+    assert "labelled 4 scans (0 already labelled, 0 unreadable skipped)" in capsys.readouterr().out
+    for name, scan in scans.items():
+        labels = (np.load(tmp_path / "out" / f"{name}.npy") if fmt == "npy"
+                  else read_scan(tmp_path / "out" / f"{name}.ply", "label").labels)
+        probs = np.load(tmp_path / "out" / f"{name}.probs.npy")
+        assert labels.shape == (len(scan),) and probs.shape == (len(scan), 22), name
+        np.testing.assert_array_equal(labels, probs.argmax(1))
 
 
 def test_the_ply_output_holds_the_points_labels_and_palette_colours(synthetic: dict[str, Any],

@@ -122,6 +122,24 @@ def test_the_ply_output_is_coloured_in_the_folder_classes_palette(trained: dict[
     np.testing.assert_array_equal(scan.features(("red", "green", "blue")), palette[labels])
 
 
+def test_a_split_is_labelled_without_its_label_files_and_two_scans_of_one_name_are_refused_in_one_line(
+        trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(trained["root"], root)
+    (root / "test" / "t0.label").unlink()  # prediction needs no labels: the scan was "bad"
+    (root / "test" / "t1.npy").write_bytes((root / "test" / "t0.npy").read_bytes())
+    write_scan(root / "test" / "t1.ply", read_scan(root / "test" / "t0.npy").points)
+    args = ["--checkpoint", trained["checkpoint"], "--dataset", "folder", "--data-root", root, "--split", "test"]
+    capsys.readouterr()
+    assert run(*args, "--out", tmp_path / "out") == 2  # one of the two was lost: "labelled 2 scans", 1 file
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "t1.npy' and '" in err[0] and "t1.ply', two scans of one name" in err[0]
+    (root / "test" / "t1.ply").unlink()
+    assert run(*args, "--out", tmp_path / "out") == 0
+    assert "labelled 2 scans (0 already labelled, 0 unreadable skipped)" in capsys.readouterr().out
+    assert len(np.load(tmp_path / "out" / "test" / "t0.npy")) == len(read_scan(root / "test" / "t0.npy").points)
+
+
 def test_a_file_without_the_feature_column_the_folder_names_is_refused_in_one_line(
         trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     scan = read_scan(trained["root"] / "val" / "v0.ply")

@@ -169,3 +169,20 @@ def test_help_and_malformed_flags_are_answered_before_torch_is_imported() -> Non
     assert [line for line in result.stderr.splitlines() if "|" not in line] == [
         "python -m train.run: error: argument --stage: invalid choice: 'nope' (choose from 'teacher', 'student', "
         "'kd', 'distill', 'all') (see --help)"]
+
+
+def test_a_config_file_reads_numbers_without_a_dot_and_none_as_the_command_line_does(tmp_path: Path) -> None:
+    # YAML 1.1 (PyYAML) reads 2e-3 and none as strings
+    f = tmp_path / "c.yaml"
+    f.write_text("dataset: synthetic\nlr: 2e-3\npct_start: 4e-2\ngrad_clip: 1e1\nsaliency_eps: 1e-8\n"
+                 "epochs: 3e0\ntopo_time_budget: none\npreempt_signal: none\n")
+    cfg = resolve(["--config", str(f)])
+    assert (cfg.lr, cfg.pct_start, cfg.grad_clip, cfg.saliency_eps, cfg.epochs) == (2e-3, 4e-2, 10.0, 1e-8, 3)
+    assert all(type(v) is float for v in (cfg.lr, cfg.pct_start, cfg.grad_clip, cfg.saliency_eps))
+    assert cfg.topo_time_budget is None and cfg.preempt_signal == ["none"]
+    for line, message in (("lr: fast", "lr must be a number, got 'fast'"),
+                          ("epochs: 2.5e0", r"epochs must be an integer \(or none\), got '2.5e0'"),
+                          ("lr: none", "lr must be a number, got 'none'")):
+        f.write_text(f"dataset: synthetic\n{line}\n")
+        with pytest.raises(ValueError, match=message):
+            resolve(["--config", str(f)])

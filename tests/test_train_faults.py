@@ -30,7 +30,7 @@ import yaml
 
 import train.engine.loop
 from test_train_support import TINY_MODEL, tiny_config, tiny_data_folder
-from train.runtime.checkpoint import (CheckpointError, CheckpointWriteError, atomic_save, load_checkpoint, load_latest,
+from train.runtime.checkpoint import (CheckpointError, CheckpointWriteError, atomic_save, atomic_write, load_checkpoint, load_latest,
                               save_checkpoint)
 from train.data.validation import BadScanError
 from train.runtime.distributed import DistInfo
@@ -317,6 +317,18 @@ def test_a_full_disk_while_writing_a_checkpoint_is_a_clear_error_and_keeps_the_p
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(target)["model"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # the partial temporary file is gone
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomically_written_files_get_the_permissions_the_umask_gives(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        atomic_write(b"labels", tmp_path / "scan.npy")
+        atomic_save({"model": {"w": torch.ones(1)}}, tmp_path / "model_final.pt")
+    finally:
+        os.umask(previous)
+    for name in ("scan.npy", "model_final.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
 
 
 def test_a_run_whose_disk_fills_stops_with_a_clear_error_and_resumes_from_its_last_checkpoint(

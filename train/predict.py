@@ -127,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadScanError as err:
         return refuse(f"train.predict: error: {err} (the scans labelled before it are kept; --skip-bad-scans goes on)")
     print(f"train.predict: {summary.line()}; outputs in {args.out}", flush=True)
+    if not summary.labelled and not summary.already:  # a run that labels nothing has failed
+        return refuse(f"train.predict: error: no scan could be labelled: all {summary.bad} were bad (named above)")
     return 0
 
 

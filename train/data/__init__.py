@@ -9,12 +9,13 @@ from .nuscenes import NuScenesDataset
 from .semantic_kitti import SemanticKITTIDataset
 from .synthetic import SensorConfig, ensure_synthetic_dataset, synthesize_dataset
 from .transforms import build_transforms
-from .validation import BadScanError, CorruptFileError, DatasetLayoutError, LabelCountError, NonFiniteCoordinateError
+from .validation import (BadScanError, CorruptFileError, DatasetLayoutError, LabelCountError, NonFiniteCoordinateError,
+                         TooFewPointsError)
 from .waymo import WaymoDataset
 
 __all__ = [
     "IGNORE_INDEX", "BadScanError", "CorruptFileError", "DatasetLayoutError", "FolderDataset", "LabelCountError",
     "NonFiniteCoordinateError", "NuScenesDataset", "PointCloudDataset", "SemanticKITTIDataset",
-    "SensorConfig", "WaymoDataset",
+    "SensorConfig", "TooFewPointsError", "WaymoDataset",
     "build_transforms", "class_names", "collate", "ensure_synthetic_dataset", "synthesize_dataset",
 ]

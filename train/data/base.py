@@ -10,7 +10,8 @@ Bad scans (decision 25): a scan whose files cannot be read as a valid scan raise
 :class:`~train.data.validation.BadScanError` naming the file. With ``skip_bad_scans`` set (the
 training set of ``--skip-bad-scans``) its slot takes the next readable scan of the split instead
 (so a batch keeps its size and DDP ranks stay in step), and the sample carries the error in
-``"skipped"`` for the training loop to warn about and count.
+``"skipped"`` for the training loop to warn about and count. A scan the transform cannot take (no
+points; one voxel in training, decision 54) is a bad scan too.
 """
 from __future__ import annotations
 
@@ -64,22 +65,25 @@ class PointCloudDataset(Dataset, ABC):
             raise IndexError(f"{type(self).__name__}: index {index} out of range [0, {len(self)})")
         index = index % len(self)
         try:
-            sample = self.load(index)
+            return self._sample(index)
         except BadScanError as err:
             if not self.skip_bad_scans:
                 raise
-            index, sample = self._next_readable(index, err)
-            sample["skipped"] = [str(err)]
+            return {**self._next_usable(index, err), "skipped": [str(err)]}
+
+    def _sample(self, index: int) -> dict:
+        """Scan ``index`` read and transformed (a scan the transform cannot take, e.g. one of no
+        points, is a :class:`~train.data.validation.BadScanError` as an unreadable one is)."""
+        sample = self.load(index)
         if self.transform is None:
             return sample
         return self.transform(sample, np.random.default_rng([self.seed, self.epoch, index]))
 
-    def _next_readable(self, bad: int, err: BadScanError) -> tuple[int, dict]:
-        """The first scan after ``bad`` (cyclically, ``err`` its error) that loads, with its index."""
+    def _next_usable(self, bad: int, err: BadScanError) -> dict:
+        """The first scan after ``bad`` (cyclically, ``err`` its error) that loads and transforms."""
         for k in range(1, len(self)):
-            index = (bad + k) % len(self)
             try:
-                return index, self.load(index)
+                return self._sample((bad + k) % len(self))
             except BadScanError:
                 continue
         raise BadScanError(f"{type(self).__name__}: none of its {len(self)} scans can be read (--skip-bad-scans "

@@ -139,20 +139,45 @@ class FolderSpec:
     splits: dict[str, tuple[str, ...]]
 
     def scans(self, split: str) -> list[Path]:
-        """The scan files of ``split``, sorted; a split that matches none is a layout error."""
+        """The scan files of ``split``, sorted. A split that matches none, a file it lists that does
+        not exist, two scans of one name and a scan it shares with another split are layout errors."""
         if split not in self.splits:
             raise DatasetLayoutError(f"folder data set {self.root}: {SPEC_FILE} names no {split!r} split "
                                      f"(it names {sorted(self.splits)})")
-        found: set[Path] = set()
-        for pattern in self.splits[split]:
-            matches = [Path(os.path.normpath(p)) for p in glob.glob(str(self.root / pattern), recursive=True)]
-            found.update(p for p in matches if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES)
-        found -= {label for p in found if (label := self.label_path(p)) not in (None, p)}  # .npy labels beside .npy scans
+        found = self._matches(split)
         if not found:
             raise DatasetLayoutError(f"folder data set {self.root}: split {split!r} ({list(self.splits[split])}) "
                                      f"matches no scan file ({', '.join(SCAN_SUFFIXES)}); fix 'splits' in "
                                      f"{self.root / SPEC_FILE}")
+        named: dict[Path, Path] = {}
+        for path in sorted(found):  # a scan's name is its path without the suffix: outputs are filed by it
+            if (first := named.setdefault(path.with_suffix(""), path)) != path:
+                raise DatasetLayoutError(f"folder data set {self.root}: split {split!r} holds {str(first)!r} and "
+                                         f"{str(path)!r}, two scans of one name (their predictions would be one "
+                                         f"file): rename one, or leave one out of 'splits' in {self.root / SPEC_FILE}")
+        for other in sorted(set(self.splits) - {split}):
+            if shared := sorted(found & self._matches(other)):
+                raise DatasetLayoutError(f"folder data set {self.root}: {str(shared[0])!r} lies in split {split!r} "
+                                         f"and in split {other!r} ({len(shared)} scan(s) in both); a scan belongs "
+                                         f"to one split: fix 'splits' in {self.root / SPEC_FILE}")
         return sorted(found)
+
+    def _matches(self, split: str) -> set[Path]:
+        """The scan files ``split``'s patterns match: a pattern that names an existing file is that
+        file (though its name holds ``[``, ``?`` or ``*``), one without wildcards that names none is
+        a layout error, the others are globs below the root (whose own name may hold ``[``)."""
+        found: set[Path] = set()
+        for pattern in self.splits[split]:
+            if (self.root / pattern).is_file():
+                matches = [pattern]
+            elif not any(c in pattern for c in "*?["):
+                raise DatasetLayoutError(f"folder data set {self.root}: split {split!r} lists {pattern!r}, which "
+                                         f"does not exist; fix 'splits' in {self.root / SPEC_FILE}")
+            else:
+                matches = glob.glob(pattern, root_dir=self.root, recursive=True)
+            found.update(p for p in (Path(os.path.normpath(self.root / m)) for m in matches)
+                         if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES)
+        return found - {label for p in found if (label := self.label_path(p)) not in (None, p)}  # .npy labels
 
     def label_path(self, scan: Path) -> Path | None:
         """The label file of ``scan`` (``labels.file`` with ``{stem}`` filled in, relative to its
@@ -187,9 +212,10 @@ def read_folder_spec(root: str | Path) -> FolderSpec:
     description = folder_description(data, str(path))
     labels = data["labels"]
     if not (isinstance(labels, dict) and len(labels) == 1 and set(labels) <= {"file", "field"}
-            and isinstance(next(iter(labels.values())), str)):
-        raise ValueError(f"{path}: 'labels' must be {{file: \"{{stem}}.label\"}} (a label file beside each scan) "
-                         f"or {{field: NAME}} (a field inside each scan), got {labels!r}")
+            and isinstance(next(iter(labels.values())), str) and _names_each_scans_own_file(labels.get("file"))):
+        raise ValueError(f"{path}: 'labels' must be {{file: \"{{stem}}.label\"}} (a label file beside each scan, "
+                         f"{{stem}} its name without the suffix, the only field in braces) or {{field: NAME}} (a "
+                         f"field inside each scan), got {labels!r}")
     splits = data["splits"]
     if not isinstance(splits, dict) or set(splits) - set(FOLDER_SPLITS) or set(REQUIRED_SPLITS) - set(splits):
         raise ValueError(f"{path}: 'splits' must map train and val (and optionally test) to globs or file lists, "
@@ -204,17 +230,19 @@ def read_folder_spec(root: str | Path) -> FolderSpec:
 
 class FolderDataset(PointCloudDataset):
     """The scans of one split (``"train"``, ``"val"``, ``"test"``) of a folder described by
-    ``dataset.yaml``; sample names are the scan paths relative to the root, without suffix."""
+    ``dataset.yaml``; sample names are the scan paths relative to the root, without suffix. Not
+    ``labelled`` (a prediction, which needs no labels), the labels are not read: segment -1."""
 
     def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, labelled: bool = True) -> None:
         super().__init__(transform, seed)
+        self.labelled = labelled
         self.spec = read_folder_spec(root)
         self.description = self.spec.description
         self.class_names = self.description.classes
         self.scan_paths = self.spec.scans(split)
         fieldless = [p for p in self.scan_paths if p.suffix.lower() in (".bin", ".npy")]
-        if self.spec.label_field is not None and fieldless:
+        if labelled and self.spec.label_field is not None and fieldless:
             raise ValueError(f"{self.spec.root / SPEC_FILE}: labels.field {self.spec.label_field!r}, but "
                              f"{str(fieldless[0])!r} is a {fieldless[0].suffix} scan, which holds no fields: give "
                              f"its labels as files (labels: {{file: \"{{stem}}.label\"}})")
@@ -233,9 +261,11 @@ class FolderDataset(PointCloudDataset):
 
     def load(self, index: int) -> dict:
         path = self.scan_paths[index]
-        scan = read_scan(path, self.spec.label_field)
+        scan = read_scan(path, self.spec.label_field if self.labelled else None)
         label_path = self.spec.label_path(path)
-        if label_path is not None:
+        if not self.labelled:
+            raw, source = None, path
+        elif label_path is not None:
             if label_path == path or not label_path.is_file():
                 raise BadScanError(f"label file {str(label_path)!r} of scan {str(path)!r} does not exist or is the "
                                    f"scan itself (labels.file in {SPEC_FILE} is {self.spec.label_file!r})")
@@ -243,8 +273,8 @@ class FolderDataset(PointCloudDataset):
         else:
             raw, source = scan.labels, path
         coord, origin = scan.local(self.description.frame)
-        return make_sample(coord, self.description.strength(scan), self._train_ids(raw, source),
-                           self.scan_name(index), path, origin)
+        segment = np.full(len(coord), IGNORE_INDEX) if raw is None else self._train_ids(raw, source)
+        return make_sample(coord, self.description.strength(scan), segment, self.scan_name(index), path, origin)
 
     def _train_ids(self, raw: np.ndarray, source: Path) -> np.ndarray:
         train, known = self._map.lookup(raw, source)
@@ -255,6 +285,17 @@ class FolderDataset(PointCloudDataset):
             raise UnmappedLabelError(f"{str(source)!r}: {int(unmapped.sum())} point(s) carry raw label id(s) {shown} "
                                      f"that {SPEC_FILE} neither maps (label_map) nor ignores (ignore)")
         return train
+
+
+def _names_each_scans_own_file(template: str | None) -> bool:
+    """Whether ``labels.file`` (None: labels in a field) names a label file of each scan's own:
+    it holds ``{stem}`` and no other field (``{name}`` would end the reading in a KeyError)."""
+    if template is None:
+        return True
+    try:
+        return template.format(stem="a") != template.format(stem="b")
+    except (KeyError, IndexError, ValueError):
+        return False
 
 
 def _string_list(value: Any, path: str, key: str) -> list[str]:

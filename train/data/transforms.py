@@ -8,19 +8,26 @@ only and never reorder points; :class:`GridSample` selects the same rows from ev
 
 Pipeline of spec D (training): random z-rotation (p 0.5, full circle) -> Waymo clamp box ->
 random scale [0.9, 1.1] -> random flip of x and of y (p 0.5 each) -> jitter (sigma 0.005, clip
-0.02) -> grid sampling 0.05 m (one random real point per voxel) -> features [xyz, strength].
+0.02) -> grid sampling 0.05 m (one random real point per voxel) -> features [xyz, strength]; a
+scan of one voxel is refused there (decision 54).
 Evaluation: clamp box (Waymo) -> deterministic grid sampling -> features.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 
+from train.models.serialization import MAX_DEPTH
+
 from .base import Transform
+from .validation import TooFewPointsError
 
 POINT_KEYS = ("coord", "strength", "segment")
 WAYMO_CLAMP_BOX = ((-75.2, -75.2, -4.0), (75.2, 75.2, 2.0))
+SERIALIZED_SPAN = (1 << MAX_DEPTH) - 1  # voxels per axis a scan may span (grid_coord + 1 in 16 bits, spec A1)
+_LOG = logging.getLogger(__name__)
 
 
 def _with_coord(sample: dict, coord: np.ndarray) -> dict:
@@ -121,22 +128,42 @@ class RandomJitter:
         return f"RandomJitter(sigma={self.sigma}, clip={self.clip})"
 
 
-def voxelize(coord: np.ndarray, grid_size: float) -> tuple[np.ndarray, np.ndarray]:
+def voxelize(coord: np.ndarray, grid_size: float, name: str | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Voxel of every point: ``floor(coord / grid_size)`` as int64 and a scalar key per voxel.
 
-    Returns ``(grid, key)`` with ``grid`` shifted so its minimum is 0 per axis (the ``grid_coord``
-    of spec A1) and ``key`` (n,) int64 equal for two points iff they share a voxel.
+    Returns ``(coord, grid, key)`` with ``grid`` shifted so its minimum is 0 per axis (the
+    ``grid_coord`` of spec A1) and ``key`` (n,) int64 equal for two points iff they share a voxel.
+    ``coord`` is the input, unless the points span more than :data:`SERIALIZED_SPAN` voxels on an
+    axis: then the points outside a window of that many voxels, centred on the voxel of the points'
+    median, are moved onto its nearest face (decision 54; a warning names the scan ``name``), so
+    ``grid`` fits the serialization's 16 bits per axis (``MAX_DEPTH``) and the key 48 bits.
     """
     grid = np.floor(coord.astype(np.float64) / grid_size).astype(np.int64)
-    grid -= grid.min(axis=0) if len(grid) else 0
-    extent = grid.max(axis=0) + 1 if len(grid) else np.ones(3, np.int64)
-    if float(extent[0]) * float(extent[1]) * float(extent[2]) >= 2.0**62:
-        raise ValueError(
-            f"grid sampling: the cloud spans {extent.tolist()} voxels of {grid_size} m, too many "
-            f"for int64 voxel keys; clamp the cloud (ClampBox) or use a coarser grid"
-        )
+    low = grid.min(axis=0) if len(grid) else np.zeros(3, np.int64)
+    extent = grid.max(axis=0) - low + 1 if len(grid) else np.ones(3, np.int64)
+    if (extent > SERIALIZED_SPAN).any():
+        coord = _into_serialized_span(coord, grid, extent, grid_size, name)
+        grid = np.floor(coord.astype(np.float64) / grid_size).astype(np.int64)
+        low, extent = grid.min(axis=0), grid.max(axis=0) - grid.min(axis=0) + 1
+    grid -= low
     key = (grid[:, 0] * extent[1] + grid[:, 1]) * extent[2] + grid[:, 2]
-    return grid, key
+    return coord, grid, key
+
+
+def _into_serialized_span(coord: np.ndarray, grid: np.ndarray, extent: np.ndarray, grid_size: float,
+                          name: str | None) -> np.ndarray:
+    """``coord`` with the points outside the window of :func:`voxelize` moved onto its nearest face,
+    half a voxel inside, so ``floor`` puts them in its edge voxels; axes that fit keep every point."""
+    wide = extent > SERIALIZED_SPAN
+    low = np.where(wide, np.floor(np.median(grid, axis=0)).astype(np.int64) - SERIALIZED_SPAN // 2, grid.min(axis=0))
+    high = low + SERIALIZED_SPAN - 1
+    outside = (grid < low) | (grid > high)
+    moved = np.where(outside, np.clip(coord, (low + 0.5) * grid_size, (high + 0.5) * grid_size), coord)
+    _LOG.warning("scan %r spans %s voxels of %s m, more than the %d per axis the serialization holds: %d point(s) "
+                 "outside the window around its median moved onto the window's edge (decision 54)",
+                 name, extent.tolist(), grid_size, SERIALIZED_SPAN, int(outside.any(axis=1).sum()))
+    return moved.astype(coord.dtype)
 
 
 class GridSample:
@@ -146,7 +173,8 @@ class GridSample:
     not the centroid). ``mode="eval"``: the first point of each voxel in input order (deterministic).
     Adds ``grid_coord`` (m,3) int64 (``floor(coord/grid) - min``), ``inverse`` (n,) int64 mapping
     every input point to the row of the kept point of its voxel, and ``origin_segment`` (n,), the
-    labels at full resolution. Kept rows are ordered by voxel key.
+    labels at full resolution. Kept rows are ordered by voxel key. A scan of no points is a
+    :class:`~train.data.validation.TooFewPointsError` (decision 54).
     """
 
     def __init__(self, grid_size: float = 0.05, mode: str = "train",
@@ -162,9 +190,10 @@ class GridSample:
             raise ValueError(f"sample {sample.get('name')!r} is already grid-sampled; apply "
                              f"GridSample once")
         coord = sample["coord"]
-        if len(coord) == 0:
-            raise ValueError(f"sample {sample.get('name')!r} has no points to grid-sample")
-        grid, key = voxelize(coord, self.grid_size)
+        if len(coord) == 0:  # prediction labels such a scan without grid sampling (decision 54)
+            raise TooFewPointsError(f"scan {sample.get('name')!r} holds no points: nothing to train or evaluate "
+                                    "on; remove it from the split")
+        coord, grid, key = voxelize(coord, self.grid_size, sample.get("name"))
         _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         if self.mode == "train":
             perm = rng.permutation(len(key))
@@ -174,10 +203,10 @@ class GridSample:
             keep = perm[first_in_perm]
         else:
             keep = first
-        out = dict(sample)
+        out = {**sample, "coord": coord}
         for k in self.point_keys:
-            if k in sample:
-                out[k] = sample[k][keep]
+            if k in out:
+                out[k] = out[k][keep]
         out["grid_coord"] = grid[keep]
         out["inverse"] = inverse.reshape(-1).astype(np.int64)
         out["origin_segment"] = sample["segment"]
@@ -185,6 +214,21 @@ class GridSample:
 
     def __repr__(self) -> str:
         return f"GridSample(grid_size={self.grid_size}, mode={self.mode!r})"
+
+
+class TwoPoints:
+    """Training's refusal of a grid-sampled scan of one point (one voxel): a
+    :class:`~train.data.validation.TooFewPointsError`, a bad scan (decision 54). It has nothing to
+    train on, and the topological term needs an edge in every cloud."""
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        if len(sample["grid_coord"]) < 2:
+            raise TooFewPointsError(f"scan {sample.get('name')!r} holds one voxel of the grid: nothing to train on "
+                                    "(the topological term needs two points); remove it from the split")
+        return dict(sample)
+
+    def __repr__(self) -> str:
+        return "TwoPoints()"
 
 
 class AssembleFeatures:
@@ -213,5 +257,5 @@ def build_transforms(dataset: str, train: bool, grid_size: float = 0.05) -> Comp
         return Compose([*clamp, GridSample(grid_size, "eval"), AssembleFeatures()])
     return Compose([
         RandomRotateZ(p=0.5, max_angle=np.pi), *clamp, RandomScale(0.9, 1.1), RandomFlip(0.5),
-        RandomJitter(0.005, 0.02), GridSample(grid_size, "train"), AssembleFeatures(),
+        RandomJitter(0.005, 0.02), GridSample(grid_size, "train"), TwoPoints(), AssembleFeatures(),
     ])

@@ -2,8 +2,9 @@
 
 Every error names the file and the fix. The exception classes subclass the builtin ones a caller
 would expect (``FileNotFoundError`` for a missing layout, ``ValueError`` for bad content), so
-``except ValueError`` keeps working; every bad-content error is a :class:`BadScanError`, which
-``--skip-bad-scans`` catches (:class:`train.data.base.PointCloudDataset`).
+``except ValueError`` keeps working; every bad-content error (and a scan of too few points,
+:class:`TooFewPointsError`, decision 54) is a :class:`BadScanError`, which ``--skip-bad-scans``
+catches (:class:`train.data.base.PointCloudDataset`).
 """
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ class LabelCountError(BadScanError):
 
 class NonFiniteCoordinateError(BadScanError):
     """A point file holds NaN or infinite coordinates."""
+
+
+class TooFewPointsError(BadScanError):
+    """A scan holds no points (nothing to train or evaluate on), or, for training, one voxel."""
 
 
 def layout_error(problem: str, layout: str) -> DatasetLayoutError:

@@ -26,9 +26,21 @@ BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 
 
+class PointBatchNorm(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` over points that normalises a batch of one point, in training too, with
+    its running statistics (and leaves them as they are): the statistics of one value have no
+    variance, which torch refuses in training. A batch of one scan under the coarsest voxel has one
+    point at the coarsest level (decision 54); any other batch is normalised as by its parent."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
 def point_batch_norm(channels: int) -> nn.BatchNorm1d:
     """BatchNorm of the stem/pool/unpool layers (eps 1e-3, momentum 0.01; spec A3, A6, A7)."""
-    return nn.BatchNorm1d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+    return PointBatchNorm(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
 
 class DropPath(nn.Module):

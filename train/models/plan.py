@@ -257,9 +257,13 @@ def patch_layout(offset: np.ndarray, order: np.ndarray, inverse: np.ndarray, pat
 def pool_level(level: HostLevel) -> HostLevel:
     """The stride-2 pooling of ``level`` (spec A6): clusters = points with equal ``code >> 3``
     (equal cloud and ``grid >> 1``), numbered in the order of the first curve
-    (``train.models.plan_kernels.pooling.pool_clusters``)."""
-    if level.depth < 1:
-        raise ValueError("cannot pool a level of depth 0: the grid is already a single voxel per cloud")
+    (``train.models.plan_kernels.pooling.pool_clusters``). A level of depth 0 holds one voxel per
+    cloud (a scan smaller than the network's coarsest voxel, or a single point), which pools into
+    itself: the level again, each point its own cluster (decision 54)."""
+    if level.depth == 0:
+        return HostLevel(depth=0, grid=level.grid, batch=level.batch, offset=level.offset, code=level.code,
+                         order=level.order, inverse=level.inverse, cluster=np.arange(level.num_points),
+                         index=level.index)
     cluster, head, order, inverse = pool_clusters(level.code[0], level.order)
     batch = level.batch[head]
     return HostLevel(

@@ -8,6 +8,7 @@ configuration written back as YAML. Builds the parser without importing torch, f
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
@@ -42,8 +43,33 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise ValueError(
                 f"config file {p}: unknown option {k!r}; valid options: {', '.join(sorted(FIELDS))}"
             )
-        out[key] = v
+        out[key] = _file_value(p, key, v)
     return out
+
+
+def _file_value(path: Path, key: str, value: Any) -> Any:
+    """``value`` of field ``key`` as the command line would read it. YAML 1.1 reads a number without
+    a dot (``2e-3``, ``1e1``) and ``none`` as strings: a numeric field reads them as its number, an
+    optional one reads ``none`` (or ``null``) as unset, and a list field reads a single value as a
+    list of one (``preempt_signal: none``)."""
+    kind = FIELDS[key].type
+    if kind.startswith("list") and not isinstance(value, list):
+        return [value]
+    if not isinstance(value, str) or kind.split(" |")[0] not in ("int", "float"):
+        return value
+    if kind.endswith("| None") and value.strip().lower() in ("none", "null"):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if kind.startswith("int") and number.is_integer():
+        return int(number)
+    if kind.startswith("float") and not math.isnan(number):
+        return number
+    optional = " (or none)" if kind.endswith("| None") else ""
+    raise ValueError(f"config file {path}: {key} must be {'an integer' if kind.startswith('int') else 'a number'}"
+                     f"{optional}, got {value!r}")
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -22,6 +22,7 @@ from train.data.folder import SPEC_FILE, FolderDescription
 from train.data.labels import IGNORE_INDEX
 from train.data.nuscenes import nuscenes_strength
 from train.data.scan_files import INTENSITY, SCAN_SUFFIXES, SENSOR_FRAME, read_scan
+from train.prediction.layouts import LABELLED_PLY_PROPERTIES, NUSCENES_LABEL_SUFFIX, PROBS_SUFFIX
 from train.data.validation import BadScanError, make_sample
 from train.runner.datasets import dataset_class
 
@@ -42,14 +43,15 @@ def open_split(dataset: str, root: str | Path, split: str, nuscenes_version: str
     """Split ``split`` of ``dataset`` under ``root``, untransformed, in the loader's own split names
     (Waymo and the synthetic set: training, validation, testing; nuScenes: train, val, test, ...
     of ``nuscenes_version``; SemanticKITTI: train, val, test; a scan folder: train, val, test).
-    Unlabelled splits read as segment -1. A scan folder whose ``dataset.yaml`` gives other classes
+    Unlabelled splits read as segment -1, as does a scan folder's split. A scan folder whose ``dataset.yaml`` gives other classes
     or another feature than ``folder`` (what the model expects) is refused in one line."""
     cls = dataset_class(dataset)
     if dataset == "nuscenes":
         return cls(root, split, version=nuscenes_version)
     if dataset == "synthetic":  # the simulator labels its held-out testing split too
         return cls(root, split, labelled=True)
-    source = cls(root, split)
+    # a folder's labels are not read: a scan without its label file is labelled all the same
+    source = cls(root, split, labelled=False) if dataset == "folder" else cls(root, split)
     if folder is not None and (differences := folder.differences(source.description)):
         raise ValueError(f"{Path(root) / SPEC_FILE} gives {'; '.join(differences)}: the model was trained on "
                          "another folder description")
@@ -61,8 +63,8 @@ class PredictionSet(Dataset):
     """The scans ``indices`` of ``source``, each read once and put through every pipeline of
     ``pipelines`` (one per test-time view). An item is ``{"index", "name", "views", "points"}``
     (``points``: the scan's x, y, z in float64 in its file's own frame, ``coord + origin`` of the
-    sample, decision 53, when ``keep_points``) or, for a scan that cannot be read,
-    ``{"index", "name", "error"}``."""
+    sample, decision 53, when ``keep_points``; ``views`` empty for a scan of no points, whose labels
+    are empty too) or, for a scan that cannot be read, ``{"index", "name", "error"}``."""
 
     source: ScanSource
     pipelines: tuple[Callable[[dict, np.random.Generator], dict], ...]
@@ -80,7 +82,8 @@ class PredictionSet(Dataset):
         except BadScanError as err:
             return {"index": index, "name": name, "error": str(err)}
         # the evaluation pipelines draw nothing; the generator is the one a loader would pass
-        views = [pipeline(sample, np.random.default_rng([0, 0, index])) for pipeline in self.pipelines]
+        views = [pipeline(sample, np.random.default_rng([0, 0, index])) for pipeline in self.pipelines
+                 if len(sample["coord"])]
         return {"index": index, "name": name, "views": views,
                 "points": sample["coord"] + sample["origin"] if self.keep_points else None}
 
@@ -89,16 +92,18 @@ class PredictionSet(Dataset):
 class PredictionCollate:
     """Batches the readable scans of a list of :class:`PredictionSet` items: ``views`` holds one
     collated, planned batch per test-time view (``collate``: :func:`train.engine.input_pipeline.planned_collate`);
-    ``scans`` the scans' names and points; ``bad`` the (name, error) of the others."""
+    ``scans`` the scans' names and points; ``empty`` the (name, points) of the scans of no points,
+    which no view holds; ``bad`` the (name, error) of the others."""
 
     collate: Callable[[Sequence[dict]], dict[str, Any]]
     num_views: int
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        good = [item for item in items if "error" not in item]
+        good = [item for item in items if item.get("views")]
         return {
             "views": [self.collate([item["views"][v] for item in good]) for v in range(self.num_views)] if good else [],
             "scans": [(item["name"], item["points"]) for item in good],
+            "empty": [(item["name"], item["points"]) for item in items if item.get("views") == []],
             "bad": [(item["name"], item["error"]) for item in items if "error" in item],
         }
 
@@ -141,32 +146,33 @@ def list_scan_files(inputs: Sequence[str], out: Path) -> tuple[tuple[Path, ...],
     """The scan files of ``inputs`` (files, folders searched recursively, wildcards with ``**``)
     and the name each one's outputs are filed under: its path relative to the folder given (for a
     wildcard, the folder before its first wildcard; for a file, its own folder), without the
-    suffix. One-line errors for an input that names nothing, for two files of one name and for a
-    scan file lying in ``out`` (the outputs would be read as scans)."""
+    suffix. A path that exists is read as it is, though it holds ``[``, ``?`` or ``*``. A search
+    (a folder, a wildcard) leaves out what lies in ``out`` (a rerun into an output folder inside
+    the input folder continues), label files and the outputs of earlier predictions
+    (:func:`_not_a_scan`). One-line errors for an input that names nothing, for two files of one
+    name and for a file named on its own that lies in ``out`` (outputs would be read as scans)."""
     paths: list[Path] = []
     names: list[str] = []
     for given in inputs:
         path = Path(given)
-        if any(c in given for c in "*?["):
-            root = Path(*_until_wildcard(path.parts))
-            found = [Path(p) for p in sorted(glob.glob(given, recursive=True))]
-            found = [p for p in found if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES]
-        elif path.is_dir():
-            root = path
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES)
-        elif path.is_file():
+        if path.is_file():
             if path.suffix.lower() not in SCAN_SUFFIXES:
                 raise ValueError(f"--input {given}: {path.suffix or 'no suffix'} is not a scan file suffix "
                                  f"({', '.join(SCAN_SUFFIXES)})")
+            if out.resolve() in path.resolve().parents:
+                raise ValueError(f"--input names {path}, which lies in --out {out}: outputs would be read as scans; "
+                                 "write them elsewhere")
             root, found = path.parent, [path]
         else:
-            raise FileNotFoundError(f"--input {given}: no such file or folder")
-        inside = [p for p in found if out.resolve() in p.resolve().parents]
-        if inside:
-            raise ValueError(f"--input names {inside[0]}, which lies in --out {out}: outputs would be read as scans; "
-                             "write them elsewhere")
-        if found != [path]:  # searched (a folder, a wildcard): label files beside .npy scans are left out
-            found = [p for p in found if not _holds_labels(p)]
+            if path.is_dir():
+                root, pattern = path, "**/*"
+            elif any(c in given for c in "*?["):
+                root, pattern = _until_wildcard(path.parts)
+            else:
+                raise FileNotFoundError(f"--input {given}: no such file or folder")
+            found = sorted(root / p for p in glob.glob(pattern, root_dir=root, recursive=True))
+            found = [p for p in found if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES
+                     and out.resolve() not in p.resolve().parents and not _not_a_scan(p)]
         if not found:
             raise FileNotFoundError(f"--input {given} names no scan file ({', '.join(SCAN_SUFFIXES)})")
         paths += found
@@ -174,17 +180,25 @@ def list_scan_files(inputs: Sequence[str], out: Path) -> tuple[tuple[Path, ...],
     first: dict[str, Path] = {}
     for path, name in zip(paths, names):
         if name in first and first[name] != path:
-            raise ValueError(f"--input: {first[name]} and {path} would both be labelled as {name!r}; "
-                             "give their common folder instead")
+            advice = ("rename one, or give only one of them" if first[name].parent == path.parent else
+                      "give their common folder instead")
+            raise ValueError(f"--input: {first[name]} and {path} would both be labelled as {name!r}; {advice}")
         first.setdefault(name, path)
     unique = {name: path for name, path in zip(names, paths)}  # a file named twice is read once
     return tuple(unique.values()), tuple(unique)
 
 
-def _holds_labels(path: Path) -> bool:
-    """Whether a ``.npy`` file found in a folder or by a wildcard is a label file (one id per point,
-    1-D) rather than a scan (N x C): such files often lie beside ``.npy`` scans and are left out
-    (a file named on its own is always read, and refused if it is not a scan)."""
+def _not_a_scan(path: Path) -> bool:
+    """Whether a file found by a search is a label file or an earlier prediction's output rather
+    than a scan: a ``.npy`` of one dimension (labels, one id per point, often beside ``.npy``
+    scans), a prediction's probabilities (``<name>.probs.npy``), a nuScenes submission's
+    ``_lidarseg.bin`` or the labelled PLY of ``--format ply`` (:data:`LABELLED_PLY_PROPERTIES`). A
+    file named on its own is always read, and refused there if it is not a scan."""
+    name = path.name.lower()
+    if name.endswith((PROBS_SUFFIX, NUSCENES_LABEL_SUFFIX)):
+        return True
+    if path.suffix.lower() == ".ply":
+        return _ply_properties(path) == LABELLED_PLY_PROPERTIES
     if path.suffix.lower() != ".npy":
         return False
     try:
@@ -193,10 +207,26 @@ def _holds_labels(path: Path) -> bool:
         return False  # not a readable array: read as a scan, which names what is wrong with it
 
 
-def _until_wildcard(parts: Sequence[str]) -> list[str]:
-    head: list[str] = []
-    for part in parts:
-        if any(c in part for c in "*?["):
-            break
-        head.append(part)
-    return head or ["."]
+def _ply_properties(path: Path) -> tuple[str, ...]:
+    """The vertex property names of a PLY file's header (empty if it has none or is not a PLY)."""
+    with path.open("rb") as fh:
+        header = fh.read(4096).split(b"end_header")[0].decode("ascii", "replace").splitlines()
+    element, names = None, []
+    for line in header:
+        words = line.split()
+        if words[:1] == ["element"]:
+            element = words[1:2]
+        elif words[:1] == ["property"] and element == ["vertex"]:
+            names.append(words[-1])
+    return tuple(names)
+
+
+def _until_wildcard(parts: Sequence[str]) -> tuple[Path, str]:
+    """A wildcard's folder (its parts up to the first one with ``*``, ``?`` or ``[`` that is not
+    itself an existing folder's name) and the pattern of the rest, matched below it."""
+    root = Path(".")
+    for i, part in enumerate(parts):
+        if any(c in part for c in "*?[") and not (root / part).is_dir():
+            return root, str(Path(*parts[i:]))
+        root = root / part
+    return root, "."

@@ -41,6 +41,11 @@ SEMANTIC_KITTI_INVERSE_MAP: tuple[int, ...] = (
 NUSCENES_SUBMISSION_META: dict[str, bool] = {
     "use_camera": False, "use_lidar": True, "use_radar": False, "use_map": False, "use_external": False,
 }
+PROBS_SUFFIX = ".probs.npy"  # <name>.probs.npy: the probabilities of --save-probs
+NUSCENES_LABEL_SUFFIX = "_lidarseg.bin"  # <token>_lidarseg.bin: a nuScenes submission's labels
+# The vertex properties of a --format ply output (train.data.scan_files.write_labelled_ply), by which
+# a later search for scans (train.prediction.inputs.list_scan_files) knows it for an output.
+LABELLED_PLY_PROPERTIES: tuple[str, ...] = ("x", "y", "z", "label", "red", "green", "blue")
 _KITTI_NAME = re.compile(r"(?:^|/)(\d{2})/(?:velodyne/)?(\d{6})$")
 
 
@@ -62,7 +67,7 @@ class Layout(ABC):
         """Write the train ids ``labels`` of the points ``points`` to ``path``, atomically."""
 
     def files(self, name: str) -> list[Path]:
-        probs = [self.out / f"{name}.probs.npy"] if self.save_probs else []
+        probs = [self.out / f"{name}{PROBS_SUFFIX}"] if self.save_probs else []
         return probs + [self.label_file(name)]  # the labels last: they mark the scan done
 
     def done(self, name: str) -> bool:
@@ -72,7 +77,7 @@ class Layout(ABC):
         """Write scan ``name``'s files (``probs`` only with ``save_probs``)."""
         if self.save_probs:
             assert probs is not None
-            path = self.out / f"{name}.probs.npy"
+            path = self.out / f"{name}{PROBS_SUFFIX}"
             self._write_new(path, lambda: atomic_write(npy_bytes(probs.astype(np.float16)), path))
         path = self.label_file(name)
         self._write_new(path, lambda: self.write_labels(path, labels, points))
@@ -137,7 +142,7 @@ class NuScenesLayout(Layout):
         self.split = split
 
     def label_file(self, name: str) -> Path:
-        return self.out / "lidarseg" / self.split / f"{name}_lidarseg.bin"
+        return self.out / "lidarseg" / self.split / f"{name}{NUSCENES_LABEL_SUFFIX}"
 
     def write_labels(self, path: Path, labels: np.ndarray, points: np.ndarray | None) -> None:
         atomic_write((labels.astype(np.uint8) + 1).tobytes(), path)

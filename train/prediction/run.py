@@ -104,24 +104,25 @@ def _wait(futures: list[Future]) -> None:
 
 
 def _view_batches(loader: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """The view batches of every loader batch in turn, the last view of each (or, when none of its
-    scans could be read, an empty batch) carrying the batch's ``scans`` and ``bad`` lists."""
+    """The view batches of every loader batch in turn, the last view of each (or, when the batch
+    holds no scan with points, an empty batch) carrying the batch's ``scans``, ``empty`` and ``bad``
+    lists."""
     for item in loader:
         views = item["views"]
         for v, batch in enumerate(views):
             batch["view"] = v
             if v == len(views) - 1:
-                batch.update(scans=item["scans"], bad=item["bad"])
+                batch.update(scans=item["scans"], empty=item["empty"], bad=item["bad"])
             yield batch
         if not views:
-            yield {"view": -1, "scans": [], "bad": item["bad"]}
+            yield {"view": -1, "scans": [], "empty": item["empty"], "bad": item["bad"]}
 
 
 def _scan_results(predictor: Predictor, batches: Iterable[dict[str, Any]], amp: bool,
                   keep_probs: bool) -> Iterator[dict[str, Any]]:
     """Per loader batch: ``scans`` as (name, labels, probabilities or None, points or None) on the
     host, and ``bad``. The probabilities of every point (``keep_probs``) are the mean of the views'
-    softmax."""
+    softmax. A scan of no points gets no labels (and no probabilities): every point is labelled."""
     summed: torch.Tensor | None = None
     for batch in batches:
         if batch["view"] >= 0:
@@ -131,11 +132,13 @@ def _scan_results(predictor: Predictor, batches: Iterable[dict[str, Any]], amp: 
             summed = probs if batch["view"] == 0 else summed + probs
         if "scans" not in batch:
             continue
-        scans = []
+        # the ids leave the device in the narrowest type that holds them (uint8: up to 256 classes)
+        label_type = torch.uint8 if len(predictor.class_names) <= 256 else torch.int32
+        nothing = torch.zeros((0, len(predictor.class_names)), dtype=torch.float16)
+        scans = [(name, nothing.argmax(1).to(label_type).numpy(), nothing.numpy() if keep_probs else None, pts)
+                 for name, pts in batch["empty"]]
         if batch["scans"]:
             assert summed is not None
-            # the ids leave the device in the narrowest type that holds them (uint8: up to 256 classes)
-            label_type = torch.uint8 if len(predictor.class_names) <= 256 else torch.int32
             labels = summed.argmax(1).to(label_type).cpu().numpy()
             mean = (summed / (batch["view"] + 1)).half().cpu().numpy() if keep_probs else None
             ends = batch["origin_offset"].cpu().numpy()

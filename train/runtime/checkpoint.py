@@ -29,7 +29,7 @@ import logging
 import os
 import pickle
 import random
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -80,7 +80,10 @@ def atomic_write(data: bytes | memoryview, path: str | os.PathLike[str], previou
     first renamed to ``previous`` when given. On an error no temporary file is left behind."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=TEMP_SUFFIX, dir=target.parent)
+    tmp = target.parent / f"{target.name}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
+    # os.open with mode 0o666 lets the umask (and a folder's default ACL) set the permissions, as for
+    # any file a program writes; tempfile.mkstemp would make every output 0600 (private)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
