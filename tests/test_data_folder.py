@@ -95,10 +95,13 @@ def test_a_nan_in_a_column_the_model_does_not_read_leaves_the_scan_readable(tmp_
     curvature = np.full((len(points), 1), np.nan)  # a column an export may leave empty; feature: intensity
     write_scan(tmp_path / "train" / "a.ply", np.hstack([points, curvature]), ("x", "y", "z", "intensity", "curvature"))
     write_labels(tmp_path / "train" / "a.label", raw)
-    (tmp_path / SPEC_FILE).write_text(yaml.safe_dump({**SPEC, "splits": {"train": ["train/*"], "val": ["train/*"]}}))
+    for name in ("b.ply", "b.label"):  # a validation scan of its own: splits may not share one
+        (tmp_path / "val").mkdir(exist_ok=True)
+        (tmp_path / "val" / name).write_bytes((tmp_path / "train" / name.replace("b.", "a.")).read_bytes())
+    (tmp_path / SPEC_FILE).write_text(yaml.safe_dump({**SPEC, "splits": {"train": ["train/*"], "val": ["val/*"]}}))
     sample = FolderDataset(tmp_path, "train").load(0)
     np.testing.assert_allclose(sample["strength"][:, 0], points[:, 3] / 255.0, rtol=1e-6)
-    spec = {**SPEC, "feature": "curvature", "splits": {"train": ["train/*"], "val": ["train/*"]}}
+    spec = {**SPEC, "feature": "curvature", "splits": {"train": ["train/*"], "val": ["val/*"]}}
     (tmp_path / SPEC_FILE).write_text(yaml.safe_dump(spec))
     with pytest.raises(CorruptFileError, match=r"a\.ply.*column 'curvature'"):
         FolderDataset(tmp_path, "train").load(0)
@@ -108,8 +111,9 @@ def test_a_tile_folder_reads_each_scan_from_its_own_centre_and_keeps_the_origin(
     points, raw = _scene(4)
     points[:, :3] += (512_000.0, 5_000_000.0, 300.0)  # a LAS tile in UTM, written with offset floor(min)
     write_scan(tmp_path / "train" / "a.las", points, labels=raw, label_field="classification")
+    write_scan(tmp_path / "val" / "b.las", points, labels=raw, label_field="classification")
     spec = {**SPEC, "labels": {"field": "classification"}, "frame": "tile",
-            "splits": {"train": ["train/*"], "val": ["train/*"]}}
+            "splits": {"train": ["train/*"], "val": ["val/*"]}}
     (tmp_path / SPEC_FILE).write_text(yaml.safe_dump(spec))
     sample = FolderDataset(tmp_path, "train").load(0)
     centre = (points[:, :2].min(axis=0) + points[:, :2].max(axis=0)) / 2  # the tile's centre, its lowest z

@@ -128,7 +128,8 @@ def test_a_split_is_labelled_without_its_label_files_and_two_scans_of_one_name_a
     shutil.copytree(trained["root"], root)
     (root / "test" / "t0.label").unlink()  # prediction needs no labels: the scan was "bad"
     (root / "test" / "t1.npy").write_bytes((root / "test" / "t0.npy").read_bytes())
-    write_scan(root / "test" / "t1.ply", read_scan(root / "test" / "t0.npy").points)
+    scan = read_scan(root / "test" / "t0.npy")
+    write_scan(root / "test" / "t1.ply", np.hstack([scan.xyz, scan.values]), ("x", "y", "z", *scan.columns))
     args = ["--checkpoint", trained["checkpoint"], "--dataset", "folder", "--data-root", root, "--split", "test"]
     capsys.readouterr()
     assert run(*args, "--out", tmp_path / "out") == 2  # one of the two was lost: "labelled 2 scans", 1 file
@@ -137,7 +138,7 @@ def test_a_split_is_labelled_without_its_label_files_and_two_scans_of_one_name_a
     (root / "test" / "t1.ply").unlink()
     assert run(*args, "--out", tmp_path / "out") == 0
     assert "labelled 2 scans (0 already labelled, 0 unreadable skipped)" in capsys.readouterr().out
-    assert len(np.load(tmp_path / "out" / "test" / "t0.npy")) == len(read_scan(root / "test" / "t0.npy").points)
+    assert len(np.load(tmp_path / "out" / "test" / "t0.npy")) == len(scan.xyz)
 
 
 def test_a_file_without_the_feature_column_the_folder_names_is_refused_in_one_line(
@@ -203,7 +204,10 @@ def test_training_and_prediction_give_a_survey_tile_the_voxels_of_the_same_scan_
     _, raw = survey_pair(tmp_path / "train")
     for name in ("near", "far"):
         write_labels(tmp_path / "train" / f"{name}.label", raw)
-    spec = {**SPEC, "frame": "tile", "splits": {"train": ["train/*.ply"], "val": ["train/*.ply"]}}
+    (tmp_path / "val").mkdir()
+    for suffix in (".ply", ".label"):  # a validation scan of its own: splits may not share one
+        (tmp_path / "val" / f"v{suffix}").write_bytes((tmp_path / "train" / f"near{suffix}").read_bytes())
+    spec = {**SPEC, "frame": "tile", "splits": {"train": ["train/*.ply"], "val": ["val/*.ply"]}}
     (tmp_path / SPEC_FILE).write_text(yaml.safe_dump(spec))
     training = FolderDataset(tmp_path, "train")
     assert [p.name for p in training.scan_paths] == ["far.ply", "near.ply"]
