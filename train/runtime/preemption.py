@@ -8,7 +8,8 @@ it (:func:`requested`); the training loop asks at the end of every step, the pro
 leave with :class:`Preempted`, which the launcher turns into one line naming the checkpoint and
 the exit status :data:`PREEMPTED_EXIT` (decision 46). A second signal while the checkpoint is
 written is recorded again and changes nothing: the save finishes (and a SIGKILL during it still
-leaves the previous checkpoint, :func:`train.runtime.checkpoint.atomic_write`).
+leaves the previous checkpoint, :func:`train.runtime.checkpoint.atomic_write`). In a rank, one that
+arrives after the run stopped, as the process leaves, is ignored (``watch(until_exit=True)``).
 """
 from __future__ import annotations
 
