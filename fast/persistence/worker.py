@@ -253,7 +253,7 @@ def main() -> None:
     step, which needs the workers (it stops them by closing their pipes, or by SIGKILL). So that a
     worker never outlives that process (killed: a failed rank its launcher stops, or one killed
     with its launcher), the kernel kills it when its parent dies (Linux, ``PR_SET_PDEATHSIG``): a
-    worker in the middle of a cloud had computed on, for as long as the cloud took (decision 46).
+    worker in the middle of a cloud had computed on, for as long as the cloud took (decision 56).
     One whose parent died before that request reads the end of its pipe at once and returns.
     """
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
