@@ -4,7 +4,9 @@ Kept in its own small module because the persistence workers import an engine by
 """
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -25,4 +27,12 @@ def stalls_on_some_clouds(dist: np.ndarray, deadline: Optional[float]) -> Option
 def takes_a_fifth_of_a_second(dist: np.ndarray, deadline: Optional[float]) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """The native engine after 0.2 s of sleep: a cloud whose H1 takes a known, load-independent time."""
     time.sleep(0.2)
+    return native_h1(dist, deadline)
+
+
+def marks_and_stalls(dist: np.ndarray, deadline: Optional[float]) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """Writes its process id to the file named by ``STALL_MARK`` as its H1 starts, then stalls on
+    every cloud: a worker known to be in the middle of a cloud."""
+    Path(os.environ["STALL_MARK"]).write_text(str(os.getpid()))
+    time.sleep(600.0)
     return native_h1(dist, deadline)

@@ -5,6 +5,9 @@ signalled in the middle of a chosen step (the subprocess entry of ``tests/test_t
 SIGTERM to its parent (the ``--procs`` launcher or torchrun, which pass it on to their processes)
 and waits until the signal has reached it, so the run is known to be preempted in step N.
 ``SIGNAL_AGAIN=1``: a second SIGTERM is sent to the parent while the checkpoint is being written.
+``SIGNAL_LATE=1``: every rank sends itself a SIGTERM as it exits (at ``atexit``, after its run has
+stopped and left its process group: a second signal its launcher passed on late, or one a
+scheduler sent to every process of the job), then prints ``rank R outlived a late SIGTERM``.
 The hooks wrap ``train.engine.loop.read_scalars`` and ``train.runtime.checkpoint.atomic_write`` in the ranks (they
 re-run this file as ``__mp_main__``, or run it under torchrun); production code has no test hooks.
 """
@@ -16,7 +19,16 @@ import sys
 import time
 
 
-def _install(at: int, again: bool) -> None:
+def _late_signal() -> None:
+    rank = os.environ.get("RANK")
+    if rank is not None:  # a rank, not the --procs launcher
+        os.kill(os.getpid(), signal.SIGTERM)
+        print(f"signalled_run: rank {rank} outlived a late SIGTERM", file=sys.stderr, flush=True)
+
+
+def _install(at: int, again: bool, late: bool) -> None:
+    import atexit
+
     import train.runtime.checkpoint
     import train.engine.loop
     from train.runtime.preemption import requested
@@ -41,10 +53,12 @@ def _install(at: int, again: bool) -> None:
 
     train.engine.loop.read_scalars = read_scalars
     train.runtime.checkpoint.atomic_write = atomic_write
+    if late:
+        atexit.register(_late_signal)
 
 
 if __name__ in ("__main__", "__mp_main__") and os.environ.get("SIGNAL_AT"):
-    _install(int(os.environ["SIGNAL_AT"]), os.environ.get("SIGNAL_AGAIN") == "1")
+    _install(int(os.environ["SIGNAL_AT"]), os.environ.get("SIGNAL_AGAIN") == "1", os.environ.get("SIGNAL_LATE") == "1")
 
 if __name__ == "__main__":
     from train.run import main

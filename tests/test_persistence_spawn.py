@@ -5,7 +5,8 @@ free memory, and they add and remove environment variables (torch and pytest do)
 not depend on what those threads do (it failed with EFAULT when the child's ``exec`` read the
 environment another thread was changing); a start that fails anyway for a transient reason is
 tried again, and one that never succeeds ends ``warm()`` with an error that says which worker,
-how often, the last failure and what to try.
+how often, the last failure and what to try. A worker dies with the process that started it, even
+in the middle of a cloud (it ignores SIGTERM, decision 46).
 """
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ import errno
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -165,3 +169,50 @@ def test_a_worker_that_never_starts_ends_warm_naming_the_worker_the_attempts_the
                               "OSError: [Errno 14] Bad address")
     assert "--topo-workers 0" in message and "PersistencePool(workers=0)" in message
     assert isinstance(raised.value.__cause__, OSError) and raised.value.__cause__.errno == errno.EFAULT
+
+
+_STALLING_POOL = """
+import sys, time
+import numpy as np
+from fast.persistence import PersistencePool
+from pathological import marks_and_stalls
+pool = PersistencePool(workers=1)
+pool.warm()
+pool.submit(np.random.default_rng(0).normal(size=(40, 3)), marks_and_stalls, None)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux ``/proc``)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
+def test_a_worker_in_the_middle_of_a_cloud_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """The pool's process is killed (SIGKILL: a failed rank its launcher stops) while its worker
+    computes a cloud that never ends: the worker is gone within seconds, not at the cloud's end."""
+    mark = tmp_path / "h1_started"
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "STALL_MARK": str(mark),
+           "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests"), os.environ.get("PYTHONPATH", "")])}
+    pool_process = subprocess.Popen([sys.executable, "-c", _STALLING_POOL], env=env)
+    worker = None
+    try:
+        deadline = time.monotonic() + 120
+        while not (mark.exists() and mark.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        worker = int(mark.read_text())
+        pool_process.kill()
+        pool_process.wait()
+        deadline = time.monotonic() + 30
+        while _running(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(worker)
+    finally:
+        pool_process.kill()
+        if worker is not None and _running(worker):
+            os.kill(worker, signal.SIGKILL)

@@ -9,11 +9,14 @@ carriage return.
 The runs are subprocesses at the tiny budget of ``test_train_support`` (3 training scans, batch 2:
 2 steps per epoch, 3 epochs, no pictures), started through ``tests/signalled_run.py``, which has
 the launcher signalled in the middle of step 3 (epoch 2 of 3) and, for the ``--procs`` launcher,
-once more while the checkpoint is written. Each run's output goes to a file, as under SLURM. One
-uninterrupted single launch (started with ``--resume`` as a requeue script starts it) is the
-reference every other run is compared with. Most of a run's cost is the start of its processes
-(about 3.5 CPU-seconds each here: torch, the compiler modules its optimiser imports, the compiled
-kernels; 18 processes in all), so each run is made once and serves every claim it can.
+once more while the checkpoint is written; in a third run (and in the preempted 2-node run) every
+process is signalled once more as it exits, after its run has stopped: a signal that came late
+killed a process there now and then (about one run in fifteen on a loaded machine), and this makes
+that moment certain, so that the exit status 75 cannot be had by luck. Each run's output goes to a
+file, as under SLURM. One uninterrupted single launch (started with ``--resume`` as a requeue script
+starts it) is the reference every other run is compared with. Most of a run's cost is the start of
+its processes (about 3.5 CPU-seconds each here: torch, the compiler modules its optimiser imports,
+the compiled kernels; 21 processes in all), so each run is made once and serves every claim it can.
 """
 from __future__ import annotations
 
@@ -61,14 +64,15 @@ def _start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
 
 
 def _finish(runs: list[subprocess.Popen], logs: list[Path]) -> list[tuple[int, str]]:
-    """The exit status and the log of each started run (all ended first), which wrote no carriage return."""
+    """The exit status and the log of each started run (all ended first), which wrote no carriage
+    return and in which no process aborted (``terminate called``: a C++ thread left running)."""
     try:
         codes = [run.wait(timeout=300) for run in runs]
     finally:
         for run in runs:
             run.kill()  # only one that ran past the timeout is still there
     texts = [log.read_bytes() for log in logs]
-    assert not any(b"\r" in text for text in texts), texts
+    assert not any(b"\r" in text or b"terminate called" in text for text in texts), texts
     return [(code, text.decode()) for code, text in zip(codes, texts)]
 
 
@@ -144,9 +148,18 @@ def preempted(base: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def two_nodes_preempted(base: Path) -> dict[str, str]:
-    """A 2-node run whose rank 0's torchrun is signalled in step 3 (its checkpoint's digests)."""
-    nodes = _two_nodes(_config(base, "two_nodes_preempted", procs=1), SIGNAL_AT=str(AT))
+    """A 2-node run whose rank 0's torchrun is signalled in step 3, and each process once more as it
+    exits (its checkpoint's digests): both processes outlive that signal, and the other node's
+    torchrun, which reports its process's status, saw 75 (rank 0's torchrun, signalled, exits 1)."""
+    nodes = _two_nodes(_config(base, "two_nodes_preempted", procs=1), SIGNAL_AT=str(AT), SIGNAL_LATE="1")
+    _outlived_the_late_signal(nodes[0][1], 0)
+    _outlived_the_late_signal(nodes[1][1], 1)
+    assert f"exitcode  : {PREEMPTED_EXIT} " in nodes[1][1], nodes[1][1]
     return _stopped_at_the_step(base / "two_nodes_preempted", "\n".join(log for _, log in nodes))
+
+
+def _outlived_the_late_signal(log: str, *ranks: int) -> None:
+    assert all(f"signalled_run: rank {r} outlived a late SIGTERM" in log.splitlines() for r in ranks), log
 
 
 def test_a_run_logging_to_a_file_writes_plain_lines_and_a_resume_without_checkpoint_says_so(
@@ -162,6 +175,17 @@ def test_a_two_node_torchrun_run_equals_the_single_launch(base: Path, single: Pa
     nodes = _two_nodes(_config(base, "two_nodes", procs=1))
     assert [code for code, _ in nodes] == [0, 0], nodes
     _assert_same_run(single, base / "two_nodes")
+
+
+def test_a_signal_reaching_the_processes_as_they_exit_leaves_the_exit_status_75(base: Path) -> None:
+    """A preemption signal that reaches the processes after their run stopped (a second SIGTERM
+    the launcher passes on late, or one a scheduler sends to every process of the job) changes
+    nothing: every process exits 75, and so does the launcher. With the default action put back
+    when the run stopped, it killed the process (the launcher exited 143)."""
+    code, log = _train(_config(base, "late"), SIGNAL_AT=str(AT), SIGNAL_LATE="1")
+    assert code == PREEMPTED_EXIT, log
+    _outlived_the_late_signal(log, 0, 1)
+    _stopped_at_the_step(base / "late", log)
 
 
 def test_sigterm_mid_epoch_to_either_launcher_checkpoints_the_step_with_the_same_state(

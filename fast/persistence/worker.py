@@ -217,6 +217,8 @@ def _load_numba_arrays_without_blas() -> None:
         del sys.modules[probed]
 
 
+_PR_SET_PDEATHSIG = 1  # prctl's option (linux/prctl.h): a signal for this process when its parent dies
+
 # glibc's mallopt parameters (malloc.h) and the values a worker sets.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD = 32 * 2**20  # glibc's largest on 64-bit systems
@@ -248,10 +250,16 @@ def main() -> None:
     The pool's process handles Ctrl-C (and stops its workers); a worker ignores it, so that one
     key press does not print a traceback per worker. It ignores the signals a scheduler sends every
     process of a job before preempting it too: the training process records them and finishes its
-    step, which needs the workers (it stops them by closing their pipes, or by SIGKILL).
+    step, which needs the workers (it stops them by closing their pipes, or by SIGKILL). So that a
+    worker never outlives that process (killed: a failed rank its launcher stops, or one killed
+    with its launcher), the kernel kills it when its parent dies (Linux, ``PR_SET_PDEATHSIG``): a
+    worker in the middle of a cloud had computed on, for as long as the cloud took (decision 56).
+    One whose parent died before that request reads the end of its pipe at once and returns.
     """
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     _keep_freed_memory()
     _load_numba_arrays_without_blas()
     conn = Connection(int(sys.argv[1]))

@@ -107,7 +107,10 @@ def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: i
     (:func:`report_failure`, or a traceback) is printed once: a rank that fails only because its
     peer is gone does not add its own. The processes die with this one (SIGKILL). The signals of
     ``forward`` (``--preempt-signal``) are passed on to every process, which all stop after the
-    same step with :data:`train.runtime.preemption.PREEMPTED_EXIT`: that status is waited for from each.
+    same step with :data:`train.runtime.preemption.PREEMPTED_EXIT`: that status is waited for from
+    each, and returned only when every process ended with it (a rank that died after its peer's 75,
+    of a signal or an abort, is reported as any failure: a requeue script must not take a crash for
+    a clean stop).
 
     On a CPU, several single-threaded processes train faster than one multi-threaded process:
     measured here, two ranks of one thread each gave 1.7x the steps per second of one process, while
@@ -157,6 +160,8 @@ def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: i
             proc.kill()
     for proc in ranks:
         proc.join()
+    if failed is not None and failed.exitcode == PREEMPTED_EXIT:  # 75 only when every process stopped so
+        failed = next((p for p in ranks if p.exitcode != PREEMPTED_EXIT), failed)
     for sig, handler in previous.items():
         signal.signal(sig, handler)
     if failed is None:
@@ -188,17 +193,21 @@ def launch(main: Callable[[list[str]], int], argv: Sequence[str], procs: int, de
     ``main(argv)`` (:func:`spawn_local`). Otherwise this process joins the group, runs
     ``body(info)`` and leaves the group; an exception of ``errors`` becomes one line
     ``prog: error: ...`` (:func:`report_failure`) and exit code 2 (the message says what to fix),
-    anything else propagates. The ``signals`` are recorded while ``body`` runs
-    (:func:`train.runtime.preemption.watch`); a run stopped by one (:class:`train.runtime.preemption.Preempted`)
-    says so in one line from rank 0 and returns :data:`train.runtime.preemption.PREEMPTED_EXIT`."""
+    anything else propagates. The ``signals`` are recorded while ``body`` runs and the group is
+    left (:func:`train.runtime.preemption.watch`), in a rank until it exits; a run stopped by one
+    (:class:`train.runtime.preemption.Preempted`) says so in one line from rank 0 and returns
+    :data:`train.runtime.preemption.PREEMPTED_EXIT`."""
     if procs > 1 and "WORLD_SIZE" not in os.environ:
         return spawn_local(main, argv, procs, prog, signals)
     info = init_from_env(device)
     if deterministic:
         torch.use_deterministic_algorithms(True)
     try:
-        with watch(signals):
-            body(info)
+        with watch(signals, until_exit="WORLD_SIZE" in os.environ):  # a rank exits after its run
+            try:
+                body(info)
+            finally:
+                cleanup()
     except Preempted as stop:
         if info.is_main:
             print(f"{prog}: {stop}", file=sys.stderr, flush=True)
@@ -206,8 +215,6 @@ def launch(main: Callable[[list[str]], int], argv: Sequence[str], procs: int, de
     except errors as err:
         report_failure(f"{prog}: error: {err}")
         return 2
-    finally:
-        cleanup()
     return 0
 
 
