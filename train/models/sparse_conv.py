@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.models.plan import DeviceRulebook
+from train.models.device_plan import DeviceRulebook
 from train.models.point import PointLevel
 
 # Largest gathered (P, C) block built at once, in elements (1 GiB of float32): the paper presets
@@ -51,9 +51,9 @@ def _chunks(book: DeviceRulebook, channels: int) -> list[tuple[slice, slice]]:
             for g in range(0, groups, per)]
 
 
-def _pair_products(src: torch.Tensor, index: torch.Tensor, weights: torch.Tensor, rows: int) -> torch.Tensor:
-    """``src[index]`` in groups of ``rows`` pairs, each group times its (C_in, C_out) weight."""
-    gathered = torch.index_select(src, 0, index).view(weights.shape[0], rows, src.shape[1])
+def _pair_products(src: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``src[index]`` in one group of rows per weight, each group times its (C_in, C_out) weight."""
+    gathered = torch.index_select(src, 0, index).view(weights.shape[0], -1, src.shape[1])
     return torch.bmm(gathered, weights).view(-1, weights.shape[2])
 
 
@@ -69,7 +69,7 @@ class _SubMConvFunction(torch.autograd.Function):
             bias.expand(padded.shape[0], -1).contiguous()
         for groups, pairs in _chunks(book, feat.shape[1]):
             weights = torch.index_select(weight, 0, book.group_offset[groups])
-            out.index_add_(0, book.scatter[pairs], _pair_products(padded, book.gather[pairs], weights, book.rows))
+            out.index_add_(0, book.scatter[pairs], _pair_products(padded, book.gather[pairs], weights))
         ctx.save_for_backward(padded, weight)
         ctx.book = book
         ctx.has_bias = bias is not None
@@ -88,7 +88,7 @@ class _SubMConvFunction(torch.autograd.Function):
                 # transposed conv over the same pairs: out-row gradients through W[o]^T into the in-rows
                 weights_t = torch.index_select(weight, 0, offsets).transpose(1, 2)
                 grad_padded.index_add_(
-                    0, book.gather[pairs], _pair_products(grad_rows, book.scatter[pairs], weights_t, book.rows))
+                    0, book.gather[pairs], _pair_products(grad_rows, book.scatter[pairs], weights_t))
             if grad_weight is not None:
                 inputs = torch.index_select(padded, 0, book.gather[pairs]).view(-1, book.rows, padded.shape[1])
                 grads = torch.index_select(grad_rows, 0, book.scatter[pairs]).view(-1, book.rows, weight.shape[2])
@@ -102,7 +102,7 @@ def submanifold_conv(
     feat: torch.Tensor, weight: torch.Tensor, book: DeviceRulebook, bias: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
     """Pure-PyTorch submanifold conv; ``weight`` in KRSC layout (C_out, k, k, k, C_in), ``book``
-    the rulebook of the points (``train.models.plan.DevicePlan.rulebook``)."""
+    the rulebook of the points (``train.models.device_plan.DevicePlan.rulebook``)."""
     c_out, k = weight.shape[0], weight.shape[1]
     if book.offsets != k**3:
         raise ValueError(
@@ -124,6 +124,49 @@ def submanifold_conv(
             f"feat is {feat.dtype} but the conv weight is {weight.dtype}: cast the input or the model"
         )
     return _SubMConvFunction.apply(feat, w, bias, book)
+
+
+class _OffsetScatterAdd(torch.autograd.Function):
+    """``out.index_add(0, index, rows)`` over a rulebook's pairs (``split``: each of the
+    ``offsets`` kernel offsets' real pairs, then its padding pairs), which exports to ONNX as one
+    ScatterND with reduction "add" per kernel offset, over that offset's real pairs (decision 55).
+
+    An offset's pairs write distinct outputs, so no ScatterND adds two rows into one output, and
+    the graph is right in runtimes that scatter with several threads: onnxruntime's CPU ScatterND
+    adds the rows of duplicate indices from several threads without atomics (wrong sums in 7 of 10
+    runs at 2 threads with 300,000 rows into 30,000 outputs), and torch's own export of
+    ``index_add`` writes a ScatterElements without reduction, which keeps one row instead of the sum."""
+
+    @staticmethod
+    def forward(ctx: Any, out: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, split: torch.Tensor,
+                offsets: int) -> torch.Tensor:
+        return out.index_add(0, index, rows.to(out.dtype))
+
+    @staticmethod
+    def symbolic(g: Any, out: Any, index: Any, rows: Any, split: Any, offsets: int) -> Any:
+        to_float = {"to_i": 1}  # the sums in float32 (a --half graph's products are float16)
+        column = g.op("Unsqueeze", index, g.op("Constant", value_t=torch.tensor([1])))
+        parts = 2 * offsets
+        row_parts = g.op("Split", g.op("Cast", rows, **to_float), split, axis_i=0, outputs=parts)
+        index_parts = g.op("Split", column, split, axis_i=0, outputs=parts)
+        for o in range(offsets):
+            out = g.op("ScatterND", out, index_parts[2 * o], row_parts[2 * o], reduction_s="add")
+        return out
+
+
+def exported_conv(feat: torch.Tensor, weight: torch.Tensor, book: DeviceRulebook,
+                  bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The submanifold convolution as traced into an ONNX graph (decision 55): the arithmetic of
+    :func:`submanifold_conv` in one chunk (every pair's gathered input row, one batched GEMM of the
+    groups with their offsets' weights), the products added into float32 sums by
+    :class:`_OffsetScatterAdd`, one kernel offset at a time; ``book.split`` must be set."""
+    c_out, k = weight.shape[0], weight.shape[1]
+    w = weight.reshape(c_out, k**3, -1).permute(1, 2, 0)  # (K, C_in, C_out)
+    padded = F.pad(feat, (0, 0, 0, 1))  # row N: the zero row that padding pairs read
+    out = padded.new_zeros(padded.shape[0], c_out, dtype=torch.float32) if bias is None else \
+        bias.float().expand(padded.shape[0], -1).contiguous()
+    products = _pair_products(padded, book.gather, torch.index_select(w, 0, book.group_offset))
+    return _OffsetScatterAdd.apply(out, book.scatter, products, book.split, book.offsets)[:-1].to(feat.dtype)
 
 
 @functools.cache
@@ -165,6 +208,8 @@ class SubMConv3d(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, level: PointLevel, feat: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():  # the exported graph's convolution, whatever the backend (decision 55)
+            return exported_conv(feat, self.weight, level.plan.rulebook(level.index, self.kernel_size), self.bias)
         if uses_spconv(self.backend, feat.is_cuda):
             return self._spconv_forward(level, feat)
         return submanifold_conv(feat, self.weight, level.plan.rulebook(level.index, self.kernel_size), self.bias)

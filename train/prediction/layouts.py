@@ -3,7 +3,7 @@
 - ``npy``: ``<out>/<name>.npy``, the train ids (int64), one per point of the scan as read;
 - ``ply``: ``<out>/<name>.ply``, binary PLY with ``x, y, z``, the ``label`` and ``red, green,
   blue`` (:func:`train.data.scan_files.write_labelled_ply`) in the palette of the project's
-  pictures (:func:`train.evaluation.plots.class_colours`), so a scan opens coloured in CloudCompare or MeshLab;
+  pictures (:func:`train.evaluation.palette.class_colours`), so a scan opens coloured in CloudCompare or MeshLab;
 - ``semantic_kitti``: ``<out>/sequences/NN/predictions/NNNNNN.label``, uint32 raw SemanticKITTI
   ids (the train ids through :data:`SEMANTIC_KITTI_INVERSE_MAP`, the benchmark's
   ``learning_map_inv``), as its evaluation scripts read them;
@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from train.runtime.checkpoint import atomic_write
+from train.runtime.files import atomic_write
 from train.data.scan_files import npy_bytes, write_labelled_ply, write_labels
 from train.option_names import PREDICTION_FORMATS
 
@@ -96,7 +96,7 @@ class PlyLayout(Layout):
     needs_points = True
 
     def __init__(self, out: Path, save_probs: bool, overwrite: bool, num_classes: int) -> None:
-        from train.evaluation.plots import class_colours
+        from train.evaluation.palette import class_colours
 
         super().__init__(out, save_probs, overwrite)
         self.palette = np.round(class_colours(num_classes)[:num_classes] * 255).astype(np.uint8)
