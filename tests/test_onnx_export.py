@@ -125,6 +125,21 @@ def test_swapped_plan_arrays_change_the_logits_so_the_comparisons_catch_a_wrong_
     assert np.abs(wrong - logits).max() > 10 * PROB_TOLERANCE
 
 
+def test_the_convolutions_sum_the_same_at_four_threads_in_every_run(exported: dict[str, Any]) -> None:
+    """Each kernel offset is added by its own ScatterND (decision 55): onnxruntime's CPU ScatterND
+    adds duplicate indices from several threads without atomics, which one ScatterND over all pairs
+    would hit (different logits from run to run)."""
+    predictor = load_onnx_predictor(exported["onnx"], ["CPUExecutionProvider"], threads=4)
+    scan = surface_scan(60_000, 3)
+    grid = np.unique(np.floor((scan[:, :3] - scan[:, :3].min(0)) / 0.1).astype(np.int64), axis=0)
+    feat = np.random.default_rng(0).standard_normal((len(grid), 4)).astype(np.float32)
+    feed = plan_feed(BatchPlan(grid, np.array([len(grid)]), predictor.orders, predictor.items), feat,
+                     predictor.inputs)
+    first = predictor.session.run(["logits"], feed)[0]
+    for _ in range(4):
+        np.testing.assert_array_equal(predictor.session.run(["logits"], feed)[0], first)
+
+
 def test_the_file_passes_the_checker_and_its_metadata_holds_what_labelling_needs(exported: dict[str, Any]) -> None:
     graph = onnx.load(exported["onnx"])
     onnx.checker.check_model(graph, full_check=True)

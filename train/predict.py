@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="test-time augmentation as in evaluation (5 views)")
     p.add_argument("--batch-size", type=int, default=1, help="scans per forward pass (default 1)")
     p.add_argument("--num-workers", type=int, help="loader workers reading and voxelising scans (default: as "
-                   "training, on CUDA; 0 on a CPU)")
+                   "training, on CUDA; 0 on a CPU; an .onnx model reads the next batch in one thread instead)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (default: keep them)")
