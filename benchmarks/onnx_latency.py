@@ -5,7 +5,8 @@ this CPU at 1 and 2 threads, the batch plan's host time shown apart; prints a ma
 
 Both runtimes get the same planned scan (``train.evaluation.cost.lidar_like_batch``, eval mode,
 fixed serialization order, random weights: latency does not depend on them); each cell is the
-median of ``--runs`` passes after a warm-up. PyTorch's threads are ``torch.set_num_threads``,
+median of ``--runs`` passes after a warm-up; the plan column is the host's ``BatchPlan`` and the
+graph's input arrays (``plan_feed``), the same for both runtimes. PyTorch's threads are ``torch.set_num_threads``,
 onnxruntime's the session's ``intra_op_num_threads``.
 """
 from __future__ import annotations
@@ -49,10 +50,13 @@ def measure(kind: str, threads: Sequence[int], runs: int) -> list[dict[str, Any]
     batch = lidar_like_batch([POINTS], seed=1)
     grid, offset = batch["grid_coord"].numpy(), batch["offset"].numpy()
     items = export_items(model)
-    start = time.perf_counter()
-    plan = BatchPlan(grid, offset, tuple(model.config.orders), items)
-    plan_ms = 1000 * (time.perf_counter() - start)
     data, inputs = export_graph(model, half=False)
+
+    def planned() -> dict[str, np.ndarray]:
+        return plan_feed(BatchPlan(grid, offset, tuple(model.config.orders), items), batch["feat"].numpy(), inputs)
+
+    plan_ms = median_ms(planned, runs)
+    plan = BatchPlan(grid, offset, tuple(model.config.orders), items)
     feed = plan_feed(plan, batch["feat"].numpy(), inputs)
     inputs_torch = {**batch, "plan": plan}
     rows = []
