@@ -17,7 +17,10 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from test_predict import predicted, run, split_args, validation, write_model  # noqa: E402
-from test_train_support import tiny_config, tiny_data  # noqa: E402
+from test_train_support import TINY_MODEL, tiny_config, tiny_data  # noqa: E402
+from train.engine.loop import ModelSpec  # noqa: E402
+from train.models.pointcept import pointcept_config, to_pointcept  # noqa: E402
+from train.runtime.checkpoint import save_checkpoint  # noqa: E402
 from train.data.scan_files import write_scan  # noqa: E402
 from train.export_onnx import main as export_main  # noqa: E402
 from train.models.graph_inputs import plan_feed  # noqa: E402
@@ -96,6 +99,40 @@ def test_files_of_1500_to_60000_points_get_the_checkpoint_labels_from_one_export
     half = agreement(reference, predicted(tmp_path / "half", names))
     print(f"float16 file: {half:.5f} of the points get the checkpoint's label")  # measured, reported in docs/deploy.md
     assert half >= 0.99
+
+
+def test_a_pointcept_checkpoint_and_a_checkpoint_last_of_an_spconv_model_export_with_their_labels(
+        exported: dict[str, Any], tmp_path: Path) -> None:
+    """Whatever train.predict reads exports: a checkpoint_last.pt whose spec names the spconv backend
+    (the graph uses the plain convolution: spconv is not needed), and the same weights as a Pointcept
+    checkpoint with --dataset and --preset; each file labels the split as its checkpoint does."""
+    import torch
+
+    torch.manual_seed(2)
+    overrides = {**TINY_MODEL, "upstream_unpool_cpe": True}
+    spec = ModelSpec("teacher-demo", 22, overrides)
+    model = spec.build()
+    native = tmp_path / "model_final.pt"  # the same weights, run by PyTorch's own convolution on this CPU
+    save_checkpoint(native, model, None, None, None, 1, 1, exported["cfg"].to_dict(),
+                    {"model_spec": spec.__dict__, "stage": "student"})
+    last = tmp_path / "checkpoint_last.pt"
+    spconv = ModelSpec("teacher-demo", 22, {**overrides, "conv_backend": "spconv"})
+    save_checkpoint(last, model, torch.optim.AdamW(model.parameters()), None, None, 3, 1, exported["cfg"].to_dict(),
+                    {"model_spec": spconv.__dict__, "stage": "student"})
+    experiment = tmp_path / "experiment"
+    (experiment / "model").mkdir(parents=True)
+    (experiment / "config.py").write_text(f"model = {pointcept_config(model)!r}\n")
+    pointcept = experiment / "model" / "model_best.pth"
+    torch.save({"state_dict": to_pointcept(model)}, pointcept)
+    assert export("--checkpoint", last, "--out", tmp_path / "last.onnx") == 0
+    assert export("--checkpoint", pointcept, "--out", tmp_path / "pointcept.onnx", "--dataset", "synthetic",
+                  "--preset", "teacher-demo", "--grid-size", exported["cfg"].grid_size) == 0
+    split = validation(exported)
+    names = [split.scan_name(i) for i in range(len(split))]
+    assert run(*split_args({**exported, "checkpoint": native}, tmp_path / "pt")) == 0
+    for name in ("last", "pointcept"):
+        assert run(*split_args({**exported, "checkpoint": tmp_path / f"{name}.onnx"}, tmp_path / name)) == 0
+        assert agreement(predicted(tmp_path / "pt", names), predicted(tmp_path / name, names)) >= AGREEMENT
 
 
 def test_a_rerun_with_the_file_labels_only_what_is_missing(exported: dict[str, Any], tmp_path: Path) -> None:
