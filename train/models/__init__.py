@@ -38,7 +38,8 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "BatchPlan": "train.models.plan", "from_pointcept": "train.models.pointcept", "to_pointcept": "train.models.pointcept",
+    "BatchPlan": "train.models.plan",
+    "from_pointcept": "train.models.pointcept", "to_pointcept": "train.models.pointcept",
     "PRESETS": "train.models.ptv3", "PTv3": "train.models.ptv3", "PTv3Config": "train.models.ptv3",
     "ModelOutput": "train.models.ptv3", "build_model": "train.models.ptv3",
 }

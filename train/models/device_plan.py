@@ -16,17 +16,16 @@ from train.models.plan import BatchPlan, ConvRulebook, PatchLayout, PlanKey, Poo
 
 @dataclass(frozen=True)
 class DeviceRulebook:
-    """A ``ConvRulebook`` as device tensors, with the kernel's number of offsets. ``split`` (2K,):
-    each offset's real pairs then its padding pairs, in the rulebook's order, where the convolution
-    is traced into an ONNX graph (``train.models.graph_inputs.rulebook_split``, decision 55); None
-    elsewhere."""
+    """A ``ConvRulebook`` as device tensors, with the kernel's number of offsets. ``counts`` (K,):
+    the pairs of each offset, where the convolution is traced into an ONNX graph from the real pairs
+    only (``train.models.graph_inputs.rulebook_pairs``, decision 55); None elsewhere."""
 
     gather: torch.Tensor
     scatter: torch.Tensor
     group_offset: torch.Tensor
     rows: int
     offsets: int
-    split: Optional[torch.Tensor] = None
+    counts: Optional[torch.Tensor] = None
 
 
 class DevicePlan:

@@ -6,9 +6,9 @@ The graph of ``train.models.onnx_graph`` takes ``feat`` (points_l0, C) float32 a
 item of ``PTv3.plan_items`` (decision 47) on a CPU with the plain convolution:
 
 - ``("rulebook", l, k)``: ``rulebook_l{l}_k{k}_gather`` / ``_scatter`` (pairs,) int64, the input
-  and output point of every neighbour pair, ``_group_offset`` (groups,) int64, the kernel offset of
-  each group of ``pairs / groups`` pairs (decision 45), and ``_split`` (2 k^3,) int64, each kernel
-  offset's real pairs then its padding pairs (:func:`rulebook_split`);
+  and output point of every neighbour pair, kernel offset after kernel offset (the plan's rulebook,
+  decision 45, without its padding pairs), and ``_counts`` (k^3,) int64, the pairs of each offset
+  (:func:`rulebook_pairs`);
 - ``("patches", l, K)``: ``patches_l{l}_gather`` (curves, rows, width) int64, the point of every
   attention slot, and ``patches_l{l}_scatter`` (curves, points_l{l}) int64, the slot whose output
   each point keeps (spec A5);
@@ -68,8 +68,7 @@ def graph_inputs(items: Sequence[PlanKey], in_channels: int, curves: int) -> lis
             base, k = f"rulebook_l{level}_k{item[2]}", item[2]
             inputs += [GraphInput(f"{base}_gather", item, "gather", "int64", (f"pairs_l{level}_k{k}",)),
                        GraphInput(f"{base}_scatter", item, "scatter", "int64", (f"pairs_l{level}_k{k}",)),
-                       GraphInput(f"{base}_group_offset", item, "group_offset", "int64", (f"groups_l{level}_k{k}",)),
-                       GraphInput(f"{base}_split", item, "split", "int64", (2 * k**3,))]
+                       GraphInput(f"{base}_counts", item, "counts", "int64", (k**3,))]
         elif kind == "patches":
             rows, width = f"patch_rows_l{level}", f"patch_width_l{level}"
             inputs += [GraphInput(f"patches_l{level}_gather", item, "gather", "int64", (curves, rows, width)),
@@ -86,21 +85,21 @@ def graph_inputs(items: Sequence[PlanKey], in_channels: int, curves: int) -> lis
     return inputs
 
 
-def rulebook_split(book: ConvRulebook, num_points: int, kernel_size: int) -> np.ndarray:
-    """(2 k^3,) int64: for each kernel offset in turn, its real pairs and its padding pairs (those
-    that read the zero row ``num_points``), in the rulebook's order (decision 45): the sizes the
-    graph splits the pairs by, to add each offset's products with one scatter (decision 55)."""
-    offsets = kernel_size**3
-    real = (book.scatter != num_points).reshape(-1, book.rows).sum(1)
-    counts = np.bincount(book.group_offset, weights=real, minlength=offsets).astype(np.int64)
-    slots = np.bincount(book.group_offset, minlength=offsets).astype(np.int64) * book.rows
-    return np.stack([counts, slots - counts], 1).reshape(-1)
+def rulebook_pairs(book: ConvRulebook, num_points: int, kernel_size: int) -> dict[str, np.ndarray]:
+    """The real pairs of a rulebook (decision 45) as the graph reads them (decision 55): ``gather``
+    and ``scatter`` without the padding pairs (those that read the zero row ``num_points``), kernel
+    offset after kernel offset as in the rulebook, and ``counts`` (k^3,), the pairs of each offset."""
+    real = book.scatter != num_points
+    per_group = real.reshape(-1, book.rows).sum(1)
+    counts = np.bincount(book.group_offset, weights=per_group, minlength=kernel_size**3).astype(np.int64)
+    return {"gather": book.gather[real], "scatter": book.scatter[real], "counts": counts}
 
 
 def plan_feed(plan: BatchPlan, feat: np.ndarray, inputs: Sequence[GraphInput]) -> dict[str, np.ndarray]:
     """The graph's inputs ``inputs`` for the batch of ``plan`` with features ``feat``: every array
     built by the host plan (decision 40), none of them copied more than the contiguous layout needs."""
     feed = {}
+    pairs: dict[PlanKey, dict[str, np.ndarray]] = {}
     for spec in inputs:
         if spec.item is None:
             feed[spec.name] = np.ascontiguousarray(feat, dtype=np.float32)
@@ -108,8 +107,9 @@ def plan_feed(plan: BatchPlan, feat: np.ndarray, inputs: Sequence[GraphInput]) -
         kind, level = spec.item[0], spec.item[1]
         value = plan.item(spec.item)
         if kind == "rulebook":
-            array = rulebook_split(value, plan.level(level).num_points, spec.item[2]) if spec.field == "split" \
-                else getattr(value, spec.field)
+            if spec.item not in pairs:
+                pairs[spec.item] = rulebook_pairs(value, plan.level(level).num_points, spec.item[2])
+            array = pairs[spec.item][spec.field]
         elif kind == "patch_mask":
             layout = plan.item(("patches",) + tuple(spec.item[1:]))
             array = np.zeros(layout.gather.shape[1:], np.float32) if value is None else value[:, 0, 0, :]

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from train.models.device_plan import DeviceRulebook
-from train.models.graph_inputs import FEATURES, GraphInput, graph_inputs, plan_feed
+from train.models.graph_inputs import GraphInput, graph_inputs, plan_feed
 from train.models.plan import BatchPlan, PlanKey
 from train.models.point import PointLevel
 from train.models.ptv3 import PTv3
@@ -69,9 +69,9 @@ class GraphPlan:
         return torch.zeros(0, dtype=torch.int64)
 
     def rulebook(self, i: int, kernel_size: int) -> DeviceRulebook:
-        base = f"rulebook_l{i}_k{kernel_size}"
+        base = f"rulebook_l{i}_k{kernel_size}"  # the real pairs; no groups: each offset is one GEMM
         return DeviceRulebook(self._named(f"{base}_gather"), self._named(f"{base}_scatter"),
-                              self._named(f"{base}_group_offset"), 0, kernel_size**3, self._named(f"{base}_split"))
+                              torch.zeros(0, dtype=torch.int64), 0, kernel_size**3, self._named(f"{base}_counts"))
 
     def pool_table(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._named(f"pool_l{i}_members"), torch.zeros(0, dtype=torch.int64)  # the slots serve the backward
@@ -122,5 +122,4 @@ def export_graph(model: PTv3, half: bool) -> tuple[bytes, list[GraphInput]]:
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
         torch.onnx.export(wrapper, args, buffer, input_names=[spec.name for spec in inputs], output_names=["logits"],
                           dynamic_axes={**axes, "logits": {0: "points_l0"}}, opset_version=OPSET, dynamo=False)
-    assert inputs[0].name == FEATURES
     return buffer.getvalue(), inputs

@@ -21,9 +21,9 @@ l + 1 = the stride-2 pooling of level l, spec A6):
 The items a run's models read (``PTv3.plan_items``) are built at once where the batch is collated,
 in a DataLoader worker (``train.engine.input_pipeline.PlannedCollate``, decision 47), and the plan crosses
 to the training process as one shared buffer; any other item is built on first use and kept.
-``on(device)`` hands out device views, uploaded once (``train.models.device_plan``; the host side
-imports without torch, for the labelling through onnxruntime that never imports it, decision 55). The forward then runs without a single host
-synchronisation: no sizes are read back from the device. One plan serves every model that sees the batch (the teacher and the student see the same
+``on(device)`` hands out device views, uploaded once (``train.models.device_plan``; this host side
+imports without torch, for the labelling through onnxruntime that never imports it, decision 55).
+The forward then runs without a single host synchronisation: no sizes are read back from the device. One plan serves every model that sees the batch (the teacher and the student see the same
 voxels, decisions 20): pass it as ``data["plan"]``; without one the model builds its own.
 
 Clusters are numbered in the order of the first curve (``orders[0]``) before any shuffle, so a

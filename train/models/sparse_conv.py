@@ -126,47 +126,57 @@ def submanifold_conv(
     return _SubMConvFunction.apply(feat, w, bias, book)
 
 
-class _OffsetScatterAdd(torch.autograd.Function):
-    """``out.index_add(0, index, rows)`` over a rulebook's pairs (``split``: each of the
-    ``offsets`` kernel offsets' real pairs, then its padding pairs), which exports to ONNX as one
-    ScatterND with reduction "add" per kernel offset, over that offset's real pairs (decision 55).
+class _OffsetConv(torch.autograd.Function):
+    """A rulebook's products added into float32 sums ``out`` (N + 1, C_out), kernel offset after
+    kernel offset: ``padded`` (N + 1, C_in) the features and a zero row, ``weight`` (K, C_in, C_out),
+    ``gather`` / ``scatter`` the real pairs, offset after offset, ``counts`` (K,) the pairs of each, K = ``offsets``.
+    In an ONNX graph each offset is one Gather of its input rows, one MatMul with its own weight and
+    one ScatterND with reduction "add" (decision 55).
 
     An offset's pairs write distinct outputs, so no ScatterND adds two rows into one output, and
     the graph is right in runtimes that scatter with several threads: onnxruntime's CPU ScatterND
     adds the rows of duplicate indices from several threads without atomics (wrong sums in 7 of 10
     runs at 2 threads with 300,000 rows into 30,000 outputs), and torch's own export of
-    ``index_add`` writes a ScatterElements without reduction, which keeps one row instead of the sum."""
+    ``index_add`` writes a ScatterElements without reduction, which keeps one row instead of the
+    sum. Each offset multiplies its own weight: no per-group copy of the weights, the cost of the
+    groups of :func:`submanifold_conv` in a graph (40% of the teacher's time on onnxruntime)."""
 
     @staticmethod
-    def forward(ctx: Any, out: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, split: torch.Tensor,
-                offsets: int) -> torch.Tensor:
-        return out.index_add(0, index, rows.to(out.dtype))
+    def forward(ctx: Any, out: torch.Tensor, padded: torch.Tensor, weight: torch.Tensor, gather: torch.Tensor,
+                scatter: torch.Tensor, counts: torch.Tensor, offsets: int) -> torch.Tensor:
+        start = 0
+        for o, count in enumerate(counts.tolist()):
+            pairs = slice(start, start + count)
+            out = out.index_add(0, scatter[pairs], (padded[gather[pairs]] @ weight[o]).to(out.dtype))
+            start += count
+        return out
 
     @staticmethod
-    def symbolic(g: Any, out: Any, index: Any, rows: Any, split: Any, offsets: int) -> Any:
-        to_float = {"to_i": 1}  # the sums in float32 (a --half graph's products are float16)
-        column = g.op("Unsqueeze", index, g.op("Constant", value_t=torch.tensor([1])))
-        parts = 2 * offsets
-        row_parts = g.op("Split", g.op("Cast", rows, **to_float), split, axis_i=0, outputs=parts)
-        index_parts = g.op("Split", column, split, axis_i=0, outputs=parts)
+    def symbolic(g: Any, out: Any, padded: Any, weight: Any, gather: Any, scatter: Any, counts: Any,
+                 offsets: int) -> Any:
+        column = g.op("Unsqueeze", scatter, g.op("Constant", value_t=torch.tensor([1])))
+        gathers = g.op("Split", gather, counts, axis_i=0, outputs=offsets)
+        scatters = g.op("Split", column, counts, axis_i=0, outputs=offsets)
         for o in range(offsets):
-            out = g.op("ScatterND", out, index_parts[2 * o], row_parts[2 * o], reduction_s="add")
+            w = g.op("Gather", weight, g.op("Constant", value_t=torch.tensor(o)), axis_i=0)  # folded: a constant
+            rows = g.op("MatMul", g.op("Gather", padded, gathers[o], axis_i=0), w)
+            out = g.op("ScatterND", out, scatters[o], g.op("Cast", rows, to_i=1), reduction_s="add")  # float32 sums
         return out
 
 
 def exported_conv(feat: torch.Tensor, weight: torch.Tensor, book: DeviceRulebook,
                   bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """The submanifold convolution as traced into an ONNX graph (decision 55): the arithmetic of
-    :func:`submanifold_conv` in one chunk (every pair's gathered input row, one batched GEMM of the
-    groups with their offsets' weights), the products added into float32 sums by
-    :class:`_OffsetScatterAdd`, one kernel offset at a time; ``book.split`` must be set."""
+    """The submanifold convolution as traced into an ONNX graph (decision 55): the sums of
+    :func:`submanifold_conv`, one kernel offset at a time (:class:`_OffsetConv`), in float32 (also
+    for float16 features); ``book`` holds the real pairs only, offset after offset, and the pairs of
+    each offset in ``counts`` (``train.models.graph_inputs.rulebook_pairs``)."""
     c_out, k = weight.shape[0], weight.shape[1]
     w = weight.reshape(c_out, k**3, -1).permute(1, 2, 0)  # (K, C_in, C_out)
-    padded = F.pad(feat, (0, 0, 0, 1))  # row N: the zero row that padding pairs read
+    padded = F.pad(feat, (0, 0, 0, 1))
     out = padded.new_zeros(padded.shape[0], c_out, dtype=torch.float32) if bias is None else \
         bias.float().expand(padded.shape[0], -1).contiguous()
-    products = _pair_products(padded, book.gather, torch.index_select(w, 0, book.group_offset))
-    return _OffsetScatterAdd.apply(out, book.scatter, products, book.split, book.offsets)[:-1].to(feat.dtype)
+    sums = _OffsetConv.apply(out, padded, w, book.gather, book.scatter, book.counts, book.offsets)
+    return sums[:-1].to(feat.dtype)  # row N: the zero row's, never written
 
 
 @functools.cache
