@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from train.models import sparse_conv
 from plan_oracle import conv_rulebook, neighbour_table
-from train.models.plan import BatchPlan, DeviceRulebook
+from train.models.device_plan import DeviceRulebook
+from train.models.plan import BatchPlan
 from train.models.point import PointLevel
 from train.models.sparse_conv import SubMConv3d, submanifold_conv
 

@@ -5,7 +5,8 @@ splits included) or scan files (``--input``: files, folders, wildcards; ``.bin``
 ``.npz``, ``.ply``, ``.las``, ``.laz``). The model: a ``model_final.pt`` or ``checkpoint_last.pt``
 of ``python -m train.run`` (it names its data set and voxel size; a scan folder's also keeps the
 folder's classes, feature and frame) or a Pointcept PTv3 checkpoint
-(``--dataset`` and ``--preset`` say what it is). Outputs under ``--out`` in the layout of
+(``--dataset`` and ``--preset`` say what it is), or an ONNX file of ``python -m train.export_onnx``,
+run by onnxruntime without importing torch (decision 55). Outputs under ``--out`` in the layout of
 ``--format`` (:mod:`train.prediction.layouts`). The machinery is :mod:`train.prediction`
 (decision 50); this module parses the options and reports.
 """
@@ -15,7 +16,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.run: idle OpenMP threads sleep
 
@@ -25,8 +26,8 @@ from train.option_names import DEFAULT_NUSCENES_VERSION, NUSCENES_VERSIONS, PRED
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.predict", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="model_final.pt / checkpoint_last.pt of train.run, or a "
-                   "Pointcept PTv3 checkpoint")
+    p.add_argument("--checkpoint", required=True, help="model_final.pt / checkpoint_last.pt of train.run, a "
+                   "Pointcept PTv3 checkpoint, or a .onnx file of train.export_onnx (run by onnxruntime, without torch)")
     p.add_argument("--out", required=True, help="output folder; a rerun continues with the scans not yet labelled")
     p.add_argument("--input", nargs="+", action="extend", metavar="PATH",
                    help="scan files, folders (searched recursively) or wildcards; instead of --split")
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="test-time augmentation as in evaluation (5 views)")
     p.add_argument("--batch-size", type=int, default=1, help="scans per forward pass (default 1)")
     p.add_argument("--num-workers", type=int, help="loader workers reading and voxelising scans (default: as "
-                   "training, on CUDA; 0 on a CPU)")
+                   "training, on CUDA; 0 on a CPU; an .onnx model reads the next batch in one thread instead)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (default: keep them)")
@@ -69,8 +70,45 @@ def check_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--grid-size must be > 0, got {args.grid_size}")
 
 
+def load_model(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The model of ``--checkpoint`` and the torch device it runs on; for an exported ``.onnx``
+    model, its onnxruntime session on the execution provider of ``--device`` and None: that path
+    never imports torch (decision 55). ValueError / CheckpointError in one line."""
+    if Path(args.checkpoint).suffix.lower() == ".onnx":
+        from train.prediction.onnx_file import load_onnx_predictor
+
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ValueError("an .onnx model runs through onnxruntime, which is not installed: "
+                             "pip install -e '.[deploy]'") from None
+        cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        if args.device == "cuda" and not cuda:
+            raise ValueError("--device cuda, but the installed onnxruntime has no CUDA execution provider "
+                             "(onnxruntime-gpu has)")
+        providers = (["CUDAExecutionProvider"] if cuda and args.device != "cpu" else []) + ["CPUExecutionProvider"]
+        return load_onnx_predictor(args.checkpoint, providers, dataset=args.dataset, grid_size=args.grid_size), None
+    import torch
+
+    from train.prediction.model import load_predictor
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but torch sees no CUDA device here")
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if cuda else "cpu")
+    return load_predictor(args.checkpoint, device, args.dataset, args.preset, args.grid_size, args.data_root), device
+
+
+def _workers(args: argparse.Namespace, cuda: bool) -> int:
+    if args.num_workers is not None:
+        return args.num_workers
+    from train.options.defaults import loader_workers
+
+    return loader_workers(cuda, ranks=1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from train.runner.preflight import refuse
+    from train.runtime.logging_utils import refuse
 
     args = build_parser().parse_args(argv)
     try:
@@ -78,23 +116,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         return refuse(f"train.predict: error: {err}")
 
-    import torch
-
     from train.runtime.checkpoint_errors import CheckpointError
     from train.data.scan_files import check_packages
     from train.data.validation import BadScanError
     from train.prediction.inputs import FileSource, list_scan_files, open_split
     from train.prediction.layouts import build_layout
     from train.data.labels import class_names
-    from train.prediction.model import load_predictor
-    from train.prediction.run import predict
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        return refuse("train.predict: error: --device cuda, but torch sees no CUDA device here")
-    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if cuda else "cpu")
     try:
-        predictor = load_predictor(args.checkpoint, device, args.dataset, args.preset, args.grid_size, args.data_root)
+        predictor, device = load_model(args)
         if predictor.in_channels != 4:
             raise ValueError(f"{args.checkpoint} reads {predictor.in_channels} input channels; scans give xyz and "
                              "the strength (4)")
@@ -114,16 +144,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             layout.label_file(source.scan_name(i))  # a scan the layout has no place for is refused now
     except (ValueError, FileNotFoundError, ImportError, CheckpointError) as err:
         return refuse(f"train.predict: error: {err}")
-    if args.num_workers is not None:
-        workers = args.num_workers
-    else:
-        from train.options.defaults import loader_workers
-
-        workers = loader_workers(cuda, ranks=1)
     try:
-        summary = predict(predictor, source, layout, device, tta=args.tta, batch_size=args.batch_size,
-                          num_workers=workers, amp=args.amp, skip_bad_scans=args.skip_bad_scans,
-                          show_progress=args.progress)
+        if device is None:  # an exported model, through onnxruntime (decision 55)
+            from train.prediction.onnx_run import predict_onnx
+
+            summary = predict_onnx(predictor, source, layout, tta=args.tta, batch_size=args.batch_size,
+                                   skip_bad_scans=args.skip_bad_scans, show_progress=args.progress)
+        else:
+            from train.prediction.run import predict
+
+            summary = predict(predictor, source, layout, device, tta=args.tta, batch_size=args.batch_size,
+                              num_workers=_workers(args, device.type == "cuda"), amp=args.amp,
+                              skip_bad_scans=args.skip_bad_scans, show_progress=args.progress)
     except BadScanError as err:
         return refuse(f"train.predict: error: {err} (the scans labelled before it are kept; --skip-bad-scans goes on)")
     print(f"train.predict: {summary.line()}; outputs in {args.out}", flush=True)

@@ -41,7 +41,8 @@ from train.runtime.preemption import parse_signals
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI: options resolved and every input checked (:func:`train.runner.preflight.check_inputs`)
     before any work starts, by the launching process only; a refusal is one line, exit code 2."""
-    from train.runner.preflight import check_inputs, refuse
+    from train.runner.preflight import check_inputs
+    from train.runtime.logging_utils import refuse
     from train.runtime.distributed import SPAWNED_ENV
 
     try:

@@ -20,15 +20,16 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from .validation import BadScanError
 
 Transform = Callable[[dict, np.random.Generator], dict]
 
 
-class PointCloudDataset(Dataset, ABC):
-    """Base class: subclasses implement ``__len__``, :meth:`load` and set ``class_names``."""
+class PointCloudDataset(ABC):
+    """Base class: subclasses implement ``__len__``, :meth:`load` and set ``class_names``. A map-style
+    data set as torch's DataLoader reads it, without deriving from torch's ``Dataset``: the loaders
+    also serve the labelling that never imports torch (decision 55)."""
 
     class_names: tuple[str, ...] = ()
 

@@ -6,13 +6,14 @@ every original point to its row in the batch (so ``logits[inverse]`` predicts ev
 point), ``origin_offset`` (B,) END offsets of the original points, ``origin_segment``
 (sum n_orig,) int64 full-resolution labels, ``name`` list[str], ``skipped`` list[str]: the errors of
 the bad scans whose slots these samples took (``--skip-bad-scans``, :mod:`train.data.base`).
+:func:`collate_arrays` gives the same batch as NumPy arrays (labelling through onnxruntime, which
+never imports torch, decision 55); :func:`collate` as tensors, importing torch when called.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 REQUIRED_KEYS = ("coord", "grid_coord", "feat", "segment", "inverse", "origin_segment", "name")
 
@@ -20,6 +21,14 @@ REQUIRED_KEYS = ("coord", "grid_coord", "feat", "segment", "inverse", "origin_se
 def collate(samples: Sequence[dict]) -> dict:
     """Concatenate transformed samples (each must have gone through GridSample and
     AssembleFeatures, e.g. ``build_transforms``) into one batch dict of tensors."""
+    import torch
+
+    return {key: torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+            for key, value in collate_arrays(samples).items()}
+
+
+def collate_arrays(samples: Sequence[dict]) -> dict:
+    """:func:`collate`'s batch with NumPy arrays instead of tensors."""
     if len(samples) == 0:
         raise ValueError("collate got an empty list of samples; use a batch size >= 1")
     for i, s in enumerate(samples):
@@ -42,18 +51,17 @@ def collate(samples: Sequence[dict]) -> dict:
     origin_counts = np.array([len(s["inverse"]) for s in samples], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
 
-    def cat(key: str, dtype: np.dtype) -> torch.Tensor:
-        return torch.from_numpy(np.concatenate([np.asarray(s[key], dtype) for s in samples]))
+    def cat(key: str, dtype: np.dtype) -> np.ndarray:
+        return np.concatenate([np.asarray(s[key], dtype) for s in samples])
 
     return {
         "coord": cat("coord", np.float32),
         "grid_coord": cat("grid_coord", np.int64),
         "feat": cat("feat", np.float32),
-        "offset": torch.from_numpy(np.cumsum(counts)),
+        "offset": np.cumsum(counts),
         "segment": cat("segment", np.int64),
-        "inverse": torch.from_numpy(np.concatenate(
-            [np.asarray(s["inverse"], np.int64) + start for s, start in zip(samples, starts)])),
-        "origin_offset": torch.from_numpy(np.cumsum(origin_counts)),
+        "inverse": np.concatenate([np.asarray(s["inverse"], np.int64) + start for s, start in zip(samples, starts)]),
+        "origin_offset": np.cumsum(origin_counts),
         "origin_segment": cat("origin_segment", np.int64),
         "name": [str(s["name"]) for s in samples],
         "skipped": [message for s in samples for message in s.get("skipped", ())],

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.runtime.checkpoint import atomic_write
+from train.runtime.files import atomic_write
 
 from .validation import (BadScanError, CorruptFileError, LabelCountError, check_count, check_finite_coords, load_npy,
                          read_records)

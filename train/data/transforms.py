@@ -10,11 +10,13 @@ Pipeline of spec D (training): random z-rotation (p 0.5, full circle) -> Waymo c
 random scale [0.9, 1.1] -> random flip of x and of y (p 0.5 each) -> jitter (sigma 0.005, clip
 0.02) -> grid sampling 0.05 m (one random real point per voxel) -> features [xyz, strength]; a
 scan of one voxel is refused there (decision 54).
-Evaluation: clamp box (Waymo) -> deterministic grid sampling -> features.
+Evaluation: clamp box (Waymo) -> deterministic grid sampling -> features; with test-time
+augmentation, one :class:`FixedView` of :func:`tta_views` before grid sampling (spec D).
 """
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -259,3 +261,30 @@ def build_transforms(dataset: str, train: bool, grid_size: float = 0.05) -> Comp
         RandomRotateZ(p=0.5, max_angle=np.pi), *clamp, RandomScale(0.9, 1.1), RandomFlip(0.5),
         RandomJitter(0.005, 0.02), GridSample(grid_size, "train"), TwoPoints(), AssembleFeatures(),
     ])
+
+
+class FixedView:
+    """Deterministic test-time view: rotate about z by ``angle`` radians, then optionally mirror x.
+
+    Inserted into the evaluation pipeline before grid sampling, so every view keeps all points of
+    the scan in the same order and its ``inverse`` map still indexes the same original points.
+    """
+
+    def __init__(self, angle: float = 0.0, flip_x: bool = False) -> None:
+        self.angle, self.flip_x = float(angle), bool(flip_x)
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        xyz = np.asarray(sample["coord"], dtype=np.float64)
+        rot = xyz @ np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+        if self.flip_x:
+            rot[:, 0] = -rot[:, 0]
+        return {**sample, "coord": rot.astype(np.float32)}
+
+    def __repr__(self) -> str:
+        return f"FixedView(angle={self.angle:.4f}, flip_x={self.flip_x})"
+
+
+def tta_views(count: int = 4) -> list[FixedView]:
+    """Identity plus rotations by multiples of 2 pi / count, and the mirrored identity."""
+    return [FixedView(2 * math.pi * k / count) for k in range(count)] + [FixedView(0.0, flip_x=True)]

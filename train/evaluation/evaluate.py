@@ -28,33 +28,6 @@ from train.evaluation.metrics import IoUAccumulator, ScanIoU
 from train.runtime.distributed import all_reduce_sum, current
 
 
-class FixedView:
-    """Deterministic test-time view: rotate about z by ``angle`` radians, then optionally mirror x.
-
-    Inserted into the evaluation pipeline before grid sampling, so every view keeps all points of
-    the scan in the same order and its ``inverse`` map still indexes the same original points.
-    """
-
-    def __init__(self, angle: float = 0.0, flip_x: bool = False) -> None:
-        self.angle, self.flip_x = float(angle), bool(flip_x)
-
-    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        c, s = math.cos(self.angle), math.sin(self.angle)
-        xyz = np.asarray(sample["coord"], dtype=np.float64)
-        rot = xyz @ np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
-        if self.flip_x:
-            rot[:, 0] = -rot[:, 0]
-        return {**sample, "coord": rot.astype(np.float32)}
-
-    def __repr__(self) -> str:
-        return f"FixedView(angle={self.angle:.4f}, flip_x={self.flip_x})"
-
-
-def tta_views(count: int = 4) -> list[FixedView]:
-    """Identity plus rotations by multiples of 2 pi / count, and the mirrored identity."""
-    return [FixedView(2 * math.pi * k / count) for k in range(count)] + [FixedView(0.0, flip_x=True)]
-
-
 class _Shard(torch.utils.data.Sampler[int]):
     """Indices rank, rank + world, ... of a split: no padding, so no scan is counted twice."""
 

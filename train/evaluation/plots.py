@@ -30,26 +30,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from train.evaluation.palette import pyplot, class_colours
 from train.runtime.logging_utils import log_path
 
 PLOTS: tuple[str, ...] = ("diagrams.png", "bev.png", "curves.png", "per_class_iou.png")
 SKIP_COLUMNS = ("step", "epoch", "lr")
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def class_colours(num_classes: int) -> np.ndarray:
-    """One RGB colour per class (tab20, then tab20b: 40 distinct), black for the ignore label (index -1)."""
-    plt = _pyplot()
-    palette = [c[:3] for name in ("tab20", "tab20b") for c in plt.get_cmap(name).colors]
-    return np.array([palette[i % len(palette)] for i in range(num_classes)] + [(0.0, 0.0, 0.0)])
 
 
 @torch.no_grad()
@@ -89,7 +74,7 @@ def _diagrams(teacher_emb: torch.Tensor, student_embs: Mapping[str, torch.Tensor
 def plot_diagrams(path: Path, teacher: Any, students: Mapping[str, Any]) -> None:
     """Row 1: H0 (every birth is 0, so its deaths are drawn sorted); row 2: the H1 diagram, zoomed
     to the points with the diagonal drawn. One column per student, the teacher in each."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(students), figsize=(4.4 * len(students), 8.4), squeeze=False)
     for col, (label, student) in enumerate(students.items()):
         ax = axes[0, col]
@@ -161,7 +146,7 @@ def bev_legend(labels: Mapping[str, np.ndarray], truth: str, class_names: Sequen
 def plot_bev(path: Path, xy: np.ndarray, labels: Mapping[str, np.ndarray], class_names: Sequence[str]) -> None:
     """One panel per entry of ``labels`` (the first is the ground truth), all at the scan's full
     extent in metres, markers sized for the number of points, a legend of the classes drawn."""
-    plt = _pyplot()
+    plt = pyplot()
     colours = class_colours(len(class_names))
     span = np.ptp(xy, axis=0) + 1e-6
     aspect = float(np.clip(span[0] / span[1], 0.5, 8.0))
@@ -270,7 +255,7 @@ def plot_curves(path: Path, stage_dirs: Mapping[str, Path], results: Mapping[str
     Panels: validation mIoU; each term's share of the gradient per model that logged
     ``gradnorm_<term>`` columns; every other training-log column that ever left 0, one line per
     model (NaN steps left out). The columns that stayed 0 are one line of text under the legend."""
-    plt = _pyplot()
+    plt = pyplot()
     data, val = _read_logs(stage_dirs, "train"), _read_logs(stage_dirs, "val")
     columns, zero, empty = curve_columns(data)
     shares = {label: s for label, cols in data.items() if (s := gradient_shares(cols))}
@@ -316,7 +301,7 @@ def plot_curves(path: Path, stage_dirs: Mapping[str, Path], results: Mapping[str
 
 def plot_per_class_iou(path: Path, results: Mapping[str, Mapping[str, Any]], class_names: Sequence[str]) -> None:
     """Classes with validation points only (the others have no IoU)."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(results)
     freq = np.asarray(next(iter(results.values()))["class_frequency"], dtype=float)
     present = [c for c in range(len(class_names)) if np.isfinite(freq[c]) and freq[c] > 0]

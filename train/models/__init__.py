@@ -26,9 +26,28 @@ serialization order for evaluation and tests. A frozen teacher still yields diff
 ``decoder_feats`` when ``feat`` requires grad (decisions 15). ``from_pointcept(state_dict,
 num_classes=16, preset="teacher")`` imports a Pointcept PTv3 segmentor (with upstream's
 behaviour); ``to_pointcept(model)`` returns a state dict in Pointcept's layout.
-"""
-from train.models.plan import BatchPlan
-from train.models.pointcept import from_pointcept, to_pointcept
-from train.models.ptv3 import PRESETS, PTv3, PTv3Config, ModelOutput, build_model
 
-__all__ = ["PRESETS", "BatchPlan", "PTv3", "PTv3Config", "ModelOutput", "build_model", "from_pointcept", "to_pointcept"]
+The names below are resolved on first access (PEP 562): the batch plan (``plan``,
+``serialization``, ``graph_inputs``) imports without torch, for the labelling through onnxruntime
+that never imports it (decision 55); ``device_plan`` holds the plan's device side, ``onnx_graph``
+the network traced into an ONNX graph whose inputs are the plan's arrays.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "BatchPlan": "train.models.plan",
+    "from_pointcept": "train.models.pointcept", "to_pointcept": "train.models.pointcept",
+    "PRESETS": "train.models.ptv3", "PTv3": "train.models.ptv3", "PTv3Config": "train.models.ptv3",
+    "ModelOutput": "train.models.ptv3", "build_model": "train.models.ptv3",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'train.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

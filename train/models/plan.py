@@ -21,8 +21,9 @@ l + 1 = the stride-2 pooling of level l, spec A6):
 The items a run's models read (``PTv3.plan_items``) are built at once where the batch is collated,
 in a DataLoader worker (``train.engine.input_pipeline.PlannedCollate``, decision 47), and the plan crosses
 to the training process as one shared buffer; any other item is built on first use and kept.
-``on(device)`` hands out device views, uploaded once. The forward then runs without a single host
-synchronisation: no sizes are read back from the device. One plan serves every model that sees the batch (the teacher and the student see the same
+``on(device)`` hands out device views, uploaded once (``train.models.device_plan``; this host side
+imports without torch, for the labelling through onnxruntime that never imports it, decision 55).
+The forward then runs without a single host synchronisation: no sizes are read back from the device. One plan serves every model that sees the batch (the teacher and the student see the same
 voxels, decisions 20): pass it as ``data["plan"]``; without one the model builds its own.
 
 Clusters are numbered in the order of the first curve (``orders[0]``) before any shuffle, so a
@@ -33,19 +34,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
-import torch
 
-from train.models.packing import buffer_offset, pack, unpack
 from train.models.plan_kernels.pooling import cluster_members, pool_clusters
 from train.models.plan_kernels.rulebook import fill_rulebooks
 from train.models.plan_kernels.rulebook import neighbour_lists as compiled_neighbour_lists
 from train.models.plan_kernels.rulebook import pillar_columns
 from train.models.serialization import ORDERS, serialize, serialized_depth
+
+if TYPE_CHECKING:  # the device side (train.models.device_plan) and the packing need torch; the host side does not
+    import torch
+
+    from train.models.device_plan import DevicePlan
 
 
 @dataclass(frozen=True)
@@ -385,8 +390,12 @@ class BatchPlan:
             self._items[key] = value
         return self._items[key]
 
-    def on(self, device: torch.device) -> "DevicePlan":
+    def on(self, device: torch.device) -> DevicePlan:
         """The plan's device side on ``device`` (one per device, kept)."""
+        import torch
+
+        from train.models.device_plan import DevicePlan
+
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
@@ -398,6 +407,8 @@ class BatchPlan:
         """The plan's state with every array the device side reads packed into one byte tensor
         (``train.models.packing``); the host-only fields (codes, orders, inverses, the coarser
         levels' grids) stay behind."""
+        from train.models.packing import pack
+
         levels = [dataclasses.replace(level, grid=level.grid if i == 0 else None, code=None, order=None, inverse=None)
                   for i, level in enumerate(self.levels)]
         skeleton, buffer = pack((levels, self._items), shared=shared, pinned=pinned)
@@ -410,6 +421,8 @@ class BatchPlan:
         return self._packed(shared=_in_worker())
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        from train.models.packing import unpack
+
         self.orders, self.num_points, self.num_clouds = state["orders"], state["num_points"], state["num_clouds"]
         self.levels, self._items = unpack(state["skeleton"], state["buffer"])
         check_levels(self.levels, self.num_clouds, self.num_points)
@@ -446,131 +459,6 @@ def varlen_layout(layout: PatchLayout) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return layout.gather[:, real], packed_pos[layout.scatter], cu, int(layout.lengths.max())
 
 
-@dataclass(frozen=True)
-class DeviceRulebook:
-    """A ``ConvRulebook`` as device tensors, with the kernel's number of offsets."""
-
-    gather: torch.Tensor
-    scatter: torch.Tensor
-    group_offset: torch.Tensor
-    rows: int
-    offsets: int
-
-
-class DevicePlan:
-    """Device views of a ``BatchPlan``'s arrays, each made on first use (no device-to-host traffic
-    and no host computation: every array is built by the host plan). On the CPU the tensors share
-    the host arrays' memory; on a device, a plan that arrived packed (``BatchPlan.buffer``) is
-    copied in one transfer (:meth:`upload`) and its arrays are views of that copy."""
-
-    def __init__(self, host: BatchPlan, device: torch.device):
-        self.host = host
-        self.device = device
-        self._tensors: dict[tuple[Any, ...], Any] = {}
-        self._buffer: Optional[torch.Tensor] = None
-
-    def upload(self) -> Optional[torch.Tensor]:
-        """Copy the host plan's packed buffer to the device (asynchronous from pinned memory, on the
-        current stream) unless done; returns the device buffer (None on the CPU or when unpacked)."""
-        if self._buffer is None and self.host.buffer is not None and self.device.type != "cpu":
-            self._buffer = self.host.buffer.to(self.device, non_blocking=True)
-        return self._buffer
-
-    def _get(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
-        if key not in self._tensors:
-            self._tensors[key] = build()
-        return self._tensors[key]
-
-    def tensor(self, array: np.ndarray) -> torch.Tensor:
-        """``array`` on the device: a view of the uploaded buffer when it lies in the host plan's
-        packed buffer, else its own copy (on the CPU: the array's memory)."""
-        if self.device.type == "cpu":
-            return torch.from_numpy(np.ascontiguousarray(array))
-        buffer = self.upload()
-        at = None if buffer is None else buffer_offset(self.host.buffer, array)
-        if at is None:
-            return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=True)
-        return buffer[at:at + array.nbytes].view(_TORCH_DTYPES[array.dtype.type]).view(array.shape)
-
-    def level_tensor(self, i: int, name: str) -> torch.Tensor:
-        """A field of ``HostLevel`` i (offset, cluster, index, grid, batch) on the device."""
-        return self._get(("level", i, name), lambda: self.tensor(getattr(self.host.level(i), name)))
-
-    def rulebook(self, i: int, kernel_size: int) -> "DeviceRulebook":
-        """Level i's convolution rulebook for ``kernel_size`` (``ConvRulebook``) on the device."""
-
-        def build() -> DeviceRulebook:
-            book: ConvRulebook = self.host.item(("rulebook", i, kernel_size))
-            return DeviceRulebook(self.tensor(book.gather), self.tensor(book.scatter),
-                                  self.tensor(book.group_offset), book.rows, kernel_size**3)
-
-        return self._get(("rulebook", i, kernel_size), build)
-
-    def pool_table(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Level i's ``PoolTable`` on the device: (N_i, S) members (level i - 1 points) of each
-        level-i point, padded with N_{i-1}, and (N_{i-1},) the slot of each member."""
-
-        def build() -> tuple[torch.Tensor, torch.Tensor]:
-            table: PoolTable = self.host.item(("pool", i))
-            return self.tensor(table.members), self.tensor(table.slot)
-
-        return self._get(("pool", i), build)
-
-    def patches(self, i: int, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Level i's patch layout for every curve: gather (k, R, L) and scatter (k, N_i)."""
-
-        def build() -> tuple[torch.Tensor, torch.Tensor]:
-            layout: PatchLayout = self.host.item(("patches", i, patch_size))
-            return self.tensor(layout.gather), self.tensor(layout.scatter)
-
-        return self._get(("patches", i, patch_size), build)
-
-    def patch_mask(self, i: int, patch_size: int, dtype: torch.dtype) -> Optional[torch.Tensor]:
-        """Additive key mask (R, 1, 1, L) of level i's patches in ``dtype`` (0 real, -inf padding),
-        or None when every slot is real; one per dtype."""
-
-        def build() -> Optional[torch.Tensor]:
-            mask = self.host.item(("patch_mask", i, patch_size))
-            return None if mask is None else self.tensor(mask).to(dtype)
-
-        return self._get(("patch_mask", i, patch_size, dtype), build)
-
-    def spconv_state(self, i: int) -> tuple[torch.Tensor, list[int], dict[str, Any]]:
-        """spconv's view of level i: indices (N_i, 4) int32 (cloud, x, y, z), the spatial shape and
-        the rulebook dictionary every spconv layer on this level fills and reuses."""
-
-        def build() -> tuple[torch.Tensor, list[int], dict[str, Any]]:
-            indices, shape = self.host.item(("spconv", i))
-            return self.tensor(indices), list(shape), {}
-
-        return self._get(("spconv", i), build)
-
-    def varlen_patches(self, i: int, patch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """The same patches packed without padding (``varlen_layout``) on the device."""
-
-        def build() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-            rows, scatter, cu, longest = self.host.item(("varlen", i, patch_size))
-            return self.tensor(rows), self.tensor(scatter), self.tensor(cu), longest
-
-        return self._get(("varlen", i, patch_size), build)
-
-    def view(self, key: PlanKey, dtype: torch.dtype) -> Any:
-        """The device view of plan item ``key`` (``PlanKey``), made by the method its kind names;
-        patch masks in ``dtype``."""
-        kind, i = key[0], key[1]
-        if kind not in _ITEM_KINDS:
-            raise ValueError(f"unknown plan item kind {kind!r}; known: {', '.join(_ITEM_KINDS)}")
-        views: dict[str, Callable[[], Any]] = {
-            "rulebook": lambda: self.rulebook(i, key[2]), "patches": lambda: self.patches(i, key[2]),
-            "patch_mask": lambda: self.patch_mask(i, key[2], dtype), "varlen": lambda: self.varlen_patches(i, key[2]),
-            "pool": lambda: self.pool_table(i), "spconv": lambda: self.spconv_state(i)}
-        return views[kind]()
-
-
-_TORCH_DTYPES = {np.int64: torch.int64, np.int32: torch.int32, np.float32: torch.float32, np.bool_: torch.bool,
-                 np.int16: torch.int16, np.float64: torch.float64}
-
-
 def check_levels(levels: list[HostLevel], num_clouds: int, num_points: int) -> None:
     """Raise ValueError unless every level holds every cloud: ``offset`` (num_clouds,) strictly
     increasing END offsets ending at the level's point count, ``batch`` and ``index`` of the
@@ -590,6 +478,8 @@ def check_levels(levels: list[HostLevel], num_clouds: int, num_points: int) -> N
 
 
 def _in_worker() -> bool:
+    import torch.utils.data  # a plan is pickled by a DataLoader only where torch runs
+
     return torch.utils.data.get_worker_info() is not None
 
 
@@ -598,7 +488,9 @@ def _host_array(value: Any, name: str) -> np.ndarray:
     DataLoader worker pickles the batch's tensors before its plan, and pickling a tensor moves its
     storage into shared memory and frees the old one, so a view taken before (``Tensor.numpy()``)
     would pack freed memory into the plan; level 0's offsets and grid arrived as heap garbage."""
-    array = np.array(value.cpu().numpy() if isinstance(value, torch.Tensor) else value, copy=True)
+    torch = sys.modules.get("torch")  # a tensor can only come from where torch is imported
+    is_tensor = torch is not None and isinstance(value, torch.Tensor)
+    array = np.array(value.cpu().numpy() if is_tensor else value, copy=True)
     if array.dtype != np.int64:
         raise ValueError(f"{name} must be int64, got {array.dtype}: use {name}.long()")
     return array

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import torch
 
-from train.models.plan import DevicePlan
+from train.models.device_plan import DevicePlan
 
 
 def check_input(data: dict[str, Any], in_channels: int) -> None:

@@ -188,7 +188,11 @@ class PTv3(nn.Module):
     def forward(self, data: dict[str, Any]) -> ModelOutput:
         """``data``: coord, grid_coord, feat, offset (spec A1) and optionally ``plan``, the batch's
         ``BatchPlan`` (built from grid_coord and offset when absent; decision 40)."""
-        level = self._input_level(data)
+        return self.forward_level(self._input_level(data))
+
+    def forward_level(self, level: PointLevel) -> ModelOutput:
+        """The network on the input level (its features and its plan's device side): the forward
+        after the input checks, also traced with the plan's arrays as graph inputs (decision 55)."""
         level = level.with_feat(self.stem_act(self.stem_norm(self.stem_conv(level, level.feat))))
         for s, stage in enumerate(self.enc_blocks):
             if s > 0:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.models.plan import DeviceRulebook
+from train.models.device_plan import DeviceRulebook
 from train.models.point import PointLevel
 
 # Largest gathered (P, C) block built at once, in elements (1 GiB of float32): the paper presets
@@ -51,9 +51,9 @@ def _chunks(book: DeviceRulebook, channels: int) -> list[tuple[slice, slice]]:
             for g in range(0, groups, per)]
 
 
-def _pair_products(src: torch.Tensor, index: torch.Tensor, weights: torch.Tensor, rows: int) -> torch.Tensor:
-    """``src[index]`` in groups of ``rows`` pairs, each group times its (C_in, C_out) weight."""
-    gathered = torch.index_select(src, 0, index).view(weights.shape[0], rows, src.shape[1])
+def _pair_products(src: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``src[index]`` in one group of rows per weight, each group times its (C_in, C_out) weight."""
+    gathered = torch.index_select(src, 0, index).view(weights.shape[0], -1, src.shape[1])
     return torch.bmm(gathered, weights).view(-1, weights.shape[2])
 
 
@@ -69,7 +69,7 @@ class _SubMConvFunction(torch.autograd.Function):
             bias.expand(padded.shape[0], -1).contiguous()
         for groups, pairs in _chunks(book, feat.shape[1]):
             weights = torch.index_select(weight, 0, book.group_offset[groups])
-            out.index_add_(0, book.scatter[pairs], _pair_products(padded, book.gather[pairs], weights, book.rows))
+            out.index_add_(0, book.scatter[pairs], _pair_products(padded, book.gather[pairs], weights))
         ctx.save_for_backward(padded, weight)
         ctx.book = book
         ctx.has_bias = bias is not None
@@ -88,7 +88,7 @@ class _SubMConvFunction(torch.autograd.Function):
                 # transposed conv over the same pairs: out-row gradients through W[o]^T into the in-rows
                 weights_t = torch.index_select(weight, 0, offsets).transpose(1, 2)
                 grad_padded.index_add_(
-                    0, book.gather[pairs], _pair_products(grad_rows, book.scatter[pairs], weights_t, book.rows))
+                    0, book.gather[pairs], _pair_products(grad_rows, book.scatter[pairs], weights_t))
             if grad_weight is not None:
                 inputs = torch.index_select(padded, 0, book.gather[pairs]).view(-1, book.rows, padded.shape[1])
                 grads = torch.index_select(grad_rows, 0, book.scatter[pairs]).view(-1, book.rows, weight.shape[2])
@@ -102,7 +102,7 @@ def submanifold_conv(
     feat: torch.Tensor, weight: torch.Tensor, book: DeviceRulebook, bias: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
     """Pure-PyTorch submanifold conv; ``weight`` in KRSC layout (C_out, k, k, k, C_in), ``book``
-    the rulebook of the points (``train.models.plan.DevicePlan.rulebook``)."""
+    the rulebook of the points (``train.models.device_plan.DevicePlan.rulebook``)."""
     c_out, k = weight.shape[0], weight.shape[1]
     if book.offsets != k**3:
         raise ValueError(
@@ -124,6 +124,59 @@ def submanifold_conv(
             f"feat is {feat.dtype} but the conv weight is {weight.dtype}: cast the input or the model"
         )
     return _SubMConvFunction.apply(feat, w, bias, book)
+
+
+class _OffsetConv(torch.autograd.Function):
+    """A rulebook's products added into float32 sums ``out`` (N + 1, C_out), kernel offset after
+    kernel offset: ``padded`` (N + 1, C_in) the features and a zero row, ``weight`` (K, C_in, C_out),
+    ``gather`` / ``scatter`` the real pairs, offset after offset, ``counts`` (K,) the pairs of each, K = ``offsets``.
+    In an ONNX graph each offset is one Gather of its input rows, one MatMul with its own weight and
+    one ScatterND with reduction "add" (decision 55).
+
+    An offset's pairs write distinct outputs, so no ScatterND adds two rows into one output, and
+    the graph is right in runtimes that scatter with several threads: onnxruntime's CPU ScatterND
+    adds the rows of duplicate indices from several threads without atomics (wrong sums in 7 of 10
+    runs at 2 threads with 300,000 rows into 30,000 outputs), and torch's own export of
+    ``index_add`` writes a ScatterElements without reduction, which keeps one row instead of the
+    sum. Each offset multiplies its own weight: no per-group copy of the weights, the cost of the
+    groups of :func:`submanifold_conv` in a graph (40% of the teacher's time on onnxruntime)."""
+
+    @staticmethod
+    def forward(ctx: Any, out: torch.Tensor, padded: torch.Tensor, weight: torch.Tensor, gather: torch.Tensor,
+                scatter: torch.Tensor, counts: torch.Tensor, offsets: int) -> torch.Tensor:
+        start = 0
+        for o, count in enumerate(counts.tolist()):
+            pairs = slice(start, start + count)
+            out = out.index_add(0, scatter[pairs], (padded[gather[pairs]] @ weight[o]).to(out.dtype))
+            start += count
+        return out
+
+    @staticmethod
+    def symbolic(g: Any, out: Any, padded: Any, weight: Any, gather: Any, scatter: Any, counts: Any,
+                 offsets: int) -> Any:
+        column = g.op("Unsqueeze", scatter, g.op("Constant", value_t=torch.tensor([1])))
+        gathers = g.op("Split", gather, counts, axis_i=0, outputs=offsets)
+        scatters = g.op("Split", column, counts, axis_i=0, outputs=offsets)
+        for o in range(offsets):
+            w = g.op("Gather", weight, g.op("Constant", value_t=torch.tensor(o)), axis_i=0)  # folded: a constant
+            rows = g.op("MatMul", g.op("Gather", padded, gathers[o], axis_i=0), w)
+            out = g.op("ScatterND", out, scatters[o], g.op("Cast", rows, to_i=1), reduction_s="add")  # float32 sums
+        return out
+
+
+def exported_conv(feat: torch.Tensor, weight: torch.Tensor, book: DeviceRulebook,
+                  bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The submanifold convolution as traced into an ONNX graph (decision 55): the sums of
+    :func:`submanifold_conv`, one kernel offset at a time (:class:`_OffsetConv`), in float32 (also
+    for float16 features); ``book`` holds the real pairs only, offset after offset, and the pairs of
+    each offset in ``counts`` (``train.models.graph_inputs.rulebook_pairs``)."""
+    c_out, k = weight.shape[0], weight.shape[1]
+    w = weight.reshape(c_out, k**3, -1).permute(1, 2, 0)  # (K, C_in, C_out)
+    padded = F.pad(feat, (0, 0, 0, 1))
+    out = padded.new_zeros(padded.shape[0], c_out, dtype=torch.float32) if bias is None else \
+        bias.float().expand(padded.shape[0], -1).contiguous()
+    sums = _OffsetConv.apply(out, padded, w, book.gather, book.scatter, book.counts, book.offsets)
+    return sums[:-1].to(feat.dtype)  # row N: the zero row's, never written
 
 
 @functools.cache
@@ -165,6 +218,8 @@ class SubMConv3d(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, level: PointLevel, feat: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():  # the exported graph's convolution, whatever the backend (decision 55)
+            return exported_conv(feat, self.weight, level.plan.rulebook(level.index, self.kernel_size), self.bias)
         if uses_spconv(self.backend, feat.is_cuda):
             return self._spconv_forward(level, feat)
         return submanifold_conv(feat, self.weight, level.plan.rulebook(level.index, self.kernel_size), self.bias)

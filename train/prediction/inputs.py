@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from train.data.folder import SPEC_FILE, FolderDescription
 from train.data.labels import IGNORE_INDEX
@@ -59,12 +58,14 @@ def open_split(dataset: str, root: str | Path, split: str, nuscenes_version: str
 
 
 @dataclass(frozen=True)
-class PredictionSet(Dataset):
+class PredictionSet:
     """The scans ``indices`` of ``source``, each read once and put through every pipeline of
     ``pipelines`` (one per test-time view). An item is ``{"index", "name", "views", "points"}``
     (``points``: the scan's x, y, z in float64 in its file's own frame, ``coord + origin`` of the
     sample, decision 53, when ``keep_points``; ``views`` empty for a scan of no points, whose labels
-    are empty too) or, for a scan that cannot be read, ``{"index", "name", "error"}``."""
+    are empty too) or, for a scan that cannot be read, ``{"index", "name", "error"}``. A map-style
+    data set as torch's DataLoader reads it (and the labelling through onnxruntime, which never
+    imports torch, decision 55)."""
 
     source: ScanSource
     pipelines: tuple[Callable[[dict, np.random.Generator], dict], ...]

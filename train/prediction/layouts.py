@@ -4,7 +4,7 @@
 - ``ply``: ``<out>/<name>.ply``, binary PLY with ``x, y, z`` where the points lie in the scan file
   (its own frame, decision 53: a LAS tile in UTM stays in UTM), the ``label`` and ``red, green,
   blue`` (:func:`train.data.scan_files.write_labelled_ply`) in the palette of the project's
-  pictures (:func:`train.evaluation.plots.class_colours`), so a scan opens coloured in CloudCompare
+  pictures (:func:`train.evaluation.palette.class_colours`), so a scan opens coloured in CloudCompare
   or MeshLab on top of its source;
 - ``semantic_kitti``: ``<out>/sequences/NN/predictions/NNNNNN.label``, uint32 raw SemanticKITTI
   ids (the train ids through :data:`SEMANTIC_KITTI_INVERSE_MAP`, the benchmark's
@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from train.runtime.checkpoint import atomic_write
+from train.runtime.files import atomic_write
 from train.data.scan_files import npy_bytes, write_labelled_ply, write_labels
 from train.option_names import PREDICTION_FORMATS
 
@@ -103,7 +103,7 @@ class PlyLayout(Layout):
     needs_points = True
 
     def __init__(self, out: Path, save_probs: bool, overwrite: bool, num_classes: int) -> None:
-        from train.evaluation.plots import class_colours
+        from train.evaluation.palette import class_colours
 
         super().__init__(out, save_probs, overwrite)
         self.palette = np.round(class_colours(num_classes)[:num_classes] * 255).astype(np.uint8)

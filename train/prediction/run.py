@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -25,36 +24,19 @@ from torch.utils.data import DataLoader
 from train.data.collate import collate as collate_scans
 from train.data.validation import BadScanError
 from train.runner.datasets import eval_pipeline
-from train.evaluation.evaluate import point_probabilities, tta_views
+from train.data.transforms import tta_views
+from train.evaluation.evaluate import point_probabilities
 from train.engine.input_pipeline import device_batches, planned_collate
 from train.runtime.logging_utils import progress
 from train.prediction.inputs import PredictionCollate, PredictionSet, ScanSource
 from train.prediction.layouts import Layout
 from train.prediction.model import Predictor
+from train.prediction.summary import PredictionSummary
 from train.engine.steps import model_inputs
 
 PREFETCH = 4  # batches each loader worker prepares ahead
 WRITERS = 2  # threads writing finished scans' files
 _WRITES_AHEAD = 8  # batches whose files may be in flight before the loop waits for the oldest
-
-
-@dataclass(frozen=True)
-class PredictionSummary:
-    """What a run did: scans labelled now, already labelled before (skipped), unreadable (named on
-    stderr), points labelled now, and the wall time of the labelling."""
-
-    labelled: int
-    already: int
-    bad: int
-    points: int
-    seconds: float
-
-    def line(self) -> str:
-        done = f"labelled {self.labelled} scans ({self.already} already labelled, {self.bad} unreadable skipped)"
-        if not self.labelled:
-            return done
-        return (f"{done} in {self.seconds:.1f} s: {self.labelled / self.seconds:.2f} scans/s, "
-                f"{self.points / self.seconds:,.0f} points/s, {1000.0 * self.seconds / self.labelled:.1f} ms per scan")
 
 
 def predict(predictor: Predictor, source: ScanSource, layout: Layout, device: torch.device, *, tta: bool,

@@ -2,7 +2,7 @@
 
 Builds the loaders of ``train.data`` with the PTv3 transform pipelines (training augmentation,
 deterministic evaluation pipeline), and for test-time augmentation one evaluation dataset per
-fixed view (:func:`train.evaluation.evaluate.tta_views`) inserted before grid sampling. ``--dataset synthetic``
+fixed view (:func:`train.data.transforms.tta_views`) inserted before grid sampling. ``--dataset synthetic``
 generates the simulated scans first (rank 0 only, the others wait) unless they are cached;
 ``--dataset waymo`` on a v2 parquet root converts it once into ``<--out>/waymo_v2_converted``
 (spec F6). A real dataset whose files are missing fails here, before any model is built, with the
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from train.config import RunConfig
-from train.evaluation.evaluate import tta_views
-from train.runtime.distributed import DistInfo, barrier
+from train.data.transforms import tta_views
+
+if TYPE_CHECKING:  # torch is imported where processes meet; the loaders and pipelines serve decision 55 without it
+    from train.runtime.distributed import DistInfo
 
 # (training, validation, labelled test split or None) folder names of each dataset. The official
 # test splits of Waymo, nuScenes and SemanticKITTI carry no labels; the synthetic set holds out
@@ -89,7 +91,7 @@ def class_count(cfg: RunConfig) -> int:
 
 def eval_pipeline(dataset: str, grid_size: float, view: Any = None) -> Any:
     """The deterministic evaluation pipeline of ``dataset``, with the test-time ``view``
-    (:class:`train.evaluation.evaluate.FixedView`) inserted before grid sampling when given."""
+    (:class:`train.data.transforms.FixedView`) inserted before grid sampling when given."""
     from train.data.transforms import Compose, GridSample, build_transforms
 
     pipeline = build_transforms(dataset, train=False, grid_size=grid_size)
@@ -101,6 +103,8 @@ def eval_pipeline(dataset: str, grid_size: float, view: Any = None) -> Any:
 
 
 def _ensure_synthetic(cfg: RunConfig, info: DistInfo) -> None:
+    from train.runtime.distributed import barrier
+
     if info.is_main:
         from train.data.synthetic import ensure_synthetic_dataset
 

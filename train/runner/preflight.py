@@ -6,13 +6,12 @@ before any process is spawned: the model presets and overrides (each model the r
 built once, on the CPU), the synthetic set's folder, the teacher checkpoint (read and built as the run will:
 readable, a ``model_final.pt`` or a Pointcept checkpoint that fits the preset), and under
 ``--resume`` every checkpoint the run would continue from (one usable, or none yet). Each
-refusal is one line naming the option or file and the fix, printed once (:func:`refuse`), exit
+refusal is one line naming the option or file and the fix, printed once
+(:func:`train.runtime.logging_utils.refuse`), exit
 status 2.
 """
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import torch
@@ -25,14 +24,6 @@ from train.runner.datasets import class_count
 from train.runtime.checkpoint import load_latest
 
 CPU = torch.device("cpu")
-
-
-def refuse(message: str) -> int:
-    """Print a refusal on stderr, once: under torchrun every rank runs the same checks, and only
-    rank 0 prints. Returns the exit status 2."""
-    if os.environ.get("RANK", "0") == "0":
-        print(message, file=sys.stderr, flush=True)
-    return 2
 
 
 def check_inputs(cfg: RunConfig) -> None:

@@ -7,7 +7,7 @@ writes the one file, decision 37), the global step and epoch, the run config, an
 SHA-256 digest of all of it (:func:`content_digest`; ``torch.load`` checks no checksum of tensor
 data, so a flipped byte would otherwise load silently).
 
-Writing (:func:`atomic_write`): the bytes go to a temporary file in the target directory, are
+Writing (:func:`train.runtime.files.atomic_write`): the bytes go to a temporary file in the target directory, are
 flushed and fsynced, the file being replaced is kept as the previous checkpoint, and the temporary
 file is renamed over the target with ``os.replace`` (atomic on POSIX); then the directory is
 fsynced. A process killed at any moment therefore leaves the last complete checkpoint (as the
@@ -29,7 +29,6 @@ import logging
 import os
 import pickle
 import random
-import secrets
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from train.runtime.checkpoint_errors import CheckpointError, CheckpointMissingError, CheckpointWriteError, one_line
+from train.runtime.files import TEMP_SUFFIX, atomic_write
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -70,36 +70,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-TEMP_SUFFIX = ".tmp"
 _LOG = logging.getLogger(__name__)
-
-
-def atomic_write(data: bytes | memoryview, path: str | os.PathLike[str], previous: str | os.PathLike[str] | None = None
-                 ) -> None:
-    """Write ``data`` to ``path`` atomically (see the module docstring); an existing ``path`` is
-    first renamed to ``previous`` when given. On an error no temporary file is left behind."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f"{target.name}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
-    # os.open with mode 0o666 lets the umask (and a folder's default ACL) set the permissions, as for
-    # any file a program writes; tempfile.mkstemp would make every output 0600 (private)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if previous is not None and target.exists():
-            os.replace(target, previous)
-        os.replace(tmp, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # makes the renames themselves survive a power loss
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str], previous: str | os.PathLike[str] | None = None) -> None:

@@ -8,7 +8,9 @@ ranks get no-op objects. A table's CSV header is fixed by its first row; later r
 are rejected so a column never silently shifts. A fresh run replaces the old tables; a run resumed
 at step ``s`` (``resume_step=s``) continues them after dropping the rows of steps > ``s`` (logged by
 the killed run after its last checkpoint, and logged again as they are redone), in every CSV and
-in TensorBoard (``purge_step``).
+in TensorBoard (``purge_step``). Also the one-line refusal a command prints (:func:`refuse`).
+torch is imported where a step's tensors are read, so that the progress lines and refusals serve
+the labelling that never imports torch (decision 55).
 """
 from __future__ import annotations
 
@@ -19,17 +21,29 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-import torch
 from tqdm import tqdm
 
-from train.runtime.checkpoint import atomic_write
+from train.runtime.files import atomic_write
+
+if TYPE_CHECKING:
+    import torch
+
+
+def refuse(message: str) -> int:
+    """Print a refusal on stderr, once: under torchrun every rank runs the same checks, and only
+    rank 0 prints. Returns the exit status 2."""
+    if os.environ.get("RANK", "0") == "0":
+        print(message, file=sys.stderr, flush=True)
+    return 2
 
 
 def read_scalars(logs: dict[str, torch.Tensor]) -> dict[str, float]:
     """A step's logged 0-d tensors as floats, read together: one host synchronisation per logged
     step instead of one per term (decision 39). Tensors on the CPU join the device's."""
+    import torch
+
     if not logs:
         return {}
     device = next((v.device for v in logs.values() if v.device.type != "cpu"), torch.device("cpu"))

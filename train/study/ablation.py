@@ -55,7 +55,7 @@ from train.engine.profiling import StepTimer
 from train.options.resolve import finalize, resolve
 from train.runner.datasets import SplitData, prepare_splits
 from train.runner.stages import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse
-from train.runtime.checkpoint import atomic_write
+from train.runtime.files import atomic_write
 from train.runtime.distributed import DistInfo, barrier, launch
 from train.study.budget import (DEFAULT_MAX_DOUBLINGS, DEFAULT_TOLERANCE, REGIMES, BudgetSearch, check_search,
                                 regime_conflicts, search_budget)
