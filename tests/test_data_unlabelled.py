@@ -1,0 +1,166 @@
+"""Unlabelled splits (``--unlabelled-split``, decision 57): each data set reads the scans of its
+unlabelled split without opening a label file (the label files or folders are absent here), says
+once what labels such a split holds anyway, and the mixed training list of
+:class:`train.data.mixed.MixedSplit` holds the ratio in every batch, every labelled scan once an
+epoch, and walks the unlabelled split through before reading any scan again."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from test_data_folder import SPEC, build_folder
+from test_data_loaders import random_points, write_kitti, write_waymo
+from train.data.folder import SPEC_FILE, FolderDataset
+from train.data.mixed import MixedSplit
+from train.data.scan_files import write_labels, write_scan
+from train.data.semantic_kitti import SemanticKITTIDataset
+from train.data.synthetic import SensorConfig, synthesize_dataset
+from train.data.waymo import WaymoDataset
+
+SMALL = SensorConfig(beams=8, azimuth_steps=64)
+
+
+class _Scans:
+    """A stand-in split of ``n`` scans named ``<tag><i>`` that records the epoch each was read in."""
+
+    class_names = ("a", "b")
+    skip_bad_scans = False
+
+    def __init__(self, tag: str, n: int) -> None:
+        self.tag, self.n, self.epoch = tag, n, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i: int) -> dict:
+        return {"name": f"{self.tag}{i}", "epoch": self.epoch}
+
+    def checkpoint_entries(self) -> dict:
+        return {}
+
+
+@pytest.mark.parametrize("labelled,unlabelled,ratio", [(6, 60, 1.0), (5, 7, 2.0), (4, 3, 0.5), (9, 40, 3.0)])
+def test_the_mixed_list_holds_the_ratio_in_every_window_and_reads_every_unlabelled_scan_once_a_cycle(
+        labelled: int, unlabelled: int, ratio: float) -> None:
+    mixed = MixedSplit(_Scans("L", labelled), _Scans("U", unlabelled), "unlabelled", ratio, seed=3)
+    per_epoch = max(1, round(ratio * labelled))
+    assert len(mixed) == labelled + per_epoch
+    draws = []
+    for epoch in range(6):
+        flags, index, _ = mixed.epoch_list(epoch)
+        assert sorted(index[~flags].tolist()) == list(range(labelled))  # every labelled scan once
+        assert flags[0] == (labelled == 0)  # a list starts with a labelled scan
+        window = int(round(1 + max(ratio, 1 / ratio)))  # every run of this many entries mixes both kinds
+        if ratio >= 1:
+            counts = [int((~flags[k:k + window]).sum()) for k in range(len(flags) - window + 1)]
+            assert min(counts) >= 1 and max(counts) <= 2
+        draws += index[flags].tolist()
+        mixed.set_epoch(epoch)
+        read = [mixed[k] for k in range(len(mixed))]
+        assert [s["name"] for s in read] == [("U" if f else "L") + str(i) for f, i in zip(flags, index)]
+        assert all(s.get("unlabelled", False) == f for s, f in zip(read, flags))
+    for start in range(0, len(draws) - unlabelled + 1, unlabelled):  # cycles: each scan once
+        assert sorted(draws[start:start + unlabelled]) == list(range(unlabelled))
+    # a function of (seed, epoch) alone: a fresh copy lists the same
+    again = MixedSplit(_Scans("L", labelled), _Scans("U", unlabelled), "unlabelled", ratio, seed=3)
+    assert all((a == b).all() for a, b in zip(again.epoch_list(4), mixed.epoch_list(4)))
+    other = MixedSplit(_Scans("L", labelled), _Scans("U", unlabelled), "unlabelled", ratio, seed=4)
+    assert not all((a == b).all() for a, b in zip(other.epoch_list(0), mixed.epoch_list(0)))
+
+
+def test_an_unlabelled_scan_drawn_again_is_augmented_afresh() -> None:
+    mixed = MixedSplit(_Scans("L", 4), _Scans("U", 2), "unlabelled", 1.0, seed=0)
+    seen: dict[str, set[int]] = {}
+    for epoch in range(3):
+        mixed.set_epoch(epoch)
+        for k in range(len(mixed)):
+            sample = mixed[k]
+            if sample.get("unlabelled"):
+                seen.setdefault(sample["name"], set()).add(sample["epoch"])
+    assert seen == {"U0": {0, 1, 2, 3, 4, 5}, "U1": {0, 1, 2, 3, 4, 5}}  # 12 draws of 2 scans: 6 cycles
+
+
+@pytest.mark.parametrize("processes,batch,steps", [(1, 2, None), (2, 2, None), (2, 4, 2), (3, 3, None)])
+def test_the_reads_a_stage_reports_are_the_unlabelled_entries_its_processes_take(
+        processes: int, batch: int, steps: int | None) -> None:
+    from torch.utils.data import DataLoader
+
+    from train.runtime.distributed import ResumableDistributedSampler
+
+    mixed = MixedSplit(_Scans("L", 5), _Scans("U", 30), "unlabelled", 2.0, seed=1)
+    per_epoch_steps = steps or -(-(-(-len(mixed) // processes)) // (batch // processes))
+    names = []
+    for epoch in range(3):
+        for rank in range(processes):
+            sampler = ResumableDistributedSampler(mixed, processes, rank, shuffle=False, seed=1)  # type: ignore[arg-type]
+            sampler.set_epoch(epoch)
+            mixed.set_epoch(epoch)
+            loader = DataLoader(mixed, batch_size=batch // processes, sampler=sampler, collate_fn=list)
+            names += [s["name"] for b, batch_ in zip(range(per_epoch_steps), loader) for s in batch_
+                      if s.get("unlabelled")]
+    assert mixed.reads(3, per_epoch_steps, batch, processes) == (len(names), len(set(names)))
+
+
+def test_the_synthetic_unlabelled_split_is_scenes_of_its_own_written_without_labels(tmp_path: Path) -> None:
+    root = synthesize_dataset(tmp_path / "with", 4, seed=2, sensor=SMALL, val_fraction=0.25, test_fraction=0.25,
+                              unlabelled_scenes=3)
+    plain = synthesize_dataset(tmp_path / "without", 4, seed=2, sensor=SMALL, val_fraction=0.25, test_fraction=0.25)
+    for split in ("training", "validation", "testing"):  # the labelled splits do not change
+        a, b = WaymoDataset(root, split), WaymoDataset(plain, split)
+        assert [a[i]["name"] for i in range(len(a))] == [b[i]["name"] for i in range(len(b))]
+        assert all((a[i]["coord"] == b[i]["coord"]).all() for i in range(len(a)))
+    assert not (plain / "unlabelled").exists()
+    frames = sorted((root / "unlabelled").glob("*/*"))
+    assert [f.parent.name for f in frames] == [f"segment-synth-2-{i:05d}" for i in (4, 5, 6)]  # after the others
+    assert not any((f / "segment.npy").exists() for f in frames)
+    unlabelled = WaymoDataset(root, "unlabelled")
+    assert not unlabelled.labelled and len(unlabelled) == 3 and unlabelled.unused_labels() is None
+    assert all((unlabelled[i]["segment"] == -1).all() and len(unlabelled[i]["coord"]) > 0 for i in range(3))
+
+
+def test_a_waymo_unlabelled_split_opens_no_label_file_and_names_those_it_holds(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    frame = {"coord": rng.normal(size=(9, 3)).astype(np.float32), "strength": np.ones((9, 1), np.float32)}
+    write_waymo(tmp_path, "unlabelled", {"seg-a/1": frame, "seg-a/2": {**frame, "segment": np.full(9, 3)}})
+    np.save(tmp_path / "unlabelled" / "seg-a" / "2" / "segment.npy", np.zeros(3))  # would not even fit
+    ds = WaymoDataset(tmp_path, "unlabelled")
+    assert [(ds[i]["segment"] == -1).all() for i in range(2)] == [True, True]
+    assert ds.unused_labels() == "1 of its 2 frames hold a segment.npy"
+
+
+def test_semantic_kitti_test_sequences_read_without_labels_and_a_label_folder_is_named(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    write_kitti(tmp_path, 11, 0, random_points(rng, 16, 4), None)
+    write_kitti(tmp_path, 12, 0, random_points(rng, 16, 4), None)
+    ds = SemanticKITTIDataset(tmp_path, "test", labelled=False)
+    assert not (tmp_path / "sequences" / "11" / "labels").exists() and ds.unused_labels() is None
+    assert all((ds[i]["segment"] == -1).all() for i in range(2))
+    write_kitti(tmp_path, 12, 0, random_points(rng, 16, 4), rng.integers(0, 40, 16))  # labels someone made
+    ds = SemanticKITTIDataset(tmp_path, "test", labelled=False)
+    assert ds.unused_labels() == "label folders 12/labels"
+    assert (ds[1]["segment"] == -1).all()
+    write_kitti(tmp_path, 8, 0, random_points(rng, 16, 4), None)  # labelled=False opens no label of 00-10
+    assert (SemanticKITTIDataset(tmp_path, [8], labelled=False)[0]["segment"] == -1).all()
+
+
+def test_a_folder_unlabelled_split_needs_no_label_files_and_names_those_it_finds(tmp_path: Path) -> None:
+    build_folder(tmp_path, {**SPEC, "splits": {**SPEC["splits"], "unlabelled": ["raw/*"]}})
+    rng = np.random.default_rng(2)
+    for name in ("r0.ply", "r1.bin"):
+        write_scan(tmp_path / "raw" / name, np.hstack([rng.uniform(-5, 5, (50, 3)), rng.uniform(0, 255, (50, 1))]))
+    ds = FolderDataset(tmp_path, "unlabelled")
+    assert len(ds) == 2 and ds.unused_labels() is None
+    assert all((ds[i]["segment"] == -1).all() and ds[i]["strength"].max() <= 1.0 for i in range(2))
+    write_labels(tmp_path / "raw" / "r1.label", np.full(50, 9))  # an id the map does not know: never read
+    assert FolderDataset(tmp_path, "unlabelled").unused_labels() == "1 of its 2 scans have a label file"
+    assert (FolderDataset(tmp_path, "unlabelled")[0]["segment"] == -1).all()
+    spec = yaml.safe_load((tmp_path / SPEC_FILE).read_text())
+    (tmp_path / SPEC_FILE).write_text(yaml.safe_dump({**spec, "labels": {"field": "label"}}))
+    fielded = FolderDataset(tmp_path, "unlabelled")  # .bin scans hold no field: refused only when labelled
+    assert fielded.unused_labels() is None and (fielded[1]["segment"] == -1).all()
