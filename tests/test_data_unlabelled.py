@@ -164,3 +164,67 @@ def test_a_folder_unlabelled_split_needs_no_label_files_and_names_those_it_finds
     (tmp_path / SPEC_FILE).write_text(yaml.safe_dump({**spec, "labels": {"field": "label"}}))
     fielded = FolderDataset(tmp_path, "unlabelled")  # .bin scans hold no field: refused only when labelled
     assert fielded.unused_labels() is None and (fielded[1]["segment"] == -1).all()
+
+
+def test_nuscenes_sweeps_are_the_training_scenes_non_keyframes_read_without_any_label_file(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from test_data_loaders import MINI_SCENES, write_nuscenes
+    from train.data.labels import NUSCENES_LEARNING_MAP
+    from train.data.nuscenes import NuScenesDataset
+
+    rng = np.random.default_rng(3)
+    known = np.array(sorted(NUSCENES_LEARNING_MAP))
+    train_scene, val_scene = "scene-0061", "scene-0103"  # official mini_train and mini_val scenes
+    keyframes = [{"token": f"k{i}", "scene": scene, "points": random_points(rng, 20, 5), "raw": rng.choice(known, 20)}
+                 for i, scene in enumerate((train_scene, val_scene))]
+    write_nuscenes(tmp_path, "v1.0-mini", keyframes, more_scenes=MINI_SCENES)
+    table = tmp_path / "v1.0-mini" / "sample_data.json"
+    rows = json.loads(table.read_text())
+    sample_of = {r["token"]: r["sample_token"] for r in rows}
+    for i, (keyframe, channel) in enumerate((("k0", "LIDAR_TOP"), ("k0", "LIDAR_TOP"), ("k1", "LIDAR_TOP"),
+                                             ("k0", "RADAR_FRONT"))):
+        name = f"sweeps/{channel}/s{i}.pcd.bin"
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        random_points(rng, 12 + i, 5).tofile(tmp_path / name)
+        rows.append({"token": f"s{i}", "sample_token": sample_of[keyframe], "filename": name, "is_key_frame": False})
+    table.write_text(json.dumps(rows))
+    shutil.rmtree(tmp_path / "lidarseg")  # no label file at all
+    sweeps = NuScenesDataset(tmp_path, "sweeps", version="v1.0-mini")
+    assert not sweeps.labelled and [k.token for k in sweeps.keyframes] == ["s0", "s1"]  # the training scene's
+    assert [len(sweeps[i]["coord"]) for i in range(2)] == [12, 13]
+    assert all((sweeps[i]["segment"] == -1).all() for i in range(2))
+    assert [k.token for k in NuScenesDataset(tmp_path, "val", version="v1.0-mini").keyframes] == ["k1"]
+
+
+def test_waymo_v2_unlabelled_frames_of_the_training_segments_convert_without_reading_any_label(
+        tmp_path: Path) -> None:
+    import json
+
+    import waymo_v2_scene as scene
+    from train.data import convert as conv
+
+    times = [1_000_000, 1_100_000, 1_200_000]
+    src = tmp_path / "src"
+    expected = scene.write_segment(src / "training", "1111_000_100", times, {times[0], times[2]})
+    scene.write_segment(src / "training", "3333_000_100", times[:2], set())
+    (src / "training" / "lidar_segmentation" / "3333_000_100.parquet").unlink()  # a segment nobody labelled
+    scene.write_segment(src / "validation", "2222_000_100", times[:1], set(times[:1]))
+    dst = tmp_path / "dst"
+    summary = conv.convert_waymo(src, dst, workers=1, show_progress=False, unlabelled=True)
+    assert summary["frames"] == 2 + 1 + 1 + 2  # labelled training, validation; unlabelled of each training segment
+    ds = WaymoDataset(dst, "unlabelled")
+    assert [ds.scan_name(i) for i in range(len(ds))] == [
+        "unlabelled/1111_000_100/1100000", "unlabelled/3333_000_100/1000000", "unlabelled/3333_000_100/1100000"]
+    assert not any(dst.glob("unlabelled/*/*/segment.npy")) and ds.unused_labels() is None
+    first = ds[0]
+    np.testing.assert_allclose(first["coord"], expected[times[1]]["coord"], atol=1e-4)
+    assert (first["segment"] == -1).all()
+    marker = json.loads((dst / "unlabelled" / "1111_000_100" / conv.MARKER).read_text())
+    assert marker["frames"] == 1 and marker["labelled_frames_skipped"] == 2
+    assert len(WaymoDataset(dst, "training")) == 2  # the labelled split as before
+    assert conv.convert_waymo(src, dst, workers=1, show_progress=False, unlabelled=True)["segments_converted"] == 0
+    # a run that reads the unlabelled split converts it (once) beside the labelled ones
+    root = conv.prepare_waymo_root(src, tmp_path / "run", world_size=1, workers=1, unlabelled=True)
+    assert len(WaymoDataset(root, "unlabelled")) == 3

@@ -139,7 +139,8 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
     if cfg.dataset == "waymo":  # a v2 parquet root is converted once under --out (train.data.convert)
         from train.data.convert import DEFAULT_WORKERS, prepare_waymo_root
 
-        root = prepare_waymo_root(root, Path(cfg.out), info.world_size, DEFAULT_WORKERS)
+        root = prepare_waymo_root(root, Path(cfg.out), info.world_size, DEFAULT_WORKERS,
+                                  unlabelled=cfg.unlabelled_split is not None)
     # nuScenes: the version picks the tables and what "train"/"val" stand for (train.data.nuscenes)
     version = {"version": cfg.nuscenes_version} if cfg.dataset == "nuscenes" else {}
     train = cls(root, train_split, transform=build_transforms(cfg.dataset, train=True, grid_size=cfg.grid_size),
