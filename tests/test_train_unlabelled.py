@@ -119,6 +119,7 @@ def test_a_killed_run_with_the_mixed_list_resumes_to_the_uninterrupted_weights(
     common = dict(epochs=2, iters_per_epoch=None, checkpoint_every=1, student_overrides=model, stage="distill",
                   unlabelled_ratio=1.5)
     run(_kd(tmp_path, teacher_run, out=str(tmp_path / "whole"), **common), CPU)
+    forget_the_lists()
     real_save = train.engine.loop.save_checkpoint
 
     def save_then_die(path, model, optimizer, scheduler, scaler, step, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -130,6 +131,7 @@ def test_a_killed_run_with_the_mixed_list_resumes_to_the_uninterrupted_weights(
     with pytest.raises(_Killed):
         run(_kd(tmp_path, teacher_run, out=str(tmp_path / "killed"), **common), CPU)
     monkeypatch.setattr(train.engine.loop, "save_checkpoint", real_save)
+    forget_the_lists()  # a resume is a new process: nothing of the killed run's lists is left
     with pytest.raises(ResumeMismatchError, match=r"--unlabelled-ratio 1\.5 \(now 1\.0\)"):
         run(_kd(tmp_path, teacher_run, out=str(tmp_path / "killed"), resume=True,
                 **{**common, "unlabelled_ratio": 1.0}), CPU)
@@ -139,6 +141,14 @@ def test_a_killed_run_with_the_mixed_list_resumes_to_the_uninterrupted_weights(
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
     log = "train_log.csv"
     assert (tmp_path / "whole" / "distill" / log).read_text() == (tmp_path / "killed" / "distill" / log).read_text()
+
+
+def forget_the_lists() -> None:
+    """Empty the caches of the epoch lists (:mod:`train.data.mixed`), as a new process starts."""
+    import train.data.mixed
+
+    train.data.mixed._epoch_list.cache_clear()
+    train.data.mixed._cycle.cache_clear()
 
 
 def cfg_model() -> dict[str, Any]:
