@@ -226,3 +226,71 @@ def test_a_folder_unlabelled_split_that_matches_no_scan_is_refused_and_labels_in
     assert all((data.unlabelled[i]["segment"] == -1).all() for i in range(2))
     cfg_yaml = yaml.safe_load((tmp_path / "f" / "dataset.yaml").read_text())
     assert cfg_yaml["splits"]["unlabelled"] == ["raw/*"]
+
+
+@pytest.mark.parametrize("size,unlabelled", [(3, 7), (5, 2)])
+@pytest.mark.parametrize("old,new", [(2, 1), (1, 2), (2, 3), (2, 2)])
+def test_a_mixed_epoch_resumed_on_another_number_of_processes_reads_exactly_the_rest_of_its_list(
+        size: int, unlabelled: int, old: int, new: int) -> None:
+    """The mixed list is the same whatever the number of processes; after p steps of batch B its
+    first p*B entries were read, and the new processes read the rest, each entry once (decision 46)."""
+    from test_data_unlabelled import _Scans
+    from train.data.mixed import MixedSplit
+    from train.runtime.distributed import ResumableDistributedSampler
+
+    mixed = MixedSplit(_Scans("L", size), _Scans("U", unlabelled), "unlabelled", 1.5, seed=2)
+    mixed.set_epoch(3)
+
+    def shard(world: int, rank: int, start: int = 0, list_world: int | None = None) -> list[str]:
+        sampler = ResumableDistributedSampler(mixed, world, rank, shuffle=False, seed=2)  # type: ignore[arg-type]
+        sampler.set_epoch(3)
+        sampler.set_start(start, list_world)
+        return [mixed[i]["name"] for i in sampler]
+
+    batch = old * new
+    lists = [shard(old, r) for r in range(old)]
+    padded = [lists[k % old][k // old] for k in range(old * len(lists[0]))]
+    flags, index, _ = mixed.epoch_list(3)
+    names = [("U" if f else "L") + str(i) for f, i in zip(flags, index)]
+    assert padded[:len(names)] == names  # the list, dealt out
+    for steps in range(-(-len(padded) // batch)):
+        rest = padded[steps * batch:]
+        shards = [shard(new, r, steps * batch // new, old) for r in range(new)]
+        assert [shards[k % new][k // new] for k in range(len(rest))] == rest
+
+
+def test_a_preempted_mixed_run_resumes_to_the_uninterrupted_weights_and_on_one_process_to_the_end(
+        teacher_run: Path, tmp_path: Path) -> None:
+    """``--procs 2``, the launcher signalled in step 4 (epoch 2 of 3, mid-epoch): exit status 75 with one
+    checkpoint; ``--resume`` with 2 processes ends with the uninterrupted run's weights and log, and with
+    1 process it deals out the rest of the mixed list and ends at the same step count."""
+    import shutil
+
+    from test_train_preemption import ENTRY, _finish, _start
+    from train.runtime.preemption import PREEMPTED_EXIT
+
+    model = {**cfg_model(), "drop_path": 0.3, "deterministic": False}
+
+    def launch(name: str, *args: str, procs: int = 2, **env: str) -> tuple[int, str]:
+        cfg = _kd(tmp_path, teacher_run, out=str(tmp_path / name), epochs=3, iters_per_epoch=None, procs=procs,
+                  plots=False, student_overrides=model)
+        path = tmp_path / f"{name}-{procs}.yaml"
+        path.write_text(yaml.safe_dump(cfg.to_dict()))
+        log = path.with_suffix(".log")
+        return _finish([_start([str(ENTRY), "--config", str(path), *args], log, **env)], [log])[0]
+
+    code, log = launch("whole")
+    assert code == 0, log
+    code, log = launch("stopped", SIGNAL_AT="4")
+    assert code == PREEMPTED_EXIT, log
+    assert int(load_checkpoint(tmp_path / "stopped" / "kd" / LAST)["step"]) == 4
+    shutil.copytree(tmp_path / "stopped", tmp_path / "stopped_one")
+    code, log = launch("stopped", "--resume")
+    assert code == 0, log
+    whole, resumed = (load_checkpoint(tmp_path / run_ / "kd" / FINAL)["model"] for run_ in ("whole", "stopped"))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert (tmp_path / "whole" / "kd" / "train_log.csv").read_text() == (
+        tmp_path / "stopped" / "kd" / "train_log.csv").read_text()
+    code, log = launch("stopped_one", "--resume", procs=1)
+    assert code == 0 and "written by 2 process(es) and this run has 1" in log, log
+    assert int(load_checkpoint(tmp_path / "stopped_one" / "kd" / FINAL)["step"]) == 9
