@@ -126,6 +126,9 @@ def test_the_synthetic_unlabelled_split_is_scenes_of_its_own_written_without_lab
     unlabelled = WaymoDataset(root, "unlabelled")
     assert not unlabelled.labelled and len(unlabelled) == 3 and unlabelled.unused_labels() is None
     assert all((unlabelled[i]["segment"] == -1).all() and len(unlabelled[i]["coord"]) > 0 for i in range(3))
+    from train.prediction.inputs import open_split  # train.predict labels them (pseudo-labels)
+
+    assert (open_split("synthetic", root, "unlabelled", "v1.0-trainval", None).load(2)["segment"] == -1).all()
 
 
 def test_a_waymo_unlabelled_split_opens_no_label_file_and_names_those_it_holds(tmp_path: Path) -> None:
