@@ -47,9 +47,10 @@ class SplitData:
         return len(self.class_names)
 
     def training_set(self, cfg: RunConfig, stage: str) -> Any:
-        """The training scans of ``stage``: with an unlabelled split, those of a stage that distils
-        (kd, distill) get its scans mixed in (:class:`train.data.mixed.MixedSplit`, decision 57)."""
-        if self.unlabelled is None or stage not in MIXED_STAGES:
+        """The training scans of ``stage``: with an unlabelled split (``cfg.unlabelled_split``, opened
+        by :func:`prepare_splits`), those of a stage that distils (kd, distill) get its scans mixed in
+        (:class:`train.data.mixed.MixedSplit`, decision 57)."""
+        if self.unlabelled is None or cfg.unlabelled_split is None or stage not in MIXED_STAGES:
             return self.train
         from train.data.mixed import MixedSplit
 
