@@ -102,7 +102,8 @@ def test_the_reads_a_stage_reports_are_the_unlabelled_entries_its_processes_take
     names = []
     for epoch in range(3):
         for rank in range(processes):
-            sampler = ResumableDistributedSampler(mixed, processes, rank, shuffle=False, seed=1)  # type: ignore[arg-type]
+            sampler = ResumableDistributedSampler(mixed, processes, rank, shuffle=False,  # type: ignore[arg-type]
+                                                  seed=1)
             sampler.set_epoch(epoch)
             mixed.set_epoch(epoch)
             loader = DataLoader(mixed, batch_size=batch // processes, sampler=sampler, collate_fn=list)

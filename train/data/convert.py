@@ -36,7 +36,8 @@ from train.runtime.logging_utils import progress
 from .validation import DatasetLayoutError
 from .waymo_source import LABELLED_SPLITS as SPLITS
 from .waymo_source import WaymoV1Error, detect_waymo_source, v1_error
-from .waymo_v2 import LIDAR, SEGMENTATION, component_path, frame_count, frame_timestamps, labelled_timestamps, read_segment_frames
+from .waymo_v2 import (LIDAR, SEGMENTATION, component_path, frame_count, frame_timestamps, labelled_timestamps,
+                       read_segment_frames)
 
 CONVERTED_DIRNAME = "waymo_v2_converted"
 MARKER = ".converted.json"

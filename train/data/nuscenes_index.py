@@ -4,11 +4,12 @@ Two sources list the keyframes:
 
 - the official tables of a version, ``<root>/<version>/{sample_data,sample,scene,lidarseg}.json``
   (:func:`table_index`; the LIDAR_TOP sweeps between the keyframes, which carry no labels, by
-  :func:`sweep_index`, read only when asked for: ``--unlabelled-split sweeps``, decision 57). ``sample_data.json`` holds every sensor reading (about 2.6M records,
-  1.2 GB, in v1.0-trainval) and is not parsed whole: it is read in pieces and only the records
-  whose ``filename`` starts with ``samples/LIDAR_TOP/`` (about 34k) are decoded. The records of
-  these tables are flat JSON objects (no nested objects), which is what lets a record be cut out
-  between the braces around its filename;
+  :func:`sweep_index`, read only when asked for: ``--unlabelled-split sweeps``, decision 57).
+  ``sample_data.json`` holds every sensor reading (about 2.6M records, 1.2 GB, in v1.0-trainval)
+  and is not parsed whole: it is read in pieces and only the records whose ``filename`` starts
+  with ``samples/LIDAR_TOP/`` (about 34k) are decoded. The records of these tables are flat JSON
+  objects (no nested objects), which is what lets a record be cut out between the braces around
+  its filename;
 - Pointcept's info files, ``info/nuscenes_infos_<K>sweeps_<split>.pkl`` (:func:`info_index`), read
   with the restricted unpickler of :mod:`train.data.restricted_pickle`.
 

@@ -84,7 +84,8 @@ def _check_unlabelled(cfg: RunConfig) -> None:
                          "and test splits hold labelled scans)")
     stages = STAGE_ORDER if cfg.stage == "all" else (cfg.stage,)
     distilling = [s for s in stages if s in MIXED_STAGES and any(
-        on and getattr(cfg, f"lambda_{term}") > 0 for term, on in RunConfig(**{**cfg.to_dict(), "stage": s}).terms().items())]
+        on and getattr(cfg, f"lambda_{term}") > 0
+        for term, on in RunConfig(**{**cfg.to_dict(), "stage": s}).terms().items())]
     if not distilling:
         raise ValueError(f"--unlabelled-split trains the kd and distill stages on scans without labels, from the "
                          f"teacher's outputs alone; --stage {cfg.stage} with these terms reads no teacher: use --stage "
