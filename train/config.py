@@ -229,7 +229,7 @@ HELP: dict[str, str] = {
     "warn naming it, fill its slot with the next readable scan, count it in the log (off: stop with the error)",
     "unlabelled_split": "a split read without labels (none needs to exist) and mixed into the kd and distill "
     "stages' training batches: L_seg skips its scans, L_kld and L_topo are as on labelled scans, L_grad's task loss "
-    "takes the teacher's predictions as targets (docs/decisions.md decision 57); synthetic: unlabelled "
+    "takes the teacher's most likely class as its target (docs/decisions.md decision 57); synthetic: unlabelled "
     "(--synthetic-unlabelled-scenes), semantic_kitti: test (sequences 11-21), nuscenes: sweeps (the non-keyframe "
     "sweeps of the training scenes), waymo: unlabelled (training frames without labels), folder: unlabelled "
     "(splits.unlabelled in dataset.yaml)",
