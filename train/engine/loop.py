@@ -131,13 +131,12 @@ def steps_per_epoch(cfg: RunConfig, scans: int, processes: int) -> int:
     return steps if cfg.iters_per_epoch is None else min(steps, cfg.iters_per_epoch)
 
 
-def unlabelled_reads(cfg: RunConfig, stage: str, train_set: Any, processes: int) -> tuple[int, int] | None:
-    """(unlabelled scans read, distinct ones) by ``stage`` training on ``train_set`` over ``processes``
-    processes (:meth:`MixedSplit.reads`); None for a training set without an unlabelled split."""
+def unlabelled_reads(cfg: RunConfig, train_set: Any, processes: int) -> tuple[int, int] | None:
+    """(unlabelled scans read, distinct ones) by a student stage of ``cfg`` training on ``train_set``
+    over ``processes`` processes (:meth:`MixedSplit.reads`); None for a set without an unlabelled split."""
     if not isinstance(train_set, MixedSplit):
         return None
-    epochs = cfg.teacher_epochs if stage == "teacher" else cfg.epochs
-    return train_set.reads(epochs, steps_per_epoch(cfg, len(train_set), processes), cfg.batch_size, processes)
+    return train_set.reads(cfg.epochs, steps_per_epoch(cfg, len(train_set), processes), cfg.batch_size, processes)
 
 
 def load_frozen_teacher(path: str | Path, device: torch.device,
@@ -405,7 +404,7 @@ def _open_outputs(run: _Stage, train_set: Any) -> _Outputs:
                    enabled=info.is_main and cfg.progress, every_steps=cfg.progress_steps,
                    every_seconds=cfg.progress_seconds)
     vote = StepVote(info.world_size, needed=bool(parse_signals(cfg.preempt_signal)) or cfg.checkpoint_minutes > 0)
-    reads = unlabelled_reads(cfg, run.stage, train_set, info.world_size)
+    reads = unlabelled_reads(cfg, train_set, info.world_size)
     if reads is not None and info.is_main:
         print(f"{run.stage}: {train_set.per_epoch} scans of the unlabelled split {train_set.split!r} mixed into each "
               f"epoch with the {len(train_set.labelled_set)} labelled ones (ratio {train_set.ratio:g}): {reads[0]} "

@@ -91,7 +91,7 @@ def run_stage(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo, teach
     model, preset = train_or_reuse(cfg, stage, Path(cfg.out) / stage, data, info, teacher_ckpt, timer)
     result = evaluate_split(cfg, model, data, "val", info)
     result["preset"] = preset
-    reads = unlabelled_reads(cfg, stage, data.training_set(cfg, stage), info.world_size)
+    reads = unlabelled_reads(cfg, data.training_set(cfg, stage), info.world_size)
     if reads is not None:
         result["unlabelled_scans"] = {"split": cfg.unlabelled_split, "ratio": cfg.unlabelled_ratio, "read": reads[0],
                                       "distinct": reads[1], "in_split": len(data.unlabelled)}
