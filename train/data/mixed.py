@@ -45,18 +45,6 @@ class MixedSplit(Dataset):
         self.per_epoch = max(1, round(self.ratio * len(labelled)))
         self.epoch = 0
 
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return tuple(self.labelled_set.class_names)
-
-    @property
-    def skip_bad_scans(self) -> bool:
-        return self.labelled_set.skip_bad_scans
-
-    @skip_bad_scans.setter
-    def skip_bad_scans(self, value: bool) -> None:
-        self.labelled_set.skip_bad_scans = self.unlabelled_set.skip_bad_scans = value
-
     def checkpoint_entries(self) -> dict[str, Any]:
         """The labelled set's entries, plus the unlabelled split, its size and the ratio."""
         return {**self.labelled_set.checkpoint_entries(),
