@@ -3,9 +3,9 @@
 :class:`MixedSplit` is the training set of a ``kd`` or ``distill`` stage that reads an unlabelled
 split: epoch ``e`` lists every labelled scan once, in the seeded order ``default_rng([seed, e])``,
 and ``M = round(ratio * labelled)`` (at least 1) unlabelled ones, interleaved evenly (position k is
-labelled where ``ceil((k + 1) L / T) > ceil(k L / T)``, ``L`` labelled and ``T = L + M`` entries), so
-every run of ``1 + ratio`` consecutive entries, hence every batch of that size or more, holds the
-ratio. The unlabelled entries walk through the unlabelled split in cycles: draw ``q`` (counted from
+labelled where ``ceil((k + 1) L / T) > ceil(k L / T)``, ``L`` labelled and ``T = L + M`` entries): for
+a whole ratio every ``1 + ratio`` consecutive entries hold one labelled scan, so a batch of that size
+holds the ratio. The unlabelled entries walk through the unlabelled split in cycles: draw ``q`` (counted from
 the first epoch on, ``e * M + j`` for the epoch's j-th) is scan ``perm_c[q mod U]`` of the cycle
 ``c = q div U``'s permutation ``default_rng([seed, c, 57])`` of its ``U`` scans, so every
 unlabelled scan is read once before any is read again, and the epochs go on where the last one
