@@ -57,10 +57,9 @@ def test_the_mixed_list_holds_the_ratio_in_every_window_and_reads_every_unlabell
         flags, index, _ = mixed.epoch_list(epoch)
         assert sorted(index[~flags].tolist()) == list(range(labelled))  # every labelled scan once
         assert flags[0] == (labelled == 0)  # a list starts with a labelled scan
-        window = int(round(1 + max(ratio, 1 / ratio)))  # every run of this many entries mixes both kinds
-        if ratio >= 1:
-            counts = [int((~flags[k:k + window]).sum()) for k in range(len(flags) - window + 1)]
-            assert min(counts) >= 1 and max(counts) <= 2
+        if ratio == int(ratio):  # every 1 + R consecutive entries hold one labelled scan
+            window = 1 + int(ratio)
+            assert {int((~flags[k:k + window]).sum()) for k in range(len(flags) - window + 1)} == {1}
         draws += index[flags].tolist()
         mixed.set_epoch(epoch)
         read = [mixed[k] for k in range(len(mixed))]
