@@ -197,6 +197,10 @@ def test_the_label_scarce_study_runs_end_to_end_at_its_smallest_size(tmp_path: P
         extra = torch.load(out / "units" / row / "seed-1" / "model_final.pt", weights_only=False)["extra"]
         assert ("unlabelled" in extra) == mixed, row
         assert extra["stage"] == stage
+        result = json.loads((out / "units" / row / "seed-1" / "result.json").read_text())
+        # the label-scarce fractions leave 1 of the 5 scenes for training: 1 unlabelled scan beside it
+        assert result.get("unlabelled_scans") == ({"split": "unlabelled", "ratio": 1.0, "read": 1, "distinct": 1,
+                                                   "in_split": 4} if mixed else None)
     teacher = torch.load(out / "teacher" / "model_final.pt", weights_only=False)
     assert "unlabelled" not in teacher["extra"] and teacher["config"]["unlabelled_split"] is None
     assert len(list((tmp_path / "data" / "unlabelled").glob("*/*"))) == 4

@@ -91,11 +91,20 @@ def run_stage(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo, teach
     model, preset = train_or_reuse(cfg, stage, Path(cfg.out) / stage, data, info, teacher_ckpt, timer)
     result = evaluate_split(cfg, model, data, "val", info)
     result["preset"] = preset
-    reads = unlabelled_reads(cfg, data.training_set(cfg, stage), info.world_size)
-    if reads is not None:
-        result["unlabelled_scans"] = {"split": cfg.unlabelled_split, "ratio": cfg.unlabelled_ratio, "read": reads[0],
-                                      "distinct": reads[1], "in_split": len(data.unlabelled)}
+    unlabelled = unlabelled_summary(cfg, stage, data, info)
+    if unlabelled is not None:
+        result["unlabelled_scans"] = unlabelled
     return result, model
+
+
+def unlabelled_summary(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo) -> dict[str, Any] | None:
+    """The unlabelled scans ``stage`` trained on: split, ratio, entries read, distinct scans read and
+    the split's size (None for a stage without an unlabelled split; decision 57)."""
+    reads = unlabelled_reads(cfg, data.training_set(cfg, stage), info.world_size)
+    if reads is None:
+        return None
+    return {"split": cfg.unlabelled_split, "ratio": cfg.unlabelled_ratio, "read": reads[0], "distinct": reads[1],
+            "in_split": len(data.unlabelled)}
 
 
 def keep_caches_under(out: Path) -> None:

@@ -58,7 +58,7 @@ from train.engine.loop import FINAL
 from train.engine.profiling import StepTimer
 from train.options.resolve import finalize, resolve
 from train.runner.datasets import SplitData, prepare_splits
-from train.runner.stages import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse
+from train.runner.stages import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse, unlabelled_summary
 from train.runtime.checkpoint import atomic_write
 from train.runtime.distributed import DistInfo, barrier, launch
 from train.study.budget import (DEFAULT_MAX_DOUBLINGS, DEFAULT_TOLERANCE, LABEL_SCARCE, REGIMES, BudgetSearch,
@@ -180,6 +180,9 @@ def run_unit(cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData, info: 
     model, _ = train_or_reuse(cfg, stage, unit_dir, data, info, teacher_ckpt, StepTimer(False, info.device),
                               follow_kept_log(unit_dir))
     result = _unit_result(cfg, model, data, info, time.perf_counter() - t0, unit_dir, before)
+    unlabelled = unlabelled_summary(cfg, stage, data, info)
+    if unlabelled is not None:
+        result["unlabelled_scans"] = unlabelled
     check_reproduced(result, unit_dir)
     if info.is_main:
         # atomic: a killed write never leaves a half result that would mark the unit finished
