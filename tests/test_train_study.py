@@ -173,3 +173,34 @@ def test_study_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "at least two distinct seeds" in capsys.readouterr().err
     assert main(_argv(tmp_path) + ["--rows", "nope"]) == 2
     assert "not rows of table 5" in capsys.readouterr().err
+
+
+def test_the_unlabelled_table_compares_labelled_only_rows_with_rows_that_mix_in_the_unlabelled_split() -> None:
+    rows = study_rows("unlabelled", {}, [], unlabelled_split="sweeps")
+    assert [(r.key, r.stage, r.values) for r in rows] == [
+        ("CE", "student", {}), ("KD", "kd", {}), ("KD+unlabelled", "kd", {"unlabelled_split": "sweeps"}),
+        ("full+unlabelled", "distill", {"unlabelled_split": "sweeps"})]
+
+
+def test_the_label_scarce_study_runs_end_to_end_at_its_smallest_size(tmp_path: Path) -> None:
+    """The smoke form of ``--table unlabelled``: the label-scarce regime's data but for the sizes given,
+    the teacher and the CE and KD rows on the labelled scans only, two rows with the unlabelled scans."""
+    argv = [a for a in _argv(tmp_path) if a not in ("--rows", "CE", "KD", "full")]
+    assert main(["--table", "unlabelled", *argv, "--synthetic-unlabelled-scenes", "4"]) == 0
+    out = tmp_path / "study"
+    saved = json.loads((out / "study.json").read_text())["study"]
+    assert set(saved["rows"]) == {"CE", "KD", "KD+unlabelled", "full+unlabelled"}
+    assert saved["config"]["synthetic_val_fraction"] == 0.4 and saved["config"]["unlabelled_split"] == "unlabelled"
+    assert "distillation with unlabelled scans" in (out / "STUDY.md").read_text()
+    for row, mixed in (("CE", False), ("KD", False), ("KD+unlabelled", True), ("full+unlabelled", True)):
+        stage = {"CE": "student", "KD": "kd", "KD+unlabelled": "kd", "full+unlabelled": "distill"}[row]
+        extra = torch.load(out / "units" / row / "seed-1" / "model_final.pt", weights_only=False)["extra"]
+        assert ("unlabelled" in extra) == mixed, row
+        assert extra["stage"] == stage
+        result = json.loads((out / "units" / row / "seed-1" / "result.json").read_text())
+        # the label-scarce fractions leave 1 of the 5 scenes for training: 1 unlabelled scan beside it
+        assert result.get("unlabelled_scans") == ({"split": "unlabelled", "ratio": 1.0, "read": 1, "distinct": 1,
+                                                   "in_split": 4} if mixed else None)
+    teacher = torch.load(out / "teacher" / "model_final.pt", weights_only=False)
+    assert "unlabelled" not in teacher["extra"] and teacher["config"]["unlabelled_split"] is None
+    assert len(list((tmp_path / "data" / "unlabelled").glob("*/*"))) == 4

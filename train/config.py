@@ -30,6 +30,16 @@ DATASETS: tuple[str, ...] = ("waymo", "nuscenes", "semantic_kitti", "synthetic",
 STAGE_ORDER: tuple[str, ...] = ("teacher", "student", "kd", "distill")  # the order --stage all runs them
 STAGES: tuple[str, ...] = (*STAGE_ORDER, "all")
 STUDENT_STAGES: tuple[str, ...] = ("student", "kd", "distill")
+MIXED_STAGES: tuple[str, ...] = ("kd", "distill")  # the stages --unlabelled-split mixes its scans into
+# The splits of each dataset that --unlabelled-split can name (decision 57): read without labels, none
+# of their scans in the training, validation or test split (train.runner.datasets checks the scans).
+UNLABELLED_SPLITS: dict[str, tuple[str, ...]] = {
+    "waymo": ("unlabelled",),  # training frames without segmentation labels (train.data.convert)
+    "synthetic": ("unlabelled",),  # --synthetic-unlabelled-scenes
+    "nuscenes": ("sweeps",),  # the non-keyframe LIDAR_TOP sweeps of the training scenes
+    "semantic_kitti": ("test",),  # sequences 11-21
+    "folder": ("unlabelled",),  # splits.unlabelled of dataset.yaml
+}
 TOPO_NORMALIZE: tuple[str, ...] = ("scale", "l2", "none")
 DECODER_STAGES: tuple[int, ...] = (1, 2, 3, 4)
 CONV_BACKENDS: tuple[str, ...] = ("auto", "torch", "spconv")  # train.models.sparse_conv.SubMConv3d
@@ -110,6 +120,8 @@ class RunConfig:
     iters_per_epoch: int | None = None
     num_workers: int | None = None
     skip_bad_scans: bool = False
+    unlabelled_split: str | None = None
+    unlabelled_ratio: float = 1.0
     procs: int | None = None
     seed: int = 0
     device: str = "auto"
@@ -180,6 +192,7 @@ class RunConfig:
     synthetic_beams: int | None = None
     synthetic_azimuth_steps: int | None = None
     synthetic_variant: str = "demo"
+    synthetic_unlabelled_scenes: int = 0
 
     def terms(self) -> dict[str, bool]:
         """The loss terms switched on: the stage's defaults, overridden by the ablation flags."""
@@ -214,6 +227,14 @@ HELP: dict[str, str] = {
                    "ranks, one kept for the training process, 1 to 8; docs/decisions.md decision 39)",
     "skip_bad_scans": "train on when a training scan cannot be read (truncated file, wrong point count, NaN): "
     "warn naming it, fill its slot with the next readable scan, count it in the log (off: stop with the error)",
+    "unlabelled_split": "a split read without labels (none needs to exist) and mixed into the kd and distill "
+    "stages' training batches: L_seg skips its scans, L_kld and L_topo are as on labelled scans, L_grad's task loss "
+    "takes the teacher's most likely class as its target (docs/decisions.md decision 57); synthetic: unlabelled "
+    "(--synthetic-unlabelled-scenes), semantic_kitti: test (sequences 11-21), nuscenes: sweeps (the non-keyframe "
+    "sweeps of the training scenes), waymo: unlabelled (training frames without labels), folder: unlabelled "
+    "(splits.unlabelled in dataset.yaml)",
+    "unlabelled_ratio": "unlabelled scans per labelled one in every training list of --unlabelled-split (an epoch "
+    "is one pass over the labelled scans plus this many times as many unlabelled ones)",
     "procs": "training processes started on this machine (DDP; 2 for the synthetic demo on a CPU "
     "with >= 2 cores and an even batch, else 1; under torchrun leave it unset; --resume with another number "
     "than the checkpoint's continues re-sharded, docs/decisions.md decision 46)",
@@ -303,6 +324,8 @@ HELP: dict[str, str] = {
     "reflectivity spread 1.8x, small and thin objects 2.5x as frequent, more pole-thin trees; for the capacity "
     "check of a converged study, docs/notes/converged-study.md)",
     "synthetic_azimuth_steps": "azimuth steps of the simulated LiDAR",
+    "synthetic_unlabelled_scenes": "synthetic scenes generated without labels into the split 'unlabelled' (scenes of "
+    "their own, none in another split; --unlabelled-split unlabelled reads them)",
 }
 
 # The --help sections, in order: title -> what the options of the section set.
@@ -319,7 +342,8 @@ GROUPS: dict[str, str] = {
 GROUP_OF: dict[str, str] = {
     **dict.fromkeys(("dataset", "data_root", "nuscenes_version", "grid_size", "skip_bad_scans", "num_workers",
                      "synthetic_scenes", "synthetic_val_fraction", "synthetic_test_fraction", "synthetic_seed",
-                     "synthetic_beams", "synthetic_azimuth_steps", "synthetic_variant"), "data"),
+                     "synthetic_beams", "synthetic_azimuth_steps", "synthetic_variant", "synthetic_unlabelled_scenes",
+                     "unlabelled_split", "unlabelled_ratio"), "data"),
     **dict.fromkeys(("teacher_preset", "student_preset", "teacher_overrides", "student_overrides",
                      "teacher_checkpoint", "conv_backend"), "models"),
     **dict.fromkeys(("stage", "seg_loss", "class_weights", "kld", "topo", "grad", "lambda_kld", "lambda_topo",
@@ -356,6 +380,7 @@ _UNSET: dict[str, str] = {
     "kld": "as --stage", "topo": "as --stage", "grad": "as --stage",
     "topo_workers": "this process's share of the cores",
     "eval_max_scans": "all",
+    "unlabelled_split": "none: labelled scans only",
     "num_workers": "0 on a CPU, see above on CUDA",
     "checkpoint_minutes": "30 on CUDA, 0 on a CPU",
     "synthetic_beams": "the simulator's", "synthetic_azimuth_steps": "the simulator's",

@@ -49,6 +49,11 @@ class PointCloudDataset(ABC):
         name in the run config says it all; a scan folder's description (:mod:`train.data.folder`)."""
         return {}
 
+    def unused_labels(self) -> str | None:
+        """Labels that a split read without them holds all the same, in words (None: none found, or
+        the split is read with its labels); the run says so once and does not read them (decision 57)."""
+        return None
+
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of ``epoch`` (see the module docstring)."""
         self.epoch = int(epoch)

@@ -5,7 +5,8 @@ Output keys: ``coord`` (N,3) float32, ``grid_coord`` (N,3) int64, ``feat`` (N,C)
 every original point to its row in the batch (so ``logits[inverse]`` predicts every original
 point), ``origin_offset`` (B,) END offsets of the original points, ``origin_segment``
 (sum n_orig,) int64 full-resolution labels, ``name`` list[str], ``skipped`` list[str]: the errors of
-the bad scans whose slots these samples took (``--skip-bad-scans``, :mod:`train.data.base`).
+the bad scans whose slots these samples took (``--skip-bad-scans``, :mod:`train.data.base`),
+``unlabelled`` list[bool]: which scans come from an unlabelled split (:mod:`train.data.mixed`).
 :func:`collate_arrays` gives the same batch as NumPy arrays (labelling through onnxruntime, which
 never imports torch, decision 55); :func:`collate` as tensors, importing torch when called.
 """
@@ -65,4 +66,5 @@ def collate_arrays(samples: Sequence[dict]) -> dict:
         "origin_segment": cat("origin_segment", np.int64),
         "name": [str(s["name"]) for s in samples],
         "skipped": [message for s in samples for message in s.get("skipped", ())],
+        "unlabelled": [bool(s.get("unlabelled", False)) for s in samples],
     }

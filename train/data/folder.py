@@ -11,6 +11,7 @@ per-point labels (a label file beside each scan or a field inside it), and ``dat
       train: ["train/*.ply"]
       val: ["val/*.ply"]
       test: ["test/*.ply"]                             # optional; labelled like the others
+      unlabelled: ["raw/**/*.ply"]                     # optional; read without labels (decision 57)
     feature: intensity                                 # the column the model reads beside x, y, z
     feature_scale: 255.0                               # strength = feature / feature_scale
     frame: sensor                                      # or tile: what x, y, z are measured from
@@ -53,7 +54,7 @@ from .scan_files import FRAMES, SCAN_SUFFIXES, SENSOR_FRAME, Scan, read_labels, 
 from .validation import BadScanError, CorruptFileError, DatasetLayoutError, make_sample, require_dir
 
 SPEC_FILE = "dataset.yaml"
-FOLDER_SPLITS: tuple[str, ...] = ("train", "val", "test")
+FOLDER_SPLITS: tuple[str, ...] = ("train", "val", "test", "unlabelled")
 REQUIRED_SPLITS: tuple[str, ...] = ("train", "val")
 _KEYS = frozenset({"classes", "label_map", "ignore", "labels", "splits", "feature", "feature_scale", "frame"})
 FOLDER_LAYOUT = f"""  <root>/
@@ -218,7 +219,8 @@ def read_folder_spec(root: str | Path) -> FolderSpec:
                          f"field inside each scan), got {labels!r}")
     splits = data["splits"]
     if not isinstance(splits, dict) or set(splits) - set(FOLDER_SPLITS) or set(REQUIRED_SPLITS) - set(splits):
-        raise ValueError(f"{path}: 'splits' must map train and val (and optionally test) to globs or file lists, "
+        raise ValueError(f"{path}: 'splits' must map train and val (and optionally test and unlabelled) to globs or "
+                         f"file lists, "
                          f"got {splits!r}")
     patterns = {k: tuple(_string_list(v, str(path), f"splits.{k}")) for k, v in splits.items()}
     outside = [p for ps in patterns.values() for p in ps if Path(p).is_absolute() or ".." in Path(p).parts]
@@ -229,20 +231,21 @@ def read_folder_spec(root: str | Path) -> FolderSpec:
 
 
 class FolderDataset(PointCloudDataset):
-    """The scans of one split (``"train"``, ``"val"``, ``"test"``) of a folder described by
-    ``dataset.yaml``; sample names are the scan paths relative to the root, without suffix. Not
-    ``labelled`` (a prediction, which needs no labels), the labels are not read: segment -1."""
+    """The scans of one split (``"train"``, ``"val"``, ``"test"``, ``"unlabelled"``) of a folder described by
+    ``dataset.yaml``; sample names are the scan paths relative to the root, without suffix. ``labelled``
+    (default: every split but ``unlabelled``) False reads no label file and no label field: segment -1
+    (an unlabelled split, decision 57, or a prediction, which needs no labels)."""
 
     def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None,
-                 seed: int = 0, labelled: bool = True) -> None:
+                 seed: int = 0, labelled: bool | None = None) -> None:
         super().__init__(transform, seed)
-        self.labelled = labelled
+        self.labelled = split != "unlabelled" if labelled is None else labelled
         self.spec = read_folder_spec(root)
         self.description = self.spec.description
         self.class_names = self.description.classes
         self.scan_paths = self.spec.scans(split)
         fieldless = [p for p in self.scan_paths if p.suffix.lower() in (".bin", ".npy")]
-        if labelled and self.spec.label_field is not None and fieldless:
+        if self.labelled and self.spec.label_field is not None and fieldless:
             raise ValueError(f"{self.spec.root / SPEC_FILE}: labels.field {self.spec.label_field!r}, but "
                              f"{str(fieldless[0])!r} is a {fieldless[0].suffix} scan, which holds no fields: give "
                              f"its labels as files (labels: {{file: \"{{stem}}.label\"}})")
@@ -258,6 +261,20 @@ class FolderDataset(PointCloudDataset):
     def scan_name(self, index: int) -> str:
         """The path of scan ``index`` relative to the root, without its suffix, known before it is read."""
         return str(self.scan_paths[index].relative_to(self.spec.root).with_suffix(""))
+
+    def unused_labels(self) -> str | None:
+        if self.labelled:
+            return None
+        if self.spec.label_file is not None:
+            found = sum(1 for p in self.scan_paths
+                        if (label := self.spec.label_path(p)) not in (None, p) and label.is_file())
+            return f"{found} of its {len(self.scan_paths)} scans have a label file" if found else None
+        first = self.scan_paths[0]  # a label field: the first scan tells
+        try:
+            read_scan(first, self.spec.label_field)
+        except (BadScanError, ValueError):
+            return None
+        return f"its first scan {first.name} holds the label field {self.spec.label_field!r}"
 
     def load(self, index: int) -> dict:
         path = self.scan_paths[index]

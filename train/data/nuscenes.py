@@ -13,7 +13,9 @@ LIDAR_TOP only. Strength = intensity / 255. Labels: 32 raw ids -> 16 classes
   shipped in ``nuscenes_splits.json``. ``<list>`` is the official name of the split in this
   version: "train"/"val" are train/val in v1.0-trainval and mini_train/mini_val in v1.0-mini,
   "test" is test in v1.0-test; official names and any name with a list file are accepted as
-  they are, and "all" takes every keyframe of the version. A version without ``lidarseg.json``
+  they are, and "all" takes every keyframe of the version. "sweeps" takes the LIDAR_TOP sweeps
+  between the keyframes of the training scenes (those of "train"; ``is_key_frame`` false), which
+  have no lidarseg labels: unlabelled samples (decision 57). A version without ``lidarseg.json``
   (v1.0-test) yields unlabelled samples (``segment`` all -1);
 - otherwise Pointcept's ``root/info/nuscenes_infos_<K>sweeps_<split>.pkl`` (split train, val or
   test), whose paths are relative to ``root/raw`` when that folder exists, else to ``root``.
@@ -31,7 +33,7 @@ from train.option_names import DEFAULT_NUSCENES_VERSION, NUSCENES_VERSIONS
 
 from .base import PointCloudDataset, Transform
 from .labels import NUSCENES_CLASSES, NUSCENES_LEARNING_MAP, LearningMap
-from .nuscenes_index import NUSCENES_LAYOUT, KeyFrame, info_index, official_splits, table_index
+from .nuscenes_index import NUSCENES_LAYOUT, KeyFrame, info_index, official_splits, sweep_index, table_index
 from .validation import check_count, layout_error, make_sample, read_records, require_dir, require_file
 
 # train.run asks every version for "train" and "val"; in v1.0-mini they stand for its own lists.
@@ -39,6 +41,7 @@ _MINI_LISTS: dict[str, str] = {"train": "mini_train", "val": "mini_val"}
 _VERSION_HINT = ("train/val: v1.0-trainval, mini_train/mini_val: v1.0-mini, test: v1.0-test; "
                  "--nuscenes-version, or version= in Python")
 INFO_SPLITS: tuple[str, ...] = ("train", "val", "test")
+SWEEPS = "sweeps"  # the non-keyframe LIDAR_TOP sweeps of the training scenes
 
 _NUSCENES_MAP = LearningMap("nuscenes", NUSCENES_LEARNING_MAP, len(NUSCENES_CLASSES))
 _LOG = logging.getLogger(__name__)
@@ -79,8 +82,12 @@ def read_scene_list(scenes: Sequence[str] | str | Path) -> list[str]:
 
 def _table_keyframes(root: Path, version: str, split: str,
                      scenes: Sequence[str] | str | Path | None) -> tuple[list[KeyFrame], bool]:
-    """The keyframes of ``split`` from the version's tables (module docstring: which scenes)."""
+    """The keyframes of ``split`` from the version's tables (module docstring: which scenes), or the
+    sweeps of the training scenes for ``split="sweeps"``; with whether they are labelled."""
     index = table_index(root, version)
+    frames, labelled = index.keyframes, index.labelled
+    if split == SWEEPS:
+        split, frames, labelled = "train", sweep_index(root, version), False
     list_name = _MINI_LISTS.get(split, split) if version == "v1.0-mini" else split
     list_file = root / "splits" / f"{list_name}.txt"
     if scenes is not None:
@@ -102,7 +109,7 @@ def _table_keyframes(root: Path, version: str, split: str,
         raise ValueError(f"nuScenes scenes {unknown[:5]} ({len(unknown)} of {len(wanted)}, from "
                          f"{source}) are not in {str(root / version / 'scene.json')!r}: {hint}")
     chosen = set(wanted)
-    return [k for k in index.keyframes if k.scene in chosen], index.labelled
+    return [k for k in frames if k.scene in chosen], labelled
 
 
 def _info_keyframes(root: Path, split: str,
@@ -111,8 +118,8 @@ def _info_keyframes(root: Path, split: str,
     if scenes is not None or split not in INFO_SPLITS:
         raise ValueError(f"nuScenes under {str(root)!r} is in Pointcept's info layout, which holds "
                          f"the splits {', '.join(INFO_SPLITS)} only (asked: split={split!r}"
-                         f"{', scenes=...' if scenes is not None else ''}); choosing scenes needs "
-                         f"the version's tables")
+                         f"{', scenes=...' if scenes is not None else ''}); choosing scenes and the "
+                         f"sweeps need the version's tables")
     found = sorted((root / "info").glob(f"nuscenes_infos_*sweeps_{split}.pkl"))
     if len(found) != 1:
         raise layout_error(f"nuScenes info folder {str(root / 'info')!r} holds "
@@ -156,7 +163,7 @@ class NuScenesDataset(PointCloudDataset):
         self.keyframes: tuple[KeyFrame, ...] = tuple(keyframes)  # paths joined in load()
         if not self.keyframes:
             raise layout_error(f"nuScenes split {split!r} under {str(self.root)!r} has no "
-                               f"LIDAR_TOP keyframes", NUSCENES_LAYOUT)
+                               f"LIDAR_TOP {'sweeps' if split == SWEEPS else 'keyframes'}", NUSCENES_LAYOUT)
 
     def __len__(self) -> int:
         return len(self.keyframes)

@@ -3,11 +3,13 @@
 Two sources list the keyframes:
 
 - the official tables of a version, ``<root>/<version>/{sample_data,sample,scene,lidarseg}.json``
-  (:func:`table_index`). ``sample_data.json`` holds every sensor reading (about 2.6M records,
-  1.2 GB, in v1.0-trainval) and is not parsed whole: it is read in pieces and only the records
-  whose ``filename`` starts with ``samples/LIDAR_TOP/`` (about 34k) are decoded. The records of
-  these tables are flat JSON objects (no nested objects), which is what lets a record be cut out
-  between the braces around its filename;
+  (:func:`table_index`; the LIDAR_TOP sweeps between the keyframes, which carry no labels, by
+  :func:`sweep_index`, read only when asked for: ``--unlabelled-split sweeps``, decision 57).
+  ``sample_data.json`` holds every sensor reading (about 2.6M records, 1.2 GB, in v1.0-trainval)
+  and is not parsed whole: it is read in pieces and only the records whose ``filename`` starts
+  with ``samples/LIDAR_TOP/`` (about 34k) are decoded. The records of these tables are flat JSON
+  objects (no nested objects), which is what lets a record be cut out between the braces around
+  its filename;
 - Pointcept's info files, ``info/nuscenes_infos_<K>sweeps_<split>.pkl`` (:func:`info_index`), read
   with the restricted unpickler of :mod:`train.data.restricted_pickle`.
 
@@ -39,6 +41,7 @@ NUSCENES_LAYOUT = """  <root>/
     raw/samples/..., raw/lidarseg/...               the files the info paths point at"""
 
 LIDAR_KEYFRAME_PREFIX = "samples/LIDAR_TOP/"
+LIDAR_SWEEP_PREFIX = "sweeps/LIDAR_TOP/"
 _CHUNK_BYTES = 1 << 24
 T = TypeVar("T")
 _CACHE: dict[tuple[Any, ...], Any] = {}
@@ -104,15 +107,15 @@ def _read_table(path: Path, keys: Sequence[str]) -> list[dict]:
     return rows
 
 
-def _lidar_keyframe_rows(path: Path) -> list[dict]:
-    """The records of ``sample_data.json`` whose filename starts with ``samples/LIDAR_TOP/``.
+def _lidar_rows(path: Path, prefix: str) -> list[dict]:
+    """The records of ``sample_data.json`` whose filename starts with ``prefix``.
 
     Reads the file in pieces that end at a record's closing brace; in each piece every occurrence
     of the quoted filename prefix is cut out between the braces around it and decoded alone.
     """
     if not path.is_file():
         raise layout_error(f"nuscenes file {str(path)!r} is missing", NUSCENES_LAYOUT)
-    needle = b'"' + LIDAR_KEYFRAME_PREFIX.encode()
+    needle = b'"' + prefix.encode()
     keys = ("token", "sample_token", "filename", "is_key_frame")
     rows: list[dict] = []
     with path.open("rb") as fh:
@@ -160,13 +163,9 @@ def table_index(root: Path, version: str) -> TableIndex:
 
 def _build_table_index(folder: Path) -> TableIndex:
     sample_data = folder / "sample_data.json"
-    keyframes = [r for r in _lidar_keyframe_rows(sample_data)
+    keyframes = [r for r in _lidar_rows(sample_data, LIDAR_KEYFRAME_PREFIX)
                  if r["is_key_frame"] and str(r["filename"]).startswith(LIDAR_KEYFRAME_PREFIX)]
-    scene_rows = _read_table(folder / "scene.json", ("token", "name"))
-    scene_name = {r["token"]: r["name"] for r in scene_rows}
-    sample_path = folder / "sample.json"
-    sample_scene = {r["token"]: r["scene_token"]
-                    for r in _read_table(sample_path, ("token", "scene_token"))}
+    scene_of = _SceneOf(folder)
     lidarseg_path = folder / "lidarseg.json"
     labelled = lidarseg_path.is_file()
     labels = ({r["sample_data_token"]: r["filename"]
@@ -174,17 +173,47 @@ def _build_table_index(folder: Path) -> TableIndex:
               if labelled else {})
     index = []
     for r in sorted(keyframes, key=lambda r: r["filename"]):
-        scene_token = sample_scene.get(r["sample_token"])
-        if scene_token not in scene_name:
-            raise layout_error(f"nuScenes keyframe {r['token']} ({r['filename']}) belongs to no "
-                               f"scene of {str(folder / 'scene.json')!r} through "
-                               f"{str(sample_path)!r}", NUSCENES_LAYOUT)
+        scene = scene_of(r, "keyframe")
         if labelled and r["token"] not in labels:
             raise layout_error(f"nuScenes keyframe {r['token']} ({r['filename']}) has no "
                                f"entry in {str(lidarseg_path)!r}", NUSCENES_LAYOUT)
-        index.append(KeyFrame(r["filename"], labels.get(r["token"]), r["token"],
-                              scene_name[scene_token]))
-    return TableIndex(tuple(index), frozenset(scene_name.values()), labelled)
+        index.append(KeyFrame(r["filename"], labels.get(r["token"]), r["token"], scene))
+    return TableIndex(tuple(index), scene_of.scenes, labelled)
+
+
+class _SceneOf:
+    """The scene name of a sample_data record, through ``sample.json`` and ``scene.json``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.sample_path = folder, folder / "sample.json"
+        self.name = {r["token"]: r["name"] for r in _read_table(folder / "scene.json", ("token", "name"))}
+        self.sample_scene = {r["token"]: r["scene_token"]
+                             for r in _read_table(self.sample_path, ("token", "scene_token"))}
+        self.scenes = frozenset(self.name.values())
+
+    def __call__(self, row: dict, what: str) -> str:
+        scene_token = self.sample_scene.get(row["sample_token"])
+        if scene_token not in self.name:
+            raise layout_error(f"nuScenes {what} {row['token']} ({row['filename']}) belongs to no "
+                               f"scene of {str(self.folder / 'scene.json')!r} through "
+                               f"{str(self.sample_path)!r}", NUSCENES_LAYOUT)
+        return self.name[scene_token]
+
+
+def sweep_index(root: Path, version: str) -> tuple[KeyFrame, ...]:
+    """The LIDAR_TOP sweeps of ``root/version`` that are not keyframes (``is_key_frame`` false; no
+    label file: ``label`` None), with their scenes, sorted by point file name (cached)."""
+    folder = root / version
+    files = [folder / f"{name}.json" for name in ("sample_data", "sample", "scene")]
+    return _cached("sweeps", files, lambda: _build_sweep_index(folder))
+
+
+def _build_sweep_index(folder: Path) -> tuple[KeyFrame, ...]:
+    rows = [r for r in _lidar_rows(folder / "sample_data.json", LIDAR_SWEEP_PREFIX)
+            if not r["is_key_frame"] and str(r["filename"]).startswith(LIDAR_SWEEP_PREFIX)]
+    scene_of = _SceneOf(folder)
+    return tuple(KeyFrame(r["filename"], None, r["token"], scene_of(r, "sweep"))
+                 for r in sorted(rows, key=lambda r: r["filename"]))
 
 
 def info_index(path: Path) -> tuple[KeyFrame, ...]:

@@ -52,13 +52,15 @@ class SemanticKITTIDataset(PointCloudDataset):
 
     Sequences of the split that are absent on disk are skipped with a warning (a partial copy of
     the data set still loads); none present is an error. Sample names are ``"XX/NNNNNN"``.
+    ``labelled`` (default: sequences 00-10 are) False reads no label file of any sequence.
     """
 
     class_names = SEMANTIC_KITTI_CLASSES
 
     def __init__(self, root: str | Path, split: str | Sequence[int] = "train",
-                 transform: Transform | None = None, seed: int = 0) -> None:
+                 transform: Transform | None = None, seed: int = 0, labelled: bool | None = None) -> None:
         super().__init__(transform, seed)
+        self.labelled = labelled
         if isinstance(split, str):
             if split not in SEMANTIC_KITTI_SPLITS:
                 raise ValueError(f"semantic_kitti split {split!r} is not one of "
@@ -76,7 +78,7 @@ class SemanticKITTIDataset(PointCloudDataset):
             if not velodyne.is_dir():
                 missing.append(f"{seq:02d}")
                 continue
-            labelled = seq in LABELLED_SEQUENCES
+            labelled = seq in LABELLED_SEQUENCES if self.labelled is None else self.labelled
             for bin_path in sorted(velodyne.glob("*.bin")):
                 label = velodyne.parent / "labels" / f"{bin_path.stem}.label" if labelled else None
                 self.scans.append((bin_path, label, f"{seq:02d}/{bin_path.stem}"))
@@ -93,6 +95,13 @@ class SemanticKITTIDataset(PointCloudDataset):
     def scan_name(self, index: int) -> str:
         """``"XX/NNNNNN"`` of scan ``index``, known before it is read."""
         return self.scans[index][2]
+
+    def unused_labels(self) -> str | None:
+        if self.labelled is not False:
+            return None
+        folders = sorted({bin_path.parent.parent / "labels" for bin_path, _, _ in self.scans})
+        found = [f"{folder.parent.name}/labels" for folder in folders if any(folder.glob("*.label"))]
+        return f"label folders {', '.join(found)}" if found else None
 
     def load(self, index: int) -> dict:
         bin_path, label_path, name = self.scans[index]

@@ -28,7 +28,8 @@ from .validation import (
 )
 from .waymo_source import WAYMO_LAYOUT, refuse_raw_download
 
-WAYMO_SPLITS = ("training", "validation", "testing")
+WAYMO_SPLITS = ("training", "validation", "testing", "unlabelled")
+UNLABELLED_SPLITS = ("testing", "unlabelled")  # read without segment.npy unless labelled=True
 _WAYMO_MAP = LearningMap("waymo", WAYMO_LEARNING_MAP, len(WAYMO_CLASSES))
 
 
@@ -61,8 +62,10 @@ class WaymoDataset(PointCloudDataset):
     """Frames of one split of the preprocessed Waymo layout, sorted by (segment, timestamp).
 
     ``name`` of a sample is ``"<split>/<segment>/<timestamp>"``. Waymo's testing split has no
-    labels: its samples carry ``segment`` all -1. ``labelled`` (default: every split but testing)
-    says whether ``segment.npy`` is read; the synthetic set's held-out testing split is labelled.
+    labels, nor has ``unlabelled`` (the synthetic set's unlabelled scenes, or the frames of Waymo's
+    training segments that carry no segmentation labels, :mod:`train.data.convert`): their samples
+    carry ``segment`` all -1. ``labelled`` (default: every split but those two) says whether
+    ``segment.npy`` is read; the synthetic set's held-out testing split is labelled.
     """
 
     class_names = WAYMO_CLASSES
@@ -77,7 +80,7 @@ class WaymoDataset(PointCloudDataset):
         self.root = require_dir(Path(root), "waymo", WAYMO_LAYOUT)
         split_dir = self.root / split
         self.split = split
-        self.labelled = split != "testing" if labelled is None else labelled
+        self.labelled = split not in UNLABELLED_SPLITS if labelled is None else labelled
         self.frames = sorted(p for p in split_dir.glob("*/*") if p.is_dir())
         if not self.frames:
             refuse_raw_download(self.root)
@@ -94,6 +97,12 @@ class WaymoDataset(PointCloudDataset):
         """``"<split>/<segment>/<timestamp>"`` of frame ``index``, known before it is read."""
         frame = self.frames[index]
         return f"{self.split}/{frame.parent.name}/{frame.name}"
+
+    def unused_labels(self) -> str | None:
+        if self.labelled:
+            return None
+        found = sum((frame / "segment.npy").is_file() for frame in self.frames)
+        return f"{found} of its {len(self.frames)} frames hold a segment.npy" if found else None
 
     def load(self, index: int) -> dict:
         return read_waymo_frame(self.frames[index], self.labelled, self.scan_name(index))

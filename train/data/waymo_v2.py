@@ -279,13 +279,19 @@ def labelled_timestamps(split_dir: Path, segment: str) -> list[int]:
     return sorted({row[KEY_TIME].as_py() for row in f.rows() if row[KEY_LASER].as_py() == TOP_LASER})
 
 
+def frame_timestamps(split_dir: Path, segment: str) -> list[int]:
+    """Timestamps of every frame of ``segment`` (rows of its vehicle pose component), sorted."""
+    return sorted(row[KEY_TIME].as_py() for row in ComponentFile(split_dir, VEHICLE_POSE, segment, [KEY_TIME]).rows())
+
+
 def frame_count(split_dir: Path, segment: str) -> int:
     """Number of frames of ``segment`` (rows of its vehicle pose component)."""
     return ComponentFile(split_dir, VEHICLE_POSE, segment, [KEY_TIME]).pf.metadata.num_rows
 
 
-def read_segment_frames(split_dir: Path, segment: str, timestamps: list[int]) -> Iterator[Frame]:
-    """Convert the frames ``timestamps`` of ``segment`` (spec F5), yielding them as they complete.
+def read_segment_frames(split_dir: Path, segment: str, timestamps: list[int], labelled: bool = True) -> Iterator[Frame]:
+    """Convert the frames ``timestamps`` of ``segment`` (spec F5), yielding them as they complete;
+    with ``labelled`` False the segmentation component is not read (label -1 everywhere; decision 57).
 
     A frame is complete when the lidar file has yielded a row for every calibrated lidar; a wanted
     frame still incomplete at the end of the file is an error naming the file and the lidars.
@@ -295,7 +301,8 @@ def read_segment_frames(split_dir: Path, segment: str, timestamps: list[int]) ->
     calibs = read_calibrations(split_dir, segment)
     poses = _read_vehicle_poses(split_dir, segment, wanted)
     pixel_poses = _read_top_images(split_dir, PIXEL_POSE, segment, wanted, RETURNS[:1], POSE_CHANNELS, np.float32)
-    labels = _read_top_images(split_dir, SEGMENTATION, segment, wanted, RETURNS, LABEL_CHANNELS, np.int32)
+    labels = (_read_top_images(split_dir, SEGMENTATION, segment, wanted, RETURNS, LABEL_CHANNELS, np.int32)
+              if labelled else dict.fromkeys(wanted, [None] * len(RETURNS)))
     f = ComponentFile(split_dir, LIDAR, segment, [KEY_TIME, KEY_LASER] + [f"{r}.{p}" for r in RETURNS
                                                                            for p in ("values", "shape")])
     pending: dict[int, dict[int, list[np.ndarray | None]]] = {}

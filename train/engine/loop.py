@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 
 from train.config import RunConfig
 from train.data.base import label_frequencies
+from train.data.mixed import MixedSplit
 from train.data.validation import BadScanError
 from train.engine.input_pipeline import EpochDataset, EpochSampler, device_batches, planned_collate
 from train.engine.losses import class_weights
@@ -119,7 +120,23 @@ def stage_settings(cfg: RunConfig, stage: str, train_set: Any) -> DistillSetting
     settings = distill_settings(cfg, stage)
     if cfg.class_weights == "none":
         return settings
-    return replace(settings, class_weight=class_weights(label_frequencies(train_set), cfg.class_weights))
+    labelled = train_set.labelled_set if isinstance(train_set, MixedSplit) else train_set
+    return replace(settings, class_weight=class_weights(label_frequencies(labelled), cfg.class_weights))
+
+
+def steps_per_epoch(cfg: RunConfig, scans: int, processes: int) -> int:
+    """Steps of an epoch over a training list of ``scans`` entries: every entry once (the list padded
+    for the processes, as ``DistributedSampler`` pads it), at most ``--iters-per-epoch``."""
+    steps = math.ceil(math.ceil(scans / processes) / (cfg.batch_size // processes))
+    return steps if cfg.iters_per_epoch is None else min(steps, cfg.iters_per_epoch)
+
+
+def unlabelled_reads(cfg: RunConfig, train_set: Any, processes: int) -> tuple[int, int] | None:
+    """(unlabelled scans read, distinct ones) by a student stage of ``cfg`` training on ``train_set``
+    over ``processes`` processes (:meth:`MixedSplit.reads`); None for a set without an unlabelled split."""
+    if not isinstance(train_set, MixedSplit):
+        return None
+    return train_set.reads(cfg.epochs, steps_per_epoch(cfg, len(train_set), processes), cfg.batch_size, processes)
 
 
 def load_frozen_teacher(path: str | Path, device: torch.device,
@@ -332,10 +349,10 @@ def _build(cfg: RunConfig, stage: str, out_dir: Path, train_set: Any, spec: Mode
     model = spec.build().to(device)
     model.train()
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.block_keyword, cfg.block_lr_scale)
-    sampler = ResumableDistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=cfg.seed)
-    iters = math.ceil(sampler.num_samples / per_rank)
-    if cfg.iters_per_epoch is not None:
-        iters = min(iters, cfg.iters_per_epoch)
+    # a mixed split's list is seeded and interleaved by itself (train.data.mixed, decision 57)
+    sampler = ResumableDistributedSampler(train_set, info.world_size, info.rank,
+                                          shuffle=not isinstance(train_set, MixedSplit), seed=cfg.seed)
+    iters = steps_per_epoch(cfg, len(train_set), info.world_size)
     scheduler = build_scheduler(optimizer, epochs * iters, cfg.pct_start, cfg.div_factor, cfg.final_div_factor)
     amp = bool(cfg.amp and device.type == "cuda")
     return _Stage(cfg, stage, out_dir, info, spec, settings, timer or StepTimer(cfg.profile, device), teacher, epochs,
@@ -387,6 +404,12 @@ def _open_outputs(run: _Stage, train_set: Any) -> _Outputs:
                    enabled=info.is_main and cfg.progress, every_steps=cfg.progress_steps,
                    every_seconds=cfg.progress_seconds)
     vote = StepVote(info.world_size, needed=bool(parse_signals(cfg.preempt_signal)) or cfg.checkpoint_minutes > 0)
+    reads = unlabelled_reads(cfg, train_set, info.world_size)
+    if reads is not None and info.is_main:
+        print(f"{run.stage}: {train_set.per_epoch} scans of the unlabelled split {train_set.split!r} mixed into each "
+              f"epoch with the {len(train_set.labelled_set)} labelled ones (ratio {train_set.ratio:g}): {reads[0]} "
+              f"unlabelled reads over {run.epochs} epochs, {reads[1]} of its {len(train_set.unlabelled_set)} scans",
+              file=sys.stderr, flush=True)
     return _Outputs(logger, bar, vote, CheckpointClock(cfg.checkpoint_minutes), cfg.to_dict(),
                     {"model_spec": run.spec.__dict__, "stage": run.stage, **train_set.checkpoint_entries()})
 
@@ -534,6 +557,13 @@ def _resume(found: tuple[dict[str, Any], Path], cfg: RunConfig, info: DistInfo, 
     data = mine["data"]
     list_world = int(data.get("list_world", saved))
     expected = _data_state(cfg, epoch, position * (cfg.batch_size // saved), list_world, saved)
+    written = state.get("config") if isinstance(state.get("config"), dict) else {}
+    mixed = [(k, written.get(k, default), getattr(cfg, k)) for k, default in (("unlabelled_split", None),
+                                                                             ("unlabelled_ratio", 1.0))]
+    changed = [f"--{k.replace('_', '-')} {then} (now {now})" for k, then, now in mixed if then != now]
+    if changed and (written.get("unlabelled_split") or cfg.unlabelled_split):
+        raise ResumeMismatchError(f"{path} was written with {', '.join(changed)}, which sets the training list: "
+                                  "resume with the values it was written with, or delete it to start the stage afresh")
     if data != expected:
         raise ResumeMismatchError(
             f"{path} was written where this process's data stream stood at {data}, and this run puts it at "

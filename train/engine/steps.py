@@ -6,7 +6,9 @@
 * Distillation step, in the order that lets persistence overlap the network work:
   1. teacher forward (frozen, eval mode) on the same augmented, voxelised batch as the student
      (decisions 20); the teacher's persistence diagrams are started right away on its
-     pre-classifier embeddings (decisions 12) through ``fast``'s asynchronous engine;
+     pre-classifier embeddings (decisions 12) through ``fast``'s asynchronous engine; the points of
+     the batch's unlabelled scans (``--unlabelled-split``) get the teacher's most likely class as
+     the target of L_kld's mean and of both saliency task losses, while L_seg skips them (decision 57);
   2. teacher saliency gradients: dL_seg(teacher)/dF_l of its decoder stages by
      ``torch.autograd.grad`` (parameters frozen, so only activation gradients; decisions 15),
      under AMP in bfloat16 with no loss scale, independent of the student's scaler (decision 23);
@@ -175,10 +177,26 @@ def _auto_tps_place(device: torch.device, columns: int) -> str:
     return place
 
 
+def task_targets(batch: dict[str, Any], teacher_logits: torch.Tensor) -> torch.Tensor:
+    """The labels of the terms that need targets but not annotations (decision 57): ``segment``,
+    with the teacher's most likely class on every point of the batch's unlabelled scans (whose
+    ``segment`` is all ignore); ``segment`` itself when the batch has none. L_kld averages over the
+    points these label and both models' saliency task losses (Eq. 4) read them; L_seg reads ``segment``."""
+    flags = batch.get("unlabelled")
+    if not flags or not any(flags):
+        return batch["segment"]
+    offset = batch["offset"]
+    counts = torch.diff(offset, prepend=offset.new_zeros(1))
+    on = torch.repeat_interleave(torch.tensor(flags, device=offset.device), counts,
+                                 output_size=batch["segment"].shape[0])
+    return torch.where(on, teacher_logits.detach().argmax(1), batch["segment"])
+
+
 def _teacher_pass(
     teacher: nn.Module, batch: dict[str, Any], s: DistillSettings, amp: bool, timer: StepTimer, topo_seed: int,
-) -> tuple[Any, TopoLossJob | None, list[torch.Tensor]]:
-    """Teacher forward, start its diagrams, then its own-loss saliency gradients (decisions 15, 23)."""
+) -> tuple[Any, TopoLossJob | None, list[torch.Tensor], torch.Tensor]:
+    """Teacher forward, start its diagrams, then its own-loss saliency gradients against the task
+    targets (:func:`task_targets`, returned as well; decisions 15, 23, 57)."""
     need_grad = s.active("grad")
     inputs = model_inputs(batch)
     if need_grad:
@@ -199,14 +217,15 @@ def _teacher_pass(
                 normalize=s.topo_normalize, dims=tuple(s.topo_dims), distance=s.topo_distance,
                 sinkhorn_eps=s.sinkhorn_eps, pi_norm=s.pi_norm, time_budget=s.topo_time_budget, tps_on=tps_on,
             )
+    targets = task_targets(batch, t_out.logits)
     t_grads: list[torch.Tensor] = []
     if need_grad:
         with timer.section("teacher_saliency_grad"):
-            t_loss, _ = segmentation_loss(t_out.logits.float(), batch["segment"], kind=s.seg_loss,
+            t_loss, _ = segmentation_loss(t_out.logits.float(), targets, kind=s.seg_loss,
                                           class_weight=s.seg_weight())
             pos = _stage_positions(s.saliency_layers, len(t_out.decoder_feats))
             t_grads = saliency_gradients(t_loss, [t_out.decoder_feats[p] for p in pos], retain_graph=False)
-    return t_out, topo_job, t_grads
+    return t_out, topo_job, t_grads, targets
 
 
 def distillation_step(
@@ -231,7 +250,7 @@ def distillation_step(
     the gradient each weighted term sends (one extra backward pass per term: a diagnostic, e.g.
     every K steps via ``--log-term-grads K``; under DDP each rank's own share of the batch).
     """
-    t_out, topo_job, t_grads = _teacher_pass(teacher, batch, s, amp, timer, topo_seed)
+    t_out, topo_job, t_grads, targets = _teacher_pass(teacher, batch, s, amp, timer, topo_seed)
     with timer.section("student_forward"), torch.autocast(batch["coord"].device.type, enabled=amp):
         out = student(model_inputs(batch))
     with timer.section("student_loss"):
@@ -245,7 +264,9 @@ def distillation_step(
         with timer.section("student_saliency"):
             pos = _stage_positions(s.saliency_layers, len(out.decoder_feats))
             acts = [out.decoder_feats[p] for p in pos]
-            s_grads = saliency_gradients(seg, acts, retain_graph=True, grad_scale=grad_scale)
+            task = seg if targets is batch["segment"] else segmentation_loss(
+                out.logits.float(), targets, kind=s.seg_loss, class_weight=s.seg_weight())[0]
+            s_grads = saliency_gradients(task, acts, retain_graph=True, grad_scale=grad_scale)
     # one host read for every finiteness decision of the step (decision 39)
     outputs_ok, s_grads_ok, t_grads_ok = _finite_groups(
         [[t_out.logits, t_out.embedding, out.logits, out.embedding], s_grads, t_grads])
@@ -278,7 +299,7 @@ def distillation_step(
             total = total + weighted["grad"]
     if s.active("kld"):
         with timer.section("kld"):
-            l_kld = kld(out.logits.float(), t_out.logits.detach().float(), batch["segment"],
+            l_kld = kld(out.logits.float(), t_out.logits.detach().float(), targets,
                         temperature=s.temperature, class_weight=s.seg_weight() if s.kld_class_weights else None)
         weighted["kld"] = s.lambda_kld * l_kld
         total = total + weighted["kld"]

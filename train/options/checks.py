@@ -9,8 +9,8 @@ import importlib.util
 from pathlib import Path
 
 from reference.topo_loss import check_distance
-from train.config import (CONV_BACKENDS, DATASETS, DECODER_STAGES, PREEMPT_SIGNALS, STAGES, SYNTHETIC_VARIANTS,
-                          TOPO_NORMALIZE, TOPO_TPS, RunConfig)
+from train.config import (CONV_BACKENDS, DATASETS, DECODER_STAGES, MIXED_STAGES, PREEMPT_SIGNALS, STAGE_ORDER, STAGES,
+                          SYNTHETIC_VARIANTS, TOPO_NORMALIZE, TOPO_TPS, UNLABELLED_SPLITS, RunConfig)
 from train.option_names import CLASS_WEIGHTINGS, NUSCENES_VERSIONS, SEG_LOSSES
 from train.options.defaults import runs_on_cuda
 
@@ -20,6 +20,7 @@ def validate(cfg: RunConfig) -> None:
     run in this order, so a configuration with several faults is refused for the first."""
     _check_data(cfg)
     _check_counts(cfg)
+    _check_unlabelled(cfg)
     _check_processes(cfg)
     _check_checkpoints_and_logs(cfg)
     _check_rates_and_fractions(cfg)
@@ -63,6 +64,35 @@ def _check_counts(cfg: RunConfig) -> None:
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or v < 1):
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
+
+
+def _check_unlabelled(cfg: RunConfig) -> None:
+    """``--unlabelled-split``: a split of the dataset's that holds other scans than its labelled ones,
+    a stage that distils (decision 57), a ratio > 0; the synthetic set's split needs its size."""
+    scenes = cfg.synthetic_unlabelled_scenes
+    if isinstance(scenes, bool) or not isinstance(scenes, int) or scenes < 0:
+        raise ValueError(f"--synthetic-unlabelled-scenes must be an integer >= 0, got {scenes!r}")
+    ratio = cfg.unlabelled_ratio
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < float("inf"):
+        raise ValueError(f"--unlabelled-ratio must be a number > 0 (unlabelled scans per labelled one), got {ratio!r}")
+    name = cfg.unlabelled_split
+    if name is None:
+        return
+    if name not in UNLABELLED_SPLITS[cfg.dataset]:
+        raise ValueError(f"--unlabelled-split {name}: {cfg.dataset} has no unlabelled split of that name; its "
+                         f"unlabelled split is {' or '.join(UNLABELLED_SPLITS[cfg.dataset])} (the training, validation "
+                         "and test splits hold labelled scans)")
+    stages = STAGE_ORDER if cfg.stage == "all" else (cfg.stage,)
+    distilling = [s for s in stages if s in MIXED_STAGES and any(
+        on and getattr(cfg, f"lambda_{term}") > 0
+        for term, on in RunConfig(**{**cfg.to_dict(), "stage": s}).terms().items())]
+    if not distilling:
+        raise ValueError(f"--unlabelled-split trains the kd and distill stages on scans without labels, from the "
+                         f"teacher's outputs alone; --stage {cfg.stage} with these terms reads no teacher: use --stage "
+                         "kd, distill or all")
+    if cfg.dataset == "synthetic" and scenes == 0:
+        raise ValueError("--unlabelled-split unlabelled names no scans of the synthetic set: generate them with "
+                         "--synthetic-unlabelled-scenes N")
 
 
 def _check_processes(cfg: RunConfig) -> None:

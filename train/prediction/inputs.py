@@ -47,8 +47,8 @@ def open_split(dataset: str, root: str | Path, split: str, nuscenes_version: str
     cls = dataset_class(dataset)
     if dataset == "nuscenes":
         return cls(root, split, version=nuscenes_version)
-    if dataset == "synthetic":  # the simulator labels its held-out testing split too
-        return cls(root, split, labelled=True)
+    if dataset == "synthetic":  # the simulator labels its held-out testing split too, not its unlabelled one
+        return cls(root, split, labelled=split != "unlabelled")
     # a folder's labels are not read: a scan without its label file is labelled all the same
     source = cls(root, split, labelled=False) if dataset == "folder" else cls(root, split)
     if folder is not None and (differences := folder.differences(source.description)):

@@ -10,11 +10,12 @@ loader's message (where it looked, the expected layout, ``--data-root``).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from train.config import RunConfig
+from train.config import MIXED_STAGES, RunConfig
 from train.data.transforms import tta_views
 
 if TYPE_CHECKING:  # torch is imported where processes meet; the loaders and pipelines serve decision 55 without it
@@ -40,11 +41,22 @@ class SplitData:
     collate: Callable
     class_names: tuple[str, ...]
     has_test: bool
+    unlabelled: Any = None  # the --unlabelled-split scans, with the training pipeline (None: none)
     _views: dict[tuple[str, bool], list[Any]] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def training_set(self, cfg: RunConfig, stage: str) -> Any:
+        """The training scans of ``stage``: with an unlabelled split (``cfg.unlabelled_split``, opened
+        by :func:`prepare_splits`), those of a stage that distils (kd, distill) get its scans mixed in
+        (:class:`train.data.mixed.MixedSplit`, decision 57)."""
+        if self.unlabelled is None or cfg.unlabelled_split is None or stage not in MIXED_STAGES:
+            return self.train
+        from train.data.mixed import MixedSplit
+
+        return MixedSplit(self.train, self.unlabelled, cfg.unlabelled_split, cfg.unlabelled_ratio, cfg.seed)
 
     def eval_views(self, split: str, tta: bool) -> list[Any]:
         """Evaluation datasets of ``split`` ("val" or "test"): one (no TTA) or one per fixed view."""
@@ -112,7 +124,8 @@ def _ensure_synthetic(cfg: RunConfig, info: DistInfo) -> None:
                   if v is not None}
         ensure_synthetic_dataset(Path(cfg.data_root), scenes=cfg.synthetic_scenes, seed=cfg.synthetic_seed,
                                  val_fraction=cfg.synthetic_val_fraction,
-                                 test_fraction=cfg.synthetic_test_fraction, variant=cfg.synthetic_variant, **sensor)
+                                 test_fraction=cfg.synthetic_test_fraction, variant=cfg.synthetic_variant,
+                                 unlabelled_scenes=cfg.synthetic_unlabelled_scenes, **sensor)
     barrier()
 
 
@@ -131,7 +144,8 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
     if cfg.dataset == "waymo":  # a v2 parquet root is converted once under --out (train.data.convert)
         from train.data.convert import DEFAULT_WORKERS, prepare_waymo_root
 
-        root = prepare_waymo_root(root, Path(cfg.out), info.world_size, DEFAULT_WORKERS)
+        root = prepare_waymo_root(root, Path(cfg.out), info.world_size, DEFAULT_WORKERS,
+                                  unlabelled=cfg.unlabelled_split is not None)
     # nuScenes: the version picks the tables and what "train"/"val" stand for (train.data.nuscenes)
     version = {"version": cfg.nuscenes_version} if cfg.dataset == "nuscenes" else {}
     train = cls(root, train_split, transform=build_transforms(cfg.dataset, train=True, grid_size=cfg.grid_size),
@@ -155,4 +169,35 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
             f"{cfg.dataset} at {root} has {len(train)} {train_split} and {len(data.val_views(False)[0])} "
             f"{val_split} scans; both splits need at least one (check --data-root)"
         )
+    if cfg.unlabelled_split is not None:
+        data.unlabelled = _unlabelled_split(cfg, cls, root, data, info, **version)
     return data
+
+
+def _unlabelled_split(cfg: RunConfig, cls: type, root: Path, data: SplitData, info: DistInfo,
+                      **version: str) -> Any:
+    """The scans of ``--unlabelled-split``, read without labels through the training pipeline; a
+    split with no scans, or sharing a scan with the training, validation or test split, is refused in
+    one line, and labels found in it are said once (rank 0) and not read (decision 57)."""
+    from train.data.transforms import build_transforms
+
+    name = cfg.unlabelled_split
+    pipeline = build_transforms(cfg.dataset, train=True, grid_size=cfg.grid_size)
+    options = version if cfg.dataset == "nuscenes" else {"labelled": False}
+    unlabelled = cls(root, name, transform=pipeline, seed=cfg.seed, **options)
+    unlabelled.skip_bad_scans = cfg.skip_bad_scans
+    if len(unlabelled) == 0:
+        raise FileNotFoundError(f"--unlabelled-split {name}: {cfg.dataset} at {root} has no scans in it")
+    names = {unlabelled.scan_name(i) for i in range(len(unlabelled))}
+    others = [("training", data.train)] + [(split, data.eval_views(split, False)[0])
+                                           for split in EVAL_SPLITS if split == "val" or data.has_test]
+    for split, dataset in others:
+        shared = sorted(names & {dataset.scan_name(i) for i in range(len(dataset))})
+        if shared:
+            raise ValueError(f"--unlabelled-split {name} shares {len(shared)} scan(s) with the {split} split "
+                             f"(first: {shared[0]}); an unlabelled split must hold other scans")
+    found = unlabelled.unused_labels()
+    if found and info.is_main:
+        print(f"--unlabelled-split {name}: {found}; they are not read (the split is trained on without labels)",
+              file=sys.stderr, flush=True)
+    return unlabelled

@@ -16,7 +16,7 @@ import torch
 
 from train.config import STAGE_ORDER, RunConfig
 from train.data.validation import BadScanError
-from train.engine.loop import FINAL, distill_settings, load_frozen_teacher, model_spec, train_stage
+from train.engine.loop import FINAL, distill_settings, load_frozen_teacher, model_spec, train_stage, unlabelled_reads
 from train.engine.profiling import StepTimer
 from train.engine.steps import start_persistence
 from train.evaluation.cost import count_parameters
@@ -63,8 +63,8 @@ def train_or_reuse(cfg: RunConfig, stage: str, out_dir: Path, data: SplitData, i
         teacher_spec = model_spec(cfg, "teacher", data.num_classes, info.device)
         teacher, _ = load_frozen_teacher(teacher_ckpt, info.device, pointcept=teacher_spec)
     validate = validator(data.val_views(False), cfg, data.num_classes, info.device, data.collate)
-    return train_stage(cfg, stage, out_dir, data.train, data.collate, spec, info, teacher, timer, validate,
-                       on_validation), spec.preset
+    return train_stage(cfg, stage, out_dir, data.training_set(cfg, stage), data.collate, spec, info, teacher, timer,
+                       validate, on_validation), spec.preset
 
 
 def evaluate_split(cfg: RunConfig, model: torch.nn.Module, data: SplitData, split: str,
@@ -91,7 +91,20 @@ def run_stage(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo, teach
     model, preset = train_or_reuse(cfg, stage, Path(cfg.out) / stage, data, info, teacher_ckpt, timer)
     result = evaluate_split(cfg, model, data, "val", info)
     result["preset"] = preset
+    unlabelled = unlabelled_summary(cfg, stage, data, info)
+    if unlabelled is not None:
+        result["unlabelled_scans"] = unlabelled
     return result, model
+
+
+def unlabelled_summary(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo) -> dict[str, Any] | None:
+    """The unlabelled scans ``stage`` trained on: split, ratio, entries read, distinct scans read and
+    the split's size (None for a stage without an unlabelled split; decision 57)."""
+    reads = unlabelled_reads(cfg, data.training_set(cfg, stage), info.world_size)
+    if reads is None:
+        return None
+    return {"split": cfg.unlabelled_split, "ratio": cfg.unlabelled_ratio, "read": reads[0], "distinct": reads[1],
+            "in_split": len(data.unlabelled)}
 
 
 def keep_caches_under(out: Path) -> None:
@@ -145,10 +158,24 @@ def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
         header = (f"# {cfg.dataset} validation: per-class IoU %, mIoU %, parameters, latency "
                   f"({info.device.type}, {time.perf_counter() - t0:.0f} s total)")
         table = write_report(out / "results", results, data.class_names, header=header)
+        lines = "".join(unlabelled_line(label, r) for label, r in results.items())
+        if lines:
+            with (out / "results.md").open("a") as fh:
+                fh.write(lines.lstrip("\n") + "\n")
+            table += "\n" + lines
         print("\n" + header + "\n\n" + table + f"\n\nreports and logs in {out}/", flush=True)
         if cfg.plots:
             write_run_plots(cfg, out, models, results, data, info)
     return results
+
+
+def unlabelled_line(label: str, result: dict[str, Any]) -> str:
+    """The line under the results table that says how many unlabelled scans a stage read ('' if none)."""
+    u = result.get("unlabelled_scans")
+    if u is None:
+        return ""
+    return (f"\n{label}: trained on {u['read']} unlabelled scans of split {u['split']!r} (ratio {u['ratio']:g}; "
+            f"{u['distinct']} distinct of its {u['in_split']})")
 
 
 def write_run_plots(cfg: RunConfig, out: Path, models: dict[str, torch.nn.Module], results: dict[str, dict[str, Any]],

@@ -8,6 +8,10 @@ One teacher is trained (or reused), then every (row, seed) unit trains one stude
   rows the differences are taken against. The weights are chosen on validation mIoU; test mIoU is
   reported for every row.
 * Table 10 (``--table 10``): the full row with each set of decoder stages of ``--saliency-sets``.
+* ``--table unlabelled`` (decision 57): the label-scarce question, CE and KD on the labelled scans,
+  KD and the full objective with the scans of ``--unlabelled-split`` mixed in; on the synthetic set
+  its data default to the label-scarce regime (:data:`train.study.budget.LABEL_SCARCE`), for the
+  teacher too, which, like the CE and KD rows, trains on the labelled scans only.
 * Table 11 (``--table 11``): KD+topo with each distance between the diagrams: PWCD, Sinkhorn OT at
   every ``--sinkhorn-eps-grid`` value (the paper's 0.02 0.05 0.1 0.2 by default; decision 31) and
   TopKD's persistence images (decision 32, with its own l_topo, :data:`PI_LAMBDA_TOPO`), with the CE
@@ -54,16 +58,17 @@ from train.engine.loop import FINAL
 from train.engine.profiling import StepTimer
 from train.options.resolve import finalize, resolve
 from train.runner.datasets import SplitData, prepare_splits
-from train.runner.stages import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse
+from train.runner.stages import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse, unlabelled_summary
 from train.runtime.files import atomic_write
 from train.runtime.distributed import DistInfo, barrier, launch
-from train.study.budget import (DEFAULT_MAX_DOUBLINGS, DEFAULT_TOLERANCE, REGIMES, BudgetSearch, check_search,
-                                regime_conflicts, search_budget)
+from train.study.budget import (DEFAULT_MAX_DOUBLINGS, DEFAULT_TOLERANCE, LABEL_SCARCE, REGIMES, BudgetSearch,
+                                check_search, regime_conflicts, search_budget)
 from train.study.report import BUDGET_PLOT, budget_curves, log_quarters, logged_steps, plot_budgets, write_study_report
 from train.study.units import (RESULT, TRAIN_LOG, check_reproduced, evaluations_differ, follow_kept_log, keep_units,
                                needs_retraining, restore_units)
 
-TABLES: tuple[int, ...] = (5, 7, 10, 11)
+UNLABELLED_TABLE = "unlabelled"  # the label-scarce question (decision 57), not a table of the paper
+TABLES: tuple[int | str, ...] = (5, 7, 10, 11, UNLABELLED_TABLE)
 # The paper's Table 7 grid (App. C): lambda_topo in {0.5, 4, 8}, lambda_grad and lambda_kld in
 # {0.5, 1, 2}.
 PAPER_GRID: dict[str, tuple[float, ...]] = {
@@ -100,9 +105,13 @@ def _num(v: float) -> str:
     return f"{v:g}"
 
 
-def study_rows(table: int, grid: dict[str, Sequence[float]], saliency_sets: Sequence[Sequence[int]],
-               sinkhorn_eps: Sequence[float] = PAPER_SINKHORN_EPS) -> list[Row]:
-    """The rows of ``table``; CE and KD always come first (the paired differences use them)."""
+def study_rows(table: int | str, grid: dict[str, Sequence[float]], saliency_sets: Sequence[Sequence[int]],
+               sinkhorn_eps: Sequence[float] = PAPER_SINKHORN_EPS, unlabelled_split: str | None = None) -> list[Row]:
+    """The rows of ``table``; CE and KD always come first (the paired differences use them). The
+    rows of ``unlabelled`` mix in the scans of ``unlabelled_split``; no other row reads it."""
+    if table == UNLABELLED_TABLE:
+        mixed = {"unlabelled_split": unlabelled_split}
+        return [CE, KD, Row("KD+unlabelled", "kd", mixed), Row("full+unlabelled", "distill", mixed)]
     if table == 5:
         return list(TABLE5)
     if table == 7:
@@ -128,7 +137,8 @@ def study_rows(table: int, grid: dict[str, Sequence[float]], saliency_sets: Sequ
 
 def unit_config(base: RunConfig, row: Row, seed: int, unit_dir: Path, teacher_ckpt: Path | None) -> RunConfig:
     """The resolved config of one (row, seed) unit (validated like any run); the CE row reads no teacher."""
-    values = {**base.to_dict(), **row.values, "stage": row.stage, "seed": seed, "out": str(unit_dir),
+    values = {**base.to_dict(), "unlabelled_split": None, **row.values, "stage": row.stage, "seed": seed,
+              "out": str(unit_dir),
               "teacher_checkpoint": str(teacher_ckpt) if row.stage != "student" else None, "resume": True}
     return finalize(values)
 
@@ -170,6 +180,9 @@ def run_unit(cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData, info: 
     model, _ = train_or_reuse(cfg, stage, unit_dir, data, info, teacher_ckpt, StepTimer(False, info.device),
                               follow_kept_log(unit_dir))
     result = _unit_result(cfg, model, data, info, time.perf_counter() - t0, unit_dir, before)
+    unlabelled = unlabelled_summary(cfg, stage, data, info)
+    if unlabelled is not None:
+        result["unlabelled_scans"] = unlabelled
     check_reproduced(result, unit_dir)
     if info.is_main:
         # atomic: a killed write never leaves a half result that would mark the unit finished
@@ -201,7 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Paper ablations (Table 5, 7, 10 or 11) with several seeds, mean and 95%% confidence "
         "intervals; every other option is passed to each run (see python -m train.run --help).",
     )
-    p.add_argument("--table", type=int, choices=TABLES, default=5, help="which ablation table (default 5)")
+    p.add_argument("--table", type=_table, choices=TABLES, default=5,
+                   help="which ablation table (default 5), or unlabelled: CE and KD on the labelled scans, KD and the "
+                   "full objective with --unlabelled-split mixed in (on the synthetic set: the label-scarce regime, "
+                   "train/study/budget.py LABEL_SCARCE; decision 57)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every row (>= 2)")
     p.add_argument("--out", default=None, help="study directory (default runs/study-<dataset>-table<N>)")
     p.add_argument("--rows", nargs="+", default=None, help="run only these row keys (default: all)")
@@ -234,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _table(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
 def _saliency_sets(texts: Sequence[str]) -> list[list[int]]:
     try:
         return [[int(t) for t in text.replace(",", " ").split()] for text in texts]
@@ -241,10 +261,10 @@ def _saliency_sets(texts: Sequence[str]) -> list[list[int]]:
         raise ValueError(f"--saliency-sets takes quoted lists of decoder stages like '3 4': {err}") from None
 
 
-def select_rows(args: argparse.Namespace) -> list[Row]:
+def select_rows(args: argparse.Namespace, unlabelled_split: str | None = None) -> list[Row]:
     """The rows of ``args.table`` (restricted to ``--rows`` when given); unknown keys are errors."""
     rows = study_rows(args.table, {k: getattr(args, k) for k in PAPER_GRID}, _saliency_sets(args.saliency_sets),
-                      args.sinkhorn_eps_grid)
+                      args.sinkhorn_eps_grid, unlabelled_split)
     if args.rows is None:
         return rows
     unknown = set(args.rows) - {r.key for r in rows}
@@ -259,13 +279,15 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[Row], Ru
     args, rest = build_parser().parse_known_args(argv)
     if len(set(args.seeds)) != len(args.seeds) or len(args.seeds) < 2:
         raise ValueError(f"--seeds needs at least two distinct seeds for a confidence interval, got {args.seeds}")
-    rows = select_rows(args)
     if not any(r == "--dataset" or r.startswith("--dataset=") for r in rest):
         rest = ["--dataset", "synthetic", *rest]
     base = resolve(rest)
+    explicit = _explicit_options(rest)
+    if args.table == UNLABELLED_TABLE:
+        base = _label_scarce(base, explicit)
+    rows = select_rows(args, base.unlabelled_split)
     if base.log_term_grads == 0:
         base.log_term_grads = TERM_GRAD_INTERVAL
-    explicit = _explicit_options(rest)
     for regime in args.regime or ():
         regime_config(base, regime)  # a regime that cannot run is refused now
         clash = regime_conflicts(regime, explicit)
@@ -278,6 +300,17 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[Row], Ru
     if args.out is None:
         args.out = str(Path("runs") / f"study-{base.dataset}-table{args.table}")
     return args, rows, base
+
+
+def _label_scarce(base: RunConfig, explicit: dict[str, Any]) -> RunConfig:
+    """``base`` for ``--table unlabelled``: on the synthetic set the label-scarce regime's data
+    (:data:`LABEL_SCARCE`) for every option not given; an unlabelled split in any case."""
+    if base.dataset == "synthetic":
+        base = finalize({**base.to_dict(), **{k: v for k, v in LABEL_SCARCE.items() if k not in explicit}})
+    if base.unlabelled_split is None:
+        raise ValueError(f"--table {UNLABELLED_TABLE} mixes the scans of an unlabelled split into two of its rows: "
+                         "pass --unlabelled-split NAME")
+    return base
 
 
 def _explicit_options(argv: Sequence[str]) -> dict[str, Any]:
@@ -297,7 +330,7 @@ def regime_config(base: RunConfig, regime: str | None) -> RunConfig:
 
 def _teacher_config(base: RunConfig, seed: int, epochs: int, out: Path) -> RunConfig:
     return finalize({**base.to_dict(), "stage": "teacher", "seed": seed, "teacher_epochs": epochs, "out": str(out),
-                     "resume": True})
+                     "resume": True, "unlabelled_split": None})
 
 
 def study_unit(args: argparse.Namespace, cfg: RunConfig, stage: str, unit_dir: Path, data: SplitData,
@@ -417,7 +450,9 @@ def run_study(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, in
         restored = restore_units(Path(args.keep_units), out)
         _say(info, base, f"{len(restored)} finished units restored from {args.keep_units}")
     barrier()
-    data = prepare_splits(_teacher_config(base, args.seeds[0], base.teacher_epochs, out), info)
+    # the data of every unit, with the unlabelled split its rows mix in (decision 57)
+    data = prepare_splits(finalize({**_teacher_config(base, args.seeds[0], base.teacher_epochs, out).to_dict(),
+                                    "stage": "all", "unlabelled_split": base.unlabelled_split}), info)
     # regime -> (its students' config, its folder)
     regimes = {regime: (regime_config(base, regime), out / regime if regime else out)
                for regime in args.regime or [None]}

@@ -268,11 +268,16 @@ def budget_lines(budget: dict[str, Any]) -> list[str]:
     return lines
 
 
+def table_title(table: int | str) -> str:
+    """What a study's ``--table`` reproduces: a table of the paper, or the label-scarce question (decision 57)."""
+    return f"paper Table {table}" if isinstance(table, int) else "distillation with unlabelled scans"
+
+
 def render(study: dict[str, Any], summary: dict[str, Any]) -> str:
     split = study["eval_split"]
     names = list(summary)
     regime = f", {study['regime']} regime" if study.get("regime") else ""
-    lines = [f"# Study: paper Table {study['table']} on {study['dataset']}{regime} ({len(study['seeds'])} seeds)", "",
+    lines = [f"# Study: {table_title(study['table'])} on {study['dataset']}{regime} ({len(study['seeds'])} seeds)", "",
              f"Command: `{study['command']}`", "",
              f"Machine: {_machine()}.", "",
              f"Wall time of the units: {sum(e['wall_s'] for e in summary.values()) / 60:.1f} min "
@@ -346,7 +351,7 @@ def plot(study: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
     ax.axhline(teacher, color="#C44E52", linestyle="--", label=f"teacher {teacher:.1f}")
     ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 5 else 0, ha="right" if len(names) > 5 else "center")
     ax.set_ylabel(f"{split} mIoU % (mean, 95% CI; dots: seeds)")
-    ax.set_title(f"Table {study['table']} on {study['dataset']}, {len(study['seeds'])} seeds")
+    ax.set_title(f"{table_title(study['table'])} on {study['dataset']}, {len(study['seeds'])} seeds")
     low = min(m - h for m, h in zip(means, halves))
     ax.set_ylim(max(0.0, low - 5.0), max(teacher, max(m + h for m, h in zip(means, halves))) + 3.0)
     ax.legend(loc="best")  # matplotlib places it where it covers the fewest bars and lines

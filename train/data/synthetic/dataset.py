@@ -15,6 +15,8 @@ Splits are whole scenes, so no scene contributes frames to two splits: the last
 testing split: choices are made on validation and reported on it), the
 ``round(scenes * val_fraction)`` scenes before them ``validation/`` and the rest ``training/``. A
 positive fraction always gets at least one scene and training keeps at least one.
+``unlabelled_scenes`` more scenes, numbered after those (so none is a scene of another split),
+form ``unlabelled/``: their frames are written without ``segment.npy`` (decision 57).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ FRAME_SPACING = 1.0  # metres the ego advances between frames of one scene (10 m
 _LOG = logging.getLogger(__name__)
 
 
-SPLIT_DIRS = ("training", "validation", "testing")
+SPLIT_DIRS = ("training", "validation", "testing", "unlabelled")
 
 
 def split_sizes(scenes: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
@@ -72,11 +74,12 @@ def simulate_frames(scene_index: int, seed: int, sensor: SensorConfig, frames_pe
     return frames
 
 
-def write_frame(frame_dir: Path, scan: dict[str, np.ndarray], with_mask: bool) -> None:
+def write_frame(frame_dir: Path, scan: dict[str, np.ndarray], with_mask: bool, labelled: bool = True) -> None:
     frame_dir.mkdir(parents=True, exist_ok=True)
     np.save(frame_dir / "coord.npy", scan["coord"])
     np.save(frame_dir / "strength.npy", scan["strength"])
-    np.save(frame_dir / "segment.npy", scan["segment"].astype(np.int32))
+    if labelled:
+        np.save(frame_dir / "segment.npy", scan["segment"].astype(np.int32))
     np.save(frame_dir / "pose.npy", scan["pose"])
     if with_mask:
         np.save(frame_dir / "mask.npy", np.ones(len(scan["coord"]), dtype=bool))
@@ -85,32 +88,39 @@ def write_frame(frame_dir: Path, scan: dict[str, np.ndarray], with_mask: bool) -
 def synthesize_dataset(out: str | Path, scenes: int, seed: int = 0,
                        sensor: SensorConfig | None = None, val_fraction: float = 0.2,
                        frames_per_scene: int = 1, half_length: float = 80.0,
-                       test_fraction: float = 0.2, variant: str = DEFAULT_VARIANT) -> Path:
-    """Generate ``scenes`` scenes of style ``variant`` into ``out`` (Waymo layout, see the module docstring)."""
-    if scenes < 1 or frames_per_scene < 1:
-        raise ValueError(f"need scenes >= 1 and frames_per_scene >= 1, got {scenes}, {frames_per_scene}")
+                       test_fraction: float = 0.2, variant: str = DEFAULT_VARIANT,
+                       unlabelled_scenes: int = 0) -> Path:
+    """Generate ``scenes`` labelled and ``unlabelled_scenes`` unlabelled scenes of style ``variant``
+    into ``out`` (Waymo layout, see the module docstring)."""
+    if scenes < 1 or frames_per_scene < 1 or unlabelled_scenes < 0:
+        raise ValueError(f"need scenes >= 1, frames_per_scene >= 1 and unlabelled_scenes >= 0, got {scenes}, "
+                         f"{frames_per_scene}, {unlabelled_scenes}")
     scene_style(variant)  # an unknown variant fails before anything is written
     sensor = sensor or SensorConfig()
     out = Path(out)
     n_val, n_test = split_sizes(scenes, val_fraction, test_fraction)
-    for i in range(scenes):
-        split = scene_split(i, scenes, n_val, n_test)
+    for i in range(scenes + unlabelled_scenes):
+        split = scene_split(i, scenes, n_val, n_test) if i < scenes else "unlabelled"
         for f, scan in enumerate(simulate_frames(i, seed, sensor, frames_per_scene, half_length, variant)):
             frame_dir = out / split / f"segment-synth-{seed}-{i:05d}" / f"{1_600_000_000_000_000 + f * 100_000}"
-            write_frame(frame_dir, scan, with_mask=split != "training")
+            write_frame(frame_dir, scan, with_mask=split not in ("training", "unlabelled"),
+                        labelled=split != "unlabelled")
     return out
 
 
 def generator_params(scenes: int, seed: int, sensor: SensorConfig, val_fraction: float,
                      frames_per_scene: int, half_length: float, test_fraction: float,
-                     variant: str = DEFAULT_VARIANT) -> dict:
-    """Everything the output depends on; stored in the marker file. The variant is recorded only
-    when it is not the demo's, so the demo's sets cached before variants existed stay valid."""
+                     variant: str = DEFAULT_VARIANT, unlabelled_scenes: int = 0) -> dict:
+    """Everything the output depends on; stored in the marker file. The variant and the unlabelled
+    scenes are recorded only when they are not the demo's, so the demo's sets cached before they
+    existed stay valid."""
     params = {"generator_version": GENERATOR_VERSION, "scenes": scenes, "seed": seed,
               "sensor": sensor.as_dict(), "val_fraction": val_fraction, "test_fraction": test_fraction,
               "frames_per_scene": frames_per_scene, "half_length": half_length}
     if variant != DEFAULT_VARIANT:
         params["variant"] = variant
+    if unlabelled_scenes:
+        params["unlabelled_scenes"] = unlabelled_scenes
     return params
 
 
@@ -118,13 +128,14 @@ def ensure_synthetic_dataset(root: str | Path, scenes: int = 120, seed: int = 0,
                              sensor: SensorConfig | None = None, val_fraction: float = 0.2,
                              frames_per_scene: int = 1, half_length: float = 80.0,
                              test_fraction: float = 0.2, variant: str = DEFAULT_VARIANT,
-                             **sensor_overrides: float) -> Path:
+                             unlabelled_scenes: int = 0, **sensor_overrides: float) -> Path:
     """Return ``root`` holding the synthetic set for these parameters, generating it if needed.
 
     ``root/synthetic.json`` records the parameters; a matching complete marker means the cached
     set is reused, a different or incomplete one means the split folders are deleted and
     regenerated. A non-empty ``root`` without the marker is refused (it is not ours).
-    ``sensor_overrides`` replace fields of the sensor config (e.g. ``beams=64``); ``variant`` picks the scene style (``scene.STYLES``). The default
+    ``sensor_overrides`` replace fields of the sensor config (e.g. ``beams=64``); ``variant`` picks the scene style
+    (``scene.STYLES``); ``unlabelled_scenes`` adds the unlabelled split. The default
     sensor (32 beams x 560 azimuths, Waymo top-lidar vertical field of view) gives about 16k
     points per scan, a CPU-demo size.
     """
@@ -133,7 +144,7 @@ def ensure_synthetic_dataset(root: str | Path, scenes: int = 120, seed: int = 0,
     split_sizes(scenes, val_fraction, test_fraction)  # bad fractions fail before anything is deleted
     scene_style(variant)  # so does an unknown variant
     params = generator_params(scenes, seed, sensor, val_fraction, frames_per_scene, half_length, test_fraction,
-                              variant)
+                              variant, unlabelled_scenes)
     marker = root / MARKER
     if marker.is_file():
         try:
@@ -155,6 +166,6 @@ def ensure_synthetic_dataset(root: str | Path, scenes: int = 120, seed: int = 0,
     marker.write_text(json.dumps({"complete": False, "params": params}, indent=1))
     _LOG.info("generating %d synthetic scenes into %s", scenes, root)
     synthesize_dataset(root, scenes, seed, sensor, val_fraction, frames_per_scene, half_length, test_fraction,
-                       variant)
+                       variant, unlabelled_scenes)
     marker.write_text(json.dumps({"complete": True, "params": params}, indent=1))
     return root
