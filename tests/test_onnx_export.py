@@ -101,6 +101,27 @@ def test_files_of_1500_to_60000_points_get_the_checkpoint_labels_from_one_export
     assert half >= 0.99
 
 
+def test_scans_of_no_one_or_a_few_points_and_a_stray_point_get_the_checkpoint_labels_through_the_file(
+        exported: dict[str, Any], tmp_path: Path) -> None:
+    # decision 54's scans (a scan of no points ended the onnxruntime loop with an IndexError; one
+    # under the coarsest voxel pools into itself) through the exported file, as through the checkpoint
+    points = surface_scan(3_000, 7)
+    tiny = points[:1] + np.float32([0.1, 0.2, 0.0, 0.0]) * np.arange(5)[:, None]  # 0.9 m across
+    scans = {"empty": points[:0], "one": points[:1], "tiny": tiny, "whole": points,
+             "stray": np.vstack([points, [[10_000.0, 0.0, 0.0, 0.5]]]).astype(np.float32)}
+    for name, scan in scans.items():
+        write_scan(tmp_path / "in" / f"{name}.npy", scan, ("x", "y", "z", "intensity"))
+    for model, out in ((exported["checkpoint"], "pt"), (exported["onnx"], "onnx")):
+        assert run("--checkpoint", model, "--input", tmp_path / "in", "--out", tmp_path / out, "--save-probs",
+                   "--batch-size", 2) == 0
+    names = list(scans)
+    for name, labels in zip(names, predicted(tmp_path / "onnx", names)):
+        assert labels.shape == (len(scans[name]),), name
+    assert agreement(predicted(tmp_path / "pt", names), predicted(tmp_path / "onnx", names)) >= AGREEMENT
+    for a, b in zip(probabilities(tmp_path / "pt", names), probabilities(tmp_path / "onnx", names)):
+        np.testing.assert_allclose(a, b, atol=PROB_TOLERANCE, rtol=0)
+
+
 def test_a_pointcept_checkpoint_and_a_checkpoint_last_of_an_spconv_model_export_with_their_labels(
         exported: dict[str, Any], tmp_path: Path) -> None:
     """Whatever train.predict reads exports: a checkpoint_last.pt whose spec names the spconv backend

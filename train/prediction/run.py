@@ -12,9 +12,6 @@ scores. Files are written by a small thread pool while the next batch is compute
 """
 from __future__ import annotations
 
-import sys
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -22,7 +19,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from train.data.collate import collate as collate_scans
-from train.data.validation import BadScanError
 from train.runner.datasets import eval_pipeline
 from train.data.transforms import tta_views
 from train.evaluation.evaluate import point_probabilities
@@ -31,12 +27,10 @@ from train.runtime.logging_utils import progress
 from train.prediction.inputs import PredictionCollate, PredictionSet, ScanSource
 from train.prediction.layouts import Layout
 from train.prediction.model import Predictor
-from train.prediction.summary import PredictionSummary
+from train.prediction.summary import PredictionSummary, ScanResult, write_results
 from train.engine.steps import model_inputs
 
 PREFETCH = 4  # batches each loader worker prepares ahead
-WRITERS = 2  # threads writing finished scans' files
-_WRITES_AHEAD = 8  # batches whose files may be in flight before the loop waits for the oldest
 
 
 def predict(predictor: Predictor, source: ScanSource, layout: Layout, device: torch.device, *, tta: bool,
@@ -54,35 +48,11 @@ def predict(predictor: Predictor, source: ScanSource, layout: Layout, device: to
     loader = DataLoader(scans, batch_size=batch_size, collate_fn=collate, num_workers=num_workers, pin_memory=cuda,
                         prefetch_factor=PREFETCH if num_workers else None)
     bar = progress(total=len(todo), desc="predict", enabled=show_progress)
-    labelled = bad = points = 0
-    pending: list[list[Future]] = []
-    start = time.perf_counter()
-    with ThreadPoolExecutor(WRITERS) as writers, torch.no_grad():
-        batches = device_batches(_view_batches(loader), device)
-        for result in _scan_results(predictor, batches, amp and cuda, layout.save_probs):
-            futures = [writers.submit(layout.write, name, labels, probs, pts)
-                       for name, labels, probs, pts in result["scans"]]
-            pending.append(futures)
-            for name, error in result["bad"]:  # after the batch's readable scans went to the writers
-                if not skip_bad_scans:
-                    raise BadScanError(error)
-                print(f"predict: skipped {name}: {error}", file=sys.stderr, flush=True)
-                bad += 1
-            if len(pending) > _WRITES_AHEAD:
-                _wait(pending.pop(0))
-            labelled += len(result["scans"])
-            points += sum(len(labels) for _, labels, _, _ in result["scans"])
-            bar.update(len(result["scans"]) + len(result["bad"]))
-        for futures in pending:
-            _wait(futures)
-    layout.finish()
-    bar.close()
-    return PredictionSummary(labelled, len(source) - len(todo), bad, points, time.perf_counter() - start)
-
-
-def _wait(futures: list[Future]) -> None:
-    for future in futures:
-        future.result()  # a write that failed raises here
+    with torch.no_grad():
+        results = _scan_results(predictor, device_batches(_view_batches(loader), device), amp and cuda,
+                                layout.save_probs)
+        return write_results(results, layout, skip_bad_scans=skip_bad_scans, bar=bar,
+                             already=len(source) - len(todo))
 
 
 def _view_batches(loader: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -101,9 +71,9 @@ def _view_batches(loader: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 
 def _scan_results(predictor: Predictor, batches: Iterable[dict[str, Any]], amp: bool,
-                  keep_probs: bool) -> Iterator[dict[str, Any]]:
-    """Per loader batch: ``scans`` as (name, labels, probabilities or None, points or None) on the
-    host, and ``bad``. The probabilities of every point (``keep_probs``) are the mean of the views'
+                  keep_probs: bool) -> Iterator[tuple[list[ScanResult], list[tuple[str, str]]]]:
+    """Per loader batch: its scans as (name, labels, probabilities or None, points or None) on the
+    host, and its bad scans as (name, error). The probabilities of every point (``keep_probs``) are the mean of the views'
     softmax. A scan of no points gets no labels (and no probabilities): every point is labelled."""
     summed: torch.Tensor | None = None
     for batch in batches:
@@ -126,5 +96,5 @@ def _scan_results(predictor: Predictor, batches: Iterable[dict[str, Any]], amp: 
             ends = batch["origin_offset"].cpu().numpy()
             for (name, pts), lo, hi in zip(batch["scans"], np.concatenate([[0], ends[:-1]]), ends):
                 scans.append((name, labels[lo:hi], None if mean is None else mean[lo:hi], pts))
-        yield {"scans": scans, "bad": batch["bad"]}
+        yield scans, batch["bad"]
         summed = None

@@ -1,9 +1,25 @@
-"""What a prediction run did, in one line (decision 50); shared by the PyTorch loop
-(:mod:`train.prediction.run`) and the onnxruntime loop (:mod:`train.prediction.onnx_run`), which never
-imports torch (decision 55)."""
+"""A prediction run's labelled scans written out, and what the run did in one line (decision 50);
+shared by the PyTorch loop (:mod:`train.prediction.run`) and the onnxruntime loop
+(:mod:`train.prediction.onnx_run`), which never imports torch (decision 55)."""
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from train.data.validation import BadScanError
+from train.prediction.layouts import Layout
+
+WRITERS = 2  # threads writing finished scans' files
+_WRITES_AHEAD = 8  # batches whose files may be in flight before the loop waits for the oldest
+
+ScanResult = tuple[str, np.ndarray, "np.ndarray | None", "np.ndarray | None"]
+"""(name, labels, mean probabilities or None, points or None) of one labelled scan."""
 
 
 @dataclass(frozen=True)
@@ -23,3 +39,39 @@ class PredictionSummary:
             return done
         return (f"{done} in {self.seconds:.1f} s: {self.labelled / self.seconds:.2f} scans/s, "
                 f"{self.points / self.seconds:,.0f} points/s, {1000.0 * self.seconds / self.labelled:.1f} ms per scan")
+
+
+def write_results(batches: Iterable[tuple[Sequence[ScanResult], Sequence[tuple[str, str]]]], layout: Layout, *,
+                  skip_bad_scans: bool, bar: Any, already: int) -> PredictionSummary:
+    """Hand each batch's labelled scans (``batches`` yields them with the batch's bad scans as
+    (name, error)) to :data:`WRITERS` writer threads, at most :data:`_WRITES_AHEAD` batches ahead
+    of the files on disk; a bad scan stops the run with its :class:`BadScanError` (the scans
+    finished before it keep their files) unless ``skip_bad_scans``, which names it on stderr and
+    goes on. ``already``: the scans the layout held before; ``bar`` is updated and closed."""
+    labelled = bad = points = 0
+    pending: list[list[Future]] = []
+    start = time.perf_counter()
+    with ThreadPoolExecutor(WRITERS) as writers:
+        for scans, bad_scans in batches:
+            pending.append([writers.submit(layout.write, name, labels, probs, pts)
+                            for name, labels, probs, pts in scans])
+            for name, error in bad_scans:  # after the batch's readable scans went to the writers
+                if not skip_bad_scans:
+                    raise BadScanError(error)
+                print(f"predict: skipped {name}: {error}", file=sys.stderr, flush=True)
+                bad += 1
+            if len(pending) > _WRITES_AHEAD:
+                _wait(pending.pop(0))
+            labelled += len(scans)
+            points += sum(len(labels) for _, labels, _, _ in scans)
+            bar.update(len(scans) + len(bad_scans))
+        for futures in pending:
+            _wait(futures)
+    layout.finish()
+    bar.close()
+    return PredictionSummary(labelled, already, bad, points, time.perf_counter() - start)
+
+
+def _wait(futures: list[Future]) -> None:
+    for future in futures:
+        future.result()  # a write that failed raises here
