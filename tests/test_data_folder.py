@@ -11,8 +11,7 @@ import pytest
 import torch
 import yaml
 
-import train.engine.loop
-from test_train_support import tiny_config
+from test_train_support import run_killed_after_checkpoint, tiny_config
 from train.runtime.checkpoint import load_checkpoint
 from train.data.folder import SPEC_FILE, FolderDataset, UnmappedLabelError, read_folder_spec
 from train.data.scan_files import write_labels, write_scan
@@ -29,8 +28,6 @@ SPEC: dict[str, Any] = {
     "splits": {"train": ["train/*"], "val": ["val/*"], "test": ["test/*"]},
     "feature": "intensity", "feature_scale": 255.0,
 }
-class _Killed(Exception):
-    pass
 
 
 # one format per scan: the folder mixes them
@@ -155,17 +152,7 @@ def test_a_run_trains_two_steps_resumes_and_evaluates_on_a_folder(tmp_path: Path
     root = build_folder(tmp_path / "data")
     common = dict(dataset="folder", data_root=str(root), out=str(tmp_path / "out"), stage="student", epochs=1,
                   iters_per_epoch=2, batch_size=2, checkpoint_every=1, eval_every_epochs=1)
-    real_save = train.engine.loop.save_checkpoint
-
-    def save_then_die(path, model, optimizer, scheduler, scaler, step, *args, **kwargs):  # type: ignore[no-untyped-def]
-        real_save(path, model, optimizer, scheduler, scaler, step, *args, **kwargs)
-        if step == 1 and optimizer is not None:
-            raise _Killed
-
-    monkeypatch.setattr(train.engine.loop, "save_checkpoint", save_then_die)
-    with pytest.raises(_Killed):
-        run(tiny_config(tmp_path, **common), CPU)
-    monkeypatch.setattr(train.engine.loop, "save_checkpoint", real_save)
+    run_killed_after_checkpoint(monkeypatch, 1, lambda: run(tiny_config(tmp_path, **common), CPU))
     out = tmp_path / "out"
     assert load_checkpoint(out / "student" / "checkpoint_last.pt")["step"] == 1
     results = run(tiny_config(tmp_path, resume=True, **common), CPU)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import train.engine.loop
-from test_train_support import TINY_MODEL, tiny_config
+from test_train_support import TINY_MODEL, run_killed_after_checkpoint, tiny_config
 from train.runtime.checkpoint import atomic_save, load_checkpoint
 from train.runtime.distributed import DistInfo
 from train.engine.loop import FINAL
@@ -17,8 +17,6 @@ from train.runner.stages import run
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 
 
-class _Killed(Exception):
-    pass
 
 
 def _final_weights(out: Path, stage: str) -> dict[str, torch.Tensor]:
@@ -36,17 +34,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, monkeypatch: pytes
                   data_root=str(tmp_path / "data"), eval_every_epochs=1)
     run(tiny_config(tmp_path, out=str(tmp_path / "whole"), **common), CPU)
 
-    real_save = train.engine.loop.save_checkpoint
-
-    def save_then_die(path, model, optimizer, scheduler, scaler, step, *args, **kwargs):  # type: ignore[no-untyped-def]
-        real_save(path, model, optimizer, scheduler, scaler, step, *args, **kwargs)
-        if step == kill_after_step and optimizer is not None:
-            raise _Killed
-
-    monkeypatch.setattr(train.engine.loop, "save_checkpoint", save_then_die)
-    with pytest.raises(_Killed):
-        run(tiny_config(tmp_path, out=str(tmp_path / "killed"), **common), CPU)
-    monkeypatch.setattr(train.engine.loop, "save_checkpoint", real_save)
+    run_killed_after_checkpoint(monkeypatch, kill_after_step,
+                                lambda: run(tiny_config(tmp_path, out=str(tmp_path / "killed"), **common), CPU))
     assert not (tmp_path / "killed" / "student" / FINAL).exists()
     assert load_checkpoint(tmp_path / "killed" / "student" / "checkpoint_last.pt")["step"] == kill_after_step
     run(tiny_config(tmp_path, out=str(tmp_path / "killed"), resume=True, **common), CPU)

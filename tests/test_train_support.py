@@ -7,15 +7,40 @@ takes a fraction of a second on one core.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
+
+import train.engine.loop
 
 from train.config import RunConfig
 from train.options.resolve import finalize
 from train.runner.datasets import SplitData, prepare_splits
 from train.runtime.distributed import DistInfo
+
+class Killed(Exception):
+    """Stands for a process killed just after it wrote a checkpoint."""
+
+
+def run_killed_after_checkpoint(monkeypatch: pytest.MonkeyPatch, step: int, launch: Callable[[], Any]) -> None:
+    """Run ``launch`` (a training run) as if its process were killed right after the training
+    checkpoint of ``step`` was written: ``train.engine.loop.save_checkpoint`` raises :class:`Killed`
+    after writing it; restored afterwards."""
+    real_save = train.engine.loop.save_checkpoint
+
+    def save_then_die(path, model, optimizer, scheduler, scaler, at, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real_save(path, model, optimizer, scheduler, scaler, at, *args, **kwargs)
+        if at == step and optimizer is not None:
+            raise Killed
+
+    monkeypatch.setattr(train.engine.loop, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        launch()
+    monkeypatch.setattr(train.engine.loop, "save_checkpoint", real_save)
+
 
 TINY_MODEL: dict[str, Any] = dict(
     enc_depths=(1, 1, 1), enc_channels=(8, 16, 16), enc_heads=(1, 1, 2),

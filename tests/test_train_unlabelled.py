@@ -15,7 +15,7 @@ import yaml
 import train.engine.loop
 import train.engine.steps
 from test_data_folder import SPEC, build_folder
-from test_train_support import tiny_config
+from test_train_support import run_killed_after_checkpoint, tiny_config
 from train.engine.loop import FINAL, LAST, load_frozen_teacher, stage_settings
 from train.engine.profiling import StepTimer
 from train.engine.steps import distillation_step, task_targets, to_device
@@ -108,8 +108,6 @@ def test_a_run_names_the_unlabelled_scans_each_stage_read_and_its_checkpoints_re
     assert len(rows) == 1 + 2 * 5
 
 
-class _Killed(Exception):
-    pass
 
 
 @pytest.mark.parametrize("kill_after_step", [2, 4])
@@ -120,17 +118,8 @@ def test_a_killed_run_with_the_mixed_list_resumes_to_the_uninterrupted_weights(
                   unlabelled_ratio=1.5)
     run(_kd(tmp_path, teacher_run, out=str(tmp_path / "whole"), **common), CPU)
     forget_the_lists()
-    real_save = train.engine.loop.save_checkpoint
-
-    def save_then_die(path, model, optimizer, scheduler, scaler, step, *args, **kwargs):  # type: ignore[no-untyped-def]
-        real_save(path, model, optimizer, scheduler, scaler, step, *args, **kwargs)
-        if step == kill_after_step and optimizer is not None:
-            raise _Killed
-
-    monkeypatch.setattr(train.engine.loop, "save_checkpoint", save_then_die)
-    with pytest.raises(_Killed):
-        run(_kd(tmp_path, teacher_run, out=str(tmp_path / "killed"), **common), CPU)
-    monkeypatch.setattr(train.engine.loop, "save_checkpoint", real_save)
+    killed = _kd(tmp_path, teacher_run, out=str(tmp_path / "killed"), **common)
+    run_killed_after_checkpoint(monkeypatch, kill_after_step, lambda: run(killed, CPU))
     forget_the_lists()  # a resume is a new process: nothing of the killed run's lists is left
     with pytest.raises(ResumeMismatchError, match=r"--unlabelled-ratio 1\.5 \(now 1\.0\)"):
         run(_kd(tmp_path, teacher_run, out=str(tmp_path / "killed"), resume=True,
