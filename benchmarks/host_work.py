@@ -192,7 +192,9 @@ def pool_parts(size: dict[str, Any]) -> dict[str, float]:
 
 def _device_views(plan: Any, items: tuple[Any, ...], device: torch.device) -> None:
     """Every device view a float32 forward of models reading ``items`` makes (``DevicePlan``)."""
-    views = plan.on(device)
+    from train.models.device_plan import on_device
+
+    views = on_device(plan, device)
     for key in items:
         views.view(key, torch.float32)
     for level in range(len(plan.levels)):

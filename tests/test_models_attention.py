@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from train.models.attention import SerializedAttention, patch_attention_sdpa
+from train.models.device_plan import on_device
 from train.models.plan import BatchPlan, PatchLayout, patch_layout
 from train.models.point import PointLevel
 
@@ -99,7 +100,7 @@ def _level(counts: list[int], seed: int) -> PointLevel:
     grid = np.concatenate([np.stack(np.unravel_index(rng.permutation(512)[:n], (8, 8, 8)), 1) for n in counts])
     plan = BatchPlan(grid, np.cumsum(counts))
     gen = torch.Generator().manual_seed(seed)
-    return PointLevel(torch.randn(sum(counts), 8, generator=gen, dtype=torch.float64), plan.on(torch.device("cpu")))
+    return PointLevel(torch.randn(sum(counts), 8, generator=gen, dtype=torch.float64), on_device(plan, "cpu"))
 
 
 def test_attention_layer_is_proj_of_patch_attention_in_serialized_order_mapped_back() -> None:
@@ -177,7 +178,7 @@ def test_flash_attn_varlen_equals_sdpa_in_bf16() -> None:
     counts = [3000, 700, 1500]
     rng = np.random.default_rng(0)
     grid = np.concatenate([np.stack(np.unravel_index(rng.permutation(32**3)[:n], (32,) * 3), 1) for n in counts])
-    plan = BatchPlan(grid, np.cumsum(counts)).on(torch.device("cuda"))
+    plan = on_device(BatchPlan(grid, np.cumsum(counts)), "cuda")
     qkv = torch.randn(sum(counts), 3 * 64, generator=gen).cuda().bfloat16()
     gather, scatter = plan.patches(0, 1024)
     ref = patch_attention_sdpa(qkv.float(), gather[0], scatter[0], plan.patch_mask(0, 1024, torch.float32), 4)

@@ -20,6 +20,7 @@ from train.evaluation.cost import lidar_like_batch
 from train.engine.input_pipeline import planned_collate
 from train.models import build_model
 from train.models.blocks import ClusterMax
+from train.models.device_plan import on_device
 from train.models.packing import unpack
 from train.models.plan import BatchPlan, pool_table
 from train.engine.op_count import count_ops
@@ -37,7 +38,7 @@ def _models() -> list[torch.nn.Module]:
 def test_one_plan_shared_by_two_models_gives_each_its_own_outputs() -> None:
     data = _batch()
     plan = BatchPlan(data["grid_coord"], data["offset"])
-    device_plan = plan.on(torch.device("cpu"))
+    device_plan = on_device(plan, "cpu")
     built: list[set] = []
     with torch.no_grad():
         for model in _models():  # the teacher first, then the student
@@ -236,7 +237,7 @@ def test_plan_items_are_every_item_a_forward_reads(kind: str) -> None:
     built, levels = set(plan._items), len(plan.levels)
     model({**data, "plan": plan}).logits.sum().backward()
     assert set(plan._items) == built and len(plan.levels) == levels  # nothing built during the step
-    used = {key[1:] for key in plan.on(torch.device("cpu"))._tensors}
+    used = {key[1:] for key in on_device(plan, "cpu")._tensors}
     assert {key[1:] for key in built if key[0] != "patch_mask"} <= used | {key[1:] for key in built if key[0] == "patch_mask"}
 
 
@@ -248,10 +249,10 @@ def test_viewing_every_plan_item_makes_the_device_views_a_float32_forward_makes(
     items, cpu = model.plan_items(torch.device("cpu")), torch.device("cpu")
     forward = BatchPlan(data["grid_coord"], data["offset"], model.config.orders, items)
     model({**data, "plan": forward}).logits.sum().backward()
-    viewed = BatchPlan(data["grid_coord"], data["offset"], model.config.orders, items).on(cpu)
+    viewed = on_device(BatchPlan(data["grid_coord"], data["offset"], model.config.orders, items), cpu)
     for key in items:
         viewed.view(key, torch.float32)
-    made = {key for key in forward.on(cpu)._tensors if key[0] != "level"}
+    made = {key for key in on_device(forward, cpu)._tensors if key[0] != "level"}
     assert set(viewed._tensors) == made
     with pytest.raises(ValueError, match="unknown plan item kind 'knn'"):
         viewed.view(("knn", 0), torch.float32)

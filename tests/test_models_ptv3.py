@@ -9,6 +9,7 @@ import torch
 from train.evaluation.cost import count_flops, count_parameters, lidar_like_batch, measure
 from train.models import build_model
 from train.models.blocks import Block, DropPath, SerializedPooling, SerializedUnpooling
+from train.models.device_plan import on_device
 from train.models.plan import BatchPlan
 from train.models.point import PointLevel
 from train.models.ptv3 import PTv3
@@ -94,7 +95,7 @@ def _level_from(data: dict[str, torch.Tensor], channels: int) -> PointLevel:
     plan = BatchPlan(data["grid_coord"], data["offset"])
     gen = torch.Generator().manual_seed(0)
     feat = torch.randn(data["coord"].shape[0], channels, generator=gen, dtype=torch.float64)
-    return PointLevel(feat, plan.on(torch.device("cpu")), 0, input_coord=data["coord"])
+    return PointLevel(feat, on_device(plan, "cpu"), 0, input_coord=data["coord"])
 
 
 def test_pooling_merges_the_points_of_each_parent_voxel_per_cloud() -> None:

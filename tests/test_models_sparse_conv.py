@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from train.models import sparse_conv
 from plan_oracle import conv_rulebook, neighbour_table
-from train.models.device_plan import DeviceRulebook
+from train.models.device_plan import DeviceRulebook, on_device
 from train.models.plan import BatchPlan
 from train.models.point import PointLevel
 from train.models.sparse_conv import SubMConv3d, submanifold_conv
@@ -120,7 +120,7 @@ def test_float32_rulebook_conv_equals_the_per_offset_formula_on_a_lidar_like_bat
     feat = torch.randn(5000, 32, generator=gen, requires_grad=True)
     weight = (0.1 * torch.randn(32, 3, 3, 3, 32, generator=gen)).requires_grad_(True)
     cotangent = torch.randn(5000, 32, generator=gen)
-    fast = submanifold_conv(feat, weight, plan.on(torch.device("cpu")).rulebook(0, 3))
+    fast = submanifold_conv(feat, weight, on_device(plan, "cpu").rulebook(0, 3))
     _assert_same_values_and_grads(fast, _per_offset_conv(feat, weight, table), (feat, weight), cotangent, 1e-5, grad_atol=1e-4)
 
 
@@ -145,7 +145,7 @@ def test_clouds_never_see_each_other_even_on_the_same_voxels() -> None:
 
 def _level(grid: torch.Tensor, offset: list[int], feat: torch.Tensor) -> PointLevel:
     plan = BatchPlan(grid.cpu(), torch.tensor(offset))
-    return PointLevel(feat, plan.on(feat.device), 0, input_coord=grid.to(feat.device).float())
+    return PointLevel(feat, on_device(plan, feat.device), 0, input_coord=grid.to(feat.device).float())
 
 
 def test_layer_weight_uses_spconv_krsc_layout_and_reads_the_plan_table() -> None:

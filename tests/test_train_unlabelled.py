@@ -5,6 +5,7 @@ and ratio; a killed run resumes bit for bit with the mixed list; bad input is on
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import train.engine.loop
 import train.engine.steps
 from test_data_folder import SPEC, build_folder
 from test_train_support import run_killed_after_checkpoint, tiny_config
+from train.data.validation import DatasetLayoutError
 from train.engine.loop import FINAL, LAST, load_frozen_teacher, stage_settings
 from train.engine.profiling import StepTimer
 from train.engine.steps import distillation_step, task_targets, to_device
@@ -185,16 +187,17 @@ def test_a_folder_unlabelled_split_that_shares_a_scan_with_a_labelled_split_is_r
     teacher.write_bytes(b"")
     cfg = tiny_config(tmp_path, dataset="folder", data_root=str(tmp_path / "f"), stage="kd",
                       teacher_checkpoint=str(teacher), unlabelled_split="unlabelled")
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(DatasetLayoutError) as err:
         prepare_splits(cfg, CPU)
-    assert f"--unlabelled-split unlabelled shares 1 scan(s) with the {split} split" in str(err.value)
+    # the folder's own rule (decision 54: a scan belongs to one split) names both splits first
+    named = {"training": "train"}.get(split, split)
+    both = f"(unlabelled|{named})"
+    assert re.search(rf"lies in split '{both}' and in split '{both}' \(1 scan", str(err.value))
     assert "\n" not in str(err.value)
 
 
 def test_a_folder_unlabelled_split_that_matches_no_scan_is_refused_and_labels_in_it_are_said_once(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from train.data.validation import DatasetLayoutError
-
     build_folder(tmp_path / "f", {**SPEC, "splits": {**SPEC["splits"], "unlabelled": ["raw/*"]}})
     teacher = tmp_path / "teacher.pt"
     teacher.write_bytes(b"")

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 
 from train.engine.steps import to_device
+from train.models.device_plan import on_device
 from train.models.plan import BatchPlan, PlanKey
 
 
@@ -102,7 +103,7 @@ def device_batches(batches: Iterable[dict[str, Any]], device: torch.device) -> I
         with torch.cuda.stream(side):
             moved = to_device(batch, device)
             if isinstance(batch.get("plan"), BatchPlan):
-                batch["plan"].on(device).upload()
+                on_device(batch["plan"], device).upload()
             copied = torch.cuda.Event()
             copied.record(side)
         return moved, copied
@@ -121,7 +122,7 @@ def _ready(batch: dict[str, Any], copied: torch.cuda.Event, main: torch.cuda.Str
     """``batch`` for the training stream: it waits for this batch's copy alone."""
     main.wait_event(copied)
     plan = batch.get("plan")
-    uploaded = plan.on(main.device).upload() if isinstance(plan, BatchPlan) else None
+    uploaded = on_device(plan, main.device).upload() if isinstance(plan, BatchPlan) else None
     for value in [*batch.values(), uploaded]:
         if isinstance(value, torch.Tensor):
             value.record_stream(main)

@@ -140,3 +140,14 @@ class DevicePlan:
 
 _TORCH_DTYPES = {np.int64: torch.int64, np.int32: torch.int32, np.float32: torch.float32, np.bool_: torch.bool,
                  np.int16: torch.int16, np.float64: torch.float64}
+
+
+def on_device(plan: BatchPlan, device: torch.device | str) -> DevicePlan:
+    """The device side of ``plan`` on ``device``: made on first use and kept with the plan, one per
+    device (a bare ``cuda`` is the current CUDA device)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device not in plan.device_sides:
+        plan.device_sides[device] = DevicePlan(plan, device)
+    return plan.device_sides[device]

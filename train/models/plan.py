@@ -21,7 +21,7 @@ l + 1 = the stride-2 pooling of level l, spec A6):
 The items a run's models read (``PTv3.plan_items``) are built at once where the batch is collated,
 in a DataLoader worker (``train.engine.input_pipeline.PlannedCollate``, decision 47), and the plan crosses
 to the training process as one shared buffer; any other item is built on first use and kept.
-``on(device)`` hands out device views, uploaded once (``train.models.device_plan``; this host side
+``train.models.device_plan.on_device`` hands out device views, uploaded once (this host side
 imports without torch, for the labelling through onnxruntime that never imports it, decision 55).
 The forward then runs without a single host synchronisation: no sizes are read back from the device. One plan serves every model that sees the batch (the teacher and the student see the same
 voxels, decisions 20): pass it as ``data["plan"]``; without one the model builds its own.
@@ -49,8 +49,6 @@ from train.models.serialization import ORDERS, serialize, serialized_depth
 
 if TYPE_CHECKING:  # the device side (train.models.device_plan) and the packing need torch; the host side does not
     import torch
-
-    from train.models.device_plan import DevicePlan
 
 
 @dataclass(frozen=True)
@@ -325,7 +323,7 @@ class BatchPlan:
         self.levels = [HostLevel(depth, grid, batch, offset, code, order, inverse, None, np.arange(len(grid)))]
         self._items: dict[PlanKey, Any] = {}
         self._searches: dict[int, tuple[VoxelPillars, NeighbourLists]] = {}  # per level, see _build_rulebooks
-        self._devices: dict[torch.device, DevicePlan] = {}
+        self.device_sides: dict[torch.device, Any] = {}  # train.models.device_plan.on_device's, one per device
         self.buffer: Optional[torch.Tensor] = None  # the packed arrays, once packed (pin_memory, a worker's plan)
         self.build(items)
 
@@ -390,19 +388,6 @@ class BatchPlan:
             self._items[key] = value
         return self._items[key]
 
-    def on(self, device: torch.device) -> DevicePlan:
-        """The plan's device side on ``device`` (one per device, kept)."""
-        import torch
-
-        from train.models.device_plan import DevicePlan
-
-        device = torch.device(device)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        if device not in self._devices:
-            self._devices[device] = DevicePlan(self, device)
-        return self._devices[device]
-
     def _packed(self, shared: bool = False, pinned: bool = False) -> dict[str, Any]:
         """The plan's state with every array the device side reads packed into one byte tensor
         (``train.models.packing``); the host-only fields (codes, orders, inverses, the coarser
@@ -427,7 +412,7 @@ class BatchPlan:
         self.levels, self._items = unpack(state["skeleton"], state["buffer"])
         check_levels(self.levels, self.num_clouds, self.num_points)
         self._searches = {}
-        self._devices = {}
+        self.device_sides = {}
         self.buffer = state["buffer"]
 
     def pin_memory(self) -> "BatchPlan":

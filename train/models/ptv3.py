@@ -19,6 +19,7 @@ from torch import nn
 
 from train.models.attention import uses_flash
 from train.models.blocks import Block, SerializedPooling, SerializedUnpooling, curve_permutation, point_batch_norm
+from train.models.device_plan import on_device
 from train.models.plan import BatchPlan, PlanKey
 from train.models.point import PointLevel, check_input
 from train.models.serialization import ORDERS
@@ -183,7 +184,7 @@ class PTv3(nn.Module):
         if plan is None or plan.orders != tuple(self.config.orders):  # a model of other curves plans its own
             plan = BatchPlan(data["grid_coord"], data["offset"], self.config.orders, self.plan_items(feat.device))
         perm = curve_permutation(len(plan.orders), not self.deterministic, feat.device)
-        return PointLevel(feat, plan.on(feat.device), 0, perm=perm, input_coord=data["coord"])
+        return PointLevel(feat, on_device(plan, feat.device), 0, perm=perm, input_coord=data["coord"])
 
     def forward(self, data: dict[str, Any]) -> ModelOutput:
         """``data``: coord, grid_coord, feat, offset (spec A1) and optionally ``plan``, the batch's
