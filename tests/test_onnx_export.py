@@ -28,7 +28,6 @@ from train.models.plan import BatchPlan  # noqa: E402
 from train.prediction.onnx_file import METADATA_KEY, load_onnx_predictor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-AGREEMENT = 0.999  # the share of points whose label must equal the checkpoint's (float32 file)
 PROB_TOLERANCE = 2e-3  # per-class probabilities (written as float16: 1e-3 of their own rounding)
 
 
@@ -67,6 +66,22 @@ def agreement(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return float(np.concatenate([x == y for x, y in zip(a, b)]).mean())
 
 
+def assert_same_answers(reference: Path, other: Path, names: list[str]) -> float:
+    """The answers written under ``other`` (``--save-probs``) are the checkpoint's under ``reference``:
+    per-class probabilities within :data:`PROB_TOLERANCE` at every point, and the same label at every
+    point whose top class the checkpoint puts ahead of the next by more than twice that tolerance.
+    Closer points are near ties, where a label may flip within the tolerance: the models here are
+    randomly initialised, so a few in a thousand points are (0.18% flipped on a 16-core Xeon with
+    onnxruntime 1.30). Returns the share of all points with the same label."""
+    for name, a, b in zip(names, probabilities(reference, names), probabilities(other, names)):
+        np.testing.assert_allclose(a, b, atol=PROB_TOLERANCE, rtol=0, err_msg=name)
+        top2 = np.sort(a, axis=1)[:, -2:] if len(a) else np.zeros((0, 2), np.float32)
+        clear = top2[:, 1] - top2[:, 0] > 2 * PROB_TOLERANCE
+        labels_a, labels_b = np.load(reference / f"{name}.npy"), np.load(other / f"{name}.npy")
+        np.testing.assert_array_equal(labels_a[clear], labels_b[clear], err_msg=name)
+    return agreement(predicted(reference, names), predicted(other, names))
+
+
 def probabilities(out: Path, names: list[str]) -> list[np.ndarray]:
     return [np.load(out / f"{name}.probs.npy").astype(np.float32) for name in names]
 
@@ -79,9 +94,7 @@ def test_the_exported_file_labels_the_validation_split_as_the_checkpoint(exporte
     assert run(*split_args({**exported, "checkpoint": exported["onnx"]}, tmp_path / "onnx", *more)) == 0
     split = validation(exported)
     names = [split.scan_name(i) for i in range(len(split))]
-    assert agreement(predicted(tmp_path / "pt", names), predicted(tmp_path / "onnx", names)) >= AGREEMENT
-    for a, b in zip(probabilities(tmp_path / "pt", names), probabilities(tmp_path / "onnx", names)):
-        np.testing.assert_allclose(a, b, atol=PROB_TOLERANCE, rtol=0)
+    assert_same_answers(tmp_path / "pt", tmp_path / "onnx", names)
 
 
 def test_files_of_1500_to_60000_points_get_the_checkpoint_labels_from_one_export(exported: dict[str, Any],
@@ -92,11 +105,9 @@ def test_files_of_1500_to_60000_points_get_the_checkpoint_labels_from_one_export
         write_scan(tmp_path / "scans" / f"scan_{n}.npy", surface_scan(n, i), ("x", "y", "z", "intensity"))
     for model, out in ((exported["checkpoint"], "pt"), (exported["onnx"], "onnx"), (exported["half"], "half")):
         assert run("--checkpoint", model, "--input", tmp_path / "scans", "--out", tmp_path / out, "--save-probs") == 0
-    reference = predicted(tmp_path / "pt", names)
-    assert agreement(reference, predicted(tmp_path / "onnx", names)) >= AGREEMENT
-    for a, b in zip(probabilities(tmp_path / "pt", names), probabilities(tmp_path / "onnx", names)):
-        np.testing.assert_allclose(a, b, atol=PROB_TOLERANCE, rtol=0)
-    half = agreement(reference, predicted(tmp_path / "half", names))
+    same = assert_same_answers(tmp_path / "pt", tmp_path / "onnx", names)
+    half = agreement(predicted(tmp_path / "pt", names), predicted(tmp_path / "half", names))
+    print(f"float32 file: {same:.5f} of the points get the checkpoint's label")
     print(f"float16 file: {half:.5f} of the points get the checkpoint's label")  # measured, reported in docs/deploy.md
     assert half >= 0.99
 
@@ -117,9 +128,7 @@ def test_scans_of_no_one_or_a_few_points_and_a_stray_point_get_the_checkpoint_la
     names = list(scans)
     for name, labels in zip(names, predicted(tmp_path / "onnx", names)):
         assert labels.shape == (len(scans[name]),), name
-    assert agreement(predicted(tmp_path / "pt", names), predicted(tmp_path / "onnx", names)) >= AGREEMENT
-    for a, b in zip(probabilities(tmp_path / "pt", names), probabilities(tmp_path / "onnx", names)):
-        np.testing.assert_allclose(a, b, atol=PROB_TOLERANCE, rtol=0)
+    assert_same_answers(tmp_path / "pt", tmp_path / "onnx", names)
 
 
 def test_a_pointcept_checkpoint_and_a_checkpoint_last_of_an_spconv_model_export_with_their_labels(
@@ -150,10 +159,11 @@ def test_a_pointcept_checkpoint_and_a_checkpoint_last_of_an_spconv_model_export_
                   "--preset", "teacher-demo", "--grid-size", exported["cfg"].grid_size) == 0
     split = validation(exported)
     names = [split.scan_name(i) for i in range(len(split))]
-    assert run(*split_args({**exported, "checkpoint": native}, tmp_path / "pt")) == 0
+    assert run(*split_args({**exported, "checkpoint": native}, tmp_path / "pt", "--save-probs")) == 0
     for name in ("last", "pointcept"):
-        assert run(*split_args({**exported, "checkpoint": tmp_path / f"{name}.onnx"}, tmp_path / name)) == 0
-        assert agreement(predicted(tmp_path / "pt", names), predicted(tmp_path / name, names)) >= AGREEMENT
+        assert run(*split_args({**exported, "checkpoint": tmp_path / f"{name}.onnx"}, tmp_path / name,
+                               "--save-probs")) == 0
+        assert_same_answers(tmp_path / "pt", tmp_path / name, names)
 
 
 def test_a_rerun_with_the_file_labels_only_what_is_missing(exported: dict[str, Any], tmp_path: Path) -> None:
@@ -212,6 +222,7 @@ def test_the_file_passes_the_checker_and_its_metadata_holds_what_labelling_needs
 
 
 def test_labelling_through_onnxruntime_never_imports_torch(exported: dict[str, Any], tmp_path: Path) -> None:
+    pytest.importorskip("plyfile")  # the PLY output's writer (the `scans` extra)
     blocker = tmp_path / "blocked" / "torch"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise RuntimeError('torch was imported')\n")
@@ -241,7 +252,8 @@ def test_bad_inputs_are_refused_in_one_line(exported: dict[str, Any], tmp_path: 
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
     graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [x],
                                    [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
-    onnx.save(onnx.helper.make_model(graph), foreign)
+    # IR version and opset pinned: the installed onnx's defaults may be newer than onnxruntime reads
+    onnx.save(onnx.helper.make_model(graph, ir_version=8, opset_imports=[onnx.helper.make_opsetid("", 17)]), foreign)
     refusal(run("--checkpoint", foreign, "--input", scans, "--out", tmp_path / "o2"), "without topodistill's metadata")
     refusal(run("--checkpoint", exported["onnx"], "--dataset", "nuscenes", "--input", scans, "--out", tmp_path / "o3"),
             "cannot label nuscenes scans")
