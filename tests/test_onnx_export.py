@@ -16,8 +16,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from test_predict import predicted, run, split_args, validation, write_model  # noqa: E402
-from test_train_support import TINY_MODEL, tiny_config, tiny_data  # noqa: E402
+from test_predict import predicted, run, split_args, synthetic, validation  # noqa: E402,F401 (synthetic: a fixture)
+from test_train_support import TINY_MODEL  # noqa: E402
 from train.engine.loop import ModelSpec  # noqa: E402
 from train.models.pointcept import pointcept_config, to_pointcept  # noqa: E402
 from train.runtime.checkpoint import save_checkpoint  # noqa: E402
@@ -36,17 +36,13 @@ def export(*argv: Any) -> int:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("onnx")
-    cfg = tiny_config(root, synthetic_scenes=6, synthetic_val_fraction=0.5)
-    data = tiny_data(cfg)
-    checkpoint = root / "model_final.pt"
-    write_model(checkpoint, data.num_classes, cfg.to_dict())
+def exported(synthetic: dict[str, Any]) -> dict[str, Any]:
+    """test_predict's tiny model of the tiny synthetic set, exported as float32 and float16 files."""
     files = {}
     for precision, extra in (("float32", []), ("float16", ["--half"])):
-        files[precision] = root / f"model_{precision}.onnx"
-        assert export("--checkpoint", checkpoint, "--out", files[precision], *extra) == 0
-    return {"root": root, "cfg": cfg, "checkpoint": checkpoint, "onnx": files["float32"], "half": files["float16"]}
+        files[precision] = synthetic["root"] / f"model_{precision}.onnx"
+        assert export("--checkpoint", synthetic["checkpoint"], "--out", files[precision], *extra) == 0
+    return {**synthetic, "onnx": files["float32"], "half": files["float16"]}
 
 
 def surface_scan(n: int, seed: int) -> np.ndarray:
