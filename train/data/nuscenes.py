@@ -63,9 +63,12 @@ def read_nuscenes_scan(points_path: str | Path, label_path: str | Path | None = 
     return make_sample(points[:, :3], nuscenes_strength(points[:, 3:4]), segment, name or points_path.name, points_path)
 
 
+NUSCENES_INTENSITY_SCALE = 255.0  # nuScenes stores intensity as 0..255
+
+
 def nuscenes_strength(intensity: np.ndarray) -> np.ndarray:
     """The strength feature of nuScenes points: their intensity (0..255 as stored) / 255."""
-    return intensity / np.float32(255.0)
+    return intensity / np.float32(NUSCENES_INTENSITY_SCALE)
 
 
 def read_scene_list(scenes: Sequence[str] | str | Path) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from train.data.folder import FolderDescription, folder_description
 from train.data.labels import NUSCENES_LEARNING_MAP, SEMANTIC_KITTI_LEARNING_MAP, WAYMO_LEARNING_MAP, class_names
+from train.data.nuscenes import NUSCENES_INTENSITY_SCALE
 from train.models.graph_inputs import GraphInput, graph_input
 from train.runtime.checkpoint_errors import CheckpointError, CheckpointMissingError, one_line
 
@@ -27,7 +28,8 @@ FORMAT = 1
 LABEL_MAPS: dict[str, dict[int, int]] = {"waymo": WAYMO_LEARNING_MAP, "synthetic": WAYMO_LEARNING_MAP,
                                          "nuscenes": NUSCENES_LEARNING_MAP,
                                          "semantic_kitti": SEMANTIC_KITTI_LEARNING_MAP}
-FEATURE_SCALES: dict[str, float] = {"waymo": 1.0, "synthetic": 1.0, "nuscenes": 255.0, "semantic_kitti": 1.0}
+FEATURE_SCALES: dict[str, float] = {"waymo": 1.0, "synthetic": 1.0, "nuscenes": NUSCENES_INTENSITY_SCALE,
+                                     "semantic_kitti": 1.0}
 
 
 def describe(*, dataset: str, classes: tuple[str, ...], grid_size: float, in_channels: int,
