@@ -96,9 +96,13 @@ def _epoch_list(labelled: int, per_epoch: int, unlabelled: int, seed: int,
     cycle = np.full(total, epoch, dtype=np.int64)
     index[is_labelled] = np.random.default_rng([seed, epoch]).permutation(labelled)
     draws = epoch * per_epoch + np.arange(per_epoch, dtype=np.int64)
-    cycle[~is_labelled] = draws // unlabelled
-    index[~is_labelled] = [_cycle(unlabelled, seed, int(c))[int(q % unlabelled)]
-                           for c, q in zip(draws // unlabelled, draws)]
+    cycles = draws // unlabelled
+    cycle[~is_labelled] = cycles
+    picks = np.empty(per_epoch, dtype=np.int64)
+    for c in np.unique(cycles):  # an epoch's draws span a few cycles: one permutation each
+        here = cycles == c
+        picks[here] = _cycle(unlabelled, seed, int(c))[draws[here] % unlabelled]
+    index[~is_labelled] = picks
     return ~is_labelled, index, cycle
 
 
