@@ -171,7 +171,7 @@ class FolderSpec:
         for pattern in self.splits[split]:
             if (self.root / pattern).is_file():
                 matches = [pattern]
-            elif not any(c in pattern for c in "*?["):
+            elif not has_wildcard(pattern):
                 raise DatasetLayoutError(f"folder data set {self.root}: split {split!r} lists {pattern!r}, which "
                                          f"does not exist; fix 'splits' in {self.root / SPEC_FILE}")
             else:
@@ -228,6 +228,12 @@ def read_folder_spec(root: str | Path) -> FolderSpec:
         raise ValueError(f"{path}: split pattern {outside[0]!r} reaches outside the folder; 'splits' names scans "
                          f"below {root} by paths relative to it")
     return FolderSpec(root, description, labels.get("file"), labels.get("field"), patterns)
+
+
+def has_wildcard(pattern: str) -> bool:
+    """Whether ``pattern`` holds a glob wildcard (``*``, ``?`` or ``[``): a path that exists is read
+    as it is all the same (a folder split's list, ``train.predict --input``)."""
+    return any(c in pattern for c in "*?[")
 
 
 class FolderDataset(PointCloudDataset):

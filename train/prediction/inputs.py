@@ -17,7 +17,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from train.data.folder import SPEC_FILE, FolderDescription
+from train.data.folder import SPEC_FILE, FolderDescription, has_wildcard
 from train.data.labels import IGNORE_INDEX
 from train.data.nuscenes import nuscenes_strength
 from train.data.scan_files import INTENSITY, SCAN_SUFFIXES, SENSOR_FRAME, read_scan
@@ -167,7 +167,7 @@ def list_scan_files(inputs: Sequence[str], out: Path) -> tuple[tuple[Path, ...],
         else:
             if path.is_dir():
                 root, pattern = path, "**/*"
-            elif any(c in given for c in "*?["):
+            elif has_wildcard(given):
                 root, pattern = _until_wildcard(path.parts)
             else:
                 raise FileNotFoundError(f"--input {given}: no such file or folder")
@@ -227,7 +227,7 @@ def _until_wildcard(parts: Sequence[str]) -> tuple[Path, str]:
     itself an existing folder's name) and the pattern of the rest, matched below it."""
     root = Path(".")
     for i, part in enumerate(parts):
-        if any(c in part for c in "*?[") and not (root / part).is_dir():
+        if has_wildcard(part) and not (root / part).is_dir():
             return root, str(Path(*parts[i:]))
         root = root / part
     return root, "."
