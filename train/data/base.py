@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .cameras import Camera
 from .validation import BadScanError
 
 Transform = Callable[[dict, np.random.Generator], dict]
@@ -53,6 +54,11 @@ class PointCloudDataset(ABC):
         """Labels that a split read without them holds all the same, in words (None: none found, or
         the split is read with its labels); the run says so once and does not read them (decision 57)."""
         return None
+
+    def cameras(self, index: int) -> list[Camera]:
+        """The calibrated cameras of scan ``index`` (:mod:`train.data.cameras`, decision 58): none for a
+        data set whose scans come without images."""
+        return []
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of ``epoch`` (see the module docstring)."""

@@ -1,0 +1,147 @@
+"""Calibrated cameras of a scan: the pinhole projection of LiDAR points into images (decision 58).
+
+Every data set that ships images describes each scan's cameras as :class:`Camera` values, from
+its own calibration files, through :meth:`train.data.base.PointCloudDataset.cameras`:
+
+* the **camera frame** is OpenCV's: x right, y down, z forward along the optical axis (the depth);
+* ``scan_to_camera`` (4 x 4, rigid) takes a point in the frame the scan's coordinates are loaded in
+  (``sample["coord"]`` before any transform; for a scan read with a per-scan origin, decision 53,
+  the coordinates as loaded, origin included) to the camera frame. Each data set folds its own chain
+  into it (SemanticKITTI: ``P2``'s offset after ``Tr``; nuScenes: LiDAR -> ego at the sweep's time
+  -> global -> ego at the image's time -> camera; Waymo and the synthetic set: vehicle -> camera);
+* ``intrinsics`` K (3 x 3): pixel ``u = fx x / z + s y / z + cx``, ``v = fy y / z + cy`` with integer
+  ``(u, v)`` at pixel centres, so a point falls in pixel column ``floor(u + 0.5)``, row
+  ``floor(v + 0.5)``; a point is seen when its depth is above ``min_depth`` and that pixel lies in
+  the ``width x height`` image. Lens distortion, rolling shutter and the time a camera's exposure
+  takes are not modelled (what each data set leaves out is said where its cameras are read);
+* ``image``: the image file, as a POSIX path relative to the data set's root: per-image model
+  outputs are found under a predictions folder that mirrors these paths (``train.image_labels``).
+
+The preprocessed Waymo layout (the synthetic set, and Waymo v2 converted by ``train.data.convert``)
+keeps a frame's cameras in ``<frame>/cameras.json``, read and written here
+(:func:`read_camera_list`, :func:`write_camera_list`), image paths relative to the data set's root.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .validation import CorruptFileError
+
+CAMERA_LIST = "cameras.json"
+ROTATION_TOLERANCE = 1e-4  # max |R^T R - I| and |det R - 1| a calibration's rotation may show
+DEFAULT_MIN_DEPTH = 1.0  # metres: points nearer the camera than this are not seen (the issue's rule)
+
+
+class CalibrationError(ValueError):
+    """A camera calibration that cannot be used (not a rotation, a singular K, a bad size)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Camera:
+    """One calibrated image of a scan (see the module docstring for the conventions)."""
+
+    name: str
+    image: str
+    width: int
+    height: int
+    intrinsics: np.ndarray
+    scan_to_camera: np.ndarray
+
+    def points_in_camera(self, xyz: np.ndarray) -> np.ndarray:
+        """(n, 3) float64: points of the scan's frame in the camera frame."""
+        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        return xyz @ self.scan_to_camera[:3, :3].T + self.scan_to_camera[:3, 3]
+
+    def project(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(uv, depth)``: (n, 2) float64 pixel coordinates (integer at pixel centres; undefined where
+        ``depth <= 0``) and (n,) depth along the optical axis in metres."""
+        cam = self.points_in_camera(xyz)
+        depth = cam[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uvw = cam @ self.intrinsics.T
+            uv = uvw[:, :2] / depth[:, None]
+        return uv, depth
+
+    def pixels(self, xyz: np.ndarray, min_depth: float = DEFAULT_MIN_DEPTH) -> tuple[np.ndarray, np.ndarray,
+                                                                                     np.ndarray]:
+        """``(rows, cols, depth)``, each (n,): the pixel row and column (int64) of every point the
+        camera sees (depth above ``min_depth``, pixel inside the image) and its depth in metres
+        (float64); -1, -1 and NaN for the points it does not see."""
+        uv, depth = self.project(xyz)
+        with np.errstate(invalid="ignore"):
+            cols = np.floor(uv[:, 0] + 0.5)
+            rows = np.floor(uv[:, 1] + 0.5)
+            seen = ((depth > min_depth) & (cols >= 0) & (cols < self.width) & (rows >= 0)
+                    & (rows < self.height))
+        rows = np.where(seen, rows, -1).astype(np.int64)
+        cols = np.where(seen, cols, -1).astype(np.int64)
+        return rows, cols, np.where(seen, depth, np.nan)
+
+
+def checked_camera(name: str, image: str, width: int, height: int, intrinsics: Any, scan_to_camera: Any,
+                   source: str) -> Camera:
+    """A :class:`Camera` from raw values, refused with one line naming ``source`` (the calibration's
+    file) when the size is not positive, K is not an upper-triangular pinhole matrix with positive
+    focal lengths, or ``scan_to_camera``'s rotation is not a rotation."""
+    if isinstance(width, bool) or isinstance(height, bool) or int(width) != width or int(height) != height \
+            or width < 1 or height < 1:
+        raise CalibrationError(f"{source}: camera {name!r} has image size {width} x {height}; it needs positive "
+                               "integers")
+    k = np.asarray(intrinsics, dtype=np.float64)
+    t = np.asarray(scan_to_camera, dtype=np.float64)
+    if k.shape != (3, 3) or not np.isfinite(k).all():
+        raise CalibrationError(f"{source}: camera {name!r} intrinsics must be a finite 3 x 3 matrix, got shape "
+                               f"{k.shape}")
+    if not (k[0, 0] > 0 and k[1, 1] > 0 and k[1, 0] == 0 and k[2, 0] == 0 and k[2, 1] == 0
+            and np.isclose(k[2, 2], 1.0)):
+        raise CalibrationError(f"{source}: camera {name!r} intrinsics are not a pinhole matrix "
+                               f"[[fx, s, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0: {k.tolist()}")
+    if t.shape == (3, 4):
+        t = np.vstack([t, [0.0, 0.0, 0.0, 1.0]])
+    if t.shape != (4, 4) or not np.isfinite(t).all() or not np.allclose(t[3], [0, 0, 0, 1]):
+        raise CalibrationError(f"{source}: camera {name!r} extrinsics must be a finite 4 x 4 rigid transform "
+                               f"(last row 0 0 0 1), got {t.tolist()}")
+    r = t[:3, :3]
+    off = float(np.abs(r.T @ r - np.eye(3)).max())
+    det = float(np.linalg.det(r))
+    if off > ROTATION_TOLERANCE or abs(det - 1.0) > ROTATION_TOLERANCE:
+        raise CalibrationError(f"{source}: camera {name!r} extrinsic rotation is not a rotation (|R^T R - I| = "
+                               f"{off:.2e}, det R = {det:.6f}; tolerance {ROTATION_TOLERANCE:g})")
+    k.setflags(write=False)
+    t.setflags(write=False)
+    return Camera(name, str(image), int(width), int(height), k, t)
+
+
+def camera_entry(camera: Camera) -> dict[str, Any]:
+    """One camera as the plain values of ``cameras.json``."""
+    return {"name": camera.name, "image": camera.image, "width": camera.width, "height": camera.height,
+            "intrinsics": camera.intrinsics.tolist(), "scan_to_camera": camera.scan_to_camera.tolist()}
+
+
+def write_camera_list(frame_dir: Path, cameras: list[Camera]) -> Path:
+    """``<frame_dir>/cameras.json`` describing ``cameras`` (the preprocessed Waymo layout)."""
+    path = Path(frame_dir) / CAMERA_LIST
+    path.write_text(json.dumps({"cameras": [camera_entry(c) for c in cameras]}, indent=1))
+    return path
+
+
+def read_camera_list(frame_dir: Path) -> list[Camera]:
+    """The cameras of ``<frame_dir>/cameras.json`` ([] when the frame has no such file: a frame
+    converted or simulated without its images); a file that is not such a list is refused."""
+    path = Path(frame_dir) / CAMERA_LIST
+    if not path.is_file():
+        return []
+    try:
+        entries = json.loads(path.read_text())["cameras"]
+        return [checked_camera(e["name"], e["image"], e["width"], e["height"], e["intrinsics"],
+                               e["scan_to_camera"], str(path)) for e in entries]
+    except CalibrationError:
+        raise
+    except (ValueError, KeyError, TypeError) as err:
+        raise CorruptFileError(f"{path}: not a camera list ({{'cameras': [{{name, image, width, height, "
+                               f"intrinsics, scan_to_camera}}, ...]}}): {err}") from err
