@@ -4,6 +4,8 @@ Layout: ``root/{training,validation,testing}/<segment>/<timestamp>/`` with ``coo
 float32, vehicle frame), ``strength.npy`` (n,1, tanh(intensity), returned as stored),
 ``segment.npy`` (int, raw label - 1 so "undefined" is -1; absent in testing), ``pose.npy`` and
 ``mask.npy``. Segmentation needs only the first three: ``pose.npy`` and ``mask.npy`` are not read.
+A frame with images also holds ``cameras.json`` (:mod:`train.data.cameras`, decision 58), which
+:meth:`WaymoDataset.cameras` reads.
 22 classes (labels.WAYMO_CLASSES). Values of segment.npy outside [-1, 21] are unknown ids: they
 become ignore with a warning. The synthetic simulator writes this same layout, and
 ``train.data.convert`` writes it from the official v2 parquet release (spec F); what else a root
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import PointCloudDataset, Transform
+from .cameras import Camera, read_camera_list
 from .labels import WAYMO_CLASSES, WAYMO_LEARNING_MAP, LearningMap
 from .validation import (
     CorruptFileError,
@@ -103,6 +106,11 @@ class WaymoDataset(PointCloudDataset):
             return None
         found = sum((frame / "segment.npy").is_file() for frame in self.frames)
         return f"{found} of its {len(self.frames)} frames hold a segment.npy" if found else None
+
+    def cameras(self, index: int) -> list[Camera]:
+        """The cameras of frame ``index`` from its ``cameras.json`` (none without one): the synthetic
+        set's rendered rig, or Waymo v2's cameras as :mod:`train.data.convert` writes them."""
+        return read_camera_list(self.frames[index])
 
     def load(self, index: int) -> dict:
         return read_waymo_frame(self.frames[index], self.labelled, self.scan_name(index))

@@ -17,6 +17,14 @@ testing split: choices are made on validation and reported on it), the
 positive fraction always gets at least one scene and training keeps at least one.
 ``unlabelled_scenes`` more scenes, numbered after those (so none is a scene of another split),
 form ``unlabelled/``: their frames are written without ``segment.npy`` (decision 57).
+
+With a camera rig (``cameras``, :data:`.camera_rig.RIGS`; none by default) every frame folder also
+holds ``cameras.json`` (:func:`train.data.cameras.write_camera_list`, image paths relative to the
+root) and, per camera NAME, ``cameras/NAME.png`` (RGB colour), ``cameras/NAME_class.png`` (uint8
+train ids, 255 none; not in ``unlabelled/``, whose frames carry no labels) and
+``cameras/NAME_depth.npy`` (float32 metres along the optical axis, inf none), rendered from the
+frame's scene and ego pose with the colour noise of ``default_rng([seed, i, f, 2])``: the LiDAR's
+stream is untouched, so a set's scans are the same with cameras or without (decision 58).
 """
 from __future__ import annotations
 
@@ -27,7 +35,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from ..cameras import write_camera_list
+from .camera_rig import NO_CAMERAS, RENDERER_VERSION, CameraRig, camera_rig, render_rig
 from .scene import DEFAULT_VARIANT, generate_scene, scene_style
 from .sensor import SensorConfig, cast_scan
 
@@ -63,18 +74,26 @@ def scene_split(index: int, scenes: int, n_val: int, n_test: int) -> str:
 
 
 def simulate_frames(scene_index: int, seed: int, sensor: SensorConfig, frames_per_scene: int = 1,
-                    half_length: float = 80.0, variant: str = DEFAULT_VARIANT) -> list[dict[str, np.ndarray]]:
-    """All frames of scene ``scene_index`` (the ego moves FRAME_SPACING m along its heading)."""
+                    half_length: float = 80.0, variant: str = DEFAULT_VARIANT,
+                    rig: CameraRig | None = None) -> list[dict]:
+    """All frames of scene ``scene_index`` (the ego moves FRAME_SPACING m along its heading): the
+    arrays of :func:`.sensor.cast_scan` and, with a ``rig``, ``"cameras"``: its
+    :class:`.camera_rig.RenderedCamera` images of the frame."""
     scene = generate_scene(np.random.default_rng([seed, scene_index]), half_length, variant)
     ex, ey, yaw = scene.ego
     frames = []
     for f in range(frames_per_scene):
         ego = (ex + f * FRAME_SPACING * np.cos(yaw), ey + f * FRAME_SPACING * np.sin(yaw), yaw)
-        frames.append(cast_scan(scene, sensor, np.random.default_rng([seed, scene_index, f, 1]), ego))
+        frame: dict = cast_scan(scene, sensor, np.random.default_rng([seed, scene_index, f, 1]), ego)
+        if rig is not None:
+            frame["cameras"] = render_rig(scene, rig, ego, np.random.default_rng([seed, scene_index, f, 2]))
+        frames.append(frame)
     return frames
 
 
-def write_frame(frame_dir: Path, scan: dict[str, np.ndarray], with_mask: bool, labelled: bool = True) -> None:
+def write_frame(root: Path, frame: str, scan: dict, with_mask: bool, labelled: bool = True) -> None:
+    """Frame ``frame`` (``<split>/<segment>/<timestamp>``) of ``scan`` under ``root``."""
+    frame_dir = root / frame
     frame_dir.mkdir(parents=True, exist_ok=True)
     np.save(frame_dir / "coord.npy", scan["coord"])
     np.save(frame_dir / "strength.npy", scan["strength"])
@@ -83,37 +102,51 @@ def write_frame(frame_dir: Path, scan: dict[str, np.ndarray], with_mask: bool, l
     np.save(frame_dir / "pose.npy", scan["pose"])
     if with_mask:
         np.save(frame_dir / "mask.npy", np.ones(len(scan["coord"]), dtype=bool))
+    if "cameras" in scan:
+        (frame_dir / "cameras").mkdir(exist_ok=True)
+        cameras = []
+        for view in scan["cameras"]:
+            stem = f"cameras/{view.name}"
+            Image.fromarray(view.colour).save(frame_dir / f"{stem}.png")
+            if labelled:
+                Image.fromarray(view.classes).save(frame_dir / f"{stem}_class.png")
+            np.save(frame_dir / f"{stem}_depth.npy", view.depth)
+            cameras.append(view.camera(f"{frame}/{stem}.png"))
+        write_camera_list(frame_dir, cameras)
 
 
 def synthesize_dataset(out: str | Path, scenes: int, seed: int = 0,
                        sensor: SensorConfig | None = None, val_fraction: float = 0.2,
                        frames_per_scene: int = 1, half_length: float = 80.0,
                        test_fraction: float = 0.2, variant: str = DEFAULT_VARIANT,
-                       unlabelled_scenes: int = 0) -> Path:
+                       unlabelled_scenes: int = 0, cameras: str = NO_CAMERAS) -> Path:
     """Generate ``scenes`` labelled and ``unlabelled_scenes`` unlabelled scenes of style ``variant``
-    into ``out`` (Waymo layout, see the module docstring)."""
+    into ``out`` (Waymo layout, see the module docstring), with the camera rig named ``cameras``."""
     if scenes < 1 or frames_per_scene < 1 or unlabelled_scenes < 0:
         raise ValueError(f"need scenes >= 1, frames_per_scene >= 1 and unlabelled_scenes >= 0, got {scenes}, "
                          f"{frames_per_scene}, {unlabelled_scenes}")
     scene_style(variant)  # an unknown variant fails before anything is written
+    rig = camera_rig(cameras)  # so does an unknown rig
     sensor = sensor or SensorConfig()
     out = Path(out)
     n_val, n_test = split_sizes(scenes, val_fraction, test_fraction)
     for i in range(scenes + unlabelled_scenes):
         split = scene_split(i, scenes, n_val, n_test) if i < scenes else "unlabelled"
-        for f, scan in enumerate(simulate_frames(i, seed, sensor, frames_per_scene, half_length, variant)):
-            frame_dir = out / split / f"segment-synth-{seed}-{i:05d}" / f"{1_600_000_000_000_000 + f * 100_000}"
-            write_frame(frame_dir, scan, with_mask=split not in ("training", "unlabelled"),
+        for f, scan in enumerate(simulate_frames(i, seed, sensor, frames_per_scene, half_length, variant, rig)):
+            frame = f"{split}/segment-synth-{seed}-{i:05d}/{1_600_000_000_000_000 + f * 100_000}"
+            write_frame(out, frame, scan, with_mask=split not in ("training", "unlabelled"),
                         labelled=split != "unlabelled")
     return out
 
 
 def generator_params(scenes: int, seed: int, sensor: SensorConfig, val_fraction: float,
                      frames_per_scene: int, half_length: float, test_fraction: float,
-                     variant: str = DEFAULT_VARIANT, unlabelled_scenes: int = 0) -> dict:
-    """Everything the output depends on; stored in the marker file. The variant and the unlabelled
-    scenes are recorded only when they are not the demo's, so the demo's sets cached before they
-    existed stay valid."""
+                     variant: str = DEFAULT_VARIANT, unlabelled_scenes: int = 0,
+                     cameras: str = NO_CAMERAS) -> dict:
+    """Everything the output depends on; stored in the marker file. The variant, the unlabelled
+    scenes and the cameras (the rig's name, its every field and the renderer's version) are
+    recorded only when they are not the demo's, so the demo's sets cached before they existed
+    stay valid."""
     params = {"generator_version": GENERATOR_VERSION, "scenes": scenes, "seed": seed,
               "sensor": sensor.as_dict(), "val_fraction": val_fraction, "test_fraction": test_fraction,
               "frames_per_scene": frames_per_scene, "half_length": half_length}
@@ -121,6 +154,9 @@ def generator_params(scenes: int, seed: int, sensor: SensorConfig, val_fraction:
         params["variant"] = variant
     if unlabelled_scenes:
         params["unlabelled_scenes"] = unlabelled_scenes
+    rig = camera_rig(cameras)
+    if rig is not None:
+        params["cameras"] = {"rig": cameras, "renderer_version": RENDERER_VERSION, **rig.as_dict()}
     return params
 
 
@@ -128,14 +164,16 @@ def ensure_synthetic_dataset(root: str | Path, scenes: int = 120, seed: int = 0,
                              sensor: SensorConfig | None = None, val_fraction: float = 0.2,
                              frames_per_scene: int = 1, half_length: float = 80.0,
                              test_fraction: float = 0.2, variant: str = DEFAULT_VARIANT,
-                             unlabelled_scenes: int = 0, **sensor_overrides: float) -> Path:
+                             unlabelled_scenes: int = 0, cameras: str = NO_CAMERAS,
+                             **sensor_overrides: float) -> Path:
     """Return ``root`` holding the synthetic set for these parameters, generating it if needed.
 
     ``root/synthetic.json`` records the parameters; a matching complete marker means the cached
     set is reused, a different or incomplete one means the split folders are deleted and
     regenerated. A non-empty ``root`` without the marker is refused (it is not ours).
     ``sensor_overrides`` replace fields of the sensor config (e.g. ``beams=64``); ``variant`` picks the scene style
-    (``scene.STYLES``); ``unlabelled_scenes`` adds the unlabelled split. The default
+    (``scene.STYLES``); ``unlabelled_scenes`` adds the unlabelled split; ``cameras`` names the
+    camera rig (``camera_rig.RIGS``, ``"none"``: no images). The default
     sensor (32 beams x 560 azimuths, Waymo top-lidar vertical field of view) gives about 16k
     points per scan, a CPU-demo size.
     """
@@ -144,7 +182,7 @@ def ensure_synthetic_dataset(root: str | Path, scenes: int = 120, seed: int = 0,
     split_sizes(scenes, val_fraction, test_fraction)  # bad fractions fail before anything is deleted
     scene_style(variant)  # so does an unknown variant
     params = generator_params(scenes, seed, sensor, val_fraction, frames_per_scene, half_length, test_fraction,
-                              variant, unlabelled_scenes)
+                              variant, unlabelled_scenes, cameras)  # and an unknown rig
     marker = root / MARKER
     if marker.is_file():
         try:
@@ -166,6 +204,6 @@ def ensure_synthetic_dataset(root: str | Path, scenes: int = 120, seed: int = 0,
     marker.write_text(json.dumps({"complete": False, "params": params}, indent=1))
     _LOG.info("generating %d synthetic scenes into %s", scenes, root)
     synthesize_dataset(root, scenes, seed, sensor, val_fraction, frames_per_scene, half_length, test_fraction,
-                       variant, unlabelled_scenes)
+                       variant, unlabelled_scenes, cameras)
     marker.write_text(json.dumps({"complete": True, "params": params}, indent=1))
     return root

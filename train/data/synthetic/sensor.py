@@ -14,8 +14,10 @@ ground plane and all primitives is kept (occlusion). Returns are then degraded:
   ``exp(-I (10 m / t)^2 / weak_return)`` (dark surfaces at grazing angles fade out with range);
 - rays with no hit within ``max_range`` (sky) give no point.
 
-Culling: a primitive is only intersected with the rays of the azimuth columns and beam rows its
-bounding footprint can cover, so a scan costs about (#rays + sum of primitive windows) work.
+The nearest hits come from :class:`.raycast.RayCaster`, the intersection routine the simulated
+cameras share; culling: a primitive is only intersected with the rays of the azimuth columns and
+beam rows its bounding footprint can cover, so a scan costs about (#rays + sum of primitive
+windows) work.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .primitives import box_hit, ellipsoid_hit, frustum_hit
+from .raycast import RayCaster
 from .scene import Scene
 
 
@@ -70,15 +72,12 @@ class SensorConfig:
         return asdict(self)
 
 
-def _wrap(a: np.ndarray | float) -> np.ndarray | float:
-    return (a + np.pi) % (2 * np.pi) - np.pi
-
-
-class _Caster:
-    """Depth buffer over the (beams x azimuth_steps) ray grid of one scan."""
+class _LidarCaster(RayCaster):
+    """The depth buffer over the (beams x azimuth_steps) ray grid of one scan; flat ray id
+    ``beam * azimuth_steps + column``."""
 
     def __init__(self, cfg: SensorConfig, origin: np.ndarray, yaw: float, cull: bool = True) -> None:
-        self.cfg, self.o, self.yaw, self.cull = cfg, origin, yaw, cull
+        self.yaw = yaw
         self.el, az = cfg.elevations(), cfg.azimuths()
         self.n_az = cfg.azimuth_steps
         self.step = 2 * np.pi / self.n_az
@@ -87,28 +86,14 @@ class _Caster:
             ce * np.cos(az)[None], ce * np.sin(az)[None], np.sin(self.el)[:, None]), axis=-1)
         c, s = np.cos(yaw), np.sin(yaw)
         dv = self.dirs_vehicle
-        self.dirs = np.stack([c * dv[..., 0] - s * dv[..., 1], s * dv[..., 0] + c * dv[..., 1],
-                              dv[..., 2]], axis=-1)
-        n = cfg.beams * self.n_az
-        self.t = np.full(n, np.inf)
-        self.label = np.full(n, -1, dtype=np.int64)
-        self.rho = np.zeros(n)
-        self.alpha = np.ones(n)
-        self.cos = np.zeros(n)
+        dirs = np.stack([c * dv[..., 0] - s * dv[..., 1], s * dv[..., 0] + c * dv[..., 1], dv[..., 2]], axis=-1)
+        super().__init__(origin, dirs, cfg.max_range, cull)
 
-    def window(self, az_lo: float, az_hi: float, d_min: float, d_max: float, z_min: float,
-               z_max: float) -> np.ndarray | None:
-        """Flat ray ids whose direction can reach a footprint seen over azimuths
-        [az_lo, az_hi] (world, radians, az_hi - az_lo < 2 pi), horizontal distances
-        [d_min, d_max] and heights [z_min, z_max]; None if no ray can."""
-        if not self.cull:  # every ray (the brute-force twin the tests compare culling against)
-            return np.arange(self.t.size)
-        if d_min > self.cfg.max_range:
-            return None
-        oz = self.o[2]
-        els = [np.arctan2(z - oz, d) for z in (z_min, z_max) for d in (d_min, d_max)]
-        r0 = int(np.searchsorted(self.el, min(els) - 1e-9, side="left"))
-        r1 = int(np.searchsorted(self.el, max(els) + 1e-9, side="right"))
+    def rays_within(self, az_lo: float, az_hi: float, el_lo: float, el_hi: float) -> np.ndarray | None:
+        """The beams between the elevations times the columns between the azimuths (index arithmetic
+        on the grid, half a column of margin)."""
+        r0 = int(np.searchsorted(self.el, el_lo - 1e-9, side="left"))
+        r1 = int(np.searchsorted(self.el, el_hi + 1e-9, side="right"))
         if r0 >= r1:
             return None
         if az_hi - az_lo >= 2 * np.pi - 2 * self.step:
@@ -120,84 +105,13 @@ class _Caster:
             cols = np.arange(j0, j1 + 1) % self.n_az
         return (np.arange(r0, r1)[:, None] * self.n_az + cols[None, :]).ravel()
 
-    def window_circle(self, cx: float, cy: float, radius: float, z_min: float,
-                      z_max: float) -> np.ndarray | None:
-        dx, dy = cx - self.o[0], cy - self.o[1]
-        dist = float(np.hypot(dx, dy))
-        if dist <= radius:
-            return self.window(-np.pi, np.pi, 0.0, dist + radius, z_min, z_max)
-        phi, half = float(np.arctan2(dy, dx)), float(np.arcsin(radius / dist))
-        return self.window(phi - half, phi + half, dist - radius, dist + radius, z_min, z_max)
 
-    def window_box(self, row: np.ndarray) -> np.ndarray | None:
-        cx, cy, cz, hx, hy, hz, yaw = row[:7]
-        c, s = np.cos(yaw), np.sin(yaw)
-        rel = np.array([self.o[0] - cx, self.o[1] - cy])
-        local = np.array([c * rel[0] + s * rel[1], -s * rel[0] + c * rel[1]])
-        outside = np.maximum(np.abs(local) - np.array([hx, hy]), 0.0)
-        d_min = float(np.hypot(*outside))
-        corners = np.array([[sx * hx, sy * hy] for sx in (-1, 1) for sy in (-1, 1)])
-        world = np.stack([cx + c * corners[:, 0] - s * corners[:, 1],
-                          cy + s * corners[:, 0] + c * corners[:, 1]], axis=1)
-        vec = world - self.o[:2]
-        d_max = float(np.hypot(vec[:, 0], vec[:, 1]).max())
-        if d_min == 0.0:
-            return self.window(-np.pi, np.pi, 0.0, d_max, cz - hz, cz + hz)
-        phi = float(np.arctan2(cy - self.o[1], cx - self.o[0]))
-        rel_ang = _wrap(np.arctan2(vec[:, 1], vec[:, 0]) - phi)
-        return self.window(phi + rel_ang.min(), phi + rel_ang.max(), d_min, d_max, cz - hz, cz + hz)
-
-    def update(self, rays: np.ndarray, t: np.ndarray, normal: np.ndarray, row: np.ndarray) -> None:
-        better = t < self.t[rays]
-        if not better.any():
-            return
-        ids = rays[better]
-        self.t[ids] = t[better]
-        self.label[ids] = int(row[-3])
-        self.rho[ids] = row[-2]
-        self.alpha[ids] = row[-1]
-        d = self.dirs.reshape(-1, 3)[ids]
-        self.cos[ids] = np.abs((normal[better] * d).sum(axis=1))
-
-    def cast_ground(self, scene: Scene) -> None:
-        d = self.dirs.reshape(-1, 3)
-        down = np.flatnonzero(d[:, 2] < -1e-9)
-        t = -self.o[2] / d[down, 2]
-        near = t <= self.cfg.max_range
-        rays, t = down[near], t[near]
-        x = self.o[0] + t * d[rays, 0]
-        y = self.o[1] + t * d[rays, 1]
-        label = np.full(len(rays), scene.ground_default[0])
-        rho = np.full(len(rays), scene.ground_default[1])
-        alpha = np.full(len(rays), scene.ground_default[2])
-        for x0, x1, y0, y1, lab, r, a in scene.ground:
-            inside = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
-            label[inside], rho[inside], alpha[inside] = lab, r, a
-        self.t[rays] = t
-        self.label[rays] = label.astype(np.int64)
-        self.rho[rays], self.alpha[rays] = rho, alpha
-        self.cos[rays] = -d[rays, 2]
-
-    def cast(self, scene: Scene) -> None:
-        self.cast_ground(scene)
-        d = self.dirs.reshape(-1, 3)
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            for row in scene.boxes:
-                rays = self.window_box(row)
-                if rays is not None:
-                    t, n = box_hit(self.o, d[rays], row[:3], row[3:6], row[6])
-                    self.update(rays, t, n, row)
-            for row in scene.frustums:
-                rays = self.window_circle(row[0], row[1], max(row[4], row[5]), row[2], row[2] + row[3])
-                if rays is not None:
-                    t, n = frustum_hit(self.o, d[rays], *row[:6])
-                    self.update(rays, t, n, row)
-            for row in scene.ellipsoids:
-                rays = self.window_circle(row[0], row[1], max(row[3], row[4]), row[2] - row[5],
-                                          row[2] + row[5])
-                if rays is not None:
-                    t, n = ellipsoid_hit(self.o, d[rays], row[:3], row[3:6], row[6])
-                    self.update(rays, t, n, row)
+def vehicle_pose(ego: tuple[float, float, float]) -> np.ndarray:
+    """(4, 4) vehicle -> world transform of the ego pose ``(x, y, yaw)`` (the vehicle frame's
+    origin on the ground, z up)."""
+    x, y, yaw = ego
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, -s, 0.0, x], [s, c, 0.0, y], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 
 
 def cast_scan(scene: Scene, cfg: SensorConfig, rng: np.random.Generator,
@@ -210,7 +124,7 @@ def cast_scan(scene: Scene, cfg: SensorConfig, rng: np.random.Generator,
     ``cull=False`` intersects every primitive with every ray (slow; same result).
     """
     ex, ey, eyaw = scene.ego if ego is None else ego
-    caster = _Caster(cfg, np.array([ex, ey, cfg.height]), float(eyaw), cull)
+    caster = _LidarCaster(cfg, np.array([ex, ey, cfg.height]), float(eyaw), cull)
     caster.cast(scene)
     t = caster.t
     hit = np.isfinite(t) & (t <= cfg.max_range) & (t >= cfg.min_range)
@@ -226,13 +140,11 @@ def cast_scan(scene: Scene, cfg: SensorConfig, rng: np.random.Generator,
     ids, t, intensity = ids[keep], t[keep], intensity[keep]
     beam, column = np.divmod(ids, cfg.azimuth_steps)
     coord = t[:, None] * caster.dirs_vehicle.reshape(-1, 3)[ids] + np.array([0.0, 0.0, cfg.height])
-    c, s = np.cos(eyaw), np.sin(eyaw)
-    pose = np.array([[c, -s, 0.0, ex], [s, c, 0.0, ey], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
     return {
         "coord": coord.astype(np.float32),
         "strength": np.tanh(intensity).astype(np.float32)[:, None],
         "segment": caster.label[ids].astype(np.int32),
         "beam": beam.astype(np.int64),
         "column": column.astype(np.int64),
-        "pose": pose,
+        "pose": vehicle_pose((ex, ey, eyaw)),
     }
