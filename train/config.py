@@ -47,6 +47,7 @@ CONV_BACKENDS: tuple[str, ...] = ("auto", "torch", "spconv")  # train.models.spa
 TOPO_TPS: tuple[str, ...] = ("auto", "host", "device")
 PREEMPT_SIGNALS: tuple[str, ...] = ("TERM", "USR1", "USR2", "INT", "HUP")  # --preempt-signal (train.runtime.preemption)
 SYNTHETIC_VARIANTS: tuple[str, ...] = ("demo", "fine")  # train.data.synthetic.scene.STYLES (a test checks)
+SYNTHETIC_CAMERAS: tuple[str, ...] = ("none", "ring")  # "none" and train.data.synthetic.camera_rig.RIGS (a test checks)
 
 # Loss terms each stage switches on (paper Table 5 rows); ablation flags override them.
 STAGE_TERMS: dict[str, dict[str, bool]] = {
@@ -193,6 +194,7 @@ class RunConfig:
     synthetic_azimuth_steps: int | None = None
     synthetic_variant: str = "demo"
     synthetic_unlabelled_scenes: int = 0
+    synthetic_cameras: str = "none"
 
     def terms(self) -> dict[str, bool]:
         """The loss terms switched on: the stage's defaults, overridden by the ablation flags."""
@@ -326,6 +328,8 @@ HELP: dict[str, str] = {
     "synthetic_azimuth_steps": "azimuth steps of the simulated LiDAR",
     "synthetic_unlabelled_scenes": "synthetic scenes generated without labels into the split 'unlabelled' (scenes of "
     "their own, none in another split; --unlabelled-split unlabelled reads them)",
+    "synthetic_cameras": "camera rig rendered with every synthetic frame (colour, per-pixel class and depth, "
+    "cameras.json; decision 58): none | ring (front, left, right and back, 100 degrees wide, 160 x 96)",
 }
 
 # The --help sections, in order: title -> what the options of the section set.
@@ -343,6 +347,7 @@ GROUP_OF: dict[str, str] = {
     **dict.fromkeys(("dataset", "data_root", "nuscenes_version", "grid_size", "skip_bad_scans", "num_workers",
                      "synthetic_scenes", "synthetic_val_fraction", "synthetic_test_fraction", "synthetic_seed",
                      "synthetic_beams", "synthetic_azimuth_steps", "synthetic_variant", "synthetic_unlabelled_scenes",
+                     "synthetic_cameras",
                      "unlabelled_split", "unlabelled_ratio"), "data"),
     **dict.fromkeys(("teacher_preset", "student_preset", "teacher_overrides", "student_overrides",
                      "teacher_checkpoint", "conv_backend"), "models"),
@@ -409,7 +414,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "dataset": DATASETS, "stage": STAGES, "nuscenes_version": NUSCENES_VERSIONS, "seg_loss": SEG_LOSSES,
     "class_weights": CLASS_WEIGHTINGS, "topo_distance": DISTANCES, "pi_norm": PI_NORMS,
     "topo_normalize": TOPO_NORMALIZE, "conv_backend": CONV_BACKENDS, "topo_tps": TOPO_TPS,
-    "synthetic_variant": SYNTHETIC_VARIANTS,
+    "synthetic_variant": SYNTHETIC_VARIANTS, "synthetic_cameras": SYNTHETIC_CAMERAS,
 }
 
 

@@ -3,7 +3,7 @@
 
     python -m train.data.synthesize --out DIR --scenes N --seed S [--beams 32] [--azimuth-steps 560]
         [--fov-up 2.4] [--fov-down -17.6] [--max-range 75] [--range-noise 0.02] [--dropout 0.03]
-        [--val-fraction 0.2] [--frames-per-scene 1]
+        [--val-fraction 0.2] [--frames-per-scene 1] [--cameras none|ring]
 
 Same seed and parameters -> byte-identical arrays. Read it back with
 ``train.data.WaymoDataset(DIR, "training")``.
@@ -14,6 +14,7 @@ import argparse
 import time
 from collections.abc import Sequence
 
+from .synthetic.camera_rig import NO_CAMERAS, RIGS
 from .synthetic.dataset import synthesize_dataset
 from .synthetic.sensor import SensorConfig
 
@@ -38,13 +39,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="fraction of scenes written to testing/ (held out, labelled)")
     p.add_argument("--frames-per-scene", type=int, default=1)
+    p.add_argument("--cameras", choices=(NO_CAMERAS, *RIGS), default=NO_CAMERAS,
+                   help="camera rig rendered with every frame (colour, class, depth, cameras.json)")
     a = p.parse_args(argv)
     sensor = SensorConfig(beams=a.beams, azimuth_steps=a.azimuth_steps, fov_up=a.fov_up,
                           fov_down=a.fov_down, height=a.height, max_range=a.max_range,
                           range_noise=a.range_noise, dropout=a.dropout)
     start = time.perf_counter()
     synthesize_dataset(a.out, a.scenes, a.seed, sensor, a.val_fraction, a.frames_per_scene,
-                       test_fraction=a.test_fraction)
+                       test_fraction=a.test_fraction, cameras=a.cameras)
     print(f"wrote {a.scenes * a.frames_per_scene} scans to {a.out} in "
           f"{time.perf_counter() - start:.1f} s")
 

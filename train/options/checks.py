@@ -10,7 +10,7 @@ from pathlib import Path
 
 from reference.topo_loss import check_distance
 from train.config import (CONV_BACKENDS, DATASETS, DECODER_STAGES, MIXED_STAGES, PREEMPT_SIGNALS, STAGE_ORDER, STAGES,
-                          SYNTHETIC_VARIANTS, TOPO_NORMALIZE, TOPO_TPS, UNLABELLED_SPLITS, RunConfig)
+                          SYNTHETIC_CAMERAS, SYNTHETIC_VARIANTS, TOPO_NORMALIZE, TOPO_TPS, UNLABELLED_SPLITS, RunConfig)
 from train.option_names import CLASS_WEIGHTINGS, NUSCENES_VERSIONS, SEG_LOSSES
 from train.options.defaults import runs_on_cuda
 
@@ -163,6 +163,8 @@ def _check_choices(cfg: RunConfig) -> None:
         raise ValueError(f"--seg-loss must be one of {SEG_LOSSES}, got {cfg.seg_loss!r}")
     if cfg.synthetic_variant not in SYNTHETIC_VARIANTS:
         raise ValueError(f"--synthetic-variant must be one of {SYNTHETIC_VARIANTS}, got {cfg.synthetic_variant!r}")
+    if cfg.synthetic_cameras not in SYNTHETIC_CAMERAS:
+        raise ValueError(f"--synthetic-cameras must be one of {SYNTHETIC_CAMERAS}, got {cfg.synthetic_cameras!r}")
 
 
 def _check_distillation_terms(cfg: RunConfig) -> None:

@@ -125,7 +125,8 @@ def _ensure_synthetic(cfg: RunConfig, info: DistInfo) -> None:
         ensure_synthetic_dataset(Path(cfg.data_root), scenes=cfg.synthetic_scenes, seed=cfg.synthetic_seed,
                                  val_fraction=cfg.synthetic_val_fraction,
                                  test_fraction=cfg.synthetic_test_fraction, variant=cfg.synthetic_variant,
-                                 unlabelled_scenes=cfg.synthetic_unlabelled_scenes, **sensor)
+                                 unlabelled_scenes=cfg.synthetic_unlabelled_scenes, cameras=cfg.synthetic_cameras,
+                                 **sensor)
     barrier()
 
 

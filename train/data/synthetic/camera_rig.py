@@ -111,7 +111,8 @@ class CameraRig:
         return np.array([[f, 0.0, (self.width - 1) / 2], [0.0, f, (self.height - 1) / 2], [0.0, 0.0, 1.0]])
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The rig as JSON's values (the mounts a list), as a marker file reads it back."""
+        return {**asdict(self), "mounts": [asdict(m) for m in self.mounts]}
 
 
 # The rigs --synthetic-cameras names. ring: four cameras at roof height looking forward, left,
