@@ -237,7 +237,7 @@ def test_an_unknown_rig_is_refused_before_anything_is_written(tmp_path: Path) ->
 
 
 def test_the_command_lines_write_the_cameras(tmp_path: Path) -> None:
-    from tests.test_train_support import tiny_config, tiny_data
+    from test_train_support import tiny_config, tiny_data
 
     cfg = tiny_config(tmp_path, synthetic_cameras="ring")
     data = tiny_data(cfg)

@@ -183,7 +183,7 @@ class _PixelCaster(RayCaster):
         return rays if rays.size else None
 
 
-def pixel_rays(rig: CameraRig) -> np.ndarray:
+def _pixel_rays(rig: CameraRig) -> np.ndarray:
     """(H * W, 3) ``K^-1 (u, v, 1)`` of every pixel centre, row-major (v, then u): the camera-frame
     rays, of depth 1."""
     v, u = np.mgrid[0:rig.height, 0:rig.width]
@@ -197,10 +197,11 @@ def render_rig(scene: Scene, rig: CameraRig, ego: tuple[float, float, float], rn
     mounts (see the module docstring); ``rng`` draws the colour noise; ``cull=False`` intersects every
     primitive with every ray (slow; same images)."""
     to_world = vehicle_pose(ego)
-    rays = pixel_rays(rig)
+    rays = _pixel_rays(rig)
     norm = np.linalg.norm(rays, axis=1)
     unit = rays / norm[:, None]
     k = rig.intrinsics()
+    shape = (rig.height, rig.width)
     out = []
     for mount in rig.mounts:
         camera_to_vehicle = mount.camera_to_vehicle()
@@ -212,7 +213,6 @@ def render_rig(scene: Scene, rig: CameraRig, ego: tuple[float, float, float], rn
         depth = np.where(hit, caster.t / norm, np.inf)
         classes = np.where(hit & (caster.label >= 0), caster.label, NO_CLASS)
         colour = _shade(caster, hit, dirs[:, 2]) + rig.colour_noise * rng.standard_normal((len(dirs), 3))
-        shape = (rig.height, rig.width)
         out.append(RenderedCamera(
             mount.name, k, np.linalg.inv(camera_to_vehicle),
             np.clip(np.round(colour), 0, 255).astype(np.uint8).reshape(*shape, 3),
