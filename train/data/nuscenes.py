@@ -20,6 +20,11 @@ LIDAR_TOP only. Strength = intensity / 255. Labels: 32 raw ids -> 16 classes
 - otherwise Pointcept's ``root/info/nuscenes_infos_<K>sweeps_<split>.pkl`` (split train, val or
   test), whose paths are relative to ``root/raw`` when that folder exists, else to ``root``.
   Its records without ``gt_segment_path`` (the test split) are unlabelled.
+
+Cameras (decision 59, :mod:`train.data.nuscenes_cameras`): the six images of each LiDAR sweep with
+the chain LiDAR -> ego at the sweep's time -> global -> ego at the image's time -> camera, read from
+the version's tables. Pointcept's info layout gives none: its files hold camera entries only when
+made with ``--with_camera``, and this loader reads the cameras from the tables alone.
 """
 from __future__ import annotations
 
@@ -32,9 +37,12 @@ import numpy as np
 from train.option_names import DEFAULT_NUSCENES_VERSION, NUSCENES_VERSIONS
 
 from .base import PointCloudDataset, Transform
+from .cameras import Camera
 from .labels import NUSCENES_CLASSES, NUSCENES_LEARNING_MAP, LearningMap
+from .nuscenes_cameras import nuscenes_cameras
 from .nuscenes_index import NUSCENES_LAYOUT, KeyFrame, info_index, official_splits, sweep_index, table_index
-from .validation import check_count, layout_error, make_sample, read_records, require_dir, require_file
+from .validation import (DatasetLayoutError, check_count, layout_error, make_sample, read_records, require_dir,
+                         require_file)
 
 # train.run asks every version for "train" and "val"; in v1.0-mini they stand for its own lists.
 _MINI_LISTS: dict[str, str] = {"train": "mini_train", "val": "mini_val"}
@@ -163,6 +171,7 @@ class NuScenesDataset(PointCloudDataset):
         if not self.labelled:
             _LOG.info("nuscenes: split %s of %s is unlabelled (segment -1)", split, self.root)
         self.files_root = files_root
+        self.tables = (self.root / version).is_dir()
         self.keyframes: tuple[KeyFrame, ...] = tuple(keyframes)  # paths joined in load()
         if not self.keyframes:
             raise layout_error(f"nuScenes split {split!r} under {str(self.root)!r} has no "
@@ -179,3 +188,10 @@ class NuScenesDataset(PointCloudDataset):
         k = self.keyframes[index]
         label = None if k.label is None else self.files_root / k.label
         return read_nuscenes_scan(self.files_root / k.points, label, k.token)
+
+    def cameras(self, index: int) -> list[Camera]:
+        """The six cameras of LiDAR sweep ``index`` (module docstring), from the version's tables."""
+        if not self.tables:
+            raise DatasetLayoutError(f"nuScenes under {str(self.root)!r} is in Pointcept's info layout, which "
+                                     f"gives no cameras; put the version's tables in {self.version}/ beside it")
+        return nuscenes_cameras(self.root, self.version, self.keyframes[index].token, self.split == SWEEPS)
