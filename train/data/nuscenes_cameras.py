@@ -9,7 +9,8 @@ image goes through the world:
 where ``lidar2ego`` and ``cam2ego`` are the ``calibrated_sensor`` records of the two sample_data rows
 (``translation``; ``rotation`` a unit quaternion w, x, y, z) and ``ego2global(t)`` the ``ego_pose`` of
 each row, taken at the row's own timestamp. ``K`` is the camera's ``camera_intrinsic``; the image
-size is the row's ``width`` x ``height``; nuScenes images are undistorted, so the pinhole model holds.
+size is the row's ``width`` x ``height``. nuScenes publishes no distortion coefficients (its devkit
+projects with K alone), and one timestamp stands for an image's whole exposure.
 
 Which images: a keyframe's cameras are the six camera keyframes of its sample (``samples/CAM_*``,
 same ``sample_token``). A sweep between keyframes has no sample of its own: for each camera channel
