@@ -247,13 +247,21 @@ def test_nuscenes_tables_that_break_the_chain_are_refused(tmp_path: Path) -> Non
         NuScenesDataset(tmp_path, "all", version="v1.0-mini").cameras(0)
 
 
-def test_pointcept_info_layout_gives_no_cameras(tmp_path: Path) -> None:
-    (tmp_path / "info").mkdir()
-    record = {"lidar_path": "samples/LIDAR_TOP/a.pcd.bin", "lidar_token": "a"}
-    (tmp_path / "info" / "nuscenes_infos_10sweeps_test.pkl").write_bytes(pickle.dumps([record]))
-    dataset = NuScenesDataset(tmp_path, "test")
-    with pytest.raises(DatasetLayoutError, match="Pointcept's info layout, which gives no cameras") as info:
-        dataset.cameras(0)
+def test_pointcept_info_layout_reads_the_cameras_from_the_raw_tables(tmp_path: Path) -> None:
+    """Pointcept's layout: root/info/*.pkl and the download under root/raw/ (its tables included)."""
+    driving_scene(tmp_path / "tables")
+    driving_scene(tmp_path / "pointcept" / "raw")
+    (tmp_path / "pointcept" / "info").mkdir()
+    record = {"lidar_path": "samples/LIDAR_TOP/s1.pcd.bin", "lidar_token": "lidar-s1"}
+    (tmp_path / "pointcept" / "info" / "nuscenes_infos_10sweeps_test.pkl").write_bytes(pickle.dumps([record]))
+    cameras = NuScenesDataset(tmp_path / "pointcept", "test", version="v1.0-mini").cameras(0)
+    expected = NuScenesDataset(tmp_path / "tables", "all", version="v1.0-mini").cameras(1)
+    assert [c.image for c in cameras] == [f"raw/{c.image}" for c in expected]
+    for camera, same in zip(cameras, expected):
+        np.testing.assert_array_equal(camera.scan_to_camera, same.scan_to_camera)
+    shutil.rmtree(tmp_path / "pointcept" / "raw" / "v1.0-mini")
+    with pytest.raises(DatasetLayoutError, match="Pointcept's info layout and .*raw/v1.0-mini', whose tables") as info:
+        NuScenesDataset(tmp_path / "pointcept", "test", version="v1.0-mini").cameras(0)
     assert "\n" not in str(info.value)
 
 

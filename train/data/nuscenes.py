@@ -23,13 +23,15 @@ LIDAR_TOP only. Strength = intensity / 255. Labels: 32 raw ids -> 16 classes
 
 Cameras (decision 59, :mod:`train.data.nuscenes_cameras`): the six images of each LiDAR sweep with
 the chain LiDAR -> ego at the sweep's time -> global -> ego at the image's time -> camera, read from
-the version's tables. Pointcept's info layout gives none: its files hold camera entries only when
-made with ``--with_camera``, and this loader reads the cameras from the tables alone.
+the version's tables alone: in Pointcept's info layout those under ``raw/<version>/`` (the
+download the info files were made from; the info files hold camera entries only when made with
+``--with_camera``), image paths then starting with ``raw/``; without them, no cameras (refused).
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -191,7 +193,11 @@ class NuScenesDataset(PointCloudDataset):
 
     def cameras(self, index: int) -> list[Camera]:
         """The six cameras of LiDAR sweep ``index`` (module docstring), from the version's tables."""
-        if not self.tables:
-            raise DatasetLayoutError(f"nuScenes under {str(self.root)!r} is in Pointcept's info layout, which "
-                                     f"gives no cameras; put the version's tables in {self.version}/ beside it")
-        return nuscenes_cameras(self.root, self.version, self.keyframes[index].token, self.split == SWEEPS)
+        tables = self.root if self.tables else self.files_root
+        if not (tables / self.version).is_dir():
+            raise DatasetLayoutError(f"nuScenes under {str(self.root)!r} is in Pointcept's info layout and "
+                                     f"{str(tables / self.version)!r}, whose tables the cameras are read from, "
+                                     f"does not exist: no cameras (check --nuscenes-version)")
+        cameras = nuscenes_cameras(tables, self.version, self.keyframes[index].token, self.split == SWEEPS)
+        prefix = tables.relative_to(self.root)
+        return [replace(c, image=(prefix / c.image).as_posix()) for c in cameras]
