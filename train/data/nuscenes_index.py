@@ -35,6 +35,7 @@ NUSCENES_LAYOUT = """  <root>/
     lidarseg/<version>/<lidar_token>_lidarseg.bin   uint8, one raw label per point
     <version>/sample_data.json, lidarseg.json       (lidarseg.json absent for v1.0-test)
     <version>/sample.json, scene.json               (scene of every keyframe)
+    <version>/calibrated_sensor.json, ego_pose.json (cameras only, with samples/CAM_*/, sweeps/CAM_*/)
     splits/<split>.txt                              optional: scene names replacing a split's list
   or Pointcept's layout:
     info/nuscenes_infos_10sweeps_<split>.pkl        (split: train, val, test)
