@@ -233,8 +233,9 @@ def nuscenes_cameras(root: Path, version: str, token: str, sweeps: bool) -> list
             raise CalibrationError(f"{calibrated}: calibrated sensor {image.sensor} of camera image "
                                    f"{image.filename} has no camera_intrinsic")
         scan_to_camera = np.linalg.inv(index.poses[image.pose] @ cam_to_ego) @ lidar_to_global
-        cameras.append(checked_camera(image.channel, image.filename, image.width, image.height, k,
-                                      scan_to_camera, f"{calibrated} (sensor {image.sensor})"))
+        cameras.append(checked_camera(image.channel, image.filename, image.width, image.height, k, scan_to_camera,
+                                      f"{calibrated} (sensor {image.sensor}) with the sample_data row of "
+                                      f"{image.filename}"))
     return cameras
 
 
