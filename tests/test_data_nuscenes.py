@@ -70,7 +70,7 @@ def test_streamed_sample_data_gives_the_keyframes_a_full_json_parse_gives(
     monkeypatch.setattr(nuscenes_index, "_CHUNK_BYTES", 7)
     for text in (json.dumps(rows), json.dumps(rows, indent=0), "\n " + json.dumps(rows, indent=4) + "\n"):
         table.write_text(text)
-        got = nuscenes_index._lidar_rows(table, nuscenes_index.LIDAR_KEYFRAME_PREFIX)
+        got = nuscenes_index.sample_data_rows(table, nuscenes_index.LIDAR_KEYFRAME_PREFIX)
         assert [r["token"] for r in got if r["is_key_frame"]] == [r["token"] for r in expected]
     ds = NuScenesDataset(tmp_path, "all", version="v1.0-mini")
     assert [k.token for k in ds.keyframes] == [f"k{i}" for i in range(10)]

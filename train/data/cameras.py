@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from .validation import CorruptFileError
+from .validation import BadScanError, CorruptFileError
 
 CAMERA_LIST = "cameras.json"
 ROTATION_TOLERANCE = 1e-4  # max |R^T R - I| and |det R - 1| a calibration's rotation may show
@@ -39,6 +40,22 @@ DEFAULT_MIN_DEPTH = 1.0  # metres: points nearer the camera than this are not se
 
 class CalibrationError(ValueError):
     """A camera calibration that cannot be used (not a rotation, a singular K, a bad size)."""
+
+
+class MissingImageError(BadScanError):
+    """A camera image that a scan's calibration names is not on disk."""
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file, read from its header (the pixels are not decoded);
+    a missing file or one that is no image is refused with one line naming it."""
+    try:
+        with Image.open(path) as image:
+            return int(image.width), int(image.height)
+    except FileNotFoundError as err:
+        raise MissingImageError(f"{path}: camera image is missing") from err
+    except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+        raise CorruptFileError(f"{path}: not a readable image ({err})") from err
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,7 +88,10 @@ class Camera:
                                                                                      np.ndarray]:
         """``(rows, cols, depth)``, each (n,): the pixel row and column (int64) of every point the
         camera sees (depth above ``min_depth``, pixel inside the image) and its depth in metres
-        (float64); -1, -1 and NaN for the points it does not see."""
+        (float64); -1, -1 and NaN for the points it does not see. ``min_depth`` may not be negative:
+        a point behind the camera projects through the centre onto a pixel of the image too."""
+        if not min_depth >= 0:
+            raise ValueError(f"camera {self.name!r}: min_depth must be >= 0 metres, got {min_depth}")
         uv, depth = self.project(xyz)
         with np.errstate(invalid="ignore"):
             cols = np.floor(uv[:, 0] + 0.5)

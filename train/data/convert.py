@@ -11,6 +11,8 @@ segment without one gives all its frames), the split ``--unlabelled-split unlabe
 written under ``DST/.incomplete/`` and moved into place, then its done marker
 ``<segment>/.converted.json`` is written atomically, last. A killed conversion resumes where it
 stopped: segments with a marker are skipped, a segment folder without one is converted again.
+A segment with ``camera_image`` and ``camera_calibration`` files also gets each frame's camera
+images, ``<timestamp>/cameras/NAME.jpg``, and ``cameras.json`` (:mod:`train.data.waymo_v2_cameras`).
 
 ``train.run --dataset waymo`` calls :func:`prepare_waymo_root`: a v2 root is converted into
 ``<--out>/waymo_v2_converted`` (once; later runs with the same ``--out`` reuse it; the unlabelled
@@ -38,12 +40,14 @@ from .waymo_source import LABELLED_SPLITS as SPLITS
 from .waymo_source import WaymoV1Error, detect_waymo_source, v1_error
 from .waymo_v2 import (LIDAR, SEGMENTATION, component_path, frame_count, frame_timestamps, labelled_timestamps,
                        read_segment_frames)
+from .waymo_v2_cameras import convert_frame_cameras
 
 CONVERTED_DIRNAME = "waymo_v2_converted"
 MARKER = ".converted.json"
 INCOMPLETE = ".incomplete"
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
-FORMAT_VERSION = 1  # bump when the output of a segment changes, so old markers are not trusted
+# bump when the output of a segment changes, so old markers are not trusted (2: camera images, decision 59)
+FORMAT_VERSION = 2
 UNLABELLED = "unlabelled"  # DST/unlabelled/: the frames of the training segments without labels
 UNLABELLED_SOURCE = "training"
 
@@ -102,7 +106,7 @@ def convert_segment(src: Path, dst: Path, split: str, segment: str) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     timestamps = labelled_timestamps(split_dir, segment) if labelled else _unlabelled_timestamps(split_dir, segment)
-    points = 0
+    points, poses = 0, {}
     for frame in read_segment_frames(split_dir, segment, timestamps, labelled):
         frame_dir = work / str(frame.timestamp)
         frame_dir.mkdir()
@@ -112,12 +116,15 @@ def convert_segment(src: Path, dst: Path, split: str, segment: str) -> dict:
             np.save(frame_dir / "segment.npy", frame.segment)
         np.save(frame_dir / "pose.npy", frame.pose)
         points += frame.coord.shape[0]
+        poses[frame.timestamp] = frame.pose
+    images = convert_frame_cameras(split_dir, segment, poses, lambda ts: work / str(ts), f"{split}/{segment}")
     shutil.rmtree(final, ignore_errors=True)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(work, final)
     skipped = "unlabelled_frames_skipped" if labelled else "labelled_frames_skipped"
     info = {"format_version": FORMAT_VERSION, "segment": segment, "split": split,
-            "frames": len(timestamps), skipped: frame_count(split_dir, segment) - len(timestamps), "points": points}
+            "frames": len(timestamps), skipped: frame_count(split_dir, segment) - len(timestamps), "points": points,
+            "camera_images": images}
     _write_json_atomic(final / MARKER, info)
     return info
 

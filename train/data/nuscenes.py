@@ -20,11 +20,18 @@ LIDAR_TOP only. Strength = intensity / 255. Labels: 32 raw ids -> 16 classes
 - otherwise Pointcept's ``root/info/nuscenes_infos_<K>sweeps_<split>.pkl`` (split train, val or
   test), whose paths are relative to ``root/raw`` when that folder exists, else to ``root``.
   Its records without ``gt_segment_path`` (the test split) are unlabelled.
+
+Cameras (decision 59, :mod:`train.data.nuscenes_cameras`): the six images of each LiDAR sweep with
+the chain LiDAR -> ego at the sweep's time -> global -> ego at the image's time -> camera, read from
+the version's tables alone: in Pointcept's info layout those under ``raw/<version>/`` (the
+download the info files were made from; the info files hold camera entries only when made with
+``--with_camera``), image paths then starting with ``raw/``; without them, no cameras (refused).
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +39,12 @@ import numpy as np
 from train.option_names import DEFAULT_NUSCENES_VERSION, NUSCENES_VERSIONS
 
 from .base import PointCloudDataset, Transform
+from .cameras import Camera
 from .labels import NUSCENES_CLASSES, NUSCENES_LEARNING_MAP, LearningMap
+from .nuscenes_cameras import nuscenes_cameras
 from .nuscenes_index import NUSCENES_LAYOUT, KeyFrame, info_index, official_splits, sweep_index, table_index
-from .validation import check_count, layout_error, make_sample, read_records, require_dir, require_file
+from .validation import (DatasetLayoutError, check_count, layout_error, make_sample, read_records, require_dir,
+                         require_file)
 
 # train.run asks every version for "train" and "val"; in v1.0-mini they stand for its own lists.
 _MINI_LISTS: dict[str, str] = {"train": "mini_train", "val": "mini_val"}
@@ -163,6 +173,7 @@ class NuScenesDataset(PointCloudDataset):
         if not self.labelled:
             _LOG.info("nuscenes: split %s of %s is unlabelled (segment -1)", split, self.root)
         self.files_root = files_root
+        self.tables = (self.root / version).is_dir()
         self.keyframes: tuple[KeyFrame, ...] = tuple(keyframes)  # paths joined in load()
         if not self.keyframes:
             raise layout_error(f"nuScenes split {split!r} under {str(self.root)!r} has no "
@@ -179,3 +190,14 @@ class NuScenesDataset(PointCloudDataset):
         k = self.keyframes[index]
         label = None if k.label is None else self.files_root / k.label
         return read_nuscenes_scan(self.files_root / k.points, label, k.token)
+
+    def cameras(self, index: int) -> list[Camera]:
+        """The six cameras of LiDAR sweep ``index`` (module docstring), from the version's tables."""
+        tables = self.root if self.tables else self.files_root
+        if not (tables / self.version).is_dir():
+            raise DatasetLayoutError(f"nuScenes under {str(self.root)!r} is in Pointcept's info layout and "
+                                     f"{str(tables / self.version)!r}, whose tables the cameras are read from, "
+                                     f"does not exist: no cameras (check --nuscenes-version)")
+        cameras = nuscenes_cameras(tables, self.version, self.keyframes[index].token, self.split == SWEEPS)
+        prefix = tables.relative_to(self.root)
+        return [replace(c, image=(prefix / c.image).as_posix()) for c in cameras]

@@ -35,6 +35,7 @@ NUSCENES_LAYOUT = """  <root>/
     lidarseg/<version>/<lidar_token>_lidarseg.bin   uint8, one raw label per point
     <version>/sample_data.json, lidarseg.json       (lidarseg.json absent for v1.0-test)
     <version>/sample.json, scene.json               (scene of every keyframe)
+    <version>/calibrated_sensor.json, ego_pose.json (cameras only, with samples/CAM_*/, sweeps/CAM_*/)
     splits/<split>.txt                              optional: scene names replacing a split's list
   or Pointcept's layout:
     info/nuscenes_infos_10sweeps_<split>.pkl        (split: train, val, test)
@@ -74,7 +75,7 @@ def official_splits() -> dict[str, tuple[str, ...]]:
     return {name: tuple(scenes) for name, scenes in json.loads(text)["splits"].items()}
 
 
-def _cached(kind: str, files: Sequence[Path], build: Callable[[], T]) -> T:
+def cached(kind: str, files: Sequence[Path], build: Callable[[], T]) -> T:
     signature = []
     for path in files:
         stat = path.stat() if path.is_file() else None
@@ -85,29 +86,29 @@ def _cached(kind: str, files: Sequence[Path], build: Callable[[], T]) -> T:
     return _CACHE[key]
 
 
-def _corrupt(path: Path, problem: str) -> CorruptFileError:
+def corrupt_table(path: Path, problem: str) -> CorruptFileError:
     return CorruptFileError(f"nuScenes table {str(path)!r} {problem}; re-extract the metadata "
                             f"archive of this version")
 
 
-def _read_table(path: Path, keys: Sequence[str]) -> list[dict]:
+def read_table(path: Path, keys: Sequence[str]) -> list[dict]:
     """A whole (small) nuScenes JSON table, checking every record has ``keys``."""
     if not path.is_file():
         raise layout_error(f"nuscenes file {str(path)!r} is missing", NUSCENES_LAYOUT)
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise _corrupt(path, f"is not valid JSON ({err})") from err
+        raise corrupt_table(path, f"is not valid JSON ({err})") from err
     if not isinstance(rows, list):
-        raise _corrupt(path, "must be a JSON list of records")
+        raise corrupt_table(path, "must be a JSON list of records")
     for i, row in enumerate(rows):
         lacking = [k for k in keys if not isinstance(row, dict) or k not in row]
         if lacking:
-            raise _corrupt(path, f"record {i} lacks {lacking}")
+            raise corrupt_table(path, f"record {i} lacks {lacking}")
     return rows
 
 
-def _lidar_rows(path: Path, prefix: str) -> list[dict]:
+def sample_data_rows(path: Path, prefix: str) -> list[dict]:
     """The records of ``sample_data.json`` whose filename starts with ``prefix``.
 
     Reads the file in pieces that end at a record's closing brace; in each piece every occurrence
@@ -121,7 +122,7 @@ def _lidar_rows(path: Path, prefix: str) -> list[dict]:
     with path.open("rb") as fh:
         text = fh.read(_CHUNK_BYTES).lstrip()
         if not text.startswith(b"["):
-            raise _corrupt(path, "must be a JSON list of records (it does not start with '[')")
+            raise corrupt_table(path, "must be a JSON list of records (it does not start with '[')")
         text, at_end = text[1:], False
         while not at_end:
             more = fh.read(_CHUNK_BYTES)
@@ -134,13 +135,13 @@ def _lidar_rows(path: Path, prefix: str) -> list[dict]:
                 row = _json_object(text[start:end]) if start >= 0 else None
                 lacking = keys if row is None else [k for k in keys if k not in row]
                 if lacking:
-                    raise _corrupt(path, f"holds a record that is not a JSON object with the keys "
+                    raise corrupt_table(path, f"holds a record that is not a JSON object with the keys "
                                          f"{list(lacking)} near {text[hit:hit + 80]!r}")
                 rows.append(row)
                 hit = text.find(needle, end, cut)
             text = text[cut:]
     if text.strip() != b"]":
-        raise _corrupt(path, "does not end with the ']' that closes its list (truncated?)")
+        raise corrupt_table(path, "does not end with the ']' that closes its list (truncated?)")
     return rows
 
 
@@ -158,18 +159,18 @@ def table_index(root: Path, version: str) -> TableIndex:
     folder = root / version
     names = ("sample_data", "sample", "scene", "lidarseg")
     files = [folder / f"{name}.json" for name in names]
-    return _cached("tables", files, lambda: _build_table_index(folder))
+    return cached("tables", files, lambda: _build_table_index(folder))
 
 
 def _build_table_index(folder: Path) -> TableIndex:
     sample_data = folder / "sample_data.json"
-    keyframes = [r for r in _lidar_rows(sample_data, LIDAR_KEYFRAME_PREFIX)
+    keyframes = [r for r in sample_data_rows(sample_data, LIDAR_KEYFRAME_PREFIX)
                  if r["is_key_frame"] and str(r["filename"]).startswith(LIDAR_KEYFRAME_PREFIX)]
-    scene_of = _SceneOf(folder)
+    scene_of = SceneOf(folder)
     lidarseg_path = folder / "lidarseg.json"
     labelled = lidarseg_path.is_file()
     labels = ({r["sample_data_token"]: r["filename"]
-               for r in _read_table(lidarseg_path, ("sample_data_token", "filename"))}
+               for r in read_table(lidarseg_path, ("sample_data_token", "filename"))}
               if labelled else {})
     index = []
     for r in sorted(keyframes, key=lambda r: r["filename"]):
@@ -181,14 +182,14 @@ def _build_table_index(folder: Path) -> TableIndex:
     return TableIndex(tuple(index), scene_of.scenes, labelled)
 
 
-class _SceneOf:
+class SceneOf:
     """The scene name of a sample_data record, through ``sample.json`` and ``scene.json``."""
 
     def __init__(self, folder: Path) -> None:
         self.folder, self.sample_path = folder, folder / "sample.json"
-        self.name = {r["token"]: r["name"] for r in _read_table(folder / "scene.json", ("token", "name"))}
+        self.name = {r["token"]: r["name"] for r in read_table(folder / "scene.json", ("token", "name"))}
         self.sample_scene = {r["token"]: r["scene_token"]
-                             for r in _read_table(self.sample_path, ("token", "scene_token"))}
+                             for r in read_table(self.sample_path, ("token", "scene_token"))}
         self.scenes = frozenset(self.name.values())
 
     def __call__(self, row: dict, what: str) -> str:
@@ -205,13 +206,13 @@ def sweep_index(root: Path, version: str) -> tuple[KeyFrame, ...]:
     label file: ``label`` None), with their scenes, sorted by point file name (cached)."""
     folder = root / version
     files = [folder / f"{name}.json" for name in ("sample_data", "sample", "scene")]
-    return _cached("sweeps", files, lambda: _build_sweep_index(folder))
+    return cached("sweeps", files, lambda: _build_sweep_index(folder))
 
 
 def _build_sweep_index(folder: Path) -> tuple[KeyFrame, ...]:
-    rows = [r for r in _lidar_rows(folder / "sample_data.json", LIDAR_SWEEP_PREFIX)
+    rows = [r for r in sample_data_rows(folder / "sample_data.json", LIDAR_SWEEP_PREFIX)
             if not r["is_key_frame"] and str(r["filename"]).startswith(LIDAR_SWEEP_PREFIX)]
-    scene_of = _SceneOf(folder)
+    scene_of = SceneOf(folder)
     return tuple(KeyFrame(r["filename"], None, r["token"], scene_of(r, "sweep"))
                  for r in sorted(rows, key=lambda r: r["filename"]))
 
@@ -222,7 +223,7 @@ def info_index(path: Path) -> tuple[KeyFrame, ...]:
     Each record is a dict with ``lidar_path`` (relative to the raw data root), ``lidar_token`` and,
     outside the test split, ``gt_segment_path``; its sweeps, poses and boxes are not used.
     """
-    return _cached("info", [path], lambda: _build_info_index(path))
+    return cached("info", [path], lambda: _build_info_index(path))
 
 
 def _build_info_index(path: Path) -> tuple[KeyFrame, ...]:

@@ -34,12 +34,16 @@ CALIBRATION = "lidar_calibration"
 PIXEL_POSE = "lidar_pose"
 VEHICLE_POSE = "vehicle_pose"
 SEGMENTATION = "lidar_segmentation"
+CAMERA_IMAGE = "camera_image"  # read by train.data.waymo_v2_cameras
+CAMERA_CALIBRATION = "camera_calibration"
 PREFIX = {
     LIDAR: "[LiDARComponent]",
     CALIBRATION: "[LiDARCalibrationComponent]",
     PIXEL_POSE: "[LiDARPoseComponent]",
     VEHICLE_POSE: "[VehiclePoseComponent]",
     SEGMENTATION: "[LiDARSegmentationLabelComponent]",
+    CAMERA_IMAGE: "[CameraImageComponent]",
+    CAMERA_CALIBRATION: "[CameraCalibrationComponent]",
 }
 # channels of the range-image-shaped fields: (H, W, C)
 LIDAR_CHANNELS = 4  # range, intensity, elongation, in a no-label zone

@@ -1,0 +1,120 @@
+"""The five cameras of a Waymo v2 frame: ``camera_image`` and ``camera_calibration`` (decision 59).
+
+Read with pyarrow like the LiDAR components (:class:`train.data.waymo_v2.ComponentFile`):
+
+* ``camera_calibration/<segment>.parquet``, one row per camera (``key.camera_name``: FRONT 1,
+  FRONT_LEFT 2, FRONT_RIGHT 3, SIDE_LEFT 4, SIDE_RIGHT 5): ``intrinsic.{f_u, f_v, c_u, c_v}``,
+  ``extrinsic.transform`` (4 x 4, camera -> vehicle), ``width`` and ``height``;
+* ``camera_image/<segment>.parquet``, one row per frame and camera: ``image`` (the JPEG bytes) and
+  ``pose.transform``, the vehicle's pose (vehicle -> world) at the image's ``pose_timestamp``.
+
+Waymo's camera frame has x forward along the optical axis, y left and z up; the OpenCV frame of
+:mod:`train.data.cameras` is ``(x, y, z)_cv = (-y, -z, x)_waymo``. A converted frame's points are
+in the vehicle frame of the frame's pose (``pose.npy``, world <- vehicle), so
+
+    scan_to_camera = waymo_to_opencv @ inv(camera_to_vehicle) @ inv(image_pose) @ frame_pose
+
+carries them through the world into the vehicle at the image's own time, as nuScenes' chain does.
+What the pinhole model leaves out: the lens distortion (``k1 k2 k3`` radial, ``p1 p2`` tangential,
+OpenCV's definitions; a pixel's shift is ``r (k1 r^2 + k2 r^4 + k3 r^6)`` plus the tangential terms,
+r the normalised radius: zero at the image centre, most in the corners); the rolling shutter (the
+columns of an image are exposed one after the other while the vehicle moves: one pose per image,
+that of its centre); and the time the LiDAR sweep itself spans beyond what the per-pixel poses
+of the conversion already undo (decision 59 gives the sizes).
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .cameras import Camera, checked_camera, write_camera_list
+from .waymo_v2 import CAMERA_CALIBRATION, CAMERA_IMAGE, KEY_TIME, ComponentFile, column, component_path
+
+KEY_CAMERA = "key.camera_name"
+CAMERA_NAMES = {1: "FRONT", 2: "FRONT_LEFT", 3: "FRONT_RIGHT", 4: "SIDE_LEFT", 5: "SIDE_RIGHT"}
+WAYMO_TO_OPENCV = np.array([[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+_INTRINSIC_FIELDS = ("f_u", "f_v", "c_u", "c_v")
+
+
+@dataclass(frozen=True)
+class CameraCalibration:
+    """One camera of a segment: pinhole K, camera (Waymo frame) -> vehicle, image size."""
+
+    intrinsics: np.ndarray
+    camera_to_vehicle: np.ndarray
+    width: int
+    height: int
+
+
+def read_camera_calibrations(split_dir: Path, segment: str) -> dict[int, CameraCalibration]:
+    """The calibration of every camera of ``segment``, by camera name number."""
+    fields = [KEY_CAMERA, "extrinsic.transform", "width", "height"] + [f"intrinsic.{n}" for n in _INTRINSIC_FIELDS]
+    f = ComponentFile(split_dir, CAMERA_CALIBRATION, segment, fields)
+    calibrations = {}
+    for row in f.rows():
+        extrinsic = f.values(row, "extrinsic.transform", np.float64, 16)
+        if extrinsic is None:
+            raise f.error(f"column {column(CAMERA_CALIBRATION, 'extrinsic.transform')!r} is null")
+        fu, fv, cu, cv = (f.scalar(row, f"intrinsic.{n}") for n in _INTRINSIC_FIELDS)
+        width, height = (f.scalar(row, n) for n in ("width", "height"))
+        calibrations[row[KEY_CAMERA].as_py()] = CameraCalibration(
+            np.array([[fu, 0.0, cu], [0.0, fv, cv], [0.0, 0.0, 1.0]]), extrinsic.reshape(4, 4), int(width),
+            int(height))
+    return calibrations
+
+
+def camera_scan_to_camera(calibration: CameraCalibration, image_pose: np.ndarray, frame_pose: np.ndarray) -> np.ndarray:
+    """Vehicle frame at the frame's pose -> OpenCV camera frame at the image's pose (module docstring)."""
+    return WAYMO_TO_OPENCV @ np.linalg.inv(image_pose @ calibration.camera_to_vehicle) @ frame_pose
+
+
+def convert_frame_cameras(split_dir: Path, segment: str, frame_poses: dict[int, np.ndarray],
+                          frame_dir: Callable[[int], Path], image_root: str) -> int:
+    """Write each frame's images ``frame_dir(ts)/cameras/NAME.jpg`` (the JPEG bytes as stored) and its
+    ``cameras.json``, image paths ``<image_root>/<ts>/cameras/NAME.jpg``, for the frames of
+    ``frame_poses`` (timestamp -> the frame's vehicle pose); returns the number of images written.
+    A segment without a ``camera_image`` file writes nothing (0); with one, it needs its calibration."""
+    split_dir = Path(split_dir)
+    if not component_path(split_dir, CAMERA_IMAGE, segment).is_file():
+        return 0
+    calibrations = read_camera_calibrations(split_dir, segment)
+    f = ComponentFile(split_dir, CAMERA_IMAGE, segment, [KEY_TIME, KEY_CAMERA, "image", "pose.transform"])
+    cameras: dict[int, list[Camera]] = {}
+    for row in f.rows(keep=lambda t, _: t in frame_poses):
+        ts, number = row[KEY_TIME].as_py(), row[KEY_CAMERA].as_py()
+        if number not in calibrations or number not in CAMERA_NAMES:
+            raise f.error(f"camera {number} has no calibration in the {CAMERA_CALIBRATION!r} component (it "
+                          f"lists {sorted(calibrations)}; cameras are {CAMERA_NAMES})", row)
+        calibration, name = calibrations[number], CAMERA_NAMES[number]
+        pose = f.values(row, "pose.transform", np.float64, 16)
+        data = row[column(CAMERA_IMAGE, "image")]
+        if pose is None or not data.is_valid:
+            raise f.error(f"camera {name}'s image or pose of frame {KEY_TIME}={ts} is null", row)
+        jpeg = data.as_py()
+        size = _jpeg_size(jpeg)
+        if size != (calibration.width, calibration.height):
+            raise f.error(f"camera {name}'s image of frame {KEY_TIME}={ts} is {size[0]} x {size[1]} (or no "
+                          f"JPEG), its calibration says {calibration.width} x {calibration.height}", row)
+        folder = frame_dir(ts) / "cameras"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.jpg").write_bytes(jpeg)
+        cameras.setdefault(ts, []).append(checked_camera(
+            name, f"{image_root}/{ts}/cameras/{name}.jpg", calibration.width, calibration.height,
+            calibration.intrinsics, camera_scan_to_camera(calibration, pose.reshape(4, 4), frame_poses[ts]),
+            f"{component_path(split_dir, CAMERA_CALIBRATION, segment)} (camera {name})"))
+    for ts, frame_cameras in cameras.items():
+        write_camera_list(frame_dir(ts), sorted(frame_cameras, key=lambda c: c.name))
+    return sum(len(c) for c in cameras.values())
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return (int(image.width), int(image.height)) if image.format == "JPEG" else (0, 0)
+    except (OSError, ValueError):
+        return (0, 0)
