@@ -15,6 +15,8 @@ WAYMO_LAYOUT = """  <root>/
     training/<segment>/<timestamp>/coord.npy      (n,3) float32
                                   /strength.npy   (n,1) float32, tanh(intensity)
                                   /segment.npy    (n,) int, raw label - 1 (-1 undefined)
+                                  /cameras.json   optional: the frame's calibrated images
+                                  /cameras/NAME.* optional: their files (train/data/cameras.py)
     validation/<segment>/<timestamp>/...          same files
     testing/<segment>/<timestamp>/...             no segment.npy"""
 
