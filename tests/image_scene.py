@@ -8,7 +8,7 @@ sit apart from the LiDAR (as on a vehicle, so the LiDAR sees past objects the ca
 of them): front (yaw 0) at (1, -0.6, 1.4) and front-left (yaw 50 deg) at (1, 0.8, 1.4), 90 deg wide,
 overlapping over 40 deg. A camera's perfect prediction is the class of the first surface through
 each pixel centre (255 where the ray meets nothing, the sky). :class:`SceneDataset` serves scans,
-cameras and images from a folder as a data set that reads cameras does.
+cameras and images from a folder as a data set that reads cameras does (``cameras.json`` per scan).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from train.data.base import PointCloudDataset
-from train.data.cameras import Camera, checked_camera
+from train.data.cameras import Camera, checked_camera, read_camera_list, write_camera_list
 from train.data.image_projection import CAMERA_RULES, DEFAULT_CAMERA_RULE, DEFAULT_DEPTH_TEST, DepthTest
 from train.data.validation import make_sample
 
@@ -114,15 +114,16 @@ def degrade(classes: np.ndarray, factor: int) -> np.ndarray:
 
 
 class SceneDataset(PointCloudDataset):
-    """Scans ``<root>/<split>/<name>.npy`` (x, y, z) with cameras whose images are
-    ``<split>/<name>/cameras/NAME.png`` (read here from ``cameras`` in memory)."""
+    """Scans ``<root>/<split>/<name>.npy`` (x, y, z), each with ``<root>/<split>/<name>/cameras.json``
+    (:func:`train.data.cameras.read_camera_list`, images relative to the root): a data set that reads
+    cameras as the preprocessed layout does."""
 
     class_names = CLASSES
 
-    def __init__(self, root: str | Path, split: str, cameras: dict[str, list[Camera]]) -> None:
+    def __init__(self, root: str | Path, split: str) -> None:
         super().__init__()
-        self.root, self.split, self._cameras = Path(root), split, cameras
-        self.names = sorted(cameras)
+        self.root, self.split = Path(root), split
+        self.names = sorted(p.stem for p in (self.root / split).glob("*.npy"))
 
     def __len__(self) -> int:
         return len(self.names)
@@ -133,10 +134,10 @@ class SceneDataset(PointCloudDataset):
     def load(self, index: int) -> dict:
         path = self.root / self.split / f"{self.names[index]}.npy"
         xyz = np.load(path, allow_pickle=False)
-        return make_sample(xyz, np.zeros(len(xyz)), np.full(len(xyz), -1), self.names[index], path)
+        return make_sample(xyz, np.arange(len(xyz)) % 7 / 7, np.full(len(xyz), -1), self.names[index], path)
 
     def cameras(self, index: int) -> list[Camera]:
-        return self._cameras[self.names[index]]
+        return read_camera_list(self.root / self.split / self.names[index])
 
 
 def noisy_probabilities(classes: np.ndarray, seed: int) -> np.ndarray:
@@ -157,15 +158,15 @@ def write_scene(root: Path, predictions: Path, split: str = "training", scans: i
     scan's true classes."""
     from PIL import Image
 
-    cameras, truth = {}, {}
+    truth = {}
     for seed in range(scans):
-        name = f"scene{seed:02d}"
+        name = f"{split}{seed:02d}"
         boxes = scene(seed)
         xyz, cls = lidar_scan(boxes, beams, azimuths)
         (root / split).mkdir(parents=True, exist_ok=True)
         np.save(root / split / f"{name}.npy", xyz.astype(np.float32))
         truth[name] = cls
-        cameras[name] = []
+        cameras = []
         for cam_name in camera_names:
             image = f"{split}/{name}/cameras/{cam_name}.png"
             camera = make_camera(cam_name, image)
@@ -176,11 +177,12 @@ def write_scene(root: Path, predictions: Path, split: str = "training", scans: i
             Image.fromarray(np.zeros_like(classes)).save(root / image)
             if probabilities:
                 np.save((predictions / image).with_suffix(".npy"),
-                        noisy_probabilities(predicted, seed * 10 + len(cameras[name])))
+                        noisy_probabilities(predicted, seed * 10 + len(cameras)))
             else:
                 Image.fromarray(predicted).save(predictions / image)
-            cameras[name].append(camera)
-    return SceneDataset(root, split, cameras), truth
+            cameras.append(camera)
+        write_camera_list(root / split / name, cameras)
+    return SceneDataset(root, split), truth
 
 
 def label_counts(dataset: SceneDataset, truth: dict[str, np.ndarray], out: Path, rule: str,

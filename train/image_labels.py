@@ -1,5 +1,5 @@
 """``python -m train.image_labels``: label a split's LiDAR points from a 2D model's predictions on its
-camera images (issue 58, decision 60).
+camera images (decision 60).
 
 Each point takes the prediction of the pixel it projects to in a camera that sees it (depth above
 ``--min-depth``, inside the image, not behind a nearer point of the scan: the depth test); a point
@@ -103,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = label_split(source, run, provenance)
     except (BadScanError, CalibrationError) as err:
         return refuse(f"train.image_labels: error: {err} (--skip-bad-scans skips such scans)")
+    except ValueError as err:  # an output folder whose dataset.yaml does not fit this run
+        return refuse(f"train.image_labels: error: {err}")
     counts = summary["counts"]
     print(f"train.image_labels: {counts['labelled_scans']} of {counts['scans']} scans labelled "
           f"({counts['seen_points']} of {counts['points']} points seen by a camera, "

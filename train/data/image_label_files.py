@@ -1,4 +1,4 @@
-"""The files of ``python -m train.image_labels`` (issue 58's format 3, decision 60), written and read.
+"""The files of ``python -m train.image_labels`` (decision 60), written and read.
 
 In the output folder O, per scan (``<scan>`` = the data set's ``scan_name``, "/" making subfolders):
 
@@ -84,9 +84,10 @@ def write_folder_scan(out: Path, scan: str, coord: np.ndarray, strength: np.ndar
     return path
 
 
-def update_folder_spec(out: Path, split: str, scans: list[str], classes: tuple[str, ...], frame: str) -> Path:
-    """Write ``out/dataset.yaml`` listing ``scans`` (their ``.npz`` files) as ``split``, keeping the
-    other splits of an existing one made for the same classes and frame (else refused in one line)."""
+def folder_spec(out: Path, split: str, scans: list[str], classes: tuple[str, ...], frame: str) -> dict[str, Any]:
+    """The ``dataset.yaml`` of ``out`` listing ``scans`` (their ``.npz`` files) as ``split``, with the
+    other splits of an existing one kept. Refused in one line: an existing one made for other classes
+    or another frame, or listing one of ``scans`` under another split (their files would be replaced)."""
     import yaml
 
     path = Path(out) / SPEC_FILE
@@ -99,8 +100,21 @@ def update_folder_spec(out: Path, split: str, scans: list[str], classes: tuple[s
                 k: v for k, v in spec.items() if k != "splits"}:
             raise ValueError(f"{path} describes other classes or another frame than this run's; write to another "
                              "--out")
-        spec["splits"] = dict(old.get("splits") or {})
-    spec["splits"][split] = sorted(f"{scan}{SCAN_SUFFIX}" for scan in scans)
+        spec["splits"] = {k: v for k, v in (old.get("splits") or {}).items() if k != split}
+    files = sorted(f"{scan}{SCAN_SUFFIX}" for scan in scans)
+    for other, listed in spec["splits"].items():
+        if shared := sorted(set(files) & set(listed)):
+            raise ValueError(f"{path} lists {shared[0]} under split {other!r}: this split's scan of that name would "
+                             "replace its files; write to another --out")
+    spec["splits"][split] = files
+    return spec
+
+
+def write_folder_spec(out: Path, spec: dict[str, Any]) -> Path:
+    """``out/dataset.yaml`` of :func:`folder_spec`."""
+    import yaml
+
+    path = Path(out) / SPEC_FILE
     atomic_write(yaml.safe_dump(spec, sort_keys=False).encode(), path)
     return path
 

@@ -1,6 +1,6 @@
 """A 2D model's per-image outputs, read for :mod:`train.data.image_projection` (decision 60).
 
-Files (the issue-58 formats): under a predictions folder P, the prediction of the image
+Files (the formats of decisions 58 and 60): under a predictions folder P, the prediction of the image
 ``<image path>`` (``Camera.image``, relative to the data set's root) is ``P/<image path without its
 suffix>.npy`` (H x W integer ids, or H x W x K float probabilities) or ``.png`` (H x W ids: 8- or
 16-bit grey or palette indices); optional feature maps under a folder F the same way, ``.npy``

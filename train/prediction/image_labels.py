@@ -18,7 +18,8 @@ import numpy as np
 
 from train.data.base import PointCloudDataset
 from train.data.cameras import CalibrationError, Camera
-from train.data.image_label_files import update_folder_spec, write_folder_scan, write_scan_labels, write_summary
+from train.data.image_label_files import (folder_spec, write_folder_scan, write_folder_spec, write_scan_labels,
+                                          write_summary)
 from train.data.image_predictions import ClassMap, FilePrediction, ImagePredictionError, read_prediction
 from train.data.image_projection import DepthTest, project_scan
 from train.data.scan_files import SENSOR_FRAME
@@ -55,6 +56,10 @@ def label_split(source: PointCloudDataset, run: ImageLabelRun, provenance: dict[
     counts = {"scans": len(source), "labelled_scans": 0, "scans_without_cameras": 0, "skipped_scans": [],
               "points": 0, "seen_points": 0, "points_by_cameras": {}, "hidden_point_camera_pairs": 0,
               "labels_per_class": [0] * k}
+    frame = getattr(getattr(source, "description", None), "frame", SENSOR_FRAME)  # a scan folder's own frame
+    names = [source.scan_name(i) for i in range(len(source))]
+    if run.folder_split is not None:  # refused before any file is written
+        folder_spec(run.out, run.folder_split, names, tuple(source.class_names), frame)
     feature_width: list[int] = []  # the run's feature channel count C, once a feature map is read
     written: list[str] = []
 
@@ -67,8 +72,7 @@ def label_split(source: PointCloudDataset, run: ImageLabelRun, provenance: dict[
                                            f"channels; the feature maps before it had {feature_width[0]}")
         return pred
 
-    for i in range(len(source)):
-        name = source.scan_name(i)
+    for i, name in enumerate(names):
         try:
             sample = source.load(i)
             cameras = source.cameras(i)
@@ -95,9 +99,8 @@ def label_split(source: PointCloudDataset, run: ImageLabelRun, provenance: dict[
             counts["points_by_cameras"][str(seen)] = counts["points_by_cameras"].get(str(seen), 0) + int(number)
         counts["labels_per_class"] = [a + int(b) for a, b in zip(
             counts["labels_per_class"], np.bincount(result.labels[result.labels >= 0], minlength=k))]
-    if run.folder_split is not None and written:
-        frame = getattr(getattr(source, "description", None), "frame", SENSOR_FRAME)
-        update_folder_spec(run.out, run.folder_split, written, tuple(source.class_names), frame)
+    if run.folder_split is not None:
+        write_folder_spec(run.out, folder_spec(run.out, run.folder_split, written, tuple(source.class_names), frame))
     summary = {**provenance, "classes": list(source.class_names), "class_map": run.class_map.plain(),
                "camera_rule": run.camera_rule, "min_depth": run.min_depth,
                "depth_test": asdict(run.depth_test) if run.depth_test is not None else None,
