@@ -3,12 +3,13 @@ of ``train.image_labels`` and the measurements of decision 60 (``python tests/im
 
 Scene (metres, scan frame, z up): ground z = 0 (class 0 road), a wall x in [18, 19] (1 building),
 seeded poles 0.3 m wide (2 pole) and two cars (3 car), axis-aligned boxes. The LiDAR at (0, 0, 2)
-casts BEAMS x AZIMUTHS rays; a point keeps the class of the surface its ray hits first. The cameras
-sit apart from the LiDAR (as on a vehicle, so the LiDAR sees past objects the cameras see in front
-of them): front (yaw 0) at (1, -0.6, 1.4) and front-left (yaw 50 deg) at (1, 0.8, 1.4), 90 deg wide,
-overlapping over 40 deg. A camera's perfect prediction is the class of the first surface through
-each pixel centre (255 where the ray meets nothing, the sky). :class:`SceneDataset` serves scans,
-cameras and images from a folder as a data set that reads cameras does (``cameras.json`` per scan).
+casts beams x azimuths rays (32 x 1440 by default); a point keeps the class of the surface its ray
+hits first. The cameras sit apart from the LiDAR (as on a vehicle, so the LiDAR sees past objects
+the cameras see in front of them): front (yaw 0) at (1, -0.6, 1.4) and front-left (yaw 50 deg) at
+(1, 0.8, 1.4), 90 deg wide, overlapping over 40 deg. A camera's perfect prediction is the class of
+the first surface through each pixel centre (255 where the ray meets nothing, the sky).
+:class:`SceneDataset` serves scans, cameras and images from a folder as a data set that reads
+cameras does (``cameras.json`` per scan).
 """
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ from train import image_labels
 from train.data.cameras import checked_camera
 from train.data.folder import FolderDataset
 from train.data.image_label_files import read_image_labels
-from train.data.image_predictions import ClassMap, FilePrediction, ImagePredictionError, read_class_map
+from train.data.image_predictions import (ClassMap, FilePrediction, ImagePredictionError, read_class_map,
+                                          read_prediction)
 from train.data.image_projection import DEFAULT_DEPTH_TEST, DepthTest, hidden_points, project_scan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,6 +183,16 @@ def test_ids_outside_the_class_map_or_the_train_ids_are_refused() -> None:
         ClassMap(4, {0: 0}).lookup(np.array([1]), Path("p.png"))
 
 
+def test_probabilities_without_a_class_map_need_the_data_sets_class_count(tmp_path) -> None:
+    dataset, _ = _scene(tmp_path, beams=8, azimuths=60)
+    camera = dataset.cameras(0)[0]
+    (tmp_path / "pred" / camera.image).unlink()
+    np.save((tmp_path / "pred" / camera.image).with_suffix(".npy"), np.ones((120, 160, K + 1), np.float32))
+    with pytest.raises(ImagePredictionError, match=r"FRONT.npy: H x W x K probabilities must be floats with K = 4 "
+                       r"\(the data set's classes; or give --class-map\), got float32 \(120, 160, 5\)"):
+        read_prediction(camera, tmp_path / "root", tmp_path / "pred", None, ClassMap(K))
+
+
 def test_cli_writes_labels_probabilities_features_and_provenance(tmp_path, monkeypatch) -> None:
     dataset, truth = _scene(tmp_path, beams=8, azimuths=180)
     features = tmp_path / "features"
@@ -223,6 +234,8 @@ def _one_line_refusal(capsys, needle: str) -> None:
     ("no image", "image file"),
     ("small prediction", "has shape (60, 80)"),
     ("image size", "is 80 x 60 pixels; its calibration"),
+    ("channels", "FRONT.npy: id(s) 4 are not in the class map"),
+    ("negative", "FRONT.npy: probabilities must be finite and >= 0"),
     ("not a rotation", "cameras.json: camera 'FRONT' extrinsic rotation is not a rotation"),
     ("feature width", "channels; the feature maps before it had"),
 ])
@@ -238,6 +251,11 @@ def test_bad_input_is_one_line_naming_the_file_and_skip_bad_scans_counts_the_sca
         image.unlink()
     elif breakage in ("small prediction", "image size"):
         Image.fromarray(np.zeros((60, 80), np.uint8)).save(pred if breakage == "small prediction" else image)
+    elif breakage in ("channels", "negative"):
+        pred.unlink()
+        probs = np.zeros((camera.height, camera.width, K if breakage == "negative" else K + 1), np.float32)
+        probs[..., 0] = -1.0 if breakage == "negative" else 1.0
+        np.save(pred.with_suffix(".npy"), probs)
     elif breakage == "not a rotation":
         frame = tmp_path / "root" / "training" / dataset.scan_name(1)
         entries = json.loads((frame / "cameras.json").read_text())

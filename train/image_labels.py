@@ -3,13 +3,13 @@ camera images (decision 60).
 
 Each point takes the prediction of the pixel it projects to in a camera that sees it (depth above
 ``--min-depth``, inside the image, not behind a nearer point of the scan: the depth test); a point
-several cameras see takes their probabilities' average weighted by 1 / depth (``--camera-rule``). Predictions are files under
-``--predictions`` mirroring the image paths (``.npy`` ids or probabilities, ``.png`` ids), mapped to
-the data set's train ids by ``--class-map``. Outputs: ``<scan>.npy`` train ids (-1 unseen), with
-``--probs`` ``<scan>.probs.npy``, with ``--features`` ``<scan>.features.npy``, and
-``image_labels.json``; with ``--folder-split`` the output folder is also a scan folder that
-``--dataset folder`` trains on (:mod:`train.data.image_label_files`). The machinery:
-:mod:`train.prediction.image_labels`; this module parses the options and reports.
+several cameras see takes their probabilities' average weighted by 1 / depth (``--camera-rule``).
+Predictions are files under ``--predictions`` mirroring the image paths (``.npy`` ids or
+probabilities, ``.png`` ids), mapped to the data set's train ids by ``--class-map``. Outputs:
+``<scan>.npy`` train ids (-1 unseen), with ``--probs`` ``<scan>.probs.npy``, with ``--features``
+``<scan>.features.npy``, and ``image_labels.json``; with ``--folder-split`` the output folder is
+also a scan folder that ``--dataset folder`` trains on (:mod:`train.data.image_label_files`). The
+machinery: :mod:`train.prediction.image_labels`; this module parses the options and reports.
 """
 from __future__ import annotations
 

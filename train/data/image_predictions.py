@@ -8,16 +8,18 @@ H' x W' x C floats, sampled bilinearly at the point's pixel coordinates scaled t
 (``x' = (u + 0.5) W' / W - 0.5``, the half-pixel convention of ``align_corners=False``), clamped
 at the edges.
 
-The class map (:class:`ClassMap`) takes the 2D model's ids to the data set's train ids 0..K-1 or
-to ignore (-1); without a file the ids must be train ids already (the identity on 0..K-1). A
-probability map's K' channels are summed into the train classes they map to (ignored channels
-dropped), so a 2D class split in two and a train class merged from several both come out whole.
+The class map (:class:`ClassMap`) takes the 2D model's ids to the data set's train ids 0..K-1 or to
+ignore (-1); without a file the ids must be train ids already (the identity on 0..K-1). A
+probability map has one channel per 2D id (without a map K' = K; with one, each channel listed),
+summed into the train classes they map to (ignored channels dropped), so a 2D class split in two and
+a train class merged from several both come out whole.
 
 Every bad file is one line naming it, as :class:`ImagePredictionError` (a
 :class:`~train.data.validation.BadScanError`, so ``--skip-bad-scans`` skips the scan): an image or
 prediction file that is missing, an image whose size is not its calibration's, a prediction of
-another size, ids or channels the class map does not list, non-finite or negative probabilities,
-a feature map that is not H' x W' x C. A class map file that cannot be used is a ValueError line.
+another size, ids or channels the class map does not list, probabilities of another channel count,
+non-finite or negative probabilities, a feature map that is not H' x W' x C. A class map file that
+cannot be used is a ValueError line.
 """
 from __future__ import annotations
 
@@ -198,9 +200,10 @@ def read_prediction(camera: Camera, data_root: Path, predictions: Path, features
     common = dict(path=path, num_classes=class_map.num_classes, feature_map=feature_map, feature_path=feature_path,
                   width=camera.width, height=camera.height)
     if array.ndim == 3:
-        if array.dtype.kind != "f":
-            raise ImagePredictionError(f"prediction file {path}: H x W x K probabilities must be floats, got "
-                                       f"{array.dtype}")
+        if array.dtype.kind != "f" or (class_map.table is None and array.shape[2] != class_map.num_classes):
+            raise ImagePredictionError(f"prediction file {path}: H x W x K probabilities must be floats with K = "
+                                       f"{class_map.num_classes} (the data set's classes; or give --class-map), "
+                                       f"got {array.dtype} {array.shape}")
         return FilePrediction(probs=array, train_ids=None, channels=class_map.matrix(array.shape[2], path), **common)
     if array.dtype.kind not in "iu":
         raise ImagePredictionError(f"prediction file {path}: H x W ids must be integers, got {array.dtype}")

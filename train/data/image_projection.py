@@ -98,16 +98,17 @@ def auto_block(rows: np.ndarray, cols: np.ndarray) -> int:
     return max(1, int(np.ceil(np.sqrt(area / rows.size))))
 
 
-def visible_pixels(camera: Camera, xyz: np.ndarray, min_depth: float,
-                   test: DepthTest | None) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(index, uv, hidden)``: the indices of the points of ``xyz`` that ``camera`` sees and the
-    depth test (None: none) keeps, their (m, 2) pixel coordinates, and how many it hid."""
+def visible_pixels(camera: Camera, xyz: np.ndarray, min_depth: float, test: DepthTest | None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """``(index, rows, cols, depth, uv, hidden)``: the indices of the points of ``xyz`` that
+    ``camera`` sees (:meth:`Camera.pixels`) and the depth test (None: none) keeps, their pixels,
+    depths and (m, 2) continuous pixel coordinates, and how many points the test hid."""
     rows, cols, depth = camera.pixels(xyz, min_depth)
     index = np.flatnonzero(rows >= 0)
-    hidden = (hidden_points(rows[index], cols[index], depth[index], camera.width, test)
-              if test is not None else np.zeros(index.size, bool))
-    uv, _ = camera.project(xyz[index[~hidden]])
-    return index[~hidden], uv, int(hidden.sum())
+    rows, cols, depth = rows[index], cols[index], depth[index]
+    keep = ~hidden_points(rows, cols, depth, camera.width, test) if test is not None else np.ones(index.size, bool)
+    uv, _ = camera.project(xyz[index[keep]])
+    return index[keep], rows[keep], cols[keep], depth[keep], uv, int((~keep).sum())
 
 
 def project_scan(xyz: np.ndarray, cameras: Sequence[Camera], prediction: Callable[[Camera], CameraPrediction],
@@ -130,15 +131,13 @@ def project_scan(xyz: np.ndarray, cameras: Sequence[Camera], prediction: Callabl
     feature_total = np.zeros((n, width), np.float64) if width is not None else None
     hidden = 0
     for camera, pred in zip(cameras, predictions):
-        index, uv, hid = visible_pixels(camera, xyz, min_depth, depth_test)
+        index, rows, cols, depth, uv, hid = visible_pixels(camera, xyz, min_depth, depth_test)
         hidden += hid
-        rows, cols = np.floor(uv[:, 1] + 0.5).astype(np.int64), np.floor(uv[:, 0] + 0.5).astype(np.int64)
         probs = pred.probabilities(rows, cols)
         feats = pred.features(uv)
         labelled = probs.sum(axis=1) > 0  # an ignored class does not see the point
-        index, probs = index[labelled], probs[labelled]
+        index, probs, depth = index[labelled], probs[labelled], depth[labelled]
         feats = feats[labelled] if feats is not None else None
-        depth = camera.points_in_camera(xyz[index])[:, 2]
         if rule == "average":
             w = 1.0 / depth
             total[index] += w[:, None] * probs
