@@ -47,29 +47,31 @@ def _run(tmp_path: Path, monkeypatch, *extra: str, split: str = "training", out:
                               "--predictions", str(tmp_path / "pred"), "--out", str(tmp_path / out), *extra])
 
 
-def _random_predictions(dataset: SceneDataset, predictions: Path, probabilities: bool) -> None:
-    """Seeded random ids (or probabilities) in place of the scene's predictions: every pixel differs
-    from its neighbours, so a pixel off by one shows."""
+def _random_predictions(dataset: SceneDataset, predictions: Path, kind: str) -> None:
+    """Seeded random ids (``.png`` or ``.npy``) or probabilities in place of the scene's
+    predictions: every pixel differs from its neighbours, so a pixel off by one shows."""
     rng = np.random.default_rng(7)
     for i in range(len(dataset)):
         for camera in dataset.cameras(i):
             png = predictions / camera.image
             png.unlink()
-            if probabilities:
-                np.save(png.with_suffix(".npy"), rng.dirichlet(np.ones(K), (camera.height, camera.width))
-                        .astype(np.float32))
+            ids = rng.integers(0, K, (camera.height, camera.width), dtype=np.uint8)
+            if kind == "probabilities":
+                np.save(png.with_suffix(".npy"), rng.dirichlet(np.ones(K), ids.shape).astype(np.float32))
+            elif kind == "npy ids":
+                np.save(png.with_suffix(".npy"), ids.astype(np.int32))
             else:
-                Image.fromarray(rng.integers(0, K, (camera.height, camera.width), dtype=np.uint8)).save(png)
+                Image.fromarray(ids).save(png)
 
 
-def _brute_force(xyz: np.ndarray, cameras, predictions: Path, probabilities: bool) -> np.ndarray:
+def _brute_force(xyz: np.ndarray, cameras, predictions: Path, kind: str) -> np.ndarray:
     """Per point, per camera, in plain Python: the pixel, the automatic block's z-buffer, the
     1/depth-weighted probabilities; (n, K) with NaN rows for unseen points."""
     total = [[0.0] * K for _ in xyz]
     for camera in cameras:
         k, t = camera.intrinsics, camera.scan_to_camera
-        pred = (np.load((predictions / camera.image).with_suffix(".npy")) if probabilities
-                else np.asarray(Image.open(predictions / camera.image)))
+        pred = (np.asarray(Image.open(predictions / camera.image)) if kind == "png ids"
+                else np.load((predictions / camera.image).with_suffix(".npy")))
         seen = []
         for i, p in enumerate(xyz):
             x, y, z = (sum(t[r][c] * p[c] for c in range(3)) + t[r][3] for r in range(3))
@@ -90,7 +92,7 @@ def _brute_force(xyz: np.ndarray, cameras, predictions: Path, probabilities: boo
         for i, row, col, z in seen:
             if z > nearest[(row // block, col // block)] * 1.1 + 1.0:
                 continue
-            probs = pred[row, col] if probabilities else [float(c == pred[row, col]) for c in range(K)]
+            probs = pred[row, col] if kind == "probabilities" else [float(c == pred[row, col]) for c in range(K)]
             for c in range(K):
                 total[i][c] += float(probs[c]) / z
     out = np.array(total)
@@ -98,13 +100,13 @@ def _brute_force(xyz: np.ndarray, cameras, predictions: Path, probabilities: boo
     return np.where(sums > 0, out / np.where(sums > 0, sums, 1), np.nan)
 
 
-@pytest.mark.parametrize("probabilities", [False, True])
-def test_labels_and_probabilities_equal_a_brute_force_projection(tmp_path, monkeypatch, probabilities) -> None:
+@pytest.mark.parametrize("kind", ["png ids", "npy ids", "probabilities"])
+def test_labels_and_probabilities_equal_a_brute_force_projection(tmp_path, monkeypatch, kind) -> None:
     dataset, _ = _scene(tmp_path, beams=8, azimuths=120)
-    _random_predictions(dataset, tmp_path / "pred", probabilities)
+    _random_predictions(dataset, tmp_path / "pred", kind)
     assert _run(tmp_path, monkeypatch, "--probs") == 0
     xyz = dataset.load(0)["coord"].astype(np.float64)
-    expected = _brute_force(xyz, dataset.cameras(0), tmp_path / "pred", probabilities)
+    expected = _brute_force(xyz, dataset.cameras(0), tmp_path / "pred", kind)
     got = read_image_labels(tmp_path / "out", dataset.scan_name(0), len(xyz))
     seen = ~np.isnan(expected[:, 0])
     assert 100 < seen.sum() < len(xyz)
@@ -323,3 +325,17 @@ def test_the_output_folder_trains_as_a_scan_folder(tmp_path, monkeypatch, capsys
     _one_line_refusal(capsys, "dataset.yaml lists training00.npz under split 'train': this split's scan of that "
                               "name would replace its files")
 
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--min-depth", "-1", "--min-depth must be >= 0 metres, got -1.0"),
+    ("--depth-block", "0", "--depth-block must be >= 1 pixel, got 0"),
+    ("--features", "nowhere", "--features nowhere: no such folder"),
+    ("--class-map", "nowhere.yaml", "--class-map nowhere.yaml: no such file"),
+])
+def test_options_are_checked_before_any_data_is_read(tmp_path, capsys, option, value, needle) -> None:
+    (tmp_path / "pred").mkdir()
+    assert image_labels.main(["--dataset", "synthetic", "--data-root", str(tmp_path / "none"), "--split", "training",
+                              "--predictions", str(tmp_path / "pred"), "--out", str(tmp_path / "o"),
+                              option, value]) == 2
+    _one_line_refusal(capsys, needle)
