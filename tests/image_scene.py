@@ -205,8 +205,37 @@ def label_counts(dataset: SceneDataset, truth: dict[str, np.ndarray], out: Path,
     return correct, wrong
 
 
+def occlusion_counts(beams: int, azimuths: int, test: DepthTest, scans: int = 3) -> tuple[int, int, int, int]:
+    """(occluded, of them hidden, visible, of them hidden): the (point, camera) pairs of the scenes
+    where the camera sees the point's pixel but a surface lies between them (the ray from the camera
+    meets something 5 cm or more before the point), and how many of each the depth test hides."""
+    from train.data.image_projection import hidden_points
+
+    counts = np.zeros(4, np.int64)
+    for seed in range(scans):
+        boxes = scene(seed)
+        xyz, _ = lidar_scan(boxes, beams, azimuths)
+        for name in CAMERAS:
+            camera = make_camera(name, "unused.png")
+            rows, cols, depth = camera.pixels(xyz)
+            seen = rows >= 0
+            centre = -camera.scan_to_camera[:3, :3].T @ camera.scan_to_camera[:3, 3]
+            ray = xyz[seen] - centre
+            dist = np.linalg.norm(ray, axis=1)
+            t, _ = cast(centre, ray / dist[:, None], boxes)
+            occluded = t < dist - 0.05
+            hidden = hidden_points(rows[seen], cols[seen], depth[seen], camera.width, test)
+            counts += [occluded.sum(), (occluded & hidden).sum(), (~occluded).sum(), (~occluded & hidden).sum()]
+    return tuple(int(c) for c in counts)
+
+
 def measure(folder: Path) -> None:
     """Decision 60's tables: the depth test against LiDAR density, and the camera rules."""
+    print("occluded (point, camera) pairs hidden / visible pairs hidden, default depth test")
+    for beams, azimuths in ((64, 2880), (32, 1440), (16, 360), (8, 180)):
+        occluded, caught, visible, lost = occlusion_counts(beams, azimuths, DEFAULT_DEPTH_TEST)
+        print(f"{beams} x {azimuths}: {caught}/{occluded} ({100 * caught / occluded:.0f}%); "
+              f"{lost}/{visible} ({100 * lost / visible:.1f}%)")
     print("depth test (the default camera rule; correct / wrong labels of 3 scenes)")
     tests = {"none": None, **{f"block {b}": DepthTest(b) for b in (1, 2, 4, 8)},
              **{f"auto {r:g} + {a:g} m": DepthTest(None, r, a) for r, a in ((0.05, 0.3), (0.1, 1.0), (0.2, 1.0))}}
