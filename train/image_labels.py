@@ -1,0 +1,121 @@
+"""``python -m train.image_labels``: label a split's LiDAR points from a 2D model's predictions on its
+camera images (decision 60).
+
+Each point takes the prediction of the pixel it projects to in a camera that sees it (depth above
+``--min-depth``, inside the image, not behind a nearer point of the scan: the depth test); a point
+several cameras see takes their probabilities' average weighted by 1 / depth (``--camera-rule``).
+Predictions are files under ``--predictions`` mirroring the image paths (``.npy`` ids or
+probabilities, ``.png`` ids), mapped to the data set's train ids by ``--class-map``. Outputs:
+``<scan>.npy`` train ids (-1 unseen), with ``--probs`` ``<scan>.probs.npy``, with ``--features``
+``<scan>.features.npy``, and ``image_labels.json``; with ``--folder-split`` the output folder is
+also a scan folder that ``--dataset folder`` trains on (:mod:`train.data.image_label_files`). The
+machinery: :mod:`train.prediction.image_labels`; this module parses the options and reports.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from train.config import DATASETS
+from train.data.cameras import DEFAULT_MIN_DEPTH
+from train.data.folder import FOLDER_SPLITS
+from train.data.image_projection import CAMERA_RULES, DEFAULT_CAMERA_RULE, DEFAULT_DEPTH_TEST
+from train.option_names import DEFAULT_NUSCENES_VERSION, NUSCENES_VERSIONS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.image_labels", description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--data-root", help="data set root (default data/<dataset>); image paths are relative to it")
+    p.add_argument("--nuscenes-version", choices=NUSCENES_VERSIONS, default=DEFAULT_NUSCENES_VERSION)
+    p.add_argument("--split", required=True, help="split to label, in the loader's names")
+    p.add_argument("--predictions", required=True, help="folder of the 2D predictions, mirroring the image paths")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--probs", action="store_true", help="also write <scan>.probs.npy (float16 per class)")
+    p.add_argument("--features", help="folder of 2D feature maps (H' x W' x C .npy) mirroring the image paths")
+    p.add_argument("--class-map", help="YAML/JSON {2D id: train id or ignore}; without it the ids are train ids")
+    p.add_argument("--skip-bad-scans", action="store_true", help="name, count and skip scans whose image, "
+                   "prediction or calibration files cannot be used")
+    p.add_argument("--min-depth", type=float, default=DEFAULT_MIN_DEPTH,
+                   help=f"metres: nearer points are not seen (default {DEFAULT_MIN_DEPTH:g})")
+    p.add_argument("--camera-rule", choices=CAMERA_RULES, default=DEFAULT_CAMERA_RULE,
+                   help="a point seen by several cameras takes: the average of their probabilities weighted by "
+                   "1 / depth (default), the nearest camera's prediction, or the first camera's")
+    p.add_argument("--depth-test", action=argparse.BooleanOptionalAction, default=True,
+                   help="hide points behind a nearer point of the scan in the image (default on)")
+    p.add_argument("--depth-block", type=int, help="the depth test's z-buffer block, pixels (default: the mean "
+                   "spacing of a camera's seen points)")
+    p.add_argument("--folder-split", choices=FOLDER_SPLITS, help="also write the scans as <scan>.npz and list "
+                   "them as this split of <out>/dataset.yaml, a scan folder (--dataset folder) with these labels")
+    return p
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """ValueError naming the option for anything the options alone rule out."""
+    if not args.min_depth >= 0:
+        raise ValueError(f"--min-depth must be >= 0 metres, got {args.min_depth}")
+    if args.depth_block is not None and args.depth_block < 1:
+        raise ValueError(f"--depth-block must be >= 1 pixel, got {args.depth_block}")
+    for option, folder in (("--predictions", args.predictions), ("--features", args.features)):
+        if folder is not None and not Path(folder).is_dir():
+            raise ValueError(f"{option} {folder}: no such folder")
+    if args.class_map is not None and not Path(args.class_map).is_file():
+        raise ValueError(f"--class-map {args.class_map}: no such file")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from train.runtime.logging_utils import refuse
+
+    args = build_parser().parse_args(argv)
+    try:
+        check_options(args)
+    except ValueError as err:
+        return refuse(f"train.image_labels: error: {err}")
+
+    from train.data.cameras import CalibrationError
+    from train.data.image_predictions import ClassMap, read_class_map
+    from train.data.image_projection import DepthTest
+    from train.data.validation import BadScanError
+    from train.prediction.image_labels import ImageLabelRun, label_split, reads_cameras
+    from train.prediction.inputs import open_split
+
+    root = Path(args.data_root or Path("data") / args.dataset)
+    try:
+        source = open_split(args.dataset, root, args.split, args.nuscenes_version, None)
+        if not reads_cameras(source):
+            raise ValueError(f"--dataset {args.dataset} reads no cameras, so split {args.split!r} of {root} has "
+                             "none to label from")
+        class_map = (read_class_map(args.class_map, source.num_classes) if args.class_map is not None
+                     else ClassMap(source.num_classes))
+    except (ValueError, FileNotFoundError) as err:
+        return refuse(f"train.image_labels: error: {err}")
+    depth_test = DepthTest(args.depth_block, DEFAULT_DEPTH_TEST.relative, DEFAULT_DEPTH_TEST.absolute) \
+        if args.depth_test else None
+    run = ImageLabelRun(root, Path(args.predictions), Path(args.features) if args.features else None, Path(args.out),
+                        class_map, args.camera_rule, args.min_depth, depth_test, args.probs, args.skip_bad_scans,
+                        args.folder_split)
+    provenance = {"dataset": args.dataset, "data_root": str(root), "split": args.split,
+                  "nuscenes_version": args.nuscenes_version if args.dataset == "nuscenes" else None,
+                  "predictions": args.predictions}
+    try:
+        summary = label_split(source, run, provenance)
+    except (BadScanError, CalibrationError) as err:
+        return refuse(f"train.image_labels: error: {err} (--skip-bad-scans skips such scans)")
+    except ValueError as err:  # an output folder whose dataset.yaml does not fit this run
+        return refuse(f"train.image_labels: error: {err}")
+    counts = summary["counts"]
+    print(f"train.image_labels: {counts['labelled_scans']} of {counts['scans']} scans labelled "
+          f"({counts['seen_points']} of {counts['points']} points seen by a camera, "
+          f"{len(counts['skipped_scans'])} skipped, {counts['scans_without_cameras']} without cameras); "
+          f"outputs in {args.out}", flush=True)
+    if counts["scans"] and counts["scans_without_cameras"] == counts["labelled_scans"]:
+        return refuse(f"train.image_labels: error: no scan of split {args.split!r} of {root} could be labelled "
+                      "from a camera" + (" (all were bad, named above)" if counts["skipped_scans"] else
+                                         " (none has cameras)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
