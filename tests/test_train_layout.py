@@ -36,7 +36,8 @@ ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 # The commands people type, above every room; nothing imports them.
 COMMANDS: tuple[str, ...] = ("train.run", "train.predict", "train.cost", "train.export_pointcept",
-                             "train.export_onnx", "train.topo_diagnostic", "train.study.__main__")
+                             "train.export_onnx", "train.topo_diagnostic", "train.study.__main__",
+                             "train.image_teacher")
 
 
 def room_of(module: str) -> int | None:
