@@ -1,5 +1,5 @@
 """The 2D camera teacher's outputs: a probability map per image, and optionally a feature map
-(the issue 58 contract's format 2, decision 62).
+(the 2D model outputs that labelling through the cameras reads, decision 62).
 
 For each image ``<root>/<Camera.image>``, ``<predictions>/<Camera.image minus its suffix>.npy``
 holds (H, W, K) float16 class probabilities (a softmax: each pixel's sum is 1 up to float16
