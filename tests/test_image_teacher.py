@@ -18,11 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
+from train.data.camera_images import NO_CLASS, split_images
 from train.data.cameras import CAMERA_LIST, checked_camera, write_camera_list
 from train.data.labels import WAYMO_CLASSES
 from train.engine.image_training import fit, save_image_teacher
 from train.image_teacher import main
-from train.data.camera_images import NO_CLASS, split_images
 from train.models.image_segmenter import FEATURE_STRIDE, WIDTHS, ImageSegmenter
 from train.runtime.checkpoint import load_checkpoint
 
@@ -160,3 +160,14 @@ def test_frame_folder_without_a_camera_list_is_refused_naming_it(streets: Path, 
             else ["predict", "--split", "training", "--checkpoint", str(ckpt), "--predictions", str(tmp_path / "P")])
     line = _refusal(capsys, [*argv, "--data-root", str(streets)])
     assert str(frame / CAMERA_LIST) in line and "missing" in line
+
+
+def test_colour_image_of_another_size_than_its_camera_is_refused_naming_it(streets: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    bad = streets / "validation/seg/0001/cameras/front.png"
+    Image.fromarray(np.zeros((H, W + 1, 3), np.uint8)).save(bad)
+    ckpt = tmp_path / "teacher.pt"
+    save_image_teacher(ckpt, ImageSegmenter(len(WAYMO_CLASSES)), 0, {}, {})
+    line = _refusal(capsys, ["predict", "--data-root", str(streets), "--split", "validation", "--checkpoint",
+                             str(ckpt), "--predictions", str(tmp_path / "P")])
+    assert str(bad) in line and f"{W + 1} x {H}" in line and f"{W} x {H}" in line

@@ -65,7 +65,7 @@ def split_images(root: Path, split: str) -> list[CameraImage]:
     return images
 
 
-def _read_png(path: Path, mode: str, camera: Camera, what: str) -> np.ndarray:
+def _read_image(path: Path, mode: str, camera: Camera, what: str) -> np.ndarray:
     """The image at ``path`` in PIL ``mode``, refused unless it is readable and the camera's size."""
     if not path.is_file():
         raise DatasetLayoutError(f"{path}: the {what} of camera {camera.name!r} is missing")
@@ -85,13 +85,13 @@ def _read_png(path: Path, mode: str, camera: Camera, what: str) -> np.ndarray:
 
 def read_colour(image: CameraImage) -> np.ndarray:
     """(H, W, 3) uint8: the colour image, refused unless readable and of the camera's size."""
-    return _read_png(image.colour, "RGB", image.camera, "colour image")
+    return _read_image(image.colour, "RGB", image.camera, "colour image")
 
 
 def read_classes(image: CameraImage, num_classes: int) -> np.ndarray:
     """(H, W) uint8: the per-pixel train ids of ``image`` (:data:`NO_CLASS` where nothing is seen),
     refused when missing, of another size, or holding an id outside ``0..num_classes-1``."""
-    classes = _read_png(image.classes, "L", image.camera, "class image")
+    classes = _read_image(image.classes, "L", image.camera, "class image")
     bad = (classes >= num_classes) & (classes != NO_CLASS)
     if bad.any():
         raise CorruptFileError(f"{image.classes}: class ids {sorted(set(classes[bad].tolist()))[:5]} lie outside "
