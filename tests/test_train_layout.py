@@ -35,8 +35,9 @@ ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("study", ("train.study",)),
 )
 # The commands people type, above every room; nothing imports them.
-COMMANDS: tuple[str, ...] = ("train.run", "train.predict", "train.image_labels", "train.cost", "train.export_pointcept",
-                             "train.export_onnx", "train.topo_diagnostic", "train.study.__main__")
+COMMANDS: tuple[str, ...] = ("train.run", "train.predict", "train.image_labels", "train.image_teacher", "train.cost",
+                             "train.export_pointcept", "train.export_onnx", "train.topo_diagnostic",
+                             "train.study.__main__")
 
 
 def room_of(module: str) -> int | None:

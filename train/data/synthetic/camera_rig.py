@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..camera_images import NO_CLASS
 from ..cameras import Camera, checked_camera
 from .raycast import RayCaster, wrap_angle
 from .scene import Scene
@@ -40,7 +41,6 @@ from .sensor import vehicle_pose
 
 NO_CAMERAS = "none"
 RENDERER_VERSION = 1  # recorded in a camera set's marker: a change of the shading invalidates those caches
-NO_CLASS = 255  # the class images' id of a pixel without a train id (sky, undefined surfaces)
 AMBIENT = 0.4
 _EPS = 1e-9  # radians of margin in the culling windows
 
