@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from test_train_support import TINY_MODEL, run_killed_after_checkpoint, tiny_config, tiny_data_folder
+from fast.topo_loss import topo_loss
+from test_train_support import TINY_MODEL, run_killed_after_checkpoint, tiny_config, tiny_data, tiny_data_folder
 from train.data.camera_teacher import CAMERA_KEYS
 from train.data.collate import collate
 from train.data.transforms import build_transforms
 from train.data.validation import BadScanError
+from train.data.waymo import WaymoDataset
 from train.engine.loop import FINAL, LAST, ModelSpec, stage_settings
 from train.engine.profiling import StepTimer
 from train.engine.steps import distillation_step
@@ -35,27 +37,27 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_data_folder(tmp_path_factory, "camera") / "data"
 
 
-def write_camera_files(folder: Path, data_root: Path, seed: int = 0, manifest: str = "{}") -> dict[str, float]:
-    """The training scans' files of ``train.image_labels --probs --features`` under ``folder``: a camera
-    sees the points with x > 0; returns the points seen and read per scan, on average."""
-    from test_train_support import tiny_data
-
-    data = tiny_data(tiny_config(data_root.parent, data_root=str(data_root)))
+def write_camera_files(folder: Path, data_root: Path, seed: int = 0, manifest: str = "{}",
+                       split: Any = None) -> dict[str, float]:
+    """The files of ``train.image_labels --probs --features`` for the training scans (or the scans of
+    the data set ``split``) under ``folder``: a camera sees the points with x > 0; returns the points
+    seen and read per scan, on average."""
+    scans = tiny_data(tiny_config(data_root.parent, data_root=str(data_root))).train if split is None else split
     rng = np.random.default_rng(seed)
     seen_total = points = 0
-    for i in range(len(data.train)):
-        sample = data.train.load(i)
+    for i in range(len(scans)):
+        sample = scans.load(i)
         n, seen = len(sample["coord"]), sample["coord"][:, 0] > 0
-        probs = rng.dirichlet(np.ones(data.num_classes), n).astype(np.float16)
+        probs = rng.dirichlet(np.ones(scans.num_classes), n).astype(np.float16)
         features = rng.standard_normal((n, FEATURES)).astype(np.float16)
         probs[~seen] = features[~seen] = np.nan
-        path = folder / data.train.scan_name(i)
+        path = folder / scans.scan_name(i)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(f"{path}.probs.npy", probs)
         np.save(f"{path}.features.npy", features)
         seen_total, points = seen_total + int(seen.sum()), points + n
     (folder / "image_labels.json").write_text(manifest)
-    return {"seen": seen_total / len(data.train), "points": points / len(data.train)}
+    return {"seen": seen_total / len(scans), "points": points / len(scans)}
 
 
 def camera_config(tmp: Path, data_root: Path, folder: Path, **values: Any) -> Any:
@@ -87,44 +89,50 @@ def test_grid_sampling_keeps_the_camera_rows_of_the_points_it_keeps() -> None:
     assert batch["camera_probs"].dtype == torch.float16 and set(CAMERA_KEYS) <= set(batch)
 
 
-def _kd_step(data_root: Path, tmp: Path, probs: torch.Tensor | None, temperature: float) -> tuple[Any, ...]:
-    """One camera-teacher KD step of a tiny student on the first two training scans, every third
-    point's label the ignore label, with the hand-made ``probs`` (None: the scans' own rows);
-    returns the student's logits, the batch and the logs."""
+def _camera_step(data_root: Path, tmp: Path, edit: Any = None, **values: Any) -> tuple[Any, ...]:
+    """One camera-teacher step (``values``: options; kd by default) of a tiny student on the first two
+    training scans, every third point's label the ignore label, the batch changed by ``edit``;
+    returns the student's output, the batch and the logs."""
     folder = tmp / "cam"
     write_camera_files(folder, data_root)
-    cfg = camera_config(tmp, data_root, folder, kld_temperature=temperature)
+    cfg = camera_config(tmp, data_root, folder, **values)
     data = prepare_splits(cfg, CPU)
-    train = data.training_set(cfg, "kd")
+    train = data.training_set(cfg, cfg.stage)
     batch = collate([train[0], train[1]])
     batch["segment"][::3] = -1
-    if probs is not None:
-        batch["camera_probs"] = probs
+    if edit is not None:
+        edit(batch)
     torch.manual_seed(0)
     student = ModelSpec("student", data.num_classes, dict(TINY_MODEL)).build()
-    seen: list[torch.Tensor] = []
-    student.register_forward_hook(lambda _m, _i, out: seen.append(out.logits.detach()))
-    _, logs = distillation_step(student, None, batch, stage_settings(cfg, "kd", train), False, StepTimer(),
+    seen: list[Any] = []
+    student.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    _, logs = distillation_step(student, None, batch, stage_settings(cfg, cfg.stage, train), False, StepTimer(),
                                 term_grad_norms=True)
     return seen[0], batch, logs
+
+
+def _probs(probs: torch.Tensor) -> Any:
+    def edit(batch: dict[str, Any]) -> None:
+        batch["camera_probs"] = probs
+    return edit
 
 
 def test_l_kld_equals_an_independent_computation_on_the_points_a_camera_sees(data_root: Path, tmp_path: Path) -> None:
     """T^2 KL(p^(1/T) renormalised || softmax(z_S / T)), averaged over the seen points, labelled or
     not; exact zeros in p count as 0 log 0."""
     T = 2.0
-    logits, batch, logs = _kd_step(data_root, tmp_path, None, T)
+    _, batch, _ = _camera_step(data_root, tmp_path, kld_temperature=T)
     probs = batch["camera_probs"].double().numpy()
     probs[::7] = np.nan  # more unseen points than the files have
     probs[np.flatnonzero(~np.isnan(probs[:, 0]))[::5], :3] = 0.0  # exact zeros in seen rows
     batch_probs = torch.from_numpy(probs).half()
-    logits, batch, logs = _kd_step(data_root, tmp_path, batch_probs, T)
+    out, batch, logs = _camera_step(data_root, tmp_path, _probs(batch_probs), kld_temperature=T)
     p = batch_probs.double().numpy()
     seen = ~np.isnan(p[:, 0])
     assert 0 < seen.sum() < len(p) and (batch["segment"][torch.from_numpy(seen)] == -1).any()
     q = p[seen] ** (1 / T)
     q /= q.sum(1, keepdims=True)
-    z = logits.double().numpy()[seen] / T
+    z = out.logits.detach().double().numpy()[seen] / T
     log_s = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
     terms = np.where(q > 0, q * (np.log(np.where(q > 0, q, 1)) - log_s), 0.0)
     expected = T * T * terms.sum() / seen.sum()
@@ -133,11 +141,31 @@ def test_l_kld_equals_an_independent_computation_on_the_points_a_camera_sees(dat
 
 
 def test_l_kld_is_zero_with_a_zero_gradient_when_no_camera_sees_a_point(data_root: Path, tmp_path: Path) -> None:
-    _, batch, _ = _kd_step(data_root, tmp_path, None, 1.0)
-    nothing = torch.full_like(batch["camera_probs"], float("nan"))
-    _, _, logs = _kd_step(data_root, tmp_path, nothing, 1.0)
+    _, batch, _ = _camera_step(data_root, tmp_path)
+    _, _, logs = _camera_step(data_root, tmp_path, _probs(torch.full_like(batch["camera_probs"], float("nan"))))
     assert float(logs["kld"]) == 0.0 and float(logs["gradnorm_kld"]) == 0.0 and float(logs["camera_seen"]) == 0.0
     assert float(logs["loss"]) == pytest.approx(float(logs["seg"]))
+
+
+def test_l_topo_compares_the_2d_features_and_the_student_on_the_seen_points_of_clouds_with_two(
+        data_root: Path, tmp_path: Path) -> None:
+    """The step's L_topo is fast.topo_loss of the student's embedding and the 2D features at the
+    seen rows of the first scan; the second, seen at one point only, is left out."""
+    def one_seen_point_in_the_second_scan(batch: dict[str, Any]) -> None:
+        end = int(batch["offset"][0])
+        batch["camera_features"][end:] = float("nan")
+        batch["camera_features"][end + 4] = 1.0
+
+    cfg = dict(stage="distill", lambda_grad=0.0, kld=False)
+    out, batch, logs = _camera_step(data_root, tmp_path, one_seen_point_in_the_second_scan, **cfg)
+    end = int(batch["offset"][0])
+    rows = np.flatnonzero(~np.isnan(batch["camera_features"][:end, 0].float().numpy()))
+    assert 2 <= len(rows) < end
+    settings = camera_config(tmp_path, data_root, tmp_path / "cam", **cfg)
+    expected = topo_loss(out.embedding.detach()[rows].float(), batch["camera_features"][rows].float(), [len(rows)],
+                         m=settings.topo_m, seed=0, normalize=settings.topo_normalize, dims=settings.topo_dims)
+    assert float(logs["topo"]) == pytest.approx(float(expected), rel=1e-6) and float(expected) > 0
+    assert float(logs["gradnorm_topo"]) > 0
 
 
 def test_a_run_says_how_much_a_camera_sees_and_checkpoints_record_the_folder(
@@ -264,3 +292,23 @@ def test_a_folder_not_written_by_image_labels_is_refused(data_root: Path, tmp_pa
     (tmp_path / "cam").mkdir()
     with pytest.raises(FileNotFoundError, match="holds no image_labels.json"):
         check_inputs(camera_config(tmp_path, data_root, tmp_path / "cam"))
+
+
+def test_the_unlabelled_split_reads_its_own_files_and_the_ce_student_reads_none(tmp_path: Path) -> None:
+    """With --unlabelled-split the kd stage's unlabelled scans are taught by their own files too (a
+    missing one is refused like a labelled scan's); the CE student's scans carry no camera rows."""
+    folder = tmp_path / "cam"
+    values = dict(synthetic_unlabelled_scenes=2, unlabelled_split="unlabelled", stage="all", lambda_grad=0.0)
+    write_camera_files(folder, tmp_path / "data")
+    with pytest.raises(FileNotFoundError, match=r"2 file\(s\) of the 5 training scans are missing \(first: .*unlabelled/"):
+        prepare_splits(camera_config(tmp_path, tmp_path / "data", folder, topo=False, **values), CPU)
+    cfg = camera_config(tmp_path, tmp_path / "data", folder, topo=False, **values)
+    assert cfg.stages() == ("student", "kd", "distill")
+    write_camera_files(folder, tmp_path / "data", split=WaymoDataset(tmp_path / "data", "unlabelled", labelled=False))
+    data = prepare_splits(cfg, CPU)
+    mixed = data.training_set(cfg, "kd")
+    flags, _, _ = mixed.epoch_list(0)
+    unlabelled = mixed[int(flags.nonzero()[0][0])]
+    assert unlabelled["unlabelled"] and unlabelled["camera_probs"].shape == (len(unlabelled["coord"]), 22)
+    assert "camera_features" not in unlabelled  # no stage computes L_topo
+    assert not set(CAMERA_KEYS) & set(data.training_set(cfg, "student")[0])
