@@ -6,8 +6,10 @@ no camera sees the point (:mod:`train.data.camera_teacher`).
 
 * L_kld (decision 18's ``T^2 KL(softmax(z_T / T) || softmax(z_S / T))``) reads the probabilities
   p as the teacher's logits ``z_T = log p``: ``softmax(log p / T)`` is ``p^(1/T)`` renormalised, p
-  itself at T = 1. A zero probability is clamped to float32's smallest normal number first (its
-  share of the tempered distribution is then below 1e-37 / T and its KL term below 1e-34). The
+  itself at T = 1. A zero probability is clamped to float64's smallest normal number, 2.2e-308,
+  first (the logits are float64, as ``fast.kld`` computes anyway): its share of the tempered
+  distribution is then ``2.2e-308^(1/T)``, below 1e-30 up to T = 10 (float32's 1.2e-38 would
+  leave 3e-10 at T = 4). The
   points no camera sees take the ignore label, so the mean runs over the seen points alone (0
   with a zero gradient when the batch has none); a seen point counts whether or not it is labelled,
   and its class for ``--kld-class-weights`` is the camera's most likely one.
@@ -24,11 +26,11 @@ IGNORE = -1
 
 def camera_kld_teacher(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For (N, K) projected probabilities with NaN rows where unseen: the teacher's logits ``log p``
-    (float32, 0 on unseen rows) and L_kld's targets (the most likely class on seen rows, the
+    (float64, 0 on unseen rows) and L_kld's targets (the most likely class on seen rows, the
     ignore label on the others)."""
-    p = probs.float()
+    p = probs.double()
     seen = ~torch.isnan(p[:, 0])
-    logits = torch.where(seen[:, None], p.clamp_min(torch.finfo(torch.float32).tiny).log(), 0.0)
+    logits = torch.where(seen[:, None], p.clamp_min(torch.finfo(torch.float64).tiny).log(), 0.0)
     targets = torch.where(seen, p.nan_to_num(0.0).argmax(1), IGNORE)
     return logits, targets
 

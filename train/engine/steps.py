@@ -349,8 +349,9 @@ def distillation_step(
             total = total + weighted["grad"]
     if s.active("kld"):
         with timer.section("kld"):
-            l_kld = kld(out.logits.float(), side.kld_logits, targets,
-                        temperature=s.temperature, class_weight=s.seg_weight() if s.kld_class_weights else None)
+            l_kld = kld(out.logits.float(), side.kld_logits, targets,  # float64 from the camera's log p
+                        temperature=s.temperature,
+                        class_weight=s.seg_weight() if s.kld_class_weights else None).float()
         weighted["kld"] = s.lambda_kld * l_kld
         total = total + weighted["kld"]
         logs["kld"] = l_kld.detach()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from train.config import MIXED_STAGES, RunConfig
+from train.data.camera_teacher import CameraTeacherFiles
 from train.data.transforms import tta_views
 
 if TYPE_CHECKING:  # torch is imported where processes meet; the loaders and pipelines serve decision 55 without it
@@ -47,7 +48,7 @@ class SplitData:
     has_test: bool
     unlabelled: Any = None  # the --unlabelled-split scans, with the training pipeline (None: none)
     camera: dict[str, Any] | None = None  # the camera teacher's folder and its coverage (decision 61)
-    camera_files: Any = None  # its train.data.camera_teacher.CameraTeacherFiles
+    camera_files: CameraTeacherFiles | None = None  # the files it reads
     _views: dict[tuple[str, bool], list[Any]] = field(default_factory=dict)
 
     @property
@@ -187,7 +188,7 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
     return data
 
 
-def _camera_teacher(cfg: RunConfig, data: SplitData, info: DistInfo) -> tuple[Any, dict[str, Any]]:
+def _camera_teacher(cfg: RunConfig, data: SplitData, info: DistInfo) -> tuple[CameraTeacherFiles, dict[str, Any]]:
     """The camera teacher's files of the training scans and the unlabelled split's (the 2D features
     too when a stage computes L_topo), with a missing file refused in one line, or with
     ``--skip-bad-scans`` said in one line (rank 0); and the checkpoint entry of the folder with the

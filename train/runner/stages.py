@@ -193,7 +193,8 @@ def camera_line(label: str, result: dict[str, Any]) -> str:
         return ""
     share = 100 * c["seen_per_scan"] / max(c["points_per_scan"], 1)
     return (f"\n{label}: camera teacher {c['predictions']}: a camera sees {c['seen_per_scan']:.0f} of "
-            f"{c['points_per_scan']:.0f} points per scan on average ({share:.1f}%; {c['scans_counted']} training scans)")
+            f"{c['points_per_scan']:.0f} points per scan on average ({share:.1f}%; {c['scans_counted']} "
+            "training scans)")
 
 
 def write_run_plots(cfg: RunConfig, out: Path, models: dict[str, torch.nn.Module], results: dict[str, dict[str, Any]],
