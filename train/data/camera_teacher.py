@@ -129,7 +129,7 @@ def missing_files(files: CameraTeacherFiles, scans: Sequence[str]) -> list[Path]
     return [p for scan in scans for p in files.paths(scan) if not p.is_file()]
 
 
-def coverage(files: CameraTeacherFiles, scans: Sequence[str], max_scans: int = 500) -> tuple[float, float, int]:
+def coverage(files: CameraTeacherFiles, scans: Sequence[str], max_scans: int = 100) -> tuple[float, float, int]:
     """(points a camera sees, points) per scan on average over ``scans`` (all, or ``max_scans``
     spread evenly over them), read from the probability files at full resolution, and the number
     of scans counted; files that cannot be read are not counted (their scans are bad scans)."""
