@@ -159,7 +159,7 @@ def test_frozen_teacher_saliency_gradients_are_its_own_loss_gradients_on_decoder
     teacher, _ = load_frozen_teacher(teacher_run / "out" / "teacher" / FINAL, torch.device("cpu"))
     teacher.deterministic = True
     settings = DistillSettings(grad=True, saliency_layers=(1, 2))
-    _, _, grads, _ = _teacher_pass(teacher, batch, settings, amp=False, timer=StepTimer(), topo_seed=0)
+    grads = _teacher_pass(teacher, batch, settings, amp=False, timer=StepTimer(), topo_seed=0).grads
     # reference: an unfrozen copy, ordinary backward with retained activation gradients
     ref = ModelSpec(**torch.load(teacher_run / "out" / "teacher" / FINAL, weights_only=False)["extra"]["model_spec"]
                     ).build()

@@ -30,6 +30,8 @@ DATASETS: tuple[str, ...] = ("waymo", "nuscenes", "semantic_kitti", "synthetic",
 STAGE_ORDER: tuple[str, ...] = ("teacher", "student", "kd", "distill")  # the order --stage all runs them
 STAGES: tuple[str, ...] = (*STAGE_ORDER, "all")
 STUDENT_STAGES: tuple[str, ...] = ("student", "kd", "distill")
+# --teacher: the PTv3 teacher network, or the camera predictions projected onto the points (decision 61)
+TEACHERS: tuple[str, ...] = ("ptv3", "images")
 MIXED_STAGES: tuple[str, ...] = ("kd", "distill")  # the stages --unlabelled-split mixes its scans into
 # The splits of each dataset that --unlabelled-split can name (decision 57): read without labels, none
 # of their scans in the training, validation or test split (train.runner.datasets checks the scans).
@@ -145,6 +147,8 @@ class RunConfig:
     student_overrides: dict[str, Any] = field(default_factory=dict)
     conv_backend: str = "auto"
     teacher_checkpoint: str | None = None
+    teacher: str = "ptv3"
+    image_predictions: str | None = None
     seg_loss: str = DEFAULT_SEG_LOSS
     class_weights: str | None = None
     # distillation terms (decisions 12-19)
@@ -205,6 +209,18 @@ class RunConfig:
                 base[name] = bool(flag)
         return base
 
+    def stage_terms(self, stage: str) -> dict[str, bool]:
+        """The loss terms ``stage`` computes: switched on (:meth:`terms` of that stage) with a weight > 0."""
+        on = RunConfig(**{**self.to_dict(), "stage": stage}).terms()
+        return {term: flag and getattr(self, f"lambda_{term}") > 0 for term, flag in on.items()}
+
+    def stages(self) -> tuple[str, ...]:
+        """The stages the run trains, in order: ``--stage``, or for ``all`` every stage of
+        :data:`STAGE_ORDER` but the teacher's when the teacher is the cameras' (decision 61)."""
+        if self.stage != "all":
+            return (self.stage,)
+        return tuple(s for s in STAGE_ORDER if not (s == "teacher" and self.teacher == "images"))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -263,6 +279,12 @@ HELP: dict[str, str] = {
                     "torch (ours, every device) or spconv (CUDA only; pip install -e '.[gpu]')",
     "teacher_checkpoint": "teacher checkpoint for kd/distill (stage all: the one it trains); a Pointcept "
                           "PTv3 checkpoint is read as --teacher-preset",
+    "teacher": "what the kd and distill stages distil from: ptv3 (the teacher network of --teacher-checkpoint or of "
+    "the teacher stage) | images (a 2D model's predictions projected onto the points, --image-predictions: L_kld on "
+    "the points a camera sees, L_topo against the 2D features; no L_grad, no teacher stage; docs/decisions.md "
+    "decision 61)",
+    "image_predictions": "with --teacher images: the folder python -m train.image_labels --probs [--features F] wrote "
+    "for the training split (and the --unlabelled-split): <scan>.probs.npy, <scan>.features.npy, image_labels.json",
     "seg_loss": "L_seg: ce (paper Eq. 8) | ce+lovasz (PTv3 recipe, the default: helps rare classes)",
     "class_weights": "cross-entropy class weighting: none (paper, real data default) | inverse-sqrt "
     "(weights f_c^-1/2 from the training labels; the synthetic CPU demo default)",
@@ -350,7 +372,7 @@ GROUP_OF: dict[str, str] = {
                      "synthetic_cameras",
                      "unlabelled_split", "unlabelled_ratio"), "data"),
     **dict.fromkeys(("teacher_preset", "student_preset", "teacher_overrides", "student_overrides",
-                     "teacher_checkpoint", "conv_backend"), "models"),
+                     "teacher_checkpoint", "teacher", "image_predictions", "conv_backend"), "models"),
     **dict.fromkeys(("stage", "seg_loss", "class_weights", "kld", "topo", "grad", "lambda_kld", "lambda_topo",
                      "lambda_grad", "kld_temperature", "topo_distance", "sinkhorn_eps", "pi_norm", "saliency_layers",
                      "saliency_eps", "saliency_detach_range", "kld_class_weights"), "distillation terms"),
@@ -386,6 +408,7 @@ _UNSET: dict[str, str] = {
     "topo_workers": "this process's share of the cores",
     "eval_max_scans": "all",
     "unlabelled_split": "none: labelled scans only",
+    "image_predictions": "none",
     "num_workers": "0 on a CPU, see above on CUDA",
     "checkpoint_minutes": "30 on CUDA, 0 on a CPU",
     "synthetic_beams": "the simulator's", "synthetic_azimuth_steps": "the simulator's",
@@ -414,7 +437,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "dataset": DATASETS, "stage": STAGES, "nuscenes_version": NUSCENES_VERSIONS, "seg_loss": SEG_LOSSES,
     "class_weights": CLASS_WEIGHTINGS, "topo_distance": DISTANCES, "pi_norm": PI_NORMS,
     "topo_normalize": TOPO_NORMALIZE, "conv_backend": CONV_BACKENDS, "topo_tps": TOPO_TPS,
-    "synthetic_variant": SYNTHETIC_VARIANTS, "synthetic_cameras": SYNTHETIC_CAMERAS,
+    "synthetic_variant": SYNTHETIC_VARIANTS, "synthetic_cameras": SYNTHETIC_CAMERAS, "teacher": TEACHERS,
 }
 
 

@@ -12,15 +12,21 @@ training set of ``--skip-bad-scans``) its slot takes the next readable scan of t
 (so a batch keeps its size and DDP ranks stay in step), and the sample carries the error in
 ``"skipped"`` for the training loop to warn about and count. A scan the transform cannot take (no
 points; one voxel in training, decision 54) is a bad scan too.
+
+A training set taught by the camera teacher (``camera_teacher``, decision 61) adds each scan's
+projected probabilities (and 2D features) to the sample as it is loaded, before the transforms
+(:mod:`train.data.camera_teacher`); a missing or bad file of it is a bad scan of its own.
 """
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from .camera_teacher import CameraTeacherFiles
 from .cameras import Camera
 from .validation import BadScanError
 
@@ -39,6 +45,7 @@ class PointCloudDataset(ABC):
         self.seed = int(seed)
         self.epoch = 0
         self.skip_bad_scans = False
+        self.camera_teacher: CameraTeacherFiles | None = None
 
     @property
     def num_classes(self) -> int:
@@ -59,6 +66,13 @@ class PointCloudDataset(ABC):
         """The calibrated cameras of scan ``index`` (:mod:`train.data.cameras`, decision 58): none for a
         data set whose scans come without images."""
         return []
+
+    def with_camera_teacher(self, files: CameraTeacherFiles) -> PointCloudDataset:
+        """A copy of this data set whose samples carry the camera teacher's rows of ``files``
+        (decision 61); the data set itself is left as it is."""
+        taught = copy.copy(self)
+        taught.camera_teacher = files
+        return taught
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of ``epoch`` (see the module docstring)."""
@@ -87,6 +101,8 @@ class PointCloudDataset(ABC):
         """Scan ``index`` read and transformed (a scan the transform cannot take, e.g. one of no
         points, is a :class:`~train.data.validation.BadScanError` as an unreadable one is)."""
         sample = self.load(index)
+        if self.camera_teacher is not None:
+            sample = self.camera_teacher.attach(sample)
         if self.transform is None:
             return sample
         return self.transform(sample, np.random.default_rng([self.seed, self.epoch, index]))

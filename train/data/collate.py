@@ -6,7 +6,9 @@ every original point to its row in the batch (so ``logits[inverse]`` predicts ev
 point), ``origin_offset`` (B,) END offsets of the original points, ``origin_segment``
 (sum n_orig,) int64 full-resolution labels, ``name`` list[str], ``skipped`` list[str]: the errors of
 the bad scans whose slots these samples took (``--skip-bad-scans``, :mod:`train.data.base`),
-``unlabelled`` list[bool]: which scans come from an unlabelled split (:mod:`train.data.mixed`).
+``unlabelled`` list[bool]: which scans come from an unlabelled split (:mod:`train.data.mixed`);
+with the camera teacher (decision 61) also ``camera_probs`` (N,K) and ``camera_features`` (N,C)
+float16, NaN rows where no camera sees the point (:mod:`train.data.camera_teacher`).
 :func:`collate_arrays` gives the same batch as NumPy arrays (labelling through onnxruntime, which
 never imports torch, decision 55); :func:`collate` as tensors, importing torch when called.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from .camera_teacher import CAMERA_KEYS
 
 REQUIRED_KEYS = ("coord", "grid_coord", "feat", "segment", "inverse", "origin_segment", "name")
 
@@ -55,7 +59,9 @@ def collate_arrays(samples: Sequence[dict]) -> dict:
     def cat(key: str, dtype: np.dtype) -> np.ndarray:
         return np.concatenate([np.asarray(s[key], dtype) for s in samples])
 
+    camera = {key: cat(key, np.float16) for key in CAMERA_KEYS if _camera_rows(samples, key)}
     return {
+        **camera,
         "coord": cat("coord", np.float32),
         "grid_coord": cat("grid_coord", np.int64),
         "feat": cat("feat", np.float32),
@@ -68,3 +74,17 @@ def collate_arrays(samples: Sequence[dict]) -> dict:
         "skipped": [message for s in samples for message in s.get("skipped", ())],
         "unlabelled": [bool(s.get("unlabelled", False)) for s in samples],
     }
+
+
+def _camera_rows(samples: Sequence[dict], key: str) -> bool:
+    """Whether the samples carry the camera teacher's ``key`` (all of them or none, with as many
+    columns each)."""
+    having = [s for s in samples if key in s]
+    if not having:
+        return False
+    widths = {np.shape(s[key])[1] for s in having}
+    if len(having) != len(samples) or len(widths) > 1:
+        names = [(s["name"], np.shape(s[key])[1] if key in s else None) for s in samples]
+        raise ValueError(f"collate: the samples' {key} differ (scan, columns): {names}; every scan of a batch "
+                         "needs its camera file, with the same number of columns")
+    return True

@@ -27,6 +27,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .base import PointCloudDataset
+from .camera_teacher import CameraTeacherFiles
 
 CYCLE_STREAM = 57  # the third word of an unlabelled cycle's seed: apart from the labelled order's
 
@@ -49,6 +50,11 @@ class MixedSplit(Dataset):
         """The labelled set's entries, plus the unlabelled split, its size and the ratio."""
         return {**self.labelled_set.checkpoint_entries(),
                 "unlabelled": {"split": self.split, "ratio": self.ratio, "scans": len(self.unlabelled_set)}}
+
+    @property
+    def camera_teacher(self) -> CameraTeacherFiles | None:
+        """The camera teacher's files of the labelled set (the unlabelled set reads the same folder)."""
+        return self.labelled_set.camera_teacher
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -24,9 +24,11 @@ import numpy as np
 from train.models.serialization import MAX_DEPTH
 
 from .base import Transform
+from .camera_teacher import CAMERA_KEYS
 from .validation import TooFewPointsError
 
-POINT_KEYS = ("coord", "strength", "segment")
+# the per-point keys grid sampling thins; the camera teacher's rows (decision 61) keep the kept point's row
+POINT_KEYS = ("coord", "strength", "segment", *CAMERA_KEYS)
 WAYMO_CLAMP_BOX = ((-75.2, -75.2, -4.0), (75.2, 75.2, 2.0))
 SERIALIZED_SPAN = (1 << MAX_DEPTH) - 1  # voxels per axis a scan may span (grid_coord + 1 in 16 bits, spec A1)
 _LOG = logging.getLogger(__name__)

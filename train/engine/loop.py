@@ -110,7 +110,7 @@ def distill_settings(cfg: RunConfig, stage: str) -> DistillSettings:
         sinkhorn_eps=cfg.sinkhorn_eps, pi_norm=cfg.pi_norm,
         saliency_layers=tuple(cfg.saliency_layers), saliency_eps=cfg.saliency_eps,
         saliency_detach_range=cfg.saliency_detach_range, kld_class_weights=cfg.kld_class_weights,
-        seg_loss=cfg.seg_loss,
+        seg_loss=cfg.seg_loss, camera=cfg.teacher == "images",
     )
 
 
@@ -252,6 +252,7 @@ class _Stage:
     step: int = 0
     start_epoch: int = 0
     list_world: int = 1  # the run whose padded list the first epoch's scans follow (decision 46)
+    camera: dict[str, Any] | None = None  # the camera teacher's files (decision 61): kind, folder, digest
     resumed: bool = False
     validating: bool = False
 
@@ -327,7 +328,7 @@ def _checked_settings(cfg: RunConfig, stage: str, train_set: Any, info: DistInfo
     """The stage's loss terms, refused when they need a teacher that was not given or the batch
     does not divide over the processes."""
     settings = stage_settings(cfg, stage, train_set)
-    if settings.uses_teacher and teacher is None:
+    if settings.uses_teacher and teacher is None and not settings.camera:
         raise ValueError(f"stage {stage} uses a teacher term but no teacher model was given")
     if cfg.batch_size % info.world_size:
         raise ValueError(
@@ -355,9 +356,11 @@ def _build(cfg: RunConfig, stage: str, out_dir: Path, train_set: Any, spec: Mode
     iters = steps_per_epoch(cfg, len(train_set), info.world_size)
     scheduler = build_scheduler(optimizer, epochs * iters, cfg.pct_start, cfg.div_factor, cfg.final_div_factor)
     amp = bool(cfg.amp and device.type == "cuda")
+    files = getattr(train_set, "camera_teacher", None) if settings.camera and settings.uses_teacher else None
     return _Stage(cfg, stage, out_dir, info, spec, settings, timer or StepTimer(cfg.profile, device), teacher, epochs,
                   per_rank, amp, model, optimizer, scheduler, make_scaler(device, amp), sampler,
-                  SkipCounter(cfg.max_bad_steps), iters, ddp_model=model, list_world=info.world_size)
+                  SkipCounter(cfg.max_bad_steps), iters, ddp_model=model, list_world=info.world_size,
+                  camera=None if files is None else files.checkpoint_entry())
 
 
 def _resume_or_start(run: _Stage) -> None:
@@ -367,6 +370,7 @@ def _resume_or_start(run: _Stage) -> None:
     found = load_latest([run.last, run.prev], info.device, warn=info.is_main) if cfg.resume else None
     run.resumed = found is not None
     if found is not None:
+        _check_camera_teacher(found, run.camera)
         run.step, run.start_epoch, run.list_world = _resume(found, cfg, info, run.iters, run.model, run.optimizer,
                                                             run.scheduler, run.scaler)
     elif cfg.resume and info.is_main:
@@ -411,7 +415,8 @@ def _open_outputs(run: _Stage, train_set: Any) -> _Outputs:
               f"unlabelled reads over {run.epochs} epochs, {reads[1]} of its {len(train_set.unlabelled_set)} scans",
               file=sys.stderr, flush=True)
     return _Outputs(logger, bar, vote, CheckpointClock(cfg.checkpoint_minutes), cfg.to_dict(),
-                    {"model_spec": run.spec.__dict__, "stage": run.stage, **train_set.checkpoint_entries()})
+                    {"model_spec": run.spec.__dict__, "stage": run.stage, **train_set.checkpoint_entries(),
+                     **({} if run.camera is None else {"camera_teacher": run.camera})})
 
 
 def _stage_loader(run: _Stage, train_set: Any, collate_fn: Callable) -> DataLoader:
@@ -537,6 +542,26 @@ def _data_state(cfg: RunConfig, epoch: int, start: int, list_world: int, world: 
     a run of ``list_world`` processes, that number too (decision 46)."""
     state = {"epoch": epoch, "start": start, "loader_seed": cfg.seed * 100003 + epoch}
     return state if list_world == world else {**state, "list_world": list_world}
+
+
+def _check_camera_teacher(found: tuple[dict[str, Any], Path], camera: dict[str, Any] | None) -> None:
+    """A resume reads the camera teacher the checkpoint was trained with, or none if it had none
+    (decision 61): the same folder, whose ``image_labels.json`` has the same digest."""
+    state, path = found
+    extra = state.get("extra") if isinstance(state.get("extra"), dict) else {}
+    written = extra.get("camera_teacher")
+    if written == camera:
+        return
+
+    def said(entry: dict[str, Any] | None) -> str:
+        if not isinstance(entry, dict):
+            return "the PTv3 teacher network"
+        return f"the camera predictions in {entry.get('predictions')} (image_labels.json SHA-256 " \
+               f"{str(entry.get('image_labels_sha256'))[:12]})"
+
+    raise ResumeMismatchError(f"{path} was trained with {said(written)} as its teacher and this run reads "
+                              f"{said(camera)}: resume with the teacher it was written with, or delete it to start "
+                              "the stage afresh")
 
 
 def _resume(found: tuple[dict[str, Any], Path], cfg: RunConfig, info: DistInfo, iters: int, model: nn.Module,

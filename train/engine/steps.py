@@ -20,12 +20,17 @@
      ``--topo-distance``, decisions 31-32), log the entropy of its gradient over the student's
      diagram points (decision 33), and back-propagate the weighted sum.
 A term whose switch is off (paper Table 5 ablations) or whose weight is 0 is not computed at all.
+
+With the camera teacher (``--teacher images``, decision 61) there is no teacher network: step 1
+reads the batch's projected camera probabilities as L_kld's teacher on the points a camera sees and
+starts the diagrams of its 2D features there (:mod:`train.engine.camera_terms`); step 2 and L_grad
+do not exist (the options refuse them).
 """
 from __future__ import annotations
 
 import functools
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
@@ -38,6 +43,7 @@ from fast.topo_loss import DEFAULT_M, TopoLossJob
 from fast.pwcd import load_search_kernels
 from fast.tps import auto_tps_place
 from train.config import RunConfig
+from train.engine.camera_terms import camera_kld_teacher, seen_clouds
 from train.engine.losses import DEFAULT_SEG_LOSS, segmentation_loss
 from train.engine.profiling import StepTimer
 
@@ -87,6 +93,7 @@ class DistillSettings:
     kld_class_weights: bool = _RUN.kld_class_weights  # weight L_kld per point as the CE (decision 44)
     seg_loss: str = DEFAULT_SEG_LOSS
     class_weight: tuple[float, ...] | None = None  # CE class weights (train.engine.losses.class_weights)
+    camera: bool = False  # the teacher is the batch's projected camera predictions (--teacher images, decision 61)
 
     def seg_weight(self) -> torch.Tensor | None:
         return None if self.class_weight is None else torch.tensor(self.class_weight, dtype=torch.float32)
@@ -192,11 +199,42 @@ def task_targets(batch: dict[str, Any], teacher_logits: torch.Tensor) -> torch.T
     return torch.where(on, teacher_logits.detach().argmax(1), batch["segment"])
 
 
+@dataclass
+class _TeacherSide:
+    """What the teacher gives a distillation step: L_kld's teacher logits and targets (the task
+    targets of both saliency losses too), the started L_topo job and the student rows it reads
+    (None: every row), the tensors whose finiteness the step checks, and for a teacher network its
+    output and saliency gradients."""
+
+    kld_logits: torch.Tensor
+    targets: torch.Tensor
+    topo_job: TopoLossJob | None = None
+    topo_rows: torch.Tensor | None = None
+    checked: list[torch.Tensor] = field(default_factory=list)
+    out: Any = None
+    grads: list[torch.Tensor] = field(default_factory=list)
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _start_topo(features: torch.Tensor, offset: Any, s: DistillSettings, timer: StepTimer,
+                topo_seed: int) -> TopoLossJob:
+    """The L_topo job of the teacher's ``features`` (clouds ending at ``offset``): TPS and the
+    teacher diagrams start now (decisions 12-14, 42)."""
+    with timer.section("topo_launch"):
+        features = features.detach().float()
+        tps_on = _auto_tps_place(features.device, features.shape[1]) if s.topo_tps == "auto" else s.topo_tps
+        return TopoLossJob(
+            features, offset, m=s.topo_m, seed=topo_seed,
+            normalize=s.topo_normalize, dims=tuple(s.topo_dims), distance=s.topo_distance,
+            sinkhorn_eps=s.sinkhorn_eps, pi_norm=s.pi_norm, time_budget=s.topo_time_budget, tps_on=tps_on,
+        )
+
+
 def _teacher_pass(
     teacher: nn.Module, batch: dict[str, Any], s: DistillSettings, amp: bool, timer: StepTimer, topo_seed: int,
-) -> tuple[Any, TopoLossJob | None, list[torch.Tensor], torch.Tensor]:
+) -> _TeacherSide:
     """Teacher forward, start its diagrams, then its own-loss saliency gradients against the task
-    targets (:func:`task_targets`, returned as well; decisions 15, 23, 57)."""
+    targets (:func:`task_targets`; decisions 15, 23, 57)."""
     need_grad = s.active("grad")
     inputs = model_inputs(batch)
     if need_grad:
@@ -208,15 +246,7 @@ def _teacher_pass(
             t_out = teacher(inputs)
     topo_job = None
     if s.active("topo") and _all_finite([t_out.embedding]):  # else a bad step (decision 23): nothing to start
-        with timer.section("topo_launch"):
-            embedding = t_out.embedding.detach().float()
-            tps_on = (_auto_tps_place(embedding.device, embedding.shape[1]) if s.topo_tps == "auto"
-                      else s.topo_tps)
-            topo_job = TopoLossJob(
-                embedding, batch["offset"], m=s.topo_m, seed=topo_seed,
-                normalize=s.topo_normalize, dims=tuple(s.topo_dims), distance=s.topo_distance,
-                sinkhorn_eps=s.sinkhorn_eps, pi_norm=s.pi_norm, time_budget=s.topo_time_budget, tps_on=tps_on,
-            )
+        topo_job = _start_topo(t_out.embedding, batch["offset"], s, timer, topo_seed)
     targets = task_targets(batch, t_out.logits)
     t_grads: list[torch.Tensor] = []
     if need_grad:
@@ -225,12 +255,27 @@ def _teacher_pass(
                                           class_weight=s.seg_weight())
             pos = _stage_positions(s.saliency_layers, len(t_out.decoder_feats))
             t_grads = saliency_gradients(t_loss, [t_out.decoder_feats[p] for p in pos], retain_graph=False)
-    return t_out, topo_job, t_grads, targets
+    return _TeacherSide(t_out.logits.detach().float(), targets, topo_job, checked=[t_out.logits, t_out.embedding],
+                        out=t_out, grads=t_grads)
+
+
+def _camera_pass(batch: dict[str, Any], s: DistillSettings, timer: StepTimer, topo_seed: int) -> _TeacherSide:
+    """The camera teacher (decision 61): L_kld's teacher logits ``log p`` and targets on the points a
+    camera sees, and the L_topo job of the 2D features of the clouds with two such points or more
+    (:mod:`train.engine.camera_terms`); logs ``camera_seen``, the share of the batch's points seen."""
+    logits, targets = camera_kld_teacher(batch["camera_probs"])
+    side = _TeacherSide(logits, targets, logs={"camera_seen": (targets >= 0).float().mean()})
+    if s.active("topo"):
+        found = seen_clouds(batch["camera_features"], batch["offset"])
+        if found is not None:
+            side.topo_rows, ends = found
+            side.topo_job = _start_topo(batch["camera_features"][side.topo_rows], ends, s, timer, topo_seed)
+    return side
 
 
 def distillation_step(
     student: nn.Module,
-    teacher: nn.Module,
+    teacher: nn.Module | None,
     batch: dict[str, Any],
     s: DistillSettings,
     amp: bool,
@@ -241,6 +286,8 @@ def distillation_step(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss of one KD / distillation step (graph attached to the student only) and its parts.
 
+    ``teacher``: the frozen teacher network, or None with the camera teacher (``s.camera``).
+
     ``topo_seed``: TPS start seed of this step (cloud b uses ``topo_seed + b``, decisions 14).
     ``grad_scale``: the AMP loss scale used for the student's saliency gradients (1 without AMP).
     If those scaled gradients overflow, L_grad is left out of the total and
@@ -250,13 +297,15 @@ def distillation_step(
     the gradient each weighted term sends (one extra backward pass per term: a diagnostic, e.g.
     every K steps via ``--log-term-grads K``; under DDP each rank's own share of the batch).
     """
-    t_out, topo_job, t_grads, targets = _teacher_pass(teacher, batch, s, amp, timer, topo_seed)
+    side = (_camera_pass(batch, s, timer, topo_seed) if s.camera
+            else _teacher_pass(teacher, batch, s, amp, timer, topo_seed))
+    t_out, topo_job, targets = side.out, side.topo_job, side.targets
     with timer.section("student_forward"), torch.autocast(batch["coord"].device.type, enabled=amp):
         out = student(model_inputs(batch))
     with timer.section("student_loss"):
         seg, parts = segmentation_loss(out.logits.float(), batch["segment"], kind=s.seg_loss,
                                        class_weight=s.seg_weight())
-    logs: dict[str, torch.Tensor] = {"seg": seg.detach(), **parts}
+    logs: dict[str, torch.Tensor] = {"seg": seg.detach(), **parts, **side.logs}
     terms = [t for t in ("grad", "kld", "topo") if s.active(t)]
     acts: list[torch.Tensor] = []
     s_grads: list[torch.Tensor] = []
@@ -268,13 +317,14 @@ def distillation_step(
                 out.logits.float(), targets, kind=s.seg_loss, class_weight=s.seg_weight())[0]
             s_grads = saliency_gradients(task, acts, retain_graph=True, grad_scale=grad_scale)
     # one host read for every finiteness decision of the step (decision 39)
-    outputs_ok, s_grads_ok, t_grads_ok = _finite_groups(
-        [[t_out.logits, t_out.embedding, out.logits, out.embedding], s_grads, t_grads])
+    outputs_ok, s_grads_ok, t_grads_ok = _finite_groups([[*side.checked, out.logits, out.embedding], s_grads,
+                                                          side.grads])
     if not outputs_ok:
         return _bad_step(logs, terms, term_grad_norms, seg.device)
     if topo_job is not None:
         with timer.section("topo_launch"):
-            topo_job.submit_student(out.embedding.float())
+            rows = out.embedding if side.topo_rows is None else out.embedding[side.topo_rows]
+            topo_job.submit_student(rows.float())
     total = seg
     weighted = {"seg": seg}
     if s.active("grad"):
@@ -288,7 +338,7 @@ def distillation_step(
                 l_grad = saliency_loss(
                     [a.float() for a in acts], s_grads,
                     [out.decoder_offsets[p] for p in pos], [out.decoder_index[p] for p in pos],
-                    [t_out.decoder_feats[p].detach().float() for p in pos], t_grads,
+                    [t_out.decoder_feats[p].detach().float() for p in pos], side.grads,
                     [t_out.decoder_offsets[p] for p in pos], [t_out.decoder_index[p] for p in pos],
                     batch["offset"], eps=s.saliency_eps, detach_range=s.saliency_detach_range,
                 )
@@ -299,21 +349,26 @@ def distillation_step(
             total = total + weighted["grad"]
     if s.active("kld"):
         with timer.section("kld"):
-            l_kld = kld(out.logits.float(), t_out.logits.detach().float(), targets,
-                        temperature=s.temperature, class_weight=s.seg_weight() if s.kld_class_weights else None)
+            l_kld = kld(out.logits.float(), side.kld_logits, targets,  # float64 from the camera's log p
+                        temperature=s.temperature,
+                        class_weight=s.seg_weight() if s.kld_class_weights else None).float()
         weighted["kld"] = s.lambda_kld * l_kld
         total = total + weighted["kld"]
         logs["kld"] = l_kld.detach()
-    if topo_job is not None:
-        with timer.section("topo_wait"):
-            l_topo = topo_job.loss()
+    if s.active("topo"):
+        if topo_job is None:  # the camera sees fewer than two points of every cloud: no edge to compare
+            l_topo, entropy, misses = out.embedding[:0].float().sum(), torch.zeros(()), {"teacher": 0, "student": 0}
+        else:
+            with timer.section("topo_wait"):
+                l_topo = topo_job.loss()
+            # paper Table 11's diagnostic (decision 33): how evenly L_topo spreads over the student's pairs
+            entropy, misses = topo_job.grad_entropy().float(), topo_job.h1_misses
         weighted["topo"] = s.lambda_topo * l_topo
         total = total + weighted["topo"]
         logs["topo"] = l_topo.detach()
-        # paper Table 11's diagnostic (decision 33): how evenly L_topo spreads over the student's pairs
-        logs["topo_grad_entropy"] = topo_job.grad_entropy().float()
+        logs["topo_grad_entropy"] = entropy
         # clouds whose H1 missed the time budget this step, per model (decisions 6c): never silent
-        for model, count in topo_job.h1_misses.items():
+        for model, count in misses.items():
             logs[f"topo_h1_over_budget_{model}"] = torch.tensor(float(count))
     if term_grad_norms:
         logs.update(_term_grad_norms(student, weighted, terms))

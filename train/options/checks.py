@@ -9,8 +9,9 @@ import importlib.util
 from pathlib import Path
 
 from reference.topo_loss import check_distance
-from train.config import (CONV_BACKENDS, DATASETS, DECODER_STAGES, MIXED_STAGES, PREEMPT_SIGNALS, STAGE_ORDER, STAGES,
-                          SYNTHETIC_CAMERAS, SYNTHETIC_VARIANTS, TOPO_NORMALIZE, TOPO_TPS, UNLABELLED_SPLITS, RunConfig)
+from train.config import (CONV_BACKENDS, DATASETS, DECODER_STAGES, MIXED_STAGES, PREEMPT_SIGNALS, STAGES,
+                          SYNTHETIC_CAMERAS, SYNTHETIC_VARIANTS, TEACHERS, TOPO_NORMALIZE, TOPO_TPS, UNLABELLED_SPLITS,
+                          RunConfig)
 from train.option_names import CLASS_WEIGHTINGS, NUSCENES_VERSIONS, SEG_LOSSES
 from train.options.defaults import runs_on_cuda
 
@@ -27,6 +28,7 @@ def validate(cfg: RunConfig) -> None:
     _check_persistence(cfg)
     _check_choices(cfg)
     _check_distillation_terms(cfg)
+    _check_teacher(cfg)
     _check_device_and_models(cfg)
 
 
@@ -82,17 +84,47 @@ def _check_unlabelled(cfg: RunConfig) -> None:
         raise ValueError(f"--unlabelled-split {name}: {cfg.dataset} has no unlabelled split of that name; its "
                          f"unlabelled split is {' or '.join(UNLABELLED_SPLITS[cfg.dataset])} (the training, validation "
                          "and test splits hold labelled scans)")
-    stages = STAGE_ORDER if cfg.stage == "all" else (cfg.stage,)
-    distilling = [s for s in stages if s in MIXED_STAGES and any(
-        on and getattr(cfg, f"lambda_{term}") > 0
-        for term, on in RunConfig(**{**cfg.to_dict(), "stage": s}).terms().items())]
-    if not distilling:
+    if not _distilling(cfg):
         raise ValueError(f"--unlabelled-split trains the kd and distill stages on scans without labels, from the "
                          f"teacher's outputs alone; --stage {cfg.stage} with these terms reads no teacher: use --stage "
                          "kd, distill or all")
     if cfg.dataset == "synthetic" and scenes == 0:
         raise ValueError("--unlabelled-split unlabelled names no scans of the synthetic set: generate them with "
                          "--synthetic-unlabelled-scenes N")
+
+
+def _distilling(cfg: RunConfig) -> list[str]:
+    """The stages of the run that read a teacher (a kd or distill stage with a teacher term on)."""
+    return [s for s in cfg.stages() if s in MIXED_STAGES and any(cfg.stage_terms(s).values())]
+
+
+def _check_teacher(cfg: RunConfig) -> None:
+    """``--teacher`` and ``--image-predictions``: the camera teacher (decision 61) needs the folder,
+    a stage that distils, no teacher network and no saliency term."""
+    if cfg.teacher not in TEACHERS:
+        raise ValueError(f"--teacher must be one of {TEACHERS}, got {cfg.teacher!r}")
+    if cfg.teacher != "images":
+        if cfg.image_predictions is not None:
+            raise ValueError("--image-predictions is the camera teacher's folder: pass --teacher images with it")
+        return
+    if cfg.image_predictions is None:
+        raise ValueError("--teacher images distils from a 2D model's projected predictions: pass --image-predictions "
+                         "FOLDER (written by python -m train.image_labels --probs)")
+    if cfg.stage == "teacher":
+        raise ValueError("--stage teacher trains a PTv3 teacher, which --teacher images does not use (the camera "
+                         "predictions are the teacher): use --stage kd, distill or all")
+    if cfg.teacher_checkpoint is not None:
+        raise ValueError("--teacher-checkpoint is not read with --teacher images (the camera predictions are the "
+                         "teacher): leave it out, or use --teacher ptv3")
+    if not _distilling(cfg):
+        raise ValueError(f"--teacher images teaches the kd and distill stages; --stage {cfg.stage} with these terms "
+                         "reads no teacher: use --stage kd, distill or all")
+    grad = [s for s in cfg.stages() if s in MIXED_STAGES and cfg.stage_terms(s)["grad"]]
+    if grad:
+        raise ValueError(f"--teacher images with --lambda-grad {cfg.lambda_grad:g} (stage {grad[0]}): the saliency "
+                         "term aligns the student's activation gradients with the teacher network's (paper Eq. 4-7), "
+                         "and projected camera predictions have no such gradients; pass --lambda-grad 0 or --no-grad "
+                         "(docs/decisions.md decision 61)")
 
 
 def _check_processes(cfg: RunConfig) -> None:
@@ -208,7 +240,7 @@ def _check_device_and_models(cfg: RunConfig) -> None:
     for name in ("teacher_overrides", "student_overrides"):
         if not isinstance(getattr(cfg, name), dict):
             raise ValueError(f"{name} must be a mapping of model option: value in the config file")
-    if cfg.stage in ("kd", "distill"):
+    if cfg.stage in ("kd", "distill") and cfg.teacher == "ptv3":
         terms = cfg.terms()
         if any(terms.values()):
             if cfg.teacher_checkpoint is None:

@@ -29,6 +29,8 @@ def backends_line(cfg: RunConfig, stages: Sequence[str], device: torch.device) -
         attentions.add("flash-attn" if flash else "PyTorch SDPA")
     if not any(distill_settings(cfg, s).active("topo") for s in stages):
         tps = "not used (no topological term)"
+    elif cfg.topo_tps == "auto" and cfg.teacher == "images":
+        tps = "auto (decided at the first step, on the width of the camera teacher's 2D features)"
     elif cfg.topo_tps == "auto":
         teacher = model_spec(cfg, "teacher", 1, device)
         width = {**PRESETS[teacher.preset], **teacher.overrides}["dec_channels"][0]

@@ -6,7 +6,11 @@ fixed view (:func:`train.data.transforms.tta_views`) inserted before grid sampli
 generates the simulated scans first (rank 0 only, the others wait) unless they are cached;
 ``--dataset waymo`` on a v2 parquet root converts it once into ``<--out>/waymo_v2_converted``
 (spec F6). A real dataset whose files are missing fails here, before any model is built, with the
-loader's message (where it looked, the expected layout, ``--data-root``).
+loader's message (where it looked, the expected layout, ``--data-root``). With the camera teacher
+(``--teacher images``, decision 61) the training scans (and the unlabelled split's) read their
+files of ``--image-predictions``; a scan without one is refused here in one line (with
+``--skip-bad-scans``: counted, and skipped when training meets it), and how many points per scan a
+camera sees is counted once.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from train.config import MIXED_STAGES, RunConfig
+from train.data.camera_teacher import CameraTeacherFiles
 from train.data.transforms import tta_views
 
 if TYPE_CHECKING:  # torch is imported where processes meet; the loaders and pipelines serve decision 55 without it
@@ -42,6 +47,8 @@ class SplitData:
     class_names: tuple[str, ...]
     has_test: bool
     unlabelled: Any = None  # the --unlabelled-split scans, with the training pipeline (None: none)
+    camera: dict[str, Any] | None = None  # the camera teacher's folder and its coverage (decision 61)
+    camera_files: CameraTeacherFiles | None = None  # the files it reads
     _views: dict[tuple[str, bool], list[Any]] = field(default_factory=dict)
 
     @property
@@ -51,12 +58,17 @@ class SplitData:
     def training_set(self, cfg: RunConfig, stage: str) -> Any:
         """The training scans of ``stage``: with an unlabelled split (``cfg.unlabelled_split``, opened
         by :func:`prepare_splits`), those of a stage that distils (kd, distill) get its scans mixed in
-        (:class:`train.data.mixed.MixedSplit`, decision 57)."""
-        if self.unlabelled is None or cfg.unlabelled_split is None or stage not in MIXED_STAGES:
-            return self.train
+        (:class:`train.data.mixed.MixedSplit`, decision 57); with the camera teacher, that stage's
+        scans read its files (decision 61; the CE student's do not)."""
+        train, unlabelled = self.train, self.unlabelled
+        if self.camera_files is not None and stage in MIXED_STAGES:
+            train = train.with_camera_teacher(self.camera_files)
+            unlabelled = None if unlabelled is None else unlabelled.with_camera_teacher(self.camera_files)
+        if unlabelled is None or cfg.unlabelled_split is None or stage not in MIXED_STAGES:
+            return train
         from train.data.mixed import MixedSplit
 
-        return MixedSplit(self.train, self.unlabelled, cfg.unlabelled_split, cfg.unlabelled_ratio, cfg.seed)
+        return MixedSplit(train, unlabelled, cfg.unlabelled_split, cfg.unlabelled_ratio, cfg.seed)
 
     def eval_views(self, split: str, tta: bool) -> list[Any]:
         """Evaluation datasets of ``split`` ("val" or "test"): one (no TTA) or one per fixed view."""
@@ -172,7 +184,40 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
         )
     if cfg.unlabelled_split is not None:
         data.unlabelled = _unlabelled_split(cfg, cls, root, data, info, **version)
+    if cfg.teacher == "images":
+        data.camera_files, data.camera = _camera_teacher(cfg, data, info)
     return data
+
+
+def _camera_teacher(cfg: RunConfig, data: SplitData, info: DistInfo) -> tuple[CameraTeacherFiles, dict[str, Any]]:
+    """The camera teacher's files of the training scans and the unlabelled split's (the 2D features
+    too when a stage computes L_topo), with a missing file refused in one line, or with
+    ``--skip-bad-scans`` said in one line (rank 0); and the checkpoint entry of the folder with the
+    points per scan a camera sees, on average (decision 61)."""
+    from train.data.camera_teacher import coverage, missing_files, open_camera_teacher, scans_of
+
+    topo = any(cfg.stage_terms(stage)["topo"] for stage in cfg.stages() if stage in MIXED_STAGES)
+    files = open_camera_teacher(cfg.image_predictions, data.num_classes, features=topo)
+    sets = [data.train] + ([data.unlabelled] if data.unlabelled is not None else [])
+    scans = scans_of(sets)
+    missing = missing_files(files, scans)
+    if missing:
+        what = (f"--image-predictions {cfg.image_predictions}: {len(missing)} file(s) of the {len(scans)} training "
+                f"scans are missing (first: {missing[0]})")
+        if not cfg.skip_bad_scans:
+            raise FileNotFoundError(f"{what}; write them with python -m train.image_labels --probs"
+                                    f"{' --features F (L_topo reads them; or pass --no-topo)' if topo else ''} for "
+                                    "each training split, or pass --skip-bad-scans to train without those scans")
+        if info.is_main:
+            print(f"{what}: those scans are skipped and counted when training meets them (--skip-bad-scans)",
+                  file=sys.stderr, flush=True)
+    seen, points, counted = coverage(files, scans)
+    if info.is_main:
+        print(f"--teacher images: a camera sees {seen:.0f} of {points:.0f} points per scan on average "
+              f"({100 * seen / max(points, 1):.1f}%), over {counted} training scans of {files.folder}",
+              file=sys.stderr, flush=True)
+    return files, {**files.checkpoint_entry(), "seen_per_scan": seen, "points_per_scan": points,
+                   "scans_counted": counted}
 
 
 def _unlabelled_split(cfg: RunConfig, cls: type, root: Path, data: SplitData, info: DistInfo,

@@ -4,7 +4,8 @@
 what they name, by the same code the run uses later, before the synthetic set is generated and
 before any process is spawned: the model presets and overrides (each model the run builds is
 built once, on the CPU), the synthetic set's folder, the teacher checkpoint (read and built as the run will:
-readable, a ``model_final.pt`` or a Pointcept checkpoint that fits the preset), and under
+readable, a ``model_final.pt`` or a Pointcept checkpoint that fits the preset) or the camera
+teacher's folder (``--image-predictions``, decision 61), and under
 ``--resume`` every checkpoint the run would continue from (one usable, or none yet). Each
 refusal is one line naming the option or file and the fix, printed once
 (:func:`train.runtime.logging_utils.refuse`), exit
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from train.config import STAGE_ORDER, RunConfig
+from train.config import RunConfig
+from train.data.camera_teacher import open_camera_teacher
 from train.engine.loop import FINAL, LAST, PREV, ModelSpec, load_frozen_teacher, model_spec
 from train.models import build_model
 from train.options.defaults import runs_on_cuda
@@ -31,12 +33,14 @@ def check_inputs(cfg: RunConfig) -> None:
     of ``cfg`` the run could not use; does no work the run would keep."""
     _check_out(cfg)
     _check_data_root(cfg)
-    stages = STAGE_ORDER if cfg.stage == "all" else (cfg.stage,)
+    stages = cfg.stages()
     for kind in ("teacher", "student"):
         if any((s == "teacher") == (kind == "teacher") for s in stages):
             _check_model(cfg, kind)
     if cfg.teacher_checkpoint is not None and cfg.stage != "all":
         load_frozen_teacher(cfg.teacher_checkpoint, CPU, pointcept=_spec(cfg, "teacher"))
+    if cfg.teacher == "images":  # the folder and its image_labels.json; the scans' files: prepare_splits
+        open_camera_teacher(cfg.image_predictions, class_count(cfg), features=False)
     if cfg.resume:
         for stage in stages:
             _check_resume(cfg, Path(cfg.out) / stage)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from train.config import STAGE_ORDER, RunConfig
+from train.config import RunConfig
 from train.data.validation import BadScanError
 from train.engine.loop import FINAL, distill_settings, load_frozen_teacher, model_spec, train_stage, unlabelled_reads
 from train.engine.profiling import StepTimer
@@ -56,7 +56,8 @@ def train_or_reuse(cfg: RunConfig, stage: str, out_dir: Path, data: SplitData, i
         model, _ = load_frozen_teacher(final, info.device)  # finished earlier: reuse its weights
         return model, spec.preset
     teacher = None
-    if distill_settings(cfg, stage).uses_teacher:
+    settings = distill_settings(cfg, stage)
+    if settings.uses_teacher and not settings.camera:  # the camera teacher is the batch's (decision 61)
         if teacher_ckpt is None:
             raise ValueError(f"stage {stage} needs --teacher-checkpoint")
         # a Pointcept checkpoint (spec H) is built as the --teacher-preset for these classes
@@ -94,6 +95,9 @@ def run_stage(cfg: RunConfig, stage: str, data: SplitData, info: DistInfo, teach
     unlabelled = unlabelled_summary(cfg, stage, data, info)
     if unlabelled is not None:
         result["unlabelled_scans"] = unlabelled
+    settings = distill_settings(cfg, stage)
+    if settings.camera and settings.uses_teacher:
+        result["camera_teacher"] = data.camera
     return result, model
 
 
@@ -125,9 +129,12 @@ def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     barrier()
-    stages = STAGE_ORDER if cfg.stage == "all" else (cfg.stage,)
+    stages = cfg.stages()
     if info.is_main:  # one line, with or without --progress
         print(backends_line(cfg, stages, info.device), flush=True)
+        if cfg.teacher == "images" and cfg.stage == "all":
+            print(f"--teacher images: --stage all trains {', '.join(stages)} (no teacher stage: the camera predictions "
+                  f"of {cfg.image_predictions} are the teacher)", flush=True)
     if any(distill_settings(cfg, stage).active("topo") for stage in stages):
         # the persistence workers start now, and on a new machine compile, during the earlier stages
         start_persistence(cfg.topo_workers)
@@ -158,7 +165,7 @@ def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
         header = (f"# {cfg.dataset} validation: per-class IoU %, mIoU %, parameters, latency "
                   f"({info.device.type}, {time.perf_counter() - t0:.0f} s total)")
         table = write_report(out / "results", results, data.class_names, header=header)
-        lines = "".join(unlabelled_line(label, r) for label, r in results.items())
+        lines = "".join(unlabelled_line(label, r) + camera_line(label, r) for label, r in results.items())
         if lines:
             with (out / "results.md").open("a") as fh:
                 fh.write(lines.lstrip("\n") + "\n")
@@ -176,6 +183,18 @@ def unlabelled_line(label: str, result: dict[str, Any]) -> str:
         return ""
     return (f"\n{label}: trained on {u['read']} unlabelled scans of split {u['split']!r} (ratio {u['ratio']:g}; "
             f"{u['distinct']} distinct of its {u['in_split']})")
+
+
+def camera_line(label: str, result: dict[str, Any]) -> str:
+    """The line under the results table that says how much of the scans the camera teacher covered
+    ('' for a stage without it; decision 61)."""
+    c = result.get("camera_teacher")
+    if c is None:
+        return ""
+    share = 100 * c["seen_per_scan"] / max(c["points_per_scan"], 1)
+    return (f"\n{label}: camera teacher {c['predictions']}: a camera sees {c['seen_per_scan']:.0f} of "
+            f"{c['points_per_scan']:.0f} points per scan on average ({share:.1f}%; {c['scans_counted']} "
+            "training scans)")
 
 
 def write_run_plots(cfg: RunConfig, out: Path, models: dict[str, torch.nn.Module], results: dict[str, dict[str, Any]],
