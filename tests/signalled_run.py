@@ -12,7 +12,7 @@ launcher passed on late, or one a scheduler sent to every process of the job), t
 ``SIGNAL_AT_EXIT=1``: every rank, as it exits (at ``atexit``), runs one more all-reduce of a
 Python tensor on its run's gloo group (kept from before ``destroy_process_group``, which leaves it
 running once DDP was built), so that a ``pt_gloo_runloop`` thread frees a tensor that has a Python
-object in the rank's last moments, the order of events of issue 55's abort; and leaves a sentinel
+object in the rank's last moments, the order of events of a rank's abort at exit; and leaves a sentinel
 that only a finalizing interpreter frees, which prints ``rank R finalized with threads [...]``
 (the native threads then alive, by name): the state in which such a thread aborts the process.
 The hooks wrap ``train.engine.loop.read_scalars``, ``train.runtime.checkpoint.atomic_write`` and
@@ -57,7 +57,7 @@ class _FreedWhenFinalizing:
 
 def _last_collective(group: list) -> None:  # type: ignore[type-arg]
     """In a rank: one more all-reduce of a Python tensor on the run's group, which rank 0 joins half a
-    second late, while the other ranks keep the GIL (a switch interval of hours: a thread asking for
+    second late, while the other ranks keep the GIL (a switch interval of an hour: a thread asking for
     it is not given it until it is released), so that their ``pt_gloo_runloop`` thread frees the
     tensor and waits for the GIL as the interpreter finalizes; then the sentinel of finalization."""
     import gc
@@ -134,7 +134,8 @@ def _install(at: int, again: bool, late: bool, at_exit: bool) -> None:
 
 
 if __name__ in ("__main__", "__mp_main__") and os.environ.get("SIGNAL_AT"):
-    _install(int(os.environ["SIGNAL_AT"]), *(os.environ.get(f"SIGNAL_{name}") == "1" for name in ("AGAIN", "LATE", "AT_EXIT")))
+    _install(int(os.environ["SIGNAL_AT"]),
+             *(os.environ.get(f"SIGNAL_{name}") == "1" for name in ("AGAIN", "LATE", "AT_EXIT")))
 
 if __name__ == "__main__":
     from train.run import main

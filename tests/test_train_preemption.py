@@ -14,7 +14,7 @@ process is signalled once more as it exits, after its run has stopped: a signal 
 killed a process there now and then (about one run in fifteen on a loaded machine), and this makes
 that moment certain, so that the exit status 75 cannot be had by luck. The same runs end with one
 more all-reduce whose gloo thread frees its tensor as the rank leaves, the moment that aborted a
-rank now and then (issue 55), and check that no rank's interpreter finalizes while gloo's threads
+rank now and then (SIGABRT, the launcher said 134), and check that no rank's interpreter finalizes while gloo's threads
 run, which every rank did before (decision 46). Each run's output goes to a
 file, as under SLURM. One uninterrupted single launch (started with ``--resume`` as a requeue script
 starts it) is the reference every other run is compared with. Most of a run's cost is the start of

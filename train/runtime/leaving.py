@@ -8,13 +8,13 @@ object takes the GIL. When the rank's interpreter is finalizing by then (the thr
 GIL in the last milliseconds of the rank's Python), CPython (3.11) ends the asking thread with
 ``pthread_exit``, whose unwinding through the tensor's destructor (``noexcept``) calls
 ``std::terminate``: "terminate called without an active exception", SIGABRT, after the checkpoint
-was written, and the launcher reported 134 instead of 75 (issue 55). The threads cannot be joined
+was written, and the launcher reported 134 instead of 75. The threads cannot be joined
 from Python, so :func:`leave` never finalizes: it does what the interpreter's exit does in Python
 (waits for the threads Python started that are not daemons, runs the ``atexit`` functions: the
 persistence pool's shutdown, ``logging.shutdown``, multiprocessing's end of the loader workers),
-flushes ``sys.stdout`` and ``sys.stderr`` and ends the process with ``os._exit``, which skips
-the interpreter's finalization and the C++ static destructors, during which no Python code of
-the run runs. The group's threads end with the process.
+flushes ``sys.stdout`` and ``sys.stderr`` and ends the process with ``os._exit``: the
+interpreter's finalization (collections, module teardown) and the C++ static destructors are
+skipped, and the group's threads end with the process. Account: ``docs/notes/preempted-rank-exit.md``.
 """
 from __future__ import annotations
 
