@@ -200,7 +200,9 @@ def launch(main: Callable[[list[str]], int], argv: Sequence[str], procs: int, de
     anything else propagates. The ``signals`` are recorded while ``body`` runs and the group is
     left (:func:`train.runtime.preemption.watch`), in a rank until it exits; a run stopped by one
     (:class:`train.runtime.preemption.Preempted`) says so in one line from rank 0 and returns
-    :data:`train.runtime.preemption.PREEMPTED_EXIT`."""
+    :data:`train.runtime.preemption.PREEMPTED_EXIT`. A rank of an outside launcher (torchrun) does
+    not return: it ends with that status (1 after a bug's traceback) through
+    :func:`train.runtime.leaving.leave`, as a :func:`spawn_local` rank does."""
     if procs > 1 and "WORLD_SIZE" not in os.environ:
         return spawn_local(main, argv, procs, prog, signals)
     if under_external_launcher():  # a torchrun rank ends as a spawn_local one does (decision 46)
