@@ -12,7 +12,10 @@ the launcher signalled in the middle of step 3 (epoch 2 of 3) and, for the ``--p
 once more while the checkpoint is written; in a third run (and in the preempted 2-node run) every
 process is signalled once more as it exits, after its run has stopped: a signal that came late
 killed a process there now and then (about one run in fifteen on a loaded machine), and this makes
-that moment certain, so that the exit status 75 cannot be had by luck. Each run's output goes to a
+that moment certain, so that the exit status 75 cannot be had by luck. The same runs end with one
+more all-reduce whose gloo thread frees its tensor as the rank leaves, the moment that aborted a
+rank now and then (SIGABRT, the launcher said 134), and check that no rank's interpreter finalizes while gloo's threads
+run, which every rank did before (decision 46). Each run's output goes to a
 file, as under SLURM. One uninterrupted single launch (started with ``--resume`` as a requeue script
 starts it) is the reference every other run is compared with. Most of a run's cost is the start of
 its processes (about 3.5 CPU-seconds each here: torch, the compiler modules its optimiser imports,
@@ -36,7 +39,7 @@ from test_train_support import TINY_MODEL, tiny_config, tiny_data_folder
 from train.runtime.checkpoint import content_digest, load_checkpoint
 from train.runtime.distributed import ResumableDistributedSampler
 from train.engine.loop import FINAL, LAST
-from train.runtime.preemption import PREEMPTED_EXIT
+from train.runtime.preemption import PREEMPTED_EXIT, Preempted, watch
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = Path(__file__).with_name("signalled_run.py")
@@ -149,17 +152,33 @@ def preempted(base: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def two_nodes_preempted(base: Path) -> dict[str, str]:
     """A 2-node run whose rank 0's torchrun is signalled in step 3, and each process once more as it
-    exits (its checkpoint's digests): both processes outlive that signal, and the other node's
-    torchrun, which reports its process's status, saw 75 (rank 0's torchrun, signalled, exits 1)."""
-    nodes = _two_nodes(_config(base, "two_nodes_preempted", procs=1), SIGNAL_AT=str(AT), SIGNAL_LATE="1")
-    _outlived_the_late_signal(nodes[0][1], 0)
-    _outlived_the_late_signal(nodes[1][1], 1)
+    exits, after one more all-reduce (its checkpoint's digests): both processes outlive that
+    signal without finalizing their interpreter, and the other node's torchrun, which reports its
+    process's status, saw 75 (rank 0's torchrun, signalled, exits 1)."""
+    nodes = _two_nodes(_config(base, "two_nodes_preempted", procs=1), SIGNAL_AT=str(AT), SIGNAL_LATE="1",
+                       SIGNAL_AT_EXIT="1")
+    _outlived_the_late_signal(nodes[0][1], "rank 0")
+    _outlived_the_late_signal(nodes[1][1], "rank 1")
+    _left_without_finalizing(nodes[0][1] + nodes[1][1])
     assert f"exitcode  : {PREEMPTED_EXIT} " in nodes[1][1], nodes[1][1]
     return _stopped_at_the_step(base / "two_nodes_preempted", "\n".join(log for _, log in nodes))
 
 
-def _outlived_the_late_signal(log: str, *ranks: int) -> None:
-    assert all(f"signalled_run: rank {r} outlived a late SIGTERM" in log.splitlines() for r in ranks), log
+@pytest.fixture(scope="module")
+def late(base: Path) -> tuple[int, str]:
+    """A 2-process run of the ``--procs`` launcher signalled in step 3, whose every process is
+    signalled once more as it exits, and whose ranks run one more all-reduce as they exit (with
+    rank 1 keeping the GIL from its gloo thread: ``SIGNAL_AT_EXIT`` of ``tests/signalled_run.py``)."""
+    return _train(_config(base, "late"), SIGNAL_AT=str(AT), SIGNAL_LATE="1", SIGNAL_AT_EXIT="1")
+
+
+def _outlived_the_late_signal(log: str, *processes: str) -> None:
+    assert all(f"signalled_run: {p} outlived a late SIGTERM" in log.splitlines() for p in processes), log
+
+
+def _left_without_finalizing(log: str) -> None:
+    """No rank's interpreter finalized (``tests/signalled_run.py`` names the threads then alive)."""
+    assert "finalized with threads" not in log, log
 
 
 def test_a_run_logging_to_a_file_writes_plain_lines_and_a_resume_without_checkpoint_says_so(
@@ -177,15 +196,28 @@ def test_a_two_node_torchrun_run_equals_the_single_launch(base: Path, single: Pa
     _assert_same_run(single, base / "two_nodes")
 
 
-def test_a_signal_reaching_the_processes_as_they_exit_leaves_the_exit_status_75(base: Path) -> None:
+def test_a_signal_reaching_the_processes_as_they_exit_leaves_the_exit_status_75(
+        base: Path, late: tuple[int, str]) -> None:
     """A preemption signal that reaches the processes after their run stopped (a second SIGTERM
     the launcher passes on late, or one a scheduler sends to every process of the job) changes
     nothing: every process exits 75, and so does the launcher. With the default action put back
-    when the run stopped, it killed the process (the launcher exited 143)."""
-    code, log = _train(_config(base, "late"), SIGNAL_AT=str(AT), SIGNAL_LATE="1")
+    when the run stopped, it killed the process (the launcher exited 143), and the launcher itself
+    (which put its own back after its ranks ended) died of it with 143."""
+    code, log = late
     assert code == PREEMPTED_EXIT, log
-    _outlived_the_late_signal(log, 0, 1)
+    _outlived_the_late_signal(log, "rank 0", "rank 1", "the launching process")
     _stopped_at_the_step(base / "late", log)
+
+
+def test_a_rank_leaves_without_finalizing_its_interpreter_while_gloo_threads_run(late: tuple[int, str]) -> None:
+    """gloo's threads outlive ``destroy_process_group`` once DDP was built; a ``pt_gloo_runloop``
+    thread that frees a tensor as its rank's interpreter finalizes is ended by CPython with
+    ``pthread_exit`` and the rank aborts ("terminate called without an active exception", the
+    launcher exited 134 in five of six such runs before the ranks left with ``os._exit``). Every
+    rank reached that finalization with those threads alive; now none finalizes, and the run exits 75."""
+    code, log = late
+    _left_without_finalizing(log)
+    assert code == PREEMPTED_EXIT, log
 
 
 def test_sigterm_mid_epoch_to_either_launcher_checkpoints_the_step_with_the_same_state(
@@ -211,6 +243,22 @@ def test_a_resume_on_another_number_of_processes_continues_resharded(base: Path,
     assert int(load_checkpoint(out / "student" / FINAL)["step"]) == 6
     rows = (out / "student" / "train_log.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, 7))
+
+
+def test_a_process_stopped_by_a_preemption_ignores_the_signals_until_it_exits(tmp_path: Path) -> None:
+    """A single process (no rank) that stopped on a signal exits 75 next: a late second signal must
+    not kill it there, where the handler it had before (the default action) put back let it end
+    with 143; a block that ends otherwise gives the handler back."""
+    before = signal.getsignal(signal.SIGUSR1)
+    try:
+        with watch([signal.SIGUSR1]):
+            pass
+        assert signal.getsignal(signal.SIGUSR1) == before
+        with pytest.raises(Preempted), watch([signal.SIGUSR1]):
+            raise Preempted(signal.SIGUSR1, AT, tmp_path / LAST)
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGUSR1, before)
 
 
 @pytest.mark.parametrize("size", [3, 7, 10])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,29 @@ def test_a_launch_exits_75_only_when_every_process_did(tmp_path: Path, capsys: p
     running aborts a process) fails the launch: a requeue script must not take it for a clean stop."""
     assert spawn_local(_stops_then_rank_1_aborts, [str(tmp_path)], 2) == 128 + signal.SIGABRT
     assert "rank 1 was killed by SIGABRT" in capsys.readouterr().err
+
+
+_LEAVING = """
+import atexit, sys, threading, time
+from train.runtime.leaving import leave
+atexit.register(print, "atexit function ran")
+threading.Thread(target=lambda: (time.sleep(0.2), print("thread finished"))).start()
+sys.stdout.write("buffered line\\n")  # a pipe: block-buffered, not yet written
+leave(75)
+print("not reached")
+"""
+
+
+def test_leave_ends_a_process_after_its_threads_its_atexit_functions_and_its_buffered_output() -> None:
+    """``train.runtime.leaving.leave`` skips only the interpreter's finalization: what a normal exit
+    does in Python (threads joined, ``atexit`` functions, streams flushed) still happens, then the
+    process ends with the status it was given."""
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # the output is buffered
+    done = subprocess.run([sys.executable, "-c", _LEAVING], cwd=root, capture_output=True, text=True, timeout=60,
+                          env={**env, "PYTHONPATH": str(root)})
+    assert done.returncode == PREEMPTED_EXIT, done.stderr
+    assert done.stdout.splitlines() == ["buffered line", "thread finished", "atexit function ran"], done
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
+from train.runtime.leaving import leave
 from train.runtime.preemption import PREEMPTED_EXIT, Preempted, watch
 
 
@@ -83,7 +84,7 @@ def _spawned(rank: int, entry: Callable[[list[str]], int], argv: list[str], proc
     except BaseException:  # a bug: its traceback is the parent's to print
         to_parent.send(traceback.format_exc().rstrip())
         code = 1
-    sys.exit(code)
+    leave(code)  # not sys.exit: gloo's threads would outlive the interpreter (decision 46)
 
 
 def report_failure(message: str) -> None:
@@ -110,7 +111,9 @@ def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: i
     same step with :data:`train.runtime.preemption.PREEMPTED_EXIT`: that status is waited for from
     each, and returned only when every process ended with it (a rank that died after its peer's 75,
     of a signal or an abort, is reported as any failure: a requeue script must not take a crash for
-    a clean stop).
+    a clean stop); then this process ignores those signals, as it exits 75 next, where their
+    previous action (the default) put back let a late one end it with 143. Each process ends with
+    :func:`train.runtime.leaving.leave`.
 
     On a CPU, several single-threaded processes train faster than one multi-threaded process:
     measured here, two ranks of one thread each gave 1.7x the steps per second of one process, while
@@ -162,8 +165,9 @@ def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: i
         proc.join()
     if failed is not None and failed.exitcode == PREEMPTED_EXIT:  # 75 only when every process stopped so
         failed = next((p for p in ranks if p.exitcode != PREEMPTED_EXIT), failed)
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
+    preempted = failed is not None and failed.exitcode == PREEMPTED_EXIT
+    for sig, handler in previous.items():  # stopped: ignored until this process exits 75 (decision 46)
+        signal.signal(sig, signal.SIG_IGN if preempted else handler)
     if failed is None:
         return 0
     for rank, (reader, _) in enumerate(pipes):  # messages sent just before their rank ended
@@ -196,9 +200,24 @@ def launch(main: Callable[[list[str]], int], argv: Sequence[str], procs: int, de
     anything else propagates. The ``signals`` are recorded while ``body`` runs and the group is
     left (:func:`train.runtime.preemption.watch`), in a rank until it exits; a run stopped by one
     (:class:`train.runtime.preemption.Preempted`) says so in one line from rank 0 and returns
-    :data:`train.runtime.preemption.PREEMPTED_EXIT`."""
+    :data:`train.runtime.preemption.PREEMPTED_EXIT`. A rank of an outside launcher (torchrun) does
+    not return: it ends with that status (1 after a bug's traceback) through
+    :func:`train.runtime.leaving.leave`, as a :func:`spawn_local` rank does."""
     if procs > 1 and "WORLD_SIZE" not in os.environ:
         return spawn_local(main, argv, procs, prog, signals)
+    if under_external_launcher():  # a torchrun rank ends as a spawn_local one does (decision 46)
+        try:
+            code = _run(device, deterministic, body, prog, errors, signals)
+        except Exception:  # a bug: its traceback, as Python prints it
+            traceback.print_exc()
+            code = 1
+        leave(code)
+    return _run(device, deterministic, body, prog, errors, signals)
+
+
+def _run(device: str, deterministic: bool, body: Callable[[DistInfo], object], prog: str,
+         errors: tuple[type[Exception], ...], signals: Sequence[signal.Signals]) -> int:
+    """:func:`launch` in this process: the group joined, ``body`` run and the group left; the exit status."""
     info = init_from_env(device)
     if deterministic:
         torch.use_deterministic_algorithms(True)

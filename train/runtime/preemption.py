@@ -8,8 +8,9 @@ it (:func:`requested`); the training loop asks at the end of every step, the pro
 leave with :class:`Preempted`, which the launcher turns into one line naming the checkpoint and
 the exit status :data:`PREEMPTED_EXIT` (decision 46). A second signal while the checkpoint is
 written is recorded again and changes nothing: the save finishes (and a SIGKILL during it still
-leaves the previous checkpoint, :func:`train.runtime.checkpoint.atomic_write`). In a rank, one that
-arrives after the run stopped, as the process leaves, is ignored (``watch(until_exit=True)``).
+leaves the previous checkpoint, :func:`train.runtime.checkpoint.atomic_write`). One that arrives
+after the run stopped, as the process leaves, is ignored in a rank (``watch(until_exit=True)``) and
+in any process that stopped on one (it exits 75 next).
 """
 from __future__ import annotations
 
@@ -43,18 +44,23 @@ def watch(signals: Sequence[signal.Signals], until_exit: bool = False) -> Iterat
     """Record ``signals`` instead of dying of them while the block runs (main thread only).
 
     ``until_exit``: after the block the signals are ignored instead of given back their previous
-    action, for a process that exits after it (a rank of ``--procs`` or torchrun). A signal that
+    action, for a process that exits after it (a rank of ``--procs`` or torchrun); so they are after
+    a block that stopped with :class:`Preempted`, as its process exits 75 next. A signal that
     reaches such a process while it leaves (a second SIGTERM its launcher passes on late, or one a
     scheduler sends to every process of the job) then changes nothing, where the default action,
     put back, killed it after its checkpoint and its launcher reported 143 instead of 75; ignored,
     not recorded: the interpreter puts the default action back for a Python handler as it ends
     (decision 46)."""
     previous = {sig: signal.signal(sig, _record) for sig in signals}
+    stopped = False
     try:
         yield
+    except Preempted:
+        stopped = True
+        raise
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_IGN if until_exit else handler)
+            signal.signal(sig, signal.SIG_IGN if until_exit or stopped else handler)
         _received.clear()
 
 
