@@ -1,4 +1,4 @@
-"""``python -m train.study --table cameras`` (issue 58 item 4): the camera teacher unit and its rows.
+"""``python -m train.study --table cameras``: the camera teacher unit and its rows.
 
 The smoke form runs the whole chain at its smallest size: the label-scarce synthetic set rendered
 with the ring rig, the 2D teacher on the training scenes' images, predictions and projection, the

@@ -12,6 +12,12 @@ One teacher is trained (or reused), then every (row, seed) unit trains one stude
   KD and the full objective with the scans of ``--unlabelled-split`` mixed in; on the synthetic set
   its data default to the label-scarce regime (:data:`train.study.budget.LABEL_SCARCE`), for the
   teacher too, which, like the CE and KD rows, trains on the labelled scans only.
+* ``--table cameras`` (the camera teacher): the label-scarce regime rendered with the ``ring`` rig; the
+  teacher is the camera pipeline (:mod:`train.study.camera_unit`: a 2D network on the training
+  scenes' images, its predictions carried onto the points, decisions 60-62), the rows the CE
+  student on the labelled scans and two students distilled from the cameras with the unlabelled
+  scans mixed in, L_kld alone and with L_topo on the 2D features (no L_grad, decision 61). With
+  ``--converge`` only the CE student's budget is searched.
 * Table 11 (``--table 11``): KD+topo with each distance between the diagrams: PWCD, Sinkhorn OT at
   every ``--sinkhorn-eps-grid`` value (the paper's 0.02 0.05 0.1 0.2 by default; decision 31) and
   TopKD's persistence images (decision 32, with its own l_topo, :data:`PI_LAMBDA_TOPO`), with the CE
@@ -464,8 +470,9 @@ def run_rows(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, roo
 def run_study(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, info: DistInfo,
               argv: Sequence[str]) -> dict[str, Any]:
     """With ``--converge`` search the CE student's budget per regime, then the teacher's; without,
-    train the teacher (``--table cameras``: make the camera unit, and search no teacher budget); then every unit of every regime; write each regime's report and return their numbers
-    (one study, or ``{regime: study}`` with ``--regime``)."""
+    train the teacher (``--table cameras``: make the camera unit, and search no teacher budget);
+    then every unit of every regime; write each regime's report and return their numbers (one
+    study, or ``{regime: study}`` with ``--regime``)."""
     out = Path(args.out)
     t0 = time.perf_counter()
     if args.keep_units and info.is_main:

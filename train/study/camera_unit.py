@@ -1,4 +1,4 @@
-"""The camera teacher unit of ``python -m train.study --table cameras`` (issue 58, decisions 57-62).
+"""The camera teacher unit of ``python -m train.study --table cameras`` (decisions 57-62).
 
 The rows of a camera study distil from a 2D model's predictions carried onto the points through
 the cameras (decision 61), so its "teacher" is a pipeline, made once, under ``<out>/camera/``:
