@@ -17,7 +17,7 @@ from tests.test_train_support import TINY_MODEL
 from train.data.waymo import WaymoDataset
 from train.study.ablation import main, study_rows
 
-CAMERA_ROWS = ("camera KD+unlabelled", "camera KD+topo+unlabelled")
+CAMERA_ROWS = ("camera KD", "camera KD+unlabelled", "camera KD+topo+unlabelled")
 
 
 def _argv(tmp_path: Path) -> list[str]:
@@ -26,16 +26,18 @@ def _argv(tmp_path: Path) -> list[str]:
     return ["--table", "cameras", "--config", str(cfg), "--out", str(tmp_path / "study"), "--seeds", "0", "1",
             "--data-root", str(tmp_path / "data"), "--synthetic-scenes", "5", "--synthetic-unlabelled-scenes", "2",
             "--synthetic-beams", "8", "--synthetic-azimuth-steps", "64", "--grid-size", "0.3", "--epochs", "1",
-            "--batch-size", "2", "--iters-per-epoch", "2", "--device", "cpu", "--deterministic", "--topo-m", "32",
+            "--batch-size", "2", "--iters-per-epoch", "1", "--device", "cpu", "--deterministic", "--topo-m", "32",
             "--latency-runs", "1", "--no-tensorboard", "--no-progress", "--procs", "1",
             "--image-teacher-epochs", "1"]
 
 
 def test_the_camera_rows_distil_from_the_projected_predictions_without_a_saliency_term() -> None:
     rows = study_rows("cameras", {}, [], unlabelled_split="unlabelled", camera_labels="out/camera/labels")
-    camera = {"teacher": "images", "image_predictions": "out/camera/labels", "unlabelled_split": "unlabelled"}
+    camera = {"teacher": "images", "image_predictions": "out/camera/labels"}
+    mixed = {**camera, "unlabelled_split": "unlabelled"}
     assert [(r.key, r.stage, r.values) for r in rows] == [
-        ("CE", "student", {}), (CAMERA_ROWS[0], "kd", camera), (CAMERA_ROWS[1], "distill", {**camera, "grad": False})]
+        ("CE", "student", {}), (CAMERA_ROWS[0], "kd", camera), (CAMERA_ROWS[1], "kd", mixed),
+        (CAMERA_ROWS[2], "distill", {**mixed, "grad": False})]
 
 
 def test_the_camera_study_runs_end_to_end_at_its_smallest_size(tmp_path: Path) -> None:
@@ -64,12 +66,13 @@ def test_the_camera_study_runs_end_to_end_at_its_smallest_size(tmp_path: Path) -
     assert any((out / "camera" / "eval-labels" / "testing").rglob("*.npy"))
     assert not any(labels.glob("validation/**/*.npy")) and not any(labels.glob("testing/**/*.npy"))
 
-    # the camera rows read those files and mix in the unlabelled split; the CE row reads neither
-    for row, stage in (("CE", "student"), (CAMERA_ROWS[0], "kd"), (CAMERA_ROWS[1], "distill")):
+    # the camera rows read those files, two of them mix in the unlabelled split; the CE row reads neither
+    for row, stage in (("CE", "student"), (CAMERA_ROWS[0], "kd"), (CAMERA_ROWS[1], "kd"), (CAMERA_ROWS[2], "distill")):
         unit = out / "units" / row.replace(" ", "_") / "seed-1"
         extra = torch.load(unit / "model_final.pt", weights_only=False)["extra"]
         assert extra["stage"] == stage
-        assert ("camera_teacher" in extra) == (row != "CE") and ("unlabelled" in extra) == (row != "CE"), row
+        assert ("camera_teacher" in extra) == (row != "CE"), row
+        assert ("unlabelled" in extra) == row.endswith("+unlabelled"), row
 
 
 @pytest.mark.parametrize("options, message", [

@@ -15,8 +15,9 @@ One teacher is trained (or reused), then every (row, seed) unit trains one stude
 * ``--table cameras`` (the camera teacher): the label-scarce regime rendered with the ``ring`` rig; the
   teacher is the camera pipeline (:mod:`train.study.camera_unit`: a 2D network on the training
   scenes' images, its predictions carried onto the points, decisions 60-62), the rows the CE
-  student on the labelled scans and two students distilled from the cameras with the unlabelled
-  scans mixed in, L_kld alone and with L_topo on the 2D features (no L_grad, decision 61). With
+  student and a student distilled from the cameras (L_kld) on the labelled scans, and two with the
+  unlabelled scans mixed in, L_kld alone and with L_topo on the 2D features (no L_grad, decision
+  61). With
   ``--converge`` only the CE student's budget is searched.
 * Table 11 (``--table 11``): KD+topo with each distance between the diagrams: PWCD, Sinkhorn OT at
   every ``--sinkhorn-eps-grid`` value (the paper's 0.02 0.05 0.1 0.2 by default; decision 31) and
@@ -118,13 +119,14 @@ def study_rows(table: int | str, grid: dict[str, Sequence[float]], saliency_sets
                sinkhorn_eps: Sequence[float] = PAPER_SINKHORN_EPS, unlabelled_split: str | None = None,
                camera_labels: str | None = None) -> list[Row]:
     """The rows of ``table``; CE and KD always come first (the paired differences use them; the
-    camera table has no network teacher, so no KD row). The rows of ``unlabelled`` and ``cameras``
-    mix in the scans of ``unlabelled_split``; no other row reads it. The camera rows distil from
-    the projected predictions in ``camera_labels`` (decision 61: no saliency term)."""
+    camera table has no network teacher, so no KD row). Two rows of ``unlabelled`` and of
+    ``cameras`` mix in the scans of ``unlabelled_split``; no other row reads it. The camera rows
+    distil from the projected predictions in ``camera_labels`` (decision 61: no saliency term)."""
     if table == CAMERA_TABLE:
-        camera = {"teacher": "images", "image_predictions": camera_labels, "unlabelled_split": unlabelled_split}
-        return [CE, Row("camera KD+unlabelled", "kd", camera),
-                Row("camera KD+topo+unlabelled", "distill", {**camera, "grad": False})]
+        camera = {"teacher": "images", "image_predictions": camera_labels}
+        mixed = {**camera, "unlabelled_split": unlabelled_split}
+        return [CE, Row("camera KD", "kd", camera), Row("camera KD+unlabelled", "kd", mixed),
+                Row("camera KD+topo+unlabelled", "distill", {**mixed, "grad": False})]
     if table == UNLABELLED_TABLE:
         mixed = {"unlabelled_split": unlabelled_split}
         return [CE, KD, Row("KD+unlabelled", "kd", mixed), Row("full+unlabelled", "distill", mixed)]
