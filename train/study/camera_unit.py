@@ -37,6 +37,7 @@ import torch
 
 from train.config import RunConfig
 from train.data.camera_images import split_images
+from train.data.cameras import DEFAULT_MIN_DEPTH
 from train.data.image_predictions import ClassMap
 from train.data.image_projection import DEFAULT_CAMERA_RULE, DEFAULT_DEPTH_TEST
 from train.data.labels import WAYMO_CLASSES
@@ -74,7 +75,8 @@ def camera_data_options(out: Path) -> dict[str, Any]:
 
 
 def check_camera_base(base: RunConfig) -> None:
-    """A camera study needs the synthetic set rendered with cameras and an unlabelled split."""
+    """A camera study needs the synthetic set rendered with cameras (its 2D teacher learns the
+    rendered class images); one line naming the option otherwise."""
     if base.dataset != "synthetic":
         raise ValueError(f"--table {CAMERA_TABLE} trains its 2D teacher on the synthetic set's rendered class images; "
                          f"--dataset {base.dataset} has none (label its scans with python -m train.image_labels and "
@@ -105,8 +107,8 @@ def _split_points(root: Path, split: str, labels: Path, labelled: bool) -> tuple
 
 def _project(root: Path, split: str, predictions: Path, features: Path | None, out: Path, probs: bool) -> None:
     """``python -m train.image_labels`` with its default rules on one split (decision 60)."""
-    run = ImageLabelRun(root, predictions, features, out, ClassMap(len(WAYMO_CLASSES)), DEFAULT_CAMERA_RULE, 1.0,
-                        DEFAULT_DEPTH_TEST, probs, False, None)
+    run = ImageLabelRun(root, predictions, features, out, ClassMap(len(WAYMO_CLASSES)), DEFAULT_CAMERA_RULE,
+                        DEFAULT_MIN_DEPTH, DEFAULT_DEPTH_TEST, probs, False, None)
     label_split(WaymoDataset(root, split, labelled=False), run,
                 {"dataset": "synthetic", "data_root": str(root), "split": split, "predictions": str(predictions)})
 
