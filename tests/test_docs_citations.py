@@ -161,7 +161,7 @@ def test_the_scanner_flags_each_kind_of_bad_reference(decision_ids: set[str], se
 
 # ----------------------------------------------------------------------------- the documents themselves
 DOCUMENTS = sorted({ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "benchmarks").glob("*.md")})
-TABLE_FLAG = re.compile(r"--table[ =](?P<values>(?:\d+|unlabelled)(?:\|(?:\d+|unlabelled))*)")
+TABLE_FLAG = re.compile(r"--table[ =](?P<values>(?:\d+|unlabelled|cameras)(?:\|(?:\d+|unlabelled|cameras))*)")
 COMMAND = re.compile(r"python -m (?P<module>(?:train|fast|benchmarks|reference)(?:\.\w+)+)")
 
 

@@ -126,7 +126,7 @@ def eval_pipeline(dataset: str, grid_size: float, view: Any = None) -> Any:
     return Compose(steps[:at] + [view] + steps[at:])
 
 
-def _ensure_synthetic(cfg: RunConfig, info: DistInfo) -> None:
+def ensure_synthetic(cfg: RunConfig, info: DistInfo) -> None:
     from train.runtime.distributed import barrier
 
     if info.is_main:
@@ -148,7 +148,7 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
     from train.data.transforms import build_transforms
 
     if cfg.dataset == "synthetic":
-        _ensure_synthetic(cfg, info)
+        ensure_synthetic(cfg, info)
     cls = dataset_class(cfg.dataset)
     train_split, val_split, test_split = SPLITS[cfg.dataset]
     if cfg.dataset == "synthetic" and cfg.synthetic_test_fraction == 0:

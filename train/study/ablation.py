@@ -12,6 +12,13 @@ One teacher is trained (or reused), then every (row, seed) unit trains one stude
   KD and the full objective with the scans of ``--unlabelled-split`` mixed in; on the synthetic set
   its data default to the label-scarce regime (:data:`train.study.budget.LABEL_SCARCE`), for the
   teacher too, which, like the CE and KD rows, trains on the labelled scans only.
+* ``--table cameras`` (the camera teacher): the label-scarce regime rendered with the ``ring`` rig; the
+  teacher is the camera pipeline (:mod:`train.study.camera_unit`: a 2D network on the training
+  scenes' images, its predictions carried onto the points, decisions 60-62), the rows the CE
+  student and a student distilled from the cameras (L_kld) on the labelled scans, and two with the
+  unlabelled scans mixed in, L_kld alone and with L_topo on the 2D features (no L_grad, decision
+  61). With
+  ``--converge`` only the CE student's budget is searched.
 * Table 11 (``--table 11``): KD+topo with each distance between the diagrams: PWCD, Sinkhorn OT at
   every ``--sinkhorn-eps-grid`` value (the paper's 0.02 0.05 0.1 0.2 by default; decision 31) and
   TopKD's persistence images (decision 32, with its own l_topo, :data:`PI_LAMBDA_TOPO`), with the CE
@@ -63,12 +70,15 @@ from train.runtime.files import atomic_write
 from train.runtime.distributed import DistInfo, barrier, launch
 from train.study.budget import (DEFAULT_MAX_DOUBLINGS, DEFAULT_TOLERANCE, LABEL_SCARCE, REGIMES, BudgetSearch,
                                 check_search, regime_conflicts, search_budget)
+from train.study.camera_unit import (CAMERA_TABLE, DEFAULT_IMAGE_EPOCHS, camera_data_options, camera_labels_folder,
+                                     camera_unit, check_camera_base)
 from train.study.report import BUDGET_PLOT, budget_curves, log_quarters, logged_steps, plot_budgets, write_study_report
 from train.study.units import (RESULT, TRAIN_LOG, check_reproduced, evaluations_differ, follow_kept_log, keep_units,
                                needs_retraining, restore_units)
 
 UNLABELLED_TABLE = "unlabelled"  # the label-scarce question (decision 57), not a table of the paper
-TABLES: tuple[int | str, ...] = (5, 7, 10, 11, UNLABELLED_TABLE)
+TABLES: tuple[int | str, ...] = (5, 7, 10, 11, UNLABELLED_TABLE, CAMERA_TABLE)
+SCARCE_TABLES = (UNLABELLED_TABLE, CAMERA_TABLE)  # the tables of the label-scarce regime
 # The paper's Table 7 grid (App. C): lambda_topo in {0.5, 4, 8}, lambda_grad and lambda_kld in
 # {0.5, 1, 2}.
 PAPER_GRID: dict[str, tuple[float, ...]] = {
@@ -106,9 +116,17 @@ def _num(v: float) -> str:
 
 
 def study_rows(table: int | str, grid: dict[str, Sequence[float]], saliency_sets: Sequence[Sequence[int]],
-               sinkhorn_eps: Sequence[float] = PAPER_SINKHORN_EPS, unlabelled_split: str | None = None) -> list[Row]:
-    """The rows of ``table``; CE and KD always come first (the paired differences use them). The
-    rows of ``unlabelled`` mix in the scans of ``unlabelled_split``; no other row reads it."""
+               sinkhorn_eps: Sequence[float] = PAPER_SINKHORN_EPS, unlabelled_split: str | None = None,
+               camera_labels: str | None = None) -> list[Row]:
+    """The rows of ``table``; CE and KD always come first (the paired differences use them; the
+    camera table has no network teacher, so no KD row). Two rows of ``unlabelled`` and of
+    ``cameras`` mix in the scans of ``unlabelled_split``; no other row reads it. The camera rows
+    distil from the projected predictions in ``camera_labels`` (decision 61: no saliency term)."""
+    if table == CAMERA_TABLE:
+        camera = {"teacher": "images", "image_predictions": camera_labels}
+        mixed = {**camera, "unlabelled_split": unlabelled_split}
+        return [CE, Row("camera KD", "kd", camera), Row("camera KD+unlabelled", "kd", mixed),
+                Row("camera KD+topo+unlabelled", "distill", {**mixed, "grad": False})]
     if table == UNLABELLED_TABLE:
         mixed = {"unlabelled_split": unlabelled_split}
         return [CE, KD, Row("KD+unlabelled", "kd", mixed), Row("full+unlabelled", "distill", mixed)]
@@ -136,10 +154,11 @@ def study_rows(table: int | str, grid: dict[str, Sequence[float]], saliency_sets
 
 
 def unit_config(base: RunConfig, row: Row, seed: int, unit_dir: Path, teacher_ckpt: Path | None) -> RunConfig:
-    """The resolved config of one (row, seed) unit (validated like any run); the CE row reads no teacher."""
+    """The resolved config of one (row, seed) unit (validated like any run); the CE row reads no
+    teacher, nor does a row taught by the cameras (``teacher_ckpt`` None: its row names its files)."""
     values = {**base.to_dict(), "unlabelled_split": None, **row.values, "stage": row.stage, "seed": seed,
-              "out": str(unit_dir),
-              "teacher_checkpoint": str(teacher_ckpt) if row.stage != "student" else None, "resume": True}
+              "out": str(unit_dir), "resume": True,
+              "teacher_checkpoint": str(teacher_ckpt) if row.stage != "student" and teacher_ckpt else None}
     return finalize(values)
 
 
@@ -217,7 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", type=_table, choices=TABLES, default=5,
                    help="which ablation table (default 5), or unlabelled: CE and KD on the labelled scans, KD and the "
                    "full objective with --unlabelled-split mixed in (on the synthetic set: the label-scarce regime, "
-                   "train/study/budget.py LABEL_SCARCE; decision 57)")
+                   "train/study/budget.py LABEL_SCARCE; decision 57), or cameras: the same regime rendered with "
+                   "cameras, CE against students distilled from a 2D teacher through them (train/study/camera_unit.py)")
+    p.add_argument("--image-teacher-epochs", type=int, default=DEFAULT_IMAGE_EPOCHS,
+                   help=f"--table cameras: epochs of the 2D teacher on the training images (default "
+                   f"{DEFAULT_IMAGE_EPOCHS})")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every row (>= 2)")
     p.add_argument("--out", default=None, help="study directory (default runs/study-<dataset>-table<N>)")
     p.add_argument("--rows", nargs="+", default=None, help="run only these row keys (default: all)")
@@ -264,7 +287,7 @@ def _saliency_sets(texts: Sequence[str]) -> list[list[int]]:
 def select_rows(args: argparse.Namespace, unlabelled_split: str | None = None) -> list[Row]:
     """The rows of ``args.table`` (restricted to ``--rows`` when given); unknown keys are errors."""
     rows = study_rows(args.table, {k: getattr(args, k) for k in PAPER_GRID}, _saliency_sets(args.saliency_sets),
-                      args.sinkhorn_eps_grid, unlabelled_split)
+                      args.sinkhorn_eps_grid, unlabelled_split, str(camera_labels_folder(Path(args.out))))
     if args.rows is None:
         return rows
     unknown = set(args.rows) - {r.key for r in rows}
@@ -283,8 +306,14 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[Row], Ru
         rest = ["--dataset", "synthetic", *rest]
     base = resolve(rest)
     explicit = _explicit_options(rest)
-    if args.table == UNLABELLED_TABLE:
-        base = _label_scarce(base, explicit)
+    if args.table in SCARCE_TABLES:
+        base = _label_scarce(base, explicit, args.table)
+    if args.table == CAMERA_TABLE:
+        check_camera_base(base)
+        if args.image_teacher_epochs < 1:
+            raise ValueError(f"--image-teacher-epochs must be >= 1, got {args.image_teacher_epochs}")
+    if args.out is None:
+        args.out = str(Path("runs") / f"study-{base.dataset}-table{args.table}")
     rows = select_rows(args, base.unlabelled_split)
     if base.log_term_grads == 0:
         base.log_term_grads = TERM_GRAD_INTERVAL
@@ -297,18 +326,18 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[Row], Ru
     if args.converge:
         check_search(base.teacher_epochs, args.budget_tolerance, args.max_doublings)
         check_search(base.epochs, args.budget_tolerance, args.max_doublings)
-    if args.out is None:
-        args.out = str(Path("runs") / f"study-{base.dataset}-table{args.table}")
     return args, rows, base
 
 
-def _label_scarce(base: RunConfig, explicit: dict[str, Any]) -> RunConfig:
-    """``base`` for ``--table unlabelled``: on the synthetic set the label-scarce regime's data
-    (:data:`LABEL_SCARCE`) for every option not given; an unlabelled split in any case."""
+def _label_scarce(base: RunConfig, explicit: dict[str, Any], table: str) -> RunConfig:
+    """``base`` for ``--table unlabelled`` or ``cameras``: on the synthetic set the label-scarce
+    regime's data (:data:`LABEL_SCARCE`, and for ``cameras`` the ring rig) for every option not
+    given; an unlabelled split in any case."""
     if base.dataset == "synthetic":
-        base = finalize({**base.to_dict(), **{k: v for k, v in LABEL_SCARCE.items() if k not in explicit}})
+        scarce = {**LABEL_SCARCE, **({"synthetic_cameras": "ring"} if table == CAMERA_TABLE else {})}
+        base = finalize({**base.to_dict(), **{k: v for k, v in scarce.items() if k not in explicit}})
     if base.unlabelled_split is None:
-        raise ValueError(f"--table {UNLABELLED_TABLE} mixes the scans of an unlabelled split into two of its rows: "
+        raise ValueError(f"--table {table} mixes the scans of an unlabelled split into two of its rows: "
                          "pass --unlabelled-split NAME")
     return base
 
@@ -416,11 +445,12 @@ def search_student_budget(args: argparse.Namespace, base: RunConfig, root: Path,
 
 
 def run_rows(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, root: Path, data: SplitData,
-             info: DistInfo, teacher_ckpt: Path,
+             info: DistInfo, teacher_ckpt: Path | None,
              same_as: dict[tuple[str, int], Path]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """Every (row, seed) unit under ``root/units``, seed-major: a study stopped early still has every
     row for the seeds it finished; ``same_as`` maps a (row, seed) to a unit of the same config that
-    serves as it (the CE row at the search's seed is the chosen budget's search unit). Returns the
+    serves as it (the CE row at the search's seed is the chosen budget's search unit); ``teacher_ckpt``
+    None: the rows name their camera teacher's files themselves. Returns the
     units' results by row and, with ``--report-only``, the units left out because they have not
     finished ("<row> seed <s>")."""
     units: dict[str, list[dict[str, Any]]] = {}
@@ -442,23 +472,33 @@ def run_rows(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, roo
 def run_study(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, info: DistInfo,
               argv: Sequence[str]) -> dict[str, Any]:
     """With ``--converge`` search the CE student's budget per regime, then the teacher's; without,
-    train the teacher; then every unit of every regime; write each regime's report and return their numbers
-    (one study, or ``{regime: study}`` with ``--regime``)."""
+    train the teacher (``--table cameras``: make the camera unit, and search no teacher budget);
+    then every unit of every regime; write each regime's report and return their numbers (one
+    study, or ``{regime: study}`` with ``--regime``)."""
     out = Path(args.out)
     t0 = time.perf_counter()
     if args.keep_units and info.is_main:
         restored = restore_units(Path(args.keep_units), out)
         _say(info, base, f"{len(restored)} finished units restored from {args.keep_units}")
     barrier()
-    # the data of every unit, with the unlabelled split its rows mix in (decision 57)
+    camera = None
+    if args.table == CAMERA_TABLE:  # the rows' teacher is the camera pipeline, made before the data is opened
+        _say(info, base, "the camera teacher (2D teacher, predictions, projection)")
+        camera = camera_unit(base, out, args.seeds[0], args.image_teacher_epochs, info, not args.report_only)
+    # the data of every unit, with the unlabelled split its rows mix in (decision 57) and the camera
+    # teacher's files (decision 61)
     data = prepare_splits(finalize({**_teacher_config(base, args.seeds[0], base.teacher_epochs, out).to_dict(),
-                                    "stage": "all", "unlabelled_split": base.unlabelled_split}), info)
+                                    "stage": "all", "unlabelled_split": base.unlabelled_split,
+                                    **(camera_data_options(out) if camera else {})}), info)
     # regime -> (its students' config, its folder)
     regimes = {regime: (regime_config(base, regime), out / regime if regime else out)
                for regime in args.regime or [None]}
     student_searches = {regime: search_student_budget(args, rbase, root, data, info)
                         for regime, (rbase, root) in regimes.items()} if args.converge else {}
-    teacher_dir, teacher, teacher_search = train_teacher(args, base, data, info)
+    teacher_ckpt, teacher, teacher_search = None, camera, None
+    if camera is None:
+        teacher_dir, teacher, teacher_search = train_teacher(args, base, data, info)
+        teacher_ckpt = teacher_dir / FINAL
     command = "python -m train.study " + " ".join(shlex.quote(a) for a in argv)
     studies: dict[str | None, dict[str, Any]] = {}
     for regime, (rbase, root) in regimes.items():
@@ -470,11 +510,10 @@ def run_study(args: argparse.Namespace, rows: Sequence[Row], base: RunConfig, in
         if args.converge:
             student_search = student_searches[regime]
             rbase = finalize({**rbase.to_dict(), "epochs": student_search.chosen})
-            study["budget"] = {"tolerance": args.budget_tolerance, "teacher": teacher_search.to_dict(),
-                               "student": student_search.to_dict()}
+            study["budget"] = {"tolerance": args.budget_tolerance, "student": student_search.to_dict(),
+                               **({"teacher": teacher_search.to_dict()} if teacher_search else {})}
             same_as[(CE.key, args.seeds[0])] = root / "budget" / "student" / f"epochs-{student_search.chosen}"
-        study["rows"], study["unfinished"] = run_rows(args, rows, rbase, root, data, info, teacher_dir / FINAL,
-                                                      same_as)
+        study["rows"], study["unfinished"] = run_rows(args, rows, rbase, root, data, info, teacher_ckpt, same_as)
         if not study["rows"]:
             raise ValueError(f"--report-only: no unit under {root / 'units'} has finished: nothing to report")
         study.update(wall_s_this_invocation=time.perf_counter() - t0, config=rbase.to_dict())

@@ -256,21 +256,36 @@ def budget_lines(budget: dict[str, Any]) -> list[str]:
 
     lines = [f"## Budgets (doubling until validation mIoU gains < {budget['tolerance']:g} points)", "",
              "| model | epochs tried: validation mIoU | converged | used |", "|---|---|---|---|"]
-    for name in ("teacher", "student"):
+    searched = [name for name in ("teacher", "student") if name in budget]  # a camera study searches no teacher
+    for name in searched:
         search = budget[name]
         tried = ", ".join(f"{e}: {_pct(m)}" for e, m in search["tried"])
         label = "teacher" if name == "teacher" else "CE student (every row)"
         lines.append(f"| {label} | {tried} | {'yes' if search['converged'] else '**no**'} | {search['chosen']} epochs |")
-    miou = {name: dict((e, m) for e, m in budget[name]["tried"]) for name in ("teacher", "student")}
+    if len(searched) == 1:
+        return lines + [""]
+    miou = {name: dict((e, m) for e, m in budget[name]["tried"]) for name in searched}
     lines += ["", capacity_statement(miou["teacher"][budget["teacher"]["chosen"]],
                                      miou["student"][budget["student"]["chosen"]],
                                      budget["teacher"]["converged"] and budget["student"]["converged"]), ""]
     return lines
 
 
+def teacher_lines(teacher: dict[str, Any], split: str) -> list[str]:
+    """The report's paragraph on the teacher: a network's scores, or the camera pipeline's."""
+    if teacher.get("kind") == "camera":
+        from train.study.camera_unit import camera_lines
+
+        return camera_lines(teacher, split)
+    return [f"Teacher: {split} mIoU {_pct(teacher[split]['miou'])}, val mIoU {_pct(teacher['val']['miou'])}, "
+            f"{teacher[split]['parameters']:,} parameters.", ""]
+
+
 def table_title(table: int | str) -> str:
     """What a study's ``--table`` reproduces: a table of the paper, or the label-scarce question (decision 57)."""
-    return f"paper Table {table}" if isinstance(table, int) else "distillation with unlabelled scans"
+    if isinstance(table, int):
+        return f"paper Table {table}"
+    return "distillation from cameras" if table == "cameras" else "distillation with unlabelled scans"
 
 
 def render(study: dict[str, Any], summary: dict[str, Any]) -> str:
@@ -283,8 +298,7 @@ def render(study: dict[str, Any], summary: dict[str, Any]) -> str:
              f"Wall time of the units: {sum(e['wall_s'] for e in summary.values()) / 60:.1f} min "
              f"(teacher {study['teacher']['wall_s'] / 60:.1f} min); seeds {study['seeds']}. "
              f"mIoU is reported on the **{split}** split; validation beside it (choices are made on validation).", "",
-             f"Teacher: {split} mIoU {_pct(study['teacher'][split]['miou'])}, val mIoU "
-             f"{_pct(study['teacher']['val']['miou'])}, {study['teacher'][split]['parameters']:,} parameters.", "",
+             *teacher_lines(study["teacher"], split),
              *(budget_lines(study["budget"]) + [f"![budget searches]({'../' if study.get('regime') else ''}"
                                                  f"{BUDGET_PLOT})", ""] if "budget" in study else []),
              *([f"**Not finished, left out of this report** (`--report-only`): {', '.join(study['unfinished'])}. "
