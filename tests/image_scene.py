@@ -195,7 +195,7 @@ def label_counts(dataset: SceneDataset, truth: dict[str, np.ndarray], out: Path,
     class_map = ClassMap(len(CLASSES), {**{i: i for i in range(len(CLASSES))}, SKY: -1})
     run = ImageLabelRun(dataset.root, out.parent / "pred", None, out, class_map, rule, 1.0, depth_test, False,
                         False, None)
-    label_split(dataset, run, {})
+    label_split(dataset, dataset.split, run, {})
     correct = wrong = 0
     for name, classes in truth.items():
         labels = np.load(out / f"{name}.npy")

@@ -213,7 +213,7 @@ def test_cli_writes_labels_probabilities_features_and_provenance(tmp_path, monke
     assert (got["labels"][seen] == truth[name][seen]).mean() > 0.9
     feats = got["features"][seen].astype(np.float64)
     np.testing.assert_allclose(feats[:, 2], feats[:, 0] + 2 * feats[:, 1], atol=0.1)
-    summary = json.loads((tmp_path / "out" / "image_labels.json").read_text())
+    summary = json.loads((tmp_path / "out" / "image_labels.json").read_text())["splits"]["training"]
     assert summary["counts"]["seen_points"] == int(seen.sum()) and summary["classes"] == list(CLASSES)
     assert summary["class_map"]["255"] == "ignore" and summary["feature_channels"] == 3
     assert summary["depth_test"] == {"block": None, "relative": 0.1, "absolute": 1.0}
@@ -273,7 +273,7 @@ def test_bad_input_is_one_line_naming_the_file_and_skip_bad_scans_counts_the_sca
     assert _run(tmp_path, monkeypatch, *extra) == 2
     _one_line_refusal(capsys, needle)
     assert _run(tmp_path, monkeypatch, *extra, "--skip-bad-scans", out="skipped") == 0
-    summary = json.loads((tmp_path / "skipped" / "image_labels.json").read_text())
+    summary = json.loads((tmp_path / "skipped" / "image_labels.json").read_text())["splits"]["training"]
     assert [name for name, _ in summary["counts"]["skipped_scans"]] == [dataset.scan_name(1)]
     assert not (tmp_path / "skipped" / f"{dataset.scan_name(1)}.npy").exists()
     assert (tmp_path / "skipped" / f"{dataset.scan_name(0)}.npy").exists()
@@ -321,10 +321,12 @@ def test_the_output_folder_trains_as_a_scan_folder(tmp_path, monkeypatch, capsys
             np.testing.assert_array_equal(sample["segment"], labels)
             np.testing.assert_array_equal(sample["coord"], expected["coord"])
             np.testing.assert_array_equal(sample["strength"], expected["strength"])
+    summaries = json.loads((tmp_path / "out" / "image_labels.json").read_text())["splits"]
+    assert sorted(summaries) == ["training", "validation"]  # the second run kept the first's entry
+    assert [summaries[s]["counts"]["scans"] for s in ("training", "validation")] == [2, 1]
     assert _run(tmp_path, monkeypatch, "--class-map", class_map, "--folder-split", "val") == 2  # training's again
     _one_line_refusal(capsys, "dataset.yaml lists training00.npz under split 'train': this split's scan of that "
                               "name would replace its files")
-
 
 
 @pytest.mark.parametrize("option, value, needle", [

@@ -96,11 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = ImageLabelRun(root, Path(args.predictions), Path(args.features) if args.features else None, Path(args.out),
                         class_map, args.camera_rule, args.min_depth, depth_test, args.probs, args.skip_bad_scans,
                         args.folder_split)
-    provenance = {"dataset": args.dataset, "data_root": str(root), "split": args.split,
+    provenance = {"dataset": args.dataset, "data_root": str(root),
                   "nuscenes_version": args.nuscenes_version if args.dataset == "nuscenes" else None,
                   "predictions": args.predictions}
     try:
-        summary = label_split(source, run, provenance)
+        summary = label_split(source, args.split, run, provenance)
     except (BadScanError, CalibrationError) as err:
         return refuse(f"train.image_labels: error: {err} (--skip-bad-scans skips such scans)")
     except ValueError as err:  # an output folder whose dataset.yaml does not fit this run

@@ -14,8 +14,9 @@ In the output folder O, per scan (``<scan>`` = the data set's ``scan_name``, "/"
   the identity label map with -1 ignored, ``labels: {file: "{stem}.npy"}``, ``feature: intensity``
   (the strength, scale 1) and, per split, the list of its scans; a second run into O with another
   ``--folder-split`` adds its split (the folder needs ``train`` and ``val`` to train);
-* ``O/image_labels.json``: what made the labels (data set, split, classes, class map, rules) and the
-  counts (scans, skipped scans, seen points, points per number of cameras, labels per class).
+* ``O/image_labels.json``: per split labelled into O, what made its labels (data set, split,
+  classes, class map, rules) and the counts (scans, skipped scans, seen points, points per number of
+  cameras, labels per class).
 
 :func:`read_image_labels` reads a scan's files back, checked against its point count.
 """
@@ -119,8 +120,17 @@ def write_folder_spec(out: Path, spec: dict[str, Any]) -> Path:
     return path
 
 
-def write_summary(out: Path, summary: dict[str, Any]) -> Path:
-    """``out/image_labels.json``."""
+def write_summary(out: Path, split: str, summary: dict[str, Any]) -> Path:
+    """``out/image_labels.json``: ``{"splits": {split: summary}}``, the entry of ``split`` written over that split's earlier one and beside the other splits' (a folder holds the files of
+    every split labelled into it: the training split and the unlabelled one a camera teacher reads)."""
     path = Path(out) / SUMMARY_FILE
-    atomic_write(json.dumps(summary, indent=1).encode(), path)
+    splits: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            splits = json.loads(path.read_text())["splits"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise CorruptFileError(f"{path}: not a summary of python -m train.image_labels ({{'splits': {{split: "
+                                   f"...}}}}): {err}; remove it or choose another --out") from err
+    splits[split] = summary
+    atomic_write(json.dumps({"splits": splits}, indent=1).encode(), path)
     return path

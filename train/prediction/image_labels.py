@@ -48,9 +48,9 @@ def reads_cameras(source: PointCloudDataset) -> bool:
     return type(source).cameras is not PointCloudDataset.cameras
 
 
-def label_split(source: PointCloudDataset, run: ImageLabelRun, provenance: dict[str, Any]) -> dict[str, Any]:
-    """Label every scan of ``source`` (see the module docstring); returns the summary it writes to
-    ``image_labels.json`` (``provenance`` first). Raises the first bad scan's error unless
+def label_split(source: PointCloudDataset, split: str, run: ImageLabelRun, provenance: dict[str, Any]) -> dict[str, Any]:
+    """Label every scan of ``source``, the data set's split ``split`` (see the module docstring);
+    returns the summary it writes as that split's entry of ``image_labels.json`` (``provenance`` first). Raises the first bad scan's error unless
     ``run.skip_bad_scans``."""
     k = source.num_classes
     counts = {"scans": len(source), "labelled_scans": 0, "scans_without_cameras": 0, "skipped_scans": [],
@@ -101,12 +101,12 @@ def label_split(source: PointCloudDataset, run: ImageLabelRun, provenance: dict[
             counts["labels_per_class"], np.bincount(result.labels[result.labels >= 0], minlength=k))]
     if run.folder_split is not None:
         write_folder_spec(run.out, folder_spec(run.out, run.folder_split, written, tuple(source.class_names), frame))
-    summary = {**provenance, "classes": list(source.class_names), "class_map": run.class_map.plain(),
+    summary = {**provenance, "split": split, "classes": list(source.class_names), "class_map": run.class_map.plain(),
                "camera_rule": run.camera_rule, "min_depth": run.min_depth,
                "depth_test": asdict(run.depth_test) if run.depth_test is not None else None,
                "probs": run.probs, "features": str(run.features) if run.features is not None else None,
                "feature_channels": feature_width[0] if feature_width else None, "folder_split": run.folder_split,
                "counts": counts}
-    write_summary(run.out, summary)
+    write_summary(run.out, split, summary)
     return summary
 

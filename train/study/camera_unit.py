@@ -109,8 +109,8 @@ def _project(root: Path, split: str, predictions: Path, features: Path | None, o
     """``python -m train.image_labels`` with its default rules on one split (decision 60)."""
     run = ImageLabelRun(root, predictions, features, out, ClassMap(len(WAYMO_CLASSES)), DEFAULT_CAMERA_RULE,
                         DEFAULT_MIN_DEPTH, DEFAULT_DEPTH_TEST, probs, False, None)
-    label_split(WaymoDataset(root, split, labelled=False), run,
-                {"dataset": "synthetic", "data_root": str(root), "split": split, "predictions": str(predictions)})
+    label_split(WaymoDataset(root, split, labelled=False), split, run,
+                {"dataset": "synthetic", "data_root": str(root), "predictions": str(predictions)})
 
 
 def make_camera_unit(base: RunConfig, out: Path, seed: int, image_epochs: int,
