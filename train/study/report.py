@@ -363,7 +363,8 @@ def plot(study: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
         ax.scatter([i] * len(units), [100 * u[split]["miou"] for u in units], color="black", s=12, zorder=3)
     teacher = 100 * study["teacher"][split]["miou"]
     ax.axhline(teacher, color="#C44E52", linestyle="--", label=f"teacher {teacher:.1f}")
-    ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 5 else 0, ha="right" if len(names) > 5 else "center")
+    slanted = len(names) > 5 or max(len(n) for n in names) > 14  # long row names would overlap level
+    ax.set_xticks(range(len(names)), names, rotation=20 if slanted else 0, ha="right" if slanted else "center")
     ax.set_ylabel(f"{split} mIoU % (mean, 95% CI; dots: seeds)")
     ax.set_title(f"{table_title(study['table'])} on {study['dataset']}, {len(study['seeds'])} seeds")
     low = min(m - h for m, h in zip(means, halves))
