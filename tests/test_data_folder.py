@@ -14,7 +14,7 @@ import yaml
 from test_train_support import run_killed_after_checkpoint, tiny_config
 from train.runtime.checkpoint import load_checkpoint
 from train.data.folder import SPEC_FILE, FolderDataset, UnmappedLabelError, read_folder_spec
-from train.data.scan_files import write_labels, write_scan
+from train.data.scan_files import read_scan, write_labels, write_scan
 from train.data.validation import CorruptFileError, DatasetLayoutError, LabelCountError
 from train.runner.datasets import class_count, prepare_splits
 from train.runtime.distributed import DistInfo
@@ -116,6 +116,7 @@ def test_a_tile_folder_reads_each_scan_from_its_own_centre_and_keeps_the_origin(
     centre = (points[:, :2].min(axis=0) + points[:, :2].max(axis=0)) / 2  # the tile's centre, its lowest z
     np.testing.assert_array_equal(sample["origin"], [*np.round(centre), np.floor(points[:, 2].min())])
     np.testing.assert_allclose(sample["coord"] + sample["origin"], points[:, :3], rtol=0, atol=0.0005 + 1e-6)
+    np.testing.assert_array_equal(sample["xyz"], read_scan(tmp_path / "train" / "a.las").xyz)  # what outputs write
 
 
 def test_npy_labels_beside_npy_scans_are_not_scans_and_negative_raw_ids_map(tmp_path: Path) -> None:

@@ -279,6 +279,17 @@ def test_a_float64_ply_at_northing_5000000_keeps_its_distinct_coordinates(tmp_pa
     assert np.abs(coord[:, :2]).max() < 11.0 and coord[:, 2].min() >= 0.0  # around the tile's centre, z from 0
 
 
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".ply"])
+def test_a_scan_the_project_writes_at_survey_coordinates_reads_back_the_same_float64_points(
+        tmp_path: Path, suffix: str) -> None:
+    far = np.random.default_rng(6).uniform([0.0, 0.0, 0.0], [20.0, 20.0, 5.0], (200, 3)) + NORTHING
+    intensity = np.arange(200.0)[:, None] / 7  # not whole: stored as the format's other columns are
+    write_scan(tmp_path / f"far{suffix}", np.hstack([far, intensity]))
+    scan = read_scan(tmp_path / f"far{suffix}")
+    np.testing.assert_array_equal(scan.xyz, far)  # float32 kept y only to 0.5 m here
+    np.testing.assert_array_equal(scan.values, intensity.astype(np.float32))
+
+
 def test_survey_coordinates_in_the_sensor_frame_are_refused_in_one_line_not_rounded(tmp_path: Path) -> None:
     write_float64_ply(tmp_path / "far.ply", survey_strip() + NORTHING, np.ones(500))
     with pytest.raises(BadScanError, match=r"far\.ply.*5,000,0\d\d m from the origin of frame 'sensor'.*frame: tile") \

@@ -199,6 +199,15 @@ def test_a_tile_model_keeps_its_frame_and_labels_a_survey_tile_as_the_same_scan_
                                   np.load(tmp_path / "npy" / "far.npy"))
 
 
+def test_the_ply_output_of_a_float64_survey_tile_holds_its_points_bit_for_bit(
+        trained_tile: dict[str, Any], tmp_path: Path) -> None:
+    far = np.random.default_rng(8).uniform([0.0, 0.0, 0.0], [20.0, 20.0, 5.0], (300, 3)) + NORTHING  # no lattice
+    write_float64_ply(tmp_path / "in" / "far.ply", far, np.ones(len(far)))
+    assert run("--checkpoint", trained_tile["checkpoint"], "--input", tmp_path / "in", "--out", tmp_path / "out",
+               "--format", "ply") == 0
+    np.testing.assert_array_equal(read_scan(tmp_path / "out" / "far.ply").xyz, far)  # coord + origin was up to 0.5 µm off
+
+
 def test_training_and_prediction_give_a_survey_tile_the_voxels_of_the_same_scan_near_the_origin(
         tmp_path: Path) -> None:
     _, raw = survey_pair(tmp_path / "train")

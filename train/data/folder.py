@@ -25,7 +25,8 @@ and one strength (decision 51), and without a feature the strength is 0 for ever
 reads are measured from: ``sensor`` (the default) as the file stores them, scans around their
 sensor as the published sets (a LAS file: from its header offset); ``tile``: each scan from the
 centre of its bounding box in x, y and its lowest z, in whole metres (tiles in survey coordinates).
-Each sample keeps that origin (``origin``), so outputs go back to the file's frame.
+Each sample keeps that origin (``origin``) and the file's x, y, z as read (``xyz``, float64), which
+outputs that carry coordinates write.
 
 What a model trained on the folder expects of a scan and what its train ids mean (the classes,
 the feature and its scale, the frame, the label map) is the folder's :class:`FolderDescription`; every
@@ -297,7 +298,8 @@ class FolderDataset(PointCloudDataset):
             raw, source = scan.labels, path
         coord, origin = scan.local(self.description.frame)
         segment = np.full(len(coord), IGNORE_INDEX) if raw is None else self._train_ids(raw, source)
-        return make_sample(coord, self.description.strength(scan), segment, self.scan_name(index), path, origin)
+        return make_sample(coord, self.description.strength(scan), segment, self.scan_name(index), path, origin,
+                           scan.xyz)
 
     def _train_ids(self, raw: np.ndarray, source: Path) -> np.ndarray:
         train, known = self._map.lookup(raw, source)

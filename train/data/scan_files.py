@@ -178,12 +178,13 @@ def write_scan(path: str | os.PathLike[str], points: np.ndarray, columns: Sequen
     """Write ``points`` (N, C) (columns ``columns``, default :func:`default_columns`) as the scan
     file ``path`` in the format of its suffix, atomically; ``labels`` (N,) integers go into the
     field ``label_field`` (npz, PLY, LAS; ``.bin`` and ``.npy`` take none: use :func:`write_labels`).
-    ``.bin`` takes exactly x, y, z, intensity; LAS takes x, y, z (kept in float64), optionally
-    intensity and red, green, blue, and stores coordinates in millimetres from the floor of their
-    minimum; the other formats store float32."""
+    ``.bin`` takes exactly x, y, z, intensity and stores float32; the other formats keep x, y, z in
+    float64 (survey coordinates keep their digits): ``.npy`` and ``.npz`` store the table in float64,
+    PLY x, y, z as doubles and the other columns as floats, LAS x, y, z in millimetres from the floor
+    of their minimum, optionally with intensity and red, green, blue."""
     path = Path(path)
     suffix = _suffix(path, SCAN_SUFFIXES, "scan")
-    points = np.asarray(points, dtype=np.float64 if suffix in (".las", ".laz") else np.float32)
+    points = np.asarray(points, dtype=np.float32 if suffix == ".bin" else np.float64)
     columns = default_columns(points.shape[1]) if columns is None else tuple(columns)
     if points.ndim != 2 or len(columns) != points.shape[1] or columns[:3] != XYZ:
         raise ValueError(f"{path}: points {points.shape} must be (N, C) with C column names starting x, y, z, "
@@ -205,7 +206,8 @@ def write_scan(path: str | os.PathLike[str], points: np.ndarray, columns: Sequen
     elif suffix == ".npz":
         np.savez(buffer, points=points, **({} if labels is None else {label_field: labels}))
     elif suffix == ".ply":
-        properties = {name: points[:, i] for i, name in enumerate(columns)}
+        properties = {name: points[:, i] if name in XYZ else points[:, i].astype(np.float32)
+                      for i, name in enumerate(columns)}
         if labels is not None:
             properties[label_field] = labels.astype(np.int32)
         _ply_bytes(buffer, properties)

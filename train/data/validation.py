@@ -120,13 +120,15 @@ def check_finite_coords(coord: np.ndarray, path: Path) -> None:
 
 def make_sample(
     coord: np.ndarray, strength: np.ndarray, segment: np.ndarray, name: str, source: Path,
-    origin: np.ndarray | None = None,
+    origin: np.ndarray | None = None, xyz: np.ndarray | None = None,
 ) -> dict:
     """Assemble the loader sample dict with the contract dtypes and shapes (spec section C).
 
-    ``coord`` (n,3) float32, ``strength`` (n,1) float32, ``segment`` (n,) int64, ``name`` str, and
+    ``coord`` (n,3) float32, ``strength`` (n,1) float32, ``segment`` (n,) int64, ``name`` str,
     ``origin`` (3,) float64: the point of the scan file's own frame that ``coord`` is measured from
-    (:meth:`train.data.scan_files.Scan.local`, decision 53; None: zeros, the file's frame itself).
+    (:meth:`train.data.scan_files.Scan.local`, decision 53; None: zeros, the file's frame itself),
+    and ``xyz`` (n,3) float64: the file's x, y, z exactly as read, what outputs that carry
+    coordinates write (None: ``coord + origin``, exact where the file stores ``coord`` itself).
     """
     coord = np.ascontiguousarray(coord, dtype=np.float32)
     if coord.ndim != 2 or coord.shape[1] != 3:
@@ -145,4 +147,5 @@ def make_sample(
                                f"{int((~np.isfinite(strength)).sum())} point(s) is NaN or infinite; "
                                f"regenerate the scan from the source data")
     origin = np.zeros(3) if origin is None else np.asarray(origin, dtype=np.float64).reshape(3)
-    return {"coord": coord, "strength": strength, "segment": segment, "name": name, "origin": origin}
+    xyz = coord.astype(np.float64) + origin if xyz is None else np.asarray(xyz, dtype=np.float64)
+    return {"coord": coord, "strength": strength, "segment": segment, "name": name, "origin": origin, "xyz": xyz}

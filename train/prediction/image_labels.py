@@ -76,7 +76,7 @@ def label_split(source: PointCloudDataset, split: str, run: ImageLabelRun, prove
         try:
             sample = source.load(i)
             cameras = source.cameras(i)
-            xyz = np.asarray(sample["coord"], np.float64) + sample["origin"]
+            xyz = sample["xyz"]
             result = project_scan(xyz, cameras, camera_prediction, k, run.camera_rule, run.min_depth,
                                   run.depth_test)
         except (BadScanError, CalibrationError) as err:

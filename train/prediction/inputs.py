@@ -61,8 +61,8 @@ def open_split(dataset: str, root: str | Path, split: str, nuscenes_version: str
 class PredictionSet:
     """The scans ``indices`` of ``source``, each read once and put through every pipeline of
     ``pipelines`` (one per test-time view). An item is ``{"index", "name", "views", "points"}``
-    (``points``: the scan's x, y, z in float64 in its file's own frame, ``coord + origin`` of the
-    sample, decision 53, when ``keep_points``; ``views`` empty for a scan of no points, whose labels
+    (``points``: the scan's x, y, z in float64 exactly as its file holds them, the sample's ``xyz``,
+    decision 53, when ``keep_points``; ``views`` empty for a scan of no points, whose labels
     are empty too) or, for a scan that cannot be read, ``{"index", "name", "error"}``. A map-style
     data set as torch's DataLoader reads it (and the labelling through onnxruntime, which never
     imports torch, decision 55)."""
@@ -86,7 +86,7 @@ class PredictionSet:
         views = [pipeline(sample, np.random.default_rng([0, 0, index])) for pipeline in self.pipelines
                  if len(sample["coord"])]
         return {"index": index, "name": name, "views": views,
-                "points": sample["coord"] + sample["origin"] if self.keep_points else None}
+                "points": sample["xyz"] if self.keep_points else None}
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,8 @@ class FileSource:
     SemanticKITTI: the remission); for a scan folder's model, the column ``folder`` names divided
     by its scale, as the folder's loader reads it (:meth:`FolderDescription.strength`). x, y, z
     are taken in the folder's ``frame`` (the published sets': ``sensor``), as its loader takes them,
-    and the sample keeps their origin (decision 53). A file without that column cannot feed the
-    model: a :class:`BadScanError` naming it."""
+    and the sample keeps their origin and the file's x, y, z as read (decision 53). A file without
+    that column cannot feed the model: a :class:`BadScanError` naming it."""
 
     paths: tuple[Path, ...]
     names: tuple[str, ...]
@@ -140,7 +140,8 @@ class FileSource:
             intensity = scan.features((INTENSITY,))
             strength = nuscenes_strength(intensity) if self.dataset == "nuscenes" else intensity
         coord, origin = scan.local(self.folder.frame if self.folder is not None else SENSOR_FRAME)
-        return make_sample(coord, strength, np.full(len(coord), IGNORE_INDEX), self.names[index], path, origin)
+        return make_sample(coord, strength, np.full(len(coord), IGNORE_INDEX), self.names[index], path, origin,
+                           scan.xyz)
 
 
 def list_scan_files(inputs: Sequence[str], out: Path) -> tuple[tuple[Path, ...], tuple[str, ...]]:
