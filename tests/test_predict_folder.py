@@ -205,7 +205,7 @@ def test_the_ply_output_of_a_float64_survey_tile_holds_its_points_bit_for_bit(
     write_float64_ply(tmp_path / "in" / "far.ply", far, np.ones(len(far)))
     assert run("--checkpoint", trained_tile["checkpoint"], "--input", tmp_path / "in", "--out", tmp_path / "out",
                "--format", "ply") == 0
-    np.testing.assert_array_equal(read_scan(tmp_path / "out" / "far.ply").xyz, far)  # coord + origin was up to 5e-7 m off
+    np.testing.assert_array_equal(read_scan(tmp_path / "out" / "far.ply").xyz, far)  # coord + origin: 5e-7 m off
 
 
 def test_training_and_prediction_give_a_survey_tile_the_voxels_of_the_same_scan_near_the_origin(
