@@ -117,6 +117,8 @@ def test_a_tile_folder_reads_each_scan_from_its_own_centre_and_keeps_the_origin(
     np.testing.assert_array_equal(sample["origin"], [*np.round(centre), np.floor(points[:, 2].min())])
     np.testing.assert_allclose(sample["coord"] + sample["origin"], points[:, :3], rtol=0, atol=0.0005 + 1e-6)
     np.testing.assert_array_equal(sample["xyz"], read_scan(tmp_path / "train" / "a.las").xyz)  # what outputs write
+    seen_by_transform = FolderDataset(tmp_path, "train", transform=lambda s, rng: s)[0]
+    assert "xyz" not in seen_by_transform and "origin" in seen_by_transform  # the exact points stay with the read
 
 
 def test_npy_labels_beside_npy_scans_are_not_scans_and_negative_raw_ids_map(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from .camera_teacher import CameraTeacherFiles
 from .cameras import Camera
-from .validation import BadScanError
+from .validation import BadScanError, model_input
 
 Transform = Callable[[dict, np.random.Generator], dict]
 
@@ -105,7 +105,7 @@ class PointCloudDataset(ABC):
             sample = self.camera_teacher.attach(sample)
         if self.transform is None:
             return sample
-        return self.transform(sample, np.random.default_rng([self.seed, self.epoch, index]))
+        return self.transform(model_input(sample), np.random.default_rng([self.seed, self.epoch, index]))
 
     def _next_usable(self, bad: int, err: BadScanError) -> dict:
         """The first scan after ``bad`` (cyclically, ``err`` its error) that loads and transforms."""

@@ -149,3 +149,10 @@ def make_sample(
     origin = np.zeros(3) if origin is None else np.asarray(origin, dtype=np.float64).reshape(3)
     xyz = coord.astype(np.float64) + origin if xyz is None else np.asarray(xyz, dtype=np.float64)
     return {"coord": coord, "strength": strength, "segment": segment, "name": name, "origin": origin, "xyz": xyz}
+
+
+def model_input(sample: dict) -> dict:
+    """``sample`` without ``xyz``, as the transforms take it: the file's exact points serve the
+    outputs from the sample as read (a crop or a grid would leave them stale), and a scan's copy of
+    them need not travel with every view and batch."""
+    return {key: value for key, value in sample.items() if key != "xyz"}

@@ -22,7 +22,7 @@ from train.data.labels import IGNORE_INDEX
 from train.data.nuscenes import nuscenes_strength
 from train.data.scan_files import INTENSITY, SCAN_SUFFIXES, SENSOR_FRAME, read_scan
 from train.prediction.layouts import LABELLED_PLY_PROPERTIES, NUSCENES_LABEL_SUFFIX, PROBS_SUFFIX
-from train.data.validation import BadScanError, make_sample
+from train.data.validation import BadScanError, make_sample, model_input
 from train.runner.datasets import dataset_class
 
 
@@ -83,7 +83,7 @@ class PredictionSet:
         except BadScanError as err:
             return {"index": index, "name": name, "error": str(err)}
         # the evaluation pipelines draw nothing; the generator is the one a loader would pass
-        views = [pipeline(sample, np.random.default_rng([0, 0, index])) for pipeline in self.pipelines
+        views = [pipeline(model_input(sample), np.random.default_rng([0, 0, index])) for pipeline in self.pipelines
                  if len(sample["coord"])]
         return {"index": index, "name": name, "views": views,
                 "points": sample["xyz"] if self.keep_points else None}
