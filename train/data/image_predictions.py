@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .cameras import Camera
+from .cameras import Camera, image_size
 from .validation import BadScanError
 
 PREDICTION_SUFFIXES: tuple[str, ...] = (".npy", ".png")
@@ -174,7 +174,7 @@ def read_prediction(camera: Camera, data_root: Path, predictions: Path, features
     image = data_root / camera.image
     if not image.is_file():
         raise ImagePredictionError(f"image file {image} of camera {camera.name!r} does not exist")
-    size = _image_size(image)
+    size = image_size(image)
     if size != (camera.width, camera.height):
         raise ImagePredictionError(f"image file {image} is {size[0]} x {size[1]} pixels; its calibration "
                                    f"(camera {camera.name!r}) says {camera.width} x {camera.height}")
@@ -208,17 +208,6 @@ def read_prediction(camera: Camera, data_root: Path, predictions: Path, features
     if array.dtype.kind not in "iu":
         raise ImagePredictionError(f"prediction file {path}: H x W ids must be integers, got {array.dtype}")
     return FilePrediction(probs=None, train_ids=class_map.lookup(array, path), channels=None, **common)
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image file's header."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (OSError, UnidentifiedImageError) as err:
-        raise ImagePredictionError(f"image file {path} cannot be read as an image ({err})") from err
 
 
 def _load_array(path: Path) -> np.ndarray:
