@@ -22,7 +22,7 @@ from train.data.validation import BadScanError
 from train.data.waymo import WaymoDataset
 from train.engine.loop import FINAL, LAST, ModelSpec, stage_settings
 from train.engine.profiling import StepTimer
-from train.engine.steps import distillation_step
+from train.engine.steps import distillation_step, to_device
 from train.runner.datasets import prepare_splits
 from train.runner.stages import run
 from train.runtime.checkpoint import load_checkpoint
@@ -91,10 +91,11 @@ def test_grid_sampling_keeps_the_camera_rows_of_the_points_it_keeps() -> None:
     assert batch["camera_probs"].dtype == torch.float16 and set(CAMERA_KEYS) <= set(batch)
 
 
-def _camera_step(data_root: Path, tmp: Path, edit: Any = None, **values: Any) -> tuple[Any, ...]:
+def _camera_step(data_root: Path, tmp: Path, edit: Any = None, device: str = "cpu", amp: bool = False,
+                 **values: Any) -> tuple[Any, ...]:
     """One camera-teacher step (``values``: options; kd by default) of a tiny student on the first two
-    training scans, every third point's label the ignore label, the batch changed by ``edit``;
-    returns the student's output, the batch and the logs."""
+    training scans, every third point's label the ignore label, the batch changed by ``edit``, on
+    ``device`` (under autocast with ``amp``); returns the student's output, the batch and the logs."""
     folder = tmp / "cam"
     write_camera_files(folder, data_root)
     cfg = camera_config(tmp, data_root, folder, **values)
@@ -105,10 +106,11 @@ def _camera_step(data_root: Path, tmp: Path, edit: Any = None, **values: Any) ->
     if edit is not None:
         edit(batch)
     torch.manual_seed(0)
-    student = ModelSpec("student", data.num_classes, dict(TINY_MODEL)).build()
+    student = ModelSpec("student", data.num_classes, dict(TINY_MODEL)).build().to(device)
+    batch = to_device(batch, torch.device(device))
     seen: list[Any] = []
     student.register_forward_hook(lambda _m, _i, out: seen.append(out))
-    _, logs = distillation_step(student, None, batch, stage_settings(cfg, cfg.stage, train), False, StepTimer(),
+    _, logs = distillation_step(student, None, batch, stage_settings(cfg, cfg.stage, train), amp, StepTimer(),
                                 term_grad_norms=True)
     return seen[0], batch, logs
 
@@ -168,6 +170,22 @@ def test_l_topo_compares_the_2d_features_and_the_student_on_the_seen_points_of_c
                          m=settings.topo_m, seed=0, normalize=settings.topo_normalize, dims=settings.topo_dims)
     assert float(logs["topo"]) == pytest.approx(float(expected), rel=1e-6) and float(expected) > 0
     assert float(logs["gradnorm_topo"]) > 0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_camera_terms_equal_the_cpu_in_float32_and_stay_close_under_amp(
+        data_root: Path, tmp_path: Path) -> None:
+    """The camera teacher's step (L_seg, L_kld on the seen points, L_topo on the 2D features) on a
+    CUDA device: float32 gives the CPU's terms; autocast keeps them finite and near them."""
+    cfg = dict(stage="distill", lambda_grad=0.0)
+    _, _, cpu = _camera_step(data_root, tmp_path / "cpu", **cfg)
+    _, _, gpu = _camera_step(data_root, tmp_path / "fp32", device="cuda", **cfg)
+    _, _, amp = _camera_step(data_root, tmp_path / "amp", device="cuda", amp=True, **cfg)
+    for term in ("loss", "seg", "kld", "topo", "camera_seen", "gradnorm_kld", "gradnorm_topo"):
+        assert float(gpu[term]) == pytest.approx(float(cpu[term]), rel=1e-3), term
+        assert np.isfinite(float(amp[term])) and float(amp[term]) == pytest.approx(float(cpu[term]), rel=5e-2), term
+    assert float(cpu["topo"]) > 0 and float(cpu["kld"]) > 0
 
 
 def test_a_run_says_how_much_a_camera_sees_and_checkpoints_record_the_folder(
