@@ -95,7 +95,9 @@ def _camera_step(data_root: Path, tmp: Path, edit: Any = None, device: str = "cp
                  **values: Any) -> tuple[Any, ...]:
     """One camera-teacher step (``values``: options; kd by default) of a tiny student on the first two
     training scans, every third point's label the ignore label, the batch changed by ``edit``, on
-    ``device`` (under autocast with ``amp``); returns the student's output, the batch and the logs."""
+    ``device`` (under autocast with ``amp``); returns the student's output, the batch and the logs.
+    The student serializes deterministically: the per-forward shuffle of its curves draws from the
+    device's generator, which differs between the CPU and CUDA."""
     folder = tmp / "cam"
     write_camera_files(folder, data_root)
     cfg = camera_config(tmp, data_root, folder, **values)
@@ -106,7 +108,7 @@ def _camera_step(data_root: Path, tmp: Path, edit: Any = None, device: str = "cp
     if edit is not None:
         edit(batch)
     torch.manual_seed(0)
-    student = ModelSpec("student", data.num_classes, dict(TINY_MODEL)).build().to(device)
+    student = ModelSpec("student", data.num_classes, dict(TINY_MODEL, deterministic=True)).build().to(device)
     batch = to_device(batch, torch.device(device))
     seen: list[Any] = []
     student.register_forward_hook(lambda _m, _i, out: seen.append(out))
@@ -183,7 +185,7 @@ def test_on_cuda_the_camera_terms_equal_the_cpu_in_float32_and_stay_close_under_
     _, _, gpu = _camera_step(data_root, tmp_path / "fp32", device="cuda", **cfg)
     _, _, amp = _camera_step(data_root, tmp_path / "amp", device="cuda", amp=True, **cfg)
     for term in ("loss", "seg", "kld", "topo", "camera_seen", "gradnorm_kld", "gradnorm_topo"):
-        assert float(gpu[term]) == pytest.approx(float(cpu[term]), rel=1e-3), term
+        assert float(gpu[term]) == pytest.approx(float(cpu[term]), rel=1e-5), term
         assert np.isfinite(float(amp[term])) and float(amp[term]) == pytest.approx(float(cpu[term]), rel=5e-2), term
     assert float(cpu["topo"]) > 0 and float(cpu["kld"]) > 0
 
