@@ -112,21 +112,23 @@ class Camera:
             uvw = cam @ self.intrinsics.T
             uv = uvw[:, :2] / depth[:, None]
             if self.distortion is not None:
-                uv = self._distorted(uv, cam[:, :2] / depth[:, None])
+                self._distort(uv, cam[:, 0] / depth, cam[:, 1] / depth)
         return uv, depth
 
-    def _distorted(self, uv: np.ndarray, xy: np.ndarray) -> np.ndarray:
-        """The pinhole pixels ``uv`` of the normalised points ``xy`` moved by the lens: K's upper 2 x 2
-        applied to ``(x_d - x, y_d - y)`` (module docstring; zero coefficients move nothing, bit for
-        bit), NaN at and beyond the fold radius."""
+    def _distort(self, uv: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+        """Moves the pinhole pixels ``uv`` of the normalised points ``(x, y)`` in place by the lens: K's
+        upper 2 x 2 applied to ``(x_d - x, y_d - y)`` (module docstring; zero coefficients move
+        nothing, bit for bit); NaN at and beyond the fold radius."""
         k1, k2, p1, p2, k3 = self.distortion
-        x, y = xy[:, 0], xy[:, 1]
+        xy = x * y
         r2 = x * x + y * y
         radial = r2 * (k1 + r2 * (k2 + r2 * k3))
-        shift = np.stack([x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x),
-                          y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y], axis=1)
-        moved = uv + shift @ self.intrinsics[:2, :2].T
-        return np.where((r2 < self.fold_radius2)[:, None], moved, np.nan)
+        dx = x * radial + 2.0 * p1 * xy + p2 * (r2 + 2.0 * x * x)
+        dy = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * xy
+        k = self.intrinsics
+        uv[:, 0] += k[0, 0] * dx + k[0, 1] * dy
+        uv[:, 1] += k[1, 1] * dy
+        uv[~(r2 < self.fold_radius2)] = np.nan
 
     def pixels(self, xyz: np.ndarray, min_depth: float = DEFAULT_MIN_DEPTH) -> tuple[np.ndarray, np.ndarray,
                                                                                      np.ndarray]:
