@@ -1,4 +1,5 @@
-"""Calibrated cameras of a scan: the pinhole projection of LiDAR points into images (decision 58).
+"""Calibrated cameras of a scan: the pinhole projection of LiDAR points into images (decision 58), with
+OpenCV's lens distortion where a camera has one (decision 63).
 
 Every data set that ships images describes each scan's cameras as :class:`Camera` values, from
 its own calibration files, through :meth:`train.data.base.PointCloudDataset.cameras`:
