@@ -1,6 +1,7 @@
-"""Waymo v2 cameras converted with the frames (decision 59): camera_image and camera_calibration
-parquet files written with the official column names, the chain checked against Waymo's own
-x-forward camera model evaluated point by point."""
+"""Waymo v2 cameras converted with the frames (decisions 59, 63): camera_image and camera_calibration
+parquet files written with the official column names, the chain and the lens checked against Waymo's
+own x-forward camera model evaluated point by point, and against the published numbers of Waymo's
+camera model test."""
 from __future__ import annotations
 
 import io
@@ -14,8 +15,9 @@ from PIL import Image
 
 import waymo_v2_scene as scene
 from train.data import convert as conv
-from train.data.cameras import read_camera_list
+from train.data.cameras import checked_camera, read_camera_list
 from train.data.validation import CorruptFileError, DatasetLayoutError
+from train.data.waymo_v2_cameras import CameraCalibration, camera_scan_to_camera
 
 TIMES = [1_000_000, 1_100_000]
 SEGMENT = "3333_000_100"
@@ -25,6 +27,7 @@ CAMERAS = {
     1: (scene.transform(scene.rot_z(0.05) @ scene.rot_y(0.02), (1.5, 0.1, 2.0)), 80.0, 82.0, 31.5, 24.2),
     4: (scene.transform(scene.rot_z(np.pi / 2), (1.0, 0.9, 1.9)), 60.0, 60.0, 32.0, 23.0),
 }
+LENS = {"k1": 0.03, "k2": -0.3, "p1": -1e-4, "p2": 1e-3, "k3": 0.0}  # every camera's; k3 = 0 (see waymo_pixel)
 
 
 def image_pose(ts: int) -> np.ndarray:
@@ -41,15 +44,16 @@ def jpeg(seed: int, size: tuple[int, int] = (WIDTH, HEIGHT)) -> bytes:
 
 
 def write_cameras(split_dir: Path, segment: str, times: list[int],
-                  image_size: tuple[int, int] = (WIDTH, HEIGHT)) -> dict:
-    """The two camera components of ``segment``; returns {(ts, camera): jpeg bytes}."""
+                  image_size: tuple[int, int] = (WIDTH, HEIGHT), lens: dict[str, float] = LENS) -> dict:
+    """The two camera components of ``segment`` (the distortion columns those of ``lens``); returns
+    {(ts, camera): jpeg bytes}."""
     prefix = "[CameraCalibrationComponent]"
     numbers = sorted(CAMERAS)
     calib = {"key.segment_context_name": pa.array([segment] * len(numbers), pa.string()),
              "key.camera_name": pa.array(numbers, pa.int8())}
     for i, name in enumerate(("f_u", "f_v", "c_u", "c_v")):
         calib[f"{prefix}.intrinsic.{name}"] = pa.array([CAMERAS[n][1 + i] for n in numbers], pa.float64())
-    for name, value in (("k1", 0.03), ("k2", -0.3), ("p1", -1e-4), ("p2", 1e-3), ("k3", 0.0)):
+    for name, value in lens.items():
         calib[f"{prefix}.intrinsic.{name}"] = pa.array([value] * len(numbers), pa.float64())
     calib[f"{prefix}.extrinsic.transform"] = pa.array([CAMERAS[n][0].reshape(-1).tolist() for n in numbers],
                                                       pa.list_(pa.float64(), 16))
@@ -82,13 +86,39 @@ def converted_with_cameras(tmp_path_factory) -> tuple[Path, dict]:
     return dst, images
 
 
-def waymo_pixel(world: np.ndarray, number: int, vehicle_pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Waymo's pinhole model in its own frame (x forward, y left, z up): u = c_u - f_u y / x,
-    v = c_v - f_v z / x, depth x, for world points seen from the vehicle at ``vehicle_pose``."""
+def waymo_pixel(world: np.ndarray, number: int, vehicle_pose: np.ndarray, lens: dict[str, float] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Waymo's camera model in its own frame (x forward, y left, z up), as its camera_model.cc
+    writes it: direction u_n = -y / x, v_n = -z / x, r2 = u_n^2 + v_n^2, radial factor 1 + k1 r2 +
+    k2 r2^2 + k3 r2^3, u_nd = u_n factor + 2 p1 u_n v_n + p2 (r2 + 2 u_n^2), v_nd = v_n factor +
+    p1 (r2 + 2 v_n^2) + 2 p2 u_n v_n, u = f_u u_nd + c_u, v = f_v v_nd + c_v (``lens`` None: the
+    pinhole); depth x, for world points seen from the vehicle at ``vehicle_pose``. Decision 63's
+    rule in place of Waymo's own bounds: NaN from the fold radius on, the root of the radial map's
+    slope 1 + 3 k1 s + 5 k2 s^2 (s = r2; k3 = 0 here) in closed form."""
     extrinsic, fu, fv, cu, cv = CAMERAS[number]
     vehicle = np.linalg.solve(vehicle_pose, np.hstack([world, np.ones((len(world), 1))]).T)
     x, y, z, _ = np.linalg.solve(extrinsic, vehicle)
-    return np.stack([cu - fu * y / x, cv - fv * z / x], axis=1), x
+    u_n, v_n = -y / x, -z / x
+    if lens is None:
+        return np.stack([cu + fu * u_n, cv + fv * v_n], axis=1), x
+    k1, k2, p1, p2, k3 = (lens[n] for n in ("k1", "k2", "p1", "p2", "k3"))
+    assert k3 == 0.0 and k2 < 0
+    r2 = u_n**2 + v_n**2
+    factor = 1 + k1 * r2 + k2 * r2**2 + k3 * r2**3
+    u_nd = u_n * factor + 2 * p1 * u_n * v_n + p2 * (r2 + 2 * u_n**2)
+    v_nd = v_n * factor + p1 * (r2 + 2 * v_n**2) + 2 * p2 * u_n * v_n
+    fold = (-3 * k1 - np.sqrt(9 * k1**2 - 20 * k2)) / (10 * k2)
+    uv = np.stack([cu + fu * u_nd, cv + fv * v_nd], axis=1)
+    return np.where((r2 < fold)[:, None], uv, np.nan), x
+
+
+def points_ahead(rng: np.random.Generator, number: int, ts: int, frame: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(world, scan): 50 points ahead of camera ``number`` (up to 80 degrees off its axis) at the
+    image of frame ``ts``, in the world and in the converted frame's coordinates."""
+    in_camera = np.stack([rng.uniform(2, 40, 50), rng.uniform(-10, 10, 50), rng.uniform(-5, 5, 50)], 1)
+    world = (image_pose(ts) @ CAMERAS[number][0] @ np.hstack([in_camera, np.ones((50, 1))]).T).T[:, :3]
+    scan = np.linalg.solve(np.load(frame / "pose.npy"), np.hstack([world, np.ones((50, 1))]).T).T[:, :3]
+    return world, scan
 
 
 def test_converted_frames_carry_their_camera_images_and_calibrations(converted_with_cameras) -> None:
@@ -102,21 +132,74 @@ def test_converted_frames_carry_their_camera_images_and_calibrations(converted_w
             ("SIDE_LEFT", f"training/{SEGMENT}/{ts}/cameras/SIDE_LEFT.jpg", WIDTH, HEIGHT)]
         for camera, number in zip(cameras, sorted(CAMERAS)):
             assert (dst / camera.image).read_bytes() == images[(ts, number)]
-            # world points ahead of the camera, in the scan's frame (the vehicle at the frame's pose)
-            extrinsic = CAMERAS[number][0]
-            in_camera = np.stack([rng.uniform(2, 40, 50), rng.uniform(-10, 10, 50), rng.uniform(-5, 5, 50)], 1)
-            world = (image_pose(ts) @ extrinsic @ np.hstack([in_camera, np.ones((50, 1))]).T).T[:, :3]
-            scan = np.linalg.solve(np.load(frame / "pose.npy"), np.hstack([world, np.ones((50, 1))]).T).T[:, :3]
+            assert camera.distortion.tolist() == [LENS[n] for n in ("k1", "k2", "p1", "p2", "k3")]
+            world, scan = points_ahead(rng, number, ts, frame)
             uv, depth = camera.project(scan)
-            expect_uv, expect_depth = waymo_pixel(world, number, image_pose(ts))
+            expect_uv, expect_depth = waymo_pixel(world, number, image_pose(ts), LENS)
             np.testing.assert_allclose(depth, expect_depth, atol=1e-9)
-            np.testing.assert_allclose(uv, expect_uv, atol=1e-7)
+            np.testing.assert_allclose(uv, expect_uv, atol=1e-7)  # NaN where expected NaN
+            folded = np.isnan(expect_uv[:, 0])
+            assert 0 < folded.sum() < 50
+            # the lens moves the points by pixels at these 60-80 px focal lengths
+            pinhole_uv, _ = waymo_pixel(world, number, image_pose(ts))
+            assert np.linalg.norm(pinhole_uv - uv, axis=1)[~folded].max() > 1.0
             # the vehicle moved 0.4 m between the frame's pose and the image's: leaving that out
-            # of the chain would move the points (by up to pixels at these 60-80 px focal lengths)
-            frame_uv, _ = waymo_pixel(world, number, scene.FRAME_POSE)
-            assert np.linalg.norm(frame_uv - uv, axis=1).max() > 1.0
+            # of the chain would move the points (by up to pixels)
+            frame_uv, _ = waymo_pixel(world, number, scene.FRAME_POSE, LENS)
+            assert np.nanmax(np.linalg.norm(frame_uv - uv, axis=1)) > 1.0
     marker = json.loads((dst / "training" / SEGMENT / conv.MARKER).read_text())
-    assert marker["camera_images"] == len(TIMES) * len(CAMERAS) and marker["format_version"] == 2
+    assert marker["camera_images"] == len(TIMES) * len(CAMERAS) and marker["format_version"] == 3
+
+
+def test_a_calibration_without_distortion_columns_gives_pinhole_cameras_and_says_so(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    scene.write_segment(src / "training", SEGMENT, TIMES[:1], set(TIMES[:1]))
+    write_cameras(src / "training", SEGMENT, TIMES[:1], lens={})
+    with pytest.warns(UserWarning, match=r"camera_calibration/.*parquet: no lens distortion columns") as caught:
+        conv.convert_waymo(src, tmp_path / "dst", workers=1, show_progress=False)
+    assert len([w for w in caught if "lens distortion" in str(w.message)]) == 1  # once for the file
+    frame = tmp_path / "dst" / "training" / SEGMENT / str(TIMES[0])
+    cameras = read_camera_list(frame)
+    assert len(cameras) == 2 and all(c.distortion is None for c in cameras)
+    assert all("distortion" not in e for e in json.loads((frame / "cameras.json").read_text())["cameras"])
+    rng = np.random.default_rng(4)
+    for camera, number in zip(cameras, sorted(CAMERAS)):
+        world, scan = points_ahead(rng, number, TIMES[0], frame)
+        np.testing.assert_allclose(camera.project(scan)[0], waymo_pixel(world, number, image_pose(TIMES[0]))[0],
+                                   atol=1e-7)
+
+
+def test_a_calibration_with_some_distortion_columns_only_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    scene.write_segment(src / "training", SEGMENT, TIMES[:1], set(TIMES[:1]))
+    write_cameras(src / "training", SEGMENT, TIMES[:1], lens={"k1": 0.03, "k2": -0.3})
+    with pytest.raises(CorruptFileError, match=r"has no column '\[CameraCalibrationComponent\]\.intrinsic\.p1'"):
+        conv.convert_waymo(src, tmp_path / "dst", workers=1, show_progress=False)
+
+
+def test_waymo_published_camera_model_example() -> None:
+    """Waymo's camera_model_test.cc (GlobalShutter): its FRONT calibration and image pose take pixel
+    (100, 1000) at depth 20 m to vehicle point (21.44064, 8.32240, -1.62938) and world point
+    (-4091.97180, 11527.48092, 84.46586), as printed there (5 decimals). Projected back they land on
+    the pixel; the pinhole alone misses it by 4.7 px."""
+    calibration = CameraCalibration(
+        np.array([[2055.55614936, 0.0, 939.657469886], [0.0, 2055.55614936, 641.072182194], [0.0, 0.0, 1.0]]),
+        np.array([0.999892684989, -0.00599320840002, 0.0133678704017, 1.53891424471,
+                  0.00604223652133, 0.999975156055, -0.0036302411765, -0.0236339408393,
+                  -0.0133457814992, 0.00371062343188, 0.999904056092, 2.11527057298, 0, 0, 0, 1]).reshape(4, 4),
+        1920, 1280, np.array([0.032316008498, -0.321412482553, 0.000793258395371, -0.000625749354133, 0.0]))
+    pose = np.array([-0.913574384152, -0.406212760482, -0.0193141875914, -4069.03497872,
+                     0.406637479491, -0.913082565675, -0.0304333457449, 11526.3118079,
+                     -0.00527303457417, -0.0356569976572, 0.999350175676, 86.504, 0, 0, 0, 1]).reshape(4, 4)
+    # the scan's frame: the vehicle at the image (frame pose = image pose), then the world (identity)
+    for frame_pose, point in ((pose, [21.44064, 8.32240, -1.62938]), (np.eye(4), [-4091.97180, 11527.48092, 84.46586])):
+        cameras = [checked_camera("FRONT", "f.jpg", 1920, 1280, calibration.intrinsics,
+                                  camera_scan_to_camera(calibration, pose, frame_pose), "test", lens)
+                   for lens in (calibration.distortion, None)]
+        (uv, depth), (pinhole, _) = (c.project(np.array([point])) for c in cameras)
+        np.testing.assert_allclose(uv, [[100.0, 1000.0]], atol=5e-3)
+        np.testing.assert_allclose(depth, [20.0], atol=1e-4)
+        assert 4.0 < np.linalg.norm(pinhole - uv) < 5.0
 
 
 def test_a_segment_without_camera_files_converts_without_cameras(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Calibrated cameras of a scan: the pinhole projection of LiDAR points into images (decision 58).
+"""Calibrated cameras of a scan: the pinhole projection of LiDAR points into images (decision 58), with
+OpenCV's lens distortion where a camera has one (decision 63).
 
 Every data set that ships images describes each scan's cameras as :class:`Camera` values, from
 its own calibration files, through :meth:`train.data.base.PointCloudDataset.cameras`:
@@ -12,8 +13,17 @@ its own calibration files, through :meth:`train.data.base.PointCloudDataset.came
 * ``intrinsics`` K (3 x 3): pixel ``u = fx x / z + s y / z + cx``, ``v = fy y / z + cy`` with integer
   ``(u, v)`` at pixel centres, so a point falls in pixel column ``floor(u + 0.5)``, row
   ``floor(v + 0.5)``; a point is seen when its depth is above ``min_depth`` and that pixel lies in
-  the ``width x height`` image. Lens distortion, rolling shutter and the time a camera's exposure
-  takes are not modelled (what each data set leaves out is said where its cameras are read);
+  the ``width x height`` image. Rolling shutter and the time a camera's exposure takes are not
+  modelled (what each data set leaves out is said where its cameras are read);
+* ``distortion`` (optional, decision 63): OpenCV's radial-tangential lens model ``(k1, k2, p1, p2,
+  k3)``. With normalised ``x = X / Z``, ``y = Y / Z``, ``r2 = x^2 + y^2``:
+  ``x_d = x (1 + k1 r2 + k2 r2^2 + k3 r2^3) + 2 p1 x y + p2 (r2 + 2 x^2)``,
+  ``y_d = y (1 + k1 r2 + k2 r2^2 + k3 r2^3) + p1 (r2 + 2 y^2) + 2 p2 x y``, then K takes
+  ``(x_d, y_d)`` to the pixel. The radial map ``r -> r (1 + k1 r^2 + k2 r^4 + k3 r^6)`` folds back
+  beyond the first radius where its derivative ``1 + 3 k1 r^2 + 5 k2 r^4 + 7 k3 r^6`` is zero
+  (:func:`fold_radius2`): a point at or beyond it is not seen (it would land inside the image, on
+  the pixel of a ray nearer the axis). None (SemanticKITTI's rectified images, nuScenes, the
+  synthetic rig) is the pinhole alone, computed as before;
 * ``image``: the image file, as a POSIX path relative to the data set's root: per-image model
   outputs are found under a predictions folder that mirrors these paths (``train.image_labels``).
 
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +47,7 @@ from .validation import BadScanError, CorruptFileError
 CAMERA_LIST = "cameras.json"
 ROTATION_TOLERANCE = 1e-4  # max |R^T R - I| and |det R - 1| a calibration's rotation may show
 DEFAULT_MIN_DEPTH = 1.0  # metres: points nearer the camera than this are not seen (the issue's rule)
+DISTORTION_TERMS = ("k1", "k2", "p1", "p2", "k3")  # OpenCV's order of the lens coefficients (decision 63)
 
 
 class CalibrationError(ValueError):
@@ -58,6 +70,17 @@ def image_size(path: Path) -> tuple[int, int]:
         raise CorruptFileError(f"{path}: not a readable image ({err})") from err
 
 
+def fold_radius2(distortion: np.ndarray) -> float:
+    """The squared normalised radius ``s = r^2`` at which the radial map ``r -> r (1 + k1 r^2 + k2 r^4
+    + k3 r^6)`` stops increasing: the smallest positive root of its derivative ``1 + 3 k1 s + 5 k2 s^2
+    + 7 k3 s^3`` (a cubic in s, solved in closed form by ``np.roots``); inf when it has none, as for
+    zero coefficients or a pincushion lens (decision 63). ``distortion`` is ``(k1, k2, p1, p2, k3)``."""
+    k1, k2, _, _, k3 = (float(c) for c in distortion)
+    roots = np.roots([7.0 * k3, 5.0 * k2, 3.0 * k1, 1.0])  # leading zeros are dropped: a lower degree
+    real = roots.real[(np.abs(roots.imag) <= 1e-6 * np.abs(roots)) & (roots.real > 0)]
+    return float(real.min()) if real.size else float("inf")
+
+
 @dataclass(frozen=True, eq=False)
 class Camera:
     """One calibrated image of a scan (see the module docstring for the conventions)."""
@@ -68,6 +91,12 @@ class Camera:
     height: int
     intrinsics: np.ndarray
     scan_to_camera: np.ndarray
+    distortion: np.ndarray | None = None  # (k1, k2, p1, p2, k3); None: an undistorted image
+
+    @cached_property
+    def fold_radius2(self) -> float:
+        """:func:`fold_radius2` of the lens (inf without distortion), computed once per camera."""
+        return fold_radius2(self.distortion) if self.distortion is not None else float("inf")
 
     def points_in_camera(self, xyz: np.ndarray) -> np.ndarray:
         """(n, 3) float64: points of the scan's frame in the camera frame."""
@@ -76,20 +105,39 @@ class Camera:
 
     def project(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(uv, depth)``: (n, 2) float64 pixel coordinates (integer at pixel centres; undefined where
-        ``depth <= 0``) and (n,) depth along the optical axis in metres."""
+        ``depth <= 0``; NaN where the lens folds back, decision 63) and (n,) depth along the optical
+        axis in metres."""
         cam = self.points_in_camera(xyz)
         depth = cam[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
             uvw = cam @ self.intrinsics.T
             uv = uvw[:, :2] / depth[:, None]
+            if self.distortion is not None:
+                self._distort(uv, cam[:, 0] / depth, cam[:, 1] / depth)
         return uv, depth
+
+    def _distort(self, uv: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+        """Moves the pinhole pixels ``uv`` of the normalised points ``(x, y)`` in place by the lens: K's
+        upper 2 x 2 applied to ``(x_d - x, y_d - y)`` (module docstring; zero coefficients move
+        nothing, bit for bit); NaN at and beyond the fold radius."""
+        k1, k2, p1, p2, k3 = self.distortion
+        xy = x * y
+        r2 = x * x + y * y
+        radial = r2 * (k1 + r2 * (k2 + r2 * k3))
+        dx = x * radial + 2.0 * p1 * xy + p2 * (r2 + 2.0 * x * x)
+        dy = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * xy
+        k = self.intrinsics
+        uv[:, 0] += k[0, 0] * dx + k[0, 1] * dy
+        uv[:, 1] += k[1, 1] * dy
+        uv[~(r2 < self.fold_radius2)] = np.nan
 
     def pixels(self, xyz: np.ndarray, min_depth: float = DEFAULT_MIN_DEPTH) -> tuple[np.ndarray, np.ndarray,
                                                                                      np.ndarray]:
         """``(rows, cols, depth)``, each (n,): the pixel row and column (int64) of every point the
-        camera sees (depth above ``min_depth``, pixel inside the image) and its depth in metres
-        (float64); -1, -1 and NaN for the points it does not see. ``min_depth`` may not be negative:
-        a point behind the camera projects through the centre onto a pixel of the image too."""
+        camera sees (depth above ``min_depth``, inside the lens's fold radius, pixel inside the image)
+        and its depth in metres (float64); -1, -1 and NaN for the points it does not see. ``min_depth``
+        may not be negative: a point behind the camera projects through the centre onto a pixel of
+        the image too."""
         if not min_depth >= 0:
             raise ValueError(f"camera {self.name!r}: min_depth must be >= 0 metres, got {min_depth}")
         uv, depth = self.project(xyz)
@@ -104,10 +152,11 @@ class Camera:
 
 
 def checked_camera(name: str, image: str, width: int, height: int, intrinsics: Any, scan_to_camera: Any,
-                   source: str) -> Camera:
+                   source: str, distortion: Any = None) -> Camera:
     """A :class:`Camera` from raw values, refused with one line naming ``source`` (the calibration's
     file) when the size is not positive, K is not an upper-triangular pinhole matrix with positive
-    focal lengths, or ``scan_to_camera``'s rotation is not a rotation."""
+    focal lengths, ``scan_to_camera``'s rotation is not a rotation, or ``distortion`` (None: none) is
+    not 5 finite numbers ``(k1, k2, p1, p2, k3)``."""
     if isinstance(width, bool) or isinstance(height, bool) or int(width) != width or int(height) != height \
             or width < 1 or height < 1:
         raise CalibrationError(f"{source}: camera {name!r} has image size {width} x {height}; it needs positive "
@@ -132,15 +181,32 @@ def checked_camera(name: str, image: str, width: int, height: int, intrinsics: A
     if off > ROTATION_TOLERANCE or abs(det - 1.0) > ROTATION_TOLERANCE:
         raise CalibrationError(f"{source}: camera {name!r} extrinsic rotation is not a rotation (|R^T R - I| = "
                                f"{off:.2e}, det R = {det:.6f}; tolerance {ROTATION_TOLERANCE:g})")
-    k.setflags(write=False)
-    t.setflags(write=False)
-    return Camera(name, str(image), int(width), int(height), k, t)
+    d = None if distortion is None else _checked_distortion(name, distortion, source)
+    for array in (k, t, d):
+        if array is not None:
+            array.setflags(write=False)
+    return Camera(name, str(image), int(width), int(height), k, t, d)
+
+
+def _checked_distortion(name: str, distortion: Any, source: str) -> np.ndarray:
+    try:
+        d = np.asarray(distortion, dtype=np.float64)
+    except (TypeError, ValueError):
+        d = None
+    if d is None or d.shape != (len(DISTORTION_TERMS),) or not np.isfinite(d).all():
+        got = d.tolist() if d is not None else " ".join(repr(distortion).split())
+        raise CalibrationError(f"{source}: camera {name!r} distortion must be {len(DISTORTION_TERMS)} finite numbers "
+                               f"({', '.join(DISTORTION_TERMS)}), got {got}")
+    return d
 
 
 def camera_entry(camera: Camera) -> dict[str, Any]:
-    """One camera as the plain values of ``cameras.json``."""
-    return {"name": camera.name, "image": camera.image, "width": camera.width, "height": camera.height,
-            "intrinsics": camera.intrinsics.tolist(), "scan_to_camera": camera.scan_to_camera.tolist()}
+    """One camera as the plain values of ``cameras.json`` (``distortion`` only when it has one)."""
+    entry = {"name": camera.name, "image": camera.image, "width": camera.width, "height": camera.height,
+             "intrinsics": camera.intrinsics.tolist(), "scan_to_camera": camera.scan_to_camera.tolist()}
+    if camera.distortion is not None:
+        entry["distortion"] = camera.distortion.tolist()
+    return entry
 
 
 def write_camera_list(frame_dir: Path, cameras: list[Camera]) -> Path:
@@ -152,16 +218,17 @@ def write_camera_list(frame_dir: Path, cameras: list[Camera]) -> Path:
 
 def read_camera_list(frame_dir: Path) -> list[Camera]:
     """The cameras of ``<frame_dir>/cameras.json`` ([] when the frame has no such file: a frame
-    converted or simulated without its images); a file that is not such a list is refused."""
+    converted or simulated without its images); a file that is not such a list is refused. An entry
+    without ``distortion`` is a camera without lens distortion."""
     path = Path(frame_dir) / CAMERA_LIST
     if not path.is_file():
         return []
     try:
         entries = json.loads(path.read_text())["cameras"]
         return [checked_camera(e["name"], e["image"], e["width"], e["height"], e["intrinsics"],
-                               e["scan_to_camera"], str(path)) for e in entries]
+                               e["scan_to_camera"], str(path), e.get("distortion")) for e in entries]
     except CalibrationError:
         raise
     except (ValueError, KeyError, TypeError) as err:
         raise CorruptFileError(f"{path}: not a camera list ({{'cameras': [{{name, image, width, height, "
-                               f"intrinsics, scan_to_camera}}, ...]}}): {err}") from err
+                               f"intrinsics, scan_to_camera[, distortion]}}, ...]}}): {err}") from err

@@ -1,10 +1,11 @@
-"""The five cameras of a Waymo v2 frame: ``camera_image`` and ``camera_calibration`` (decision 59).
+"""The five cameras of a Waymo v2 frame: ``camera_image`` and ``camera_calibration`` (decisions 59, 63).
 
 Read with pyarrow like the LiDAR components (:class:`train.data.waymo_v2.ComponentFile`):
 
 * ``camera_calibration/<segment>.parquet``, one row per camera (``key.camera_name``: FRONT 1,
-  FRONT_LEFT 2, FRONT_RIGHT 3, SIDE_LEFT 4, SIDE_RIGHT 5): ``intrinsic.{f_u, f_v, c_u, c_v}``,
-  ``extrinsic.transform`` (4 x 4, camera -> vehicle), ``width`` and ``height``;
+  FRONT_LEFT 2, FRONT_RIGHT 3, SIDE_LEFT 4, SIDE_RIGHT 5): ``intrinsic.{f_u, f_v, c_u, c_v}`` and
+  the lens's ``intrinsic.{k1, k2, p1, p2, k3}``, ``extrinsic.transform`` (4 x 4, camera -> vehicle),
+  ``width`` and ``height``;
 * ``camera_image/<segment>.parquet``, one row per frame and camera: ``image`` (the JPEG bytes) and
   ``pose.transform``, the vehicle's pose (vehicle -> world) at the image's ``pose_timestamp``.
 
@@ -15,16 +16,20 @@ in the vehicle frame of the frame's pose (``pose.npy``, world <- vehicle), so
     scan_to_camera = waymo_to_opencv @ inv(camera_to_vehicle) @ inv(image_pose) @ frame_pose
 
 carries them through the world into the vehicle at the image's own time, as nuScenes' chain does.
-What the pinhole model leaves out: the lens distortion (``k1 k2 k3`` radial, ``p1 p2`` tangential,
-OpenCV's definitions; a pixel's shift is ``r (k1 r^2 + k2 r^4 + k3 r^6)`` plus the tangential terms,
-r the normalised radius: zero at the image centre, most in the corners); the rolling shutter (the
-columns of an image are exposed one after the other while the vehicle moves: one pose per image,
-that of its centre); and the time the LiDAR sweep itself spans beyond what the per-pixel poses
-of the conversion already undo (decision 59 gives the sizes).
+The lens distortion (``intrinsic.{k1, k2, p1, p2, k3}``, OpenCV's definitions and order, as Waymo's
+own camera model applies them in its frame: ``(u_n, v_n) = (-y / x, -z / x)`` is OpenCV's normalised
+``(x, y)``) goes on each :class:`~train.data.cameras.Camera` and into ``cameras.json`` (decision
+63). A calibration file without those five columns (the v2 schema has them) gives cameras without
+distortion, said once per file in a warning; one with some of them only is refused.
+What the camera model leaves out: the rolling shutter (the columns of an image are exposed one after
+the other while the vehicle moves: one pose per image, that of its centre; the row's
+``rolling_shutter_direction`` is not read); and the time the LiDAR sweep itself spans beyond what
+the per-pixel poses of the conversion already undo (decision 59 gives the sizes).
 """
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .cameras import Camera, checked_camera, write_camera_list
+from .cameras import DISTORTION_TERMS, Camera, checked_camera, write_camera_list
 from .waymo_v2 import CAMERA_CALIBRATION, CAMERA_IMAGE, KEY_TIME, ComponentFile, column, component_path
 
 KEY_CAMERA = "key.camera_name"
@@ -43,18 +48,28 @@ _INTRINSIC_FIELDS = ("f_u", "f_v", "c_u", "c_v")
 
 @dataclass(frozen=True)
 class CameraCalibration:
-    """One camera of a segment: pinhole K, camera (Waymo frame) -> vehicle, image size."""
+    """One camera of a segment: pinhole K, camera (Waymo frame) -> vehicle, image size, the lens
+    distortion ``(k1, k2, p1, p2, k3)`` (None: the file has none)."""
 
     intrinsics: np.ndarray
     camera_to_vehicle: np.ndarray
     width: int
     height: int
+    distortion: np.ndarray | None
 
 
 def read_camera_calibrations(split_dir: Path, segment: str) -> dict[int, CameraCalibration]:
-    """The calibration of every camera of ``segment``, by camera name number."""
+    """The calibration of every camera of ``segment``, by camera name number (module docstring for
+    a file without the distortion columns)."""
     fields = [KEY_CAMERA, "extrinsic.transform", "width", "height"] + [f"intrinsic.{n}" for n in _INTRINSIC_FIELDS]
     f = ComponentFile(split_dir, CAMERA_CALIBRATION, segment, fields)
+    lens = [f"intrinsic.{n}" for n in DISTORTION_TERMS]
+    distorted = any(column(CAMERA_CALIBRATION, n) in f.pf.schema_arrow.names for n in lens)
+    if distorted:  # all five then: opening the file with them refuses a partial set, naming the missing
+        f = ComponentFile(split_dir, CAMERA_CALIBRATION, segment, fields + lens)
+    else:
+        warnings.warn(f"{f.path}: no lens distortion columns ({', '.join(column(CAMERA_CALIBRATION, n) for n in lens)}"
+                      f"); its cameras are projected without distortion (decision 63)", stacklevel=2)
     calibrations = {}
     for row in f.rows():
         extrinsic = f.values(row, "extrinsic.transform", np.float64, 16)
@@ -62,9 +77,10 @@ def read_camera_calibrations(split_dir: Path, segment: str) -> dict[int, CameraC
             raise f.error(f"column {column(CAMERA_CALIBRATION, 'extrinsic.transform')!r} is null")
         fu, fv, cu, cv = (f.scalar(row, f"intrinsic.{n}") for n in _INTRINSIC_FIELDS)
         width, height = (f.scalar(row, n) for n in ("width", "height"))
+        distortion = np.array([f.scalar(row, n) for n in lens]) if distorted else None
         calibrations[row[KEY_CAMERA].as_py()] = CameraCalibration(
             np.array([[fu, 0.0, cu], [0.0, fv, cv], [0.0, 0.0, 1.0]]), extrinsic.reshape(4, 4), int(width),
-            int(height))
+            int(height), distortion)
     return calibrations
 
 
@@ -106,7 +122,7 @@ def convert_frame_cameras(split_dir: Path, segment: str, frame_poses: dict[int, 
         cameras.setdefault(ts, []).append(checked_camera(
             name, f"{image_root}/{ts}/cameras/{name}.jpg", calibration.width, calibration.height,
             calibration.intrinsics, camera_scan_to_camera(calibration, pose.reshape(4, 4), frame_poses[ts]),
-            f"{component_path(split_dir, CAMERA_CALIBRATION, segment)} (camera {name})"))
+            f"{component_path(split_dir, CAMERA_CALIBRATION, segment)} (camera {name})", calibration.distortion))
     for ts, frame_cameras in cameras.items():
         write_camera_list(frame_dir(ts), sorted(frame_cameras, key=lambda c: c.name))
     return sum(len(c) for c in cameras.values())
