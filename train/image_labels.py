@@ -108,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = summary["counts"]
     print(f"train.image_labels: {counts['labelled_scans']} of {counts['scans']} scans labelled "
           f"({counts['seen_points']} of {counts['points']} points seen by a camera, "
-          f"{len(counts['skipped_scans'])} skipped, {counts['scans_without_cameras']} without cameras); "
+          f"{len(counts['skipped_scans'])} skipped, {counts['scans_without_cameras']} without cameras, "
+          f"{counts['unsolved_point_camera_pairs']} point-camera pairs a rolling shutter left unsolved); "
           f"outputs in {args.out}", flush=True)
     if counts["scans"] and counts["scans_without_cameras"] == counts["labelled_scans"]:
         return refuse(f"train.image_labels: error: no scan of split {args.split!r} of {root} could be labelled "

@@ -1,5 +1,6 @@
 """Calibrated cameras of a scan: the pinhole projection of LiDAR points into images (decision 58), with
-OpenCV's lens distortion where a camera has one (decision 63).
+OpenCV's lens distortion where a camera has one (decision 63) and a rolling shutter where its image
+has one (decision 64).
 
 Every data set that ships images describes each scan's cameras as :class:`Camera` values, from
 its own calibration files, through :meth:`train.data.base.PointCloudDataset.cameras`:
@@ -13,8 +14,8 @@ its own calibration files, through :meth:`train.data.base.PointCloudDataset.came
 * ``intrinsics`` K (3 x 3): pixel ``u = fx x / z + s y / z + cx``, ``v = fy y / z + cy`` with integer
   ``(u, v)`` at pixel centres, so a point falls in pixel column ``floor(u + 0.5)``, row
   ``floor(v + 0.5)``; a point is seen when its depth is above ``min_depth`` and that pixel lies in
-  the ``width x height`` image. Rolling shutter and the time a camera's exposure takes are not
-  modelled (what each data set leaves out is said where its cameras are read);
+  the ``width x height`` image. The time a line's exposure takes is not modelled (what each data
+  set leaves out is said where its cameras are read);
 * ``distortion`` (optional, decision 63): OpenCV's radial-tangential lens model ``(k1, k2, p1, p2,
   k3)``. With normalised ``x = X / Z``, ``y = Y / Z``, ``r2 = x^2 + y^2``:
   ``x_d = x (1 + k1 r2 + k2 r2^2 + k3 r2^3) + 2 p1 x y + p2 (r2 + 2 x^2)``,
@@ -24,6 +25,10 @@ its own calibration files, through :meth:`train.data.base.PointCloudDataset.came
   (:func:`fold_radius2`): a point at or beyond it is not seen (it would land inside the image, on
   the pixel of a ray nearer the axis). None (SemanticKITTI's rectified images, nuScenes, the
   synthetic rig) is the pinhole alone, computed as before;
+* ``rolling_shutter`` (optional, decision 64, :mod:`train.data.rolling_shutter`): the image's lines
+  are read one after the other while the camera moves; a point takes the pixel whose own exposure
+  time sees it there, and a depth at that time (NaN where the iteration finds no such time). None
+  (every data set but Waymo v2 with its readout fields) projects with the one pose, as before;
 * ``image``: the image file, as a POSIX path relative to the data set's root: per-image model
   outputs are found under a predictions folder that mirrors these paths (``train.image_labels``).
 
@@ -42,12 +47,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .rolling_shutter import DIRECTIONS, RollingShutter, solve_exposure
 from .validation import BadScanError, CorruptFileError
 
 CAMERA_LIST = "cameras.json"
 ROTATION_TOLERANCE = 1e-4  # max |R^T R - I| and |det R - 1| a calibration's rotation may show
 DEFAULT_MIN_DEPTH = 1.0  # metres: points nearer the camera than this are not seen (the issue's rule)
 DISTORTION_TERMS = ("k1", "k2", "p1", "p2", "k3")  # OpenCV's order of the lens coefficients (decision 63)
+ROLLING_SHUTTER_KEYS = ("direction", "readout", "linear_velocity", "angular_velocity")  # decision 64
 
 
 class CalibrationError(ValueError):
@@ -92,6 +99,7 @@ class Camera:
     intrinsics: np.ndarray
     scan_to_camera: np.ndarray
     distortion: np.ndarray | None = None  # (k1, k2, p1, p2, k3); None: an undistorted image
+    rolling_shutter: RollingShutter | None = None  # None: one pose for the whole image
 
     @cached_property
     def fold_radius2(self) -> float:
@@ -106,15 +114,40 @@ class Camera:
     def project(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(uv, depth)``: (n, 2) float64 pixel coordinates (integer at pixel centres; undefined where
         ``depth <= 0``; NaN where the lens folds back, decision 63) and (n,) depth along the optical
-        axis in metres."""
+        axis in metres. With a rolling shutter (decision 64) both are those at the time the point's
+        pixel is exposed; uv is NaN where the point is not seen, and depth NaN where that time is not
+        found (the point is unsolved)."""
         cam = self.points_in_camera(xyz)
+        if self.rolling_shutter is not None:
+            return solve_exposure(self.rolling_shutter, cam, self.width, self.height, self._image, self._image_rate)
+        return self._image(cam), cam[:, 2]
+
+    def _image(self, cam: np.ndarray) -> np.ndarray:
+        """(n, 2) pixel coordinates of camera-frame points ``cam`` (the module docstring's model)."""
         depth = cam[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
             uvw = cam @ self.intrinsics.T
             uv = uvw[:, :2] / depth[:, None]
             if self.distortion is not None:
                 self._distort(uv, cam[:, 0] / depth, cam[:, 1] / depth)
-        return uv, depth
+        return uv
+
+    def _image_rate(self, cam: np.ndarray, rate: np.ndarray) -> np.ndarray:
+        """(n, 2): the rate of change of the pixels of camera-frame points ``cam`` moving at ``rate``
+        (n, 3): the derivative of the normalised coordinates, through the lens's terms, times K."""
+        x, y = cam[:, 0] / cam[:, 2], cam[:, 1] / cam[:, 2]
+        dx, dy = (rate[:, 0] - x * rate[:, 2]) / cam[:, 2], (rate[:, 1] - y * rate[:, 2]) / cam[:, 2]
+        if self.distortion is not None:
+            k1, k2, p1, p2, k3 = self.distortion
+            r2 = x * x + y * y
+            radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
+            dr2 = 2.0 * (x * dx + y * dy)
+            d_radial = dr2 * (k1 + r2 * (2.0 * k2 + 3.0 * k3 * r2))
+            dxy = dx * y + x * dy
+            dx, dy = (dx * radial + x * d_radial + 2.0 * p1 * dxy + p2 * (dr2 + 4.0 * x * dx),
+                      dy * radial + y * d_radial + p1 * (dr2 + 4.0 * y * dy) + 2.0 * p2 * dxy)
+        k = self.intrinsics
+        return np.stack([k[0, 0] * dx + k[0, 1] * dy, k[1, 1] * dy], axis=1)
 
     def _distort(self, uv: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
         """Moves the pinhole pixels ``uv`` of the normalised points ``(x, y)`` in place by the lens: K's
@@ -138,9 +171,13 @@ class Camera:
         and its depth in metres (float64); -1, -1 and NaN for the points it does not see. ``min_depth``
         may not be negative: a point behind the camera projects through the centre onto a pixel of
         the image too."""
+        return self.seen_pixels(*self.project(xyz), min_depth)
+
+    def seen_pixels(self, uv: np.ndarray, depth: np.ndarray, min_depth: float = DEFAULT_MIN_DEPTH
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`pixels` from the outputs ``(uv, depth)`` of :meth:`project`."""
         if not min_depth >= 0:
             raise ValueError(f"camera {self.name!r}: min_depth must be >= 0 metres, got {min_depth}")
-        uv, depth = self.project(xyz)
         with np.errstate(invalid="ignore"):
             cols = np.floor(uv[:, 0] + 0.5)
             rows = np.floor(uv[:, 1] + 0.5)
@@ -152,11 +189,13 @@ class Camera:
 
 
 def checked_camera(name: str, image: str, width: int, height: int, intrinsics: Any, scan_to_camera: Any,
-                   source: str, distortion: Any = None) -> Camera:
+                   source: str, distortion: Any = None, rolling_shutter: Any = None) -> Camera:
     """A :class:`Camera` from raw values, refused with one line naming ``source`` (the calibration's
     file) when the size is not positive, K is not an upper-triangular pinhole matrix with positive
-    focal lengths, ``scan_to_camera``'s rotation is not a rotation, or ``distortion`` (None: none) is
-    not 5 finite numbers ``(k1, k2, p1, p2, k3)``."""
+    focal lengths, ``scan_to_camera``'s rotation is not a rotation, ``distortion`` (None: none) is
+    not 5 finite numbers ``(k1, k2, p1, p2, k3)``, or ``rolling_shutter`` (None: none) is not a
+    mapping of :data:`ROLLING_SHUTTER_KEYS` with a known direction, finite times ending no earlier
+    than they start and finite 3-vectors."""
     if isinstance(width, bool) or isinstance(height, bool) or int(width) != width or int(height) != height \
             or width < 1 or height < 1:
         raise CalibrationError(f"{source}: camera {name!r} has image size {width} x {height}; it needs positive "
@@ -182,10 +221,11 @@ def checked_camera(name: str, image: str, width: int, height: int, intrinsics: A
         raise CalibrationError(f"{source}: camera {name!r} extrinsic rotation is not a rotation (|R^T R - I| = "
                                f"{off:.2e}, det R = {det:.6f}; tolerance {ROTATION_TOLERANCE:g})")
     d = None if distortion is None else _checked_distortion(name, distortion, source)
-    for array in (k, t, d):
+    shutter = None if rolling_shutter is None else _checked_rolling_shutter(name, rolling_shutter, source)
+    for array in (k, t, d) + ((shutter.readout, shutter.linear_velocity, shutter.angular_velocity) if shutter else ()):
         if array is not None:
             array.setflags(write=False)
-    return Camera(name, str(image), int(width), int(height), k, t, d)
+    return Camera(name, str(image), int(width), int(height), k, t, d, shutter)
 
 
 def _checked_distortion(name: str, distortion: Any, source: str) -> np.ndarray:
@@ -200,12 +240,41 @@ def _checked_distortion(name: str, distortion: Any, source: str) -> np.ndarray:
     return d
 
 
+def _checked_rolling_shutter(name: str, value: Any, source: str) -> RollingShutter:
+    problem = None
+    if not isinstance(value, dict) or set(value) != set(ROLLING_SHUTTER_KEYS):
+        problem = f"a mapping of {', '.join(ROLLING_SHUTTER_KEYS)}"
+    elif value["direction"] not in DIRECTIONS:
+        problem = f"direction one of {', '.join(DIRECTIONS)}"
+    else:
+        arrays = {}
+        for key, size in zip(ROLLING_SHUTTER_KEYS[1:], (2, 3, 3)):
+            try:
+                arrays[key] = np.asarray(value[key], dtype=np.float64)
+            except (TypeError, ValueError):
+                arrays[key] = np.full(0, np.nan)
+            if arrays[key].shape != (size,) or not np.isfinite(arrays[key]).all():
+                problem = f"{key} {size} finite numbers"
+        if problem is None and not arrays["readout"][1] >= arrays["readout"][0]:
+            problem = "a readout that ends no earlier than it starts"
+    if problem is not None:
+        got = " ".join(repr(value).split())
+        raise CalibrationError(f"{source}: camera {name!r} rolling shutter needs {problem}, got {got}")
+    return RollingShutter(value["direction"], *(arrays[key] for key in ROLLING_SHUTTER_KEYS[1:]))
+
+
 def camera_entry(camera: Camera) -> dict[str, Any]:
-    """One camera as the plain values of ``cameras.json`` (``distortion`` only when it has one)."""
+    """One camera as the plain values of ``cameras.json`` (``distortion`` and ``rolling_shutter`` only
+    when it has them)."""
     entry = {"name": camera.name, "image": camera.image, "width": camera.width, "height": camera.height,
              "intrinsics": camera.intrinsics.tolist(), "scan_to_camera": camera.scan_to_camera.tolist()}
     if camera.distortion is not None:
         entry["distortion"] = camera.distortion.tolist()
+    if camera.rolling_shutter is not None:
+        shutter = camera.rolling_shutter
+        entry["rolling_shutter"] = {"direction": shutter.direction, "readout": shutter.readout.tolist(),
+                                    "linear_velocity": shutter.linear_velocity.tolist(),
+                                    "angular_velocity": shutter.angular_velocity.tolist()}
     return entry
 
 
@@ -219,16 +288,19 @@ def write_camera_list(frame_dir: Path, cameras: list[Camera]) -> Path:
 def read_camera_list(frame_dir: Path) -> list[Camera]:
     """The cameras of ``<frame_dir>/cameras.json`` ([] when the frame has no such file: a frame
     converted or simulated without its images); a file that is not such a list is refused. An entry
-    without ``distortion`` is a camera without lens distortion."""
+    without ``distortion`` is a camera without lens distortion, one without ``rolling_shutter`` a
+    camera with one pose for its image."""
     path = Path(frame_dir) / CAMERA_LIST
     if not path.is_file():
         return []
     try:
         entries = json.loads(path.read_text())["cameras"]
         return [checked_camera(e["name"], e["image"], e["width"], e["height"], e["intrinsics"],
-                               e["scan_to_camera"], str(path), e.get("distortion")) for e in entries]
+                               e["scan_to_camera"], str(path), e.get("distortion"), e.get("rolling_shutter"))
+                for e in entries]
     except CalibrationError:
         raise
     except (ValueError, KeyError, TypeError) as err:
         raise CorruptFileError(f"{path}: not a camera list ({{'cameras': [{{name, image, width, height, "
-                               f"intrinsics, scan_to_camera[, distortion]}}, ...]}}): {err}") from err
+                               f"intrinsics, scan_to_camera[, distortion][, rolling_shutter]}}, ...]}}): {err}"
+                               ) from err

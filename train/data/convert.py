@@ -47,8 +47,8 @@ MARKER = ".converted.json"
 INCOMPLETE = ".incomplete"
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 # bump when the output of a segment changes, so old markers are not trusted (2: camera images, decision 59;
-# 3: the lens distortion in cameras.json, decision 63)
-FORMAT_VERSION = 3
+# 3: the lens distortion in cameras.json, decision 63; 4: the rolling shutter in cameras.json, decision 64)
+FORMAT_VERSION = 4
 UNLABELLED = "unlabelled"  # DST/unlabelled/: the frames of the training segments without labels
 UNLABELLED_SOURCE = "training"
 

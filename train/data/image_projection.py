@@ -67,13 +67,15 @@ class ProjectedLabels:
     """One scan's projected prediction: ``labels`` (n,) int64 train ids, -1 where no camera labels
     the point; ``probabilities`` (n, K) float32, NaN rows there; ``features`` (n, C) float32 with NaN
     rows, or None; ``seen_by`` (n,) int64: how many cameras label the point; ``hidden`` (int): the
-    (point, camera) pairs the depth test removed."""
+    (point, camera) pairs the depth test removed; ``unsolved`` (int): the (point, camera) pairs whose
+    exposure time a rolling shutter's iteration did not find (not seen, decision 64)."""
 
     labels: np.ndarray
     probabilities: np.ndarray
     features: np.ndarray | None
     seen_by: np.ndarray
     hidden: int
+    unsolved: int
 
 
 def hidden_points(rows: np.ndarray, cols: np.ndarray, depth: np.ndarray, width: int,
@@ -99,16 +101,18 @@ def auto_block(rows: np.ndarray, cols: np.ndarray) -> int:
 
 
 def visible_pixels(camera: Camera, xyz: np.ndarray, min_depth: float, test: DepthTest | None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """``(index, rows, cols, depth, uv, hidden)``: the indices of the points of ``xyz`` that
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """``(index, rows, cols, depth, uv, hidden, unsolved)``: the indices of the points of ``xyz`` that
     ``camera`` sees (:meth:`Camera.pixels`) and the depth test (None: none) keeps, their pixels,
-    depths and (m, 2) continuous pixel coordinates, and how many points the test hid."""
-    rows, cols, depth = camera.pixels(xyz, min_depth)
+    depths and (m, 2) continuous pixel coordinates, how many points the test hid and how many the
+    camera's rolling shutter left unsolved (NaN depth from :meth:`Camera.project`)."""
+    all_uv, all_depth = camera.project(xyz)
+    rows, cols, depth = camera.seen_pixels(all_uv, all_depth, min_depth)
     index = np.flatnonzero(rows >= 0)
     rows, cols, depth = rows[index], cols[index], depth[index]
     keep = ~hidden_points(rows, cols, depth, camera.width, test) if test is not None else np.ones(index.size, bool)
-    uv, _ = camera.project(xyz[index[keep]])
-    return index[keep], rows[keep], cols[keep], depth[keep], uv, int((~keep).sum())
+    return (index[keep], rows[keep], cols[keep], depth[keep], all_uv[index[keep]], int((~keep).sum()),
+            int(np.isnan(all_depth).sum()))
 
 
 def project_scan(xyz: np.ndarray, cameras: Sequence[Camera], prediction: Callable[[Camera], CameraPrediction],
@@ -129,10 +133,11 @@ def project_scan(xyz: np.ndarray, cameras: Sequence[Camera], prediction: Callabl
     predictions = [prediction(camera) for camera in cameras]
     width = predictions[0].feature_channels if predictions else None
     feature_total = np.zeros((n, width), np.float64) if width is not None else None
-    hidden = 0
+    hidden = unsolved = 0
     for camera, pred in zip(cameras, predictions):
-        index, rows, cols, depth, uv, hid = visible_pixels(camera, xyz, min_depth, depth_test)
+        index, rows, cols, depth, uv, hid, lost = visible_pixels(camera, xyz, min_depth, depth_test)
         hidden += hid
+        unsolved += lost
         probs = pred.probabilities(rows, cols)
         feats = pred.features(uv)
         labelled = probs.sum(axis=1) > 0  # an ignored class does not see the point
@@ -156,4 +161,4 @@ def project_scan(xyz: np.ndarray, cameras: Sequence[Camera], prediction: Callabl
         probabilities = (total / total.sum(axis=1, keepdims=True)).astype(np.float32)  # mapping may drop mass
         features = (feature_total / weight[:, None]).astype(np.float32) if feature_total is not None else None
     labels = np.where(labelled, np.argmax(np.nan_to_num(probabilities, nan=-1.0), axis=1), -1)
-    return ProjectedLabels(labels.astype(np.int64), probabilities, features, seen_by, hidden)
+    return ProjectedLabels(labels.astype(np.int64), probabilities, features, seen_by, hidden, unsolved)

@@ -55,6 +55,7 @@ def label_split(source: PointCloudDataset, split: str, run: ImageLabelRun, prove
     k = source.num_classes
     counts = {"scans": len(source), "labelled_scans": 0, "scans_without_cameras": 0, "skipped_scans": [],
               "points": 0, "seen_points": 0, "points_by_cameras": {}, "hidden_point_camera_pairs": 0,
+              "unsolved_point_camera_pairs": 0,
               "labels_per_class": [0] * k}
     frame = getattr(getattr(source, "description", None), "frame", SENSOR_FRAME)  # a scan folder's own frame
     names = [source.scan_name(i) for i in range(len(source))]
@@ -95,6 +96,7 @@ def label_split(source: PointCloudDataset, split: str, run: ImageLabelRun, prove
         counts["points"] += int(len(xyz))
         counts["seen_points"] += int((result.labels >= 0).sum())
         counts["hidden_point_camera_pairs"] += result.hidden
+        counts["unsolved_point_camera_pairs"] += result.unsolved
         for seen, number in zip(*np.unique(result.seen_by, return_counts=True)):
             counts["points_by_cameras"][str(seen)] = counts["points_by_cameras"].get(str(seen), 0) + int(number)
         counts["labels_per_class"] = [a + int(b) for a, b in zip(
