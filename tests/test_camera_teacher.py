@@ -38,6 +38,20 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_data_folder(tmp_path_factory, "camera") / "data"
 
 
+MIXED = dict(synthetic_unlabelled_scenes=2, unlabelled_split="unlabelled")
+
+
+@pytest.fixture(scope="module")
+def mixed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny synthetic set with 2 unlabelled scenes under ``data/`` and the camera files of its
+    training and unlabelled scans under ``cam/``."""
+    root = tmp_path_factory.mktemp("camera-mixed")
+    tiny_data(tiny_config(root, data_root=str(root / "data"), **MIXED))
+    for split, labelled in (("training", True), ("unlabelled", False)):
+        write_camera_files(root / "cam", root / "data", split=WaymoDataset(root / "data", split, labelled=labelled))
+    return root
+
+
 def write_camera_files(folder: Path, data_root: Path, manifest: str = "{}", split: Any = None) -> dict[str, float]:
     """The files of ``train.image_labels --probs --features`` for the training scans (or the scans of
     the data set ``split``) under ``folder``: a camera sees the points with x > 0; returns the points
@@ -92,18 +106,25 @@ def test_grid_sampling_keeps_the_camera_rows_of_the_points_it_keeps() -> None:
 
 
 def _camera_step(data_root: Path, tmp: Path, edit: Any = None, device: str = "cpu", amp: bool = False,
-                 **values: Any) -> tuple[Any, ...]:
+                 folder: Path | None = None, **values: Any) -> tuple[Any, ...]:
     """One camera-teacher step (``values``: options; kd by default) of a tiny student on the first two
-    training scans, every third point's label the ignore label, the batch changed by ``edit``, on
+    training scans (with an unlabelled split: the epoch's first labelled and first unlabelled
+    entries), every third point's label the ignore label, the batch changed by ``edit``, on
     ``device`` (under autocast with ``amp``); returns the student's output, the batch and the logs.
-    The student serializes deterministically: the per-forward shuffle of its curves draws from the
-    device's generator, which differs between the CPU and CUDA."""
-    folder = tmp / "cam"
-    write_camera_files(folder, data_root)
+    The camera files are ``folder``'s, or written under ``tmp``. The student serializes
+    deterministically: the per-forward shuffle of its curves draws from the device's generator,
+    which differs between the CPU and CUDA."""
+    if folder is None:
+        folder = tmp / "cam"
+        write_camera_files(folder, data_root)
     cfg = camera_config(tmp, data_root, folder, **values)
     data = prepare_splits(cfg, CPU)
     train = data.training_set(cfg, cfg.stage)
-    batch = collate([train[0], train[1]])
+    if cfg.unlabelled_split is None:
+        batch = collate([train[0], train[1]])
+    else:
+        flags = train.epoch_list(0)[0]
+        batch = collate([train[int(np.flatnonzero(~flags)[0])], train[int(np.flatnonzero(flags)[0])]])
     batch["segment"][::3] = -1
     if edit is not None:
         edit(batch)
@@ -150,6 +171,38 @@ def test_l_kld_is_zero_with_a_zero_gradient_when_no_camera_sees_a_point(data_roo
     _, batch, _ = _camera_step(data_root, tmp_path)
     _, _, logs = _camera_step(data_root, tmp_path, _probs(torch.full_like(batch["camera_probs"], float("nan"))))
     assert float(logs["kld"]) == 0.0 and float(logs["gradnorm_kld"]) == 0.0 and float(logs["camera_seen"]) == 0.0
+    assert float(logs["loss"]) == pytest.approx(float(logs["seg"]))
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.15])
+def test_with_pseudo_labels_l_seg_is_the_cross_entropy_of_the_labels_and_of_the_cameras_classes_where_it_sees(
+        mixed_root: Path, tmp_path: Path, threshold: float) -> None:
+    """--camera-pseudo-labels, no L_kld (decision 65): L_seg (plain CE here) is the mean cross-entropy
+    over the labelled scan's labelled points (its own labels, the camera filling none of its ignored
+    points) and the unlabelled scan's points a camera sees whose top probability reaches the
+    threshold, labelled with the camera's most likely class."""
+    out, batch, logs = _camera_step(mixed_root / "data", tmp_path, folder=mixed_root / "cam", kld=False,
+                                    camera_pseudo_labels=True, pseudo_label_threshold=threshold, seg_loss="ce",
+                                    **MIXED)
+    assert batch["unlabelled"] == [False, True] and "kld" not in logs
+    end = int(batch["offset"][0])
+    probs = batch["camera_probs"].double().numpy()
+    seen = ~np.isnan(probs[:, 0])
+    top = np.where(seen, np.nan_to_num(probs).max(1), -1.0)
+    labels = batch["segment"].numpy().copy()
+    assert (labels[end:] == -1).all() and (seen[:end] & (labels[:end] == -1)).any()
+    kept = seen[end:] & (top[end:] >= threshold)
+    labels[end:] = np.where(kept, np.nan_to_num(probs[end:]).argmax(1), -1)
+    if threshold:
+        assert 0 < kept.sum() < seen[end:].sum()
+    else:
+        assert np.array_equal(kept, seen[end:]) and 0 < kept.sum() < len(kept)
+    logits = out.logits.detach().double().numpy()
+    rows = labels >= 0
+    z = logits[rows] - logits[rows].max(1, keepdims=True)
+    log_softmax = z - np.log(np.exp(z).sum(1, keepdims=True))
+    expected = -log_softmax[np.arange(rows.sum()), labels[rows]].mean()
+    assert float(logs["seg"]) == pytest.approx(expected, rel=1e-5)
     assert float(logs["loss"]) == pytest.approx(float(logs["seg"]))
 
 
@@ -240,6 +293,69 @@ def test_a_killed_run_resumes_with_its_folder_only(data_root: Path, tmp_path: Pa
     whole = load_checkpoint(tmp_path / "whole" / "kd" / FINAL)["model"]
     resumed = load_checkpoint(tmp_path / "killed" / "kd" / FINAL)["model"]
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_a_run_on_camera_pseudo_labels_trains_without_l_kld_and_its_checkpoints_record_the_threshold(
+        mixed_root: Path, tmp_path: Path) -> None:
+    """The pseudo-label baseline (--stage kd --no-kld --camera-pseudo-labels) trains the student on the
+    mixed list; its column says so, its log has L_seg and the camera's coverage and no L_kld, and
+    every checkpoint records the threshold beside the folder and the unlabelled split."""
+    cfg = camera_config(tmp_path, mixed_root / "data", mixed_root / "cam", kld=False, camera_pseudo_labels=True,
+                        pseudo_label_threshold=0.15, plots=False, **MIXED)
+    (label, result), = run(cfg, CPU).items()
+    assert label == "student seg+pseudo" and result["unlabelled_scans"]["read"] > 0
+    assert result["camera_teacher"]["predictions"] == str(mixed_root / "cam")
+    log = (tmp_path / "out" / "kd" / "train_log.csv").read_text().splitlines()
+    header = log[0].split(",")
+    assert "kld" not in header and {"seg", "camera_seen"} <= set(header) and len(log) == 3
+    assert all(float(row.split(",")[header.index("seg")]) > 0 for row in log[1:])
+    for name in (FINAL, LAST):
+        extra = load_checkpoint(tmp_path / "out" / "kd" / name)["extra"]
+        assert extra["camera_teacher"]["pseudo_label_threshold"] == 0.15
+        assert extra["camera_teacher"]["predictions"] == str(mixed_root / "cam") and "unlabelled" in extra
+
+
+def test_a_killed_run_on_camera_pseudo_labels_resumes_with_them_unchanged_only(
+        mixed_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    common = dict(kld=False, epochs=2, iters_per_epoch=1, checkpoint_every=1, plots=False, **MIXED)
+
+    def config(**values: Any) -> RunConfig:
+        return camera_config(tmp_path, mixed_root / "data", mixed_root / "cam", **{**common, **values})
+
+    killed = config(camera_pseudo_labels=True, pseudo_label_threshold=0.15)
+    run_killed_after_checkpoint(monkeypatch, 1, lambda: run(killed, CPU))
+    for changed in (dict(camera_pseudo_labels=True, pseudo_label_threshold=0.0), dict(kld=True)):
+        with pytest.raises(ResumeMismatchError) as err:
+            run(config(resume=True, **changed), CPU)
+        assert "their pseudo-labels of the unlabelled scans at threshold 0.15) as its teacher" in str(err.value)
+        assert "\n" not in str(err.value)
+    run(config(resume=True, camera_pseudo_labels=True, pseudo_label_threshold=0.15), CPU)
+    assert load_checkpoint(tmp_path / "out" / "kd" / FINAL)["step"] == 2
+
+
+@pytest.mark.parametrize("values,message", [
+    (dict(camera_pseudo_labels=True), "--camera-pseudo-labels labels the scans of the unlabelled split (the "
+                                      "labelled scans keep their own labels): pass --unlabelled-split NAME"),
+    (dict(teacher="ptv3", image_predictions=None, camera_pseudo_labels=True, **MIXED),
+     "--camera-pseudo-labels trains L_seg on the camera teacher's classes: pass --teacher images"),
+    (dict(pseudo_label_threshold=0.5), "--pseudo-label-threshold is read with --camera-pseudo-labels only"),
+    (dict(camera_pseudo_labels=True, pseudo_label_threshold=1.5, **MIXED),
+     "--pseudo-label-threshold must be a number in [0, 1]"),
+    (dict(camera_pseudo_labels=True, stage="student", **MIXED), "--stage student with these terms reads no teacher"),
+])
+def test_camera_pseudo_label_options_that_cannot_apply_are_refused_in_one_line(
+        tmp_path: Path, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        camera_config(tmp_path, tmp_path / "data", tmp_path / "cam", **values)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_pseudo_label_baseline_is_a_kd_stage_without_l_kld(tmp_path: Path) -> None:
+    """--stage kd --no-kld is refused as reading no teacher, and valid with --camera-pseudo-labels."""
+    with pytest.raises(ValueError, match="--stage kd with these terms reads no teacher"):
+        camera_config(tmp_path, tmp_path / "data", tmp_path / "cam", kld=False, **MIXED)
+    cfg = camera_config(tmp_path, tmp_path / "data", tmp_path / "cam", kld=False, camera_pseudo_labels=True, **MIXED)
+    assert cfg.stage_terms("kd") == {"kld": False, "topo": False, "grad": False}
 
 
 @pytest.mark.parametrize("values,message", [

@@ -2,7 +2,8 @@
 
 The smoke form runs the whole chain at its smallest size: the label-scarce synthetic set rendered
 with the ring rig, the 2D teacher on the training scenes' images, predictions and projection, the
-CE row and the two rows distilled from the cameras, and the report."""
+CE row, the CE row on the camera's pseudo-labels of the unlabelled scans, the rows distilled from the
+cameras, and the report."""
 from __future__ import annotations
 
 import json
@@ -17,7 +18,9 @@ from tests.test_train_support import TINY_MODEL
 from train.data.waymo import WaymoDataset
 from train.study.ablation import main, study_rows
 
-CAMERA_ROWS = ("camera KD", "camera KD+unlabelled", "camera KD+topo+unlabelled")
+PSEUDO_ROW = "CE+camera pseudo-labels (unlabelled)"
+CAMERA_ROWS = (PSEUDO_ROW, "camera KD", "camera KD+unlabelled", "camera KD+topo+unlabelled")
+MIXED_ROWS = (PSEUDO_ROW, "camera KD+unlabelled", "camera KD+topo+unlabelled")  # the unlabelled scans mixed in
 
 
 def _argv(tmp_path: Path) -> list[str]:
@@ -32,12 +35,15 @@ def _argv(tmp_path: Path) -> list[str]:
 
 
 def test_the_camera_rows_distil_from_the_projected_predictions_without_a_saliency_term() -> None:
+    """After CE, the pseudo-label baseline (decision 65): a kd stage with the unlabelled scans mixed in,
+    L_seg on the camera's classes there, no L_kld; then the rows distilled with L_kld (and L_topo)."""
     rows = study_rows("cameras", {}, [], unlabelled_split="unlabelled", camera_labels="out/camera/labels")
     camera = {"teacher": "images", "image_predictions": "out/camera/labels"}
     mixed = {**camera, "unlabelled_split": "unlabelled"}
     assert [(r.key, r.stage, r.values) for r in rows] == [
-        ("CE", "student", {}), (CAMERA_ROWS[0], "kd", camera), (CAMERA_ROWS[1], "kd", mixed),
-        (CAMERA_ROWS[2], "distill", {**mixed, "grad": False})]
+        ("CE", "student", {}), (PSEUDO_ROW, "kd", {**mixed, "camera_pseudo_labels": True, "kld": False}),
+        (CAMERA_ROWS[1], "kd", camera), (CAMERA_ROWS[2], "kd", mixed),
+        (CAMERA_ROWS[3], "distill", {**mixed, "grad": False})]
 
 
 def test_the_camera_study_runs_end_to_end_at_its_smallest_size(tmp_path: Path) -> None:
@@ -66,13 +72,16 @@ def test_the_camera_study_runs_end_to_end_at_its_smallest_size(tmp_path: Path) -
     assert any((out / "camera" / "eval-labels" / "testing").rglob("*.npy"))
     assert not any(labels.glob("validation/**/*.npy")) and not any(labels.glob("testing/**/*.npy"))
 
-    # the camera rows read those files, two of them mix in the unlabelled split; the CE row reads neither
-    for row, stage in (("CE", "student"), (CAMERA_ROWS[0], "kd"), (CAMERA_ROWS[1], "kd"), (CAMERA_ROWS[2], "distill")):
+    # the camera rows read those files, three of them mix in the unlabelled split (the pseudo-label row
+    # trains on the camera's classes there); the CE row reads neither
+    stages = ("student", "kd", "kd", "kd", "distill")
+    for row, stage in zip(("CE", *CAMERA_ROWS), stages):
         unit = out / "units" / row.replace(" ", "_") / "seed-1"
         extra = torch.load(unit / "model_final.pt", weights_only=False)["extra"]
         assert extra["stage"] == stage
         assert ("camera_teacher" in extra) == (row != "CE"), row
-        assert ("unlabelled" in extra) == row.endswith("+unlabelled"), row
+        assert ("unlabelled" in extra) == (row in MIXED_ROWS), row
+        assert ("pseudo_label_threshold" in extra.get("camera_teacher", {})) == (row == PSEUDO_ROW), row
 
 
 @pytest.mark.parametrize("options, message", [

@@ -149,6 +149,8 @@ class RunConfig:
     teacher_checkpoint: str | None = None
     teacher: str = "ptv3"
     image_predictions: str | None = None
+    camera_pseudo_labels: bool = False
+    pseudo_label_threshold: float = 0.0
     seg_loss: str = DEFAULT_SEG_LOSS
     class_weights: str | None = None
     # distillation terms (decisions 12-19)
@@ -285,6 +287,12 @@ HELP: dict[str, str] = {
     "decision 61)",
     "image_predictions": "with --teacher images: the folder python -m train.image_labels --probs [--features F] wrote "
     "for the training split (and the --unlabelled-split): <scan>.probs.npy, <scan>.features.npy, image_labels.json",
+    "camera_pseudo_labels": "with --teacher images and --unlabelled-split: L_seg also trains on the unlabelled "
+    "scans, with the camera's most likely class as the label of each point a camera sees (unseen points ignored; "
+    "the labelled scans keep their own labels); with --no-kld, the pseudo-label baseline of the soft L_kld "
+    "targets (docs/decisions.md decision 65)",
+    "pseudo_label_threshold": "with --camera-pseudo-labels: a point takes its pseudo-label only where the camera's "
+    "top probability is at least this (0: every point a camera sees)",
     "seg_loss": "L_seg: ce (paper Eq. 8) | ce+lovasz (PTv3 recipe, the default: helps rare classes)",
     "class_weights": "cross-entropy class weighting: none (paper, real data default) | inverse-sqrt "
     "(weights f_c^-1/2 from the training labels; the synthetic CPU demo default)",
@@ -373,7 +381,8 @@ GROUP_OF: dict[str, str] = {
                      "unlabelled_split", "unlabelled_ratio"), "data"),
     **dict.fromkeys(("teacher_preset", "student_preset", "teacher_overrides", "student_overrides",
                      "teacher_checkpoint", "teacher", "image_predictions", "conv_backend"), "models"),
-    **dict.fromkeys(("stage", "seg_loss", "class_weights", "kld", "topo", "grad", "lambda_kld", "lambda_topo",
+    **dict.fromkeys(("stage", "seg_loss", "class_weights", "camera_pseudo_labels", "pseudo_label_threshold", "kld",
+                     "topo", "grad", "lambda_kld", "lambda_topo",
                      "lambda_grad", "kld_temperature", "topo_distance", "sinkhorn_eps", "pi_norm", "saliency_layers",
                      "saliency_eps", "saliency_detach_range", "kld_class_weights"), "distillation terms"),
     **dict.fromkeys(("topo_m", "topo_normalize", "topo_time_budget", "topo_workers", "topo_tps", "topo_dims"),

@@ -13,6 +13,9 @@ no camera sees the point (:mod:`train.data.camera_teacher`).
   points no camera sees take the ignore label, so the mean runs over the seen points alone (0
   with a zero gradient when the batch has none); a seen point counts whether or not it is labelled,
   and its class for ``--kld-class-weights`` is the camera's most likely one.
+* Pseudo-labels (``--camera-pseudo-labels``, decision 65): L_seg's label of a point of an
+  unlabelled scan is the camera's most likely class where a camera sees it and its top probability
+  reaches ``--pseudo-label-threshold``, the ignore label elsewhere (:func:`camera_classes`).
 * L_topo compares the 2D features of the seen points with the student's embedding at the same
   points, cloud by cloud (the same TPS subsample of both, chosen on the 2D features); a cloud of
   fewer than two seen points has no edge and is left out, and the loss is the mean over the others.
@@ -24,15 +27,23 @@ import torch
 IGNORE = -1
 
 
+def camera_classes(probs: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """For (N, K) projected probabilities with NaN rows where unseen: the most likely class of each
+    seen row whose top probability (as the row holds it) is at least ``threshold``, the ignore label
+    on the others (unseen rows always)."""
+    top, classes = probs.double().nan_to_num(0.0).max(1)
+    keep = ~torch.isnan(probs[:, 0]) & (top >= threshold)
+    return torch.where(keep, classes, IGNORE)
+
+
 def camera_kld_teacher(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For (N, K) projected probabilities with NaN rows where unseen: the teacher's logits ``log p``
-    (float64, 0 on unseen rows) and L_kld's targets (the most likely class on seen rows, the
-    ignore label on the others)."""
+    (float64, 0 on unseen rows) and L_kld's targets (:func:`camera_classes`: the most likely class
+    on seen rows, the ignore label on the others)."""
     p = probs.double()
     seen = ~torch.isnan(p[:, 0])
     logits = torch.where(seen[:, None], p.clamp_min(torch.finfo(torch.float64).tiny).log(), 0.0)
-    targets = torch.where(seen, p.nan_to_num(0.0).argmax(1), IGNORE)
-    return logits, targets
+    return logits, camera_classes(probs)
 
 
 def seen_clouds(features: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, list[int]] | None:

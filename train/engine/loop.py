@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from train.config import RunConfig
+from train.config import MIXED_STAGES, RunConfig
 from train.data.base import label_frequencies
 from train.data.mixed import MixedSplit
 from train.data.validation import BadScanError
@@ -97,9 +97,10 @@ def model_spec(cfg: RunConfig, kind: str, num_classes: int, device: torch.device
 
 
 def distill_settings(cfg: RunConfig, stage: str) -> DistillSettings:
-    """The loss terms of ``stage`` (ablation flags of the config applied to kd/distill)."""
+    """The loss terms of ``stage`` (ablation flags of the config applied to kd/distill; the camera's
+    pseudo-labels to those stages only, decision 65)."""
     terms = {"kld": False, "topo": False, "grad": False}
-    if stage in ("kd", "distill"):
+    if stage in MIXED_STAGES:
         terms = RunConfig(**{**cfg.to_dict(), "stage": stage}).terms()
     return DistillSettings(
         kld=terms["kld"], topo=terms["topo"], grad=terms["grad"],
@@ -111,6 +112,8 @@ def distill_settings(cfg: RunConfig, stage: str) -> DistillSettings:
         saliency_layers=tuple(cfg.saliency_layers), saliency_eps=cfg.saliency_eps,
         saliency_detach_range=cfg.saliency_detach_range, kld_class_weights=cfg.kld_class_weights,
         seg_loss=cfg.seg_loss, camera=cfg.teacher == "images",
+        pseudo_labels=cfg.camera_pseudo_labels and stage in MIXED_STAGES,
+        pseudo_label_threshold=cfg.pseudo_label_threshold,
     )
 
 
@@ -360,7 +363,13 @@ def _build(cfg: RunConfig, stage: str, out_dir: Path, train_set: Any, spec: Mode
     return _Stage(cfg, stage, out_dir, info, spec, settings, timer or StepTimer(cfg.profile, device), teacher, epochs,
                   per_rank, amp, model, optimizer, scheduler, make_scaler(device, amp), sampler,
                   SkipCounter(cfg.max_bad_steps), iters, ddp_model=model, list_world=info.world_size,
-                  camera=None if files is None else files.checkpoint_entry())
+                  camera=None if files is None else _camera_entry(files.checkpoint_entry(), settings))
+
+
+def _camera_entry(files: dict[str, Any], settings: DistillSettings) -> dict[str, Any]:
+    """The camera teacher's checkpoint entry: its files' (decision 61) and, where L_seg reads its
+    pseudo-labels, their threshold (decision 65); a resume compares the whole entry."""
+    return {**files, "pseudo_label_threshold": settings.pseudo_label_threshold} if settings.pseudo_labels else files
 
 
 def _resume_or_start(run: _Stage) -> None:
@@ -546,7 +555,8 @@ def _data_state(cfg: RunConfig, epoch: int, start: int, list_world: int, world: 
 
 def _check_camera_teacher(found: tuple[dict[str, Any], Path], camera: dict[str, Any] | None) -> None:
     """A resume reads the camera teacher the checkpoint was trained with, or none if it had none
-    (decision 61): the same folder, whose ``image_labels.json`` has the same digest."""
+    (decision 61): the same folder, whose ``image_labels.json`` has the same digest, and its
+    pseudo-labels as they were, or none (decision 65)."""
     state, path = found
     extra = state.get("extra") if isinstance(state.get("extra"), dict) else {}
     written = extra.get("camera_teacher")
@@ -556,8 +566,10 @@ def _check_camera_teacher(found: tuple[dict[str, Any], Path], camera: dict[str, 
     def said(entry: dict[str, Any] | None) -> str:
         if not isinstance(entry, dict):
             return "the PTv3 teacher network"
+        pseudo = entry.get("pseudo_label_threshold")
         return f"the camera predictions in {entry.get('predictions')} (image_labels.json SHA-256 " \
-               f"{str(entry.get('image_labels_sha256'))[:12]})"
+               f"{str(entry.get('image_labels_sha256'))[:12]}" + \
+               ("" if pseudo is None else f"; their pseudo-labels of the unlabelled scans at threshold {pseudo:g}") + ")"
 
     raise ResumeMismatchError(f"{path} was trained with {said(written)} as its teacher and this run reads "
                               f"{said(camera)}: resume with the teacher it was written with, or delete it to start "

@@ -24,7 +24,8 @@ A term whose switch is off (paper Table 5 ablations) or whose weight is 0 is not
 With the camera teacher (``--teacher images``, decision 61) there is no teacher network: step 1
 reads the batch's projected camera probabilities as L_kld's teacher on the points a camera sees and
 starts the diagrams of its 2D features there (:mod:`train.engine.camera_terms`); step 2 and L_grad
-do not exist (the options refuse them).
+do not exist (the options refuse them). With its pseudo-labels (``--camera-pseudo-labels``, decision
+65) L_seg also reads the camera's most likely class on the seen points of the unlabelled scans.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ from fast.topo_loss import DEFAULT_M, TopoLossJob
 from fast.pwcd import load_search_kernels
 from fast.tps import auto_tps_place
 from train.config import RunConfig
-from train.engine.camera_terms import camera_kld_teacher, seen_clouds
+from train.engine.camera_terms import camera_classes, camera_kld_teacher, seen_clouds
 from train.engine.losses import DEFAULT_SEG_LOSS, segmentation_loss
 from train.engine.profiling import StepTimer
 
@@ -94,13 +95,16 @@ class DistillSettings:
     seg_loss: str = DEFAULT_SEG_LOSS
     class_weight: tuple[float, ...] | None = None  # CE class weights (train.engine.losses.class_weights)
     camera: bool = False  # the teacher is the batch's projected camera predictions (--teacher images, decision 61)
+    # L_seg reads the camera's classes on the unlabelled scans (--camera-pseudo-labels, decision 65)
+    pseudo_labels: bool = False
+    pseudo_label_threshold: float = _RUN.pseudo_label_threshold
 
     def seg_weight(self) -> torch.Tensor | None:
         return None if self.class_weight is None else torch.tensor(self.class_weight, dtype=torch.float32)
 
     @property
     def uses_teacher(self) -> bool:
-        return self.active("kld") or self.active("topo") or self.active("grad")
+        return self.pseudo_labels or self.active("kld") or self.active("topo") or self.active("grad")
 
     def active(self, term: str) -> bool:
         return bool(getattr(self, term)) and float(getattr(self, f"lambda_{term}")) > 0.0
@@ -184,27 +188,34 @@ def _auto_tps_place(device: torch.device, columns: int) -> str:
     return place
 
 
-def task_targets(batch: dict[str, Any], teacher_logits: torch.Tensor) -> torch.Tensor:
-    """The labels of the terms that need targets but not annotations (decision 57): ``segment``,
-    with the teacher's most likely class on every point of the batch's unlabelled scans (whose
-    ``segment`` is all ignore); ``segment`` itself when the batch has none. L_kld averages over the
-    points these label and both models' saliency task losses (Eq. 4) read them; L_seg reads ``segment``."""
+def unlabelled_points(batch: dict[str, Any]) -> torch.Tensor | None:
+    """Which points of the batch belong to its unlabelled scans (decision 57; their ``segment`` is
+    all ignore), or None when it has none."""
     flags = batch.get("unlabelled")
     if not flags or not any(flags):
-        return batch["segment"]
+        return None
     offset = batch["offset"]
     counts = torch.diff(offset, prepend=offset.new_zeros(1))
-    on = torch.repeat_interleave(torch.tensor(flags, device=offset.device), counts,
-                                 output_size=batch["segment"].shape[0])
-    return torch.where(on, teacher_logits.detach().argmax(1), batch["segment"])
+    return torch.repeat_interleave(torch.tensor(flags, device=offset.device), counts,
+                                   output_size=batch["segment"].shape[0])
+
+
+def task_targets(batch: dict[str, Any], teacher_logits: torch.Tensor) -> torch.Tensor:
+    """The labels of the terms that need targets but not annotations (decision 57): ``segment``,
+    with the teacher's most likely class on every point of the batch's unlabelled scans;
+    ``segment`` itself when the batch has none. L_kld averages over the points these label and both
+    models' saliency task losses (Eq. 4) read them; L_seg reads ``segment``."""
+    on = unlabelled_points(batch)
+    return batch["segment"] if on is None else torch.where(on, teacher_logits.detach().argmax(1), batch["segment"])
 
 
 @dataclass
 class _TeacherSide:
     """What the teacher gives a distillation step: L_kld's teacher logits and targets (the task
     targets of both saliency losses too), the started L_topo job and the student rows it reads
-    (None: every row), the tensors whose finiteness the step checks, and for a teacher network its
-    output and saliency gradients."""
+    (None: every row), the tensors whose finiteness the step checks, for a teacher network its
+    output and saliency gradients, the values it logs, and L_seg's labels (None: the batch's
+    ``segment``)."""
 
     kld_logits: torch.Tensor
     targets: torch.Tensor
@@ -214,6 +225,7 @@ class _TeacherSide:
     out: Any = None
     grads: list[torch.Tensor] = field(default_factory=list)
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
+    seg_labels: torch.Tensor | None = None
 
 
 def _start_topo(features: torch.Tensor, offset: Any, s: DistillSettings, timer: StepTimer,
@@ -262,9 +274,15 @@ def _teacher_pass(
 def _camera_pass(batch: dict[str, Any], s: DistillSettings, timer: StepTimer, topo_seed: int) -> _TeacherSide:
     """The camera teacher (decision 61): L_kld's teacher logits ``log p`` and targets on the points a
     camera sees, and the L_topo job of the 2D features of the clouds with two such points or more
-    (:mod:`train.engine.camera_terms`); logs ``camera_seen``, the share of the batch's points seen."""
+    (:mod:`train.engine.camera_terms`); with ``s.pseudo_labels`` L_seg's labels, the camera's
+    classes on the unlabelled scans' points (decision 65); logs ``camera_seen``, the share of the
+    batch's points seen."""
     logits, targets = camera_kld_teacher(batch["camera_probs"])
     side = _TeacherSide(logits, targets, logs={"camera_seen": (targets >= 0).float().mean()})
+    on = unlabelled_points(batch) if s.pseudo_labels else None
+    if on is not None:
+        pseudo = camera_classes(batch["camera_probs"], s.pseudo_label_threshold)
+        side.seg_labels = torch.where(on, pseudo, batch["segment"])
     if s.active("topo"):
         found = seen_clouds(batch["camera_features"], batch["offset"])
         if found is not None:
@@ -303,8 +321,8 @@ def distillation_step(
     with timer.section("student_forward"), torch.autocast(batch["coord"].device.type, enabled=amp):
         out = student(model_inputs(batch))
     with timer.section("student_loss"):
-        seg, parts = segmentation_loss(out.logits.float(), batch["segment"], kind=s.seg_loss,
-                                       class_weight=s.seg_weight())
+        seg_labels = batch["segment"] if side.seg_labels is None else side.seg_labels
+        seg, parts = segmentation_loss(out.logits.float(), seg_labels, kind=s.seg_loss, class_weight=s.seg_weight())
     logs: dict[str, torch.Tensor] = {"seg": seg.detach(), **parts, **side.logs}
     terms = [t for t in ("grad", "kld", "topo") if s.active(t)]
     acts: list[torch.Tensor] = []

@@ -29,6 +29,7 @@ def validate(cfg: RunConfig) -> None:
     _check_choices(cfg)
     _check_distillation_terms(cfg)
     _check_teacher(cfg)
+    _check_pseudo_labels(cfg)
     _check_device_and_models(cfg)
 
 
@@ -94,8 +95,10 @@ def _check_unlabelled(cfg: RunConfig) -> None:
 
 
 def _distilling(cfg: RunConfig) -> list[str]:
-    """The stages of the run that read a teacher (a kd or distill stage with a teacher term on)."""
-    return [s for s in cfg.stages() if s in MIXED_STAGES and any(cfg.stage_terms(s).values())]
+    """The stages of the run that read a teacher (a kd or distill stage with a teacher term on, or
+    with the camera's pseudo-labels, decision 65)."""
+    return [s for s in cfg.stages()
+            if s in MIXED_STAGES and (cfg.camera_pseudo_labels or any(cfg.stage_terms(s).values()))]
 
 
 def _check_teacher(cfg: RunConfig) -> None:
@@ -125,6 +128,27 @@ def _check_teacher(cfg: RunConfig) -> None:
                          "term aligns the student's activation gradients with the teacher network's (paper Eq. 4-7), "
                          "and projected camera predictions have no such gradients; pass --lambda-grad 0 or --no-grad "
                          "(docs/decisions.md decision 61)")
+
+
+def _check_pseudo_labels(cfg: RunConfig) -> None:
+    """``--camera-pseudo-labels`` (decision 65): the camera teacher's classes label the scans of the
+    unlabelled split, so it needs both; ``--pseudo-label-threshold`` a probability in [0, 1], read
+    with it only."""
+    threshold = cfg.pseudo_label_threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise ValueError(f"--pseudo-label-threshold must be a number in [0, 1] (the camera's top probability a "
+                         f"pseudo-label needs), got {threshold!r}")
+    if not cfg.camera_pseudo_labels:
+        if threshold:
+            raise ValueError("--pseudo-label-threshold is read with --camera-pseudo-labels only: pass it too, or "
+                             "leave the threshold out")
+        return
+    if cfg.teacher != "images":
+        raise ValueError("--camera-pseudo-labels trains L_seg on the camera teacher's classes: pass --teacher images "
+                         "--image-predictions FOLDER (written by python -m train.image_labels --probs)")
+    if cfg.unlabelled_split is None:
+        raise ValueError("--camera-pseudo-labels labels the scans of the unlabelled split (the labelled scans keep "
+                         "their own labels): pass --unlabelled-split NAME")
 
 
 def _check_processes(cfg: RunConfig) -> None:

@@ -36,11 +36,12 @@ RUN_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, BadScanError, Chec
 
 
 def stage_label(cfg: RunConfig, stage: str) -> str:
-    """Column name of a stage in the results table: the loss terms it trained with."""
+    """Column name of a stage in the results table: the loss terms it trained with ("pseudo": L_seg
+    on the camera's pseudo-labels too, decision 65)."""
     if stage == "teacher":
         return "teacher"
     s = distill_settings(cfg, stage)
-    terms = ["seg"] + [t for t in ("kld", "topo", "grad") if s.active(t)]
+    terms = ["seg"] + ["pseudo"] * s.pseudo_labels + [t for t in ("kld", "topo", "grad") if s.active(t)]
     return "student " + "+".join(terms)
 
 

@@ -15,9 +15,10 @@ One teacher is trained (or reused), then every (row, seed) unit trains one stude
 * ``--table cameras`` (the camera teacher): the label-scarce regime rendered with the ``ring`` rig; the
   teacher is the camera pipeline (:mod:`train.study.camera_unit`: a 2D network on the training
   scenes' images, its predictions carried onto the points, decisions 60-62), the rows the CE
-  student and a student distilled from the cameras (L_kld) on the labelled scans, and two with the
-  unlabelled scans mixed in, L_kld alone and with L_topo on the 2D features (no L_grad, decision
-  61). With
+  student, the CE student with the unlabelled scans mixed in and labelled by the camera's most
+  likely class (the pseudo-label baseline, decision 65), a student distilled from the cameras
+  (L_kld) on the labelled scans, and two with the unlabelled scans mixed in, L_kld alone and with
+  L_topo on the 2D features (no L_grad, decision 61). With
   ``--converge`` only the CE student's budget is searched.
 * Table 11 (``--table 11``): KD+topo with each distance between the diagrams: PWCD, Sinkhorn OT at
   every ``--sinkhorn-eps-grid`` value (the paper's 0.02 0.05 0.1 0.2 by default; decision 31) and
@@ -104,6 +105,8 @@ class Row:
 
 
 CE = Row("CE", "student")
+# --table cameras: CE on the labels and on the camera's pseudo-labels of the unlabelled scans, no L_kld (decision 65)
+CAMERA_PSEUDO_ROW = "CE+camera pseudo-labels (unlabelled)"
 KD = Row("KD", "kd")
 TABLE5: tuple[Row, ...] = (
     CE, KD, Row("KD+topo", "distill", {"grad": False}), Row("KD+grad", "distill", {"topo": False}),
@@ -119,13 +122,15 @@ def study_rows(table: int | str, grid: dict[str, Sequence[float]], saliency_sets
                sinkhorn_eps: Sequence[float] = PAPER_SINKHORN_EPS, unlabelled_split: str | None = None,
                camera_labels: str | None = None) -> list[Row]:
     """The rows of ``table``; CE and KD always come first (the paired differences use them; the
-    camera table has no network teacher, so no KD row). Two rows of ``unlabelled`` and of
+    camera table has no network teacher, so no KD row). Two rows of ``unlabelled`` and three of
     ``cameras`` mix in the scans of ``unlabelled_split``; no other row reads it. The camera rows
-    distil from the projected predictions in ``camera_labels`` (decision 61: no saliency term)."""
+    distil from the projected predictions in ``camera_labels`` (decision 61: no saliency term), the
+    first after CE through L_seg alone, on their pseudo-labels (decision 65)."""
     if table == CAMERA_TABLE:
         camera = {"teacher": "images", "image_predictions": camera_labels}
         mixed = {**camera, "unlabelled_split": unlabelled_split}
-        return [CE, Row("camera KD", "kd", camera), Row("camera KD+unlabelled", "kd", mixed),
+        return [CE, Row(CAMERA_PSEUDO_ROW, "kd", {**mixed, "camera_pseudo_labels": True, "kld": False}),
+                Row("camera KD", "kd", camera), Row("camera KD+unlabelled", "kd", mixed),
                 Row("camera KD+topo+unlabelled", "distill", {**mixed, "grad": False})]
     if table == UNLABELLED_TABLE:
         mixed = {"unlabelled_split": unlabelled_split}
@@ -337,7 +342,7 @@ def _label_scarce(base: RunConfig, explicit: dict[str, Any], table: str) -> RunC
         scarce = {**LABEL_SCARCE, **({"synthetic_cameras": "ring"} if table == CAMERA_TABLE else {})}
         base = finalize({**base.to_dict(), **{k: v for k, v in scarce.items() if k not in explicit}})
     if base.unlabelled_split is None:
-        raise ValueError(f"--table {table} mixes the scans of an unlabelled split into two of its rows: "
+        raise ValueError(f"--table {table} mixes the scans of an unlabelled split into some of its rows: "
                          "pass --unlabelled-split NAME")
     return base
 
