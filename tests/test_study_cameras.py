@@ -16,7 +16,7 @@ import yaml
 
 from tests.test_train_support import TINY_MODEL
 from train.data.waymo import WaymoDataset
-from train.study.ablation import main, study_rows
+from train.study.ablation import main, parse, study_rows
 
 PSEUDO_ROW = "CE+camera pseudo-labels (unlabelled)"
 CAMERA_ROWS = (PSEUDO_ROW, "camera KD", "camera KD+unlabelled", "camera KD+topo+unlabelled")
@@ -41,9 +41,21 @@ def test_the_camera_rows_distil_from_the_projected_predictions_without_a_salienc
     camera = {"teacher": "images", "image_predictions": "out/camera/labels"}
     mixed = {**camera, "unlabelled_split": "unlabelled"}
     assert [(r.key, r.stage, r.values) for r in rows] == [
-        ("CE", "student", {}), (PSEUDO_ROW, "kd", {**mixed, "camera_pseudo_labels": True, "kld": False}),
+        ("CE", "student", {}),
+        (PSEUDO_ROW, "kd", {**mixed, "camera_pseudo_labels": True, "pseudo_label_threshold": 0.0, "kld": False}),
         (CAMERA_ROWS[1], "kd", camera), (CAMERA_ROWS[2], "kd", mixed),
         (CAMERA_ROWS[3], "distill", {**mixed, "grad": False})]
+
+
+def test_the_study_gives_its_pseudo_label_threshold_to_the_pseudo_label_row_alone(tmp_path: Path) -> None:
+    """--pseudo-label-threshold of the study reaches the pseudo-label row's units only (a run option
+    would be refused by the CE row, which has no camera teacher); other tables refuse it."""
+    args, rows, _ = parse([*_argv(tmp_path), "--pseudo-label-threshold", "0.8"])
+    assert {r.key: r.values.get("pseudo_label_threshold") for r in rows} == {
+        "CE": None, PSEUDO_ROW: 0.8, CAMERA_ROWS[1]: None, CAMERA_ROWS[2]: None, CAMERA_ROWS[3]: None}
+    for bad in (["--pseudo-label-threshold", "1.5"], ["--table", "unlabelled", "--pseudo-label-threshold", "0.5"]):
+        with pytest.raises(ValueError, match="--pseudo-label-threshold"):
+            parse([*_argv(tmp_path), *bad])
 
 
 def test_the_camera_study_runs_end_to_end_at_its_smallest_size(tmp_path: Path) -> None:

@@ -120,16 +120,18 @@ def _num(v: float) -> str:
 
 def study_rows(table: int | str, grid: dict[str, Sequence[float]], saliency_sets: Sequence[Sequence[int]],
                sinkhorn_eps: Sequence[float] = PAPER_SINKHORN_EPS, unlabelled_split: str | None = None,
-               camera_labels: str | None = None) -> list[Row]:
+               camera_labels: str | None = None, pseudo_threshold: float = 0.0) -> list[Row]:
     """The rows of ``table``; CE and KD always come first (the paired differences use them; the
     camera table has no network teacher, so no KD row). Two rows of ``unlabelled`` and three of
     ``cameras`` mix in the scans of ``unlabelled_split``; no other row reads it. The camera rows
     distil from the projected predictions in ``camera_labels`` (decision 61: no saliency term), the
-    first after CE through L_seg alone, on their pseudo-labels (decision 65)."""
+    first after CE through L_seg alone, on their pseudo-labels where the camera's top probability
+    reaches ``pseudo_threshold`` (decision 65)."""
     if table == CAMERA_TABLE:
         camera = {"teacher": "images", "image_predictions": camera_labels}
         mixed = {**camera, "unlabelled_split": unlabelled_split}
-        return [CE, Row(CAMERA_PSEUDO_ROW, "kd", {**mixed, "camera_pseudo_labels": True, "kld": False}),
+        pseudo = {**mixed, "camera_pseudo_labels": True, "pseudo_label_threshold": pseudo_threshold, "kld": False}
+        return [CE, Row(CAMERA_PSEUDO_ROW, "kd", pseudo),
                 Row("camera KD", "kd", camera), Row("camera KD+unlabelled", "kd", mixed),
                 Row("camera KD+topo+unlabelled", "distill", {**mixed, "grad": False})]
     if table == UNLABELLED_TABLE:
@@ -246,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-teacher-epochs", type=int, default=DEFAULT_IMAGE_EPOCHS,
                    help=f"--table cameras: epochs of the 2D teacher on the training images (default "
                    f"{DEFAULT_IMAGE_EPOCHS})")
+    p.add_argument("--pseudo-label-threshold", type=float, default=0.0,
+                   help="--table cameras: the camera's top probability a pseudo-label needs in the row "
+                   f"'{CAMERA_PSEUDO_ROW}' (decision 65; default 0: every seen point)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every row (>= 2)")
     p.add_argument("--out", default=None, help="study directory (default runs/study-<dataset>-table<N>)")
     p.add_argument("--rows", nargs="+", default=None, help="run only these row keys (default: all)")
@@ -292,7 +297,8 @@ def _saliency_sets(texts: Sequence[str]) -> list[list[int]]:
 def select_rows(args: argparse.Namespace, unlabelled_split: str | None = None) -> list[Row]:
     """The rows of ``args.table`` (restricted to ``--rows`` when given); unknown keys are errors."""
     rows = study_rows(args.table, {k: getattr(args, k) for k in PAPER_GRID}, _saliency_sets(args.saliency_sets),
-                      args.sinkhorn_eps_grid, unlabelled_split, str(camera_labels_folder(Path(args.out))))
+                      args.sinkhorn_eps_grid, unlabelled_split, str(camera_labels_folder(Path(args.out))),
+                      args.pseudo_label_threshold)
     if args.rows is None:
         return rows
     unknown = set(args.rows) - {r.key for r in rows}
@@ -313,6 +319,9 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[Row], Ru
     explicit = _explicit_options(rest)
     if args.table in SCARCE_TABLES:
         base = _label_scarce(base, explicit, args.table)
+    if not 0 <= args.pseudo_label_threshold <= 1 or (args.pseudo_label_threshold and args.table != CAMERA_TABLE):
+        raise ValueError(f"--pseudo-label-threshold is a probability in [0, 1] read by --table {CAMERA_TABLE}'s "
+                         f"pseudo-label row only, got {args.pseudo_label_threshold:g} with --table {args.table}")
     if args.table == CAMERA_TABLE:
         check_camera_base(base)
         if args.image_teacher_epochs < 1:
