@@ -4,6 +4,7 @@ time boxes fit the budget, and a section that fails or overruns is recorded (and
 rest continues."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -45,6 +46,8 @@ def test_smoke_campaign_runs_every_section_and_writes_the_report(tmp_path: Path)
     assert not list(tmp_path.glob("section-*.json")), "the per-section files are folded into the report"
     steps = campaign["sections"]["step_kernels"]["data"]["steps"]
     assert [row[1] for row in steps] == [name for _, name in STEP_CASES]
+    cost_rows = campaign["sections"]["cost"]["data"]["tables"][0]["rows"]
+    assert [row[0] for row in cost_rows] == [PLAN["cost"][2]["teacher"], PLAN["cost"][2]["student"], "teacher / student"]
     tps_rows = campaign["sections"]["tps"]["data"]["tables"][0]["rows"]
     assert [row[3] for row in tps_rows] == ["host (workers)", "device, one program per cloud",
                                             "device, split, 64 rows per program", "device, split, 512 rows per program"]
@@ -117,3 +120,19 @@ def test_engine_paths_keeps_the_pool_numbers_when_the_device_path_fails(monkeypa
     assert rec.data["topo_loss_ms"]["pool"] > 0 and rec.data["recommended_default"] == {"cpu": "pool"}
     assert "RuntimeError: no batch path on cpu" in rec.data["errors"]["device"]
     assert json.loads((tmp_path / "section.json").read_text())["tables"][0]["rows"][0][3] == "n/a"
+
+
+def test_cost_measures_the_student_first_so_a_short_box_still_gives_it(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    """The deployed model comes first: when the time box ends after one model, the student's row is
+    the one kept (the teacher outlasted the box on two H100 runs)."""
+    from benchmarks import gpu_models
+    from benchmarks.gpu_record import Recorder
+
+    clock = itertools.chain([0.0], itertools.repeat(100.0))  # past the deadline after the first check
+    monkeypatch.setattr(gpu_models.time, "monotonic", lambda: next(clock))
+    rec = Recorder(tmp_path / "cost.json")
+    size = PLAN["cost"][2]
+    gpu_models.cost(size, torch.device("cpu"), rec, deadline=50.0)
+    assert list(rec.data["models"]) == [size["student"]]
+    assert f"stopped before {size['teacher']} at the section's time box" in rec.data["notes"]
