@@ -47,7 +47,8 @@ def test_smoke_campaign_runs_every_section_and_writes_the_report(tmp_path: Path)
     steps = campaign["sections"]["step_kernels"]["data"]["steps"]
     assert [row[1] for row in steps] == [name for _, name in STEP_CASES]
     cost_rows = campaign["sections"]["cost"]["data"]["tables"][0]["rows"]
-    assert [row[0] for row in cost_rows] == [PLAN["cost"][2]["teacher"], PLAN["cost"][2]["student"], "teacher / student"]
+    cost_size = PLAN["cost"][2]
+    assert [row[0] for row in cost_rows] == [cost_size["teacher"], cost_size["student"], "teacher / student"]
     tps_rows = campaign["sections"]["tps"]["data"]["tables"][0]["rows"]
     assert [row[3] for row in tps_rows] == ["host (workers)", "device, one program per cloud",
                                             "device, split, 64 rows per program", "device, split, 512 rows per program"]

@@ -121,8 +121,9 @@ def write_folder_spec(out: Path, spec: dict[str, Any]) -> Path:
 
 
 def write_summary(out: Path, split: str, summary: dict[str, Any]) -> Path:
-    """``out/image_labels.json``: ``{"splits": {split: summary}}``, the entry of ``split`` written over that split's earlier one and beside the other splits' (a folder holds the files of
-    every split labelled into it: the training split and the unlabelled one a camera teacher reads)."""
+    """``out/image_labels.json``: ``{"splits": {split: summary}}``, the entry of ``split`` written over
+    that split's earlier one and beside the other splits' (a folder holds the files of every split
+    labelled into it: the training split and the unlabelled one a camera teacher reads)."""
     path = Path(out) / SUMMARY_FILE
     splits: dict[str, Any] = {}
     if path.is_file():

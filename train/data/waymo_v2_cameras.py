@@ -55,8 +55,9 @@ KEY_CAMERA = "key.camera_name"
 CAMERA_NAMES = {1: "FRONT", 2: "FRONT_LEFT", 3: "FRONT_RIGHT", 4: "SIDE_LEFT", 5: "SIDE_RIGHT"}
 WAYMO_TO_OPENCV = np.array([[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 _INTRINSIC_FIELDS = ("f_u", "f_v", "c_u", "c_v")
-# rolling_shutter_direction -> decision 64's direction; GLOBAL_SHUTTER (5) -> None (one pose)
-READOUT_DIRECTIONS = {1: DIRECTIONS[2], 2: DIRECTIONS[0], 3: DIRECTIONS[3], 4: DIRECTIONS[1], 5: None}
+GLOBAL_SHUTTER = 5  # rolling_shutter_direction of a camera read with one pose (and of a file without the column)
+# rolling_shutter_direction -> decision 64's direction; GLOBAL_SHUTTER -> None (one pose)
+READOUT_DIRECTIONS = {1: DIRECTIONS[2], 2: DIRECTIONS[0], 3: DIRECTIONS[3], 4: DIRECTIONS[1], GLOBAL_SHUTTER: None}
 _MOTION_FIELDS = ("pose_timestamp",) + tuple(f"velocity.{kind}_velocity.{axis}" for kind in ("linear", "angular")
                                              for axis in "xyz") + tuple(
     f"rolling_shutter_params.{name}" for name in ("shutter", "camera_trigger_time", "camera_readout_done_time"))
@@ -101,7 +102,7 @@ def read_camera_calibrations(split_dir: Path, segment: str) -> dict[int, CameraC
         fu, fv, cu, cv = (f.scalar(row, f"intrinsic.{n}") for n in _INTRINSIC_FIELDS)
         width, height = (f.scalar(row, n) for n in ("width", "height"))
         distortion = np.array([f.scalar(row, n) for n in lens]) if distorted else None
-        direction = f.scalar(row, "rolling_shutter_direction") if rolling else 5
+        direction = f.scalar(row, "rolling_shutter_direction") if rolling else GLOBAL_SHUTTER
         if direction not in READOUT_DIRECTIONS:
             raise f.error(f"camera {row[KEY_CAMERA].as_py()} has rolling_shutter_direction {direction:g}, not one of "
                           f"{sorted(READOUT_DIRECTIONS)} (top to bottom, left to right, bottom to top, right to left, "

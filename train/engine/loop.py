@@ -567,9 +567,9 @@ def _check_camera_teacher(found: tuple[dict[str, Any], Path], camera: dict[str, 
         if not isinstance(entry, dict):
             return "the PTv3 teacher network"
         pseudo = entry.get("pseudo_label_threshold")
-        return f"the camera predictions in {entry.get('predictions')} (image_labels.json SHA-256 " \
-               f"{str(entry.get('image_labels_sha256'))[:12]}" + \
-               ("" if pseudo is None else f"; their pseudo-labels of the unlabelled scans at threshold {pseudo:g}") + ")"
+        labels = "" if pseudo is None else f"; their pseudo-labels of the unlabelled scans at threshold {pseudo:g}"
+        return (f"the camera predictions in {entry.get('predictions')} (image_labels.json SHA-256 "
+                f"{str(entry.get('image_labels_sha256'))[:12]}{labels})")
 
     raise ResumeMismatchError(f"{path} was trained with {said(written)} as its teacher and this run reads "
                               f"{said(camera)}: resume with the teacher it was written with, or delete it to start "

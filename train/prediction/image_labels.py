@@ -48,10 +48,11 @@ def reads_cameras(source: PointCloudDataset) -> bool:
     return type(source).cameras is not PointCloudDataset.cameras
 
 
-def label_split(source: PointCloudDataset, split: str, run: ImageLabelRun, provenance: dict[str, Any]) -> dict[str, Any]:
+def label_split(source: PointCloudDataset, split: str, run: ImageLabelRun,
+                provenance: dict[str, Any]) -> dict[str, Any]:
     """Label every scan of ``source``, the data set's split ``split`` (see the module docstring);
-    returns the summary it writes as that split's entry of ``image_labels.json`` (``provenance`` first). Raises the first bad scan's error unless
-    ``run.skip_bad_scans``."""
+    returns the summary it writes as that split's entry of ``image_labels.json`` (``provenance``
+    first). Raises the first bad scan's error unless ``run.skip_bad_scans``."""
     k = source.num_classes
     counts = {"scans": len(source), "labelled_scans": 0, "scans_without_cameras": 0, "skipped_scans": [],
               "points": 0, "seen_points": 0, "points_by_cameras": {}, "hidden_point_camera_pairs": 0,
