@@ -19,7 +19,7 @@ from scipy.optimize import fsolve
 
 from train.data.cameras import CalibrationError, checked_camera, read_camera_list
 from train.data.validation import CorruptFileError, DatasetLayoutError
-from train.data.waymo_v2_cameras import CameraCalibration, camera_rolling_shutter, camera_scan_to_camera
+from train.data.waymo_v2_cameras import GLOBAL_SHUTTER, CameraCalibration, camera_rolling_shutter, camera_scan_to_camera
 
 TIMES = [1_000_000, 1_100_000]
 SEGMENT = "3333_000_100"
@@ -31,6 +31,7 @@ CAMERAS = {
 }
 LENS = {"k1": 0.03, "k2": -0.3, "p1": -1e-4, "p2": 1e-3, "k3": 0.0}  # every camera's; k3 = 0 (see waymo_pixel)
 DIRECTIONS = {1: 2, 4: 4}  # rolling_shutter_direction: FRONT left to right, SIDE_LEFT right to left
+GLOBAL = dict.fromkeys(CAMERAS, GLOBAL_SHUTTER)  # cameras read with one pose, which need no motion columns
 # the vehicle's motion at every image (velocity in the world, m/s, float32 in v2; angular velocity in the
 # vehicle frame, rad/s) and its readout: trigger 30 ms before the pose, 4 ms exposures, 50 ms readout
 MOTION = {"velocity.linear_velocity.x": 8.0, "velocity.linear_velocity.y": -3.0, "velocity.linear_velocity.z": 0.25,
@@ -64,7 +65,7 @@ def motion_columns(ts: int, readout_done: float = READOUT_DONE) -> dict[str, flo
 
 def write_cameras(split_dir: Path, segment: str, times: list[int],
                   image_size: tuple[int, int] = (WIDTH, HEIGHT), lens: dict[str, float] = LENS,
-                  motion: tuple[str, ...] = (), directions: dict[int, int] | None = DIRECTIONS,
+                  motion: tuple[str, ...] = (), directions: dict[int, int] | None = GLOBAL,
                   readout_done: float = READOUT_DONE) -> dict:
     """The two camera components of ``segment`` (the distortion columns those of ``lens``, the
     columns ``motion`` of :func:`motion_columns` with ``readout_done``, ``rolling_shutter_direction``
@@ -322,7 +323,7 @@ def test_converted_rolling_shutter_cameras_put_a_point_seen_at_its_columns_time_
     focal lengths (2 000 px for a real camera: 25 times as much)."""
     src = tmp_path / "src"
     scene.write_segment(src / "training", SEGMENT, TIMES, set(TIMES))
-    write_cameras(src / "training", SEGMENT, TIMES, motion=tuple(motion_columns(0)))
+    write_cameras(src / "training", SEGMENT, TIMES, motion=tuple(motion_columns(0)), directions=DIRECTIONS)
     conv.convert_waymo(src, tmp_path / "dst", workers=1, show_progress=False)
     rng = np.random.default_rng(6)
     for ts in TIMES:
