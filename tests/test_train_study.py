@@ -16,7 +16,7 @@ import train.study.ablation as study_mod
 from tests.test_train_support import TINY_MODEL, record_calls
 from train.study.ablation import PI_LAMBDA_TOPO, TABLE5, main, study_rows
 from train.evaluation.metrics import IoUAccumulator
-from train.study.report import (bootstrap_miou, mean_ci, ordering_statement, paired_difference,
+from train.study.report import (bootstrap_miou, class_group_lines, mean_ci, ordering_statement, paired_difference,
                                 scene_bootstrap_difference, summarize)
 
 # Two-sided 95% Student-t quantiles t_{0.975, df}, from printed tables.
@@ -106,6 +106,35 @@ def test_summary_and_ordering_statement_from_hand_made_units() -> None:
     assert "**holds**" in ordering_statement(summary)
     rows["full"] = [_unit(s, 0.31 + 0.01 * s, 0.31, [0.3, 0.3]) for s in range(3)]
     assert "**does not hold**" in ordering_statement(summarize({"eval_split": "test", "rows": rows}))
+
+
+def test_frequent_and_rare_class_mious_and_their_paired_differences_equal_a_hand_computation() -> None:
+    """Three classes, the third with 0.5% of the points: the frequent mIoU is the mean IoU of the
+    first two, the rare one the third's, each with the main table's paired differences; a split
+    without a rare class adds no lines."""
+    freq = [0.6, 0.395, 0.005]
+
+    def unit(seed: int, iou: list[float]) -> dict[str, Any]:
+        split = {"miou": float(np.mean(iou)), "iou": iou, "class_frequency": freq, "parameters": 10}
+        return {"seed": seed, "wall_s": 60.0, "val": split, "test": split}
+
+    rows = {"CE": [unit(s, [0.5, 0.3 + 0.01 * s, 0.1]) for s in range(3)],
+            "KD": [unit(s, [0.6, 0.3 + 0.01 * s, 0.1 * s]) for s in range(3)]}
+    summary = summarize({"eval_split": "test", "rows": rows})
+    ce, kd = summary["CE"], summary["KD"]
+    assert ce["frequent"]["mean"][0] == pytest.approx(0.405, abs=1e-12)  # seeds 0.400, 0.405, 0.410
+    assert ce["rare"]["mean"] == (pytest.approx(0.1, abs=1e-12), pytest.approx(0.0, abs=1e-12))
+    assert kd["frequent"]["vs_CE"] == (pytest.approx(0.05, abs=1e-12), pytest.approx(0.0, abs=1e-12), 3)
+    d, half, n = kd["rare"]["vs_CE"]  # differences -0.1, 0, +0.1
+    assert (d, n) == (pytest.approx(0.0, abs=1e-12), 3) and half == pytest.approx(T975[2] * 0.1 / math.sqrt(3))
+    study = {"eval_split": "test", "teacher": {"test": rows["CE"][0]["test"]}}
+    lines = class_group_lines(study, summary)
+    assert "the 2 classes with at least 1% of the test points (99.5% of them; teacher 40.0)" in lines[2]
+    assert "1 rarer ones (teacher 10.0)" in lines[2]
+    assert f"| KD | 45.5 ± {100 * T975[2] * 0.005 / math.sqrt(3):.1f} | +5.0 ± 0.0 | - | 10.0 ± 24.8 | " \
+           "+0.0 ± 24.8 | - |" in lines
+    study["teacher"]["test"] = {**study["teacher"]["test"], "class_frequency": [0.6, 0.4, 0.0]}
+    assert class_group_lines(study, summary) == []
 
 
 def test_table_rows() -> None:

@@ -16,6 +16,12 @@ counts, and the seed-mean difference's 2.5th and 97.5th percentiles taken over t
 how much of a difference a different set of test scenes could undo; with few scans (10 on the
 synthetic study's set) a percentile bootstrap is known to be too narrow, so it is a lower bound
 on that uncertainty.
+
+mIoU weighs every class alike, and on a small split a class with a fraction of a percent of the
+points lies in a few scans, so its IoU, and its 1/K share of mIoU, moves with single objects. The
+report therefore also gives each row's mIoU over the **frequent** classes (at least
+:data:`FREQUENT` of the split's labelled points) and over the **rare** ones (present, under it),
+with the same paired differences (:func:`class_group_miou`).
 """
 from __future__ import annotations
 
@@ -33,6 +39,8 @@ from scipy import stats
 CONFIDENCE = 0.95
 SCENE_DRAWS = 10_000  # redraws of the test scans in the scene bootstrap
 BUDGET_PLOT = "budget.png"  # the budget searches' validation curves, in the study folder
+FREQUENT = 0.01  # a class with at least this share of a split's labelled points is frequent there
+GROUPS = ("frequent", "rare")
 
 
 def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -97,6 +105,19 @@ def _miou_by_seed(units: Sequence[dict[str, Any]], split: str) -> dict[int, floa
     return {int(u["seed"]): float(u[split]["miou"]) for u in units}
 
 
+def class_group_miou(split: dict[str, Any], group: str) -> float:
+    """mIoU of one unit's ``split`` result over the classes of ``group`` (module docstring): those
+    with at least :data:`FREQUENT` of the split's labelled points, or the others present; NaN if
+    the group has no class."""
+    freq = np.nan_to_num(np.asarray(split["class_frequency"], dtype=np.float64))
+    keep = freq >= FREQUENT if group == "frequent" else (freq > 0) & (freq < FREQUENT)
+    return float(np.asarray(split["iou"], dtype=np.float64)[keep].mean()) if keep.any() else math.nan
+
+
+def _group_by_seed(units: Sequence[dict[str, Any]], split: str, group: str) -> dict[int, float]:
+    return {int(u["seed"]): class_group_miou(u[split], group) for u in units}
+
+
 def _nan_mean_columns(rows: Sequence[Sequence[float]]) -> list[float]:
     """Column means ignoring NaN (a class absent from a split has NaN IoU); NaN where all are."""
     x = np.array(rows, dtype=np.float64)
@@ -111,6 +132,7 @@ def summarize(study: dict[str, Any]) -> dict[str, Any]:
     rows = study["rows"]
     refs = {name: _miou_by_seed(rows[name], split) for name in ("CE", "KD") if name in rows}
     ref_scans = {name: _scans_by_seed(rows[name], split) for name in refs}
+    ref_groups = {(name, g): _group_by_seed(rows[name], split, g) for name in refs for g in GROUPS}
     out: dict[str, Any] = {}
     for name, units in rows.items():
         test = _miou_by_seed(units, split)
@@ -123,6 +145,11 @@ def summarize(study: dict[str, Any]) -> dict[str, Any]:
                                  "resumed": sum(1 for u in units if u.get("steps_logged_before", 0) > 0),
                                  "terms": term_diagnostics(units)}
         scans = _scans_by_seed(units, split)
+        for group in GROUPS:
+            by_seed = _group_by_seed(units, split, group)
+            entry[group] = {"mean": mean_ci(list(by_seed.values())),
+                            **{"vs_" + r: paired_difference(by_seed, ref_groups[(r, group)])
+                               for r in refs if r != name}}
         for ref_name, ref in refs.items():
             if ref_name != name:
                 entry["vs_" + ref_name] = paired_difference(test, ref)
@@ -250,6 +277,31 @@ def scene_lines(summary: dict[str, Any], split: str) -> list[str]:
     return lines + [""]
 
 
+def class_group_lines(study: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    """The rows' mIoU over the frequent and the rare classes of the reported split (module docstring)."""
+    split = study["eval_split"]
+    freq = np.nan_to_num(np.asarray(study["teacher"][split]["class_frequency"], dtype=np.float64))
+    frequent, rare = freq >= FREQUENT, (freq > 0) & (freq < FREQUENT)
+    if not rare.any():
+        return []
+
+    def cells(entry: dict[str, Any]) -> str:
+        mean, half = entry["mean"]
+        ci = f"{_pct(mean)} ± {_pct(half)}" if not math.isnan(half) else _pct(mean)
+        return " | ".join([ci] + [_ci(*entry["vs_" + r][:2]) if "vs_" + r in entry else "-" for r in ("CE", "KD")])
+
+    teacher = {g: class_group_miou(study["teacher"][split], g) for g in GROUPS}
+    lines = [f"## Frequent and rare classes ({split})", "",
+             f"mIoU over the {frequent.sum()} classes with at least {100 * FREQUENT:g}% of the {split} points "
+             f"({100 * freq[frequent].sum():.1f}% of them; teacher {_pct(teacher['frequent'])}) and over the "
+             f"{rare.sum()} rarer ones (teacher {_pct(teacher['rare'])}); a rare class lies in a few scans, so its "
+             "IoU moves with single objects. Paired differences as above.", "",
+             "| row | frequent mIoU | Δ vs CE | Δ vs KD | rare mIoU | Δ vs CE | Δ vs KD |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {n} | {cells(e['frequent'])} | {cells(e['rare'])} |" for n, e in summary.items()]
+    return lines + [""]
+
+
 def budget_lines(budget: dict[str, Any]) -> list[str]:
     """The budget searches of a ``--converge`` study and the capacity check drawn from them."""
     from train.study.budget import capacity_statement
@@ -317,7 +369,7 @@ def render(study: dict[str, Any], summary: dict[str, Any]) -> str:
     if any(e["resumed"] for e in summary.values()):
         lines += ["", "\\* a unit of the row was killed and resumed from its checkpoint: its wall time counts "
                   "only the invocation that finished it."]
-    lines += ["", ordering_statement(summary), "", *scene_lines(summary, split)]
+    lines += ["", ordering_statement(summary), "", *scene_lines(summary, split), *class_group_lines(study, summary)]
     if study["table"] == 7:
         grid = [n for n in names if n.startswith("full ")]
         if grid:
