@@ -105,12 +105,17 @@ def _miou_by_seed(units: Sequence[dict[str, Any]], split: str) -> dict[int, floa
     return {int(u["seed"]): float(u[split]["miou"]) for u in units}
 
 
+def class_groups(frequency: Sequence[float]) -> dict[str, np.ndarray]:
+    """Each group's class mask (module docstring) from a split's class frequencies: ``frequent``, at
+    least :data:`FREQUENT` of the split's labelled points; ``rare``, the other classes present."""
+    freq = np.nan_to_num(np.asarray(frequency, dtype=np.float64))
+    return {"frequent": freq >= FREQUENT, "rare": (freq > 0) & (freq < FREQUENT)}
+
+
 def class_group_miou(split: dict[str, Any], group: str) -> float:
-    """mIoU of one unit's ``split`` result over the classes of ``group`` (module docstring): those
-    with at least :data:`FREQUENT` of the split's labelled points, or the others present; NaN if
-    the group has no class."""
-    freq = np.nan_to_num(np.asarray(split["class_frequency"], dtype=np.float64))
-    keep = freq >= FREQUENT if group == "frequent" else (freq > 0) & (freq < FREQUENT)
+    """mIoU of one unit's ``split`` result over the classes of ``group`` (:func:`class_groups`);
+    NaN if the group has no class."""
+    keep = class_groups(split["class_frequency"])[group]
     return float(np.asarray(split["iou"], dtype=np.float64)[keep].mean()) if keep.any() else math.nan
 
 
@@ -211,6 +216,11 @@ def _pct(v: float) -> str:
     return "-" if v is None or math.isnan(v) else f"{100.0 * v:.1f}"
 
 
+def _mean_cell(mean: float, half: float) -> str:
+    """A mean and its CI half-width as percentages; the mean alone where there is no interval."""
+    return f"{_pct(mean)} ± {_pct(half)}" if not math.isnan(half) else _pct(mean)
+
+
 def _ci(mean: float, half: float) -> str:
     if math.isnan(mean):
         return "-"
@@ -281,14 +291,14 @@ def class_group_lines(study: dict[str, Any], summary: dict[str, Any]) -> list[st
     """The rows' mIoU over the frequent and the rare classes of the reported split (module docstring)."""
     split = study["eval_split"]
     freq = np.nan_to_num(np.asarray(study["teacher"][split]["class_frequency"], dtype=np.float64))
-    frequent, rare = freq >= FREQUENT, (freq > 0) & (freq < FREQUENT)
+    groups = class_groups(freq)
+    frequent, rare = groups["frequent"], groups["rare"]
     if not rare.any():
         return []
 
     def cells(entry: dict[str, Any]) -> str:
-        mean, half = entry["mean"]
-        ci = f"{_pct(mean)} ± {_pct(half)}" if not math.isnan(half) else _pct(mean)
-        return " | ".join([ci] + [_ci(*entry["vs_" + r][:2]) if "vs_" + r in entry else "-" for r in ("CE", "KD")])
+        return " | ".join([_mean_cell(*entry["mean"])]
+                          + [_ci(*entry["vs_" + r][:2]) if "vs_" + r in entry else "-" for r in ("CE", "KD")])
 
     teacher = {g: class_group_miou(study["teacher"][split], g) for g in GROUPS}
     lines = [f"## Frequent and rare classes ({split})", "",
@@ -359,8 +369,7 @@ def render(study: dict[str, Any], summary: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|"]
     for name in names:
         e = summary[name]
-        mean, half = e["mean"]
-        ci = f"{_pct(mean)} ± {_pct(half)}" if not math.isnan(half) else _pct(mean)
+        ci = _mean_cell(*e["mean"])
         d_ce = _ci(*e["vs_CE"][:2]) if "vs_CE" in e else "-"
         d_kd = _ci(*e["vs_KD"][:2]) if "vs_KD" in e else "-"
         mark = "*" if e["resumed"] else ""
