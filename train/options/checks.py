@@ -130,14 +130,20 @@ def _check_teacher(cfg: RunConfig) -> None:
                          "(docs/decisions.md decision 61)")
 
 
+def check_pseudo_label_threshold(threshold: object) -> None:
+    """``--pseudo-label-threshold`` (decision 65): a probability in [0, 1]; the one check of its
+    value, which ``train.study`` makes too before any unit starts."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise ValueError(f"--pseudo-label-threshold must be a number in [0, 1] (the camera's top probability a "
+                         f"pseudo-label needs), got {threshold!r}")
+
+
 def _check_pseudo_labels(cfg: RunConfig) -> None:
     """``--camera-pseudo-labels`` (decision 65): the camera teacher's classes label the scans of the
     unlabelled split, so it needs both; ``--pseudo-label-threshold`` a probability in [0, 1], read
     with it only."""
     threshold = cfg.pseudo_label_threshold
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-        raise ValueError(f"--pseudo-label-threshold must be a number in [0, 1] (the camera's top probability a "
-                         f"pseudo-label needs), got {threshold!r}")
+    check_pseudo_label_threshold(threshold)
     if not cfg.camera_pseudo_labels:
         if threshold:
             raise ValueError("--pseudo-label-threshold is read with --camera-pseudo-labels only: pass it too, or "

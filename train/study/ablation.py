@@ -64,6 +64,7 @@ import torch
 from train.config import RunConfig
 from train.engine.loop import FINAL
 from train.engine.profiling import StepTimer
+from train.options.checks import check_pseudo_label_threshold
 from train.options.resolve import finalize, resolve
 from train.runner.datasets import SplitData, prepare_splits
 from train.runner.stages import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse, unlabelled_summary
@@ -319,9 +320,10 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[Row], Ru
     explicit = _explicit_options(rest)
     if args.table in SCARCE_TABLES:
         base = _label_scarce(base, explicit, args.table)
-    if not 0 <= args.pseudo_label_threshold <= 1 or (args.pseudo_label_threshold and args.table != CAMERA_TABLE):
-        raise ValueError(f"--pseudo-label-threshold is a probability in [0, 1] read by --table {CAMERA_TABLE}'s "
-                         f"pseudo-label row only, got {args.pseudo_label_threshold:g} with --table {args.table}")
+    check_pseudo_label_threshold(args.pseudo_label_threshold)
+    if args.pseudo_label_threshold and args.table != CAMERA_TABLE:
+        raise ValueError(f"--pseudo-label-threshold is read by --table {CAMERA_TABLE}'s pseudo-label row only, got "
+                         f"{args.pseudo_label_threshold:g} with --table {args.table}")
     if args.table == CAMERA_TABLE:
         check_camera_base(base)
         if args.image_teacher_epochs < 1:
