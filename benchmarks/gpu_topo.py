@@ -83,8 +83,10 @@ def tps(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: flo
         for fn in ways.values():
             fn()  # warm-up: the kernels' compilation, the workers' first task
         launch_s.clear()
-        for _ in range(size["rounds"]):
+        for done in range(size["rounds"]):
             if time.monotonic() > deadline:
+                rec.note(f"{family}: stopped after {done} of {size['rounds']} rounds at the section's time box "
+                         "(its indices are the warm-up call's)")
                 break
             for name, fn in ways.items():
                 times[name].append(timed(fn, device))

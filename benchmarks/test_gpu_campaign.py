@@ -5,6 +5,7 @@ rest continues."""
 from __future__ import annotations
 
 import itertools
+import math
 import json
 import os
 import subprocess
@@ -137,3 +138,20 @@ def test_cost_measures_the_student_first_so_a_short_box_still_gives_it(monkeypat
     gpu_models.cost(size, torch.device("cpu"), rec, deadline=50.0)
     assert list(rec.data["models"]) == [size["student"]]
     assert f"stopped before {size['teacher']} at the section's time box" in rec.data["notes"]
+
+
+def test_tps_says_when_its_time_box_cut_the_rounds(tmp_path: Path) -> None:
+    """A family reached after the box ends keeps only its warm-up call (its indices are still compared)
+    and the report says so, rather than a row of n/a beside 'same indices: yes' with nothing said (an
+    H100 run, 2026-11-27)."""
+    from benchmarks.gpu_record import Recorder
+    from benchmarks.gpu_topo import tps
+
+    rec = Recorder(tmp_path / "tps.json")
+    size = PLAN["tps"][2]
+    tps(size, torch.device("cpu"), rec, deadline=-math.inf)
+    rows = rec.data["tables"][0]["rows"]
+    assert rows and all(row[-2:] == ["yes", "0"] for row in rows)
+    for family in size["families"]:
+        assert f"{family}: stopped after 0 of {size['rounds']} rounds at the section's time box " \
+               "(its indices are the warm-up call's)" in rec.data["notes"]
