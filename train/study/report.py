@@ -30,6 +30,7 @@ import json
 import math
 import os
 import platform
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -418,7 +419,8 @@ def plot(study: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
     names = list(summary)
     means = [100 * summary[n]["mean"][0] for n in names]
     halves = [0.0 if math.isnan(summary[n]["mean"][1]) else 100 * summary[n]["mean"][1] for n in names]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(names) + 2), 4.0), dpi=120)
+    width = max(5.0, 1.1 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(width, 4.0), dpi=120)
     ax.bar(range(len(names)), means, yerr=halves, capsize=5, color="#4C72B0", edgecolor="black")
     for i, units in enumerate(study["rows"].values()):
         ax.scatter([i] * len(units), [100 * u[split]["miou"] for u in units], color="black", s=12, zorder=3)
@@ -427,7 +429,8 @@ def plot(study: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
     slanted = len(names) > 5 or max(len(n) for n in names) > 14  # long row names would overlap level
     ax.set_xticks(range(len(names)), names, rotation=20 if slanted else 0, ha="right" if slanted else "center")
     ax.set_ylabel(f"{split} mIoU % (mean, 95% CI; dots: seeds)")
-    ax.set_title(f"{table_title(study['table'])} on {study['dataset']}, {len(study['seeds'])} seeds")
+    title = f"{table_title(study['table'])} on {study['dataset']}, {len(study['seeds'])} seeds"
+    ax.set_title(textwrap.fill(title, int(11 * (width - 1))))  # ~11 characters an inch: a one-row figure wraps
     low = min(m - h for m, h in zip(means, halves))
     ax.set_ylim(max(0.0, low - 5.0), max(teacher, max(m + h for m, h in zip(means, halves))) + 3.0)
     ax.legend(loc="best")  # matplotlib places it where it covers the fewest bars and lines
