@@ -204,6 +204,27 @@ def test_a_calibration_with_some_distortion_columns_only_is_refused(tmp_path: Pa
         conv.convert_waymo(src, tmp_path / "dst", workers=1, show_progress=False)
 
 
+def test_each_camera_file_is_opened_once_with_its_optional_columns(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The calibration's lens and readout columns and the images' motion columns are added to the
+    open file (``ComponentFile.widened``), not read from a second open of it (its footer read twice)."""
+    import train.data.waymo_v2 as waymo
+
+    opened: list[str] = []
+    parquet_file = waymo.pq.ParquetFile
+
+    def counting(path: Path, **kwargs: object) -> object:
+        opened.append(Path(path).parent.name)
+        return parquet_file(path, **kwargs)
+
+    monkeypatch.setattr(waymo.pq, "ParquetFile", counting)
+    src = tmp_path / "src"
+    scene.write_segment(src / "training", SEGMENT, TIMES[:1], set(TIMES[:1]))
+    write_cameras(src / "training", SEGMENT, TIMES[:1], motion=tuple(motion_columns(0)), directions=DIRECTIONS)
+    conv.convert_waymo(src, tmp_path / "dst", workers=1, show_progress=False)
+    assert opened.count("camera_calibration") == 1 and opened.count("camera_image") == 1, opened
+
+
 # Waymo's camera_model_test.cc: its FRONT calibration (LEFT_TO_RIGHT) and image (pose, velocity, times)
 PUBLISHED_CALIBRATION = CameraCalibration(
     np.array([[2055.55614936, 0.0, 939.657469886], [0.0, 2055.55614936, 641.072182194], [0.0, 0.0, 1.0]]),

@@ -13,6 +13,7 @@ the column.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,7 +167,7 @@ class ComponentFile:
     def __init__(self, split_dir: Path, component: str, segment: str, fields: list[str]) -> None:
         """``fields``: key columns by full name, the component's own columns without the prefix."""
         self.component = component
-        self.fields = [f if f.startswith("key.") else column(component, f) for f in fields]
+        self.fields = self._full_names(fields)
         self.path = component_path(split_dir, component, segment)
         if not self.path.is_file():
             raise DatasetLayoutError(
@@ -183,14 +184,30 @@ class ComponentFile:
                 f"waymo v2 component file {str(self.path)!r} cannot be read as parquet ({err}); the file "
                 f"is truncated or corrupt: download it again"
             ) from err
+        self._require_fields()
+
+    def _full_names(self, fields: list[str]) -> list[str]:
+        """Key columns as given, the component's own with its prefix."""
+        return [f if f.startswith("key.") else column(self.component, f) for f in fields]
+
+    def _require_fields(self) -> None:
+        """CorruptFileError naming the columns of ``fields`` the file's schema lacks."""
         names = set(self.pf.schema_arrow.names)
         missing = [f for f in self.fields if f not in names]
         if missing:
             raise CorruptFileError(
                 f"waymo v2 component file {str(self.path)!r} has no column {missing[0]!r}"
                 + (f" (nor {missing[1:]})" if len(missing) > 1 else "")
-                + f"; it is not a {component!r} component of the v2 perception data: download it again"
+                + f"; it is not a {self.component!r} component of the v2 perception data: download it again"
             )
+
+    def widened(self, fields: list[str]) -> ComponentFile:
+        """The same open file reading ``fields`` too (named as in ``__init__``), its footer not read
+        again; refused as ``__init__`` refuses a missing column."""
+        wider = copy.copy(self)
+        wider.fields = self.fields + self._full_names(fields)
+        wider._require_fields()
+        return wider
 
     def error(self, problem: str, row: dict | None = None) -> CorruptFileError:
         keys = "" if row is None else " (row " + ", ".join(

@@ -86,8 +86,7 @@ def read_camera_calibrations(split_dir: Path, segment: str) -> dict[int, CameraC
     distorted = any(column(CAMERA_CALIBRATION, n) in f.pf.schema_arrow.names for n in lens)
     rolling = column(CAMERA_CALIBRATION, "rolling_shutter_direction") in f.pf.schema_arrow.names
     if distorted or rolling:  # all five then: opening the file with them refuses a partial set, naming the missing
-        f = ComponentFile(split_dir, CAMERA_CALIBRATION, segment,
-                          fields + (lens if distorted else []) + (["rolling_shutter_direction"] if rolling else []))
+        f = f.widened((lens if distorted else []) + (["rolling_shutter_direction"] if rolling else []))
     if not distorted:
         warnings.warn(f"{f.path}: no lens distortion columns ({', '.join(column(CAMERA_CALIBRATION, n) for n in lens)}"
                       f"); its cameras are projected without distortion (decision 63)", stacklevel=2)
@@ -151,7 +150,7 @@ def convert_frame_cameras(split_dir: Path, segment: str, frame_poses: dict[int, 
     names = set(f.pf.schema_arrow.names)
     moving = any(column(CAMERA_IMAGE, n) in names for n in _MOTION_FIELDS[1:])
     if moving:  # all of them then (the file is refused naming a missing one)
-        f = ComponentFile(split_dir, CAMERA_IMAGE, segment, fields + list(_MOTION_FIELDS))
+        f = f.widened(list(_MOTION_FIELDS))
     elif any(c.readout_direction is not None for c in calibrations.values()):
         warnings.warn(f"{f.path}: no velocity and rolling_shutter_params columns; its images are projected with "
                       "one pose each (decision 64)", stacklevel=2)
