@@ -14,6 +14,8 @@ import torch
 from benchmarks.gpu_record import REPO, Recorder
 
 
+HYPOTHESIS_PROFILE = "device"  # tests/conftest.py: 50 derandomized examples a property, to fit the time box
+
 _OUTCOME = re.compile(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
 _SUMMARY = re.compile(r"^(FAILED|ERROR) (\S+)(?: - (.*))?$")
 
@@ -24,8 +26,9 @@ def cuda_tests(size: dict[str, Any], device: torch.device, rec: Recorder, deadli
     # as a collection error; the other modules still run.
     cmd = [sys.executable, "-m", "pytest", *size["paths"], "-m", "cuda", "-v", "-rfE", "-p", "no:cacheprovider",
            "--continue-on-collection-errors"]
-    rec.put("command", " ".join(cmd[1:]))
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    rec.put("command", f"TOPODISTILL_HYPOTHESIS_PROFILE={HYPOTHESIS_PROFILE} " + " ".join(cmd[1:]))
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "TOPODISTILL_HYPOTHESIS_PROFILE": HYPOTHESIS_PROFILE}
     finished = True
     with log.open("w", encoding="utf-8") as fh:
         try:
@@ -50,6 +53,8 @@ def cuda_tests(size: dict[str, Any], device: torch.device, rec: Recorder, deadli
     bad = [[node, kind, messages.get(node, "")] for node, kind in outcomes.items() if kind in ("FAILED", "ERROR")]
     if bad:
         rec.table("CUDA tests that failed", ["test", "outcome", "message"], bad)
+    rec.note(f"property tests ran with the hypothesis profile {HYPOTHESIS_PROFILE!r} (tests/conftest.py); the test "
+             "command's CPU rows run the 'ci' profile")
     if not finished:
         rec.note("pytest -m cuda did not finish within the section's time box; the counts are the tests it reached")
     if device.type != "cuda":
