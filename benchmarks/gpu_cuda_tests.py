@@ -15,6 +15,7 @@ from benchmarks.gpu_record import REPO, Recorder
 
 
 HYPOTHESIS_PROFILE = "device"  # tests/conftest.py: 50 derandomized examples a property, to fit the time box
+PROFILE_VARIABLE = "TOPODISTILL_HYPOTHESIS_PROFILE"  # read by tests/conftest.py
 
 _OUTCOME = re.compile(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
 _SUMMARY = re.compile(r"^(FAILED|ERROR) (\S+)(?: - (.*))?$")
@@ -26,9 +27,9 @@ def cuda_tests(size: dict[str, Any], device: torch.device, rec: Recorder, deadli
     # as a collection error; the other modules still run.
     cmd = [sys.executable, "-m", "pytest", *size["paths"], "-m", "cuda", "-v", "-rfE", "-p", "no:cacheprovider",
            "--continue-on-collection-errors"]
-    rec.put("command", f"TOPODISTILL_HYPOTHESIS_PROFILE={HYPOTHESIS_PROFILE} " + " ".join(cmd[1:]))
+    rec.put("command", f"{PROFILE_VARIABLE}={HYPOTHESIS_PROFILE} " + " ".join(cmd[1:]))
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "TOPODISTILL_HYPOTHESIS_PROFILE": HYPOTHESIS_PROFILE}
+           PROFILE_VARIABLE: HYPOTHESIS_PROFILE}
     finished = True
     with log.open("w", encoding="utf-8") as fh:
         try:

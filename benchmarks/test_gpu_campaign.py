@@ -5,8 +5,8 @@ rest continues."""
 from __future__ import annotations
 
 import itertools
-import math
 import json
+import math
 import os
 import subprocess
 import sys

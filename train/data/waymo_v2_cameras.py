@@ -85,7 +85,7 @@ def read_camera_calibrations(split_dir: Path, segment: str) -> dict[int, CameraC
     lens = [f"intrinsic.{n}" for n in DISTORTION_TERMS]
     distorted = any(column(CAMERA_CALIBRATION, n) in f.pf.schema_arrow.names for n in lens)
     rolling = column(CAMERA_CALIBRATION, "rolling_shutter_direction") in f.pf.schema_arrow.names
-    if distorted or rolling:  # all five then: opening the file with them refuses a partial set, naming the missing
+    if distorted or rolling:  # all five then: widening the file with them refuses a partial set, naming the missing
         f = f.widened((lens if distorted else []) + (["rolling_shutter_direction"] if rolling else []))
     if not distorted:
         warnings.warn(f"{f.path}: no lens distortion columns ({', '.join(column(CAMERA_CALIBRATION, n) for n in lens)}"
