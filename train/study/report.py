@@ -228,6 +228,12 @@ def _ci(mean: float, half: float) -> str:
     return f"{100.0 * mean:+.1f} ± {100.0 * half:.1f}" if not math.isnan(half) else f"{100.0 * mean:+.1f}"
 
 
+def _delta_cells(entry: dict[str, Any]) -> list[str]:
+    """The 'Δ vs CE' and 'Δ vs KD' cells of a summary entry (paired differences); '-' for a row
+    without one (the reference itself, or a study without that row)."""
+    return [_ci(*entry["vs_" + ref][:2]) if "vs_" + ref in entry else "-" for ref in ("CE", "KD")]
+
+
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -298,8 +304,7 @@ def class_group_lines(study: dict[str, Any], summary: dict[str, Any]) -> list[st
         return []
 
     def cells(entry: dict[str, Any]) -> str:
-        return " | ".join([_mean_cell(*entry["mean"])]
-                          + [_ci(*entry["vs_" + r][:2]) if "vs_" + r in entry else "-" for r in ("CE", "KD")])
+        return " | ".join([_mean_cell(*entry["mean"]), *_delta_cells(entry)])
 
     teacher = {g: class_group_miou(study["teacher"][split], g) for g in GROUPS}
     lines = [f"## Frequent and rare classes ({split})", "",
@@ -371,8 +376,7 @@ def render(study: dict[str, Any], summary: dict[str, Any]) -> str:
     for name in names:
         e = summary[name]
         ci = _mean_cell(*e["mean"])
-        d_ce = _ci(*e["vs_CE"][:2]) if "vs_CE" in e else "-"
-        d_kd = _ci(*e["vs_KD"][:2]) if "vs_KD" in e else "-"
+        d_ce, d_kd = _delta_cells(e)
         mark = "*" if e["resumed"] else ""
         lines.append(f"| {name} | {e['n']} | {ci} | {_pct(e['val_mean'][0])} | {d_ce} | {d_kd} | "
                      f"{e['wall_s'] / 60:.1f}{mark} |")
