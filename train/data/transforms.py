@@ -30,6 +30,7 @@ from .validation import TooFewPointsError
 # the per-point keys grid sampling thins; the camera teacher's rows (decision 61) keep the kept point's row
 POINT_KEYS = ("coord", "strength", "segment", *CAMERA_KEYS)
 WAYMO_CLAMP_BOX = ((-75.2, -75.2, -4.0), (75.2, 75.2, 2.0))
+CLAMPED_DATASETS = ("waymo", "synthetic")  # the data sets whose points spec D clamps into WAYMO_CLAMP_BOX
 SERIALIZED_SPAN = (1 << MAX_DEPTH) - 1  # voxels per axis a scan may span (grid_coord + 1 in 16 bits, spec A1)
 _LOG = logging.getLogger(__name__)
 
@@ -249,6 +250,12 @@ class AssembleFeatures:
         return f"AssembleFeatures({list(self.keys)})"
 
 
+def evaluation_box(dataset: str) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
+    """The box (low, high corners, metres) ``dataset``'s pipelines clamp every point into before grid
+    sampling (spec D: Waymo's, which the synthetic set shares), or None for a data set not clamped."""
+    return WAYMO_CLAMP_BOX if dataset in CLAMPED_DATASETS else None
+
+
 def build_transforms(dataset: str, train: bool, grid_size: float = 0.05) -> Compose:
     """The PTv3 default pipeline of spec D for ``dataset`` (waymo, synthetic, nuscenes,
     semantic_kitti, folder: a scan folder is not clamped); ``train=False`` gives the deterministic
@@ -256,7 +263,8 @@ def build_transforms(dataset: str, train: bool, grid_size: float = 0.05) -> Comp
     if dataset not in ("waymo", "synthetic", "nuscenes", "semantic_kitti", "folder"):
         raise ValueError(f"build_transforms: unknown dataset {dataset!r}; choose waymo, synthetic, "
                          f"nuscenes, semantic_kitti or folder")
-    clamp = [ClampBox(*WAYMO_CLAMP_BOX)] if dataset in ("waymo", "synthetic") else []
+    box = evaluation_box(dataset)
+    clamp = [] if box is None else [ClampBox(*box)]
     if not train:
         return Compose([*clamp, GridSample(grid_size, "eval"), AssembleFeatures()])
     return Compose([

@@ -3,11 +3,15 @@ and the file read back as a predictor for onnxruntime, without torch.
 
 The metadata is one JSON document under the key :data:`METADATA_KEY` of the ONNX file's
 ``metadata_props`` (:func:`describe`): everything a user needs to label a scan without the
-checkpoint: the data set, class names, voxel size, input channels, the feature column and its
-scale, the data set's label map (raw id -> class, -1 ignored), a scan folder's description, the
+checkpoint: the data set, class names, voxel size, the box the points are clamped into before
+grid sampling (``evaluation_box``: Waymo's and the synthetic set's, null for the others), input
+channels, the feature column and its scale, the data set's label map (raw id -> class, -1
+ignored), a scan folder's description, the
 preset and architecture, the plan's settings (curves, patch size, kernel sizes, the plan items) and
 every graph input (``train.models.graph_inputs``), the precision and the opset. ``docs/deploy.md``
-lists the fields.
+lists the fields. A file written before ``evaluation_box`` was recorded (the same format 1) is
+read with its data set's box, as it was labelled then; a file whose box is not the one this
+version's pipeline of its data set applies is refused in one line.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from typing import Any
 from train.data.folder import FolderDescription, folder_description
 from train.data.labels import NUSCENES_LEARNING_MAP, SEMANTIC_KITTI_LEARNING_MAP, WAYMO_LEARNING_MAP, class_names
 from train.data.nuscenes import NUSCENES_INTENSITY_SCALE
+from train.data.transforms import evaluation_box
 from train.models.graph_inputs import GraphInput, graph_input
 from train.runtime.checkpoint_errors import CheckpointError, CheckpointMissingError, one_line
 
@@ -45,6 +50,7 @@ def describe(*, dataset: str, classes: tuple[str, ...], grid_size: float, in_cha
     kernels = sorted({item[2] for item in items if item[0] == "rulebook"})
     return json.dumps({
         "format": FORMAT, "dataset": dataset, "class_names": list(classes), "grid_size": grid_size,
+        "evaluation_box": _plain_box(evaluation_box(dataset)),
         "in_channels": in_channels, "feature": feature, "label_map": {str(k): v for k, v in label_map.items()},
         "folder": None if folder is None else folder.plain(), "preset": preset, "config": config,
         "plan": {"orders": list(config["orders"]), "patch_size": config["patch_size"], "kernel_sizes": kernels,
@@ -53,6 +59,10 @@ def describe(*, dataset: str, classes: tuple[str, ...], grid_size: float, in_cha
                                                                   "shape": ["points_l0", len(classes)]}],
         "precision": precision, "opset": opset, "source": source,
     }, indent=1)
+
+
+def _plain_box(box: tuple[tuple[float, ...], tuple[float, ...]] | None) -> dict[str, list[float]] | None:
+    return None if box is None else {"low": list(box[0]), "high": list(box[1])}
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,10 @@ def load_onnx_predictor(path: str | Path, providers: list[str], threads: int | N
         inputs = tuple(graph_input(spec) for spec in doc["inputs"])
         folder = None if doc["folder"] is None else folder_description(doc["folder"], f"{path} (its scan folder)")
         classes = tuple(doc["class_names"])
+        clamped = _plain_box(evaluation_box(str(doc["dataset"])))  # what the pipeline of its data set applies
+        if doc.get("evaluation_box", clamped) != clamped:  # absent: a file written before the box was kept
+            raise ValueError(f"evaluation_box {doc['evaluation_box']} of a {doc['dataset']} model, whose points this "
+                             f"version clamps into {clamped}")
         predictor = OnnxPredictor(session, str(doc["dataset"]), classes, float(doc["grid_size"]),
                                   int(doc["in_channels"]), folder, tuple(doc["plan"]["orders"]),
                                   tuple(tuple(item) for item in doc["plan"]["items"]), inputs, str(doc["precision"]))
