@@ -7,14 +7,20 @@ one ``## <letter>.`` or ``### <letter><digit>.`` heading per section). These tes
 Python file of the packages, the tests and the benchmarks and fail when a cited decision or
 section has no heading, when a cited ``docs/*.md`` file is missing, when a project issue-tracker
 number is cited (readers of the repository do not have the tracker), or when a path points into
-the project's shared folder outside the repository.
+the project's shared folder outside the repository. Decision citations are checked in every text
+file of the repository (code, documents, configs, kept studies), and ``docs/decisions.md`` opens
+with an index of every decision (number, title, link to its heading) that must equal the one built
+from its headings, so that it cannot drift.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
+
+from markdown_anchors import github_anchor
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("reference", "fast", "train", "benchmarks", "tests")
@@ -174,17 +180,13 @@ def _is_command(module: str) -> bool:
     return (path / "__main__.py").is_file()
 
 
-def test_every_decision_table_value_and_command_the_documents_name_exists(decision_ids: set[str]) -> None:
+def test_every_table_value_and_command_the_documents_name_exists() -> None:
     from train.study.ablation import TABLES
 
     assert len(DOCUMENTS) > 8, "the scan found too few documents; did the layout change?"
     found = []
     for path in DOCUMENTS:
         text, where = path.read_text(encoding="utf-8"), str(path.relative_to(ROOT))
-        for m in DECISION_CITE.finditer(text):
-            missing = [d for d in _expand(m["ids"]) if d not in decision_ids]
-            if missing:
-                found.append(f"{where}:{_line(text, m.start())}: {m[0]!r} cites decision(s) {missing}")
         for m in TABLE_FLAG.finditer(text):
             unknown = [v for v in m["values"].split("|") if _table(v) not in TABLES]
             if unknown:
@@ -208,10 +210,75 @@ def _table(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
-def test_the_decision_index_lists_every_decision(decision_ids: set[str]) -> None:
+# ----------------------------------------------------------------------------- the decisions' index
+INDEX_HEADING, TOPICS_HEADING = "## Index", "## By topic"
+
+
+def _section(text: str, heading: str) -> str:
+    """The lines under a ``## `` heading of ``docs/decisions.md``, to the next ``## `` heading."""
+    assert f"\n{heading}\n" in text, f"docs/decisions.md has no {heading!r} section"
+    return text.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def decision_index(text: str) -> list[str]:
+    """The index rows ``| [id](#anchor) | title |`` of every decision heading, by number (6, 6a, 6b, 7)."""
+    found = [(m[1], m[2]) for m in re.finditer(r"^#{2,3} (\d+[a-z]?)\. (\S.*)$", text, re.MULTILINE)]
+    found.sort(key=lambda item: (int(re.match(r"\d+", item[0])[0]), item[0]))
+    return [f"| [{i}](#{github_anchor(f'{i}. {title}')}) | {title} |" for i, title in found]
+
+
+def test_the_decision_index_lists_every_decision_by_number_title_and_link(decision_ids: set[str]) -> None:
     text = DECISIONS.read_text(encoding="utf-8")
-    index = text[:text.index("\n---\n")]
-    listed = {i for line in index.splitlines() if line.startswith("| ") and not line.startswith("| group")
-              for i in re.findall(_ID, line.split("|")[2])}
-    assert listed == decision_ids, (f"not in the index: {sorted(decision_ids - listed)}; "
-                                    f"in the index without a section: {sorted(listed - decision_ids)}")
+    assert text.index(f"\n{INDEX_HEADING}\n") < text.index("\n## 1. "), "the index must stand before decision 1"
+    rows = [line for line in _section(text, INDEX_HEADING).splitlines() if line.startswith("| [")]
+    expected = decision_index(text)
+    assert len(expected) == len(decision_ids) and all(row.count("|") == 3 for row in expected), "a title holds a |"
+    assert rows == expected, ("docs/decisions.md's index differs from its headings; its rows should read:\n"
+                              + "\n".join(expected))
+
+
+def test_the_index_builder_numbers_links_and_orders_as_github_renders() -> None:
+    text = "## 6. B\n\n## 6a. A `x/y`, z: w\n\n### 10. C (d)\n\n## 2. E\n\n## Other\n"
+    assert decision_index(text) == ["| [2](#2-e) | E |", "| [6](#6-b) | B |",
+                                    "| [6a](#6a-a-xy-z-w) | A `x/y`, z: w |", "| [10](#10-c-d) | C (d) |"]
+
+
+def test_the_topic_table_lists_every_decision(decision_ids: set[str]) -> None:
+    rows = [line.split("|") for line in _section(DECISIONS.read_text(encoding="utf-8"), TOPICS_HEADING).splitlines()
+            if line.startswith("| ") and not line.startswith("| group")]
+    listed = {i for row in rows for i in re.findall(_ID, row[2])}
+    assert listed == decision_ids, (f"not in the topic table: {sorted(decision_ids - listed)}; "
+                                    f"in it without a section: {sorted(listed - decision_ids)}")
+
+
+# ----------------------------------------------------------------------------- every file of the repository
+TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".sh", ".txt", ".ini", ".cfg"}
+# What .gitignore keeps out of the repository: outputs, caches, installs (names at any depth, paths at the root).
+IGNORED_NAMES = {".git", "__pycache__", ".tox", ".venv", ".pytest_cache", ".hypothesis", ".benchmarks"}
+IGNORED_PATHS = {"build", "dist", "runs", "outputs", "data", "benchmarks/results"}
+
+
+def repository_text_files() -> list[Path]:
+    """Every text file of the repository that a citation can stand in, outputs and caches left out."""
+    found = []
+    for folder, subfolders, files in os.walk(ROOT):
+        here = Path(folder).relative_to(ROOT).as_posix()
+        subfolders[:] = [name for name in subfolders if name not in IGNORED_NAMES and not name.endswith(".egg-info")
+                         and f"{here}/{name}".removeprefix("./") not in IGNORED_PATHS]
+        found += [Path(folder, name) for name in files if Path(name).suffix in TEXT_SUFFIXES]
+    return sorted(found)
+
+
+def test_every_decision_cited_anywhere_in_the_repository_resolves(decision_ids: set[str]) -> None:
+    files = repository_text_files()
+    names = {str(path.relative_to(ROOT)) for path in files}
+    assert {"README.md", "pyproject.toml", "docs/slurm.sh", "configs/nuscenes-distill.yaml",
+            "benchmarks/STUDY.md", "train/run.py", "tests/fixtures/real/README.md"} <= names, "the scan missed files"
+    found = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        for m in DECISION_CITE.finditer(text):
+            missing = [d for d in _expand(m["ids"]) if d not in decision_ids]
+            if missing:
+                found.append(f"{path.relative_to(ROOT)}:{_line(text, m.start())}: {m[0]!r} cites decision(s) {missing}")
+    assert not found, "decisions cited that docs/decisions.md does not have:\n" + "\n".join(found)
