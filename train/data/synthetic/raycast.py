@@ -4,8 +4,9 @@ the synthetic simulator): the one intersection routine the LiDAR and the cameras
 :class:`RayCaster` keeps a depth buffer over rays ``o + t d`` (world frame, unit ``d``): per ray
 the distance ``t`` to the nearest hit over the ground plane ``z = 0`` (within ``max_range``; its
 label from the scene's ground rectangles) and every primitive (:mod:`.primitives`), with the hit
-surface's label, reflectivity ``rho``, incidence exponent ``alpha`` and ``|cos(incidence)|``
-between the ray and the surface normal; ``inf`` and label -1 where nothing is hit.
+surface's label, reflectivity ``rho``, incidence exponent ``alpha``, ``|cos(incidence)|``
+between the ray and the surface normal and the hit primitive's index; ``inf``, label -1 and
+primitive -1 where nothing is hit.
 
 Culling: a primitive is intersected only with the rays that can reach its footprint, a vertical
 prism described by an azimuth interval seen from the origin, a range of horizontal distances and
@@ -37,7 +38,9 @@ class RayCaster(ABC):
 
     ``dirs`` (n, 3) unit directions in the world frame; after :meth:`cast`, ``t`` (n,) holds the
     distance to the nearest hit (inf: none), ``label`` (n,) int64 its Waymo train id (-1: none or
-    undefined), ``rho``, ``alpha`` and ``cos`` (n,) its material and incidence. ``cull=False``
+    undefined), ``rho``, ``alpha`` and ``cos`` (n,) its material and incidence, ``primitive`` (n,)
+    int64 the index of the hit primitive in the order of ``Scene.instance`` (boxes, frustums,
+    ellipsoids; -1 the ground or none). ``cull=False``
     intersects every primitive with every ray (the brute-force twin the tests compare against).
     """
 
@@ -50,6 +53,7 @@ class RayCaster(ABC):
         self.rho = np.zeros(n)
         self.alpha = np.ones(n)
         self.cos = np.zeros(n)
+        self.primitive = np.full(n, -1, dtype=np.int64)
 
     @abstractmethod
     def rays_within(self, az_lo: float, az_hi: float, el_lo: float, el_hi: float) -> np.ndarray | None:
@@ -97,7 +101,8 @@ class RayCaster(ABC):
         rel_ang = wrap_angle(np.arctan2(vec[:, 1], vec[:, 0]) - phi)
         return self.window(phi + rel_ang.min(), phi + rel_ang.max(), d_min, d_max, cz - hz, cz + hz)
 
-    def update(self, rays: np.ndarray, t: np.ndarray, normal: np.ndarray, row: np.ndarray) -> None:
+    def update(self, rays: np.ndarray, t: np.ndarray, normal: np.ndarray, row: np.ndarray,
+               primitive: int) -> None:
         better = t < self.t[rays]
         if not better.any():
             return
@@ -106,6 +111,7 @@ class RayCaster(ABC):
         self.label[ids] = int(row[-3])
         self.rho[ids] = row[-2]
         self.alpha[ids] = row[-1]
+        self.primitive[ids] = primitive
         d = self.flat_dirs[ids]
         self.cos[ids] = np.abs((normal[better] * d).sum(axis=1))
 
@@ -132,20 +138,22 @@ class RayCaster(ABC):
         """Fill the buffer: the ground first, then every primitive over its window of rays."""
         self.cast_ground(scene)
         d = self.flat_dirs
+        first_frustum = len(scene.boxes)
+        first_ellipsoid = first_frustum + len(scene.frustums)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            for row in scene.boxes:
+            for k, row in enumerate(scene.boxes):
                 rays = self.window_box(row)
                 if rays is not None:
                     t, n = box_hit(self.o, d[rays], row[:3], row[3:6], row[6])
-                    self.update(rays, t, n, row)
-            for row in scene.frustums:
+                    self.update(rays, t, n, row, k)
+            for k, row in enumerate(scene.frustums, start=first_frustum):
                 rays = self.window_circle(row[0], row[1], max(row[4], row[5]), row[2], row[2] + row[3])
                 if rays is not None:
                     t, n = frustum_hit(self.o, d[rays], *row[:6])
-                    self.update(rays, t, n, row)
-            for row in scene.ellipsoids:
+                    self.update(rays, t, n, row, k)
+            for k, row in enumerate(scene.ellipsoids, start=first_ellipsoid):
                 rays = self.window_circle(row[0], row[1], max(row[3], row[4]), row[2] - row[5],
                                           row[2] + row[5])
                 if rays is not None:
                     t, n = ellipsoid_hit(self.o, d[rays], row[:3], row[3:6], row[6])
-                    self.update(rays, t, n, row)
+                    self.update(rays, t, n, row, k)

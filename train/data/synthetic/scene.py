@@ -19,10 +19,20 @@ apart less often, geometry must), small and thin objects (pedestrians, two-wheel
 signs, cones, trees and street lights) are 2.5 times as frequent, and 60% of the street trees are
 pole-thin young ones instead of 30%. ``demo`` draws exactly the numbers it drew before the styles
 existed (every factor is 1 there), so its scenes are unchanged.
+
+Instances: every primitive drawn by one placed object (a car with its wheels, a tree, a street
+light with its sign, a ridden bicycle with its rider) carries the object's instance id, one id per
+class the object's primitives carry (a tree's trunk and its canopy are two instances, as a street
+light's pole and its sign); the road, curbs, sidewalks, buildings and free-standing vegetation
+carry 0 (stuff). The ids only record what was drawn: they draw no random number, so a scene and its
+scans are the same as before they existed (decision 66).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import wraps
 
 import numpy as np
 
@@ -79,6 +89,8 @@ class Scene:
     ground (G,7): xmin, xmax, ymin, ymax, label, rho, alpha; later rows override earlier ones;
     ``ground_default`` (3,): label, rho, alpha of the plane outside every rectangle.
     ego (3,): x, y, yaw of the vehicle frame on the ground (the sensor sits above it).
+    instance (B+F+E,) int64: the instance id of every primitive, boxes then frustums then
+    ellipsoids (module docstring; 0 stuff); a scene built without ids has all 0.
     """
 
     boxes: np.ndarray
@@ -87,6 +99,14 @@ class Scene:
     ground: np.ndarray
     ground_default: np.ndarray
     ego: np.ndarray
+    instance: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def __post_init__(self) -> None:
+        primitives = len(self.boxes) + len(self.frustums) + len(self.ellipsoids)
+        if len(self.instance) == 0:
+            self.instance = np.zeros(primitives, dtype=np.int64)
+        if self.instance.shape != (primitives,):
+            raise ValueError(f"Scene: {primitives} primitives but {self.instance.shape} instance ids")
 
 
 class SceneBuilder:
@@ -99,6 +119,30 @@ class SceneBuilder:
         self.frustums: list[list[float]] = []
         self.ellipsoids: list[list[float]] = []
         self.ground: list[list[float]] = []
+        self.instances: dict[str, list[int]] = {"boxes": [], "frustums": [], "ellipsoids": []}
+        self._objects = 0  # objects opened so far
+        self._object = 0  # the open object (0: none)
+        self._ids: dict[tuple[int, float], int] = {}  # (object, class label) -> instance id
+
+    @contextmanager
+    def object(self) -> Iterator[None]:
+        """Everything added inside belongs to one new object (nested calls stay in the outer one)."""
+        if self._object:
+            yield
+            return
+        self._objects += 1
+        self._object = self._objects
+        try:
+            yield
+        finally:
+            self._object = 0
+
+    def _instance(self, kind: str, mat: list[float]) -> list[float]:
+        """Record the instance id of a primitive of ``kind`` with material ``mat``; return ``mat``."""
+        key = (self._object, mat[0])
+        ids = self.instances[kind]
+        ids.append(self._ids.setdefault(key, len(self._ids) + 1) if self._object else 0)
+        return mat
 
     def material(self, cls: str) -> list[float]:
         rho, spread, alpha = MATERIALS[cls]
@@ -109,16 +153,16 @@ class SceneBuilder:
     def box(self, cls: str, center: tuple[float, float, float], size: tuple[float, float, float],
             yaw: float = 0.0, mat: list[float] | None = None) -> None:
         self.boxes.append([*center, size[0] / 2, size[1] / 2, size[2] / 2, yaw,
-                           *(mat or self.material(cls))])
+                           *self._instance("boxes", mat or self.material(cls))])
 
     def frustum(self, cls: str, x: float, y: float, z0: float, h: float, r0: float, r1: float,
                 mat: list[float] | None = None) -> None:
-        self.frustums.append([x, y, z0, h, r0, r1, *(mat or self.material(cls))])
+        self.frustums.append([x, y, z0, h, r0, r1, *self._instance("frustums", mat or self.material(cls))])
 
     def ellipsoid(self, cls: str, center: tuple[float, float, float],
                   radii: tuple[float, float, float], yaw: float = 0.0,
                   mat: list[float] | None = None) -> None:
-        self.ellipsoids.append([*center, *radii, yaw, *(mat or self.material(cls))])
+        self.ellipsoids.append([*center, *radii, yaw, *self._instance("ellipsoids", mat or self.material(cls))])
 
     def ground_rect(self, cls: str, xmin: float, xmax: float, ymin: float, ymax: float,
                     mat: list[float] | None = None) -> None:
@@ -128,9 +172,20 @@ class SceneBuilder:
         def table(rows: list[list[float]], width: int) -> np.ndarray:
             return np.asarray(rows, dtype=np.float64).reshape(-1, width)
 
+        instance = np.array([*self.instances["boxes"], *self.instances["frustums"], *self.instances["ellipsoids"]],
+                            dtype=np.int64)
         return Scene(table(self.boxes, 10), table(self.frustums, 9), table(self.ellipsoids, 10),
                      table(self.ground, 7), np.asarray(self.material("other_ground")),
-                     np.asarray(ego, dtype=np.float64))
+                     np.asarray(ego, dtype=np.float64), instance)
+
+
+def one_object(add: Callable[..., None]) -> Callable[..., None]:
+    """Make ``add(b, ...)`` draw one object: its primitives share the object's instance ids."""
+    @wraps(add)
+    def wrapper(b: SceneBuilder, *args: object, **kwargs: object) -> None:
+        with b.object():
+            add(b, *args, **kwargs)
+    return wrapper
 
 
 def _at(x: float, y: float, yaw: float, dx: float, dy: float) -> tuple[float, float]:
@@ -148,6 +203,7 @@ def add_wheels(b: SceneBuilder, x: float, y: float, yaw: float, mat: list[float]
             b.ellipsoid("car", (wx, wy, z + radius), (radius, 0.12, radius), yaw, mat)
 
 
+@one_object
 def add_car(b: SceneBuilder, x: float, y: float, yaw: float) -> None:
     """Sedan, SUV or van: a body box, a cabin box and four wheels, all labelled car."""
     r = b.rng
@@ -165,6 +221,7 @@ def add_car(b: SceneBuilder, x: float, y: float, yaw: float) -> None:
     add_wheels(b, x, y, yaw, mat, length, width, 0.32)
 
 
+@one_object
 def add_truck(b: SceneBuilder, x: float, y: float, yaw: float) -> None:
     """Pickup (car-sized, open bed) or box truck (cab + tall cargo box), labelled truck."""
     r = b.rng
@@ -190,6 +247,7 @@ def add_truck(b: SceneBuilder, x: float, y: float, yaw: float) -> None:
         add_wheels(b, x, y, yaw, mat, total, width, 0.5)
 
 
+@one_object
 def add_bus(b: SceneBuilder, x: float, y: float, yaw: float) -> None:
     r = b.rng
     mat = b.material("bus")
@@ -198,6 +256,7 @@ def add_bus(b: SceneBuilder, x: float, y: float, yaw: float) -> None:
     add_wheels(b, x, y, yaw, mat, length, width, 0.5)
 
 
+@one_object
 def add_other_vehicle(b: SceneBuilder, x: float, y: float, yaw: float) -> None:
     """A detached trailer on two axles or a small construction vehicle (Waymo "other vehicle")."""
     r = b.rng
@@ -217,6 +276,7 @@ def add_other_vehicle(b: SceneBuilder, x: float, y: float, yaw: float) -> None:
         add_wheels(b, x, y, yaw, mat, 3.2, 2.0, 0.45)
 
 
+@one_object
 def add_person(b: SceneBuilder, x: float, y: float, yaw: float, cls: str, z: float = 0.0,
                seated: bool = False) -> None:
     """Legs (two frustums) unless seated, torso frustum, head ellipsoid."""
@@ -234,6 +294,7 @@ def add_person(b: SceneBuilder, x: float, y: float, yaw: float, cls: str, z: flo
     b.ellipsoid(cls, (x, y, torso_z + 0.6 * s + 0.14 * s), (0.1 * s, 0.1 * s, 0.13 * s), yaw, mat)
 
 
+@one_object
 def add_two_wheeler(b: SceneBuilder, x: float, y: float, yaw: float, motor: bool,
                     rider: bool) -> None:
     """Bicycle or motorcycle, optionally ridden; a ridden one is labelled bicyclist/motorcyclist
@@ -255,6 +316,7 @@ def add_two_wheeler(b: SceneBuilder, x: float, y: float, yaw: float, motor: bool
         add_person(b, x, y, yaw, cls, z=0.75 if motor else 0.85, seated=True)
 
 
+@one_object
 def add_tree(b: SceneBuilder, x: float, y: float, young: bool) -> None:
     """Trunk frustum (young trees are pole-thin) carrying one to three canopy ellipsoids."""
     r = b.rng
@@ -270,6 +332,7 @@ def add_tree(b: SceneBuilder, x: float, y: float, young: bool) -> None:
                     r.uniform(0, np.pi), mat)
 
 
+@one_object
 def add_street_light(b: SceneBuilder, x: float, y: float, arm_yaw: float) -> None:
     r = b.rng
     mat = b.material("pole")
@@ -284,6 +347,7 @@ def add_street_light(b: SceneBuilder, x: float, y: float, arm_yaw: float) -> Non
         b.box("sign", (x, y, r.uniform(2.2, 3.0)), (0.04, r.uniform(0.5, 0.8), r.uniform(0.5, 0.8)))
 
 
+@one_object
 def add_sign(b: SceneBuilder, x: float, y: float, face_yaw: float) -> None:
     """Thin post (pole) with one or two retro-reflective plates (sign)."""
     r = b.rng
@@ -295,6 +359,7 @@ def add_sign(b: SceneBuilder, x: float, y: float, face_yaw: float) -> None:
         b.box("sign", (x, y, height - plate_h - 0.3), (0.04, 0.6, 0.35), face_yaw)
 
 
+@one_object
 def add_traffic_light(b: SceneBuilder, x: float, y: float, arm_yaw: float, arm: float) -> None:
     """Pole, a horizontal arm over the road (pole), one or two light housings (traffic light)."""
     r = b.rng
@@ -309,6 +374,7 @@ def add_traffic_light(b: SceneBuilder, x: float, y: float, arm_yaw: float, arm: 
     b.box("traffic_light", (*_at(x, y, arm_yaw, 0.25, 0.0), 2.8), (0.3, 0.3, 0.9), arm_yaw)
 
 
+@one_object
 def add_cone(b: SceneBuilder, x: float, y: float) -> None:
     r = b.rng
     if r.random() < 0.75:
@@ -317,6 +383,7 @@ def add_cone(b: SceneBuilder, x: float, y: float) -> None:
         b.frustum("construction_cone", x, y, 0.0, r.uniform(0.9, 1.1), 0.3, 0.27)
 
 
+@one_object
 def add_clutter(b: SceneBuilder, x: float, y: float, yaw: float) -> None:
     """Bins, benches, hydrants and boxes: undefined (-1) in the labels, as in Waymo."""
     kind = b.rng.integers(4)

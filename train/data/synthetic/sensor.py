@@ -120,7 +120,8 @@ def cast_scan(scene: Scene, cfg: SensorConfig, rng: np.random.Generator,
 
     Returns ``coord`` (n,3) float32 (sensor at (0, 0, height)), ``strength`` (n,1) float32
     tanh(intensity), ``segment`` (n,) int32 Waymo train ids (-1 undefined), ``beam`` and
-    ``column`` (n,) int64 ray indices, and ``pose`` (4,4) float64 vehicle -> world.
+    ``column`` (n,) int64 ray indices, ``instance`` (n,) int64 the instance id of the hit object
+    (``Scene.instance``; 0 ground and stuff) and ``pose`` (4,4) float64 vehicle -> world.
     ``cull=False`` intersects every primitive with every ray (slow; same result).
     """
     ex, ey, eyaw = scene.ego if ego is None else ego
@@ -146,5 +147,6 @@ def cast_scan(scene: Scene, cfg: SensorConfig, rng: np.random.Generator,
         "segment": caster.label[ids].astype(np.int32),
         "beam": beam.astype(np.int64),
         "column": column.astype(np.int64),
+        "instance": np.concatenate([[0], scene.instance])[caster.primitive[ids] + 1],  # -1 (ground) -> 0
         "pose": vehicle_pose((ex, ey, eyaw)),
     }
