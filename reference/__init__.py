@@ -16,6 +16,7 @@ uses autograd), and the distance-matrix steps of the routing.
 | Sec. 5 / Table 11 (Sinkhorn OT, decision 31) | ``sinkhorn_distance`` (reference.sinkhorn) |
 | TopKD persistence images (decision 32)  | ``persistence_image_distance`` (reference.persistence_image) |
 | Algorithm 5 (TPS)                       | ``tps``, ``tps_cloud`` (reference.tps)     |
+| Farthest-point sampling of the object backbones (decision 67) | ``farthest_point_sample`` (reference.tps) |
 | Algorithm 1 (topological distillation)  | ``topo_loss``, ``topo_loss_cloud`` (reference.topo_loss) |
 | Eq. (4)-(7) (saliency alignment)        | ``saliency_loss``     (reference.saliency) |
 | Sec. 3.4 (temperature-scaled KL)        | ``kld``               (reference.kld)      |
@@ -35,7 +36,7 @@ from reference.routing import diagram_grad_to_dist_grad, dist_grad_to_feature_gr
 from reference.saliency import saliency_loss
 from reference.sinkhorn import sinkhorn_distance
 from reference.topo_loss import topo_loss, topo_loss_cloud
-from reference.tps import tps, tps_cloud
+from reference.tps import farthest_point_sample, tps, tps_cloud
 
 __all__ = [
     "Diagram",
@@ -43,6 +44,7 @@ __all__ = [
     "dist_grad_to_feature_grad",
     "edge_lengths",
     "edge_lengths_backward",
+    "farthest_point_sample",
     "kld",
     "normalize",
     "normalize_backward",

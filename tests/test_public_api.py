@@ -33,6 +33,7 @@ REFERENCE_ONLY = {
     "pairwise_distances": "the full distance matrix (fast: fast.persistence computes it per cloud)",
     "rips_persistence": "readable persistence (fast: the engines behind fast.persistence)",
     "Diagram": "rips_persistence's result (fast: fast.persistence.CloudPersistence)",
+    "farthest_point_sample": "the twin is train.models.objects.neighbourhood's, on (B, N, 3) batches, not END offsets",
 }
 FAST_ONLY = {
     "TopoLossJob": "topo_loss in two halves, so that persistence overlaps the network",
