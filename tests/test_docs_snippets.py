@@ -1,11 +1,15 @@
 """The code the documents show runs as written.
 
-* README.md, "Use the losses in your own training loop": its python block, saved as a script with
-  no ``if __name__ == "__main__":`` guard and run by a fresh interpreter (so the persistence
-  workers start as they would for a user), prints four finite loss values, L_topo above 0.
+* docs/own-training-loop.md (the README links it): its python block, saved as a script with no
+  ``if __name__ == "__main__":`` guard and run by a fresh interpreter (so the persistence workers
+  start as they would for a user), prints four finite loss values, L_topo above 0.
 * docs/pointcept.md: its first python block (ours; the second is a sketch of Pointcept's side)
   loads a teacher saved in Pointcept's layout, and its three terms equal those of a training step
   (``train.engine.steps.distillation_step``) with the last decoder stage as the saliency layer.
+* docs/deploy.md: its python block runs a tiny model exported by ``train.export_onnx`` as
+  ``student.onnx`` through onnxruntime and gets a finite logit per voxel and class.
+* Every python block of the README and of ``docs/`` is one of these (``RUN_BLOCKS``) or a sketch
+  named in ``SKETCH_BLOCKS``: a block added or moved to another page fails until a test runs it.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 from train.engine.losses import segmentation_loss
@@ -24,7 +30,12 @@ from train.engine.profiling import StepTimer
 from train.engine.steps import DistillSettings, distillation_step
 
 ROOT = Path(__file__).resolve().parents[1]
-README_HEADING = "## Use the losses in your own training loop"
+LOOP_PAGE = "docs/own-training-loop.md"
+POINTCEPT_PAGE = "docs/pointcept.md"
+DEPLOY_PAGE = "docs/deploy.md"
+# (page, index of the python block on it): the blocks this module runs, and the sketches it does not.
+RUN_BLOCKS = {(LOOP_PAGE, 0), (POINTCEPT_PAGE, 0), (DEPLOY_PAGE, 0)}
+SKETCH_BLOCKS = {(POINTCEPT_PAGE, 1)}  # Pointcept's side of the guide: needs Pointcept installed
 
 
 def python_blocks(text: str) -> list[str]:
@@ -32,14 +43,21 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```$", text, re.DOTALL | re.MULTILINE)
 
 
-def readme_section(heading: str) -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert heading + "\n" in text, f"README.md has no section {heading!r}"
-    return text.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
+def page_blocks(page: str) -> list[str]:
+    return python_blocks((ROOT / page).read_text(encoding="utf-8"))
 
 
-def test_the_readme_distillation_step_runs_as_a_plain_script(tmp_path: Path) -> None:
-    (code,) = python_blocks(readme_section(README_HEADING))
+def test_every_python_block_of_the_documents_is_run_here_or_named_a_sketch() -> None:
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    blocks = {(str(doc.relative_to(ROOT)), i) for doc in documents
+              for i, _ in enumerate(python_blocks(doc.read_text(encoding="utf-8")))}
+    known = RUN_BLOCKS | SKETCH_BLOCKS
+    assert blocks == known, (f"python blocks no test runs: {sorted(blocks - known)}; "
+                             f"listed but gone: {sorted(known - blocks)}")
+
+
+def test_the_loop_page_distillation_step_runs_as_a_plain_script(tmp_path: Path) -> None:
+    (code,) = page_blocks(LOOP_PAGE)
     assert "__main__" not in code
     script = tmp_path / "distill_step.py"
     script.write_text(code, encoding="utf-8")
@@ -64,10 +82,10 @@ def _batch(num_classes: int) -> dict[str, torch.Tensor]:
 
 
 def test_the_pointcept_guide_terms_equal_a_training_step_with_the_last_saliency_layer(tmp_path: Path) -> None:
-    blocks = python_blocks((ROOT / "docs" / "pointcept.md").read_text(encoding="utf-8"))
+    blocks = page_blocks(POINTCEPT_PAGE)
     assert "pointcept" not in blocks[0].replace("load_teacher", "")  # ours: no Pointcept import
     guide: dict = {}
-    exec(compile(blocks[0], "docs/pointcept.md", "exec"), guide)
+    exec(compile(blocks[0], POINTCEPT_PAGE, "exec"), guide)
     k = 5
     torch.manual_seed(0)
     checkpoint = tmp_path / "model" / "model_best.pth"
@@ -91,3 +109,21 @@ def test_the_pointcept_guide_terms_equal_a_training_step_with_the_last_saliency_
     for name, value in zip(("topo", "grad", "kld"), terms):
         assert value.requires_grad and float(value.detach()) > 0, name
         torch.testing.assert_close(value.detach(), logs[name], rtol=0.0, atol=0.0, msg=name)
+
+
+def test_the_deploy_page_runs_an_exported_file_with_onnxruntime(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from test_onnx_export import export
+    from test_predict import write_model
+    from test_train_support import tiny_config
+    from train.data.labels import WAYMO_CLASSES
+
+    write_model(tmp_path / "model_final.pt", len(WAYMO_CLASSES), tiny_config(tmp_path).to_dict())
+    assert export("--checkpoint", tmp_path / "model_final.pt", "--out", tmp_path / "student.onnx") == 0
+    (code,) = page_blocks(DEPLOY_PAGE)
+    monkeypatch.chdir(tmp_path)  # the block opens "student.onnx" where it runs
+    port: dict = {}
+    exec(compile(code, DEPLOY_PAGE, "exec"), port)
+    assert port["logits"].shape == (3, len(WAYMO_CLASSES)) and np.isfinite(port["logits"]).all()
