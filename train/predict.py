@@ -80,8 +80,8 @@ def load_model(args: argparse.Namespace) -> tuple[Any, Any]:
         try:
             import onnxruntime
         except ImportError:
-            raise ValueError("an .onnx model runs through onnxruntime, which is not installed: "
-                             "pip install -e '.[deploy]'") from None
+            raise ValueError("an .onnx model runs through onnxruntime, which is not installed: pip install "
+                             "onnxruntime (onnxruntime-gpu for CUDA; a machine without torch: docs/deploy.md)") from None
         cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
         if args.device == "cuda" and not cuda:
             raise ValueError("--device cuda, but the installed onnxruntime has no CUDA execution provider "

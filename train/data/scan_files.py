@@ -59,7 +59,7 @@ SEMANTIC_MASK = 0xFFFF
 FRAMES: tuple[str, ...] = ("sensor", "tile")  # what a model's coordinates are measured from (decision 53)
 SENSOR_FRAME = "sensor"  # the published sets' frame, and a folder's without 'frame' (older checkpoints too)
 PRECISION = 0.0005  # m: the most float32 may move a coordinate a model reads (outputs keep millimetres)
-SCANS_EXTRA = "pip install -e '.[scans]'"
+SCANS_EXTRA = "pip install plyfile 'laspy[lazrs]' (the package's scans extra; it brings no torch)"
 
 
 @dataclass(frozen=True)
