@@ -1,5 +1,5 @@
 """The documented benchmark command end to end: ``pytest benchmarks/ --benchmark`` writes its run file
-at session finish, and ``python -m benchmarks.report`` renders it (README "Benchmarks").
+at session finish, and ``python -m benchmarks.report`` renders it (docs/benchmarks.md).
 
 Runs in a subprocess, as a user would, at the smoke sizes (``--smoke-sizes``) on the Table 6
 forward/backward rows, one naive-baseline child process, and Figures 7 and 8, so that a change

@@ -1,5 +1,5 @@
 #!/bin/bash
-# A preemptible multi-node run under SLURM (README "On a cluster", docs/decisions.md decision 46).
+# A preemptible multi-node run under SLURM (docs/gpus-and-clusters.md, "On a cluster"; docs/decisions.md decision 46).
 # Submit with `sbatch docs/slurm.sh`; edit the #SBATCH lines and the train.run options to your
 # cluster and data. One torchrun per node, joined by a c10d rendezvous on the first node; every
 # node must see --data-root and --out (a shared file system: rank 0 writes the checkpoints and

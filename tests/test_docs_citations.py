@@ -253,8 +253,9 @@ def test_the_topic_table_lists_every_decision(decision_ids: set[str]) -> None:
 
 # ----------------------------------------------------------------------------- every file of the repository
 TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".sh", ".txt", ".ini", ".cfg"}
-# What .gitignore keeps out of the repository: outputs, caches, installs (names at any depth, paths at the root).
-IGNORED_NAMES = {".git", "__pycache__", ".tox", ".venv", ".pytest_cache", ".hypothesis", ".benchmarks"}
+# Left out: hidden folders (.git, caches, virtual environments, copies), and what .gitignore keeps out of
+# the repository (outputs, caches, installs; names at any depth, paths from the root).
+IGNORED_NAMES = {"__pycache__"}
 IGNORED_PATHS = {"build", "dist", "runs", "outputs", "data", "benchmarks/results"}
 
 
@@ -263,7 +264,8 @@ def repository_text_files() -> list[Path]:
     found = []
     for folder, subfolders, files in os.walk(ROOT):
         here = Path(folder).relative_to(ROOT).as_posix()
-        subfolders[:] = [name for name in subfolders if name not in IGNORED_NAMES and not name.endswith(".egg-info")
+        subfolders[:] = [name for name in subfolders if name not in IGNORED_NAMES and not name.startswith(".")
+                         and not name.endswith(".egg-info")
                          and f"{here}/{name}".removeprefix("./") not in IGNORED_PATHS]
         found += [Path(folder, name) for name in files if Path(name).suffix in TEXT_SUFFIXES]
     return sorted(found)
