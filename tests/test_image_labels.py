@@ -169,6 +169,36 @@ def test_class_map_sums_probability_channels_into_train_classes(tmp_path) -> Non
     assert read_class_map(yaml_map, 2) == class_map
 
 
+def test_a_probability_map_and_its_argmax_ids_label_the_same_points_when_the_top_class_is_ignored(
+        tmp_path, monkeypatch) -> None:
+    """A pixel whose most probable 2D class the class map ignores (sky, the ego vehicle) sees no point,
+    whichever form the prediction has: the probability map labels exactly the points its argmax PNG
+    labels, with the same classes; half the pixels put 0.98 on the ignored class (as in
+    (0.98, 0.012, 0.008)), which the kept channels alone would have called confident."""
+    dataset, _ = _scene(tmp_path, beams=8, azimuths=180)
+    ignored = K  # 2D id K: not a train class
+    class_map = _class_map_file(tmp_path, {**{i: i for i in range(K)}, ignored: "ignore"})
+    rng = np.random.default_rng(4)
+    maps = {}
+    for camera in dataset.cameras(0):
+        probs = rng.dirichlet(np.ones(K + 1), (camera.height, camera.width)).astype(np.float32)
+        sky = rng.random((camera.height, camera.width)) < 0.5
+        probs[sky] = 0.02 * probs[sky] / probs[sky].sum(axis=-1, keepdims=True)
+        probs[sky, ignored] += 0.98
+        maps[camera.image] = probs
+        Image.fromarray(probs.argmax(axis=-1).astype(np.uint8)).save(tmp_path / "pred" / camera.image)
+    common = ("--class-map", str(class_map), "--camera-rule", "nearest")
+    assert _run(tmp_path, monkeypatch, *common, out="ids") == 0
+    for image, probs in maps.items():
+        (tmp_path / "pred" / image).unlink()
+        np.save((tmp_path / "pred" / image).with_suffix(".npy"), probs)
+    assert _run(tmp_path, monkeypatch, *common, out="probs") == 0
+    n = len(dataset.load(0)["coord"])
+    ids, from_probs = (read_image_labels(tmp_path / out, dataset.scan_name(0), n)["labels"] for out in ("ids", "probs"))
+    assert 0 < (ids >= 0).sum() < n
+    np.testing.assert_array_equal(from_probs, ids)
+
+
 @pytest.mark.parametrize("table, needle", [({0: 5}, "'0': 5"), ({"a": 1}, "'a'"), ([1, 2], "must map")])
 def test_a_class_map_that_cannot_be_used_is_one_line_naming_it(tmp_path, table, needle) -> None:
     path = tmp_path / "map.yaml"

@@ -11,8 +11,10 @@ at the edges.
 The class map (:class:`ClassMap`) takes the 2D model's ids to the data set's train ids 0..K-1 or to
 ignore (-1); without a file the ids must be train ids already (the identity on 0..K-1). A
 probability map has one channel per 2D id (without a map K' = K; with one, each channel listed),
-summed into the train classes they map to (ignored channels dropped), so a 2D class split in two and
-a train class merged from several both come out whole.
+summed into the train classes they map to, so a 2D class split in two and a train class merged from
+several both come out whole. A pixel whose most probable channel (the first of a tie) the map
+ignores gives no probabilities (it does not see the point), as the same prediction saved as its
+argmax ids does; at other pixels the ignored channels are dropped.
 
 Every bad file is one line naming it, as :class:`ImagePredictionError` (a
 :class:`~train.data.validation.BadScanError`, so ``--skip-bad-scans`` skips the scan): an image or
@@ -143,7 +145,9 @@ class FilePrediction:
         values = np.asarray(self.probs[rows, cols], dtype=np.float32)
         if not (np.isfinite(values).all() and (values >= 0).all()):
             raise ImagePredictionError(f"{self.path}: probabilities must be finite and >= 0")
-        return values @ self.channels
+        kept = self.channels.any(axis=1)  # the 2D classes the class map does not ignore
+        top_kept = kept[values.argmax(axis=1)]
+        return (values @ self.channels) * top_kept[:, None]  # an ignored top class: the pixel sees nothing
 
     @property
     def feature_channels(self) -> int | None:

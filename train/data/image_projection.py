@@ -12,8 +12,8 @@ A point seen by several cameras (:data:`CAMERA_RULES`) takes the ``average`` of 
 probabilities weighted by 1 / depth (ids count as one-hot probabilities, so two cameras that
 disagree on an id leave the nearer one's), or the prediction of its ``nearest`` camera (the
 smallest depth), or that of the ``first`` camera in the data set's order; features are fused
-alike. A pixel whose class the class map ignores does not count as seeing the point (another camera
-may label it). The z-buffer block is by default (``block`` None) the mean spacing of the camera's
+alike. A pixel whose class the class map ignores (for a probability map: whose most probable 2D
+class it ignores) does not count as seeing the point (another camera may label it). The z-buffer block is by default (``block`` None) the mean spacing of the camera's
 seen points in pixels (:func:`auto_block`), so one rule serves a dense and a sparse LiDAR.
 
 :func:`project_scan` is the one door: the points, their cameras and, per camera, the class
