@@ -288,6 +288,7 @@ def test_shapenet_part_list_naming_a_missing_shape_is_refused(tmp_path: Path) ->
     (dict(name="shapes", split="validation"), "object split 'validation' is not one of"),
     (dict(name="shapes", setting="so3"), "object setting 'so3' is not one of"),
     (dict(name="shapes", points=0), "points must be a positive integer, got 0"),
+    (dict(name="shapes", seed=-1), "seed must be a non-negative integer, got -1"),
     (dict(name="shapes", root="/data"), "shapes is generated, it reads no --data-root"),
     (dict(name="shapes", size=0), "size of shapes must be a positive integer, got 0"),
     (dict(name="modelnet40", root="/data", task="parts"), "modelnet40 has no part labels"),

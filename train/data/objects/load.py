@@ -32,7 +32,7 @@ def load_objects(name: str, root: str | Path | None = None, split: str = "train"
     ``seed`` the random streams (and the generated sets' content); ``size`` of a generated set
     (shapes: training clouds a class, default 100; lidar_objects: scenes, default 120).
     """
-    _check(name, root, split, points, setting, task, size)
+    _check(name, root, split, points, setting, task, seed, size)
     n = DEFAULT_POINTS[task] if points is None else points
     source = _source(name, None if root is None else Path(root), split, n, seed,
                      GENERATED_SETS.get(name) if size is None else size)
@@ -42,7 +42,7 @@ def load_objects(name: str, root: str | Path | None = None, split: str = "train"
                      part_classes=source.part_classes if with_parts else None)
 
 
-def _check(name: str, root: str | Path | None, split: str, points: int | None, setting: str, task: str,
+def _check(name: str, root: str | Path | None, split: str, points: int | None, setting: str, task: str, seed: int,
            size: int | None) -> None:
     """Every argument of :func:`load_objects`, checked once, each refusal one line naming the value."""
     for what, value, allowed in (("data set", name, OBJECT_SETS), ("split", split, SPLITS),
@@ -53,6 +53,8 @@ def _check(name: str, root: str | Path | None, split: str, points: int | None, s
         raise ValueError(f"{name} has no part labels; part segmentation reads {' or '.join(PART_SETS)}")
     if points is not None and (isinstance(points, bool) or not isinstance(points, int) or points < 1):
         raise ValueError(f"points must be a positive integer, got {points!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if name in GENERATED_SETS:
         if root is not None:
             raise ValueError(f"{name} is generated, it reads no --data-root (got {str(root)!r})")
