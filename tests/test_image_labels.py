@@ -199,6 +199,22 @@ def test_a_probability_map_and_its_argmax_ids_label_the_same_points_when_the_top
     np.testing.assert_array_equal(from_probs, ids)
 
 
+def test_a_labelled_kitti_sequence_without_its_lidar_label_files_is_labelled_from_its_camera(tmp_path) -> None:
+    """The KITTI camera frame of sequence 00 (training split) as the odometry download holds it:
+    images, calibration and velodyne scans, no labels/ folder; image_labels never reads LiDAR labels."""
+    import shutil
+
+    root = tmp_path / "kitti"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "real" / "semantic_kitti_camera", root)
+    prediction = tmp_path / "pred" / "sequences" / "00" / "image_2" / "000000.png"
+    prediction.parent.mkdir(parents=True)
+    Image.fromarray(np.full((370, 1224), 3, np.uint8)).save(prediction)
+    assert image_labels.main(["--dataset", "semantic_kitti", "--data-root", str(root), "--split", "train",
+                              "--predictions", str(tmp_path / "pred"), "--out", str(tmp_path / "out")]) == 0
+    labels = read_image_labels(tmp_path / "out", "00/000000", 800)["labels"]
+    assert (labels == 3).sum() > 700 and set(np.unique(labels)) <= {-1, 3}
+
+
 @pytest.mark.parametrize("table, needle", [({0: 5}, "'0': 5"), ({"a": 1}, "'a'"), ([1, 2], "must map")])
 def test_a_class_map_that_cannot_be_used_is_one_line_naming_it(tmp_path, table, needle) -> None:
     path = tmp_path / "map.yaml"

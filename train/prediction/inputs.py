@@ -42,15 +42,15 @@ def open_split(dataset: str, root: str | Path, split: str, nuscenes_version: str
     """Split ``split`` of ``dataset`` under ``root``, untransformed, in the loader's own split names
     (Waymo and the synthetic set: training, validation, testing; nuScenes: train, val, test, ...
     of ``nuscenes_version``; SemanticKITTI: train, val, test; a scan folder: train, val, test).
-    Unlabelled splits read as segment -1, as does a scan folder's split. A scan folder whose ``dataset.yaml`` gives other classes
-    or another feature than ``folder`` (what the model expects) is refused in one line."""
+    Neither labelling command uses a split's LiDAR labels, so none are read (``segment`` -1): a
+    download without its label files (SemanticKITTI's camera frames of sequences 00-10, a scan
+    folder's split) is labelled all the same; nuScenes reads what its tables list. A scan folder
+    whose ``dataset.yaml`` gives other classes or another feature than ``folder`` (what the model
+    expects) is refused in one line."""
     cls = dataset_class(dataset)
     if dataset == "nuscenes":
         return cls(root, split, version=nuscenes_version)
-    if dataset == "synthetic":  # the simulator labels its held-out testing split too, not its unlabelled one
-        return cls(root, split, labelled=split != "unlabelled")
-    # a folder's labels are not read: a scan without its label file is labelled all the same
-    source = cls(root, split, labelled=False) if dataset == "folder" else cls(root, split)
+    source = cls(root, split, labelled=False)
     if folder is not None and (differences := folder.differences(source.description)):
         raise ValueError(f"{Path(root) / SPEC_FILE} gives {'; '.join(differences)}: the model was trained on "
                          "another folder description")
