@@ -210,12 +210,15 @@ def test_scanobjectnn_variants_read_their_own_files(tmp_path: Path, name: str, f
         assert got.class_names == SCANOBJECTNN_CLASSES and len(got.class_names) == 15
 
 
-def test_scanobjectnn_missing_variant_file_is_refused_naming_it(tmp_path: Path) -> None:
-    write_h5(tmp_path / "main_split" / "training_objectdataset.h5", clouds(np.random.default_rng(6), 3), np.zeros(3))
+def test_scanobjectnn_missing_variant_file_and_fractional_labels_are_refused_naming_the_file(tmp_path: Path) -> None:
+    data = clouds(np.random.default_rng(6), 3)
+    write_h5(tmp_path / "main_split" / "training_objectdataset.h5", data, np.array([2.0, 0.0, 14.0]))
     with pytest.raises(DatasetLayoutError, match=r"main_split_nobg/training_objectdataset\.h5' is missing"):
         load_objects("scanobjectnn_obj_only", tmp_path, "trainval", points=M)
-    with pytest.raises(CorruptFileError, match=r"training_objectdataset\.h5: 'label' must be \(clouds,\) integers"):
-        load_objects("scanobjectnn", tmp_path, "trainval", points=M)
+    np.testing.assert_array_equal(load_objects("scanobjectnn", tmp_path, "trainval", points=M).labels, [2, 0, 14])
+    write_h5(tmp_path / "main_split" / "test_objectdataset.h5", data, np.array([2.0, 0.5, 14.0]))
+    with pytest.raises(CorruptFileError, match=r"test_objectdataset\.h5: 'label' must be \(clouds,\) whole numbers"):
+        load_objects("scanobjectnn", tmp_path, "test", points=M)
 
 
 # ----------------------------------------------------------------------------- ShapeNet-part

@@ -1,6 +1,6 @@
 """HDF5 files of object clouds in the layout of PointNet's ``modelnet40_ply_hdf5_2048`` and of
 ScanObjectNN's ``h5_files``: a dataset ``data`` (S, M, 3+) of float points and a dataset ``label``
-(S,) or (S, 1) of integer class ids, one row per cloud (extra datasets such as ``normal``,
+(S,) or (S, 1) of class ids (integers, or floats holding whole numbers), one row per cloud (extra datasets such as ``normal``,
 ``faceId`` or ``mask`` are not read; columns of ``data`` after the third are dropped).
 
 HDF5 holds arrays only (no code runs on reading), so a downloaded file is safe to open.
@@ -34,8 +34,10 @@ def read_h5_clouds(path: Path, code: int, start: int = 0) -> RawClouds:
         raise CorruptFileError(f"{path}: 'data' must be (clouds, points, 3) floats, got {data.shape} {data.dtype}")
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise CorruptFileError(f"{path}: 'label' must be (clouds,) integers, got {labels.shape} {labels.dtype}")
+    integral = np.issubdtype(labels.dtype, np.integer) or (
+        np.issubdtype(labels.dtype, np.floating) and bool(np.all(np.isfinite(labels) & (labels == np.round(labels)))))
+    if labels.ndim != 1 or not integral:
+        raise CorruptFileError(f"{path}: 'label' must be (clouds,) whole numbers, got {labels.shape} {labels.dtype}")
     if len(labels) != len(data):
         raise LabelCountError(f"{path}: 'data' holds {len(data)} clouds but 'label' {len(labels)} labels")
     points = data[:, :, :3]
