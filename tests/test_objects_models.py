@@ -7,7 +7,8 @@ Every network is run small (two or three clouds of 64 to 96 points) on the CPU. 
 - PointNet, DGCNN and the PTv3 student give the same logits for any order of a cloud's points;
   the networks that sample farthest points from index 0 (PointNet++, PCT, PointMLP, PointNeXt)
   are not claimed to, and PointNet++'s change with the order is shown;
-- each parameter count equals the figure its paper reports, within the stated tolerance.
+- each parameter count equals the figure its paper reports, within the stated tolerance;
+- the lightweight PointNet learns to tell spheres from cubes in 30 steps (held-out accuracy >= 0.9).
 """
 from __future__ import annotations
 
@@ -169,3 +170,29 @@ def test_part_segmenter_refuses_a_category_batch_of_the_wrong_shape() -> None:
     model = _model("pointnet2", num_classes=4, task="parts", num_parts=7)
     with pytest.raises(ValueError, match=r"category must be the \(B, K\) = \(2, 4\)"):
         model(_clouds(2), _onehot([1, 2], 5))
+
+
+def _spheres_and_cubes(n_each: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points on the surface of unit spheres (class 0) and of cubes (class 1), randomly scaled."""
+    g = torch.Generator().manual_seed(seed)
+    sphere = torch.randn(n_each, POINTS, 3, generator=g)
+    sphere = sphere / sphere.norm(dim=-1, keepdim=True)
+    cube = torch.rand(n_each, POINTS, 3, generator=g) * 2 - 1
+    face = torch.randint(0, 3, (n_each, POINTS), generator=g)
+    side = torch.randint(0, 2, (n_each, POINTS), generator=g).float() * 2 - 1
+    cube.scatter_(2, face.unsqueeze(-1), side.unsqueeze(-1))
+    scale = 0.5 + torch.rand(2 * n_each, 1, 1, generator=g)
+    return torch.cat([sphere, cube]) * scale, torch.cat([torch.zeros(n_each), torch.ones(n_each)]).long()
+
+
+def test_lightweight_pointnet_learns_to_tell_a_sphere_from_a_cube() -> None:
+    model = _model("pointnet", num_classes=2).train()
+    x, y = _spheres_and_cubes(8, seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(30):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    x_test, y_test = _spheres_and_cubes(16, seed=1)
+    with torch.no_grad():
+        assert (model.eval()(x_test).argmax(-1) == y_test).float().mean() >= 0.9  # chance: 0.5

@@ -19,7 +19,8 @@ Sampling counts are strides of the input's point count (decision 67): 1,024 poin
 each paper's configuration. Every cloud of a batch is processed on its own (in ``eval()`` a cloud's
 logits do not depend on the rest of its batch); ``pointnet``, ``dgcnn`` and ``ptv3_student`` give
 the same logits for any order of a cloud's points, the networks that sample from index 0
-(``pointnet2``, ``pct``, ``pointmlp``, ``pointnext``) do not.
+(``pointnet2``, ``pct``, ``pointmlp``, ``pointnext``) do not. The lightweight PointNet's
+``embed(points)`` is its (B, 1024) global feature (a feature space for the coreset baselines).
 
 Modules: ``neighbourhood`` (farthest-point sampling, k nearest neighbours, ball query, gathering,
 interpolation: written once, shared), ``layers`` (shared perceptrons and the classifier head), one
