@@ -8,11 +8,14 @@
   (``train.engine.steps.distillation_step``) with the last decoder stage as the saliency layer.
 * docs/deploy.md: its python block runs a tiny model exported by ``train.export_onnx`` as
   ``student.onnx`` through onnxruntime and gets a finite logit per voxel and class.
+* docs/object-backbones.md: its python block, fed the ``points`` (B, N, 3) and one-hot ``category``
+  (B, 16) its comments name, gives the classification logits (B, 40), then the part logits (B, N, 50).
 * Every python block of the README and of ``docs/`` is one of these (``RUN_BLOCKS``) or a sketch
   named in ``SKETCH_BLOCKS``: a block added or moved to another page fails until a test runs it.
 """
 from __future__ import annotations
 
+import ast
 import math
 import os
 import re
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from train.engine.losses import segmentation_loss
 from train.models import BatchPlan, build_model, to_pointcept
@@ -33,8 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LOOP_PAGE = "docs/own-training-loop.md"
 POINTCEPT_PAGE = "docs/pointcept.md"
 DEPLOY_PAGE = "docs/deploy.md"
+OBJECT_BACKBONES_PAGE = "docs/object-backbones.md"
 # (page, index of the python block on it): the blocks this module runs, and the sketches it does not.
-RUN_BLOCKS = {(LOOP_PAGE, 0), (POINTCEPT_PAGE, 0), (DEPLOY_PAGE, 0)}
+RUN_BLOCKS = {(LOOP_PAGE, 0), (POINTCEPT_PAGE, 0), (DEPLOY_PAGE, 0), (OBJECT_BACKBONES_PAGE, 0)}
 SKETCH_BLOCKS = {(POINTCEPT_PAGE, 1)}  # Pointcept's side of the guide: needs Pointcept installed
 
 
@@ -127,3 +132,15 @@ def test_the_deploy_page_runs_an_exported_file_with_onnxruntime(tmp_path: Path,
     port: dict = {}
     exec(compile(code, DEPLOY_PAGE, "exec"), port)
     assert port["logits"].shape == (3, len(WAYMO_CLASSES)) and np.isfinite(port["logits"]).all()
+
+
+def test_the_object_backbones_page_gives_class_then_part_logits_of_the_shapes_it_names() -> None:
+    (code,) = page_blocks(OBJECT_BACKBONES_PAGE)
+    torch.manual_seed(0)
+    page: dict = {"points": torch.randn(2, 1024, 3), "category": F.one_hot(torch.tensor([3, 7]), 16).float()}
+    shapes = []
+    for statement in ast.parse(code).body:  # one statement at a time: the block assigns logits twice
+        exec(compile(ast.Module([statement], []), OBJECT_BACKBONES_PAGE, "exec"), page)
+        if "logits" in ast.unparse(statement).split("=")[0]:
+            shapes.append(tuple(page["logits"].shape))
+    assert shapes == [(2, 40), (2, 1024, 50)]
