@@ -40,7 +40,7 @@ from benchmarks.gpu_cuda_tests import cuda_tests
 from benchmarks.gpu_models import accelerators, cost
 from benchmarks.gpu_record import Recorder
 from benchmarks.gpu_topo import engine_paths, table6, tps
-from benchmarks.gpu_training import distill, step_kernels, topo_step
+from benchmarks.gpu_training import distill, step_kernels, topo_split, topo_step
 
 SECTIONS: dict[str, Callable[[dict[str, Any], torch.device, Recorder, float], None]] = {
     "cuda_tests": cuda_tests,
@@ -48,6 +48,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any], torch.device, Recorder, float], No
     "tps": tps,
     "cost": cost,
     "topo_step": topo_step,
+    "topo_split": topo_split,
     "engine_paths": engine_paths,
     "distill": distill,
     "table6": table6,

@@ -23,10 +23,11 @@ def tps(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: flo
     """TPS of a training batch (decision 42), every way side by side: in the persistence workers
     (one copy of the features to the host, the clouds in parallel), the former Triton kernel (one
     program per cloud over all M steps, ``fast.tps_device.tps_device_one_program``) and the kernel
-    split over programs (``fast.tps_device.tps_device``, two launches per step) at each chunk size
-    of ``size["rows_per_program"]``. Every way must return the host kernel's indices (the
-    reference's): the section fails after its table if one does not. ``size["interpret"]`` runs the
-    Triton kernels in Triton's interpreter on a CPU (the smoke run)."""
+    split over programs (``fast.tps_device.tps_device``, two launches per step, on CUDA replayed from
+    the CUDA graph of its batch shape) at each chunk size of ``size["rows_per_program"]``. Every way
+    must return the host kernel's indices (the reference's): the section fails after its table if
+    one does not. ``size["interpret"]`` runs the Triton kernels in Triton's interpreter on a CPU (the
+    smoke run)."""
     import numpy as np
 
     from benchmarks.clouds import teacher_features
@@ -73,12 +74,6 @@ def tps(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: flo
             for chunk in size["rows_per_program"]:
                 name = f"device, split, {chunk} rows per program"
                 ways[name] = on_device(name, lambda chunk=chunk: tps_device(feats, ends, m, 0, rows_per_program=chunk))
-            if device.type == "cuda":
-                try:  # the split kernel's launches replayed from a CUDA graph: the device's time alone
-                    ways["device, split, CUDA graph replay"] = on_device(
-                        "device, split, CUDA graph replay", _graph_replay(feats, ends, m))
-                except Exception as error:  # a capture that fails is a result, not a crash
-                    rec.note(f"CUDA graph of the split kernel failed: {type(error).__name__}: {error}"[:300])
         times: dict[str, list[float]] = {name: [] for name in ways}
         for fn in ways.values():
             fn()  # warm-up: the kernels' compilation, the workers' first task
@@ -109,28 +104,10 @@ def tps(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: flo
         rec.note("the device kernels need Triton and a CUDA device (or the interpreter); only the host path ran.")
     rec.note("host: the features' copy to the host and TPS in the persistence workers, up to the last cloud's rows; "
              "device: fast.tps_device, indices copied back; 'ms to queue' is the calling thread's time in the call "
-             "(the split kernel's 2 M launches), 'ms' includes the device's work. Decision 42.")
+             "(the split kernel: copying the batch in and replaying its CUDA graph), 'ms' includes the device's work. "
+             "Decision 42.")
     if mismatches:
         raise AssertionError(f"TPS indices differ from the host kernel's: {', '.join(mismatches)}")
-
-
-def _graph_replay(feats: torch.Tensor, ends: list[int], m: int) -> Callable[[], list[torch.Tensor]]:
-    """A function that replays the split kernel's ``2 m`` launches (``fast.tps_device.TpsLaunches``,
-    default chunks) captured once in a CUDA graph, and returns the indices: what the launches cost
-    the device without the calling thread's time to queue them."""
-    from fast.tps_device import TpsLaunches
-
-    launches = TpsLaunches(feats, ends, m, 0)
-    launches.launch()  # compiled and run once outside the capture
-    torch.cuda.synchronize(feats.device)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        launches.launch()
-
-    def replay() -> list[torch.Tensor]:
-        graph.replay()
-        return launches.indices()
-    return replay
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The campaign's sections on training steps: ``step_kernels`` (the student CE, KD + saliency and
 full-objective steps of the paper presets, each timed as ``train.engine.loop`` runs it, with the batch
 plan built ahead as the loader's workers build it: wall time, kernel time and GPU busy share),
-``topo_step`` (the topological term's cost inside a step) and ``distill`` (a few hundred steps of
+``topo_step`` (the topological term's cost inside a step), ``topo_split`` (that cost split into
+its parts) and ``distill`` (a few hundred steps of
 Eq. 8 with their profile)."""
 from __future__ import annotations
 
@@ -37,17 +38,26 @@ class _Trainer:
         self.opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
 
     def step(self, batch: dict[str, Any], settings: Any, timer: Any, seed: int) -> dict[str, float]:
-        from train.engine.steps import distillation_step
-
-        total, logs = distillation_step(self.student, self.teacher, batch, settings, self.amp, timer, topo_seed=seed,
-                                        grad_scale=self.scaler.get_scale() if self.amp else 1.0)
+        total, logs = self.losses(batch, settings, timer, seed)
         with timer.section("backward_optimizer"):
-            self.scaler.scale(total).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-            self.opt.zero_grad(set_to_none=True)
+            self.update(total)
         timer.step_done()
         return {k: float(v) for k, v in logs.items()}
+
+    def losses(self, batch: dict[str, Any], settings: Any, timer: Any,
+               seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The step's forward passes and losses (``distillation_step``)."""
+        from train.engine.steps import distillation_step
+
+        return distillation_step(self.student, self.teacher, batch, settings, self.amp, timer, topo_seed=seed,
+                                 grad_scale=self.scaler.get_scale() if self.amp else 1.0)
+
+    def update(self, total: torch.Tensor) -> None:
+        """The step's backward pass and optimiser update."""
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
 
 
 
@@ -100,6 +110,33 @@ def topo_step(size: dict[str, Any], device: torch.device, rec: Recorder, deadlin
               ["section", "ms"], [[k, v] for k, v in profile.per_step_ms().items()])
     rec.note("L_topo cost = median step time with the term minus without it; persistence runs in the engine's "
              "worker processes while the GPU runs the student (train.engine.steps ordering), AMP on CUDA.")
+
+
+def topo_split(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: float) -> None:
+    """Where L_topo's time goes in a full-objective step (``benchmarks.topo_split``): the full
+    objective (L_seg + L_kld + L_grad + L_topo, TPS where ``--topo-tps auto`` puts it) against the
+    KD + saliency step, rounds interleaved; the parts on the training thread, their sum against the
+    measured cost, and the persistence workers' times beside them."""
+    from benchmarks.topo_split import measure_split, split_rows
+    from fast.persistence import default_pool
+    from train.engine.steps import DistillSettings, warm_up_persistence
+
+    warm_up_persistence()
+    teacher, student = _models(size["teacher"], size["student"], device)
+    trainer = _Trainer(teacher, student, device)
+    batch = scans(size["points"], size["clouds"], 0, device)
+    kd = DistillSettings(kld=True, grad=True)
+    full = DistillSettings(kld=True, grad=True, topo=True, topo_m=size["m"])
+    split = measure_split(trainer, batch, full, kd, size["rounds"], deadline)
+    rec.put("topo_split", split)
+    critical, beside = split_rows(split)
+    label = f"{size['clouds']} x {size['points']}, M = {size['m']}, {default_pool().workers} workers"
+    rec.table(f"L_topo per step, split on the training thread ({label}; median ms of {split['rounds']} rounds)",
+              ["part", "ms"], critical)
+    rec.table("Beside the critical path (median ms)", ["part", "ms"], beside)
+    rec.note(f"full objective {split['step_with_ms']:.1f} ms against KD + saliency {split['step_without_ms']:.1f} "
+             f"ms per step: {split['step_with_ms'] / split['step_without_ms']:.2f}x (target <= 1.5x); "
+             f"L_topo per step: {split['measured_ms']:.0f} ms (target <= 100 ms).")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,14 +26,14 @@ from typing import Any
 from benchmarks.report_paper import (batch_section, fig7_section, fig8_section, profile_section, summary_section,
                                      table6_section)
 from benchmarks.report_predict import predict_section
-from benchmarks.report_steps import host_work_section, ops_section, pool_section
+from benchmarks.report_steps import host_work_section, ops_section, pool_section, topo_split_section
 from benchmarks.report_tables import fmt, median, table
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 
 KNOWN_GROUPS = ("table6-forward", "table6-backward", "batch", "batch-profile", "fig7", "fig8", "step-ops",
-                "pool-start", "host-work", "predict", "predict-profile")
+                "pool-start", "host-work", "topo-split", "predict", "predict-profile")
 
 
 def newest_run(directory: Path = RESULTS_DIR) -> Path:
@@ -114,6 +114,7 @@ def render(run: dict[str, Any], path: Path) -> str:
         *ops_section(run),
         *pool_section(run),
         *host_work_section(run),
+        *topo_split_section(run),
         *predict_section(run),
         *_other_section(run),
     ]

@@ -150,3 +150,32 @@ def host_work_section(run: dict[str, Any]) -> list[str]:
         "",
         *table(["step (4 scans)", "8 cores per GPU", "16 cores per GPU"], steps),
     ]
+
+
+def topo_split_section(run: dict[str, Any]) -> list[str]:
+    """Where L_topo's time goes in a demo full-objective step on this CPU (group ``topo-split``)."""
+    from benchmarks.topo_split import split_rows
+
+    records = by_group(run["benchmarks"], "topo-split")
+    if not records:
+        return []
+    e = records[0]["extra_info"]
+    split, size = e["split"], e["size"]
+    critical, beside = split_rows(split)
+    share = split["measured_ms"] / split["step_with_ms"]
+    return [
+        "## Where the topological term's time goes (CPU)",
+        "",
+        f"The demo presets, {size['clouds']} x {size['points']:,} points, M = {size['m']}, {e['workers']} "
+        f"persistence workers, {e.get('torch_threads', 1)} torch thread(s); the full objective (L_seg + L_kld + "
+        "L_grad + L_topo) against KD + saliency, medians of interleaved rounds (`benchmarks/topo_split.py`). "
+        f"Full step {split['step_with_ms']:.0f} ms, KD + saliency {split['step_without_ms']:.0f} ms: the "
+        f"topological term is {100 * share:.0f}% of the full step. Measured {run.get('datetime', 'unknown')}, "
+        f"commit `{run.get('commit_info', {}).get('id', 'unknown')[:10]}`"
+        + ("" if e.get("paper") else "; **smoke sizes**") + ".",
+        "",
+        *table(["part (training thread)", "ms"], [[label, fmt(v)] for label, v in critical]),
+        "",
+        *table(["beside the critical path", "ms"], [[label, fmt(v)] for label, v in beside]),
+    ]
+

@@ -58,6 +58,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Optional, Union
@@ -179,6 +180,17 @@ class TopoLossJob:
     the host). The same rows either way, so the same loss. ``"device"`` needs Triton, at most
     ``fast.tps_device.MAX_COLUMNS`` channels and CUDA features (or Triton's interpreter,
     ``TRITON_INTERPRET=1``, which the tests use on the CPU).
+
+    :attr:`timeline` holds the ``time.perf_counter`` stamps of the job's parts, for the accounting
+    of ``benchmarks.topo_split``: ``teacher_start``, ``tps_queued`` (TPS on the device),
+    ``teacher_copy_start`` (the copy to the host is queued next), ``teacher_launched`` (the
+    constructor returns), ``teacher_on_host`` / ``teacher_submitted`` (the features reached the
+    host; the diagrams were queued), the same of the student (``student_start``,
+    ``student_copy_start``, ``student_launched``, ``student_on_host``, ``student_submitted``),
+    ``wait_start`` / ``diagrams_ready`` / ``loss_built`` (:meth:`loss`) and ``entropy_start`` /
+    ``entropy_done`` (:meth:`grad_entropy`). The host-side stamps do not wait for the device. After
+    :meth:`loss`, :attr:`diagram_futures` holds each model's diagram futures; a worker pool's carry
+    the worker and its times (``fast.persistence.pool.TaskTime``) as ``task_time``.
     """
 
     def __init__(
@@ -200,6 +212,7 @@ class TopoLossJob:
         pool: Optional[Runner] = None,
         tps_on: str = "host",
     ) -> None:
+        self.timeline: dict[str, float] = {"teacher_start": time.perf_counter()}
         _check_feats(teacher_feats, "teacher_feats")
         _check_tps_on(tps_on, teacher_feats)
         self.dims = _check_options(m, normalize, tie_tol, eps_w, eps_dist, dims)
@@ -212,6 +225,7 @@ class TopoLossJob:
         self.teacher_rows, self.teacher_dtype = teacher_feats.shape[0], teacher_feats.dtype
         self.device = teacher_feats.device
         self.h1_misses: Optional[dict[str, int]] = None
+        self.diagram_futures: dict[str, list[Future]] = {}  # per model, after loss(); the pool's carry task_time
         check_time_budget(time_budget)
         with torch.no_grad():
             teacher64 = self._normalized(teacher_feats.detach().to(torch.float64))
@@ -221,23 +235,34 @@ class TopoLossJob:
         self._selected_event: Optional["torch.cuda.Event"] = None  # recorded when they are (on CUDA)
         if tps_on == "device":  # only the selected rows go to the host, with their row ids
             self._picked, selected = self._select_on_device(teacher64)
+            self._stamp("tps_queued")
+            self._stamp("teacher_copy_start")
             self._teacher = to_host(selected, self._start_teacher_selected)
         else:  # TPS and the teacher diagrams start when the features have reached the host (decision 42)
+            self._stamp("teacher_copy_start")
             self._teacher = to_host(teacher64, self._start_teacher)
         self._student: Optional[Future] = None
         self._student_feats: Optional[torch.Tensor] = None
         self._loss: Optional[torch.Tensor] = None
         self._student_pairs: Optional[torch.Tensor] = None  # every student pair in the loss, stacked
+        self._stamp("teacher_launched")
+
+    def _stamp(self, event: str) -> None:
+        self.timeline[event] = time.perf_counter()
 
     def _start_teacher(self, host: np.ndarray) -> tuple[list["Future[np.ndarray]"], list["Future[CloudPersistence]"]]:
         """TPS and the teacher diagrams of every cloud: the futures of the selected rows and of the diagrams."""
+        self._stamp("teacher_on_host")
         clouds, with_h1 = self._clouds(host), 1 in self.dims
         if isinstance(self.runner, PersistencePool):  # TPS and the diagrams of each cloud in one worker
-            return submit_tps_diagrams(clouds, self.m, self.seed, self.engine, self.runner, self.time_budget,
-                                       with_h1, "teacher cloud")
-        rows = [_done(tps_indices(c, self.m, self.seed + b)) for b, c in enumerate(clouds)]
-        return rows, submit_diagrams(clouds, self.engine, self.runner, self.time_budget, with_h1, "teacher cloud",
-                                     rows=rows)
+            started = submit_tps_diagrams(clouds, self.m, self.seed, self.engine, self.runner, self.time_budget,
+                                          with_h1, "teacher cloud")
+        else:
+            rows = [_done(tps_indices(c, self.m, self.seed + b)) for b, c in enumerate(clouds)]
+            started = rows, submit_diagrams(clouds, self.engine, self.runner, self.time_budget, with_h1,
+                                            "teacher cloud", rows=rows)
+        self._stamp("teacher_submitted")
+        return started
 
     def _select_on_device(self, teacher64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """TPS on the features' device (``fast.tps_device``): the selected rows' batch row ids, and
@@ -270,21 +295,28 @@ class TopoLossJob:
                                                                 list["Future[CloudPersistence]"]]:
         """The teacher diagrams of the rows TPS selected on the device (``host``: those rows, their
         batch row ids in the last column): the futures of each cloud's rows and of its diagrams."""
+        self._stamp("teacher_on_host")
         cuts = np.cumsum(self._counts())[:-1]
         picked = np.split(host[:, -1].astype(np.int64), cuts)
         rows = [_done(r - s) for r, s in zip(picked, [0] + self.ends[:-1])]
-        return rows, submit_diagrams(np.split(np.ascontiguousarray(host[:, :-1]), cuts), self.engine, self.runner,
-                                     self.time_budget, 1 in self.dims, "teacher cloud")
+        diagrams = submit_diagrams(np.split(np.ascontiguousarray(host[:, :-1]), cuts), self.engine, self.runner,
+                                   self.time_budget, 1 in self.dims, "teacher cloud")
+        self._stamp("teacher_submitted")
+        return rows, diagrams
 
     def _start_student(self, host: np.ndarray) -> list["Future[CloudPersistence]"]:
         """The student diagrams of the teacher's rows (queued after the teacher's tasks: the copies
         complete in order). With TPS on the device ``host`` holds only those rows."""
+        self._stamp("student_on_host")
         rows, _ = self._teacher.result()
         if self._picked is not None:
-            return submit_diagrams(np.split(host, np.cumsum(self._counts())[:-1]), self.engine, self.runner,
-                                   self.time_budget, 1 in self.dims, "student cloud")
-        return submit_diagrams(self._clouds(host), self.engine, self.runner, self.time_budget, 1 in self.dims,
-                               "student cloud", rows=rows)
+            diagrams = submit_diagrams(np.split(host, np.cumsum(self._counts())[:-1]), self.engine, self.runner,
+                                       self.time_budget, 1 in self.dims, "student cloud")
+        else:
+            diagrams = submit_diagrams(self._clouds(host), self.engine, self.runner, self.time_budget,
+                                       1 in self.dims, "student cloud", rows=rows)
+        self._stamp("student_submitted")
+        return diagrams
 
     def _normalized(self, feats: torch.Tensor) -> torch.Tensor:
         return normalize_clouds(feats, self.ends, self.normalize)
@@ -295,6 +327,7 @@ class TopoLossJob:
 
     def submit_student(self, student_feats: torch.Tensor) -> "TopoLossJob":
         """Normalise the student features (keeping the autograd graph) and start their diagrams."""
+        self._stamp("student_start")
         _check_feats(student_feats, "student_feats")
         if student_feats.shape[0] != self.teacher_rows:
             raise ValueError(
@@ -316,21 +349,29 @@ class TopoLossJob:
             current = torch.cuda.current_stream(student64.device)
             current.wait_event(self._selected_event)
             self._picked.record_stream(current)
-        self._student = to_host(student64 if self._picked is None else student64[self._picked], self._start_student)
+        rows = student64 if self._picked is None else student64[self._picked]
+        self._stamp("student_copy_start")
+        self._student = to_host(rows, self._start_student)
+        self._stamp("student_launched")
         return self
 
     def loss(self) -> torch.Tensor:
         """Wait for the diagrams and return the mean over clouds of sum_d PWCD_d (scalar tensor)."""
         if self._student is None or self._student_feats is None:
             raise RuntimeError("TopoLossJob.loss: call submit_student(student_feats) first")
+        self._stamp("wait_start")
         rows, teacher_futures = self._teacher.result()
         student_futures = self._student.result()
         selected = [r.result() for r in rows]
         teacher = [f.result() for f in teacher_futures]
         student = [f.result() for f in student_futures]
+        self._stamp("diagrams_ready")
+        self.diagram_futures = {"teacher": teacher_futures, "student": student_futures}
         self.h1_misses = {"teacher": sum(t.h1_over_budget for t in teacher),
                           "student": sum(s.h1_over_budget for s in student)}
-        return self._loss_from(selected, teacher, student)
+        loss = self._loss_from(selected, teacher, student)
+        self._stamp("loss_built")
+        return loss
 
     def _loss_from(self, selected: list[np.ndarray], teacher: list[CloudPersistence],
                    student: list[CloudPersistence]) -> torch.Tensor:
@@ -400,6 +441,12 @@ class TopoLossJob:
         """
         if self._loss is None or self._student_pairs is None:
             raise RuntimeError("TopoLossJob.grad_entropy: call loss() first")
+        self._stamp("entropy_start")
+        entropy = self._grad_entropy()
+        self._stamp("entropy_done")
+        return entropy
+
+    def _grad_entropy(self) -> torch.Tensor:
         pairs = self._student_pairs
         none = torch.zeros((), dtype=torch.float64, device=pairs.device)
         if not self._loss.requires_grad or pairs.shape[0] < 2:

@@ -52,7 +52,9 @@ programs, and compiled on CUDA.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -245,7 +247,7 @@ def _one_program_kernel(h_ptr, row_start_ptr, count_ptr, first_ptr, const_ptr, i
 
 @dataclass
 class _Batch:
-    """A batch's sampled clouds on the device and the kernels' working memory (:meth:`reset`)."""
+    """A batch's sampled clouds and the one-program kernel's working memory (:meth:`reset`)."""
 
     picked: list[torch.Tensor]
     sampled: list[int]
@@ -274,23 +276,34 @@ class _Batch:
         return self.picked
 
 
-def _prepare(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> _Batch:
-    """The checked batch (no sampled cloud when none has more than ``m`` points)."""
+def _check_feats(feats: torch.Tensor) -> None:
     if feats.dtype != torch.float64 or feats.dim() != 2:
         raise ValueError(f"tps_device takes (sumN, C) float64 features, got {tuple(feats.shape)} {feats.dtype}")
-    columns = feats.shape[1]
-    if not 1 <= columns <= MAX_COLUMNS:
-        raise ValueError(f"tps_device sums at most {MAX_COLUMNS} columns in numpy's order, got C = {columns}")
+    if not 1 <= feats.shape[1] <= MAX_COLUMNS:
+        raise ValueError(f"tps_device sums at most {MAX_COLUMNS} columns in numpy's order, got C = {feats.shape[1]}")
+
+
+def _clouds(ends: Sequence[int], m: int, seed: int) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Every cloud's row count, and the sampled clouds' (more than ``m`` rows) ids, starts and first indices."""
     all_starts = [0] + list(ends[:-1])
     all_counts = [e - s for s, e in zip(all_starts, ends)]
     sampled = [b for b, n in enumerate(all_counts) if n > m]
+    return all_counts, sampled, [all_starts[b] for b in sampled], [tps_start(all_counts[b], seed + b) for b in sampled]
+
+
+def _skip_constants(device: torch.device) -> torch.Tensor:
+    margin, safe_low, safe_high = TPS_SKIP_CONSTANTS
+    return to_device(np.array([1.0 + margin, safe_low, safe_high]), device)  # float64, see the module docstring
+
+
+def _prepare(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> _Batch:
+    """The checked batch of the one-program kernel (no sampled cloud when none has more than ``m`` points)."""
+    _check_feats(feats)
+    all_counts, sampled, starts, firsts = _clouds(ends, m, seed)
     device = feats.device
     rows = feats.shape[0] if sampled else 0
-    margin, safe_low, safe_high = TPS_SKIP_CONSTANTS
-    return _Batch([torch.arange(n, dtype=torch.int64, device=device) for n in all_counts], sampled,
-                  [all_starts[b] for b in sampled], [all_counts[b] for b in sampled],
-                  [tps_start(all_counts[b], seed + b) for b in sampled], feats.contiguous(),
-                  to_device(np.array([1.0 + margin, safe_low, safe_high]), device),  # float64, see above
+    return _Batch([torch.arange(n, dtype=torch.int64, device=device) for n in all_counts], sampled, starts,
+                  [all_counts[b] for b in sampled], firsts, feats.contiguous(), _skip_constants(device),
                   torch.empty((len(sampled), m), dtype=torch.int64, device=device),
                   torch.empty(rows, dtype=torch.float64, device=device),
                   torch.empty(rows, dtype=torch.float64, device=device),
@@ -298,56 +311,152 @@ def _prepare(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> _Ba
                   torch.empty((len(sampled), m), dtype=torch.float64, device=device))
 
 
+@dataclass(frozen=True)
+class LaunchShape:
+    """What the split kernel's launches depend on besides the data: a :class:`TpsLaunches` serves
+    every batch of one shape whose rows fit its capacity."""
+
+    device: torch.device
+    m: int
+    columns: int
+    clouds: int  # sampled clouds (more than m rows)
+    rows_per_program: int
+    block: int
+
+
+MIN_CAPACITY = 1024
+"""Fewest rows a :class:`TpsLaunches` is sized for; capacities are powers of two from there."""
+
+
 class TpsLaunches:
-    """The launches of :func:`tps_device` for one batch (arguments as there), prepared once:
-    :meth:`launch` queues them (resetting the working memory first, so it can run again, e.g. as
-    a CUDA graph captured around it), :meth:`indices` returns the result views."""
+    """The ``2 m`` launches of :func:`tps_device` for batches of one :class:`LaunchShape`, on
+    working memory sized for up to ``capacity`` rows, queued from one place.
 
-    def __init__(self, feats: torch.Tensor, ends: Sequence[int], m: int, seed: int, *,
-                 rows_per_program: int = ROWS_PER_PROGRAM, block: int = BLOCK) -> None:
-        if rows_per_program < 1 or block < 8 or block & (block - 1):
-            raise ValueError(f"tps_device needs rows_per_program >= 1 and a power-of-two block >= 8, got "
-                             f"{rows_per_program} and {block}")
-        self.batch, self.m, self.block = _prepare(feats, ends, m, seed), m, block
-        self.chunks = [(i, lo, min(lo + rows_per_program, n)) for i, n in enumerate(self.batch.counts)
-                       for lo in range(0, n, rows_per_program)]
-        if not self.chunks:
+    The launches read every per-batch value (the features, the clouds' starts, the chunks of the
+    scan, the first indices) from device buffers allocated once, so their arguments do not change
+    from batch to batch: :meth:`run` copies a batch into the buffers and queues the launches. The
+    scan's grid has a chunk per ``rows_per_program`` rows of the capacity plus one per cloud (a
+    cloud's last, partial chunk); the chunks a batch does not use span no rows (they store an empty
+    maximum that no pick reads). On CUDA the launches are captured once in a CUDA graph, which each
+    later batch replays: queueing them one by one costs the calling thread about 40 us each (2,048 a
+    step at m = 1,024, 73-90 ms on an H100, docs/notes/gpu-campaign-h100.md), a replay well under a
+    millisecond. Elsewhere (Triton's interpreter on the CPU) they are queued one by one.
+    """
+
+    def __init__(self, shape: LaunchShape, capacity: int) -> None:
+        self.shape, self.capacity = shape, capacity
+        clouds, device = shape.clouds, shape.device
+        self.chunks = capacity // shape.rows_per_program + clouds
+        f64 = {"dtype": torch.float64, "device": device}
+        i64 = {"dtype": torch.int64, "device": device}
+        self.h = torch.zeros((capacity, shape.columns), **f64)
+        self.d_min, self.skip = torch.empty(capacity, **f64), torch.empty(capacity, **f64)
+        self.owner = torch.empty(capacity, **i64)
+        self.idx, self.centre_dist = torch.empty((clouds, shape.m), **i64), torch.empty((clouds, shape.m), **f64)
+        self.consts = _skip_constants(device)
+        # per batch: starts, part_start, part_count (a cloud each); work cloud, lo, hi, first_at (a chunk each)
+        self.plan = torch.zeros(3 * clouds + 4 * self.chunks, **i64)
+        self.first_val = torch.empty(self.chunks, **f64)
+        self.part_val, self.part_at = torch.empty(self.chunks, **f64), torch.empty(self.chunks, **i64)
+        # the launches' arguments, as views made once (a view per launch was 7 selects a step)
+        self.starts, self.part_start, self.part_count = self.plan[:3 * clouds].view(3, clouds).unbind(0)
+        per_chunk = self.plan[3 * clouds:].view(4, self.chunks)
+        self.work_cloud, self.work_lo, self.work_hi, self.first_at = per_chunk.unbind(0)
+        self.graph: "torch.cuda.CUDAGraph | object | None" = None  # captured at the first CUDA run
+
+    def fits(self, rows: int) -> bool:
+        return rows <= self.capacity
+
+    def run(self, feats: torch.Tensor, ends: Sequence[int], seed: int) -> list[torch.Tensor]:
+        """Queue TPS of ``feats`` (checked, at most ``capacity`` rows, ``shape.clouds`` sampled
+        clouds) on the current stream; every cloud's indices, without waiting for the device."""
+        m = self.shape.m
+        all_counts, sampled, starts, firsts = _clouds(ends, m, seed)
+        chunks = [(i, lo, min(lo + self.shape.rows_per_program, all_counts[b]))
+                  for i, b in enumerate(sampled) for lo in range(0, all_counts[b], self.shape.rows_per_program)]
+        part_start = np.searchsorted([c for c, _, _ in chunks], np.arange(len(sampled)))
+        work = np.zeros((4, self.chunks), dtype=np.int64)  # unused chunks: cloud 0, no rows
+        work[:3, :len(chunks)] = np.array(chunks, dtype=np.int64).T
+        work[3, part_start] = firsts  # step 0's "chunk maxima": each cloud's first index in its first chunk
+        first_val = np.full(self.chunks, -np.inf)
+        first_val[part_start] = 0.0
+        plan = np.concatenate([starts, part_start, np.diff(np.append(part_start, len(chunks))), work.ravel()])
+        self.plan.copy_(to_device(plan.astype(np.int64), self.shape.device))
+        self.first_val.copy_(to_device(first_val, self.shape.device))
+        self.h[:feats.shape[0]].copy_(feats)
+        self._queue()
+        idx = self.idx.clone()  # the buffer is the next batch's
+        picked = [torch.arange(n, dtype=torch.int64, device=feats.device) for n in all_counts]
+        for i, b in enumerate(sampled):
+            picked[b] = idx[i]
+        return picked
+
+    def _queue(self) -> None:
+        if self.shape.device.type != "cuda":
+            self._launch()
             return
-        part_start = np.searchsorted([c for c, _, _ in self.chunks], np.arange(len(self.batch.counts)))
-        part_count = np.diff(np.append(part_start, len(self.chunks)))
-        # step 0's "chunk maxima": the first index in each cloud's first chunk, nothing in the others
-        part_val = np.full(len(self.chunks), -np.inf)
-        part_at = np.zeros(len(self.chunks), dtype=np.int64)
-        part_val[part_start], part_at[part_start] = 0.0, self.batch.firsts
-        device = feats.device
-        self.plan = to_device(np.array([self.batch.starts, part_start, part_count], dtype=np.int64), device)
-        self.work = to_device(np.array(self.chunks, dtype=np.int64).T.copy(), device)
-        self.first_val, self.first_at = to_device(part_val, device), to_device(part_at, device)
-        self.part_val, self.part_at = torch.empty_like(self.first_val), torch.empty_like(self.first_at)
+        if self.graph is None:
+            self._launch()  # compiles the kernels on first use, and is this batch's result
+            self.graph = _captured(self._launch)
+            return
+        if self.graph is _NO_GRAPH:
+            self._launch()
+            return
+        self.graph.replay()
 
-    def launch(self) -> "TpsLaunches":
-        """Queue the ``2 m`` launches (one pick and one scan per step; nothing if no cloud is sampled)."""
-        if not self.chunks:
-            return self
-        b = self.batch
-        b.reset()
+    def _launch(self) -> None:
+        """Queue the ``2 m`` launches (one pick and one scan per step) on the buffers."""
+        shape = self.shape
+        self.d_min.fill_(float("inf"))  # every distance to the first centre is computed
+        self.skip.fill_(float("inf"))
+        self.owner.zero_()  # centre 0, whose distance to itself (centre_dist[:, 0]) is 0
+        self.centre_dist.zero_()
         self.part_val.copy_(self.first_val)
         self.part_at.copy_(self.first_at)
-        columns = b.h.shape[1]
-        for k in range(self.m):
-            _pick_kernel[(len(b.counts), max(1, triton.cdiv(k, _CENTRE_BLOCK)))](
-                b.h, self.plan[0], self.plan[1], self.plan[2], self.part_val, self.part_at, b.idx, b.d_min, b.skip,
-                b.centre_dist, k, self.m, C=columns, CENTRE_BLOCK=_CENTRE_BLOCK, PART_BLOCK=_PART_BLOCK, **_OPTIONS)
-            if k + 1 < self.m:
-                _scan_kernel[(len(self.chunks),)](
-                    b.h, self.plan[0], self.work[0], self.work[1], self.work[2], b.consts, b.idx, b.d_min, b.owner,
-                    b.skip, b.centre_dist, self.part_val, self.part_at, k, self.m, C=columns, BLOCK=self.block,
-                    **_OPTIONS)
-        return self
+        for k in range(shape.m):
+            _pick_kernel[(shape.clouds, max(1, triton.cdiv(k, _CENTRE_BLOCK)))](
+                self.h, self.starts, self.part_start, self.part_count, self.part_val, self.part_at, self.idx,
+                self.d_min, self.skip, self.centre_dist, k, shape.m, C=shape.columns, CENTRE_BLOCK=_CENTRE_BLOCK,
+                PART_BLOCK=_PART_BLOCK, **_OPTIONS)
+            if k + 1 < shape.m:
+                _scan_kernel[(self.chunks,)](
+                    self.h, self.starts, self.work_cloud, self.work_lo, self.work_hi, self.consts, self.idx, self.d_min,
+                    self.owner, self.skip, self.centre_dist, self.part_val, self.part_at, k, shape.m, C=shape.columns,
+                    BLOCK=shape.block, **_OPTIONS)
 
-    def indices(self) -> list[torch.Tensor]:
-        """Every cloud's indices (``min(m, n_b)`` int64, on the features' device)."""
-        return self.batch.result()
+
+_NO_GRAPH = object()  # the capture failed: the launches are queued one by one
+
+
+def _captured(launch: Callable[[], None]) -> "torch.cuda.CUDAGraph | object":
+    """``launch``'s kernels recorded (not run) in a CUDA graph, or :data:`_NO_GRAPH` with a warning
+    where this driver or build cannot capture them (TPS stays right, only slower to queue)."""
+    graph = torch.cuda.CUDAGraph()
+    try:
+        # thread-local: the host-copy thread (fast.transfer) may wait on an event meanwhile
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            launch()
+    except RuntimeError as error:
+        warnings.warn(f"fast.tps_device: the TPS launches could not be captured in a CUDA graph ({error}); "
+                      "they are queued one by one instead", RuntimeWarning, stacklevel=3)
+        return _NO_GRAPH
+    return graph
+
+
+_launches: dict[LaunchShape, TpsLaunches] = {}
+_launches_lock = threading.Lock()
+
+
+def launches_for(shape: LaunchShape, rows: int) -> TpsLaunches:
+    """The process's :class:`TpsLaunches` of ``shape``, replaced by one of twice the capacity (a
+    power of two, at least :data:`MIN_CAPACITY`) when ``rows`` do not fit: a training run's batches
+    of one size settle on one set of buffers, and on CUDA one graph, after a few steps."""
+    with _launches_lock:
+        held = _launches.get(shape)
+        if held is None or not held.fits(rows):
+            capacity = max(MIN_CAPACITY, 1 << (rows - 1).bit_length())
+            held = _launches[shape] = TpsLaunches(shape, capacity)
+        return held
 
 
 def tps_device(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int, *,
@@ -356,8 +465,18 @@ def tps_device(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int, *,
     float64 ``feats`` with END offsets ``ends`` (checked by the caller), without waiting for the
     device: cloud ``b`` starts at ``tps_start(n_b, seed + b)``; ``reference.tps`` of ``feats``, bit
     for bit. Each cloud's rows are split into chunks of ``rows_per_program`` rows, scanned ``block``
-    rows (a power of two) per iteration; a step is one pick and one scan launch (:class:`TpsLaunches`)."""
-    return TpsLaunches(feats, ends, m, seed, rows_per_program=rows_per_program, block=block).launch().indices()
+    rows (a power of two) per iteration; a step is one pick and one scan launch, queued by the
+    process's :class:`TpsLaunches` of the batch's shape (:func:`launches_for`; on CUDA a graph replay)."""
+    _check_feats(feats)
+    if rows_per_program < 1 or block < 8 or block & (block - 1):
+        raise ValueError(f"tps_device needs rows_per_program >= 1 and a power-of-two block >= 8, got "
+                         f"{rows_per_program} and {block}")
+    sampled = sum(1 for s, e in zip([0] + list(ends[:-1]), ends) if e - s > m)
+    if not sampled:
+        return [torch.arange(e - s, dtype=torch.int64, device=feats.device)
+                for s, e in zip([0] + list(ends[:-1]), ends)]
+    shape = LaunchShape(feats.device, m, feats.shape[1], sampled, rows_per_program, block)
+    return launches_for(shape, feats.shape[0]).run(feats, ends, seed)
 
 
 def tps_device_one_program(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> list[torch.Tensor]:

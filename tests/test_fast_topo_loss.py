@@ -103,6 +103,29 @@ def test_asynchronous_job_gives_the_synchronous_result() -> None:
     np.testing.assert_array_equal(s.grad.numpy(), sync_grad)
 
 
+def test_job_stamps_each_part_in_order_and_pool_workers_report_their_time_per_cloud() -> None:
+    # benchmarks.topo_split reads these: the stamps of the training thread in the order the parts
+    # run, and per cloud the worker that held it with the time it was held
+    rng = np.random.default_rng(6)
+    S, T, offsets = student_teacher_batch(rng, [20, 9, 15], 12, "scale", seed=1)
+    pool = PersistencePool(workers=2)
+    try:
+        job = TopoLossJob(torch.tensor(T), offsets, m=12, seed=1, pool=pool)
+        job.submit_student(torch.tensor(S, requires_grad=True))
+        job.loss()
+        job.grad_entropy()
+    finally:
+        pool.shutdown()
+    t = job.timeline
+    order = ["teacher_start", "teacher_copy_start", "teacher_on_host", "teacher_submitted", "teacher_launched",
+             "student_start", "student_copy_start", "student_on_host", "student_submitted", "student_launched",
+             "wait_start", "diagrams_ready", "loss_built", "entropy_start", "entropy_done"]  # on the CPU: no copy
+    assert [t[e] for e in order] == sorted(t[e] for e in order)
+    times = [f.task_time for model in ("teacher", "student") for f in job.diagram_futures[model]]
+    assert len(times) == 6 and {x.worker for x in times} <= {0, 1}
+    assert all(t["teacher_on_host"] <= x.started <= x.finished <= t["diagrams_ready"] for x in times)
+
+
 def test_teacher_features_get_no_gradient() -> None:
     rng = np.random.default_rng(6)
     S, T, offsets = student_teacher_batch(rng, [10, 12], 8, "scale", seed=0)

@@ -248,22 +248,29 @@ def test_split_kernel_runs_every_step_when_m_is_n_minus_one(split_runs: dict[str
     _check_case("m = N - 1", split_runs)
 
 
+# One process's batches of one shape (m, channels, sampled clouds, chunking) share one set of
+# buffers (fast.tps_device.launches_for): a batch that fits after a larger one leaves chunks and rows
+# unused; a larger one than the capacity gets new buffers; the same batch again gives the same rows.
 _AGAIN_CHILD = """
 import numpy as np
 import torch
-from fast.tps_device import TpsLaunches
+import fast.tps_device as td
 from reference.tps import tps_cloud
-cloud = np.random.default_rng(48).integers(-3, 4, size=(120, 3)).astype(np.float64)
-launches = TpsLaunches(torch.tensor(cloud), [120], 12, 6, rows_per_program=40, block=16)
-first = launches.launch().indices()[0].clone()
-again = launches.launch().indices()[0]
-expected = tps_cloud(cloud, 12, 6)
-assert np.array_equal(first.numpy(), expected) and np.array_equal(again.numpy(), expected), (first, again, expected)
+rng = np.random.default_rng(48)
+sizes = [(120, 90), (700, 30), (40, 1300), (120, 90), (10, 33)]
+held = []
+for i, (a, b) in enumerate(sizes):
+    clouds = [rng.integers(-3, 4, size=(a, 3)).astype(np.float64), rng.normal(size=(b, 3))]
+    got = td.tps_device(torch.tensor(np.concatenate(clouds)), [a, a + b], 12, i, rows_per_program=40, block=16)
+    for j, cloud in enumerate(clouds):
+        assert np.array_equal(got[j].numpy(), tps_cloud(cloud, 12, i + j)), (i, j, got[j], tps_cloud(cloud, 12, i + j))
+    held.append({shape.clouds: launches.capacity for shape, launches in td._launches.items()})
+assert held == [{2: 1024}, {2: 1024}, {2: 2048}, {2: 2048}, {2: 2048, 1: 1024}], held
 """
 
 
 @needs_triton
-def test_split_launches_run_again_to_the_same_indices(interpreter: None) -> None:
+def test_split_launches_serve_batches_of_other_sizes_and_run_again_to_the_same_indices(interpreter: None) -> None:
     # launch() resets the working memory first, so a CUDA graph captured around it can be replayed
     _run_in_interpreter(_AGAIN_CHILD)
 

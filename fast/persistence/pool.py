@@ -51,6 +51,18 @@ logger = logging.getLogger("fast.persistence")  # the package's name: one logger
 _ALL_PARTS = tuple(range(len(WARM_UP_PARTS)))
 
 
+@dataclass(frozen=True)
+class TaskTime:
+    """When a worker served a task: its slot and the ``time.perf_counter`` stamps (of the calling
+    process) at which the task left the queue and its result was back. A worker's future carries it
+    as ``future.task_time`` once done, so that ``benchmarks.topo_split`` can say how long each worker
+    held each cloud and when the slowest finished."""
+
+    worker: int
+    started: float
+    finished: float
+
+
 @dataclass
 class _Task:
     points: np.ndarray
@@ -177,7 +189,10 @@ class _Slot:
                     task.selection.cancel()
                 continue
             try:
-                task.future.set_result(_counted(self._execute(task), task.label))
+                started = time.perf_counter()
+                result = _counted(self._execute(task), task.label)
+                task.future.task_time = TaskTime(self.index, started, time.perf_counter())  # type: ignore[attr-defined]
+                task.future.set_result(result)
             except BaseException as exc:  # never leave a future pending: the caller waits on it
                 task.fail(exc)
                 self._stop_process(kill=True)  # the worker may be in any state: start afresh

@@ -12,7 +12,8 @@
   2. teacher saliency gradients: dL_seg(teacher)/dF_l of its decoder stages by
      ``torch.autograd.grad`` (parameters frozen, so only activation gradients; decisions 15),
      under AMP in bfloat16 with no loss scale, independent of the student's scaler (decision 23);
-  3. student forward; the student's diagrams are started right away on its embeddings;
+  3. student forward; the student's diagrams are started right away on its embeddings (before the
+     step's finiteness read: a bad step drops the job unread);
   4. L_seg of the student; its saliency gradients by ``autograd.grad(create_graph=False)``, so the
      channel weights omega are constants (decisions 16); L_grad (Eq. 4-7) over the chosen decoder
      stages (Table 10); L_kld (decisions 18);
@@ -320,6 +321,11 @@ def distillation_step(
     t_out, topo_job, targets = side.out, side.topo_job, side.targets
     with timer.section("student_forward"), torch.autocast(batch["coord"].device.type, enabled=amp):
         out = student(model_inputs(batch))
+    if topo_job is not None and _may_start(out.embedding):
+        # the student's diagrams start now, so the workers compute them beside the rest of the step
+        with timer.section("topo_launch"):
+            rows = out.embedding if side.topo_rows is None else out.embedding[side.topo_rows]
+            topo_job.submit_student(rows.float())
     with timer.section("student_loss"):
         seg_labels = batch["segment"] if side.seg_labels is None else side.seg_labels
         seg, parts = segmentation_loss(out.logits.float(), seg_labels, kind=s.seg_loss, class_weight=s.seg_weight())
@@ -337,12 +343,8 @@ def distillation_step(
     # one host read for every finiteness decision of the step (decision 39)
     outputs_ok, s_grads_ok, t_grads_ok = _finite_groups([[*side.checked, out.logits, out.embedding], s_grads,
                                                           side.grads])
-    if not outputs_ok:
+    if not outputs_ok:  # the job started with bad features is dropped unread
         return _bad_step(logs, terms, term_grad_norms, seg.device)
-    if topo_job is not None:
-        with timer.section("topo_launch"):
-            rows = out.embedding if side.topo_rows is None else out.embedding[side.topo_rows]
-            topo_job.submit_student(rows.float())
     total = seg
     weighted = {"seg": seg}
     if s.active("grad"):
@@ -410,6 +412,14 @@ def _bad_step(logs: dict[str, torch.Tensor], terms: Sequence[str], term_grad_nor
         logs.update({f"gradnorm_{t}": nan for t in ("seg", *terms)})
     logs["loss"] = nan
     return nan, logs
+
+
+def _may_start(embedding: torch.Tensor) -> bool:
+    """Whether the student's diagrams may start before the step's one finiteness read: always on a
+    device (the persistence front door checks the host copy, and a bad step never reads the job's
+    result); on the CPU, where ``fast.topo_loss`` checks the features when they are submitted, only
+    when they are finite (a host check, no device to wait for)."""
+    return embedding.device.type != "cpu" or _all_finite([embedding])
 
 
 def _all_finite(tensors: Sequence[torch.Tensor]) -> bool:
