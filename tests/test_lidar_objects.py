@@ -14,7 +14,7 @@ from train.data.objects.lidar_objects import (KITTI_OBJECT_CLASSES, MIN_OBJECT_P
                                               cut_objects)
 from train.data.synthetic import SensorConfig, generate_scene, simulate_frames
 from train.data.synthetic.dataset import scene_split, split_sizes
-from train.data.validation import DatasetLayoutError
+from train.data.validation import DatasetLayoutError, LabelCountError
 
 
 def _world(scan: dict) -> np.ndarray:
@@ -118,3 +118,11 @@ def test_semantic_kitti_objects_are_read_from_the_upper_16_bits(tmp_path: Path) 
     assert [val.class_names[label] for label in val.labels] == ["truck"]
     with pytest.raises(DatasetLayoutError, match="no sequence of the 'train' split"):
         load_objects("semantic_kitti_objects", tmp_path, "train", points=64)
+
+
+def test_semantic_kitti_label_file_of_another_length_is_refused_naming_it(tmp_path: Path) -> None:
+    _kitti_scan(tmp_path / "sequences" / "08", "000000", np.random.default_rng(1), [(3, 10, 150)])
+    label = tmp_path / "sequences" / "08" / "labels" / "000000.label"
+    label.write_bytes(label.read_bytes()[:-8])
+    with pytest.raises(LabelCountError, match=r"000000\.label' has 348 entries but the point file .*000000\.bin' has 350"):
+        load_objects("semantic_kitti_objects", tmp_path, "test", points=64)
