@@ -154,6 +154,7 @@ def test_semantic_kitti_test_sequences_read_without_labels_and_a_label_folder_is
     assert (ds[1]["segment"] == -1).all()
     write_kitti(tmp_path, 8, 0, random_points(rng, 16, 4), None)  # labelled=False opens no label of 00-10
     assert (SemanticKITTIDataset(tmp_path, [8], labelled=False)[0]["segment"] == -1).all()
+    assert [ds.scan_origin(i) for i in range(2)] == [("11", "11/000000"), ("12", "12/000000")]  # decision 68
 
 
 def test_a_folder_unlabelled_split_needs_no_label_files_and_names_those_it_finds(tmp_path: Path) -> None:
@@ -202,7 +203,11 @@ def test_nuscenes_sweeps_are_the_training_scenes_non_keyframes_read_without_any_
     assert not sweeps.labelled and [k.token for k in sweeps.keyframes] == ["s0", "s1"]  # the training scene's
     assert [len(sweeps[i]["coord"]) for i in range(2)] == [12, 13]
     assert all((sweeps[i]["segment"] == -1).all() for i in range(2))
-    assert [k.token for k in NuScenesDataset(tmp_path, "val", version="v1.0-mini").keyframes] == ["k1"]
+    val = NuScenesDataset(tmp_path, "val", version="v1.0-mini")
+    assert [k.token for k in val.keyframes] == ["k1"]
+    # the runs a training run compares (decision 68): the sweeps' scene is a training scene, not val's
+    assert [sweeps.scan_origin(i) for i in range(2)] == [(train_scene, "s0"), (train_scene, "s1")]
+    assert val.scan_origin(0) == (val_scene, "k1")
 
 
 def test_waymo_v2_unlabelled_frames_of_the_training_segments_convert_without_reading_any_label(

@@ -196,6 +196,34 @@ def test_a_folder_unlabelled_split_that_shares_a_scan_with_a_labelled_split_is_r
     assert "\n" not in str(err.value)
 
 
+def test_an_unlabelled_frame_of_a_validation_frame_or_segment_is_refused_and_one_of_a_training_segment_is_not(
+        tmp_path: Path) -> None:
+    """Scan names carry their split's folder, so names alone never match: the frame (segment and
+    timestamp) and its segment do. Waymo's unlabelled frames come from its training segments."""
+    import shutil
+
+    teacher = tmp_path / "teacher.pt"
+    teacher.write_bytes(b"")
+    cfg = tiny_config(tmp_path, stage="kd", teacher_checkpoint=str(teacher), **MIXED)
+    prepare_splits(cfg, CPU)
+    root = Path(cfg.data_root)
+    cases = [("validation", "same", "shares 1 frame(s) with the val split"),
+             ("validation", "next", "holds frames of 1 recording(s) of the val split"),
+             ("training", "same", "shares 1 frame(s) with the training split"),
+             ("training", "next", None)]
+    for split, when, refusal in cases:
+        frame = sorted((root / split).glob("*/*"))[0]
+        copy = root / "unlabelled" / frame.parent.name / (frame.name if when == "same" else str(int(frame.name) + 1))
+        shutil.copytree(frame, copy)
+        if refusal is None:
+            assert len(prepare_splits(cfg, CPU).unlabelled) == 5
+        else:
+            with pytest.raises(ValueError, match=re.escape(refusal) + f".*first: {frame.parent.name}") as err:
+                prepare_splits(cfg, CPU)
+            assert "\n" not in str(err.value)
+        shutil.rmtree(copy.parent)
+
+
 def test_a_folder_unlabelled_split_that_matches_no_scan_is_refused_and_labels_in_it_are_said_once(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     build_folder(tmp_path / "f", {**SPEC, "splits": {**SPEC["splits"], "unlabelled": ["raw/*"]}})

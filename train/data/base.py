@@ -57,6 +57,14 @@ class PointCloudDataset(ABC):
         name in the run config says it all; a scan folder's description (:mod:`train.data.folder`)."""
         return {}
 
+    def scan_origin(self, index: int) -> tuple[str, str]:
+        """(recording, frame) of scan ``index``, whichever split lists it: the sensor's run it was
+        taken in (a Waymo segment, a SemanticKITTI sequence, a nuScenes scene) and the frame within
+        it, so two splits holding the same frame or the same run can be told (decision 68). By default
+        each scan its own run, under its ``scan_name``."""
+        name = self.scan_name(index)
+        return name, name
+
     def unused_labels(self) -> str | None:
         """Labels that a split read without them holds all the same, in words (None: none found, or
         the split is read with its labels); the run says so once and does not read them (decision 57)."""

@@ -186,6 +186,11 @@ class NuScenesDataset(PointCloudDataset):
         """The sample_data token of keyframe ``index``, known before it is read."""
         return self.keyframes[index].token
 
+    def scan_origin(self, index: int) -> tuple[str, str]:
+        """(scene name, sample_data token); Pointcept's layout names no scene: the token for both."""
+        k = self.keyframes[index]
+        return k.scene or k.token, k.token
+
     def load(self, index: int) -> dict:
         k = self.keyframes[index]
         label = None if k.label is None else self.files_root / k.label

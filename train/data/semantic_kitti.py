@@ -146,6 +146,11 @@ class SemanticKITTIDataset(PointCloudDataset):
         """``"XX/NNNNNN"`` of scan ``index``, known before it is read."""
         return self.scans[index][2]
 
+    def scan_origin(self, index: int) -> tuple[str, str]:
+        """(``"XX"``, ``"XX/NNNNNN"``): the sequence and the scan."""
+        name = self.scans[index][2]
+        return name.split("/")[0], name
+
     def unused_labels(self) -> str | None:
         if self.labelled is not False:
             return None

@@ -101,6 +101,11 @@ class WaymoDataset(PointCloudDataset):
         frame = self.frames[index]
         return f"{self.split}/{frame.parent.name}/{frame.name}"
 
+    def scan_origin(self, index: int) -> tuple[str, str]:
+        """(``<segment>``, ``<segment>/<timestamp>``): the same frame in two split folders matches."""
+        frame = self.frames[index]
+        return frame.parent.name, f"{frame.parent.name}/{frame.name}"
+
     def unused_labels(self) -> str | None:
         if self.labelled:
             return None

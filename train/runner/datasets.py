@@ -223,8 +223,9 @@ def _camera_teacher(cfg: RunConfig, data: SplitData, info: DistInfo) -> tuple[Ca
 def _unlabelled_split(cfg: RunConfig, cls: type, root: Path, data: SplitData, info: DistInfo,
                       **version: str) -> Any:
     """The scans of ``--unlabelled-split``, read without labels through the training pipeline; a
-    split with no scans, or sharing a scan with the training, validation or test split, is refused in
-    one line, and labels found in it are said once (rank 0) and not read (decision 57)."""
+    split with no scans, sharing a frame with the training, validation or test split, or a recording
+    (segment, sequence, scene) with the validation or test split, is refused in one line (decisions
+    57, 68), and labels found in it are said once (rank 0) and not read (decision 57)."""
     from train.data.transforms import build_transforms
 
     name = cfg.unlabelled_split
@@ -234,14 +235,20 @@ def _unlabelled_split(cfg: RunConfig, cls: type, root: Path, data: SplitData, in
     unlabelled.skip_bad_scans = cfg.skip_bad_scans
     if len(unlabelled) == 0:
         raise FileNotFoundError(f"--unlabelled-split {name}: {cfg.dataset} at {root} has no scans in it")
-    names = {unlabelled.scan_name(i) for i in range(len(unlabelled))}
+    recordings, frames = (set(kind) for kind in zip(*(unlabelled.scan_origin(i) for i in range(len(unlabelled)))))
     others = [("training", data.train)] + [(split, data.eval_views(split, False)[0])
                                            for split in EVAL_SPLITS if split == "val" or data.has_test]
     for split, dataset in others:
-        shared = sorted(names & {dataset.scan_name(i) for i in range(len(dataset))})
+        theirs = [dataset.scan_origin(i) for i in range(len(dataset))]
+        shared = sorted(frames & {frame for _, frame in theirs})
         if shared:
-            raise ValueError(f"--unlabelled-split {name} shares {len(shared)} scan(s) with the {split} split "
+            raise ValueError(f"--unlabelled-split {name} shares {len(shared)} frame(s) with the {split} split "
                              f"(first: {shared[0]}); an unlabelled split must hold other scans")
+        runs = sorted(recordings & {recording for recording, _ in theirs}) if split != "training" else []
+        if runs:
+            raise ValueError(f"--unlabelled-split {name} holds frames of {len(runs)} recording(s) of the {split} "
+                             f"split (first: {runs[0]}): training on them would see the scenes it is evaluated on; "
+                             "an unlabelled split must hold other recordings")
     found = unlabelled.unused_labels()
     if found and info.is_main:
         print(f"--unlabelled-split {name}: {found}; they are not read (the split is trained on without labels)",
