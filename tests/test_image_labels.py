@@ -265,6 +265,31 @@ def test_cli_writes_labels_probabilities_features_and_provenance(tmp_path, monke
     assert summary["depth_test"] == {"block": None, "relative": 0.1, "absolute": 1.0}
 
 
+def test_scans_no_camera_has_get_feature_rows_that_say_unseen_so_the_camera_teacher_reads_them(
+        tmp_path, monkeypatch) -> None:
+    """The first and the last of three scans have no cameras: each gets a features file of NaN rows
+    with the run's channel count (the first before any feature map has told it), and the camera
+    teacher with L_topo's features reads every scan."""
+    from train.data.camera_teacher import open_camera_teacher
+
+    dataset, _ = _scene(tmp_path, scans=3, beams=8, azimuths=90)
+    features = tmp_path / "features"
+    for i in range(len(dataset)):
+        for camera in dataset.cameras(i):
+            (features / camera.image).parent.mkdir(parents=True, exist_ok=True)
+            np.save((features / camera.image).with_suffix(".npy"), np.ones((30, 40, 5), np.float32))
+    for i in (0, 2):
+        (tmp_path / "root" / "training" / dataset.scan_name(i) / "cameras.json").unlink()
+    class_map = _class_map_file(tmp_path, SKY_MAP)
+    assert _run(tmp_path, monkeypatch, "--probs", "--features", str(features), "--class-map", str(class_map)) == 0
+    teacher = open_camera_teacher(tmp_path / "out", K, features=True)
+    for i in range(3):
+        sample = teacher.attach(dataset.load(i))
+        rows = sample["camera_features"]
+        assert rows.shape == (len(sample["coord"]), 5)
+        assert np.isnan(rows).all() if i != 1 else (~np.isnan(rows[:, 0])).sum() > 0
+
+
 def test_features_sample_the_map_at_scaled_pixel_coordinates() -> None:
     fmap = np.arange(12.0, dtype=np.float32).reshape(3, 4, 1)  # value = 4 row + col
     pred = FilePrediction(Path("p"), None, None, None, K, fmap, Path("f"), 8, 6)

@@ -5,7 +5,9 @@
 camera's prediction with :func:`train.data.image_predictions.read_prediction`, and writes the files
 of :mod:`train.data.image_label_files`. A scan whose image, prediction, feature or calibration file
 cannot be used stops the run with that file's line, or with ``skip_bad_scans`` is named, counted and
-gets no output file; a scan without cameras is written all -1 (and without a features file) and counted.
+gets no output file; a scan without cameras is written all -1 and counted, its features (with
+``--features``) as NaN rows of the run's channel count C, like a point no camera sees, so the camera
+teacher's L_topo trains on it (written once a feature map has told C).
 """
 from __future__ import annotations
 
@@ -63,6 +65,7 @@ def label_split(source: PointCloudDataset, split: str, run: ImageLabelRun,
     if run.folder_split is not None:  # refused before any file is written
         folder_spec(run.out, run.folder_split, names, tuple(source.class_names), frame)
     feature_width: list[int] = []  # the run's feature channel count C, once a feature map is read
+    unseen: list[tuple[str, int]] = []  # (scan, points) without cameras whose feature rows wait for C
     written: list[str] = []
 
     def camera_prediction(camera: Camera) -> FilePrediction:
@@ -87,8 +90,13 @@ def label_split(source: PointCloudDataset, split: str, run: ImageLabelRun,
             print(f"train.image_labels: skipped scan {name}: {err}", file=sys.stderr, flush=True)
             counts["skipped_scans"].append([name, str(err)])
             continue
-        write_scan_labels(run.out, name, result.labels, result.probabilities if run.probs else None,
-                          result.features)
+        features = result.features
+        if features is None and run.features is not None:  # no camera: no feature map of its own
+            if feature_width:
+                features = np.full((len(xyz), feature_width[0]), np.nan, np.float32)
+            else:
+                unseen.append((name, len(xyz)))
+        write_scan_labels(run.out, name, result.labels, result.probabilities if run.probs else None, features)
         if run.folder_split is not None:
             write_folder_scan(run.out, name, xyz, sample["strength"])
             written.append(name)
@@ -102,6 +110,8 @@ def label_split(source: PointCloudDataset, split: str, run: ImageLabelRun,
             counts["points_by_cameras"][str(seen)] = counts["points_by_cameras"].get(str(seen), 0) + int(number)
         counts["labels_per_class"] = [a + int(b) for a, b in zip(
             counts["labels_per_class"], np.bincount(result.labels[result.labels >= 0], minlength=k))]
+    for name, n in unseen if feature_width else ():  # its labels (all -1) again, with the features
+        write_scan_labels(run.out, name, np.full(n, -1), None, np.full((n, feature_width[0]), np.nan, np.float32))
     if run.folder_split is not None:
         write_folder_spec(run.out, folder_spec(run.out, run.folder_split, written, tuple(source.class_names), frame))
     summary = {**provenance, "split": split, "classes": list(source.class_names), "class_map": run.class_map.plain(),
