@@ -111,6 +111,18 @@ def test_the_reads_a_stage_reports_are_the_unlabelled_entries_its_processes_take
     assert mixed.reads(3, per_epoch_steps, batch, processes) == (len(names), len(set(names)))
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_epochs_cut_short_by_iters_per_epoch_still_read_every_unlabelled_scan_before_any_again(processes: int) -> None:
+    """50 labelled and 100 unlabelled scans at ratio 1, epochs cut to 25 steps of 2 scans (half the
+    list): 4 epochs read 100 unlabelled entries, the whole split once (decision 68). Draws that
+    advanced by the epoch's 50 unlabelled entries reached 78 distinct scans."""
+    mixed = MixedSplit(_Scans("L", 50), _Scans("U", 100), "unlabelled", 1.0, seed=0, read_per_epoch=25 * 2)
+    assert mixed.reads(4, 25, 2, processes) == (100, 100)
+    assert mixed.reads(8, 25, 2, processes) == (200, 100)
+    whole = MixedSplit(_Scans("L", 50), _Scans("U", 100), "unlabelled", 1.0, seed=0)  # full epochs as they were
+    assert whole.reads(2, 50, 2, processes) == (100, 100) and whole.read_per_epoch == 100
+
+
 def test_the_synthetic_unlabelled_split_is_scenes_of_its_own_written_without_labels(tmp_path: Path) -> None:
     root = synthesize_dataset(tmp_path / "with", 4, seed=2, sensor=SMALL, val_fraction=0.25, test_fraction=0.25,
                               unlabelled_scenes=3)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,9 @@ def test_a_run_names_the_unlabelled_scans_each_stage_read_and_its_checkpoints_re
     assert "kd: 6 scans of the unlabelled split 'unlabelled' mixed into each epoch with the 3 labelled ones" in err
     for name in (FINAL, LAST):
         extra = load_checkpoint(tmp_path / "out" / "kd" / name)["extra"]
-        assert extra["unlabelled"] == {"split": "unlabelled", "ratio": 2.0, "scans": 4}
+        assert extra["unlabelled"] == {"split": "unlabelled", "ratio": 2.0, "scans": 4,
+                                       "scans_sha256": extra["unlabelled"]["scans_sha256"]}
+        assert len(extra["unlabelled"]["scans_sha256"]) == 64
     rows = (tmp_path / "out" / "kd" / "train_log.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 5
 
@@ -126,6 +129,17 @@ def test_a_killed_run_with_the_mixed_list_resumes_to_the_uninterrupted_weights(
     with pytest.raises(ResumeMismatchError, match=r"--unlabelled-ratio 1\.5 \(now 1\.0\)"):
         run(_kd(tmp_path, teacher_run, out=str(tmp_path / "killed"), resume=True,
                 **{**common, "unlabelled_ratio": 1.0}), CPU)
+    # a scene added to the unlabelled folder would change the list the run resumes (decision 68)
+    unlabelled = teacher_run / "data" / "unlabelled"
+    first = sorted(unlabelled.iterdir())[0]
+    shutil.copytree(first, unlabelled / f"{first.name}-copy")
+    try:
+        with pytest.raises(ResumeMismatchError, match="written with 4 scans in the unlabelled split 'unlabelled' and "
+                                                      "this run finds 5"):
+            run(_kd(tmp_path, teacher_run, out=str(tmp_path / "killed"), resume=True, **common), CPU)
+    finally:
+        shutil.rmtree(unlabelled / f"{first.name}-copy")
+    forget_the_lists()
     run(_kd(tmp_path, teacher_run, out=str(tmp_path / "killed"), resume=True, **common), CPU)
     whole = load_checkpoint(tmp_path / "whole" / "distill" / FINAL)["model"]
     resumed = load_checkpoint(tmp_path / "killed" / "distill" / FINAL)["model"]
@@ -200,8 +214,6 @@ def test_an_unlabelled_frame_of_a_validation_frame_or_segment_is_refused_and_one
         tmp_path: Path) -> None:
     """Scan names carry their split's folder, so names alone never match: the frame (segment and
     timestamp) and its segment do. Waymo's unlabelled frames come from its training segments."""
-    import shutil
-
     teacher = tmp_path / "teacher.pt"
     teacher.write_bytes(b"")
     cfg = tiny_config(tmp_path, stage="kd", teacher_checkpoint=str(teacher), **MIXED)
@@ -216,7 +228,9 @@ def test_an_unlabelled_frame_of_a_validation_frame_or_segment_is_refused_and_one
         copy = root / "unlabelled" / frame.parent.name / (frame.name if when == "same" else str(int(frame.name) + 1))
         shutil.copytree(frame, copy)
         if refusal is None:
-            assert len(prepare_splits(cfg, CPU).unlabelled) == 5
+            data = prepare_splits(cfg, CPU)
+            assert len(data.unlabelled) == 5
+            assert data.training_set(cfg, "kd").read_per_epoch == 2 * 2  # --iters-per-epoch 2, batch 2
         else:
             with pytest.raises(ValueError, match=re.escape(refusal) + f".*first: {frame.parent.name}") as err:
                 prepare_splits(cfg, CPU)

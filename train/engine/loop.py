@@ -304,7 +304,7 @@ def train_stage(
     """
     settings = _checked_settings(cfg, stage, train_set, info, teacher)
     run = _build(cfg, stage, out_dir, train_set, spec, info, settings, teacher, timer)
-    _resume_or_start(run)
+    _resume_or_start(run, train_set.checkpoint_entries().get("unlabelled"))
     _wrap_for_ddp(run)
     out = _open_outputs(run, train_set)
     loader = _stage_loader(run, train_set, collate_fn)
@@ -372,14 +372,16 @@ def _camera_entry(files: dict[str, Any], settings: DistillSettings) -> dict[str,
     return {**files, "pseudo_label_threshold": settings.pseudo_label_threshold} if settings.pseudo_labels else files
 
 
-def _resume_or_start(run: _Stage) -> None:
+def _resume_or_start(run: _Stage, unlabelled: dict[str, Any] | None) -> None:
     """With ``--resume``, continue from the newest readable checkpoint (the previous one when the
-    latest is unreadable, which is then kept aside), or say that the stage starts afresh."""
+    latest is unreadable, which is then kept aside), or say that the stage starts afresh.
+    ``unlabelled``: the checkpoint entry of the training list's unlabelled split, or None."""
     cfg, info = run.cfg, run.info
     found = load_latest([run.last, run.prev], info.device, warn=info.is_main) if cfg.resume else None
     run.resumed = found is not None
     if found is not None:
         _check_camera_teacher(found, run.camera)
+        _check_unlabelled_scans(found, unlabelled)
         run.step, run.start_epoch, run.list_world = _resume(found, cfg, info, run.iters, run.model, run.optimizer,
                                                             run.scheduler, run.scaler)
     elif cfg.resume and info.is_main:
@@ -574,6 +576,22 @@ def _check_camera_teacher(found: tuple[dict[str, Any], Path], camera: dict[str, 
     raise ResumeMismatchError(f"{path} was trained with {said(written)} as its teacher and this run reads "
                               f"{said(camera)}: resume with the teacher it was written with, or delete it to start "
                               "the stage afresh")
+
+
+def _check_unlabelled_scans(found: tuple[dict[str, Any], Path], unlabelled: dict[str, Any] | None) -> None:
+    """A resume with an unlabelled split reads the scans it was written with (decision 68): as many,
+    and the same names where the checkpoint records their digest. Another split or ratio is
+    :func:`_resume`'s refusal (the run's configuration)."""
+    state, path = found
+    extra = state.get("extra") if isinstance(state.get("extra"), dict) else {}
+    written = extra.get("unlabelled")
+    if not isinstance(written, dict) or unlabelled is None or written.get("split") != unlabelled["split"]:
+        return
+    if any(key in written and written[key] != unlabelled[key] for key in ("scans", "scans_sha256")):
+        raise ResumeMismatchError(f"{path} was written with {written.get('scans')} scans in the unlabelled split "
+                                  f"{unlabelled['split']!r} and this run finds {unlabelled['scans']} (or other names): "
+                                  "the training list would change; resume with the split as it was, or delete it to "
+                                  "start the stage afresh")
 
 
 def _resume(found: tuple[dict[str, Any], Path], cfg: RunConfig, info: DistInfo, iters: int, model: nn.Module,

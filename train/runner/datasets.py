@@ -68,7 +68,8 @@ class SplitData:
             return train
         from train.data.mixed import MixedSplit
 
-        return MixedSplit(train, unlabelled, cfg.unlabelled_split, cfg.unlabelled_ratio, cfg.seed)
+        read = None if cfg.iters_per_epoch is None else cfg.iters_per_epoch * cfg.batch_size  # an epoch's reads
+        return MixedSplit(train, unlabelled, cfg.unlabelled_split, cfg.unlabelled_ratio, cfg.seed, read)
 
     def eval_views(self, split: str, tta: bool) -> list[Any]:
         """Evaluation datasets of ``split`` ("val" or "test"): one (no TTA) or one per fixed view."""
