@@ -7,6 +7,7 @@ box and a minimum corner off the voxel grid."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,9 @@ CLASSES = {"synthetic": len(WAYMO_CLASSES), "semantic_kitti": len(SEMANTIC_KITTI
            "nuscenes": len(NUSCENES_CLASSES)}
 
 
-def port_labels(model: Path, points: np.ndarray) -> np.ndarray:
+def port_labels(model: Path, points: np.ndarray, tta: bool = False) -> np.ndarray:
     """The label of every point of ``points`` (n, 4: x, y, z and the feature column as stored),
-    following docs/deploy.md step by step."""
+    following docs/deploy.md step by step (``tta``: its five test-time views)."""
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     meta = json.loads(session.get_modelmeta().custom_metadata_map["topodistill"])
     xyz = points[:, :3].astype(np.float32)  # step 1
@@ -38,18 +39,29 @@ def port_labels(model: Path, points: np.ndarray) -> np.ndarray:
     box = meta["evaluation_box"]  # step 2
     if box is not None:
         xyz = np.clip(xyz, np.float32(box["low"]), np.float32(box["high"]))
-    g = np.floor(xyz.astype(np.float64) / meta["grid_size"]).astype(np.int64)  # step 3
-    grid = g - g.min(axis=0)
-    voxels, first, inverse = np.unique(grid, axis=0, return_index=True, return_inverse=True)  # step 4
-    feat = np.concatenate([xyz[first], strength[first, None]], axis=1)
-    plan = BatchPlan(voxels, np.array([len(voxels)]), tuple(meta["plan"]["orders"]),
-                     tuple(tuple(item) for item in meta["plan"]["items"]))
-    inputs = [graph_input(spec) for spec in meta["inputs"]]
-    (logits,) = session.run(["logits"], plan_feed(plan, feat, inputs))
-    shifted = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)  # after the graph
-    probs = np.exp(shifted)
-    probs /= probs.sum(axis=1, keepdims=True)
-    return probs[inverse.reshape(-1)].argmax(axis=1)
+    views = [(2 * math.pi * k / 4, 1.0) for k in range(4)] + [(0.0, -1.0)] if tta else [None]
+    summed = None
+    for view in views:
+        seen = xyz
+        if view is not None:  # the view, in float64, then float32
+            angle, mirror = view
+            c, s = math.cos(angle), math.sin(angle)
+            x, y = xyz[:, 0].astype(np.float64), xyz[:, 1].astype(np.float64)
+            seen = np.stack([mirror * (x * c - y * s), x * s + y * c, xyz[:, 2]], axis=1).astype(np.float32)
+        g = np.floor(seen.astype(np.float64) / meta["grid_size"]).astype(np.int64)  # step 3
+        grid = g - g.min(axis=0)
+        voxels, first, inverse = np.unique(grid, axis=0, return_index=True, return_inverse=True)  # step 4
+        feat = np.concatenate([seen[first], strength[first, None]], axis=1)
+        plan = BatchPlan(voxels, np.array([len(voxels)]), tuple(meta["plan"]["orders"]),
+                         tuple(tuple(item) for item in meta["plan"]["items"]))
+        inputs = [graph_input(spec) for spec in meta["inputs"]]
+        (logits,) = session.run(["logits"], plan_feed(plan, feat, inputs))
+        shifted = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)  # after the graph
+        probs = np.exp(shifted)
+        probs /= probs.sum(axis=1, keepdims=True)
+        probs = probs[inverse.reshape(-1)]
+        summed = probs if summed is None else summed + probs
+    return summed.argmax(axis=1)
 
 
 def scans() -> dict[str, np.ndarray]:
@@ -63,9 +75,10 @@ def scans() -> dict[str, np.ndarray]:
     return {"near_and_far": np.vstack([near, far]), "tall": tall}
 
 
-@pytest.mark.parametrize("dataset", ["synthetic", "semantic_kitti", "nuscenes"])
-def test_a_port_written_from_the_deploy_document_labels_every_point_as_train_predict(tmp_path: Path,
-                                                                                       dataset: str) -> None:
+@pytest.mark.parametrize("dataset, tta", [("synthetic", False), ("semantic_kitti", False), ("nuscenes", False),
+                                         ("synthetic", True)])
+def test_a_port_written_from_the_deploy_document_labels_every_point_as_train_predict(tmp_path: Path, dataset: str,
+                                                                                       tta: bool) -> None:
     write_model(tmp_path / "model_final.pt", CLASSES[dataset], {"dataset": dataset, "grid_size": GRID})
     model = tmp_path / "model.onnx"
     assert export("--checkpoint", tmp_path / "model_final.pt", "--out", model) == 0
@@ -73,11 +86,12 @@ def test_a_port_written_from_the_deploy_document_labels_every_point_as_train_pre
     points = {name: scan * np.float32([1, 1, 1, scale]) for name, scan in scans().items()}
     for name, scan in points.items():
         write_scan(tmp_path / "in" / f"{name}.npy", scan, ("x", "y", "z", "intensity"))
-    assert run("--checkpoint", model, "--input", tmp_path / "in", "--out", tmp_path / "out") == 0
+    assert run("--checkpoint", model, "--input", tmp_path / "in", "--out", tmp_path / "out",
+               *(["--tta"] if tta else [])) == 0
     outside = 0
     for name, scan in points.items():
         outside += int(((np.abs(scan[:, :2]) > 75.2).any(axis=1) | (scan[:, 2] > 2) | (scan[:, 2] < -4)).sum())
-        np.testing.assert_array_equal(port_labels(model, scan), np.load(tmp_path / "out" / f"{name}.npy"),
+        np.testing.assert_array_equal(port_labels(model, scan, tta), np.load(tmp_path / "out" / f"{name}.npy"),
                                       err_msg=name)
     assert outside > 1_000  # the box matters for these scans
 
