@@ -5,6 +5,7 @@ sees and its checkpoints record the folder, which a resume must not change; bad 
 The files are written here in the format of ``python -m train.image_labels --probs --features``."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -422,6 +423,28 @@ def test_a_bad_probability_file_is_one_line_naming_it(data_root: Path, tmp_path:
     with pytest.raises(BadScanError) as err:
         data.training_set(cfg, "kd")[0]
     assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_features_of_two_widths_are_refused_for_the_folder_or_for_the_scan(data_root: Path, tmp_path: Path) -> None:
+    """Splits labelled by two 2D models (5 and 3 feature channels) give L_topo no one feature space:
+    the folder is refused in one line; a scan's file of another width than its folder records is a
+    bad scan naming it (before, batches of both widths stopped in the collate's concatenation)."""
+    folder = tmp_path / "cam"
+    splits = {"training": {"feature_channels": FEATURES}, "unlabelled": {"feature_channels": 3}}
+    write_camera_files(folder, data_root, manifest=json.dumps({"splits": splits}))
+    cfg = camera_config(tmp_path, data_root, folder, stage="distill", lambda_grad=0.0)
+    with pytest.raises(ValueError, match=r"image_labels.json: its splits were labelled with 2D features of different "
+                                         r"widths \(training: 5, unlabelled: 3\)") as err:
+        prepare_splits(cfg, CPU)
+    assert "\n" not in str(err.value)
+    (folder / "image_labels.json").write_text(json.dumps({"splits": {"training": splits["training"]}}))
+    data = prepare_splits(cfg, CPU)
+    assert data.training_set(cfg, "distill")[0]["camera_features"].shape[1] == FEATURES
+    path = folder / f"{data.train.scan_name(0)}.features.npy"
+    np.save(path, np.load(path)[:, :3])
+    with pytest.raises(BadScanError, match="hold 3 channels and image_labels.json records 5") as err:
+        data.training_set(cfg, "distill")[0]
+    assert str(path) in str(err.value)
 
 
 def test_a_folder_not_written_by_image_labels_is_refused(data_root: Path, tmp_path: Path) -> None:

@@ -14,11 +14,14 @@ keeps in each voxel) and collate concatenates them. A scan's file that is missin
 of another row or class count, holds a row that is NaN in some columns only, or a probability row
 outside [0, 1] or not summing to 1 (within :data:`SUM_TOLERANCE`) is a
 :class:`~train.data.validation.BadScanError` naming it, which ``--skip-bad-scans`` skips and
-counts (decision 25).
+counts (decision 25); so is a features file of another width than the ``feature_channels`` that
+``image_labels.json`` records for the folder's splits. Splits labelled with feature maps of
+different widths (two 2D models) are refused when the folder is opened.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +43,14 @@ SUM_TOLERANCE = 0.01
 @dataclass(frozen=True)
 class CameraTeacherFiles:
     """The folder ``folder`` of a data set of ``num_classes`` classes; ``features``: whether the 2D
-    features are read as well (the topological term is on); ``digest``: SHA-256 of its
+    features are read as well (the topological term is on); ``feature_channels``: their width C as
+    ``image_labels.json`` records it (None: not read, or not recorded); ``digest``: SHA-256 of its
     ``image_labels.json`` (checkpoints record it, a resume compares it)."""
 
     folder: Path
     num_classes: int
     features: bool
+    feature_channels: int | None
     digest: str
 
     def probs_path(self, scan: str) -> Path:
@@ -78,7 +83,12 @@ class CameraTeacherFiles:
                                f"{float(sums[np.flatnonzero(bad)[0]]):.4g}); {int(bad.sum())} such row(s)")
         out = {**sample, "camera_probs": probs}
         if self.features:
-            out["camera_features"] = _rows(self.features_path(scan), n, scan, "camera features")
+            features = _rows(self.features_path(scan), n, scan, "camera features")
+            if self.feature_channels is not None and features.shape[1] != self.feature_channels:
+                raise BadScanError(f"camera features {str(self.features_path(scan))!r} hold {features.shape[1]} "
+                                   f"channels and {MANIFEST} records {self.feature_channels} for the folder: write "
+                                   "every split's features with the same 2D model")
+            out["camera_features"] = features
         return out
 
     def checkpoint_entry(self) -> dict[str, Any]:
@@ -97,7 +107,25 @@ def open_camera_teacher(folder: str | Path, num_classes: int, features: bool) ->
     if not manifest.is_file():
         raise FileNotFoundError(f"--image-predictions {folder} holds no {MANIFEST}: it was not written by python -m "
                                 "train.image_labels --probs (which writes one per folder)")
-    return CameraTeacherFiles(root, int(num_classes), bool(features), hashlib.sha256(manifest.read_bytes()).hexdigest())
+    text = manifest.read_bytes()
+    channels = _feature_channels(manifest, text) if features else None
+    return CameraTeacherFiles(root, int(num_classes), bool(features), channels, hashlib.sha256(text).hexdigest())
+
+
+def _feature_channels(manifest: Path, text: bytes) -> int | None:
+    """The width C of the 2D features that every split of ``manifest`` (``image_labels.json``) was
+    labelled with, or None where none is recorded; splits of different widths: a ValueError line."""
+    try:
+        splits = json.loads(text).get("splits", {})
+        widths = {name: entry["feature_channels"] for name, entry in splits.items()
+                  if entry.get("feature_channels") is not None}
+    except (ValueError, AttributeError, TypeError, KeyError) as err:
+        raise ValueError(f"{manifest} is not the summary python -m train.image_labels writes ({err})") from None
+    if len(set(widths.values())) > 1:
+        raise ValueError(f"{manifest}: its splits were labelled with 2D features of different widths "
+                         f"({', '.join(f'{name}: {c}' for name, c in sorted(widths.items()))}); L_topo compares "
+                         "one feature space: label every split with the same 2D model")
+    return next(iter(widths.values()), None)
 
 
 def _rows(path: Path, n: int, scan: str, what: str) -> np.ndarray:
