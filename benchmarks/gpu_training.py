@@ -115,16 +115,18 @@ def topo_step(size: dict[str, Any], device: torch.device, rec: Recorder, deadlin
 def topo_split(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: float) -> None:
     """Where L_topo's time goes in a full-objective step (``benchmarks.topo_split``): the full
     objective (L_seg + L_kld + L_grad + L_topo, TPS where ``--topo-tps auto`` puts it) against the
-    KD + saliency step, rounds interleaved; the parts on the training thread, their sum against the
-    measured cost, and the persistence workers' times beside them."""
+    KD + saliency step on a batch whose plan was built ahead (as ``step_kernels``), rounds
+    interleaved; the parts on the training thread, their sum against the measured cost, and the
+    persistence workers' times beside them."""
+    from benchmarks.step_ops import build_rig
     from benchmarks.topo_split import measure_split, split_rows
     from fast.persistence import default_pool
     from train.engine.steps import DistillSettings, warm_up_persistence
 
     warm_up_persistence()
-    teacher, student = _models(size["teacher"], size["student"], device)
-    trainer = _Trainer(teacher, student, device)
-    batch = scans(size["points"], size["clouds"], 0, device)
+    # the batch plan built ahead, as the loader's workers hand it over in training (decision 47)
+    rig = build_rig(size, device, amp=device.type == "cuda", planned=True)
+    trainer, batch = _Trainer(rig.teacher, rig.student, device), rig.batch
     kd = DistillSettings(kld=True, grad=True)
     full = DistillSettings(kld=True, grad=True, topo=True, topo_m=size["m"])
     split = measure_split(trainer, batch, full, kd, size["rounds"], deadline)
