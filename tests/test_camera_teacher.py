@@ -433,8 +433,8 @@ def test_features_of_two_widths_are_refused_for_the_folder_or_for_the_scan(data_
     splits = {"training": {"feature_channels": FEATURES}, "unlabelled": {"feature_channels": 3}}
     write_camera_files(folder, data_root, manifest=json.dumps({"splits": splits}))
     cfg = camera_config(tmp_path, data_root, folder, stage="distill", lambda_grad=0.0)
-    with pytest.raises(ValueError, match=r"image_labels.json: its splits were labelled with 2D features of different "
-                                         r"widths \(training: 5, unlabelled: 3\)") as err:
+    with pytest.raises(ValueError, match=r"image_labels.json: its splits were labelled for 2D features of different "
+                                         r"widths \(training: 5; unlabelled: 3\)") as err:
         prepare_splits(cfg, CPU)
     assert "\n" not in str(err.value)
     (folder / "image_labels.json").write_text(json.dumps({"splits": {"training": splits["training"]}}))
@@ -445,6 +445,22 @@ def test_features_of_two_widths_are_refused_for_the_folder_or_for_the_scan(data_
     with pytest.raises(BadScanError, match="hold 3 channels and image_labels.json records 5") as err:
         data.training_set(cfg, "distill")[0]
     assert str(path) in str(err.value)
+
+
+def test_a_folder_labelled_for_other_classes_is_refused_in_one_line(data_root: Path, tmp_path: Path) -> None:
+    """The columns of a folder labelled for a data set of as many classes in another order (a scan
+    folder's dataset.yaml edited since) would teach each class another's probabilities."""
+    from train.data.labels import WAYMO_CLASSES
+
+    folder = tmp_path / "cam"
+    swapped = [WAYMO_CLASSES[1], WAYMO_CLASSES[0], *WAYMO_CLASSES[2:]]
+    write_camera_files(folder, data_root, manifest=json.dumps({"splits": {"training": {"classes": swapped}}}))
+    with pytest.raises(ValueError, match=f"labelled for other classes than synthetic's .*\\(class 0: "
+                                         f"'{WAYMO_CLASSES[1]}' there, '{WAYMO_CLASSES[0]}' here\\)") as err:
+        prepare_splits(camera_config(tmp_path, data_root, folder), CPU)
+    assert "\n" not in str(err.value)
+    (folder / "image_labels.json").write_text(json.dumps({"splits": {"training": {"classes": list(WAYMO_CLASSES)}}}))
+    assert prepare_splits(camera_config(tmp_path, data_root, folder), CPU).camera_files.classes == WAYMO_CLASSES
 
 
 def test_a_folder_not_written_by_image_labels_is_refused(data_root: Path, tmp_path: Path) -> None:

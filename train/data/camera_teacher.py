@@ -16,7 +16,8 @@ outside [0, 1] or not summing to 1 (within :data:`SUM_TOLERANCE`) is a
 :class:`~train.data.validation.BadScanError` naming it, which ``--skip-bad-scans`` skips and
 counts (decision 25); so is a features file of another width than the ``feature_channels`` that
 ``image_labels.json`` records for the folder's splits. Splits labelled with feature maps of
-different widths (two 2D models) are refused when the folder is opened.
+different widths (two 2D models) or for other classes are refused when the folder is opened, and
+the training run refuses a folder labelled for classes other than its data set's.
 """
 from __future__ import annotations
 
@@ -44,13 +45,15 @@ SUM_TOLERANCE = 0.01
 class CameraTeacherFiles:
     """The folder ``folder`` of a data set of ``num_classes`` classes; ``features``: whether the 2D
     features are read as well (the topological term is on); ``feature_channels``: their width C as
-    ``image_labels.json`` records it (None: not read, or not recorded); ``digest``: SHA-256 of its
+    ``image_labels.json`` records it (None: not read, or not recorded); ``classes``: the class names
+    the folder was labelled for (None: not recorded); ``digest``: SHA-256 of its
     ``image_labels.json`` (checkpoints record it, a resume compares it)."""
 
     folder: Path
     num_classes: int
     features: bool
     feature_channels: int | None
+    classes: tuple[str, ...] | None
     digest: str
 
     def probs_path(self, scan: str) -> Path:
@@ -108,24 +111,26 @@ def open_camera_teacher(folder: str | Path, num_classes: int, features: bool) ->
         raise FileNotFoundError(f"--image-predictions {folder} holds no {MANIFEST}: it was not written by python -m "
                                 "train.image_labels --probs (which writes one per folder)")
     text = manifest.read_bytes()
-    channels = _feature_channels(manifest, text) if features else None
-    return CameraTeacherFiles(root, int(num_classes), bool(features), channels, hashlib.sha256(text).hexdigest())
+    classes = _recorded(manifest, text, "classes", "classes", "label every split for this data set")
+    channels = (_recorded(manifest, text, "feature_channels", "2D features of different widths",
+                          "L_topo compares one feature space: label every split with the same 2D model")
+                if features else None)
+    return CameraTeacherFiles(root, int(num_classes), bool(features), channels,
+                              None if classes is None else tuple(classes), hashlib.sha256(text).hexdigest())
 
 
-def _feature_channels(manifest: Path, text: bytes) -> int | None:
-    """The width C of the 2D features that every split of ``manifest`` (``image_labels.json``) was
-    labelled with, or None where none is recorded; splits of different widths: a ValueError line."""
+def _recorded(manifest: Path, text: bytes, key: str, what: str, remedy: str) -> Any:
+    """The value of ``key`` that every split of ``manifest`` (``image_labels.json``) records, or None
+    where none does; splits that record different values: a ValueError line naming them."""
     try:
         splits = json.loads(text).get("splits", {})
-        widths = {name: entry["feature_channels"] for name, entry in splits.items()
-                  if entry.get("feature_channels") is not None}
+        values = {name: entry[key] for name, entry in splits.items() if entry.get(key) is not None}
     except (ValueError, AttributeError, TypeError, KeyError) as err:
         raise ValueError(f"{manifest} is not the summary python -m train.image_labels writes ({err})") from None
-    if len(set(widths.values())) > 1:
-        raise ValueError(f"{manifest}: its splits were labelled with 2D features of different widths "
-                         f"({', '.join(f'{name}: {c}' for name, c in sorted(widths.items()))}); L_topo compares "
-                         "one feature space: label every split with the same 2D model")
-    return next(iter(widths.values()), None)
+    if len({json.dumps(value) for value in values.values()}) > 1:
+        shown = "; ".join(f"{name}: {json.dumps(value)[:60]}" for name, value in sorted(values.items()))
+        raise ValueError(f"{manifest}: its splits were labelled for {what} ({shown}); {remedy}")
+    return next(iter(values.values()), None)
 
 
 def _rows(path: Path, n: int, scan: str, what: str) -> np.ndarray:

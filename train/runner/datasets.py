@@ -199,6 +199,13 @@ def _camera_teacher(cfg: RunConfig, data: SplitData, info: DistInfo) -> tuple[Ca
 
     topo = any(cfg.stage_terms(stage)["topo"] for stage in cfg.stages() if stage in MIXED_STAGES)
     files = open_camera_teacher(cfg.image_predictions, data.num_classes, features=topo)
+    if files.classes is not None and files.classes != data.class_names:
+        at = next((i for i, pair in enumerate(zip(files.classes, data.class_names)) if pair[0] != pair[1]),
+                  min(len(files.classes), data.num_classes))
+        there, here = (names[at] if at < len(names) else "none" for names in (files.classes, data.class_names))
+        raise ValueError(f"--image-predictions {cfg.image_predictions} was labelled for other classes than "
+                         f"{cfg.dataset}'s at {cfg.data_root} (class {at}: {there!r} there, {here!r} here): its "
+                         "probability columns would teach other classes; label the splits for this data set")
     sets = [data.train] + ([data.unlabelled] if data.unlabelled is not None else [])
     scans = scans_of(sets)
     missing = missing_files(files, scans)
