@@ -8,9 +8,9 @@ Two modes:
   ``benchmarks/results/bench-<UTC time>.json`` (git-ignored) unless ``--results-json`` names
   another file, rewritten after every measurement so a run stopped half-way keeps what it measured. ``python -m benchmarks.report`` turns the newest run into
   ``RESULTS.md``. ``--smoke-sizes`` keeps the smoke sizes and rounds while still writing the run
-  file (``benchmarks/test_benchmark_command.py`` runs the whole command that way).
+  file (``benchmarks/tests/test_benchmark_command.py`` runs the whole command that way).
 
-The ``benchmark`` fixture is ours (``benchmarks.timing.Benchmark``: ``pedantic``, ``group``,
+The ``benchmark`` fixture is ours (``benchmarks.cpu.timing.Benchmark``: ``pedantic``, ``group``,
 ``extra_info``), so no plugin release can change what the suite measures or writes; the
 pytest-benchmark plugin, if installed, is not loaded (``-p no:benchmark`` in ``pyproject.toml``).
 
@@ -19,11 +19,11 @@ numpy start their pools (spinning OpenMP workers slow a shared 2-core machine ~1
 with ``--torch-threads`` threads (default 1) and every measurement records the thread count it
 ran with in its ``extra_info``.
 
-Sizes: fixtures named in ``benchmarks.sizes.SIZES`` (``table6_n``, ``fig7_n``, ``fig8_n``) are
+Sizes: fixtures named in ``benchmarks.cpu.sizes.SIZES`` (``table6_n``, ``fig7_n``, ``fig8_n``) are
 parametrised with the smoke or the full sizes by ``pytest_generate_tests``.
 
 Measurements that must be killable or need a fresh process (the naive baseline, peak memory) run
-in child processes (``benchmarks.isolated``); their records are collected here and written into
+in child processes (``benchmarks.cpu.isolated``); their records are collected here and written into
 the same run file under the key ``"isolated"``.
 """
 from __future__ import annotations
@@ -41,9 +41,9 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import pytest
 import torch
 
-from benchmarks.machine import machine_info
-from benchmarks.sizes import SIZES
-from benchmarks.timing import Benchmark, commit_info, run_document, write_json_atomically
+from benchmarks.cpu.machine import machine_info
+from benchmarks.cpu.sizes import SIZES
+from benchmarks.cpu.timing import Benchmark, commit_info, run_document, write_json_atomically
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -152,7 +152,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def benchmark(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Iterator[Benchmark]:
-    """The test's measurement (``benchmarks.timing.Benchmark``), kept for the run file once it ran."""
+    """The test's measurement (``benchmarks.cpu.timing.Benchmark``), kept for the run file once it ran."""
     bench = Benchmark(request.node.name, request.node.nodeid)
     yield bench
     if bench.times:

@@ -182,7 +182,7 @@ class TopoLossJob:
     ``TRITON_INTERPRET=1``, which the tests use on the CPU).
 
     :attr:`timeline` holds the ``time.perf_counter`` stamps of the job's parts, for the accounting
-    of ``benchmarks.topo_split``: ``teacher_start``, ``tps_queued`` (TPS on the device),
+    of ``benchmarks.cpu.topo_split``: ``teacher_start``, ``tps_queued`` (TPS on the device),
     ``teacher_copy_start`` (the copy to the host is queued next), ``teacher_launched`` (the
     constructor returns), ``teacher_on_host`` / ``teacher_submitted`` (the features reached the
     host; the diagrams were queued), the same of the student (``student_start``,

@@ -13,7 +13,7 @@ Hypothesis profiles (select with ``--hypothesis-profile=NAME``):
   the random search for new counter-examples.
 - ``dev``: 25 examples, for quick local iteration.
 - ``device``: 50 examples, derandomized as ``ci``: the GPU campaign's CUDA rows
-  (``benchmarks/gpu_cuda_tests.py`` sets ``TOPODISTILL_HYPOTHESIS_PROFILE=device``, which works for
+  (``benchmarks/gpu_campaign/cuda_tests.py`` sets ``TOPODISTILL_HYPOTHESIS_PROFILE=device``, which works for
   any test path, where the command-line option fails for files beside no conftest), so that they
   finish inside its time box (at 500 the twins' CUDA rows alone outlasted it on an H100); the CPU
   rows of the test command keep ``ci``'s 500.

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from train.data.base import PointCloudDataset
-from train.data.cameras import Camera, checked_camera, read_camera_list, write_camera_list
-from train.data.image_projection import CAMERA_RULES, DEFAULT_CAMERA_RULE, DEFAULT_DEPTH_TEST, DepthTest
+from train.data.cameras.camera import Camera, checked_camera, read_camera_list, write_camera_list
+from train.data.cameras.image_projection import CAMERA_RULES, DEFAULT_CAMERA_RULE, DEFAULT_DEPTH_TEST, DepthTest
 from train.data.validation import make_sample
 
 CLASSES = ("road", "building", "pole", "car")
@@ -116,7 +116,7 @@ def degrade(classes: np.ndarray, factor: int) -> np.ndarray:
 
 class SceneDataset(PointCloudDataset):
     """Scans ``<root>/<split>/<name>.npy`` (x, y, z), each with ``<root>/<split>/<name>/cameras.json``
-    (:func:`train.data.cameras.read_camera_list`, images relative to the root): a data set that reads
+    (:func:`train.data.cameras.camera.read_camera_list`, images relative to the root): a data set that reads
     cameras as the preprocessed layout does."""
 
     class_names = CLASSES
@@ -189,7 +189,7 @@ def write_scene(root: Path, predictions: Path, split: str = "training", scans: i
 def label_counts(dataset: SceneDataset, truth: dict[str, np.ndarray], out: Path, rule: str,
                  depth_test: DepthTest | None) -> tuple[int, int]:
     """(correct, wrong) labels of the scenes of ``dataset`` (predictions under ``out``/../pred)."""
-    from train.data.image_predictions import ClassMap
+    from train.data.cameras.image_predictions import ClassMap
     from train.prediction.image_labels import ImageLabelRun, label_split
 
     class_map = ClassMap(len(CLASSES), {**{i: i for i in range(len(CLASSES))}, SKY: -1})
@@ -209,7 +209,7 @@ def occlusion_counts(beams: int, azimuths: int, test: DepthTest, scans: int = 3)
     """(occluded, of them hidden, visible, of them hidden): the (point, camera) pairs of the scenes
     where the camera sees the point's pixel but a surface lies between them (the ray from the camera
     meets something 5 cm or more before the point), and how many of each the depth test hides."""
-    from train.data.image_projection import hidden_points
+    from train.data.cameras.image_projection import hidden_points
 
     counts = np.zeros(4, np.int64)
     for seed in range(scans):

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-import train.data.nuscenes_cameras as nuscenes_cameras
-from train.data.cameras import CalibrationError, MissingImageError
-from train.data.nuscenes import NuScenesDataset
-from train.data.nuscenes_index import official_splits
-from train.data.semantic_kitti import SemanticKITTIDataset, read_kitti_calib
+import train.data.lidar.nuscenes_cameras as nuscenes_cameras
+from train.data.cameras.camera import CalibrationError, MissingImageError
+from train.data.lidar.nuscenes import NuScenesDataset
+from train.data.lidar.nuscenes_index import official_splits
+from train.data.lidar.semantic_kitti import SemanticKITTIDataset, read_kitti_calib
 from train.data.validation import CorruptFileError, DatasetLayoutError
 
 REAL = Path(__file__).parent / "fixtures" / "real"

@@ -16,11 +16,11 @@ import torch
 from fast.topo_loss import topo_loss
 from test_train_support import TINY_MODEL, run_killed_after_checkpoint, tiny_config, tiny_data, tiny_data_folder
 from train.config import RunConfig
-from train.data.camera_teacher import CAMERA_KEYS
+from train.data.cameras.camera_teacher import CAMERA_KEYS
 from train.data.collate import collate
 from train.data.transforms import build_transforms
 from train.data.validation import BadScanError
-from train.data.waymo import WaymoDataset
+from train.data.lidar.waymo import WaymoDataset
 from train.engine.loop import FINAL, LAST, ModelSpec, stage_settings
 from train.engine.profiling import StepTimer
 from train.engine.steps import distillation_step, to_device

@@ -1,4 +1,4 @@
-"""train.data.cameras: the pinhole projection against the homogeneous camera matrix, the pixel-centre
+"""train.data.cameras.camera: the pinhole projection against the homogeneous camera matrix, the pixel-centre
 convention at the image's border, the depth rule, refused calibrations and cameras.json (decision 58);
 the lens distortion against OpenCV's formulas inverted numerically, its fold radius (decision 63)."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from PIL import Image
 from scipy.optimize import brentq, fsolve
 from scipy.spatial.transform import Rotation
 
-from train.data.cameras import (
+from train.data.cameras.camera import (
     CalibrationError,
     Camera,
     MissingImageError,

@@ -1,4 +1,4 @@
-"""A folder of one's own scans (``--dataset folder``, train/data/folder.py): it loads like the published
+"""A folder of one's own scans (``--dataset folder``, train/data/lidar/folder.py): it loads like the published
 sets, every kind of bad folder is one line naming the file, and a run trains, resumes and evaluates on
 it. Every test builds its own small folder."""
 from __future__ import annotations
@@ -13,8 +13,8 @@ import yaml
 
 from test_train_support import run_killed_after_checkpoint, tiny_config
 from train.runtime.checkpoint import load_checkpoint
-from train.data.folder import SPEC_FILE, FolderDataset, UnmappedLabelError, read_folder_spec
-from train.data.scan_files import read_scan, write_labels, write_scan
+from train.data.lidar.folder import SPEC_FILE, FolderDataset, UnmappedLabelError, read_folder_spec
+from train.data.lidar.scan_files import read_scan, write_labels, write_scan
 from train.data.validation import CorruptFileError, DatasetLayoutError, LabelCountError
 from train.runner.datasets import class_count, prepare_splits
 from train.runtime.distributed import DistInfo

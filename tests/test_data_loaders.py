@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 
 from train.data.labels import NUSCENES_LEARNING_MAP, SEMANTIC_KITTI_LEARNING_MAP
-from train.data.nuscenes import NuScenesDataset, read_nuscenes_scan
-from train.data.nuscenes_index import official_splits
-from train.data.semantic_kitti import SemanticKITTIDataset
+from train.data.lidar.nuscenes import NuScenesDataset, read_nuscenes_scan
+from train.data.lidar.nuscenes_index import official_splits
+from train.data.lidar.semantic_kitti import SemanticKITTIDataset
 from train.data.validation import (
     CorruptFileError,
     DatasetLayoutError,
     LabelCountError,
     NonFiniteCoordinateError,
 )
-from train.data.waymo import WaymoDataset
+from train.data.lidar.waymo import WaymoDataset
 
 # The folder is named by the environment, never by a path outside the repository.
 REAL = Path(os.environ.get("TOPODISTILL_REAL_FIXTURES", "")).expanduser()

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-import train.data.nuscenes_index as nuscenes_index
+import train.data.lidar.nuscenes_index as nuscenes_index
 from test_data_loaders import MINI_SCENES, random_points, write_nuscenes
 from train.data.labels import NUSCENES_LEARNING_MAP
-from train.data.nuscenes import NuScenesDataset
-from train.data.nuscenes_index import official_splits, table_index
+from train.data.lidar.nuscenes import NuScenesDataset
+from train.data.lidar.nuscenes_index import official_splits, table_index
 from train.data.restricted_pickle import UnsafePickleError, load_data_pickle
 from train.data.validation import CorruptFileError, DatasetLayoutError
 from train.options.resolve import finalize

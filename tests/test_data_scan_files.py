@@ -1,4 +1,4 @@
-"""Single scan files (train/data/scan_files.py): round trips through every format, label files, and one
+"""Single scan files (train/data/lidar/scan_files.py): round trips through every format, label files, and one
 clear error naming the file for each kind of bad file. Every test writes its own files."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train.data.scan_files import (
+from train.data.lidar.scan_files import (
     LABEL_SUFFIXES,
     SCAN_SUFFIXES,
     check_packages,

@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from train.data.labels import WAYMO_CLASSES
-from train.data.synthesize import main as synthesize_main
+from train.data.synthetic.synthesize import main as synthesize_main
 from train.data.synthetic.dataset import (
     MARKER,
     ensure_synthetic_dataset,
@@ -24,7 +24,7 @@ from train.data.synthetic.dataset import (
 from train.data.synthetic.primitives import box_hit, ellipsoid_hit, frustum_hit
 from train.data.synthetic.scene import STYLES, generate_scene
 from train.data.synthetic.sensor import SensorConfig, cast_scan
-from train.data.waymo import WaymoDataset
+from train.data.lidar.waymo import WaymoDataset
 
 SMALL = SensorConfig(beams=16, azimuth_steps=360)
 FEW = max(10, settings.default.max_examples // 5)

@@ -14,12 +14,12 @@ import yaml
 from test_data_folder import SPEC, build_folder
 from test_data_loaders import random_points, write_kitti, write_waymo
 import train.data.mixed
-from train.data.folder import SPEC_FILE, FolderDataset
+from train.data.lidar.folder import SPEC_FILE, FolderDataset
 from train.data.mixed import MixedSplit
-from train.data.scan_files import write_labels, write_scan
-from train.data.semantic_kitti import SemanticKITTIDataset
+from train.data.lidar.scan_files import write_labels, write_scan
+from train.data.lidar.semantic_kitti import SemanticKITTIDataset
 from train.data.synthetic import SensorConfig, synthesize_dataset
-from train.data.waymo import WaymoDataset
+from train.data.lidar.waymo import WaymoDataset
 
 SMALL = SensorConfig(beams=8, azimuth_steps=64)
 
@@ -192,7 +192,7 @@ def test_nuscenes_sweeps_are_the_training_scenes_non_keyframes_read_without_any_
 
     from test_data_loaders import MINI_SCENES, write_nuscenes
     from train.data.labels import NUSCENES_LEARNING_MAP
-    from train.data.nuscenes import NuScenesDataset
+    from train.data.lidar.nuscenes import NuScenesDataset
 
     rng = np.random.default_rng(3)
     known = np.array(sorted(NUSCENES_LEARNING_MAP))
@@ -227,7 +227,7 @@ def test_waymo_v2_unlabelled_frames_of_the_training_segments_convert_without_rea
     import json
 
     import waymo_v2_scene as scene
-    from train.data import convert as conv
+    from train.data.lidar import waymo_convert as conv
 
     times = [1_000_000, 1_100_000, 1_200_000]
     src = tmp_path / "src"

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import waymo_v2_scene as scene
-from train.data import convert as conv
+from train.data.lidar import waymo_convert as conv
 from train.data.validation import CorruptFileError, DatasetLayoutError
-from train.data.waymo import WaymoDataset
-from train.data.waymo_v2 import LidarCalibration, column_azimuths, euler_rotation, row_inclinations
+from train.data.lidar.waymo import WaymoDataset
+from train.data.lidar.waymo_v2 import LidarCalibration, column_azimuths, euler_rotation, row_inclinations
 
 TIMES = [1_000_000, 1_100_000, 1_200_000]
 LABELLED = {1_000_000, 1_200_000}  # the middle frame has no lidar_segmentation row
@@ -169,7 +169,7 @@ def test_v1_tfrecord_root_says_what_to_do(tmp_path):
 
 
 def test_loader_on_a_v2_root_points_to_the_converter(v2_root):
-    with pytest.raises(DatasetLayoutError, match="v2 parquet download.*train.data.convert"):
+    with pytest.raises(DatasetLayoutError, match="v2 parquet download.*train.data.lidar.waymo_convert"):
         WaymoDataset(v2_root[0], "training")
 
 

@@ -14,12 +14,13 @@ import pytest
 from PIL import Image
 
 import waymo_v2_scene as scene
-from train.data import convert as conv
+from train.data.lidar import waymo_convert as conv
 from scipy.optimize import fsolve
 
-from train.data.cameras import CalibrationError, checked_camera, read_camera_list
+from train.data.cameras.camera import CalibrationError, checked_camera, read_camera_list
 from train.data.validation import CorruptFileError, DatasetLayoutError
-from train.data.waymo_v2_cameras import GLOBAL_SHUTTER, CameraCalibration, camera_rolling_shutter, camera_scan_to_camera
+from train.data.lidar.waymo_v2_cameras import (GLOBAL_SHUTTER, CameraCalibration, camera_rolling_shutter,
+                                               camera_scan_to_camera)
 
 TIMES = [1_000_000, 1_100_000]
 SEGMENT = "3333_000_100"
@@ -208,7 +209,7 @@ def test_each_camera_file_is_opened_once_with_its_optional_columns(tmp_path: Pat
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The calibration's lens and readout columns and the images' motion columns are added to the
     open file (``ComponentFile.widened``), not read from a second open of it (its footer read twice)."""
-    import train.data.waymo_v2 as waymo
+    import train.data.lidar.waymo_v2 as waymo
 
     opened: list[str] = []
     parquet_file = waymo.pq.ParquetFile

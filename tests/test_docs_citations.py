@@ -173,7 +173,10 @@ COMMAND = re.compile(r"python -m (?P<module>(?:train|fast|benchmarks|reference)(
 
 def _is_command(module: str) -> bool:
     """Whether ``python -m module`` runs something: a module with a ``__main__`` guard, or a
-    package with a ``__main__`` module."""
+    package with a ``__main__`` module; a module that moved runs under its old name (decision 70)."""
+    import benchmarks
+    import train.data
+    module = {**train.data.MOVED, **benchmarks.MOVED}.get(module, module)
     path = ROOT.joinpath(*module.split("."))
     if path.with_suffix(".py").is_file():
         return 'if __name__ == "__main__"' in path.with_suffix(".py").read_text(encoding="utf-8")

@@ -8,7 +8,7 @@ empty ones included); ``segment_pwcd`` of many diagram pairs equals ``pwcd`` of 
 gradient; the loss with the tensor form equals the loss with the sweep bit for bit; ``to_host``
 runs its functions in call order and reports their errors through the future. Marked ``cuda``:
 the same on a GPU (pinned copies, the loss against the CPU's, TPS indices against the reference's).
-The counts of operators and synchronisations per batch are checked in benchmarks/test_op_counts.py.
+The counts of operators and synchronisations per batch are checked in benchmarks/tests/test_op_counts.py.
 """
 from __future__ import annotations
 

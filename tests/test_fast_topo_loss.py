@@ -104,7 +104,7 @@ def test_asynchronous_job_gives_the_synchronous_result() -> None:
 
 
 def test_job_stamps_each_part_in_order_and_pool_workers_report_their_time_per_cloud() -> None:
-    # benchmarks.topo_split reads these: the stamps of the training thread in the order the parts
+    # benchmarks.cpu.topo_split reads these: the stamps of the training thread in the order the parts
     # run, and per cloud the worker that held it with the time it was held
     rng = np.random.default_rng(6)
     S, T, offsets = student_teacher_batch(rng, [20, 9, 15], 12, "scale", seed=1)

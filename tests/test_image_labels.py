@@ -16,12 +16,12 @@ from PIL import Image
 
 from image_scene import CLASSES, SKY, SceneDataset, label_counts, make_camera, write_scene
 from train import image_labels
-from train.data.cameras import checked_camera
-from train.data.folder import FolderDataset
-from train.data.image_label_files import read_image_labels
-from train.data.image_predictions import (ClassMap, FilePrediction, ImagePredictionError, read_class_map,
-                                          read_prediction)
-from train.data.image_projection import DEFAULT_DEPTH_TEST, DepthTest, hidden_points, project_scan
+from train.data.cameras.camera import checked_camera
+from train.data.lidar.folder import FolderDataset
+from train.data.lidar.image_label_files import read_image_labels
+from train.data.cameras.image_predictions import (ClassMap, FilePrediction, ImagePredictionError, read_class_map,
+                                                  read_prediction)
+from train.data.cameras.image_projection import DEFAULT_DEPTH_TEST, DepthTest, hidden_points, project_scan
 
 ROOT = Path(__file__).resolve().parents[1]
 K = len(CLASSES)
@@ -270,7 +270,7 @@ def test_scans_no_camera_has_get_feature_rows_that_say_unseen_so_the_camera_teac
     """The first and the last of three scans have no cameras: each gets a features file of NaN rows
     with the run's channel count (the first before any feature map has told it), and the camera
     teacher with L_topo's features reads every scan."""
-    from train.data.camera_teacher import open_camera_teacher
+    from train.data.cameras.camera_teacher import open_camera_teacher
 
     dataset, _ = _scene(tmp_path, scans=3, beams=8, azimuths=90)
     features = tmp_path / "features"

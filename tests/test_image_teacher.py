@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from train.data.camera_images import NO_CLASS, split_images
-from train.data.cameras import CAMERA_LIST, checked_camera, write_camera_list
+from train.data.cameras.camera_images import NO_CLASS, split_images
+from train.data.cameras.camera import CAMERA_LIST, checked_camera, write_camera_list
 from train.data.labels import WAYMO_CLASSES
 from train.engine.image_training import fit, save_image_teacher
 from train.image_teacher import main

@@ -21,7 +21,7 @@ from test_train_support import TINY_MODEL  # noqa: E402
 from train.engine.loop import ModelSpec  # noqa: E402
 from train.models.pointcept import pointcept_config, to_pointcept  # noqa: E402
 from train.runtime.checkpoint import save_checkpoint  # noqa: E402
-from train.data.scan_files import write_scan  # noqa: E402
+from train.data.lidar.scan_files import write_scan  # noqa: E402
 from train.export_onnx import main as export_main  # noqa: E402
 from train.models.graph_inputs import plan_feed  # noqa: E402
 from train.models.plan import BatchPlan  # noqa: E402

@@ -19,7 +19,7 @@ ort = pytest.importorskip("onnxruntime")
 from test_onnx_export import export, surface_scan  # noqa: E402
 from test_predict import run, write_model  # noqa: E402
 from train.data.labels import NUSCENES_CLASSES, SEMANTIC_KITTI_CLASSES, WAYMO_CLASSES  # noqa: E402
-from train.data.scan_files import write_scan  # noqa: E402
+from train.data.lidar.scan_files import write_scan  # noqa: E402
 # the plan, the port's host half that docs/deploy.md describes array by array
 from train.models.graph_inputs import graph_input, plan_feed  # noqa: E402
 from train.models.plan import BatchPlan  # noqa: E402

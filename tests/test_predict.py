@@ -15,11 +15,11 @@ from test_data_loaders import random_points, write_kitti, write_nuscenes
 from test_train_support import TINY_MODEL, tiny_config, tiny_data
 from train.runtime.checkpoint import save_checkpoint
 from train.data.labels import NUSCENES_CLASSES, SEMANTIC_KITTI_CLASSES, SEMANTIC_KITTI_LEARNING_MAP
-from train.data.nuscenes import NuScenesDataset
-from train.data.nuscenes_index import official_splits
-from train.data.scan_files import read_scan, write_scan
-from train.data.semantic_kitti import read_semantic_kitti_scan
-from train.data.waymo import WaymoDataset
+from train.data.lidar.nuscenes import NuScenesDataset
+from train.data.lidar.nuscenes_index import official_splits
+from train.data.lidar.scan_files import read_scan, write_scan
+from train.data.lidar.semantic_kitti import read_semantic_kitti_scan
+from train.data.lidar.waymo import WaymoDataset
 from train.evaluation.evaluate import evaluate
 from train.engine.loop import ModelSpec
 from train.evaluation.metrics import IoUAccumulator

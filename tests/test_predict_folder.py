@@ -16,8 +16,8 @@ import yaml
 from test_data_folder import CLASSES, SPEC, _scene, build_folder
 from test_data_scan_files import NORTHING, write_float64_ply
 from test_train_support import tiny_config
-from train.data.folder import SPEC_FILE, FolderDataset, read_folder_spec
-from train.data.scan_files import read_scan, write_labels, write_scan
+from train.data.lidar.folder import SPEC_FILE, FolderDataset, read_folder_spec
+from train.data.lidar.scan_files import read_scan, write_labels, write_scan
 from train.engine.loop import FINAL, load_frozen_teacher, model_spec, train_stage
 from train.evaluation.evaluate import evaluate
 from train.evaluation.metrics import IoUAccumulator

@@ -1,4 +1,4 @@
-"""train.data.rolling_shutter through train.data.cameras (decision 64): a camera at rest is the global
+"""train.data.cameras.rolling_shutter through train.data.cameras.camera (decision 64): a camera at rest is the global
 shutter bit for bit; a point placed on a pixel's ray as the moving camera sees it at that pixel's
 exposure time projects onto that pixel, for each readout direction and with a lens; a point that
 keeps pace with the readout is unsolved, not seen and counted; cameras.json keeps the readout and
@@ -14,9 +14,9 @@ from scipy.optimize import fsolve
 from scipy.spatial.transform import Rotation
 
 from test_cameras import GOOD_K, WAYMO_LENS, opencv_distort, rigid
-from train.data.cameras import CalibrationError, Camera, checked_camera, read_camera_list, write_camera_list
-from train.data.image_projection import visible_pixels
-from train.data.rolling_shutter import DIRECTIONS
+from train.data.cameras.camera import CalibrationError, Camera, checked_camera, read_camera_list, write_camera_list
+from train.data.cameras.image_projection import visible_pixels
+from train.data.cameras.rolling_shutter import DIRECTIONS
 
 SOURCE = "calib/cameras.json"
 WIDTH, HEIGHT = 640, 480

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from tests.test_train_support import TINY_MODEL
-from train.data.waymo import WaymoDataset
+from train.data.lidar.waymo import WaymoDataset
 from train.study.ablation import main, parse, study_rows
 
 PSEUDO_ROW = "CE+camera pseudo-labels (unlabelled)"

@@ -24,14 +24,14 @@ import pytest
 from PIL import Image
 from scipy.ndimage import maximum_filter, minimum_filter
 
-from train.data.synthesize import main as synthesize_main
+from train.data.synthetic.synthesize import main as synthesize_main
 from train.data.synthetic.camera_rig import NO_CLASS, RIGS, CameraMount, CameraRig, render_rig
 from train.data.synthetic.dataset import MARKER, ensure_synthetic_dataset, generator_params, simulate_frames, \
     synthesize_dataset
 from train.data.synthetic.primitives import box_hit, ellipsoid_hit, frustum_hit
 from train.data.synthetic.scene import CLASS, Scene, generate_scene
 from train.data.synthetic.sensor import SensorConfig, cast_scan
-from train.data.waymo import WaymoDataset
+from train.data.lidar.waymo import WaymoDataset
 
 LIDAR = SensorConfig()
 # Four cameras where the LiDAR is (no parallax between the two sensors) and the default ring rig.

@@ -10,7 +10,13 @@ count, as a lazy import is a dependency all the same):
   runner, the study nor a command, the evaluation not the runner or the study, and so on; with
   the rooms in one order, no two rooms import each other;
 - no module imports a command module;
-- every package of ``train`` has a docstring (what it holds and what it may import).
+- every package of ``train`` has a docstring (what it holds and what it may import);
+- inside ``train.data`` the same, one level down (decision 70): every module lies in one room of
+  :data:`DATA_ROOMS` (the checks, the cameras, the samples, the LiDAR data sets, the simulator, the
+  object data sets), ``train/data/`` itself holds no other loose module than the checks and the
+  samples, and no module imports a data room above its own;
+- the modules that moved (``train.data.MOVED``, ``benchmarks.MOVED``) still import under their
+  old names, as the same module object, and no file of the repository imports an old name.
 """
 from __future__ import annotations
 
@@ -39,30 +45,42 @@ COMMANDS: tuple[str, ...] = ("train.run", "train.predict", "train.image_labels",
                              "train.export_pointcept", "train.export_onnx", "train.topo_diagnostic",
                              "train.study.__main__")
 
+# The rooms of ``train.data`` from the bottom up (decision 70).
+DATA_ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("checks", ("train.data.validation", "train.data.labels", "train.data.restricted_pickle")),
+    ("cameras", ("train.data.cameras",)),
+    ("samples", ("train.data.base", "train.data.transforms", "train.data.collate", "train.data.mixed")),
+    ("lidar", ("train.data.lidar",)),
+    ("synthetic", ("train.data.synthetic",)),
+    ("objects", ("train.data.objects",)),
+)
 
-def room_of(module: str) -> int | None:
-    """The height of ``module``'s room (0 = the bottom, ``len(ROOMS)`` = the commands); None for the
-    ``train`` package itself and for modules outside ``train``."""
-    if module in COMMANDS:
-        return len(ROOMS)
-    for height, (_, members) in enumerate(ROOMS):
+
+def room_of(module: str, rooms: tuple[tuple[str, tuple[str, ...]], ...] = ROOMS,
+            commands: tuple[str, ...] = COMMANDS) -> int | None:
+    """The height of ``module``'s room among ``rooms`` (0 = the bottom, ``len(rooms)`` = the
+    commands); None for the package itself and for modules outside the rooms."""
+    if module in commands:
+        return len(rooms)
+    for height, (_, members) in enumerate(rooms):
         if any(module == m or module.startswith(m + ".") for m in members):
             return height
     return None
 
 
-def violations(graph: dict[str, set[str]]) -> list[str]:
-    """Each import of ``graph`` (module -> modules it imports) that runs up to a higher room or
-    names a command, as one line."""
+def violations(graph: dict[str, set[str]], rooms: tuple[tuple[str, tuple[str, ...]], ...] = ROOMS,
+               commands: tuple[str, ...] = COMMANDS) -> list[str]:
+    """Each import of ``graph`` (module -> modules it imports) that runs up to a higher room of
+    ``rooms`` or names one of ``commands``, as one line."""
     found = []
     for module, targets in sorted(graph.items()):
-        here = room_of(module)
+        here = room_of(module, rooms, commands)
         for target in sorted(targets):
-            there = room_of(target)
-            if target in COMMANDS and target != module:
+            there = room_of(target, rooms, commands)
+            if target in commands and target != module:
                 found.append(f"{module} imports the command {target}")
             elif here is not None and there is not None and there > here:
-                found.append(f"{module} ({ROOMS[here][0]}) imports {target} ({ROOMS[there][0]}), a room above it")
+                found.append(f"{module} ({rooms[here][0]}) imports {target} ({rooms[there][0]}), a room above it")
     return found
 
 
@@ -117,3 +135,75 @@ def test_the_order_check_finds_an_engine_module_importing_the_study_and_a_comman
         "train.evaluation.evaluate (evaluation) imports train.runner.datasets (runner), a room above it",
         "train.study.ablation imports the command train.run",
     ]
+
+
+def test_every_module_of_train_data_lies_in_one_data_room() -> None:
+    graph = {m: t for m, t in _train_graph().items() if m.startswith("train.data.")}
+    homeless = sorted(m for m in graph if room_of(m, DATA_ROOMS, ()) is None)
+    assert not homeless, f"modules of train.data in no room of DATA_ROOMS (decision 70): {homeless}"
+    for room, members in DATA_ROOMS:
+        for member in members:
+            assert member in graph, f"data room {room}: {member} does not exist"
+
+
+def test_train_data_holds_no_loose_module_but_the_checks_and_the_samples() -> None:
+    loose = {f"train.data.{p.stem}" for p in (ROOT / "train" / "data").glob("*.py")} - {"train.data.__init__"}
+    allowed = {m for room, members in DATA_ROOMS if room in ("checks", "samples") for m in members}
+    assert loose <= allowed, f"loose modules in train/data/ (move them into a room): {sorted(loose - allowed)}"
+
+
+def test_no_module_of_train_data_imports_a_data_room_above_its_own() -> None:
+    graph = {m: t for m, t in _train_graph().items() if m.startswith("train.data.")}
+    found = violations(graph, DATA_ROOMS, ())
+    assert not found, "imports against the order of the data rooms (decision 70):\n" + "\n".join(found)
+
+
+def test_the_data_order_check_finds_the_cameras_importing_a_data_set() -> None:
+    planted = {"train.data.cameras.camera": {"train.data.lidar.nuscenes_index", "train.data.validation"},
+               "train.data.lidar.nuscenes": {"train.data.cameras.camera", "train.data.base"}}
+    assert violations(planted, DATA_ROOMS, ()) == [
+        "train.data.cameras.camera (cameras) imports train.data.lidar.nuscenes_index (lidar), a room above it"]
+
+
+def _moved() -> dict[str, str]:
+    import benchmarks
+    import train.data
+    return {**train.data.MOVED, **benchmarks.MOVED}
+
+
+def test_every_moved_module_still_imports_under_its_old_name() -> None:
+    import importlib
+    import sys
+    for old, new in _moved().items():
+        assert importlib.import_module(old) is importlib.import_module(new) is sys.modules[old], old
+        assert sys.modules[new].__spec__.name == new, f"{new} lost its own spec to the alias {old}"
+    from train.data.cameras import Camera, read_camera_list  # the former module train.data.cameras
+    from train.data.cameras.camera import Camera as moved, read_camera_list as moved_reader
+    assert (Camera, read_camera_list) == (moved, moved_reader)
+
+
+def test_no_file_of_the_repository_imports_a_moved_module_by_its_old_name() -> None:
+    import re
+    old = "|".join(re.escape(name) for name in sorted(_moved(), key=len, reverse=True))
+    pattern = re.compile(rf"^\s*(?:from|import)\s+({old})(?![\w.])|\"-m\", \"({old})\"", re.MULTILINE)
+    parents = {name.rpartition(".")[0] for name in _moved()}
+    children = "|".join(re.escape(name.rpartition(".")[2]) for name in _moved())
+    from_parent = re.compile(rf"^\s*from\s+({'|'.join(map(re.escape, parents))})\s+import\s+\(?\s*({children})\b",
+                             re.MULTILINE)
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if ".git" in path.parts:
+            continue
+        text = path.read_text(encoding="utf-8")
+        found += [f"{path.relative_to(ROOT)}: {m.group(0).strip()}" for m in pattern.finditer(text)]
+        found += [f"{path.relative_to(ROOT)}: {m.group(0).strip()}" for m in from_parent.finditer(text)]
+    assert not found, "old module paths (use the new ones of train.data.MOVED / benchmarks.MOVED):\n" + "\n".join(found)
+
+
+def test_a_command_run_by_its_old_path_is_the_command_at_its_new_path() -> None:
+    import subprocess
+    import sys
+    helps = [subprocess.run([sys.executable, "-m", name, "--help"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120) for name in ("train.data.synthesize", "train.data.synthetic.synthesize")]
+    assert helps[0].returncode == 0, helps[0].stderr
+    assert helps[0].stdout == helps[1].stdout and "usage: python -m train.data.synthesize" in helps[0].stdout

@@ -36,7 +36,7 @@ MIXED_STAGES: tuple[str, ...] = ("kd", "distill")  # the stages --unlabelled-spl
 # The splits of each dataset that --unlabelled-split can name (decision 57): read without labels, none
 # of their scans in the training, validation or test split (train.runner.datasets checks the scans).
 UNLABELLED_SPLITS: dict[str, tuple[str, ...]] = {
-    "waymo": ("unlabelled",),  # training frames without segmentation labels (train.data.convert)
+    "waymo": ("unlabelled",),  # training frames without segmentation labels (train.data.lidar.waymo_convert)
     "synthetic": ("unlabelled",),  # --synthetic-unlabelled-scenes
     "nuscenes": ("sweeps",),  # the non-keyframe LIDAR_TOP sweeps of the training scenes
     "semantic_kitti": ("test",),  # sequences 11-21

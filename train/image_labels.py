@@ -8,7 +8,7 @@ Predictions are files under ``--predictions`` mirroring the image paths (``.npy`
 probabilities, ``.png`` ids), mapped to the data set's train ids by ``--class-map``. Outputs:
 ``<scan>.npy`` train ids (-1 unseen), with ``--probs`` ``<scan>.probs.npy``, with ``--features``
 ``<scan>.features.npy``, and ``image_labels.json``; with ``--folder-split`` the output folder is
-also a scan folder that ``--dataset folder`` trains on (:mod:`train.data.image_label_files`). The
+also a scan folder that ``--dataset folder`` trains on (:mod:`train.data.lidar.image_label_files`). The
 machinery: :mod:`train.prediction.image_labels`; this module parses the options and reports.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Sequence
 
 from train.config import DATASETS
-from train.data.cameras import DEFAULT_MIN_DEPTH
-from train.data.folder import FOLDER_SPLITS
-from train.data.image_projection import CAMERA_RULES, DEFAULT_CAMERA_RULE, DEFAULT_DEPTH_TEST
+from train.data.cameras.camera import DEFAULT_MIN_DEPTH
+from train.data.lidar.folder import FOLDER_SPLITS
+from train.data.cameras.image_projection import CAMERA_RULES, DEFAULT_CAMERA_RULE, DEFAULT_DEPTH_TEST
 from train.option_names import DEFAULT_NUSCENES_VERSION, NUSCENES_VERSIONS
 
 
@@ -74,9 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         return refuse(f"train.image_labels: error: {err}")
 
-    from train.data.cameras import CalibrationError
-    from train.data.image_predictions import ClassMap, read_class_map
-    from train.data.image_projection import DepthTest
+    from train.data.cameras.camera import CalibrationError
+    from train.data.cameras.image_predictions import ClassMap, read_class_map
+    from train.data.cameras.image_projection import DepthTest
     from train.data.validation import BadScanError
     from train.prediction.image_labels import ImageLabelRun, label_split, reads_cameras
     from train.prediction.inputs import open_split

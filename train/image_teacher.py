@@ -56,7 +56,7 @@ def iou_lines(iou: list[float], present: list[float]) -> list[str]:
 
 
 def train_command(args: argparse.Namespace) -> None:
-    from train.data.camera_images import split_images
+    from train.data.cameras.camera_images import split_images
     from train.engine.image_training import fit, save_image_teacher
     from train.evaluation.image_iou import image_iou
 
@@ -82,7 +82,7 @@ def train_command(args: argparse.Namespace) -> None:
 
 
 def predict_command(args: argparse.Namespace) -> None:
-    from train.data.camera_images import split_images
+    from train.data.cameras.camera_images import split_images
     from train.engine.image_training import load_image_teacher
     from train.prediction.image_maps import write_image_maps
 

@@ -1,7 +1,7 @@
 """The names some options of ``python -m train.run`` choose among, defined once, here, without
 importing torch or numpy, so that ``--help`` prints at once (decision 38).
 
-:mod:`train.engine.losses` and :mod:`train.data.nuscenes`, which act on these choices, import them from
+:mod:`train.engine.losses` and :mod:`train.data.lidar.nuscenes`, which act on these choices, import them from
 here; the comments say what each choice means.
 """
 from __future__ import annotations

@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return refuse(f"train.predict: error: {err}")
 
     from train.runtime.checkpoint_errors import CheckpointError
-    from train.data.scan_files import check_packages
+    from train.data.lidar.scan_files import check_packages
     from train.data.validation import BadScanError
     from train.prediction.inputs import FileSource, list_scan_files, open_split
     from train.prediction.layouts import build_layout

@@ -101,7 +101,7 @@ ENGINES: dict[str, H1Engine] = {
 
 # The native engine (fast.persistence.native) is the default: exact in float64 with the
 # reference's total order, and measured here 6.3x (clustered) / 7.4x (low-dimensional) faster than
-# giotto-ph at N=1024, 64-d, one thread (benchmarks/test_bench_h1_engine.py). giotto-ph stays
+# giotto-ph at N=1024, 64-d, one thread (benchmarks/tests/test_bench_h1_engine.py). giotto-ph stays
 # selectable as engine="giotto".
 DEFAULT_ENGINE = "native"
 

@@ -55,7 +55,7 @@ _ALL_PARTS = tuple(range(len(WARM_UP_PARTS)))
 class TaskTime:
     """When a worker served a task: its slot and the ``time.perf_counter`` stamps (of the calling
     process) at which the task left the queue and its result was back. A worker's future carries it
-    as ``future.task_time`` once done, so that ``benchmarks.topo_split`` can say how long each worker
+    as ``future.task_time`` once done, so that ``benchmarks.cpu.topo_split`` can say how long each worker
     held each cloud and when the slowest finished."""
 
     worker: int

@@ -15,7 +15,7 @@ points; one voxel in training, decision 54) is a bad scan too.
 
 A training set taught by the camera teacher (``camera_teacher``, decision 61) adds each scan's
 projected probabilities (and 2D features) to the sample as it is loaded, before the transforms
-(:mod:`train.data.camera_teacher`); a missing or bad file of it is a bad scan of its own.
+(:mod:`train.data.cameras.camera_teacher`); a missing or bad file of it is a bad scan of its own.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from .camera_teacher import CameraTeacherFiles
-from .cameras import Camera
+from .cameras.camera_teacher import CameraTeacherFiles
+from .cameras.camera import Camera
 from .validation import BadScanError, model_input
 
 Transform = Callable[[dict, np.random.Generator], dict]
@@ -54,7 +54,7 @@ class PointCloudDataset(ABC):
     def checkpoint_entries(self) -> dict[str, Any]:
         """What a model trained on these scans keeps beside its weights, as plain values, to read new
         scans as these were read (``extra`` of its checkpoints): nothing for a published set, whose
-        name in the run config says it all; a scan folder's description (:mod:`train.data.folder`)."""
+        name in the run config says it all; a scan folder's description (:mod:`train.data.lidar.folder`)."""
         return {}
 
     def scan_origin(self, index: int) -> tuple[str, str]:
@@ -71,7 +71,7 @@ class PointCloudDataset(ABC):
         return None
 
     def cameras(self, index: int) -> list[Camera]:
-        """The calibrated cameras of scan ``index`` (:mod:`train.data.cameras`, decision 58): none for a
+        """The calibrated cameras of scan ``index`` (:mod:`train.data.cameras.camera`, decision 58): none for a
         data set whose scans come without images."""
         return []
 

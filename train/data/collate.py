@@ -8,7 +8,7 @@ point), ``origin_offset`` (B,) END offsets of the original points, ``origin_segm
 the bad scans whose slots these samples took (``--skip-bad-scans``, :mod:`train.data.base`),
 ``unlabelled`` list[bool]: which scans come from an unlabelled split (:mod:`train.data.mixed`);
 with the camera teacher (decision 61) also ``camera_probs`` (N,K) and ``camera_features`` (N,C)
-float16, NaN rows where no camera sees the point (:mod:`train.data.camera_teacher`).
+float16, NaN rows where no camera sees the point (:mod:`train.data.cameras.camera_teacher`).
 :func:`collate_arrays` gives the same batch as NumPy arrays (labelling through onnxruntime, which
 never imports torch, decision 55); :func:`collate` as tensors, importing torch when called.
 """
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .camera_teacher import CAMERA_KEYS
+from .cameras.camera_teacher import CAMERA_KEYS
 
 REQUIRED_KEYS = ("coord", "grid_coord", "feat", "segment", "inverse", "origin_segment", "name")
 

@@ -97,7 +97,7 @@ class LearningMap:
     def lookup(self, raw: np.ndarray, source: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """The int64 train ids of raw ids read from ``source`` (ignore where the table does not know
         the id) and the mask of the ids it knows; :meth:`apply` warns about the others, a scan
-        folder (``train.data.folder``) refuses them."""
+        folder (``train.data.lidar.folder``) refuses them."""
         raw = np.asarray(raw)
         if not np.issubdtype(raw.dtype, np.integer):
             raise TypeError(f"{source}: labels must be integers, got dtype {raw.dtype}")

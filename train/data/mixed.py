@@ -32,7 +32,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .base import PointCloudDataset
-from .camera_teacher import CameraTeacherFiles
+from .cameras.camera_teacher import CameraTeacherFiles
 
 CYCLE_STREAM = 57  # the third word of an unlabelled cycle's seed: apart from the labelled order's
 

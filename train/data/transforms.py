@@ -24,7 +24,7 @@ import numpy as np
 from train.models.serialization import MAX_DEPTH
 
 from .base import Transform
-from .camera_teacher import CAMERA_KEYS
+from .cameras.camera_teacher import CAMERA_KEYS
 from .validation import TooFewPointsError
 
 # the per-point keys grid sampling thins; the camera teacher's rows (decision 61) keep the kept point's row

@@ -126,7 +126,7 @@ def make_sample(
 
     ``coord`` (n,3) float32, ``strength`` (n,1) float32, ``segment`` (n,) int64, ``name`` str,
     ``origin`` (3,) float64: the point of the scan file's own frame that ``coord`` is measured from
-    (:meth:`train.data.scan_files.Scan.local`, decision 53; None: zeros, the file's frame itself),
+    (:meth:`train.data.lidar.scan_files.Scan.local`, decision 53; None: zeros, the file's frame itself),
     and ``xyz`` (n,3) float64: the file's x, y, z exactly as read, what outputs that carry
     coordinates write (None: ``coord + origin``, exact where the file stores ``coord`` itself).
     """

@@ -2,7 +2,7 @@
 
 The batch carries, per point, the probabilities a 2D model gave the pixel the point projects to
 (``camera_probs``) and optionally its sampled 2D features (``camera_features``), rows of NaN where
-no camera sees the point (:mod:`train.data.camera_teacher`).
+no camera sees the point (:mod:`train.data.cameras.camera_teacher`).
 
 * L_kld (decision 18's ``T^2 KL(softmax(z_T / T) || softmax(z_S / T))``) reads the probabilities
   p as the teacher's logits ``z_T = log p``: ``softmax(log p / T)`` is ``p^(1/T)`` renormalised, p

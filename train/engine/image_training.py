@@ -1,7 +1,7 @@
 """Training the 2D camera teacher (:mod:`train.models.image_segmenter`) on rendered images, and its
 checkpoint (decision 62).
 
-:func:`fit`: pixel-wise cross-entropy over the class images (:data:`~train.data.camera_images.NO_CLASS`
+:func:`fit`: pixel-wise cross-entropy over the class images (:data:`~train.data.cameras.camera_images.NO_CLASS`
 ignored, a batch's loss the mean over its labelled pixels), Adam at a constant learning rate, whole
 images in batches of one size (cameras of different sizes never share a batch), a horizontal flip
 of each batch with probability 1/2. Seeded: the weights from ``torch.manual_seed(seed)``, the
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from train.data.camera_images import NO_CLASS, CameraImage, read_classes, read_colour
+from train.data.cameras.camera_images import NO_CLASS, CameraImage, read_classes, read_colour
 from train.models.image_segmenter import ImageSegmenter, build_image_segmenter, colour_batch
 from train.runtime.checkpoint import load_checkpoint, save_checkpoint
 from train.runtime.checkpoint_errors import CheckpointError

@@ -1,6 +1,6 @@
 """Pixel IoU of the 2D camera teacher on a split's rendered class images (decision 62).
 
-Every labelled pixel of every image counts once (:data:`~train.data.camera_images.NO_CLASS` is
+Every labelled pixel of every image counts once (:data:`~train.data.cameras.camera_images.NO_CLASS` is
 ignored); intersection and union per class are summed over the split and divided at the end, as
 for points (:class:`train.evaluation.metrics.IoUAccumulator`): a class absent from the labels is
 left out of the mean.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from train.data.camera_images import NO_CLASS, CameraImage, read_classes, read_colour
+from train.data.cameras.camera_images import NO_CLASS, CameraImage, read_classes, read_colour
 from train.evaluation.metrics import IoUAccumulator
 from train.models.image_segmenter import ImageSegmenter
 

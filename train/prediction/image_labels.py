@@ -1,9 +1,9 @@
 """Labels for a split's scans from a 2D model's predictions on their camera images (decision 60).
 
-:func:`label_split` runs :func:`train.data.image_projection.project_scan` over every scan of a split
+:func:`label_split` runs :func:`train.data.cameras.image_projection.project_scan` over every scan of a split
 (:func:`train.prediction.inputs.open_split`'s data set, which must read cameras), reading each
-camera's prediction with :func:`train.data.image_predictions.read_prediction`, and writes the files
-of :mod:`train.data.image_label_files`. A scan whose image, prediction, feature or calibration file
+camera's prediction with :func:`train.data.cameras.image_predictions.read_prediction`, and writes the files
+of :mod:`train.data.lidar.image_label_files`. A scan whose image, prediction, feature or calibration file
 cannot be used stops the run with that file's line, or with ``skip_bad_scans`` is named, counted and
 gets no output file; a scan without cameras is written all -1 and counted, its features (with
 ``--features``) as NaN rows of the run's channel count C, like a point no camera sees, so the camera
@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from train.data.base import PointCloudDataset
-from train.data.cameras import CalibrationError, Camera
-from train.data.image_label_files import (folder_spec, write_folder_scan, write_folder_spec, write_scan_labels,
-                                          write_summary)
-from train.data.image_predictions import ClassMap, FilePrediction, ImagePredictionError, read_prediction
-from train.data.image_projection import DepthTest, project_scan
-from train.data.scan_files import SENSOR_FRAME
+from train.data.cameras.camera import CalibrationError, Camera
+from train.data.lidar.image_label_files import (folder_spec, write_folder_scan, write_folder_spec, write_scan_labels,
+                                                write_summary)
+from train.data.cameras.image_predictions import ClassMap, FilePrediction, ImagePredictionError, read_prediction
+from train.data.cameras.image_projection import DepthTest, project_scan
+from train.data.lidar.scan_files import SENSOR_FRAME
 from train.data.validation import BadScanError
 
 

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from train.data.camera_images import CameraImage, read_colour
+from train.data.cameras.camera_images import CameraImage, read_colour
 from train.models.image_segmenter import ImageSegmenter
 from train.runtime.files import atomic_write
 

@@ -17,10 +17,10 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from train.data.folder import SPEC_FILE, FolderDescription, has_wildcard
+from train.data.lidar.folder import SPEC_FILE, FolderDescription, has_wildcard
 from train.data.labels import IGNORE_INDEX
-from train.data.nuscenes import nuscenes_strength
-from train.data.scan_files import INTENSITY, SCAN_SUFFIXES, SENSOR_FRAME, read_scan
+from train.data.lidar.nuscenes import nuscenes_strength
+from train.data.lidar.scan_files import INTENSITY, SCAN_SUFFIXES, SENSOR_FRAME, read_scan
 from train.prediction.layouts import LABELLED_PLY_PROPERTIES, NUSCENES_LABEL_SUFFIX, PROBS_SUFFIX
 from train.data.validation import BadScanError, make_sample, model_input
 from train.runner.datasets import dataset_class
@@ -111,7 +111,7 @@ class PredictionCollate:
 
 @dataclass(frozen=True)
 class FileSource:
-    """Scan files (:func:`train.data.scan_files.read_scan`) read as scans of ``dataset``: x, y, z
+    """Scan files (:func:`train.data.lidar.scan_files.read_scan`) read as scans of ``dataset``: x, y, z
     and the fourth column, ``intensity``, as that data set stores it (Waymo and the synthetic set:
     the strength itself; nuScenes: the intensity 0..255, divided by 255 as its loader does;
     SemanticKITTI: the remission); for a scan folder's model, the column ``folder`` names divided

@@ -3,7 +3,7 @@
 - ``npy``: ``<out>/<name>.npy``, the train ids (int64), one per point of the scan as read;
 - ``ply``: ``<out>/<name>.ply``, binary PLY with ``x, y, z`` where the points lie in the scan file
   (its own frame, decision 53: a LAS tile in UTM stays in UTM), the ``label`` and ``red, green,
-  blue`` (:func:`train.data.scan_files.write_labelled_ply`) in the palette of the project's
+  blue`` (:func:`train.data.lidar.scan_files.write_labelled_ply`) in the palette of the project's
   pictures (:func:`train.evaluation.palette.class_colours`), so a scan opens coloured in CloudCompare
   or MeshLab on top of its source;
 - ``semantic_kitti``: ``<out>/sequences/NN/predictions/NNNNNN.label``, uint32 raw SemanticKITTI
@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from train.runtime.files import atomic_write
-from train.data.scan_files import npy_bytes, write_labelled_ply, write_labels
+from train.data.lidar.scan_files import npy_bytes, write_labelled_ply, write_labels
 from train.option_names import PREDICTION_FORMATS
 
 # SemanticKITTI's learning_map_inv: the raw id each of the 19 train ids is written as.
@@ -43,7 +43,7 @@ NUSCENES_SUBMISSION_META: dict[str, bool] = {
 }
 PROBS_SUFFIX = ".probs.npy"  # <name>.probs.npy: the probabilities of --save-probs
 NUSCENES_LABEL_SUFFIX = "_lidarseg.bin"  # <token>_lidarseg.bin: a nuScenes submission's labels
-# The vertex properties of a --format ply output (train.data.scan_files.write_labelled_ply), by which
+# The vertex properties of a --format ply output (train.data.lidar.scan_files.write_labelled_ply), by which
 # a later search for scans (train.prediction.inputs.list_scan_files) knows it for an output.
 LABELLED_PLY_PROPERTIES: tuple[str, ...] = ("x", "y", "z", "label", "red", "green", "blue")
 _KITTI_NAME = re.compile(r"(?:^|/)(\d{2})/(?:velodyne/)?(\d{6})$")

@@ -6,7 +6,7 @@ set it was trained on and its voxel size (its run config), so its classes and it
 data set and the preset are given (``--dataset``, ``--preset``) and the voxel size is spec D's
 0.05 m unless ``--grid-size`` says otherwise. A model trained on a scan folder (``--dataset
 folder``, decision 51) expects that folder's classes, feature and frame (decision 53): its
-checkpoints keep the folder's description (:class:`train.data.folder.FolderDescription`; one kept
+checkpoints keep the folder's description (:class:`train.data.lidar.folder.FolderDescription`; one kept
 before the frame was read in the sensor frame it was trained in); an older one without it is read
 with the ``dataset.yaml`` of ``--data-root`` or of the folder it was trained on. Every refusal is one
 line naming the file.
@@ -21,7 +21,7 @@ from torch import nn
 
 from train.runtime.checkpoint import read_weights
 from train.runtime.checkpoint_errors import CheckpointError
-from train.data.folder import SPEC_FILE, FolderDescription, folder_description, read_folder_spec
+from train.data.lidar.folder import SPEC_FILE, FolderDescription, folder_description, read_folder_spec
 from train.data.labels import class_names
 from train.engine.loop import ModelSpec, model_from_weights
 from train.models.pointcept import is_pointcept_state_dict

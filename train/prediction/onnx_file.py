@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from train.data.folder import FolderDescription, folder_description
+from train.data.lidar.folder import FolderDescription, folder_description
 from train.data.labels import NUSCENES_LEARNING_MAP, SEMANTIC_KITTI_LEARNING_MAP, WAYMO_LEARNING_MAP, class_names
-from train.data.nuscenes import NUSCENES_INTENSITY_SCALE
+from train.data.lidar.nuscenes import NUSCENES_INTENSITY_SCALE
 from train.data.transforms import evaluation_box
 from train.models.graph_inputs import GraphInput, graph_input
 from train.runtime.checkpoint_errors import CheckpointError, CheckpointMissingError, one_line

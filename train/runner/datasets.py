@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from train.config import MIXED_STAGES, RunConfig
-from train.data.camera_teacher import CameraTeacherFiles
+from train.data.cameras.camera_teacher import CameraTeacherFiles
 from train.data.transforms import tta_views
 
 if TYPE_CHECKING:  # torch is imported where processes meet; the loaders and pipelines serve decision 55 without it
@@ -34,7 +34,7 @@ SPLITS: dict[str, tuple[str, str, str | None]] = {
     "synthetic": ("training", "validation", "testing"),
     "nuscenes": ("train", "val", None),
     "semantic_kitti": ("train", "val", None),
-    "folder": ("train", "val", "test"),  # test only where dataset.yaml names it (train.data.folder)
+    "folder": ("train", "val", "test"),  # test only where dataset.yaml names it (train.data.lidar.folder)
 }
 EVAL_SPLITS: tuple[str, ...] = ("val", "test")
 
@@ -89,18 +89,18 @@ class SplitData:
 def dataset_class(name: str) -> type:
     """The loader class of dataset ``name`` (``synthetic`` is read as Waymo)."""
     if name in ("waymo", "synthetic"):
-        from train.data.waymo import WaymoDataset
+        from train.data.lidar.waymo import WaymoDataset
 
         return WaymoDataset
     if name == "nuscenes":
-        from train.data.nuscenes import NuScenesDataset
+        from train.data.lidar.nuscenes import NuScenesDataset
 
         return NuScenesDataset
     if name == "folder":
-        from train.data.folder import FolderDataset
+        from train.data.lidar.folder import FolderDataset
 
         return FolderDataset
-    from train.data.semantic_kitti import SemanticKITTIDataset
+    from train.data.lidar.semantic_kitti import SemanticKITTIDataset
 
     return SemanticKITTIDataset
 
@@ -108,7 +108,7 @@ def dataset_class(name: str) -> type:
 def class_count(cfg: RunConfig) -> int:
     """Number of classes the models of a run of ``cfg`` predict (a scan folder's: its dataset.yaml's)."""
     if cfg.dataset == "folder":
-        from train.data.folder import read_folder_spec
+        from train.data.lidar.folder import read_folder_spec
 
         return len(read_folder_spec(cfg.data_root).description.classes)
     return len(dataset_class(cfg.dataset).class_names)
@@ -155,12 +155,12 @@ def prepare_splits(cfg: RunConfig, info: DistInfo) -> SplitData:
     if cfg.dataset == "synthetic" and cfg.synthetic_test_fraction == 0:
         test_split = None
     root = Path(cfg.data_root)
-    if cfg.dataset == "waymo":  # a v2 parquet root is converted once under --out (train.data.convert)
-        from train.data.convert import DEFAULT_WORKERS, prepare_waymo_root
+    if cfg.dataset == "waymo":  # a v2 parquet root is converted once under --out (train.data.lidar.waymo_convert)
+        from train.data.lidar.waymo_convert import DEFAULT_WORKERS, prepare_waymo_root
 
         root = prepare_waymo_root(root, Path(cfg.out), info.world_size, DEFAULT_WORKERS,
                                   unlabelled=cfg.unlabelled_split is not None)
-    # nuScenes: the version picks the tables and what "train"/"val" stand for (train.data.nuscenes)
+    # nuScenes: the version picks the tables and what "train"/"val" stand for (train.data.lidar.nuscenes)
     version = {"version": cfg.nuscenes_version} if cfg.dataset == "nuscenes" else {}
     train = cls(root, train_split, transform=build_transforms(cfg.dataset, train=True, grid_size=cfg.grid_size),
                 seed=cfg.seed, **version)
@@ -195,7 +195,7 @@ def _camera_teacher(cfg: RunConfig, data: SplitData, info: DistInfo) -> tuple[Ca
     too when a stage computes L_topo), with a missing file refused in one line, or with
     ``--skip-bad-scans`` said in one line (rank 0); and the checkpoint entry of the folder with the
     points per scan a camera sees, on average (decision 61)."""
-    from train.data.camera_teacher import coverage, missing_files, open_camera_teacher, scans_of
+    from train.data.cameras.camera_teacher import coverage, missing_files, open_camera_teacher, scans_of
 
     topo = any(cfg.stage_terms(stage)["topo"] for stage in cfg.stages() if stage in MIXED_STAGES)
     files = open_camera_teacher(cfg.image_predictions, data.num_classes, features=topo)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from train.config import RunConfig
-from train.data.camera_teacher import open_camera_teacher
+from train.data.cameras.camera_teacher import open_camera_teacher
 from train.engine.loop import FINAL, LAST, PREV, ModelSpec, load_frozen_teacher, model_spec
 from train.models import build_model
 from train.options.defaults import runs_on_cuda

@@ -36,12 +36,12 @@ import numpy as np
 import torch
 
 from train.config import RunConfig
-from train.data.camera_images import split_images
-from train.data.cameras import DEFAULT_MIN_DEPTH
-from train.data.image_predictions import ClassMap
-from train.data.image_projection import DEFAULT_CAMERA_RULE, DEFAULT_DEPTH_TEST
+from train.data.cameras.camera_images import split_images
+from train.data.cameras.camera import DEFAULT_MIN_DEPTH
+from train.data.cameras.image_predictions import ClassMap
+from train.data.cameras.image_projection import DEFAULT_CAMERA_RULE, DEFAULT_DEPTH_TEST
 from train.data.labels import WAYMO_CLASSES
-from train.data.waymo import WaymoDataset
+from train.data.lidar.waymo import WaymoDataset
 from train.engine.image_training import fit, save_image_teacher
 from train.evaluation.evaluate import stage_result
 from train.evaluation.image_iou import image_iou

@@ -13,13 +13,13 @@ is the same in ``trainval`` as in ``train``. Two sources:
   ``val`` and ``test``, so no scene gives objects to two splits. Classes: the 13 Waymo classes that
   are objects the simulated sensor sees whole (:data:`SYNTHETIC_OBJECT_CLASSES`: traffic lights
   are left out, their housings, high over the road, never gave 100 points in the 120 demo scenes).
-- ``semantic_kitti_objects``: a SemanticKITTI download (:mod:`train.data.semantic_kitti`; instance
+- ``semantic_kitti_objects``: a SemanticKITTI download (:mod:`train.data.lidar.semantic_kitti`; instance
   id in the upper 16 bits of a ``.label`` word, the semantic id in the lower 16), its eight thing
   classes (car ... motorcyclist). ``test`` is sequence 08 (the labelled validation sequence every
   paper reports on), ``trainval`` the other labelled sequences and, held out of them as whole
   sequences so that one tracked object is never in two splits, ``val`` is sequence 10. Sequences
-  of a split absent on disk are skipped with a warning (as :class:`train.data.semantic_kitti.SemanticKITTIDataset` does);
-  none present is an error.
+  of a split absent on disk are skipped with a warning (as
+  :class:`train.data.lidar.semantic_kitti.SemanticKITTIDataset` does); none present is an error.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..labels import SEMANTIC_KITTI_CLASSES, WAYMO_CLASSES
-from ..semantic_kitti import SEMANTIC_KITTI_LAYOUT, SEMANTIC_KITTI_SPLITS, read_semantic_kitti_scan
+from ..lidar.semantic_kitti import SEMANTIC_KITTI_LAYOUT, SEMANTIC_KITTI_SPLITS, read_semantic_kitti_scan
 from ..synthetic.dataset import scene_split, simulate_frames, split_sizes
 from ..synthetic.sensor import SensorConfig
 from ..validation import layout_error, read_records, require_dir, require_file

@@ -2,7 +2,7 @@
 synthetic simulator; decision 58).
 
 A :class:`CameraRig` is a set of :class:`CameraMount` poses on the vehicle sharing one image size
-and horizontal field of view. Each camera follows :mod:`train.data.cameras`: OpenCV camera frame
+and horizontal field of view. Each camera follows :mod:`train.data.cameras.camera`: OpenCV camera frame
 (x right, y down, z along the optical axis), ``K = [[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2],
 [0, 0, 1]]`` with ``f = (W / 2) / tan(hfov / 2)`` (square pixels, the principal point at the
 image's centre, the outer pixel edges at +-hfov / 2), and ``scan_to_camera`` the inverse of the
@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..camera_images import NO_CLASS
-from ..cameras import Camera, checked_camera
+from ..cameras.camera_images import NO_CLASS
+from ..cameras.camera import Camera, checked_camera
 from .raycast import RayCaster, wrap_angle
 from .scene import Scene
 from .sensor import vehicle_pose

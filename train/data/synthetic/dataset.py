@@ -19,7 +19,7 @@ positive fraction always gets at least one scene and training keeps at least one
 form ``unlabelled/``: their frames are written without ``segment.npy`` (decision 57).
 
 With a camera rig (``cameras``, :data:`.camera_rig.RIGS`; none by default) every frame folder also
-holds ``cameras.json`` (:func:`train.data.cameras.write_camera_list`, image paths relative to the
+holds ``cameras.json`` (:func:`train.data.cameras.camera.write_camera_list`, image paths relative to the
 root) and, per camera NAME, ``cameras/NAME.png`` (RGB colour), ``cameras/NAME_class.png`` (uint8
 train ids, 255 none; not in ``unlabelled/``, whose frames carry no labels) and
 ``cameras/NAME_depth.npy`` (float32 metres along the optical axis, inf none), rendered from the
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..cameras import write_camera_list
+from ..cameras.camera import write_camera_list
 from .camera_rig import NO_CAMERAS, RENDERER_VERSION, CameraRig, camera_rig, render_rig
 from .scene import DEFAULT_VARIANT, generate_scene, scene_style
 from .sensor import SensorConfig, cast_scan

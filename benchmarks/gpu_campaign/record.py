@@ -1,0 +1,100 @@
+"""What every section of the GPU campaign (``python -m benchmarks.gpu``) shares: the
+:class:`Recorder` its results go to, device-synchronised timing, and the synthetic scans."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+NUM_CLASSES = 16  # nuScenes-like label count for the synthetic scans (paper Tables 8-9 are on nuScenes)
+
+
+class Recorder:
+    """Section output kept in a JSON file, rewritten after every :meth:`put` (survives a kill)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"tables": [], "notes": []}
+        self._flush()
+
+    def put(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        self._flush()
+
+    def table(self, title: str, header: list[str], rows: list[list[Any]]) -> None:
+        """Add (or replace, by title) a table for the report; rows may grow between calls."""
+        tables = [t for t in self.data["tables"] if t["title"] != title]
+        tables.append({"title": title, "header": header, "rows": [[_cell(c) for c in r] for r in rows]})
+        self.put("tables", tables)
+
+    def note(self, text: str) -> None:
+        self.put("notes", [*self.data["notes"], text])
+
+    def _flush(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, default=str), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def _cell(x: Any) -> str:
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "n/a"
+        return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+    return str(x)
+
+
+def has_module(name: str) -> bool:
+    """Whether an optional package is importable (without importing it)."""
+    return importlib.util.find_spec(name) is not None
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall seconds of ``fn()`` including the device work it queued."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def peak_mb(fn: Callable[[], Any], device: torch.device) -> float:
+    """Peak device memory above the start while ``fn()`` runs, MB (NaN on a CPU)."""
+    if device.type != "cuda":
+        fn()
+        return math.nan
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+
+def median_ms(xs: list[float]) -> float:
+    return 1000 * statistics.median(xs) if xs else math.nan
+
+
+def scans(points: int, clouds: int, seed: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Synthetic LiDAR-like scans (``train.evaluation.cost.lidar_like_batch``) with labels for the losses."""
+    from train.evaluation.cost import lidar_like_batch
+
+    batch = lidar_like_batch([points] * clouds, seed=seed, device=device)
+    gen = torch.Generator().manual_seed(seed)
+    batch["segment"] = torch.randint(0, NUM_CLASSES, (batch["coord"].shape[0],), generator=gen).to(device)
+    return batch
