@@ -169,7 +169,7 @@ def test_v1_tfrecord_root_says_what_to_do(tmp_path):
 
 
 def test_loader_on_a_v2_root_points_to_the_converter(v2_root):
-    with pytest.raises(DatasetLayoutError, match="v2 parquet download.*train.data.lidar.waymo_convert"):
+    with pytest.raises(DatasetLayoutError, match="v2 parquet download.*train.data.convert"):
         WaymoDataset(v2_root[0], "training")
 
 
