@@ -33,11 +33,12 @@ ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("runner", ("train.runner",)),
     ("prediction", ("train.prediction",)),
     ("study", ("train.study",)),
+    ("condense", ("train.condense",)),
 )
 # The commands people type, above every room; nothing imports them.
 COMMANDS: tuple[str, ...] = ("train.run", "train.predict", "train.image_labels", "train.image_teacher", "train.cost",
                              "train.export_pointcept", "train.export_onnx", "train.topo_diagnostic",
-                             "train.study.__main__")
+                             "train.study.__main__", "train.condense.__main__")
 
 
 def room_of(module: str) -> int | None:
