@@ -19,7 +19,8 @@ import types
 
 import pytest
 
-TWINS = ["edge_lengths", "kld", "normalize", "persistence_image_distance", "pwcd", "saliency_loss",
+TWINS = ["distribution_match_loss", "edge_lengths", "generator_forward", "gradient_match_distance", "kld",
+         "normalize", "pca_canonical", "persistence_image_distance", "pwcd", "saliency_loss", "sign_canonical",
          "sinkhorn_distance", "topo_loss", "tps"]
 
 REFERENCE_ONLY = {
