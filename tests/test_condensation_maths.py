@@ -127,6 +127,14 @@ def test_sign_tie_keeps_the_axis(package: str) -> None:
     np.testing.assert_array_equal(out, cloud * np.array([1.0, 1.0, -1.0]))
 
 
+def test_fast_canonical_frame_passes_gradcheck() -> None:
+    """Differentiable where it is well-posed: through ``eigh`` for distinct variances, the flips constant."""
+    rng = np.random.default_rng(8)
+    clouds = torch.tensor(np.stack([anisotropic_cloud(rng, 7) for _ in range(2)]), requires_grad=True)
+    assert torch.autograd.gradcheck(fast.pca_canonical, (clouds,))
+    assert torch.autograd.gradcheck(lambda p: fast.sign_canonical(fast.pca_canonical(p), w0=2.0), (clouds,))
+
+
 @TWINS
 @pytest.mark.parametrize(("name", "points", "kwargs", "message"), [
     ("pca_canonical", np.zeros((2, 3)), {}, "B, N, D"),
