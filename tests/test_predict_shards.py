@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from test_data_loaders import random_points, write_nuscenes
-from test_predict import run, split_args, synthetic, validation, write_model  # noqa: F401 (synthetic: a fixture)
-from train.data.labels import NUSCENES_CLASSES
+from test_predict import kitti_root, run, split_args, synthetic, validation, write_model  # noqa: F401 (a fixture)
+from train.data.labels import NUSCENES_CLASSES, SEMANTIC_KITTI_CLASSES
 from train.data.nuscenes_index import official_splits
 from train.data.scan_files import write_scan
 from train.evaluation.evaluate import evaluate
@@ -30,6 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def outputs(out: Path) -> dict[str, bytes]:
     """Every file under ``out`` by its relative path, with its bytes."""
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def score_of(capsys: pytest.CaptureFixture) -> list[str]:
+    """The score lines printed since the last read."""
+    return [line for line in capsys.readouterr().out.splitlines() if "score:" in line]
 
 
 def test_every_scan_lies_in_exactly_one_shard_its_index_modulo_the_count() -> None:
@@ -97,10 +102,10 @@ def test_the_score_of_two_shards_sums_their_counts_into_one_process_score_and_ev
         synthetic: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     capsys.readouterr()
     assert run(*split_args(synthetic, tmp_path / "one", "--score")) == 0
-    single = [line for line in capsys.readouterr().out.splitlines() if "score:" in line]
+    single = score_of(capsys)
     for shard in ("0/2", "1/2"):
         assert run(*split_args(synthetic, tmp_path / "two", "--score", "--shard", shard)) == 0
-    sharded = [line for line in capsys.readouterr().out.splitlines() if "score:" in line]
+    sharded = score_of(capsys)
     assert sharded == single and len(single) == 2  # printed once, by the shard that ended the run
     split = validation(synthetic)
     layout = NpyLayout(tmp_path / "two", save_probs=False, overwrite=False)
@@ -110,6 +115,40 @@ def test_the_score_of_two_shards_sums_their_counts_into_one_process_score_and_ev
     np.testing.assert_array_equal(parts[0] + parts[1], expected.state().numpy())  # train.run's counts, exactly
     assert single == [f"train.predict: {line}" for line in score_lines(parts[0] + parts[1], split.class_names)]
     assert f"mIoU {100 * expected.miou():.2f} %" in single[0]
+
+
+def test_the_score_reads_back_the_labels_of_every_layout(synthetic: dict[str, Any], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """The same labels written as .npy, as PLY and as SemanticKITTI's raw ids score the same."""
+    pytest.importorskip("plyfile")
+    capsys.readouterr()
+    assert run(*split_args(synthetic, tmp_path / "npy", "--score")) == 0
+    npy = score_of(capsys)
+    assert run(*split_args(synthetic, tmp_path / "ply", "--score", "--format", "ply")) == 0
+    assert score_of(capsys) == npy and "mIoU" in npy[0]
+    kitti_root(tmp_path / "kitti")
+    write_model(tmp_path / "kitti.pt", len(SEMANTIC_KITTI_CLASSES), {"dataset": "semantic_kitti", "grid_size": 0.3})
+    common = ["--checkpoint", tmp_path / "kitti.pt", "--data-root", tmp_path / "kitti", "--score"]
+    assert run(*common, "--split", "val", "--out", tmp_path / "k_npy") == 0
+    npy = score_of(capsys)
+    assert run(*common, "--split", "val", "--out", tmp_path / "k_sub", "--format", "semantic_kitti") == 0
+    assert score_of(capsys) == npy and "mIoU" in npy[0]
+    # a split without labels, and files, have nothing to be scored against: one line, nothing labelled
+    assert run(*common, "--split", "test", "--out", tmp_path / "k_test") == 2
+    (err,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert err.startswith("train.predict: error: --score needs the labels of --split test: semantic_kitti file")
+    assert not (tmp_path / "k_test").exists()
+    assert run("--checkpoint", tmp_path / "kitti.pt", "--input", tmp_path / "kitti", "--score", "--out",
+               tmp_path / "k_files") == 2
+    assert "--score scores a labelled --split" in capsys.readouterr().err
+
+
+def test_a_shard_of_no_scans_labels_nothing_and_succeeds(synthetic: dict[str, Any], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    capsys.readouterr()
+    assert run(*split_args(synthetic, tmp_path / "out", "--shard", "4/5")) == 0  # 3 scans: shards 3 and 4 empty
+    assert "shard 4/5: labelled 0 scans (0 already labelled, 0 unreadable skipped)" in capsys.readouterr().out
+    assert not list((tmp_path / "out").rglob("*.npy"))
 
 
 class Killed(BaseException):
@@ -216,8 +255,8 @@ def test_an_exported_onnx_model_labels_and_scores_in_shards_what_it_does_in_one_
     args = ["--checkpoint", model, "--split", "validation", "--data-root", synthetic["cfg"].data_root, "--score"]
     capsys.readouterr()
     assert run(*args, "--out", tmp_path / "one") == 0
-    single = [line for line in capsys.readouterr().out.splitlines() if "score:" in line]
+    single = score_of(capsys)
     for shard in ("1/2", "0/2"):
         assert run(*args, "--out", tmp_path / "two", "--shard", shard) == 0
-    assert [line for line in capsys.readouterr().out.splitlines() if "score:" in line] == single
+    assert score_of(capsys) == single
     assert outputs(tmp_path / "two") == outputs(tmp_path / "one")

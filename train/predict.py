@@ -160,12 +160,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_packages([".ply"] if args.format == "ply" else [])
         layout = build_layout(args.format, Path(args.out), args.save_probs, args.overwrite, len(predictor.class_names),
                               args.split)
+        if args.score and len(source):  # a split without its labels is refused now, not once it is labelled
+            _check_labels(source, args.split)
         names = [source.scan_name(i) for i in range(len(source))]
         for name in names:
             layout.label_file(name)  # a scan the layout has no place for is refused now
     except (ValueError, FileNotFoundError, ImportError, CheckpointError) as err:
         return refuse(f"train.predict: error: {err}")
     return _label_shard(args, shard, predictor, device, source, names, layout)
+
+
+def _check_labels(source: ScanSource, split: str) -> None:
+    """ValueError in one line when the first scan of ``split`` has no labels to score against."""
+    from train.data.validation import DatasetLayoutError
+
+    try:
+        source.load(0)
+    except DatasetLayoutError as err:
+        missing = str(err).partition(". Expected layout")[0]
+        raise ValueError(f"--score needs the labels of --split {split}: {missing}") from None
 
 
 def _label_shard(args: argparse.Namespace, shard: Shard, predictor: Any, device: Any, source: ScanSource,
