@@ -22,7 +22,7 @@ uses autograd), and the distance-matrix steps of the routing.
 | Sec. 3.4 (temperature-scaled KL)        | ``kld``               (reference.kld)      |
 | DD3D Eq. (4) and the fixed sign step (rotator, decision 74) | ``pca_canonical``, ``sign_canonical`` (reference.canonical) |
 | DD3D Eq. (10)'s D, distribution matching (decision 75) | ``gradient_match_distance``, ``distribution_match_loss`` (reference.matching) |
-| DD3D Eq. (7)-(9) (point-wise generator, decision 76) | ``generator_forward`` (reference.generator) |
+| DD3D Eq. (7)-(9) (point-wise generator, decision 76) | ``generator_forward`` (+ ``generator_backward``) (reference.generator) |
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from __future__ import annotations
 # the name.
 from reference.canonical import pca_canonical, sign_canonical
 from reference.distances import pairwise_distances
-from reference.generator import generator_forward
+from reference.generator import generator_backward, generator_forward
 from reference.kld import kld
 from reference.matching import distribution_match_loss, gradient_match_distance
 from reference.normalize import normalize, normalize_backward, normalize_cloud
@@ -52,6 +52,7 @@ __all__ = [
     "distribution_match_loss",
     "edge_lengths_backward",
     "farthest_point_sample",
+    "generator_backward",
     "generator_forward",
     "gradient_match_distance",
     "kld",

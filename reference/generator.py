@@ -16,6 +16,10 @@ ShapeNet-part in the paper's runs) and ``w_i = 1`` after it (a hidden frequency 
 map (decision 76). Weights are given explicitly in ``torch.nn.Linear``'s layout, ``(out, in)``:
 ``sine_weights[0]`` is (H_1, 1), ``modulator_weights[0]`` (H_1, E), ``out_weight`` (3, H_L).
 Returns the (B, N, 3) clouds (B, N, D for a D-row ``out_weight``).
+
+``generator_backward`` is the hand-written vector-Jacobian product of the forward (``fast``: autograd):
+the gradients of ``<cotangent, points>`` with respect to every input, ReLU's subgradient at 0 taken
+as 0 (torch's).
 """
 from __future__ import annotations
 
@@ -67,9 +71,49 @@ def generator_forward(
                       for group in (sine_weights, sine_biases, modulator_weights, modulator_biases))
     check_generator_shapes(z.shape, m.shape, [a.shape for a in sw], [a.shape for a in sb],
                            [a.shape for a in mw], [a.shape for a in mb], w_out.shape, b_out.shape)
-    omega = check_w0(w0)
-    h = z[:, :, None]
+    return _forward(z, m, sw, sb, mw, mb, w_out, b_out, check_w0(w0))[0]
+
+
+def _forward(z: np.ndarray, codes: np.ndarray, sw: list[np.ndarray], sb: list[np.ndarray], mw: list[np.ndarray],
+             mb: list[np.ndarray], w_out: np.ndarray, b_out: np.ndarray, omega: float) -> tuple[np.ndarray, list]:
+    """The points and, per layer, what the backward pass reads: (h_(i-1), sine argument, sine, m_(i-1), ReLU input, m_i)."""
+    h, m, saved = z[:, :, None], codes, []
     for i in range(len(sw)):
-        m = np.maximum(m @ mw[i].T + mb[i], 0.0)
-        h = np.sin((omega if i == 0 else 1.0) * (h @ sw[i].T + sb[i])) * m[:, None, :]
-    return np.tanh(h @ w_out.T + b_out)
+        pre = m @ mw[i].T + mb[i]
+        m_next = np.maximum(pre, 0.0)
+        arg = (omega if i == 0 else 1.0) * (h @ sw[i].T + sb[i])
+        phi = np.sin(arg)
+        saved.append((h, arg, phi, m, pre, m_next))
+        h, m = phi * m_next[:, None, :], m_next
+    return np.tanh(h @ w_out.T + b_out), saved + [h]
+
+
+def generator_backward(
+    noise: np.ndarray, codes: np.ndarray, sine_weights: list[np.ndarray], sine_biases: list[np.ndarray],
+    modulator_weights: list[np.ndarray], modulator_biases: list[np.ndarray], out_weight: np.ndarray,
+    out_bias: np.ndarray, w0: float, cotangent: np.ndarray,
+) -> tuple:
+    """Gradients of ``<cotangent, generator_forward(...)>`` for (B, N, 3) ``cotangent``, in the order of the
+    arguments: (noise, codes, sine_weights, sine_biases, modulator_weights, modulator_biases, out_weight,
+    out_bias), the lists as lists."""
+    z, m0, w_out, b_out = (np.asarray(a, dtype=np.float64) for a in (noise, codes, out_weight, out_bias))
+    sw, sb, mw, mb = ([np.asarray(a, dtype=np.float64) for a in group]
+                      for group in (sine_weights, sine_biases, modulator_weights, modulator_biases))
+    check_generator_shapes(z.shape, m0.shape, [a.shape for a in sw], [a.shape for a in sb],
+                           [a.shape for a in mw], [a.shape for a in mb], w_out.shape, b_out.shape)
+    omega = check_w0(w0)
+    points, saved = _forward(z, m0, sw, sb, mw, mb, w_out, b_out, omega)
+    d_out = np.asarray(cotangent, dtype=np.float64) * (1.0 - points**2)  # through tanh
+    d_w_out, d_b_out = np.einsum("bno,bnh->oh", d_out, saved[-1]), d_out.sum(axis=(0, 1))
+    d_h, d_m = d_out @ w_out, np.zeros_like(saved[-2][5])  # d_m: into m_i from the modulator layer above
+    layers = len(sw)
+    d_sw, d_sb, d_mw, d_mb = [None] * layers, [None] * layers, [None] * layers, [None] * layers
+    for i in reversed(range(layers)):
+        h_prev, arg, phi, m_prev, pre, m_i = saved[i]
+        scale = omega if i == 0 else 1.0
+        d_arg = d_h * m_i[:, None, :] * np.cos(arg)
+        d_pre = (d_m + np.sum(d_h * phi, axis=1)) * (pre > 0)
+        d_sw[i], d_sb[i] = scale * np.einsum("bnh,bnk->hk", d_arg, h_prev), scale * d_arg.sum(axis=(0, 1))
+        d_mw[i], d_mb[i] = d_pre.T @ m_prev, d_pre.sum(axis=0)
+        d_h, d_m = scale * d_arg @ sw[i], d_pre @ mw[i]
+    return d_h[:, :, 0], d_m, d_sw, d_sb, d_mw, d_mb, d_w_out, d_b_out

@@ -29,6 +29,7 @@ REFERENCE_ONLY = {
     "topo_loss_cloud": "the one-cloud form of topo_loss",
     "normalize_backward": "hand-written backward of normalize (fast: autograd)",
     "edge_lengths_backward": "hand-written backward of edge_lengths (fast: EdgeLengths.backward)",
+    "generator_backward": "hand-written backward of generator_forward (fast: autograd)",
     "diagram_grad_to_dist_grad": "routing through the full distance matrix (fast: edge lengths only)",
     "dist_grad_to_feature_grad": "routing through the full distance matrix (fast: edge lengths only)",
     "pairwise_distances": "the full distance matrix (fast: fast.persistence computes it per cloud)",
