@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 from train.prediction.summary import PredictionSummary
 from train.runtime.files import atomic_write
@@ -132,7 +133,8 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
-def _holder(fh) -> str:  # type: ignore[no-untyped-def]
+def _holder(fh: IO[str]) -> str:
+    """Who holds the lock file ``fh``, as its holder wrote it."""
     fh.seek(0)
     return fh.read().strip() or "a process"
 
