@@ -65,13 +65,19 @@ def generator_forward(
     out_bias: np.ndarray, w0: float,
 ) -> np.ndarray:
     """The (B, N, 3) points generated from (B, N) noise for clouds of (B, E) modulator codes."""
-    arrays = [np.asarray(a, dtype=np.float64) for a in (noise, codes, out_weight, out_bias)]
-    z, m, w_out, b_out = arrays
-    sw, sb, mw, mb = ([np.asarray(a, dtype=np.float64) for a in group]
-                      for group in (sine_weights, sine_biases, modulator_weights, modulator_biases))
+    inputs = _checked(noise, codes, sine_weights, sine_biases, modulator_weights, modulator_biases, out_weight,
+                      out_bias)
+    return _forward(*inputs, check_w0(w0))[0]
+
+
+def _checked(noise: np.ndarray, codes: np.ndarray, *weights: np.ndarray | list[np.ndarray]) -> tuple:
+    """The generator's inputs as float64 arrays (lists as lists), their shapes checked."""
+    z, m = np.asarray(noise, dtype=np.float64), np.asarray(codes, dtype=np.float64)
+    sw, sb, mw, mb, w_out, b_out = ([np.asarray(a, dtype=np.float64) for a in w] if isinstance(w, list) else
+                                    np.asarray(w, dtype=np.float64) for w in weights)
     check_generator_shapes(z.shape, m.shape, [a.shape for a in sw], [a.shape for a in sb],
                            [a.shape for a in mw], [a.shape for a in mb], w_out.shape, b_out.shape)
-    return _forward(z, m, sw, sb, mw, mb, w_out, b_out, check_w0(w0))[0]
+    return z, m, sw, sb, mw, mb, w_out, b_out
 
 
 def _forward(z: np.ndarray, codes: np.ndarray, sw: list[np.ndarray], sb: list[np.ndarray], mw: list[np.ndarray],
@@ -96,11 +102,8 @@ def generator_backward(
     """Gradients of ``<cotangent, generator_forward(...)>`` for (B, N, 3) ``cotangent``, in the order of the
     arguments: (noise, codes, sine_weights, sine_biases, modulator_weights, modulator_biases, out_weight,
     out_bias), the lists as lists."""
-    z, m0, w_out, b_out = (np.asarray(a, dtype=np.float64) for a in (noise, codes, out_weight, out_bias))
-    sw, sb, mw, mb = ([np.asarray(a, dtype=np.float64) for a in group]
-                      for group in (sine_weights, sine_biases, modulator_weights, modulator_biases))
-    check_generator_shapes(z.shape, m0.shape, [a.shape for a in sw], [a.shape for a in sb],
-                           [a.shape for a in mw], [a.shape for a in mb], w_out.shape, b_out.shape)
+    z, m0, sw, sb, mw, mb, w_out, b_out = _checked(noise, codes, sine_weights, sine_biases, modulator_weights,
+                                                   modulator_biases, out_weight, out_bias)
     omega = check_w0(w0)
     points, saved = _forward(z, m0, sw, sb, mw, mb, w_out, b_out, omega)
     d_out = np.asarray(cotangent, dtype=np.float64) * (1.0 - points**2)  # through tanh
