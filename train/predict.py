@@ -127,9 +127,10 @@ def _workers(args: argparse.Namespace, cuda: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from train.runtime.logging_utils import refuse
-    from train.prediction.shards import process_shard
 
     args = build_parser().parse_args(argv)
+    from train.prediction.shards import process_shard  # after --help, which imports nothing more (decision 38)
+
     try:
         check_options(args)
         shard = process_shard(args.shard, os.environ)
