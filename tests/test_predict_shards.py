@@ -165,7 +165,8 @@ def test_a_shard_that_dies_loses_only_its_unfinished_scan_and_a_rerun_of_any_cou
     written, last = NpyLayout.write_labels, out / f"{validation(synthetic).scan_name(2)}.npy"
 
     def die_on_the_last(self: NpyLayout, path: Path, labels: np.ndarray, points: np.ndarray | None) -> None:
-        if path == last:
+        if path == last:  # killed while writing: half its bytes in atomic_write's temporary file
+            (path.parent / f"{path.name}.0123456789abcdef.tmp").write_bytes(b"\x93NUMPY half")
             raise Killed
         written(self, path, labels, points)
 
@@ -173,6 +174,7 @@ def test_a_shard_that_dies_loses_only_its_unfinished_scan_and_a_rerun_of_any_cou
     with pytest.raises(Killed):
         run(*split_args(synthetic, out, "--shard", "0/2"))  # scan 0 written, killed on scan 2
     monkeypatch.undo()
+    assert len(list(out.rglob("*.tmp"))) == 1
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
     assert len(before) == 2 and (out / RUN_FOLDER).is_dir()
     capsys.readouterr()

@@ -16,8 +16,9 @@ any file system the ranks share:
 - ``shard-I-of-N.json``: what shard I/N did (:class:`ShardRecord`), written whole once its files are.
   The process whose record completes the N records of one scan list (the same ``scans`` digest)
   writes what belongs to the whole split (:meth:`train.prediction.layouts.Layout.finish`), prints
-  the one summary (every shard's unreadable scans named) and removes the records, the locks and
-  the folder: the run's life is over, and ``--out`` holds the outputs alone.
+  the one summary (every shard's unreadable scans named) and removes the records, the locks, the
+  temporary files of writes a killed process left anywhere under ``--out`` and the folder: the
+  run's life is over, and ``--out`` holds the outputs alone.
   Records of another N left by a dead run are removed by the next run of any N that finds their
   locks free (their scans are labelled again only where files are missing).
 """
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import IO
 
 from train.prediction.summary import PredictionSummary
-from train.runtime.files import atomic_write
+from train.runtime.files import atomic_write, remove_temporaries
 
 RUN_FOLDER = ".predict"  # <out>/.predict/: the shards' locks and records while a run lives
 _SHARD_FILE = re.compile(r"^shard-(\d+)-of-(\d+)\.(lock|json)$")
@@ -158,6 +159,7 @@ def record_and_collect(folder: Path, shard: Shard, record: ShardRecord) -> list[
         if records[shard.index] is not None:
             for path in paths + [folder / Shard(i, shard.count).file("lock") for i in range(shard.count)]:
                 path.unlink(missing_ok=True)  # a lock still held is only by a shard that has ended its work
+            remove_temporaries(folder.parent)  # every writer of the run has ended: what is left, a killed one left
         (folder / "finish.lock").unlink(missing_ok=True)
     try:
         folder.rmdir()
