@@ -1,5 +1,6 @@
 """Labelling on several processes (``train.predict`` under torchrun, decision 77): scans/s with one
-process and with two, each process pinned to one thread (OMP_NUM_THREADS=1, as torchrun sets it).
+process and with two, each process pinned to one thread (OMP_NUM_THREADS=1, as torchrun sets it);
+on a machine with GPUs, also with 4 and 8 processes where there are that many GPUs (a GPU each).
 
 Group ``predict-shards``: the whole command on scan files (``.bin``, LiDAR-like surface clouds of
 ``train.evaluation.cost.lidar_like_batch``, one point per 5 cm voxel) with a randomly initialised
@@ -8,8 +9,8 @@ model saved as ``train.run`` saves one: ``python -m train.predict`` for one proc
 round labels into an empty ``--out``. Recorded: the run's own scans/s (its summary line: the
 labelling, from the first scan read to the last file written, of the slowest shard) and the wall
 time of the command (process starts, imports and model loading included). ``--benchmark``: the
-paper's student preset on 16 scans of 30,000 points; the smoke run: the demo student on 4 scans of
-2,000 points.
+paper's student preset on 16 scans of 30,000 points (128 where there are GPUs); the smoke run: the
+demo student on 4 scans of 2,000 points.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from train.engine.loop import ModelSpec
 from train.evaluation.cost import lidar_like_batch
 from train.runtime.checkpoint import save_checkpoint
 
-SIZES = {True: ("student", 16, 30_000), False: ("student-demo", 4, 2_000)}  # preset, scans, points per scan
+GPUS = torch.cuda.device_count()
+SIZES = {True: ("student", 128 if GPUS else 16, 30_000), False: ("student-demo", 4, 2_000)}  # preset, scans, points
 GRID = 0.05
 NUM_CLASSES = 22  # the synthetic set's (Waymo's) classes
 REPO = Path(__file__).resolve().parent.parent
@@ -50,9 +52,11 @@ def job(tmp_path_factory: pytest.TempPathFactory, full_run: bool) -> dict[str, A
     return {"root": root, "preset": preset, "scans": scans, "points": points}
 
 
-@pytest.mark.parametrize("procs", [1, 2])
+@pytest.mark.parametrize("procs", [1, 2, 4, 8])
 def test_predict_shards(benchmark: Any, job: dict[str, Any], procs: int, full_run: bool,
                         thread_info: dict[str, Any]) -> None:
+    if procs > max(2, GPUS):
+        pytest.skip(f"{procs} processes need {procs} GPUs ({GPUS} here)")
     benchmark.group = "predict-shards"
     out = job["root"] / f"out{procs}"
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)] if procs > 1 else []
@@ -74,6 +78,6 @@ def test_predict_shards(benchmark: Any, job: dict[str, Any], procs: int, full_ru
     match = re.search(r"labelled (\d+) scans .* ([\d.]+) scans/s", summary)
     assert match is not None and int(match.group(1)) == job["scans"], summary
     benchmark.extra_info.update(thread_info)
-    benchmark.extra_info.update(processes=procs, preset=job["preset"], scans=job["scans"], points=job["points"],
+    benchmark.extra_info.update(processes=procs, gpus=GPUS, preset=job["preset"], scans=job["scans"], points=job["points"],
                                 scans_per_s=float(match.group(2)), command_scans_per_s=job["scans"] / min(walls),
                                 wall_s=min(walls))
