@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train.condense.__main__ import main
+from train.condense.command import main
 from train.condense.condensed_file import read_condensed
 from train.data.objects import load_objects
 

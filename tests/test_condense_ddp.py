@@ -1,19 +1,21 @@
 """Several processes (train.condense.training, decision 73): two gloo ranks on the CPU train the
 same backbone as one process, to float rounding (each rank adds its rows' share of one global
-batch, the gradients summed), and evaluate to the same predictions; the command's full-set
-evaluation in ``--procs 2`` reports the scores of one process."""
+batch, the gradients summed), and evaluate to the same predictions;
+``python -m train.condense evaluate --procs 2`` reports the full set's scores of one process."""
 from __future__ import annotations
 
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.multiprocessing as mp
 
-from train.condense.__main__ import main
+from train.condense.command import main
 from train.condense.training import Clouds, TrainSpec, predict, train_backbone
 from train.runtime.distributed import DistInfo, cleanup, init_from_env
 from train.runtime.leaving import leave
@@ -66,7 +68,12 @@ def test_full_set_evaluation_in_two_processes_reports_one_processs_scores(tmp_pa
     common = ["evaluate", "--from", "full", "--dataset", "shapes", "--size", "3", "--points", "32", "--runs", "2",
               "--steps", "3", "--batch-size", "6", "--device", "cpu"]
     assert main([*common, "--out", str(tmp_path / "one.json")]) == 0
-    assert main([*common, "--procs", "2", "--out", str(tmp_path / "two.json")]) == 0
+    # the module as people run it: the started processes must import its main (not __main__'s)
+    two = subprocess.run([sys.executable, "-m", "train.condense", *common, "--procs", "2", "--out",
+                          str(tmp_path / "two.json")], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "shapes aligned, full train split (39 clouds), pointnet, 3 steps, 2 runs, test split" in two.stdout
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert len(one["runs"]) == 2
     for a, b in zip(one["runs"], two["runs"]):

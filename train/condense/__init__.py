@@ -7,8 +7,8 @@ Random, Herding and K-Center rules), ``features`` (their feature space: a cached
 PointNet), ``methods`` (the table of methods by name and ``condense_set``), ``augment``,
 ``training`` (a backbone trained from scratch on a set, in one process or several), ``metrics``
 and ``protocol`` (runs scored on the last step, mean and 95% interval), ``data`` (which data a set
-is read from), ``table`` (the coreset table of the embedded data set). The command is
-``python -m train.condense`` (``__main__``). The room imports the runtime, the object data sets,
-the object backbones and the study's interval (``train.study.report.mean_ci``); nothing imports it
-but its command.
+is read from), ``table`` (the coreset table of the embedded data set), ``command`` (the options,
+forms and refusals of ``python -m train.condense``, run by ``__main__``). The room imports the
+runtime, the object data sets, the object backbones and the study's interval
+(``train.study.report.mean_ci``); nothing outside it imports it.
 """
