@@ -5,6 +5,7 @@ and a second run into a folder being labelled refused."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from train.data.nuscenes_index import official_splits
 from train.data.scan_files import write_scan
 from train.evaluation.evaluate import evaluate
 from train.prediction.layouts import NpyLayout
+from train.prediction import shards
 from train.prediction.score import score_lines, score_scans
 from train.prediction.shards import RUN_FOLDER, Shard, claim, process_shard
 
@@ -206,6 +208,23 @@ def test_a_second_run_into_an_out_being_labelled_is_refused_in_one_line(
     assert run(*split_args(synthetic, out)) == 0  # that run has died: one of another count labels what is left
     assert "labelled 1 scans (2 already labelled" in capsys.readouterr().out
     assert not (out / RUN_FOLDER).exists()
+
+
+def test_a_shard_claims_the_run_folder_though_the_end_of_another_run_removes_it_in_between(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[Path] = []
+
+    def removed_once(path: Path, mode: str) -> Any:
+        opened.append(path)
+        if len(opened) == 1:  # the ending run's rmdir came between the mkdir and the open
+            shutil.rmtree(path.parent)
+            raise FileNotFoundError(path)
+        return open(path, mode)
+
+    monkeypatch.setattr(shards, "open", removed_once, raising=False)
+    with claim(tmp_path / "out", Shard(0, 2)) as folder:
+        assert (folder / "shard-0-of-2.lock").read_text().startswith(f"pid {os.getpid()} on ")
+    assert len(opened) == 2
 
 
 def test_a_process_that_cannot_write_out_says_so_in_one_line_whatever_its_rank(

@@ -98,8 +98,7 @@ def claim(out: Path, shard: Shard) -> Iterator[Path]:
     folder. ValueError in one line when another live process holds it or holds a shard of another
     count; OSError when ``out`` cannot be written."""
     folder = out / RUN_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / shard.file("lock"), "a+") as fh:
+    with _open_in(folder, shard.file("lock")) as fh:
         if not _try_lock(fh.fileno()):
             raise ValueError(f"shard {shard} of --out {out} is being labelled by another process ({_holder(fh)}); "
                              "wait for it or give another --out")
@@ -108,6 +107,18 @@ def claim(out: Path, shard: Shard) -> Iterator[Path]:
         fh.flush()
         _clear_other_counts(folder, out, shard.count)
         yield folder
+
+
+def _open_in(folder: Path, name: str) -> IO[str]:
+    """``folder / name`` opened to append, the folder made first; made again if the shard that ended
+    another run removes it in between (it removes it only once it is empty)."""
+    for _ in range(3):
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            return open(folder / name, "a+")
+        except FileNotFoundError:
+            continue
+    return open(folder / name, "a+")  # a third removal in a row: its own error
 
 
 def _clear_other_counts(folder: Path, out: Path, count: int) -> None:
