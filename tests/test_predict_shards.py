@@ -251,7 +251,7 @@ def test_torchrun_with_two_processes_writes_one_process_files_and_one_summary_na
         write_scan(tmp_path / "in" / f"s{i}.bin", np.concatenate([sample["coord"], sample["strength"]], axis=1))
     for i in (3, 4):  # one unreadable scan in each shard: s3 in 1/2, s4 in 0/2
         (tmp_path / "in" / f"s{i}.bin").write_bytes(b"\x00" * 10)
-    args = ["--checkpoint", synthetic["checkpoint"], "--input", tmp_path / "in", "--skip-bad-scans", "--no-progress"]
+    args = ["--checkpoint", synthetic["checkpoint"], "--input", tmp_path / "in", "--skip-bad-scans"]
     assert run(*args, "--out", tmp_path / "one") == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -263,6 +263,8 @@ def test_torchrun_with_two_processes_writes_one_process_files_and_one_summary_na
     assert {line.split(":")[1] for line in done.stdout.splitlines() if "shard" in line} == {
         " shard 0/2", " shard 1/2", " all 2 shards"}
     assert outputs(tmp_path / "two") == outputs(tmp_path / "one")
+    # progress (plain lines off a terminal): one machine's first rank alone, its shard of s0, s2, s4
+    assert "predict 3/3" in done.stderr and "predict 2/2" not in done.stderr
 
 
 def test_an_exported_onnx_model_labels_and_scores_in_shards_what_it_does_in_one_process(

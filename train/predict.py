@@ -196,6 +196,7 @@ def _label_shard(args: argparse.Namespace, shard: Shard, predictor: Any, device:
 
     here = f"train.predict: shard {shard}:" if shard.count > 1 else "train.predict:"
     indices = shard.indices(len(source))
+    shown = args.progress and os.environ.get("LOCAL_RANK", "0") == "0"  # one bar a machine: its first rank's shard
     with ExitStack() as held:
         try:
             folder = held.enter_context(claim(Path(args.out), shard))
@@ -208,13 +209,13 @@ def _label_shard(args: argparse.Namespace, shard: Shard, predictor: Any, device:
                 from train.prediction.onnx_run import predict_onnx
 
                 summary = predict_onnx(predictor, source, indices, layout, tta=args.tta, batch_size=args.batch_size,
-                                       skip_bad_scans=args.skip_bad_scans, show_progress=args.progress)
+                                       skip_bad_scans=args.skip_bad_scans, show_progress=shown)
             else:
                 from train.prediction.run import predict
 
                 summary = predict(predictor, source, indices, layout, device, tta=args.tta,
                                   batch_size=args.batch_size, num_workers=_workers(args, device.type == "cuda"),
-                                  amp=args.amp, skip_bad_scans=args.skip_bad_scans, show_progress=args.progress)
+                                  amp=args.amp, skip_bad_scans=args.skip_bad_scans, show_progress=shown)
             score = score_scans(layout, source, indices, len(predictor.class_names)) if args.score else None
         except BadScanError as err:
             return _refuse_here(f"{here} error: {err} (the scans labelled before it are kept; --skip-bad-scans "
