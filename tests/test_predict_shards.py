@@ -243,6 +243,20 @@ def test_a_process_that_cannot_write_out_says_so_in_one_line_whatever_its_rank(
         f"train.predict: shard 1/2: error: cannot write --out {out}: Not a directory"]
 
 
+def test_a_gpu_rank_without_a_gpu_of_its_own_says_so_in_one_line(
+        synthetic: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine of one GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name, value in (("RANK", "1"), ("LOCAL_RANK", "1"), ("WORLD_SIZE", "2")):  # torchrun's second rank
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    assert run(*split_args(synthetic, tmp_path / "out", "--device", "cuda")) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "train.predict: shard 1/2: error: local rank 1 has no GPU of its own (1 here): start at most that many "
+        "processes a machine (torchrun --nproc_per_node), or give --device cpu"]
+
+
 def test_torchrun_with_two_processes_writes_one_process_files_and_one_summary_naming_every_bad_scan(
         synthetic: dict[str, Any], tmp_path: Path) -> None:
     split = validation(synthetic)
@@ -251,7 +265,7 @@ def test_torchrun_with_two_processes_writes_one_process_files_and_one_summary_na
         write_scan(tmp_path / "in" / f"s{i}.bin", np.concatenate([sample["coord"], sample["strength"]], axis=1))
     for i in (3, 4):  # one unreadable scan in each shard: s3 in 1/2, s4 in 0/2
         (tmp_path / "in" / f"s{i}.bin").write_bytes(b"\x00" * 10)
-    args = ["--checkpoint", synthetic["checkpoint"], "--input", tmp_path / "in", "--skip-bad-scans"]
+    args = ["--checkpoint", synthetic["checkpoint"], "--input", tmp_path / "in", "--skip-bad-scans", "--device", "cpu"]
     assert run(*args, "--out", tmp_path / "one") == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -83,11 +83,15 @@ def check_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--grid-size must be > 0, got {args.grid_size}")
 
 
+class RankError(ValueError):
+    """An input error of this process alone, not of every rank: printed by it, whatever its rank."""
+
+
 def load_model(args: argparse.Namespace) -> tuple[Any, Any]:
     """The model of ``--checkpoint`` and the torch device it runs on (under torchrun, GPU
     LOCAL_RANK); for an exported ``.onnx`` model, its onnxruntime session on the execution
     provider of ``--device`` (GPU LOCAL_RANK) and None: that path never imports torch (decision
-    55). ValueError / CheckpointError in one line."""
+    55). ValueError / CheckpointError in one line; :class:`RankError` for a GPU rank without a GPU."""
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if Path(args.checkpoint).suffix.lower() == ".onnx":
         from train.prediction.onnx_file import load_onnx_predictor
@@ -111,6 +115,9 @@ def load_model(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda, but torch sees no CUDA device here")
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if cuda and local_rank >= torch.cuda.device_count():
+        raise RankError(f"local rank {local_rank} has no GPU of its own ({torch.cuda.device_count()} here): start at "
+                        "most that many processes a machine (torchrun --nproc_per_node), or give --device cpu")
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
@@ -166,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = [source.scan_name(i) for i in range(len(source))]
         for name in names:
             layout.label_file(name)  # a scan the layout has no place for is refused now
+    except RankError as err:
+        return _refuse_here(f"train.predict: shard {shard}: error: {err}")
     except (ValueError, FileNotFoundError, ImportError, CheckpointError) as err:
         return refuse(f"train.predict: error: {err}")
     return _label_shard(args, shard, predictor, device, source, names, layout)
