@@ -38,6 +38,11 @@ _EXPORTS: dict[str, str] = {
     "persistence_image_distance": "fast.persistence_image",
     "topo_loss": "fast.topo_loss",
     "TopoLossJob": "fast.topo_loss",
+    "pca_canonical": "fast.canonical",
+    "sign_canonical": "fast.canonical",
+    "gradient_match_distance": "fast.matching",
+    "distribution_match_loss": "fast.matching",
+    "generator_forward": "fast.generator",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,14 +20,20 @@ uses autograd), and the distance-matrix steps of the routing.
 | Algorithm 1 (topological distillation)  | ``topo_loss``, ``topo_loss_cloud`` (reference.topo_loss) |
 | Eq. (4)-(7) (saliency alignment)        | ``saliency_loss``     (reference.saliency) |
 | Sec. 3.4 (temperature-scaled KL)        | ``kld``               (reference.kld)      |
+| DD3D Eq. (4) and the fixed sign step (rotator, decision 74) | ``pca_canonical``, ``sign_canonical`` (reference.canonical) |
+| DD3D Eq. (10)'s D, distribution matching (decision 75) | ``gradient_match_distance``, ``distribution_match_loss`` (reference.matching) |
+| DD3D Eq. (7)-(9) (point-wise generator, decision 76) | ``generator_forward`` (+ ``generator_backward``) (reference.generator) |
 """
 from __future__ import annotations
 
 # Plain eager imports: the package needs only numpy and scipy, and binding each public name after its
 # submodule is imported keeps ``reference.pwcd`` the function even though ``reference/pwcd.py`` shares
 # the name.
+from reference.canonical import pca_canonical, sign_canonical
 from reference.distances import pairwise_distances
+from reference.generator import generator_backward, generator_forward
 from reference.kld import kld
+from reference.matching import distribution_match_loss, gradient_match_distance
 from reference.normalize import normalize, normalize_backward, normalize_cloud
 from reference.persistence import Diagram, rips_persistence
 from reference.persistence_image import persistence_image_distance
@@ -43,17 +49,23 @@ __all__ = [
     "diagram_grad_to_dist_grad",
     "dist_grad_to_feature_grad",
     "edge_lengths",
+    "distribution_match_loss",
     "edge_lengths_backward",
     "farthest_point_sample",
+    "generator_backward",
+    "generator_forward",
+    "gradient_match_distance",
     "kld",
     "normalize",
     "normalize_backward",
     "normalize_cloud",
     "pairwise_distances",
+    "pca_canonical",
     "persistence_image_distance",
     "pwcd",
     "rips_persistence",
     "saliency_loss",
+    "sign_canonical",
     "sinkhorn_distance",
     "topo_loss",
     "topo_loss_cloud",

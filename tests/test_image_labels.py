@@ -290,6 +290,37 @@ def test_scans_no_camera_has_get_feature_rows_that_say_unseen_so_the_camera_teac
         assert np.isnan(rows).all() if i != 1 else (~np.isnan(rows[:, 0])).sum() > 0
 
 
+def test_a_scan_folder_with_cameras_beside_its_scans_is_labelled_as_the_same_scene_in_the_frame_layout(
+        tmp_path, monkeypatch) -> None:
+    """One's own fleet as a scan folder: ``train/s0.npy`` with ``train/s0/cameras.json`` (image paths
+    relative to the root) gets the labels the same scan and cameras get in the preprocessed frame
+    layout; before, a scan folder read no cameras and --dataset folder was refused."""
+    import shutil
+
+    import yaml
+
+    dataset, _ = _scene(tmp_path, beams=8, azimuths=180)
+    class_map = _class_map_file(tmp_path, SKY_MAP)
+    assert _run(tmp_path, monkeypatch, "--class-map", str(class_map), out="frames") == 0
+    monkeypatch.undo()  # the command opens the scan folder itself
+    root, name = tmp_path / "root", dataset.scan_name(0)
+    for split in ("train", "val"):
+        (root / split).mkdir()
+        shutil.copy(root / "training" / f"{name}.npy", root / split / "s0.npy")
+    shutil.copytree(root / "training" / name, root / "train" / "s0")  # cameras.json; the images stay where they are
+    (root / "dataset.yaml").write_text(yaml.safe_dump({
+        "classes": list(CLASSES), "label_map": {i: i for i in range(K)}, "labels": {"file": "{stem}.label"},
+        "splits": {"train": ["train/*.npy"], "val": ["val/*.npy"]}, "feature": None}))
+    assert image_labels.main(["--dataset", "folder", "--data-root", str(root), "--split", "train", "--class-map",
+                              str(class_map), "--predictions", str(tmp_path / "pred"), "--out",
+                              str(tmp_path / "folder")]) == 0
+    n = len(dataset.load(0)["coord"])
+    frames = read_image_labels(tmp_path / "frames", name, n)["labels"]
+    folder = read_image_labels(tmp_path / "folder", "train/s0", n)["labels"]
+    assert (frames >= 0).sum() > n // 10
+    np.testing.assert_array_equal(folder, frames)
+
+
 def test_features_sample_the_map_at_scaled_pixel_coordinates() -> None:
     fmap = np.arange(12.0, dtype=np.float32).reshape(3, 4, 1)  # value = 4 row + col
     pred = FilePrediction(Path("p"), None, None, None, K, fmap, Path("f"), 8, 6)
@@ -360,7 +391,7 @@ def test_ids_outside_the_train_ids_stop_the_run_and_a_run_of_only_bad_scans_fail
     assert "no scan of split 'training'" in capsys.readouterr().err
 
 
-def test_a_data_set_that_reads_no_cameras_is_refused(tmp_path) -> None:
+def test_a_split_none_of_whose_scans_has_cameras_is_refused(tmp_path) -> None:
     root = tmp_path / "folder"
     (root / "train").mkdir(parents=True)
     for name in ("a", "b"):
@@ -372,8 +403,8 @@ def test_a_data_set_that_reads_no_cameras_is_refused(tmp_path) -> None:
                            "--split", "train", "--predictions", str(tmp_path / "pred"), "--out", str(tmp_path / "o")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip().endswith("--dataset folder reads no cameras, so split 'train' of "
-                                        f"{root} has none to label from"), done.stderr
+    assert done.stderr.strip().endswith(f"no scan of split 'train' of {root} could be labelled from a camera "
+                                        "(none has cameras)"), done.stderr
 
 
 def test_the_output_folder_trains_as_a_scan_folder(tmp_path, monkeypatch, capsys) -> None:

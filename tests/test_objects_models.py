@@ -196,3 +196,30 @@ def test_lightweight_pointnet_learns_to_tell_a_sphere_from_a_cube() -> None:
     x_test, y_test = _spheres_and_cubes(16, seed=1)
     with torch.no_grad():
         assert (model.eval()(x_test).argmax(-1) == y_test).float().mean() >= 0.9  # chance: 0.5
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("name", NAMES)
+def test_classifier_on_cuda_gives_the_cpus_logits_and_gradients(name: str) -> None:
+    # plain PyTorch on either device: the same weights give the same logits and gradients (eval
+    # mode), within float32 accumulation-order noise
+    model = _model(name)
+    x, target = _clouds(4), torch.tensor([0, 3, 4, 1])
+    outputs = {}
+    for device in ("cpu", "cuda"):  # TF32 off: cuDNN's convolutions would round inputs to 10 bits
+        m = _model(name).to(device)
+        m.load_state_dict(model.state_dict())
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            with torch.no_grad():
+                logits = m.eval()(x.to(device)).cpu()
+            # eval: no dropout or drop path, whose draws differ between the devices' generators
+            loss = torch.nn.functional.cross_entropy(m(x.to(device)), target.to(device))
+            loss.backward()
+        outputs[device] = (logits, torch.cat([p.grad.flatten().cpu() for p in m.parameters()]))
+    (cpu_logits, cpu_grads), (gpu_logits, gpu_grads) = outputs["cpu"], outputs["cuda"]
+    torch.testing.assert_close(gpu_logits, cpu_logits, rtol=1e-4, atol=1e-4 * cpu_logits.abs().max().item())
+    torch.testing.assert_close(gpu_grads, cpu_grads, rtol=1e-3, atol=1e-3 * cpu_grads.abs().max().item())

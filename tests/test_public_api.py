@@ -19,7 +19,8 @@ import types
 
 import pytest
 
-TWINS = ["edge_lengths", "kld", "normalize", "persistence_image_distance", "pwcd", "saliency_loss",
+TWINS = ["distribution_match_loss", "edge_lengths", "generator_forward", "gradient_match_distance", "kld",
+         "normalize", "pca_canonical", "persistence_image_distance", "pwcd", "saliency_loss", "sign_canonical",
          "sinkhorn_distance", "topo_loss", "tps"]
 
 REFERENCE_ONLY = {
@@ -28,6 +29,7 @@ REFERENCE_ONLY = {
     "topo_loss_cloud": "the one-cloud form of topo_loss",
     "normalize_backward": "hand-written backward of normalize (fast: autograd)",
     "edge_lengths_backward": "hand-written backward of edge_lengths (fast: EdgeLengths.backward)",
+    "generator_backward": "hand-written backward of generator_forward (fast: autograd)",
     "diagram_grad_to_dist_grad": "routing through the full distance matrix (fast: edge lengths only)",
     "dist_grad_to_feature_grad": "routing through the full distance matrix (fast: edge lengths only)",
     "pairwise_distances": "the full distance matrix (fast: fast.persistence computes it per cloud)",

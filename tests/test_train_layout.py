@@ -11,7 +11,7 @@ count, as a lazy import is a dependency all the same):
   the rooms in one order, no two rooms import each other;
 - no module imports a command module;
 - every package of ``train`` has a docstring (what it holds and what it may import);
-- inside ``train.data`` the same, one level down (decision 70): every module lies in one room of
+- inside ``train.data`` the same, one level down (decision 78): every module lies in one room of
   :data:`DATA_ROOMS` (the checks, the cameras, the samples, the LiDAR data sets, the simulator, the
   object data sets), ``train/data/`` itself holds no other loose module than the checks and the
   samples, and no module imports a data room above its own;
@@ -39,13 +39,14 @@ ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("runner", ("train.runner",)),
     ("prediction", ("train.prediction",)),
     ("study", ("train.study",)),
+    ("condense", ("train.condense",)),
 )
 # The commands people type, above every room; nothing imports them.
 COMMANDS: tuple[str, ...] = ("train.run", "train.predict", "train.image_labels", "train.image_teacher", "train.cost",
                              "train.export_pointcept", "train.export_onnx", "train.topo_diagnostic",
-                             "train.study.__main__")
+                             "train.study.__main__", "train.condense.__main__")
 
-# The rooms of ``train.data`` from the bottom up (decision 70).
+# The rooms of ``train.data`` from the bottom up (decision 78).
 DATA_ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("checks", ("train.data.validation", "train.data.labels", "train.data.restricted_pickle")),
     ("cameras", ("train.data.cameras",)),
@@ -140,7 +141,7 @@ def test_the_order_check_finds_an_engine_module_importing_the_study_and_a_comman
 def test_every_module_of_train_data_lies_in_one_data_room() -> None:
     graph = {m: t for m, t in _train_graph().items() if m.startswith("train.data.")}
     homeless = sorted(m for m in graph if room_of(m, DATA_ROOMS, ()) is None)
-    assert not homeless, f"modules of train.data in no room of DATA_ROOMS (decision 70): {homeless}"
+    assert not homeless, f"modules of train.data in no room of DATA_ROOMS (decision 78): {homeless}"
     for room, members in DATA_ROOMS:
         for member in members:
             assert member in graph, f"data room {room}: {member} does not exist"
@@ -155,7 +156,7 @@ def test_train_data_holds_no_loose_module_but_the_checks_and_the_samples() -> No
 def test_no_module_of_train_data_imports_a_data_room_above_its_own() -> None:
     graph = {m: t for m, t in _train_graph().items() if m.startswith("train.data.")}
     found = violations(graph, DATA_ROOMS, ())
-    assert not found, "imports against the order of the data rooms (decision 70):\n" + "\n".join(found)
+    assert not found, "imports against the order of the data rooms (decision 78):\n" + "\n".join(found)
 
 
 def test_the_data_order_check_finds_the_cameras_importing_a_data_set() -> None:

@@ -39,6 +39,8 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
+from condensation_draws import (draw_distribution_match_loss, draw_generator_forward, draw_gradient_match_distance,
+                                draw_pca_canonical, draw_sign_canonical)
 from hypothesis import strategies as st
 from scipy.special import log_softmax
 from strategies import student_teacher_batch
@@ -46,6 +48,7 @@ from test_reference_saliency import gradient_scale, random_saliency_inputs
 
 import fast
 import reference
+from reference.matching import GM_EPS
 from reference.topo_loss import DISTANCES
 
 Array = Union[np.ndarray, list]
@@ -275,6 +278,29 @@ def kld_grad_scale(inputs: dict, want: np.ndarray) -> float:
     return max(_max_abs(want, 0.0), inputs["temperature"] * float(w.max(initial=0.0)) / max(float(w.sum()), 1e-12))
 
 
+def gradient_match_grad_terms(inputs: dict, cotangent: Optional[np.ndarray]) -> float:
+    """A row's gradient -b / den + (a.b) |b| a / (|a| den^2) sums two terms of size |b| / den each
+    (den = |a| |b| + eps): their size, which exact cancellations (a row of one element) leave far
+    above the gradient."""
+    sizes = [0.0]
+    for a, b in zip(inputs["grads_a"], inputs["grads_b"]):
+        if np.ndim(a) >= 2:
+            a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+            nb = np.linalg.norm(b, axis=1)
+            sizes.append(float(np.max(nb / (np.linalg.norm(a, axis=1) * nb + GM_EPS))))
+    return max(sizes)
+
+
+GENERATOR_TENSORS = ("noise", "codes", "sine_weights", "sine_biases", "modulator_weights", "modulator_biases",
+                     "out_weight", "out_bias")
+
+
+def generator_vjp(inputs: dict, cotangent: np.ndarray) -> list[np.ndarray]:
+    """``reference.generator_backward``'s gradients as one flat list, in the order of ``GENERATOR_TENSORS``."""
+    grads = reference.generator_backward(**{k: inputs[k] for k in (*GENERATOR_TENSORS, "w0")}, cotangent=cotangent)
+    return [a for g in grads for a in (g if isinstance(g, list) else [g])]
+
+
 # --- the table ------------------------------------------------------------------------------------
 
 TABLE: tuple[Twin, ...] = (
@@ -321,6 +347,27 @@ TABLE: tuple[Twin, ...] = (
          grad_scale=lambda inputs, want: gradient_scale(inputs, want), examples=1 / 10),
     Twin("kld", draw_kld, ("generic", "empty", "tiny"), tol64=(1e-10, 1e-10), tol32=(1e-5, 1e-5),
          wrt=("student_logits",), value_scale=kld_loss_scale, grad_scale=kld_grad_scale),
+    # DD3D (decisions 74-76). The draws keep away from the ill-posed clouds by the margins of
+    # tests/condensation_draws.py (distinct principal variances, no sign ties).
+    Twin("pca_canonical", draw_pca_canonical, ("generic", "tiny", "duplicates"), tol64=(1e-10, 0.0),
+         tol32=(1e-5, 0.0), examples=1 / 10),
+    Twin("sign_canonical", draw_sign_canonical, ("generic", "tiny", "duplicates"), tol64=(1e-12, 0.0),
+         tol32=(1e-6, 0.0), examples=1 / 10),
+    # a row's term 1 - cos is rounded relative to 1, so D's value against max(1, |D|)
+    Twin("gradient_match_distance", draw_gradient_match_distance, ("generic", "zero_rows", "one_dim"),
+         tol64=(1e-12, 1e-10), tol32=(1e-5, 1e-5), wrt=("grads_a",),
+         value_scale=lambda inputs, want: max(1.0, abs(float(want))),
+         grad_scale=terms_scale(gradient_match_grad_terms), grad_terms=gradient_match_grad_terms, examples=1 / 10),
+    Twin("distribution_match_loss", draw_distribution_match_loss, ("generic", "tiny", "empty"),
+         tol64=(1e-12, 1e-10), tol32=(1e-5, 1e-5), wrt=("embeddings_a",), examples=1 / 10),
+    # float32 rounds the first layer's argument w0 (z w + b) by ~w0 * 6e-8: the errors grow about
+    # linearly with w0 (largest over 300 draws each, relative to the largest value or gradient entry:
+    # 6e-7 at w0 = 1, 7.8e-6 at 30, 5.4e-5 at 100, 6.8e-5 at 400), so both scales grow with w0 / 5
+    # (high_frequency: the paper's 100 for ModelNet40 and 400 for ShapeNet-part)
+    Twin("generator_forward", draw_generator_forward, ("generic", "tiny", "high_frequency"), tol64=(1e-10, 1e-10),
+         tol32=(1e-5, 1e-5), wrt=GENERATOR_TENSORS, backward=generator_vjp,
+         value_scale=lambda inputs, want: _max_abs(want, 1e-12) * max(1.0, inputs["w0"] / 5),
+         grad_scale=lambda inputs, want: _max_abs(want, 1e-12) * max(1.0, inputs["w0"] / 5), examples=1 / 10),
 )
 BY_NAME = {twin.name: twin for twin in TABLE}
 

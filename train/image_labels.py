@@ -78,15 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from train.data.cameras.image_predictions import ClassMap, read_class_map
     from train.data.cameras.image_projection import DepthTest
     from train.data.validation import BadScanError
-    from train.prediction.image_labels import ImageLabelRun, label_split, reads_cameras
+    from train.prediction.image_labels import ImageLabelRun, label_split
     from train.prediction.inputs import open_split
 
     root = Path(args.data_root or Path("data") / args.dataset)
     try:
         source = open_split(args.dataset, root, args.split, args.nuscenes_version, None)
-        if not reads_cameras(source):
-            raise ValueError(f"--dataset {args.dataset} reads no cameras, so split {args.split!r} of {root} has "
-                             "none to label from")
         class_map = (read_class_map(args.class_map, source.num_classes) if args.class_map is not None
                      else ClassMap(source.num_classes))
     except (ValueError, FileNotFoundError) as err:

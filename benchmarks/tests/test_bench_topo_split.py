@@ -25,22 +25,26 @@ WORKERS = 2
 def test_topo_split(benchmark: Any, full_run: bool, thread_info: dict[str, Any]) -> None:
     from benchmarks.gpu_campaign.training import _Trainer
     from benchmarks.cpu.step_ops import build_rig
-    from fast.persistence import default_pool
+    from fast.persistence import default_pool, set_default_workers
     from train.engine.steps import DistillSettings, start_persistence, warm_up_persistence
 
     size = FULL if full_run else SMOKE
     benchmark.group = "topo-split"
     start_persistence(WORKERS)
-    warm_up_persistence()
-    device = torch.device("cpu")
-    # the batch plan built ahead, as the loader's workers hand it over in training (decision 47)
-    rig = build_rig({**size, "teacher": "teacher-demo", "student": "student-demo"}, device, planned=True)
-    kd = DistillSettings(kld=True, grad=True)
-    full = DistillSettings(kld=True, grad=True, topo=True, topo_m=size["m"])
-    trainer = _Trainer(rig.teacher, rig.student, device)
-    split = benchmark.pedantic(lambda: measure_split(trainer, rig.batch, full, kd, size["rounds"],
-                                                     time.monotonic() + 600), rounds=1)
+    try:
+        warm_up_persistence()
+        device = torch.device("cpu")
+        # the batch plan built ahead, as the loader's workers hand it over in training (decision 47)
+        rig = build_rig({**size, "teacher": "teacher-demo", "student": "student-demo"}, device, planned=True)
+        kd = DistillSettings(kld=True, grad=True)
+        full = DistillSettings(kld=True, grad=True, topo=True, topo_m=size["m"])
+        trainer = _Trainer(rig.teacher, rig.student, device)
+        split = benchmark.pedantic(lambda: measure_split(trainer, rig.batch, full, kd, size["rounds"],
+                                                         time.monotonic() + 600), rounds=1)
+        workers = default_pool().workers
+    finally:
+        set_default_workers(None)  # the process's own share again, for the tests that follow
     assert split["rounds"] == size["rounds"]
     assert all(math.isfinite(split["parts_ms"][p]) for p in PARTS)
     benchmark.extra_info.update(thread_info)
-    benchmark.extra_info.update(split=split, size=size, workers=default_pool().workers, paper=full_run)
+    benchmark.extra_info.update(split=split, size=size, workers=workers, paper=full_run)

@@ -45,11 +45,6 @@ class ImageLabelRun:
     folder_split: str | None
 
 
-def reads_cameras(source: PointCloudDataset) -> bool:
-    """Whether the data set's loader describes cameras at all (overrides ``cameras``)."""
-    return type(source).cameras is not PointCloudDataset.cameras
-
-
 def label_split(source: PointCloudDataset, split: str, run: ImageLabelRun,
                 provenance: dict[str, Any]) -> dict[str, Any]:
     """Label every scan of ``source``, the data set's split ``split`` (see the module docstring);

@@ -38,19 +38,19 @@ class ScanSource(Protocol):
 
 
 def open_split(dataset: str, root: str | Path, split: str, nuscenes_version: str,
-               folder: FolderDescription | None) -> ScanSource:
+               folder: FolderDescription | None, labelled: bool = False) -> ScanSource:
     """Split ``split`` of ``dataset`` under ``root``, untransformed, in the loader's own split names
     (Waymo and the synthetic set: training, validation, testing; nuScenes: train, val, test, ...
     of ``nuscenes_version``; SemanticKITTI: train, val, test; a scan folder: train, val, test).
     Neither labelling command uses a split's LiDAR labels, so none are read (``segment`` -1): a
     download without its label files (SemanticKITTI's camera frames of sequences 00-10, a scan
-    folder's split) is labelled all the same; nuScenes reads what its tables list. A scan folder
-    whose ``dataset.yaml`` gives other classes or another feature than ``folder`` (what the model
-    expects) is refused in one line."""
+    folder's split) is labelled all the same, unless ``labelled`` (``--score``); nuScenes reads
+    what its tables list. A scan folder whose ``dataset.yaml`` gives other classes or another
+    feature than ``folder`` (what the model expects) is refused in one line."""
     cls = dataset_class(dataset)
     if dataset == "nuscenes":
         return cls(root, split, version=nuscenes_version)
-    source = cls(root, split, labelled=False)
+    source = cls(root, split, labelled=labelled)
     if folder is not None and (differences := folder.differences(source.description)):
         raise ValueError(f"{Path(root) / SPEC_FILE} gives {'; '.join(differences)}: the model was trained on "
                          "another folder description")

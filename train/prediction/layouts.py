@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from train.runtime.files import atomic_write
-from train.data.lidar.scan_files import npy_bytes, write_labelled_ply, write_labels
+from train.data.lidar.scan_files import npy_bytes, read_scan, write_labelled_ply, write_labels
 from train.option_names import PREDICTION_FORMATS
 
 # SemanticKITTI's learning_map_inv: the raw id each of the 19 train ids is written as.
@@ -51,7 +51,8 @@ _KITTI_NAME = re.compile(r"(?:^|/)(\d{2})/(?:velodyne/)?(\d{6})$")
 
 class Layout(ABC):
     """The files of each scan's prediction under ``out``: :meth:`files` lists them (all present:
-    the scan is done), :meth:`write` writes them, :meth:`finish` what belongs to the whole run."""
+    the scan is done), :meth:`write` writes them, :meth:`finish` what belongs to the whole run (once,
+    by the process that ends it, decision 77)."""
 
     needs_points = False  # whether write() needs the scan's points
 
@@ -65,6 +66,10 @@ class Layout(ABC):
     @abstractmethod
     def write_labels(self, path: Path, labels: np.ndarray, points: np.ndarray | None) -> None:
         """Write the train ids ``labels`` of the points ``points`` to ``path``, atomically."""
+
+    @abstractmethod
+    def read_labels(self, path: Path) -> np.ndarray:
+        """The train ids (int64) a labels file ``path`` of this layout holds: what ``--score`` reads."""
 
     def files(self, name: str) -> list[Path]:
         probs = [self.out / f"{name}{PROBS_SUFFIX}"] if self.save_probs else []
@@ -98,6 +103,9 @@ class NpyLayout(Layout):
     def write_labels(self, path: Path, labels: np.ndarray, points: np.ndarray | None) -> None:
         write_labels(path, labels)
 
+    def read_labels(self, path: Path) -> np.ndarray:
+        return np.load(path, allow_pickle=False).astype(np.int64)
+
 
 class PlyLayout(Layout):
     needs_points = True
@@ -115,6 +123,11 @@ class PlyLayout(Layout):
         assert points is not None
         write_labelled_ply(path, points[:, :3], labels, self.palette)
 
+    def read_labels(self, path: Path) -> np.ndarray:
+        labels = read_scan(path, "label").labels
+        assert labels is not None
+        return labels
+
 
 class SemanticKITTILayout(Layout):
     def label_file(self, name: str) -> Path:
@@ -123,6 +136,10 @@ class SemanticKITTILayout(Layout):
 
     def write_labels(self, path: Path, labels: np.ndarray, points: np.ndarray | None) -> None:
         write_labels(path, np.asarray(SEMANTIC_KITTI_INVERSE_MAP, dtype=np.int64)[labels])
+
+    def read_labels(self, path: Path) -> np.ndarray:
+        raw = np.fromfile(path, dtype=np.uint32).astype(np.int64)
+        return np.searchsorted(SEMANTIC_KITTI_INVERSE_MAP, raw)  # the map is increasing: raw id -> its train id
 
 
 def kitti_scan_id(name: str) -> tuple[str, str]:
@@ -146,6 +163,9 @@ class NuScenesLayout(Layout):
 
     def write_labels(self, path: Path, labels: np.ndarray, points: np.ndarray | None) -> None:
         atomic_write((labels.astype(np.uint8) + 1).tobytes(), path)
+
+    def read_labels(self, path: Path) -> np.ndarray:
+        return np.fromfile(path, dtype=np.uint8).astype(np.int64) - 1
 
     def finish(self) -> None:
         path = self.out / self.split / "submission.json"

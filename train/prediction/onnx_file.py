@@ -83,8 +83,9 @@ class OnnxPredictor:
     precision: str
 
 
-def load_onnx_predictor(path: str | Path, providers: list[str], threads: int | None = None,
-                        dataset: str | None = None, grid_size: float | None = None) -> OnnxPredictor:
+def load_onnx_predictor(path: str | Path, providers: list[str | tuple[str, dict[str, Any]]],
+                        threads: int | None = None, dataset: str | None = None, grid_size: float | None = None
+                        ) -> OnnxPredictor:
     """The exported model ``path`` in an onnxruntime session on ``providers`` (``threads``: its
     intra-op threads, None for onnxruntime's default). ``dataset`` and ``grid_size``, when given,
     must agree with the file's. One-line :class:`CheckpointError` for a missing file, a file that

@@ -13,7 +13,7 @@ transforms, the plan and the writers are NumPy and numba.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -40,11 +40,11 @@ def point_probabilities(logits: np.ndarray, inverse: np.ndarray) -> np.ndarray:
     return shifted[inverse]
 
 
-def predict_onnx(predictor: OnnxPredictor, source: ScanSource, layout: Layout, *, tta: bool, batch_size: int,
-                 skip_bad_scans: bool, show_progress: bool) -> PredictionSummary:
-    """Label every scan of ``source`` not yet labelled in ``layout`` with the exported model of
+def predict_onnx(predictor: OnnxPredictor, source: ScanSource, indices: Sequence[int], layout: Layout, *, tta: bool,
+                 batch_size: int, skip_bad_scans: bool, show_progress: bool) -> PredictionSummary:
+    """Label every scan ``indices`` of ``source`` not yet labelled in ``layout`` with the exported model of
     ``predictor`` (module docstring); bad scans as :func:`train.prediction.run.predict` treats them."""
-    todo = tuple(i for i in range(len(source)) if not layout.done(source.scan_name(i)))
+    todo = tuple(i for i in indices if not layout.done(source.scan_name(i)))
     views = tta_views() if tta else [None]
     pipelines = tuple(eval_pipeline(predictor.dataset, predictor.grid_size, view) for view in views)
     scans = PredictionSet(source, pipelines, todo, layout.needs_points)
@@ -54,7 +54,7 @@ def predict_onnx(predictor: OnnxPredictor, source: ScanSource, layout: Layout, *
         jobs = ((lambda b=b: prepare_batch(predictor, [scans[k] for k in b], len(views))) for b in batches)
         results = ((label_batch(predictor, batch, layout.save_probs), batch["bad"]) for batch in _ahead(reader, jobs))
         return write_results(results, layout, skip_bad_scans=skip_bad_scans, bar=bar,
-                             already=len(source) - len(todo))
+                             already=len(indices) - len(todo))
 
 
 def prepare_batch(predictor: OnnxPredictor, items: list[dict[str, Any]], num_views: int) -> dict[str, Any]:

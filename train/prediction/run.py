@@ -12,7 +12,7 @@ scores. Files are written by a small thread pool while the next batch is compute
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -33,13 +33,14 @@ from train.engine.steps import model_inputs
 PREFETCH = 4  # batches each loader worker prepares ahead
 
 
-def predict(predictor: Predictor, source: ScanSource, layout: Layout, device: torch.device, *, tta: bool,
-            batch_size: int, num_workers: int, amp: bool, skip_bad_scans: bool, show_progress: bool
+def predict(predictor: Predictor, source: ScanSource, indices: Sequence[int], layout: Layout, device: torch.device,
+            *, tta: bool, batch_size: int, num_workers: int, amp: bool, skip_bad_scans: bool, show_progress: bool
             ) -> PredictionSummary:
-    """Label every scan of ``source`` not yet labelled in ``layout`` (module docstring). A scan
+    """Label every scan ``indices`` of ``source`` (this process's shard, decision 77) not yet
+    labelled in ``layout`` (module docstring). A scan
     that cannot be read stops the run with its :class:`BadScanError` (the scans finished before it
     keep their files) unless ``skip_bad_scans``, which names it on stderr and goes on."""
-    todo = tuple(i for i in range(len(source)) if not layout.done(source.scan_name(i)))
+    todo = tuple(i for i in indices if not layout.done(source.scan_name(i)))
     views = tta_views() if tta else [None]
     pipelines = tuple(eval_pipeline(predictor.dataset, predictor.grid_size, view) for view in views)
     scans = PredictionSet(source, pipelines, todo, layout.needs_points)
@@ -52,7 +53,7 @@ def predict(predictor: Predictor, source: ScanSource, layout: Layout, device: to
         results = _scan_results(predictor, device_batches(_view_batches(loader), device), amp and cuda,
                                 layout.save_probs)
         return write_results(results, layout, skip_bad_scans=skip_bad_scans, bar=bar,
-                             already=len(source) - len(todo))
+                             already=len(indices) - len(todo))
 
 
 def _view_batches(loader: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:

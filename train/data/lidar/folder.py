@@ -28,6 +28,11 @@ centre of its bounding box in x, y and its lowest z, in whole metres (tiles in s
 Each sample keeps that origin (``origin``) and the file's x, y, z as read (``xyz``, float64), which
 outputs that carry coordinates write.
 
+Cameras (decision 58's files): a scan ``<dir>/<stem>.<suffix>`` with images has them listed in
+``<dir>/<stem>/cameras.json``, image paths relative to the root and ``scan_to_camera`` from the
+scan file's own frame (its x, y, z as stored), so ``train.image_labels --dataset folder`` labels
+one's own fleet's scans from its cameras and a camera teacher trains on them.
+
 What a model trained on the folder expects of a scan and what its train ids mean (the classes,
 the feature and its scale, the frame, the label map) is the folder's :class:`FolderDescription`; every
 checkpoint of a folder run keeps it as plain values (``extra["folder"]``), so ``train.predict``
@@ -50,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from ..base import PointCloudDataset, Transform
+from ..cameras.camera import Camera, read_camera_list
 from ..labels import IGNORE_INDEX, LearningMap
 from .scan_files import FRAMES, SCAN_SUFFIXES, SENSOR_FRAME, Scan, read_labels, read_scan
 from ..validation import BadScanError, CorruptFileError, DatasetLayoutError, make_sample, require_dir
@@ -282,6 +288,11 @@ class FolderDataset(PointCloudDataset):
         except (BadScanError, ValueError):
             return None
         return f"its first scan {first.name} holds the label field {self.spec.label_field!r}"
+
+    def cameras(self, index: int) -> list[Camera]:
+        """The cameras of scan ``index`` from ``<its path without the suffix>/cameras.json`` (none
+        without one; module docstring)."""
+        return read_camera_list(self.scan_paths[index].with_suffix(""))
 
     def load(self, index: int) -> dict:
         path = self.scan_paths[index]

@@ -1,0 +1,115 @@
+"""``python -m train.condense`` end to end on tiny generated sets: the condensed file of each
+coreset method (real training clouds of their class, CPC a class, the same bytes for the same
+seed), the feature network's cache, the evaluation line, the coreset table, part segmentation,
+and each refusal in one line."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from train.condense.command import main
+from train.condense.condensed_file import read_condensed
+from train.data.objects import load_objects
+
+TINY = ["--dataset", "shapes", "--size", "4", "--points", "32", "--steps", "3", "--device", "cpu"]
+
+
+def condense(out: Path, method: str, cpc: int = 2, *extra: str) -> Path:
+    assert main([*TINY, "--method", method, "--cpc", str(cpc), "--out", str(out), *extra]) == 0
+    return out / "condensed.npz"
+
+
+@pytest.mark.parametrize("method", ["random", "herding", "kcenter"])
+def test_a_coreset_file_holds_cpc_real_training_clouds_of_each_class(tmp_path: Path, method: str) -> None:
+    cset = read_condensed(condense(tmp_path, method))
+    train = load_objects("shapes", split="train", points=32, size=4)
+    assert cset.provenance["method"] == method and cset.provenance["cpc"] == 2
+    assert cset.provenance["class_names"] == list(train.class_names) and cset.provenance["size"] == 4
+    assert np.bincount(cset.labels).tolist() == [2] * len(train.class_names)
+    for cloud, label in zip(cset.points, cset.labels):
+        same = np.flatnonzero((train.points == cloud).all(axis=(1, 2)))
+        assert len(same) == 1 and train.labels[same[0]] == label
+    assert (tmp_path / "feature_net.pt").exists() == (method != "random")
+
+
+def test_a_fixed_seed_gives_the_same_file_and_another_seed_another_draw(tmp_path: Path) -> None:
+    a = condense(tmp_path / "a", "random", 2, "--seed", "1")
+    b = condense(tmp_path / "b", "random", 2, "--seed", "1")
+    c = condense(tmp_path / "c", "random", 2, "--seed", "2")
+    assert a.read_bytes() == b.read_bytes()
+    assert not np.array_equal(read_condensed(a).points, read_condensed(c).points)
+
+
+def test_the_feature_network_is_trained_once_and_retrained_for_other_data(tmp_path: Path) -> None:
+    condense(tmp_path, "herding")
+    cache = tmp_path / "feature_net.pt"
+    first = cache.read_bytes()
+    kcenter = read_condensed(condense(tmp_path, "kcenter"))
+    assert cache.read_bytes() == first  # read, not trained again
+    condense(tmp_path, "kcenter", 2, "--setting", "rotated")
+    assert cache.read_bytes() != first  # another key: trained anew and replaced
+    assert kcenter.provenance["setting"] == "aligned"
+
+
+def test_a_damaged_feature_cache_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "feature_net.pt").write_bytes(b"garbage")
+    assert main([*TINY, "--method", "herding", "--cpc", "1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "feature_net.pt: not a readable feature cache" in err
+
+
+def test_evaluate_reports_the_last_step_scores_of_a_file_and_of_the_full_set(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    path = condense(tmp_path, "random", 1)
+    assert main(["evaluate", "--from", str(path), "--runs", "2", "--steps", "2", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "shapes aligned, random CPC 1 (13 clouds), pointnet, 2 steps, 2 runs, test split, last step: " in out
+    assert "(mAcc " in out and " ± " in out
+    assert main(["evaluate", "--from", "full", *TINY, "--size", "10", "--runs", "1", "--split", "val"]) == 0
+    assert "full train split" in capsys.readouterr().out
+
+
+def test_part_segmentation_writes_parts_and_reports_instance_miou(tmp_path: Path, capsys: pytest.CaptureFixture
+                                                                  ) -> None:
+    cset = read_condensed(condense(tmp_path, "random", 1, "--task", "parts"))
+    assert cset.parts is not None and cset.parts.shape == (13, 32) and cset.provenance["part_names"]
+    assert main(["evaluate", "--from", str(tmp_path / "condensed.npz"), "--runs", "1", "--steps", "1"]) == 0
+    assert "(class mIoU " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, words", [
+    ([*TINY, "--method", "nope", "--cpc", "1", "--out", "OUT"], "method 'nope' is not one of random, herding, kcenter"),
+    ([*TINY, "--method", "random", "--cpc", "0", "--out", "OUT"], "cpc must be a positive integer, got 0"),
+    ([*TINY, "--method", "random", "--cpc", "1", "--setting", "upside", "--out", "OUT"], "setting 'upside'"),
+    (["evaluate", "--from", "full", "--steps", "1"], "--from full needs --dataset"),
+    (["evaluate", "--from", "BAD"], "BAD: not a readable .npz file"),
+    (["evaluate", "--from", "FILE", "--setting", "rotated"], "holds setting 'aligned'; --setting 'rotated' differs"),
+    (["evaluate", "--from", "FILE", "--runs", "0"], "runs must be a positive integer, got 0"),
+])
+def test_each_refusal_is_one_line_naming_the_value(tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str],
+                                                   words: str) -> None:
+    path = condense(tmp_path / "set", "random", 1)
+    capsys.readouterr()
+    (tmp_path / "bad.npz").write_bytes(b"nonsense")
+    swap = {"OUT": str(tmp_path / "out"), "FILE": str(path), "BAD": str(tmp_path / "bad.npz")}
+    assert main([swap.get(a, a) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("python -m train.condense: error: ")
+    assert words.replace("BAD", str(tmp_path / "bad.npz")) in err
+
+
+def test_the_table_prints_every_method_and_cpc_in_both_settings(tmp_path: Path, capsys: pytest.CaptureFixture
+                                                                ) -> None:
+    argv = ["table", "--out", str(tmp_path), "--cpcs", "1", "2", "--runs", "2", "--size", "3", "--points", "32",
+            "--steps", "2", "--device", "cpu"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| setting | CPC | Random | Herding | K-Center | full set |" in out
+    rows = [line for line in out.splitlines() if line.startswith(("| aligned |", "| rotated |"))]
+    assert [r.split(" | ")[:2] for r in rows] == [["| aligned", "1"], ["| aligned", "2"], ["| rotated", "1"],
+                                                  ["| rotated", "2"]]
+    assert all(r.count(" ± ") == 8 for r in rows)  # OA and mAcc of four sets, each with its interval
+    assert (tmp_path / "table.md").read_text().strip() in out
+    assert read_condensed(tmp_path / "rotated" / "kcenter-cpc2" / "condensed.npz").provenance["setting"] == "rotated"

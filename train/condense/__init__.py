@@ -1,0 +1,14 @@
+"""Dataset condensation of object point clouds (the DD3D task): the condensed-set file, the
+methods that make one, and the protocol that judges one (``docs/condense.md``,
+decisions 70-73).
+
+Modules: ``condensed_file`` (``<out>/condensed.npz``: one writer, one reader), ``coreset`` (the
+Random, Herding and K-Center rules), ``features`` (their feature space: a cached lightweight
+PointNet), ``methods`` (the table of methods by name and ``condense_set``), ``augment``,
+``training`` (a backbone trained from scratch on a set, in one process or several), ``metrics``
+and ``protocol`` (runs scored on the last step, mean and 95% interval), ``data`` (which data a set
+is read from), ``table`` (the coreset table of the embedded data set), ``command`` (the options,
+forms and refusals of ``python -m train.condense``, run by ``__main__``). The room imports the
+runtime, the object data sets, the object backbones and the study's interval
+(``train.study.report.mean_ci``); nothing outside it imports it.
+"""

@@ -1,0 +1,168 @@
+"""The command ``python -m train.condense`` (``__main__`` calls :func:`main`): condense an object
+data set into a file, evaluate a condensed set, or run the coreset table (``docs/condense.md``).
+
+    python -m train.condense --dataset D --method M --cpc C [--setting aligned|rotated]
+                             [--task classification|parts] --out O
+    python -m train.condense evaluate --from O/condensed.npz|full [--dataset D] [--model pointnet] [--runs 5]
+    python -m train.condense table --out O          # the embedded shapes set, CPC 1/10/50, both settings
+
+Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
+share each training step, :mod:`train.condense.training`), on ``--device`` (auto: CUDA when there
+is one). A refusal is one line, exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.run: idle OpenMP threads sleep
+
+from train.condense.condensed_file import read_condensed, write_condensed  # noqa: E402
+from train.condense.data import DataSpec, clouds_of, condensed_clouds  # noqa: E402
+from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
+from train.condense.methods import METHODS, condense_set  # noqa: E402
+from train.condense.metrics import summarise  # noqa: E402
+from train.condense.protocol import evaluate_runs, format_summary  # noqa: E402
+from train.condense.table import coreset_table  # noqa: E402
+from train.condense.training import TrainSpec  # noqa: E402
+from train.runtime.distributed import DistInfo, launch  # noqa: E402
+from train.runtime.files import atomic_write  # noqa: E402
+from train.runtime.logging_utils import refuse  # noqa: E402
+
+PROG = "python -m train.condense"
+ERRORS = (ValueError, FileNotFoundError)  # every refusal of the data sets, the file and the options
+RECIPE = TrainSpec()
+TABLE_DATA = DataSpec("shapes", points=128)  # the table's budget: minutes on 2 cores (decision 73)
+TABLE_RECIPE = TrainSpec(steps=100)
+
+
+def _data_options(p: argparse.ArgumentParser, dataset_required: bool) -> None:
+    p.add_argument("--dataset", required=dataset_required, help="object data set (train.data.objects.OBJECT_SETS; "
+                   "docs/objects.md)")
+    p.add_argument("--data-root", help="the download's folder (not for the generated shapes, lidar_objects)")
+    p.add_argument("--setting", help="aligned (default) or rotated")
+    p.add_argument("--task", help="classification (default) or parts")
+    p.add_argument("--data-seed", type=int, help="the data set's seed (a generated set's content; default 0)")
+    p.add_argument("--size", type=int, help="size of a generated set (load_objects)")
+    p.add_argument("--points", type=int, help="points per cloud (default 1,024; 2,048 for parts)")
+
+
+def _run_options(p: argparse.ArgumentParser, recipe: TrainSpec) -> None:
+    p.add_argument("--steps", type=int, default=recipe.steps, help=f"training steps of a backbone (default "
+                   f"{recipe.steps})")
+    p.add_argument("--lr", type=float, default=recipe.lr, help=f"Adam learning rate (default {recipe.lr})")
+    p.add_argument("--batch-size", type=int, default=recipe.batch_size, help=f"clouds a step (default "
+                   f"{recipe.batch_size})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the method or of the first run (default 0)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--procs", type=int, default=1, help="local processes (default 1; torchrun sets its own)")
+
+
+def build_parsers() -> dict[str, argparse.ArgumentParser]:
+    condense = argparse.ArgumentParser(prog=PROG, description="Condense an object data set into <out>/condensed.npz.")
+    _data_options(condense, True)
+    condense.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
+    condense.add_argument("--cpc", type=int, required=True, help="clouds per class")
+    condense.add_argument("--out", required=True, help="folder of condensed.npz (and the feature network's cache)")
+    _run_options(condense, RECIPE)
+    evaluate = argparse.ArgumentParser(prog=f"{PROG} evaluate", description="Train a backbone from scratch on a "
+                                       "condensed set (or the full train split) --runs times; test scores, last step.")
+    evaluate.add_argument("--from", dest="source", required=True, help="a condensed.npz, or 'full'")
+    _data_options(evaluate, False)
+    evaluate.add_argument("--model", default=RECIPE.model, help=f"backbone (default {RECIPE.model}; "
+                          "train.models.objects)")
+    evaluate.add_argument("--runs", type=int, default=5, help="runs with seeds seed, seed+1, ... (default 5)")
+    evaluate.add_argument("--split", choices=("test", "val"), default="test",
+                          help="scored split: test, or val to choose steps and learning rate (default test)")
+    evaluate.add_argument("--out", help="also write every run's scores to this JSON file")
+    _run_options(evaluate, RECIPE)
+    table = argparse.ArgumentParser(prog=f"{PROG} table", description="Random, Herding and K-Center at each CPC, "
+                                    "aligned and rotated, beside the full set: the table of docs/condense.md.")
+    table.add_argument("--out", required=True, help="folder of the sets, the cache and table.{md,json}")
+    table.add_argument("--cpcs", type=int, nargs="+", default=[1, 10, 50])
+    table.add_argument("--runs", type=int, default=5)
+    table.add_argument("--size", type=int, default=TABLE_DATA.size, help="shapes' training clouds a class "
+                       "(default: the set's own)")
+    table.add_argument("--points", type=int, default=TABLE_DATA.points, help=f"points per cloud (default "
+                       f"{TABLE_DATA.points})")
+    _run_options(table, TABLE_RECIPE)
+    return {"condense": condense, "evaluate": evaluate, "table": table}
+
+
+def _spec(args: argparse.Namespace, model: str = RECIPE.model) -> TrainSpec:
+    for name in ("steps", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be positive, got {args.lr}")
+    return TrainSpec(model, args.steps, args.lr, args.batch_size)
+
+
+def _given_data(args: argparse.Namespace) -> DataSpec:
+    given = {"setting": args.setting, "task": args.task, "data_seed": args.data_seed, "size": args.size,
+             "points": args.points}
+    return DataSpec(args.dataset, args.data_root, **{k: v for k, v in given.items() if v is not None})
+
+
+def _condense(args: argparse.Namespace, info: DistInfo) -> None:
+    data = _given_data(args)
+    cset = condense_set(data, args.method, args.cpc, args.seed, _spec(args), Path(args.out) / CACHE_NAME, info)
+    if info.is_main:
+        path = write_condensed(cset, Path(args.out))
+        print(f"{PROG}: {args.method} CPC {args.cpc}: {len(cset)} clouds of {cset.points.shape[1]} points -> {path}")
+
+
+def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
+    spec = _spec(args, args.model)
+    if args.source == "full":
+        if args.dataset is None:
+            raise ValueError("--from full needs --dataset")
+        data = _given_data(args)
+        test = data.load(args.split)
+        train, what = clouds_of(data.load("train")), "full train split"
+    else:
+        cset = read_condensed(args.source)
+        prov = cset.provenance
+        from_file = {"dataset": prov["dataset"], "setting": prov["setting"], "task": prov["task"],
+                     "data_seed": prov["data_seed"], "size": prov["size"], "points": cset.points.shape[1]}
+        for key, value in from_file.items():
+            asked = getattr(args, key)
+            if asked is not None and asked != value:
+                raise ValueError(f"{args.source} holds {key} {value!r}; --{key.replace('_', '-')} {asked!r} differs")
+        data = DataSpec(root=args.data_root, **from_file)
+        test = data.load(args.split)
+        train, what = condensed_clouds(cset, test, args.source), f"{prov['method']} CPC {prov['cpc']}"
+    runs = evaluate_runs(train, clouds_of(test), spec, args.runs, args.seed, info, desc=what)
+    summary = format_summary(summarise(runs), data.task)
+    if info.is_main:
+        print(f"{data.dataset} {data.setting}, {what} ({len(train)} clouds), {spec.model}, {spec.steps} steps, "
+              f"{args.runs} runs, {args.split} split, last step: {summary}")
+        if args.out:
+            atomic_write(json.dumps({"from": args.source, "data": data.key(), "recipe": spec.__dict__,
+                                     "split": args.split, "runs": runs}, indent=1).encode(), args.out)
+
+
+def _table(args: argparse.Namespace, info: DistInfo) -> None:
+    base = DataSpec("shapes", size=args.size, points=args.points)
+    table = coreset_table(base, ("aligned", "rotated"), args.cpcs, args.runs, _spec(args), args.seed,
+                          Path(args.out), info)
+    if info.is_main:
+        print(f"# shapes (size {args.size}, {args.points} points), pointnet {args.steps} steps, {args.runs} runs, "
+              f"test OA % (mAcc %), mean ± 95% interval, last step\n\n{table}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command (module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    form = argv[0] if argv and argv[0] in ("evaluate", "table") else "condense"
+    rest = argv[1:] if form != "condense" else argv
+    args = build_parsers()[form].parse_args(rest)
+    if args.procs < 1:
+        return refuse(f"{PROG}: error: --procs must be a positive integer, got {args.procs}")
+    body = {"condense": _condense, "evaluate": _evaluate, "table": _table}[form]
+    return launch(main, argv, args.procs, args.device, False, lambda info: body(args, info), PROG,
+                  (*ERRORS, FeatureCacheError))

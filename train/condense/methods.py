@@ -1,0 +1,80 @@
+"""The condensation methods by name (:data:`METHODS`) and :func:`condense_set`, which runs one and
+returns the condensed set with its provenance (decisions 70 and 71).
+
+A method takes :class:`MethodInputs` (the ``train`` split, CPC, seed, the feature space on demand,
+the processes) and returns the condensed points, labels and parts, class by class. The coreset
+baselines (:mod:`train.condense.coreset`) pick real clouds; the distillation methods to come
+(gm, dm, tm, dd3d) add their entries to the table and write the same file.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from train.condense.condensed_file import CondensedSet, current_commit
+from train.condense.coreset import Rule, herding_order, kcenter_order, random_order, select_per_class
+from train.condense.data import DataSpec, clouds_of, pick
+from train.condense.features import embed, feature_network
+from train.condense.training import TrainSpec
+from train.data.objects import ObjectSet
+from train.runtime.distributed import DistInfo
+
+Arrays = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]  # points, labels, parts
+
+
+@dataclass(frozen=True)
+class MethodInputs:
+    """What a method is given: the ``train`` split, CPC, its seed, ``features()`` (the (S, 1024)
+    feature of every training cloud, the feature network trained or read from its cache on the
+    first call) and the processes it runs in."""
+
+    train: ObjectSet
+    cpc: int
+    seed: int
+    features: Callable[[], np.ndarray]
+    info: DistInfo
+
+
+Method = Callable[[MethodInputs], Arrays]
+
+
+def coreset(rule: Rule, uses_features: bool) -> Method:
+    """A coreset method: ``rule``'s first CPC clouds of every class, in the feature space if it uses one."""
+    def method(inputs: MethodInputs) -> Arrays:
+        space = inputs.features() if uses_features else np.empty((len(inputs.train), 0))
+        return pick(inputs.train, select_per_class(inputs.train.labels, space, inputs.cpc, rule, inputs.seed))
+    return method
+
+
+METHODS: dict[str, Method] = {
+    "random": coreset(random_order, uses_features=False),
+    "herding": coreset(herding_order, uses_features=True),
+    "kcenter": coreset(kcenter_order, uses_features=True),
+}
+
+
+def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: TrainSpec, cache: Path, info: DistInfo,
+                 train: ObjectSet | None = None) -> CondensedSet:
+    """``method`` at ``cpc`` clouds per class on ``data``'s ``train`` split (read unless given);
+    ``recipe`` and ``cache`` those of the feature network (:mod:`train.condense.features`)."""
+    if method not in METHODS:
+        raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
+    if isinstance(cpc, bool) or not isinstance(cpc, int) or cpc < 1:
+        raise ValueError(f"cpc must be a positive integer, got {cpc!r}")
+    objects = data.load("train") if train is None else train
+    clouds = clouds_of(objects)
+
+    def features() -> np.ndarray:
+        net = feature_network(clouds, recipe, seed, data.key(), cache, info)
+        return embed(net, objects.points, info.device)
+
+    points, labels, parts = METHODS[method](MethodInputs(objects, cpc, seed, features, info))
+    provenance = {"method": method, "dataset": data.dataset, "setting": data.setting, "task": data.task,
+                  "cpc": cpc, "seed": seed, "data_seed": data.data_seed, "size": data.size,
+                  "commit": current_commit(), "class_names": list(objects.class_names),
+                  "part_names": None if objects.part_names is None else list(objects.part_names)}
+    return CondensedSet(points.astype(np.float32), labels.astype(np.int64), provenance,
+                        None if parts is None else parts.astype(np.int64))
