@@ -16,13 +16,20 @@ count, as a lazy import is a dependency all the same):
   object data sets), ``train/data/`` itself holds no other loose module than the checks and the
   samples, and no module imports a data room above its own;
 - the modules that moved (``train.data.MOVED``, ``benchmarks.MOVED``) still import under their
-  old names, as the same module object, and no file of the repository imports an old name.
+  old names, as the same module object (these are imported), and no file of the repository
+  imports an old name.
 """
 from __future__ import annotations
 
 import ast
+import importlib
+import re
+import subprocess
+import sys
 from pathlib import Path
 
+import benchmarks
+import train.data
 from test_persistence_layout import imports_in, module_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,14 +174,10 @@ def test_the_data_order_check_finds_the_cameras_importing_a_data_set() -> None:
 
 
 def _moved() -> dict[str, str]:
-    import benchmarks
-    import train.data
     return {**train.data.MOVED, **benchmarks.MOVED}
 
 
 def test_every_moved_module_still_imports_under_its_old_name() -> None:
-    import importlib
-    import sys
     for old, new in _moved().items():
         assert importlib.import_module(old) is importlib.import_module(new) is sys.modules[old], old
         assert sys.modules[new].__spec__.name == new, f"{new} lost its own spec to the alias {old}"
@@ -184,7 +187,6 @@ def test_every_moved_module_still_imports_under_its_old_name() -> None:
 
 
 def test_no_file_of_the_repository_imports_a_moved_module_by_its_old_name() -> None:
-    import re
     old = "|".join(re.escape(name) for name in sorted(_moved(), key=len, reverse=True))
     pattern = re.compile(rf"^\s*(?:from|import)\s+({old})(?![\w.])|\"-m\", \"({old})\"", re.MULTILINE)
     parents = {name.rpartition(".")[0] for name in _moved()}
@@ -202,8 +204,6 @@ def test_no_file_of_the_repository_imports_a_moved_module_by_its_old_name() -> N
 
 
 def test_a_command_run_by_its_old_path_is_the_command_at_its_new_path() -> None:
-    import subprocess
-    import sys
     helps = [subprocess.run([sys.executable, "-m", name, "--help"], cwd=ROOT, capture_output=True, text=True,
                             timeout=120) for name in ("train.data.synthesize", "train.data.synthetic.synthesize")]
     assert helps[0].returncode == 0, helps[0].stderr
