@@ -363,6 +363,10 @@ class TpsLaunches:
         per_chunk = self.plan[3 * clouds:].view(4, self.chunks)
         self.work_cloud, self.work_lo, self.work_hi, self.first_at = per_chunk.unbind(0)
         self.graph: "torch.cuda.CUDAGraph | object | None" = None  # captured at the first CUDA run
+        # one batch in the buffers at a time: the calling threads take turns, and on CUDA a batch
+        # queued on another stream waits on the device for the last one's indices to be copied out
+        self._lock = threading.Lock()
+        self._read: "torch.cuda.Event | None" = None
 
     def fits(self, rows: int) -> bool:
         return rows <= self.capacity
@@ -370,6 +374,13 @@ class TpsLaunches:
     def run(self, feats: torch.Tensor, ends: Sequence[int], seed: int) -> list[torch.Tensor]:
         """Queue TPS of ``feats`` (checked, at most ``capacity`` rows, ``shape.clouds`` sampled
         clouds) on the current stream; every cloud's indices, without waiting for the device."""
+        with self._lock:
+            return self._run(feats, ends, seed)
+
+    def _run(self, feats: torch.Tensor, ends: Sequence[int], seed: int) -> list[torch.Tensor]:
+        device = self.shape.device
+        if self._read is not None:
+            torch.cuda.current_stream(device).wait_event(self._read)
         m = self.shape.m
         all_counts, sampled, starts, firsts = _clouds(ends, m, seed)
         chunks = [(i, lo, min(lo + self.shape.rows_per_program, all_counts[b]))
@@ -381,11 +392,14 @@ class TpsLaunches:
         first_val = np.full(self.chunks, -np.inf)
         first_val[part_start] = 0.0
         plan = np.concatenate([starts, part_start, np.diff(np.append(part_start, len(chunks))), work.ravel()])
-        self.plan.copy_(to_device(plan.astype(np.int64), self.shape.device))
-        self.first_val.copy_(to_device(first_val, self.shape.device))
+        self.plan.copy_(to_device(plan.astype(np.int64), device))
+        self.first_val.copy_(to_device(first_val, device))
         self.h[:feats.shape[0]].copy_(feats)
         self._queue()
         idx = self.idx.clone()  # the buffer is the next batch's
+        if device.type == "cuda":
+            self._read = torch.cuda.Event()
+            self._read.record(torch.cuda.current_stream(device))
         picked = [torch.arange(n, dtype=torch.int64, device=feats.device) for n in all_counts]
         for i, b in enumerate(sampled):
             picked[b] = idx[i]

@@ -299,6 +299,28 @@ def test_tps_kernels_on_cuda_return_the_reference_indices() -> None:
         np.testing.assert_array_equal(got[0].cpu().numpy(), tps_cloud(cloud, len(cloud) - 1, 5), err_msg=name)
 
 
+@pytest.mark.cuda
+@needs_triton
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tps_batches_of_one_shape_on_two_streams_in_turn_give_the_reference_indices() -> None:
+    # one set of buffers and one CUDA graph serve both streams: a batch queued on the other stream
+    # waits on the device until the last batch's indices have been copied out of the buffers
+    from fast.tps_device import tps_device
+
+    rng = np.random.default_rng(49)
+    streams = [torch.cuda.current_stream(), torch.cuda.Stream()]
+    batches = [[rng.normal(size=(n, 16)) for n in sizes] for sizes in ([900, 700], [400, 1000], [950, 300])] * 2
+    got = []
+    for i, clouds in enumerate(batches):
+        with torch.cuda.stream(streams[i % 2]):
+            feats = torch.tensor(np.concatenate(clouds), device="cuda")
+            got.append(tps_device(feats, list(np.cumsum([len(c) for c in clouds])), 64, i))
+    torch.cuda.synchronize()
+    for i, clouds in enumerate(batches):
+        for b, cloud in enumerate(clouds):
+            np.testing.assert_array_equal(got[i][b].cpu().numpy(), tps_cloud(cloud, 64, i + b), err_msg=f"{i}, {b}")
+
+
 @needs_triton
 def test_tps_kernel_refuses_more_columns_than_one_summation_block_and_bad_chunks() -> None:
     from fast.tps_device import tps_device, tps_device_one_program
