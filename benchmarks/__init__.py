@@ -1,5 +1,5 @@
 """Efficiency benchmarks reproducing the paper's Table 6, batch throughput, Figures 7 and 8, and the
-GPU campaign, in rooms by purpose (decision 78):
+GPU campaign, in rooms by purpose (decision 79):
 
 - ``cpu/``: the CPU benchmarks, what ``pytest benchmarks/`` measures (the paper-style pipelines,
   problem sizes, the suite's ``benchmark`` fixture and run file, the machine's description, the
@@ -52,5 +52,6 @@ MOVED: dict[str, str] = {
     "benchmarks.timing": "benchmarks.cpu.timing",
     "benchmarks.topo_split": "benchmarks.cpu.topo_split",
     "benchmarks.waymo_v2_convert_speed": "benchmarks.cpu.waymo_v2_convert_speed",
+    "benchmarks.distill_cost": "benchmarks.cpu.distill_cost",
 }
 alias_moved_modules(MOVED)

@@ -5,6 +5,7 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
                              [--task classification|parts] --out O
     python -m train.condense evaluate --from O/condensed.npz|full [--dataset D] [--model pointnet] [--runs 5]
     python -m train.condense table --out O          # the embedded shapes set, CPC 1/10/50, both settings
+    python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
 
 Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
 share each training step, :mod:`train.condense.training`), on ``--device`` (auto: CUDA when there
@@ -21,10 +22,12 @@ from typing import Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.run: idle OpenMP threads sleep
 
-from train.condense.condensed_file import read_condensed, write_condensed  # noqa: E402
+from train.condense.condensed_file import CondensedSet, read_condensed, write_condensed  # noqa: E402
 from train.condense.data import DataSpec, clouds_of, condensed_clouds  # noqa: E402
+from train.condense.dd3d import GENERATOR_NAME, GeneratorFileError, draw_set, load_generator  # noqa: E402
 from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
-from train.condense.methods import METHODS, condense_set  # noqa: E402
+from train.condense.matching_loops import DistillSpec  # noqa: E402
+from train.condense.methods import DISTILLATIONS, METHODS, condense_set  # noqa: E402
 from train.condense.metrics import summarise  # noqa: E402
 from train.condense.protocol import evaluate_runs, format_summary  # noqa: E402
 from train.condense.table import coreset_table  # noqa: E402
@@ -36,6 +39,7 @@ from train.runtime.logging_utils import refuse  # noqa: E402
 PROG = "python -m train.condense"
 ERRORS = (ValueError, FileNotFoundError)  # every refusal of the data sets, the file and the options
 RECIPE = TrainSpec()
+DISTILL = DistillSpec()
 TABLE_DATA = DataSpec("shapes", points=128)  # the table's budget: minutes on 2 cores (decision 73)
 TABLE_RECIPE = TrainSpec(steps=100)
 
@@ -68,6 +72,10 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     condense.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
     condense.add_argument("--cpc", type=int, required=True, help="clouds per class")
     condense.add_argument("--out", required=True, help="folder of condensed.npz (and the feature network's cache)")
+    condense.add_argument("--iterations", type=int, help=f"outer iterations of {', '.join(DISTILLATIONS)} (default "
+                          f"{DISTILL.iterations}); --points is the resolution distilled at")
+    condense.add_argument("--init", help=f"gm, dm: explicit clouds from real ones or noise (default {DISTILL.init})")
+    condense.add_argument("--rotator", help="dd3d: none, fixed or learned sign (default: none aligned, fixed rotated)")
     _run_options(condense, RECIPE)
     evaluate = argparse.ArgumentParser(prog=f"{PROG} evaluate", description="Train a backbone from scratch on a "
                                        "condensed set (or the full train split) --runs times; test scores, last step.")
@@ -90,7 +98,13 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     table.add_argument("--points", type=int, default=TABLE_DATA.points, help=f"points per cloud (default "
                        f"{TABLE_DATA.points})")
     _run_options(table, TABLE_RECIPE)
-    return {"condense": condense, "evaluate": evaluate, "table": table}
+    sample = argparse.ArgumentParser(prog=f"{PROG} sample", description="Draw a dd3d run's condensed set again from "
+                                     "its generator, at any number of points.")
+    sample.add_argument("--from", dest="source", required=True, help="the dd3d run's --out folder")
+    sample.add_argument("--points", type=int, required=True, help="points per cloud")
+    sample.add_argument("--out", required=True, help="the condensed set file (.npz) to write")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    return {"condense": condense, "evaluate": evaluate, "table": table, "sample": sample}
 
 
 def _spec(args: argparse.Namespace, model: str = RECIPE.model) -> TrainSpec:
@@ -108,9 +122,20 @@ def _given_data(args: argparse.Namespace) -> DataSpec:
     return DataSpec(args.dataset, args.data_root, **{k: v for k, v in given.items() if v is not None})
 
 
+def _distill(args: argparse.Namespace) -> DistillSpec:
+    given = {"iterations": args.iterations, "init": args.init, "rotator": args.rotator}
+    named = [f"--{k}" for k, v in given.items() if v is not None]
+    if named and args.method not in DISTILLATIONS:
+        raise ValueError(f"{' and '.join(named)}: options of {', '.join(DISTILLATIONS)}, not of {args.method}")
+    if args.iterations is not None and args.iterations < 1:
+        raise ValueError(f"--iterations must be a positive integer, got {args.iterations}")
+    return DistillSpec(**{k: v for k, v in given.items() if v is not None})
+
+
 def _condense(args: argparse.Namespace, info: DistInfo) -> None:
     data = _given_data(args)
-    cset = condense_set(data, args.method, args.cpc, args.seed, _spec(args), Path(args.out) / CACHE_NAME, info)
+    cset = condense_set(data, args.method, args.cpc, args.seed, _spec(args), Path(args.out) / CACHE_NAME, info,
+                        distill=_distill(args))
     if info.is_main:
         path = write_condensed(cset, Path(args.out))
         print(f"{PROG}: {args.method} CPC {args.cpc}: {len(cset)} clouds of {cset.points.shape[1]} points -> {path}")
@@ -155,12 +180,30 @@ def _table(args: argparse.Namespace, info: DistInfo) -> None:
               f"test OA % (mAcc %), mean ± 95% interval, last step\n\n{table}")
 
 
+def _sample(args: argparse.Namespace) -> int:
+    """The ``sample`` form: one process, no device choice (a draw of the generator takes seconds)."""
+    try:
+        if args.points < 1:
+            raise ValueError(f"--points must be a positive integer, got {args.points}")
+        folder = Path(args.source)
+        distilled = read_condensed(folder / "condensed.npz")
+        generator, rotator, labels = load_generator(folder / GENERATOR_NAME)
+        cset = CondensedSet(draw_set(generator, rotator, args.points, args.seed), labels, distilled.provenance)
+        path = write_condensed(cset, args.out)
+    except (*ERRORS, GeneratorFileError) as err:
+        return refuse(f"{PROG} sample: error: {err}")
+    print(f"{PROG} sample: {len(cset)} clouds of {args.points} points -> {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command (module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    form = argv[0] if argv and argv[0] in ("evaluate", "table") else "condense"
+    form = argv[0] if argv and argv[0] in ("evaluate", "table", "sample") else "condense"
     rest = argv[1:] if form != "condense" else argv
     args = build_parsers()[form].parse_args(rest)
+    if form == "sample":
+        return _sample(args)
     if args.procs < 1:
         return refuse(f"{PROG}: error: --procs must be a positive integer, got {args.procs}")
     body = {"condense": _condense, "evaluate": _evaluate, "table": _table}[form]

@@ -2,9 +2,10 @@
 returns the condensed set with its provenance (decisions 70 and 71).
 
 A method takes :class:`MethodInputs` (the ``train`` split, CPC, seed, the feature space on demand,
-the processes) and returns the condensed points, labels and parts, class by class. The coreset
-baselines (:mod:`train.condense.coreset`) pick real clouds; the distillation methods to come
-(gm, dm, tm, dd3d) add their entries to the table and write the same file.
+the processes, the distillation settings and the run folder) and returns the condensed points,
+labels and parts, class by class. The coreset baselines (:mod:`train.condense.coreset`) pick real
+clouds; the distillation methods synthesise them: gradient and distribution matching on explicit
+clouds (:mod:`train.condense.explicit`) and DD3D (:mod:`train.condense.dd3d`, decision 78).
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ import numpy as np
 from train.condense.condensed_file import CondensedSet, current_commit
 from train.condense.coreset import Rule, herding_order, kcenter_order, random_order, select_per_class
 from train.condense.data import DataSpec, clouds_of, pick
+from train.condense.dd3d import distill_dd3d
+from train.condense.explicit import distill_explicit
 from train.condense.features import embed, feature_network
+from train.condense.matching_loops import DistillSpec
 from train.condense.training import TrainSpec
 from train.data.objects import ObjectSet
 from train.runtime.distributed import DistInfo
@@ -29,13 +33,15 @@ Arrays = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]  # points, labels, p
 class MethodInputs:
     """What a method is given: the ``train`` split, CPC, its seed, ``features()`` (the (S, 1024)
     feature of every training cloud, the feature network trained or read from its cache on the
-    first call) and the processes it runs in."""
+    first call), the processes it runs in, the distillation settings and the run folder."""
 
     train: ObjectSet
     cpc: int
     seed: int
     features: Callable[[], np.ndarray]
     info: DistInfo
+    distill: DistillSpec
+    folder: Path
 
 
 Method = Callable[[MethodInputs], Arrays]
@@ -49,17 +55,37 @@ def coreset(rule: Rule, uses_features: bool) -> Method:
     return method
 
 
+def distillation(name: str) -> Method:
+    """A distillation method: synthetic clouds of classification data (part segmentation, Eq. 11, is not built)."""
+    def method(inputs: MethodInputs) -> Arrays:
+        if inputs.train.parts is not None:
+            raise ValueError(f"{name} distils classification sets only (part segmentation, Eq. 11, is not built)")
+        if name == "dd3d":
+            points, labels, _ = distill_dd3d(inputs.train, inputs.cpc, inputs.seed, inputs.distill, inputs.info,
+                                             inputs.folder)
+        else:
+            points, labels, _ = distill_explicit(inputs.train, inputs.cpc, inputs.seed, inputs.distill, inputs.info,
+                                                 name)
+        return points, labels, None
+    return method
+
+
 METHODS: dict[str, Method] = {
     "random": coreset(random_order, uses_features=False),
     "herding": coreset(herding_order, uses_features=True),
     "kcenter": coreset(kcenter_order, uses_features=True),
+    "gm": distillation("gm"),
+    "dm": distillation("dm"),
+    "dd3d": distillation("dd3d"),
 }
+DISTILLATIONS = ("gm", "dm", "dd3d")
 
 
 def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: TrainSpec, cache: Path, info: DistInfo,
-                 train: ObjectSet | None = None) -> CondensedSet:
+                 train: ObjectSet | None = None, distill: DistillSpec = DistillSpec()) -> CondensedSet:
     """``method`` at ``cpc`` clouds per class on ``data``'s ``train`` split (read unless given);
-    ``recipe`` and ``cache`` those of the feature network (:mod:`train.condense.features`)."""
+    ``recipe`` and ``cache`` those of the feature network (:mod:`train.condense.features`), the
+    cache's folder the run's (a generator is kept there); ``distill`` the distillation settings."""
     if method not in METHODS:
         raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
     if isinstance(cpc, bool) or not isinstance(cpc, int) or cpc < 1:
@@ -71,7 +97,7 @@ def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: Train
         net = feature_network(clouds, recipe, seed, data.key(), cache, info)
         return embed(net, objects.points, info.device)
 
-    points, labels, parts = METHODS[method](MethodInputs(objects, cpc, seed, features, info))
+    points, labels, parts = METHODS[method](MethodInputs(objects, cpc, seed, features, info, distill, cache.parent))
     provenance = {"method": method, "dataset": data.dataset, "setting": data.setting, "task": data.task,
                   "cpc": cpc, "seed": seed, "data_seed": data.data_seed, "size": data.size,
                   "commit": current_commit(), "class_names": list(objects.class_names),

@@ -1,0 +1,37 @@
+"""Time per outer iteration and peak memory of DD3D and of gradient matching on explicit clouds at
+CPC 1 and 10 (``benchmarks.cpu.distill_cost``).
+
+Smoke run: two classes of the generated shapes at 16 points, one iteration, in this process (its
+memory figure is then not the run's alone). ``--benchmark``: the 13 classes at 1,024 points (the
+paper's resolution), one iteration, CPC 50 too, each in a fresh child process. Seconds per
+iteration and the extra peak resident memory go to ``extra_info``; never asserted beyond a finished
+run and finite losses.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from benchmarks.cpu.distill_cost import measure
+from benchmarks.cpu.isolated import run_isolated
+
+SMOKE = {"points": 16, "classes": 2, "iterations": 1}
+FULL = {"points": 1024, "classes": 13, "iterations": 1}
+
+
+@pytest.mark.parametrize("cpc", [1, 10, 50])
+@pytest.mark.parametrize("method", ["gm", "dd3d"])
+def test_distill_cost(benchmark: Any, method: str, cpc: int, full_run: bool, thread_info: dict[str, Any]) -> None:
+    if cpc == 50 and not full_run:
+        pytest.skip("CPC 50 under --benchmark only")
+    sizes = FULL if full_run else SMOKE
+    records: list[dict[str, Any]] = []
+    benchmark.group = "distill-cost"
+    kwargs = {"method": method, "cpc": cpc, **sizes}
+    run = (lambda: run_isolated("benchmarks.cpu.distill_cost:measure", kwargs, 3600.0, None)) if full_run else (
+        lambda: measure(**kwargs))
+    benchmark.pedantic(lambda: records.append(run()), rounds=1)
+    record = records[-1]
+    assert record["status"] == "ok" and record["finite"] and record["clouds"] == cpc * sizes["classes"]
+    benchmark.extra_info.update({**thread_info, **sizes, "method": method, "cpc": cpc, **record})

@@ -1,0 +1,99 @@
+"""Gradient matching and distribution matching on explicit clouds (decision 78) on tiny data: three
+classes of the generated shapes at 32 points. The matching losses are measured on fixed probe
+networks (fresh PointNets of fixed seeds) and the classes' real clouds, before and after."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from train.condense.command import main
+from train.condense.explicit import distill_explicit, initial_clouds
+from train.condense.matching_loops import (DistillSpec, class_mean_distance, fresh_network, gradient_match_loss,
+                                           loops_for)
+from train.data.objects import ObjectSet, load_objects
+from train.runtime.distributed import DistInfo
+
+CPU = DistInfo(0, 1, 0, torch.device("cpu"))
+CLASSES = [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> ObjectSet:
+    full = load_objects("shapes", split="train", points=32, size=4)
+    keep = full.labels < len(CLASSES)
+    return dataclasses.replace(full, points=full.points[keep], labels=full.labels[keep],
+                               class_names=full.class_names[:len(CLASSES)])
+
+
+def probe(train: ObjectSet, points: np.ndarray, labels: np.ndarray, loss: str) -> float:
+    """The mean matching loss over four fixed fresh networks, every real cloud of a class against its synthetic ones."""
+    values = []
+    for seed in range(4):
+        torch.manual_seed(100 + seed)
+        net = fresh_network(len(CLASSES), torch.device("cpu"))
+        real = lambda k: torch.from_numpy(train.points[train.labels == k])  # noqa: E731
+        synthetic = lambda k: torch.from_numpy(points[labels == k])  # noqa: E731
+        match = gradient_match_loss if loss == "gm" else class_mean_distance
+        values.append(match(net, CLASSES, real, synthetic).item())
+    return float(np.mean(values))
+
+
+def test_the_loops_follow_the_released_code_by_cpc() -> None:
+    assert [loops_for(c) for c in (1, 5, 10, 20, 50, 80)] == [(5, 5), (5, 5), (20, 10), (20, 10), (40, 5), (40, 5)]
+
+
+def test_gm_moves_the_synthetic_set_and_its_matching_distance_falls(tiny: ObjectSet) -> None:
+    spec = DistillSpec(iterations=8, lr=1e-2, init="noise")
+    start, labels = initial_clouds(tiny, 1, 0, "noise")
+    points, out_labels, history = distill_explicit(tiny, 1, 0, spec, CPU, "gm")
+    assert np.array_equal(out_labels, labels) and len(history) == 8
+    assert np.abs(points - start).max() > 0.05
+    before, after = probe(tiny, start, labels, "gm"), probe(tiny, points, labels, "gm")
+    assert after < 0.95 * before, (before, after)
+
+
+def test_dm_matches_the_class_means_of_random_networks(tiny: ObjectSet) -> None:
+    spec = DistillSpec(iterations=8, lr=1e-2)
+    start, labels = initial_clouds(tiny, 1, 0, "real")
+    points, _, history = distill_explicit(tiny, 1, 0, spec, CPU, "dm")
+    before, after = probe(tiny, start, labels, "dm"), probe(tiny, points, labels, "dm")
+    assert after < 0.8 * before, (before, after)
+    assert np.mean(history[-3:]) < np.mean(history[:3])
+
+
+def test_real_initialisation_starts_from_training_clouds_and_noise_from_the_unit_ball(tiny: ObjectSet) -> None:
+    real, labels = initial_clouds(tiny, 2, 0, "real")
+    assert np.bincount(labels).tolist() == [2, 2, 2]
+    for cloud, label in zip(real, labels):
+        assert any(np.array_equal(cloud, t) and y == label for t, y in zip(tiny.points, tiny.labels))
+    noise, noise_labels = initial_clouds(tiny, 2, 0, "noise")
+    assert noise.shape == real.shape and np.array_equal(noise_labels, labels)
+    assert np.linalg.norm(noise, axis=-1).max() <= 1.0
+    with pytest.raises(ValueError, match="init 'zeros' is not one of real, noise"):
+        initial_clouds(tiny, 1, 0, "zeros")
+
+
+TINY = ["--dataset", "shapes", "--size", "2", "--points", "32", "--device", "cpu", "--cpc", "1", "--iterations", "1"]
+
+
+def test_a_fixed_seed_gives_the_same_gm_file(tmp_path: Path) -> None:
+    files = []
+    for name in ("a", "b"):
+        assert main([*TINY, "--method", "gm", "--out", str(tmp_path / name)]) == 0
+        files.append((tmp_path / name / "condensed.npz").read_bytes())
+    assert files[0] == files[1]
+
+
+def test_distillation_options_are_refused_for_a_coreset_and_parts_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main([*TINY, "--method", "random", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == ("python -m train.condense: error: --iterations: options of gm, dm, "
+                                               "dd3d, not of random")
+    assert main([*TINY[:-2], "--iterations", "0", "--method", "gm", "--out", str(tmp_path)]) == 2
+    assert "--iterations must be a positive integer, got 0" in capsys.readouterr().err
+    assert main([*TINY, "--task", "parts", "--method", "dm", "--out", str(tmp_path)]) == 2
+    assert "dm distils classification sets only" in capsys.readouterr().err

@@ -1,0 +1,155 @@
+"""The outer and inner loops of gradient matching (Dataset Condensation, Zhao et al. 2021, Algorithm
+1; DD3D Eq. 10) and of distribution matching (Zhao & Bilen 2023), shared by the explicit clouds and
+DD3D's generator (decision 78).
+
+Gradient matching, :func:`match_gradients`: every outer iteration draws a fresh lightweight
+PointNet; ``outer`` times it takes, per class k, a real batch of class k and that class's synthetic
+clouds, the gradients of the cross-entropy with respect to every weight on each side, and Eq. 10's
+distance ``D`` (``fast.gradient_match_distance``); the per-class distances are summed and one step
+of the synthetic parameters' optimiser is taken; between two such steps the network takes
+``inner`` SGD steps on the synthetic set (drawn anew, detached). Distribution matching,
+:func:`match_distributions`: every iteration a fresh PointNet with random weights embeds a real
+batch per class and the synthetic set (its 1,024-wide global feature), and one step matches the
+class means (``fast.distribution_match_loss``). The learning rate is cut by 10 at half the
+iterations. Both return each iteration's mean matching loss.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fast import distribution_match_loss, gradient_match_distance
+from train.models.objects import build_object_model
+from train.runtime.logging_utils import progress
+
+# (outer, inner) loops by CPC (the released code's, decision 78); another CPC takes the largest listed below it
+LOOPS = {1: (5, 5), 10: (20, 10), 50: (40, 5)}
+INNER_BATCH = 256  # synthetic clouds a network step (Dataset Condensation's batch_train)
+DECAY_FACTOR = 0.1  # the learning rate at half the iterations
+
+ClassClouds = Callable[[int], torch.Tensor]  # class k -> its (B_k, N, 3) clouds
+
+
+@dataclass(frozen=True)
+class DistillSpec:
+    """How a distillation method runs (decision 78 gives the defaults and where they differ from
+    the released code): ``iterations`` outer iterations, Adam's ``lr`` and ``weight_decay`` (the
+    generator's; explicit clouds take none), the network's SGD ``net_lr``, ``real_batch`` real
+    clouds a class, ``init`` of explicit clouds (``real`` or ``noise``, Table 6), ``rotator`` of
+    DD3D (None: the setting's, :data:`train.condense.rotator.SETTING_ROTATOR`)."""
+
+    iterations: int = 400
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    net_lr: float = 1e-3
+    real_batch: int = 32
+    init: str = "real"
+    rotator: str | None = None
+
+
+def loops_for(cpc: int) -> tuple[int, int]:
+    """The (outer, inner) loops at ``cpc`` clouds per class (:data:`LOOPS`)."""
+    return LOOPS[max(c for c in LOOPS if c <= cpc)]
+
+
+def real_sampler(points: torch.Tensor, labels: np.ndarray, batch: int, generator: torch.Generator) -> ClassClouds:
+    """Class k -> ``min(batch, n_k)`` of its real clouds, drawn without replacement each call."""
+    members = {int(k): torch.from_numpy(np.flatnonzero(labels == k)) for k in np.unique(labels)}
+
+    def draw(k: int) -> torch.Tensor:
+        rows = members[k]
+        return points[rows[torch.randperm(len(rows), generator=generator)[:batch]]]
+    return draw
+
+
+def fresh_network(num_classes: int, device: torch.device) -> torch.nn.Module:
+    """The lightweight PointNet with new weights (from torch's global seed), in training mode."""
+    return build_object_model("pointnet", num_classes).to(device).train()
+
+
+def _gradients(net: torch.nn.Module, points: torch.Tensor, k: int, create_graph: bool) -> list[torch.Tensor]:
+    labels = torch.full((len(points),), k, dtype=torch.long, device=points.device)
+    loss = F.cross_entropy(net(points), labels)
+    return list(torch.autograd.grad(loss, list(net.parameters()), create_graph=create_graph))
+
+
+def gradient_match_loss(net: torch.nn.Module, classes: list[int], real: ClassClouds, synthetic: ClassClouds
+                        ) -> torch.Tensor:
+    """Eq. (10): the per-class distances D between the real and the synthetic gradients, summed."""
+    total = torch.zeros((), device=next(net.parameters()).device)
+    for k in classes:
+        target = [g.detach() for g in _gradients(net, real(k), k, create_graph=False)]
+        total = total + gradient_match_distance(_gradients(net, synthetic(k), k, create_graph=True), target)
+    return total
+
+
+def _decay(optimizer: torch.optim.Optimizer, iteration: int, iterations: int) -> None:
+    if iteration == iterations // 2 and iteration > 0:
+        for group in optimizer.param_groups:
+            group["lr"] *= DECAY_FACTOR
+
+
+def _stacked(classes: list[int], clouds: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clouds of every class in one tensor, and their class ids."""
+    labels = torch.cat([torch.full((len(c),), k, dtype=torch.long) for k, c in zip(classes, clouds)])
+    return torch.cat(clouds), labels.to(clouds[0].device)
+
+
+def match_gradients(optimizer: torch.optim.Optimizer, classes: list[int], num_classes: int, cpc: int,
+                    real: ClassClouds, synthetic: ClassClouds, spec: DistillSpec, generator: torch.Generator,
+                    device: torch.device, desc: str = "gradient matching") -> list[float]:
+    """Gradient matching (module docstring) of the parameters ``optimizer`` holds; the mean D of each iteration."""
+    outer, inner = loops_for(cpc)
+    history = []
+    for iteration in progress(range(spec.iterations), desc=desc):
+        _decay(optimizer, iteration, spec.iterations)
+        net = fresh_network(num_classes, device)
+        net_step = torch.optim.SGD(net.parameters(), lr=spec.net_lr)
+        total = 0.0
+        for step in range(outer):
+            loss = gradient_match_loss(net, classes, real, synthetic)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+            if step == outer - 1:
+                break
+            with torch.no_grad():
+                points, labels = _stacked(classes, [synthetic(k) for k in classes])
+            for _ in range(inner):
+                rows = torch.randperm(len(labels), generator=generator)[:INNER_BATCH].to(device)
+                net_step.zero_grad()
+                F.cross_entropy(net(points[rows]), labels[rows]).backward()
+                net_step.step()
+        history.append(total / outer)
+    return history
+
+
+def match_distributions(optimizer: torch.optim.Optimizer, classes: list[int], num_classes: int, real: ClassClouds,
+                        synthetic: ClassClouds, spec: DistillSpec, device: torch.device,
+                        desc: str = "distribution matching") -> list[float]:
+    """Distribution matching (module docstring) of the parameters ``optimizer`` holds; each iteration's loss."""
+    history = []
+    for iteration in progress(range(spec.iterations), desc=desc):
+        _decay(optimizer, iteration, spec.iterations)
+        net = fresh_network(num_classes, device)
+        loss = class_mean_distance(net, classes, real, synthetic)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return history
+
+
+def class_mean_distance(net: torch.nn.Module, classes: list[int], real: ClassClouds, synthetic: ClassClouds
+                        ) -> torch.Tensor:
+    """The distribution-matching loss of ``net``'s global features: real batches against the synthetic set."""
+    with torch.no_grad():
+        real_points, real_labels = _stacked(classes, [real(k) for k in classes])
+        real_features = net.embed(real_points)
+    points, labels = _stacked(classes, [synthetic(k) for k in classes])
+    return distribution_match_loss(net.embed(points), labels, real_features, real_labels)

@@ -1,0 +1,64 @@
+"""DD3D's point cloud rotator, paper Sec. 4.1: Eq. (4) (PCA) for the real clouds, then a per-axis
+sign step, fixed (the released code's) or learned (Eq. (5)-(6), Algorithm 4) (decision 78).
+
+- ``fixed``: ``fast.sign_canonical`` (axis j negated where ``mean_n sin(w0 x_nj) < 0``).
+- ``learned``: Eq. (5)'s sinusoidal features ``sin(k w0 x)``, k = 1..t, without bias (odd in x, so
+  the sign is sign-equivariant), averaged over the points (Eq. 6's Pool) and decoded by a learned
+  vector ``w`` of length t: ``q_j = Sign(w . mean_n sin(k w0 x_nj))``. ``Sign`` has no gradient,
+  so a straight-through estimator passes the gradient of ``q`` to its argument unchanged; ``w``
+  starts at (1, 0, ..., 0), the fixed rule. A tie (0) keeps the axis, as decision 74.
+- ``none``: the identity (the aligned setting's default: its clouds share the test split's frame).
+
+Real clouds are put on their principal axes once (:func:`principal_axes`, ``fast.pca_canonical``);
+the generator draws in that frame already, so synthetic clouds get the sign step only.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fast import pca_canonical, sign_canonical
+from reference.canonical import check_w0
+
+ROTATORS = ("none", "fixed", "learned")
+SETTING_ROTATOR = {"aligned": "none", "rotated": "fixed"}  # the default rotator of each setting
+SIGN_W0 = 10.0  # decision 78: at w0 = 1 most axes of unit-sphere clouds have |mean sin| < 1e-3
+SIGN_PERIODS = 8  # t of Eq. (5), the learned sign's frequencies
+
+
+def check_rotator(kind: str) -> str:
+    if kind not in ROTATORS:
+        raise ValueError(f"rotator {kind!r} is not one of {', '.join(ROTATORS)}")
+    return kind
+
+
+def principal_axes(points: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Every (S, N, 3) cloud centred on its principal axes (Eq. 4), in chunks of ``chunk`` clouds."""
+    return torch.cat([pca_canonical(points[i:i + chunk]) for i in range(0, len(points), chunk)])
+
+
+class Rotator(nn.Module):
+    """The sign step of the rotator (module docstring) on (B, N, 3) clouds; ``learned`` holds ``w``."""
+
+    def __init__(self, kind: str, w0: float = SIGN_W0, periods: int = SIGN_PERIODS):
+        super().__init__()
+        self.kind, self.w0 = check_rotator(kind), check_w0(w0)
+        if kind == "learned":
+            decoder = torch.zeros(periods)
+            decoder[0] = 1.0
+            self.decoder = nn.Parameter(decoder)
+            self.register_buffer("frequencies", torch.arange(1, periods + 1, dtype=torch.float32) * self.w0)
+
+    def signs(self, points: torch.Tensor) -> torch.Tensor:
+        """The learned rotator's (B, 1, 3) signs, with the straight-through gradient to ``w``."""
+        pooled = torch.sin(points.unsqueeze(-1) * self.frequencies.to(points.dtype)).mean(dim=1, keepdim=True)
+        score = pooled @ self.decoder.to(points.dtype)  # (B, 1, 3): w . Pool(H Q)
+        hard = torch.where(score < 0, -1.0, 1.0).to(points.dtype)
+        return hard + (score - score.detach())  # exactly Sign's value forward, the identity's gradient back
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        if self.kind == "none":
+            return points
+        if self.kind == "fixed":
+            return sign_canonical(points, self.w0)
+        return points * self.signs(points)
