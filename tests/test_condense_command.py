@@ -4,6 +4,7 @@ seed), the feature network's cache, the evaluation line, the coreset table, part
 and each refusal in one line."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -112,4 +113,7 @@ def test_the_table_prints_every_method_and_cpc_in_both_settings(tmp_path: Path, 
                                                   ["| rotated", "2"]]
     assert all(r.count(" ± ") == 8 for r in rows)  # OA and mAcc of four sets, each with its interval
     assert (tmp_path / "table.md").read_text().strip() in out
+    record = json.loads((tmp_path / "table.json").read_text())
+    assert record["data"]["setting"] == ["aligned", "rotated"] and len(record["scores"]["rotated"]["herding-cpc2"]) == 2
+    assert out.startswith("# shapes (size 3, 32 points), pointnet 2 steps, 2 runs")
     assert read_condensed(tmp_path / "rotated" / "kcenter-cpc2" / "condensed.npz").provenance["setting"] == "rotated"

@@ -176,7 +176,8 @@ def _table(args: argparse.Namespace, info: DistInfo) -> None:
     table = coreset_table(base, ("aligned", "rotated"), args.cpcs, args.runs, _spec(args), args.seed,
                           Path(args.out), info)
     if info.is_main:
-        print(f"# shapes (size {args.size}, {args.points} points), pointnet {args.steps} steps, {args.runs} runs, "
+        size = "" if args.size is None else f"size {args.size}, "
+        print(f"# shapes ({size}{args.points} points), pointnet {args.steps} steps, {args.runs} runs, "
               f"test OA % (mAcc %), mean ± 95% interval, last step\n\n{table}")
 
 
