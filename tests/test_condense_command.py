@@ -35,10 +35,12 @@ def test_a_coreset_file_holds_cpc_real_training_clouds_of_each_class(tmp_path: P
     assert (tmp_path / "feature_net.pt").exists() == (method != "random")
 
 
-def test_a_fixed_seed_gives_the_same_file_and_another_seed_another_draw(tmp_path: Path) -> None:
-    a = condense(tmp_path / "a", "random", 2, "--seed", "1")
-    b = condense(tmp_path / "b", "random", 2, "--seed", "1")
-    c = condense(tmp_path / "c", "random", 2, "--seed", "2")
+@pytest.mark.parametrize("method", ["random", "herding"])
+def test_a_fixed_seed_gives_the_same_file_and_another_seed_another_draw(tmp_path: Path, method: str) -> None:
+    # herding: each folder trains its own feature network, from the seed
+    a = condense(tmp_path / "a", method, 2, "--seed", "1")
+    b = condense(tmp_path / "b", method, 2, "--seed", "1")
+    c = condense(tmp_path / "c", method, 2, "--seed", "2")
     assert a.read_bytes() == b.read_bytes()
     assert not np.array_equal(read_condensed(a).points, read_condensed(c).points)
 
