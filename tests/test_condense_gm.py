@@ -1,6 +1,7 @@
-"""Gradient matching and distribution matching on explicit clouds (decision 78) on tiny data: three
-classes of the generated shapes at 32 points. The matching losses are measured on fixed probe
-networks (fresh PointNets of fixed seeds) and the classes' real clouds, before and after."""
+"""Gradient, distribution and trajectory matching on explicit clouds (decisions 78 and 79) on tiny
+data: three classes of the generated shapes at 32 points. The matching losses are measured on fixed
+probe networks (fresh PointNets of fixed seeds) and the classes' real clouds, or on every expert
+and start epoch of TM, before and after."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +15,7 @@ from train.condense.command import main
 from train.condense.explicit import distill_explicit, initial_clouds
 from train.condense.matching_loops import (DistillSpec, class_mean_distance, fresh_network, gradient_match_loss,
                                            loops_for)
+from train.condense.trajectory import TrajectorySpec, distill_trajectories, expert_trajectories, trajectory_loss
 from train.data.objects import ObjectSet, load_objects
 from train.runtime.distributed import DistInfo
 
@@ -65,6 +67,24 @@ def test_dm_matches_the_class_means_of_random_networks(tiny: ObjectSet) -> None:
     assert np.mean(history[-3:]) < np.mean(history[:3])
 
 
+def test_tm_brings_the_students_closer_to_the_experts_weights(tiny: ObjectSet) -> None:
+    # a tiny set takes one expert step an epoch: the student takes as many steps as the M = 2 epochs
+    tm = TrajectorySpec(experts=2, max_start_epoch=2, synthetic_steps=2)
+    start, labels = initial_clouds(tiny, 1, 0, "real")
+    points, _, history = distill_trajectories(tiny, 1, 0, DistillSpec(iterations=10, lr=1e-2), CPU, tm)
+    torch.manual_seed(0)  # the experts of the run: the same seed, drawn first
+    experts = expert_trajectories(tiny, tm, torch.Generator().manual_seed(0), CPU.device)
+    net, log_lr = fresh_network(len(CLASSES), CPU.device), torch.tensor(np.log(tm.teacher_lr), dtype=torch.float32)
+
+    def mean_loss(clouds: np.ndarray) -> float:
+        return float(np.mean([trajectory_loss(net, weights[t], weights[t + tm.expert_epochs], torch.from_numpy(clouds),
+                                              torch.from_numpy(labels), log_lr, tm.synthetic_steps).item()
+                              for weights in experts for t in range(tm.max_start_epoch)]))
+    assert len(history) == 10 and len(experts[0]) == tm.epochs + 1
+    before, after = mean_loss(start), mean_loss(points)
+    assert after < 0.9 * before, (before, after)
+
+
 def test_real_initialisation_starts_from_training_clouds_and_noise_from_the_unit_ball(tiny: ObjectSet) -> None:
     real, labels = initial_clouds(tiny, 2, 0, "real")
     assert np.bincount(labels).tolist() == [2, 2, 2]
@@ -92,7 +112,7 @@ def test_distillation_options_are_refused_for_a_coreset_and_parts_in_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main([*TINY, "--method", "random", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == ("python -m train.condense: error: --iterations: options of gm, dm, "
-                                               "dd3d, not of random")
+                                               "tm, dd3d, not of random")
     assert main([*TINY[:-2], "--iterations", "0", "--method", "gm", "--out", str(tmp_path)]) == 2
     assert "--iterations must be a positive integer, got 0" in capsys.readouterr().err
     assert main([*TINY, "--task", "parts", "--method", "dm", "--out", str(tmp_path)]) == 2

@@ -74,7 +74,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     condense.add_argument("--out", required=True, help="folder of condensed.npz (and the feature network's cache)")
     condense.add_argument("--iterations", type=int, help=f"outer iterations of {', '.join(DISTILLATIONS)} (default "
                           f"{DISTILL.iterations}); --points is the resolution distilled at")
-    condense.add_argument("--init", help=f"gm, dm: explicit clouds from real ones or noise (default {DISTILL.init})")
+    condense.add_argument("--init", help=f"gm, dm, tm: explicit clouds from real ones or noise (default "
+                          f"{DISTILL.init})")
     condense.add_argument("--rotator", help="dd3d: none, fixed or learned sign (default: none aligned, fixed rotated)")
     _run_options(condense, RECIPE)
     evaluate = argparse.ArgumentParser(prog=f"{PROG} evaluate", description="Train a backbone from scratch on a "

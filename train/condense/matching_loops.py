@@ -87,7 +87,8 @@ def gradient_match_loss(net: torch.nn.Module, classes: list[int], real: ClassClo
     return total
 
 
-def _decay(optimizer: torch.optim.Optimizer, iteration: int, iterations: int) -> None:
+def decay_at_half(optimizer: torch.optim.Optimizer, iteration: int, iterations: int) -> None:
+    """The learning rate times :data:`DECAY_FACTOR` at iteration ``iterations // 2``."""
     if iteration == iterations // 2 and iteration > 0:
         for group in optimizer.param_groups:
             group["lr"] *= DECAY_FACTOR
@@ -106,7 +107,7 @@ def match_gradients(optimizer: torch.optim.Optimizer, classes: list[int], num_cl
     outer, inner = loops_for(cpc)
     history = []
     for iteration in progress(range(spec.iterations), desc=desc):
-        _decay(optimizer, iteration, spec.iterations)
+        decay_at_half(optimizer, iteration, spec.iterations)
         net = fresh_network(num_classes, device)
         net_step = torch.optim.SGD(net.parameters(), lr=spec.net_lr)
         total = 0.0
@@ -135,7 +136,7 @@ def match_distributions(optimizer: torch.optim.Optimizer, classes: list[int], nu
     """Distribution matching (module docstring) of the parameters ``optimizer`` holds; each iteration's loss."""
     history = []
     for iteration in progress(range(spec.iterations), desc=desc):
-        _decay(optimizer, iteration, spec.iterations)
+        decay_at_half(optimizer, iteration, spec.iterations)
         net = fresh_network(num_classes, device)
         loss = class_mean_distance(net, classes, real, synthetic)
         optimizer.zero_grad()

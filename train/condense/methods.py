@@ -5,7 +5,8 @@ A method takes :class:`MethodInputs` (the ``train`` split, CPC, seed, the featur
 the processes, the distillation settings and the run folder) and returns the condensed points,
 labels and parts, class by class. The coreset baselines (:mod:`train.condense.coreset`) pick real
 clouds; the distillation methods synthesise them: gradient and distribution matching on explicit
-clouds (:mod:`train.condense.explicit`) and DD3D (:mod:`train.condense.dd3d`, decision 78).
+clouds (:mod:`train.condense.explicit`), trajectory matching (:mod:`train.condense.trajectory`,
+decision 79) and DD3D (:mod:`train.condense.dd3d`, decision 78).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from train.condense.explicit import distill_explicit
 from train.condense.features import embed, feature_network
 from train.condense.matching_loops import DistillSpec
 from train.condense.training import TrainSpec
+from train.condense.trajectory import distill_trajectories
 from train.data.objects import ObjectSet
 from train.runtime.distributed import DistInfo
 
@@ -63,6 +65,8 @@ def distillation(name: str) -> Method:
         if name == "dd3d":
             points, labels, _ = distill_dd3d(inputs.train, inputs.cpc, inputs.seed, inputs.distill, inputs.info,
                                              inputs.folder)
+        elif name == "tm":
+            points, labels, _ = distill_trajectories(inputs.train, inputs.cpc, inputs.seed, inputs.distill, inputs.info)
         else:
             points, labels, _ = distill_explicit(inputs.train, inputs.cpc, inputs.seed, inputs.distill, inputs.info,
                                                  name)
@@ -76,9 +80,10 @@ METHODS: dict[str, Method] = {
     "kcenter": coreset(kcenter_order, uses_features=True),
     "gm": distillation("gm"),
     "dm": distillation("dm"),
+    "tm": distillation("tm"),
     "dd3d": distillation("dd3d"),
 }
-DISTILLATIONS = ("gm", "dm", "dd3d")
+DISTILLATIONS = ("gm", "dm", "tm", "dd3d")
 
 
 def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: TrainSpec, cache: Path, info: DistInfo,
