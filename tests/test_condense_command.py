@@ -1,7 +1,8 @@
 """``python -m train.condense`` end to end on tiny generated sets: the condensed file of each
 coreset method (real training clouds of their class, CPC a class, the same bytes for the same
-seed), the feature network's cache, the evaluation line, the coreset table, part segmentation,
-and each refusal in one line."""
+seed, Herding's and K-Center's picks in the cached network's feature space), the feature
+network's cache, the evaluation line, the coreset table, part segmentation, and each refusal in
+one line."""
 from __future__ import annotations
 
 import json
@@ -9,10 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from train.condense.command import main
 from train.condense.condensed_file import read_condensed
+from train.condense.coreset import Rule, herding_order, kcenter_order, select_per_class
 from train.data.objects import load_objects
+from train.models.objects import build_object_model
 
 TINY = ["--dataset", "shapes", "--size", "4", "--points", "32", "--steps", "3", "--device", "cpu"]
 
@@ -54,6 +58,20 @@ def test_the_feature_network_is_trained_once_and_retrained_for_other_data(tmp_pa
     condense(tmp_path, "kcenter", 2, "--setting", "rotated")
     assert cache.read_bytes() != first  # another key: trained anew and replaced
     assert kcenter.provenance["setting"] == "aligned"
+
+
+@pytest.mark.parametrize("method, rule", [("herding", herding_order), ("kcenter", kcenter_order)])
+def test_the_file_holds_the_rules_picks_in_the_cached_pointnets_global_feature_space(tmp_path: Path, method: str,
+                                                                                     rule: Rule) -> None:
+    cset = read_condensed(condense(tmp_path, method, 3))
+    saved = torch.load(tmp_path / "feature_net.pt", weights_only=True)
+    train = load_objects("shapes", split="train", points=32, size=4)
+    net = build_object_model("pointnet", len(train.class_names))
+    net.load_state_dict(saved["state"])
+    with torch.no_grad():
+        space = net.eval().embed(torch.from_numpy(train.points)).double().numpy()
+    chosen = select_per_class(train.labels, space, 3, rule, seed=0)
+    assert np.array_equal(cset.points, train.points[chosen]) and np.array_equal(cset.labels, train.labels[chosen])
 
 
 def test_a_damaged_feature_cache_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
