@@ -86,10 +86,26 @@ def test_evaluate_reports_the_last_step_scores_of_a_file_and_of_the_full_set(tmp
     path = condense(tmp_path, "random", 1)
     assert main(["evaluate", "--from", str(path), "--runs", "2", "--steps", "2", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "shapes aligned, random CPC 1 (13 clouds), pointnet, 2 steps, 2 runs, test split, last step: " in out
+    assert "shapes aligned, random CPC 1 (13 clouds), pointnet, 2 steps, lr 0.001, 2 runs, test split, last step: " in out
     assert "(mAcc " in out and " ± " in out
     assert main(["evaluate", "--from", "full", *TINY, "--size", "10", "--runs", "1", "--split", "val"]) == 0
     assert "full train split" in capsys.readouterr().out
+
+
+def test_several_steps_and_rates_are_chosen_on_the_validation_split_and_reported_on_test(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["evaluate", "--from", "full", *TINY, "--size", "10", "--runs", "2", "--steps", "1", "4", "--lr", "1e-9",
+            "3e-3", "--out", str(tmp_path / "scores.json")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    tried = [line for line in out.splitlines() if line.startswith("val split: ")]
+    assert [line.split(":")[1] for line in tried] == [" 1 steps, lr 1e-09", " 1 steps, lr 0.003", " 4 steps, lr 1e-09",
+                                                      " 4 steps, lr 0.003"]
+    means = [float(line.split(": ")[2].split()[0]) for line in tried]
+    best = max(range(4), key=lambda i: (means[i], -i))  # the best validation mean, the first on a tie
+    steps, lr = [(1, 1e-9), (1, 3e-3), (4, 1e-9), (4, 3e-3)][best]
+    assert f"pointnet, {steps} steps, lr {lr}, 2 runs, test split" in out
+    assert json.loads((tmp_path / "scores.json").read_text())["recipe"]["steps"] == steps
 
 
 def test_part_segmentation_writes_parts_and_reports_instance_miou(tmp_path: Path, capsys: pytest.CaptureFixture
@@ -108,6 +124,8 @@ def test_part_segmentation_writes_parts_and_reports_instance_miou(tmp_path: Path
     (["evaluate", "--from", "BAD"], "BAD: not a readable .npz file"),
     (["evaluate", "--from", "FILE", "--setting", "rotated"], "holds setting 'aligned'; --setting 'rotated' differs"),
     (["evaluate", "--from", "FILE", "--runs", "0"], "runs must be a positive integer, got 0"),
+    (["evaluate", "--from", "FILE", "--steps", "1", "2", "--split", "val"], "chosen on the validation split"),
+    (["evaluate", "--from", "FILE", "--lr", "1e-3", "-1"], "--lr must be positive, got -1.0"),
 ])
 def test_each_refusal_is_one_line_naming_the_value(tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str],
                                                    words: str) -> None:
