@@ -28,8 +28,8 @@ from train.condense.dd3d import GENERATOR_NAME, GeneratorFileError, draw_set, lo
 from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
 from train.condense.methods import DISTILLATIONS, METHODS, condense_set  # noqa: E402
-from train.condense.metrics import summarise  # noqa: E402
-from train.condense.protocol import choose_recipe, evaluate_runs, format_summary  # noqa: E402
+from train.condense.metrics import SCORES, summarise  # noqa: E402
+from train.condense.protocol import LABELS, choose_recipe, evaluate_runs, format_summary  # noqa: E402
 from train.condense.table import coreset_table  # noqa: E402
 from train.condense.training import TrainSpec  # noqa: E402
 from train.runtime.distributed import DistInfo, launch  # noqa: E402
@@ -179,7 +179,7 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
             for candidate, scores in tried:
                 print(f"val split: {candidate.steps} steps, lr {candidate.lr}: {format_summary(scores, data.task)}")
     runs = evaluate_runs(train, clouds_of(test), spec, args.runs, args.seed, info, desc=what)
-    summary = format_summary(summarise(runs), data.task)
+    summary = f"{LABELS[SCORES[data.task][0]]} {format_summary(summarise(runs), data.task)}"
     if info.is_main:
         print(f"{data.dataset} {data.setting}, {what} ({len(train)} clouds), {spec.model}, {spec.steps} steps, "
               f"lr {spec.lr}, {args.runs} runs, {args.split} split, last step: {summary}")
