@@ -97,7 +97,9 @@ TINY = ["--dataset", "shapes", "--size", "2", "--points", "32", "--device", "cpu
 def test_dd3d_keeps_its_generator_and_sample_draws_the_set_at_other_resolutions(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
-    assert main([*TINY, "--out", str(run)]) == 0
+    for folder in (run, tmp_path / "same"):
+        assert main([*TINY, "--out", str(folder)]) == 0
+    assert (run / "condensed.npz").read_bytes() == (tmp_path / "same" / "condensed.npz").read_bytes()  # a fixed seed
     distilled = read_condensed(run / "condensed.npz")
     assert distilled.points.shape == (13, 32, 3) and distilled.provenance["method"] == "dd3d"
     for points in (16, 64):

@@ -111,8 +111,10 @@ def test_a_fixed_seed_gives_the_same_gm_file(tmp_path: Path) -> None:
 def test_distillation_options_are_refused_for_a_coreset_and_parts_in_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main([*TINY, "--method", "random", "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == ("python -m train.condense: error: --iterations: options of gm, dm, "
+    assert capsys.readouterr().err.strip() == ("python -m train.condense: error: --iterations is an option of gm, dm, "
                                                "tm, dd3d, not of random")
+    assert main([*TINY, "--rotator", "fixed", "--method", "gm", "--out", str(tmp_path)]) == 2
+    assert "--rotator is an option of dd3d, not of gm" in capsys.readouterr().err
     assert main([*TINY[:-2], "--iterations", "0", "--method", "gm", "--out", str(tmp_path)]) == 2
     assert "--iterations must be a positive integer, got 0" in capsys.readouterr().err
     assert main([*TINY, "--task", "parts", "--method", "dm", "--out", str(tmp_path)]) == 2

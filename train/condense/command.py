@@ -40,6 +40,7 @@ PROG = "python -m train.condense"
 ERRORS = (ValueError, FileNotFoundError)  # every refusal of the data sets, the file and the options
 RECIPE = TrainSpec()
 DISTILL = DistillSpec()
+DISTILL_OPTIONS = {"iterations": DISTILLATIONS, "init": ("gm", "dm", "tm"), "rotator": ("dd3d",)}  # who takes which
 TABLE_DATA = DataSpec("shapes", points=128)  # the table's budget: minutes on 2 cores (decision 73)
 TABLE_RECIPE = TrainSpec(steps=100)
 
@@ -132,9 +133,9 @@ def _given_data(args: argparse.Namespace) -> DataSpec:
 
 def _distill(args: argparse.Namespace) -> DistillSpec:
     given = {"iterations": args.iterations, "init": args.init, "rotator": args.rotator}
-    named = [f"--{k}" for k, v in given.items() if v is not None]
-    if named and args.method not in DISTILLATIONS:
-        raise ValueError(f"{' and '.join(named)}: options of {', '.join(DISTILLATIONS)}, not of {args.method}")
+    for key, value in given.items():
+        if value is not None and args.method not in DISTILL_OPTIONS[key]:
+            raise ValueError(f"--{key} is an option of {', '.join(DISTILL_OPTIONS[key])}, not of {args.method}")
     if args.iterations is not None and args.iterations < 1:
         raise ValueError(f"--iterations must be a positive integer, got {args.iterations}")
     return DistillSpec(**{k: v for k, v in given.items() if v is not None})

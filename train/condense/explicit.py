@@ -39,6 +39,8 @@ def initial_clouds(train: ObjectSet, cpc: int, seed: int, init: str) -> tuple[np
 def distill_explicit(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info: DistInfo, method: str
                      ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """``method`` ("gm" or "dm") on explicit clouds: the synthetic points, their labels and the loss history."""
+    if method not in ("gm", "dm"):
+        raise ValueError(f"explicit clouds are distilled by gm or dm, got {method!r}")
     if info.world_size > 1:
         raise ValueError(f"{method} runs in one process (the classes are not shared over ranks yet)")
     points, labels = initial_clouds(train, cpc, seed, spec.init)
