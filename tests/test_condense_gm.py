@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from train.condense.command import main
+from train.condense.distill_checkpoint import Checkpoint
 from train.condense.explicit import distill_explicit, initial_clouds
 from train.condense.matching_loops import (DistillSpec, class_mean_distance, fresh_network, gradient_match_loss,
                                            loops_for)
@@ -71,7 +72,7 @@ def test_tm_brings_the_students_closer_to_the_experts_weights(tiny: ObjectSet) -
     # a tiny set takes one expert step an epoch: the student takes as many steps as the M = 2 epochs
     tm = TrajectorySpec(experts=2, max_start_epoch=2, synthetic_steps=2)
     start, labels = initial_clouds(tiny, 1, 0, "real")
-    points, _, history = distill_trajectories(tiny, 1, 0, DistillSpec(iterations=10, lr=1e-2), CPU, tm)
+    points, _, history = distill_trajectories(tiny, 1, 0, DistillSpec(iterations=10, lr=1e-2), CPU, tm=tm)
     torch.manual_seed(0)  # the experts of the run: the same seed, drawn first
     experts = expert_trajectories(tiny, tm, torch.Generator().manual_seed(0), CPU.device)
     net, log_lr = fresh_network(len(CLASSES), CPU.device), torch.tensor(np.log(tm.teacher_lr), dtype=torch.float32)
@@ -119,3 +120,29 @@ def test_distillation_options_are_refused_for_a_coreset_and_parts_in_one_line(
     assert "--iterations must be a positive integer, got 0" in capsys.readouterr().err
     assert main([*TINY, "--task", "parts", "--method", "dm", "--out", str(tmp_path)]) == 2
     assert "dm distils classification sets only" in capsys.readouterr().err
+
+
+class Interrupted(Exception):
+    """A run stopped after a checkpoint (as a preemption would)."""
+
+
+@pytest.mark.parametrize("method", ["gm", "dm", "tm", "dd3d"])
+def test_a_resumed_run_writes_the_uninterrupted_runs_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          method: str) -> None:
+    run = ["--dataset", "shapes", "--size", "2", "--points", "16", "--device", "cpu", "--cpc", "1", "--iterations",
+           "3", "--method", method]
+    assert main([*run, "--out", str(tmp_path / "whole")]) == 0
+    save = Checkpoint.save_if_due
+
+    def save_then_stop(self: Checkpoint, iteration: int, *rest: object) -> None:
+        save(dataclasses.replace(self, every=1), iteration, *rest)
+        if iteration == 2:
+            raise Interrupted
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpoint, "save_if_due", save_then_stop)
+        with pytest.raises(Interrupted):
+            main([*run, "--out", str(tmp_path / "cut")])
+    assert not (tmp_path / "cut" / "condensed.npz").exists()
+    assert main([*run, "--resume", "--out", str(tmp_path / "cut")]) == 0
+    assert (tmp_path / "cut" / "condensed.npz").read_bytes() == (tmp_path / "whole" / "condensed.npz").read_bytes()
+    assert main([*run[:-1], "dm" if method != "dm" else "gm", "--resume", "--out", str(tmp_path / "cut")]) == 2

@@ -25,6 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.run: idle OpenMP
 from train.condense.condensed_file import CondensedSet, read_condensed, write_condensed  # noqa: E402
 from train.condense.data import DataSpec, clouds_of, condensed_clouds  # noqa: E402
 from train.condense.dd3d import GENERATOR_NAME, GeneratorFileError, draw_set, load_generator  # noqa: E402
+from train.condense.distill_checkpoint import CHECKPOINT_NAME  # noqa: E402
 from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
 from train.condense.methods import DISTILLATIONS, METHODS, condense_set  # noqa: E402
@@ -40,7 +41,8 @@ PROG = "python -m train.condense"
 ERRORS = (ValueError, FileNotFoundError)  # every refusal of the data sets, the file and the options
 RECIPE = TrainSpec()
 DISTILL = DistillSpec()
-DISTILL_OPTIONS = {"iterations": DISTILLATIONS, "init": ("gm", "dm", "tm"), "rotator": ("dd3d",)}  # who takes which
+DISTILL_OPTIONS = {"iterations": DISTILLATIONS, "init": ("gm", "dm", "tm"), "rotator": ("dd3d",),  # who takes which
+                   "resume": DISTILLATIONS}
 TABLE_DATA = DataSpec("shapes", points=128)  # the table's budget: minutes on 2 cores (decision 73)
 TABLE_RECIPE = TrainSpec(steps=100)
 
@@ -82,6 +84,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     condense.add_argument("--init", help=f"gm, dm, tm: explicit clouds from real ones or noise (default "
                           f"{DISTILL.init})")
     condense.add_argument("--rotator", help="dd3d: none, fixed or learned sign (default: none aligned, fixed rotated)")
+    condense.add_argument("--resume", action="store_true", default=None, help=f"go on from <out>/{CHECKPOINT_NAME} "
+                          f"(saved every {DISTILL.checkpoint_every} iterations), exactly")
     _run_options(condense, RECIPE)
     evaluate = argparse.ArgumentParser(prog=f"{PROG} evaluate", description="Train a backbone from scratch on a "
                                        "condensed set (or the full train split) --runs times; test scores, last step.")
@@ -132,7 +136,7 @@ def _given_data(args: argparse.Namespace) -> DataSpec:
 
 
 def _distill(args: argparse.Namespace) -> DistillSpec:
-    given = {"iterations": args.iterations, "init": args.init, "rotator": args.rotator}
+    given = {"iterations": args.iterations, "init": args.init, "rotator": args.rotator, "resume": args.resume}
     for key, value in given.items():
         if value is not None and args.method not in DISTILL_OPTIONS[key]:
             raise ValueError(f"--{key} is an option of {', '.join(DISTILL_OPTIONS[key])}, not of {args.method}")

@@ -10,8 +10,9 @@ decision 79) and DD3D (:mod:`train.condense.dd3d`, decision 78).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from train.condense.condensed_file import CondensedSet, current_commit
 from train.condense.coreset import Rule, herding_order, kcenter_order, random_order, select_per_class
 from train.condense.data import DataSpec, clouds_of, pick
 from train.condense.dd3d import distill_dd3d
+from train.condense.distill_checkpoint import CHECKPOINT_NAME, Checkpoint
 from train.condense.explicit import distill_explicit
 from train.condense.features import embed, feature_network
 from train.condense.matching_loops import DistillSpec
@@ -58,18 +60,23 @@ def coreset(rule: Rule, uses_features: bool) -> Method:
 
 
 def distillation(name: str) -> Method:
-    """A distillation method: synthetic clouds of classification data (part segmentation, Eq. 11, is not built)."""
+    """A distillation method: synthetic clouds of classification data (part segmentation, Eq. 11, is not
+    built), checkpointed in the run folder (decision 80)."""
     def method(inputs: MethodInputs) -> Arrays:
-        if inputs.train.parts is not None:
+        train, spec = inputs.train, inputs.distill
+        if train.parts is not None:
             raise ValueError(f"{name} distils classification sets only (part segmentation, Eq. 11, is not built)")
+        run = {"method": name, "cpc": inputs.cpc, "seed": inputs.seed, "data": [train.name, train.setting,
+               list(train.points.shape)], "spec": {k: v for k, v in asdict(spec).items() if k != "resume"}}
+        checkpoint = Checkpoint(inputs.folder / CHECKPOINT_NAME, json.dumps(run, sort_keys=True), spec.checkpoint_every,
+                                spec.resume)
+        args = (train, inputs.cpc, inputs.seed, spec, inputs.info)
         if name == "dd3d":
-            points, labels, _ = distill_dd3d(inputs.train, inputs.cpc, inputs.seed, inputs.distill, inputs.info,
-                                             inputs.folder)
+            points, labels, _ = distill_dd3d(*args, inputs.folder, checkpoint)
         elif name == "tm":
-            points, labels, _ = distill_trajectories(inputs.train, inputs.cpc, inputs.seed, inputs.distill, inputs.info)
+            points, labels, _ = distill_trajectories(*args, checkpoint)
         else:
-            points, labels, _ = distill_explicit(inputs.train, inputs.cpc, inputs.seed, inputs.distill, inputs.info,
-                                                 name)
+            points, labels, _ = distill_explicit(*args, name, checkpoint)
         return points, labels, None
     return method
 

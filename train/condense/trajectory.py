@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from train.condense.distill_checkpoint import Checkpoint
 from train.condense.explicit import initial_clouds
 from train.condense.matching_loops import DistillSpec, decay_at_half, fresh_network
 from train.condense.training import batch_stream
@@ -86,7 +87,8 @@ def trajectory_loss(net: torch.nn.Module, start: torch.Tensor, target: torch.Ten
 
 
 def distill_trajectories(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info: DistInfo,
-                         tm: TrajectorySpec = TrajectorySpec()) -> tuple[np.ndarray, np.ndarray, list[float]]:
+                         checkpoint: Checkpoint | None = None, tm: TrajectorySpec = TrajectorySpec()
+                         ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """TM on explicit clouds (module docstring): the synthetic points, their labels and the loss history."""
     if info.world_size > 1:
         raise ValueError("tm runs in one process (the classes are not shared over ranks yet)")
@@ -100,8 +102,8 @@ def distill_trajectories(train: ObjectSet, cpc: int, seed: int, spec: DistillSpe
     optimizer = torch.optim.Adam([synthetic], lr=spec.lr)
     lr_step = torch.optim.SGD([log_lr], lr=tm.lr_lr)
     targets = torch.from_numpy(labels).to(info.device)
-    history = []
-    for iteration in progress(range(spec.iterations), desc=f"TM CPC {cpc}"):
+    start, history = (0, []) if checkpoint is None else checkpoint.restore([optimizer, lr_step], draws)
+    for iteration in progress(range(start, spec.iterations), desc=f"TM CPC {cpc}"):
         decay_at_half(optimizer, iteration, spec.iterations)
         pick = torch.randint(len(experts), (1,), generator=draws).item()
         start = torch.randint(tm.max_start_epoch, (1,), generator=draws).item()
@@ -114,4 +116,6 @@ def distill_trajectories(train: ObjectSet, cpc: int, seed: int, spec: DistillSpe
         optimizer.step()
         lr_step.step()
         history.append(loss.item())
+        if checkpoint is not None:
+            checkpoint.save_if_due(iteration + 1, [optimizer, lr_step], draws, history)
     return synthetic.detach().cpu().numpy(), labels, history
