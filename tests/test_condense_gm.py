@@ -1,7 +1,6 @@
-"""Gradient, distribution and trajectory matching on explicit clouds (decisions 78 and 79) on tiny
-data: three classes of the generated shapes at 32 points. The matching losses are measured on fixed
-probe networks (fresh PointNets of fixed seeds) and the classes' real clouds, or on every expert
-and start epoch of TM, before and after."""
+"""Gradient, distribution and trajectory matching on explicit clouds (decisions 78-80) on tiny data
+(tests/condensation_tiny.py): the matching losses on fixed probe networks, or on every expert and
+start epoch of TM, before and after; checkpoints and an exact resume; the command's refusals."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,38 +10,18 @@ import numpy as np
 import pytest
 import torch
 
+from tests.condensation_tiny import CLASSES, CPU, probe, tiny_set
 from train.condense.command import main
 from train.condense.distill_checkpoint import Checkpoint
 from train.condense.explicit import distill_explicit, initial_clouds
-from train.condense.matching_loops import (DistillSpec, class_mean_distance, fresh_network, gradient_match_loss,
-                                           loops_for)
+from train.condense.matching_loops import DistillSpec, fresh_network, loops_for
 from train.condense.trajectory import TrajectorySpec, distill_trajectories, expert_trajectories, trajectory_loss
-from train.data.objects import ObjectSet, load_objects
-from train.runtime.distributed import DistInfo
-
-CPU = DistInfo(0, 1, 0, torch.device("cpu"))
-CLASSES = [0, 1, 2]
+from train.data.objects import ObjectSet
 
 
 @pytest.fixture(scope="module")
 def tiny() -> ObjectSet:
-    full = load_objects("shapes", split="train", points=32, size=4)
-    keep = full.labels < len(CLASSES)
-    return dataclasses.replace(full, points=full.points[keep], labels=full.labels[keep],
-                               class_names=full.class_names[:len(CLASSES)])
-
-
-def probe(train: ObjectSet, points: np.ndarray, labels: np.ndarray, loss: str) -> float:
-    """The mean matching loss over four fixed fresh networks, every real cloud of a class against its synthetic ones."""
-    values = []
-    for seed in range(4):
-        torch.manual_seed(100 + seed)
-        net = fresh_network(len(CLASSES), torch.device("cpu"))
-        real = lambda k: torch.from_numpy(train.points[train.labels == k])  # noqa: E731
-        synthetic = lambda k: torch.from_numpy(points[labels == k])  # noqa: E731
-        match = gradient_match_loss if loss == "gm" else class_mean_distance
-        values.append(match(net, CLASSES, real, synthetic).item())
-    return float(np.mean(values))
+    return tiny_set()
 
 
 def test_the_loops_follow_the_released_code_by_cpc() -> None:
