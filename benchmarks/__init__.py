@@ -1,10 +1,10 @@
 """Efficiency benchmarks reproducing the paper's Table 6, batch throughput, Figures 7 and 8, and the
-GPU campaign, in rooms by purpose (decision 79):
+GPU campaign, in rooms by purpose (decision 81):
 
 - ``cpu/``: the CPU benchmarks, what ``pytest benchmarks/`` measures (the paper-style pipelines,
   problem sizes, the suite's ``benchmark`` fixture and run file, the machine's description, the
   child-process measurements) and the commands measuring one thing (``label_install``,
-  ``onnx_latency``, ``op_counts``, ``waymo_v2_convert_speed``);
+  ``onnx_latency``, ``op_counts``, ``sign_stability``, ``waymo_v2_convert_speed``);
 - ``gpu_campaign/``: the GPU campaign's sections and their records (``python -m benchmarks.gpu``);
 - ``report_writers/``: the sections of ``RESULTS.md`` (``python -m benchmarks.report``);
 - ``tests/``: the benchmark tests (``test_bench_*.py``) and the tests of the rooms above;
@@ -53,5 +53,6 @@ MOVED: dict[str, str] = {
     "benchmarks.topo_split": "benchmarks.cpu.topo_split",
     "benchmarks.waymo_v2_convert_speed": "benchmarks.cpu.waymo_v2_convert_speed",
     "benchmarks.distill_cost": "benchmarks.cpu.distill_cost",
+    "benchmarks.sign_stability": "benchmarks.cpu.sign_stability",
 }
 alias_moved_modules(MOVED)

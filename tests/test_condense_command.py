@@ -1,17 +1,22 @@
 """``python -m train.condense`` end to end on tiny generated sets: the condensed file of each
 coreset method (real training clouds of their class, CPC a class, the same bytes for the same
-seed), the feature network's cache, the evaluation line, the coreset table, part segmentation,
-and each refusal in one line."""
+seed, Herding's and K-Center's picks in the cached network's feature space), the feature
+network's cache, the evaluation line, the coreset table, part segmentation, and each refusal in
+one line."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from train.condense.command import main
 from train.condense.condensed_file import read_condensed
+from train.condense.coreset import Rule, herding_order, kcenter_order, select_per_class
 from train.data.objects import load_objects
+from train.models.objects import build_object_model
 
 TINY = ["--dataset", "shapes", "--size", "4", "--points", "32", "--steps", "3", "--device", "cpu"]
 
@@ -34,10 +39,12 @@ def test_a_coreset_file_holds_cpc_real_training_clouds_of_each_class(tmp_path: P
     assert (tmp_path / "feature_net.pt").exists() == (method != "random")
 
 
-def test_a_fixed_seed_gives_the_same_file_and_another_seed_another_draw(tmp_path: Path) -> None:
-    a = condense(tmp_path / "a", "random", 2, "--seed", "1")
-    b = condense(tmp_path / "b", "random", 2, "--seed", "1")
-    c = condense(tmp_path / "c", "random", 2, "--seed", "2")
+@pytest.mark.parametrize("method", ["random", "herding"])
+def test_a_fixed_seed_gives_the_same_file_and_another_seed_another_draw(tmp_path: Path, method: str) -> None:
+    # herding: each folder trains its own feature network, from the seed
+    a = condense(tmp_path / "a", method, 2, "--seed", "1")
+    b = condense(tmp_path / "b", method, 2, "--seed", "1")
+    c = condense(tmp_path / "c", method, 2, "--seed", "2")
     assert a.read_bytes() == b.read_bytes()
     assert not np.array_equal(read_condensed(a).points, read_condensed(c).points)
 
@@ -53,6 +60,20 @@ def test_the_feature_network_is_trained_once_and_retrained_for_other_data(tmp_pa
     assert kcenter.provenance["setting"] == "aligned"
 
 
+@pytest.mark.parametrize("method, rule", [("herding", herding_order), ("kcenter", kcenter_order)])
+def test_the_file_holds_the_rules_picks_in_the_cached_pointnets_global_feature_space(tmp_path: Path, method: str,
+                                                                                     rule: Rule) -> None:
+    cset = read_condensed(condense(tmp_path, method, 3))
+    saved = torch.load(tmp_path / "feature_net.pt", weights_only=True)
+    train = load_objects("shapes", split="train", points=32, size=4)
+    net = build_object_model("pointnet", len(train.class_names))
+    net.load_state_dict(saved["state"])
+    with torch.no_grad():
+        space = net.eval().embed(torch.from_numpy(train.points)).double().numpy()
+    chosen = select_per_class(train.labels, space, 3, rule, seed=0)
+    assert np.array_equal(cset.points, train.points[chosen]) and np.array_equal(cset.labels, train.labels[chosen])
+
+
 def test_a_damaged_feature_cache_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "feature_net.pt").write_bytes(b"garbage")
     assert main([*TINY, "--method", "herding", "--cpc", "1", "--out", str(tmp_path)]) == 2
@@ -65,10 +86,26 @@ def test_evaluate_reports_the_last_step_scores_of_a_file_and_of_the_full_set(tmp
     path = condense(tmp_path, "random", 1)
     assert main(["evaluate", "--from", str(path), "--runs", "2", "--steps", "2", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "shapes aligned, random CPC 1 (13 clouds), pointnet, 2 steps, 2 runs, test split, last step: " in out
+    assert "shapes aligned, random CPC 1 (13 clouds), pointnet, 2 steps, lr 0.001, 2 runs, test split, last step: OA " in out
     assert "(mAcc " in out and " ± " in out
     assert main(["evaluate", "--from", "full", *TINY, "--size", "10", "--runs", "1", "--split", "val"]) == 0
     assert "full train split" in capsys.readouterr().out
+
+
+def test_several_steps_and_rates_are_chosen_on_the_validation_split_and_reported_on_test(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["evaluate", "--from", "full", *TINY, "--size", "10", "--runs", "2", "--steps", "1", "4", "--lr", "1e-9",
+            "3e-3", "--out", str(tmp_path / "scores.json")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    tried = [line for line in out.splitlines() if line.startswith("val split: ")]
+    assert [line.split(":")[1] for line in tried] == [" 1 steps, lr 1e-09", " 1 steps, lr 0.003", " 4 steps, lr 1e-09",
+                                                      " 4 steps, lr 0.003"]
+    means = [float(line.split(": ")[2].split()[0]) for line in tried]
+    best = max(range(4), key=lambda i: (means[i], -i))  # the best validation mean, the first on a tie
+    steps, lr = [(1, 1e-9), (1, 3e-3), (4, 1e-9), (4, 3e-3)][best]
+    assert f"pointnet, {steps} steps, lr {lr}, 2 runs, test split" in out
+    assert json.loads((tmp_path / "scores.json").read_text())["recipe"]["steps"] == steps
 
 
 def test_part_segmentation_writes_parts_and_reports_instance_miou(tmp_path: Path, capsys: pytest.CaptureFixture
@@ -76,7 +113,7 @@ def test_part_segmentation_writes_parts_and_reports_instance_miou(tmp_path: Path
     cset = read_condensed(condense(tmp_path, "random", 1, "--task", "parts"))
     assert cset.parts is not None and cset.parts.shape == (13, 32) and cset.provenance["part_names"]
     assert main(["evaluate", "--from", str(tmp_path / "condensed.npz"), "--runs", "1", "--steps", "1"]) == 0
-    assert "(class mIoU " in capsys.readouterr().out
+    assert "last step: instance mIoU " in (out := capsys.readouterr().out) and "(class mIoU " in out
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -87,6 +124,8 @@ def test_part_segmentation_writes_parts_and_reports_instance_miou(tmp_path: Path
     (["evaluate", "--from", "BAD"], "BAD: not a readable .npz file"),
     (["evaluate", "--from", "FILE", "--setting", "rotated"], "holds setting 'aligned'; --setting 'rotated' differs"),
     (["evaluate", "--from", "FILE", "--runs", "0"], "runs must be a positive integer, got 0"),
+    (["evaluate", "--from", "FILE", "--steps", "1", "2", "--split", "val"], "chosen on the validation split"),
+    (["evaluate", "--from", "FILE", "--lr", "1e-3", "-1"], "--lr must be positive, got -1.0"),
 ])
 def test_each_refusal_is_one_line_naming_the_value(tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str],
                                                    words: str) -> None:
@@ -112,4 +151,7 @@ def test_the_table_prints_every_method_and_cpc_in_both_settings(tmp_path: Path, 
                                                   ["| rotated", "2"]]
     assert all(r.count(" ± ") == 8 for r in rows)  # OA and mAcc of four sets, each with its interval
     assert (tmp_path / "table.md").read_text().strip() in out
+    record = json.loads((tmp_path / "table.json").read_text())
+    assert record["data"]["setting"] == ["aligned", "rotated"] and len(record["scores"]["rotated"]["herding-cpc2"]) == 2
+    assert out.startswith("# shapes (size 3, 32 points), pointnet 2 steps, 2 runs")
     assert read_condensed(tmp_path / "rotated" / "kcenter-cpc2" / "condensed.npz").provenance["setting"] == "rotated"

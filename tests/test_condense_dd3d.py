@@ -1,5 +1,6 @@
 """DD3D (decision 78): the generator module is the twin's forward with its own weights, draws clouds
-at any resolution point by point; the rotator's output does not depend on a rotation or reflection
+at any resolution point by point, and its training lowers Eq. 10's distance on fixed probe networks
+(tests/condensation_tiny.py); the rotator's output does not depend on a rotation or reflection
 of its input (checked against the reference twins), its learned sign gets its gradient through
 the straight-through estimator; ``python -m train.condense`` keeps the generator, and ``sample``
 draws the set again at any resolution."""
@@ -13,10 +14,12 @@ import torch
 
 import reference
 from tests.condensation_draws import anisotropic_cloud, random_orthogonal, sign_well_posed
+from tests.condensation_tiny import CPU, probe, tiny_set
 from train.condense.command import main
 from train.condense.condensed_file import read_condensed
-from train.condense.dd3d import GENERATOR_NAME, draw_set, load_generator
-from train.condense.generator import PointGenerator
+from train.condense.dd3d import GENERATOR_NAME, distill_dd3d, draw_set, load_generator
+from train.condense.generator import DATASET_W0, PointGenerator
+from train.condense.matching_loops import DistillSpec
 from train.condense.rotator import SIGN_W0, Rotator, principal_axes
 
 
@@ -90,6 +93,16 @@ def test_the_learned_sign_gets_its_gradient_through_the_straight_through_estimat
     assert list(Rotator("fixed").parameters()) == []
 
 
+def test_dd3d_lowers_the_matching_distance_of_its_drawn_clouds(tmp_path: Path) -> None:
+    tiny = tiny_set()
+    torch.manual_seed(0)  # the run's generator before training: the same seed, built first
+    start = draw_set(PointGenerator(3, DATASET_W0["shapes"]), Rotator("none"), 32, seed=0)
+    points, labels, history = distill_dd3d(tiny, 1, 0, DistillSpec(iterations=10), CPU, tmp_path)
+    assert np.array_equal(labels, [0, 1, 2]) and len(history) == 10
+    before, after = probe(tiny, start, labels, "gm"), probe(tiny, points, labels, "gm")
+    assert after < 0.95 * before, (before, after)
+
+
 TINY = ["--dataset", "shapes", "--size", "2", "--points", "32", "--device", "cpu", "--cpc", "1", "--iterations", "1",
         "--method", "dd3d"]
 
@@ -97,7 +110,9 @@ TINY = ["--dataset", "shapes", "--size", "2", "--points", "32", "--device", "cpu
 def test_dd3d_keeps_its_generator_and_sample_draws_the_set_at_other_resolutions(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
-    assert main([*TINY, "--out", str(run)]) == 0
+    for folder in (run, tmp_path / "same"):
+        assert main([*TINY, "--out", str(folder)]) == 0
+    assert (run / "condensed.npz").read_bytes() == (tmp_path / "same" / "condensed.npz").read_bytes()  # a fixed seed
     distilled = read_condensed(run / "condensed.npz")
     assert distilled.points.shape == (13, 32, 3) and distilled.provenance["method"] == "dd3d"
     for points in (16, 64):

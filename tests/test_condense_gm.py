@@ -1,6 +1,6 @@
-"""Gradient matching and distribution matching on explicit clouds (decision 78) on tiny data: three
-classes of the generated shapes at 32 points. The matching losses are measured on fixed probe
-networks (fresh PointNets of fixed seeds) and the classes' real clouds, before and after."""
+"""Gradient, distribution and trajectory matching on explicit clouds (decisions 78-80) on tiny data
+(tests/condensation_tiny.py): the matching losses on fixed probe networks, or on every expert and
+start epoch of TM, before and after; checkpoints and an exact resume; the command's refusals."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,36 +10,18 @@ import numpy as np
 import pytest
 import torch
 
+from tests.condensation_tiny import CLASSES, CPU, probe, tiny_set
 from train.condense.command import main
+from train.condense.distill_checkpoint import Checkpoint
 from train.condense.explicit import distill_explicit, initial_clouds
-from train.condense.matching_loops import (DistillSpec, class_mean_distance, fresh_network, gradient_match_loss,
-                                           loops_for)
-from train.data.objects import ObjectSet, load_objects
-from train.runtime.distributed import DistInfo
-
-CPU = DistInfo(0, 1, 0, torch.device("cpu"))
-CLASSES = [0, 1, 2]
+from train.condense.matching_loops import DistillSpec, fresh_network, loops_for
+from train.condense.trajectory import TrajectorySpec, distill_trajectories, expert_trajectories, trajectory_loss
+from train.data.objects import ObjectSet
 
 
 @pytest.fixture(scope="module")
 def tiny() -> ObjectSet:
-    full = load_objects("shapes", split="train", points=32, size=4)
-    keep = full.labels < len(CLASSES)
-    return dataclasses.replace(full, points=full.points[keep], labels=full.labels[keep],
-                               class_names=full.class_names[:len(CLASSES)])
-
-
-def probe(train: ObjectSet, points: np.ndarray, labels: np.ndarray, loss: str) -> float:
-    """The mean matching loss over four fixed fresh networks, every real cloud of a class against its synthetic ones."""
-    values = []
-    for seed in range(4):
-        torch.manual_seed(100 + seed)
-        net = fresh_network(len(CLASSES), torch.device("cpu"))
-        real = lambda k: torch.from_numpy(train.points[train.labels == k])  # noqa: E731
-        synthetic = lambda k: torch.from_numpy(points[labels == k])  # noqa: E731
-        match = gradient_match_loss if loss == "gm" else class_mean_distance
-        values.append(match(net, CLASSES, real, synthetic).item())
-    return float(np.mean(values))
+    return tiny_set()
 
 
 def test_the_loops_follow_the_released_code_by_cpc() -> None:
@@ -63,6 +45,24 @@ def test_dm_matches_the_class_means_of_random_networks(tiny: ObjectSet) -> None:
     before, after = probe(tiny, start, labels, "dm"), probe(tiny, points, labels, "dm")
     assert after < 0.8 * before, (before, after)
     assert np.mean(history[-3:]) < np.mean(history[:3])
+
+
+def test_tm_brings_the_students_closer_to_the_experts_weights(tiny: ObjectSet) -> None:
+    # a tiny set takes one expert step an epoch: the student takes as many steps as the M = 2 epochs
+    tm = TrajectorySpec(experts=2, max_start_epoch=2, synthetic_steps=2)
+    start, labels = initial_clouds(tiny, 1, 0, "real")
+    points, _, history = distill_trajectories(tiny, 1, 0, DistillSpec(iterations=10, lr=1e-2), CPU, tm=tm)
+    torch.manual_seed(0)  # the experts of the run: the same seed, drawn first
+    experts = expert_trajectories(tiny, tm, torch.Generator().manual_seed(0), CPU.device)
+    net, log_lr = fresh_network(len(CLASSES), CPU.device), torch.tensor(np.log(tm.teacher_lr), dtype=torch.float32)
+
+    def mean_loss(clouds: np.ndarray) -> float:
+        return float(np.mean([trajectory_loss(net, weights[t], weights[t + tm.expert_epochs], torch.from_numpy(clouds),
+                                              torch.from_numpy(labels), log_lr, tm.synthetic_steps).item()
+                              for weights in experts for t in range(tm.max_start_epoch)]))
+    assert len(history) == 10 and len(experts[0]) == tm.epochs + 1
+    before, after = mean_loss(start), mean_loss(points)
+    assert after < 0.9 * before, (before, after)
 
 
 def test_real_initialisation_starts_from_training_clouds_and_noise_from_the_unit_ball(tiny: ObjectSet) -> None:
@@ -91,9 +91,37 @@ def test_a_fixed_seed_gives_the_same_gm_file(tmp_path: Path) -> None:
 def test_distillation_options_are_refused_for_a_coreset_and_parts_in_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main([*TINY, "--method", "random", "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == ("python -m train.condense: error: --iterations: options of gm, dm, "
-                                               "dd3d, not of random")
+    assert capsys.readouterr().err.strip() == ("python -m train.condense: error: --iterations is an option of gm, dm, "
+                                               "tm, dd3d, not of random")
+    assert main([*TINY, "--rotator", "fixed", "--method", "gm", "--out", str(tmp_path)]) == 2
+    assert "--rotator is an option of dd3d, not of gm" in capsys.readouterr().err
     assert main([*TINY[:-2], "--iterations", "0", "--method", "gm", "--out", str(tmp_path)]) == 2
     assert "--iterations must be a positive integer, got 0" in capsys.readouterr().err
     assert main([*TINY, "--task", "parts", "--method", "dm", "--out", str(tmp_path)]) == 2
     assert "dm distils classification sets only" in capsys.readouterr().err
+
+
+class Interrupted(Exception):
+    """A run stopped after a checkpoint (as a preemption would)."""
+
+
+@pytest.mark.parametrize("method", ["gm", "dm", "tm", "dd3d"])
+def test_a_resumed_run_writes_the_uninterrupted_runs_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          method: str) -> None:
+    run = ["--dataset", "shapes", "--size", "2", "--points", "16", "--device", "cpu", "--cpc", "1", "--iterations",
+           "3", "--method", method]
+    assert main([*run, "--out", str(tmp_path / "whole")]) == 0
+    save = Checkpoint.save_if_due
+
+    def save_then_stop(self: Checkpoint, iteration: int, *rest: object) -> None:
+        save(dataclasses.replace(self, every=1), iteration, *rest)
+        if iteration == 2:
+            raise Interrupted
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpoint, "save_if_due", save_then_stop)
+        with pytest.raises(Interrupted):
+            main([*run, "--out", str(tmp_path / "cut")])
+    assert not (tmp_path / "cut" / "condensed.npz").exists()
+    assert main([*run, "--resume", "--out", str(tmp_path / "cut")]) == 0
+    assert (tmp_path / "cut" / "condensed.npz").read_bytes() == (tmp_path / "whole" / "condensed.npz").read_bytes()
+    assert main([*run[:-1], "dm" if method != "dm" else "gm", "--resume", "--out", str(tmp_path / "cut")]) == 2

@@ -13,7 +13,7 @@ from scipy import stats
 
 from train.condense.augment import ANGLE_CLIP, JITTER_CLIP, SCALE_HIGH, SCALE_LOW, augment, rotations
 from train.condense.metrics import classification_scores, part_scores, summarise
-from train.condense.protocol import evaluate_runs, format_summary, score
+from train.condense.protocol import choose_recipe, evaluate_runs, format_summary, score
 from train.condense.training import Clouds, TrainSpec, batch_stream, predict, train_backbone
 from train.runtime.distributed import DistInfo
 
@@ -126,3 +126,15 @@ def test_part_predictions_stay_among_their_categorys_parts() -> None:
 def test_a_run_count_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="runs must be a positive integer, got 0"):
         evaluate_runs(blobs(4, 8, 0), blobs(4, 8, 1), TrainSpec(steps=1), 0, 0, ONE)
+
+
+def test_choose_recipe_keeps_the_best_validation_mean_and_the_first_on_a_tie() -> None:
+    train, val = blobs(12, 32, 0), blobs(20, 32, 2)
+    frozen = TrainSpec(steps=1, lr=1e-12, batch_size=8)  # one step that moves nothing: chance
+    learns = TrainSpec(steps=25, lr=3e-3, batch_size=8)
+    chosen, tried = choose_recipe(train, val, [frozen, learns], 2, 0, ONE)
+    assert chosen is learns and [spec for spec, _ in tried] == [frozen, learns]
+    assert tried[1][1]["oa"][0] > tried[0][1]["oa"][0]
+    twin = TrainSpec(steps=25, lr=3e-3, batch_size=8)
+    chosen, tried = choose_recipe(train, val, [learns, twin], 1, 0, ONE)
+    assert tried[0][1]["oa"][0] == tried[1][1]["oa"][0] and chosen is learns

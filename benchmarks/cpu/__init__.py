@@ -6,6 +6,6 @@ stage, by op, by term, on the host); ``pool_start``; ``predict_profile``; ``dist
 condensation methods' time and memory). Shared: ``clouds`` (synthetic feature clouds), ``sizes``
 (smoke and paper sizes), ``timing`` (the suite's ``benchmark`` fixture and run file), ``machine``
 (what a run measured on), ``isolated`` (killable child-process measurements). Commands measuring one thing: ``label_install``,
-``onnx_latency``, ``op_counts``, ``waymo_v2_convert_speed``. The GPU campaign reruns some of these
+``onnx_latency``, ``op_counts``, ``sign_stability``, ``waymo_v2_convert_speed``. The GPU campaign reruns some of these
 on a GPU. Imports ``fast``, ``reference`` and ``train``, no other room of ``benchmarks``.
 """

@@ -5,7 +5,7 @@ Smoke run: two classes of the generated shapes at 16 points, one iteration, in t
 memory figure is then not the run's alone). ``--benchmark``: the 13 classes at 1,024 points (the
 paper's resolution), one iteration, CPC 50 too, each in a fresh child process. Seconds per
 iteration and the extra peak resident memory go to ``extra_info``; never asserted beyond a finished
-run and finite losses.
+run and finite losses. The sign step's stability (``benchmarks.cpu.sign_stability``) has a smoke test.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks.cpu.distill_cost import measure
 from benchmarks.cpu.isolated import run_isolated
+from benchmarks.cpu.sign_stability import flip_rates
 
 SMOKE = {"points": 16, "classes": 2, "iterations": 1}
 FULL = {"points": 1024, "classes": 13, "iterations": 1}
@@ -35,3 +36,9 @@ def test_distill_cost(benchmark: Any, method: str, cpc: int, full_run: bool, thr
     record = records[-1]
     assert record["status"] == "ok" and record["finite"] and record["clouds"] == cpc * sizes["classes"]
     benchmark.extra_info.update({**thread_info, **sizes, "method": method, "cpc": cpc, **record})
+
+
+def test_sign_stability_smoke() -> None:
+    """``benchmarks.cpu.sign_stability`` runs and gives a share of the clouds for every ``w0``."""
+    rates = flip_rates(2, 64, [1.0, 10.0])
+    assert set(rates) == {1.0, 10.0} and all(0.0 <= r <= 1.0 for r in rates.values())

@@ -25,11 +25,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.run: idle OpenMP
 from train.condense.condensed_file import CondensedSet, read_condensed, write_condensed  # noqa: E402
 from train.condense.data import DataSpec, clouds_of, condensed_clouds  # noqa: E402
 from train.condense.dd3d import GENERATOR_NAME, GeneratorFileError, draw_set, load_generator  # noqa: E402
+from train.condense.distill_checkpoint import CHECKPOINT_NAME  # noqa: E402
 from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
 from train.condense.methods import DISTILLATIONS, METHODS, condense_set  # noqa: E402
-from train.condense.metrics import summarise  # noqa: E402
-from train.condense.protocol import evaluate_runs, format_summary  # noqa: E402
+from train.condense.metrics import SCORES, summarise  # noqa: E402
+from train.condense.protocol import LABELS, choose_recipe, evaluate_runs, format_summary  # noqa: E402
 from train.condense.table import coreset_table  # noqa: E402
 from train.condense.training import TrainSpec  # noqa: E402
 from train.runtime.distributed import DistInfo, launch  # noqa: E402
@@ -40,6 +41,8 @@ PROG = "python -m train.condense"
 ERRORS = (ValueError, FileNotFoundError)  # every refusal of the data sets, the file and the options
 RECIPE = TrainSpec()
 DISTILL = DistillSpec()
+DISTILL_OPTIONS = {"iterations": DISTILLATIONS, "init": ("gm", "dm", "tm"), "rotator": ("dd3d",),  # who takes which
+                   "resume": DISTILLATIONS}
 TABLE_DATA = DataSpec("shapes", points=128)  # the table's budget: minutes on 2 cores (decision 73)
 TABLE_RECIPE = TrainSpec(steps=100)
 
@@ -55,10 +58,14 @@ def _data_options(p: argparse.ArgumentParser, dataset_required: bool) -> None:
     p.add_argument("--points", type=int, help="points per cloud (default 1,024; 2,048 for parts)")
 
 
-def _run_options(p: argparse.ArgumentParser, recipe: TrainSpec) -> None:
-    p.add_argument("--steps", type=int, default=recipe.steps, help=f"training steps of a backbone (default "
-                   f"{recipe.steps})")
-    p.add_argument("--lr", type=float, default=recipe.lr, help=f"Adam learning rate (default {recipe.lr})")
+def _run_options(p: argparse.ArgumentParser, recipe: TrainSpec, choices: bool = False) -> None:
+    """The recipe, seed and processes; with ``choices`` ``--steps`` and ``--lr`` take several values."""
+    several = {"nargs": "+", "default": [recipe.steps]} if choices else {"default": recipe.steps}
+    p.add_argument("--steps", type=int, **several, help=f"training steps of a backbone (default {recipe.steps})"
+                   + ("; several values are chosen among on the validation split" if choices else ""))
+    several = {"nargs": "+", "default": [recipe.lr]} if choices else {"default": recipe.lr}
+    p.add_argument("--lr", type=float, **several, help=f"Adam learning rate (default {recipe.lr})"
+                   + ("; several values are chosen among on the validation split" if choices else ""))
     p.add_argument("--batch-size", type=int, default=recipe.batch_size, help=f"clouds a step (default "
                    f"{recipe.batch_size})")
     p.add_argument("--seed", type=int, default=0, help="seed of the method or of the first run (default 0)")
@@ -74,8 +81,11 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     condense.add_argument("--out", required=True, help="folder of condensed.npz (and the feature network's cache)")
     condense.add_argument("--iterations", type=int, help=f"outer iterations of {', '.join(DISTILLATIONS)} (default "
                           f"{DISTILL.iterations}); --points is the resolution distilled at")
-    condense.add_argument("--init", help=f"gm, dm: explicit clouds from real ones or noise (default {DISTILL.init})")
+    condense.add_argument("--init", help=f"gm, dm, tm: explicit clouds from real ones or noise (default "
+                          f"{DISTILL.init})")
     condense.add_argument("--rotator", help="dd3d: none, fixed or learned sign (default: none aligned, fixed rotated)")
+    condense.add_argument("--resume", action="store_true", default=None, help=f"go on from <out>/{CHECKPOINT_NAME} "
+                          f"(saved every {DISTILL.checkpoint_every} iterations), exactly")
     _run_options(condense, RECIPE)
     evaluate = argparse.ArgumentParser(prog=f"{PROG} evaluate", description="Train a backbone from scratch on a "
                                        "condensed set (or the full train split) --runs times; test scores, last step.")
@@ -87,7 +97,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     evaluate.add_argument("--split", choices=("test", "val"), default="test",
                           help="scored split: test, or val to choose steps and learning rate (default test)")
     evaluate.add_argument("--out", help="also write every run's scores to this JSON file")
-    _run_options(evaluate, RECIPE)
+    _run_options(evaluate, RECIPE, choices=True)
     table = argparse.ArgumentParser(prog=f"{PROG} table", description="Random, Herding and K-Center at each CPC, "
                                     "aligned and rotated, beside the full set: the table of docs/condense.md.")
     table.add_argument("--out", required=True, help="folder of the sets, the cache and table.{md,json}")
@@ -107,13 +117,16 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     return {"condense": condense, "evaluate": evaluate, "table": table, "sample": sample}
 
 
-def _spec(args: argparse.Namespace, model: str = RECIPE.model) -> TrainSpec:
-    for name in ("steps", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    if not args.lr > 0:
-        raise ValueError(f"--lr must be positive, got {args.lr}")
-    return TrainSpec(model, args.steps, args.lr, args.batch_size)
+def _spec(args: argparse.Namespace, model: str = RECIPE.model, steps: int | None = None, lr: float | None = None
+          ) -> TrainSpec:
+    """The recipe of the options (``steps`` and ``lr`` in their place: one of evaluate's values)."""
+    steps, lr = (args.steps if steps is None else steps), (args.lr if lr is None else lr)
+    for name, value in (("steps", steps), ("batch-size", args.batch_size)):
+        if value < 1:
+            raise ValueError(f"--{name} must be a positive integer, got {value}")
+    if not lr > 0:
+        raise ValueError(f"--lr must be positive, got {lr}")
+    return TrainSpec(model, steps, lr, args.batch_size)
 
 
 def _given_data(args: argparse.Namespace) -> DataSpec:
@@ -123,10 +136,10 @@ def _given_data(args: argparse.Namespace) -> DataSpec:
 
 
 def _distill(args: argparse.Namespace) -> DistillSpec:
-    given = {"iterations": args.iterations, "init": args.init, "rotator": args.rotator}
-    named = [f"--{k}" for k, v in given.items() if v is not None]
-    if named and args.method not in DISTILLATIONS:
-        raise ValueError(f"{' and '.join(named)}: options of {', '.join(DISTILLATIONS)}, not of {args.method}")
+    given = {"iterations": args.iterations, "init": args.init, "rotator": args.rotator, "resume": args.resume}
+    for key, value in given.items():
+        if value is not None and args.method not in DISTILL_OPTIONS[key]:
+            raise ValueError(f"--{key} is an option of {', '.join(DISTILL_OPTIONS[key])}, not of {args.method}")
     if args.iterations is not None and args.iterations < 1:
         raise ValueError(f"--iterations must be a positive integer, got {args.iterations}")
     return DistillSpec(**{k: v for k, v in given.items() if v is not None})
@@ -142,7 +155,10 @@ def _condense(args: argparse.Namespace, info: DistInfo) -> None:
 
 
 def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
-    spec = _spec(args, args.model)
+    specs = [_spec(args, args.model, steps, lr) for steps in args.steps for lr in args.lr]
+    if len(specs) > 1 and args.split == "val":
+        raise ValueError("several --steps or --lr are chosen on the validation split, which --split val would "
+                         "then also report: report on test")
     if args.source == "full":
         if args.dataset is None:
             raise ValueError("--from full needs --dataset")
@@ -161,11 +177,17 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
         data = DataSpec(root=args.data_root, **from_file)
         test = data.load(args.split)
         train, what = condensed_clouds(cset, test, args.source), f"{prov['method']} CPC {prov['cpc']}"
+    spec = specs[0]
+    if len(specs) > 1:
+        spec, tried = choose_recipe(train, clouds_of(data.load("val")), specs, args.runs, args.seed, info)
+        if info.is_main:
+            for candidate, scores in tried:
+                print(f"val split: {candidate.steps} steps, lr {candidate.lr}: {format_summary(scores, data.task)}")
     runs = evaluate_runs(train, clouds_of(test), spec, args.runs, args.seed, info, desc=what)
-    summary = format_summary(summarise(runs), data.task)
+    summary = f"{LABELS[SCORES[data.task][0]]} {format_summary(summarise(runs), data.task)}"
     if info.is_main:
         print(f"{data.dataset} {data.setting}, {what} ({len(train)} clouds), {spec.model}, {spec.steps} steps, "
-              f"{args.runs} runs, {args.split} split, last step: {summary}")
+              f"lr {spec.lr}, {args.runs} runs, {args.split} split, last step: {summary}")
         if args.out:
             atomic_write(json.dumps({"from": args.source, "data": data.key(), "recipe": spec.__dict__,
                                      "split": args.split, "runs": runs}, indent=1).encode(), args.out)
@@ -176,7 +198,8 @@ def _table(args: argparse.Namespace, info: DistInfo) -> None:
     table = coreset_table(base, ("aligned", "rotated"), args.cpcs, args.runs, _spec(args), args.seed,
                           Path(args.out), info)
     if info.is_main:
-        print(f"# shapes (size {args.size}, {args.points} points), pointnet {args.steps} steps, {args.runs} runs, "
+        size = "" if args.size is None else f"size {args.size}, "
+        print(f"# shapes ({size}{args.points} points), pointnet {args.steps} steps, {args.runs} runs, "
               f"test OA % (mAcc %), mean ± 95% interval, last step\n\n{table}")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from train.condense.distill_checkpoint import Checkpoint
 from train.condense.generator import DATASET_W0, PointGenerator
 from train.condense.matching_loops import DistillSpec, match_gradients, real_sampler
 from train.condense.rotator import SETTING_ROTATOR, Rotator, check_rotator, principal_axes
@@ -41,8 +42,8 @@ def draw_set(generator: PointGenerator, rotator: Rotator, points: int, seed: int
         return rotator(generator.draw(index, points, draws)).cpu().numpy().astype(np.float32)
 
 
-def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info: DistInfo, folder: Path
-                 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
+def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info: DistInfo, folder: Path,
+                 checkpoint: Checkpoint | None = None) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """DD3D on ``train``: the drawn set, its labels and the history of D; the generator saved in ``folder``."""
     if info.world_size > 1:
         raise ValueError("dd3d runs in one process (the classes are not shared over ranks yet)")
@@ -62,7 +63,7 @@ def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info:
                                  weight_decay=spec.weight_decay)
     history = match_gradients(optimizer, sorted(rows), len(train.class_names), cpc, lambda k: rotator(real(k)),
                               lambda k: rotator(generator.draw(rows[k], resolution, draws)), spec, draws,
-                              info.device, desc=f"DD3D CPC {cpc}")
+                              info.device, checkpoint, desc=f"DD3D CPC {cpc}")
     save_generator(generator, rotator, labels, folder / GENERATOR_NAME)
     return draw_set(generator, rotator, resolution, seed), labels, history
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from train.condense.coreset import random_order, select_per_class
+from train.condense.distill_checkpoint import Checkpoint
 from train.condense.matching_loops import DistillSpec, match_distributions, match_gradients, real_sampler
 from train.data.objects import ObjectSet
 from train.runtime.distributed import DistInfo
@@ -36,9 +37,11 @@ def initial_clouds(train: ObjectSet, cpc: int, seed: int, init: str) -> tuple[np
     return points.astype(np.float32), np.repeat(classes, cpc).astype(np.int64)
 
 
-def distill_explicit(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info: DistInfo, method: str
-                     ) -> tuple[np.ndarray, np.ndarray, list[float]]:
+def distill_explicit(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info: DistInfo, method: str,
+                     checkpoint: Checkpoint | None = None) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """``method`` ("gm" or "dm") on explicit clouds: the synthetic points, their labels and the loss history."""
+    if method not in ("gm", "dm"):
+        raise ValueError(f"explicit clouds are distilled by gm or dm, got {method!r}")
     if info.world_size > 1:
         raise ValueError(f"{method} runs in one process (the classes are not shared over ranks yet)")
     points, labels = initial_clouds(train, cpc, seed, spec.init)
@@ -52,8 +55,8 @@ def distill_explicit(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, i
     num_classes = len(train.class_names)
     if method == "gm":
         history = match_gradients(optimizer, classes, num_classes, cpc, real, lambda k: synthetic[rows[k]], spec,
-                                  draws, info.device, desc=f"GM CPC {cpc}")
+                                  draws, info.device, checkpoint, desc=f"GM CPC {cpc}")
     else:
         history = match_distributions(optimizer, classes, num_classes, real, lambda k: synthetic[rows[k]], spec,
-                                      info.device, desc=f"DM CPC {cpc}")
+                                      draws, info.device, checkpoint, desc=f"DM CPC {cpc}")
     return synthetic.detach().cpu().numpy(), labels, history

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from fast import distribution_match_loss, gradient_match_distance
+from train.condense.distill_checkpoint import Checkpoint
 from train.models.objects import build_object_model
 from train.runtime.logging_utils import progress
 
@@ -40,7 +41,8 @@ class DistillSpec:
     the released code): ``iterations`` outer iterations, Adam's ``lr`` and ``weight_decay`` (the
     generator's; explicit clouds take none), the network's SGD ``net_lr``, ``real_batch`` real
     clouds a class, ``init`` of explicit clouds (``real`` or ``noise``, Table 6), ``rotator`` of
-    DD3D (None: the setting's, :data:`train.condense.rotator.SETTING_ROTATOR`)."""
+    DD3D (None: the setting's, :data:`train.condense.rotator.SETTING_ROTATOR`), a checkpoint every
+    ``checkpoint_every`` iterations and ``resume`` from it (decision 80)."""
 
     iterations: int = 400
     lr: float = 1e-3
@@ -49,6 +51,8 @@ class DistillSpec:
     real_batch: int = 32
     init: str = "real"
     rotator: str | None = None
+    checkpoint_every: int = 10
+    resume: bool = False
 
 
 def loops_for(cpc: int) -> tuple[int, int]:
@@ -87,7 +91,8 @@ def gradient_match_loss(net: torch.nn.Module, classes: list[int], real: ClassClo
     return total
 
 
-def _decay(optimizer: torch.optim.Optimizer, iteration: int, iterations: int) -> None:
+def decay_at_half(optimizer: torch.optim.Optimizer, iteration: int, iterations: int) -> None:
+    """The learning rate times :data:`DECAY_FACTOR` at iteration ``iterations // 2``."""
     if iteration == iterations // 2 and iteration > 0:
         for group in optimizer.param_groups:
             group["lr"] *= DECAY_FACTOR
@@ -101,12 +106,14 @@ def _stacked(classes: list[int], clouds: list[torch.Tensor]) -> tuple[torch.Tens
 
 def match_gradients(optimizer: torch.optim.Optimizer, classes: list[int], num_classes: int, cpc: int,
                     real: ClassClouds, synthetic: ClassClouds, spec: DistillSpec, generator: torch.Generator,
-                    device: torch.device, desc: str = "gradient matching") -> list[float]:
-    """Gradient matching (module docstring) of the parameters ``optimizer`` holds; the mean D of each iteration."""
+                    device: torch.device, checkpoint: Checkpoint | None = None, desc: str = "gradient matching"
+                    ) -> list[float]:
+    """Gradient matching (module docstring) of the parameters ``optimizer`` holds; the mean D of each
+    iteration. ``checkpoint``: saved as it says and resumed from (decision 80)."""
     outer, inner = loops_for(cpc)
-    history = []
-    for iteration in progress(range(spec.iterations), desc=desc):
-        _decay(optimizer, iteration, spec.iterations)
+    start, history = (0, []) if checkpoint is None else checkpoint.restore([optimizer], generator)
+    for iteration in progress(range(start, spec.iterations), desc=desc):
+        decay_at_half(optimizer, iteration, spec.iterations)
         net = fresh_network(num_classes, device)
         net_step = torch.optim.SGD(net.parameters(), lr=spec.net_lr)
         total = 0.0
@@ -126,22 +133,27 @@ def match_gradients(optimizer: torch.optim.Optimizer, classes: list[int], num_cl
                 F.cross_entropy(net(points[rows]), labels[rows]).backward()
                 net_step.step()
         history.append(total / outer)
+        if checkpoint is not None:
+            checkpoint.save_if_due(iteration + 1, [optimizer], generator, history)
     return history
 
 
 def match_distributions(optimizer: torch.optim.Optimizer, classes: list[int], num_classes: int, real: ClassClouds,
-                        synthetic: ClassClouds, spec: DistillSpec, device: torch.device,
-                        desc: str = "distribution matching") -> list[float]:
-    """Distribution matching (module docstring) of the parameters ``optimizer`` holds; each iteration's loss."""
-    history = []
-    for iteration in progress(range(spec.iterations), desc=desc):
-        _decay(optimizer, iteration, spec.iterations)
+                        synthetic: ClassClouds, spec: DistillSpec, generator: torch.Generator, device: torch.device,
+                        checkpoint: Checkpoint | None = None, desc: str = "distribution matching") -> list[float]:
+    """Distribution matching (module docstring) of the parameters ``optimizer`` holds; each iteration's
+    loss. ``generator``: the draws of ``real``, saved with the ``checkpoint``."""
+    start, history = (0, []) if checkpoint is None else checkpoint.restore([optimizer], generator)
+    for iteration in progress(range(start, spec.iterations), desc=desc):
+        decay_at_half(optimizer, iteration, spec.iterations)
         net = fresh_network(num_classes, device)
         loss = class_mean_distance(net, classes, real, synthetic)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         history.append(loss.item())
+        if checkpoint is not None:
+            checkpoint.save_if_due(iteration + 1, [optimizer], generator, history)
     return history
 
 

@@ -5,12 +5,14 @@ A method takes :class:`MethodInputs` (the ``train`` split, CPC, seed, the featur
 the processes, the distillation settings and the run folder) and returns the condensed points,
 labels and parts, class by class. The coreset baselines (:mod:`train.condense.coreset`) pick real
 clouds; the distillation methods synthesise them: gradient and distribution matching on explicit
-clouds (:mod:`train.condense.explicit`) and DD3D (:mod:`train.condense.dd3d`, decision 78).
+clouds (:mod:`train.condense.explicit`), trajectory matching (:mod:`train.condense.trajectory`,
+decision 79) and DD3D (:mod:`train.condense.dd3d`, decision 78).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +21,12 @@ from train.condense.condensed_file import CondensedSet, current_commit
 from train.condense.coreset import Rule, herding_order, kcenter_order, random_order, select_per_class
 from train.condense.data import DataSpec, clouds_of, pick
 from train.condense.dd3d import distill_dd3d
+from train.condense.distill_checkpoint import CHECKPOINT_NAME, Checkpoint
 from train.condense.explicit import distill_explicit
 from train.condense.features import embed, feature_network
 from train.condense.matching_loops import DistillSpec
 from train.condense.training import TrainSpec
+from train.condense.trajectory import distill_trajectories
 from train.data.objects import ObjectSet
 from train.runtime.distributed import DistInfo
 
@@ -56,16 +60,23 @@ def coreset(rule: Rule, uses_features: bool) -> Method:
 
 
 def distillation(name: str) -> Method:
-    """A distillation method: synthetic clouds of classification data (part segmentation, Eq. 11, is not built)."""
+    """A distillation method: synthetic clouds of classification data (part segmentation, Eq. 11, is not
+    built), checkpointed in the run folder (decision 80)."""
     def method(inputs: MethodInputs) -> Arrays:
-        if inputs.train.parts is not None:
+        train, spec = inputs.train, inputs.distill
+        if train.parts is not None:
             raise ValueError(f"{name} distils classification sets only (part segmentation, Eq. 11, is not built)")
+        run = {"method": name, "cpc": inputs.cpc, "seed": inputs.seed, "data": [train.name, train.setting,
+               list(train.points.shape)], "spec": {k: v for k, v in asdict(spec).items() if k != "resume"}}
+        checkpoint = Checkpoint(inputs.folder / CHECKPOINT_NAME, json.dumps(run, sort_keys=True), spec.checkpoint_every,
+                                spec.resume)
+        args = (train, inputs.cpc, inputs.seed, spec, inputs.info)
         if name == "dd3d":
-            points, labels, _ = distill_dd3d(inputs.train, inputs.cpc, inputs.seed, inputs.distill, inputs.info,
-                                             inputs.folder)
+            points, labels, _ = distill_dd3d(*args, inputs.folder, checkpoint)
+        elif name == "tm":
+            points, labels, _ = distill_trajectories(*args, checkpoint)
         else:
-            points, labels, _ = distill_explicit(inputs.train, inputs.cpc, inputs.seed, inputs.distill, inputs.info,
-                                                 name)
+            points, labels, _ = distill_explicit(*args, name, checkpoint)
         return points, labels, None
     return method
 
@@ -76,9 +87,10 @@ METHODS: dict[str, Method] = {
     "kcenter": coreset(kcenter_order, uses_features=True),
     "gm": distillation("gm"),
     "dm": distillation("dm"),
+    "tm": distillation("tm"),
     "dd3d": distillation("dd3d"),
 }
-DISTILLATIONS = ("gm", "dm", "dd3d")
+DISTILLATIONS = ("gm", "dm", "tm", "dd3d")
 
 
 def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: TrainSpec, cache: Path, info: DistInfo,

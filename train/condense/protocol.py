@@ -2,14 +2,16 @@
 scratch on the set ``runs`` times with the seeds ``seed, seed + 1, ...``, each run scored on the
 evaluation split (``test``, or ``val`` where a choice is being made) with the model of its last
 step, the runs summarised as mean and 95% interval (:func:`train.condense.metrics.summarise`).
+:func:`choose_recipe` chooses among recipes (steps, learning rate) on the validation split.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
-from train.condense.metrics import SCORES, classification_scores, part_scores
+from train.condense.metrics import SCORES, classification_scores, part_scores, summarise
 from train.condense.training import Clouds, TrainSpec, predict, train_backbone
 from train.runtime.distributed import DistInfo
 
@@ -41,3 +43,17 @@ def format_summary(summary: dict[str, tuple[float, float]], task: str) -> str:
         return f"{mean:.1f}" if math.isnan(half) else f"{mean:.1f} ± {half:.1f}"
     first, second = SCORES[task]
     return f"{cell(*summary[first])} ({LABELS[second]} {cell(*summary[second])})"
+
+
+def choose_recipe(train: Clouds, val: Clouds, candidates: Sequence[TrainSpec], runs: int, seed: int, info: DistInfo
+                  ) -> tuple[TrainSpec, list[tuple[TrainSpec, dict[str, tuple[float, float]]]]]:
+    """The candidate recipe whose ``runs`` score best on the validation split ``val`` (the mean of
+    the task's first score; the earliest candidate on a tie), and every candidate's summary. The
+    test split takes no part: only ``train`` and ``val`` are given."""
+    tried = []
+    for spec in candidates:
+        runs_on_val = evaluate_runs(train, val, spec, runs, seed, info, desc=f"val: {spec.steps} steps, lr {spec.lr}")
+        tried.append((spec, summarise(runs_on_val)))
+    first = SCORES[val.task][0]
+    best = max(range(len(tried)), key=lambda i: (tried[i][1][first][0], -i))
+    return tried[best][0], tried

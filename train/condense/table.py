@@ -54,7 +54,8 @@ def coreset_table(base: DataSpec, settings: Sequence[str], cpcs: Sequence[int], 
             lines.append(f"| {setting} | {cpc} | {' | '.join(cells)} | {full} |")
     table = "\n".join(lines)
     if info.is_main:
-        atomic_write(json.dumps({"data": base.key(), "recipe": recipe.__dict__, "runs": runs, "seed": seed,
-                                 "scores": results}, indent=1).encode(), out / "table.json")
+        record = {"data": {**base.key(), "setting": list(settings)}, "recipe": recipe.__dict__, "runs": runs,
+                  "seed": seed, "scores": results}
+        atomic_write(json.dumps(record, indent=1).encode(), out / "table.json")
         atomic_write((table + "\n").encode(), out / "table.md")
     return table

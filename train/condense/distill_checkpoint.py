@@ -1,0 +1,72 @@
+"""Checkpoints of a distillation run and its exact resumption (decision 80).
+
+A distillation loop (:mod:`train.condense.matching_loops`, :mod:`train.condense.trajectory`) saves,
+every ``every`` iterations, into one file (``<out>/distill.pt``, written atomically): the iterations
+done, the loss history, every parameter its optimisers hold and their states, torch's global
+random state (the fresh networks are drawn from it) and the run's own generator of draws. A run
+started with ``resume`` reads it and goes on from there, drawing what the uninterrupted run draws,
+so it writes the same file. The checkpoint carries the JSON key of what produced it (method, data,
+CPC, seed, settings); another key is refused in one line.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from train.runtime.files import atomic_write
+
+CHECKPOINT_NAME = "distill.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from (its message names the file)."""
+
+
+def _parameters(optimizers: list[torch.optim.Optimizer]) -> list[torch.Tensor]:
+    return [p for opt in optimizers for group in opt.param_groups for p in group["params"]]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where and how often a run is saved, what identifies it, and whether it resumes."""
+
+    path: Path
+    key: str
+    every: int
+    resume: bool
+
+    def restore(self, optimizers: list[torch.optim.Optimizer], draws: torch.Generator) -> tuple[int, list[float]]:
+        """The iterations done and the history: (0, []) for a fresh run, else the saved state put back."""
+        if not self.resume:
+            return 0, []
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise CheckpointError(f"{self.path}: no checkpoint to resume from") from None
+        except Exception as err:  # torch raises many kinds for a damaged file
+            raise CheckpointError(f"{self.path}: not a readable checkpoint ({type(err).__name__})") from None
+        if saved.get("key") != self.key:
+            raise CheckpointError(f"{self.path}: written by another run (method, data, CPC, seed or settings differ)")
+        with torch.no_grad():
+            for p, value in zip(_parameters(optimizers), saved["parameters"], strict=True):
+                p.copy_(value)
+        for opt, state in zip(optimizers, saved["optimizers"], strict=True):
+            opt.load_state_dict(state)
+        torch.set_rng_state(saved["torch_rng"])
+        draws.set_state(saved["draws"])
+        return saved["iteration"], list(saved["history"])
+
+    def save_if_due(self, iteration: int, optimizers: list[torch.optim.Optimizer], draws: torch.Generator,
+                    history: list[float]) -> None:
+        """Save after ``iteration`` iterations when it is a multiple of ``every``."""
+        if iteration % self.every:
+            return
+        buffer = io.BytesIO()
+        torch.save({"key": self.key, "iteration": iteration, "history": history,
+                    "parameters": [p.detach().cpu() for p in _parameters(optimizers)],
+                    "optimizers": [opt.state_dict() for opt in optimizers], "torch_rng": torch.get_rng_state(),
+                    "draws": draws.get_state()}, buffer)
+        atomic_write(buffer.getbuffer(), self.path)
