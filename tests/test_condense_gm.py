@@ -107,7 +107,7 @@ class Interrupted(Exception):
 
 @pytest.mark.parametrize("method", ["gm", "dm", "tm", "dd3d"])
 def test_a_resumed_run_writes_the_uninterrupted_runs_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          method: str) -> None:
+                                                          capsys: pytest.CaptureFixture, method: str) -> None:
     run = ["--dataset", "shapes", "--size", "2", "--points", "16", "--device", "cpu", "--cpc", "1", "--iterations",
            "3", "--method", method]
     assert main([*run, "--out", str(tmp_path / "whole")]) == 0
@@ -125,3 +125,5 @@ def test_a_resumed_run_writes_the_uninterrupted_runs_file(tmp_path: Path, monkey
     assert main([*run, "--resume", "--out", str(tmp_path / "cut")]) == 0
     assert (tmp_path / "cut" / "condensed.npz").read_bytes() == (tmp_path / "whole" / "condensed.npz").read_bytes()
     assert main([*run[:-1], "dm" if method != "dm" else "gm", "--resume", "--out", str(tmp_path / "cut")]) == 2
+    assert main([*run, "--data-seed", "1", "--resume", "--out", str(tmp_path / "cut")]) == 2  # other clouds
+    assert capsys.readouterr().err.count("distill.pt: written by another run") == 2

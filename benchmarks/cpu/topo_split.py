@@ -18,7 +18,9 @@ into the parts the training thread spends on it (read off the stamps of ``fast.T
   rounds synchronised before the backward.
 
 Their sum is compared with the measured cost (``sum_vs_measured``); the remainder is device work on
-the critical path that no host part shows, or (negative) host time hidden behind the device.
+the critical path that no host part shows, or (negative) host time hidden behind the device, and,
+where the workers have fewer cores than they need beside the training process (a 2-core CPU), the
+training process slowed down by them (``workers_total``: their core time per step).
 Beside the critical path: when each model's features reached the host after their copy was
 queued (``teacher_copy`` / ``student_copy``; on the CPU no copy, only the call), each worker's
 time per cloud and the slowest worker's (``fast.persistence.pool.TaskTime``), and how long before the trainer asked the last diagram was
@@ -110,6 +112,7 @@ def _parts(job: TopoLossJob) -> dict[str, float]:
         parts["cloud_mean"] = statistics.mean(x.finished - x.started for x in times)
         parts["cloud_max"] = max(x.finished - x.started for x in times)
         parts["slowest_worker"] = max(per_worker.values())
+        parts["workers_total"] = sum(per_worker.values())
         parts["ready_before_wait"] = t["wait_start"] - max(x.finished for x in times)
     return parts
 
@@ -166,6 +169,7 @@ BESIDE_LABELS = {
     "cloud_mean": "one cloud's diagrams in a worker (mean)",
     "cloud_max": "one cloud's diagrams in a worker (longest)",
     "slowest_worker": "the busiest worker's time this step",
+    "workers_total": "all workers' time this step (core-ms taken beside the training thread)",
     "ready_before_wait": "last diagram ready before the trainer asked (negative: it waited)",
 }
 

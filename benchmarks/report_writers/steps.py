@@ -170,7 +170,9 @@ def topo_split_section(run: dict[str, Any]) -> list[str]:
         f"persistence workers, {e.get('torch_threads', 1)} torch thread(s); the full objective (L_seg + L_kld + "
         "L_grad + L_topo) against KD + saliency, medians of interleaved rounds (`benchmarks/cpu/topo_split.py`). "
         f"Full step {split['step_with_ms']:.0f} ms, KD + saliency {split['step_without_ms']:.0f} ms: the "
-        f"topological term is {100 * share:.0f}% of the full step. Measured {run.get('datetime', 'unknown')}, "
+        f"topological term is {100 * share:.0f}% of the full step. What the training thread's parts do not "
+        "explain is the persistence workers' core time taken from the training process where the cores are "
+        f"fewer than the processes (the workers' total below). Measured {run.get('datetime', 'unknown')}, "
         f"commit `{run.get('commit_info', {}).get('id', 'unknown')[:10]}`"
         + ("" if e.get("paper") else "; **smoke sizes**") + ".",
         "",

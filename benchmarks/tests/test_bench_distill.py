@@ -3,15 +3,17 @@ CPC 1 and 10 (``benchmarks.cpu.distill_cost``).
 
 Smoke run: two classes of the generated shapes at 16 points, one iteration, in this process (its
 memory figure is then not the run's alone). ``--benchmark``: the 13 classes at 1,024 points (the
-paper's resolution), one iteration, CPC 50 too, each in a fresh child process. Seconds per
-iteration and the extra peak resident memory go to ``extra_info``; never asserted beyond a finished
-run and finite losses. The sign step's stability (``benchmarks.cpu.sign_stability``) has a smoke test.
+paper's resolution), one iteration, CPC 50 too, each in a fresh child process, on the GPU where
+there is one (its peak memory beside the process's). Seconds per iteration and the extra peak
+resident memory go to ``extra_info``; never asserted beyond a finished run and finite losses. The
+sign step's stability (``benchmarks.cpu.sign_stability``) has a smoke test.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+import torch
 
 from benchmarks.cpu.distill_cost import measure
 from benchmarks.cpu.isolated import run_isolated
@@ -29,7 +31,8 @@ def test_distill_cost(benchmark: Any, method: str, cpc: int, full_run: bool, thr
     sizes = FULL if full_run else SMOKE
     records: list[dict[str, Any]] = []
     benchmark.group = "distill-cost"
-    kwargs = {"method": method, "cpc": cpc, **sizes}
+    device = "cuda" if full_run and torch.cuda.is_available() else "cpu"
+    kwargs = {"method": method, "cpc": cpc, "device": device, **sizes}
     run = (lambda: run_isolated("benchmarks.cpu.distill_cost:measure", kwargs, 3600.0, None)) if full_run else (
         lambda: measure(**kwargs))
     benchmark.pedantic(lambda: records.append(run()), rounds=1)

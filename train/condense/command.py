@@ -3,13 +3,15 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
 
     python -m train.condense --dataset D --method M --cpc C [--setting aligned|rotated]
                              [--task classification|parts] --out O
+                             [--iterations N] [--init real|noise] [--rotator none|fixed|learned] [--resume]
     python -m train.condense evaluate --from O/condensed.npz|full [--dataset D] [--model pointnet] [--runs 5]
     python -m train.condense table --out O          # the embedded shapes set, CPC 1/10/50, both settings
     python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
 
 Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
 share each training step, :mod:`train.condense.training`), on ``--device`` (auto: CUDA when there
-is one). A refusal is one line, exit status 2.
+is one); the distillation methods (gm, dm, tm, dd3d: decisions 78-80) and ``sample`` run in one
+process. A refusal is one line, exit status 2.
 """
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ decision 79) and DD3D (:mod:`train.condense.dd3d`, decision 78).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -66,8 +67,9 @@ def distillation(name: str) -> Method:
         train, spec = inputs.train, inputs.distill
         if train.parts is not None:
             raise ValueError(f"{name} distils classification sets only (part segmentation, Eq. 11, is not built)")
-        run = {"method": name, "cpc": inputs.cpc, "seed": inputs.seed, "data": [train.name, train.setting,
-               list(train.points.shape)], "spec": {k: v for k, v in asdict(spec).items() if k != "resume"}}
+        content = hashlib.sha1(train.points.tobytes() + train.labels.tobytes()).hexdigest()
+        run = {"method": name, "cpc": inputs.cpc, "seed": inputs.seed, "data": [train.name, train.setting, content],
+               "spec": {k: v for k, v in asdict(spec).items() if k != "resume"}}
         checkpoint = Checkpoint(inputs.folder / CHECKPOINT_NAME, json.dumps(run, sort_keys=True), spec.checkpoint_every,
                                 spec.resume)
         args = (train, inputs.cpc, inputs.seed, spec, inputs.info)
