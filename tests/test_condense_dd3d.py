@@ -103,7 +103,7 @@ def test_dd3d_lowers_the_matching_distance_of_its_drawn_clouds(tmp_path: Path) -
     assert after < 0.95 * before, (before, after)
 
 
-TINY = ["--dataset", "shapes", "--size", "2", "--points", "32", "--device", "cpu", "--cpc", "1", "--iterations", "1",
+TINY = ["--dataset", "shapes", "--size", "4", "--points", "32", "--device", "cpu", "--cpc", "1", "--iterations", "1",
         "--method", "dd3d"]
 
 
@@ -121,6 +121,9 @@ def test_dd3d_keeps_its_generator_and_sample_draws_the_set_at_other_resolutions(
         drawn = read_condensed(out)
         assert drawn.points.shape == (13, points, 3)
         assert np.array_equal(drawn.labels, distilled.labels) and drawn.provenance == distilled.provenance
+    # Table 4's path: distilled at 32 points, evaluated at 64 (the test split read at the file's resolution)
+    assert main(["evaluate", "--from", str(tmp_path / "s64.npz"), "--steps", "2", "--runs", "1", "--device", "cpu"]) == 0
+    assert "dd3d CPC 1 (13 clouds)" in capsys.readouterr().out
     again = tmp_path / "again.npz"
     assert main(["sample", "--from", str(run), "--points", "32", "--out", str(again)]) == 0
     np.testing.assert_array_equal(read_condensed(again).points, distilled.points)  # seed 0: the distilled draw
