@@ -122,7 +122,8 @@ def test_dd3d_keeps_its_generator_and_sample_draws_the_set_at_other_resolutions(
         assert drawn.points.shape == (13, points, 3)
         assert np.array_equal(drawn.labels, distilled.labels) and drawn.provenance == distilled.provenance
     # Table 4's path: distilled at 32 points, evaluated at 64 (the test split read at the file's resolution)
-    assert main(["evaluate", "--from", str(tmp_path / "s64.npz"), "--steps", "2", "--runs", "1", "--device", "cpu"]) == 0
+    evaluate = ["evaluate", "--from", str(tmp_path / "s64.npz"), "--steps", "2", "--runs", "1", "--device", "cpu"]
+    assert main(evaluate) == 0
     assert "dd3d CPC 1 (13 clouds)" in capsys.readouterr().out
     again = tmp_path / "again.npz"
     assert main(["sample", "--from", str(run), "--points", "32", "--out", str(again)]) == 0
