@@ -11,7 +11,9 @@ of the synthetic parameters' optimiser is taken; between two such steps the netw
 :func:`match_distributions`: every iteration a fresh PointNet with random weights embeds a real
 batch per class and the synthetic set (its 1,024-wide global feature), and one step matches the
 class means (``fast.distribution_match_loss``). The learning rate is cut by 10 at half the
-iterations. Both return each iteration's mean matching loss.
+iterations. Both return each iteration's mean matching loss. For part segmentation (Eq. 11,
+decision 81) a batch carries its points' parts, the network is the part segmenter and gradient
+matching alternates global and per-part outer steps.
 """
 from __future__ import annotations
 
