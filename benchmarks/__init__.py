@@ -1,5 +1,5 @@
 """Efficiency benchmarks reproducing the paper's Table 6, batch throughput, Figures 7 and 8, and the
-GPU campaign, in rooms by purpose (decision 81):
+GPU campaign, in rooms by purpose (decision 82):
 
 - ``cpu/``: the CPU benchmarks, what ``pytest benchmarks/`` measures (the paper-style pipelines,
   problem sizes, the suite's ``benchmark`` fixture and run file, the machine's description, the

@@ -31,8 +31,8 @@ def probe(train: ObjectSet, points: np.ndarray, labels: np.ndarray, loss: str) -
     for seed in range(4):
         torch.manual_seed(100 + seed)
         net = fresh_network(len(CLASSES), torch.device("cpu"))
-        real = lambda k: torch.from_numpy(train.points[train.labels == k])  # noqa: E731
-        synthetic = lambda k: torch.from_numpy(points[labels == k])  # noqa: E731
+        real = lambda k: (torch.from_numpy(train.points[train.labels == k]), None)  # noqa: E731
+        synthetic = lambda k: (torch.from_numpy(points[labels == k]), None)  # noqa: E731
         match = gradient_match_loss if loss == "gm" else class_mean_distance
         values.append(match(net, CLASSES, real, synthetic).item())
     return float(np.mean(values))

@@ -39,8 +39,9 @@ def test_the_generator_draws_every_cloud_at_the_requested_resolution_point_by_po
     torch.manual_seed(0)
     gen, rotator = PointGenerator(clouds=4, w0=100.0, width=32), Rotator("none")
     for points in (1, 50, 300):
-        drawn = draw_set(gen, rotator, points, seed=3)
-        assert drawn.shape == (4, points, 3) and drawn.dtype == np.float32 and np.abs(drawn).max() < 1.0
+        drawn, parts = draw_set(gen, rotator, points, seed=3)
+        assert parts is None and drawn.shape == (4, points, 3) and drawn.dtype == np.float32
+        assert np.abs(drawn).max() < 1.0
     noise = torch.rand(2, 20)
     whole = gen(noise, torch.tensor([1, 3]))
     np.testing.assert_array_equal(gen(noise[:, 5:9], torch.tensor([1, 3])).detach(), whole[:, 5:9].detach())
@@ -96,14 +97,14 @@ def test_the_learned_sign_gets_its_gradient_through_the_straight_through_estimat
 def test_dd3d_lowers_the_matching_distance_of_its_drawn_clouds(tmp_path: Path) -> None:
     tiny = tiny_set()
     torch.manual_seed(0)  # the run's generator before training: the same seed, built first
-    start = draw_set(PointGenerator(3, DATASET_W0["shapes"]), Rotator("none"), 32, seed=0)
-    points, labels, history = distill_dd3d(tiny, 1, 0, DistillSpec(iterations=10), CPU, tmp_path)
+    start, _ = draw_set(PointGenerator(3, DATASET_W0["shapes"]), Rotator("none"), 32, seed=0)
+    points, labels, _, history = distill_dd3d(tiny, 1, 0, DistillSpec(iterations=10), CPU, tmp_path)
     assert np.array_equal(labels, [0, 1, 2]) and len(history) == 10
     before, after = probe(tiny, start, labels, "gm"), probe(tiny, points, labels, "gm")
     assert after < 0.95 * before, (before, after)
 
 
-TINY = ["--dataset", "shapes", "--size", "2", "--points", "32", "--device", "cpu", "--cpc", "1", "--iterations", "1",
+TINY = ["--dataset", "shapes", "--size", "4", "--points", "32", "--device", "cpu", "--cpc", "1", "--iterations", "1",
         "--method", "dd3d"]
 
 
@@ -121,6 +122,10 @@ def test_dd3d_keeps_its_generator_and_sample_draws_the_set_at_other_resolutions(
         drawn = read_condensed(out)
         assert drawn.points.shape == (13, points, 3)
         assert np.array_equal(drawn.labels, distilled.labels) and drawn.provenance == distilled.provenance
+    # Table 4's path: distilled at 32 points, evaluated at 64 (the test split read at the file's resolution)
+    evaluate = ["evaluate", "--from", str(tmp_path / "s64.npz"), "--steps", "2", "--runs", "1", "--device", "cpu"]
+    assert main(evaluate) == 0
+    assert "dd3d CPC 1 (13 clouds)" in capsys.readouterr().out
     again = tmp_path / "again.npz"
     assert main(["sample", "--from", str(run), "--points", "32", "--out", str(again)]) == 0
     np.testing.assert_array_equal(read_condensed(again).points, distilled.points)  # seed 0: the distilled draw
@@ -130,7 +135,7 @@ def test_dd3d_keeps_its_generator_and_sample_draws_the_set_at_other_resolutions(
 
 def test_dd3d_with_the_learned_sign_moves_its_decoder(tmp_path: Path) -> None:
     assert main([*TINY, "--setting", "rotated", "--rotator", "learned", "--out", str(tmp_path)]) == 0
-    _, rotator, _ = load_generator(tmp_path / GENERATOR_NAME)
+    _, rotator, _, _ = load_generator(tmp_path / GENERATOR_NAME)
     start = torch.zeros_like(rotator.decoder)
     start[0] = 1.0
     assert rotator.kind == "learned" and (rotator.decoder.detach() - start).abs().max() > 1e-4

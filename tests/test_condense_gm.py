@@ -30,8 +30,8 @@ def test_the_loops_follow_the_released_code_by_cpc() -> None:
 
 def test_gm_moves_the_synthetic_set_and_its_matching_distance_falls(tiny: ObjectSet) -> None:
     spec = DistillSpec(iterations=8, lr=1e-2, init="noise")
-    start, labels = initial_clouds(tiny, 1, 0, "noise")
-    points, out_labels, history = distill_explicit(tiny, 1, 0, spec, CPU, "gm")
+    start, labels, _ = initial_clouds(tiny, 1, 0, "noise")
+    points, out_labels, _, history = distill_explicit(tiny, 1, 0, spec, CPU, "gm")
     assert np.array_equal(out_labels, labels) and len(history) == 8
     assert np.abs(points - start).max() > 0.05
     before, after = probe(tiny, start, labels, "gm"), probe(tiny, points, labels, "gm")
@@ -40,8 +40,8 @@ def test_gm_moves_the_synthetic_set_and_its_matching_distance_falls(tiny: Object
 
 def test_dm_matches_the_class_means_of_random_networks(tiny: ObjectSet) -> None:
     spec = DistillSpec(iterations=8, lr=1e-2)
-    start, labels = initial_clouds(tiny, 1, 0, "real")
-    points, _, history = distill_explicit(tiny, 1, 0, spec, CPU, "dm")
+    start, labels, _ = initial_clouds(tiny, 1, 0, "real")
+    points, _, _, history = distill_explicit(tiny, 1, 0, spec, CPU, "dm")
     before, after = probe(tiny, start, labels, "dm"), probe(tiny, points, labels, "dm")
     assert after < 0.8 * before, (before, after)
     assert np.mean(history[-3:]) < np.mean(history[:3])
@@ -50,7 +50,7 @@ def test_dm_matches_the_class_means_of_random_networks(tiny: ObjectSet) -> None:
 def test_tm_brings_the_students_closer_to_the_experts_weights(tiny: ObjectSet) -> None:
     # a tiny set takes one expert step an epoch: the student takes as many steps as the M = 2 epochs
     tm = TrajectorySpec(experts=2, max_start_epoch=2, synthetic_steps=2)
-    start, labels = initial_clouds(tiny, 1, 0, "real")
+    start, labels, _ = initial_clouds(tiny, 1, 0, "real")
     points, _, history = distill_trajectories(tiny, 1, 0, DistillSpec(iterations=10, lr=1e-2), CPU, tm=tm)
     torch.manual_seed(0)  # the experts of the run: the same seed, drawn first
     experts = expert_trajectories(tiny, tm, torch.Generator().manual_seed(0), CPU.device)
@@ -66,11 +66,11 @@ def test_tm_brings_the_students_closer_to_the_experts_weights(tiny: ObjectSet) -
 
 
 def test_real_initialisation_starts_from_training_clouds_and_noise_from_the_unit_ball(tiny: ObjectSet) -> None:
-    real, labels = initial_clouds(tiny, 2, 0, "real")
-    assert np.bincount(labels).tolist() == [2, 2, 2]
+    real, labels, parts = initial_clouds(tiny, 2, 0, "real")
+    assert np.bincount(labels).tolist() == [2, 2, 2] and parts is None
     for cloud, label in zip(real, labels):
         assert any(np.array_equal(cloud, t) and y == label for t, y in zip(tiny.points, tiny.labels))
-    noise, noise_labels = initial_clouds(tiny, 2, 0, "noise")
+    noise, noise_labels, _ = initial_clouds(tiny, 2, 0, "noise")
     assert noise.shape == real.shape and np.array_equal(noise_labels, labels)
     assert np.linalg.norm(noise, axis=-1).max() <= 1.0
     with pytest.raises(ValueError, match="init 'zeros' is not one of real, noise"):

@@ -173,7 +173,7 @@ COMMAND = re.compile(r"python -m (?P<module>(?:train|fast|benchmarks|reference)(
 
 def _is_command(module: str) -> bool:
     """Whether ``python -m module`` runs something: a module with a ``__main__`` guard, or a
-    package with a ``__main__`` module; a module that moved runs under its old name (decision 81)."""
+    package with a ``__main__`` module; a module that moved runs under its old name (decision 82)."""
     import benchmarks
     import train.data
     module = {**train.data.MOVED, **benchmarks.MOVED}.get(module, module)

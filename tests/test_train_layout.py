@@ -11,7 +11,7 @@ count, as a lazy import is a dependency all the same):
   the rooms in one order, no two rooms import each other;
 - no module imports a command module;
 - every package of ``train`` has a docstring (what it holds and what it may import);
-- inside ``train.data`` the same, one level down (decision 81): every module lies in one room of
+- inside ``train.data`` the same, one level down (decision 82): every module lies in one room of
   :data:`DATA_ROOMS` (the checks, the cameras, the samples, the LiDAR data sets, the simulator, the
   object data sets), ``train/data/`` itself holds no other loose module than the checks and the
   samples, and no module imports a data room above its own;
@@ -53,7 +53,7 @@ COMMANDS: tuple[str, ...] = ("train.run", "train.predict", "train.image_labels",
                              "train.export_pointcept", "train.export_onnx", "train.topo_diagnostic",
                              "train.study.__main__", "train.condense.__main__")
 
-# The rooms of ``train.data`` from the bottom up (decision 81).
+# The rooms of ``train.data`` from the bottom up (decision 82).
 DATA_ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("checks", ("train.data.validation", "train.data.labels", "train.data.restricted_pickle")),
     ("cameras", ("train.data.cameras",)),
@@ -148,7 +148,7 @@ def test_the_order_check_finds_an_engine_module_importing_the_study_and_a_comman
 def test_every_module_of_train_data_lies_in_one_data_room() -> None:
     graph = {m: t for m, t in _train_graph().items() if m.startswith("train.data.")}
     homeless = sorted(m for m in graph if room_of(m, DATA_ROOMS, ()) is None)
-    assert not homeless, f"modules of train.data in no room of DATA_ROOMS (decision 81): {homeless}"
+    assert not homeless, f"modules of train.data in no room of DATA_ROOMS (decision 82): {homeless}"
     for room, members in DATA_ROOMS:
         for member in members:
             assert member in graph, f"data room {room}: {member} does not exist"
@@ -163,7 +163,7 @@ def test_train_data_holds_no_loose_module_but_the_checks_and_the_samples() -> No
 def test_no_module_of_train_data_imports_a_data_room_above_its_own() -> None:
     graph = {m: t for m, t in _train_graph().items() if m.startswith("train.data.")}
     found = violations(graph, DATA_ROOMS, ())
-    assert not found, "imports against the order of the data rooms (decision 81):\n" + "\n".join(found)
+    assert not found, "imports against the order of the data rooms (decision 82):\n" + "\n".join(found)
 
 
 def test_the_data_order_check_finds_the_cameras_importing_a_data_set() -> None:
@@ -180,7 +180,7 @@ def _moved() -> dict[str, str]:
 def test_benchmarks_holds_no_loose_module_but_its_two_commands_and_the_suite_set_up() -> None:
     loose = {p.name for p in (ROOT / "benchmarks").glob("*.py")}
     allowed = {"__init__.py", "conftest.py", "gpu.py", "report.py"}
-    assert loose <= allowed, (f"loose modules in benchmarks/ (decision 81: measured code in cpu/, tests in tests/, "
+    assert loose <= allowed, (f"loose modules in benchmarks/ (decision 82: measured code in cpu/, tests in tests/, "
                               f"the campaign in gpu_campaign/, RESULTS.md's sections in report_writers/): "
                               f"{sorted(loose - allowed)}")
 

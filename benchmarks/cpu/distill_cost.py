@@ -44,9 +44,9 @@ def measure(method: str, cpc: int, points: int, classes: int, iterations: int, d
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         if method == "dd3d":
-            cloud_points, _, history = distill_dd3d(train, cpc, 0, spec, info, Path(folder))
+            cloud_points, _, _, history = distill_dd3d(train, cpc, 0, spec, info, Path(folder))
         else:
-            cloud_points, _, history = distill_explicit(train, cpc, 0, spec, info, method)
+            cloud_points, _, _, history = distill_explicit(train, cpc, 0, spec, info, method)
     if on_gpu:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

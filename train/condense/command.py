@@ -212,8 +212,9 @@ def _sample(args: argparse.Namespace) -> int:
             raise ValueError(f"--points must be a positive integer, got {args.points}")
         folder = Path(args.source)
         distilled = read_condensed(folder / "condensed.npz")
-        generator, rotator, labels = load_generator(folder / GENERATOR_NAME)
-        cset = CondensedSet(draw_set(generator, rotator, args.points, args.seed), labels, distilled.provenance)
+        generator, rotator, labels, partition = load_generator(folder / GENERATOR_NAME)
+        points, parts = draw_set(generator, rotator, args.points, args.seed, partition)
+        cset = CondensedSet(points, labels, distilled.provenance, parts)
         path = write_condensed(cset, args.out)
     except (*ERRORS, GeneratorFileError) as err:
         return refuse(f"{PROG} sample: error: {err}")

@@ -21,7 +21,7 @@ import torch
 
 from train.condense.distill_checkpoint import Checkpoint
 from train.condense.generator import DATASET_W0, PointGenerator
-from train.condense.matching_loops import DistillSpec, match_gradients, real_sampler
+from train.condense.matching_loops import Batch, DistillSpec, match_gradients, real_sampler
 from train.condense.rotator import SETTING_ROTATOR, Rotator, check_rotator, principal_axes
 from train.data.objects import ObjectSet
 from train.runtime.distributed import DistInfo
@@ -34,17 +34,56 @@ class GeneratorFileError(ValueError):
     """A generator file that cannot be used (its message names the file)."""
 
 
-def draw_set(generator: PointGenerator, rotator: Rotator, points: int, seed: int) -> np.ndarray:
-    """Every synthetic cloud at ``points`` points (noise from ``seed``), after the sign step: (M, points, 3)."""
+Partition = list[tuple[torch.Tensor, torch.Tensor]]  # per synthetic cloud: its part ids, their noise intervals' ends
+
+
+def part_partition(train: ObjectSet, labels: np.ndarray) -> Partition | None:
+    """Sec. 4.3, Fig. 2: per synthetic cloud of class k, the part ids of k and the upper ends of their
+    intervals of [0, 1), each as wide as the part's share of the class's real points (decision 81)."""
+    if train.parts is None:
+        return None
+    partition = []
+    for k in labels:
+        ids = np.flatnonzero(train.part_classes == k)
+        counts = np.array([(train.parts[train.labels == k] == p).sum() for p in ids], dtype=np.float64)
+        partition.append((torch.from_numpy(ids), torch.from_numpy(np.cumsum(counts) / counts.sum())))
+    return partition
+
+
+def noise_parts(noise: torch.Tensor, index: torch.Tensor, partition: Partition) -> torch.Tensor:
+    """The (B, N) part of every point: the interval its noise scalar falls in, for clouds ``index``."""
+    out = []
+    for z, row in zip(noise, index.tolist()):
+        ids, ends = partition[row]
+        slot = torch.searchsorted(ends.to(z), z, right=True).clamp_max(len(ids) - 1)
+        out.append(ids.to(z.device)[slot])
+    return torch.stack(out)
+
+
+def draw_batch(generator: PointGenerator, rotator: Rotator, index: torch.Tensor, points: int,
+               draws: torch.Generator, partition: Partition | None) -> Batch:
+    """The clouds ``index`` from fresh noise after the sign step, with their points' parts (or None)."""
+    noise = torch.rand(len(index), points, generator=draws).to(generator.out.weight.device)
+    clouds = rotator(generator(noise, index.to(noise.device)))
+    return clouds, None if partition is None else noise_parts(noise, index, partition)
+
+
+def draw_set(generator: PointGenerator, rotator: Rotator, points: int, seed: int, partition: Partition | None = None
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every synthetic cloud at ``points`` points (noise from ``seed``) after the sign step, (M, points, 3),
+    and their parts (M, points) where there is a ``partition``."""
     draws = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        index = torch.arange(generator.codes.num_embeddings)
-        return rotator(generator.draw(index, points, draws)).cpu().numpy().astype(np.float32)
+        clouds, parts = draw_batch(generator, rotator, torch.arange(generator.codes.num_embeddings), points, draws,
+                                   partition)
+    return clouds.cpu().numpy().astype(np.float32), None if parts is None else parts.cpu().numpy().astype(np.int64)
 
 
 def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info: DistInfo, folder: Path,
-                 checkpoint: Checkpoint | None = None) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """DD3D on ``train``: the drawn set, its labels and the history of D; the generator saved in ``folder``."""
+                 checkpoint: Checkpoint | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[float]]:
+    """DD3D on ``train``: the drawn set, its labels, its parts (part segmentation) and the history of
+    D; the generator saved in ``folder``."""
     if info.world_size > 1:
         raise ValueError("dd3d runs in one process (the classes are not shared over ranks yet)")
     kind = check_rotator(SETTING_ROTATOR[train.setting] if spec.rotator is None else spec.rotator)
@@ -56,37 +95,51 @@ def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info:
     rotator = Rotator(kind).to(info.device)
     real_points = torch.from_numpy(train.points)
     real_points = real_points if kind == "none" else principal_axes(real_points)
-    real = real_sampler(real_points.to(info.device), train.labels, spec.real_batch, draws)
+    real_parts = None if train.parts is None else torch.from_numpy(train.parts).to(info.device)
+    real = real_sampler(real_points.to(info.device), train.labels, spec.real_batch, draws, real_parts)
     rows = {int(k): torch.from_numpy(np.flatnonzero(labels == k)) for k in classes}
+    partition = part_partition(train, labels)
     resolution = train.points.shape[1]
     optimizer = torch.optim.Adam([*generator.parameters(), *rotator.parameters()], lr=spec.lr,
                                  weight_decay=spec.weight_decay)
-    history = match_gradients(optimizer, sorted(rows), len(train.class_names), cpc, lambda k: rotator(real(k)),
-                              lambda k: rotator(generator.draw(rows[k], resolution, draws)), spec, draws,
-                              info.device, checkpoint, desc=f"DD3D CPC {cpc}")
-    save_generator(generator, rotator, labels, folder / GENERATOR_NAME)
-    return draw_set(generator, rotator, resolution, seed), labels, history
+
+    def real_batch(k: int) -> Batch:
+        clouds, parts = real(k)
+        return rotator(clouds), parts
+    history = match_gradients(optimizer, sorted(rows), len(train.class_names), cpc, real_batch,
+                              lambda k: draw_batch(generator, rotator, rows[k], resolution, draws, partition), spec,
+                              draws, info.device, checkpoint, desc=f"DD3D CPC {cpc}",
+                              num_parts=None if train.part_classes is None else len(train.part_classes))
+    save_generator(generator, rotator, labels, partition, folder / GENERATOR_NAME)
+    points, parts = draw_set(generator, rotator, resolution, seed, partition)
+    return points, labels, parts, history
 
 
-def save_generator(generator: PointGenerator, rotator: Rotator, labels: np.ndarray, path: Path) -> None:
+def save_generator(generator: PointGenerator, rotator: Rotator, labels: np.ndarray, partition: Partition | None,
+                   path: Path) -> None:
     """The generator, the rotator and what rebuilds them, in one file written atomically."""
     buffer = io.BytesIO()
-    torch.save({"w0": generator.w0, "rotator": rotator.kind, "labels": labels.tolist(),
+    parts = None if partition is None else [[ids.tolist(), ends.tolist()] for ids, ends in partition]
+    torch.save({"w0": generator.w0, "rotator": rotator.kind, "labels": labels.tolist(), "partition": parts,
                 "generator": {k: v.cpu() for k, v in generator.state_dict().items()},
                 "rotator_state": {k: v.cpu() for k, v in rotator.state_dict().items()}}, buffer)
     atomic_write(buffer.getbuffer(), path)
 
 
-def load_generator(path: Path) -> tuple[PointGenerator, Rotator, np.ndarray]:
-    """The generator, rotator and cloud labels of a file :func:`save_generator` wrote; GeneratorFileError otherwise."""
+def load_generator(path: Path) -> tuple[PointGenerator, Rotator, np.ndarray, Partition | None]:
+    """The generator, rotator, cloud labels and part partition of a file :func:`save_generator` wrote;
+    GeneratorFileError otherwise."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         generator = PointGenerator(len(saved["labels"]), saved["w0"])
         generator.load_state_dict(saved["generator"])
         rotator = Rotator(saved["rotator"])
         rotator.load_state_dict(saved["rotator_state"])
+        partition = None if saved["partition"] is None else [
+            (torch.tensor(ids, dtype=torch.long), torch.tensor(ends, dtype=torch.float64))
+            for ids, ends in saved["partition"]]
     except FileNotFoundError:
         raise GeneratorFileError(f"{path}: no generator here (only dd3d keeps one)") from None
     except Exception as err:  # torch raises many kinds for a damaged or foreign file
         raise GeneratorFileError(f"{path}: not a generator file of train.condense ({type(err).__name__})") from None
-    return generator.eval(), rotator.eval(), np.asarray(saved["labels"], dtype=np.int64)
+    return generator.eval(), rotator.eval(), np.asarray(saved["labels"], dtype=np.int64), partition

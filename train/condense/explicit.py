@@ -5,7 +5,9 @@ initialisation (decision 78).
 The synthetic set is a (K x CPC, N, 3) tensor optimised point by point (Adam, no weight decay: it
 would pull every point to the origin), initialised from CPC real training clouds per class drawn
 as the Random baseline draws them (``init="real"``, fewer where a class has fewer) or from points
-uniform in the unit ball (``init="noise"``, the data's normalisation).
+uniform in the unit ball (``init="noise"``, the data's normalisation). For part segmentation (GM,
+Eq. 11, decision 81) every point keeps its real cloud's part and the matching alternates global
+and per-part steps.
 """
 from __future__ import annotations
 
@@ -14,49 +16,63 @@ import torch
 
 from train.condense.coreset import random_order, select_per_class
 from train.condense.distill_checkpoint import Checkpoint
-from train.condense.matching_loops import DistillSpec, match_distributions, match_gradients, real_sampler
+from train.condense.matching_loops import Batch, DistillSpec, match_distributions, match_gradients, real_sampler
 from train.data.objects import ObjectSet
 from train.runtime.distributed import DistInfo
 
 INITS = ("real", "noise")
 
 
-def initial_clouds(train: ObjectSet, cpc: int, seed: int, init: str) -> tuple[np.ndarray, np.ndarray]:
-    """The starting synthetic clouds (M, N, 3) float32 and their labels (M,), class by class."""
+def initial_clouds(train: ObjectSet, cpc: int, seed: int, init: str
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The starting synthetic clouds (M, N, 3) float32, their labels (M,) and, for part segmentation,
+    their points' parts (M, N) (the real clouds' own), class by class."""
     if init not in INITS:
         raise ValueError(f"init {init!r} is not one of {', '.join(INITS)}")
     if init == "real":
         index = select_per_class(train.labels, np.empty((len(train), 0)), cpc, random_order, seed)
-        return train.points[index].copy(), train.labels[index].copy()
+        parts = None if train.parts is None else train.parts[index].copy()
+        return train.points[index].copy(), train.labels[index].copy(), parts
+    if train.parts is not None:
+        raise ValueError("init 'noise' gives no part labels: part segmentation starts from real clouds")
     classes = np.unique(train.labels)
     rng = np.random.default_rng(seed)
     shape = (len(classes) * cpc, train.points.shape[1])
     direction = rng.normal(size=(*shape, 3))
     radius = rng.uniform(size=(*shape, 1)) ** (1.0 / 3.0)  # uniform in the ball's volume
     points = direction / np.linalg.norm(direction, axis=-1, keepdims=True) * radius
-    return points.astype(np.float32), np.repeat(classes, cpc).astype(np.int64)
+    return points.astype(np.float32), np.repeat(classes, cpc).astype(np.int64), None
 
 
 def distill_explicit(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info: DistInfo, method: str,
-                     checkpoint: Checkpoint | None = None) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """``method`` ("gm" or "dm") on explicit clouds: the synthetic points, their labels and the loss history."""
+                     checkpoint: Checkpoint | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[float]]:
+    """``method`` ("gm" or "dm") on explicit clouds: the synthetic points, their labels, their parts
+    (part segmentation, GM only: the initial clouds' parts, kept) and the loss history."""
     if method not in ("gm", "dm"):
         raise ValueError(f"explicit clouds are distilled by gm or dm, got {method!r}")
     if info.world_size > 1:
         raise ValueError(f"{method} runs in one process (the classes are not shared over ranks yet)")
-    points, labels = initial_clouds(train, cpc, seed, spec.init)
+    points, labels, parts = initial_clouds(train, cpc, seed, spec.init)
     torch.manual_seed(seed)
     draws = torch.Generator().manual_seed(seed)
     synthetic = torch.nn.Parameter(torch.from_numpy(points).to(info.device))
     rows = {int(k): torch.from_numpy(np.flatnonzero(labels == k)).to(info.device) for k in np.unique(labels)}
     classes = sorted(rows)
-    real = real_sampler(torch.from_numpy(train.points).to(info.device), train.labels, spec.real_batch, draws)
+    real_parts = None if train.parts is None else torch.from_numpy(train.parts).to(info.device)
+    real = real_sampler(torch.from_numpy(train.points).to(info.device), train.labels, spec.real_batch, draws,
+                        real_parts)
+    synthetic_parts = None if parts is None else torch.from_numpy(parts).to(info.device)
+
+    def batch(k: int) -> Batch:
+        return synthetic[rows[k]], None if synthetic_parts is None else synthetic_parts[rows[k]]
     optimizer = torch.optim.Adam([synthetic], lr=spec.lr)
     num_classes = len(train.class_names)
     if method == "gm":
-        history = match_gradients(optimizer, classes, num_classes, cpc, real, lambda k: synthetic[rows[k]], spec,
-                                  draws, info.device, checkpoint, desc=f"GM CPC {cpc}")
+        num_parts = None if train.part_classes is None else len(train.part_classes)
+        history = match_gradients(optimizer, classes, num_classes, cpc, real, batch, spec, draws, info.device,
+                                  checkpoint, desc=f"GM CPC {cpc}", num_parts=num_parts)
     else:
-        history = match_distributions(optimizer, classes, num_classes, real, lambda k: synthetic[rows[k]], spec,
-                                      draws, info.device, checkpoint, desc=f"DM CPC {cpc}")
-    return synthetic.detach().cpu().numpy(), labels, history
+        history = match_distributions(optimizer, classes, num_classes, real, batch, spec, draws, info.device,
+                                      checkpoint, desc=f"DM CPC {cpc}")
+    return synthetic.detach().cpu().numpy(), labels, parts, history

@@ -9,7 +9,7 @@ Initialisation (SIREN, Sitzmann et al. 2020, Sec. 3.2): the first sine layer's w
 +-sqrt(6 / width) (their frequency 1, decision 76); biases, modulators and the output map as
 ``torch.nn.Linear``, codes standard normal.
 The noise is uniform in [0, 1) (Eq. 7's ``z_1``), one scalar per point, so a cloud of any size is
-drawn by drawing that many scalars.
+drawn by drawing that many scalars (:func:`train.condense.dd3d.draw_batch`).
 """
 from __future__ import annotations
 
@@ -49,8 +49,3 @@ class PointGenerator(nn.Module):
         return generator_forward(noise, self.codes(index), [s.weight for s in self.sines], [s.bias for s in self.sines],
                                  [m.weight for m in self.modulators], [m.bias for m in self.modulators],
                                  self.out.weight, self.out.bias, self.w0)
-
-    def draw(self, index: torch.Tensor, points: int, generator: torch.Generator) -> torch.Tensor:
-        """The clouds ``index`` at ``points`` points each, from fresh uniform noise."""
-        noise = torch.rand(len(index), points, generator=generator).to(self.out.weight.device)
-        return self(noise, index.to(self.out.weight.device))

@@ -11,7 +11,9 @@ of the synthetic parameters' optimiser is taken; between two such steps the netw
 :func:`match_distributions`: every iteration a fresh PointNet with random weights embeds a real
 batch per class and the synthetic set (its 1,024-wide global feature), and one step matches the
 class means (``fast.distribution_match_loss``). The learning rate is cut by 10 at half the
-iterations. Both return each iteration's mean matching loss.
+iterations. Both return each iteration's mean matching loss. For part segmentation (Eq. 11,
+decision 81) a batch carries its points' parts, the network is the part segmenter and gradient
+matching alternates global and per-part outer steps.
 """
 from __future__ import annotations
 
@@ -32,7 +34,9 @@ LOOPS = {1: (5, 5), 10: (20, 10), 50: (40, 5)}
 INNER_BATCH = 256  # synthetic clouds a network step (Dataset Condensation's batch_train)
 DECAY_FACTOR = 0.1  # the learning rate at half the iterations
 
-ClassClouds = Callable[[int], torch.Tensor]  # class k -> its (B_k, N, 3) clouds
+Batch = tuple[torch.Tensor, "torch.Tensor | None"]  # (B, N, 3) clouds and, for part segmentation, (B, N) part ids
+ClassClouds = Callable[[int], Batch]  # class k -> a batch of its clouds
+IGNORED = -100  # the part id cross-entropy skips: the points outside the part a local match looks at
 
 
 @dataclass(frozen=True)
@@ -60,34 +64,59 @@ def loops_for(cpc: int) -> tuple[int, int]:
     return LOOPS[max(c for c in LOOPS if c <= cpc)]
 
 
-def real_sampler(points: torch.Tensor, labels: np.ndarray, batch: int, generator: torch.Generator) -> ClassClouds:
-    """Class k -> ``min(batch, n_k)`` of its real clouds, drawn without replacement each call."""
+def real_sampler(points: torch.Tensor, labels: np.ndarray, batch: int, generator: torch.Generator,
+                 parts: torch.Tensor | None = None) -> ClassClouds:
+    """Class k -> ``min(batch, n_k)`` of its real clouds (and their parts), drawn without replacement each call."""
     members = {int(k): torch.from_numpy(np.flatnonzero(labels == k)) for k in np.unique(labels)}
 
-    def draw(k: int) -> torch.Tensor:
+    def draw(k: int) -> Batch:
         rows = members[k]
-        return points[rows[torch.randperm(len(rows), generator=generator)[:batch]]]
+        chosen = rows[torch.randperm(len(rows), generator=generator)[:batch]]
+        return points[chosen], None if parts is None else parts[chosen]
     return draw
 
 
-def fresh_network(num_classes: int, device: torch.device) -> torch.nn.Module:
-    """The lightweight PointNet with new weights (from torch's global seed), in training mode."""
-    return build_object_model("pointnet", num_classes).to(device).train()
+def fresh_network(num_classes: int, device: torch.device, num_parts: int | None = None) -> torch.nn.Module:
+    """The lightweight PointNet (the part segmenter with ``num_parts``) with new weights (from torch's
+    global seed), in training mode."""
+    task = "classification" if num_parts is None else "parts"
+    return build_object_model("pointnet", num_classes, task, num_parts).to(device).train()
 
 
-def _gradients(net: torch.nn.Module, points: torch.Tensor, k: int, create_graph: bool) -> list[torch.Tensor]:
+def task_loss(net: torch.nn.Module, points: torch.Tensor, parts: torch.Tensor | None, labels: torch.Tensor
+              ) -> torch.Tensor:
+    """The mean cross-entropy of the classes, or of the parts (ids :data:`IGNORED` skipped)."""
+    if parts is None:
+        return F.cross_entropy(net(points), labels)
+    logits = net(points, F.one_hot(labels, net.num_categories))
+    return F.cross_entropy(logits.flatten(0, 1), parts.flatten(), ignore_index=IGNORED)
+
+
+def _gradients(net: torch.nn.Module, batch: Batch, k: int, part: int | None, create_graph: bool
+               ) -> list[torch.Tensor]:
+    points, parts = batch
+    if part is not None:
+        parts = parts.masked_fill(parts != part, IGNORED)
     labels = torch.full((len(points),), k, dtype=torch.long, device=points.device)
-    loss = F.cross_entropy(net(points), labels)
+    loss = task_loss(net, points, parts, labels)
     return list(torch.autograd.grad(loss, list(net.parameters()), create_graph=create_graph))
 
 
-def gradient_match_loss(net: torch.nn.Module, classes: list[int], real: ClassClouds, synthetic: ClassClouds
-                        ) -> torch.Tensor:
-    """Eq. (10): the per-class distances D between the real and the synthetic gradients, summed."""
+def gradient_match_loss(net: torch.nn.Module, classes: list[int], real: ClassClouds, synthetic: ClassClouds,
+                        local: bool = False) -> torch.Tensor:
+    """Eq. (10) (Eq. 11 for parts): the per-class distances D between the real and the synthetic
+    gradients, summed; ``local``: per part of the class present on both sides, the other parts'
+    points masked out (DD3D Sec. 4.3's local matching), summed too."""
     total = torch.zeros((), device=next(net.parameters()).device)
     for k in classes:
-        target = [g.detach() for g in _gradients(net, real(k), k, create_graph=False)]
-        total = total + gradient_match_distance(_gradients(net, synthetic(k), k, create_graph=True), target)
+        real_batch, synthetic_batch = real(k), synthetic(k)
+        parts: list[int | None] = [None]
+        if local:
+            parts = sorted(set(real_batch[1].unique().tolist()) & set(synthetic_batch[1].unique().tolist()))
+        for part in parts:
+            target = [g.detach() for g in _gradients(net, real_batch, k, part, create_graph=False)]
+            total = total + gradient_match_distance(_gradients(net, synthetic_batch, k, part, create_graph=True),
+                                                    target)
     return total
 
 
@@ -98,27 +127,30 @@ def decay_at_half(optimizer: torch.optim.Optimizer, iteration: int, iterations: 
             group["lr"] *= DECAY_FACTOR
 
 
-def _stacked(classes: list[int], clouds: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The clouds of every class in one tensor, and their class ids."""
+def _stacked(classes: list[int], batches: list[Batch]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The batches of every class in one: clouds, parts (or None) and class ids."""
+    clouds = [b[0] for b in batches]
     labels = torch.cat([torch.full((len(c),), k, dtype=torch.long) for k, c in zip(classes, clouds)])
-    return torch.cat(clouds), labels.to(clouds[0].device)
+    parts = None if batches[0][1] is None else torch.cat([b[1] for b in batches])
+    return torch.cat(clouds), parts, labels.to(clouds[0].device)
 
 
 def match_gradients(optimizer: torch.optim.Optimizer, classes: list[int], num_classes: int, cpc: int,
                     real: ClassClouds, synthetic: ClassClouds, spec: DistillSpec, generator: torch.Generator,
-                    device: torch.device, checkpoint: Checkpoint | None = None, desc: str = "gradient matching"
-                    ) -> list[float]:
+                    device: torch.device, checkpoint: Checkpoint | None = None, desc: str = "gradient matching",
+                    num_parts: int | None = None) -> list[float]:
     """Gradient matching (module docstring) of the parameters ``optimizer`` holds; the mean D of each
-    iteration. ``checkpoint``: saved as it says and resumed from (decision 80)."""
+    iteration. ``checkpoint``: saved as it says and resumed from (decision 80). With ``num_parts``
+    (part segmentation, Eq. 11) the outer steps alternate global and local matching (decision 81)."""
     outer, inner = loops_for(cpc)
     start, history = (0, []) if checkpoint is None else checkpoint.restore([optimizer], generator)
     for iteration in progress(range(start, spec.iterations), desc=desc):
         decay_at_half(optimizer, iteration, spec.iterations)
-        net = fresh_network(num_classes, device)
+        net = fresh_network(num_classes, device, num_parts)
         net_step = torch.optim.SGD(net.parameters(), lr=spec.net_lr)
         total = 0.0
         for step in range(outer):
-            loss = gradient_match_loss(net, classes, real, synthetic)
+            loss = gradient_match_loss(net, classes, real, synthetic, local=num_parts is not None and step % 2 == 1)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -126,11 +158,11 @@ def match_gradients(optimizer: torch.optim.Optimizer, classes: list[int], num_cl
             if step == outer - 1:
                 break
             with torch.no_grad():
-                points, labels = _stacked(classes, [synthetic(k) for k in classes])
+                points, parts, labels = _stacked(classes, [synthetic(k) for k in classes])
             for _ in range(inner):
                 rows = torch.randperm(len(labels), generator=generator)[:INNER_BATCH].to(device)
                 net_step.zero_grad()
-                F.cross_entropy(net(points[rows]), labels[rows]).backward()
+                task_loss(net, points[rows], None if parts is None else parts[rows], labels[rows]).backward()
                 net_step.step()
         history.append(total / outer)
         if checkpoint is not None:
@@ -161,7 +193,7 @@ def class_mean_distance(net: torch.nn.Module, classes: list[int], real: ClassClo
                         ) -> torch.Tensor:
     """The distribution-matching loss of ``net``'s global features: real batches against the synthetic set."""
     with torch.no_grad():
-        real_points, real_labels = _stacked(classes, [real(k) for k in classes])
+        real_points, _, real_labels = _stacked(classes, [real(k) for k in classes])
         real_features = net.embed(real_points)
-    points, labels = _stacked(classes, [synthetic(k) for k in classes])
+    points, _, labels = _stacked(classes, [synthetic(k) for k in classes])
     return distribution_match_loss(net.embed(points), labels, real_features, real_labels)

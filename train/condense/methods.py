@@ -61,25 +61,27 @@ def coreset(rule: Rule, uses_features: bool) -> Method:
 
 
 def distillation(name: str) -> Method:
-    """A distillation method: synthetic clouds of classification data (part segmentation, Eq. 11, is not
-    built), checkpointed in the run folder (decision 80)."""
+    """A distillation method: synthetic clouds (part segmentation, Eq. 11: gm and dd3d, decision 81),
+    checkpointed in the run folder (decision 80)."""
     def method(inputs: MethodInputs) -> Arrays:
         train, spec = inputs.train, inputs.distill
-        if train.parts is not None:
-            raise ValueError(f"{name} distils classification sets only (part segmentation, Eq. 11, is not built)")
+        if train.parts is not None and name not in PART_DISTILLATIONS:
+            raise ValueError(f"{name} distils classification sets only (part segmentation: "
+                             f"{', '.join(PART_DISTILLATIONS)})")
         content = hashlib.sha1(train.points.tobytes() + train.labels.tobytes()).hexdigest()
         run = {"method": name, "cpc": inputs.cpc, "seed": inputs.seed, "data": [train.name, train.setting, content],
                "spec": {k: v for k, v in asdict(spec).items() if k != "resume"}}
         checkpoint = Checkpoint(inputs.folder / CHECKPOINT_NAME, json.dumps(run, sort_keys=True), spec.checkpoint_every,
                                 spec.resume)
         args = (train, inputs.cpc, inputs.seed, spec, inputs.info)
-        if name == "dd3d":
-            points, labels, _ = distill_dd3d(*args, inputs.folder, checkpoint)
-        elif name == "tm":
+        if name == "tm":
             points, labels, _ = distill_trajectories(*args, checkpoint)
+            return points, labels, None
+        if name == "dd3d":
+            points, labels, parts, _ = distill_dd3d(*args, inputs.folder, checkpoint)
         else:
-            points, labels, _ = distill_explicit(*args, name, checkpoint)
-        return points, labels, None
+            points, labels, parts, _ = distill_explicit(*args, name, checkpoint)
+        return points, labels, parts
     return method
 
 
@@ -93,6 +95,7 @@ METHODS: dict[str, Method] = {
     "dd3d": distillation("dd3d"),
 }
 DISTILLATIONS = ("gm", "dm", "tm", "dd3d")
+PART_DISTILLATIONS = ("gm", "dd3d")  # the paper's Table 2
 
 
 def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: TrainSpec, cache: Path, info: DistInfo,

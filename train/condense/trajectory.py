@@ -92,7 +92,7 @@ def distill_trajectories(train: ObjectSet, cpc: int, seed: int, spec: DistillSpe
     """TM on explicit clouds (module docstring): the synthetic points, their labels and the loss history."""
     if info.world_size > 1:
         raise ValueError("tm runs in one process (the classes are not shared over ranks yet)")
-    points, labels = initial_clouds(train, cpc, seed, spec.init)
+    points, labels, _ = initial_clouds(train, cpc, seed, spec.init)  # classification only (methods.py)
     torch.manual_seed(seed)
     draws = torch.Generator().manual_seed(seed)
     experts = expert_trajectories(train, tm, draws, info.device)

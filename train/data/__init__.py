@@ -1,4 +1,4 @@
-"""Data, in rooms by purpose (decision 81), each importing only from the rooms above it in this list:
+"""Data, in rooms by purpose (decision 82), each importing only from the rooms above it in this list:
 
 - the checks every loader shares and the class lists: ``validation``, ``labels``,
   ``restricted_pickle`` (spec section C);

@@ -1,5 +1,5 @@
 """Old import paths of modules that moved to another room: one finder answers each old name with the
-module now at the new one (decision 81).
+module now at the new one (decision 82).
 
 A package that moved modules calls :func:`alias_moved_modules` once, in its ``__init__``, with its
 table of old -> new dotted names. Then an old name imports the moved module itself, one object under
