@@ -188,9 +188,8 @@ class TopoLossJob:
     host; the diagrams were queued), the same of the student (``student_start``,
     ``student_copy_start``, ``student_launched``, ``student_on_host``, ``student_submitted``),
     ``wait_start`` / ``diagrams_ready`` / ``loss_built`` (:meth:`loss`) and ``entropy_start`` /
-    ``entropy_done`` (:meth:`grad_entropy`). The host-side stamps do not wait for the device. After
-    :meth:`loss`, :attr:`diagram_futures` holds each model's diagram futures; a worker pool's carry
-    the worker and its times (``fast.persistence.pool.TaskTime``) as ``task_time``.
+    ``entropy_done`` (:meth:`grad_entropy`). The host-side stamps do not wait for the device;
+    :attr:`diagram_futures` gives each model's diagram futures with the workers' times.
     """
 
     def __init__(
@@ -225,7 +224,6 @@ class TopoLossJob:
         self.teacher_rows, self.teacher_dtype = teacher_feats.shape[0], teacher_feats.dtype
         self.device = teacher_feats.device
         self.h1_misses: Optional[dict[str, int]] = None
-        self.diagram_futures: dict[str, list[Future]] = {}  # per model, after loss(); the pool's carry task_time
         check_time_budget(time_budget)
         with torch.no_grad():
             teacher64 = self._normalized(teacher_feats.detach().to(torch.float64))
@@ -234,13 +232,13 @@ class TopoLossJob:
         self._picked: Optional[torch.Tensor] = None  # the TPS rows (batch row ids) when chosen on the device
         self._selected_event: Optional["torch.cuda.Event"] = None  # recorded when they are (on CUDA)
         if tps_on == "device":  # only the selected rows go to the host, with their row ids
-            self._picked, selected = self._select_on_device(teacher64)
+            self._picked, copied = self._select_on_device(teacher64)
             self._stamp("tps_queued")
-            self._stamp("teacher_copy_start")
-            self._teacher = to_host(selected, self._start_teacher_selected)
+            then = self._start_teacher_selected
         else:  # TPS and the teacher diagrams start when the features have reached the host (decision 42)
-            self._stamp("teacher_copy_start")
-            self._teacher = to_host(teacher64, self._start_teacher)
+            copied, then = teacher64, self._start_teacher
+        self._stamp("teacher_copy_start")
+        self._teacher = to_host(copied, then)
         self._student: Optional[Future] = None
         self._student_feats: Optional[torch.Tensor] = None
         self._loss: Optional[torch.Tensor] = None
@@ -249,6 +247,14 @@ class TopoLossJob:
 
     def _stamp(self, event: str) -> None:
         self.timeline[event] = time.perf_counter()
+
+    @property
+    def diagram_futures(self) -> dict[str, list[Future]]:
+        """Each model's diagram futures (waits until they have been queued); a worker pool's carry the
+        worker and its times as ``task_time`` (``fast.persistence.pool.TaskTime``) once done."""
+        if self._student is None:
+            raise RuntimeError("TopoLossJob.diagram_futures: call submit_student(student_feats) first")
+        return {"teacher": self._teacher.result()[1], "student": self._student.result()}
 
     def _start_teacher(self, host: np.ndarray) -> tuple[list["Future[np.ndarray]"], list["Future[CloudPersistence]"]]:
         """TPS and the teacher diagrams of every cloud: the futures of the selected rows and of the diagrams."""
@@ -366,7 +372,6 @@ class TopoLossJob:
         teacher = [f.result() for f in teacher_futures]
         student = [f.result() for f in student_futures]
         self._stamp("diagrams_ready")
-        self.diagram_futures = {"teacher": teacher_futures, "student": student_futures}
         self.h1_misses = {"teacher": sum(t.h1_over_budget for t in teacher),
                           "student": sum(s.h1_over_budget for s in student)}
         loss = self._loss_from(selected, teacher, student)

@@ -263,17 +263,31 @@ class _Batch:
     centre_dist: torch.Tensor
 
     def reset(self) -> None:
-        """``d_min`` and ``skip`` at +inf (every distance to the first centre is computed), ``owner``
-        at centre 0, whose distance to itself (``centre_dist[:, 0]``) is 0."""
-        self.d_min.fill_(float("inf"))
-        self.skip.fill_(float("inf"))
-        self.owner.zero_()
-        self.centre_dist.zero_()
+        _reset(self.d_min, self.skip, self.owner, self.centre_dist)
 
     def result(self) -> list[torch.Tensor]:
         for i, b in enumerate(self.sampled):
             self.picked[b] = self.idx[i]
         return self.picked
+
+
+def _reset(d_min: torch.Tensor, skip: torch.Tensor, owner: torch.Tensor, centre_dist: torch.Tensor) -> None:
+    """The working memory before step 0: ``d_min`` and ``skip`` at +inf (every distance to the first
+    centre is computed), ``owner`` at centre 0, whose distance to itself (``centre_dist[:, 0]``) is 0."""
+    d_min.fill_(float("inf"))
+    skip.fill_(float("inf"))
+    owner.zero_()
+    centre_dist.zero_()
+
+
+def _row_counts(ends: Sequence[int]) -> list[int]:
+    """Every cloud's row count, from the batch's END offsets."""
+    return [e - s for s, e in zip([0, *ends[:-1]], ends)]
+
+
+def _every_row(counts: Sequence[int], device: torch.device) -> list[torch.Tensor]:
+    """Each cloud's indices when TPS keeps all its rows (the clouds of no more than ``m`` rows)."""
+    return [torch.arange(n, dtype=torch.int64, device=device) for n in counts]
 
 
 def _check_feats(feats: torch.Tensor) -> None:
@@ -285,8 +299,8 @@ def _check_feats(feats: torch.Tensor) -> None:
 
 def _clouds(ends: Sequence[int], m: int, seed: int) -> tuple[list[int], list[int], list[int], list[int]]:
     """Every cloud's row count, and the sampled clouds' (more than ``m`` rows) ids, starts and first indices."""
-    all_starts = [0] + list(ends[:-1])
-    all_counts = [e - s for s, e in zip(all_starts, ends)]
+    all_starts = [0, *ends[:-1]]
+    all_counts = _row_counts(ends)
     sampled = [b for b, n in enumerate(all_counts) if n > m]
     return all_counts, sampled, [all_starts[b] for b in sampled], [tps_start(all_counts[b], seed + b) for b in sampled]
 
@@ -302,7 +316,7 @@ def _prepare(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int) -> _Ba
     all_counts, sampled, starts, firsts = _clouds(ends, m, seed)
     device = feats.device
     rows = feats.shape[0] if sampled else 0
-    return _Batch([torch.arange(n, dtype=torch.int64, device=device) for n in all_counts], sampled, starts,
+    return _Batch(_every_row(all_counts, device), sampled, starts,
                   [all_counts[b] for b in sampled], firsts, feats.contiguous(), _skip_constants(device),
                   torch.empty((len(sampled), m), dtype=torch.int64, device=device),
                   torch.empty(rows, dtype=torch.float64, device=device),
@@ -400,7 +414,7 @@ class TpsLaunches:
         if device.type == "cuda":
             self._read = torch.cuda.Event()
             self._read.record(torch.cuda.current_stream(device))
-        picked = [torch.arange(n, dtype=torch.int64, device=feats.device) for n in all_counts]
+        picked = _every_row(all_counts, feats.device)
         for i, b in enumerate(sampled):
             picked[b] = idx[i]
         return picked
@@ -421,10 +435,7 @@ class TpsLaunches:
     def _launch(self) -> None:
         """Queue the ``2 m`` launches (one pick and one scan per step) on the buffers."""
         shape = self.shape
-        self.d_min.fill_(float("inf"))  # every distance to the first centre is computed
-        self.skip.fill_(float("inf"))
-        self.owner.zero_()  # centre 0, whose distance to itself (centre_dist[:, 0]) is 0
-        self.centre_dist.zero_()
+        _reset(self.d_min, self.skip, self.owner, self.centre_dist)
         self.part_val.copy_(self.first_val)
         self.part_at.copy_(self.first_at)
         for k in range(shape.m):
@@ -485,10 +496,10 @@ def tps_device(feats: torch.Tensor, ends: Sequence[int], m: int, seed: int, *,
     if rows_per_program < 1 or block < 8 or block & (block - 1):
         raise ValueError(f"tps_device needs rows_per_program >= 1 and a power-of-two block >= 8, got "
                          f"{rows_per_program} and {block}")
-    sampled = sum(1 for s, e in zip([0] + list(ends[:-1]), ends) if e - s > m)
+    counts = _row_counts(ends)
+    sampled = sum(n > m for n in counts)
     if not sampled:
-        return [torch.arange(e - s, dtype=torch.int64, device=feats.device)
-                for s, e in zip([0] + list(ends[:-1]), ends)]
+        return _every_row(counts, feats.device)
     shape = LaunchShape(feats.device, m, feats.shape[1], sampled, rows_per_program, block)
     return launches_for(shape, feats.shape[0]).run(feats, ends, seed)
 

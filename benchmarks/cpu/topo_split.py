@@ -34,8 +34,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import torch
-
+from benchmarks.cpu.measure import sync
 from fast.topo_loss import TopoLossJob
 
 PARTS = ("tps_queue", "teacher_launch_rest", "student_launch", "wait", "pwcd_forward", "entropy", "backward")
@@ -64,11 +63,6 @@ def _recording() -> Iterator[list[TopoLossJob]]:
         steps.TopoLossJob = TopoLossJob  # type: ignore[misc]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _step(trainer: Any, batch: dict[str, Any], settings: Any, seed: int,
           sync_before_backward: bool) -> tuple[float, float]:
     """One optimisation step of ``benchmarks.gpu_campaign.training._Trainer``: (wall seconds of the whole step,
@@ -76,15 +70,15 @@ def _step(trainer: Any, batch: dict[str, Any], settings: Any, seed: int,
     from train.engine.profiling import StepTimer
 
     device = trainer.device
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     total, _ = trainer.losses(batch, settings, StepTimer(enabled=False), seed)
     backward = float("nan")
     if sync_before_backward:
-        _sync(device)
+        sync(device)
         backward = time.perf_counter()
     trainer.update(total)
-    _sync(device)
+    sync(device)
     end = time.perf_counter()
     return end - start, (end - backward) if sync_before_backward else float("nan")
 
@@ -120,7 +114,7 @@ def _parts(job: TopoLossJob) -> dict[str, float]:
 def measure_split(trainer: Any, batch: dict[str, Any], with_topo: Any, without_topo: Any, rounds: int,
                   deadline: float) -> dict[str, Any]:
     """The split of L_topo's cost per step (module docstring): medians over ``rounds`` rounds (fewer
-    if ``deadline``, a ``time.monotonic`` value, passes), in milliseconds, with the rows of the table."""
+    if ``deadline``, a ``time.monotonic`` value, passes), in milliseconds (``split_rows`` makes its tables)."""
     for settings in (without_topo, with_topo):  # warm-up: kernels, the CUDA graph, allocator, workers
         _step(trainer, batch, settings, 0, False)
     walls: dict[str, list[float]] = {"without": [], "with": []}

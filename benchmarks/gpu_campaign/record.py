@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from benchmarks.cpu.measure import sync
+
 REPO = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 16  # nuScenes-like label count for the synthetic scans (paper Tables 8-9 are on nuScenes)
 
@@ -56,11 +58,6 @@ def _cell(x: Any) -> str:
 def has_module(name: str) -> bool:
     """Whether an optional package is importable (without importing it)."""
     return importlib.util.find_spec(name) is not None
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn: Callable[[], Any], device: torch.device) -> float:
