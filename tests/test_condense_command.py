@@ -86,7 +86,7 @@ def test_evaluate_reports_the_last_step_scores_of_a_file_and_of_the_full_set(tmp
     path = condense(tmp_path, "random", 1)
     assert main(["evaluate", "--from", str(path), "--runs", "2", "--steps", "2", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "shapes aligned, random CPC 1 (13 clouds), pointnet, 2 steps, lr 0.001, 2 runs, test split, last step: OA " in out
+    assert "shapes aligned, frame none, random CPC 1 (13 clouds), pointnet, 2 steps, lr 0.001, 2 runs, test split, last step: OA " in out
     assert "(mAcc " in out and " ± " in out
     assert main(["evaluate", "--from", "full", *TINY, "--size", "10", "--runs", "1", "--split", "val"]) == 0
     assert "full train split" in capsys.readouterr().out

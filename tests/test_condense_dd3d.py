@@ -98,7 +98,7 @@ def test_dd3d_lowers_the_matching_distance_of_its_drawn_clouds(tmp_path: Path) -
     tiny = tiny_set()
     torch.manual_seed(0)  # the run's generator before training: the same seed, built first
     start, _ = draw_set(PointGenerator(3, DATASET_W0["shapes"]), Rotator("none"), 32, seed=0)
-    points, labels, _, history = distill_dd3d(tiny, 1, 0, DistillSpec(iterations=10), CPU, tmp_path)
+    points, labels, _, history = distill_dd3d(tiny, 1, 0, DistillSpec(iterations=10), CPU, tmp_path, Rotator("none"))
     assert np.array_equal(labels, [0, 1, 2]) and len(history) == 10
     before, after = probe(tiny, start, labels, "gm"), probe(tiny, points, labels, "gm")
     assert after < 0.95 * before, (before, after)

@@ -73,7 +73,7 @@ def test_full_set_evaluation_in_two_processes_reports_one_processs_scores(tmp_pa
                           str(tmp_path / "two.json")], cwd=Path(__file__).resolve().parents[1], capture_output=True,
                          text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
-    assert "shapes aligned, full train split (39 clouds), pointnet, 3 steps, lr 0.001, 2 runs, test split" in two.stdout
+    assert "shapes aligned, frame none, full train split (39 clouds), pointnet, 3 steps, lr 0.001, 2 runs, test split" in two.stdout
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert len(one["runs"]) == 2
     for a, b in zip(one["runs"], two["runs"]):

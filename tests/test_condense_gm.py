@@ -93,8 +93,8 @@ def test_distillation_options_are_refused_for_a_coreset_and_parts_in_one_line(
     assert main([*TINY, "--method", "random", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == ("python -m train.condense: error: --iterations is an option of gm, dm, "
                                                "tm, dd3d, not of random")
-    assert main([*TINY, "--rotator", "fixed", "--method", "gm", "--out", str(tmp_path)]) == 2
-    assert "--rotator is an option of dd3d, not of gm" in capsys.readouterr().err
+    assert main([*TINY, "--rotator", "learned", "--method", "gm", "--out", str(tmp_path)]) == 2
+    assert "the learned sign is trained by dd3d; gm takes the rotator none, pca or fixed" in capsys.readouterr().err
     assert main([*TINY[:-2], "--iterations", "0", "--method", "gm", "--out", str(tmp_path)]) == 2
     assert "--iterations must be a positive integer, got 0" in capsys.readouterr().err
     assert main([*TINY, "--task", "parts", "--method", "dm", "--out", str(tmp_path)]) == 2

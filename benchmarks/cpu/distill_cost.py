@@ -23,6 +23,7 @@ import torch
 from train.condense.dd3d import distill_dd3d
 from train.condense.explicit import distill_explicit
 from train.condense.matching_loops import DistillSpec
+from train.condense.rotator import Rotator
 from train.data.objects import load_objects
 from train.runtime.distributed import DistInfo
 
@@ -39,12 +40,13 @@ def measure(method: str, cpc: int, points: int, classes: int, iterations: int, d
     keep = full.labels < classes
     train = dataclasses.replace(full, points=full.points[keep], labels=full.labels[keep],
                                 class_names=full.class_names[:classes])
-    spec, info = DistillSpec(iterations=iterations, rotator="fixed"), DistInfo(0, 1, 0, torch.device(device))
+    spec, info = DistillSpec(iterations=iterations), DistInfo(0, 1, 0, torch.device(device))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         if method == "dd3d":
-            cloud_points, _, _, history = distill_dd3d(train, cpc, 0, spec, info, Path(folder))
+            cloud_points, _, _, history = distill_dd3d(train, cpc, 0, spec, info, Path(folder),
+                                                       Rotator("fixed").to(info.device))
         else:
             cloud_points, _, _, history = distill_explicit(train, cpc, 0, spec, info, method)
     if on_gpu:

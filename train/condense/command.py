@@ -2,16 +2,20 @@
 data set into a file, evaluate a condensed set, or run the coreset table (``docs/condense.md``).
 
     python -m train.condense --dataset D --method M --cpc C [--setting aligned|rotated]
-                             [--task classification|parts] --out O
-                             [--iterations N] [--init real|noise] [--rotator none|fixed|learned] [--resume]
-    python -m train.condense evaluate --from O/condensed.npz|full [--dataset D] [--model pointnet] [--runs 5]
+                             [--task classification|parts] [--rotator none|pca|fixed|learned] --out O
+                             [--iterations N] [--init real|noise] [--resume]
+    python -m train.condense evaluate --from O/condensed.npz|full [--dataset D] [--rotator R] [--model pointnet]
+                                      [--runs 5]
     python -m train.condense table --out O          # the embedded shapes set, CPC 1/10/50, both settings
     python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
 
 Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
 share each training step, :mod:`train.condense.training`), on ``--device`` (auto: CUDA when there
 is one); the distillation methods (gm, dm, tm, dd3d: decisions 78-80) and ``sample`` run in one
-process. A refusal is one line, exit status 2.
+process. Clouds are condensed and evaluated in the rotator's frame (decision 86): ``--rotator`` of
+the condense form (default: none aligned, fixed rotated) is written into the file, and ``evaluate``
+puts its clouds in the file's frame (``--rotator`` there only for ``--from full``). A refusal is
+one line, exit status 2.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from typing import Sequence
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.run: idle OpenMP threads sleep
 
 from train.condense.condensed_file import CondensedSet, read_condensed, write_condensed  # noqa: E402
-from train.condense.data import DataSpec, clouds_of, condensed_clouds  # noqa: E402
+from train.condense.data import DataSpec, clouds_of, condensed_clouds, in_frame  # noqa: E402
 from train.condense.dd3d import GENERATOR_NAME, GeneratorFileError, draw_set, load_generator  # noqa: E402
 from train.condense.distill_checkpoint import CHECKPOINT_NAME  # noqa: E402
 from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
@@ -33,6 +37,7 @@ from train.condense.matching_loops import DistillSpec  # noqa: E402
 from train.condense.methods import DISTILLATIONS, METHODS, condense_set  # noqa: E402
 from train.condense.metrics import SCORES, summarise  # noqa: E402
 from train.condense.protocol import LABELS, choose_recipe, evaluate_runs, format_summary  # noqa: E402
+from train.condense.rotator import ROTATORS, SETTING_ROTATOR, Rotator, rotator_of  # noqa: E402
 from train.condense.table import coreset_table  # noqa: E402
 from train.condense.training import TrainSpec  # noqa: E402
 from train.runtime.distributed import DistInfo, launch  # noqa: E402
@@ -43,8 +48,9 @@ PROG = "python -m train.condense"
 ERRORS = (ValueError, FileNotFoundError)  # every refusal of the data sets, the file and the options
 RECIPE = TrainSpec()
 DISTILL = DistillSpec()
-DISTILL_OPTIONS = {"iterations": DISTILLATIONS, "init": ("gm", "dm", "tm"), "rotator": ("dd3d",),  # who takes which
-                   "resume": DISTILLATIONS}
+DISTILL_OPTIONS = {"iterations": DISTILLATIONS, "init": ("gm", "dm", "tm"), "resume": DISTILLATIONS}  # who takes which
+ROTATOR_HELP = (f"the frame, one of {', '.join(ROTATORS)}: pca puts clouds on their principal axes, fixed also signs "
+                "each axis by mean sin(x), learned (dd3d) trains the sign (default: none aligned, fixed rotated)")
 TABLE_DATA = DataSpec("shapes", points=128)  # the table's budget: minutes on 2 cores (decision 73)
 TABLE_RECIPE = TrainSpec(steps=100)
 
@@ -85,7 +91,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                           f"{DISTILL.iterations}); --points is the resolution distilled at")
     condense.add_argument("--init", help=f"gm, dm, tm: explicit clouds from real ones or noise (default "
                           f"{DISTILL.init})")
-    condense.add_argument("--rotator", help="dd3d: none, fixed or learned sign (default: none aligned, fixed rotated)")
+    condense.add_argument("--rotator", help=ROTATOR_HELP)
     condense.add_argument("--resume", action="store_true", default=None, help=f"go on from <out>/{CHECKPOINT_NAME} "
                           f"(saved every {DISTILL.checkpoint_every} iterations), exactly")
     _run_options(condense, RECIPE)
@@ -93,6 +99,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                                        "condensed set (or the full train split) --runs times; test scores, last step.")
     evaluate.add_argument("--from", dest="source", required=True, help="a condensed.npz, or 'full'")
     _data_options(evaluate, False)
+    evaluate.add_argument("--rotator", help="--from full only (a condensed file names its own frame): " + ROTATOR_HELP)
     evaluate.add_argument("--model", default=RECIPE.model, help=f"backbone (default {RECIPE.model}; "
                           "train.models.objects)")
     evaluate.add_argument("--runs", type=int, default=5, help="runs with seeds seed, seed+1, ... (default 5)")
@@ -138,7 +145,7 @@ def _given_data(args: argparse.Namespace) -> DataSpec:
 
 
 def _distill(args: argparse.Namespace) -> DistillSpec:
-    given = {"iterations": args.iterations, "init": args.init, "rotator": args.rotator, "resume": args.resume}
+    given = {"iterations": args.iterations, "init": args.init, "resume": args.resume}
     for key, value in given.items():
         if value is not None and args.method not in DISTILL_OPTIONS[key]:
             raise ValueError(f"--{key} is an option of {', '.join(DISTILL_OPTIONS[key])}, not of {args.method}")
@@ -150,7 +157,7 @@ def _distill(args: argparse.Namespace) -> DistillSpec:
 def _condense(args: argparse.Namespace, info: DistInfo) -> None:
     data = _given_data(args)
     cset = condense_set(data, args.method, args.cpc, args.seed, _spec(args), Path(args.out) / CACHE_NAME, info,
-                        distill=_distill(args))
+                        distill=_distill(args), rotator=args.rotator)
     if info.is_main:
         path = write_condensed(cset, Path(args.out))
         print(f"{PROG}: {args.method} CPC {args.cpc}: {len(cset)} clouds of {cset.points.shape[1]} points -> {path}")
@@ -165,9 +172,15 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
         if args.dataset is None:
             raise ValueError("--from full needs --dataset")
         data = _given_data(args)
-        test = data.load(args.split)
-        train, what = clouds_of(data.load("train")), "full train split"
+        test = data.load(args.split)  # checks the setting, which keys the rotator
+        frame = Rotator(SETTING_ROTATOR[test.setting] if args.rotator is None else args.rotator)
+        if frame.kind == "learned":
+            raise ValueError("--rotator learned is a dd3d run's: evaluate its condensed.npz, which holds the sign")
+        test = in_frame(test, frame)
+        train, what = clouds_of(in_frame(data.load("train"), frame)), "full train split"
     else:
+        if args.rotator is not None:
+            raise ValueError(f"{args.source} names its own frame; --rotator is for --from full")
         cset = read_condensed(args.source)
         prov = cset.provenance
         from_file = {"dataset": prov["dataset"], "setting": prov["setting"], "task": prov["task"],
@@ -177,22 +190,25 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
             if asked is not None and asked != value:
                 raise ValueError(f"{args.source} holds {key} {value!r}; --{key.replace('_', '-')} {asked!r} differs")
         data = DataSpec(root=args.data_root, **from_file)
-        test = data.load(args.split)
+        frame = rotator_of(prov["frame"])
+        test = in_frame(data.load(args.split), frame)
         train, what = condensed_clouds(cset, test, args.source), f"{prov['method']} CPC {prov['cpc']}"
     spec = specs[0]
     if len(specs) > 1:
-        spec, tried = choose_recipe(train, clouds_of(data.load("val")), specs, args.runs, args.seed, info)
+        spec, tried = choose_recipe(train, clouds_of(in_frame(data.load("val"), frame)), specs, args.runs, args.seed,
+                                    info)
         if info.is_main:
             for candidate, scores in tried:
                 print(f"val split: {candidate.steps} steps, lr {candidate.lr}: {format_summary(scores, data.task)}")
     runs = evaluate_runs(train, clouds_of(test), spec, args.runs, args.seed, info, desc=what)
     summary = f"{LABELS[SCORES[data.task][0]]} {format_summary(summarise(runs), data.task)}"
     if info.is_main:
-        print(f"{data.dataset} {data.setting}, {what} ({len(train)} clouds), {spec.model}, {spec.steps} steps, "
-              f"lr {spec.lr}, {args.runs} runs, {args.split} split, last step: {summary}")
+        print(f"{data.dataset} {data.setting}, frame {frame.kind}, {what} ({len(train)} clouds), {spec.model}, "
+              f"{spec.steps} steps, lr {spec.lr}, {args.runs} runs, {args.split} split, last step: {summary}")
         if args.out:
-            atomic_write(json.dumps({"from": args.source, "data": data.key(), "recipe": spec.__dict__,
-                                     "split": args.split, "runs": runs}, indent=1).encode(), args.out)
+            atomic_write(json.dumps({"from": args.source, "data": data.key(), "frame": frame.kind,
+                                     "recipe": spec.__dict__, "split": args.split, "runs": runs}, indent=1).encode(),
+                         args.out)
 
 
 def _table(args: argparse.Namespace, info: DistInfo) -> None:

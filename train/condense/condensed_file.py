@@ -9,7 +9,9 @@ Arrays (a plain ``.npz``, read with ``allow_pickle=False``):
 - ``provenance``: a 0-d unicode array holding one JSON object, what produced the set
   (:data:`PROVENANCE_FIELDS`: method, data set, setting, task, CPC, the method's seed, the data
   set's seed and size (those of :func:`train.data.objects.load_objects`, which key a generated
-  set's content), commit, class names, and the part names for part segmentation).
+  set's content), commit, class names, the part names for part segmentation, and the ``frame``
+  the clouds live in: the rotator's record, :func:`train.condense.rotator.frame_record`, decision
+  86; a file written before the frame was recorded reads as the data's own frame, ``none``).
 
 :func:`write_condensed` checks what it writes as :func:`read_condensed` checks what it reads (one
 check, :func:`check_condensed`) and writes atomically (:func:`train.runtime.files.atomic_write`);
@@ -28,13 +30,15 @@ from typing import Any
 
 import numpy as np
 
+from train.condense.rotator import rotator_of
 from train.runtime.files import atomic_write
 
 FILE_NAME = "condensed.npz"
 PROVENANCE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "method": str, "dataset": str, "setting": str, "task": str, "cpc": int, "seed": int, "data_seed": int,
-    "size": (int, type(None)), "commit": str, "class_names": list, "part_names": (list, type(None)),
+    "size": (int, type(None)), "commit": str, "class_names": list, "part_names": (list, type(None)), "frame": dict,
 }
+OWN_FRAME = {"rotator": "none", "w0": 1.0, "decoder": None}  # the frame of files written before it was recorded
 ARRAYS = ("points", "labels", "parts", "provenance")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # every member's date: the same set gives the same bytes
 
@@ -78,6 +82,10 @@ def check_condensed(cset: CondensedSet, source: str) -> None:
     for key, kind in PROVENANCE_FIELDS.items():
         if not isinstance(prov[key], kind) or isinstance(prov[key], bool):
             raise CondensedFileError(f"{source}: provenance {key} {prov[key]!r} is not a {kind}")
+    try:
+        rotator_of(prov["frame"])
+    except ValueError as err:
+        raise CondensedFileError(f"{source}: provenance frame: {err}") from None
     names = prov["class_names"]
     if not names or not all(isinstance(n, str) for n in names) or prov["cpc"] < 1:
         raise CondensedFileError(f"{source}: provenance needs class names and cpc >= 1, got "
@@ -150,6 +158,7 @@ def read_condensed(path: str | Path) -> CondensedSet:
         raise CondensedFileError(f"{source}: provenance is not JSON ({err})") from None
     if not isinstance(provenance, dict):
         raise CondensedFileError(f"{source}: provenance must be a JSON object, got {type(provenance).__name__}")
+    provenance.setdefault("frame", OWN_FRAME)  # every set was in its data's frame before decision 86
     cset = CondensedSet(arrays["points"], arrays["labels"], provenance, arrays.get("parts"))
     check_condensed(cset, source)
     return cset

@@ -3,15 +3,17 @@
 
 Condensation and the full-set upper bound read the ``train`` split (the standard training split
 less the validation clouds, decision 66), the choices of the protocol are made on ``val`` and the
-reported scores on ``test`` (decision 73). A condensed set is evaluated on the data its file names.
+reported scores on ``test`` (decision 73). A condensed set is evaluated on the data its file names,
+in the frame its file names (:func:`in_frame`, decision 86).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from train.condense.condensed_file import CondensedFileError, CondensedSet
+from train.condense.rotator import Rotator, to_frame
 from train.condense.training import Clouds
 from train.data.objects import ObjectSet, load_objects
 
@@ -61,3 +63,9 @@ def pick(objects: ObjectSet, index: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     """The points, labels and parts of ``objects``' clouds at ``index``."""
     parts = None if objects.parts is None else objects.parts[index]
     return objects.points[index], objects.labels[index], parts
+
+
+def in_frame(objects: ObjectSet, rotator: Rotator) -> ObjectSet:
+    """``objects`` with every cloud in ``rotator``'s frame (:func:`train.condense.rotator.to_frame`);
+    the same set for ``none``."""
+    return objects if rotator.kind == "none" else replace(objects, points=to_frame(objects.points, rotator))

@@ -22,7 +22,7 @@ import torch
 from train.condense.distill_checkpoint import Checkpoint
 from train.condense.generator import DATASET_W0, PointGenerator
 from train.condense.matching_loops import Batch, DistillSpec, match_gradients, real_sampler
-from train.condense.rotator import SETTING_ROTATOR, Rotator, check_rotator, principal_axes
+from train.condense.rotator import Rotator, principal_axes
 from train.data.objects import ObjectSet
 from train.runtime.distributed import DistInfo
 from train.runtime.files import atomic_write
@@ -80,21 +80,20 @@ def draw_set(generator: PointGenerator, rotator: Rotator, points: int, seed: int
 
 
 def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info: DistInfo, folder: Path,
-                 checkpoint: Checkpoint | None = None
+                 rotator: Rotator, checkpoint: Checkpoint | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[float]]:
-    """DD3D on ``train``: the drawn set, its labels, its parts (part segmentation) and the history of
-    D; the generator saved in ``folder``."""
+    """DD3D on ``train`` through ``rotator`` (on ``info.device``; a learned sign is trained in
+    place): the drawn set, its labels, its parts (part segmentation) and the history of D; the
+    generator saved in ``folder``."""
     if info.world_size > 1:
         raise ValueError("dd3d runs in one process (the classes are not shared over ranks yet)")
-    kind = check_rotator(SETTING_ROTATOR[train.setting] if spec.rotator is None else spec.rotator)
     classes = np.unique(train.labels)
     labels = np.repeat(classes, cpc).astype(np.int64)
     torch.manual_seed(seed)
     draws = torch.Generator().manual_seed(seed)
     generator = PointGenerator(len(labels), DATASET_W0[train.name]).to(info.device)
-    rotator = Rotator(kind).to(info.device)
     real_points = torch.from_numpy(train.points)
-    real_points = real_points if kind == "none" else principal_axes(real_points)
+    real_points = real_points if rotator.kind == "none" else principal_axes(real_points)
     real_parts = None if train.parts is None else torch.from_numpy(train.parts).to(info.device)
     real = real_sampler(real_points.to(info.device), train.labels, spec.real_batch, draws, real_parts)
     rows = {int(k): torch.from_numpy(np.flatnonzero(labels == k)) for k in classes}

@@ -44,8 +44,7 @@ class DistillSpec:
     """How a distillation method runs (decision 78 gives the defaults and where they differ from
     the released code): ``iterations`` outer iterations, Adam's ``lr`` and ``weight_decay`` (the
     generator's; explicit clouds take none), the network's SGD ``net_lr``, ``real_batch`` real
-    clouds a class, ``init`` of explicit clouds (``real`` or ``noise``, Table 6), ``rotator`` of
-    DD3D (None: the setting's, :data:`train.condense.rotator.SETTING_ROTATOR`), a checkpoint every
+    clouds a class, ``init`` of explicit clouds (``real`` or ``noise``, Table 6), a checkpoint every
     ``checkpoint_every`` iterations and ``resume`` from it (decision 80)."""
 
     iterations: int = 400
@@ -54,7 +53,6 @@ class DistillSpec:
     net_lr: float = 1e-3
     real_batch: int = 32
     init: str = "real"
-    rotator: str | None = None
     checkpoint_every: int = 10
     resume: bool = False
 

@@ -2,8 +2,11 @@
 returns the condensed set with its provenance (decisions 70 and 71).
 
 A method takes :class:`MethodInputs` (the ``train`` split, CPC, seed, the feature space on demand,
-the processes, the distillation settings and the run folder) and returns the condensed points,
-labels and parts, class by class. The coreset baselines (:mod:`train.condense.coreset`) pick real
+the processes, the distillation settings, the run folder and the rotator) and returns the condensed
+points, labels and parts, class by class. Every method works in the rotator's frame (decision 86):
+:func:`condense_set` puts the ``train`` split there before a method that does not train the
+rotator runs, DD3D puts its real and synthetic clouds there itself (and trains a learned sign),
+and the file records the frame so that an evaluation puts its clouds there too. The coreset baselines (:mod:`train.condense.coreset`) pick real
 clouds; the distillation methods synthesise them: gradient and distribution matching on explicit
 clouds (:mod:`train.condense.explicit`), trajectory matching (:mod:`train.condense.trajectory`,
 decision 79) and DD3D (:mod:`train.condense.dd3d`, decision 78).
@@ -20,12 +23,13 @@ import numpy as np
 
 from train.condense.condensed_file import CondensedSet, current_commit
 from train.condense.coreset import Rule, herding_order, kcenter_order, random_order, select_per_class
-from train.condense.data import DataSpec, clouds_of, pick
+from train.condense.data import DataSpec, clouds_of, in_frame, pick
 from train.condense.dd3d import distill_dd3d
 from train.condense.distill_checkpoint import CHECKPOINT_NAME, Checkpoint
 from train.condense.explicit import distill_explicit
 from train.condense.features import embed, feature_network
 from train.condense.matching_loops import DistillSpec
+from train.condense.rotator import SETTING_ROTATOR, Rotator, check_rotator, frame_record
 from train.condense.training import TrainSpec
 from train.condense.trajectory import distill_trajectories
 from train.data.objects import ObjectSet
@@ -38,7 +42,8 @@ Arrays = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]  # points, labels, p
 class MethodInputs:
     """What a method is given: the ``train`` split, CPC, its seed, ``features()`` (the (S, 1024)
     feature of every training cloud, the feature network trained or read from its cache on the
-    first call), the processes it runs in, the distillation settings and the run folder."""
+    first call), the processes it runs in, the distillation settings, the run folder and the
+    rotator (``train`` is already in its frame unless the method is dd3d)."""
 
     train: ObjectSet
     cpc: int
@@ -47,6 +52,7 @@ class MethodInputs:
     info: DistInfo
     distill: DistillSpec
     folder: Path
+    rotator: Rotator
 
 
 Method = Callable[[MethodInputs], Arrays]
@@ -70,7 +76,7 @@ def distillation(name: str) -> Method:
                              f"{', '.join(PART_DISTILLATIONS)})")
         content = hashlib.sha1(train.points.tobytes() + train.labels.tobytes()).hexdigest()
         run = {"method": name, "cpc": inputs.cpc, "seed": inputs.seed, "data": [train.name, train.setting, content],
-               "spec": {k: v for k, v in asdict(spec).items() if k != "resume"}}
+               "spec": {k: v for k, v in asdict(spec).items() if k != "resume"}, "rotator": inputs.rotator.kind}
         checkpoint = Checkpoint(inputs.folder / CHECKPOINT_NAME, json.dumps(run, sort_keys=True), spec.checkpoint_every,
                                 spec.resume)
         args = (train, inputs.cpc, inputs.seed, spec, inputs.info)
@@ -78,7 +84,7 @@ def distillation(name: str) -> Method:
             points, labels, _ = distill_trajectories(*args, checkpoint)
             return points, labels, None
         if name == "dd3d":
-            points, labels, parts, _ = distill_dd3d(*args, inputs.folder, checkpoint)
+            points, labels, parts, _ = distill_dd3d(*args, inputs.folder, inputs.rotator, checkpoint)
         else:
             points, labels, parts, _ = distill_explicit(*args, name, checkpoint)
         return points, labels, parts
@@ -96,28 +102,40 @@ METHODS: dict[str, Method] = {
 }
 DISTILLATIONS = ("gm", "dm", "tm", "dd3d")
 PART_DISTILLATIONS = ("gm", "dd3d")  # the paper's Table 2
+ROTATOR_TRAINERS = ("dd3d",)  # the methods that train a learned sign themselves
 
 
 def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: TrainSpec, cache: Path, info: DistInfo,
-                 train: ObjectSet | None = None, distill: DistillSpec = DistillSpec()) -> CondensedSet:
+                 train: ObjectSet | None = None, distill: DistillSpec = DistillSpec(), rotator: str | None = None
+                 ) -> CondensedSet:
     """``method`` at ``cpc`` clouds per class on ``data``'s ``train`` split (read unless given);
     ``recipe`` and ``cache`` those of the feature network (:mod:`train.condense.features`), the
-    cache's folder the run's (a generator is kept there); ``distill`` the distillation settings."""
+    cache's folder the run's (a generator is kept there); ``distill`` the distillation settings;
+    ``rotator`` the frame's kind (None: the setting's, :data:`SETTING_ROTATOR`)."""
     if method not in METHODS:
         raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
     if isinstance(cpc, bool) or not isinstance(cpc, int) or cpc < 1:
         raise ValueError(f"cpc must be a positive integer, got {cpc!r}")
-    objects = data.load("train") if train is None else train
+    objects = data.load("train") if train is None else train  # checks the setting, which keys the rotator
+    kind = check_rotator(SETTING_ROTATOR[objects.setting] if rotator is None else rotator)
+    if kind == "learned" and method not in ROTATOR_TRAINERS:
+        raise ValueError(f"the learned sign is trained by {', '.join(ROTATOR_TRAINERS)}; {method} takes the rotator "
+                         "none, pca or fixed")
+    frame = Rotator(kind).to(info.device)
+    if method not in ROTATOR_TRAINERS:
+        objects = in_frame(objects, frame)
     clouds = clouds_of(objects)
 
     def features() -> np.ndarray:
-        net = feature_network(clouds, recipe, seed, data.key(), cache, info)
+        net = feature_network(clouds, recipe, seed, {**data.key(), "rotator": kind}, cache, info)
         return embed(net, objects.points, info.device)
 
-    points, labels, parts = METHODS[method](MethodInputs(objects, cpc, seed, features, info, distill, cache.parent))
+    inputs = MethodInputs(objects, cpc, seed, features, info, distill, cache.parent, frame)
+    points, labels, parts = METHODS[method](inputs)
     provenance = {"method": method, "dataset": data.dataset, "setting": data.setting, "task": data.task,
                   "cpc": cpc, "seed": seed, "data_seed": data.data_seed, "size": data.size,
                   "commit": current_commit(), "class_names": list(objects.class_names),
-                  "part_names": None if objects.part_names is None else list(objects.part_names)}
+                  "part_names": None if objects.part_names is None else list(objects.part_names),
+                  "frame": frame_record(frame)}
     return CondensedSet(points.astype(np.float32), labels.astype(np.int64), provenance,
                         None if parts is None else parts.astype(np.int64))

@@ -10,7 +10,7 @@ One door::
 ``labels`` (S,) int64, ``class_names``; with ``task="parts"`` also ``parts`` (S, N) int64,
 ``part_names`` and ``part_classes`` (the class of each part id). N is 1,024 by default, 2,048 for
 parts. ``setting="rotated"``: every cloud rotated at random in SO(3), then projected onto its
-principal axes (variances decreasing). ``split``: ``train``, ``val`` (held out of the standard
+principal axes (variances decreasing); ``"rotated_raw"``: rotated, not projected. ``split``: ``train``, ``val`` (held out of the standard
 training split: every tenth cloud of each class, or the official list), ``trainval`` (the
 standard training split), ``test``. ``seed`` keys every random draw; the same arguments give the
 same arrays.

@@ -2,10 +2,11 @@
 pre-processing of DD3D (paper Sec. 5 "Data Preparation" and App. C; decision 66).
 
 Pre-processing of one cloud (:func:`preprocess`): N points (a random subset, or all points and
-random repeats when the cloud has fewer), in the ``rotated`` setting a uniformly random rotation
-in SO(3), then centred on the mean and, in the ``rotated`` setting, projected onto the principal
-axes (paper Eq. 4, ``P U`` with the eigenvectors ordered by decreasing variance), and scaled so
-that the farthest point lies on the unit sphere. The random stream of a cloud is
+random repeats when the cloud has fewer), in the ``rotated`` and ``rotated_raw`` settings a
+uniformly random rotation in SO(3), then centred on the mean and, in the ``rotated`` setting,
+projected onto the principal axes (paper Eq. 4, ``P U`` with the eigenvectors ordered by
+decreasing variance; ``rotated_raw`` keeps the rotated cloud, the first row of the paper's Table
+5), and scaled so that the farthest point lies on the unit sphere. The random stream of a cloud is
 ``default_rng([seed, *key])``, its key being its place in the data set (of a file's cloud: the
 split code and its position in the standard split's file).
 
@@ -23,7 +24,8 @@ import numpy as np
 from ..validation import CorruptFileError, check_finite_coords
 
 SPLITS = ("train", "val", "trainval", "test")
-SETTINGS = ("aligned", "rotated")
+SETTINGS = ("aligned", "rotated", "rotated_raw")
+ROTATED = ("rotated", "rotated_raw")  # the settings whose clouds are rotated at random
 TASKS = ("classification", "parts")
 DEFAULT_POINTS = {"classification": 1024, "parts": 2048}
 VAL_EVERY = 10  # the validation split holds every VAL_EVERY-th cloud of each class
@@ -141,7 +143,7 @@ def preprocess(points: np.ndarray, parts: np.ndarray | None, n: int, setting: st
     else:
         keep = np.arange(m)
     points = points[keep]
-    if setting == "rotated":
+    if setting in ROTATED:
         points = points @ random_rotation(rng).T
     points = points - points.mean(axis=0)
     if setting == "rotated":

@@ -27,7 +27,7 @@ def load_objects(name: str, root: str | Path | None = None, split: str = "train"
     """``split`` of the object data set ``name``, pre-processed (package docstring).
 
     ``root``: the download's folder (file sets; none for the generated ones); ``points`` N per
-    cloud (default 1,024, 2,048 for ``task="parts"``); ``setting`` "aligned" or "rotated";
+    cloud (default 1,024, 2,048 for ``task="parts"``); ``setting`` "aligned", "rotated" or "rotated_raw";
     ``task`` "classification" or "parts" (``parts`` filled; shapenet_part and shapes only);
     ``seed`` the random streams (and the generated sets' content); ``size`` of a generated set
     (shapes: training clouds a class, default 100; lidar_objects: scenes, default 120).
