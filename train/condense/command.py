@@ -8,6 +8,7 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
                                       [--runs 5]
     python -m train.condense table --out O          # the embedded shapes set, CPC 1/10/50, both settings
     python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
+    python -m train.condense study --out O [--preset paper|cpu] [--tables 1 2 3 4 5 6]  # the paper's tables
 
 Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
 share each training step, :mod:`train.condense.training`), on ``--device`` (auto: CUDA when there
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -38,6 +40,7 @@ from train.condense.methods import DISTILLATIONS, METHODS, condense_set  # noqa:
 from train.condense.metrics import SCORES, summarise  # noqa: E402
 from train.condense.protocol import LABELS, choose_recipe, evaluate_runs, format_summary  # noqa: E402
 from train.condense.rotator import ROTATORS, SETTING_ROTATOR, Rotator, rotator_of  # noqa: E402
+from train.condense.study import PRESETS, TABLES, run_study  # noqa: E402
 from train.condense.table import coreset_table  # noqa: E402
 from train.condense.training import TrainSpec  # noqa: E402
 from train.runtime.distributed import DistInfo, launch  # noqa: E402
@@ -123,7 +126,19 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     sample.add_argument("--points", type=int, required=True, help="points per cloud")
     sample.add_argument("--out", required=True, help="the condensed set file (.npz) to write")
     sample.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
-    return {"condense": condense, "evaluate": evaluate, "table": table, "sample": sample}
+    study = argparse.ArgumentParser(prog=f"{PROG} study", description="The DD3D paper's Tables 1-6 on one data set: "
+                                    "every set condensed and evaluated once (a stopped study goes on), then "
+                                    "<out>/STUDY.md.")
+    study.add_argument("--out", required=True, help="folder of the units, study.json and STUDY.md")
+    study.add_argument("--preset", choices=tuple(PRESETS), default="paper", help="the budget: paper (1,024 points, "
+                       "CPC 1/10/50, 400 iterations: a GPU's) or cpu (64 points, CPC 1, 40 iterations: about an "
+                       "hour of a 2-core CPU a table); default paper")
+    study.add_argument("--tables", type=int, nargs="+", default=list(TABLES), help="which tables (default all)")
+    study.add_argument("--dataset", help="object data set (default the preset's, shapes)")
+    study.add_argument("--data-root", help="the download's folder")
+    study.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    study.add_argument("--procs", type=int, default=1, help="local processes (default 1; torchrun sets its own)")
+    return {"condense": condense, "evaluate": evaluate, "table": table, "sample": sample, "study": study}
 
 
 def _spec(args: argparse.Namespace, model: str = RECIPE.model, steps: int | None = None, lr: float | None = None
@@ -221,6 +236,18 @@ def _table(args: argparse.Namespace, info: DistInfo) -> None:
               f"test OA % (mAcc %), mean ± 95% interval, last step\n\n{table}")
 
 
+def _study(args: argparse.Namespace, info: DistInfo) -> None:
+    plan = PRESETS[args.preset]
+    if args.dataset is not None:
+        plan = replace(plan, dataset=args.dataset, root=args.data_root)
+    bad = sorted(set(args.tables) - set(TABLES))
+    if bad:
+        raise ValueError(f"--tables {bad} are not among {list(TABLES)}")
+    text = run_study(plan, tuple(sorted(set(args.tables))), Path(args.out), info)
+    if info.is_main:
+        print(f"# {PROG} study, preset {args.preset}\n\n{text}")
+
+
 def _sample(args: argparse.Namespace) -> int:
     """The ``sample`` form: one process, no device choice (a draw of the generator takes seconds)."""
     try:
@@ -241,13 +268,13 @@ def _sample(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command (module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    form = argv[0] if argv and argv[0] in ("evaluate", "table", "sample") else "condense"
+    form = argv[0] if argv and argv[0] in ("evaluate", "table", "sample", "study") else "condense"
     rest = argv[1:] if form != "condense" else argv
     args = build_parsers()[form].parse_args(rest)
     if form == "sample":
         return _sample(args)
     if args.procs < 1:
         return refuse(f"{PROG}: error: --procs must be a positive integer, got {args.procs}")
-    body = {"condense": _condense, "evaluate": _evaluate, "table": _table}[form]
+    body = {"condense": _condense, "evaluate": _evaluate, "table": _table, "study": _study}[form]
     return launch(main, argv, args.procs, args.device, False, lambda info: body(args, info), PROG,
                   (*ERRORS, FeatureCacheError))

@@ -1,0 +1,59 @@
+"""The DD3D study (train.condense.study, decision 87) on a tiny plan: every table's units run and
+are reported, a unit of the same set is shared between tables, a finished study is read back
+without condensing or training again, and the command refuses an unknown table in one line."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import train.condense.study as study
+from train.condense.command import main
+from train.condense.study import CROSS_MODELS, Plan, run_study, units
+from train.condense.training import TrainSpec
+from train.runtime.distributed import DistInfo
+
+CPU = DistInfo(0, 1, 0, torch.device("cpu"))
+TINY = Plan(points=32, low_points=(16,), part_points=32, cpcs=(1,), iterations=1, distills=1, runs=2,
+            recipe=TrainSpec(steps=2), size=4)
+
+
+def test_a_tiny_study_reports_its_tables_and_a_second_run_reads_them_back(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    text = run_study(TINY, (1, 4, 5, 6), tmp_path, CPU)
+    for title in ("Table 1: classification", "Table 4: DD3D distilled at fewer points, evaluated at 32",
+                  "Table 5: the rotator", "Table 6: explicit clouds", "Seconds to condense"):
+        assert title in text
+    assert "| DD3D, rotator learned, rotated |" in text and "| GM, init noise |" in text
+    assert (tmp_path / "STUDY.md").read_text() == text
+    record = json.loads((tmp_path / "study.json").read_text())
+    assert {r["unit"]["method"] for r in record["results"]["1"]} == {"full", "random", "herding", "kcenter", "gm",
+                                                                       "dm", "tm", "dd3d"}
+    assert all(len(r["runs"]) == TINY.runs for rows in record["results"].values() for r in rows)
+    folders = {u.set_name for t in (1, 4, 5, 6) for u in units(TINY, t) if u.method != "full"}
+    assert {p.name for p in (tmp_path / "units").iterdir()} >= folders  # Table 6's DD3D is Table 1's
+    assert len(folders) < sum(len(units(TINY, t)) for t in (1, 4, 5, 6))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished unit ran again")
+    monkeypatch.setattr(study, "condense_set", refuse)
+    monkeypatch.setattr(study, "evaluate_runs", refuse)
+    assert run_study(TINY, (1, 4, 5, 6), tmp_path, CPU) == text
+
+
+def test_table_3_evaluates_table_1s_largest_sets_with_every_backbone_and_table_2_the_parts() -> None:
+    three = units(TINY, 3)
+    assert {u.model for u in three} == set(CROSS_MODELS) and {u.method for u in three} == {"dm", "gm", "dd3d"}
+    assert {u.set_name for u in three} <= {u.name for u in units(TINY, 1)}
+    two = units(TINY, 2)
+    assert {u.task for u in two} == {"parts"} and [u.method for u in two] == ["full", "random", "gm", "dd3d"]
+    paper = units(study.PRESETS["paper"], 1)
+    assert not any(u.method == "tm" and u.cpc == 50 for u in paper)  # the paper's table has no TM at 50
+    assert len({u.seed for u in paper if u.method == "gm"}) == 2
+
+
+def test_the_study_command_refuses_an_unknown_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["study", "--out", str(tmp_path), "--tables", "1", "9", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == "python -m train.condense: error: --tables [9] are not among [1, 2, 3, 4, 5, 6]"
