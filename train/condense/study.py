@@ -1,4 +1,4 @@
-"""The DD3D study (issue 66, paper Sec. 5): Tables 1-6 as units of work, each a condensed set and
+"""The DD3D study (paper Sec. 5): Tables 1-6 as units of work, each a condensed set and
 its evaluation, run by ``python -m train.condense study`` (``docs/condense.md``, decision 87).
 
 A :class:`Plan` fixes the data set, the resolutions, the CPCs, the iterations, how many times a
