@@ -6,7 +6,8 @@ Modules: ``condensed_file`` (``<out>/condensed.npz``: one writer, one reader), `
 Random, Herding and K-Center rules), ``features`` (their feature space: a cached lightweight
 PointNet), ``matching_loops``, ``explicit``, ``trajectory``, ``generator``, ``rotator``, ``dd3d``
 and ``distill_checkpoint`` (the distillation methods: gradient, distribution and trajectory
-matching, DD3D, their checkpoints; decisions 78-80), ``methods`` (the table of methods by name and
+matching, DD3D, their checkpoints; decisions 78-80), ``resample`` (a DD3D set evaluated on fresh draws
+of its generator, decision 85), ``methods`` (the table of methods by name and
 ``condense_set``), ``augment``,
 ``training`` (a backbone trained from scratch on a set, in one process or several), ``metrics``
 and ``protocol`` (runs scored on the last step, mean and 95% interval), ``data`` (which data a set

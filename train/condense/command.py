@@ -5,6 +5,7 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
                              [--task classification|parts] --out O
                              [--iterations N] [--init real|noise] [--rotator none|fixed|learned] [--resume]
     python -m train.condense evaluate --from O/condensed.npz|full [--dataset D] [--model pointnet] [--runs 5]
+    python -m train.condense evaluate --from O/condensed.npz --resample  # a dd3d set drawn afresh at every use
     python -m train.condense table --out O          # the embedded shapes set, CPC 1/10/50, both settings
     python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
 
@@ -33,6 +34,7 @@ from train.condense.matching_loops import DistillSpec  # noqa: E402
 from train.condense.methods import DISTILLATIONS, METHODS, condense_set  # noqa: E402
 from train.condense.metrics import SCORES, summarise  # noqa: E402
 from train.condense.protocol import LABELS, choose_recipe, evaluate_runs, format_summary  # noqa: E402
+from train.condense.resample import resampled  # noqa: E402
 from train.condense.table import coreset_table  # noqa: E402
 from train.condense.training import TrainSpec  # noqa: E402
 from train.runtime.distributed import DistInfo, launch  # noqa: E402
@@ -99,6 +101,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     evaluate.add_argument("--split", choices=("test", "val"), default="test",
                           help="scored split: test, or val to choose steps and learning rate (default test)")
     evaluate.add_argument("--out", help="also write every run's scores to this JSON file")
+    evaluate.add_argument("--resample", action="store_true", help="train on clouds drawn afresh from the dd3d "
+                          "run's generator beside the file at every use (Table 6's sampling)")
     _run_options(evaluate, RECIPE, choices=True)
     table = argparse.ArgumentParser(prog=f"{PROG} table", description="Random, Herding and K-Center at each CPC, "
                                     "aligned and rotated, beside the full set: the table of docs/condense.md.")
@@ -164,6 +168,8 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
     if args.source == "full":
         if args.dataset is None:
             raise ValueError("--from full needs --dataset")
+        if args.resample:
+            raise ValueError("--resample draws from a dd3d run's generator; --from full has none")
         data = _given_data(args)
         test = data.load(args.split)
         train, what = clouds_of(data.load("train")), "full train split"
@@ -179,6 +185,8 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
         data = DataSpec(root=args.data_root, **from_file)
         test = data.load(args.split)
         train, what = condensed_clouds(cset, test, args.source), f"{prov['method']} CPC {prov['cpc']}"
+        if args.resample:
+            train, what = resampled(train, cset, args.source), f"{what} resampled"
     spec = specs[0]
     if len(specs) > 1:
         spec, tried = choose_recipe(train, clouds_of(data.load("val")), specs, args.runs, args.seed, info)
@@ -191,8 +199,9 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
         print(f"{data.dataset} {data.setting}, {what} ({len(train)} clouds), {spec.model}, {spec.steps} steps, "
               f"lr {spec.lr}, {args.runs} runs, {args.split} split, last step: {summary}")
         if args.out:
-            atomic_write(json.dumps({"from": args.source, "data": data.key(), "recipe": spec.__dict__,
-                                     "split": args.split, "runs": runs}, indent=1).encode(), args.out)
+            atomic_write(json.dumps({"from": args.source, "resample": args.resample, "data": data.key(),
+                                     "recipe": spec.__dict__, "split": args.split, "runs": runs}, indent=1).encode(),
+                         args.out)
 
 
 def _table(args: argparse.Namespace, info: DistInfo) -> None:
