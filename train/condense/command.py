@@ -8,11 +8,12 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
     python -m train.condense evaluate --from O/condensed.npz --resample  # a dd3d set drawn afresh at every use
     python -m train.condense table --out O          # the embedded shapes set, CPC 1/10/50, both settings
     python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
+    python -m train.condense show --from A.npz B.npz ... [--names ...] [--classes ...] --out F.png  # Figure 6
 
 Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
 share each training step, :mod:`train.condense.training`), on ``--device`` (auto: CUDA when there
-is one); the distillation methods (gm, dm, tm, dd3d: decisions 78-80) and ``sample`` run in one
-process. A refusal is one line, exit status 2.
+is one); the distillation methods (gm, dm, tm, dd3d: decisions 78-80), ``sample`` and ``show`` run in
+one process. A refusal is one line, exit status 2.
 """
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ from typing import Sequence
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.run: idle OpenMP threads sleep
 
 from train.condense.condensed_file import CondensedSet, read_condensed, write_condensed  # noqa: E402
-from train.condense.data import DataSpec, clouds_of, condensed_clouds  # noqa: E402
+from train.condense.data import DataSpec, clouds_of, condensed_clouds, file_data  # noqa: E402
 from train.condense.dd3d import GENERATOR_NAME, GeneratorFileError, draw_set, load_generator  # noqa: E402
 from train.condense.distill_checkpoint import CHECKPOINT_NAME  # noqa: E402
 from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
 from train.condense.methods import DISTILLATIONS, METHODS, condense_set  # noqa: E402
+from train.condense.pictures import draw_clouds  # noqa: E402
 from train.condense.metrics import SCORES, summarise  # noqa: E402
 from train.condense.protocol import LABELS, choose_recipe, evaluate_runs, format_summary  # noqa: E402
 from train.condense.resample import resampled  # noqa: E402
@@ -120,7 +122,15 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     sample.add_argument("--points", type=int, required=True, help="points per cloud")
     sample.add_argument("--out", required=True, help="the condensed set file (.npz) to write")
     sample.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
-    return {"condense": condense, "evaluate": evaluate, "table": table, "sample": sample}
+    show = argparse.ArgumentParser(prog=f"{PROG} show", description="Real and condensed clouds side by side, a "
+                                   "row per class (DD3D Figure 6), into a PNG.")
+    show.add_argument("--from", dest="sources", nargs="+", required=True, help="condensed set files (.npz); the real "
+                      "clouds are the first's data set's train split")
+    show.add_argument("--names", nargs="+", help="a column title per file (default: the methods' names)")
+    show.add_argument("--classes", nargs="+", help="class names, a row each (default: the first three)")
+    show.add_argument("--data-root", help="the download's folder (not for the generated shapes, lidar_objects)")
+    show.add_argument("--out", required=True, help="the picture (.png) to write")
+    return {"condense": condense, "evaluate": evaluate, "table": table, "sample": sample, "show": show}
 
 
 def _spec(args: argparse.Namespace, model: str = RECIPE.model, steps: int | None = None, lr: float | None = None
@@ -176,13 +186,11 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
     else:
         cset = read_condensed(args.source)
         prov = cset.provenance
-        from_file = {"dataset": prov["dataset"], "setting": prov["setting"], "task": prov["task"],
-                     "data_seed": prov["data_seed"], "size": prov["size"], "points": cset.points.shape[1]}
-        for key, value in from_file.items():
+        data = file_data(cset, args.data_root)
+        for key, value in data.key().items():
             asked = getattr(args, key)
             if asked is not None and asked != value:
                 raise ValueError(f"{args.source} holds {key} {value!r}; --{key.replace('_', '-')} {asked!r} differs")
-        data = DataSpec(root=args.data_root, **from_file)
         test = data.load(args.split)
         train, what = condensed_clouds(cset, test, args.source), f"{prov['method']} CPC {prov['cpc']}"
         if args.resample:
@@ -231,14 +239,26 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show(args: argparse.Namespace) -> int:
+    """The ``show`` form: one process, the real clouds those of the first file's data."""
+    try:
+        sets = [read_condensed(source) for source in args.sources]
+        real = file_data(sets[0], args.data_root).load("train")
+        path = draw_clouds(real, sets, args.out, args.names, args.classes)
+    except ERRORS as err:
+        return refuse(f"{PROG} show: error: {err}")
+    print(f"{PROG} show: real {real.name} clouds beside {len(sets)} condensed set file(s) -> {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command (module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    form = argv[0] if argv and argv[0] in ("evaluate", "table", "sample") else "condense"
+    form = argv[0] if argv and argv[0] in ("evaluate", "table", "sample", "show") else "condense"
     rest = argv[1:] if form != "condense" else argv
     args = build_parsers()[form].parse_args(rest)
-    if form == "sample":
-        return _sample(args)
+    if form in ("sample", "show"):
+        return {"sample": _sample, "show": _show}[form](args)
     if args.procs < 1:
         return refuse(f"{PROG}: error: --procs must be a positive integer, got {args.procs}")
     body = {"condense": _condense, "evaluate": _evaluate, "table": _table}[form]
