@@ -194,7 +194,7 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
         test = data.load(args.split)
         train, what = condensed_clouds(cset, test, args.source), f"{prov['method']} CPC {prov['cpc']}"
         if args.resample:
-            train, what = resampled(train, cset, args.source), f"{what} resampled"
+            train, what = resampled(train, cset, args.source, info.device), f"{what} resampled"
     spec = specs[0]
     if len(specs) > 1:
         spec, tried = choose_recipe(train, clouds_of(data.load("val")), specs, args.runs, args.seed, info)

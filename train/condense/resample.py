@@ -27,18 +27,18 @@ from train.condense.training import BatchSource, Clouds
 
 def generator_source(generator: PointGenerator, rotator: Rotator, partition: Partition | None, points: int
                      ) -> BatchSource:
-    """Training batches drawn from ``generator`` at ``points`` points, new noise at every call."""
+    """Training batches drawn from ``generator`` at ``points`` points, new noise at every call, on the
+    generator's device (the noise drawn on the CPU, so any device draws the same)."""
     def draw(index: torch.Tensor, draws: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.no_grad():
-            clouds, parts = draw_batch(generator, rotator, index, points, draws, partition)
-        return clouds.float().cpu(), None if parts is None else parts.cpu()
+            return draw_batch(generator, rotator, index, points, draws, partition)
     return draw
 
 
-def resampled(clouds: Clouds, cset: CondensedSet, path: str | Path) -> Clouds:
+def resampled(clouds: Clouds, cset: CondensedSet, path: str | Path, device: torch.device) -> Clouds:
     """``clouds`` (the condensed set of the file ``path``) trained on fresh draws of the generator kept
-    beside the file; ValueError naming the file when its method keeps none or the generator's clouds
-    are not the file's."""
+    beside the file, drawn on ``device``; ValueError naming the file when its method keeps none or the
+    generator's clouds are not the file's."""
     method = cset.provenance["method"]
     if method != "dd3d":
         raise ValueError(f"{path}: a {method} set has no generator to resample (--resample needs a dd3d run's "
@@ -46,4 +46,5 @@ def resampled(clouds: Clouds, cset: CondensedSet, path: str | Path) -> Clouds:
     generator, rotator, labels, partition = load_generator(Path(path).parent / GENERATOR_NAME)
     if not np.array_equal(labels, cset.labels) or (partition is None) != (cset.parts is None):
         raise ValueError(f"{path}: the generator beside it draws other clouds than the file holds")
-    return dataclasses.replace(clouds, source=generator_source(generator, rotator, partition, clouds.points.shape[1]))
+    source = generator_source(generator.to(device), rotator.to(device), partition, clouds.points.shape[1])
+    return dataclasses.replace(clouds, source=source)
