@@ -26,7 +26,7 @@ def test_a_tiny_study_reports_its_tables_and_a_second_run_reads_them_back(tmp_pa
     for title in ("Table 1: classification", "Table 4: DD3D distilled at fewer points, evaluated at 32",
                   "Table 5: the rotator", "Table 6: explicit clouds", "Seconds to condense"):
         assert title in text
-    assert "| DD3D, rotator learned, rotated |" in text and "| GM, init noise |" in text
+    assert "| DD3D, rotated, rotator learned |" in text and "| GM, init noise |" in text and "| DD3D, resampled |" in text
     assert (tmp_path / "STUDY.md").read_text() == text
     record = json.loads((tmp_path / "study.json").read_text())
     assert {r["unit"]["method"] for r in record["results"]["1"]} == {"full", "random", "herding", "kcenter", "gm",

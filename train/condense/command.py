@@ -6,17 +6,19 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
                              [--iterations N] [--init real|noise] [--resume]
     python -m train.condense evaluate --from O/condensed.npz|full [--dataset D] [--rotator R] [--model pointnet]
                                       [--runs 5]
+    python -m train.condense evaluate --from O/condensed.npz --resample  # a dd3d set drawn afresh at every use
     python -m train.condense table --out O          # the embedded shapes set, CPC 1/10/50, both settings
     python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
+    python -m train.condense show --from A.npz B.npz ... [--names ...] [--classes ...] --out F.png  # Figure 6
     python -m train.condense study --out O [--preset paper|cpu] [--tables 1 2 3 4 5 6]  # the paper's tables
 
 Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
 share each training step, :mod:`train.condense.training`), on ``--device`` (auto: CUDA when there
-is one); the distillation methods (gm, dm, tm, dd3d: decisions 78-80) and ``sample`` run in one
-process. Clouds are condensed and evaluated in the rotator's frame (decision 86): ``--rotator`` of
-the condense form (default: none aligned, fixed rotated) is written into the file, and ``evaluate``
-puts its clouds in the file's frame (``--rotator`` there only for ``--from full``). A refusal is
-one line, exit status 2.
+is one); the distillation methods (gm, dm, tm, dd3d: decisions 78-80), ``sample`` and ``show`` run in
+one process. Clouds are condensed and evaluated in the rotator's frame (decision 86): ``--rotator``
+of the condense form (default: none aligned, fixed rotated) is written into the file, and
+``evaluate`` puts its clouds in the file's frame (``--rotator`` there only for ``--from full``). A
+refusal is one line, exit status 2.
 """
 from __future__ import annotations
 
@@ -31,14 +33,16 @@ from typing import Sequence
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.run: idle OpenMP threads sleep
 
 from train.condense.condensed_file import CondensedSet, read_condensed, write_condensed  # noqa: E402
-from train.condense.data import DataSpec, clouds_of, condensed_clouds, in_frame  # noqa: E402
+from train.condense.data import DataSpec, clouds_of, condensed_clouds, file_data, in_frame  # noqa: E402
 from train.condense.dd3d import GENERATOR_NAME, GeneratorFileError, draw_set, load_generator  # noqa: E402
 from train.condense.distill_checkpoint import CHECKPOINT_NAME  # noqa: E402
 from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
 from train.condense.methods import DISTILLATIONS, METHODS, condense_set  # noqa: E402
+from train.condense.pictures import draw_clouds  # noqa: E402
 from train.condense.metrics import SCORES, summarise  # noqa: E402
 from train.condense.protocol import LABELS, choose_recipe, evaluate_runs, format_summary  # noqa: E402
+from train.condense.resample import resampled  # noqa: E402
 from train.condense.rotator import ROTATORS, SETTING_ROTATOR, Rotator, rotator_of  # noqa: E402
 from train.condense.study import PRESETS, TABLES, run_study  # noqa: E402
 from train.condense.table import coreset_table  # noqa: E402
@@ -109,6 +113,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     evaluate.add_argument("--split", choices=("test", "val"), default="test",
                           help="scored split: test, or val to choose steps and learning rate (default test)")
     evaluate.add_argument("--out", help="also write every run's scores to this JSON file")
+    evaluate.add_argument("--resample", action="store_true", help="train on clouds drawn afresh from the dd3d "
+                          "run's generator beside the file at every use (Table 6's sampling)")
     _run_options(evaluate, RECIPE, choices=True)
     table = argparse.ArgumentParser(prog=f"{PROG} table", description="Random, Herding and K-Center at each CPC, "
                                     "aligned and rotated, beside the full set: the table of docs/condense.md.")
@@ -138,7 +144,16 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     study.add_argument("--data-root", help="the download's folder")
     study.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     study.add_argument("--procs", type=int, default=1, help="local processes (default 1; torchrun sets its own)")
-    return {"condense": condense, "evaluate": evaluate, "table": table, "sample": sample, "study": study}
+    show = argparse.ArgumentParser(prog=f"{PROG} show", description="Real and condensed clouds side by side, a "
+                                   "row per class (DD3D Figure 6), into a PNG.")
+    show.add_argument("--from", dest="sources", nargs="+", required=True, help="condensed set files (.npz); the real "
+                      "clouds are the first's data set's train split")
+    show.add_argument("--names", nargs="+", help="a column title per file (default: the methods' names)")
+    show.add_argument("--classes", nargs="+", help="class names, a row each (default: the first three)")
+    show.add_argument("--data-root", help="the download's folder (not for the generated shapes, lidar_objects)")
+    show.add_argument("--out", required=True, help="the picture (.png) to write")
+    return {"condense": condense, "evaluate": evaluate, "table": table, "sample": sample, "show": show,
+            "study": study}
 
 
 def _spec(args: argparse.Namespace, model: str = RECIPE.model, steps: int | None = None, lr: float | None = None
@@ -186,6 +201,8 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
     if args.source == "full":
         if args.dataset is None:
             raise ValueError("--from full needs --dataset")
+        if args.resample:
+            raise ValueError("--resample draws from a dd3d run's generator; --from full has none")
         data = _given_data(args)
         test = data.load(args.split)  # checks the setting, which keys the rotator
         frame = Rotator(SETTING_ROTATOR[test.setting] if args.rotator is None else args.rotator)
@@ -198,16 +215,16 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
             raise ValueError(f"{args.source} names its own frame; --rotator is for --from full")
         cset = read_condensed(args.source)
         prov = cset.provenance
-        from_file = {"dataset": prov["dataset"], "setting": prov["setting"], "task": prov["task"],
-                     "data_seed": prov["data_seed"], "size": prov["size"], "points": cset.points.shape[1]}
-        for key, value in from_file.items():
+        data = file_data(cset, args.data_root)
+        for key, value in data.key().items():
             asked = getattr(args, key)
             if asked is not None and asked != value:
                 raise ValueError(f"{args.source} holds {key} {value!r}; --{key.replace('_', '-')} {asked!r} differs")
-        data = DataSpec(root=args.data_root, **from_file)
         frame = rotator_of(prov["frame"])
         test = in_frame(data.load(args.split), frame)
         train, what = condensed_clouds(cset, test, args.source), f"{prov['method']} CPC {prov['cpc']}"
+        if args.resample:
+            train, what = resampled(train, cset, args.source, info.device), f"{what} resampled"
     spec = specs[0]
     if len(specs) > 1:
         spec, tried = choose_recipe(train, clouds_of(in_frame(data.load("val"), frame)), specs, args.runs, args.seed,
@@ -221,7 +238,8 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
         print(f"{data.dataset} {data.setting}, frame {frame.kind}, {what} ({len(train)} clouds), {spec.model}, "
               f"{spec.steps} steps, lr {spec.lr}, {args.runs} runs, {args.split} split, last step: {summary}")
         if args.out:
-            atomic_write(json.dumps({"from": args.source, "data": data.key(), "frame": frame.kind,
+            atomic_write(json.dumps({"from": args.source, "resample": args.resample, "data": data.key(),
+                                     "frame": frame.kind,
                                      "recipe": spec.__dict__, "split": args.split, "runs": runs}, indent=1).encode(),
                          args.out)
 
@@ -265,14 +283,26 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show(args: argparse.Namespace) -> int:
+    """The ``show`` form: one process, the real clouds those of the first file's data."""
+    try:
+        sets = [read_condensed(source) for source in args.sources]
+        real = in_frame(file_data(sets[0], args.data_root).load("train"), rotator_of(sets[0].provenance["frame"]))
+        path = draw_clouds(real, sets, args.out, args.names, args.classes)
+    except ERRORS as err:
+        return refuse(f"{PROG} show: error: {err}")
+    print(f"{PROG} show: real {real.name} clouds beside {len(sets)} condensed set file(s) -> {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command (module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    form = argv[0] if argv and argv[0] in ("evaluate", "table", "sample", "study") else "condense"
+    form = argv[0] if argv and argv[0] in ("evaluate", "table", "sample", "show", "study") else "condense"
     rest = argv[1:] if form != "condense" else argv
     args = build_parsers()[form].parse_args(rest)
-    if form == "sample":
-        return _sample(args)
+    if form in ("sample", "show"):
+        return {"sample": _sample, "show": _show}[form](args)
     if args.procs < 1:
         return refuse(f"{PROG}: error: --procs must be a positive integer, got {args.procs}")
     body = {"condense": _condense, "evaluate": _evaluate, "table": _table, "study": _study}[form]

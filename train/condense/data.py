@@ -39,6 +39,13 @@ class DataSpec:
         return {k: v for k, v in asdict(self).items() if k != "root"}
 
 
+def file_data(cset: CondensedSet, root: str | None) -> DataSpec:
+    """The data a condensed set was made from, at the set's resolution (``root``: the download's folder)."""
+    prov = cset.provenance
+    return DataSpec(prov["dataset"], root, prov["setting"], prov["task"], prov["data_seed"], prov["size"],
+                    cset.points.shape[1])
+
+
 def clouds_of(objects: ObjectSet) -> Clouds:
     """An object set's clouds, labels and parts."""
     return Clouds(objects.points, objects.labels, len(objects.class_names), objects.parts, objects.part_classes)

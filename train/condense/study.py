@@ -15,7 +15,8 @@ the paper's budget (``paper``, a GPU's) and the one that fits a 2-core CPU in ab
    evaluated at :attr:`Plan.points`;
 5. the rotator (Table 5): DD3D on the rotated set without PCA (``rotated_raw``), with PCA, with
    the fixed and with the learned sign;
-6. explicit clouds against the generator (Table 6): GM from noise, GM from real clouds, DD3D.
+6. explicit clouds against the generator (Table 6): GM from noise, GM from real clouds, DD3D, and
+   DD3D's set evaluated on fresh draws of its generator (``evaluate --resample``, decision 85).
 
 A unit writes ``<out>/units/<name>/`` (the set, the generator, the feature network's cache) and
 ``result.json`` last: the scores of every evaluation run and the seconds the condensation took
@@ -42,6 +43,7 @@ from train.condense.matching_loops import DistillSpec
 from train.condense.methods import DISTILLATIONS, condense_set
 from train.condense.metrics import SCORES, summarise
 from train.condense.protocol import evaluate_runs, format_summary
+from train.condense.resample import resampled
 from train.condense.rotator import SETTING_ROTATOR, Rotator, rotator_of
 from train.condense.training import TrainSpec
 from train.runtime.distributed import DistInfo
@@ -86,7 +88,8 @@ PRESETS = {
 class Unit:
     """One set and its evaluation: ``method`` on ``setting`` at ``cpc`` with ``seed``, distilled at
     ``points`` and evaluated at ``eval_points`` with ``model``; ``rotator`` None for the setting's,
-    ``init`` of explicit clouds; ``task`` classification or parts; ``table`` where it is reported."""
+    ``init`` of explicit clouds; ``task`` classification or parts; ``resample`` trains on fresh
+    draws of a DD3D set's generator; ``table`` where it is reported."""
 
     table: int
     method: str
@@ -99,20 +102,22 @@ class Unit:
     rotator: str | None = None
     init: str = "real"
     task: str = "classification"
+    resample: bool = False
 
     @property
     def name(self) -> str:
         """The unit's folder: what makes its set, and what evaluates it."""
         rot = SETTING_ROTATOR[self.setting] if self.rotator is None else self.rotator
         init = "" if self.init == "real" else f"-{self.init}"
-        res = "" if self.eval_points == self.points else f"-at{self.eval_points}"
+        res = ("" if self.eval_points == self.points else f"-at{self.eval_points}") + ("-resampled" if self.resample
+                                                                                        else "")
         return (f"{self.task}-{self.setting}-{rot}-{self.method}{init}-cpc{self.cpc}-p{self.points}{res}"
                 f"-s{self.seed}-{self.model}")
 
     @property
     def set_name(self) -> str:
         """The folder of the condensed set it evaluates (another backbone's units share it)."""
-        return replace(self, model="pointnet", eval_points=self.points).name
+        return replace(self, model="pointnet", eval_points=self.points, resample=False).name
 
 
 def units(plan: Plan, table: int) -> list[Unit]:
@@ -144,7 +149,7 @@ def units(plan: Plan, table: int) -> list[Unit]:
         rows = (("rotated_raw", "none"), ("rotated_raw", "pca"), ("rotated", "fixed"), ("rotated", "learned"))
         return [Unit(5, "dd3d", setting, cpc1, s, p, p, rotator=rot) for setting, rot in rows for s in seeds]
     return [Unit(6, "gm", "aligned", cpc1, s, p, p, init=init) for init in ("noise", "real") for s in seeds] + [
-        Unit(6, "dd3d", "aligned", cpc1, s, p, p) for s in seeds]
+        Unit(6, "dd3d", "aligned", cpc1, s, p, p, resample=resample) for resample in (False, True) for s in seeds]
 
 
 def _data(plan: Plan, unit: Unit, points: int) -> DataSpec:
@@ -188,10 +193,13 @@ def run_unit(plan: Plan, unit: Unit, out: Path, info: DistInfo) -> dict[str, Any
     else:
         set_folder = out / "units" / unit.set_name
         if not (set_folder / "condensed.npz").exists():
-            cost = _condense(plan, replace(unit, model="pointnet", eval_points=unit.points), set_folder, info)
+            cost = _condense(plan, replace(unit, model="pointnet", eval_points=unit.points, resample=False),
+                             set_folder, info)
         cset = _evaluated_set(unit, set_folder)
         test = in_frame(test_data.load("test"), rotator_of(cset.provenance["frame"]))
         train = condensed_clouds(cset, test, str(set_folder))
+        if unit.resample:
+            train = resampled(train, cset, set_folder / "condensed.npz", info.device)
     recipe = replace(plan.recipe, model=unit.model)
     runs = evaluate_runs(train, clouds_of(test), recipe, plan.runs, 0, info, desc=unit.name)
     result = {"unit": asdict(unit), "runs": runs, **cost}
@@ -207,6 +215,13 @@ def _cell(results: list[dict[str, Any]], task: str) -> str:
 
 def _grouped(results: list[dict[str, Any]], **where: Any) -> list[dict[str, Any]]:
     return [r for r in results if all(r["unit"][k] == v for k, v in where.items())]
+
+
+def _row_name(table: int, row: dict[str, Any]) -> str:
+    """A row of Tables 2, 4, 5 and 6: the method and what sets it apart there."""
+    extra = {2: "", 4: f", distilled at {row['points']} points", 5: f", {row['setting']}, rotator {row['rotator']}",
+             6: f", init {row['init']}" if row["method"] == "gm" else ", resampled" if row["resample"] else ""}
+    return TITLES[row["method"]] + extra[table]
 
 
 def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
@@ -226,29 +241,26 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
                 cells = [_cell(_grouped(t, setting=setting, method=m, cpc=0 if m == "full" else cpc), "classification")
                          for m in methods]
                 lines.append(f"| {setting} | {cpc} | {' | '.join(cells)} |")
-    simple = {2: ("Table 2: part segmentation, CPC {cpc}", "method", "parts"),
-              4: ("Table 4: DD3D distilled at fewer points, evaluated at {points}", "points", "classification"),
-              5: ("Table 5: the rotator, DD3D on the rotated set, CPC {cpc}", "rotator", "classification"),
-              6: ("Table 6: explicit clouds against the generator, CPC {cpc}", "init", "classification")}
-    for table, (title, key, task) in simple.items():
+    simple = {2: ("Table 2: part segmentation, CPC {cpc}", "parts"),
+              4: ("Table 4: DD3D distilled at fewer points, evaluated at {points}", "classification"),
+              5: ("Table 5: the rotator, DD3D on the rotated set, CPC {cpc}", "classification"),
+              6: ("Table 6: explicit clouds against the generator, CPC {cpc}", "classification")}
+    for table, (title, task) in simple.items():
         rows = results.get(table)
         if not rows:
             continue
         lines += ["", "### " + title.format(cpc=plan.cpcs[0], points=plan.points), "", "| row | score | condense s |",
                   "|---|---|---|"]
-        seen: list[tuple[str, Any, Any]] = []
-        for r in rows:
-            u = r["unit"]
-            label = (u["method"], u[key], u["setting"])
-            if label not in seen:
-                seen.append(label)
-        for method, value, setting in seen:
-            group = _grouped(rows, **{"method": method, "setting": setting, key: value})
+        seen: list[dict[str, Any]] = []
+        for r in rows:  # a row a distinct unit but its seed
+            row = {k: v for k, v in r["unit"].items() if k not in ("seed", "table")}
+            if row not in seen:
+                seen.append(row)
+        for row in seen:
+            group = _grouped(rows, **row)
             seconds = [g["condense_seconds"] for g in group if "condense_seconds" in g]
-            shown = key != "method" and (key != "init" or method == "gm")  # DD3D has no initialisation
-            name = TITLES[method] + (f", {key} {value}" if shown else "") + (f", {setting}" if table == 5 else "")
             cost = f"{np.mean(seconds):.0f}" if seconds else "-"
-            lines.append(f"| {name} | {_cell(group, task)} | {cost} |")
+            lines.append(f"| {_row_name(table, row)} | {_cell(group, task)} | {cost} |")
     if t:
         lines += ["", "### Seconds to condense (Table 1's sets, this machine; a set shared with another row "
                   "counted once)", "", f"| setting | CPC | {' | '.join(TITLES[m] for m in DISTILLATIONS)} |",

@@ -5,7 +5,9 @@ the condensation protocol (decisions 72 and 73), in one process or several.
 each on the next ``min(spec.batch_size, S)`` clouds of an endless stream of seeded permutations
 of the set, augmented (:mod:`train.condense.augment`); cross-entropy on the class (classification)
 or on every point's part (part segmentation, the category given one-hot). Nothing is chosen on a
-test split: the model of the last step is returned.
+test split: the model of the last step is returned. A batch's clouds are the set's rows, or drawn
+afresh from the run's random stream where the set has a :data:`BatchSource` (DD3D's generator
+resampled, :mod:`train.condense.resample`).
 
 Several processes (``torchrun`` or ``--procs``): every rank draws the same global batch and the
 same augmentation, takes its rows ``rank::world`` and adds its cross-entropy summed over its rows
@@ -17,7 +19,7 @@ gathers the predictions in the set's order.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,21 +34,34 @@ from train.runtime.logging_utils import progress
 
 PREDICT_CHUNK = 64  # clouds per forward pass in predict
 
+# The clouds (B, N, 3) float32 of the set's rows ``index`` and their parts (B, N) int64 (None for
+# classification), drawn with the given random stream.
+BatchSource = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]]
+
 
 @dataclass(frozen=True)
 class Clouds:
     """What a backbone trains or is evaluated on: ``points`` (S, N, 3) float32, ``labels`` (S,) int64,
     ``num_classes``; for part segmentation ``parts`` (S, N) int64 and ``part_classes`` (P,) int64,
-    the category of each part id."""
+    the category of each part id. ``source``: where training batches come from instead of the rows
+    of ``points`` and ``parts`` (None: those rows)."""
 
     points: np.ndarray
     labels: np.ndarray
     num_classes: int
     parts: np.ndarray | None = None
     part_classes: np.ndarray | None = None
+    source: BatchSource | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def batch(self, index: torch.Tensor, draws: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The clouds and parts of the rows ``index`` for a training step (``draws`` only for a ``source``)."""
+        if self.source is not None:
+            return self.source(index, draws)
+        rows = index.numpy()
+        return torch.from_numpy(self.points[rows]), None if self.parts is None else torch.from_numpy(self.parts[rows])
 
     @property
     def task(self) -> str:
@@ -74,15 +89,14 @@ def batch_stream(size: int, batch: int, generator: torch.Generator) -> Iterator[
         order = order[batch:]
 
 
-def _loss(model: nn.Module, data: Clouds, rows: torch.Tensor, points: torch.Tensor, device: torch.device
-          ) -> torch.Tensor:
-    """The summed cross-entropy of ``rows`` (their augmented ``points``)."""
+def _loss(model: nn.Module, data: Clouds, rows: torch.Tensor, points: torch.Tensor, parts: torch.Tensor | None,
+          device: torch.device) -> torch.Tensor:
+    """The summed cross-entropy of ``rows`` (their augmented ``points`` and their points' ``parts``)."""
     labels = torch.from_numpy(data.labels[rows.numpy()]).to(device)
-    if data.parts is None:
+    if parts is None:
         return F.cross_entropy(model(points), labels, reduction="sum")
     category = F.one_hot(labels, data.num_classes)
-    parts = torch.from_numpy(data.parts[rows.numpy()]).to(device)
-    return F.cross_entropy(model(points, category).flatten(0, 1), parts.flatten(), reduction="sum")
+    return F.cross_entropy(model(points, category).flatten(0, 1), parts.to(device).flatten(), reduction="sum")
 
 
 def build(data: Clouds, model: str) -> nn.Module:
@@ -102,18 +116,19 @@ def train_backbone(data: Clouds, spec: TrainSpec, seed: int, info: DistInfo, des
     draws = torch.Generator().manual_seed(seed)
     batch = min(spec.batch_size, len(data))
     per_cloud = 1 if data.parts is None else data.points.shape[1]
-    points = torch.from_numpy(data.points)
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:  # a rank without rows in a batch adds zeros
         p.grad = torch.zeros_like(p)
     stream = batch_stream(len(data), batch, draws)
     for _ in progress(range(spec.steps), desc=desc, enabled=show and info.is_main):
         index = next(stream)
-        cloud_batch = augment(points[index], draws)
+        clouds, parts = data.batch(index, draws)
+        cloud_batch = augment(clouds, draws)
         mine = slice(info.rank, None, info.world_size)
         optimizer.zero_grad(set_to_none=False)
         if len(index[mine]):
-            loss = _loss(model, data, index[mine], cloud_batch[mine].to(info.device), info.device)
+            loss = _loss(model, data, index[mine], cloud_batch[mine].to(info.device),
+                         None if parts is None else parts[mine], info.device)
             (loss / (batch * per_cloud)).backward()
         if info.world_size > 1:
             flat = all_reduce_sum(torch.cat([p.grad.reshape(-1) for p in params]))
