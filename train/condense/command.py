@@ -14,11 +14,11 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
 
 Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
 share each training step, :mod:`train.condense.training`), on ``--device`` (auto: CUDA when there
-is one); the distillation methods (gm, dm, tm, dd3d: decisions 78-80), ``sample`` and ``show`` run in
-one process. Clouds are condensed and evaluated in the rotator's frame (decision 86): ``--rotator``
-of the condense form (default: none aligned, fixed rotated) is written into the file, and
-``evaluate`` puts its clouds in the file's frame (``--rotator`` there only for ``--from full``). A
-refusal is one line, exit status 2.
+is one); the distillation methods gm, dm and dd3d (decisions 78-81) share the classes between
+the ranks (decision 84), while tm, ``sample`` and ``show`` run in one process. Clouds are condensed
+and evaluated in the rotator's frame (decision 86): ``--rotator`` of the condense form (default:
+none aligned, fixed rotated) is written into the file, and ``evaluate`` puts its clouds in the
+file's frame (``--rotator`` there only for ``--from full``). A refusal is one line, exit status 2.
 """
 from __future__ import annotations
 

@@ -8,8 +8,9 @@ resolution each time it is used and passed through the rotator's sign step; each
 on its principal axes (once, for the whole split) and passed through the same sign step; the Adam
 step moves the generator (and the learned sign's ``w``). The condensed set is one draw of every
 cloud (noise from the seed) as the network saw it, after the sign step. ``<folder>/generator.pt``
-keeps the generator, the rotator and what rebuilds them; :func:`load_generator` reads it back
-and :func:`draw_set` draws the set again at any resolution.
+keeps the generator, the rotator and what rebuilds them (rank 0 writes it: several processes share
+the classes and hold the same generator, decision 84); :func:`load_generator` reads it back and
+:func:`draw_set` draws the set again at any resolution.
 """
 from __future__ import annotations
 
@@ -85,8 +86,6 @@ def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info:
     """DD3D on ``train`` through ``rotator`` (on ``info.device``; a learned sign is trained in
     place): the drawn set, its labels, its parts (part segmentation) and the history of D; the
     generator saved in ``folder``."""
-    if info.world_size > 1:
-        raise ValueError("dd3d runs in one process (the classes are not shared over ranks yet)")
     classes = np.unique(train.labels)
     labels = np.repeat(classes, cpc).astype(np.int64)
     torch.manual_seed(seed)
@@ -107,9 +106,10 @@ def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info:
         return rotator(clouds), parts
     history = match_gradients(optimizer, sorted(rows), len(train.class_names), cpc, real_batch,
                               lambda k: draw_batch(generator, rotator, rows[k], resolution, draws, partition), spec,
-                              draws, info.device, checkpoint, desc=f"DD3D CPC {cpc}",
+                              draws, info, checkpoint, desc=f"DD3D CPC {cpc}",
                               num_parts=None if train.part_classes is None else len(train.part_classes))
-    save_generator(generator, rotator, labels, partition, folder / GENERATOR_NAME)
+    if info.is_main:
+        save_generator(generator, rotator, labels, partition, folder / GENERATOR_NAME)
     points, parts = draw_set(generator, rotator, resolution, seed, partition)
     return points, labels, parts, history
 

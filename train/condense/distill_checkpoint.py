@@ -6,7 +6,9 @@ done, the loss history, every parameter its optimisers hold and their states, to
 random state (the fresh networks are drawn from it) and the run's own generator of draws. A run
 started with ``resume`` reads it and goes on from there, drawing what the uninterrupted run draws,
 so it writes the same file. The checkpoint carries the JSON key of what produced it (method, data,
-CPC, seed, settings); another key is refused in one line.
+CPC, seed, settings); another key is refused in one line. With several processes only rank 0
+writes it; every rank holds the same state, which is one process's (decision 84), so a run of any
+number of processes resumes from it.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from train.runtime.distributed import is_main
 from train.runtime.files import atomic_write
 
 CHECKPOINT_NAME = "distill.pt"
@@ -61,8 +64,8 @@ class Checkpoint:
 
     def save_if_due(self, iteration: int, optimizers: list[torch.optim.Optimizer], draws: torch.Generator,
                     history: list[float]) -> None:
-        """Save after ``iteration`` iterations when it is a multiple of ``every``."""
-        if iteration % self.every:
+        """Save after ``iteration`` iterations when it is a multiple of ``every`` (rank 0 only)."""
+        if iteration % self.every or not is_main():
             return
         buffer = io.BytesIO()
         torch.save({"key": self.key, "iteration": iteration, "history": history,

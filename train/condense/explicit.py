@@ -7,7 +7,7 @@ would pull every point to the origin), initialised from CPC real training clouds
 as the Random baseline draws them (``init="real"``, fewer where a class has fewer) or from points
 uniform in the unit ball (``init="noise"``, the data's normalisation). For part segmentation (GM,
 Eq. 11, decision 81) every point keeps its real cloud's part and the matching alternates global
-and per-part steps.
+and per-part steps. Several processes share the classes (decision 84).
 """
 from __future__ import annotations
 
@@ -51,8 +51,6 @@ def distill_explicit(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, i
     (part segmentation, GM only: the initial clouds' parts, kept) and the loss history."""
     if method not in ("gm", "dm"):
         raise ValueError(f"explicit clouds are distilled by gm or dm, got {method!r}")
-    if info.world_size > 1:
-        raise ValueError(f"{method} runs in one process (the classes are not shared over ranks yet)")
     points, labels, parts = initial_clouds(train, cpc, seed, spec.init)
     torch.manual_seed(seed)
     draws = torch.Generator().manual_seed(seed)
@@ -70,9 +68,9 @@ def distill_explicit(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, i
     num_classes = len(train.class_names)
     if method == "gm":
         num_parts = None if train.part_classes is None else len(train.part_classes)
-        history = match_gradients(optimizer, classes, num_classes, cpc, real, batch, spec, draws, info.device,
-                                  checkpoint, desc=f"GM CPC {cpc}", num_parts=num_parts)
+        history = match_gradients(optimizer, classes, num_classes, cpc, real, batch, spec, draws, info, checkpoint,
+                                  desc=f"GM CPC {cpc}", num_parts=num_parts)
     else:
-        history = match_distributions(optimizer, classes, num_classes, real, batch, spec, draws, info.device,
-                                      checkpoint, desc=f"DM CPC {cpc}")
+        history = match_distributions(optimizer, classes, num_classes, real, batch, spec, draws, info, checkpoint,
+                                      desc=f"DM CPC {cpc}")
     return synthetic.detach().cpu().numpy(), labels, parts, history

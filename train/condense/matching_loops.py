@@ -14,10 +14,17 @@ class means (``fast.distribution_match_loss``). The learning rate is cut by 10 a
 iterations. Both return each iteration's mean matching loss. For part segmentation (Eq. 11,
 decision 81) a batch carries its points' parts, the network is the part segmenter and gradient
 matching alternates global and per-part outer steps.
+
+Several processes (decision 84): both losses are sums over classes, so rank r takes the classes
+``classes[r::world]`` and sums only their terms; the synthetic parameters' gradients and the loss
+are summed over the ranks (one all_reduce) before the optimiser's step, which every rank takes, so
+every rank holds the same parameters. Every rank still draws every class's batches, in one
+process's order (the others' without gradients), and takes the same inner steps on the whole
+synthetic set, so the fresh networks, the inner steps and every draw are one process's.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +34,7 @@ import torch.nn.functional as F
 from fast import distribution_match_loss, gradient_match_distance
 from train.condense.distill_checkpoint import Checkpoint
 from train.models.objects import build_object_model
+from train.runtime.distributed import DistInfo, all_reduce_sum
 from train.runtime.logging_utils import progress
 
 # (outer, inner) loops by CPC (the released code's, decision 78); another CPC takes the largest listed below it
@@ -100,22 +108,49 @@ def _gradients(net: torch.nn.Module, batch: Batch, k: int, part: int | None, cre
     return list(torch.autograd.grad(loss, list(net.parameters()), create_graph=create_graph))
 
 
-def gradient_match_loss(net: torch.nn.Module, classes: list[int], real: ClassClouds, synthetic: ClassClouds,
-                        local: bool = False) -> torch.Tensor:
-    """Eq. (10) (Eq. 11 for parts): the per-class distances D between the real and the synthetic
-    gradients, summed; ``local``: per part of the class present on both sides, the other parts'
-    points masked out (DD3D Sec. 4.3's local matching), summed too."""
-    total = torch.zeros((), device=next(net.parameters()).device)
+def own_classes(classes: list[int], info: DistInfo) -> set[int]:
+    """The classes whose matching terms this rank sums: ``classes[rank::world]`` (module docstring)."""
+    if info.world_size > len(classes):
+        raise ValueError(f"{info.world_size} processes share {len(classes)} classes: a rank matches whole classes, "
+                         f"so run at most {len(classes)} processes")
+    return set(classes[info.rank::info.world_size])
+
+
+def _draw(k: int, own: Collection[int], sampler: ClassClouds) -> Batch | None:
+    """Class k's batch when it is one of ``own``; else it is drawn without gradients, for the draws only, and None."""
+    if k in own:
+        return sampler(k)
+    with torch.no_grad():
+        sampler(k)
+    return None
+
+
+def class_distances(net: torch.nn.Module, classes: list[int], real: ClassClouds, synthetic: ClassClouds,
+                    local: bool = False, own: Collection[int] | None = None) -> Iterator[torch.Tensor]:
+    """Eq. (10) (Eq. 11 for parts) class by class: the distance D between the real and the synthetic
+    gradients of each of the ``own`` classes (default all); ``local``: per part of the class present
+    on both sides, the other parts' points masked out (DD3D Sec. 4.3's local matching), summed.
+    Every class's batches are drawn, in order, the next class's after the consumer has taken a term."""
+    own = classes if own is None else own
     for k in classes:
-        real_batch, synthetic_batch = real(k), synthetic(k)
+        real_batch, synthetic_batch = _draw(k, own, real), _draw(k, own, synthetic)
+        if real_batch is None or synthetic_batch is None:
+            continue
         parts: list[int | None] = [None]
         if local:
             parts = sorted(set(real_batch[1].unique().tolist()) & set(synthetic_batch[1].unique().tolist()))
+        distance = torch.zeros((), device=next(net.parameters()).device)
         for part in parts:
             target = [g.detach() for g in _gradients(net, real_batch, k, part, create_graph=False)]
-            total = total + gradient_match_distance(_gradients(net, synthetic_batch, k, part, create_graph=True),
-                                                    target)
-    return total
+            distance = distance + gradient_match_distance(_gradients(net, synthetic_batch, k, part, create_graph=True),
+                                                          target)
+        yield distance
+
+
+def gradient_match_loss(net: torch.nn.Module, classes: list[int], real: ClassClouds, synthetic: ClassClouds,
+                        local: bool = False) -> torch.Tensor:
+    """Eq. (10) (Eq. 11 for parts): :func:`class_distances` of every class, summed."""
+    return sum(class_distances(net, classes, real, synthetic, local), torch.zeros(()))
 
 
 def decay_at_half(optimizer: torch.optim.Optimizer, iteration: int, iterations: int) -> None:
@@ -133,32 +168,50 @@ def _stacked(classes: list[int], batches: list[Batch]) -> tuple[torch.Tensor, to
     return torch.cat(clouds), parts, labels.to(clouds[0].device)
 
 
+def summed_step(optimizer: torch.optim.Optimizer, terms: Iterable[torch.Tensor], info: DistInfo) -> float:
+    """One step of ``optimizer`` on the sum of this rank's loss ``terms`` over all ranks; that sum.
+    Each term's gradients (and value) are added in float64, and the ranks' sums added by one
+    all_reduce, so the float32 gradient is the same for any split of the terms over the ranks."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    sums = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    value = torch.zeros(1, dtype=torch.float64, device=params[0].device)
+    for term in terms:
+        for total, grad in zip(sums, torch.autograd.grad(term, params, allow_unused=True)):
+            if grad is not None:
+                total.add_(grad)
+        value += term.detach()
+    flat = all_reduce_sum(torch.cat([*(total.reshape(-1) for total in sums), value]))
+    for p, total in zip(params, flat[:-1].split([p.numel() for p in params])):
+        p.grad = total.view_as(p).to(p.dtype)
+    optimizer.step()
+    return flat[-1].item()
+
+
 def match_gradients(optimizer: torch.optim.Optimizer, classes: list[int], num_classes: int, cpc: int,
                     real: ClassClouds, synthetic: ClassClouds, spec: DistillSpec, generator: torch.Generator,
-                    device: torch.device, checkpoint: Checkpoint | None = None, desc: str = "gradient matching",
+                    info: DistInfo, checkpoint: Checkpoint | None = None, desc: str = "gradient matching",
                     num_parts: int | None = None) -> list[float]:
-    """Gradient matching (module docstring) of the parameters ``optimizer`` holds; the mean D of each
-    iteration. ``checkpoint``: saved as it says and resumed from (decision 80). With ``num_parts``
-    (part segmentation, Eq. 11) the outer steps alternate global and local matching (decision 81)."""
+    """Gradient matching (module docstring) of the parameters ``optimizer`` holds, this rank's classes
+    matched; the mean D of each iteration. ``checkpoint``: saved as it says and resumed from
+    (decision 80). With ``num_parts`` (part segmentation, Eq. 11) the outer steps alternate global
+    and local matching (decision 81)."""
     outer, inner = loops_for(cpc)
+    own = own_classes(classes, info)
     start, history = (0, []) if checkpoint is None else checkpoint.restore([optimizer], generator)
-    for iteration in progress(range(start, spec.iterations), desc=desc):
+    for iteration in progress(range(start, spec.iterations), desc=desc, enabled=info.is_main):
         decay_at_half(optimizer, iteration, spec.iterations)
-        net = fresh_network(num_classes, device, num_parts)
+        net = fresh_network(num_classes, info.device, num_parts)
         net_step = torch.optim.SGD(net.parameters(), lr=spec.net_lr)
         total = 0.0
         for step in range(outer):
-            loss = gradient_match_loss(net, classes, real, synthetic, local=num_parts is not None and step % 2 == 1)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
+            local = num_parts is not None and step % 2 == 1
+            total += summed_step(optimizer, class_distances(net, classes, real, synthetic, local, own), info)
             if step == outer - 1:
                 break
             with torch.no_grad():
                 points, parts, labels = _stacked(classes, [synthetic(k) for k in classes])
             for _ in range(inner):
-                rows = torch.randperm(len(labels), generator=generator)[:INNER_BATCH].to(device)
+                rows = torch.randperm(len(labels), generator=generator)[:INNER_BATCH].to(info.device)
                 net_step.zero_grad()
                 task_loss(net, points[rows], None if parts is None else parts[rows], labels[rows]).backward()
                 net_step.step()
@@ -169,29 +222,32 @@ def match_gradients(optimizer: torch.optim.Optimizer, classes: list[int], num_cl
 
 
 def match_distributions(optimizer: torch.optim.Optimizer, classes: list[int], num_classes: int, real: ClassClouds,
-                        synthetic: ClassClouds, spec: DistillSpec, generator: torch.Generator, device: torch.device,
+                        synthetic: ClassClouds, spec: DistillSpec, generator: torch.Generator, info: DistInfo,
                         checkpoint: Checkpoint | None = None, desc: str = "distribution matching") -> list[float]:
-    """Distribution matching (module docstring) of the parameters ``optimizer`` holds; each iteration's
-    loss. ``generator``: the draws of ``real``, saved with the ``checkpoint``."""
+    """Distribution matching (module docstring) of the parameters ``optimizer`` holds, this rank's
+    classes matched; each iteration's loss. ``generator``: the draws of ``real``, saved with the
+    ``checkpoint``."""
+    own = own_classes(classes, info)
     start, history = (0, []) if checkpoint is None else checkpoint.restore([optimizer], generator)
-    for iteration in progress(range(start, spec.iterations), desc=desc):
+    for iteration in progress(range(start, spec.iterations), desc=desc, enabled=info.is_main):
         decay_at_half(optimizer, iteration, spec.iterations)
-        net = fresh_network(num_classes, device)
-        loss = class_mean_distance(net, classes, real, synthetic)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        history.append(loss.item())
+        net = fresh_network(num_classes, info.device)
+        history.append(summed_step(optimizer, [class_mean_distance(net, classes, real, synthetic, own)], info))
         if checkpoint is not None:
             checkpoint.save_if_due(iteration + 1, [optimizer], generator, history)
     return history
 
 
-def class_mean_distance(net: torch.nn.Module, classes: list[int], real: ClassClouds, synthetic: ClassClouds
-                        ) -> torch.Tensor:
-    """The distribution-matching loss of ``net``'s global features: real batches against the synthetic set."""
+def class_mean_distance(net: torch.nn.Module, classes: list[int], real: ClassClouds, synthetic: ClassClouds,
+                        own: Collection[int] | None = None) -> torch.Tensor:
+    """The distribution-matching loss of ``net``'s global features: real batches against the synthetic
+    set, summed over the ``own`` classes (default all); every class's batches are drawn, in order."""
+    own = classes if own is None else own
+    mine = [k for k in classes if k in own]
     with torch.no_grad():
-        real_points, _, real_labels = _stacked(classes, [real(k) for k in classes])
+        real_batches = [_draw(k, own, real) for k in classes]
+        real_points, _, real_labels = _stacked(mine, [b for b in real_batches if b is not None])
         real_features = net.embed(real_points)
-    points, _, labels = _stacked(classes, [synthetic(k) for k in classes])
+    synthetic_batches = [_draw(k, own, synthetic) for k in classes]
+    points, _, labels = _stacked(mine, [b for b in synthetic_batches if b is not None])
     return distribution_match_loss(net.embed(points), labels, real_features, real_labels)

@@ -91,7 +91,8 @@ def distill_trajectories(train: ObjectSet, cpc: int, seed: int, spec: DistillSpe
                          ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """TM on explicit clouds (module docstring): the synthetic points, their labels and the loss history."""
     if info.world_size > 1:
-        raise ValueError("tm runs in one process (the classes are not shared over ranks yet)")
+        raise ValueError("tm runs in one process: its loss is one student's path through every class, not a sum "
+                         "over classes that ranks could share (decision 84)")
     points, labels, _ = initial_clouds(train, cpc, seed, spec.init)  # classification only (methods.py)
     torch.manual_seed(seed)
     draws = torch.Generator().manual_seed(seed)
