@@ -30,6 +30,8 @@ from fast.jit import helper, kernel
 
 STATUS_DONE = 0
 STATUS_DEADLINE = 1
+STATUS_OUTLIVED = 2
+"""A column of a truncated prefix emptied: its class outlives the prefix (decisions 36 and 83)."""
 CLOCK_MASK = 1023
 """The reduction reads the clock at each column and whenever ``pops & CLOCK_MASK`` wraps."""
 
@@ -261,6 +263,7 @@ def _hash_slot(table_keys: np.ndarray, key: int) -> int:
 def reduce_columns(
     columns: np.ndarray, u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, deg: np.ndarray,
     pu: np.ndarray, pv: np.ndarray, partner: np.ndarray, deadline: int, clock_id: int, clock_mask: int = CLOCK_MASK,
+    truncated: bool = False,
 ) -> tuple[np.ndarray, int]:
     """Reduce the coboundary columns of ``columns`` (edge ranks, decreasing) over Z2.
 
@@ -275,7 +278,10 @@ def reduce_columns(
     (-1 if the column emptied: an essential class of the cut complex), and ``STATUS_DONE``, or
     ``STATUS_DEADLINE`` (keys then incomplete) once ``clock_gettime(clock_id)`` in nanoseconds
     passed ``deadline`` (see :func:`deadline_ns`); the clock is read at every column and every
-    ``clock_mask + 1`` heap pops.
+    ``clock_mask + 1`` heap pops. With ``truncated`` (the columns of a truncated prefix) it stops
+    at the first column that empties, with ``STATUS_OUTLIVED``: the prefix is then too short and
+    its other keys are never used (the latest columns come first, and on the clouds measured the
+    column that outlives a prefix is among the first few).
     """
     n = rank.shape[0]
     ncol = columns.shape[0]
@@ -379,6 +385,8 @@ def reduce_columns(
                     size += 1
                 n_it += 1
         if deaths[c] < 0:
+            if truncated:
+                return deaths, STATUS_OUTLIVED
             continue
         # store the reduction (edges whose coboundaries sum to the reduced column), Z2-cancelled
         lst = _sorted_prefix(added, n_added)
