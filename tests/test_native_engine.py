@@ -57,7 +57,7 @@ from fast.persistence.reduction import (
     STATUS_DEADLINE,
     STATUS_DONE,
     STATUS_OUTLIVED,
-    _sorted_prefix,
+    _odd_entries,
     apparent_partner,
     deadline_ns,
     reduce_columns,
@@ -456,11 +456,18 @@ def test_critical_edge_lengths_at_training_size_equal_the_diagram_values(kind: s
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 64, 257])
-def test_the_reductions_heap_sort_equals_numpys_sort(n: int) -> None:
-    """``_sorted_prefix`` sorts the first n entries (duplicates included) and ignores the rest."""
+def test_the_reductions_z2_sum_keeps_the_entries_listed_an_odd_number_of_times(n: int) -> None:
+    """``_odd_entries`` keeps each entry of the first n listed an odd number of times, once, in order
+    of first occurrence, after what ``out`` already holds, and leaves its flags all zero."""
     rng = np.random.default_rng(n)
-    values = rng.integers(-5, 5 + n, size=n + 9).astype(np.int64)
-    np.testing.assert_array_equal(_sorted_prefix(values, n), np.sort(values[:n]))
+    values = rng.integers(0, 3 + n // 2, size=n + 9).astype(np.int64)
+    parity = np.zeros(values.max() + 1, np.uint8)
+    out = np.full(n + 4, -7, np.int64)
+    end = _odd_entries(values, n, parity, out, 3)
+    kinds, first, counts = np.unique(values[:n], return_index=True, return_counts=True)
+    odd = kinds[counts % 2 == 1]
+    np.testing.assert_array_equal(out[3:end], odd[np.argsort(first[counts % 2 == 1], kind="stable")])
+    assert (out[:3] == -7).all() and (out[end:] == -7).all() and not parity.any()
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 40])
