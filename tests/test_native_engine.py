@@ -9,7 +9,9 @@ Claims checked:
   apparent partners as the compiled per-cloud stage, on CPU and (marked ``cuda``) on a GPU;
 - the batch form with threads equals the per-cloud form; the deadline path returns None;
 - a prefix cut below the enclosing radius (decision 36) gives the radius stage's diagram whether
-  its certificate holds or not, and the certificate's kernels equal brute force;
+  its certificate holds or not, at the first try or a later, longer one (decision 83); the
+  reduction of a prefix stops at a column that outlives it exactly when one does; the
+  certificate's kernels equal brute force;
 - it plugs into ``fast.persistence.compute_diagrams`` as an ``H1Engine`` and agrees with the
   giotto-ph backend;
 - bad matrices raise ValueError naming the problem;
@@ -54,7 +56,8 @@ from fast.persistence.reduction import (
     CLOCK_MASK,
     STATUS_DEADLINE,
     STATUS_DONE,
-    _sorted_prefix,
+    STATUS_OUTLIVED,
+    _odd_entries,
     apparent_partner,
     deadline_ns,
     reduce_columns,
@@ -106,37 +109,61 @@ def test_native_h1_equals_reference_on_matrices_with_many_equal_distances(decima
     _assert_same_as_reference(d)
 
 
-def _truncation_outcome(stage: EdgeStage) -> str:
-    """How a stage built with ``truncate`` ends: certified, or back to the radius before or after the reduction."""
+def _truncation_outcomes(d: np.ndarray, stage: EdgeStage) -> set[str]:
+    """The ways a stage built with ``truncate`` goes: certified at the first try or at a later one
+    (decision 83), reduced again (a column outlived the prefix: the next try follows), the radius."""
     if not stage.truncated:
-        return "radius"
-    deaths, status = reduce_columns(stage.columns, stage.u, stage.v, stage.rank, stage.nbr, stage.deg, stage.pu,
-                                    stage.pv, stage.partner.copy(), deadline_ns(None), time.CLOCK_MONOTONIC)
-    assert status == STATUS_DONE
-    return "certified" if (deaths >= 0).all() else "reduced again"
+        return {"radius"}
+    args = (stage.columns, stage.u, stage.v, stage.rank, stage.nbr, stage.deg, stage.pu, stage.pv)
+    clock = time.CLOCK_MONOTONIC
+    deaths, status = reduce_columns(*args, stage.partner.copy(), deadline_ns(None), clock, CLOCK_MASK, True)
+    # The early stop says exactly what the whole reduction of the prefix says: some column left without a death.
+    whole, whole_status = reduce_columns(*args, stage.partner.copy(), deadline_ns(None), clock, CLOCK_MASK, False)
+    assert whole_status == STATUS_DONE and status == (STATUS_DONE if (whole >= 0).all() else STATUS_OUTLIVED)
+    if status == STATUS_OUTLIVED:
+        return {"reduced again"} | _truncation_outcomes(d, cpu_edge_stage(d, truncate=True, attempt=stage.attempt + 1))
+    np.testing.assert_array_equal(deaths, whole)
+    return {"certified" if stage.attempt == 0 else "certified at a later try"}
 
 
-@pytest.mark.parametrize("factor", [1.0, 1.5, 3.0])
-def test_truncated_prefix_gives_the_full_diagram_whether_certified_or_not(factor: float, monkeypatch) -> None:
-    """A prefix cut below the enclosing radius (decision 36) gives exactly the radius stage's pairs,
-    critical simplices and tree, both when its checks certify it and when a check sends it back
-    to the radius; small factors make both outcomes happen (the test checks they do)."""
+@pytest.mark.parametrize("factor, growth", [(1.0, 2.0), (1.0, 1e9), (1.5, 2.0), (3.0, 2.0)])
+def test_truncated_prefix_gives_the_full_diagram_whether_certified_or_not(factor: float, growth: float, monkeypatch) -> None:
+    """A prefix cut below the enclosing radius (decisions 36 and 83) gives exactly the radius stage's
+    pairs, critical simplices and tree, both when its checks certify it and when a check sends it
+    to a longer try or to the radius; small factors make every outcome happen (the test checks
+    they do), and a huge growth makes the second try the radius."""
     monkeypatch.setattr(edge_stage, "TRUNCATION_FACTOR", factor)
+    monkeypatch.setattr(edge_stage, "TRUNCATION_GROWTH", growth)
     outcomes = set()
     for kind in ("gaussian", "clustered", "circles", "lattice", "duplicated"):
         for n, dim, seed in ((40, 3, 0), (120, 8, 1), (200, 64, 2)):
             d = cdist(*(2 * (build_cloud(kind, n, dim, seed),)))
             full_stage, cut_stage = cpu_edge_stage(d), cpu_edge_stage(d, truncate=True)
-            outcomes.add(_truncation_outcome(cut_stage))
+            outcomes |= _truncation_outcomes(d, cut_stage)
             full, cut = reduce_stage(d, full_stage), reduce_stage(d, cut_stage)
             for field in ("pairs", "birth_edges", "death_edges", "death_triangles"):
                 np.testing.assert_array_equal(getattr(cut, field), getattr(full, field), err_msg=f"{kind} {n} {field}")
             np.testing.assert_array_equal(cut_stage.u[cut_stage.tree], full_stage.u[full_stage.tree])
             np.testing.assert_array_equal(cut_stage.v[cut_stage.tree], full_stage.v[full_stage.tree])
-    if factor == 1.0:
+    if (factor, growth) == (1.0, 2.0):
+        assert {"certified", "reduced again", "certified at a later try"} <= outcomes, outcomes
+    elif growth > 2.0:
         assert {"certified", "reduced again", "radius"} <= outcomes, outcomes
     else:
         assert "certified" in outcomes, outcomes
+
+
+def test_truncation_tries_grow_until_every_edge() -> None:
+    """The tries' limits increase from the requested attempt on, none below the longest tree edge,
+    and end with the try that would hold every edge."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 16))
+    d = cdist(x, x)
+    tries = edge_stage.truncation_limits(d)
+    attempts, limits = zip(*tries)
+    assert attempts[0] == 0 and list(attempts) == sorted(set(attempts)) and limits[-1] == np.inf
+    assert all(a < b for a, b in zip(limits, limits[1:])) and limits[0] >= mst_longest_edge(d)
+    assert edge_stage.truncation_limits(d, attempts[1]) == tries[1:]
 
 
 @pytest.mark.parametrize("decimals", [None, 0])
@@ -429,11 +456,18 @@ def test_critical_edge_lengths_at_training_size_equal_the_diagram_values(kind: s
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 64, 257])
-def test_the_reductions_heap_sort_equals_numpys_sort(n: int) -> None:
-    """``_sorted_prefix`` sorts the first n entries (duplicates included) and ignores the rest."""
+def test_the_reductions_z2_sum_keeps_the_entries_listed_an_odd_number_of_times(n: int) -> None:
+    """``_odd_entries`` keeps each entry of the first n listed an odd number of times, once, in order
+    of first occurrence, after what ``out`` already holds, and leaves its flags all zero."""
     rng = np.random.default_rng(n)
-    values = rng.integers(-5, 5 + n, size=n + 9).astype(np.int64)
-    np.testing.assert_array_equal(_sorted_prefix(values, n), np.sort(values[:n]))
+    values = rng.integers(0, 3 + n // 2, size=n + 9).astype(np.int64)
+    parity = np.zeros(values.max() + 1, np.uint8)
+    out = np.full(n + 4, -7, np.int64)
+    end = _odd_entries(values, n, parity, out, 3)
+    kinds, first, counts = np.unique(values[:n], return_index=True, return_counts=True)
+    odd = kinds[counts % 2 == 1]
+    np.testing.assert_array_equal(out[3:end], odd[np.argsort(first[counts % 2 == 1], kind="stable")])
+    assert (out[:3] == -7).all() and (out[end:] == -7).all() and not parity.any()
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 40])

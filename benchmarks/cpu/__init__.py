@@ -5,7 +5,7 @@ Measured pipelines: ``table6`` (paper Table 6's methods) on ``paper_pipeline``, 
 stage, by op, by term, on the host); ``pool_start``; ``predict_profile``; ``distill_cost`` (the
 condensation methods' time and memory). Shared: ``clouds`` (synthetic feature clouds), ``sizes``
 (smoke and paper sizes), ``timing`` (the suite's ``benchmark`` fixture and run file), ``machine``
-(what a run measured on), ``isolated`` (killable child-process measurements). Commands measuring one thing: ``label_install``,
+(what a run measured on), ``isolated`` (killable child-process measurements). Commands measuring one thing: ``isotropic_h1``, ``label_install``,
 ``onnx_latency``, ``op_counts``, ``sign_stability``, ``waymo_v2_convert_speed``. The GPU campaign reruns some of these
 on a GPU. Imports ``fast``, ``reference`` and ``train``, no other room of ``benchmarks``.
 """

@@ -19,7 +19,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("normalisation (calling process)", ("normalize", "_safe_sqrt", "cloud_ids")),
     ("TPS (Algorithm 5)", ("farthest_point_indices", "tps_indices")),
     ("distance matrices", ("_distance_matrix",)),
-    ("radius, prefix certificate (decision 36)", ("enclosing_radius", "truncation_limit", "mst_longest_edge",
+    ("radius, prefix certificate (decision 36)", ("enclosing_radius", "truncation_limits", "mst_longest_edge",
                                                   "edges_apparent_between", "edges_within")),
     ("edge sort", ("length_order", "_radix_order")),
     ("edge ranks, neighbour lists", ("build_edge_order",)),

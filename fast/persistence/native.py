@@ -20,8 +20,9 @@ Algorithm (cohomology with clearing, apparent pairs, threshold = enclosing radiu
    over the vertex attaining ``r``, so its H1 is zero; every class born below ``r`` dies by ``r``
    and classes born later have zero persistence. Only edges and triangles of diameter ``<= r``
    are built (a filtration prefix, whose reduction equals the full one's on its columns), and
-   no column of the prefix stays essential. On the CPU a shorter prefix is tried first and
-   kept only when certified equal (decision 36, ``fast.persistence.edge_stage.cpu_edge_stage``).
+   no column of the prefix stays essential. On the CPU shorter prefixes are tried first, each
+   kept only when certified equal, each try longer than the one before (decisions 36 and 83,
+   ``fast.persistence.edge_stage.cpu_edge_stage``).
 2. Ranks of the kept edges (one stable radix sort of the lengths listed in ``(i, j)`` order) and every
    vertex's neighbours in rank order (``fast.persistence.edge_stage.build_edge_order``).
 3. Apparent pairs. An edge ``e = {a, b}`` with some ``k`` whose edges to ``a`` and ``b`` are
@@ -76,7 +77,7 @@ import numpy as np
 
 from fast.persistence.cores import available_cores
 from fast.persistence.edge_stage import EdgeStage, as_distance_matrix, cpu_edge_stage
-from fast.persistence.reduction import CLOCK_MASK, STATUS_DEADLINE, deadline_ns, reduce_columns
+from fast.persistence.reduction import CLOCK_MASK, STATUS_DEADLINE, STATUS_OUTLIVED, deadline_ns, reduce_columns
 
 
 @dataclass(frozen=True)
@@ -113,13 +114,13 @@ def reduce_stage(dist: np.ndarray, stage: EdgeStage, deadline: Optional[float] =
         return None
     deaths, status = reduce_columns(
         stage.columns, stage.u, stage.v, stage.rank, stage.nbr, stage.deg, stage.pu, stage.pv, stage.partner,
-        deadline_ns(deadline), time.CLOCK_MONOTONIC, CLOCK_MASK,
+        deadline_ns(deadline), time.CLOCK_MONOTONIC, CLOCK_MASK, stage.truncated,
     )
     if status == STATUS_DEADLINE:
         return None
+    if status == STATUS_OUTLIVED:  # a class outlives the truncated prefix: the next try, or the radius
+        return reduce_stage(dist, cpu_edge_stage(dist, truncate=True, attempt=stage.attempt + 1), deadline)
     found = deaths >= 0
-    if stage.truncated and not found.all():  # a class outlives the truncated prefix: redo at the radius
-        return reduce_stage(dist, cpu_edge_stage(dist), deadline)
     birth_r = stage.columns[found]
     top_r, third = np.divmod(deaths[found], n)
     birth = np.stack([stage.u[birth_r], stage.v[birth_r]], axis=1).astype(np.int64).reshape(-1, 2)

@@ -43,7 +43,7 @@ import numpy as np
 from fast.numba_cache import PERSISTENCE_DIR, cache_directory
 from fast.persistence.cloud import distances, h0_part, h1_part, stage_parts, uses_stage
 from fast.persistence.contract import H1Engine
-from fast.persistence.edge_stage import EdgeStage, edges_apparent_between, enclosing_radius, stage_within, truncation_limit
+from fast.persistence.edge_stage import EdgeStage, edges_apparent_between, enclosing_radius, stage_within, truncation_limits
 from fast.persistence.native import reduce_stage
 from fast.persistence.sampling import tps_indices
 
@@ -64,7 +64,7 @@ def _warm_sampling() -> None:
 
 def _warm_certificate() -> None:
     radius, centre, _ = enclosing_radius(_TINY_DIST)
-    edges_apparent_between(_TINY_DIST, truncation_limit(_TINY_DIST), radius, centre)
+    edges_apparent_between(_TINY_DIST, truncation_limits(_TINY_DIST)[0][1], radius, centre)
 
 
 def _warm_edge_order() -> None:
