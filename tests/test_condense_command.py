@@ -155,3 +155,11 @@ def test_the_table_prints_every_method_and_cpc_in_both_settings(tmp_path: Path, 
     assert record["data"]["setting"] == ["aligned", "rotated"] and len(record["scores"]["rotated"]["herding-cpc2"]) == 2
     assert out.startswith("# shapes (size 3, 32 points), pointnet 2 steps, 2 runs")
     assert read_condensed(tmp_path / "rotated" / "kcenter-cpc2" / "condensed.npz").provenance["setting"] == "rotated"
+
+
+def test_the_main_help_names_every_other_form(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for form in ("evaluate", "table", "sample", "show", "study"):
+        assert f"python -m train.condense {form} (" in out

@@ -89,7 +89,11 @@ def _run_options(p: argparse.ArgumentParser, recipe: TrainSpec, choices: bool = 
 
 
 def build_parsers() -> dict[str, argparse.ArgumentParser]:
-    condense = argparse.ArgumentParser(prog=PROG, description="Condense an object data set into <out>/condensed.npz.")
+    condense = argparse.ArgumentParser(
+        prog=PROG, description="Condense an object data set into <out>/condensed.npz.",
+        epilog=f"Other forms (each with its own --help): {PROG} evaluate (train on a set, score it), {PROG} table "
+        f"(the coreset table), {PROG} sample (draw a dd3d run's generator again), {PROG} show (pictures of real and "
+        f"condensed clouds), {PROG} study (the DD3D paper's tables). docs/condense.md")
     _data_options(condense, True)
     condense.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
     condense.add_argument("--cpc", type=int, required=True, help="clouds per class")
