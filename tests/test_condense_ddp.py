@@ -29,16 +29,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def joined_rank(rank: int, world: int, port: int) -> DistInfo:
+    """This spawned process as rank ``rank`` of a ``world``-process gloo group on ``port``, one thread."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    return init_from_env("cpu")
+
+
 def clouds(seed: int) -> Clouds:
     rng = np.random.default_rng(seed)
     return Clouds(rng.normal(size=(11, 24, 3)).astype(np.float32), rng.integers(0, 3, 11).astype(np.int64), 3)
 
 
 def _rank_main(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    info = init_from_env("cpu")
+    info = joined_rank(rank, world, port)
     try:
         model = train_backbone(clouds(0), SPEC, 7, info, show=False)
         predicted = predict(model, clouds(1), info)

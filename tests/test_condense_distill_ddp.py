@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +24,10 @@ from train.condense.matching_loops import DistillSpec, own_classes
 from train.condense.methods import condense_set
 from train.condense.training import TrainSpec
 from train.condense.trajectory import distill_trajectories
-from train.runtime.distributed import DistInfo, cleanup, init_from_env
+from train.runtime.distributed import DistInfo, cleanup
 from train.runtime.leaving import leave
 from tests.condensation_tiny import tiny_set
+from tests.test_condense_ddp import _free_port, joined_rank
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "shapes", "--size", "2", "--points", "16", "--device", "cpu", "--cpc", "1", "--iterations", "2"]
@@ -74,11 +74,8 @@ def _save_then_stop(save: object) -> object:
 
 def _cut_rank(rank: int, port: int, out: str) -> None:
     """A rank of a two-process gm run stopped after the checkpoint of its first iteration."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
     Checkpoint.save_if_due = _save_then_stop(Checkpoint.save_if_due)  # type: ignore[method-assign]
-    info = init_from_env("cpu")
+    info = joined_rank(rank, 2, port)
     try:
         condense_set(DataSpec("shapes", size=2, points=16), "gm", 1, 0, TrainSpec(), Path(out) / CACHE_NAME, info,
                      distill=DistillSpec(iterations=2))
@@ -98,10 +95,8 @@ def test_a_checkpoint_resumes_in_another_number_of_processes(tmp_path: Path, mon
         with pytest.raises(Interrupted):
             main([*argv, "--out", str(tmp_path / "one_then_two")])
     _two_processes([*argv, "--resume", "--out", str(tmp_path / "one_then_two")])
-    with socket.socket() as s:  # two processes stop after iteration 1; one goes on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_cut_rank, args=(port, str(tmp_path / "two_then_one")), nprocs=2, join=True)
+    # two processes stop after iteration 1; one goes on
+    mp.spawn(_cut_rank, args=(_free_port(), str(tmp_path / "two_then_one")), nprocs=2, join=True)
     assert not (tmp_path / "two_then_one" / "condensed.npz").exists()
     assert main([*argv, "--resume", "--out", str(tmp_path / "two_then_one")]) == 0
     whole = _points(tmp_path / "whole")

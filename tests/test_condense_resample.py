@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.test_condense_ddp import _free_port
+from tests.test_condense_ddp import _free_port, joined_rank
 from train.condense.command import main
 from train.condense.dd3d import draw_set, part_partition
 from train.condense.generator import DATASET_W0, PointGenerator
@@ -24,7 +24,7 @@ from train.condense.resample import generator_source
 from train.condense.rotator import Rotator
 from train.condense.training import Clouds, TrainSpec, train_backbone
 from train.data.objects import load_objects
-from train.runtime.distributed import DistInfo, cleanup, init_from_env
+from train.runtime.distributed import DistInfo, cleanup
 from train.runtime.leaving import leave
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
@@ -76,10 +76,7 @@ def test_training_on_the_draws_is_reproducible_and_not_the_fixed_sets(task: str)
 
 
 def _rank_main(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    info = init_from_env("cpu")
+    info = joined_rank(rank, world, port)
     try:
         model = train_backbone(fixed_and_resampled("classification")[1], SPEC, 7, info, show=False)
         torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
