@@ -5,7 +5,6 @@ one written by one process in two, and what cannot be split is refused in one li
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 from pathlib import Path
