@@ -277,7 +277,12 @@ def reduce_columns(
     apparent coface of its max edge; then that edge's coboundary is added. Otherwise it belongs
     to an earlier reduced column if the pivot table has it, whose reduction (the edges whose
     coboundaries sum to it, kept as a list, Z2-cancelled) is added; otherwise the column is paired
-    with it. Added coboundaries start after the pivot: everything before it cancels.
+    with it. Added coboundaries start after the pivot: everything before it cancels. Each edge
+    has at most one coboundary in the working column: adding an edge whose coboundary is there
+    already (its enumeration has reached the same pivot) drops that one instead of starting a
+    second copy, since the two would cancel entry by entry from there on. Why: on 1,024-point
+    isotropic 64-d clouds about a third of the edges added were such repeats (measured here); each
+    cost a start (two binary searches) and a pop per entry for both copies until the column ended.
 
     Returns ``(death_keys, status)``: per column its death triangle key ``rank(max edge) * N + k``
     (-1 if the column emptied: an essential class of the cut complex), and ``STATUS_DONE``, or
@@ -305,8 +310,10 @@ def reduce_columns(
         table_keys[s] = -1
     table_cols = np.empty(cap, np.int64)
     parity = np.empty(u.shape[0], np.uint8)
+    slot_of = np.empty(u.shape[0], np.int64)  # the live iterator of each edge in the working column, or -1
     for r in range(u.shape[0]):
         parity[r] = 0
+        slot_of[r] = -1
     v_store = np.empty(4 * ncol + 16, np.int64)
     v_used = 0
     it_edge = np.empty(64, np.int64)
@@ -333,6 +340,7 @@ def reduce_columns(
             hk[0] = first
             hi[0] = 0
             size = 1
+            slot_of[f] = 0
         added[0] = columns[c]
         n_added = np.int64(1)
         while size > 0:
@@ -340,16 +348,19 @@ def reduce_columns(
             count = 0
             while size > 0 and hk[0] == key:
                 it = hi[0]
-                nk = _next_key(it, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, deg, pu, pv)
+                live = it_edge[it] >= 0
+                nk = _next_key(it, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, deg, pu, pv) if live else -1
                 if nk >= 0:
                     hk[0] = nk
                 else:
+                    if live:
+                        slot_of[it_edge[it]] = -1
                     size -= 1
                     hk[0] = hk[size]
                     hi[0] = hi[size]
                 if size > 0:
                     _sift_down(hk, hi, size, np.int64(0))
-                count += 1
+                count += np.int64(live)
             pops += count
             if (pops & clock_mask) < count and _clock_ns(clock_id) > deadline:
                 return deaths, STATUS_DEADLINE
@@ -384,6 +395,13 @@ def reduce_columns(
                 f = first_edge if src < 0 else v_store[v_start[src] + t]
                 added[n_added] = f
                 n_added += 1
+                if slot_of[f] >= 0:
+                    # f's coboundary is already in the working column, enumerated up to the same
+                    # pivot: the two copies cancel from here on, so drop the first instead of
+                    # starting a second (the dropped slot leaves the heap when its key comes up)
+                    it_edge[slot_of[f]] = -1
+                    slot_of[f] = -1
+                    continue
                 _start_after(n_it, f, key, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, deg, pu, pv)
                 nk = _next_key(n_it, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, deg, pu, pv)
                 if nk >= 0:
@@ -391,7 +409,10 @@ def reduce_columns(
                     hi[size] = n_it
                     _sift_up(hk, hi, size)
                     size += 1
+                    slot_of[f] = n_it
                 n_it += 1
+        for t in range(n_added):
+            slot_of[added[t]] = -1
         if deaths[c] < 0:
             if truncated:
                 return deaths, STATUS_OUTLIVED
