@@ -7,7 +7,8 @@ are documented in ``fast/persistence/native.py``. Its input is the edge stage of
 
 * :func:`reduce_columns` - the cohomology reduction of exactly those columns, with the apparent
   columns used implicitly (:func:`apparent_partner`, the apparent-pair lemma of Bauer 2021),
-  each working column a heap of lazily enumerated coboundaries;
+  each working column a heap of lazily enumerated coboundaries, at most one per edge, and each
+  reduced column kept as those iterators just past its pivot (decision 88);
 * :func:`deadline_ns` and a compiled clock: the reduction stops once the deadline of decision 6c
   has passed.
 
@@ -144,48 +145,6 @@ def _next_key(
 
 
 @helper
-def _first_at_or_after(row: np.ndarray, lst: np.ndarray, lo: int, hi: int, target: int) -> int:
-    """First index ``p`` in ``[lo, hi)`` with ``row[lst[p]] >= target`` (the list is sorted by row)."""
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if row[lst[mid]] < target:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@helper
-def _start_after(
-    it: int, f: int, key: int, it_edge: np.ndarray, it_phase: np.ndarray, it_p: np.ndarray, it_q: np.ndarray,
-    u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, deg: np.ndarray, pu: np.ndarray, pv: np.ndarray,
-) -> None:
-    """Set iterator ``it`` on the coboundary of edge ``f``, positioned after ``key`` (-1: at the start)."""
-    n = rank.shape[0]
-    it_edge[it] = f
-    a = u[f]
-    b = v[f]
-    t_rank = key // n if key >= 0 else -1
-    if f >= t_rank:
-        it_phase[it] = 1
-        it_p[it] = key % n + 1 if f == t_rank else 0
-        it_q[it] = 0
-        return
-    # Every phase-1 key is below `key`: skip to phase 2, past the list entries of rank < t_rank,
-    # and past the one of rank t_rank if its key (rank * N + other endpoint) is not above `key`.
-    it_phase[it] = 2
-    t_opp = key % n
-    p = _first_at_or_after(rank[a], nbr[a], pu[f] + 1, deg[a], t_rank)
-    if p < deg[a] and rank[a, nbr[a, p]] == t_rank and b <= t_opp:
-        p += 1
-    q = _first_at_or_after(rank[b], nbr[b], pv[f] + 1, deg[b], t_rank)
-    if q < deg[b] and rank[b, nbr[b, q]] == t_rank and a <= t_opp:
-        q += 1
-    it_p[it] = p
-    it_q[it] = q
-
-
-@helper
 def _sift_down(hk: np.ndarray, hi: np.ndarray, size: int, i: int) -> None:
     key = hk[i]
     item = hi[i]
@@ -230,29 +189,6 @@ def _grow(a: np.ndarray, need: int) -> np.ndarray:
     return b
 
 
-@kernel
-def _odd_entries(values: np.ndarray, n: int, parity: np.ndarray, out: np.ndarray, start: int) -> int:
-    """Write each entry that occurs an odd number of times in ``values[:n]`` once to ``out`` from
-    ``start`` on (in order of first occurrence); returns the end. ``parity`` (uint8, indexed by the
-    entries) must be all zero and is left so.
-
-    The Z2 sum of a reduction's edge list: two passes over a flag per edge rank. Why not a sort
-    and a scan of equal runs (the form before, a heap sort): measured here on the reductions of
-    1,024-point isotropic 64-d clouds (~200k listed edges a cloud), the sort was about a tenth of
-    the reduction's time.
-    """
-    for t in range(n):
-        parity[values[t]] ^= 1
-    end = start
-    for t in range(n):
-        f = values[t]
-        if parity[f] == 1:
-            parity[f] = 0
-            out[end] = f
-            end += 1
-    return end
-
-
 @helper
 def _hash_slot(table_keys: np.ndarray, key: int) -> int:
     """Slot of ``key`` in the open-addressing table, or of the empty slot where it would go."""
@@ -262,6 +198,25 @@ def _hash_slot(table_keys: np.ndarray, key: int) -> int:
     while table_keys[s] != -1 and table_keys[s] != key:
         s = (s + 1) & mask
     return s
+
+
+@helper
+def _cancels(f: int, slot_of: np.ndarray, it_edge: np.ndarray) -> bool:
+    """Drop edge ``f``'s coboundary if the working column holds it (True), else nothing (False).
+
+    A coboundary added again at the pivot it has reached cancels the one there entry by entry:
+    the slot dropped leaves the heap, uncounted, when its key comes up.
+    """
+    slot = slot_of[f]
+    if slot < 0:
+        return False
+    it_edge[slot] = -1
+    slot_of[f] = -1
+    return True
+
+
+_STORED = 5
+"""Fields of a stored coboundary: its next key, edge, phase, pointers p and q (iterator state)."""
 
 
 @kernel
@@ -274,15 +229,22 @@ def reduce_columns(
 
     ``partner[r]`` caches :func:`apparent_partner` (-2 = not computed yet; filled in lazily).
     A pivot (earliest triangle of the working column) belongs to an apparent pair when it is the
-    apparent coface of its max edge; then that edge's coboundary is added. Otherwise it belongs
-    to an earlier reduced column if the pivot table has it, whose reduction (the edges whose
-    coboundaries sum to it, kept as a list, Z2-cancelled) is added; otherwise the column is paired
-    with it. Added coboundaries start after the pivot: everything before it cancels. Each edge
-    has at most one coboundary in the working column: adding an edge whose coboundary is there
-    already (its enumeration has reached the same pivot) drops that one instead of starting a
-    second copy, since the two would cancel entry by entry from there on. Why: on 1,024-point
-    isotropic 64-d clouds about a third of the edges added were such repeats (measured here); each
-    cost a start (two binary searches) and a pop per entry for both copies until the column ended.
+    apparent coface of its max edge; then that edge's coboundary is added, started after the
+    pivot (everything before it cancels): in its phase 1, after the pivot's opposite vertex, as
+    the pivot's max edge is that edge itself. Otherwise it belongs to an
+    earlier reduced column if the pivot table has it, whose reduction is added; otherwise the
+    column is paired with it.
+
+    Each edge has at most one coboundary in the working column: adding an edge whose coboundary
+    is there already (its enumeration has reached the same pivot) drops that one instead of
+    starting a second copy (:func:`_cancels`). A reduced column is stored as the iterators of its
+    edges' coboundaries as they stand just after its pivot, each with its next key; it is only
+    ever added at that pivot, so adding it copies them, with no search for where to start.
+    Edges whose coboundaries ended before the pivot are not stored (they add nothing after it).
+    Why (measured on 1,024-point isotropic 64-d clouds, decision 88): about a third of the
+    edges added were repeats, each a start and a pop per entry for both copies until the column
+    ended; starting the others after the pivot was two binary searches in neighbour lists each,
+    about 175,000 a cloud, most of the reduction's time.
 
     Returns ``(death_keys, status)``: per column its death triangle key ``rank(max edge) * N + k``
     (-1 if the column emptied: an essential class of the cut complex), and ``STATUS_DONE``, or
@@ -296,12 +258,12 @@ def reduce_columns(
     n = rank.shape[0]
     ncol = columns.shape[0]
     deaths = np.empty(ncol, np.int64)
-    v_start = np.empty(ncol, np.int64)
-    v_stop = np.empty(ncol, np.int64)
+    s_start = np.empty(ncol, np.int64)
+    s_stop = np.empty(ncol, np.int64)
     for c in range(ncol):
         deaths[c] = -1
-        v_start[c] = 0
-        v_stop[c] = 0
+        s_start[c] = 0
+        s_stop[c] = 0
     cap = 1
     while cap < 4 * ncol + 4:
         cap *= 2
@@ -309,26 +271,22 @@ def reduce_columns(
     for s in range(cap):
         table_keys[s] = -1
     table_cols = np.empty(cap, np.int64)
-    parity = np.empty(u.shape[0], np.uint8)
     slot_of = np.empty(u.shape[0], np.int64)  # the live iterator of each edge in the working column, or -1
     for r in range(u.shape[0]):
-        parity[r] = 0
         slot_of[r] = -1
-    v_store = np.empty(4 * ncol + 16, np.int64)
-    v_used = 0
+    store = np.empty(_STORED * (4 * ncol + 16), np.int64)  # the stored columns' iterators, _STORED fields each
+    s_used = 0
     it_edge = np.empty(64, np.int64)
     it_phase = np.empty(64, np.int64)
     it_p = np.empty(64, np.int64)
     it_q = np.empty(64, np.int64)
     hk = np.empty(64, np.int64)
     hi = np.empty(64, np.int64)
-    added = np.empty(64, np.int64)
     pops = 0
     for c in range(ncol):
         if _clock_ns(clock_id) > deadline:
             return deaths, STATUS_DEADLINE
         size = 0
-        n_added = np.int64(0)
         # the column's own coboundary
         # (a column's edge has an empty lune: no coface has it as its max edge, so its phase 1 is
         # empty and the enumeration starts with phase 2, sparing a pass over all vertices)
@@ -341,8 +299,6 @@ def reduce_columns(
             hi[0] = 0
             size = 1
             slot_of[f] = 0
-        added[0] = columns[c]
-        n_added = np.int64(1)
         while size > 0:
             key = hk[0]
             count = 0
@@ -370,7 +326,6 @@ def reduce_columns(
             if partner[top] == -2:
                 partner[top] = apparent_partner(top, u, v, rank)
             if partner[top] == key % n:
-                first_edge = top
                 n_new = 1
                 src = -1
             else:
@@ -381,45 +336,52 @@ def reduce_columns(
                     table_cols[s] = c
                     break
                 src = table_cols[s]
-                first_edge = -1
-                n_new = v_stop[src] - v_start[src]
-            # add the owner's columns: one lazily enumerated coboundary per edge, after the pivot
+                n_new = s_stop[src] - s_start[src]
             it_edge = _grow(it_edge, n_it + n_new)
             it_phase = _grow(it_phase, n_it + n_new)
             it_p = _grow(it_p, n_it + n_new)
             it_q = _grow(it_q, n_it + n_new)
             hk = _grow(hk, size + n_new)
             hi = _grow(hi, size + n_new)
-            added = _grow(added, n_added + n_new)
-            for t in range(n_new):
-                f = first_edge if src < 0 else v_store[v_start[src] + t]
-                added[n_added] = f
-                n_added += 1
-                if slot_of[f] >= 0:
-                    # f's coboundary is already in the working column, enumerated up to the same
-                    # pivot: the two copies cancel from here on, so drop the first instead of
-                    # starting a second (the dropped slot leaves the heap when its key comes up)
-                    it_edge[slot_of[f]] = -1
-                    slot_of[f] = -1
+            if src < 0:  # the apparent column: the max edge's coboundary, started after the pivot
+                if _cancels(top, slot_of, it_edge):
                     continue
-                _start_after(n_it, f, key, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, deg, pu, pv)
+                it_edge[n_it], it_phase[n_it], it_p[n_it], it_q[n_it] = top, 1, key % n + 1, 0
                 nk = _next_key(n_it, it_edge, it_phase, it_p, it_q, u, v, rank, nbr, deg, pu, pv)
                 if nk >= 0:
                     hk[size] = nk
                     hi[size] = n_it
                     _sift_up(hk, hi, size)
                     size += 1
-                    slot_of[f] = n_it
+                    slot_of[top] = n_it
+                    n_it += 1
+                continue
+            for t in range(_STORED * s_start[src], _STORED * s_stop[src], _STORED):
+                f = store[t + 1]
+                if _cancels(f, slot_of, it_edge):
+                    continue
+                it_edge[n_it], it_phase[n_it], it_p[n_it], it_q[n_it] = f, store[t + 2], store[t + 3], store[t + 4]
+                hk[size] = store[t]
+                hi[size] = n_it
+                _sift_up(hk, hi, size)
+                size += 1
+                slot_of[f] = n_it
                 n_it += 1
-        for t in range(n_added):
-            slot_of[added[t]] = -1
         if deaths[c] < 0:
             if truncated:
                 return deaths, STATUS_OUTLIVED
             continue
-        # store the reduction (edges whose coboundaries sum to the reduced column), Z2-cancelled
-        v_store = _grow(v_store, v_used + n_added)
-        v_start[c] = v_used
-        v_used = _odd_entries(added, n_added, parity, v_store, v_used)
-        v_stop[c] = v_used
+        # store the reduced column: its live iterators (all in the heap, past the pivot)
+        store = _grow(store, _STORED * (s_used + size))
+        s_start[c] = s_used
+        for i in range(size):
+            it = hi[i]
+            f = it_edge[it]
+            if f < 0:
+                continue
+            slot_of[f] = -1
+            t = _STORED * s_used
+            store[t], store[t + 1], store[t + 2], store[t + 3], store[t + 4] = hk[i], f, it_phase[it], it_p[it], it_q[it]
+            s_used += 1
+        s_stop[c] = s_used
     return deaths, STATUS_DONE
