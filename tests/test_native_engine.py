@@ -113,6 +113,19 @@ def test_native_h1_equals_reference_on_tps_subsampled_isotropic_features(decimal
     _assert_same_as_reference(d)
 
 
+@pytest.mark.parametrize("decimals", [None, 1, 0])
+def test_apparent_partner_is_the_lowest_vertex_of_the_lune(decimals: int | None) -> None:
+    """``apparent_partner`` (searched in the shorter list of earlier neighbours) against numpy's
+    lowest ``k`` whose edges to both endpoints come earlier, on every edge of a radius stage."""
+    x = np.random.default_rng(11).normal(size=(70, 8))
+    d = cdist(x, x) if decimals is None else np.round(cdist(x, x), decimals)
+    stage = cpu_edge_stage(d)
+    for r in range(len(stage.u)):
+        lune = np.flatnonzero((stage.rank[stage.u[r]] < r) & (stage.rank[stage.v[r]] < r))
+        expected = lune[0] if len(lune) else -1
+        assert apparent_partner(r, stage.u, stage.v, stage.rank, stage.nbr, stage.pu, stage.pv) == expected, r
+
+
 @pytest.mark.parametrize("decimals", [0, 1, 2])
 def test_native_h1_equals_reference_on_matrices_with_many_equal_distances(decimals: int) -> None:
     # Rounded 64-d distances: large groups of equal lengths (not a metric any more; Rips does not
@@ -254,7 +267,8 @@ def _assert_stages_equal(device_stage, cpu_stage) -> None:
     for a in range(cpu_stage.rank.shape[0]):
         k = cpu_stage.deg[a]
         np.testing.assert_array_equal(device_stage.nbr[a, :k], cpu_stage.nbr[a, :k])
-    lazily = [apparent_partner(r, cpu_stage.u, cpu_stage.v, cpu_stage.rank) for r in range(len(cpu_stage.u))]
+    lazily = [apparent_partner(r, cpu_stage.u, cpu_stage.v, cpu_stage.rank, cpu_stage.nbr, cpu_stage.pu, cpu_stage.pv)
+              for r in range(len(cpu_stage.u))]
     np.testing.assert_array_equal(device_stage.partner, lazily)
 
 

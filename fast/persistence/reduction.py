@@ -67,19 +67,43 @@ def deadline_ns(deadline: float | None) -> int:
     return now_ns + int((deadline - time.monotonic()) * 1e9)
 
 
+@helper
+def _lowest_in_lune(
+    r: int, lo: int, u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pu: np.ndarray, pv: np.ndarray,
+) -> int:
+    """Lowest vertex ``k >= lo`` with ``max(rank[u[r], k], rank[v[r], k]) < r`` (the lune of edge
+    ``r``), or ``N`` if none.
+
+    The candidates are the neighbours of one endpoint through earlier edges (the first ``pu[r]``
+    of ``u[r]``'s list, or ``pv[r]`` of ``v[r]``'s, whichever is shorter), each tested against the
+    other endpoint. Why not a scan of both endpoints' rank rows from ``lo``: on 1,024-point
+    isotropic clouds that visited some 210 vertices a call against 16 for the shorter list (5.6
+    million against 0.4 million a cloud, decision 88).
+    """
+    a = u[r]
+    b = v[r]
+    if pu[r] > pv[r]:
+        a, b = b, a
+    count = min(pu[r], pv[r])
+    row_b = rank[b]
+    n = rank.shape[0]
+    best = n
+    for p in range(count):
+        k = nbr[a, p]
+        if k >= lo and k < best and row_b[k] < r:
+            best = k
+    return best
+
+
 @kernel
-def apparent_partner(r: int, u: np.ndarray, v: np.ndarray, rank: np.ndarray) -> int:
+def apparent_partner(r: int, u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pu: np.ndarray, pv: np.ndarray) -> int:
     """Lowest vertex ``k`` with ``max(rank[u[r], k], rank[v[r], k]) < r``, or -1 if none.
 
     ``{u[r], v[r], k}`` is then the earliest coface of edge ``r`` and has ``r`` as its latest
     face: an apparent pair.
     """
-    a = u[r]
-    b = v[r]
-    for k in range(rank.shape[0]):
-        if rank[a, k] < r and rank[b, k] < r:
-            return k
-    return -1
+    k = _lowest_in_lune(r, np.int64(0), u, v, rank, nbr, pu, pv)
+    return k if k < rank.shape[0] else -1
 
 
 # --- lazily enumerated coboundaries ------------------------------------------------------------
@@ -103,14 +127,10 @@ def _next_key(
     a = u[rf]
     b = v[rf]
     if it_phase[it] == 1:
-        k = it_p[it]
-        row_a = rank[a]
-        row_b = rank[b]
-        while k < n:
-            if row_a[k] < rf and row_b[k] < rf:
-                it_p[it] = k + 1
-                return rf * n + k
-            k += 1
+        k = _lowest_in_lune(rf, it_p[it], u, v, rank, nbr, pu, pv)
+        if k < n:
+            it_p[it] = k + 1
+            return rf * n + k
         it_phase[it] = 2
         it_p[it] = pu[rf] + 1
         it_q[it] = pv[rf] + 1
@@ -324,7 +344,7 @@ def reduce_columns(
                 continue  # cancelled over Z2
             top = key // n
             if partner[top] == -2:
-                partner[top] = apparent_partner(top, u, v, rank)
+                partner[top] = apparent_partner(top, u, v, rank, nbr, pu, pv)
             if partner[top] == key % n:
                 n_new = 1
                 src = -1
