@@ -111,7 +111,8 @@ def apparent_partner(r: int, u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr
 # Flat arrays with a stride, not one array per field: every array passed to a compiled helper
 # costs a reference count increment and decrement at each call (numba), and these helpers run
 # some 100,000-300,000 times a cloud; measured here, those counts were a fifth of the reduction.
-# `ends[_ENDS * r:]`: u, v, pu, pv, deg[u], deg[v] of the edge of rank r (one cache line, not six).
+# `ends[_ENDS * r:]`: u, v, pu, pv, deg[u], deg[v] of the edge of rank r (read together, not from
+# six arrays).
 # `its[_ITER * it:]`: iterator state of a slot: edge, phase, pointer p (phase 1: the next k;
 # phase 2: into a's list), pointer q (into b's list). `heap[2 * i:]`: key and slot of entry i.
 _ENDS = 6
@@ -252,9 +253,8 @@ def reduce_columns(
     A pivot (earliest triangle of the working column) belongs to an apparent pair when it is the
     apparent coface of its max edge; then that edge's coboundary is added, started after the
     pivot (everything before it cancels): in its phase 1, after the pivot's opposite vertex, as
-    the pivot's max edge is that edge itself. Otherwise it belongs to an
-    earlier reduced column if the pivot table has it, whose reduction is added; otherwise the
-    column is paired with it.
+    the pivot's max edge is that edge itself. Otherwise it belongs to an earlier reduced column
+    if the pivot table has it, whose reduction is added; otherwise the column is paired with it.
 
     Each edge has at most one coboundary in the working column: adding an edge whose coboundary
     is there already (its enumeration has reached the same pivot) drops that one instead of
