@@ -156,16 +156,21 @@ def truncation_limits(dist: np.ndarray, first: int = 0) -> list[tuple[int, float
     if sample.size == 0:
         return [(first, longest)]
     below = np.count_nonzero(sample <= longest)
-    tries: list[tuple[int, float]] = []
-    attempt = first
+    wanted: list[int] = []  # each try's count of sampled lengths, until one would hold them all
     while True:
-        wanted = int(np.ceil(TRUNCATION_FACTOR * TRUNCATION_GROWTH**attempt * below))
-        if wanted >= sample.size:
-            return tries + [(attempt, np.inf)]
-        limit = max(longest, float(np.partition(sample, wanted)[wanted]))
+        count = int(np.ceil(TRUNCATION_FACTOR * TRUNCATION_GROWTH ** (first + len(wanted)) * below))
+        if count >= sample.size:
+            break
+        wanted.append(count)
+    # every try's order statistic in one pass (measured here: ~0.8 ms less a cloud than one
+    # partition per try, decision 88)
+    ordered = np.partition(sample, wanted) if wanted else sample
+    tries: list[tuple[int, float]] = []
+    for attempt, count in enumerate(wanted, start=first):
+        limit = max(longest, float(ordered[count]))
         if not tries or limit > tries[-1][1]:
             tries.append((attempt, limit))
-        attempt += 1
+    return tries + [(first + len(wanted), np.inf)]
 
 
 @kernel

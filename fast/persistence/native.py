@@ -46,7 +46,8 @@ Algorithm (cohomology with clearing, apparent pairs, threshold = enclosing radiu
    Z2: the pivot of a column is its earliest coface. A pivot that is the apparent coface of its
    max edge belongs to that apparent column, whose column is its plain coboundary (apparent
    columns are never reduced). Any other owned pivot belongs to an earlier reduced column, kept
-   as the list of edges whose coboundaries sum to it. A free pivot pairs the column with it
+   as the enumerations of the coboundaries that sum to it, each as it stands just after that
+   pivot (it is only ever added there; decision 88). A free pivot pairs the column with it
    (when it is the column's very first coface, this is Ripser's emergent pair: only that coface
    is ever enumerated).
    Apparent columns that never become pivots of a reduced column are never touched, and no
@@ -54,7 +55,8 @@ Algorithm (cohomology with clearing, apparent pairs, threshold = enclosing radiu
    all faces of that triangle precede the column's edge, so handling every apparent pair up
    front changes nothing. Coboundaries are enumerated lazily in key order (the cofaces whose
    max edge is ``e`` itself by increasing ``k``, then a merge of the endpoints' neighbour lists)
-   into a heap, so a column only pays for the cofaces up to its pivot.
+   into a heap, so a column only pays for the cofaces up to its pivot; an edge's coboundary is
+   in the heap at most once (added again, the copy there is dropped: over Z2 the two cancel).
 
 Why exact: steps 1-4 are the standard persistent cohomology algorithm restricted to a prefix,
 with clearing and apparent pairs, both of which leave the pairing unchanged; the values are
