@@ -35,7 +35,7 @@ GPUS = torch.cuda.device_count()
 SIZES = {True: ("student", 128 if GPUS else 16, 30_000), False: ("student-demo", 4, 2_000)}  # preset, scans, points
 GRID = 0.05
 NUM_CLASSES = 22  # the synthetic set's (Waymo's) classes
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the repository root: benchmarks/tests/ is two below it
 
 
 @pytest.fixture(scope="module")
