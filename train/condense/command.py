@@ -32,9 +32,9 @@ from typing import Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.run: idle OpenMP threads sleep
 
-from train.condense.condensed_file import CondensedSet, read_condensed, write_condensed  # noqa: E402
+from train.condense.condensed_file import read_condensed, write_condensed  # noqa: E402
 from train.condense.data import DataSpec, clouds_of, condensed_clouds, file_data, in_frame  # noqa: E402
-from train.condense.dd3d import GENERATOR_NAME, GeneratorFileError, draw_set, load_generator  # noqa: E402
+from train.condense.dd3d import GeneratorFileError, redrawn  # noqa: E402
 from train.condense.distill_checkpoint import CHECKPOINT_NAME  # noqa: E402
 from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
@@ -43,7 +43,7 @@ from train.condense.pictures import draw_clouds  # noqa: E402
 from train.condense.metrics import SCORES, summarise  # noqa: E402
 from train.condense.protocol import LABELS, choose_recipe, evaluate_runs, format_summary  # noqa: E402
 from train.condense.resample import resampled  # noqa: E402
-from train.condense.rotator import ROTATORS, SETTING_ROTATOR, Rotator, rotator_of  # noqa: E402
+from train.condense.rotator import ROTATORS, Rotator, rotator_kind, rotator_of  # noqa: E402
 from train.condense.study import PRESETS, TABLES, run_study  # noqa: E402
 from train.condense.table import coreset_table  # noqa: E402
 from train.condense.training import TrainSpec  # noqa: E402
@@ -209,7 +209,7 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
             raise ValueError("--resample draws from a dd3d run's generator; --from full has none")
         data = _given_data(args)
         test = data.load(args.split)  # checks the setting, which keys the rotator
-        frame = Rotator(SETTING_ROTATOR[test.setting] if args.rotator is None else args.rotator)
+        frame = Rotator(rotator_kind(test.setting, args.rotator))
         if frame.kind == "learned":
             raise ValueError("--rotator learned is a dd3d run's: evaluate its condensed.npz, which holds the sign")
         test = in_frame(test, frame)
@@ -276,10 +276,7 @@ def _sample(args: argparse.Namespace) -> int:
         if args.points < 1:
             raise ValueError(f"--points must be a positive integer, got {args.points}")
         folder = Path(args.source)
-        distilled = read_condensed(folder / "condensed.npz")
-        generator, rotator, labels, partition = load_generator(folder / GENERATOR_NAME)
-        points, parts = draw_set(generator, rotator, args.points, args.seed, partition)
-        cset = CondensedSet(points, labels, distilled.provenance, parts)
+        cset = redrawn(folder, args.points, args.seed)
         path = write_condensed(cset, args.out)
     except (*ERRORS, GeneratorFileError) as err:
         return refuse(f"{PROG} sample: error: {err}")

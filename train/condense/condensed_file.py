@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from train.condense.rotator import rotator_of
+from train.condense.rotator import Rotator, frame_record, rotator_of
 from train.runtime.files import atomic_write
 
 FILE_NAME = "condensed.npz"
@@ -38,7 +38,6 @@ PROVENANCE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "method": str, "dataset": str, "setting": str, "task": str, "cpc": int, "seed": int, "data_seed": int,
     "size": (int, type(None)), "commit": str, "class_names": list, "part_names": (list, type(None)), "frame": dict,
 }
-OWN_FRAME = {"rotator": "none", "w0": 1.0, "decoder": None}  # the frame of files written before it was recorded
 ARRAYS = ("points", "labels", "parts", "provenance")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # every member's date: the same set gives the same bytes
 
@@ -158,7 +157,7 @@ def read_condensed(path: str | Path) -> CondensedSet:
         raise CondensedFileError(f"{source}: provenance is not JSON ({err})") from None
     if not isinstance(provenance, dict):
         raise CondensedFileError(f"{source}: provenance must be a JSON object, got {type(provenance).__name__}")
-    provenance.setdefault("frame", OWN_FRAME)  # every set was in its data's frame before decision 86
+    provenance.setdefault("frame", frame_record(Rotator("none")))  # sets were in their data's frame before decision 86
     cset = CondensedSet(arrays["points"], arrays["labels"], provenance, arrays.get("parts"))
     check_condensed(cset, source)
     return cset

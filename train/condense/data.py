@@ -73,6 +73,5 @@ def pick(objects: ObjectSet, index: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 
 def in_frame(objects: ObjectSet, rotator: Rotator) -> ObjectSet:
-    """``objects`` with every cloud in ``rotator``'s frame (:func:`train.condense.rotator.to_frame`);
-    the same set for ``none``."""
-    return objects if rotator.kind == "none" else replace(objects, points=to_frame(objects.points, rotator))
+    """``objects`` with every cloud in ``rotator``'s frame (:func:`train.condense.rotator.to_frame`)."""
+    return replace(objects, points=to_frame(objects.points, rotator))

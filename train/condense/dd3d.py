@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from train.condense.condensed_file import FILE_NAME, CondensedSet, read_condensed
 from train.condense.distill_checkpoint import Checkpoint
 from train.condense.generator import DATASET_W0, PointGenerator
 from train.condense.matching_loops import Batch, DistillSpec, match_gradients, real_sampler
@@ -112,6 +113,15 @@ def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info:
         save_generator(generator, rotator, labels, partition, folder / GENERATOR_NAME)
     points, parts = draw_set(generator, rotator, resolution, seed, partition)
     return points, labels, parts, history
+
+
+def redrawn(folder: Path, points: int, seed: int) -> CondensedSet:
+    """The condensed set of the dd3d run in ``folder`` drawn again from its generator at ``points``
+    points (noise from ``seed``), with the provenance of its ``condensed.npz``."""
+    distilled = read_condensed(folder / FILE_NAME)
+    generator, rotator, labels, partition = load_generator(folder / GENERATOR_NAME)
+    clouds, parts = draw_set(generator, rotator, points, seed, partition)
+    return CondensedSet(clouds, labels, distilled.provenance, parts)
 
 
 def save_generator(generator: PointGenerator, rotator: Rotator, labels: np.ndarray, partition: Partition | None,

@@ -6,10 +6,11 @@ the processes, the distillation settings, the run folder and the rotator) and re
 points, labels and parts, class by class. Every method works in the rotator's frame (decision 86):
 :func:`condense_set` puts the ``train`` split there before a method that does not train the
 rotator runs, DD3D puts its real and synthetic clouds there itself (and trains a learned sign),
-and the file records the frame so that an evaluation puts its clouds there too. The coreset baselines (:mod:`train.condense.coreset`) pick real
-clouds; the distillation methods synthesise them: gradient and distribution matching on explicit
-clouds (:mod:`train.condense.explicit`), trajectory matching (:mod:`train.condense.trajectory`,
-decision 79) and DD3D (:mod:`train.condense.dd3d`, decision 78).
+and the file records the frame so that an evaluation puts its clouds there too. The coreset
+baselines (:mod:`train.condense.coreset`) pick real clouds; the distillation methods synthesise
+them: gradient and distribution matching on explicit clouds (:mod:`train.condense.explicit`),
+trajectory matching (:mod:`train.condense.trajectory`, decision 79) and DD3D
+(:mod:`train.condense.dd3d`, decision 78).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from train.condense.distill_checkpoint import CHECKPOINT_NAME, Checkpoint
 from train.condense.explicit import distill_explicit
 from train.condense.features import embed, feature_network
 from train.condense.matching_loops import DistillSpec
-from train.condense.rotator import SETTING_ROTATOR, Rotator, check_rotator, frame_record
+from train.condense.rotator import Rotator, frame_record, rotator_kind
 from train.condense.training import TrainSpec
 from train.condense.trajectory import distill_trajectories
 from train.data.objects import ObjectSet
@@ -111,13 +112,13 @@ def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: Train
     """``method`` at ``cpc`` clouds per class on ``data``'s ``train`` split (read unless given);
     ``recipe`` and ``cache`` those of the feature network (:mod:`train.condense.features`), the
     cache's folder the run's (a generator is kept there); ``distill`` the distillation settings;
-    ``rotator`` the frame's kind (None: the setting's, :data:`SETTING_ROTATOR`)."""
+    ``rotator`` the frame's kind (None: the setting's, :func:`rotator_kind`)."""
     if method not in METHODS:
         raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
     if isinstance(cpc, bool) or not isinstance(cpc, int) or cpc < 1:
         raise ValueError(f"cpc must be a positive integer, got {cpc!r}")
     objects = data.load("train") if train is None else train  # checks the setting, which keys the rotator
-    kind = check_rotator(SETTING_ROTATOR[objects.setting] if rotator is None else rotator)
+    kind = rotator_kind(objects.setting, rotator)
     if kind == "learned" and method not in ROTATOR_TRAINERS:
         raise ValueError(f"the learned sign is trained by {', '.join(ROTATOR_TRAINERS)}; {method} takes the rotator "
                          "none, pca or fixed")

@@ -41,6 +41,11 @@ def check_rotator(kind: str) -> str:
     return kind
 
 
+def rotator_kind(setting: str, kind: str | None) -> str:
+    """``kind``, or the ``setting``'s default rotator where it is None (:data:`SETTING_ROTATOR`), checked."""
+    return check_rotator(SETTING_ROTATOR[setting] if kind is None else kind)
+
+
 def principal_axes(points: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """Every (S, N, 3) cloud centred on its principal axes (Eq. 4), in chunks of ``chunk`` clouds."""
     return torch.cat([pca_canonical(points[i:i + chunk]) for i in range(0, len(points), chunk)])

@@ -22,8 +22,8 @@ A unit writes ``<out>/units/<name>/`` (the set, the generator, the feature netwo
 ``result.json`` last: the scores of every evaluation run and the seconds the condensation took
 (its memory is measured in a fresh process each by ``benchmarks/cpu/distill_cost.py``). Units of
 different tables that name the same set share it (Table 6's DD3D is Table 1's). A finished unit
-is never run again, so a stopped study goes on where it stopped. :func:`report` makes the tables (mean and 95% interval over every run of every
-distillation, the full set beside) from the results.
+is never run again, so a stopped study goes on where it stopped. :func:`report` makes the tables
+(mean and 95% interval over every run of every distillation, the full set beside) from the results.
 """
 from __future__ import annotations
 
@@ -37,14 +37,14 @@ import numpy as np
 
 from train.condense.condensed_file import CondensedSet, read_condensed, write_condensed
 from train.condense.data import DataSpec, clouds_of, condensed_clouds, in_frame
-from train.condense.dd3d import GENERATOR_NAME, draw_set, load_generator
+from train.condense.dd3d import redrawn
 from train.condense.features import CACHE_NAME
 from train.condense.matching_loops import DistillSpec
 from train.condense.methods import DISTILLATIONS, condense_set
 from train.condense.metrics import SCORES, summarise
 from train.condense.protocol import evaluate_runs, format_summary
 from train.condense.resample import resampled
-from train.condense.rotator import SETTING_ROTATOR, Rotator, rotator_of
+from train.condense.rotator import Rotator, rotator_kind, rotator_of
 from train.condense.training import TrainSpec
 from train.runtime.distributed import DistInfo
 from train.runtime.files import atomic_write
@@ -107,7 +107,7 @@ class Unit:
     @property
     def name(self) -> str:
         """The unit's folder: what makes its set, and what evaluates it."""
-        rot = SETTING_ROTATOR[self.setting] if self.rotator is None else self.rotator
+        rot = rotator_kind(self.setting, self.rotator)
         init = "" if self.init == "real" else f"-{self.init}"
         res = ("" if self.eval_points == self.points else f"-at{self.eval_points}") + ("-resampled" if self.resample
                                                                                         else "")
@@ -115,9 +115,15 @@ class Unit:
                 f"-s{self.seed}-{self.model}")
 
     @property
+    def set_unit(self) -> "Unit":
+        """The unit that makes the set this one evaluates (another backbone's, resolution's or
+        resampling's units share it)."""
+        return replace(self, model="pointnet", eval_points=self.points, resample=False)
+
+    @property
     def set_name(self) -> str:
-        """The folder of the condensed set it evaluates (another backbone's units share it)."""
-        return replace(self, model="pointnet", eval_points=self.points, resample=False).name
+        """The folder of the condensed set it evaluates."""
+        return self.set_unit.name
 
 
 def units(plan: Plan, table: int) -> list[Unit]:
@@ -170,12 +176,9 @@ def _condense(plan: Plan, unit: Unit, folder: Path, info: DistInfo) -> dict[str,
 
 def _evaluated_set(unit: Unit, folder: Path) -> CondensedSet:
     """The set a unit trains on: its set's file, or (another resolution) its generator's draw."""
-    cset = read_condensed(folder / "condensed.npz")
     if unit.eval_points == unit.points:
-        return cset
-    generator, rotator, labels, partition = load_generator(folder / GENERATOR_NAME)
-    points, parts = draw_set(generator, rotator, unit.eval_points, unit.seed, partition)
-    return CondensedSet(points, labels, cset.provenance, parts)
+        return read_condensed(folder / "condensed.npz")
+    return redrawn(folder, unit.eval_points, unit.seed)
 
 
 def run_unit(plan: Plan, unit: Unit, out: Path, info: DistInfo) -> dict[str, Any]:
@@ -187,14 +190,13 @@ def run_unit(plan: Plan, unit: Unit, out: Path, info: DistInfo) -> dict[str, Any
     test_data = _data(plan, unit, unit.eval_points)
     cost: dict[str, float] = {}
     if unit.method == "full":
-        frame = Rotator(SETTING_ROTATOR[unit.setting] if unit.rotator is None else unit.rotator)
+        frame = Rotator(rotator_kind(unit.setting, unit.rotator))
         train = clouds_of(in_frame(test_data.load("train"), frame))
         test = in_frame(test_data.load("test"), frame)
     else:
         set_folder = out / "units" / unit.set_name
         if not (set_folder / "condensed.npz").exists():
-            cost = _condense(plan, replace(unit, model="pointnet", eval_points=unit.points, resample=False),
-                             set_folder, info)
+            cost = _condense(plan, unit.set_unit, set_folder, info)
         cset = _evaluated_set(unit, set_folder)
         test = in_frame(test_data.load("test"), rotator_of(cset.provenance["frame"]))
         train = condensed_clouds(cset, test, str(set_folder))

@@ -21,7 +21,7 @@ from train.condense.features import CACHE_NAME
 from train.condense.methods import condense_set
 from train.condense.metrics import summarise
 from train.condense.protocol import evaluate_runs, format_summary
-from train.condense.rotator import SETTING_ROTATOR, Rotator
+from train.condense.rotator import Rotator, rotator_kind
 from train.condense.training import TrainSpec
 from train.runtime.distributed import DistInfo
 from train.runtime.files import atomic_write
@@ -35,7 +35,7 @@ def coreset_table(base: DataSpec, settings: Sequence[str], cpcs: Sequence[int], 
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
     for setting in settings:
         data = replace(base, setting=setting)
-        frame = Rotator(SETTING_ROTATOR[setting])
+        frame = Rotator(rotator_kind(setting, None))
         train, test_set = data.load("train"), in_frame(data.load("test"), frame)
         test = clouds_of(test_set)
         results[setting] = {"full": evaluate_runs(clouds_of(in_frame(train, frame)), test, recipe, runs, seed, info,
