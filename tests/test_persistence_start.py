@@ -174,13 +174,13 @@ def test_an_engine_from_the_script_being_run_is_refused_in_one_sentence(monkeypa
 _CACHE_PROBE = textwrap.dedent("""
     import numpy as np
     from fast.numba_cache import PACKAGE_DIR, PERSISTENCE_DIR, cache_directory
-    from fast.persistence.cloud import _distance_matrix
+    from fast.persistence.cloud import _distance_rows
     from fast.persistence.worker import _warm_distances
     from fast.pwcd import _nearest_ties, _sweep
     _warm_distances()
     p, q, starts = np.array([0.5, 0.1]), np.array([0.25]), np.array([0, 1])
     _nearest_ties(p[:1], p[1:], q, q, p[:1], q, starts, starts)
-    for kernel, directory in ((_distance_matrix, PERSISTENCE_DIR), (_sweep, PACKAGE_DIR)):
+    for kernel, directory in ((_distance_rows, PERSISTENCE_DIR), (_sweep, PACKAGE_DIR)):
         stats = kernel.stats
         print(cache_directory(directory), sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
 """)
