@@ -81,10 +81,10 @@ def test_the_warm_up_covers_every_kernel_a_real_task_calls() -> None:
     warm_up(range(len(WARM_UP_PARTS)))
     before = _kernel_signatures()
     rng = np.random.default_rng(1)
-    for n, c in ((300, 8), (90, 130)):  # 130 columns: the multi-block summation of TPS
+    for (n, c), threads in zip(((300, 8), (90, 130)), (1, 3)):  # 130 columns: the multi-block summation of TPS
         points = rng.normal(size=(n, c))
-        _run_task(_Discard(), (points, native_h1, None, True, (64, 0)), [native_h1])
-        _run_task(_Discard(), (points[:50], native_h1, 10.0, True, None), [native_h1])
+        _run_task(_Discard(), (points, native_h1, None, True, (64, 0), threads), [native_h1])
+        _run_task(_Discard(), (points[:50], native_h1, 10.0, True, None, threads), [native_h1])
     assert _kernel_signatures() == before
 
 

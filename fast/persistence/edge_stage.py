@@ -258,7 +258,7 @@ def edges_apparent_between(dist: np.ndarray, lo: float, hi: float, centre: int, 
     counts added up in row order afterwards: the same answer for any number of threads.
     """
     n = dist.shape[0]
-    budget = max(_CERTIFICATE_WORK * n * n, 1 << 20)
+    budget = max(_CERTIFICATE_WORK * n * n, _CERTIFICATE_FLOOR)
     work = np.empty(n, np.int64)
     checked = np.empty(n, np.bool_)
     stop = np.empty(1, np.bool_)
@@ -316,6 +316,7 @@ def _cover_rows(dist: np.ndarray, lo: float, hi: float, centre: int, budget: int
 
 
 _CERTIFICATE_WORK = 8  # vertex visits of the apparent-edge search, in units of N^2, before it gives up
+_CERTIFICATE_FLOOR = 1 << 20  # the least budget of vertex visits, for small clouds
 _TILE = 32  # square tiles for the symmetric pass: both D[i, j] and D[j, i] read from cache
 _DIGIT = 11  # radix of length_order: 2048 buckets stay in the L1/L2 cache during a scatter
 _PASSES = (64 + _DIGIT - 1) // _DIGIT

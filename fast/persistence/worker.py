@@ -23,7 +23,8 @@ Start of a worker (decision 41): glibc's malloc keeps the memory a task frees fo
 SciPy's BLAS (:func:`_load_numba_arrays_without_blas`), before the first message.
 
 Messages from the pool: ``("warm", parts)``,
-``("task", (points, engine, time_budget, with_h1, sample))``, or None (stop). Replies:
+``("task", (points, engine, time_budget, with_h1, sample, threads))`` (``threads``: those of the
+cloud's row-parallel parts, decision 89), or None (stop). Replies:
 ``("warm", None)``; per task ``("rows", rows)`` (when sampling), ``("h0", part)``, ``("h1", part
 or None)``; or ``("error", text)``.
 """
@@ -152,7 +153,7 @@ def _part_lock(part: int, wait: bool) -> Iterator[bool]:
 
 
 def _run_task(conn: Connection, task: tuple, warm: list[H1Engine]) -> None:
-    points, engine, time_budget, with_h1, sample = task
+    points, engine, time_budget, with_h1, sample, threads = task
     if with_h1 and engine not in warm:
         # A new engine runs once on a 4-point cloud, outside any budget: loading its code (say
         # giotto-ph's library; the native kernels are loaded by the warm-up) is no cloud's H1.
@@ -162,9 +163,9 @@ def _run_task(conn: Connection, task: tuple, warm: list[H1Engine]) -> None:
         rows = tps_indices(points, *sample)
         conn.send(("rows", rows))
         points = points[rows]
-    dist = distances(points)
+    dist = distances(points, threads)
     if uses_stage(engine, with_h1, len(points)):
-        h0, h1 = stage_parts(dist, time_budget)
+        h0, h1 = stage_parts(dist, time_budget, threads)
         conn.send(("h0", h0))
         conn.send(("h1", h1()))
         return
