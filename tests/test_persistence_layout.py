@@ -44,6 +44,7 @@ INTERNAL_IMPORTS = {
     ("benchmarks/cpu/isotropic_h1.py", "fast.persistence.cloud"): "a worker's per-cloud body, its distances timed (decision 83)",
     ("benchmarks/cpu/isotropic_h1.py", "fast.persistence.edge_stage"): "the edge stage's kernels timed one by one",
     ("benchmarks/cpu/isotropic_h1.py", "fast.persistence.native"): "the reduction kernel timed where the engine calls it",
+    ("benchmarks/cpu/isotropic_h1.py", "fast.persistence.worker"): "a worker's memory setting for the wall times (decision 89)",
 }
 
 

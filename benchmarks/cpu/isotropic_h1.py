@@ -15,8 +15,10 @@ sessions share their cores with other jobs. Run: ``python -m benchmarks.cpu.isot
 
 With ``--threads`` (decision 89), :func:`thread_rounds` gives each stage's wall time instead, the
 cloud's row-parallel parts on 1 and on 2 threads (:data:`THREADS`) in interleaved rounds, with the
-load average: ``python -m benchmarks.cpu.isotropic_h1 --threads [clouds] [rounds]``. Wall time
-counts only on cores no other job uses, so the load average is printed with every round.
+load average, under a worker's memory setting (``fast.persistence.worker.keep_freed_memory``: the
+large arrays of a cloud reuse the pages of the one before):
+``python -m benchmarks.cpu.isotropic_h1 --threads [clouds] [rounds]``. Wall time counts only on
+cores no other job uses, so the load average is printed with every round.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from fast.persistence import cloud, edge_stage, native, tps_indices
+from fast.persistence.worker import keep_freed_memory
 from reference.normalize import normalize_cloud
 
 CHANNELS = 64
@@ -122,6 +125,7 @@ def thread_rounds(clouds: int = 12, rounds: int = 4) -> None:
     """Print each stage's wall ms per cloud (mean over ``clouds`` clouds of each cloud's least
     over ``rounds`` rounds) at each of :data:`THREADS`; a round runs every cloud at every thread
     count in turn, so the counts share the machine's moments."""
+    keep_freed_memory()
     samples = [isotropic_cloud(seed) for seed in range(clouds)]
     for threads in THREADS:  # loads (or compiles) the kernels, starts the helper threads
         stage_times(samples[0], rounds=1, threads=threads, clock=time.perf_counter)

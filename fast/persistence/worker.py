@@ -19,7 +19,7 @@ is warmed by running its kernels on a tiny input of the argument types a real ta
 (``tests/test_persistence_start.py`` checks that a real task compiles nothing new).
 
 Start of a worker (decision 41): glibc's malloc keeps the memory a task frees for the next
-(:func:`_keep_freed_memory`), and numba's array implementations are loaded without its probe for
+(:func:`keep_freed_memory`), and numba's array implementations are loaded without its probe for
 SciPy's BLAS (:func:`_load_numba_arrays_without_blas`), before the first message.
 
 Messages from the pool: ``("warm", parts)``,
@@ -226,7 +226,7 @@ _MMAP_THRESHOLD = 32 * 2**20  # glibc's largest on 64-bit systems
 _TRIM_THRESHOLD = 64 * 2**20
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Make glibc's malloc reuse the memory a task frees instead of handing it back (decision 41).
 
     A task allocates a few large arrays per cloud (the 8 MB distance matrix at M = 1024, the edge
@@ -261,7 +261,7 @@ def main() -> None:
         signal.signal(sig, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    _keep_freed_memory()
+    keep_freed_memory()
     _load_numba_arrays_without_blas()
     conn = Connection(int(sys.argv[1]))
     serve(conn)
