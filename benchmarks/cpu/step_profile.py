@@ -22,7 +22,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("radius, prefix certificate (decision 36)", ("_radius_tiles", "truncation_limits", "mst_longest_edge",
                                                   "_cover_rows", "_count_within", "_list_within")),
     ("edge sort", ("length_order", "_radix_order")),
-    ("edge ranks, neighbour lists", ("_vertex_order",)),
+    ("edge ranks, neighbour lists", ("build_edge_order",)),
     ("apparent pairs, spanning tree", ("_lune_edges", "columns_to_reduce")),
     ("H1 reduction", ("reduce_columns",)),
     ("H0 pairs, diagram assembly", ("tree_h0_part", "reduce_stage", "_sorted_by_death_birth")),

@@ -18,8 +18,11 @@ decisions 1-3; the whole algorithm and why it is exact are documented in
   over the survivors, leaving the columns that the apparent-pair shortcut cannot settle: the H1
   birth candidates.
 
-The kernels are compiled as ``fast.jit`` says, like the reduction's. The batched
-PyTorch form of the same stage, for many clouds on a CUDA device, is ``fast.persistence.device_stage``.
+The kernels are compiled as ``fast.jit`` says, like the reduction's; those of the radius, the
+certificate, the kept edges and the lune test take a range of rows or edges, so that several
+threads run one cloud (``fast.persistence.ranges``, decision 89; the same stage for any count).
+The batched PyTorch form of the same stage, for many clouds on a CUDA device, is
+``fast.persistence.device_stage``.
 """
 from __future__ import annotations
 
@@ -132,7 +135,7 @@ def stage_within(d: np.ndarray, limit: float, threads: int = 1) -> EdgeStage:
     """Steps 1-3 on the edges of ``d`` no longer than ``limit`` (a checked matrix, :func:`cpu_edge_stage`)."""
     n = d.shape[0]
     lengths, flat = edges_within(d, limit, threads)
-    u, v, rank, nbr, deg, pu, pv = build_edge_order(n, length_order(lengths, flat), threads)
+    u, v, rank, nbr, deg, pu, pv = build_edge_order(n, length_order(lengths, flat))
     empty_lune = lune_empty(u, v, rank, nbr, pu, pv, threads)
     columns, tree = columns_to_reduce(u, v, n, empty_lune)
     partner = np.full(u.shape[0], -2, np.int64)
@@ -474,8 +477,9 @@ def _list_within(dist: np.ndarray, limit: float, starts: np.ndarray, lengths: np
                 c += 1
 
 
+@kernel
 def build_edge_order(
-    n: int, ordered: np.ndarray, threads: int = 1
+    n: int, ordered: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Ranks of the kept edges under ``(length, i, j)`` and every vertex's neighbours in rank order.
 
@@ -489,10 +493,12 @@ def build_edge_order(
     ``u[r]`` through earlier edges are ``nbr[u[r], :pu[r]]``) and ``pv[r]`` that of ``u[r]`` in
     ``nbr[v[r]]``.
 
-    The vertices on up to ``threads`` threads, each writing only its vertices' rows and entries
-    (:func:`_vertex_order`); measured here at N=1024, one pass in rank order writing both
-    ``rank[i, j]`` and ``rank[j, i]`` beat an inverse permutation plus a row-by-row fill and a
-    tiled mirror (~20 ms against ~25 ms with the sort).
+    One pass in rank order; measured here at N=1024, sorting the flat indices themselves and
+    writing both ``rank[i, j]`` and ``rank[j, i]`` in that pass beat an inverse permutation plus
+    a row-by-row fill and a tiled mirror (~20 ms against ~25 ms with the sort). Serial (decision
+    89): split by vertex, both threads wrote the same cache lines of ``u``, ``v``, ``pu``, ``pv``
+    edge after edge (2.0 -> 3.0 ms a cloud at 2 threads), and a second pass writing those from
+    the lists cost 0.5-0.8 ms more on one thread than this one pass.
     """
     e = ordered.shape[0]
     u = np.empty(e, np.int32)
@@ -502,19 +508,7 @@ def build_edge_order(
     nbr = np.empty((n, n), np.int32)
     deg = np.empty(n, np.int32)
     rank = np.empty((n, n), np.int32)
-    ranges.run(_vertex_order, ranges.split(n, threads), ordered, u, v, rank, nbr, deg, pu, pv)
-    return u, v, rank, nbr, deg, pu, pv
-
-
-@kernel
-def _vertex_order(ordered: np.ndarray, u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray,
-                  deg: np.ndarray, pu: np.ndarray, pv: np.ndarray, lo: int, hi: int) -> None:
-    """:func:`build_edge_order` for the vertices ``lo..hi-1``: their rows of ``rank`` and ``nbr``,
-    their ``deg``, and, for the edges in rank order, ``u``, ``v`` and ``pu`` where ``u[r]`` is one of
-    them and ``pv`` where ``v[r]`` is. Every range reads all the edges; writes are its own."""
-    n = rank.shape[0]
-    e = ordered.shape[0]
-    for i in range(lo, hi):
+    for i in range(n):
         deg[i] = 0
         for j in range(n):
             rank[i, j] = e
@@ -522,18 +516,17 @@ def _vertex_order(ordered: np.ndarray, u: np.ndarray, v: np.ndarray, rank: np.nd
         f = ordered[r]
         a = f // n
         b = f - a * n
-        if lo <= a < hi:
-            u[r] = a
-            v[r] = b
-            pu[r] = deg[a]
-            nbr[a, deg[a]] = b
-            deg[a] += 1
-            rank[a, b] = r
-        if lo <= b < hi:
-            pv[r] = deg[b]
-            nbr[b, deg[b]] = a
-            deg[b] += 1
-            rank[b, a] = r
+        u[r] = a
+        v[r] = b
+        pu[r] = deg[a]
+        nbr[a, deg[a]] = b
+        deg[a] += 1
+        pv[r] = deg[b]
+        nbr[b, deg[b]] = a
+        deg[b] += 1
+        rank[a, b] = r
+        rank[b, a] = r
+    return u, v, rank, nbr, deg, pu, pv
 
 
 @helper
