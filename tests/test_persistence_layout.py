@@ -38,9 +38,13 @@ INTERNAL_IMPORTS = {
     ("tests/test_persistence_start.py", "fast.persistence.worker"): "the warm-up parts and their shares",
     ("tests/test_persistence_start.py", "fast.persistence.edge_stage"): "the warm-up cloud takes the truncated path",
     ("tests/test_persistence_spawn.py", "fast.persistence.pool"): "the pool's spawn seam and its retries (decision 41)",
+    ("tests/test_cloud_threads.py", "fast.persistence.cloud"): "one cloud's distances and body on threads (decision 89)",
+    ("tests/test_cloud_threads.py", "fast.persistence.edge_stage"): "every edge stage array on threads (decision 89)",
+    ("tests/test_cloud_threads.py", "fast.persistence.ranges"): "the row ranges, and no helper thread for one",
     ("benchmarks/cpu/isotropic_h1.py", "fast.persistence.cloud"): "a worker's per-cloud body, its distances timed (decision 83)",
     ("benchmarks/cpu/isotropic_h1.py", "fast.persistence.edge_stage"): "the edge stage's kernels timed one by one",
     ("benchmarks/cpu/isotropic_h1.py", "fast.persistence.native"): "the reduction kernel timed where the engine calls it",
+    ("benchmarks/cpu/isotropic_h1.py", "fast.persistence.worker"): "a worker's memory setting for the wall times (decision 89)",
 }
 
 

@@ -81,10 +81,10 @@ def test_the_warm_up_covers_every_kernel_a_real_task_calls() -> None:
     warm_up(range(len(WARM_UP_PARTS)))
     before = _kernel_signatures()
     rng = np.random.default_rng(1)
-    for n, c in ((300, 8), (90, 130)):  # 130 columns: the multi-block summation of TPS
+    for (n, c), threads in zip(((300, 8), (90, 130)), (1, 3)):  # 130 columns: the multi-block summation of TPS
         points = rng.normal(size=(n, c))
-        _run_task(_Discard(), (points, native_h1, None, True, (64, 0)), [native_h1])
-        _run_task(_Discard(), (points[:50], native_h1, 10.0, True, None), [native_h1])
+        _run_task(_Discard(), (points, native_h1, None, True, (64, 0), threads), [native_h1])
+        _run_task(_Discard(), (points[:50], native_h1, 10.0, True, None, threads), [native_h1])
     assert _kernel_signatures() == before
 
 
@@ -174,13 +174,13 @@ def test_an_engine_from_the_script_being_run_is_refused_in_one_sentence(monkeypa
 _CACHE_PROBE = textwrap.dedent("""
     import numpy as np
     from fast.numba_cache import PACKAGE_DIR, PERSISTENCE_DIR, cache_directory
-    from fast.persistence.cloud import _distance_matrix
+    from fast.persistence.cloud import _distance_rows
     from fast.persistence.worker import _warm_distances
     from fast.pwcd import _nearest_ties, _sweep
     _warm_distances()
     p, q, starts = np.array([0.5, 0.1]), np.array([0.25]), np.array([0, 1])
     _nearest_ties(p[:1], p[1:], q, q, p[:1], q, starts, starts)
-    for kernel, directory in ((_distance_matrix, PERSISTENCE_DIR), (_sweep, PACKAGE_DIR)):
+    for kernel, directory in ((_distance_rows, PERSISTENCE_DIR), (_sweep, PACKAGE_DIR)):
         stats = kernel.stats
         print(cache_directory(directory), sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
 """)

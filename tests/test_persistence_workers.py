@@ -61,3 +61,27 @@ def test_two_process_launch_gives_each_pool_its_share_and_topo_workers_overrides
     assert spawn_local(_entry, [str(tmp_path)], 2) == 0
     for rank in range(2):
         assert (tmp_path / f"rank{rank}.txt").read_text().split() == [str(expected), "3"]
+
+
+@pytest.mark.parametrize(
+    ("share", "workers", "clouds", "size"),
+    [
+        (16, None, 8, 8),  # the GPU host, 4 scans a step: 8 workers (of 2 threads each, decision 89)
+        (2, None, 8, 2),  # the 2-core CPU demo: its share, as before
+        (16, None, 40, 16),  # more clouds than cores: the share
+        (16, None, None, None),  # no step size given: the pool's own default (the share)
+        (16, 3, 8, 3),  # --topo-workers overrides
+    ],
+)
+def test_training_gives_each_cloud_of_a_step_a_worker_up_to_the_share(
+    monkeypatch: pytest.MonkeyPatch, share: int, workers: int | None, clouds: int | None, size: int | None
+) -> None:
+    import train.engine.steps
+
+    sizes: list[int | None] = []
+    monkeypatch.setattr(train.engine.steps, "worker_share", lambda: share)
+    monkeypatch.setattr(train.engine.steps, "set_default_workers", sizes.append)
+    monkeypatch.setattr(train.engine.steps, "default_pool", lambda: None)
+    train.engine.steps.start_persistence(workers, clouds)
+    assert sizes == [size]
+    assert [train.engine.steps.step_clouds(b, w) for b, w in ((4, 1), (4, 2), (1, 2))] == [8, 4, 2]

@@ -247,7 +247,8 @@ def test_run_starts_the_persistence_workers_before_its_first_stage_when_any_stag
         events.append(name)
         raise _FirstStage
 
-    monkeypatch.setattr(train.runner.stages, "start_persistence", lambda workers: events.append(("pool", workers)))
+    monkeypatch.setattr(train.runner.stages, "start_persistence",
+                        lambda workers, clouds: events.append(("pool", workers)))
     monkeypatch.setattr(train.runner.stages, "run_stage", first_stage)
     teacher = tmp_path / "teacher.pt"
     teacher.write_bytes(b"")  # named by the student stages; never read here

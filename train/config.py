@@ -307,7 +307,8 @@ HELP: dict[str, str] = {
     "topo_normalize": "feature normalisation before persistence: scale | l2 | none",
     "topo_time_budget": "seconds allowed for the H1 computation of each cloud (docs/decisions.md decision 6c; "
     "none in a --config file: no limit)",
-    "topo_workers": "persistence worker processes of each training process (0: in the training process)",
+    "topo_workers": "persistence worker processes of each training process (0: in the training process); each "
+    "gets the process's share of the cores divided among them as threads for its cloud (docs/decisions.md decision 89)",
     "topo_tps": "where TPS runs: auto (device on CUDA where the Triton kernel compiles for this GPU and passes a "
     "start-up check against the host kernel, host otherwise; one line says which and why) | host (the persistence "
     "workers, beside the teacher diagrams) | device (one Triton launch on the GPU; needs CUDA and Triton; "
@@ -414,7 +415,7 @@ _UNSET: dict[str, str] = {
     "grad_clip": "off",
     "teacher_checkpoint": "none; --stage all trains its own",
     "kld": "as --stage", "topo": "as --stage", "grad": "as --stage",
-    "topo_workers": "this process's share of the cores",
+    "topo_workers": "one per cloud of a step (2 x the process's batch), at most this process's share of the cores",
     "eval_max_scans": "all",
     "unlabelled_split": "none: labelled scans only",
     "image_predictions": "none",

@@ -18,7 +18,8 @@ Inside the package, each module holds one piece (none imports this one, so there
 * ``contract`` - :data:`H1Engine`, the backend contract, and :class:`CloudPersistence`;
 * ``cloud`` - one cloud: float64 distances, H0 from the tree, H1 read back from the engine;
 * ``h0`` - the minimum spanning tree by dense Prim (:func:`prim_mst_edges`);
-* ``cores`` - the cores this process may use and its share of them (:func:`worker_share`);
+* ``cores`` - the cores this process may use, its share of them (:func:`worker_share`) and each
+  worker's threads for one cloud (:func:`worker_threads`);
 * ``pool`` - worker processes, the time budget and its miss count (decision 6c);
 * ``device_batch`` - the batch path (:class:`DeviceBatch`): distances, spanning trees and apparent
   pairs of all clouds in one launch each on a device, reductions in threads; which path serves
@@ -28,7 +29,8 @@ Inside the package, each module holds one piece (none imports this one, so there
 * ``giotto`` - the giotto-ph backend (:func:`giotto_h1`, decision 6b);
 * ``native`` - the native exact backend (:func:`native_h1`, :func:`h1_persistence`, the batch
   form :func:`native_h1_batch`) over ``edge_stage`` (steps 1-3 per cloud, compiled),
-  ``device_stage`` (steps 1-3 batched with PyTorch) and ``reduction`` (step 4, compiled).
+  ``device_stage`` (steps 1-3 batched with PyTorch) and ``reduction`` (step 4, compiled);
+* ``ranges`` - one cloud's row-parallel kernels on several threads at once (decision 89).
 
 Importing this package does not import torch (the worker processes import it); only
 ``device_stage`` needs torch, and :func:`native_h1_batch` and :class:`DeviceBatch` import it when asked to.
@@ -49,7 +51,7 @@ from fast.persistence.device_batch import DeviceBatch
 from fast.persistence.giotto import giotto_h1
 from fast.persistence.h0 import prim_mst_edges
 from fast.persistence.native import H1Diagram, h1_persistence, native_h1, native_h1_batch
-from fast.persistence.cores import available_cores, worker_share
+from fast.persistence.cores import available_cores, worker_share, worker_threads
 from fast.persistence.pool import (
     PersistencePool,
     budget_miss_count,
@@ -91,6 +93,7 @@ __all__ = [
     "tps_indices",
     "tps_start",
     "worker_share",
+    "worker_threads",
 ]
 
 ENGINES: dict[str, H1Engine] = {

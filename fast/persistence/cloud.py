@@ -24,6 +24,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from fast.persistence import ranges
 from fast.persistence.contract import CloudPersistence, H1Engine
 from fast.persistence.edge_stage import EdgeStage, cpu_edge_stage
 from fast.persistence.h0 import prim_mst_edges
@@ -39,17 +40,23 @@ _EMPTY_EDGES = np.empty((0, 2), dtype=np.int64)
 _EMPTY_PAIRS = np.empty((0, 2), dtype=np.float64)
 
 
-def distances(points: np.ndarray) -> np.ndarray:
-    """Float64 Euclidean distances by direct differences (exact zeros for duplicated points).
+def distances(points: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Float64 Euclidean distances by direct differences (exact zeros for duplicated points), rows
+    on up to ``threads`` threads (``fast.persistence.ranges``; the same matrix for any count).
 
     Equal bit for bit to ``scipy.spatial.distance.cdist(points, points)``: scipy's kernel sums the
     squared coordinate differences in coordinate order and takes the square root, and
-    :func:`_distance_matrix` does the same arithmetic, only many pairs at a time.
+    :func:`_distance_rows` does the same arithmetic, only many pairs at a time.
     """
     points = np.ascontiguousarray(points, dtype=np.float64)
-    if points.shape[0] < 2:
-        return np.zeros((points.shape[0],) * 2)
-    return _distance_matrix(points, np.ascontiguousarray(points.T))
+    n = points.shape[0]
+    if n < 2:
+        return np.zeros((n, n))
+    out = np.empty((n, n), np.float64)
+    ranges.run(_distance_rows, ranges.split(n, threads, triangular=True), points, np.ascontiguousarray(points.T), out)
+    # the mirror reads every upper row, so it starts once they are all written
+    ranges.run(_mirror_tiles, ranges.split(-(-n // _TILE), threads, triangular=True), out)
+    return out
 
 
 @helper
@@ -64,20 +71,19 @@ _TILE = 32  # square tiles of the mirroring pass: both triangles' entries read f
 
 
 @kernel
-def _distance_matrix(points: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """The (N, N) matrix of the (N, C) ``points`` (``columns`` = their C-contiguous transpose).
+def _distance_rows(points: np.ndarray, columns: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
+    """Rows ``lo..hi-1`` of the upper triangle and diagonal of the (N, N) matrix ``out`` of the
+    (N, C) ``points`` (``columns`` = their C-contiguous transpose).
 
     Row ``i`` keeps one running sum per later point ``j`` and adds coordinate after coordinate,
-    so every sum is scipy's sequential one (``(x_i - x_j)**2`` is ``(x_j - x_i)**2`` exactly);
-    the lower triangle is mirrored. Why not ``pdist``: its one-pair kernel is not vectorised
-    across pairs; measured here at N=1024, C=64: ~7 ms against ~20 ms with ``squareform``.
+    so every sum is scipy's sequential one (``(x_i - x_j)**2`` is ``(x_j - x_i)**2`` exactly).
+    Why not ``pdist``: its one-pair kernel is not vectorised across pairs; measured here at
+    N=1024, C=64: ~7 ms against ~20 ms with ``squareform``.
     """
     n, c = points.shape
-    out = np.empty((n, n), np.float64)
     acc = np.empty(n, np.float64)
-    for i in range(n):
+    for i in range(lo, hi):
         out[i, i] = 0.0
-    for i in range(n - 1):
         row = acc[i + 1 :]
         for j in range(row.shape[0]):
             row[j] = 0.0
@@ -86,12 +92,17 @@ def _distance_matrix(points: np.ndarray, columns: np.ndarray) -> np.ndarray:
         target = out[i, i + 1 :]
         for j in range(row.shape[0]):
             target[j] = np.sqrt(row[j])
-    for i0 in range(0, n, _TILE):
+
+
+@kernel
+def _mirror_tiles(out: np.ndarray, lo: int, hi: int) -> None:
+    """The lower triangle of ``out`` from its upper one, for the rows of tiles ``lo..hi-1``."""
+    n = out.shape[0]
+    for i0 in range(lo * _TILE, min(hi * _TILE, n), _TILE):
         for j0 in range(i0, n, _TILE):
             for i in range(i0, min(i0 + _TILE, n)):
                 for j in range(max(j0, i + 1), min(j0 + _TILE, n)):
                     out[j, i] = out[i, j]
-    return out
 
 
 def _sorted_by_death_birth(pairs: np.ndarray, *edges: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -118,11 +129,12 @@ def tree_h0_part(dist: np.ndarray, stage: EdgeStage) -> H0Part:
     return _sorted_by_death_birth(pairs, edges[keep])
 
 
-def stage_h1_part(dist: np.ndarray, stage: EdgeStage, deadline: Optional[float]) -> Optional[H1Part]:
-    """H1 of one cloud by the native reduction of its edge stage; None once ``deadline`` passed."""
+def stage_h1_part(dist: np.ndarray, stage: EdgeStage, deadline: Optional[float], threads: int = 1) -> Optional[H1Part]:
+    """H1 of one cloud by the native reduction of its edge stage (a later try's stage on up to
+    ``threads`` threads); None once ``deadline`` passed."""
     if deadline is not None and time.monotonic() >= deadline:
         return None
-    diagram = reduce_stage(dist, stage, deadline)
+    diagram = reduce_stage(dist, stage, deadline, threads)
     return None if diagram is None else (diagram.pairs, diagram.birth_edges, diagram.death_edges)
 
 
@@ -131,11 +143,13 @@ def uses_stage(engine: H1Engine, with_h1: bool, points: int) -> bool:
     return with_h1 and engine is native_h1 and points >= 3
 
 
-def stage_parts(dist: np.ndarray, time_budget: Optional[float]) -> tuple[H0Part, Callable[[], Optional[H1Part]]]:
-    """The native engine's edge stage of ``dist``: its H0 part now, and a call that reduces its H1
-    within ``time_budget`` seconds from the moment it is made (so a caller can ship H0 first)."""
-    stage = cpu_edge_stage(dist, truncate=True)
-    return tree_h0_part(dist, stage), lambda: stage_h1_part(dist, stage, deadline_after(time_budget))
+def stage_parts(dist: np.ndarray, time_budget: Optional[float],
+                threads: int = 1) -> tuple[H0Part, Callable[[], Optional[H1Part]]]:
+    """The native engine's edge stage of ``dist`` (on up to ``threads`` threads, decision 89): its H0
+    part now, and a call that reduces its H1 within ``time_budget`` seconds from the moment it is
+    made (so a caller can ship H0 first)."""
+    stage = cpu_edge_stage(dist, truncate=True, threads=threads)
+    return tree_h0_part(dist, stage), lambda: stage_h1_part(dist, stage, deadline_after(time_budget), threads)
 
 
 def _h1_read_back(dist: np.ndarray, birth: np.ndarray, death: np.ndarray) -> H1Part:
@@ -177,13 +191,13 @@ def assemble(h0: H0Part, h1: Optional[H1Part], over_budget: bool = True) -> Clou
 
 
 def cloud_persistence(
-    points: np.ndarray, engine: H1Engine, time_budget: Optional[float], with_h1: bool
+    points: np.ndarray, engine: H1Engine, time_budget: Optional[float], with_h1: bool, threads: int = 1
 ) -> CloudPersistence:
-    """One cloud in the calling process (``workers=0``); an engine that cannot stop itself
-    (giotto-ph) is not interrupted here."""
-    dist = distances(points)
+    """One cloud in the calling process (``workers=0``), its row-parallel parts on up to ``threads``
+    threads; an engine that cannot stop itself (giotto-ph) is not interrupted here."""
+    dist = distances(points, threads)
     if uses_stage(engine, with_h1, len(points)):
-        h0, h1 = stage_parts(dist, time_budget)
+        h0, h1 = stage_parts(dist, time_budget, threads)
         return assemble(h0, h1())
     h0 = h0_part(dist)
     if not with_h1:

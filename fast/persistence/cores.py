@@ -1,4 +1,4 @@
-"""How many cores the persistence step may use: this process's cores and its share of them.
+"""How many cores the persistence step may use: this process's cores, its share of them, and each worker's threads.
 
 For the parallel part of the TPS and "Ripser" steps of paper Algorithm 1 (lines 5 and 12): used
 by the worker pool (``fast.persistence.pool``, decision 6c) and by the thread pools of the native
@@ -31,3 +31,11 @@ def worker_share() -> int:
     if cores < (os.cpu_count() or cores):
         return cores
     return max(cores // processes, 1)
+
+
+def worker_threads(workers: int) -> int:
+    """Threads for one cloud in each of ``workers`` persistence workers that run at once (decision
+    89): this process's share of the cores (:func:`worker_share`) divided among them, at least 1;
+    1 for ``workers == 0`` (the cloud is computed in the calling process, whose own threads run
+    the training step meanwhile)."""
+    return max(worker_share() // workers, 1) if workers > 0 else 1

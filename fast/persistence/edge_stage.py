@@ -18,8 +18,11 @@ decisions 1-3; the whole algorithm and why it is exact are documented in
   over the survivors, leaving the columns that the apparent-pair shortcut cannot settle: the H1
   birth candidates.
 
-The kernels are compiled as ``fast.jit`` says, like the reduction's. The batched
-PyTorch form of the same stage, for many clouds on a CUDA device, is ``fast.persistence.device_stage``.
+The kernels are compiled as ``fast.jit`` says, like the reduction's; those of the radius, the
+certificate, the kept edges and the lune test take a range of rows or edges, so that several
+threads run one cloud (``fast.persistence.ranges``, decision 89; the same stage for any count).
+The batched PyTorch form of the same stage, for many clouds on a CUDA device, is
+``fast.persistence.device_stage``.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fast.jit import helper, inlined, kernel
+from fast.persistence import ranges
 
 
 @dataclass
@@ -83,8 +87,10 @@ def _raise_bad_entry(d: np.ndarray, bad: int, name: str) -> None:
     )
 
 
-def cpu_edge_stage(dist: np.ndarray, name: str = "dist", truncate: bool = False, attempt: int = 0) -> EdgeStage:
-    """Steps 1-3 for one cloud on the CPU (compiled, early-exit lune test).
+def cpu_edge_stage(dist: np.ndarray, name: str = "dist", truncate: bool = False, attempt: int = 0,
+                   threads: int = 1) -> EdgeStage:
+    """Steps 1-3 for one cloud on the CPU (compiled, early-exit lune test), the row-parallel
+    kernels on up to ``threads`` threads (decision 89: the same stage for any count).
 
     With ``truncate`` (decision 36) the prefix may stop at a length ``t`` below the enclosing radius ``r``
     (:func:`truncation_limits`), which is exact when it can be certified: the prefix connects
@@ -110,27 +116,27 @@ def cpu_edge_stage(dist: np.ndarray, name: str = "dist", truncate: bool = False,
     n = d.shape[0]
     if n > _MAX_POINTS:
         raise ValueError(f"{name} has M={n} points; the native engine indexes edges with int32 and takes M <= {_MAX_POINTS} (subsample with TPS first)")
-    radius, centre, bad = enclosing_radius(d)
+    radius, centre, bad = enclosing_radius(d, threads)
     if bad:
         _raise_bad_entry(d, bad, name)
     if truncate:
         for attempt, limit in truncation_limits(d, attempt):
             if limit >= radius:
                 break
-            if edges_apparent_between(d, limit, radius, centre):
-                stage = stage_within(d, limit)
+            if edges_apparent_between(d, limit, radius, centre, threads):
+                stage = stage_within(d, limit, threads)
                 stage.truncated = True
                 stage.attempt = attempt
                 return stage
-    return stage_within(d, radius)
+    return stage_within(d, radius, threads)
 
 
-def stage_within(d: np.ndarray, limit: float) -> EdgeStage:
+def stage_within(d: np.ndarray, limit: float, threads: int = 1) -> EdgeStage:
     """Steps 1-3 on the edges of ``d`` no longer than ``limit`` (a checked matrix, :func:`cpu_edge_stage`)."""
     n = d.shape[0]
-    lengths, flat = edges_within(d, limit)
+    lengths, flat = edges_within(d, limit, threads)
     u, v, rank, nbr, deg, pu, pv = build_edge_order(n, length_order(lengths, flat))
-    empty_lune = lune_empty(u, v, rank, nbr, pu, pv)
+    empty_lune = lune_empty(u, v, rank, nbr, pu, pv, threads)
     columns, tree = columns_to_reduce(u, v, n, empty_lune)
     partner = np.full(u.shape[0], -2, np.int64)
     return EdgeStage(u, v, rank, nbr, deg, pu, pv, columns, tree, partner)
@@ -240,32 +246,59 @@ def _drop_witnessed(dist: np.ndarray, a: int, k: int, pending: np.ndarray, count
     return kept
 
 
-@kernel
-def edges_apparent_between(dist: np.ndarray, lo: float, hi: float, centre: int) -> bool:
+def edges_apparent_between(dist: np.ndarray, lo: float, hi: float, centre: int, threads: int = 1) -> bool:
     """True when every edge ``{a, b}`` with ``lo < D[a, b] <= hi`` has a vertex ``k`` whose edges to
     ``a`` and ``b`` both come earlier in the ``(length, i, j)`` order (a non-empty lune: the edge
-    is the latest face of an apparent pair, of zero persistence). Stops at the first edge without.
+    is the latest face of an apparent pair, of zero persistence).
 
-    Per vertex ``a``, a greedy cover of its edges: ``centre`` first (the vertex attaining the
-    enclosing radius is a witness of most long edges; any vertex is correct), then,
-    for the first edge still without a witness, a scan of the rows of ``a`` and ``b`` from the
-    last vertex down (in TPS order the first vertices are the outermost, the least likely in a
-    lune); each witness found is tried on all the remaining edges at once. The search also gives
-    up (False) after ``_CERTIFICATE_WORK`` times N^2 vertex visits (at least 2^20): a cloud whose
-    witnesses are rare then costs a few passes over the matrix before the radius stage, not O(N^3).
+    Per vertex ``a``, a greedy cover of its edges (:func:`_cover_rows`), the rows on up to
+    ``threads`` threads. The search gives up (False) once it has made more than
+    ``_CERTIFICATE_WORK`` times N^2 vertex visits (at least 2^20) at one of its checks, counted in
+    row order as on one thread: a cloud whose witnesses are rare then costs a few passes over the
+    matrix before the radius stage, not O(N^3). Each row's own work does not depend on the other
+    rows, so the threads count theirs, stop at a row without a cover or when their own count
+    passes the budget (the whole count is then past it too), and the budget is checked on the
+    counts added up in row order afterwards: the same answer for any number of threads.
     """
     n = dist.shape[0]
-    budget = max(_CERTIFICATE_WORK * n * n, 1 << 20)
-    work = 0
+    budget = max(_CERTIFICATE_WORK * n * n, _CERTIFICATE_FLOOR)
+    work = np.empty(n, np.int64)
+    checked = np.empty(n, np.bool_)
+    stop = np.empty(1, np.bool_)
+    stop[0] = False
+    covered = ranges.run(_cover_rows, ranges.split(n, threads, triangular=True),
+                         dist, lo, hi, centre, budget, work, checked, stop)
+    return all(covered) and not np.any(checked & (np.cumsum(work) > budget))
+
+
+@kernel
+def _cover_rows(dist: np.ndarray, lo: float, hi: float, centre: int, budget: int, work: np.ndarray,
+                checked: np.ndarray, stop: np.ndarray, first: int, last: int) -> bool:
+    """:func:`edges_apparent_between` on the rows ``first..last-1``: False at a row with an edge
+    without a witness, once this range's work passes ``budget``, or when another range has set
+    ``stop[0]`` (which a False here sets: the answer is False then). Writes each row's vertex
+    visits to ``work`` and whether it checked the budget to ``checked`` (valid when True).
+
+    Per vertex ``a``: ``centre`` first (the vertex attaining the enclosing radius is a witness of
+    most long edges; any vertex is correct), then, for the first edge still without a witness, a
+    scan of the rows of ``a`` and ``b`` from the last vertex down (in TPS order the first vertices
+    are the outermost, the least likely in a lune); each witness found is tried on all the
+    remaining edges at once.
+    """
+    n = dist.shape[0]
+    total = 0
     pending = np.empty(n, np.int64)
-    for a in range(n):
+    for a in range(first, last):
+        if stop[0]:  # another range found the answer (False); read at each row, written once
+            return False
         count = np.int64(0)
         row = dist[a]
         for b in range(a + 1, n):  # branch-free, as in _drop_witnessed
             pending[count] = b
             count += np.int64((lo < row[b]) & (row[b] <= hi))
-        work += count
+        spent = count
         count = _drop_witnessed(dist, a, centre, pending, count)
+        checked[a] = count > 0
         while count > 0:
             b = pending[0]
             length = dist[a, b]
@@ -275,14 +308,18 @@ def edges_apparent_between(dist: np.ndarray, lo: float, hi: float, centre: int) 
                 if k != a and k != b and _witness(row_a[k], row_b[k], a, b, k, length):
                     found = k
                     break
-            work += n - found + count
-            if found < 0 or work > budget:
+            spent += n - found + count
+            if found < 0 or total + spent > budget:
+                stop[0] = True
                 return False
             count = _drop_witnessed(dist, a, found, pending, count)
+        work[a] = spent
+        total += spent
     return True
 
 
 _CERTIFICATE_WORK = 8  # vertex visits of the apparent-edge search, in units of N^2, before it gives up
+_CERTIFICATE_FLOOR = 1 << 20  # the least budget of vertex visits, for small clouds
 _TILE = 32  # square tiles for the symmetric pass: both D[i, j] and D[j, i] read from cache
 _DIGIT = 11  # radix of length_order: 2048 buckets stay in the L1/L2 cache during a scatter
 _PASSES = (64 + _DIGIT - 1) // _DIGIT
@@ -345,60 +382,99 @@ def _radix_order(bits: np.ndarray, payload: np.ndarray) -> np.ndarray:
     return order
 
 
-@kernel
-def enclosing_radius(dist: np.ndarray) -> tuple[float, int, int]:
-    """Enclosing radius ``r = min_i max_j D[i, j]``, validating the matrix on the way.
+def enclosing_radius(dist: np.ndarray, threads: int = 1) -> tuple[float, int, int]:
+    """Enclosing radius ``r = min_i max_j D[i, j]``, validating the matrix on the way, the rows of
+    tiles on up to ``threads`` threads.
 
     Returns ``(r, centre, bad)``: ``centre`` the first vertex attaining ``r``; ``bad`` is 0, or
-    1 + the flat index of an entry at which the matrix is not a distance matrix (asymmetric,
-    negative, NaN/Inf, nonzero diagonal).
+    1 + the flat index of the first entry at which the matrix is not a distance matrix (a nonzero
+    diagonal entry first, then asymmetric, negative, NaN/Inf entries in the tiles' order).
     """
     n = dist.shape[0]
-    row_max = np.empty(n, np.float64)
-    for i in range(n):
-        row_max[i] = 0.0
-        if dist[i, i] != 0.0:
-            return 0.0, 0, 1 + i * n + i
-    for i0 in range(0, n, _TILE):
+    diagonal = np.flatnonzero(np.diagonal(dist) != 0.0)
+    if diagonal.size:
+        return 0.0, 0, 1 + int(diagonal[0]) * (n + 1)
+    if n == 0:
+        return 0.0, 0, 0
+    tiles = ranges.split(-(-n // _TILE), threads, triangular=True)
+    # one row of maxima per range (a tile updates the maxima of two rows, the other's maybe another
+    # range's), found by the range's start; their maximum is exact
+    starts = np.array([lo for lo, _ in tiles], np.int64)
+    row_max = np.empty((len(tiles), n), np.float64)
+    for bad in ranges.run(_radius_tiles, tiles, dist, starts, row_max):
+        if bad:
+            return 0.0, 0, bad
+    maxima = row_max.max(axis=0)
+    centre = int(np.argmin(maxima))  # the first minimiser
+    return float(maxima[centre]), centre, 0
+
+
+@kernel
+def _radius_tiles(dist: np.ndarray, starts: np.ndarray, row_max: np.ndarray, lo: int, hi: int) -> int:
+    """The row maxima over the upper tiles of the rows of tiles ``lo..hi-1`` into ``row_max[t]``,
+    ``starts[t] == lo``; returns 0, or 1 + the flat index of the first off-diagonal entry there
+    that is not finite, >= 0 and symmetric (tile after tile, as on one thread)."""
+    n = dist.shape[0]
+    t = 0
+    while starts[t] != lo:
+        t += 1
+    own = row_max[t]
+    for j in range(n):
+        own[j] = 0.0
+    for i0 in range(lo * _TILE, min(hi * _TILE, n), _TILE):
         for j0 in range(i0, n, _TILE):
             for i in range(i0, min(i0 + _TILE, n)):
                 for j in range(max(j0, i + 1), min(j0 + _TILE, n)):
                     x = dist[i, j]
                     if not (x >= 0.0 and x < np.inf) or x != dist[j, i]:
-                        return 0.0, 0, 1 + i * n + j
-                    if x > row_max[i]:
-                        row_max[i] = x
-                    if x > row_max[j]:
-                        row_max[j] = x
-    if n == 0:
-        return 0.0, 0, 0
-    centre = 0  # the first minimiser, as np.argmin (a loop: numba's argmin adds a second to a fresh compile)
-    for i in range(1, n):
-        if row_max[i] < row_max[centre]:
-            centre = i
-    return row_max[centre], centre, 0
+                        return 1 + i * n + j
+                    if x > own[i]:
+                        own[i] = x
+                    if x > own[j]:
+                        own[j] = x
+    return 0
+
+
+def edges_within(dist: np.ndarray, limit: float, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The edges ``i < j`` with ``D[i, j] <= limit``: their lengths and row-major flat indices
+    ``i * N + j`` (int32), in ``(i, j)`` order; the rows on up to ``threads`` threads, each
+    counting its rows' edges, then writing them from where the rows before end."""
+    n = dist.shape[0]
+    rows = ranges.split(n, threads, triangular=True)
+    kept = np.empty(n + 1, np.int64)  # kept[i + 1]: edges of row i, then where row i's edges start
+    kept[0] = 0
+    ranges.run(_count_within, rows, dist, limit, kept[1:])
+    np.cumsum(kept, out=kept)
+    lengths = np.empty(kept[n], np.float64)
+    flat = np.empty(kept[n], np.int32)
+    ranges.run(_list_within, rows, dist, limit, kept, lengths, flat)
+    return lengths, flat
 
 
 @kernel
-def edges_within(dist: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
-    """The edges ``i < j`` with ``D[i, j] <= limit``: their lengths and row-major flat indices
-    ``i * N + j`` (int32), in ``(i, j)`` order."""
+def _count_within(dist: np.ndarray, limit: float, counts: np.ndarray, lo: int, hi: int) -> None:
+    """``counts[i]``: the edges ``i < j`` with ``D[i, j] <= limit``, for the rows ``lo..hi-1``."""
     n = dist.shape[0]
-    count = 0
-    for i in range(n):
+    for i in range(lo, hi):
+        count = 0
         for j in range(i + 1, n):
             if dist[i, j] <= limit:
                 count += 1
-    lengths = np.empty(count, np.float64)
-    flat = np.empty(count, np.int32)
-    c = 0
-    for i in range(n):
+        counts[i] = count
+
+
+@kernel
+def _list_within(dist: np.ndarray, limit: float, starts: np.ndarray, lengths: np.ndarray, flat: np.ndarray,
+                 lo: int, hi: int) -> None:
+    """The edges of the rows ``lo..hi-1`` no longer than ``limit`` at ``starts[i]`` on (:func:`edges_within`)."""
+    n = dist.shape[0]
+    for i in range(lo, hi):
+        c = starts[i]
         for j in range(i + 1, n):
             if dist[i, j] <= limit:
                 lengths[c] = dist[i, j]
                 flat[c] = i * n + j
                 c += 1
-    return lengths, flat
 
 
 @kernel
@@ -419,7 +495,10 @@ def build_edge_order(
 
     One pass in rank order; measured here at N=1024, sorting the flat indices themselves and
     writing both ``rank[i, j]`` and ``rank[j, i]`` in that pass beat an inverse permutation plus
-    a row-by-row fill and a tiled mirror (~20 ms against ~25 ms with the sort).
+    a row-by-row fill and a tiled mirror (~20 ms against ~25 ms with the sort). Serial (decision
+    89): split by vertex, both threads wrote the same cache lines of ``u``, ``v``, ``pu``, ``pv``
+    edge after edge (2.0 -> 3.0 ms a cloud at 2 threads), and a second pass writing those from
+    the lists cost 0.5-0.8 ms more on one thread than this one pass.
     """
     e = ordered.shape[0]
     u = np.empty(e, np.int32)
@@ -458,9 +537,19 @@ def _find(parent: np.ndarray, x: int) -> int:
     return x
 
 
+def lune_empty(u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pu: np.ndarray, pv: np.ndarray,
+               threads: int = 1) -> np.ndarray:
+    """Per kept edge rank: True when the edge is *not* apparent (its lune is empty), the edges on
+    up to ``threads`` threads (:func:`_lune_edges`)."""
+    empty_lune = np.empty(u.shape[0], np.bool_)
+    ranges.run(_lune_edges, ranges.split(u.shape[0], threads), u, v, rank, nbr, pu, pv, empty_lune)
+    return empty_lune
+
+
 @kernel
-def lune_empty(u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pu: np.ndarray, pv: np.ndarray) -> np.ndarray:
-    """Per kept edge rank: True when the edge is *not* apparent (its lune is empty).
+def _lune_edges(u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, pu: np.ndarray, pv: np.ndarray,
+                empty_lune: np.ndarray, lo: int, hi: int) -> None:
+    """:func:`lune_empty` of the edge ranks ``lo..hi-1``.
 
     An edge ``{a, b}`` of rank ``R`` has an apparent coface exactly when some vertex ``k`` has
     both ``rank[a, k] < R`` and ``rank[b, k] < R``; with none, the edge lies in the
@@ -469,9 +558,7 @@ def lune_empty(u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, 
     scanned, nearest first, stopping at the first witness (the batched, exhaustive form of this
     test is ``fast.persistence.device_stage``).
     """
-    e = u.shape[0]
-    empty_lune = np.empty(e, np.bool_)
-    for r in range(e):
+    for r in range(lo, hi):
         a = u[r]
         b = v[r]
         pa = pu[r]
@@ -488,7 +575,6 @@ def lune_empty(u: np.ndarray, v: np.ndarray, rank: np.ndarray, nbr: np.ndarray, 
                     empty = False
                     break
         empty_lune[r] = empty
-    return empty_lune
 
 
 @kernel

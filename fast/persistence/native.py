@@ -105,11 +105,14 @@ _EMPTY = H1Diagram(
 )
 
 
-def reduce_stage(dist: np.ndarray, stage: EdgeStage, deadline: Optional[float] = None) -> Optional[H1Diagram]:
+def reduce_stage(dist: np.ndarray, stage: EdgeStage, deadline: Optional[float] = None,
+                 threads: int = 1) -> Optional[H1Diagram]:
     """Step 4 for one cloud: reduce the stage's columns; None if ``deadline`` passed first.
 
     ``dist`` is the cloud's float64 matrix (the values of the pairs are read from it);
-    ``deadline`` an absolute ``time.monotonic()`` value or None.
+    ``deadline`` an absolute ``time.monotonic()`` value or None; ``threads`` those of the next
+    try's edge stage, when a class outlives a truncated prefix (the reduction itself is serial:
+    decisions 88 and 89).
     """
     n = dist.shape[0]
     if deadline is not None and time.monotonic() > deadline:
@@ -121,7 +124,8 @@ def reduce_stage(dist: np.ndarray, stage: EdgeStage, deadline: Optional[float] =
     if status == STATUS_DEADLINE:
         return None
     if status == STATUS_OUTLIVED:  # a class outlives the truncated prefix: the next try, or the radius
-        return reduce_stage(dist, cpu_edge_stage(dist, truncate=True, attempt=stage.attempt + 1), deadline)
+        next_try = cpu_edge_stage(dist, truncate=True, attempt=stage.attempt + 1, threads=threads)
+        return reduce_stage(dist, next_try, deadline, threads)
     found = deaths >= 0
     birth_r = stage.columns[found]
     top_r, third = np.divmod(deaths[found], n)

@@ -42,7 +42,7 @@ import numpy as np
 
 from fast.persistence.cloud import assemble, cloud_persistence
 from fast.persistence.contract import CloudPersistence, H1Engine
-from fast.persistence.cores import worker_share
+from fast.persistence.cores import worker_share, worker_threads
 from fast.persistence.sampling import tps_indices
 from fast.persistence.worker import BOOT, WARM_UP_PARTS, compile_shares, warm_up
 
@@ -211,7 +211,7 @@ class _Slot:
         points = task.points if task.rows is None else task.points[task.rows.result()]
         if self.process is None or self.process.poll() is not None:
             self._start_worker(_ALL_PARTS)  # a replacement (or a retry after a failed start): the cache has every part
-        self.conn.send(("task", (points, task.engine, task.time_budget, task.with_h1, task.sample)))
+        self.conn.send(("task", (points, task.engine, task.time_budget, task.with_h1, task.sample, self.pool.threads)))
         if task.sample is not None:
             task.selection.set_result(self._receive(None))
         h0 = self._receive(None)
@@ -278,17 +278,22 @@ class PersistencePool:
         workers: number of worker processes; None = this process's share of the cores
             (:func:`worker_share`); 0 = compute in the calling thread (no processes; an engine
             that cannot stop itself, giotto-ph, then runs past its budget).
+        threads: threads each worker (or the calling thread, inline) gives the row-parallel parts
+            of one cloud (decision 89); None = the share of the cores divided among the workers
+            (:func:`worker_threads`: 1 where there are as many workers as cores, and inline).
 
     All workers start together when the pool is created (:meth:`warm` waits until they are
     ready); each is a fresh interpreter running ``fast.persistence.worker``, which does not
     import the calling script, so scripts need no ``if __name__ == "__main__":`` guard.
     """
 
-    def __init__(self, workers: Optional[int] = None) -> None:
+    def __init__(self, workers: Optional[int] = None, threads: Optional[int] = None) -> None:
         check_worker_count(workers)
+        check_thread_count(threads)
         if workers is None:
             workers = worker_share()
         self.workers = workers
+        self.threads = worker_threads(workers) if threads is None else threads
         self.tasks: "queue.SimpleQueue[Optional[_Task]]" = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
@@ -357,7 +362,7 @@ class PersistencePool:
                 if task.sample is not None:
                     task.selection.set_result(tps_indices(points, *task.sample))
                     points = points[task.selection.result()]
-                result = cloud_persistence(points, task.engine, task.time_budget, task.with_h1)
+                result = cloud_persistence(points, task.engine, task.time_budget, task.with_h1, self.threads)
                 task.future.set_result(_counted(result, task.label))
             except Exception as exc:
                 task.fail(exc)
@@ -418,6 +423,14 @@ def check_worker_count(workers: Optional[int]) -> None:
             f"workers (--topo-workers in training) must be None (this process's share of the cores) or an "
             f"integer >= 0 (0 = in the calling process), got {workers!r}"
         )
+
+
+def check_thread_count(threads: Optional[int]) -> None:
+    """Raise ValueError unless ``threads`` is None (the share of the cores divided among the
+    workers) or an integer >= 1."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be None (the process's share of the cores divided among its persistence "
+                         f"workers) or an integer >= 1, got {threads!r}")
 
 
 def set_default_workers(workers: Optional[int]) -> None:

@@ -19,11 +19,12 @@ is warmed by running its kernels on a tiny input of the argument types a real ta
 (``tests/test_persistence_start.py`` checks that a real task compiles nothing new).
 
 Start of a worker (decision 41): glibc's malloc keeps the memory a task frees for the next
-(:func:`_keep_freed_memory`), and numba's array implementations are loaded without its probe for
+(:func:`keep_freed_memory`), and numba's array implementations are loaded without its probe for
 SciPy's BLAS (:func:`_load_numba_arrays_without_blas`), before the first message.
 
 Messages from the pool: ``("warm", parts)``,
-``("task", (points, engine, time_budget, with_h1, sample))``, or None (stop). Replies:
+``("task", (points, engine, time_budget, with_h1, sample, threads))`` (``threads``: those of the
+cloud's row-parallel parts, decision 89), or None (stop). Replies:
 ``("warm", None)``; per task ``("rows", rows)`` (when sampling), ``("h0", part)``, ``("h1", part
 or None)``; or ``("error", text)``.
 """
@@ -152,7 +153,7 @@ def _part_lock(part: int, wait: bool) -> Iterator[bool]:
 
 
 def _run_task(conn: Connection, task: tuple, warm: list[H1Engine]) -> None:
-    points, engine, time_budget, with_h1, sample = task
+    points, engine, time_budget, with_h1, sample, threads = task
     if with_h1 and engine not in warm:
         # A new engine runs once on a 4-point cloud, outside any budget: loading its code (say
         # giotto-ph's library; the native kernels are loaded by the warm-up) is no cloud's H1.
@@ -162,9 +163,9 @@ def _run_task(conn: Connection, task: tuple, warm: list[H1Engine]) -> None:
         rows = tps_indices(points, *sample)
         conn.send(("rows", rows))
         points = points[rows]
-    dist = distances(points)
+    dist = distances(points, threads)
     if uses_stage(engine, with_h1, len(points)):
-        h0, h1 = stage_parts(dist, time_budget)
+        h0, h1 = stage_parts(dist, time_budget, threads)
         conn.send(("h0", h0))
         conn.send(("h1", h1()))
         return
@@ -225,7 +226,7 @@ _MMAP_THRESHOLD = 32 * 2**20  # glibc's largest on 64-bit systems
 _TRIM_THRESHOLD = 64 * 2**20
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Make glibc's malloc reuse the memory a task frees instead of handing it back (decision 41).
 
     A task allocates a few large arrays per cloud (the 8 MB distance matrix at M = 1024, the edge
@@ -260,7 +261,7 @@ def main() -> None:
         signal.signal(sig, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    _keep_freed_memory()
+    keep_freed_memory()
     _load_numba_arrays_without_blas()
     conn = Connection(int(sys.argv[1]))
     serve(conn)

@@ -44,7 +44,7 @@ from train.engine.input_pipeline import EpochDataset, EpochSampler, device_batch
 from train.engine.losses import class_weights
 from train.engine.optim import build_optimizer, build_scheduler
 from train.engine.profiling import StepTimer
-from train.engine.steps import (DistillSettings, distillation_step, segmentation_step, start_persistence,
+from train.engine.steps import (DistillSettings, distillation_step, segmentation_step, start_persistence, step_clouds,
                                 warm_up_persistence)
 from train.engine.update import (NONFINITE, OVERFLOW, SkipCounter, apply_update, buffer_snapshot, make_scaler,
                                  restore_buffers)
@@ -348,7 +348,7 @@ def _build(cfg: RunConfig, stage: str, out_dir: Path, train_set: Any, spec: Mode
     per_rank = cfg.batch_size // info.world_size
     device = info.device
     if settings.active("topo"):
-        start_persistence(cfg.topo_workers)  # the workers start while the model is built and loaded
+        start_persistence(cfg.topo_workers, step_clouds(cfg.batch_size, info.world_size))  # while the model is built
     _seed_all(cfg.seed)  # the same initial weights on every rank and in every rerun
     model = spec.build().to(device)
     model.train()

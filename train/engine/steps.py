@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from fast.kld import kld
-from fast.persistence import default_pool, set_default_workers
+from fast.persistence import default_pool, set_default_workers, worker_share
 from fast.saliency import saliency_loss
 from fast.topo_loss import DEFAULT_M, TopoLossJob
 from fast.pwcd import load_search_kernels
@@ -111,12 +111,27 @@ class DistillSettings:
         return bool(getattr(self, term)) and float(getattr(self, f"lambda_{term}")) > 0.0
 
 
-def start_persistence(workers: int | None = None) -> None:
-    """Size the persistence pool of this process (``--topo-workers``; None = its share of the
-    cores, ``fast.persistence.worker_share``) and start its workers now, so that they start (and
-    on a new machine compile their kernels) while the models are built and loaded (decision 41)."""
+def start_persistence(workers: int | None = None, clouds: int | None = None) -> None:
+    """Size the persistence pool of this process and start its workers now, so that they start (and
+    on a new machine compile their kernels) while the models are built and loaded (decision 41).
+
+    ``workers`` is ``--topo-workers``; None = one worker per cloud of a step (``clouds``,
+    :func:`step_clouds`) up to this process's share of the cores (``fast.persistence.worker_share``;
+    the share itself without ``clouds``). Each worker gets the share divided among the workers as
+    threads for its cloud (decision 89): on a 16-core GPU host with 8 clouds a step, 8 workers of
+    2 threads, where 16 workers of one thread left 8 idle; where the share is no larger than a
+    step's clouds (the 2-core CPU demo), the share, one thread each.
+    """
+    if workers is None and clouds is not None:
+        workers = min(worker_share(), max(clouds, 1))
     set_default_workers(workers)
     default_pool()
+
+
+def step_clouds(batch_size: int, world_size: int) -> int:
+    """Clouds whose diagrams one training step of a process asks for at once: the teacher's and the
+    student's features of each of its scans."""
+    return 2 * max(batch_size // world_size, 1)
 
 
 def warm_up_persistence() -> None:

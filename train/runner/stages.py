@@ -18,7 +18,7 @@ from train.config import RunConfig
 from train.data.validation import BadScanError
 from train.engine.loop import FINAL, distill_settings, load_frozen_teacher, model_spec, train_stage, unlabelled_reads
 from train.engine.profiling import StepTimer
-from train.engine.steps import start_persistence
+from train.engine.steps import start_persistence, step_clouds
 from train.evaluation.cost import count_parameters
 from train.evaluation.evaluate import evaluate, inference_latency_ms, stage_result, write_report
 from train.evaluation.validation import validator
@@ -138,7 +138,7 @@ def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
                   f"of {cfg.image_predictions} are the teacher)", flush=True)
     if any(distill_settings(cfg, stage).active("topo") for stage in stages):
         # the persistence workers start now, and on a new machine compile, during the earlier stages
-        start_persistence(cfg.topo_workers)
+        start_persistence(cfg.topo_workers, step_clouds(cfg.batch_size, info.world_size))
     teacher_ckpt = Path(cfg.teacher_checkpoint) if cfg.teacher_checkpoint else None
     timer = StepTimer(cfg.profile, info.device)
     results: dict[str, dict[str, Any]] = {}
