@@ -45,8 +45,10 @@ def test_a_tiny_study_reports_its_tables_and_a_second_run_reads_them_back(tmp_pa
 
 def test_table_3_evaluates_table_1s_largest_sets_with_every_backbone_and_table_2_the_parts() -> None:
     three = units(TINY, 3)
-    assert {u.model for u in three} == set(CROSS_MODELS) and {u.method for u in three} == {"dm", "gm", "dd3d"}
-    assert {u.set_name for u in three} <= {u.name for u in units(TINY, 1)}
+    assert {u.model for u in three} == set(CROSS_MODELS) and {u.method for u in three} == {"dm", "gm", "dd3d", "full"}
+    assert {u.set_name for u in three if u.method != "full"} <= {u.name for u in units(TINY, 1)}
+    assert {u.name for u in three if u.model == "pointnet"} <= {u.name for u in units(TINY, 1)}  # Table 1's units
+    assert sorted(u.model for u in three if u.method == "full") == sorted(CROSS_MODELS)
     two = units(TINY, 2)
     assert {u.task for u in two} == {"parts"} and [u.method for u in two] == ["full", "random", "gm", "dd3d"]
     paper = units(study.PRESETS["paper"], 1)

@@ -10,7 +10,9 @@ the paper's budget (``paper``, a GPU's) and the one that fits a 2-core CPU in ab
    DD3D at every CPC, aligned and rotated (each in its default frame, decision 86), the full set;
 2. part segmentation at CPC 1 (Table 2): Random, GM, DD3D;
 3. cross-architecture (Table 3): Table 1's DM, GM and DD3D sets at the largest CPC, aligned,
-   evaluated with every backbone of :data:`CROSS_MODELS`;
+   evaluated with every backbone of :data:`CROSS_MODELS` (the PointNet they were distilled with
+   first: Table 1's units), and every backbone trained on the full set with the same recipe, which
+   tells a set's loss from the recipe's fit to that backbone;
 4. cross-resolution (Table 4): DD3D distilled at each of :attr:`Plan.low_points`, drawn and
    evaluated at :attr:`Plan.points`;
 5. the rotator (Table 5): DD3D on the rotated set without PCA (``rotated_raw``), with PCA, with
@@ -52,7 +54,7 @@ from train.runtime.files import atomic_write
 TABLES = (1, 2, 3, 4, 5, 6)
 TITLES = {"random": "Random", "herding": "Herding", "kcenter": "K-Center", "gm": "GM", "dm": "DM", "tm": "TM",
           "dd3d": "DD3D", "full": "full set"}
-CROSS_MODELS = ("pointnet2", "dgcnn", "pct", "pointmlp", "pointnext", "ptv3_student")
+CROSS_MODELS = ("pointnet", "pointnet2", "dgcnn", "pct", "pointmlp", "pointnext", "ptv3_student")
 TM_LARGEST_CPC = 10  # the paper's Table 1 has no TM at CPC 50
 
 
@@ -147,8 +149,9 @@ def units(plan: Plan, table: int) -> list[Unit]:
             Unit(2, m, "aligned", cpc1, s, plan.part_points, plan.part_points, task="parts")
             for m in ("random", "gm", "dd3d") for s in seeds]
     if table == 3:
-        return [Unit(3, m, "aligned", top, s, p, p, model=model) for model in CROSS_MODELS
-                for m in ("dm", "gm", "dd3d") for s in seeds]
+        return [unit for model in CROSS_MODELS for unit in (
+            Unit(3, "full", "aligned", 0, 0, p, p, model=model),
+            *(Unit(3, m, "aligned", top, s, p, p, model=model) for m in ("dm", "gm", "dd3d") for s in seeds))]
     if table == 4:
         return [Unit(4, "dd3d", "aligned", cpc1, s, low, p) for low in (*plan.low_points, p) for s in seeds]
     if table == 5:
@@ -279,7 +282,7 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
     if rows:
         lines += ["", f"### Table 3: cross-architecture, aligned, CPC {plan.cpcs[-1]}", "",
                   f"| method | {' | '.join(CROSS_MODELS)} |", "|---|" + "---|" * len(CROSS_MODELS)]
-        for method in ("dm", "gm", "dd3d"):
+        for method in ("dm", "gm", "dd3d", "full"):
             cells = [_cell(_grouped(rows, method=method, model=model), "classification") for model in CROSS_MODELS]
             lines.append(f"| {TITLES[method]} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
