@@ -9,11 +9,14 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from benchmarks.gpu_campaign.record import NUM_CLASSES, Recorder, has_module, median_ms, scans, sync, timed
+
+if TYPE_CHECKING:
+    from fast.persistence import PersistencePool
 
 # shared by topo_step and distill
 
@@ -112,6 +115,16 @@ def topo_step(size: dict[str, Any], device: torch.device, rec: Recorder, deadlin
              "worker processes while the GPU runs the student (train.engine.steps ordering), AMP on CUDA.")
 
 
+def _training_pool(scans: int) -> PersistencePool:
+    """The persistence pool a training process of ``scans`` scans a step starts (``train.engine.steps``'s
+    default: one worker per cloud of a step, the cores shared among them as threads, decision 89)."""
+    from fast.persistence import default_pool
+    from train.engine.steps import start_persistence, step_clouds
+
+    start_persistence(None, step_clouds(scans, 1))
+    return default_pool()
+
+
 def topo_split(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: float) -> None:
     """Where L_topo's time goes in a full-objective step (``benchmarks.cpu.topo_split``): the full
     objective (L_seg + L_kld + L_grad + L_topo, TPS where ``--topo-tps auto`` puts it) against the
@@ -120,9 +133,9 @@ def topo_split(size: dict[str, Any], device: torch.device, rec: Recorder, deadli
     persistence workers' times beside them."""
     from benchmarks.cpu.step_ops import build_rig
     from benchmarks.cpu.topo_split import measure_split, split_rows
-    from fast.persistence import default_pool
     from train.engine.steps import DistillSettings, warm_up_persistence
 
+    pool = _training_pool(size["clouds"])
     warm_up_persistence()
     # the batch plan built ahead, as the loader's workers hand it over in training (decision 47)
     rig = build_rig(size, device, amp=device.type == "cuda", planned=True)
@@ -132,7 +145,7 @@ def topo_split(size: dict[str, Any], device: torch.device, rec: Recorder, deadli
     split = measure_split(trainer, batch, full, kd, size["rounds"], deadline)
     rec.put("topo_split", split)
     critical, beside = split_rows(split)
-    label = f"{size['clouds']} x {size['points']}, M = {size['m']}, {default_pool().workers} workers"
+    label = f"{size['clouds']} x {size['points']}, M = {size['m']}, {pool.workers} workers of {pool.threads} threads"
     rec.table(f"L_topo per step, split on the training thread ({label}; median ms of {split['rounds']} rounds)",
               ["part", "ms"], critical)
     rec.table("Beside the critical path (median ms)", ["part", "ms"], beside)
@@ -206,6 +219,7 @@ def step_kernels(size: dict[str, Any], device: torch.device, rec: Recorder, dead
     from benchmarks.cpu.step_ops import build_rig, measurements
     from train.engine.steps import warm_up_persistence
 
+    _training_pool(max(size[label]["clouds"] for label, _ in STEP_CASES))
     warm_up_persistence()  # the full objective's persistence workers and the calling process's kernels
     rows: list[list[Any]] = []
     rig, rig_label = None, ""
