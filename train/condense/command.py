@@ -141,8 +141,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                                     "<out>/STUDY.md.")
     study.add_argument("--out", required=True, help="folder of the units, study.json and STUDY.md")
     study.add_argument("--preset", choices=tuple(PRESETS), default="paper", help="the budget: paper (1,024 points, "
-                       "CPC 1/10/50, 400 iterations: a GPU's) or cpu (64 points, CPC 1, 40 iterations: about an "
-                       "hour of a 2-core CPU a table); default paper")
+                       "CPC 1/10/50, 400 iterations: tens of GPU-hours) or cpu (64 points, CPC 1, 40 iterations: "
+                       "about an hour of one core for each of Tables 1, 4, 5 and 6, two for Table 3, five for "
+                       "Table 2); default paper")
     study.add_argument("--tables", type=int, nargs="+", default=list(TABLES), help="which tables (default all)")
     study.add_argument("--dataset", help="object data set (default the preset's, shapes)")
     study.add_argument("--data-root", help="the download's folder")
