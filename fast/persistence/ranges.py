@@ -2,10 +2,10 @@
 
 The row-parallel parts of one cloud's persistence (the "Ripser" step of paper Algorithm 1, line
 12: the distances, the enclosing radius, the prefix certificate, the kept edges and the lune test;
-decision 89) are compiled kernels that take a range ``[lo, hi)`` of rows, tile rows or edges and write only that range's part of their outputs. They run without
-the GIL (``fast.jit``), so Python threads run disjoint ranges of one cloud at once, and each
-output entry is computed by the same arithmetic as on one thread: the results are equal bit for
-bit whatever the number of threads.
+decision 89) are compiled kernels that take a range ``[lo, hi)`` of rows, tile rows or edges and
+write only that range's part of their outputs. They run without the GIL (``fast.jit``), so Python
+threads run disjoint ranges of one cloud at once, and each output entry is computed by the same
+arithmetic as on one thread: the results are equal bit for bit whatever the number of threads.
 
 Why Python threads and not numba's ``prange``: ``prange`` needs numba's threading layer, which
 starts its own pool of ``NUMBA_NUM_THREADS`` threads in every worker process (16 processes x 16

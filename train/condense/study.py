@@ -3,8 +3,8 @@ its evaluation, run by ``python -m train.condense study`` (``docs/condense.md``,
 
 A :class:`Plan` fixes the data set, the resolutions, the CPCs, the iterations, how many times a
 method is distilled (seeds 0, 1, ...) and how many runs evaluate each set; :data:`PRESETS` holds
-the paper's budget (``paper``, tens of GPU-hours) and one that fits a 2-core CPU (``cpu``: about an
-hour of one core for each of Tables 1, 4, 5 and 6, two for Table 3, five for Table 2). :func:`units` lists a table's :class:`Unit` s:
+the paper's budget (``paper``, tens of GPU-hours) and one that fits a 2-core CPU (``cpu``; the hours
+of each, decision 87). :func:`units` lists a table's :class:`Unit` s:
 
 1. classification (Table 1): Random, Herding, K-Center, GM, DM, TM (CPC <= 10, as the paper's),
    DD3D at every CPC, aligned and rotated (each in its default frame, decision 86), the full set;
