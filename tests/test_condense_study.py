@@ -1,6 +1,7 @@
 """The DD3D study (train.condense.study, decision 87) on a tiny plan: every table's units run and
 are reported, a unit of the same set is shared between tables, a finished study is read back
-without condensing or training again, and the command refuses an unknown table in one line."""
+without condensing or training again, a table run alone reports the folder's other finished
+units too, and the command refuses an unknown table in one line."""
 from __future__ import annotations
 
 import json
@@ -41,6 +42,21 @@ def test_a_tiny_study_reports_its_tables_and_a_second_run_reads_them_back(tmp_pa
     monkeypatch.setattr(study, "condense_set", refuse)
     monkeypatch.setattr(study, "evaluate_runs", refuse)
     assert run_study(TINY, (1, 4, 5, 6), tmp_path, CPU) == text
+    assert run_study(TINY, (4,), tmp_path, CPU) == text  # one table run: the folder's other finished tables kept
+    assert json.loads((tmp_path / "study.json").read_text()) == record
+
+
+def test_a_table_run_alone_reports_the_finished_units_of_the_others_and_only_those(tmp_path: Path) -> None:
+    run_study(TINY, (4,), tmp_path, CPU)
+    done = {u.name for u in units(TINY, 4)}
+    text = run_study(TINY, (2,), tmp_path, CPU)
+    assert "Table 2: part segmentation" in text and "Table 4: DD3D distilled at fewer points" in text
+    assert "Table 1: classification" in text  # Table 4's full-resolution DD3D units are Table 1's
+    assert "Table 5" not in text
+    record = json.loads((tmp_path / "study.json").read_text())
+    assert set(record["results"]) == {"1", "2", "3", "4", "6"}  # Tables 3 and 6 also hold Table 1's DD3D units
+    for table in ("1", "3", "6"):
+        assert {study.Unit(**r["unit"]).name for r in record["results"][table]} <= done
 
 
 def test_table_3_evaluates_table_1s_largest_sets_with_every_backbone_and_table_2_the_parts() -> None:

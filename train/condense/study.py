@@ -25,7 +25,8 @@ A unit writes ``<out>/units/<name>/`` (the set, the generator, the feature netwo
 (its memory is measured in a fresh process each by ``benchmarks/cpu/distill_cost.py``). Units of
 different tables that name the same set share it (Table 6's DD3D is Table 1's). A finished unit
 is never run again, so a stopped study goes on where it stopped. :func:`report` makes the tables
-(mean and 95% interval over every run of every distillation, the full set beside) from the results.
+(mean and 95% interval over every run of every distillation, the full set beside) from the results
+of the tables run and of every unit finished in the folder before.
 """
 from __future__ import annotations
 
@@ -184,12 +185,17 @@ def _evaluated_set(unit: Unit, folder: Path) -> CondensedSet:
     return redrawn(folder, unit.eval_points, unit.seed)
 
 
+def _read_result(unit: Unit, path: Path) -> dict[str, Any]:
+    """A finished unit's result, as this table names the unit."""
+    return {**json.loads(path.read_text()), "unit": asdict(unit)}
+
+
 def run_unit(plan: Plan, unit: Unit, out: Path, info: DistInfo) -> dict[str, Any]:
     """The unit's result (module docstring), read when it is there, else made and written."""
     folder = out / "units" / unit.name
     result_path = folder / "result.json"
     if result_path.exists():  # finished, perhaps as another table's unit of the same name
-        return {**json.loads(result_path.read_text()), "unit": asdict(unit)}
+        return _read_result(unit, result_path)
     test_data = _data(plan, unit, unit.eval_points)
     cost: dict[str, float] = {}
     if unit.method == "full":
@@ -288,10 +294,19 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def finished_units(plan: Plan, table: int, out: Path) -> list[dict[str, Any]]:
+    """The results of ``table``'s units that ``out`` holds finished (none is run)."""
+    return [_read_result(unit, path) for unit in units(plan, table)
+            if (path := out / "units" / unit.name / "result.json").exists()]
+
+
 def run_study(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo) -> str:
-    """Every unit of ``tables`` (finished ones read back), then the report, also written to
-    ``<out>/STUDY.md`` with every result in ``<out>/study.json``."""
-    results = {table: [run_unit(plan, unit, out, info) for unit in units(plan, table)] for table in tables}
+    """Every unit of ``tables`` (finished ones read back), then the report of those and of every
+    other table's units finished in ``out`` (a study run a table at a time reports them all), also
+    written to ``<out>/STUDY.md`` with every result in ``<out>/study.json``."""
+    results = {table: [run_unit(plan, unit, out, info) for unit in units(plan, table)] if table in tables
+               else finished_units(plan, table, out) for table in TABLES}
+    results = {table: rows for table, rows in results.items() if rows}
     text = report(plan, results)
     if info.is_main:
         atomic_write(json.dumps({"plan": asdict(plan), "results": results}, indent=1).encode(), out / "study.json")
