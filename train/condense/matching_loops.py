@@ -89,23 +89,40 @@ def fresh_network(num_classes: int, device: torch.device, num_parts: int | None 
     return build_object_model("pointnet", num_classes, task, num_parts).to(device).train()
 
 
-def task_loss(net: torch.nn.Module, points: torch.Tensor, parts: torch.Tensor | None, labels: torch.Tensor
-              ) -> torch.Tensor:
-    """The mean cross-entropy of the classes, or of the parts (ids :data:`IGNORED` skipped)."""
+def _logits(net: torch.nn.Module, points: torch.Tensor, labels: torch.Tensor, segment: bool) -> torch.Tensor:
+    """The class logits (B, K), or with ``segment`` the part logits (B, N, P) given the clouds' classes."""
+    return net(points, F.one_hot(labels, net.num_categories)) if segment else net(points)
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, parts: torch.Tensor | None) -> torch.Tensor:
     if parts is None:
-        return F.cross_entropy(net(points), labels)
-    logits = net(points, F.one_hot(labels, net.num_categories))
+        return F.cross_entropy(logits, labels)
     return F.cross_entropy(logits.flatten(0, 1), parts.flatten(), ignore_index=IGNORED)
 
 
-def _gradients(net: torch.nn.Module, batch: Batch, k: int, part: int | None, create_graph: bool
-               ) -> list[torch.Tensor]:
-    points, parts = batch
-    if part is not None:
-        parts = parts.masked_fill(parts != part, IGNORED)
+def task_loss(net: torch.nn.Module, points: torch.Tensor, parts: torch.Tensor | None, labels: torch.Tensor
+              ) -> torch.Tensor:
+    """The mean cross-entropy of the classes, or of the parts (ids :data:`IGNORED` skipped)."""
+    return _cross_entropy(_logits(net, points, labels, parts is not None), labels, parts)
+
+
+def _gradients(net: torch.nn.Module, batch: Batch, k: int, parts: list[int | None], create_graph: bool
+               ) -> list[list[torch.Tensor]]:
+    """Per entry of ``parts``, the weights' gradients of class k's loss on the batch: on every point
+    (None) or on that part's points alone. One forward pass serves every part: each part's loss
+    reads the same logits (the network sees the whole clouds either way), so only the backward
+    passes are per part."""
+    points, point_parts = batch
     labels = torch.full((len(points),), k, dtype=torch.long, device=points.device)
-    loss = task_loss(net, points, parts, labels)
-    return list(torch.autograd.grad(loss, list(net.parameters()), create_graph=create_graph))
+    logits = _logits(net, points, labels, point_parts is not None)
+    params = list(net.parameters())
+    out = []
+    for i, part in enumerate(parts):
+        masked = point_parts if part is None else point_parts.masked_fill(point_parts != part, IGNORED)
+        loss = _cross_entropy(logits, labels, masked)
+        out.append(list(torch.autograd.grad(loss, params, create_graph=create_graph,
+                                            retain_graph=create_graph or i < len(parts) - 1)))
+    return out
 
 
 def own_classes(classes: list[int], info: DistInfo) -> set[int]:
@@ -139,11 +156,10 @@ def class_distances(net: torch.nn.Module, classes: list[int], real: ClassClouds,
         parts: list[int | None] = [None]
         if local:
             parts = sorted(set(real_batch[1].unique().tolist()) & set(synthetic_batch[1].unique().tolist()))
+        targets = _gradients(net, real_batch, k, parts, create_graph=False)
         distance = torch.zeros((), device=next(net.parameters()).device)
-        for part in parts:
-            target = [g.detach() for g in _gradients(net, real_batch, k, part, create_graph=False)]
-            distance = distance + gradient_match_distance(_gradients(net, synthetic_batch, k, part, create_graph=True),
-                                                          target)
+        for grads, target in zip(_gradients(net, synthetic_batch, k, parts, create_graph=True), targets):
+            distance = distance + gradient_match_distance(grads, [g.detach() for g in target])
         yield distance
 
 
