@@ -1,20 +1,25 @@
 """The DD3D study (train.condense.study, decision 87) on a tiny plan: every table's units run and
 are reported, a unit of the same set is shared between tables, a finished study is read back
 without condensing or training again, a table run alone reports the folder's other finished
-units too, and the command refuses an unknown table in one line."""
+units too, two processes read a set only once the main one has written it, and the command
+refuses an unknown table in one line."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 import train.condense.study as study
 from train.condense.command import main
 from train.condense.study import CROSS_MODELS, Plan, run_study, units
 from train.condense.training import TrainSpec
-from train.runtime.distributed import DistInfo
+from train.runtime.distributed import DistInfo, cleanup
+from train.runtime.leaving import leave
+from tests.test_condense_ddp import _free_port, joined_rank
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 TINY = Plan(points=32, low_points=(16,), part_points=32, cpcs=(1,), iterations=1, distills=1, runs=2,
@@ -75,3 +80,22 @@ def test_table_3_evaluates_table_1s_largest_sets_with_every_backbone_and_table_2
 def test_the_study_command_refuses_an_unknown_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["study", "--out", str(tmp_path), "--tables", "1", "9", "--device", "cpu"]) == 2
     assert capsys.readouterr().err.strip() == "python -m train.condense: error: --tables [9] are not among [1, 2, 3, 4, 5, 6]"
+
+
+def _slow_writer_rank(rank: int, port: int, out: str) -> None:
+    info = joined_rank(rank, 2, port)
+    try:
+        if rank == 0:  # the main rank writes the set late: the other must wait for it, not fail to read it
+            write = study.write_condensed
+            study.write_condensed = lambda *args: (time.sleep(3.0), write(*args))[1]
+        unit = units(TINY, 6)[0]  # GM from noise: a distilled set, every rank condenses, the main rank writes
+        result = study.run_unit(TINY, unit, Path(out), info)
+        assert len(result["runs"]) == TINY.runs
+    finally:
+        cleanup()
+    leave(0)
+
+
+def test_two_processes_read_a_set_only_after_the_main_one_wrote_it(tmp_path: Path) -> None:
+    mp.spawn(_slow_writer_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert (tmp_path / "units" / units(TINY, 6)[0].name / "result.json").exists()

@@ -49,7 +49,7 @@ from train.condense.protocol import evaluate_runs, format_summary
 from train.condense.resample import resampled
 from train.condense.rotator import Rotator, rotator_kind, rotator_of
 from train.condense.training import TrainSpec
-from train.runtime.distributed import DistInfo
+from train.runtime.distributed import DistInfo, barrier
 from train.runtime.files import atomic_write
 
 TABLES = (1, 2, 3, 4, 5, 6)
@@ -175,6 +175,7 @@ def _condense(plan: Plan, unit: Unit, folder: Path, info: DistInfo) -> dict[str,
     seconds = time.perf_counter() - start
     if info.is_main:
         write_condensed(cset, folder)
+    barrier()  # every rank reads the set next: none before the main rank has written it
     return {"condense_seconds": seconds}
 
 
