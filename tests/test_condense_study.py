@@ -87,7 +87,11 @@ def _slow_writer_rank(rank: int, port: int, out: str) -> None:
     try:
         if rank == 0:  # the main rank writes the set late: the other must wait for it, not fail to read it
             write = study.write_condensed
-            study.write_condensed = lambda *args: (time.sleep(3.0), write(*args))[1]
+
+            def late_write(*args: object) -> None:
+                time.sleep(3.0)
+                write(*args)
+            study.write_condensed = late_write
         unit = units(TINY, 6)[0]  # GM from noise: a distilled set, every rank condenses, the main rank writes
         result = study.run_unit(TINY, unit, Path(out), info)
         assert len(result["runs"]) == TINY.runs

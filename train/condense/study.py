@@ -186,6 +186,11 @@ def _evaluated_set(unit: Unit, folder: Path) -> CondensedSet:
     return redrawn(folder, unit.eval_points, unit.seed)
 
 
+def _result_path(out: Path, unit: Unit) -> Path:
+    """Where a unit's result is written last, when it is finished."""
+    return out / "units" / unit.name / "result.json"
+
+
 def _read_result(unit: Unit, path: Path) -> dict[str, Any]:
     """A finished unit's result, as this table names the unit."""
     return {**json.loads(path.read_text()), "unit": asdict(unit)}
@@ -193,8 +198,7 @@ def _read_result(unit: Unit, path: Path) -> dict[str, Any]:
 
 def run_unit(plan: Plan, unit: Unit, out: Path, info: DistInfo) -> dict[str, Any]:
     """The unit's result (module docstring), read when it is there, else made and written."""
-    folder = out / "units" / unit.name
-    result_path = folder / "result.json"
+    result_path = _result_path(out, unit)
     if result_path.exists():  # finished, perhaps as another table's unit of the same name
         return _read_result(unit, result_path)
     test_data = _data(plan, unit, unit.eval_points)
@@ -298,7 +302,7 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
 def finished_units(plan: Plan, table: int, out: Path) -> list[dict[str, Any]]:
     """The results of ``table``'s units that ``out`` holds finished (none is run)."""
     return [_read_result(unit, path) for unit in units(plan, table)
-            if (path := out / "units" / unit.name / "result.json").exists()]
+            if (path := _result_path(out, unit)).exists()]
 
 
 def run_study(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo) -> str:
