@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+import train.condense.command as command
 import train.condense.study as study
 from train.condense.command import main
 from train.condense.study import CROSS_MODELS, Plan, run_study, units
@@ -80,6 +81,23 @@ def test_table_3_evaluates_table_1s_largest_sets_with_every_backbone_and_table_2
 def test_the_study_command_refuses_an_unknown_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["study", "--out", str(tmp_path), "--tables", "1", "9", "--device", "cpu"]) == 2
     assert capsys.readouterr().err.strip() == "python -m train.condense: error: --tables [9] are not among [1, 2, 3, 4, 5, 6]"
+
+
+def test_the_study_command_takes_table_1s_cpcs_and_refuses_one_below_1(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    plans: list[Plan] = []
+
+    def planned(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo) -> str:
+        plans.append(plan)
+        return ""
+    monkeypatch.setattr(command, "run_study", planned)
+    assert main(["study", "--out", str(tmp_path), "--preset", "cpu", "--cpcs", "10", "1", "10", "--device", "cpu"]) == 0
+    assert plans[0] == study.replace(study.PRESETS["cpu"], cpcs=(1, 10))
+    assert "preset cpu, CPC 1 10" in capsys.readouterr().out
+    assert {u.cpc for u in units(plans[0], 3) if u.method != "full"} == {10}  # Table 3 takes the largest
+    assert main(["study", "--out", str(tmp_path), "--cpcs", "0", "1", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == "python -m train.condense: error: --cpcs must be 1 or more, got [0, 1]"
+    assert len(plans) == 1
 
 
 def _slow_writer_rank(rank: int, port: int, out: str) -> None:

@@ -10,7 +10,7 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
     python -m train.condense table --out O          # the embedded shapes set, CPC 1/10/50, both settings
     python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
     python -m train.condense show --from A.npz B.npz ... [--names ...] [--classes ...] --out F.png  # Figure 6
-    python -m train.condense study --out O [--preset paper|cpu] [--tables 1 2 3 4 5 6]  # the paper's tables
+    python -m train.condense study --out O [--preset paper|cpu] [--tables 1 2 3 4 5 6] [--cpcs 1 10]  # the tables
 
 Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
 share each training step, :mod:`train.condense.training`), on ``--device`` (auto: CUDA when there
@@ -145,6 +145,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                        "about an hour of one core for each of Tables 1, 4, 5 and 6, two for Table 3, five for "
                        "Table 2); default paper")
     study.add_argument("--tables", type=int, nargs="+", default=list(TABLES), help="which tables (default all)")
+    study.add_argument("--cpcs", type=int, nargs="+", help="Table 1's clouds per class (default the preset's: paper "
+                       "1 10 50, cpu 1); Tables 2 and 4-6 take the smallest, Table 3 the largest")
     study.add_argument("--dataset", help="object data set (default the preset's, shapes)")
     study.add_argument("--data-root", help="the download's folder")
     study.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -263,12 +265,16 @@ def _study(args: argparse.Namespace, info: DistInfo) -> None:
     plan = PRESETS[args.preset]
     if args.dataset is not None:
         plan = replace(plan, dataset=args.dataset, root=args.data_root)
+    if args.cpcs is not None:
+        if min(args.cpcs) < 1:
+            raise ValueError(f"--cpcs must be 1 or more, got {args.cpcs}")
+        plan = replace(plan, cpcs=tuple(sorted(set(args.cpcs))))
     bad = sorted(set(args.tables) - set(TABLES))
     if bad:
         raise ValueError(f"--tables {bad} are not among {list(TABLES)}")
     text = run_study(plan, tuple(sorted(set(args.tables))), Path(args.out), info)
     if info.is_main:
-        print(f"# {PROG} study, preset {args.preset}\n\n{text}")
+        print(f"# {PROG} study, preset {args.preset}, CPC {' '.join(map(str, plan.cpcs))}\n\n{text}")
 
 
 def _sample(args: argparse.Namespace) -> int:
