@@ -153,6 +153,14 @@ def test_ptv3_student_classifier_is_the_student_without_its_head_plus_the_pooled
     assert count(build_model("student", num_classes=16)) == 2_777_344  # the paper's 2.78M (spec A9)
 
 
+def test_ptv3_student_classifier_keeps_running_statistics_at_the_other_backbones_momentum() -> None:
+    """Every batch norm of the PTv3 classifier at momentum 0.1, not PTv3's 0.01 (decision 67: after
+    the protocol's 100-300 steps, 0.01's running statistics left its eval() at 19% against 92%)."""
+    norms = [m for m in build_object_model("ptv3_student", 13).modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(norms) == 15 and {m.momentum for m in norms} == {0.1}
+    assert {m.momentum for m in build_model("student", 13).modules() if isinstance(m, torch.nn.BatchNorm1d)} == {0.01}
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(name="pointnet3", num_classes=4), "no classification backbone named 'pointnet3'"),
     (dict(name="dgcnn", num_classes=4, task="parts", num_parts=5), "no parts backbone named 'dgcnn'"),
