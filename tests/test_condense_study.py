@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,7 @@ def test_the_study_command_takes_table_1s_cpcs_and_refuses_one_below_1(tmp_path:
         return ""
     monkeypatch.setattr(command, "run_study", planned)
     assert main(["study", "--out", str(tmp_path), "--preset", "cpu", "--cpcs", "10", "1", "10", "--device", "cpu"]) == 0
-    assert plans[0] == study.replace(study.PRESETS["cpu"], cpcs=(1, 10))
+    assert plans[0] == replace(study.PRESETS["cpu"], cpcs=(1, 10))
     assert "preset cpu, CPC 1 10" in capsys.readouterr().out
     assert {u.cpc for u in units(plans[0], 3) if u.method != "full"} == {10}  # Table 3 takes the largest
     assert main(["study", "--out", str(tmp_path), "--cpcs", "0", "1", "--device", "cpu"]) == 2
