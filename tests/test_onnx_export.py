@@ -189,6 +189,25 @@ def test_swapped_plan_arrays_change_the_logits_so_the_comparisons_catch_a_wrong_
     assert np.abs(wrong - logits).max() > 10 * PROB_TOLERANCE
 
 
+def test_the_metadata_names_the_curves_the_blocks_read_and_the_other_rows_change_nothing(exported: dict[str, Any]
+                                                                                          ) -> None:
+    """TINY_MODEL has one block per stage: it reads the z rows only (``plan.curves_read``); the
+    other curves' rows of every level, filled with the z row, give the same logits bit for bit."""
+    predictor = load_onnx_predictor(exported["onnx"], ["CPUExecutionProvider"])
+    meta = json.loads({p.key: p.value for p in onnx.load(exported["onnx"]).metadata_props}[METADATA_KEY])
+    assert meta["plan"]["curves_read"] == [["z"], ["z"], ["z"]]
+    scan = surface_scan(4_000, 7)
+    grid = np.unique(np.floor((scan[:, :3] - scan[:, :3].min(0)) / 0.3).astype(np.int64), axis=0)
+    feat = np.random.default_rng(0).standard_normal((len(grid), 4)).astype(np.float32)
+    feed = plan_feed(BatchPlan(grid, np.array([len(grid)]), predictor.orders, predictor.items), feat,
+                     predictor.inputs)
+    (logits,) = predictor.session.run(["logits"], feed)
+    rows = {name: value for name, value in feed.items() if name.startswith("patches_l")}
+    assert len(rows) == 6 and all(not np.array_equal(value[0], value[1]) for value in rows.values())
+    only_z = {name: np.ascontiguousarray(np.broadcast_to(value[:1], value.shape)) for name, value in rows.items()}
+    np.testing.assert_array_equal(predictor.session.run(["logits"], {**feed, **only_z})[0], logits)
+
+
 def test_the_convolutions_sum_the_same_at_four_threads_in_every_run(exported: dict[str, Any]) -> None:
     """Each kernel offset is added by its own ScatterND (decision 55): onnxruntime's CPU ScatterND
     adds duplicate indices from several threads without atomics, which one ScatterND over all pairs

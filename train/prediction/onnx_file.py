@@ -7,8 +7,8 @@ checkpoint: the data set, class names, voxel size, the box the points are clampe
 grid sampling (``evaluation_box``: Waymo's and the synthetic set's, null for the others), input
 channels, the feature column and its scale, the data set's label map (raw id -> class, -1
 ignored), a scan folder's description, the
-preset and architecture, the plan's settings (curves, patch size, kernel sizes, the plan items) and
-every graph input (``train.models.graph_inputs``), the precision and the opset. ``docs/deploy.md``
+preset and architecture, the plan's settings (curves, patch size, kernel sizes, the plan items, and
+per level the curves whose patch rows the blocks read, :func:`curves_read`) and every graph input (``train.models.graph_inputs``), the precision and the opset. ``docs/deploy.md``
 lists the fields. A file written before ``evaluation_box`` was recorded (the same format 1) is
 read with its data set's box, as it was labelled then; a file whose box is not the one this
 version's pipeline of its data set applies is refused in one line.
@@ -54,11 +54,22 @@ def describe(*, dataset: str, classes: tuple[str, ...], grid_size: float, in_cha
         "in_channels": in_channels, "feature": feature, "label_map": {str(k): v for k, v in label_map.items()},
         "folder": None if folder is None else folder.plain(), "preset": preset, "config": config,
         "plan": {"orders": list(config["orders"]), "patch_size": config["patch_size"], "kernel_sizes": kernels,
-                 "items": items},
+                 "items": items, "curves_read": curves_read(config)},
         "inputs": [spec.plain() for spec in inputs], "outputs": [{"name": "logits", "dtype": "float32",
                                                                   "shape": ["points_l0", len(classes)]}],
         "precision": precision, "opset": opset, "source": source,
     }, indent=1)
+
+
+def curves_read(config: dict[str, Any]) -> list[list[str]]:
+    """Per level, the curves whose rows of ``patches_l{l}_gather`` / ``_scatter`` the exported graph
+    reads, in ``orders``' order: block i of a stage (encoder or decoder) at level l reads row
+    ``i % len(orders)`` (spec A2, no shuffle at inference); [] at a level without blocks. The other
+    rows are inputs all the same (the plan builds every curve; pooling numbers clusters along the
+    first curve either way)."""
+    orders, decoder = list(config["orders"]), list(config["dec_depths"])
+    blocks = [max(depth, decoder[s] if s < len(decoder) else 0) for s, depth in enumerate(config["enc_depths"])]
+    return [orders[:min(count, len(orders))] for count in blocks]
 
 
 def _plain_box(box: tuple[tuple[float, ...], tuple[float, ...]] | None) -> dict[str, list[float]] | None:
