@@ -195,18 +195,24 @@ def views(xyz: np.ndarray, tta: bool) -> list[np.ndarray]:
     return out + [np.stack([-x, y, xyz[:, 2]], 1).astype(np.float32)]
 
 
-def port_labels(model: Path, points: np.ndarray, tta: bool, check: dict[str, int]) -> np.ndarray:
-    """Every point's label; ``check`` counts the inputs compared with the package's, array by array."""
+def port_labels(model: Path, points: np.ndarray, tta: bool = False, check: dict[str, int] | None = None
+                ) -> np.ndarray:
+    """The label of every point of ``points`` (n, 4: x, y, z and the feature column as stored);
+    ``check``: compare every view's inputs with the package's, array by array, and count them."""
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     meta = json.loads(session.get_modelmeta().custom_metadata_map["topodistill"])
-    xyz = points[:, :3].astype(np.float32)  # step 1 (no box for this data set: step 2 does nothing)
+    xyz = points[:, :3].astype(np.float32)  # step 1
     strength = points[:, 3:4].astype(np.float32) / np.float32(meta["feature"]["scale"])
+    box = meta["evaluation_box"]  # step 2
+    if box is not None:
+        xyz = np.clip(xyz, np.float32(box["low"]), np.float32(box["high"]))
     summed = None
     for k, seen in enumerate(views(xyz, tta)):
         moved, grid, first, inverse = before_graph(meta, seen)
         feat = np.concatenate([moved[first], strength[first]], 1)
         feed = port_feed(meta, grid, feat)
-        check["arrays"] += same_as_package(meta, points, k if tta else None, grid, feat, inverse, feed)
+        if check is not None:
+            check["arrays"] += same_as_package(meta, points, k if tta else None, grid, feat, inverse, feed)
         (logits,) = session.run(["logits"], feed)
         shifted = np.exp(logits - logits.max(1, keepdims=True))
         probs = (shifted / shifted.sum(1, keepdims=True))[inverse]

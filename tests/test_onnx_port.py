@@ -1,13 +1,13 @@
 """A port of an exported model written from ``docs/deploy.md`` and the file's metadata alone (its
-"Before the graph" steps, the plan and the graph's inputs), with NumPy and onnxruntime and nothing
-of this package's prediction code, labels scans as ``train.predict`` labels them: at every point,
-for a data set whose points are clamped into the evaluation box (the synthetic set, Waymo's) and
-for ones that are not (SemanticKITTI, nuScenes with its intensity scale), with points outside the
-box and a minimum corner off the voxel grid."""
+"Before the graph" steps, the plan and the graph's inputs: ``tests/test_deploy_port.py``'s NumPy
+port), with NumPy and onnxruntime and nothing of this package's prediction or plan code, labels
+scans as ``train.predict`` labels them: at every point, for a data set whose points are clamped
+into the evaluation box (the synthetic set, Waymo's) and for ones that are not (SemanticKITTI,
+nuScenes with its intensity scale), with points outside the box and a minimum corner off the
+voxel grid."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -16,52 +16,15 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from test_deploy_port import port_labels  # noqa: E402
 from test_onnx_export import export, surface_scan  # noqa: E402
 from test_predict import run, write_model  # noqa: E402
 from train.data.labels import NUSCENES_CLASSES, SEMANTIC_KITTI_CLASSES, WAYMO_CLASSES  # noqa: E402
 from train.data.lidar.scan_files import write_scan  # noqa: E402
-# the plan, the port's host half that docs/deploy.md describes array by array
-from train.models.graph_inputs import graph_input, plan_feed  # noqa: E402
-from train.models.plan import BatchPlan  # noqa: E402
 
 GRID = 0.3
 CLASSES = {"synthetic": len(WAYMO_CLASSES), "semantic_kitti": len(SEMANTIC_KITTI_CLASSES),
            "nuscenes": len(NUSCENES_CLASSES)}
-
-
-def port_labels(model: Path, points: np.ndarray, tta: bool = False) -> np.ndarray:
-    """The label of every point of ``points`` (n, 4: x, y, z and the feature column as stored),
-    following docs/deploy.md step by step (``tta``: its five test-time views)."""
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    meta = json.loads(session.get_modelmeta().custom_metadata_map["topodistill"])
-    xyz = points[:, :3].astype(np.float32)  # step 1
-    strength = points[:, 3].astype(np.float32) / np.float32(meta["feature"]["scale"])
-    box = meta["evaluation_box"]  # step 2
-    if box is not None:
-        xyz = np.clip(xyz, np.float32(box["low"]), np.float32(box["high"]))
-    views = [(2 * math.pi * k / 4, 1.0) for k in range(4)] + [(0.0, -1.0)] if tta else [None]
-    summed = None
-    for view in views:
-        seen = xyz
-        if view is not None:  # the view, in float64, then float32
-            angle, mirror = view
-            c, s = math.cos(angle), math.sin(angle)
-            x, y = xyz[:, 0].astype(np.float64), xyz[:, 1].astype(np.float64)
-            seen = np.stack([mirror * (x * c - y * s), x * s + y * c, xyz[:, 2]], axis=1).astype(np.float32)
-        g = np.floor(seen.astype(np.float64) / meta["grid_size"]).astype(np.int64)  # step 3
-        grid = g - g.min(axis=0)
-        voxels, first, inverse = np.unique(grid, axis=0, return_index=True, return_inverse=True)  # step 4
-        feat = np.concatenate([seen[first], strength[first, None]], axis=1)
-        plan = BatchPlan(voxels, np.array([len(voxels)]), tuple(meta["plan"]["orders"]),
-                         tuple(tuple(item) for item in meta["plan"]["items"]))
-        inputs = [graph_input(spec) for spec in meta["inputs"]]
-        (logits,) = session.run(["logits"], plan_feed(plan, feat, inputs))
-        shifted = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)  # after the graph
-        probs = np.exp(shifted)
-        probs /= probs.sum(axis=1, keepdims=True)
-        probs = probs[inverse.reshape(-1)]
-        summed = probs if summed is None else summed + probs
-    return summed.argmax(axis=1)
 
 
 def scans() -> dict[str, np.ndarray]:
@@ -88,12 +51,12 @@ def test_a_port_written_from_the_deploy_document_labels_every_point_as_train_pre
         write_scan(tmp_path / "in" / f"{name}.npy", scan, ("x", "y", "z", "intensity"))
     assert run("--checkpoint", model, "--input", tmp_path / "in", "--out", tmp_path / "out",
                *(["--tta"] if tta else [])) == 0
-    outside = 0
+    outside, check = 0, {"arrays": 0}
     for name, scan in points.items():
         outside += int(((np.abs(scan[:, :2]) > 75.2).any(axis=1) | (scan[:, 2] > 2) | (scan[:, 2] < -4)).sum())
-        np.testing.assert_array_equal(port_labels(model, scan, tta), np.load(tmp_path / "out" / f"{name}.npy"),
-                                      err_msg=name)
-    assert outside > 1_000  # the box matters for these scans
+        np.testing.assert_array_equal(port_labels(model, scan, tta, check),
+                                      np.load(tmp_path / "out" / f"{name}.npy"), err_msg=name)
+    assert outside > 1_000 and check["arrays"] > 0  # the box matters for these scans; every input compared
 
 
 def with_metadata(source: Path, out: Path, change: dict) -> Path:
