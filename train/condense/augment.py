@@ -2,9 +2,10 @@
 jitter and small rotations (DD3D Sec. 5 trains its evaluation networks with these three; the
 paper's table of values is empty).
 
-``protocol`` (decision 72, the ``cpu`` recipe's), per cloud, in this order: a rotation by three small angles about x, y and z (each N(0, 0.06^2)
-radians clipped to +-0.18, PointNet's rotation perturbation), a scale per axis uniform in
-[2/3, 3/2] (DGCNN's), and per point a jitter N(0, 0.01^2) clipped to +-0.05 (PointNet's). Every
+``protocol`` (decision 72, the ``cpu`` recipe's), per cloud, in this order: a rotation by three
+small angles about x, y and z (each N(0, 0.06^2) radians clipped to +-0.18, PointNet's rotation
+perturbation), a scale per axis uniform in [2/3, 3/2] (DGCNN's), and per point a jitter
+N(0, 0.01^2) clipped to +-0.05 (PointNet's). Every
 draw comes from the caller's generator, so a seed gives the same batch on any device and in any
 number of processes.
 

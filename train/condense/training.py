@@ -132,10 +132,14 @@ class TrainSpec:
         """The recipe's name and every value, as result files keep them."""
         return asdict(self)
 
+    @property
+    def length(self) -> str:
+        """``"300 steps"`` or ``"201 epochs"``."""
+        return f"{self.steps} steps" if self.steps is not None else f"{self.epochs} epochs"
+
     def describe(self) -> str:
-        """One line: ``"paper recipe: 201 epochs, batch 256, adam lr 0.001 -> 0.0001, ..."``."""
-        length = f"{self.steps} steps" if self.steps is not None else f"{self.epochs} epochs"
-        return (f"{self.recipe} recipe: {self.model}, {length}, batch {self.batch_size}, {self.optimizer} lr "
+        """One line: ``"paper recipe: pointnet, 201 epochs, batch 256, adam lr 0.001 -> 0.0001, ..."``."""
+        return (f"{self.recipe} recipe: {self.model}, {self.length}, batch {self.batch_size}, {self.optimizer} lr "
                 f"{self.lr:g} -> {self.lr_end:g}, weight decay {self.weight_decay:g}, augmentation "
                 f"{self.augmentation}")
 
