@@ -7,6 +7,7 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
     python -m train.condense evaluate --from O/condensed.npz|full [--dataset D] [--rotator R] [--model pointnet]
                                       [--runs 5] [--recipe cpu|paper]  # paper: DD3D's released evaluation
     python -m train.condense evaluate --from O/condensed.npz --resample  # a dd3d set drawn afresh at every use
+    python -m train.condense evaluate --from GM0.npz GM1.npz --against R0.npz R1.npz  # distillations, paired gain
     python -m train.condense table --out O          # the embedded shapes set, CPC 1/10/50, both settings
     python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
     python -m train.condense show --from A.npz B.npz ... [--names ...] [--classes ...] --out F.png  # Figure 6
@@ -26,9 +27,9 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.run: idle OpenMP threads sleep
 
@@ -40,9 +41,9 @@ from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
 from train.condense.methods import DISTILLATIONS, METHODS, condense_set  # noqa: E402
 from train.condense.pictures import draw_clouds  # noqa: E402
-from train.condense.metrics import SCORES, summarise  # noqa: E402
-from train.condense.protocol import (BEST, LABELS, choose_recipe, evaluate_runs, format_summary,  # noqa: E402
-                                     validation_record)
+from train.condense.metrics import SCORES, paired_gain, summarise, two_level  # noqa: E402
+from train.condense.protocol import (BEST, LABELS, choose_recipe, evaluate_runs, format_gain,  # noqa: E402
+                                     format_summary, format_two_level, validation_record)
 from train.condense.recipes import RECIPES, named_recipe  # noqa: E402
 from train.condense.resample import resampled  # noqa: E402
 from train.condense.rotator import ROTATORS, Rotator, rotator_kind, rotator_of  # noqa: E402
@@ -120,7 +121,11 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     _run_options(condense, RECIPE)
     evaluate = argparse.ArgumentParser(prog=f"{PROG} evaluate", description="Train a backbone from scratch on a "
                                        "condensed set (or the full train split) --runs times; test scores, last step.")
-    evaluate.add_argument("--from", dest="source", required=True, help="a condensed.npz, or 'full'")
+    evaluate.add_argument("--from", dest="source", nargs="+", required=True, help="a condensed.npz, or 'full'; "
+                          "several files of one method (one a distillation seed): each evaluated, then their mean "
+                          "with the 95%% t interval over the distillations' means")
+    evaluate.add_argument("--against", nargs="+", help="with --from's files: the reference's files (Random's draws "
+                          "of the same seeds), evaluated too; the gain is paired by seed")
     _data_options(evaluate, False)
     evaluate.add_argument("--rotator", help="--from full only (a condensed file names its own frame): " + ROTATOR_HELP)
     evaluate.add_argument("--model", default=RECIPE.model, help=f"backbone (default {RECIPE.model}; "
@@ -222,12 +227,29 @@ def _condense(args: argparse.Namespace, info: DistInfo) -> None:
         print(f"{PROG}: {args.method} CPC {args.cpc}: {len(cset)} clouds of {cset.points.shape[1]} points -> {path}")
 
 
+@dataclass(frozen=True)
+class Evaluated:
+    """One set's evaluation: the file's provenance (None for the full set), the recipe, the runs."""
+
+    provenance: dict[str, Any] | None
+    spec: TrainSpec
+    runs: list[dict[str, Any]]
+
+
 def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
+    """The evaluate form: one set, or several distillations of a method (and a reference's)."""
+    if len(args.source) == 1 and args.against is None:
+        _evaluate_set(args, args.source[0], args.out, info)
+    else:
+        _evaluate_distillations(args, info)
+
+
+def _evaluate_set(args: argparse.Namespace, source: str, out: str | None, info: DistInfo) -> Evaluated:
     lengths, rates = args.steps or args.epochs or [None], args.lr or [None]
     if (len(lengths) > 1 or len(rates) > 1) and args.split == "val":
         raise ValueError("several --steps or --lr are chosen on the validation split, which --split val would "
                          "then also report: report on test")
-    if args.source == "full":
+    if source == "full":
         if args.dataset is None:
             raise ValueError("--from full needs --dataset")
         if args.resample:
@@ -241,19 +263,19 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
         train, what = clouds_of(in_frame(data.load("train"), frame)), "full train split"
     else:
         if args.rotator is not None:
-            raise ValueError(f"{args.source} names its own frame; --rotator is for --from full")
-        cset = read_condensed(args.source)
+            raise ValueError(f"{source} names its own frame; --rotator is for --from full")
+        cset = read_condensed(source)
         prov = cset.provenance
         data = file_data(cset, args.data_root)
         for key, value in data.key().items():
             asked = getattr(args, key)
             if asked is not None and asked != value:
-                raise ValueError(f"{args.source} holds {key} {value!r}; --{key.replace('_', '-')} {asked!r} differs")
+                raise ValueError(f"{source} holds {key} {value!r}; --{key.replace('_', '-')} {asked!r} differs")
         frame = rotator_of(prov["frame"])
         test = in_frame(data.load(args.split), frame)
-        train, what = condensed_clouds(cset, test, args.source), f"{prov['method']} CPC {prov['cpc']}"
+        train, what = condensed_clouds(cset, test, source), f"{prov['method']} CPC {prov['cpc']}"
         if args.resample:
-            train, what = resampled(train, cset, args.source, info.device), f"{what} resampled"
+            train, what = resampled(train, cset, source, info.device), f"{what} resampled"
     specs = [_spec(args, data.task, args.model, length, lr) for length in lengths for lr in rates]
     spec, tried = specs[0], []
     if len(specs) > 1:
@@ -273,10 +295,61 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
             print(f"best {args.split} epoch, for comparison with the paper's numbers only (the {args.split} split "
                   f"scored after every {spec.test_every} of {spec.epochs} epochs: "
                   f"{-(-spec.epochs // spec.test_every)} predictions of its {len(test)} clouds a run): {first} {best}")
-        if args.out:
-            atomic_write(json.dumps({"from": args.source, "resample": args.resample, "data": data.key(),
+        if out:
+            atomic_write(json.dumps({"from": source, "resample": args.resample, "data": data.key(),
                                      "frame": frame.kind, "recipe": spec.record(), "split": args.split, "runs": runs,
-                                     "validation": validation_record(tried)}, indent=1).encode(), args.out)
+                                     "validation": validation_record(tried)}, indent=1).encode(), out)
+    return Evaluated(None if source == "full" else prov, spec, runs)
+
+
+def _seeds(sources: Sequence[str]) -> list[int]:
+    """The distillation seed of each file of a list, checked before anything trains: condensed
+    files (not full) of one method, one seed a file."""
+    seeds: list[int] = []
+    method = None
+    for source in sources:
+        if source == "full":
+            raise ValueError("several --from files, or --against, are condensed files (one a distillation seed), "
+                             "not full")
+        prov = read_condensed(source).provenance
+        method = method or prov["method"]
+        if prov["seed"] in seeds or prov["method"] != method:
+            raise ValueError(f"{source}: {prov['method']} seed {prov['seed']}; each file of a list must be another "
+                             f"seed of one method ({method})")
+        seeds.append(prov["seed"])
+    return seeds
+
+
+def _evaluate_distillations(args: argparse.Namespace, info: DistInfo) -> None:
+    """Several distillations of one method (decision 94): each file's line, then the mean with the
+    t interval over the distillations' means, and the gain over ``--against`` paired by seed."""
+    if any(len(values or []) > 1 for values in (args.steps, args.epochs, args.lr)):
+        raise ValueError("several --steps, --epochs or --lr with several files: choose the recipe on one set first")
+    seeds = {side: _seeds(files) for side, files in (("from", args.source), ("against", args.against or []))}
+    ours, theirs = ({seed: _evaluate_set(args, source, None, info) for seed, source in zip(seeds[side], files)}
+                    for side, files in (("from", args.source), ("against", args.against or [])))
+    some = next(iter(ours.values()))
+    task = some.provenance["task"]
+    score = SCORES[task][0]
+    points = {side: {seed: [100.0 * run[score] for run in e.runs] for seed, e in found.items()}
+              for side, found in (("from", ours), ("against", theirs))}
+    cell = two_level(list(points["from"].values()))
+    record: dict[str, Any] = {"from": args.source, "against": args.against, "recipe": some.spec.record(),
+                              "split": args.split, "runs": {str(s): e.runs for s, e in ours.items()},
+                              "against_runs": {str(s): e.runs for s, e in theirs.items()},
+                              "distillations": asdict(cell)}
+    lines = [f"{some.provenance['method']} over {len(ours)} distillations (seeds {', '.join(map(str, ours))}): "
+             f"{LABELS[score]} {format_two_level(cell)} (95% t interval over the distillations' means; with 2 the t "
+             "factor is 12.7)"]
+    if theirs:
+        gain = paired_gain(points["from"], points["against"])
+        record["gain"] = asdict(gain)
+        lines.append(f"gain over --against ({next(iter(theirs.values())).provenance['method']}) paired by seed: "
+                     f"{format_gain(gain)}")
+    if info.is_main:
+        print("\n".join(lines))
+        if args.out:
+            atomic_write(json.dumps(record, indent=1).encode(), args.out)
 
 
 def _table(args: argparse.Namespace, info: DistInfo) -> None:

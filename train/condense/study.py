@@ -51,7 +51,7 @@ from train.condense.features import CACHE_NAME
 from train.condense.matching_loops import DistillSpec
 from train.condense.methods import DISTILLATIONS, condense_set
 from train.condense.metrics import SCORES, paired_gain, summarise, two_level
-from train.condense.protocol import BEST, LABELS, evaluate_runs, format_summary
+from train.condense.protocol import BEST, LABELS, evaluate_runs, format_gain, format_summary, format_two_level
 from train.condense.recipes import named_recipe
 from train.condense.resample import resampled
 from train.condense.rotator import Rotator, rotator_kind, rotator_of
@@ -265,8 +265,7 @@ def _cell(results: list[dict[str, Any]], task: str, best: bool = False) -> str:
         return format_summary(summarise(next(iter(groups.values()))), task) if groups else "-"
     first, second = (two_level([[100.0 * run[key] for run in runs] for runs in groups.values()])
                      for key in SCORES[task])
-    return (f"{first.mean:.1f} ± {first.half:.1f} [{' / '.join(f'{m:.1f}' for m in first.groups)}] "
-            f"({LABELS[SCORES[task][1]]} {second.mean:.1f})")
+    return f"{format_two_level(first)} ({LABELS[SCORES[task][1]]} {second.mean:.1f})"
 
 
 def _gain(results: list[dict[str, Any]], task: str, method: str, **where: Any) -> str:
@@ -276,9 +275,7 @@ def _gain(results: list[dict[str, Any]], task: str, method: str, **where: Any) -
                      _by_seed(_grouped(results, method=m, **where)).items()} for m in (method, "random"))
     if not set(ours) & set(random):
         return "-"
-    gain = paired_gain(ours, random)
-    half = "" if np.isnan(gain.half) else f" ± {gain.half:.1f}"
-    return f"{gain.mean:+.1f}{half} ({', '.join(f's{seed} {d:+.1f}' for seed, d in gain.by_seed.items())})"
+    return format_gain(paired_gain(ours, random))
 
 
 def _has_best(results: list[dict[str, Any]]) -> bool:
