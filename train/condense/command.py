@@ -245,6 +245,7 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
 
 
 def _evaluate_set(args: argparse.Namespace, source: str, out: str | None, info: DistInfo) -> Evaluated:
+    """One set (a file or ``full``) trained ``--runs`` times, its line printed, its record written to ``out``."""
     lengths, rates = args.steps or args.epochs or [None], args.lr or [None]
     if (len(lengths) > 1 or len(rates) > 1) and args.split == "val":
         raise ValueError("several --steps or --lr are chosen on the validation split, which --split val would "

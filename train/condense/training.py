@@ -29,8 +29,8 @@ out the same way and gathers the predictions in the set's order.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
