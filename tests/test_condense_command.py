@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from train.condense.command import main
+from train.condense.metrics import paired_gain, two_level
 from train.condense.condensed_file import read_condensed
 from train.condense.coreset import Rule, herding_order, kcenter_order, select_per_class
 from train.data.objects import load_objects
@@ -105,7 +106,66 @@ def test_several_steps_and_rates_are_chosen_on_the_validation_split_and_reported
     best = max(range(4), key=lambda i: (means[i], -i))  # the best validation mean, the first on a tie
     steps, lr = [(1, 1e-9), (1, 3e-3), (4, 1e-9), (4, 3e-3)][best]
     assert f"pointnet, {steps} steps, lr {lr}, 2 runs, test split" in out
-    assert json.loads((tmp_path / "scores.json").read_text())["recipe"]["steps"] == steps
+    kept = json.loads((tmp_path / "scores.json").read_text())
+    assert kept["recipe"]["steps"] == steps and kept["recipe"]["recipe"] == "cpu"
+    # every candidate's validation summary kept beside the test scores, as printed
+    assert [(c["recipe"]["steps"], c["recipe"]["lr"]) for c in kept["validation"]] == [(1, 1e-9), (1, 3e-3), (4, 1e-9),
+                                                                                       (4, 3e-3)]
+    assert [round(c["val"]["oa"][0], 1) for c in kept["validation"]] == means
+
+
+def test_evaluate_with_the_paper_recipe_reports_the_last_epoch_and_the_best_test_epoch_apart(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = condense(tmp_path, "random", 1)
+    argv = ["evaluate", "--from", str(path), "--runs", "2", "--recipe", "paper", "--epochs", "3", "--device", "cpu",
+            "--out", str(tmp_path / "scores.json")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "paper recipe: shapes aligned, frame none, random CPC 1 (13 clouds), pointnet, 3 epochs, lr 0.001, 2 runs, " \
+           "test split, last step: OA " in out
+    assert "best test epoch, for comparison with the paper's numbers only (the test split scored after every 1 of 3 " \
+           "epochs: 3 predictions of its " in out
+    kept = json.loads((tmp_path / "scores.json").read_text())
+    assert {k: kept["recipe"][k] for k in ("recipe", "epochs", "batch_size", "weight_decay", "lr_end", "augmentation")} \
+        == {"recipe": "paper", "epochs": 3, "batch_size": 256, "weight_decay": 5e-4, "lr_end": 1e-4,
+            "augmentation": "released"}
+    assert all(run["best_test_epoch"]["epoch"] in (1, 2, 3) for run in kept["runs"]) and kept["validation"] == []
+
+
+def test_several_distillations_report_two_levels_and_the_gain_over_the_references_same_seeds(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    files = {(m, s): condense(tmp_path / f"{m}{s}", m, 1, "--seed", str(s)) for m in ("herding", "random") for s in (0, 1)}
+    argv = ["evaluate", "--from", str(files["herding", 0]), str(files["herding", 1]), "--against",
+            str(files["random", 1]), str(files["random", 0]), "--runs", "2", "--steps", "2", "--device", "cpu",
+            "--out", str(tmp_path / "cells.json")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    kept = json.loads((tmp_path / "cells.json").read_text())
+    oa = {side: {int(s): [100 * r["oa"] for r in runs] for s, runs in kept[side].items()}
+          for side in ("runs", "against_runs")}
+    assert sorted(oa["runs"]) == sorted(oa["against_runs"]) == [0, 1] and kept["recipe"]["steps"] == 2
+    cell, gain = two_level([oa["runs"][0], oa["runs"][1]]), paired_gain(oa["runs"], oa["against_runs"])
+    assert kept["distillations"]["groups"] == pytest.approx(list(cell.groups))
+    assert kept["gain"]["by_seed"] == {str(s): pytest.approx(d) for s, d in gain.by_seed.items()}
+    assert f"herding over 2 distillations (seeds 0, 1): OA {cell.mean:.1f} ± {cell.half:.1f} " \
+           f"[{cell.groups[0]:.1f} / {cell.groups[1]:.1f}]" in out
+    assert f"gain over --against (random) paired by seed: {gain.mean:+.1f} ± {gain.half:.1f} (s0 " in out
+    assert out.count(", 2 runs, test split, last step: OA ") == 4  # every file's own line
+
+
+@pytest.mark.parametrize("several, words", [
+    (["SET0", "SET0", "--steps", "1"], "seed 0; each file of a list must be another seed of one method (random)"),
+    (["SET0", "full", "--steps", "1"], "not full"),
+    (["SET0", "SET1", "--steps", "1", "2"], "choose the recipe on one set first"),
+])
+def test_several_files_must_be_seeds_of_one_method(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                  several: list[str], words: str) -> None:
+    swap = {"SET0": str(condense(tmp_path / "r0", "random", 1)),
+            "SET1": str(condense(tmp_path / "r1", "random", 1, "--seed", "1"))}
+    capsys.readouterr()
+    assert main(["evaluate", "--runs", "1", "--device", "cpu", "--from", *[swap.get(a, a) for a in several]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and words in err
 
 
 def test_part_segmentation_writes_parts_and_reports_instance_miou(tmp_path: Path, capsys: pytest.CaptureFixture
@@ -126,6 +186,11 @@ def test_part_segmentation_writes_parts_and_reports_instance_miou(tmp_path: Path
     (["evaluate", "--from", "FILE", "--runs", "0"], "runs must be a positive integer, got 0"),
     (["evaluate", "--from", "FILE", "--steps", "1", "2", "--split", "val"], "chosen on the validation split"),
     (["evaluate", "--from", "FILE", "--lr", "1e-3", "-1"], "--lr must be positive, got -1.0"),
+    (["evaluate", "--from", "FILE", "--recipe", "paper", "--steps", "3"],
+     "--steps is not a count of the paper recipe, which counts --epochs"),
+    (["evaluate", "--from", "FILE", "--epochs", "3"], "--epochs is not a count of the cpu recipe, which counts --steps"),
+    (["evaluate", "--from", "FILE", "--best-every", "2"], "--best-every scores the paper recipe's epochs"),
+    (["evaluate", "--from", "FILE", "--recipe", "paper", "--best-every", "-1"], "--best-every must be positive, got -1"),
 ])
 def test_each_refusal_is_one_line_naming_the_value(tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str],
                                                    words: str) -> None:

@@ -1,7 +1,8 @@
 """The condensation protocol (train.condense: augment, training, metrics, protocol; decisions 72 and
 73): the scores by hand, the interval against scipy, the augmentation's bounds, a seed giving the
 same model, the last step's model scored (never a choice on the test split), parts predicted
-among their category's parts only."""
+among their category's parts only; the two-level and paired intervals of a study's cells by hand
+(decision 94)."""
 from __future__ import annotations
 
 import math
@@ -12,7 +13,7 @@ import torch
 from scipy import stats
 
 from train.condense.augment import ANGLE_CLIP, JITTER_CLIP, SCALE_HIGH, SCALE_LOW, augment, rotations
-from train.condense.metrics import classification_scores, part_scores, summarise
+from train.condense.metrics import classification_scores, paired_gain, part_scores, summarise, two_level
 from train.condense.protocol import choose_recipe, evaluate_runs, format_summary, score
 from train.condense.training import Clouds, TrainSpec, batch_stream, predict, train_backbone
 from train.runtime.distributed import DistInfo
@@ -138,3 +139,30 @@ def test_choose_recipe_keeps_the_best_validation_mean_and_the_first_on_a_tie() -
     twin = TrainSpec(steps=25, lr=3e-3, batch_size=8)
     chosen, tried = choose_recipe(train, val, [learns, twin], 1, 0, ONE)
     assert tried[0][1]["oa"][0] == tried[1][1]["oa"][0] and chosen is learns
+
+
+def test_two_levels_take_the_t_interval_over_the_distillations_means() -> None:
+    # means 61 and 68: grand mean 64.5, sd 7 / sqrt(2), half t(0.975, 1) * sd / sqrt(2) = 12.7062 * 3.5
+    cell = two_level([[60.0, 62.0], [70.0, 66.0, 68.0]])
+    assert (cell.mean, cell.groups, cell.runs) == (64.5, (61.0, 68.0), 2)
+    assert cell.half == pytest.approx(12.7062047 * 3.5)
+    alone = two_level([[60.0, 62.0, 64.0]])  # one distillation: no interval over distillations
+    assert alone.mean == 62.0 and math.isnan(alone.half) and alone.groups == (62.0,)
+    with pytest.raises(ValueError, match="one or more groups"):
+        two_level([[1.0], []])
+
+
+def test_the_paired_gain_is_per_seed_then_its_t_interval_over_the_common_seeds() -> None:
+    gain = paired_gain({0: [65.0, 67.0], 1: [70.0]}, {0: [60.0, 62.0], 1: [66.0], 2: [50.0]})
+    assert gain.by_seed == {0: 5.0, 1: 4.0} and gain.mean == 4.5
+    assert gain.half == pytest.approx(12.7062047 * 0.5)  # sd 1 / sqrt(2) over 2 seeds, divided by sqrt(2)
+    three = paired_gain({0: [1.0], 1: [2.0], 2: [6.0]}, {0: [0.0], 1: [0.0], 2: [0.0]})
+    assert three.mean == 3.0 and three.half == pytest.approx(4.3026527 * math.sqrt(7.0) / math.sqrt(3.0))
+    with pytest.raises(ValueError, match="no common seed"):
+        paired_gain({0: [1.0]}, {1: [1.0]})
+
+
+def test_the_summary_leaves_the_best_test_epoch_out() -> None:
+    runs = [{"oa": 0.5, "macc": 0.4, "best_test_epoch": {"epoch": 3, "oa": 0.9, "macc": 0.8}},
+            {"oa": 0.7, "macc": 0.6, "best_test_epoch": {"epoch": 5, "oa": 0.9, "macc": 0.8}}]
+    assert set(summarise(runs)) == {"oa", "macc"} and summarise(runs)["oa"][0] == pytest.approx(60.0)

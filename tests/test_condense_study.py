@@ -2,9 +2,12 @@
 are reported, a unit of the same set is shared between tables, a finished study is read back
 without condensing or training again, a table run alone reports the folder's other finished
 units too, two processes read a set only once the main one has written it, and the command
-refuses an unknown table in one line."""
+refuses an unknown table in one line. Decision 94: a result records its recipe (one of another
+recipe refused), an epochs recipe's best test epoch reported apart, the two-level cells and the
+paired gains over Random by hand, the kept CPU studies still reported."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import replace
@@ -25,7 +28,7 @@ from tests.test_condense_ddp import _free_port, joined_rank
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 TINY = Plan(points=32, low_points=(16,), part_points=32, cpcs=(1,), iterations=1, distills=1, runs=2,
-            recipe=TrainSpec(steps=2), size=4)
+            recipe=TrainSpec(steps=2), part_recipe=TrainSpec(steps=2), size=4)
 
 
 def test_a_tiny_study_reports_its_tables_and_a_second_run_reads_them_back(tmp_path: Path,
@@ -122,3 +125,56 @@ def _slow_writer_rank(rank: int, port: int, out: str) -> None:
 def test_two_processes_read_a_set_only_after_the_main_one_wrote_it(tmp_path: Path) -> None:
     mp.spawn(_slow_writer_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     assert (tmp_path / "units" / units(TINY, 6)[0].name / "result.json").exists()
+
+
+def test_a_result_records_its_recipe_and_one_of_another_recipe_is_refused(tmp_path: Path) -> None:
+    run_study(TINY, (4,), tmp_path, CPU)
+    unit = units(TINY, 4)[0]
+    kept = json.loads((tmp_path / "units" / unit.name / "result.json").read_text())
+    assert kept["recipe"] == TrainSpec(steps=2).record() and kept["recipe"]["recipe"] == "cpu"
+    other = replace(TINY, recipe=TrainSpec(steps=3))
+    with pytest.raises(ValueError, match=r"result.json was evaluated with the cpu recipe .* study into another --out"):
+        run_study(other, (4,), tmp_path, CPU)
+
+
+def test_an_epochs_recipe_reports_the_best_test_epoch_apart_for_comparison_only(tmp_path: Path) -> None:
+    plan = replace(TINY, recipe=TrainSpec(steps=None, epochs=2, batch_size=256, test_every=1, recipe="paper"))
+    text = run_study(plan, (4,), tmp_path, CPU)
+    assert "| row | score | condense s | best test epoch* |" in text
+    assert f"\\* {study.COMPARISON}." in text and "paper recipe: pointnet, 2 epochs, batch 256" in text
+    runs = json.loads((tmp_path / "study.json").read_text())["results"]["4"][0]["runs"]
+    assert all(run["best_test_epoch"]["epoch"] in (1, 2) and "oa" in run for run in runs)
+
+
+def _result(method: str, seed: int, scores: list[float], setting: str = "aligned") -> dict:
+    unit = study.Unit(1, method, setting, 0 if method == "full" else 1, seed, 32, 32)
+    return {"unit": dataclasses.asdict(unit), "runs": [{"oa": x, "macc": x} for x in scores]}
+
+
+def test_the_report_gives_two_levels_and_the_paired_gain_over_random_by_hand() -> None:
+    results = {1: [_result("full", 0, [0.9, 0.92]), _result("random", 0, [0.60, 0.62]),
+                   _result("random", 1, [0.70, 0.66]), _result("gm", 0, [0.65, 0.67]), _result("gm", 1, [0.70, 0.70])]}
+    text = study.report(TINY, results)
+    # random: means 61 and 68, t(0.975, 1) * 3.5 = 44.5; gm: 66 and 70, 12.706 * 2 = 25.4
+    assert "| aligned | 1 | 64.5 ± 44.5 [61.0 / 68.0] (mAcc 64.5) | 68.0 ± 25.4 [66.0 / 70.0] (mAcc 68.0) | " \
+           "91.0 ± 12.7 (mAcc 91.0 ± 12.7) |" in text
+    # gains s0 +5, s1 +2: mean 3.5, 12.706 * 1.5 = 19.1
+    assert "| aligned | 1 | +3.5 ± 19.1 (s0 +5.0, s1 +2.0) |" in text
+    assert "| rotated | 1 | - | - | - |" in text
+
+
+@pytest.mark.parametrize("kept", sorted(Path(__file__).parents[1].glob("benchmarks/studies/condense-cpu*/study.json")))
+def test_a_kept_study_written_before_recipes_had_names_still_reports(kept: Path) -> None:
+    record = json.loads(kept.read_text())
+    plan = study.plan_of(record["plan"])
+    assert plan.recipe.recipe == "cpu" and plan.part_recipe == plan.recipe
+    text = study.report(plan, {int(t): rows for t, rows in record["results"].items()})
+    assert "Table 1's gains over Random's draw of the same seed" in text and "] (mAcc " in text
+
+
+def test_the_study_command_runs_the_cpu_preset_with_its_recipe_on_a_tiny_budget(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(study.PRESETS, "cpu", TINY)  # the cpu preset's recipe, at a test's budget
+    assert main(["study", "--out", str(tmp_path), "--preset", "cpu", "--tables", "4", "--device", "cpu"]) == 0
+    assert "cpu recipe: pointnet, 2 steps, batch 32" in capsys.readouterr().out
+    assert study.PRESETS["paper"].recipe.recipe == "paper" and study.PRESETS["paper"].part_recipe.optimizer == "sgd"

@@ -1,20 +1,29 @@
-"""Training augmentation of the condensation protocol: scaling, jitter and small rotations (DD3D
-Sec. 5 trains its evaluation networks with these three; the paper's table of values is empty,
-decision 72 gives ours and their sources).
+"""Training augmentations of the condensation protocol, by name (:data:`AUGMENTATIONS`): scaling,
+jitter and small rotations (DD3D Sec. 5 trains its evaluation networks with these three; the
+paper's table of values is empty).
 
-Per cloud, in this order: a rotation by three small angles about x, y and z (each N(0, 0.06^2)
-radians clipped to +-0.18, PointNet's rotation perturbation), a scale per axis uniform in
-[2/3, 3/2] (DGCNN's), and per point a jitter N(0, 0.01^2) clipped to +-0.05 (PointNet's). Every
+``protocol`` (decision 72, the ``cpu`` recipe's), per cloud, in this order: a rotation by three
+small angles about x, y and z (each N(0, 0.06^2) radians clipped to +-0.18, PointNet's rotation
+perturbation), a scale per axis uniform in [2/3, 3/2] (DGCNN's), and per point a jitter
+N(0, 0.01^2) clipped to +-0.05 (PointNet's). Every
 draw comes from the caller's generator, so a seed gives the same batch on any device and in any
 number of processes.
+
+``released`` (decision 94, the ``paper`` recipe's: DD3D's released evaluation of classification):
+per cloud one scale for all three axes uniform in [0.8, 1.25], then per point the same jitter,
+then the same small rotation applied as ``x @ R`` (the jitter rotated too). ``none``: the clouds as
+they are (the released part-segmentation evaluation trains without augmentation).
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
 ANGLE_SIGMA, ANGLE_CLIP = 0.06, 0.18
 SCALE_LOW, SCALE_HIGH = 2.0 / 3.0, 3.0 / 2.0
 JITTER_SIGMA, JITTER_CLIP = 0.01, 0.05
+RELEASED_SCALE_LOW, RELEASED_SCALE_HIGH = 0.8, 1.25
 
 
 def rotations(angles: torch.Tensor) -> torch.Tensor:
@@ -35,3 +44,21 @@ def augment(points: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     jitter = (torch.randn(points.shape, generator=generator) * JITTER_SIGMA).clamp(-JITTER_CLIP, JITTER_CLIP)
     turn = rotations(angles).to(points)
     return (points @ turn.transpose(1, 2)) * scale.to(points) + jitter.to(points)
+
+
+def released_augment(points: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, N, 3) clouds, each scaled (one factor), jittered and rotated (module docstring, ``released``)."""
+    b = points.shape[0]
+    scale = torch.empty(b, 1, 1).uniform_(RELEASED_SCALE_LOW, RELEASED_SCALE_HIGH, generator=generator)
+    jitter = (torch.randn(points.shape, generator=generator) * JITTER_SIGMA).clamp(-JITTER_CLIP, JITTER_CLIP)
+    angles = (torch.randn(b, 3, generator=generator) * ANGLE_SIGMA).clamp(-ANGLE_CLIP, ANGLE_CLIP)
+    return (points * scale.to(points) + jitter.to(points)) @ rotations(angles).to(points)
+
+
+def no_augment(points: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The clouds unchanged (``none``)."""
+    return points
+
+
+AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
+    "protocol": augment, "released": released_augment, "none": no_augment}

@@ -5,8 +5,9 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
                              [--task classification|parts] [--rotator none|pca|fixed|learned] --out O
                              [--iterations N] [--init real|noise] [--resume]
     python -m train.condense evaluate --from O/condensed.npz|full [--dataset D] [--rotator R] [--model pointnet]
-                                      [--runs 5]
+                                      [--runs 5] [--recipe cpu|paper]  # paper: DD3D's released evaluation
     python -m train.condense evaluate --from O/condensed.npz --resample  # a dd3d set drawn afresh at every use
+    python -m train.condense evaluate --from GM0.npz GM1.npz --against R0.npz R1.npz  # distillations, paired gain
     python -m train.condense table --out O          # the embedded shapes set, CPC 1/10/50, both settings
     python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
     python -m train.condense show --from A.npz B.npz ... [--names ...] [--classes ...] --out F.png  # Figure 6
@@ -26,9 +27,9 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.run: idle OpenMP threads sleep
 
@@ -40,8 +41,10 @@ from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
 from train.condense.methods import DISTILLATIONS, METHODS, condense_set  # noqa: E402
 from train.condense.pictures import draw_clouds  # noqa: E402
-from train.condense.metrics import SCORES, summarise  # noqa: E402
-from train.condense.protocol import LABELS, choose_recipe, evaluate_runs, format_summary  # noqa: E402
+from train.condense.metrics import SCORES, paired_gain, summarise, two_level  # noqa: E402
+from train.condense.protocol import (BEST, LABELS, choose_recipe, evaluate_runs, format_gain,  # noqa: E402
+                                     format_summary, format_two_level, validation_record)
+from train.condense.recipes import RECIPES, named_recipe  # noqa: E402
 from train.condense.resample import resampled  # noqa: E402
 from train.condense.rotator import ROTATORS, Rotator, rotator_kind, rotator_of  # noqa: E402
 from train.condense.study import PRESETS, TABLES, run_study  # noqa: E402
@@ -74,18 +77,28 @@ def _data_options(p: argparse.ArgumentParser, dataset_required: bool) -> None:
 
 
 def _run_options(p: argparse.ArgumentParser, recipe: TrainSpec, choices: bool = False) -> None:
-    """The recipe, seed and processes; with ``choices`` ``--steps`` and ``--lr`` take several values."""
-    several = {"nargs": "+", "default": [recipe.steps]} if choices else {"default": recipe.steps}
-    p.add_argument("--steps", type=int, **several, help=f"training steps of a backbone (default {recipe.steps})"
-                   + ("; several values are chosen among on the validation split" if choices else ""))
-    several = {"nargs": "+", "default": [recipe.lr]} if choices else {"default": recipe.lr}
-    p.add_argument("--lr", type=float, **several, help=f"Adam learning rate (default {recipe.lr})"
-                   + ("; several values are chosen among on the validation split" if choices else ""))
-    p.add_argument("--batch-size", type=int, default=recipe.batch_size, help=f"clouds a step (default "
-                   f"{recipe.batch_size})")
+    """The recipe (``recipe`` the cpu recipe's values here), seed and processes; with ``choices``
+    ``--steps``, ``--epochs`` and ``--lr`` take several values."""
+    several = {"nargs": "+"} if choices else {}
+    chosen = "; several values are chosen among on the validation split" if choices else ""
+    p.add_argument("--recipe", choices=RECIPES, default="cpu", help="how a backbone is trained (decision 94): cpu, "
+                   f"fixed Adam steps ({recipe.steps}, batch {recipe.batch_size}, lr {recipe.lr}); paper, DD3D's "
+                   "released evaluation (classification: 201 epochs at batch 256, Adam 1e-3 with weight decay 5e-4, "
+                   "cosine to 1e-4, scale 0.8-1.25, jitter and small rotation; parts: SGD, 1,001 epochs); default cpu")
+    p.add_argument("--steps", type=int, **several, help=f"cpu recipe: training steps (default {recipe.steps})" + chosen)
+    p.add_argument("--epochs", type=int, **several, help="paper recipe: passes over the set (default 201; parts "
+                   "1,001)" + chosen)
+    p.add_argument("--lr", type=float, **several, help="learning rate at the start (default the recipe's: 1e-3; "
+                   "paper parts 1e-2)" + chosen)
+    p.add_argument("--batch-size", type=int, help=f"clouds a step (default the recipe's: cpu {recipe.batch_size}, "
+                   "paper 256, paper parts 32; the whole set when smaller)")
+    p.add_argument("--best-every", type=int, help="paper recipe: score the test split every K epochs for the "
+                   "best-test-epoch number, reported apart for comparison with the paper only (default 1 as the "
+                   "released code for classification, 0 for parts; 0: never; each scoring predicts the whole split)")
     p.add_argument("--seed", type=int, default=0, help="seed of the method or of the first run (default 0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--procs", type=int, default=1, help="local processes (default 1; torchrun sets its own)")
+    p.set_defaults(cpu_steps=recipe.steps)
 
 
 def build_parsers() -> dict[str, argparse.ArgumentParser]:
@@ -108,7 +121,11 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     _run_options(condense, RECIPE)
     evaluate = argparse.ArgumentParser(prog=f"{PROG} evaluate", description="Train a backbone from scratch on a "
                                        "condensed set (or the full train split) --runs times; test scores, last step.")
-    evaluate.add_argument("--from", dest="source", required=True, help="a condensed.npz, or 'full'")
+    evaluate.add_argument("--from", dest="source", nargs="+", required=True, help="a condensed.npz, or 'full'; "
+                          "several files of one method (one a distillation seed): each evaluated, then their mean "
+                          "with the 95%% t interval over the distillations' means")
+    evaluate.add_argument("--against", nargs="+", help="with --from's files: the reference's files (Random's draws "
+                          "of the same seeds), evaluated too; the gain is paired by seed")
     _data_options(evaluate, False)
     evaluate.add_argument("--rotator", help="--from full only (a condensed file names its own frame): " + ROTATOR_HELP)
     evaluate.add_argument("--model", default=RECIPE.model, help=f"backbone (default {RECIPE.model}; "
@@ -163,16 +180,26 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
             "study": study}
 
 
-def _spec(args: argparse.Namespace, model: str = RECIPE.model, steps: int | None = None, lr: float | None = None
-          ) -> TrainSpec:
-    """The recipe of the options (``steps`` and ``lr`` in their place: one of evaluate's values)."""
-    steps, lr = (args.steps if steps is None else steps), (args.lr if lr is None else lr)
-    for name, value in (("steps", steps), ("batch-size", args.batch_size)):
-        if value < 1:
-            raise ValueError(f"--{name} must be a positive integer, got {value}")
-    if not lr > 0:
-        raise ValueError(f"--lr must be positive, got {lr}")
-    return TrainSpec(model, steps, lr, args.batch_size)
+def _spec(args: argparse.Namespace, task: str, model: str = RECIPE.model, length: int | None = None,
+          lr: float | None = None) -> TrainSpec:
+    """The recipe of the options for ``task``: ``--recipe``'s values, those given in their place
+    (``length`` and ``lr``: one of evaluate's values of ``--steps`` or ``--epochs`` and ``--lr``)."""
+    counted = {"cpu": "steps", "paper": "epochs"}[args.recipe]
+    for other in ("steps", "epochs"):
+        if other != counted and getattr(args, other) is not None:
+            raise ValueError(f"--{other} is not a count of the {args.recipe} recipe, which counts --{counted}")
+    if args.recipe == "cpu" and args.best_every is not None:
+        raise ValueError("--best-every scores the paper recipe's epochs; the cpu recipe scores its last step only")
+    length = getattr(args, counted) if length is None else length
+    if length is None and args.recipe == "cpu":
+        length = args.cpu_steps
+    given = {counted: length, "lr": args.lr if lr is None else lr, "batch_size": args.batch_size,
+             "test_every": args.best_every}
+    for name, value in given.items():
+        if isinstance(value, (int, float)) and not value > 0 and not (name == "test_every" and value == 0):
+            flag = "--best-every" if name == "test_every" else f"--{name.replace('_', '-')}"
+            raise ValueError(f"{flag} must be positive, got {value}")
+    return replace(named_recipe(args.recipe, task, model), **{k: v for k, v in given.items() if v is not None})
 
 
 def _given_data(args: argparse.Namespace) -> DataSpec:
@@ -193,19 +220,37 @@ def _distill(args: argparse.Namespace) -> DistillSpec:
 
 def _condense(args: argparse.Namespace, info: DistInfo) -> None:
     data = _given_data(args)
-    cset = condense_set(data, args.method, args.cpc, args.seed, _spec(args), Path(args.out) / CACHE_NAME, info,
-                        distill=_distill(args), rotator=args.rotator)
+    cset = condense_set(data, args.method, args.cpc, args.seed, _spec(args, data.task), Path(args.out) / CACHE_NAME,
+                        info, distill=_distill(args), rotator=args.rotator)
     if info.is_main:
         path = write_condensed(cset, Path(args.out))
         print(f"{PROG}: {args.method} CPC {args.cpc}: {len(cset)} clouds of {cset.points.shape[1]} points -> {path}")
 
 
+@dataclass(frozen=True)
+class Evaluated:
+    """One set's evaluation: the file's provenance (None for the full set), the recipe, the runs."""
+
+    provenance: dict[str, Any] | None
+    spec: TrainSpec
+    runs: list[dict[str, Any]]
+
+
 def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
-    specs = [_spec(args, args.model, steps, lr) for steps in args.steps for lr in args.lr]
-    if len(specs) > 1 and args.split == "val":
+    """The evaluate form: one set, or several distillations of a method (and a reference's)."""
+    if len(args.source) == 1 and args.against is None:
+        _evaluate_set(args, args.source[0], args.out, info)
+    else:
+        _evaluate_distillations(args, info)
+
+
+def _evaluate_set(args: argparse.Namespace, source: str, out: str | None, info: DistInfo) -> Evaluated:
+    """One set (a file or ``full``) trained ``--runs`` times, its line printed, its record written to ``out``."""
+    lengths, rates = args.steps or args.epochs or [None], args.lr or [None]
+    if (len(lengths) > 1 or len(rates) > 1) and args.split == "val":
         raise ValueError("several --steps or --lr are chosen on the validation split, which --split val would "
                          "then also report: report on test")
-    if args.source == "full":
+    if source == "full":
         if args.dataset is None:
             raise ValueError("--from full needs --dataset")
         if args.resample:
@@ -219,46 +264,104 @@ def _evaluate(args: argparse.Namespace, info: DistInfo) -> None:
         train, what = clouds_of(in_frame(data.load("train"), frame)), "full train split"
     else:
         if args.rotator is not None:
-            raise ValueError(f"{args.source} names its own frame; --rotator is for --from full")
-        cset = read_condensed(args.source)
+            raise ValueError(f"{source} names its own frame; --rotator is for --from full")
+        cset = read_condensed(source)
         prov = cset.provenance
         data = file_data(cset, args.data_root)
         for key, value in data.key().items():
             asked = getattr(args, key)
             if asked is not None and asked != value:
-                raise ValueError(f"{args.source} holds {key} {value!r}; --{key.replace('_', '-')} {asked!r} differs")
+                raise ValueError(f"{source} holds {key} {value!r}; --{key.replace('_', '-')} {asked!r} differs")
         frame = rotator_of(prov["frame"])
         test = in_frame(data.load(args.split), frame)
-        train, what = condensed_clouds(cset, test, args.source), f"{prov['method']} CPC {prov['cpc']}"
+        train, what = condensed_clouds(cset, test, source), f"{prov['method']} CPC {prov['cpc']}"
         if args.resample:
-            train, what = resampled(train, cset, args.source, info.device), f"{what} resampled"
-    spec = specs[0]
+            train, what = resampled(train, cset, source, info.device), f"{what} resampled"
+    specs = [_spec(args, data.task, args.model, length, lr) for length in lengths for lr in rates]
+    spec, tried = specs[0], []
     if len(specs) > 1:
         spec, tried = choose_recipe(train, clouds_of(in_frame(data.load("val"), frame)), specs, args.runs, args.seed,
                                     info)
         if info.is_main:
             for candidate, scores in tried:
-                print(f"val split: {candidate.steps} steps, lr {candidate.lr}: {format_summary(scores, data.task)}")
+                print(f"val split: {candidate.length}, lr {candidate.lr}: {format_summary(scores, data.task)}")
     runs = evaluate_runs(train, clouds_of(test), spec, args.runs, args.seed, info, desc=what)
-    summary = f"{LABELS[SCORES[data.task][0]]} {format_summary(summarise(runs), data.task)}"
+    first = LABELS[SCORES[data.task][0]]
+    summary = f"{first} {format_summary(summarise(runs), data.task)}"
     if info.is_main:
-        print(f"{data.dataset} {data.setting}, frame {frame.kind}, {what} ({len(train)} clouds), {spec.model}, "
-              f"{spec.steps} steps, lr {spec.lr}, {args.runs} runs, {args.split} split, last step: {summary}")
+        print(f"{spec.recipe} recipe: {data.dataset} {data.setting}, frame {frame.kind}, {what} ({len(train)} clouds), "
+              f"{spec.model}, {spec.length}, lr {spec.lr}, {args.runs} runs, {args.split} split, last step: {summary}")
+        if spec.test_every:
+            best = format_summary(summarise([run[BEST] for run in runs]), data.task)
+            print(f"best {args.split} epoch, for comparison with the paper's numbers only (the {args.split} split "
+                  f"scored after every {spec.test_every} of {spec.epochs} epochs: "
+                  f"{-(-spec.epochs // spec.test_every)} predictions of its {len(test)} clouds a run): {first} {best}")
+        if out:
+            atomic_write(json.dumps({"from": source, "resample": args.resample, "data": data.key(),
+                                     "frame": frame.kind, "recipe": spec.record(), "split": args.split, "runs": runs,
+                                     "validation": validation_record(tried)}, indent=1).encode(), out)
+    return Evaluated(None if source == "full" else prov, spec, runs)
+
+
+def _seeds(sources: Sequence[str]) -> list[int]:
+    """The distillation seed of each file of a list, checked before anything trains: condensed
+    files (not full) of one method, one seed a file."""
+    seeds: list[int] = []
+    method = None
+    for source in sources:
+        if source == "full":
+            raise ValueError("several --from files, or --against, are condensed files (one a distillation seed), "
+                             "not full")
+        prov = read_condensed(source).provenance
+        method = method or prov["method"]
+        if prov["seed"] in seeds or prov["method"] != method:
+            raise ValueError(f"{source}: {prov['method']} seed {prov['seed']}; each file of a list must be another "
+                             f"seed of one method ({method})")
+        seeds.append(prov["seed"])
+    return seeds
+
+
+def _evaluate_distillations(args: argparse.Namespace, info: DistInfo) -> None:
+    """Several distillations of one method (decision 94): each file's line, then the mean with the
+    t interval over the distillations' means, and the gain over ``--against`` paired by seed."""
+    if any(len(values or []) > 1 for values in (args.steps, args.epochs, args.lr)):
+        raise ValueError("several --steps, --epochs or --lr with several files: choose the recipe on one set first")
+    seeds = {side: _seeds(files) for side, files in (("from", args.source), ("against", args.against or []))}
+    ours, theirs = ({seed: _evaluate_set(args, source, None, info) for seed, source in zip(seeds[side], files)}
+                    for side, files in (("from", args.source), ("against", args.against or [])))
+    some = next(iter(ours.values()))
+    task = some.provenance["task"]
+    score = SCORES[task][0]
+    points = {side: {seed: [100.0 * run[score] for run in e.runs] for seed, e in found.items()}
+              for side, found in (("from", ours), ("against", theirs))}
+    cell = two_level(list(points["from"].values()))
+    record: dict[str, Any] = {"from": args.source, "against": args.against, "recipe": some.spec.record(),
+                              "split": args.split, "runs": {str(s): e.runs for s, e in ours.items()},
+                              "against_runs": {str(s): e.runs for s, e in theirs.items()},
+                              "distillations": asdict(cell)}
+    lines = [f"{some.provenance['method']} over {len(ours)} distillations (seeds {', '.join(map(str, ours))}): "
+             f"{LABELS[score]} {format_two_level(cell)} (95% t interval over the distillations' means; with 2 the t "
+             "factor is 12.7)"]
+    if theirs:
+        gain = paired_gain(points["from"], points["against"])
+        record["gain"] = asdict(gain)
+        lines.append(f"gain over --against ({next(iter(theirs.values())).provenance['method']}) paired by seed: "
+                     f"{format_gain(gain)}")
+    if info.is_main:
+        print("\n".join(lines))
         if args.out:
-            atomic_write(json.dumps({"from": args.source, "resample": args.resample, "data": data.key(),
-                                     "frame": frame.kind,
-                                     "recipe": spec.__dict__, "split": args.split, "runs": runs}, indent=1).encode(),
-                         args.out)
+            atomic_write(json.dumps(record, indent=1).encode(), args.out)
 
 
 def _table(args: argparse.Namespace, info: DistInfo) -> None:
     base = DataSpec("shapes", size=args.size, points=args.points)
-    table = coreset_table(base, ("aligned", "rotated"), args.cpcs, args.runs, _spec(args), args.seed,
+    recipe = _spec(args, base.task)
+    table = coreset_table(base, ("aligned", "rotated"), args.cpcs, args.runs, recipe, args.seed,
                           Path(args.out), info)
     if info.is_main:
         size = "" if args.size is None else f"size {args.size}, "
-        print(f"# shapes ({size}{args.points} points), pointnet {args.steps} steps, {args.runs} runs, "
-              f"test OA % (mAcc %), mean ± 95% interval, last step\n\n{table}")
+        print(f"# shapes ({size}{args.points} points), pointnet {recipe.length}, {args.runs} runs, test OA % (mAcc %), "
+              f"mean ± 95% interval, last step; {recipe.describe()}\n\n{table}")
 
 
 def _study(args: argparse.Namespace, info: DistInfo) -> None:

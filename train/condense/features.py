@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,8 @@ def _cached(path: Path, key: str) -> dict[str, torch.Tensor] | None:
 def feature_network(train: Clouds, spec: TrainSpec, seed: int, data_key: dict[str, object], cache: Path,
                     info: DistInfo) -> torch.nn.Module:
     """The feature PointNet of ``train``: read from ``cache`` when its key matches, else trained and cached."""
-    recipe = TrainSpec(FEATURE_MODEL, spec.steps, spec.lr, spec.batch_size)
-    key = json.dumps({"data": data_key, "recipe": recipe.__dict__, "seed": seed}, sort_keys=True)
+    recipe = replace(spec, model=FEATURE_MODEL, test_every=0)
+    key = json.dumps({"data": data_key, "recipe": recipe.record(), "seed": seed}, sort_keys=True)
     classes = Clouds(train.points, train.labels, train.num_classes)  # a classifier, also for part data
     state = _cached(cache, key)
     if state is None:

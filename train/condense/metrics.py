@@ -1,16 +1,26 @@
 """The scores of the condensation protocol: overall and mean class accuracy for
 classification, instance and class mIoU for part segmentation (DD3D Sec. 5, "Metrics"; PointNet's
-part-segmentation rule), and their mean over runs with a 95% interval (decision 73).
+part-segmentation rule), their mean over runs with a 95% interval (decision 73), and the
+intervals of a study's cells (decision 94): over several distillations of a method, each set
+trained several times, and of a method's gain over Random's draw of the same seed.
 
 - overall accuracy (OA): the share of test clouds whose class is right;
 - mean class accuracy (mAcc): the mean over the classes present in the test split of each one's accuracy;
 - instance mIoU: for every test cloud, the mean over the parts of its category of the part's IoU
   (1 where the part is neither predicted nor present), averaged over the clouds; class mIoU the
   mean over categories of their clouds' mean.
+
+Two levels (:func:`two_level`): a cell's scores come in groups, one per distillation (its set's
+training runs). The runs of one set share the set, so they are not independent draws of the
+method: the interval is Student's t over the groups' means (g - 1 degrees of freedom), which
+holds the training variance inside each mean; the groups' means are shown beside it (the
+between-distillation spread). Paired (:func:`paired_gain`): a method's group mean minus Random's
+of the same seed, the t interval over those differences.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,6 +50,54 @@ def part_scores(predicted: np.ndarray, parts: np.ndarray, labels: np.ndarray, pa
     return {"instance_miou": float(ious.mean()), "class_miou": float(np.mean(per_class))}
 
 
-def summarise(runs: Sequence[dict[str, float]]) -> dict[str, tuple[float, float]]:
-    """Each score's (mean, half-width of its 95% Student-t interval) over ``runs``, in percent."""
-    return {key: tuple(100.0 * v for v in mean_ci([run[key] for run in runs])) for key in runs[0]}
+SCORE_KEYS = tuple(key for pair in SCORES.values() for key in pair)
+
+
+def summarise(runs: Sequence[Mapping[str, object]]) -> dict[str, tuple[float, float]]:
+    """Each score's (mean, half-width of its 95% Student-t interval) over ``runs``, in percent
+    (the scores of :data:`SCORES` a run holds; other entries, such as the best test epoch's, left)."""
+    return {key: tuple(100.0 * v for v in mean_ci([float(run[key]) for run in runs]))
+            for key in SCORE_KEYS if key in runs[0]}
+
+
+@dataclass(frozen=True)
+class TwoLevel:
+    """A cell's score over groups (module docstring): ``mean`` of the groups' means, ``half`` the
+    95% t half-width over them (NaN for one group), ``groups`` each group's mean, ``runs`` the
+    scores a group (the fewest where they differ). Same unit as the scores given."""
+
+    mean: float
+    half: float
+    groups: tuple[float, ...]
+    runs: int
+
+
+def two_level(groups: Sequence[Sequence[float]]) -> TwoLevel:
+    """:class:`TwoLevel` of ``groups`` (one sequence of scores per distillation, none empty)."""
+    if not groups or any(len(g) == 0 for g in groups):
+        raise ValueError("two_level needs one or more groups, each with a score")
+    means = [float(np.mean(g)) for g in groups]
+    mean, half = mean_ci(means)
+    return TwoLevel(mean, half, tuple(means), min(len(g) for g in groups))
+
+
+@dataclass(frozen=True)
+class PairedGain:
+    """A method's gain over a reference distilled with the same seeds: ``by_seed`` each common
+    seed's difference of group means, ``mean`` their mean and ``half`` its 95% t half-width (NaN
+    for one seed)."""
+
+    mean: float
+    half: float
+    by_seed: dict[int, float]
+
+
+def paired_gain(method: Mapping[int, Sequence[float]], reference: Mapping[int, Sequence[float]]) -> PairedGain:
+    """``method``'s mean minus ``reference``'s mean per seed (their scores by seed), over the seeds
+    both have (one or more)."""
+    seeds = sorted(set(method) & set(reference))
+    if not seeds:
+        raise ValueError(f"no common seed: method {sorted(method)}, reference {sorted(reference)}")
+    by_seed = {s: float(np.mean(method[s]) - np.mean(reference[s])) for s in seeds}
+    mean, half = mean_ci(list(by_seed.values()))
+    return PairedGain(mean, half, by_seed)

@@ -4,7 +4,9 @@ its evaluation, run by ``python -m train.condense study`` (``docs/condense.md``,
 A :class:`Plan` fixes the data set, the resolutions, the CPCs, the iterations, how many times a
 method is distilled (seeds 0, 1, ...) and how many runs evaluate each set; :data:`PRESETS` holds
 the paper's budget (``paper``, tens of GPU-hours) and one that fits a 2-core CPU (``cpu``; the hours
-of each, decision 87). :func:`units` lists a table's :class:`Unit` s:
+of each, decision 87) and the evaluation recipe each uses (``paper`` the released evaluation,
+``cpu`` fixed steps; :mod:`train.condense.recipes`, decision 94). :func:`units` lists a table's
+:class:`Unit` s:
 
 1. classification (Table 1): Random, Herding, K-Center, GM, DM, TM (CPC <= 10, as the paper's),
    DD3D at every CPC, aligned and rotated (each in its default frame, decision 86), the full set;
@@ -21,12 +23,16 @@ of each, decision 87). :func:`units` lists a table's :class:`Unit` s:
    DD3D's set evaluated on fresh draws of its generator (``evaluate --resample``, decision 85).
 
 A unit writes ``<out>/units/<name>/`` (the set, the generator, the feature network's cache) and
-``result.json`` last: the scores of every evaluation run and the seconds the condensation took
-(its memory is measured in a fresh process each by ``benchmarks/cpu/distill_cost.py``). Units of
+``result.json`` last: the scores of every evaluation run (the paper recipe's best test epoch
+apart), the recipe by name and values, and the seconds the condensation took (its memory is
+measured in a fresh process each by ``benchmarks/cpu/distill_cost.py``). Units of
 different tables that name the same set share it (Table 6's DD3D is Table 1's). A finished unit
-is never run again, so a stopped study goes on where it stopped. :func:`report` makes the tables
-(mean and 95% interval over every run of every distillation, the full set beside) from the results
-of the tables run and of every unit finished in the folder before.
+is never run again, so a stopped study goes on where it stopped (a result of another recipe is
+refused). :func:`report` makes the tables from the results of the tables run and of every unit
+finished in the folder before: a cell of several distillations is the mean, the 95% t interval
+over the distillations' means and each one's mean (:func:`train.condense.metrics.two_level`), a
+cell of one set the interval over its runs; the distillations' gains over Random's draw of the
+same seed are paired (:func:`train.condense.metrics.paired_gain`).
 """
 from __future__ import annotations
 
@@ -44,8 +50,9 @@ from train.condense.dd3d import redrawn
 from train.condense.features import CACHE_NAME
 from train.condense.matching_loops import DistillSpec
 from train.condense.methods import DISTILLATIONS, condense_set
-from train.condense.metrics import SCORES, summarise
-from train.condense.protocol import evaluate_runs, format_summary
+from train.condense.metrics import SCORES, paired_gain, summarise, two_level
+from train.condense.protocol import BEST, LABELS, evaluate_runs, format_gain, format_summary, format_two_level
+from train.condense.recipes import named_recipe
 from train.condense.resample import resampled
 from train.condense.rotator import Rotator, rotator_kind, rotator_of
 from train.condense.training import TrainSpec
@@ -64,7 +71,8 @@ class Plan:
     """The study's budget: ``dataset`` (``root`` its download), clouds of ``points`` (Table 4's
     distilled at ``low_points``), ``cpcs`` of Table 1 (the others take the first), ``iterations``
     outer iterations of every distillation, each method distilled ``distills`` times, every set
-    evaluated ``runs`` times with ``recipe``; ``size`` of a generated set."""
+    evaluated ``runs`` times with ``recipe`` (classification) or ``part_recipe`` (Table 2);
+    ``size`` of a generated set."""
 
     dataset: str = "shapes"
     root: str | None = None
@@ -75,15 +83,21 @@ class Plan:
     iterations: int = 400
     distills: int = 2
     runs: int = 5
-    recipe: TrainSpec = TrainSpec()
+    recipe: TrainSpec = named_recipe("paper", "classification")
+    part_recipe: TrainSpec = named_recipe("paper", "parts")
     size: int | None = None
+
+    def recipe_of(self, unit: "Unit") -> TrainSpec:
+        """The recipe that evaluates ``unit``: its task's, with its backbone."""
+        return replace(self.part_recipe if unit.task == "parts" else self.recipe, model=unit.model)
 
 
 PRESETS = {
     "paper": Plan(),
-    # CPC 1, a tenth of the iterations, 64 points: hours of one core of the 2-core EPYC (decision 87)
+    # CPC 1, a tenth of the iterations, 64 points, the cpu recipe at 100 steps: hours of one core of
+    # the 2-core EPYC (decision 87)
     "cpu": Plan(points=64, low_points=(32,), part_points=128, cpcs=(1,), iterations=40, distills=2, runs=5,
-                recipe=TrainSpec(steps=100)),
+                recipe=TrainSpec(steps=100), part_recipe=TrainSpec(steps=100)),
 }
 
 
@@ -170,7 +184,7 @@ def _condense(plan: Plan, unit: Unit, folder: Path, info: DistInfo) -> dict[str,
     """Make the unit's set in ``folder`` (its condensed.npz); the seconds it took."""
     start = time.perf_counter()
     spec = DistillSpec(iterations=plan.iterations, init=unit.init)
-    cset = condense_set(_data(plan, unit, unit.points), unit.method, unit.cpc, unit.seed, plan.recipe,
+    cset = condense_set(_data(plan, unit, unit.points), unit.method, unit.cpc, unit.seed, plan.recipe_of(unit),
                         folder / CACHE_NAME, info, distill=spec, rotator=unit.rotator)
     seconds = time.perf_counter() - start
     if info.is_main:
@@ -191,16 +205,23 @@ def _result_path(out: Path, unit: Unit) -> Path:
     return out / "units" / unit.name / "result.json"
 
 
-def _read_result(unit: Unit, path: Path) -> dict[str, Any]:
-    """A finished unit's result, as this table names the unit."""
-    return {**json.loads(path.read_text()), "unit": asdict(unit)}
+def _read_result(plan: Plan, unit: Unit, path: Path) -> dict[str, Any]:
+    """A finished unit's result, as this table names the unit; ValueError naming the file where
+    it records another recipe than the plan's (a result from before recipes were recorded is read
+    as it is)."""
+    result = {**json.loads(path.read_text()), "unit": asdict(unit)}
+    kept, wanted = result.get("recipe"), plan.recipe_of(unit).record()
+    if kept is not None and kept != wanted:
+        raise ValueError(f"{path} was evaluated with the {kept.get('recipe')} recipe {kept}, this study's is "
+                         f"{wanted}: study into another --out, or delete {path.parent} to redo it")
+    return result
 
 
 def run_unit(plan: Plan, unit: Unit, out: Path, info: DistInfo) -> dict[str, Any]:
     """The unit's result (module docstring), read when it is there, else made and written."""
     result_path = _result_path(out, unit)
     if result_path.exists():  # finished, perhaps as another table's unit of the same name
-        return _read_result(unit, result_path)
+        return _read_result(plan, unit, result_path)
     test_data = _data(plan, unit, unit.eval_points)
     cost: dict[str, float] = {}
     if unit.method == "full":
@@ -216,17 +237,49 @@ def run_unit(plan: Plan, unit: Unit, out: Path, info: DistInfo) -> dict[str, Any
         train = condensed_clouds(cset, test, str(set_folder))
         if unit.resample:
             train = resampled(train, cset, set_folder / "condensed.npz", info.device)
-    recipe = replace(plan.recipe, model=unit.model)
+    recipe = plan.recipe_of(unit)
     runs = evaluate_runs(train, clouds_of(test), recipe, plan.runs, 0, info, desc=unit.name)
-    result = {"unit": asdict(unit), "runs": runs, **cost}
+    result = {"unit": asdict(unit), "recipe": recipe.record(), "runs": runs, **cost}
     if info.is_main:
         atomic_write(json.dumps(result, indent=1).encode(), result_path)
     return result
 
 
-def _cell(results: list[dict[str, Any]], task: str) -> str:
-    runs = [run for result in results for run in result["runs"]]
-    return format_summary(summarise(runs), task) if runs else "-"
+def _by_seed(results: list[dict[str, Any]], best: bool = False) -> dict[int, list[dict[str, float]]]:
+    """A cell's scores grouped by distillation seed: each run's last-step scores, or its best test
+    epoch's (``best``; runs without one left out)."""
+    groups: dict[int, list[dict[str, float]]] = {}
+    for result in results:
+        runs = [run[BEST] if best else run for run in result["runs"] if not best or BEST in run]
+        if runs:
+            groups.setdefault(result["unit"]["seed"], []).extend(runs)
+    return groups
+
+
+def _cell(results: list[dict[str, Any]], task: str, best: bool = False) -> str:
+    """``"64.5 ± 52.7 [60.4 / 68.7] (mAcc 63.0)"``: over several distillations the mean, the 95% t
+    interval over their means and each one's mean, the second score's mean; one set's cell the
+    mean ± interval over its runs (:func:`format_summary`)."""
+    groups = _by_seed(results, best)
+    if len(groups) < 2:
+        return format_summary(summarise(next(iter(groups.values()))), task) if groups else "-"
+    first, second = (two_level([[100.0 * run[key] for run in runs] for runs in groups.values()])
+                     for key in SCORES[task])
+    return f"{format_two_level(first)} ({LABELS[SCORES[task][1]]} {second.mean:.1f})"
+
+
+def _gain(results: list[dict[str, Any]], task: str, method: str, **where: Any) -> str:
+    """``"+3.1 ± 20.0 (s0 +2.0, s1 +4.2)"``: ``method``'s first score minus Random's, paired by seed."""
+    first = SCORES[task][0]
+    ours, random = ({seed: [100.0 * run[first] for run in runs] for seed, runs in
+                     _by_seed(_grouped(results, method=m, **where)).items()} for m in (method, "random"))
+    if not set(ours) & set(random):
+        return "-"
+    return format_gain(paired_gain(ours, random))
+
+
+def _has_best(results: list[dict[str, Any]]) -> bool:
+    return any(BEST in run for result in results for run in result["runs"])
 
 
 def _grouped(results: list[dict[str, Any]], **where: Any) -> list[dict[str, Any]]:
@@ -240,22 +293,43 @@ def _row_name(table: int, row: dict[str, Any]) -> str:
     return TITLES[row["method"]] + extra[table]
 
 
+COMPARISON = ("the best test epoch's scores (the released code's number: the model chosen on the test split), "
+              "for comparison with the paper's numbers only")
+
+
 def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
-    """The tables of the finished units as markdown: every cell the mean ± 95% interval (percent)
-    over every evaluation run of every distillation (``distills`` x ``runs`` scores)."""
+    """The tables of the finished units as markdown (module docstring; percent); where the recipe
+    scored the test split after its passes, the best test epoch's tables apart, so labelled."""
+    recipes = plan.recipe.describe() + ("" if plan.part_recipe == plan.recipe else
+                                        f"; part segmentation: {plan.part_recipe.describe()}")
     lines = [f"Data: {plan.dataset}, {plan.points} points; {plan.iterations} outer iterations; each method "
              f"distilled {plan.distills} times (seeds 0..{plan.distills - 1}), each set evaluated {plan.runs} times "
-             f"({plan.recipe.model}, {plan.recipe.steps} steps, lr {plan.recipe.lr}); test split, last step; mean "
-             "± 95% interval over all of a cell's runs. OA % (mAcc %) or instance mIoU % (class mIoU %)."]
+             f"({recipes}); test split, last step. OA % (mAcc %) or instance mIoU % (class mIoU %). A cell of "
+             "several distillations: mean ± the 95% t interval over the distillations' means (it holds the "
+             "training runs' variance; with 2 distillations t is 12.7, so the interval is wide), [each "
+             "distillation's mean], (the second score's mean); a cell of one set (the full set): mean ± the 95% "
+             "interval over its runs. Gains over Random are paired by seed (GM, DM and TM start from Random's "
+             "draw of that seed; DD3D shares only the seed)."]
     t = results.get(1)
-    if t:
+    for best in (False, True):
+        if not t or (best and not _has_best(t)):
+            continue
         methods = [m for m in TITLES if _grouped(t, method=m)]
-        lines += ["", "### Table 1: classification", "",
+        title = "Table 1: classification" + (f", {COMPARISON}" if best else "")
+        lines += ["", "### " + title, "",
                   f"| setting | CPC | {' | '.join(TITLES[m] for m in methods)} |", "|---|---|" + "---|" * len(methods)]
         for setting in ("aligned", "rotated"):
             for cpc in plan.cpcs:
-                cells = [_cell(_grouped(t, setting=setting, method=m, cpc=0 if m == "full" else cpc), "classification")
-                         for m in methods]
+                cells = [_cell(_grouped(t, setting=setting, method=m, cpc=0 if m == "full" else cpc), "classification",
+                               best) for m in methods]
+                lines.append(f"| {setting} | {cpc} | {' | '.join(cells)} |")
+    if t:
+        gained = [m for m in DISTILLATIONS if _grouped(t, method=m)]
+        lines += ["", "### Table 1's gains over Random's draw of the same seed (OA points; per seed)", "",
+                  f"| setting | CPC | {' | '.join(TITLES[m] for m in gained)} |", "|---|---|" + "---|" * len(gained)]
+        for setting in ("aligned", "rotated"):
+            for cpc in plan.cpcs:
+                cells = [_gain(t, "classification", m, setting=setting, cpc=cpc) for m in gained]
                 lines.append(f"| {setting} | {cpc} | {' | '.join(cells)} |")
     simple = {2: ("Table 2: part segmentation, CPC {cpc}", "parts"),
               4: ("Table 4: DD3D distilled at fewer points, evaluated at {points}", "classification"),
@@ -265,8 +339,10 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
         rows = results.get(table)
         if not rows:
             continue
-        lines += ["", "### " + title.format(cpc=plan.cpcs[0], points=plan.points), "", "| row | score | condense s |",
-                  "|---|---|---|"]
+        best = _has_best(rows)
+        lines += ["", "### " + title.format(cpc=plan.cpcs[0], points=plan.points), "",
+                  "| row | score | condense s |" + (" best test epoch* |" if best else ""),
+                  "|---|---|---|" + ("---|" if best else "")]
         seen: list[dict[str, Any]] = []
         for r in rows:  # a row a distinct unit but its seed
             row = {k: v for k, v in r["unit"].items() if k not in ("seed", "table")}
@@ -276,7 +352,13 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
             group = _grouped(rows, **row)
             seconds = [g["condense_seconds"] for g in group if "condense_seconds" in g]
             cost = f"{np.mean(seconds):.0f}" if seconds else "-"
-            lines.append(f"| {_row_name(table, row)} | {_cell(group, task)} | {cost} |")
+            extra = f" {_cell(group, task, True)} |" if best else ""
+            lines.append(f"| {_row_name(table, row)} | {_cell(group, task)} | {cost} |{extra}")
+        if best:
+            lines += ["", f"\\* {COMPARISON}."]
+        if table == 2:
+            gains = [f"{TITLES[m]} {_gain(rows, task, m)}" for m in ("gm", "dd3d") if _grouped(rows, method=m)]
+            lines += ["", "Gains over Random's draw of the same seed (instance mIoU points): " + "; ".join(gains) + "."]
     if t:
         lines += ["", "### Seconds to condense (Table 1's sets, this machine; a set shared with another row "
                   "counted once)", "", f"| setting | CPC | {' | '.join(TITLES[m] for m in DISTILLATIONS)} |",
@@ -290,18 +372,32 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
                     cells.append(f"{np.mean(seconds):.0f}" if seconds else "-")
                 lines.append(f"| {setting} | {cpc} | {' | '.join(cells)} |")
     rows = results.get(3)
-    if rows:
-        lines += ["", f"### Table 3: cross-architecture, aligned, CPC {plan.cpcs[-1]}", "",
+    for best in (False, True):
+        if not rows or (best and not _has_best(rows)):
+            continue
+        lines += ["", f"### Table 3: cross-architecture, aligned, CPC {plan.cpcs[-1]}"
+                  + (f", {COMPARISON}" if best else ""), "",
                   f"| method | {' | '.join(CROSS_MODELS)} |", "|---|" + "---|" * len(CROSS_MODELS)]
         for method in ("dm", "gm", "dd3d", "full"):
-            cells = [_cell(_grouped(rows, method=method, model=model), "classification") for model in CROSS_MODELS]
+            cells = [_cell(_grouped(rows, method=method, model=model), "classification", best)
+                     for model in CROSS_MODELS]
             lines.append(f"| {TITLES[method]} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 
+def plan_of(record: dict[str, Any]) -> Plan:
+    """The plan a ``study.json``'s ``plan`` holds; one written before recipes had names (its one
+    recipe's steps, lr, batch) reads as the cpu recipe with those values for both tasks."""
+    fields = {**record}
+    recipe = TrainSpec(**fields.pop("recipe"))
+    part = TrainSpec(**fields.pop("part_recipe", recipe.record()))
+    return Plan(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}, recipe=recipe,
+                part_recipe=part)
+
+
 def finished_units(plan: Plan, table: int, out: Path) -> list[dict[str, Any]]:
     """The results of ``table``'s units that ``out`` holds finished (none is run)."""
-    return [_read_result(unit, path) for unit in units(plan, table)
+    return [_read_result(plan, unit, path) for unit in units(plan, table)
             if (path := _result_path(out, unit)).exists()]
 
 

@@ -58,7 +58,7 @@ def coreset_table(base: DataSpec, settings: Sequence[str], cpcs: Sequence[int], 
             lines.append(f"| {setting} | {cpc} | {' | '.join(cells)} | {full} |")
     table = "\n".join(lines)
     if info.is_main:
-        record = {"data": {**base.key(), "setting": list(settings)}, "recipe": recipe.__dict__, "runs": runs,
+        record = {"data": {**base.key(), "setting": list(settings)}, "recipe": recipe.record(), "runs": runs,
                   "seed": seed, "scores": results}
         atomic_write(json.dumps(record, indent=1).encode(), out / "table.json")
         atomic_write((table + "\n").encode(), out / "table.md")

@@ -1,33 +1,45 @@
 """Training a backbone from scratch on a set of object clouds, and its predictions: the engine of
-the condensation protocol (decisions 72 and 73), in one process or several.
+the condensation protocol (decisions 72, 73 and 94), in one process or several.
 
-:func:`train_backbone`: ``spec.steps`` Adam steps (learning rate ``spec.lr``, cosine decay to 0),
-each on the next ``min(spec.batch_size, S)`` clouds of an endless stream of seeded permutations
-of the set, augmented (:mod:`train.condense.augment`); cross-entropy on the class (classification)
-or on every point's part (part segmentation, the category given one-hot). Nothing is chosen on a
-test split: the model of the last step is returned. A batch's clouds are the set's rows, or drawn
-afresh from the run's random stream where the set has a :data:`BatchSource` (DD3D's generator
-resampled, :mod:`train.condense.resample`).
+:func:`train_backbone` trains as its :class:`TrainSpec` says, counted in one of two forms:
+
+- ``steps`` (the ``cpu`` recipe): that many updates, each on the next ``min(spec.batch_size, S)``
+  clouds of an endless stream of seeded permutations of the set, the learning rate on a cosine
+  from ``spec.lr`` to ``spec.lr_end`` over the steps;
+- ``epochs`` (the ``paper`` recipe, DD3D's released evaluation): that many passes, each a fresh
+  seeded permutation cut into batches of ``min(spec.batch_size, S)`` (the last one shorter), the
+  learning rate fixed within a pass and on a cosine from ``spec.lr`` at the first pass to
+  ``spec.lr_end`` at the last (:func:`epoch_lr`); after every ``spec.test_every`` th pass (and
+  the last) a ``watch`` callback may score the model (the best-test-epoch number, decision 94).
+
+Adam or SGD with momentum 0.9, with ``spec.weight_decay`` (L2 added to the gradient, as
+``torch.optim`` does); every batch augmented as ``spec.augmentation`` names
+(:mod:`train.condense.augment`); cross-entropy on the class (classification) or on every point's
+part (part segmentation, the category given one-hot). The model of the last step is returned. A
+batch's clouds are the set's rows, or drawn afresh from the run's random stream where the set has
+a :data:`BatchSource` (DD3D's generator resampled, :mod:`train.condense.resample`).
 
 Several processes (``torchrun`` or ``--procs``): every rank draws the same global batch and the
 same augmentation, takes its rows ``rank::world`` and adds its cross-entropy summed over its rows
 divided by the global batch; the gradients are summed over the ranks. The sum of the ranks' losses
 is the one process's mean, so with the instance-normalised PointNet the ranks compute one
 process's step up to float rounding; networks with batch normalisation see their statistics per
-rank (rank 0's are broadcast at the end). :func:`predict` shares the clouds out the same way and
-gathers the predictions in the set's order.
+rank (rank 0's are broadcast before a watch and at the end). :func:`predict` shares the clouds
+out the same way and gathers the predictions in the set's order.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.condense.augment import augment
+from train.condense.augment import AUGMENTATIONS
 from train.models.objects import build_object_model
 from train.runtime.distributed import DistInfo, all_gather_objects, all_reduce_sum, broadcast_buffers
 from train.runtime.logging_utils import progress
@@ -68,14 +80,79 @@ class Clouds:
         return "classification" if self.parts is None else "parts"
 
 
+OPTIMIZERS = ("adam", "sgd")  # sgd: momentum 0.9 (the released part-segmentation evaluation's)
+
+# A model after a pass, and the passes done: the test scoring of the best-test-epoch number.
+Watch = Callable[[nn.Module, int], None]
+
+
 @dataclass(frozen=True)
 class TrainSpec:
-    """How a backbone is trained (decision 73 gives the defaults and how they were chosen)."""
+    """How a backbone is trained (module docstring; the named recipes and their sources are
+    :mod:`train.condense.recipes`, decision 94): ``steps`` or ``epochs`` (exactly one given),
+    ``lr`` at the start on a cosine to ``lr_end``, ``batch_size`` clouds a step (the whole set when
+    smaller), ``weight_decay``, ``optimizer`` one of :data:`OPTIMIZERS`, ``augmentation`` one of
+    :data:`train.condense.augment.AUGMENTATIONS`, ``test_every`` passes between the test scorings
+    of the best-test-epoch number (0: none; epochs only), ``recipe`` the name it was made from."""
 
     model: str = "pointnet"
-    steps: int = 300
+    steps: int | None = 300
+    epochs: int | None = None
     lr: float = 1e-3
     batch_size: int = 32
+    weight_decay: float = 0.0
+    lr_end: float = 0.0
+    optimizer: str = "adam"
+    augmentation: str = "protocol"
+    test_every: int = 0
+    recipe: str = "cpu"
+
+    def __post_init__(self) -> None:
+        def count(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError(f"a recipe counts steps or epochs, exactly one; got steps {self.steps}, epochs "
+                             f"{self.epochs}")
+        for name in ("steps", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and not count(value):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0 or not 0 <= self.lr_end <= self.lr:
+            raise ValueError(f"the learning rate must be positive and end between 0 and itself, got lr {self.lr}, "
+                             f"lr_end {self.lr_end}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be 0 or more, got {self.weight_decay}")
+        if self.optimizer not in OPTIMIZERS or self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"optimizer {self.optimizer!r} / augmentation {self.augmentation!r}: not among "
+                             f"{OPTIMIZERS} / {tuple(AUGMENTATIONS)}")
+        if not (self.test_every == 0 or count(self.test_every)) or (self.test_every and self.epochs is None):
+            raise ValueError(f"test_every must be 0 or, with epochs, a positive integer; got {self.test_every!r}")
+
+    def record(self) -> dict[str, Any]:
+        """The recipe's name and every value, as result files keep them."""
+        return asdict(self)
+
+    @property
+    def length(self) -> str:
+        """``"300 steps"`` or ``"201 epochs"``."""
+        return f"{self.steps} steps" if self.steps is not None else f"{self.epochs} epochs"
+
+    def describe(self) -> str:
+        """One line: ``"paper recipe: pointnet, 201 epochs, batch 256, adam lr 0.001 -> 0.0001, ..."``."""
+        return (f"{self.recipe} recipe: {self.model}, {self.length}, batch {self.batch_size}, {self.optimizer} lr "
+                f"{self.lr:g} -> {self.lr_end:g}, weight decay {self.weight_decay:g}, augmentation "
+                f"{self.augmentation}")
+
+
+def epoch_lr(spec: TrainSpec, epoch: int) -> float:
+    """The learning rate of pass ``epoch`` (0-based) of an epochs recipe: ``lr`` at the first, a
+    cosine to ``lr_end`` at the last (the released code's ``CosineAnnealingLR(T_max=epochs - 1)``
+    stepped after each pass)."""
+    if spec.epochs is None or not 0 <= epoch < spec.epochs:
+        raise ValueError(f"epoch {epoch} is not a pass of {spec.describe()}")
+    if spec.epochs == 1:
+        return spec.lr
+    return spec.lr_end + (spec.lr - spec.lr_end) * (1 + math.cos(math.pi * epoch / (spec.epochs - 1))) / 2
 
 
 def batch_stream(size: int, batch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -87,6 +164,12 @@ def batch_stream(size: int, batch: int, generator: torch.Generator) -> Iterator[
             order = torch.cat([order, torch.randperm(size, generator=generator)])
         yield order[:batch]
         order = order[batch:]
+
+
+def epoch_batches(size: int, batch: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One pass over a set of ``size``: a seeded permutation cut into batches of ``batch`` indices,
+    the last one shorter where ``batch`` does not divide ``size``."""
+    return list(torch.randperm(size, generator=generator).split(batch))
 
 
 def _loss(model: nn.Module, data: Clouds, rows: torch.Tensor, points: torch.Tensor, parts: torch.Tensor | None,
@@ -105,23 +188,32 @@ def build(data: Clouds, model: str) -> nn.Module:
     return build_object_model(model, data.num_classes, data.task, num_parts)
 
 
+def _optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=0.9, weight_decay=spec.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+
+
 def train_backbone(data: Clouds, spec: TrainSpec, seed: int, info: DistInfo, desc: str = "train",
-                   show: bool = True) -> nn.Module:
-    """A backbone trained from scratch on ``data`` (module docstring); the last step's model, in eval mode."""
+                   show: bool = True, watch: Watch | None = None) -> nn.Module:
+    """A backbone trained from scratch on ``data`` (module docstring); the last step's model, in
+    eval mode. ``watch`` is called with the model (in eval mode, back in training after) and the
+    passes done after every ``spec.test_every`` th pass and the last (epochs recipes only)."""
+    if watch is not None and not spec.test_every:
+        raise ValueError(f"a watch needs test_every passes; {spec.describe()} has none")
     torch.manual_seed(seed)
     model = build(data, spec.model).to(info.device)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, spec.steps)
+    optimizer = _optimizer(model, spec)
     draws = torch.Generator().manual_seed(seed)
     batch = min(spec.batch_size, len(data))
     per_cloud = 1 if data.parts is None else data.points.shape[1]
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:  # a rank without rows in a batch adds zeros
         p.grad = torch.zeros_like(p)
-    stream = batch_stream(len(data), batch, draws)
-    for _ in progress(range(spec.steps), desc=desc, enabled=show and info.is_main):
-        index = next(stream)
+    augment = AUGMENTATIONS[spec.augmentation]
+
+    def step(index: torch.Tensor) -> None:
         clouds, parts = data.batch(index, draws)
         cloud_batch = augment(clouds, draws)
         mine = slice(info.rank, None, info.world_size)
@@ -129,12 +221,28 @@ def train_backbone(data: Clouds, spec: TrainSpec, seed: int, info: DistInfo, des
         if len(index[mine]):
             loss = _loss(model, data, index[mine], cloud_batch[mine].to(info.device),
                          None if parts is None else parts[mine], info.device)
-            (loss / (batch * per_cloud)).backward()
+            (loss / (len(index) * per_cloud)).backward()
         if info.world_size > 1:
             flat = all_reduce_sum(torch.cat([p.grad.reshape(-1) for p in params]))
             torch.nn.utils.vector_to_parameters(flat, [p.grad for p in params])
         optimizer.step()
-        schedule.step()
+
+    if spec.steps is not None:
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, spec.steps, eta_min=spec.lr_end)
+        stream = batch_stream(len(data), batch, draws)
+        for _ in progress(range(spec.steps), desc=desc, enabled=show and info.is_main):
+            step(next(stream))
+            schedule.step()
+    else:
+        for epoch in progress(range(spec.epochs), desc=desc, enabled=show and info.is_main):
+            for group in optimizer.param_groups:
+                group["lr"] = epoch_lr(spec, epoch)
+            for index in epoch_batches(len(data), batch, draws):
+                step(index)
+            if watch is not None and ((epoch + 1) % spec.test_every == 0 or epoch + 1 == spec.epochs):
+                broadcast_buffers(model)  # the ranks predict with one set of statistics
+                watch(model.eval(), epoch + 1)
+                model.train()
     broadcast_buffers(model)
     return model.eval()
 
