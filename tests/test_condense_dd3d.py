@@ -30,8 +30,7 @@ def test_the_generator_module_computes_the_reference_forward_with_its_weights() 
     want = reference.generator_forward(
         noise.numpy(), gen.codes.weight[index].detach().numpy(), [s.weight.detach().numpy() for s in gen.sines],
         [s.bias.detach().numpy() for s in gen.sines], [m.weight.detach().numpy() for m in gen.modulators],
-        [m.bias.detach().numpy() for m in gen.modulators], gen.out.weight.detach().numpy(),
-        gen.out.bias.detach().numpy(), 100.0)
+        [m.bias.detach().numpy() for m in gen.modulators], gen.out.weight.detach().numpy(), 100.0)
     np.testing.assert_allclose(gen(noise, index).detach().numpy(), want, rtol=0, atol=1e-12)
 
 
@@ -44,7 +43,9 @@ def test_the_generator_draws_every_cloud_at_the_requested_resolution_point_by_po
         assert np.abs(drawn).max() < 1.0
     noise = torch.rand(2, 20)
     whole = gen(noise, torch.tensor([1, 3]))
-    np.testing.assert_array_equal(gen(noise[:, 5:9], torch.tensor([1, 3])).detach(), whole[:, 5:9].detach())
+    # the same points to float32 rounding: the bias-free output map is a matmul whose kernel varies with N
+    np.testing.assert_allclose(gen(noise[:, 5:9], torch.tensor([1, 3])).detach(), whole[:, 5:9].detach(), rtol=0,
+                               atol=1e-6)
 
 
 def _unit_cloud(rng: np.random.Generator, rotator: Rotator) -> np.ndarray:

@@ -15,6 +15,7 @@ import torch
 ANGLE_SIGMA, ANGLE_CLIP = 0.06, 0.18
 SCALE_LOW, SCALE_HIGH = 2.0 / 3.0, 3.0 / 2.0
 JITTER_SIGMA, JITTER_CLIP = 0.01, 0.05
+PERTURB_LOW, PERTURB_HIGH = 0.8, 1.25  # perturb's scale, one per cloud
 
 
 def rotations(angles: torch.Tensor) -> torch.Tensor:
@@ -35,3 +36,12 @@ def augment(points: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     jitter = (torch.randn(points.shape, generator=generator) * JITTER_SIGMA).clamp(-JITTER_CLIP, JITTER_CLIP)
     turn = rotations(angles).to(points)
     return (points @ turn.transpose(1, 2)) * scale.to(points) + jitter.to(points)
+
+
+def perturb(points: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, N, 3) clouds, each scaled, jittered and rotated as the module docstring says of :func:`perturb`."""
+    b = points.shape[0]
+    scale = torch.empty(b, 1, 1).uniform_(PERTURB_LOW, PERTURB_HIGH, generator=generator)
+    jitter = (torch.randn(points.shape, generator=generator) * JITTER_SIGMA).clamp(-JITTER_CLIP, JITTER_CLIP)
+    angles = (torch.randn(b, 3, generator=generator) * ANGLE_SIGMA).clamp(-ANGLE_CLIP, ANGLE_CLIP)
+    return (points * scale.to(points) + jitter.to(points)) @ rotations(angles).to(points)
