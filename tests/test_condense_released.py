@@ -21,10 +21,11 @@ from train.condense.condensed_file import read_condensed
 from train.condense.dd3d import distill_dd3d, draw_set, part_partition, unit_sphere
 from train.condense.generator import PointGenerator
 from train.condense.matching_loops import DistillSpec, freeze_batch_norm, fresh_network, match_gradients, real_sampler
-from train.condense.released import Loops, generator_adam, iterations_for, loops_for
+from train.condense.released import FAMILIES, Loops, generator_adam, iterations_for, loops_for
 from train.condense.resample import generator_source
 from train.condense.rotator import Rotator
 from train.data.objects import load_objects
+from train.data.objects.load import OBJECT_SETS
 
 
 def _radii(clouds: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -53,6 +54,7 @@ def test_loops_are_the_released_code_s_by_setting_and_data_set() -> None:
     assert iterations_for("shapenet_part", "parts") == iterations_for("shapes", "parts") == 400
     assert dataclasses.astuple(generator_adam("classification")) == (1e-3, 5e-4)
     assert dataclasses.astuple(generator_adam("parts")) == (5e-4, 1e-5)
+    assert set(FAMILIES) == set(OBJECT_SETS)  # every object data set takes a released family
     with pytest.raises(ValueError, match="has no released settings"):
         loops_for("cifar10", "aligned", "classification", 1)
 
