@@ -150,7 +150,8 @@ def test_a_part_set_is_drawn_as_generated() -> None:
     generator = PointGenerator(len(labels), 100.0, width=16)
     drawn, _ = draw_set(generator, Rotator("none"), 40, 0, part_partition(train, labels))
     with torch.no_grad():
-        raw = generator(torch.rand(len(labels), 40, generator=torch.Generator().manual_seed(0)), torch.arange(len(labels)))
+        noise = torch.rand(len(labels), 40, generator=torch.Generator().manual_seed(0))
+        raw = generator(noise, torch.arange(len(labels)))
     np.testing.assert_allclose(drawn, raw.numpy(), atol=1e-6)  # seg_inr.py evaluates its draws unnormalised
 
 

@@ -140,8 +140,8 @@ def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info:
     real_batch = framed(real, perturbed=partition is not None)
     statistics = None if partition is None else framed(
         real_sampler(real_points, train.labels, STATISTICS_CLOUDS, draws, real_parts), perturbed=False)
-    history = match_gradients(optimizer, sorted(rows), len(train.class_names), loops_of(train, cpc), real_batch, drawn(False), spec,
-                              draws, info, checkpoint, desc=f"DD3D CPC {cpc}",
+    history = match_gradients(optimizer, sorted(rows), len(train.class_names), loops_of(train, cpc), real_batch,
+                              drawn(False), spec, draws, info, checkpoint, desc=f"DD3D CPC {cpc}",
                               num_parts=None if partition is None else len(train.part_classes),
                               inner_set=drawn(True), statistics=statistics)
     if info.is_main:
