@@ -16,16 +16,16 @@ from reference.generator import check_generator_shapes
 
 def generator_forward(
     noise: torch.Tensor, codes: torch.Tensor, sine_weights: list[torch.Tensor], sine_biases: list[torch.Tensor],
-    modulator_weights: list[torch.Tensor], modulator_biases: list[torch.Tensor], out_weight: torch.Tensor,
-    out_bias: torch.Tensor, w0: float,
+    modulator_weights: list[torch.Tensor], modulator_biases: list[torch.Tensor], out_weight: torch.Tensor, w0: float,
 ) -> torch.Tensor:
-    """The (B, N, 3) points generated from (B, N) noise for clouds of (B, E) modulator codes."""
+    """The (B, N, 3) points generated from (B, N) noise for clouds of (B, H_1) codes."""
     check_generator_shapes(tuple(noise.shape), tuple(codes.shape), [tuple(a.shape) for a in sine_weights],
                            [tuple(a.shape) for a in sine_biases], [tuple(a.shape) for a in modulator_weights],
-                           [tuple(a.shape) for a in modulator_biases], tuple(out_weight.shape), tuple(out_bias.shape))
+                           [tuple(a.shape) for a in modulator_biases], tuple(out_weight.shape))
     omega = check_w0(w0)
-    h, m = noise.unsqueeze(-1), codes
-    for i, (sw, sb, mw, mb) in enumerate(zip(sine_weights, sine_biases, modulator_weights, modulator_biases)):
-        m = F.relu(F.linear(m, mw, mb))
+    h, m = noise.unsqueeze(-1), F.relu(codes)
+    for i, (sw, sb) in enumerate(zip(sine_weights, sine_biases)):
+        if i > 0:
+            m = F.relu(F.linear(m, modulator_weights[i - 1], modulator_biases[i - 1]))
         h = torch.sin((omega if i == 0 else 1.0) * F.linear(h, sw, sb)) * m.unsqueeze(1)
-    return torch.tanh(F.linear(h, out_weight, out_bias))
+    return torch.tanh(F.linear(h, out_weight))

@@ -113,23 +113,24 @@ def draw_distribution_match_loss(rng: np.random.Generator, kind: str) -> dict:
     return dict(embeddings_a=ea, labels_a=ya, embeddings_b=eb, labels_b=yb)
 
 
-def random_generator_weights(rng: np.random.Generator, code_width: int, widths: list[int]) -> dict:
-    """SIREN-initialised weights (first layer U(-1, 1), later U(+-sqrt(6 / fan_in))) in (out, in) layout."""
+def random_generator_weights(rng: np.random.Generator, widths: list[int]) -> dict:
+    """SIREN-initialised weights (first layer U(-1, 1), later U(+-sqrt(6 / fan_in))) in (out, in) layout;
+    the codes are as wide as the first layer."""
     def uniform(bound: float, *shape: int) -> np.ndarray:
         return rng.uniform(-bound, bound, size=shape)
 
     fans = [1] + widths[:-1]
     return dict(sine_weights=[uniform(1.0 if i == 0 else np.sqrt(6 / f), w, f) for i, (w, f) in enumerate(zip(widths, fans))],
                 sine_biases=[uniform(1.0 / np.sqrt(f), w) for w, f in zip(widths, fans)],
-                modulator_weights=[uniform(1.0 / np.sqrt(f), w, f) for w, f in zip(widths, [code_width] + widths[:-1])],
-                modulator_biases=[uniform(0.5, w) for w in widths],
-                out_weight=uniform(np.sqrt(6 / widths[-1]), 3, widths[-1]), out_bias=uniform(0.1, 3))
+                modulator_weights=[uniform(1.0 / np.sqrt(f), w, f) for w, f in zip(widths[1:], widths[:-1])],
+                modulator_biases=[uniform(0.5, w) for w in widths[1:]],
+                out_weight=uniform(np.sqrt(6 / widths[-1]), 3, widths[-1]))
 
 
 def draw_generator_forward(rng: np.random.Generator, kind: str) -> dict:
-    clouds, code_width = int(rng.integers(1, 4)), int(rng.integers(1, 7))
+    clouds = int(rng.integers(1, 4))
     n = int(rng.integers(1, 3)) if kind == "tiny" else int(rng.integers(3, 40))
     widths = [int(w) for w in rng.integers(1, 9, size=int(rng.integers(1, 4)))]
     w0 = float(rng.choice([100.0, 400.0])) if kind == "high_frequency" else float(rng.choice([1.0, 10.0, 30.0]))
-    return dict(noise=rng.random((clouds, n)), codes=rng.normal(size=(clouds, code_width)),
-                **random_generator_weights(rng, code_width, widths), w0=w0)
+    return dict(noise=rng.random((clouds, n)), codes=rng.normal(size=(clouds, widths[0])),
+                **random_generator_weights(rng, widths), w0=w0)

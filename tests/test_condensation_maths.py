@@ -244,7 +244,7 @@ def test_distribution_match_loss_refuses_a_class_on_one_side(package: str) -> No
 # --- the generator (Eq. 7-9, decision 76) ---------------------------------------------------------------
 
 GENERATOR_TENSORS = ("noise", "codes", "sine_weights", "sine_biases", "modulator_weights", "modulator_biases",
-                     "out_weight", "out_bias")
+                     "out_weight")
 
 
 def _generator_inputs(seed: int) -> dict:

@@ -30,8 +30,7 @@ def test_the_generator_module_computes_the_reference_forward_with_its_weights() 
     want = reference.generator_forward(
         noise.numpy(), gen.codes.weight[index].detach().numpy(), [s.weight.detach().numpy() for s in gen.sines],
         [s.bias.detach().numpy() for s in gen.sines], [m.weight.detach().numpy() for m in gen.modulators],
-        [m.bias.detach().numpy() for m in gen.modulators], gen.out.weight.detach().numpy(),
-        gen.out.bias.detach().numpy(), 100.0)
+        [m.bias.detach().numpy() for m in gen.modulators], gen.out.weight.detach().numpy(), 100.0)
     np.testing.assert_allclose(gen(noise, index).detach().numpy(), want, rtol=0, atol=1e-12)
 
 

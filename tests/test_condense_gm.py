@@ -14,7 +14,7 @@ from tests.condensation_tiny import CLASSES, CPU, probe, tiny_set
 from train.condense.command import main
 from train.condense.distill_checkpoint import Checkpoint
 from train.condense.explicit import distill_explicit, initial_clouds
-from train.condense.matching_loops import DistillSpec, fresh_network, loops_for
+from train.condense.matching_loops import DistillSpec, fresh_network
 from train.condense.trajectory import TrajectorySpec, distill_trajectories, expert_trajectories, trajectory_loss
 from train.data.objects import ObjectSet
 
@@ -22,10 +22,6 @@ from train.data.objects import ObjectSet
 @pytest.fixture(scope="module")
 def tiny() -> ObjectSet:
     return tiny_set()
-
-
-def test_the_loops_follow_the_released_code_by_cpc() -> None:
-    assert [loops_for(c) for c in (1, 5, 10, 20, 50, 80)] == [(5, 5), (5, 5), (20, 10), (20, 10), (40, 5), (40, 5)]
 
 
 def test_gm_moves_the_synthetic_set_and_its_matching_distance_falls(tiny: ObjectSet) -> None:

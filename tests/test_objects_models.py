@@ -139,10 +139,10 @@ def test_lightweight_pointnet_count_is_its_three_layers_and_one_linear_classifie
     # DD3D Appendix E gives no count: 3*64 + 64*128 + 128*1024 weights (instance norm has no
     # parameters), then 1024*K + K
     assert count(build_object_model("pointnet", 40)) == 3 * 64 + 64 * 128 + 128 * 1024 + 1024 * 40 + 40
-    # the part network: batch norm's 2 * (64 + 128 + 1024), its head (1216 + 1024 + K) -> 512 -> 256 -> 128 with
-    # batch norm, then 128 -> P
+    # the part network (the released DD3D code's PointNetSeg, decision 92): batch norm's 2 * (64 + 128 + 1024), one
+    # linear map (1024 + K + 64 + 128) -> P
     trunk = 3 * 64 + 64 * 128 + 128 * 1024 + 2 * (64 + 128 + 1024)
-    head = (1216 + 1024 + 16) * 512 + 512 * 256 + 256 * 128 + 2 * (512 + 256 + 128) + 128 * 50 + 50
+    head = (1024 + 16 + 64 + 128) * 50 + 50
     assert count(build_object_model("pointnet", 16, task="parts", num_parts=50)) == trunk + head
 
 

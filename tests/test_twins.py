@@ -292,7 +292,7 @@ def gradient_match_grad_terms(inputs: dict, cotangent: Optional[np.ndarray]) -> 
 
 
 GENERATOR_TENSORS = ("noise", "codes", "sine_weights", "sine_biases", "modulator_weights", "modulator_biases",
-                     "out_weight", "out_bias")
+                     "out_weight")
 
 
 def generator_vjp(inputs: dict, cotangent: np.ndarray) -> list[np.ndarray]:

@@ -11,7 +11,10 @@ Arrays (a plain ``.npz``, read with ``allow_pickle=False``):
   set's seed and size (those of :func:`train.data.objects.load_objects`, which key a generated
   set's content), commit, class names, the part names for part segmentation, and the ``frame``
   the clouds live in: the rotator's record, :func:`train.condense.rotator.frame_record`, decision
-  86; a file written before the frame was recorded reads as the data's own frame, ``none``).
+  86; a file written before the frame was recorded reads as the data's own frame, ``none``), and
+  ``distill``, what a distillation ran (its iterations, loops and learning rates,
+  :func:`train.condense.methods.distill_record`, decision 92; null for a coreset and for a file
+  written before it was recorded).
 
 :func:`write_condensed` checks what it writes as :func:`read_condensed` checks what it reads (one
 check, :func:`check_condensed`) and writes atomically (:func:`train.runtime.files.atomic_write`);
@@ -37,6 +40,7 @@ FILE_NAME = "condensed.npz"
 PROVENANCE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "method": str, "dataset": str, "setting": str, "task": str, "cpc": int, "seed": int, "data_seed": int,
     "size": (int, type(None)), "commit": str, "class_names": list, "part_names": (list, type(None)), "frame": dict,
+    "distill": (dict, type(None)),
 }
 ARRAYS = ("points", "labels", "parts", "provenance")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # every member's date: the same set gives the same bytes
@@ -158,6 +162,7 @@ def read_condensed(path: str | Path) -> CondensedSet:
     if not isinstance(provenance, dict):
         raise CondensedFileError(f"{source}: provenance must be a JSON object, got {type(provenance).__name__}")
     provenance.setdefault("frame", frame_record(Rotator("none")))  # sets were in their data's frame before decision 86
+    provenance.setdefault("distill", None)  # not recorded before decision 92
     cset = CondensedSet(arrays["points"], arrays["labels"], provenance, arrays.get("parts"))
     check_condensed(cset, source)
     return cset

@@ -6,8 +6,14 @@ rotator (:mod:`train.condense.rotator`), and the generator kept to draw the set 
 Every synthetic cloud of class k is drawn from fresh uniform noise at the training clouds'
 resolution each time it is used and passed through the rotator's sign step; each real batch is put
 on its principal axes (once, for the whole split) and passed through the same sign step; the Adam
-step moves the generator (and the learned sign's ``w``). The condensed set is one draw of every
-cloud (noise from the seed) as the network saw it, after the sign step. ``<folder>/generator.pt``
+step moves the generator (and the learned sign's ``w``) with the released optimiser of the task
+(decision 92). As the released code (decision 92): the clouds the network trains on between two
+outer steps are re-centred and scaled into the unit sphere before the sign step
+(:func:`unit_sphere`), the matched ones are not; for part segmentation the real batches are
+perturbed (:func:`train.condense.augment.released_augment`, the released evaluation's perturbation) and the part segmenter's batch-norm statistics
+come from a few real clouds a class. The condensed set is one draw of every cloud (noise from the
+seed) after the sign step, re-centred and scaled into the unit sphere before it for classification
+(``gm_inr.py`` evaluates so), as drawn for part segmentation (``seg_inr.py`` evaluates so). ``<folder>/generator.pt``
 keeps the generator, the rotator and what rebuilds them (rank 0 writes it: several processes share
 the classes and hold the same generator, decision 84); :func:`load_generator` reads it back and
 :func:`draw_set` draws the set again at any resolution.
@@ -20,16 +26,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from train.condense.augment import released_augment
 from train.condense.condensed_file import FILE_NAME, CondensedSet, read_condensed
 from train.condense.distill_checkpoint import Checkpoint
 from train.condense.generator import DATASET_W0, PointGenerator
-from train.condense.matching_loops import Batch, DistillSpec, match_gradients, real_sampler
+from train.condense.matching_loops import (STATISTICS_CLOUDS, Batch, ClassClouds, DistillSpec, match_gradients,
+                                          real_sampler)
+from train.condense.released import generator_adam, loops_of, task_of
 from train.condense.rotator import Rotator, principal_axes
 from train.data.objects import ObjectSet
 from train.runtime.distributed import DistInfo
 from train.runtime.files import atomic_write
 
 GENERATOR_NAME = "generator.pt"
+RADIUS_EPS = 1e-4  # added to a cloud's radius before it is divided by it (provider.py's normalize_data)
 
 
 class GeneratorFileError(ValueError):
@@ -62,22 +72,37 @@ def noise_parts(noise: torch.Tensor, index: torch.Tensor, partition: Partition) 
     return torch.stack(out)
 
 
+def unit_sphere(clouds: torch.Tensor) -> torch.Tensor:
+    """Every (B, N, 3) cloud re-centred on its mean point and divided by its largest distance from it
+    plus :data:`RADIUS_EPS`."""
+    centred = clouds - clouds.mean(dim=1, keepdim=True)
+    return centred / (centred.norm(dim=-1).amax(dim=1)[:, None, None] + RADIUS_EPS)
+
+
 def draw_batch(generator: PointGenerator, rotator: Rotator, index: torch.Tensor, points: int,
-               draws: torch.Generator, partition: Partition | None) -> Batch:
-    """The clouds ``index`` from fresh noise after the sign step, with their points' parts (or None)."""
+               draws: torch.Generator, partition: Partition | None, normalise: bool) -> Batch:
+    """The clouds ``index`` from fresh noise (in the unit sphere where ``normalise``) after the sign
+    step, with their points' parts (or None)."""
     noise = torch.rand(len(index), points, generator=draws).to(generator.out.weight.device)
-    clouds = rotator(generator(noise, index.to(noise.device)))
+    clouds = generator(noise, index.to(noise.device))
+    clouds = rotator(unit_sphere(clouds) if normalise else clouds)
     return clouds, None if partition is None else noise_parts(noise, index, partition)
+
+
+def normalises_sets(partition: Partition | None) -> bool:
+    """Whether a drawn set is put in the unit sphere: for classification, not for part segmentation
+    (whose generator keeps a ``partition``; module docstring)."""
+    return partition is None
 
 
 def draw_set(generator: PointGenerator, rotator: Rotator, points: int, seed: int, partition: Partition | None = None
              ) -> tuple[np.ndarray, np.ndarray | None]:
     """Every synthetic cloud at ``points`` points (noise from ``seed``) after the sign step, (M, points, 3),
-    and their parts (M, points) where there is a ``partition``."""
+    and their parts (M, points) where there is a ``partition``; in the unit sphere for classification."""
     draws = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         clouds, parts = draw_batch(generator, rotator, torch.arange(generator.codes.num_embeddings), points, draws,
-                                   partition)
+                                   partition, normalises_sets(partition))
     return clouds.cpu().numpy().astype(np.float32), None if parts is None else parts.cpu().numpy().astype(np.int64)
 
 
@@ -85,8 +110,8 @@ def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info:
                  rotator: Rotator, checkpoint: Checkpoint | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[float]]:
     """DD3D on ``train`` through ``rotator`` (on ``info.device``; a learned sign is trained in
-    place): the drawn set, its labels, its parts (part segmentation) and the history of D; the
-    generator saved in ``folder``."""
+    place) with the released loops and optimiser (decision 92): the drawn set, its labels, its
+    parts (part segmentation) and the history of D; the generator saved in ``folder``."""
     classes = np.unique(train.labels)
     labels = np.repeat(classes, cpc).astype(np.int64)
     torch.manual_seed(seed)
@@ -95,20 +120,30 @@ def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info:
     real_points = torch.from_numpy(train.points)
     real_points = real_points if rotator.kind == "none" else principal_axes(real_points)
     real_parts = None if train.parts is None else torch.from_numpy(train.parts).to(info.device)
-    real = real_sampler(real_points.to(info.device), train.labels, spec.real_batch, draws, real_parts)
+    real_points = real_points.to(info.device)
+    real = real_sampler(real_points, train.labels, spec.real_batch, draws, real_parts)
     rows = {int(k): torch.from_numpy(np.flatnonzero(labels == k)) for k in classes}
     partition = part_partition(train, labels)
     resolution = train.points.shape[1]
-    optimizer = torch.optim.Adam([*generator.parameters(), *rotator.parameters()], lr=spec.lr,
-                                 weight_decay=spec.weight_decay)
+    adam = generator_adam(task_of(train))
+    optimizer = torch.optim.Adam([*generator.parameters(), *rotator.parameters()], lr=adam.lr,
+                                 weight_decay=adam.weight_decay)
 
-    def real_batch(k: int) -> Batch:
-        clouds, parts = real(k)
-        return rotator(clouds), parts
-    history = match_gradients(optimizer, sorted(rows), len(train.class_names), cpc, real_batch,
-                              lambda k: draw_batch(generator, rotator, rows[k], resolution, draws, partition), spec,
-                              draws, info, checkpoint, desc=f"DD3D CPC {cpc}",
-                              num_parts=None if train.part_classes is None else len(train.part_classes))
+    def framed(sampler: ClassClouds, perturbed: bool) -> ClassClouds:
+        def batch(k: int) -> Batch:
+            clouds, parts = sampler(k)
+            return (released_augment(rotator(clouds), draws) if perturbed else rotator(clouds)), parts
+        return batch
+
+    def drawn(normalise: bool) -> ClassClouds:
+        return lambda k: draw_batch(generator, rotator, rows[k], resolution, draws, partition, normalise)
+    real_batch = framed(real, perturbed=partition is not None)
+    statistics = None if partition is None else framed(
+        real_sampler(real_points, train.labels, STATISTICS_CLOUDS, draws, real_parts), perturbed=False)
+    history = match_gradients(optimizer, sorted(rows), len(train.class_names), loops_of(train, cpc), real_batch,
+                              drawn(False), spec, draws, info, checkpoint, desc=f"DD3D CPC {cpc}",
+                              num_parts=None if partition is None else len(train.part_classes),
+                              inner_set=drawn(True), statistics=statistics)
     if info.is_main:
         save_generator(generator, rotator, labels, partition, folder / GENERATOR_NAME)
     points, parts = draw_set(generator, rotator, resolution, seed, partition)

@@ -16,7 +16,9 @@ import torch
 
 from train.condense.coreset import random_order, select_per_class
 from train.condense.distill_checkpoint import Checkpoint
-from train.condense.matching_loops import Batch, DistillSpec, match_distributions, match_gradients, real_sampler
+from train.condense.matching_loops import (STATISTICS_CLOUDS, Batch, DistillSpec, match_distributions, match_gradients,
+                                          real_sampler)
+from train.condense.released import loops_of
 from train.data.objects import ObjectSet
 from train.runtime.distributed import DistInfo
 
@@ -68,8 +70,10 @@ def distill_explicit(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, i
     num_classes = len(train.class_names)
     if method == "gm":
         num_parts = None if train.part_classes is None else len(train.part_classes)
-        history = match_gradients(optimizer, classes, num_classes, cpc, real, batch, spec, draws, info, checkpoint,
-                                  desc=f"GM CPC {cpc}", num_parts=num_parts)
+        statistics = None if real_parts is None else real_sampler(
+            torch.from_numpy(train.points).to(info.device), train.labels, STATISTICS_CLOUDS, draws, real_parts)
+        history = match_gradients(optimizer, classes, num_classes, loops_of(train, cpc), real, batch, spec, draws, info,
+                                  checkpoint, desc=f"GM CPC {cpc}", num_parts=num_parts, statistics=statistics)
     else:
         history = match_distributions(optimizer, classes, num_classes, real, batch, spec, draws, info, checkpoint,
                                       desc=f"DM CPC {cpc}")

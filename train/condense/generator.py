@@ -1,13 +1,15 @@
 """DD3D's point-wise generator as a module, paper Eq. (7)-(9): a code per synthetic cloud (Eq. 8's
-one-hot times ``w'_1``, an embedding row), ReLU modulator layers, sine layers modulated after the
-sine and a linear map to tanh'ed points; its forward is ``fast.generator_forward`` (decision 76),
-so the twin the tests compare with ``reference.generator_forward`` is what trains.
+one-hot times ``w'_1``, an embedding row) whose ReLU is the first modulator, one ReLU modulator
+layer more per further sine layer, sine layers modulated after the sine and a linear map without
+bias to tanh'ed points; its forward is ``fast.generator_forward`` (decision 76), so the twin the
+tests compare with ``reference.generator_forward`` is what trains.
 
-The released code's sizes (decision 78): two sine layers of width 256, codes of width 256.
-Initialisation (SIREN, Sitzmann et al. 2020, Sec. 3.2): the first sine layer's weights uniform in
-(-1, 1) (its input is one noise scalar, its frequency ``w0``), the hidden ones uniform in
-+-sqrt(6 / width) (their frequency 1, decision 76); biases, modulators and the output map as
-``torch.nn.Linear``, codes standard normal.
+The released code's sizes and initialisation (CINR.py's SirenNet and SirenWrapper, decision 92):
+two sine layers of width 256, codes of width 256, so one 256 x 256 modulator layer. SIREN's
+initialisation (Sitzmann et al. 2020, Sec. 3.2): the first sine layer's weights and biases uniform
+in (-1, 1) (its input is one noise scalar, its frequency ``w0``), the hidden sine layers' and the
+output map's weights (and the hidden biases) uniform in +-sqrt(6 / width) (their frequency 1,
+decision 76); the modulator layer as ``torch.nn.Linear``, codes standard normal.
 The noise is uniform in [0, 1) (Eq. 7's ``z_1``), one scalar per point, so a cloud of any size is
 drawn by drawing that many scalars (:func:`train.condense.dd3d.draw_batch`).
 """
@@ -38,14 +40,17 @@ class PointGenerator(nn.Module):
         self.w0 = check_w0(w0)
         self.codes = nn.Embedding(clouds, width)
         self.sines = nn.ModuleList(nn.Linear(1 if i == 0 else width, width) for i in range(layers))
-        self.modulators = nn.ModuleList(nn.Linear(width, width) for _ in range(layers))
-        self.out = nn.Linear(width, 3)
+        self.modulators = nn.ModuleList(nn.Linear(width, width) for _ in range(layers - 1))
+        self.out = nn.Linear(width, 3, bias=False)
         with torch.no_grad():
+            hidden = math.sqrt(6.0 / width)
             for i, layer in enumerate(self.sines):
-                bound = 1.0 if i == 0 else math.sqrt(6.0 / width)
+                bound = 1.0 if i == 0 else hidden
                 layer.weight.uniform_(-bound, bound)
+                layer.bias.uniform_(-bound, bound)
+            self.out.weight.uniform_(-hidden, hidden)
 
     def forward(self, noise: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return generator_forward(noise, self.codes(index), [s.weight for s in self.sines], [s.bias for s in self.sines],
                                  [m.weight for m in self.modulators], [m.bias for m in self.modulators],
-                                 self.out.weight, self.out.bias, self.w0)
+                                 self.out.weight, self.w0)

@@ -1,19 +1,24 @@
 """The outer and inner loops of gradient matching (Dataset Condensation, Zhao et al. 2021, Algorithm
 1; DD3D Eq. 10) and of distribution matching (Zhao & Bilen 2023), shared by the explicit clouds and
-DD3D's generator (decision 78).
+DD3D's generator (decisions 78 and 92).
 
 Gradient matching, :func:`match_gradients`: every outer iteration draws a fresh lightweight
 PointNet; ``outer`` times it takes, per class k, a real batch of class k and that class's synthetic
 clouds, the gradients of the cross-entropy with respect to every weight on each side, and Eq. 10's
 distance ``D`` (``fast.gradient_match_distance``); the per-class distances are summed and one step
-of the synthetic parameters' optimiser is taken; between two such steps the network takes
-``inner`` SGD steps on the synthetic set (drawn anew, detached). Distribution matching,
-:func:`match_distributions`: every iteration a fresh PointNet with random weights embeds a real
-batch per class and the synthetic set (its 1,024-wide global feature), and one step matches the
-class means (``fast.distribution_match_loss``). The learning rate is cut by 10 at half the
-iterations. Both return each iteration's mean matching loss. For part segmentation (Eq. 11,
-decision 81) a batch carries its points' parts, the network is the part segmenter and gradient
-matching alternates global and per-part outer steps.
+of the synthetic parameters' optimiser is taken; between two such steps the network trains
+``inner`` epochs on the synthetic set (drawn anew, detached) in shuffled batches, its SGD learning
+rate cut by 10 after half of the iteration's ``outer x inner`` epochs where the loops say so
+(:class:`train.condense.released.Loops`, the released code's by data set, setting and task). A
+network with batch normalisation (the part segmenter) first runs a few real clouds of every class
+in training mode before each outer step and matches with its running statistics frozen (Dataset
+Condensation's ``BNSizePC``). Distribution matching, :func:`match_distributions`: every iteration a
+fresh PointNet with random weights embeds a real batch per class and the synthetic set (its
+1,024-wide global feature), and one step matches the class means
+(``fast.distribution_match_loss``). The synthetic parameters' learning rate is cut by 10 at half the
+iterations (gradient matching: where the loops say so). Both return each iteration's mean matching
+loss. For part segmentation (Eq. 11, decision 81) a batch carries its points' parts, the network is
+the part segmenter and gradient matching alternates global and per-part outer steps.
 
 Several processes (decision 84): both losses are sums over classes, so rank r takes the classes
 ``classes[r::world]`` and sums only their terms; the synthetic parameters' gradients and the loss
@@ -33,14 +38,13 @@ import torch.nn.functional as F
 
 from fast import distribution_match_loss, gradient_match_distance
 from train.condense.distill_checkpoint import Checkpoint
+from train.condense.released import Loops
 from train.models.objects import build_object_model
 from train.runtime.distributed import DistInfo, all_reduce_sum
 from train.runtime.logging_utils import progress
 
-# (outer, inner) loops by CPC (the released code's, decision 78); another CPC takes the largest listed below it
-LOOPS = {1: (5, 5), 10: (20, 10), 50: (40, 5)}
-INNER_BATCH = 256  # synthetic clouds a network step (Dataset Condensation's batch_train)
-DECAY_FACTOR = 0.1  # the learning rate at half the iterations
+DECAY_FACTOR = 0.1  # the learning rate at half the iterations (and the network's at half its inner epochs)
+STATISTICS_CLOUDS = 8  # real clouds a class for a batch-normalised network's statistics (seg_inr.py's BNSizePC)
 
 Batch = tuple[torch.Tensor, "torch.Tensor | None"]  # (B, N, 3) clouds and, for part segmentation, (B, N) part ids
 ClassClouds = Callable[[int], Batch]  # class k -> a batch of its clouds
@@ -49,25 +53,21 @@ IGNORED = -100  # the part id cross-entropy skips: the points outside the part a
 
 @dataclass(frozen=True)
 class DistillSpec:
-    """How a distillation method runs (decision 78 gives the defaults and where they differ from
-    the released code): ``iterations`` outer iterations, Adam's ``lr`` and ``weight_decay`` (the
-    generator's; explicit clouds take none), the network's SGD ``net_lr``, ``real_batch`` real
-    clouds a class, ``init`` of explicit clouds (``real`` or ``noise``, Table 6), a checkpoint every
-    ``checkpoint_every`` iterations and ``resume`` from it (decision 80)."""
+    """How a distillation method runs (decisions 78 and 92 give the defaults and where they differ
+    from the released code): ``iterations`` outer iterations (None: the data set's released count,
+    :func:`train.condense.released.iterations_for`), the explicit clouds' Adam ``lr`` (DD3D's
+    generator takes the released optimiser of its task, :func:`train.condense.released.generator_adam`),
+    the network's SGD ``net_lr``, ``real_batch`` real clouds a class, ``init`` of explicit clouds
+    (``real`` or ``noise``, Table 6), a checkpoint every ``checkpoint_every`` iterations and
+    ``resume`` from it (decision 80)."""
 
-    iterations: int = 400
+    iterations: int | None = None
     lr: float = 1e-3
-    weight_decay: float = 5e-4
     net_lr: float = 1e-3
     real_batch: int = 32
     init: str = "real"
     checkpoint_every: int = 10
     resume: bool = False
-
-
-def loops_for(cpc: int) -> tuple[int, int]:
-    """The (outer, inner) loops at ``cpc`` clouds per class (:data:`LOOPS`)."""
-    return LOOPS[max(c for c in LOOPS if c <= cpc)]
 
 
 def real_sampler(points: torch.Tensor, labels: np.ndarray, batch: int, generator: torch.Generator,
@@ -203,35 +203,64 @@ def summed_step(optimizer: torch.optim.Optimizer, terms: Iterable[torch.Tensor],
     return flat[-1].item()
 
 
-def match_gradients(optimizer: torch.optim.Optimizer, classes: list[int], num_classes: int, cpc: int,
+def freeze_batch_norm(net: torch.nn.Module, classes: list[int], statistics: ClassClouds) -> None:
+    """Dataset Condensation's batch-norm statistics: ``statistics``' clouds of every class through
+    ``net`` in training mode (its running statistics move towards theirs by the layers' momentum),
+    then every batch-norm layer in evaluation mode, so the matching uses those statistics."""
+    with torch.no_grad():
+        points, parts, labels = _stacked(classes, [statistics(k) for k in classes])
+        net.train()
+        _logits(net, points, labels, parts is not None)
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def train_epoch(net: torch.nn.Module, net_step: torch.optim.Optimizer, points: torch.Tensor,
+                parts: torch.Tensor | None, labels: torch.Tensor, batch: int, generator: torch.Generator) -> None:
+    """One epoch of ``net`` in training mode over the clouds, in batches of ``batch`` in an order from ``generator``."""
+    net.train()
+    for rows in torch.randperm(len(labels), generator=generator).to(labels.device).split(batch):
+        net_step.zero_grad()
+        task_loss(net, points[rows], None if parts is None else parts[rows], labels[rows]).backward()
+        net_step.step()
+
+
+def match_gradients(optimizer: torch.optim.Optimizer, classes: list[int], num_classes: int, loops: Loops,
                     real: ClassClouds, synthetic: ClassClouds, spec: DistillSpec, generator: torch.Generator,
                     info: DistInfo, checkpoint: Checkpoint | None = None, desc: str = "gradient matching",
-                    num_parts: int | None = None) -> list[float]:
-    """Gradient matching (module docstring) of the parameters ``optimizer`` holds, this rank's classes
-    matched; the mean D of each iteration. ``checkpoint``: saved as it says and resumed from
-    (decision 80). With ``num_parts`` (part segmentation, Eq. 11) the outer steps alternate global
-    and local matching (decision 81)."""
-    outer, inner = loops_for(cpc)
+                    num_parts: int | None = None, inner_set: ClassClouds | None = None,
+                    statistics: ClassClouds | None = None) -> list[float]:
+    """Gradient matching (module docstring) of the parameters ``optimizer`` holds with ``loops``, this
+    rank's classes matched; the mean D of each iteration. ``checkpoint``: saved as it says and
+    resumed from (decision 80). With ``num_parts`` (part segmentation, Eq. 11) the outer steps
+    alternate global and local matching (decision 81). ``inner_set``: class k's synthetic clouds the
+    network trains on (default ``synthetic``); ``statistics``: class k's real clouds for the
+    batch-norm statistics (:func:`freeze_batch_norm`; none for a network without batch norm)."""
     own = own_classes(classes, info)
+    inner_set = synthetic if inner_set is None else inner_set
     start, history = (0, []) if checkpoint is None else checkpoint.restore([optimizer], generator)
     for iteration in progress(range(start, spec.iterations), desc=desc, enabled=info.is_main):
-        decay_at_half(optimizer, iteration, spec.iterations)
+        if loops.decay:
+            decay_at_half(optimizer, iteration, spec.iterations)
         net = fresh_network(num_classes, info.device, num_parts)
         net_step = torch.optim.SGD(net.parameters(), lr=spec.net_lr)
-        total = 0.0
-        for step in range(outer):
+        total, epochs = 0.0, 0
+        for step in range(loops.outer):
+            if statistics is not None:
+                freeze_batch_norm(net, classes, statistics)
             local = num_parts is not None and step % 2 == 1
             total += summed_step(optimizer, class_distances(net, classes, real, synthetic, local, own), info)
-            if step == outer - 1:
+            if step == loops.outer - 1:
                 break
             with torch.no_grad():
-                points, parts, labels = _stacked(classes, [synthetic(k) for k in classes])
-            for _ in range(inner):
-                rows = torch.randperm(len(labels), generator=generator)[:INNER_BATCH].to(info.device)
-                net_step.zero_grad()
-                task_loss(net, points[rows], None if parts is None else parts[rows], labels[rows]).backward()
-                net_step.step()
-        history.append(total / outer)
+                points, parts, labels = _stacked(classes, [inner_set(k) for k in classes])
+            for _ in range(loops.inner):
+                if loops.net_decay:
+                    decay_at_half(net_step, epochs, loops.outer * loops.inner)
+                train_epoch(net, net_step, points, parts, labels, loops.batch, generator)
+                epochs += 1
+        history.append(total / loops.outer)
         if checkpoint is not None:
             checkpoint.save_if_due(iteration + 1, [optimizer], generator, history)
     return history

@@ -10,14 +10,16 @@ and the file records the frame so that an evaluation puts its clouds there too. 
 baselines (:mod:`train.condense.coreset`) pick real clouds; the distillation methods synthesise
 them: gradient and distribution matching on explicit clouds (:mod:`train.condense.explicit`),
 trajectory matching (:mod:`train.condense.trajectory`, decision 79) and DD3D
-(:mod:`train.condense.dd3d`, decision 78).
+(:mod:`train.condense.dd3d`, decision 78). A distillation without ``iterations`` runs the data set's
+released count, and the file's provenance records what it ran (:func:`distill_record`, decision 92).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from train.condense.distill_checkpoint import CHECKPOINT_NAME, Checkpoint
 from train.condense.explicit import distill_explicit
 from train.condense.features import embed, feature_network
 from train.condense.matching_loops import DistillSpec
+from train.condense.released import generator_adam, iterations_for, loops_of, task_of
 from train.condense.rotator import Rotator, frame_record, rotator_kind
 from train.condense.training import TrainSpec
 from train.condense.trajectory import distill_trajectories
@@ -92,6 +95,26 @@ def distillation(name: str) -> Method:
     return method
 
 
+def settled(spec: DistillSpec, train: ObjectSet) -> DistillSpec:
+    """``spec`` with the released iterations of ``train``'s data set and task where it names none."""
+    return spec if spec.iterations is not None else replace(spec, iterations=iterations_for(train.name, task_of(train)))
+
+
+def distill_record(method: str, train: ObjectSet, cpc: int, spec: DistillSpec) -> dict[str, Any]:
+    """What a distillation ran, for the provenance: its outer ``iterations``, real batch and network
+    lr; gm and dd3d their ``loops`` (outer steps, inner epochs, inner batch, the network's and the
+    synthetic parameters' lr cuts); dd3d its generator's ``adam``, the others their clouds' ``lr``
+    and ``init``."""
+    record: dict[str, Any] = {"iterations": spec.iterations, "real_batch": spec.real_batch, "net_lr": spec.net_lr}
+    if method in ("gm", "dd3d"):
+        record["loops"] = asdict(loops_of(train, cpc))
+    if method == "dd3d":
+        record["adam"] = asdict(generator_adam(task_of(train)))
+    else:
+        record.update(lr=spec.lr, init=spec.init)
+    return record
+
+
 METHODS: dict[str, Method] = {
     "random": coreset(random_order, uses_features=False),
     "herding": coreset(herding_order, uses_features=True),
@@ -126,6 +149,7 @@ def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: Train
     if method not in ROTATOR_TRAINERS:
         objects = in_frame(objects, frame)
     clouds = clouds_of(objects)
+    distill = settled(distill, objects)
 
     def features() -> np.ndarray:
         net = feature_network(clouds, recipe, seed, {**data.key(), "rotator": kind}, cache, info)
@@ -137,6 +161,7 @@ def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: Train
                   "cpc": cpc, "seed": seed, "data_seed": data.data_seed, "size": data.size,
                   "commit": current_commit(), "class_names": list(objects.class_names),
                   "part_names": None if objects.part_names is None else list(objects.part_names),
-                  "frame": frame_record(frame)}
+                  "frame": frame_record(frame),
+                  "distill": distill_record(method, objects, cpc, distill) if method in DISTILLATIONS else None}
     return CondensedSet(points.astype(np.float32), labels.astype(np.int64), provenance,
                         None if parts is None else parts.astype(np.int64))

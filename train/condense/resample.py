@@ -3,9 +3,9 @@ last column): the backbone trains on clouds drawn afresh from the generator inst
 draw, "generating different point clouds at each epoch" as data augmentation (decision 85).
 
 Each time a training batch uses a synthetic cloud, the cloud is drawn from new uniform noise at the
-set's resolution and passed through the rotator's sign step, and a part segmentation cloud's points
-get the parts of the noise intervals they fall in, as :func:`train.condense.dd3d.draw_batch` does in
-distillation. The noise comes from the training run's random stream (seeded by the run's seed,
+set's resolution, put in the unit sphere as the condensed file's clouds are (classification,
+decision 92) and passed through the rotator's sign step, and a part segmentation cloud's points get
+the parts of the noise intervals they fall in, as :func:`train.condense.dd3d.draw_set` draws the set. The noise comes from the training run's random stream (seeded by the run's seed,
 :func:`train.condense.training.train_backbone`), so a seed gives the same scores and every rank of
 several processes draws the same global batch. The generator is ``generator.pt`` beside the
 condensed file, as a dd3d run keeps it.
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from train.condense.condensed_file import CondensedSet
-from train.condense.dd3d import GENERATOR_NAME, Partition, draw_batch, load_generator
+from train.condense.dd3d import GENERATOR_NAME, Partition, draw_batch, load_generator, normalises_sets
 from train.condense.generator import PointGenerator
 from train.condense.rotator import Rotator
 from train.condense.training import BatchSource, Clouds
@@ -31,7 +31,7 @@ def generator_source(generator: PointGenerator, rotator: Rotator, partition: Par
     generator's device (the noise drawn on the CPU, so any device draws the same)."""
     def draw(index: torch.Tensor, draws: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.no_grad():
-            return draw_batch(generator, rotator, index, points, draws, partition)
+            return draw_batch(generator, rotator, index, points, draws, partition, normalises_sets(partition))
     return draw
 
 

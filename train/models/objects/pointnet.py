@@ -8,21 +8,19 @@ pool over the points gives the global feature (PointNet, Qi et al. 2017a, Sec. 4
 - Classification: one linear map 1024 -> K on the global feature (decision 67: Appendix E names
   no classifier widths; one linear layer is the classifier of the networks dataset condensation
   matches gradients of).
-- Part segmentation: PointNet's segmentation network (Qi et al. 2017a, Fig. 2 and Sec. C of its
-  supplementary): every point's features of the three layers (64, 128, 1024) concatenated with the
-  global feature and the object's one-hot category (the paper appends the one-hot vector to the
-  global feature), then shared perceptrons 512, 256, 128 and a linear map to the P part logits.
+- Part segmentation: the released DD3D code's ``PointNetSeg`` (``networks.py``, decision 92): the
+  global feature with the object's one-hot category appended (as PointNet's Fig. 2), beside every
+  point's features of the first two layers (64, 128), one linear map to the P part logits.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from train.models.objects.layers import LastAxisBatchNorm, shared_mlp
+from train.models.objects.layers import LastAxisBatchNorm
 from train.models.objects.neighbourhood import check_category, check_clouds
 
 WIDTHS = (64, 128, 1024)
-SEGMENTATION_WIDTHS = (512, 256, 128)
 
 
 class PointInstanceNorm(nn.InstanceNorm1d):
@@ -77,13 +75,12 @@ class PointNetPartSegmenter(nn.Module):
         super().__init__()
         self.num_categories = num_categories
         self.trunk = PointNetTrunk("batch")
-        self.head = shared_mlp((sum(WIDTHS) + WIDTHS[-1] + num_categories, *SEGMENTATION_WIDTHS))
-        self.classifier = nn.Linear(SEGMENTATION_WIDTHS[-1], num_parts)
+        self.classifier = nn.Linear(WIDTHS[-1] + num_categories + WIDTHS[0] + WIDTHS[1], num_parts)
 
     def forward(self, points: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
         check_category(category, points, self.num_categories)
         feats = self.trunk(points)
         glob = torch.cat([feats[-1].amax(dim=1), category.to(points.dtype)], dim=-1)
-        x = torch.cat([*feats, glob.unsqueeze(1).expand(-1, points.shape[1], -1)], dim=-1)
-        return self.classifier(self.head(x))
+        x = torch.cat([glob.unsqueeze(1).expand(-1, points.shape[1], -1), *feats[:2]], dim=-1)
+        return self.classifier(x)
 
