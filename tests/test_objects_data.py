@@ -312,7 +312,7 @@ def test_missing_root_is_refused_naming_it(tmp_path: Path) -> None:
         load_objects("shapenet_part", tmp_path / "nowhere", "train")
 
 
-# ----------------------------------------------------------------------------- stepping off the path (issue 77)
+# ----------------------------------------------------------------------------- stepping off the documented path
 def test_a_data_root_one_level_too_high_is_answered_with_the_folder_to_use_for_every_layout(tmp_path: Path) -> None:
     data = clouds(np.random.default_rng(8), 3)
     write_h5(tmp_path / "so" / "h5_files" / "main_split" / "training_objectdataset.h5", data, np.array([0, 1, 2]))
