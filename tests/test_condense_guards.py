@@ -74,6 +74,11 @@ def test_a_stopped_runs_checkpoint_is_refused_without_resume_and_resume_needs_on
     assert main([*DM, "--resume", "--out", str(tmp_path / "new")]) == 2
     assert refusal(capsys) == (f"{PROG}: error: {tmp_path}/new/distill.pt: no checkpoint to resume from (a run keeps "
                                "its first after its first iteration): start the run without --resume")
+    assert main([*DM, "--resume", "--overwrite", "--out", str(tmp_path)]) == 2
+    assert "--resume goes on from the checkpoint that --overwrite would remove" in refusal(capsys)
+    assert (tmp_path / "distill.pt").read_bytes() == b"x"
+    assert main([*TINY, "--method", "random", "--cpc", "1", "--resume", "--out", str(tmp_path / "r")]) == 2
+    assert refusal(capsys) == f"{PROG}: error: --resume is an option of gm, dm, tm, dd3d, not of random"
 
 
 def test_a_second_run_into_a_held_folder_is_refused_naming_the_first(tmp_path: Path,

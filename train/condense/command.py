@@ -366,7 +366,7 @@ def _prepare(form: str, args: argparse.Namespace, held: ExitStack) -> None:
     if _launching():
         held.enter_context(hold_folder(out))
         if form == "condense":
-            clear_for_run(out, bool(args.resume), args.overwrite)
+            clear_for_run(out, bool(args.resume) and args.method in DISTILLATIONS, args.overwrite)
 
 
 def _stop_line(form: str, args: argparse.Namespace, argv: list[str], signum: int) -> str:

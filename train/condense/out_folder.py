@@ -66,6 +66,8 @@ def clear_for_run(path: Path, resume: bool, overwrite: bool) -> None:
     """Make the held condense folder ``path`` ready for a run: refuse in one line a folder that
     holds another run's set (module docstring), remove it with ``overwrite``."""
     held = [name for name in RUN_FILES if (path / name).exists()]
+    if overwrite and resume:
+        raise ValueError("--resume goes on from the checkpoint that --overwrite would remove: give one of them")
     if overwrite:
         for name in held:
             (path / name).unlink()
