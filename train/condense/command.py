@@ -342,7 +342,8 @@ def _form(argv: list[str]) -> str:
 
 
 def _launching() -> bool:
-    """Whether this process is the one the user started (not a rank it or torchrun started but rank 0)."""
+    """Whether this process speaks for the run: the one the user started, or torchrun's rank 0 (not
+    a rank that ``--procs`` started, whose launching process holds the folder and says the lines)."""
     return SPAWNED_ENV not in os.environ and os.environ.get("RANK", "0") == "0"
 
 
