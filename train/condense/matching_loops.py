@@ -53,7 +53,8 @@ class DistillSpec:
     the released code): ``iterations`` outer iterations, Adam's ``lr`` and ``weight_decay`` (the
     generator's; explicit clouds take none), the network's SGD ``net_lr``, ``real_batch`` real
     clouds a class, ``init`` of explicit clouds (``real`` or ``noise``, Table 6), a checkpoint every
-    ``checkpoint_every`` iterations and ``resume`` from it (decision 80)."""
+    ``checkpoint_every`` iterations and ``resume`` from it (decision 80; ``"matching"``: only
+    from a checkpoint of this run, else afresh, as the study's units do)."""
 
     iterations: int = 400
     lr: float = 1e-3
@@ -62,7 +63,7 @@ class DistillSpec:
     real_batch: int = 32
     init: str = "real"
     checkpoint_every: int = 10
-    resume: bool = False
+    resume: bool | str = False
 
 
 def loops_for(cpc: int) -> tuple[int, int]:
