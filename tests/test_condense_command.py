@@ -54,9 +54,9 @@ def test_the_feature_network_is_trained_once_and_retrained_for_other_data(tmp_pa
     condense(tmp_path, "herding")
     cache = tmp_path / "feature_net.pt"
     first = cache.read_bytes()
-    kcenter = read_condensed(condense(tmp_path, "kcenter"))
+    kcenter = read_condensed(condense(tmp_path, "kcenter", 2, "--overwrite"))  # --overwrite keeps the cache
     assert cache.read_bytes() == first  # read, not trained again
-    condense(tmp_path, "kcenter", 2, "--setting", "rotated")
+    condense(tmp_path, "kcenter", 2, "--setting", "rotated", "--overwrite")
     assert cache.read_bytes() != first  # another key: trained anew and replaced
     assert kcenter.provenance["setting"] == "aligned"
 

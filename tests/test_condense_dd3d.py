@@ -137,7 +137,7 @@ def test_dd3d_keeps_its_generator_and_sample_draws_the_set_at_other_resolutions(
     again = tmp_path / "again.npz"
     assert main(["sample", "--from", str(run), "--points", "32", "--out", str(again)]) == 0
     np.testing.assert_array_equal(read_condensed(again).points, distilled.points)  # seed 0: the distilled draw
-    assert main(["sample", "--from", str(tmp_path), "--points", "8", "--out", str(again)]) == 2
+    assert main(["sample", "--from", str(tmp_path), "--points", "8", "--out", str(tmp_path / "other.npz")]) == 2
     assert "condensed.npz" in capsys.readouterr().err
 
 

@@ -83,7 +83,7 @@ def test_table_3_evaluates_table_1s_largest_sets_with_every_backbone_and_table_2
 
 
 def test_the_study_command_refuses_an_unknown_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["study", "--out", str(tmp_path), "--tables", "1", "9", "--device", "cpu"]) == 2
+    assert main(["study", "--out", str(tmp_path), "--preset", "cpu", "--tables", "1", "9", "--device", "cpu"]) == 2
     assert capsys.readouterr().err.strip() == "python -m train.condense: error: --tables [9] are not among [1, 2, 3, 4, 5, 6]"
 
 
@@ -99,7 +99,7 @@ def test_the_study_command_takes_table_1s_cpcs_and_refuses_one_below_1(tmp_path:
     assert plans[0] == replace(study.PRESETS["cpu"], cpcs=(1, 10))
     assert "preset cpu, CPC 1 10" in capsys.readouterr().out
     assert {u.cpc for u in units(plans[0], 3) if u.method != "full"} == {10}  # Table 3 takes the largest
-    assert main(["study", "--out", str(tmp_path), "--cpcs", "0", "1", "--device", "cpu"]) == 2
+    assert main(["study", "--out", str(tmp_path), "--preset", "cpu", "--cpcs", "0", "1", "--device", "cpu"]) == 2
     assert capsys.readouterr().err.strip() == "python -m train.condense: error: --cpcs must be 1 or more, got [0, 1]"
     assert len(plans) == 1
 
@@ -115,7 +115,7 @@ def _slow_writer_rank(rank: int, port: int, out: str) -> None:
                 write(*args)
             study.write_condensed = late_write
         unit = units(TINY, 6)[0]  # GM from noise: a distilled set, every rank condenses, the main rank writes
-        result = study.run_unit(TINY, unit, Path(out), info)
+        result = study.run_unit(TINY, unit, Path(out), info, "Table 6, unit 1 of 4")
         assert len(result["runs"]) == TINY.runs
     finally:
         cleanup()

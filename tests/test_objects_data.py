@@ -4,6 +4,9 @@ the arguments of load_objects are checked."""
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -307,3 +310,64 @@ def test_bad_arguments_are_refused_in_one_line(kwargs: dict, message: str) -> No
 def test_missing_root_is_refused_naming_it(tmp_path: Path) -> None:
     with pytest.raises(DatasetLayoutError, match="nowhere"):
         load_objects("shapenet_part", tmp_path / "nowhere", "train")
+
+
+# ----------------------------------------------------------------------------- stepping off the documented path
+def test_a_data_root_one_level_too_high_is_answered_with_the_folder_to_use_for_every_layout(tmp_path: Path) -> None:
+    data = clouds(np.random.default_rng(8), 3)
+    write_h5(tmp_path / "so" / "h5_files" / "main_split" / "training_objectdataset.h5", data, np.array([0, 1, 2]))
+    with pytest.raises(DatasetLayoutError, match=r"\(it holds h5_files/main_split: point --data-root at "
+                                                 rf"{tmp_path}/so/h5_files\)"):
+        load_objects("scanobjectnn", tmp_path / "so", "trainval", points=M)
+    shapenet_part(tmp_path / "sn" / "shapenetcore_partanno_segmentation_benchmark_v0_normal")
+    with pytest.raises(DatasetLayoutError, match=r"\(it holds shapenetcore_partanno_segmentation_benchmark_v0_normal/"
+                                                 r"synsetoffset2category\.txt: point --data-root at "):
+        load_objects("shapenet_part", tmp_path / "sn", "train", points=M)
+
+
+def test_damaged_bytes_in_an_hdf5_are_refused_as_a_damaged_file_without_a_numpy_warning(tmp_path: Path) -> None:
+    modelnet_hdf5(tmp_path / "m")
+    data = clouds(np.random.default_rng(2), 3)
+    data[1, 5, 0] = np.array([0x7F800001], np.uint32).view(np.float32)[0]  # a signalling NaN, as random bytes make
+    write_h5(tmp_path / "m" / "ply_data_test0.h5", data, np.zeros((3, 1), np.uint8))
+    with _no_warnings():
+        with pytest.raises(NonFiniteCoordinateError) as err:
+            load_objects("modelnet40", tmp_path / "m", "test", points=M)
+    assert str(err.value).endswith("ply_data_test0.h5 row 1: 1 point(s) with NaN or infinite coordinates (the first "
+                                   "is point 5): the file is damaged; re-download or re-extract it")
+
+
+def test_a_class_list_one_name_short_is_blamed_on_the_list_not_on_a_cloud(tmp_path: Path) -> None:
+    modelnet_hdf5(tmp_path / "m")
+    (tmp_path / "m" / "shape_names.txt").write_text("\n".join(MODELNET_NAMES[:39]) + "\n")
+    with pytest.raises(CorruptFileError, match=r"shape_names\.txt: lists 39 class names, ModelNet40 has 40: "
+                                               r"re-extract the download$"):
+        load_objects("modelnet40", tmp_path / "m", "train", points=M)
+
+
+def test_a_short_or_empty_shapenet_part_file_is_refused_naming_its_line_without_numpys_advice(tmp_path: Path) -> None:
+    shapenet_part(tmp_path / "sn")
+    path = tmp_path / "sn" / SYNSETS["Airplane"] / "test000abcdef.txt"
+    lines = path.read_text().splitlines()
+    lines[4] = " ".join(lines[4].split()[:6])
+    path.write_text("\n".join(lines) + "\n")
+    with _no_warnings(), pytest.raises(CorruptFileError) as err:
+        load_objects("shapenet_part", tmp_path / "sn", "test", points=M, task="parts")
+    assert str(err.value) == f"{path}: line 5 holds 6 values, expected 7: {' '.join(lines[4].split())!r}"
+    path.write_text("")
+    with _no_warnings(), pytest.raises(CorruptFileError, match=r"test000abcdef\.txt: holds no points"):
+        load_objects("shapenet_part", tmp_path / "sn", "test", points=M, task="parts")
+
+
+def test_an_empty_validation_split_says_why_and_what_to_do() -> None:
+    with pytest.raises(ValueError, match=r"^shapes: the 'val' split holds no clouds: it holds every 10th training "
+                                         r"cloud of each class, and no class has 10; use the test split"):
+        load_objects("shapes", split="val", points=M, size=3)
+
+
+@contextmanager
+def _no_warnings() -> Iterator[None]:
+    """Any warning in the block fails the test (a refusal is the message alone)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield

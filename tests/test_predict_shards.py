@@ -22,9 +22,9 @@ from train.data.lidar.nuscenes_index import official_splits
 from train.data.lidar.scan_files import write_scan
 from train.evaluation.evaluate import evaluate
 from train.prediction.layouts import NpyLayout
-from train.prediction import shards
 from train.prediction.score import score_lines, score_scans
 from train.prediction.shards import RUN_FOLDER, Shard, claim, process_shard
+from train.runtime import lock_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -221,7 +221,7 @@ def test_a_shard_claims_the_run_folder_though_the_end_of_another_run_removes_it_
             raise FileNotFoundError(path)
         return open(path, mode)
 
-    monkeypatch.setattr(shards, "open", removed_once, raising=False)
+    monkeypatch.setattr(lock_files, "open", removed_once, raising=False)  # the lock files' opener
     with claim(tmp_path / "out", Shard(0, 2)) as folder:
         assert (folder / "shard-0-of-2.lock").read_text().startswith(f"pid {os.getpid()} on ")
     assert len(opened) == 2

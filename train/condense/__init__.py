@@ -13,7 +13,9 @@ of its generator, decision 85), ``methods`` (the table of methods by name and
 and ``protocol`` (runs scored on the last step, mean and 95% interval), ``data`` (which data a set
 is read from), ``table`` (the coreset table of the embedded data set), ``pictures`` (real and condensed
 clouds side by side, DD3D Figure 6), ``command`` (the options,
-forms and refusals of ``python -m train.condense``, run by ``__main__``). The room imports the
+forms and refusals of ``python -m train.condense``, run by ``__main__``), ``out_folder`` (every
+``--out`` checked and a run folder held before any work, decision 90) and ``stop`` (Ctrl-C and
+SIGTERM: one line saying what was kept, decision 80). The room imports the
 runtime, the object data sets, the object backbones, the study's interval
 (``train.study.report.mean_ci``) and the pictures' off-screen matplotlib
 (``train.evaluation.palette``); nothing outside it imports it.

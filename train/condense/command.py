@@ -1,17 +1,17 @@
 """The command ``python -m train.condense`` (``__main__`` calls :func:`main`): condense an object
 data set into a file, evaluate a condensed set, or run the coreset table (``docs/condense.md``).
 
-    python -m train.condense --dataset D --method M --cpc C [--setting aligned|rotated]
+    python -m train.condense --dataset D --method M --cpc C [--setting aligned|rotated|rotated_raw]
                              [--task classification|parts] [--rotator none|pca|fixed|learned] --out O
-                             [--iterations N] [--init real|noise] [--resume]
-    python -m train.condense evaluate --from O/condensed.npz|full [--dataset D] [--rotator R] [--model pointnet]
+                             [--iterations N] [--init real|noise] [--resume | --overwrite]
+    python -m train.condense evaluate --from O|O/condensed.npz|full [--dataset D] [--rotator R] [--model pointnet]
                                       [--runs 5] [--recipe cpu|paper]  # paper: DD3D's released evaluation
-    python -m train.condense evaluate --from O/condensed.npz --resample  # a dd3d set drawn afresh at every use
-    python -m train.condense evaluate --from GM0.npz GM1.npz --against R0.npz R1.npz  # distillations, paired gain
+    python -m train.condense evaluate --from O --resample  # a dd3d set drawn afresh at every use
+    python -m train.condense evaluate --from GM0 GM1 --against R0 R1  # distillations, paired gain
     python -m train.condense table --out O          # the embedded shapes set, CPC 1/10/50, both settings
     python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
-    python -m train.condense show --from A.npz B.npz ... [--names ...] [--classes ...] --out F.png  # Figure 6
-    python -m train.condense study --out O [--preset paper|cpu] [--tables 1 2 3 4 5 6] [--cpcs 1 10]  # the tables
+    python -m train.condense show --from A B ... [--names ...] [--classes ...] --out F.png  # Figure 6
+    python -m train.condense study --out O --preset paper|cpu [--tables 1 2 3 4 5 6] [--cpcs 1 10]  # the tables
 
 Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
 share each training step, :mod:`train.condense.training`), on ``--device`` (auto: CUDA when there
@@ -19,24 +19,34 @@ is one); the distillation methods gm, dm and dd3d (decisions 78-81) share the cl
 the ranks (decision 84), while tm, ``sample`` and ``show`` run in one process. Clouds are condensed
 and evaluated in the rotator's frame (decision 86): ``--rotator`` of the condense form (default:
 none aligned, fixed rotated) is written into the file, and ``evaluate`` puts its clouds in the
-file's frame (``--rotator`` there only for ``--from full``). A refusal is one line, exit status 2.
+file's frame (``--rotator`` there only for ``--from full``). Every ``--from`` takes a run folder or
+its ``condensed.npz``. Every ``--out`` is checked, and a run folder held, before any work
+(:mod:`train.condense.out_folder`, decision 90). A refusal is one line, exit status 2; Ctrl-C or
+SIGTERM stops a form with one line saying what was kept and how to go on, exit status 130 or 143
+(:mod:`train.condense.stop`).
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import shlex
+import signal
 import sys
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.run: idle OpenMP threads sleep
 
-from train.condense.condensed_file import read_condensed, write_condensed  # noqa: E402
+import torch  # noqa: E402
+
+from train.condense.condensed_file import read_condensed, set_path, write_condensed  # noqa: E402
 from train.condense.data import DataSpec, clouds_of, condensed_clouds, file_data, in_frame  # noqa: E402
 from train.condense.dd3d import GeneratorFileError, redrawn  # noqa: E402
-from train.condense.distill_checkpoint import CHECKPOINT_NAME  # noqa: E402
+from train.condense.distill_checkpoint import CHECKPOINT_NAME, SAVE_MINUTES, saved_iteration  # noqa: E402
 from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
 from train.condense.methods import DISTILLATIONS, METHODS, condense_set  # noqa: E402
@@ -45,32 +55,41 @@ from train.condense.metrics import SCORES, paired_gain, summarise, two_level  # 
 from train.condense.protocol import (BEST, LABELS, choose_recipe, evaluate_runs, format_gain,  # noqa: E402
                                      format_summary, format_two_level, validation_record)
 from train.condense.recipes import RECIPES, named_recipe  # noqa: E402
+from train.condense.released import iterations_for  # noqa: E402
+from train.condense.out_folder import check_file_out, check_folder_out, clear_for_run, hold_folder  # noqa: E402
 from train.condense.resample import resampled  # noqa: E402
 from train.condense.rotator import ROTATORS, Rotator, rotator_kind, rotator_of  # noqa: E402
+from train.condense.stop import STOP_SIGNALS, Stopped, stopped_code, stopping  # noqa: E402
 from train.condense.study import PRESETS, TABLES, run_study  # noqa: E402
 from train.condense.table import coreset_table  # noqa: E402
 from train.condense.training import TrainSpec  # noqa: E402
-from train.runtime.distributed import DistInfo, launch  # noqa: E402
+from train.data.objects import OBJECT_SETS, SETTINGS, TASKS  # noqa: E402
+from train.models.objects import CLASSIFIERS, PART_SEGMENTERS  # noqa: E402
+from train.runtime.distributed import SPAWNED_ENV, DistInfo, launch  # noqa: E402
 from train.runtime.files import atomic_write  # noqa: E402
 from train.runtime.logging_utils import refuse  # noqa: E402
 
 PROG = "python -m train.condense"
+FORMS = ("evaluate", "table", "sample", "show", "study")  # condensing is the form without a name
+LAUNCHED = ("condense", "evaluate", "table", "study")  # the forms of train.runtime.distributed.launch
 ERRORS = (ValueError, FileNotFoundError)  # every refusal of the data sets, the file and the options
 RECIPE = TrainSpec()
 DISTILL = DistillSpec()
 DISTILL_OPTIONS = {"iterations": DISTILLATIONS, "init": ("gm", "dm", "tm"), "resume": DISTILLATIONS}  # who takes which
 ROTATOR_HELP = (f"the frame, one of {', '.join(ROTATORS)}: pca puts clouds on their principal axes, fixed also signs "
                 "each axis by mean sin(x), learned (dd3d) trains the sign (default: none aligned, fixed rotated)")
+DEVICE_HELP = "auto (CUDA when torch sees a GPU, else the CPU), cpu or cuda (default auto)"
+FROM_HELP = "a run's --out folder or its condensed.npz"
 TABLE_DATA = DataSpec("shapes", points=128)  # the table's budget: minutes on 2 cores (decision 73)
 TABLE_RECIPE = TrainSpec(steps=100)
 
 
 def _data_options(p: argparse.ArgumentParser, dataset_required: bool) -> None:
-    p.add_argument("--dataset", required=dataset_required, help="object data set (train.data.objects.OBJECT_SETS; "
-                   "docs/objects.md)")
+    p.add_argument("--dataset", required=dataset_required, help=f"object data set, one of {', '.join(OBJECT_SETS)} "
+                   "(docs/objects.md)" + ("" if dataset_required else "; default: the file's"))
     p.add_argument("--data-root", help="the download's folder (not for the generated shapes, lidar_objects)")
-    p.add_argument("--setting", help="aligned (default) or rotated")
-    p.add_argument("--task", help="classification (default) or parts")
+    p.add_argument("--setting", help=f"one of {', '.join(SETTINGS)} (default aligned)")
+    p.add_argument("--task", help=f"one of {', '.join(TASKS)} (default classification)")
     p.add_argument("--data-seed", type=int, help="the data set's seed (a generated set's content; default 0)")
     p.add_argument("--size", type=int, help="size of a generated set (load_objects)")
     p.add_argument("--points", type=int, help="points per cloud (default 1,024; 2,048 for parts)")
@@ -96,7 +115,7 @@ def _run_options(p: argparse.ArgumentParser, recipe: TrainSpec, choices: bool = 
                    "best-test-epoch number, reported apart for comparison with the paper only (default 1 as the "
                    "released code for classification, 0 for parts; 0: never; each scoring predicts the whole split)")
     p.add_argument("--seed", type=int, default=0, help="seed of the method or of the first run (default 0)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help=DEVICE_HELP)
     p.add_argument("--procs", type=int, default=1, help="local processes (default 1; torchrun sets its own)")
     p.set_defaults(cpu_steps=recipe.steps)
 
@@ -110,7 +129,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     _data_options(condense, True)
     condense.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
     condense.add_argument("--cpc", type=int, required=True, help="clouds per class")
-    condense.add_argument("--out", required=True, help="folder of condensed.npz (and the feature network's cache)")
+    condense.add_argument("--out", required=True, help="folder of condensed.npz (and the feature network's cache); "
+                          "one that holds another run's set is refused unless --overwrite")
     condense.add_argument("--iterations", type=int, help=f"outer iterations of {', '.join(DISTILLATIONS)} (default: "
                           "the data set's in the released DD3D code, 400, or 200 for ScanObjectNN and the LiDAR "
                           "cuts; decision 92); --points is the resolution distilled at")
@@ -118,31 +138,35 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                           f"{DISTILL.init})")
     condense.add_argument("--rotator", help=ROTATOR_HELP)
     condense.add_argument("--resume", action="store_true", default=None, help=f"go on from <out>/{CHECKPOINT_NAME} "
-                          f"(saved every {DISTILL.checkpoint_every} iterations), exactly")
+                          f"(saved after the first iteration, every {DISTILL.checkpoint_every} and at least every "
+                          f"{SAVE_MINUTES:g} minutes), exactly")
+    condense.add_argument("--overwrite", action="store_true", help="remove the set, checkpoint and generator another "
+                          "run left in --out before this run starts")
     _run_options(condense, RECIPE)
     evaluate = argparse.ArgumentParser(prog=f"{PROG} evaluate", description="Train a backbone from scratch on a "
                                        "condensed set (or the full train split) --runs times; test scores, last step.")
-    evaluate.add_argument("--from", dest="source", nargs="+", required=True, help="a condensed.npz, or 'full'; "
-                          "several files of one method (one a distillation seed): each evaluated, then their mean "
-                          "with the 95%% t interval over the distillations' means")
+    evaluate.add_argument("--from", dest="source", nargs="+", required=True, help=f"{FROM_HELP}, or 'full' "
+                          "(the train split); several sets of one method (one a distillation seed): each "
+                          "evaluated, then their mean with the 95%% t interval over the distillations' means")
     evaluate.add_argument("--against", nargs="+", help="with --from's files: the reference's files (Random's draws "
                           "of the same seeds), evaluated too; the gain is paired by seed")
     _data_options(evaluate, False)
     evaluate.add_argument("--rotator", help="--from full only (a condensed file names its own frame): " + ROTATOR_HELP)
-    evaluate.add_argument("--model", default=RECIPE.model, help=f"backbone (default {RECIPE.model}; "
-                          "train.models.objects)")
+    evaluate.add_argument("--model", default=RECIPE.model, help=f"backbone, one of {', '.join(CLASSIFIERS)} "
+                          f"(parts: {', '.join(PART_SEGMENTERS)}; default {RECIPE.model})")
     evaluate.add_argument("--runs", type=int, default=5, help="runs with seeds seed, seed+1, ... (default 5)")
     evaluate.add_argument("--split", choices=("test", "val"), default="test",
                           help="scored split: test, or val to choose steps and learning rate (default test)")
-    evaluate.add_argument("--out", help="also write every run's scores to this JSON file")
+    evaluate.add_argument("--out", help="also write every run's scores to this JSON file (checked before training)")
     evaluate.add_argument("--resample", action="store_true", help="train on clouds drawn afresh from the dd3d "
                           "run's generator beside the file at every use (Table 6's sampling)")
     _run_options(evaluate, RECIPE, choices=True)
     table = argparse.ArgumentParser(prog=f"{PROG} table", description="Random, Herding and K-Center at each CPC, "
                                     "aligned and rotated, beside the full set: the table of docs/condense.md.")
     table.add_argument("--out", required=True, help="folder of the sets, the cache and table.{md,json}")
-    table.add_argument("--cpcs", type=int, nargs="+", default=[1, 10, 50])
-    table.add_argument("--runs", type=int, default=5)
+    table.add_argument("--cpcs", type=int, nargs="+", default=[1, 10, 50], help="clouds per class, a row each "
+                       "(default 1 10 50)")
+    table.add_argument("--runs", type=int, default=5, help="evaluation runs of each set (default 5)")
     table.add_argument("--size", type=int, default=TABLE_DATA.size, help="shapes' training clouds a class "
                        "(default: the set's own)")
     table.add_argument("--points", type=int, default=TABLE_DATA.points, help=f"points per cloud (default "
@@ -150,29 +174,32 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     _run_options(table, TABLE_RECIPE)
     sample = argparse.ArgumentParser(prog=f"{PROG} sample", description="Draw a dd3d run's condensed set again from "
                                      "its generator, at any number of points.")
-    sample.add_argument("--from", dest="source", required=True, help="the dd3d run's --out folder")
+    sample.add_argument("--from", dest="source", required=True, help=f"the dd3d run: {FROM_HELP}")
     sample.add_argument("--points", type=int, required=True, help="points per cloud")
-    sample.add_argument("--out", required=True, help="the condensed set file (.npz) to write")
+    sample.add_argument("--out", required=True, help="the condensed set file (.npz) to write; an existing one is "
+                        "refused unless --overwrite")
+    sample.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     sample.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     study = argparse.ArgumentParser(prog=f"{PROG} study", description="The DD3D paper's Tables 1-6 on one data set: "
                                     "every set condensed and evaluated once (a stopped study goes on), then "
                                     "<out>/STUDY.md.")
     study.add_argument("--out", required=True, help="folder of the units, study.json and STUDY.md")
-    study.add_argument("--preset", choices=tuple(PRESETS), default="paper", help="the budget: paper (1,024 points, "
-                       "CPC 1/10/50, 400 iterations: tens of GPU-hours) or cpu (64 points, CPC 1, 40 iterations: "
-                       "about an hour of one core for each of Tables 1, 4, 5 and 6, two for Table 3, five for "
-                       "Table 2); default paper")
+    study.add_argument("--preset", choices=tuple(PRESETS), required=True, help="the budget, named on every call "
+                       "(decision 90): paper (1,024 points, CPC 1/10/50, 400 iterations: tens of GPU-hours) or cpu "
+                       "(64 points, CPC 1, 40 iterations: about an hour of one core for each of Tables 1, 4, 5 and "
+                       "6, two for Table 3, five for Table 2)")
     study.add_argument("--tables", type=int, nargs="+", default=list(TABLES), help="which tables (default all)")
     study.add_argument("--cpcs", type=int, nargs="+", help="Table 1's clouds per class (default the preset's: paper "
                        "1 10 50, cpu 1); Tables 2 and 4-6 take the smallest, Table 3 the largest")
-    study.add_argument("--dataset", help="object data set (default the preset's, shapes)")
+    study.add_argument("--dataset", help=f"object data set, one of {', '.join(OBJECT_SETS)} (default the "
+                       "preset's, shapes)")
     study.add_argument("--data-root", help="the download's folder")
-    study.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    study.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help=DEVICE_HELP)
     study.add_argument("--procs", type=int, default=1, help="local processes (default 1; torchrun sets its own)")
     show = argparse.ArgumentParser(prog=f"{PROG} show", description="Real and condensed clouds side by side, a "
                                    "row per class (DD3D Figure 6), into a PNG.")
-    show.add_argument("--from", dest="sources", nargs="+", required=True, help="condensed set files (.npz); the real "
-                      "clouds are the first's data set's train split")
+    show.add_argument("--from", dest="sources", nargs="+", required=True, help=f"condensed sets, each {FROM_HELP}; "
+                      "the real clouds are the first's data set's train split")
     show.add_argument("--names", nargs="+", help="a column title per file (default: the methods' names)")
     show.add_argument("--classes", nargs="+", help="class names, a row each (default: the first three)")
     show.add_argument("--data-root", help="the download's folder (not for the generated shapes, lidar_objects)")
@@ -264,6 +291,7 @@ def _evaluate_set(args: argparse.Namespace, source: str, out: str | None, info: 
         test = in_frame(test, frame)
         train, what = clouds_of(in_frame(data.load("train"), frame)), "full train split"
     else:
+        source = str(set_path(source))
         if args.rotator is not None:
             raise ValueError(f"{source} names its own frame; --rotator is for --from full")
         cset = read_condensed(source)
@@ -313,7 +341,7 @@ def _seeds(sources: Sequence[str]) -> list[int]:
         if source == "full":
             raise ValueError("several --from files, or --against, are condensed files (one a distillation seed), "
                              "not full")
-        prov = read_condensed(source).provenance
+        prov = read_condensed(set_path(source)).provenance
         method = method or prov["method"]
         if prov["seed"] in seeds or prov["method"] != method:
             raise ValueError(f"{source}: {prov['method']} seed {prov['seed']}; each file of a list must be another "
@@ -386,8 +414,7 @@ def _sample(args: argparse.Namespace) -> int:
     try:
         if args.points < 1:
             raise ValueError(f"--points must be a positive integer, got {args.points}")
-        folder = Path(args.source)
-        cset = redrawn(folder, args.points, args.seed)
+        cset = redrawn(set_path(args.source).parent, args.points, args.seed)
         path = write_condensed(cset, args.out)
     except (*ERRORS, GeneratorFileError) as err:
         return refuse(f"{PROG} sample: error: {err}")
@@ -398,7 +425,7 @@ def _sample(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     """The ``show`` form: one process, the real clouds those of the first file's data."""
     try:
-        sets = [read_condensed(source) for source in args.sources]
+        sets = [read_condensed(set_path(source)) for source in args.sources]
         real = in_frame(file_data(sets[0], args.data_root).load("train"), rotator_of(sets[0].provenance["frame"]))
         path = draw_clouds(real, sets, args.out, args.names, args.classes)
     except ERRORS as err:
@@ -407,16 +434,96 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _form(argv: list[str]) -> str:
+    """The form ``argv`` names: condense when it starts with an option; ValueError for an unknown name."""
+    if not argv or argv[0].startswith("-"):
+        return "condense"
+    if argv[0] in FORMS:
+        return argv[0]
+    close = difflib.get_close_matches(argv[0], FORMS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown form {argv[0]!r}{hint} (the forms: {', '.join(FORMS)}; condensing names none: "
+                     f"{PROG} --dataset D --method M --cpc C --out O)")
+
+
+def _launching() -> bool:
+    """Whether this process speaks for the run: the one the user started, or torchrun's rank 0 (not
+    a rank that ``--procs`` started, whose launching process holds the folder and says the lines)."""
+    return SPAWNED_ENV not in os.environ and os.environ.get("RANK", "0") == "0"
+
+
+def _prepare(form: str, args: argparse.Namespace, held: ExitStack) -> None:
+    """Every check before any work (decision 90): the device and every --out; the run folder held
+    (and, for condense, cleared for the run) by the process the user started."""
+    if getattr(args, "device", "auto") == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device cuda: this torch {torch.__version__} sees no CUDA device (built for CUDA "
+                         f"{torch.version.cuda or 'none'}); give --device cpu, or auto")
+    if getattr(args, "procs", 1) < 1:
+        raise ValueError(f"--procs must be a positive integer, got {args.procs}")
+    out = None if args.out is None else Path(args.out)
+    if form in ("evaluate", "sample", "show"):
+        if out is not None:
+            check_file_out(out, *{"evaluate": (None,), "sample": (".npz", "condensed set"),
+                                  "show": (".png", "picture")}[form])
+        if form == "sample" and out.exists() and not args.overwrite:
+            raise ValueError(f"--out {out} already exists: give another file, or --overwrite to replace it")
+        return
+    check_folder_out(out)
+    if _launching():
+        held.enter_context(hold_folder(out))
+        if form == "condense":
+            clear_for_run(out, bool(args.resume) and args.method in DISTILLATIONS, args.overwrite)
+
+
+def _stop_line(form: str, args: argparse.Namespace, argv: list[str], signum: int) -> str:
+    """What a stop kept, and the command that goes on from it (:mod:`train.condense.stop`)."""
+    kept, again = "nothing is kept", argv
+    if form == "condense" and args.method in DISTILLATIONS:
+        path = Path(args.out) / CHECKPOINT_NAME
+        done = saved_iteration(path)
+        if done is None:
+            kept = "its first iteration had not ended: nothing is kept"
+        else:
+            total = args.iterations or iterations_for(args.dataset, args.task or "classification")
+            kept = f"the checkpoint of iteration {done} of {total} is kept in {path}"
+            again = [a for a in argv if a != "--overwrite"] + ([] if "--resume" in argv else ["--resume"])
+    elif form == "study":
+        kept = (f"the finished units and the last checkpoint of the unit under way are kept in "
+                f"{Path(args.out) / 'units'}, and the study goes on from them")
+    elif form == "table":
+        kept = "the sets written so far are kept, not the table"
+    return (f"{PROG}: stopped by {signal.Signals(signum).name}; {kept}; go on with: "
+            f"{shlex.join(['python', '-m', 'train.condense', *again])}")
+
+
+def _run_form(form: str, args: argparse.Namespace, argv: list[str]) -> int:
+    """The form's work: sample and show in this process, the others launched (their exit status)."""
+    if form not in LAUNCHED:
+        return {"sample": _sample, "show": _show}[form](args)
+    body = {"condense": _condense, "evaluate": _evaluate, "table": _table, "study": _study}[form]
+    spawns = args.procs > 1 and "WORLD_SIZE" not in os.environ  # the ranks are passed the signals (spawn_local)
+    return launch(main, argv, args.procs, args.device, False, lambda info: body(args, info), PROG,
+                  (*ERRORS, FeatureCacheError), STOP_SIGNALS if spawns else ())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command (module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    form = argv[0] if argv and argv[0] in ("evaluate", "table", "sample", "show", "study") else "condense"
-    rest = argv[1:] if form != "condense" else argv
-    args = build_parsers()[form].parse_args(rest)
-    if form in ("sample", "show"):
-        return {"sample": _sample, "show": _show}[form](args)
-    if args.procs < 1:
-        return refuse(f"{PROG}: error: --procs must be a positive integer, got {args.procs}")
-    body = {"condense": _condense, "evaluate": _evaluate, "table": _table, "study": _study}[form]
-    return launch(main, argv, args.procs, args.device, False, lambda info: body(args, info), PROG,
-                  (*ERRORS, FeatureCacheError))
+    try:
+        form = _form(argv)
+    except ValueError as err:
+        return refuse(f"{PROG}: error: {err}")
+    args = build_parsers()[form].parse_args(argv[1:] if form != "condense" else argv)
+    with stopping(), ExitStack() as held:
+        try:
+            _prepare(form, args, held)
+        except (ValueError, OSError) as err:
+            return refuse(f"{PROG}{'' if form in LAUNCHED else ' ' + form}: error: {err}")
+        try:
+            code = _run_form(form, args, argv)
+        except Stopped as stop:
+            code = stop.code
+        signum = stopped_code(code)
+        if signum is not None and _launching():
+            print(_stop_line(form, args, argv, signum), file=sys.stderr, flush=True)
+        return code

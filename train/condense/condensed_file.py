@@ -2,8 +2,8 @@
 
 Arrays (a plain ``.npz``, read with ``allow_pickle=False``):
 
-- ``points`` (M, N, 3) float32, M = K x CPC (fewer where a class has fewer training clouds than
-  CPC), the clouds class by class;
+- ``points`` (M, N, 3) float32, M = K x CPC (a file written before decision 90 may hold fewer
+  where a class had fewer training clouds than CPC), the clouds class by class;
 - ``labels`` (M,) int64 class ids into the provenance's ``class_names``;
 - ``parts`` (M, N) int64 part ids, for part segmentation only;
 - ``provenance``: a 0-d unicode array holding one JSON object, what produced the set
@@ -119,6 +119,12 @@ def check_condensed(cset: CondensedSet, source: str) -> None:
                                      f"{parts.min()}..{parts.max()}")
 
 
+def set_path(source: str | Path) -> Path:
+    """The condensed-set file a ``--from`` names: a run folder's :data:`FILE_NAME`, or the file itself."""
+    path = Path(source)
+    return path / FILE_NAME if path.is_dir() else path
+
+
 def write_condensed(cset: CondensedSet, path: str | Path) -> Path:
     """Write ``cset`` to ``path`` (a file name, or a folder that gets :data:`FILE_NAME`), atomically."""
     target = Path(path)
@@ -141,6 +147,11 @@ def write_condensed(cset: CondensedSet, path: str | Path) -> Path:
 def read_condensed(path: str | Path) -> CondensedSet:
     """The set of a file :func:`write_condensed` wrote; CondensedFileError (one line) for any other."""
     source = str(path)
+    if not Path(path).is_file():
+        raise CondensedFileError(f"{source}: no such file (give a run's --out folder or its {FILE_NAME})")
+    if not zipfile.is_zipfile(path):
+        raise CondensedFileError(f"{source}: not a readable .npz file (not a zip archive of arrays: a condensed set "
+                                 f"is the {FILE_NAME} a condense run writes)")
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = set(data.files)
@@ -151,7 +162,8 @@ def read_condensed(path: str | Path) -> CondensedSet:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         if isinstance(err, CondensedFileError):
             raise
-        raise CondensedFileError(f"{source}: not a readable .npz file ({type(err).__name__}: {err})") from None
+        raise CondensedFileError(f"{source}: not a readable .npz file (damaged, or arrays of another program: "
+                                 f"{type(err).__name__})") from None
     prov_array = arrays["provenance"]
     if prov_array.shape != () or prov_array.dtype.kind != "U":
         raise CondensedFileError(f"{source}: provenance must be one JSON string, got {prov_array.shape} {prov_array.dtype}")

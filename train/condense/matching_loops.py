@@ -59,7 +59,8 @@ class DistillSpec:
     generator takes the released optimiser of its task, :func:`train.condense.released.generator_adam`),
     the network's SGD ``net_lr``, ``real_batch`` real clouds a class, ``init`` of explicit clouds
     (``real`` or ``noise``, Table 6), a checkpoint every ``checkpoint_every`` iterations and
-    ``resume`` from it (decision 80)."""
+    ``resume`` from it (decision 80; ``"matching"``: only from a checkpoint of this run, else
+    afresh, as the study's units do)."""
 
     iterations: int | None = None
     lr: float = 1e-3
@@ -67,7 +68,7 @@ class DistillSpec:
     real_batch: int = 32
     init: str = "real"
     checkpoint_every: int = 10
-    resume: bool = False
+    resume: bool | str = False
 
 
 def real_sampler(points: torch.Tensor, labels: np.ndarray, batch: int, generator: torch.Generator,

@@ -129,6 +129,22 @@ PART_DISTILLATIONS = ("gm", "dd3d")  # the paper's Table 2
 ROTATOR_TRAINERS = ("dd3d",)  # the methods that train a learned sign themselves
 
 
+def check_classes(train: ObjectSet, cpc: int) -> None:
+    """ValueError in one line naming the class when one of ``train``'s classes has no clouds, or
+    fewer than ``cpc``: a condensed set holds CPC clouds of every class, never fewer in silence."""
+    counts = np.bincount(train.labels, minlength=len(train.class_names))
+    empty = [name for name, count in zip(train.class_names, counts) if count == 0]
+    if empty:
+        raise ValueError(f"class {empty[0]!r} of {train.name} has no clouds in its {train.split} split"
+                         + (f" ({len(empty)} classes have none)" if len(empty) > 1 else "")
+                         + ": a condensed set needs every class; check the download (docs/objects.md)")
+    fewest = int(np.argmin(counts))
+    if counts[fewest] < cpc:
+        raise ValueError(f"cpc {cpc} is more than class {train.class_names[fewest]!r} of {train.name} holds "
+                         f"({counts[fewest]} clouds in its {train.split} split): give a CPC of {counts[fewest]} "
+                         "or less")
+
+
 def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: TrainSpec, cache: Path, info: DistInfo,
                  train: ObjectSet | None = None, distill: DistillSpec = DistillSpec(), rotator: str | None = None
                  ) -> CondensedSet:
@@ -141,6 +157,7 @@ def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: Train
     if isinstance(cpc, bool) or not isinstance(cpc, int) or cpc < 1:
         raise ValueError(f"cpc must be a positive integer, got {cpc!r}")
     objects = data.load("train") if train is None else train  # checks the setting, which keys the rotator
+    check_classes(objects, cpc)
     kind = rotator_kind(objects.setting, rotator)
     if kind == "learned" and method not in ROTATOR_TRAINERS:
         raise ValueError(f"the learned sign is trained by {', '.join(ROTATOR_TRAINERS)}; {method} takes the rotator "

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from train.condense.condensed_file import CondensedSet
+from train.condense.out_folder import check_file_out
 from train.data.objects import ObjectSet
 from train.evaluation.palette import class_colours, pyplot
 from train.runtime.files import atomic_write
@@ -82,8 +83,7 @@ def draw_clouds(real: ObjectSet, sets: Sequence[CondensedSet], out: str | Path, 
     for a set of other classes, an unknown class, a count of names that is not the sets' or an
     ``out`` that is not a .png."""
     out = Path(out)
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"--out {out}: the picture is a .png file")
+    check_file_out(out, ".png", "picture")
     titles = ["real", *column_names(sets, names)]
     for cset, title in zip(sets, titles[1:]):
         if tuple(cset.provenance["class_names"]) != real.class_names or (cset.parts is None) != (real.parts is None):

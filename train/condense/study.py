@@ -27,8 +27,10 @@ A unit writes ``<out>/units/<name>/`` (the set, the generator, the feature netwo
 apart), the recipe by name and values, and the seconds the condensation took (its memory is
 measured in a fresh process each by ``benchmarks/cpu/distill_cost.py``). Units of
 different tables that name the same set share it (Table 6's DD3D is Table 1's). A finished unit
-is never run again, so a stopped study goes on where it stopped (a result of another recipe is
-refused). :func:`report` makes the tables from the results of the tables run and of every unit
+is never run again (a result of another recipe is refused), and a stopped unit's distillation
+goes on from its checkpoint when it is the unit's (decision 80), so a stopped study goes on where it
+stopped; each unit that runs says its table, its place and its name as it starts. :func:`report`
+makes the tables from the results of the tables run and of every unit
 finished in the folder before: a cell of several distillations is the mean, the 95% t interval
 over the distillations' means and each one's mean (:func:`train.condense.metrics.two_level`), a
 cell of one set the interval over its runs; the distillations' gains over Random's draw of the
@@ -37,6 +39,7 @@ same seed are paired (:func:`train.condense.metrics.paired_gain`).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -47,6 +50,7 @@ import numpy as np
 from train.condense.condensed_file import CondensedSet, read_condensed, write_condensed
 from train.condense.data import DataSpec, clouds_of, condensed_clouds, in_frame
 from train.condense.dd3d import redrawn
+from train.condense.distill_checkpoint import RESUME_MATCHING
 from train.condense.features import CACHE_NAME
 from train.condense.matching_loops import DistillSpec
 from train.condense.methods import DISTILLATIONS, condense_set
@@ -183,7 +187,7 @@ def _data(plan: Plan, unit: Unit, points: int) -> DataSpec:
 def _condense(plan: Plan, unit: Unit, folder: Path, info: DistInfo) -> dict[str, float]:
     """Make the unit's set in ``folder`` (its condensed.npz); the seconds it took."""
     start = time.perf_counter()
-    spec = DistillSpec(iterations=plan.iterations, init=unit.init)
+    spec = DistillSpec(iterations=plan.iterations, init=unit.init, resume=RESUME_MATCHING)  # a stopped unit goes on
     cset = condense_set(_data(plan, unit, unit.points), unit.method, unit.cpc, unit.seed, plan.recipe_of(unit),
                         folder / CACHE_NAME, info, distill=spec, rotator=unit.rotator)
     seconds = time.perf_counter() - start
@@ -217,11 +221,14 @@ def _read_result(plan: Plan, unit: Unit, path: Path) -> dict[str, Any]:
     return result
 
 
-def run_unit(plan: Plan, unit: Unit, out: Path, info: DistInfo) -> dict[str, Any]:
-    """The unit's result (module docstring), read when it is there, else made and written."""
+def run_unit(plan: Plan, unit: Unit, out: Path, info: DistInfo, place: str) -> dict[str, Any]:
+    """The unit's result (module docstring), read when it is there, else made and written, its
+    ``place`` in the study (e.g. ``Table 1, unit 3 of 28``) and name said as it starts."""
     result_path = _result_path(out, unit)
     if result_path.exists():  # finished, perhaps as another table's unit of the same name
         return _read_result(plan, unit, result_path)
+    if info.is_main:
+        print(f"study: {place}: {unit.name}", file=sys.stderr, flush=True)
     test_data = _data(plan, unit, unit.eval_points)
     cost: dict[str, float] = {}
     if unit.method == "full":
@@ -405,8 +412,11 @@ def run_study(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo) ->
     """Every unit of ``tables`` (finished ones read back), then the report of those and of every
     other table's units finished in ``out`` (a study run a table at a time reports them all), also
     written to ``<out>/STUDY.md`` with every result in ``<out>/study.json``."""
-    results = {table: [run_unit(plan, unit, out, info) for unit in units(plan, table)] if table in tables
-               else finished_units(plan, table, out) for table in TABLES}
+    results: dict[int, list[dict[str, Any]]] = {}
+    for table in TABLES:
+        todo = units(plan, table)
+        results[table] = ([run_unit(plan, unit, out, info, f"Table {table}, unit {k} of {len(todo)}")
+                           for k, unit in enumerate(todo, 1)] if table in tables else finished_units(plan, table, out))
     results = {table: rows for table, rows in results.items() if rows}
     text = report(plan, results)
     if info.is_main:

@@ -47,6 +47,19 @@ def layout_error(problem: str, layout: str) -> DatasetLayoutError:
     )
 
 
+def inside_hint(root: Path, markers: tuple[str, ...]) -> str:
+    """When a folder inside ``root`` holds one of ``markers`` (a download's file or folder), the words
+    `` (it holds X/marker: point --data-root at root/X)`` for the first such folder; else ``""``:
+    the answer to a data root given one level too high."""
+    root = Path(root)
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    for folder in folders:
+        for marker in markers:
+            if (folder / marker).exists():
+                return f" (it holds {folder.name}/{marker}: point {DATA_ROOT_FLAG} at {folder})"
+    return ""
+
+
 def require_dir(path: Path, dataset: str, layout: str, what: str = "dataset root") -> Path:
     """Return ``path`` if it is a directory, else raise a layout error showing ``layout``."""
     path = Path(path)

@@ -27,17 +27,15 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import re
-import socket
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO
 
 from train.prediction.summary import PredictionSummary
 from train.runtime.files import atomic_write, remove_temporaries
+from train.runtime.lock_files import holder, try_hold, try_lock
 
 RUN_FOLDER = ".predict"  # <out>/.predict/: the shards' locks and records while a run lives
 _SHARD_FILE = re.compile(r"^shard-(\d+)-of-(\d+)\.(lock|json)$")
@@ -98,27 +96,13 @@ def claim(out: Path, shard: Shard) -> Iterator[Path]:
     folder. ValueError in one line when another live process holds it or holds a shard of another
     count; OSError when ``out`` cannot be written."""
     folder = out / RUN_FOLDER
-    with _open_in(folder, shard.file("lock")) as fh:
-        if not _try_lock(fh.fileno()):
-            raise ValueError(f"shard {shard} of --out {out} is being labelled by another process ({_holder(fh)}); "
+    fh, other = try_hold(folder, shard.file("lock"))
+    with fh:
+        if other is not None:
+            raise ValueError(f"shard {shard} of --out {out} is being labelled by another process ({other}); "
                              "wait for it or give another --out")
-        fh.truncate(0)
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        fh.flush()
         _clear_other_counts(folder, out, shard.count)
         yield folder
-
-
-def _open_in(folder: Path, name: str) -> IO[str]:
-    """``folder / name`` opened to append, the folder made first; made again if the shard that ended
-    another run removes it in between (it removes it only once it is empty)."""
-    for _ in range(3):
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            return open(folder / name, "a+")
-        except FileNotFoundError:
-            continue
-    return open(folder / name, "a+")  # a third removal in a row: its own error
 
 
 def _clear_other_counts(folder: Path, out: Path, count: int) -> None:
@@ -129,26 +113,12 @@ def _clear_other_counts(folder: Path, out: Path, count: int) -> None:
         if match.group(3) != "lock":
             continue
         with open(path, "a+") as fh:
-            if not _try_lock(fh.fileno()):
+            if not try_lock(fh.fileno()):
                 raise ValueError(f"--out {out} is being labelled by a run of {match.group(2)} processes "
-                                 f"({_holder(fh)}), this one has {count}: wait for it, or give every process of one "
+                                 f"({holder(fh)}), this one has {count}: wait for it, or give every process of one "
                                  "run the same count (--shard I/N, torchrun's --nproc_per_node x --nnodes)")
     for path, _ in others:
         path.unlink(missing_ok=True)
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _holder(fh: IO[str]) -> str:
-    """Who holds the lock file ``fh``, as its holder wrote it."""
-    fh.seek(0)
-    return fh.read().strip() or "a process"
 
 
 def record_and_collect(folder: Path, shard: Shard, record: ShardRecord) -> list[ShardRecord] | None:

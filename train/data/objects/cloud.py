@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..validation import CorruptFileError, check_finite_coords
+from ..validation import CorruptFileError, NonFiniteCoordinateError
 
 SPLITS = ("train", "val", "trainval", "test")
 SETTINGS = ("aligned", "rotated", "rotated_raw")
@@ -131,10 +131,15 @@ def principal_axes(points: np.ndarray) -> np.ndarray:
 def preprocess(points: np.ndarray, parts: np.ndarray | None, n: int, setting: str,
                rng: np.random.Generator, source: str) -> tuple[np.ndarray, np.ndarray | None]:
     """One cloud (M, 3) (and its parts (M,)) as N points in the unit sphere (module docstring)."""
-    points = np.asarray(points, dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # a NaN of damaged bytes: refused below, in the file's terms
+        points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
         raise CorruptFileError(f"{source}: a cloud must be (M, 3) points with M >= 1, got {points.shape}")
-    check_finite_coords(points, source)
+    bad = ~np.isfinite(points).all(axis=1)
+    if bad.any():
+        raise NonFiniteCoordinateError(f"{source}: {int(bad.sum())} point(s) with NaN or infinite coordinates (the "
+                                       f"first is point {int(np.flatnonzero(bad)[0])}): the file is damaged; "
+                                       "re-download or re-extract it")
     m = len(points)
     if m > n:
         keep = rng.choice(m, n, replace=False)
@@ -159,7 +164,9 @@ def build_set(raw: RawClouds, *, name: str, split: str, class_names: Sequence[st
               part_classes: np.ndarray | None = None) -> ObjectSet:
     """Pre-process every cloud of ``raw``; ``part_names`` given: the clouds' parts are kept."""
     if len(raw) == 0:
-        raise ValueError(f"{name}: the {split!r} split holds no clouds")
+        why = (f": it holds every {VAL_EVERY}th training cloud of each class, and no class has {VAL_EVERY}; use the "
+               "test split, or more training clouds (a generated set: a larger size)" if split == "val" else "")
+        raise ValueError(f"{name}: the {split!r} split holds no clouds{why}")
     bad = (raw.labels < 0) | (raw.labels >= len(class_names))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])

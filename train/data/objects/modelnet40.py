@@ -19,12 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..validation import CorruptFileError, layout_error, require_dir
+from ..validation import CorruptFileError, inside_hint, layout_error, require_dir
 from .cloud import SPLIT_CODES, RawClouds, standard_split
 from .h5_files import read_h5_clouds
 from .text_files import read_text_points
 
 HDF5_FOLDER, NORMAL_FOLDER = "modelnet40_ply_hdf5_2048", "modelnet40_normal_resampled"
+CLASS_COUNT = 40
+LISTS = (("shape_names.txt", "train_files.txt"), ("modelnet40_shape_names.txt", "modelnet40_train.txt"))
 MODELNET40_LAYOUT = f"""  <root>/  either {HDF5_FOLDER}/ as extracted:
     shape_names.txt  train_files.txt  test_files.txt  ply_data_train0.h5 ... ply_data_test1.h5
   or {NORMAL_FOLDER}/ as extracted:
@@ -40,9 +42,15 @@ def read_lines(path: Path, what: str) -> list[str]:
 
 
 def modelnet40_classes(root: Path) -> tuple[str, ...]:
-    """The 40 class names of the download at ``root`` (either layout)."""
+    """The 40 class names of the download at ``root`` (either layout); a list of another length is
+    refused naming it (a class id past its end would otherwise be blamed on a cloud)."""
     root = require_dir(root, "modelnet40", MODELNET40_LAYOUT)
-    return tuple(read_lines(root / _names_file(root), "class list"))
+    path = root / _names_file(root)
+    names = read_lines(path, "class list")
+    if len(names) != CLASS_COUNT:
+        raise CorruptFileError(f"{path}: lists {len(names)} class names, ModelNet40 has "
+                               f"{CLASS_COUNT}: re-extract the download")
+    return tuple(names)
 
 
 def read_modelnet40(root: Path, split: str) -> RawClouds:
@@ -55,11 +63,10 @@ def read_modelnet40(root: Path, split: str) -> RawClouds:
 
 
 def _names_file(root: Path) -> str:
-    for names, listing in (("shape_names.txt", "train_files.txt"), ("modelnet40_shape_names.txt", "modelnet40_train.txt")):
+    for names, listing in LISTS:
         if (root / names).is_file() and (root / listing).is_file():
             return names
-    inside = [f for f in (HDF5_FOLDER, NORMAL_FOLDER) if (root / f).is_dir()]
-    hint = f" (it holds {inside[0]}/: point --data-root at {root / inside[0]})" if inside else ""
+    hint = inside_hint(root, tuple(names for names, _ in LISTS))
     raise layout_error(f"modelnet40: {str(root)!r} holds neither layout's class and split lists{hint}",
                        MODELNET40_LAYOUT)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..validation import layout_error, require_dir
+from ..validation import inside_hint, layout_error, require_dir
 from .cloud import SPLIT_CODES, RawClouds, standard_split
 from .h5_files import read_h5_clouds
 
@@ -38,7 +38,8 @@ def read_scanobjectnn(root: Path, split: str, variant: str) -> RawClouds:
     def read(standard: str) -> RawClouds:
         path = root / folder / f"{'training' if standard == 'trainval' else 'test'}_objectdataset{suffix}.h5"
         if not path.is_file():
-            raise layout_error(f"{variant} file {str(path)!r} is missing", SCANOBJECTNN_LAYOUT)
+            hint = "" if (root / folder).is_dir() else inside_hint(root, (folder,))
+            raise layout_error(f"{variant} file {str(path)!r} is missing{hint}", SCANOBJECTNN_LAYOUT)
         return read_h5_clouds(path, SPLIT_CODES[standard])
 
     return standard_split(split, read)

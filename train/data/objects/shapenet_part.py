@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..validation import CorruptFileError, layout_error, require_dir
+from ..validation import CorruptFileError, inside_hint, layout_error, require_dir
 from .cloud import SPLIT_CODES, RawClouds
 from .text_files import read_text_points
 
 PART_COUNTS = {"Airplane": 4, "Bag": 2, "Cap": 2, "Car": 4, "Chair": 4, "Earphone": 3, "Guitar": 3, "Knife": 2,
                "Lamp": 4, "Laptop": 2, "Motorbike": 6, "Mug": 2, "Pistol": 3, "Rocket": 3, "Skateboard": 3,
                "Table": 3}
+CATEGORY_LIST = "synsetoffset2category.txt"
 SHAPENET_PART_LAYOUT = """  <root>/   (shapenetcore_partanno_segmentation_benchmark_v0_normal/ as extracted)
     synsetoffset2category.txt                       Airplane<TAB>02691156 ...
     02691156/1021a0914a7207aff927ed529ad90a11.txt   x y z nx ny nz part per line
@@ -35,9 +36,10 @@ SHAPENET_PART_LAYOUT = """  <root>/   (shapenetcore_partanno_segmentation_benchm
 
 def shapenet_part_classes(root: Path) -> tuple[tuple[str, ...], dict[str, int]]:
     """The category names in id order and the synset -> category id map of ``root``."""
-    path = require_dir(root, "shapenet_part", SHAPENET_PART_LAYOUT) / "synsetoffset2category.txt"
+    path = require_dir(root, "shapenet_part", SHAPENET_PART_LAYOUT) / CATEGORY_LIST
     if not path.is_file():
-        raise layout_error(f"shapenet_part category list {str(path)!r} is missing", SHAPENET_PART_LAYOUT)
+        raise layout_error(f"shapenet_part category list {str(path)!r} is missing"
+                           f"{inside_hint(root, (CATEGORY_LIST,))}", SHAPENET_PART_LAYOUT)
     names, synsets = [], {}
     for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():

@@ -1,0 +1,289 @@
+"""What keeps a user of ``python -m train.condense`` who steps off the documented path from losing a
+set (decisions 80 and 90): every ``--out`` checked and a run folder held before any work, a folder
+holding another run's set refused, ``--cpc`` above a class's clouds and a class without clouds
+refused, ``--device cuda`` without CUDA refused, a stop by Ctrl-C or SIGTERM saying in one line
+what was kept and how to go on, a stopped study unit going on from its checkpoint, ``--from``
+taking a run folder or its file, and help and unknown forms that name what is accepted."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+import train.condense.study as study
+from tests.condensation_tiny import CPU, tiny_set
+from train.condense.command import main
+from train.condense.condensed_file import read_condensed
+from train.condense.data import DataSpec
+from train.condense.distill_checkpoint import Checkpoint
+from train.condense.methods import METHODS, condense_set
+from train.condense.out_folder import LOCK_NAME
+from train.condense.study import Plan, units
+from train.condense.training import TrainSpec
+from train.runtime.lock_files import try_hold
+
+PROG = "python -m train.condense"
+TINY = ["--dataset", "shapes", "--size", "3", "--points", "16", "--steps", "2", "--device", "cpu"]
+DM = [*TINY, "--method", "dm", "--cpc", "1", "--iterations", "3"]
+
+
+def refusal(capsys: pytest.CaptureFixture, prefix: str = f"{PROG}: error: ") -> str:
+    """The one line a refusal printed (stderr holds nothing else)."""
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(prefix), err
+    return err
+
+
+def command_lines(capsys: pytest.CaptureFixture) -> list[str]:
+    """The command's own lines on stderr (the progress bars' left out)."""
+    return [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith(PROG)]
+
+
+def random_set(out: Path) -> Path:
+    assert main([*TINY, "--method", "random", "--cpc", "1", "--out", str(out)]) == 0
+    return out / "condensed.npz"
+
+
+# ----------------------------------------------------------------------------- --out folders
+def test_a_folder_holding_another_runs_set_is_refused_and_overwrite_replaces_set_and_checkpoint(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    first = random_set(out).read_bytes()
+    capsys.readouterr()
+    assert main([*TINY, "--method", "random", "--cpc", "1", "--seed", "1", "--out", str(out)]) == 2
+    assert refusal(capsys) == (f"{PROG}: error: --out {out} already holds a condensed set ({out}/condensed.npz): give "
+                               "another --out, or --overwrite to replace it")
+    assert (out / "condensed.npz").read_bytes() == first
+    (out / "distill.pt").write_bytes(b"another run's checkpoint")
+    assert main([*TINY, "--method", "random", "--cpc", "1", "--seed", "1", "--out", str(out), "--overwrite"]) == 0
+    assert read_condensed(out / "condensed.npz").provenance["seed"] == 1
+    assert not (out / "distill.pt").exists()  # the old run's checkpoint does not stay beside the new set
+
+
+def test_a_stopped_runs_checkpoint_is_refused_without_resume_and_resume_needs_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "distill.pt").write_bytes(b"x")
+    assert main([*DM, "--out", str(tmp_path)]) == 2
+    assert "holds a stopped run's distill.pt: go on with --resume" in refusal(capsys)
+    assert main([*DM, "--resume", "--out", str(tmp_path / "new")]) == 2
+    assert refusal(capsys) == (f"{PROG}: error: {tmp_path}/new/distill.pt: no checkpoint to resume from (a run keeps "
+                               "its first after its first iteration): start the run without --resume")
+    assert main([*DM, "--resume", "--overwrite", "--out", str(tmp_path)]) == 2
+    assert "--resume goes on from the checkpoint that --overwrite would remove" in refusal(capsys)
+    assert (tmp_path / "distill.pt").read_bytes() == b"x"
+    assert main([*TINY, "--method", "random", "--cpc", "1", "--resume", "--out", str(tmp_path / "r")]) == 2
+    assert refusal(capsys) == f"{PROG}: error: --resume is an option of gm, dm, tm, dd3d, not of random"
+
+
+def test_a_second_run_into_a_held_folder_is_refused_naming_the_first(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    fh, other = try_hold(tmp_path, LOCK_NAME)  # a live run of this folder (flock: another open file, refused)
+    with fh:
+        assert other is None
+        assert main([*TINY, "--method", "random", "--cpc", "1", "--out", str(tmp_path)]) == 2
+        assert refusal(capsys) == (f"{PROG}: error: --out {tmp_path} is being written by another run (pid "
+                                   f"{os.getpid()} on {socket.gethostname()}): wait for it to end, or give another --out")
+        assert main(["study", "--preset", "cpu", "--out", str(tmp_path), "--device", "cpu"]) == 2
+        assert "is being written by another run" in refusal(capsys)
+    assert not (tmp_path / "condensed.npz").exists()
+    random_set(tmp_path)  # released: the folder is free again
+
+
+@pytest.mark.parametrize("argv, words", [
+    ([*TINY, "--method", "random", "--cpc", "1", "--out", "FILE"], "--out FILE is a file: this form writes a folder"),
+    ([*TINY, "--method", "random", "--cpc", "1", "--out", "FILE/o"], "--out FILE/o lies under the file FILE"),
+    (["table", "--out", "FILE/o", "--device", "cpu"], "--out FILE/o lies under the file FILE"),
+    (["study", "--preset", "cpu", "--out", "FILE", "--device", "cpu"], "--out FILE is a file"),
+    (["evaluate", "--from", "SET", "--out", "DIR", "--device", "cpu"], "--out DIR is a folder: this form writes one "
+                                                                        "file; give a file name"),
+    (["evaluate", "--from", "SET", "--out", "FILE/s.json"], "--out FILE/s.json lies under the file FILE"),
+    (["sample", "--from", "SET", "--points", "8", "--out", "DIR"], "--out DIR is a folder"),
+    (["sample", "--from", "SET", "--points", "8", "--out", "SET"], "--out SET already exists: give another file, or "
+                                                                    "--overwrite to replace it"),
+    (["sample", "--from", "SET", "--points", "8", "--out", "DIR/s.txt"], "--out DIR/s.txt: the condensed set is a "
+                                                                          ".npz file"),
+    (["show", "--from", "SET", "--out", "FILE/f.png"], "--out FILE/f.png lies under the file FILE"),
+])
+def test_every_out_is_checked_before_any_work_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch, argv: list[str],
+                                                          words: str) -> None:
+    made = random_set(tmp_path / "set")
+    (tmp_path / "file").write_text("")
+    (tmp_path / "dir").mkdir()
+    capsys.readouterr()
+    monkeypatch.setattr("train.condense.command.evaluate_runs", lambda *a, **k: pytest.fail("trained"))
+    swap = {"FILE": str(tmp_path / "file"), "DIR": str(tmp_path / "dir"), "SET": str(made)}
+    given = [next((a.replace(k, v) for k, v in swap.items() if a.startswith(k)), a) for a in argv]
+    form = argv[0] if argv[0] in ("sample", "show") else ""
+    assert main(given) == 2
+    err = refusal(capsys, f"{PROG}{' ' + form if form else ''}: error: ")
+    for k, v in swap.items():
+        words = words.replace(k, v)
+    assert words in err
+
+
+def test_sample_writes_only_a_new_file_unless_overwrite_and_takes_a_run_folder_or_its_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "dd3d"
+    assert main([*TINY, "--method", "dd3d", "--cpc", "1", "--iterations", "1", "--out", str(run)]) == 0
+    gm = tmp_path / "gm"
+    random_set(gm)
+    before = (gm / "condensed.npz").read_bytes()
+    capsys.readouterr()
+    assert main(["sample", "--from", str(run), "--points", "8", "--out", str(gm)]) == 2  # the review's lost gm set
+    assert "is a folder" in refusal(capsys, f"{PROG} sample: error: ")
+    assert (gm / "condensed.npz").read_bytes() == before
+    for source in (run, run / "condensed.npz"):
+        assert main(["sample", "--from", str(source), "--points", "8", "--out", str(tmp_path / "s.npz"),
+                     "--overwrite"]) == 0
+        assert read_condensed(tmp_path / "s.npz").points.shape[1] == 8
+    capsys.readouterr()
+    assert main(["evaluate", "--from", str(run), "--runs", "1", "--device", "cpu", "--steps", "1"]) == 0
+    assert "dd3d CPC 1 (13 clouds)" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- classes, device
+@pytest.mark.parametrize("method", ["random", "herding", "gm"])
+def test_a_cpc_above_a_classs_clouds_is_refused_naming_the_class_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    monkeypatch.setattr("train.condense.methods.feature_network", lambda *a, **k: pytest.fail("trained"))
+    assert main([*TINY, "--method", method, "--cpc", "4", "--out", str(tmp_path)]) == 2
+    assert refusal(capsys) == (f"{PROG}: error: cpc 4 is more than class 'chair' of shapes holds (3 clouds in its "
+                               "train split): give a CPC of 3 or less")
+    assert not (tmp_path / "condensed.npz").exists()
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_a_class_without_training_clouds_is_refused_naming_it(tmp_path: Path, method: str) -> None:
+    train = tiny_set()
+    train = dataclasses.replace(train, points=train.points[train.labels != 1], labels=train.labels[train.labels != 1])
+    with pytest.raises(ValueError, match="^class 'stool' of shapes has no clouds in its train split: a condensed set "
+                                         "needs every class"):
+        condense_set(DataSpec("shapes", size=4, points=32), method, 1, 0, TrainSpec(steps=1), tmp_path / "cache.pt",
+                     CPU, train=train)
+
+
+def test_cuda_asked_of_a_torch_without_it_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for argv in ([*TINY[:-1], "cuda", "--method", "random", "--cpc", "1", "--out", str(tmp_path)],
+                 ["study", "--preset", "cpu", "--out", str(tmp_path), "--device", "cuda"]):
+        assert main(argv) == 2
+        err = refusal(capsys)
+        assert "--device cuda: this torch" in err and err.endswith("give --device cpu, or auto")
+
+
+# ----------------------------------------------------------------------------- stops
+def _signal_after(monkeypatch: pytest.MonkeyPatch, at: int, sig: signal.Signals) -> None:
+    """The distillation is signalled as it ends iteration ``at`` (after that iteration's checkpoint, if due)."""
+    save = Checkpoint.save_if_due
+
+    def save_then_signal(self: Checkpoint, iteration: int, *rest: object) -> None:
+        save(self, iteration, *rest)
+        if iteration == at:
+            os.kill(os.getpid(), sig)
+    monkeypatch.setattr(Checkpoint, "save_if_due", save_then_signal)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_says_in_one_line_what_was_kept_and_its_command_goes_on_to_the_uninterrupted_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, sig: signal.Signals,
+        code: int) -> None:
+    assert main([*DM, "--out", str(tmp_path / "whole")]) == 0
+    cut = tmp_path / "cut"
+    with monkeypatch.context() as patch:
+        _signal_after(patch, 2, sig)
+        assert main([*DM, "--out", str(cut)]) == code
+    lines = command_lines(capsys)
+    prefix = (f"{PROG}: stopped by {sig.name}; the checkpoint of iteration 1 of 3 is kept in {cut}/distill.pt; go on "
+              "with: ")
+    assert len(lines) == 1 and lines[0].startswith(prefix), lines
+    again = shlex.split(lines[0][len(prefix):])
+    assert again[:3] == ["python", "-m", "train.condense"] and again[-1] == "--resume"
+    assert main(again[3:]) == 0
+    assert (cut / "condensed.npz").read_bytes() == (tmp_path / "whole" / "condensed.npz").read_bytes()
+
+
+def test_a_stop_before_the_first_checkpoint_says_nothing_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Checkpoint, "restore", lambda *a: os.kill(os.getpid(), signal.SIGINT))
+    argv = [*DM, "--out", str(tmp_path)]
+    assert main(argv) == 130
+    assert command_lines(capsys) == [f"{PROG}: stopped by SIGINT; its first iteration had not ended: nothing is kept; "
+                                     f"go on with: {shlex.join(['python', '-m', 'train.condense', *argv])}"]
+
+
+class Interrupted(Exception):
+    """A study stopped inside a unit."""
+
+
+def test_a_stopped_study_unit_goes_on_from_its_checkpoint_and_says_where_it_is(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = Plan(points=16, low_points=(8,), part_points=16, cpcs=(1,), iterations=3, distills=1, runs=1,
+                recipe=TrainSpec(steps=1), size=3)
+    unit = next(u for u in units(plan, 6) if u.method == "gm" and u.init == "noise")
+    study.run_unit(plan, unit, tmp_path / "whole", CPU, "Table 6, unit 1 of 4")
+    save, restore = Checkpoint.save_if_due, Checkpoint.restore
+
+    def save_then_stop(self: Checkpoint, iteration: int, *rest: object) -> None:
+        save(self, iteration, *rest)
+        if iteration == 2:
+            raise Interrupted
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpoint, "save_if_due", save_then_stop)
+        with pytest.raises(Interrupted):
+            study.run_unit(plan, unit, tmp_path / "cut", CPU, "Table 6, unit 1 of 4")
+    starts: list[int] = []
+
+    def recorded(self: Checkpoint, *args: object) -> tuple[int, list[float]]:
+        start, history = restore(self, *args)
+        starts.append(start)
+        return start, history
+    monkeypatch.setattr(Checkpoint, "restore", recorded)
+    capsys.readouterr()
+    study.run_unit(plan, unit, tmp_path / "cut", CPU, "Table 6, unit 1 of 4")
+    assert starts == [1]  # went on from the checkpoint of iteration 1
+    assert f"study: Table 6, unit 1 of 4: {unit.name}" in capsys.readouterr().err
+    folder = Path("units") / unit.name
+    assert (tmp_path / "cut" / folder / "condensed.npz").read_bytes() == \
+        (tmp_path / "whole" / folder / "condensed.npz").read_bytes()
+
+
+# ----------------------------------------------------------------------------- help and forms
+def test_an_unknown_form_is_named_with_the_nearest_one(capsys: pytest.CaptureFixture) -> None:
+    assert main(["evalute", "--from", "x"]) == 2
+    assert refusal(capsys).startswith(f"{PROG}: error: unknown form 'evalute'; did you mean 'evaluate'? (the forms: "
+                                      "evaluate, table, sample, show, study;")
+
+
+@pytest.mark.parametrize("form, words", [
+    ([], ["modelnet40, scanobjectnn", "lidar_objects", "aligned, rotated, rotated_raw", "auto (CUDA when torch sees",
+          "--overwrite"]),
+    (["evaluate"], ["modelnet40, scanobjectnn", "pointnet, pointnet2, dgcnn", "ptv3_student", "rotated_raw",
+                    "a run's --out folder or its condensed.npz"]),
+    (["table"], ["clouds per class, a row each (default 1 10 50)", "evaluation runs of each set (default 5)",
+                 "auto (CUDA when torch sees"]),
+    (["study"], ["--preset {paper,cpu}", "modelnet40, scanobjectnn", "auto (CUDA when torch sees"]),
+    (["sample"], ["a run's --out folder or its condensed.npz", "--overwrite"]),
+    (["show"], ["a run's --out folder or its condensed.npz"]),
+])
+def test_each_forms_help_lists_every_accepted_name(capsys: pytest.CaptureFixture, form: list[str],
+                                                   words: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([*form, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for word in words:
+        assert word in out
+
+
+def test_the_study_asks_for_its_preset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["study", "--out", str(tmp_path)])
+    assert "the following arguments are required: --preset" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
