@@ -185,7 +185,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                                     "<out>/STUDY.md.")
     study.add_argument("--out", required=True, help="folder of the units, study.json and STUDY.md")
     study.add_argument("--preset", choices=tuple(PRESETS), required=True, help="the budget, named on every call "
-                       "(decision 90): paper (1,024 points, CPC 1/10/50, 400 iterations: tens of GPU-hours) or cpu "
+                       "(decision 90): paper (1,024 points, CPC 1/10/50, the released iterations: tens of GPU-hours) or cpu "
                        "(64 points, CPC 1, 40 iterations: about an hour of one core for each of Tables 1, 4, 5 and "
                        "6, two for Table 3, five for Table 2)")
     study.add_argument("--tables", type=int, nargs="+", default=list(TABLES), help="which tables (default all)")

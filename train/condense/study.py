@@ -57,6 +57,7 @@ from train.condense.methods import DISTILLATIONS, condense_set
 from train.condense.metrics import SCORES, paired_gain, summarise, two_level
 from train.condense.protocol import BEST, LABELS, evaluate_runs, format_gain, format_summary, format_two_level
 from train.condense.recipes import named_recipe
+from train.condense.released import iterations_for
 from train.condense.resample import resampled
 from train.condense.rotator import Rotator, rotator_kind, rotator_of
 from train.condense.training import TrainSpec
@@ -74,7 +75,7 @@ TM_LARGEST_CPC = 10  # the paper's Table 1 has no TM at CPC 50
 class Plan:
     """The study's budget: ``dataset`` (``root`` its download), clouds of ``points`` (Table 4's
     distilled at ``low_points``), ``cpcs`` of Table 1 (the others take the first), ``iterations``
-    outer iterations of every distillation, each method distilled ``distills`` times, every set
+    outer iterations of every distillation (None: the data set's released count, decision 92), each method distilled ``distills`` times, every set
     evaluated ``runs`` times with ``recipe`` (classification) or ``part_recipe`` (Table 2);
     ``size`` of a generated set."""
 
@@ -84,7 +85,7 @@ class Plan:
     low_points: tuple[int, ...] = (256, 512)
     part_points: int = 2048
     cpcs: tuple[int, ...] = (1, 10, 50)
-    iterations: int = 400
+    iterations: int | None = None
     distills: int = 2
     runs: int = 5
     recipe: TrainSpec = named_recipe("paper", "classification")
@@ -309,7 +310,9 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
     scored the test split after its passes, the best test epoch's tables apart, so labelled."""
     recipes = plan.recipe.describe() + ("" if plan.part_recipe == plan.recipe else
                                         f"; part segmentation: {plan.part_recipe.describe()}")
-    lines = [f"Data: {plan.dataset}, {plan.points} points; {plan.iterations} outer iterations; each method "
+    iterations = plan.iterations or (f"the released {iterations_for(plan.dataset, 'classification')} (parts "
+                                     f"{iterations_for(plan.dataset, 'parts')})")
+    lines = [f"Data: {plan.dataset}, {plan.points} points; {iterations} outer iterations; each method "
              f"distilled {plan.distills} times (seeds 0..{plan.distills - 1}), each set evaluated {plan.runs} times "
              f"({recipes}); test split, last step. OA % (mAcc %) or instance mIoU % (class mIoU %). A cell of "
              "several distillations: mean ± the 95% t interval over the distillations' means (it holds the "
