@@ -18,7 +18,7 @@ from train.condense.condensed_file import (FILE_NAME, CondensedFileError, Conden
 def provenance(**change: object) -> dict[str, object]:
     base = {"method": "herding", "dataset": "shapes", "setting": "rotated", "task": "classification", "cpc": 2,
             "seed": 3, "data_seed": 0, "size": 20, "commit": "abc123", "class_names": ["a", "b", "c"],
-            "part_names": None, "frame": {"rotator": "fixed", "w0": 1.0, "decoder": None}}
+            "part_names": None, "frame": {"rotator": "fixed", "w0": 1.0, "decoder": None}, "distillation": None}
     return {**base, **change}
 
 

@@ -9,9 +9,11 @@ Arrays (a plain ``.npz``, read with ``allow_pickle=False``):
 - ``provenance``: a 0-d unicode array holding one JSON object, what produced the set
   (:data:`PROVENANCE_FIELDS`: method, data set, setting, task, CPC, the method's seed, the data
   set's seed and size (those of :func:`train.data.objects.load_objects`, which key a generated
-  set's content), commit, class names, the part names for part segmentation, and the ``frame``
+  set's content), commit, class names, the part names for part segmentation, the ``frame``
   the clouds live in: the rotator's record, :func:`train.condense.rotator.frame_record`, decision
-  86; a file written before the frame was recorded reads as the data's own frame, ``none``).
+  86; a file written before the frame was recorded reads as the data's own frame, ``none``; and a
+  distillation's ``distillation`` record, :func:`train.condense.methods.distillation_record`,
+  decision 93: None for a coreset and in a file written before it was recorded).
 
 :func:`write_condensed` checks what it writes as :func:`read_condensed` checks what it reads (one
 check, :func:`check_condensed`) and writes atomically (:func:`train.runtime.files.atomic_write`);
@@ -37,6 +39,7 @@ FILE_NAME = "condensed.npz"
 PROVENANCE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "method": str, "dataset": str, "setting": str, "task": str, "cpc": int, "seed": int, "data_seed": int,
     "size": (int, type(None)), "commit": str, "class_names": list, "part_names": (list, type(None)), "frame": dict,
+    "distillation": (dict, type(None)),
 }
 ARRAYS = ("points", "labels", "parts", "provenance")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # every member's date: the same set gives the same bytes
@@ -158,6 +161,7 @@ def read_condensed(path: str | Path) -> CondensedSet:
     if not isinstance(provenance, dict):
         raise CondensedFileError(f"{source}: provenance must be a JSON object, got {type(provenance).__name__}")
     provenance.setdefault("frame", frame_record(Rotator("none")))  # sets were in their data's frame before decision 86
+    provenance.setdefault("distillation", None)  # not recorded before decision 93
     cset = CondensedSet(arrays["points"], arrays["labels"], provenance, arrays.get("parts"))
     check_condensed(cset, source)
     return cset

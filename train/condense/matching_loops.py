@@ -50,10 +50,12 @@ IGNORED = -100  # the part id cross-entropy skips: the points outside the part a
 @dataclass(frozen=True)
 class DistillSpec:
     """How a distillation method runs (decision 78 gives the defaults and where they differ from
-    the released code): ``iterations`` outer iterations, Adam's ``lr`` and ``weight_decay`` (the
-    generator's; explicit clouds take none), the network's SGD ``net_lr``, ``real_batch`` real
-    clouds a class, ``init`` of explicit clouds (``real`` or ``noise``, Table 6), a checkpoint every
-    ``checkpoint_every`` iterations and ``resume`` from it (decision 80)."""
+    the released code): ``iterations`` outer iterations, Adam's ``lr`` and ``weight_decay`` (DD3D's
+    generator), the network's SGD ``net_lr``, ``real_batch`` real clouds a class, ``init`` of
+    explicit clouds (``real`` or ``noise``, Table 6), their ``cloud_optimizer`` (``adam`` or ``sgd``)
+    and ``cloud_lr`` (None: the method's chosen on validation, decision 93,
+    :func:`train.condense.explicit.cloud_step`), a checkpoint every ``checkpoint_every``
+    iterations and ``resume`` from it (decision 80)."""
 
     iterations: int = 400
     lr: float = 1e-3
@@ -61,6 +63,8 @@ class DistillSpec:
     net_lr: float = 1e-3
     real_batch: int = 32
     init: str = "real"
+    cloud_optimizer: str | None = None
+    cloud_lr: float | None = None
     checkpoint_every: int = 10
     resume: bool = False
 
