@@ -28,8 +28,8 @@ OPTIMIZERS = ("adam", "sgd")
 # per explicit method, its default optimiser and the learning rates chosen on validation (decision 93);
 # an optimiser without one here takes a rate only when it is given
 CLOUD_STEPS: dict[str, tuple[str, dict[str, float]]] = {
-    "gm": ("adam", {"adam": 1e-3, "sgd": 1e-4}),
-    "dm": ("adam", {"adam": 1e-3, "sgd": 1e-4}),
+    "gm": ("sgd", {"sgd": 1e-5, "adam": 1e-3}),
+    "dm": ("sgd", {"sgd": 1e-3, "adam": 1e-2}),
     "tm": ("adam", {"adam": 1e-3}),
 }
 
