@@ -104,8 +104,8 @@ def distillation(name: str) -> Method:
                              f"{', '.join(PART_DISTILLATIONS)})")
         content = hashlib.sha1(train.points.tobytes() + train.labels.tobytes()).hexdigest()
         run = {"method": name, "cpc": inputs.cpc, "seed": inputs.seed, "data": [train.name, train.setting, content],
-               "spec": {k: v for k, v in asdict(spec).items() if k != "resume"}, "rotator": inputs.rotator.kind,
-               "clouds": cloud_step(name, spec) if name in EXPLICIT else None}
+               "spec": {k: v for k, v in asdict(spec).items() if k not in ("resume", "cloud_optimizer", "cloud_lr")},
+               "rotator": inputs.rotator.kind, "clouds": cloud_step(name, spec) if name in EXPLICIT else None}
         checkpoint = Checkpoint(inputs.folder / CHECKPOINT_NAME, json.dumps(run, sort_keys=True), spec.checkpoint_every,
                                 spec.resume)
         args = (train, inputs.cpc, inputs.seed, spec, inputs.info)
