@@ -28,7 +28,7 @@ OPTIMIZERS = ("adam", "sgd")
 # per explicit method, its default optimiser and the learning rates chosen on validation (decision 93);
 # an optimiser without one here takes a rate only when it is given
 CLOUD_STEPS: dict[str, tuple[str, dict[str, float]]] = {
-    "gm": ("sgd", {"sgd": 1e-5, "adam": 1e-3}),
+    "gm": ("adam", {"adam": 1e-3, "sgd": 1e-5}),
     "dm": ("sgd", {"sgd": 1e-3, "adam": 1e-2}),
     "tm": ("adam", {"adam": 1e-3}),
 }
