@@ -3,7 +3,8 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
 
     python -m train.condense --dataset D --method M --cpc C [--setting aligned|rotated|rotated_raw]
                              [--task classification|parts] [--rotator none|pca|fixed|learned] --out O
-                             [--iterations N] [--init real|noise] [--resume | --overwrite]
+                             [--iterations N] [--init real|noise] [--cloud-optimizer adam|sgd] [--cloud-lr LR]
+                             [--resume | --overwrite]
     python -m train.condense evaluate --from O|O/condensed.npz|full [--dataset D] [--rotator R] [--model pointnet]
                                       [--runs 5] [--recipe cpu|paper]  # paper: DD3D's released evaluation
     python -m train.condense evaluate --from O --resample  # a dd3d set drawn afresh at every use
@@ -47,9 +48,10 @@ from train.condense.condensed_file import read_condensed, set_path, write_conden
 from train.condense.data import DataSpec, clouds_of, condensed_clouds, file_data, in_frame  # noqa: E402
 from train.condense.dd3d import GeneratorFileError, redrawn  # noqa: E402
 from train.condense.distill_checkpoint import CHECKPOINT_NAME, SAVE_MINUTES, saved_iteration  # noqa: E402
+from train.condense.explicit import CLOUD_STEPS, OPTIMIZERS, cloud_step  # noqa: E402
 from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
-from train.condense.methods import DISTILLATIONS, METHODS, condense_set  # noqa: E402
+from train.condense.methods import DISTILLATIONS, METHODS, condense_set, loss_line  # noqa: E402
 from train.condense.pictures import draw_clouds  # noqa: E402
 from train.condense.metrics import SCORES, paired_gain, summarise, two_level  # noqa: E402
 from train.condense.protocol import (BEST, LABELS, choose_recipe, evaluate_runs, format_gain,  # noqa: E402
@@ -75,7 +77,8 @@ LAUNCHED = ("condense", "evaluate", "table", "study")  # the forms of train.runt
 ERRORS = (ValueError, FileNotFoundError)  # every refusal of the data sets, the file and the options
 RECIPE = TrainSpec()
 DISTILL = DistillSpec()
-DISTILL_OPTIONS = {"iterations": DISTILLATIONS, "init": ("gm", "dm", "tm"), "resume": DISTILLATIONS}  # who takes which
+DISTILL_OPTIONS = {"iterations": DISTILLATIONS, "init": tuple(CLOUD_STEPS), "cloud_optimizer": tuple(CLOUD_STEPS),
+                   "cloud_lr": tuple(CLOUD_STEPS), "resume": DISTILLATIONS}  # who takes which
 ROTATOR_HELP = (f"the frame, one of {', '.join(ROTATORS)}: pca puts clouds on their principal axes, fixed also signs "
                 "each axis by mean sin(x), learned (dd3d) trains the sign (default: none aligned, fixed rotated)")
 DEVICE_HELP = "auto (CUDA when torch sees a GPU, else the CPU), cpu or cuda (default auto)"
@@ -127,7 +130,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
         f"(the coreset table), {PROG} sample (draw a dd3d run's generator again), {PROG} show (pictures of real and "
         f"condensed clouds), {PROG} study (the DD3D paper's tables). docs/condense.md")
     _data_options(condense, True)
-    condense.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
+    condense.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)} (tm is a miniature of "
+                          "trajectory matching: 3 experts of 5 epochs, decision 93)")
     condense.add_argument("--cpc", type=int, required=True, help="clouds per class")
     condense.add_argument("--out", required=True, help="folder of condensed.npz (and the feature network's cache); "
                           "one that holds another run's set is refused unless --overwrite")
@@ -136,6 +140,12 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                           "cuts; decision 92); --points is the resolution distilled at")
     condense.add_argument("--init", help=f"gm, dm, tm: explicit clouds from real ones or noise (default "
                           f"{DISTILL.init})")
+    condense.add_argument("--cloud-optimizer", choices=OPTIMIZERS, help="gm, dm, tm: the clouds' optimiser, Adam or "
+                          "SGD with momentum 0.5 (default: the method's, chosen on validation: " + ", ".join(
+                              f"{m} {o} {r[o]:g}" for m, (o, r) in CLOUD_STEPS.items()) + "; decision 93)")
+    condense.add_argument("--cloud-lr", type=float, help="gm, dm, tm: the clouds' learning rate (default: the rate "
+                          "chosen on validation for the method and optimiser: " + ", ".join(
+                              f"{m} {o} {lr:g}" for m, (_, r) in CLOUD_STEPS.items() for o, lr in r.items()) + ")")
     condense.add_argument("--rotator", help=ROTATOR_HELP)
     condense.add_argument("--resume", action="store_true", default=None, help=f"go on from <out>/{CHECKPOINT_NAME} "
                           f"(saved after the first iteration, every {DISTILL.checkpoint_every} and at least every "
@@ -237,13 +247,18 @@ def _given_data(args: argparse.Namespace) -> DataSpec:
 
 
 def _distill(args: argparse.Namespace) -> DistillSpec:
-    given = {"iterations": args.iterations, "init": args.init, "resume": args.resume}
+    given = {"iterations": args.iterations, "init": args.init, "cloud_optimizer": args.cloud_optimizer,
+             "cloud_lr": args.cloud_lr, "resume": args.resume}
     for key, value in given.items():
         if value is not None and args.method not in DISTILL_OPTIONS[key]:
-            raise ValueError(f"--{key} is an option of {', '.join(DISTILL_OPTIONS[key])}, not of {args.method}")
+            raise ValueError(f"--{key.replace('_', '-')} is an option of {', '.join(DISTILL_OPTIONS[key])}, not of "
+                             f"{args.method}")
     if args.iterations is not None and args.iterations < 1:
         raise ValueError(f"--iterations must be a positive integer, got {args.iterations}")
-    return DistillSpec(**{k: v for k, v in given.items() if v is not None})
+    spec = DistillSpec(**{k: v for k, v in given.items() if v is not None})
+    if args.method in CLOUD_STEPS:
+        cloud_step(args.method, spec)  # refuses a learning rate before the data are read
+    return spec
 
 
 def _condense(args: argparse.Namespace, info: DistInfo) -> None:
@@ -253,6 +268,9 @@ def _condense(args: argparse.Namespace, info: DistInfo) -> None:
     if info.is_main:
         path = write_condensed(cset, Path(args.out))
         print(f"{PROG}: {args.method} CPC {args.cpc}: {len(cset)} clouds of {cset.points.shape[1]} points -> {path}")
+        record = cset.provenance["distill"]
+        if record is not None:
+            print(f"{PROG}: {loss_line(record)}")
 
 
 @dataclass(frozen=True)

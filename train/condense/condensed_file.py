@@ -9,12 +9,13 @@ Arrays (a plain ``.npz``, read with ``allow_pickle=False``):
 - ``provenance``: a 0-d unicode array holding one JSON object, what produced the set
   (:data:`PROVENANCE_FIELDS`: method, data set, setting, task, CPC, the method's seed, the data
   set's seed and size (those of :func:`train.data.objects.load_objects`, which key a generated
-  set's content), commit, class names, the part names for part segmentation, and the ``frame``
+  set's content), commit, class names, the part names for part segmentation, the ``frame``
   the clouds live in: the rotator's record, :func:`train.condense.rotator.frame_record`, decision
   86; a file written before the frame was recorded reads as the data's own frame, ``none``), and
-  ``distill``, what a distillation ran (its iterations, loops and learning rates,
-  :func:`train.condense.methods.distill_record`, decision 92; null for a coreset and for a file
-  written before it was recorded).
+  ``distill``, what a distillation ran (its iterations, loops and learning rates, decision 92; the
+  explicit clouds' optimiser and each iteration's matching loss, decision 93;
+  :func:`train.condense.methods.distill_record`; null for a coreset and for a file written before
+  it was recorded).
 
 :func:`write_condensed` checks what it writes as :func:`read_condensed` checks what it reads (one
 check, :func:`check_condensed`) and writes atomically (:func:`train.runtime.files.atomic_write`);

@@ -53,20 +53,22 @@ IGNORED = -100  # the part id cross-entropy skips: the points outside the part a
 
 @dataclass(frozen=True)
 class DistillSpec:
-    """How a distillation method runs (decisions 78 and 92 give the defaults and where they differ
-    from the released code): ``iterations`` outer iterations (None: the data set's released count,
-    :func:`train.condense.released.iterations_for`), the explicit clouds' Adam ``lr`` (DD3D's
-    generator takes the released optimiser of its task, :func:`train.condense.released.generator_adam`),
-    the network's SGD ``net_lr``, ``real_batch`` real clouds a class, ``init`` of explicit clouds
-    (``real`` or ``noise``, Table 6), a checkpoint every ``checkpoint_every`` iterations and
-    ``resume`` from it (decision 80; ``"matching"``: only from a checkpoint of this run, else
-    afresh, as the study's units do)."""
+    """How a distillation method runs (decisions 78, 92 and 93 give the defaults and where they
+    differ from the released code): ``iterations`` outer iterations (None: the data set's released
+    count, :func:`train.condense.released.iterations_for`), the network's SGD ``net_lr``,
+    ``real_batch`` real clouds a class, ``init`` of explicit clouds (``real`` or ``noise``, Table 6),
+    their ``cloud_optimizer`` (``adam`` or ``sgd``) and ``cloud_lr`` (None: the method's chosen on
+    validation, decision 93, :func:`train.condense.explicit.cloud_step`; DD3D's generator takes the
+    released optimiser of its task, :func:`train.condense.released.generator_adam`), a checkpoint
+    every ``checkpoint_every`` iterations and ``resume`` from it (decision 80; ``"matching"``: only
+    from a checkpoint of this run, else afresh, as the study's units do)."""
 
     iterations: int | None = None
-    lr: float = 1e-3
     net_lr: float = 1e-3
     real_batch: int = 32
     init: str = "real"
+    cloud_optimizer: str | None = None
+    cloud_lr: float | None = None
     checkpoint_every: int = 10
     resume: bool | str = False
 

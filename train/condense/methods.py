@@ -3,7 +3,8 @@ returns the condensed set with its provenance (decisions 70 and 71).
 
 A method takes :class:`MethodInputs` (the ``train`` split, CPC, seed, the feature space on demand,
 the processes, the distillation settings, the run folder and the rotator) and returns the condensed
-points, labels and parts, class by class. Every method works in the rotator's frame (decision 86):
+points, labels and parts, class by class, and for a distillation its record for the file's
+provenance (:func:`distill_record`). Every method works in the rotator's frame (decision 86):
 :func:`condense_set` puts the ``train`` split there before a method that does not train the
 rotator runs, DD3D puts its real and synthetic clouds there itself (and trains a learned sign),
 and the file records the frame so that an evaluation puts its clouds there too. The coreset
@@ -11,7 +12,8 @@ baselines (:mod:`train.condense.coreset`) pick real clouds; the distillation met
 them: gradient and distribution matching on explicit clouds (:mod:`train.condense.explicit`),
 trajectory matching (:mod:`train.condense.trajectory`, decision 79) and DD3D
 (:mod:`train.condense.dd3d`, decision 78). A distillation without ``iterations`` runs the data set's
-released count, and the file's provenance records what it ran (:func:`distill_record`, decision 92).
+released count, and the file's provenance records what it ran (:func:`distill_record`: its loops,
+decision 92; the clouds' optimiser and each iteration's matching loss, decision 93).
 """
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +31,7 @@ from train.condense.coreset import Rule, herding_order, kcenter_order, random_or
 from train.condense.data import DataSpec, clouds_of, in_frame, pick
 from train.condense.dd3d import distill_dd3d
 from train.condense.distill_checkpoint import CHECKPOINT_NAME, Checkpoint
-from train.condense.explicit import distill_explicit
+from train.condense.explicit import cloud_step, distill_explicit
 from train.condense.features import embed, feature_network
 from train.condense.matching_loops import DistillSpec
 from train.condense.released import generator_adam, iterations_for, loops_of, task_of
@@ -40,6 +42,7 @@ from train.data.objects import ObjectSet
 from train.runtime.distributed import DistInfo
 
 Arrays = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]  # points, labels, parts
+Record = dict[str, Any] | None  # a distillation's record in the provenance, None for a coreset
 
 
 @dataclass(frozen=True)
@@ -59,39 +62,52 @@ class MethodInputs:
     rotator: Rotator
 
 
-Method = Callable[[MethodInputs], Arrays]
+Method = Callable[[MethodInputs], tuple[Arrays, Record]]
+EXPLICIT = ("gm", "dm", "tm")  # the methods that optimise explicit clouds
 
 
 def coreset(rule: Rule, uses_features: bool) -> Method:
     """A coreset method: ``rule``'s first CPC clouds of every class, in the feature space if it uses one."""
-    def method(inputs: MethodInputs) -> Arrays:
+    def method(inputs: MethodInputs) -> tuple[Arrays, Record]:
         space = inputs.features() if uses_features else np.empty((len(inputs.train), 0))
-        return pick(inputs.train, select_per_class(inputs.train.labels, space, inputs.cpc, rule, inputs.seed))
+        return pick(inputs.train, select_per_class(inputs.train.labels, space, inputs.cpc, rule, inputs.seed)), None
     return method
+
+
+def loss_line(record: dict[str, Any]) -> str:
+    """One line of whether a distillation's matching loss fell: the mean of its first and of its
+    last tenth of the iterations (each iteration draws a fresh network, so one is noisy)."""
+    loss = record["loss"]
+    tenth = max(1, len(loss) // 10)
+    first, last = float(np.mean(loss[:tenth])), float(np.mean(loss[-tenth:]))
+    clouds = f"; clouds {record['optimizer']} lr {record['lr']:g}" if "optimizer" in record else ""
+    return (f"matching loss {first:.4g} -> {last:.4g} (x{last / first:.2f}; mean of the first and last {tenth} of "
+            f"{len(loss)} iterations{clouds})")
 
 
 def distillation(name: str) -> Method:
     """A distillation method: synthetic clouds (part segmentation, Eq. 11: gm and dd3d, decision 81),
     checkpointed in the run folder (decision 80)."""
-    def method(inputs: MethodInputs) -> Arrays:
+    def method(inputs: MethodInputs) -> tuple[Arrays, Record]:
         train, spec = inputs.train, inputs.distill
         if train.parts is not None and name not in PART_DISTILLATIONS:
             raise ValueError(f"{name} distils classification sets only (part segmentation: "
                              f"{', '.join(PART_DISTILLATIONS)})")
         content = hashlib.sha1(train.points.tobytes() + train.labels.tobytes()).hexdigest()
         run = {"method": name, "cpc": inputs.cpc, "seed": inputs.seed, "data": [train.name, train.setting, content],
-               "spec": {k: v for k, v in asdict(spec).items() if k != "resume"}, "rotator": inputs.rotator.kind}
+               "spec": {k: v for k, v in asdict(spec).items() if k not in ("resume", "cloud_optimizer", "cloud_lr")},
+               "rotator": inputs.rotator.kind, "clouds": cloud_step(name, spec) if name in EXPLICIT else None}
         checkpoint = Checkpoint(inputs.folder / CHECKPOINT_NAME, json.dumps(run, sort_keys=True), spec.checkpoint_every,
                                 spec.resume)
         args = (train, inputs.cpc, inputs.seed, spec, inputs.info)
         if name == "tm":
-            points, labels, _ = distill_trajectories(*args, checkpoint)
-            return points, labels, None
-        if name == "dd3d":
-            points, labels, parts, _ = distill_dd3d(*args, inputs.folder, inputs.rotator, checkpoint)
+            points, labels, history = distill_trajectories(*args, checkpoint)
+            parts = None
+        elif name == "dd3d":
+            points, labels, parts, history = distill_dd3d(*args, inputs.folder, inputs.rotator, checkpoint)
         else:
-            points, labels, parts, _ = distill_explicit(*args, name, checkpoint)
-        return points, labels, parts
+            points, labels, parts, history = distill_explicit(*args, name, checkpoint)
+        return (points, labels, parts), distill_record(name, train, inputs.cpc, spec, history)
     return method
 
 
@@ -100,19 +116,22 @@ def settled(spec: DistillSpec, train: ObjectSet) -> DistillSpec:
     return spec if spec.iterations is not None else replace(spec, iterations=iterations_for(train.name, task_of(train)))
 
 
-def distill_record(method: str, train: ObjectSet, cpc: int, spec: DistillSpec) -> dict[str, Any]:
+def distill_record(method: str, train: ObjectSet, cpc: int, spec: DistillSpec, history: list[float]
+                   ) -> dict[str, Any]:
     """What a distillation ran, for the provenance: its outer ``iterations``, real batch and network
     lr; gm and dd3d their ``loops`` (outer steps, inner epochs, inner batch, the network's and the
-    synthetic parameters' lr cuts); dd3d its generator's ``adam``, the others their clouds' ``lr``
-    and ``init``."""
+    synthetic parameters' lr cuts, decision 92); dd3d its generator's ``adam``, explicit clouds
+    their ``init``, ``optimizer`` and ``lr`` (decision 93); and ``loss``, each iteration's mean
+    matching loss (D for gm and dd3d), so that a reader sees whether it fell."""
     record: dict[str, Any] = {"iterations": spec.iterations, "real_batch": spec.real_batch, "net_lr": spec.net_lr}
     if method in ("gm", "dd3d"):
         record["loops"] = asdict(loops_of(train, cpc))
     if method == "dd3d":
         record["adam"] = asdict(generator_adam(task_of(train)))
     else:
-        record.update(lr=spec.lr, init=spec.init)
-    return record
+        optimizer, lr = cloud_step(method, spec)
+        record.update(init=spec.init, optimizer=optimizer, lr=lr)
+    return {**record, "loss": history}
 
 
 METHODS: dict[str, Method] = {
@@ -173,12 +192,11 @@ def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: Train
         return embed(net, objects.points, info.device)
 
     inputs = MethodInputs(objects, cpc, seed, features, info, distill, cache.parent, frame)
-    points, labels, parts = METHODS[method](inputs)
+    (points, labels, parts), record = METHODS[method](inputs)
     provenance = {"method": method, "dataset": data.dataset, "setting": data.setting, "task": data.task,
                   "cpc": cpc, "seed": seed, "data_seed": data.data_seed, "size": data.size,
                   "commit": current_commit(), "class_names": list(objects.class_names),
                   "part_names": None if objects.part_names is None else list(objects.part_names),
-                  "frame": frame_record(frame),
-                  "distill": distill_record(method, objects, cpc, distill) if method in DISTILLATIONS else None}
+                  "frame": frame_record(frame), "distill": record}
     return CondensedSet(points.astype(np.float32), labels.astype(np.int64), provenance,
                         None if parts is None else parts.astype(np.int64))

@@ -65,7 +65,7 @@ from train.runtime.distributed import DistInfo, barrier
 from train.runtime.files import atomic_write
 
 TABLES = (1, 2, 3, 4, 5, 6)
-TITLES = {"random": "Random", "herding": "Herding", "kcenter": "K-Center", "gm": "GM", "dm": "DM", "tm": "TM",
+TITLES = {"random": "Random", "herding": "Herding", "kcenter": "K-Center", "gm": "GM", "dm": "DM", "tm": "TM (miniature)",
           "dd3d": "DD3D", "full": "full set"}
 CROSS_MODELS = ("pointnet", "pointnet2", "dgcnn", "pct", "pointmlp", "pointnext", "ptv3_student")
 TM_LARGEST_CPC = 10  # the paper's Table 1 has no TM at CPC 50

@@ -1,13 +1,14 @@
 """Trajectory matching (TM; Cazenavette et al. 2022, Algorithm 1), the DD3D paper's third
-distillation baseline (Table 1 at CPC 1 and 10), on explicit clouds (decision 79).
+distillation baseline (Table 1 at CPC 1 and 10), on explicit clouds (decision 79), in miniature:
+3 experts of 5 epochs trained in the run where MTT buffers 100 of 50 (decision 93).
 
 Expert trajectories (:class:`TrajectorySpec` names the settings): lightweight PointNets trained
 from scratch on the real ``train`` split by SGD, their flat weights kept after every epoch. Every
 iteration picks an expert and a start epoch t, starts a student at the expert's weights of epoch t
 and takes N differentiable SGD steps on the whole synthetic set with a learned step size; the loss
 is the student's squared distance to the expert's weights of epoch t + M, divided by the expert's
-own squared distance over those epochs. Adam steps the clouds (the recipe of
-:mod:`train.condense.explicit`) and SGD the log of the step size.
+own squared distance over those epochs. The clouds take the explicit clouds' optimiser
+(:func:`train.condense.explicit.cloud_optimizer`) and SGD the log of the step size.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from train.condense.distill_checkpoint import Checkpoint
-from train.condense.explicit import initial_clouds
+from train.condense.explicit import cloud_optimizer, initial_clouds
 from train.condense.matching_loops import DistillSpec, decay_at_half, fresh_network
 from train.condense.training import batch_stream
 from train.data.objects import ObjectSet
@@ -100,7 +101,7 @@ def distill_trajectories(train: ObjectSet, cpc: int, seed: int, spec: DistillSpe
     net = fresh_network(len(train.class_names), info.device)
     synthetic = torch.nn.Parameter(torch.from_numpy(points).to(info.device))
     log_lr = torch.nn.Parameter(torch.tensor(float(np.log(tm.teacher_lr)), device=info.device))
-    optimizer = torch.optim.Adam([synthetic], lr=spec.lr)
+    optimizer = cloud_optimizer("tm", spec, synthetic)
     lr_step = torch.optim.SGD([log_lr], lr=tm.lr_lr)
     targets = torch.from_numpy(labels).to(info.device)
     start, history = (0, []) if checkpoint is None else checkpoint.restore([optimizer, lr_step], draws)
