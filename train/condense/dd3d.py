@@ -23,7 +23,7 @@ import torch
 from train.condense.condensed_file import FILE_NAME, CondensedSet, read_condensed
 from train.condense.distill_checkpoint import Checkpoint
 from train.condense.generator import DATASET_W0, PointGenerator
-from train.condense.matching_loops import Batch, DistillSpec, match_gradients, real_sampler
+from train.condense.matching_loops import Batch, DistillSpec, match_gradients, real_sampler, to_device
 from train.condense.rotator import Rotator, principal_axes
 from train.data.objects import ObjectSet
 from train.runtime.distributed import DistInfo
@@ -65,8 +65,8 @@ def noise_parts(noise: torch.Tensor, index: torch.Tensor, partition: Partition) 
 def draw_batch(generator: PointGenerator, rotator: Rotator, index: torch.Tensor, points: int,
                draws: torch.Generator, partition: Partition | None) -> Batch:
     """The clouds ``index`` from fresh noise after the sign step, with their points' parts (or None)."""
-    noise = torch.rand(len(index), points, generator=draws).to(generator.out.weight.device)
-    clouds = rotator(generator(noise, index.to(noise.device)))
+    noise = to_device(torch.rand(len(index), points, generator=draws), generator.out.weight.device)
+    clouds = rotator(generator(noise, to_device(index, noise.device)))
     return clouds, None if partition is None else noise_parts(noise, index, partition)
 
 

@@ -16,24 +16,28 @@ pool over the points gives the global feature (PointNet, Qi et al. 2017a, Sec. 4
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from train.models.objects.layers import LastAxisBatchNorm, shared_mlp
+from train.models.objects.layers import shared_mlp
 from train.models.objects.neighbourhood import check_category, check_clouds
 
 WIDTHS = (64, 128, 1024)
 SEGMENTATION_WIDTHS = (512, 256, 128)
 
 
-class PointInstanceNorm(nn.InstanceNorm1d):
-    """Instance normalisation of a (B, N, C) tensor: every cloud's channel over its N points."""
+class PointConv(nn.Linear):
+    """A shared perceptron on channels-first (B, C, N) features: the papers' 1x1 convolution, its
+    weight kept as ``nn.Linear``'s (out, in) matrix (the same parameters as the channels-last map)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        return F.conv1d(x, self.weight.unsqueeze(-1), self.bias)
 
 
 class PointNetTrunk(nn.Module):
-    """The three shared layers; ``forward`` returns every layer's (B, N, C_l) point features."""
+    """The three shared layers, channels first (decision 95: the normalisations and the max pool
+    then read contiguous rows, with no transposes around them); ``forward`` takes (B, N, 3) points
+    and returns every layer's (B, C_l, N) point features."""
 
     def __init__(self, norm: str):
         super().__init__()
@@ -41,17 +45,23 @@ class PointNetTrunk(nn.Module):
             raise ValueError(f"PointNet norm must be 'instance' or 'batch', got {norm!r}")
         layers = []
         for a, b in zip((3, *WIDTHS[:-1]), WIDTHS):
-            n = PointInstanceNorm(b) if norm == "instance" else LastAxisBatchNorm(b)
-            layers.append(nn.Sequential(nn.Linear(a, b, bias=False), n, nn.ReLU()))
+            n = nn.InstanceNorm1d(b) if norm == "instance" else nn.BatchNorm1d(b)
+            layers.append(nn.Sequential(PointConv(a, b, bias=False), n, nn.ReLU()))
         self.layers = nn.ModuleList(layers)
 
     def forward(self, points: torch.Tensor) -> list[torch.Tensor]:
         check_clouds(points)
-        feats, x = [], points
+        feats, x = [], points.transpose(1, 2)
         for layer in self.layers:
             x = layer(x)
             feats.append(x)
         return feats
+
+
+def max_pool(features: torch.Tensor) -> torch.Tensor:
+    """The (B, C) maximum of (B, C, N) features over the points; its gradient goes to one point of
+    each maximum (``amax`` shares it between tied points: the same weight gradients, decision 95)."""
+    return features.max(dim=2).values
 
 
 class PointNetClassifier(nn.Module):
@@ -64,7 +74,7 @@ class PointNetClassifier(nn.Module):
 
     def embed(self, points: torch.Tensor) -> torch.Tensor:
         """The (B, 1024) global feature (max pool over the points)."""
-        return self.trunk(points)[-1].amax(dim=1)
+        return max_pool(self.trunk(points)[-1])
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(points))
@@ -83,7 +93,7 @@ class PointNetPartSegmenter(nn.Module):
     def forward(self, points: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
         check_category(category, points, self.num_categories)
         feats = self.trunk(points)
-        glob = torch.cat([feats[-1].amax(dim=1), category.to(points.dtype)], dim=-1)
-        x = torch.cat([*feats, glob.unsqueeze(1).expand(-1, points.shape[1], -1)], dim=-1)
-        return self.classifier(self.head(x))
+        glob = torch.cat([max_pool(feats[-1]), category.to(points.dtype)], dim=-1)
+        x = torch.cat([*feats, glob.unsqueeze(2).expand(-1, -1, points.shape[1])], dim=1)
+        return self.classifier(self.head(x.transpose(1, 2)))
 
