@@ -14,9 +14,12 @@ Forms, each of :func:`measure`'s ``form``:
   train.condense`` runs it.
 
 :func:`measure` runs explicit-cloud gradient matching (``distill_explicit``, method gm) for
-``iterations`` iterations on a generated set (:func:`matching_set`) and returns the process's CPU
+``iterations`` iterations on a generated set (:func:`matching_set`), after two untimed ones (a tiny one
+loads the libraries, a full one makes the kernels' first calls and the allocator's first growth),
+and returns the process's CPU
 seconds per iteration (``time.process_time``: on a machine shared with other jobs, less noisy
-than the wall clock), the wall seconds, the peak resident memory above the process's start, the
+than the wall clock), the wall seconds, the peak resident memory above the process's after the tiny
+iteration, the
 loss history and, with ``profile``, the share of the CPU time of the most expensive operators
 (``torch.profiler``).
 """
@@ -140,9 +143,11 @@ def measure(form: str, cpc: int, points: int, classes: int, iterations: int = 1,
     on_gpu = info.device.type == "cuda"
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    cpu, wall = time.process_time(), time.perf_counter()
     with today_form() if form == "today" else nullcontext():
+        distill_explicit(matching_set(2, 16), cpc, 1, DistillSpec(iterations=1), info, "gm")  # the libraries loaded
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        distill_explicit(train, cpc, 1, DistillSpec(iterations=1), info, "gm")  # the kernels' first calls
+        cpu, wall = time.process_time(), time.perf_counter()
         _, _, _, history = distill_explicit(train, cpc, 0, spec, info, "gm")
         if on_gpu:
             torch.cuda.synchronize()
