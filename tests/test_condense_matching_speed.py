@@ -1,5 +1,7 @@
 """Gradient matching at the layout's speed (decision 95): the same maths, fewer waits.
 
+- The fused last layer (instance norm, ReLU, max pool) has its composition's first and second
+  derivatives.
 - The channels-first PointNet computes the straightforward channels-last function (linear maps over
   the last axis, instance norm over the points, ReLU, ``amax``) and its gradients, in float64.
 - ``class_distances`` (Eq. 10) and the inner step's gradient, summed over chunks of clouds, equal
@@ -27,6 +29,7 @@ from train.condense import matching_loops
 from train.condense.matching_loops import (CHUNK_POINTS, DistillSpec, class_distances, fresh_network, loops_for,
                                            match_gradients, task_backward)
 from train.engine.op_count import count_ops
+from train.models.objects.pointnet import instance_relu_max
 from train.runtime.distributed import DistInfo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,6 +71,14 @@ def test_the_channels_first_pointnet_is_the_channels_last_function() -> None:
     want_grads = torch.autograd.grad(want.square().sum(), [points, *net.parameters()])
     for got, expected in zip(got_grads, want_grads):
         assert torch.allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_instance_relu_max_has_the_gradients_and_second_gradients_of_its_composition() -> None:
+    """The fused last layer against autograd's own first and second derivatives (float64)."""
+    x = torch.randn(2, 3, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    fused = lambda x: instance_relu_max(x, 1e-5)  # noqa: E731
+    assert torch.allclose(fused(x), F.instance_norm(x, eps=1e-5).relu().amax(dim=2), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(fused, (x,)) and torch.autograd.gradgradcheck(fused, (x,))
 
 
 def test_chunked_class_distances_equal_the_one_pass_form_in_float64() -> None:

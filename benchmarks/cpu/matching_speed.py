@@ -156,6 +156,7 @@ def measure(form: str, cpc: int, points: int, classes: int, iterations: int = 1,
         top = _profile(lambda: distill_explicit(train, cpc, 0, DistillSpec(iterations=1), info, "gm"),
                        profile_top) if profile_top else []
     gpu = {"peak_device_mb": torch.cuda.max_memory_allocated() / 2**20} if on_gpu else {}
-    return {"status": "ok", "form": form, "cpu_s_per_iteration": cpu / iterations, "wall_s_per_iteration": wall / iterations,
+    return {"status": "ok", "form": form, "cpu_s_per_iteration": cpu / iterations,
+            "wall_s_per_iteration": wall / iterations,
             "extra_peak_rss_mb": (peak - before) / 1024, "history": [float(h) for h in history],
             "heap_held": held, "profile": top, **gpu}

@@ -87,7 +87,8 @@ class _InstanceReluMax(torch.autograd.Function):
         # d top / d x_n = rstd (1[n = index] - 1/N - top (x_n - mean) rstd / N): a x_n + b, and the maximum's own term
         a = -g * rstd * rstd * top / x.shape[2]
         b = -g * rstd / x.shape[2] - a * mean
-        return torch.addcmul(b.unsqueeze(2), a.unsqueeze(2), x).scatter_add(2, index.unsqueeze(2), (g * rstd).unsqueeze(2)), None
+        spread = torch.addcmul(b.unsqueeze(2), a.unsqueeze(2), x)
+        return spread.scatter_add(2, index.unsqueeze(2), (g * rstd).unsqueeze(2)), None
 
 
 def instance_relu_max(x: torch.Tensor, eps: float) -> torch.Tensor:
