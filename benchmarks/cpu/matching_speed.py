@@ -18,7 +18,7 @@ Forms, each of :func:`measure`'s ``form``:
 loads the libraries, a full one makes the kernels' first calls and the allocator's first growth),
 and returns the process's CPU
 seconds per iteration (``time.process_time``: on a machine shared with other jobs, less noisy
-than the wall clock), the wall seconds, the peak resident memory above the process's after the tiny
+than the wall clock), the wall seconds, the page faults, the peak resident memory above the process's after the tiny
 iteration, the
 loss history and, with ``profile``, the share of the CPU time of the most expensive operators
 (``torch.profiler``).
@@ -148,9 +148,11 @@ def measure(form: str, cpc: int, points: int, classes: int, iterations: int = 1,
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         distill_explicit(train, cpc, 1, DistillSpec(iterations=1), info, "gm")  # the kernels' first calls
         cpu, wall = time.process_time(), time.perf_counter()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         _, _, _, history = distill_explicit(train, cpc, 0, spec, info, "gm")
         if on_gpu:
             torch.cuda.synchronize()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         top = _profile(lambda: distill_explicit(train, cpc, 0, DistillSpec(iterations=1), info, "gm"),
@@ -158,5 +160,6 @@ def measure(form: str, cpc: int, points: int, classes: int, iterations: int = 1,
     gpu = {"peak_device_mb": torch.cuda.max_memory_allocated() / 2**20} if on_gpu else {}
     return {"status": "ok", "form": form, "cpu_s_per_iteration": cpu / iterations,
             "wall_s_per_iteration": wall / iterations,
-            "extra_peak_rss_mb": (peak - before) / 1024, "history": [float(h) for h in history],
+            "extra_peak_rss_mb": (peak - before) / 1024, "page_faults_per_iteration": faults / iterations,
+            "history": [float(h) for h in history],
             "heap_held": held, "profile": top, **gpu}
