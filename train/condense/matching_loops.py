@@ -121,8 +121,8 @@ def _chunks(points: torch.Tensor, segment: bool) -> list[slice]:
     a batch's gradient is the sum of its chunks'; the part segmenter's batch norm couples them, so
     its batch is one chunk."""
     clouds = len(points)
-    step = clouds if segment or points.device.type != "cpu" else max(1, CHUNK_POINTS // points.shape[1])
-    return [slice(i, i + step) for i in range(0, clouds, max(step, 1))]
+    step = max(1, clouds if segment or points.device.type != "cpu" else CHUNK_POINTS // points.shape[1])
+    return [slice(i, i + step) for i in range(0, clouds, step)]
 
 
 def _chunk_loss(logits: torch.Tensor, labels: torch.Tensor, parts: torch.Tensor | None, clouds: int) -> torch.Tensor:
