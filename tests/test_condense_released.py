@@ -62,7 +62,7 @@ def test_loops_are_the_released_code_s_by_setting_and_data_set() -> None:
 def _spy_epochs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, list[int]]]:
     """Every inner epoch's network learning rate and the batch sizes of its steps."""
     seen: list[tuple[float, list[int]]] = []
-    epoch, loss = matching_loops.train_epoch, matching_loops.task_loss
+    epoch, loss = matching_loops.train_epoch, matching_loops.task_backward
 
     def spied_epoch(net, net_step, *rest):  # type: ignore[no-untyped-def]
         seen.append((net_step.param_groups[0]["lr"], []))
@@ -72,7 +72,7 @@ def _spy_epochs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, list[int]]
         seen[-1][1].append(len(points))
         return loss(net, points, *rest)
     monkeypatch.setattr(matching_loops, "train_epoch", spied_epoch)
-    monkeypatch.setattr(matching_loops, "task_loss", spied_loss)
+    monkeypatch.setattr(matching_loops, "task_backward", spied_loss)
     return seen
 
 

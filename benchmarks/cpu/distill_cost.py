@@ -35,7 +35,9 @@ def measure(method: str, cpc: int, points: int, classes: int, iterations: int, d
     on_gpu = device == "cuda"
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
-    size = cpc + cpc // 5 + 4  # the train split keeps 90% of a class: CPC real clouds for the initialisation
+    # the train split keeps 90% of a class: CPC real clouds for the initialisation and the defaults' real batch
+    least = max(cpc, DistillSpec().real_batch)
+    size = least + least // 5 + 4
     full = load_objects("shapes", split="train", points=points, size=size)
     keep = full.labels < classes
     train = dataclasses.replace(full, points=full.points[keep], labels=full.labels[keep],

@@ -15,8 +15,8 @@ steps at the paper presets as training runs them (the batch plan built ahead), w
 kernel time and the GPU's busy share; TPS alone (the former one-program kernel against the kernel
 split over programs, same indices asserted); teacher and student inference at 30,000 points; the
 topological term's cost per step; the persistence paths. Others run on request (a few hundred
-distillation steps, Table 6 on the device, optional accelerators). Each runs in a child process
-with a time box, in that order; a section that fails, runs out of memory or overruns is recorded
+distillation steps, one outer iteration of dataset condensation, Table 6 on the device, optional
+accelerators). Each runs in a child process with a time box, in that order; a section that fails, runs out of memory or overruns is recorded
 with its error and partial results, and the rest continues. A section's child is killed at the
 end of its time box; the boxes of :data:`CAMPAIGN` add up to at most :data:`TOTAL_S`, and a
 section is shortened when the earlier ones left less time than planned.
@@ -84,6 +84,8 @@ PLAN: dict[str, tuple[float, dict[str, Any], dict[str, Any]]] = {
     "distill": (50.0, {**PAPER_PRESETS, "clouds": 4, "points": 30_000, "m": 1024, "steps": 300,
                         "distinct_batches": 2},
                 {**DEMO_PRESETS, "clouds": 2, "points": 300, "m": 16, "steps": 3, "distinct_batches": 2}),
+    # one outer iteration of GM and DD3D at CPC 1 and 10 (decision 95), a warm-up iteration before them
+    "condense": (150.0, {"classes": 40, "points": 1024, "cpcs": [1, 10]}, {"classes": 2, "points": 16, "cpcs": [1]}),
     "table6": (45.0, {"n": [30, 60, 100, 200, 400, 800, 1024], "rounds": 3}, {"n": [12], "rounds": 1}),
     "accelerators": (30.0, {"kind": "student", "points": 30_000, "repeats": 5},
                      {"kind": "student-demo", "points": 300, "repeats": 1}),

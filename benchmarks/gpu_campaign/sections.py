@@ -24,6 +24,9 @@ What each section measures (paper references in brackets), and where it lives:
   persistence path (worker pool, device batch) and the default it recommends;
 * ``distill`` (``benchmarks.gpu_campaign.training``) - a few hundred distillation steps (Eq. 8) with their
   per-section profile;
+* ``condense`` (``benchmarks.gpu_campaign.condense``) - one outer iteration of dataset condensation
+  (DD3D against explicit gradient matching, CPC 1 and 10, 1,024 points, 40 classes' sizes): time
+  and peak memory;
 * ``table6`` (``benchmarks.gpu_campaign.topo``) - paper Table 6 (App. B.4) rows of ``fast.topo_loss`` on
   the device;
 * ``accelerators`` (``benchmarks.gpu_campaign.models``) - flash-attn vs PyTorch SDPA and spconv vs our
@@ -36,6 +39,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.gpu_campaign.condense import condense
 from benchmarks.gpu_campaign.cuda_tests import cuda_tests
 from benchmarks.gpu_campaign.models import accelerators, cost
 from benchmarks.gpu_campaign.record import Recorder
@@ -51,6 +55,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any], torch.device, Recorder, float], No
     "topo_split": topo_split,
     "engine_paths": engine_paths,
     "distill": distill,
+    "condense": condense,
     "table6": table6,
     "accelerators": accelerators,
 }

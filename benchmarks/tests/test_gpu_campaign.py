@@ -159,3 +159,24 @@ def test_tps_says_when_its_time_box_cut_the_rounds(tmp_path: Path) -> None:
     for family in size["families"]:
         assert f"{family}: stopped after 0 of {size['rounds']} rounds at the section's time box " \
                "(its indices are the warm-up call's)" in rec.data["notes"]
+
+
+def test_condense_times_gm_and_dd3d_per_cpc_and_stops_at_its_box(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    """One row per (CPC, method), GM first, DD3D's time over GM's beside it; a box that ends after
+    the first measurement keeps that row and says where it stopped."""
+    from benchmarks.gpu_campaign import condense as gpu_condense
+    from benchmarks.gpu_campaign.record import Recorder
+
+    rec = Recorder(tmp_path / "condense.json")
+    gpu_condense.condense({**PLAN["condense"][2], "cpcs": [1, 2]}, torch.device("cpu"), rec, deadline=float("inf"))
+    rows = rec.data["tables"][0]["rows"]
+    assert [(r[0], r[1]) for r in rows] == [("explicit GM", "1"), ("DD3D", "1"), ("explicit GM", "2"), ("DD3D", "2")]
+    seconds = rec.data["seconds"]
+    assert rows[1][4] == f"{seconds['dd3d-1'] / seconds['gm-1']:.3g}" and rows[0][4] == "n/a"
+    clock = itertools.chain([0.0], itertools.repeat(100.0))  # past the deadline after the first check
+    monkeypatch.setattr(gpu_condense.time, "monotonic", lambda: next(clock))
+    rec = Recorder(tmp_path / "short.json")
+    gpu_condense.condense(PLAN["condense"][2], torch.device("cpu"), rec, deadline=50.0)
+    assert [r[0] for r in rec.data["tables"][0]["rows"]] == ["explicit GM"]
+    assert rec.data["notes"] == ["stopped before dd3d at CPC 1 at the section's time box"]

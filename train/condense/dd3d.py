@@ -31,7 +31,7 @@ from train.condense.condensed_file import FILE_NAME, CondensedSet, read_condense
 from train.condense.distill_checkpoint import Checkpoint
 from train.condense.generator import DATASET_W0, PointGenerator
 from train.condense.matching_loops import (STATISTICS_CLOUDS, Batch, ClassClouds, DistillSpec, match_gradients,
-                                          real_sampler)
+                                          real_sampler, to_device)
 from train.condense.released import generator_adam, loops_of, task_of
 from train.condense.rotator import Rotator, principal_axes
 from train.data.objects import ObjectSet
@@ -83,8 +83,8 @@ def draw_batch(generator: PointGenerator, rotator: Rotator, index: torch.Tensor,
                draws: torch.Generator, partition: Partition | None, normalise: bool) -> Batch:
     """The clouds ``index`` from fresh noise (in the unit sphere where ``normalise``) after the sign
     step, with their points' parts (or None)."""
-    noise = torch.rand(len(index), points, generator=draws).to(generator.out.weight.device)
-    clouds = generator(noise, index.to(noise.device))
+    noise = to_device(torch.rand(len(index), points, generator=draws), generator.out.weight.device)
+    clouds = generator(noise, to_device(index, noise.device))
     clouds = rotator(unit_sphere(clouds) if normalise else clouds)
     return clouds, None if partition is None else noise_parts(noise, index, partition)
 

@@ -45,6 +45,7 @@ from train.runtime.logging_utils import progress
 
 DECAY_FACTOR = 0.1  # the learning rate at half the iterations (and the network's at half its inner epochs)
 STATISTICS_CLOUDS = 8  # real clouds a class for a batch-normalised network's statistics (seg_inr.py's BNSizePC)
+CHUNK_POINTS = 512  # points a forward and backward pass takes on a CPU (decision 95)
 
 Batch = tuple[torch.Tensor, "torch.Tensor | None"]  # (B, N, 3) clouds and, for part segmentation, (B, N) part ids
 ClassClouds = Callable[[int], Batch]  # class k -> a batch of its clouds
@@ -73,6 +74,13 @@ class DistillSpec:
     resume: bool | str = False
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device``; to a GPU through page-locked memory, so the host does not wait for the copy."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def real_sampler(points: torch.Tensor, labels: np.ndarray, batch: int, generator: torch.Generator,
                  parts: torch.Tensor | None = None) -> ClassClouds:
     """Class k -> ``min(batch, n_k)`` of its real clouds (and their parts), drawn without replacement each call."""
@@ -80,7 +88,7 @@ def real_sampler(points: torch.Tensor, labels: np.ndarray, batch: int, generator
 
     def draw(k: int) -> Batch:
         rows = members[k]
-        chosen = rows[torch.randperm(len(rows), generator=generator)[:batch]]
+        chosen = to_device(rows[torch.randperm(len(rows), generator=generator)[:batch]], points.device)
         return points[chosen], None if parts is None else parts[chosen]
     return draw
 
@@ -109,23 +117,57 @@ def task_loss(net: torch.nn.Module, points: torch.Tensor, parts: torch.Tensor | 
     return _cross_entropy(_logits(net, points, labels, parts is not None), labels, parts)
 
 
+def _chunks(points: torch.Tensor, segment: bool) -> list[slice]:
+    """The slices of a batch of clouds that one forward and backward pass takes (decision 95): on a
+    CPU about :data:`CHUNK_POINTS` points (at least one cloud), so that the activations stay in the
+    cache, on a GPU the whole batch. The classifier's clouds are independent (instance norm), so
+    a batch's gradient is the sum of its chunks'; the part segmenter's batch norm couples them, so
+    its batch is one chunk."""
+    clouds = len(points)
+    step = max(1, clouds if segment or points.device.type != "cpu" else CHUNK_POINTS // points.shape[1])
+    return [slice(i, i + step) for i in range(0, clouds, step)]
+
+
+def _chunk_loss(logits: torch.Tensor, labels: torch.Tensor, parts: torch.Tensor | None, clouds: int) -> torch.Tensor:
+    """A chunk's share of the batch's mean cross-entropy: the classes' summed over the chunk over the
+    batch's ``clouds``; the parts' mean (the part segmenter's batch is one chunk)."""
+    if parts is None:
+        return F.cross_entropy(logits, labels, reduction="sum") / clouds
+    return _cross_entropy(logits, labels, parts)
+
+
+def task_backward(net: torch.nn.Module, points: torch.Tensor, parts: torch.Tensor | None, labels: torch.Tensor
+                  ) -> None:
+    """:func:`task_loss`'s gradient added to the weights' ``.grad``, one backward pass a chunk (:func:`_chunks`)."""
+    for rows in _chunks(points, parts is not None):
+        chunk_parts = None if parts is None else parts[rows]
+        logits = _logits(net, points[rows], labels[rows], parts is not None)
+        _chunk_loss(logits, labels[rows], chunk_parts, len(points)).backward()
+
+
 def _gradients(net: torch.nn.Module, batch: Batch, k: int, parts: list[int | None], create_graph: bool
                ) -> list[list[torch.Tensor]]:
     """Per entry of ``parts``, the weights' gradients of class k's loss on the batch: on every point
-    (None) or on that part's points alone. One forward pass serves every part: each part's loss
-    reads the same logits (the network sees the whole clouds either way), so only the backward
-    passes are per part."""
+    (None) or on that part's points alone, summed over the batch's chunks (:func:`_chunks`). One
+    forward pass a chunk serves every part: each part's loss reads the same logits (the network
+    sees the whole clouds either way), so only the backward passes are per part."""
     points, point_parts = batch
+    segment = point_parts is not None
     labels = torch.full((len(points),), k, dtype=torch.long, device=points.device)
-    logits = _logits(net, points, labels, point_parts is not None)
     params = list(net.parameters())
-    out = []
-    for i, part in enumerate(parts):
-        masked = point_parts if part is None else point_parts.masked_fill(point_parts != part, IGNORED)
-        loss = _cross_entropy(logits, labels, masked)
-        out.append(list(torch.autograd.grad(loss, params, create_graph=create_graph,
-                                            retain_graph=create_graph or i < len(parts) - 1)))
-    return out
+    sums: list[list[torch.Tensor]] = []
+    for rows in _chunks(points, segment):
+        chunk_parts = None if point_parts is None else point_parts[rows]
+        logits = _logits(net, points[rows], labels[rows], segment)
+        for i, part in enumerate(parts):
+            masked = chunk_parts if part is None else chunk_parts.masked_fill(chunk_parts != part, IGNORED)
+            grads = torch.autograd.grad(_chunk_loss(logits, labels[rows], masked, len(points)), params,
+                                        create_graph=create_graph, retain_graph=create_graph or i < len(parts) - 1)
+            if i < len(sums):
+                sums[i] = [total + grad for total, grad in zip(sums[i], grads)]
+            else:
+                sums.append(list(grads))
+    return sums
 
 
 def own_classes(classes: list[int], info: DistInfo) -> set[int]:
@@ -184,7 +226,7 @@ def _stacked(classes: list[int], batches: list[Batch]) -> tuple[torch.Tensor, to
     clouds = [b[0] for b in batches]
     labels = torch.cat([torch.full((len(c),), k, dtype=torch.long) for k, c in zip(classes, clouds)])
     parts = None if batches[0][1] is None else torch.cat([b[1] for b in batches])
-    return torch.cat(clouds), parts, labels.to(clouds[0].device)
+    return torch.cat(clouds), parts, to_device(labels, clouds[0].device)
 
 
 def summed_step(optimizer: torch.optim.Optimizer, terms: Iterable[torch.Tensor], info: DistInfo) -> float:
@@ -223,9 +265,9 @@ def train_epoch(net: torch.nn.Module, net_step: torch.optim.Optimizer, points: t
                 parts: torch.Tensor | None, labels: torch.Tensor, batch: int, generator: torch.Generator) -> None:
     """One epoch of ``net`` in training mode over the clouds, in batches of ``batch`` in an order from ``generator``."""
     net.train()
-    for rows in torch.randperm(len(labels), generator=generator).to(labels.device).split(batch):
+    for rows in to_device(torch.randperm(len(labels), generator=generator), labels.device).split(batch):
         net_step.zero_grad()
-        task_loss(net, points[rows], None if parts is None else parts[rows], labels[rows]).backward()
+        task_backward(net, points[rows], None if parts is None else parts[rows], labels[rows])
         net_step.step()
 
 

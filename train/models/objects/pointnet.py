@@ -15,23 +15,26 @@ pool over the points gives the global feature (PointNet, Qi et al. 2017a, Sec. 4
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from train.models.objects.layers import LastAxisBatchNorm
 from train.models.objects.neighbourhood import check_category, check_clouds
 
 WIDTHS = (64, 128, 1024)
 
 
-class PointInstanceNorm(nn.InstanceNorm1d):
-    """Instance normalisation of a (B, N, C) tensor: every cloud's channel over its N points."""
+class PointConv(nn.Linear):
+    """A shared perceptron on channels-first (B, C, N) features: the papers' 1x1 convolution, its
+    weight kept as ``nn.Linear``'s (out, in) matrix (the same parameters as the channels-last map)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        return F.conv1d(x, self.weight.unsqueeze(-1), self.bias)
 
 
 class PointNetTrunk(nn.Module):
-    """The three shared layers; ``forward`` returns every layer's (B, N, C_l) point features."""
+    """The three shared layers, channels first (decision 95: the normalisations and the max pool
+    then read contiguous rows, with no transposes around them); ``forward`` takes (B, N, 3) points
+    and returns every layer's (B, C_l, N) point features."""
 
     def __init__(self, norm: str):
         super().__init__()
@@ -39,17 +42,64 @@ class PointNetTrunk(nn.Module):
             raise ValueError(f"PointNet norm must be 'instance' or 'batch', got {norm!r}")
         layers = []
         for a, b in zip((3, *WIDTHS[:-1]), WIDTHS):
-            n = PointInstanceNorm(b) if norm == "instance" else LastAxisBatchNorm(b)
-            layers.append(nn.Sequential(nn.Linear(a, b, bias=False), n, nn.ReLU()))
+            n = nn.InstanceNorm1d(b) if norm == "instance" else nn.BatchNorm1d(b)
+            layers.append(nn.Sequential(PointConv(a, b, bias=False), n, nn.ReLU()))
         self.layers = nn.ModuleList(layers)
 
     def forward(self, points: torch.Tensor) -> list[torch.Tensor]:
         check_clouds(points)
-        feats, x = [], points
+        feats, x = [], points.transpose(1, 2)
         for layer in self.layers:
             x = layer(x)
             feats.append(x)
         return feats
+
+
+def _moments(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (B, C) mean of (B, C, N) features over the points and 1 / sqrt(variance + eps), in two
+    passes (``torch.var_mean``'s one-pass reduction over the last axis is ten times slower here)."""
+    mean = x.mean(dim=2)
+    var = torch.linalg.vector_norm(x - mean.unsqueeze(2), dim=2).square() / x.shape[2]
+    return mean, (var + eps).rsqrt()
+
+
+class _InstanceReluMax(torch.autograd.Function):
+    """:func:`instance_relu_max`; its backward is made of differentiable operations, so that the
+    gradient matching's double backward goes through it."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, eps: float) -> torch.Tensor:
+        mean, rstd = _moments(x, eps)
+        top, index = x.max(dim=2)
+        ctx.save_for_backward(x, index)
+        ctx.eps = eps
+        return ((top - mean) * rstd).relu()
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, index = ctx.saved_tensors
+        mean, rstd = _moments(x, ctx.eps)  # again, so that a double backward sees them depend on x
+        top = (x.gather(2, index.unsqueeze(2)).squeeze(2) - mean) * rstd  # the normalised maximum
+        g = grad * (top > 0)
+        # d top / d x_n = rstd (1[n = index] - 1/N - top (x_n - mean) rstd / N): a x_n + b, and the maximum's own term
+        a = -g * rstd * rstd * top / x.shape[2]
+        b = -g * rstd / x.shape[2] - a * mean
+        spread = torch.addcmul(b.unsqueeze(2), a.unsqueeze(2), x)
+        return spread.scatter_add(2, index.unsqueeze(2), (g * rstd).unsqueeze(2)), None
+
+
+def instance_relu_max(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """The (B, C) max pool over the points of ReLU(instance norm(x)) of (B, C, N) features, without
+    making the (B, C, N) normalised features: per cloud and channel the normalisation and ReLU are
+    increasing, so the maximum is that of the point where x is largest (decision 95). Its gradient
+    goes to that point (and to every point through the mean and variance)."""
+    return _InstanceReluMax.apply(x, eps)
+
+
+def max_pool(features: torch.Tensor) -> torch.Tensor:
+    """The (B, C) maximum of (B, C, N) features over the points; its gradient goes to one point of
+    each maximum (``amax`` shares it between tied points: the same weight gradients, decision 95)."""
+    return features.max(dim=2).values
 
 
 class PointNetClassifier(nn.Module):
@@ -61,8 +111,14 @@ class PointNetClassifier(nn.Module):
         self.classifier = nn.Linear(WIDTHS[-1], num_classes)
 
     def embed(self, points: torch.Tensor) -> torch.Tensor:
-        """The (B, 1024) global feature (max pool over the points)."""
-        return self.trunk(points)[-1].amax(dim=1)
+        """The (B, 1024) global feature (max pool over the points): the trunk's last normalisation,
+        ReLU and pool in one (:func:`instance_relu_max`)."""
+        check_clouds(points)
+        *first, (conv, norm, _) = self.trunk.layers
+        x = points.transpose(1, 2)
+        for layer in first:
+            x = layer(x)
+        return instance_relu_max(conv(x), norm.eps)
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(points))
@@ -80,7 +136,7 @@ class PointNetPartSegmenter(nn.Module):
     def forward(self, points: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
         check_category(category, points, self.num_categories)
         feats = self.trunk(points)
-        glob = torch.cat([feats[-1].amax(dim=1), category.to(points.dtype)], dim=-1)
-        x = torch.cat([glob.unsqueeze(1).expand(-1, points.shape[1], -1), *feats[:2]], dim=-1)
-        return self.classifier(x)
+        glob = torch.cat([max_pool(feats[-1]), category.to(points.dtype)], dim=-1)
+        x = torch.cat([glob.unsqueeze(2).expand(-1, -1, points.shape[1]), *feats[:2]], dim=1)
+        return self.classifier(x.transpose(1, 2))
 

@@ -1,0 +1,178 @@
+"""Gradient matching at the layout's speed (decision 95): the same maths, fewer waits.
+
+- The fused last layer (instance norm, ReLU, max pool) has its composition's first and second
+  derivatives.
+- The channels-first PointNet computes the straightforward channels-last function (linear maps over
+  the last axis, instance norm over the points, ReLU, ``amax``) and its gradients, in float64.
+- ``class_distances`` (Eq. 10) and the inner step's gradient, summed over chunks of clouds, equal
+  the one-pass form on a whole batch, in float64, for the distance, the weights' gradients and the
+  synthetic clouds' gradient through it.
+- One outer iteration of gradient matching reads the device once per outer step (the loss), never
+  per class (a CPU-countable proxy of the host waits); on CUDA no class or inner step synchronises
+  with the host at all.
+- ``hold_freed_memory`` serves large blocks from the heap and keeps them when freed (glibc).
+"""
+from __future__ import annotations
+
+import ctypes
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fast import gradient_match_distance
+from train.condense import matching_loops
+from train.condense.matching_loops import (CHUNK_POINTS, DistillSpec, class_distances, fresh_network, loops_for,
+                                           match_gradients, task_backward)
+from train.engine.op_count import count_ops
+from train.models.objects.pointnet import instance_relu_max
+from train.runtime.distributed import DistInfo
+
+REPO = Path(__file__).resolve().parents[1]
+POINTS = 16
+CLASSES = [0, 1, 2]
+CPU = DistInfo(0, 1, 0, torch.device("cpu"))
+
+
+def _clouds(b: int, seed: int) -> torch.Tensor:
+    return torch.rand(b, POINTS, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2 - 1
+
+
+def _straightforward_logits(net: torch.nn.Module, points: torch.Tensor) -> torch.Tensor:
+    """The lightweight PointNet written channels last, from the network's own weights."""
+    x = points
+    for layer in net.trunk.layers:
+        x = F.instance_norm(F.linear(x, layer[0].weight).transpose(1, 2)).transpose(1, 2).relu()
+    return net.classifier(x.amax(dim=1))
+
+
+def _straightforward_gradients(net: torch.nn.Module, points: torch.Tensor, k: int, create_graph: bool
+                               ) -> list[torch.Tensor]:
+    labels = torch.full((len(points),), k, dtype=torch.long)
+    loss = F.cross_entropy(_straightforward_logits(net, points), labels)
+    return list(torch.autograd.grad(loss, list(net.parameters()), create_graph=create_graph))
+
+
+def _net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return fresh_network(len(CLASSES), torch.device("cpu")).double()
+
+
+def test_the_channels_first_pointnet_is_the_channels_last_function() -> None:
+    net, points = _net(), _clouds(5, 1).requires_grad_()
+    logits = net(points)
+    want = _straightforward_logits(net, points)
+    assert torch.allclose(logits, want, rtol=1e-12, atol=1e-12)
+    got_grads = torch.autograd.grad(logits.square().sum(), [points, *net.parameters()])
+    want_grads = torch.autograd.grad(want.square().sum(), [points, *net.parameters()])
+    for got, expected in zip(got_grads, want_grads):
+        assert torch.allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_instance_relu_max_has_the_gradients_and_second_gradients_of_its_composition() -> None:
+    """The fused last layer against autograd's own first and second derivatives (float64)."""
+    x = torch.randn(2, 3, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    fused = lambda x: instance_relu_max(x, 1e-5)  # noqa: E731
+    assert torch.allclose(fused(x), F.instance_norm(x, eps=1e-5).relu().amax(dim=2), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(fused, (x,)) and torch.autograd.gradgradcheck(fused, (x,))
+
+
+def test_chunked_class_distances_equal_the_one_pass_form_in_float64() -> None:
+    """Real batches of 2.5 chunks and synthetic ones of 1.25 (CHUNK_POINTS points a chunk): the
+    distances and the synthetic clouds' gradients are those of one pass over each batch."""
+    net, chunk = _net(), CHUNK_POINTS // POINTS
+    real = {k: _clouds(5 * chunk // 2, 10 + k) for k in CLASSES}
+    synthetic = torch.nn.Parameter(torch.stack([_clouds(5 * chunk // 4, 20 + k) for k in CLASSES]))
+    got = list(class_distances(net, CLASSES, lambda k: (real[k], None), lambda k: (synthetic[k], None)))
+    (got_grad,) = torch.autograd.grad(sum(got), [synthetic])
+    want = [gradient_match_distance(_straightforward_gradients(net, synthetic[k], k, True),
+                                    [g.detach() for g in _straightforward_gradients(net, real[k], k, False)])
+            for k in CLASSES]
+    (want_grad,) = torch.autograd.grad(sum(want), [synthetic])
+    assert torch.allclose(torch.stack(got), torch.stack(want), rtol=1e-10, atol=1e-12)
+    assert torch.allclose(got_grad, want_grad, rtol=1e-8, atol=1e-12)
+
+
+def test_the_chunked_inner_step_adds_the_one_pass_gradient() -> None:
+    net, chunk = _net(), CHUNK_POINTS // POINTS
+    points, labels = _clouds(3 * chunk + 1, 3), torch.arange(3 * chunk + 1) % len(CLASSES)
+    task_backward(net, points, None, labels)
+    want = torch.autograd.grad(F.cross_entropy(_straightforward_logits(net, points), labels), list(net.parameters()))
+    for p, expected in zip(net.parameters(), want):
+        assert torch.allclose(p.grad, expected, rtol=1e-10, atol=1e-13)
+
+
+def _iteration(device: torch.device, cpc: int, classes: int = len(CLASSES)) -> tuple[torch.optim.Optimizer, list]:
+    """One outer iteration of gradient matching of explicit clouds on ``device``, its arguments."""
+    gen = torch.Generator().manual_seed(0)
+    real_points = torch.rand(classes * 6, POINTS, 3, generator=gen).to(device)
+    labels = torch.arange(classes).repeat_interleave(6).numpy()
+    synthetic = torch.nn.Parameter(torch.rand(classes * cpc, POINTS, 3, generator=gen).to(device))
+    rows = {k: torch.arange(k * cpc, (k + 1) * cpc, device=device) for k in range(classes)}
+    real = matching_loops.real_sampler(real_points, labels, 4, gen)
+    optimizer = torch.optim.Adam([synthetic], lr=1e-3)
+    spec, info = DistillSpec(iterations=1), DistInfo(0, 1, 0, device)
+    return optimizer, [list(range(classes)), classes, cpc, real, lambda k: (synthetic[rows[k]], None), spec, gen, info]
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_an_iteration_reads_the_device_twice_an_outer_step_never_per_class(classes: int) -> None:
+    """Each outer step reads its loss (summed_step) and Adam its step count (a host tensor); no
+    class and no inner step adds a read, at any number of classes."""
+    optimizer, args = _iteration(torch.device("cpu"), 2, classes)
+    count = count_ops(lambda: match_gradients(optimizer, *args))
+    outer, _ = loops_for(2)
+    assert count.syncs == 2 * outer, count.by_sync
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_no_class_and_no_inner_step_waits_for_the_device() -> None:
+    """Every class's draws and gradients and every inner step queue their work without a host wait
+    (CUDA's sync debug mode raises on one): the real draws' indices and the inner draws go through
+    page-locked memory."""
+    optimizer, args = _iteration(torch.device("cuda"), 2)
+    classes, _, _, real, synthetic, _, gen, info = args
+    torch.manual_seed(0)
+    net = fresh_network(len(classes), info.device)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        total = sum(class_distances(net, classes, real, synthetic))
+        points = torch.cat([synthetic(k)[0] for k in classes]).detach()
+        labels = matching_loops.to_device(torch.arange(len(classes)).repeat_interleave(2), info.device)
+        rows = matching_loops.to_device(torch.randperm(len(labels), generator=gen), info.device)
+        task_backward(net, points[rows], None, labels[rows])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(total).item()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_hold_freed_memory_serves_large_blocks_from_the_heap_and_keeps_them() -> None:
+    """A 64 MB block comes from the heap (below the program break) rather than from its own mapping,
+    and freeing it does not move the break back; the variables pass it to processes started later."""
+    script = """
+import ctypes, os, sys
+import torch
+from train.runtime.heap import hold_freed_memory
+applied = hold_freed_memory() if sys.argv[1] == "hold" else False
+libc = ctypes.CDLL(None)
+libc.sbrk.restype = ctypes.c_void_p
+block = torch.empty(2**24)
+in_heap = block.data_ptr() < libc.sbrk(0)
+before = libc.sbrk(0)
+del block
+print(applied, in_heap, libc.sbrk(0) == before, os.environ.get("MALLOC_MMAP_MAX_"))
+"""
+    outputs = {}
+    for mode in ("hold", "default"):
+        done = subprocess.run([sys.executable, "-c", script, mode], cwd=REPO, capture_output=True, text=True,
+                              check=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+        outputs[mode] = done.stdout.split()
+    assert outputs["hold"] == ["True", "True", "True", "0"]
+    assert outputs["default"] == ["False", "False", "True", "None"]
