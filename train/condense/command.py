@@ -38,7 +38,7 @@ from train.condense.dd3d import GeneratorFileError, redrawn  # noqa: E402
 from train.condense.distill_checkpoint import CHECKPOINT_NAME  # noqa: E402
 from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
-from train.condense.methods import DISTILLATIONS, METHODS, condense_set  # noqa: E402
+from train.condense.methods import DISTILLATIONS, METHODS, TOPO_DISTILLATIONS, condense_set  # noqa: E402
 from train.condense.pictures import draw_clouds  # noqa: E402
 from train.condense.metrics import SCORES, summarise  # noqa: E402
 from train.condense.protocol import LABELS, choose_recipe, evaluate_runs, format_summary  # noqa: E402
@@ -46,6 +46,7 @@ from train.condense.resample import resampled  # noqa: E402
 from train.condense.rotator import ROTATORS, Rotator, rotator_kind, rotator_of  # noqa: E402
 from train.condense.study import PRESETS, TABLES, run_study  # noqa: E402
 from train.condense.table import coreset_table  # noqa: E402
+from train.condense.topology_term import READINGS, check_weight  # noqa: E402
 from train.condense.training import TrainSpec  # noqa: E402
 from train.runtime.distributed import DistInfo, launch  # noqa: E402
 from train.runtime.files import atomic_write  # noqa: E402
@@ -55,7 +56,8 @@ PROG = "python -m train.condense"
 ERRORS = (ValueError, FileNotFoundError)  # every refusal of the data sets, the file and the options
 RECIPE = TrainSpec()
 DISTILL = DistillSpec()
-DISTILL_OPTIONS = {"iterations": DISTILLATIONS, "init": ("gm", "dm", "tm"), "resume": DISTILLATIONS}  # who takes which
+DISTILL_OPTIONS = {"iterations": DISTILLATIONS, "init": ("gm", "dm", "tm"), "resume": DISTILLATIONS,
+                   "topo": TOPO_DISTILLATIONS, "topo_weight": TOPO_DISTILLATIONS}  # who takes which
 ROTATOR_HELP = (f"the frame, one of {', '.join(ROTATORS)}: pca puts clouds on their principal axes, fixed also signs "
                 "each axis by mean sin(x), learned (dd3d) trains the sign (default: none aligned, fixed rotated)")
 TABLE_DATA = DataSpec("shapes", points=128)  # the table's budget: minutes on 2 cores (decision 73)
@@ -103,6 +105,10 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     condense.add_argument("--init", help=f"gm, dm, tm: explicit clouds from real ones or noise (default "
                           f"{DISTILL.init})")
     condense.add_argument("--rotator", help=ROTATOR_HELP)
+    condense.add_argument("--topo", choices=READINGS, help=f"{', '.join(TOPO_DISTILLATIONS)}: add a persistence term "
+                          "to each class's matching distance, the synthetic clouds' diagrams against the real ones' "
+                          "(shape) or the class's global features' (feature); decision 96")
+    condense.add_argument("--topo-weight", type=float, help="the term's weight (> 0), with --topo")
     condense.add_argument("--resume", action="store_true", default=None, help=f"go on from <out>/{CHECKPOINT_NAME} "
                           f"(saved every {DISTILL.checkpoint_every} iterations), exactly")
     _run_options(condense, RECIPE)
@@ -182,10 +188,15 @@ def _given_data(args: argparse.Namespace) -> DataSpec:
 
 
 def _distill(args: argparse.Namespace) -> DistillSpec:
-    given = {"iterations": args.iterations, "init": args.init, "resume": args.resume}
+    given = {"iterations": args.iterations, "init": args.init, "resume": args.resume, "topo": args.topo,
+             "topo_weight": args.topo_weight}
+    if (args.topo is None) != (args.topo_weight is None):
+        raise ValueError("--topo and --topo-weight go together: give both (e.g. --topo shape --topo-weight 0.1)")
+    if args.topo_weight is not None:
+        check_weight(args.topo_weight)
     for key, value in given.items():
         if value is not None and args.method not in DISTILL_OPTIONS[key]:
-            raise ValueError(f"--{key} is an option of {', '.join(DISTILL_OPTIONS[key])}, not of {args.method}")
+            raise ValueError(f"--{key.replace('_', '-')} is an option of {', '.join(DISTILL_OPTIONS[key])}, not of {args.method}")
     if args.iterations is not None and args.iterations < 1:
         raise ValueError(f"--iterations must be a positive integer, got {args.iterations}")
     return DistillSpec(**{k: v for k, v in given.items() if v is not None})

@@ -11,7 +11,8 @@ Arrays (a plain ``.npz``, read with ``allow_pickle=False``):
   set's seed and size (those of :func:`train.data.objects.load_objects`, which key a generated
   set's content), commit, class names, the part names for part segmentation, and the ``frame``
   the clouds live in: the rotator's record, :func:`train.condense.rotator.frame_record`, decision
-  86; a file written before the frame was recorded reads as the data's own frame, ``none``).
+  86; a file written before the frame was recorded reads as the data's own frame, ``none``), and,
+  when gradient matching added its persistence term, ``topo``: its reading and weight (decision 96).
 
 :func:`write_condensed` checks what it writes as :func:`read_condensed` checks what it reads (one
 check, :func:`check_condensed`) and writes atomically (:func:`train.runtime.files.atomic_write`);
@@ -38,6 +39,7 @@ PROVENANCE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "method": str, "dataset": str, "setting": str, "task": str, "cpc": int, "seed": int, "data_seed": int,
     "size": (int, type(None)), "commit": str, "class_names": list, "part_names": (list, type(None)), "frame": dict,
 }
+OPTIONAL_FIELDS: dict[str, type] = {"topo": dict}  # gradient matching's persistence term, when on (decision 96)
 ARRAYS = ("points", "labels", "parts", "provenance")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # every member's date: the same set gives the same bytes
 
@@ -75,11 +77,11 @@ def current_commit() -> str:
 def check_condensed(cset: CondensedSet, source: str) -> None:
     """CondensedFileError, one line starting with ``source``, for anything malformed (module docstring)."""
     prov = cset.provenance
-    if set(prov) != set(PROVENANCE_FIELDS):
-        raise CondensedFileError(f"{source}: provenance must hold exactly {sorted(PROVENANCE_FIELDS)}, "
-                                 f"got {sorted(prov)}")
-    for key, kind in PROVENANCE_FIELDS.items():
-        if not isinstance(prov[key], kind) or isinstance(prov[key], bool):
+    if not set(PROVENANCE_FIELDS) <= set(prov) <= set(PROVENANCE_FIELDS) | set(OPTIONAL_FIELDS):
+        raise CondensedFileError(f"{source}: provenance must hold exactly {sorted(PROVENANCE_FIELDS)} (and may hold "
+                                 f"{sorted(OPTIONAL_FIELDS)}), got {sorted(prov)}")
+    for key, kind in {**PROVENANCE_FIELDS, **OPTIONAL_FIELDS}.items():
+        if key in prov and (not isinstance(prov[key], kind) or isinstance(prov[key], bool)):
             raise CondensedFileError(f"{source}: provenance {key} {prov[key]!r} is not a {kind}")
     try:
         rotator_of(prov["frame"])
