@@ -33,16 +33,17 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from fast import pwcd
 from fast.normalize import normalize
 from fast.persistence import CloudPersistence, PersistencePool, default_pool, submit_tps_diagrams
+from fast.pwcd import Segments, segment_pwcd
 from fast.routing import edge_lengths
 
 READINGS = ("shape", "feature")
 PAIRINGS = ("nearest", "mean")
 DEFAULT_M = 128  # TPS budget of the term (decision 96: the share of an outer iteration it costs)
 TPS_SEED = 0
-DIMS = (0, 1)
+DIMS = (0, 1)  # H0 and H1, summed
+EPS_W = 1e-8  # PWCD's weight stabiliser (fast.pwcd's default)
 
 Term = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 """(the matching network, class k's real clouds (R, N, 3), its synthetic clouds (S, N, 3)) -> w * T_k."""
@@ -64,30 +65,46 @@ def target_diagrams(sets: Sequence[np.ndarray], m: int, pool: PersistencePool | 
     return [diagrams.result() for _, diagrams in started]
 
 
-def _pairs(x: torch.Tensor, d: CloudPersistence) -> list[torch.Tensor]:
-    """The H0 and H1 (birth, death) pairs of ``d`` as lengths of its critical edges among the rows ``x``."""
-    h0 = edge_lengths(x, torch.from_numpy(d.h0_death_edges))
-    births = edge_lengths(x, torch.from_numpy(d.h1_birth_edges))
-    deaths = edge_lengths(x, torch.from_numpy(d.h1_death_edges))
+def _pairs(x: torch.Tensor, d: CloudPersistence, start: int) -> list[torch.Tensor]:
+    """The H0 and H1 (birth, death) pairs of ``d`` as lengths of its critical edges among the rows
+    ``x[start:]``."""
+    def lengths(edges: np.ndarray) -> torch.Tensor:
+        return edge_lengths(x, torch.from_numpy(edges + start))
+    h0, births, deaths = lengths(d.h0_death_edges), lengths(d.h1_birth_edges), lengths(d.h1_death_edges)
     return [torch.stack([torch.zeros_like(h0), h0], 1), torch.stack([births, deaths], 1)]
 
 
 def diagram_distances(sets: torch.Tensor, targets: Sequence[Sequence[CloudPersistence]], m: int,
                       pool: PersistencePool | None = None) -> list[torch.Tensor]:
     """Per set b of ``sets`` (B, n, C), differentiable in it, the (T_b,) PWCD (H0 + H1) of its
-    diagram to each diagram of ``targets[b]``."""
+    diagram to each diagram of ``targets[b]``: every pair of diagrams of every set in one
+    ``segment_pwcd`` (a few operators whatever the number of pairs)."""
     pool = default_pool() if pool is None else pool
     started = _start(list(sets.detach().to(torch.float64).cpu().numpy()), m, pool)
-    out = []
-    for b, (rows, diagrams) in enumerate(started):
-        picked = torch.from_numpy(rows.result()).to(sets.device)
-        x = normalize(sets[b], [sets.shape[1]], rows=picked)
-        mine = _pairs(x, diagrams.result())
-        out.append(torch.stack([
-            sum((pwcd(torch.from_numpy(t).to(x), q) for t, q in zip((target.h0_pairs, target.h1_pairs), mine)),
-                x[:0].sum())
-            for target in targets[b]]))
-    return out
+    ends = np.arange(1, len(sets) + 1) * sets.shape[1]
+    picked = [rows.result() + start for (rows, _), start in zip(started, ends - sets.shape[1])]
+    x = normalize(sets.reshape(-1, sets.shape[2]), ends, rows=torch.from_numpy(np.concatenate(picked)).to(sets.device))
+    base = np.cumsum([0] + [len(p) for p in picked[:-1]])
+    mine = [_pairs(x, diagrams.result(), start) for (_, diagrams), start in zip(started, base)]
+    sizes = [len(q) for qs in mine for q in qs]
+    first = np.cumsum([0] + sizes[:-1]).reshape(len(mine), len(DIMS))
+    teacher, student, t_sizes, s_sizes = [], [], [], []
+    for b, wanted in enumerate(targets):
+        for target in wanted:
+            for d, pairs in enumerate((target.h0_pairs, target.h1_pairs)):
+                teacher.append(pairs)
+                t_sizes.append(len(pairs))
+                student.append(first[b, d] + np.arange(sizes[b * len(DIMS) + d]))
+                s_sizes.append(sizes[b * len(DIMS) + d])
+    q = torch.cat([q for qs in mine for q in qs])[torch.from_numpy(np.concatenate(student)).to(sets.device)]
+    p = torch.from_numpy(np.concatenate(teacher)).to(q)
+    values = segment_pwcd(p, q, _segments(t_sizes, q.device), _segments(s_sizes, q.device), EPS_W)
+    return list(values.view(-1, len(DIMS)).sum(1).split([len(t) for t in targets]))
+
+
+def _segments(sizes: list[int], device: torch.device) -> Segments:
+    ids, local = Segments.host_index(sizes)
+    return Segments(sizes, torch.from_numpy(ids).to(device), torch.from_numpy(local).to(device))
 
 
 class RealDiagrams:
