@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from train.condense.matching_loops import DistillSpec, fresh_network
 from train.condense.methods import distill_record
 from train.condense.topology_term import RealDiagrams, feature_term, shape_term, topology_term
 
+ROOT = Path(__file__).resolve().parents[1]
 M = 12  # below the clouds' sizes: TPS picks points
 
 
@@ -149,3 +152,15 @@ def test_the_terms_options_are_refused_in_one_line(tmp_path: Path, capsys: pytes
                                                    message: str) -> None:
     assert main([*TINY, *extra, "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_two_processes_write_one_processs_set_with_the_term(tmp_path: Path) -> None:
+    """Each rank adds the term of the classes it matches (decision 84): ``--procs 2`` writes the set of one process."""
+    argv = [*TINY, "--method", "gm", "--topo", "shape", "--topo-weight", "0.5"]
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    run = subprocess.run([sys.executable, "-m", "train.condense", *argv, "--procs", "2", "--out", str(tmp_path / "two")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    one, two = (read_condensed(tmp_path / n / "condensed.npz") for n in ("one", "two"))
+    np.testing.assert_allclose(two.points, one.points, rtol=1e-5, atol=1e-6)
+    assert two.provenance["topo"] == one.provenance["topo"]

@@ -1,4 +1,4 @@
-"""The persistence term's share of a gradient-matching outer iteration (decision 96, issue 78 item 2),
+"""The persistence term's share of a gradient-matching outer iteration (decision 96),
 run by ``benchmarks/tests/test_bench_topo_cost.py``.
 
 :func:`measure` reads ``classes`` classes of the generated shapes (``size`` clouds a class, ``points``
