@@ -93,6 +93,15 @@ def test_the_term_reaches_the_synthetic_points_through_torchs_gradcheck() -> Non
                                     atol=1e-6)
 
 
+def test_the_feature_terms_gradient_reaches_the_synthetic_points_through_the_network() -> None:
+    torch.manual_seed(3)
+    net = fresh_network(3, torch.device("cpu")).double()
+    real, synthetic = _clouds(10, 6, 8), _clouds(11, 3, 6).requires_grad_()
+    feature_term(net, real, synthetic, M).backward()
+    assert synthetic.grad.abs().max() > 0
+    assert torch.autograd.gradcheck(lambda s: feature_term(net, real, s, M), (synthetic,), eps=1e-7, atol=1e-6)
+
+
 def test_a_bad_reading_or_weight_is_refused() -> None:
     assert topology_term(None, 0.0) is None
     with pytest.raises(ValueError, match="shape, feature"):
