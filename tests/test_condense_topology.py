@@ -167,8 +167,8 @@ def test_two_processes_write_one_processs_set_with_the_term(tmp_path: Path) -> N
     """Each rank adds the term of the classes it matches (decision 84): ``--procs 2`` writes the set of one process."""
     argv = [*TINY, "--method", "gm", "--topo", "shape", "--topo-weight", "0.5"]
     assert main([*argv, "--out", str(tmp_path / "one")]) == 0
-    run = subprocess.run([sys.executable, "-m", "train.condense", *argv, "--procs", "2", "--out", str(tmp_path / "two")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-m", "train.condense", *argv, "--procs", "2", "--out",
+                          str(tmp_path / "two")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     one, two = (read_condensed(tmp_path / n / "condensed.npz") for n in ("one", "two"))
     np.testing.assert_allclose(two.points, one.points, rtol=1e-5, atol=1e-6)

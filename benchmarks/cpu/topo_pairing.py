@@ -25,7 +25,8 @@ from train.runtime.distributed import DistInfo
 
 
 def shape_gaps(train: ObjectSet, points: np.ndarray, labels: np.ndarray, m: int = DEFAULT_M) -> dict[str, float]:
-    """The mean over synthetic clouds of their PWCD (H0 + H1) to the nearest and to the mean real diagram of their class."""
+    """The mean over synthetic clouds of their PWCD (H0 + H1) to the nearest real diagram of their
+    class and the mean over them."""
     kept = RealDiagrams(m)
     nearest, mean = [], []
     for k in np.unique(labels):

@@ -196,7 +196,8 @@ def _distill(args: argparse.Namespace) -> DistillSpec:
         check_weight(args.topo_weight)
     for key, value in given.items():
         if value is not None and args.method not in DISTILL_OPTIONS[key]:
-            raise ValueError(f"--{key.replace('_', '-')} is an option of {', '.join(DISTILL_OPTIONS[key])}, not of {args.method}")
+            raise ValueError(f"--{key.replace('_', '-')} is an option of {', '.join(DISTILL_OPTIONS[key])}, "
+                             f"not of {args.method}")
     if args.iterations is not None and args.iterations < 1:
         raise ValueError(f"--iterations must be a positive integer, got {args.iterations}")
     return DistillSpec(**{k: v for k, v in given.items() if v is not None})

@@ -149,6 +149,7 @@ def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: Train
                   "commit": current_commit(), "class_names": list(objects.class_names),
                   "part_names": None if objects.part_names is None else list(objects.part_names),
                   "frame": frame_record(frame),
-                  **({} if distill.topo is None else {"topo": {"reading": distill.topo, "weight": distill.topo_weight}})}
+                  **({} if distill.topo is None else
+                     {"topo": {"reading": distill.topo, "weight": distill.topo_weight}})}
     return CondensedSet(points.astype(np.float32), labels.astype(np.int64), provenance,
                         None if parts is None else parts.astype(np.int64))
