@@ -51,7 +51,7 @@ from train.condense.distill_checkpoint import CHECKPOINT_NAME, SAVE_MINUTES, sav
 from train.condense.explicit import CLOUD_STEPS, OPTIMIZERS, cloud_step  # noqa: E402
 from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
-from train.condense.methods import DISTILLATIONS, METHODS, condense_set, loss_line  # noqa: E402
+from train.condense.methods import DISTILLATIONS, METHODS, TOPO_DISTILLATIONS, condense_set, loss_line  # noqa: E402
 from train.condense.pictures import draw_clouds  # noqa: E402
 from train.condense.metrics import SCORES, paired_gain, summarise, two_level  # noqa: E402
 from train.condense.protocol import (BEST, LABELS, choose_recipe, evaluate_runs, format_gain,  # noqa: E402
@@ -64,6 +64,7 @@ from train.condense.rotator import ROTATORS, Rotator, rotator_kind, rotator_of  
 from train.condense.stop import STOP_SIGNALS, Stopped, stopped_code, stopping  # noqa: E402
 from train.condense.study import PRESETS, TABLES, run_study  # noqa: E402
 from train.condense.table import coreset_table  # noqa: E402
+from train.condense.topology_term import READINGS, check_weight  # noqa: E402
 from train.condense.training import TrainSpec  # noqa: E402
 from train.data.objects import OBJECT_SETS, SETTINGS, TASKS  # noqa: E402
 from train.models.objects import CLASSIFIERS, PART_SEGMENTERS  # noqa: E402
@@ -78,7 +79,8 @@ ERRORS = (ValueError, FileNotFoundError)  # every refusal of the data sets, the 
 RECIPE = TrainSpec()
 DISTILL = DistillSpec()
 DISTILL_OPTIONS = {"iterations": DISTILLATIONS, "init": tuple(CLOUD_STEPS), "cloud_optimizer": tuple(CLOUD_STEPS),
-                   "cloud_lr": tuple(CLOUD_STEPS), "resume": DISTILLATIONS}  # who takes which
+                   "cloud_lr": tuple(CLOUD_STEPS), "resume": DISTILLATIONS, "topo": TOPO_DISTILLATIONS,
+                   "topo_weight": TOPO_DISTILLATIONS}  # who takes which
 ROTATOR_HELP = (f"the frame, one of {', '.join(ROTATORS)}: pca puts clouds on their principal axes, fixed also signs "
                 "each axis by mean sin(x), learned (dd3d) trains the sign (default: none aligned, fixed rotated)")
 DEVICE_HELP = "auto (CUDA when torch sees a GPU, else the CPU), cpu or cuda (default auto)"
@@ -147,6 +149,10 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                           "chosen on validation for the method and optimiser: " + ", ".join(
                               f"{m} {o} {lr:g}" for m, (_, r) in CLOUD_STEPS.items() for o, lr in r.items()) + ")")
     condense.add_argument("--rotator", help=ROTATOR_HELP)
+    condense.add_argument("--topo", choices=READINGS, help=f"{', '.join(TOPO_DISTILLATIONS)}: add a persistence term "
+                          "to each class's matching distance, the synthetic clouds' diagrams against the real ones' "
+                          "(shape) or the class's global features' (feature); decision 96")
+    condense.add_argument("--topo-weight", type=float, help="the term's weight (> 0), with --topo")
     condense.add_argument("--resume", action="store_true", default=None, help=f"go on from <out>/{CHECKPOINT_NAME} "
                           f"(saved after the first iteration, every {DISTILL.checkpoint_every} and at least every "
                           f"{SAVE_MINUTES:g} minutes), exactly")
@@ -248,7 +254,11 @@ def _given_data(args: argparse.Namespace) -> DataSpec:
 
 def _distill(args: argparse.Namespace) -> DistillSpec:
     given = {"iterations": args.iterations, "init": args.init, "cloud_optimizer": args.cloud_optimizer,
-             "cloud_lr": args.cloud_lr, "resume": args.resume}
+             "cloud_lr": args.cloud_lr, "resume": args.resume, "topo": args.topo, "topo_weight": args.topo_weight}
+    if (args.topo is None) != (args.topo_weight is None):
+        raise ValueError("--topo and --topo-weight go together: give both (e.g. --topo shape --topo-weight 0.1)")
+    if args.topo_weight is not None:
+        check_weight(args.topo_weight)
     for key, value in given.items():
         if value is not None and args.method not in DISTILL_OPTIONS[key]:
             raise ValueError(f"--{key.replace('_', '-')} is an option of {', '.join(DISTILL_OPTIONS[key])}, not of "

@@ -15,7 +15,8 @@ Arrays (a plain ``.npz``, read with ``allow_pickle=False``):
   ``distill``, what a distillation ran (its iterations, loops and learning rates, decision 92; the
   explicit clouds' optimiser and each iteration's matching loss, decision 93;
   :func:`train.condense.methods.distill_record`; null for a coreset and for a file written before
-  it was recorded).
+  it was recorded), and, when gradient matching added its persistence term, ``topo``: its reading
+  and weight (decision 96).
 
 :func:`write_condensed` checks what it writes as :func:`read_condensed` checks what it reads (one
 check, :func:`check_condensed`) and writes atomically (:func:`train.runtime.files.atomic_write`);
@@ -43,6 +44,7 @@ PROVENANCE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "size": (int, type(None)), "commit": str, "class_names": list, "part_names": (list, type(None)), "frame": dict,
     "distill": (dict, type(None)),
 }
+OPTIONAL_FIELDS: dict[str, type] = {"topo": dict}  # gradient matching's persistence term, when on (decision 96)
 ARRAYS = ("points", "labels", "parts", "provenance")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # every member's date: the same set gives the same bytes
 
@@ -80,11 +82,11 @@ def current_commit() -> str:
 def check_condensed(cset: CondensedSet, source: str) -> None:
     """CondensedFileError, one line starting with ``source``, for anything malformed (module docstring)."""
     prov = cset.provenance
-    if set(prov) != set(PROVENANCE_FIELDS):
-        raise CondensedFileError(f"{source}: provenance must hold exactly {sorted(PROVENANCE_FIELDS)}, "
-                                 f"got {sorted(prov)}")
-    for key, kind in PROVENANCE_FIELDS.items():
-        if not isinstance(prov[key], kind) or isinstance(prov[key], bool):
+    if not set(PROVENANCE_FIELDS) <= set(prov) <= set(PROVENANCE_FIELDS) | set(OPTIONAL_FIELDS):
+        raise CondensedFileError(f"{source}: provenance must hold exactly {sorted(PROVENANCE_FIELDS)} (and may hold "
+                                 f"{sorted(OPTIONAL_FIELDS)}), got {sorted(prov)}")
+    for key, kind in {**PROVENANCE_FIELDS, **OPTIONAL_FIELDS}.items():
+        if key in prov and (not isinstance(prov[key], kind) or isinstance(prov[key], bool)):
             raise CondensedFileError(f"{source}: provenance {key} {prov[key]!r} is not a {kind}")
     try:
         rotator_of(prov["frame"])

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from fast import distribution_match_loss, gradient_match_distance
 from train.condense.distill_checkpoint import Checkpoint
 from train.condense.released import Loops
+from train.condense.topology_term import Term, topology_term
 from train.models.objects import build_object_model
 from train.runtime.distributed import DistInfo, all_reduce_sum
 from train.runtime.logging_utils import progress
@@ -62,7 +63,9 @@ class DistillSpec:
     validation, decision 93, :func:`train.condense.explicit.cloud_step`; DD3D's generator takes the
     released optimiser of its task, :func:`train.condense.released.generator_adam`), a checkpoint
     every ``checkpoint_every`` iterations and ``resume`` from it (decision 80; ``"matching"``: only
-    from a checkpoint of this run, else afresh, as the study's units do)."""
+    from a checkpoint of this run, else afresh, as the study's units do); gradient matching adds
+    ``topo_weight`` times the persistence term of reading ``topo`` to each class's distance
+    (:mod:`train.condense.topology_term`, decision 96; None: no term)."""
 
     iterations: int | None = None
     net_lr: float = 1e-3
@@ -72,6 +75,8 @@ class DistillSpec:
     cloud_lr: float | None = None
     checkpoint_every: int = 10
     resume: bool | str = False
+    topo: str | None = None
+    topo_weight: float = 0.0
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -188,10 +193,12 @@ def _draw(k: int, own: Collection[int], sampler: ClassClouds) -> Batch | None:
 
 
 def class_distances(net: torch.nn.Module, classes: list[int], real: ClassClouds, synthetic: ClassClouds,
-                    local: bool = False, own: Collection[int] | None = None) -> Iterator[torch.Tensor]:
+                    local: bool = False, own: Collection[int] | None = None, topo: Term | None = None
+                    ) -> Iterator[torch.Tensor]:
     """Eq. (10) (Eq. 11 for parts) class by class: the distance D between the real and the synthetic
     gradients of each of the ``own`` classes (default all); ``local``: per part of the class present
     on both sides, the other parts' points masked out (DD3D Sec. 4.3's local matching), summed.
+    ``topo``: a persistence term of the class's real and synthetic clouds added to each distance.
     Every class's batches are drawn, in order, the next class's after the consumer has taken a term."""
     own = classes if own is None else own
     for k in classes:
@@ -205,6 +212,8 @@ def class_distances(net: torch.nn.Module, classes: list[int], real: ClassClouds,
         distance = torch.zeros((), device=next(net.parameters()).device)
         for grads, target in zip(_gradients(net, synthetic_batch, k, parts, create_graph=True), targets):
             distance = distance + gradient_match_distance(grads, [g.detach() for g in target])
+        if topo is not None:
+            distance = distance + topo(net, real_batch[0], synthetic_batch[0])
         yield distance
 
 
@@ -284,6 +293,7 @@ def match_gradients(optimizer: torch.optim.Optimizer, classes: list[int], num_cl
     batch-norm statistics (:func:`freeze_batch_norm`; none for a network without batch norm)."""
     own = own_classes(classes, info)
     inner_set = synthetic if inner_set is None else inner_set
+    topo = topology_term(spec.topo, spec.topo_weight)
     start, history = (0, []) if checkpoint is None else checkpoint.restore([optimizer], generator)
     for iteration in progress(range(start, spec.iterations), desc=desc, enabled=info.is_main):
         if loops.decay:
@@ -295,7 +305,8 @@ def match_gradients(optimizer: torch.optim.Optimizer, classes: list[int], num_cl
             if statistics is not None:
                 freeze_batch_norm(net, classes, statistics)
             local = num_parts is not None and step % 2 == 1
-            total += summed_step(optimizer, class_distances(net, classes, real, synthetic, local, own), info)
+            total += summed_step(optimizer, class_distances(net, classes, real, synthetic, local, own, topo),
+                                 info)
             if step == loops.outer - 1:
                 break
             with torch.no_grad():

@@ -93,10 +93,12 @@ def distillation(name: str) -> Method:
         if train.parts is not None and name not in PART_DISTILLATIONS:
             raise ValueError(f"{name} distils classification sets only (part segmentation: "
                              f"{', '.join(PART_DISTILLATIONS)})")
+        if spec.topo is not None and (name not in TOPO_DISTILLATIONS or train.parts is not None):
+            raise ValueError(f"--topo is an option of {', '.join(TOPO_DISTILLATIONS)} on classification sets")
         content = hashlib.sha1(train.points.tobytes() + train.labels.tobytes()).hexdigest()
         run = {"method": name, "cpc": inputs.cpc, "seed": inputs.seed, "data": [train.name, train.setting, content],
-               "spec": {k: v for k, v in asdict(spec).items() if k not in ("resume", "cloud_optimizer", "cloud_lr")},
-               "rotator": inputs.rotator.kind, "clouds": cloud_step(name, spec) if name in EXPLICIT else None}
+               "spec": key_settings(spec), "rotator": inputs.rotator.kind,
+               "clouds": cloud_step(name, spec) if name in EXPLICIT else None}
         checkpoint = Checkpoint(inputs.folder / CHECKPOINT_NAME, json.dumps(run, sort_keys=True), spec.checkpoint_every,
                                 spec.resume)
         args = (train, inputs.cpc, inputs.seed, spec, inputs.info)
@@ -144,6 +146,16 @@ METHODS: dict[str, Method] = {
     "dd3d": distillation("dd3d"),
 }
 DISTILLATIONS = ("gm", "dm", "tm", "dd3d")
+TOPO_DISTILLATIONS = ("gm", "dd3d")  # gradient matching's persistence term (decision 96)
+TOPO_FIELDS = ("topo", "topo_weight")
+
+
+def key_settings(spec: DistillSpec) -> dict[str, Any]:
+    """The settings that identify a distillation (its checkpoint's key): all but ``resume`` and the
+    clouds' optimiser options (the key holds the resolved optimiser, decision 93), and the
+    persistence term's only when it is on (so a run without it keeps its key)."""
+    off = ("resume", "cloud_optimizer", "cloud_lr", *(TOPO_FIELDS if spec.topo is None else ()))
+    return {k: v for k, v in asdict(spec).items() if k not in off}
 PART_DISTILLATIONS = ("gm", "dd3d")  # the paper's Table 2
 ROTATOR_TRAINERS = ("dd3d",)  # the methods that train a learned sign themselves
 
@@ -197,6 +209,8 @@ def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: Train
                   "cpc": cpc, "seed": seed, "data_seed": data.data_seed, "size": data.size,
                   "commit": current_commit(), "class_names": list(objects.class_names),
                   "part_names": None if objects.part_names is None else list(objects.part_names),
-                  "frame": frame_record(frame), "distill": record}
+                  "frame": frame_record(frame), "distill": record,
+                  **({} if distill.topo is None else
+                     {"topo": {"reading": distill.topo, "weight": distill.topo_weight}})}
     return CondensedSet(points.astype(np.float32), labels.astype(np.int64), provenance,
                         None if parts is None else parts.astype(np.int64))

@@ -1,0 +1,174 @@
+"""The persistence term of gradient matching (decision 96, train/condense/topology_term.py): its
+value against the reference engine's pieces on the same inputs, its gradient against finite
+differences, and a distillation with it on tiny data (provenance, exact resume, the term off
+unchanged, refusals)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reference.distances import pairwise_distances
+from reference.normalize import normalize_cloud
+from reference.persistence import rips_persistence
+from reference.pwcd import pwcd
+from reference.tps import tps_cloud
+from train.condense.command import main
+from train.condense.condensed_file import read_condensed
+from train.condense.distill_checkpoint import Checkpoint
+from train.condense.matching_loops import DistillSpec, fresh_network
+from train.condense.methods import key_settings
+from train.condense.topology_term import RealDiagrams, feature_term, shape_term, topology_term
+
+ROOT = Path(__file__).resolve().parents[1]
+M = 12  # below the clouds' sizes: TPS picks points
+
+
+def _reference_diagrams(points: np.ndarray) -> list[np.ndarray]:
+    if len(points) == 1:  # a single point: no finite pair (the reference engine wants two points)
+        return [np.zeros((0, 2)), np.zeros((0, 2))]
+    unit = normalize_cloud(points, "scale")
+    picked = unit[tps_cloud(unit, M, 0)]
+    return [d.pairs for d in rips_persistence(pairwise_distances(picked), maxdim=1)]
+
+
+def _reference_distance(target: np.ndarray, mine: np.ndarray) -> float:
+    a, b = _reference_diagrams(target), _reference_diagrams(mine)
+    return sum(pwcd(a[d], b[d])[0] for d in (0, 1))
+
+
+def _clouds(seed: int, count: int, n: int, width: int = 3) -> torch.Tensor:
+    return torch.randn(count, n, width, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("pairing", ["nearest", "mean"])
+def test_the_shape_term_is_the_reference_pwcd_to_the_nearest_or_mean_real_diagram(pairing: str) -> None:
+    real, synthetic = _clouds(0, 4, 20), _clouds(1, 3, 16)
+    value = shape_term(real, synthetic, RealDiagrams(M), M, pairing).item()
+    table = np.array([[_reference_distance(r, s) for r in real.numpy()] for s in synthetic.numpy()])
+    expected = (table.min(axis=1) if pairing == "nearest" else table.mean(axis=1)).mean()
+    assert value == pytest.approx(expected, rel=1e-9)
+    assert table.min() > 0  # the clouds' diagrams differ: the comparison is not of zeros
+
+
+@pytest.mark.parametrize("count", [5, 1])  # one synthetic cloud: an empty synthetic diagram
+def test_the_feature_term_is_the_reference_pwcd_of_the_embeddings_diagrams(count: int) -> None:
+    torch.manual_seed(3)
+    net = fresh_network(3, torch.device("cpu")).double()
+    real, synthetic = _clouds(4, 6, 16), _clouds(5, count, 16)
+    value = feature_term(net, real, synthetic, M).item()
+    with torch.no_grad():
+        expected = _reference_distance(net.embed(real).numpy(), net.embed(synthetic).numpy())
+    assert value == pytest.approx(expected, rel=1e-6) and expected > 0
+
+
+def test_the_shape_terms_gradient_is_the_finite_difference_of_its_value() -> None:
+    real = _clouds(6, 3, 20)
+    synthetic = _clouds(7, 2, 16).requires_grad_()
+    kept = RealDiagrams(M)
+    shape_term(real, synthetic, kept, M).backward()
+    grad = synthetic.grad.numpy()
+    assert np.abs(grad).max() > 1e-3
+    step = 1e-6
+    for index in [(0, 0, 0), (0, 5, 1), (1, 3, 2), (1, 15, 0)]:
+        values = []
+        for sign in (1, -1):
+            moved = synthetic.detach().clone()
+            moved[index] += sign * step
+            values.append(shape_term(real, moved, kept, M).item())
+        assert (values[0] - values[1]) / (2 * step) == pytest.approx(grad[index], rel=1e-4, abs=1e-7)
+
+
+def test_the_term_reaches_the_synthetic_points_through_torchs_gradcheck() -> None:
+    real = _clouds(8, 2, 10)
+    synthetic = _clouds(9, 1, 9).requires_grad_()
+    kept = RealDiagrams(M)
+    assert torch.autograd.gradcheck(lambda s: shape_term(real, s, kept, M, "mean"), (synthetic,), eps=1e-7,
+                                    atol=1e-6)
+
+
+def test_the_feature_terms_gradient_reaches_the_synthetic_points_through_the_network() -> None:
+    torch.manual_seed(3)
+    net = fresh_network(3, torch.device("cpu")).double()
+    real, synthetic = _clouds(10, 6, 8), _clouds(11, 3, 6).requires_grad_()
+    feature_term(net, real, synthetic, M).backward()
+    assert synthetic.grad.abs().max() > 0
+    assert torch.autograd.gradcheck(lambda s: feature_term(net, real, s, M), (synthetic,), eps=1e-7, atol=1e-6)
+
+
+def test_a_bad_reading_or_weight_is_refused() -> None:
+    assert topology_term(None, 0.0) is None
+    with pytest.raises(ValueError, match="shape, feature"):
+        topology_term("loops", 1.0)
+    with pytest.raises(ValueError, match="--topo-weight"):
+        topology_term("shape", 0.0)
+
+
+TINY = ["--dataset", "shapes", "--size", "2", "--points", "16", "--device", "cpu", "--cpc", "1", "--iterations", "3"]
+
+
+class Interrupted(Exception):
+    """A run stopped after a checkpoint."""
+
+
+@pytest.mark.parametrize("method,reading", [("gm", "shape"), ("dd3d", "shape"), ("gm", "feature")])
+def test_a_run_with_the_term_records_it_and_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            method: str, reading: str) -> None:
+    run = [*TINY, "--method", method, "--topo", reading, "--topo-weight", "0.5"]
+    assert main([*run, "--out", str(tmp_path / "whole")]) == 0
+    assert main([*TINY, "--method", method, "--out", str(tmp_path / "off")]) == 0
+    whole = read_condensed(tmp_path / "whole" / "condensed.npz")
+    assert whole.provenance["topo"] == {"reading": reading, "weight": 0.5}
+    if reading == "shape":  # the term moved the clouds (one cloud a class: the feature term is a constant)
+        assert not np.array_equal(whole.points, read_condensed(tmp_path / "off" / "condensed.npz").points)
+    save = Checkpoint.save_if_due
+
+    def save_then_stop(self: Checkpoint, iteration: int, *rest: object) -> None:
+        save(dataclasses.replace(self, every=1), iteration, *rest)
+        if iteration == 2:
+            raise Interrupted
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpoint, "save_if_due", save_then_stop)
+        with pytest.raises(Interrupted):
+            main([*run, "--out", str(tmp_path / "cut")])
+    assert main([*run, "--resume", "--out", str(tmp_path / "cut")]) == 0
+    assert (tmp_path / "cut" / "condensed.npz").read_bytes() == (tmp_path / "whole" / "condensed.npz").read_bytes()
+    other = [*run[:-1], "0.25", "--resume", "--out", str(tmp_path / "cut")]
+    assert main(other) == 2  # another weight is another run
+
+
+def test_without_the_term_the_key_and_provenance_are_todays(tmp_path: Path) -> None:
+    assert set(key_settings(DistillSpec())) == {"iterations", "net_lr", "real_batch", "init", "checkpoint_every"}
+    assert "topo" in json.dumps(key_settings(DistillSpec(topo="shape", topo_weight=1.0)))
+    assert main([*TINY, "--method", "gm", "--out", str(tmp_path)]) == 0
+    assert "topo" not in read_condensed(tmp_path / "condensed.npz").provenance
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--method", "gm", "--topo", "shape"], "--topo and --topo-weight go together"),
+    (["--method", "gm", "--topo-weight", "1"], "--topo and --topo-weight go together"),
+    (["--method", "dm", "--topo", "shape", "--topo-weight", "1"], "--topo is an option of gm, dd3d"),
+    (["--method", "gm", "--topo", "shape", "--topo-weight", "-1"], "--topo-weight must be a finite number > 0"),
+])
+def test_the_terms_options_are_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str],
+                                                   message: str) -> None:
+    assert main([*TINY, *extra, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_two_processes_write_one_processs_set_with_the_term(tmp_path: Path) -> None:
+    """Each rank adds the term of the classes it matches (decision 84): ``--procs 2`` writes the set of one process."""
+    argv = [*TINY, "--method", "gm", "--topo", "shape", "--topo-weight", "0.5"]
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    run = subprocess.run([sys.executable, "-m", "train.condense", *argv, "--procs", "2", "--out",
+                          str(tmp_path / "two")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    one, two = (read_condensed(tmp_path / n / "condensed.npz") for n in ("one", "two"))
+    np.testing.assert_allclose(two.points, one.points, rtol=1e-5, atol=1e-6)
+    assert two.provenance["topo"] == one.provenance["topo"]

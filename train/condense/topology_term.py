@@ -1,0 +1,162 @@
+"""A persistence term in gradient matching: synthetic clouds that keep the real clouds' shape
+(decision 96).
+
+Gradient matching minimises, per class k, DD3D's Eq. 10 distance ``D_k`` between the real and the
+synthetic gradients (:func:`train.condense.matching_loops.class_distances`); with a reading on,
+the class's term becomes ``D_k + w * T_k``. ``T_k`` is built from the topological distillation
+paper's (seed ``000``) pieces, none new: each point set is normalised over itself (``scale``,
+decision 13), subsampled by TPS to at most ``m`` points (Algorithm 5, seed :data:`TPS_SEED` for
+every set, so a set's diagram is a function of the set alone), its H0/H1 Rips diagrams are
+computed by the project's engine in the persistence worker pool (``fast.persistence``), and two
+diagrams are compared by PWCD (Eq. 2-3, ``fast.pwcd``) summed over H0 and H1. Gradients are exact:
+every synthetic birth/death value is the length of its critical edge (Theorem 1, Eq. 1,
+``fast.routing.edge_lengths``), so autograd routes the PWCD gradient (Algorithm 4) to the critical
+edges, the points, through the normalisation and on to the synthetic parameters.
+
+Two readings (:data:`READINGS`):
+
+- ``shape``: each synthetic cloud s of class k against the real clouds r of the batch drawn for
+  class k at that outer step: ``T_k = mean_s min_r PWCD(dgm(r), dgm(s))``, the nearest real diagram
+  (:data:`PAIRINGS`: ``mean`` takes the mean over r instead; decision 96 gives the measurement
+  that chose ``nearest``). The real clouds do not change during a run, so their diagrams are
+  computed once and kept by content (:class:`RealDiagrams`). Rips diagrams of a scale-normalised
+  cloud do not change under rotation, so the rotator's frame does not enter.
+- ``feature``: RETA's set-level reading: ``T_k = PWCD(dgm(E_real), dgm(E_syn))`` where ``E`` are
+  the 1,024-wide global features (``net.embed``) of the class's real batch and of its synthetic
+  clouds in the matching network of that outer step. With one synthetic cloud a class the
+  synthetic set has no finite pair and the term is a constant (no gradient).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from fast.normalize import normalize
+from fast.persistence import CloudPersistence, PersistencePool, default_pool, submit_tps_diagrams
+from fast.pwcd import Segments, segment_pwcd
+from fast.routing import edge_lengths
+
+READINGS = ("shape", "feature")
+PAIRINGS = ("nearest", "mean")
+DEFAULT_M = 128  # TPS budget of the term (decision 96: the share of an outer iteration it costs)
+TPS_SEED = 0
+DIMS = (0, 1)  # H0 and H1, summed
+EPS_W = 1e-8  # PWCD's weight stabiliser (fast.pwcd's default)
+
+Term = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+"""(the matching network, class k's real clouds (R, N, 3), its synthetic clouds (S, N, 3)) -> w * T_k."""
+
+
+def _start(sets: Sequence[np.ndarray], m: int, pool: PersistencePool) -> list[tuple]:
+    """Each (n, C) float64 set normalised over itself; TPS and its diagrams started in the pool."""
+    started = []
+    for points in sets:
+        unit = normalize(torch.from_numpy(points), [len(points)]).numpy()
+        rows, diagrams = submit_tps_diagrams([unit], m, TPS_SEED, pool=pool, name="condensation set")
+        started.append((rows[0], diagrams[0]))
+    return started
+
+
+def target_diagrams(sets: Sequence[np.ndarray], m: int, pool: PersistencePool | None = None) -> list[CloudPersistence]:
+    """The diagrams of each (n, C) set (no gradient), normalised and subsampled as the module says."""
+    started = _start([np.asarray(s, dtype=np.float64) for s in sets], m, default_pool() if pool is None else pool)
+    return [diagrams.result() for _, diagrams in started]
+
+
+def _pairs(x: torch.Tensor, d: CloudPersistence, start: int) -> list[torch.Tensor]:
+    """The H0 and H1 (birth, death) pairs of ``d`` as lengths of its critical edges among the rows
+    ``x[start:]``."""
+    def lengths(edges: np.ndarray) -> torch.Tensor:
+        return edge_lengths(x, torch.from_numpy(edges + start))
+    h0, births, deaths = lengths(d.h0_death_edges), lengths(d.h1_birth_edges), lengths(d.h1_death_edges)
+    return [torch.stack([torch.zeros_like(h0), h0], 1), torch.stack([births, deaths], 1)]
+
+
+def diagram_distances(sets: torch.Tensor, targets: Sequence[Sequence[CloudPersistence]], m: int,
+                      pool: PersistencePool | None = None) -> list[torch.Tensor]:
+    """Per set b of ``sets`` (B, n, C), differentiable in it, the (T_b,) PWCD (H0 + H1) of its
+    diagram to each diagram of ``targets[b]``: every pair of diagrams of every set in one
+    ``segment_pwcd`` (a few operators whatever the number of pairs)."""
+    pool = default_pool() if pool is None else pool
+    started = _start(list(sets.detach().to(torch.float64).cpu().numpy()), m, pool)
+    ends = np.arange(1, len(sets) + 1) * sets.shape[1]
+    picked = [rows.result() + start for (rows, _), start in zip(started, ends - sets.shape[1])]
+    x = normalize(sets.reshape(-1, sets.shape[2]), ends, rows=torch.from_numpy(np.concatenate(picked)).to(sets.device))
+    base = np.cumsum([0] + [len(p) for p in picked[:-1]])
+    mine = [_pairs(x, diagrams.result(), start) for (_, diagrams), start in zip(started, base)]
+    sizes = [len(q) for qs in mine for q in qs]
+    first = np.cumsum([0] + sizes[:-1]).reshape(len(mine), len(DIMS))
+    teacher, student, t_sizes, s_sizes = [], [], [], []
+    for b, wanted in enumerate(targets):
+        for target in wanted:
+            for d, pairs in enumerate((target.h0_pairs, target.h1_pairs)):
+                teacher.append(pairs)
+                t_sizes.append(len(pairs))
+                student.append(first[b, d] + np.arange(sizes[b * len(DIMS) + d]))
+                s_sizes.append(sizes[b * len(DIMS) + d])
+    q = torch.cat([q for qs in mine for q in qs])[torch.from_numpy(np.concatenate(student)).to(sets.device)]
+    p = torch.from_numpy(np.concatenate(teacher)).to(q)
+    values = segment_pwcd(p, q, _segments(t_sizes, q.device), _segments(s_sizes, q.device), EPS_W)
+    return list(values.view(-1, len(DIMS)).sum(1).split([len(t) for t in targets]))
+
+
+def _segments(sizes: list[int], device: torch.device) -> Segments:
+    ids, local = Segments.host_index(sizes)
+    return Segments(sizes, torch.from_numpy(ids).to(device), torch.from_numpy(local).to(device))
+
+
+class RealDiagrams:
+    """The diagrams of real clouds, computed once per cloud (by its bytes) and kept."""
+
+    def __init__(self, m: int, pool: PersistencePool | None = None) -> None:
+        self.m, self.pool, self.kept = m, pool, {}
+
+    def __call__(self, clouds: torch.Tensor) -> list[CloudPersistence]:
+        host = clouds.detach().to(torch.float64).cpu().numpy()
+        keys = [c.tobytes() for c in host]
+        new = {k: c for k, c in zip(keys, host) if k not in self.kept}
+        self.kept.update(zip(new, target_diagrams(list(new.values()), self.m, self.pool)))
+        return [self.kept[k] for k in keys]
+
+
+def shape_term(real: torch.Tensor, synthetic: torch.Tensor, diagrams: Callable[[torch.Tensor], list[CloudPersistence]],
+               m: int = DEFAULT_M, pairing: str = "nearest", pool: PersistencePool | None = None) -> torch.Tensor:
+    """``T_k`` of the shape reading: the mean over the synthetic clouds of their PWCD to the nearest
+    (or, ``pairing="mean"``, the mean) real diagram; ``diagrams`` gives the real clouds' diagrams."""
+    if pairing not in PAIRINGS:
+        raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
+    targets = diagrams(real)
+    rows = diagram_distances(synthetic, [targets] * len(synthetic), m, pool)
+    pick = (lambda v: v.min()) if pairing == "nearest" else (lambda v: v.mean())
+    return torch.stack([pick(v) for v in rows]).mean()
+
+
+def feature_term(net: torch.nn.Module, real: torch.Tensor, synthetic: torch.Tensor, m: int = DEFAULT_M,
+                 pool: PersistencePool | None = None) -> torch.Tensor:
+    """``T_k`` of the feature reading: PWCD between the diagrams of the real and of the synthetic
+    clouds' global features in ``net``."""
+    with torch.no_grad():
+        target = target_diagrams([net.embed(real).to(torch.float64).cpu().numpy()], m, pool)
+    return diagram_distances(net.embed(synthetic)[None], [target], m, pool)[0][0]
+
+
+def check_weight(weight: float) -> None:
+    """Refuse a weight that is not a finite positive number (``--topo-weight``)."""
+    if not (np.isfinite(weight) and weight > 0):
+        raise ValueError(f"--topo-weight must be a finite number > 0, got {weight!r}")
+
+
+def topology_term(reading: str | None, weight: float, m: int = DEFAULT_M) -> Term | None:
+    """The hook gradient matching adds to each class's distance: ``weight * T_k`` of ``reading``
+    (None: no term)."""
+    if reading is None:
+        return None
+    if reading not in READINGS:
+        raise ValueError(f"the topology reading must be one of {', '.join(READINGS)}, got {reading!r}")
+    check_weight(weight)
+    if reading == "feature":
+        return lambda net, real, synthetic: weight * feature_term(net, real, synthetic, m)
+    kept = RealDiagrams(m)
+    return lambda net, real, synthetic: weight * shape_term(real, synthetic, kept, m)
