@@ -1,14 +1,18 @@
 """The tiny data of the distillation tests (decisions 78-80): three classes of the generated shapes at
 32 points, and the matching losses measured on fixed probe networks (fresh PointNets of fixed
-seeds) with every real cloud of a class against its synthetic ones. Shared by
-tests/test_condense_gm.py and tests/test_condense_dd3d.py."""
+seeds) with every real cloud of a class against its synthetic ones; a run stopped after its second
+checkpoint. Shared by tests/test_condense_gm.py, tests/test_condense_dd3d.py and
+tests/test_condense_topology.py."""
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
+from train.condense.command import main
+from train.condense.distill_checkpoint import Checkpoint
 from train.condense.matching_loops import class_mean_distance, fresh_network, gradient_match_loss
 from train.data.objects import ObjectSet, load_objects
 from train.runtime.distributed import DistInfo
@@ -36,3 +40,22 @@ def probe(train: ObjectSet, points: np.ndarray, labels: np.ndarray, loss: str) -
         match = gradient_match_loss if loss == "gm" else class_mean_distance
         values.append(match(net, CLASSES, real, synthetic).item())
     return float(np.mean(values))
+
+
+class Interrupted(Exception):
+    """A run stopped after a checkpoint (as a preemption would)."""
+
+
+def stop_after_second_checkpoint(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the command ``argv``, checkpointing every iteration, and stop it right after the
+    checkpoint of its second iteration."""
+    save = Checkpoint.save_if_due
+
+    def save_then_stop(self: Checkpoint, iteration: int, *rest: object) -> None:
+        save(dataclasses.replace(self, every=1), iteration, *rest)
+        if iteration == 2:
+            raise Interrupted
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpoint, "save_if_due", save_then_stop)
+        with pytest.raises(Interrupted):
+            main(argv)

@@ -4,17 +4,15 @@ and start epoch of TM, before and after; the clouds' optimiser and the loss hist
 checkpoints and an exact resume; the command's refusals."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.condensation_tiny import CLASSES, CPU, probe, tiny_set
+from tests.condensation_tiny import CLASSES, CPU, probe, stop_after_second_checkpoint, tiny_set
 from train.condense.command import main
 from train.condense.condensed_file import read_condensed
-from train.condense.distill_checkpoint import Checkpoint
 from train.condense.explicit import CLOUD_STEPS, cloud_optimizer, distill_explicit, initial_clouds
 from train.condense.matching_loops import DistillSpec, fresh_network
 from train.condense.trajectory import TrajectorySpec, distill_trajectories, expert_trajectories, trajectory_loss
@@ -158,9 +156,6 @@ def test_the_clouds_optimiser_options_are_refused_in_one_line(tmp_path: Path, ca
     assert words in err and "\n" not in err
 
 
-class Interrupted(Exception):
-    """A run stopped after a checkpoint (as a preemption would)."""
-
 
 @pytest.mark.parametrize("method", ["gm", "dm", "tm", "dd3d"])
 def test_a_resumed_run_writes_the_uninterrupted_runs_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -168,16 +163,7 @@ def test_a_resumed_run_writes_the_uninterrupted_runs_file(tmp_path: Path, monkey
     run = ["--dataset", "shapes", "--size", "2", "--points", "16", "--device", "cpu", "--cpc", "1", "--iterations",
            "3", "--method", method]
     assert main([*run, "--out", str(tmp_path / "whole")]) == 0
-    save = Checkpoint.save_if_due
-
-    def save_then_stop(self: Checkpoint, iteration: int, *rest: object) -> None:
-        save(dataclasses.replace(self, every=1), iteration, *rest)
-        if iteration == 2:
-            raise Interrupted
-    with monkeypatch.context() as patch:
-        patch.setattr(Checkpoint, "save_if_due", save_then_stop)
-        with pytest.raises(Interrupted):
-            main([*run, "--out", str(tmp_path / "cut")])
+    stop_after_second_checkpoint([*run, "--out", str(tmp_path / "cut")], monkeypatch)
     assert not (tmp_path / "cut" / "condensed.npz").exists()
     assert main([*run, "--resume", "--out", str(tmp_path / "cut")]) == 0
     assert (tmp_path / "cut" / "condensed.npz").read_bytes() == (tmp_path / "whole" / "condensed.npz").read_bytes()

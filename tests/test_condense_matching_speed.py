@@ -26,8 +26,9 @@ import torch.nn.functional as F
 
 from fast import gradient_match_distance
 from train.condense import matching_loops
-from train.condense.matching_loops import (CHUNK_POINTS, DistillSpec, class_distances, fresh_network, loops_for,
-                                           match_gradients, task_backward)
+from train.condense.matching_loops import (CHUNK_POINTS, DistillSpec, class_distances, fresh_network, match_gradients,
+                                           task_backward)
+from train.condense.released import loops_for
 from train.engine.op_count import count_ops
 from train.models.objects.pointnet import instance_relu_max
 from train.runtime.distributed import DistInfo
@@ -116,7 +117,9 @@ def _iteration(device: torch.device, cpc: int, classes: int = len(CLASSES)) -> t
     real = matching_loops.real_sampler(real_points, labels, 4, gen)
     optimizer = torch.optim.Adam([synthetic], lr=1e-3)
     spec, info = DistillSpec(iterations=1), DistInfo(0, 1, 0, device)
-    return optimizer, [list(range(classes)), classes, cpc, real, lambda k: (synthetic[rows[k]], None), spec, gen, info]
+    loops = loops_for("shapes", "rotated", "classification", cpc)  # (5, 5) at CPC 1 to 9: inner epochs between
+    clouds = lambda k: (synthetic[rows[k]], None)  # noqa: E731
+    return optimizer, [list(range(classes)), classes, loops, real, clouds, spec, gen, info]
 
 
 @pytest.mark.parametrize("classes", [2, 3])
@@ -125,8 +128,7 @@ def test_an_iteration_reads_the_device_twice_an_outer_step_never_per_class(class
     class and no inner step adds a read, at any number of classes."""
     optimizer, args = _iteration(torch.device("cpu"), 2, classes)
     count = count_ops(lambda: match_gradients(optimizer, *args))
-    outer, _ = loops_for(2)
-    assert count.syncs == 2 * outer, count.by_sync
+    assert count.syncs == 2 * args[2].outer, count.by_sync
 
 
 @pytest.mark.cuda

@@ -4,7 +4,6 @@ differences, and a distillation with it on tiny data (provenance, exact resume, 
 unchanged, refusals)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -15,13 +14,13 @@ import pytest
 import torch
 
 from reference.distances import pairwise_distances
+from tests.condensation_tiny import stop_after_second_checkpoint
 from reference.normalize import normalize_cloud
 from reference.persistence import rips_persistence
 from reference.pwcd import pwcd
 from reference.tps import tps_cloud
 from train.condense.command import main
 from train.condense.condensed_file import read_condensed
-from train.condense.distill_checkpoint import Checkpoint
 from train.condense.matching_loops import DistillSpec, fresh_network
 from train.condense.methods import key_settings
 from train.condense.topology_term import RealDiagrams, feature_term, shape_term, topology_term
@@ -127,16 +126,7 @@ def test_a_run_with_the_term_records_it_and_resumes_exactly(tmp_path: Path, monk
     assert whole.provenance["topo"] == {"reading": reading, "weight": 0.5}
     if reading == "shape":  # the term moved the clouds (one cloud a class: the feature term is a constant)
         assert not np.array_equal(whole.points, read_condensed(tmp_path / "off" / "condensed.npz").points)
-    save = Checkpoint.save_if_due
-
-    def save_then_stop(self: Checkpoint, iteration: int, *rest: object) -> None:
-        save(dataclasses.replace(self, every=1), iteration, *rest)
-        if iteration == 2:
-            raise Interrupted
-    with monkeypatch.context() as patch:
-        patch.setattr(Checkpoint, "save_if_due", save_then_stop)
-        with pytest.raises(Interrupted):
-            main([*run, "--out", str(tmp_path / "cut")])
+    stop_after_second_checkpoint([*run, "--out", str(tmp_path / "cut")], monkeypatch)
     assert main([*run, "--resume", "--out", str(tmp_path / "cut")]) == 0
     assert (tmp_path / "cut" / "condensed.npz").read_bytes() == (tmp_path / "whole" / "condensed.npz").read_bytes()
     other = [*run[:-1], "0.25", "--resume", "--out", str(tmp_path / "cut")]

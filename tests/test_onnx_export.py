@@ -174,15 +174,21 @@ def test_a_rerun_with_the_file_labels_only_what_is_missing(exported: dict[str, A
     assert first.is_file() and (tmp_path / "out" / f"{names[1]}.npy").stat().st_mtime_ns == kept
 
 
-def test_swapped_plan_arrays_change_the_logits_so_the_comparisons_catch_a_wrong_wiring(exported: dict[str, Any]
-                                                                                      ) -> None:
-    predictor = load_onnx_predictor(exported["onnx"], ["CPUExecutionProvider"])
+def _surface_feed(predictor: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The graph's inputs for one ray-cast surface scan (0.3 voxels, random features) and its logits."""
     scan = surface_scan(4_000, 7)
     grid = np.unique(np.floor((scan[:, :3] - scan[:, :3].min(0)) / 0.3).astype(np.int64), axis=0)
     feat = np.random.default_rng(0).standard_normal((len(grid), 4)).astype(np.float32)
     feed = plan_feed(BatchPlan(grid, np.array([len(grid)]), predictor.orders, predictor.items), feat,
                      predictor.inputs)
     (logits,) = predictor.session.run(["logits"], feed)
+    return feed, logits
+
+
+def test_swapped_plan_arrays_change_the_logits_so_the_comparisons_catch_a_wrong_wiring(exported: dict[str, Any]
+                                                                                      ) -> None:
+    predictor = load_onnx_predictor(exported["onnx"], ["CPUExecutionProvider"])
+    feed, logits = _surface_feed(predictor)
     curves = feed["patches_l0_gather"]
     swapped = {**feed, "patches_l0_gather": np.ascontiguousarray(curves[[1, 0, *range(2, len(curves))]])}
     (wrong,) = predictor.session.run(["logits"], swapped)
@@ -196,12 +202,7 @@ def test_the_metadata_names_the_curves_the_blocks_read_and_the_other_rows_change
     predictor = load_onnx_predictor(exported["onnx"], ["CPUExecutionProvider"])
     meta = json.loads({p.key: p.value for p in onnx.load(exported["onnx"]).metadata_props}[METADATA_KEY])
     assert meta["plan"]["curves_read"] == [["z"], ["z"], ["z"]]
-    scan = surface_scan(4_000, 7)
-    grid = np.unique(np.floor((scan[:, :3] - scan[:, :3].min(0)) / 0.3).astype(np.int64), axis=0)
-    feat = np.random.default_rng(0).standard_normal((len(grid), 4)).astype(np.float32)
-    feed = plan_feed(BatchPlan(grid, np.array([len(grid)]), predictor.orders, predictor.items), feat,
-                     predictor.inputs)
-    (logits,) = predictor.session.run(["logits"], feed)
+    feed, logits = _surface_feed(predictor)
     rows = {name: value for name, value in feed.items() if name.startswith("patches_l")}
     assert len(rows) == 6 and all(not np.array_equal(value[0], value[1]) for value in rows.values())
     only_z = {name: np.ascontiguousarray(np.broadcast_to(value[:1], value.shape)) for name, value in rows.items()}
