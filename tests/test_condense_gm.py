@@ -179,7 +179,7 @@ def test_a_resumed_run_writes_the_uninterrupted_runs_file(tmp_path: Path, monkey
 @pytest.mark.parametrize("method", ["gm", "dd3d"])
 def test_a_stopped_classification_run_is_not_resumed_as_part_segmentation(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, method: str) -> None:
-    # shapes' clouds and labels at 16 points are the same for both tasks; the loops and DD3D's Adam are not (decision 92)
+    # shapes' clouds and labels at 16 points are the same for both tasks; the loops and DD3D's Adam are not
     run = ["--dataset", "shapes", "--size", "2", "--points", "16", "--device", "cpu", "--cpc", "1", "--iterations",
            "3", "--method", method, "--out", str(tmp_path)]
     stop_after_second_checkpoint(run, monkeypatch)
