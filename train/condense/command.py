@@ -496,6 +496,8 @@ def _prepare(form: str, args: argparse.Namespace, held: ExitStack) -> None:
         if form == "sample" and out.exists() and not args.overwrite:
             raise ValueError(f"--out {out} already exists: give another file, or --overwrite to replace it")
         return
+    if form == "condense":
+        _distill(args)  # its options refused before --overwrite removes another run's files
     check_folder_out(out)
     if _launching():
         held.enter_context(hold_folder(out))
