@@ -70,6 +70,7 @@ def test_a_folder_holding_another_runs_set_is_refused_and_overwrite_replaces_set
     (["--method", "dd3d", "--cloud-lr", "0.1"], "--cloud-lr is an option of gm, dm, tm, not of dd3d"),
     (["--method", "gm", "--topo", "shape"], "--topo and --topo-weight go together"),
     (["--method", "gm", "--iterations", "0"], "--iterations must be a positive integer"),
+    (["--method", "herding", "--lr", "0"], "--lr must be positive"),
 ])
 def test_overwrite_removes_nothing_when_an_option_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                              options: list[str], words: str) -> None:

@@ -497,7 +497,7 @@ def _prepare(form: str, args: argparse.Namespace, held: ExitStack) -> None:
             raise ValueError(f"--out {out} already exists: give another file, or --overwrite to replace it")
         return
     if form == "condense":
-        _distill(args)  # its options refused before --overwrite removes another run's files
+        _distill(args), _spec(args, _given_data(args).task)  # refused before --overwrite removes a run's files
     check_folder_out(out)
     if _launching():
         held.enter_context(hold_folder(out))
