@@ -157,11 +157,13 @@ def test_several_distillations_report_two_levels_and_the_gain_over_the_reference
     (["SET0", "SET0", "--steps", "1"], "seed 0; each file of a list must be another seed of one method (random)"),
     (["SET0", "full", "--steps", "1"], "not full"),
     (["SET0", "SET1", "--steps", "1", "2"], "choose the recipe on one set first"),
+    (["SET0", "--against", "CPC2", "--steps", "1"], "cpc 2, "),
 ])
 def test_several_files_must_be_seeds_of_one_method(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                   several: list[str], words: str) -> None:
     swap = {"SET0": str(condense(tmp_path / "r0", "random", 1)),
-            "SET1": str(condense(tmp_path / "r1", "random", 1, "--seed", "1"))}
+            "SET1": str(condense(tmp_path / "r1", "random", 1, "--seed", "1")),
+            "CPC2": str(condense(tmp_path / "c2", "random", 2))}
     capsys.readouterr()
     assert main(["evaluate", "--runs", "1", "--device", "cpu", "--from", *[swap.get(a, a) for a in several]]) == 2
     err = capsys.readouterr().err.strip()

@@ -174,3 +174,15 @@ def test_a_resumed_run_writes_the_uninterrupted_runs_file(tmp_path: Path, monkey
         assert main([*run, "--cloud-lr", "0.5", "--resume", "--out", str(tmp_path / "cut")]) == 2
         refused += 1
     assert capsys.readouterr().err.count("distill.pt: written by another run") == refused
+
+
+@pytest.mark.parametrize("method", ["gm", "dd3d"])
+def test_a_stopped_classification_run_is_not_resumed_as_part_segmentation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, method: str) -> None:
+    # shapes' clouds and labels at 16 points are the same for both tasks; the loops and DD3D's Adam are not
+    run = ["--dataset", "shapes", "--size", "2", "--points", "16", "--device", "cpu", "--cpc", "1", "--iterations",
+           "3", "--method", method, "--out", str(tmp_path)]
+    stop_after_second_checkpoint(run, monkeypatch)
+    capsys.readouterr()
+    assert main([*run, "--task", "parts", "--resume"]) == 2
+    assert "distill.pt: written by another run" in capsys.readouterr().err

@@ -66,6 +66,22 @@ def test_a_folder_holding_another_runs_set_is_refused_and_overwrite_replaces_set
     assert not (out / "distill.pt").exists()  # the old run's checkpoint does not stay beside the new set
 
 
+@pytest.mark.parametrize("options, words", [
+    (["--method", "dd3d", "--cloud-lr", "0.1"], "--cloud-lr is an option of gm, dm, tm, not of dd3d"),
+    (["--method", "gm", "--topo", "shape"], "--topo and --topo-weight go together"),
+    (["--method", "gm", "--iterations", "0"], "--iterations must be a positive integer"),
+    (["--method", "herding", "--lr", "0"], "--lr must be positive"),
+])
+def test_overwrite_removes_nothing_when_an_option_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                             options: list[str], words: str) -> None:
+    out = tmp_path / "run"
+    first = random_set(out).read_bytes()
+    capsys.readouterr()
+    assert main([*TINY, *options, "--cpc", "1", "--out", str(out), "--overwrite"]) == 2
+    assert words in refusal(capsys)
+    assert (out / "condensed.npz").read_bytes() == first
+
+
 def test_a_stopped_runs_checkpoint_is_refused_without_resume_and_resume_needs_one(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "distill.pt").write_bytes(b"x")

@@ -378,12 +378,26 @@ def _seeds(sources: Sequence[str]) -> list[int]:
     return seeds
 
 
+def _one_data_and_cpc(sources: Sequence[str]) -> None:
+    """Refuse, before anything trains, files of --from and --against made from other data or at
+    another CPC than the first file: their scores and gains are not comparable."""
+    fields = ("dataset", "setting", "task", "data_seed", "size", "cpc")
+    first = read_condensed(set_path(sources[0])).provenance
+    for source in sources[1:]:
+        prov = read_condensed(set_path(source)).provenance
+        for field in fields:
+            if prov[field] != first[field]:
+                raise ValueError(f"{source}: {field} {prov[field]!r}, {sources[0]} {first[field]!r}; every file of "
+                                 "--from and --against must be of one data set and CPC")
+
+
 def _evaluate_distillations(args: argparse.Namespace, info: DistInfo) -> None:
     """Several distillations of one method (decision 94): each file's line, then the mean with the
     t interval over the distillations' means, and the gain over ``--against`` paired by seed."""
     if any(len(values or []) > 1 for values in (args.steps, args.epochs, args.lr)):
         raise ValueError("several --steps, --epochs or --lr with several files: choose the recipe on one set first")
     seeds = {side: _seeds(files) for side, files in (("from", args.source), ("against", args.against or []))}
+    _one_data_and_cpc([*args.source, *(args.against or [])])
     ours, theirs = ({seed: _evaluate_set(args, source, None, info) for seed, source in zip(seeds[side], files)}
                     for side, files in (("from", args.source), ("against", args.against or [])))
     some = next(iter(ours.values()))
@@ -496,6 +510,8 @@ def _prepare(form: str, args: argparse.Namespace, held: ExitStack) -> None:
         if form == "sample" and out.exists() and not args.overwrite:
             raise ValueError(f"--out {out} already exists: give another file, or --overwrite to replace it")
         return
+    if form == "condense":
+        _distill(args), _spec(args, _given_data(args).task)  # refused before --overwrite removes a run's files
     check_folder_out(out)
     if _launching():
         held.enter_context(hold_folder(out))

@@ -96,7 +96,8 @@ def distillation(name: str) -> Method:
         if spec.topo is not None and (name not in TOPO_DISTILLATIONS or train.parts is not None):
             raise ValueError(f"--topo is an option of {', '.join(TOPO_DISTILLATIONS)} on classification sets")
         content = hashlib.sha1(train.points.tobytes() + train.labels.tobytes()).hexdigest()
-        run = {"method": name, "cpc": inputs.cpc, "seed": inputs.seed, "data": [train.name, train.setting, content],
+        run = {"method": name, "cpc": inputs.cpc, "seed": inputs.seed,
+               "data": [train.name, train.setting, task_of(train), content],
                "spec": key_settings(spec), "rotator": inputs.rotator.kind,
                "clouds": cloud_step(name, spec) if name in EXPLICIT else None}
         checkpoint = Checkpoint(inputs.folder / CHECKPOINT_NAME, json.dumps(run, sort_keys=True), spec.checkpoint_every,
