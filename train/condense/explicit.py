@@ -6,7 +6,7 @@ The synthetic set is a (K x CPC, N, 3) tensor optimised point by point, by Adam 
 Condensation's SGD with momentum 0.5 (its ``optimizer_img``), without weight decay (it would pull
 every point to the origin); :data:`CLOUD_STEPS` holds each method's optimiser and learning rate
 chosen on the validation split (decision 93). It is initialised from CPC real training clouds per class drawn
-as the Random baseline draws them (``init="real"``, fewer where a class has fewer) or from points
+as the Random baseline draws them (``init="real"``; a class with fewer is refused before, decision 90) or from points
 uniform in the unit ball (``init="noise"``, the data's normalisation). For part segmentation (GM,
 Eq. 11, decision 81) every point keeps its real cloud's part and the matching alternates global
 and per-part steps. Several processes share the classes (decision 84).
