@@ -118,7 +118,9 @@ def _iteration(device: torch.device, cpc: int, classes: int = len(CLASSES)) -> t
     optimizer = torch.optim.Adam([synthetic], lr=1e-3)
     spec, info = DistillSpec(iterations=1), DistInfo(0, 1, 0, device)
     loops = loops_for("shapes", "rotated", "classification", cpc)  # (5, 5) at CPC 1 to 9: inner epochs between
-    clouds = lambda k: (synthetic[rows[k]], None)  # noqa: E731
+
+    def clouds(k: int) -> tuple[torch.Tensor, None]:
+        return synthetic[rows[k]], None
     return optimizer, [list(range(classes)), classes, loops, real, clouds, spec, gen, info]
 
 
