@@ -12,7 +12,7 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
     python -m train.condense table --out O          # the embedded shapes set, CPC 1/10/50, both settings
     python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
     python -m train.condense show --from A B ... [--names ...] [--classes ...] --out F.png  # Figure 6
-    python -m train.condense study --out O --preset paper|cpu [--tables 1 2 3 4 5 6] [--cpcs 1 10]  # the tables
+    python -m train.condense study --out O --preset paper|cpu [--tables 1 2 3 4 5 6 7] [--cpcs 1 10]  # the tables
 
 Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
 share each training step, :mod:`train.condense.training`), on ``--device`` (auto: CUDA when there
@@ -196,9 +196,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                         "refused unless --overwrite")
     sample.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     sample.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
-    study = argparse.ArgumentParser(prog=f"{PROG} study", description="The DD3D paper's Tables 1-6 on one data set: "
-                                    "every set condensed and evaluated once (a stopped study goes on), then "
-                                    "<out>/STUDY.md.")
+    study = argparse.ArgumentParser(prog=f"{PROG} study", description="The DD3D paper's Tables 1-6 on one data set, "
+                                    "and Table 7 (the persistence term, decision 96): every set condensed and "
+                                    "evaluated once (a stopped study goes on), then <out>/STUDY.md.")
     study.add_argument("--out", required=True, help="folder of the units, study.json and STUDY.md")
     study.add_argument("--preset", choices=tuple(PRESETS), required=True, help="the budget, named on every call "
                        "(decision 90): paper (1,024 points, CPC 1/10/50, the released iterations: tens of GPU-hours) or cpu "
@@ -206,7 +206,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                        "6, two for Table 3, five for Table 2)")
     study.add_argument("--tables", type=int, nargs="+", default=list(TABLES), help="which tables (default all)")
     study.add_argument("--cpcs", type=int, nargs="+", help="Table 1's clouds per class (default the preset's: paper "
-                       "1 10 50, cpu 1); Tables 2 and 4-6 take the smallest, Table 3 the largest")
+                       "1 10 50, cpu 1); Tables 2 and 4-6 take the smallest, Table 3 the largest, Table 7 every one")
     study.add_argument("--dataset", help=f"object data set, one of {', '.join(OBJECT_SETS)} (default the "
                        "preset's, shapes)")
     study.add_argument("--data-root", help="the download's folder")

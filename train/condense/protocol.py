@@ -33,6 +33,7 @@ def score(predicted: np.ndarray, test: Clouds) -> dict[str, float]:
 
 
 BEST = "best_test_epoch"  # a run's key of the best-test-epoch scores
+VAL = "val"  # a run's key of its last step's scores on the validation split
 
 
 def best_epoch(scored: Sequence[tuple[int, dict[str, float]]], task: str) -> dict[str, float]:
@@ -47,9 +48,10 @@ def best_epoch(scored: Sequence[tuple[int, dict[str, float]]], task: str) -> dic
 
 
 def evaluate_runs(train: Clouds, test: Clouds, spec: TrainSpec, runs: int, seed: int, info: DistInfo,
-                  desc: str = "evaluate") -> list[dict[str, Any]]:
+                  desc: str = "evaluate", val: Clouds | None = None) -> list[dict[str, Any]]:
     """The scores of ``runs`` backbones trained on ``train`` (seeds ``seed + r``), each on ``test``
-    (its last step's model), with :data:`BEST` the best pass's scores where ``spec.test_every``."""
+    (its last step's model), with :data:`BEST` the best pass's scores where ``spec.test_every`` and,
+    given the validation split ``val``, :data:`VAL` the same model's scores on it."""
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise ValueError(f"runs must be a positive integer, got {runs!r}")
     scores: list[dict[str, Any]] = []
@@ -63,6 +65,8 @@ def evaluate_runs(train: Clouds, test: Clouds, spec: TrainSpec, runs: int, seed:
         run: dict[str, Any] = score(predict(model, test, info), test)
         if scored:
             run[BEST] = best_epoch(scored, test.task)
+        if val is not None:
+            run[VAL] = score(predict(model, val, info), val)
         scores.append(run)
     return scores
 

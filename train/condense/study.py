@@ -20,11 +20,16 @@ of each, decision 87) and the evaluation recipe each uses (``paper`` the release
 5. the rotator (Table 5): DD3D on the rotated set without PCA (``rotated_raw``), with PCA, with
    the fixed and with the learned sign;
 6. explicit clouds against the generator (Table 6): GM from noise, GM from real clouds, DD3D, and
-   DD3D's set evaluated on fresh draws of its generator (``evaluate --resample``, decision 85).
+   DD3D's set evaluated on fresh draws of its generator (``evaluate --resample``, decision 85);
+7. the persistence term (Table 7, not the paper's: decisions 96 and 97): GM and DD3D at every CPC,
+   aligned and rotated, without the term and with each reading (``feature`` where a class has
+   several clouds) at each of :attr:`Plan.topo_weights`; the weight is chosen on the validation
+   split, and every set's distance from its class's real clouds is measured
+   (:mod:`train.condense.shape_gap`).
 
 A unit writes ``<out>/units/<name>/`` (the set, the generator, the feature network's cache) and
-``result.json`` last: the scores of every evaluation run (the paper recipe's best test epoch
-apart), the recipe by name and values, and the seconds the condensation took (its memory is
+``result.json`` last: the scores of every evaluation run on the test split and, beside them, the
+same model's on the validation split (the paper recipe's best test epoch apart), the recipe by name and values, and the seconds the condensation took (its memory is
 measured in a fresh process each by ``benchmarks/cpu/distill_cost.py``). Units of
 different tables that name the same set share it (Table 6's DD3D is Table 1's). A finished unit
 is never run again (a result of another recipe is refused), and a stopped unit's distillation
@@ -53,22 +58,26 @@ from train.condense.dd3d import redrawn
 from train.condense.distill_checkpoint import RESUME_MATCHING
 from train.condense.features import CACHE_NAME
 from train.condense.matching_loops import DistillSpec
-from train.condense.methods import DISTILLATIONS, condense_set
+from train.condense.methods import DISTILLATIONS, TOPO_DISTILLATIONS, condense_set
 from train.condense.metrics import SCORES, paired_gain, summarise, two_level
-from train.condense.protocol import BEST, LABELS, evaluate_runs, format_gain, format_summary, format_two_level
+from train.condense.protocol import BEST, LABELS, VAL, evaluate_runs, format_gain, format_summary, format_two_level
 from train.condense.recipes import named_recipe
 from train.condense.released import iterations_for
 from train.condense.resample import resampled
 from train.condense.rotator import Rotator, rotator_kind, rotator_of
-from train.condense.training import TrainSpec
+from train.condense.shape_gap import shape_gap
+from train.condense.topology_term import READINGS
+from train.condense.training import Clouds, TrainSpec
+from train.data.objects.cloud import EmptySplitError
 from train.runtime.distributed import DistInfo, barrier
 from train.runtime.files import atomic_write
 
-TABLES = (1, 2, 3, 4, 5, 6)
+TABLES = (1, 2, 3, 4, 5, 6, 7)
 TITLES = {"random": "Random", "herding": "Herding", "kcenter": "K-Center", "gm": "GM", "dm": "DM", "tm": "TM (miniature)",
           "dd3d": "DD3D", "full": "full set"}
 CROSS_MODELS = ("pointnet", "pointnet2", "dgcnn", "pct", "pointmlp", "pointnext", "ptv3_student")
 TM_LARGEST_CPC = 10  # the paper's Table 1 has no TM at CPC 50
+SHAPE_NAME = "shape_gap.json"  # a set's distance from its class's real clouds, beside it (Table 7)
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,7 @@ class Plan:
     distilled at ``low_points``), ``cpcs`` of Table 1 (the others take the first), ``iterations``
     outer iterations of every distillation (None: the data set's released count, decision 92), each method distilled ``distills`` times, every set
     evaluated ``runs`` times with ``recipe`` (classification) or ``part_recipe`` (Table 2);
-    ``size`` of a generated set."""
+    ``size`` of a generated set; Table 7's persistence term at each of ``topo_weights``."""
 
     dataset: str = "shapes"
     root: str | None = None
@@ -91,6 +100,7 @@ class Plan:
     recipe: TrainSpec = named_recipe("paper", "classification")
     part_recipe: TrainSpec = named_recipe("paper", "parts")
     size: int | None = None
+    topo_weights: tuple[float, ...] = (1e3, 1e4, 1e5)  # decision 96's measured scale of the term
 
     def recipe_of(self, unit: "Unit") -> TrainSpec:
         """The recipe that evaluates ``unit``: its task's, with its backbone."""
@@ -111,7 +121,8 @@ class Unit:
     """One set and its evaluation: ``method`` on ``setting`` at ``cpc`` with ``seed``, distilled at
     ``points`` and evaluated at ``eval_points`` with ``model``; ``rotator`` None for the setting's,
     ``init`` of explicit clouds; ``task`` classification or parts; ``resample`` trains on fresh
-    draws of a DD3D set's generator; ``table`` where it is reported."""
+    draws of a DD3D set's generator; ``topo`` the persistence term's reading at ``topo_weight``
+    (None: none); ``table`` where it is reported."""
 
     table: int
     method: str
@@ -125,12 +136,15 @@ class Unit:
     init: str = "real"
     task: str = "classification"
     resample: bool = False
+    topo: str | None = None
+    topo_weight: float = 0.0
 
     @property
     def name(self) -> str:
         """The unit's folder: what makes its set, and what evaluates it."""
         rot = rotator_kind(self.setting, self.rotator)
-        init = "" if self.init == "real" else f"-{self.init}"
+        init = ("" if self.init == "real" else f"-{self.init}") + (
+            "" if self.topo is None else f"-topo-{self.topo}-w{self.topo_weight:g}")
         res = ("" if self.eval_points == self.points else f"-at{self.eval_points}") + ("-resampled" if self.resample
                                                                                         else "")
         return (f"{self.task}-{self.setting}-{rot}-{self.method}{init}-cpc{self.cpc}-p{self.points}{res}"
@@ -177,8 +191,23 @@ def units(plan: Plan, table: int) -> list[Unit]:
     if table == 5:
         rows = (("rotated_raw", "none"), ("rotated_raw", "pca"), ("rotated", "fixed"), ("rotated", "learned"))
         return [Unit(5, "dd3d", setting, cpc1, s, p, p, rotator=rot) for setting, rot in rows for s in seeds]
-    return [Unit(6, "gm", "aligned", cpc1, s, p, p, init=init) for init in ("noise", "real") for s in seeds] + [
-        Unit(6, "dd3d", "aligned", cpc1, s, p, p, resample=resample) for resample in (False, True) for s in seeds]
+    if table == 6:
+        return [Unit(6, "gm", "aligned", cpc1, s, p, p, init=init) for init in ("noise", "real") for s in seeds] + [
+            Unit(6, "dd3d", "aligned", cpc1, s, p, p, resample=resample) for resample in (False, True) for s in seeds]
+    out = []
+    for setting in ("aligned", "rotated"):
+        for cpc in plan.cpcs:
+            for method in TOPO_DISTILLATIONS:
+                out += [Unit(7, method, setting, cpc, s, p, p) for s in seeds]
+                out += [Unit(7, method, setting, cpc, s, p, p, topo=reading, topo_weight=weight)
+                        for reading in topo_readings(cpc) for weight in plan.topo_weights for s in seeds]
+    return out
+
+
+def topo_readings(cpc: int) -> tuple[str, ...]:
+    """The persistence term's readings Table 7 runs at ``cpc``: ``feature`` compares the diagram of a
+    class's synthetic clouds' features, which one cloud a class leaves without a pair (a constant)."""
+    return tuple(r for r in READINGS if r != "feature" or cpc > 1)
 
 
 def _data(plan: Plan, unit: Unit, points: int) -> DataSpec:
@@ -188,7 +217,8 @@ def _data(plan: Plan, unit: Unit, points: int) -> DataSpec:
 def _condense(plan: Plan, unit: Unit, folder: Path, info: DistInfo) -> dict[str, float]:
     """Make the unit's set in ``folder`` (its condensed.npz); the seconds it took."""
     start = time.perf_counter()
-    spec = DistillSpec(iterations=plan.iterations, init=unit.init, resume=RESUME_MATCHING)  # a stopped unit goes on
+    spec = DistillSpec(iterations=plan.iterations, init=unit.init, resume=RESUME_MATCHING,  # a stopped unit goes on
+                       topo=unit.topo, topo_weight=unit.topo_weight)
     cset = condense_set(_data(plan, unit, unit.points), unit.method, unit.cpc, unit.seed, plan.recipe_of(unit),
                         folder / CACHE_NAME, info, distill=spec, rotator=unit.rotator)
     seconds = time.perf_counter() - start
@@ -230,23 +260,29 @@ def run_unit(plan: Plan, unit: Unit, out: Path, info: DistInfo, place: str) -> d
         return _read_result(plan, unit, result_path)
     if info.is_main:
         print(f"study: {place}: {unit.name}", file=sys.stderr, flush=True)
-    test_data = _data(plan, unit, unit.eval_points)
+    data = _data(plan, unit, unit.eval_points)
     cost: dict[str, float] = {}
     if unit.method == "full":
         frame = Rotator(rotator_kind(unit.setting, unit.rotator))
-        train = clouds_of(in_frame(test_data.load("train"), frame))
-        test = in_frame(test_data.load("test"), frame)
     else:
         set_folder = out / "units" / unit.set_name
         if not (set_folder / "condensed.npz").exists():
             cost = _condense(plan, unit.set_unit, set_folder, info)
         cset = _evaluated_set(unit, set_folder)
-        test = in_frame(test_data.load("test"), rotator_of(cset.provenance["frame"]))
+        frame = rotator_of(cset.provenance["frame"])
+    test = in_frame(data.load("test"), frame)
+    try:
+        val: Clouds | None = clouds_of(in_frame(data.load("val"), frame))
+    except EmptySplitError:  # a set too small to hold one out: no validation scores
+        val = None
+    if unit.method == "full":
+        train = clouds_of(in_frame(data.load("train"), frame))
+    else:
         train = condensed_clouds(cset, test, str(set_folder))
         if unit.resample:
             train = resampled(train, cset, set_folder / "condensed.npz", info.device)
     recipe = plan.recipe_of(unit)
-    runs = evaluate_runs(train, clouds_of(test), recipe, plan.runs, 0, info, desc=unit.name)
+    runs = evaluate_runs(train, clouds_of(test), recipe, plan.runs, 0, info, desc=unit.name, val=val)
     result = {"unit": asdict(unit), "recipe": recipe.record(), "runs": runs, **cost}
     if info.is_main:
         atomic_write(json.dumps(result, indent=1).encode(), result_path)
@@ -276,14 +312,51 @@ def _cell(results: list[dict[str, Any]], task: str, best: bool = False) -> str:
     return f"{format_two_level(first)} ({LABELS[SCORES[task][1]]} {second.mean:.1f})"
 
 
-def _gain(results: list[dict[str, Any]], task: str, method: str, **where: Any) -> str:
-    """``"+3.1 ± 20.0 (s0 +2.0, s1 +4.2)"``: ``method``'s first score minus Random's, paired by seed."""
+def _paired(ours: list[dict[str, Any]], base: list[dict[str, Any]], task: str) -> str:
+    """``"+3.1 ± 20.0 (s0 +2.0, s1 +4.2)"``: the first score of ``ours`` minus that of ``base``, paired by seed."""
     first = SCORES[task][0]
-    ours, random = ({seed: [100.0 * run[first] for run in runs] for seed, runs in
-                     _by_seed(_grouped(results, method=m, **where)).items()} for m in (method, "random"))
-    if not set(ours) & set(random):
-        return "-"
-    return format_gain(paired_gain(ours, random))
+    a, b = ({seed: [100.0 * run[first] for run in runs] for seed, runs in _by_seed(group).items()}
+            for group in (ours, base))
+    return format_gain(paired_gain(a, b)) if set(a) & set(b) else "-"
+
+
+def _gain(results: list[dict[str, Any]], task: str, method: str, **where: Any) -> str:
+    """``method``'s gain over Random's draw of the same seed (:func:`_paired`)."""
+    return _paired(_grouped(results, method=method, **where), _grouped(results, method="random", **where), task)
+
+
+def _val(results: list[dict[str, Any]]) -> float:
+    """The mean validation OA (%) of the results' runs (NaN where none was scored on validation)."""
+    scores = [100.0 * run[VAL]["oa"] for result in results for run in result["runs"] if VAL in run]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _topo_rows(rows: list[dict[str, Any]], plan: Plan, setting: str, cpc: int, method: str) -> list[str]:
+    """Table 7's lines of ``method`` at ``setting`` and ``cpc``: without the term, then each reading
+    at each weight, the weight of the best validation OA marked (among those finished)."""
+    where = {"setting": setting, "cpc": cpc, "method": method}
+    base = _grouped(rows, topo=None, **where)
+    lines = []
+
+    def line(name: str, group: list[dict[str, Any]]) -> str:
+        shapes = [g["shape"] for g in group if "shape" in g]
+        gaps = (f"{np.mean([g['chamfer'] for g in shapes]):.4f} | {np.mean([g['diagram'] for g in shapes]):.4f}"
+                if shapes else "- | -")
+        gain = _paired(group, base, "classification") if group is not base else "-"
+        val = _val(group)
+        return (f"| {setting} | {cpc} | {TITLES[method]} | {name} | {'-' if np.isnan(val) else f'{val:.1f}'} | "
+                f"{_cell(group, 'classification')} | {gain} | {gaps} |")
+    if base:
+        lines.append(line("none", base))
+    for reading in topo_readings(cpc):
+        done = [(w, group) for w in plan.topo_weights if (group := _grouped(rows, topo=reading, topo_weight=w, **where))]
+        if not done:
+            continue
+        scored = [(w, val) for w, group in done if not np.isnan(val := _val(group))]
+        chosen = max(scored, key=lambda item: item[1])[0] if scored else None
+        note = "chosen on val" if len(scored) == len(plan.topo_weights) else f"best val of {len(scored)} weights so far"
+        lines += [line(f"{reading}, w {w:g}" + (f" ({note})" if w == chosen else ""), group) for w, group in done]
+    return lines
 
 
 def _has_best(results: list[dict[str, Any]]) -> bool:
@@ -381,6 +454,19 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
                                if "condense_seconds" in g]
                     cells.append(f"{np.mean(seconds):.0f}" if seconds else "-")
                 lines.append(f"| {setting} | {cpc} | {' | '.join(cells)} |")
+    rows = results.get(7)
+    if rows:
+        lines += ["", "### Table 7: the persistence term in gradient matching (decision 96; not the paper's)", "",
+                  "Validation OA (mean of every run) chooses the weight; the gain is the test OA's over the same "
+                  "method without the term, paired by distillation seed. Chamfer: to the nearest real cloud of the "
+                  "class, in the unit sphere; diagram: PWCD (H0 + H1) to the nearest real diagram "
+                  "(train.condense.shape_gap); both means over the set's clouds.", "",
+                  "| setting | CPC | method | term | val OA | test OA | gain over no term | Chamfer | diagram gap |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for setting in ("aligned", "rotated"):
+            for cpc in plan.cpcs:
+                for method in TOPO_DISTILLATIONS:
+                    lines += _topo_rows(rows, plan, setting, cpc, method)
     rows = results.get(3)
     for best in (False, True):
         if not rows or (best and not _has_best(rows)):
@@ -411,6 +497,19 @@ def finished_units(plan: Plan, table: int, out: Path) -> list[dict[str, Any]]:
             if (path := _result_path(out, unit)).exists()]
 
 
+def _with_shape(plan: Plan, result: dict[str, Any], out: Path) -> dict[str, Any]:
+    """``result`` with its set's :func:`train.condense.shape_gap.shape_gap` (``shape``), measured once
+    and kept beside the set (``shape_gap.json``)."""
+    unit = Unit(**result["unit"])
+    folder = out / "units" / unit.set_name
+    path = folder / SHAPE_NAME
+    if not path.exists():
+        cset = read_condensed(folder / "condensed.npz")
+        real = in_frame(_data(plan, unit, unit.points).load("train"), rotator_of(cset.provenance["frame"]))
+        atomic_write(json.dumps(shape_gap(cset, real)).encode(), path)
+    return {**result, "shape": json.loads(path.read_text())}
+
+
 def run_study(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo) -> str:
     """Every unit of ``tables`` (finished ones read back), then the report of those and of every
     other table's units finished in ``out`` (a study run a table at a time reports them all), also
@@ -421,6 +520,8 @@ def run_study(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo) ->
         results[table] = ([run_unit(plan, unit, out, info, f"Table {table}, unit {k} of {len(todo)}")
                            for k, unit in enumerate(todo, 1)] if table in tables else finished_units(plan, table, out))
     results = {table: rows for table, rows in results.items() if rows}
+    if 7 in results:
+        results[7] = [_with_shape(plan, result, out) for result in results[7]]
     text = report(plan, results)
     if info.is_main:
         atomic_write(json.dumps({"plan": asdict(plan), "results": results}, indent=1).encode(), out / "study.json")

@@ -96,6 +96,11 @@ class ObjectSet:
         return len(self.labels)
 
 
+class EmptySplitError(ValueError):
+    """A split that holds no clouds (e.g. the validation split of a set with fewer than
+    :data:`VAL_EVERY` training clouds a class)."""
+
+
 def held_out(trainval: RawClouds, split: str) -> RawClouds:
     """``train`` or ``val`` of a standard training split (the module docstring's rule)."""
     rank = np.zeros(len(trainval), dtype=np.int64)
@@ -166,7 +171,7 @@ def build_set(raw: RawClouds, *, name: str, split: str, class_names: Sequence[st
     if len(raw) == 0:
         why = (f": it holds every {VAL_EVERY}th training cloud of each class, and no class has {VAL_EVERY}; use the "
                "test split, or more training clouds (a generated set: a larger size)" if split == "val" else "")
-        raise ValueError(f"{name}: the {split!r} split holds no clouds{why}")
+        raise EmptySplitError(f"{name}: the {split!r} split holds no clouds{why}")
     bad = (raw.labels < 0) | (raw.labels >= len(class_names))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])

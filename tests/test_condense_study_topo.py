@@ -1,0 +1,105 @@
+"""Table 7 of the condensation study (the persistence term, decisions 96 and 97): its units (the
+runs without the term are Table 1's sets, the feature reading only where a class has several
+clouds), a tiny run that reports it with validation scores and shape gaps kept, the report's
+choice on validation and paired gain by hand, and the shape gaps (train.condense.shape_gap)
+against a brute force and on sets whose answer is known."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train.condense.study as study
+from train.condense.condensed_file import CondensedSet, read_condensed
+from train.condense.shape_gap import chamfer_to_nearest, shape_gap
+from train.condense.study import Plan, Unit, run_study, units
+from train.condense.training import TrainSpec
+from train.data.objects import load_objects
+from train.runtime.distributed import DistInfo
+
+CPU = DistInfo(0, 1, 0, torch.device("cpu"))
+TINY = Plan(points=32, low_points=(16,), part_points=32, cpcs=(1,), iterations=1, distills=1, runs=2,
+            recipe=TrainSpec(steps=2), part_recipe=TrainSpec(steps=2), size=4, topo_weights=(1e3, 1e4))
+
+
+def test_table_7_runs_each_reading_at_each_weight_and_shares_the_runs_without_the_term_with_table_1() -> None:
+    at_one = units(replace(TINY, distills=2), 7)
+    assert {(u.method, u.setting, u.topo, u.topo_weight) for u in at_one} == {
+        (m, s, t, w) for m in ("gm", "dd3d") for s in ("aligned", "rotated")
+        for t, w in ((None, 0.0), ("shape", 1e3), ("shape", 1e4))}  # one cloud a class: no feature reading
+    assert len({u.name for u in at_one}) == len(at_one) == 2 * 2 * 3 * 2
+    table_1 = {u.name for u in units(replace(TINY, distills=2), 1)}
+    assert {u.name for u in at_one if u.topo is None} <= table_1
+    assert all(u.name not in table_1 for u in at_one if u.topo is not None)
+    at_two = units(replace(TINY, cpcs=(2,)), 7)
+    assert {u.topo for u in at_two} == {None, "shape", "feature"}
+    assert "-gm-topo-feature-w10000-cpc2-" in " ".join(u.name for u in at_two)
+
+
+def test_a_tiny_table_7_reports_validation_and_shape_gaps_and_keeps_them(tmp_path: Path) -> None:
+    plan = replace(TINY, topo_weights=(1e4,), size=10)  # 10 clouds a class: a validation split of one a class
+    text = run_study(plan, (7,), tmp_path, CPU)
+    assert "### Table 7: the persistence term" in text
+    for setting in ("aligned", "rotated"):
+        for method in ("GM", "DD3D"):
+            assert f"| {setting} | 1 | {method} | none |" in text
+            assert f"| {setting} | 1 | {method} | shape, w 10000 (chosen on val) |" in text
+    record = json.loads((tmp_path / "study.json").read_text())
+    rows = record["results"]["7"]
+    assert len(rows) == len(units(plan, 7)) and all("val" in run and "oa" in run["val"] for r in rows for run in r["runs"])
+    for r in rows:
+        gaps = json.loads((tmp_path / "units" / Unit(**r["unit"]).set_name / "shape_gap.json").read_text())
+        assert r["shape"] == gaps and gaps["chamfer"] > 0 and gaps["diagram"] >= 0
+    last = units(plan, 7)[-1]
+    assert read_condensed(tmp_path / "units" / last.set_name / "condensed.npz").provenance["topo"] == {
+        "reading": "shape", "weight": 1e4}
+
+
+def _result(topo: str | None, weight: float, seed: int, test: list[float], val: list[float]) -> dict:
+    unit = Unit(7, "gm", "aligned", 1, seed, 32, 32, topo=topo, topo_weight=weight)
+    return {"unit": dataclasses.asdict(unit), "runs": [{"oa": t, "macc": t, "val": {"oa": v, "macc": v}}
+                                                        for t, v in zip(test, val)],
+            "shape": {"chamfer": 0.01 * (seed + 1), "diagram": 0.001 * (seed + 1)}}
+
+
+def test_the_report_chooses_the_weight_on_validation_and_pairs_the_gain_by_seed_by_hand() -> None:
+    rows = [_result(None, 0.0, 0, [0.60, 0.62], [0.5, 0.5]), _result(None, 0.0, 1, [0.70, 0.70], [0.5, 0.5]),
+            # weight 1e3: the better test, the worse validation; 1e4 is chosen
+            _result("shape", 1e3, 0, [0.90, 0.90], [0.4, 0.4]), _result("shape", 1e3, 1, [0.90, 0.90], [0.4, 0.4]),
+            _result("shape", 1e4, 0, [0.65, 0.67], [0.6, 0.6]), _result("shape", 1e4, 1, [0.70, 0.74], [0.7, 0.7])]
+    text = study.report(TINY, {7: rows})
+    assert "| aligned | 1 | GM | shape, w 1000 | 40.0 |" in text
+    # gains: s0 66 - 61 = +5, s1 72 - 70 = +2: mean 3.5, t(0.975, 1) * 1.5 = 19.1; gaps the seeds' means
+    assert ("| aligned | 1 | GM | shape, w 10000 (chosen on val) | 65.0 | 69.0 ± 38.1 [66.0 / 72.0] (mAcc 69.0) | "
+            "+3.5 ± 19.1 (s0 +5.0, s1 +2.0) | 0.0150 | 0.0015 |") in text
+    assert "| aligned | 1 | GM | none | 50.0 | 65.5 ± 57.2 [61.0 / 70.0] (mAcc 65.5) | - | 0.0150 | 0.0015 |" in text
+    partial = study.report(TINY, {7: rows[:4]})
+    assert "| aligned | 1 | GM | shape, w 1000 (best val of 1 weights so far) |" in partial
+    unscored = [{**r, "runs": [{k: v for k, v in run.items() if k != "val"} for run in r["runs"]]} for r in rows]
+    assert "| aligned | 1 | GM | shape, w 10000 | - |" in study.report(TINY, {7: unscored})  # no split: no choice
+
+
+def test_chamfer_to_the_nearest_real_cloud_equals_a_brute_force() -> None:
+    rng = np.random.default_rng(7)
+    cloud, real = torch.from_numpy(rng.normal(size=(20, 3))), torch.from_numpy(rng.normal(size=(37, 25, 3)))
+    brute = min(np.mean([min(np.sum((a - b) ** 2) for b in r) for a in cloud.numpy()])
+                + np.mean([min(np.sum((a - b) ** 2) for a in cloud.numpy()) for b in r]) for r in real.numpy())
+    assert chamfer_to_nearest(cloud, real) == pytest.approx(brute, rel=1e-10)
+
+
+def test_a_set_of_moved_and_scaled_real_clouds_has_no_gap_and_noise_has_one() -> None:
+    real = load_objects("shapes", split="train", points=64, size=4)
+    rows = np.array([np.flatnonzero(real.labels == k)[0] for k in range(3)])
+    copies = real.points[rows] * 0.3 + np.float32(2.0)  # the unit sphere undoes a shift and a scale
+
+    def cset(points: np.ndarray) -> CondensedSet:
+        return CondensedSet(points=points.astype(np.float32), labels=real.labels[rows], provenance={})
+    same = shape_gap(cset(copies), real)
+    assert same["chamfer"] < 1e-6 and same["diagram"] < 1e-6  # float32 rounding of the moved copies
+    noise = shape_gap(cset(np.random.default_rng(0).normal(size=copies.shape)), real)
+    assert noise["chamfer"] > 0.05 and noise["diagram"] > 1e-3
