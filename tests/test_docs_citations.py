@@ -145,10 +145,10 @@ def test_the_scanner_flags_each_kind_of_bad_reference(decision_ids: set[str], se
     # The bad citations are assembled at run time so that this file's own text stays clean.
     d, s = "decision", "spec"
     bad = {
-        f"see {d} 99": "decision(s) ['99']",
+        f"see {d} 999": "decision(s) ['999']",
         f"see {d}s 6c and 6z": "decision(s) ['6z']",
-        f"see {d}s 98-99": "decision(s) ['98', '99']",
-        f"({d}-97)": "decision(s) ['97']",
+        f"see {d}s 998-999": "decision(s) ['998', '999']",
+        f"({d}-997)": "decision(s) ['997']",
         f"see {s} Z": "section(s) ['Z']",
         f"see {s} A8-A11": "section(s) ['A10', 'A11']",
         "as " + "issue" + " 7 asks": "issue tracker",
