@@ -71,15 +71,26 @@ def test_a_folder_holding_another_runs_set_is_refused_and_overwrite_replaces_set
     (["--method", "gm", "--topo", "shape"], "--topo and --topo-weight go together"),
     (["--method", "gm", "--iterations", "0"], "--iterations must be a positive integer"),
     (["--method", "herding", "--lr", "0"], "--lr must be positive"),
+    # the refusals that need the train split: read and checked before --overwrite clears
+    (["--method", "dm", "--cpc", "4"], "cpc 4 is more than class 'chair' of shapes holds (3 clouds"),
+    (["--method", "gm", "--task", "parts", "--topo", "shape", "--topo-weight", "10"],
+     "--topo is an option of gm, dd3d on classification sets"),
+    (["--method", "dm", "--task", "parts"], "dm distils classification sets only (part segmentation: gm, dd3d)"),
+    (["--method", "gm", "--rotator", "learned"], "the learned sign is trained by dd3d; gm takes the rotator"),
+    (["--method", "nope"], "method 'nope' is not one of random"),
 ])
 def test_overwrite_removes_nothing_when_an_option_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                             options: list[str], words: str) -> None:
+                                                             monkeypatch: pytest.MonkeyPatch, options: list[str],
+                                                             words: str) -> None:
     out = tmp_path / "run"
     first = random_set(out).read_bytes()
+    kept = sorted((p.name, p.read_bytes()) for p in out.iterdir() if p.is_file())
     capsys.readouterr()
-    assert main([*TINY, *options, "--cpc", "1", "--out", str(out), "--overwrite"]) == 2
+    monkeypatch.setattr("train.condense.methods.feature_network", lambda *a, **k: pytest.fail("trained"))
+    assert main([*TINY, "--cpc", "1", *options, "--out", str(out), "--overwrite"]) == 2
     assert words in refusal(capsys)
     assert (out / "condensed.npz").read_bytes() == first
+    assert sorted((p.name, p.read_bytes()) for p in out.iterdir() if p.is_file()) == kept  # nothing in --out touched
 
 
 def test_a_stopped_runs_checkpoint_is_refused_without_resume_and_resume_needs_one(
