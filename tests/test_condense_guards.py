@@ -7,6 +7,7 @@ taking a run folder or its file, and help and unknown forms that name what is ac
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shlex
 import signal
@@ -314,3 +315,33 @@ def test_the_study_asks_for_its_preset(tmp_path: Path, capsys: pytest.CaptureFix
         main(["study", "--out", str(tmp_path)])
     assert "the following arguments are required: --preset" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- study folders
+def test_a_study_into_a_folder_of_another_plans_study_is_refused_before_any_unit(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = dataclasses.asdict(study.PRESETS["cpu"])
+    (tmp_path / "study.json").write_text(json.dumps({"plan": cpu, "results": {}}))
+    monkeypatch.setattr(study, "run_unit", lambda *a, **k: pytest.fail("a unit ran"))
+    argv = ["study", "--preset", "cpu", "--tables", "4", "--out", str(tmp_path), "--device", "cpu"]
+    assert main([*argv, "--dataset", "lidar_objects"]) == 2
+    assert refusal(capsys) == (f"{PROG}: error: --out {tmp_path} holds a study of dataset 'shapes' ({tmp_path}/"
+                               "study.json), this one's is 'lidar_objects': its finished units would be read as this "
+                               "study's; study into another --out")
+    assert main(["study", "--preset", "paper", *argv[3:]]) == 2  # another budget: the iterations differ
+    assert "holds a study of iterations 40 " in refusal(capsys)
+    for field, value in (("size", 7), ("runs", 3)):
+        with pytest.raises(ValueError, match=f"holds a study of {field} "):
+            study.check_plan(dataclasses.replace(study.PRESETS["cpu"], **{field: value}), tmp_path)
+
+
+@pytest.mark.parametrize("kept", sorted(Path(__file__).parents[1].glob("benchmarks/studies/condense-cpu*/study.json")))
+def test_a_study_goes_on_in_its_folder_and_an_older_plan_is_compared_on_its_own_fields(kept: Path,
+                                                                                       tmp_path: Path) -> None:
+    plan = json.loads(kept.read_text())["plan"]
+    (tmp_path / "study.json").write_text(json.dumps({"plan": plan}))
+    study.check_plan(study.plan_of(plan), tmp_path)  # the same plan, as read back: goes on
+    older = {k: v for k, v in plan.items() if k not in ("iterations", "size")}  # fields a later plan added
+    (tmp_path / "study.json").write_text(json.dumps({"plan": older}))
+    study.check_plan(dataclasses.replace(study.plan_of(plan), iterations=None, size=9), tmp_path)
+    study.check_plan(study.PRESETS["cpu"], tmp_path / "new")  # no study.json: nothing to compare
