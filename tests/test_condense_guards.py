@@ -345,3 +345,17 @@ def test_a_study_goes_on_in_its_folder_and_an_older_plan_is_compared_on_its_own_
     (tmp_path / "study.json").write_text(json.dumps({"plan": older}))
     study.check_plan(dataclasses.replace(study.plan_of(plan), iterations=None, size=9), tmp_path)
     study.check_plan(study.PRESETS["cpu"], tmp_path / "new")  # no study.json: nothing to compare
+
+
+# ----------------------------------------------------------------------------- evaluate
+def test_evaluate_against_files_of_no_shared_seed_is_refused_before_any_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    for seed in range(4):
+        assert main([*TINY, "--method", "random", "--cpc", "1", "--seed", str(seed), "--out",
+                     str(tmp_path / f"s{seed}")]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("train.condense.command.evaluate_runs", lambda *a, **k: pytest.fail("trained"))
+    assert main(["evaluate", "--from", str(tmp_path / "s0"), str(tmp_path / "s1"), "--against", str(tmp_path / "s2"),
+                 str(tmp_path / "s3"), "--runs", "1", "--steps", "1", "--device", "cpu"]) == 2
+    assert refusal(capsys) == (f"{PROG}: error: no common seed: --from [0, 1], --against [2, 3]; a gain is paired by "
+                               "seed, so --against must hold draws of some of --from's seeds")

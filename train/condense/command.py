@@ -55,7 +55,7 @@ from train.condense.matching_loops import DistillSpec  # noqa: E402
 from train.condense.methods import (DISTILLATIONS, METHODS, TOPO_DISTILLATIONS, checked_split, condense_set,  # noqa: E402
                                     loss_line)
 from train.condense.pictures import draw_clouds  # noqa: E402
-from train.condense.metrics import SCORES, paired_gain, summarise, two_level  # noqa: E402
+from train.condense.metrics import SCORES, common_seeds, paired_gain, summarise, two_level  # noqa: E402
 from train.condense.protocol import (BEST, LABELS, choose_recipe, evaluate_runs, format_gain,  # noqa: E402
                                      format_summary, format_two_level, validation_record)
 from train.condense.recipes import RECIPES, named_recipe  # noqa: E402
@@ -401,6 +401,8 @@ def _evaluate_distillations(args: argparse.Namespace, info: DistInfo) -> None:
         raise ValueError("several --steps, --epochs or --lr with several files: choose the recipe on one set first")
     seeds = {side: _seeds(files) for side, files in (("from", args.source), ("against", args.against or []))}
     _one_data_and_cpc([*args.source, *(args.against or [])])
+    if args.against:  # refused before anything trains
+        common_seeds(seeds["from"], seeds["against"], ("--from", "--against"))
     ours, theirs = ({seed: _evaluate_set(args, source, None, info) for seed, source in zip(seeds[side], files)}
                     for side, files in (("from", args.source), ("against", args.against or [])))
     some = next(iter(ours.values()))
