@@ -186,14 +186,15 @@ block = torch.empty(2**24)
 in_heap = block.data_ptr() < libc.sbrk(0)
 before = libc.sbrk(0)
 del block
-child = subprocess.run([sys.executable, "-c", "import os; print(','.join(k for k in os.environ if k.startswith('MALLOC_')) "
-                        "or 'none')"], capture_output=True, text=True, check=True).stdout.strip()
+probe = "import os; print(','.join(k for k in os.environ if k.startswith('MALLOC_')) or 'none')"
+child = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
 print(applied, in_heap, libc.sbrk(0) == before, child, spawn_local(_rank_heap, [], 1))
 """
     outputs = {}
     for mode in ("hold", "default"):
         done = subprocess.run([sys.executable, "-c", script, mode], cwd=REPO, capture_output=True, text=True,
-                              check=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+                              check=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
+                                               "OMP_NUM_THREADS": "1"})
         outputs[mode] = done.stdout.split()
     assert outputs["hold"] == ["True", "True", "True", "none", "11"]
     assert outputs["default"] == ["False", "False", "True", "none", "10"]

@@ -52,8 +52,8 @@ from train.condense.distill_checkpoint import CHECKPOINT_NAME, SAVE_MINUTES, sav
 from train.condense.explicit import CLOUD_STEPS, OPTIMIZERS, cloud_step  # noqa: E402
 from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
-from train.condense.methods import (DISTILLATIONS, METHODS, TOPO_DISTILLATIONS, checked_split, condense_set,  # noqa: E402
-                                    loss_line)
+from train.condense.methods import (DISTILLATIONS, METHODS, TOPO_DISTILLATIONS, checked_split,  # noqa: E402
+                                    condense_set, loss_line)
 from train.condense.pictures import draw_clouds  # noqa: E402
 from train.condense.metrics import SCORES, common_seeds, paired_gain, summarise, two_level  # noqa: E402
 from train.condense.protocol import (BEST, LABELS, choose_recipe, evaluate_runs, format_gain,  # noqa: E402
