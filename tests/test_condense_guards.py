@@ -7,6 +7,7 @@ taking a run folder or its file, and help and unknown forms that name what is ac
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shlex
 import signal
@@ -71,15 +72,26 @@ def test_a_folder_holding_another_runs_set_is_refused_and_overwrite_replaces_set
     (["--method", "gm", "--topo", "shape"], "--topo and --topo-weight go together"),
     (["--method", "gm", "--iterations", "0"], "--iterations must be a positive integer"),
     (["--method", "herding", "--lr", "0"], "--lr must be positive"),
+    # the refusals that need the train split: read and checked before --overwrite clears
+    (["--method", "dm", "--cpc", "4"], "cpc 4 is more than class 'chair' of shapes holds (3 clouds"),
+    (["--method", "gm", "--task", "parts", "--topo", "shape", "--topo-weight", "10"],
+     "--topo is an option of gm, dd3d on classification sets"),
+    (["--method", "dm", "--task", "parts"], "dm distils classification sets only (part segmentation: gm, dd3d)"),
+    (["--method", "gm", "--rotator", "learned"], "the learned sign is trained by dd3d; gm takes the rotator"),
+    (["--method", "nope"], "method 'nope' is not one of random"),
 ])
 def test_overwrite_removes_nothing_when_an_option_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                             options: list[str], words: str) -> None:
+                                                             monkeypatch: pytest.MonkeyPatch, options: list[str],
+                                                             words: str) -> None:
     out = tmp_path / "run"
     first = random_set(out).read_bytes()
+    kept = sorted((p.name, p.read_bytes()) for p in out.iterdir() if p.is_file())
     capsys.readouterr()
-    assert main([*TINY, *options, "--cpc", "1", "--out", str(out), "--overwrite"]) == 2
+    monkeypatch.setattr("train.condense.methods.feature_network", lambda *a, **k: pytest.fail("trained"))
+    assert main([*TINY, "--cpc", "1", *options, "--out", str(out), "--overwrite"]) == 2
     assert words in refusal(capsys)
     assert (out / "condensed.npz").read_bytes() == first
+    assert sorted((p.name, p.read_bytes()) for p in out.iterdir() if p.is_file()) == kept  # nothing in --out touched
 
 
 def test_a_stopped_runs_checkpoint_is_refused_without_resume_and_resume_needs_one(
@@ -303,3 +315,47 @@ def test_the_study_asks_for_its_preset(tmp_path: Path, capsys: pytest.CaptureFix
         main(["study", "--out", str(tmp_path)])
     assert "the following arguments are required: --preset" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- study folders
+def test_a_study_into_a_folder_of_another_plans_study_is_refused_before_any_unit(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = dataclasses.asdict(study.PRESETS["cpu"])
+    (tmp_path / "study.json").write_text(json.dumps({"plan": cpu, "results": {}}))
+    monkeypatch.setattr(study, "run_unit", lambda *a, **k: pytest.fail("a unit ran"))
+    argv = ["study", "--preset", "cpu", "--tables", "4", "--out", str(tmp_path), "--device", "cpu"]
+    assert main([*argv, "--dataset", "lidar_objects"]) == 2
+    assert refusal(capsys) == (f"{PROG}: error: --out {tmp_path} holds a study of dataset 'shapes' ({tmp_path}/"
+                               "study.json), this one's is 'lidar_objects': its finished units would be read as this "
+                               "study's; study into another --out")
+    assert main(["study", "--preset", "paper", *argv[3:]]) == 2  # another budget: the iterations differ
+    assert "holds a study of iterations 40 " in refusal(capsys)
+    for field, value in (("size", 7), ("runs", 3)):
+        with pytest.raises(ValueError, match=f"holds a study of {field} "):
+            study.check_plan(dataclasses.replace(study.PRESETS["cpu"], **{field: value}), tmp_path)
+
+
+@pytest.mark.parametrize("kept", sorted(Path(__file__).parents[1].glob("benchmarks/studies/condense-cpu*/study.json")))
+def test_a_study_goes_on_in_its_folder_and_an_older_plan_is_compared_on_its_own_fields(kept: Path,
+                                                                                       tmp_path: Path) -> None:
+    plan = json.loads(kept.read_text())["plan"]
+    (tmp_path / "study.json").write_text(json.dumps({"plan": plan}))
+    study.check_plan(study.plan_of(plan), tmp_path)  # the same plan, as read back: goes on
+    older = {k: v for k, v in plan.items() if k not in ("iterations", "size")}  # fields a later plan added
+    (tmp_path / "study.json").write_text(json.dumps({"plan": older}))
+    study.check_plan(dataclasses.replace(study.plan_of(plan), iterations=None, size=9), tmp_path)
+    study.check_plan(study.PRESETS["cpu"], tmp_path / "new")  # no study.json: nothing to compare
+
+
+# ----------------------------------------------------------------------------- evaluate
+def test_evaluate_against_files_of_no_shared_seed_is_refused_before_any_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    for seed in range(4):
+        assert main([*TINY, "--method", "random", "--cpc", "1", "--seed", str(seed), "--out",
+                     str(tmp_path / f"s{seed}")]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("train.condense.command.evaluate_runs", lambda *a, **k: pytest.fail("trained"))
+    assert main(["evaluate", "--from", str(tmp_path / "s0"), str(tmp_path / "s1"), "--against", str(tmp_path / "s2"),
+                 str(tmp_path / "s3"), "--runs", "1", "--steps", "1", "--device", "cpu"]) == 2
+    assert refusal(capsys) == (f"{PROG}: error: no common seed: --from [0, 1], --against [2, 3]; a gain is paired by "
+                               "seed, so --against must hold draws of some of --from's seeds")

@@ -10,11 +10,13 @@
 - One outer iteration of gradient matching reads the device once per outer step (the loss), never
   per class (a CPU-countable proxy of the host waits); on CUDA no class or inner step synchronises
   with the host at all.
-- ``hold_freed_memory`` serves large blocks from the heap and keeps them when freed (glibc).
+- ``hold_freed_memory`` serves large blocks from the heap and keeps them when freed (glibc), in the
+  ranks spawned later too, and leaves no variable another child would inherit.
 """
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import subprocess
 import sys
@@ -156,13 +158,26 @@ def test_on_cuda_no_class_and_no_inner_step_waits_for_the_device() -> None:
     assert torch.isfinite(total).item()
 
 
+def _rank_heap(argv: list[str]) -> int:
+    """A rank ``spawn_local`` started, reporting in its exit status: 10, plus 1 where a fresh 64 MB
+    block comes from the heap (below the program break), plus 2 where it sees a ``MALLOC_`` variable."""
+    libc = ctypes.CDLL(None)
+    libc.sbrk.restype = ctypes.c_void_p
+    block = torch.empty(2**24)
+    return 10 + int(block.data_ptr() < libc.sbrk(0)) + 2 * any(k.startswith("MALLOC_") for k in os.environ)
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_hold_freed_memory_serves_large_blocks_from_the_heap_and_keeps_them() -> None:
+def test_hold_freed_memory_serves_large_blocks_from_the_heap_keeps_them_and_reaches_only_the_ranks() -> None:
     """A 64 MB block comes from the heap (below the program break) rather than from its own mapping,
-    and freeing it does not move the break back; the variables pass it to processes started later."""
+    and freeing it does not move the break back; the ranks spawned later hold their memory too, while
+    another child (a persistence worker, a tool) starts with glibc's defaults: no ``MALLOC_`` variable
+    is left in the environment (decision 90)."""
     script = """
-import ctypes, os, sys
+import ctypes, os, subprocess, sys
 import torch
+from tests.test_condense_matching_speed import _rank_heap
+from train.runtime.distributed import spawn_local
 from train.runtime.heap import hold_freed_memory
 applied = hold_freed_memory() if sys.argv[1] == "hold" else False
 libc = ctypes.CDLL(None)
@@ -171,12 +186,15 @@ block = torch.empty(2**24)
 in_heap = block.data_ptr() < libc.sbrk(0)
 before = libc.sbrk(0)
 del block
-print(applied, in_heap, libc.sbrk(0) == before, os.environ.get("MALLOC_MMAP_MAX_"))
+probe = "import os; print(','.join(k for k in os.environ if k.startswith('MALLOC_')) or 'none')"
+child = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+print(applied, in_heap, libc.sbrk(0) == before, child, spawn_local(_rank_heap, [], 1))
 """
     outputs = {}
     for mode in ("hold", "default"):
         done = subprocess.run([sys.executable, "-c", script, mode], cwd=REPO, capture_output=True, text=True,
-                              check=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+                              check=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
+                                               "OMP_NUM_THREADS": "1"})
         outputs[mode] = done.stdout.split()
-    assert outputs["hold"] == ["True", "True", "True", "0"]
-    assert outputs["default"] == ["False", "False", "True", "None"]
+    assert outputs["hold"] == ["True", "True", "True", "none", "11"]
+    assert outputs["default"] == ["False", "False", "True", "none", "10"]

@@ -23,7 +23,8 @@ from train.condense.command import main
 from train.condense.condensed_file import read_condensed
 from train.condense.matching_loops import DistillSpec, fresh_network
 from train.condense.methods import key_settings
-from train.condense.topology_term import RealDiagrams, feature_term, shape_term, topology_term
+from train.condense.rotator import Rotator, principal_axes
+from train.condense.topology_term import RealDiagrams, feature_term, shape_term, target_diagrams, topology_term
 
 ROOT = Path(__file__).resolve().parents[1]
 M = 12  # below the clouds' sizes: TPS picks points
@@ -90,6 +91,27 @@ def test_the_term_reaches_the_synthetic_points_through_torchs_gradcheck() -> Non
     kept = RealDiagrams(M)
     assert torch.autograd.gradcheck(lambda s: shape_term(real, s, kept, M, "mean"), (synthetic,), eps=1e-7,
                                     atol=1e-6)
+
+
+def test_the_real_diagrams_keep_one_entry_a_cloud_under_the_learned_signs_and_are_the_given_clouds() -> None:
+    """Under ``--rotator learned`` DD3D's real batch is the clouds on their principal axes times the
+    sign step's signs, which change with the decoder every iteration: up to 8 byte patterns a cloud.
+    The cache keeps one entry a cloud, and each diagram it returns is that of the cloud given."""
+    clouds = principal_axes(_clouds(12, 5, 20).float())
+    rotator, gen = Rotator("learned"), torch.Generator().manual_seed(0)
+    kept = RealDiagrams(M)
+    seen = set()
+    for _ in range(24):
+        with torch.no_grad():
+            rotator.decoder.copy_(torch.randn(len(rotator.decoder), generator=gen))
+            drawn = rotator(clouds)[torch.randperm(len(clouds), generator=gen)[:3]]
+        seen.update(c.numpy().tobytes() for c in drawn)
+        got = kept(drawn)
+        assert len(kept.kept) <= len(clouds)
+        for mine, fresh in zip(got, target_diagrams(list(drawn.double().numpy()), M)):
+            for field in ("h0_pairs", "h0_death_edges", "h1_pairs", "h1_birth_edges", "h1_death_edges"):
+                assert np.array_equal(getattr(mine, field), getattr(fresh, field)), field
+    assert len(seen) > 2 * len(clouds)  # the signs did change: bytes alone would have kept each pattern
 
 
 def test_the_feature_terms_gradient_reaches_the_synthetic_points_through_the_network() -> None:

@@ -37,6 +37,7 @@ import signal
 import sys
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -51,9 +52,10 @@ from train.condense.distill_checkpoint import CHECKPOINT_NAME, SAVE_MINUTES, sav
 from train.condense.explicit import CLOUD_STEPS, OPTIMIZERS, cloud_step  # noqa: E402
 from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
-from train.condense.methods import DISTILLATIONS, METHODS, TOPO_DISTILLATIONS, condense_set, loss_line  # noqa: E402
+from train.condense.methods import (DISTILLATIONS, METHODS, TOPO_DISTILLATIONS, checked_split,  # noqa: E402
+                                    condense_set, loss_line)
 from train.condense.pictures import draw_clouds  # noqa: E402
-from train.condense.metrics import SCORES, paired_gain, summarise, two_level  # noqa: E402
+from train.condense.metrics import SCORES, common_seeds, paired_gain, summarise, two_level  # noqa: E402
 from train.condense.protocol import (BEST, LABELS, choose_recipe, evaluate_runs, format_gain,  # noqa: E402
                                      format_summary, format_two_level, validation_record)
 from train.condense.recipes import RECIPES, named_recipe  # noqa: E402
@@ -66,7 +68,7 @@ from train.condense.study import PRESETS, TABLES, run_study  # noqa: E402
 from train.condense.table import coreset_table  # noqa: E402
 from train.condense.topology_term import READINGS, check_weight  # noqa: E402
 from train.condense.training import TrainSpec  # noqa: E402
-from train.data.objects import OBJECT_SETS, SETTINGS, TASKS  # noqa: E402
+from train.data.objects import OBJECT_SETS, SETTINGS, TASKS, ObjectSet  # noqa: E402
 from train.models.objects import CLASSIFIERS, PART_SEGMENTERS  # noqa: E402
 from train.runtime.distributed import SPAWNED_ENV, DistInfo, launch  # noqa: E402
 from train.runtime.files import atomic_write  # noqa: E402
@@ -271,10 +273,11 @@ def _distill(args: argparse.Namespace) -> DistillSpec:
     return spec
 
 
-def _condense(args: argparse.Namespace, info: DistInfo) -> None:
+def _condense(args: argparse.Namespace, info: DistInfo, train: ObjectSet | None = None) -> None:
+    """The condense form; ``train``: the train split when this process read and checked it already."""
     data = _given_data(args)
     cset = condense_set(data, args.method, args.cpc, args.seed, _spec(args, data.task), Path(args.out) / CACHE_NAME,
-                        info, distill=_distill(args), rotator=args.rotator)
+                        info, train, _distill(args), args.rotator)
     if info.is_main:
         path = write_condensed(cset, Path(args.out))
         print(f"{PROG}: {args.method} CPC {args.cpc}: {len(cset)} clouds of {cset.points.shape[1]} points -> {path}")
@@ -398,6 +401,8 @@ def _evaluate_distillations(args: argparse.Namespace, info: DistInfo) -> None:
         raise ValueError("several --steps, --epochs or --lr with several files: choose the recipe on one set first")
     seeds = {side: _seeds(files) for side, files in (("from", args.source), ("against", args.against or []))}
     _one_data_and_cpc([*args.source, *(args.against or [])])
+    if args.against:  # refused before anything trains
+        common_seeds(seeds["from"], seeds["against"], ("--from", "--against"))
     ours, theirs = ({seed: _evaluate_set(args, source, None, info) for seed, source in zip(seeds[side], files)}
                     for side, files in (("from", args.source), ("against", args.against or [])))
     some = next(iter(ours.values()))
@@ -494,9 +499,16 @@ def _launching() -> bool:
     return SPAWNED_ENV not in os.environ and os.environ.get("RANK", "0") == "0"
 
 
-def _prepare(form: str, args: argparse.Namespace, held: ExitStack) -> None:
-    """Every check before any work (decision 90): the device and every --out; the run folder held
-    (and, for condense, cleared for the run) by the process the user started."""
+def _spawns(args: argparse.Namespace) -> bool:
+    """Whether this process starts ``--procs`` ranks (which are passed the signals, spawn_local)."""
+    return args.procs > 1 and "WORLD_SIZE" not in os.environ
+
+
+def _prepare(form: str, args: argparse.Namespace, held: ExitStack) -> ObjectSet | None:
+    """Every check before any work (decision 90): the device, the options and, for condense, every
+    refusal its train split can give (:func:`checked_split`), then every --out; the run folder held
+    (and, for condense, cleared for the run) by the process the user started. The condense form's
+    train split when this process goes on to condense it (None: not read, or read by the ranks)."""
     if getattr(args, "device", "auto") == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device cuda: this torch {torch.__version__} sees no CUDA device (built for CUDA "
                          f"{torch.version.cuda or 'none'}); give --device cpu, or auto")
@@ -509,14 +521,19 @@ def _prepare(form: str, args: argparse.Namespace, held: ExitStack) -> None:
                                   "show": (".png", "picture")}[form])
         if form == "sample" and out.exists() and not args.overwrite:
             raise ValueError(f"--out {out} already exists: give another file, or --overwrite to replace it")
-        return
+        return None
+    train = None
     if form == "condense":
-        _distill(args), _spec(args, _given_data(args).task)  # refused before --overwrite removes a run's files
+        data = _given_data(args)
+        distill, _ = _distill(args), _spec(args, data.task)  # refused before --overwrite removes a run's files
+        if _launching():  # a rank reads and checks its split in condense_set
+            train, _ = checked_split(data, args.method, args.cpc, distill, args.rotator)
     check_folder_out(out)
     if _launching():
         held.enter_context(hold_folder(out))
         if form == "condense":
             clear_for_run(out, bool(args.resume) and args.method in DISTILLATIONS, args.overwrite)
+    return None if _spawns(args) else train
 
 
 def _stop_line(form: str, args: argparse.Namespace, argv: list[str], signum: int) -> str:
@@ -540,14 +557,14 @@ def _stop_line(form: str, args: argparse.Namespace, argv: list[str], signum: int
             f"{shlex.join(['python', '-m', 'train.condense', *again])}")
 
 
-def _run_form(form: str, args: argparse.Namespace, argv: list[str]) -> int:
-    """The form's work: sample and show in this process, the others launched (their exit status)."""
+def _run_form(form: str, args: argparse.Namespace, argv: list[str], train: ObjectSet | None) -> int:
+    """The form's work: sample and show in this process, the others launched (their exit status);
+    ``train``: the condense form's train split, read by :func:`_prepare`."""
     if form not in LAUNCHED:
         return {"sample": _sample, "show": _show}[form](args)
-    body = {"condense": _condense, "evaluate": _evaluate, "table": _table, "study": _study}[form]
-    spawns = args.procs > 1 and "WORLD_SIZE" not in os.environ  # the ranks are passed the signals (spawn_local)
+    body = {"condense": partial(_condense, train=train), "evaluate": _evaluate, "table": _table, "study": _study}[form]
     return launch(main, argv, args.procs, args.device, False, lambda info: body(args, info), PROG,
-                  (*ERRORS, FeatureCacheError), STOP_SIGNALS if spawns else ())
+                  (*ERRORS, FeatureCacheError), STOP_SIGNALS if _spawns(args) else ())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -560,11 +577,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parsers()[form].parse_args(argv[1:] if form != "condense" else argv)
     with stopping(), ExitStack() as held:
         try:
-            _prepare(form, args, held)
+            train = _prepare(form, args, held)
         except (ValueError, OSError) as err:
             return refuse(f"{PROG}{'' if form in LAUNCHED else ' ' + form}: error: {err}")
         try:
-            code = _run_form(form, args, argv)
+            code = _run_form(form, args, argv, train)
         except Stopped as stop:
             code = stop.code
         signum = stopped_code(code)

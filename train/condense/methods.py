@@ -90,11 +90,6 @@ def distillation(name: str) -> Method:
     checkpointed in the run folder (decision 80)."""
     def method(inputs: MethodInputs) -> tuple[Arrays, Record]:
         train, spec = inputs.train, inputs.distill
-        if train.parts is not None and name not in PART_DISTILLATIONS:
-            raise ValueError(f"{name} distils classification sets only (part segmentation: "
-                             f"{', '.join(PART_DISTILLATIONS)})")
-        if spec.topo is not None and (name not in TOPO_DISTILLATIONS or train.parts is not None):
-            raise ValueError(f"--topo is an option of {', '.join(TOPO_DISTILLATIONS)} on classification sets")
         content = hashlib.sha1(train.points.tobytes() + train.labels.tobytes()).hexdigest()
         run = {"method": name, "cpc": inputs.cpc, "seed": inputs.seed,
                "data": [train.name, train.setting, task_of(train), content],
@@ -177,23 +172,40 @@ def check_classes(train: ObjectSet, cpc: int) -> None:
                          "or less")
 
 
-def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: TrainSpec, cache: Path, info: DistInfo,
-                 train: ObjectSet | None = None, distill: DistillSpec = DistillSpec(), rotator: str | None = None
-                 ) -> CondensedSet:
-    """``method`` at ``cpc`` clouds per class on ``data``'s ``train`` split (read unless given);
-    ``recipe`` and ``cache`` those of the feature network (:mod:`train.condense.features`), the
-    cache's folder the run's (a generator is kept there); ``distill`` the distillation settings;
-    ``rotator`` the frame's kind (None: the setting's, :func:`rotator_kind`)."""
+def checked_split(data: DataSpec, method: str, cpc: int, distill: DistillSpec = DistillSpec(),
+                  rotator: str | None = None, train: ObjectSet | None = None) -> tuple[ObjectSet, str]:
+    """The ``train`` split a run of ``method`` condenses (``data``'s, read unless given) and its
+    frame's kind, after every refusal of the run that its settings and that split can give, in one
+    line (the method, CPC, the classes' counts, the task, the persistence term, a learned sign):
+    :func:`condense_set` runs it, and the command runs it before ``--overwrite`` clears a folder
+    (decision 90)."""
     if method not in METHODS:
         raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
     if isinstance(cpc, bool) or not isinstance(cpc, int) or cpc < 1:
         raise ValueError(f"cpc must be a positive integer, got {cpc!r}")
     objects = data.load("train") if train is None else train  # checks the setting, which keys the rotator
     check_classes(objects, cpc)
+    if method in DISTILLATIONS and objects.parts is not None and method not in PART_DISTILLATIONS:
+        raise ValueError(f"{method} distils classification sets only (part segmentation: "
+                         f"{', '.join(PART_DISTILLATIONS)})")
+    if distill.topo is not None and (method not in TOPO_DISTILLATIONS or objects.parts is not None):
+        raise ValueError(f"--topo is an option of {', '.join(TOPO_DISTILLATIONS)} on classification sets")
     kind = rotator_kind(objects.setting, rotator)
     if kind == "learned" and method not in ROTATOR_TRAINERS:
         raise ValueError(f"the learned sign is trained by {', '.join(ROTATOR_TRAINERS)}; {method} takes the rotator "
                          "none, pca or fixed")
+    return objects, kind
+
+
+def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: TrainSpec, cache: Path, info: DistInfo,
+                 train: ObjectSet | None = None, distill: DistillSpec = DistillSpec(), rotator: str | None = None
+                 ) -> CondensedSet:
+    """``method`` at ``cpc`` clouds per class on ``data``'s ``train`` split (read unless given),
+    refused as :func:`checked_split` says; ``recipe`` and ``cache`` those of the feature network
+    (:mod:`train.condense.features`), the cache's folder the run's (a generator is kept there);
+    ``distill`` the distillation settings; ``rotator`` the frame's kind (None: the setting's,
+    :func:`rotator_kind`)."""
+    objects, kind = checked_split(data, method, cpc, distill, rotator, train)
     frame = Rotator(kind).to(info.device)
     if method not in ROTATOR_TRAINERS:
         objects = in_frame(objects, frame)

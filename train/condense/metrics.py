@@ -19,7 +19,7 @@ of the same seed, the t interval over those differences.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,12 +92,22 @@ class PairedGain:
     by_seed: dict[int, float]
 
 
+def common_seeds(method: Iterable[int], reference: Iterable[int], names: tuple[str, str] = ("method", "reference")
+                 ) -> list[int]:
+    """The seeds both sides have, sorted; ValueError in one line naming each side (``names``) and its
+    seeds when there is none: a gain is paired by seed."""
+    ours, theirs = sorted(set(method)), sorted(set(reference))
+    seeds = sorted(set(ours) & set(theirs))
+    if not seeds:
+        raise ValueError(f"no common seed: {names[0]} {ours}, {names[1]} {theirs}; a gain is paired by seed, so "
+                         f"{names[1]} must hold draws of some of {names[0]}'s seeds")
+    return seeds
+
+
 def paired_gain(method: Mapping[int, Sequence[float]], reference: Mapping[int, Sequence[float]]) -> PairedGain:
     """``method``'s mean minus ``reference``'s mean per seed (their scores by seed), over the seeds
-    both have (one or more)."""
-    seeds = sorted(set(method) & set(reference))
-    if not seeds:
-        raise ValueError(f"no common seed: method {sorted(method)}, reference {sorted(reference)}")
+    both have (one or more, :func:`common_seeds`)."""
+    seeds = common_seeds(method, reference)
     by_seed = {s: float(np.mean(method[s]) - np.mean(reference[s])) for s in seeds}
     mean, half = mean_ci(list(by_seed.values()))
     return PairedGain(mean, half, by_seed)

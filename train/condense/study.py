@@ -510,10 +510,31 @@ def _with_shape(plan: Plan, result: dict[str, Any], out: Path) -> dict[str, Any]
     return {**result, "shape": json.loads(path.read_text())}
 
 
+UNNAMED = ("dataset", "size", "iterations", "runs")  # what a unit's result depends on but its name does not hold
+
+
+def check_plan(plan: Plan, out: Path) -> None:
+    """ValueError in one line when ``out``'s ``study.json`` holds a plan that differs from ``plan``
+    in a field of :data:`UNNAMED` (a unit's folder name holds its method, setting, rotator, CPC,
+    seed, points and backbone, not these, so that study's finished units would be read as this
+    one's); a field the kept plan lacks (written before it existed) is not compared."""
+    path = out / "study.json"
+    if not path.exists():
+        return
+    kept, wanted = json.loads(path.read_text()).get("plan", {}), asdict(plan)
+    for field in UNNAMED:
+        if field in kept and kept[field] != wanted[field]:
+            raise ValueError(f"--out {out} holds a study of {field} {kept[field]!r} ({path}), this one's is "
+                             f"{wanted[field]!r}: its finished units would be read as this study's; study into "
+                             "another --out")
+
+
 def run_study(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo) -> str:
     """Every unit of ``tables`` (finished ones read back), then the report of those and of every
     other table's units finished in ``out`` (a study run a table at a time reports them all), also
-    written to ``<out>/STUDY.md`` with every result in ``<out>/study.json``."""
+    written to ``<out>/STUDY.md`` with every result in ``<out>/study.json``; refused first when
+    ``out`` holds another plan's study (:func:`check_plan`)."""
+    check_plan(plan, out)
     results: dict[int, list[dict[str, Any]]] = {}
     for table in TABLES:
         todo = units(plan, table)

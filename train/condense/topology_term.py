@@ -19,8 +19,9 @@ Two readings (:data:`READINGS`):
   class k at that outer step: ``T_k = mean_s min_r PWCD(dgm(r), dgm(s))``, the nearest real diagram
   (:data:`PAIRINGS`: ``mean`` takes the mean over r instead; decision 96 gives the measurement
   that chose ``nearest``). The real clouds do not change during a run, so their diagrams are
-  computed once and kept by content (:class:`RealDiagrams`). Rips diagrams of a scale-normalised
-  cloud do not change under rotation, so the rotator's frame does not enter.
+  computed once and kept by content up to the signs of the axes (:class:`RealDiagrams`: the
+  learned sign step flips them anew every iteration). Rips diagrams of a scale-normalised cloud
+  do not change under rotation, so the rotator's frame does not enter.
 - ``feature``: RETA's set-level reading: ``T_k = PWCD(dgm(E_real), dgm(E_syn))`` where ``E`` are
   the 1,024-wide global features (``net.embed``) of the class's real batch and of its synthetic
   clouds in the matching network of that outer step. With one synthetic cloud a class the
@@ -107,15 +108,27 @@ def _segments(sizes: list[int], device: torch.device) -> Segments:
     return Segments(sizes, torch.from_numpy(ids).to(device), torch.from_numpy(local).to(device))
 
 
+def sign_free_key(cloud: np.ndarray) -> bytes:
+    """A (n, 3) cloud's bytes with each axis signed so that its first non-zero coordinate is positive
+    (zeros as +0): equal for exactly the clouds that differ by negated axes. Negation is exact in
+    floating point, so such clouds have the same normalised points but for signs, the same
+    distances, hence the same TPS rows and diagrams, bit for bit."""
+    signs = np.array([np.sign(column[np.flatnonzero(column)[0]]) if column.any() else 1.0 for column in cloud.T])
+    return (cloud * signs + 0.0).tobytes()
+
+
 class RealDiagrams:
-    """The diagrams of real clouds, computed once per cloud (by its bytes) and kept."""
+    """The diagrams of real clouds, computed once per cloud and kept, by the cloud up to the signs
+    of its axes (:func:`sign_free_key`): a real batch under the learned sign step (DD3D, Eq. 5-6)
+    is the clouds on their principal axes with signs that change every iteration, so the cache
+    holds at most one entry per real cloud of the run, and one diagram serves every sign."""
 
     def __init__(self, m: int, pool: PersistencePool | None = None) -> None:
         self.m, self.pool, self.kept = m, pool, {}
 
     def __call__(self, clouds: torch.Tensor) -> list[CloudPersistence]:
         host = clouds.detach().to(torch.float64).cpu().numpy()
-        keys = [c.tobytes() for c in host]
+        keys = [sign_free_key(c) for c in host]
         new = {k: c for k, c in zip(keys, host) if k not in self.kept}
         self.kept.update(zip(new, target_diagrams(list(new.values()), self.m, self.pool)))
         return [self.kept[k] for k in keys]

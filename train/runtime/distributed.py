@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
+from train.runtime.heap import held, hold_freed_memory
 from train.runtime.leaving import leave
 from train.runtime.preemption import PREEMPTED_EXIT, Preempted, watch
 
@@ -71,9 +72,11 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _spawned(rank: int, entry: Callable[[list[str]], int], argv: list[str], procs: int, port: int,
-             threads: int, parent: int, to_parent: Any) -> None:
+             threads: int, parent: int, to_parent: Any, hold_memory: bool) -> None:
     global _TO_PARENT
     _die_with_parent(parent)
+    if hold_memory:  # as the launching process does (train.runtime.heap, decision 95)
+        hold_freed_memory()
     _TO_PARENT = to_parent
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(procs), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(procs),
@@ -100,7 +103,8 @@ def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: i
                 forward: Sequence[signal.Signals] = ()) -> int:
     """Run ``entry(argv)`` in ``procs`` processes of this machine joined as one process group, as
     ``torchrun --standalone --nproc_per_node=procs`` would (each process gets ``cores // procs``
-    intra-op threads). Returns 0 when every process succeeded, else the exit status of the first
+    intra-op threads; each keeps its freed memory where this process does, :mod:`train.runtime.heap`).
+    Returns 0 when every process succeeded, else the exit status of the first
     that failed (128 + N for one killed by signal N).
 
     When one process fails, the others are stopped (SIGKILL, quietly: they may wait in a
@@ -127,7 +131,8 @@ def spawn_local(entry: Callable[[list[str]], int], argv: Sequence[str], procs: i
     threads = max(1, (os.cpu_count() or 1) // procs)
     ctx = multiprocessing.get_context("spawn")
     pipes = [ctx.Pipe(duplex=False) for _ in range(procs)]  # one per rank: no lock a killed rank could hold
-    ranks = [ctx.Process(target=_spawned, args=(r, entry, list(argv), procs, port, threads, os.getpid(), pipes[r][1]))
+    ranks = [ctx.Process(target=_spawned, args=(r, entry, list(argv), procs, port, threads, os.getpid(), pipes[r][1],
+                                                held()))
              for r in range(procs)]
     for proc in ranks:
         proc.start()
