@@ -30,12 +30,13 @@ def main(out: Path, seeds: list[int]) -> dict[str, dict[int, float]]:
                 unit = Unit(1, method, setting, 1, seed, plan.points, plan.points)
                 run_unit(plan, unit, out, info, f"more seeds, seed {seed}")
     means: dict[str, dict[int, float]] = {}
-    for path in sorted((out / "units").glob("classification-*-cpc1-p64-s*-pointnet/result.json")):
-        result = json.loads(path.read_text())
-        unit = result["unit"]
-        if unit["method"] in METHODS:
-            key = f"{unit['setting']} {unit['method']}"
-            means.setdefault(key, {})[unit["seed"]] = round(100.0 * float(np.mean([r["oa"] for r in result["runs"]])), 2)
+    for setting in ("aligned", "rotated"):
+        for method in METHODS:
+            for seed in range(max(seeds) + 1):  # Table 1's units only (its rotator's folder names)
+                path = out / "units" / Unit(1, method, setting, 1, seed, plan.points, plan.points).name / "result.json"
+                if path.exists():
+                    runs = json.loads(path.read_text())["runs"]
+                    means.setdefault(f"{setting} {method}", {})[seed] = round(100.0 * float(np.mean([r["oa"] for r in runs])), 2)
     return means
 
 
