@@ -61,3 +61,37 @@ def test_show_refuses_bad_input_in_one_line(sets: Path, tmp_path: Path, capsys: 
     assert err.count("\n") == 0 and err.startswith("python -m train.condense show: error: ")
     assert words.replace("OUT", str(tmp_path / "f")).replace("NOPE", str(tmp_path / "nope.npz")) in err
     assert not (tmp_path / "f.png").exists()
+
+
+def test_show_diagrams_draws_the_terms_diagrams_of_each_sets_cloud_beside_the_real_ones(
+        sets: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    import train.condense.pictures as pictures
+    from train.condense.condensed_file import read_condensed
+    from train.condense.topology_term import DEFAULT_M, target_diagrams
+    from train.data.objects import load_objects
+    drawn: dict = {}
+    draw = pictures.plot_diagrams
+
+    def keep(path: Path, teacher: object, students: dict, **kwargs: object) -> None:
+        drawn.update(teacher=teacher, students=students, **kwargs)
+        draw(path, teacher, students, **kwargs)
+    monkeypatch.setattr(pictures, "plot_diagrams", keep)
+    out = tmp_path / "diagrams.png"
+    assert main(["show", "--diagrams", "--from", str(sets / "a"), str(sets / "b"), "--names", "A", "B",
+                 "--classes", "mug", "--out", str(out)]) == 0
+    assert "real shapes diagrams beside 2 condensed set file(s)" in capsys.readouterr().out
+    assert png_size(out) == (round(2 * 4.4 * 90), round(8.4 * 90)) and drawn["reference"] == "real mug"
+    real = load_objects("shapes", split="train", points=32, size=4)
+    mug = real.class_names.index("mug")
+    clouds = [real.points[real.labels == mug][0]] + [
+        read_condensed(sets / name / "condensed.npz").points[read_condensed(sets / name / "condensed.npz").labels == mug][0]
+        for name in ("a", "b")]
+    wanted = target_diagrams([c.astype(np.float64) for c in clouds], DEFAULT_M)
+    for got, want in zip([drawn["teacher"], drawn["students"]["A"], drawn["students"]["B"]], wanted):
+        np.testing.assert_array_equal(got.h0_pairs, want.h0_pairs)
+        np.testing.assert_array_equal(got.h1_pairs, want.h1_pairs)
+    assert main(["show", "--diagrams", "--from", str(sets / "a"), "--classes", "mug", "chair", "--out",
+                 str(tmp_path / "two.png")]) == 2
+    assert capsys.readouterr().err.strip().endswith("the diagrams are drawn for one class; 2 are named")

@@ -54,7 +54,7 @@ from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
 from train.condense.methods import (DISTILLATIONS, METHODS, TOPO_DISTILLATIONS, checked_split,  # noqa: E402
                                     condense_set, loss_line)
-from train.condense.pictures import draw_clouds  # noqa: E402
+from train.condense.pictures import draw_clouds, draw_diagrams  # noqa: E402
 from train.condense.metrics import SCORES, common_seeds, paired_gain, summarise, two_level  # noqa: E402
 from train.condense.protocol import (BEST, LABELS, choose_recipe, evaluate_runs, format_gain,  # noqa: E402
                                      format_summary, format_two_level, validation_record)
@@ -221,6 +221,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     show.add_argument("--names", nargs="+", help="a column title per file (default: the methods' names)")
     show.add_argument("--classes", nargs="+", help="class names, a row each (default: the first three)")
     show.add_argument("--data-root", help="the download's folder (not for the generated shapes, lidar_objects)")
+    show.add_argument("--diagrams", action="store_true", help="draw instead the persistence diagrams (H0, H1) of "
+                      "each set's first cloud of one class (--classes: one name; default the first) beside the real "
+                      "cloud's, as the persistence term computes them (decision 96)")
     show.add_argument("--out", required=True, help="the picture (.png) to write")
     return {"condense": condense, "evaluate": evaluate, "table": table, "sample": sample, "show": show,
             "study": study}
@@ -474,10 +477,11 @@ def _show(args: argparse.Namespace) -> int:
     try:
         sets = [read_condensed(set_path(source)) for source in args.sources]
         real = in_frame(file_data(sets[0], args.data_root).load("train"), rotator_of(sets[0].provenance["frame"]))
-        path = draw_clouds(real, sets, args.out, args.names, args.classes)
+        path = (draw_diagrams if args.diagrams else draw_clouds)(real, sets, args.out, args.names, args.classes)
     except ERRORS as err:
         return refuse(f"{PROG} show: error: {err}")
-    print(f"{PROG} show: real {real.name} clouds beside {len(sets)} condensed set file(s) -> {path}")
+    what = "diagrams" if args.diagrams else "clouds"
+    print(f"{PROG} show: real {real.name} {what} beside {len(sets)} condensed set file(s) -> {path}")
     return 0
 
 

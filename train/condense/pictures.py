@@ -19,7 +19,9 @@ import numpy as np
 from train.condense.condensed_file import CondensedSet
 from train.condense.out_folder import check_file_out
 from train.data.objects import ObjectSet
+from train.condense.topology_term import DEFAULT_M, target_diagrams
 from train.evaluation.palette import class_colours, pyplot
+from train.evaluation.plots import plot_diagrams
 from train.runtime.files import atomic_write
 
 PANEL_INCHES = 2.5
@@ -76,6 +78,13 @@ def _draw_panel(ax: Any, panel: Panel, colours: np.ndarray | None, limit: float,
     ax.set_title(title, fontsize=9)
 
 
+def _checked(real: ObjectSet, sets: Sequence[CondensedSet], titles: Sequence[str]) -> None:
+    """ValueError naming the first set whose classes or task are not those of ``real``."""
+    for cset, title in zip(sets, titles):
+        if tuple(cset.provenance["class_names"]) != real.class_names or (cset.parts is None) != (real.parts is None):
+            raise ValueError(f"the {title} set's classes or task are not those of the first set ({real.name})")
+
+
 def draw_clouds(real: ObjectSet, sets: Sequence[CondensedSet], out: str | Path, names: Sequence[str] | None = None,
                 classes: Sequence[str] | None = None) -> Path:
     """Figure 6 for ``classes`` (names; default the first three) into the PNG ``out``: the real split
@@ -85,9 +94,7 @@ def draw_clouds(real: ObjectSet, sets: Sequence[CondensedSet], out: str | Path, 
     out = Path(out)
     check_file_out(out, ".png", "picture")
     titles = ["real", *column_names(sets, names)]
-    for cset, title in zip(sets, titles[1:]):
-        if tuple(cset.provenance["class_names"]) != real.class_names or (cset.parts is None) != (real.parts is None):
-            raise ValueError(f"the {title} set's classes or task are not those of the first set ({real.name})")
+    _checked(real, sets, titles[1:])
     ids = class_ids(real, classes)
     rows = [[first_cloud(real.points, real.labels, real.parts, k, f"the real {real.split} split")]
             + [first_cloud(s.points, s.labels, s.parts, k, f"the {title} set") for s, title in zip(sets, titles[1:])]
@@ -105,4 +112,28 @@ def draw_clouds(real: ObjectSet, sets: Sequence[CondensedSet], out: str | Path, 
     fig.savefig(picture, format="png", dpi=DPI)
     plt.close(fig)
     atomic_write(picture.getbuffer(), out)
+    return out
+
+
+def draw_diagrams(real: ObjectSet, sets: Sequence[CondensedSet], out: str | Path, names: Sequence[str] | None = None,
+                  classes: Sequence[str] | None = None) -> Path:
+    """The persistence diagrams (H0, H1) of each set's first cloud of one class (``classes``: one
+    name; default the first class) beside those of the real split's first cloud of it (the clouds
+    :func:`draw_clouds` draws), each normalised and cut to the persistence term's M points as the
+    term does (:func:`train.condense.topology_term.target_diagrams`), in the topological
+    distillation's diagram picture (:func:`train.evaluation.plots.plot_diagrams`) into the PNG
+    ``out``; ValueError as :func:`draw_clouds`, and for more than one class."""
+    out = Path(out)
+    check_file_out(out, ".png", "picture")
+    if classes is not None and len(classes) != 1:
+        raise ValueError(f"the diagrams are drawn for one class; {len(classes)} are named")
+    titles = column_names(sets, names)
+    _checked(real, sets, titles)
+    k = class_ids(real, classes)[0]
+    clouds = [first_cloud(real.points, real.labels, real.parts, k, f"the real {real.split} split")[0]] + [
+        first_cloud(s.points, s.labels, s.parts, k, f"the {title} set")[0] for s, title in zip(sets, titles)]
+    diagrams = target_diagrams([np.asarray(cloud, dtype=np.float64) for cloud in clouds], DEFAULT_M)
+    plot_diagrams(out, diagrams[0], dict(zip(titles, diagrams[1:])), reference=f"real {real.class_names[k]}",
+                  title=f"H0 and H1 of the first {real.class_names[k]} cloud of each set (normalised, "
+                        f"{DEFAULT_M} TPS points), the real cloud's in each panel")
     return out

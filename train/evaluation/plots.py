@@ -71,20 +71,25 @@ def _diagrams(teacher_emb: torch.Tensor, student_embs: Mapping[str, torch.Tensor
     return dict(zip(labels, result))
 
 
-def plot_diagrams(path: Path, teacher: Any, students: Mapping[str, Any]) -> None:
+DIAGRAMS_TITLE = "Persistence of the normalised embeddings on the TPS points of a validation scan"
+
+
+def plot_diagrams(path: Path, teacher: Any, students: Mapping[str, Any], reference: str = "teacher",
+                  title: str = DIAGRAMS_TITLE) -> None:
     """Row 1: H0 (every birth is 0, so its deaths are drawn sorted); row 2: the H1 diagram, zoomed
-    to the points with the diagonal drawn. One column per student, the teacher in each."""
+    to the points with the diagonal drawn. One column per student, the teacher (named
+    ``reference``) in each."""
     plt = pyplot()
     fig, axes = plt.subplots(2, len(students), figsize=(4.4 * len(students), 8.4), squeeze=False)
     for col, (label, student) in enumerate(students.items()):
         ax = axes[0, col]
-        for pairs, style, name in ((teacher.h0_pairs, dict(marker="o", mfc="none", color="tab:blue"), "teacher"),
-                                   (student.h0_pairs, dict(marker="x", color="tab:red"), "student")):
+        for pairs, style, name in ((teacher.h0_pairs, dict(marker="o", mfc="none", color="tab:blue"), reference),
+                                   (student.h0_pairs, dict(marker="x", color="tab:red"), label)):
             deaths = np.sort(pairs[:, 1])
             ax.plot(np.arange(len(deaths)), deaths, ls="-", lw=0.6, ms=4, label=f"{name} ({len(deaths)})", **style)
         ax.set_xlabel("H0 pair (sorted by death)")
         ax.set_ylabel("death (birth = 0)")
-        ax.set_title(f"H0: teacher vs {label}", fontsize=9)
+        ax.set_title(f"H0: {reference} vs {label}", fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
         ax = axes[1, col]
         t, s = teacher.h1_pairs, student.h1_pairs
@@ -94,16 +99,16 @@ def plot_diagrams(path: Path, teacher: Any, students: Mapping[str, Any]) -> None
         lo, hi = lo - pad, hi + pad
         ax.plot([lo, hi], [lo, hi], color="0.6", lw=0.8)
         ax.scatter(t[:, 0], t[:, 1], s=18, marker="o", facecolors="none", edgecolors="tab:blue",
-                   label=f"teacher ({len(t)})")
-        ax.scatter(s[:, 0], s[:, 1], s=14, marker="x", color="tab:red", label=f"student ({len(s)})")
+                   label=f"{reference} ({len(t)})")
+        ax.scatter(s[:, 0], s[:, 1], s=14, marker="x", color="tab:red", label=f"{label} ({len(s)})")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
         ax.set_xlabel("birth")
         ax.set_ylabel("death")
-        ax.set_title(f"H1: teacher vs {label}", fontsize=9)
+        ax.set_title(f"H1: {reference} vs {label}", fontsize=9)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("Persistence of the normalised embeddings on the TPS points of a validation scan", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
