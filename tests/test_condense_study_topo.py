@@ -103,3 +103,11 @@ def test_a_set_of_moved_and_scaled_real_clouds_has_no_gap_and_noise_has_one() ->
     assert same["chamfer"] < 1e-6 and same["diagram"] < 1e-6  # float32 rounding of the moved copies
     noise = shape_gap(cset(np.random.default_rng(0).normal(size=copies.shape)), real)
     assert noise["chamfer"] > 0.05 and noise["diagram"] > 1e-3
+
+
+def test_the_kept_table_7_study_reports_its_markdown_again_from_its_json() -> None:
+    kept = Path(__file__).parents[1] / "benchmarks" / "studies" / "condense-topo-cpu"
+    record = json.loads((kept / "study.json").read_text())
+    text = study.report(study.plan_of(record["plan"]), {int(t): rows for t, rows in record["results"].items()})
+    table = (kept / "STUDY.md").read_text().split("### Table 7")[1].split("###")[0]
+    assert "(chosen on val)" in table and table in text
