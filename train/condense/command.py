@@ -366,16 +366,21 @@ def _evaluate_set(args: argparse.Namespace, source: str, out: str | None, info: 
     return Evaluated(None if source == "full" else prov, spec, runs)
 
 
-def _seeds(sources: Sequence[str]) -> list[int]:
-    """The distillation seed of each file of a list, checked before anything trains: condensed
-    files (not full) of one method, one seed a file."""
+def _provenances(sources: Sequence[str]) -> list[dict[str, Any]]:
+    """The provenance of each file of a list of distillations, read once for the checks before
+    anything trains; ``full`` refused (each file is one distillation seed)."""
+    if "full" in sources:
+        raise ValueError("several --from files, or --against, are condensed files (one a distillation seed), "
+                         "not full")
+    return [read_condensed(set_path(source)).provenance for source in sources]
+
+
+def _seeds(sources: Sequence[str], provenances: Sequence[dict[str, Any]]) -> list[int]:
+    """The distillation seed of each file of a list (``provenances`` theirs), checked before anything
+    trains: files of one method, one seed a file."""
     seeds: list[int] = []
     method = None
-    for source in sources:
-        if source == "full":
-            raise ValueError("several --from files, or --against, are condensed files (one a distillation seed), "
-                             "not full")
-        prov = read_condensed(set_path(source)).provenance
+    for source, prov in zip(sources, provenances):
         method = method or prov["method"]
         if prov["seed"] in seeds or prov["method"] != method:
             raise ValueError(f"{source}: {prov['method']} seed {prov['seed']}; each file of a list must be another "
@@ -384,13 +389,12 @@ def _seeds(sources: Sequence[str]) -> list[int]:
     return seeds
 
 
-def _one_data_and_cpc(sources: Sequence[str]) -> None:
-    """Refuse, before anything trains, files of --from and --against made from other data or at
-    another CPC than the first file: their scores and gains are not comparable."""
+def _one_data_and_cpc(sources: Sequence[str], provenances: Sequence[dict[str, Any]]) -> None:
+    """Refuse, before anything trains, files of --from and --against (``provenances`` theirs) made
+    from other data or at another CPC than the first file: their scores and gains are not comparable."""
     fields = ("dataset", "setting", "task", "data_seed", "size", "cpc")
-    first = read_condensed(set_path(sources[0])).provenance
-    for source in sources[1:]:
-        prov = read_condensed(set_path(source)).provenance
+    first = provenances[0]
+    for source, prov in zip(sources[1:], provenances[1:]):
         for field in fields:
             if prov[field] != first[field]:
                 raise ValueError(f"{source}: {field} {prov[field]!r}, {sources[0]} {first[field]!r}; every file of "
@@ -402,8 +406,10 @@ def _evaluate_distillations(args: argparse.Namespace, info: DistInfo) -> None:
     t interval over the distillations' means, and the gain over ``--against`` paired by seed."""
     if any(len(values or []) > 1 for values in (args.steps, args.epochs, args.lr)):
         raise ValueError("several --steps, --epochs or --lr with several files: choose the recipe on one set first")
-    seeds = {side: _seeds(files) for side, files in (("from", args.source), ("against", args.against or []))}
-    _one_data_and_cpc([*args.source, *(args.against or [])])
+    sides = {"from": args.source, "against": args.against or []}
+    provenances = {side: _provenances(files) for side, files in sides.items()}
+    seeds = {side: _seeds(files, provenances[side]) for side, files in sides.items()}
+    _one_data_and_cpc([*sides["from"], *sides["against"]], [*provenances["from"], *provenances["against"]])
     if args.against:  # refused before anything trains
         common_seeds(seeds["from"], seeds["against"], ("--from", "--against"))
     ours, theirs = ({seed: _evaluate_set(args, source, None, info) for seed, source in zip(seeds[side], files)}
