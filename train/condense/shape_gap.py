@@ -11,7 +11,9 @@ the clouds can be told from what it does to the accuracy.
   diagram of its class, normalised and subsampled as the shape reading's
   (:func:`train.condense.topology_term.diagram_distances`); the mean over the set's clouds. It is what
   the shape reading minimises, here against every real cloud of the class (at most
-  :data:`REAL_PER_CLASS`, drawn with seed :data:`SEED`) rather than an iteration's batch.
+  :data:`REAL_PER_CLASS`, drawn with seed :data:`SEED`) rather than an iteration's batch; the
+  real diagrams are kept by the term's own cache (:class:`train.condense.topology_term.RealDiagrams`),
+  which the sets of one study share.
 
 Both are measured in the set's frame (the rotated setting's real clouds rotated by the set's
 rotator); the diagrams do not depend on it.
@@ -23,7 +25,7 @@ import torch
 
 from train.condense.condensed_file import CondensedSet
 from train.condense.dd3d import unit_sphere
-from train.condense.topology_term import DEFAULT_M, diagram_distances, target_diagrams
+from train.condense.topology_term import DEFAULT_M, RealDiagrams, diagram_distances
 from train.data.objects.cloud import ObjectSet
 
 REAL_PER_CLASS = 64
@@ -41,11 +43,13 @@ def chamfer_to_nearest(cloud: torch.Tensor, real: torch.Tensor) -> float:
     return best
 
 
-def shape_gap(cset: CondensedSet, real: ObjectSet, m: int = DEFAULT_M) -> dict[str, float]:
+def shape_gap(cset: CondensedSet, real: ObjectSet, diagrams: RealDiagrams | None = None) -> dict[str, float]:
     """The set's ``chamfer`` and ``diagram`` gaps to ``real`` (the training split in the set's frame),
-    each the mean over the set's clouds (module docstring)."""
+    each the mean over the set's clouds (module docstring); ``diagrams`` the real clouds' (None: a
+    fresh cache at the term's M)."""
+    diagrams = RealDiagrams(DEFAULT_M) if diagrams is None else diagrams
     rng = np.random.default_rng(SEED)
-    chamfers, diagrams = [], []
+    chamfers, gaps = [], []
     for k in np.unique(cset.labels):
         members = np.flatnonzero(real.labels == k)
         if len(members) == 0:
@@ -54,7 +58,7 @@ def shape_gap(cset: CondensedSet, real: ObjectSet, m: int = DEFAULT_M) -> dict[s
         ours = unit_sphere(torch.from_numpy(np.asarray(cset.points[cset.labels == k], dtype=np.float64)))
         theirs = unit_sphere(torch.from_numpy(np.asarray(real.points[picked], dtype=np.float64)))
         chamfers += [chamfer_to_nearest(cloud, theirs) for cloud in ours]
-        targets = target_diagrams(list(theirs.numpy()), m)
+        targets = diagrams(theirs)
         with torch.no_grad():
-            diagrams += [float(row.min()) for row in diagram_distances(ours, [targets] * len(ours), m)]
-    return {"chamfer": float(np.mean(chamfers)), "diagram": float(np.mean(diagrams))}
+            gaps += [float(row.min()) for row in diagram_distances(ours, [targets] * len(ours), diagrams.m)]
+    return {"chamfer": float(np.mean(chamfers)), "diagram": float(np.mean(gaps))}

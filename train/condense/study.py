@@ -66,9 +66,9 @@ from train.condense.released import iterations_for
 from train.condense.resample import resampled
 from train.condense.rotator import Rotator, rotator_kind, rotator_of
 from train.condense.shape_gap import shape_gap
-from train.condense.topology_term import READINGS
+from train.condense.topology_term import DEFAULT_M, READINGS, RealDiagrams
 from train.condense.training import Clouds, TrainSpec
-from train.data.objects.cloud import EmptySplitError
+from train.data.objects.cloud import EmptySplitError, ObjectSet
 from train.runtime.distributed import DistInfo, barrier
 from train.runtime.files import atomic_write
 
@@ -497,17 +497,26 @@ def finished_units(plan: Plan, table: int, out: Path) -> list[dict[str, Any]]:
             if (path := _result_path(out, unit)).exists()]
 
 
-def _with_shape(plan: Plan, result: dict[str, Any], out: Path) -> dict[str, Any]:
-    """``result`` with its set's :func:`train.condense.shape_gap.shape_gap` (``shape``), measured once
+def _with_shapes(plan: Plan, results: list[dict[str, Any]], out: Path, info: DistInfo) -> list[dict[str, Any]]:
+    """``results`` each with its set's :func:`train.condense.shape_gap.shape_gap` (``shape``),
+    measured once by the main rank (each split read once, the real diagrams shared by every set)
     and kept beside the set (``shape_gap.json``)."""
-    unit = Unit(**result["unit"])
-    folder = out / "units" / unit.set_name
-    path = folder / SHAPE_NAME
-    if not path.exists():
-        cset = read_condensed(folder / "condensed.npz")
-        real = in_frame(_data(plan, unit, unit.points).load("train"), rotator_of(cset.provenance["frame"]))
-        atomic_write(json.dumps(shape_gap(cset, real)).encode(), path)
-    return {**result, "shape": json.loads(path.read_text())}
+    paths = [out / "units" / Unit(**result["unit"]).set_name / SHAPE_NAME for result in results]
+    if info.is_main:
+        splits: dict[DataSpec, ObjectSet] = {}
+        diagrams = RealDiagrams(DEFAULT_M)
+        for result, path in zip(results, paths):
+            if path.exists():
+                continue
+            unit = Unit(**result["unit"])
+            data = _data(plan, unit, unit.points)
+            if data not in splits:
+                splits[data] = data.load("train")
+            cset = read_condensed(path.parent / "condensed.npz")
+            real = in_frame(splits[data], rotator_of(cset.provenance["frame"]))
+            atomic_write(json.dumps(shape_gap(cset, real, diagrams)).encode(), path)
+    barrier()  # every rank reads the gaps next
+    return [{**result, "shape": json.loads(path.read_text())} for result, path in zip(results, paths)]
 
 
 UNNAMED = ("dataset", "size", "iterations", "runs")  # what a unit's result depends on but its name does not hold
@@ -542,7 +551,7 @@ def run_study(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo) ->
                            for k, unit in enumerate(todo, 1)] if table in tables else finished_units(plan, table, out))
     results = {table: rows for table, rows in results.items() if rows}
     if 7 in results:
-        results[7] = [_with_shape(plan, result, out) for result in results[7]]
+        results[7] = _with_shapes(plan, results[7], out, info)
     text = report(plan, results)
     if info.is_main:
         atomic_write(json.dumps({"plan": asdict(plan), "results": results}, indent=1).encode(), out / "study.json")
