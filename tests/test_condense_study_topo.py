@@ -2,7 +2,8 @@
 runs without the term are Table 1's sets, the feature reading only where a class has several
 clouds), a tiny run that reports it with validation scores and shape gaps kept, the report's
 choice on validation and paired gain by hand, and the shape gaps (train.condense.shape_gap)
-against a brute force and on sets whose answer is known."""
+against a brute force and on sets whose answer is known; Table 8 (the chosen sets across backbones)
+follows from Table 7's results and is refused before they are final."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +18,7 @@ import torch
 import train.condense.study as study
 from train.condense.condensed_file import CondensedSet, read_condensed
 from train.condense.shape_gap import chamfer_to_nearest, shape_gap
-from train.condense.study import Plan, Unit, run_study, units
+from train.condense.study import CROSS_MODELS, Plan, Unit, cross_topo_units, run_study, units
 from train.condense.training import TrainSpec
 from train.data.objects import load_objects
 from train.runtime.distributed import DistInfo
@@ -58,6 +59,55 @@ def test_a_tiny_table_7_reports_validation_and_shape_gaps_and_keeps_them(tmp_pat
     last = units(plan, 7)[-1]
     assert read_condensed(tmp_path / "units" / last.set_name / "condensed.npz").provenance["topo"] == {
         "reading": "shape", "weight": 1e4}
+
+
+def test_table_8_runs_after_table_7_on_the_sets_of_the_weight_chosen_on_validation(tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(study, "CROSS_MODELS", ("pointnet", "dgcnn"))  # two backbones: the logic, not the cost
+    plan = replace(TINY, size=10)
+    with pytest.raises(ValueError, match="Table 7 .* has not finished every weight of gm shape, dd3d shape"):
+        run_study(plan, (8,), tmp_path, CPU)
+    assert not (tmp_path / "units").exists()  # refused before any unit ran
+    text = run_study(plan, (7, 8), tmp_path, CPU)
+    record = json.loads((tmp_path / "study.json").read_text())["results"]
+    seven = record["7"]
+    expected = {}
+    for method in ("gm", "dd3d"):
+        where = {"method": method, "setting": "aligned"}
+        vals = {w: np.mean([100 * run["val"]["oa"] for r in seven if r["unit"]["topo_weight"] == w
+                            and all(r["unit"][k] == v for k, v in where.items()) for run in r["runs"]])
+                for w in plan.topo_weights}
+        expected[method] = max(vals, key=vals.get)
+        assert f"| aligned | 1 | {method.upper()} | shape, w {expected[method]:g} (chosen on val) |" in text
+    eight = [r["unit"] for r in record["8"]]
+    assert {(u["method"], u["topo"], u["topo_weight"], u["model"]) for u in eight} == {
+        ("full", None, 0.0, m) for m in ("pointnet", "dgcnn")} | {
+        (method, topo, w, m) for method in ("gm", "dd3d") for topo, w in ((None, 0.0), ("shape", expected[method]))
+        for m in ("pointnet", "dgcnn")}
+    assert "### Table 8: the persistence term across backbones" in text and "| GM | gain of shape, w " in text
+    # its PointNet rows are Table 7's own results (shared units), its other backbones new ones on the same sets
+    seven_pointnet = {json.dumps(r["runs"]) for r in seven if r["unit"]["setting"] == "aligned"}
+    assert all(json.dumps(r["runs"]) in seven_pointnet for r in record["8"]
+               if r["unit"]["model"] == "pointnet" and r["unit"]["method"] != "full")
+    sets = {Unit(**u).set_name for u in eight if u["method"] != "full"}
+    assert all((tmp_path / "units" / name / "condensed.npz").exists() for name in sets)
+    assert len(sets) == 4  # GM and DD3D, without and with the term: no new distillation
+
+
+def test_cross_topo_units_keep_table_3_s_names_for_the_sets_without_the_term() -> None:
+    plan = replace(TINY, distills=2)
+    rows = [_result(t, w, s, [0.5], [0.5 + w / 1e5]) for t, w in ((None, 0.0), ("shape", 1e3), ("shape", 1e4))
+            for s in (0, 1)]
+    eight = cross_topo_units(plan, rows, strict=False)  # DD3D has no Table 7 rows: only its sets without the term
+    three = {u.name for u in units(plan, 3)}
+    assert {u.name for u in eight if u.topo is None and u.method in ("gm", "full")} <= three
+    assert {(u.method, u.topo, u.topo_weight) for u in eight} == {("full", None, 0.0), ("gm", None, 0.0),
+                                                                   ("gm", "shape", 1e4), ("dd3d", None, 0.0)}
+    assert len(eight) == len(CROSS_MODELS) * (1 + 2 * 3)
+    with pytest.raises(ValueError, match="dd3d shape"):
+        cross_topo_units(plan, rows, strict=True)
+    with pytest.raises(ValueError, match="gm shape"):  # one seed of a weight missing: not final
+        cross_topo_units(plan, rows[:-1], strict=True)
 
 
 def _result(topo: str | None, weight: float, seed: int, test: list[float], val: list[float]) -> dict:

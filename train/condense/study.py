@@ -25,7 +25,12 @@ of each, decision 87) and the evaluation recipe each uses (``paper`` the release
    aligned and rotated, without the term and with each reading (``feature`` where a class has
    several clouds) at each of :attr:`Plan.topo_weights`; the weight is chosen on the validation
    split, and every set's distance from its class's real clouds is measured
-   (:mod:`train.condense.shape_gap`).
+   (:mod:`train.condense.shape_gap`);
+8. the persistence term across backbones (Table 8, Table 3's check of Table 7, decision 97): at
+   the largest CPC, aligned, GM's and DD3D's sets without the term and with each reading at its
+   weight chosen on validation in Table 7 (:func:`chosen_weight`), and the full set, evaluated with
+   every backbone of :data:`CROSS_MODELS`; its units follow from Table 7's results, so it runs
+   after them (:func:`cross_topo_units`).
 
 A unit writes ``<out>/units/<name>/`` (the set, the generator, the feature network's cache) and
 ``result.json`` last: the scores of every evaluation run on the test split and, beside them, the
@@ -72,7 +77,7 @@ from train.data.objects.cloud import EmptySplitError, ObjectSet
 from train.runtime.distributed import DistInfo, barrier
 from train.runtime.files import atomic_write
 
-TABLES = (1, 2, 3, 4, 5, 6, 7)
+TABLES = (1, 2, 3, 4, 5, 6, 7, 8)
 TITLES = {"random": "Random", "herding": "Herding", "kcenter": "K-Center", "gm": "GM", "dm": "DM", "tm": "TM (miniature)",
           "dd3d": "DD3D", "full": "full set"}
 CROSS_MODELS = ("pointnet", "pointnet2", "dgcnn", "pct", "pointmlp", "pointnext", "ptv3_student")
@@ -163,9 +168,10 @@ class Unit:
 
 
 def units(plan: Plan, table: int) -> list[Unit]:
-    """The units of ``table`` (module docstring) under ``plan``, in the order they run."""
-    if table not in TABLES:
-        raise ValueError(f"table {table!r} is not one of {TABLES}")
+    """The units of ``table`` (module docstring) under ``plan``, in the order they run; Table 8's
+    follow from Table 7's results (:func:`cross_topo_units`)."""
+    if table not in TABLES or table == 8:
+        raise ValueError(f"table {table!r} is not one of {TABLES[:-1]} (Table 8: cross_topo_units)")
     p, cpc1, top = plan.points, plan.cpcs[0], plan.cpcs[-1]
     seeds = range(plan.distills)
     if table == 1:
@@ -202,6 +208,45 @@ def units(plan: Plan, table: int) -> list[Unit]:
                 out += [Unit(7, method, setting, cpc, s, p, p, topo=reading, topo_weight=weight)
                         for reading in topo_readings(cpc) for weight in plan.topo_weights for s in seeds]
     return out
+
+
+def chosen_weight(rows: list[dict[str, Any]], plan: Plan, reading: str, **where: Any) -> tuple[float | None, bool]:
+    """The weight of ``reading`` whose finished sets among ``rows`` (Table 7's, those ``where``
+    selects) score the best mean validation OA (None: none scored), and whether the choice is
+    final: every weight of the plan distilled at least ``plan.distills`` times and scored on validation."""
+    scored = []
+    for weight in plan.topo_weights:
+        group = _grouped(rows, topo=reading, topo_weight=weight, **where)
+        if group and not np.isnan(val := _val(group)):
+            scored.append((weight, val, len(group)))
+    chosen = max(scored, key=lambda item: item[1])[0] if scored else None
+    final = len(scored) == len(plan.topo_weights) and all(n >= plan.distills for _, _, n in scored)
+    return chosen, final
+
+
+def cross_topo_units(plan: Plan, rows: list[dict[str, Any]], strict: bool) -> list[Unit]:
+    """Table 8's units (module docstring) from Table 7's finished ``rows``: each reading whose
+    weight is final (:func:`chosen_weight`) at the largest CPC, aligned; ``strict`` (the table is
+    to run) refuses, naming them, the readings whose choice is not final yet."""
+    p, top, seeds = plan.points, plan.cpcs[-1], range(plan.distills)
+    terms: dict[str, list[tuple[str | None, float]]] = {}
+    missing = []
+    for method in TOPO_DISTILLATIONS:
+        terms[method] = [(None, 0.0)]
+        for reading in topo_readings(top):
+            weight, final = chosen_weight(rows, plan, reading, setting="aligned", cpc=top, method=method)
+            if final:
+                terms[method].append((reading, weight))
+            else:
+                missing.append(f"{method} {reading}")
+    if strict and missing:
+        raise ValueError(f"Table 8 evaluates the sets of the weight Table 7 chooses on validation, and Table 7 "
+                         f"(aligned, CPC {top}) has not finished every weight of {', '.join(missing)}: run "
+                         "--tables 7 first (or with 8)")
+    return [unit for model in CROSS_MODELS for unit in (
+        Unit(8, "full", "aligned", 0, 0, p, p, model=model),
+        *(Unit(8, method, "aligned", top, s, p, p, model=model, topo=topo, topo_weight=weight)
+          for method in TOPO_DISTILLATIONS for topo, weight in terms[method] for s in seeds))]
 
 
 def topo_readings(cpc: int) -> tuple[str, ...]:
@@ -352,9 +397,9 @@ def _topo_rows(rows: list[dict[str, Any]], plan: Plan, setting: str, cpc: int, m
         done = [(w, group) for w in plan.topo_weights if (group := _grouped(rows, topo=reading, topo_weight=w, **where))]
         if not done:
             continue
-        scored = [(w, val) for w, group in done if not np.isnan(val := _val(group))]
-        chosen = max(scored, key=lambda item: item[1])[0] if scored else None
-        note = "chosen on val" if len(scored) == len(plan.topo_weights) else f"best val of {len(scored)} weights so far"
+        chosen, final = chosen_weight(rows, plan, reading, **where)
+        scored = sum(not np.isnan(_val(group)) for _, group in done)
+        note = "chosen on val" if final else f"best val of {scored} weights so far"
         lines += [line(f"{reading}, w {w:g}" + (f" ({note})" if w == chosen else ""), group) for w, group in done]
     return lines
 
@@ -467,6 +512,25 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
             for cpc in plan.cpcs:
                 for method in TOPO_DISTILLATIONS:
                     lines += _topo_rows(rows, plan, setting, cpc, method)
+    rows = results.get(8)
+    if rows:
+        lines += ["", f"### Table 8: the persistence term across backbones (Table 7's sets, aligned, CPC {plan.cpcs[-1]})",
+                  "", "Each reading at the weight Table 7 chose on validation (PointNet); every backbone trained with "
+                  "the study's recipe; the gain is the test OA's over the same method without the term, paired by "
+                  "distillation seed.", "", f"| method | term | {' | '.join(CROSS_MODELS)} |",
+                  "|---|---|" + "---|" * len(CROSS_MODELS)]
+        for method in (*TOPO_DISTILLATIONS, "full"):
+            terms = sorted({(r["unit"]["topo"] or "", r["unit"]["topo_weight"]) for r in _grouped(rows, method=method)})
+            for topo, weight in terms:
+                where = {"method": method, "topo": topo or None, "topo_weight": weight}
+                name = f"{topo}, w {weight:g}" if topo else "none"
+                cells = [_cell(_grouped(rows, model=model, **where), "classification") for model in CROSS_MODELS]
+                lines.append(f"| {TITLES[method]} | {name} | {' | '.join(cells)} |")
+                if topo:
+                    gains = [_paired(_grouped(rows, model=model, **where),
+                                     _grouped(rows, model=model, method=method, topo=None), "classification")
+                             for model in CROSS_MODELS]
+                    lines.append(f"| {TITLES[method]} | gain of {name} | {' | '.join(gains)} |")
     rows = results.get(3)
     for best in (False, True):
         if not rows or (best and not _has_best(rows)):
@@ -491,10 +555,14 @@ def plan_of(record: dict[str, Any]) -> Plan:
                 part_recipe=part)
 
 
-def finished_units(plan: Plan, table: int, out: Path) -> list[dict[str, Any]]:
-    """The results of ``table``'s units that ``out`` holds finished (none is run)."""
-    return [_read_result(plan, unit, path) for unit in units(plan, table)
-            if (path := _result_path(out, unit)).exists()]
+def _table_units(plan: Plan, table: int, results: dict[int, list[dict[str, Any]]], run: bool) -> list[Unit]:
+    """``table``'s units; Table 8's from Table 7's ``results`` (refused if not final and ``run``)."""
+    return cross_topo_units(plan, results.get(7, []), run) if table == 8 else units(plan, table)
+
+
+def finished_units(plan: Plan, todo: list[Unit], out: Path) -> list[dict[str, Any]]:
+    """The results of the units of ``todo`` that ``out`` holds finished (none is run)."""
+    return [_read_result(plan, unit, path) for unit in todo if (path := _result_path(out, unit)).exists()]
 
 
 def _with_shapes(plan: Plan, results: list[dict[str, Any]], out: Path, info: DistInfo) -> list[dict[str, Any]]:
@@ -545,10 +613,10 @@ def run_study(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo) ->
     ``out`` holds another plan's study (:func:`check_plan`)."""
     check_plan(plan, out)
     results: dict[int, list[dict[str, Any]]] = {}
-    for table in TABLES:
-        todo = units(plan, table)
+    for table in TABLES:  # in order: Table 8's units follow from Table 7's results
+        todo = _table_units(plan, table, results, table in tables)
         results[table] = ([run_unit(plan, unit, out, info, f"Table {table}, unit {k} of {len(todo)}")
-                           for k, unit in enumerate(todo, 1)] if table in tables else finished_units(plan, table, out))
+                           for k, unit in enumerate(todo, 1)] if table in tables else finished_units(plan, todo, out))
     results = {table: rows for table, rows in results.items() if rows}
     if 7 in results:
         results[7] = _with_shapes(plan, results[7], out, info)
