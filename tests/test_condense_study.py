@@ -91,7 +91,7 @@ def test_the_study_command_takes_table_1s_cpcs_and_refuses_one_below_1(tmp_path:
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     plans: list[Plan] = []
 
-    def planned(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo) -> str:
+    def planned(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo, select: study.Selection) -> str:
         plans.append(plan)
         return ""
     monkeypatch.setattr(command, "run_study", planned)
@@ -178,3 +178,30 @@ def test_the_study_command_runs_the_cpu_preset_with_its_recipe_on_a_tiny_budget(
     assert main(["study", "--out", str(tmp_path), "--preset", "cpu", "--tables", "4", "--device", "cpu"]) == 0
     assert "cpu recipe: pointnet, 2 steps, batch 32" in capsys.readouterr().out
     assert study.PRESETS["paper"].recipe.recipe == "paper" and study.PRESETS["paper"].part_recipe.optimizer == "sgd"
+
+
+def test_a_selection_runs_only_its_units_and_reports_every_finished_one(tmp_path: Path) -> None:
+    only = study.Selection(methods=("random", "full"), settings=("aligned",))
+    text = run_study(TINY, (1,), tmp_path, CPU, only)
+    ran = {r["unit"]["method"] + "/" + r["unit"]["setting"]
+           for r in json.loads((tmp_path / "study.json").read_text())["results"]["1"]}
+    assert ran == {"random/aligned", "full/aligned"}
+    assert "| aligned | 1 |" in text and "| rotated | 1 | - |" in text  # the rotated row empty
+    run_study(TINY, (1,), tmp_path, CPU, study.Selection(methods=("random",), settings=("rotated",)))
+    rows = json.loads((tmp_path / "study.json").read_text())["results"]["1"]
+    assert {r["unit"]["method"] + "/" + r["unit"]["setting"] for r in rows} == ran | {"random/rotated"}
+    assert len(rows) == len({study.Unit(**r["unit"]).name for r in rows})  # each unit once
+
+
+def test_the_study_command_refuses_an_unknown_method_or_setting_and_a_folder_of_other_iterations(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = ["study", "--out", str(tmp_path), "--preset", "cpu", "--tables", "1", "--device", "cpu"]
+    assert main([*base, "--methods", "gm", "nerf"]) == 2
+    assert "--methods ['nerf'] are not among ['random', 'herding'" in capsys.readouterr().err
+    assert main([*base, "--settings", "upside_down"]) == 2
+    assert "--settings ['upside_down'] are not among ['aligned', 'rotated', 'rotated_raw']" in capsys.readouterr().err
+    assert main([*base, "--iterations", "0"]) == 2
+    assert "--iterations must be 1 or more, got 0" in capsys.readouterr().err
+    (tmp_path / "study.json").write_text(json.dumps({"plan": dataclasses.asdict(study.PRESETS["cpu"]), "results": {}}))
+    assert main([*base, "--iterations", "10"]) == 2
+    assert "holds a study of iterations 40" in capsys.readouterr().err

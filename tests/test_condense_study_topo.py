@@ -98,16 +98,17 @@ def test_cross_topo_units_keep_table_3_s_names_for_the_sets_without_the_term() -
     plan = replace(TINY, distills=2)
     rows = [_result(t, w, s, [0.5], [0.5 + w / 1e5]) for t, w in ((None, 0.0), ("shape", 1e3), ("shape", 1e4))
             for s in (0, 1)]
-    eight = cross_topo_units(plan, rows, strict=False)  # DD3D has no Table 7 rows: only its sets without the term
+    eight = cross_topo_units(plan, rows, ())  # DD3D has no Table 7 rows: only its sets without the term
     three = {u.name for u in units(plan, 3)}
     assert {u.name for u in eight if u.topo is None and u.method in ("gm", "full")} <= three
     assert {(u.method, u.topo, u.topo_weight) for u in eight} == {("full", None, 0.0), ("gm", None, 0.0),
                                                                    ("gm", "shape", 1e4), ("dd3d", None, 0.0)}
     assert len(eight) == len(CROSS_MODELS) * (1 + 2 * 3)
+    assert cross_topo_units(plan, rows, ("gm",)) == eight  # GM's choice is final: only DD3D's is missing
     with pytest.raises(ValueError, match="dd3d shape"):
-        cross_topo_units(plan, rows, strict=True)
+        cross_topo_units(plan, rows, ("gm", "dd3d"))
     with pytest.raises(ValueError, match="gm shape"):  # one seed of a weight missing: not final
-        cross_topo_units(plan, rows[:-1], strict=True)
+        cross_topo_units(plan, rows[:-1], ("gm",))
 
 
 def _result(topo: str | None, weight: float, seed: int, test: list[float], val: list[float]) -> dict:
@@ -155,8 +156,9 @@ def test_a_set_of_moved_and_scaled_real_clouds_has_no_gap_and_noise_has_one() ->
     assert noise["chamfer"] > 0.05 and noise["diagram"] > 1e-3
 
 
-def test_the_kept_table_7_study_reports_its_markdown_again_from_its_json() -> None:
-    kept = Path(__file__).parents[1] / "benchmarks" / "studies" / "condense-topo-cpu"
+@pytest.mark.parametrize("folder", ["condense-topo-cpu", "condense-topo-lidar-cpu"])
+def test_the_kept_table_7_studies_report_their_markdown_again_from_their_json(folder: str) -> None:
+    kept = Path(__file__).parents[1] / "benchmarks" / "studies" / folder
     record = json.loads((kept / "study.json").read_text())
     text = study.report(study.plan_of(record["plan"]), {int(t): rows for t, rows in record["results"].items()})
     table = (kept / "STUDY.md").read_text().split("### Table 7")[1].split("###")[0]

@@ -12,7 +12,8 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
     python -m train.condense table --out O          # the embedded shapes set, CPC 1/10/50, both settings
     python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
     python -m train.condense show --from A B ... [--names ...] [--classes ...] --out F.png  # Figure 6
-    python -m train.condense study --out O --preset paper|cpu [--tables 1 2 3 4 5 6 7] [--cpcs 1 10]  # the tables
+    python -m train.condense study --out O --preset paper|cpu [--tables 1 ... 8] [--cpcs 1 10] [--iterations N]
+        [--methods gm dd3d] [--settings aligned]  # the tables (a selection runs only those units)
 
 Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
 share each training step, :mod:`train.condense.training`), on ``--device`` (auto: CUDA when there
@@ -64,7 +65,7 @@ from train.condense.out_folder import check_file_out, check_folder_out, clear_fo
 from train.condense.resample import resampled  # noqa: E402
 from train.condense.rotator import ROTATORS, Rotator, rotator_kind, rotator_of  # noqa: E402
 from train.condense.stop import STOP_SIGNALS, Stopped, stopped_code, stopping  # noqa: E402
-from train.condense.study import PRESETS, TABLES, run_study  # noqa: E402
+from train.condense.study import PRESETS, TABLES, TITLES, Selection, run_study  # noqa: E402
 from train.condense.table import coreset_table  # noqa: E402
 from train.condense.topology_term import READINGS, check_weight  # noqa: E402
 from train.condense.training import TrainSpec  # noqa: E402
@@ -209,6 +210,12 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     study.add_argument("--tables", type=int, nargs="+", default=list(TABLES), help="which tables (default all)")
     study.add_argument("--cpcs", type=int, nargs="+", help="Table 1's clouds per class (default the preset's: paper "
                        "1 10 50, cpu 1); Tables 2 and 4-6 take the smallest, Table 3 the largest, Table 7 every one")
+    study.add_argument("--iterations", type=int, help="outer iterations of every distillation (default the "
+                       "preset's: paper the data set's released count, cpu 40); a folder holds one count")
+    study.add_argument("--methods", nargs="+", default=[], help=f"run only these methods' units, of {', '.join(TITLES)} "
+                       "(default every one; the others finished in --out are reported)")
+    study.add_argument("--settings", nargs="+", default=[], help=f"run only these settings' units, of "
+                       f"{', '.join(SETTINGS)} (default every one)")
     study.add_argument("--dataset", help=f"object data set, one of {', '.join(OBJECT_SETS)} (default the "
                        "preset's, shapes)")
     study.add_argument("--data-root", help="the download's folder")
@@ -457,10 +464,15 @@ def _study(args: argparse.Namespace, info: DistInfo) -> None:
         if min(args.cpcs) < 1:
             raise ValueError(f"--cpcs must be 1 or more, got {args.cpcs}")
         plan = replace(plan, cpcs=tuple(sorted(set(args.cpcs))))
+    if args.iterations is not None:
+        if args.iterations < 1:
+            raise ValueError(f"--iterations must be 1 or more, got {args.iterations}")
+        plan = replace(plan, iterations=args.iterations)
+    select = Selection(tuple(args.methods), tuple(args.settings))
     bad = sorted(set(args.tables) - set(TABLES))
     if bad:
         raise ValueError(f"--tables {bad} are not among {list(TABLES)}")
-    text = run_study(plan, tuple(sorted(set(args.tables))), Path(args.out), info)
+    text = run_study(plan, tuple(sorted(set(args.tables))), Path(args.out), info, select)
     if info.is_main:
         print(f"# {PROG} study, preset {args.preset}, CPC {' '.join(map(str, plan.cpcs))}\n\n{text}")
 

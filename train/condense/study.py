@@ -73,7 +73,7 @@ from train.condense.rotator import Rotator, rotator_kind, rotator_of
 from train.condense.shape_gap import shape_gap
 from train.condense.topology_term import DEFAULT_M, READINGS, RealDiagrams
 from train.condense.training import Clouds, TrainSpec
-from train.data.objects.cloud import EmptySplitError, ObjectSet
+from train.data.objects.cloud import SETTINGS, EmptySplitError, ObjectSet
 from train.runtime.distributed import DistInfo, barrier
 from train.runtime.files import atomic_write
 
@@ -224,10 +224,10 @@ def chosen_weight(rows: list[dict[str, Any]], plan: Plan, reading: str, **where:
     return chosen, final
 
 
-def cross_topo_units(plan: Plan, rows: list[dict[str, Any]], strict: bool) -> list[Unit]:
+def cross_topo_units(plan: Plan, rows: list[dict[str, Any]], required: tuple[str, ...]) -> list[Unit]:
     """Table 8's units (module docstring) from Table 7's finished ``rows``: each reading whose
-    weight is final (:func:`chosen_weight`) at the largest CPC, aligned; ``strict`` (the table is
-    to run) refuses, naming them, the readings whose choice is not final yet."""
+    weight is final (:func:`chosen_weight`) at the largest CPC, aligned; ValueError naming them
+    where a reading of a method of ``required`` (those the table is to run) is not final yet."""
     p, top, seeds = plan.points, plan.cpcs[-1], range(plan.distills)
     terms: dict[str, list[tuple[str | None, float]]] = {}
     missing = []
@@ -237,9 +237,9 @@ def cross_topo_units(plan: Plan, rows: list[dict[str, Any]], strict: bool) -> li
             weight, final = chosen_weight(rows, plan, reading, setting="aligned", cpc=top, method=method)
             if final:
                 terms[method].append((reading, weight))
-            else:
+            elif method in required:
                 missing.append(f"{method} {reading}")
-    if strict and missing:
+    if missing:
         raise ValueError(f"Table 8 evaluates the sets of the weight Table 7 chooses on validation, and Table 7 "
                          f"(aligned, CPC {top}) has not finished every weight of {', '.join(missing)}: run "
                          "--tables 7 first (or with 8)")
@@ -555,9 +555,28 @@ def plan_of(record: dict[str, Any]) -> Plan:
                 part_recipe=part)
 
 
-def _table_units(plan: Plan, table: int, results: dict[int, list[dict[str, Any]]], run: bool) -> list[Unit]:
-    """``table``'s units; Table 8's from Table 7's ``results`` (refused if not final and ``run``)."""
-    return cross_topo_units(plan, results.get(7, []), run) if table == 8 else units(plan, table)
+@dataclass(frozen=True)
+class Selection:
+    """Which of a table's units a study runs: those of ``methods`` and ``settings`` (empty: every
+    one); the others are read where finished. A unit's result does not depend on it."""
+
+    methods: tuple[str, ...] = ()
+    settings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name, given, known in (("methods", self.methods, tuple(TITLES)), ("settings", self.settings, SETTINGS)):
+            if bad := sorted(set(given) - set(known)):
+                raise ValueError(f"--{name} {bad} are not among {list(known)}")
+
+    def takes(self, unit: Unit) -> bool:
+        return (not self.methods or unit.method in self.methods) and (not self.settings or unit.setting in self.settings)
+
+
+def _table_units(plan: Plan, table: int, results: dict[int, list[dict[str, Any]]],
+                 required: tuple[str, ...]) -> list[Unit]:
+    """``table``'s units; Table 8's from Table 7's ``results`` (refused where a method of
+    ``required`` has a reading whose weight is not final)."""
+    return cross_topo_units(plan, results.get(7, []), required) if table == 8 else units(plan, table)
 
 
 def finished_units(plan: Plan, todo: list[Unit], out: Path) -> list[dict[str, Any]]:
@@ -606,17 +625,21 @@ def check_plan(plan: Plan, out: Path) -> None:
                              "another --out")
 
 
-def run_study(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo) -> str:
-    """Every unit of ``tables`` (finished ones read back), then the report of those and of every
-    other table's units finished in ``out`` (a study run a table at a time reports them all), also
+def run_study(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo, select: Selection = Selection()) -> str:
+    """Every unit of ``tables`` that ``select`` takes (finished ones read back), then the report of
+    those and of every unit finished in ``out`` (a study run a table at a time reports them all), also
     written to ``<out>/STUDY.md`` with every result in ``<out>/study.json``; refused first when
     ``out`` holds another plan's study (:func:`check_plan`)."""
     check_plan(plan, out)
     results: dict[int, list[dict[str, Any]]] = {}
     for table in TABLES:  # in order: Table 8's units follow from Table 7's results
-        todo = _table_units(plan, table, results, table in tables)
-        results[table] = ([run_unit(plan, unit, out, info, f"Table {table}, unit {k} of {len(todo)}")
-                           for k, unit in enumerate(todo, 1)] if table in tables else finished_units(plan, todo, out))
+        run = table in tables
+        required = tuple(m for m in TOPO_DISTILLATIONS if run and (not select.methods or m in select.methods))
+        todo = _table_units(plan, table, results, required)
+        chosen = [unit for unit in todo if run and select.takes(unit)]
+        results[table] = [run_unit(plan, unit, out, info, f"Table {table}, unit {k} of {len(chosen)}")
+                          for k, unit in enumerate(chosen, 1)] + finished_units(
+                              plan, [unit for unit in todo if unit not in chosen], out)
     results = {table: rows for table, rows in results.items() if rows}
     if 7 in results:
         results[7] = _with_shapes(plan, results[7], out, info)
