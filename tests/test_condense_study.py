@@ -193,6 +193,13 @@ def test_a_selection_runs_only_its_units_and_reports_every_finished_one(tmp_path
     assert len(rows) == len({study.Unit(**r["unit"]).name for r in rows})  # each unit once
 
 
+def test_a_selection_of_terms_takes_the_units_of_those_readings_or_none() -> None:
+    seven = units(replace(TINY, cpcs=(2,)), 7)
+    takes = study.Selection(methods=("dd3d",), terms=("none", "feature")).takes
+    assert {(u.method, u.topo) for u in seven if takes(u)} == {("dd3d", None), ("dd3d", "feature")}
+    assert all(study.Selection().takes(u) for u in seven)
+
+
 def test_the_study_command_refuses_an_unknown_method_or_setting_and_a_folder_of_other_iterations(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     base = ["study", "--out", str(tmp_path), "--preset", "cpu", "--tables", "1", "--device", "cpu"]
@@ -200,6 +207,8 @@ def test_the_study_command_refuses_an_unknown_method_or_setting_and_a_folder_of_
     assert "--methods ['nerf'] are not among ['random', 'herding'" in capsys.readouterr().err
     assert main([*base, "--settings", "upside_down"]) == 2
     assert "--settings ['upside_down'] are not among ['aligned', 'rotated', 'rotated_raw']" in capsys.readouterr().err
+    assert main([*base, "--terms", "none", "colour"]) == 2
+    assert "--terms ['colour'] are not among ['none', 'shape', 'feature']" in capsys.readouterr().err
     assert main([*base, "--iterations", "0"]) == 2
     assert "--iterations must be 1 or more, got 0" in capsys.readouterr().err
     (tmp_path / "study.json").write_text(json.dumps({"plan": dataclasses.asdict(study.PRESETS["cpu"]), "results": {}}))

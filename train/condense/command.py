@@ -13,7 +13,7 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
     python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
     python -m train.condense show --from A B ... [--names ...] [--classes ...] --out F.png  # Figure 6
     python -m train.condense study --out O --preset paper|cpu [--tables 1 ... 8] [--cpcs 1 10] [--iterations N]
-        [--methods gm dd3d] [--settings aligned]  # the tables (a selection runs only those units)
+        [--methods gm dd3d] [--settings aligned] [--terms none feature]  # the tables (a selection: those units)
 
 Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
 share each training step, :mod:`train.condense.training`), on ``--device`` (auto: CUDA when there
@@ -216,6 +216,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                        "(default every one; the others finished in --out are reported)")
     study.add_argument("--settings", nargs="+", default=[], help=f"run only these settings' units, of "
                        f"{', '.join(SETTINGS)} (default every one)")
+    study.add_argument("--terms", nargs="+", default=[], help="run only the units with these persistence terms, of "
+                       f"none, {', '.join(READINGS)} (default every one)")
     study.add_argument("--dataset", help=f"object data set, one of {', '.join(OBJECT_SETS)} (default the "
                        "preset's, shapes)")
     study.add_argument("--data-root", help="the download's folder")
@@ -468,7 +470,7 @@ def _study(args: argparse.Namespace, info: DistInfo) -> None:
         if args.iterations < 1:
             raise ValueError(f"--iterations must be 1 or more, got {args.iterations}")
         plan = replace(plan, iterations=args.iterations)
-    select = Selection(tuple(args.methods), tuple(args.settings))
+    select = Selection(tuple(args.methods), tuple(args.settings), tuple(args.terms))
     bad = sorted(set(args.tables) - set(TABLES))
     if bad:
         raise ValueError(f"--tables {bad} are not among {list(TABLES)}")

@@ -557,19 +557,23 @@ def plan_of(record: dict[str, Any]) -> Plan:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which of a table's units a study runs: those of ``methods`` and ``settings`` (empty: every
-    one); the others are read where finished. A unit's result does not depend on it."""
+    """Which of a table's units a study runs: those of ``methods``, ``settings`` and persistence
+    ``terms`` (a reading, or ``none`` for the units without the term; empty: every one); the
+    others are read where finished. A unit's result does not depend on it."""
 
     methods: tuple[str, ...] = ()
     settings: tuple[str, ...] = ()
+    terms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name, given, known in (("methods", self.methods, tuple(TITLES)), ("settings", self.settings, SETTINGS)):
+        for name, given, known in (("methods", self.methods, tuple(TITLES)), ("settings", self.settings, SETTINGS),
+                                   ("terms", self.terms, ("none", *READINGS))):
             if bad := sorted(set(given) - set(known)):
                 raise ValueError(f"--{name} {bad} are not among {list(known)}")
 
     def takes(self, unit: Unit) -> bool:
-        return (not self.methods or unit.method in self.methods) and (not self.settings or unit.setting in self.settings)
+        return ((not self.methods or unit.method in self.methods) and (not self.settings or unit.setting in self.settings)
+                and (not self.terms or (unit.topo or "none") in self.terms))
 
 
 def _table_units(plan: Plan, table: int, results: dict[int, list[dict[str, Any]]],
