@@ -571,8 +571,11 @@ class Selection:
             if bad := sorted(set(given) - set(known)):
                 raise ValueError(f"--{name} {bad} are not among {list(known)}")
 
+    def takes_method(self, method: str) -> bool:
+        return not self.methods or method in self.methods
+
     def takes(self, unit: Unit) -> bool:
-        return ((not self.methods or unit.method in self.methods) and (not self.settings or unit.setting in self.settings)
+        return (self.takes_method(unit.method) and (not self.settings or unit.setting in self.settings)
                 and (not self.terms or (unit.topo or "none") in self.terms))
 
 
@@ -638,12 +641,13 @@ def run_study(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo, se
     results: dict[int, list[dict[str, Any]]] = {}
     for table in TABLES:  # in order: Table 8's units follow from Table 7's results
         run = table in tables
-        required = tuple(m for m in TOPO_DISTILLATIONS if run and (not select.methods or m in select.methods))
+        required = tuple(m for m in TOPO_DISTILLATIONS if select.takes_method(m)) if run else ()
         todo = _table_units(plan, table, results, required)
-        chosen = [unit for unit in todo if run and select.takes(unit)]
+        taken = [run and select.takes(unit) for unit in todo]
+        chosen = [unit for unit, take in zip(todo, taken) if take]
         results[table] = [run_unit(plan, unit, out, info, f"Table {table}, unit {k} of {len(chosen)}")
                           for k, unit in enumerate(chosen, 1)] + finished_units(
-                              plan, [unit for unit in todo if unit not in chosen], out)
+                              plan, [unit for unit, take in zip(todo, taken) if not take], out)
     results = {table: rows for table, rows in results.items() if rows}
     if 7 in results:
         results[7] = _with_shapes(plan, results[7], out, info)
