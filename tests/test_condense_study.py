@@ -13,6 +13,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -20,8 +21,11 @@ import torch.multiprocessing as mp
 import train.condense.command as command
 import train.condense.study as study
 from train.condense.command import main
+import train.condense.data as data_module
+from train.condense.data import DataSpec
 from train.condense.study import CROSS_MODELS, Plan, run_study, units
 from train.condense.training import TrainSpec
+from train.data.objects import load_objects
 from train.runtime.distributed import DistInfo, cleanup
 from train.runtime.leaving import leave
 from tests.test_condense_ddp import _free_port, joined_rank
@@ -161,6 +165,25 @@ def test_the_report_gives_two_levels_and_the_paired_gain_over_random_by_hand() -
     # gains s0 +5, s1 +2: mean 3.5, 12.706 * 1.5 = 19.1
     assert "| aligned | 1 | +3.5 ± 19.1 (s0 +5.0, s1 +2.0) |" in text
     assert "| rotated | 1 | - | - | - |" in text
+    assert text.startswith("Data: shapes (size 4), 32 points; 1 outer iterations")
+    assert study.report(replace(TINY, size=None), results).startswith("Data: shapes, 32 points;")
+
+
+def test_a_generated_split_is_made_once_a_process_and_a_change_to_one_copy_reaches_no_other(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[tuple] = []
+    real_load = data_module.load_objects
+    monkeypatch.setattr(data_module, "load_objects", lambda *a, **k: made.append(a) or real_load(*a, **k))
+    spec = DataSpec("shapes", size=3, points=16, data_seed=7)  # a seed no other test reads: made here
+    first = spec.load("train")
+    first.points[0, 0, 0] = 99.0
+    again = DataSpec("shapes", size=3, points=16, data_seed=7).load("train")
+    assert len(made) == 1 and again.points[0, 0, 0] != 99.0
+    fresh = load_objects("shapes", split="train", points=16, size=3, seed=7)
+    np.testing.assert_array_equal(again.points, fresh.points)
+    np.testing.assert_array_equal(again.labels, fresh.labels)
+    spec.load("test"), replace(spec, size=4).load("train")
+    assert len(made) == 3
 
 
 @pytest.mark.parametrize("kept", sorted(Path(__file__).parents[1].glob("benchmarks/studies/condense-cpu*/study.json")))
@@ -200,7 +223,7 @@ def test_a_selection_of_terms_takes_the_units_of_those_readings_or_none() -> Non
     assert all(study.Selection().takes(u) for u in seven)
 
 
-def test_the_study_command_refuses_an_unknown_method_or_setting_and_a_folder_of_other_iterations(
+def test_the_study_command_refuses_an_unknown_method_or_setting_a_bad_size_and_a_folder_of_another_plan(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     base = ["study", "--out", str(tmp_path), "--preset", "cpu", "--tables", "1", "--device", "cpu"]
     assert main([*base, "--methods", "gm", "nerf"]) == 2
@@ -214,3 +237,7 @@ def test_the_study_command_refuses_an_unknown_method_or_setting_and_a_folder_of_
     (tmp_path / "study.json").write_text(json.dumps({"plan": dataclasses.asdict(study.PRESETS["cpu"]), "results": {}}))
     assert main([*base, "--iterations", "10"]) == 2
     assert "holds a study of iterations 40" in capsys.readouterr().err
+    assert main([*base, "--size", "1500"]) == 2
+    assert "holds a study of size None" in capsys.readouterr().err
+    assert main([*base[:2], str(tmp_path / "other"), *base[3:], "--size", "0"]) == 2
+    assert "size of shapes must be a positive integer, got 0" in capsys.readouterr().err

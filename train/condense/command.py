@@ -12,7 +12,7 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
     python -m train.condense table --out O          # the embedded shapes set, CPC 1/10/50, both settings
     python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
     python -m train.condense show --from A B ... [--names ...] [--classes ...] --out F.png  # Figure 6
-    python -m train.condense study --out O --preset paper|cpu [--tables 1 ... 8] [--cpcs 1 10] [--iterations N]
+    python -m train.condense study --out O --preset paper|cpu [--tables 1 ... 8] [--cpcs 1 10] [--iterations N] [--size S]
         [--methods gm dd3d] [--settings aligned] [--terms none feature]  # the tables (a selection: those units)
 
 Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
@@ -221,6 +221,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     study.add_argument("--dataset", help=f"object data set, one of {', '.join(OBJECT_SETS)} (default the "
                        "preset's, shapes)")
     study.add_argument("--data-root", help="the download's folder")
+    study.add_argument("--size", type=int, help="size of a generated set (shapes: training clouds a class, default "
+                       "100; lidar_objects: scenes, default 120, where bicycle has one training cloud: 2000 give it "
+                       "the 10 of CPC 10); a folder holds one size")
     study.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help=DEVICE_HELP)
     study.add_argument("--procs", type=int, default=1, help="local processes (default 1; torchrun sets its own)")
     show = argparse.ArgumentParser(prog=f"{PROG} show", description="Real and condensed clouds side by side, a "
@@ -470,6 +473,8 @@ def _study(args: argparse.Namespace, info: DistInfo) -> None:
         if args.iterations < 1:
             raise ValueError(f"--iterations must be 1 or more, got {args.iterations}")
         plan = replace(plan, iterations=args.iterations)
+    if args.size is not None:
+        plan = replace(plan, size=args.size)  # load_objects checks it, naming the data set
     select = Selection(tuple(args.methods), tuple(args.settings), tuple(args.terms))
     bad = sorted(set(args.tables) - set(TABLES))
     if bad:

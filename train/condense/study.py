@@ -430,7 +430,8 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
                                         f"; part segmentation: {plan.part_recipe.describe()}")
     iterations = plan.iterations or (f"the released {iterations_for(plan.dataset, 'classification')} (parts "
                                      f"{iterations_for(plan.dataset, 'parts')})")
-    lines = [f"Data: {plan.dataset}, {plan.points} points; {iterations} outer iterations; each method "
+    size = "" if plan.size is None else f" (size {plan.size})"
+    lines = [f"Data: {plan.dataset}{size}, {plan.points} points; {iterations} outer iterations; each method "
              f"distilled {plan.distills} times (seeds 0..{plan.distills - 1}), each set evaluated {plan.runs} times "
              f"({recipes}); test split, last step. OA % (mAcc %) or instance mIoU % (class mIoU %). A cell of "
              "several distillations: mean ± the 95% t interval over the distillations' means (it holds the "
