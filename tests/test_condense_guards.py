@@ -74,8 +74,8 @@ def test_a_folder_holding_another_runs_set_is_refused_and_overwrite_replaces_set
     (["--method", "herding", "--lr", "0"], "--lr must be positive"),
     # the refusals that need the train split: read and checked before --overwrite clears
     (["--method", "dm", "--cpc", "4"], "cpc 4 is more than class 'chair' of shapes holds (3 clouds"),
-    (["--method", "gm", "--task", "parts", "--topo", "shape", "--topo-weight", "10"],
-     "--topo is an option of gm, dd3d on classification sets"),
+    (["--method", "gm", "--task", "parts", "--topo", "feature", "--topo-weight", "10"],
+     "--topo feature reads the classification network's global feature; a part segmentation set takes --topo shape"),
     (["--method", "dm", "--task", "parts"], "dm distils classification sets only (part segmentation: gm, dd3d)"),
     (["--method", "gm", "--rotator", "learned"], "the learned sign is trained by dd3d; gm takes the rotator"),
     (["--method", "nope"], "method 'nope' is not one of random"),

@@ -24,7 +24,8 @@ from train.condense.condensed_file import read_condensed
 from train.condense.matching_loops import DistillSpec, fresh_network
 from train.condense.methods import key_settings
 from train.condense.rotator import Rotator, principal_axes
-from train.condense.topology_term import RealDiagrams, feature_term, shape_term, target_diagrams, topology_term
+from train.condense.topology_term import (RealDiagrams, diagram_distances, feature_term, part_shape_term, shape_term,
+                                          target_diagrams, topology_term)
 
 ROOT = Path(__file__).resolve().parents[1]
 M = 12  # below the clouds' sizes: TPS picks points
@@ -93,6 +94,50 @@ def test_the_term_reaches_the_synthetic_points_through_torchs_gradcheck() -> Non
                                     atol=1e-6)
 
 
+def _parted(seed: int, count: int, n: int, parts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` clouds of ``n`` points, each point of one of ``parts`` (every cloud drawn anew)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.tensor(parts)[torch.randint(len(parts), (count, n), generator=gen)]
+    return _clouds(seed, count, n), ids
+
+
+def test_sets_of_different_sizes_get_the_reference_distances_in_one_call() -> None:
+    sets = [_clouds(20, 1, n)[0] for n in (5, 17, 1, 2)]  # a single point: its diagrams are empty
+    targets = [[_clouds(21, 1, 9)[0].numpy(), _clouds(22, 1, 14)[0].numpy()]] * len(sets)
+    rows = diagram_distances(sets, [target_diagrams(t, M) for t in targets], M)
+    for row, mine, wanted in zip(rows, sets, targets):
+        np.testing.assert_allclose(row.numpy(), [_reference_distance(t, mine.numpy()) for t in wanted], rtol=1e-9)
+
+
+def test_the_part_term_is_the_mean_over_cloud_and_part_of_the_nearest_real_diagram_of_that_part() -> None:
+    """Parts 3 and 5 on both sides are compared; part 9, the real clouds' only, and part 7, the
+    synthetic ones' only, are not (as DD3D's local matching); each part's points a set of their own."""
+    real, synthetic = _parted(30, 4, 24, [3, 5, 9]), _parted(31, 3, 20, [3, 5, 7])
+    value = part_shape_term(real, synthetic, RealDiagrams(M), M).item()
+    expected = []
+    for p in (3, 5):
+        wanted = [r[q == p].numpy() for r, q in zip(*real)]
+        for s, q in zip(*synthetic):
+            expected.append(min(_reference_distance(w, s[q == p].numpy()) for w in wanted))
+    assert value == pytest.approx(np.mean(expected), rel=1e-9) and min(expected) > 0
+
+
+def test_the_part_terms_gradient_reaches_each_parts_points_through_gradcheck() -> None:
+    real, (points, parts) = _parted(32, 2, 12, [0, 1]), _parted(33, 1, 10, [0, 1])
+    kept = RealDiagrams(M)
+    assert torch.autograd.gradcheck(lambda s: part_shape_term(real, (s, parts), kept, M),
+                                    (points.requires_grad_(),), eps=1e-7, atol=1e-6)
+
+
+def test_the_shape_reading_takes_the_part_term_when_the_batches_carry_parts() -> None:
+    real, synthetic = _parted(34, 3, 16, [0, 1]), _parted(35, 2, 12, [0, 1])
+    term = topology_term("shape", 2.0, M)
+    assert term(None, real, synthetic).item() == pytest.approx(2 * part_shape_term(real, synthetic,
+                                                                                   RealDiagrams(M), M).item())
+    assert term(None, (real[0], None), (synthetic[0], None)).item() == pytest.approx(
+        2 * shape_term(real[0], synthetic[0], RealDiagrams(M), M).item())
+
+
 def test_the_real_diagrams_keep_one_entry_a_cloud_under_the_learned_signs_and_are_the_given_clouds() -> None:
     """Under ``--rotator learned`` DD3D's real batch is the clouds on their principal axes times the
     sign step's signs, which change with the decoder every iteration: up to 8 byte patterns a cloud.
@@ -153,6 +198,21 @@ def test_a_run_with_the_term_records_it_and_resumes_exactly(tmp_path: Path, monk
     assert (tmp_path / "cut" / "condensed.npz").read_bytes() == (tmp_path / "whole" / "condensed.npz").read_bytes()
     other = [*run[:-1], "0.25", "--resume", "--out", str(tmp_path / "cut")]
     assert main(other) == 2  # another weight is another run
+
+
+@pytest.mark.parametrize("method", ["gm", "dd3d"])
+def test_a_part_segmentation_run_with_the_shape_reading_moves_its_clouds_and_resumes_exactly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    parts = [*TINY, "--task", "parts", "--method", method]
+    run = [*parts, "--topo", "shape", "--topo-weight", "0.5"]
+    assert main([*run, "--out", str(tmp_path / "whole")]) == 0
+    assert main([*parts, "--out", str(tmp_path / "off")]) == 0
+    whole, off = (read_condensed(tmp_path / n / "condensed.npz") for n in ("whole", "off"))
+    assert whole.provenance["topo"] == {"reading": "shape", "weight": 0.5}
+    assert np.array_equal(whole.parts, off.parts) and not np.array_equal(whole.points, off.points)
+    stop_after_second_checkpoint([*run, "--out", str(tmp_path / "cut")], monkeypatch)
+    assert main([*run, "--resume", "--out", str(tmp_path / "cut")]) == 0
+    assert (tmp_path / "cut" / "condensed.npz").read_bytes() == (tmp_path / "whole" / "condensed.npz").read_bytes()
 
 
 def test_without_the_term_the_key_and_provenance_are_todays(tmp_path: Path) -> None:

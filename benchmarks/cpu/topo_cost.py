@@ -29,14 +29,16 @@ from train.data.objects import load_objects
 from train.runtime.distributed import DistInfo
 
 
-def measure(method: str, cpc: int, points: int, classes: int, size: int, iterations: int, reading: str = "shape"
-            ) -> dict[str, Any]:
-    """One run of ``method`` ("gm" or "dd3d") with the term on; seconds per iteration, in the term, its share."""
+def measure(method: str, cpc: int, points: int, classes: int, size: int, iterations: int, reading: str = "shape",
+            task: str = "classification") -> dict[str, Any]:
+    """One run of ``method`` ("gm" or "dd3d") with the term on, on ``task`` (``parts``: the per-part
+    shape reading); seconds per iteration, in the term, its share."""
     torch.set_num_threads(1)
-    full = load_objects("shapes", split="train", points=points, size=size)
+    full = load_objects("shapes", split="train", points=points, size=size, task=task)
     keep = full.labels < classes
     train = dataclasses.replace(full, points=full.points[keep], labels=full.labels[keep],
-                                class_names=full.class_names[:classes])
+                                class_names=full.class_names[:classes],
+                                parts=None if full.parts is None else full.parts[keep])
     target_diagrams([np.random.default_rng(0).normal(size=(8, 3))], 8, default_pool())  # the pool started, warm
     spent = [0.0]
 

@@ -42,7 +42,7 @@ def shape_gaps(train: ObjectSet, points: np.ndarray, labels: np.ndarray, m: int 
 def _term(pairing: str) -> Any:
     def build(reading: str | None, weight: float) -> Term:
         kept = RealDiagrams(DEFAULT_M)
-        return lambda net, real, synthetic: weight * shape_term(real, synthetic, kept, DEFAULT_M, pairing)
+        return lambda net, real, synthetic: weight * shape_term(real[0], synthetic[0], kept, DEFAULT_M, pairing)
     return build
 
 

@@ -1,9 +1,10 @@
 """The persistence term's share of a gradient-matching outer iteration (``benchmarks.cpu.topo_cost``,
 decision 96), and the shape reading's pairings compared (``benchmarks.cpu.topo_pairing``).
 
-Smoke run: two classes of the generated shapes at 16 points, one iteration of gm at CPC 1.
-``--benchmark``: gm at CPC 1 and 10 and dd3d at CPC 1, at 64, 256 and 1,024 points, four classes of
-40 clouds (a real batch of 32), one iteration each (the real clouds' diagrams computed in it, as
+Smoke run: two classes of the generated shapes at 16 points, one iteration of gm at CPC 1 (the
+classification and the part set). ``--benchmark``: gm at CPC 1 and 10 and dd3d at CPC 1, at 64,
+256 and 1,024 points, and on the part set (the per-part reading) gm and dd3d at CPC 1 at 128, 512
+and 2,048 points, four classes of 40 clouds (a real batch of 32), one iteration each (the real clouds' diagrams computed in it, as
 in a run's first iteration). The seconds and the share go to ``extra_info``; never asserted beyond
 a finished run with finite losses (decision 96 reports it against the third of an iteration it should stay below).
 """
@@ -19,23 +20,26 @@ from benchmarks.cpu.topo_pairing import compare
 
 SMOKE = {"points": [16], "classes": 2, "size": 6, "iterations": 1}
 FULL = {"points": [64, 256, 1024], "classes": 4, "size": 40, "iterations": 1}
+PARTS_FULL = {**FULL, "points": [128, 512, 2048]}  # the cpu preset's part clouds, and the paper's
 
 
-@pytest.mark.parametrize("method,cpc", [("gm", 1), ("gm", 10), ("dd3d", 1)])
-def test_topo_cost(benchmark: Any, method: str, cpc: int, full_run: bool, thread_info: dict[str, Any]) -> None:
+@pytest.mark.parametrize("method,cpc,task", [("gm", 1, "classification"), ("gm", 10, "classification"),
+                                             ("dd3d", 1, "classification"), ("gm", 1, "parts"), ("dd3d", 1, "parts")])
+def test_topo_cost(benchmark: Any, method: str, cpc: int, task: str, full_run: bool,
+                   thread_info: dict[str, Any]) -> None:
     if (method, cpc) != ("gm", 1) and not full_run:
         pytest.skip("under --benchmark only")
-    sizes = FULL if full_run else SMOKE
+    sizes = (PARTS_FULL if task == "parts" else FULL) if full_run else SMOKE
     benchmark.group = "topo-cost"
     records: list[dict[str, Any]] = []
 
     def run() -> None:
         for points in sizes["points"]:
             records.append({"points": points, **measure(method, cpc, points, sizes["classes"], sizes["size"],
-                                                         sizes["iterations"])})
+                                                         sizes["iterations"], task=task)})
     benchmark.pedantic(run, rounds=1)
     assert all(r["status"] == "ok" and r["finite"] and 0 < r["share"] < 1 for r in records)
-    benchmark.extra_info.update({**thread_info, "method": method, "cpc": cpc, "runs": records})
+    benchmark.extra_info.update({**thread_info, "method": method, "cpc": cpc, "task": task, "runs": records})
 
 
 def test_topo_pairing(benchmark: Any, full_run: bool, thread_info: dict[str, Any]) -> None:

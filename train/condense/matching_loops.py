@@ -213,7 +213,7 @@ def class_distances(net: torch.nn.Module, classes: list[int], real: ClassClouds,
         for grads, target in zip(_gradients(net, synthetic_batch, k, parts, create_graph=True), targets):
             distance = distance + gradient_match_distance(grads, [g.detach() for g in target])
         if topo is not None:
-            distance = distance + topo(net, real_batch[0], synthetic_batch[0])
+            distance = distance + topo(net, real_batch, synthetic_batch)
         yield distance
 
 

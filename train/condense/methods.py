@@ -188,8 +188,11 @@ def checked_split(data: DataSpec, method: str, cpc: int, distill: DistillSpec = 
     if method in DISTILLATIONS and objects.parts is not None and method not in PART_DISTILLATIONS:
         raise ValueError(f"{method} distils classification sets only (part segmentation: "
                          f"{', '.join(PART_DISTILLATIONS)})")
-    if distill.topo is not None and (method not in TOPO_DISTILLATIONS or objects.parts is not None):
-        raise ValueError(f"--topo is an option of {', '.join(TOPO_DISTILLATIONS)} on classification sets")
+    if distill.topo is not None and method not in TOPO_DISTILLATIONS:
+        raise ValueError(f"--topo is an option of {', '.join(TOPO_DISTILLATIONS)}")
+    if distill.topo == "feature" and objects.parts is not None:
+        raise ValueError("--topo feature reads the classification network's global feature; a part segmentation "
+                         "set takes --topo shape (its diagrams per part)")
     kind = rotator_kind(objects.setting, rotator)
     if kind == "learned" and method not in ROTATOR_TRAINERS:
         raise ValueError(f"the learned sign is trained by {', '.join(ROTATOR_TRAINERS)}; {method} takes the rotator "

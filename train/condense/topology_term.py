@@ -26,6 +26,10 @@ Two readings (:data:`READINGS`):
   the 1,024-wide global features (``net.embed``) of the class's real batch and of its synthetic
   clouds in the matching network of that outer step. With one synthetic cloud a class the
   synthetic set has no finite pair and the term is a constant (no gradient).
+
+On part segmentation the shape reading is taken part by part (:func:`part_shape_term`): per part
+of the class present in both batches, as DD3D's local matching (Eq. 11), each synthetic cloud's
+points of the part against the real clouds' points of it; the feature reading is refused there.
 """
 from __future__ import annotations
 
@@ -46,8 +50,9 @@ TPS_SEED = 0
 DIMS = (0, 1)  # H0 and H1, summed
 EPS_W = 1e-8  # PWCD's weight stabiliser (fast.pwcd's default)
 
-Term = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-"""(the matching network, class k's real clouds (R, N, 3), its synthetic clouds (S, N, 3)) -> w * T_k."""
+Batch = tuple[torch.Tensor, "torch.Tensor | None"]  # (B, N, 3) clouds and, for part segmentation, (B, N) part ids
+Term = Callable[[torch.nn.Module, Batch, Batch], torch.Tensor]
+"""(the matching network, class k's real batch, its synthetic batch) -> w * T_k."""
 
 
 def _start(sets: Sequence[np.ndarray], m: int, pool: PersistencePool) -> list[tuple]:
@@ -75,16 +80,18 @@ def _pairs(x: torch.Tensor, d: CloudPersistence, start: int) -> list[torch.Tenso
     return [torch.stack([torch.zeros_like(h0), h0], 1), torch.stack([births, deaths], 1)]
 
 
-def diagram_distances(sets: torch.Tensor, targets: Sequence[Sequence[CloudPersistence]], m: int,
+def diagram_distances(sets: Sequence[torch.Tensor], targets: Sequence[Sequence[CloudPersistence]], m: int,
                       pool: PersistencePool | None = None) -> list[torch.Tensor]:
-    """Per set b of ``sets`` (B, n, C), differentiable in it, the (T_b,) PWCD (H0 + H1) of its
-    diagram to each diagram of ``targets[b]``: every pair of diagrams of every set in one
-    ``segment_pwcd`` (a few operators whatever the number of pairs)."""
+    """Per set b of ``sets`` ((n_b, C) each, sizes free; a (B, n, C) tensor is B sets),
+    differentiable in it, the (T_b,) PWCD (H0 + H1) of its diagram to each diagram of
+    ``targets[b]``: every pair of diagrams of every set in one ``segment_pwcd`` (a few operators
+    whatever the number of pairs)."""
     pool = default_pool() if pool is None else pool
-    started = _start(list(sets.detach().to(torch.float64).cpu().numpy()), m, pool)
-    ends = np.arange(1, len(sets) + 1) * sets.shape[1]
-    picked = [rows.result() + start for (rows, _), start in zip(started, ends - sets.shape[1])]
-    x = normalize(sets.reshape(-1, sets.shape[2]), ends, rows=torch.from_numpy(np.concatenate(picked)).to(sets.device))
+    started = _start([s.detach().to(torch.float64).cpu().numpy() for s in sets], m, pool)
+    counts = np.array([len(s) for s in sets])
+    ends = np.cumsum(counts)
+    picked = [rows.result() + start for (rows, _), start in zip(started, ends - counts)]
+    x = normalize(torch.cat(list(sets)), ends, rows=torch.from_numpy(np.concatenate(picked)).to(sets[0].device))
     base = np.cumsum([0] + [len(p) for p in picked[:-1]])
     mine = [_pairs(x, diagrams.result(), start) for (_, diagrams), start in zip(started, base)]
     sizes = [len(q) for qs in mine for q in qs]
@@ -97,7 +104,7 @@ def diagram_distances(sets: torch.Tensor, targets: Sequence[Sequence[CloudPersis
                 t_sizes.append(len(pairs))
                 student.append(first[b, d] + np.arange(sizes[b * len(DIMS) + d]))
                 s_sizes.append(sizes[b * len(DIMS) + d])
-    q = torch.cat([q for qs in mine for q in qs])[torch.from_numpy(np.concatenate(student)).to(sets.device)]
+    q = torch.cat([q for qs in mine for q in qs])[torch.from_numpy(np.concatenate(student)).to(x.device)]
     p = torch.from_numpy(np.concatenate(teacher)).to(q)
     values = segment_pwcd(p, q, _segments(t_sizes, q.device), _segments(s_sizes, q.device), EPS_W)
     return list(values.view(-1, len(DIMS)).sum(1).split([len(t) for t in targets]))
@@ -126,8 +133,8 @@ class RealDiagrams:
     def __init__(self, m: int, pool: PersistencePool | None = None) -> None:
         self.m, self.pool, self.kept = m, pool, {}
 
-    def __call__(self, clouds: torch.Tensor) -> list[CloudPersistence]:
-        host = clouds.detach().to(torch.float64).cpu().numpy()
+    def __call__(self, clouds: Sequence[torch.Tensor]) -> list[CloudPersistence]:
+        host = [c.detach().to(torch.float64).cpu().numpy() for c in clouds]
         keys = [sign_free_key(c) for c in host]
         new = {k: c for k, c in zip(keys, host) if k not in self.kept}
         self.kept.update(zip(new, target_diagrams(list(new.values()), self.m, self.pool)))
@@ -144,6 +151,23 @@ def shape_term(real: torch.Tensor, synthetic: torch.Tensor, diagrams: Callable[[
     rows = diagram_distances(synthetic, [targets] * len(synthetic), m, pool)
     pick = (lambda v: v.min()) if pairing == "nearest" else (lambda v: v.mean())
     return torch.stack([pick(v) for v in rows]).mean()
+
+
+def part_shape_term(real: Batch, synthetic: Batch, diagrams: Callable[[Sequence[torch.Tensor]], list[CloudPersistence]],
+                    m: int = DEFAULT_M, pool: PersistencePool | None = None) -> torch.Tensor:
+    """``T_k`` of the shape reading on a part set: per part p of the class present on both sides
+    (as DD3D's local matching, Eq. 11), each synthetic cloud's points of part p against the real
+    clouds' points of part p, its PWCD to the nearest of their diagrams; the mean over the (cloud,
+    part) pairs. Each part's points are a set of their own, normalised over themselves."""
+    (real_points, real_parts), (points, parts) = real, synthetic
+    shared = sorted(set(real_parts.unique().tolist()) & set(parts.unique().tolist()))
+    mine, targets = [], []
+    for p in shared:
+        wanted = diagrams([r[q == p] for r, q in zip(real_points, real_parts) if bool((q == p).any())])
+        ours = [s[q == p] for s, q in zip(points, parts) if bool((q == p).any())]
+        mine += ours
+        targets += [wanted] * len(ours)
+    return torch.stack([v.min() for v in diagram_distances(mine, targets, m, pool)]).mean()
 
 
 def feature_term(net: torch.nn.Module, real: torch.Tensor, synthetic: torch.Tensor, m: int = DEFAULT_M,
@@ -170,6 +194,11 @@ def topology_term(reading: str | None, weight: float, m: int = DEFAULT_M) -> Ter
         raise ValueError(f"the topology reading must be one of {', '.join(READINGS)}, got {reading!r}")
     check_weight(weight)
     if reading == "feature":
-        return lambda net, real, synthetic: weight * feature_term(net, real, synthetic, m)
+        return lambda net, real, synthetic: weight * feature_term(net, real[0], synthetic[0], m)
     kept = RealDiagrams(m)
-    return lambda net, real, synthetic: weight * shape_term(real, synthetic, kept, m)
+
+    def shape(net: torch.nn.Module, real: Batch, synthetic: Batch) -> torch.Tensor:
+        if synthetic[1] is None:
+            return weight * shape_term(real[0], synthetic[0], kept, m)
+        return weight * part_shape_term(real, synthetic, kept, m)
+    return shape
