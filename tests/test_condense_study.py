@@ -68,9 +68,11 @@ def test_a_table_run_alone_reports_the_finished_units_of_the_others_and_only_tho
     assert "Table 1: classification" in text  # Table 4's full-resolution DD3D units are Table 1's
     assert "Table 5" not in text
     record = json.loads((tmp_path / "study.json").read_text())
-    assert set(record["results"]) == {"1", "2", "3", "4", "6", "7", "8"}  # Tables 3, 6-8 also hold Table 1's DD3D units
+    # Tables 3 and 6-8 also hold Table 1's DD3D units, Table 9 Table 2's GM and DD3D units
+    assert set(record["results"]) == {"1", "2", "3", "4", "6", "7", "8", "9"}
     for table in ("1", "3", "6", "7", "8"):
         assert {study.Unit(**r["unit"]).name for r in record["results"][table]} <= done
+    assert {study.Unit(**r["unit"]).name for r in record["results"]["9"]} <= {u.name for u in units(TINY, 2)}
 
 
 def test_table_3_evaluates_table_1s_largest_sets_with_every_backbone_and_table_2_the_parts() -> None:
@@ -87,8 +89,9 @@ def test_table_3_evaluates_table_1s_largest_sets_with_every_backbone_and_table_2
 
 
 def test_the_study_command_refuses_an_unknown_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["study", "--out", str(tmp_path), "--preset", "cpu", "--tables", "1", "9", "--device", "cpu"]) == 2
-    assert capsys.readouterr().err.strip() == "python -m train.condense: error: --tables [9] are not among [1, 2, 3, 4, 5, 6, 7, 8]"
+    assert main(["study", "--out", str(tmp_path), "--preset", "cpu", "--tables", "1", "10", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == ("python -m train.condense: error: --tables [10] are not among "
+                                               "[1, 2, 3, 4, 5, 6, 7, 8, 9]")
 
 
 def test_the_study_command_takes_table_1s_cpcs_and_refuses_one_below_1(tmp_path: Path, capsys: pytest.CaptureFixture,

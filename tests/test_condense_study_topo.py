@@ -135,6 +135,32 @@ def test_the_report_chooses_the_weight_on_validation_and_pairs_the_gain_by_seed_
     assert "| aligned | 1 | GM | shape, w 10000 | - |" in study.report(TINY, {7: unscored})  # no split: no choice
 
 
+def test_table_9_runs_the_part_reading_at_each_weight_beside_table_2s_sets() -> None:
+    nine = units(replace(TINY, distills=2), 9)
+    assert {(u.method, u.setting, u.task, u.topo, u.topo_weight) for u in nine} == {
+        (m, "aligned", "parts", t, w) for m in ("gm", "dd3d") for t, w in ((None, 0.0), ("shape", 1e3), ("shape", 1e4))}
+    assert len({u.name for u in nine}) == len(nine) == 2 * 3 * 2
+    table_2 = {u.name for u in units(replace(TINY, distills=2), 2)}
+    assert {u.name for u in nine if u.topo is None} <= table_2
+    assert all(u.name not in table_2 for u in nine if u.topo is not None)
+
+
+def test_a_tiny_table_9_chooses_on_validation_miou_and_keeps_the_shape_gaps(tmp_path: Path) -> None:
+    plan = replace(TINY, topo_weights=(1e4,), size=10)
+    text = run_study(plan, (9,), tmp_path, CPU)
+    assert "### Table 9: the persistence term on part segmentation" in text
+    assert "| setting | CPC | method | term | val instance mIoU | test instance mIoU |" in text
+    for method in ("GM", "DD3D"):
+        assert f"| aligned | 1 | {method} | none |" in text
+        assert f"| aligned | 1 | {method} | shape, w 10000 (chosen on val) |" in text
+    rows = json.loads((tmp_path / "study.json").read_text())["results"]["9"]
+    assert len(rows) == 4 and all("instance_miou" in run["val"] for r in rows for run in r["runs"])
+    assert all(r["shape"]["chamfer"] > 0 for r in rows)
+    topo = [r for r in rows if r["unit"]["topo"]][0]
+    assert read_condensed(tmp_path / "units" / Unit(**topo["unit"]).set_name / "condensed.npz").provenance["topo"] == {
+        "reading": "shape", "weight": 1e4}
+
+
 def test_chamfer_to_the_nearest_real_cloud_equals_a_brute_force() -> None:
     rng = np.random.default_rng(7)
     cloud, real = torch.from_numpy(rng.normal(size=(20, 3))), torch.from_numpy(rng.normal(size=(37, 25, 3)))

@@ -159,6 +159,25 @@ def test_the_real_diagrams_keep_one_entry_a_cloud_under_the_learned_signs_and_ar
     assert len(seen) > 2 * len(clouds)  # the signs did change: bytes alone would have kept each pattern
 
 
+def test_the_real_diagrams_keep_the_most_recent_sets_up_to_their_capacity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Perturbed real batches (DD3D's part sets) never come again: the cache drops the least recently used."""
+    import train.condense.topology_term as term
+    made: list[int] = []
+    real = term.target_diagrams
+    monkeypatch.setattr(term, "target_diagrams", lambda sets, m, pool=None: made.append(len(sets)) or real(sets, m, pool))
+    clouds = _clouds(40, 5, 12)
+    kept = RealDiagrams(M, capacity=3)
+    kept(clouds[:2])
+    kept(clouds[2:4])  # clouds 0..3 seen: cloud 0, the oldest, dropped
+    assert len(kept.kept) == 3 and made == [2, 2]
+    got = kept(clouds[[3, 0]])  # 3 is kept, 0 is made again
+    assert made == [2, 2, 1] and len(kept.kept) == 3
+    for mine, fresh in zip(got, real(list(clouds[[3, 0]].numpy()), M)):
+        assert np.array_equal(mine.h0_pairs, fresh.h0_pairs) and np.array_equal(mine.h1_pairs, fresh.h1_pairs)
+    with pytest.raises(ValueError, match="capacity must be 1 or more"):
+        RealDiagrams(M, capacity=0)
+
+
 def test_the_feature_terms_gradient_reaches_the_synthetic_points_through_the_network() -> None:
     torch.manual_seed(3)
     net = fresh_network(3, torch.device("cpu")).double()

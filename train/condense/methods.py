@@ -36,6 +36,7 @@ from train.condense.features import embed, feature_network
 from train.condense.matching_loops import DistillSpec
 from train.condense.released import generator_adam, iterations_for, loops_of, task_of
 from train.condense.rotator import Rotator, frame_record, rotator_kind
+from train.condense.topology_term import PART_READINGS
 from train.condense.training import TrainSpec
 from train.condense.trajectory import distill_trajectories
 from train.data.objects import ObjectSet
@@ -190,7 +191,7 @@ def checked_split(data: DataSpec, method: str, cpc: int, distill: DistillSpec = 
                          f"{', '.join(PART_DISTILLATIONS)})")
     if distill.topo is not None and method not in TOPO_DISTILLATIONS:
         raise ValueError(f"--topo is an option of {', '.join(TOPO_DISTILLATIONS)}")
-    if distill.topo == "feature" and objects.parts is not None:
+    if distill.topo is not None and distill.topo not in PART_READINGS and objects.parts is not None:
         raise ValueError("--topo feature reads the classification network's global feature; a part segmentation "
                          "set takes --topo shape (its diagrams per part)")
     kind = rotator_kind(objects.setting, rotator)

@@ -30,7 +30,10 @@ of each, decision 87) and the evaluation recipe each uses (``paper`` the release
    the largest CPC, aligned, GM's and DD3D's sets without the term and with each reading at its
    weight chosen on validation in Table 7 (:func:`chosen_weight`), and the full set, evaluated with
    every backbone of :data:`CROSS_MODELS`; its units follow from Table 7's results, so it runs
-   after them (:func:`cross_topo_units`).
+   after them (:func:`cross_topo_units`);
+9. the persistence term on part segmentation (Table 2's check of Table 7, decision 97): GM and
+   DD3D at Table 2's CPC, aligned, without the term (Table 2's sets) and with the shape reading
+   per part at each of :attr:`Plan.topo_weights`, the weight chosen on validation instance mIoU.
 
 A unit writes ``<out>/units/<name>/`` (the set, the generator, the feature network's cache) and
 ``result.json`` last: the scores of every evaluation run on the test split and, beside them, the
@@ -71,13 +74,13 @@ from train.condense.released import iterations_for
 from train.condense.resample import resampled
 from train.condense.rotator import Rotator, rotator_kind, rotator_of
 from train.condense.shape_gap import shape_gap
-from train.condense.topology_term import DEFAULT_M, READINGS, RealDiagrams
+from train.condense.topology_term import DEFAULT_M, PART_READINGS, READINGS, RealDiagrams
 from train.condense.training import Clouds, TrainSpec
 from train.data.objects.cloud import SETTINGS, EmptySplitError, ObjectSet
 from train.runtime.distributed import DistInfo, barrier
 from train.runtime.files import atomic_write
 
-TABLES = (1, 2, 3, 4, 5, 6, 7, 8)
+TABLES = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 TITLES = {"random": "Random", "herding": "Herding", "kcenter": "K-Center", "gm": "GM", "dm": "DM", "tm": "TM (miniature)",
           "dd3d": "DD3D", "full": "full set"}
 CROSS_MODELS = ("pointnet", "pointnet2", "dgcnn", "pct", "pointmlp", "pointnext", "ptv3_student")
@@ -171,7 +174,7 @@ def units(plan: Plan, table: int) -> list[Unit]:
     """The units of ``table`` (module docstring) under ``plan``, in the order they run; Table 8's
     follow from Table 7's results (:func:`cross_topo_units`)."""
     if table not in TABLES or table == 8:
-        raise ValueError(f"table {table!r} is not one of {TABLES[:-1]} (Table 8: cross_topo_units)")
+        raise ValueError(f"table {table!r} is not one of {[t for t in TABLES if t != 8]} (Table 8: cross_topo_units)")
     p, cpc1, top = plan.points, plan.cpcs[0], plan.cpcs[-1]
     seeds = range(plan.distills)
     if table == 1:
@@ -200,13 +203,18 @@ def units(plan: Plan, table: int) -> list[Unit]:
     if table == 6:
         return [Unit(6, "gm", "aligned", cpc1, s, p, p, init=init) for init in ("noise", "real") for s in seeds] + [
             Unit(6, "dd3d", "aligned", cpc1, s, p, p, resample=resample) for resample in (False, True) for s in seeds]
+    if table == 9:
+        terms = [(None, 0.0), *((reading, w) for reading in topo_readings(cpc1, "parts") for w in plan.topo_weights)]
+        return [Unit(9, method, "aligned", cpc1, s, plan.part_points, plan.part_points, task="parts", topo=topo,
+                     topo_weight=weight) for method in TOPO_DISTILLATIONS for topo, weight in terms for s in seeds]
     out = []
     for setting in ("aligned", "rotated"):
         for cpc in plan.cpcs:
             for method in TOPO_DISTILLATIONS:
                 out += [Unit(7, method, setting, cpc, s, p, p) for s in seeds]
                 out += [Unit(7, method, setting, cpc, s, p, p, topo=reading, topo_weight=weight)
-                        for reading in topo_readings(cpc) for weight in plan.topo_weights for s in seeds]
+                        for reading in topo_readings(cpc, "classification") for weight in plan.topo_weights
+                        for s in seeds]
     return out
 
 
@@ -233,7 +241,7 @@ def cross_topo_units(plan: Plan, rows: list[dict[str, Any]], required: tuple[str
     missing = []
     for method in TOPO_DISTILLATIONS:
         terms[method] = [(None, 0.0)]
-        for reading in topo_readings(top):
+        for reading in topo_readings(top, "classification"):
             weight, final = chosen_weight(rows, plan, reading, setting="aligned", cpc=top, method=method)
             if final:
                 terms[method].append((reading, weight))
@@ -249,10 +257,12 @@ def cross_topo_units(plan: Plan, rows: list[dict[str, Any]], required: tuple[str
           for method in TOPO_DISTILLATIONS for topo, weight in terms[method] for s in seeds))]
 
 
-def topo_readings(cpc: int) -> tuple[str, ...]:
-    """The persistence term's readings Table 7 runs at ``cpc``: ``feature`` compares the diagram of a
-    class's synthetic clouds' features, which one cloud a class leaves without a pair (a constant)."""
-    return tuple(r for r in READINGS if r != "feature" or cpc > 1)
+def topo_readings(cpc: int, task: str) -> tuple[str, ...]:
+    """The persistence term's readings Tables 7 and 9 run at ``cpc`` on ``task``: ``feature`` compares
+    the diagram of a class's synthetic clouds' features, which one cloud a class leaves without a
+    pair (a constant), and part sets take :data:`PART_READINGS`."""
+    readings = PART_READINGS if task == "parts" else READINGS
+    return tuple(r for r in readings if r != "feature" or cpc > 1)
 
 
 def _data(plan: Plan, unit: Unit, points: int) -> DataSpec:
@@ -371,14 +381,16 @@ def _gain(results: list[dict[str, Any]], task: str, method: str, **where: Any) -
 
 
 def _val(results: list[dict[str, Any]]) -> float:
-    """The mean validation OA (%) of the results' runs (NaN where none was scored on validation)."""
-    scores = [100.0 * run[VAL]["oa"] for result in results for run in result["runs"] if VAL in run]
+    """The mean validation score (%) of the results' runs, their task's first (OA, instance mIoU);
+    NaN where none was scored on validation."""
+    scores = [100.0 * run[VAL][SCORES[result["unit"]["task"]][0]] for result in results for run in result["runs"]
+              if VAL in run]
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def _topo_rows(rows: list[dict[str, Any]], plan: Plan, setting: str, cpc: int, method: str) -> list[str]:
-    """Table 7's lines of ``method`` at ``setting`` and ``cpc``: without the term, then each reading
-    at each weight, the weight of the best validation OA marked (among those finished)."""
+def _topo_rows(rows: list[dict[str, Any]], plan: Plan, setting: str, cpc: int, method: str, task: str) -> list[str]:
+    """Table 7's (9's) lines of ``method`` at ``setting`` and ``cpc``: without the term, then each
+    reading at each weight, the weight of the best validation score marked (among those finished)."""
     where = {"setting": setting, "cpc": cpc, "method": method}
     base = _grouped(rows, topo=None, **where)
     lines = []
@@ -387,13 +399,13 @@ def _topo_rows(rows: list[dict[str, Any]], plan: Plan, setting: str, cpc: int, m
         shapes = [g["shape"] for g in group if "shape" in g]
         gaps = (f"{np.mean([g['chamfer'] for g in shapes]):.4f} | {np.mean([g['diagram'] for g in shapes]):.4f}"
                 if shapes else "- | -")
-        gain = _paired(group, base, "classification") if group is not base else "-"
+        gain = _paired(group, base, task) if group is not base else "-"
         val = _val(group)
         return (f"| {setting} | {cpc} | {TITLES[method]} | {name} | {'-' if np.isnan(val) else f'{val:.1f}'} | "
-                f"{_cell(group, 'classification')} | {gain} | {gaps} |")
+                f"{_cell(group, task)} | {gain} | {gaps} |")
     if base:
         lines.append(line("none", base))
-    for reading in topo_readings(cpc):
+    for reading in topo_readings(cpc, task):
         done = [(w, group) for w in plan.topo_weights if (group := _grouped(rows, topo=reading, topo_weight=w, **where))]
         if not done:
             continue
@@ -500,19 +512,26 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
                                if "condense_seconds" in g]
                     cells.append(f"{np.mean(seconds):.0f}" if seconds else "-")
                 lines.append(f"| {setting} | {cpc} | {' | '.join(cells)} |")
-    rows = results.get(7)
-    if rows:
-        lines += ["", "### Table 7: the persistence term in gradient matching (decision 96; not the paper's)", "",
-                  "Validation OA (mean of every run) chooses the weight; the gain is the test OA's over the same "
-                  "method without the term, paired by distillation seed. Chamfer: to the nearest real cloud of the "
-                  "class, in the unit sphere; diagram: PWCD (H0 + H1) to the nearest real diagram "
+    topo_tables = {7: ("Table 7: the persistence term in gradient matching (decision 96; not the paper's)",
+                       "classification", ("aligned", "rotated"), plan.cpcs),
+                   9: ("Table 9: the persistence term on part segmentation, the shape reading per part (decision 96; "
+                       "not the paper's)", "parts", ("aligned",), plan.cpcs[:1])}
+    for table, (title, task, settings, cpcs) in topo_tables.items():
+        rows = results.get(table)
+        if not rows:
+            continue
+        score = {"classification": "OA", "parts": "instance mIoU"}[task]
+        lines += ["", f"### {title}", "",
+                  f"Validation {score} (mean of every run) chooses the weight; the gain is the test {score}'s over "
+                  "the same method without the term, paired by distillation seed. Chamfer: to the nearest real "
+                  "cloud of the class, in the unit sphere; diagram: PWCD (H0 + H1) to the nearest real diagram "
                   "(train.condense.shape_gap); both means over the set's clouds.", "",
-                  "| setting | CPC | method | term | val OA | test OA | gain over no term | Chamfer | diagram gap |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for setting in ("aligned", "rotated"):
-            for cpc in plan.cpcs:
+                  f"| setting | CPC | method | term | val {score} | test {score} | gain over no term | Chamfer | "
+                  "diagram gap |", "|---|---|---|---|---|---|---|---|---|"]
+        for setting in settings:
+            for cpc in cpcs:
                 for method in TOPO_DISTILLATIONS:
-                    lines += _topo_rows(rows, plan, setting, cpc, method)
+                    lines += _topo_rows(rows, plan, setting, cpc, method, task)
     rows = results.get(8)
     if rows:
         lines += ["", f"### Table 8: the persistence term across backbones (Table 7's sets, aligned, CPC {plan.cpcs[-1]})",
@@ -650,8 +669,9 @@ def run_study(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo, se
                           for k, unit in enumerate(chosen, 1)] + finished_units(
                               plan, [unit for unit, take in zip(todo, taken) if not take], out)
     results = {table: rows for table, rows in results.items() if rows}
-    if 7 in results:
-        results[7] = _with_shapes(plan, results[7], out, info)
+    for table in (7, 9):
+        if table in results:
+            results[table] = _with_shapes(plan, results[table], out, info)
     text = report(plan, results)
     if info.is_main:
         atomic_write(json.dumps({"plan": asdict(plan), "results": results}, indent=1).encode(), out / "study.json")

@@ -33,6 +33,7 @@ points of the part against the real clouds' points of it; the feature reading is
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -44,6 +45,7 @@ from fast.pwcd import Segments, segment_pwcd
 from fast.routing import edge_lengths
 
 READINGS = ("shape", "feature")
+PART_READINGS = ("shape",)  # on part segmentation sets (the part network has no class feature to read)
 PAIRINGS = ("nearest", "mean")
 DEFAULT_M = 128  # TPS budget of the term (decision 96: the share of an outer iteration it costs)
 TPS_SEED = 0
@@ -124,21 +126,36 @@ def sign_free_key(cloud: np.ndarray) -> bytes:
     return (cloud * signs + 0.0).tobytes()
 
 
+KEPT_DIAGRAMS = 16_384  # real sets whose diagrams a run keeps: ~5 KB each at M = 128, about 80 MB
+
+
 class RealDiagrams:
     """The diagrams of real clouds, computed once per cloud and kept, by the cloud up to the signs
     of its axes (:func:`sign_free_key`): a real batch under the learned sign step (DD3D, Eq. 5-6)
     is the clouds on their principal axes with signs that change every iteration, so the cache
-    holds at most one entry per real cloud of the run, and one diagram serves every sign."""
+    holds at most one entry per real cloud of the run, and one diagram serves every sign. At most
+    ``capacity`` sets are kept, the least recently used dropped first: DD3D's real part batches are
+    perturbed at every draw (its released augmentation), so their sets never come again and an
+    unbounded cache would grow with every iteration."""
 
-    def __init__(self, m: int, pool: PersistencePool | None = None) -> None:
-        self.m, self.pool, self.kept = m, pool, {}
+    def __init__(self, m: int, pool: PersistencePool | None = None, capacity: int = KEPT_DIAGRAMS) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be 1 or more, got {capacity}")
+        self.m, self.pool, self.capacity = m, pool, capacity
+        self.kept: OrderedDict[bytes, CloudPersistence] = OrderedDict()
 
     def __call__(self, clouds: Sequence[torch.Tensor]) -> list[CloudPersistence]:
         host = [c.detach().to(torch.float64).cpu().numpy() for c in clouds]
         keys = [sign_free_key(c) for c in host]
         new = {k: c for k, c in zip(keys, host) if k not in self.kept}
-        self.kept.update(zip(new, target_diagrams(list(new.values()), self.m, self.pool)))
-        return [self.kept[k] for k in keys]
+        found = dict(zip(new, target_diagrams(list(new.values()), self.m, self.pool)))
+        found.update((k, self.kept[k]) for k in keys if k not in found)
+        for k in keys:  # the batch's sets become the most recent
+            self.kept[k] = found[k]
+            self.kept.move_to_end(k)
+        while len(self.kept) > self.capacity:
+            self.kept.popitem(last=False)
+        return [found[k] for k in keys]
 
 
 def shape_term(real: torch.Tensor, synthetic: torch.Tensor, diagrams: Callable[[torch.Tensor], list[CloudPersistence]],
