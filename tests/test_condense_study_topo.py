@@ -149,6 +149,7 @@ def test_a_tiny_table_9_chooses_on_validation_miou_and_keeps_the_shape_gaps(tmp_
     plan = replace(TINY, topo_weights=(1e4,), size=10)
     text = run_study(plan, (9,), tmp_path, CPU)
     assert "### Table 9: the persistence term on part segmentation" in text
+    assert text.startswith("Data: shapes (size 10), 32 points (32 for part segmentation);")
     assert "| setting | CPC | method | term | val instance mIoU | test instance mIoU |" in text
     for method in ("GM", "DD3D"):
         assert f"| aligned | 1 | {method} | none |" in text
@@ -182,14 +183,14 @@ def test_a_set_of_moved_and_scaled_real_clouds_has_no_gap_and_noise_has_one() ->
     assert noise["chamfer"] > 0.05 and noise["diagram"] > 1e-3
 
 
-@pytest.mark.parametrize("folder", ["condense-topo-cpu", "condense-topo-lidar-cpu", "condense-topo-cpc10-cpu"])
-def test_the_kept_table_7_studies_report_their_markdown_again_from_their_json(folder: str) -> None:
+@pytest.mark.parametrize("folder", ["condense-topo-cpu", "condense-topo-lidar-cpu", "condense-topo-cpc10-cpu",
+                                    "condense-topo-parts-cpu"])
+def test_the_kept_persistence_term_studies_report_their_markdown_again_from_their_json(folder: str) -> None:
     kept = Path(__file__).parents[1] / "benchmarks" / "studies" / folder
     record = json.loads((kept / "study.json").read_text())
     text = study.report(study.plan_of(record["plan"]), {int(t): rows for t, rows in record["results"].items()})
     markdown = (kept / "STUDY.md").read_text()
-    for table in ("### Table 7", "### Table 8"):
-        if table in markdown:
-            section = markdown.split(table)[1].split("###")[0]
-            assert section in text
-    assert "(chosen on val)" in markdown.split("### Table 7")[1].split("###")[0]
+    tables = [table for table in ("### Table 7", "### Table 8", "### Table 9") if table in markdown]
+    for table in tables:
+        assert markdown.split(table)[1].split("###")[0] in text
+    assert "(chosen on val)" in markdown.split(tables[0])[1].split("###")[0]

@@ -443,7 +443,8 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
     iterations = plan.iterations or (f"the released {iterations_for(plan.dataset, 'classification')} (parts "
                                      f"{iterations_for(plan.dataset, 'parts')})")
     size = "" if plan.size is None else f" (size {plan.size})"
-    lines = [f"Data: {plan.dataset}{size}, {plan.points} points; {iterations} outer iterations; each method "
+    parts = f" ({plan.part_points} for part segmentation)" if results.get(2) or results.get(9) else ""
+    lines = [f"Data: {plan.dataset}{size}, {plan.points} points{parts}; {iterations} outer iterations; each method "
              f"distilled {plan.distills} times (seeds 0..{plan.distills - 1}), each set evaluated {plan.runs} times "
              f"({recipes}); test split, last step. OA % (mAcc %) or instance mIoU % (class mIoU %). A cell of "
              "several distillations: mean ± the 95% t interval over the distillations' means (it holds the "
