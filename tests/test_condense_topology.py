@@ -120,6 +120,8 @@ def test_the_part_term_is_the_mean_over_cloud_and_part_of_the_nearest_real_diagr
         for s, q in zip(*synthetic):
             expected.append(min(_reference_distance(w, s[q == p].numpy()) for w in wanted))
     assert value == pytest.approx(np.mean(expected), rel=1e-9) and min(expected) > 0
+    apart = part_shape_term(real, _parted(36, 2, 20, [1, 7]), RealDiagrams(M), M)  # no part on both sides
+    assert apart.item() == 0.0 and apart.dtype == real[0].dtype
 
 
 def test_the_part_terms_gradient_reaches_each_parts_points_through_gradcheck() -> None:

@@ -175,7 +175,8 @@ def part_shape_term(real: Batch, synthetic: Batch, diagrams: Callable[[Sequence[
     """``T_k`` of the shape reading on a part set: per part p of the class present on both sides
     (as DD3D's local matching, Eq. 11), each synthetic cloud's points of part p against the real
     clouds' points of part p, its PWCD to the nearest of their diagrams; the mean over the (cloud,
-    part) pairs. Each part's points are a set of their own, normalised over themselves."""
+    part) pairs (zero where no part is on both sides). Each part's points are a set of their own,
+    normalised over themselves."""
     (real_points, real_parts), (points, parts) = real, synthetic
     shared = sorted(set(real_parts.unique().tolist()) & set(parts.unique().tolist()))
     mine, targets = [], []
@@ -184,6 +185,8 @@ def part_shape_term(real: Batch, synthetic: Batch, diagrams: Callable[[Sequence[
         ours = [s[q == p] for s, q in zip(points, parts) if bool((q == p).any())]
         mine += ours
         targets += [wanted] * len(ours)
+    if not mine:  # no part on both sides: nothing to compare, as the local matching skips the class
+        return torch.zeros((), dtype=points.dtype, device=points.device)
     return torch.stack([v.min() for v in diagram_distances(mine, targets, m, pool)]).mean()
 
 
