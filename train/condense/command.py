@@ -12,8 +12,8 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
     python -m train.condense table --out O          # the embedded shapes set, CPC 1/10/50, both settings
     python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
     python -m train.condense show --from A B ... [--names ...] [--classes ...] --out F.png  # Figure 6
-    python -m train.condense study --out O --preset paper|cpu [--tables 1 ... 8] [--cpcs 1 10] [--iterations N] [--size S]
-        [--methods gm dd3d] [--settings aligned] [--terms none feature]  # the tables (a selection: those units)
+    python -m train.condense study --out O --preset paper|cpu [--tables 1 ... 9] [--cpcs 1 10] [--iterations N]
+        [--size S] [--methods gm dd3d] [--settings aligned] [--terms none feature]  # a selection: those units
 
 Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
 share each training step, :mod:`train.condense.training`), on ``--device`` (auto: CUDA when there

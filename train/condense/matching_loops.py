@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from fast import distribution_match_loss, gradient_match_distance
 from train.condense.distill_checkpoint import Checkpoint
 from train.condense.released import Loops
-from train.condense.topology_term import Term, topology_term
+from train.condense.topology_term import Batch, Term, topology_term
 from train.models.objects import build_object_model
 from train.runtime.distributed import DistInfo, all_reduce_sum
 from train.runtime.logging_utils import progress
@@ -48,7 +48,6 @@ DECAY_FACTOR = 0.1  # the learning rate at half the iterations (and the network'
 STATISTICS_CLOUDS = 8  # real clouds a class for a batch-normalised network's statistics (seg_inr.py's BNSizePC)
 CHUNK_POINTS = 512  # points a forward and backward pass takes on a CPU (decision 95)
 
-Batch = tuple[torch.Tensor, "torch.Tensor | None"]  # (B, N, 3) clouds and, for part segmentation, (B, N) part ids
 ClassClouds = Callable[[int], Batch]  # class k -> a batch of its clouds
 IGNORED = -100  # the part id cross-entropy skips: the points outside the part a local match looks at
 
