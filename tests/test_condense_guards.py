@@ -183,7 +183,7 @@ def test_a_cpc_above_a_classs_clouds_is_refused_naming_the_class_before_any_work
     monkeypatch.setattr("train.condense.methods.feature_network", lambda *a, **k: pytest.fail("trained"))
     assert main([*TINY, "--method", method, "--cpc", "4", "--out", str(tmp_path)]) == 2
     assert refusal(capsys) == (f"{PROG}: error: cpc 4 is more than class 'chair' of shapes holds (3 clouds in its "
-                               "train split): give a CPC of 3 or less")
+                               "train split): give a CPC of 3 or less or a larger --size (a generated set)")
     assert not (tmp_path / "condensed.npz").exists()
 
 

@@ -40,6 +40,7 @@ from train.condense.topology_term import PART_READINGS
 from train.condense.training import TrainSpec
 from train.condense.trajectory import distill_trajectories
 from train.data.objects import ObjectSet
+from train.data.objects.load import GENERATED_SETS
 from train.runtime.distributed import DistInfo
 
 Arrays = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]  # points, labels, parts
@@ -168,9 +169,10 @@ def check_classes(train: ObjectSet, cpc: int) -> None:
                          + ": a condensed set needs every class; check the download (docs/objects.md)")
     fewest = int(np.argmin(counts))
     if counts[fewest] < cpc:
+        larger = " or a larger --size (a generated set)" if train.name in GENERATED_SETS else ""
         raise ValueError(f"cpc {cpc} is more than class {train.class_names[fewest]!r} of {train.name} holds "
                          f"({counts[fewest]} clouds in its {train.split} split): give a CPC of {counts[fewest]} "
-                         "or less")
+                         f"or less{larger}")
 
 
 def checked_split(data: DataSpec, method: str, cpc: int, distill: DistillSpec = DistillSpec(),
