@@ -4,8 +4,8 @@ decision 96), and the shape reading's pairings compared (``benchmarks.cpu.topo_p
 Smoke run: two classes of the generated shapes at 16 points, one iteration of gm at CPC 1 (the
 classification and the part set). ``--benchmark``: gm at CPC 1 and 10 and dd3d at CPC 1, at 64,
 256 and 1,024 points, and on the part set (the per-part reading) gm and dd3d at CPC 1 at 128, 512
-and 2,048 points, four classes of 40 clouds (a real batch of 32), one iteration each (the real clouds' diagrams computed in it, as
-in a run's first iteration). The seconds and the share go to ``extra_info``; never asserted beyond
+and 2,048 points, four classes of 40 clouds (a real batch of 32), one iteration each (the real
+clouds' diagrams computed in it, as in a run's first iteration). The seconds and the share go to ``extra_info``; never asserted beyond
 a finished run with finite losses (decision 96 reports it against the third of an iteration it should stay below).
 """
 from __future__ import annotations

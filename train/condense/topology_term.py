@@ -179,14 +179,17 @@ def part_shape_term(real: Batch, synthetic: Batch, diagrams: Callable[[Sequence[
     normalised over themselves."""
     (real_points, real_parts), (points, parts) = real, synthetic
     shared = sorted(set(real_parts.unique().tolist()) & set(parts.unique().tolist()))
+    if not shared:  # no part on both sides: nothing to compare, as the local matching skips the class
+        return torch.zeros((), dtype=points.dtype, device=points.device)
+    real_sets = [[r[q == p] for r, q in zip(real_points, real_parts) if bool((q == p).any())] for p in shared]
+    # every part's real sets in one call, so that the pool computes their diagrams together
+    found = iter(diagrams([s for sets in real_sets for s in sets]))
     mine, targets = [], []
-    for p in shared:
-        wanted = diagrams([r[q == p] for r, q in zip(real_points, real_parts) if bool((q == p).any())])
+    for p, sets in zip(shared, real_sets):
+        wanted = [next(found) for _ in sets]
         ours = [s[q == p] for s, q in zip(points, parts) if bool((q == p).any())]
         mine += ours
         targets += [wanted] * len(ours)
-    if not mine:  # no part on both sides: nothing to compare, as the local matching skips the class
-        return torch.zeros((), dtype=points.dtype, device=points.device)
     return torch.stack([v.min() for v in diagram_distances(mine, targets, m, pool)]).mean()
 
 
