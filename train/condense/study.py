@@ -521,7 +521,7 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
         rows = results.get(table)
         if not rows:
             continue
-        score = {"classification": "OA", "parts": "instance mIoU"}[task]
+        score = LABELS[SCORES[task][0]]
         lines += ["", f"### {title}", "",
                   f"Validation {score} (mean of every run) chooses the weight; the gain is the test {score}'s over "
                   "the same method without the term, paired by distillation seed. Chamfer: to the nearest real "
