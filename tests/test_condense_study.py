@@ -226,6 +226,14 @@ def test_a_selection_of_terms_takes_the_units_of_those_readings_or_none() -> Non
     assert all(study.Selection().takes(u) for u in seven)
 
 
+def test_a_selection_of_weights_takes_those_weights_units_and_every_unit_without_the_term() -> None:
+    seven = units(replace(TINY, cpcs=(2,)), 7)
+    takes = study.Selection(topo_weights=(1e3,)).takes
+    taken = {(u.method, u.topo, u.topo_weight) for u in seven if takes(u)}
+    assert taken == {(m, t, w) for m in ("gm", "dd3d") for t, w in ((None, 0.0), ("shape", 1e3), ("feature", 1e3))}
+    assert {u.topo_weight for u in seven} == {0.0, *study.TOPO_WEIGHTS}  # the others were there to leave out
+
+
 def test_the_study_command_refuses_an_unknown_method_or_setting_a_bad_size_and_a_folder_of_another_plan(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     base = ["study", "--out", str(tmp_path), "--preset", "cpu", "--tables", "1", "--device", "cpu"]
@@ -235,6 +243,8 @@ def test_the_study_command_refuses_an_unknown_method_or_setting_a_bad_size_and_a
     assert "--settings ['upside_down'] are not among ['aligned', 'rotated', 'rotated_raw']" in capsys.readouterr().err
     assert main([*base, "--terms", "none", "colour"]) == 2
     assert "--terms ['colour'] are not among ['none', 'shape', 'feature']" in capsys.readouterr().err
+    assert main([*base, "--topo-weights", "1000", "300"]) == 2
+    assert "--topo-weights [300.0] are not among [1000.0, 10000.0, 100000.0]" in capsys.readouterr().err
     assert main([*base, "--iterations", "0"]) == 2
     assert "--iterations must be 1 or more, got 0" in capsys.readouterr().err
     (tmp_path / "study.json").write_text(json.dumps({"plan": dataclasses.asdict(study.PRESETS["cpu"]), "results": {}}))

@@ -13,7 +13,8 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
     python -m train.condense sample --from O --points N --out F.npz   # a dd3d run's generator drawn again
     python -m train.condense show --from A B ... [--names ...] [--classes ...] --out F.png  # Figure 6
     python -m train.condense study --out O --preset paper|cpu [--tables 1 ... 9] [--cpcs 1 10] [--iterations N]
-        [--size S] [--methods gm dd3d] [--settings aligned] [--terms none feature]  # a selection: those units
+        [--size S] [--methods gm dd3d] [--settings aligned] [--terms none feature] [--topo-weights 1000]
+        # a selection: those units
 
 Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
 share each training step, :mod:`train.condense.training`), on ``--device`` (auto: CUDA when there
@@ -65,7 +66,7 @@ from train.condense.out_folder import check_file_out, check_folder_out, clear_fo
 from train.condense.resample import resampled  # noqa: E402
 from train.condense.rotator import ROTATORS, Rotator, rotator_kind, rotator_of  # noqa: E402
 from train.condense.stop import STOP_SIGNALS, Stopped, stopped_code, stopping  # noqa: E402
-from train.condense.study import PRESETS, TABLES, TITLES, Selection, run_study  # noqa: E402
+from train.condense.study import PRESETS, TABLES, TITLES, TOPO_WEIGHTS, Selection, run_study  # noqa: E402
 from train.condense.table import coreset_table  # noqa: E402
 from train.condense.topology_term import READINGS, check_weight  # noqa: E402
 from train.condense.training import TrainSpec  # noqa: E402
@@ -218,6 +219,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                        f"{', '.join(SETTINGS)} (default every one)")
     study.add_argument("--terms", nargs="+", default=[], help="run only the units with these persistence terms, of "
                        f"none, {', '.join(READINGS)} (default every one)")
+    study.add_argument("--topo-weights", type=float, nargs="+", default=[], help="run only the term's units at "
+                       f"these weights, of {' '.join(f'{w:g}' for w in TOPO_WEIGHTS)} (default every one; the "
+                       "units without the term are not selected by it)")
     study.add_argument("--dataset", help=f"object data set, one of {', '.join(OBJECT_SETS)} (default the "
                        "preset's, shapes)")
     study.add_argument("--data-root", help="the download's folder")
@@ -475,7 +479,7 @@ def _study(args: argparse.Namespace, info: DistInfo) -> None:
         plan = replace(plan, iterations=args.iterations)
     if args.size is not None:
         plan = replace(plan, size=args.size)  # load_objects checks it, naming the data set
-    select = Selection(tuple(args.methods), tuple(args.settings), tuple(args.terms))
+    select = Selection(tuple(args.methods), tuple(args.settings), tuple(args.terms), tuple(args.topo_weights))
     bad = sorted(set(args.tables) - set(TABLES))
     if bad:
         raise ValueError(f"--tables {bad} are not among {list(TABLES)}")

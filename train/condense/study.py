@@ -88,6 +88,9 @@ TM_LARGEST_CPC = 10  # the paper's Table 1 has no TM at CPC 50
 SHAPE_NAME = "shape_gap.json"  # a set's distance from its class's real clouds, beside it (Table 7)
 
 
+TOPO_WEIGHTS = (1e3, 1e4, 1e5)  # Table 7's and 9's grid of the term's weight: decision 96's measured scale
+
+
 @dataclass(frozen=True)
 class Plan:
     """The study's budget: ``dataset`` (``root`` its download), clouds of ``points`` (Table 4's
@@ -108,7 +111,7 @@ class Plan:
     recipe: TrainSpec = named_recipe("paper", "classification")
     part_recipe: TrainSpec = named_recipe("paper", "parts")
     size: int | None = None
-    topo_weights: tuple[float, ...] = (1e3, 1e4, 1e5)  # decision 96's measured scale of the term
+    topo_weights: tuple[float, ...] = TOPO_WEIGHTS
 
     def recipe_of(self, unit: "Unit") -> TrainSpec:
         """The recipe that evaluates ``unit``: its task's, with its backbone."""
@@ -578,17 +581,21 @@ def plan_of(record: dict[str, Any]) -> Plan:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which of a table's units a study runs: those of ``methods``, ``settings`` and persistence
-    ``terms`` (a reading, or ``none`` for the units without the term; empty: every one); the
-    others are read where finished. A unit's result does not depend on it."""
+    """Which of a table's units a study runs: those of ``methods``, ``settings``, persistence
+    ``terms`` (a reading, or ``none`` for the units without the term) and the term's
+    ``topo_weights`` (of :data:`TOPO_WEIGHTS`; units without the term have none and are not
+    selected by it); empty: every one. The others are read where finished. A unit's result does
+    not depend on it."""
 
     methods: tuple[str, ...] = ()
     settings: tuple[str, ...] = ()
     terms: tuple[str, ...] = ()
+    topo_weights: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for name, given, known in (("methods", self.methods, tuple(TITLES)), ("settings", self.settings, SETTINGS),
-                                   ("terms", self.terms, ("none", *READINGS))):
+                                   ("terms", self.terms, ("none", *READINGS)),
+                                   ("topo-weights", self.topo_weights, TOPO_WEIGHTS)):
             if bad := sorted(set(given) - set(known)):
                 raise ValueError(f"--{name} {bad} are not among {list(known)}")
 
@@ -597,7 +604,8 @@ class Selection:
 
     def takes(self, unit: Unit) -> bool:
         return (self.takes_method(unit.method) and (not self.settings or unit.setting in self.settings)
-                and (not self.terms or (unit.topo or "none") in self.terms))
+                and (not self.terms or (unit.topo or "none") in self.terms)
+                and (not self.topo_weights or unit.topo is None or unit.topo_weight in self.topo_weights))
 
 
 def _table_units(plan: Plan, table: int, results: dict[int, list[dict[str, Any]]],
