@@ -230,7 +230,8 @@ def test_a_selection_of_weights_takes_those_weights_units_and_every_unit_without
     seven = units(replace(TINY, cpcs=(2,)), 7)
     takes = study.Selection(topo_weights=(1e3,)).takes
     taken = {(u.method, u.topo, u.topo_weight) for u in seven if takes(u)}
-    assert taken == {(m, t, w) for m in ("gm", "dd3d") for t, w in ((None, 0.0), ("shape", 1e3), ("feature", 1e3))}
+    assert taken == {(m, t, w) for m in ("gm", "dd3d")
+                     for t, w in ((None, 0.0), ("shape", 1e3), ("feature", 1e3), ("feature_equal", 1e3))}
     assert {u.topo_weight for u in seven} == {0.0, *study.TOPO_WEIGHTS}  # the others were there to leave out
 
 
@@ -242,7 +243,7 @@ def test_the_study_command_refuses_an_unknown_method_or_setting_a_bad_size_and_a
     assert main([*base, "--settings", "upside_down"]) == 2
     assert "--settings ['upside_down'] are not among ['aligned', 'rotated', 'rotated_raw']" in capsys.readouterr().err
     assert main([*base, "--terms", "none", "colour"]) == 2
-    assert "--terms ['colour'] are not among ['none', 'shape', 'feature']" in capsys.readouterr().err
+    assert "--terms ['colour'] are not among ['none', 'shape', 'feature', 'feature_equal']" in capsys.readouterr().err
     assert main([*base, "--topo-weights", "1000", "300"]) == 2
     assert "--topo-weights [300.0] are not among [1000.0, 10000.0, 100000.0]" in capsys.readouterr().err
     assert main([*base, "--iterations", "0"]) == 2

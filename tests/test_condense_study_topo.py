@@ -38,7 +38,7 @@ def test_table_7_runs_each_reading_at_each_weight_and_shares_the_runs_without_th
     assert {u.name for u in at_one if u.topo is None} <= table_1
     assert all(u.name not in table_1 for u in at_one if u.topo is not None)
     at_two = units(replace(TINY, cpcs=(2,)), 7)
-    assert {u.topo for u in at_two} == {None, "shape", "feature"}
+    assert {u.topo for u in at_two} == {None, "shape", "feature", "feature_equal"}
     assert "-gm-topo-feature-w10000-cpc2-" in " ".join(u.name for u in at_two)
 
 

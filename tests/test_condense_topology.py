@@ -69,6 +69,22 @@ def test_the_feature_term_is_the_reference_pwcd_of_the_embeddings_diagrams(count
     assert value == pytest.approx(expected, rel=1e-6) and expected > 0
 
 
+@pytest.mark.parametrize("count,cut", [(3, 2), (2, 3), (4, 1), (6, 1)])  # sets of the synthetic size, or the batch
+def test_the_equal_size_feature_term_is_the_mean_reference_pwcd_to_the_batchs_sets_of_that_size(count: int,
+                                                                                                cut: int) -> None:
+    torch.manual_seed(3)
+    net = fresh_network(3, torch.device("cpu")).double()
+    real, synthetic = _clouds(4, 6, 16), _clouds(5, count, 16)
+    value = feature_term(net, real, synthetic, M, equal=True).item()
+    with torch.no_grad():
+        features, mine = net.embed(real).numpy(), net.embed(synthetic).numpy()
+    size = count if cut > 1 else len(features)
+    expected = np.mean([_reference_distance(features[i * size:(i + 1) * size], mine) for i in range(cut)])
+    assert value == pytest.approx(expected, rel=1e-6) and expected > 0
+    if cut == 1:
+        assert value == feature_term(net, real, synthetic, M).item()  # the whole batch: the plain reading
+
+
 def test_the_shape_terms_gradient_is_the_finite_difference_of_its_value() -> None:
     real = _clouds(6, 3, 20)
     synthetic = _clouds(7, 2, 16).requires_grad_()
@@ -180,13 +196,15 @@ def test_the_real_diagrams_keep_the_most_recent_sets_up_to_their_capacity(monkey
         RealDiagrams(M, capacity=0)
 
 
-def test_the_feature_terms_gradient_reaches_the_synthetic_points_through_the_network() -> None:
+@pytest.mark.parametrize("equal", [False, True])
+def test_the_feature_terms_gradient_reaches_the_synthetic_points_through_the_network(equal: bool) -> None:
     torch.manual_seed(3)
     net = fresh_network(3, torch.device("cpu")).double()
     real, synthetic = _clouds(10, 6, 8), _clouds(11, 3, 6).requires_grad_()
-    feature_term(net, real, synthetic, M).backward()
+    feature_term(net, real, synthetic, M, equal=equal).backward()
     assert synthetic.grad.abs().max() > 0
-    assert torch.autograd.gradcheck(lambda s: feature_term(net, real, s, M), (synthetic,), eps=1e-7, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda s: feature_term(net, real, s, M, equal=equal), (synthetic,), eps=1e-7,
+                                    atol=1e-6)
 
 
 def test_a_bad_reading_or_weight_is_refused() -> None:
@@ -204,7 +222,8 @@ class Interrupted(Exception):
     """A run stopped after a checkpoint."""
 
 
-@pytest.mark.parametrize("method,reading", [("gm", "shape"), ("dd3d", "shape"), ("gm", "feature")])
+@pytest.mark.parametrize("method,reading", [("gm", "shape"), ("dd3d", "shape"), ("gm", "feature"),
+                                            ("dd3d", "feature_equal")])
 def test_a_run_with_the_term_records_it_and_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             method: str, reading: str) -> None:
     run = [*TINY, "--method", method, "--topo", reading, "--topo-weight", "0.5"]

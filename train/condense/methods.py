@@ -194,8 +194,8 @@ def checked_split(data: DataSpec, method: str, cpc: int, distill: DistillSpec = 
     if distill.topo is not None and method not in TOPO_DISTILLATIONS:
         raise ValueError(f"--topo is an option of {', '.join(TOPO_DISTILLATIONS)}")
     if distill.topo is not None and distill.topo not in PART_READINGS and objects.parts is not None:
-        raise ValueError("--topo feature reads the classification network's global feature; a part segmentation "
-                         "set takes --topo shape (its diagrams per part)")
+        raise ValueError(f"--topo {distill.topo} reads the classification network's global feature; a part "
+                         "segmentation set takes --topo shape (its diagrams per part)")
     kind = rotator_kind(objects.setting, rotator)
     if kind == "learned" and method not in ROTATOR_TRAINERS:
         raise ValueError(f"the learned sign is trained by {', '.join(ROTATOR_TRAINERS)}; {method} takes the rotator "

@@ -74,7 +74,7 @@ from train.condense.released import iterations_for
 from train.condense.resample import resampled
 from train.condense.rotator import Rotator, rotator_kind, rotator_of
 from train.condense.shape_gap import shape_gap
-from train.condense.topology_term import DEFAULT_M, PART_READINGS, READINGS, RealDiagrams
+from train.condense.topology_term import DEFAULT_M, FEATURE_READINGS, PART_READINGS, READINGS, RealDiagrams
 from train.condense.training import Clouds, TrainSpec
 from train.data.objects.cloud import SETTINGS, EmptySplitError, ObjectSet
 from train.runtime.distributed import DistInfo, barrier
@@ -261,11 +261,11 @@ def cross_topo_units(plan: Plan, rows: list[dict[str, Any]], required: tuple[str
 
 
 def topo_readings(cpc: int, task: str) -> tuple[str, ...]:
-    """The persistence term's readings Tables 7 and 9 run at ``cpc`` on ``task``: ``feature`` compares
-    the diagram of a class's synthetic clouds' features, which one cloud a class leaves without a
-    pair (a constant), and part sets take :data:`PART_READINGS`."""
+    """The persistence term's readings Tables 7 and 9 run at ``cpc`` on ``task``: the feature
+    readings compare the diagram of a class's synthetic clouds' features, which one cloud a class
+    leaves without a pair (a constant), and part sets take :data:`PART_READINGS`."""
     readings = PART_READINGS if task == "parts" else READINGS
-    return tuple(r for r in readings if r != "feature" or cpc > 1)
+    return tuple(r for r in readings if r not in FEATURE_READINGS or cpc > 1)
 
 
 def _data(plan: Plan, unit: Unit, points: int) -> DataSpec:

@@ -26,6 +26,13 @@ Two readings (:data:`READINGS`):
   the 1,024-wide global features (``net.embed``) of the class's real batch and of its synthetic
   clouds in the matching network of that outer step. With one synthetic cloud a class the
   synthetic set has no finite pair and the term is a constant (no gradient).
+- ``feature_equal``: the same with real sets of the synthetic set's size: the real batch's
+  features cut, in batch order, into the disjoint sets of n = CPC that it holds, ``T_k`` the mean
+  PWCD of the synthetic diagram to theirs (the whole batch where it holds fewer than two such
+  sets: the sizes cannot be made equal without leaving most of it out). A Rips diagram depends on its
+  set's size (H0's deaths, a minimum spanning tree's edges, shorten as a set grows), so
+  ``feature`` charges ten real clouds for being ten and pulls their features together
+  (decision 96 gives the measurement).
 
 On part segmentation the shape reading is taken part by part (:func:`part_shape_term`): per part
 of the class present in both batches, as DD3D's local matching (Eq. 11), each synthetic cloud's
@@ -44,7 +51,8 @@ from fast.persistence import CloudPersistence, PersistencePool, default_pool, su
 from fast.pwcd import Segments, segment_pwcd
 from fast.routing import edge_lengths
 
-READINGS = ("shape", "feature")
+READINGS = ("shape", "feature", "feature_equal")
+FEATURE_READINGS = ("feature", "feature_equal")  # set-level: constant with one synthetic cloud a class
 PART_READINGS = ("shape",)  # on part segmentation sets (the part network has no class feature to read)
 PAIRINGS = ("nearest", "mean")
 DEFAULT_M = 128  # TPS budget of the term (decision 96: the share of an outer iteration it costs)
@@ -194,12 +202,17 @@ def part_shape_term(real: Batch, synthetic: Batch, diagrams: Callable[[Sequence[
 
 
 def feature_term(net: torch.nn.Module, real: torch.Tensor, synthetic: torch.Tensor, m: int = DEFAULT_M,
-                 pool: PersistencePool | None = None) -> torch.Tensor:
+                 pool: PersistencePool | None = None, equal: bool = False) -> torch.Tensor:
     """``T_k`` of the feature reading: PWCD between the diagrams of the real and of the synthetic
-    clouds' global features in ``net``."""
+    clouds' global features in ``net``; with ``equal`` (``feature_equal``) the mean PWCD to the
+    diagrams of the real batch's consecutive disjoint sets of the synthetic set's size (the whole
+    batch where it holds one such set or none)."""
     with torch.no_grad():
-        target = target_diagrams([net.embed(real).to(torch.float64).cpu().numpy()], m, pool)
-    return diagram_distances(net.embed(synthetic)[None], [target], m, pool)[0][0]
+        features = net.embed(real).to(torch.float64).cpu().numpy()
+    n = len(synthetic)
+    sets = [features[i:i + n] for i in range(0, len(features) - n + 1, n)] if equal and 2 * n <= len(features) \
+        else [features]
+    return diagram_distances(net.embed(synthetic)[None], [target_diagrams(sets, m, pool)], m, pool)[0].mean()
 
 
 def check_weight(weight: float) -> None:
@@ -216,8 +229,9 @@ def topology_term(reading: str | None, weight: float, m: int = DEFAULT_M) -> Ter
     if reading not in READINGS:
         raise ValueError(f"the topology reading must be one of {', '.join(READINGS)}, got {reading!r}")
     check_weight(weight)
-    if reading == "feature":
-        return lambda net, real, synthetic: weight * feature_term(net, real[0], synthetic[0], m)
+    if reading in FEATURE_READINGS:
+        equal = reading == "feature_equal"
+        return lambda net, real, synthetic: weight * feature_term(net, real[0], synthetic[0], m, equal=equal)
     kept = RealDiagrams(m)
 
     def shape(net: torch.nn.Module, real: Batch, synthetic: Batch) -> torch.Tensor:
