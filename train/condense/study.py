@@ -22,7 +22,7 @@ of each, decision 87) and the evaluation recipe each uses (``paper`` the release
 6. explicit clouds against the generator (Table 6): GM from noise, GM from real clouds, DD3D, and
    DD3D's set evaluated on fresh draws of its generator (``evaluate --resample``, decision 85);
 7. the persistence term (Table 7, not the paper's: decisions 96 and 97): GM and DD3D at every CPC,
-   aligned and rotated, without the term and with each reading (``feature`` where a class has
+   aligned and rotated, without the term and with each reading (the feature readings where a class has
    several clouds) at each of :attr:`Plan.topo_weights`; the weight is chosen on the validation
    split, and every set's distance from its class's real clouds is measured
    (:mod:`train.condense.shape_gap`);
