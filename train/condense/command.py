@@ -155,8 +155,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     condense.add_argument("--rotator", help=ROTATOR_HELP)
     condense.add_argument("--topo", choices=READINGS, help=f"{', '.join(TOPO_DISTILLATIONS)}: add a persistence term "
                           "to each class's matching distance, the synthetic clouds' diagrams against the real ones' "
-                          "(shape) or the class's global features' (feature; feature_equal: against real sets of the synthetic set's "
-                          "size); decision 96")
+                          "(shape) or the class's global features' (feature; feature_equal: against real sets of the "
+                          "synthetic set's size); decisions 96 and 98")
     condense.add_argument("--topo-weight", type=float, help="the term's weight (> 0), with --topo")
     condense.add_argument("--resume", action="store_true", default=None, help=f"go on from <out>/{CHECKPOINT_NAME} "
                           f"(saved after the first iteration, every {DISTILL.checkpoint_every} and at least every "

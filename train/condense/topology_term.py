@@ -13,7 +13,7 @@ every synthetic birth/death value is the length of its critical edge (Theorem 1,
 ``fast.routing.edge_lengths``), so autograd routes the PWCD gradient (Algorithm 4) to the critical
 edges, the points, through the normalisation and on to the synthetic parameters.
 
-Two readings (:data:`READINGS`):
+Three readings (:data:`READINGS`):
 
 - ``shape``: each synthetic cloud s of class k against the real clouds r of the batch drawn for
   class k at that outer step: ``T_k = mean_s min_r PWCD(dgm(r), dgm(s))``, the nearest real diagram
@@ -29,10 +29,10 @@ Two readings (:data:`READINGS`):
 - ``feature_equal``: the same with real sets of the synthetic set's size: the real batch's
   features cut, in batch order, into the disjoint sets of n = CPC that it holds, ``T_k`` the mean
   PWCD of the synthetic diagram to theirs (the whole batch where it holds fewer than two such
-  sets: the sizes cannot be made equal without leaving most of it out). A Rips diagram depends on its
-  set's size (H0's deaths, a minimum spanning tree's edges, shorten as a set grows), so
+  sets: the sizes cannot be made equal without leaving most of it out). A Rips diagram depends
+  on its set's size (H0's deaths, a minimum spanning tree's edges, shorten as a set grows), so
   ``feature`` charges ten real clouds for being ten and pulls their features together
-  (decision 96 gives the measurement).
+  (decision 98 gives the measurement).
 
 On part segmentation the shape reading is taken part by part (:func:`part_shape_term`): per part
 of the class present in both batches, as DD3D's local matching (Eq. 11), each synthetic cloud's
