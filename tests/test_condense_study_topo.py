@@ -185,7 +185,8 @@ def test_a_set_of_moved_and_scaled_real_clouds_has_no_gap_and_noise_has_one() ->
 
 @pytest.mark.parametrize("folder,note", [(f, "(chosen on val)") for f in (
     "condense-topo-cpu", "condense-topo-lidar-cpu", "condense-topo-cpc10-cpu", "condense-topo-parts-cpu")] + [
-    ("condense-topo-cpc10-amd-cpu", "(best val of 1 weights so far)")])  # a probe at one weight: no final choice
+    (f, "(best val of 1 weights so far)") for f in (
+    "condense-topo-cpc10-amd-cpu", "condense-topo-lidar-cpc10-cpu")])  # probes at one weight: no final choice
 def test_the_kept_persistence_term_studies_report_their_markdown_again_from_their_json(folder: str, note: str) -> None:
     kept = Path(__file__).parents[1] / "benchmarks" / "studies" / folder
     record = json.loads((kept / "study.json").read_text())
