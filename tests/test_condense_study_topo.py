@@ -196,3 +196,22 @@ def test_the_kept_persistence_term_studies_report_their_markdown_again_from_thei
     for table in tables:
         assert markdown.split(table)[1].split("###")[0] in text
     assert note in markdown.split(tables[0])[1].split("###")[0]
+
+
+def test_a_kept_study_restored_as_unit_folders_is_read_back_as_its_finished_units(tmp_path: Path) -> None:
+    from benchmarks.studies.restore_units import restore_units
+    kept = Path(__file__).parents[1] / "benchmarks" / "studies" / "condense-topo-cpc10-amd-cpu"
+    record = json.loads((kept / "study.json").read_text())
+    plan = study.plan_of(record["plan"])
+    rows = [row for table_rows in record["results"].values() for row in table_rows]
+    names = {study.Unit(**row["unit"]).name for row in rows}
+    assert restore_units(kept, tmp_path) == len(names) < len(rows)  # units shared by tables written once
+    for row in rows:
+        unit = study.Unit(**row["unit"])
+        [back] = study.finished_units(plan, [unit], tmp_path)
+        assert back == {key: value for key, value in row.items() if key != "shape"}
+        if "shape" in row:
+            assert json.loads((tmp_path / "units" / unit.set_name / study.SHAPE_NAME).read_text()) == row["shape"]
+    study.check_plan(plan, tmp_path)  # the kept plan travels with the units
+    with pytest.raises(FileExistsError, match="restore into an --out"):
+        restore_units(kept, tmp_path)

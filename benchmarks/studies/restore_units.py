@@ -1,0 +1,48 @@
+"""A kept study's units written back as finished unit folders, so that a study can go on from it on
+a fresh machine (run folders do not outlive a machine; docs/condense.md, "The feature reading's
+size effect").
+
+    python -m benchmarks.studies.restore_units KEPT OUT
+
+KEPT is a kept study folder (its ``study.json``); OUT gets ``units/<unit>/result.json`` for every
+row and ``units/<set>/shape_gap.json`` for every row that has its shape gaps (Table 7 and 9), and
+the kept ``study.json``. A study run with ``--out OUT`` then reads those units as finished and runs
+only the others; its report pairs the new units with the restored ones. Pair gains only within one
+machine kind: the same unit does not give the same bits on an Intel and an AMD CPU.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from train.condense.study import SHAPE_NAME, Unit
+from train.runtime.files import atomic_write
+
+
+def restore_units(kept: Path, out: Path) -> int:
+    """Write ``kept``'s rows into ``out`` (module docstring); the number of unit folders written.
+    FileExistsError where ``out`` already holds one of them (a finished unit is never overwritten)."""
+    record = json.loads((kept / "study.json").read_text())
+    written: dict[Path, str] = {}
+    for rows in record["results"].values():
+        for row in rows:
+            unit = Unit(**row["unit"])
+            path = out / "units" / unit.name / "result.json"
+            text = json.dumps({key: value for key, value in row.items() if key != "shape"}, indent=1)
+            if "shape" in row:  # only Table 7's or 9's row of a unit shared with another table has it
+                written[out / "units" / unit.set_name / SHAPE_NAME] = json.dumps(row["shape"])
+            if path in written:  # a unit shared by two tables: its row again, under another table
+                continue
+            if path.exists():
+                raise FileExistsError(f"{path} exists: restore into an --out that does not hold this unit")
+            written[path] = text
+    for path, text in written.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(text.encode(), path)
+    atomic_write((kept / "study.json").read_bytes(), out / "study.json")
+    return sum(path.name == "result.json" for path in written)
+
+
+if __name__ == "__main__":
+    print(f"{restore_units(Path(sys.argv[1]), Path(sys.argv[2]))} units restored into {sys.argv[2]}")
