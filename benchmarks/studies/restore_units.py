@@ -29,14 +29,13 @@ def restore_units(kept: Path, out: Path) -> int:
         for row in rows:
             unit = Unit(**row["unit"])
             path = out / "units" / unit.name / "result.json"
-            text = json.dumps({key: value for key, value in row.items() if key != "shape"}, indent=1)
             if "shape" in row:  # only Table 7's or 9's row of a unit shared with another table has it
                 written[out / "units" / unit.set_name / SHAPE_NAME] = json.dumps(row["shape"])
             if path in written:  # a unit shared by two tables: its row again, under another table
                 continue
             if path.exists():
                 raise FileExistsError(f"{path} exists: restore into an --out that does not hold this unit")
-            written[path] = text
+            written[path] = json.dumps({key: value for key, value in row.items() if key != "shape"}, indent=1)
     for path, text in written.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(text.encode(), path)

@@ -22,6 +22,7 @@ import torch
 
 from train.condense import study
 from train.condense.data import clouds_of, condensed_clouds, in_frame
+from train.condense.metrics import classification_scores
 from train.condense.rotator import rotator_of
 from train.condense.training import predict, train_backbone
 from train.runtime.distributed import DistInfo
@@ -48,10 +49,10 @@ def per_class(out: Path) -> dict[str, Any]:
         train, clouds = condensed_clouds(cset, test, str(folder)), clouds_of(test)
         classes = len(test.class_names)
         recalls, shares, oas = [], [], []
-        for r, kept in enumerate(row["runs"]):  # evaluate_runs' seeds: 0, 1, ...
+        for r in range(len(row["runs"])):  # evaluate_runs' seeds: 0, 1, ...
             model = train_backbone(train, plan.recipe_of(unit), r, info, desc=f"{unit.name} run {r + 1}")
             predicted = predict(model, clouds, info)
-            oas.append(float(np.mean(predicted == test.labels)))
+            oas.append(classification_scores(predicted, test.labels)["oa"])  # as the study scores it
             recalls.append([float(np.mean(predicted[test.labels == c] == c)) for c in range(classes)])
             shares.append(np.bincount(predicted, minlength=classes) / len(predicted))
         found["units"][unit.name] = {
