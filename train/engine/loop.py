@@ -58,6 +58,7 @@ from train.runtime.distributed import (DistInfo, ResumableDistributedSampler, al
 from train.runtime.logging_utils import MetricLogger, progress, read_scalars
 from train.runtime.preemption import CheckpointClock, Preempted, StepVote, parse_signals
 from train.runtime.preemption import requested as preempted
+from train.runtime.whole_files import write_text
 
 LAST = "checkpoint_last.pt"
 PREV = "checkpoint_prev.pt"  # the one LAST replaced: the fallback of a resume
@@ -541,7 +542,7 @@ def _write_profile(run: _Stage) -> None:
     if run.cfg.profile and run.info.is_main:
         summary = run.timer.summary(f"{run.stage} step profile")
         print(summary, flush=True)
-        (run.out_dir / "profile.txt").write_text(summary + "\n")
+        write_text(run.out_dir / "profile.txt", summary + "\n")
     run.timer.reset()
 
 

@@ -26,6 +26,7 @@ from train.engine.input_pipeline import planned_collate
 from train.engine.steps import model_inputs, to_device
 from train.evaluation.metrics import IoUAccumulator, ScanIoU
 from train.runtime.distributed import all_reduce_sum, current
+from train.runtime.whole_files import write_text
 
 
 class _Shard(torch.utils.data.Sampler[int]):
@@ -181,12 +182,12 @@ def stage_result(acc: IoUAccumulator, parameters: int, latency_ms: float = math.
 
 
 def write_report(path_stem: str | os.PathLike[str], results: dict[str, dict[str, Any]],
-                 class_names: Sequence[str], header: str = "") -> str:
-    """Write ``<stem>.json`` and ``<stem>.md``; returns the markdown table."""
+                 class_names: Sequence[str], header: str = "", footer: str = "") -> str:
+    """Write ``<stem>.json`` and ``<stem>.md`` (``footer`` after its table), each whole (decision 99);
+    returns the markdown table."""
     stem = Path(path_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     payload = {"class_names": list(class_names), "results": results}
-    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2, allow_nan=True))
+    write_text(stem.with_suffix(".json"), json.dumps(payload, indent=2, allow_nan=True))
     table = results_table(results, class_names)
-    stem.with_suffix(".md").write_text((header + "\n\n" if header else "") + table + "\n")
+    write_text(stem.with_suffix(".md"), (header + "\n\n" if header else "") + table + "\n" + footer)
     return table

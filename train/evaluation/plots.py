@@ -32,6 +32,7 @@ import torch
 
 from train.evaluation.palette import pyplot, class_colours
 from train.runtime.logging_utils import log_path
+from train.runtime.whole_files import save_figure
 
 PLOTS: tuple[str, ...] = ("diagrams.png", "bev.png", "curves.png", "per_class_iou.png")
 SKIP_COLUMNS = ("step", "epoch", "lr")
@@ -110,7 +111,7 @@ def plot_diagrams(path: Path, teacher: Any, students: Mapping[str, Any], referen
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
 
 
@@ -176,7 +177,7 @@ def plot_bev(path: Path, xy: np.ndarray, labels: Mapping[str, np.ndarray], class
                title="classes drawn, most ground-truth points first", title_fontsize=8)
     fig.suptitle(f"Bird's-eye view of a validation scan: {span[0]:.0f} m x {span[1]:.0f} m (x, y in metres), "
                  f"{len(xy):,} voxels coloured by class", fontsize=10)
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
 
 
@@ -300,7 +301,7 @@ def plot_curves(path: Path, stage_dirs: Mapping[str, Path], results: Mapping[str
                ncol=len(names), fontsize=8)
     fig.text(0.5, 0.08 / fig.get_figheight(), quiet_columns_text(zero, empty), ha="center", fontsize=8)
     fig.tight_layout(rect=(0.0, 0.8 / fig.get_figheight(), 1.0, 1.0))
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
 
 
@@ -321,7 +322,7 @@ def plot_per_class_iou(path: Path, results: Mapping[str, Mapping[str, Any]], cla
     ax.set_title("Validation IoU per class with points in the split (legend: mIoU %)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
 
 

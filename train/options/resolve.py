@@ -144,7 +144,6 @@ def save_config(cfg: RunConfig, path: str | os.PathLike[str]) -> None:
     """Write the resolved configuration as YAML (re-runnable with ``--config``)."""
     import yaml
 
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w") as fh:
-        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+    from train.runtime.whole_files import write_text
+
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))  # whole, or the old one kept (decision 99)

@@ -165,11 +165,10 @@ def run(cfg: RunConfig, info: DistInfo) -> dict[str, dict[str, Any]]:
                          header=f"# {label} on {cfg.dataset} val")
         header = (f"# {cfg.dataset} validation: per-class IoU %, mIoU %, parameters, latency "
                   f"({info.device.type}, {time.perf_counter() - t0:.0f} s total)")
-        table = write_report(out / "results", results, data.class_names, header=header)
         lines = "".join(unlabelled_line(label, r) + camera_line(label, r) for label, r in results.items())
+        table = write_report(out / "results", results, data.class_names, header=header,
+                             footer=lines.lstrip("\n") + "\n" if lines else "")
         if lines:
-            with (out / "results.md").open("a") as fh:
-                fh.write(lines.lstrip("\n") + "\n")
             table += "\n" + lines
         print("\n" + header + "\n\n" + table + f"\n\nreports and logs in {out}/", flush=True)
         if cfg.plots:

@@ -37,6 +37,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
+from train.runtime.whole_files import save_figure, write_text
+
 CONFIDENCE = 0.95
 SCENE_DRAWS = 10_000  # redraws of the test scans in the scene bootstrap
 BUDGET_PLOT = "budget.png"  # the budget searches' validation curves, in the study folder
@@ -439,7 +441,7 @@ def plot(study: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
     ax.set_ylim(max(0.0, low - 5.0), max(teacher, max(m + h for m, h in zip(means, halves))) + 3.0)
     ax.legend(loc="best")  # matplotlib places it where it covers the fewest bars and lines
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -481,7 +483,7 @@ def plot_budgets(curves: dict[str, dict[int, list[tuple[int, float]]]], path: Pa
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8, title="budget: final")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -489,8 +491,8 @@ def write_study_report(out: Path, study: dict[str, Any]) -> dict[str, Any]:
     """Write ``STUDY.md``, ``study.png`` and ``study.json`` into ``out``; returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(study)
-    (out / "study.json").write_text(json.dumps({"study": study, "summary": summary}, indent=1, allow_nan=True))
+    write_text(out / "study.json", json.dumps({"study": study, "summary": summary}, indent=1, allow_nan=True))
     plot(study, summary, out / "study.png")
     text = render(study, summary) + "\n![study](study.png)\n"
-    (out / "STUDY.md").write_text(text)
+    write_text(out / "STUDY.md", text)
     return summary

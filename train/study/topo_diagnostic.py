@@ -42,6 +42,7 @@ from reference.persistence import rips_persistence
 from reference.pwcd import pwcd
 from reference.topo_loss import topo_loss_cloud
 from reference.tps import tps_cloud
+from train.runtime.whole_files import write_text
 
 EPS_W = 1e-8  # decision 8, the training's default
 
@@ -250,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarize(clouds)
     print(render(summary, len(clouds), cfg.lambda_topo))
     if args.json:
-        Path(args.json).write_text(json.dumps({"summary": summary, "clouds": clouds}, indent=1))
+        write_text(args.json, json.dumps({"summary": summary, "clouds": clouds}, indent=1))
     return 0
 
 

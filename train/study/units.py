@@ -29,9 +29,10 @@ import csv
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable
+
+from train.runtime.whole_files import copy_file
 
 RESULT = "result.json"
 REFERENCE = "result.reference.json"
@@ -42,6 +43,7 @@ REFERENCE_VAL_LOG = "val_log.reference.csv"
 # the per-step TRAIN_LOG is left out (up to 0.7 MB a unit): the result holds what the report
 # reads of it (its early and late means, ``terms``)
 KEPT: tuple[str, ...] = (RESULT, VAL_LOG)
+_RESULT_LAST: tuple[str, ...] = tuple(sorted(KEPT, key=lambda name: name == RESULT))  # the order they are copied in
 # what a unit's result must reproduce: the evaluations, not the wall time or the log's path
 COMPARED: tuple[str, ...] = ("val", "test")
 
@@ -90,11 +92,11 @@ def keep_units(out: Path, dest: Path) -> list[Path]:
     for unit in _finished_units(out):
         rel = unit.relative_to(out)
         changed = False
-        for name in KEPT:
+        for name in _RESULT_LAST:
             src, dst = unit / name, dest / rel / name
             if src.is_file() and (not dst.is_file() or dst.read_bytes() != src.read_bytes()):
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dst)
+                copy_file(src, dst)
                 changed = True
         if changed:
             copied.append(rel)
@@ -110,9 +112,9 @@ def restore_units(dest: Path, out: Path) -> list[Path]:
         if (out / rel / RESULT).is_file():
             continue
         (out / rel).mkdir(parents=True, exist_ok=True)
-        for name in KEPT:
+        for name in _RESULT_LAST:  # a unit is finished once its result is there: copied last
             if (kept / name).is_file():
-                shutil.copyfile(kept / name, out / rel / name)
+                copy_file(kept / name, out / rel / name)
         restored.append(rel)
     return restored
 
@@ -125,7 +127,7 @@ def needs_retraining(unit_dir: Path, final: str) -> bool:
         return False
     (unit_dir / RESULT).replace(unit_dir / REFERENCE)
     if (unit_dir / VAL_LOG).is_file():
-        shutil.copyfile(unit_dir / VAL_LOG, unit_dir / REFERENCE_VAL_LOG)
+        copy_file(unit_dir / VAL_LOG, unit_dir / REFERENCE_VAL_LOG)
     return True
 
 
