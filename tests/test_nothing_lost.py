@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from train.runtime.files import NoRoomError
+from test_predict import synthetic  # noqa: F401  (the fixture: a tiny synthetic split and model_final.pt)
 
 OLD = b"the user's file, as it was\n"
 
@@ -179,3 +179,175 @@ def test_a_unit_kept_for_another_machine_is_kept_whole_on_a_full_disk(tmp_path: 
     assert err.value.errno == errno.ENOSPC
     kept = tmp_path / "kept" / "units" / "full" / "seed-0"
     assert _files(kept) == {"result.json": OLD}
+
+
+# ---------------------------------------------------------------- a full disk: one line, nothing lost
+
+
+@contextmanager
+def full_disk_for(folder: Path, keep: Callable[[Path], bool]) -> Iterator[None]:
+    """:func:`full_disk` for the files under ``folder`` that ``keep`` does not let through."""
+    real = _FullDisk.write
+
+    def write(self: _FullDisk, data: Any) -> int:
+        if keep(Path(os.readlink(f"/proc/self/fd/{self.fileno()}"))):
+            return io.FileIO.write(self, data)
+        return real(self, data)
+
+    _FullDisk.write = write  # type: ignore[method-assign]
+    try:
+        with full_disk(folder):
+            yield
+    finally:
+        _FullDisk.write = real  # type: ignore[method-assign]
+
+
+def _one_line(err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "no room to write" in lines[0] and "free there" in lines[0], lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+TINY_RUN = ["--dataset", "synthetic", "--synthetic-scenes", "5", "--synthetic-beams", "8", "--synthetic-azimuth-steps",
+            "64", "--grid-size", "0.3", "--epochs", "1", "--teacher-epochs", "1", "--batch-size", "2",
+            "--iters-per-epoch", "2", "--device", "cpu", "--procs", "1", "--no-progress", "--topo-m", "32"]
+
+
+def _tiny_run_argv(tmp_path: Path) -> list[str]:
+    import yaml
+
+    from test_train_support import TINY_MODEL
+
+    overrides = tmp_path / "tiny.yaml"
+    overrides.write_text(yaml.safe_dump({"teacher_overrides": dict(TINY_MODEL), "student_overrides": dict(TINY_MODEL)}))
+    return [*TINY_RUN, "--config", str(overrides), "--data-root", str(tmp_path / "data")]
+
+
+@pytest.fixture
+def quiet_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caches train.run and train.study point under their --out, restored after the test."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "torch_cache"))
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "matplotlib"))
+
+
+def test_train_run_on_a_full_disk_ends_in_one_line_and_keeps_the_file_it_would_replace(
+        tmp_path: Path, capsys: pytest.CaptureFixture, quiet_caches: None) -> None:
+    from train.run import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.yaml").write_bytes(OLD)
+    with full_disk_for(out, lambda path: not path.name.startswith("config.yaml")):
+        assert main([*_tiny_run_argv(tmp_path), "--stage", "teacher", "--out", str(out)]) == 2
+    _one_line(capsys.readouterr().err, "train.run: error:", str(out))
+    assert _files(out) == {"config.yaml": OLD}
+
+
+def test_train_study_on_a_full_disk_ends_in_one_line_and_keeps_the_file_it_would_replace(
+        tmp_path: Path, capsys: pytest.CaptureFixture, quiet_caches: None) -> None:
+    from train.study.ablation import main
+
+    kept, out = tmp_path / "kept" / "units" / "full" / "seed-0", tmp_path / "out"
+    kept.mkdir(parents=True)
+    (kept / "result.json").write_text('{"val": {}}')
+    (kept / "val_log.csv").write_text("step,val_miou\n1,0.5\n")
+    unit = out / "units" / "full" / "seed-0"
+    unit.mkdir(parents=True)
+    (unit / "val_log.csv").write_bytes(OLD)  # a killed run's log of that unit
+    with full_disk(out):
+        assert main([*_tiny_run_argv(tmp_path), "--out", str(out), "--keep-units", str(tmp_path / "kept"),
+                     "--seeds", "0", "1", "--rows", "full"]) == 2
+    _one_line(capsys.readouterr().err, "train.study: error:", str(unit))
+    assert _files(out) == {"units/full/seed-0/val_log.csv": OLD}
+
+
+def test_train_predict_on_a_full_disk_ends_in_one_line_and_keeps_the_labels_it_would_replace(
+        synthetic: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from test_predict import split_args
+    from test_predict import run as predict
+
+    out = tmp_path / "out"
+    assert predict(*split_args(synthetic, out)) == 0
+    before = _files(out)
+    first = min(before)
+    (out / first).write_bytes(OLD)
+    before[first] = OLD
+    capsys.readouterr()
+    with full_disk_for(out, lambda path: ".predict" in path.parts):
+        assert predict(*split_args(synthetic, out, "--overwrite")) == 2
+    _one_line(capsys.readouterr().err, "train.predict: error:", str(out), "a rerun goes on")
+    after = {name: data for name, data in _files(out).items() if not name.startswith(".predict/")}  # its lock
+    assert after == before  # every label file byte-identical, the replaced one too; no temporary file
+
+
+def test_train_export_onnx_on_a_full_disk_ends_in_one_line_and_keeps_the_file_it_would_replace(
+        synthetic: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from train.export_onnx import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(OLD)
+    with full_disk(out):
+        assert main(["--checkpoint", str(synthetic["checkpoint"]), "--out", str(out / "model.onnx"),
+                     "--overwrite"]) == 2
+    _one_line(capsys.readouterr().err, "train.export_onnx: error:", str(out))
+    assert _files(out) == {"model.onnx": OLD}
+
+
+def test_train_export_pointcept_on_a_full_disk_ends_in_one_line_and_keeps_the_file_it_would_replace(
+        synthetic: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from train.export_pointcept import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model_best.pth").write_bytes(OLD)
+    with full_disk(out):
+        assert main([str(synthetic["checkpoint"]), str(out / "model_best.pth")]) == 2
+    _one_line(capsys.readouterr().err, "train.export_pointcept: error:", str(out))
+    assert _files(out) == {"model_best.pth": OLD}
+
+
+def test_train_image_labels_on_a_full_disk_ends_in_one_line_and_keeps_the_file_it_would_replace(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from test_image_labels import SKY_MAP, _class_map_file, _run, _scene
+
+    _scene(tmp_path, beams=8, azimuths=90)
+    out = tmp_path / "out"
+    out.mkdir()
+    summary = b'{"splits": {}}'  # an earlier run's summary, of no split yet
+    (out / "image_labels.json").write_bytes(summary)
+    with full_disk_for(out, lambda path: not path.name.startswith("image_labels.json")):
+        assert _run(tmp_path, monkeypatch, "--class-map", str(_class_map_file(tmp_path, SKY_MAP))) == 2
+    _one_line(capsys.readouterr().err, "train.image_labels: error:", str(out), "labelled before it are kept")
+    assert (out / "image_labels.json").read_bytes() == summary and not list(out.rglob("*.tmp"))
+
+
+def test_train_topo_diagnostic_on_a_full_disk_ends_in_one_line_and_keeps_the_file_it_would_replace(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    from test_train_support import tiny_config, tiny_data
+    from train.engine.loop import model_spec
+    from train.runtime.checkpoint import save_checkpoint
+    from train.study.topo_diagnostic import main
+
+    cfg = tiny_config(tmp_path)
+    data = tiny_data(cfg)
+    paths = []
+    for kind in ("teacher", "student"):
+        spec = model_spec(cfg, kind, data.num_classes, torch.device("cpu"))
+        path = tmp_path / f"{kind}.pt"
+        save_checkpoint(path, spec.build(), None, None, None, 0, 0, cfg.to_dict(), {"model_spec": spec.__dict__})
+        paths.append(str(path))
+    out = tmp_path / "diagnostic"
+    out.mkdir()
+    earlier = b'{"summary": {}, "clouds": []}'  # an earlier diagnostic's numbers
+    (out / "d.json").write_bytes(earlier)
+    capsys.readouterr()
+    with full_disk(out):
+        assert main(["--teacher", paths[0], "--student", paths[1], "--scans", "1", "--json", str(out / "d.json"),
+                     *_tiny_run_argv(tmp_path)[:-2], "--data-root", cfg.data_root]) == 2
+    _one_line(capsys.readouterr().err, "train.topo_diagnostic: error:", str(out))
+    assert _files(out) == {"d.json": earlier}

@@ -47,12 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return refuse("train.export_onnx: error: the onnx package is not installed: pip install -e '.[deploy]'")
     from train.prediction.export import export_checkpoint
     from train.runtime.checkpoint_errors import CheckpointError
+    from train.runtime.files import NoRoomError
 
     try:
         size = export_checkpoint(args.checkpoint, args.out, half=args.half, overwrite=args.overwrite,
                                  dataset=args.dataset, preset=args.preset, grid_size=args.grid_size,
                                  data_root=args.data_root)
-    except (ValueError, FileNotFoundError, CheckpointError) as err:
+    except (ValueError, FileNotFoundError, CheckpointError, NoRoomError) as err:
         return refuse(f"train.export_onnx: error: {err}")
     print(f"train.export_onnx: wrote {args.out} ({size / 1e6:.1f} MB, {'float16' if args.half else 'float32'}); "
           f"label scans with python -m train.predict --checkpoint {args.out}", flush=True)

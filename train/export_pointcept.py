@@ -10,6 +10,7 @@ so there its outputs differ unless the model was trained with ``upstream_unpool_
 from __future__ import annotations
 
 import argparse
+import io
 import pprint
 import sys
 from pathlib import Path
@@ -20,13 +21,16 @@ import torch
 from train.engine.loop import load_frozen_teacher
 from train.models import to_pointcept
 from train.models.pointcept import pointcept_config
-from train.runtime.checkpoint import atomic_save
+from train.runtime.files import atomic_write
 
 
 def export(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
-    """Write ``checkpoint``'s model to ``out`` in Pointcept's layout; returns its Pointcept config."""
+    """Write ``checkpoint``'s model to ``out`` in Pointcept's layout, whole (a full disk:
+    :class:`train.runtime.files.NoRoomError`, ``out`` unchanged); returns its Pointcept config."""
     model, _ = load_frozen_teacher(checkpoint, torch.device("cpu"))
-    atomic_save({"state_dict": to_pointcept(model)}, out)
+    buffer = io.BytesIO()
+    torch.save({"state_dict": to_pointcept(model)}, buffer)
+    atomic_write(buffer.getbuffer(), out)
     return {"model": pointcept_config(model), "upstream_unpool_cpe": model.config.upstream_unpool_cpe}
 
 
@@ -35,11 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="model_final.pt written by python -m train.run")
     parser.add_argument("out", help="output file for Pointcept (e.g. model_best.pth)")
     args = parser.parse_args(argv)
+    from train.runtime.files import NoRoomError
+    from train.runtime.logging_utils import refuse
+
     try:
         info = export(args.checkpoint, args.out)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"train.export_pointcept: error: {err}", file=sys.stderr)
-        return 2
+    except (ValueError, FileNotFoundError, NoRoomError) as err:
+        return refuse(f"train.export_pointcept: error: {err}")
     print(f"wrote {args.out}; in a Pointcept config:\nmodel = {pprint.pformat(info['model'], sort_dicts=False)}")
     if not info["upstream_unpool_cpe"]:
         print("note: this model was trained with the refreshed CPE input after unpooling; Pointcept's PTv3 "

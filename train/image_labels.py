@@ -80,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from train.data.validation import BadScanError
     from train.prediction.image_labels import ImageLabelRun, label_split
     from train.prediction.inputs import open_split
+    from train.runtime.files import NoRoomError
 
     root = Path(args.data_root or Path("data") / args.dataset)
     try:
@@ -102,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return refuse(f"train.image_labels: error: {err} (--skip-bad-scans skips such scans)")
     except ValueError as err:  # an output folder whose dataset.yaml does not fit this run
         return refuse(f"train.image_labels: error: {err}")
+    except NoRoomError as err:
+        return refuse(f"train.image_labels: error: {err} (the scans labelled before it are kept)")
     counts = summary["counts"]
     print(f"train.image_labels: {counts['labelled_scans']} of {counts['scans']} scans labelled "
           f"({counts['seen_points']} of {counts['points']} points seen by a camera, "

@@ -200,6 +200,7 @@ def _label_shard(args: argparse.Namespace, shard: Shard, predictor: Any, device:
 
     from train.data.validation import BadScanError
     from train.prediction.score import score_lines, score_scans
+    from train.runtime.files import NoRoomError
     from train.prediction.shards import ShardRecord, claim, record_and_collect, scans_digest
     from train.prediction.summary import whole_run
 
@@ -229,13 +230,18 @@ def _label_shard(args: argparse.Namespace, shard: Shard, predictor: Any, device:
         except BadScanError as err:
             return _refuse_here(f"{here} error: {err} (the scans labelled before it are kept; --skip-bad-scans "
                                 "goes on)")
+        except NoRoomError as err:
+            return _refuse_here(f"{here} error: {err} (the scans labelled before it are kept; a rerun goes on)")
         record = ShardRecord(scans_digest(names), summary, None if score is None else score.tolist())
-        records = record_and_collect(folder, shard, record)
-        if shard.count > 1:
-            print(f"{here} {summary.line()}", flush=True)
-        if records is None:  # another shard ends the run
-            return 0
-        layout.finish()
+        try:
+            records = record_and_collect(folder, shard, record)
+            if shard.count > 1:
+                print(f"{here} {summary.line()}", flush=True)
+            if records is None:  # another shard ends the run
+                return 0
+            layout.finish()
+        except NoRoomError as err:
+            return _refuse_here(f"{here} error: {err} (the labels are written; a rerun writes what is missing)")
         whole = whole_run([r.summary for r in records])
         total = np.sum([r.score for r in records], axis=0) if args.score else None
     ends = f"train.predict: all {shard.count} shards:" if shard.count > 1 else "train.predict:"

@@ -27,12 +27,14 @@ from train.runner.backends import backends_line
 from train.runner.datasets import SplitData, prepare_splits
 from train.runtime.checkpoint_errors import CheckpointError, CheckpointWriteError
 from train.runtime.distributed import DistInfo, barrier
+from train.runtime.files import NoRoomError
 from train.runtime.logging_utils import progress
 
 # Failures whose message says what to fix (a missing dataset or checkpoint, an unreadable scan or
-# checkpoint, a full disk): printed as one error line, not a traceback.
+# checkpoint, a full disk while a checkpoint or any other output is written): printed as one error
+# line, not a traceback.
 RUN_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, BadScanError, CheckpointError, CheckpointWriteError,
-                                           FloatingPointError)
+                                           NoRoomError, FloatingPointError)
 
 
 def stage_label(cfg: RunConfig, stage: str) -> str:

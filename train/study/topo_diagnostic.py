@@ -251,7 +251,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarize(clouds)
     print(render(summary, len(clouds), cfg.lambda_topo))
     if args.json:
-        write_text(args.json, json.dumps({"summary": summary, "clouds": clouds}, indent=1))
+        from train.runtime.files import NoRoomError
+
+        try:
+            write_text(args.json, json.dumps({"summary": summary, "clouds": clouds}, indent=1))
+        except NoRoomError as err:
+            print(f"train.topo_diagnostic: error: {err}", file=sys.stderr)
+            return 2
     return 0
 
 
