@@ -304,7 +304,7 @@ def test_train_export_pointcept_on_a_full_disk_ends_in_one_line_and_keeps_the_fi
     out.mkdir()
     (out / "model_best.pth").write_bytes(OLD)
     with full_disk(out):
-        assert main([str(synthetic["checkpoint"]), str(out / "model_best.pth")]) == 2
+        assert main([str(synthetic["checkpoint"]), str(out / "model_best.pth"), "--overwrite"]) == 2
     _one_line(capsys.readouterr().err, "train.export_pointcept: error:", str(out))
     assert _files(out) == {"model_best.pth": OLD}
 
@@ -351,3 +351,73 @@ def test_train_topo_diagnostic_on_a_full_disk_ends_in_one_line_and_keeps_the_fil
                      *_tiny_run_argv(tmp_path)[:-2], "--data-root", cfg.data_root]) == 2
     _one_line(capsys.readouterr().err, "train.topo_diagnostic: error:", str(out))
     assert _files(out) == {"d.json": earlier}
+
+
+# ---------------------------------------------------------------- a file not the command's own: only with --overwrite
+
+
+def _refused(err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_train_export_pointcept_replaces_an_existing_file_only_with_overwrite_refused_before_reading(
+        synthetic: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from train.export_pointcept import main
+
+    out = tmp_path / "checkpoint_last.pt"  # a training checkpoint named as the output by mistake
+    out.write_bytes(OLD)
+    missing = tmp_path / "missing.pt"  # refused for the output before the checkpoint is read
+    assert main([str(missing), str(out)]) == 2
+    _refused(capsys.readouterr().err, f"{out} exists: pass --overwrite")
+    assert out.read_bytes() == OLD
+    assert main([str(synthetic["checkpoint"]), str(tmp_path)]) == 2
+    _refused(capsys.readouterr().err, "is a folder")
+    assert main([str(synthetic["checkpoint"]), str(out), "--overwrite"]) == 0
+    assert out.read_bytes() != OLD and not list(tmp_path.glob("*.tmp"))
+
+
+def test_train_topo_diagnostic_replaces_a_file_not_its_own_json_only_with_overwrite_refused_before_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from train.study.topo_diagnostic import main
+
+    for name, old in (("model_final.pt", OLD), ("other.json", b'{"summary": {}}')):
+        target = tmp_path / name
+        target.write_bytes(old)
+        argv = ["--teacher", str(target), "--student", str(target), "--json", str(target),
+                *_tiny_run_argv(tmp_path)]
+        assert main(argv) == 2
+        _refused(capsys.readouterr().err, f"--json {target} exists and is not a JSON of train.topo_diagnostic",
+                 "--overwrite")
+        assert target.read_bytes() == old
+    assert not (tmp_path / "data").exists()  # refused before the data set was generated
+    assert main(["--teacher", str(target), "--student", str(target), "--overwrite", *_tiny_run_argv(tmp_path)]) == 2
+    _refused(capsys.readouterr().err, "--overwrite replaces a --json file; without --json it has nothing to replace")
+
+
+def test_train_image_labels_replaces_files_no_run_of_it_wrote_only_with_overwrite_refused_before_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from test_image_labels import SKY_MAP, _class_map_file, _run, _scene
+
+    dataset, _ = _scene(tmp_path, beams=8, azimuths=90)
+    name = dataset.scan_name(0)
+    out = tmp_path / "out"
+    scan = out / f"{name}.npy"  # a scan folder's own .npy beside it: --out is that folder by mistake
+    scan.parent.mkdir(parents=True)
+    scan.write_bytes(OLD)
+    class_map = str(_class_map_file(tmp_path, SKY_MAP))
+    assert _run(tmp_path, monkeypatch, "--class-map", class_map) == 2
+    _refused(capsys.readouterr().err, f"--out {out} holds {scan}", "pass --overwrite")
+    assert _files(out) == {f"{name}.npy": OLD}  # nothing written: refused before any scan was labelled
+    (out / "image_labels.json").write_text("[]")  # not a summary of this command
+    assert _run(tmp_path, monkeypatch, "--class-map", class_map, "--overwrite") == 2
+    _refused(capsys.readouterr().err, "image_labels.json: not a summary of python -m train.image_labels")
+    assert _files(out) == {f"{name}.npy": OLD, "image_labels.json": b"[]"}
+    (out / "image_labels.json").unlink()
+    assert _run(tmp_path, monkeypatch, "--class-map", class_map, "--overwrite") == 0
+    assert scan.read_bytes() != OLD
+    scan.write_bytes(OLD)  # now a file of a folder an earlier run labelled (its image_labels.json): its own
+    assert _run(tmp_path, monkeypatch, "--class-map", class_map) == 0
+    assert scan.read_bytes() != OLD

@@ -8,7 +8,9 @@ Predictions are files under ``--predictions`` mirroring the image paths (``.npy`
 probabilities, ``.png`` ids), mapped to the data set's train ids by ``--class-map``. Outputs:
 ``<scan>.npy`` train ids (-1 unseen), with ``--probs`` ``<scan>.probs.npy``, with ``--features``
 ``<scan>.features.npy``, and ``image_labels.json``; with ``--folder-split`` the output folder is
-also a scan folder that ``--dataset folder`` trains on (:mod:`train.data.lidar.image_label_files`). The
+also a scan folder that ``--dataset folder`` trains on (:mod:`train.data.lidar.image_label_files`). Every
+file is written whole; a file of ``--out`` that no run of this command wrote (no ``image_labels.json``
+there) is replaced only with ``--overwrite``, refused before any work (decision 99). The
 machinery: :mod:`train.prediction.image_labels`; this module parses the options and reports.
 """
 from __future__ import annotations
@@ -32,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nuscenes-version", choices=NUSCENES_VERSIONS, default=DEFAULT_NUSCENES_VERSION)
     p.add_argument("--split", required=True, help="split to label, in the loader's names")
     p.add_argument("--predictions", required=True, help="folder of the 2D predictions, mirroring the image paths")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (its files that no run of this command wrote: "
+                   "replaced only with --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace files of --out that no run of this command "
+                   "wrote (a folder without image_labels.json)")
     p.add_argument("--probs", action="store_true", help="also write <scan>.probs.npy (float16 per class)")
     p.add_argument("--features", help="folder of 2D feature maps (H' x W' x C .npy) mirroring the image paths")
     p.add_argument("--class-map", help="YAML/JSON {2D id: train id or ignore}; without it the ids are train ids")
@@ -63,6 +68,24 @@ def check_options(args: argparse.Namespace) -> None:
             raise ValueError(f"{option} {folder}: no such folder")
     if args.class_map is not None and not Path(args.class_map).is_file():
         raise ValueError(f"--class-map {args.class_map}: no such file")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file: pass a folder for the labels")
+
+
+def check_out(args: argparse.Namespace, scans: list[str]) -> None:
+    """ValueError in one line, before any work, for an ``image_labels.json`` in ``--out`` that is
+    not this command's summary, and for a file of ``--out`` the run would replace that no run of
+    this command wrote, without ``--overwrite``."""
+    from train.data.lidar.image_label_files import SUMMARY_FILE, foreign_output, read_summaries
+
+    out = Path(args.out)
+    read_summaries(out)  # CorruptFileError, a ValueError, for one that is not
+    found = None if args.overwrite else foreign_output(out, scans, args.probs, args.features is not None,
+                                                       args.folder_split is not None)
+    if found is not None:
+        raise ValueError(f"--out {out} holds {found}, which this run would replace, and no {SUMMARY_FILE} of an "
+                         "earlier run of train.image_labels: pass --overwrite to replace such files (a run stopped "
+                         "before its end leaves its files without one), or choose another --out")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = open_split(args.dataset, root, args.split, args.nuscenes_version, None)
         class_map = (read_class_map(args.class_map, source.num_classes) if args.class_map is not None
                      else ClassMap(source.num_classes))
+        check_out(args, [source.scan_name(i) for i in range(len(source))])
     except (ValueError, FileNotFoundError) as err:
         return refuse(f"train.image_labels: error: {err}")
     depth_test = DepthTest(args.depth_block, DEFAULT_DEPTH_TEST.relative, DEFAULT_DEPTH_TEST.absolute) \

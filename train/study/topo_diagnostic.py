@@ -20,7 +20,9 @@ recomputes L_topo with the numpy reference (paper Algorithm 1: per-cloud normali
 
 The losses are the reference's (float64), the same numbers the training's ``fast`` path computes
 up to rounding (the twin tests); the TPS start of cloud b is ``seed + b`` as in a training step.
-Prints a Markdown summary; ``--json`` writes every number.
+Prints a Markdown summary; ``--json`` writes every number, whole (decision 99): a file there that is
+not such a JSON (its ``summary`` and ``clouds``) is replaced only with ``--overwrite``, refused
+before any work.
 """
 from __future__ import annotations
 
@@ -211,8 +213,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", required=True, help="teacher model_final.pt")
     p.add_argument("--student", required=True, help="student model_final.pt")
     p.add_argument("--scans", type=int, default=4, help="validation scans, one cloud each (default 4)")
-    p.add_argument("--json", default=None, help="write every number here")
+    p.add_argument("--json", default=None, help="write every number here (a file there that is not such a JSON: "
+                   "only with --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace a --json file that is not this command's")
     return p
+
+
+def check_json_out(path: Path, overwrite: bool) -> None:
+    """ValueError in one line for a ``--json`` path that is a folder, or a file that is not a JSON of
+    this command (``summary`` and ``clouds``) without ``overwrite``."""
+    if path.is_dir():
+        raise ValueError(f"--json {path} is a folder: name the file to write")
+    if not path.exists() or overwrite:
+        return
+    try:
+        ours = set(json.loads(path.read_bytes())) == {"summary", "clouds"}
+    except (ValueError, TypeError, OSError):
+        ours = False
+    if not ours:
+        raise ValueError(f"--json {path} exists and is not a JSON of train.topo_diagnostic: pass --overwrite to "
+                         "replace it, or name another file")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -225,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = resolve([*rest, "--procs", "1"])
         if args.scans < 1:
             raise ValueError(f"--scans must be >= 1, got {args.scans}")
+        if args.json:
+            check_json_out(Path(args.json), args.overwrite)
+        elif args.overwrite:
+            raise ValueError("--overwrite replaces a --json file; without --json it has nothing to replace")
         for path in (args.teacher, args.student):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"checkpoint {path} does not exist")

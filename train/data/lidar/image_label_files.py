@@ -120,18 +120,43 @@ def write_folder_spec(out: Path, spec: dict[str, Any]) -> Path:
     return path
 
 
+def read_summaries(out: Path) -> dict[str, Any] | None:
+    """The ``splits`` of ``out/image_labels.json`` (None: there is none); a file there that is not
+    such a summary is a :class:`CorruptFileError` in one line."""
+    path = Path(out) / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    try:
+        splits = json.loads(path.read_text())["splits"]
+        if not isinstance(splits, dict):
+            raise TypeError(f"its splits are a {type(splits).__name__}, not a mapping")
+    except (ValueError, KeyError, TypeError) as err:
+        raise CorruptFileError(f"{path}: not a summary of python -m train.image_labels ({{'splits': {{split: "
+                               f"...}}}}): {err}; remove it or choose another --out") from err
+    return splits
+
+
+def foreign_output(out: Path, scans: list[str], probs: bool, features: bool, folder_scans: bool) -> Path | None:
+    """The first file a run labelling ``scans`` into ``out`` would replace that no run of
+    ``python -m train.image_labels`` wrote there (decision 99: replaced only with ``--overwrite``):
+    any of them, unless ``out`` holds the summary of an earlier run (:data:`SUMMARY_FILE`). None:
+    nothing foreign would be replaced."""
+    if (Path(out) / SUMMARY_FILE).is_file():
+        return None
+    suffixes = [LABELS_SUFFIX] + [PROBS_SUFFIX] * probs + [FEATURES_SUFFIX] * features + [SCAN_SUFFIX] * folder_scans
+    for scan in scans:
+        for suffix in suffixes:
+            if (path := output_path(out, scan, suffix)).exists():
+                return path
+    return None
+
+
 def write_summary(out: Path, split: str, summary: dict[str, Any]) -> Path:
     """``out/image_labels.json``: ``{"splits": {split: summary}}``, the entry of ``split`` written over
     that split's earlier one and beside the other splits' (a folder holds the files of every split
     labelled into it: the training split and the unlabelled one a camera teacher reads)."""
     path = Path(out) / SUMMARY_FILE
-    splits: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            splits = json.loads(path.read_text())["splits"]
-        except (ValueError, KeyError, TypeError) as err:
-            raise CorruptFileError(f"{path}: not a summary of python -m train.image_labels ({{'splits': {{split: "
-                                   f"...}}}}): {err}; remove it or choose another --out") from err
+    splits = read_summaries(out) or {}
     splits[split] = summary
     atomic_write(json.dumps({"splits": splits}, indent=1).encode(), path)
     return path
