@@ -1,6 +1,6 @@
 """A kept study's units written back as finished unit folders, so that a study can go on from it on
-a fresh machine (run folders do not outlive a machine; docs/condense.md, "The feature reading's
-size effect").
+a fresh machine (run folders do not outlive a machine; benchmarks/CONDENSE-STUDY.md, section 6, "The
+feature reading's size effect").
 
     python -m benchmarks.studies.restore_units KEPT OUT
 

@@ -1,5 +1,5 @@
-"""Which of decision 92's changes moves DD3D at the CPU preset (docs/condense.md, "DD3D against the
-review's 54.6"): Table 1's DD3D units (shapes, CPC 1, 64 points, 40 iterations, the cpu recipe)
+"""Which of decision 92's changes moves DD3D at the CPU preset (benchmarks/CONDENSE-STUDY.md, section
+1.4, "DD3D at the CPU budget"): Table 1's DD3D units (shapes, CPC 1, 64 points, 40 iterations, the cpu recipe)
 made again with one released setting taken back at a time, each variant in its own study folder.
 
     OMP_NUM_THREADS=1 python benchmarks/studies/condense-cpu-released/dd3d_ablation.py OUT VARIANT

@@ -1,5 +1,5 @@
 """DD3D and Random of Table 1 (the CPU preset, shapes) distilled with more seeds, to tell a change
-in DD3D's mean from the spread between its distillations (docs/condense.md, "DD3D rotated").
+in DD3D's mean from the spread between its distillations (benchmarks/CONDENSE-STUDY.md, section 1.3).
 
     OMP_NUM_THREADS=1 python benchmarks/studies/condense-cpu-released/more_seeds.py OUT SEED [SEED ...]
 

@@ -1,5 +1,5 @@
-"""Why the feature reading costs GM a point and DD3D 12 at CPC 10 (docs/condense.md, the CPC 10
-probe): is it the sizes of the two sets it compares?
+"""Why the feature reading costs GM a point and DD3D 12 at CPC 10 (benchmarks/CONDENSE-STUDY.md,
+sections 5 and 6): is it the sizes of the two sets it compares?
 
 The feature reading (decision 96) compares the Rips diagram of a class's 32 real global features
 with that of its CPC synthetic ones, each set normalised over itself. H0's deaths are the edges of

@@ -1,4 +1,4 @@
-"""Why the persistence term hurts DD3D (docs/condense.md, Table 7): Table 7's DD3D units (shapes,
+"""Why the persistence term hurts DD3D (benchmarks/CONDENSE-STUDY.md, sections 3 and 8): Table 7's DD3D units (shapes,
 aligned, CPC 1, 64 points, 40 iterations, the cpu recipe) made again with the term changed one way
 at a time, each variant in its own folder.
 

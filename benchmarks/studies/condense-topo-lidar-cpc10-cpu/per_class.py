@@ -1,7 +1,7 @@
 """Where a condensed set's OA comes from, class by class: each Table 7 set of a study folder trained
 again with the study's recipe and seeds (the same runs as its result.json, checked), and each run's
 recall per class and share of the test predictions per class recorded beside the test split's own
-class shares (docs/condense.md, "CPC 10 on `lidar_objects`": does the term's OA gain on DD3D
+class shares (benchmarks/CONDENSE-STUDY.md, section 7: does the term's OA gain on DD3D
 rotated come from telling classes apart, or from predicting the frequent class more often?).
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/studies/condense-topo-lidar-cpc10-cpu/per_class.py OUT JSON
