@@ -421,3 +421,93 @@ def test_train_image_labels_replaces_files_no_run_of_it_wrote_only_with_overwrit
     scan.write_bytes(OLD)  # now a file of a folder an earlier run labelled (its image_labels.json): its own
     assert _run(tmp_path, monkeypatch, "--class-map", class_map) == 0
     assert scan.read_bytes() != OLD
+
+
+# ---------------------------------------------------------------- no silent no-ops
+
+
+IDLE_OPTIONS: dict[str, tuple[str, list[str], str]] = {
+    "image_labels --depth-block with --no-depth-test": (
+        "train.image_labels", ["--dataset", "synthetic", "--depth-block", "4", "--no-depth-test"],
+        "--depth-block sizes the depth test's blocks; with --no-depth-test it would change nothing"),
+    "image_labels --nuscenes-version of another data set": (
+        "train.image_labels", ["--dataset", "synthetic", "--nuscenes-version", "v1.0-mini"],
+        "--nuscenes-version names a nuScenes release; with --dataset synthetic it would change nothing"),
+    "predict --nuscenes-version with --input": (
+        "train.predict", ["--input", "scans/", "--nuscenes-version", "v1.0-mini"],
+        "--nuscenes-version names the release of a nuScenes --split; with --input it would change nothing"),
+    "predict --nuscenes-version of another data set": (
+        "train.predict", ["--split", "validation", "--dataset", "waymo", "--nuscenes-version", "v1.0-mini"],
+        "with --dataset waymo it would change nothing"),
+    "predict --num-workers of an .onnx model": (
+        "train.predict", ["--input", "scans/", "--num-workers", "2", "--checkpoint", "model.onnx"],
+        "--num-workers sets torch's loader workers; an .onnx model reads the next batch in one thread instead"),
+}
+
+
+@pytest.mark.parametrize("case", list(IDLE_OPTIONS), ids=list(IDLE_OPTIONS))
+def test_an_option_that_cannot_act_is_refused_in_one_line_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture, case: str) -> None:
+    import train.image_labels
+    import train.predict
+
+    command, options, needle = IDLE_OPTIONS[case]
+    missing = str(tmp_path / "none")  # nothing is read: every input named here is missing
+    if command == "train.predict":
+        argv = ["--checkpoint", missing + ".pt", "--out", str(tmp_path / "out"), *options]
+        assert train.predict.main(argv) == 2
+    else:
+        argv = ["--data-root", missing, "--split", "training", "--predictions", missing, "--out",
+                str(tmp_path / "out"), *options]
+        assert train.image_labels.main(argv) == 2
+    _refused(capsys.readouterr().err, needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_refuses_nuscenes_version_for_a_model_of_another_data_set_before_labelling(
+        synthetic: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from test_predict import run as predict
+    from test_predict import split_args
+
+    assert predict(*split_args(synthetic, tmp_path / "out", "--nuscenes-version", "v1.0-mini")) == 2
+    _refused(capsys.readouterr().err, "labels synthetic scans, where it would change nothing")
+    assert not (tmp_path / "out").exists()
+
+
+STUDY_IDLE: dict[str, tuple[list[str], str]] = {
+    "--sinkhorn-eps-grid with --table 5": (["--sinkhorn-eps-grid", "0.1"],
+                                           "--sinkhorn-eps-grid is read by --table 11 only, got it with --table 5"),
+    "--lambda-topo-grid with --table 10": (["--table", "10", "--lambda-topo-grid", "8"],
+                                           "--lambda-topo-grid is read by --table 7 only, got it with --table 10"),
+    "--saliency-sets with --table 7": (["--table", "7", "--saliency-sets", "4"],
+                                       "--saliency-sets is read by --table 10 only"),
+    "--image-teacher-epochs with --table 5": (["--image-teacher-epochs", "3"],
+                                              "--image-teacher-epochs is read by --table cameras only"),
+    "--budget-tolerance without --converge": (["--budget-tolerance", "0.5"],
+                                              "--budget-tolerance is read by --converge's budget searches only"),
+    "--max-doublings without --converge": (["--max-doublings", "2"],
+                                           "--max-doublings is read by --converge's budget searches only"),
+}
+
+
+@pytest.mark.parametrize("case", list(STUDY_IDLE), ids=list(STUDY_IDLE))
+def test_a_study_option_of_another_table_or_of_converge_is_refused_before_any_work(tmp_path: Path, case: str) -> None:
+    from train.study.ablation import parse
+
+    options, needle = STUDY_IDLE[case]
+    with pytest.raises(ValueError, match="would change nothing") as err:
+        parse(["--out", str(tmp_path / "study"), "--data-root", str(tmp_path / "data"), *options])
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_study_options_given_where_they_act_and_their_defaults_are_kept(tmp_path: Path) -> None:
+    from train.study.ablation import PAPER_GRID, PAPER_SINKHORN_EPS, parse
+    from train.study.budget import DEFAULT_MAX_DOUBLINGS
+
+    args, rows, _ = parse(["--out", str(tmp_path / "s"), "--table", "11", "--sinkhorn-eps-grid", "0.1"])
+    assert [r.key for r in rows if "sinkhorn" in r.key] == ["KD+topo sinkhorn eps=0.1"]
+    assert args.max_doublings == DEFAULT_MAX_DOUBLINGS and args.saliency_sets == ["1 2 3 4", "3 4", "4"]
+    args, rows, _ = parse(["--out", str(tmp_path / "s"), "--table", "7", "--converge", "--max-doublings", "1"])
+    assert args.max_doublings == 1 and args.lambda_topo == list(PAPER_GRID["lambda_topo"])
+    assert args.sinkhorn_eps_grid == list(PAPER_SINKHORN_EPS) and len(rows) == 2 + 27

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.image_labels", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--data-root", help="data set root (default data/<dataset>); image paths are relative to it")
-    p.add_argument("--nuscenes-version", choices=NUSCENES_VERSIONS, default=DEFAULT_NUSCENES_VERSION)
+    p.add_argument("--nuscenes-version", choices=NUSCENES_VERSIONS, default=None,
+                   help=f"nuScenes release of --split (--dataset nuscenes; default {DEFAULT_NUSCENES_VERSION})")
     p.add_argument("--split", required=True, help="split to label, in the loader's names")
     p.add_argument("--predictions", required=True, help="folder of the 2D predictions, mirroring the image paths")
     p.add_argument("--out", required=True, help="output folder (its files that no run of this command wrote: "
@@ -58,7 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_options(args: argparse.Namespace) -> None:
-    """ValueError naming the option for anything the options alone rule out."""
+    """ValueError naming the option for anything the options alone rule out, an option that could not
+    act in this run too (decision 99); fills in ``--nuscenes-version``'s default."""
+    if args.nuscenes_version is not None and args.dataset != "nuscenes":
+        raise ValueError(f"--nuscenes-version names a nuScenes release; with --dataset {args.dataset} it would change "
+                         "nothing")
+    args.nuscenes_version = args.nuscenes_version or DEFAULT_NUSCENES_VERSION
+    if args.depth_block is not None and not args.depth_test:
+        raise ValueError("--depth-block sizes the depth test's blocks; with --no-depth-test it would change nothing")
     if not args.min_depth >= 0:
         raise ValueError(f"--min-depth must be >= 0 metres, got {args.min_depth}")
     if args.depth_block is not None and args.depth_block < 1:

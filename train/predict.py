@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "and --input, the scan folder whose dataset.yaml describes a checkpoint that keeps no description")
     p.add_argument("--split", help="split to label, in the loader's names (waymo/synthetic: training, validation, "
                    "testing; nuscenes: train, val, test, ...; semantic_kitti: train, val, test)")
-    p.add_argument("--nuscenes-version", choices=NUSCENES_VERSIONS, default=DEFAULT_NUSCENES_VERSION,
-                   help="nuScenes release of --split (v1.0-test for the test split)")
+    p.add_argument("--nuscenes-version", choices=NUSCENES_VERSIONS, default=None,
+                   help=f"nuScenes release of a nuScenes --split (v1.0-test for the test split; default "
+                   f"{DEFAULT_NUSCENES_VERSION})")
     p.add_argument("--format", choices=PREDICTION_FORMATS, default="npy", help="output layout (default npy)")
     p.add_argument("--save-probs", action="store_true", help="also write <name>.probs.npy (float16 per class)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation as in evaluation (5 views)")
@@ -68,9 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_options(args: argparse.Namespace) -> None:
-    """ValueError naming the option for anything the options alone rule out."""
+    """ValueError naming the option for anything the options alone rule out, an option that could not
+    act in this run too (decision 99)."""
     if (args.input is None) == (args.split is None):
         raise ValueError("give either --input (scan files) or --split (a data set split)")
+    if args.nuscenes_version is not None and (args.split is None or args.dataset not in (None, "nuscenes")):
+        raise ValueError("--nuscenes-version names the release of a nuScenes --split; "
+                         + ("with --input" if args.split is None else f"with --dataset {args.dataset}")
+                         + " it would change nothing")
+    if args.num_workers is not None and Path(args.checkpoint).suffix.lower() == ".onnx":
+        raise ValueError("--num-workers sets torch's loader workers; an .onnx model reads the next batch in one "
+                         "thread instead, so it would change nothing")
     if args.input is not None and args.data_root is not None and args.dataset != "folder":
         raise ValueError("--data-root goes with --split, not --input (or names the scan folder of --dataset folder)")
     if args.format == "nuscenes" and (args.split is None or args.dataset not in (None, "nuscenes")):
@@ -159,9 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--format {args.format} needs a model of {args.format}'s classes; {args.checkpoint} "
                              f"predicts {predictor.dataset}'s")
         if args.split is not None:
+            if args.nuscenes_version is not None and predictor.dataset != "nuscenes":
+                raise ValueError(f"--nuscenes-version names the release of a nuScenes --split; {args.checkpoint} "
+                                 f"labels {predictor.dataset} scans, where it would change nothing")
             root = args.data_root or str(Path("data") / predictor.dataset)
-            source = open_split(predictor.dataset, root, args.split, args.nuscenes_version, predictor.folder,
-                                labelled=args.score)
+            source = open_split(predictor.dataset, root, args.split, args.nuscenes_version or DEFAULT_NUSCENES_VERSION,
+                                predictor.folder, labelled=args.score)
         else:
             source = FileSource(*list_scan_files(args.input, Path(args.out)), predictor.dataset, predictor.folder)
             check_packages([path.suffix for path in source.paths])

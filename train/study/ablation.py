@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "full objective with --unlabelled-split mixed in (on the synthetic set: the label-scarce regime, "
                    "train/study/budget.py LABEL_SCARCE; decision 57), or cameras: the same regime rendered with "
                    "cameras, CE against students distilled from a 2D teacher through them (train/study/camera_unit.py)")
-    p.add_argument("--image-teacher-epochs", type=int, default=DEFAULT_IMAGE_EPOCHS,
+    p.add_argument("--image-teacher-epochs", type=int, default=None,
                    help=f"--table cameras: epochs of the 2D teacher on the training images (default "
                    f"{DEFAULT_IMAGE_EPOCHS})")
     p.add_argument("--pseudo-label-threshold", type=float, default=0.0,
@@ -257,11 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", nargs="+", default=None, help="run only these row keys (default: all)")
     for name, values in PAPER_GRID.items():
         p.add_argument("--" + name.replace("_", "-") + "-grid", dest=name, type=float, nargs="+",
-                       default=list(values), help=f"Table 7 values of {name} (default {list(values)})")
-    p.add_argument("--sinkhorn-eps-grid", dest="sinkhorn_eps_grid", type=float, nargs="+",
-                   default=list(PAPER_SINKHORN_EPS),
+                       default=None, help=f"Table 7 values of {name} (default {list(values)})")
+    p.add_argument("--sinkhorn-eps-grid", dest="sinkhorn_eps_grid", type=float, nargs="+", default=None,
                    help=f"Table 11 values of --sinkhorn-eps (default {list(PAPER_SINKHORN_EPS)})")
-    p.add_argument("--saliency-sets", nargs="+", default=["1 2 3 4", "3 4", "4"],
+    p.add_argument("--saliency-sets", nargs="+", default=None,
                    help="Table 10 decoder-stage sets, each a quoted list (default: '1 2 3 4' '3 4' '4')")
     p.add_argument("--regime", nargs="+", choices=tuple(REGIMES), default=None,
                    help="the students' L_seg and L_kld: paper (plain CE, unweighted L_seg and KL) and/or demo "
@@ -270,9 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search the teacher's and the CE student's budgets first (doubling --teacher-epochs and "
                    "--epochs until the validation gain is below --budget-tolerance), then train every row at the "
                    "student budget found")
-    p.add_argument("--budget-tolerance", type=float, default=DEFAULT_TOLERANCE,
+    p.add_argument("--budget-tolerance", type=float, default=None,
                    help=f"mIoU points a doubling must gain to go on (default {DEFAULT_TOLERANCE:g})")
-    p.add_argument("--max-doublings", type=int, default=DEFAULT_MAX_DOUBLINGS,
+    p.add_argument("--max-doublings", type=int, default=None,
                    help=f"most doublings of each search (default {DEFAULT_MAX_DOUBLINGS})")
     p.add_argument("--keep-units", default=None, metavar="DIR",
                    help="keep every finished unit's result and logs (no weights) in DIR as it finishes, and start "
@@ -282,6 +281,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train nothing: write the report from the units that have finished (a study stopped "
                    "early; the report lists the units left out); the teacher and any budget search must be done")
     return p
+
+
+# The study options read by one table (or --converge) only, with their defaults: given where they
+# cannot act, they are refused (decision 99), else their default is filled in.
+TABLE_OPTIONS: dict[str, tuple[int | str | None, Any]] = {
+    "image_teacher_epochs": (CAMERA_TABLE, DEFAULT_IMAGE_EPOCHS),
+    **{name: (7, list(values)) for name, values in PAPER_GRID.items()},
+    "saliency_sets": (10, ["1 2 3 4", "3 4", "4"]),
+    "sinkhorn_eps_grid": (11, list(PAPER_SINKHORN_EPS)),
+    "budget_tolerance": (None, DEFAULT_TOLERANCE),  # None: read by --converge
+    "max_doublings": (None, DEFAULT_MAX_DOUBLINGS),
+}
+
+
+def fill_table_options(args: argparse.Namespace) -> None:
+    """ValueError in one line for an option of :data:`TABLE_OPTIONS` given where its table (or
+    ``--converge``) is not run; then every such option not given takes its default."""
+    for name, (table, default) in TABLE_OPTIONS.items():
+        option = "--" + name.replace("_", "-") + ("-grid" if name in PAPER_GRID else "")
+        if getattr(args, name) is not None:
+            if table is None and not args.converge:
+                raise ValueError(f"{option} is read by --converge's budget searches only; without --converge it "
+                                 "would change nothing")
+            if table is not None and args.table != table:
+                raise ValueError(f"{option} is read by --table {table} only, got it with --table {args.table}, "
+                                 "where it would change nothing")
+        else:
+            setattr(args, name, default)
 
 
 def _table(text: str) -> int | str:
@@ -324,6 +351,7 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[Row], Ru
     if args.pseudo_label_threshold and args.table != CAMERA_TABLE:
         raise ValueError(f"--pseudo-label-threshold is read by --table {CAMERA_TABLE}'s pseudo-label row only, got "
                          f"{args.pseudo_label_threshold:g} with --table {args.table}")
+    fill_table_options(args)
     if args.table == CAMERA_TABLE:
         check_camera_base(base)
         if args.image_teacher_epochs < 1:
