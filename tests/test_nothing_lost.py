@@ -511,3 +511,55 @@ def test_study_options_given_where_they_act_and_their_defaults_are_kept(tmp_path
     args, rows, _ = parse(["--out", str(tmp_path / "s"), "--table", "7", "--converge", "--max-doublings", "1"])
     assert args.max_doublings == 1 and args.lambda_topo == list(PAPER_GRID["lambda_topo"])
     assert args.sinkhorn_eps_grid == list(PAPER_SINKHORN_EPS) and len(rows) == 2 + 27
+
+
+# ---------------------------------------------------------------- stopped or killed while replacing a file
+
+
+@pytest.fixture(scope="module")
+def diagnostic_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A tiny synthetic set and a teacher and student checkpoint for train.topo_diagnostic."""
+    import torch
+
+    from test_train_support import tiny_config, tiny_data
+    from train.engine.loop import model_spec
+    from train.runtime.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("diagnostic")
+    cfg = tiny_config(root)
+    data = tiny_data(cfg)
+    paths = []
+    for kind in ("teacher", "student"):
+        spec = model_spec(cfg, kind, data.num_classes, torch.device("cpu"))
+        path = root / f"{kind}.pt"
+        save_checkpoint(path, spec.build(), None, None, None, 0, 0, cfg.to_dict(), {"model_spec": spec.__dict__})
+        paths.append(str(path))
+    return {"root": root, "data_root": cfg.data_root, "teacher": paths[0], "student": paths[1]}
+
+
+@pytest.mark.parametrize("signum", [9, 15, 2], ids=["kill -9", "SIGTERM", "Ctrl-C"])
+def test_a_command_killed_or_stopped_while_it_replaces_a_file_leaves_it_byte_identical(
+        diagnostic_inputs: dict[str, Any], tmp_path: Path, signum: int) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    d = diagnostic_inputs
+    out = tmp_path / "diagnostic"
+    out.mkdir()
+    earlier = b'{"summary": {}, "clouds": []}'  # an earlier diagnostic's numbers
+    (out / "d.json").write_bytes(earlier)
+    root = Path(__file__).resolve().parents[1]
+    argv = ["--teacher", d["teacher"], "--student", d["student"], "--scans", "1", "--json", str(out / "d.json"),
+            *_tiny_run_argv(tmp_path)[:-2], "--data-root", d["data_root"]]
+    env = {**os.environ, "STOP_AT": "d.json", "STOP_WITH": str(signum), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, str(root / "tests" / "stopped_write.py"), "train.study.topo_diagnostic",
+                           *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signum, done.stderr  # the signal's own action ended it, mid-write
+    assert (out / "d.json").read_bytes() == earlier
+    stray = [p.name for p in out.iterdir() if p.name != "d.json"]
+    if signum == signal.SIGINT:  # KeyboardInterrupt: atomic_write removes its temporary file
+        assert stray == []
+    else:  # no Python code runs: at most the temporary file is left beside it
+        assert len(stray) <= 1 and all(name.startswith("d.json.") and name.endswith(".tmp") for name in stray)
