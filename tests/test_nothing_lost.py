@@ -439,6 +439,9 @@ IDLE_OPTIONS: dict[str, tuple[str, list[str], str]] = {
     "predict --nuscenes-version of another data set": (
         "train.predict", ["--split", "validation", "--dataset", "waymo", "--nuscenes-version", "v1.0-mini"],
         "with --dataset waymo it would change nothing"),
+    "predict --preset of an .onnx model": (
+        "train.predict", ["--input", "scans/", "--preset", "student", "--checkpoint", "model.onnx"],
+        "--preset names the architecture of a Pointcept checkpoint; an .onnx model holds its own"),
     "predict --num-workers of an .onnx model": (
         "train.predict", ["--input", "scans/", "--num-workers", "2", "--checkpoint", "model.onnx"],
         "--num-workers sets torch's loader workers; an .onnx model reads the next batch in one thread instead"),
@@ -464,13 +467,30 @@ def test_an_option_that_cannot_act_is_refused_in_one_line_before_any_work(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_predict_refuses_nuscenes_version_for_a_model_of_another_data_set_before_labelling(
-        synthetic: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+MODEL_IDLE: dict[str, tuple[list[str], str]] = {
+    "predict --nuscenes-version": (["--nuscenes-version", "v1.0-mini"],
+                                   "labels synthetic scans, where it would change nothing"),
+    "predict --preset": (["--preset", "student"], "is not one (its architecture is its own), so --preset would "
+                         "change nothing"),
+    "export_onnx --preset": (["--preset", "student"], "is not one (its architecture is its own), so --preset would "
+                             "change nothing"),
+}
+
+
+@pytest.mark.parametrize("case", list(MODEL_IDLE), ids=list(MODEL_IDLE))
+def test_an_option_a_model_of_train_run_cannot_use_is_refused_once_it_is_read_before_any_work(
+        synthetic: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture, case: str) -> None:
     from test_predict import run as predict
     from test_predict import split_args
+    from train.export_onnx import main as export
 
-    assert predict(*split_args(synthetic, tmp_path / "out", "--nuscenes-version", "v1.0-mini")) == 2
-    _refused(capsys.readouterr().err, "labels synthetic scans, where it would change nothing")
+    options, needle = MODEL_IDLE[case]
+    if case.startswith("predict"):
+        assert predict(*split_args(synthetic, tmp_path / "out", *options)) == 2
+    else:
+        assert export(["--checkpoint", str(synthetic["checkpoint"]), "--out", str(tmp_path / "out" / "m.onnx"),
+                       *options]) == 2
+    _refused(capsys.readouterr().err, needle)
     assert not (tmp_path / "out").exists()
 
 

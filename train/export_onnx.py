@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--half", action="store_true", help="the network in float16 (inputs and logits stay float32)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--dataset", choices=DATASETS, help="data set of a Pointcept checkpoint (default: the checkpoint's)")
-    p.add_argument("--preset", default="teacher", help="architecture of a Pointcept checkpoint (default teacher)")
+    p.add_argument("--preset", help="architecture of a Pointcept checkpoint (default teacher; refused for "
+                   "another model, which names its own)")
     p.add_argument("--grid-size", type=float, help="voxel size (m) of a checkpoint that does not name one "
                    "(Pointcept: default 0.05)")
     p.add_argument("--data-root", help="with --dataset folder, the scan folder whose dataset.yaml describes a "

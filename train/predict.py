@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (default: keep them)")
     p.add_argument("--skip-bad-scans", action="store_true", help="name and skip scans that cannot be read")
-    p.add_argument("--preset", default="teacher", help="architecture of a Pointcept checkpoint (default teacher)")
+    p.add_argument("--preset", help="architecture of a Pointcept checkpoint (default teacher; refused for "
+                   "another model, which names its own)")
     p.add_argument("--grid-size", type=float, help="voxel size (m) of a checkpoint that does not name one "
                    "(Pointcept: default 0.05)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
@@ -77,6 +78,9 @@ def check_options(args: argparse.Namespace) -> None:
         raise ValueError("--nuscenes-version names the release of a nuScenes --split; "
                          + ("with --input" if args.split is None else f"with --dataset {args.dataset}")
                          + " it would change nothing")
+    if args.preset is not None and Path(args.checkpoint).suffix.lower() == ".onnx":
+        raise ValueError("--preset names the architecture of a Pointcept checkpoint; an .onnx model holds its own, so "
+                         "it would change nothing")
     if args.num_workers is not None and Path(args.checkpoint).suffix.lower() == ".onnx":
         raise ValueError("--num-workers sets torch's loader workers; an .onnx model reads the next batch in one "
                          "thread instead, so it would change nothing")

@@ -36,7 +36,7 @@ def preset_of(model: PTv3) -> str | None:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, half: bool, overwrite: bool, dataset: str | None,
-                      preset: str, grid_size: float | None, data_root: str | None) -> int:
+                      preset: str | None, grid_size: float | None, data_root: str | None) -> int:
     """Write the model of ``checkpoint`` to ``out`` (a ``.onnx`` file) and return its size in bytes.
     One-line ``ValueError`` / :class:`CheckpointError` for an ``out`` that exists (without
     ``overwrite``) or is no ``.onnx`` path, a file that is no model, and an architecture that cannot

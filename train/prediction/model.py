@@ -27,6 +27,7 @@ from train.engine.loop import ModelSpec, model_from_weights
 from train.models.pointcept import is_pointcept_state_dict
 
 POINTCEPT_GRID_SIZE = 0.05  # spec D's voxel size, which Pointcept's LiDAR configs use
+POINTCEPT_PRESET = "teacher"  # the architecture a Pointcept checkpoint is built as unless --preset says
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,20 @@ def same_classes(a: str, b: str) -> bool:
     return tuple(class_names(a)) == tuple(class_names(b))
 
 
-def load_predictor(path: str | Path, device: torch.device, dataset: str | None = None, preset: str = "teacher",
+def load_predictor(path: str | Path, device: torch.device, dataset: str | None = None, preset: str | None = None,
                    grid_size: float | None = None, data_root: str | None = None) -> Predictor:
     """The model of checkpoint ``path`` on ``device`` (module docstring). ``dataset`` and
     ``grid_size`` must agree with what a native checkpoint names; a Pointcept checkpoint needs
-    ``dataset`` (for a scan folder also ``data_root``) and is built as ``preset``."""
+    ``dataset`` (for a scan folder also ``data_root``) and is built as ``preset`` (default
+    :data:`POINTCEPT_PRESET`); a ``preset`` given for a native checkpoint, which names its own
+    architecture, could not act and is refused (decision 99)."""
     state, refused = read_weights(path)
     weights = state.get("state_dict") if isinstance(state, dict) else None
     pointcept = isinstance(weights, dict) and is_pointcept_state_dict(weights)
+    if preset is not None and not pointcept:
+        raise CheckpointError(f"--preset names the architecture of a Pointcept checkpoint; {path} is not one (its "
+                              "architecture is its own), so --preset would change nothing")
+    preset = preset or POINTCEPT_PRESET
     if dataset is None and pointcept:
         raise CheckpointError(f"{path} is a Pointcept checkpoint, which does not name its data set: pass --dataset "
                               "(and --preset, its architecture)")
