@@ -1,0 +1,115 @@
+"""The tables of STUDY.md from this folder's kept JSON (``capacity.py``'s and ``controls.py``'s records):
+per row the mean over seeds, each seed's value, and the paired difference to its reference by seed
+with its 95% t interval (:func:`train.condense.metrics.paired_gain`).
+
+    python benchmarks/studies/condense-dd3d-gap-cpu/summary.py [FOLDER]
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from train.condense.metrics import paired_gain
+
+HERE = Path(__file__).parent
+
+
+def _load(folder: Path, name: str) -> dict:
+    path = folder / name
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _by_seed(record: dict, key: str) -> dict[int, list[float]]:
+    return {int(s): [float(r[key])] for s, r in record.items() if key in r}
+
+
+def _cell(values: dict[int, list[float]]) -> str:
+    if not values:
+        return "-"
+    seeds = sorted(values)
+    return f"{np.mean([values[s][0] for s in seeds]):.1f} [" + " / ".join(f"{values[s][0]:.1f}" for s in seeds) + "]"
+
+
+def _gain(values: dict[int, list[float]], reference: dict[int, list[float]]) -> str:
+    if not set(values) & set(reference):
+        return "-"
+    gain = paired_gain(values, reference)
+    half = "" if math.isnan(gain.half) else f" ± {gain.half:.1f}"
+    zero = "" if math.isnan(gain.half) else (" (includes 0)" if abs(gain.mean) <= gain.half else "")
+    return (f"{gain.mean:+.1f}{half}{zero} (" + ", ".join(f"s{s} {d:+.1f}" for s, d in sorted(gain.by_seed.items()))
+            + ")")
+
+
+def capacity_rows(folder: Path) -> list[str]:
+    rows = ["| points, fit steps | row | test OA [by seed] | paired vs Random (same points) |", "|---|---|---|---|"]
+    for points, steps in ((64, 4000), (64, 400), (256, 4000)):
+        record = _load(folder, f"capacity-p{points}-steps{steps}.json")
+        if not record:
+            continue
+        random = _by_seed(record, "random_oa")
+        for key, name in (("random_oa", "Random"), ("bootstrap_oa", "bootstrap of Random's clouds"),
+                          ("fit_oa", "generator fitted, drawn"), ("fit_oa_resampled", "generator fitted, resampled")):
+            values = _by_seed(record, key)
+            rows.append(f"| {points}, {steps} | {name} | {_cell(values)} | "
+                        f"{'' if key == 'random_oa' else _gain(values, random)} |")
+        for at in (1024,):
+            ref = _by_seed(record, f"random_oa_p{at}")
+            if ref:
+                rows.append(f"| {points} drawn at {at}, {steps} | Random at {at} | {_cell(ref)} | |")
+                values = _by_seed(record, f"fit_oa_at{at}")
+                rows.append(f"| {points} drawn at {at}, {steps} | generator fitted at {points}, drawn at {at} | "
+                            f"{_cell(values)} | {_gain(values, ref)} |")
+    return rows
+
+
+def chamfer_rows(folder: Path) -> list[str]:
+    rows = ["| points, fit steps | fit to its target | bootstrap to its target | fit to nearest real | "
+            "target to nearest other real | target to median other real | fit loss at step 400 / last |",
+            "|---|---|---|---|---|---|---|"]
+    for points, steps in ((64, 4000), (64, 400), (256, 4000)):
+        record = _load(folder, f"capacity-p{points}-steps{steps}.json")
+        fits = [r["fit"] for r in record.values() if "fit" in r]
+        if not fits:
+            continue
+        boots = [r["bootstrap_to_target"] for r in record.values() if "bootstrap_to_target" in r]
+        mean = {k: np.mean([f[k] for f in fits]) for k in ("fit_to_target", "fit_to_nearest_real",
+                                                           "target_to_nearest_other_real", "target_to_median_other_real")}
+        at400 = np.mean([f["trajectory"].get("400", np.nan) for f in fits])
+        last = np.mean([f["trajectory"][str(steps)] for f in fits])
+        rows.append(f"| {points}, {steps} | {mean['fit_to_target']:.4f} | "
+                    f"{np.mean(boots) if boots else float('nan'):.4f} | {mean['fit_to_nearest_real']:.4f} | "
+                    f"{mean['target_to_nearest_other_real']:.4f} | {mean['target_to_median_other_real']:.4f} | "
+                    f"{at400:.4f} / {last:.4f} |")
+    return rows
+
+
+def control_rows(folder: Path) -> list[str]:
+    random = _by_seed(_load(folder, "capacity-p64-steps4000.json"), "random_oa")
+    released = _by_seed(_load(folder, "controls-released.json"), "oa")
+    rows = ["| variant | evaluated | test OA [by seed] | paired vs Random | paired vs released | D first / last iteration |",
+            "|---|---|---|---|---|---|"]
+    for variant in ("released", "prefit", "explicit-real", "explicit-noise"):
+        record = _load(folder, f"controls-{variant}.json")
+        if not record:
+            continue
+        loss = (f"{np.mean([r['loss_first'] for r in record.values()]):.0f} / "
+                f"{np.mean([r['loss_last'] for r in record.values()]):.0f}")
+        for key, name in (("oa", "drawn at 64"), ("oa_resampled", "resampled at 64"), ("oa_at256", "drawn at 256"),
+                          ("oa_at1024", "drawn at 1,024")):
+            values = _by_seed(record, key)
+            if not values:
+                continue
+            vs_released = _gain(values, released) if key == "oa" and variant != "released" else ""
+            vs_random = _gain(values, random) if key in ("oa", "oa_resampled") else ""
+            rows.append(f"| {variant} | {name} | {_cell(values)} | {vs_random} | {vs_released} | "
+                        f"{loss if key == 'oa' else ''} |")
+    return rows
+
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
+    print("\n".join(capacity_rows(folder) + [""] + chamfer_rows(folder) + [""] + control_rows(folder)))
