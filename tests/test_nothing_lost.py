@@ -63,6 +63,8 @@ def full_disk(folder: Path) -> Iterator[None]:
         if isinstance(file, int) or not _writing(mode) or not inside(file):
             return real_open(file, mode, buffering, encoding, errors, newline, closefd, opener)
         raw = _FullDisk(file, mode.replace("b", "").replace("t", ""))
+        if buffering == 0:
+            return raw
         buffered = io.BufferedRandom(raw) if "+" in mode else io.BufferedWriter(raw)
         if "b" in mode:
             return buffered
@@ -171,6 +173,21 @@ def test_a_report_config_or_figure_replaced_on_a_full_disk_is_kept_byte_identica
     assert err.value.errno == errno.ENOSPC
     assert _files(folder) == before  # the old file byte-identical, no temporary file beside it
     assert target.read_bytes() == OLD
+
+
+def test_a_training_log_row_on_a_full_disk_is_left_out_whole_and_said_in_one_line(tmp_path: Path) -> None:
+    from train.runtime.files import NoRoomError
+    from train.runtime.logging_utils import MetricLogger, log_path
+
+    logger = MetricLogger(tmp_path, tensorboard=False)
+    logger.log(1, {"loss": 0.5})
+    before = log_path(tmp_path, "train").read_bytes()
+    with full_disk(tmp_path), pytest.raises(NoRoomError) as err:
+        logger.log(2, {"loss": 0.25})
+    assert "\n" not in str(err.value) and "no room to write" in str(err.value) and str(tmp_path) in str(err.value)
+    assert log_path(tmp_path, "train").read_bytes() == before  # no half row: a resume reads the rows it had
+    logger.log(2, {"loss": 0.25})
+    assert log_path(tmp_path, "train").read_bytes() == before + b"2,0.25\r\n"
 
 
 def test_a_unit_kept_for_another_machine_is_kept_whole_on_a_full_disk(tmp_path: Path) -> None:

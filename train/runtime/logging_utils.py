@@ -8,7 +8,9 @@ ranks get no-op objects. A table's CSV header is fixed by its first row; later r
 are rejected so a column never silently shifts. A fresh run replaces the old tables; a run resumed
 at step ``s`` (``resume_step=s``) continues them after dropping the rows of steps > ``s`` (logged by
 the killed run after its last checkpoint, and logged again as they are redone), in every CSV and
-in TensorBoard (``purge_step``). Also the one-line refusal a command prints (:func:`refuse`).
+in TensorBoard (``purge_step``). A row is appended whole or not at all: a full disk cuts the
+table back to the rows before it and raises :class:`train.runtime.files.NoRoomError`, one line
+(decision 99). Also the one-line refusal a command prints (:func:`refuse`).
 torch is imported where a step's tensors are read, so that the progress lines and refusals serve
 the labelling that never imports torch (decision 55).
 """
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from tqdm import tqdm
 
-from train.runtime.files import atomic_write
+from train.runtime.files import NO_ROOM, atomic_write, no_room
 
 if TYPE_CHECKING:
     import torch
@@ -89,15 +91,16 @@ class MetricLogger:
         path = log_path(self.dir, table)
         row = {"step": step, **{k: float(v) for k, v in values.items()}}
         fields = self._fields[table]
+        text = io.StringIO(newline="")
         if fields is None:
-            fields = self._fields[table] = list(row)
-            with path.open("w", newline="") as fh:
-                csv.writer(fh).writerow(fields)
+            fields = list(row)
+            csv.writer(text).writerow(fields)
         missing = set(row) - set(fields)
         if missing:
             raise ValueError(f"MetricLogger: new column(s) {sorted(missing)} after the header {fields} of {path}")
-        with path.open("a", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=fields, restval="").writerow(row)
+        csv.DictWriter(text, fieldnames=fields, restval="").writerow(row)
+        _append_whole(path, text.getvalue().encode())
+        self._fields[table] = fields
         if self._tb is not None:
             for k, v in values.items():
                 self._tb.add_scalar(f"{table}/{k}", float(v), step)
@@ -106,6 +109,23 @@ class MetricLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` (whole CSV rows) to ``path``, all of it or none: a write that fails (a full
+    disk) cuts the file back to the rows it held, and a full disk is the one-line
+    :class:`train.runtime.files.NoRoomError` (decision 99)."""
+    with path.open("ab", buffering=0) as fh:
+        start = fh.seek(0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[fh.write(view):]
+        except OSError as err:
+            fh.truncate(start)
+            if err.errno in NO_ROOM:
+                raise no_room(err, path.parent, len(data)) from err
+            raise
 
 
 def _keep_rows_up_to(path: Path, step: int) -> list[str] | None:
