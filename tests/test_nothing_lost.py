@@ -262,6 +262,18 @@ def test_train_run_on_a_full_disk_ends_in_one_line_and_keeps_the_file_it_would_r
     assert _files(out) == {"config.yaml": OLD}
 
 
+def test_train_run_on_a_full_disk_while_it_generates_the_synthetic_set_ends_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture, quiet_caches: None) -> None:
+    from train.run import main
+
+    data = tmp_path / "data"
+    with full_disk_for(data, lambda path: path.name.startswith("synthetic.json")):
+        assert main([*_tiny_run_argv(tmp_path), "--stage", "teacher", "--out", str(tmp_path / "out")]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and line.startswith(f"train.run: error: no room to generate the synthetic set in {data}")
+    assert "free there" in line and not (tmp_path / "out").exists()
+
+
 def test_train_study_on_a_full_disk_ends_in_one_line_and_keeps_the_file_it_would_replace(
         tmp_path: Path, capsys: pytest.CaptureFixture, quiet_caches: None) -> None:
     from train.study.ablation import main

@@ -30,12 +30,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from train.runtime.files import NO_ROOM, NoRoomError
 
 from ..cameras.camera import write_camera_list
 from .camera_rig import NO_CAMERAS, RENDERER_VERSION, CameraRig, camera_rig, render_rig
@@ -201,9 +204,26 @@ def ensure_synthetic_dataset(root: str | Path, scenes: int = 120, seed: int = 0,
             f"here. Choose an empty or new folder for the synthetic data (or delete this one)."
         )
     root.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"complete": False, "params": params}, indent=1))
-    _LOG.info("generating %d synthetic scenes into %s", scenes, root)
-    synthesize_dataset(root, scenes, seed, sensor, val_fraction, frames_per_scene, half_length, test_fraction,
-                       variant, unlabelled_scenes, cameras)
-    marker.write_text(json.dumps({"complete": True, "params": params}, indent=1))
+    try:
+        marker.write_text(json.dumps({"complete": False, "params": params}, indent=1))
+        _LOG.info("generating %d synthetic scenes into %s", scenes, root)
+        synthesize_dataset(root, scenes, seed, sensor, val_fraction, frames_per_scene, half_length, test_fraction,
+                           variant, unlabelled_scenes, cameras)
+        marker.write_text(json.dumps({"complete": True, "params": params}, indent=1))
+    except OSError as err:
+        if err.errno not in NO_ROOM:
+            raise
+        raise _no_room_for_the_set(err.errno, root) from err
     return root
+
+
+def _no_room_for_the_set(number: int, root: Path) -> NoRoomError:
+    """The one-line :class:`NoRoomError` of a full disk while the set is generated into ``root``
+    (decision 99); its marker still says incomplete, so the next run generates it again."""
+    try:
+        free = f"{shutil.disk_usage(root).free / 1e6:,.1f} MB"
+    except OSError:
+        free = "an unknown amount"
+    return NoRoomError(number, f"no room to generate the synthetic set in {root} ({os.strerror(number)}; {free} "
+                       "free there): free space there or give another --data-root, and run again (the set is "
+                       "generated again from its start)")
