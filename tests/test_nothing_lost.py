@@ -424,6 +424,9 @@ def test_train_topo_diagnostic_replaces_a_file_not_its_own_json_only_with_overwr
     assert not (tmp_path / "data").exists()  # refused before the data set was generated
     assert main(["--teacher", str(target), "--student", str(target), "--overwrite", *_tiny_run_argv(tmp_path)]) == 2
     _refused(capsys.readouterr().err, "--overwrite replaces a --json file; without --json it has nothing to replace")
+    assert main(["--teacher", str(target), "--student", str(target), *_tiny_run_argv(tmp_path)]) == 2
+    _refused(capsys.readouterr().err, "train.topo_diagnostic: error:", "other.json is not a checkpoint")
+    assert not (tmp_path / "data").exists()  # a file that is no checkpoint: refused before the data set is made
 
 
 def test_train_image_labels_replaces_files_no_run_of_it_wrote_only_with_overwrite_refused_before_work(

@@ -260,28 +260,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     from train.engine.loop import load_frozen_teacher, stage_settings
     from train.engine.steps import to_device
     from train.runner.datasets import prepare_splits
+    from train.runner.stages import RUN_ERRORS
     from train.runtime.distributed import init_from_env
 
-    info = init_from_env(cfg.device)
-    data = prepare_splits(cfg, info)
-    teacher, _ = load_frozen_teacher(args.teacher, info.device)
-    student, _ = load_frozen_teacher(args.student, info.device)
-    settings = stage_settings(cfg, "student", data.train)
-    views = data.val_views(False)[0]
-    batches = [to_device(data.collate([views[i]]), info.device) for i in range(min(args.scans, len(views)))]
-    with torch.enable_grad():
-        clouds = model_diagnostics(teacher, student, batches, cfg.topo_m, cfg.lambda_topo, settings.seg_loss,
-                                   settings.seg_weight())
-    summary = summarize(clouds)
-    print(render(summary, len(clouds), cfg.lambda_topo))
-    if args.json:
-        from train.runtime.files import NoRoomError
-
-        try:
+    try:
+        info = init_from_env(cfg.device)
+        # the checkpoints are read before the data set is opened (or generated): a file that is no
+        # model is refused before any work (decision 99)
+        teacher, _ = load_frozen_teacher(args.teacher, info.device)
+        student, _ = load_frozen_teacher(args.student, info.device)
+        data = prepare_splits(cfg, info)
+        settings = stage_settings(cfg, "student", data.train)
+        views = data.val_views(False)[0]
+        batches = [to_device(data.collate([views[i]]), info.device) for i in range(min(args.scans, len(views)))]
+        with torch.enable_grad():
+            clouds = model_diagnostics(teacher, student, batches, cfg.topo_m, cfg.lambda_topo, settings.seg_loss,
+                                       settings.seg_weight())
+        summary = summarize(clouds)
+        print(render(summary, len(clouds), cfg.lambda_topo))
+        if args.json:
             write_text(args.json, json.dumps({"summary": summary, "clouds": clouds}, indent=1))
-        except NoRoomError as err:
-            print(f"train.topo_diagnostic: error: {err}", file=sys.stderr)
-            return 2
+    except RUN_ERRORS as err:  # an unusable checkpoint, a missing data set, a full disk: one line
+        print(f"train.topo_diagnostic: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
