@@ -1,4 +1,4 @@
-"""Nothing lost when a command is refused, stopped or out of room (issue 89, decision 99): one test
+"""Nothing lost when a command is refused, stopped or out of room (decision 99): one test
 per mechanism, each on the commands' own code.
 
 - a file a command replaces (a report, a configuration, a figure, a copied log) is written whole:
