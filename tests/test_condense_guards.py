@@ -59,7 +59,8 @@ def test_a_folder_holding_another_runs_set_is_refused_and_overwrite_replaces_set
     capsys.readouterr()
     assert main([*TINY, "--method", "random", "--cpc", "1", "--seed", "1", "--out", str(out)]) == 2
     assert refusal(capsys) == (f"{PROG}: error: --out {out} already holds a condensed set ({out}/condensed.npz): give "
-                               "another --out, or --overwrite to replace it")
+                               "another --out, or --overwrite to replace it (the set is replaced only when the new one is "
+                               "written)")
     assert (out / "condensed.npz").read_bytes() == first
     (out / "distill.pt").write_bytes(b"another run's checkpoint")
     assert main([*TINY, "--method", "random", "--cpc", "1", "--seed", "1", "--out", str(out), "--overwrite"]) == 0
@@ -102,8 +103,8 @@ def test_a_stopped_runs_checkpoint_is_refused_without_resume_and_resume_needs_on
     assert main([*DM, "--resume", "--out", str(tmp_path / "new")]) == 2
     assert refusal(capsys) == (f"{PROG}: error: {tmp_path}/new/distill.pt: no checkpoint to resume from (a run keeps "
                                "its first after its first iteration): start the run without --resume")
-    assert main([*DM, "--resume", "--overwrite", "--out", str(tmp_path)]) == 2
-    assert "--resume goes on from the checkpoint that --overwrite would remove" in refusal(capsys)
+    assert main([*DM, "--resume", "--overwrite", "--out", str(tmp_path)]) == 2  # resumes a stopped --overwrite run
+    assert "/.replacing/distill.pt: no stopped --overwrite run to resume from" in refusal(capsys)
     assert (tmp_path / "distill.pt").read_bytes() == b"x"
     assert main([*TINY, "--method", "random", "--cpc", "1", "--resume", "--out", str(tmp_path / "r")]) == 2
     assert refusal(capsys) == f"{PROG}: error: --resume is an option of gm, dm, tm, dd3d, not of random"

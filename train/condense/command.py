@@ -24,8 +24,9 @@ and evaluated in the rotator's frame (decision 86): ``--rotator`` of the condens
 none aligned, fixed rotated) is written into the file, and ``evaluate`` puts its clouds in the
 file's frame (``--rotator`` there only for ``--from full``). Every ``--from`` takes a run folder or
 its ``condensed.npz``. Every ``--out`` is checked, and a run folder held, before any work
-(:mod:`train.condense.out_folder`, decision 90). A refusal is one line, exit status 2; Ctrl-C or
-SIGTERM stops a form with one line saying what was kept and how to go on, exit status 130 or 143
+(:mod:`train.condense.out_folder`, decision 90); ``--overwrite`` replaces on success (decision 99).
+A refusal is one line, exit status 2, a full disk and memory that runs out too; Ctrl-C or SIGTERM
+stops a form with one line saying what was kept and how to go on, exit status 130 or 143
 (:mod:`train.condense.stop`).
 """
 from __future__ import annotations
@@ -47,12 +48,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.run: idle OpenMP
 
 import torch  # noqa: E402
 
-from train.condense.condensed_file import read_condensed, set_path, write_condensed  # noqa: E402
+from train.condense.condensed_file import FILE_NAME, read_condensed, set_path, write_condensed  # noqa: E402
 from train.condense.data import DataSpec, clouds_of, condensed_clouds, file_data, in_frame  # noqa: E402
 from train.condense.dd3d import GeneratorFileError, redrawn  # noqa: E402
 from train.condense.distill_checkpoint import CHECKPOINT_NAME, SAVE_MINUTES, saved_iteration  # noqa: E402
-from train.condense.explicit import CLOUD_STEPS, OPTIMIZERS, cloud_step  # noqa: E402
+from train.condense.explicit import CLOUD_STEPS, INITS, OPTIMIZERS, cloud_step  # noqa: E402
 from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
+from train.condense.generator import WIDTH as GENERATOR_WIDTH  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
 from train.condense.methods import (DISTILLATIONS, METHODS, TOPO_DISTILLATIONS, checked_split,  # noqa: E402
                                     condense_set, loss_line)
@@ -62,7 +64,8 @@ from train.condense.protocol import (BEST, LABELS, choose_recipe, evaluate_runs,
                                      format_summary, format_two_level, validation_record)
 from train.condense.recipes import RECIPES, named_recipe  # noqa: E402
 from train.condense.released import iterations_for  # noqa: E402
-from train.condense.out_folder import check_file_out, check_folder_out, clear_for_run, hold_folder  # noqa: E402
+from train.condense.out_folder import (check_file_out, check_folder_out, check_replaceable, clear_for_run,  # noqa: E402
+                                       finish_replacing, hold_folder, mark_ready, run_folder)
 from train.condense.resample import resampled  # noqa: E402
 from train.condense.rotator import ROTATORS, Rotator, rotator_kind, rotator_of  # noqa: E402
 from train.condense.stop import STOP_SIGNALS, Stopped, stopped_code, stopping  # noqa: E402
@@ -73,13 +76,15 @@ from train.condense.training import TrainSpec  # noqa: E402
 from train.data.objects import OBJECT_SETS, SETTINGS, TASKS, ObjectSet  # noqa: E402
 from train.models.objects import CLASSIFIERS, PART_SEGMENTERS  # noqa: E402
 from train.runtime.distributed import SPAWNED_ENV, DistInfo, launch  # noqa: E402
-from train.runtime.files import atomic_write  # noqa: E402
+from train.runtime.files import NoRoomError, atomic_write  # noqa: E402
 from train.runtime.logging_utils import refuse  # noqa: E402
+from train.runtime.memory import check_fits, memory_refused  # noqa: E402
 
 PROG = "python -m train.condense"
 FORMS = ("evaluate", "table", "sample", "show", "study")  # condensing is the form without a name
 LAUNCHED = ("condense", "evaluate", "table", "study")  # the forms of train.runtime.distributed.launch
-ERRORS = (ValueError, FileNotFoundError)  # every refusal of the data sets, the file and the options
+# every refusal of the data sets, the file and the options, a full disk and memory asked in vain (decision 99)
+ERRORS = (ValueError, FileNotFoundError, NoRoomError, MemoryError)
 RECIPE = TrainSpec()
 DISTILL = DistillSpec()
 DISTILL_OPTIONS = {"iterations": DISTILLATIONS, "init": tuple(CLOUD_STEPS), "cloud_optimizer": tuple(CLOUD_STEPS),
@@ -89,6 +94,8 @@ ROTATOR_HELP = (f"the frame, one of {', '.join(ROTATORS)}: pca puts clouds on th
                 "each axis by mean sin(x), learned (dd3d) trains the sign (default: none aligned, fixed rotated)")
 DEVICE_HELP = "auto (CUDA when torch sees a GPU, else the CPU), cpu or cuda (default auto)"
 FROM_HELP = "a run's --out folder or its condensed.npz"
+MEMORY_FIX = ("give fewer --points or clouds (--cpc, --size), a smaller --batch-size, or a machine or device "
+              "with more memory")
 TABLE_DATA = DataSpec("shapes", points=128)  # the table's budget: minutes on 2 cores (decision 73)
 TABLE_RECIPE = TrainSpec(steps=100)
 
@@ -144,8 +151,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     condense.add_argument("--iterations", type=int, help=f"outer iterations of {', '.join(DISTILLATIONS)} (default: "
                           "the data set's in the released DD3D code, 400, or 200 for ScanObjectNN and the LiDAR "
                           "cuts; decision 92); --points is the resolution distilled at")
-    condense.add_argument("--init", help=f"gm, dm, tm: explicit clouds from real ones or noise (default "
-                          f"{DISTILL.init})")
+    condense.add_argument("--init", choices=INITS, help=f"gm, dm, tm: explicit clouds from real ones or noise "
+                          f"(default {DISTILL.init}; part segmentation starts from real ones)")
     condense.add_argument("--cloud-optimizer", choices=OPTIMIZERS, help="gm, dm, tm: the clouds' optimiser, Adam or "
                           "SGD with momentum 0.5 (default: the method's, chosen on validation: " + ", ".join(
                               f"{m} {o} {r[o]:g}" for m, (o, r) in CLOUD_STEPS.items()) + "; decision 93)")
@@ -160,9 +167,10 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     condense.add_argument("--topo-weight", type=float, help="the term's weight (> 0), with --topo")
     condense.add_argument("--resume", action="store_true", default=None, help=f"go on from <out>/{CHECKPOINT_NAME} "
                           f"(saved after the first iteration, every {DISTILL.checkpoint_every} and at least every "
-                          f"{SAVE_MINUTES:g} minutes), exactly")
-    condense.add_argument("--overwrite", action="store_true", help="remove the set, checkpoint and generator another "
-                          "run left in --out before this run starts")
+                          f"{SAVE_MINUTES:g} minutes), exactly; with --overwrite, from the stopped --overwrite run's")
+    condense.add_argument("--overwrite", action="store_true", help="replace the set, checkpoint and generator another "
+                          "run left in --out, once this run has written its set (until then they stay as they are; "
+                          "decision 99)")
     _run_options(condense, RECIPE)
     evaluate = argparse.ArgumentParser(prog=f"{PROG} evaluate", description="Train a backbone from scratch on a "
                                        "condensed set (or the full train split) --runs times; test scores, last step.")
@@ -178,7 +186,10 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     evaluate.add_argument("--runs", type=int, default=5, help="runs with seeds seed, seed+1, ... (default 5)")
     evaluate.add_argument("--split", choices=("test", "val"), default="test",
                           help="scored split: test, or val to choose steps and learning rate (default test)")
-    evaluate.add_argument("--out", help="also write every run's scores to this JSON file (checked before training)")
+    evaluate.add_argument("--out", help="also write every run's scores to this JSON file (checked before training; an "
+                          "existing file is replaced only when it is such a scores file, or with --overwrite)")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --out that is not a scores "
+                          "file")
     evaluate.add_argument("--resample", action="store_true", help="train on clouds drawn afresh from the dd3d "
                           "run's generator beside the file at every use (Table 6's sampling)")
     _run_options(evaluate, RECIPE, choices=True)
@@ -241,7 +252,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     show.add_argument("--diagrams", action="store_true", help="draw instead the persistence diagrams (H0, H1) of "
                       "each set's first cloud of one class (--classes: one name; default the first) beside the real "
                       "cloud's, as the persistence term computes them (decision 96)")
-    show.add_argument("--out", required=True, help="the picture (.png) to write")
+    show.add_argument("--out", required=True, help="the picture (.png) to write; an existing file is replaced only "
+                      "when it is a PNG picture, or with --overwrite")
+    show.add_argument("--overwrite", action="store_true", help="replace an existing --out that is not a PNG picture")
     return {"condense": condense, "evaluate": evaluate, "table": table, "sample": sample, "show": show,
             "study": study}
 
@@ -293,14 +306,28 @@ def _distill(args: argparse.Namespace) -> DistillSpec:
     return spec
 
 
-def _condense(args: argparse.Namespace, info: DistInfo, train: ObjectSet | None = None) -> None:
-    """The condense form; ``train``: the train split when this process read and checked it already."""
+def _condense(args: argparse.Namespace, info: DistInfo, argv: list[str], train: ObjectSet | None = None) -> None:
+    """The condense form; ``train``: the train split when this process read and checked it already.
+    The run writes into its run folder (an ``--overwrite`` run's staging folder, whose files are put
+    in place once the set is written, :mod:`train.condense.out_folder`); a full disk ends in one
+    line saying what was kept and how to go on."""
     data = _given_data(args)
-    cset = condense_set(data, args.method, args.cpc, args.seed, _spec(args, data.task), Path(args.out) / CACHE_NAME,
-                        info, train, _distill(args), args.rotator)
+    out = Path(args.out)
+    work = run_folder(out, args.overwrite)
+    try:
+        cset = condense_set(data, args.method, args.cpc, args.seed, _spec(args, data.task), work / CACHE_NAME, info,
+                            train, _distill(args), args.rotator)
+        if info.is_main:
+            write_condensed(cset, work)
+    except NoRoomError as err:
+        kept, again = _kept("condense", args, argv)
+        raise NoRoomError(err.errno, f"{err}; {kept}; then go on with: {shlex.join([*PROG.split(), *again])}") from None
     if info.is_main:
-        path = write_condensed(cset, Path(args.out))
-        print(f"{PROG}: {args.method} CPC {args.cpc}: {len(cset)} clouds of {cset.points.shape[1]} points -> {path}")
+        if work != out:
+            mark_ready(out)
+            finish_replacing(out)
+        print(f"{PROG}: {args.method} CPC {args.cpc}: {len(cset)} clouds of {cset.points.shape[1]} points -> "
+              f"{out / FILE_NAME}")
         record = cset.provenance["distill"]
         if record is not None:
             print(f"{PROG}: {loss_line(record)}")
@@ -489,12 +516,24 @@ def _study(args: argparse.Namespace, info: DistInfo) -> None:
         print(f"# {PROG} study, preset {args.preset}, CPC {' '.join(map(str, plan.cpcs))}\n\n{text}")
 
 
+def _draw_bytes(clouds: int, points: int) -> int:
+    """The memory a draw of ``clouds`` clouds of ``points`` points from a generator holds at its
+    peak: three float32 activations of the generator's width a point (a sine layer's input and output
+    and its modulation); the process's peak resident growth measured 1.01 and 1.00 times it at 10
+    clouds of 20,000 and 50,000 points (AMD EPYC, one thread)."""
+    return 3 * clouds * points * GENERATOR_WIDTH * 4
+
+
 def _sample(args: argparse.Namespace) -> int:
     """The ``sample`` form: one process, no device choice (a draw of the generator takes seconds)."""
     try:
         if args.points < 1:
             raise ValueError(f"--points must be a positive integer, got {args.points}")
-        cset = redrawn(set_path(args.source).parent, args.points, args.seed)
+        source = set_path(args.source)
+        clouds = len(read_condensed(source).labels)
+        check_fits(_draw_bytes(clouds, args.points), f"drawing {clouds} clouds of {args.points} points",
+                   "ask for fewer --points")
+        cset = redrawn(source.parent, args.points, args.seed)
         path = write_condensed(cset, args.out)
     except (*ERRORS, GeneratorFileError) as err:
         return refuse(f"{PROG} sample: error: {err}")
@@ -538,6 +577,21 @@ def _spawns(args: argparse.Namespace) -> bool:
     return args.procs > 1 and "WORLD_SIZE" not in os.environ
 
 
+def _scores_file(path: Path) -> bool:
+    """Whether ``path`` holds what ``evaluate --out`` writes: a JSON object of runs, recipe and split."""
+    try:
+        record = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"runs", "recipe", "split"} <= set(record)
+
+
+def _png_file(path: Path) -> bool:
+    """Whether ``path`` starts with the PNG signature (what ``show`` writes)."""
+    with open(path, "rb") as fh:
+        return fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
 def _prepare(form: str, args: argparse.Namespace, held: ExitStack) -> ObjectSet | None:
     """Every check before any work (decision 90): the device, the options and, for condense, every
     refusal its train split can give (:func:`checked_split`), then every --out; the run folder held
@@ -555,13 +609,18 @@ def _prepare(form: str, args: argparse.Namespace, held: ExitStack) -> ObjectSet 
                                   "show": (".png", "picture")}[form])
         if form == "sample" and out.exists() and not args.overwrite:
             raise ValueError(f"--out {out} already exists: give another file, or --overwrite to replace it")
+        if form in ("evaluate", "show") and out is not None:
+            own, what = {"evaluate": (_scores_file, "a scores file of evaluate (JSON)"),
+                         "show": (_png_file, "a PNG picture")}[form]
+            check_replaceable(out, own, what, args.overwrite)
         return None
     train = None
     if form == "condense":
         data = _given_data(args)
-        distill, _ = _distill(args), _spec(args, data.task)  # refused before --overwrite removes a run's files
+        distill, _ = _distill(args), _spec(args, data.task)  # refused before the run folder is touched
         if _launching():  # a rank reads and checks its split in condense_set
-            train, _ = checked_split(data, args.method, args.cpc, distill, args.rotator)
+            processes = int(os.environ.get("WORLD_SIZE", args.procs))
+            train, _ = checked_split(data, args.method, args.cpc, distill, args.rotator, processes=processes)
     check_folder_out(out)
     if _launching():
         held.enter_context(hold_folder(out))
@@ -570,25 +629,33 @@ def _prepare(form: str, args: argparse.Namespace, held: ExitStack) -> ObjectSet 
     return None if _spawns(args) else train
 
 
-def _stop_line(form: str, args: argparse.Namespace, argv: list[str], signum: int) -> str:
-    """What a stop kept, and the command that goes on from it (:mod:`train.condense.stop`)."""
+def _kept(form: str, args: argparse.Namespace, argv: list[str]) -> tuple[str, list[str]]:
+    """What a stopped or failed run of ``form`` kept, and the arguments that go on from it."""
     kept, again = "nothing is kept", argv
-    if form == "condense" and args.method in DISTILLATIONS:
-        path = Path(args.out) / CHECKPOINT_NAME
-        done = saved_iteration(path)
-        if done is None:
-            kept = "its first iteration had not ended: nothing is kept"
+    if form == "condense":
+        unchanged = " (the set already in --out is unchanged)" if args.overwrite else ""
+        path = run_folder(Path(args.out), args.overwrite) / CHECKPOINT_NAME
+        done = saved_iteration(path) if args.method in DISTILLATIONS else None
+        if args.method not in DISTILLATIONS:
+            kept = f"nothing is kept{unchanged}"
+        elif done is None:
+            kept = f"its first iteration had not ended: nothing is kept{unchanged}"
         else:
             total = args.iterations or iterations_for(args.dataset, args.task or "classification")
-            kept = f"the checkpoint of iteration {done} of {total} is kept in {path}"
-            again = [a for a in argv if a != "--overwrite"] + ([] if "--resume" in argv else ["--resume"])
+            kept = f"the checkpoint of iteration {done} of {total} is kept in {path}{unchanged}"
+            again = argv + ([] if "--resume" in argv else ["--resume"])
     elif form == "study":
         kept = (f"the finished units and the last checkpoint of the unit under way are kept in "
                 f"{Path(args.out) / 'units'}, and the study goes on from them")
     elif form == "table":
         kept = "the sets written so far are kept, not the table"
-    return (f"{PROG}: stopped by {signal.Signals(signum).name}; {kept}; go on with: "
-            f"{shlex.join(['python', '-m', 'train.condense', *again])}")
+    return kept, again
+
+
+def _stop_line(form: str, args: argparse.Namespace, argv: list[str], signum: int) -> str:
+    """What a stop kept, and the command that goes on from it (:mod:`train.condense.stop`)."""
+    kept, again = _kept(form, args, argv)
+    return f"{PROG}: stopped by {signal.Signals(signum).name}; {kept}; go on with: {shlex.join([*PROG.split(), *again])}"
 
 
 def _run_form(form: str, args: argparse.Namespace, argv: list[str], train: ObjectSet | None) -> int:
@@ -596,9 +663,14 @@ def _run_form(form: str, args: argparse.Namespace, argv: list[str], train: Objec
     ``train``: the condense form's train split, read by :func:`_prepare`."""
     if form not in LAUNCHED:
         return {"sample": _sample, "show": _show}[form](args)
-    body = {"condense": partial(_condense, train=train), "evaluate": _evaluate, "table": _table, "study": _study}[form]
-    return launch(main, argv, args.procs, args.device, False, lambda info: body(args, info), PROG,
-                  (*ERRORS, FeatureCacheError), STOP_SIGNALS if _spawns(args) else ())
+    body = {"condense": partial(_condense, argv=argv, train=train), "evaluate": _evaluate, "table": _table,
+            "study": _study}[form]
+
+    def guarded(info: DistInfo) -> None:
+        with memory_refused(f"{PROG}{'' if form == 'condense' else ' ' + form}", MEMORY_FIX):
+            body(args, info)
+    return launch(main, argv, args.procs, args.device, False, guarded, PROG, (*ERRORS, FeatureCacheError),
+                  STOP_SIGNALS if _spawns(args) else ())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -59,18 +59,24 @@ def cloud_optimizer(method: str, spec: DistillSpec, clouds: torch.Tensor) -> tor
     return torch.optim.Adam([clouds], lr=lr)
 
 
+def check_init(init: str, parts: bool) -> None:
+    """ValueError in one line for a start that is not one of :data:`INITS`, or noise for a part
+    segmentation set (``parts``)."""
+    if init not in INITS:
+        raise ValueError(f"init {init!r} is not one of {', '.join(INITS)}")
+    if init == "noise" and parts:
+        raise ValueError("init 'noise' gives no part labels: part segmentation starts from real clouds")
+
+
 def initial_clouds(train: ObjectSet, cpc: int, seed: int, init: str
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The starting synthetic clouds (M, N, 3) float32, their labels (M,) and, for part segmentation,
     their points' parts (M, N) (the real clouds' own), class by class."""
-    if init not in INITS:
-        raise ValueError(f"init {init!r} is not one of {', '.join(INITS)}")
+    check_init(init, train.parts is not None)
     if init == "real":
         index = select_per_class(train.labels, np.empty((len(train), 0)), cpc, random_order, seed)
         parts = None if train.parts is None else train.parts[index].copy()
         return train.points[index].copy(), train.labels[index].copy(), parts
-    if train.parts is not None:
-        raise ValueError("init 'noise' gives no part labels: part segmentation starts from real clouds")
     classes = np.unique(train.labels)
     rng = np.random.default_rng(seed)
     shape = (len(classes) * cpc, train.points.shape[1])

@@ -41,6 +41,12 @@ def _cached(path: Path, key: str) -> dict[str, torch.Tensor] | None:
     return saved["state"] if saved["key"] == key else None
 
 
+def check_cache(path: Path) -> None:
+    """FeatureCacheError in one line when ``path`` exists and is no readable feature cache: checked
+    before a run starts (decision 99), not when its first feature is asked for."""
+    _cached(path, "")
+
+
 def feature_network(train: Clouds, spec: TrainSpec, seed: int, data_key: dict[str, object], cache: Path,
                     info: DistInfo) -> torch.nn.Module:
     """The feature PointNet of ``train``: read from ``cache`` when its key matches, else trained and cached."""

@@ -174,11 +174,17 @@ def _gradients(net: torch.nn.Module, batch: Batch, k: int, parts: list[int | Non
     return sums
 
 
+def check_processes(processes: int, classes: int) -> None:
+    """ValueError in one line when ``processes`` ranks would share ``classes`` classes: a rank
+    matches whole classes (decision 84)."""
+    if processes > classes:
+        raise ValueError(f"{processes} processes share {classes} classes: a rank matches whole classes, so run at "
+                         f"most {classes} processes")
+
+
 def own_classes(classes: list[int], info: DistInfo) -> set[int]:
     """The classes whose matching terms this rank sums: ``classes[rank::world]`` (module docstring)."""
-    if info.world_size > len(classes):
-        raise ValueError(f"{info.world_size} processes share {len(classes)} classes: a rank matches whole classes, "
-                         f"so run at most {len(classes)} processes")
+    check_processes(info.world_size, len(classes))
     return set(classes[info.rank::info.world_size])
 
 

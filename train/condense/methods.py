@@ -31,14 +31,14 @@ from train.condense.coreset import Rule, herding_order, kcenter_order, random_or
 from train.condense.data import DataSpec, clouds_of, in_frame, pick
 from train.condense.dd3d import distill_dd3d
 from train.condense.distill_checkpoint import CHECKPOINT_NAME, Checkpoint
-from train.condense.explicit import cloud_step, distill_explicit
+from train.condense.explicit import check_init, cloud_step, distill_explicit
 from train.condense.features import embed, feature_network
-from train.condense.matching_loops import DistillSpec
+from train.condense.matching_loops import DistillSpec, check_processes
 from train.condense.released import generator_adam, iterations_for, loops_of, task_of
 from train.condense.rotator import Rotator, frame_record, rotator_kind
-from train.condense.topology_term import PART_READINGS
+from train.condense.topology_term import FEATURE_READINGS, PART_READINGS
 from train.condense.training import TrainSpec
-from train.condense.trajectory import distill_trajectories
+from train.condense.trajectory import check_one_process, distill_trajectories
 from train.data.objects import ObjectSet
 from train.data.objects.load import GENERATED_SETS
 from train.runtime.distributed import DistInfo
@@ -176,12 +176,13 @@ def check_classes(train: ObjectSet, cpc: int) -> None:
 
 
 def checked_split(data: DataSpec, method: str, cpc: int, distill: DistillSpec = DistillSpec(),
-                  rotator: str | None = None, train: ObjectSet | None = None) -> tuple[ObjectSet, str]:
+                  rotator: str | None = None, train: ObjectSet | None = None, processes: int = 1
+                  ) -> tuple[ObjectSet, str]:
     """The ``train`` split a run of ``method`` condenses (``data``'s, read unless given) and its
-    frame's kind, after every refusal of the run that its settings and that split can give, in one
-    line (the method, CPC, the classes' counts, the task, the persistence term, a learned sign):
-    :func:`condense_set` runs it, and the command runs it before ``--overwrite`` clears a folder
-    (decision 90)."""
+    frame's kind, after every refusal of the run that its settings, that split and its ``processes``
+    can give, in one line (the method, CPC, the classes' counts, the task, the start, the persistence
+    term, a learned sign, the processes): :func:`condense_set` runs it, and the command runs it
+    before it touches the run folder (decisions 90 and 99)."""
     if method not in METHODS:
         raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
     if isinstance(cpc, bool) or not isinstance(cpc, int) or cpc < 1:
@@ -196,6 +197,16 @@ def checked_split(data: DataSpec, method: str, cpc: int, distill: DistillSpec = 
     if distill.topo is not None and distill.topo not in PART_READINGS and objects.parts is not None:
         raise ValueError(f"--topo {distill.topo} reads the classification network's global feature; a part "
                          "segmentation set takes --topo shape (its diagrams per part)")
+    if distill.topo in FEATURE_READINGS and cpc == 1:
+        raise ValueError(f"--topo {distill.topo} compares the diagram of a class's synthetic clouds' features with "
+                         "the real ones'; with one synthetic cloud a class (CPC 1) that diagram has no pair and the "
+                         "term does nothing: give --cpc 2 or more, or --topo shape")
+    if method in EXPLICIT:
+        check_init(distill.init, objects.parts is not None)
+    if method == "tm":
+        check_one_process(processes)
+    elif method in DISTILLATIONS:
+        check_processes(processes, len(objects.class_names))
     kind = rotator_kind(objects.setting, rotator)
     if kind == "learned" and method not in ROTATOR_TRAINERS:
         raise ValueError(f"the learned sign is trained by {', '.join(ROTATOR_TRAINERS)}; {method} takes the rotator "
@@ -211,7 +222,7 @@ def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: Train
     (:mod:`train.condense.features`), the cache's folder the run's (a generator is kept there);
     ``distill`` the distillation settings; ``rotator`` the frame's kind (None: the setting's,
     :func:`rotator_kind`)."""
-    objects, kind = checked_split(data, method, cpc, distill, rotator, train)
+    objects, kind = checked_split(data, method, cpc, distill, rotator, train, info.world_size)
     frame = Rotator(kind).to(info.device)
     if method not in ROTATOR_TRAINERS:
         objects = in_frame(objects, frame)

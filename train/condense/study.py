@@ -599,6 +599,13 @@ class Selection:
             if bad := sorted(set(given) - set(known)):
                 raise ValueError(f"--{name} {bad} are not among {list(known)}")
 
+    def describe(self) -> str:
+        """The selection's fields that were given, as options (``every unit`` when none)."""
+        given = [f"--{name} {' '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in values)}"
+                 for name, values in (("methods", self.methods), ("settings", self.settings), ("terms", self.terms),
+                                      ("topo-weights", self.topo_weights)) if values]
+        return ", ".join(given) or "every unit"
+
     def takes_method(self, method: str) -> bool:
         return not self.methods or method in self.methods
 
@@ -668,15 +675,21 @@ def run_study(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo, se
     ``out`` holds another plan's study (:func:`check_plan`)."""
     check_plan(plan, out)
     results: dict[int, list[dict[str, Any]]] = {}
+    ran = 0
     for table in TABLES:  # in order: Table 8's units follow from Table 7's results
         run = table in tables
         required = tuple(m for m in TOPO_DISTILLATIONS if select.takes_method(m)) if run else ()
         todo = _table_units(plan, table, results, required)
         taken = [run and select.takes(unit) for unit in todo]
         chosen = [unit for unit, take in zip(todo, taken) if take]
+        ran += len(chosen)
         results[table] = [run_unit(plan, unit, out, info, f"Table {table}, unit {k} of {len(chosen)}")
                           for k, unit in enumerate(chosen, 1)] + finished_units(
                               plan, [unit for unit, take in zip(todo, taken) if not take], out)
+    if not ran:  # no unit ran, nothing is written: the folder is not tied to this call's plan (decision 99)
+        raise ValueError(f"the selection takes no unit of Table(s) {', '.join(map(str, tables))} under this plan "
+                         f"({select.describe()}): check --methods, --settings, --terms, --topo-weights, --cpcs and "
+                         "--tables (docs/condense.md lists which table has which units)")
     results = {table: rows for table, rows in results.items() if rows}
     for table in (7, 9):
         if table in results:

@@ -219,6 +219,9 @@ def check_weight(weight: float) -> None:
     """Refuse a weight that is not a finite positive number (``--topo-weight``)."""
     if not (np.isfinite(weight) and weight > 0):
         raise ValueError(f"--topo-weight must be a finite number > 0, got {weight!r}")
+    if weight > float(np.finfo(np.float32).max):  # the term is computed in float32
+        raise ValueError(f"--topo-weight {weight!r} is beyond float32's range (at most {np.finfo(np.float32).max:.3g}), "
+                         "in which the term is computed")
 
 
 def topology_term(reading: str | None, weight: float, m: int = DEFAULT_M) -> Term | None:

@@ -87,13 +87,18 @@ def trajectory_loss(net: torch.nn.Module, start: torch.Tensor, target: torch.Ten
     return (weights - target).square().sum() / (start - target).square().sum()
 
 
+def check_one_process(processes: int) -> None:
+    """ValueError in one line when TM would run in ``processes`` > 1 ranks."""
+    if processes > 1:
+        raise ValueError("tm runs in one process: its loss is one student's path through every class, not a sum "
+                         "over classes that ranks could share (decision 84)")
+
+
 def distill_trajectories(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info: DistInfo,
                          checkpoint: Checkpoint | None = None, tm: TrajectorySpec = TrajectorySpec()
                          ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """TM on explicit clouds (module docstring): the synthetic points, their labels and the loss history."""
-    if info.world_size > 1:
-        raise ValueError("tm runs in one process: its loss is one student's path through every class, not a sum "
-                         "over classes that ranks could share (decision 84)")
+    check_one_process(info.world_size)
     points, labels, _ = initial_clouds(train, cpc, seed, spec.init)  # classification only (methods.py)
     torch.manual_seed(seed)
     draws = torch.Generator().manual_seed(seed)
