@@ -553,6 +553,22 @@ def test_a_study_option_of_another_table_or_of_converge_is_refused_before_any_wo
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_study_whose_models_or_out_cannot_be_used_is_refused_before_any_work(tmp_path: Path) -> None:
+    import yaml
+
+    from train.study.ablation import parse
+
+    overrides = tmp_path / "bad.yaml"
+    overrides.write_text(yaml.safe_dump({"student_overrides": {"enc_depths": [1, 1]}}))
+    argv = ["--out", str(tmp_path / "study"), "--data-root", str(tmp_path / "data"), "--device", "cpu"]
+    with pytest.raises(ValueError, match="--student-preset .* need one entry per encoder stage"):
+        parse([*argv, "--config", str(overrides)])  # found as train.run finds it, not once the teacher is trained
+    (tmp_path / "file").write_bytes(OLD)
+    with pytest.raises(FileNotFoundError, match="is a file: pass a folder"):
+        parse([*argv[:1], str(tmp_path / "file"), *argv[2:]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "file"]
+
+
 def test_study_options_given_where_they_act_and_their_defaults_are_kept(tmp_path: Path) -> None:
     from train.study.ablation import PAPER_GRID, PAPER_SINKHORN_EPS, parse
     from train.study.budget import DEFAULT_MAX_DOUBLINGS

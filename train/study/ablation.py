@@ -67,6 +67,7 @@ from train.engine.profiling import StepTimer
 from train.options.checks import check_pseudo_label_threshold
 from train.options.resolve import finalize, resolve
 from train.runner.datasets import SplitData, prepare_splits
+from train.runner.preflight import check_inputs
 from train.runner.stages import RUN_ERRORS, evaluate_split, keep_caches_under, train_or_reuse, unlabelled_summary
 from train.runtime.files import atomic_write
 from train.runtime.distributed import DistInfo, barrier, launch
@@ -370,6 +371,9 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[Row], Ru
     if args.converge:
         check_search(base.teacher_epochs, args.budget_tolerance, args.max_doublings)
         check_search(base.epochs, args.budget_tolerance, args.max_doublings)
+    # what the options name (the models each unit builds, the data root, --out), checked as train.run
+    # checks them, before the teacher is trained (decision 99)
+    check_inputs(finalize({**base.to_dict(), "out": args.out}))
     return args, rows, base
 
 
