@@ -408,6 +408,17 @@ def test_train_export_pointcept_replaces_an_existing_file_only_with_overwrite_re
     assert out.read_bytes() != OLD and not list(tmp_path.glob("*.tmp"))
 
 
+def test_train_export_onnx_refuses_an_out_that_is_a_folder_before_the_export(
+        synthetic: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from train.export_onnx import main
+
+    folder = tmp_path / "model.onnx"
+    (folder / "kept").mkdir(parents=True)
+    assert main(["--checkpoint", str(synthetic["checkpoint"]), "--out", str(folder), "--overwrite"]) == 2
+    _refused(capsys.readouterr().err, f"--out {folder} is a folder")
+    assert [p.name for p in folder.iterdir()] == ["kept"]
+
+
 def test_train_topo_diagnostic_replaces_a_file_not_its_own_json_only_with_overwrite_refused_before_work(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from train.study.topo_diagnostic import main

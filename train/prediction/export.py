@@ -46,6 +46,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, half: bool, ov
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise ValueError(f"--out {out}: the file's name must end in .onnx (train.predict reads it by that suffix)")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder: name the .onnx file to write")
     if out.exists() and not overwrite:
         raise ValueError(f"--out {out} exists: pass --overwrite to replace it")
     predictor = load_predictor(checkpoint, torch.device("cpu"), dataset, preset, grid_size, data_root)
