@@ -19,11 +19,13 @@ from train.condense.coreset import Rule, herding_order, kcenter_order, select_pe
 from train.data.objects import load_objects
 from train.models.objects import build_object_model
 
-TINY = ["--dataset", "shapes", "--size", "4", "--points", "32", "--steps", "3", "--device", "cpu"]
+TINY = ["--dataset", "shapes", "--size", "4", "--points", "32", "--device", "cpu"]
+STEPS = ["--steps", "3"]  # the feature network's (herding, kcenter) and evaluate's recipe
 
 
 def condense(out: Path, method: str, cpc: int = 2, *extra: str) -> Path:
-    assert main([*TINY, "--method", method, "--cpc", str(cpc), "--out", str(out), *extra]) == 0
+    steps = STEPS if method in ("herding", "kcenter") else []
+    assert main([*TINY, *steps, "--method", method, "--cpc", str(cpc), "--out", str(out), *extra]) == 0
     return out / "condensed.npz"
 
 
@@ -77,7 +79,7 @@ def test_the_file_holds_the_rules_picks_in_the_cached_pointnets_global_feature_s
 
 def test_a_damaged_feature_cache_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "feature_net.pt").write_bytes(b"garbage")
-    assert main([*TINY, "--method", "herding", "--cpc", "1", "--out", str(tmp_path)]) == 2
+    assert main([*TINY, *STEPS, "--method", "herding", "--cpc", "1", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "feature_net.pt: not a readable feature cache" in err
 
@@ -89,7 +91,7 @@ def test_evaluate_reports_the_last_step_scores_of_a_file_and_of_the_full_set(tmp
     out = capsys.readouterr().out
     assert "shapes aligned, frame none, random CPC 1 (13 clouds), pointnet, 2 steps, lr 0.001, 2 runs, test split, last step: OA " in out
     assert "(mAcc " in out and " ± " in out
-    assert main(["evaluate", "--from", "full", *TINY, "--size", "10", "--runs", "1", "--split", "val"]) == 0
+    assert main(["evaluate", "--from", "full", *TINY, *STEPS, "--size", "10", "--runs", "1", "--split", "val"]) == 0
     assert "full train split" in capsys.readouterr().out
 
 

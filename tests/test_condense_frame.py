@@ -19,7 +19,7 @@ from train.condense.condensed_file import read_condensed
 from train.condense.rotator import Rotator, frame_record, rotator_of, to_frame
 from train.data.objects import load_objects
 
-TINY = ["--dataset", "shapes", "--size", "4", "--points", "32", "--steps", "2", "--device", "cpu"]
+TINY = ["--dataset", "shapes", "--size", "4", "--points", "32", "--device", "cpu"]
 
 
 def test_a_coreset_on_the_rotated_set_holds_real_clouds_in_the_fixed_frame_and_says_so(tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_evaluate_puts_the_test_clouds_in_the_files_frame(tmp_path: Path, monkey
 
 def test_the_full_set_takes_the_rotator_option_and_a_file_refuses_it(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture) -> None:
-    full = ["evaluate", "--from", "full", *TINY, "--setting", "rotated", "--runs", "1"]
+    full = ["evaluate", "--from", "full", *TINY, "--steps", "2", "--setting", "rotated", "--runs", "1"]
     assert main([*full, "--rotator", "pca"]) == 0
     assert "shapes rotated, frame pca, full train split" in capsys.readouterr().out
     assert main([*full, "--rotator", "learned"]) == 2

@@ -30,7 +30,7 @@ from train.condense.training import TrainSpec
 from train.runtime.lock_files import try_hold
 
 PROG = "python -m train.condense"
-TINY = ["--dataset", "shapes", "--size", "3", "--points", "16", "--steps", "2", "--device", "cpu"]
+TINY = ["--dataset", "shapes", "--size", "3", "--points", "16", "--device", "cpu"]
 DM = [*TINY, "--method", "dm", "--cpc", "1", "--iterations", "3"]
 
 

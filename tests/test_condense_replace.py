@@ -26,7 +26,8 @@ from train.runtime.files import NoRoomError, atomic_write
 from train.runtime.memory import memory_refused
 
 PROG = "python -m train.condense"
-TINY = ["--dataset", "shapes", "--size", "3", "--points", "16", "--steps", "2", "--device", "cpu"]
+TINY = ["--dataset", "shapes", "--size", "3", "--points", "16", "--device", "cpu"]
+STEPS = ["--steps", "2"]  # the feature network's recipe (herding, kcenter)
 DM = [*TINY, "--method", "dm", "--cpc", "1", "--iterations", "3"]
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,7 +98,7 @@ def test_an_overwrite_run_that_fails_late_leaves_the_previous_folder_byte_identi
               "matching step": "train.condense.explicit.match_distributions",
               "set write": "train.condense.command.write_condensed"}[where]
     monkeypatch.setattr(target, fail)
-    method = ["--method", "herding", "--cpc", "1"] if where == "feature network" else DM[len(TINY):]
+    method = ["--method", "herding", "--cpc", "1", *STEPS] if where == "feature network" else DM[len(TINY):]
     with pytest.raises(Boom):
         main([*TINY, *method, "--out", str(out), "--overwrite"])
     assert {k: v for k, v in files(out).items() if not k.startswith(out_folder.STAGING_NAME)} == before
@@ -192,7 +193,7 @@ def test_a_replacement_killed_while_putting_files_in_place_is_finished_by_the_ne
     with monkeypatch.context() as patch:
         patch.setattr(out_folder.os, "replace", replace)
         with pytest.raises(Killed):
-            options = ["--iterations", "1", "--seed", "3"] if method == "dd3d" else []  # seed 3: not the old set's
+            options = ["--iterations", "1", "--seed", "3"] if method == "dd3d" else STEPS  # seed 3: not the old set's
             main([*TINY, "--method", method, "--cpc", "1", *options, "--out", str(out), "--overwrite"])
     assert (out / "condensed.npz").read_bytes() == old_set  # the set is renamed last: until then the old one is whole
     assert main([*TINY, "--method", "random", "--cpc", "1", "--out", str(out)]) == 2  # the next run finishes it first
@@ -236,6 +237,9 @@ def test_kill_9_during_an_overwrite_run_leaves_the_previous_set_and_a_run_that_g
                                                                      "synthetic clouds' features"),
     (["--method", "dd3d", "--topo", "feature_equal", "--topo-weight", "10"], "with one synthetic cloud a class (CPC 1) "
                                                                              "that diagram has no pair"),
+    (["--method", "gm", "--steps", "5"], "--steps sets how the feature network of herding and kcenter is trained; gm "
+                                         "trains none, so it would do nothing: leave it out"),
+    (["--method", "random", "--recipe", "paper"], "--recipe sets how the feature network"),
 ])
 def test_late_refusals_come_before_any_work_and_touch_nothing(dd3d_run: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture,
@@ -268,12 +272,12 @@ def test_a_damaged_feature_cache_is_refused_before_work_and_replaced_by_an_overw
     (out / "feature_net.pt").write_bytes(b"damaged")
     with monkeypatch.context() as patch:
         patch.setattr("train.condense.methods.feature_network", lambda *a, **k: pytest.fail("trained"))
-        assert main([*TINY, "--method", "herding", "--cpc", "1", "--out", str(out)]) == 2
+        assert main([*TINY, "--method", "herding", "--cpc", "1", *STEPS, "--out", str(out)]) == 2
     assert refusal(capsys).endswith(f"{out}/feature_net.pt: not a readable feature cache (UnpicklingError); delete it")
-    assert main([*TINY, "--method", "herding", "--cpc", "1", "--out", str(out), "--overwrite"]) == 0
+    assert main([*TINY, "--method", "herding", "--cpc", "1", *STEPS, "--out", str(out), "--overwrite"]) == 0
     assert (out / "feature_net.pt").read_bytes() != b"damaged"
     cache = (out / "feature_net.pt").read_bytes()
-    assert main([*TINY, "--method", "kcenter", "--cpc", "1", "--out", str(out), "--overwrite"]) == 0
+    assert main([*TINY, "--method", "kcenter", "--cpc", "1", *STEPS, "--out", str(out), "--overwrite"]) == 0
     assert (out / "feature_net.pt").read_bytes() == cache  # a readable cache is reused by an --overwrite run
 
 
@@ -304,6 +308,17 @@ def test_a_draw_too_large_for_memory_is_refused_in_one_line_before_it_is_made(
     assert main(["sample", "--from", str(dd3d_run), "--points", str(10**10), "--out", str(tmp_path / "s.npz")]) == 2
     line = refusal(capsys, f"{PROG} sample: error: drawing 13 clouds of 10000000000 points needs ")
     assert line.endswith("available: ask for fewer --points") and not (tmp_path / "s.npz").exists()
+
+
+def test_a_generated_set_too_large_for_memory_is_refused_in_one_line_before_any_cloud(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("train.data.objects.shapes.make_shape", lambda *a: pytest.fail("a cloud was made"))
+    argv = [*TINY, "--method", "random", "--cpc", "1", "--out", str(tmp_path / "o")]
+    argv[argv.index("--size") + 1], argv[argv.index("--points") + 1] = "100000", "1000000"
+    assert main(argv) == 2
+    assert refusal(capsys).startswith(f"{PROG}: error: the generated shapes (100000 clouds a class of 1000000 points) "
+                                      "needs 14,528.63 GiB of memory and this machine has ")
+    assert not (tmp_path / "o" / "condensed.npz").exists()
 
 
 def test_an_allocation_that_fails_anyway_ends_in_one_line() -> None:

@@ -56,8 +56,8 @@ from train.condense.explicit import CLOUD_STEPS, INITS, OPTIMIZERS, cloud_step  
 from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.generator import WIDTH as GENERATOR_WIDTH  # noqa: E402
 from train.condense.matching_loops import DistillSpec  # noqa: E402
-from train.condense.methods import (DISTILLATIONS, METHODS, TOPO_DISTILLATIONS, checked_split,  # noqa: E402
-                                    condense_set, loss_line)
+from train.condense.methods import (DISTILLATIONS, FEATURE_METHODS, METHODS, TOPO_DISTILLATIONS,  # noqa: E402
+                                    checked_split, condense_set, loss_line)
 from train.condense.pictures import draw_clouds, draw_diagrams  # noqa: E402
 from train.condense.metrics import SCORES, common_seeds, paired_gain, summarise, two_level  # noqa: E402
 from train.condense.protocol import (BEST, LABELS, choose_recipe, evaluate_runs, format_gain,  # noqa: E402
@@ -279,6 +279,19 @@ def _spec(args: argparse.Namespace, task: str, model: str = RECIPE.model, length
             flag = "--best-every" if name == "test_every" else f"--{name.replace('_', '-')}"
             raise ValueError(f"{flag} must be positive, got {value}")
     return replace(named_recipe(args.recipe, task, model), **{k: v for k, v in given.items() if v is not None})
+
+
+def _check_recipe_options(args: argparse.Namespace) -> None:
+    """ValueError in one line when a condense run of a method that trains no feature network is
+    given the recipe's options, which would do nothing (decision 99)."""
+    if args.method in FEATURE_METHODS:
+        return
+    given = [f"--{name.replace('_', '-')}" for name in ("steps", "epochs", "lr", "batch_size", "best_every")
+             if getattr(args, name) is not None] + (["--recipe"] if args.recipe != RECIPE.recipe else [])
+    if given:
+        raise ValueError(f"{given[0]} sets how the feature network of {' and '.join(FEATURE_METHODS)} is trained; "
+                         f"{args.method} trains none, so it would do nothing: leave it out (a set's recipe is "
+                         "evaluate's)")
 
 
 def _given_data(args: argparse.Namespace) -> DataSpec:
@@ -617,6 +630,7 @@ def _prepare(form: str, args: argparse.Namespace, held: ExitStack) -> ObjectSet 
     train = None
     if form == "condense":
         data = _given_data(args)
+        _check_recipe_options(args)
         distill, _ = _distill(args), _spec(args, data.task)  # refused before the run folder is touched
         if _launching():  # a rank reads and checks its split in condense_set
             processes = int(os.environ.get("WORLD_SIZE", args.procs))
@@ -684,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with stopping(), ExitStack() as held:
         try:
             train = _prepare(form, args, held)
-        except (ValueError, OSError) as err:
+        except (ValueError, OSError, MemoryError) as err:
             return refuse(f"{PROG}{'' if form in LAUNCHED else ' ' + form}: error: {err}")
         try:
             code = _run_form(form, args, argv, train)

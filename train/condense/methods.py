@@ -144,6 +144,7 @@ METHODS: dict[str, Method] = {
     "dd3d": distillation("dd3d"),
 }
 DISTILLATIONS = ("gm", "dm", "tm", "dd3d")
+FEATURE_METHODS = ("herding", "kcenter")  # the methods that train the feature network (coreset(uses_features=True))
 TOPO_DISTILLATIONS = ("gm", "dd3d")  # gradient matching's persistence term (decision 96)
 TOPO_FIELDS = ("topo", "topo_weight")
 
