@@ -352,3 +352,18 @@ def test_a_study_selection_that_takes_no_unit_is_refused_and_writes_nothing(
                                     "--methods, --settings, --terms, --topo-weights, --cpcs and --tables "
                                     "(docs/condense.md lists which table has which units)")
     assert not (tmp_path / "s" / "study.json").exists()
+
+
+@pytest.mark.parametrize("options, words", [
+    (["--tables", "1", "--topo-weights", "1000"], "--topo-weights selects among the persistence term's units; Table(s) "
+                                                  "1 have none (the term's tables: 7, 8, 9): leave it out"),
+    (["--tables", "1", "--data-root", "DATA"], "--data-root is the download of --dataset; the preset's data set "
+                                               "(shapes) is generated and reads none"),
+])
+def test_a_study_option_that_cannot_act_is_refused_before_any_unit(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, options: list[str],
+        words: str) -> None:
+    monkeypatch.setattr("train.condense.study.run_unit", lambda *a, **k: pytest.fail("a unit ran"))
+    assert main(["study", "--preset", "cpu", *options, "--out", str(tmp_path / "s"), "--device", "cpu"]) == 2
+    assert words in refusal(capsys)
+    assert not (tmp_path / "s" / "study.json").exists()

@@ -508,6 +508,9 @@ def _table(args: argparse.Namespace, info: DistInfo) -> None:
 
 def _study(args: argparse.Namespace, info: DistInfo) -> None:
     plan = PRESETS[args.preset]
+    if args.data_root is not None and args.dataset is None:
+        raise ValueError(f"--data-root is the download of --dataset; the preset's data set ({plan.dataset}) is "
+                         "generated and reads none: give --dataset with it, or leave it out")
     if args.dataset is not None:
         plan = replace(plan, dataset=args.dataset, root=args.data_root)
     if args.cpcs is not None:

@@ -674,6 +674,9 @@ def run_study(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo, se
     written to ``<out>/STUDY.md`` with every result in ``<out>/study.json``; refused first when
     ``out`` holds another plan's study (:func:`check_plan`)."""
     check_plan(plan, out)
+    if select.topo_weights and not any(table == 8 or any(u.topo for u in units(plan, table)) for table in tables):
+        raise ValueError(f"--topo-weights selects among the persistence term's units; Table(s) "
+                         f"{', '.join(map(str, tables))} have none (the term's tables: 7, 8, 9): leave it out")
     results: dict[int, list[dict[str, Any]]] = {}
     ran = 0
     for table in TABLES:  # in order: Table 8's units follow from Table 7's results
