@@ -190,6 +190,22 @@ def test_a_training_log_row_on_a_full_disk_is_left_out_whole_and_said_in_one_lin
     assert log_path(tmp_path, "train").read_bytes() == before + b"2,0.25\r\n"
 
 
+def test_a_checkpoint_on_a_full_disk_names_the_room_it_needs_and_keeps_the_previous(tmp_path: Path) -> None:
+    import torch
+
+    from train.runtime.checkpoint import atomic_save
+    from train.runtime.checkpoint_errors import CheckpointWriteError
+
+    target = tmp_path / "checkpoint_last.pt"
+    target.write_bytes(OLD)
+    with full_disk(tmp_path), pytest.raises(CheckpointWriteError) as err:
+        atomic_save({"model": {"w": torch.ones(1000)}}, target)
+    line = str(err.value)
+    assert "\n" not in line and f"could not write checkpoint {target}: No space left on device (" in line
+    assert "MB needed" in line and "MB free there" in line and "--resume" in line
+    assert _files(tmp_path) == {"checkpoint_last.pt": OLD}
+
+
 def test_a_unit_kept_for_another_machine_is_kept_whole_on_a_full_disk(tmp_path: Path) -> None:
     with pytest.raises(OSError) as err:
         _kept_unit(tmp_path)

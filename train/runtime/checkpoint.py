@@ -22,13 +22,13 @@ readable checkpoint of a run, with a warning naming each file it had to pass ove
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import logging
 import os
 import pickle
 import random
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from train.runtime.checkpoint_errors import CheckpointError, CheckpointMissingError, CheckpointWriteError, one_line
-from train.runtime.files import TEMP_SUFFIX, atomic_write
+from train.runtime.files import NO_ROOM, TEMP_SUFFIX, NoRoomError, atomic_write
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -84,12 +84,23 @@ def atomic_save(obj: Any, path: str | os.PathLike[str], previous: str | os.PathL
         atomic_write(buffer.getbuffer(), target, previous)
     except OSError as err:
         reason = os.strerror(err.errno) if err.errno else str(err)
-        fix = "free space on that disk" if err.errno == errno.ENOSPC else "fix the cause"
+        if isinstance(err, NoRoomError):  # what ran out, in numbers (decision 99)
+            reason += f" ({_room(target.parent, buffer.getbuffer().nbytes)})"
+        fix = "free space on that disk" if err.errno in NO_ROOM else "fix the cause"
         failure = CheckpointWriteError(f"could not write checkpoint {target}: {reason}. The last complete checkpoint "
                                        f"is still in {target.parent}: {fix}, then rerun with --resume to continue "
                                        "from it")
         failure.errno = err.errno
         raise failure from err
+
+
+def _room(folder: Path, needed: int) -> str:
+    """``"<needed> MB needed, <free> MB free there"`` for a checkpoint of ``needed`` bytes in ``folder``."""
+    try:
+        free = f"{shutil.disk_usage(folder).free / 1e6:,.1f} MB"
+    except OSError:
+        free = "an unknown amount"
+    return f"{needed / 1e6:,.1f} MB needed, {free} free there"
 
 
 def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
