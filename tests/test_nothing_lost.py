@@ -278,6 +278,23 @@ def test_train_run_on_a_full_disk_ends_in_one_line_and_keeps_the_file_it_would_r
     assert _files(out) == {"config.yaml": OLD}
 
 
+def test_train_run_into_an_earlier_run_of_its_stage_without_resume_is_refused_and_touches_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture, quiet_caches: None) -> None:
+    from train.run import main
+
+    out = tmp_path / "out"
+    stage = out / "teacher"
+    stage.mkdir(parents=True)
+    for name in ("checkpoint_last.pt", "train_log.csv", "val_log.csv"):  # an earlier run, stopped
+        (stage / name).write_bytes(OLD + name.encode())
+    before = _files(out)
+    argv = [*_tiny_run_argv(tmp_path), "--stage", "teacher", "--out", str(out)]
+    assert main(argv) == 2
+    _refused(capsys.readouterr().err, f"train.run: error: --out {out} holds the teacher stage of an earlier run",
+             "pass --resume to go on with it")
+    assert _files(out) == before and not (tmp_path / "data").exists()  # refused before the data set is made
+
+
 def test_train_run_on_a_full_disk_while_it_generates_the_synthetic_set_ends_in_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture, quiet_caches: None) -> None:
     from train.run import main

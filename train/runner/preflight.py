@@ -5,8 +5,10 @@ what they name, by the same code the run uses later, before the synthetic set is
 before any process is spawned: the model presets and overrides (each model the run builds is
 built once, on the CPU), the synthetic set's folder, the teacher checkpoint (read and built as the run will:
 readable, a ``model_final.pt`` or a Pointcept checkpoint that fits the preset) or the camera
-teacher's folder (``--image-predictions``, decision 61), and under
-``--resume`` every checkpoint the run would continue from (one usable, or none yet). Each
+teacher's folder (``--image-predictions``, decision 61), under
+``--resume`` every checkpoint the run would continue from (one usable, or none yet), and without
+it that no stage folder of ``--out`` holds an earlier run's checkpoints (the stage would delete that
+run's logs as it starts and replace its checkpoints, decision 99). Each
 refusal is one line naming the option or file and the fix, printed once
 (:func:`train.runtime.logging_utils.refuse`), exit
 status 2.
@@ -41,9 +43,11 @@ def check_inputs(cfg: RunConfig) -> None:
         load_frozen_teacher(cfg.teacher_checkpoint, CPU, pointcept=_spec(cfg, "teacher"))
     if cfg.teacher == "images":  # the folder and its image_labels.json; the scans' files: prepare_splits
         open_camera_teacher(cfg.image_predictions, class_count(cfg), features=False)
-    if cfg.resume:
-        for stage in stages:
+    for stage in stages:
+        if cfg.resume:
             _check_resume(cfg, Path(cfg.out) / stage)
+        else:
+            _check_fresh(cfg, stage)
 
 
 def _spec(cfg: RunConfig, kind: str) -> ModelSpec:
@@ -76,6 +80,16 @@ def _check_out(cfg: RunConfig) -> None:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise FileNotFoundError(f"--out {out} is a file: pass a folder for the run's outputs")
+
+
+def _check_fresh(cfg: RunConfig, stage: str) -> None:
+    """A stage started afresh into a folder that holds an earlier run's checkpoints is refused."""
+    folder = Path(cfg.out) / stage
+    kept = [name for name in (FINAL, LAST, PREV) if (folder / name).is_file()]
+    if kept:
+        raise ValueError(f"--out {cfg.out} holds the {stage} stage of an earlier run ({folder / kept[0]}), which "
+                         "this run would replace (its logs first): pass --resume to go on with it (a finished stage "
+                         f"is reused), or remove {folder} or choose another --out to train it again")
 
 
 def _check_resume(cfg: RunConfig, stage_dir: Path) -> None:

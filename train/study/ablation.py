@@ -372,8 +372,8 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[Row], Ru
         check_search(base.teacher_epochs, args.budget_tolerance, args.max_doublings)
         check_search(base.epochs, args.budget_tolerance, args.max_doublings)
     # what the options name (the models each unit builds, the data root, --out), checked as train.run
-    # checks them, before the teacher is trained (decision 99)
-    check_inputs(finalize({**base.to_dict(), "out": args.out}))
+    # checks them, before the teacher is trained (decision 99); its units go on from their checkpoints
+    check_inputs(finalize({**base.to_dict(), "out": args.out, "resume": True}))
     return args, rows, base
 
 
