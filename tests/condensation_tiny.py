@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from train.condense.command import main
-from train.condense.distill_checkpoint import Checkpoint
-from train.condense.matching_loops import class_mean_distance, fresh_network, gradient_match_loss
+from train.condense.cli.command import main
+from train.condense.files.distill_checkpoint import Checkpoint
+from train.condense.matching.matching_loops import class_mean_distance, fresh_network, gradient_match_loss
 from train.data.objects import ObjectSet, load_objects
 from train.runtime.distributed import DistInfo
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from train.condense.command import main
-from train.condense.metrics import paired_gain, two_level
-from train.condense.condensed_file import read_condensed
-from train.condense.coreset import Rule, herding_order, kcenter_order, select_per_class
+from train.condense.cli.command import main
+from train.condense.evaluation.metrics import paired_gain, two_level
+from train.condense.files.condensed_file import read_condensed
+from train.condense.methods.coreset import Rule, herding_order, kcenter_order, select_per_class
 from train.data.objects import load_objects
 from train.models.objects import build_object_model
 

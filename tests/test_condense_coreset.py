@@ -1,4 +1,4 @@
-"""The coreset baselines pick what their rules say (train.condense.coreset, decision 71): herding's
+"""The coreset baselines pick what their rules say (train.condense.methods.coreset, decision 71): herding's
 greedy mean matching against a brute-force search written apart, k-center's farthest-first
 property, random's seeded draw, and the per-class assembly."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from train.condense.coreset import herding_order, kcenter_order, random_order, select_per_class
+from train.condense.methods.coreset import herding_order, kcenter_order, random_order, select_per_class
 
 
 def brute_herding(x: np.ndarray, count: int) -> list[int]:

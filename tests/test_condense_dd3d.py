@@ -15,12 +15,12 @@ import torch
 import reference
 from tests.condensation_draws import anisotropic_cloud, random_orthogonal, sign_well_posed
 from tests.condensation_tiny import CPU, probe, tiny_set
-from train.condense.command import main
-from train.condense.condensed_file import read_condensed
-from train.condense.dd3d import GENERATOR_NAME, distill_dd3d, draw_set, load_generator
-from train.condense.generator import DATASET_W0, PointGenerator
-from train.condense.matching_loops import DistillSpec
-from train.condense.rotator import SIGN_W0, Rotator, principal_axes
+from train.condense.cli.command import main
+from train.condense.files.condensed_file import read_condensed
+from train.condense.methods.dd3d import GENERATOR_NAME, distill_dd3d, draw_set, load_generator
+from train.condense.matching.generator import DATASET_W0, PointGenerator
+from train.condense.matching.matching_loops import DistillSpec
+from train.condense.files.rotator import SIGN_W0, Rotator, principal_axes
 
 
 def test_the_generator_module_computes_the_reference_forward_with_its_weights() -> None:

@@ -1,4 +1,4 @@
-"""Several processes (train.condense.training, decision 73): two gloo ranks on the CPU train the
+"""Several processes (train.condense.evaluation.training, decision 73): two gloo ranks on the CPU train the
 same backbone as one process, to float rounding (each rank adds its rows' share of one global
 batch, the gradients summed), and evaluate to the same predictions;
 ``python -m train.condense evaluate --procs 2`` reports the full set's scores of one process."""
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
-from train.condense.command import main
-from train.condense.training import Clouds, TrainSpec, build, predict, train_backbone
+from train.condense.cli.command import main
+from train.condense.evaluation.training import Clouds, TrainSpec, build, predict, train_backbone
 from train.runtime.distributed import DistInfo, cleanup, init_from_env
 from train.runtime.leaving import leave
 

@@ -14,15 +14,15 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from train.condense.command import main
-from train.condense.data import DataSpec
-from train.condense.distill_checkpoint import Checkpoint
-from train.condense.explicit import initial_clouds
-from train.condense.features import CACHE_NAME
-from train.condense.matching_loops import DistillSpec, own_classes
+from train.condense.cli.command import main
+from train.condense.files.data import DataSpec
+from train.condense.files.distill_checkpoint import Checkpoint
+from train.condense.methods.explicit import initial_clouds
+from train.condense.matching.features import CACHE_NAME
+from train.condense.matching.matching_loops import DistillSpec, own_classes
 from train.condense.methods import condense_set
-from train.condense.training import TrainSpec
-from train.condense.trajectory import distill_trajectories
+from train.condense.evaluation.training import TrainSpec
+from train.condense.methods.trajectory import distill_trajectories
 from train.runtime.distributed import DistInfo, cleanup
 from train.runtime.leaving import leave
 from tests.condensation_tiny import tiny_set

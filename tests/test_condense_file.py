@@ -1,4 +1,4 @@
-"""The condensed-set file (train.condense.condensed_file, decision 70): what is written is read back
+"""The condensed-set file (train.condense.files.condensed_file, decision 70): what is written is read back
 bit for bit with its provenance, without pickles; a malformed file is refused in one line naming
 it; a failed write leaves the previous file."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train.condense.condensed_file import (FILE_NAME, CondensedFileError, CondensedSet, read_condensed,
+from train.condense.files.condensed_file import (FILE_NAME, CondensedFileError, CondensedSet, read_condensed,
                                            write_condensed)
 
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-import train.condense.command as command
+import train.condense.cli.command as command
 from fast import pca_canonical, sign_canonical
-from train.condense.command import main
-from train.condense.condensed_file import read_condensed
-from train.condense.rotator import Rotator, frame_record, rotator_of, to_frame
+from train.condense.cli.command import main
+from train.condense.files.condensed_file import read_condensed
+from train.condense.files.rotator import Rotator, frame_record, rotator_of, to_frame
 from train.data.objects import load_objects
 
 TINY = ["--dataset", "shapes", "--size", "4", "--points", "32", "--device", "cpu"]

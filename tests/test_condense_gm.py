@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from tests.condensation_tiny import CLASSES, CPU, probe, stop_after_second_checkpoint, tiny_set
-from train.condense.command import main
-from train.condense.condensed_file import read_condensed
-from train.condense.explicit import CLOUD_STEPS, cloud_optimizer, distill_explicit, initial_clouds
-from train.condense.matching_loops import DistillSpec, fresh_network
-from train.condense.trajectory import TrajectorySpec, distill_trajectories, expert_trajectories, trajectory_loss
+from train.condense.cli.command import main
+from train.condense.files.condensed_file import read_condensed
+from train.condense.methods.explicit import CLOUD_STEPS, cloud_optimizer, distill_explicit, initial_clouds
+from train.condense.matching.matching_loops import DistillSpec, fresh_network
+from train.condense.methods.trajectory import TrajectorySpec, distill_trajectories, expert_trajectories, trajectory_loss
 from train.data.objects import ObjectSet
 
 

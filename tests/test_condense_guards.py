@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 import torch
 
-import train.condense.study as study
+import train.condense.studies.study as study
 from tests.condensation_tiny import CPU, tiny_set
-from train.condense.command import main
-from train.condense.condensed_file import read_condensed
-from train.condense.data import DataSpec
-from train.condense.distill_checkpoint import Checkpoint
+from train.condense.cli.command import main
+from train.condense.files.condensed_file import read_condensed
+from train.condense.files.data import DataSpec
+from train.condense.files.distill_checkpoint import Checkpoint
 from train.condense.methods import METHODS, condense_set
-from train.condense.out_folder import LOCK_NAME
-from train.condense.study import Plan, units
-from train.condense.training import TrainSpec
+from train.condense.cli.out_folder import LOCK_NAME
+from train.condense.studies.study import Plan, units
+from train.condense.evaluation.training import TrainSpec
 from train.runtime.lock_files import try_hold
 
 PROG = "python -m train.condense"
@@ -146,7 +146,7 @@ def test_every_out_is_checked_before_any_work_in_one_line(tmp_path: Path, capsys
     (tmp_path / "file").write_text("")
     (tmp_path / "dir").mkdir()
     capsys.readouterr()
-    monkeypatch.setattr("train.condense.command.evaluate_runs", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr("train.condense.cli.command.evaluate_runs", lambda *a, **k: pytest.fail("trained"))
     swap = {"FILE": str(tmp_path / "file"), "DIR": str(tmp_path / "dir"), "SET": str(made)}
     given = [next((a.replace(k, v) for k, v in swap.items() if a.startswith(k)), a) for a in argv]
     form = argv[0] if argv[0] in ("sample", "show") else ""
@@ -355,7 +355,7 @@ def test_evaluate_against_files_of_no_shared_seed_is_refused_before_any_training
         assert main([*TINY, "--method", "random", "--cpc", "1", "--seed", str(seed), "--out",
                      str(tmp_path / f"s{seed}")]) == 0
     capsys.readouterr()
-    monkeypatch.setattr("train.condense.command.evaluate_runs", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr("train.condense.cli.command.evaluate_runs", lambda *a, **k: pytest.fail("trained"))
     assert main(["evaluate", "--from", str(tmp_path / "s0"), str(tmp_path / "s1"), "--against", str(tmp_path / "s2"),
                  str(tmp_path / "s3"), "--runs", "1", "--steps", "1", "--device", "cpu"]) == 2
     assert refusal(capsys) == (f"{PROG}: error: no common seed: --from [0, 1], --against [2, 3]; a gain is paired by "

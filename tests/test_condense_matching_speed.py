@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from fast import gradient_match_distance
-from train.condense import matching_loops
-from train.condense.matching_loops import (CHUNK_POINTS, DistillSpec, class_distances, fresh_network, match_gradients,
-                                           task_backward)
-from train.condense.released import loops_for
+from train.condense.matching import matching_loops
+from train.condense.matching.matching_loops import (CHUNK_POINTS, DistillSpec, class_distances, fresh_network,
+                                                    match_gradients, task_backward)
+from train.condense.matching.released import loops_for
 from train.engine.op_count import count_ops
 from train.models.objects.pointnet import instance_relu_max
 from train.runtime.distributed import DistInfo

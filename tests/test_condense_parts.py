@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from train.condense.command import main
-from train.condense.condensed_file import read_condensed
-from train.condense.dd3d import draw_set, part_partition
-from train.condense.explicit import initial_clouds
-from train.condense.generator import PointGenerator
+from train.condense.cli.command import main
+from train.condense.files.condensed_file import read_condensed
+from train.condense.methods.dd3d import draw_set, part_partition
+from train.condense.methods.explicit import initial_clouds
+from train.condense.matching.generator import PointGenerator
 from fast import gradient_match_distance
-from train.condense.matching_loops import fresh_network, gradient_match_loss
-from train.condense.rotator import Rotator
+from train.condense.matching.matching_loops import fresh_network, gradient_match_loss
+from train.condense.files.rotator import Rotator
 from train.data.objects import load_objects
 
 TINY = ["--dataset", "shapes", "--task", "parts", "--size", "4", "--points", "16", "--device", "cpu", "--cpc", "1",

@@ -1,4 +1,4 @@
-"""DD3D Figure 6 (``train.condense.pictures``): ``python -m train.condense show`` draws a real cloud
+"""DD3D Figure 6 (``train.condense.studies.pictures``): ``python -m train.condense show`` draws a real cloud
 and each condensed set's cloud a class into a PNG of one panel a set (and the real column) by one a
 class, and refuses bad input in one line."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from train.condense.command import main
-from train.condense.pictures import DPI, PANEL_INCHES
+from train.condense.cli.command import main
+from train.condense.studies.pictures import DPI, PANEL_INCHES
 
 TINY = ["--dataset", "shapes", "--size", "4", "--points", "32", "--device", "cpu", "--cpc", "1", "--method", "random"]
 
@@ -67,9 +67,9 @@ def test_show_diagrams_draws_the_terms_diagrams_of_each_sets_cloud_beside_the_re
         sets: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np
 
-    import train.condense.pictures as pictures
-    from train.condense.condensed_file import read_condensed
-    from train.condense.topology_term import DEFAULT_M, target_diagrams
+    import train.condense.studies.pictures as pictures
+    from train.condense.files.condensed_file import read_condensed
+    from train.condense.matching.topology_term import DEFAULT_M, target_diagrams
     from train.data.objects import load_objects
     drawn: dict = {}
     draw = pictures.plot_diagrams

@@ -12,10 +12,10 @@ import pytest
 import torch
 from scipy import stats
 
-from train.condense.augment import ANGLE_CLIP, JITTER_CLIP, SCALE_HIGH, SCALE_LOW, augment, rotations
-from train.condense.metrics import classification_scores, paired_gain, part_scores, summarise, two_level
-from train.condense.protocol import choose_recipe, evaluate_runs, format_summary, score
-from train.condense.training import Clouds, TrainSpec, batch_stream, predict, train_backbone
+from train.condense.evaluation.augment import ANGLE_CLIP, JITTER_CLIP, SCALE_HIGH, SCALE_LOW, augment, rotations
+from train.condense.evaluation.metrics import classification_scores, paired_gain, part_scores, summarise, two_level
+from train.condense.evaluation.protocol import choose_recipe, evaluate_runs, format_summary, score
+from train.condense.evaluation.training import Clouds, TrainSpec, batch_stream, predict, train_backbone
 from train.runtime.distributed import DistInfo
 
 ONE = DistInfo(0, 1, 0, torch.device("cpu"))

@@ -1,4 +1,4 @@
-"""The evaluation recipes by name (train.condense.recipes, decision 94): the paper recipe's values
+"""The evaluation recipes by name (train.condense.evaluation.recipes, decision 94): the paper recipe's values
 against DD3D's released evaluation, its schedule (learning rate at the first and last pass, the
 passes and batches the training really takes), the released augmentation's ranges, the
 best-test-epoch bookkeeping kept apart from the last step's score, and a recipe's one validation;
@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from tests.condensation_tiny import CPU, tiny_set
-from train.condense.augment import (ANGLE_CLIP, ANGLE_SIGMA, JITTER_CLIP, JITTER_SIGMA, RELEASED_SCALE_HIGH,
+from train.condense.evaluation.augment import (ANGLE_CLIP, ANGLE_SIGMA, JITTER_CLIP, JITTER_SIGMA, RELEASED_SCALE_HIGH,
                                     RELEASED_SCALE_LOW, released_augment, rotations)
-from train.condense.data import clouds_of
-from train.condense.protocol import BEST, best_epoch, evaluate_runs
-from train.condense.recipes import named_recipe
-from train.condense.training import Clouds, TrainSpec, epoch_lr, train_backbone
+from train.condense.files.data import clouds_of
+from train.condense.evaluation.protocol import BEST, best_epoch, evaluate_runs
+from train.condense.evaluation.recipes import named_recipe
+from train.condense.evaluation.training import Clouds, TrainSpec, epoch_lr, train_backbone
 
 
 def test_the_paper_recipe_is_the_released_evaluation_for_each_task() -> None:

@@ -12,18 +12,19 @@ import numpy as np
 import pytest
 import torch
 
-import train.condense.dd3d as dd3d
-import train.condense.matching_loops as matching_loops
+import train.condense.methods.dd3d as dd3d
+import train.condense.matching.matching_loops as matching_loops
 from tests.condensation_tiny import CPU, tiny_set
-from train.condense.augment import released_augment
-from train.condense.command import main
-from train.condense.condensed_file import read_condensed
-from train.condense.dd3d import distill_dd3d, draw_set, part_partition, unit_sphere
-from train.condense.generator import PointGenerator
-from train.condense.matching_loops import DistillSpec, freeze_batch_norm, fresh_network, match_gradients, real_sampler
-from train.condense.released import FAMILIES, Loops, generator_adam, iterations_for, loops_for
-from train.condense.resample import generator_source
-from train.condense.rotator import Rotator
+from train.condense.evaluation.augment import released_augment
+from train.condense.cli.command import main
+from train.condense.files.condensed_file import read_condensed
+from train.condense.methods.dd3d import distill_dd3d, draw_set, part_partition, unit_sphere
+from train.condense.matching.generator import PointGenerator
+from train.condense.matching.matching_loops import (DistillSpec, freeze_batch_norm, fresh_network, match_gradients,
+                                                    real_sampler)
+from train.condense.matching.released import FAMILIES, Loops, generator_adam, iterations_for, loops_for
+from train.condense.methods.resample import generator_source
+from train.condense.files.rotator import Rotator
 from train.data.objects import load_objects
 from train.data.objects.load import OBJECT_SETS
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-import train.condense.out_folder as out_folder
-from train.condense.command import main
-from train.condense.condensed_file import read_condensed
-from train.condense.distill_checkpoint import Checkpoint
+import train.condense.cli.out_folder as out_folder
+from train.condense.cli.command import main
+from train.condense.files.condensed_file import read_condensed
+from train.condense.files.distill_checkpoint import Checkpoint
 from train.runtime.files import NoRoomError, atomic_write
 from train.runtime.memory import memory_refused
 
@@ -95,8 +95,8 @@ def test_an_overwrite_run_that_fails_late_leaves_the_previous_folder_byte_identi
     def fail(*args: object, **kwargs: object) -> None:
         raise Boom(where)
     target = {"feature network": "train.condense.methods.feature_network",
-              "matching step": "train.condense.explicit.match_distributions",
-              "set write": "train.condense.command.write_condensed"}[where]
+              "matching step": "train.condense.methods.explicit.match_distributions",
+              "set write": "train.condense.cli.command.write_condensed"}[where]
     monkeypatch.setattr(target, fail)
     method = ["--method", "herding", "--cpc", "1", *STEPS] if where == "feature network" else DM[len(TINY):]
     with pytest.raises(Boom):
@@ -234,9 +234,9 @@ def test_kill_9_during_an_overwrite_run_leaves_the_previous_set_and_a_run_that_g
     (["--method", "tm", "--procs", "2"], "tm runs in one process"),
     (["--method", "gm", "--procs", "14"], "14 processes share 13 classes"),
     (["--method", "gm", "--topo", "feature", "--topo-weight", "10"], "--topo feature compares the diagram of a class's "
-                                                                     "synthetic clouds' features"),
-    (["--method", "dd3d", "--topo", "feature_equal", "--topo-weight", "10"], "with one synthetic cloud a class (CPC 1) "
-                                                                             "that diagram has no pair"),
+                                                                     "1 synthetic clouds' features"),
+    (["--method", "dd3d", "--topo", "feature_equal", "--topo-weight", "10", "--cpc", "2"],
+     "below 3 a class that diagram is the same whatever the clouds (one has no pair, two normalised lie 2 apart)"),
     (["--method", "gm", "--steps", "5"], "--steps sets how the feature network of herding and kcenter is trained; gm "
                                          "trains none, so it would do nothing: leave it out"),
     (["--method", "random", "--recipe", "paper"], "--recipe sets how the feature network"),
@@ -286,7 +286,7 @@ def test_evaluate_and_show_replace_only_their_own_kind_of_file_unless_overwrite(
         dd3d_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     out = copied(dd3d_run, tmp_path / "run")
     before = files(out)
-    monkeypatch.setattr("train.condense.command.evaluate_runs", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr("train.condense.cli.command.evaluate_runs", lambda *a, **k: pytest.fail("trained"))
     capsys.readouterr()
     assert main(["evaluate", "--from", str(out), "--out", str(out / "condensed.npz"), "--device", "cpu"]) == 2
     assert refusal(capsys).endswith(f"--out {out}/condensed.npz exists and is not a scores file of evaluate (JSON): "
@@ -297,7 +297,7 @@ def test_evaluate_and_show_replace_only_their_own_kind_of_file_unless_overwrite(
     assert files(out) == before and (tmp_path / "notes.png").read_text() == "my notes"
     scores = tmp_path / "scores.json"
     scores.write_text(json.dumps({"runs": [], "recipe": {}, "split": "test"}))
-    monkeypatch.setattr("train.condense.command.evaluate_runs", lambda *a, **k: [{"oa": 0.5, "macc": 0.5}])
+    monkeypatch.setattr("train.condense.cli.command.evaluate_runs", lambda *a, **k: [{"oa": 0.5, "macc": 0.5}])
     assert main(["evaluate", "--from", str(out), "--out", str(scores), "--device", "cpu", "--runs", "1"]) == 0
     assert json.loads(scores.read_text())["runs"] == [{"oa": 0.5, "macc": 0.5}]  # its own kind: replaced
 
@@ -363,7 +363,7 @@ def test_a_study_selection_that_takes_no_unit_is_refused_and_writes_nothing(
 def test_a_study_option_that_cannot_act_is_refused_before_any_unit(
         tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, options: list[str],
         words: str) -> None:
-    monkeypatch.setattr("train.condense.study.run_unit", lambda *a, **k: pytest.fail("a unit ran"))
+    monkeypatch.setattr("train.condense.studies.study.run_unit", lambda *a, **k: pytest.fail("a unit ran"))
     assert main(["study", "--preset", "cpu", *options, "--out", str(tmp_path / "s"), "--device", "cpu"]) == 2
     assert words in refusal(capsys)
     assert not (tmp_path / "s" / "study.json").exists()

@@ -16,12 +16,12 @@ import torch
 import torch.multiprocessing as mp
 
 from tests.test_condense_ddp import _free_port, joined_rank
-from train.condense.command import main
-from train.condense.dd3d import draw_set, part_partition
-from train.condense.generator import DATASET_W0, PointGenerator
-from train.condense.resample import generator_source
-from train.condense.rotator import Rotator
-from train.condense.training import Clouds, TrainSpec, train_backbone
+from train.condense.cli.command import main
+from train.condense.methods.dd3d import draw_set, part_partition
+from train.condense.matching.generator import DATASET_W0, PointGenerator
+from train.condense.methods.resample import generator_source
+from train.condense.files.rotator import Rotator
+from train.condense.evaluation.training import Clouds, TrainSpec, train_backbone
 from train.data.objects import load_objects
 from train.runtime.distributed import DistInfo, cleanup
 from train.runtime.leaving import leave

@@ -1,4 +1,4 @@
-"""The DD3D study (train.condense.study, decision 87) on a tiny plan: every table's units run and
+"""The DD3D study (train.condense.studies.study, decision 87) on a tiny plan: every table's units run and
 are reported, a unit of the same set is shared between tables, a finished study is read back
 without condensing or training again, a table run alone reports the folder's other finished
 units too, two processes read a set only once the main one has written it, and the command
@@ -18,13 +18,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-import train.condense.command as command
-import train.condense.study as study
-from train.condense.command import main
-import train.condense.data as data_module
-from train.condense.data import DataSpec
-from train.condense.study import CROSS_MODELS, Plan, run_study, units
-from train.condense.training import TrainSpec
+import train.condense.cli.command as command
+import train.condense.studies.study as study
+from train.condense.cli.command import main
+import train.condense.files.data as data_module
+from train.condense.files.data import DataSpec
+from train.condense.studies.study import CROSS_MODELS, Plan, run_study, units
+from train.condense.evaluation.training import TrainSpec
 from train.data.objects import load_objects
 from train.runtime.distributed import DistInfo, cleanup
 from train.runtime.leaving import leave
@@ -220,14 +220,14 @@ def test_a_selection_runs_only_its_units_and_reports_every_finished_one(tmp_path
 
 
 def test_a_selection_of_terms_takes_the_units_of_those_readings_or_none() -> None:
-    seven = units(replace(TINY, cpcs=(2,)), 7)
+    seven = units(replace(TINY, cpcs=(3,)), 7)  # the feature readings act from CPC 3
     takes = study.Selection(methods=("dd3d",), terms=("none", "feature")).takes
     assert {(u.method, u.topo) for u in seven if takes(u)} == {("dd3d", None), ("dd3d", "feature")}
     assert all(study.Selection().takes(u) for u in seven)
 
 
 def test_a_selection_of_weights_takes_those_weights_units_and_every_unit_without_the_term() -> None:
-    seven = units(replace(TINY, cpcs=(2,)), 7)
+    seven = units(replace(TINY, cpcs=(3,)), 7)  # the feature readings act from CPC 3
     takes = study.Selection(topo_weights=(1e3,)).takes
     taken = {(u.method, u.topo, u.topo_weight) for u in seven if takes(u)}
     assert taken == {(m, t, w) for m in ("gm", "dd3d")
@@ -255,3 +255,17 @@ def test_the_study_command_refuses_an_unknown_method_or_setting_a_bad_size_and_a
     assert "holds a study of size None" in capsys.readouterr().err
     assert main([*base[:2], str(tmp_path / "other"), *base[3:], "--size", "0"]) == 2
     assert "size of shapes must be a positive integer, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method, table", [("random", 1), ("dd3d", 4), ("full", 1)])
+def test_unit_clouds_are_what_run_unit_trained_on(tmp_path: Path, method: str, table: int) -> None:
+    """``study.unit_clouds`` (the public way to a unit's clouds, for scripts that train them again)
+    gives the clouds ``run_unit`` evaluated: the same runs come out of them; Table 4's DD3D unit
+    trains on its generator's draw at another resolution."""
+    unit = next(u for u in units(TINY, table) if u.method == method and (table != 4 or u.eval_points != u.points))
+    result = study.run_unit(TINY, unit, tmp_path, CPU, "Table 1, unit 1 of 1")
+    clouds = study.unit_clouds(TINY, unit, tmp_path, CPU)
+    assert clouds.train.points.shape[1] == unit.eval_points and clouds.test.points.shape[1] == unit.eval_points
+    again = study.evaluate_runs(clouds.train, data_module.clouds_of(clouds.test), TINY.recipe_of(unit), TINY.runs, 0,
+                                CPU, desc="again", val=clouds.val)
+    assert [run["oa"] for run in again] == pytest.approx([run["oa"] for run in result["runs"]], abs=1e-9)

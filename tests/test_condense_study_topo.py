@@ -1,7 +1,7 @@
 """Table 7 of the condensation study (the persistence term, decisions 96 and 97): its units (the
 runs without the term are Table 1's sets, the feature reading only where a class has several
 clouds), a tiny run that reports it with validation scores and shape gaps kept, the report's
-choice on validation and paired gain by hand, and the shape gaps (train.condense.shape_gap)
+choice on validation and paired gain by hand, and the shape gaps (train.condense.studies.shape_gap)
 against a brute force and on sets whose answer is known; Table 8 (the chosen sets across backbones)
 follows from Table 7's results and is refused before they are final."""
 from __future__ import annotations
@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-import train.condense.study as study
-from train.condense.condensed_file import CondensedSet, read_condensed
-from train.condense.shape_gap import chamfer_to_nearest, shape_gap
-from train.condense.study import CROSS_MODELS, Plan, Unit, cross_topo_units, run_study, units
-from train.condense.training import TrainSpec
+import train.condense.studies.study as study
+from train.condense.files.condensed_file import CondensedSet, read_condensed
+from train.condense.studies.shape_gap import chamfer_to_nearest, shape_gap
+from train.condense.studies.study import CROSS_MODELS, Plan, Unit, cross_topo_units, run_study, units
+from train.condense.evaluation.training import TrainSpec
 from train.data.objects import load_objects
 from train.runtime.distributed import DistInfo
 
@@ -37,9 +37,11 @@ def test_table_7_runs_each_reading_at_each_weight_and_shares_the_runs_without_th
     table_1 = {u.name for u in units(replace(TINY, distills=2), 1)}
     assert {u.name for u in at_one if u.topo is None} <= table_1
     assert all(u.name not in table_1 for u in at_one if u.topo is not None)
-    at_two = units(replace(TINY, cpcs=(2,)), 7)
-    assert {u.topo for u in at_two} == {None, "shape", "feature", "feature_equal"}
-    assert "-gm-topo-feature-w10000-cpc2-" in " ".join(u.name for u in at_two)
+    at_two = units(replace(TINY, cpcs=(2,)), 7)  # two clouds a class: the feature readings' diagram is fixed
+    assert {u.topo for u in at_two} == {None, "shape"}
+    at_three = units(replace(TINY, cpcs=(3,)), 7)
+    assert {u.topo for u in at_three} == {None, "shape", "feature", "feature_equal"}
+    assert "-gm-topo-feature-w10000-cpc3-" in " ".join(u.name for u in at_three)
 
 
 def test_a_tiny_table_7_reports_validation_and_shape_gaps_and_keeps_them(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The persistence term of gradient matching (decision 96, train/condense/topology_term.py): its
+"""The persistence term of gradient matching (decision 96, train/condense/matching/topology_term.py): its
 value against the reference engine's pieces on the same inputs, its gradient against finite
 differences, and a distillation with it on tiny data (provenance, exact resume, the term off
 unchanged, refusals)."""
@@ -19,13 +19,13 @@ from reference.normalize import normalize_cloud
 from reference.persistence import rips_persistence
 from reference.pwcd import pwcd
 from reference.tps import tps_cloud
-from train.condense.command import main
-from train.condense.condensed_file import read_condensed
-from train.condense.matching_loops import DistillSpec, fresh_network
+from train.condense.cli.command import main
+from train.condense.files.condensed_file import read_condensed
+from train.condense.matching.matching_loops import DistillSpec, fresh_network
 from train.condense.methods import key_settings
-from train.condense.rotator import Rotator, principal_axes
-from train.condense.topology_term import (RealDiagrams, diagram_distances, feature_term, part_shape_term, shape_term,
-                                          target_diagrams, topology_term)
+from train.condense.files.rotator import Rotator, principal_axes
+from train.condense.matching.topology_term import (RealDiagrams, diagram_distances, feature_term, part_shape_term,
+                                                   reading_acts, shape_term, target_diagrams, topology_term)
 
 ROOT = Path(__file__).resolve().parents[1]
 M = 12  # below the clouds' sizes: TPS picks points
@@ -179,7 +179,7 @@ def test_the_real_diagrams_keep_one_entry_a_cloud_under_the_learned_signs_and_ar
 
 def test_the_real_diagrams_keep_the_most_recent_sets_up_to_their_capacity(monkeypatch: pytest.MonkeyPatch) -> None:
     """Perturbed real batches (DD3D's part sets) never come again: the cache drops the least recently used."""
-    import train.condense.topology_term as term
+    import train.condense.matching.topology_term as term
     made: list[int] = []
     real = term.target_diagrams
     monkeypatch.setattr(term, "target_diagrams", lambda sets, m, pool=None: made.append(len(sets)) or real(sets, m, pool))
@@ -226,13 +226,13 @@ class Interrupted(Exception):
                                             ("dd3d", "feature_equal")])
 def test_a_run_with_the_term_records_it_and_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             method: str, reading: str) -> None:
-    run = [*TINY, "--method", method, "--topo", reading, "--topo-weight", "0.5"]
+    tiny = TINY if reading == "shape" else [*TINY[:2], "--size", "3", *TINY[4:8], "--cpc", "3", *TINY[10:]]  # CPC 3:
+    run = [*tiny, "--method", method, "--topo", reading, "--topo-weight", "0.5"]  # the feature readings act from 3
     assert main([*run, "--out", str(tmp_path / "whole")]) == 0
-    assert main([*TINY, "--method", method, "--out", str(tmp_path / "off")]) == 0
+    assert main([*tiny, "--method", method, "--out", str(tmp_path / "off")]) == 0
     whole = read_condensed(tmp_path / "whole" / "condensed.npz")
     assert whole.provenance["topo"] == {"reading": reading, "weight": 0.5}
-    if reading == "shape":  # the term moved the clouds (one cloud a class: the feature term is a constant)
-        assert not np.array_equal(whole.points, read_condensed(tmp_path / "off" / "condensed.npz").points)
+    assert not np.array_equal(whole.points, read_condensed(tmp_path / "off" / "condensed.npz").points)  # it acted
     stop_after_second_checkpoint([*run, "--out", str(tmp_path / "cut")], monkeypatch)
     assert main([*run, "--resume", "--out", str(tmp_path / "cut")]) == 0
     assert (tmp_path / "cut" / "condensed.npz").read_bytes() == (tmp_path / "whole" / "condensed.npz").read_bytes()
@@ -284,3 +284,18 @@ def test_two_processes_write_one_processs_set_with_the_term(tmp_path: Path) -> N
     one, two = (read_condensed(tmp_path / n / "condensed.npz") for n in ("one", "two"))
     np.testing.assert_allclose(two.points, one.points, rtol=1e-5, atol=1e-6)
     assert two.provenance["topo"] == one.provenance["topo"]
+
+
+@pytest.mark.parametrize("n, moves", [(1, False), (2, False), (3, True), (4, True)])
+def test_the_feature_reading_moves_a_set_from_three_clouds_a_class(n: int, moves: bool) -> None:
+    """``reading_acts``' threshold, measured on the term itself: below 3 synthetic clouds a class the
+    feature term's gradient is nothing but rounding (one feature has no pair; two normalised over
+    their set lie 2 apart whatever they are), from 3 on it is not."""
+    torch.manual_seed(n)
+    net = fresh_network(3, torch.device("cpu")).eval()
+    real = torch.rand(16, 32, 3, dtype=torch.float32)
+    synthetic = torch.rand(n, 32, 3, dtype=torch.float32, requires_grad=True)
+    grad, = torch.autograd.grad(feature_term(net, real, synthetic), synthetic, allow_unused=True)
+    size = 0.0 if grad is None else float(grad.abs().max())
+    assert (size > 1e-6) == moves, size
+    assert reading_acts("feature", n) == reading_acts("feature_equal", n) == moves and reading_acts("shape", n)

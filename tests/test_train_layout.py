@@ -15,9 +15,13 @@ count, as a lazy import is a dependency all the same):
   :data:`DATA_ROOMS` (the checks, the cameras, the samples, the LiDAR data sets, the simulator, the
   object data sets), ``train/data/`` itself holds no other loose module than the checks and the
   samples, and no module imports a data room above its own;
-- the modules that moved (``train.data.MOVED``, ``benchmarks.MOVED``) still import under their
-  old names, as the same module object (these are imported), and no file of the repository
-  imports an old name.
+- inside ``train.condense`` the same (decision 100): every module lies in one room of
+  :data:`CONDENSE_ROOMS` (evaluation, files, matching, methods, studies, the command),
+  ``train/condense/`` holds no loose module but its ``__main__``, and no module imports a
+  condensation room above its own;
+- the modules that moved (``train.data.MOVED``, ``train.condense.MOVED``, ``benchmarks.MOVED``)
+  still import under their old names, as the same module object (these are imported), and no
+  file of the repository imports an old name.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import sys
 from pathlib import Path
 
 import benchmarks
+import train.condense
 import train.data
 from test_persistence_layout import imports_in, module_name
 
@@ -61,6 +66,16 @@ DATA_ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("lidar", ("train.data.lidar",)),
     ("synthetic", ("train.data.synthetic",)),
     ("objects", ("train.data.objects",)),
+)
+
+# The rooms of ``train.condense`` from the bottom up (decision 100); ``__main__`` is its command.
+CONDENSE_ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("evaluation", ("train.condense.evaluation",)),
+    ("files", ("train.condense.files",)),
+    ("matching", ("train.condense.matching",)),
+    ("methods", ("train.condense.methods",)),
+    ("studies", ("train.condense.studies",)),
+    ("cli", ("train.condense.cli",)),
 )
 
 
@@ -173,8 +188,32 @@ def test_the_data_order_check_finds_the_cameras_importing_a_data_set() -> None:
         "train.data.cameras.camera (cameras) imports train.data.lidar.nuscenes_index (lidar), a room above it"]
 
 
+def test_every_module_of_train_condense_lies_in_one_condensation_room() -> None:
+    graph = {m: t for m, t in _train_graph().items() if m.startswith("train.condense.")}
+    homeless = sorted(m for m in graph if m != "train.condense.__main__" and room_of(m, CONDENSE_ROOMS, ()) is None)
+    assert not homeless, f"modules of train.condense in no room of CONDENSE_ROOMS (decision 100): {homeless}"
+    for room, members in CONDENSE_ROOMS:
+        for member in members:
+            assert member in graph, f"condensation room {room}: {member} does not exist"
+    loose = {p.stem for p in (ROOT / "train" / "condense").glob("*.py")} - {"__init__", "__main__"}
+    assert not loose, f"loose modules in train/condense/ (move them into a room): {sorted(loose)}"
+
+
+def test_no_module_of_train_condense_imports_a_condensation_room_above_its_own() -> None:
+    graph = {m: t for m, t in _train_graph().items() if m.startswith("train.condense.")}
+    found = violations(graph, CONDENSE_ROOMS, ("train.condense.__main__",))
+    assert not found, "imports against the order of the condensation rooms (decision 100):\n" + "\n".join(found)
+
+
+def test_the_condensation_order_check_finds_a_method_importing_the_study() -> None:
+    planted = {"train.condense.methods.dd3d": {"train.condense.studies.study", "train.condense.files.rotator"},
+               "train.condense.files.data": {"train.condense.evaluation.training"}}
+    assert violations(planted, CONDENSE_ROOMS, ()) == [
+        "train.condense.methods.dd3d (methods) imports train.condense.studies.study (studies), a room above it"]
+
+
 def _moved() -> dict[str, str]:
-    return {**train.data.MOVED, **benchmarks.MOVED}
+    return {**train.data.MOVED, **train.condense.MOVED, **benchmarks.MOVED}
 
 
 def test_benchmarks_holds_no_loose_module_but_its_two_commands_and_the_suite_set_up() -> None:
@@ -208,7 +247,7 @@ def test_no_file_of_the_repository_imports_a_moved_module_by_its_old_name() -> N
         text = path.read_text(encoding="utf-8")
         found += [f"{path.relative_to(ROOT)}: {m.group(0).strip()}" for m in pattern.finditer(text)]
         found += [f"{path.relative_to(ROOT)}: {m.group(0).strip()}" for m in from_parent.finditer(text)]
-    assert not found, "old module paths (use the new ones of train.data.MOVED / benchmarks.MOVED):\n" + "\n".join(found)
+    assert not found, "old module paths (use the new ones of train.data.MOVED / train.condense.MOVED / benchmarks.MOVED):\n" + "\n".join(found)
 
 
 def test_a_command_run_by_its_old_path_is_the_command_at_its_new_path() -> None:

@@ -26,16 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from train.condense.condensed_file import write_condensed
-from train.condense.data import DataSpec, clouds_of, in_frame
-from train.condense.features import CACHE_NAME
-from train.condense.matching_loops import DistillSpec
+from train.condense.files.condensed_file import write_condensed
+from train.condense.files.data import DataSpec, clouds_of, in_frame
+from train.condense.matching.features import CACHE_NAME
+from train.condense.matching.matching_loops import DistillSpec
 from train.condense.methods import condense_set
-from train.condense.metrics import summarise
-from train.condense.protocol import evaluate_runs
-from train.condense.rotator import Rotator
-from train.condense.study import PRESETS
-from train.condense.training import Clouds
+from train.condense.evaluation.metrics import summarise
+from train.condense.evaluation.protocol import evaluate_runs
+from train.condense.files.rotator import Rotator
+from train.condense.studies.study import PRESETS
+from train.condense.evaluation.training import Clouds
 from train.runtime.distributed import DistInfo
 from train.runtime.files import atomic_write
 

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from train.condense.dd3d import distill_dd3d
-from train.condense.explicit import distill_explicit
-from train.condense.matching_loops import DistillSpec
-from train.condense.rotator import Rotator
+from train.condense.methods.dd3d import distill_dd3d
+from train.condense.methods.explicit import distill_explicit
+from train.condense.matching.matching_loops import DistillSpec
+from train.condense.files.rotator import Rotator
 from train.data.objects import load_objects
 from train.runtime.distributed import DistInfo
 

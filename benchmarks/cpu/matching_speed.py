@@ -7,7 +7,7 @@ Forms, each of :func:`measure`'s ``form``:
 - ``today``: the form before decision 95, kept here alone as the baseline: the PointNet channels
   last (linear maps over the last axis, instance norm between two transposes, ``amax``), each
   class's gradients and each inner step one pass over the whole batch (:func:`today_form` swaps it
-  into ``train.condense.matching_loops``, the same weights);
+  into ``train.condense.matching.matching_loops``, the same weights);
 - ``layout``: the package's form (channels first, a max pool, passes over chunks of about
   ``CHUNK_POINTS`` points), glibc's default allocator;
 - ``layout+heap``: the same with ``train.runtime.heap.hold_freed_memory``, as ``python -m
@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.condense import matching_loops
-from train.condense.explicit import distill_explicit
-from train.condense.matching_loops import Batch, DistillSpec, task_loss
+from train.condense.matching import matching_loops
+from train.condense.methods.explicit import distill_explicit
+from train.condense.matching.matching_loops import Batch, DistillSpec, task_loss
 from train.data.objects import ObjectSet
 from train.models.objects.pointnet import WIDTHS
 from train.runtime.distributed import DistInfo
@@ -95,7 +95,7 @@ def _today_task_backward(net: nn.Module, points: torch.Tensor, parts: torch.Tens
 
 @contextmanager
 def today_form() -> Iterator[None]:
-    """``train.condense.matching_loops`` with the form before decision 95 (classification only): its
+    """``train.condense.matching.matching_loops`` with the form before decision 95 (classification only): its
     fresh networks channels last (the same weights as the package's), its gradients and inner steps
     in one pass a batch."""
     fresh, gradients, backward = matching_loops.fresh_network, matching_loops._gradients, matching_loops.task_backward

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from fast import gradient_match_distance
-from train.condense.matching_loops import IGNORED, fresh_network, gradient_match_loss, task_loss
+from train.condense.matching.matching_loops import IGNORED, fresh_network, gradient_match_loss, task_loss
 from train.data.objects import load_objects
 
 

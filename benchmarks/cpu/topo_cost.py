@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from fast.persistence import default_pool
-from train.condense import matching_loops
-from train.condense.dd3d import distill_dd3d
-from train.condense.explicit import distill_explicit
-from train.condense.matching_loops import DistillSpec
-from train.condense.rotator import Rotator
-from train.condense.topology_term import Term, target_diagrams, topology_term
+from train.condense.matching import matching_loops
+from train.condense.methods.dd3d import distill_dd3d
+from train.condense.methods.explicit import distill_explicit
+from train.condense.matching.matching_loops import DistillSpec
+from train.condense.files.rotator import Rotator
+from train.condense.matching.topology_term import Term, target_diagrams, topology_term
 from train.data.objects import load_objects
 from train.runtime.distributed import DistInfo
 

@@ -1,6 +1,6 @@
 """How the shape reading pairs a synthetic cloud with real ones (decision 96): gradient matching on
 explicit clouds without the term and with it under each pairing of
-``train.condense.topology_term.PAIRINGS``, and what the clouds end with.
+``train.condense.matching.topology_term.PAIRINGS``, and what the clouds end with.
 
 :func:`compare` runs gm on ``classes`` classes of the generated shapes (``size`` clouds a class,
 ``points`` a cloud) for ``iterations`` outer iterations from ``init`` clouds, once without the
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from train.condense import matching_loops
-from train.condense.explicit import distill_explicit
-from train.condense.matching_loops import DistillSpec
-from train.condense.topology_term import DEFAULT_M, PAIRINGS, RealDiagrams, Term, diagram_distances, shape_term
+from train.condense.matching import matching_loops
+from train.condense.methods.explicit import distill_explicit
+from train.condense.matching.matching_loops import DistillSpec
+from train.condense.matching.topology_term import DEFAULT_M, PAIRINGS, RealDiagrams, Term, diagram_distances, shape_term
 from train.data.objects import ObjectSet, load_objects
 from train.runtime.distributed import DistInfo
 

@@ -19,10 +19,10 @@ from benchmarks.gpu_campaign.record import Recorder, peak_mb, timed
 def _iteration(method: str, cpc: int, size: dict[str, Any], device: torch.device) -> None:
     """One outer iteration of ``method`` ("gm" or "dd3d") at ``cpc`` on the section's set."""
     from benchmarks.cpu.matching_speed import matching_set
-    from train.condense.dd3d import distill_dd3d
-    from train.condense.explicit import distill_explicit
-    from train.condense.matching_loops import DistillSpec
-    from train.condense.rotator import Rotator
+    from train.condense.methods.dd3d import distill_dd3d
+    from train.condense.methods.explicit import distill_explicit
+    from train.condense.matching.matching_loops import DistillSpec
+    from train.condense.files.rotator import Rotator
     from train.runtime.distributed import DistInfo
 
     train = matching_set(size["classes"], size["points"])

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from train.condense.study import SHAPE_NAME, Unit
+from train.condense.studies.study import SHAPE_NAME, Unit
 from train.runtime.files import atomic_write
 
 

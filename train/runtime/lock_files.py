@@ -2,7 +2,7 @@
 the kernel when that process exits, however it exits, so a killed run never leaves a stale lock.
 Two runs by mistake into one output folder use them to refuse each other: ``train.predict``'s
 shards (decision 77, :mod:`train.prediction.shards`) and a condensation's ``--out`` (decision 90,
-:mod:`train.condense.out_folder`)."""
+:mod:`train.condense.cli.out_folder`)."""
 from __future__ import annotations
 
 import fcntl

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import train.condense.dd3d as dd3d
-from train.condense.study import PRESETS, Unit, run_unit
+import train.condense.methods.dd3d as dd3d
+from train.condense.studies.study import PRESETS, Unit, run_unit
 from train.runtime.distributed import DistInfo
 
 SEEDS = (0, 1)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.condense.study import PRESETS, Unit, run_unit
+from train.condense.studies.study import PRESETS, Unit, run_unit
 from train.runtime.distributed import DistInfo
 
 METHODS = ("random", "dd3d")

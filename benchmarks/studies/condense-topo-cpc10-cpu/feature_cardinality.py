@@ -29,10 +29,10 @@ import json
 import numpy as np
 import torch
 
-from train.condense.data import DataSpec
-from train.condense.matching_loops import fresh_network
-from train.condense.study import PRESETS
-from train.condense.topology_term import DEFAULT_M, feature_term, target_diagrams
+from train.condense.files.data import DataSpec
+from train.condense.matching.matching_loops import fresh_network
+from train.condense.studies.study import PRESETS
+from train.condense.matching.topology_term import DEFAULT_M, feature_term, target_diagrams
 
 REAL_BATCH, CPC = 32, 10
 

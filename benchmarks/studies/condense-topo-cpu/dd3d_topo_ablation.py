@@ -8,7 +8,7 @@ Variants: ``h1-only`` (the shape reading's PWCD summed over H1 alone, H0's pairs
 collapse into thin curves H0's pull on every point's nearest-neighbour distance?) at W 10^4 and
 10^5, where the full term costs 14 and 37 points; ``w100`` (the full term at W 10^2, below the
 study's grid). Prints, per weight and seed, the test and validation OA means and both shape gaps
-(train.condense.shape_gap, the full H0 + H1 diagram gap, measured with the term's code as it is)
+(train.condense.studies.shape_gap, the full H0 + H1 diagram gap, measured with the term's code as it is)
 as JSON; compare with Table 7's DD3D rows (benchmarks/studies/condense-topo-cpu/study.json).
 """
 from __future__ import annotations
@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import train.condense.topology_term as topology_term
-from train.condense.condensed_file import read_condensed
-from train.condense.data import DataSpec, in_frame
-from train.condense.rotator import rotator_of
-from train.condense.shape_gap import shape_gap
-from train.condense.study import PRESETS, Unit, run_unit
+import train.condense.matching.topology_term as topology_term
+from train.condense.files.condensed_file import read_condensed
+from train.condense.files.data import DataSpec, in_frame
+from train.condense.files.rotator import rotator_of
+from train.condense.studies.shape_gap import shape_gap
+from train.condense.studies.study import PRESETS, Unit, run_unit
 from train.runtime.distributed import DistInfo
 
 SEEDS = (0, 1)

@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from train.condense import study
-from train.condense.data import clouds_of, condensed_clouds, in_frame
-from train.condense.metrics import classification_scores
-from train.condense.rotator import rotator_of
-from train.condense.training import predict, train_backbone
+from train.condense.studies import study
+from train.condense.files.data import clouds_of
+from train.condense.evaluation.metrics import classification_scores
+from train.condense.evaluation.training import predict, train_backbone
 from train.runtime.distributed import DistInfo
 
 
@@ -34,19 +33,14 @@ def per_class(out: Path) -> dict[str, Any]:
     plan = study.plan_of(record["plan"])
     info = DistInfo(0, 1, 0, torch.device("cpu"))
     found: dict[str, Any] = {"plan": record["plan"], "units": {}}
-    tests: dict[tuple[str, str], Any] = {}
     for row in record["results"]["7"]:
         unit = study.Unit(**row["unit"])
         folder = out / "units" / unit.set_name
         if not (folder / "condensed.npz").exists():
             continue
-        cset = study._evaluated_set(unit, folder)
-        frame = cset.provenance["frame"]
-        key = (unit.setting, json.dumps(frame, sort_keys=True))
-        if key not in tests:
-            tests[key] = in_frame(study._data(plan, unit, unit.eval_points).load("test"), rotator_of(frame))
-        test = tests[key]
-        train, clouds = condensed_clouds(cset, test, str(folder)), clouds_of(test)
+        unit_clouds = study.unit_clouds(plan, unit, out, info)
+        train, test = unit_clouds.train, unit_clouds.test
+        clouds = clouds_of(test)
         classes = len(test.class_names)
         recalls, shares, oas = [], [], []
         for r in range(len(row["runs"])):  # evaluate_runs' seeds: 0, 1, ...

@@ -1,6 +1,6 @@
-"""DD3D, paper Sec. 4 and Eq. (10): the point-wise generator (:mod:`train.condense.generator`)
-trained by gradient matching (:func:`train.condense.matching_loops.match_gradients`) through the
-rotator (:mod:`train.condense.rotator`), and the generator kept to draw the set at any resolution
+"""DD3D, paper Sec. 4 and Eq. (10): the point-wise generator (:mod:`train.condense.matching.generator`)
+trained by gradient matching (:func:`train.condense.matching.matching_loops.match_gradients`) through the
+rotator (:mod:`train.condense.files.rotator`), and the generator kept to draw the set at any resolution
 (decision 78).
 
 Every synthetic cloud of class k is drawn from fresh uniform noise at the training clouds'
@@ -10,7 +10,7 @@ step moves the generator (and the learned sign's ``w``) with the released optimi
 (decision 92). As the released code (decision 92): the clouds the network trains on between two
 outer steps are re-centred and scaled into the unit sphere before the sign step
 (:func:`unit_sphere`), the matched ones are not; for part segmentation the real batches are
-perturbed (:func:`train.condense.augment.released_augment`, the released evaluation's perturbation) and the part segmenter's batch-norm statistics
+perturbed (:func:`train.condense.evaluation.augment.released_augment`, the released evaluation's perturbation) and the part segmenter's batch-norm statistics
 come from a few real clouds a class. The condensed set is one draw of every cloud (noise from the
 seed) after the sign step, re-centred and scaled into the unit sphere before it for classification
 (``gm_inr.py`` evaluates so), as drawn for part segmentation (``seg_inr.py`` evaluates so). ``<folder>/generator.pt``
@@ -26,14 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.condense.augment import released_augment
-from train.condense.condensed_file import FILE_NAME, CondensedSet, read_condensed
-from train.condense.distill_checkpoint import Checkpoint
-from train.condense.generator import DATASET_W0, PointGenerator
-from train.condense.matching_loops import (STATISTICS_CLOUDS, Batch, ClassClouds, DistillSpec, match_gradients,
+from train.condense.evaluation.augment import released_augment
+from train.condense.files.condensed_file import FILE_NAME, CondensedSet, read_condensed
+from train.condense.files.distill_checkpoint import Checkpoint
+from train.condense.matching.controls import MatchedControl
+from train.condense.matching.generator import DATASET_W0, PointGenerator
+from train.condense.matching.matching_loops import (STATISTICS_CLOUDS, Batch, ClassClouds, DistillSpec, match_gradients,
                                           real_sampler, to_device)
-from train.condense.released import generator_adam, loops_of, task_of
-from train.condense.rotator import Rotator, principal_axes
+from train.condense.matching.released import generator_adam, loops_of, task_of
+from train.condense.files.rotator import Rotator, principal_axes
 from train.data.objects import ObjectSet
 from train.runtime.distributed import DistInfo
 from train.runtime.files import atomic_write
@@ -107,11 +108,14 @@ def draw_set(generator: PointGenerator, rotator: Rotator, points: int, seed: int
 
 
 def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info: DistInfo, folder: Path,
-                 rotator: Rotator, checkpoint: Checkpoint | None = None
+                 rotator: Rotator, checkpoint: Checkpoint | None = None, norms: list[tuple[float, float]] | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[float]]:
     """DD3D on ``train`` through ``rotator`` (on ``info.device``; a learned sign is trained in
     place) with the released loops and optimiser (decision 92): the drawn set, its labels, its
-    parts (part segmentation) and the history of D; the generator saved in ``folder``."""
+    parts (part segmentation) and the history of D; the generator saved in ``folder``. With
+    ``spec.control`` the matched steps' gradient norms are appended to ``norms``
+    (:class:`train.condense.matching.controls.MatchedControl`; a cloud's start is its code drawn by
+    the initial generator from noise of ``seed``, before any checkpoint is restored)."""
     classes = np.unique(train.labels)
     labels = np.repeat(classes, cpc).astype(np.int64)
     torch.manual_seed(seed)
@@ -137,13 +141,20 @@ def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info:
 
     def drawn(normalise: bool) -> ClassClouds:
         return lambda k: draw_batch(generator, rotator, rows[k], resolution, draws, partition, normalise)
+    control = None
+    if spec.control is not None:
+        with torch.no_grad():
+            start_noise = torch.Generator().manual_seed(seed)
+            starts = {k: draw_batch(generator, rotator, rows[k], resolution, start_noise, partition, False)[0]
+                      for k in sorted(rows)}
+        control = MatchedControl(spec.control, [*generator.parameters(), *rotator.parameters()], starts, norms)
     real_batch = framed(real, perturbed=partition is not None)
     statistics = None if partition is None else framed(
         real_sampler(real_points, train.labels, STATISTICS_CLOUDS, draws, real_parts), perturbed=False)
     history = match_gradients(optimizer, sorted(rows), len(train.class_names), loops_of(train, cpc), real_batch,
                               drawn(False), spec, draws, info, checkpoint, desc=f"DD3D CPC {cpc}",
                               num_parts=None if partition is None else len(train.part_classes),
-                              inner_set=drawn(True), statistics=statistics)
+                              inner_set=drawn(True), statistics=statistics, control=control)
     if info.is_main:
         save_generator(generator, rotator, labels, partition, folder / GENERATOR_NAME)
     points, parts = draw_set(generator, rotator, resolution, seed, partition)

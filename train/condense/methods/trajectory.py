@@ -8,7 +8,7 @@ iteration picks an expert and a start epoch t, starts a student at the expert's 
 and takes N differentiable SGD steps on the whole synthetic set with a learned step size; the loss
 is the student's squared distance to the expert's weights of epoch t + M, divided by the expert's
 own squared distance over those epochs. The clouds take the explicit clouds' optimiser
-(:func:`train.condense.explicit.cloud_optimizer`) and SGD the log of the step size.
+(:func:`train.condense.methods.explicit.cloud_optimizer`) and SGD the log of the step size.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from train.condense.distill_checkpoint import Checkpoint
-from train.condense.explicit import cloud_optimizer, initial_clouds
-from train.condense.matching_loops import DistillSpec, decay_at_half, fresh_network
-from train.condense.training import batch_stream
+from train.condense.files.distill_checkpoint import Checkpoint
+from train.condense.methods.explicit import cloud_optimizer, initial_clouds
+from train.condense.matching.matching_loops import DistillSpec, decay_at_half, fresh_network
+from train.condense.evaluation.training import batch_stream
 from train.data.objects import ObjectSet
 from train.runtime.distributed import DistInfo
 from train.runtime.logging_utils import progress

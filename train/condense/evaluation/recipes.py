@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from train.condense.training import TrainSpec
+from train.condense.evaluation.training import TrainSpec
 
 RECIPES = ("cpu", "paper")
 PAPER = {

@@ -9,7 +9,7 @@ distance ``D`` (``fast.gradient_match_distance``); the per-class distances are s
 of the synthetic parameters' optimiser is taken; between two such steps the network trains
 ``inner`` epochs on the synthetic set (drawn anew, detached) in shuffled batches, its SGD learning
 rate cut by 10 after half of the iteration's ``outer x inner`` epochs where the loops say so
-(:class:`train.condense.released.Loops`, the released code's by data set, setting and task). A
+(:class:`train.condense.matching.released.Loops`, the released code's by data set, setting and task). A
 network with batch normalisation (the part segmenter) first runs a few real clouds of every class
 in training mode before each outer step and matches with its running statistics frozen (Dataset
 Condensation's ``BNSizePC``). Distribution matching, :func:`match_distributions`: every iteration a
@@ -37,9 +37,10 @@ import torch
 import torch.nn.functional as F
 
 from fast import distribution_match_loss, gradient_match_distance
-from train.condense.distill_checkpoint import Checkpoint
-from train.condense.released import Loops
-from train.condense.topology_term import Batch, Term, topology_term
+from train.condense.files.distill_checkpoint import Checkpoint
+from train.condense.matching.released import Loops
+from train.condense.matching.controls import MatchedControl
+from train.condense.matching.topology_term import Batch, Term, topology_term
 from train.models.objects import build_object_model
 from train.runtime.distributed import DistInfo, all_reduce_sum
 from train.runtime.logging_utils import progress
@@ -56,15 +57,17 @@ IGNORED = -100  # the part id cross-entropy skips: the points outside the part a
 class DistillSpec:
     """How a distillation method runs (decisions 78, 92 and 93 give the defaults and where they
     differ from the released code): ``iterations`` outer iterations (None: the data set's released
-    count, :func:`train.condense.released.iterations_for`), the network's SGD ``net_lr``,
+    count, :func:`train.condense.matching.released.iterations_for`), the network's SGD ``net_lr``,
     ``real_batch`` real clouds a class, ``init`` of explicit clouds (``real`` or ``noise``, Table 6),
     their ``cloud_optimizer`` (``adam`` or ``sgd``) and ``cloud_lr`` (None: the method's chosen on
-    validation, decision 93, :func:`train.condense.explicit.cloud_step`; DD3D's generator takes the
-    released optimiser of its task, :func:`train.condense.released.generator_adam`), a checkpoint
+    validation, decision 93, :func:`train.condense.methods.explicit.cloud_step`; DD3D's generator takes the
+    released optimiser of its task, :func:`train.condense.matching.released.generator_adam`), a checkpoint
     every ``checkpoint_every`` iterations and ``resume`` from it (decision 80; ``"matching"``: only
     from a checkpoint of this run, else afresh, as the study's units do); gradient matching adds
     ``topo_weight`` times the persistence term of reading ``topo`` to each class's distance
-    (:mod:`train.condense.topology_term`, decision 96; None: no term)."""
+    (:mod:`train.condense.matching.topology_term`, decision 96; None: no term), or with ``control``
+    a geometric control in its place at its gradient norm (:mod:`train.condense.matching.controls`,
+    decision 101)."""
 
     iterations: int | None = None
     net_lr: float = 1e-3
@@ -76,6 +79,7 @@ class DistillSpec:
     resume: bool | str = False
     topo: str | None = None
     topo_weight: float = 0.0
+    control: str | None = None
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -198,13 +202,13 @@ def _draw(k: int, own: Collection[int], sampler: ClassClouds) -> Batch | None:
 
 
 def class_distances(net: torch.nn.Module, classes: list[int], real: ClassClouds, synthetic: ClassClouds,
-                    local: bool = False, own: Collection[int] | None = None, topo: Term | None = None
-                    ) -> Iterator[torch.Tensor]:
+                    local: bool = False, own: Collection[int] | None = None, topo: Term | None = None,
+                    control: MatchedControl | None = None) -> Iterator[torch.Tensor]:
     """Eq. (10) (Eq. 11 for parts) class by class: the distance D between the real and the synthetic
     gradients of each of the ``own`` classes (default all); ``local``: per part of the class present
     on both sides, the other parts' points masked out (DD3D Sec. 4.3's local matching), summed.
-    ``topo``: a persistence term of the class's real and synthetic clouds added to each distance.
-    Every class's batches are drawn, in order, the next class's after the consumer has taken a term."""
+    ``topo``: a persistence term of the class's real and synthetic clouds added to each distance
+    (with ``control``: the control at the term's gradient norm in its place). Every class's batches are drawn, in order, the next class's after the consumer has taken a term."""
     own = classes if own is None else own
     for k in classes:
         real_batch, synthetic_batch = _draw(k, own, real), _draw(k, own, synthetic)
@@ -218,7 +222,8 @@ def class_distances(net: torch.nn.Module, classes: list[int], real: ClassClouds,
         for grads, target in zip(_gradients(net, synthetic_batch, k, parts, create_graph=True), targets):
             distance = distance + gradient_match_distance(grads, [g.detach() for g in target])
         if topo is not None:
-            distance = distance + topo(net, real_batch, synthetic_batch)
+            term = topo(net, real_batch, synthetic_batch)
+            distance = distance + (term if control is None else control(k, real_batch, synthetic_batch, term))
         yield distance
 
 
@@ -289,13 +294,14 @@ def match_gradients(optimizer: torch.optim.Optimizer, classes: list[int], num_cl
                     real: ClassClouds, synthetic: ClassClouds, spec: DistillSpec, generator: torch.Generator,
                     info: DistInfo, checkpoint: Checkpoint | None = None, desc: str = "gradient matching",
                     num_parts: int | None = None, inner_set: ClassClouds | None = None,
-                    statistics: ClassClouds | None = None) -> list[float]:
+                    statistics: ClassClouds | None = None, control: MatchedControl | None = None) -> list[float]:
     """Gradient matching (module docstring) of the parameters ``optimizer`` holds with ``loops``, this
     rank's classes matched; the mean D of each iteration. ``checkpoint``: saved as it says and
     resumed from (decision 80). With ``num_parts`` (part segmentation, Eq. 11) the outer steps
     alternate global and local matching (decision 81). ``inner_set``: class k's synthetic clouds the
     network trains on (default ``synthetic``); ``statistics``: class k's real clouds for the
-    batch-norm statistics (:func:`freeze_batch_norm`; none for a network without batch norm)."""
+    batch-norm statistics (:func:`freeze_batch_norm`; none for a network without batch norm);
+    ``control``: the persistence term's control (``spec.control``), built by the method."""
     own = own_classes(classes, info)
     inner_set = synthetic if inner_set is None else inner_set
     topo = topology_term(spec.topo, spec.topo_weight)
@@ -310,8 +316,8 @@ def match_gradients(optimizer: torch.optim.Optimizer, classes: list[int], num_cl
             if statistics is not None:
                 freeze_batch_norm(net, classes, statistics)
             local = num_parts is not None and step % 2 == 1
-            total += summed_step(optimizer, class_distances(net, classes, real, synthetic, local, own, topo),
-                                 info)
+            total += summed_step(optimizer, class_distances(net, classes, real, synthetic, local, own, topo,
+                                                            control), info)
             if step == loops.outer - 1:
                 break
             with torch.no_grad():

@@ -5,7 +5,7 @@ A :class:`Plan` fixes the data set, the resolutions, the CPCs, the iterations, h
 method is distilled (seeds 0, 1, ...) and how many runs evaluate each set; :data:`PRESETS` holds
 the paper's budget (``paper``, tens of GPU-hours) and one that fits a 2-core CPU (``cpu``; the hours
 of each, decision 87) and the evaluation recipe each uses (``paper`` the released evaluation,
-``cpu`` fixed steps; :mod:`train.condense.recipes`, decision 94). :func:`units` lists a table's
+``cpu`` fixed steps; :mod:`train.condense.evaluation.recipes`, decision 94). :func:`units` lists a table's
 :class:`Unit` s:
 
 1. classification (Table 1): Random, Herding, K-Center, GM, DM, TM (CPC <= 10, as the paper's),
@@ -25,7 +25,7 @@ of each, decision 87) and the evaluation recipe each uses (``paper`` the release
    aligned and rotated, without the term and with each reading (the feature readings where a class has
    several clouds) at each of :attr:`Plan.topo_weights`; the weight is chosen on the validation
    split, and every set's distance from its class's real clouds is measured
-   (:mod:`train.condense.shape_gap`);
+   (:mod:`train.condense.studies.shape_gap`);
 8. the persistence term across backbones (Table 8, Table 3's check of Table 7, decision 97): at
    the largest CPC, aligned, GM's and DD3D's sets without the term and with each reading at its
    weight chosen on validation in Table 7 (:func:`chosen_weight`), and the full set, evaluated with
@@ -45,9 +45,9 @@ goes on from its checkpoint when it is the unit's (decision 80), so a stopped st
 stopped; each unit that runs says its table, its place and its name as it starts. :func:`report`
 makes the tables from the results of the tables run and of every unit
 finished in the folder before: a cell of several distillations is the mean, the 95% t interval
-over the distillations' means and each one's mean (:func:`train.condense.metrics.two_level`), a
+over the distillations' means and each one's mean (:func:`train.condense.evaluation.metrics.two_level`), a
 cell of one set the interval over its runs; the distillations' gains over Random's draw of the
-same seed are paired (:func:`train.condense.metrics.paired_gain`).
+same seed are paired (:func:`train.condense.evaluation.metrics.paired_gain`).
 """
 from __future__ import annotations
 
@@ -60,22 +60,23 @@ from typing import Any
 
 import numpy as np
 
-from train.condense.condensed_file import CondensedSet, read_condensed, write_condensed
-from train.condense.data import DataSpec, clouds_of, condensed_clouds, in_frame
-from train.condense.dd3d import redrawn
-from train.condense.distill_checkpoint import RESUME_MATCHING
-from train.condense.features import CACHE_NAME
-from train.condense.matching_loops import DistillSpec
+from train.condense.files.condensed_file import CondensedSet, read_condensed, write_condensed
+from train.condense.files.data import DataSpec, clouds_of, condensed_clouds, in_frame
+from train.condense.methods.dd3d import redrawn
+from train.condense.files.distill_checkpoint import RESUME_MATCHING
+from train.condense.matching.features import CACHE_NAME
+from train.condense.matching.matching_loops import DistillSpec
 from train.condense.methods import DISTILLATIONS, TOPO_DISTILLATIONS, condense_set
-from train.condense.metrics import SCORES, paired_gain, summarise, two_level
-from train.condense.protocol import BEST, LABELS, VAL, evaluate_runs, format_gain, format_summary, format_two_level
-from train.condense.recipes import named_recipe
-from train.condense.released import iterations_for
-from train.condense.resample import resampled
-from train.condense.rotator import Rotator, rotator_kind, rotator_of
-from train.condense.shape_gap import shape_gap
-from train.condense.topology_term import DEFAULT_M, FEATURE_READINGS, PART_READINGS, READINGS, RealDiagrams
-from train.condense.training import Clouds, TrainSpec
+from train.condense.evaluation.metrics import SCORES, paired_gain, summarise, two_level
+from train.condense.evaluation.protocol import (BEST, LABELS, VAL, evaluate_runs, format_gain, format_summary,
+                                                format_two_level)
+from train.condense.evaluation.recipes import named_recipe
+from train.condense.matching.released import iterations_for
+from train.condense.methods.resample import resampled
+from train.condense.files.rotator import Rotator, rotator_kind, rotator_of
+from train.condense.studies.shape_gap import shape_gap
+from train.condense.matching.topology_term import DEFAULT_M, PART_READINGS, READINGS, RealDiagrams, reading_acts
+from train.condense.evaluation.training import Clouds, TrainSpec
 from train.data.objects.cloud import SETTINGS, EmptySplitError, ObjectSet
 from train.runtime.distributed import DistInfo, barrier
 from train.runtime.files import atomic_write
@@ -261,11 +262,11 @@ def cross_topo_units(plan: Plan, rows: list[dict[str, Any]], required: tuple[str
 
 
 def topo_readings(cpc: int, task: str) -> tuple[str, ...]:
-    """The persistence term's readings Tables 7 and 9 run at ``cpc`` on ``task``: the feature
-    readings compare the diagram of a class's synthetic clouds' features, which one cloud a class
-    leaves without a pair (a constant), and part sets take :data:`PART_READINGS`."""
+    """The persistence term's readings Tables 7 and 9 run at ``cpc`` on ``task``: those that act
+    there (:func:`reading_acts`: the feature readings from 3 clouds a class), and part sets take
+    :data:`PART_READINGS`."""
     readings = PART_READINGS if task == "parts" else READINGS
-    return tuple(r for r in readings if r not in FEATURE_READINGS or cpc > 1)
+    return tuple(r for r in readings if reading_acts(r, cpc))
 
 
 def _data(plan: Plan, unit: Unit, points: int) -> DataSpec:
@@ -310,6 +311,38 @@ def _read_result(plan: Plan, unit: Unit, path: Path) -> dict[str, Any]:
     return result
 
 
+@dataclass(frozen=True)
+class UnitClouds:
+    """What a unit trains on and is scored on, in its frame: the training clouds (its set, drawn
+    again at the evaluation's resolution or afresh at every use where the unit says so, or the full
+    ``train`` split), the ``test`` split and the validation clouds (None: a split too small to hold
+    one out)."""
+
+    train: Clouds
+    test: ObjectSet
+    val: Clouds | None
+
+
+def unit_clouds(plan: Plan, unit: Unit, out: Path, info: DistInfo) -> UnitClouds:
+    """The clouds of ``unit`` of the study in ``out`` (its set already made there, unless the unit
+    trains on the full split): what :func:`run_unit` evaluates, for a script that trains them again."""
+    data = _data(plan, unit, unit.eval_points)
+    set_folder = out / "units" / unit.set_name
+    cset = None if unit.method == "full" else _evaluated_set(unit, set_folder)
+    frame = Rotator(rotator_kind(unit.setting, unit.rotator)) if cset is None else rotator_of(cset.provenance["frame"])
+    test = in_frame(data.load("test"), frame)
+    try:
+        val: Clouds | None = clouds_of(in_frame(data.load("val"), frame))
+    except EmptySplitError:  # a set too small to hold one out: no validation scores
+        val = None
+    if cset is None:
+        return UnitClouds(clouds_of(in_frame(data.load("train"), frame)), test, val)
+    train = condensed_clouds(cset, test, str(set_folder))
+    if unit.resample:
+        train = resampled(train, cset, set_folder / "condensed.npz", info.device)
+    return UnitClouds(train, test, val)
+
+
 def run_unit(plan: Plan, unit: Unit, out: Path, info: DistInfo, place: str) -> dict[str, Any]:
     """The unit's result (module docstring), read when it is there, else made and written, its
     ``place`` in the study (e.g. ``Table 1, unit 3 of 28``) and name said as it starts."""
@@ -318,29 +351,14 @@ def run_unit(plan: Plan, unit: Unit, out: Path, info: DistInfo, place: str) -> d
         return _read_result(plan, unit, result_path)
     if info.is_main:
         print(f"study: {place}: {unit.name}", file=sys.stderr, flush=True)
-    data = _data(plan, unit, unit.eval_points)
     cost: dict[str, float] = {}
-    if unit.method == "full":
-        frame = Rotator(rotator_kind(unit.setting, unit.rotator))
-    else:
-        set_folder = out / "units" / unit.set_name
-        if not (set_folder / "condensed.npz").exists():
-            cost = _condense(plan, unit.set_unit, set_folder, info)
-        cset = _evaluated_set(unit, set_folder)
-        frame = rotator_of(cset.provenance["frame"])
-    test = in_frame(data.load("test"), frame)
-    try:
-        val: Clouds | None = clouds_of(in_frame(data.load("val"), frame))
-    except EmptySplitError:  # a set too small to hold one out: no validation scores
-        val = None
-    if unit.method == "full":
-        train = clouds_of(in_frame(data.load("train"), frame))
-    else:
-        train = condensed_clouds(cset, test, str(set_folder))
-        if unit.resample:
-            train = resampled(train, cset, set_folder / "condensed.npz", info.device)
+    set_folder = out / "units" / unit.set_name
+    if unit.method != "full" and not (set_folder / "condensed.npz").exists():
+        cost = _condense(plan, unit.set_unit, set_folder, info)
+    clouds = unit_clouds(plan, unit, out, info)
     recipe = plan.recipe_of(unit)
-    runs = evaluate_runs(train, clouds_of(test), recipe, plan.runs, 0, info, desc=unit.name, val=val)
+    runs = evaluate_runs(clouds.train, clouds_of(clouds.test), recipe, plan.runs, 0, info, desc=unit.name,
+                         val=clouds.val)
     result = {"unit": asdict(unit), "recipe": recipe.record(), "runs": runs, **cost}
     if info.is_main:
         atomic_write(json.dumps(result, indent=1).encode(), result_path)
@@ -529,7 +547,7 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
                   f"Validation {score} (mean of every run) chooses the weight; the gain is the test {score}'s over "
                   "the same method without the term, paired by distillation seed. Chamfer: to the nearest real "
                   "cloud of the class, in the unit sphere; diagram: PWCD (H0 + H1) to the nearest real diagram "
-                  "(train.condense.shape_gap); both means over the set's clouds.", "",
+                  "(train.condense.studies.shape_gap); both means over the set's clouds.", "",
                   f"| setting | CPC | method | term | val {score} | test {score} | gain over no term | Chamfer | "
                   "diagram gap |", "|---|---|---|---|---|---|---|---|---|"]
         for setting in settings:
@@ -628,7 +646,7 @@ def finished_units(plan: Plan, todo: list[Unit], out: Path) -> list[dict[str, An
 
 
 def _with_shapes(plan: Plan, results: list[dict[str, Any]], out: Path, info: DistInfo) -> list[dict[str, Any]]:
-    """``results`` each with its set's :func:`train.condense.shape_gap.shape_gap` (``shape``),
+    """``results`` each with its set's :func:`train.condense.studies.shape_gap.shape_gap` (``shape``),
     measured once by the main rank (each split read once, the real diagrams shared by every set)
     and kept beside the set (``shape_gap.json``)."""
     paths = [out / "units" / Unit(**result["unit"]).set_name / SHAPE_NAME for result in results]

@@ -1,5 +1,9 @@
-"""The condensation methods by name (:data:`METHODS`) and :func:`condense_set`, which runs one and
-returns the condensed set with its provenance (decisions 70 and 71).
+"""The methods' room: one module a method or family (``coreset``: Random, Herding, K-Center;
+``explicit``: GM and DM on explicit clouds; ``trajectory``: TM; ``dd3d``: DD3D and its generator's
+file, with ``resample``, a DD3D set drawn afresh at every use), and here the methods by name
+(:data:`METHODS`) and :func:`condense_set`, which runs one and returns the condensed set with its
+provenance (decisions 70 and 71). A new method is one module here and its line in
+:data:`METHODS`. Imports the files, evaluation and matching rooms of ``train.condense``.
 
 A method takes :class:`MethodInputs` (the ``train`` split, CPC, seed, the feature space on demand,
 the processes, the distillation settings, the run folder and the rotator) and returns the condensed
@@ -8,10 +12,10 @@ provenance (:func:`distill_record`). Every method works in the rotator's frame (
 :func:`condense_set` puts the ``train`` split there before a method that does not train the
 rotator runs, DD3D puts its real and synthetic clouds there itself (and trains a learned sign),
 and the file records the frame so that an evaluation puts its clouds there too. The coreset
-baselines (:mod:`train.condense.coreset`) pick real clouds; the distillation methods synthesise
-them: gradient and distribution matching on explicit clouds (:mod:`train.condense.explicit`),
-trajectory matching (:mod:`train.condense.trajectory`, decision 79) and DD3D
-(:mod:`train.condense.dd3d`, decision 78). A distillation without ``iterations`` runs the data set's
+baselines (:mod:`train.condense.methods.coreset`) pick real clouds; the distillation methods synthesise
+them: gradient and distribution matching on explicit clouds (:mod:`train.condense.methods.explicit`),
+trajectory matching (:mod:`train.condense.methods.trajectory`, decision 79) and DD3D
+(:mod:`train.condense.methods.dd3d`, decision 78). A distillation without ``iterations`` runs the data set's
 released count, and the file's provenance records what it ran (:func:`distill_record`: its loops,
 decision 92; the clouds' optimiser and each iteration's matching loss, decision 93).
 """
@@ -26,19 +30,20 @@ from typing import Any
 
 import numpy as np
 
-from train.condense.condensed_file import CondensedSet, current_commit
-from train.condense.coreset import Rule, herding_order, kcenter_order, random_order, select_per_class
-from train.condense.data import DataSpec, clouds_of, in_frame, pick
-from train.condense.dd3d import distill_dd3d
-from train.condense.distill_checkpoint import CHECKPOINT_NAME, Checkpoint
-from train.condense.explicit import check_init, cloud_step, distill_explicit
-from train.condense.features import embed, feature_network
-from train.condense.matching_loops import DistillSpec, check_processes
-from train.condense.released import generator_adam, iterations_for, loops_of, task_of
-from train.condense.rotator import Rotator, frame_record, rotator_kind
-from train.condense.topology_term import FEATURE_READINGS, PART_READINGS
-from train.condense.training import TrainSpec
-from train.condense.trajectory import check_one_process, distill_trajectories
+from train.condense.files.condensed_file import CondensedSet, current_commit
+from train.condense.methods.coreset import Rule, herding_order, kcenter_order, random_order, select_per_class
+from train.condense.files.data import DataSpec, clouds_of, in_frame, pick
+from train.condense.methods.dd3d import distill_dd3d
+from train.condense.files.distill_checkpoint import CHECKPOINT_NAME, Checkpoint
+from train.condense.methods.explicit import check_init, cloud_step, distill_explicit
+from train.condense.matching.features import embed, feature_network
+from train.condense.matching.controls import CONTROLS
+from train.condense.matching.matching_loops import DistillSpec, check_processes
+from train.condense.matching.released import generator_adam, iterations_for, loops_of, task_of
+from train.condense.files.rotator import Rotator, frame_record, rotator_kind
+from train.condense.matching.topology_term import FEATURE_SMALLEST_CPC, PART_READINGS, reading_acts
+from train.condense.evaluation.training import TrainSpec
+from train.condense.methods.trajectory import check_one_process, distill_trajectories
 from train.data.objects import ObjectSet
 from train.data.objects.load import GENERATED_SETS
 from train.runtime.distributed import DistInfo
@@ -100,14 +105,15 @@ def distillation(name: str) -> Method:
         checkpoint = Checkpoint(inputs.folder / CHECKPOINT_NAME, json.dumps(run, sort_keys=True), spec.checkpoint_every,
                                 spec.resume)
         args = (train, inputs.cpc, inputs.seed, spec, inputs.info)
+        norms: list[tuple[float, float]] = []
         if name == "tm":
             points, labels, history = distill_trajectories(*args, checkpoint)
             parts = None
         elif name == "dd3d":
-            points, labels, parts, history = distill_dd3d(*args, inputs.folder, inputs.rotator, checkpoint)
+            points, labels, parts, history = distill_dd3d(*args, inputs.folder, inputs.rotator, checkpoint, norms)
         else:
-            points, labels, parts, history = distill_explicit(*args, name, checkpoint)
-        return (points, labels, parts), distill_record(name, train, inputs.cpc, spec, history)
+            points, labels, parts, history = distill_explicit(*args, name, checkpoint, norms)
+        return (points, labels, parts), distill_record(name, train, inputs.cpc, spec, history, norms)
     return method
 
 
@@ -116,13 +122,15 @@ def settled(spec: DistillSpec, train: ObjectSet) -> DistillSpec:
     return spec if spec.iterations is not None else replace(spec, iterations=iterations_for(train.name, task_of(train)))
 
 
-def distill_record(method: str, train: ObjectSet, cpc: int, spec: DistillSpec, history: list[float]
-                   ) -> dict[str, Any]:
+def distill_record(method: str, train: ObjectSet, cpc: int, spec: DistillSpec, history: list[float],
+                   norms: list[tuple[float, float]] | None = None) -> dict[str, Any]:
     """What a distillation ran, for the provenance: its outer ``iterations``, real batch and network
     lr; gm and dd3d their ``loops`` (outer steps, inner epochs, inner batch, the network's and the
     synthetic parameters' lr cuts, decision 92); dd3d its generator's ``adam``, explicit clouds
     their ``init``, ``optimizer`` and ``lr`` (decision 93); and ``loss``, each iteration's mean
-    matching loss (D for gm and dd3d), so that a reader sees whether it fell."""
+    matching loss (D for gm and dd3d), so that a reader sees whether it fell; with a control
+    (decision 101) ``control_norms``, the mean over the matched steps this process ran of the
+    persistence term's gradient norm (what the control was scaled to) and of the control's own."""
     record: dict[str, Any] = {"iterations": spec.iterations, "real_batch": spec.real_batch, "net_lr": spec.net_lr}
     if method in ("gm", "dd3d"):
         record["loops"] = asdict(loops_of(train, cpc))
@@ -131,6 +139,9 @@ def distill_record(method: str, train: ObjectSet, cpc: int, spec: DistillSpec, h
     else:
         optimizer, lr = cloud_step(method, spec)
         record.update(init=spec.init, optimizer=optimizer, lr=lr)
+    if spec.control is not None and norms:
+        term, own = (float(np.mean([n[i] for n in norms])) for i in (0, 1))
+        record["control_norms"] = {"term": term, "control": own, "steps": len(norms)}
     return {**record, "loss": history}
 
 
@@ -146,14 +157,15 @@ METHODS: dict[str, Method] = {
 DISTILLATIONS = ("gm", "dm", "tm", "dd3d")
 FEATURE_METHODS = ("herding", "kcenter")  # the methods that train the feature network (coreset(uses_features=True))
 TOPO_DISTILLATIONS = ("gm", "dd3d")  # gradient matching's persistence term (decision 96)
-TOPO_FIELDS = ("topo", "topo_weight")
+TOPO_FIELDS = ("topo", "topo_weight", "control")
 
 
 def key_settings(spec: DistillSpec) -> dict[str, Any]:
     """The settings that identify a distillation (its checkpoint's key): all but ``resume`` and the
     clouds' optimiser options (the key holds the resolved optimiser, decision 93), and the
     persistence term's only when it is on (so a run without it keeps its key)."""
-    off = ("resume", "cloud_optimizer", "cloud_lr", *(TOPO_FIELDS if spec.topo is None else ()))
+    off = ("resume", "cloud_optimizer", "cloud_lr", *(TOPO_FIELDS if spec.topo is None else ()),
+           *(("control",) if spec.control is None else ()))
     return {k: v for k, v in asdict(spec).items() if k not in off}
 PART_DISTILLATIONS = ("gm", "dd3d")  # the paper's Table 2
 ROTATOR_TRAINERS = ("dd3d",)  # the methods that train a learned sign themselves
@@ -195,13 +207,19 @@ def checked_split(data: DataSpec, method: str, cpc: int, distill: DistillSpec = 
                          f"{', '.join(PART_DISTILLATIONS)})")
     if distill.topo is not None and method not in TOPO_DISTILLATIONS:
         raise ValueError(f"--topo is an option of {', '.join(TOPO_DISTILLATIONS)}")
+    if distill.control is not None and distill.topo is None:
+        raise ValueError("--control takes the persistence term's place at its strength: give --topo and "
+                         "--topo-weight, the term it controls")
+    if distill.control is not None and distill.control not in CONTROLS:
+        raise ValueError(f"--control must be one of {', '.join(CONTROLS)}, got {distill.control!r}")
     if distill.topo is not None and distill.topo not in PART_READINGS and objects.parts is not None:
         raise ValueError(f"--topo {distill.topo} reads the classification network's global feature; a part "
                          "segmentation set takes --topo shape (its diagrams per part)")
-    if distill.topo in FEATURE_READINGS and cpc == 1:
-        raise ValueError(f"--topo {distill.topo} compares the diagram of a class's synthetic clouds' features with "
-                         "the real ones'; with one synthetic cloud a class (CPC 1) that diagram has no pair and the "
-                         "term does nothing: give --cpc 2 or more, or --topo shape")
+    if distill.topo is not None and not reading_acts(distill.topo, cpc):
+        raise ValueError(f"--topo {distill.topo} compares the diagram of a class's {cpc} synthetic clouds' features "
+                         f"with the real ones'; below {FEATURE_SMALLEST_CPC} a class that diagram is the same whatever "
+                         f"the clouds (one has no pair, two normalised lie 2 apart) and the term does nothing: give "
+                         f"--cpc {FEATURE_SMALLEST_CPC} or more, or --topo shape")
     if method in EXPLICIT:
         check_init(distill.init, objects.parts is not None)
     if method == "tm":
@@ -220,7 +238,7 @@ def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: Train
                  ) -> CondensedSet:
     """``method`` at ``cpc`` clouds per class on ``data``'s ``train`` split (read unless given),
     refused as :func:`checked_split` says; ``recipe`` and ``cache`` those of the feature network
-    (:mod:`train.condense.features`), the cache's folder the run's (a generator is kept there);
+    (:mod:`train.condense.matching.features`), the cache's folder the run's (a generator is kept there);
     ``distill`` the distillation settings; ``rotator`` the frame's kind (None: the setting's,
     :func:`rotator_kind`)."""
     objects, kind = checked_split(data, method, cpc, distill, rotator, train, info.world_size)
@@ -242,6 +260,7 @@ def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: Train
                   "part_names": None if objects.part_names is None else list(objects.part_names),
                   "frame": frame_record(frame), "distill": record,
                   **({} if distill.topo is None else
-                     {"topo": {"reading": distill.topo, "weight": distill.topo_weight}})}
+                     {"topo": {"reading": distill.topo, "weight": distill.topo_weight,
+                               **({} if distill.control is None else {"control": distill.control})}})}
     return CondensedSet(points.astype(np.float32), labels.astype(np.int64), provenance,
                         None if parts is None else parts.astype(np.int64))

@@ -5,8 +5,8 @@ draw, "generating different point clouds at each epoch" as data augmentation (de
 Each time a training batch uses a synthetic cloud, the cloud is drawn from new uniform noise at the
 set's resolution, put in the unit sphere as the condensed file's clouds are (classification,
 decision 92) and passed through the rotator's sign step, and a part segmentation cloud's points get
-the parts of the noise intervals they fall in, as :func:`train.condense.dd3d.draw_set` draws the set. The noise comes from the training run's random stream (seeded by the run's seed,
-:func:`train.condense.training.train_backbone`), so a seed gives the same scores and every rank of
+the parts of the noise intervals they fall in, as :func:`train.condense.methods.dd3d.draw_set` draws the set. The noise comes from the training run's random stream (seeded by the run's seed,
+:func:`train.condense.evaluation.training.train_backbone`), so a seed gives the same scores and every rank of
 several processes draws the same global batch. The generator is ``generator.pt`` beside the
 condensed file, as a dd3d run keeps it.
 """
@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.condense.condensed_file import CondensedSet
-from train.condense.dd3d import GENERATOR_NAME, Partition, draw_batch, load_generator, normalises_sets
-from train.condense.generator import PointGenerator
-from train.condense.rotator import Rotator
-from train.condense.training import BatchSource, Clouds
+from train.condense.files.condensed_file import CondensedSet
+from train.condense.methods.dd3d import GENERATOR_NAME, Partition, draw_batch, load_generator, normalises_sets
+from train.condense.matching.generator import PointGenerator
+from train.condense.files.rotator import Rotator
+from train.condense.evaluation.training import BatchSource, Clouds
 
 
 def generator_source(generator: PointGenerator, rotator: Rotator, partition: Partition | None, points: int

@@ -10,7 +10,7 @@ Arrays (a plain ``.npz``, read with ``allow_pickle=False``):
   (:data:`PROVENANCE_FIELDS`: method, data set, setting, task, CPC, the method's seed, the data
   set's seed and size (those of :func:`train.data.objects.load_objects`, which key a generated
   set's content), commit, class names, the part names for part segmentation, the ``frame``
-  the clouds live in: the rotator's record, :func:`train.condense.rotator.frame_record`, decision
+  the clouds live in: the rotator's record, :func:`train.condense.files.rotator.frame_record`, decision
   86; a file written before the frame was recorded reads as the data's own frame, ``none``), and
   ``distill``, what a distillation ran (its iterations, loops and learning rates, decision 92; the
   explicit clouds' optimiser and each iteration's matching loss, decision 93;
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from train.condense.rotator import Rotator, frame_record, rotator_of
+from train.condense.files.rotator import Rotator, frame_record, rotator_of
 from train.runtime.files import atomic_write
 
 FILE_NAME = "condensed.npz"

@@ -1,12 +1,13 @@
 """What a form of ``python -m train.condense`` may write, checked before any work (decisions 90 and 99).
 
-Every ``--out`` is checked first, in one line naming it: a folder (condense, table, study) must not
-be a file, a file (evaluate's JSON, sample's ``.npz``, show's ``.png``) not a folder, and neither
-may lie under a file; an existing file is replaced only when it is the form's own kind of output
-(:func:`check_replaceable`) or ``--overwrite`` is given, and then only once its successor is
-complete (:func:`train.runtime.files.atomic_write`). A run folder is then held for the run's life
-by a lock file, ``<out>/.condense.lock`` (:mod:`train.runtime.lock_files`, as ``train.predict``
-holds its ``--out``): a second run into the same folder is refused naming the first.
+Every ``--out`` is checked first, in one line naming it (:mod:`train.runtime.out_paths`): a folder
+(condense, table, study) must not be a file, a file (evaluate's JSON, sample's ``.npz``, show's
+``.png``) not a folder, and neither may lie under a file; an existing file is replaced only when it
+is the form's own kind of output (:func:`check_replaceable`) or ``--overwrite`` is given, and then
+only once its successor is complete (:func:`train.runtime.files.atomic_write`). A run folder is
+then held for the run's life by a lock file, ``<out>/.condense.lock`` (:mod:`train.runtime.lock_files`,
+as ``train.predict`` holds its ``--out``): a second run into the same folder is refused naming the
+first.
 
 A condense run's folder that holds another run's set (``condensed.npz``, a distillation's
 ``distill.pt`` or a generator) is refused unless the run goes on from that checkpoint
@@ -28,10 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from train.condense.condensed_file import FILE_NAME
-from train.condense.dd3d import GENERATOR_NAME
-from train.condense.distill_checkpoint import CHECKPOINT_NAME
-from train.condense.features import CACHE_NAME, check_cache
+from train.condense.files.condensed_file import FILE_NAME
+from train.condense.methods.dd3d import GENERATOR_NAME
+from train.condense.files.distill_checkpoint import CHECKPOINT_NAME
+from train.condense.matching.features import CACHE_NAME, check_cache
 from train.runtime.files import atomic_write
 from train.runtime.lock_files import try_hold
 
@@ -39,33 +40,6 @@ LOCK_NAME = ".condense.lock"
 RUN_FILES = (FILE_NAME, CHECKPOINT_NAME, GENERATOR_NAME)  # what one condense run leaves in its folder
 STAGING_NAME = ".replacing"  # an --overwrite run's files until it has finished
 READY_NAME = "ready.json"  # written in the staging folder when its run has finished: the files it made
-
-
-def _under_file(path: Path) -> Path | None:
-    """The first ancestor of ``path`` that exists and is not a folder (None: there is none)."""
-    return next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
-
-
-def check_folder_out(path: Path) -> None:
-    """ValueError in one line when the folder ``path`` cannot be made or used (module docstring)."""
-    above = _under_file(path)
-    if above is not None:
-        raise ValueError(f"--out {path} lies under the file {above}: give a folder")
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {path} is a file: this form writes a folder; give a folder")
-
-
-def check_file_out(path: Path, suffix: str | None = None, what: str = "file") -> None:
-    """ValueError in one line when the file ``path`` cannot be written (module docstring);
-    ``suffix``: the kind of file ``what`` is (e.g. ``.png``, a picture)."""
-    above = _under_file(path)
-    if above is not None:
-        raise ValueError(f"--out {path} lies under the file {above}: give a file in a folder")
-    if path.is_dir():
-        raise ValueError(f"--out {path} is a folder: this form writes one file; give a file name"
-                         + (f" ending in {suffix}" if suffix else ""))
-    if suffix is not None and path.suffix.lower() != suffix:
-        raise ValueError(f"--out {path}: the {what} is a {suffix} file")
 
 
 def hold_folder(path: Path) -> IO[str]:
@@ -162,7 +136,8 @@ def clear_for_run(path: Path, resume: bool, overwrite: bool) -> Path:
     check_cache(path / CACHE_NAME)
     staged = path / STAGING_NAME
     if staged.exists():
-        resume = "go on with --overwrite --resume (the same options), or " if (staged / CHECKPOINT_NAME).is_file() else ""
+        resume = ("go on with --overwrite --resume (the same options), or " if (staged / CHECKPOINT_NAME).is_file()
+                  else "")
         raise ValueError(f"--out {path} holds a stopped --overwrite run ({staged}): {resume}give --overwrite to start "
                          "again")
     if resume:

@@ -1,8 +1,8 @@
 """Checkpoints of a distillation run and its exact resumption (decision 80).
 
-A distillation loop (:mod:`train.condense.matching_loops`, :mod:`train.condense.trajectory`) saves
+A distillation loop (:mod:`train.condense.matching.matching_loops`, :mod:`train.condense.methods.trajectory`) saves
 after its first iteration, every ``every`` iterations and after any iteration that ends
-:data:`SAVE_MINUTES` or more after the last save (so a stop, :mod:`train.condense.stop`, loses
+:data:`SAVE_MINUTES` or more after the last save (so a stop, :mod:`train.condense.cli.stop`, loses
 minutes, not the run), into one file (``<out>/distill.pt``, written atomically): the iterations
 done, the loss history, every parameter its optimisers hold and their states, torch's global
 random state (the fresh networks are drawn from it) and the run's own generator of draws. A run

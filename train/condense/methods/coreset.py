@@ -4,7 +4,7 @@
 Each rule picks, from the clouds of one class, the order in which they join the coreset; the first
 CPC of that order are kept (all of them when the class has fewer). Herding and K-Center work on a
 feature vector per cloud (the caller's: the global feature of a lightweight PointNet trained on the
-full training set, :mod:`train.condense.features`).
+full training set, :mod:`train.condense.matching.features`).
 
 - Random: a uniformly random order from ``default_rng([seed, class])``.
 - Herding (Welling 2009, as the iCaRL exemplar rule): the k-th pick is the cloud whose feature

@@ -17,17 +17,17 @@ data set into a file, evaluate a condensed set, or run the coreset table (``docs
         # a selection: those units
 
 Every form runs in one process, in ``--procs N`` local processes or under ``torchrun`` (the ranks
-share each training step, :mod:`train.condense.training`), on ``--device`` (auto: CUDA when there
+share each training step, :mod:`train.condense.evaluation.training`), on ``--device`` (auto: CUDA when there
 is one); the distillation methods gm, dm and dd3d (decisions 78-81) share the classes between
 the ranks (decision 84), while tm, ``sample`` and ``show`` run in one process. Clouds are condensed
 and evaluated in the rotator's frame (decision 86): ``--rotator`` of the condense form (default:
 none aligned, fixed rotated) is written into the file, and ``evaluate`` puts its clouds in the
 file's frame (``--rotator`` there only for ``--from full``). Every ``--from`` takes a run folder or
 its ``condensed.npz``. Every ``--out`` is checked, and a run folder held, before any work
-(:mod:`train.condense.out_folder`, decision 90); ``--overwrite`` replaces on success (decision 99).
+(:mod:`train.condense.cli.out_folder`, decision 90); ``--overwrite`` replaces on success (decision 99).
 A refusal is one line, exit status 2, a full disk and memory that runs out too; Ctrl-C or SIGTERM
 stops a form with one line saying what was kept and how to go on, exit status 130 or 143
-(:mod:`train.condense.stop`).
+(:mod:`train.condense.cli.stop`).
 """
 from __future__ import annotations
 
@@ -48,37 +48,39 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.run: idle OpenMP
 
 import torch  # noqa: E402
 
-from train.condense.condensed_file import FILE_NAME, read_condensed, set_path, write_condensed  # noqa: E402
-from train.condense.data import DataSpec, clouds_of, condensed_clouds, file_data, in_frame  # noqa: E402
-from train.condense.dd3d import GeneratorFileError, redrawn  # noqa: E402
-from train.condense.distill_checkpoint import CHECKPOINT_NAME, SAVE_MINUTES, saved_iteration  # noqa: E402
-from train.condense.explicit import CLOUD_STEPS, INITS, OPTIMIZERS, cloud_step  # noqa: E402
-from train.condense.features import CACHE_NAME, FeatureCacheError  # noqa: E402
-from train.condense.generator import WIDTH as GENERATOR_WIDTH  # noqa: E402
-from train.condense.matching_loops import DistillSpec  # noqa: E402
+from train.condense.files.condensed_file import FILE_NAME, read_condensed, set_path, write_condensed  # noqa: E402
+from train.condense.files.data import DataSpec, clouds_of, condensed_clouds, file_data, in_frame  # noqa: E402
+from train.condense.methods.dd3d import GeneratorFileError, redrawn  # noqa: E402
+from train.condense.files.distill_checkpoint import CHECKPOINT_NAME, SAVE_MINUTES, saved_iteration  # noqa: E402
+from train.condense.methods.explicit import CLOUD_STEPS, INITS, OPTIMIZERS, cloud_step  # noqa: E402
+from train.condense.matching.features import CACHE_NAME, FeatureCacheError  # noqa: E402
+from train.condense.matching.controls import CONTROLS  # noqa: E402
+from train.condense.matching.generator import WIDTH as GENERATOR_WIDTH  # noqa: E402
+from train.condense.matching.matching_loops import DistillSpec  # noqa: E402
 from train.condense.methods import (DISTILLATIONS, FEATURE_METHODS, METHODS, TOPO_DISTILLATIONS,  # noqa: E402
                                     checked_split, condense_set, loss_line)
-from train.condense.pictures import draw_clouds, draw_diagrams  # noqa: E402
-from train.condense.metrics import SCORES, common_seeds, paired_gain, summarise, two_level  # noqa: E402
-from train.condense.protocol import (BEST, LABELS, choose_recipe, evaluate_runs, format_gain,  # noqa: E402
+from train.condense.studies.pictures import draw_clouds, draw_diagrams  # noqa: E402
+from train.condense.evaluation.metrics import SCORES, common_seeds, paired_gain, summarise, two_level  # noqa: E402
+from train.condense.evaluation.protocol import (BEST, LABELS, choose_recipe, evaluate_runs, format_gain,  # noqa: E402
                                      format_summary, format_two_level, validation_record)
-from train.condense.recipes import RECIPES, named_recipe  # noqa: E402
-from train.condense.released import iterations_for  # noqa: E402
-from train.condense.out_folder import (check_file_out, check_folder_out, check_replaceable, clear_for_run,  # noqa: E402
-                                       finish_replacing, hold_folder, mark_ready, run_folder)
-from train.condense.resample import resampled  # noqa: E402
-from train.condense.rotator import ROTATORS, Rotator, rotator_kind, rotator_of  # noqa: E402
-from train.condense.stop import STOP_SIGNALS, Stopped, stopped_code, stopping  # noqa: E402
-from train.condense.study import PRESETS, TABLES, TITLES, TOPO_WEIGHTS, Selection, run_study  # noqa: E402
-from train.condense.table import coreset_table  # noqa: E402
-from train.condense.topology_term import READINGS, check_weight  # noqa: E402
-from train.condense.training import TrainSpec  # noqa: E402
+from train.condense.evaluation.recipes import RECIPES, named_recipe  # noqa: E402
+from train.condense.matching.released import iterations_for  # noqa: E402
+from train.condense.cli.out_folder import (check_replaceable, clear_for_run, finish_replacing,  # noqa: E402
+                                           hold_folder, mark_ready, run_folder)
+from train.condense.methods.resample import resampled  # noqa: E402
+from train.condense.files.rotator import ROTATORS, Rotator, rotator_kind, rotator_of  # noqa: E402
+from train.condense.cli.stop import STOP_SIGNALS, Stopped, stopped_code, stopping  # noqa: E402
+from train.condense.studies.study import PRESETS, TABLES, TITLES, TOPO_WEIGHTS, Selection, run_study  # noqa: E402
+from train.condense.studies.table import coreset_table  # noqa: E402
+from train.condense.matching.topology_term import READINGS, check_weight  # noqa: E402
+from train.condense.evaluation.training import TrainSpec  # noqa: E402
 from train.data.objects import OBJECT_SETS, SETTINGS, TASKS, ObjectSet  # noqa: E402
 from train.models.objects import CLASSIFIERS, PART_SEGMENTERS  # noqa: E402
 from train.runtime.distributed import SPAWNED_ENV, DistInfo, launch  # noqa: E402
 from train.runtime.files import NoRoomError, atomic_write  # noqa: E402
 from train.runtime.logging_utils import refuse  # noqa: E402
 from train.runtime.memory import check_fits, memory_refused  # noqa: E402
+from train.runtime.out_paths import check_file_out, check_folder_out  # noqa: E402
 
 PROG = "python -m train.condense"
 FORMS = ("evaluate", "table", "sample", "show", "study")  # condensing is the form without a name
@@ -89,7 +91,7 @@ RECIPE = TrainSpec()
 DISTILL = DistillSpec()
 DISTILL_OPTIONS = {"iterations": DISTILLATIONS, "init": tuple(CLOUD_STEPS), "cloud_optimizer": tuple(CLOUD_STEPS),
                    "cloud_lr": tuple(CLOUD_STEPS), "resume": DISTILLATIONS, "topo": TOPO_DISTILLATIONS,
-                   "topo_weight": TOPO_DISTILLATIONS}  # who takes which
+                   "topo_weight": TOPO_DISTILLATIONS, "control": TOPO_DISTILLATIONS}  # who takes which
 ROTATOR_HELP = (f"the frame, one of {', '.join(ROTATORS)}: pca puts clouds on their principal axes, fixed also signs "
                 "each axis by mean sin(x), learned (dd3d) trains the sign (default: none aligned, fixed rotated)")
 DEVICE_HELP = "auto (CUDA when torch sees a GPU, else the CPU), cpu or cuda (default auto)"
@@ -165,6 +167,10 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                           "(shape) or the class's global features' (feature; feature_equal: against real sets of the "
                           "synthetic set's size); decisions 96 and 98")
     condense.add_argument("--topo-weight", type=float, help="the term's weight (> 0), with --topo")
+    condense.add_argument("--control", choices=CONTROLS, help="with --topo: in the term's place, a geometric term "
+                          "that is not topological, scaled at every class's step to the term's gradient norm on the "
+                          "synthetic parameters: chamfer (to the nearest real cloud of the batch) or start (to each "
+                          "cloud's start); decision 101")
     condense.add_argument("--resume", action="store_true", default=None, help=f"go on from <out>/{CHECKPOINT_NAME} "
                           f"(saved after the first iteration, every {DISTILL.checkpoint_every} and at least every "
                           f"{SAVE_MINUTES:g} minutes), exactly; with --overwrite, from the stopped --overwrite run's")
@@ -302,7 +308,8 @@ def _given_data(args: argparse.Namespace) -> DataSpec:
 
 def _distill(args: argparse.Namespace) -> DistillSpec:
     given = {"iterations": args.iterations, "init": args.init, "cloud_optimizer": args.cloud_optimizer,
-             "cloud_lr": args.cloud_lr, "resume": args.resume, "topo": args.topo, "topo_weight": args.topo_weight}
+             "cloud_lr": args.cloud_lr, "resume": args.resume, "topo": args.topo, "topo_weight": args.topo_weight,
+             "control": args.control}
     if (args.topo is None) != (args.topo_weight is None):
         raise ValueError("--topo and --topo-weight go together: give both (e.g. --topo shape --topo-weight 0.1)")
     if args.topo_weight is not None:
@@ -322,7 +329,7 @@ def _distill(args: argparse.Namespace) -> DistillSpec:
 def _condense(args: argparse.Namespace, info: DistInfo, argv: list[str], train: ObjectSet | None = None) -> None:
     """The condense form; ``train``: the train split when this process read and checked it already.
     The run writes into its run folder (an ``--overwrite`` run's staging folder, whose files are put
-    in place once the set is written, :mod:`train.condense.out_folder`); a full disk ends in one
+    in place once the set is written, :mod:`train.condense.cli.out_folder`); a full disk ends in one
     line saying what was kept and how to go on."""
     data = _given_data(args)
     out = Path(args.out)
@@ -670,7 +677,7 @@ def _kept(form: str, args: argparse.Namespace, argv: list[str]) -> tuple[str, li
 
 
 def _stop_line(form: str, args: argparse.Namespace, argv: list[str], signum: int) -> str:
-    """What a stop kept, and the command that goes on from it (:mod:`train.condense.stop`)."""
+    """What a stop kept, and the command that goes on from it (:mod:`train.condense.cli.stop`)."""
     kept, again = _kept(form, args, argv)
     return f"{PROG}: stopped by {signal.Signals(signum).name}; {kept}; go on with: {shlex.join([*PROG.split(), *again])}"
 

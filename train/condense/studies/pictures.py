@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from train.condense.condensed_file import CondensedSet
-from train.condense.out_folder import check_file_out
+from train.condense.files.condensed_file import CondensedSet
 from train.data.objects import ObjectSet
-from train.condense.topology_term import DEFAULT_M, target_diagrams
+from train.condense.matching.topology_term import DEFAULT_M, target_diagrams
 from train.evaluation.palette import class_colours, pyplot
 from train.evaluation.plots import plot_diagrams
 from train.runtime.files import atomic_write
+from train.runtime.out_paths import check_file_out
 
 PANEL_INCHES = 2.5
 DPI = 100
@@ -120,7 +120,7 @@ def draw_diagrams(real: ObjectSet, sets: Sequence[CondensedSet], out: str | Path
     """The persistence diagrams (H0, H1) of each set's first cloud of one class (``classes``: one
     name; default the first class) beside those of the real split's first cloud of it (the clouds
     :func:`draw_clouds` draws), each normalised and cut to the persistence term's M points as the
-    term does (:func:`train.condense.topology_term.target_diagrams`), in the topological
+    term does (:func:`train.condense.matching.topology_term.target_diagrams`), in the topological
     distillation's diagram picture (:func:`train.evaluation.plots.plot_diagrams`) into the PNG
     ``out``; ValueError as :func:`draw_clouds`, and for more than one class."""
     out = Path(out)

@@ -3,16 +3,16 @@ decision 97): two measures of shape beside the scores, so that what the persiste
 the clouds can be told from what it does to the accuracy.
 
 - ``chamfer``: each synthetic cloud and each real cloud of its class scaled into the unit sphere
-  (:func:`train.condense.dd3d.unit_sphere`, as DD3D's sets are), the symmetric Chamfer distance
+  (:func:`train.condense.methods.dd3d.unit_sphere`, as DD3D's sets are), the symmetric Chamfer distance
   (the mean squared distance to the nearest point of the other cloud, both ways, summed) to the
   nearest real cloud; the mean over the set's clouds. It does not see topology, and the term does
   not optimise it.
 - ``diagram``: the PWCD (H0 + H1, Eq. 2-3) of each synthetic cloud's diagram to the nearest real
   diagram of its class, normalised and subsampled as the shape reading's
-  (:func:`train.condense.topology_term.diagram_distances`); the mean over the set's clouds. It is what
+  (:func:`train.condense.matching.topology_term.diagram_distances`); the mean over the set's clouds. It is what
   the shape reading minimises, here against every real cloud of the class (at most
   :data:`REAL_PER_CLASS`, drawn with seed :data:`SEED`) rather than an iteration's batch; the
-  real diagrams are kept by the term's own cache (:class:`train.condense.topology_term.RealDiagrams`),
+  real diagrams are kept by the term's own cache (:class:`train.condense.matching.topology_term.RealDiagrams`),
   which the sets of one study share.
 
 Both are measured in the set's frame (the rotated setting's real clouds rotated by the set's
@@ -23,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from train.condense.condensed_file import CondensedSet
-from train.condense.dd3d import unit_sphere
-from train.condense.topology_term import DEFAULT_M, RealDiagrams, diagram_distances
+from train.condense.files.condensed_file import CondensedSet
+from train.condense.methods.dd3d import unit_sphere
+from train.condense.matching.topology_term import DEFAULT_M, RealDiagrams, diagram_distances
 from train.data.objects.cloud import ObjectSet
 
 REAL_PER_CLASS = 64

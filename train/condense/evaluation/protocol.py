@@ -1,7 +1,7 @@
 """The evaluation protocol of condensed sets (decisions 73 and 94): a backbone trained from
 scratch on the set ``runs`` times with the seeds ``seed, seed + 1, ...``, each run scored on the
 evaluation split (``test``, or ``val`` where a choice is being made) with the model of its last
-step, the runs summarised as mean and 95% interval (:func:`train.condense.metrics.summarise`).
+step, the runs summarised as mean and 95% interval (:func:`train.condense.evaluation.metrics.summarise`).
 A recipe with ``test_every`` (the ``paper`` recipe) also scores the split after every
 ``test_every`` th pass and keeps, apart, the best pass's scores (:func:`best_epoch`: the released
 code's number, for a comparison with the paper only; it costs a prediction of the whole split per
@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from train.condense.metrics import SCORES, PairedGain, TwoLevel, classification_scores, part_scores, summarise
-from train.condense.training import Clouds, TrainSpec, predict, train_backbone
+from train.condense.evaluation.metrics import (SCORES, PairedGain, TwoLevel, classification_scores, part_scores,
+                                               summarise)
+from train.condense.evaluation.training import Clouds, TrainSpec, predict, train_backbone
 from train.runtime.distributed import DistInfo
 from torch import nn
 
@@ -26,7 +27,7 @@ LABELS = {"oa": "OA", "macc": "mAcc", "instance_miou": "instance mIoU", "class_m
 
 
 def score(predicted: np.ndarray, test: Clouds) -> dict[str, float]:
-    """The task's scores (:data:`train.condense.metrics.SCORES`) of ``predicted`` on ``test``."""
+    """The task's scores (:data:`train.condense.evaluation.metrics.SCORES`) of ``predicted`` on ``test``."""
     if test.parts is None:
         return classification_scores(predicted, test.labels)
     return part_scores(predicted, test.parts, test.labels, test.part_classes)

@@ -1,5 +1,5 @@
 """Which object data a condensation or an evaluation reads (:class:`DataSpec`), and the sets as
-:class:`train.condense.training.Clouds`: an ``ObjectSet`` split or a condensed-set file.
+:class:`train.condense.evaluation.training.Clouds`: an ``ObjectSet`` split or a condensed-set file.
 
 Condensation and the full-set upper bound read the ``train`` split (the standard training split
 less the validation clouds, decision 66), the choices of the protocol are made on ``val`` and the
@@ -13,9 +13,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from train.condense.condensed_file import CondensedFileError, CondensedSet
-from train.condense.rotator import Rotator, to_frame
-from train.condense.training import Clouds
+from train.condense.files.condensed_file import CondensedFileError, CondensedSet
+from train.condense.files.rotator import Rotator, to_frame
+from train.condense.evaluation.training import Clouds
 from train.data.objects import ObjectSet, load_objects
 from train.data.objects.load import GENERATED_SETS
 
@@ -95,5 +95,5 @@ def pick(objects: ObjectSet, index: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 
 def in_frame(objects: ObjectSet, rotator: Rotator) -> ObjectSet:
-    """``objects`` with every cloud in ``rotator``'s frame (:func:`train.condense.rotator.to_frame`)."""
+    """``objects`` with every cloud in ``rotator``'s frame (:func:`train.condense.files.rotator.to_frame`)."""
     return replace(objects, points=to_frame(objects.points, rotator))

@@ -5,7 +5,7 @@ the command says in one line what was kept and the exact command that goes on fr
 :func:`stopping` makes the first of :data:`STOP_SIGNALS` raise :class:`Stopped` where the process
 is (a :class:`BaseException`, as ``KeyboardInterrupt``: no refusal catches it) and ignores the
 others while the line is written. What a stopped distillation keeps is its last checkpoint
-(:mod:`train.condense.distill_checkpoint`, written whole or not at all); with ``--procs N`` the
+(:mod:`train.condense.files.distill_checkpoint`, written whole or not at all); with ``--procs N`` the
 launching process passes the signal on to its ranks, which stop with 128 + its number, and says
 the line once they have all ended.
 """

@@ -14,10 +14,10 @@ the condensation protocol (decisions 72, 73 and 94), in one process or several.
 
 Adam or SGD with momentum 0.9, with ``spec.weight_decay`` (L2 added to the gradient, as
 ``torch.optim`` does); every batch augmented as ``spec.augmentation`` names
-(:mod:`train.condense.augment`); cross-entropy on the class (classification) or on every point's
+(:mod:`train.condense.evaluation.augment`); cross-entropy on the class (classification) or on every point's
 part (part segmentation, the category given one-hot). The model of the last step is returned. A
 batch's clouds are the set's rows, or drawn afresh from the run's random stream where the set has
-a :data:`BatchSource` (DD3D's generator resampled, :mod:`train.condense.resample`).
+a :data:`BatchSource` (DD3D's generator resampled, :mod:`train.condense.methods.resample`).
 
 Several processes (``torchrun`` or ``--procs``): every rank draws the same global batch and the
 same augmentation, takes its rows ``rank::world`` and adds its cross-entropy summed over its rows
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.condense.augment import AUGMENTATIONS
+from train.condense.evaluation.augment import AUGMENTATIONS
 from train.models.objects import build_object_model
 from train.runtime.distributed import DistInfo, all_gather_objects, all_reduce_sum, broadcast_buffers
 from train.runtime.logging_utils import progress
@@ -89,10 +89,10 @@ Watch = Callable[[nn.Module, int], None]
 @dataclass(frozen=True)
 class TrainSpec:
     """How a backbone is trained (module docstring; the named recipes and their sources are
-    :mod:`train.condense.recipes`, decision 94): ``steps`` or ``epochs`` (exactly one given),
+    :mod:`train.condense.evaluation.recipes`, decision 94): ``steps`` or ``epochs`` (exactly one given),
     ``lr`` at the start on a cosine to ``lr_end``, ``batch_size`` clouds a step (the whole set when
     smaller), ``weight_decay``, ``optimizer`` one of :data:`OPTIMIZERS`, ``augmentation`` one of
-    :data:`train.condense.augment.AUGMENTATIONS`, ``test_every`` passes between the test scorings
+    :data:`train.condense.evaluation.augment.AUGMENTATIONS`, ``test_every`` passes between the test scorings
     of the best-test-epoch number (0: none; epochs only), ``recipe`` the name it was made from."""
 
     model: str = "pointnet"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.condense.training import Clouds, TrainSpec, build, train_backbone
+from train.condense.evaluation.training import Clouds, TrainSpec, build, train_backbone
 from train.runtime.distributed import DistInfo, barrier
 from train.runtime.files import atomic_write
 

@@ -11,7 +11,7 @@ in (-1, 1) (its input is one noise scalar, its frequency ``w0``), the hidden sin
 output map's weights (and the hidden biases) uniform in +-sqrt(6 / width) (their frequency 1,
 decision 76); the modulator layer as ``torch.nn.Linear``, codes standard normal.
 The noise is uniform in [0, 1) (Eq. 7's ``z_1``), one scalar per point, so a cloud of any size is
-drawn by drawing that many scalars (:func:`train.condense.dd3d.draw_batch`).
+drawn by drawing that many scalars (:func:`train.condense.methods.dd3d.draw_batch`).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The coreset table (DD3D Table 1's baseline rows): Random, Herding and
 K-Center at each CPC, aligned and rotated, beside the full ``train`` split, every set evaluated
-``runs`` times with the protocol (:mod:`train.condense.protocol`), mean and 95% interval; each
+``runs`` times with the protocol (:mod:`train.condense.evaluation.protocol`), mean and 95% interval; each
 setting in its default rotator's frame (decision 86: the rotated clouds on their principal axes
 with the fixed sign, as the paper's note to Table 1 has every method with rotated data).
 
@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from train.condense.condensed_file import write_condensed
-from train.condense.data import DataSpec, clouds_of, condensed_clouds, in_frame
-from train.condense.features import CACHE_NAME
+from train.condense.files.condensed_file import write_condensed
+from train.condense.files.data import DataSpec, clouds_of, condensed_clouds, in_frame
+from train.condense.matching.features import CACHE_NAME
 from train.condense.methods import condense_set
-from train.condense.metrics import summarise
-from train.condense.protocol import evaluate_runs, format_summary
-from train.condense.rotator import Rotator, rotator_kind
-from train.condense.training import TrainSpec
+from train.condense.evaluation.metrics import summarise
+from train.condense.evaluation.protocol import evaluate_runs, format_summary
+from train.condense.files.rotator import Rotator, rotator_kind
+from train.condense.evaluation.training import TrainSpec
 from train.runtime.distributed import DistInfo
 from train.runtime.files import atomic_write
 

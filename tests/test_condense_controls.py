@@ -1,0 +1,95 @@
+"""The persistence term's non-topological controls at matched strength (decision 101): the Chamfer
+distances against a brute force and by gradcheck, the scaling that gives the control the term's
+gradient norm on the synthetic parameters, and runs of GM and DD3D that record the control and
+resume exactly."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.condensation_tiny import stop_after_second_checkpoint
+from train.condense.cli.command import main
+from train.condense.files.condensed_file import read_condensed
+from train.condense.matching.controls import MatchedControl, chamfer, nearest_chamfer, start_chamfer
+
+TINY = ["--dataset", "shapes", "--size", "2", "--points", "16", "--device", "cpu", "--cpc", "1", "--iterations", "3"]
+
+
+def brute_chamfer(a: np.ndarray, b: np.ndarray) -> float:
+    squared = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    return float(squared.min(1).mean() + squared.min(0).mean())
+
+
+@pytest.mark.parametrize("n, m", [(1, 1), (5, 3), (16, 16)])
+def test_chamfer_is_the_brute_force_mean_nearest_squared_distance_both_ways(n: int, m: int) -> None:
+    rng = np.random.default_rng(n * 10 + m)
+    a, b = rng.normal(size=(n, 3)), rng.normal(size=(m, 3))
+    b[0] = a[0]  # a shared point: a zero distance among the minima
+    assert chamfer(torch.from_numpy(a), torch.from_numpy(b)).item() == pytest.approx(brute_chamfer(a, b), abs=1e-12)
+    real, synthetic = rng.normal(size=(4, m, 3)), rng.normal(size=(2, n, 3))
+    nearest = np.mean([min(brute_chamfer(s, r) for r in real) for s in synthetic])
+    assert nearest_chamfer(torch.from_numpy(real), torch.from_numpy(synthetic)).item() == pytest.approx(nearest,
+                                                                                                         abs=1e-12)
+    start = rng.normal(size=(2, m, 3))
+    assert start_chamfer(torch.from_numpy(synthetic), torch.from_numpy(start)).item() == pytest.approx(
+        np.mean([brute_chamfer(s, s0) for s, s0 in zip(synthetic, start)]), abs=1e-12)
+
+
+def test_the_controls_gradients_pass_gradcheck() -> None:
+    rng = np.random.default_rng(3)  # distinct points: every minimum is unique, the function smooth there
+    real = torch.from_numpy(rng.normal(size=(3, 6, 3)))
+    synthetic = torch.from_numpy(rng.normal(size=(2, 5, 3))).requires_grad_()
+    start = torch.from_numpy(rng.normal(size=(2, 7, 3)))
+    assert torch.autograd.gradcheck(lambda s: nearest_chamfer(real, s), (synthetic,))
+    assert torch.autograd.gradcheck(lambda s: start_chamfer(s, start), (synthetic,))
+
+
+@pytest.mark.parametrize("kind", ["chamfer", "start"])
+def test_the_scaled_control_has_the_terms_gradient_norm_on_the_parameters(kind: str) -> None:
+    rng = np.random.default_rng(5)
+    code = torch.from_numpy(rng.normal(size=(4,))).requires_grad_()
+    weights = torch.from_numpy(rng.normal(size=(2, 6, 3)))  # the clouds are a function of the parameter
+    synthetic = torch.tanh(code[0] * weights + code[1:].sum())
+    real = torch.from_numpy(rng.normal(size=(3, 6, 3)))
+    term = 7.0 * synthetic.square().sum() * code.square().sum()  # any differentiable stand-in for W * T_k
+    control = MatchedControl(kind, [code], {0: torch.from_numpy(rng.normal(size=(2, 6, 3)))})
+    scaled = control(0, (real, None), (synthetic, None), term)
+    g_term, = torch.autograd.grad(term, code, retain_graph=True)
+    g_scaled, = torch.autograd.grad(scaled, code)
+    assert g_scaled.norm().item() == pytest.approx(g_term.norm().item(), rel=1e-12)
+    assert control.norms[0][0] == pytest.approx(g_term.norm().item(), rel=1e-12) and control.norms[0][1] > 0
+    assert torch.abs(g_scaled / g_scaled.norm() - g_term / g_term.norm()).max() > 1e-3  # another direction
+
+
+@pytest.mark.parametrize("method, kind", [("gm", "chamfer"), ("dd3d", "start")])
+def test_a_run_with_a_control_records_it_its_norms_and_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       method: str, kind: str) -> None:
+    topo = [*TINY, "--method", method, "--topo", "shape", "--topo-weight", "0.5"]
+    run = [*topo, "--control", kind]
+    assert main([*run, "--out", str(tmp_path / "whole")]) == 0
+    assert main([*topo, "--out", str(tmp_path / "term")]) == 0
+    whole, term = (read_condensed(tmp_path / name / "condensed.npz") for name in ("whole", "term"))
+    assert whole.provenance["topo"] == {"reading": "shape", "weight": 0.5, "control": kind}
+    assert "control" not in term.provenance["topo"] and "control_norms" not in term.provenance["distill"]
+    norms = whole.provenance["distill"]["control_norms"]
+    assert norms["steps"] > 0 and norms["term"] > 0 and norms["control"] > 0
+    assert not np.array_equal(whole.points, term.points)  # the control, not the term, moved the set
+    stop_after_second_checkpoint([*run, "--out", str(tmp_path / "cut")], monkeypatch)
+    assert main([*run, "--resume", "--out", str(tmp_path / "cut")]) == 0
+    assert (tmp_path / "cut" / "condensed.npz").read_bytes() != b""
+    cut = read_condensed(tmp_path / "cut" / "condensed.npz")
+    assert np.array_equal(cut.points, whole.points)  # the same set (the norms: of the steps this process ran)
+    assert main([*topo, "--control", "start" if kind == "chamfer" else "chamfer", "--resume", "--out",
+                 str(tmp_path / "cut")]) == 2  # another control is another run
+
+
+def test_a_control_without_the_term_it_controls_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main([*TINY, "--method", "gm", "--control", "chamfer", "--out", str(tmp_path)]) == 2
+    assert "--control takes the persistence term's place at its strength: give --topo and --topo-weight" in \
+        capsys.readouterr().err
+    assert main([*TINY, "--method", "dm", "--topo", "shape", "--topo-weight", "1", "--control", "start", "--out",
+                 str(tmp_path)]) == 2
+    assert "--topo is an option of gm, dd3d, not of dm" in capsys.readouterr().err
