@@ -1,18 +1,18 @@
-"""Issue 93, measurement 1: can DD3D's generator hold the real clouds at this resolution?
+"""DD3D against the baselines, measurement 1: can DD3D's generator hold the real clouds at this resolution?
 
-DD3D's generator (:class:`train.condense.generator.PointGenerator`, ``shapes``' w0, built and seeded
-as :func:`train.condense.dd3d.distill_dd3d` builds it) is fitted with a symmetric Chamfer loss,
+DD3D's generator (:class:`train.condense.matching.generator.PointGenerator`, ``shapes``' w0, built and seeded
+as :func:`train.condense.methods.dd3d.distill_dd3d` builds it) is fitted with a symmetric Chamfer loss,
 no gradient matching, to the clouds Random picks for the same seed (CPC 1, aligned: one real
-training cloud a class, :func:`train.condense.coreset.select_per_class` with ``random_order``),
+training cloud a class, :func:`train.condense.methods.coreset.select_per_class` with ``random_order``),
 each step on fresh noise at the clouds' resolution, with DD3D's released Adam (lr 1e-3, weight
 decay 5e-4, cut by 10 at half the steps, decision 92). ``--steps`` 4000 is the generator's Adam
 steps in a 400-iteration DD3D run at CPC 1 (10 outer steps an iteration); the Chamfer distance
 is also recorded at step 400 (a 40-iteration run's steps).
 
-The fitted set is drawn as DD3D draws its condensed set (:func:`train.condense.dd3d.draw_set`:
+The fitted set is drawn as DD3D draws its condensed set (:func:`train.condense.methods.dd3d.draw_set`:
 noise from the seed, in the unit sphere), written with the generator as a study unit
 (``init`` ``chamferfit<steps>``: its own folder name) and evaluated with the study's ``cpu`` preset
-(:func:`train.condense.study.run_unit`: the cpu recipe, 5 trainings), beside Random's unit of the
+(:func:`train.condense.studies.study.run_unit`: the cpu recipe, 5 trainings), beside Random's unit of the
 same seed at the same resolution, and evaluated again on fresh draws of the generator each time a
 cloud is used (the study's ``resample`` units, decision 85: Table 6's "DD3D resampled"). With ``--draw-at M`` the fitted generator is also drawn at M
 points (the study's cross-resolution units) beside Random at M points.
@@ -23,7 +23,7 @@ The ``bootstrap`` unit (``random`` with ``init`` ``bootstrap``) is what a perfec
 Random's clouds would draw: each cloud's points drawn with replacement from its Random cloud.
 
 Prints (and writes ``OUT/capacity-p<points>-steps<steps>.json``) per seed: test OA means of Random and of the
-fit, and the Chamfer distances (unit sphere, :func:`train.condense.shape_gap.chamfer_to_nearest`'s
+fit, and the Chamfer distances (unit sphere, :func:`train.condense.studies.shape_gap.chamfer_to_nearest`'s
 measure): the fit's drawn cloud to its target, to the nearest real cloud of its class, and the
 target's own distance to the nearest *other* real cloud of its class (how far apart two real
 clouds of a class are at this resolution).
@@ -39,15 +39,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.condense.condensed_file import CondensedSet, current_commit, write_condensed
-from train.condense.coreset import random_order, select_per_class
-from train.condense.data import DataSpec
-from train.condense.dd3d import GENERATOR_NAME, draw_set, save_generator, unit_sphere
-from train.condense.generator import DATASET_W0, PointGenerator
-from train.condense.released import generator_adam
-from train.condense.rotator import Rotator, frame_record
-from train.condense.shape_gap import chamfer_to_nearest
-from train.condense.study import PRESETS, Plan, Unit, run_unit
+from train.condense.files.condensed_file import CondensedSet, current_commit, write_condensed
+from train.condense.methods.coreset import random_order, select_per_class
+from train.condense.files.data import DataSpec
+from train.condense.methods.dd3d import GENERATOR_NAME, draw_set, save_generator, unit_sphere
+from train.condense.matching.generator import DATASET_W0, PointGenerator
+from train.condense.matching.released import generator_adam
+from train.condense.files.rotator import Rotator, frame_record
+from train.condense.studies.shape_gap import chamfer_to_nearest
+from train.condense.studies.study import PRESETS, Plan, Unit, run_unit
 from train.runtime.distributed import DistInfo
 
 INIT = "chamferfit"  # the fitted units' init field (their folder names): INIT + the Adam steps

@@ -1,12 +1,12 @@
-"""Issue 93, measurement 2: DD3D's matching loop with what it moves replaced, at the CPU preset
+"""DD3D against the baselines, measurement 2: DD3D's matching loop with what it moves replaced, at the CPU preset
 (``shapes``, CPC 1, aligned, 64 points, 40 iterations, the cpu recipe, 5 trainings), each variant
 in its own study folder ``OUT/<variant>`` with the study's unit names (as
 ``benchmarks/studies/condense-cpu-released/dd3d_ablation.py``).
 
     OMP_NUM_THREADS=1 python benchmarks/studies/condense-dd3d-gap-cpu/controls.py OUT VARIANT SEED [SEED ...]
 
-Variants (each patches :data:`train.condense.dd3d.PointGenerator`, what ``distill_dd3d`` builds;
-everything else of :func:`train.condense.dd3d.distill_dd3d` runs unchanged: the real batches, the
+Variants (each patches :data:`train.condense.methods.dd3d.PointGenerator`, what ``distill_dd3d`` builds;
+everything else of :func:`train.condense.methods.dd3d.distill_dd3d` runs unchanged: the real batches, the
 released loops and inner-set normalisation, the generator's Adam with its weight decay and cut,
 the noise draws, the written set):
 
@@ -18,7 +18,7 @@ the noise draws, the written set):
   class, the noise ignored) started from Random's clouds of the seed: GM's representation and start
   in DD3D's loop and optimiser;
 - ``explicit-noise``: the same clouds started uniform in the unit ball
-  (:func:`train.condense.explicit.initial_clouds`' ``noise``).
+  (:func:`train.condense.methods.explicit.initial_clouds`' ``noise``).
 
 The generator variants' sets are also evaluated resampled (fresh draws each time a cloud is used,
 decision 85) and drawn at 256 points (the study's cross-resolution units, against the real
@@ -39,12 +39,12 @@ import numpy as np
 import torch
 from torch import nn
 
-import train.condense.dd3d as dd3d
-from train.condense.condensed_file import read_condensed
-from train.condense.data import DataSpec
-from train.condense.explicit import initial_clouds
-from train.condense.generator import PointGenerator
-from train.condense.study import PRESETS, Unit, run_unit
+import train.condense.methods.dd3d as dd3d
+from train.condense.files.condensed_file import read_condensed
+from train.condense.files.data import DataSpec
+from train.condense.methods.explicit import initial_clouds
+from train.condense.matching.generator import PointGenerator
+from train.condense.studies.study import PRESETS, Unit, run_unit
 from train.runtime.distributed import DistInfo
 
 sys.path.insert(0, str(Path(__file__).parent))

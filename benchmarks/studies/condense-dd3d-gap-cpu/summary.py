@@ -1,6 +1,6 @@
 """The tables of STUDY.md from this folder's kept JSON (``capacity.py``'s and ``controls.py``'s records):
 per row the mean over seeds, each seed's value, and the paired difference to its reference by seed
-with its 95% t interval (:func:`train.condense.metrics.paired_gain`).
+with its 95% t interval (:func:`train.condense.evaluation.metrics.paired_gain`).
 
     python benchmarks/studies/condense-dd3d-gap-cpu/summary.py [FOLDER]
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.condense.metrics import paired_gain
+from train.condense.evaluation.metrics import paired_gain
 
 HERE = Path(__file__).parent
 
