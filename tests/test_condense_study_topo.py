@@ -58,6 +58,14 @@ def test_a_tiny_table_7_reports_validation_and_shape_gaps_and_keeps_them(tmp_pat
     for r in rows:
         gaps = json.loads((tmp_path / "units" / Unit(**r["unit"]).set_name / "shape_gap.json").read_text())
         assert r["shape"] == gaps and gaps["chamfer"] > 0 and gaps["diagram"] >= 0
+        assert gaps[study.HELD_OUT]["chamfer"] > 0 and gaps[study.HELD_OUT]["diagram"] >= 0  # the test split's
+        assert gaps[study.HELD_OUT] != {k: gaps[k] for k in ("chamfer", "diagram")}
+    assert "| held-out Chamfer | held-out diagram gap |" in text
+    path = tmp_path / "units" / Unit(**rows[0]["unit"]).set_name / "shape_gap.json"
+    kept = json.loads(path.read_text())
+    path.write_text(json.dumps({k: kept[k] for k in ("chamfer", "diagram")}))  # a file kept before the held-out gaps
+    run_study(plan, (7,), tmp_path, CPU)
+    assert json.loads(path.read_text()) == kept  # the held-out gaps added, the kept ones left as they were
     last = units(plan, 7)[-1]
     assert read_condensed(tmp_path / "units" / last.set_name / "condensed.npz").provenance["topo"] == {
         "reading": "shape", "weight": 1e4}

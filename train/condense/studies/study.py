@@ -87,6 +87,7 @@ TITLES = {"random": "Random", "herding": "Herding", "kcenter": "K-Center", "gm":
 CROSS_MODELS = ("pointnet", "pointnet2", "dgcnn", "pct", "pointmlp", "pointnext", "ptv3_student")
 TM_LARGEST_CPC = 10  # the paper's Table 1 has no TM at CPC 50
 SHAPE_NAME = "shape_gap.json"  # a set's distance from its class's real clouds, beside it (Table 7)
+HELD_OUT = "test"  # shape_gap.json's key of the gaps to the held-out test split's clouds
 
 
 TOPO_WEIGHTS = (1e3, 1e4, 1e5)  # Table 7's and 9's grid of the term's weight: decision 96's measured scale
@@ -418,8 +419,9 @@ def _topo_rows(rows: list[dict[str, Any]], plan: Plan, setting: str, cpc: int, m
 
     def line(name: str, group: list[dict[str, Any]]) -> str:
         shapes = [g["shape"] for g in group if "shape" in g]
-        gaps = (f"{np.mean([g['chamfer'] for g in shapes]):.4f} | {np.mean([g['diagram'] for g in shapes]):.4f}"
-                if shapes else "- | -")
+        held = [s[HELD_OUT] for s in shapes if HELD_OUT in s]
+        gaps = " | ".join(f"{np.mean([g[k] for g in found]):.4f}" if found else "-"
+                          for found in (shapes, held) for k in ("chamfer", "diagram"))
         gain = _paired(group, base, task) if group is not base else "-"
         val = _val(group)
         return (f"| {setting} | {cpc} | {TITLES[method]} | {name} | {'-' if np.isnan(val) else f'{val:.1f}'} | "
@@ -547,9 +549,10 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
                   f"Validation {score} (mean of every run) chooses the weight; the gain is the test {score}'s over "
                   "the same method without the term, paired by distillation seed. Chamfer: to the nearest real "
                   "cloud of the class, in the unit sphere; diagram: PWCD (H0 + H1) to the nearest real diagram "
-                  "(train.condense.studies.shape_gap); both means over the set's clouds.", "",
+                  "(train.condense.studies.shape_gap); both means over the set's clouds, against the training "
+                  "split the set was made from and against the held-out test split.", "",
                   f"| setting | CPC | method | term | val {score} | test {score} | gain over no term | Chamfer | "
-                  "diagram gap |", "|---|---|---|---|---|---|---|---|---|"]
+                  "diagram gap | held-out Chamfer | held-out diagram gap |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for setting in settings:
             for cpc in cpcs:
                 for method in TOPO_DISTILLATIONS:
@@ -646,23 +649,29 @@ def finished_units(plan: Plan, todo: list[Unit], out: Path) -> list[dict[str, An
 
 
 def _with_shapes(plan: Plan, results: list[dict[str, Any]], out: Path, info: DistInfo) -> list[dict[str, Any]]:
-    """``results`` each with its set's :func:`train.condense.studies.shape_gap.shape_gap` (``shape``),
-    measured once by the main rank (each split read once, the real diagrams shared by every set)
-    and kept beside the set (``shape_gap.json``)."""
+    """``results`` each with its set's :func:`train.condense.studies.shape_gap.shape_gap` (``shape``)
+    against the training split and, under :data:`HELD_OUT`, against the test split, measured once
+    by the main rank (each split read once, the real diagrams shared by every set) and kept beside
+    the set (``shape_gap.json``); a kept file without the held-out gaps gets them where its set is
+    there (a set restored without its file keeps what it has)."""
     paths = [out / "units" / Unit(**result["unit"]).set_name / SHAPE_NAME for result in results]
     if info.is_main:
-        splits: dict[DataSpec, ObjectSet] = {}
+        splits: dict[tuple[DataSpec, str], ObjectSet] = {}
         diagrams = RealDiagrams(DEFAULT_M)
         for result, path in zip(results, paths):
-            if path.exists():
+            kept = json.loads(path.read_text()) if path.exists() else {}
+            if HELD_OUT in kept or (kept and not (path.parent / "condensed.npz").exists()):
                 continue
             unit = Unit(**result["unit"])
             data = _data(plan, unit, unit.points)
-            if data not in splits:
-                splits[data] = data.load("train")
             cset = read_condensed(path.parent / "condensed.npz")
-            real = in_frame(splits[data], rotator_of(cset.provenance["frame"]))
-            atomic_write(json.dumps(shape_gap(cset, real, diagrams)).encode(), path)
+            for split in ("train", "test"):
+                if (data, split) not in splits:
+                    splits[data, split] = data.load(split)
+            real, held = (in_frame(splits[data, split], rotator_of(cset.provenance["frame"]))
+                          for split in ("train", "test"))
+            gaps = kept or shape_gap(cset, real, diagrams)
+            atomic_write(json.dumps({**gaps, HELD_OUT: shape_gap(cset, held, diagrams)}).encode(), path)
     barrier()  # every rank reads the gaps next
     return [{**result, "shape": json.loads(path.read_text())} for result, path in zip(results, paths)]
 
