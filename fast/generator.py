@@ -18,12 +18,12 @@ def generator_forward(
     noise: torch.Tensor, codes: torch.Tensor, sine_weights: list[torch.Tensor], sine_biases: list[torch.Tensor],
     modulator_weights: list[torch.Tensor], modulator_biases: list[torch.Tensor], out_weight: torch.Tensor, w0: float,
 ) -> torch.Tensor:
-    """The (B, N, 3) points generated from (B, N) noise for clouds of (B, H_1) codes."""
+    """The (B, N, 3) points generated from (B, N) (or (B, N, D)) noise for clouds of (B, H_1) codes."""
     check_generator_shapes(tuple(noise.shape), tuple(codes.shape), [tuple(a.shape) for a in sine_weights],
                            [tuple(a.shape) for a in sine_biases], [tuple(a.shape) for a in modulator_weights],
                            [tuple(a.shape) for a in modulator_biases], tuple(out_weight.shape))
     omega = check_w0(w0)
-    h, m = noise.unsqueeze(-1), F.relu(codes)
+    h, m = (noise.unsqueeze(-1) if noise.dim() == 2 else noise), F.relu(codes)
     for i, (sw, sb) in enumerate(zip(sine_weights, sine_biases)):
         if i > 0:
             m = F.relu(F.linear(m, modulator_weights[i - 1], modulator_biases[i - 1]))

@@ -1,7 +1,9 @@
 """DD3D's point-wise generator, modulated per synthetic cloud: paper Eq. (7)-(9), its forward pass.
 
 The generator maps one noise scalar per point to a point, so a cloud of any size is drawn by
-drawing that many scalars (Sec. 4.2). For clouds ``b = 1..B`` with noise ``z`` (B, N) and codes
+drawing that many scalars (Sec. 4.2); given (B, N, D) noise, D scalars a point (``sine_weights[0]``
+then (H_1, D): D = 2 maps a square to a surface where one scalar draws a curve, decision 101's
+option of DD3D). For clouds ``b = 1..B`` with noise ``z`` (B, N) and codes
 ``c`` (B, H_1) (the rows of each cloud's embedding: Eq. 8's one-hot ``m_1`` times ``w'_1``, class x
 CPC of them in DD3D):
 
@@ -37,15 +39,15 @@ def check_generator_shapes(
 ) -> None:
     """ValueError unless the shapes chain as the module docstring says (L >= 1 sine layers)."""
     problems = []
-    if len(noise) != 2 or len(codes) != 2 or codes[0] != noise[0]:
-        problems.append(f"noise must be (B, N) and codes (B, E), got {noise} and {codes}")
+    if len(noise) not in (2, 3) or len(codes) != 2 or codes[0] != noise[0]:
+        problems.append(f"noise must be (B, N) or (B, N, D) and codes (B, E), got {noise} and {codes}")
     layers = len(sine_weights)
     if layers < 1 or len(sine_biases) != layers or not len(modulator_weights) == len(modulator_biases) == layers - 1:
         problems.append(f"sine_weights and sine_biases must list the same number L >= 1 of layers and "
                         f"modulator_weights and modulator_biases L - 1, got {len(sine_weights)}, {len(sine_biases)}, "
                         f"{len(modulator_weights)}, {len(modulator_biases)}")
     else:
-        width_in, mod_in = 1, codes[-1] if codes else -1
+        width_in, mod_in = noise[2] if len(noise) == 3 else 1, codes[-1] if codes else -1
         for i in range(layers):
             width = sine_weights[i][0] if sine_weights[i] else -1
             want = [((width, width_in), sine_weights[i]), ((width,), sine_biases[i])]
@@ -67,7 +69,7 @@ def generator_forward(
     noise: np.ndarray, codes: np.ndarray, sine_weights: list[np.ndarray], sine_biases: list[np.ndarray],
     modulator_weights: list[np.ndarray], modulator_biases: list[np.ndarray], out_weight: np.ndarray, w0: float,
 ) -> np.ndarray:
-    """The (B, N, 3) points generated from (B, N) noise for clouds of (B, H_1) codes."""
+    """The (B, N, 3) points generated from (B, N) (or (B, N, D)) noise for clouds of (B, H_1) codes."""
     inputs = _checked(noise, codes, sine_weights, sine_biases, modulator_weights, modulator_biases, out_weight)
     return _forward(*inputs, check_w0(w0))[0]
 
@@ -86,7 +88,7 @@ def _forward(z: np.ndarray, codes: np.ndarray, sw: list[np.ndarray], sb: list[np
              mb: list[np.ndarray], w_out: np.ndarray, omega: float) -> tuple[np.ndarray, list]:
     """The points and, per layer, what the backward pass reads: (h_(i-1), sine argument, sine, m_(i-1), ReLU input,
     m_i); layer 0's ReLU input is the codes (m_0 unused)."""
-    h, m, saved = z[:, :, None], codes, []
+    h, m, saved = (z[:, :, None] if z.ndim == 2 else z), codes, []
     for i in range(len(sw)):
         pre = codes if i == 0 else m @ mw[i - 1].T + mb[i - 1]
         m_next = np.maximum(pre, 0.0)
@@ -126,4 +128,4 @@ def generator_backward(
             d_m = d_pre @ mw[i - 1]
         else:
             d_m = d_pre  # the codes are layer 1's ReLU input
-    return d_h[:, :, 0], d_m, d_sw, d_sb, d_mw, d_mb, d_w_out
+    return (d_h[:, :, 0] if z.ndim == 2 else d_h), d_m, d_sw, d_sb, d_mw, d_mb, d_w_out

@@ -113,13 +113,13 @@ def draw_distribution_match_loss(rng: np.random.Generator, kind: str) -> dict:
     return dict(embeddings_a=ea, labels_a=ya, embeddings_b=eb, labels_b=yb)
 
 
-def random_generator_weights(rng: np.random.Generator, widths: list[int]) -> dict:
+def random_generator_weights(rng: np.random.Generator, widths: list[int], noise_dims: int = 1) -> dict:
     """SIREN-initialised weights (first layer U(-1, 1), later U(+-sqrt(6 / fan_in))) in (out, in) layout;
-    the codes are as wide as the first layer."""
+    the codes are as wide as the first layer, the first layer takes ``noise_dims`` scalars a point."""
     def uniform(bound: float, *shape: int) -> np.ndarray:
         return rng.uniform(-bound, bound, size=shape)
 
-    fans = [1] + widths[:-1]
+    fans = [noise_dims] + widths[:-1]
     return dict(sine_weights=[uniform(1.0 if i == 0 else np.sqrt(6 / f), w, f) for i, (w, f) in enumerate(zip(widths, fans))],
                 sine_biases=[uniform(1.0 / np.sqrt(f), w) for w, f in zip(widths, fans)],
                 modulator_weights=[uniform(1.0 / np.sqrt(f), w, f) for w, f in zip(widths[1:], widths[:-1])],
@@ -128,9 +128,12 @@ def random_generator_weights(rng: np.random.Generator, widths: list[int]) -> dic
 
 
 def draw_generator_forward(rng: np.random.Generator, kind: str) -> dict:
+    """A generator's inputs; ``surface``: two noise scalars a point ((B, N, 2) noise)."""
     clouds = int(rng.integers(1, 4))
     n = int(rng.integers(1, 3)) if kind == "tiny" else int(rng.integers(3, 40))
     widths = [int(w) for w in rng.integers(1, 9, size=int(rng.integers(1, 4)))]
     w0 = float(rng.choice([100.0, 400.0])) if kind == "high_frequency" else float(rng.choice([1.0, 10.0, 30.0]))
-    return dict(noise=rng.random((clouds, n)), codes=rng.normal(size=(clouds, widths[0])),
-                **random_generator_weights(rng, widths), w0=w0)
+    dims = 2 if kind == "surface" else 1
+    noise = rng.random((clouds, n, 2)) if dims == 2 else rng.random((clouds, n))
+    return dict(noise=noise, codes=rng.normal(size=(clouds, widths[0])),
+                **random_generator_weights(rng, widths, dims), w0=w0)

@@ -247,8 +247,8 @@ GENERATOR_TENSORS = ("noise", "codes", "sine_weights", "sine_biases", "modulator
                      "out_weight")
 
 
-def _generator_inputs(seed: int) -> dict:
-    return draw_generator_forward(np.random.default_rng(seed), "generic")
+def _generator_inputs(seed: int, kind: str = "generic") -> dict:
+    return draw_generator_forward(np.random.default_rng(seed), kind)
 
 
 def _fast_generator(inputs: dict) -> torch.Tensor:
@@ -270,8 +270,9 @@ def _unflatten(inputs: dict, arrays: list) -> dict:
     return out
 
 
-def test_fast_generator_passes_gradcheck() -> None:
-    inputs = _generator_inputs(5)
+@pytest.mark.parametrize("kind", ["generic", "surface"])
+def test_fast_generator_passes_gradcheck(kind: str) -> None:
+    inputs = _generator_inputs(5, kind)  # surface: two noise scalars a point
     inputs["w0"] = 10.0
     leaves = [torch.tensor(a, requires_grad=True) for a in _flatten(inputs)]
     assert torch.autograd.gradcheck(lambda *xs: fast.generator_forward(**_unflatten(inputs, list(xs))), tuple(leaves))
@@ -283,7 +284,7 @@ def test_fast_generator_gradient_matches_finite_differences_of_the_reference(see
     """<cotangent, d points> along a random direction of every input: the reference's central difference
     against ``fast``'s autograd."""
     rng = np.random.default_rng(seed)
-    inputs = _generator_inputs(seed)
+    inputs = _generator_inputs(seed, ("generic", "surface")[seed % 2])  # surface: two noise scalars a point
     arrays = _flatten(inputs)
     direction = [rng.normal(size=a.shape) for a in arrays]
     cotangent = rng.normal(size=reference.generator_forward(**inputs).shape)

@@ -1,7 +1,7 @@
-"""The persistence term's non-topological controls at matched strength (decision 101): the Chamfer
-distances against a brute force and by gradcheck, the scaling that gives the control the term's
-gradient norm on the synthetic parameters, and runs of GM and DD3D that record the control and
-resume exactly."""
+"""The persistence term's non-topological controls at matched strength, and DD3D with two noise
+scalars a point (decision 101): the Chamfer distances against a brute force and by gradcheck, the
+scaling that gives the control the term's gradient norm on the synthetic parameters, runs of GM and
+DD3D that record the control and resume exactly, and DD3D's surfaces drawn, recorded and resumed."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -93,3 +93,32 @@ def test_a_control_without_the_term_it_controls_is_refused(tmp_path: Path, capsy
     assert main([*TINY, "--method", "dm", "--topo", "shape", "--topo-weight", "1", "--control", "start", "--out",
                  str(tmp_path)]) == 2
     assert "--topo is an option of gm, dd3d, not of dm" in capsys.readouterr().err
+
+
+def test_dd3d_with_two_noise_scalars_a_point_draws_surfaces_records_them_and_resumes_exactly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = [*TINY, "--method", "dd3d", "--noise-dims", "2"]
+    assert main([*run, "--out", str(tmp_path / "whole")]) == 0
+    whole = read_condensed(tmp_path / "whole" / "condensed.npz")
+    assert whole.provenance["distill"]["noise_dims"] == 2
+    generator = torch.load(tmp_path / "whole" / "generator.pt", weights_only=True)
+    assert generator["noise_dims"] == 2 and generator["generator"]["sines.0.weight"].shape == (256, 2)
+    assert main(["sample", "--from", str(tmp_path / "whole"), "--points", "40", "--out", str(tmp_path / "s.npz")]) == 0
+    assert read_condensed(tmp_path / "s.npz").points.shape[1:] == (40, 3)
+    assert main([*TINY, "--method", "dd3d", "--out", str(tmp_path / "curve")]) == 0
+    curve = read_condensed(tmp_path / "curve" / "condensed.npz")
+    assert "noise_dims" not in curve.provenance["distill"] and not np.array_equal(curve.points, whole.points)
+    stop_after_second_checkpoint([*run, "--out", str(tmp_path / "cut")], monkeypatch)
+    assert main([*run, "--resume", "--out", str(tmp_path / "cut")]) == 0
+    assert (tmp_path / "cut" / "condensed.npz").read_bytes() == (tmp_path / "whole" / "condensed.npz").read_bytes()
+
+
+@pytest.mark.parametrize("options, words", [
+    (["--method", "gm", "--noise-dims", "2"], "--noise-dims is an option of dd3d, not of gm"),
+    (["--method", "dd3d", "--task", "parts", "--noise-dims", "2"], "a part segmentation set's parts are intervals of "
+                                                                   "one noise scalar"),
+])
+def test_two_noise_scalars_are_refused_where_they_cannot_act(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                             options: list[str], words: str) -> None:
+    assert main([*TINY, *options, "--out", str(tmp_path)]) == 2
+    assert words in capsys.readouterr().err

@@ -364,8 +364,8 @@ TABLE: tuple[Twin, ...] = (
     # linearly with w0 (largest over 300 draws each, relative to the largest value or gradient entry:
     # 6e-7 at w0 = 1, 7.8e-6 at 30, 5.4e-5 at 100, 6.8e-5 at 400), so both scales grow with w0 / 5
     # (high_frequency: the paper's 100 for ModelNet40 and 400 for ShapeNet-part)
-    Twin("generator_forward", draw_generator_forward, ("generic", "tiny", "high_frequency"), tol64=(1e-10, 1e-10),
-         tol32=(1e-5, 1e-5), wrt=GENERATOR_TENSORS, backward=generator_vjp,
+    Twin("generator_forward", draw_generator_forward, ("generic", "tiny", "high_frequency", "surface"),
+         tol64=(1e-10, 1e-10), tol32=(1e-5, 1e-5), wrt=GENERATOR_TENSORS, backward=generator_vjp,
          value_scale=lambda inputs, want: _max_abs(want, 1e-12) * max(1.0, inputs["w0"] / 5),
          grad_scale=lambda inputs, want: _max_abs(want, 1e-12) * max(1.0, inputs["w0"] / 5), examples=1 / 10),
 )

@@ -55,7 +55,7 @@ from train.condense.files.distill_checkpoint import CHECKPOINT_NAME, SAVE_MINUTE
 from train.condense.methods.explicit import CLOUD_STEPS, INITS, OPTIMIZERS, cloud_step  # noqa: E402
 from train.condense.matching.features import CACHE_NAME, FeatureCacheError  # noqa: E402
 from train.condense.matching.controls import CONTROLS  # noqa: E402
-from train.condense.matching.generator import WIDTH as GENERATOR_WIDTH  # noqa: E402
+from train.condense.matching.generator import NOISE_DIMS, WIDTH as GENERATOR_WIDTH  # noqa: E402
 from train.condense.matching.matching_loops import DistillSpec  # noqa: E402
 from train.condense.methods import (DISTILLATIONS, FEATURE_METHODS, METHODS, TOPO_DISTILLATIONS,  # noqa: E402
                                     checked_split, condense_set, loss_line)
@@ -91,7 +91,8 @@ RECIPE = TrainSpec()
 DISTILL = DistillSpec()
 DISTILL_OPTIONS = {"iterations": DISTILLATIONS, "init": tuple(CLOUD_STEPS), "cloud_optimizer": tuple(CLOUD_STEPS),
                    "cloud_lr": tuple(CLOUD_STEPS), "resume": DISTILLATIONS, "topo": TOPO_DISTILLATIONS,
-                   "topo_weight": TOPO_DISTILLATIONS, "control": TOPO_DISTILLATIONS}  # who takes which
+                   "topo_weight": TOPO_DISTILLATIONS, "control": TOPO_DISTILLATIONS,
+                   "noise_dims": ("dd3d",)}  # who takes which
 ROTATOR_HELP = (f"the frame, one of {', '.join(ROTATORS)}: pca puts clouds on their principal axes, fixed also signs "
                 "each axis by mean sin(x), learned (dd3d) trains the sign (default: none aligned, fixed rotated)")
 DEVICE_HELP = "auto (CUDA when torch sees a GPU, else the CPU), cpu or cuda (default auto)"
@@ -167,6 +168,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                           "(shape) or the class's global features' (feature; feature_equal: against real sets of the "
                           "synthetic set's size); decisions 96 and 98")
     condense.add_argument("--topo-weight", type=float, help="the term's weight (> 0), with --topo")
+    condense.add_argument("--noise-dims", type=int, choices=NOISE_DIMS, help="dd3d: noise scalars a point of the "
+                          "generator, 1 as released (a cloud is a curve) or 2 (a surface); decision 101")
     condense.add_argument("--control", choices=CONTROLS, help="with --topo: in the term's place, a geometric term "
                           "that is not topological, scaled at every class's step to the term's gradient norm on the "
                           "synthetic parameters: chamfer (to the nearest real cloud of the batch) or start (to each "
@@ -309,7 +312,7 @@ def _given_data(args: argparse.Namespace) -> DataSpec:
 def _distill(args: argparse.Namespace) -> DistillSpec:
     given = {"iterations": args.iterations, "init": args.init, "cloud_optimizer": args.cloud_optimizer,
              "cloud_lr": args.cloud_lr, "resume": args.resume, "topo": args.topo, "topo_weight": args.topo_weight,
-             "control": args.control}
+             "control": args.control, "noise_dims": args.noise_dims}
     if (args.topo is None) != (args.topo_weight is None):
         raise ValueError("--topo and --topo-weight go together: give both (e.g. --topo shape --topo-weight 0.1)")
     if args.topo_weight is not None:

@@ -67,7 +67,8 @@ class DistillSpec:
     ``topo_weight`` times the persistence term of reading ``topo`` to each class's distance
     (:mod:`train.condense.matching.topology_term`, decision 96; None: no term), or with ``control``
     a geometric control in its place at its gradient norm (:mod:`train.condense.matching.controls`,
-    decision 101)."""
+    decision 101); DD3D's generator takes ``noise_dims`` noise scalars a point (1 as released, 2: a
+    surface, decision 101)."""
 
     iterations: int | None = None
     net_lr: float = 1e-3
@@ -80,6 +81,7 @@ class DistillSpec:
     topo: str | None = None
     topo_weight: float = 0.0
     control: str | None = None
+    noise_dims: int = 1
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -136,6 +136,8 @@ def distill_record(method: str, train: ObjectSet, cpc: int, spec: DistillSpec, h
         record["loops"] = asdict(loops_of(train, cpc))
     if method == "dd3d":
         record["adam"] = asdict(generator_adam(task_of(train)))
+        if spec.noise_dims != 1:
+            record["noise_dims"] = spec.noise_dims
     else:
         optimizer, lr = cloud_step(method, spec)
         record.update(init=spec.init, optimizer=optimizer, lr=lr)
@@ -165,7 +167,7 @@ def key_settings(spec: DistillSpec) -> dict[str, Any]:
     clouds' optimiser options (the key holds the resolved optimiser, decision 93), and the
     persistence term's only when it is on (so a run without it keeps its key)."""
     off = ("resume", "cloud_optimizer", "cloud_lr", *(TOPO_FIELDS if spec.topo is None else ()),
-           *(("control",) if spec.control is None else ()))
+           *(("control",) if spec.control is None else ()), *(("noise_dims",) if spec.noise_dims == 1 else ()))
     return {k: v for k, v in asdict(spec).items() if k not in off}
 PART_DISTILLATIONS = ("gm", "dd3d")  # the paper's Table 2
 ROTATOR_TRAINERS = ("dd3d",)  # the methods that train a learned sign themselves
@@ -210,6 +212,9 @@ def checked_split(data: DataSpec, method: str, cpc: int, distill: DistillSpec = 
     if distill.control is not None and distill.topo is None:
         raise ValueError("--control takes the persistence term's place at its strength: give --topo and "
                          "--topo-weight, the term it controls")
+    if distill.noise_dims != 1 and (method != "dd3d" or objects.parts is not None):
+        raise ValueError("--noise-dims is DD3D's generator's, on classification sets (a part segmentation set's "
+                         "parts are intervals of one noise scalar)")
     if distill.control is not None and distill.control not in CONTROLS:
         raise ValueError(f"--control must be one of {', '.join(CONTROLS)}, got {distill.control!r}")
     if distill.topo is not None and distill.topo not in PART_READINGS and objects.parts is not None:

@@ -84,7 +84,8 @@ def draw_batch(generator: PointGenerator, rotator: Rotator, index: torch.Tensor,
                draws: torch.Generator, partition: Partition | None, normalise: bool) -> Batch:
     """The clouds ``index`` from fresh noise (in the unit sphere where ``normalise``) after the sign
     step, with their points' parts (or None)."""
-    noise = to_device(torch.rand(len(index), points, generator=draws), generator.out.weight.device)
+    shape = (len(index), points) if generator.noise_dims == 1 else (len(index), points, generator.noise_dims)
+    noise = to_device(torch.rand(shape, generator=draws), generator.out.weight.device)
     clouds = generator(noise, to_device(index, noise.device))
     clouds = rotator(unit_sphere(clouds) if normalise else clouds)
     return clouds, None if partition is None else noise_parts(noise, index, partition)
@@ -120,7 +121,7 @@ def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info:
     labels = np.repeat(classes, cpc).astype(np.int64)
     torch.manual_seed(seed)
     draws = torch.Generator().manual_seed(seed)
-    generator = PointGenerator(len(labels), DATASET_W0[train.name]).to(info.device)
+    generator = PointGenerator(len(labels), DATASET_W0[train.name], noise_dims=spec.noise_dims).to(info.device)
     real_points = torch.from_numpy(train.points)
     real_points = real_points if rotator.kind == "none" else principal_axes(real_points)
     real_parts = None if train.parts is None else torch.from_numpy(train.parts).to(info.device)
@@ -175,7 +176,8 @@ def save_generator(generator: PointGenerator, rotator: Rotator, labels: np.ndarr
     """The generator, the rotator and what rebuilds them, in one file written atomically."""
     buffer = io.BytesIO()
     parts = None if partition is None else [[ids.tolist(), ends.tolist()] for ids, ends in partition]
-    torch.save({"w0": generator.w0, "rotator": rotator.kind, "labels": labels.tolist(), "partition": parts,
+    torch.save({"w0": generator.w0, "noise_dims": generator.noise_dims, "rotator": rotator.kind,
+                "labels": labels.tolist(), "partition": parts,
                 "generator": {k: v.cpu() for k, v in generator.state_dict().items()},
                 "rotator_state": {k: v.cpu() for k, v in rotator.state_dict().items()}}, buffer)
     atomic_write(buffer.getbuffer(), path)
@@ -186,7 +188,7 @@ def load_generator(path: Path) -> tuple[PointGenerator, Rotator, np.ndarray, Par
     GeneratorFileError otherwise."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        generator = PointGenerator(len(saved["labels"]), saved["w0"])
+        generator = PointGenerator(len(saved["labels"]), saved["w0"], noise_dims=saved.get("noise_dims", 1))
         generator.load_state_dict(saved["generator"])
         rotator = Rotator(saved["rotator"])
         rotator.load_state_dict(saved["rotator_state"])
