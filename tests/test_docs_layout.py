@@ -117,7 +117,8 @@ def test_every_page_of_docs_is_linked_from_the_readme() -> None:
 
 
 def test_every_markdown_link_of_the_documents_resolves() -> None:
-    documents = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+    documents = [README, *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "benchmarks").glob("*.md")),
+                 *sorted((ROOT / "benchmarks" / "studies").rglob("*.md"))]  # the reports too
     broken = []
     for doc in documents:
         for link in local_links(doc.read_text(encoding="utf-8")):
