@@ -222,9 +222,12 @@ def test_kill_9_during_an_overwrite_run_leaves_the_previous_set_and_a_run_that_g
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert {k: v for k, v in files(out).items() if not k.startswith(out_folder.STAGING_NAME)} == before
+    stray = out / "distill.pt.0123456789abcdef.tmp"  # what a write cut by kill -9 leaves (atomic_write's name)
+    stray.write_bytes(b"half a checkpoint")
     argv[argv.index("400")] = "2"  # the same run would take minutes; a shorter one shows the folder is free
     assert main([*argv[:-1], "--overwrite"]) == 0
     assert read_condensed(out / "condensed.npz").provenance["method"] == "dm"
+    assert not stray.exists() and not list(out.rglob("*.tmp"))  # the next run into the folder cleared it
 
 
 # ----------------------------------------------------------------------------- checks before work

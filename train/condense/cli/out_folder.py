@@ -33,7 +33,7 @@ from train.condense.files.condensed_file import FILE_NAME
 from train.condense.methods.dd3d import GENERATOR_NAME
 from train.condense.files.distill_checkpoint import CHECKPOINT_NAME
 from train.condense.matching.features import CACHE_NAME, check_cache
-from train.runtime.files import atomic_write
+from train.runtime.files import atomic_write, remove_temporaries
 from train.runtime.lock_files import try_hold
 
 LOCK_NAME = ".condense.lock"
@@ -127,7 +127,9 @@ def clear_for_run(path: Path, resume: bool, overwrite: bool) -> Path:
     """Make the held condense folder ``path`` ready for a run and return where the run writes
     (:func:`run_folder`): a replacement a killed run had finished is put in place first; without
     ``overwrite``, a folder that holds another run's set, or a stopped run's files, is refused in
-    one line naming what to give (module docstring), and a damaged feature cache too."""
+    one line naming what to give (module docstring), and a damaged feature cache too. The temporary
+    files a killed run's writes left in the folder (it is held: no other run writes there) go first."""
+    remove_temporaries(path)
     finish_replacing(path)
     if overwrite:
         _staged_for_run(path, resume)
