@@ -5,7 +5,7 @@ in its own study folder ``OUT/<variant>`` with the study's unit names (as
 
     OMP_NUM_THREADS=1 python benchmarks/studies/condense-dd3d-gap-cpu/controls.py OUT VARIANT SEED [SEED ...]
 
-Variants (each patches :data:`train.condense.methods.dd3d.PointGenerator`, what ``distill_dd3d`` builds;
+Variants (each but ``lr1e-4`` patches :data:`train.condense.methods.dd3d.PointGenerator`, what ``distill_dd3d`` builds;
 everything else of :func:`train.condense.methods.dd3d.distill_dd3d` runs unchanged: the real batches, the
 released loops and inner-set normalisation, the generator's Adam with its weight decay and cut,
 the noise draws, the written set):
@@ -18,7 +18,10 @@ the noise draws, the written set):
   class, the noise ignored) started from Random's clouds of the seed: GM's representation and start
   in DD3D's loop and optimiser;
 - ``explicit-noise``: the same clouds started uniform in the unit ball
-  (:func:`train.condense.methods.explicit.initial_clouds`' ``noise``).
+  (:func:`train.condense.methods.explicit.initial_clouds`' ``noise``);
+- ``lr1e-4``: the released generator with its Adam at lr 1e-4 (the rate the released 1e-3 is cut
+  to at half the iterations, after which D falls), weight decay as released (patches
+  ``dd3d.generator_adam``).
 
 The generator variants' sets are also evaluated resampled (fresh draws each time a cloud is used,
 decision 85) and drawn at 256 points (the study's cross-resolution units, against the real
@@ -45,6 +48,7 @@ from train.condense.files.data import DataSpec
 from train.condense.methods.explicit import initial_clouds
 from train.condense.matching.generator import PointGenerator
 from train.condense.studies.study import PRESETS, Unit, run_unit
+from train.condense.matching.released import GeneratorAdam, generator_adam
 from train.runtime.distributed import DistInfo
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -87,8 +91,9 @@ def builder(variant: str, train, seed: int):
     return build
 
 
-VARIANTS = ("released", "prefit", "explicit-real", "explicit-noise")
-GENERATORS = ("released", "prefit")  # the variants whose set is a generator's: also resampled and drawn at DRAW_AT
+VARIANTS = ("released", "prefit", "explicit-real", "explicit-noise", "lr1e-4")
+GENERATORS = ("released", "prefit", "lr1e-4")
+LOW_LR = 1e-4  # lr1e-4's generator rate (the released 1e-3's cut value; cut again by 10 at half the iterations)  # the variants whose set is a generator's: also resampled and drawn at DRAW_AT
 DRAW_AT = (256,)  # the generator drawn at these resolutions (the study's cross-resolution units)
 
 
@@ -105,7 +110,9 @@ def main(out: Path, variant: str, seeds: list[int]) -> dict:
     record_path = out / f"controls-{variant}.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     for seed in seeds:
-        dd3d.PointGenerator = PointGenerator if variant == "released" else builder(variant, train, seed)
+        dd3d.PointGenerator = PointGenerator if variant in ("released", "lr1e-4") else builder(variant, train, seed)
+        dd3d.generator_adam = (lambda task: GeneratorAdam(LOW_LR, generator_adam(task).weight_decay)
+                               ) if variant == "lr1e-4" else generator_adam
         unit = Unit(1, "dd3d", "aligned", 1, seed, plan.points, plan.points)
         result = run_unit(plan, unit, out / variant, info, f"{variant}, seed {seed}")
         dd3d.PointGenerator = PointGenerator  # load_generator (the evaluations below) builds the real one

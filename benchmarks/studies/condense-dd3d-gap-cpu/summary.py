@@ -19,8 +19,10 @@ HERE = Path(__file__).parent
 
 
 def _load(folder: Path, name: str) -> dict:
-    path = folder / name
-    return json.loads(path.read_text()) if path.exists() else {}
+    for path in (folder / name, folder / "controls" / name):  # kept here flat; a run's OUT keeps controls/ apart
+        if path.exists():
+            return json.loads(path.read_text())
+    return {}
 
 
 def _by_seed(record: dict, key: str) -> dict[int, list[float]]:
@@ -89,8 +91,10 @@ def chamfer_rows(folder: Path) -> list[str]:
 
 def control_rows(folder: Path) -> list[str]:
     random = _by_seed(_load(folder, "capacity-p64-steps4000.json"), "random_oa")
-    released = _by_seed(_load(folder, "controls-released.json"), "oa")
-    rows = ["| variant | evaluated | test OA [by seed] | paired vs Random | paired vs released | D first / last iteration |",
+    random256 = _by_seed(_load(folder, "capacity-p256-steps4000.json"), "random_oa")
+    kept = _load(folder, "controls-released.json")
+    rows = ["| variant | evaluated | test OA [by seed] | paired vs Random (at the points evaluated) | paired vs released | "
+            "D first / last iteration |",
             "|---|---|---|---|---|---|"]
     for variant in ("released", "prefit", "explicit-real", "explicit-noise"):
         record = _load(folder, f"controls-{variant}.json")
@@ -103,13 +107,30 @@ def control_rows(folder: Path) -> list[str]:
             values = _by_seed(record, key)
             if not values:
                 continue
-            vs_released = _gain(values, released) if key == "oa" and variant != "released" else ""
-            vs_random = _gain(values, random) if key in ("oa", "oa_resampled") else ""
+            vs_released = _gain(values, _by_seed(kept, key)) if variant != "released" else ""
+            vs_random = (_gain(values, random) if key in ("oa", "oa_resampled") else
+                         _gain(values, random256) if key == "oa_at256" else "")
             rows.append(f"| {variant} | {name} | {_cell(values)} | {vs_random} | {vs_released} | "
                         f"{loss if key == 'oa' else ''} |")
     return rows
 
 
+D_AT = (1, 10, 20, 21, 30, 40)  # iterations whose D is shown (the rate is cut after iteration 20 of 40)
+
+
+def loss_rows(folder: Path) -> list[str]:
+    rows = ["| variant | seeds | " + " | ".join(f"D at iteration {i}" for i in D_AT) + " |",
+            "|---|---|" + "---|" * len(D_AT)]
+    for variant in ("released", "prefit", "explicit-real", "explicit-noise", "lr1e-4"):
+        record = _load(folder, f"controls-{variant}.json")
+        if record:
+            losses = np.array([r["loss"] for r in record.values()])
+            rows.append(f"| {variant} | {len(losses)} | " + " | ".join(f"{losses[:, i - 1].mean():.0f}" for i in D_AT)
+                        + " |")
+    return rows
+
+
 if __name__ == "__main__":
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
-    print("\n".join(capacity_rows(folder) + [""] + chamfer_rows(folder) + [""] + control_rows(folder)))
+    print("\n".join(capacity_rows(folder) + [""] + chamfer_rows(folder) + [""] + control_rows(folder) + [""]
+                    + loss_rows(folder)))
