@@ -13,7 +13,7 @@ The fitted set is drawn as DD3D draws its condensed set (:func:`train.condense.m
 noise from the seed, in the unit sphere), written with the generator as a study unit
 (``init`` ``chamferfit<steps>``: its own folder name) and evaluated with the study's ``cpu`` preset
 (:func:`train.condense.studies.study.run_unit`: the cpu recipe, 5 trainings), beside Random's unit of the
-same seed at the same resolution, and evaluated again on fresh draws of the generator each time a
+same seed at the same resolution (``--steps 0``: Random and its bootstrap only), and evaluated again on fresh draws of the generator each time a
 cloud is used (the study's ``resample`` units, decision 85: Table 6's "DD3D resampled"). With ``--draw-at M`` the fitted generator is also drawn at M
 points (the study's cross-resolution units) beside Random at M points.
 
@@ -146,7 +146,8 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--points", type=int, required=True)
     parser.add_argument("--seeds", type=int, nargs="+", required=True)
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=4000, help="the fit's Adam steps (0: no fit, Random and its "
+                                                                   "bootstrap only)")
     parser.add_argument("--draw-at", type=int, nargs="*", default=[])
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -159,7 +160,7 @@ def main() -> None:
         row = record.setdefault(str(seed), {})
         unit = Unit(1, "dd3d", "aligned", 1, seed, args.points, args.points, init=f"{INIT}{args.steps}")
         folder = args.out / "units" / unit.name
-        if not (folder / "condensed.npz").exists():
+        if args.steps > 0 and not (folder / "condensed.npz").exists():
             generator, log = fit(train, seed, args.steps)
             labels = np.asarray(log["labels"], dtype=np.int64)
             save_generator(generator, Rotator("none"), labels, None, folder / GENERATOR_NAME)
@@ -178,9 +179,12 @@ def main() -> None:
             write_condensed(CondensedSet(clouds, labels.astype(np.int64), provenance), args.out / "units" / boot.name)
             row["bootstrap_to_target"] = gap
         row["bootstrap_oa"] = oa(run_unit(plan, boot, args.out, info, f"bootstrap, seed {seed}"))
-        row["fit_oa"] = oa(run_unit(plan, unit, args.out, info, f"capacity fit, seed {seed}"))
         row["random_oa"] = oa(run_unit(plan, Unit(1, "random", "aligned", 1, seed, args.points, args.points),
                                        args.out, info, f"random, seed {seed}"))
+        if args.steps == 0:  # Random and its bootstrap only
+            record_path.write_text(json.dumps(record, indent=1))
+            continue
+        row["fit_oa"] = oa(run_unit(plan, unit, args.out, info, f"capacity fit, seed {seed}"))
         row["fit_oa_resampled"] = oa(run_unit(plan, replace(unit, resample=True), args.out, info,
                                               f"capacity fit resampled, seed {seed}"))
         for at in args.draw_at:
@@ -189,9 +193,9 @@ def main() -> None:
             row[f"random_oa_p{at}"] = oa(run_unit(plan, Unit(1, "random", "aligned", 1, seed, at, at), args.out, info,
                                                   f"random at {at}, seed {seed}"))
         record_path.write_text(json.dumps(record, indent=1))
-    print(json.dumps({s: {k: v for k, v in r.items() if k != "fit"} | {
+    print(json.dumps({s: {k: v for k, v in r.items() if k != "fit"} | ({} if "fit" not in r else {
         "chamfer": {k: round(v, 5) for k, v in r["fit"].items() if k.startswith(("fit_to", "target_to"))},
-        "fit_loss_at": {k: round(v, 5) for k, v in r["fit"]["trajectory"].items()}} for s, r in record.items()},
+        "fit_loss_at": {k: round(v, 5) for k, v in r["fit"]["trajectory"].items()}}) for s, r in record.items()},
         indent=1))
 
 

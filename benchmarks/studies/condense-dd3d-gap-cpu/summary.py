@@ -46,9 +46,12 @@ def _gain(values: dict[int, list[float]], reference: dict[int, list[float]]) -> 
             + ")")
 
 
+RECORDS = ((64, 4000), (64, 400), (256, 4000), (1024, 0))  # capacity.py's records: (points, fit steps; 0 no fit)
+
+
 def capacity_rows(folder: Path) -> list[str]:
     rows = ["| points, fit steps | row | test OA [by seed] | paired vs Random (same points) |", "|---|---|---|---|"]
-    for points, steps in ((64, 4000), (64, 400), (256, 4000)):
+    for points, steps in RECORDS:
         record = _load(folder, f"capacity-p{points}-steps{steps}.json")
         if not record:
             continue
@@ -56,6 +59,8 @@ def capacity_rows(folder: Path) -> list[str]:
         for key, name in (("random_oa", "Random"), ("bootstrap_oa", "bootstrap of Random's clouds"),
                           ("fit_oa", "generator fitted, drawn"), ("fit_oa_resampled", "generator fitted, resampled")):
             values = _by_seed(record, key)
+            if not values or (key in ("random_oa", "bootstrap_oa") and (points, steps) == (64, 400)):
+                continue  # the 400-step fits share the 4,000-step record's Random and bootstrap units
             rows.append(f"| {points}, {steps} | {name} | {_cell(values)} | "
                         f"{'' if key == 'random_oa' else _gain(values, random)} |")
         for at in (1024,):
@@ -72,18 +77,20 @@ def chamfer_rows(folder: Path) -> list[str]:
     rows = ["| points, fit steps | fit to its target | bootstrap to its target | fit to nearest real | "
             "target to nearest other real | target to median other real | fit loss at step 400 / last |",
             "|---|---|---|---|---|---|---|"]
-    for points, steps in ((64, 4000), (64, 400), (256, 4000)):
+    for points, steps in RECORDS:
         record = _load(folder, f"capacity-p{points}-steps{steps}.json")
         fits = [r["fit"] for r in record.values() if "fit" in r]
-        if not fits:
-            continue
         boots = [r["bootstrap_to_target"] for r in record.values() if "bootstrap_to_target" in r]
+        if not fits:
+            if boots:
+                rows.append(f"| {points}, no fit | | {np.mean(boots):.4f} | | | | |")
+            continue
         mean = {k: np.mean([f[k] for f in fits]) for k in ("fit_to_target", "fit_to_nearest_real",
                                                            "target_to_nearest_other_real", "target_to_median_other_real")}
         at400 = np.mean([f["trajectory"].get("400", np.nan) for f in fits])
         last = np.mean([f["trajectory"][str(steps)] for f in fits])
         rows.append(f"| {points}, {steps} | {mean['fit_to_target']:.4f} | "
-                    f"{np.mean(boots) if boots else float('nan'):.4f} | {mean['fit_to_nearest_real']:.4f} | "
+                    f"{f'{np.mean(boots):.4f}' if boots else 'as above'} | {mean['fit_to_nearest_real']:.4f} | "
                     f"{mean['target_to_nearest_other_real']:.4f} | {mean['target_to_median_other_real']:.4f} | "
                     f"{at400:.4f} / {last:.4f} |")
     return rows
@@ -105,13 +112,20 @@ def control_rows(folder: Path) -> list[str]:
         for key, name in (("oa", "drawn at 64"), ("oa_resampled", "resampled at 64"), ("oa_at256", "drawn at 256"),
                           ("oa_at1024", "drawn at 1,024")):
             values = _by_seed(record, key)
-            if not values:
-                continue
+            if not values or (key in ("random_oa", "bootstrap_oa") and (points, steps) == (64, 400)):
+                continue  # the 400-step fits share the 4,000-step record's Random and bootstrap units
             vs_released = _gain(values, _by_seed(kept, key)) if variant != "released" else ""
             vs_random = (_gain(values, random) if key in ("oa", "oa_resampled") else
                          _gain(values, random256) if key == "oa_at256" else "")
             rows.append(f"| {variant} | {name} | {_cell(values)} | {vs_random} | {vs_released} | "
                         f"{loss if key == 'oa' else ''} |")
+    start = _load(folder, "capacity-p64-steps4000.json")
+    prefit = _load(folder, "controls-prefit.json")
+    for key, fitted, name in (("oa", "fit_oa", "drawn at 64"), ("oa_resampled", "fit_oa_resampled", "resampled at 64")):
+        if prefit:
+            rows.append(f"| prefit against its start (section 1's fit, before matching) | {name} | "
+                        f"{_cell({k: v for k, v in _by_seed(start, fitted).items() if str(k) in prefit})} before | {_gain(_by_seed(prefit, key), _by_seed(start, fitted))} "
+                        "after minus before | | |")
     return rows
 
 
