@@ -3,7 +3,7 @@
 in its own study folder ``OUT/<variant>`` with the study's unit names (as
 ``benchmarks/studies/condense-cpu-released/dd3d_ablation.py``).
 
-    OMP_NUM_THREADS=1 python benchmarks/studies/condense-dd3d-gap-cpu/controls.py OUT VARIANT SEED [SEED ...]
+    OMP_NUM_THREADS=1 python benchmarks/studies/condense-dd3d-gap-cpu/controls.py OUT VARIANT SEED [SEED ...] [--points N]
 
 Variants (each but ``lr1e-4`` patches :data:`train.condense.methods.dd3d.PointGenerator`, what ``distill_dd3d`` builds;
 everything else of :func:`train.condense.methods.dd3d.distill_dd3d` runs unchanged: the real batches, the
@@ -32,6 +32,7 @@ as JSON (also written to ``OUT/controls-<variant>.json``).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import replace
@@ -101,13 +102,14 @@ def oa(result: dict) -> float:
     return round(100.0 * float(np.mean([r["oa"] for r in result["runs"]])), 2)
 
 
-def main(out: Path, variant: str, seeds: list[int]) -> dict:
+def main(out: Path, variant: str, seeds: list[int], points: int | None = None) -> dict:
     if variant not in VARIANTS:
         raise SystemExit(f"variant {variant!r} is not one of {', '.join(VARIANTS)}")
     torch.set_num_threads(1)
     plan, info = PRESETS["cpu"], DistInfo(0, 1, 0, torch.device("cpu"))
+    plan = plan if points is None else replace(plan, points=points)
     train = DataSpec(plan.dataset, setting="aligned", points=plan.points).load("train")
-    record_path = out / f"controls-{variant}.json"
+    record_path = out / f"controls-{variant}{'' if points is None else f'-p{points}'}.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     for seed in seeds:
         dd3d.PointGenerator = PointGenerator if variant in ("released", "lr1e-4") else builder(variant, train, seed)
@@ -120,7 +122,7 @@ def main(out: Path, variant: str, seeds: list[int]) -> dict:
         if variant in GENERATORS:
             extra["oa_resampled"] = oa(run_unit(plan, replace(unit, resample=True), out / variant, info,
                                                 f"{variant} resampled, seed {seed}"))
-            for at in DRAW_AT:
+            for at in (at for at in DRAW_AT if at != plan.points):
                 extra[f"oa_at{at}"] = oa(run_unit(plan, replace(unit, eval_points=at), out / variant, info,
                                                   f"{variant} drawn at {at}, seed {seed}"))
         loss = read_condensed(out / variant / "units" / unit.name / "condensed.npz").provenance["distill"]["loss"]
@@ -133,6 +135,11 @@ def main(out: Path, variant: str, seeds: list[int]) -> dict:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 4:
-        raise SystemExit(__doc__.split("\n\n")[1])
-    print(json.dumps({sys.argv[2]: main(Path(sys.argv[1]), sys.argv[2], [int(s) for s in sys.argv[3:]])}, indent=1))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("variant", choices=VARIANTS)
+    parser.add_argument("seeds", type=int, nargs="+")
+    parser.add_argument("--points", type=int, default=None,
+                        help="distil at these points instead of the preset's 64 (record controls-<variant>-p<points>.json)")
+    args = parser.parse_args()
+    print(json.dumps({args.variant: main(args.out, args.variant, args.seeds, args.points)}, indent=1))

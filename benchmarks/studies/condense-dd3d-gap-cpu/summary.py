@@ -103,7 +103,7 @@ def control_rows(folder: Path) -> list[str]:
     rows = ["| variant | evaluated | test OA [by seed] | paired vs Random (at the points evaluated) | paired vs released | "
             "D first / last iteration |",
             "|---|---|---|---|---|---|"]
-    for variant in ("released", "prefit", "explicit-real", "explicit-noise"):
+    for variant in VARIANTS:
         record = _load(folder, f"controls-{variant}.json")
         if not record:
             continue
@@ -119,6 +119,12 @@ def control_rows(folder: Path) -> list[str]:
                          _gain(values, random256) if key == "oa_at256" else "")
             rows.append(f"| {variant} | {name} | {_cell(values)} | {vs_random} | {vs_released} | "
                         f"{loss if key == 'oa' else ''} |")
+    at256 = _load(folder, "controls-released-p256.json")
+    for key, name in (("oa", "drawn at 256"), ("oa_resampled", "resampled at 256")):
+        values = _by_seed(at256, key)
+        if values:
+            rows.append(f"| released, distilled at 256 points | {name} | {_cell(values)} | {_gain(values, random256)} | | "
+                        f"{at256[next(iter(at256))]['loss_first']:.0f} / {at256[next(iter(at256))]['loss_last']:.0f} |")
     start = _load(folder, "capacity-p64-steps4000.json")
     prefit = _load(folder, "controls-prefit.json")
     for key, fitted, name in (("oa", "fit_oa", "drawn at 64"), ("oa_resampled", "fit_oa_resampled", "resampled at 64")):
@@ -129,13 +135,14 @@ def control_rows(folder: Path) -> list[str]:
     return rows
 
 
+VARIANTS = ("released", "prefit", "explicit-real", "explicit-noise", "lr1e-4")  # controls.py's
 D_AT = (1, 10, 20, 21, 30, 40)  # iterations whose D is shown (the rate is cut after iteration 20 of 40)
 
 
 def loss_rows(folder: Path) -> list[str]:
     rows = ["| variant | seeds | " + " | ".join(f"D at iteration {i}" for i in D_AT) + " |",
             "|---|---|" + "---|" * len(D_AT)]
-    for variant in ("released", "prefit", "explicit-real", "explicit-noise", "lr1e-4"):
+    for variant in VARIANTS:
         record = _load(folder, f"controls-{variant}.json")
         if record:
             losses = np.array([r["loss"] for r in record.values()])
