@@ -123,8 +123,10 @@ def control_rows(folder: Path) -> list[str]:
     for key, name in (("oa", "drawn at 256"), ("oa_resampled", "resampled at 256")):
         values = _by_seed(at256, key)
         if values:
+            loss = (f"{np.mean([r['loss_first'] for r in at256.values()]):.0f} / "
+                    f"{np.mean([r['loss_last'] for r in at256.values()]):.0f}") if key == "oa" else ""
             rows.append(f"| released, distilled at 256 points | {name} | {_cell(values)} | {_gain(values, random256)} | | "
-                        f"{at256[next(iter(at256))]['loss_first']:.0f} / {at256[next(iter(at256))]['loss_last']:.0f} |")
+                        f"{loss} |")
     start = _load(folder, "capacity-p64-steps4000.json")
     prefit = _load(folder, "controls-prefit.json")
     for key, fitted, name in (("oa", "fit_oa", "drawn at 64"), ("oa_resampled", "fit_oa_resampled", "resampled at 64")):
