@@ -122,3 +122,16 @@ def test_two_noise_scalars_are_refused_where_they_cannot_act(tmp_path: Path, cap
                                                              options: list[str], words: str) -> None:
     assert main([*TINY, *options, "--out", str(tmp_path)]) == 2
     assert words in capsys.readouterr().err
+
+
+def test_the_kept_probe_reports_the_table_its_study_shows() -> None:
+    """``benchmarks/studies/condense-topo-controls-cpu/``: the table of its STUDY.md is what
+    ``probe.py report`` computes from the kept ``results.json``, every row."""
+    import importlib.util
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "studies" / "condense-topo-controls-cpu"
+    spec = importlib.util.spec_from_file_location("topo_controls_probe", folder / "probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    table = probe.report(folder / "results.json").splitlines()
+    assert len(table) == 2 + 8 and all(line in (folder / "STUDY.md").read_text().splitlines() for line in table)
