@@ -410,9 +410,11 @@ def _val(results: list[dict[str, Any]]) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def _topo_rows(rows: list[dict[str, Any]], plan: Plan, setting: str, cpc: int, method: str, task: str) -> list[str]:
+def _topo_rows(rows: list[dict[str, Any]], plan: Plan, setting: str, cpc: int, method: str, task: str,
+               held_out: bool) -> list[str]:
     """Table 7's (9's) lines of ``method`` at ``setting`` and ``cpc``: without the term, then each
-    reading at each weight, the weight of the best validation score marked (among those finished)."""
+    reading at each weight, the weight of the best validation score marked (among those finished);
+    ``held_out``: with the gaps to the test split's clouds."""
     where = {"setting": setting, "cpc": cpc, "method": method}
     base = _grouped(rows, topo=None, **where)
     lines = []
@@ -421,7 +423,7 @@ def _topo_rows(rows: list[dict[str, Any]], plan: Plan, setting: str, cpc: int, m
         shapes = [g["shape"] for g in group if "shape" in g]
         held = [s[HELD_OUT] for s in shapes if HELD_OUT in s]
         gaps = " | ".join(f"{np.mean([g[k] for g in found]):.4f}" if found else "-"
-                          for found in (shapes, held) for k in ("chamfer", "diagram"))
+                          for found in (shapes, held)[:1 + held_out] for k in ("chamfer", "diagram"))
         gain = _paired(group, base, task) if group is not base else "-"
         val = _val(group)
         return (f"| {setting} | {cpc} | {TITLES[method]} | {name} | {'-' if np.isnan(val) else f'{val:.1f}'} | "
@@ -545,18 +547,21 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
         if not rows:
             continue
         score = LABELS[SCORES[task][0]]
+        held_out = any(HELD_OUT in row.get("shape", {}) for row in rows)  # studies kept before it: without
         lines += ["", f"### {title}", "",
                   f"Validation {score} (mean of every run) chooses the weight; the gain is the test {score}'s over "
                   "the same method without the term, paired by distillation seed. Chamfer: to the nearest real "
                   "cloud of the class, in the unit sphere; diagram: PWCD (H0 + H1) to the nearest real diagram "
-                  "(train.condense.studies.shape_gap); both means over the set's clouds, against the training "
-                  "split the set was made from and against the held-out test split.", "",
+                  "(train.condense.studies.shape_gap); both means over the set's clouds" + (
+                      ", against the training split the set was made from and against the held-out test split."
+                      if held_out else "."), "",
                   f"| setting | CPC | method | term | val {score} | test {score} | gain over no term | Chamfer | "
-                  "diagram gap | held-out Chamfer | held-out diagram gap |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "diagram gap |" + (" held-out Chamfer | held-out diagram gap |" if held_out else ""),
+                  "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if held_out else "")]
         for setting in settings:
             for cpc in cpcs:
                 for method in TOPO_DISTILLATIONS:
-                    lines += _topo_rows(rows, plan, setting, cpc, method, task)
+                    lines += _topo_rows(rows, plan, setting, cpc, method, task, held_out)
     rows = results.get(8)
     if rows:
         lines += ["", f"### Table 8: the persistence term across backbones (Table 7's sets, aligned, CPC {plan.cpcs[-1]})",
