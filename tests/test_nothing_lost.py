@@ -344,31 +344,21 @@ def test_train_predict_on_a_full_disk_ends_in_one_line_and_keeps_the_labels_it_w
     assert after == before  # every label file byte-identical, the replaced one too; no temporary file
 
 
-def test_train_export_onnx_on_a_full_disk_ends_in_one_line_and_keeps_the_file_it_would_replace(
-        synthetic: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from train.export_onnx import main
+@pytest.mark.parametrize("command, name", [("export_onnx", "model.onnx"), ("export_pointcept", "model_best.pth")])
+def test_an_export_on_a_full_disk_ends_in_one_line_and_keeps_the_file_it_would_replace(
+        synthetic: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture, command: str, name: str) -> None:
+    import importlib
 
+    main = importlib.import_module(f"train.{command}").main
     out = tmp_path / "out"
     out.mkdir()
-    (out / "model.onnx").write_bytes(OLD)
+    (out / name).write_bytes(OLD)
+    checkpoint, target = str(synthetic["checkpoint"]), str(out / name)
+    argv = ["--checkpoint", checkpoint, "--out", target] if command == "export_onnx" else [checkpoint, target]
     with full_disk(out):
-        assert main(["--checkpoint", str(synthetic["checkpoint"]), "--out", str(out / "model.onnx"),
-                     "--overwrite"]) == 2
-    _one_line(capsys.readouterr().err, "train.export_onnx: error:", str(out))
-    assert _files(out) == {"model.onnx": OLD}
-
-
-def test_train_export_pointcept_on_a_full_disk_ends_in_one_line_and_keeps_the_file_it_would_replace(
-        synthetic: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from train.export_pointcept import main
-
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "model_best.pth").write_bytes(OLD)
-    with full_disk(out):
-        assert main([str(synthetic["checkpoint"]), str(out / "model_best.pth"), "--overwrite"]) == 2
-    _one_line(capsys.readouterr().err, "train.export_pointcept: error:", str(out))
-    assert _files(out) == {"model_best.pth": OLD}
+        assert main([*argv, "--overwrite"]) == 2
+    _one_line(capsys.readouterr().err, f"train.{command}: error:", str(out))
+    assert _files(out) == {name: OLD}
 
 
 def test_train_image_labels_on_a_full_disk_ends_in_one_line_and_keeps_the_file_it_would_replace(
