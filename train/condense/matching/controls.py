@@ -34,15 +34,18 @@ CONTROLS = ("chamfer", "start")
 
 
 def chamfer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The Chamfer distance of the clouds ``a`` (n, 3) and ``b`` (m, 3) (module docstring)."""
+    """The Chamfer distance of the clouds ``a`` (..., n, 3) and ``b`` (..., m, 3) (module docstring),
+    over the leading dimensions as ``torch.cdist`` broadcasts them (also the study's shape gap,
+    :func:`train.condense.studies.shape_gap.chamfer_to_nearest`)."""
     squared = torch.cdist(a, b).square()
-    return squared.min(dim=1).values.mean() + squared.min(dim=0).values.mean()
+    return squared.amin(-1).mean(-1) + squared.amin(-2).mean(-1)
 
 
 def nearest_chamfer(real: torch.Tensor, synthetic: torch.Tensor) -> torch.Tensor:
     """``chamfer``'s ``c_k``: mean over the synthetic clouds (S, n, 3) of the Chamfer distance to the
     nearest of the real clouds (R, m, 3)."""
-    return torch.stack([torch.stack([chamfer(s, r) for r in real.to(s.dtype)]).min() for s in synthetic]).mean()
+    real = real.to(synthetic.dtype)
+    return torch.stack([chamfer(s.expand(len(real), -1, -1), real).min() for s in synthetic]).mean()
 
 
 def start_chamfer(synthetic: torch.Tensor, start: torch.Tensor) -> torch.Tensor:

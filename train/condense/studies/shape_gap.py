@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from train.condense.files.condensed_file import CondensedSet
+from train.condense.matching.controls import chamfer
 from train.condense.methods.dd3d import unit_sphere
 from train.condense.matching.topology_term import DEFAULT_M, RealDiagrams, diagram_distances
 from train.data.objects.cloud import ObjectSet
@@ -35,12 +36,7 @@ CHUNK = 16  # real clouds a Chamfer call compares at once (memory: CHUNK x N x N
 
 def chamfer_to_nearest(cloud: torch.Tensor, real: torch.Tensor) -> float:
     """The symmetric Chamfer distance of ``cloud`` (N, 3) to its nearest cloud among ``real`` (R, M, 3)."""
-    best = float("inf")
-    for chunk in real.split(CHUNK):
-        squared = torch.cdist(cloud.expand(len(chunk), -1, -1), chunk) ** 2
-        both = squared.amin(2).mean(1) + squared.amin(1).mean(1)
-        best = min(best, float(both.min()))
-    return best
+    return min(float(chamfer(cloud.expand(len(chunk), -1, -1), chunk).min()) for chunk in real.split(CHUNK))
 
 
 def shape_gap(cset: CondensedSet, real: ObjectSet, diagrams: RealDiagrams | None = None) -> dict[str, float]:
