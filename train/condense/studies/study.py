@@ -670,13 +670,13 @@ def _with_shapes(plan: Plan, results: list[dict[str, Any]], out: Path, info: Dis
             unit = Unit(**result["unit"])
             data = _data(plan, unit, unit.points)
             cset = read_condensed(path.parent / "condensed.npz")
-            for split in ("train", "test"):
+
+            def real(split: str) -> ObjectSet:  # the split in the set's frame, each split read once
                 if (data, split) not in splits:
                     splits[data, split] = data.load(split)
-            real, held = (in_frame(splits[data, split], rotator_of(cset.provenance["frame"]))
-                          for split in ("train", "test"))
-            gaps = kept or shape_gap(cset, real, diagrams)
-            atomic_write(json.dumps({**gaps, HELD_OUT: shape_gap(cset, held, diagrams)}).encode(), path)
+                return in_frame(splits[data, split], rotator_of(cset.provenance["frame"]))
+            gaps = kept or shape_gap(cset, real("train"), diagrams)  # a kept file's own gaps are not measured again
+            atomic_write(json.dumps({**gaps, HELD_OUT: shape_gap(cset, real("test"), diagrams)}).encode(), path)
     barrier()  # every rank reads the gaps next
     return [{**result, "shape": json.loads(path.read_text())} for result, path in zip(results, paths)]
 
