@@ -88,6 +88,45 @@ def test_table_3_evaluates_table_1s_largest_sets_with_every_backbone_and_table_2
     assert len({u.seed for u in paper if u.method == "gm"}) == 2
 
 
+def test_the_study_command_takes_points_distillations_and_a_denser_draw_and_refuses_bad_ones(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    plans: list[Plan] = []
+    monkeypatch.setattr(command, "run_study", lambda plan, *args: plans.append(plan) or "")
+    base = ["study", "--out", str(tmp_path), "--preset", "cpu", "--tables", "1", "--device", "cpu"]
+    assert main([*base, "--points", "256", "--distills", "3", "--draw-points", "1024"]) == 0
+    assert plans == [replace(study.PRESETS["cpu"], points=256, distills=3, draw_points=1024)]
+    one = units(plans[0], 1)
+    assert {u.seed for u in one if u.method == "gm"} == {0, 1, 2} and {u.points for u in one if u.method == "gm"} == {256}
+    drawn = [u for u in one if u.eval_points == 1024]
+    assert {(u.method, u.points, u.setting, u.seed) for u in drawn} == {
+        (m, p, s, seed) for m, p in (("random", 1024), ("dd3d", 256)) for s in ("aligned", "rotated") for seed in range(3)}
+    assert {u.set_name for u in drawn if u.method == "dd3d"} <= {u.name for u in one}  # Table 1's own DD3D sets, drawn
+    for given, said in ((["--points", "0"], "--points must be 1 or more, got 0"),
+                        (["--distills", "-1"], "--distills must be 1 or more, got -1"),
+                        (["--draw-points", "64"], "--draw-points 64 must be more than the clouds' 64 points")):
+        assert main([*base, *given]) == 2
+        assert said in capsys.readouterr().err
+    assert len(plans) == 1
+
+
+def test_table_1_at_a_denser_draw_reports_random_and_dd3d_there_paired_by_seed(tmp_path: Path) -> None:
+    dense = replace(TINY, draw_points=48, distills=2)
+    text = run_study(dense, (1,), tmp_path, CPU, study.Selection(methods=("random", "dd3d"), settings=("aligned",)))
+    assert "### Table 1 at 48 points: DD3D distilled at 32 points and drawn at 48" in text
+    rows = json.loads((tmp_path / "study.json").read_text())["results"]["1"]
+    assert sorted((r["unit"]["method"], r["unit"]["points"], r["unit"]["eval_points"]) for r in rows) == sorted(
+        [(m, p, e) for m, p, e in (("random", 32, 32), ("dd3d", 32, 32), ("random", 48, 48), ("dd3d", 32, 48))] * 2)
+    made = {"random": {0: [0.5, 0.7], 1: [0.4, 0.4]}, "dd3d": {0: [0.65, 0.65], 1: [0.5, 0.6]}}
+    results = {1: [{"unit": dataclasses.asdict(study.Unit(1, m, "aligned", 1, seed, 32 if m == "dd3d" else 48, 48)),
+                    "runs": [{"oa": x, "macc": x} for x in scores]} for m, seeds in made.items()
+                   for seed, scores in seeds.items()]}
+    table = study.report(dense, results)
+    # Random 60 and 40, DD3D 65 and 55: gains +5 and +15, mean 10, 12.706 * 5 = 63.5
+    assert "| aligned | 1 | 50.0 ± 127.1 [60.0 / 40.0] (mAcc 50.0) | 60.0 ± 63.5 [65.0 / 55.0] (mAcc 60.0) | " \
+           "+10.0 ± 63.5 (s0 +5.0, s1 +15.0) |" in table
+    assert "### Table 1: classification" not in table  # no unit at the clouds' own 32 points
+
+
 def test_the_study_command_refuses_an_unknown_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["study", "--out", str(tmp_path), "--preset", "cpu", "--tables", "1", "10", "--device", "cpu"]) == 2
     assert capsys.readouterr().err.strip() == ("python -m train.condense: error: --tables [10] are not among "

@@ -234,6 +234,11 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                        "1 10 50, cpu 1); Tables 2 and 4-6 take the smallest, Table 3 the largest, Table 7 every one")
     study.add_argument("--iterations", type=int, help="outer iterations of every distillation (default the "
                        "preset's: paper the data set's released count, cpu 40); a folder holds one count")
+    study.add_argument("--points", type=int, help="points per cloud of the classification tables (default the "
+                       "preset's: paper 1,024, cpu 64); a unit's folder names its points")
+    study.add_argument("--draw-points", type=int, help="Table 1 adds DD3D's sets drawn at this many points, more than "
+                       "--points, beside Random's draw at it (the paper's Table 4 reading; default none)")
+    study.add_argument("--distills", type=int, help="distillations of each method, seeds 0.. (default the preset's: 2)")
     study.add_argument("--methods", nargs="+", default=[], help=f"run only these methods' units, of {', '.join(TITLES)} "
                        "(default every one; the others finished in --out are reported)")
     study.add_argument("--settings", nargs="+", default=[], help=f"run only these settings' units, of "
@@ -527,10 +532,15 @@ def _study(args: argparse.Namespace, info: DistInfo) -> None:
         if min(args.cpcs) < 1:
             raise ValueError(f"--cpcs must be 1 or more, got {args.cpcs}")
         plan = replace(plan, cpcs=tuple(sorted(set(args.cpcs))))
-    if args.iterations is not None:
-        if args.iterations < 1:
-            raise ValueError(f"--iterations must be 1 or more, got {args.iterations}")
-        plan = replace(plan, iterations=args.iterations)
+    counts = ("iterations", "points", "draw_points", "distills")
+    for name in counts:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be 1 or more, got {value}")
+    plan = replace(plan, **{name: value for name in counts if (value := getattr(args, name)) is not None})
+    if plan.draw_points is not None and plan.draw_points <= plan.points:
+        raise ValueError(f"--draw-points {plan.draw_points} must be more than the clouds' {plan.points} points "
+                         "(DD3D's sets drawn denser than they were distilled)")
     if args.size is not None:
         plan = replace(plan, size=args.size)  # load_objects checks it, naming the data set
     select = Selection(tuple(args.methods), tuple(args.settings), tuple(args.terms), tuple(args.topo_weights))

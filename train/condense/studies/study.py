@@ -99,7 +99,9 @@ class Plan:
     distilled at ``low_points``), ``cpcs`` of Table 1 (the others take the first), ``iterations``
     outer iterations of every distillation (None: the data set's released count, decision 92), each method distilled ``distills`` times, every set
     evaluated ``runs`` times with ``recipe`` (classification) or ``part_recipe`` (Table 2);
-    ``size`` of a generated set; Table 7's persistence term at each of ``topo_weights``."""
+    ``size`` of a generated set; Table 7's persistence term at each of ``topo_weights``; Table 1 adds,
+    with ``draw_points``, DD3D's sets drawn at that resolution and Random's draw at it (the paper's
+    Table 4 reading: a generator distilled at few points, evaluated at many)."""
 
     dataset: str = "shapes"
     root: str | None = None
@@ -114,6 +116,7 @@ class Plan:
     part_recipe: TrainSpec = named_recipe("paper", "parts")
     size: int | None = None
     topo_weights: tuple[float, ...] = TOPO_WEIGHTS
+    draw_points: int | None = None
 
     def recipe_of(self, unit: "Unit") -> TrainSpec:
         """The recipe that evaluates ``unit``: its task's, with its backbone."""
@@ -191,6 +194,10 @@ def units(plan: Plan, table: int) -> list[Unit]:
                     if method == "tm" and cpc > TM_LARGEST_CPC:
                         continue
                     out += [Unit(1, method, setting, cpc, s, p, p) for s in seeds]
+                if plan.draw_points is not None:
+                    m = plan.draw_points
+                    out += [Unit(1, "random", setting, cpc, s, m, m) for s in seeds]
+                    out += [Unit(1, "dd3d", setting, cpc, s, p, m) for s in seeds]
         return out
     if table == 2:
         return [Unit(2, "full", "aligned", 0, 0, plan.part_points, plan.part_points, task="parts")] + [
@@ -456,6 +463,25 @@ def _row_name(table: int, row: dict[str, Any]) -> str:
     return TITLES[row["method"]] + extra[table]
 
 
+def _drawn_rows(plan: Plan, drawn: list[dict[str, Any]]) -> list[str]:
+    """Table 1's section at :attr:`Plan.draw_points` (none without its units): Random's draw at that
+    resolution, DD3D's sets distilled at :attr:`Plan.points` drawn at it, and DD3D's gain paired by seed."""
+    if not drawn:
+        return []
+    m = drawn[0]["unit"]["eval_points"]
+    lines = ["", f"### Table 1 at {m} points: DD3D distilled at {plan.points} points and drawn at {m}, against "
+             f"Random's draw of {m}-point clouds", "",
+             f"| setting | CPC | Random at {m} | DD3D drawn at {m} | DD3D's gain over Random (paired by seed) |",
+             "|---|---|---|---|---|"]
+    for setting in ("aligned", "rotated"):
+        for cpc in plan.cpcs:
+            rows = _grouped(drawn, setting=setting, cpc=cpc)
+            if rows:
+                cells = [_cell(_grouped(rows, method=method), "classification") for method in ("random", "dd3d")]
+                lines.append(f"| {setting} | {cpc} | {' | '.join(cells)} | {_gain(rows, 'classification', 'dd3d')} |")
+    return lines
+
+
 COMPARISON = ("the best test epoch's scores (the released code's number: the model chosen on the test split), "
               "for comparison with the paper's numbers only")
 
@@ -477,7 +503,7 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
              "distillation's mean], (the second score's mean); a cell of one set (the full set): mean ± the 95% "
              "interval over its runs. Gains over Random are paired by seed (GM, DM and TM start from Random's "
              "draw of that seed; DD3D shares only the seed)."]
-    t = results.get(1)
+    t = [r for r in results.get(1, []) if r["unit"]["eval_points"] == plan.points]
     for best in (False, True):
         if not t or (best and not _has_best(t)):
             continue
@@ -498,6 +524,7 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
             for cpc in plan.cpcs:
                 cells = [_gain(t, "classification", m, setting=setting, cpc=cpc) for m in gained]
                 lines.append(f"| {setting} | {cpc} | {' | '.join(cells)} |")
+    lines += _drawn_rows(plan, [r for r in results.get(1, []) if r["unit"]["eval_points"] != plan.points])
     simple = {2: ("Table 2: part segmentation, CPC {cpc}", "parts"),
               4: ("Table 4: DD3D distilled at fewer points, evaluated at {points}", "classification"),
               5: ("Table 5: the rotator, DD3D on the rotated set, CPC {cpc}", "classification"),
