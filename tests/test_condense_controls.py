@@ -1,7 +1,8 @@
-"""The persistence term's non-topological controls at matched strength, and DD3D with two noise
-scalars a point (decision 101): the Chamfer distances against a brute force and by gradcheck, the
-scaling that gives the control the term's gradient norm on the synthetic parameters, runs of GM and
-DD3D that record the control and resume exactly, and DD3D's surfaces drawn, recorded and resumed."""
+"""The persistence term's non-topological controls at matched strength, its strength relative to the
+matching (decisions 101 and 102), and DD3D with two noise scalars a point: the Chamfer distances
+against a brute force and by gradcheck, the scalings that give the control the term's gradient norm
+and the term a ratio of the matching's on the synthetic parameters, runs of GM and DD3D that record
+the control or the ratio and resume exactly, and DD3D's surfaces drawn, recorded and resumed."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 from tests.condensation_tiny import stop_after_second_checkpoint
 from train.condense.cli.command import main
 from train.condense.files.condensed_file import read_condensed
-from train.condense.matching.controls import MatchedControl, chamfer, nearest_chamfer, start_chamfer
+from train.condense.matching.controls import MatchedStrength, chamfer, nearest_chamfer, start_chamfer
 
 TINY = ["--dataset", "shapes", "--size", "2", "--points", "16", "--device", "cpu", "--cpc", "1", "--iterations", "3"]
 
@@ -55,13 +56,67 @@ def test_the_scaled_control_has_the_terms_gradient_norm_on_the_parameters(kind: 
     synthetic = torch.tanh(code[0] * weights + code[1:].sum())
     real = torch.from_numpy(rng.normal(size=(3, 6, 3)))
     term = 7.0 * synthetic.square().sum() * code.square().sum()  # any differentiable stand-in for W * T_k
-    control = MatchedControl(kind, [code], {0: torch.from_numpy(rng.normal(size=(2, 6, 3)))})
-    scaled = control(0, (real, None), (synthetic, None), term)
+    control = MatchedStrength([code], kind, starts={0: torch.from_numpy(rng.normal(size=(2, 6, 3)))})
+    scaled = control(0, (real, None), (synthetic, None), synthetic.sum(), term)
     g_term, = torch.autograd.grad(term, code, retain_graph=True)
     g_scaled, = torch.autograd.grad(scaled, code)
     assert g_scaled.norm().item() == pytest.approx(g_term.norm().item(), rel=1e-12)
-    assert control.norms[0][0] == pytest.approx(g_term.norm().item(), rel=1e-12) and control.norms[0][1] > 0
+    assert control.norms[0].term == pytest.approx(g_term.norm().item(), rel=1e-12) and control.norms[0].control > 0
+    assert np.isnan(control.norms[0].matching)  # no ratio: the matching's norm is not computed
     assert torch.abs(g_scaled / g_scaled.norm() - g_term / g_term.norm()).max() > 1e-3  # another direction
+
+
+@pytest.mark.parametrize("kind", [None, "chamfer", "start"])
+def test_under_a_ratio_the_term_or_its_control_has_that_ratio_of_the_matchings_gradient_norm(kind: str | None) -> None:
+    rng = np.random.default_rng(7)
+    code = torch.from_numpy(rng.normal(size=(4,))).requires_grad_()
+    synthetic = torch.tanh(code[0] * torch.from_numpy(rng.normal(size=(2, 6, 3))) + code[1:].sum())
+    real = torch.from_numpy(rng.normal(size=(3, 6, 3)))
+    distance = (code - torch.from_numpy(rng.normal(size=(4,)))).square().sum() * 3.0  # stand-in for D_k
+    term = synthetic.square().sum() * code.square().sum()  # stand-in for T_k at weight 1
+    strength = MatchedStrength([code], kind, 0.25, {0: torch.from_numpy(rng.normal(size=(2, 6, 3)))})
+    added = strength(0, (real, None), (synthetic, None), distance, term)
+    g_match, = torch.autograd.grad(distance, code, retain_graph=True)
+    g_term, = torch.autograd.grad(term, code, retain_graph=True)
+    g_added, = torch.autograd.grad(added, code)
+    assert g_added.norm().item() == pytest.approx(0.25 * g_match.norm().item(), rel=1e-12)
+    norms = strength.norms[0]
+    assert norms.matching == pytest.approx(g_match.norm().item(), rel=1e-12)
+    assert norms.term == pytest.approx(g_term.norm().item(), rel=1e-12)
+    if kind is None:  # the term's own direction, rescaled
+        assert torch.allclose(g_added / g_added.norm(), g_term / g_term.norm(), atol=1e-12) and np.isnan(norms.control)
+    else:
+        assert torch.abs(g_added / g_added.norm() - g_term / g_term.norm()).max() > 1e-3 and norms.control > 0
+
+
+@pytest.mark.parametrize("method, control", [("gm", None), ("dd3d", "chamfer")])
+def test_a_run_at_a_ratio_records_it_and_the_matchings_norm_and_resumes_exactly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, control: str | None) -> None:
+    run = [*TINY, "--method", method, "--topo", "shape", "--topo-ratio", "0.1",
+           *([] if control is None else ["--control", control])]
+    assert main([*run, "--out", str(tmp_path / "whole")]) == 0
+    whole = read_condensed(tmp_path / "whole" / "condensed.npz")
+    assert whole.provenance["topo"] == {"reading": "shape", "ratio": 0.1, **({} if control is None else
+                                                                             {"control": control})}
+    norms = whole.provenance["distill"]["strength_norms"]
+    assert norms["steps"] > 0 and norms["matching"] > 0 and norms["term"] > 0 and ("control" in norms) == bool(control)
+    stop_after_second_checkpoint([*run, "--out", str(tmp_path / "cut")], monkeypatch)
+    assert main([*run, "--resume", "--out", str(tmp_path / "cut")]) == 0
+    assert np.array_equal(read_condensed(tmp_path / "cut" / "condensed.npz").points, whole.points)
+    assert main([*TINY, "--method", method, "--topo", "shape", "--topo-ratio", "0.2", "--resume", "--out",
+                 str(tmp_path / "cut")]) == 2  # another ratio is another run
+
+
+@pytest.mark.parametrize("options, words", [
+    (["--topo", "shape", "--topo-ratio", "0"], "--topo-ratio must be a positive finite number"),
+    (["--topo", "shape", "--topo-ratio", "nan"], "--topo-ratio must be a positive finite number"),
+    (["--topo-ratio", "0.1"], "--topo-ratio sets the persistence term's strength: give --topo"),
+    (["--topo", "shape", "--topo-ratio", "0.1", "--topo-weight", "10"], "in place of --topo-weight 10: give one"),
+])
+def test_a_bad_ratio_is_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture, options: list[str],
+                                                words: str) -> None:
+    assert main([*TINY, "--method", "gm", *options, "--out", str(tmp_path / "out")]) == 2
+    assert words in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("method, kind", [("gm", "chamfer"), ("dd3d", "start")])
@@ -73,8 +128,8 @@ def test_a_run_with_a_control_records_it_its_norms_and_resumes_exactly(tmp_path:
     assert main([*topo, "--out", str(tmp_path / "term")]) == 0
     whole, term = (read_condensed(tmp_path / name / "condensed.npz") for name in ("whole", "term"))
     assert whole.provenance["topo"] == {"reading": "shape", "weight": 0.5, "control": kind}
-    assert "control" not in term.provenance["topo"] and "control_norms" not in term.provenance["distill"]
-    norms = whole.provenance["distill"]["control_norms"]
+    assert "control" not in term.provenance["topo"] and "strength_norms" not in term.provenance["distill"]
+    norms = whole.provenance["distill"]["strength_norms"]
     assert norms["steps"] > 0 and norms["term"] > 0 and norms["control"] > 0
     assert not np.array_equal(whole.points, term.points)  # the control, not the term, moved the set
     stop_after_second_checkpoint([*run, "--out", str(tmp_path / "cut")], monkeypatch)

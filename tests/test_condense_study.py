@@ -22,6 +22,7 @@ import train.condense.cli.command as command
 import train.condense.studies.study as study
 from train.condense.cli.command import main
 import train.condense.files.data as data_module
+from train.condense.files.condensed_file import read_condensed
 from train.condense.files.data import DataSpec
 from train.condense.studies.study import CROSS_MODELS, Plan, run_study, units
 from train.condense.evaluation.training import TrainSpec
@@ -68,9 +69,9 @@ def test_a_table_run_alone_reports_the_finished_units_of_the_others_and_only_tho
     assert "Table 1: classification" in text  # Table 4's full-resolution DD3D units are Table 1's
     assert "Table 5" not in text
     record = json.loads((tmp_path / "study.json").read_text())
-    # Tables 3 and 6-8 also hold Table 1's DD3D units, Table 9 Table 2's GM and DD3D units
-    assert set(record["results"]) == {"1", "2", "3", "4", "6", "7", "8", "9"}
-    for table in ("1", "3", "6", "7", "8"):
+    # Tables 3, 6-8 and 10 also hold Table 1's DD3D units, Table 9 Table 2's GM and DD3D units
+    assert set(record["results"]) == {"1", "2", "3", "4", "6", "7", "8", "9", "10"}
+    for table in ("1", "3", "6", "7", "8", "10"):
         assert {study.Unit(**r["unit"]).name for r in record["results"][table]} <= done
     assert {study.Unit(**r["unit"]).name for r in record["results"]["9"]} <= {u.name for u in units(TINY, 2)}
 
@@ -128,9 +129,9 @@ def test_table_1_at_a_denser_draw_reports_random_and_dd3d_there_paired_by_seed(t
 
 
 def test_the_study_command_refuses_an_unknown_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["study", "--out", str(tmp_path), "--preset", "cpu", "--tables", "1", "10", "--device", "cpu"]) == 2
-    assert capsys.readouterr().err.strip() == ("python -m train.condense: error: --tables [10] are not among "
-                                               "[1, 2, 3, 4, 5, 6, 7, 8, 9]")
+    assert main(["study", "--out", str(tmp_path), "--preset", "cpu", "--tables", "1", "11", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == ("python -m train.condense: error: --tables [11] are not among "
+                                               "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]")
 
 
 def test_the_study_command_takes_table_1s_cpcs_and_refuses_one_below_1(tmp_path: Path, capsys: pytest.CaptureFixture,
@@ -308,3 +309,55 @@ def test_unit_clouds_are_what_run_unit_trained_on(tmp_path: Path, method: str, t
     again = study.evaluate_runs(clouds.train, data_module.clouds_of(clouds.test), TINY.recipe_of(unit), TINY.runs, 0,
                                 CPU, desc="again", val=clouds.val)
     assert [run["oa"] for run in again] == pytest.approx([run["oa"] for run in result["runs"]], abs=1e-9)
+
+
+def test_table_10_holds_the_term_and_each_control_at_each_ratio_and_dd3ds_surfaces() -> None:
+    ten = units(replace(TINY, distills=2), 10)
+    names = [u.name for u in ten]
+    assert len(names) == len(set(names)) == 2 * (2 * (1 + 3 * 3) + (1 + 3))  # CPC 1: the shape reading only
+    assert {(u.method, u.control, u.noise_dims) for u in ten if u.topo} == {
+        (m, c, 1) for m in ("gm", "dd3d") for c in (None, "chamfer", "start")} | {("dd3d", None, 2)}
+    assert {u.topo_ratio for u in ten if u.topo} == set(study.TOPO_RATIOS) and {u.topo_weight for u in ten} == {0.0}
+    plain = {u.name for u in ten if u.topo is None and u.noise_dims == 1}
+    assert plain <= {u.name for u in units(replace(TINY, distills=2), 1)}  # Table 1's sets, shared
+    assert {"classification-aligned-none-dd3d-noise2-topo-shape-r0.1-cpc1-p32-s0-pointnet",
+            "classification-aligned-none-gm-topo-shape-r1-chamfer-cpc1-p32-s1-pointnet"} <= set(names)
+    takes = study.Selection(topo_ratios=(0.1,), controls=("term", "start")).takes
+    assert {(u.topo_ratio, u.control) for u in ten if takes(u) and u.topo} == {(0.1, None), (0.1, "start")}
+    assert all(takes(u) for u in ten if u.topo is None)  # units without the term are not selected by either
+    assert not any(study.Selection(topo_weights=(1e3,)).takes(u) for u in ten if u.topo)  # weights select Table 7's
+    with pytest.raises(ValueError, match=r"--controls \['pull'\] are not among \['term', 'chamfer', 'start'\]"):
+        study.Selection(controls=("pull",))
+    with pytest.raises(ValueError, match="--topo-ratios and --controls select among Table 10's units"):
+        run_study(TINY, (1,), Path("unused"), CPU, study.Selection(controls=("term",)))
+
+
+def test_a_tiny_table_10_runs_records_its_strength_and_reports_the_term_against_its_control(tmp_path: Path) -> None:
+    only = study.Selection(methods=("gm",), topo_ratios=(0.1,), controls=("term", "chamfer"))
+    text = run_study(TINY, (10,), tmp_path, CPU, only)
+    assert "### Table 10: the persistence term against its non-topological controls" in text
+    assert "| 1 | GM | none |" in text and "| 1 | GM | shape, r 0.1 |" in text and "| 1 | GM | chamfer control, r 0.1 |" in text
+    assert "| GM | shape | chamfer control | 1 |" in text  # pooled: one pair
+    chamfer = next(u for u in units(TINY, 10) if u.control == "chamfer" and u.topo_ratio == 0.1 and u.method == "gm")
+    cset = read_condensed(tmp_path / "units" / chamfer.set_name / "condensed.npz")
+    assert cset.provenance["topo"] == {"reading": "shape", "ratio": 0.1, "control": "chamfer"}
+    assert cset.provenance["distill"]["strength_norms"]["matching"] > 0
+    assert json.loads((tmp_path / "units" / chamfer.set_name / study.SHAPE_NAME).read_text())[study.HELD_OUT]
+
+
+def test_table_10s_pooled_differences_by_hand() -> None:
+    def row(seed: int, score: float, ratio: float | None = None, control: str | None = None) -> dict:
+        unit = study.Unit(10, "gm", "aligned", 1, seed, 32, 32, topo=None if ratio is None else "shape",
+                          topo_ratio=ratio, control=control)
+        return {"unit": dataclasses.asdict(unit), "runs": [{"oa": score, "macc": score}]}
+    plan = replace(TINY, topo_ratios=(0.1, 1.0))
+    rows = [row(0, 0.60), row(1, 0.62), row(0, 0.64, 0.1), row(1, 0.60, 0.1), row(0, 0.61, 0.1, "start"),
+            row(1, 0.62, 0.1, "start"), row(0, 0.70, 1.0), row(1, 0.66, 1.0), row(0, 0.60, 1.0, "start"),
+            row(1, 0.61, 1.0, "start")]
+    text = "\n".join(study._control_table(plan, rows))
+    assert "| 1 | GM | start control, r 0.1 | 61.5 ± 6.4 [61.0 / 62.0] (mAcc 61.5) | +0.5 ± 6.4 (s0 +1.0, s1 +0.0) | " \
+           "+0.5 ± 31.8 (s0 +3.0, s1 -2.0) |" in text
+    # over no term: +4, -2 (r 0.1), +10, +4 (r 1): mean 4, sd 4.899, t(3) 3.182 * 4.899 / 2 = 7.8
+    assert "| GM | shape | no term | 4 | +4.0 ± 7.8 |" in text
+    # the term minus start: +3, -2, +10, +5: mean 4, sd 4.967, 3.182 * 4.967 / 2 = 7.9
+    assert "| GM | shape | start control | 4 | +4.0 ± 7.9 |" in text

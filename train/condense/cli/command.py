@@ -54,7 +54,7 @@ from train.condense.methods.dd3d import GeneratorFileError, redrawn  # noqa: E40
 from train.condense.files.distill_checkpoint import CHECKPOINT_NAME, SAVE_MINUTES, saved_iteration  # noqa: E402
 from train.condense.methods.explicit import CLOUD_STEPS, INITS, OPTIMIZERS, cloud_step  # noqa: E402
 from train.condense.matching.features import CACHE_NAME, FeatureCacheError  # noqa: E402
-from train.condense.matching.controls import CONTROLS  # noqa: E402
+from train.condense.matching.controls import CONTROLS, check_ratio  # noqa: E402
 from train.condense.matching.generator import NOISE_DIMS, WIDTH as GENERATOR_WIDTH  # noqa: E402
 from train.condense.matching.matching_loops import DistillSpec  # noqa: E402
 from train.condense.methods import (DISTILLATIONS, FEATURE_METHODS, METHODS, TOPO_DISTILLATIONS,  # noqa: E402
@@ -70,7 +70,8 @@ from train.condense.cli.out_folder import (check_replaceable, clear_for_run, fin
 from train.condense.methods.resample import resampled  # noqa: E402
 from train.condense.files.rotator import ROTATORS, Rotator, rotator_kind, rotator_of  # noqa: E402
 from train.condense.cli.stop import STOP_SIGNALS, Stopped, stopped_code, stopping  # noqa: E402
-from train.condense.studies.study import PRESETS, TABLES, TITLES, TOPO_WEIGHTS, Selection, run_study  # noqa: E402
+from train.condense.studies.study import (PRESETS, TABLES, TITLES, TOPO_RATIOS, TOPO_WEIGHTS, Selection,  # noqa: E402
+                                          run_study)
 from train.condense.studies.table import coreset_table  # noqa: E402
 from train.condense.matching.topology_term import READINGS, check_weight  # noqa: E402
 from train.condense.evaluation.training import TrainSpec  # noqa: E402
@@ -91,7 +92,7 @@ RECIPE = TrainSpec()
 DISTILL = DistillSpec()
 DISTILL_OPTIONS = {"iterations": DISTILLATIONS, "init": tuple(CLOUD_STEPS), "cloud_optimizer": tuple(CLOUD_STEPS),
                    "cloud_lr": tuple(CLOUD_STEPS), "resume": DISTILLATIONS, "topo": TOPO_DISTILLATIONS,
-                   "topo_weight": TOPO_DISTILLATIONS, "control": TOPO_DISTILLATIONS,
+                   "topo_weight": TOPO_DISTILLATIONS, "topo_ratio": TOPO_DISTILLATIONS, "control": TOPO_DISTILLATIONS,
                    "noise_dims": ("dd3d",)}  # who takes which
 ROTATOR_HELP = (f"the frame, one of {', '.join(ROTATORS)}: pca puts clouds on their principal axes, fixed also signs "
                 "each axis by mean sin(x), learned (dd3d) trains the sign (default: none aligned, fixed rotated)")
@@ -168,6 +169,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                           "(shape) or the class's global features' (feature; feature_equal: against real sets of the "
                           "synthetic set's size); decisions 96 and 98")
     condense.add_argument("--topo-weight", type=float, help="the term's weight (> 0), with --topo")
+    condense.add_argument("--topo-ratio", type=float, help="with --topo, in place of --topo-weight: the term scaled at "
+                          "every class's step so that its gradient norm on the synthetic parameters is this many times "
+                          "the matching distance's (> 0; decision 102)")
     condense.add_argument("--noise-dims", type=int, choices=NOISE_DIMS, help="dd3d: noise scalars a point of the "
                           "generator, 1 as released (a cloud is a curve) or 2 (a surface); decision 101")
     condense.add_argument("--control", choices=CONTROLS, help="with --topo: in the term's place, a geometric term "
@@ -248,6 +252,11 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     study.add_argument("--topo-weights", type=float, nargs="+", default=[], help="run only the term's units at "
                        f"these weights, of {' '.join(f'{w:g}' for w in TOPO_WEIGHTS)} (default every one; the "
                        "units without the term are not selected by it)")
+    study.add_argument("--topo-ratios", type=float, nargs="+", default=[], help="run only Table 10's units at these "
+                       f"strengths of the term relative to the matching, of {' '.join(f'{r:g}' for r in TOPO_RATIOS)} "
+                       "(default every one)")
+    study.add_argument("--controls", nargs="+", default=[], help="run only Table 10's units of the term itself (term) "
+                       f"or of these controls in its place, of term, {', '.join(CONTROLS)} (default every one)")
     study.add_argument("--dataset", help=f"object data set, one of {', '.join(OBJECT_SETS)} (default the "
                        "preset's, shapes)")
     study.add_argument("--data-root", help="the download's folder")
@@ -317,9 +326,12 @@ def _given_data(args: argparse.Namespace) -> DataSpec:
 def _distill(args: argparse.Namespace) -> DistillSpec:
     given = {"iterations": args.iterations, "init": args.init, "cloud_optimizer": args.cloud_optimizer,
              "cloud_lr": args.cloud_lr, "resume": args.resume, "topo": args.topo, "topo_weight": args.topo_weight,
-             "control": args.control, "noise_dims": args.noise_dims}
-    if (args.topo is None) != (args.topo_weight is None):
-        raise ValueError("--topo and --topo-weight go together: give both (e.g. --topo shape --topo-weight 0.1)")
+             "topo_ratio": args.topo_ratio, "control": args.control, "noise_dims": args.noise_dims}
+    if args.topo_ratio is not None:
+        check_ratio(args.topo_ratio, args.topo, args.topo_weight or 0.0)
+    elif (args.topo is None) != (args.topo_weight is None):
+        raise ValueError("--topo and --topo-weight go together (or --topo-ratio in the weight's place): give both "
+                         "(e.g. --topo shape --topo-weight 0.1)")
     if args.topo_weight is not None:
         check_weight(args.topo_weight)
     for key, value in given.items():
@@ -543,7 +555,8 @@ def _study(args: argparse.Namespace, info: DistInfo) -> None:
                          "(DD3D's sets drawn denser than they were distilled)")
     if args.size is not None:
         plan = replace(plan, size=args.size)  # load_objects checks it, naming the data set
-    select = Selection(tuple(args.methods), tuple(args.settings), tuple(args.terms), tuple(args.topo_weights))
+    select = Selection(tuple(args.methods), tuple(args.settings), tuple(args.terms), tuple(args.topo_weights),
+                       tuple(args.topo_ratios), tuple(args.controls))
     bad = sorted(set(args.tables) - set(TABLES))
     if bad:
         raise ValueError(f"--tables {bad} are not among {list(TABLES)}")

@@ -72,7 +72,7 @@ def evaluate_runs(train: Clouds, test: Clouds, spec: TrainSpec, runs: int, seed:
     return scores
 
 
-def _cell(mean: float, half: float, sign: str = "") -> str:
+def format_mean(mean: float, half: float, sign: str = "") -> str:
     """``"82.3 ± 1.1"`` (``sign`` "+" to sign the mean), the mean alone where there is no interval."""
     return f"{mean:{sign}.1f}" if math.isnan(half) else f"{mean:{sign}.1f} ± {half:.1f}"
 
@@ -80,17 +80,17 @@ def _cell(mean: float, half: float, sign: str = "") -> str:
 def format_summary(summary: dict[str, tuple[float, float]], task: str) -> str:
     """``"82.3 ± 1.1 (mAcc 80.0 ± 1.4)"``: the first score, the second beside it (percent)."""
     first, second = SCORES[task]
-    return f"{_cell(*summary[first])} ({LABELS[second]} {_cell(*summary[second])})"
+    return f"{format_mean(*summary[first])} ({LABELS[second]} {format_mean(*summary[second])})"
 
 
 def format_two_level(cell: TwoLevel) -> str:
     """``"64.5 ± 52.8 [60.4 / 68.7]"``: the mean, the t interval over the distillations' means, each mean."""
-    return f"{_cell(cell.mean, cell.half)} [{' / '.join(f'{m:.1f}' for m in cell.groups)}]"
+    return f"{format_mean(cell.mean, cell.half)} [{' / '.join(f'{m:.1f}' for m in cell.groups)}]"
 
 
 def format_gain(gain: PairedGain) -> str:
     """``"+3.5 ± 5.9 (s0 +4.0, s1 +3.0)"``: the paired gain's mean and interval, each seed's."""
-    return f"{_cell(gain.mean, gain.half, '+')} ({', '.join(f's{s} {d:+.1f}' for s, d in gain.by_seed.items())})"
+    return f"{format_mean(gain.mean, gain.half, '+')} ({', '.join(f's{s} {d:+.1f}' for s, d in gain.by_seed.items())})"
 
 
 def choose_recipe(train: Clouds, val: Clouds, candidates: Sequence[TrainSpec], runs: int, seed: int, info: DistInfo

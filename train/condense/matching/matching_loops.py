@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from fast import distribution_match_loss, gradient_match_distance
 from train.condense.files.distill_checkpoint import Checkpoint
 from train.condense.matching.released import Loops
-from train.condense.matching.controls import MatchedControl
+from train.condense.matching.controls import MatchedStrength
 from train.condense.matching.topology_term import Batch, Term, topology_term
 from train.models.objects import build_object_model
 from train.runtime.distributed import DistInfo, all_reduce_sum
@@ -65,9 +65,10 @@ class DistillSpec:
     every ``checkpoint_every`` iterations and ``resume`` from it (decision 80; ``"matching"``: only
     from a checkpoint of this run, else afresh, as the study's units do); gradient matching adds
     ``topo_weight`` times the persistence term of reading ``topo`` to each class's distance
-    (:mod:`train.condense.matching.topology_term`, decision 96; None: no term), or with ``control``
-    a geometric control in its place at its gradient norm (:mod:`train.condense.matching.controls`,
-    decision 101); DD3D's generator takes ``noise_dims`` noise scalars a point (1 as released, 2: a
+    (:mod:`train.condense.matching.topology_term`, decision 96; None: no term), or with ``topo_ratio``
+    the term at ``topo_ratio`` times the matching distance's gradient norm (decision 102), and with
+    ``control`` a geometric control in its place at its gradient norm
+    (:mod:`train.condense.matching.controls`, decision 101); DD3D's generator takes ``noise_dims`` noise scalars a point (1 as released, 2: a
     surface, decision 101)."""
 
     iterations: int | None = None
@@ -80,6 +81,7 @@ class DistillSpec:
     resume: bool | str = False
     topo: str | None = None
     topo_weight: float = 0.0
+    topo_ratio: float | None = None
     control: str | None = None
     noise_dims: int = 1
 
@@ -205,12 +207,12 @@ def _draw(k: int, own: Collection[int], sampler: ClassClouds) -> Batch | None:
 
 def class_distances(net: torch.nn.Module, classes: list[int], real: ClassClouds, synthetic: ClassClouds,
                     local: bool = False, own: Collection[int] | None = None, topo: Term | None = None,
-                    control: MatchedControl | None = None) -> Iterator[torch.Tensor]:
+                    strength: MatchedStrength | None = None) -> Iterator[torch.Tensor]:
     """Eq. (10) (Eq. 11 for parts) class by class: the distance D between the real and the synthetic
     gradients of each of the ``own`` classes (default all); ``local``: per part of the class present
     on both sides, the other parts' points masked out (DD3D Sec. 4.3's local matching), summed.
     ``topo``: a persistence term of the class's real and synthetic clouds added to each distance
-    (with ``control``: the control at the term's gradient norm in its place). Every class's batches are drawn, in order, the next class's after the consumer has taken a term."""
+    (with ``strength``: scaled relative to the distance, or a control in its place). Every class's batches are drawn, in order, the next class's after the consumer has taken a term."""
     own = classes if own is None else own
     for k in classes:
         real_batch, synthetic_batch = _draw(k, own, real), _draw(k, own, synthetic)
@@ -225,7 +227,8 @@ def class_distances(net: torch.nn.Module, classes: list[int], real: ClassClouds,
             distance = distance + gradient_match_distance(grads, [g.detach() for g in target])
         if topo is not None:
             term = topo(net, real_batch, synthetic_batch)
-            distance = distance + (term if control is None else control(k, real_batch, synthetic_batch, term))
+            distance = distance + (term if strength is None else strength(k, real_batch, synthetic_batch, distance,
+                                                                          term))
         yield distance
 
 
@@ -296,17 +299,18 @@ def match_gradients(optimizer: torch.optim.Optimizer, classes: list[int], num_cl
                     real: ClassClouds, synthetic: ClassClouds, spec: DistillSpec, generator: torch.Generator,
                     info: DistInfo, checkpoint: Checkpoint | None = None, desc: str = "gradient matching",
                     num_parts: int | None = None, inner_set: ClassClouds | None = None,
-                    statistics: ClassClouds | None = None, control: MatchedControl | None = None) -> list[float]:
+                    statistics: ClassClouds | None = None, strength: MatchedStrength | None = None) -> list[float]:
     """Gradient matching (module docstring) of the parameters ``optimizer`` holds with ``loops``, this
     rank's classes matched; the mean D of each iteration. ``checkpoint``: saved as it says and
     resumed from (decision 80). With ``num_parts`` (part segmentation, Eq. 11) the outer steps
     alternate global and local matching (decision 81). ``inner_set``: class k's synthetic clouds the
     network trains on (default ``synthetic``); ``statistics``: class k's real clouds for the
     batch-norm statistics (:func:`freeze_batch_norm`; none for a network without batch norm);
-    ``control``: the persistence term's control (``spec.control``), built by the method."""
+    ``strength``: the persistence term's ratio or control (``spec.topo_ratio``, ``spec.control``),
+    built by the method."""
     own = own_classes(classes, info)
     inner_set = synthetic if inner_set is None else inner_set
-    topo = topology_term(spec.topo, spec.topo_weight)
+    topo = topology_term(spec.topo, spec.topo_weight if spec.topo_ratio is None else 1.0)
     start, history = (0, []) if checkpoint is None else checkpoint.restore([optimizer], generator)
     for iteration in progress(range(start, spec.iterations), desc=desc, enabled=info.is_main):
         if loops.decay:
@@ -319,7 +323,7 @@ def match_gradients(optimizer: torch.optim.Optimizer, classes: list[int], num_cl
                 freeze_batch_norm(net, classes, statistics)
             local = num_parts is not None and step % 2 == 1
             total += summed_step(optimizer, class_distances(net, classes, real, synthetic, local, own, topo,
-                                                            control), info)
+                                                            strength), info)
             if step == loops.outer - 1:
                 break
             with torch.no_grad():

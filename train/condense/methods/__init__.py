@@ -37,7 +37,7 @@ from train.condense.methods.dd3d import distill_dd3d
 from train.condense.files.distill_checkpoint import CHECKPOINT_NAME, Checkpoint
 from train.condense.methods.explicit import check_init, cloud_step, distill_explicit
 from train.condense.matching.features import embed, feature_network
-from train.condense.matching.controls import CONTROLS
+from train.condense.matching.controls import CONTROLS, StepNorms, check_ratio
 from train.condense.matching.matching_loops import DistillSpec, check_processes
 from train.condense.matching.released import generator_adam, iterations_for, loops_of, task_of
 from train.condense.files.rotator import Rotator, frame_record, rotator_kind
@@ -105,7 +105,7 @@ def distillation(name: str) -> Method:
         checkpoint = Checkpoint(inputs.folder / CHECKPOINT_NAME, json.dumps(run, sort_keys=True), spec.checkpoint_every,
                                 spec.resume)
         args = (train, inputs.cpc, inputs.seed, spec, inputs.info)
-        norms: list[tuple[float, float]] = []
+        norms: list[StepNorms] = []
         if name == "tm":
             points, labels, history = distill_trajectories(*args, checkpoint)
             parts = None
@@ -123,14 +123,15 @@ def settled(spec: DistillSpec, train: ObjectSet) -> DistillSpec:
 
 
 def distill_record(method: str, train: ObjectSet, cpc: int, spec: DistillSpec, history: list[float],
-                   norms: list[tuple[float, float]] | None = None) -> dict[str, Any]:
+                   norms: list[StepNorms] | None = None) -> dict[str, Any]:
     """What a distillation ran, for the provenance: its outer ``iterations``, real batch and network
     lr; gm and dd3d their ``loops`` (outer steps, inner epochs, inner batch, the network's and the
     synthetic parameters' lr cuts, decision 92); dd3d its generator's ``adam``, explicit clouds
     their ``init``, ``optimizer`` and ``lr`` (decision 93); and ``loss``, each iteration's mean
-    matching loss (D for gm and dd3d), so that a reader sees whether it fell; with a control
-    (decision 101) ``control_norms``, the mean over the matched steps this process ran of the
-    persistence term's gradient norm (what the control was scaled to) and of the control's own."""
+    matching loss (D for gm and dd3d), so that a reader sees whether it fell; with a control or a
+    ratio (decisions 101 and 102) ``strength_norms``, the mean over the matched steps this process
+    ran of the gradient norms of the matching distance (with a ratio), of the persistence term and
+    of the control unscaled (with a control), and the number of ``steps``."""
     record: dict[str, Any] = {"iterations": spec.iterations, "real_batch": spec.real_batch, "net_lr": spec.net_lr}
     if method in ("gm", "dd3d"):
         record["loops"] = asdict(loops_of(train, cpc))
@@ -141,9 +142,10 @@ def distill_record(method: str, train: ObjectSet, cpc: int, spec: DistillSpec, h
     else:
         optimizer, lr = cloud_step(method, spec)
         record.update(init=spec.init, optimizer=optimizer, lr=lr)
-    if spec.control is not None and norms:
-        term, own = (float(np.mean([n[i] for n in norms])) for i in (0, 1))
-        record["control_norms"] = {"term": term, "control": own, "steps": len(norms)}
+    if norms:
+        means = {name: float(np.mean(values)) for name, values in zip(StepNorms._fields, zip(*norms))
+                 if not np.isnan(values).any()}
+        record["strength_norms"] = {**means, "steps": len(norms)}
     return {**record, "loss": history}
 
 
@@ -159,7 +161,7 @@ METHODS: dict[str, Method] = {
 DISTILLATIONS = ("gm", "dm", "tm", "dd3d")
 FEATURE_METHODS = ("herding", "kcenter")  # the methods that train the feature network (coreset(uses_features=True))
 TOPO_DISTILLATIONS = ("gm", "dd3d")  # gradient matching's persistence term (decision 96)
-TOPO_FIELDS = ("topo", "topo_weight", "control")
+TOPO_FIELDS = ("topo", "topo_weight", "topo_ratio", "control")
 
 
 def key_settings(spec: DistillSpec) -> dict[str, Any]:
@@ -167,7 +169,8 @@ def key_settings(spec: DistillSpec) -> dict[str, Any]:
     clouds' optimiser options (the key holds the resolved optimiser, decision 93), and the
     persistence term's only when it is on (so a run without it keeps its key)."""
     off = ("resume", "cloud_optimizer", "cloud_lr", *(TOPO_FIELDS if spec.topo is None else ()),
-           *(("control",) if spec.control is None else ()), *(("noise_dims",) if spec.noise_dims == 1 else ()))
+           *((f for f in ("control", "topo_ratio") if getattr(spec, f) is None)),
+           *(("noise_dims",) if spec.noise_dims == 1 else ()))
     return {k: v for k, v in asdict(spec).items() if k not in off}
 PART_DISTILLATIONS = ("gm", "dd3d")  # the paper's Table 2
 ROTATOR_TRAINERS = ("dd3d",)  # the methods that train a learned sign themselves
@@ -211,7 +214,9 @@ def checked_split(data: DataSpec, method: str, cpc: int, distill: DistillSpec = 
         raise ValueError(f"--topo is an option of {', '.join(TOPO_DISTILLATIONS)}")
     if distill.control is not None and distill.topo is None:
         raise ValueError("--control takes the persistence term's place at its strength: give --topo and "
-                         "--topo-weight, the term it controls")
+                         "--topo-weight or --topo-ratio, the term it controls")
+    if distill.topo_ratio is not None:
+        check_ratio(distill.topo_ratio, distill.topo, distill.topo_weight)
     if distill.noise_dims != 1 and (method != "dd3d" or objects.parts is not None):
         raise ValueError("--noise-dims is DD3D's generator's, on classification sets (a part segmentation set's "
                          "parts are intervals of one noise scalar)")
@@ -265,7 +270,8 @@ def condense_set(data: DataSpec, method: str, cpc: int, seed: int, recipe: Train
                   "part_names": None if objects.part_names is None else list(objects.part_names),
                   "frame": frame_record(frame), "distill": record,
                   **({} if distill.topo is None else
-                     {"topo": {"reading": distill.topo, "weight": distill.topo_weight,
+                     {"topo": {"reading": distill.topo, **({"weight": distill.topo_weight} if distill.topo_ratio is None
+                                                           else {"ratio": distill.topo_ratio}),
                                **({} if distill.control is None else {"control": distill.control})}})}
     return CondensedSet(points.astype(np.float32), labels.astype(np.int64), provenance,
                         None if parts is None else parts.astype(np.int64))

@@ -29,7 +29,7 @@ import torch
 from train.condense.evaluation.augment import released_augment
 from train.condense.files.condensed_file import FILE_NAME, CondensedSet, read_condensed
 from train.condense.files.distill_checkpoint import Checkpoint
-from train.condense.matching.controls import MatchedControl
+from train.condense.matching.controls import StepNorms, matched_strength
 from train.condense.matching.generator import DATASET_W0, PointGenerator
 from train.condense.matching.matching_loops import (STATISTICS_CLOUDS, Batch, ClassClouds, DistillSpec, match_gradients,
                                           real_sampler, to_device)
@@ -109,13 +109,13 @@ def draw_set(generator: PointGenerator, rotator: Rotator, points: int, seed: int
 
 
 def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info: DistInfo, folder: Path,
-                 rotator: Rotator, checkpoint: Checkpoint | None = None, norms: list[tuple[float, float]] | None = None
+                 rotator: Rotator, checkpoint: Checkpoint | None = None, norms: list[StepNorms] | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[float]]:
     """DD3D on ``train`` through ``rotator`` (on ``info.device``; a learned sign is trained in
     place) with the released loops and optimiser (decision 92): the drawn set, its labels, its
     parts (part segmentation) and the history of D; the generator saved in ``folder``. With
-    ``spec.control`` the matched steps' gradient norms are appended to ``norms``
-    (:class:`train.condense.matching.controls.MatchedControl`; a cloud's start is its code drawn by
+    ``spec.control`` or ``spec.topo_ratio`` the matched steps' gradient norms are appended to ``norms``
+    (:class:`train.condense.matching.controls.MatchedStrength`; a cloud's start is its code drawn by
     the initial generator from noise of ``seed``, before any checkpoint is restored)."""
     classes = np.unique(train.labels)
     labels = np.repeat(classes, cpc).astype(np.int64)
@@ -142,20 +142,21 @@ def distill_dd3d(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info:
 
     def drawn(normalise: bool) -> ClassClouds:
         return lambda k: draw_batch(generator, rotator, rows[k], resolution, draws, partition, normalise)
-    control = None
-    if spec.control is not None:
+    starts = None
+    if spec.control == "start":
         with torch.no_grad():
             start_noise = torch.Generator().manual_seed(seed)
             starts = {k: draw_batch(generator, rotator, rows[k], resolution, start_noise, partition, False)[0]
                       for k in sorted(rows)}
-        control = MatchedControl(spec.control, [*generator.parameters(), *rotator.parameters()], starts, norms)
+    strength = matched_strength(spec.control, spec.topo_ratio, [*generator.parameters(), *rotator.parameters()],
+                                starts, norms)
     real_batch = framed(real, perturbed=partition is not None)
     statistics = None if partition is None else framed(
         real_sampler(real_points, train.labels, STATISTICS_CLOUDS, draws, real_parts), perturbed=False)
     history = match_gradients(optimizer, sorted(rows), len(train.class_names), loops_of(train, cpc), real_batch,
                               drawn(False), spec, draws, info, checkpoint, desc=f"DD3D CPC {cpc}",
                               num_parts=None if partition is None else len(train.part_classes),
-                              inner_set=drawn(True), statistics=statistics, control=control)
+                              inner_set=drawn(True), statistics=statistics, strength=strength)
     if info.is_main:
         save_generator(generator, rotator, labels, partition, folder / GENERATOR_NAME)
     points, parts = draw_set(generator, rotator, resolution, seed, partition)

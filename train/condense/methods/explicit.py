@@ -18,7 +18,7 @@ import torch
 
 from train.condense.methods.coreset import random_order, select_per_class
 from train.condense.files.distill_checkpoint import Checkpoint
-from train.condense.matching.controls import MatchedControl
+from train.condense.matching.controls import StepNorms, matched_strength
 from train.condense.matching.matching_loops import (STATISTICS_CLOUDS, Batch, DistillSpec, match_distributions,
                                                     match_gradients, real_sampler)
 from train.condense.matching.released import loops_of
@@ -88,12 +88,12 @@ def initial_clouds(train: ObjectSet, cpc: int, seed: int, init: str
 
 
 def distill_explicit(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, info: DistInfo, method: str,
-                     checkpoint: Checkpoint | None = None, norms: list[tuple[float, float]] | None = None
+                     checkpoint: Checkpoint | None = None, norms: list[StepNorms] | None = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[float]]:
     """``method`` ("gm" or "dm") on explicit clouds: the synthetic points, their labels, their parts
     (part segmentation, GM only: the initial clouds' parts, kept) and the loss history; with
-    ``spec.control`` the matched steps' gradient norms appended to ``norms``
-    (:class:`train.condense.matching.controls.MatchedControl`, whose start is each initial cloud)."""
+    ``spec.control`` or ``spec.topo_ratio`` the matched steps' gradient norms appended to ``norms``
+    (:class:`train.condense.matching.controls.MatchedStrength`, whose start is each initial cloud)."""
     if method not in ("gm", "dm"):
         raise ValueError(f"explicit clouds are distilled by gm or dm, got {method!r}")
     points, labels, parts = initial_clouds(train, cpc, seed, spec.init)
@@ -115,11 +115,11 @@ def distill_explicit(train: ObjectSet, cpc: int, seed: int, spec: DistillSpec, i
         num_parts = None if train.part_classes is None else len(train.part_classes)
         statistics = None if real_parts is None else real_sampler(
             torch.from_numpy(train.points).to(info.device), train.labels, STATISTICS_CLOUDS, draws, real_parts)
-        control = None if spec.control is None else MatchedControl(
-            spec.control, [synthetic], {k: synthetic.detach()[r].clone() for k, r in rows.items()}, norms)
+        strength = matched_strength(spec.control, spec.topo_ratio, [synthetic],
+                                    {k: synthetic.detach()[r].clone() for k, r in rows.items()}, norms)
         history = match_gradients(optimizer, classes, num_classes, loops_of(train, cpc), real, batch, spec, draws, info,
                                   checkpoint, desc=f"GM CPC {cpc}", num_parts=num_parts, statistics=statistics,
-                                  control=control)
+                                  strength=strength)
     else:
         history = match_distributions(optimizer, classes, num_classes, real, batch, spec, draws, info, checkpoint,
                                       desc=f"DM CPC {cpc}")

@@ -33,7 +33,12 @@ of each, decision 87) and the evaluation recipe each uses (``paper`` the release
    after them (:func:`cross_topo_units`);
 9. the persistence term on part segmentation (Table 2's check of Table 7, decision 97): GM and
    DD3D at Table 2's CPC, aligned, without the term (Table 2's sets) and with the shape reading
-   per part at each of :attr:`Plan.topo_weights`, the weight chosen on validation instance mIoU.
+   per part at each of :attr:`Plan.topo_weights`, the weight chosen on validation instance mIoU;
+10. the persistence term against its non-topological controls (decisions 101 and 102): GM and DD3D
+   at every CPC, aligned, without the term and with each reading at each of
+   :attr:`Plan.topo_ratios` (the term's gradient norm over the matching's at every step), and in
+   the term's place each control of :data:`CONTROLS` at the same norm; DD3D with two noise scalars
+   a point (a surface) without and with the term; gaps measured as Table 7's.
 
 A unit writes ``<out>/units/<name>/`` (the set, the generator, the feature network's cache) and
 ``result.json`` last: the scores of every evaluation run on the test split and, beside them, the
@@ -65,11 +70,13 @@ from train.condense.files.data import DataSpec, clouds_of, condensed_clouds, in_
 from train.condense.methods.dd3d import redrawn
 from train.condense.files.distill_checkpoint import RESUME_MATCHING
 from train.condense.matching.features import CACHE_NAME
+from train.condense.matching.controls import CONTROLS
 from train.condense.matching.matching_loops import DistillSpec
 from train.condense.methods import DISTILLATIONS, TOPO_DISTILLATIONS, condense_set
 from train.condense.evaluation.metrics import SCORES, paired_gain, summarise, two_level
-from train.condense.evaluation.protocol import (BEST, LABELS, VAL, evaluate_runs, format_gain, format_summary,
-                                                format_two_level)
+from train.study.report import mean_ci
+from train.condense.evaluation.protocol import (BEST, LABELS, VAL, evaluate_runs, format_gain, format_mean,
+                                                format_summary, format_two_level)
 from train.condense.evaluation.recipes import named_recipe
 from train.condense.matching.released import iterations_for
 from train.condense.methods.resample import resampled
@@ -81,16 +88,19 @@ from train.data.objects.cloud import SETTINGS, EmptySplitError, ObjectSet
 from train.runtime.distributed import DistInfo, barrier
 from train.runtime.files import atomic_write
 
-TABLES = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+TABLES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 TITLES = {"random": "Random", "herding": "Herding", "kcenter": "K-Center", "gm": "GM", "dm": "DM", "tm": "TM (miniature)",
           "dd3d": "DD3D", "full": "full set"}
 CROSS_MODELS = ("pointnet", "pointnet2", "dgcnn", "pct", "pointmlp", "pointnext", "ptv3_student")
 TM_LARGEST_CPC = 10  # the paper's Table 1 has no TM at CPC 50
 SHAPE_NAME = "shape_gap.json"  # a set's distance from its class's real clouds, beside it (Table 7)
 HELD_OUT = "test"  # shape_gap.json's key of the gaps to the held-out test split's clouds
+TERM_TABLES = (7, 9, 10)  # the tables whose sets' shape gaps are measured
 
 
 TOPO_WEIGHTS = (1e3, 1e4, 1e5)  # Table 7's and 9's grid of the term's weight: decision 96's measured scale
+TOPO_RATIOS = (0.01, 0.1, 1.0)  # Table 10's term strengths, its gradient norm over the matching's (decision 102)
+SURFACE_DIMS = 2  # Table 10's DD3D generator of two noise scalars a point
 
 
 @dataclass(frozen=True)
@@ -99,7 +109,8 @@ class Plan:
     distilled at ``low_points``), ``cpcs`` of Table 1 (the others take the first), ``iterations``
     outer iterations of every distillation (None: the data set's released count, decision 92), each method distilled ``distills`` times, every set
     evaluated ``runs`` times with ``recipe`` (classification) or ``part_recipe`` (Table 2);
-    ``size`` of a generated set; Table 7's persistence term at each of ``topo_weights``; Table 1 adds,
+    ``size`` of a generated set; Table 7's persistence term at each of ``topo_weights``, Table 10's
+    at each of ``topo_ratios``; Table 1 adds,
     with ``draw_points``, DD3D's sets drawn at that resolution and Random's draw at it (the paper's
     Table 4 reading: a generator distilled at few points, evaluated at many)."""
 
@@ -117,6 +128,7 @@ class Plan:
     size: int | None = None
     topo_weights: tuple[float, ...] = TOPO_WEIGHTS
     draw_points: int | None = None
+    topo_ratios: tuple[float, ...] = TOPO_RATIOS
 
     def recipe_of(self, unit: "Unit") -> TrainSpec:
         """The recipe that evaluates ``unit``: its task's, with its backbone."""
@@ -138,7 +150,8 @@ class Unit:
     ``points`` and evaluated at ``eval_points`` with ``model``; ``rotator`` None for the setting's,
     ``init`` of explicit clouds; ``task`` classification or parts; ``resample`` trains on fresh
     draws of a DD3D set's generator; ``topo`` the persistence term's reading at ``topo_weight``
-    (None: none); ``table`` where it is reported."""
+    (None: none) or at ``topo_ratio`` of the matching's gradient norm, ``control`` in its place
+    (decisions 101 and 102); ``noise_dims`` of DD3D's generator; ``table`` where it is reported."""
 
     table: int
     method: str
@@ -154,13 +167,19 @@ class Unit:
     resample: bool = False
     topo: str | None = None
     topo_weight: float = 0.0
+    topo_ratio: float | None = None
+    control: str | None = None
+    noise_dims: int = 1
 
     @property
     def name(self) -> str:
         """The unit's folder: what makes its set, and what evaluates it."""
         rot = rotator_kind(self.setting, self.rotator)
+        strength = f"r{self.topo_ratio:g}" if self.topo_ratio is not None else f"w{self.topo_weight:g}"
         init = ("" if self.init == "real" else f"-{self.init}") + (
-            "" if self.topo is None else f"-topo-{self.topo}-w{self.topo_weight:g}")
+            "" if self.noise_dims == 1 else f"-noise{self.noise_dims}") + (
+            "" if self.topo is None else f"-topo-{self.topo}-{strength}") + (
+            "" if self.control is None else f"-{self.control}")
         res = ("" if self.eval_points == self.points else f"-at{self.eval_points}") + ("-resampled" if self.resample
                                                                                         else "")
         return (f"{self.task}-{self.setting}-{rot}-{self.method}{init}-cpc{self.cpc}-p{self.points}{res}"
@@ -181,6 +200,8 @@ class Unit:
 def units(plan: Plan, table: int) -> list[Unit]:
     """The units of ``table`` (module docstring) under ``plan``, in the order they run; Table 8's
     follow from Table 7's results (:func:`cross_topo_units`)."""
+    if table == 10:
+        return control_units(plan)
     if table not in TABLES or table == 8:
         raise ValueError(f"table {table!r} is not one of {[t for t in TABLES if t != 8]} (Table 8: cross_topo_units)")
     p, cpc1, top = plan.points, plan.cpcs[0], plan.cpcs[-1]
@@ -269,6 +290,23 @@ def cross_topo_units(plan: Plan, rows: list[dict[str, Any]], required: tuple[str
           for method in TOPO_DISTILLATIONS for topo, weight in terms[method] for s in seeds))]
 
 
+def control_units(plan: Plan) -> list[Unit]:
+    """Table 10's units (module docstring), a CPC at a time: each method's sets without the term
+    (Table 1's and 7's), then each reading at each ratio with the term and with each control in its
+    place; DD3D's surfaces without and with the term."""
+    p, seeds = plan.points, range(plan.distills)
+    out = []
+    for cpc in plan.cpcs:
+        for method, dims in (("gm", 1), ("dd3d", 1), ("dd3d", SURFACE_DIMS)):
+            out += [Unit(10, method, "aligned", cpc, s, p, p, noise_dims=dims) for s in seeds]
+            for reading in topo_readings(cpc, "classification"):
+                for ratio in plan.topo_ratios:
+                    out += [Unit(10, method, "aligned", cpc, s, p, p, topo=reading, topo_ratio=ratio, control=control,
+                                 noise_dims=dims)
+                            for control in ((None, *CONTROLS) if dims == 1 else (None,)) for s in seeds]
+    return out
+
+
 def topo_readings(cpc: int, task: str) -> tuple[str, ...]:
     """The persistence term's readings Tables 7 and 9 run at ``cpc`` on ``task``: those that act
     there (:func:`reading_acts`: the feature readings from 3 clouds a class), and part sets take
@@ -285,7 +323,8 @@ def _condense(plan: Plan, unit: Unit, folder: Path, info: DistInfo) -> dict[str,
     """Make the unit's set in ``folder`` (its condensed.npz); the seconds it took."""
     start = time.perf_counter()
     spec = DistillSpec(iterations=plan.iterations, init=unit.init, resume=RESUME_MATCHING,  # a stopped unit goes on
-                       topo=unit.topo, topo_weight=unit.topo_weight)
+                       topo=unit.topo, topo_weight=unit.topo_weight, topo_ratio=unit.topo_ratio, control=unit.control,
+                       noise_dims=unit.noise_dims)
     cset = condense_set(_data(plan, unit, unit.points), unit.method, unit.cpc, unit.seed, plan.recipe_of(unit),
                         folder / CACHE_NAME, info, distill=spec, rotator=unit.rotator)
     seconds = time.perf_counter() - start
@@ -445,6 +484,77 @@ def _topo_rows(rows: list[dict[str, Any]], plan: Plan, setting: str, cpc: int, m
         scored = sum(not np.isnan(_val(group)) for _, group in done)
         note = "chosen on val" if final else f"best val of {scored} weights so far"
         lines += [line(f"{reading}, w {w:g}" + (f" ({note})" if w == chosen else ""), group) for w, group in done]
+    return lines
+
+
+def _gaps(group: list[dict[str, Any]], held_out: bool) -> str:
+    """The mean Chamfer and diagram gaps of the group's sets (and, ``held_out``, to the test split's clouds)."""
+    shapes = [g["shape"] for g in group if "shape" in g]
+    held = [s[HELD_OUT] for s in shapes if HELD_OUT in s]
+    return " | ".join(f"{np.mean([g[k] for g in found]):.4f}" if found else "-"
+                      for found in (shapes, held)[:1 + held_out] for k in ("chamfer", "diagram"))
+
+
+def _by_seed_first(group: list[dict[str, Any]]) -> dict[int, float]:
+    """Each distillation seed's mean test OA (%) in ``group``."""
+    return {seed: 100.0 * float(np.mean([run[SCORES["classification"][0]] for run in runs]))
+            for seed, runs in _by_seed(group).items()}
+
+
+def _control_groups(rows: list[dict[str, Any]], method: str, dims: int, **where: Any) -> list[dict[str, Any]]:
+    return [r for r in _grouped(rows, method=method, **where) if r["unit"].get("noise_dims", 1) == dims]
+
+
+def _control_table(plan: Plan, rows: list[dict[str, Any]]) -> list[str]:
+    """Table 10 (module docstring): per CPC, method and generator the set without the term, then each
+    reading at each ratio with the term and each control in its place, with the gain over no term
+    and the term's score minus the control's, paired by seed; then the same differences pooled over
+    every CPC and ratio (each seed of each cell one pair)."""
+    held_out = any(HELD_OUT in row.get("shape", {}) for row in rows)
+    lines = ["", "### Table 10: the persistence term against its non-topological controls (decisions 101 and 102; "
+             "not the paper's)", "",
+             "Aligned. The term's strength r is its gradient norm on the synthetic parameters over the matching "
+             "distance's, held at every class's step; a control (chamfer: to the nearest real cloud of the batch; "
+             "start: to the cloud's start) takes the term's place at the same norm. Gains paired by distillation "
+             "seed; gaps as Table 7's" + (", then against the held-out test split." if held_out else "."), "",
+             "| CPC | method | row | test OA | gain over no term | term minus this control | Chamfer | diagram gap |"
+             + (" held-out Chamfer | held-out diagram gap |" if held_out else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|---|" if held_out else "")]
+    pooled: dict[tuple[str, str, str], list[float]] = {}
+    for cpc in plan.cpcs:
+        for method, dims in (("gm", 1), ("dd3d", 1), ("dd3d", SURFACE_DIMS)):
+            title = TITLES[method] + ("" if dims == 1 else f", {dims} noise scalars a point")
+            base = _control_groups(rows, method, dims, cpc=cpc, topo=None)
+            if base:
+                lines.append(f"| {cpc} | {title} | none | {_cell(base, 'classification')} | - | - | "
+                             f"{_gaps(base, held_out)} |")
+            for reading in topo_readings(cpc, "classification"):
+                for ratio in plan.topo_ratios:
+                    where = {"cpc": cpc, "topo": reading, "topo_ratio": ratio}
+                    term = [r for r in _control_groups(rows, method, dims, **where) if r["unit"].get("control") is None]
+                    for control in (None, *CONTROLS):
+                        group = [r for r in _control_groups(rows, method, dims, **where)
+                                 if r["unit"].get("control") == control]
+                        if not group:
+                            continue
+                        gain = _paired(group, base, "classification") if base else "-"
+                        versus = _paired(term, group, "classification") if control and term else "-"
+                        name = f"{reading}, r {ratio:g}" if control is None else f"{control} control, r {ratio:g}"
+                        lines.append(f"| {cpc} | {title} | {name} | {_cell(group, 'classification')} | {gain} | "
+                                     f"{versus} | {_gaps(group, held_out)} |")
+                        other = base if control is None else term
+                        if other:
+                            ours, theirs = _by_seed_first(group), _by_seed_first(other)
+                            key = (title, reading, "no term" if control is None else f"{control} control")
+                            sign = 1.0 if control is None else -1.0  # the term minus the control
+                            pooled.setdefault(key, []).extend(sign * (ours[s] - theirs[s]) for s in ours if s in theirs)
+    if pooled:
+        lines += ["", "Pooled over every CPC and ratio (a pair a seed of a cell): the term's gain over no term, and "
+                  "the term's OA minus each control's.", "", "| method | reading | against | pairs | mean ± 95% "
+                  "interval (OA points) |", "|---|---|---|---|---|"]
+        for (title, reading, against), diffs in pooled.items():
+            mean, half = mean_ci(diffs)
+            lines.append(f"| {title} | {reading} | {against} | {len(diffs)} | {format_mean(mean, half, '+')} |")
     return lines
 
 
@@ -608,6 +718,8 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
                                      _grouped(rows, model=model, method=method, topo=None), "classification")
                              for model in CROSS_MODELS]
                     lines.append(f"| {TITLES[method]} | gain of {name} | {' | '.join(gains)} |")
+    if results.get(10):
+        lines += _control_table(plan, results[10])
     rows = results.get(3)
     for best in (False, True):
         if not rows or (best and not _has_best(rows)):
@@ -635,20 +747,26 @@ def plan_of(record: dict[str, Any]) -> Plan:
 @dataclass(frozen=True)
 class Selection:
     """Which of a table's units a study runs: those of ``methods``, ``settings``, persistence
-    ``terms`` (a reading, or ``none`` for the units without the term) and the term's
-    ``topo_weights`` (of :data:`TOPO_WEIGHTS`; units without the term have none and are not
-    selected by it); empty: every one. The others are read where finished. A unit's result does
-    not depend on it."""
+    ``terms`` (a reading, or ``none`` for the units without the term), the term's ``topo_weights``
+    (of :data:`TOPO_WEIGHTS`) and ``topo_ratios`` (of :data:`TOPO_RATIOS`; units without the term,
+    or with the other kind of strength, are not selected by either), and ``controls`` (``term``
+    for the term itself, or a control of :data:`CONTROLS`; units without the term are not selected
+    by it); empty: every one. The others are read where finished. A unit's result does not depend
+    on it."""
 
     methods: tuple[str, ...] = ()
     settings: tuple[str, ...] = ()
     terms: tuple[str, ...] = ()
     topo_weights: tuple[float, ...] = ()
+    topo_ratios: tuple[float, ...] = ()
+    controls: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, given, known in (("methods", self.methods, tuple(TITLES)), ("settings", self.settings, SETTINGS),
                                    ("terms", self.terms, ("none", *READINGS)),
-                                   ("topo-weights", self.topo_weights, TOPO_WEIGHTS)):
+                                   ("topo-weights", self.topo_weights, TOPO_WEIGHTS),
+                                   ("topo-ratios", self.topo_ratios, TOPO_RATIOS),
+                                   ("controls", self.controls, ("term", *CONTROLS))):
             if bad := sorted(set(given) - set(known)):
                 raise ValueError(f"--{name} {bad} are not among {list(known)}")
 
@@ -656,7 +774,8 @@ class Selection:
         """The selection's fields that were given, as options (``every unit`` when none)."""
         given = [f"--{name} {' '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in values)}"
                  for name, values in (("methods", self.methods), ("settings", self.settings), ("terms", self.terms),
-                                      ("topo-weights", self.topo_weights)) if values]
+                                      ("topo-weights", self.topo_weights), ("topo-ratios", self.topo_ratios),
+                                      ("controls", self.controls)) if values]
         return ", ".join(given) or "every unit"
 
     def takes_method(self, method: str) -> bool:
@@ -665,7 +784,10 @@ class Selection:
     def takes(self, unit: Unit) -> bool:
         return (self.takes_method(unit.method) and (not self.settings or unit.setting in self.settings)
                 and (not self.terms or (unit.topo or "none") in self.terms)
-                and (not self.topo_weights or unit.topo is None or unit.topo_weight in self.topo_weights))
+                and (not self.topo_weights or unit.topo is None
+                     or (unit.topo_ratio is None and unit.topo_weight in self.topo_weights))
+                and (not self.topo_ratios or unit.topo is None or unit.topo_ratio in self.topo_ratios)
+                and (not self.controls or unit.topo is None or (unit.control or "term") in self.controls))
 
 
 def _table_units(plan: Plan, table: int, results: dict[int, list[dict[str, Any]]],
@@ -736,6 +858,9 @@ def run_study(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo, se
     if select.topo_weights and not any(table == 8 or any(u.topo for u in units(plan, table)) for table in tables):
         raise ValueError(f"--topo-weights selects among the persistence term's units; Table(s) "
                          f"{', '.join(map(str, tables))} have none (the term's tables: 7, 8, 9): leave it out")
+    if (select.topo_ratios or select.controls) and 10 not in tables:
+        raise ValueError(f"--topo-ratios and --controls select among Table 10's units; Table(s) "
+                         f"{', '.join(map(str, tables))} have none: leave them out, or give --tables 10")
     results: dict[int, list[dict[str, Any]]] = {}
     ran = 0
     for table in TABLES:  # in order: Table 8's units follow from Table 7's results
@@ -753,7 +878,7 @@ def run_study(plan: Plan, tables: tuple[int, ...], out: Path, info: DistInfo, se
                          f"({select.describe()}): check --methods, --settings, --terms, --topo-weights, --cpcs and "
                          "--tables (docs/condense.md lists which table has which units)")
     results = {table: rows for table, rows in results.items() if rows}
-    for table in (7, 9):
+    for table in TERM_TABLES:
         if table in results:
             results[table] = _with_shapes(plan, results[table], out, info)
     text = report(plan, results)
