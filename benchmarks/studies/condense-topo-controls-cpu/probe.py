@@ -7,7 +7,8 @@ the chamfer control and the start control in its place, each scaled at every cla
 term's gradient norm on the synthetic parameters. Each set is scored on the test split (and on
 validation) and its Chamfer and diagram gaps are measured against the training split and the
 held-out test split (``train.condense.studies.shape_gap``). A unit is written when it has finished
-(``units/<name>/result.json``), so a stopped probe goes on.
+(``units/<name>/result.json``; its set and scores are the study's unit of it, made by
+``study.run_unit`` under ``<out>/study``), so a stopped probe goes on.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/studies/condense-topo-controls-cpu/probe.py run OUT \
         [--methods gm dd3d] [--seeds 0 1 2] [--weight 10000]
@@ -21,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +29,13 @@ import numpy as np
 import torch
 
 from train.condense.evaluation.metrics import paired_gain
-from train.condense.evaluation.protocol import VAL, evaluate_runs, format_gain
-from train.condense.files.condensed_file import read_condensed, write_condensed
-from train.condense.files.data import DataSpec, clouds_of, condensed_clouds, in_frame
+from train.condense.evaluation.protocol import VAL, format_gain
+from train.condense.files.condensed_file import read_condensed
+from train.condense.files.data import DataSpec, in_frame
 from train.condense.files.rotator import rotator_of
-from train.condense.matching.features import CACHE_NAME
-from train.condense.matching.matching_loops import DistillSpec
-from train.condense.methods import condense_set
 from train.condense.studies.shape_gap import shape_gap
-from train.condense.studies.study import PRESETS
-from train.data.objects.cloud import EmptySplitError
+from train.condense.studies.study import PRESETS, Unit
+from train.condense.studies.study import run_unit as study_unit
 from train.runtime.distributed import DistInfo
 from train.runtime.files import atomic_write
 
@@ -53,32 +49,26 @@ def unit_name(method: str, variant: str, seed: int, weight: float) -> str:
 
 
 def run_unit(out: Path, method: str, variant: str, seed: int, weight: float, info: DistInfo) -> dict[str, Any]:
-    """One set condensed, evaluated and measured (module docstring); read back when finished."""
-    folder = out / "units" / unit_name(method, variant, seed, weight)
-    if (folder / "result.json").exists():
-        return json.loads((folder / "result.json").read_text())
-    print(f"probe: {folder.name}", file=sys.stderr, flush=True)
+    """One set condensed and evaluated as the study's unit of it (``study.run_unit``, its folder under
+    ``<out>/study``), then measured (module docstring); its record, read back when finished."""
+    path = out / "units" / unit_name(method, variant, seed, weight) / "result.json"
+    if path.exists():
+        return json.loads(path.read_text())
     term = {} if variant == "none" else {"topo": "shape", "topo_weight": weight,
-                                         **({} if variant == "shape" else {"control": variant})}
-    spec = DistillSpec(iterations=PLAN.iterations, resume="matching", **term)
-    start = time.perf_counter()
-    cset = condense_set(DATA, method, 1, seed, PLAN.recipe, folder / CACHE_NAME, info, distill=spec)
-    seconds = time.perf_counter() - start
-    write_condensed(cset, folder)
+                                         "control": None if variant == "shape" else variant}
+    unit = Unit(10, method, "aligned", 1, seed, PLAN.points, PLAN.points, **term)
+    result = study_unit(PLAN, unit, out / "study", info, f"probe, {path.parent.name}")
+    cset = read_condensed(out / "study" / "units" / unit.set_name / "condensed.npz")
     frame = rotator_of(cset.provenance["frame"])
     train, test = (in_frame(DATA.load(split), frame) for split in ("train", "test"))
-    try:
-        val = clouds_of(in_frame(DATA.load("val"), frame))
-    except EmptySplitError:
-        val = None
-    runs = evaluate_runs(condensed_clouds(cset, test, str(folder)), clouds_of(test), PLAN.recipe, PLAN.runs, 0, info,
-                         desc=folder.name, val=val)
-    result = {"method": method, "variant": variant, "seed": seed, "weight": None if variant == "none" else weight,
-              "iterations": PLAN.iterations, "runs": runs, "seconds": seconds,
+    norms = cset.provenance["distill"].get("strength_norms")
+    record = {"method": method, "variant": variant, "seed": seed, "weight": None if variant == "none" else weight,
+              "iterations": PLAN.iterations, "runs": result["runs"], "seconds": result.get("condense_seconds"),
               "gaps": {"train": shape_gap(cset, train), "test": shape_gap(cset, test)},
-              "control_norms": cset.provenance["distill"].get("control_norms")}
-    atomic_write(json.dumps(result, indent=1).encode(), folder / "result.json")
-    return result
+              "control_norms": None if norms is None else {"term": norms["term"], "control": norms["control"],
+                                                           "steps": norms["steps"]}}
+    atomic_write(json.dumps(record, indent=1).encode(), path)
+    return record
 
 
 def finished(out: Path) -> list[dict[str, Any]]:
