@@ -24,6 +24,7 @@ from train.condense.files.condensed_file import read_condensed
 from train.condense.files.distill_checkpoint import Checkpoint
 from train.runtime.files import NoRoomError, atomic_write
 from train.runtime.memory import memory_refused
+from tests.full_disk import no_room_at
 
 PROG = "python -m train.condense"
 TINY = ["--dataset", "shapes", "--size", "3", "--points", "16", "--device", "cpu"]
@@ -104,17 +105,6 @@ def test_an_overwrite_run_that_fails_late_leaves_the_previous_folder_byte_identi
     assert {k: v for k, v in files(out).items() if not k.startswith(out_folder.STAGING_NAME)} == before
 
 
-def _no_room_at(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    """Writing a file named ``name`` (its temporary file) fails as a full disk does."""
-    real = os.fsync
-
-    def fsync(fd: int) -> None:
-        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(name + "."):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real(fd)
-    monkeypatch.setattr(os, "fsync", fsync)
-
-
 @pytest.mark.parametrize("name", ["condensed.npz", "distill.pt"])
 def test_a_full_disk_ends_in_one_line_naming_the_folder_and_keeps_the_previous_set(
         dd3d_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
@@ -123,7 +113,7 @@ def test_a_full_disk_ends_in_one_line_naming_the_folder_and_keeps_the_previous_s
     before = files(out)
     capsys.readouterr()
     with monkeypatch.context() as patch:
-        _no_room_at(patch, name)
+        no_room_at(patch, name)
         assert main([*DM, "--out", str(out), "--overwrite"]) == 2
     line = refusal(capsys)
     staged = out / out_folder.STAGING_NAME
@@ -337,7 +327,7 @@ def test_atomic_write_on_a_full_disk_says_in_one_line_what_is_needed_and_keeps_t
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "kept.json"
     target.write_text("old")
-    _no_room_at(monkeypatch, "kept.json")
+    no_room_at(monkeypatch, "kept.json")
     with pytest.raises(NoRoomError) as failure:
         atomic_write(b"x" * 2_000_000, target)
     assert str(failure.value).startswith(f"no room to write 2.0 MB in {tmp_path} (No space left on device; ")
