@@ -226,8 +226,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     sample.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     sample.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     study = argparse.ArgumentParser(prog=f"{PROG} study", description="The DD3D paper's Tables 1-6 on one data set, "
-                                    "and Tables 7-9 (the persistence term, decisions 96-97): every set condensed and "
-                                    "evaluated once (a stopped study goes on), then <out>/STUDY.md.")
+                                    "and Tables 7-10 (the persistence term, decisions 96-97 and 101-102): every set "
+                                    "condensed and evaluated once (a stopped study goes on), then <out>/STUDY.md.")
     study.add_argument("--out", required=True, help="folder of the units, study.json and STUDY.md")
     study.add_argument("--preset", choices=tuple(PRESETS), required=True, help="the budget, named on every call "
                        "(decision 90): paper (1,024 points, CPC 1/10/50, the released iterations: tens of GPU-hours) or cpu "
