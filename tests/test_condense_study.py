@@ -238,6 +238,18 @@ def test_a_kept_study_written_before_recipes_had_names_still_reports(kept: Path)
     assert "Table 1's gains over Random's draw of the same seed" in text and "] (mAcc " in text
 
 
+def test_the_kept_400_iteration_study_is_the_report_of_its_results() -> None:
+    """``benchmarks/studies/condense-t1-400-cpu/``: its STUDY.md is what the report makes of its
+    study.json (Table 1 with the 1,024-point draw, Table 6's resampled DD3D), line for line."""
+    folder = Path(__file__).parents[1] / "benchmarks" / "studies" / "condense-t1-400-cpu"
+    record = json.loads((folder / "study.json").read_text())
+    plan = study.plan_of(record["plan"])
+    assert (plan.iterations, plan.distills, plan.points, plan.draw_points) == (400, 3, 64, 1024)
+    text = study.report(plan, {int(t): rows for t, rows in record["results"].items()})
+    assert text == (folder / "STUDY.md").read_text()
+    assert "### Table 1 at 1024 points" in text and "| DD3D, resampled |" in text
+
+
 def test_the_study_command_runs_the_cpu_preset_with_its_recipe_on_a_tiny_budget(
         tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(study.PRESETS, "cpu", TINY)  # the cpu preset's recipe, at a test's budget
