@@ -68,8 +68,8 @@ class DistillSpec:
     (:mod:`train.condense.matching.topology_term`, decision 96; None: no term), or with ``topo_ratio``
     the term at ``topo_ratio`` times the matching distance's gradient norm (decision 102), and with
     ``control`` a geometric control in its place at its gradient norm
-    (:mod:`train.condense.matching.controls`, decision 101); DD3D's generator takes ``noise_dims`` noise scalars a point (1 as released, 2: a
-    surface, decision 101)."""
+    (:mod:`train.condense.matching.controls`, decision 101); DD3D's generator takes ``noise_dims``
+    noise scalars a point (1 as released, 2: a surface, decision 101)."""
 
     iterations: int | None = None
     net_lr: float = 1e-3

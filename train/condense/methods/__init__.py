@@ -169,7 +169,7 @@ def key_settings(spec: DistillSpec) -> dict[str, Any]:
     clouds' optimiser options (the key holds the resolved optimiser, decision 93), and the
     persistence term's only when it is on (so a run without it keeps its key)."""
     off = ("resume", "cloud_optimizer", "cloud_lr", *(TOPO_FIELDS if spec.topo is None else ()),
-           *((f for f in ("control", "topo_ratio") if getattr(spec, f) is None)),
+           *(f for f in ("control", "topo_ratio") if getattr(spec, f) is None),
            *(("noise_dims",) if spec.noise_dims == 1 else ()))
     return {k: v for k, v in asdict(spec).items() if k not in off}
 PART_DISTILLATIONS = ("gm", "dd3d")  # the paper's Table 2

@@ -73,7 +73,7 @@ from train.condense.matching.features import CACHE_NAME
 from train.condense.matching.controls import CONTROLS
 from train.condense.matching.matching_loops import DistillSpec
 from train.condense.methods import DISTILLATIONS, TOPO_DISTILLATIONS, condense_set
-from train.condense.evaluation.metrics import SCORES, paired_gain, summarise, two_level
+from train.condense.evaluation.metrics import SCORES, PairedGain, paired_gain, summarise, two_level
 from train.study.report import mean_ci
 from train.condense.evaluation.protocol import (BEST, LABELS, VAL, evaluate_runs, format_gain, format_mean,
                                                 format_summary, format_two_level)
@@ -435,12 +435,18 @@ def _cell(results: list[dict[str, Any]], task: str, best: bool = False) -> str:
     return f"{format_two_level(first)} ({LABELS[SCORES[task][1]]} {second.mean:.1f})"
 
 
-def _paired(ours: list[dict[str, Any]], base: list[dict[str, Any]], task: str) -> str:
-    """``"+3.1 ± 20.0 (s0 +2.0, s1 +4.2)"``: the first score of ``ours`` minus that of ``base``, paired by seed."""
+def _paired_gain(ours: list[dict[str, Any]], base: list[dict[str, Any]], task: str) -> PairedGain | None:
+    """The first score (%) of ``ours`` minus that of ``base``, paired by seed (None: no seed in common)."""
     first = SCORES[task][0]
     a, b = ({seed: [100.0 * run[first] for run in runs] for seed, runs in _by_seed(group).items()}
             for group in (ours, base))
-    return format_gain(paired_gain(a, b)) if set(a) & set(b) else "-"
+    return paired_gain(a, b) if set(a) & set(b) else None
+
+
+def _paired(ours: list[dict[str, Any]], base: list[dict[str, Any]], task: str) -> str:
+    """``"+3.1 ± 20.0 (s0 +2.0, s1 +4.2)"``: :func:`_paired_gain` formatted, ``-`` without a seed in common."""
+    gain = _paired_gain(ours, base, task)
+    return "-" if gain is None else format_gain(gain)
 
 
 def _gain(results: list[dict[str, Any]], task: str, method: str, **where: Any) -> str:
@@ -466,14 +472,10 @@ def _topo_rows(rows: list[dict[str, Any]], plan: Plan, setting: str, cpc: int, m
     lines = []
 
     def line(name: str, group: list[dict[str, Any]]) -> str:
-        shapes = [g["shape"] for g in group if "shape" in g]
-        held = [s[HELD_OUT] for s in shapes if HELD_OUT in s]
-        gaps = " | ".join(f"{np.mean([g[k] for g in found]):.4f}" if found else "-"
-                          for found in (shapes, held)[:1 + held_out] for k in ("chamfer", "diagram"))
         gain = _paired(group, base, task) if group is not base else "-"
         val = _val(group)
         return (f"| {setting} | {cpc} | {TITLES[method]} | {name} | {'-' if np.isnan(val) else f'{val:.1f}'} | "
-                f"{_cell(group, task)} | {gain} | {gaps} |")
+                f"{_cell(group, task)} | {gain} | {_gaps(group, held_out)} |")
     if base:
         lines.append(line("none", base))
     for reading in topo_readings(cpc, task):
@@ -493,12 +495,6 @@ def _gaps(group: list[dict[str, Any]], held_out: bool) -> str:
     held = [s[HELD_OUT] for s in shapes if HELD_OUT in s]
     return " | ".join(f"{np.mean([g[k] for g in found]):.4f}" if found else "-"
                       for found in (shapes, held)[:1 + held_out] for k in ("chamfer", "diagram"))
-
-
-def _by_seed_first(group: list[dict[str, Any]]) -> dict[int, float]:
-    """Each distillation seed's mean test OA (%) in ``group``."""
-    return {seed: 100.0 * float(np.mean([run[SCORES["classification"][0]] for run in runs]))
-            for seed, runs in _by_seed(group).items()}
 
 
 def _control_groups(rows: list[dict[str, Any]], method: str, dims: int, **where: Any) -> list[dict[str, Any]]:
@@ -530,24 +526,22 @@ def _control_table(plan: Plan, rows: list[dict[str, Any]]) -> list[str]:
                              f"{_gaps(base, held_out)} |")
             for reading in topo_readings(cpc, "classification"):
                 for ratio in plan.topo_ratios:
-                    where = {"cpc": cpc, "topo": reading, "topo_ratio": ratio}
-                    term = [r for r in _control_groups(rows, method, dims, **where) if r["unit"].get("control") is None]
+                    cell = _control_groups(rows, method, dims, cpc=cpc, topo=reading, topo_ratio=ratio)
+                    term = [r for r in cell if r["unit"].get("control") is None]
                     for control in (None, *CONTROLS):
-                        group = [r for r in _control_groups(rows, method, dims, **where)
-                                 if r["unit"].get("control") == control]
+                        group = [r for r in cell if r["unit"].get("control") == control]
                         if not group:
                             continue
-                        gain = _paired(group, base, "classification") if base else "-"
-                        versus = _paired(term, group, "classification") if control and term else "-"
+                        over_none = _paired_gain(group, base, "classification")
+                        versus = _paired_gain(term, group, "classification") if control else None
                         name = f"{reading}, r {ratio:g}" if control is None else f"{control} control, r {ratio:g}"
+                        gain, minus = ("-" if g is None else format_gain(g) for g in (over_none, versus))
                         lines.append(f"| {cpc} | {title} | {name} | {_cell(group, 'classification')} | {gain} | "
-                                     f"{versus} | {_gaps(group, held_out)} |")
-                        other = base if control is None else term
-                        if other:
-                            ours, theirs = _by_seed_first(group), _by_seed_first(other)
+                                     f"{minus} | {_gaps(group, held_out)} |")
+                        paired = over_none if control is None else versus  # the term over no term, or over this control
+                        if paired is not None:
                             key = (title, reading, "no term" if control is None else f"{control} control")
-                            sign = 1.0 if control is None else -1.0  # the term minus the control
-                            pooled.setdefault(key, []).extend(sign * (ours[s] - theirs[s]) for s in ours if s in theirs)
+                            pooled.setdefault(key, []).extend(paired.by_seed.values())
     if pooled:
         lines += ["", "Pooled over every CPC and ratio (a pair a seed of a cell): the term's gain over no term, and "
                   "the term's OA minus each control's.", "", "| method | reading | against | pairs | mean ± 95% "
