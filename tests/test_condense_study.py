@@ -349,7 +349,7 @@ def test_a_tiny_table_10_runs_records_its_strength_and_reports_the_term_against_
     text = run_study(TINY, (10,), tmp_path, CPU, only)
     assert "### Table 10: the persistence term against its non-topological controls" in text
     assert "| 1 | GM | none |" in text and "| 1 | GM | shape, r 0.1 |" in text and "| 1 | GM | chamfer control, r 0.1 |" in text
-    assert "| GM | shape | chamfer control | 1 |" in text  # pooled: one pair
+    assert "| GM | shape | chamfer control | 1 |" in text  # pooled: one seed
     chamfer = next(u for u in units(TINY, 10) if u.control == "chamfer" and u.topo_ratio == 0.1 and u.method == "gm")
     cset = read_condensed(tmp_path / "units" / chamfer.set_name / "condensed.npz")
     assert cset.provenance["topo"] == {"reading": "shape", "ratio": 0.1, "control": "chamfer"}
@@ -369,7 +369,8 @@ def test_table_10s_pooled_differences_by_hand() -> None:
     text = "\n".join(study._control_table(plan, rows))
     assert "| 1 | GM | start control, r 0.1 | 61.5 ± 6.4 [61.0 / 62.0] (mAcc 61.5) | +0.5 ± 6.4 (s0 +1.0, s1 +0.0) | " \
            "+0.5 ± 31.8 (s0 +3.0, s1 -2.0) |" in text
-    # over no term: +4, -2 (r 0.1), +10, +4 (r 1): mean 4, sd 4.899, t(3) 3.182 * 4.899 / 2 = 7.8
-    assert "| GM | shape | no term | 4 | +4.0 ± 7.8 |" in text
-    # the term minus start: +3, -2, +10, +5: mean 4, sd 4.967, 3.182 * 4.967 / 2 = 7.9
-    assert "| GM | shape | start control | 4 | +4.0 ± 7.9 |" in text
+    # over no term, s0 +4 (r 0.1) and +10 (r 1), s1 -2 and +4: seeds' means 7 and 1, mean 4, sd 4.243,
+    # t(1) 12.706 * 4.243 / sqrt(2) = 38.1; three of the four pairs above zero
+    assert "| GM | shape | no term | 2 | +4.0 ± 38.1 | 3 of 4 |" in text
+    # the term minus start: s0 +3 and +10, s1 -2 and +5: seeds' means 6.5 and 1.5, mean 4, sd 3.536, 31.8
+    assert "| GM | shape | start control | 2 | +4.0 ± 31.8 | 3 of 4 |" in text
