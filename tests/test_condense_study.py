@@ -238,16 +238,21 @@ def test_a_kept_study_written_before_recipes_had_names_still_reports(kept: Path)
     assert "Table 1's gains over Random's draw of the same seed" in text and "] (mAcc " in text
 
 
-def test_the_kept_400_iteration_study_is_the_report_of_its_results() -> None:
-    """``benchmarks/studies/condense-t1-400-cpu/``: its STUDY.md is what the report makes of its
-    study.json (Table 1 with the 1,024-point draw, Table 6's resampled DD3D), line for line."""
-    folder = Path(__file__).parents[1] / "benchmarks" / "studies" / "condense-t1-400-cpu"
+@pytest.mark.parametrize("name, budget, marks", [
+    ("condense-t1-400-cpu", (400, 3, 64, 1024), ("### Table 1 at 1024 points", "| DD3D, resampled |")),
+    ("condense-topo-ratio-cpu", (40, 3, 64, None), ("### Table 10:", "| DD3D | shape | chamfer control | 3 |",
+                                                    "| 1 | DD3D, 2 noise scalars a point | shape, r 1 |"))])
+def test_a_kept_study_is_the_report_of_its_results(name: str, budget: tuple, marks: tuple[str, ...]) -> None:
+    """A kept study's STUDY.md is what the report makes of its study.json, line for line:
+    ``condense-t1-400-cpu`` (Table 1 at 400 iterations with the 1,024-point draw, Table 6's resampled
+    DD3D) and ``condense-topo-ratio-cpu`` (Table 10, the term against its controls)."""
+    folder = Path(__file__).parents[1] / "benchmarks" / "studies" / name
     record = json.loads((folder / "study.json").read_text())
     plan = study.plan_of(record["plan"])
-    assert (plan.iterations, plan.distills, plan.points, plan.draw_points) == (400, 3, 64, 1024)
+    assert (plan.iterations, plan.distills, plan.points, plan.draw_points) == budget
     text = study.report(plan, {int(t): rows for t, rows in record["results"].items()})
     assert text == (folder / "STUDY.md").read_text()
-    assert "### Table 1 at 1024 points" in text and "| DD3D, resampled |" in text
+    assert all(mark in text for mark in marks)
 
 
 def test_the_study_command_runs_the_cpu_preset_with_its_recipe_on_a_tiny_budget(
