@@ -5,7 +5,7 @@ in its own study folder ``OUT/<variant>`` with the study's unit names (as
 
     OMP_NUM_THREADS=1 python benchmarks/studies/condense-dd3d-gap-cpu/controls.py OUT VARIANT SEED [SEED ...] [--points N]
 
-Variants (each but ``lr1e-4`` patches :data:`train.condense.methods.dd3d.PointGenerator`, what ``distill_dd3d`` builds;
+Variants (each but the rates ``lr1e-4`` and ``lr3e-3`` patches :data:`train.condense.methods.dd3d.PointGenerator`, what ``distill_dd3d`` builds;
 everything else of :func:`train.condense.methods.dd3d.distill_dd3d` runs unchanged: the real batches, the
 released loops and inner-set normalisation, the generator's Adam with its weight decay and cut,
 the noise draws, the written set):
@@ -21,7 +21,8 @@ the noise draws, the written set):
   (:func:`train.condense.methods.explicit.initial_clouds`' ``noise``);
 - ``lr1e-4``: the released generator with its Adam at lr 1e-4 (the rate the released 1e-3 is cut
   to at half the iterations, after which D falls), weight decay as released (patches
-  ``dd3d.generator_adam``).
+  ``dd3d.generator_adam``); ``lr3e-3``: the same at lr 3e-3 (three
+  times the released rate); with ``lr1e-4`` and ``released`` the generator's rate sensitivity.
 
 The generator variants' sets are also evaluated resampled (fresh draws each time a cloud is used,
 decision 85) and drawn at 256 points (the study's cross-resolution units, against the real
@@ -92,9 +93,9 @@ def builder(variant: str, train, seed: int):
     return build
 
 
-VARIANTS = ("released", "prefit", "explicit-real", "explicit-noise", "lr1e-4")
-GENERATORS = ("released", "prefit", "lr1e-4")
-LOW_LR = 1e-4  # lr1e-4's generator rate (the released 1e-3's cut value; cut again by 10 at half the iterations)  # the variants whose set is a generator's: also resampled and drawn at DRAW_AT
+RATES = {"lr1e-4": 1e-4, "lr3e-3": 3e-3}  # the rate variants' generator Adam rate (cut by 10 at half the iterations)
+VARIANTS = ("released", "prefit", "explicit-real", "explicit-noise", *RATES)
+GENERATORS = ("released", "prefit", *RATES)  # the variants whose set is a generator's: also resampled and drawn at DRAW_AT
 DRAW_AT = (256,)  # the generator drawn at these resolutions (the study's cross-resolution units)
 
 
@@ -112,9 +113,9 @@ def main(out: Path, variant: str, seeds: list[int], points: int | None = None) -
     record_path = out / f"controls-{variant}{'' if points is None else f'-p{points}'}.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     for seed in seeds:
-        dd3d.PointGenerator = PointGenerator if variant in ("released", "lr1e-4") else builder(variant, train, seed)
-        dd3d.generator_adam = (lambda task: GeneratorAdam(LOW_LR, generator_adam(task).weight_decay)
-                               ) if variant == "lr1e-4" else generator_adam
+        dd3d.PointGenerator = PointGenerator if variant in ("released", *RATES) else builder(variant, train, seed)
+        dd3d.generator_adam = (lambda task: GeneratorAdam(RATES[variant], generator_adam(task).weight_decay)
+                               ) if variant in RATES else generator_adam
         unit = Unit(1, "dd3d", "aligned", 1, seed, plan.points, plan.points)
         result = run_unit(plan, unit, out / variant, info, f"{variant}, seed {seed}")
         dd3d.PointGenerator = PointGenerator  # load_generator (the evaluations below) builds the real one

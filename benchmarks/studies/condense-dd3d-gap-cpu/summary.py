@@ -1,4 +1,4 @@
-"""The tables of STUDY.md from this folder's kept JSON (``capacity.py``'s and ``controls.py``'s records):
+"""The tables of STUDY.md from this folder's kept JSON (``capacity.py``'s, ``controls.py``'s and ``matching.py``'s records):
 per row the mean over seeds, each seed's value, and the paired difference to its reference by seed
 with its 95% t interval (:func:`train.condense.evaluation.metrics.paired_gain`).
 
@@ -137,7 +137,7 @@ def control_rows(folder: Path) -> list[str]:
     return rows
 
 
-VARIANTS = ("released", "prefit", "explicit-real", "explicit-noise", "lr1e-4")  # controls.py's
+VARIANTS = ("released", "prefit", "explicit-real", "explicit-noise", "lr1e-4", "lr3e-3")  # controls.py's
 D_AT = (1, 10, 20, 21, 30, 40)  # iterations whose D is shown (the rate is cut after iteration 20 of 40)
 
 
@@ -153,7 +153,37 @@ def loss_rows(folder: Path) -> list[str]:
     return rows
 
 
+MATCHED = ("random", "bootstrap", "gm", "gm bootstrap", "dm", "dd3d drawn", "dd3d matched", "dd3d fresh, sphere")
+
+
+def matching_rows(folder: Path, points: int) -> list[str]:
+    """``matching.py``'s record: per candidate D (summed over the classes, mean over the networks)
+    by seed, and its difference from Random's on the same networks, the 95% t interval over seeds."""
+    record = _load(folder, f"matching-p{points}.json")
+    if not record:
+        return []
+    seeds = sorted(record["seeds"], key=int)
+    rows = [f"| set ({points} points) | D [by seed] | minus Random's D, same networks [by seed] |", "|---|---|---|"]
+    for name in MATCHED:
+        cells = [record["seeds"][s]["d"].get(name) for s in seeds]
+        if None in cells:
+            continue
+        d = {int(s): [c["mean"] for c in cells][i:i + 1] for i, s in enumerate(seeds)}
+        minus = {int(s): [c["minus_random"]] for s, c in zip(seeds, cells)}
+        gain = paired_gain(minus, {s: [0.0] for s in minus})
+        rows.append(f"| {name} | {np.mean([v[0] for v in d.values()]):.0f} [" + " / ".join(f"{v[0]:.0f}" for v in d.values())
+                    + "] | " + ("" if name == "random" else f"{gain.mean:+.0f} ± {gain.half:.0f} [" + " / ".join(
+                        f"{v[0]:+.0f}" for v in minus.values()) + "]") + " |")
+    history = [record["seeds"][s]["history"] for s in seeds]
+    for method in ("gm", "dd3d"):
+        at = history[0][method]
+        rows.append(f"| {method}'s own training D (its networks and batches), iteration "
+                    + ", ".join(at) + " | " + ", ".join(f"{np.mean([h[method][i] for h in history]):.0f}" for i in at)
+                    + " | |")
+    return rows
+
+
 if __name__ == "__main__":
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
     print("\n".join(capacity_rows(folder) + [""] + chamfer_rows(folder) + [""] + control_rows(folder) + [""]
-                    + loss_rows(folder)))
+                    + loss_rows(folder) + [""] + matching_rows(folder, 64)))
