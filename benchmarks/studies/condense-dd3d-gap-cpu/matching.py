@@ -44,6 +44,7 @@ from train.condense.files.data import DataSpec
 from train.condense.matching.matching_loops import ClassClouds, class_distances, fresh_network, real_sampler
 from train.condense.methods.dd3d import GENERATOR_NAME, draw_batch, load_generator, unit_sphere
 from train.condense.studies.study import PRESETS, Unit
+from train.data.objects import ObjectSet
 
 REAL_BATCH = 32  # real clouds a class, as the loops (DistillSpec.real_batch)
 HISTORY_AT = (1, 40, 200)  # iterations whose training D is reported, beside the last
@@ -55,10 +56,11 @@ def fixed(clouds: torch.Tensor, labels: np.ndarray) -> ClassClouds:
 
 
 def folder_of(out: Path, method: str, seed: int, points: int) -> Path:
+    """The aligned CPC 1 unit folder of ``method`` at ``seed`` in the study folder ``out``."""
     return out / "units" / Unit(1, method, "aligned", 1, seed, points, points).name
 
 
-def scores(out: Path, train, seed: int, points: int, networks: int) -> dict[str, list[float]]:
+def scores(out: Path, train: ObjectSet, seed: int, points: int, networks: int) -> dict[str, list[float]]:
     """D summed over the classes, per network, of every candidate of ``seed`` (module docstring)."""
     sets = {m: read_condensed(folder_of(out, m, seed, points) / "condensed.npz") for m in ("random", "gm", "dm", "dd3d")}
     labels = sets["random"].labels

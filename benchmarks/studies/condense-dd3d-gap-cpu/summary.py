@@ -119,14 +119,17 @@ def control_rows(folder: Path) -> list[str]:
                          _gain(values, random256) if key == "oa_at256" else "")
             rows.append(f"| {variant} | {name} | {_cell(values)} | {vs_random} | {vs_released} | "
                         f"{loss if key == 'oa' else ''} |")
-    at256 = _load(folder, "controls-released-p256.json")
-    for key, name in (("oa", "drawn at 256"), ("oa_resampled", "resampled at 256")):
-        values = _by_seed(at256, key)
-        if values:
-            loss = (f"{np.mean([r['loss_first'] for r in at256.values()]):.0f} / "
-                    f"{np.mean([r['loss_last'] for r in at256.values()]):.0f}") if key == "oa" else ""
-            rows.append(f"| released, distilled at 256 points | {name} | {_cell(values)} | {_gain(values, random256)} | | "
-                        f"{loss} |")
+    released256 = _load(folder, "controls-released-p256.json")
+    for variant in ("released", *RATES):
+        at256 = _load(folder, f"controls-{variant}-p256.json")
+        for key, name in (("oa", "drawn at 256"), ("oa_resampled", "resampled at 256")):
+            values = _by_seed(at256, key)
+            if values:
+                loss = (f"{np.mean([r['loss_first'] for r in at256.values()]):.0f} / "
+                        f"{np.mean([r['loss_last'] for r in at256.values()]):.0f}") if key == "oa" else ""
+                vs_released = _gain(values, _by_seed(released256, key)) if variant != "released" else ""
+                rows.append(f"| {variant}, distilled at 256 points | {name} | {_cell(values)} | "
+                            f"{_gain(values, random256)} | {vs_released} | {loss} |")
     start = _load(folder, "capacity-p64-steps4000.json")
     prefit = _load(folder, "controls-prefit.json")
     for key, fitted, name in (("oa", "fit_oa", "drawn at 64"), ("oa_resampled", "fit_oa_resampled", "resampled at 64")):
@@ -137,7 +140,8 @@ def control_rows(folder: Path) -> list[str]:
     return rows
 
 
-VARIANTS = ("released", "prefit", "explicit-real", "explicit-noise", "lr1e-4", "lr3e-3")  # controls.py's
+RATES = ("lr1e-4", "lr3e-3")  # controls.py's rate variants
+VARIANTS = ("released", "prefit", "explicit-real", "explicit-noise", *RATES)  # controls.py's
 D_AT = (1, 10, 20, 21, 30, 40)  # iterations whose D is shown (the rate is cut after iteration 20 of 40)
 
 
