@@ -16,6 +16,8 @@ import numpy as np
 from train.condense.evaluation.metrics import paired_gain
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from controls import RATES, VARIANTS  # noqa: E402  (this study's variants)
 
 
 def _load(folder: Path, name: str) -> dict:
@@ -140,8 +142,6 @@ def control_rows(folder: Path) -> list[str]:
     return rows
 
 
-RATES = ("lr1e-4", "lr3e-3")  # controls.py's rate variants
-VARIANTS = ("released", "prefit", "explicit-real", "explicit-noise", *RATES)  # controls.py's
 D_AT = (1, 10, 20, 21, 30, 40)  # iterations whose D is shown (the rate is cut after iteration 20 of 40)
 
 
@@ -172,12 +172,12 @@ def matching_rows(folder: Path, points: int) -> list[str]:
         cells = [record["seeds"][s]["d"].get(name) for s in seeds]
         if None in cells:
             continue
-        d = {int(s): [c["mean"] for c in cells][i:i + 1] for i, s in enumerate(seeds)}
+        d = [c["mean"] for c in cells]
         minus = {int(s): [c["minus_random"]] for s, c in zip(seeds, cells)}
         gain = paired_gain(minus, {s: [0.0] for s in minus})
-        rows.append(f"| {name} | {np.mean([v[0] for v in d.values()]):.0f} [" + " / ".join(f"{v[0]:.0f}" for v in d.values())
-                    + "] | " + ("" if name == "random" else f"{gain.mean:+.0f} ± {gain.half:.0f} [" + " / ".join(
-                        f"{v[0]:+.0f}" for v in minus.values()) + "]") + " |")
+        by_seed = " / ".join(f"{v[0]:+.0f}" for v in minus.values())
+        rows.append(f"| {name} | {np.mean(d):.0f} [" + " / ".join(f"{v:.0f}" for v in d) + "] | "
+                    + ("" if name == "random" else f"{gain.mean:+.0f} ± {gain.half:.0f} [{by_seed}]") + " |")
     history = [record["seeds"][s]["history"] for s in seeds]
     for method in ("gm", "dd3d"):
         at = history[0][method]
