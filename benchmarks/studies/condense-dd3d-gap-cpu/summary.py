@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from train.condense.evaluation.metrics import paired_gain
+from train.study.report import mean_ci
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -173,11 +174,11 @@ def matching_rows(folder: Path, points: int) -> list[str]:
         if None in cells:
             continue
         d = [c["mean"] for c in cells]
-        minus = {int(s): [c["minus_random"]] for s, c in zip(seeds, cells)}
-        gain = paired_gain(minus, {s: [0.0] for s in minus})
-        by_seed = " / ".join(f"{v[0]:+.0f}" for v in minus.values())
+        minus = [c["minus_random"] for c in cells]  # already paired: each seed's mean over its networks
+        mean, half = mean_ci(minus)
+        by_seed = " / ".join(f"{v:+.0f}" for v in minus)
         rows.append(f"| {name} | {np.mean(d):.0f} [" + " / ".join(f"{v:.0f}" for v in d) + "] | "
-                    + ("" if name == "random" else f"{gain.mean:+.0f} ± {gain.half:.0f} [{by_seed}]") + " |")
+                    + ("" if name == "random" else f"{mean:+.0f} ± {half:.0f} [{by_seed}]") + " |")
     history = [record["seeds"][s]["history"] for s in seeds]
     for method in ("gm", "dd3d"):
         at = history[0][method]
