@@ -5,12 +5,13 @@ Every method's training history (``distill.pt``'s mean D an iteration) is taken 
 networks and real batches: GM's starts at Random's clouds, DD3D's at noise, and their fresh
 networks differ (the generator's initialisation draws from the same seed first), so the two
 curves do not compare. Here the sets a study folder finished (``shapes``, aligned, CPC 1) are
-scored by Eq. (10)'s D (:func:`train.condense.matching.matching_loops.class_distances`, summed over
-the classes) on ``--networks`` fresh lightweight PointNets (torch seed ``10_000 * seed + n``) in
-training mode, each with one real batch a class (32 clouds, the same for every candidate): a
-fresh network is what every outer iteration starts from, and at CPC 1 aligned the network's
-1e-3 SGD takes one step on the 13 synthetic clouds between two outer steps, so it stays close to
-fresh. The candidates of a seed:
+scored by Eq. (10)'s D (``fast.gradient_match_distance`` of each class's gradients,
+:func:`train.condense.matching.matching_loops.class_gradients`, summed over the classes) on
+``--networks`` fresh lightweight PointNets (torch seed ``10_000 * seed + n``) in training mode,
+each with one real batch a class (32 clouds, the same for every candidate: its gradients are taken
+once a network): a fresh network is what every outer iteration starts from, and at CPC 1 aligned
+the network's 1e-3 SGD takes one step on the 13 synthetic clouds between two outer steps, so it
+stays close to fresh. The candidates of a seed:
 
 - ``random``: Random's clouds (GM's start); ``bootstrap``: each of them with its points drawn
   with replacement from it (one i.i.d. draw, what a perfect point-wise generator draws);
@@ -41,7 +42,8 @@ import torch
 
 from train.condense.files.condensed_file import read_condensed
 from train.condense.files.data import DataSpec
-from train.condense.matching.matching_loops import ClassClouds, class_distances, fresh_network, real_sampler
+from fast import gradient_match_distance
+from train.condense.matching.matching_loops import ClassClouds, class_gradients, fresh_network, real_sampler
 from train.condense.methods.dd3d import GENERATOR_NAME, draw_batch, load_generator, unit_sphere
 from train.condense.studies.study import PRESETS, Unit
 from train.data.objects import ObjectSet
@@ -86,12 +88,14 @@ def scores(out: Path, train: ObjectSet, seed: int, points: int, networks: int) -
             matched = {k: draw_batch(generator, rotator, rows[k], points, noise, None, False)[0] for k in classes}
         candidates["dd3d matched"] = lambda k, m=matched: (m[k], None)
         candidates["dd3d fresh, sphere"] = lambda k, m=matched: (unit_sphere(m[k]), None)
+        torch.manual_seed(10_000 * seed + n)
+        net = fresh_network(len(train.class_names), torch.device("cpu"))
+        real = real_sampler(torch.from_numpy(train.points), train.labels, REAL_BATCH,
+                            torch.Generator().manual_seed(10_000 * seed + n))
+        targets = {k: class_gradients(net, real(k), k) for k in classes}
         for name, synthetic in candidates.items():
-            torch.manual_seed(10_000 * seed + n)
-            net = fresh_network(len(train.class_names), torch.device("cpu"))
-            real = real_sampler(torch.from_numpy(train.points), train.labels, REAL_BATCH,
-                                torch.Generator().manual_seed(10_000 * seed + n))
-            total = sum(float(d.detach()) for d in class_distances(net, classes, real, synthetic))
+            total = sum(float(gradient_match_distance(class_gradients(net, synthetic(k), k), targets[k]))
+                        for k in classes)
             result.setdefault(name, []).append(total)
     return result
 

@@ -191,4 +191,4 @@ def matching_rows(folder: Path, points: int) -> list[str]:
 if __name__ == "__main__":
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
     print("\n".join(capacity_rows(folder) + [""] + chamfer_rows(folder) + [""] + control_rows(folder) + [""]
-                    + loss_rows(folder) + [""] + matching_rows(folder, 64)))
+                    + loss_rows(folder) + [""] + matching_rows(folder, 64) + [""] + matching_rows(folder, 256)))

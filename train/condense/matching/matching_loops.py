@@ -196,6 +196,12 @@ def own_classes(classes: list[int], info: DistInfo) -> set[int]:
     return set(classes[info.rank::info.world_size])
 
 
+def class_gradients(net: torch.nn.Module, batch: Batch, k: int) -> list[torch.Tensor]:
+    """The weights' gradients of class k's loss on every point of the batch, without a graph: one side
+    of Eq. (10)'s D, for scoring sets on networks whose real side is computed once."""
+    return _gradients(net, batch, k, [None], create_graph=False)[0]
+
+
 def _draw(k: int, own: Collection[int], sampler: ClassClouds) -> Batch | None:
     """Class k's batch when it is one of ``own``; else it is drawn without gradients, for the draws only, and None."""
     if k in own:
