@@ -22,8 +22,10 @@ points (the study's cross-resolution units) beside Random at M points.
 The ``bootstrap`` unit (``random`` with ``init`` ``bootstrap``) is what a perfect point-wise generator of
 Random's clouds would draw: each cloud's points drawn with replacement from its Random cloud.
 
-Prints (and writes ``OUT/capacity-p<points>-steps<steps>.json``) per seed: test OA means of Random and of the
-fit, and the Chamfer distances (unit sphere, :func:`train.condense.studies.shape_gap.chamfer_to_nearest`'s
+``--dataset`` takes another object data set than the cpu preset's ``shapes`` (``lidar_objects``: its
+OUT apart, its record named ``capacity-lidar_objects-p<points>-steps<steps>.json``). Prints (and
+writes ``OUT/capacity-p<points>-steps<steps>.json``) per seed: test OA and mAcc means of Random and
+of the fit, and the Chamfer distances (unit sphere, :func:`train.condense.studies.shape_gap.chamfer_to_nearest`'s
 measure): the fit's drawn cloud to its target, to the nearest real cloud of its class, and the
 target's own distance to the nearest *other* real cloud of its class (how far apart two real
 clouds of a class are at this resolution).
@@ -137,8 +139,17 @@ def bootstrap(train, index: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
     return draws[0].numpy().astype(np.float32), gap
 
 
-def oa(result: dict) -> float:
-    return round(100.0 * float(np.mean([r["oa"] for r in result["runs"]])), 2)
+def record_name(dataset: str, points: int, steps: int) -> str:
+    """The record's file name: the preset's data set (``shapes``) unnamed, any other named."""
+    named = "" if dataset == PRESETS["cpu"].dataset else f"{dataset}-"
+    return f"capacity-{named}p{points}-steps{steps}.json"
+
+
+def put(row: dict, key: str, result: dict) -> None:
+    """``row[key]`` the unit's mean test OA %, and the same key with ``_macc`` for ``_oa`` its mAcc %
+    (the score that compares sets where one class is most of the test clouds, ``lidar_objects``)."""
+    for score in ("oa", "macc"):
+        row[key.replace("_oa", f"_{score}", 1)] = round(100.0 * float(np.mean([r[score] for r in result["runs"]])), 2)
 
 
 def main() -> None:
@@ -149,12 +160,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4000, help="the fit's Adam steps (0: no fit, Random and its "
                                                                    "bootstrap only)")
     parser.add_argument("--draw-at", type=int, nargs="*", default=[])
+    parser.add_argument("--dataset", default=PRESETS["cpu"].dataset, help="the object data set (default the cpu "
+                                                                           "preset's); OUT holds one")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    plan: Plan = replace(PRESETS["cpu"], points=args.points)
+    plan: Plan = replace(PRESETS["cpu"], points=args.points, dataset=args.dataset)
     info = DistInfo(0, 1, 0, torch.device("cpu"))
     train = DataSpec(plan.dataset, setting="aligned", points=args.points).load("train")
-    record_path = args.out / f"capacity-p{args.points}-steps{args.steps}.json"
+    record_path = args.out / record_name(args.dataset, args.points, args.steps)
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     for seed in args.seeds:
         row = record.setdefault(str(seed), {})
@@ -178,19 +191,19 @@ def main() -> None:
                           "distill": {"bootstrap": "each cloud its Random cloud's points drawn with replacement"}}
             write_condensed(CondensedSet(clouds, labels.astype(np.int64), provenance), args.out / "units" / boot.name)
             row["bootstrap_to_target"] = gap
-        row["bootstrap_oa"] = oa(run_unit(plan, boot, args.out, info, f"bootstrap, seed {seed}"))
-        row["random_oa"] = oa(run_unit(plan, Unit(1, "random", "aligned", 1, seed, args.points, args.points),
+        put(row, "bootstrap_oa", run_unit(plan, boot, args.out, info, f"bootstrap, seed {seed}"))
+        put(row, "random_oa", run_unit(plan, Unit(1, "random", "aligned", 1, seed, args.points, args.points),
                                        args.out, info, f"random, seed {seed}"))
         if args.steps == 0:  # Random and its bootstrap only
             record_path.write_text(json.dumps(record, indent=1))
             continue
-        row["fit_oa"] = oa(run_unit(plan, unit, args.out, info, f"capacity fit, seed {seed}"))
-        row["fit_oa_resampled"] = oa(run_unit(plan, replace(unit, resample=True), args.out, info,
+        put(row, "fit_oa", run_unit(plan, unit, args.out, info, f"capacity fit, seed {seed}"))
+        put(row, "fit_oa_resampled", run_unit(plan, replace(unit, resample=True), args.out, info,
                                               f"capacity fit resampled, seed {seed}"))
         for at in args.draw_at:
-            row[f"fit_oa_at{at}"] = oa(run_unit(plan, replace(unit, eval_points=at), args.out, info,
+            put(row, f"fit_oa_at{at}", run_unit(plan, replace(unit, eval_points=at), args.out, info,
                                                 f"capacity fit at {at}, seed {seed}"))
-            row[f"random_oa_p{at}"] = oa(run_unit(plan, Unit(1, "random", "aligned", 1, seed, at, at), args.out, info,
+            put(row, f"random_oa_p{at}", run_unit(plan, Unit(1, "random", "aligned", 1, seed, at, at), args.out, info,
                                                   f"random at {at}, seed {seed}"))
         record_path.write_text(json.dumps(record, indent=1))
     print(json.dumps({s: {k: v for k, v in r.items() if k != "fit"} | ({} if "fit" not in r else {

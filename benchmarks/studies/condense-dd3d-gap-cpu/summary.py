@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from train.condense.evaluation.metrics import paired_gain
+from train.condense.studies.study import PRESETS
 from train.study.report import mean_ci
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from controls import RATES, VARIANTS  # noqa: E402  (this study's variants)
+from capacity import record_name  # noqa: E402  (this study's scripts)
+from controls import RATES, VARIANTS  # noqa: E402
 
 
 def _load(folder: Path, name: str) -> dict:
@@ -49,50 +51,59 @@ def _gain(values: dict[int, list[float]], reference: dict[int, list[float]]) -> 
             + ")")
 
 
-RECORDS = ((64, 4000), (64, 400), (256, 4000), (1024, 0))  # capacity.py's records: (points, fit steps; 0 no fit)
+SHAPES = PRESETS["cpu"].dataset
+# capacity.py's records: (data set, points, fit steps; 0 no fit)
+RECORDS = ((SHAPES, 64, 4000), (SHAPES, 64, 400), (SHAPES, 256, 4000), (SHAPES, 1024, 0), ("lidar_objects", 64, 400))
+
+
+def _macc(key: str) -> str:
+    return key.replace("_oa", "_macc", 1)
 
 
 def capacity_rows(folder: Path) -> list[str]:
-    rows = ["| points, fit steps | row | test OA [by seed] | paired vs Random (same points) |", "|---|---|---|---|"]
-    for points, steps in RECORDS:
-        record = _load(folder, f"capacity-p{points}-steps{steps}.json")
+    rows = ["| data set, points, fit steps | row | test OA [by seed] | paired vs Random (same points) | "
+            "mAcc [by seed] | paired mAcc |", "|---|---|---|---|---|---|"]
+    for dataset, points, steps in RECORDS:
+        record = _load(folder, record_name(dataset, points, steps))
         if not record:
             continue
         random = _by_seed(record, "random_oa")
         for key, name in (("random_oa", "Random"), ("bootstrap_oa", "bootstrap of Random's clouds"),
                           ("fit_oa", "generator fitted, drawn"), ("fit_oa_resampled", "generator fitted, resampled")):
-            values = _by_seed(record, key)
-            if not values or (key in ("random_oa", "bootstrap_oa") and (points, steps) == (64, 400)):
+            values, macc = _by_seed(record, key), _by_seed(record, _macc(key))
+            if not values or (key in ("random_oa", "bootstrap_oa") and (dataset, points, steps) == (SHAPES, 64, 400)):
                 continue  # the 400-step fits share the 4,000-step record's Random and bootstrap units
-            rows.append(f"| {points}, {steps} | {name} | {_cell(values)} | "
-                        f"{'' if key == 'random_oa' else _gain(values, random)} |")
+            first = key == "random_oa"
+            rows.append(f"| {dataset}, {points}, {steps} | {name} | {_cell(values)} | "
+                        f"{'' if first else _gain(values, random)} | {_cell(macc)} | "
+                        f"{'' if first or not macc else _gain(macc, _by_seed(record, 'random_macc'))} |")
         for at in (1024,):
             ref = _by_seed(record, f"random_oa_p{at}")
             if ref:
-                rows.append(f"| {points} drawn at {at}, {steps} | Random at {at} | {_cell(ref)} | |")
+                rows.append(f"| {dataset}, {points} drawn at {at}, {steps} | Random at {at} | {_cell(ref)} | | | |")
                 values = _by_seed(record, f"fit_oa_at{at}")
-                rows.append(f"| {points} drawn at {at}, {steps} | generator fitted at {points}, drawn at {at} | "
-                            f"{_cell(values)} | {_gain(values, ref)} |")
+                rows.append(f"| {dataset}, {points} drawn at {at}, {steps} | generator fitted at {points}, drawn at "
+                            f"{at} | {_cell(values)} | {_gain(values, ref)} | | |")
     return rows
 
 
 def chamfer_rows(folder: Path) -> list[str]:
-    rows = ["| points, fit steps | fit to its target | bootstrap to its target | fit to nearest real | "
+    rows = ["| data set, points, fit steps | fit to its target | bootstrap to its target | fit to nearest real | "
             "target to nearest other real | target to median other real | fit loss at step 400 / last |",
             "|---|---|---|---|---|---|---|"]
-    for points, steps in RECORDS:
-        record = _load(folder, f"capacity-p{points}-steps{steps}.json")
+    for dataset, points, steps in RECORDS:
+        record = _load(folder, record_name(dataset, points, steps))
         fits = [r["fit"] for r in record.values() if "fit" in r]
         boots = [r["bootstrap_to_target"] for r in record.values() if "bootstrap_to_target" in r]
         if not fits:
             if boots:
-                rows.append(f"| {points}, no fit | | {np.mean(boots):.4f} | | | | |")
+                rows.append(f"| {dataset}, {points}, no fit | | {np.mean(boots):.4f} | | | | |")
             continue
         mean = {k: np.mean([f[k] for f in fits]) for k in ("fit_to_target", "fit_to_nearest_real",
                                                            "target_to_nearest_other_real", "target_to_median_other_real")}
         at400 = np.mean([f["trajectory"].get("400", np.nan) for f in fits])
         last = np.mean([f["trajectory"][str(steps)] for f in fits])
-        rows.append(f"| {points}, {steps} | {mean['fit_to_target']:.4f} | "
+        rows.append(f"| {dataset}, {points}, {steps} | {mean['fit_to_target']:.4f} | "
                     f"{f'{np.mean(boots):.4f}' if boots else 'as above'} | {mean['fit_to_nearest_real']:.4f} | "
                     f"{mean['target_to_nearest_other_real']:.4f} | {mean['target_to_median_other_real']:.4f} | "
                     f"{at400:.4f} / {last:.4f} |")
@@ -100,8 +111,8 @@ def chamfer_rows(folder: Path) -> list[str]:
 
 
 def control_rows(folder: Path) -> list[str]:
-    random = _by_seed(_load(folder, "capacity-p64-steps4000.json"), "random_oa")
-    random256 = _by_seed(_load(folder, "capacity-p256-steps4000.json"), "random_oa")
+    random = _by_seed(_load(folder, record_name(SHAPES, 64, 4000)), "random_oa")
+    random256 = _by_seed(_load(folder, record_name(SHAPES, 256, 4000)), "random_oa")
     kept = _load(folder, "controls-released.json")
     rows = ["| variant | evaluated | test OA [by seed] | paired vs Random (at the points evaluated) | paired vs released | "
             "D first / last iteration |",
@@ -133,7 +144,7 @@ def control_rows(folder: Path) -> list[str]:
                 vs_released = _gain(values, _by_seed(released256, key)) if variant != "released" else ""
                 rows.append(f"| {variant}, distilled at 256 points | {name} | {_cell(values)} | "
                             f"{_gain(values, random256)} | {vs_released} | {loss} |")
-    start = _load(folder, "capacity-p64-steps4000.json")
+    start = _load(folder, record_name(SHAPES, 64, 4000))
     prefit = _load(folder, "controls-prefit.json")
     for key, fitted, name in (("oa", "fit_oa", "drawn at 64"), ("oa_resampled", "fit_oa_resampled", "resampled at 64")):
         if prefit:
