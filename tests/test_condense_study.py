@@ -385,3 +385,19 @@ def test_table_10s_pooled_differences_by_hand() -> None:
     assert "| GM | shape | no term | 2 | +4.0 ± 38.1 | 3 of 4 |" in text
     # the term minus start: s0 +3 and +10, s1 -2 and +5: seeds' means 6.5 and 1.5, mean 4, sd 3.536, 31.8
     assert "| GM | shape | start control | 2 | +4.0 ± 31.8 | 3 of 4 |" in text
+
+
+def test_the_dd3d_gap_report_holds_every_row_its_kept_json_gives() -> None:
+    """``condense-dd3d-gap-cpu``'s STUDY.md quotes its tables: every row ``summary.py`` makes of the
+    kept JSON records (capacity, controls, losses, matching) is in it verbatim."""
+    import importlib.util
+    folder = Path(__file__).parents[1] / "benchmarks" / "studies" / "condense-dd3d-gap-cpu"
+    spec = importlib.util.spec_from_file_location("dd3d_gap_summary", folder / "summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    rows = (summary.capacity_rows(folder) + summary.chamfer_rows(folder) + summary.control_rows(folder)
+            + summary.loss_rows(folder) + summary.matching_rows(folder, 64) + summary.matching_rows(folder, 256))
+    rows = [row for row in rows if row.startswith("| ") and not row.startswith("|---")]
+    report = (folder / "STUDY.md").read_text().splitlines()
+    assert len(rows) > 50
+    assert [row for row in rows if row not in report] == []
