@@ -59,13 +59,17 @@ def test_a_tiny_table_7_reports_validation_and_shape_gaps_and_keeps_them(tmp_pat
         gaps = json.loads((tmp_path / "units" / Unit(**r["unit"]).set_name / "shape_gap.json").read_text())
         assert r["shape"] == gaps and gaps["chamfer"] > 0 and gaps["diagram"] >= 0
         assert gaps[study.HELD_OUT]["chamfer"] > 0 and gaps[study.HELD_OUT]["diagram"] >= 0  # the test split's
-        assert gaps[study.HELD_OUT] != {k: gaps[k] for k in ("chamfer", "diagram")}
-    assert "| held-out Chamfer | held-out diagram gap |" in text
+        assert {k: gaps[study.HELD_OUT][k] for k in ("chamfer", "diagram")} != {k: gaps[k] for k in ("chamfer", "diagram")}
+        assert gaps["missing"] == gaps[study.HELD_OUT]["missing"] == []
+    assert "| held-out Chamfer | held-out diagram gap |" in text and "leave out" not in text
+    rows[0]["shape"][study.HELD_OUT]["missing"] = ["chair"]  # a test split without a class (lidar_objects' rare ones)
+    assert "The held-out gaps leave out the classes the test split has no cloud of: chair." in study.report(plan, {7: rows})
     path = tmp_path / "units" / Unit(**rows[0]["unit"]).set_name / "shape_gap.json"
     kept = json.loads(path.read_text())
-    path.write_text(json.dumps({k: kept[k] for k in ("chamfer", "diagram")}))  # a file kept before the held-out gaps
+    old = {k: kept[k] for k in ("chamfer", "diagram")}
+    path.write_text(json.dumps(old))  # a file kept before the held-out gaps
     run_study(plan, (7,), tmp_path, CPU)
-    assert json.loads(path.read_text()) == kept  # the held-out gaps added, the kept ones left as they were
+    assert json.loads(path.read_text()) == {**old, study.HELD_OUT: kept[study.HELD_OUT]}  # the kept ones left as they were
     last = units(plan, 7)[-1]
     assert read_condensed(tmp_path / "units" / last.set_name / "condensed.npz").provenance["topo"] == {
         "reading": "shape", "weight": 1e4}
@@ -226,3 +230,20 @@ def test_a_kept_study_restored_as_unit_folders_is_read_back_as_its_finished_unit
     study.check_plan(plan, tmp_path)  # the kept plan travels with the units
     with pytest.raises(FileExistsError, match="restore into an --out"):
         restore_units(kept, tmp_path)
+
+
+def test_a_class_the_real_split_lacks_is_left_out_of_the_gaps_and_named() -> None:
+    real = load_objects("shapes", split="train", points=64, size=4)
+    rows = np.array([np.flatnonzero(real.labels == k)[0] for k in range(3)])
+    clouds = np.random.default_rng(1).normal(size=(3, 64, 3)).astype(np.float32)
+    whole = shape_gap(CondensedSet(points=clouds, labels=real.labels[rows], provenance={}), real)
+    assert whole["missing"] == []
+    kept = real.labels != real.labels[rows[2]]  # a split without the third class (a small test split's rare one)
+    lacking = replace(real, points=real.points[kept], labels=real.labels[kept])
+    first_two = shape_gap(CondensedSet(points=clouds[:2], labels=real.labels[rows[:2]], provenance={}), real)
+    got = shape_gap(CondensedSet(points=clouds, labels=real.labels[rows], provenance={}), lacking)
+    assert got["missing"] == [real.class_names[real.labels[rows[2]]]]
+    assert got["chamfer"] == pytest.approx(first_two["chamfer"], rel=1e-12)
+    assert got["diagram"] == pytest.approx(first_two["diagram"], rel=1e-12)
+    with pytest.raises(ValueError, match="no class of the set has a real cloud"):
+        shape_gap(CondensedSet(points=clouds[2:], labels=real.labels[rows[2:]], provenance={}), lacking)

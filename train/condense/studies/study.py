@@ -489,6 +489,13 @@ def _topo_rows(rows: list[dict[str, Any]], plan: Plan, setting: str, cpc: int, m
     return lines
 
 
+def _missing_note(rows: list[dict[str, Any]]) -> str:
+    """A sentence naming the classes some set's held-out gaps left out (the test split has no cloud
+    of them), or nothing."""
+    missing = sorted({name for row in rows for name in row.get("shape", {}).get(HELD_OUT, {}).get("missing", [])})
+    return f" The held-out gaps leave out the classes the test split has no cloud of: {', '.join(missing)}." if missing else ""
+
+
 def _gaps(group: list[dict[str, Any]], held_out: bool) -> str:
     """The mean Chamfer and diagram gaps of the group's sets (and, ``held_out``, to the test split's clouds)."""
     shapes = [g["shape"] for g in group if "shape" in g]
@@ -514,7 +521,8 @@ def _control_table(plan: Plan, rows: list[dict[str, Any]]) -> list[str]:
              "Aligned. The term's strength r is its gradient norm on the synthetic parameters over the matching "
              "distance's, held at every class's step; a control (chamfer: to the nearest real cloud of the batch; "
              "start: to the cloud's start) takes the term's place at the same norm. Gains paired by distillation "
-             "seed; gaps as Table 7's" + (", then against the held-out test split." if held_out else "."), "",
+             "seed; gaps as Table 7's" + (", then against the held-out test split." if held_out else ".")
+             + _missing_note(rows), "",
              "| CPC | method | row | test OA | gain over no term | term minus this control | Chamfer | diagram gap |"
              + (" held-out Chamfer | held-out diagram gap |" if held_out else ""),
              "|---|---|---|---|---|---|---|---|" + ("---|---|" if held_out else "")]
@@ -692,7 +700,7 @@ def report(plan: Plan, results: dict[int, list[dict[str, Any]]]) -> str:
                   "cloud of the class, in the unit sphere; diagram: PWCD (H0 + H1) to the nearest real diagram "
                   "(train.condense.studies.shape_gap); both means over the set's clouds" + (
                       ", against the training split the set was made from and against the held-out test split."
-                      if held_out else "."), "",
+                      if held_out else ".") + _missing_note(rows), "",
                   f"| setting | CPC | method | term | val {score} | test {score} | gain over no term | Chamfer | "
                   "diagram gap |" + (" held-out Chamfer | held-out diagram gap |" if held_out else ""),
                   "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if held_out else "")]
