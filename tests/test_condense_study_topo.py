@@ -182,6 +182,8 @@ def test_chamfer_to_the_nearest_real_cloud_equals_a_brute_force() -> None:
     brute = min(np.mean([min(np.sum((a - b) ** 2) for b in r) for a in cloud.numpy()])
                 + np.mean([min(np.sum((a - b) ** 2) for a in cloud.numpy()) for b in r]) for r in real.numpy())
     assert chamfer_to_nearest(cloud, real) == pytest.approx(brute, rel=1e-10)
+    with pytest.raises(ValueError, match="no real cloud"):
+        chamfer_to_nearest(cloud, real[:0])
 
 
 def test_a_set_of_moved_and_scaled_real_clouds_has_no_gap_and_noise_has_one() -> None:

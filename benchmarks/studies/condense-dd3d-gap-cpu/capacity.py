@@ -97,7 +97,8 @@ def fit(train, seed: int, steps: int, log_every: int = 400) -> tuple[PointGenera
 
 
 def distances(generator: PointGenerator, train, index: np.ndarray, seed: int) -> dict[str, float]:
-    """The fit's Chamfer distances (unit sphere) and the real clouds' own, means over the classes."""
+    """The fit's Chamfer distances (unit sphere) and the real clouds' own, means over the classes (the
+    real clouds' own over the classes with more than one training cloud)."""
     points = train.points.shape[1]
     target = unit_sphere(torch.from_numpy(train.points[index]).double())
     drawn = [torch.from_numpy(draw_set(generator, Rotator("none"), points, seed + 1000 * d)[0]).double()
@@ -110,6 +111,8 @@ def distances(generator: PointGenerator, train, index: np.ndarray, seed: int) ->
         real = unit_sphere(torch.from_numpy(train.points[members]).double())
         to_nearest.append(chamfer_to_nearest(drawn[0][row], real))
         others = real[members != i]
+        if len(others) == 0:  # a class of one training cloud (lidar_objects' bicycle) has no other to be near
+            continue
         real_nn.append(chamfer_to_nearest(target[row], others))
         real_median.append(float(torch.median(chamfer(target[row].expand(len(others), -1, -1), others))))
     return {"fit_to_target": to_target, "fit_to_nearest_real": float(np.mean(to_nearest)),

@@ -37,7 +37,10 @@ CHUNK = 16  # real clouds a Chamfer call compares at once (memory: CHUNK x N x N
 
 
 def chamfer_to_nearest(cloud: torch.Tensor, real: torch.Tensor) -> float:
-    """The symmetric Chamfer distance of ``cloud`` (N, 3) to its nearest cloud among ``real`` (R, M, 3)."""
+    """The symmetric Chamfer distance of ``cloud`` (N, 3) to its nearest cloud among ``real`` (R, M, 3);
+    ValueError when ``real`` holds none."""
+    if len(real) == 0:
+        raise ValueError("no real cloud to measure the distance to")
     return min(float(chamfer(cloud.expand(len(chunk), -1, -1), chunk).min()) for chunk in real.split(CHUNK))
 
 
