@@ -245,13 +245,16 @@ def test_a_kept_study_written_before_recipes_had_names_still_reports(kept: Path)
     ("condense-topo-ratio-cpu", (40, 3, 64, None), ("### Table 10:", "| DD3D | shape | chamfer control | 3 |",
                                                     "| 1 | DD3D, 2 noise scalars a point | shape, r 1 |")),
     ("condense-topo-ratio-cpc10-cpu", (10, 3, 64, None), ("| 10 | DD3D | chamfer control, r 1 |",
-                                                          "| GM | feature | chamfer control | 3 |"))])
+                                                          "| GM | feature | chamfer control | 3 |")),
+    ("condense-t1-lidar-cpu", (40, 5, 64, None), ("| aligned | 1 | +3.1 ± 2.7 (s0 +2.1", "| DD3D, resampled |",
+                                                  "test split has no cloud of: bicyclist."))])
 def test_a_kept_study_is_the_report_of_its_results(name: str, budget: tuple, marks: tuple[str, ...]) -> None:
     """A kept study's STUDY.md is what the report makes of its study.json, line for line:
     ``condense-t1-400-cpu`` (Table 1 at 400 iterations with the 1,024-point draw, Table 6's resampled
     DD3D), its ``paper-recipe`` (the same sets trained with the paper's recipe),
-    ``condense-topo-ratio-cpu`` (Table 10, the term against its controls) and
-    ``condense-topo-ratio-cpc10-cpu`` (Table 10 at CPC 10, the feature reading)."""
+    ``condense-topo-ratio-cpu`` (Table 10, the term against its controls),
+    ``condense-topo-ratio-cpc10-cpu`` (Table 10 at CPC 10, the feature reading) and
+    ``condense-t1-lidar-cpu`` (Tables 1 and 6 on ``lidar_objects``, five distillations)."""
     folder = Path(__file__).parents[1] / "benchmarks" / "studies" / name
     record = json.loads((folder / "study.json").read_text())
     plan = study.plan_of(record["plan"])

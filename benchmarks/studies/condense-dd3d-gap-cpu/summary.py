@@ -126,8 +126,8 @@ def control_rows(folder: Path) -> list[str]:
         for key, name in (("oa", "drawn at 64"), ("oa_resampled", "resampled at 64"), ("oa_at256", "drawn at 256"),
                           ("oa_at1024", "drawn at 1,024")):
             values = _by_seed(record, key)
-            if not values or (key in ("random_oa", "bootstrap_oa") and (points, steps) == (64, 400)):
-                continue  # the 400-step fits share the 4,000-step record's Random and bootstrap units
+            if not values:
+                continue
             vs_released = _gain(values, _by_seed(kept, key)) if variant != "released" else ""
             vs_random = (_gain(values, random) if key in ("oa", "oa_resampled") else
                          _gain(values, random256) if key == "oa_at256" else "")
@@ -151,6 +151,36 @@ def control_rows(folder: Path) -> list[str]:
             rows.append(f"| prefit against its start (section 1's fit, before matching) | {name} | "
                         f"{_cell({k: v for k, v in _by_seed(start, fitted).items() if str(k) in prefit})} before | {_gain(_by_seed(prefit, key), _by_seed(start, fitted))} "
                         "after minus before | | |")
+    return rows
+
+
+LIDAR_STUDY = HERE.parent / "condense-t1-lidar-cpu" / "study.json"  # Tables 1 and 6 on lidar_objects, kept
+LIDAR_SETS = (("Random", "random", False), ("GM", "gm", False), ("DM", "dm", False), ("DD3D, drawn", "dd3d", False),
+              ("DD3D, resampled", "dd3d", True))
+
+
+def lidar_rows(path: Path = LIDAR_STUDY) -> list[str]:
+    """The kept ``lidar_objects`` study's aligned CPC 1 sets: OA and mAcc (the score that compares
+    sets where cars are most of the test clouds) by seed, each paired with Random's of the seed."""
+    if not path.exists():
+        return []
+    results = json.loads(path.read_text())["results"]
+    units = [row for table in ("1", "6") for row in results.get(table, [])]
+
+    def scores(method: str, resample: bool, score: str) -> dict[int, list[float]]:
+        return {row["unit"]["seed"]: [100.0 * float(np.mean([run[score] for run in row["runs"]]))] for row in units
+                if (row["unit"]["method"], row["unit"]["resample"], row["unit"]["cpc"]) == (method, resample, 1)}
+    rows = ["| lidar_objects, 64 points, 40 iterations | test OA [by seed] | paired vs Random | mAcc [by seed] | "
+            "paired mAcc |", "|---|---|---|---|---|"]
+    random = {score: scores("random", False, score) for score in ("oa", "macc")}
+    for name, method, resample in LIDAR_SETS:
+        oa, macc = scores(method, resample, "oa"), scores(method, resample, "macc")
+        first = method == "random"
+        rows.append(f"| {name} | {_cell(oa)} | {'' if first else _gain(oa, random['oa'])} | {_cell(macc)} | "
+                    f"{'' if first else _gain(macc, random['macc'])} |")
+    for resample in (False, True):
+        gaps = [_gain(scores("dd3d", resample, score), scores("gm", False, score)) for score in ("oa", "macc")]
+        rows.append(f"| DD3D, {'resampled' if resample else 'drawn'}, minus GM (paired) | | {gaps[0]} | | {gaps[1]} |")
     return rows
 
 
@@ -202,4 +232,4 @@ def matching_rows(folder: Path, points: int) -> list[str]:
 if __name__ == "__main__":
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
     print("\n".join(capacity_rows(folder) + [""] + chamfer_rows(folder) + [""] + control_rows(folder) + [""]
-                    + loss_rows(folder) + [""] + matching_rows(folder, 64) + [""] + matching_rows(folder, 256)))
+                    + loss_rows(folder) + [""] + matching_rows(folder, 64) + [""] + matching_rows(folder, 256) + [""] + lidar_rows()))
