@@ -392,15 +392,14 @@ def test_table_10s_pooled_differences_by_hand() -> None:
 
 def test_the_dd3d_gap_report_holds_every_row_its_kept_json_gives() -> None:
     """``condense-dd3d-gap-cpu``'s STUDY.md quotes its tables: every row ``summary.py`` makes of the
-    kept JSON records (capacity, controls, losses, matching) is in it verbatim."""
+    kept JSON records (capacity, controls, losses, matching, the kept ``lidar_objects`` study) is in it
+    verbatim."""
     import importlib.util
     folder = Path(__file__).parents[1] / "benchmarks" / "studies" / "condense-dd3d-gap-cpu"
     spec = importlib.util.spec_from_file_location("dd3d_gap_summary", folder / "summary.py")
     summary = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(summary)
-    rows = (summary.capacity_rows(folder) + summary.chamfer_rows(folder) + summary.control_rows(folder)
-            + summary.loss_rows(folder) + summary.matching_rows(folder, 64) + summary.matching_rows(folder, 256))
-    rows = [row for row in rows if row.startswith("| ") and not row.startswith("|---")]
+    rows = [row for row in summary.tables(folder) if row.startswith("| ") and not row.startswith("|---")]
     report = (folder / "STUDY.md").read_text().splitlines()
     assert len(rows) > 50
     assert [row for row in rows if row not in report] == []

@@ -67,7 +67,7 @@ def capacity_rows(folder: Path) -> list[str]:
         record = _load(folder, record_name(dataset, points, steps))
         if not record:
             continue
-        random = _by_seed(record, "random_oa")
+        random, random_macc = _by_seed(record, "random_oa"), _by_seed(record, "random_macc")
         for key, name in (("random_oa", "Random"), ("bootstrap_oa", "bootstrap of Random's clouds"),
                           ("fit_oa", "generator fitted, drawn"), ("fit_oa_resampled", "generator fitted, resampled")):
             values, macc = _by_seed(record, key), _by_seed(record, _macc(key))
@@ -76,7 +76,7 @@ def capacity_rows(folder: Path) -> list[str]:
             first = key == "random_oa"
             rows.append(f"| {dataset}, {points}, {steps} | {name} | {_cell(values)} | "
                         f"{'' if first else _gain(values, random)} | {_cell(macc)} | "
-                        f"{'' if first or not macc else _gain(macc, _by_seed(record, 'random_macc'))} |")
+                        f"{'' if first or not macc else _gain(macc, random_macc)} |")
         for at in (1024,):
             ref = _by_seed(record, f"random_oa_p{at}")
             if ref:
@@ -229,7 +229,13 @@ def matching_rows(folder: Path, points: int) -> list[str]:
     return rows
 
 
+def tables(folder: Path) -> list[str]:
+    """Every table of STUDY.md made from ``folder``'s records (and the kept ``lidar_objects`` study),
+    an empty line between two."""
+    parts = (capacity_rows(folder), chamfer_rows(folder), control_rows(folder), loss_rows(folder),
+             matching_rows(folder, 64), matching_rows(folder, 256), lidar_rows())
+    return [line for part in parts for line in (*part, "")][:-1]
+
+
 if __name__ == "__main__":
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
-    print("\n".join(capacity_rows(folder) + [""] + chamfer_rows(folder) + [""] + control_rows(folder) + [""]
-                    + loss_rows(folder) + [""] + matching_rows(folder, 64) + [""] + matching_rows(folder, 256) + [""] + lidar_rows()))
+    print("\n".join(tables(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE)))
