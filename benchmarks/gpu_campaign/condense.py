@@ -17,19 +17,21 @@ from typing import Any
 
 import torch
 
+from torch.profiler import ProfilerActivity, profile
+
+from benchmarks.cpu.matching_speed import matching_set
 from benchmarks.gpu_campaign.record import Recorder, peak_mb, timed
+from train.data.objects.cloud import ObjectSet
 
 
-def _iteration(method: str, cpc: int, classes: int, points: int, device: torch.device) -> None:
-    """One outer iteration of ``method`` ("gm" or "dd3d") at ``cpc`` on a set of ``classes`` x ``points``."""
-    from benchmarks.cpu.matching_speed import matching_set
+def _iteration(method: str, cpc: int, train: ObjectSet, device: torch.device) -> None:
+    """One outer iteration of ``method`` ("gm" or "dd3d") at ``cpc`` on ``train``."""
+    from train.condense.files.rotator import Rotator
+    from train.condense.matching.matching_loops import DistillSpec
     from train.condense.methods.dd3d import distill_dd3d
     from train.condense.methods.explicit import distill_explicit
-    from train.condense.matching.matching_loops import DistillSpec
-    from train.condense.files.rotator import Rotator
     from train.runtime.distributed import DistInfo
 
-    train = matching_set(classes, points)
     spec, info = DistillSpec(iterations=1), DistInfo(0, 1, 0, device)
     if method == "gm":
         distill_explicit(train, cpc, 0, spec, info, "gm")
@@ -38,12 +40,27 @@ def _iteration(method: str, cpc: int, classes: int, points: int, device: torch.d
         distill_dd3d(train, cpc, 0, spec, info, Path(folder), Rotator("fixed").to(device))
 
 
+def _profile(method: str, cpc: int, train: ObjectSet, device: torch.device) -> tuple[float, float, int, str]:
+    """Wall ms, kernel ms and kernel count of one profiled outer iteration, and its three longest kernels."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        wall = timed(lambda: _iteration(method, cpc, train, device), device)
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    longest = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:3]
+    top = "; ".join(f"{e.key[:48]} {e.self_device_time_total / 1000:.0f} ms x {e.count}" for e in longest)
+    return 1000 * wall, sum(e.self_device_time_total for e in kernels) / 1000, sum(e.count for e in kernels), top
+
+
 def condense(size: dict[str, Any], device: torch.device, rec: Recorder, deadline: float) -> None:
     """Seconds and peak device memory (one run each) of one outer iteration per (method, points,
     CPC): GM and DD3D at ``points``, DD3D at ``low_points``; a warm-up iteration (GM, CPC 1) first,
-    untimed. The rows come in as they are measured; the box stops the rest."""
+    untimed; then one profiled iteration of each method at the first CPC: wall time against the
+    kernels' time. The sets are made before the clock starts (making 40 x 32 clouds of 1,024 points
+    takes about 2 s of host time, which the H200 run of 2026-11-30 counted in its rows). The rows
+    come in as they are measured; the box stops the rest."""
     classes, points, low = size["classes"], size["points"], size["low_points"]
-    _iteration("gm", 1, classes, points, device)
+    sets = {n: matching_set(classes, n) for n in (points, low)}
+    _iteration("gm", 1, sets[points], device)
     rows: list[list[Any]] = []
     seconds: dict[str, float] = {}
     peaks: dict[str, float] = {}
@@ -57,10 +74,21 @@ def condense(size: dict[str, Any], device: torch.device, rec: Recorder, deadline
                 return
             key, gm = f"{method}-{n}-{cpc}", f"gm-{points}-{cpc}"
             peaks[key] = peak_mb(lambda: seconds.__setitem__(
-                key, timed(lambda: _iteration(method, cpc, classes, n, device), device)), device)
+                key, timed(lambda: _iteration(method, cpc, sets[n], device), device)), device)
             versus = key != gm
             rows.append([label, n, cpc, seconds[key], peaks[key], seconds[key] / seconds[gm] if versus else math.nan,
                          peaks[key] / peaks[gm] if versus else math.nan])
             rec.put("seconds", seconds)
             rec.put("peak_mb", peaks)
             rec.table(title, header, rows)
+    cpc, profiled = size["cpcs"][0], []
+    for label, method in (("explicit GM", "gm"), ("DD3D", "dd3d")):
+        if time.monotonic() > deadline:
+            rec.note(f"stopped before the profile of {method} at the section's time box")
+            return
+        wall, kernel, count, top = _profile(method, cpc, sets[points], device)
+        busy = 100 * kernel / wall if device.type == "cuda" else math.nan
+        profiled.append([label, points, cpc, wall, kernel if device.type == "cuda" else math.nan, count, busy, top])
+        rec.table(f"Where one outer iteration's time goes (torch.profiler, CPC {cpc}, {points} points)",
+                  ["method", "points", "CPC", "wall ms (profiled)", "kernel ms", "kernels", "GPU busy %",
+                   "longest kernels"], profiled)

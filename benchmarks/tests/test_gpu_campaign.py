@@ -164,8 +164,8 @@ def test_tps_says_when_its_time_box_cut_the_rounds(tmp_path: Path) -> None:
 def test_condense_times_gm_and_dd3d_per_cpc_and_stops_at_its_box(monkeypatch: pytest.MonkeyPatch,
                                                                    tmp_path: Path) -> None:
     """Three rows per CPC, GM first, then DD3D at GM's points and at the low resolution, each with
-    its time over GM's at that CPC; a box that ends after the first measurement keeps that row and
-    says where it stopped."""
+    its time over GM's at that CPC, then a profiled iteration of each method; a box that ends after
+    the first measurement keeps that row and says where it stopped."""
     from benchmarks.gpu_campaign import condense as gpu_condense
     from benchmarks.gpu_campaign.record import Recorder
 
@@ -182,6 +182,10 @@ def test_condense_times_gm_and_dd3d_per_cpc_and_stops_at_its_box(monkeypatch: py
     assert rows[2][5] == f"{seconds[f'dd3d-{low}-1'] / seconds[f'gm-{high}-1']:.3g}"
     assert rows[4][5] == f"{seconds[f'dd3d-{high}-2'] / seconds[f'gm-{high}-2']:.3g}"
     assert all(r[6] == "n/a" for r in rows)  # no device memory on a CPU
+    profiled = rec.data["tables"][1]
+    assert profiled["title"].startswith("Where one outer iteration's time goes")
+    assert [(r[0], r[2]) for r in profiled["rows"]] == [("explicit GM", "1"), ("DD3D", "1")]
+    assert all(float(r[3]) > 0 and r[4] == "n/a" and r[5] == "0" for r in profiled["rows"])  # no kernels on a CPU
     clock = itertools.chain([0.0], itertools.repeat(100.0))  # past the deadline after the first check
     monkeypatch.setattr(gpu_condense.time, "monotonic", lambda: next(clock))
     rec = Recorder(tmp_path / "short.json")
