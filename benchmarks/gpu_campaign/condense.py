@@ -13,18 +13,18 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.cpu.matching_speed import matching_set
 from benchmarks.gpu_campaign.record import Recorder, peak_mb, timed
-from train.data.objects.cloud import ObjectSet
+
+if TYPE_CHECKING:
+    from train.data.objects.cloud import ObjectSet
 
 
-def _iteration(method: str, cpc: int, train: ObjectSet, device: torch.device) -> None:
+def _iteration(method: str, cpc: int, train: "ObjectSet", device: torch.device) -> None:
     """One outer iteration of ``method`` ("gm" or "dd3d") at ``cpc`` on ``train``."""
     from train.condense.files.rotator import Rotator
     from train.condense.matching.matching_loops import DistillSpec
@@ -40,7 +40,7 @@ def _iteration(method: str, cpc: int, train: ObjectSet, device: torch.device) ->
         distill_dd3d(train, cpc, 0, spec, info, Path(folder), Rotator("fixed").to(device))
 
 
-def _profile(method: str, cpc: int, train: ObjectSet, device: torch.device) -> tuple[float, float, int, str]:
+def _profile(method: str, cpc: int, train: "ObjectSet", device: torch.device) -> tuple[float, float, int, str]:
     """Wall ms, kernel ms and kernel count of one profiled outer iteration, and its three longest kernels."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
@@ -58,6 +58,8 @@ def condense(size: dict[str, Any], device: torch.device, rec: Recorder, deadline
     kernels' time. The sets are made before the clock starts (making 40 x 32 clouds of 1,024 points
     takes about 2 s of host time, which the H200 run of 2026-11-30 counted in its rows). The rows
     come in as they are measured; the box stops the rest."""
+    from benchmarks.cpu.matching_speed import matching_set
+
     classes, points, low = size["classes"], size["points"], size["low_points"]
     sets = {n: matching_set(classes, n) for n in (points, low)}
     _iteration("gm", 1, sets[points], device)
