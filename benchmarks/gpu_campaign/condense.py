@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from train.data.objects.cloud import ObjectSet
 
 
-def _iteration(method: str, cpc: int, train: "ObjectSet", device: torch.device) -> None:
+def _iteration(method: str, cpc: int, train: ObjectSet, device: torch.device) -> None:
     """One outer iteration of ``method`` ("gm" or "dd3d") at ``cpc`` on ``train``."""
     from train.condense.files.rotator import Rotator
     from train.condense.matching.matching_loops import DistillSpec
@@ -40,7 +40,7 @@ def _iteration(method: str, cpc: int, train: "ObjectSet", device: torch.device) 
         distill_dd3d(train, cpc, 0, spec, info, Path(folder), Rotator("fixed").to(device))
 
 
-def _profile(method: str, cpc: int, train: "ObjectSet", device: torch.device) -> tuple[float, float, int, str]:
+def _profile(method: str, cpc: int, train: ObjectSet, device: torch.device) -> tuple[float, float, int, str]:
     """Wall ms, kernel ms and kernel count of one profiled outer iteration, and its three longest kernels."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
