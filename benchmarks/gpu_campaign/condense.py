@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.gpu_campaign.record import Recorder, peak_mb, timed
+from benchmarks.gpu_campaign.record import Recorder, peak_mb, profiled, timed
 
 if TYPE_CHECKING:
     from train.data.objects.cloud import ObjectSet
@@ -42,10 +41,7 @@ def _iteration(method: str, cpc: int, train: ObjectSet, device: torch.device) ->
 
 def _profile(method: str, cpc: int, train: ObjectSet, device: torch.device) -> tuple[float, float, int, str]:
     """Wall ms, kernel ms and kernel count of one profiled outer iteration, and its three longest kernels."""
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        wall = timed(lambda: _iteration(method, cpc, train, device), device)
-    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    wall, kernels = profiled(lambda: _iteration(method, cpc, train, device), device)
     longest = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:3]
     top = "; ".join(f"{e.key[:48]} {e.self_device_time_total / 1000:.0f} ms x {e.count}" for e in longest)
     return 1000 * wall, sum(e.self_device_time_total for e in kernels) / 1000, sum(e.count for e in kernels), top

@@ -69,6 +69,22 @@ def timed(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+def profiled(fn: Callable[[], Any], device: torch.device) -> tuple[float, list[Any]]:
+    """Wall seconds of ``fn()`` (as :func:`timed`) under one ``torch.profiler`` pass, and the device
+    kernels it ran (``FunctionEventAvg``, one per kernel name), counted as torch's own table totals
+    them: the events of the device, not user annotations. Not the CPU operators' self device time
+    too: under Kineto an operator's is the time of the kernels it launched, which are events of
+    their own, so summing over every event counts such a kernel twice."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        seconds = timed(fn, device)
+    kernels = [e for e in prof.key_averages()
+               if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation]
+    return seconds, kernels
+
+
 def peak_mb(fn: Callable[[], Any], device: torch.device) -> float:
     """Peak device memory above the start while ``fn()`` runs, MB (NaN on a CPU)."""
     if device.type != "cuda":

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from benchmarks.gpu_campaign.record import NUM_CLASSES, Recorder, has_module, median_ms, scans, sync, timed
+from benchmarks.gpu_campaign.record import NUM_CLASSES, Recorder, has_module, median_ms, profiled, scans, timed
 
 if TYPE_CHECKING:
     from fast.persistence import PersistencePool
@@ -214,7 +214,6 @@ def step_kernels(size: dict[str, Any], device: torch.device, rec: Recorder, dead
     Wall time per step (median, synchronised), the kernel time of one profiled step, the GPU's
     busy share (kernel time / wall time) and the peak memory allocated over the timed steps (models,
     optimiser state, batch and activations: what a GPU needs for this step)."""
-    from torch.profiler import ProfilerActivity, profile
 
     from benchmarks.cpu.step_ops import build_rig, measurements
     from train.engine.steps import warm_up_persistence
@@ -240,12 +239,8 @@ def step_kernels(size: dict[str, Any], device: torch.device, rec: Recorder, dead
             torch.cuda.reset_peak_memory_stats(device)
         times = [timed(step, device) for _ in range(size["steps"]) if time.monotonic() < deadline]
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else math.nan
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        with profile(activities=activities) as prof:
-            step()
-            sync(device)
-        events = prof.key_averages()
-        kernels = sum(e.count for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+        _, events = profiled(step, device)
+        kernels = sum(e.count for e in events)
         kernel_ms = sum(e.self_device_time_total for e in events) / 1000
         ms = median_ms(times)
         cuda = device.type == "cuda"
