@@ -249,15 +249,19 @@ def test_a_kept_study_written_before_recipes_had_names_still_reports(kept: Path)
     ("condense-t1-lidar-cpu", (40, 5, 64, None), ("| aligned | 1 | +3.1 ± 2.7 (s0 +2.1", "| DD3D, resampled |",
                                                   "test split has no cloud of: bicyclist.")),
     ("condense-t1-400-cpu/p256", (400, 3, 256, 1024), ("| +12.0 ± 5.5 (s0 +14.5, s1 +11.0, s2 +10.4) |",
-                                                       "| DD3D, resampled | 76.9 ± 4.2"))])
+                                                       "| DD3D, resampled | 76.9 ± 4.2")),
+    ("condense-topo-ratio-lidar-cpu", (40, 3, 64, None), ("| GM | shape | chamfer control | 3 | +0.3 ± 1.2 | 6 of 9 |",
+                                                          "The held-out gaps leave out the classes the test split has "
+                                                          "no cloud of: bicyclist."))])
 def test_a_kept_study_is_the_report_of_its_results(name: str, budget: tuple, marks: tuple[str, ...]) -> None:
     """A kept study's STUDY.md is what the report makes of its study.json, line for line:
     ``condense-t1-400-cpu`` (Table 1 at 400 iterations with the 1,024-point draw, Table 6's resampled
     DD3D), its ``paper-recipe`` (the same sets trained with the paper's recipe),
     ``condense-topo-ratio-cpu`` (Table 10, the term against its controls),
     ``condense-topo-ratio-cpc10-cpu`` (Table 10 at CPC 10, the feature reading) and
-    ``condense-t1-lidar-cpu`` (Tables 1 and 6 on ``lidar_objects``, five distillations) and
-    ``condense-t1-400-cpu/p256`` (Tables 1 and 6 at 256 points, DD3D also drawn at 1,024)."""
+    ``condense-t1-lidar-cpu`` (Tables 1 and 6 on ``lidar_objects``, five distillations),
+    ``condense-t1-400-cpu/p256`` (Tables 1 and 6 at 256 points, DD3D also drawn at 1,024) and
+    ``condense-topo-ratio-lidar-cpu`` (Table 10 on ``lidar_objects``)."""
     folder = Path(__file__).parents[1] / "benchmarks" / "studies" / name
     record = json.loads((folder / "study.json").read_text())
     plan = study.plan_of(record["plan"])
