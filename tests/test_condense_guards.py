@@ -12,6 +12,7 @@ import os
 import shlex
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from tests.condensation_tiny import CPU, tiny_set
 from train.condense.cli.command import main
 from train.condense.files.condensed_file import read_condensed
 from train.condense.files.data import DataSpec
-from train.condense.files.distill_checkpoint import Checkpoint
+from train.condense.files.distill_checkpoint import CHECKPOINT_NAME, Checkpoint, saved_iteration, saved_seconds
 from train.condense.methods import METHODS, condense_set
 from train.condense.cli.out_folder import LOCK_NAME
 from train.condense.studies.study import Plan, units
@@ -282,6 +283,55 @@ def test_a_stopped_study_unit_goes_on_from_its_checkpoint_and_says_where_it_is(
     folder = Path("units") / unit.name
     assert (tmp_path / "cut" / folder / "condensed.npz").read_bytes() == \
         (tmp_path / "whole" / folder / "condensed.npz").read_bytes()
+
+
+def test_a_resumed_study_unit_counts_the_seconds_of_every_segment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    """condense_seconds of a unit stopped and resumed is the first segment's seconds, as its
+    checkpoint saved them, plus the second's: set to 1,000 in the checkpoint, the result holds
+    more than 1,000 and less than 1,000 plus the second segment's wall time (before: its own)."""
+    plan = Plan(points=16, low_points=(8,), part_points=16, cpcs=(1,), iterations=3, distills=1, runs=1,
+                recipe=TrainSpec(steps=1), size=3)
+    unit = next(u for u in units(plan, 1) if u.method == "gm" and u.setting == "aligned")
+    save = Checkpoint.save_if_due
+
+    def save_then_stop(self: Checkpoint, iteration: int, *rest: object) -> None:
+        save(dataclasses.replace(self, every=1), iteration, *rest)
+        if iteration == 2:
+            raise Interrupted
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpoint, "save_if_due", save_then_stop)
+        with pytest.raises(Interrupted):
+            study.run_unit(plan, unit, tmp_path, CPU, "Table 1, unit 1 of 1")
+    folder = tmp_path / "units" / unit.set_name
+    saved = torch.load(folder / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    assert saved["iteration"] == 2 and 0 < saved["seconds"] < 1000
+    saved["seconds"] = 1000.0
+    torch.save(saved, folder / CHECKPOINT_NAME)
+    start = time.perf_counter()
+    study.run_unit(plan, unit, tmp_path, CPU, "Table 1, unit 1 of 1")
+    wall = time.perf_counter() - start
+    seconds = json.loads((tmp_path / "units" / unit.name / "result.json").read_text())["condense_seconds"]
+    assert 1000 < seconds < 1000 + wall
+    assert saved_iteration(folder / CHECKPOINT_NAME) == 3  # the last iteration is saved: the count is whole
+
+
+def test_a_checkpoint_saves_its_last_iteration_and_one_from_before_the_count_says_unknown(tmp_path: Path) -> None:
+    path = tmp_path / CHECKPOINT_NAME
+    weight = torch.nn.Parameter(torch.zeros(2))
+    adam, draws = torch.optim.Adam([weight]), torch.Generator().manual_seed(0)
+    checkpoint = Checkpoint(path, "run", every=10, resume=True, last=3)
+    for iteration in (1, 2, 3):
+        checkpoint.save_if_due(iteration, [adam], draws, [0.0] * iteration)
+        assert saved_iteration(path) == (1 if iteration == 2 else iteration)
+    assert saved_seconds(path) is not None and saved_seconds(path) >= 0
+    old = torch.load(path, map_location="cpu", weights_only=True)
+    del old["seconds"]  # a checkpoint written before the seconds were saved
+    torch.save(old, path)
+    resumed = Checkpoint(path, "run", every=10, resume=True, last=4)
+    assert resumed.restore([adam], draws) == (3, [0.0] * 3)
+    resumed.save_if_due(4, [adam], draws, [0.0] * 4)
+    assert saved_iteration(path) == 4 and saved_seconds(path) is None  # unknown, not this segment's alone
 
 
 # ----------------------------------------------------------------------------- help and forms

@@ -1,11 +1,14 @@
 """Checkpoints of a distillation run and its exact resumption (decision 80).
 
 A distillation loop (:mod:`train.condense.matching.matching_loops`, :mod:`train.condense.methods.trajectory`) saves
-after its first iteration, every ``every`` iterations and after any iteration that ends
-:data:`SAVE_MINUTES` or more after the last save (so a stop, :mod:`train.condense.cli.stop`, loses
-minutes, not the run), into one file (``<out>/distill.pt``, written atomically): the iterations
+after its first iteration, every ``every`` iterations, after its ``last`` and after any iteration
+that ends :data:`SAVE_MINUTES` or more after the last save (so a stop, :mod:`train.condense.cli.stop`,
+loses minutes, not the run), into one file (``<out>/distill.pt``, written atomically): the iterations
 done, the loss history, every parameter its optimisers hold and their states, torch's global
-random state (the fresh networks are drawn from it) and the run's own generator of draws. A run
+random state (the fresh networks are drawn from it), the run's own generator of draws and the
+seconds the run has taken (:class:`RunSeconds`: those of the segments before, as saved, and this
+one's since its checkpoint was made; what a stopped segment ran after its last save is done again,
+so it is not counted). A run
 started with ``resume`` reads it and goes on from there, drawing what the uninterrupted run draws,
 so it writes the same file (when it saves changes nothing it draws). The checkpoint carries the
 JSON key of what produced it (method, data, CPC, seed, settings); another key is refused in one
@@ -16,6 +19,7 @@ number of processes resumes from it.
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,16 +42,32 @@ def _parameters(optimizers: list[torch.optim.Optimizer]) -> list[torch.Tensor]:
     return [p for opt in optimizers for group in opt.param_groups for p in group["params"]]
 
 
+class RunSeconds:
+    """The seconds a run has taken over its segments: those saved by the checkpoint it resumed from
+    (None where that checkpoint predates the count: then unknown) plus this segment's since it began."""
+
+    def __init__(self) -> None:
+        self.before: float | None = 0.0
+        self.start = time.perf_counter()
+
+    def total(self) -> float | None:
+        return None if self.before is None else self.before + time.perf_counter() - self.start
+
+
 @dataclass(frozen=True)
 class Checkpoint:
-    """Where and how often a run is saved, what identifies it, and whether it resumes (True,
-    False or :data:`RESUME_MATCHING`); ``clock`` the time since the last save."""
+    """Where and how often a run is saved (also after iteration ``last``, its final one, when
+    given), what identifies it, and whether it resumes (True, False or :data:`RESUME_MATCHING`);
+    ``clock`` the time since the last save, ``seconds`` the run's seconds (this segment's from
+    when the checkpoint is made)."""
 
     path: Path
     key: str
     every: int
     resume: bool | str
+    last: int | None = None
     clock: CheckpointClock = field(default_factory=lambda: CheckpointClock(SAVE_MINUTES))
+    seconds: RunSeconds = field(default_factory=RunSeconds)
 
     def restore(self, optimizers: list[torch.optim.Optimizer], draws: torch.Generator) -> tuple[int, list[float]]:
         """The iterations done and the history: (0, []) for a fresh run, else the saved state put back."""
@@ -69,19 +89,20 @@ class Checkpoint:
             opt.load_state_dict(state)
         torch.set_rng_state(saved["torch_rng"])
         draws.set_state(saved["draws"])
+        self.seconds.before = saved.get("seconds")
         return saved["iteration"], list(saved["history"])
 
     def save_if_due(self, iteration: int, optimizers: list[torch.optim.Optimizer], draws: torch.Generator,
                     history: list[float]) -> None:
-        """Save after ``iteration`` iterations when it is the first, a multiple of ``every`` or
-        :data:`SAVE_MINUTES` after the last save (rank 0 only)."""
-        if (iteration % self.every and iteration != 1 and not self.clock.due()) or not is_main():
+        """Save after ``iteration`` iterations when it is the first, the ``last``, a multiple of
+        ``every`` or :data:`SAVE_MINUTES` after the last save (rank 0 only)."""
+        if (iteration % self.every and iteration not in (1, self.last) and not self.clock.due()) or not is_main():
             return
         buffer = io.BytesIO()
         torch.save({"key": self.key, "iteration": iteration, "history": history,
                     "parameters": [p.detach().cpu() for p in _parameters(optimizers)],
                     "optimizers": [opt.state_dict() for opt in optimizers], "torch_rng": torch.get_rng_state(),
-                    "draws": draws.get_state()}, buffer)
+                    "draws": draws.get_state(), "seconds": self.seconds.total()}, buffer)
         atomic_write(buffer.getbuffer(), self.path)
         self.clock.restart()
 
@@ -103,3 +124,10 @@ def saved_iteration(path: Path) -> int | None:
     """The iterations done of the checkpoint at ``path`` (None: none readable there)."""
     saved = _saved(path)
     return None if saved is None else saved.get("iteration")
+
+
+def saved_seconds(path: Path) -> float | None:
+    """The seconds the run of the checkpoint at ``path`` had taken when it was saved (:class:`RunSeconds`;
+    None: none readable there, or one that predates the count)."""
+    saved = _saved(path)
+    return None if saved is None else saved.get("seconds")

@@ -103,7 +103,7 @@ def distillation(name: str) -> Method:
                "spec": key_settings(spec), "rotator": inputs.rotator.kind,
                "clouds": cloud_step(name, spec) if name in EXPLICIT else None}
         checkpoint = Checkpoint(inputs.folder / CHECKPOINT_NAME, json.dumps(run, sort_keys=True), spec.checkpoint_every,
-                                spec.resume)
+                                spec.resume, last=spec.iterations)
         args = (train, inputs.cpc, inputs.seed, spec, inputs.info)
         norms: list[StepNorms] = []
         if name == "tm":

@@ -68,7 +68,7 @@ import numpy as np
 from train.condense.files.condensed_file import CondensedSet, read_condensed, write_condensed
 from train.condense.files.data import DataSpec, clouds_of, condensed_clouds, in_frame
 from train.condense.methods.dd3d import redrawn
-from train.condense.files.distill_checkpoint import RESUME_MATCHING
+from train.condense.files.distill_checkpoint import CHECKPOINT_NAME, RESUME_MATCHING, saved_seconds
 from train.condense.matching.features import CACHE_NAME
 from train.condense.matching.controls import CONTROLS
 from train.condense.matching.matching_loops import DistillSpec
@@ -320,7 +320,10 @@ def _data(plan: Plan, unit: Unit, points: int) -> DataSpec:
 
 
 def _condense(plan: Plan, unit: Unit, folder: Path, info: DistInfo) -> dict[str, float]:
-    """Make the unit's set in ``folder`` (its condensed.npz); the seconds it took."""
+    """Make the unit's set in ``folder`` (its condensed.npz); the seconds it took: a distillation's
+    over every segment of a stopped and resumed run, as its checkpoint counts them
+    (:class:`train.condense.files.distill_checkpoint.RunSeconds`), else (a coreset, or a
+    checkpoint that predates the count) this call's."""
     start = time.perf_counter()
     spec = DistillSpec(iterations=plan.iterations, init=unit.init, resume=RESUME_MATCHING,  # a stopped unit goes on
                        topo=unit.topo, topo_weight=unit.topo_weight, topo_ratio=unit.topo_ratio, control=unit.control,
@@ -328,6 +331,8 @@ def _condense(plan: Plan, unit: Unit, folder: Path, info: DistInfo) -> dict[str,
     cset = condense_set(_data(plan, unit, unit.points), unit.method, unit.cpc, unit.seed, plan.recipe_of(unit),
                         folder / CACHE_NAME, info, distill=spec, rotator=unit.rotator)
     seconds = time.perf_counter() - start
+    if info.is_main and unit.method in DISTILLATIONS and (counted := saved_seconds(folder / CHECKPOINT_NAME)) is not None:
+        seconds = counted
     if info.is_main:
         write_condensed(cset, folder)
     barrier()  # every rank reads the set next: none before the main rank has written it
