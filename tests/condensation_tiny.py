@@ -6,6 +6,7 @@ tests/test_condense_topology.py."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -49,6 +50,12 @@ class Interrupted(Exception):
 def stop_after_second_checkpoint(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Run the command ``argv``, checkpointing every iteration, and stop it right after the
     checkpoint of its second iteration."""
+    stop_run_after_second_checkpoint(lambda: main(argv), monkeypatch)
+
+
+def stop_run_after_second_checkpoint(run: Callable[[], object], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Call ``run`` (a distillation inside), checkpointing every iteration, and stop it right after
+    the checkpoint of its second iteration."""
     save = Checkpoint.save_if_due
 
     def save_then_stop(self: Checkpoint, iteration: int, *rest: object) -> None:
@@ -58,4 +65,4 @@ def stop_after_second_checkpoint(argv: list[str], monkeypatch: pytest.MonkeyPatc
     with monkeypatch.context() as patch:
         patch.setattr(Checkpoint, "save_if_due", save_then_stop)
         with pytest.raises(Interrupted):
-            main(argv)
+            run()

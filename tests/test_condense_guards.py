@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import train.condense.studies.study as study
-from tests.condensation_tiny import CPU, tiny_set
+from tests.condensation_tiny import CPU, stop_run_after_second_checkpoint, tiny_set
 from train.condense.cli.command import main
 from train.condense.files.condensed_file import read_condensed
 from train.condense.files.data import DataSpec
@@ -293,16 +293,8 @@ def test_a_resumed_study_unit_counts_the_seconds_of_every_segment(tmp_path: Path
     plan = Plan(points=16, low_points=(8,), part_points=16, cpcs=(1,), iterations=3, distills=1, runs=1,
                 recipe=TrainSpec(steps=1), size=3)
     unit = next(u for u in units(plan, 1) if u.method == "gm" and u.setting == "aligned")
-    save = Checkpoint.save_if_due
-
-    def save_then_stop(self: Checkpoint, iteration: int, *rest: object) -> None:
-        save(dataclasses.replace(self, every=1), iteration, *rest)
-        if iteration == 2:
-            raise Interrupted
-    with monkeypatch.context() as patch:
-        patch.setattr(Checkpoint, "save_if_due", save_then_stop)
-        with pytest.raises(Interrupted):
-            study.run_unit(plan, unit, tmp_path, CPU, "Table 1, unit 1 of 1")
+    stop_run_after_second_checkpoint(lambda: study.run_unit(plan, unit, tmp_path, CPU, "Table 1, unit 1 of 1"),
+                                     monkeypatch)
     folder = tmp_path / "units" / unit.set_name
     saved = torch.load(folder / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
     assert saved["iteration"] == 2 and 0 < saved["seconds"] < 1000
