@@ -1,9 +1,11 @@
-"""Gradient matching at the layout's speed (decision 95): the same maths, fewer waits.
+"""Gradient matching at the layout's speed (decisions 95 and 103): the same maths, fewer waits.
 
-- The fused last layer (instance norm, ReLU, max pool) has its composition's first and second
-  derivatives.
+- The fused last layer (instance norm, ReLU, max pool), and the same with its perceptron and the
+  gradient through the second moments, have their composition's first and second derivatives;
+  on duplicated points (tied maxima) the two forms agree; the rule that picks the second form.
 - The channels-first PointNet computes the straightforward channels-last function (linear maps over
-  the last axis, instance norm over the points, ReLU, ``amax``) and its gradients, in float64.
+  the last axis, instance norm over the points, ReLU, ``amax``) and its gradients, in float64, on
+  both sides of that rule.
 - ``class_distances`` (Eq. 10) and the inner step's gradient, summed over chunks of clouds, equal
   the one-pass form on a whole batch, in float64, for the distance, the weights' gradients and the
   synthetic clouds' gradient through it.
@@ -32,7 +34,7 @@ from train.condense.matching.matching_loops import (CHUNK_POINTS, DistillSpec, c
                                                     match_gradients, task_backward)
 from train.condense.matching.released import loops_for
 from train.engine.op_count import count_ops
-from train.models.objects.pointnet import instance_relu_max
+from train.models.objects.pointnet import instance_relu_max, linear_instance_relu_max, second_moments_pay
 from train.runtime.distributed import DistInfo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,8 +43,8 @@ CLASSES = [0, 1, 2]
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 
 
-def _clouds(b: int, seed: int) -> torch.Tensor:
-    return torch.rand(b, POINTS, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2 - 1
+def _clouds(b: int, seed: int, points: int = POINTS) -> torch.Tensor:
+    return torch.rand(b, points, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2 - 1
 
 
 def _straightforward_logits(net: torch.nn.Module, points: torch.Tensor) -> torch.Tensor:
@@ -65,8 +67,9 @@ def _net() -> torch.nn.Module:
     return fresh_network(len(CLASSES), torch.device("cpu")).double()
 
 
-def test_the_channels_first_pointnet_is_the_channels_last_function() -> None:
-    net, points = _net(), _clouds(5, 1).requires_grad_()
+@pytest.mark.parametrize("points", [POINTS, 400])  # 400: the last perceptron's gradient through the second moments
+def test_the_channels_first_pointnet_is_the_channels_last_function(points: int) -> None:
+    net, points = _net(), _clouds(5, 1, points).requires_grad_()
     logits = net(points)
     want = _straightforward_logits(net, points)
     assert torch.allclose(logits, want, rtol=1e-12, atol=1e-12)
@@ -82,6 +85,40 @@ def test_instance_relu_max_has_the_gradients_and_second_gradients_of_its_composi
     fused = lambda x: instance_relu_max(x, 1e-5)  # noqa: E731
     assert torch.allclose(fused(x), F.instance_norm(x, eps=1e-5).relu().amax(dim=2), rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(fused, (x,)) and torch.autograd.gradgradcheck(fused, (x,))
+
+
+@pytest.mark.parametrize("b,c_in,c_out,n", [(2, 3, 7, 5), (1, 4, 3, 3), (1, 2, 5, 2), (3, 5, 6, 9)])
+def test_linear_instance_relu_max_has_the_gradients_and_second_gradients_of_its_composition(
+        b: int, c_in: int, c_out: int, n: int) -> None:
+    """The perceptron and the fused last layer with the gradient through the second moments, against
+    autograd's own first and second derivatives of the composition (float64; down to two points)."""
+    gen = torch.Generator().manual_seed(b * 100 + n)
+    h = torch.randn(b, c_in, n, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(c_out, c_in, dtype=torch.float64, generator=gen, requires_grad=True)
+    fused = lambda h, w: linear_instance_relu_max(h, w, 1e-5)  # noqa: E731
+    plain = F.instance_norm(F.conv1d(h, w.unsqueeze(-1)), eps=1e-5).relu().amax(dim=2)
+    assert torch.allclose(fused(h, w), plain, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(fused, (h, w)) and torch.autograd.gradgradcheck(fused, (h, w))
+
+
+def test_on_duplicated_points_the_two_fused_forms_agree() -> None:
+    """Each cloud's points twice over (every maximum tied): both forms send a maximum's gradient to
+    the first of its copies, so values and gradients agree (float64)."""
+    gen = torch.Generator().manual_seed(4)
+    h = torch.randn(3, 4, 5, dtype=torch.float64, generator=gen).repeat(1, 1, 2).requires_grad_()
+    w = torch.randn(6, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    weights = torch.randn(3, 6, dtype=torch.float64, generator=gen)
+    outs = [linear_instance_relu_max(h, w, 1e-5), instance_relu_max(F.conv1d(h, w.unsqueeze(-1)), 1e-5)]
+    assert torch.allclose(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+    got, want = (torch.autograd.grad((out * weights).sum(), (h, w)) for out in outs)
+    for a, e in zip(got, want):
+        assert torch.allclose(a, e, rtol=1e-10, atol=1e-12)
+
+
+def test_the_second_moments_are_taken_where_they_halve_the_multiplications() -> None:
+    assert not second_moments_pay(341, 128, 1024) and second_moments_pay(342, 128, 1024)
+    assert not second_moments_pay(64, 128, 1024) and second_moments_pay(1024, 128, 1024)
+    assert not any(second_moments_pay(n, 64, 128) for n in (1, 1024, 10**6))  # C_out <= 2 C_in: never
 
 
 def test_chunked_class_distances_equal_the_one_pass_form_in_float64() -> None:

@@ -1,6 +1,7 @@
 """One outer iteration of gradient matching (Dataset Condensation's Algorithm 1, DD3D Eq. 10) at the
-layout's speed against the form before it (decision 95), at the defaults' real batch (32 clouds a
-class), run by ``benchmarks/tests/test_bench_matching_speed.py``.
+layout's speed against the form before it (decision 95) and with the second moments (decision
+103), at the defaults' real batch (32 clouds a class), run by
+``benchmarks/tests/test_bench_matching_speed.py``.
 
 Forms, each of :func:`measure`'s ``form``:
 
@@ -8,10 +9,13 @@ Forms, each of :func:`measure`'s ``form``:
   last (linear maps over the last axis, instance norm between two transposes, ``amax``), each
   class's gradients and each inner step one pass over the whole batch (:func:`today_form` swaps it
   into ``train.condense.matching.matching_loops``, the same weights);
-- ``layout``: the package's form (channels first, a max pool, passes over chunks of about
-  ``CHUNK_POINTS`` points), glibc's default allocator;
+- ``layout``: decision 95's form (channels first, a max pool, passes over chunks of about
+  ``CHUNK_POINTS`` points), glibc's default allocator, the last perceptron's gradient its own;
 - ``layout+heap``: the same with ``train.runtime.heap.hold_freed_memory``, as ``python -m
-  train.condense`` runs it.
+  train.condense`` runs it;
+- ``moments``: ``layout+heap`` with the last perceptron's gradient taken through each cloud's
+  second moments at every size (``linear_instance_relu_max``, decision 103); the package takes
+  them where ``second_moments_pay`` says, from 342 points a cloud, and ``layout+heap``'s way below.
 
 :func:`measure` runs explicit-cloud gradient matching (``distill_explicit``, method gm) for
 ``iterations`` iterations on a generated set (:func:`matching_set`), after two untimed ones (a tiny one
@@ -28,7 +32,7 @@ from __future__ import annotations
 import resource
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -40,11 +44,12 @@ from train.condense.matching import matching_loops
 from train.condense.methods.explicit import distill_explicit
 from train.condense.matching.matching_loops import Batch, DistillSpec, task_loss
 from train.data.objects import ObjectSet
+from train.models.objects import pointnet
 from train.models.objects.pointnet import WIDTHS
 from train.runtime.distributed import DistInfo
 from train.runtime.heap import hold_freed_memory
 
-FORMS = ("today", "layout", "layout+heap")
+FORMS = ("today", "layout", "layout+heap", "moments")
 REAL_BATCH = DistillSpec().real_batch  # the defaults' real clouds a class
 
 
@@ -117,6 +122,18 @@ def today_form() -> Iterator[None]:
         matching_loops.task_backward = backward
 
 
+@contextmanager
+def second_moments(taken: bool) -> Iterator[None]:
+    """The PointNet classifier's last perceptron with its gradient through the second moments at
+    every size (``taken``) or at none, whatever ``second_moments_pay`` says."""
+    rule = pointnet.second_moments_pay
+    pointnet.second_moments_pay = lambda points, c_in, c_out: taken
+    try:
+        yield
+    finally:
+        pointnet.second_moments_pay = rule
+
+
 def _profile(run: Any, top: int) -> list[dict[str, Any]]:
     """The ``top`` operators by self CPU time while ``run()`` runs, with their share of the total."""
     from torch.profiler import ProfilerActivity, profile
@@ -137,13 +154,13 @@ def measure(form: str, cpc: int, points: int, classes: int, iterations: int = 1,
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     torch.set_num_threads(1)
-    held = hold_freed_memory() if form == "layout+heap" else False
+    held = hold_freed_memory() if form in ("layout+heap", "moments") else False
     train = matching_set(classes, points)
     info, spec = DistInfo(0, 1, 0, torch.device(device)), DistillSpec(iterations=iterations)
     on_gpu = info.device.type == "cuda"
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
-    with today_form() if form == "today" else nullcontext():
+    with today_form() if form == "today" else second_moments(form == "moments"):
         distill_explicit(matching_set(2, 16), cpc, 1, DistillSpec(iterations=1), info, "gm")  # the libraries loaded
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         distill_explicit(train, cpc, 1, DistillSpec(iterations=1), info, "gm")  # the kernels' first calls

@@ -1,8 +1,9 @@
-"""Gradient matching at the layout's speed against the form before it (decision 95,
-``benchmarks.cpu.matching_speed``): one outer iteration of explicit-cloud GM at 32 real clouds a
-class, the forms ``today``, ``layout`` and ``layout+heap`` in the same run.
+"""Gradient matching at the layout's speed against the form before it (decision 95) and with the
+second moments (decision 103; ``benchmarks.cpu.matching_speed``): one outer iteration of
+explicit-cloud GM at 32 real clouds a class, the forms ``today``, ``layout``, ``layout+heap`` and
+``moments`` in the same run.
 
-Smoke run: two classes at 16 points, CPC 1, in this process: every form runs and the three give the
+Smoke run: two classes at 16 points, CPC 1, in this process: every form runs and the four give the
 same loss history (the same maths). ``--benchmark``: CPC 1 and 10 at 64 and 256 points (4 classes)
 and at 1,024 points (2 classes), each form in a fresh child process (``benchmarks.cpu.isolated``),
 the forms interleaved over ``ROUNDS`` rounds; the CPU seconds per iteration (``time.process_time``)
@@ -27,6 +28,7 @@ def test_matching_speed_smoke() -> None:
     histories = {form: measure(form, 1, 16, 2)["history"] for form in FORMS}
     assert histories["layout"] == pytest.approx(histories["today"], rel=1e-4)
     assert histories["layout+heap"] == pytest.approx(histories["layout"], rel=1e-6)
+    assert histories["moments"] == pytest.approx(histories["layout+heap"], rel=1e-4)
 
 
 @pytest.mark.parametrize("cpc,points,classes", CASES)
