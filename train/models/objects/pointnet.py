@@ -129,7 +129,8 @@ class _LinearInstanceReluMax(torch.autograd.Function):
         # x_n = W h_n: the weight's gradient sum_n (d loss / d x_n) h_n^T has alpha W S, N beta mean(h)^T and
         # gamma h_index; the two mean terms cancel (N beta = -gamma), leaving S's and the maxima's
         grad_weight = torch.addcmul(s_w * alpha.unsqueeze(1), at_max, gamma.unsqueeze(1)).sum(dim=0).t()
-        # h's gradient W^T (d loss / d x_n): W^T diag(alpha) W h_n, centred, plus W^T beta, plus each maximum's gamma w_c
+        # h's gradient W^T (d loss / d x_n): W^T diag(alpha) W (h_n - mean h), plus W^T beta, plus each
+        # maximum's gamma w_c
         spread = torch.baddbmm((beta @ weight).unsqueeze(2), torch.matmul(wt * alpha.unsqueeze(1), weight), centred)
         grad_h = spread.scatter_add(2, index.unsqueeze(1).expand(-1, c_in, -1), wt * gamma.unsqueeze(1))
         return grad_h, grad_weight, None
