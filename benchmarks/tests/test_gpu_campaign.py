@@ -163,9 +163,10 @@ def test_tps_says_when_its_time_box_cut_the_rounds(tmp_path: Path) -> None:
 
 def test_condense_times_gm_and_dd3d_per_cpc_and_stops_at_its_box(monkeypatch: pytest.MonkeyPatch,
                                                                    tmp_path: Path) -> None:
-    """Three rows per CPC, GM first, then DD3D at GM's points and at the low resolution, each with
-    its time over GM's at that CPC, then a profiled iteration of each method; a box that ends after
-    the first measurement keeps that row and says where it stopped."""
+    """Four rows per CPC, GM first, then DD3D at GM's points and at the low resolution and GM with
+    decision 95's last layer, each with its time over GM's at that CPC, then a profiled iteration
+    of each method; a box that ends after the first measurement keeps that row and says where it
+    stopped."""
     from benchmarks.gpu_campaign import condense as gpu_condense
     from benchmarks.gpu_campaign.record import Recorder
 
@@ -174,13 +175,15 @@ def test_condense_times_gm_and_dd3d_per_cpc_and_stops_at_its_box(monkeypatch: py
     rec = Recorder(tmp_path / "condense.json")
     gpu_condense.condense({**size, "cpcs": [1, 2]}, torch.device("cpu"), rec, deadline=float("inf"))
     rows = rec.data["tables"][0]["rows"]
+    as_95 = "explicit GM, last layer as decision 95"
     assert [(r[0], r[1], r[2]) for r in rows] == [
-        ("explicit GM", high, "1"), ("DD3D", high, "1"), ("DD3D", low, "1"),
-        ("explicit GM", high, "2"), ("DD3D", high, "2"), ("DD3D", low, "2")]
+        ("explicit GM", high, "1"), ("DD3D", high, "1"), ("DD3D", low, "1"), (as_95, high, "1"),
+        ("explicit GM", high, "2"), ("DD3D", high, "2"), ("DD3D", low, "2"), (as_95, high, "2")]
     seconds = rec.data["seconds"]
-    assert rows[0][5] == "n/a" and rows[3][5] == "n/a"
+    assert rows[0][5] == "n/a" and rows[4][5] == "n/a"
     assert rows[2][5] == f"{seconds[f'dd3d-{low}-1'] / seconds[f'gm-{high}-1']:.3g}"
-    assert rows[4][5] == f"{seconds[f'dd3d-{high}-2'] / seconds[f'gm-{high}-2']:.3g}"
+    assert rows[3][5] == f"{seconds[f'gm-{high}-1-95'] / seconds[f'gm-{high}-1']:.3g}"
+    assert rows[5][5] == f"{seconds[f'dd3d-{high}-2'] / seconds[f'gm-{high}-2']:.3g}"
     assert all(r[6] == "n/a" for r in rows)  # no device memory on a CPU
     profiled = rec.data["tables"][1]
     assert profiled["title"].startswith("Where one outer iteration's time goes")
@@ -191,4 +194,4 @@ def test_condense_times_gm_and_dd3d_per_cpc_and_stops_at_its_box(monkeypatch: py
     rec = Recorder(tmp_path / "short.json")
     gpu_condense.condense(size, torch.device("cpu"), rec, deadline=50.0)
     assert [r[0] for r in rec.data["tables"][0]["rows"]] == ["explicit GM"]
-    assert rec.data["notes"] == [f"stopped before dd3d at {high} points, CPC 1, at the section's time box"]
+    assert rec.data["notes"] == [f"stopped before DD3D at {high} points, CPC 1, at the section's time box"]
