@@ -252,7 +252,10 @@ def test_a_kept_study_written_before_recipes_had_names_still_reports(kept: Path)
                                                        "| DD3D, resampled | 76.9 ± 4.2")),
     ("condense-topo-ratio-lidar-cpu", (40, 3, 64, None), ("| GM | shape | chamfer control | 3 | +0.3 ± 1.2 | 6 of 9 |",
                                                           "The held-out gaps leave out the classes the test split has "
-                                                          "no cloud of: bicyclist."))])
+                                                          "no cloud of: bicyclist.")),
+    ("condense-topo-t8-dd3d-cpu", (40, 2, 64, None), ("| aligned | 1 | DD3D | shape, w 1000 (chosen on val) |",
+                                                      "| DD3D | gain of shape, w 1000 | -0.2 ± 0.2 (s0 -0.2, s1 -0.2) | "
+                                                      "-0.7 ± 27.9"))])
 def test_a_kept_study_is_the_report_of_its_results(name: str, budget: tuple, marks: tuple[str, ...]) -> None:
     """A kept study's STUDY.md is what the report makes of its study.json, line for line:
     ``condense-t1-400-cpu`` (Table 1 at 400 iterations with the 1,024-point draw, Table 6's resampled
@@ -261,7 +264,8 @@ def test_a_kept_study_is_the_report_of_its_results(name: str, budget: tuple, mar
     ``condense-topo-ratio-cpc10-cpu`` (Table 10 at CPC 10, the feature reading) and
     ``condense-t1-lidar-cpu`` (Tables 1 and 6 on ``lidar_objects``, five distillations),
     ``condense-t1-400-cpu/p256`` (Tables 1 and 6 at 256 points, DD3D also drawn at 1,024) and
-    ``condense-topo-ratio-lidar-cpu`` (Table 10 on ``lidar_objects``)."""
+    ``condense-topo-ratio-lidar-cpu`` (Table 10 on ``lidar_objects``) and ``condense-topo-t8-dd3d-cpu``
+    (Table 7's DD3D and Table 8 with DD3D's chosen sets)."""
     folder = Path(__file__).parents[1] / "benchmarks" / "studies" / name
     record = json.loads((folder / "study.json").read_text())
     plan = study.plan_of(record["plan"])
