@@ -114,7 +114,7 @@ class _LinearInstanceReluMax(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx,
                  grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         h, weight, index = ctx.saved_tensors
-        (b, c_in, n), wt = h.shape, weight.t()
+        (_, c_in, n), wt = h.shape, weight.t()
         centred = h - h.mean(dim=2, keepdim=True)
         # S_b w_c for every cloud b and channel c, S_b = the centred second moments (C_in, C_in); S is symmetric
         s_w = torch.matmul(centred @ centred.transpose(1, 2), wt)  # (B, C_in, C_out)
