@@ -45,6 +45,7 @@ from train.condense.files.condensed_file import CondensedSet, current_commit, wr
 from train.condense.methods.coreset import random_order, select_per_class
 from train.condense.files.data import DataSpec
 from train.condense.methods.dd3d import GENERATOR_NAME, draw_set, save_generator, unit_sphere
+from train.condense.matching.controls import chamfer
 from train.condense.matching.generator import DATASET_W0, PointGenerator
 from train.condense.matching.released import generator_adam
 from train.condense.files.rotator import Rotator, frame_record
@@ -54,13 +55,6 @@ from train.runtime.distributed import DistInfo
 
 INIT = "chamferfit"  # the fitted units' init field (their folder names): INIT + the Adam steps
 FIT_DRAWS = 5  # fresh draws the fit's Chamfer distance to its target is averaged over
-
-
-def chamfer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Symmetric Chamfer distance of (B, N, 3) and (B, M, 3) clouds, row by row: the mean squared
-    distance to the nearest point of the other cloud, both ways, summed (shape_gap's measure)."""
-    squared = torch.cdist(a, b) ** 2
-    return squared.amin(2).mean(1) + squared.amin(1).mean(1)
 
 
 def targets(train, seed: int) -> tuple[np.ndarray, np.ndarray]:

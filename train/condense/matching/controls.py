@@ -48,9 +48,18 @@ CONTROLS = ("chamfer", "start")
 def chamfer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The Chamfer distance of the clouds ``a`` (..., n, 3) and ``b`` (..., m, 3) (module docstring),
     over the leading dimensions as ``torch.cdist`` broadcasts them (also the study's shape gap,
-    :func:`train.condense.studies.shape_gap.chamfer_to_nearest`)."""
-    squared = torch.cdist(a, b).square()
-    return squared.amin(-1).mean(-1) + squared.amin(-2).mean(-1)
+    :func:`train.condense.studies.shape_gap.chamfer_to_nearest`). The nearest points are found
+    without a gradient and their squared distances taken again from the coordinates: the gradient of
+    the minima, without ``cdist``'s backward over every pair (seven times the rest of a step at
+    1,024 points)."""
+    lead = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a, b = a.expand(*lead, *a.shape[-2:]), b.expand(*lead, *b.shape[-2:])
+    with torch.no_grad():
+        distance = torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
+        to_b, to_a = distance.argmin(-1), distance.argmin(-2)
+    near_b = b.gather(-2, to_b.unsqueeze(-1).expand(*to_b.shape, b.shape[-1]))
+    near_a = a.gather(-2, to_a.unsqueeze(-1).expand(*to_a.shape, a.shape[-1]))
+    return (a - near_b).square().sum(-1).mean(-1) + (b - near_a).square().sum(-1).mean(-1)
 
 
 def nearest_chamfer(real: torch.Tensor, synthetic: torch.Tensor) -> torch.Tensor:
