@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import train.condense.studies.study as study
-from tests.condensation_tiny import CPU, stop_run_after_second_checkpoint, tiny_set
+from tests.condensation_tiny import CPU, Interrupted, stop_run_after_second_checkpoint, tiny_set
 from train.condense.cli.command import main
 from train.condense.files.condensed_file import read_condensed
 from train.condense.files.data import DataSpec
@@ -247,10 +247,6 @@ def test_a_stop_before_the_first_checkpoint_says_nothing_is_kept(tmp_path: Path,
     assert main(argv) == 130
     assert command_lines(capsys) == [f"{PROG}: stopped by SIGINT; its first iteration had not ended: nothing is kept; "
                                      f"go on with: {shlex.join(['python', '-m', 'train.condense', *argv])}"]
-
-
-class Interrupted(Exception):
-    """A study stopped inside a unit."""
 
 
 def test_a_stopped_study_unit_goes_on_from_its_checkpoint_and_says_where_it_is(

@@ -50,8 +50,8 @@ def chamfer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     over the leading dimensions as ``torch.cdist`` broadcasts them (also the study's shape gap,
     :func:`train.condense.studies.shape_gap.chamfer_to_nearest`). The nearest points are found
     without a gradient and their squared distances taken again from the coordinates: the gradient of
-    the minima, without ``cdist``'s backward over every pair (seven times the rest of a step at
-    1,024 points)."""
+    the minima, without ``cdist``'s backward over every pair (13 clouds of 1,024 points against 13:
+    0.49 s with it, 0.10 s so, on one core)."""
     lead = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     a, b = a.expand(*lead, *a.shape[-2:]), b.expand(*lead, *b.shape[-2:])
     with torch.no_grad():

@@ -63,17 +63,24 @@ def _moments(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, (var + eps).rsqrt()
 
 
+def _normalised_max(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """relu((max x - mean) / sqrt(var + eps)) over the points of (B, C, N) features, (B, C), and the
+    index of each maximum: the forward of both fused last layers."""
+    mean, rstd = _moments(x, eps)
+    top, index = x.max(dim=2)
+    return ((top - mean) * rstd).relu(), index
+
+
 class _InstanceReluMax(torch.autograd.Function):
     """:func:`instance_relu_max`; its backward is made of differentiable operations, so that the
     gradient matching's double backward goes through it."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, eps: float) -> torch.Tensor:
-        mean, rstd = _moments(x, eps)
-        top, index = x.max(dim=2)
+        out, index = _normalised_max(x, eps)
         ctx.save_for_backward(x, index)
         ctx.eps = eps
-        return ((top - mean) * rstd).relu()
+        return out
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -103,12 +110,10 @@ class _LinearInstanceReluMax(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, h: torch.Tensor, weight: torch.Tensor,
                 eps: float) -> torch.Tensor:
-        x = F.conv1d(h, weight.unsqueeze(-1))
-        mean, rstd = _moments(x, eps)
-        top, index = x.max(dim=2)
+        out, index = _normalised_max(F.conv1d(h, weight.unsqueeze(-1)), eps)
         ctx.save_for_backward(h, weight, index)
         ctx.eps = eps
-        return ((top - mean) * rstd).relu()
+        return out
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx,
