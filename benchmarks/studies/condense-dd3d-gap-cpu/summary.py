@@ -53,7 +53,10 @@ def _gain(values: dict[int, list[float]], reference: dict[int, list[float]]) -> 
 
 SHAPES = PRESETS["cpu"].dataset
 # capacity.py's records: (data set, points, fit steps; 0 no fit)
-RECORDS = ((SHAPES, 64, 4000), (SHAPES, 64, 400), (SHAPES, 256, 4000), (SHAPES, 1024, 0), ("lidar_objects", 64, 400))
+RECORDS = ((SHAPES, 64, 4000), (SHAPES, 64, 400), (SHAPES, 256, 4000), (SHAPES, 1024, 0), (SHAPES, 1024, 4000),
+           ("lidar_objects", 64, 400))
+# records whose Random and bootstrap units are an earlier record's (the same seeds and points)
+SHARED_UNITS = ((SHAPES, 64, 400), (SHAPES, 1024, 4000))
 
 
 def _macc(key: str) -> str:
@@ -71,8 +74,8 @@ def capacity_rows(folder: Path) -> list[str]:
         for key, name in (("random_oa", "Random"), ("bootstrap_oa", "bootstrap of Random's clouds"),
                           ("fit_oa", "generator fitted, drawn"), ("fit_oa_resampled", "generator fitted, resampled")):
             values, macc = _by_seed(record, key), _by_seed(record, _macc(key))
-            if not values or (key in ("random_oa", "bootstrap_oa") and (dataset, points, steps) == (SHAPES, 64, 400)):
-                continue  # the 400-step fits share the 4,000-step record's Random and bootstrap units
+            if not values or (key in ("random_oa", "bootstrap_oa") and (dataset, points, steps) in SHARED_UNITS):
+                continue
             first = key == "random_oa"
             rows.append(f"| {dataset}, {points}, {steps} | {name} | {_cell(values)} | "
                         f"{'' if first else _gain(values, random)} | {_cell(macc)} | "
