@@ -55,8 +55,6 @@ SHAPES = PRESETS["cpu"].dataset
 # capacity.py's records: (data set, points, fit steps; 0 no fit)
 RECORDS = ((SHAPES, 64, 4000), (SHAPES, 64, 400), (SHAPES, 256, 4000), (SHAPES, 1024, 0), (SHAPES, 1024, 4000),
            ("lidar_objects", 64, 400))
-# records whose Random and bootstrap units are an earlier record's (the same seeds and points)
-SHARED_UNITS = ((SHAPES, 64, 400), (SHAPES, 1024, 4000))
 
 
 def _macc(key: str) -> str:
@@ -66,15 +64,17 @@ def _macc(key: str) -> str:
 def capacity_rows(folder: Path) -> list[str]:
     rows = ["| data set, points, fit steps | row | test OA [by seed] | paired vs Random (same points) | "
             "mAcc [by seed] | paired mAcc |", "|---|---|---|---|---|---|"]
-    for dataset, points, steps in RECORDS:
+    for i, (dataset, points, steps) in enumerate(RECORDS):
         record = _load(folder, record_name(dataset, points, steps))
         if not record:
             continue
+        # a record after another of its data set and points shares that one's Random and bootstrap units
+        shared = any(earlier[:2] == (dataset, points) for earlier in RECORDS[:i])
         random, random_macc = _by_seed(record, "random_oa"), _by_seed(record, "random_macc")
         for key, name in (("random_oa", "Random"), ("bootstrap_oa", "bootstrap of Random's clouds"),
                           ("fit_oa", "generator fitted, drawn"), ("fit_oa_resampled", "generator fitted, resampled")):
             values, macc = _by_seed(record, key), _by_seed(record, _macc(key))
-            if not values or (key in ("random_oa", "bootstrap_oa") and (dataset, points, steps) in SHARED_UNITS):
+            if not values or (key in ("random_oa", "bootstrap_oa") and shared):
                 continue
             first = key == "random_oa"
             rows.append(f"| {dataset}, {points}, {steps} | {name} | {_cell(values)} | "
