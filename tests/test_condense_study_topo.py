@@ -234,6 +234,22 @@ def test_a_kept_study_restored_as_unit_folders_is_read_back_as_its_finished_unit
         restore_units(kept, tmp_path)
 
 
+
+def test_a_set_restored_without_its_clouds_or_gaps_is_reported_without_gaps(tmp_path: Path) -> None:
+    """A unit restored from a kept study that holds no shape gaps for it (its Table 1 row alone;
+    here the kept gaps removed) is Table 10's set without the term: the report reads it back
+    without gaps instead of failing on the clouds a restored unit does not have."""
+    from benchmarks.studies.restore_units import restore_units
+    kept = Path(__file__).parents[1] / "benchmarks" / "studies" / "condense-t1-400-cpu"
+    restore_units(kept, tmp_path)
+    plan = replace(study.plan_of(json.loads((kept / "study.json").read_text())["plan"]), distills=1)
+    [no_term] = [unit for unit in units(plan, 10) if unit.method == "gm" and unit.topo is None]
+    (tmp_path / "units" / no_term.set_name / study.SHAPE_NAME).unlink()
+    [row] = study.finished_units(plan, [no_term], tmp_path)
+    [back] = study._with_shapes(plan, [row], tmp_path, CPU)
+    assert back == row and not (tmp_path / "units" / no_term.set_name / study.SHAPE_NAME).exists()
+    assert "| GM |" in study.report(plan, {10: [back]})
+
 def test_a_class_the_real_split_lacks_is_left_out_of_the_gaps_and_named() -> None:
     real = load_objects("shapes", split="train", points=64, size=4)
     rows = np.array([np.flatnonzero(real.labels == k)[0] for k in range(3)])

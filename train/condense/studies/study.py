@@ -821,14 +821,15 @@ def _with_shapes(plan: Plan, results: list[dict[str, Any]], out: Path, info: Dis
     against the training split and, under :data:`HELD_OUT`, against the test split, measured once
     by the main rank (each split read once, the real diagrams shared by every set) and kept beside
     the set (``shape_gap.json``); a kept file without the held-out gaps gets them where its set is
-    there (a set restored without its file keeps what it has)."""
+    there; a set restored without its clouds keeps what it has, none where it was restored without
+    gaps (a Table 1 unit restored from a kept study, read as Table 10's set without the term)."""
     paths = [out / "units" / Unit(**result["unit"]).set_name / SHAPE_NAME for result in results]
     if info.is_main:
         splits: dict[tuple[DataSpec, str], ObjectSet] = {}
         diagrams = RealDiagrams(DEFAULT_M)
         for result, path in zip(results, paths):
             kept = json.loads(path.read_text()) if path.exists() else {}
-            if HELD_OUT in kept or (kept and not (path.parent / "condensed.npz").exists()):
+            if HELD_OUT in kept or not (path.parent / "condensed.npz").exists():
                 continue
             unit = Unit(**result["unit"])
             data = _data(plan, unit, unit.points)
@@ -841,7 +842,8 @@ def _with_shapes(plan: Plan, results: list[dict[str, Any]], out: Path, info: Dis
             gaps = kept or shape_gap(cset, real("train"), diagrams)  # a kept file's own gaps are not measured again
             atomic_write(json.dumps({**gaps, HELD_OUT: shape_gap(cset, real("test"), diagrams)}).encode(), path)
     barrier()  # every rank reads the gaps next
-    return [{**result, "shape": json.loads(path.read_text())} for result, path in zip(results, paths)]
+    return [{**result, **({"shape": json.loads(path.read_text())} if path.exists() else {})}
+            for result, path in zip(results, paths)]
 
 
 UNNAMED = ("dataset", "size", "iterations", "runs")  # what a unit's result depends on but its name does not hold
