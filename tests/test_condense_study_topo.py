@@ -234,7 +234,6 @@ def test_a_kept_study_restored_as_unit_folders_is_read_back_as_its_finished_unit
         restore_units(kept, tmp_path)
 
 
-
 def test_a_set_restored_without_its_clouds_or_gaps_is_reported_without_gaps(tmp_path: Path) -> None:
     """A unit restored from a kept study that holds no shape gaps for it (its Table 1 row alone;
     here the kept gaps removed) is Table 10's set without the term: the report reads it back
@@ -249,6 +248,7 @@ def test_a_set_restored_without_its_clouds_or_gaps_is_reported_without_gaps(tmp_
     [back] = study._with_shapes(plan, [row], tmp_path, CPU)
     assert back == row and not (tmp_path / "units" / no_term.set_name / study.SHAPE_NAME).exists()
     assert "| GM |" in study.report(plan, {10: [back]})
+
 
 def test_a_class_the_real_split_lacks_is_left_out_of_the_gaps_and_named() -> None:
     real = load_objects("shapes", split="train", points=64, size=4)
