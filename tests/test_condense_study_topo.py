@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -230,8 +231,29 @@ def test_a_kept_study_restored_as_unit_folders_is_read_back_as_its_finished_unit
         if "shape" in row:
             assert json.loads((tmp_path / "units" / unit.set_name / study.SHAPE_NAME).read_text()) == row["shape"]
     study.check_plan(plan, tmp_path)  # the kept plan travels with the units
-    with pytest.raises(FileExistsError, match="restore into an --out"):
+    assert restore_units(kept, tmp_path) == 0  # the same units again: nothing to write, nothing refused
+    changed = tmp_path / "units" / study.Unit(**rows[0]["unit"]).name / "result.json"
+    changed.write_text(json.dumps({**json.loads(changed.read_text()), "condense_seconds": -1.0}))
+    before = sorted(path for path in tmp_path.rglob("*") if path.is_file())
+    shutil.rmtree(tmp_path / "units" / study.Unit(**rows[-1]["unit"]).name)  # one unit missing, one with other content
+    with pytest.raises(FileExistsError, match="exists with other content"):
         restore_units(kept, tmp_path)
+    assert sorted(path for path in tmp_path.rglob("*") if path.is_file()) == [
+        path for path in before if study.Unit(**rows[-1]["unit"]).name not in str(path)]  # refused before writing
+
+
+def test_two_kept_studies_sharing_units_restore_into_one_folder(tmp_path: Path) -> None:
+    """A study kept a seed at a time over units restored from another kept study holds those units
+    again (as the study read them back): both restore into one folder."""
+    from benchmarks.studies.restore_units import restore_units
+    kept = Path(__file__).parents[1] / "benchmarks" / "studies"
+    restore_units(kept / "condense-topo-ratio-400-cpu", tmp_path)
+    assert restore_units(kept / "condense-t1-400-cpu", tmp_path) > 0
+    record = json.loads((kept / "condense-t1-400-cpu" / "study.json").read_text())
+    plan = study.plan_of(record["plan"])
+    names = {study.Unit(**row["unit"]).name for rows in record["results"].values() for row in rows}
+    assert all((tmp_path / "units" / name / "result.json").exists() for name in names)
+    assert len(study.finished_units(plan, units(plan, 10), tmp_path)) == 7  # 3 seeds of GM and DD3D, GM's seed 0 term
 
 
 def test_a_set_restored_without_its_clouds_or_gaps_is_reported_without_gaps(tmp_path: Path) -> None:

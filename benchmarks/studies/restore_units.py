@@ -6,7 +6,9 @@ feature reading's size effect").
 
 KEPT is a kept study folder (its ``study.json``); OUT gets ``units/<unit>/result.json`` for every
 row and ``units/<set>/shape_gap.json`` for every row that has its shape gaps (Table 7 and 9), and
-the kept ``study.json``. A study run with ``--out OUT`` then reads those units as finished and runs
+the kept ``study.json``. A file OUT already holds with the same content is left as it is, so that
+two kept studies sharing units (a study kept a seed at a time, restored over the study its units
+without the term came from) restore into one OUT; one with other content is refused. A study run with ``--out OUT`` then reads those units as finished and runs
 only the others; its report pairs the new units with the restored ones. Pair gains only within one
 machine kind: the same unit does not give the same bits on an Intel and an AMD CPU.
 """
@@ -14,15 +16,25 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from train.condense.studies.study import SHAPE_NAME, Unit
 from train.runtime.files import atomic_write
 
 
+def _as_read(text: str) -> Any:
+    """A unit's file as the study reads it: a result's unit with today's fields (a study kept before
+    a field existed and one written after hold the same unit)."""
+    value = json.loads(text)
+    return {**value, "unit": asdict(Unit(**value["unit"]))} if "unit" in value else value
+
+
 def restore_units(kept: Path, out: Path) -> int:
     """Write ``kept``'s rows into ``out`` (module docstring); the number of unit folders written.
-    FileExistsError where ``out`` already holds one of them (a finished unit is never overwritten)."""
+    FileExistsError, before anything is written, where ``out`` holds one of their files with other
+    content (a finished unit is never overwritten)."""
     record = json.loads((kept / "study.json").read_text())
     written: dict[Path, str] = {}
     for rows in record["results"].values():
@@ -33,9 +45,13 @@ def restore_units(kept: Path, out: Path) -> int:
                 written[out / "units" / unit.set_name / SHAPE_NAME] = json.dumps(row["shape"])
             if path in written:  # a unit shared by two tables: its row again, under another table
                 continue
-            if path.exists():
-                raise FileExistsError(f"{path} exists: restore into an --out that does not hold this unit")
             written[path] = json.dumps({key: value for key, value in row.items() if key != "shape"}, indent=1)
+    for path, text in list(written.items()):
+        if path.exists():
+            if _as_read(path.read_text()) != _as_read(text):
+                raise FileExistsError(f"{path} exists with other content: restore into an --out that does not hold "
+                                      "this unit")
+            del written[path]
     for path, text in written.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(text.encode(), path)
