@@ -8,8 +8,9 @@ KEPT is a kept study folder (its ``study.json``); OUT gets ``units/<unit>/result
 row and ``units/<set>/shape_gap.json`` for every row that has its shape gaps (Table 7 and 9), and
 the kept ``study.json``. A file OUT already holds with the same content is left as it is, so that
 two kept studies sharing units (a study kept a seed at a time, restored over the study its units
-without the term came from) restore into one OUT; one with other content is refused. A study run with ``--out OUT`` then reads those units as finished and runs
-only the others; its report pairs the new units with the restored ones. Pair gains only within one
+without the term came from) restore into one OUT; one with other content is refused. A study run
+with ``--out OUT`` then reads those units as finished and runs only the others; its report pairs
+the new units with the restored ones. Pair gains only within one
 machine kind: the same unit does not give the same bits on an Intel and an AMD CPU.
 """
 from __future__ import annotations
