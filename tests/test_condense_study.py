@@ -253,7 +253,7 @@ def test_a_kept_study_written_before_recipes_had_names_still_reports(kept: Path)
     ("condense-t1-400-cpu/p256-rotated", (400, 1, 256, 1024), ("| rotated | 1 | +6.9 (s0 +6.9) | -2.1 (s0 -2.1) | "
                                                                "+2.7 (s0 +2.7) |", "| rotated | 1 | 81.4 ± 1.9")),
     ("condense-topo-ratio-400-cpu", (400, 1, 64, None), ("| 1 | GM | shape, r 1 | 74.2 ± 2.1 (mAcc 74.2 ± 2.1) | "
-                                                         "+0.7 (s0 +0.7) |",)),
+                                                         "+0.7 (s0 +0.7) |", "| 1 | GM | chamfer control, r 1 |")),
     ("condense-topo-ratio-lidar-cpu", (40, 3, 64, None), ("| GM | shape | chamfer control | 3 | +0.3 ± 1.2 | 6 of 9 |",
                                                           "The held-out gaps leave out the classes the test split has "
                                                           "no cloud of: bicyclist.")),
