@@ -255,9 +255,9 @@ def test_two_kept_studies_sharing_units_restore_into_one_folder(tmp_path: Path) 
              for record in records for rows in record["results"].values() for row in rows}
     assert all((tmp_path / "units" / name / "result.json").exists() for name in names)
     plan = study.plan_of(records[0]["plan"])  # three seeds
-    table10 = {unit.name for unit in units(plan, 10)}
-    finished = {study.Unit(**row["unit"]).name for row in study.finished_units(plan, units(plan, 10), tmp_path)}
-    assert finished == names & table10  # every kept Table 10 unit of either study, and no other
+    table10 = units(plan, 10)
+    finished = {study.Unit(**row["unit"]).name for row in study.finished_units(plan, table10, tmp_path)}
+    assert finished == names & {unit.name for unit in table10}  # every kept Table 10 unit of either study, no other
     assert len(finished) >= 7  # 3 seeds of GM and DD3D without the term, GM's seed 0 with it
 
 
