@@ -272,7 +272,8 @@ def test_a_kept_study_is_the_report_of_its_results(name: str, budget: tuple, mar
     ``condense-t1-400-cpu/p256`` (Tables 1 and 6 at 256 points, DD3D also drawn at 1,024), its
     ``p256-rotated`` (Table 1 rotated at 256 points, run a seed at a time) and
     ``condense-topo-ratio-lidar-cpu`` (Table 10 on ``lidar_objects``), ``condense-topo-ratio-400-cpu``
-    (Table 10 at 400 iterations, a seed at a time: GM's three seeds so far) and ``condense-topo-t8-dd3d-cpu``
+    (Table 10 at 400 iterations, r 1, run a seed or a control at a time: GM's and DD3D's three seeds of the term
+    and the Chamfer control so far) and ``condense-topo-t8-dd3d-cpu``
     (Table 7's DD3D and Table 8 with DD3D's chosen sets)."""
     folder = Path(__file__).parents[1] / "benchmarks" / "studies" / name
     record = json.loads((folder / "study.json").read_text())
