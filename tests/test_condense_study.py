@@ -276,8 +276,8 @@ def test_a_kept_study_is_the_report_of_its_results(name: str, budget: tuple, mar
     ``p256-rotated`` (Table 1 rotated at 256 points, run a seed at a time) and
     ``condense-topo-ratio-lidar-cpu`` (Table 10 on ``lidar_objects``), ``condense-topo-ratio-400-cpu``
     (Table 10 at 400 iterations, r 1, run a seed or a control at a time: GM's and DD3D's three seeds of the term
-    and the Chamfer control, GM's of the start control and DD3D's surfaces without the term so far) and ``condense-topo-t8-dd3d-cpu``
-    (Table 7's DD3D and Table 8 with DD3D's chosen sets)."""
+    and the Chamfer control, GM's of the start control and DD3D's surfaces without the term so far) and
+    ``condense-topo-t8-dd3d-cpu`` (Table 7's DD3D and Table 8 with DD3D's chosen sets)."""
     folder = Path(__file__).parents[1] / "benchmarks" / "studies" / name
     record = json.loads((folder / "study.json").read_text())
     plan = study.plan_of(record["plan"])
